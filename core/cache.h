@@ -1,0 +1,32 @@
+/* Persistent node-output cache in SQLite (DESIGN.md §5).
+ *
+ * Entries map a node's key (BLAKE2b-256 Merkle hash, see core/hash.h) to the serialized values
+ * of all its outputs, with a checksum. WAL mode and a busy timeout let several processes share
+ * one database; a checksum mismatch is a miss; a corrupt database is moved aside and rebuilt
+ * with a warning. Lookups and stores never fail a run: errors become misses and warnings.
+ * The same database memoizes file content hashes by (path, size, mtime, inode). */
+#ifndef SD_CORE_CACHE_H
+#define SD_CORE_CACHE_H
+
+#include "core/context.h"
+#include "core/hash.h"
+#include "core/value.h"
+
+/* Opens (creating directories and schema as needed) the database at path. */
+sd_status sd_cache_open(sd_context *ctx, const char *path, sd_cache **out);
+void sd_cache_close(sd_cache *cache); /* NULL-safe */
+
+/* On a hit fills outs[0..n_outputs-1] with new references and returns true. A miss, a
+ * checksum mismatch (entry deleted, warning) or any error returns false. */
+bool sd_cache_get(sd_cache *cache, const sd_key *key, size_t n_outputs, sd_value **outs);
+/* Stores all outputs of a node under key (one transaction). Failures only warn. */
+void sd_cache_put(sd_cache *cache, const sd_key *key, const char *node_type, size_t n_outputs,
+                  sd_value *const *values);
+
+/* File hash memo keyed by path, size, mtime (ns) and inode. */
+bool sd_cache_file_hash_get(sd_cache *cache, const char *path, int64_t size, int64_t mtime_ns,
+                            int64_t inode, sd_key *hash);
+void sd_cache_file_hash_put(sd_cache *cache, const char *path, int64_t size, int64_t mtime_ns,
+                            int64_t inode, const sd_key *hash);
+
+#endif

@@ -1,0 +1,67 @@
+/* The API a node's run function uses (nodes/ include this; the scheduler implements it).
+ *
+ *   static sd_status run(sd_node_run *r) {
+ *       int64_t w = sd_run_int(r, "width");
+ *       sd_value *latent = sd_value_new(SD_TYPE_LATENT);
+ *       ... fill it ...
+ *       sd_run_set_output(r, 0, latent);          // takes the reference
+ *       return SD_OK;
+ *   }
+ *
+ * Input accessors take the input's name as declared in the descriptor; asking for an input the
+ * descriptor does not declare, or with the wrong accessor type, is a programming error (assert).
+ * Literal inputs come with parameters and defaults already applied and validated. */
+#ifndef SD_CORE_NODE_H
+#define SD_CORE_NODE_H
+
+#include "sdflow/node.h"
+#include "core/value.h"
+
+/* The context (device, directories, warnings) and this node's id and descriptor. */
+sd_context *sd_run_context(sd_node_run *run);
+const char *sd_run_node_id(sd_node_run *run);
+const sd_node_desc *sd_run_desc(sd_node_run *run);
+
+/* True when an optional input is linked or set. */
+bool sd_run_has(sd_node_run *run, const char *input);
+int64_t sd_run_int(sd_node_run *run, const char *input);
+double sd_run_float(sd_node_run *run, const char *input);
+bool sd_run_bool(sd_node_run *run, const char *input);
+const char *sd_run_string(sd_node_run *run, const char *input); /* STRING and ENUM */
+/* The value on an input (linked or literal); borrowed: valid during the run. NULL only for an
+ * unset optional input. */
+sd_value *sd_run_value(sd_node_run *run, const char *input);
+/* Absolute path of an SD_IN_FILE input, resolved in the context's directories. */
+const char *sd_run_file(sd_node_run *run, const char *input);
+
+/* Sets output `index` (descriptor order); takes ownership of one reference. */
+void sd_run_set_output(sd_node_run *run, size_t index, sd_value *value);
+
+/* Records a failure: the message becomes "node 'id' (Type): <message>" on the context.
+ * Returns status for `return sd_run_error(r, SD_ERR_INVALID, "...")`. */
+sd_status sd_run_error(sd_node_run *run, sd_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Logs a warning naming the node. */
+void sd_run_warn(sd_node_run *run, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Reports progress inside a node; returns SD_ERR_INTERRUPTED (with the error set) when an
+ * interrupt was requested, so long loops do: if ((st = sd_run_progress(r, i, n))) return st; */
+sd_status sd_run_progress(sd_node_run *run, int step, int steps);
+bool sd_run_interrupted(sd_node_run *run);
+
+/* Output nodes: record a written file (shown in results and summaries). */
+sd_status sd_run_add_file(sd_node_run *run, const char *path);
+/* Provenance for output nodes: the workflow XML with parameters resolved, and a JSON object
+ * {"engine": version, "files": {path: blake2b-hex, ...}} of the files this run read.
+ * Both are owned by the run. */
+const char *sd_run_workflow_xml(sd_node_run *run);
+const char *sd_run_provenance_json(sd_node_run *run);
+
+/* ---- Upgrading old node versions (descriptor's upgrade hook). ---- */
+/* Renames an input of the node being upgraded (keeps its literal, link or parameter). */
+sd_status sd_upgrade_rename_input(sd_node_upgrade *up, const char *old_name, const char *new_name);
+/* The literal text of an input, or NULL; and replacing it. */
+const char *sd_upgrade_literal(sd_node_upgrade *up, const char *input);
+sd_status sd_upgrade_set_literal(sd_node_upgrade *up, const char *input, const char *text);
+
+#endif
