@@ -87,10 +87,10 @@ __kernel void gemm_pack_b(__global const b_t *bsrc, __global float *bp, int N, i
 
 /* One MR x NR tile of C. Global: (ceil(N / NR), ceil(M / MR), batch); work-group size 1.
  * bias_mode: 0 none, 1 bias[n] (per column, linear), 2 bias[m] (per row, convolution).
- * C element (m, n) of batch b is at c[b * c_bs + m * ldc + n]. */
+ * C element (m, n) of batch b is at c[c_off + b * c_bs + m * ldc + n]. */
 __kernel void gemm_tile(__global const float *ap, __global const float *bp, __global float *c,
                         __global const float *bias, int M, int N, int K, int ldc, long ap_bs, long bp_bs,
-                        long c_bs, float alpha, int bias_mode, int act)
+                        long c_off, long c_bs, float alpha, int bias_mode, int act)
 {
     int jp = get_global_id(0), ip = get_global_id(1), b = get_global_id(2);
     __global const float *A = ap + b * ap_bs + (long)ip * K * MR;
@@ -127,7 +127,7 @@ __kernel void gemm_tile(__global const float *ap, __global const float *bp, __gl
             bias1 = vload16(1, tmp);
         }
     }
-    __global float *C = c + b * c_bs + n0;
+    __global float *C = c + c_off + b * c_bs + n0;
 #pragma unroll
     for (int r = 0; r < MR; r++) {
         int m = ip * MR + r;
