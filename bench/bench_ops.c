@@ -116,6 +116,86 @@ static void run_gemm(sd_cl *cl)
     }
 }
 
+/* ---- 3x3 convolutions, padding 1, C -> C channels ---- */
+
+static double bench_conv(sd_cl *cl, int C, int HW, sd_dtype wdt)
+{
+    int64_t xs[] = {1, C, HW, HW}, ws[] = {C, C, 3, 3};
+    sd_dtensor *x = upload(cl, SD_DTYPE_F32, 4, xs, 3), *w = upload(cl, wdt, 4, ws, 4), *y = NULL;
+    if (!x || !w)
+        die(cl, "upload");
+    sd_conv2d_params p = {1, 1, 1, 1, SD_ACT_NONE};
+    double best = 1e30;
+    for (int r = 0; r < reps + 1; r++) {
+        double t0 = now();
+        if (sd_op_conv2d(cl, x, w, NULL, &p, &y) || sd_cl_finish(cl))
+            die(cl, "conv2d");
+        double t = now() - t0;
+        if (r > 0 && t < best)
+            best = t;
+        sd_dtensor_free(y);
+    }
+    sd_dtensor_free(x);
+    sd_dtensor_free(w);
+    return 2.0 * C * C * 9.0 * HW * HW / best * 1e-9;
+}
+
+#ifdef SDFLOW_HAVE_OPENBLAS
+/* The peer: im2col on the host, then one sgemm [C, 9C] x [9C, HW*HW]; both timed. */
+static double blas_conv(int C, int HW)
+{
+    size_t K = (size_t)C * 9, P = (size_t)HW * HW;
+    float *x = random_floats((size_t)C * P, 3), *w = random_floats((size_t)C * K, 4);
+    float *col = malloc(K * P * sizeof *col), *y = malloc((size_t)C * P * sizeof *y);
+    double best = 1e30;
+    for (int r = 0; r < reps + 1; r++) {
+        double t0 = now();
+        for (int c = 0; c < C; c++)
+            for (int kh = 0; kh < 3; kh++)
+                for (int kw = 0; kw < 3; kw++) {
+                    float *dst = col + ((size_t)c * 9 + (size_t)kh * 3 + (size_t)kw) * P;
+                    for (int oh = 0; oh < HW; oh++) {
+                        int ih = oh + kh - 1;
+                        for (int ow = 0; ow < HW; ow++) {
+                            int iw = ow + kw - 1;
+                            dst[(size_t)oh * HW + ow] = ih >= 0 && ih < HW && iw >= 0 && iw < HW
+                                ? x[((size_t)c * HW + (size_t)ih) * HW + (size_t)iw] : 0.0f;
+                        }
+                    }
+                }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, (int)P, (int)K, 1.0f, w, (int)K, col, (int)P,
+                    0.0f, y, (int)P);
+        double t = now() - t0;
+        if (r > 0 && t < best)
+            best = t;
+    }
+    free(x);
+    free(w);
+    free(col);
+    free(y);
+    return 2.0 * C * C * 9.0 * HW * HW / best * 1e-9;
+}
+#endif
+
+static void run_conv(sd_cl *cl)
+{
+    static const int shapes[][2] = {{320, 64}, {640, 32}, {1280, 16}, {1280, 8}};
+    printf("\nconv 3x3 pad 1 (C -> C @ HxW)      f32 w GF/s  f16 w GF/s  im2col+sgemm GF/s  ratio f32\n");
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        int C = shapes[i][0], HW = shapes[i][1];
+        double g32 = bench_conv(cl, C, HW, SD_DTYPE_F32);
+        double g16 = bench_conv(cl, C, HW, SD_DTYPE_F16);
+#ifdef SDFLOW_HAVE_OPENBLAS
+        double gb = blas_conv(C, HW);
+        printf("  %4d @ %2dx%-2d                     %10.1f  %10.1f  %17.1f  %8.0f%%\n", C, HW, HW, g32, g16, gb,
+               100.0 * g32 / gb);
+#else
+        printf("  %4d @ %2dx%-2d                     %10.1f  %10.1f  %17s\n", C, HW, HW, g32, g16, "n/a");
+#endif
+        fflush(stdout);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *only = NULL;
@@ -144,6 +224,8 @@ int main(int argc, char **argv)
 #endif
     if (!only || !strcmp(only, "gemm"))
         run_gemm(cl);
+    if (!only || !strcmp(only, "conv"))
+        run_conv(cl);
     sd_context_free(ctx);
     return 0;
 }

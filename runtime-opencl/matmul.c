@@ -41,14 +41,15 @@ static const size_t *tile_local(const sd_cl *cl)
     return cl->is_gpu ? NULL : one;
 }
 
-sd_status sd_gemm_pack_a(sd_cl *cl, cl_mem src, sd_dtype dtype, int M, int K, long s_m, long s_k,
+sd_status sd_gemm_pack_a(sd_cl *cl, cl_mem src, sd_dtype dtype, long off, int M, int K, long s_m, long s_k,
                          long s_b, int batch, sd_scratch *out)
 {
     int mr = sd_gemm_mr(cl);
     size_t tiles = ((size_t)M + (size_t)mr - 1) / (size_t)mr, elems;
     if (!sd_mul_size(tiles * (size_t)mr, (size_t)K, &elems) || !sd_mul_size(elems, (size_t)batch, &elems))
         return sd_set_error(cl->ctx, SD_ERR_LIMIT, "gemm: packed A size overflows");
-    sd_status st = sd_scratch_get(cl, elems, sizeof(float), "gemm packed A", out);
+    bool own = out->buf == NULL;
+    sd_status st = own ? sd_scratch_get(cl, elems, sizeof(float), "gemm packed A", out) : SD_OK;
     if (st)
         return st;
     char opts[64];
@@ -56,7 +57,7 @@ sd_status sd_gemm_pack_a(sd_cl *cl, cl_mem src, sd_dtype dtype, int M, int K, lo
     cl_kernel k;
     if ((st = sd_cl_kernel(cl, GEMM_FILE, "gemm_pack_a", opts, &k)))
         goto fail;
-    sd_cl_arg args[] = {SD_ARG_MEM(src), SD_ARG_MEM(out->buf), SD_ARG_INT(M), SD_ARG_INT(K),
+    sd_cl_arg args[] = {SD_ARG_MEM(src), SD_ARG_LONG(off), SD_ARG_MEM(out->buf), SD_ARG_INT(M), SD_ARG_INT(K),
                         SD_ARG_LONG(s_m), SD_ARG_LONG(s_k), SD_ARG_LONG(s_b),
                         SD_ARG_LONG(tiles * (size_t)mr * (size_t)K)};
     size_t global[2] = {tiles, (size_t)batch};
@@ -64,17 +65,19 @@ sd_status sd_gemm_pack_a(sd_cl *cl, cl_mem src, sd_dtype dtype, int M, int K, lo
         goto fail;
     return SD_OK;
 fail:
-    sd_scratch_release(cl, out);
+    if (own)
+        sd_scratch_release(cl, out);
     return st;
 }
 
-sd_status sd_gemm_pack_b(sd_cl *cl, cl_mem src, sd_dtype dtype, int N, int K, long s_k, long s_n,
+sd_status sd_gemm_pack_b(sd_cl *cl, cl_mem src, sd_dtype dtype, long off, int N, int K, long s_k, long s_n,
                          long s_b, int batch, sd_scratch *out)
 {
     size_t tiles = ((size_t)N + SD_GEMM_NR - 1) / SD_GEMM_NR, elems;
     if (!sd_mul_size(tiles * SD_GEMM_NR, (size_t)K, &elems) || !sd_mul_size(elems, (size_t)batch, &elems))
         return sd_set_error(cl->ctx, SD_ERR_LIMIT, "gemm: packed B size overflows");
-    sd_status st = sd_scratch_get(cl, elems, sizeof(float), "gemm packed B", out);
+    bool own = out->buf == NULL;
+    sd_status st = own ? sd_scratch_get(cl, elems, sizeof(float), "gemm packed B", out) : SD_OK;
     if (st)
         return st;
     char opts[64];
@@ -82,7 +85,7 @@ sd_status sd_gemm_pack_b(sd_cl *cl, cl_mem src, sd_dtype dtype, int N, int K, lo
     cl_kernel k;
     if ((st = sd_cl_kernel(cl, GEMM_FILE, "gemm_pack_b", opts, &k)))
         goto fail;
-    sd_cl_arg args[] = {SD_ARG_MEM(src), SD_ARG_MEM(out->buf), SD_ARG_INT(N), SD_ARG_INT(K),
+    sd_cl_arg args[] = {SD_ARG_MEM(src), SD_ARG_LONG(off), SD_ARG_MEM(out->buf), SD_ARG_INT(N), SD_ARG_INT(K),
                         SD_ARG_LONG(s_k), SD_ARG_LONG(s_n), SD_ARG_LONG(s_b),
                         SD_ARG_LONG(tiles * SD_GEMM_NR * (size_t)K)};
     size_t global[2] = {tiles, (size_t)batch};
@@ -90,21 +93,22 @@ sd_status sd_gemm_pack_b(sd_cl *cl, cl_mem src, sd_dtype dtype, int N, int K, lo
         goto fail;
     return SD_OK;
 fail:
-    sd_scratch_release(cl, out);
+    if (own)
+        sd_scratch_release(cl, out);
     return st;
 }
 
 sd_status sd_gemm_run(sd_cl *cl, const sd_gemm_job *j)
 {
     char opts[64];
-    gemm_options(cl, "", opts, sizeof opts);
+    gemm_options(cl, j->lda > 0 ? " -DA_ROWS" : "", opts, sizeof opts);
     cl_kernel k;
     sd_status st = sd_cl_kernel(cl, GEMM_FILE, "gemm_tile", opts, &k);
     if (st)
         return st;
     int mr = sd_gemm_mr(cl);
     sd_cl_arg args[] = {SD_ARG_MEM(j->ap), SD_ARG_MEM(j->bp), SD_ARG_MEM(j->c), SD_ARG_MEM(j->bias),
-                        SD_ARG_INT(j->M), SD_ARG_INT(j->N), SD_ARG_INT(j->K), SD_ARG_INT(j->ldc),
+                        SD_ARG_INT(j->M), SD_ARG_INT(j->N), SD_ARG_INT(j->K), SD_ARG_INT(j->lda), SD_ARG_INT(j->ldc),
                         SD_ARG_LONG(j->ap_bs), SD_ARG_LONG(j->bp_bs), SD_ARG_LONG(j->c_off),
                         SD_ARG_LONG(j->c_bs), SD_ARG_FLOAT(j->alpha), SD_ARG_INT(j->bias_mode),
                         SD_ARG_INT(j->act)};
@@ -157,14 +161,17 @@ sd_status sd_op_matmul(sd_cl *cl, const sd_dtensor *a, bool trans_a, const sd_dt
         return st;
     sd_scratch ap = {0}, bp = {0};
     long mk = (long)M * K, kn = (long)K * N;
-    st = sd_gemm_pack_a(cl, a->buf, a->dtype, M, K, trans_a ? 1 : K, trans_a ? M : 1, mk, batch_a, &ap);
+    int mr = sd_gemm_mr(cl);
+    /* f32 rows are read in place; transposed or f16 A is packed first. */
+    bool a_rows = !trans_a && a->dtype == SD_DTYPE_F32 && K > 0;
+    if (!a_rows)
+        st = sd_gemm_pack_a(cl, a->buf, a->dtype, 0, M, K, trans_a ? 1 : K, trans_a ? M : 1, mk, batch_a, &ap);
     if (!st)
-        st = sd_gemm_pack_b(cl, b->buf, b->dtype, N, K, trans_b ? 1 : N, trans_b ? K : 1, kn, batch_b, &bp);
+        st = sd_gemm_pack_b(cl, b->buf, b->dtype, 0, N, K, trans_b ? 1 : N, trans_b ? K : 1, kn, batch_b, &bp);
     if (!st) {
-        int mr = sd_gemm_mr(cl);
         sd_gemm_job job = {
-            .M = M, .N = N, .K = K, .batch = batch_a, .ap = ap.buf, .bp = bp.buf,
-            .ap_bs = (long)((M + mr - 1) / mr) * mr * K,
+            .M = M, .N = N, .K = K, .batch = batch_a, .ap = a_rows ? a->buf : ap.buf, .bp = bp.buf,
+            .lda = a_rows ? K : 0, .ap_bs = a_rows ? mk : (long)((M + mr - 1) / mr) * mr * K,
             .bp_bs = batch_b == 1 ? 0 : (long)((N + SD_GEMM_NR - 1) / SD_GEMM_NR) * SD_GEMM_NR * K,
             .c = (*out)->buf, .c_off = 0, .c_bs = (long)M * N, .ldc = N,
             .bias = bias ? bias->buf : NULL, .bias_mode = bias ? 1 : 0, .alpha = alpha, .act = act};
@@ -203,13 +210,16 @@ sd_status sd_op_linear(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
     if (st)
         return st;
     sd_scratch ap = {0}, bp = {0};
-    st = sd_gemm_pack_a(cl, x->buf, x->dtype, M, K, K, 1, 0, 1, &ap);
+    bool a_rows = x->dtype == SD_DTYPE_F32 && K > 0;
+    if (!a_rows)
+        st = sd_gemm_pack_a(cl, x->buf, x->dtype, 0, M, K, K, 1, 0, 1, &ap);
     if (!st)
-        st = sd_gemm_pack_b(cl, w->buf, w->dtype, N, K, 1, K, 0, 1, &bp);
+        st = sd_gemm_pack_b(cl, w->buf, w->dtype, 0, N, K, 1, K, 0, 1, &bp);
     if (!st) {
-        sd_gemm_job job = {.M = M, .N = N, .K = K, .batch = 1, .ap = ap.buf, .bp = bp.buf,
-                           .c = (*out)->buf, .ldc = N, .bias = bias ? bias->buf : NULL,
-                           .bias_mode = bias ? 1 : 0, .alpha = 1.0f, .act = act};
+        sd_gemm_job job = {.M = M, .N = N, .K = K, .batch = 1, .ap = a_rows ? x->buf : ap.buf,
+                           .lda = a_rows ? K : 0, .bp = bp.buf, .c = (*out)->buf, .ldc = N,
+                           .bias = bias ? bias->buf : NULL, .bias_mode = bias ? 1 : 0, .alpha = 1.0f,
+                           .act = act};
         st = sd_gemm_run(cl, &job);
     }
     sd_scratch_release(cl, &ap);
