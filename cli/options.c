@@ -169,3 +169,13 @@ size_t cli_print_diags(const sd_context *ctx)
         fprintf(stderr, "%s\n", sd_context_diag(ctx, k));
     return n;
 }
+
+int cli_report_failure(sd_context *ctx, sd_status status)
+{
+    if (!ctx)
+        return cli_fail(NULL, status, NULL);
+    size_t n = cli_print_diags(ctx);
+    if (n > 0 && strcmp(sd_context_diag(ctx, n - 1), sd_context_errmsg(ctx)) == 0)
+        return sd_status_exit_code(status);
+    return cli_fail(ctx, status, NULL);
+}

@@ -72,5 +72,8 @@ bool cli_parse_size(const char *text, int64_t *bytes);
 
 /* Prints the context's diagnostics on stderr, one per line. Returns how many there were. */
 size_t cli_print_diags(const sd_context *ctx);
+/* Reports a failed load, validation or run: prints every diagnostic, then the context's message
+ * as "sdflow: error: ..." unless it repeats the last diagnostic. Returns the exit code. */
+int cli_report_failure(sd_context *ctx, sd_status status);
 
 #endif
