@@ -1,6 +1,7 @@
 /* CLI subcommands: SD_COMMAND(name, function, one-line summary). Each function is
  * `int function(int argc, char **argv)` (argv[0] is the subcommand) returning an exit code,
  * defined in cli/cmd_<name>.c. Keep sorted. */
+SD_COMMAND("cache", cmd_cache, "show, verify, clear or shrink the node-output cache")
 SD_COMMAND("import", cmd_import, "convert a ComfyUI API-format workflow to workflow XML")
 SD_COMMAND("nodes", cmd_nodes, "describe node types: inputs, outputs, defaults, docs")
 SD_COMMAND("save", cmd_save, "rewrite a workflow: new parameter defaults, parameters inlined")
