@@ -19,6 +19,13 @@
 #define SD_PNG_MAX_CHUNK_BYTES (16u * 1024 * 1024)
 #define SD_PNG_MAX_CHUNKS 1000u
 
+/* Provenance text keywords written by SaveImage and PreviewImage (docs/provenance.md). */
+#define SD_PNG_KEY_WORKFLOW "sdflow:workflow"     /* workflow XML, parameters resolved */
+#define SD_PNG_KEY_ENGINE "sdflow:engine"         /* "sdflow 0.1.0" */
+#define SD_PNG_KEY_PROVENANCE "sdflow:provenance" /* {"engine":..., "files": {path: hash}} */
+#define SD_PNG_KEY_NODE "sdflow:node"             /* id of the node that wrote the file */
+#define SD_PNG_KEY_BATCH "sdflow:batch_index"     /* index in that node's image batch */
+
 typedef struct sd_png_limits {
     uint32_t max_side;       /* width and height each at most this */
     uint64_t max_pixels;     /* width * height at most this */
@@ -67,13 +74,6 @@ typedef struct sd_png_text {
  * zlib level 0-9. *out is malloc'd. SD_ERR_INVALID for a bad image or keyword. */
 sd_status sd_png_encode(sd_context *ctx, const sd_image *img, const sd_png_text *texts,
                         size_t n_texts, int compression, unsigned char **out, size_t *out_len);
-
-/* Writes len bytes to path atomically: a temp file in the same directory, fsync, then rename
- * (or, when exclusive, link, which never replaces an existing file). On any failure the temp
- * file is removed and path is untouched. When exclusive and path exists, returns SD_ERR_IO with
- * *existed = true (existed may be NULL); other failures are SD_ERR_IO naming the path. */
-sd_status sd_file_write_atomic(sd_context *ctx, const char *path, const void *data, size_t len,
-                               bool exclusive, bool *existed);
 
 /* sd_png_encode then sd_file_write_atomic (replacing an existing file). */
 sd_status sd_png_write(sd_context *ctx, const char *path, const sd_image *img,

@@ -1,6 +1,7 @@
 /* Image file input and output for the image nodes (see nodes/image_io.h). */
 #include "nodes/image_io.h"
 #include "core/checked.h"
+#include "core/fileio.h"
 #include "core/png.h"
 #include <dirent.h>
 #include <errno.h>
@@ -8,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 /* A value holding one zeroed tensor; NULL with the error set on failure. */
 static sd_value *new_tensor_value(sd_context *ctx, sd_type type, const char *name, int ndim,
@@ -95,32 +95,6 @@ sd_status sd_load_image_mask(sd_context *ctx, const char *path, const char *chan
     *mask = v;
 done:
     sd_image_clear(&img);
-    return st;
-}
-
-/* mkdir -p (each missing component with mode 0777 less the umask). */
-static sd_status make_dirs(sd_context *ctx, const char *path)
-{
-    char *p = sd_strdup(path);
-    if (!p)
-        return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
-    sd_status st = SD_OK;
-    for (char *s = p + 1;; s++) {
-        bool end = *s == '\0';
-        if (*s == '/' || end) {
-            *s = '\0';
-            struct stat sb;
-            if (mkdir(p, 0777) != 0 && (errno != EEXIST || stat(p, &sb) != 0 || !S_ISDIR(sb.st_mode))) {
-                st = sd_set_error(ctx, SD_ERR_IO, "cannot create directory %s: %s", p,
-                                  errno == EEXIST ? "not a directory" : strerror(errno));
-                break;
-            }
-            if (end)
-                break;
-            *s = '/';
-        }
-    }
-    free(p);
     return st;
 }
 
@@ -222,7 +196,7 @@ sd_status sd_save_images(sd_context *ctx, const sd_save_request *req, const sd_v
         goto done;
     }
     unsigned counter = 1;
-    if ((st = make_dirs(ctx, dir)) || (st = next_counter(ctx, dir, base, &counter)))
+    if ((st = sd_make_dirs(ctx, dir)) || (st = next_counter(ctx, dir, base, &counter)))
         goto done;
     for (int64_t b = 0; b < t->shape[0]; b++) {
         free(png);

@@ -4,14 +4,8 @@
 #define SD_NODES_IMAGE_IO_H
 
 #include "core/context.h"
+#include "core/png.h"
 #include "core/value.h"
-
-/* PNG text keywords written by SaveImage and PreviewImage (docs/provenance.md). */
-#define SD_PNG_KEY_WORKFLOW "sdflow:workflow"     /* workflow XML, parameters resolved */
-#define SD_PNG_KEY_ENGINE "sdflow:engine"         /* "sdflow 0.1.0" */
-#define SD_PNG_KEY_PROVENANCE "sdflow:provenance" /* {"engine":..., "files": {path: hash}} */
-#define SD_PNG_KEY_NODE "sdflow:node"             /* id of the node that wrote the file */
-#define SD_PNG_KEY_BATCH "sdflow:batch_index"     /* index in that node's image batch */
 
 /* LoadImage: the PNG at path as IMAGE [1, h, w, 3] (gray replicated to RGB) and MASK:
  * 1 - alpha as [1, h, w] when the file has an alpha channel or a palette with tRNS, else

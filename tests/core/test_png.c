@@ -1,6 +1,7 @@
 /* core/png: decoding every colour type and depth, limits, bad files, text chunks, atomic writes.
  * Fixture PNGs are written here with libpng directly, so each test states its exact bytes. */
 #include "test.h"
+#include "core/fileio.h"
 #include "core/png.h"
 #include "support/png_fixture.h"
 #include <dirent.h>
