@@ -12,10 +12,15 @@ static sd_status record_file(void *user, const char *path)
 static sd_status save(sd_node_run *r, sd_dir_kind dir, const char *prefix, int compression)
 {
     sd_context *ctx = sd_run_context(r);
+    /* Every image carries its provenance: without it the node fails (the message naming this
+     * node is already set). */
+    const char *xml = sd_run_workflow_xml(r);
+    const char *prov = xml ? sd_run_provenance_json(r) : NULL;
+    if (!prov)
+        return xml ? SD_ERR_NOMEM : SD_ERR_INVALID;
     sd_save_request req = {
         .dir = sd_context_dir(ctx, dir), .prefix = prefix, .node_id = sd_run_node_id(r),
-        .workflow_xml = sd_run_workflow_xml(r), .provenance_json = sd_run_provenance_json(r),
-        .compression = compression,
+        .workflow_xml = xml, .provenance_json = prov, .compression = compression,
     };
     sd_status st = sd_save_images(ctx, &req, sd_run_value(r, "images"), record_file, r);
     if (st) {
