@@ -432,6 +432,20 @@ static void test_atomic_write(void)
     CHECK(back.width == 64);
     sd_image_clear(&back);
     CHECK_EQ_INT(count_dir_entries(dir), 2);
+
+    /* mkdir -p: creates missing parents, refuses a component that is a file. */
+    char *deep = test_path(dir, "a/b/c");
+    CHECK_EQ_INT(sd_make_dirs(ctx, deep), SD_OK);
+    CHECK_EQ_INT(sd_make_dirs(ctx, deep), SD_OK);
+    struct stat sb;
+    CHECK(stat(deep, &sb) == 0 && S_ISDIR(sb.st_mode));
+    char *through_file = test_path(target, "sub");
+    CHECK_EQ_INT(sd_make_dirs(ctx, through_file), SD_ERR_IO);
+    char want[4200];
+    snprintf(want, sizeof want, "cannot create directory %s: not a directory", target);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), want);
+    free(deep);
+    free(through_file);
     sd_image_clear(&img);
     free(other);
     free(nodir);
