@@ -120,8 +120,7 @@ static sd_status reader_open(sd_context *ctx, const char *path, const sd_png_lim
         return sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
     r->path = path;
     if (!(r->f = fopen(path, "rb"))) {
-        st = sd_set_error(ctx, errno == ENOENT ? SD_ERR_NOT_FOUND : SD_ERR_IO, "%s: %s", path,
-                          strerror(errno));
+        st = sd_set_error(ctx, SD_ERR_IO, "%s: %s", path, strerror(errno));
         goto done;
     }
     size_t got = fread(r->head, 1, HEAD_BYTES, r->f);

@@ -50,9 +50,9 @@ typedef struct sd_image {
 void sd_image_clear(sd_image *img);
 
 /* Reads the PNG at path into *out (cleared first; the caller clears it after use). limits may
- * be NULL for the defaults. Fails with SD_ERR_IO (cannot open or read), SD_ERR_PARSE (not a
- * PNG, truncated, corrupt), SD_ERR_LIMIT (over the pixel budget, checked before any pixel
- * memory is allocated, or a chunk over the limits) or SD_ERR_NOMEM; the message names path. */
+ * be NULL for the defaults. Fails with SD_ERR_IO (cannot open, missing included, or read),
+ * SD_ERR_PARSE (not a PNG, truncated, corrupt), SD_ERR_LIMIT (over the pixel budget, checked
+ * before any pixel memory is allocated) or SD_ERR_NOMEM; the message names path. */
 sd_status sd_png_read(sd_context *ctx, const char *path, const sd_png_limits *limits, sd_image *out);
 
 /* Reads the text chunk (tEXt, zTXt or iTXt) with the given keyword, before or after the image

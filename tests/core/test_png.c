@@ -207,7 +207,7 @@ static void test_bad_files(void)
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), want);
 
     char *missing = test_path(test_scratch_dir(), "missing.png");
-    CHECK_EQ_INT(sd_png_read(ctx, missing, NULL, &img), SD_ERR_NOT_FOUND);
+    CHECK_EQ_INT(sd_png_read(ctx, missing, NULL, &img), SD_ERR_IO);
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), missing);
     free(bytes);
     free(good);

@@ -93,7 +93,7 @@ static void test_load_image_without_alpha(void)
 
     /* Errors come from the decoder, naming the file; nothing is returned. */
     char *missing = test_path(test_scratch_dir(), "nope.png");
-    CHECK_EQ_INT(sd_load_image(ctx, missing, &image, &mask), SD_ERR_NOT_FOUND);
+    CHECK_EQ_INT(sd_load_image(ctx, missing, &image, &mask), SD_ERR_IO);
     CHECK(image == NULL && mask == NULL);
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), missing);
     free(missing);
