@@ -55,6 +55,7 @@ static void test_load_image_without_alpha(void)
     CHECK_EQ_INT(sd_load_image(ctx, p, &image, &mask), SD_OK);
     const sd_tensor *it = tensor(image, "image", 4, 1, 1, 3, 3);
     const sd_tensor *mt = tensor(mask, "mask", 3, 1, 64, 64, 0);
+    CHECK(image && image->type == SD_TYPE_IMAGE);
     if (it)
         CHECK(it->data[3] == 1.0f && it->data[4] == 1.0f && it->data[5] == 1.0f &&
               it->data[6] == it->data[8] && it->data[6] == 85 / 255.0f);
@@ -87,6 +88,21 @@ static void test_load_image_without_alpha(void)
     mt = tensor(mask, "mask", 3, 1, 1, 2, 0);
     if (mt)
         CHECK(mt->data[0] == 0.0f && mt->data[1] == 1.0f);
+    sd_value_unref(image);
+    sd_value_unref(mask);
+    free(p);
+
+    /* 16-bit gray+alpha keeps 16-bit precision in both outputs. */
+    const unsigned char ga16[] = {0x12, 0x34, 0x40, 0x01};
+    fixture f16 = {.w = 1, .h = 1, .depth = 16, .ctype = PNG_COLOR_TYPE_GRAY_ALPHA, .pixels = ga16};
+    p = write_fixture("ga16.png", &f16);
+    CHECK_EQ_INT(sd_load_image(ctx, p, &image, &mask), SD_OK);
+    it = tensor(image, "image", 4, 1, 1, 1, 3);
+    mt = tensor(mask, "mask", 3, 1, 1, 1, 0);
+    if (it && mt) {
+        CHECK(it->data[0] == 0x1234 / 65535.0f && it->data[2] == it->data[0]);
+        CHECK(mt->data[0] == 1.0f - 0x4001 / 65535.0f);
+    }
     sd_value_unref(image);
     sd_value_unref(mask);
     free(p);
