@@ -72,6 +72,9 @@ static int protected_main(lua_State *L)
     const char *script = strcmp(argv[1], "-") ? argv[1] : NULL;
     int status = luaL_loadfilex(L, script, "t");
     if (status != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        if (script && msg && !strstr(msg, script)) /* e.g. "attempt to load a binary chunk" */
+            lua_pushfstring(L, "%s: %s", script, msg);
         lua_pushinteger(L, load_exit_code(status));
         lua_insert(L, -2);
         return 2;
