@@ -17,7 +17,9 @@ if [ "$got" != 0 ] || ! grep -q "^api: ok$" "$T/out"; then
     echo "FAIL: sdflow lua api.lua exited $got"; cat "$T/out"; fails=$((fails + 1))
 fi
 
-(cd "$T/stock" && LUA_CPATH="$BUILD/?.so" LUA_PATH="" lua5.4 ../api.lua) >"$T/out" 2>&1
+# A sanitizer build's module needs the sanitizer runtimes loaded first into the plain lua5.4.
+PRELOAD=$(ldd "$BUILD/sdflow.so" | awk '/lib(asan|ubsan)\.so/ { printf "%s ", $3 }')
+(cd "$T/stock" && LD_PRELOAD="$PRELOAD" LUA_CPATH="$BUILD/?.so" LUA_PATH="" lua5.4 ../api.lua) >"$T/out" 2>&1
 got=$?
 if [ "$got" != 0 ] || ! grep -q "^api: ok$" "$T/out"; then
     echo "FAIL: lua5.4 api.lua (require from the built module) exited $got"; cat "$T/out"; fails=$((fails + 1))
