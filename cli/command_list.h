@@ -3,6 +3,7 @@
  * defined in cli/cmd_<name>.c. Keep sorted. */
 SD_COMMAND("cache", cmd_cache, "show, verify, clear or shrink the node-output cache")
 SD_COMMAND("import", cmd_import, "convert a ComfyUI API-format workflow to workflow XML")
+SD_COMMAND("lua", cmd_lua, "run a Lua script with the sdflow module")
 SD_COMMAND("nodes", cmd_nodes, "describe node types: inputs, outputs, defaults, docs")
 SD_COMMAND("replay", cmd_replay, "re-run the workflow embedded in a PNG and compare the image")
 SD_COMMAND("save", cmd_save, "rewrite a workflow: new parameter defaults, parameters inlined")
