@@ -9,3 +9,4 @@ SD_COMMAND("replay", cmd_replay, "re-run the workflow embedded in a PNG and comp
 SD_COMMAND("save", cmd_save, "rewrite a workflow: new parameter defaults, parameters inlined")
 SD_COMMAND("validate", cmd_validate, "check workflow files and report every problem at once")
 SD_COMMAND("version", cmd_version, "print the engine version")
+SD_COMMAND("devices", cmd_devices, "list OpenCL platforms and devices")
