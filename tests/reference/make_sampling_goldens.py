@@ -12,9 +12,11 @@ loaded by path with stand-ins for the modules it imports but these goldens never
 * sigmas.txt   ComfyUI's nine schedulers over the SD1 discrete schedule, written here in torch
                after comfy/samplers.py and comfy/model_sampling.py, in ComfyUI's float32 ops;
                plus KSampler's denoise handling and KSamplerAdvanced's step ranges.
-* samplers.txt whole 6-step runs in float64 on a 4x5x6 latent with an analytic denoiser,
-               k-diffusion's own sampling functions where it has the sampler, and
-               transcriptions of ComfyUI's ddpm, lcm and uni_pc where it has not.
+* samplers.txt whole 6-step runs in float64 on a 1x4x2x3 latent with an analytic denoiser:
+               k-diffusion's own sampling functions where ComfyUI's version is the same
+               computation, transcriptions of ComfyUI's ddpm, lcm and uni_pc (not in
+               k-diffusion), and ComfyUI's lms loop (its last step returns the prediction;
+               k-diffusion's integrates to 0) around k-diffusion's LMS coefficients.
 """
 import importlib.util
 import math
@@ -319,6 +321,25 @@ def sample_ddpm(model, x, sigmas, noise_sampler):
     return x
 
 
+def sample_lms(K, model, x, sigmas, order=4):
+    """ComfyUI's sample_lms: k-diffusion's, except that the last step (to sigma 0) returns the
+    denoised prediction instead of integrating to 0; coefficients from k-diffusion."""
+    sigmas_cpu = sigmas.detach().cpu().numpy()
+    ds = []
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i])
+        ds.append(K.to_d(x, sigmas[i], denoised))
+        if len(ds) > order:
+            ds.pop(0)
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            cur_order = min(i + 1, order)
+            coeffs = [K.linear_multistep_coeff(cur_order, sigmas_cpu, i, j) for j in range(cur_order)]
+            x = x + sum(coeff * d for coeff, d in zip(coeffs, reversed(ds)))
+    return x
+
+
 def sample_lcm(model, x, sigmas, noise_sampler):
     for i in range(len(sigmas) - 1):
         x = model(x, sigmas[i])
@@ -418,7 +439,7 @@ def run_sampler(K, name, sigmas, x, model, noise):
     if name == "dpm_2":
         return K.sample_dpm_2(model, x, sigmas, disable=True)
     if name == "lms":
-        return K.sample_lms(model, x, sigmas, disable=True)
+        return sample_lms(K, model, x, sigmas)
     if name == "dpmpp_2m":
         return K.sample_dpmpp_2m(model, x, sigmas, disable=True)
     if name in ("euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde",
