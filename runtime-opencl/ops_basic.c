@@ -105,15 +105,17 @@ done:
 /* ---- Broadcasting ---- */
 
 /* Right-aligned broadcast of a and b into out_shape; element strides (0 on broadcast dims)
- * collapsed into at most 4 dimensions. Returns false when the shapes do not broadcast or more
- * than 4 dimensions remain after merging. */
+ * collapsed and padded to BDIMS dimensions, innermost last. Returns false when the shapes do not
+ * broadcast. */
+#define BDIMS 5
 typedef struct bcast {
-    int64_t dims[4];
-    int64_t sa[4], sb[4];
-    int ndim;
+    int64_t dims[BDIMS];
+    int64_t sa[BDIMS], sb[BDIMS];
     int64_t out_shape[SD_TENSOR_MAX_DIMS];
     int out_ndim;
 } bcast;
+
+_Static_assert(SD_TENSOR_MAX_DIMS == BDIMS, "broadcast kernel covers every tensor rank");
 
 static bool bcast_plan(const sd_dtensor *a, const sd_dtensor *b, bcast *p)
 {
@@ -153,12 +155,9 @@ static bool bcast_plan(const sd_dtensor *a, const sd_dtensor *b, bcast *p)
         mb[m] = sb[i];
         m++;
     }
-    if (m > 4)
-        return false;
-    /* Pad to 4 with leading size-1 dimensions, innermost last. */
-    p->ndim = 4;
-    for (int i = 0; i < 4; i++) {
-        int src = 3 - i; /* merged list is innermost first */
+    /* Pad with leading size-1 dimensions (m <= SD_TENSOR_MAX_DIMS == BDIMS). */
+    for (int i = 0; i < BDIMS; i++) {
+        int src = BDIMS - 1 - i; /* merged list is innermost first */
         p->dims[i] = src < m ? md[src] : 1;
         p->sa[i] = src < m ? ma[src] : 0;
         p->sb[i] = src < m ? mb[src] : 0;
@@ -181,20 +180,24 @@ sd_status sd_op_binary(sd_cl *cl, sd_binary op, const sd_dtensor *a, const sd_dt
     if (!bcast_plan(a, b, &p))
         return sd_set_error(cl->ctx, SD_ERR_INVALID, "%s: shapes %s and %s do not broadcast", opname,
                             sd_dtensor_describe(a, da, sizeof da), sd_dtensor_describe(b, db, sizeof db));
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < BDIMS; i++)
         if (p.dims[i] > INT32_MAX)
             return sd_set_error(cl->ctx, SD_ERR_LIMIT, "%s: dimension %lld too large", opname,
                                 (long long)p.dims[i]);
     if ((st = kernel(cl, op == SD_BINARY_ADD ? "binary_add" : "binary_mul", &k)) ||
         (st = sd_dtensor_new(cl, SD_DTYPE_F32, p.out_ndim, p.out_shape, &y)))
         goto done;
-    cl_int4 dims = {{(cl_int)p.dims[0], (cl_int)p.dims[1], (cl_int)p.dims[2], (cl_int)p.dims[3]}};
-    cl_long4 sa = {{p.sa[0], p.sa[1], p.sa[2], p.sa[3]}};
-    cl_long4 sb = {{p.sb[0], p.sb[1], p.sb[2], p.sb[3]}};
+    cl_int8 dims = {{0}};
+    cl_long8 sa = {{0}}, sb = {{0}};
+    for (int i = 0; i < BDIMS; i++) {
+        dims.s[i] = (cl_int)p.dims[i];
+        sa.s[i] = p.sa[i];
+        sb.s[i] = p.sb[i];
+    }
     sd_cl_arg args[] = {SD_ARG_MEM(a->buf), SD_ARG_MEM(b->buf), SD_ARG_MEM(y->buf),
                         {sizeof dims, &dims}, {sizeof sa, &sa}, {sizeof sb, &sb}};
-    size_t global[3] = {div_up((size_t)p.dims[3], RUN), (size_t)p.dims[2],
-                        (size_t)p.dims[0] * (size_t)p.dims[1]};
+    size_t global[3] = {div_up((size_t)p.dims[4], RUN), (size_t)p.dims[3],
+                        (size_t)p.dims[0] * (size_t)p.dims[1] * (size_t)p.dims[2]};
     if ((st = sd_cl_launch(cl, k, 3, global, NULL, SD_NARGS(args), args)))
         goto done;
     *out = y;

@@ -88,33 +88,34 @@ kernel void geglu(global const float *x, global float *y, uint d)
 }
 
 /* ---- Binary elementwise with broadcasting. ----
- * The output has 4 (collapsed) dimensions d0..d3; a and b are addressed through element strides
- * (0 along broadcast dimensions). Work-item (chunk, i2, i1*d0... ) covers RUN elements of one
- * innermost row; the vector path needs unit inner strides on both inputs. */
+ * The output has 5 (collapsed) dimensions dims.s0..s4; a and b are addressed through element
+ * strides (0 along broadcast dimensions). Work-item (chunk, i3, i0*i1*i2) covers RUN elements of
+ * one innermost row; the vector paths need a unit inner stride on a. */
 #define BINARY_KERNEL(name, OP)                                                                 \
     kernel void name(global const float *a, global const float *b, global float *y,             \
-                     int4 dims, long4 sa, long4 sb)                                             \
+                     int8 dims, long8 sa, long8 sb)                                             \
     {                                                                                           \
         long j0 = (long)get_global_id(0) * RUN;                                                 \
-        long i2 = get_global_id(1);                                                             \
-        long i01 = get_global_id(2);                                                            \
-        long i0 = i01 / dims.y, i1 = i01 % dims.y;                                              \
-        global const float *pa = a + i0 * sa.x + i1 * sa.y + i2 * sa.z;                         \
-        global const float *pb = b + i0 * sb.x + i1 * sb.y + i2 * sb.z;                         \
-        global float *py = y + ((i0 * dims.y + i1) * dims.z + i2) * (long)dims.w;               \
-        long j1 = min(j0 + RUN, (long)dims.w);                                                  \
-        if (j1 - j0 == RUN && sa.w == 1 && sb.w == 1) {                                         \
+        long i3 = get_global_id(1);                                                             \
+        long i012 = get_global_id(2);                                                           \
+        long i2 = i012 % dims.s2, i01 = i012 / dims.s2;                                         \
+        long i1 = i01 % dims.s1, i0 = i01 / dims.s1;                                            \
+        global const float *pa = a + i0 * sa.s0 + i1 * sa.s1 + i2 * sa.s2 + i3 * sa.s3;        \
+        global const float *pb = b + i0 * sb.s0 + i1 * sb.s1 + i2 * sb.s2 + i3 * sb.s3;        \
+        global float *py = y + (((i0 * dims.s1 + i1) * dims.s2 + i2) * dims.s3 + i3) * (long)dims.s4; \
+        long j1 = min(j0 + RUN, (long)dims.s4);                                                 \
+        if (j1 - j0 == RUN && sa.s4 == 1 && sb.s4 == 1) {                                       \
             for (long j = j0; j < j1; j += 8) {                                                 \
                 float8 u = vload8(0, pa + j), v = vload8(0, pb + j);                            \
                 vstore8(OP(u, v), 0, py + j);                                                   \
             }                                                                                   \
-        } else if (j1 - j0 == RUN && sa.w == 1 && sb.w == 0) {                                  \
+        } else if (j1 - j0 == RUN && sa.s4 == 1 && sb.s4 == 0) {                                \
             float8 v = (float8)(pb[0]);                                                         \
             for (long j = j0; j < j1; j += 8)                                                   \
                 vstore8(OP(vload8(0, pa + j), v), 0, py + j);                                   \
         } else {                                                                                \
             for (long j = j0; j < j1; j++)                                                      \
-                py[j] = OP(pa[j * sa.w], pb[j * sb.w]);                                         \
+                py[j] = OP(pa[j * sa.s4], pb[j * sb.s4]);                                       \
         }                                                                                       \
     }
 
