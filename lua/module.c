@@ -163,12 +163,40 @@ static int l_context(lua_State *L)
     return 1;
 }
 
+/* The default context of the module functions, created from the environment on first use
+ * and kept in the registry. */
+static sdl_shared_ctx *default_context(lua_State *L)
+{
+    if (lua_getfield(L, LUA_REGISTRYINDEX, DEFAULT_CONTEXT_KEY) != LUA_TUSERDATA) {
+        lua_pop(L, 1);
+        new_context(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, DEFAULT_CONTEXT_KEY);
+    }
+    sdl_shared_ctx *shared = ((sdl_context *)lua_touserdata(L, -1))->shared;
+    lua_pop(L, 1); /* the registry keeps it */
+    return shared;
+}
+
+/* Each context function serves as a method (ctx:load(path)) and as a module function on the
+ * default context (sdflow.load(path)): returns the context and sets *arg to the index of the
+ * first argument. */
+static sdl_shared_ctx *receiver(lua_State *L, int *arg)
+{
+    if (luaL_testudata(L, 1, SDL_CONTEXT)) {
+        *arg = 2;
+        return check_context(L, 1)->shared;
+    }
+    *arg = 1;
+    return default_context(L);
+}
+
 static int ctx_configure(lua_State *L)
 {
-    sdl_context *c = check_context(L, 1);
-    configure(L, c->shared->ctx, 2);
-    lua_settop(L, 1);
-    return 1;
+    int arg;
+    sdl_shared_ctx *shared = receiver(L, &arg);
+    configure(L, shared->ctx, arg);
+    return 0;
 }
 
 static void set_field(lua_State *L, const char *key, const char *value)
@@ -182,7 +210,8 @@ static void set_field(lua_State *L, const char *key, const char *value)
 /* ctx:settings() -> {input_dir=, output_dir=, temp_dir=, cache=, device=} */
 static int ctx_settings(lua_State *L)
 {
-    sd_context *ctx = check_context(L, 1)->shared->ctx;
+    int arg;
+    sd_context *ctx = receiver(L, &arg)->ctx;
     lua_createtable(L, 0, 5);
     set_field(L, "input_dir", sd_context_dir(ctx, SD_DIR_INPUT));
     set_field(L, "output_dir", sd_context_dir(ctx, SD_DIR_OUTPUT));
@@ -199,7 +228,8 @@ static int ctx_settings(lua_State *L)
 
 static int ctx_graph(lua_State *L)
 {
-    sdl_shared_ctx *shared = check_context(L, 1)->shared;
+    int arg;
+    sdl_shared_ctx *shared = receiver(L, &arg);
     sd_graph *g;
     if (sd_graph_new(shared->ctx, &g))
         return luaL_error(L, "out of memory");
@@ -218,8 +248,9 @@ static int push_loaded(lua_State *L, sdl_shared_ctx *shared, sd_status st, sd_gr
 
 static int ctx_load(lua_State *L)
 {
-    sdl_shared_ctx *shared = check_context(L, 1)->shared;
-    const char *path = luaL_checkstring(L, 2);
+    int arg;
+    sdl_shared_ctx *shared = receiver(L, &arg);
+    const char *path = luaL_checkstring(L, arg);
     sd_graph *g = NULL;
     sd_status st = sd_graph_load_xml(shared->ctx, path, &g);
     return push_loaded(L, shared, st, g);
@@ -227,10 +258,11 @@ static int ctx_load(lua_State *L)
 
 static int ctx_load_string(lua_State *L)
 {
-    sdl_shared_ctx *shared = check_context(L, 1)->shared;
+    int arg;
+    sdl_shared_ctx *shared = receiver(L, &arg);
     size_t len;
-    const char *xml = luaL_checklstring(L, 2, &len);
-    const char *name = luaL_optstring(L, 3, "<string>");
+    const char *xml = luaL_checklstring(L, arg, &len);
+    const char *name = luaL_optstring(L, arg + 1, "<string>");
     sd_graph *g = NULL;
     sd_status st = sd_graph_load_xml_memory(shared->ctx, xml, len, name, &g);
     return push_loaded(L, shared, st, g);
@@ -238,8 +270,9 @@ static int ctx_load_string(lua_State *L)
 
 static int ctx_import_comfy(lua_State *L)
 {
-    sdl_shared_ctx *shared = check_context(L, 1)->shared;
-    const char *path = luaL_checkstring(L, 2);
+    int arg;
+    sdl_shared_ctx *shared = receiver(L, &arg);
+    const char *path = luaL_checkstring(L, arg);
     sd_graph *g = NULL;
     sd_status st = sd_graph_import_comfy(shared->ctx, path, &g);
     return push_loaded(L, shared, st, g);
@@ -247,7 +280,8 @@ static int ctx_import_comfy(lua_State *L)
 
 static int ctx_cache_stats(lua_State *L)
 {
-    sd_context *ctx = check_context(L, 1)->shared->ctx;
+    int arg;
+    sd_context *ctx = receiver(L, &arg)->ctx;
     sd_cache_stats s;
     sd_status st = sd_cache_stats_get(ctx, &s);
     if (st)
@@ -266,7 +300,8 @@ static int ctx_cache_stats(lua_State *L)
 
 static int ctx_cache_clear(lua_State *L)
 {
-    sd_context *ctx = check_context(L, 1)->shared->ctx;
+    int arg;
+    sd_context *ctx = receiver(L, &arg)->ctx;
     sd_status st = sd_cache_clear(ctx);
     if (st)
         return sdl_push_failure(L, ctx, st);
@@ -295,33 +330,6 @@ static int ctx_tostring(lua_State *L)
     }
     return 1;
 }
-
-/* The default context used by the module functions, created on first use. */
-static void push_default_context(lua_State *L)
-{
-    if (lua_getfield(L, LUA_REGISTRYINDEX, DEFAULT_CONTEXT_KEY) == LUA_TUSERDATA)
-        return;
-    lua_pop(L, 1);
-    new_context(L);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, LUA_REGISTRYINDEX, DEFAULT_CONTEXT_KEY);
-}
-
-/* Module functions forward to the default context's methods: sdflow.load(p) == ctx:load(p). */
-static int forward(lua_State *L, lua_CFunction method)
-{
-    push_default_context(L);
-    lua_insert(L, 1);
-    return method(L);
-}
-static int l_configure(lua_State *L) { return forward(L, ctx_configure); }
-static int l_settings(lua_State *L) { return forward(L, ctx_settings); }
-static int l_graph(lua_State *L) { return forward(L, ctx_graph); }
-static int l_load(lua_State *L) { return forward(L, ctx_load); }
-static int l_load_string(lua_State *L) { return forward(L, ctx_load_string); }
-static int l_import_comfy(lua_State *L) { return forward(L, ctx_import_comfy); }
-static int l_cache_stats(lua_State *L) { return forward(L, ctx_cache_stats); }
-static int l_cache_clear(lua_State *L) { return forward(L, ctx_cache_clear); }
 
 /* sdflow.node_types() -> sorted list of node type names. */
 static int l_node_types(lua_State *L)
@@ -417,14 +425,14 @@ static const luaL_Reg context_meta[] = {
 
 static const luaL_Reg module_functions[] = {
     {"context", l_context},
-    {"configure", l_configure},
-    {"settings", l_settings},
-    {"graph", l_graph},
-    {"load", l_load},
-    {"load_string", l_load_string},
-    {"import_comfy", l_import_comfy},
-    {"cache_stats", l_cache_stats},
-    {"cache_clear", l_cache_clear},
+    {"configure", ctx_configure},
+    {"settings", ctx_settings},
+    {"graph", ctx_graph},
+    {"load", ctx_load},
+    {"load_string", ctx_load_string},
+    {"import_comfy", ctx_import_comfy},
+    {"cache_stats", ctx_cache_stats},
+    {"cache_clear", ctx_cache_clear},
     {"node_types", l_node_types},
     {"describe", l_describe},
     {NULL, NULL},
