@@ -28,6 +28,17 @@ assert(d.name == "EmptyLatentImage" and d.outputs[1].name == "LATENT" and d.outp
 assert(d.inputs[1].name == "width" and d.inputs[1].type == "INT" and d.inputs[1].default == "512")
 assert(d.inputs[1].min == 16 and d.output_node == false)
 
+-- Context options and settings; the module functions use the default context.
+local c2 <close> = sdflow.context{models_dirs = {"/models/a", "/models/b"}, input_dir = "/in",
+  output_dir = "/out", temp_dir = "/tmp/sdflow-api", cache = false, device = "pthread"}
+local set = c2:settings()
+assert(set.input_dir == "/in" and set.output_dir == "/out" and set.temp_dir == "/tmp/sdflow-api")
+assert(set.cache == false and set.device == "pthread" and tostring(c2) == "sdflow.context (cache off)")
+c2:configure{cache = "elsewhere.db", device = false}
+assert(c2:settings().cache == "elsewhere.db" and c2:settings().device == nil)
+sdflow.configure{output_dir = "/default-out"}
+assert(sdflow.settings().output_dir == "/default-out")
+
 -- Building: ids, handles, outputs, tostring.
 local g = ctx:graph()
 assert(tostring(g) == "sdflow.graph (0 nodes)" and #g == 0)
@@ -126,6 +137,10 @@ raises_at(here(), "bad argument #1 to 'add' (string expected, got table)", funct
 raises_at(here(), "unknown run option 'output' (outputs, cache, progress)", function() g:run{output = {lat}} end)
 raises_at(here() + 1, "unknown context option 'models' (models_dirs, input_dir, output_dir, temp_dir, cache, device)",
   function() sdflow.context{models = "x"} end)
+raises_at(here(), "context option 'models_dirs': a string or a list of strings, not a number", function() c2:configure{models_dirs = 3} end)
+raises_at(here(), "context option 'cache': a path or false, not true", function() sdflow.configure{cache = true} end)
+raises_at(here() + 1, "run option 'outputs' must list 1 or more nodes (leave it out to run every output node)",
+  function() g:run{outputs = {}} end)
 raises_at(here(), "bad node: expected an sdflow.node or a node id, got number", function() g:set(3, "value", 1) end)
 
 -- Expected failures return nil, message, diagnostics.
