@@ -118,7 +118,12 @@ local n = #g
 raises_at(here(), "unknown node type 'NoSuchNode'", function() g:add("NoSuchNode") end)
 raises_at(here(), "node type EmptyLatentImage has no input 'widht'", function() g:add("EmptyLatentImage", {widht = 64}) end)
 raises_at(here(), "EmptyLatentImage inputs are named: got a number key", function() g:add("EmptyLatentImage", {64}) end)
+raises_at(here() + 1, "node '" .. n .. "' input 'width': 99999 is out of range [16, 16384]",
+  function() g:add("EmptyLatentImage", {height = 64, width = 99999}) end)
+raises_at(here() + 1, "cannot link STRING output 'STRING' of node '" .. s.id .. "' to INT input 'width' of node 'x'",
+  function() g:add("EmptyLatentImage", {width = s}, "x") end)
 assert(#g == n, "a rejected add adds nothing")
+assert(g:add("PrimitiveInt").id == tostring(n), "the smallest free number")
 raises_at(here(), "node '1' (EmptyLatentImage) has no input 'depth'", function() lat.depth = 3 end)
 raises_at(here(), "node '1' input 'width': 99999 is out of range [16, 16384]", function() lat.width = 99999 end)
 raises_at(here(), "node '1' input 'width': 'wide' is not an integer", function() g:set(lat, "width", "wide") end)
