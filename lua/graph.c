@@ -47,11 +47,16 @@ sdl_graph *sdl_check_graph(lua_State *L, int idx)
     return g;
 }
 
-void sdl_push_graph(lua_State *L, sd_graph *graph, sdl_shared_ctx *shared)
+sdl_graph *sdl_push_graph(lua_State *L)
 {
     sdl_graph *g = lua_newuserdatauv(L, sizeof *g, 0);
     memset(g, 0, sizeof *g);
     luaL_setmetatable(L, SDL_GRAPH);
+    return g;
+}
+
+void sdl_graph_own(sdl_graph *g, sd_graph *graph, sdl_shared_ctx *shared)
+{
     g->graph = graph;
     g->shared = shared;
     shared->refs++;

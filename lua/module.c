@@ -230,19 +230,20 @@ static int ctx_graph(lua_State *L)
 {
     int arg;
     sdl_shared_ctx *shared = receiver(L, &arg);
+    sdl_graph *handle = sdl_push_graph(L);
     sd_graph *g;
     if (sd_graph_new(shared->ctx, &g))
         return luaL_error(L, "out of memory");
-    sdl_push_graph(L, g, shared);
+    sdl_graph_own(handle, g, shared);
     return 1;
 }
 
-/* Pushes the graph from a loader, or the failure triple. */
-static int push_loaded(lua_State *L, sdl_shared_ctx *shared, sd_status st, sd_graph *g)
+/* Returns the handle (on the stack top) given the graph a loader made, or the failure triple. */
+static int own_loaded(lua_State *L, sdl_graph *handle, sdl_shared_ctx *shared, sd_status st, sd_graph *g)
 {
     if (st)
         return sdl_push_failure(L, shared->ctx, st);
-    sdl_push_graph(L, g, shared);
+    sdl_graph_own(handle, g, shared);
     return 1;
 }
 
@@ -251,9 +252,10 @@ static int ctx_load(lua_State *L)
     int arg;
     sdl_shared_ctx *shared = receiver(L, &arg);
     const char *path = luaL_checkstring(L, arg);
+    sdl_graph *handle = sdl_push_graph(L);
     sd_graph *g = NULL;
     sd_status st = sd_graph_load_xml(shared->ctx, path, &g);
-    return push_loaded(L, shared, st, g);
+    return own_loaded(L, handle, shared, st, g);
 }
 
 static int ctx_load_string(lua_State *L)
@@ -263,9 +265,10 @@ static int ctx_load_string(lua_State *L)
     size_t len;
     const char *xml = luaL_checklstring(L, arg, &len);
     const char *name = luaL_optstring(L, arg + 1, "<string>");
+    sdl_graph *handle = sdl_push_graph(L);
     sd_graph *g = NULL;
     sd_status st = sd_graph_load_xml_memory(shared->ctx, xml, len, name, &g);
-    return push_loaded(L, shared, st, g);
+    return own_loaded(L, handle, shared, st, g);
 }
 
 static int ctx_import_comfy(lua_State *L)
@@ -273,9 +276,10 @@ static int ctx_import_comfy(lua_State *L)
     int arg;
     sdl_shared_ctx *shared = receiver(L, &arg);
     const char *path = luaL_checkstring(L, arg);
+    sdl_graph *handle = sdl_push_graph(L);
     sd_graph *g = NULL;
     sd_status st = sd_graph_import_comfy(shared->ctx, path, &g);
-    return push_loaded(L, shared, st, g);
+    return own_loaded(L, handle, shared, st, g);
 }
 
 static int ctx_cache_stats(lua_State *L)
