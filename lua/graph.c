@@ -49,7 +49,7 @@ sdl_graph *sdl_check_graph(lua_State *L, int idx)
 
 sdl_graph *sdl_push_graph(lua_State *L)
 {
-    sdl_graph *g = lua_newuserdatauv(L, sizeof *g, 0);
+    sdl_graph *g = lua_newuserdatauv(L, sizeof *g, 1); /* user value: the node handle cache */
     memset(g, 0, sizeof *g);
     luaL_setmetatable(L, SDL_GRAPH);
     return g;
@@ -64,9 +64,26 @@ void sdl_graph_own(sdl_graph *g, sd_graph *graph, sdl_shared_ctx *shared)
 
 /* ---- Node handles. ---- */
 
+/* Pushes the handle of node `id` of the graph at gidx. A graph keeps its node handles in a
+ * weak table, so a node has one handle at a time (handles work as table keys). */
 static void push_node(lua_State *L, int gidx, const char *id, const char *type)
 {
     gidx = lua_absindex(L, gidx);
+    if (lua_getiuservalue(L, gidx, 1) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_createtable(L, 0, 1);
+        lua_pushliteral(L, "v");
+        lua_setfield(L, -2, "__mode");
+        lua_setmetatable(L, -2);
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, gidx, 1);
+    }
+    if (lua_getfield(L, -1, id) == LUA_TUSERDATA) {
+        lua_remove(L, -2);
+        return;
+    }
+    lua_pop(L, 1);
     size_t id_len = strlen(id), type_len = strlen(type);
     sdl_node *n = lua_newuserdatauv(L, sizeof *n + id_len + type_len + 2, 1);
     n->desc = sd_node_type_find(type);
@@ -76,6 +93,9 @@ static void push_node(lua_State *L, int gidx, const char *id, const char *type)
     luaL_setmetatable(L, SDL_NODE);
     lua_pushvalue(L, gidx);
     lua_setiuservalue(L, -2, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, id);
+    lua_remove(L, -2);
 }
 
 /* The node handle at idx, whose graph is pushed onto the stack. */
@@ -160,19 +180,6 @@ static int node_tostring(lua_State *L)
 {
     sdl_node *n = luaL_checkudata(L, 1, SDL_NODE);
     lua_pushfstring(L, "sdflow.node '%s' (%s)", node_id(n), node_type(n));
-    return 1;
-}
-
-static int node_eq(lua_State *L)
-{
-    sdl_node *a = luaL_testudata(L, 1, SDL_NODE), *b = luaL_testudata(L, 2, SDL_NODE);
-    int same = 0;
-    if (a && b && !strcmp(node_id(a), node_id(b))) {
-        lua_getiuservalue(L, 1, 1);
-        lua_getiuservalue(L, 2, 1);
-        same = lua_rawequal(L, -1, -2);
-    }
-    lua_pushboolean(L, same);
     return 1;
 }
 
@@ -711,7 +718,6 @@ static const luaL_Reg node_meta[] = {
     {"__index", node_index},
     {"__newindex", node_newindex},
     {"__tostring", node_tostring},
-    {"__eq", node_eq},
     {NULL, NULL},
 };
 

@@ -52,6 +52,7 @@ assert(g:node("seed") == seed and g:node("nope") == nil and lat.graph == g)
 assert(#g == 2 and tostring(g) == "sdflow.graph (2 nodes)")
 local nodes = g:nodes()
 assert(#nodes == 2 and nodes[1] == lat and nodes[2] == seed)
+assert(rawequal(g:node("1"), lat) and ({[lat] = true})[g:nodes()[1]], "one handle per node")
 
 -- Values: integers, floats (shortest text that reads back exactly), booleans, strings.
 local f1 = g:add("PrimitiveFloat", {value = 0.1})
