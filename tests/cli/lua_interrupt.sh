@@ -8,6 +8,7 @@ SRC=${SDFLOW_SOURCE_DIR:?}
 BUILD=${SDFLOW_BUILD_DIR:?}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
+export SDFLOW_CACHE=$T/default-cache.db # never the user's cache
 fails=0
 "$BIN" lua "$SRC/tests/lua/interrupt.lua" "$SRC/examples/input" "$T/out" >"$T/stdout" 2>"$T/stderr"
 got=$?
