@@ -603,6 +603,17 @@ static int graph_meta(lua_State *L)
     return 0;
 }
 
+/* g:inline_params(): every parameter binding becomes a literal of the parameter's current
+ * value and the declarations go. */
+static int graph_inline_params(lua_State *L)
+{
+    sdl_graph *g = sdl_check_graph(L, 1);
+    sd_status st = sd_graph_inline_params(g->graph);
+    if (st)
+        return raise_status(L, g->graph, st);
+    return 0;
+}
+
 /* g:validate() -> true, or nil, message, diagnostics */
 static int graph_validate(lua_State *L)
 {
@@ -697,6 +708,7 @@ static const luaL_Reg graph_methods[] = {
     {"bind", graph_bind},
     {"setparam", graph_setparam},
     {"params", graph_params},
+    {"inline_params", graph_inline_params},
     {"meta", graph_meta},
     {"validate", graph_validate},
     {"save", graph_save},

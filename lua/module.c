@@ -313,6 +313,43 @@ static int ctx_cache_clear(lua_State *L)
     return 1;
 }
 
+/* ctx:cache_verify() -> number of bad entries deleted, or nil, message, diagnostics */
+static int ctx_cache_verify(lua_State *L)
+{
+    int arg;
+    sd_context *ctx = receiver(L, &arg)->ctx;
+    int64_t bad = 0;
+    sd_status st = sd_cache_verify(ctx, &bad);
+    if (st)
+        return sdl_push_failure(L, ctx, st);
+    lua_pushinteger(L, bad);
+    return 1;
+}
+
+/* ctx:cache_gc(max_size) -> number of entries evicted, or nil, message, diagnostics.
+ * max_size: bytes, or a size text such as "500M". */
+static int ctx_cache_gc(lua_State *L)
+{
+    int arg;
+    sd_context *ctx = receiver(L, &arg)->ctx;
+    int64_t max_bytes;
+    if (lua_isinteger(L, arg)) {
+        max_bytes = lua_tointeger(L, arg);
+        luaL_argcheck(L, max_bytes >= 0, arg, "a size must not be negative");
+    } else if (lua_type(L, arg) == LUA_TSTRING) {
+        if (sd_parse_size(lua_tostring(L, arg), &max_bytes))
+            return luaL_argerror(L, arg, lua_pushfstring(L, "'%s' is not a size", lua_tostring(L, arg)));
+    } else {
+        return luaL_typeerror(L, arg, "size (integer bytes or text such as \"500M\")");
+    }
+    int64_t evicted = 0;
+    sd_status st = sd_cache_gc(ctx, max_bytes, &evicted);
+    if (st)
+        return sdl_push_failure(L, ctx, st);
+    lua_pushinteger(L, evicted);
+    return 1;
+}
+
 static int ctx_close(lua_State *L)
 {
     sdl_context *c = luaL_checkudata(L, 1, SDL_CONTEXT);
@@ -416,6 +453,8 @@ static const luaL_Reg context_methods[] = {
     {"import_comfy", ctx_import_comfy},
     {"cache_stats", ctx_cache_stats},
     {"cache_clear", ctx_cache_clear},
+    {"cache_verify", ctx_cache_verify},
+    {"cache_gc", ctx_cache_gc},
     {"close", ctx_close},
     {NULL, NULL},
 };
@@ -437,6 +476,8 @@ static const luaL_Reg module_functions[] = {
     {"import_comfy", ctx_import_comfy},
     {"cache_stats", ctx_cache_stats},
     {"cache_clear", ctx_cache_clear},
+    {"cache_verify", ctx_cache_verify},
+    {"cache_gc", ctx_cache_gc},
     {"node_types", l_node_types},
     {"describe", l_describe},
     {NULL, NULL},

@@ -62,6 +62,11 @@ local resolved <close> = assert(ctx:load(dir .. "/resolved.xml"))
 assert(resolved:params()[1].default == "9")
 assert(assert(resolved:run{outputs = {resolved:node("seed")}}):get("seed") == 9)
 
+-- inline_params turns parameter bindings into literals of their current values.
+back:inline_params()
+assert(#back:params() == 0 and not back:xml():find("param=", 1, true))
+assert(back:xml():find('<input name="value">9</input>', 1, true))
+
 -- Lua code in a workflow is data: loading and running it runs no Lua.
 local marker = dir .. "/ran-lua"
 local code = 'os.execute("touch ' .. marker .. '")'
