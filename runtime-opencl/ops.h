@@ -34,7 +34,7 @@ typedef struct sd_conv2d_params {
     sd_act act;
 } sd_conv2d_params;
 
-/* A torch Conv2d (groups 1, dilation 1): x [B, C, H, W] f32, w [O, C, KH, KW] f32 or f16,
+/* A torch Conv2d (groups 1, dilation 1): x [B, C, H, W] f32 or f16, w [O, C, KH, KW] f32 or f16,
  * bias NULL or [O] f32; out: new [B, O, OH, OW] f32 with OH = (H + 2 pad_h - KH) / stride_h + 1
  * (likewise OW), which must be >= 1. */
 sd_status sd_op_conv2d(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,

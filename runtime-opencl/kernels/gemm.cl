@@ -7,8 +7,8 @@
  * so the inner loop is two contiguous vector loads of B, one of A, and MR * 2 vector FMAs.
  * Launched with work-group size 1; no local memory, no barriers.
  *
- * Build options: -DMR=<rows> (8 or 16), -DA_HALF / -DB_HALF when the source of the pack
- * kernels is f16 (vload_half; arithmetic stays fp32). */
+ * Build options: -DMR=<rows>, -DA_HALF / -DB_HALF when the source of the pack kernels is f16
+ * (vload_half; arithmetic stays fp32), -DA_ROWS to read A unpacked from f32 rows. */
 #ifndef MR
 #define MR 8
 #endif
@@ -44,12 +44,12 @@ float16 activate16(float16 x, int act)
 }
 
 /* Ap[b][ip][k][r] = A[b][ip*MR + r][k] (0 outside M). A element (m, k) is at
- * a[b * s_b + m * s_m + k * s_k]. Global: (ceil(M / MR), batch). */
-__kernel void gemm_pack_a(__global const a_t *a, __global float *ap, int M, int K, long s_m, long s_k,
-                          long s_b, long ap_bs)
+ * a[off + b * s_b + m * s_m + k * s_k]. Global: (ceil(M / MR), batch). */
+__kernel void gemm_pack_a(__global const a_t *a, long off, __global float *ap, int M, int K, long s_m,
+                          long s_k, long s_b, long ap_bs)
 {
     int ip = get_global_id(0), b = get_global_id(1);
-    __global const a_t *src = a + b * s_b;
+    __global const a_t *src = a + off + b * s_b;
     __global float *dst = ap + b * ap_bs + (long)ip * K * MR;
     int rows = min(MR, M - ip * MR);
     for (int k = 0; k < K; k++) {
@@ -59,12 +59,12 @@ __kernel void gemm_pack_a(__global const a_t *a, __global float *ap, int M, int 
 }
 
 /* Bp[b][jp][k][j] = B[b][k][jp*NR + j] (0 outside N). B element (k, n) is at
- * bsrc[b * s_b + k * s_k + n * s_n]. Global: (ceil(N / NR), batch). */
-__kernel void gemm_pack_b(__global const b_t *bsrc, __global float *bp, int N, int K, long s_k, long s_n,
-                          long s_b, long bp_bs)
+ * bsrc[off + b * s_b + k * s_k + n * s_n]. Global: (ceil(N / NR), batch). */
+__kernel void gemm_pack_b(__global const b_t *bsrc, long off, __global float *bp, int N, int K, long s_k,
+                          long s_n, long s_b, long bp_bs)
 {
     int jp = get_global_id(0), b = get_global_id(1);
-    __global const b_t *src = bsrc + b * s_b;
+    __global const b_t *src = bsrc + off + b * s_b;
     __global float *dst = bp + b * bp_bs + (long)jp * K * NR;
     int cols = min(NR, N - jp * NR);
     if (cols == NR && s_n == 1) {
@@ -86,15 +86,25 @@ __kernel void gemm_pack_b(__global const b_t *bsrc, __global float *bp, int N, i
 }
 
 /* One MR x NR tile of C. Global: (ceil(N / NR), ceil(M / MR), batch); work-group size 1.
+ * A is packed (ap as written by gemm_pack_a, ap_bs floats per batch) or, built with -DA_ROWS,
+ * plain f32 rows: element (m, k) at ap[b * ap_bs + m * lda + k] (rows past M re-read row M-1;
+ * their results are not stored).
  * bias_mode: 0 none, 1 bias[n] (per column, linear), 2 bias[m] (per row, convolution).
- * C element (m, n) of batch b is at c[b * c_bs + m * ldc + n]. */
+ * C element (m, n) of batch b is at c[c_off + b * c_bs + m * ldc + n]. */
 __kernel void gemm_tile(__global const float *ap, __global const float *bp, __global float *c,
-                        __global const float *bias, int M, int N, int K, int ldc, long ap_bs, long bp_bs,
-                        long c_bs, float alpha, int bias_mode, int act)
+                        __global const float *bias, int M, int N, int K, int lda, int ldc, long ap_bs,
+                        long bp_bs, long c_off, long c_bs, float alpha, int bias_mode, int act)
 {
     int jp = get_global_id(0), ip = get_global_id(1), b = get_global_id(2);
-    __global const float *A = ap + b * ap_bs + (long)ip * K * MR;
     __global const float *B = bp + b * bp_bs + (long)jp * K * NR;
+#ifdef A_ROWS
+    __global const float *arow[MR];
+#pragma unroll
+    for (int r = 0; r < MR; r++)
+        arow[r] = ap + b * ap_bs + (long)min(ip * MR + r, M - 1) * lda;
+#else
+    __global const float *A = ap + b * ap_bs + (long)ip * K * MR;
+#endif
     float16 acc0[MR], acc1[MR];
 #pragma unroll
     for (int r = 0; r < MR; r++) {
@@ -105,11 +115,17 @@ __kernel void gemm_tile(__global const float *ap, __global const float *bp, __gl
         float16 b0 = vload16(0, B), b1 = vload16(1, B);
 #pragma unroll
         for (int r = 0; r < MR; r++) {
+#ifdef A_ROWS
+            float16 av = (float16)(arow[r][k]);
+#else
             float16 av = (float16)(A[r]);
+#endif
             acc0[r] = fma(av, b0, acc0[r]);
             acc1[r] = fma(av, b1, acc1[r]);
         }
+#ifndef A_ROWS
         A += MR;
+#endif
         B += NR;
     }
     int n0 = jp * NR;
@@ -127,7 +143,7 @@ __kernel void gemm_tile(__global const float *ap, __global const float *bp, __gl
             bias1 = vload16(1, tmp);
         }
     }
-    __global float *C = c + b * c_bs + n0;
+    __global float *C = c + c_off + b * c_bs + n0;
 #pragma unroll
     for (int r = 0; r < MR; r++) {
         int m = ip * MR + r;
