@@ -173,6 +173,15 @@ sd_status sd_sample(sd_context *ctx, const sd_sample_options *opt, const float *
         return sd_set_error(ctx, SD_ERR_INVALID, "sampler '%s': no denoiser given", opt->sampler);
     if (n == 0)
         return sd_set_error(ctx, SD_ERR_INVALID, "sampler '%s': empty latent", opt->sampler);
+    if (opt->n_sigmas > 0 && !opt->sigmas)
+        return sd_set_error(ctx, SD_ERR_INVALID, "sampler '%s': no sigmas given", opt->sampler);
+    if (opt->n_sigmas > (size_t)INT32_MAX)
+        return sd_set_error(ctx, SD_ERR_LIMIT, "sampler '%s': %zu sigmas", opt->sampler, opt->n_sigmas);
+    for (size_t i = 0; i < opt->n_sigmas; i++)
+        if (!isfinite(opt->sigmas[i]) || opt->sigmas[i] < 0.0f || (i + 1 < opt->n_sigmas && opt->sigmas[i] == 0.0f))
+            return sd_set_error(ctx, SD_ERR_INVALID,
+                                "sampler '%s': sigma %zu is %g (sigmas must be finite, positive, only the last may be 0)",
+                                opt->sampler, i, (double)opt->sigmas[i]);
     const sampler_entry *e = &samplers[idx];
     sd_sampler_run run = {0};
     run.ctx = ctx;

@@ -253,6 +253,13 @@ static void test_interrupt_and_errors(void)
     CHECK_STR_EQ(sd_context_errmsg(ctx), "sampler 'euler': no denoiser given");
     o = options("euler", sig, 7, &c);
     CHECK_EQ_INT(sd_sample(ctx, &o, noise, NULL, sentinel, 0), SD_ERR_INVALID);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), "sampler 'euler': empty latent");
+    const float bad_sigmas[3][3] = {{14.6f, NAN, 0.0f}, {14.6f, -1.0f, 0.0f}, {14.6f, 0.0f, 0.0f}};
+    for (int k = 0; k < 3; k++) {
+        o = options("euler", bad_sigmas[k], 3, &c);
+        CHECK_EQ_INT(sd_sample(ctx, &o, noise, NULL, sentinel, N), SD_ERR_INVALID);
+        CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "sampler 'euler': sigma 1 is ");
+    }
     for (int i = 0; i < N; i++)
         CHECK(sentinel[i] == 7.0f);
     CHECK_EQ_INT(c.denoise_calls, 0);
