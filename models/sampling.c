@@ -142,12 +142,9 @@ sd_status sd_sampler_step(sd_sampler_run *run, int step, const float *x, const f
     if (!o->step)
         return SD_OK;
     sd_status st = o->step(o->step_user, step, run->steps, x, denoised, run->n);
-    if (st == SD_ERR_INTERRUPTED)
-        return sd_set_error(run->ctx, st, "sampler '%s': interrupted at step %d of %d", o->sampler,
-                            step + 1, run->steps);
     if (st != SD_OK && !sd_context_errmsg(run->ctx)[0])
-        sd_set_error(run->ctx, st, "sampler '%s': stopped at step %d of %d", o->sampler, step + 1,
-                     run->steps);
+        sd_set_error(run->ctx, st, "sampler '%s': %s at step %d of %d", o->sampler,
+                     st == SD_ERR_INTERRUPTED ? "interrupted" : "stopped", step + 1, run->steps);
     return st;
 }
 
@@ -183,6 +180,8 @@ sd_status sd_sample(sd_context *ctx, const sd_sample_options *opt, const float *
                                 "sampler '%s': sigma %zu is %g (sigmas must be finite, positive, only the last may be 0)",
                                 opt->sampler, i, (double)opt->sigmas[i]);
     const sampler_entry *e = &samplers[idx];
+    /* A callback that fails may leave its own message; anything on ctx afterwards is its. */
+    sd_clear_error(ctx);
     sd_sampler_run run = {0};
     run.ctx = ctx;
     run.opt = opt;

@@ -68,8 +68,9 @@ bool sd_sampler_discards_penultimate_sigma(const char *name);
  * means zeros (txt2img). All arrays hold the whole batch; the caller owns them.
  * Errors (message on ctx): SD_ERR_NOT_FOUND unknown sampler (the message lists the valid ones),
  * SD_ERR_INVALID missing denoiser, n == 0, or a sigma that is not finite, negative, or 0 before
- * the last one, SD_ERR_NOMEM, or the status a callback returned
- * (SD_ERR_INTERRUPTED from the step callback); out is then unspecified. */
+ * the last one, SD_ERR_NOMEM, or the status a callback returned (SD_ERR_INTERRUPTED from the step
+ * callback), with the callback's message if it set one on ctx, else one naming the sampler and
+ * step; out is then unspecified. */
 sd_status sd_sample(sd_context *ctx, const sd_sample_options *opt, const float *noise,
                     const float *latent, float *out, size_t n);
 

@@ -54,6 +54,12 @@ static sd_status step_cb(void *user, int step, int steps, const float *x, const 
     return step == c->interrupt_at_step ? SD_ERR_INTERRUPTED : SD_OK;
 }
 
+static sd_status set_message_and_stop(void *user, int step, int steps, const float *x, const float *denoised,
+                                      size_t n)
+{
+    return sd_set_error(user, SD_ERR_INTERRUPTED, "node 'k' (KSampler): interrupted");
+}
+
 static void init_counter(counter *c)
 {
     memset(c, 0, sizeof *c);
@@ -227,12 +233,24 @@ static void test_interrupt_and_errors(void)
         snprintf(want, sizeof want, "sampler '%s': interrupted at step 3 of 6", sd_sampler_name(k));
         CHECK_STR_EQ(sd_context_errmsg(ctx), want);
     }
+    /* A callback's own message survives. */
+    {
+        counter c;
+        init_counter(&c);
+        c.interrupt_at_step = 0;
+        sd_sample_options o = options("euler", sig, 7, &c);
+        o.step = set_message_and_stop;
+        o.step_user = ctx;
+        float out[N];
+        CHECK_EQ_INT(sd_sample(ctx, &o, noise, NULL, out, N), SD_ERR_INTERRUPTED);
+        CHECK_STR_EQ(sd_context_errmsg(ctx), "node 'k' (KSampler): interrupted");
+    }
     counter c;
     init_counter(&c);
     c.fail_at_call = 2;
     sd_sample_options o = options("heun", sig, 7, &c);
     float out[N];
-    sd_clear_error(ctx);
+    sd_set_error(ctx, SD_ERR_IO, "a stale message");
     CHECK_EQ_INT(sd_sample(ctx, &o, noise, NULL, out, N), SD_ERR_CL);
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "sampler 'heun': denoiser failed at sigma 5.09");
     CHECK_EQ_INT(c.denoise_calls, 2);
