@@ -170,6 +170,10 @@ sd_status sd_sample(sd_context *ctx, const sd_sample_options *opt, const float *
         return sd_set_error(ctx, SD_ERR_INVALID, "sampler '%s': no denoiser given", opt->sampler);
     if (n == 0)
         return sd_set_error(ctx, SD_ERR_INVALID, "sampler '%s': empty latent", opt->sampler);
+    if ((opt->set_eta && !(opt->eta >= 0.0 && opt->eta <= 1e3)) ||
+        (opt->set_s_noise && !(opt->s_noise >= 0.0 && opt->s_noise <= 1e3)))
+        return sd_set_error(ctx, SD_ERR_INVALID, "sampler '%s': eta %g and s_noise %g must be in [0, 1000]",
+                            opt->sampler, opt->set_eta ? opt->eta : 1.0, opt->set_s_noise ? opt->s_noise : 1.0);
     if (opt->n_sigmas > 0 && !opt->sigmas)
         return sd_set_error(ctx, SD_ERR_INVALID, "sampler '%s': no sigmas given", opt->sampler);
     if (opt->n_sigmas > (size_t)INT32_MAX)
@@ -188,8 +192,8 @@ sd_status sd_sample(sd_context *ctx, const sd_sample_options *opt, const float *
     run.sigmas = opt->sigmas;
     run.steps = opt->n_sigmas >= 2 ? (int)(opt->n_sigmas - 1) : 0;
     run.n = n;
-    run.eta = opt->eta >= 0.0 ? opt->eta : e->default_eta;
-    run.s_noise = opt->s_noise >= 0.0 ? opt->s_noise : 1.0;
+    run.eta = opt->set_eta ? opt->eta : e->default_eta;
+    run.s_noise = opt->set_s_noise ? opt->s_noise : 1.0;
     sd_rng_seed(&run.noise_rng, opt->seed + 1);
     float *saved_latent = NULL, *saved_noise = NULL;
     sd_status st = SD_OK;

@@ -93,8 +93,6 @@ static sd_sample_options options(const char *sampler, const float *sigmas, size_
     o.denoise_user = c;
     o.step = step_cb;
     o.step_user = c;
-    o.eta = -1.0;
-    o.s_noise = -1.0;
     return o;
 }
 
@@ -214,6 +212,35 @@ static void test_inplace_and_unchanged(void)
     sd_context_free(ctx);
 }
 
+/* eta 0 turns euler_ancestral into euler (ComfyUI still draws the noise, scaled by 0). */
+static void test_eta(void)
+{
+    sd_context *ctx = NULL;
+    CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
+    float noise[N], image[N], mask[N];
+    make_inputs(noise, image, mask);
+    float sig[7] = {14.6146402f, 5.09240818f, 2.27973056f, 1.16286457f, 0.571188867f, 0.0291671604f, 0.0f};
+    counter c;
+    init_counter(&c);
+    sd_sample_options o = options("euler", sig, 7, &c);
+    float euler[N], ancestral[N];
+    CHECK_EQ_INT(sd_sample(ctx, &o, noise, NULL, euler, N), SD_OK);
+    init_counter(&c);
+    o = options("euler_ancestral", sig, 7, &c);
+    o.noise = recorded_noise;
+    o.noise_user = &c;
+    o.set_eta = true;
+    o.eta = 0.0;
+    CHECK_EQ_INT(sd_sample(ctx, &o, noise, NULL, ancestral, N), SD_OK);
+    CHECK_EQ_INT(c.noise_calls, 5);
+    for (int i = 0; i < N; i++)
+        CHECK_NEAR(ancestral[i], euler[i], 1e-6);
+    o.eta = -0.5;
+    CHECK_EQ_INT(sd_sample(ctx, &o, noise, NULL, ancestral, N), SD_ERR_INVALID);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), "sampler 'euler_ancestral': eta -0.5 and s_noise 1 must be in [0, 1000]");
+    sd_context_free(ctx);
+}
+
 static void test_interrupt_and_errors(void)
 {
     sd_context *ctx = NULL;
@@ -300,6 +327,7 @@ int main(void)
     RUN(test_registry);
     RUN(test_goldens);
     RUN(test_inplace_and_unchanged);
+    RUN(test_eta);
     RUN(test_interrupt_and_errors);
     return test_summary("test_samplers");
 }
