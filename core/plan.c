@@ -215,8 +215,10 @@ static sd_status hash_literal(sd_run_state *s, const sd_plan_node *p, const sd_p
     return SD_OK;
 }
 
-/* Resolves a file input and hashes its content into h; records it for provenance. */
-static sd_status hash_file_input(sd_run_state *s, const sd_plan_node *p, sd_plan_input *pi, sd_hasher *h)
+/* Resolves a file input and hashes its content into h (memoized in cache unless NULL);
+ * records it for provenance. */
+static sd_status hash_file_input(sd_run_state *s, sd_cache *cache, const sd_plan_node *p, sd_plan_input *pi,
+                                 sd_hasher *h)
 {
     sd_status st = sd_resolve_file(s->ctx, pi->desc->file_dir, pi->text, &pi->file);
     if (st) {
@@ -225,7 +227,7 @@ static sd_status hash_file_input(sd_run_state *s, const sd_plan_node *p, sd_plan
         return st;
     }
     sd_key content;
-    if ((st = sd_hash_file(s->ctx, pi->file, &content))) {
+    if ((st = sd_hash_file_memo(s->ctx, cache, pi->file, &content))) {
         sd_error_prefix(s->ctx, "node '%s' (%s): input '%s'", p->gn->id, p->desc->name, pi->desc->name);
         return st;
     }
@@ -237,7 +239,7 @@ static sd_status hash_file_input(sd_run_state *s, const sd_plan_node *p, sd_plan
     return SD_OK;
 }
 
-static sd_status compute_key(sd_run_state *s, sd_plan_node *p)
+static sd_status compute_key(sd_run_state *s, sd_cache *cache, sd_plan_node *p)
 {
     sd_hasher h;
     sd_hasher_init(&h);
@@ -261,7 +263,7 @@ static sd_status compute_key(sd_run_state *s, sd_plan_node *p)
             st = hash_literal(s, p, pi, &h);
             if (!st && (pi->desc->flags & SD_IN_FILE)) {
                 sd_hasher_i64(&h, 'F');
-                st = hash_file_input(s, p, pi, &h);
+                st = hash_file_input(s, cache, p, pi, &h);
             }
         }
         if (st)
@@ -301,7 +303,7 @@ sd_status sd_plan_make(sd_run_state *s, const sd_run_options *o, sd_cache *cache
         if (s->ctx->interrupted)
             return sd_set_error(s->ctx, SD_ERR_INTERRUPTED, "interrupted");
         if (s->nodes[k].relevant)
-            st = compute_key(s, &s->nodes[k]);
+            st = compute_key(s, cache, &s->nodes[k]);
     }
     if (st)
         return st;

@@ -161,6 +161,9 @@ typedef struct sd_param_info {
 } sd_param_info;
 size_t sd_graph_param_count(const sd_graph *graph);
 sd_status sd_graph_param_at(const sd_graph *graph, size_t index, sd_param_info *info);
+/* Replaces every binding of a declared parameter by a literal of its current value (override,
+ * else default) and removes the declarations: the graph is then fully concrete. */
+sd_status sd_graph_inline_params(sd_graph *graph);
 
 size_t sd_graph_node_count(const sd_graph *graph);
 const char *sd_graph_node_id(const sd_graph *graph, size_t index);

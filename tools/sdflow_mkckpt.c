@@ -1,0 +1,279 @@
+/* sdflow_mkckpt: writes random-weight checkpoints in the SD1 single-file layout (tests and
+ * benchmarks), standalone VAE files, and stub files of other families (detection tests).
+ * Deterministic: the same options and seed give the same bytes. */
+#include "models/sd1_layout.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: sdflow_mkckpt [options] OUTPUT.safetensors\n"
+            "  --preset tiny|sd15     architecture preset (default tiny)\n"
+            "  --kind K               checkpoint (default), vae (standalone VAE file), or a stub of\n"
+            "                         another family: sd2-stub, sdxl-stub, sdxl-refiner-stub,\n"
+            "                         sd3-stub, flux-stub\n"
+            "  --dtype f32|f16|bf16   weight dtype (default f32)\n"
+            "  --seed N               weight seed (default 0)\n"
+            "  --no-clip, --no-vae    leave a part out of a checkpoint\n"
+            "  --list                 print each tensor's name and shape instead of writing\n"
+            "  --inspect FILE         print the family and architecture sdflow reads from FILE\n"
+            "UNet overrides: --in-channels N, --model-channels N, --channel-mult 1,2,4,4,\n"
+            "  --attention 1,1,1,0, --res-blocks N, --depth N, --context N (also the CLIP width)\n"
+            "CLIP overrides: --clip-layers N, --clip-intermediate N\n"
+            "VAE overrides: --vae-ch N, --vae-mult 1,2,4,4, --vae-res-blocks N\n");
+}
+
+static bool parse_int(const char *s, int lo, int hi, int *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi)
+        return false;
+    *out = (int)v;
+    return true;
+}
+
+/* Parses "1,2,4,4" into at most SD_MAX_LEVELS values; returns the count or 0 on error. */
+static int parse_list(const char *s, int lo, int hi, int *out)
+{
+    int n = 0;
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", s);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (n == SD_MAX_LEVELS || !parse_int(tok, lo, hi, &out[n]))
+            return 0;
+        n++;
+    }
+    return n;
+}
+
+/* Prints "name [d0, d1, ...]" for every tensor of the layout. */
+static sd_status list_layout(sd_context *ctx, sd_checkpoint_config *cfg, bool vae_only)
+{
+    sd_layout layout = {0};
+    sd_status st = SD_OK;
+    if (vae_only) {
+        cfg->has_unet = cfg->has_clip = false;
+        cfg->vae_prefix = "";
+    }
+    if ((cfg->has_unet && (st = sd_layout_unet(ctx, &cfg->unet, cfg->unet_prefix, &layout))) ||
+        (cfg->has_clip && (st = sd_layout_clip(ctx, &cfg->clip, cfg->clip_prefix, &layout))) ||
+        (cfg->has_vae && (st = sd_layout_vae(ctx, &cfg->vae, cfg->vae_prefix, &layout))))
+        goto done;
+    for (size_t i = 0; i < layout.n; i++) {
+        const sd_layout_entry *e = &layout.entries[i];
+        printf("%s [", e->name);
+        for (int d = 0; d < e->ndim; d++)
+            printf("%s%lld", d ? ", " : "", (long long)e->shape[d]);
+        printf("]\n");
+    }
+done:
+    sd_layout_free(&layout);
+    return st;
+}
+
+static void print_levels(const char *key, const int *v, const bool *b, int n)
+{
+    printf("%s=", key);
+    for (int i = 0; i < n; i++)
+        printf("%s%d", i ? "," : "", v ? v[i] : b[i]);
+    printf("\n");
+}
+
+/* Prints what sd_checkpoint_inspect (or sd_vae_inspect for VAE files) reads from path. */
+static sd_status inspect_file(sd_context *ctx, const char *path)
+{
+    sd_safetensors *st = NULL;
+    sd_checkpoint_config cfg;
+    sd_status status = sd_safetensors_open(ctx, path, &st);
+    if (status)
+        return status;
+    printf("tensors=%zu\n", sd_safetensors_count(st));
+    if (sd_checkpoint_detect(st) == SD_FAMILY_VAE)
+        status = sd_vae_inspect(ctx, st, &cfg);
+    else
+        status = sd_checkpoint_inspect(ctx, st, &cfg);
+    if (!status) {
+        printf("family=%s\n", sd_family_name(cfg.family));
+        if (cfg.has_unet) {
+            const sd_unet_config *u = &cfg.unet;
+            printf("unet.in_channels=%d\nunet.out_channels=%d\nunet.model_channels=%d\n", u->in_channels,
+                   u->out_channels, u->model_channels);
+            print_levels("unet.channel_mult", u->channel_mult, NULL, u->n_levels);
+            print_levels("unet.attention", NULL, u->attention, u->n_levels);
+            printf("unet.num_res_blocks=%d\nunet.transformer_depth=%d\nunet.context_dim=%d\n", u->num_res_blocks,
+                   u->transformer_depth, u->context_dim);
+            printf("unet.linear_proj=%d\nunet.num_heads=%d\n", u->linear_proj, u->num_heads);
+        }
+        if (cfg.has_clip)
+            printf("clip.width=%d\nclip.layers=%d\nclip.heads=%d\nclip.intermediate=%d\nclip.vocab=%d\n"
+                   "clip.positions=%d\n",
+                   cfg.clip.width, cfg.clip.layers, cfg.clip.heads, cfg.clip.intermediate, cfg.clip.vocab,
+                   cfg.clip.positions);
+        if (cfg.has_vae) {
+            printf("vae.prefix=%s\nvae.ch=%d\n", cfg.vae_prefix, cfg.vae.ch);
+            print_levels("vae.ch_mult", cfg.vae.ch_mult, NULL, cfg.vae.n_levels);
+            printf("vae.num_res_blocks=%d\nvae.z_channels=%d\nvae.scale_factor=%g\n", cfg.vae.num_res_blocks,
+                   cfg.vae.z_channels, cfg.vae.scale_factor);
+        }
+    }
+    sd_safetensors_close(st);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    const char *preset = "tiny", *kind = "checkpoint", *out = NULL;
+    sd_st_dtype dtype = SD_ST_F32;
+    unsigned long long seed = 0;
+    sd_checkpoint_config cfg;
+    /* The preset first, so that overrides apply on top of it whatever their order. */
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], "--preset") == 0)
+            preset = argv[++i];
+    if (!sd_sd1_preset(preset, &cfg)) {
+        fprintf(stderr, "sdflow_mkckpt: unknown preset '%s' (tiny, sd15)\n", preset);
+        return 2;
+    }
+    sd_unet_config *u = &cfg.unet;
+    sd_clip_config *c = &cfg.clip;
+    sd_vae_config *v = &cfg.vae;
+    bool list = false;
+    const char *inspect = NULL;
+    int mult_n = 0, attn_n = 0, attn[SD_MAX_LEVELS] = {0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        bool ok = true, takes = true;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "--no-clip") == 0) {
+            cfg.has_clip = false, takes = false;
+        } else if (strcmp(a, "--no-vae") == 0) {
+            cfg.has_vae = false, takes = false;
+        } else if (strcmp(a, "--list") == 0) {
+            list = true, takes = false;
+        } else if (a[0] != '-' || !a[1]) {
+            if (out) {
+                usage(stderr);
+                return 2;
+            }
+            out = a, takes = false;
+        } else if (!val) {
+            ok = false;
+        } else if (strcmp(a, "--preset") == 0) {
+        } else if (strcmp(a, "--inspect") == 0) {
+            inspect = val;
+        } else if (strcmp(a, "--kind") == 0) {
+            kind = val;
+        } else if (strcmp(a, "--dtype") == 0) {
+            if (strcmp(val, "f32") == 0)
+                dtype = SD_ST_F32;
+            else if (strcmp(val, "f16") == 0)
+                dtype = SD_ST_F16;
+            else if (strcmp(val, "bf16") == 0)
+                dtype = SD_ST_BF16;
+            else
+                ok = false;
+        } else if (strcmp(a, "--seed") == 0) {
+            char *end;
+            seed = strtoull(val, &end, 10);
+            ok = *val && !*end;
+        } else if (strcmp(a, "--in-channels") == 0) {
+            ok = parse_int(val, 1, 64, &u->in_channels);
+        } else if (strcmp(a, "--model-channels") == 0) {
+            ok = parse_int(val, 1, 4096, &u->model_channels);
+        } else if (strcmp(a, "--channel-mult") == 0) {
+            ok = (mult_n = parse_list(val, 1, 64, u->channel_mult)) > 0;
+        } else if (strcmp(a, "--attention") == 0) {
+            ok = (attn_n = parse_list(val, 0, 1, attn)) > 0;
+        } else if (strcmp(a, "--res-blocks") == 0) {
+            ok = parse_int(val, 1, 16, &u->num_res_blocks);
+        } else if (strcmp(a, "--depth") == 0) {
+            ok = parse_int(val, 1, 16, &u->transformer_depth);
+        } else if (strcmp(a, "--context") == 0) {
+            ok = parse_int(val, 64, 8192, &u->context_dim);
+            c->width = u->context_dim;
+        } else if (strcmp(a, "--clip-layers") == 0) {
+            ok = parse_int(val, 1, 64, &c->layers);
+        } else if (strcmp(a, "--clip-intermediate") == 0) {
+            ok = parse_int(val, 1, 65536, &c->intermediate);
+        } else if (strcmp(a, "--vae-ch") == 0) {
+            ok = parse_int(val, 1, 4096, &v->ch);
+        } else if (strcmp(a, "--vae-mult") == 0) {
+            ok = (v->n_levels = parse_list(val, 1, 64, v->ch_mult)) > 0;
+        } else if (strcmp(a, "--vae-res-blocks") == 0) {
+            ok = parse_int(val, 1, 16, &v->num_res_blocks);
+        } else {
+            fprintf(stderr, "sdflow_mkckpt: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+        if (!ok) {
+            fprintf(stderr, "sdflow_mkckpt: bad or missing value for %s\n", a);
+            return 2;
+        }
+        if (takes)
+            i++;
+    }
+    if (!out && !list && !inspect) {
+        usage(stderr);
+        return 2;
+    }
+    if (mult_n) {
+        u->n_levels = mult_n;
+        if (!attn_n)
+            for (int l = 0; l < mult_n; l++)
+                u->attention[l] = l < mult_n - 1;
+    }
+    if (attn_n) {
+        if (attn_n != u->n_levels) {
+            fprintf(stderr, "sdflow_mkckpt: --attention needs %d values (one per level)\n", u->n_levels);
+            return 2;
+        }
+        for (int l = 0; l < attn_n; l++)
+            u->attention[l] = attn[l] != 0;
+    }
+    u->time_embed_dim = 4 * u->model_channels;
+    sd_checkpoint_apply_sd1_rules(&cfg);
+
+    sd_context *ctx;
+    if (sd_context_new(&ctx)) {
+        fprintf(stderr, "sdflow_mkckpt: out of memory\n");
+        return 4;
+    }
+    sd_status st;
+    static const struct {
+        const char *name;
+        sd_family family;
+    } stubs[] = {{"sd2-stub", SD_FAMILY_SD2}, {"sdxl-stub", SD_FAMILY_SDXL},
+                 {"sdxl-refiner-stub", SD_FAMILY_SDXL_REFINER}, {"sd3-stub", SD_FAMILY_SD3},
+                 {"flux-stub", SD_FAMILY_FLUX}};
+    size_t s = 0;
+    while (s < sizeof stubs / sizeof stubs[0] && strcmp(kind, stubs[s].name) != 0)
+        s++;
+    if (inspect) {
+        st = inspect_file(ctx, inspect);
+    } else if (list) {
+        st = list_layout(ctx, &cfg, strcmp(kind, "vae") == 0);
+    } else if (strcmp(kind, "checkpoint") == 0) {
+        st = sd_sd1_write_random(ctx, out, &cfg, dtype, seed);
+    } else if (strcmp(kind, "vae") == 0) {
+        cfg.has_unet = cfg.has_clip = false;
+        cfg.has_vae = true;
+        cfg.vae_prefix = "";
+        st = sd_sd1_write_random(ctx, out, &cfg, dtype, seed);
+    } else if (s < sizeof stubs / sizeof stubs[0]) {
+        st = sd_write_family_stub(ctx, out, stubs[s].family);
+    } else {
+        fprintf(stderr, "sdflow_mkckpt: unknown kind '%s'\n", kind);
+        sd_context_free(ctx);
+        return 2;
+    }
+    if (st)
+        fprintf(stderr, "sdflow_mkckpt: %s\n", sd_context_errmsg(ctx));
+    sd_context_free(ctx);
+    return sd_status_exit_code(st);
+}
