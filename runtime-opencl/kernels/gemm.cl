@@ -29,11 +29,6 @@ typedef half b_t;
 typedef float b_t;
 #endif
 
-/* Activations (ops.h sd_act): 0 none, 1 SiLU, 2 GELU (erf form). */
-#define ACT_NONE 0
-#define ACT_SILU 1
-#define ACT_GELU 2
-
 /* IEEE binary16 bit patterns to float: the exponent/mantissa bits shifted into place and
  * rescaled by 2^112 (exact for normal and subnormal halves), inf/nan mapped explicitly. */
 float16 half16_to_float16(ushort16 h)
@@ -44,6 +39,11 @@ float16 half16_to_float16(ushort16 h)
     uint16 bits = em >= 0x7c00u ? (em << 13) | 0x7f800000u : as_uint16(f);
     return as_float16(bits | ((u & 0x8000u) << 16));
 }
+
+/* Activations (ops.h sd_act): 0 none, 1 SiLU, 2 GELU (erf form). */
+#define ACT_NONE 0
+#define ACT_SILU 1
+#define ACT_GELU 2
 
 float16 activate16(float16 x, int act)
 {
@@ -91,6 +91,24 @@ __kernel void gemm_pack_b(__global const b_t *bsrc, long off, __global float *bp
         }
         return;
     }
+#ifdef B_HALF
+    if (s_k == 1) {
+        /* Rows of B^T (torch Linear weights): convert 16 k-values of a column at once. */
+        for (int j = 0; j < NR; j++) {
+            __global const ushort *col = (__global const ushort *)src + (long)(jp * NR + min(j, cols - 1)) * s_n;
+            int k = 0;
+            for (; k + 16 <= K; k += 16) {
+                float t[16];
+                vstore16(j < cols ? half16_to_float16(vload16(0, col + k)) : (float16)(0.0f), 0, t);
+                for (int u = 0; u < 16; u++)
+                    dst[(long)(k + u) * NR + j] = t[u];
+            }
+            for (; k < K; k++)
+                dst[(long)k * NR + j] = j < cols ? vload_half(k, (__global const half *)col) : 0.0f;
+        }
+        return;
+    }
+#endif
     for (int k = 0; k < K; k++)
         for (int j = 0; j < NR; j++)
             dst[(long)k * NR + j] = j < cols ? (float)LOAD_B(src, k * s_k + (long)(jp * NR + j) * s_n) : 0.0f;
