@@ -438,7 +438,7 @@ sd_status sd_graph_validate(sd_graph *g)
     check_cycles(&v);
     free(v.by_id);
 
-    if (v.n_problems)
+    if (v.n_problems) /* qsort's pointer must not be NULL, even for zero elements */
         qsort(v.problems, v.n_problems, sizeof *v.problems, cmp_problems);
     for (size_t i = 0; i < v.n_problems; i++) {
         sd_diag_add(ctx, "%s", v.problems[i].text);
