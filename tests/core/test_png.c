@@ -261,6 +261,14 @@ static void test_pixel_limit(void)
     char *text = NULL;
     CHECK_EQ_INT(sd_png_read_text(ctx, p, NULL, "sdflow:workflow", &text), SD_ERR_LIMIT);
     CHECK(text == NULL);
+    /* The budget is checked on the IHDR bytes alone: a file that ends right after the IHDR
+     * fields is still over the limit, not truncated (nothing past the header was read). */
+    size_t len;
+    unsigned char *bytes = read_bytes(p, &len);
+    write_bytes(p, bytes, 24);
+    CHECK_EQ_INT(sd_png_read(ctx, p, NULL, &img), SD_ERR_LIMIT);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), want);
+    free(bytes);
     free(p);
 
     /* Each side under the limit, the product over it: 8192 x 8193 > 64 Mpixels. */
