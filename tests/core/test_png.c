@@ -452,6 +452,16 @@ static void test_atomic_write(void)
     char want[4200];
     snprintf(want, sizeof want, "cannot create directory %s: not a directory", target);
     CHECK_STR_EQ(sd_context_errmsg(ctx), want);
+    CHECK_EQ_INT(sd_make_dirs(ctx, ""), SD_ERR_INVALID);
+
+    /* A 250-character file name still gets a temp file (its name is cut to fit NAME_MAX). */
+    char longname[251];
+    memset(longname, 'n', 250);
+    longname[250] = '\0';
+    char *longpath = test_path(dir, longname);
+    CHECK_EQ_INT(sd_file_write_atomic(ctx, longpath, "x", 1, false, NULL), SD_OK);
+    CHECK(test_file_exists(longpath));
+    free(longpath);
     free(deep);
     free(through_file);
     sd_image_clear(&img);
