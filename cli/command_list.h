@@ -1,4 +1,13 @@
 /* CLI subcommands: SD_COMMAND(name, function, one-line summary). Each function is
  * `int function(int argc, char **argv)` (argv[0] is the subcommand) returning an exit code,
  * defined in cli/cmd_<name>.c. Keep sorted. */
+SD_COMMAND("cache", cmd_cache, "show, verify, clear or shrink the node-output cache")
+SD_COMMAND("devices", cmd_devices, "list OpenCL platforms and devices")
+SD_COMMAND("import", cmd_import, "convert a ComfyUI API-format workflow to workflow XML")
+SD_COMMAND("lua", cmd_lua, "run a Lua script with the sdflow module")
+SD_COMMAND("nodes", cmd_nodes, "describe node types: inputs, outputs, defaults, docs")
+SD_COMMAND("replay", cmd_replay, "re-run the workflow embedded in a PNG and compare the image")
+SD_COMMAND("run", cmd_run, "run a workflow, reusing cached node outputs")
+SD_COMMAND("save", cmd_save, "rewrite a workflow: new parameter defaults, parameters inlined")
+SD_COMMAND("validate", cmd_validate, "check workflow files and report every problem at once")
 SD_COMMAND("version", cmd_version, "print the engine version")

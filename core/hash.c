@@ -93,6 +93,11 @@ bool sd_key_from_hex(const char *hex, sd_key *out)
 
 sd_status sd_hash_file(sd_context *ctx, const char *path, sd_key *out)
 {
+    return sd_hash_file_memo(ctx, sd_context_cache(ctx), path, out);
+}
+
+sd_status sd_hash_file_memo(sd_context *ctx, sd_cache *cache, const char *path, sd_key *out)
+{
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return sd_set_error(ctx, SD_ERR_IO, "%s: %s", path, strerror(errno));
@@ -102,7 +107,6 @@ sd_status sd_hash_file(sd_context *ctx, const char *path, sd_key *out)
         return sd_set_error(ctx, SD_ERR_IO, "%s: not a regular file", path);
     }
     int64_t mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-    sd_cache *cache = sd_context_cache(ctx);
     if (cache && sd_cache_file_hash_get(cache, path, st.st_size, mtime_ns, (int64_t)st.st_ino, out)) {
         close(fd);
         return SD_OK;

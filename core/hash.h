@@ -30,5 +30,8 @@ bool sd_key_from_hex(const char *hex, sd_key *out);
 /* Content hash of a file, memoized in the context's cache by (path, size, mtime, inode) when
  * a cache is open. SD_ERR_IO (message names the file) on failure. */
 sd_status sd_hash_file(sd_context *ctx, const char *path, sd_key *out);
+/* The same with an explicit memo: cache NULL hashes without reading or writing any memo
+ * (runs with caching off). */
+sd_status sd_hash_file_memo(sd_context *ctx, sd_cache *cache, const char *path, sd_key *out);
 
 #endif

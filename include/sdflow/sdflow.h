@@ -161,6 +161,9 @@ typedef struct sd_param_info {
 } sd_param_info;
 size_t sd_graph_param_count(const sd_graph *graph);
 sd_status sd_graph_param_at(const sd_graph *graph, size_t index, sd_param_info *info);
+/* Replaces every binding of a declared parameter by a literal of its current value (override,
+ * else default) and removes the declarations: the graph is then fully concrete. */
+sd_status sd_graph_inline_params(sd_graph *graph);
 
 size_t sd_graph_node_count(const sd_graph *graph);
 const char *sd_graph_node_id(const sd_graph *graph, size_t index);
@@ -225,6 +228,9 @@ sd_status sd_cache_clear(sd_context *ctx);
 sd_status sd_cache_verify(sd_context *ctx, int64_t *bad_entries);
 /* Evicts least recently used entries until the payload is at most max_bytes. */
 sd_status sd_cache_gc(sd_context *ctx, int64_t max_bytes, int64_t *evicted);
+/* Parses a byte size: a number with an optional K, M, G or T suffix (powers of 1024) and an
+ * optional B ("500M", "8G", "1.5GB", "4096"). SD_ERR_USAGE when the text is not a size. */
+sd_status sd_parse_size(const char *text, int64_t *out);
 
 /* ---- Provenance and replay. ---- */
 

@@ -1,0 +1,170 @@
+/* sdflow replay: re-run the workflow embedded in a PNG and check the image is pixel-identical,
+ * or extract the workflow XML. */
+#include "cli/cli.h"
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char replay_help[] =
+    "usage: sdflow replay IMAGE.png [options]\n"
+    "\n"
+    "Re-runs the workflow embedded in IMAGE.png (written by SaveImage) after checking that the\n"
+    "files it read still have their recorded hashes, and compares the new image with IMAGE.png.\n"
+    "\n"
+    "options:\n"
+    "  --extract OUT.xml   write the embedded workflow XML to OUT.xml ('-': stdout) and stop\n"
+    "  --models-dir DIR    model directory (repeatable; replaces SDFLOW_MODELS)\n"
+    "  --input-dir DIR     where image names are looked up (default $SDFLOW_INPUT or ./input)\n"
+    "  --cache PATH        cache database to use\n"
+    "  --no-cache          neither read nor write the cache\n"
+    "  -h, --help          show this help\n"
+    "\n"
+    "exit codes: 0 identical, 1 different (the maximum difference is printed), 3 no workflow or\n"
+    "invalid input (a missing or changed input file is named with its hash), 4 resource limit,\n"
+    "5 I/O error, 130 interrupted (Ctrl-C stops at the next node)\n";
+
+/* SIGINT/SIGTERM during the replay ask the run to stop at the next node boundary (exit 130);
+ * a second signal kills. */
+static sd_context *volatile interrupt_ctx;
+
+static void on_signal(int sig)
+{
+    if (interrupt_ctx)
+        sd_context_interrupt(interrupt_ctx);
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    sigemptyset(&dfl.sa_mask);
+    sigaction(sig, &dfl, NULL);
+}
+
+static void catch_signals(sd_context *ctx, bool on)
+{
+    interrupt_ctx = on ? ctx : NULL;
+    struct sigaction sa = {.sa_handler = on ? on_signal : SIG_DFL};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* Writes text to path through a temp file and rename; prints the error and returns false. */
+static bool write_text_file(const char *path, const char *text)
+{
+    if (strcmp(path, "-") == 0)
+        return fputs(text, stdout) >= 0 && fflush(stdout) == 0;
+    size_t n = strlen(path) + 32;
+    char *tmp = malloc(n);
+    if (!tmp)
+        return false;
+    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "wx");
+    bool ok = f && fputs(text, f) >= 0 && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    int err = errno;
+    if (f && fclose(f) != 0 && ok) {
+        ok = false;
+        err = errno;
+    }
+    if (ok && rename(tmp, path) != 0) {
+        ok = false;
+        err = errno;
+    }
+    if (!ok) {
+        fprintf(stderr, "sdflow: error: %s: %s\n", path, strerror(err));
+        if (f)
+            unlink(tmp);
+    }
+    free(tmp);
+    return ok;
+}
+
+int cmd_replay(int argc, char **argv)
+{
+    const char *image = NULL, *extract = NULL, *input_dir = NULL, *cache = NULL;
+    bool no_cache = false;
+    const char **models = calloc((size_t)argc, sizeof *models);
+    size_t n_models = 0;
+    sd_context *ctx = NULL;
+    int rc = EXIT_OK;
+    if (!models)
+        return cli_fail(NULL, SD_ERR_NOMEM, "out of memory");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool takes_value = !strcmp(a, "--extract") || !strcmp(a, "--models-dir") ||
+                           !strcmp(a, "--input-dir") || !strcmp(a, "--cache");
+        if (takes_value && i + 1 >= argc) {
+            rc = cli_usage_error("replay", "option '%s' needs a value", a);
+            goto done;
+        }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(replay_help, stdout);
+            goto done;
+        } else if (!strcmp(a, "--extract")) {
+            extract = argv[++i];
+        } else if (!strcmp(a, "--models-dir")) {
+            models[n_models++] = argv[++i];
+        } else if (!strcmp(a, "--input-dir")) {
+            input_dir = argv[++i];
+        } else if (!strcmp(a, "--cache")) {
+            cache = argv[++i];
+        } else if (!strcmp(a, "--no-cache")) {
+            no_cache = true;
+        } else if (a[0] == '-' && a[1] != '\0') {
+            rc = cli_usage_error("replay", "unknown option '%s'", a);
+            goto done;
+        } else if (image) {
+            rc = cli_usage_error("replay", "one image at a time ('%s' and '%s')", image, a);
+            goto done;
+        } else {
+            image = a;
+        }
+    }
+    if (!image) {
+        rc = cli_usage_error("replay", "no image given");
+        goto done;
+    }
+    if (cache && no_cache) {
+        rc = cli_usage_error("replay", "--cache and --no-cache exclude each other");
+        goto done;
+    }
+    sd_status st = sd_context_new(&ctx);
+    if (st) {
+        rc = cli_fail(NULL, st, "out of memory");
+        goto done;
+    }
+    if (n_models)
+        sd_context_clear_models_dirs(ctx);
+    for (size_t k = 0; k < n_models && !st; k++)
+        st = sd_context_add_models_dir(ctx, models[k]);
+    if (!st && input_dir)
+        st = sd_context_set_dir(ctx, SD_DIR_INPUT, input_dir);
+    if (!st && (cache || no_cache))
+        st = sd_context_set_cache_path(ctx, no_cache ? NULL : cache);
+    if (st) {
+        rc = cli_fail(ctx, st, NULL);
+        goto done;
+    }
+    if (extract) {
+        char *xml = NULL;
+        if ((st = sd_png_extract_workflow(ctx, image, &xml)))
+            rc = cli_fail(ctx, st, NULL);
+        else if (!write_text_file(extract, xml))
+            rc = EXIT_IO;
+        free(xml);
+        goto done;
+    }
+    sd_replay_report report;
+    catch_signals(ctx, true);
+    st = sd_replay(ctx, image, &report);
+    catch_signals(ctx, false);
+    if (st == SD_OK)
+        printf("identical: %s (re-rendered as %s)\n", image, report.new_image);
+    else if (st == SD_ERR_MISMATCH && report.new_image)
+        printf("different: %s: max difference %g of 255 levels (re-rendered as %s)\n", image,
+               report.max_abs_diff, report.new_image);
+    rc = st == SD_OK ? EXIT_OK : cli_fail(ctx, st, NULL);
+    sd_replay_report_clear(&report);
+done:
+    sd_context_free(ctx);
+    free(models);
+    return rc;
+}

@@ -1,0 +1,181 @@
+/* Shared command-line options: see cli/options.h. */
+#include "cli/options.h"
+#include "cli/cli.h"
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char cli_opts_help[] =
+    "  --models-dir DIR     model directory laid out like ComfyUI's models/ (checkpoints/, vae/,\n"
+    "                       loras/, ...); repeatable, searched in order; replaces SDFLOW_MODELS\n"
+    "  --input-dir DIR      where image names are looked up (default $SDFLOW_INPUT or ./input)\n"
+    "  --output-dir DIR     where output images go (default $SDFLOW_OUTPUT or ./output)\n"
+    "  --set NAME=VALUE     override a workflow parameter; repeatable\n";
+
+bool cli_is_option(const char *arg)
+{
+    return arg[0] == '-' && arg[1] != '\0';
+}
+
+int cli_opt_value(const char *cmd, int argc, char **argv, int *i, const char *name,
+                  const char **value)
+{
+    const char *arg = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(arg, name, n) != 0)
+        return 0;
+    if (arg[n] == '=') {
+        *value = arg + n + 1;
+        return 1;
+    }
+    if (arg[n] != '\0')
+        return 0;
+    if (*i + 1 >= argc) {
+        cli_usage_error(cmd, "option '%s' needs a value", name);
+        return -1;
+    }
+    *value = argv[++*i];
+    return 1;
+}
+
+static bool grow(void **array, size_t count, size_t elem)
+{
+    void *p = realloc(*array, (count + 1) * elem);
+    if (!p)
+        return false;
+    *array = p;
+    return true;
+}
+
+int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int *i)
+{
+    const char *v;
+    int r;
+    if ((r = cli_opt_value(cmd, argc, argv, i, "--models-dir", &v)) != 0) {
+        if (r < 0)
+            return -1;
+        if (!grow((void **)&o->models_dirs, o->n_models_dirs, sizeof *o->models_dirs)) {
+            cli_usage_error(cmd, "out of memory");
+            return -1;
+        }
+        o->models_dirs[o->n_models_dirs++] = v;
+        return 1;
+    }
+    if ((r = cli_opt_value(cmd, argc, argv, i, "--input-dir", &v)) != 0) {
+        if (r > 0)
+            o->input_dir = v;
+        return r;
+    }
+    if ((r = cli_opt_value(cmd, argc, argv, i, "--output-dir", &v)) != 0) {
+        if (r > 0)
+            o->output_dir = v;
+        return r;
+    }
+    if ((r = cli_opt_value(cmd, argc, argv, i, "--set", &v)) != 0) {
+        if (r < 0)
+            return -1;
+        const char *eq = strchr(v, '=');
+        if (!eq || eq == v) {
+            cli_usage_error(cmd, "--set needs NAME=VALUE, got '%s'", v);
+            return -1;
+        }
+        if (!grow((void **)&o->sets, o->n_sets, sizeof *o->sets)) {
+            cli_usage_error(cmd, "out of memory");
+            return -1;
+        }
+        o->sets[o->n_sets++] = (cli_set){.arg = v, .name_len = (size_t)(eq - v), .value = eq + 1};
+        return 1;
+    }
+    return 0;
+}
+
+void cli_opts_free(cli_opts *o)
+{
+    free(o->models_dirs);
+    free(o->sets);
+    o->models_dirs = NULL;
+    o->sets = NULL;
+    o->n_models_dirs = o->n_sets = 0;
+}
+
+sd_status cli_opts_apply_context(const cli_opts *o, sd_context *ctx)
+{
+    sd_status st = SD_OK;
+    if (o->n_models_dirs)
+        sd_context_clear_models_dirs(ctx);
+    for (size_t k = 0; !st && k < o->n_models_dirs; k++)
+        st = sd_context_add_models_dir(ctx, o->models_dirs[k]);
+    if (!st && o->input_dir)
+        st = sd_context_set_dir(ctx, SD_DIR_INPUT, o->input_dir);
+    if (!st && o->output_dir)
+        st = sd_context_set_dir(ctx, SD_DIR_OUTPUT, o->output_dir);
+    return st;
+}
+
+sd_status cli_opts_apply_sets(const cli_opts *o, sd_graph *g)
+{
+    for (size_t k = 0; k < o->n_sets; k++) {
+        const cli_set *s = &o->sets[k];
+        char *name = malloc(s->name_len + 1);
+        if (!name)
+            return SD_ERR_NOMEM;
+        memcpy(name, s->arg, s->name_len);
+        name[s->name_len] = '\0';
+        sd_status st = sd_graph_set_param(g, name, s->value);
+        free(name);
+        if (st)
+            return st;
+    }
+    return SD_OK;
+}
+
+bool cli_parse_size(const char *text, int64_t *bytes)
+{
+    const char *p = text;
+    if (!isdigit((unsigned char)*p))
+        return false;
+    uint64_t v = 0;
+    for (; isdigit((unsigned char)*p); p++) {
+        if (v > (UINT64_MAX - 9) / 10)
+            return false;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    int shift = 0;
+    switch (toupper((unsigned char)*p)) {
+    case 'K': shift = 10; break;
+    case 'M': shift = 20; break;
+    case 'G': shift = 30; break;
+    case 'T': shift = 40; break;
+    default: break;
+    }
+    if (shift) {
+        p++;
+        if (*p == 'i')
+            p++;
+    }
+    if (toupper((unsigned char)*p) == 'B')
+        p++;
+    if (*p != '\0' || v > ((uint64_t)INT64_MAX >> shift))
+        return false;
+    *bytes = (int64_t)(v << shift);
+    return true;
+}
+
+size_t cli_print_diags(const sd_context *ctx)
+{
+    size_t n = sd_context_diag_count(ctx);
+    for (size_t k = 0; k < n; k++)
+        fprintf(stderr, "%s\n", sd_context_diag(ctx, k));
+    return n;
+}
+
+int cli_report_failure(sd_context *ctx, sd_status status)
+{
+    if (!ctx)
+        return cli_fail(NULL, status, NULL);
+    size_t n = cli_print_diags(ctx);
+    if (n > 0 && strcmp(sd_context_diag(ctx, n - 1), sd_context_errmsg(ctx)) == 0)
+        return sd_status_exit_code(status);
+    return cli_fail(ctx, status, NULL);
+}

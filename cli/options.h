@@ -1,0 +1,79 @@
+/* Command-line options shared by subcommands: option matching, directories, --set overrides,
+ * sizes and diagnostics output. Uses only the public API.
+ *
+ * A subcommand's argument loop typically reads:
+ *
+ *   cli_opts o = {0};
+ *   for (int i = 1; i < argc; i++) {
+ *       const char *v;
+ *       int r;
+ *       if ((r = cli_opts_parse(&o, "run", argc, argv, &i)) != 0) {
+ *           if (r < 0) goto usage;           // message already printed
+ *       } else if ((r = cli_opt_value("run", argc, argv, &i, "--cache", &v)) != 0) {
+ *           if (r < 0) goto usage;
+ *           cache = v;
+ *       } else if (cli_is_option(argv[i])) {
+ *           ... cli_usage_error("run", "unknown option '%s'", argv[i]) ...
+ *       } else {
+ *           ... positional argument ...
+ *       }
+ *   }
+ */
+#ifndef SD_CLI_OPTIONS_H
+#define SD_CLI_OPTIONS_H
+#include "sdflow/sdflow.h"
+#include <stdbool.h>
+#include <stdint.h>
+
+/* One --set name=value; both point into argv. name_len excludes the '='. */
+typedef struct cli_set {
+    const char *arg; /* the whole "name=value" argument */
+    size_t name_len;
+    const char *value;
+} cli_set;
+
+/* Options common to commands that load graphs: directories and parameter overrides. */
+typedef struct cli_opts {
+    const char **models_dirs; /* --models-dir DIR, in order given (replace SDFLOW_MODELS) */
+    size_t n_models_dirs;
+    const char *input_dir;  /* --input-dir DIR, NULL: context default */
+    const char *output_dir; /* --output-dir DIR */
+    cli_set *sets;          /* --set name=value, in order given (a later one wins) */
+    size_t n_sets;
+} cli_opts;
+
+/* Help text lines for the options cli_opts_parse accepts (ends with a newline). */
+extern const char cli_opts_help[];
+
+/* True when arg looks like an option ("-x", "--xyz"); "-" alone is not one. */
+bool cli_is_option(const char *arg);
+
+/* Matches argv[*i] against the option `name` ("--cache") given as "--cache VALUE" or
+ * "--cache=VALUE". Returns 1 with *value set and *i advanced past a separate value; 0 when
+ * argv[*i] is not this option; -1 after printing a usage error when the value is missing. */
+int cli_opt_value(const char *cmd, int argc, char **argv, int *i, const char *name,
+                  const char **value);
+
+/* Consumes a common option at argv[*i] (--models-dir, --input-dir, --output-dir, --set).
+ * Returns 1 when consumed, 0 when argv[*i] is not one of them, -1 after printing a usage error
+ * (missing value, --set without '=', out of memory). */
+int cli_opts_parse(cli_opts *opts, const char *cmd, int argc, char **argv, int *i);
+void cli_opts_free(cli_opts *opts);
+
+/* Applies the directories to a context: any --models-dir replaces the SDFLOW_MODELS list. */
+sd_status cli_opts_apply_context(const cli_opts *opts, sd_context *ctx);
+/* Applies every --set to the graph's parameters (sd_graph_set_param); stops at the first
+ * failure, whose message is on the context. */
+sd_status cli_opts_apply_sets(const cli_opts *opts, sd_graph *graph);
+
+/* Parses a byte size: digits with an optional suffix K, M, G, T (powers of 1024; an optional
+ * trailing "B" or "iB" is accepted, e.g. "512M", "2GiB", "100"). False when malformed or too big. */
+bool cli_parse_size(const char *text, int64_t *bytes);
+
+/* Prints the context's diagnostics on stderr, one per line. Returns how many there were. */
+size_t cli_print_diags(const sd_context *ctx);
+/* Reports a failed load, validation or run: prints every diagnostic, then the context's message
+ * as "sdflow: error: ..." unless it repeats the last diagnostic. Returns the exit code. */
+int cli_report_failure(sd_context *ctx, sd_status status);
+
+#endif

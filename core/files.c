@@ -1,0 +1,96 @@
+/* Resolving file inputs (core/files.h): model names in ComfyUI-style model directories, image
+ * names in the input directory, absolute paths as given. */
+#include "core/files.h"
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* True when a '/'-separated path has a ".." component. */
+static bool has_dotdot(const char *name)
+{
+    for (const char *p = name; *p;) {
+        size_t len = strcspn(p, "/");
+        if (len == 2 && p[0] == '.' && p[1] == '.')
+            return true;
+        p += len;
+        if (*p == '/')
+            p++;
+    }
+    return false;
+}
+
+static bool is_regular_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* *out = realpath(path) (absolute, malloc'd). */
+static sd_status absolute(sd_context *ctx, const char *path, char **out)
+{
+    char *abs = realpath(path, NULL);
+    if (!abs)
+        return errno == ENOMEM ? sd_set_error(ctx, SD_ERR_NOMEM, "out of memory")
+                               : sd_set_error(ctx, SD_ERR_IO, "%s: %s", path, strerror(errno));
+    *out = abs;
+    return SD_OK;
+}
+
+/* Appends s to the malloc'd list *list ("a, b"); false on out of memory. */
+static bool list_append(char **list, const char *s)
+{
+    char *n = *list ? sd_strfmt("%s, %s", *list, s) : sd_strdup(s);
+    if (!n)
+        return false;
+    free(*list);
+    *list = n;
+    return true;
+}
+
+sd_status sd_resolve_file(sd_context *ctx, const char *dir_kind, const char *name, char **path_out)
+{
+    *path_out = NULL;
+    if (!name || !*name)
+        return sd_set_error(ctx, SD_ERR_INVALID, "empty file name");
+    if (has_dotdot(name))
+        return sd_set_error(ctx, SD_ERR_INVALID, "file name '%s' must not contain '..'", name);
+    if (!dir_kind || !*dir_kind || strchr(dir_kind, '/') || has_dotdot(dir_kind))
+        return sd_set_error(ctx, SD_ERR_INVALID, "bad file kind '%s' for '%s'",
+                            dir_kind ? dir_kind : "", name);
+    if (name[0] == '/') {
+        if (!is_regular_file(name))
+            return sd_set_error(ctx, SD_ERR_NOT_FOUND, "file '%s' not found", name);
+        return absolute(ctx, name, path_out);
+    }
+
+    bool input = strcmp(dir_kind, "input") == 0;
+    size_t n_dirs = input ? 1 : ctx->n_models_dirs;
+    if (n_dirs == 0)
+        return sd_set_error(ctx, SD_ERR_NOT_FOUND,
+                            "%s file '%s' not found: no model directory given "
+                            "(use --models-dir or SDFLOW_MODELS)",
+                            dir_kind, name);
+    char *searched = NULL;
+    sd_status st = SD_OK;
+    for (size_t i = 0; i < n_dirs; i++) {
+        char *dir = input ? sd_strdup(ctx->dirs[SD_DIR_INPUT])
+                          : sd_strfmt("%s/%s", ctx->models_dirs[i], dir_kind);
+        char *path = dir ? sd_strfmt("%s/%s", dir, name) : NULL;
+        bool found = path && is_regular_file(path);
+        if (found)
+            st = absolute(ctx, path, path_out);
+        else if (!path || !list_append(&searched, dir))
+            st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+        free(path);
+        free(dir);
+        if (found || st)
+            goto done;
+    }
+    st = sd_set_error(ctx, SD_ERR_NOT_FOUND, "%s file '%s' not found (searched: %s)",
+                      input ? "input" : dir_kind, name, searched);
+done:
+    free(searched);
+    return st;
+}

@@ -1,0 +1,83 @@
+/* Internal state of one sd_graph_run, shared by the scheduler (core/schedule.c), the node-run
+ * API (core/node_run.c), provenance (core/provenance.c) and results (core/result.c). */
+#ifndef SD_CORE_RUN_H
+#define SD_CORE_RUN_H
+
+#include "core/graph.h"
+#include "core/hash.h"
+#include "core/node.h"
+
+#define SD_NO_SOURCE ((size_t)-1)
+
+/* One input of a planned node, in descriptor order. */
+typedef struct sd_plan_input {
+    const sd_input_desc *desc;
+    size_t src;       /* plan index of the linked node, SD_NO_SOURCE when not linked */
+    int src_output;   /* output index on that node */
+    const char *text; /* effective literal text (owned by the graph), NULL when linked or unset */
+    char *file;       /* resolved path of a set SD_IN_FILE input (malloc'd) */
+} sd_plan_input;
+
+/* A graph node in the plan (plan order is topological). */
+typedef struct sd_plan_node {
+    sd_graph_node *gn;
+    const sd_node_desc *desc;
+    sd_plan_input *inputs; /* desc->n_inputs */
+    sd_key key;
+    bool relevant;  /* an ancestor of (or) a wanted node: keyed */
+    bool wanted;    /* its outputs go into the result */
+    bool needed;    /* will run or load from the cache */
+    bool runs;      /* needed and not loaded from the cache */
+    bool cached;    /* loaded from the cache */
+    bool ran;       /* its run function was called */
+    int holds;      /* consumers still to run, plus one when wanted */
+    int index;      /* 1-based position among needed nodes (progress) */
+    double seconds;
+    sd_value **outputs; /* desc->n_outputs, while held */
+} sd_plan_node;
+
+typedef struct sd_run_state {
+    sd_graph *graph;
+    sd_context *ctx;
+    sd_result *result;
+    sd_plan_node *nodes; /* topological order */
+    size_t n_nodes;
+    int n_needed;
+    double t0;       /* run start (monotonic seconds) */
+    json_t *files;   /* provenance: resolved path -> content hash hex */
+    char *workflow_xml;
+    char *provenance_json;
+    size_t live, peak_live; /* nodes whose outputs are held */
+} sd_run_state;
+
+struct sd_node_run {
+    sd_run_state *state;
+    sd_plan_node *node;
+    sd_value **in_values; /* per descriptor input: borrowed (linked) or owned (literal) */
+    bool *in_owned;
+    bool error_set;       /* sd_run_error named the node already */
+};
+
+/* Plans a run (core/plan.c): topological order, wanted nodes (options->outputs, else every
+ * output node), keys, then backwards which nodes load from `cache` (NULL: none) and which run,
+ * and how many consumers hold each node's outputs. Errors name the node. */
+sd_status sd_plan_make(sd_run_state *s, const sd_run_options *options, sd_cache *cache);
+/* Whether a node's outputs are looked up in and stored into the cache. */
+bool sd_plan_storable(const sd_plan_node *p);
+
+/* Monotonic clock in seconds. */
+double sd_run_clock(void);
+
+/* Results (core/result.c). */
+sd_status sd_result_create(sd_result **out);
+sd_status sd_result_add_stat(sd_result *r, const char *node_id, const char *node_type,
+                             sd_node_outcome outcome, double seconds);
+/* Records a written file (copied). */
+sd_status sd_result_add_file_path(sd_result *r, const char *path);
+/* Keeps a wanted node's outputs: takes one reference of each value. */
+sd_status sd_result_keep(sd_result *r, const char *node_id, const sd_node_desc *desc, sd_value **values);
+/* The most nodes whose outputs were held at once during the run (freeing is observable). */
+void sd_result_set_peak(sd_result *r, size_t peak_live);
+size_t sd_result_peak_live(const sd_result *r);
+
+#endif

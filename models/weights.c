@@ -1,0 +1,206 @@
+/* Lazily uploaded device weights (see weights.h). Uploaded tensors live in an open-addressing
+ * table keyed by their name without the prefix. */
+#include "models/weights.h"
+#include "core/checked.h"
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct slot {
+    char *name;          /* without prefix; NULL = empty */
+    sd_dtensor *tensor;
+} slot;
+
+struct sd_weights {
+    sd_cl *cl;
+    const sd_safetensors *st;
+    char *prefix;
+    sd_dtype dtype;
+    slot *slots;
+    size_t cap, used;    /* cap is a power of two */
+    size_t device_bytes;
+};
+
+sd_status sd_weights_new(sd_cl *cl, const sd_safetensors *st, const char *prefix, sd_dtype dtype,
+                         sd_weights **out)
+{
+    *out = NULL;
+    sd_weights *w = calloc(1, sizeof *w);
+    if (!w || !(w->prefix = sd_strdup(prefix ? prefix : "")) ||
+        !(w->slots = calloc(w->cap = 256, sizeof *w->slots))) {
+        if (w)
+            free(w->prefix);
+        free(w);
+        return sd_set_error(cl->ctx, SD_ERR_NOMEM, "out of memory");
+    }
+    w->cl = cl;
+    w->st = st;
+    w->dtype = dtype;
+    *out = w;
+    return SD_OK;
+}
+
+void sd_weights_release(sd_weights *w)
+{
+    if (!w)
+        return;
+    for (size_t i = 0; i < w->cap; i++) {
+        free(w->slots[i].name);
+        sd_dtensor_free(w->slots[i].tensor);
+        w->slots[i] = (slot){0};
+    }
+    w->used = 0;
+    w->device_bytes = 0;
+}
+
+void sd_weights_free(sd_weights *w)
+{
+    if (!w)
+        return;
+    sd_weights_release(w);
+    free(w->slots);
+    free(w->prefix);
+    free(w);
+}
+
+static size_t hash_name(const char *s)
+{
+    size_t h = 1469598103934665603u; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211u;
+    return h;
+}
+
+static slot *find_slot(slot *slots, size_t cap, const char *name)
+{
+    size_t i = hash_name(name) & (cap - 1);
+    while (slots[i].name && strcmp(slots[i].name, name) != 0)
+        i = (i + 1) & (cap - 1);
+    return &slots[i];
+}
+
+static bool grow(sd_weights *w)
+{
+    size_t cap = w->cap * 2;
+    slot *slots = calloc(cap, sizeof *slots);
+    if (!slots)
+        return false;
+    for (size_t i = 0; i < w->cap; i++)
+        if (w->slots[i].name)
+            *find_slot(slots, cap, w->slots[i].name) = w->slots[i];
+    free(w->slots);
+    w->slots = slots;
+    w->cap = cap;
+    return true;
+}
+
+const sd_st_tensor *sd_weights_info(const sd_weights *w, const char *name)
+{
+    char full[512];
+    if ((size_t)snprintf(full, sizeof full, "%s%s", w->prefix, name) >= sizeof full)
+        return NULL;
+    return sd_safetensors_find(w->st, full);
+}
+
+bool sd_weights_has(const sd_weights *w, const char *name)
+{
+    return sd_weights_info(w, name) != NULL;
+}
+
+static sd_status upload(sd_weights *w, const char *name, const sd_st_tensor *t, sd_dtype dtype,
+                        sd_dtensor **out)
+{
+    sd_context *ctx = w->cl->ctx;
+    size_t bytes;
+    if (!sd_mul_size(t->numel ? t->numel : 1, sizeof(float), &bytes))
+        return sd_set_error(ctx, SD_ERR_LIMIT, "%s: tensor '%s%s' is too large",
+                            sd_safetensors_path(w->st), w->prefix, name);
+    float *host = malloc(bytes);
+    if (!host)
+        return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory loading tensor '%s%s'", w->prefix, name);
+    sd_status st = sd_safetensors_read_f32(ctx, w->st, t, host, t->numel);
+    sd_dtensor *d = NULL;
+    if (!st)
+        st = sd_dtensor_new(w->cl, dtype, t->ndim, t->shape, &d);
+    if (!st)
+        st = sd_dtensor_upload(d, host);
+    free(host);
+    if (st) {
+        sd_dtensor_free(d);
+        sd_error_prefix(ctx, "loading tensor '%s%s'", w->prefix, name);
+        return st;
+    }
+    *out = d;
+    return SD_OK;
+}
+
+static sd_status get(sd_weights *w, const char *name, bool force_f32, const sd_dtensor **out)
+{
+    *out = NULL;
+    slot *s = find_slot(w->slots, w->cap, name);
+    if (s->name) {
+        if (!force_f32 || s->tensor->dtype == SD_DTYPE_F32) {
+            *out = s->tensor;
+            return SD_OK;
+        }
+        /* Stored narrower than asked: replace with an f32 copy. */
+        w->device_bytes -= s->tensor->numel * sd_dtype_size(s->tensor->dtype);
+        sd_dtensor_free(s->tensor);
+        s->tensor = NULL;
+    }
+    const sd_st_tensor *t = sd_weights_info(w, name);
+    if (!t)
+        return sd_set_error(w->cl->ctx, SD_ERR_NOT_FOUND, "%s: tensor '%s%s' is missing",
+                            sd_safetensors_path(w->st), w->prefix, name);
+    sd_dtype dtype = (force_f32 || t->ndim < 2) ? SD_DTYPE_F32 : w->dtype;
+    sd_dtensor *d = NULL;
+    sd_status st = upload(w, name, t, dtype, &d);
+    if (st)
+        return st;
+    if (!s->name) {
+        if ((w->used + 1) * 2 > w->cap) {
+            if (!grow(w)) {
+                sd_dtensor_free(d);
+                return sd_set_error(w->cl->ctx, SD_ERR_NOMEM, "out of memory");
+            }
+            s = find_slot(w->slots, w->cap, name);
+        }
+        if (!(s->name = sd_strdup(name))) {
+            sd_dtensor_free(d);
+            return sd_set_error(w->cl->ctx, SD_ERR_NOMEM, "out of memory");
+        }
+        w->used++;
+    }
+    s->tensor = d;
+    w->device_bytes += d->numel * sd_dtype_size(d->dtype);
+    *out = d;
+    return SD_OK;
+}
+
+sd_status sd_weights_get(sd_weights *w, const char *name, const sd_dtensor **out)
+{
+    return get(w, name, false, out);
+}
+
+sd_status sd_weights_get_f32(sd_weights *w, const char *name, const sd_dtensor **out)
+{
+    return get(w, name, true, out);
+}
+
+sd_status sd_weights_getf(sd_weights *w, const sd_dtensor **out, const char *fmt, ...)
+{
+    char name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof name)
+        return sd_set_error(w->cl->ctx, SD_ERR_INVALID, "tensor name too long");
+    return get(w, name, false, out);
+}
+
+size_t sd_weights_device_bytes(const sd_weights *w)
+{
+    return w->device_bytes;
+}

@@ -1,0 +1,41 @@
+/* EmptyLatentImage: a batch of zero latents (ComfyUI's node of the same name). */
+#include "core/checked.h"
+#include "nodes/node_util.h"
+#include <inttypes.h>
+
+/* One latent tensor never exceeds the largest single device buffer (2 GiB on PoCL). */
+#define LATENT_MAX_BYTES ((size_t)2 << 30)
+
+static sd_status run(sd_node_run *r)
+{
+    int64_t w = sd_run_int(r, "width"), h = sd_run_int(r, "height"), n = sd_run_int(r, "batch_size");
+    /* Sizes that are not multiples of 8 are rounded down, as ComfyUI does. */
+    int64_t shape[4] = {n, 4, h / 8, w / 8};
+    size_t bytes;
+    if (!sd_shape_bytes(shape, 4, sizeof(float), &bytes) || bytes > LATENT_MAX_BYTES)
+        return sd_run_error(r, SD_ERR_LIMIT,
+                            "latent %" PRId64 "x4x%" PRId64 "x%" PRId64 " exceeds %zu bytes", n, h / 8,
+                            w / 8, LATENT_MAX_BYTES);
+    sd_value *v = sd_value_new(SD_TYPE_LATENT);
+    if (!v || !sd_value_add_tensor(v, "samples", 4, shape)) {
+        sd_value_unref(v);
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory for a %zu-byte latent", bytes);
+    }
+    sd_run_set_output(r, 0, v);
+    return SD_OK;
+}
+
+static const sd_input_desc inputs[] = {
+    SD_IN_INT("width", "512", 16, 16384, "image width in pixels, a multiple of 8"),
+    SD_IN_INT("height", "512", 16, 16384, "image height in pixels, a multiple of 8"),
+    SD_IN_INT("batch_size", "1", 1, 4096, "number of latents"),
+};
+static const sd_output_desc outputs[] = {
+    SD_OUT("LATENT", SD_TYPE_LATENT, "zeros [batch_size, 4, height/8, width/8]"),
+};
+const sd_node_desc sd_node_EmptyLatentImage = {
+    .name = "EmptyLatentImage", .version = 1, .category = "latent",
+    .doc = "A batch of empty (zero) latents to start sampling from.",
+    .inputs = inputs, .n_inputs = SD_COUNT(inputs),
+    .outputs = outputs, .n_outputs = SD_COUNT(outputs), .run = run,
+};

@@ -1,0 +1,46 @@
+/* Internal GEMM building blocks shared by the matmul and convolution ops (kernels/gemm.cl):
+ * pack A into MR-row panels, pack B into NR-column panels, run the register-tile kernel. */
+#ifndef SD_RUNTIME_OPENCL_GEMM_H
+#define SD_RUNTIME_OPENCL_GEMM_H
+
+#include "runtime-opencl/ops.h"
+
+#define SD_GEMM_NR 32
+
+/* A pooled scratch buffer. */
+typedef struct sd_scratch {
+    cl_mem buf;
+    size_t cap;
+} sd_scratch;
+sd_status sd_scratch_get(sd_cl *cl, size_t elems, size_t elem_size, const char *what, sd_scratch *s);
+void sd_scratch_release(sd_cl *cl, sd_scratch *s);
+
+/* Rows per register tile for this device. */
+int sd_gemm_mr(const sd_cl *cl);
+
+/* Packs A (element (m, k) of batch b at src[off + b*s_b + m*s_m + k*s_k], f32 or f16) into
+ * batch * ceil(M/MR) * K * MR floats of *out, which is allocated when out->buf is NULL (else it
+ * must be large enough). */
+sd_status sd_gemm_pack_a(sd_cl *cl, cl_mem src, sd_dtype dtype, long off, int M, int K, long s_m,
+                         long s_k, long s_b, int batch, sd_scratch *out);
+/* Packs B (element (k, n) of batch b at src[off + b*s_b + k*s_k + n*s_n]) into batch *
+ * ceil(N/NR) * K * NR floats of *out (allocated as for sd_gemm_pack_a). */
+sd_status sd_gemm_pack_b(sd_cl *cl, cl_mem src, sd_dtype dtype, long off, int N, int K, long s_k,
+                         long s_n, long s_b, int batch, sd_scratch *out);
+
+typedef struct sd_gemm_job {
+    int M, N, K, batch;
+    cl_mem ap, bp;         /* operands: bp packed; ap packed, or f32 rows when lda > 0 */
+    int lda;               /* > 0: A element (m, k) at ap[b*ap_bs + m*lda + k] (unpacked) */
+    long ap_bs, bp_bs;     /* batch strides in floats (0: shared) */
+    cl_mem c;              /* f32 output; element (m, n) at c_off + b*c_bs + m*ldc + n */
+    long c_off, c_bs;
+    int ldc;
+    cl_mem bias;           /* NULL or f32 */
+    int bias_mode;         /* 0 none, 1 per column (bias[n]), 2 per row (bias[m]) */
+    float alpha;
+    sd_act act;
+} sd_gemm_job;
+sd_status sd_gemm_run(sd_cl *cl, const sd_gemm_job *job);
+
+#endif

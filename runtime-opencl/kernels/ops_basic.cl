@@ -1,0 +1,347 @@
+/* Basic tensor ops (runtime-opencl/ops_basic.c): activations, elementwise arithmetic with
+ * broadcasting, normalisation, softmax, copies, upsampling, timestep embedding.
+ *
+ * PoCL style (DESIGN.md §7): each work-item owns a contiguous run of elements and walks it with
+ * float8 vectors (vload8/vstore8 need only float alignment), no local memory, no barriers.
+ * Reductions (group norm, layer norm, softmax) give one work-item a whole row or group. */
+
+#define RUN 64 /* elements per work-item in elementwise kernels: 8 float8 vectors */
+
+/* ---- Unary elementwise: y = f(x) over n elements, RUN per work-item. ---- */
+
+inline float silu1(float x) { return x / (1.0f + exp(-x)); }
+inline float gelu_erf1(float x) { return 0.5f * x * (1.0f + erf(x * 0.70710678118654752f)); }
+inline float gelu_tanh1(float x)
+{
+    return 0.5f * x * (1.0f + tanh(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+}
+inline float quick_gelu1(float x) { return x / (1.0f + exp(-1.702f * x)); }
+
+inline float8 silu8(float8 x) { return x / (1.0f + exp(-x)); }
+inline float8 gelu_erf8(float8 x) { return 0.5f * x * (1.0f + erf(x * 0.70710678118654752f)); }
+inline float8 gelu_tanh8(float8 x)
+{
+    return 0.5f * x * (1.0f + tanh(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+}
+inline float8 quick_gelu8(float8 x) { return x / (1.0f + exp(-1.702f * x)); }
+
+#define UNARY_KERNEL(name, f1, f8)                                                              \
+    kernel void name(global const float *x, global float *y, ulong n)                           \
+    {                                                                                           \
+        ulong base = (ulong)get_global_id(0) * RUN;                                             \
+        if (base + RUN <= n) {                                                                  \
+            for (int i = 0; i < RUN; i += 8)                                                    \
+                vstore8(f8(vload8(0, x + base + i)), 0, y + base + i);                          \
+        } else {                                                                                \
+            for (ulong i = base; i < n; i++)                                                    \
+                y[i] = f1(x[i]);                                                                \
+        }                                                                                       \
+    }
+
+UNARY_KERNEL(act_silu, silu1, silu8)
+UNARY_KERNEL(act_gelu_erf, gelu_erf1, gelu_erf8)
+UNARY_KERNEL(act_gelu_tanh, gelu_tanh1, gelu_tanh8)
+UNARY_KERNEL(act_quick_gelu, quick_gelu1, quick_gelu8)
+
+/* y = x * mul + add (scale, invert). */
+kernel void affine(global const float *x, global float *y, ulong n, float mul, float add)
+{
+    ulong base = (ulong)get_global_id(0) * RUN;
+    if (base + RUN <= n) {
+        for (int i = 0; i < RUN; i += 8)
+            vstore8(vload8(0, x + base + i) * mul + add, 0, y + base + i);
+    } else {
+        for (ulong i = base; i < n; i++)
+            y[i] = x[i] * mul + add;
+    }
+}
+
+/* y = min(max(x, lo), hi). */
+kernel void clamp_f32(global const float *x, global float *y, ulong n, float lo, float hi)
+{
+    ulong base = (ulong)get_global_id(0) * RUN;
+    if (base + RUN <= n) {
+        for (int i = 0; i < RUN; i += 8)
+            vstore8(fmin(fmax(vload8(0, x + base + i), lo), hi), 0, y + base + i);
+    } else {
+        for (ulong i = base; i < n; i++)
+            y[i] = fmin(fmax(x[i], lo), hi);
+    }
+}
+
+/* GEGLU: x [rows, 2d] -> y [rows, d], y = x[:, :d] * gelu_erf(x[:, d:]).
+ * Work-item (chunk, row) handles RUN outputs of one row. */
+kernel void geglu(global const float *x, global float *y, uint d)
+{
+    ulong row = get_global_id(1);
+    uint j0 = (uint)get_global_id(0) * RUN;
+    global const float *a = x + row * 2 * d;
+    global const float *g = a + d;
+    global float *o = y + row * d;
+    if (j0 + RUN <= d) {
+        for (uint j = j0; j < j0 + RUN; j += 8)
+            vstore8(vload8(0, a + j) * gelu_erf8(vload8(0, g + j)), 0, o + j);
+    } else {
+        for (uint j = j0; j < d; j++)
+            o[j] = a[j] * gelu_erf1(g[j]);
+    }
+}
+
+/* ---- Binary elementwise with broadcasting. ----
+ * The output has 5 (collapsed) dimensions dims.s0..s4; a and b are addressed through element
+ * strides (0 along broadcast dimensions). Work-item (chunk, i3, i0*i1*i2) covers RUN elements of
+ * one innermost row; the vector paths need a unit inner stride on a. */
+#define BINARY_KERNEL(name, OP)                                                                 \
+    kernel void name(global const float *a, global const float *b, global float *y,             \
+                     int8 dims, long8 sa, long8 sb)                                             \
+    {                                                                                           \
+        long j0 = (long)get_global_id(0) * RUN;                                                 \
+        long i3 = get_global_id(1);                                                             \
+        long i012 = get_global_id(2);                                                           \
+        long i2 = i012 % dims.s2, i01 = i012 / dims.s2;                                         \
+        long i1 = i01 % dims.s1, i0 = i01 / dims.s1;                                            \
+        global const float *pa = a + i0 * sa.s0 + i1 * sa.s1 + i2 * sa.s2 + i3 * sa.s3;        \
+        global const float *pb = b + i0 * sb.s0 + i1 * sb.s1 + i2 * sb.s2 + i3 * sb.s3;        \
+        global float *py = y + (((i0 * dims.s1 + i1) * dims.s2 + i2) * dims.s3 + i3) * (long)dims.s4; \
+        long j1 = min(j0 + RUN, (long)dims.s4);                                                 \
+        if (j1 - j0 == RUN && sa.s4 == 1 && sb.s4 == 1) {                                       \
+            for (long j = j0; j < j1; j += 8) {                                                 \
+                float8 u = vload8(0, pa + j), v = vload8(0, pb + j);                            \
+                vstore8(OP(u, v), 0, py + j);                                                   \
+            }                                                                                   \
+        } else if (j1 - j0 == RUN && sa.s4 == 1 && sb.s4 == 0) {                                \
+            float8 v = (float8)(pb[0]);                                                         \
+            for (long j = j0; j < j1; j += 8)                                                   \
+                vstore8(OP(vload8(0, pa + j), v), 0, py + j);                                   \
+        } else {                                                                                \
+            for (long j = j0; j < j1; j++)                                                      \
+                py[j] = OP(pa[j * sa.s4], pb[j * sb.s4]);                                       \
+        }                                                                                       \
+    }
+
+#define OP_ADD(u, v) ((u) + (v))
+#define OP_MUL(u, v) ((u) * (v))
+BINARY_KERNEL(binary_add, OP_ADD)
+BINARY_KERNEL(binary_mul, OP_MUL)
+
+/* ---- Group norm ----
+ * Pass 1: one work-item per (batch, group) reduces its contiguous group_elems values to
+ * (mean, 1/sqrt(var + eps)). Numerically stable: each block of STAT_BLOCK values is reduced
+ * exactly around its own mean (two sweeps over cached data), blocks are merged with Chan's
+ * parallel-variance formula. */
+#define STAT_BLOCK 512
+
+inline float sum8(float8 v)
+{
+    float4 s = v.lo + v.hi;
+    return (s.x + s.y) + (s.z + s.w);
+}
+
+/* Mean and M2 (sum of squared deviations) of p[0..n), n <= STAT_BLOCK. */
+inline float2 block_moments(global const float *p, uint n)
+{
+    float8 acc = 0.0f;
+    uint i = 0;
+    for (; i + 8 <= n; i += 8)
+        acc += vload8(0, p + i);
+    float s = sum8(acc);
+    for (; i < n; i++)
+        s += p[i];
+    float mean = s / (float)n;
+    acc = 0.0f;
+    i = 0;
+    for (; i + 8 <= n; i += 8) {
+        float8 d = vload8(0, p + i) - mean;
+        acc += d * d;
+    }
+    float m2 = sum8(acc);
+    for (; i < n; i++) {
+        float d = p[i] - mean;
+        m2 += d * d;
+    }
+    return (float2)(mean, m2);
+}
+
+/* Mean and population variance of p[0..n) merged blockwise (Chan et al.). */
+inline float2 moments(global const float *p, ulong n)
+{
+    float mean = 0.0f, m2 = 0.0f, count = 0.0f;
+    for (ulong off = 0; off < n; off += STAT_BLOCK) {
+        uint nb = (uint)min((ulong)STAT_BLOCK, n - off);
+        float2 bm = block_moments(p + off, nb);
+        float fb = (float)nb;
+        float total = count + fb;
+        float delta = bm.x - mean;
+        mean += delta * (fb / total);
+        m2 += bm.y + delta * delta * (count * fb / total);
+        count = total;
+    }
+    return (float2)(mean, m2 / count);
+}
+
+kernel void group_norm_stats(global const float *x, global float2 *stats, ulong group_elems, float eps)
+{
+    ulong g = get_global_id(0);
+    float2 mv = moments(x + g * group_elems, group_elems);
+    stats[g] = (float2)(mv.x, rsqrt(mv.y + eps));
+}
+
+/* Pass 2: work-item (chunk, plane) normalises `chunk` values of one (batch, channel) plane of
+ * hw values: y = (x - mean) * rstd * gamma + beta, optionally followed by SiLU. */
+kernel void group_norm_apply(global const float *x, global const float2 *stats,
+                             global const float *gamma, global const float *beta, global float *y,
+                             uint channels, uint channels_per_group, ulong hw, uint chunk,
+                             int affine, int silu)
+{
+    ulong plane = get_global_id(1);
+    uint c = (uint)(plane % channels);
+    ulong n = plane / channels;
+    uint groups = channels / channels_per_group;
+    float2 st = stats[n * groups + c / channels_per_group];
+    float scale = st.y, shift = -st.x * st.y;
+    if (affine) {
+        scale *= gamma[c];
+        shift = shift * gamma[c] + beta[c];
+    }
+    ulong j0 = (ulong)get_global_id(0) * chunk;
+    ulong j1 = min(j0 + chunk, hw);
+    global const float *px = x + plane * hw;
+    global float *py = y + plane * hw;
+    ulong j = j0;
+    if (silu) {
+        for (; j + 8 <= j1; j += 8)
+            vstore8(silu8(vload8(0, px + j) * scale + shift), 0, py + j);
+        for (; j < j1; j++)
+            py[j] = silu1(px[j] * scale + shift);
+    } else {
+        for (; j + 8 <= j1; j += 8)
+            vstore8(vload8(0, px + j) * scale + shift, 0, py + j);
+        for (; j < j1; j++)
+            py[j] = px[j] * scale + shift;
+    }
+}
+
+/* ---- Layer norm: one work-item per row of d values (rows are short and stay cached). ---- */
+kernel void layer_norm(global const float *x, global const float *gamma, global const float *beta,
+                       global float *y, uint d, float eps, int affine)
+{
+    ulong row = get_global_id(0);
+    global const float *px = x + row * d;
+    global float *py = y + row * d;
+    float2 mv = moments(px, d);
+    float rstd = rsqrt(mv.y + eps);
+    uint j = 0;
+    if (affine) {
+        for (; j + 8 <= d; j += 8)
+            vstore8((vload8(0, px + j) - mv.x) * rstd * vload8(0, gamma + j) + vload8(0, beta + j), 0,
+                    py + j);
+        for (; j < d; j++)
+            py[j] = (px[j] - mv.x) * rstd * gamma[j] + beta[j];
+    } else {
+        for (; j + 8 <= d; j += 8)
+            vstore8((vload8(0, px + j) - mv.x) * rstd, 0, py + j);
+        for (; j < d; j++)
+            py[j] = (px[j] - mv.x) * rstd;
+    }
+}
+
+/* ---- Softmax over rows of d values: max, sum of exp, scale. One work-item per row. ---- */
+kernel void softmax_rows(global const float *x, global float *y, uint d)
+{
+    ulong row = get_global_id(0);
+    global const float *px = x + row * d;
+    global float *py = y + row * d;
+    float8 m8 = (float8)(-INFINITY);
+    uint j = 0;
+    for (; j + 8 <= d; j += 8)
+        m8 = fmax(m8, vload8(0, px + j));
+    float4 m4 = fmax(m8.lo, m8.hi);
+    float m = fmax(fmax(m4.x, m4.y), fmax(m4.z, m4.w));
+    for (; j < d; j++)
+        m = fmax(m, px[j]);
+    if (m == -INFINITY)
+        m = 0.0f; /* an all -inf row: exp gives zeros, the division below gives NaN as torch */
+    float8 s8 = 0.0f;
+    j = 0;
+    for (; j + 8 <= d; j += 8) {
+        float8 e = exp(vload8(0, px + j) - m);
+        vstore8(e, 0, py + j);
+        s8 += e;
+    }
+    float s = sum8(s8);
+    for (; j < d; j++) {
+        float e = exp(px[j] - m);
+        py[j] = e;
+        s += e;
+    }
+    float inv = 1.0f / s;
+    j = 0;
+    for (; j + 8 <= d; j += 8)
+        vstore8(vload8(0, py + j) * inv, 0, py + j);
+    for (; j < d; j++)
+        py[j] *= inv;
+}
+
+/* ---- Strided block copy (concat, slice): for each of `rows` rows, copy `len` contiguous
+ * floats from src + row * src_row + src_off to dst + row * dst_row + dst_off.
+ * Work-item (chunk, row) copies up to RUN floats. ---- */
+kernel void copy_rows(global const float *src, global float *dst, ulong len, ulong src_row,
+                      ulong src_off, ulong dst_row, ulong dst_off)
+{
+    ulong row = get_global_id(1);
+    ulong j0 = (ulong)get_global_id(0) * RUN;
+    global const float *ps = src + row * src_row + src_off;
+    global float *pd = dst + row * dst_row + dst_off;
+    if (j0 + RUN <= len) {
+        for (ulong j = j0; j < j0 + RUN; j += 8)
+            vstore8(vload8(0, ps + j), 0, pd + j);
+    } else {
+        for (ulong j = j0; j < len; j++)
+            pd[j] = ps[j];
+    }
+}
+
+/* ---- Nearest 2x upsample of planes [planes, h, w] -> [planes, 2h, 2w]: one work-item per
+ * input row writes two output rows, each input value twice. ---- */
+kernel void upsample_nearest2x(global const float *x, global float *y, uint w)
+{
+    ulong row = get_global_id(0); /* plane * h + iy */
+    global const float *px = x + row * w;
+    global float *y0 = y + row * 4 * (ulong)w;
+    global float *y1 = y0 + 2 * (ulong)w;
+    uint j = 0;
+    for (; j + 4 <= w; j += 4) {
+        float4 v = vload4(0, px + j);
+        float8 d = (float8)(v.x, v.x, v.y, v.y, v.z, v.z, v.w, v.w);
+        vstore8(d, 0, y0 + 2 * j);
+        vstore8(d, 0, y1 + 2 * j);
+    }
+    for (; j < w; j++) {
+        float v = px[j];
+        y0[2 * j] = v;
+        y0[2 * j + 1] = v;
+        y1[2 * j] = v;
+        y1[2 * j + 1] = v;
+    }
+}
+
+/* ---- Sinusoidal timestep embedding as the LDM UNet's timestep_embedding (flip_sin_to_cos,
+ * shift 0): for half = dim / 2, f_i = exp(-ln(max_period) * i / half),
+ * out[n] = [cos(t_n f_0..f_{half-1}), sin(t_n f_0..), 0 if dim is odd].
+ * Work-item (i, n); i in [0, half] where i == half writes the odd-dim zero pad. ---- */
+kernel void timestep_embedding(global const float *t, global float *y, uint dim, float log_max_period)
+{
+    uint i = get_global_id(0);
+    ulong n = get_global_id(1);
+    uint half_dim = dim / 2;
+    global float *py = y + n * dim;
+    if (i == half_dim) {
+        if (dim & 1)
+            py[dim - 1] = 0.0f;
+        return;
+    }
+    float freq = exp(-log_max_period * (float)i / (float)half_dim);
+    float arg = t[n] * freq;
+    py[i] = cos(arg);
+    py[half_dim + i] = sin(arg);
+}

@@ -1,0 +1,229 @@
+/* Image ops on [B, H, W, C] float images (runtime-opencl/ops_image.c): separable resampling
+ * through host-computed tap tables (resize, blur), crop, pad, Sobel and the Canny stages.
+ * One work-item per output pixel (all channels) or per output row; no local memory. */
+
+/* ---- Separable resampling along one axis. ----
+ * The image is viewed as [outer, n_in, inner] (inner = W*C when resampling rows of an
+ * [B,H,W,C] image along H, inner = C along W); output [outer, n_out, inner]. Output position o
+ * reads taps idx[o*taps + k] with weights w[o*taps + k] (zero-weight padding taps allowed).
+ * Work-item (e, o, outer) computes inner element e. */
+kernel void resample_axis(global const float *x, global float *y, global const int *idx,
+                          global const float *w, uint taps, uint n_in, uint n_out, uint inner)
+{
+    uint e = get_global_id(0);
+    uint o = get_global_id(1);
+    ulong b = get_global_id(2);
+    global const float *px = x + b * n_in * inner + e;
+    global const int *ti = idx + (ulong)o * taps;
+    global const float *tw = w + (ulong)o * taps;
+    float s = 0.0f;
+    for (uint k = 0; k < taps; k++)
+        s += tw[k] * px[(ulong)ti[k] * inner];
+    y[(b * n_out + o) * inner + e] = s;
+}
+
+/* The same with PIL's 8-bit fixed-point arithmetic (Resample.c, 22 precision bits): inputs
+ * hold integers 0..255, weights are integers; the result is rounded, shifted and clipped to
+ * 0..255 like PIL's clip8. */
+#define PRECISION_BITS 22
+kernel void resample_axis_u8(global const float *x, global float *y, global const int *idx,
+                             global const int *w, uint taps, uint n_in, uint n_out, uint inner)
+{
+    uint e = get_global_id(0);
+    uint o = get_global_id(1);
+    ulong b = get_global_id(2);
+    global const float *px = x + b * n_in * inner + e;
+    global const int *ti = idx + (ulong)o * taps;
+    global const int *tw = w + (ulong)o * taps;
+    int s = 1 << (PRECISION_BITS - 1);
+    for (uint k = 0; k < taps; k++)
+        s += tw[k] * (int)px[(ulong)ti[k] * inner];
+    s >>= PRECISION_BITS;
+    y[(b * n_out + o) * inner + e] = (float)clamp(s, 0, 255);
+}
+
+/* ComfyUI's float -> uint8 conversion before PIL: trunc(clip(255 x, 0, 255)). */
+kernel void quantize_u8(global const float *x, global float *y, ulong n)
+{
+    ulong i = get_global_id(0);
+    if (i < n)
+        y[i] = trunc(clamp(x[i] * 255.0f, 0.0f, 255.0f));
+}
+
+/* uint8 levels -> floats through a 256-entry table (exact v / 255 computed on the host). */
+kernel void dequantize_u8(global const float *x, global float *y, global const float *lut, ulong n)
+{
+    ulong i = get_global_id(0);
+    if (i < n)
+        y[i] = lut[(int)x[i]];
+}
+
+/* ---- Crop: out [B, h, w, C] = x[:, top:top+h, left:left+w, :]; one work-item per out row. */
+kernel void crop_rows(global const float *x, global float *y, uint in_h, uint in_w, uint c,
+                      uint out_h, uint out_w, uint top, uint left)
+{
+    ulong row = get_global_id(0); /* b * out_h + oy */
+    ulong b = row / out_h;
+    uint oy = (uint)(row % out_h);
+    global const float *ps = x + ((b * in_h + top + oy) * in_w + left) * c;
+    global float *pd = y + row * out_w * c;
+    uint len = out_w * c, j = 0;
+    for (; j + 8 <= len; j += 8)
+        vstore8(vload8(0, ps + j), 0, pd + j);
+    for (; j < len; j++)
+        pd[j] = ps[j];
+}
+
+/* ---- Pad: out [B, H+top+bottom, W+left+right, C]; mode 0 constant `value`, 1 edge
+ * (replicate). Work-item (ox, oy, b) writes all channels of one pixel. */
+kernel void pad_image(global const float *x, global float *y, uint in_h, uint in_w, uint c,
+                      uint out_h, uint out_w, uint top, uint left, int mode, float value)
+{
+    uint ox = get_global_id(0), oy = get_global_id(1);
+    ulong b = get_global_id(2);
+    global float *pd = y + ((b * out_h + oy) * out_w + ox) * c;
+    int iy = (int)oy - (int)top, ix = (int)ox - (int)left;
+    bool inside = iy >= 0 && iy < (int)in_h && ix >= 0 && ix < (int)in_w;
+    if (!inside && mode == 0) {
+        for (uint k = 0; k < c; k++)
+            pd[k] = value;
+        return;
+    }
+    iy = clamp(iy, 0, (int)in_h - 1);
+    ix = clamp(ix, 0, (int)in_w - 1);
+    global const float *ps = x + ((b * in_h + iy) * in_w + ix) * c;
+    for (uint k = 0; k < c; k++)
+        pd[k] = ps[k];
+}
+
+/* ---- Sobel (kornia spatial_gradient, unnormalised, replicate border) on [B, H, W, C]:
+ * gx = [[-1,0,1],[-2,0,2],[-1,0,1]] correlated, gy its transpose. Work-item (x, y, b). */
+kernel void sobel(global const float *x, global float *gx, global float *gy, uint h, uint w, uint c)
+{
+    int px = get_global_id(0), py = get_global_id(1);
+    ulong b = get_global_id(2);
+    int xm = max(px - 1, 0), xp = min(px + 1, (int)w - 1);
+    int ym = max(py - 1, 0), yp = min(py + 1, (int)h - 1);
+    global const float *img = x + b * h * w * c;
+#define AT(yy, xx, k) img[((ulong)(yy) * w + (xx)) * c + (k)]
+    for (uint k = 0; k < c; k++) {
+        float tl = AT(ym, xm, k), tc = AT(ym, px, k), tr = AT(ym, xp, k);
+        float ml = AT(py, xm, k), mr = AT(py, xp, k);
+        float bl = AT(yp, xm, k), bc = AT(yp, px, k), br = AT(yp, xp, k);
+        ulong o = ((b * h + py) * w + px) * c + k;
+        gx[o] = ((tr - tl) + 2.0f * (mr - ml)) + (br - bl);
+        gy[o] = ((bl - tl) + 2.0f * (bc - tc)) + (br - tr);
+    }
+#undef AT
+}
+
+/* ---- Canny stages on single-channel planes [B, H, W]. ---- */
+
+/* RGB [B,H,W,3] -> gray [B,H,W] with kornia's weights. */
+kernel void rgb_to_gray(global const float *x, global float *y, ulong n)
+{
+    ulong i = get_global_id(0);
+    if (i < n)
+        y[i] = 0.299f * x[3 * i] + 0.587f * x[3 * i + 1] + 0.114f * x[3 * i + 2];
+}
+
+/* Gradient magnitude sqrt(gx^2 + gy^2 + eps). */
+kernel void canny_magnitude(global const float *gx, global const float *gy, global float *mag,
+                            ulong n, float eps)
+{
+    ulong i = get_global_id(0);
+    if (i < n)
+        mag[i] = sqrt(gx[i] * gx[i] + gy[i] * gy[i] + eps);
+}
+
+/* Direction sector 0..7 of (gx, gy): round(atan2(gy, gx) / 45 degrees) mod 8, decided by
+ * comparisons against tan(22.5) and tan(67.5) (no atan2 rounding differences). */
+inline int canny_sector(float gx, float gy)
+{
+    const float t1 = 0.41421356237309503f, t2 = 2.4142135623730949f;
+    float ax = fabs(gx), ay = fabs(gy);
+    int s;
+    if (ay <= t1 * ax)
+        s = gx >= 0.0f ? 0 : 4; /* 0 or +-180 degrees */
+    else if (ay >= t2 * ax)
+        s = gy >= 0.0f ? 2 : 6; /* +-90 */
+    else if (gy >= 0.0f)
+        s = gx >= 0.0f ? 1 : 3;
+    else
+        s = gx >= 0.0f ? 7 : 5;
+    return s;
+}
+
+/* Non-maximum suppression and double threshold (kornia canny): a pixel survives when its
+ * magnitude is strictly larger than both neighbours along its gradient direction (zero outside
+ * the image); then edges = 0.5 (mag > low) + 0.5 (mag > high). Work-item (x, y, b). */
+kernel void canny_nms(global const float *mag, global const float *gx, global const float *gy,
+                      global float *edges, uint h, uint w, float low, float high)
+{
+    int px = get_global_id(0), py = get_global_id(1);
+    ulong b = get_global_id(2);
+    /* Neighbour offsets of sectors 0..7 (kornia's NMS kernels): +x, +x+y, +y, -x+y, ... */
+    const int dx[8] = {1, 1, 0, -1, -1, -1, 0, 1};
+    const int dy[8] = {0, 1, 1, 1, 0, -1, -1, -1};
+    ulong plane = b * h * w;
+    ulong i = plane + (ulong)py * w + px;
+    float m = mag[i];
+    int s = canny_sector(gx[i], gy[i]);
+    float best = 0.0f;
+    for (int side = 0; side < 2; side++) {
+        int k = (s + 4 * side) & 7;
+        int nx = px + dx[k], ny = py + dy[k];
+        float nm = (nx >= 0 && nx < (int)w && ny >= 0 && ny < (int)h) ? mag[plane + (ulong)ny * w + nx] : 0.0f;
+        best = fmax(best, nm);
+    }
+    float e = 0.0f;
+    if (m - best > 0.0f) {
+        e = (m > low ? 0.5f : 0.0f) + (m > high ? 0.5f : 0.0f);
+    }
+    edges[i] = e;
+}
+
+/* Hysteresis step, in place: a weak pixel (0.5) with a strong (1) 8-neighbour becomes strong.
+ * One work-item per row sweeps left-to-right then right-to-left so runs along a row resolve in
+ * one launch; any change sets *changed. Promotions only go 0.5 -> 1, so concurrent updates
+ * never undo each other and the fixed point is unique (weak pixels 8-connected to a strong one). */
+kernel void canny_hysteresis(global float *edges, global int *changed, uint h, uint w)
+{
+    int py = get_global_id(0);
+    ulong b = get_global_id(1);
+    global float *plane = edges + b * h * w;
+    int any = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int t = 0; t < (int)w; t++) {
+            int px = pass == 0 ? t : (int)w - 1 - t;
+            global float *p = plane + (ulong)py * w + px;
+            if (*p != 0.5f)
+                continue;
+            bool strong = false;
+            for (int yy = max(py - 1, 0); yy <= min(py + 1, (int)h - 1) && !strong; yy++)
+                for (int xx = max(px - 1, 0); xx <= min(px + 1, (int)w - 1); xx++)
+                    if (plane[(ulong)yy * w + xx] == 1.0f) {
+                        strong = true;
+                        break;
+                    }
+            if (strong) {
+                *p = 1.0f;
+                any = 1;
+            }
+        }
+    }
+    if (any)
+        *changed = 1;
+}
+
+/* Final Canny image: strong edges 1, everything else 0, repeated over 3 channels. */
+kernel void canny_to_rgb(global const float *edges, global float *y, ulong n)
+{
+    ulong i = get_global_id(0);
+    if (i < n) {
+        float v = edges[i] == 1.0f ? 1.0f : 0.0f;
+        y[3 * i] = v;
+        y[3 * i + 1] = v;
+        y[3 * i + 2] = v;
+    }
+}

@@ -1,0 +1,232 @@
+/* Matrix products: packing, the register-tile GEMM, and the matmul / linear ops. */
+#include "runtime-opencl/gemm.h"
+#include "core/checked.h"
+#include <limits.h>
+#include <stdio.h>
+
+#define GEMM_FILE "gemm.cl"
+
+sd_status sd_scratch_get(sd_cl *cl, size_t elems, size_t elem_size, const char *what, sd_scratch *s)
+{
+    size_t bytes;
+    s->buf = NULL;
+    s->cap = 0;
+    if (!sd_mul_size(elems, elem_size, &bytes))
+        return sd_set_error(cl->ctx, SD_ERR_LIMIT, "%s: size overflows", what);
+    return sd_cl_buffer_get(cl, bytes, what, &s->buf, &s->cap);
+}
+
+void sd_scratch_release(sd_cl *cl, sd_scratch *s)
+{
+    sd_cl_buffer_release(cl, s->buf, s->cap);
+    s->buf = NULL;
+    s->cap = 0;
+}
+
+int sd_gemm_mr(const sd_cl *cl)
+{
+    (void)cl;
+    return 8;
+}
+
+static void gemm_options(const sd_cl *cl, const char *extra, char *buf, size_t size)
+{
+    snprintf(buf, size, "-DMR=%d%s", sd_gemm_mr(cl), extra);
+}
+
+/* Work-group size 1 on CPUs (one work-item per tile, DESIGN.md §7); the driver's choice elsewhere. */
+static const size_t *tile_local(const sd_cl *cl)
+{
+    static const size_t one[3] = {1, 1, 1};
+    return cl->is_gpu ? NULL : one;
+}
+
+sd_status sd_gemm_pack_a(sd_cl *cl, cl_mem src, sd_dtype dtype, long off, int M, int K, long s_m, long s_k,
+                         long s_b, int batch, sd_scratch *out)
+{
+    int mr = sd_gemm_mr(cl);
+    size_t tiles = ((size_t)M + (size_t)mr - 1) / (size_t)mr, elems;
+    if (!sd_mul_size(tiles * (size_t)mr, (size_t)K, &elems) || !sd_mul_size(elems, (size_t)batch, &elems))
+        return sd_set_error(cl->ctx, SD_ERR_LIMIT, "gemm: packed A size overflows");
+    bool own = out->buf == NULL;
+    sd_status st = own ? sd_scratch_get(cl, elems, sizeof(float), "gemm packed A", out) : SD_OK;
+    if (st)
+        return st;
+    char opts[64];
+    gemm_options(cl, dtype == SD_DTYPE_F16 ? " -DA_HALF" : "", opts, sizeof opts);
+    cl_kernel k;
+    if ((st = sd_cl_kernel(cl, GEMM_FILE, "gemm_pack_a", opts, &k)))
+        goto fail;
+    sd_cl_arg args[] = {SD_ARG_MEM(src), SD_ARG_LONG(off), SD_ARG_MEM(out->buf), SD_ARG_INT(M), SD_ARG_INT(K),
+                        SD_ARG_LONG(s_m), SD_ARG_LONG(s_k), SD_ARG_LONG(s_b),
+                        SD_ARG_LONG(tiles * (size_t)mr * (size_t)K)};
+    size_t global[2] = {tiles, (size_t)batch};
+    if ((st = sd_cl_launch(cl, k, 2, global, tile_local(cl), SD_NARGS(args), args)))
+        goto fail;
+    return SD_OK;
+fail:
+    if (own)
+        sd_scratch_release(cl, out);
+    return st;
+}
+
+sd_status sd_gemm_pack_b(sd_cl *cl, cl_mem src, sd_dtype dtype, long off, int N, int K, long s_k, long s_n,
+                         long s_b, int batch, sd_scratch *out)
+{
+    size_t tiles = ((size_t)N + SD_GEMM_NR - 1) / SD_GEMM_NR, elems;
+    if (!sd_mul_size(tiles * SD_GEMM_NR, (size_t)K, &elems) || !sd_mul_size(elems, (size_t)batch, &elems))
+        return sd_set_error(cl->ctx, SD_ERR_LIMIT, "gemm: packed B size overflows");
+    bool own = out->buf == NULL;
+    sd_status st = own ? sd_scratch_get(cl, elems, sizeof(float), "gemm packed B", out) : SD_OK;
+    if (st)
+        return st;
+    char opts[64];
+    gemm_options(cl, dtype == SD_DTYPE_F16 ? " -DB_HALF" : "", opts, sizeof opts);
+    cl_kernel k;
+    if ((st = sd_cl_kernel(cl, GEMM_FILE, "gemm_pack_b", opts, &k)))
+        goto fail;
+    sd_cl_arg args[] = {SD_ARG_MEM(src), SD_ARG_LONG(off), SD_ARG_MEM(out->buf), SD_ARG_INT(N), SD_ARG_INT(K),
+                        SD_ARG_LONG(s_k), SD_ARG_LONG(s_n), SD_ARG_LONG(s_b),
+                        SD_ARG_LONG(tiles * SD_GEMM_NR * (size_t)K)};
+    size_t global[2] = {tiles, (size_t)batch};
+    if ((st = sd_cl_launch(cl, k, 2, global, tile_local(cl), SD_NARGS(args), args)))
+        goto fail;
+    return SD_OK;
+fail:
+    if (own)
+        sd_scratch_release(cl, out);
+    return st;
+}
+
+sd_status sd_gemm_run(sd_cl *cl, const sd_gemm_job *j)
+{
+    char opts[64];
+    gemm_options(cl, j->lda > 0 ? " -DA_ROWS" : "", opts, sizeof opts);
+    cl_kernel k;
+    sd_status st = sd_cl_kernel(cl, GEMM_FILE, "gemm_tile", opts, &k);
+    if (st)
+        return st;
+    int mr = sd_gemm_mr(cl);
+    sd_cl_arg args[] = {SD_ARG_MEM(j->ap), SD_ARG_MEM(j->bp), SD_ARG_MEM(j->c), SD_ARG_MEM(j->bias),
+                        SD_ARG_INT(j->M), SD_ARG_INT(j->N), SD_ARG_INT(j->K), SD_ARG_INT(j->lda), SD_ARG_INT(j->ldc),
+                        SD_ARG_LONG(j->ap_bs), SD_ARG_LONG(j->bp_bs), SD_ARG_LONG(j->c_off),
+                        SD_ARG_LONG(j->c_bs), SD_ARG_FLOAT(j->alpha), SD_ARG_INT(j->bias_mode),
+                        SD_ARG_INT(j->act)};
+    size_t global[3] = {((size_t)j->N + SD_GEMM_NR - 1) / SD_GEMM_NR, ((size_t)j->M + (size_t)mr - 1) / (size_t)mr,
+                        (size_t)j->batch};
+    return sd_cl_launch(cl, k, 3, global, tile_local(cl), SD_NARGS(args), args);
+}
+
+/* Product of dims [0, n); false when it exceeds INT_MAX. */
+static bool dims_int(const int64_t *d, int n, int *out)
+{
+    int64_t p = 1;
+    for (int i = 0; i < n; i++) {
+        if (d[i] < 0 || (d[i] && p > INT_MAX / d[i]))
+            return false;
+        p *= d[i];
+    }
+    *out = (int)p;
+    return true;
+}
+
+static bool valid_bias(const sd_dtensor *bias, int n)
+{
+    return !bias || (bias->dtype == SD_DTYPE_F32 && bias->numel == (size_t)n);
+}
+
+sd_status sd_op_matmul(sd_cl *cl, const sd_dtensor *a, bool trans_a, const sd_dtensor *b,
+                       bool trans_b, const sd_dtensor *bias, sd_act act, float alpha,
+                       sd_dtensor **out)
+{
+    *out = NULL;
+    char da[96], db[96];
+    int M, K, Kb, N, batch_a, batch_b;
+    if (a->ndim < 2 || b->ndim < 2)
+        goto bad;
+    int64_t ar = a->shape[a->ndim - 2], ac = a->shape[a->ndim - 1];
+    int64_t br = b->shape[b->ndim - 2], bc = b->shape[b->ndim - 1];
+    if (!dims_int(trans_a ? &ac : &ar, 1, &M) || !dims_int(trans_a ? &ar : &ac, 1, &K) ||
+        !dims_int(trans_b ? &bc : &br, 1, &Kb) || !dims_int(trans_b ? &br : &bc, 1, &N) ||
+        !dims_int(a->shape, a->ndim - 2, &batch_a) || !dims_int(b->shape, b->ndim - 2, &batch_b) ||
+        K != Kb || (batch_b != 1 && batch_b != batch_a) || !valid_bias(bias, N))
+        goto bad;
+    int64_t shape[SD_TENSOR_MAX_DIMS];
+    for (int i = 0; i < a->ndim - 2; i++)
+        shape[i] = a->shape[i];
+    shape[a->ndim - 2] = M;
+    shape[a->ndim - 1] = N;
+    sd_status st = sd_dtensor_new(cl, SD_DTYPE_F32, a->ndim, shape, out);
+    if (st)
+        return st;
+    sd_scratch ap = {0}, bp = {0};
+    long mk = (long)M * K, kn = (long)K * N;
+    int mr = sd_gemm_mr(cl);
+    /* f32 rows are read in place; transposed or f16 A is packed first. */
+    bool a_rows = !trans_a && a->dtype == SD_DTYPE_F32 && K > 0;
+    if (!a_rows)
+        st = sd_gemm_pack_a(cl, a->buf, a->dtype, 0, M, K, trans_a ? 1 : K, trans_a ? M : 1, mk, batch_a, &ap);
+    if (!st)
+        st = sd_gemm_pack_b(cl, b->buf, b->dtype, 0, N, K, trans_b ? 1 : N, trans_b ? K : 1, kn, batch_b, &bp);
+    if (!st) {
+        sd_gemm_job job = {
+            .M = M, .N = N, .K = K, .batch = batch_a, .ap = a_rows ? a->buf : ap.buf, .bp = bp.buf,
+            .lda = a_rows ? K : 0, .ap_bs = a_rows ? mk : (long)((M + mr - 1) / mr) * mr * K,
+            .bp_bs = batch_b == 1 ? 0 : (long)((N + SD_GEMM_NR - 1) / SD_GEMM_NR) * SD_GEMM_NR * K,
+            .c = (*out)->buf, .c_off = 0, .c_bs = (long)M * N, .ldc = N,
+            .bias = bias ? bias->buf : NULL, .bias_mode = bias ? 1 : 0, .alpha = alpha, .act = act};
+        st = sd_gemm_run(cl, &job);
+    }
+    sd_scratch_release(cl, &ap);
+    sd_scratch_release(cl, &bp);
+    if (st) {
+        sd_dtensor_free(*out);
+        *out = NULL;
+    }
+    return st;
+bad:
+    return sd_set_error(cl->ctx, SD_ERR_INVALID,
+                        "matmul: incompatible shapes a %s%s, b %s%s%s", sd_dtensor_describe(a, da, sizeof da),
+                        trans_a ? " (transposed)" : "", sd_dtensor_describe(b, db, sizeof db),
+                        trans_b ? " (transposed)" : "", bias ? " with a bias" : "");
+}
+
+sd_status sd_op_linear(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
+                       sd_act act, sd_dtensor **out)
+{
+    *out = NULL;
+    char dx[96], dw[96];
+    int M, K, N;
+    if (w->ndim != 2 || x->shape[x->ndim - 1] != w->shape[1] || !dims_int(x->shape, x->ndim - 1, &M) ||
+        !dims_int(&w->shape[1], 1, &K) || !dims_int(&w->shape[0], 1, &N) || !valid_bias(bias, N))
+        return sd_set_error(cl->ctx, SD_ERR_INVALID, "linear: input %s does not fit weight %s%s",
+                            sd_dtensor_describe(x, dx, sizeof dx), sd_dtensor_describe(w, dw, sizeof dw),
+                            bias ? " and bias" : "");
+    int64_t shape[SD_TENSOR_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++)
+        shape[i] = x->shape[i];
+    shape[x->ndim - 1] = N;
+    sd_status st = sd_dtensor_new(cl, SD_DTYPE_F32, x->ndim, shape, out);
+    if (st)
+        return st;
+    sd_scratch ap = {0}, bp = {0};
+    bool a_rows = x->dtype == SD_DTYPE_F32 && K > 0;
+    if (!a_rows)
+        st = sd_gemm_pack_a(cl, x->buf, x->dtype, 0, M, K, K, 1, 0, 1, &ap);
+    if (!st)
+        st = sd_gemm_pack_b(cl, w->buf, w->dtype, 0, N, K, 1, K, 0, 1, &bp);
+    if (!st) {
+        sd_gemm_job job = {.M = M, .N = N, .K = K, .batch = 1, .ap = a_rows ? x->buf : ap.buf,
+                           .lda = a_rows ? K : 0, .bp = bp.buf, .c = (*out)->buf, .ldc = N,
+                           .bias = bias ? bias->buf : NULL, .bias_mode = bias ? 1 : 0, .alpha = 1.0f,
+                           .act = act};
+        st = sd_gemm_run(cl, &job);
+    }
+    sd_scratch_release(cl, &ap);
+    sd_scratch_release(cl, &bp);
+    if (st) {
+        sd_dtensor_free(*out);
+        *out = NULL;
+    }
+    return st;
+}

@@ -1,0 +1,73 @@
+/* Basic tensor ops on device tensors: normalisation, activations, softmax, elementwise
+ * arithmetic with broadcasting, concat, slice, nearest 2x upsample, timestep embedding, clamp.
+ *
+ * Conventions as runtime-opencl/ops.h: inputs are f32 device tensors (SD_ERR_INVALID names the
+ * op and the shapes otherwise), *out is a new tensor from the runtime's pool that the caller
+ * frees (NULL on failure), work is enqueued without waiting. Plain-C references live in
+ * tests/support/ref_basic.c; tolerances are in docs/opencl-runtime.md. */
+#ifndef SD_RUNTIME_OPENCL_OPS_BASIC_H
+#define SD_RUNTIME_OPENCL_OPS_BASIC_H
+
+#include "runtime-opencl/tensor.h"
+
+/* Group normalisation of x [N, C, ...] (any trailing spatial dims, at least 2-D) over `groups`
+ * groups of C/groups channels: y = (x - mean) / sqrt(var + eps) * gamma[c] + beta[c], then SiLU
+ * when silu is set. gamma and beta are both NULL (no affine) or both [C]. C % groups == 0. */
+sd_status sd_op_group_norm(sd_cl *cl, const sd_dtensor *x, int groups, float eps,
+                           const sd_dtensor *gamma, const sd_dtensor *beta, bool silu,
+                           sd_dtensor **out);
+
+/* Layer normalisation over the last dimension D of x: gamma, beta both NULL or both [D]. */
+sd_status sd_op_layer_norm(sd_cl *cl, const sd_dtensor *x, float eps, const sd_dtensor *gamma,
+                           const sd_dtensor *beta, sd_dtensor **out);
+
+/* Softmax over the last dimension. */
+sd_status sd_op_softmax(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out);
+
+typedef enum sd_unary {
+    SD_UNARY_SILU,       /* x * sigmoid(x) */
+    SD_UNARY_GELU,       /* 0.5 x (1 + erf(x / sqrt 2)) */
+    SD_UNARY_GELU_TANH,  /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+    SD_UNARY_QUICK_GELU  /* x * sigmoid(1.702 x) */
+} sd_unary;
+
+/* Elementwise activation, out has x's shape. */
+sd_status sd_op_unary(sd_cl *cl, sd_unary op, const sd_dtensor *x, sd_dtensor **out);
+
+/* GEGLU: x [..., 2D] -> out [..., D] = x[..., :D] * gelu_erf(x[..., D:]) (diffusers' GEGLU
+ * after its projection). */
+sd_status sd_op_geglu(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out);
+
+typedef enum sd_binary { SD_BINARY_ADD, SD_BINARY_MUL } sd_binary;
+
+/* out = a (+ or *) b with numpy broadcasting (shapes right-aligned; each dimension equal or 1
+ * in one of them). SD_ERR_INVALID when the shapes do not broadcast. */
+sd_status sd_op_binary(sd_cl *cl, sd_binary op, const sd_dtensor *a, const sd_dtensor *b,
+                       sd_dtensor **out);
+
+/* out = x * mul + add (scale: add 0; invert: mul -1, add 1). */
+sd_status sd_op_scale(sd_cl *cl, const sd_dtensor *x, float mul, float add, sd_dtensor **out);
+
+/* out = min(max(x, lo), hi). */
+sd_status sd_op_clamp(sd_cl *cl, const sd_dtensor *x, float lo, float hi, sd_dtensor **out);
+
+/* Concatenation of a and b along dimension dim (0-based); all other dimensions equal.
+ * Channels of NCHW tensors: dim 1. */
+sd_status sd_op_concat(sd_cl *cl, const sd_dtensor *a, const sd_dtensor *b, int dim, sd_dtensor **out);
+
+/* out = x[..., start:start+len, ...] along dimension dim; needs 0 <= start, 1 <= len,
+ * start + len <= size (SD_ERR_INVALID otherwise). */
+sd_status sd_op_slice(sd_cl *cl, const sd_dtensor *x, int dim, int64_t start, int64_t len,
+                      sd_dtensor **out);
+
+/* Nearest-neighbour 2x upsample of the last two dimensions: [..., H, W] -> [..., 2H, 2W]. */
+sd_status sd_op_upsample_nearest2x(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out);
+
+/* Sinusoidal timestep embedding as the LDM UNet's timestep_embedding (diffusers
+ * flip_sin_to_cos=True, downscale_freq_shift=0): t [N] -> out [N, dim] =
+ * [cos(t f_i), sin(t f_i)] with f_i = exp(-ln(max_period) i / (dim/2)), zero-padded when dim is
+ * odd. dim >= 2; SD1 uses max_period 10000. */
+sd_status sd_op_timestep_embedding(sd_cl *cl, const sd_dtensor *t, int dim, float max_period,
+                                   sd_dtensor **out);
+
+#endif

@@ -1,0 +1,223 @@
+/* Device tensors on pooled buffers; host copies with fp16 conversion. */
+#include "runtime-opencl/tensor.h"
+#include "core/checked.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+size_t sd_dtype_size(sd_dtype dtype)
+{
+    return dtype == SD_DTYPE_F16 ? 2 : 4;
+}
+
+const char *sd_dtype_name(sd_dtype dtype)
+{
+    return dtype == SD_DTYPE_F16 ? "f16" : "f32";
+}
+
+uint16_t sd_f32_to_f16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t exp = (x >> 23) & 0xffu;
+    uint32_t mant = x & 0x7fffffu;
+    if (exp == 0xff) /* inf or nan (keep nan quiet and non-zero) */
+        return (uint16_t)(sign | 0x7c00u | (mant ? 0x200u | (mant >> 13) : 0));
+    int e = (int)exp - 127 + 15;
+    if (e >= 31)
+        return (uint16_t)(sign | 0x7c00u);
+    if (e <= 0) {
+        if (e < -10)
+            return (uint16_t)sign;
+        mant |= 0x800000u;
+        int shift = 14 - e;
+        uint32_t half = mant >> shift;
+        uint32_t rem = mant & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1u)))
+            half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t h = ((uint32_t)e << 10) | (mant >> 13);
+    uint32_t rem = mant & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u)))
+        h++; /* may carry into the exponent, up to inf: correct rounding */
+    return (uint16_t)(sign | h);
+}
+
+float sd_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, x;
+    if (exp == 0) {
+        float v = ldexpf((float)mant, -24);
+        return sign ? -v : v;
+    }
+    if (exp == 31)
+        x = sign | 0x7f800000u | (mant << 13);
+    else
+        x = sign | ((exp + 112) << 23) | (mant << 13);
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+const char *sd_dtensor_describe(const sd_dtensor *t, char *buf, size_t size)
+{
+    size_t used = 0;
+    int n = snprintf(buf, size, "[");
+    used = n > 0 ? (size_t)n : 0;
+    for (int i = 0; i < t->ndim && used < size; i++) {
+        n = snprintf(buf + used, size - used, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+        used += n > 0 ? (size_t)n : 0;
+    }
+    if (used < size)
+        snprintf(buf + used, size - used, "] %s", sd_dtype_name(t->dtype));
+    return buf;
+}
+
+static sd_status check_shape(sd_cl *cl, int ndim, const int64_t *shape, size_t elem, size_t *numel,
+                             size_t *bytes)
+{
+    if (ndim < 1 || ndim > SD_TENSOR_MAX_DIMS)
+        return sd_set_error(cl->ctx, SD_ERR_INVALID, "tensor rank %d is outside 1..%d", ndim,
+                            SD_TENSOR_MAX_DIMS);
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] < 0)
+            return sd_set_error(cl->ctx, SD_ERR_INVALID, "tensor dimension %d is negative (%lld)", i,
+                                (long long)shape[i]);
+    if (!sd_shape_bytes(shape, ndim, 1, numel) || !sd_shape_bytes(shape, ndim, elem, bytes))
+        return sd_set_error(cl->ctx, SD_ERR_LIMIT, "tensor size overflows");
+    return SD_OK;
+}
+
+sd_status sd_dtensor_new(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *shape, sd_dtensor **out)
+{
+    *out = NULL;
+    size_t numel, bytes;
+    sd_status st = check_shape(cl, ndim, shape, sd_dtype_size(dtype), &numel, &bytes);
+    if (st)
+        return st;
+    sd_dtensor *t = calloc(1, sizeof *t);
+    if (!t)
+        return sd_set_error(cl->ctx, SD_ERR_NOMEM, "out of memory");
+    t->cl = cl;
+    t->dtype = dtype;
+    t->ndim = ndim;
+    memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+    t->numel = numel;
+    char what[160] = "tensor ";
+    sd_dtensor_describe(t, what + 7, sizeof what - 7);
+    if ((st = sd_cl_buffer_get(cl, bytes, what, &t->buf, &t->cap_bytes))) {
+        free(t);
+        return st;
+    }
+    *out = t;
+    return SD_OK;
+}
+
+sd_status sd_dtensor_zeros(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *shape, sd_dtensor **out)
+{
+    sd_status st = sd_dtensor_new(cl, dtype, ndim, shape, out);
+    if (!st && (st = sd_dtensor_zero(*out))) {
+        sd_dtensor_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+void sd_dtensor_free(sd_dtensor *t)
+{
+    if (!t)
+        return;
+    sd_cl_buffer_release(t->cl, t->buf, t->cap_bytes);
+    free(t);
+}
+
+sd_status sd_dtensor_upload(sd_dtensor *t, const float *host)
+{
+    if (t->dtype == SD_DTYPE_F32)
+        return sd_cl_write(t->cl, t->buf, 0, t->numel * 4, host);
+    uint16_t *h = malloc(t->numel ? t->numel * 2 : 1);
+    if (!h)
+        return sd_set_error(t->cl->ctx, SD_ERR_NOMEM, "out of memory converting a tensor to f16");
+    for (size_t i = 0; i < t->numel; i++)
+        h[i] = sd_f32_to_f16(host[i]);
+    sd_status st = sd_cl_write(t->cl, t->buf, 0, t->numel * 2, h);
+    free(h);
+    return st;
+}
+
+sd_status sd_dtensor_download(const sd_dtensor *t, float *host)
+{
+    if (t->dtype == SD_DTYPE_F32)
+        return sd_cl_read(t->cl, t->buf, 0, t->numel * 4, host);
+    uint16_t *h = malloc(t->numel ? t->numel * 2 : 1);
+    if (!h)
+        return sd_set_error(t->cl->ctx, SD_ERR_NOMEM, "out of memory converting a tensor from f16");
+    sd_status st = sd_cl_read(t->cl, t->buf, 0, t->numel * 2, h);
+    for (size_t i = 0; !st && i < t->numel; i++)
+        host[i] = sd_f16_to_f32(h[i]);
+    free(h);
+    return st;
+}
+
+sd_status sd_dtensor_from_host(sd_cl *cl, const sd_tensor *host, sd_dtype dtype, sd_dtensor **out)
+{
+    sd_status st = sd_dtensor_new(cl, dtype, host->ndim, host->shape, out);
+    if (!st && (st = sd_dtensor_upload(*out, host->data))) {
+        sd_dtensor_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+sd_status sd_dtensor_zero(sd_dtensor *t)
+{
+    size_t bytes = t->numel * sd_dtype_size(t->dtype);
+    if (bytes == 0)
+        return SD_OK;
+    cl_uint zero = 0;
+    size_t pattern = bytes % 4 == 0 ? 4 : 2;
+    cl_int err = clEnqueueFillBuffer(t->cl->queue, t->buf, &zero, pattern, 0, bytes, 0, NULL, NULL);
+    return err == CL_SUCCESS ? SD_OK : SD_CL_FAIL(t->cl, err, "clEnqueueFillBuffer");
+}
+
+sd_status sd_dtensor_copy(sd_dtensor *dst, const sd_dtensor *src)
+{
+    char a[96], b[96];
+    if (dst->dtype != src->dtype || dst->numel != src->numel)
+        return sd_set_error(dst->cl->ctx, SD_ERR_INVALID, "tensor copy: %s into %s",
+                            sd_dtensor_describe(src, a, sizeof a), sd_dtensor_describe(dst, b, sizeof b));
+    size_t bytes = src->numel * sd_dtype_size(src->dtype);
+    if (bytes == 0 || dst->buf == src->buf)
+        return SD_OK;
+    cl_int err = clEnqueueCopyBuffer(dst->cl->queue, src->buf, dst->buf, 0, 0, bytes, 0, NULL, NULL);
+    return err == CL_SUCCESS ? SD_OK : SD_CL_FAIL(dst->cl, err, "clEnqueueCopyBuffer");
+}
+
+sd_status sd_dtensor_reshape(sd_dtensor *t, int ndim, const int64_t *shape)
+{
+    size_t numel, bytes;
+    sd_status st = check_shape(t->cl, ndim, shape, 1, &numel, &bytes);
+    if (st)
+        return st;
+    if (numel != t->numel) {
+        char a[96];
+        return sd_set_error(t->cl->ctx, SD_ERR_INVALID, "cannot reshape %s to %zu elements",
+                            sd_dtensor_describe(t, a, sizeof a), numel);
+    }
+    t->ndim = ndim;
+    memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+    return SD_OK;
+}
+
+bool sd_dtensor_same_shape(const sd_dtensor *a, const sd_dtensor *b)
+{
+    if (a->ndim != b->ndim)
+        return false;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i])
+            return false;
+    return true;
+}

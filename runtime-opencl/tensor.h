@@ -1,0 +1,65 @@
+/* Device tensors: an OpenCL buffer with a dtype and a shape of up to 5 dimensions (4-D plus
+ * batch), row-major and contiguous. F16 is a storage format only: kernels read it with
+ * vload_half and write it with vstore_half, arithmetic is fp32. Buffers come from the runtime's
+ * pool and go back to it when the tensor is freed.
+ *
+ *   sd_dtensor *x;
+ *   int64_t shape[] = {2, 4, 64, 64};
+ *   if ((st = sd_dtensor_new(cl, SD_DTYPE_F32, 4, shape, &x))) return st;
+ *   st = sd_dtensor_upload(x, host_floats);
+ *   ...
+ *   sd_dtensor_free(x); */
+#ifndef SD_RUNTIME_OPENCL_TENSOR_H
+#define SD_RUNTIME_OPENCL_TENSOR_H
+
+#include "runtime-opencl/runtime.h"
+#include "core/value.h"
+
+typedef enum sd_dtype { SD_DTYPE_F32, SD_DTYPE_F16 } sd_dtype;
+
+typedef struct sd_dtensor {
+    sd_cl *cl;
+    cl_mem buf;        /* owned; at least numel * dtype size bytes */
+    size_t cap_bytes;  /* real size of buf (pooled buffers may be larger) */
+    sd_dtype dtype;
+    int ndim;          /* 1..SD_TENSOR_MAX_DIMS */
+    int64_t shape[SD_TENSOR_MAX_DIMS];
+    size_t numel;
+} sd_dtensor;
+
+/* Bytes per element: 4 or 2. */
+size_t sd_dtype_size(sd_dtype dtype);
+const char *sd_dtype_name(sd_dtype dtype); /* "f32", "f16" */
+
+/* A new tensor (contents undefined). SD_ERR_INVALID for ndim outside 1..5 or a negative
+ * dimension, SD_ERR_LIMIT when the byte size overflows or exceeds the device's max allocation,
+ * SD_ERR_NOMEM when the device is out of memory. A tensor with zero elements is valid. */
+sd_status sd_dtensor_new(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *shape, sd_dtensor **out);
+/* Like sd_dtensor_new, filled with zeros. */
+sd_status sd_dtensor_zeros(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *shape, sd_dtensor **out);
+/* Returns the buffer to the pool and frees the tensor. NULL-safe. */
+void sd_dtensor_free(sd_dtensor *t);
+
+/* Copies numel floats from host (converted to f16 with round-to-nearest-even for F16). */
+sd_status sd_dtensor_upload(sd_dtensor *t, const float *host);
+/* Copies numel floats to host (F16 is widened exactly). Waits for pending work. */
+sd_status sd_dtensor_download(const sd_dtensor *t, float *host);
+/* A new device tensor holding a host tensor's data in dtype. */
+sd_status sd_dtensor_from_host(sd_cl *cl, const sd_tensor *host, sd_dtype dtype, sd_dtensor **out);
+/* Sets every element to zero. */
+sd_status sd_dtensor_zero(sd_dtensor *t);
+/* Copies src into dst (same dtype and numel; shapes may differ). */
+sd_status sd_dtensor_copy(sd_dtensor *dst, const sd_dtensor *src);
+
+/* Changes the shape in place; the element count must stay the same (SD_ERR_INVALID). */
+sd_status sd_dtensor_reshape(sd_dtensor *t, int ndim, const int64_t *shape);
+/* True when a and b have the same ndim and dims. */
+bool sd_dtensor_same_shape(const sd_dtensor *a, const sd_dtensor *b);
+/* "[2, 4, 64, 64] f32" into buf (for messages); returns buf. */
+const char *sd_dtensor_describe(const sd_dtensor *t, char *buf, size_t size);
+
+/* Host-side fp16 conversions (IEEE binary16, round to nearest even). */
+uint16_t sd_f32_to_f16(float f);
+float sd_f16_to_f32(uint16_t h);
+
+#endif

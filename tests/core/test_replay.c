@@ -1,0 +1,302 @@
+/* Provenance and replay end to end through the public API: LoadImage -> SaveImage, then
+ * sd_replay (identical, changed or missing input, tampered pixels, no workflow), and the image
+ * and latent nodes run by the scheduler. */
+#include "test.h"
+#include "core/hash.h"
+#include "core/png.h"
+#include "support/png_fixture.h"
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static sd_context *ctx;
+static char *input_dir, *output_dir, *temp_dir, *input_png;
+
+/* A 6x4 RGBA input whose colours and alpha vary per pixel. */
+static void write_input(int variant)
+{
+    sd_image img = {.width = 6, .height = 4, .channels = 4};
+    img.data = malloc(6 * 4 * 4 * sizeof(float));
+    for (int i = 0; i < 6 * 4 * 4; i++)
+        img.data[i] = (float)((i * 29 + variant * 7) % 256) / 255.0f;
+    CHECK_EQ_INT(sd_png_write(ctx, input_png, &img, NULL, 0, 6), SD_OK);
+    sd_image_clear(&img);
+}
+
+/* LoadImage "1" -> SaveImage "2" (prefix "a") and SaveImage "3" (prefix "b"). */
+static sd_graph *build_graph(void)
+{
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_new(ctx, &g), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "LoadImage", "1", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "1", "image", "in.png"), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "SaveImage", "2", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_connect(g, "1", "IMAGE", "2", "images"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "2", "filename_prefix", "a"), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "SaveImage", "3", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_connect(g, "1", "IMAGE", "3", "images"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "3", "filename_prefix", "b"), SD_OK);
+    return g;
+}
+
+static int count_pngs(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += strstr(e->d_name, ".png") != NULL;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static char *saved_a, *saved_b;
+
+static void test_save_and_replay_identical(void)
+{
+    write_input(0);
+    sd_graph *g = build_graph();
+    sd_result *res = NULL;
+    CHECK_EQ_INT(sd_graph_run(g, NULL, &res), SD_OK);
+    CHECK_EQ_INT(res ? sd_result_file_count(res) : 0, 2);
+    saved_a = test_path(output_dir, "a_00001_.png");
+    saved_b = test_path(output_dir, "b_00001_.png");
+    CHECK(test_file_exists(saved_a) && test_file_exists(saved_b));
+    sd_result_free(res);
+    sd_graph_free(g);
+
+    /* LoadImage -> SaveImage keeps 8-bit RGB exactly (alpha is dropped: IMAGE is RGB). */
+    sd_image in, out;
+    CHECK_EQ_INT(sd_png_read(ctx, input_png, NULL, &in), SD_OK);
+    CHECK_EQ_INT(sd_png_read(ctx, saved_a, NULL, &out), SD_OK);
+    CHECK(out.channels == 3 && out.width == 6 && out.height == 4);
+    int bad = 0;
+    for (int p = 0; p < 24 && in.data && out.data; p++)
+        for (int c = 0; c < 3; c++)
+            bad += in.data[p * 4 + c] != out.data[p * 3 + c];
+    CHECK_EQ_INT(bad, 0);
+    sd_image_clear(&in);
+    sd_image_clear(&out);
+
+    /* The provenance names the input by absolute path and node/batch of the writer. */
+    char *xml = NULL, *prov = NULL, *node = NULL, *batch = NULL;
+    CHECK_EQ_INT(sd_png_extract_workflow(ctx, saved_b, &xml), SD_OK);
+    CHECK_STR_CONTAINS(xml, "LoadImage");
+    CHECK_STR_CONTAINS(xml, "in.png");
+    CHECK_EQ_INT(sd_png_read_text(ctx, saved_b, NULL, SD_PNG_KEY_PROVENANCE, &prov), SD_OK);
+    char *real = realpath(input_png, NULL);
+    CHECK_STR_CONTAINS(prov, real);
+    free(real);
+    CHECK_EQ_INT(sd_png_read_text(ctx, saved_b, NULL, SD_PNG_KEY_NODE, &node), SD_OK);
+    CHECK_STR_EQ(node, "3");
+    CHECK_EQ_INT(sd_png_read_text(ctx, saved_b, NULL, SD_PNG_KEY_BATCH, &batch), SD_OK);
+    CHECK_STR_EQ(batch, "0");
+    free(xml);
+    free(prov);
+    free(node);
+    free(batch);
+
+    /* Replaying b re-runs node 3 only, into a fresh directory; the output dir is restored. */
+    sd_replay_report rep;
+    CHECK_EQ_INT(sd_replay(ctx, saved_b, &rep), SD_OK);
+    CHECK(rep.identical && rep.max_abs_diff == 0.0);
+    CHECK(rep.new_image && strncmp(rep.new_image, temp_dir, strlen(temp_dir)) == 0);
+    CHECK(rep.new_image && strstr(rep.new_image, "/b_00001_.png"));
+    if (rep.new_image) {
+        char *dir = strdup(rep.new_image);
+        *strrchr(dir, '/') = '\0';
+        CHECK_EQ_INT(count_pngs(dir), 1);
+        free(dir);
+    }
+    CHECK_STR_EQ(sd_context_dir(ctx, SD_DIR_OUTPUT), output_dir);
+    CHECK_EQ_INT(count_pngs(output_dir), 2);
+    sd_replay_report_clear(&rep);
+    CHECK(rep.new_image == NULL);
+}
+
+static void test_replay_changed_or_missing_input(void)
+{
+    sd_key k;
+    char *real = realpath(input_png, NULL);
+    CHECK_EQ_INT(sd_hash_file(ctx, real, &k), SD_OK);
+    char hex[65];
+    sd_key_hex(&k, hex);
+
+    write_input(1); /* different pixels, same name */
+    sd_replay_report rep;
+    CHECK_EQ_INT(sd_replay(ctx, saved_a, &rep), SD_ERR_INVALID);
+    char want[8192];
+    snprintf(want, sizeof want, "input file %s has changed: recorded blake2b %s, now ", real, hex);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), want);
+    CHECK(rep.new_image == NULL);
+    CHECK_EQ_INT(sd_status_exit_code(SD_ERR_INVALID), 3);
+
+    CHECK(remove(input_png) == 0);
+    CHECK_EQ_INT(sd_replay(ctx, saved_a, &rep), SD_ERR_NOT_FOUND);
+    snprintf(want, sizeof want, "input file %s (blake2b %s) is missing", real, hex);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), want);
+
+    write_input(0); /* the original bytes again: replay works again */
+    CHECK_EQ_INT(sd_replay(ctx, saved_a, &rep), SD_OK);
+    sd_replay_report_clear(&rep);
+    free(real);
+}
+
+static void test_replay_mismatch(void)
+{
+    /* The same PNG texts over pixels that differ by 3 levels in one sample. */
+    const char *keys[5] = {SD_PNG_KEY_WORKFLOW, SD_PNG_KEY_ENGINE, SD_PNG_KEY_PROVENANCE,
+                           SD_PNG_KEY_NODE, SD_PNG_KEY_BATCH};
+    char *vals[5] = {0};
+    sd_png_text texts[5];
+    for (int i = 0; i < 5; i++) {
+        CHECK_EQ_INT(sd_png_read_text(ctx, saved_a, NULL, keys[i], &vals[i]), SD_OK);
+        texts[i] = (sd_png_text){keys[i], vals[i] ? vals[i] : ""};
+    }
+    sd_image img;
+    CHECK_EQ_INT(sd_png_read(ctx, saved_a, NULL, &img), SD_OK);
+    if (img.data)
+        img.data[7] = img.data[7] >= 0.5f ? img.data[7] - 3 / 255.0f : img.data[7] + 3 / 255.0f;
+    char *tampered = test_path(test_scratch_dir(), "tampered.png");
+    CHECK_EQ_INT(sd_png_write(ctx, tampered, &img, texts, 5, 4), SD_OK);
+    sd_image_clear(&img);
+    sd_replay_report rep;
+    CHECK_EQ_INT(sd_replay(ctx, tampered, &rep), SD_ERR_MISMATCH);
+    CHECK(!rep.identical);
+    CHECK_NEAR(rep.max_abs_diff, 3.0, 1e-9);
+    CHECK(rep.new_image && test_file_exists(rep.new_image));
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "differs by up to 3 of 255 levels");
+    CHECK_EQ_INT(sd_status_exit_code(SD_ERR_MISMATCH), 1);
+    sd_replay_report_clear(&rep);
+    for (int i = 0; i < 5; i++)
+        free(vals[i]);
+    free(tampered);
+}
+
+static void test_replay_without_workflow(void)
+{
+    char *plain = test_path(test_scratch_dir(), "plain.png");
+    const unsigned char g[] = {1, 2, 3, 4};
+    fixture fx = {.w = 2, .h = 2, .depth = 8, .ctype = PNG_COLOR_TYPE_GRAY, .pixels = g};
+    free(write_fixture("plain.png", &fx));
+    sd_replay_report rep;
+    CHECK_EQ_INT(sd_replay(ctx, plain, &rep), SD_ERR_NOT_FOUND);
+    char want[4200];
+    snprintf(want, sizeof want, "%s: no sdflow workflow in this PNG", plain);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), want);
+    CHECK(rep.new_image == NULL);
+    char *xml = NULL;
+    CHECK_EQ_INT(sd_png_extract_workflow(ctx, plain, &xml), SD_ERR_NOT_FOUND);
+    CHECK(xml == NULL);
+    free(plain);
+}
+
+static void test_nodes_through_scheduler(void)
+{
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_new(ctx, &g), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "EmptyLatentImage", "L", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "L", "width", "524"), SD_OK); /* rounded down, as ComfyUI */
+    CHECK_EQ_INT(sd_graph_set_input(g, "L", "height", "64"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "L", "batch_size", "3"), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "LoadImage", "I", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "I", "image", "in.png"), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "LoadImageMask", "M", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "M", "image", "in.png"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "M", "channel", "red"), SD_OK);
+    const char *const wanted[3] = {"L", "I", "M"};
+    sd_run_options opts = {.outputs = wanted, .n_outputs = 3};
+    sd_result *res = NULL;
+    CHECK_EQ_INT(sd_graph_run(g, &opts, &res), SD_OK);
+    sd_output_info info;
+    CHECK_EQ_INT(sd_result_output(res, "L", "LATENT", &info), SD_OK);
+    CHECK(info.ndim == 4 && info.shape[0] == 3 && info.shape[1] == 4 && info.shape[2] == 8 &&
+          info.shape[3] == 65);
+    CHECK_EQ_INT(sd_result_output(res, "I", "IMAGE", &info), SD_OK);
+    CHECK(info.ndim == 4 && info.shape[0] == 1 && info.shape[1] == 4 && info.shape[2] == 6 && info.shape[3] == 3);
+    CHECK_EQ_INT(sd_result_output(res, "I", "MASK", &info), SD_OK); /* the input has alpha */
+    CHECK(info.ndim == 3 && info.shape[0] == 1 && info.shape[1] == 4 && info.shape[2] == 6);
+    CHECK_EQ_INT(sd_result_output(res, "M", "MASK", &info), SD_OK);
+    CHECK(info.ndim == 3 && info.shape[1] == 4 && info.shape[2] == 6);
+    sd_result_free(res);
+    res = NULL;
+
+    /* 4096 latents of 16384x16384 would need 2^41 bytes: refused, naming the node. */
+    CHECK_EQ_INT(sd_graph_set_input(g, "L", "width", "16384"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "L", "height", "16384"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "L", "batch_size", "4096"), SD_OK);
+    const char *const only_l[1] = {"L"};
+    sd_run_options lopts = {.outputs = only_l, .n_outputs = 1, .no_cache = true};
+    CHECK_EQ_INT(sd_graph_run(g, &lopts, &res), SD_ERR_LIMIT);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "node 'L' (EmptyLatentImage): latent 4096x4x2048x2048 exceeds");
+    sd_result_free(res);
+    res = NULL;
+
+    /* A missing image is reported by name before anything runs. */
+    CHECK_EQ_INT(sd_graph_set_input(g, "I", "image", "nope.png"), SD_OK);
+    const char *const only_i[1] = {"I"};
+    sd_run_options iopts = {.outputs = only_i, .n_outputs = 1};
+    sd_status st = sd_graph_run(g, &iopts, &res);
+    CHECK(st == SD_ERR_NOT_FOUND || st == SD_ERR_INVALID);
+    bool named = strstr(sd_context_errmsg(ctx), "nope.png") != NULL;
+    for (size_t i = 0; i < sd_context_diag_count(ctx); i++)
+        named = named || strstr(sd_context_diag(ctx, i), "nope.png");
+    CHECK(named);
+    sd_result_free(res);
+    sd_graph_free(g);
+}
+
+/* ComfyUI API workflows for these nodes (with LoadImage's "upload" widget) import and validate. */
+static void test_comfy_api_import(void)
+{
+    char *json = test_path(test_scratch_dir(), "api.json");
+    const char *text =
+        "{\"10\": {\"inputs\": {\"image\": \"in.png\", \"upload\": \"image\"}, \"class_type\": \"LoadImage\"},"
+        " \"11\": {\"inputs\": {\"image\": \"in.png\", \"channel\": \"red\", \"upload\": \"image\"},"
+        " \"class_type\": \"LoadImageMask\"},"
+        " \"12\": {\"inputs\": {\"images\": [\"10\", 0], \"filename_prefix\": \"ComfyUI\"}, \"class_type\": \"SaveImage\"},"
+        " \"13\": {\"inputs\": {\"width\": 512, \"height\": 768, \"batch_size\": 2}, \"class_type\": \"EmptyLatentImage\"},"
+        " \"14\": {\"inputs\": {\"images\": [\"10\", 0]}, \"class_type\": \"PreviewImage\"}}";
+    write_bytes(json, text, strlen(text));
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_import_comfy(ctx, json, &g), SD_OK);
+    CHECK_EQ_INT(g ? sd_graph_validate(g) : SD_ERR_INVALID, SD_OK);
+    for (size_t i = 0; i < sd_context_diag_count(ctx); i++)
+        fprintf(stderr, "  %s\n", sd_context_diag(ctx, i));
+    CHECK_EQ_INT(g ? sd_graph_node_count(g) : 0, 5);
+    sd_graph_free(g);
+    free(json);
+}
+
+int main(void)
+{
+    if (sd_context_new(&ctx) != SD_OK)
+        return 2;
+    input_dir = test_path(test_scratch_dir(), "input");
+    output_dir = test_path(test_scratch_dir(), "output");
+    temp_dir = test_path(test_scratch_dir(), "tmp");
+    input_png = test_path(input_dir, "in.png");
+    char *cache = test_path(test_scratch_dir(), "cache.db");
+    mkdir(input_dir, 0777);
+    sd_context_set_dir(ctx, SD_DIR_INPUT, input_dir);
+    sd_context_set_dir(ctx, SD_DIR_OUTPUT, output_dir);
+    sd_context_set_dir(ctx, SD_DIR_TEMP, temp_dir);
+    sd_context_set_cache_path(ctx, cache);
+    RUN(test_save_and_replay_identical);
+    RUN(test_replay_changed_or_missing_input);
+    RUN(test_replay_mismatch);
+    RUN(test_replay_without_workflow);
+    RUN(test_nodes_through_scheduler);
+    RUN(test_comfy_api_import);
+    sd_context_free(ctx);
+    free(saved_a);
+    free(saved_b);
+    free(input_dir);
+    free(output_dir);
+    free(temp_dir);
+    free(input_png);
+    free(cache);
+    return test_summary("test_replay");
+}

@@ -1,0 +1,231 @@
+/* Sigma schedules against ComfyUI's definitions (tests/data/goldens/sigmas.txt) and bad input.
+ * Tolerance: relative 1e-6 per sigma (the goldens are float32; the largest deviation measured is
+ * printed). */
+#include "test.h"
+#include "core/context.h"
+#include "models/sampling.h"
+#include "models/schedulers.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REL_TOL 1e-6
+
+static double worst_rel;
+static char worst_what[256];
+
+static FILE *open_golden(const char *name)
+{
+    char *dir = test_path(test_source_dir(), "tests/data/goldens");
+    char *path = test_path(dir, name);
+    FILE *f = fopen(path, "r");
+    CHECK_MSG(f != NULL, "cannot open %s", path);
+    free(dir);
+    free(path);
+    return f;
+}
+
+/* Reads `count` floats from the rest of a line (strtok state continues from the caller). */
+static void read_values(int count, float *out)
+{
+    for (int i = 0; i < count; i++) {
+        char *tok = strtok(NULL, " \n");
+        out[i] = tok ? strtof(tok, NULL) : NAN;
+    }
+}
+
+static void compare(const char *what, const float *got, size_t n_got, const float *want, int n_want)
+{
+    CHECK_MSG(n_got == (size_t)n_want, "%s: %zu sigmas, want %d", what, n_got, n_want);
+    for (int i = 0; i < n_want && (size_t)i < n_got; i++) {
+        double rel = want[i] == 0.0f ? fabs((double)got[i]) : fabs((double)got[i] / want[i] - 1.0);
+        if (rel > worst_rel) {
+            worst_rel = rel;
+            snprintf(worst_what, sizeof worst_what, "%s, sigma %d", what, i);
+        }
+        CHECK_MSG(rel <= REL_TOL, "%s: sigma %d is %.9g, want %.9g", what, i, got[i], want[i]);
+    }
+}
+
+static void test_goldens(void)
+{
+    FILE *f = open_golden("sigmas.txt");
+    if (!f)
+        return;
+    sd_context *ctx = NULL;
+    CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
+    sd_model_sampling ms;
+    sd_model_sampling_sd1(&ms);
+    static char line[65536];
+    float want[1100];
+    int n_sched = 0, n_ksampler = 0, n_range = 0, n_model = 0;
+    worst_rel = 0.0;
+    while (fgets(line, sizeof line, f)) {
+        char *kind = strtok(line, " \n");
+        if (!kind || kind[0] == '#')
+            continue;
+        if (strcmp(kind, "model") == 0) {
+            for (char *tok; (tok = strtok(NULL, " \n"));) {
+                int idx = atoi(tok);
+                float v = strtof(strchr(tok, ':') + 1, NULL);
+                CHECK_MSG(ms.sigmas[idx] == v, "model sigma %d: %.9g vs %.9g", idx,
+                          ms.sigmas[idx], v);
+                n_model++;
+            }
+        } else if (strcmp(kind, "sched") == 0) {
+            char name[64];
+            snprintf(name, sizeof name, "%s", strtok(NULL, " \n"));
+            int steps = atoi(strtok(NULL, " \n")), count = atoi(strtok(NULL, " \n"));
+            read_values(count, want);
+            float *got = NULL;
+            size_t n = 0;
+            CHECK_EQ_INT(sd_scheduler_sigmas(ctx, &ms, name, steps, &got, &n), SD_OK);
+            char what[128];
+            snprintf(what, sizeof what, "%s %d steps", name, steps);
+            if (got)
+                compare(what, got, n, want, count);
+            free(got);
+            n_sched++;
+        } else if (strcmp(kind, "ksampler") == 0) {
+            char name[64], sampler[64];
+            snprintf(name, sizeof name, "%s", strtok(NULL, " \n"));
+            snprintf(sampler, sizeof sampler, "%s", strtok(NULL, " \n"));
+            int steps = atoi(strtok(NULL, " \n"));
+            double denoise = strtod(strtok(NULL, " \n"), NULL);
+            int count = atoi(strtok(NULL, " \n"));
+            read_values(count, want);
+            float *got = NULL;
+            size_t n = 0;
+            CHECK_EQ_INT(sd_ksampler_sigmas(ctx, &ms, name, sampler, steps, denoise, &got, &n), SD_OK);
+            char what[256];
+            snprintf(what, sizeof what, "KSampler %s/%s %d steps denoise %g", name, sampler, steps, denoise);
+            if (got)
+                compare(what, got, n, want, count);
+            free(got);
+            n_ksampler++;
+        } else if (strcmp(kind, "range") == 0) {
+            char name[64];
+            snprintf(name, sizeof name, "%s", strtok(NULL, " \n"));
+            int steps = atoi(strtok(NULL, " \n"));
+            int start = atoi(strtok(NULL, " \n")), last = atoi(strtok(NULL, " \n"));
+            int force = atoi(strtok(NULL, " \n")), count = atoi(strtok(NULL, " \n"));
+            read_values(count, want);
+            float *got = NULL;
+            size_t n = 0;
+            CHECK_EQ_INT(sd_scheduler_sigmas(ctx, &ms, name, steps, &got, &n), SD_OK);
+            bool run = got && sd_sigmas_step_range(got, &n, start, last, force != 0);
+            CHECK_EQ_INT(run, count > 0);
+            char what[128];
+            snprintf(what, sizeof what, "range %d..%d force %d", start, last, force);
+            if (got)
+                compare(what, got, n, want, count);
+            free(got);
+            n_range++;
+        }
+    }
+    fclose(f);
+    sd_context_free(ctx);
+    CHECK(n_model == 31 && n_sched == 62 && n_ksampler == 54 && n_range == 9);
+    printf("sigmas: %d schedules, %d KSampler schedules, %d step ranges; worst relative deviation %.3g (%s)\n",
+           n_sched, n_ksampler, n_range, worst_rel, worst_what);
+}
+
+static void test_model_sampling(void)
+{
+    sd_model_sampling ms;
+    sd_model_sampling_sd1(&ms);
+    CHECK_NEAR(sd_model_sampling_sigma_min(&ms), 0.0291675, 1e-6);
+    CHECK_NEAR(sd_model_sampling_sigma_max(&ms), 14.6146, 1e-4);
+    for (int t = 0; t < 1000; t += 111)
+        CHECK_EQ_INT(sd_model_sampling_timestep(&ms, ms.sigmas[t]), t);
+    CHECK_NEAR(sd_model_sampling_sigma(&ms, 500.0f), ms.sigmas[500], 1e-6);
+    /* Halfway between two timesteps: the geometric mean of their sigmas. */
+    CHECK_NEAR(sd_model_sampling_sigma(&ms, 500.5f), sqrt((double)ms.sigmas[500] * ms.sigmas[501]), 1e-5);
+    CHECK(sd_model_sampling_sigma(&ms, -3.0f) == sd_model_sampling_sigma(&ms, 0.0f));
+    CHECK(sd_model_sampling_sigma(&ms, 5000.0f) == sd_model_sampling_sigma(&ms, 999.0f));
+    sd_context *ctx = NULL;
+    CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
+    CHECK_EQ_INT(sd_model_sampling_init(ctx, &ms, 1, 0.00085, 0.012), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "1 timesteps");
+    CHECK_EQ_INT(sd_model_sampling_init(ctx, &ms, 1000, 0.02, 0.01), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "beta range");
+    sd_context_free(ctx);
+}
+
+static void test_names(void)
+{
+    CHECK_EQ_INT(sd_scheduler_count(), 9);
+    CHECK_STR_EQ(sd_scheduler_name(0), "normal");
+    CHECK_STR_EQ(sd_scheduler_name(8), "kl_optimal");
+    CHECK(sd_scheduler_name(9) == NULL);
+    CHECK_EQ_INT(sd_scheduler_find("beta"), 6);
+    CHECK_EQ_INT(sd_scheduler_find("Beta"), -1);
+    CHECK_EQ_INT(sd_scheduler_find(NULL), -1);
+}
+
+static void test_bad_input(void)
+{
+    sd_context *ctx = NULL;
+    CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
+    sd_model_sampling ms;
+    sd_model_sampling_sd1(&ms);
+    float *out = NULL;
+    size_t n = 12345;
+    CHECK_EQ_INT(sd_scheduler_sigmas(ctx, &ms, "normal", 0, &out, &n), SD_ERR_INVALID);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), "scheduler 'normal': steps is 0, must be at least 1");
+    CHECK_EQ_INT(sd_scheduler_sigmas(ctx, &ms, "linear", 10, &out, &n), SD_ERR_NOT_FOUND);
+    CHECK_STR_EQ(sd_context_errmsg(ctx),
+                 "unknown scheduler 'linear' (valid: normal, karras, exponential, sgm_uniform, simple, "
+                 "ddim_uniform, beta, linear_quadratic, kl_optimal)");
+    CHECK_EQ_INT(sd_scheduler_sigmas(ctx, &ms, "karras", SD_SCHEDULE_MAX_STEPS + 1, &out, &n), SD_ERR_LIMIT);
+    CHECK(out == NULL && n == 12345);
+
+    CHECK_EQ_INT(sd_ksampler_sigmas(ctx, &ms, "normal", "euler", 0, 1.0, &out, &n), SD_ERR_INVALID);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), "steps is 0, must be at least 1");
+    CHECK_EQ_INT(sd_ksampler_sigmas(ctx, &ms, "normal", "eulr", 20, 1.0, &out, &n), SD_ERR_NOT_FOUND);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "unknown sampler 'eulr' (valid: euler, euler_ancestral, heun,");
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "ddpm, lcm, ddim, uni_pc, uni_pc_bh2)");
+    CHECK_EQ_INT(sd_ksampler_sigmas(ctx, &ms, "nope", "euler", 20, 1.0, &out, &n), SD_ERR_NOT_FOUND);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "unknown scheduler 'nope'");
+    const double bad_denoise[] = {0.0, -0.5, 1.0001, NAN};
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ_INT(sd_ksampler_sigmas(ctx, &ms, "normal", "euler", 20, bad_denoise[i], &out, &n), SD_ERR_INVALID);
+        CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "must be in (0, 1]");
+    }
+    CHECK_EQ_INT(sd_ksampler_sigmas(ctx, &ms, "normal", "euler", 10000, 0.001, &out, &n), SD_ERR_LIMIT);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "need 10000000 steps");
+    CHECK(out == NULL && n == 12345);
+    sd_context_free(ctx);
+}
+
+/* Every scheduler for every step count up to 60: finite, non-increasing, ending in 0. */
+static void test_shapes(void)
+{
+    sd_context *ctx = NULL;
+    CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
+    sd_model_sampling ms;
+    sd_model_sampling_sd1(&ms);
+    for (size_t k = 0; k < sd_scheduler_count(); k++) {
+        for (int steps = 1; steps <= 60; steps++) {
+            float *s = NULL;
+            size_t n = 0;
+            CHECK_EQ_INT(sd_scheduler_sigmas(ctx, &ms, sd_scheduler_name(k), steps, &s, &n), SD_OK);
+            bool ok = s && n >= 2 && s[n - 1] == 0.0f;
+            for (size_t i = 0; ok && i + 1 < n; i++)
+                ok = isfinite(s[i]) && s[i] > 0.0f && s[i + 1] <= s[i];
+            CHECK_MSG(ok, "%s with %d steps is not a decreasing schedule ending in 0", sd_scheduler_name(k), steps);
+            free(s);
+        }
+    }
+    sd_context_free(ctx);
+}
+
+int main(void)
+{
+    RUN(test_model_sampling);
+    RUN(test_names);
+    RUN(test_goldens);
+    RUN(test_bad_input);
+    RUN(test_shapes);
+    return test_summary("test_schedulers");
+}

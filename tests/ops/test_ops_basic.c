@@ -1,0 +1,342 @@
+/* Basic ops (runtime-opencl/ops_basic.h) against the plain-C references in
+ * tests/support/ref_basic.c on random data with odd shapes (sizes that are not multiples of the
+ * kernels' 8-wide vectors or 64-element runs). Tolerances are stated at each check: fp32 kernels
+ * against double references. */
+#include "test.h"
+#include "support/ops_check.h"
+#include "support/ref_basic.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SHAPE(...) ((const int64_t[]){__VA_ARGS__})
+#define NDIM(...) ((int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
+
+static size_t numel(int ndim, const int64_t *shape)
+{
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++)
+        n *= (size_t)shape[i];
+    return n;
+}
+
+static void group_norm_case(int ndim, const int64_t *shape, int groups, bool affine, bool silu, float offset,
+                            double tol)
+{
+    size_t n = numel(ndim, shape);
+    int64_t c = shape[1], hw = (int64_t)(n / (size_t)shape[0] / (size_t)c);
+    float *x = ops_random(n, offset - 1.0f, offset + 1.0f, 1);
+    float *g = ops_random((size_t)c, 0.5f, 1.5f, 2), *b = ops_random((size_t)c, -0.5f, 0.5f, 3);
+    float *ref = malloc(n * sizeof *ref);
+    ref_group_norm(x, shape[0], c, hw, groups, 1e-5f, affine ? g : NULL, affine ? b : NULL, silu, ref);
+    sd_dtensor *dx = ops_upload(x, ndim, shape), *dg = ops_upload(g, 1, &c), *db = ops_upload(b, 1, &c);
+    sd_dtensor *out = NULL;
+    CHECK_EQ_INT(sd_op_group_norm(ops_cl(), dx, groups, 1e-5f, affine ? dg : NULL, affine ? db : NULL, silu, &out),
+                 SD_OK);
+    CHECK(ops_expect("group_norm", out, ndim, shape, ref, tol, tol));
+    sd_dtensor_free(out);
+    sd_dtensor_free(dx);
+    sd_dtensor_free(dg);
+    sd_dtensor_free(db);
+    free(x);
+    free(g);
+    free(b);
+    free(ref);
+}
+
+static void test_group_norm(void)
+{
+    /* Normalised values are O(1): 2e-5 absolute + relative covers fp32 summation over groups of
+     * up to 10^4 values. */
+    group_norm_case(4, SHAPE(2, 64, 7, 9), 32, true, false, 0.0f, 2e-5);
+    group_norm_case(4, SHAPE(1, 96, 13, 11), 32, true, true, 0.0f, 2e-5);
+    group_norm_case(4, SHAPE(1, 320, 33, 31), 32, false, false, 0.0f, 2e-5);
+    group_norm_case(3, SHAPE(3, 32, 5), 8, true, true, 0.0f, 2e-5);
+    group_norm_case(5, SHAPE(1, 64, 3, 5, 7), 32, true, false, 0.0f, 2e-5);
+    /* Mean 100, spread 1: the blockwise (Chan) variance stays accurate where a one-pass
+     * sum-of-squares in fp32 would lose every digit. Input rounding is ~1e-5 of the spread. */
+    group_norm_case(4, SHAPE(1, 64, 45, 47), 32, true, false, 100.0f, 1e-4);
+
+    sd_dtensor *x = ops_upload(ops_random(3 * 10 * 4, 0, 1, 5), 3, SHAPE(3, 10, 4)), *out = NULL;
+    CHECK_EQ_INT(sd_op_group_norm(ops_cl(), x, 32, 1e-5f, NULL, NULL, false, &out), SD_ERR_INVALID);
+    CHECK(out == NULL);
+    CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "group_norm: [3, 10, 4] f32 does not split into 32 groups");
+    int64_t five = 5;
+    sd_dtensor *g = ops_upload(ops_random(5, 0, 1, 6), 1, &five);
+    CHECK_EQ_INT(sd_op_group_norm(ops_cl(), x, 2, 1e-5f, g, g, false, &out), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "must have 10 elements");
+    CHECK_EQ_INT(sd_op_group_norm(ops_cl(), x, 2, 1e-5f, g, NULL, false, &out), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "gamma and beta must be given together");
+    sd_dtensor_free(g);
+    sd_dtensor_free(x);
+}
+
+static void test_layer_norm(void)
+{
+    const int64_t shapes[3][3] = {{3, 5, 77}, {2, 1, 1283}, {1, 7, 3}};
+    for (int s = 0; s < 3; s++)
+        for (int affine = 0; affine < 2; affine++) {
+            const int64_t *shape = shapes[s];
+            size_t n = numel(3, shape);
+            int64_t d = shape[2];
+            float *x = ops_random(n, -3.0f, 5.0f, 10 + s), *g = ops_random((size_t)d, 0.5f, 1.5f, 11);
+            float *b = ops_random((size_t)d, -1.0f, 1.0f, 12), *ref = malloc(n * sizeof *ref);
+            ref_layer_norm(x, (int64_t)(n / (size_t)d), d, 1e-5f, affine ? g : NULL, affine ? b : NULL, ref);
+            sd_dtensor *dx = ops_upload(x, 3, shape), *dg = ops_upload(g, 1, &d), *db = ops_upload(b, 1, &d);
+            sd_dtensor *out = NULL;
+            CHECK_EQ_INT(sd_op_layer_norm(ops_cl(), dx, 1e-5f, affine ? dg : NULL, affine ? db : NULL, &out), SD_OK);
+            /* O(1) outputs, rows of up to 1283 values: 1e-5 absolute + relative. */
+            CHECK(ops_expect("layer_norm", out, 3, shape, ref, 1e-5, 1e-5));
+            sd_dtensor_free(out);
+            sd_dtensor_free(dx);
+            sd_dtensor_free(dg);
+            sd_dtensor_free(db);
+            free(x);
+            free(g);
+            free(b);
+            free(ref);
+        }
+}
+
+static void test_softmax(void)
+{
+    const int64_t shapes[3][2] = {{7, 77}, {3, 1029}, {5, 1}};
+    for (int s = 0; s < 3; s++) {
+        size_t n = numel(2, shapes[s]);
+        float *x = ops_random(n, -20.0f, 20.0f, 20 + s), *ref = malloc(n * sizeof *ref);
+        if (s == 0)
+            for (int i = 0; i < 40; i++)
+                x[77 + i] = -INFINITY; /* a masked run in row 1 */
+        ref_softmax(x, shapes[s][0], shapes[s][1], ref);
+        sd_dtensor *dx = ops_upload(x, 2, shapes[s]), *out = NULL;
+        CHECK_EQ_INT(sd_op_softmax(ops_cl(), dx, &out), SD_OK);
+        /* Probabilities in [0, 1]: 1e-6 absolute + 1e-5 relative (fp32 exp and sums). */
+        CHECK(ops_expect("softmax", out, 2, shapes[s], ref, 1e-6, 1e-5));
+        sd_dtensor_free(out);
+        sd_dtensor_free(dx);
+        free(x);
+        free(ref);
+    }
+}
+
+static void test_unary(void)
+{
+    const int64_t shape[3] = {3, 13, 61}; /* 2379 values: full 64-runs plus a 11-value tail */
+    size_t n = numel(3, shape);
+    float *x = ops_random(n, -8.0f, 8.0f, 30), *ref = malloc(n * sizeof *ref);
+    static const char *const names[] = {"silu", "gelu", "gelu_tanh", "quick_gelu"};
+    for (int op = SD_UNARY_SILU; op <= SD_UNARY_QUICK_GELU; op++) {
+        ref_unary((sd_unary)op, x, n, ref);
+        sd_dtensor *dx = ops_upload(x, 3, shape), *out = NULL;
+        CHECK_EQ_INT(sd_op_unary(ops_cl(), (sd_unary)op, dx, &out), SD_OK);
+        /* fp32 exp/erf/tanh within a few ulp: 1e-6 absolute + 4e-6 relative. */
+        CHECK_MSG(ops_expect(names[op], out, 3, shape, ref, 1e-6, 4e-6), "unary %s", names[op]);
+        sd_dtensor_free(out);
+        sd_dtensor_free(dx);
+    }
+    free(x);
+    free(ref);
+}
+
+static void test_geglu(void)
+{
+    const int64_t shapes[2][3] = {{3, 5, 154}, {1, 2, 640}};
+    for (int s = 0; s < 2; s++) {
+        size_t n = numel(3, shapes[s]);
+        int64_t d = shapes[s][2] / 2, oshape[3] = {shapes[s][0], shapes[s][1], d};
+        float *x = ops_random(n, -4.0f, 4.0f, 40 + s), *ref = malloc(n / 2 * sizeof *ref);
+        ref_geglu(x, shapes[s][0] * shapes[s][1], d, ref);
+        sd_dtensor *dx = ops_upload(x, 3, shapes[s]), *out = NULL;
+        CHECK_EQ_INT(sd_op_geglu(ops_cl(), dx, &out), SD_OK);
+        CHECK(ops_expect("geglu", out, 3, oshape, ref, 2e-6, 4e-6)); /* products of O(4) values */
+        sd_dtensor_free(out);
+        sd_dtensor_free(dx);
+        free(x);
+        free(ref);
+    }
+    sd_dtensor *odd = ops_upload(ops_random(15, 0, 1, 45), 2, SHAPE(3, 5)), *out = NULL;
+    CHECK_EQ_INT(sd_op_geglu(ops_cl(), odd, &out), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "geglu: last dimension of [3, 5] f32 must be even");
+    sd_dtensor_free(odd);
+}
+
+static void binary_case(sd_binary op, int na, const int64_t *sa, int nb, const int64_t *sb, int ny,
+                        const int64_t *sy)
+{
+    size_t n_a = numel(na, sa), n_b = numel(nb, sb), n_y = numel(ny, sy);
+    float *a = ops_random(n_a, -2.0f, 2.0f, 50), *b = ops_random(n_b, -2.0f, 2.0f, 51);
+    float *ref = malloc(n_y * sizeof *ref);
+    ref_binary(op, a, sa, na, b, sb, nb, ref);
+    sd_dtensor *da = ops_upload(a, na, sa), *db = ops_upload(b, nb, sb), *out = NULL;
+    CHECK_EQ_INT(sd_op_binary(ops_cl(), op, da, db, &out), SD_OK);
+    CHECK(ops_expect(op == SD_BINARY_ADD ? "add" : "mul", out, ny, sy, ref, 0.0, 0.0)); /* exact */
+    sd_dtensor_free(out);
+    sd_dtensor_free(da);
+    sd_dtensor_free(db);
+    free(a);
+    free(b);
+    free(ref);
+}
+
+static void test_binary(void)
+{
+    for (int op = SD_BINARY_ADD; op <= SD_BINARY_MUL; op++) {
+        binary_case(op, 4, SHAPE(2, 3, 5, 67), 4, SHAPE(2, 3, 5, 67), 4, SHAPE(2, 3, 5, 67));
+        binary_case(op, 4, SHAPE(2, 40, 9, 11), 3, SHAPE(40, 1, 1), 4, SHAPE(2, 40, 9, 11)); /* bias */
+        binary_case(op, 3, SHAPE(2, 1, 5), 2, SHAPE(3, 1), 3, SHAPE(2, 3, 5));
+        binary_case(op, 3, SHAPE(4, 1, 70), 3, SHAPE(1, 5, 70), 3, SHAPE(4, 5, 70));
+        binary_case(op, 5, SHAPE(2, 3, 4, 5, 6), 4, SHAPE(3, 1, 5, 1), 5, SHAPE(2, 3, 4, 5, 6));
+        binary_case(op, 2, SHAPE(3, 131), 1, SHAPE(1), 2, SHAPE(3, 131));
+        binary_case(op, 1, SHAPE(1), 3, SHAPE(2, 2, 77), 3, SHAPE(2, 2, 77));
+    }
+    sd_dtensor *a = ops_upload(ops_random(6, 0, 1, 52), 2, SHAPE(2, 3));
+    sd_dtensor *b = ops_upload(ops_random(4, 0, 1, 53), 1, SHAPE(4)), *out = NULL;
+    CHECK_EQ_INT(sd_op_binary(ops_cl(), SD_BINARY_ADD, a, b, &out), SD_ERR_INVALID);
+    CHECK(out == NULL);
+    CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "add: shapes [2, 3] f32 and [4] f32 do not broadcast");
+    sd_dtensor_free(a);
+    sd_dtensor_free(b);
+}
+
+static void test_scale_clamp(void)
+{
+    const int64_t shape[2] = {7, 131};
+    size_t n = numel(2, shape);
+    float *x = ops_random(n, -3.0f, 3.0f, 60), *ref = malloc(n * sizeof *ref);
+    sd_dtensor *dx = ops_upload(x, 2, shape), *out = NULL;
+    for (size_t i = 0; i < n; i++)
+        ref[i] = x[i] * -1.0f + 1.0f;
+    CHECK_EQ_INT(sd_op_scale(ops_cl(), dx, -1.0f, 1.0f, &out), SD_OK);
+    CHECK(ops_expect("invert", out, 2, shape, ref, 0.0, 0.0)); /* one exact fma/mul-add in fp32 */
+    sd_dtensor_free(out);
+    for (size_t i = 0; i < n; i++)
+        ref[i] = x[i] * 0.18215f;
+    CHECK_EQ_INT(sd_op_scale(ops_cl(), dx, 0.18215f, 0.0f, &out), SD_OK);
+    CHECK(ops_expect("scale", out, 2, shape, ref, 0.0, 0.0));
+    sd_dtensor_free(out);
+    for (size_t i = 0; i < n; i++)
+        ref[i] = fminf(fmaxf(x[i], -1.0f), 0.5f);
+    CHECK_EQ_INT(sd_op_clamp(ops_cl(), dx, -1.0f, 0.5f, &out), SD_OK);
+    CHECK(ops_expect("clamp", out, 2, shape, ref, 0.0, 0.0));
+    sd_dtensor_free(out);
+    CHECK_EQ_INT(sd_op_clamp(ops_cl(), dx, 1.0f, 0.0f, &out), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "clamp: min 1 is above max 0");
+    sd_dtensor_free(dx);
+    free(x);
+    free(ref);
+}
+
+static void test_concat_slice(void)
+{
+    /* Concat along each dimension of [2, 3, 5, 7] with a partner of size 4 there. */
+    for (int dim = 0; dim < 4; dim++) {
+        int64_t sa[4] = {2, 3, 5, 7}, sb[4] = {2, 3, 5, 7}, sy[4] = {2, 3, 5, 7};
+        sb[dim] = 4;
+        sy[dim] = sa[dim] + 4;
+        size_t na = numel(4, sa), nb = numel(4, sb);
+        float *a = ops_random(na, -1, 1, 70), *b = ops_random(nb, -1, 1, 71), *ref = malloc((na + nb) * sizeof *ref);
+        int64_t outer = 1, inner = 1;
+        for (int i = 0; i < dim; i++)
+            outer *= sa[i];
+        for (int i = dim + 1; i < 4; i++)
+            inner *= sa[i];
+        ref_concat(a, b, outer, sa[dim], 4, inner, ref);
+        sd_dtensor *da = ops_upload(a, 4, sa), *db = ops_upload(b, 4, sb), *out = NULL;
+        CHECK_EQ_INT(sd_op_concat(ops_cl(), da, db, dim, &out), SD_OK);
+        CHECK_MSG(ops_expect("concat", out, 4, sy, ref, 0.0, 0.0), "concat dim %d", dim);
+        /* Slicing the result gives back b. */
+        sd_dtensor *back = NULL;
+        CHECK_EQ_INT(sd_op_slice(ops_cl(), out, dim, sa[dim], 4, &back), SD_OK);
+        CHECK_MSG(ops_expect("slice", back, 4, sb, b, 0.0, 0.0), "slice dim %d", dim);
+        sd_dtensor_free(back);
+        sd_dtensor_free(out);
+        sd_dtensor_free(da);
+        sd_dtensor_free(db);
+        free(a);
+        free(b);
+        free(ref);
+    }
+    /* Slice of a long row (vector path) from an offset. */
+    float *x = ops_random(3 * 300, -1, 1, 72), *ref = malloc(3 * 150 * sizeof *ref);
+    ref_slice(x, 3, 300, 1, 77, 150, ref);
+    sd_dtensor *dx = ops_upload(x, 2, SHAPE(3, 300)), *out = NULL;
+    CHECK_EQ_INT(sd_op_slice(ops_cl(), dx, 1, 77, 150, &out), SD_OK);
+    CHECK(ops_expect("slice row", out, 2, SHAPE(3, 150), ref, 0.0, 0.0));
+    sd_dtensor_free(out);
+    CHECK_EQ_INT(sd_op_slice(ops_cl(), dx, 1, 200, 101, &out), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "slice: [200, 301) along dimension 1 is outside [3, 300] f32");
+    sd_dtensor *other = ops_upload(x, 2, SHAPE(4, 200));
+    CHECK_EQ_INT(sd_op_concat(ops_cl(), dx, other, 0, &out), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "do not concatenate along dimension 0");
+    sd_dtensor_free(other);
+    sd_dtensor_free(dx);
+    free(x);
+    free(ref);
+}
+
+static void test_upsample(void)
+{
+    const int64_t shapes[3][4] = {{2, 3, 5, 13}, {1, 1, 1, 1}, {1, 4, 8, 8}};
+    for (int s = 0; s < 3; s++) {
+        size_t n = numel(4, shapes[s]);
+        int64_t oshape[4] = {shapes[s][0], shapes[s][1], 2 * shapes[s][2], 2 * shapes[s][3]};
+        float *x = ops_random(n, -1, 1, 80 + s), *ref = malloc(4 * n * sizeof *ref);
+        ref_upsample2x(x, shapes[s][0] * shapes[s][1], shapes[s][2], shapes[s][3], ref);
+        sd_dtensor *dx = ops_upload(x, 4, shapes[s]), *out = NULL;
+        CHECK_EQ_INT(sd_op_upsample_nearest2x(ops_cl(), dx, &out), SD_OK);
+        CHECK(ops_expect("upsample", out, 4, oshape, ref, 0.0, 0.0));
+        sd_dtensor_free(out);
+        sd_dtensor_free(dx);
+        free(x);
+        free(ref);
+    }
+}
+
+static void test_timestep_embedding(void)
+{
+    const float t[5] = {0.0f, 1.0f, 999.0f, 500.5f, 37.0f};
+    const int dims[3] = {320, 7, 2};
+    for (int s = 0; s < 3; s++) {
+        int64_t n = 5, oshape[2] = {5, dims[s]};
+        float *ref = malloc((size_t)(5 * dims[s]) * sizeof *ref);
+        ref_timestep_embedding(t, n, dims[s], 10000.0, ref);
+        sd_dtensor *dt = ops_upload(t, 1, &n), *out = NULL;
+        CHECK_EQ_INT(sd_op_timestep_embedding(ops_cl(), dt, dims[s], 10000.0f, &out), SD_OK);
+        /* Arguments up to ~1000 rad: one ulp of the fp32 argument (6e-5) moves cos/sin by as
+         * much; fp32 exp within a few ulp of the frequency: 5e-4 absolute. */
+        CHECK_MSG(ops_expect("timestep_embedding", out, 2, oshape, ref, 5e-4, 0.0), "dim %d", dims[s]);
+        sd_dtensor_free(out);
+        sd_dtensor_free(dt);
+        free(ref);
+    }
+    /* Exact values at t = 0: cos 1, sin 0. */
+    int64_t one = 1;
+    float zero = 0.0f;
+    sd_dtensor *dt = ops_upload(&zero, 1, &one), *out = NULL;
+    CHECK_EQ_INT(sd_op_timestep_embedding(ops_cl(), dt, 4, 10000.0f, &out), SD_OK);
+    float *got = out ? ops_download(out) : NULL;
+    CHECK(got && got[0] == 1.0f && got[1] == 1.0f && got[2] == 0.0f && got[3] == 0.0f);
+    free(got);
+    sd_dtensor_free(out);
+    CHECK_EQ_INT(sd_op_timestep_embedding(ops_cl(), dt, 1, 10000.0f, &out), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "dim >= 2 (got 1)");
+    sd_dtensor_free(dt);
+}
+
+int main(void)
+{
+    if (!ops_cl())
+        return 1;
+    RUN(test_group_norm);
+    RUN(test_layer_norm);
+    RUN(test_softmax);
+    RUN(test_unary);
+    RUN(test_geglu);
+    RUN(test_binary);
+    RUN(test_scale_clamp);
+    RUN(test_concat_slice);
+    RUN(test_upsample);
+    RUN(test_timestep_embedding);
+    ops_cl_release();
+    return test_summary("test_ops_basic");
+}
