@@ -142,7 +142,7 @@ int cmd_lua(int argc, char **argv)
     lua_pushlightuserdata(L, argv);
     int code;
     if (lua_pcall(L, 2, 2, 0) != LUA_OK) {
-        code = EXIT_LIMIT; /* only a memory error can escape protected_main */
+        code = EXIT_LIMIT; /* setting the state up failed: out of memory, too many arguments */
         fprintf(stderr, "sdflow: error: %s\n", lua_isstring(L, -1) ? lua_tostring(L, -1) : "out of memory");
     } else {
         code = (int)lua_tointeger(L, -2);

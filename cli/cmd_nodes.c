@@ -2,6 +2,7 @@
  * `sdflow nodes --markdown > docs/nodes.md` regenerates docs/nodes.md (a test compares them). */
 #include "cli/cli.h"
 #include "sdflow/node.h"
+#include <ctype.h>
 #include <float.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -191,6 +192,22 @@ int cmd_nodes(int argc, char **argv)
                "Type and input names follow ComfyUI. Default \"required\": the input must be linked\n"
                "or set; \"optional\": it may stay unset; otherwise the default applies when unset.\n");
     const char *category = NULL;
+    if (markdown) {
+        /* An index: one line per category linking to its node types. */
+        putchar('\n');
+        for (size_t i = 0; i < n; i++) {
+            bool first = !category || strcmp(category, list[i]->category) != 0;
+            if (first)
+                printf("%s- %s: ", category ? "\n" : "", list[i]->category);
+            printf("%s[%s](#", first ? "" : ", ", list[i]->name);
+            for (const char *c = list[i]->name; *c; c++)
+                putchar(tolower((unsigned char)*c));
+            putchar(')');
+            category = list[i]->category;
+        }
+        putchar('\n');
+        category = NULL;
+    }
     for (size_t i = 0; i < n; i++) {
         if (markdown && (!category || strcmp(category, list[i]->category) != 0)) {
             category = list[i]->category;

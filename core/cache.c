@@ -9,7 +9,6 @@
 #include "core/checked.h"
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +27,10 @@ struct sd_cache {
     sqlite3 *db;
     char *path;
     int64_t budget; /* payload bytes kept after a put */
-    bool broken;    /* a statement reported corruption: stop using the database */
+    dev_t dev;      /* identity of the database file opened */
+    ino_t ino;
+    bool corrupt;   /* a statement reported corruption: repair after the current operation */
+    bool broken;    /* repair failed: the database is not used any more */
 };
 
 /* ---- Opening, schema, repair. ---- */
@@ -139,15 +141,61 @@ static int64_t env_budget(sd_context *ctx)
     return DEFAULT_BUDGET;
 }
 
+/* Takes the open/repair lock "<path>.lock"; returns its descriptor (closing it unlocks), or -1
+ * with the error set. */
+static int lock_cache(sd_context *ctx, const char *path)
+{
+    char *lock_path = sd_strfmt("%s.lock", path);
+    if (!lock_path) {
+        sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+        return -1;
+    }
+    int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0 || flock(fd, LOCK_EX) != 0) {
+        sd_set_error(ctx, SD_ERR_CACHE, "%s: %s", lock_path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+    free(lock_path);
+    return fd;
+}
+
+/* With the lock held: opens path and sets it up; a corrupt file is moved aside and replaced by
+ * a fresh database once. *id identifies the file opened. */
+static sd_status open_locked(sd_context *ctx, const char *path, sqlite3 **out, struct stat *id)
+{
+    *out = NULL;
+    for (int attempt = 0;; attempt++) {
+        sqlite3 *db = NULL;
+        char *msg = NULL;
+        int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+        if (rc == SQLITE_OK)
+            rc = setup_db(db, &msg);
+        if (rc == SQLITE_OK && stat(path, id) == 0) {
+            sqlite3_free(msg);
+            *out = db;
+            return SD_OK;
+        }
+        if (!msg && db)
+            msg = sqlite3_mprintf("%s", rc == SQLITE_OK ? strerror(errno) : sqlite3_errmsg(db));
+        sd_status st = sd_set_error(ctx, SD_ERR_CACHE, "%s: %s", path, msg ? msg : sqlite3_errstr(rc));
+        sqlite3_free(msg);
+        sqlite3_close(db);
+        if (attempt > 0 || !is_corruption(rc))
+            return st;
+        if ((st = move_aside(ctx, path)))
+            return st;
+    }
+}
+
 sd_status sd_cache_open(sd_context *ctx, const char *path, sd_cache **out)
 {
     *out = NULL;
     sd_status st = SD_OK;
-    sqlite3 *db = NULL;
-    char *lock_path = sd_strfmt("%s.lock", path);
     sd_cache *c = calloc(1, sizeof *c);
     int lock_fd = -1;
-    if (!c || !lock_path || !(c->path = sd_strdup(path))) {
+    if (!c || !(c->path = sd_strdup(path))) {
         st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
         goto done;
     }
@@ -156,39 +204,20 @@ sd_status sd_cache_open(sd_context *ctx, const char *path, sd_cache **out)
         st = sd_set_error(ctx, SD_ERR_CACHE, "%s: cannot create its directory: %s", path, strerror(err));
         goto done;
     }
-    lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-    if (lock_fd < 0 || flock(lock_fd, LOCK_EX) != 0) {
-        st = sd_set_error(ctx, SD_ERR_CACHE, "%s: %s", lock_path, strerror(errno));
+    if ((lock_fd = lock_cache(ctx, path)) < 0) {
+        st = SD_ERR_CACHE;
         goto done;
     }
-    for (int attempt = 0; attempt < 2; attempt++) {
-        char *msg = NULL;
-        int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
-        if (rc == SQLITE_OK)
-            rc = setup_db(db, &msg);
-        if (rc == SQLITE_OK) {
-            sqlite3_free(msg);
-            break;
-        }
-        if (!msg && db)
-            msg = sqlite3_mprintf("%s", sqlite3_errmsg(db));
-        st = sd_set_error(ctx, SD_ERR_CACHE, "%s: %s", path, msg ? msg : sqlite3_errstr(rc));
-        sqlite3_free(msg);
-        sqlite3_close(db);
-        db = NULL;
-        if (attempt > 0 || !is_corruption(rc))
-            goto done;
-        if ((st = move_aside(ctx, path)))
-            goto done;
-    }
+    struct stat id;
+    if ((st = open_locked(ctx, path, &c->db, &id)))
+        goto done;
+    c->dev = id.st_dev;
+    c->ino = id.st_ino;
     c->ctx = ctx;
-    c->db = db;
     c->budget = env_budget(ctx);
-    st = SD_OK;
 done:
     if (lock_fd >= 0)
         close(lock_fd); /* releases the flock */
-    free(lock_path);
     if (st) {
         if (c)
             free(c->path);
@@ -235,16 +264,41 @@ sd_cache *sd_context_cache(sd_context *ctx)
 
 /* ---- Statements. ---- */
 
-/* A failing SQLite call in get/put: warn, and stop using a corrupt database. */
+/* A failing SQLite call in get/put: warn; corruption is repaired by settle(). */
 static void db_warn(sd_cache *c, int rc, const char *what)
 {
-    if (is_corruption(rc) && !c->broken) {
-        c->broken = true;
-        sd_warn(c->ctx, "cache %s: %s: %s (cache disabled; 'sdflow cache verify' repairs it)",
-                c->path, what, sqlite3_errmsg(c->db));
-        return;
-    }
+    c->corrupt |= is_corruption(rc);
     sd_warn(c->ctx, "cache %s: %s: %s", c->path, what, sqlite3_errmsg(c->db));
+}
+
+/* After an operation (its statements finalized) that found the database corrupt: moves the
+ * file aside, unless another process already replaced it, and goes on with a fresh one. The
+ * context's error message is left as it was: a cache problem never fails a run. */
+static void settle(sd_cache *c)
+{
+    if (!c->corrupt)
+        return;
+    c->corrupt = false;
+    c->broken = true;
+    char saved[sizeof c->ctx->errmsg];
+    memcpy(saved, c->ctx->errmsg, sizeof saved);
+    int fd = lock_cache(c->ctx, c->path);
+    if (fd >= 0) {
+        sqlite3_close_v2(c->db);
+        c->db = NULL;
+        struct stat now, id;
+        if (stat(c->path, &now) == 0 && now.st_dev == c->dev && now.st_ino == c->ino)
+            move_aside(c->ctx, c->path);
+        if (open_locked(c->ctx, c->path, &c->db, &id) == SD_OK) {
+            c->dev = id.st_dev;
+            c->ino = id.st_ino;
+            c->broken = false;
+        }
+        close(fd);
+    }
+    if (c->broken)
+        sd_warn(c->ctx, "cache disabled: %s", c->ctx->errmsg);
+    memcpy(c->ctx->errmsg, saved, sizeof saved);
 }
 
 static sqlite3_stmt *prepare(sd_cache *c, const char *sql)
@@ -372,8 +426,10 @@ bool sd_cache_get(sd_cache *c, const sd_key *key, size_t n_outputs, sd_value **o
     if (c->broken)
         return false;
     sqlite3_stmt *s = prepare(c, "SELECT payload, checksum FROM entries WHERE key = ?1");
-    if (!s)
+    if (!s) {
+        settle(c);
         return false;
+    }
     sqlite3_bind_blob(s, 1, key->b, sizeof key->b, SQLITE_STATIC);
     bool hit = false, bad = false;
     int rc = sqlite3_step(s);
@@ -399,6 +455,7 @@ bool sd_cache_get(sd_cache *c, const sd_key *key, size_t n_outputs, sd_value **o
     } else if (hit && (rc = touch(c, key)) != SQLITE_OK) {
         db_warn(c, rc, "update");
     }
+    settle(c);
     return hit;
 }
 
@@ -442,8 +499,8 @@ void sd_cache_put(sd_cache *c, const sd_key *key, const char *node_type, size_t 
         sd_warn(c->ctx, "cache: cannot serialize the outputs of a %s node: not stored", node_type);
         return;
     }
-    if (len > (size_t)c->budget || len > INT_MAX) {
-        free(payload); /* larger than the whole budget (or SQLite's blob limit): not stored */
+    if (len > (size_t)c->budget || len > (size_t)sqlite3_limit(c->db, SQLITE_LIMIT_LENGTH, -1)) {
+        free(payload); /* larger than the whole budget or SQLite's blob limit: not stored */
         return;
     }
     sd_key sum;
@@ -480,6 +537,7 @@ void sd_cache_put(sd_cache *c, const sd_key *key, const char *node_type, size_t 
         exec(c, "PRAGMA incremental_vacuum");
     }
     free(payload);
+    settle(c);
 }
 
 bool sd_cache_file_hash_get(sd_cache *c, const char *path, int64_t size, int64_t mtime_ns,
@@ -489,8 +547,10 @@ bool sd_cache_file_hash_get(sd_cache *c, const char *path, int64_t size, int64_t
         return false;
     sqlite3_stmt *s = prepare(c, "SELECT hash FROM file_hashes WHERE path = ?1 AND size = ?2 "
                                  "AND mtime_ns = ?3 AND inode = ?4");
-    if (!s)
+    if (!s) {
+        settle(c);
         return false;
+    }
     sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 2, size);
     sqlite3_bind_int64(s, 3, mtime_ns);
@@ -504,6 +564,7 @@ bool sd_cache_file_hash_get(sd_cache *c, const char *path, int64_t size, int64_t
         db_warn(c, rc, "file hash lookup");
     }
     sqlite3_finalize(s);
+    settle(c);
     return hit;
 }
 
@@ -513,8 +574,10 @@ void sd_cache_file_hash_put(sd_cache *c, const char *path, int64_t size, int64_t
     if (c->broken)
         return;
     sqlite3_stmt *s = prepare(c, "INSERT OR REPLACE INTO file_hashes VALUES(?1, ?2, ?3, ?4, ?5)");
-    if (!s)
+    if (!s) {
+        settle(c);
         return;
+    }
     sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 2, size);
     sqlite3_bind_int64(s, 3, mtime_ns);
@@ -524,6 +587,7 @@ void sd_cache_file_hash_put(sd_cache *c, const char *path, int64_t size, int64_t
     if (rc != SQLITE_DONE)
         db_warn(c, rc, "file hash store");
     sqlite3_finalize(s);
+    settle(c);
 }
 
 /* ---- Public maintenance functions. ---- */
@@ -646,21 +710,14 @@ static bool integrity_ok(sd_cache *c, char *first, size_t size)
     return ok;
 }
 
-/* Moves a corrupt database aside and reopens a fresh one in the context. */
+/* Moves a corrupt database aside and continues on a fresh one. */
 static sd_status rebuild(sd_context *ctx, sd_cache *c)
 {
-    char *path = sd_strdup(c->path);
-    if (!path)
-        return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
-    sd_context_set_ext(ctx, SD_EXT_CACHE, NULL, NULL); /* closes c */
-    sd_status st = move_aside(ctx, path);
-    sd_cache *fresh = NULL;
-    if (!st)
-        st = sd_cache_open(ctx, path, &fresh);
-    if (!st && (st = sd_context_set_ext(ctx, SD_EXT_CACHE, fresh, cache_free)))
-        sd_cache_close(fresh);
-    free(path);
-    return st;
+    c->corrupt = true;
+    settle(c);
+    if (c->broken)
+        return sd_set_error(ctx, SD_ERR_CACHE, "%s: the database is corrupt and could not be rebuilt", c->path);
+    return SD_OK;
 }
 
 sd_status sd_cache_verify(sd_context *ctx, int64_t *bad_entries)
@@ -668,12 +725,8 @@ sd_status sd_cache_verify(sd_context *ctx, int64_t *bad_entries)
     *bad_entries = 0;
     sd_cache *c = sd_context_ext(ctx, SD_EXT_CACHE);
     sd_status st;
-    if (c && c->broken) {
-        int64_t n = 0;
-        query_i64(c, "SELECT count(*) FROM entries", &n);
-        *bad_entries = n;
+    if (c && c->broken)
         return rebuild(ctx, c);
-    }
     if ((st = maint_cache(ctx, &c)))
         return st;
     char why[256];

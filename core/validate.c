@@ -128,14 +128,16 @@ static size_t edit_distance(const char *a, const char *b, size_t cap)
     return row[lb];
 }
 
-/* The registered node type closest to name (at most 3 edits), or NULL. */
+/* The registered node type closest to name, or NULL when none is close: at most one edit per
+ * four characters (and at most 3), so short names get no far-fetched suggestions. */
 static const char *closest_type(const char *name)
 {
+    size_t len = strlen(name), cap = len / 4 < 1 ? 1 : len / 4 > 3 ? 3 : len / 4;
     const char *best = NULL;
-    size_t best_d = 4;
+    size_t best_d = cap + 1;
     for (size_t i = 0; i < sd_node_type_count(); i++) {
         const char *cand = sd_node_type_at(i)->name;
-        size_t d = edit_distance(name, cand, 3);
+        size_t d = edit_distance(name, cand, cap);
         if (d < best_d) {
             best_d = d;
             best = cand;
@@ -436,7 +438,8 @@ sd_status sd_graph_validate(sd_graph *g)
     check_cycles(&v);
     free(v.by_id);
 
-    qsort(v.problems, v.n_problems, sizeof *v.problems, cmp_problems);
+    if (v.n_problems) /* qsort's pointer must not be NULL, even for zero elements */
+        qsort(v.problems, v.n_problems, sizeof *v.problems, cmp_problems);
     for (size_t i = 0; i < v.n_problems; i++) {
         sd_diag_add(ctx, "%s", v.problems[i].text);
         free(v.problems[i].text);

@@ -88,6 +88,10 @@ static void on_start_element(void *user, const xmlChar *localname, const xmlChar
 /* Parses buf into a tree; NULL on failure (error set on the context). */
 static xmlDocPtr parse_document(reader *r, const char *buf, size_t len)
 {
+    if (len == 0) {
+        reader_fail(r, SD_ERR_PARSE, 0, "malformed XML: the file is empty");
+        return NULL;
+    }
     xmlParserCtxtPtr p = xmlCreateMemoryParserCtxt(buf, (int)len);
     if (!p) {
         reader_fail(r, SD_ERR_NOMEM, 0, "out of memory");

@@ -25,9 +25,9 @@ static const char *node_id(const sdl_node *n) { return n->text; }
 static const char *node_type(const sdl_node *n) { return n->text + n->id_len + 1; }
 
 /* Raises the context's last message (the builder API's misuse errors). */
-static int raise_status(lua_State *L, const sdl_graph *g, sd_status st)
+static int raise_status(lua_State *L, const sd_graph *graph, sd_status st)
 {
-    const char *msg = sd_context_errmsg(sd_graph_context(g->graph));
+    const char *msg = sd_context_errmsg(sd_graph_context(graph));
     return luaL_error(L, "%s", *msg ? msg : sd_status_name(st));
 }
 
@@ -47,11 +47,16 @@ sdl_graph *sdl_check_graph(lua_State *L, int idx)
     return g;
 }
 
-void sdl_push_graph(lua_State *L, sd_graph *graph, sdl_shared_ctx *shared)
+sdl_graph *sdl_push_graph(lua_State *L)
 {
-    sdl_graph *g = lua_newuserdatauv(L, sizeof *g, 0);
+    sdl_graph *g = lua_newuserdatauv(L, sizeof *g, 1); /* user value: the node handle cache */
     memset(g, 0, sizeof *g);
     luaL_setmetatable(L, SDL_GRAPH);
+    return g;
+}
+
+void sdl_graph_own(sdl_graph *g, sd_graph *graph, sdl_shared_ctx *shared)
+{
     g->graph = graph;
     g->shared = shared;
     shared->refs++;
@@ -59,9 +64,26 @@ void sdl_push_graph(lua_State *L, sd_graph *graph, sdl_shared_ctx *shared)
 
 /* ---- Node handles. ---- */
 
+/* Pushes the handle of node `id` of the graph at gidx. A graph keeps its node handles in a
+ * weak table, so a node has one handle at a time (handles work as table keys). */
 static void push_node(lua_State *L, int gidx, const char *id, const char *type)
 {
     gidx = lua_absindex(L, gidx);
+    if (lua_getiuservalue(L, gidx, 1) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_createtable(L, 0, 1);
+        lua_pushliteral(L, "v");
+        lua_setfield(L, -2, "__mode");
+        lua_setmetatable(L, -2);
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, gidx, 1);
+    }
+    if (lua_getfield(L, -1, id) == LUA_TUSERDATA) {
+        lua_remove(L, -2);
+        return;
+    }
+    lua_pop(L, 1);
     size_t id_len = strlen(id), type_len = strlen(type);
     sdl_node *n = lua_newuserdatauv(L, sizeof *n + id_len + type_len + 2, 1);
     n->desc = sd_node_type_find(type);
@@ -71,6 +93,9 @@ static void push_node(lua_State *L, int gidx, const char *id, const char *type)
     luaL_setmetatable(L, SDL_NODE);
     lua_pushvalue(L, gidx);
     lua_setiuservalue(L, -2, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, id);
+    lua_remove(L, -2);
 }
 
 /* The node handle at idx, whose graph is pushed onto the stack. */
@@ -158,19 +183,6 @@ static int node_tostring(lua_State *L)
     return 1;
 }
 
-static int node_eq(lua_State *L)
-{
-    sdl_node *a = luaL_testudata(L, 1, SDL_NODE), *b = luaL_testudata(L, 2, SDL_NODE);
-    int same = 0;
-    if (a && b && !strcmp(node_id(a), node_id(b))) {
-        lua_getiuservalue(L, 1, 1);
-        lua_getiuservalue(L, 2, 1);
-        same = lua_rawequal(L, -1, -2);
-    }
-    lua_pushboolean(L, same);
-    return 1;
-}
-
 static int output_tostring(lua_State *L)
 {
     sdl_output *o = luaL_checkudata(L, 1, SDL_OUTPUT);
@@ -233,10 +245,9 @@ static const char *literal_text(lua_State *L, int idx, char *buf, size_t size)
     }
 }
 
-/* The output reference named by the value at idx: an sdflow.output, or a node handle with
- * exactly one output: sets *src_id and *out_name and returns 1; returns 0 when the value is
- * neither. */
-static int link_source(lua_State *L, int gidx, int idx, const char **src_id, const char **out_name)
+/* The node whose output the value at idx names: an sdflow.output, or a node handle with
+ * exactly one output. Sets *out_name; returns NULL when the value is neither. */
+static sdl_node *link_source(lua_State *L, int gidx, int idx, const char **out_name)
 {
     sdl_output *o = luaL_testudata(L, idx, SDL_OUTPUT);
     sdl_node *n;
@@ -255,31 +266,45 @@ static int link_source(lua_State *L, int gidx, int idx, const char **src_id, con
                        node_type(n), (int)n->desc->n_outputs,
                        n->desc->n_outputs ? n->desc->outputs[0].name : "OUTPUT");
         *out_name = n->desc->outputs[0].name;
-    } else {
-        return 0;
     }
-    *src_id = node_id(n);
-    return 1;
+    return n;
 }
 
-/* Sets input `input` of node `id` from the Lua value at vidx: nil clears it, an output
- * reference (or a one-output node) links it, a number/boolean/string sets a literal. */
-static void set_input(lua_State *L, sdl_graph *g, int gidx, const char *id, const char *input, int vidx)
+static int has_node(const sd_graph *graph, const char *id)
+{
+    size_t n = sd_graph_node_count(graph);
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(sd_graph_node_id(graph, i), id))
+            return 1;
+    return 0;
+}
+
+/* Sets input `input` of node `id` in graph from the Lua value at vidx: nil clears it, an
+ * output reference (or a one-output node) links it, a number/boolean/string sets a literal.
+ * Handles must belong to the graph handle at gidx. With add_sources (a trial graph), a link's
+ * source node is first added to graph under its id and type, so the link is checked there. */
+static void set_input(lua_State *L, sd_graph *graph, int gidx, const char *id, const char *input, int vidx,
+                      int add_sources)
 {
     char buf[64];
-    const char *src_id, *out_name, *text;
-    sd_status st;
-    if (lua_isnil(L, vidx))
-        st = sd_graph_clear_input(g->graph, id, input);
-    else if (link_source(L, gidx, vidx, &src_id, &out_name))
-        st = sd_graph_connect(g->graph, src_id, out_name, id, input);
-    else if ((text = literal_text(L, vidx, buf, sizeof buf)))
-        st = sd_graph_set_input(g->graph, id, input, text);
-    else
-        st = luaL_error(L, "node '%s' input '%s': cannot use a %s value (number, boolean, string, "
+    const char *out_name, *text;
+    sdl_node *src;
+    sd_status st = SD_OK;
+    if (lua_isnil(L, vidx)) {
+        st = sd_graph_clear_input(graph, id, input);
+    } else if ((src = link_source(L, gidx, vidx, &out_name))) {
+        if (add_sources && !has_node(graph, node_id(src)))
+            st = sd_graph_add_node(graph, node_type(src), node_id(src), NULL);
+        if (!st)
+            st = sd_graph_connect(graph, node_id(src), out_name, id, input);
+    } else if ((text = literal_text(L, vidx, buf, sizeof buf))) {
+        st = sd_graph_set_input(graph, id, input, text);
+    } else {
+        luaL_error(L, "node '%s' input '%s': cannot use a %s value (number, boolean, string, "
                       "node output or nil)", id, input, luaL_typename(L, vidx));
+    }
     if (st)
-        raise_status(L, g, st);
+        raise_status(L, graph, st);
 }
 
 /* ---- Graph methods. ---- */
@@ -322,7 +347,57 @@ static const char **check_inputs(lua_State *L, const sd_node_desc *desc, int tid
     return names;
 }
 
-/* g:add(type [, inputs] [, id]) -> node */
+/* The id of a new node: the one given (raises when taken), else the smallest free number
+ * (written into buf). */
+static const char *new_node_id(lua_State *L, const sd_graph *graph, const char *id, char *buf, size_t size)
+{
+    size_t n = sd_graph_node_count(graph);
+    if (id) {
+        if (has_node(graph, id))
+            luaL_error(L, "duplicate node id '%s'", id);
+        return id;
+    }
+    unsigned char *used = lua_newuserdatauv(L, n + 2, 0);
+    memset(used, 0, n + 2);
+    for (size_t i = 0; i < n; i++) {
+        const char *s = sd_graph_node_id(graph, i);
+        size_t len = strspn(s, "0123456789");
+        if (len == 0 || s[len] || s[0] == '0' || len > 9)
+            continue;
+        size_t number = strtoul(s, NULL, 10);
+        if (number <= n + 1)
+            used[number] = 1;
+    }
+    size_t v = 1;
+    while (used[v])
+        v++;
+    lua_pop(L, 1);
+    snprintf(buf, size, "%zu", v);
+    return buf;
+}
+
+static void free_graph(void *graph)
+{
+    sd_graph_free(graph);
+}
+
+/* Adds node `id` of `type` to graph and sets the inputs listed in names from the table at
+ * tidx (see set_input for add_sources). */
+static void add_with_inputs(lua_State *L, sd_graph *graph, const char *type, const char *id,
+                            const char **names, size_t n_names, int tidx, int add_sources)
+{
+    sd_status st = sd_graph_add_node(graph, type, id, NULL);
+    if (st)
+        raise_status(L, graph, st);
+    for (size_t i = 0; i < n_names; i++) {
+        lua_getfield(L, tidx, names[i]);
+        set_input(L, graph, 1, id, names[i], lua_gettop(L), add_sources);
+        lua_pop(L, 1);
+    }
+}
+
+/* g:add(type [, inputs] [, id]) -> node. Nothing is added when anything is rejected: the
+ * inputs are first tried on a scratch graph holding the new node and its link sources. */
 static int graph_add(lua_State *L)
 {
     sdl_graph *g = sdl_check_graph(L, 1);
@@ -331,23 +406,24 @@ static int graph_add(lua_State *L)
     if (has_inputs)
         luaL_checktype(L, 3, LUA_TTABLE);
     const char *id = luaL_optstring(L, 4, NULL);
+    lua_settop(L, 4);
     const sd_node_desc *desc = sd_node_type_find(type);
     if (!desc)
         return luaL_error(L, "unknown node type '%s'", type);
     size_t n_inputs = 0;
     const char **names = has_inputs ? check_inputs(L, desc, 3, &n_inputs) : NULL;
-    const char *new_id;
-    sd_status st = sd_graph_add_node(g->graph, type, id, &new_id);
-    if (st)
-        return raise_status(L, g, st);
-    push_node(L, 1, new_id, type);
-    int nidx = lua_gettop(L);
-    for (size_t i = 0; i < n_inputs; i++) {
-        lua_getfield(L, 3, names[i]);
-        set_input(L, g, 1, node_id(lua_touserdata(L, nidx)), names[i], lua_gettop(L));
-        lua_pop(L, 1);
+    char buf[32];
+    id = new_node_id(L, g->graph, id, buf, sizeof buf);
+    if (n_inputs) {
+        void **slot = sdl_push_box(L, free_graph);
+        sd_graph *trial = NULL;
+        if (sd_graph_new(sd_graph_context(g->graph), &trial))
+            return luaL_error(L, "out of memory");
+        *slot = trial;
+        add_with_inputs(L, trial, type, id, names, n_inputs, 3, 1);
     }
-    lua_settop(L, nidx);
+    add_with_inputs(L, g->graph, type, id, names, n_inputs, 3, 0);
+    push_node(L, 1, id, type);
     return 1;
 }
 
@@ -387,7 +463,7 @@ static int graph_set(lua_State *L)
     const char *id = sdl_check_node_id(L, 1, 2);
     const char *input = luaL_checkstring(L, 3);
     luaL_checkany(L, 4);
-    set_input(L, g, 1, id, input, 4);
+    set_input(L, g->graph, 1, id, input, 4, 0);
     return 0;
 }
 
@@ -397,7 +473,7 @@ static int node_newindex(lua_State *L)
     sdl_node *n = node_and_graph(L, 1);
     int gidx = lua_gettop(L);
     sdl_graph *g = sdl_check_graph(L, gidx);
-    set_input(L, g, gidx, node_id(n), luaL_checkstring(L, 2), 3);
+    set_input(L, g->graph, gidx, node_id(n), luaL_checkstring(L, 2), 3, 0);
     return 0;
 }
 
@@ -408,7 +484,7 @@ static int graph_clear(lua_State *L)
     const char *id = sdl_check_node_id(L, 1, 2);
     sd_status st = sd_graph_clear_input(g->graph, id, luaL_checkstring(L, 3));
     if (st)
-        raise_status(L, g, st);
+        raise_status(L, g->graph, st);
     return 0;
 }
 
@@ -419,7 +495,7 @@ static int graph_connect(lua_State *L)
     const char *src_id, *out_name;
     int dst = 4;
     if (luaL_testudata(L, 2, SDL_OUTPUT)) {
-        link_source(L, 1, 2, &src_id, &out_name);
+        src_id = node_id(link_source(L, 1, 2, &out_name));
         dst = 3;
     } else {
         src_id = sdl_check_node_id(L, 1, 2);
@@ -429,7 +505,7 @@ static int graph_connect(lua_State *L)
     const char *input = luaL_checkstring(L, dst + 1);
     sd_status st = sd_graph_connect(g->graph, src_id, out_name, dst_id, input);
     if (st)
-        raise_status(L, g, st);
+        raise_status(L, g->graph, st);
     return 0;
 }
 
@@ -447,7 +523,7 @@ static int graph_param(lua_State *L)
     const char *doc = luaL_optstring(L, 5, NULL);
     sd_status st = sd_graph_add_param(g->graph, name, type, def, doc);
     if (st)
-        return raise_status(L, g, st);
+        return raise_status(L, g->graph, st);
     return 0;
 }
 
@@ -459,7 +535,7 @@ static int graph_bind(lua_State *L)
     const char *id = sdl_check_node_id(L, 1, 3);
     sd_status st = sd_graph_bind_param(g->graph, name, id, luaL_checkstring(L, 4));
     if (st)
-        return raise_status(L, g, st);
+        return raise_status(L, g->graph, st);
     return 0;
 }
 
@@ -475,7 +551,7 @@ static int graph_setparam(lua_State *L)
                           name, luaL_typename(L, 3));
     sd_status st = sd_graph_set_param(g->graph, name, text);
     if (st)
-        return raise_status(L, g, st);
+        return raise_status(L, g->graph, st);
     return 0;
 }
 
@@ -523,7 +599,18 @@ static int graph_meta(lua_State *L)
     }
     sd_status st = sd_graph_set_meta(g->graph, key, luaL_optstring(L, 3, NULL));
     if (st)
-        return raise_status(L, g, st);
+        return raise_status(L, g->graph, st);
+    return 0;
+}
+
+/* g:inline_params(): every parameter binding becomes a literal of the parameter's current
+ * value and the declarations go. */
+static int graph_inline_params(lua_State *L)
+{
+    sdl_graph *g = sdl_check_graph(L, 1);
+    sd_status st = sd_graph_inline_params(g->graph);
+    if (st)
+        return raise_status(L, g->graph, st);
     return 0;
 }
 
@@ -621,6 +708,7 @@ static const luaL_Reg graph_methods[] = {
     {"bind", graph_bind},
     {"setparam", graph_setparam},
     {"params", graph_params},
+    {"inline_params", graph_inline_params},
     {"meta", graph_meta},
     {"validate", graph_validate},
     {"save", graph_save},
@@ -642,7 +730,6 @@ static const luaL_Reg node_meta[] = {
     {"__index", node_index},
     {"__newindex", node_newindex},
     {"__tostring", node_tostring},
-    {"__eq", node_eq},
     {NULL, NULL},
 };
 

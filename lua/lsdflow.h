@@ -38,8 +38,11 @@ void sdl_shared_release(sdl_shared_ctx *shared);
 /* Graph handle at idx; raises when it is not a graph, is closed, or (for every use except
  * inspection) is running. */
 sdl_graph *sdl_check_graph(lua_State *L, int idx);
-/* Pushes a new graph handle owning graph (bound to shared, whose reference count it takes). */
-void sdl_push_graph(lua_State *L, sd_graph *graph, sdl_shared_ctx *shared);
+/* Pushes a graph handle that owns nothing yet (it reads as closed); sdl_graph_own then gives it
+ * a graph bound to shared, taking a reference. Push first, then make the graph, so that no Lua
+ * error can leak it. */
+sdl_graph *sdl_push_graph(lua_State *L);
+void sdl_graph_own(sdl_graph *g, sd_graph *graph, sdl_shared_ctx *shared);
 
 /* The node id named by the value at idx in graph g (the graph handle is at gidx): a node handle
  * of that graph or an id string. Raises otherwise. */

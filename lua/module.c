@@ -163,12 +163,40 @@ static int l_context(lua_State *L)
     return 1;
 }
 
+/* The default context of the module functions, created from the environment on first use
+ * and kept in the registry. */
+static sdl_shared_ctx *default_context(lua_State *L)
+{
+    if (lua_getfield(L, LUA_REGISTRYINDEX, DEFAULT_CONTEXT_KEY) != LUA_TUSERDATA) {
+        lua_pop(L, 1);
+        new_context(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, DEFAULT_CONTEXT_KEY);
+    }
+    sdl_shared_ctx *shared = ((sdl_context *)lua_touserdata(L, -1))->shared;
+    lua_pop(L, 1); /* the registry keeps it */
+    return shared;
+}
+
+/* Each context function serves as a method (ctx:load(path)) and as a module function on the
+ * default context (sdflow.load(path)): returns the context and sets *arg to the index of the
+ * first argument. */
+static sdl_shared_ctx *receiver(lua_State *L, int *arg)
+{
+    if (luaL_testudata(L, 1, SDL_CONTEXT)) {
+        *arg = 2;
+        return check_context(L, 1)->shared;
+    }
+    *arg = 1;
+    return default_context(L);
+}
+
 static int ctx_configure(lua_State *L)
 {
-    sdl_context *c = check_context(L, 1);
-    configure(L, c->shared->ctx, 2);
-    lua_settop(L, 1);
-    return 1;
+    int arg;
+    sdl_shared_ctx *shared = receiver(L, &arg);
+    configure(L, shared->ctx, arg);
+    return 0;
 }
 
 static void set_field(lua_State *L, const char *key, const char *value)
@@ -182,7 +210,8 @@ static void set_field(lua_State *L, const char *key, const char *value)
 /* ctx:settings() -> {input_dir=, output_dir=, temp_dir=, cache=, device=} */
 static int ctx_settings(lua_State *L)
 {
-    sd_context *ctx = check_context(L, 1)->shared->ctx;
+    int arg;
+    sd_context *ctx = receiver(L, &arg)->ctx;
     lua_createtable(L, 0, 5);
     set_field(L, "input_dir", sd_context_dir(ctx, SD_DIR_INPUT));
     set_field(L, "output_dir", sd_context_dir(ctx, SD_DIR_OUTPUT));
@@ -199,55 +228,64 @@ static int ctx_settings(lua_State *L)
 
 static int ctx_graph(lua_State *L)
 {
-    sdl_shared_ctx *shared = check_context(L, 1)->shared;
+    int arg;
+    sdl_shared_ctx *shared = receiver(L, &arg);
+    sdl_graph *handle = sdl_push_graph(L);
     sd_graph *g;
     if (sd_graph_new(shared->ctx, &g))
         return luaL_error(L, "out of memory");
-    sdl_push_graph(L, g, shared);
+    sdl_graph_own(handle, g, shared);
     return 1;
 }
 
-/* Pushes the graph from a loader, or the failure triple. */
-static int push_loaded(lua_State *L, sdl_shared_ctx *shared, sd_status st, sd_graph *g)
+/* Returns the handle (on the stack top) given the graph a loader made, or the failure triple. */
+static int own_loaded(lua_State *L, sdl_graph *handle, sdl_shared_ctx *shared, sd_status st, sd_graph *g)
 {
     if (st)
         return sdl_push_failure(L, shared->ctx, st);
-    sdl_push_graph(L, g, shared);
+    sdl_graph_own(handle, g, shared);
     return 1;
 }
 
 static int ctx_load(lua_State *L)
 {
-    sdl_shared_ctx *shared = check_context(L, 1)->shared;
-    const char *path = luaL_checkstring(L, 2);
+    int arg;
+    sdl_shared_ctx *shared = receiver(L, &arg);
+    const char *path = luaL_checkstring(L, arg);
+    sdl_graph *handle = sdl_push_graph(L);
     sd_graph *g = NULL;
     sd_status st = sd_graph_load_xml(shared->ctx, path, &g);
-    return push_loaded(L, shared, st, g);
+    return own_loaded(L, handle, shared, st, g);
 }
 
 static int ctx_load_string(lua_State *L)
 {
-    sdl_shared_ctx *shared = check_context(L, 1)->shared;
+    int arg;
+    sdl_shared_ctx *shared = receiver(L, &arg);
     size_t len;
-    const char *xml = luaL_checklstring(L, 2, &len);
-    const char *name = luaL_optstring(L, 3, "<string>");
+    const char *xml = luaL_checklstring(L, arg, &len);
+    const char *name = luaL_optstring(L, arg + 1, "<string>");
+    sdl_graph *handle = sdl_push_graph(L);
     sd_graph *g = NULL;
     sd_status st = sd_graph_load_xml_memory(shared->ctx, xml, len, name, &g);
-    return push_loaded(L, shared, st, g);
+    return own_loaded(L, handle, shared, st, g);
 }
 
 static int ctx_import_comfy(lua_State *L)
 {
-    sdl_shared_ctx *shared = check_context(L, 1)->shared;
-    const char *path = luaL_checkstring(L, 2);
+    int arg;
+    sdl_shared_ctx *shared = receiver(L, &arg);
+    const char *path = luaL_checkstring(L, arg);
+    sdl_graph *handle = sdl_push_graph(L);
     sd_graph *g = NULL;
     sd_status st = sd_graph_import_comfy(shared->ctx, path, &g);
-    return push_loaded(L, shared, st, g);
+    return own_loaded(L, handle, shared, st, g);
 }
 
 static int ctx_cache_stats(lua_State *L)
 {
-    sd_context *ctx = check_context(L, 1)->shared->ctx;
+    int arg;
+    sd_context *ctx = receiver(L, &arg)->ctx;
     sd_cache_stats s;
     sd_status st = sd_cache_stats_get(ctx, &s);
     if (st)
@@ -266,11 +304,49 @@ static int ctx_cache_stats(lua_State *L)
 
 static int ctx_cache_clear(lua_State *L)
 {
-    sd_context *ctx = check_context(L, 1)->shared->ctx;
+    int arg;
+    sd_context *ctx = receiver(L, &arg)->ctx;
     sd_status st = sd_cache_clear(ctx);
     if (st)
         return sdl_push_failure(L, ctx, st);
     lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ctx:cache_verify() -> number of bad entries deleted, or nil, message, diagnostics */
+static int ctx_cache_verify(lua_State *L)
+{
+    int arg;
+    sd_context *ctx = receiver(L, &arg)->ctx;
+    int64_t bad = 0;
+    sd_status st = sd_cache_verify(ctx, &bad);
+    if (st)
+        return sdl_push_failure(L, ctx, st);
+    lua_pushinteger(L, bad);
+    return 1;
+}
+
+/* ctx:cache_gc(max_size) -> number of entries evicted, or nil, message, diagnostics.
+ * max_size: bytes, or a size text such as "500M". */
+static int ctx_cache_gc(lua_State *L)
+{
+    int arg;
+    sd_context *ctx = receiver(L, &arg)->ctx;
+    int64_t max_bytes;
+    if (lua_isinteger(L, arg)) {
+        max_bytes = lua_tointeger(L, arg);
+        luaL_argcheck(L, max_bytes >= 0, arg, "a size must not be negative");
+    } else if (lua_type(L, arg) == LUA_TSTRING) {
+        if (sd_parse_size(lua_tostring(L, arg), &max_bytes))
+            return luaL_argerror(L, arg, lua_pushfstring(L, "'%s' is not a size", lua_tostring(L, arg)));
+    } else {
+        return luaL_typeerror(L, arg, "size (integer bytes or text such as \"500M\")");
+    }
+    int64_t evicted = 0;
+    sd_status st = sd_cache_gc(ctx, max_bytes, &evicted);
+    if (st)
+        return sdl_push_failure(L, ctx, st);
+    lua_pushinteger(L, evicted);
     return 1;
 }
 
@@ -295,33 +371,6 @@ static int ctx_tostring(lua_State *L)
     }
     return 1;
 }
-
-/* The default context used by the module functions, created on first use. */
-static void push_default_context(lua_State *L)
-{
-    if (lua_getfield(L, LUA_REGISTRYINDEX, DEFAULT_CONTEXT_KEY) == LUA_TUSERDATA)
-        return;
-    lua_pop(L, 1);
-    new_context(L);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, LUA_REGISTRYINDEX, DEFAULT_CONTEXT_KEY);
-}
-
-/* Module functions forward to the default context's methods: sdflow.load(p) == ctx:load(p). */
-static int forward(lua_State *L, lua_CFunction method)
-{
-    push_default_context(L);
-    lua_insert(L, 1);
-    return method(L);
-}
-static int l_configure(lua_State *L) { return forward(L, ctx_configure); }
-static int l_settings(lua_State *L) { return forward(L, ctx_settings); }
-static int l_graph(lua_State *L) { return forward(L, ctx_graph); }
-static int l_load(lua_State *L) { return forward(L, ctx_load); }
-static int l_load_string(lua_State *L) { return forward(L, ctx_load_string); }
-static int l_import_comfy(lua_State *L) { return forward(L, ctx_import_comfy); }
-static int l_cache_stats(lua_State *L) { return forward(L, ctx_cache_stats); }
-static int l_cache_clear(lua_State *L) { return forward(L, ctx_cache_clear); }
 
 /* sdflow.node_types() -> sorted list of node type names. */
 static int l_node_types(lua_State *L)
@@ -404,6 +453,8 @@ static const luaL_Reg context_methods[] = {
     {"import_comfy", ctx_import_comfy},
     {"cache_stats", ctx_cache_stats},
     {"cache_clear", ctx_cache_clear},
+    {"cache_verify", ctx_cache_verify},
+    {"cache_gc", ctx_cache_gc},
     {"close", ctx_close},
     {NULL, NULL},
 };
@@ -417,14 +468,16 @@ static const luaL_Reg context_meta[] = {
 
 static const luaL_Reg module_functions[] = {
     {"context", l_context},
-    {"configure", l_configure},
-    {"settings", l_settings},
-    {"graph", l_graph},
-    {"load", l_load},
-    {"load_string", l_load_string},
-    {"import_comfy", l_import_comfy},
-    {"cache_stats", l_cache_stats},
-    {"cache_clear", l_cache_clear},
+    {"configure", ctx_configure},
+    {"settings", ctx_settings},
+    {"graph", ctx_graph},
+    {"load", ctx_load},
+    {"load_string", ctx_load_string},
+    {"import_comfy", ctx_import_comfy},
+    {"cache_stats", ctx_cache_stats},
+    {"cache_clear", ctx_cache_clear},
+    {"cache_verify", ctx_cache_verify},
+    {"cache_gc", ctx_cache_gc},
     {"node_types", l_node_types},
     {"describe", l_describe},
     {NULL, NULL},

@@ -286,14 +286,26 @@ static void free_result(void *p)
     sd_result_free(p);
 }
 
-static void set_signals(struct sigaction *old_int, struct sigaction *old_term)
+/* SIGINT and SIGTERM interrupt the run, except where they were ignored before it. */
+static const int run_signals[2] = {SIGINT, SIGTERM};
+
+static void set_signals(struct sigaction old[2])
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, old_int);
-    sigaction(SIGTERM, &sa, old_term);
+    for (int i = 0; i < 2; i++) {
+        sigaction(run_signals[i], NULL, &old[i]);
+        if (old[i].sa_handler != SIG_IGN)
+            sigaction(run_signals[i], &sa, NULL);
+    }
+}
+
+static void restore_signals(const struct sigaction old[2])
+{
+    for (int i = 0; i < 2; i++)
+        sigaction(run_signals[i], &old[i], NULL);
 }
 
 /* g:run([{outputs = {node, ...}, cache = bool, progress = function|bool}])
@@ -313,10 +325,10 @@ int sdl_graph_run(lua_State *L)
     void **slot = sdl_push_box(L, free_result);
 
     /* From here to the end of the run nothing may raise. */
-    struct sigaction old_int, old_term;
+    struct sigaction old_signals[2];
     caught_signal = 0;
     running_ctx = ctx;
-    set_signals(&old_int, &old_term);
+    set_signals(old_signals);
     if (rs.fn || rs.print)
         sd_context_set_progress(ctx, on_progress, &rs);
     g->running = 1;
@@ -327,8 +339,7 @@ int sdl_graph_run(lua_State *L)
     run_active = 0;
     g->running = 0;
     sd_context_set_progress(ctx, NULL, NULL);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    restore_signals(old_signals);
     running_ctx = NULL;
     if (caught_signal)
         raise(caught_signal); /* the handler in place before the run decides what happens */

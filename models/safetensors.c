@@ -569,7 +569,7 @@ sd_status sd_safetensors_write(sd_context *ctx, const char *path, const sd_st_en
         goto done;
     }
     int fd = mkstemp(tmp);
-    if (fd < 0 || !(f = fdopen(fd, "wb"))) {
+    if (fd < 0 || fchmod(fd, 0644) != 0 || !(f = fdopen(fd, "wb"))) {
         status = sd_set_error(ctx, SD_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
         if (fd >= 0)
             close(fd);

@@ -101,7 +101,7 @@ typedef struct sd_st_entry {
 typedef sd_status (*sd_st_fill_fn)(void *user, size_t index, void *dst, size_t nbytes);
 
 /* Writes entries (in the given order, contiguous) to path through a temporary file in the same
- * directory renamed into place, so a failed write leaves no file. metadata: NULL or
+ * directory renamed into place (mode 0644), so a failed write leaves no file. metadata: NULL or
  * {key, value, key, value, ..., NULL}. The header is padded with spaces to a multiple of 8.
  * Errors: SD_ERR_INVALID (duplicate or empty name, bad shape), SD_ERR_IO, SD_ERR_NOMEM, or
  * what fill returned. */

@@ -15,12 +15,12 @@
 
 /* Working arrays of one run, freed together. */
 typedef struct work {
-    float *a, *b, *c, *d, *e;
+    float *a, *b, *c, *d;
 } work;
 
 static sd_status work_alloc(sd_sampler_run *run, work *w, int count)
 {
-    float **slots[5] = {&w->a, &w->b, &w->c, &w->d, &w->e};
+    float **slots[4] = {&w->a, &w->b, &w->c, &w->d};
     memset(w, 0, sizeof *w);
     for (int i = 0; i < count; i++)
         if (!(*slots[i] = sd_sampler_alloc(run, run->n)))
@@ -34,7 +34,6 @@ static void work_free(work *w)
     free(w->b);
     free(w->c);
     free(w->d);
-    free(w->e);
 }
 
 /* x += (x - den) / sigma * dt: one Euler step of the probability-flow ODE. */

@@ -142,12 +142,9 @@ sd_status sd_sampler_step(sd_sampler_run *run, int step, const float *x, const f
     if (!o->step)
         return SD_OK;
     sd_status st = o->step(o->step_user, step, run->steps, x, denoised, run->n);
-    if (st == SD_ERR_INTERRUPTED)
-        return sd_set_error(run->ctx, st, "sampler '%s': interrupted at step %d of %d", o->sampler,
-                            step + 1, run->steps);
     if (st != SD_OK && !sd_context_errmsg(run->ctx)[0])
-        sd_set_error(run->ctx, st, "sampler '%s': stopped at step %d of %d", o->sampler, step + 1,
-                     run->steps);
+        sd_set_error(run->ctx, st, "sampler '%s': %s at step %d of %d", o->sampler,
+                     st == SD_ERR_INTERRUPTED ? "interrupted" : "stopped", step + 1, run->steps);
     return st;
 }
 
@@ -173,15 +170,30 @@ sd_status sd_sample(sd_context *ctx, const sd_sample_options *opt, const float *
         return sd_set_error(ctx, SD_ERR_INVALID, "sampler '%s': no denoiser given", opt->sampler);
     if (n == 0)
         return sd_set_error(ctx, SD_ERR_INVALID, "sampler '%s': empty latent", opt->sampler);
+    if ((opt->set_eta && !(opt->eta >= 0.0 && opt->eta <= 1e3)) ||
+        (opt->set_s_noise && !(opt->s_noise >= 0.0 && opt->s_noise <= 1e3)))
+        return sd_set_error(ctx, SD_ERR_INVALID, "sampler '%s': eta %g and s_noise %g must be in [0, 1000]",
+                            opt->sampler, opt->set_eta ? opt->eta : 1.0, opt->set_s_noise ? opt->s_noise : 1.0);
+    if (opt->n_sigmas > 0 && !opt->sigmas)
+        return sd_set_error(ctx, SD_ERR_INVALID, "sampler '%s': no sigmas given", opt->sampler);
+    if (opt->n_sigmas > (size_t)INT32_MAX)
+        return sd_set_error(ctx, SD_ERR_LIMIT, "sampler '%s': %zu sigmas", opt->sampler, opt->n_sigmas);
+    for (size_t i = 0; i < opt->n_sigmas; i++)
+        if (!isfinite(opt->sigmas[i]) || opt->sigmas[i] < 0.0f || (i + 1 < opt->n_sigmas && opt->sigmas[i] == 0.0f))
+            return sd_set_error(ctx, SD_ERR_INVALID,
+                                "sampler '%s': sigma %zu is %g (sigmas must be finite, positive, only the last may be 0)",
+                                opt->sampler, i, (double)opt->sigmas[i]);
     const sampler_entry *e = &samplers[idx];
+    /* A callback that fails may leave its own message; anything on ctx afterwards is its. */
+    sd_clear_error(ctx);
     sd_sampler_run run = {0};
     run.ctx = ctx;
     run.opt = opt;
     run.sigmas = opt->sigmas;
     run.steps = opt->n_sigmas >= 2 ? (int)(opt->n_sigmas - 1) : 0;
     run.n = n;
-    run.eta = opt->eta >= 0.0 ? opt->eta : e->default_eta;
-    run.s_noise = opt->s_noise >= 0.0 ? opt->s_noise : 1.0;
+    run.eta = opt->set_eta ? opt->eta : e->default_eta;
+    run.s_noise = opt->set_s_noise ? opt->s_noise : 1.0;
     sd_rng_seed(&run.noise_rng, opt->seed + 1);
     float *saved_latent = NULL, *saved_noise = NULL;
     sd_status st = SD_OK;

@@ -1,7 +1,7 @@
 /* Samplers on host float arrays, independent of any network: the caller supplies the denoiser
  * (model call including classifier-free guidance), this module runs ComfyUI's update rules.
  *
- *   sd_sample_options o = {0};
+ *   sd_sample_options o = {0};   // zeroed: ComfyUI's eta and s_noise, default noise
  *   o.sampler = "dpmpp_2m"; o.sigmas = sigmas; o.n_sigmas = n_sigmas;
  *   o.sigma_max = sd_model_sampling_sigma_max(&ms); o.seed = seed;
  *   o.denoise = my_unet_cfg; o.denoise_user = state;
@@ -42,8 +42,9 @@ typedef struct sd_sample_options {
     void *noise_user;
     sd_sample_step_fn step; /* optional */
     void *step_user;
-    /* Negative means the sampler's ComfyUI default (eta 1 for ancestral and SDE samplers,
-     * s_noise 1). */
+    /* eta and s_noise are ComfyUI's defaults (eta 1 for the ancestral and SDE samplers, s_noise
+     * 1) unless set_eta / set_s_noise; a zeroed struct gets the defaults. */
+    bool set_eta, set_s_noise;
     double eta, s_noise;
     /* Inpainting (ComfyUI's KSamplerX0Inpaint), optional: n values in [0, 1], 1 where the latent
      * is regenerated. Every denoiser call then sees x*mask + (latent + noise*sigma)*(1-mask) and
@@ -67,8 +68,10 @@ bool sd_sampler_discards_penultimate_sigma(const char *name);
  * latent or noise). noise NULL means zeros (KSamplerAdvanced add_noise disabled); latent NULL
  * means zeros (txt2img). All arrays hold the whole batch; the caller owns them.
  * Errors (message on ctx): SD_ERR_NOT_FOUND unknown sampler (the message lists the valid ones),
- * SD_ERR_INVALID missing denoiser or n == 0, SD_ERR_NOMEM, or the status a callback returned
- * (SD_ERR_INTERRUPTED from the step callback); out is then unspecified. */
+ * SD_ERR_INVALID missing denoiser, n == 0, or a sigma that is not finite, negative, or 0 before
+ * the last one, SD_ERR_NOMEM, or the status a callback returned (SD_ERR_INTERRUPTED from the step
+ * callback), with the callback's message if it set one on ctx, else one naming the sampler and
+ * step; out is then unspecified. */
 sd_status sd_sample(sd_context *ctx, const sd_sample_options *opt, const float *noise,
                     const float *latent, float *out, size_t n);
 

@@ -78,15 +78,9 @@ static float linspace_f32(double start_d, double end_d, int n, int i)
     return end - step * (float)(n - 1 - i);
 }
 
-sd_status sd_model_sampling_init(sd_context *ctx, sd_model_sampling *ms, int timesteps,
-                                 double linear_start, double linear_end)
+/* make_beta_schedule("linear") in float64, cumprod, sigmas rounded to float like ComfyUI's buffers. */
+static void model_sampling_fill(sd_model_sampling *ms, int timesteps, double linear_start, double linear_end)
 {
-    if (timesteps < 2 || timesteps > SD_MODEL_SAMPLING_MAX_STEPS)
-        return sd_set_error(ctx, SD_ERR_INVALID, "model sampling: %d timesteps (expected 2..%d)",
-                            timesteps, SD_MODEL_SAMPLING_MAX_STEPS);
-    if (!(linear_start > 0.0 && linear_start <= linear_end && linear_end < 1.0))
-        return sd_set_error(ctx, SD_ERR_INVALID, "model sampling: beta range %g..%g is not inside (0, 1)",
-                            linear_start, linear_end);
     double start = sqrt(linear_start), end = sqrt(linear_end);
     double alphas_cumprod = 1.0;
     ms->n = timesteps;
@@ -97,13 +91,24 @@ sd_status sd_model_sampling_init(sd_context *ctx, sd_model_sampling *ms, int tim
         ms->sigmas[t] = (float)sigma;
         ms->log_sigmas[t] = (float)log(sigma);
     }
+}
+
+sd_status sd_model_sampling_init(sd_context *ctx, sd_model_sampling *ms, int timesteps,
+                                 double linear_start, double linear_end)
+{
+    if (timesteps < 2 || timesteps > SD_MODEL_SAMPLING_MAX_STEPS)
+        return sd_set_error(ctx, SD_ERR_INVALID, "model sampling: %d timesteps (expected 2..%d)",
+                            timesteps, SD_MODEL_SAMPLING_MAX_STEPS);
+    if (!(linear_start > 0.0 && linear_start <= linear_end && linear_end < 1.0))
+        return sd_set_error(ctx, SD_ERR_INVALID, "model sampling: beta range %g..%g is not inside (0, 1)",
+                            linear_start, linear_end);
+    model_sampling_fill(ms, timesteps, linear_start, linear_end);
     return SD_OK;
 }
 
 void sd_model_sampling_sd1(sd_model_sampling *ms)
 {
-    sd_status st = sd_model_sampling_init(NULL, ms, 1000, 0.00085, 0.012);
-    (void)st;
+    model_sampling_fill(ms, 1000, 0.00085, 0.012);
 }
 
 float sd_model_sampling_sigma_min(const sd_model_sampling *ms)

@@ -342,21 +342,19 @@ typedef struct random_fill {
     uint64_t seed;
 } random_fill;
 
-static float param_value(const sd_layout_entry *e, uint64_t *state, size_t i)
+/* Value i of a parameter; bound is 1/sqrt(fan_in) for weights and biases. */
+static float param_value(const sd_layout_entry *e, uint64_t *state, double bound)
 {
     switch (e->kind) {
     case SD_PARAM_WEIGHT:
-    case SD_PARAM_BIAS: {
-        double bound = 1.0 / sqrt((double)e->fan_in);
-        return (float)((2.0 * uniform01(state) - 1.0) * bound);
-    }
+    case SD_PARAM_BIAS: return (float)((2.0 * uniform01(state) - 1.0) * bound);
     case SD_PARAM_NORM_WEIGHT: return 1.0f;
-    case SD_PARAM_NORM_BIAS: return 0.0f;
     case SD_PARAM_EMBEDDING: {
         double u1 = uniform01(state), u2 = uniform01(state);
         return (float)(0.02 * sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2));
     }
-    case SD_PARAM_POSITION_IDS: return (float)i;
+    case SD_PARAM_NORM_BIAS:
+    case SD_PARAM_POSITION_IDS: break;
     }
     return 0.0f;
 }
@@ -376,8 +374,9 @@ static sd_status fill_random(void *user, size_t index, void *dst, size_t nbytes)
         return SD_OK;
     }
     size_t esize = sd_st_dtype_size(rf->dtype);
+    double bound = e->fan_in > 0 ? 1.0 / sqrt((double)e->fan_in) : 0.0;
     for (size_t i = 0; i < nbytes / esize; i++) {
-        float v = param_value(e, &state, i);
+        float v = param_value(e, &state, bound);
         uint32_t bits;
         memcpy(&bits, &v, sizeof bits);
         if (rf->dtype == SD_ST_F16)

@@ -23,8 +23,14 @@ static sd_status run_load_image(sd_node_run *r)
     return SD_OK;
 }
 
+/* ComfyUI's API workflows carry the upload widget of the image input ("upload": "image");
+ * it is accepted so they import one to one, and has no effect. */
+static const char *const upload_choices[] = {"image", NULL};
+#define UPLOAD_INPUT SD_IN_ENUM("upload", "image", upload_choices, "ComfyUI's upload widget; no effect")
+
 static const sd_input_desc load_in[] = {
     SD_IN_FILE_NAME("image", "input", "PNG file name in the input directory (or an absolute path)"),
+    UPLOAD_INPUT,
 };
 static const sd_output_desc load_out[] = {
     SD_OUT("IMAGE", SD_TYPE_IMAGE, "the image as RGB in [0, 1], batch of 1"),
@@ -52,6 +58,7 @@ static const char *const channels[] = {"alpha", "red", "green", "blue", NULL};
 static const sd_input_desc mask_in[] = {
     SD_IN_FILE_NAME("image", "input", "PNG file name in the input directory (or an absolute path)"),
     SD_IN_ENUM("channel", "alpha", channels, "channel to use; alpha is inverted (1 - alpha)"),
+    UPLOAD_INPUT,
 };
 static const sd_output_desc mask_out[] = {
     SD_OUT("MASK", SD_TYPE_MASK, "the channel as a mask, batch of 1"),

@@ -267,14 +267,28 @@ done:
     return st;
 }
 
-/* Resamples along W then H with tap tables (H pass skipped when its size does not change, and
- * likewise W), as PIL orders its passes. */
+/* One pass along W (horizontal) or H of cur into a new tensor. */
+static sd_status axis_pass(sd_cl *cl, const sd_dtensor *cur, bool horizontal, const sd_resize_taps *t,
+                           bool fixed, int64_t n_out, sd_dtensor **out)
+{
+    int64_t b = cur->shape[0], h = cur->shape[1], w = cur->shape[2], c = cur->shape[3];
+    if (horizontal) {
+        int64_t shape[4] = {b, h, n_out, c};
+        return resample_pass(cl, cur, t, fixed, (size_t)(b * h), (size_t)w, (size_t)n_out, (size_t)c, shape, out);
+    }
+    int64_t shape[4] = {b, n_out, w, c};
+    return resample_pass(cl, cur, t, fixed, (size_t)b, (size_t)h, (size_t)n_out, (size_t)(w * c), shape, out);
+}
+
+/* Resamples with tap tables, one pass per axis whose size changes. The order is Pillow's
+ * (observed with Pillow 13, which the 8-bit path must match bit for bit): the vertical pass
+ * first when the height shrinks while the width grows, else the horizontal pass first. */
 static sd_status resample_2d(sd_cl *cl, const sd_dtensor *x, int64_t out_h, int64_t out_w,
                              sd_resize_method method, sd_dtensor **out)
 {
     sd_status st = SD_OK;
     bool fixed = method == SD_RESIZE_LANCZOS_U8;
-    int64_t b = x->shape[0], h = x->shape[1], w = x->shape[2], c = x->shape[3];
+    int64_t h = x->shape[1], w = x->shape[2];
     sd_resize_taps tw = {0}, th = {0};
     sd_dtensor *mid = NULL, *y = NULL;
     if ((w != out_w && !sd_resize_taps_build(method, w, out_w, &tw)) ||
@@ -282,20 +296,21 @@ static sd_status resample_2d(sd_cl *cl, const sd_dtensor *x, int64_t out_h, int6
         st = sd_set_error(cl->ctx, SD_ERR_NOMEM, "resize: out of memory for tap tables");
         goto done;
     }
+    bool vertical_first = out_h < h && out_w > w;
+    bool need[2] = {vertical_first ? h != out_h : w != out_w, vertical_first ? w != out_w : h != out_h};
     const sd_dtensor *cur = x;
-    if (w != out_w) {
-        int64_t shape[4] = {b, h, out_w, c};
-        if ((st = resample_pass(cl, cur, &tw, fixed, (size_t)(b * h), (size_t)w, (size_t)out_w, (size_t)c,
-                                shape, &mid)))
+    for (int pass = 0; pass < 2; pass++) {
+        if (!need[pass])
+            continue;
+        bool horizontal = (pass == 0) != vertical_first;
+        sd_dtensor *next = NULL;
+        if ((st = axis_pass(cl, cur, horizontal, horizontal ? &tw : &th, fixed, horizontal ? out_w : out_h, &next)))
             goto done;
+        sd_dtensor_free(mid);
+        mid = next;
         cur = mid;
     }
-    if (h != out_h) {
-        int64_t shape[4] = {b, out_h, out_w, c};
-        if ((st = resample_pass(cl, cur, &th, fixed, (size_t)b, (size_t)h, (size_t)out_h,
-                                (size_t)(out_w * c), shape, &y)))
-            goto done;
-    } else if (cur == x) {
+    if (cur == x) {
         if ((st = sd_dtensor_new(cl, SD_DTYPE_F32, 4, x->shape, &y)) || (st = sd_dtensor_copy(y, x)))
             goto done;
     } else {

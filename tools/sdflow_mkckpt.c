@@ -18,6 +18,7 @@ static void usage(FILE *f)
             "  --seed N               weight seed (default 0)\n"
             "  --no-clip, --no-vae    leave a part out of a checkpoint\n"
             "  --list                 print each tensor's name and shape instead of writing\n"
+            "  --inspect FILE         print the family and architecture sdflow reads from FILE\n"
             "UNet overrides: --in-channels N, --model-channels N, --channel-mult 1,2,4,4,\n"
             "  --attention 1,1,1,0, --res-blocks N, --depth N, --context N (also the CLIP width)\n"
             "CLIP overrides: --clip-layers N, --clip-intermediate N\n"
@@ -73,6 +74,55 @@ done:
     return st;
 }
 
+static void print_levels(const char *key, const int *v, const bool *b, int n)
+{
+    printf("%s=", key);
+    for (int i = 0; i < n; i++)
+        printf("%s%d", i ? "," : "", v ? v[i] : b[i]);
+    printf("\n");
+}
+
+/* Prints what sd_checkpoint_inspect (or sd_vae_inspect for VAE files) reads from path. */
+static sd_status inspect_file(sd_context *ctx, const char *path)
+{
+    sd_safetensors *st = NULL;
+    sd_checkpoint_config cfg;
+    sd_status status = sd_safetensors_open(ctx, path, &st);
+    if (status)
+        return status;
+    printf("tensors=%zu\n", sd_safetensors_count(st));
+    if (sd_checkpoint_detect(st) == SD_FAMILY_VAE)
+        status = sd_vae_inspect(ctx, st, &cfg);
+    else
+        status = sd_checkpoint_inspect(ctx, st, &cfg);
+    if (!status) {
+        printf("family=%s\n", sd_family_name(cfg.family));
+        if (cfg.has_unet) {
+            const sd_unet_config *u = &cfg.unet;
+            printf("unet.in_channels=%d\nunet.out_channels=%d\nunet.model_channels=%d\n", u->in_channels,
+                   u->out_channels, u->model_channels);
+            print_levels("unet.channel_mult", u->channel_mult, NULL, u->n_levels);
+            print_levels("unet.attention", NULL, u->attention, u->n_levels);
+            printf("unet.num_res_blocks=%d\nunet.transformer_depth=%d\nunet.context_dim=%d\n", u->num_res_blocks,
+                   u->transformer_depth, u->context_dim);
+            printf("unet.linear_proj=%d\nunet.num_heads=%d\n", u->linear_proj, u->num_heads);
+        }
+        if (cfg.has_clip)
+            printf("clip.width=%d\nclip.layers=%d\nclip.heads=%d\nclip.intermediate=%d\nclip.vocab=%d\n"
+                   "clip.positions=%d\n",
+                   cfg.clip.width, cfg.clip.layers, cfg.clip.heads, cfg.clip.intermediate, cfg.clip.vocab,
+                   cfg.clip.positions);
+        if (cfg.has_vae) {
+            printf("vae.prefix=%s\nvae.ch=%d\n", cfg.vae_prefix, cfg.vae.ch);
+            print_levels("vae.ch_mult", cfg.vae.ch_mult, NULL, cfg.vae.n_levels);
+            printf("vae.num_res_blocks=%d\nvae.z_channels=%d\nvae.scale_factor=%g\n", cfg.vae.num_res_blocks,
+                   cfg.vae.z_channels, cfg.vae.scale_factor);
+        }
+    }
+    sd_safetensors_close(st);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     const char *preset = "tiny", *kind = "checkpoint", *out = NULL;
@@ -91,6 +141,7 @@ int main(int argc, char **argv)
     sd_clip_config *c = &cfg.clip;
     sd_vae_config *v = &cfg.vae;
     bool list = false;
+    const char *inspect = NULL;
     int mult_n = 0, attn_n = 0, attn[SD_MAX_LEVELS] = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -113,6 +164,8 @@ int main(int argc, char **argv)
         } else if (!val) {
             ok = false;
         } else if (strcmp(a, "--preset") == 0) {
+        } else if (strcmp(a, "--inspect") == 0) {
+            inspect = val;
         } else if (strcmp(a, "--kind") == 0) {
             kind = val;
         } else if (strcmp(a, "--dtype") == 0) {
@@ -165,7 +218,7 @@ int main(int argc, char **argv)
         if (takes)
             i++;
     }
-    if (!out && !list) {
+    if (!out && !list && !inspect) {
         usage(stderr);
         return 2;
     }
@@ -201,7 +254,9 @@ int main(int argc, char **argv)
     size_t s = 0;
     while (s < sizeof stubs / sizeof stubs[0] && strcmp(kind, stubs[s].name) != 0)
         s++;
-    if (list) {
+    if (inspect) {
+        st = inspect_file(ctx, inspect);
+    } else if (list) {
         st = list_layout(ctx, &cfg, strcmp(kind, "vae") == 0);
     } else if (strcmp(kind, "checkpoint") == 0) {
         st = sd_sd1_write_random(ctx, out, &cfg, dtype, seed);

@@ -7,6 +7,7 @@ SRC=${SDFLOW_SOURCE_DIR:?}
 BUILD=${SDFLOW_BUILD_DIR:?}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
+export SDFLOW_CACHE=$T/default-cache.db # never the user's cache
 fails=0
 cp "$SRC/tests/lua/api.lua" "$T/"
 

@@ -5,6 +5,7 @@ set -u
 BIN=${SDFLOW_BIN:?}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
+export SDFLOW_CACHE=$T/default-cache.db # never the user's cache
 cd "$T" || exit 1
 fails=0
 check() { # check DESCRIPTION COMMAND...: the command must succeed

@@ -5,6 +5,7 @@ BIN=${SDFLOW_BIN:?}
 SRC=${SDFLOW_SOURCE_DIR:?}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
+export SDFLOW_CACHE=$T/default-cache.db # never the user's cache
 mkdir "$T/dir"
 "$BIN" lua "$SRC/tests/lua/roundtrip.lua" "$T/dir" >"$T/out" 2>&1
 got=$?

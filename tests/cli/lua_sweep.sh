@@ -6,6 +6,7 @@ BIN=${SDFLOW_BIN:?}
 SRC=${SDFLOW_SOURCE_DIR:?}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
+export SDFLOW_CACHE=$T/default-cache.db # never the user's cache
 "$BIN" lua "$SRC/tests/lua/sweep.lua" "$T/cache.db" >"$T/out" 2>&1
 got=$?
 if [ "$got" != 0 ] || ! grep -q "^sweep: ok$" "$T/out"; then

@@ -56,6 +56,22 @@ static sd_value *latent(float base)
     return v;
 }
 
+static unsigned char *read_all(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char *buf = NULL;
+    *len = 0;
+    if (f && fseek(f, 0, SEEK_END) == 0) {
+        long n = ftell(f);
+        buf = malloc(n > 0 ? (size_t)n : 1);
+        rewind(f);
+        *len = n > 0 ? fread(buf, 1, (size_t)n, f) : 0;
+    }
+    if (f)
+        fclose(f);
+    return buf;
+}
+
 static int64_t count_rows(const char *db, const char *sql)
 {
     sqlite3 *h;
@@ -166,6 +182,56 @@ static void test_random_bytes_database(void)
     CHECK(sd_cache_get(c, &k, 1, &got) && got && got->i == 5);
     sd_value_unref(got);
     sd_value_unref(v);
+    sd_context_free(ctx);
+    free(dir);
+    free(db);
+}
+
+/* Corruption inside the file found by a lookup (an overflow page of one entry points nowhere;
+ * opening does not notice): the database is moved aside at once and the cache goes on with a
+ * fresh one. */
+static void test_corruption_found_later(void)
+{
+    char *db = fresh_db("later");
+    sd_context *ctx = new_ctx(db);
+    sd_cache *c = sd_context_cache(ctx);
+    sd_value *big = sd_value_new(SD_TYPE_LATENT);
+    int64_t shape[4] = {1, 4, 64, 64};
+    sd_tensor *t = sd_value_add_tensor(big, "samples", 4, shape);
+    static const uint32_t marker[2] = {0x12345678u, 0x9abcdef0u};
+    memcpy(&t->data[8192], marker, sizeof marker); /* 32 KiB into a 64 KiB payload */
+    sd_key k = key_of("big");
+    sd_cache_put(c, &k, "Test", 1, &big);
+    sd_context_free(ctx); /* the last connection checkpoints the WAL into the file */
+    size_t len = 0;
+    unsigned char *bytes = read_all(db, &len);
+    size_t at = 0;
+    while (at + sizeof marker <= len && memcmp(bytes + at, marker, sizeof marker) != 0)
+        at++;
+    CHECK(at + sizeof marker <= len);
+    /* The page holding the marker is an overflow page: its first 4 bytes link the next one. */
+    memset(bytes + (at & ~(size_t)4095), 0xff, 4);
+    FILE *f = fopen(db, "wb");
+    CHECK(f && fwrite(bytes, 1, len, f) == len);
+    fclose(f);
+    free(bytes);
+    ctx = new_ctx(db);
+    c = sd_context_cache(ctx);
+    CHECK(c != NULL);
+    CHECK_MSG(n_warnings == 0, "warned at open: %s", warnings);
+    sd_value *got = NULL;
+    CHECK(!sd_cache_get(c, &k, 1, &got) && got == NULL);
+    CHECK_STR_CONTAINS(warnings, "was corrupt: moved to");
+    char *dir = test_path(test_scratch_dir(), "later/sub");
+    CHECK(has_corrupt_copy(dir));
+    sd_cache_put(c, &k, "Test", 1, &big);
+    CHECK(sd_cache_get(c, &k, 1, &got) && got != NULL);
+    sd_value_unref(got);
+    CHECK_EQ_INT(count_rows(db, "SELECT count(*) FROM entries"), 1);
+    int64_t bad = -1;
+    CHECK_EQ_INT(sd_cache_verify(ctx, &bad), SD_OK);
+    CHECK_EQ_INT(bad, 0);
+    sd_value_unref(big);
     sd_context_free(ctx);
     free(dir);
     free(db);
@@ -344,6 +410,7 @@ int main(void)
     RUN(test_roundtrip);
     RUN(test_file_hash_memo);
     RUN(test_random_bytes_database);
+    RUN(test_corruption_found_later);
     RUN(test_flipped_bit);
     RUN(test_verify_deletes_bad_entries);
     RUN(test_gc_lru_order);

@@ -248,6 +248,28 @@ static void test_nodes_through_scheduler(void)
     sd_graph_free(g);
 }
 
+/* ComfyUI API workflows for these nodes (with LoadImage's "upload" widget) import and validate. */
+static void test_comfy_api_import(void)
+{
+    char *json = test_path(test_scratch_dir(), "api.json");
+    const char *text =
+        "{\"10\": {\"inputs\": {\"image\": \"in.png\", \"upload\": \"image\"}, \"class_type\": \"LoadImage\"},"
+        " \"11\": {\"inputs\": {\"image\": \"in.png\", \"channel\": \"red\", \"upload\": \"image\"},"
+        " \"class_type\": \"LoadImageMask\"},"
+        " \"12\": {\"inputs\": {\"images\": [\"10\", 0], \"filename_prefix\": \"ComfyUI\"}, \"class_type\": \"SaveImage\"},"
+        " \"13\": {\"inputs\": {\"width\": 512, \"height\": 768, \"batch_size\": 2}, \"class_type\": \"EmptyLatentImage\"},"
+        " \"14\": {\"inputs\": {\"images\": [\"10\", 0]}, \"class_type\": \"PreviewImage\"}}";
+    write_bytes(json, text, strlen(text));
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_import_comfy(ctx, json, &g), SD_OK);
+    CHECK_EQ_INT(g ? sd_graph_validate(g) : SD_ERR_INVALID, SD_OK);
+    for (size_t i = 0; i < sd_context_diag_count(ctx); i++)
+        fprintf(stderr, "  %s\n", sd_context_diag(ctx, i));
+    CHECK_EQ_INT(g ? sd_graph_node_count(g) : 0, 5);
+    sd_graph_free(g);
+    free(json);
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx) != SD_OK)
@@ -267,6 +289,7 @@ int main(void)
     RUN(test_replay_mismatch);
     RUN(test_replay_without_workflow);
     RUN(test_nodes_through_scheduler);
+    RUN(test_comfy_api_import);
     sd_context_free(ctx);
     free(saved_a);
     free(saved_b);

@@ -28,6 +28,17 @@ assert(d.name == "EmptyLatentImage" and d.outputs[1].name == "LATENT" and d.outp
 assert(d.inputs[1].name == "width" and d.inputs[1].type == "INT" and d.inputs[1].default == "512")
 assert(d.inputs[1].min == 16 and d.output_node == false)
 
+-- Context options and settings; the module functions use the default context.
+local c2 <close> = sdflow.context{models_dirs = {"/models/a", "/models/b"}, input_dir = "/in",
+  output_dir = "/out", temp_dir = "/tmp/sdflow-api", cache = false, device = "pthread"}
+local set = c2:settings()
+assert(set.input_dir == "/in" and set.output_dir == "/out" and set.temp_dir == "/tmp/sdflow-api")
+assert(set.cache == false and set.device == "pthread" and tostring(c2) == "sdflow.context (cache off)")
+c2:configure{cache = "elsewhere.db", device = false}
+assert(c2:settings().cache == "elsewhere.db" and c2:settings().device == nil)
+sdflow.configure{output_dir = "/default-out"}
+assert(sdflow.settings().output_dir == "/default-out")
+
 -- Building: ids, handles, outputs, tostring.
 local g = ctx:graph()
 assert(tostring(g) == "sdflow.graph (0 nodes)" and #g == 0)
@@ -41,6 +52,7 @@ assert(g:node("seed") == seed and g:node("nope") == nil and lat.graph == g)
 assert(#g == 2 and tostring(g) == "sdflow.graph (2 nodes)")
 local nodes = g:nodes()
 assert(#nodes == 2 and nodes[1] == lat and nodes[2] == seed)
+assert(rawequal(g:node("1"), lat) and ({[lat] = true})[g:nodes()[1]], "one handle per node")
 
 -- Values: integers, floats (shortest text that reads back exactly), booleans, strings.
 local f1 = g:add("PrimitiveFloat", {value = 0.1})
@@ -107,7 +119,12 @@ local n = #g
 raises_at(here(), "unknown node type 'NoSuchNode'", function() g:add("NoSuchNode") end)
 raises_at(here(), "node type EmptyLatentImage has no input 'widht'", function() g:add("EmptyLatentImage", {widht = 64}) end)
 raises_at(here(), "EmptyLatentImage inputs are named: got a number key", function() g:add("EmptyLatentImage", {64}) end)
+raises_at(here() + 1, "node '" .. n .. "' input 'width': 99999 is out of range [16, 16384]",
+  function() g:add("EmptyLatentImage", {height = 64, width = 99999}) end)
+raises_at(here() + 1, "cannot link STRING output 'STRING' of node '" .. s.id .. "' to INT input 'width' of node 'x'",
+  function() g:add("EmptyLatentImage", {width = s}, "x") end)
 assert(#g == n, "a rejected add adds nothing")
+assert(g:add("PrimitiveInt").id == tostring(n), "the smallest free number")
 raises_at(here(), "node '1' (EmptyLatentImage) has no input 'depth'", function() lat.depth = 3 end)
 raises_at(here(), "node '1' input 'width': 99999 is out of range [16, 16384]", function() lat.width = 99999 end)
 raises_at(here(), "node '1' input 'width': 'wide' is not an integer", function() g:set(lat, "width", "wide") end)
@@ -126,6 +143,10 @@ raises_at(here(), "bad argument #1 to 'add' (string expected, got table)", funct
 raises_at(here(), "unknown run option 'output' (outputs, cache, progress)", function() g:run{output = {lat}} end)
 raises_at(here() + 1, "unknown context option 'models' (models_dirs, input_dir, output_dir, temp_dir, cache, device)",
   function() sdflow.context{models = "x"} end)
+raises_at(here(), "context option 'models_dirs': a string or a list of strings, not a number", function() c2:configure{models_dirs = 3} end)
+raises_at(here(), "context option 'cache': a path or false, not true", function() sdflow.configure{cache = true} end)
+raises_at(here() + 1, "run option 'outputs' must list 1 or more nodes (leave it out to run every output node)",
+  function() g:run{outputs = {}} end)
 raises_at(here(), "bad node: expected an sdflow.node or a node id, got number", function() g:set(3, "value", 1) end)
 
 -- Expected failures return nil, message, diagnostics.
@@ -133,6 +154,18 @@ local none, err, diags = sdflow.load("no-such-file.xml")
 assert(none == nil and err:find("no-such-file.xml", 1, true) and type(diags) == "table", tostring(err))
 none, err, diags = ctx:load_string("<workflow><node", "broken.xml")
 assert(none == nil and err:find("broken.xml", 1, true) and type(diags) == "table", tostring(err))
+local function write(path, text)
+  local file = assert(io.open(path, "w"))
+  file:write(text)
+  file:close()
+end
+write("api.json", '{"5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 32, "batch_size": 1}}}')
+local imported = assert(ctx:import_comfy("api.json"))
+assert(#imported == 1 and imported:node("5").type == "EmptyLatentImage")
+assert(assert(imported:run{outputs = {"5"}}):get("5").shape[3] == 4)
+write("unsupported.json", '{"1": {"class_type": "KSamplerAdvanced", "inputs": {}}}')
+none, err, diags = sdflow.import_comfy("unsupported.json")
+assert(none == nil and err:find("KSamplerAdvanced", 1, true) and type(diags) == "table", tostring(err))
 local g3 = ctx:graph()
 g3:add("SaveImage", nil, "save") -- its images input is required
 none, err, diags = g3:validate()

@@ -1,6 +1,6 @@
 -- XML save/load round trip from Lua: a graph with metadata, parameters, links and literals of
 -- every kind is saved, loaded back and compared (XML text, nodes, parameters, run results);
--- a failed save leaves nothing behind. Usage: roundtrip.lua DIR. Prints "roundtrip: ok".
+-- Lua code inside a workflow is never run; a failed save leaves nothing behind. Usage: roundtrip.lua DIR. Prints "roundtrip: ok".
 local sdflow = require "sdflow"
 local dir = assert(arg[1], "usage: roundtrip.lua DIR")
 
@@ -61,6 +61,22 @@ assert(back:save(dir .. "/resolved.xml", {resolve = true}))
 local resolved <close> = assert(ctx:load(dir .. "/resolved.xml"))
 assert(resolved:params()[1].default == "9")
 assert(assert(resolved:run{outputs = {resolved:node("seed")}}):get("seed") == 9)
+
+-- inline_params turns parameter bindings into literals of their current values.
+back:inline_params()
+assert(#back:params() == 0 and not back:xml():find("param=", 1, true))
+assert(back:xml():find('<input name="value">9</input>', 1, true))
+
+-- Lua code in a workflow is data: loading and running it runs no Lua.
+local marker = dir .. "/ran-lua"
+local code = 'os.execute("touch ' .. marker .. '")'
+local data = ctx:graph()
+data:add("PrimitiveString", {value = code}, "code")
+data:meta("description", code)
+local loaded <close> = assert(ctx:load_string(data:xml(), "code.xml"))
+data:close()
+assert(assert(loaded:run{outputs = {"code"}}):get("code") == code)
+assert(not io.open(marker), "a workflow ran Lua")
 
 -- A save that fails returns nil, message and writes nothing.
 local ok, err = g:save(dir .. "/missing/graph.xml")

@@ -64,4 +64,13 @@ assert(r.stats.ran == 1, "a cache = false run stored nothing")
 
 local stats = assert(ctx:cache_stats())
 assert(stats.entries == 1 + 3 + 2 + 2, "cache entries: " .. stats.entries)
+
+-- Maintenance: verify finds nothing bad; gc to a budget evicts; clear empties.
+assert(ctx:cache_verify() == 0)
+assert(ctx:cache_gc("1G") == 0)
+local evicted = assert(ctx:cache_gc(stats.bytes - 1))
+assert(evicted >= 1 and assert(ctx:cache_stats()).entries == stats.entries - evicted)
+assert(ctx:cache_clear() == true and assert(ctx:cache_stats()).entries == 0)
+local ok, err = pcall(ctx.cache_gc, ctx, "lots")
+assert(not ok and err:find("'lots' is not a size", 1, true), tostring(err))
 print("sweep: ok")

@@ -102,7 +102,7 @@ static void test_randn_goldens(void)
     fclose(f);
     sd_context_free(ctx);
     CHECK_EQ_INT(mismatches, 0);
-    CHECK(cases == 16 && values == 773 && batch_cases == 2);
+    CHECK(cases == 17 && values == 1029 && batch_cases == 2);
     printf("randn: %d cases, %d values bit-identical, %d batch_index cases\n", cases, values, batch_cases);
 }
 

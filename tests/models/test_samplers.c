@@ -54,6 +54,12 @@ static sd_status step_cb(void *user, int step, int steps, const float *x, const 
     return step == c->interrupt_at_step ? SD_ERR_INTERRUPTED : SD_OK;
 }
 
+static sd_status set_message_and_stop(void *user, int step, int steps, const float *x, const float *denoised,
+                                      size_t n)
+{
+    return sd_set_error(user, SD_ERR_INTERRUPTED, "node 'k' (KSampler): interrupted");
+}
+
 static void init_counter(counter *c)
 {
     memset(c, 0, sizeof *c);
@@ -87,8 +93,6 @@ static sd_sample_options options(const char *sampler, const float *sigmas, size_
     o.denoise_user = c;
     o.step = step_cb;
     o.step_user = c;
-    o.eta = -1.0;
-    o.s_noise = -1.0;
     return o;
 }
 
@@ -208,6 +212,35 @@ static void test_inplace_and_unchanged(void)
     sd_context_free(ctx);
 }
 
+/* eta 0 turns euler_ancestral into euler (ComfyUI still draws the noise, scaled by 0). */
+static void test_eta(void)
+{
+    sd_context *ctx = NULL;
+    CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
+    float noise[N], image[N], mask[N];
+    make_inputs(noise, image, mask);
+    float sig[7] = {14.6146402f, 5.09240818f, 2.27973056f, 1.16286457f, 0.571188867f, 0.0291671604f, 0.0f};
+    counter c;
+    init_counter(&c);
+    sd_sample_options o = options("euler", sig, 7, &c);
+    float euler[N], ancestral[N];
+    CHECK_EQ_INT(sd_sample(ctx, &o, noise, NULL, euler, N), SD_OK);
+    init_counter(&c);
+    o = options("euler_ancestral", sig, 7, &c);
+    o.noise = recorded_noise;
+    o.noise_user = &c;
+    o.set_eta = true;
+    o.eta = 0.0;
+    CHECK_EQ_INT(sd_sample(ctx, &o, noise, NULL, ancestral, N), SD_OK);
+    CHECK_EQ_INT(c.noise_calls, 5);
+    for (int i = 0; i < N; i++)
+        CHECK_NEAR(ancestral[i], euler[i], 1e-6);
+    o.eta = -0.5;
+    CHECK_EQ_INT(sd_sample(ctx, &o, noise, NULL, ancestral, N), SD_ERR_INVALID);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), "sampler 'euler_ancestral': eta -0.5 and s_noise 1 must be in [0, 1000]");
+    sd_context_free(ctx);
+}
+
 static void test_interrupt_and_errors(void)
 {
     sd_context *ctx = NULL;
@@ -227,12 +260,24 @@ static void test_interrupt_and_errors(void)
         snprintf(want, sizeof want, "sampler '%s': interrupted at step 3 of 6", sd_sampler_name(k));
         CHECK_STR_EQ(sd_context_errmsg(ctx), want);
     }
+    /* A callback's own message survives. */
+    {
+        counter c;
+        init_counter(&c);
+        c.interrupt_at_step = 0;
+        sd_sample_options o = options("euler", sig, 7, &c);
+        o.step = set_message_and_stop;
+        o.step_user = ctx;
+        float out[N];
+        CHECK_EQ_INT(sd_sample(ctx, &o, noise, NULL, out, N), SD_ERR_INTERRUPTED);
+        CHECK_STR_EQ(sd_context_errmsg(ctx), "node 'k' (KSampler): interrupted");
+    }
     counter c;
     init_counter(&c);
     c.fail_at_call = 2;
     sd_sample_options o = options("heun", sig, 7, &c);
     float out[N];
-    sd_clear_error(ctx);
+    sd_set_error(ctx, SD_ERR_IO, "a stale message");
     CHECK_EQ_INT(sd_sample(ctx, &o, noise, NULL, out, N), SD_ERR_CL);
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "sampler 'heun': denoiser failed at sigma 5.09");
     CHECK_EQ_INT(c.denoise_calls, 2);
@@ -253,6 +298,13 @@ static void test_interrupt_and_errors(void)
     CHECK_STR_EQ(sd_context_errmsg(ctx), "sampler 'euler': no denoiser given");
     o = options("euler", sig, 7, &c);
     CHECK_EQ_INT(sd_sample(ctx, &o, noise, NULL, sentinel, 0), SD_ERR_INVALID);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), "sampler 'euler': empty latent");
+    const float bad_sigmas[3][3] = {{14.6f, NAN, 0.0f}, {14.6f, -1.0f, 0.0f}, {14.6f, 0.0f, 0.0f}};
+    for (int k = 0; k < 3; k++) {
+        o = options("euler", bad_sigmas[k], 3, &c);
+        CHECK_EQ_INT(sd_sample(ctx, &o, noise, NULL, sentinel, N), SD_ERR_INVALID);
+        CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "sampler 'euler': sigma 1 is ");
+    }
     for (int i = 0; i < N; i++)
         CHECK(sentinel[i] == 7.0f);
     CHECK_EQ_INT(c.denoise_calls, 0);
@@ -275,6 +327,7 @@ int main(void)
     RUN(test_registry);
     RUN(test_goldens);
     RUN(test_inplace_and_unchanged);
+    RUN(test_eta);
     RUN(test_interrupt_and_errors);
     return test_summary("test_samplers");
 }

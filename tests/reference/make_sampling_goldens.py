@@ -57,23 +57,25 @@ def f32_hex(v):
 
 
 def write_randn():
-    # (seed, successive draw sizes on one generator, indices to record or None for all)
+    # (seed, shapes of successive draws on one generator, indices to record or None for all)
     cases = [
-        (0, [1], None), (0, [15], None), (0, [16], None), (0, [17], None), (0, [100], None),
-        (1, [1, 4, 8, 8], None), (42, [256], None), (42, [3, 5, 40, 7], None),
-        (2**32 + 5, [33], None), (2**63 - 1, [31], None), (2**64 - 1, [18], None),
-        (123456789, [1], None), (7, [15, 15], None), (7, [2, 16, 1], None),
+        (0, [[1]], None), (0, [[15]], None), (0, [[16]], None), (0, [[17]], None), (0, [[100]], None),
+        (1, [[1, 4, 8, 8]], None), (1, [[1], [4], [8], [8]], None), (42, [[256]], None),
+        (42, [[3], [5], [40], [7]], None), (2**32 + 5, [[33]], None), (2**63 - 1, [[31]], None),
+        (2**64 - 1, [[18]], None), (123456789, [[1]], None), (7, [[15], [15]], None),
+        (7, [[2], [16], [1]], None),
     ]
     big_idx = sorted(set(list(range(32)) + list(range(32768 - 32, 32768)) + list(range(0, 32768, 1999))))
-    cases.append((42, [2 * 4 * 64 * 64], big_idx))
-    cases.append((2**63 - 1, [4 * 64 * 64 + 5], sorted(set(list(range(40)) + list(range(16389 - 40, 16389))))))
-    lines = ["# torch.randn(n, generator=torch.manual_seed(seed)) float32 on the CPU, torch " + torch.__version__,
-             "# case <seed> <draw sizes, comma separated> <k>; then k lines: <index into the concatenated draws> <float32 bits hex>"]
-    for seed, sizes, idx in cases:
+    cases.append((42, [[2, 4, 64, 64]], big_idx))
+    cases.append((2**63 - 1, [[4 * 64 * 64 + 5]], sorted(set(list(range(40)) + list(range(16389 - 40, 16389))))))
+    lines = ["# torch.randn(shape, generator=torch.manual_seed(seed)) float32 on the CPU, torch " + torch.__version__,
+             "# case <seed> <element counts of successive draws, comma separated> <k>;"
+             " then k lines: <index into the concatenated draws> <float32 bits hex>"]
+    for seed, shapes, idx in cases:
         g = torch.manual_seed(seed)
-        vals = torch.cat([torch.randn(s, generator=g) for s in sizes]).numpy()
+        vals = torch.cat([torch.randn(sh, generator=g).flatten() for sh in shapes]).numpy()
         idx = range(len(vals)) if idx is None else idx
-        lines.append("case %d %s %d" % (seed, ",".join(map(str, sizes)), len(idx)))
+        lines.append("case %d %s %d" % (seed, ",".join(str(math.prod(sh)) for sh in shapes), len(idx)))
         lines += ["%d %s" % (i, f32_hex(vals[i])) for i in idx]
     # prepare_noise with batch_index: one [1, 4, 3, 5] draw per index up to the largest.
     for seed, inds in [(5, [2, 0, 2]), (9, [1])]:

@@ -1,5 +1,8 @@
 /* Helpers for op tests. See ops_check.h. */
 #include "ops_check.h"
+#include "test.h"
+#include <stdint.h>
+#include <string.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,4 +115,38 @@ bool ops_expect(const char *what, const sd_dtensor *t, int ndim, const int64_t *
                 got[worst], ref[worst], tol, rel);
     free(got);
     return ok;
+}
+
+float *ops_read_golden(const char *name, int *ndim, int64_t shape[SD_TENSOR_MAX_DIMS])
+{
+    char *dir = test_path(test_source_dir(), "tests/data/goldens");
+    char *path = dir ? test_path(dir, name) : NULL;
+    FILE *f = path ? fopen(path, "rb") : NULL;
+    float *data = NULL;
+    char magic[4];
+    int32_t nd, dims[SD_TENSOR_MAX_DIMS];
+    size_t n = 1;
+    if (!f || fread(magic, 1, 4, f) != 4 || memcmp(magic, "SDG1", 4) != 0 || fread(&nd, 4, 1, f) != 1 ||
+        nd < 1 || nd > SD_TENSOR_MAX_DIMS || fread(dims, 4, (size_t)nd, f) != (size_t)nd)
+        goto done;
+    for (int i = 0; i < nd; i++) {
+        if (dims[i] < 0 || dims[i] > (1 << 20))
+            goto done;
+        shape[i] = dims[i];
+        n *= (size_t)dims[i];
+    }
+    data = malloc(n * sizeof *data);
+    if (data && fread(data, sizeof *data, n, f) != n) {
+        free(data);
+        data = NULL;
+    }
+    *ndim = nd;
+done:
+    if (!data)
+        fprintf(stderr, "cannot read golden %s\n", path ? path : name);
+    if (f)
+        fclose(f);
+    free(path);
+    free(dir);
+    return data;
 }

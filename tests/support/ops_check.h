@@ -21,4 +21,7 @@ double ops_max_diff(const float *a, const float *b, size_t n);
  * (absolute, plus rel * |ref|); prints the worst element on failure. Returns true on pass. */
 bool ops_expect(const char *what, const sd_dtensor *t, int ndim, const int64_t *shape, const float *ref,
                 double tol, double rel);
+/* Reads tests/data/goldens/<name> (b"SDG1", int32 ndim, int32 dims, float32 data, little
+ * endian): malloc'd data, *ndim and shape filled; NULL when missing or malformed. */
+float *ops_read_golden(const char *name, int *ndim, int64_t shape[SD_TENSOR_MAX_DIMS]);
 #endif

@@ -121,27 +121,38 @@ static int64_t vline_out(int64_t l, void *u)
     return b * g->oh * per + r;
 }
 
+/* PIL: one fixed-point (u8) or double pass per axis whose size changes; the vertical pass
+ * first when the height shrinks while the width grows (Pillow 13's order). */
 static void ref_lanczos(const float *x, int64_t b, int64_t h, int64_t w, int64_t c, int64_t oh, int64_t ow,
                         bool u8, float *y)
 {
-    size_t n_in = (size_t)(b * h * w * c);
-    float *src = malloc(n_in * sizeof *src), *mid = malloc((size_t)(b * h * ow * c) * sizeof *mid);
-    for (size_t i = 0; i < n_in; i++) {
-        float v = x[i];
-        /* ComfyUI: np.clip(255. * x, 0, 255).astype(np.uint8) */
-        src[i] = u8 ? truncf(fminf(fmaxf(v * 255.0f, 0.0f), 255.0f)) : v;
-    }
-    geo g = {h, w, c, ow, oh};
-    if (ow != w)
+    size_t n_in = (size_t)(b * h * w * c), n_out = (size_t)(b * oh * ow * c);
+    size_t n_mid = (size_t)(b * (h > oh ? h : oh) * (w > ow ? w : ow) * c);
+    float *src = malloc(n_in * sizeof *src), *mid = malloc(n_mid * sizeof *mid);
+    for (size_t i = 0; i < n_in; i++) /* ComfyUI: np.clip(255. * x, 0, 255).astype(np.uint8) */
+        src[i] = u8 ? truncf(fminf(fmaxf(x[i] * 255.0f, 0.0f), 255.0f)) : x[i];
+    bool vfirst = oh < h && ow > w;
+    int64_t mh = vfirst ? oh : h, mw = vfirst ? w : ow; /* intermediate size */
+    if (vfirst) {
+        geo g = {h, w, c, w, oh};
+        pil_pass(src, mid, h, oh, w * c, w * c, b * w * c, vline_in, vline_out, &g, u8);
+    } else if (ow != w) {
+        geo g = {h, w, c, ow, h};
         pil_pass(src, mid, w, ow, c, c, b * h * c, hline_in, hline_out, &g, u8);
-    else
+    } else {
         memcpy(mid, src, n_in * sizeof *src);
-    if (oh != h)
+    }
+    if (vfirst) {
+        geo g = {mh, mw, c, ow, oh};
+        pil_pass(mid, y, w, ow, c, c, b * oh * c, hline_in, hline_out, &g, u8);
+    } else if (oh != h) {
+        geo g = {h, ow, c, ow, oh};
         pil_pass(mid, y, h, oh, ow * c, ow * c, b * ow * c, vline_in, vline_out, &g, u8);
-    else
-        memcpy(y, mid, (size_t)(b * h * ow * c) * sizeof *y);
+    } else {
+        memcpy(y, mid, n_out * sizeof *y);
+    }
     if (u8)
-        for (size_t i = 0; i < (size_t)(b * oh * ow * c); i++)
+        for (size_t i = 0; i < n_out; i++)
             y[i] = y[i] / 255.0f;
     free(src);
     free(mid);
