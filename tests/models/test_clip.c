@@ -1,9 +1,9 @@
 /* The CLIP text encoder against transformers' CLIPTextModel (goldens from
  * tests/reference/make_clip_goldens.py on the same tiny checkpoint). */
 #include "test.h"
+#include "support/golden.h"
 #include "models/clip.h"
 #include "models/sd1_layout.h"
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,29 +11,6 @@
 #define N_WINDOWS 2
 #define POSITIONS 77
 #define WIDTH 64
-
-static void *read_golden(const char *name, size_t bytes)
-{
-    char *dir = test_path(test_source_dir(), "tests/data/goldens");
-    char *path = test_path(dir, name);
-    FILE *f = fopen(path, "rb");
-    void *data = malloc(bytes);
-    size_t got = f && data ? fread(data, 1, bytes, f) : 0;
-    CHECK_MSG(got == bytes, "golden %s: read %zu of %zu bytes", path, got, bytes);
-    if (f)
-        fclose(f);
-    free(path);
-    free(dir);
-    return data;
-}
-
-static double max_abs_diff(const float *a, const float *b, size_t n)
-{
-    double m = 0;
-    for (size_t i = 0; i < n; i++)
-        m = fmax(m, fabs((double)a[i] - (double)b[i]));
-    return m;
-}
 
 /* Writes the same checkpoint as the reference script: tiny preset, CLIP width 64, 2 layers,
  * MLP 256, seed 11, f32, no VAE; 2 heads instead of the family's width/64 to test multi-head. */
@@ -59,18 +36,18 @@ static void encode_against_goldens(sd_dtype weight_dtype, double tol)
     CHECK_EQ_INT(sd_clip_model_new(cl, st, found.clip_prefix, &found.clip, weight_dtype, &m), SD_OK);
 
     size_t n = (size_t)N_WINDOWS * POSITIONS * WIDTH;
-    int32_t *tokens = read_golden("clip_tokens.i32", N_WINDOWS * POSITIONS * sizeof(int32_t));
-    float *last = read_golden("clip_last.f32", n * sizeof(float));
-    float *skip2 = read_golden("clip_skip2.f32", n * sizeof(float));
-    float *pooled_ref = read_golden("clip_pooled.f32", N_WINDOWS * WIDTH * sizeof(float));
+    int32_t *tokens = test_read_golden("clip_tokens.i32", N_WINDOWS * POSITIONS * sizeof(int32_t));
+    float *last = test_read_golden("clip_last.f32", n * sizeof(float));
+    float *skip2 = test_read_golden("clip_skip2.f32", n * sizeof(float));
+    float *pooled_ref = test_read_golden("clip_pooled.f32", N_WINDOWS * WIDTH * sizeof(float));
     float *hidden = malloc(n * sizeof *hidden), pooled[N_WINDOWS * WIDTH];
 
     CHECK_EQ_INT(sd_clip_encode(m, tokens, N_WINDOWS, -1, hidden, pooled), SD_OK);
-    double d_last = max_abs_diff(hidden, last, n), d_pool = max_abs_diff(pooled, pooled_ref, N_WINDOWS * WIDTH);
+    double d_last = test_max_abs_diff(hidden, last, n), d_pool = test_max_abs_diff(pooled, pooled_ref, N_WINDOWS * WIDTH);
     CHECK_MSG(d_last <= tol, "last layer: max abs diff %g > %g", d_last, tol);
     CHECK_MSG(d_pool <= tol, "pooled: max abs diff %g > %g", d_pool, tol);
     CHECK_EQ_INT(sd_clip_encode(m, tokens, N_WINDOWS, -2, hidden, NULL), SD_OK);
-    double d_skip = max_abs_diff(hidden, skip2, n);
+    double d_skip = test_max_abs_diff(hidden, skip2, n);
     CHECK_MSG(d_skip <= tol, "clip skip 2: max abs diff %g > %g", d_skip, tol);
     fprintf(stderr, "  %s weights: max abs diff last %.3g, skip2 %.3g, pooled %.3g\n",
             sd_dtype_name(weight_dtype), d_last, d_skip, d_pool);
