@@ -88,6 +88,9 @@ static const char ok_xml[] =
     "  <node id=\"s\" type=\"PrimitiveString\">\n"
     "    <input name=\"value\"><![CDATA[ <raw> & ]]> text </input>\n"
     "  </node>\n"
+    "  <node id=\"f\" type=\"PrimitiveFloat\">\n"
+    "    <input name=\"value\">\n      2.5\n    </input>\n"
+    "  </node>\n"
     "</workflow>\n";
 
 static void test_load_ok(void)
@@ -106,7 +109,7 @@ static void test_load_ok(void)
     CHECK_STR_EQ(g->params[0].def, "3");
     CHECK_STR_EQ(g->params[0].doc, "how many");
     CHECK_EQ_INT(g->params[0].line, 4);
-    CHECK_EQ_INT(g->n_nodes, 3);
+    CHECK_EQ_INT(g->n_nodes, 4);
     sd_graph_node *a = sd_graph_find_node(g, "a"), *b = sd_graph_find_node(g, "b");
     sd_graph_node *s = sd_graph_find_node(g, "s");
     CHECK(a && b && s);
@@ -125,6 +128,7 @@ static void test_load_ok(void)
     CHECK_EQ_INT(b->inputs[0].line, 12);
     CHECK_EQ_INT(s->inputs[0].kind, SD_BIND_LITERAL);
     CHECK_STR_EQ(s->inputs[0].text, " <raw> &  text "); /* literal text is never trimmed */
+    CHECK_STR_EQ(sd_graph_find_node(g, "f")->inputs[0].text, "2.5"); /* numbers are */
     CHECK_EQ_INT(sd_graph_validate(g), SD_OK);
 done:
     sd_graph_free(g);
