@@ -9,6 +9,7 @@
 #include "core/upgrade.h"
 #include "core/xml.h"
 #include <errno.h>
+#include <pthread.h>
 #include <libxml/parser.h>
 #include <libxml/parserInternals.h>
 #include <libxml/relaxng.h>
@@ -91,9 +92,17 @@ static int line_of(xmlNodePtr n)
     return line > 0 && line <= 0x7fffffff ? (int)line : 0;
 }
 
+static pthread_once_t libxml_once = PTHREAD_ONCE_INIT;
+
+static void libxml_init(void)
+{
+    xmlInitParser(); /* libxml2 wants this once before parsers run in several threads */
+}
+
 /* Parses buf into a tree; NULL on failure (error set on the context). */
 static xmlDocPtr parse_document(reader *r, const char *buf, size_t len)
 {
+    pthread_once(&libxml_once, libxml_init);
     if (len == 0) {
         reader_fail(r, SD_ERR_PARSE, 0, "malformed XML: the file is empty");
         return NULL;
