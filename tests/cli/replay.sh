@@ -101,6 +101,20 @@ check "missing input named" grep -q "input file $REAL (blake2b [0-9a-f]\{64\}) i
 cp "$T/shapes.orig" "$T/in/shapes.png"
 run 0 replay "$IMG" --input-dir "$T/in"
 
+# PreviewImage writes numbered PNGs with the same provenance to the temp directory.
+cat >"$T/preview.xml" <<'EOF'
+<workflow version="1">
+  <node id="load" type="LoadImage"><input name="image">shapes.png</input></node>
+  <node id="look" type="PreviewImage"><input name="images" from="load" output="IMAGE"/></node>
+</workflow>
+EOF
+run 0 run "$T/preview.xml" --input-dir "$T/in" --quiet
+PREVIEW=$T/sdflow/sdflow_preview_00001_.png
+check "preview written to the temp dir" test -f "$PREVIEW"
+run 0 replay "$PREVIEW" --input-dir "$T/in"
+check "preview replays" grep -q "^identical: $PREVIEW (re-rendered as $T/sdflow/replay-.*/sdflow_preview_00001_.png)$" "$T/out"
+check "output dir untouched by the preview" test "$(ls "$T/out.d")" = "$(printf 'shot_00001_.png\nshot_00002_.png')"
+
 if [ "$fails" != 0 ]; then
     echo "replay.sh: $fails failed"
     exit 1

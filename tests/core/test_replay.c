@@ -111,6 +111,7 @@ static void test_save_and_replay_identical(void)
         free(dir);
     }
     CHECK_STR_EQ(sd_context_dir(ctx, SD_DIR_OUTPUT), output_dir);
+    CHECK_STR_EQ(sd_context_dir(ctx, SD_DIR_TEMP), temp_dir);
     CHECK_EQ_INT(count_pngs(output_dir), 2);
     sd_replay_report_clear(&rep);
     CHECK(rep.new_image == NULL);
