@@ -1,6 +1,13 @@
 /* The registry of node types: one SD_NODE(Name) line per node type, each defined in nodes/ as
  * `const sd_node_desc sd_node_<Name>`. Keep the lines sorted; core/registry.c expands them. */
+SD_NODE(Canny)
 SD_NODE(EmptyLatentImage)
+SD_NODE(ImageBlur)
+SD_NODE(ImageCrop)
+SD_NODE(ImageInvert)
+SD_NODE(ImagePadForOutpaint)
+SD_NODE(ImageScale)
+SD_NODE(ImageScaleBy)
 SD_NODE(LoadImage)
 SD_NODE(LoadImageMask)
 SD_NODE(PreviewImage)
