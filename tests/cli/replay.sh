@@ -101,6 +101,24 @@ check "missing input named" grep -q "input file $REAL (blake2b [0-9a-f]\{64\}) i
 cp "$T/shapes.orig" "$T/in/shapes.png"
 run 0 replay "$IMG" --input-dir "$T/in"
 
+# Parameters are stored resolved: a --set override becomes the default in the embedded XML, so
+# the replay reads the image the run read without any --set.
+cat >"$T/param.xml" <<'EOF'
+<workflow version="1">
+  <param name="picture" type="STRING" default="absent.png">input image</param>
+  <node id="load" type="LoadImage"><input name="image" param="picture"/></node>
+  <node id="save" type="SaveImage">
+    <input name="images" from="load" output="IMAGE"/>
+    <input name="filename_prefix">param</input>
+  </node>
+</workflow>
+EOF
+run 0 run "$T/param.xml" --input-dir "$T/in" --output-dir "$T/out2" --set picture=shapes.png --quiet
+run 0 replay "$T/out2/param_00001_.png" --extract "$T/param-resolved.xml"
+check "override stored as the default" grep -q 'default="shapes.png"' "$T/param-resolved.xml"
+run 0 replay "$T/out2/param_00001_.png" --input-dir "$T/in"
+check "parameterised workflow replays" grep -q "^identical: " "$T/out"
+
 # A mismatch: a 1x1 RGB input (10,20,30) is saved, then the saved PNG's image data is replaced
 # by that of (13,20,30), keeping its text chunks. Replay exits 1 and reports 3 levels.
 # (Bytes: signature, IHDR, IDAT = zlib of filter 0 + the pixel, IEND, each with its CRC.)
