@@ -37,7 +37,7 @@ static sd_status required_text(sd_context *ctx, const char *png_path, const char
 {
     sd_status st = sd_png_read_text(ctx, png_path, NULL, key, out);
     if (st == SD_ERR_NOT_FOUND)
-        sd_set_error(ctx, SD_ERR_INVALID, "%s: has a workflow but no '%s' text chunk", png_path, key);
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: has a workflow but no '%s' text chunk", png_path, key);
     return st;
 }
 
