@@ -356,9 +356,10 @@ int cmd_run(int argc, char **argv)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
     clear_live_line(&progress);
-    if (result && progress.mode == PROGRESS_JSON)
+    /* No summary when the run stopped before planning (validation): the diagnostics say it. */
+    if (sd_result_node_count(result) && progress.mode == PROGRESS_JSON)
         summary_json(result, st, seconds);
-    else if (result && progress.mode != PROGRESS_NONE)
+    else if (sd_result_node_count(result) && progress.mode != PROGRESS_NONE)
         summary_text(result, st, seconds);
     for (size_t i = 0; i < sd_result_file_count(result); i++)
         printf("%s\n", sd_result_file(result, i));

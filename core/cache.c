@@ -44,7 +44,14 @@ static const char schema_sql[] =
     "CREATE INDEX IF NOT EXISTS entries_lru ON entries(last_used);"
     "CREATE TABLE IF NOT EXISTS file_hashes("
     "  path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
-    "  inode INTEGER NOT NULL, hash BLOB NOT NULL);";
+    "  inode INTEGER NOT NULL, hash BLOB NOT NULL);"
+    /* The payload total, kept by triggers so a store need not scan every entry. */
+    "CREATE TABLE IF NOT EXISTS totals(id INTEGER PRIMARY KEY CHECK (id = 0), bytes INTEGER NOT NULL);"
+    "INSERT OR IGNORE INTO totals VALUES(0, (SELECT coalesce(sum(size), 0) FROM entries));"
+    "CREATE TRIGGER IF NOT EXISTS entries_added AFTER INSERT ON entries"
+    "  BEGIN UPDATE totals SET bytes = bytes + NEW.size; END;"
+    "CREATE TRIGGER IF NOT EXISTS entries_deleted AFTER DELETE ON entries"
+    "  BEGIN UPDATE totals SET bytes = bytes - OLD.size; END;";
 
 static bool is_corruption(int rc)
 {
@@ -463,18 +470,18 @@ bool sd_cache_get(sd_cache *c, const sd_key *key, size_t n_outputs, sd_value **o
  * Runs inside the caller's transaction. Returns the SQLite code; *evicted counts rows. */
 static int evict_to(sd_cache *c, int64_t budget, int64_t *evicted)
 {
-    sqlite3_stmt *sum = prepare(c, "SELECT total(size) FROM entries");
+    sqlite3_stmt *sum = prepare(c, "SELECT bytes FROM totals");
     sqlite3_stmt *oldest = prepare(c, "SELECT rowid, size FROM entries ORDER BY last_used LIMIT 1");
     sqlite3_stmt *del = prepare(c, "DELETE FROM entries WHERE rowid = ?1");
     int rc = sum && oldest && del ? sqlite3_step(sum) : SQLITE_ERROR;
-    double total = rc == SQLITE_ROW ? sqlite3_column_double(sum, 0) : 0;
+    int64_t total = rc == SQLITE_ROW ? sqlite3_column_int64(sum, 0) : 0;
     rc = rc == SQLITE_ROW ? SQLITE_OK : rc;
-    while (rc == SQLITE_OK && total > (double)budget) {
+    while (rc == SQLITE_OK && total > budget) {
         rc = sqlite3_step(oldest);
         if (rc != SQLITE_ROW)
             break; /* SQLITE_DONE: nothing left to evict */
         sqlite3_bind_int64(del, 1, sqlite3_column_int64(oldest, 0));
-        total -= (double)sqlite3_column_int64(oldest, 1);
+        total -= sqlite3_column_int64(oldest, 1);
         sqlite3_reset(oldest);
         rc = sqlite3_step(del);
         sqlite3_reset(del);
@@ -509,8 +516,9 @@ void sd_cache_put(sd_cache *c, const sd_key *key, const char *node_type, size_t 
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000, evicted = 0;
     int rc = exec(c, "BEGIN IMMEDIATE");
-    sqlite3_stmt *s = rc == SQLITE_OK ? prepare(c, "INSERT OR REPLACE INTO entries VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6)")
-                                      : NULL;
+    if (rc == SQLITE_OK) /* a plain DELETE + INSERT keeps the totals triggers exact */
+        delete_entry(c, key);
+    sqlite3_stmt *s = rc == SQLITE_OK ? prepare(c, "INSERT INTO entries VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6)") : NULL;
     if (s) {
         sqlite3_bind_blob(s, 1, key->b, sizeof key->b, SQLITE_STATIC);
         sqlite3_bind_text(s, 2, node_type, -1, SQLITE_STATIC);
@@ -661,7 +669,7 @@ sd_status sd_cache_stats_get(sd_context *ctx, sd_cache_stats *stats)
     if (st)
         return st;
     if (!query_i64(c, "SELECT count(*) FROM entries", &stats->entries) ||
-        !query_i64(c, "SELECT coalesce(sum(size), 0) FROM entries", &stats->bytes) ||
+        !query_i64(c, "SELECT bytes FROM totals", &stats->bytes) ||
         !query_i64(c, "SELECT count(*) FROM file_hashes", &stats->file_hashes))
         return maint_fail(c, "reading statistics");
     struct stat sb;

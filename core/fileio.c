@@ -44,7 +44,8 @@ sd_status sd_file_write_atomic(sd_context *ctx, const char *path, const void *da
         slash[slash == dir ? 1 : 0] = '\0';
     for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
         free(tmp);
-        tmp = sd_strfmt("%s/.%s.%ld.%u.tmp", slash ? dir : ".", base, (long)getpid(),
+        /* The name is cut so that the temp name stays within NAME_MAX. */
+        tmp = sd_strfmt("%s/.%.200s.%ld.%u.tmp", slash ? dir : ".", base, (long)getpid(),
                         __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
         if (!tmp) {
             st = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
@@ -103,6 +104,8 @@ done:
 
 sd_status sd_make_dirs(sd_context *ctx, const char *path)
 {
+    if (!*path)
+        return sd_set_error(ctx, SD_ERR_INVALID, "cannot create a directory with an empty name");
     char *p = sd_strdup(path);
     if (!p)
         return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");

@@ -13,7 +13,8 @@ sd_status sd_file_write_atomic(sd_context *ctx, const char *path, const void *da
                                bool exclusive, bool *existed);
 
 /* Creates path and its missing parents (mode 0777 less the umask), like mkdir -p. SD_ERR_IO
- * naming the component that could not be created (or exists and is not a directory). */
+ * naming the component that could not be created (or exists and is not a directory);
+ * SD_ERR_INVALID for an empty path. */
 sd_status sd_make_dirs(sd_context *ctx, const char *path);
 
 #endif

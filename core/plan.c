@@ -273,8 +273,7 @@ static sd_status compute_key(sd_run_state *s, sd_cache *cache, sd_plan_node *p)
     return SD_OK;
 }
 
-/* Whether a node's outputs may be looked up in and stored into the cache. */
-static bool storable(const sd_plan_node *p)
+bool sd_plan_storable(const sd_plan_node *p)
 {
     if (p->desc->flags & (SD_NODE_NO_CACHE | SD_NODE_OUTPUT) || p->desc->n_outputs == 0)
         return false;
@@ -287,11 +286,6 @@ static bool storable(const sd_plan_node *p)
             break;
         }
     return true;
-}
-
-bool sd_plan_storable(const sd_plan_node *p)
-{
-    return storable(p);
 }
 
 sd_status sd_plan_make(sd_run_state *s, const sd_run_options *o, sd_cache *cache)
@@ -314,7 +308,7 @@ sd_status sd_plan_make(sd_run_state *s, const sd_run_options *o, sd_cache *cache
         p->needed |= p->wanted;
         if (!p->needed)
             continue;
-        if (cache && storable(p)) {
+        if (cache && sd_plan_storable(p)) {
             double t = sd_run_clock();
             p->outputs = calloc(p->desc->n_outputs, sizeof *p->outputs);
             if (!p->outputs)

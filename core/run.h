@@ -29,7 +29,7 @@ typedef struct sd_plan_node {
     bool needed;    /* will run or load from the cache */
     bool runs;      /* needed and not loaded from the cache */
     bool cached;    /* loaded from the cache */
-    bool ran;       /* its run function was called */
+    bool ran;       /* its run function was called (it may have failed) */
     int holds;      /* consumers still to run, plus one when wanted */
     int index;      /* 1-based position among needed nodes (progress) */
     double seconds;

@@ -148,6 +148,7 @@ static sd_status run_node(sd_run_state *s, sd_plan_node *p, sd_cache *cache)
     sd_clear_error(s->ctx);
     st = p->desc->run(&r);
     p->seconds = sd_run_clock() - t;
+    p->ran = true; /* its outcome is RAN even when it failed: the run's status says that */
     if (st) {
         if (!r.error_set) {
             if (!s->ctx->errmsg[0])
@@ -199,7 +200,6 @@ static sd_status execute(sd_run_state *s, sd_cache *cache)
         sd_status st = run_node(s, p, cache);
         if (st)
             return st;
-        p->ran = true;
         for (size_t i = 0; i < p->desc->n_inputs; i++)
             if (p->inputs[i].src != SD_NO_SOURCE)
                 release(s, &s->nodes[p->inputs[i].src]);

@@ -85,6 +85,12 @@ static void on_start_element(void *user, const xmlChar *localname, const xmlChar
                           nb_defaulted, attributes);
 }
 
+static int line_of(xmlNodePtr n)
+{
+    long line = xmlGetLineNo(n);
+    return line > 0 && line <= 0x7fffffff ? (int)line : 0;
+}
+
 /* Parses buf into a tree; NULL on failure (error set on the context). */
 static xmlDocPtr parse_document(reader *r, const char *buf, size_t len)
 {
@@ -159,17 +165,30 @@ done:
     return st;
 }
 
+/* A file from a newer sdflow gets a clear message rather than a schema complaint. */
+static sd_status check_format_version(reader *r, xmlDocPtr doc)
+{
+    xmlNodePtr root = xmlDocGetRootElement(doc);
+    if (!root || strcmp((const char *)root->name, "workflow") != 0)
+        return SD_OK; /* the schema reports it */
+    char *v = (char *)xmlGetNoNsProp(root, (const xmlChar *)"version");
+    sd_status st = SD_OK;
+    if (v && strcmp(v, "1") != 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "workflow format version '%.40s' is not supported (this sdflow reads version 1)", v);
+        reader_fail(r, SD_ERR_INVALID, line_of(root), msg);
+        st = r->status;
+    }
+    xmlFree(v);
+    return st;
+}
+
 /* ---- Building the graph from a schema-valid tree. ---- */
 
 static bool is_element(xmlNodePtr n, const char *name)
 {
     return n->type == XML_ELEMENT_NODE && strcmp((const char *)n->name, name) == 0;
-}
-
-static int line_of(xmlNodePtr n)
-{
-    long line = xmlGetLineNo(n);
-    return line > 0 && line <= 0x7fffffff ? (int)line : 0;
 }
 
 /* An attribute's value (malloc'd by libxml2, release with xmlFree) or NULL. */
@@ -336,7 +355,9 @@ sd_status sd_graph_load_xml_memory(sd_context *ctx, const char *xml, size_t len,
     if (!doc)
         return r.status;
     sd_graph *g = NULL;
-    sd_status st = validate_schema(&r, doc);
+    sd_status st = check_format_version(&r, doc);
+    if (!st)
+        st = validate_schema(&r, doc);
     if (!st && r.problems)
         st = problems_error(&r);
     if (!st)

@@ -336,6 +336,10 @@ sd_status sd_checkpoint_inspect(sd_context *ctx, const sd_safetensors *st, sd_ch
     cfg->vae_prefix = SD1_VAE_PREFIX;
     cfg->has_unet = true;
     cfg->has_clip = sd_safetensors_has_prefix(st, SD1_CLIP_PREFIX);
+    if (!cfg->has_clip && sd_safetensors_has_prefix(st, SD1_CLIP_PREFIX_OLD "embeddings.")) {
+        cfg->clip_prefix = SD1_CLIP_PREFIX_OLD; /* older transformers layout, no "text_model." */
+        cfg->has_clip = true;
+    }
     cfg->has_vae = sd_safetensors_has_prefix(st, SD1_VAE_PREFIX);
     if ((status = inspect_unet(ctx, st, cfg->unet_prefix, &cfg->unet)))
         return status;

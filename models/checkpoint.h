@@ -89,7 +89,7 @@ typedef struct sd_checkpoint_config {
     sd_family family;
     bool has_unet, has_clip, has_vae; /* parts present in the file */
     const char *unet_prefix;  /* "model.diffusion_model." */
-    const char *clip_prefix;  /* "cond_stage_model.transformer.text_model." */
+    const char *clip_prefix;  /* "cond_stage_model.transformer.text_model." (or SD1_CLIP_PREFIX_OLD) */
     const char *vae_prefix;   /* "first_stage_model." (standalone VAE files: "") */
     sd_unet_config unet;
     sd_clip_config clip;
@@ -100,6 +100,8 @@ typedef struct sd_checkpoint_config {
 #define SD1_UNET_PREFIX "model.diffusion_model."
 #define SD1_CLIP_PREFIX "cond_stage_model.transformer.text_model."
 #define SD1_VAE_PREFIX "first_stage_model."
+/* Some older SD1 files store the text model without "text_model." (as ComfyUI, accepted). */
+#define SD1_CLIP_PREFIX_OLD "cond_stage_model.transformer."
 
 /* The family a file's tensor names show (never fails). */
 sd_family sd_checkpoint_detect(const sd_safetensors *st);

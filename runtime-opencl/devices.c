@@ -146,14 +146,25 @@ static bool has_ext(const char *exts, const char *name)
     return false;
 }
 
+/* A platform or device string, truncated to fit out (CL refuses buffers that are too small). */
+static void info_string(const dev_entry *e, bool platform, cl_uint param, char *out, size_t size)
+{
+    char buf[1024] = "";
+    if (platform)
+        clGetPlatformInfo(e->platform, param, sizeof buf - 1, buf, NULL);
+    else
+        clGetDeviceInfo(e->device, param, sizeof buf - 1, buf, NULL);
+    snprintf(out, size, "%s", buf);
+}
+
 static void describe(const dev_entry *e, int index, sd_device_info *info)
 {
     memset(info, 0, sizeof *info);
     info->index = index;
-    clGetPlatformInfo(e->platform, CL_PLATFORM_NAME, sizeof info->platform, info->platform, NULL);
-    clGetDeviceInfo(e->device, CL_DEVICE_NAME, sizeof info->name, info->name, NULL);
-    clGetDeviceInfo(e->device, CL_DRIVER_VERSION, sizeof info->driver, info->driver, NULL);
-    clGetDeviceInfo(e->device, CL_DEVICE_VERSION, sizeof info->version, info->version, NULL);
+    info_string(e, true, CL_PLATFORM_NAME, info->platform, sizeof info->platform);
+    info_string(e, false, CL_DEVICE_NAME, info->name, sizeof info->name);
+    info_string(e, false, CL_DRIVER_VERSION, info->driver, sizeof info->driver);
+    info_string(e, false, CL_DEVICE_VERSION, info->version, sizeof info->version);
     cl_device_type t = dev_type(e->device);
     snprintf(info->type, sizeof info->type, "%s", (t & CL_DEVICE_TYPE_GPU) ? "GPU"
              : (t & CL_DEVICE_TYPE_CPU) ? "CPU" : (t & CL_DEVICE_TYPE_ACCELERATOR) ? "ACCELERATOR" : "OTHER");

@@ -9,6 +9,7 @@
 #define SD_TEST_H
 #include <stdio.h>
 #include <stdbool.h>
+#include <string.h>
 
 extern int test_checks_failed_in_current;
 void test_fail(const char *file, int line, const char *fmt, ...);

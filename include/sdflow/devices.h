@@ -14,7 +14,7 @@ typedef struct sd_device_info {
     char name[128];         /* device name */
     char type[16];          /* "GPU", "CPU", "ACCELERATOR" or "OTHER" */
     char driver[64];        /* driver version */
-    char version[64];       /* OpenCL version string of the device */
+    char version[128];      /* OpenCL version string of the device */
     uint64_t global_mem;    /* bytes */
     uint64_t max_alloc;     /* bytes: the largest single buffer */
     unsigned compute_units;

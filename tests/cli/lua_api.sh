@@ -1,6 +1,7 @@
 #!/bin/bash
 # The Lua module's API tests (tests/lua/api.lua) under `sdflow lua` and under a stock lua5.4
-# interpreter loading the built module through LUA_CPATH.
+# interpreter loading the built module through LUA_CPATH; handles left to the garbage
+# collector leak nothing (tests/lua/gc.lua).
 set -u
 BIN=${SDFLOW_BIN:?}
 SRC=${SDFLOW_SOURCE_DIR:?}
@@ -24,6 +25,13 @@ PRELOAD=$(ldd "$BUILD/sdflow.so" | awk '/lib(asan|ubsan)\.so/ { printf "%s ", $3
 got=$?
 if [ "$got" != 0 ] || ! grep -q "^api: ok$" "$T/out"; then
     echo "FAIL: lua5.4 api.lua (require from the built module) exited $got"; cat "$T/out"; fails=$((fails + 1))
+fi
+
+# Handles left to the garbage collector: LeakSanitizer on in a sanitizer build.
+(cd "$T/cli" && ASAN_OPTIONS=detect_leaks=1 "$BIN" lua "$SRC/tests/lua/gc.lua") >"$T/out" 2>&1
+got=$?
+if [ "$got" != 0 ] || ! grep -q "^gc: ok$" "$T/out"; then
+    echo "FAIL: sdflow lua gc.lua exited $got"; cat "$T/out"; fails=$((fails + 1))
 fi
 
 [ "$fails" = 0 ] && echo "lua_api: ok"

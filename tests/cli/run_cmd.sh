@@ -111,6 +111,19 @@ run 2 run
 check "missing file argument" grep -q "missing the workflow file" "$T/err"
 run 2 run "$T/wf.xml" --bogus
 check "unknown option" grep -q "unknown option '--bogus'" "$T/err"
+# An invalid workflow: every problem with file:line, nothing runs, no summary, no database.
+cat >"$T/bad.xml" <<'XML'
+<?xml version="1.0"?>
+<workflow version="1">
+  <node id="a" type="PrimitiveInt"><input name="value">x</input></node>
+  <node id="s" type="SaveImage"><input name="images" from="zz" output="IMAGE"/></node>
+</workflow>
+XML
+run 3 run "$T/bad.xml" --cache "$T/bad.db" --output-dir "$T/o"
+check "diagnostic 1" grep -q "bad.xml:3: node 'a' input 'value': 'x' is not an integer" "$T/err"
+check "diagnostic 2" grep -q "bad.xml:4: node 's' input 'images': link from unknown node 'zz'" "$T/err"
+check "no summary for an invalid workflow" bash -c "! grep -q ' ran, ' '$T/err'"
+check "no database for an invalid workflow" test ! -e "$T/bad.db"
 check "nothing written by failures" test "$(ls "$T/o" | wc -l)" = "$before"
 
 # A corrupt cache never fails a run.

@@ -329,6 +329,12 @@ static void test_gc_lru_order(void)
         sd_value_unref(got);
     }
     CHECK(present[0] && !present[1] && !present[2] && present[3]);
+    /* The payload total kept by triggers matches the entries, also after a replaced entry. */
+    sd_cache_put(c, &k[0], "Test", 1, &v);
+    CHECK_EQ_INT(sd_cache_stats_get(ctx, &st), SD_OK);
+    CHECK_EQ_INT(st.entries, 2);
+    CHECK_EQ_INT(st.bytes, 2 * one);
+    CHECK_EQ_INT(count_rows(db, "SELECT sum(size) FROM entries"), 2 * one);
     CHECK_EQ_INT(sd_cache_gc(ctx, -1, &evicted), SD_ERR_USAGE);
     sd_value_unref(v);
     sd_context_free(ctx);

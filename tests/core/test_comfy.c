@@ -3,6 +3,7 @@
 #include "core/graph.h"
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static sd_context *ctx;
 
@@ -86,6 +87,60 @@ static void test_unsupported_node(void)
                            path);
     CHECK_STR_EQ(sd_context_errmsg(ctx), want);
     free(want);
+    free(path);
+}
+
+/* The image nodes, as ComfyUI exports them (LoadImage with its "upload" widget). */
+static void test_import_image_nodes(void)
+{
+    char *path = data_path("image_api.json");
+    char *input = test_path(test_scratch_dir(), "input");
+    char *png = test_path(input, "example.png");
+    sd_graph *g = NULL;
+    mkdir(input, 0755);
+    CHECK_EQ_INT(sd_context_set_dir(ctx, SD_DIR_INPUT, input), SD_OK);
+    CHECK_EQ_INT(sd_graph_import_comfy(ctx, path, &g), SD_OK);
+    if (!g)
+        goto done;
+    CHECK_EQ_INT(sd_graph_node_count(g), 5);
+    CHECK_STR_EQ(sd_graph_node_id(g, 0), "5");
+    CHECK_STR_EQ(sd_graph_node_id(g, 4), "13");
+    const sd_graph_input *images = sd_graph_node_input(sd_graph_find_node(g, "11"), "images");
+    CHECK(images && images->kind == SD_BIND_LINK && !strcmp(images->src_node, "10") &&
+          !strcmp(images->src_output, "IMAGE"));
+    /* The image file is checked by validation, for both loaders. */
+    CHECK_EQ_INT(sd_graph_validate(g), SD_ERR_INVALID);
+    CHECK_EQ_INT(sd_context_diag_count(ctx), 2);
+    char *want = sd_strfmt("%s: node '10' input 'image': input file 'example.png' not found (searched: %s)",
+                           path, input);
+    CHECK_STR_EQ(sd_context_diag(ctx, 0), want);
+    free(want);
+    FILE *f = fopen(png, "wb");
+    if (f)
+        fclose(f);
+    CHECK_EQ_INT(sd_graph_validate(g), SD_OK);
+    sd_graph_free(g);
+    g = NULL;
+
+    /* Slot 1 of LoadImage is its MASK output. */
+    char *mask = scratch_file("mask.json",
+                              "{\"1\": {\"inputs\": {\"image\": \"example.png\"}, \"class_type\": \"LoadImage\"},\n"
+                              " \"2\": {\"inputs\": {\"images\": [\"1\", 1]}, \"class_type\": \"PreviewImage\"}}");
+    CHECK_EQ_INT(sd_graph_import_comfy(ctx, mask, &g), SD_OK);
+    if (g) {
+        CHECK_EQ_INT(sd_graph_validate(g), SD_ERR_INVALID);
+        CHECK_EQ_INT(sd_context_diag_count(ctx), 1);
+        want = sd_strfmt("%s: node '2' input 'images': type mismatch: output 'MASK' of node '1' is MASK, "
+                         "the input is IMAGE",
+                         mask);
+        CHECK_STR_EQ(sd_context_diag(ctx, 0), want);
+        free(want);
+    }
+    free(mask);
+done:
+    sd_graph_free(g);
+    free(png);
+    free(input);
     free(path);
 }
 
@@ -200,6 +255,7 @@ int main(void)
         return 2;
     RUN(test_import_primitives);
     RUN(test_unsupported_node);
+    RUN(test_import_image_nodes);
     RUN(test_default_workflow);
     RUN(test_bad_files);
     RUN(test_unknown_input_kept);

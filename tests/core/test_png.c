@@ -261,6 +261,14 @@ static void test_pixel_limit(void)
     char *text = NULL;
     CHECK_EQ_INT(sd_png_read_text(ctx, p, NULL, "sdflow:workflow", &text), SD_ERR_LIMIT);
     CHECK(text == NULL);
+    /* The budget is checked on the IHDR bytes alone: a file that ends right after the IHDR
+     * fields is still over the limit, not truncated (nothing past the header was read). */
+    size_t len;
+    unsigned char *bytes = read_bytes(p, &len);
+    write_bytes(p, bytes, 24);
+    CHECK_EQ_INT(sd_png_read(ctx, p, NULL, &img), SD_ERR_LIMIT);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), want);
+    free(bytes);
     free(p);
 
     /* Each side under the limit, the product over it: 8192 x 8193 > 64 Mpixels. */
@@ -444,6 +452,16 @@ static void test_atomic_write(void)
     char want[4200];
     snprintf(want, sizeof want, "cannot create directory %s: not a directory", target);
     CHECK_STR_EQ(sd_context_errmsg(ctx), want);
+    CHECK_EQ_INT(sd_make_dirs(ctx, ""), SD_ERR_INVALID);
+
+    /* A 250-character file name still gets a temp file (its name is cut to fit NAME_MAX). */
+    char longname[251];
+    memset(longname, 'n', 250);
+    longname[250] = '\0';
+    char *longpath = test_path(dir, longname);
+    CHECK_EQ_INT(sd_file_write_atomic(ctx, longpath, "x", 1, false, NULL), SD_OK);
+    CHECK(test_file_exists(longpath));
+    free(longpath);
     free(deep);
     free(through_file);
     sd_image_clear(&img);

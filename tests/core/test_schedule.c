@@ -383,9 +383,15 @@ static void test_two_processes_share_cache(void)
     enum { N = 40 };
     char *db = cache_db("shared");
     pid_t pids[2];
+    int gate[2]; /* both children start when the parent closes the write end */
+    CHECK(pipe(gate) == 0);
     for (int p = 0; p < 2; p++) {
         pids[p] = fork();
         if (pids[p] == 0) {
+            char c;
+            close(gate[1]);
+            if (read(gate[0], &c, 1) != 0)
+                _exit(2);
             sd_context *ctx = new_ctx("shared");
             sd_graph *g = chain(ctx, N, "11");
             static const char *const want[] = {"n40"};
@@ -402,6 +408,8 @@ static void test_two_processes_share_cache(void)
             _exit(code);
         }
     }
+    close(gate[0]);
+    close(gate[1]);
     for (int p = 0; p < 2; p++) {
         int status = -1;
         CHECK(pids[p] > 0 && waitpid(pids[p], &status, 0) == pids[p]);

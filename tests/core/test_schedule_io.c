@@ -126,6 +126,37 @@ static void test_file_content_in_key(void)
     sd_context_free(ctx);
 }
 
+/* A node that fails stores nothing; the message names it; its consumers do not run. */
+static void test_failed_node(void)
+{
+    sd_context *ctx = new_ctx("fail");
+    char *bad = test_path(sd_context_dir(ctx, SD_DIR_INPUT), "broken.png");
+    FILE *f = fopen(bad, "wb");
+    fputs("\x89PNG\r\n\x1a\n but then nothing", f);
+    fclose(f);
+    sd_graph *g;
+    sd_graph_new(ctx, &g);
+    CHECK_EQ_INT(sd_graph_add_node(g, "LoadImage", "load", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "load", "image", "broken.png"), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "SaveImage", "save", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_connect(g, "load", "IMAGE", "save", "images"), SD_OK);
+    char oc[16];
+    sd_result *r;
+    CHECK_EQ_INT(run(g, NULL, oc, &r), SD_ERR_PARSE);
+    CHECK_STR_EQ(oc, "R-");
+    CHECK(strncmp(sd_context_errmsg(ctx), "node 'load' (LoadImage): ", 25) == 0);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "broken.png");
+    CHECK_EQ_INT(sd_result_file_count(r), 0);
+    sd_result_free(r);
+    sd_cache_stats st;
+    CHECK_EQ_INT(sd_cache_stats_get(ctx, &st), SD_OK);
+    CHECK_EQ_INT(st.entries, 0);
+    CHECK(!test_file_exists(sd_context_dir(ctx, SD_DIR_OUTPUT)));
+    free(bad);
+    sd_graph_free(g);
+    sd_context_free(ctx);
+}
+
 /* A STRING linked into an ENUM input is checked against the choices when the node runs. */
 static void test_string_into_enum(void)
 {
@@ -201,6 +232,7 @@ int main(void)
 {
     RUN(test_partial_reexecution_two_inputs);
     RUN(test_file_content_in_key);
+    RUN(test_failed_node);
     RUN(test_string_into_enum);
     RUN(test_output_node_provenance);
     return test_summary("test_schedule_io");

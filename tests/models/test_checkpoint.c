@@ -4,6 +4,7 @@
 #include "models/sd1_layout.h"
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 static sd_context *ctx;
 
@@ -108,6 +109,18 @@ static void test_variant_roundtrip(void)
     CHECK_EQ_INT(roundtrip("variant.safetensors", &cfg, SD_ST_F16, &got), SD_OK);
     check_same_config(&got, &cfg);
     CHECK_EQ_INT(got.clip.heads, 2);
+}
+
+static void test_old_clip_prefix(void)
+{
+    sd_checkpoint_config cfg, got;
+    CHECK(sd_sd1_preset("tiny", &cfg));
+    cfg.clip_prefix = SD1_CLIP_PREFIX_OLD;
+    cfg.has_vae = false;
+    CHECK_EQ_INT(roundtrip("oldclip.safetensors", &cfg, SD_ST_F16, &got), SD_OK);
+    CHECK(got.has_clip);
+    CHECK_STR_EQ(got.clip_prefix, SD1_CLIP_PREFIX_OLD);
+    check_same_config(&got, &cfg);
 }
 
 static void test_weights_deterministic(void)
@@ -331,17 +344,79 @@ static void test_standalone_vae(void)
     free(p);
 }
 
+/* Runs sdflow_mkckpt with args (stdout+stderr to out_file); returns its exit status or -1. */
+static int run_tool(const char *args, const char *out_file)
+{
+    const char *build = getenv("SDFLOW_BUILD_DIR");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s/sdflow_mkckpt' %s > '%s' 2>&1", build, args, out_file);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static char *slurp(const char *path)
+{
+    static char buf[8192];
+    FILE *f = fopen(path, "rb");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = 0;
+    return buf;
+}
+
+static void test_tool(void)
+{
+    if (!getenv("SDFLOW_BUILD_DIR")) {
+        fprintf(stderr, "  (SDFLOW_BUILD_DIR unset: run through ctest to test the tool)\n");
+        return;
+    }
+    char *log = scratch("tool.log"), *ck = scratch("tool.safetensors"), *xl = scratch("tool_xl.safetensors");
+    char args[1024];
+    snprintf(args, sizeof args, "--preset tiny --dtype bf16 --seed 5 --channel-mult 1,2 --context 128 '%s'", ck);
+    CHECK_EQ_INT(run_tool(args, log), 0);
+    sd_safetensors *f = NULL;
+    sd_checkpoint_config cfg;
+    CHECK(sd_safetensors_open(ctx, ck, &f) == SD_OK && sd_checkpoint_inspect(ctx, f, &cfg) == SD_OK);
+    if (f) {
+        CHECK_EQ_INT(cfg.unet.n_levels, 2);
+        CHECK(cfg.unet.attention[0] && !cfg.unet.attention[1]);
+        CHECK_EQ_INT(cfg.unet.context_dim, 128);
+        CHECK_EQ_INT(cfg.clip.width, 128);
+        CHECK_STR_EQ(sd_safetensors_metadata(f, "sdflow.random_seed"), "5");
+        const sd_st_tensor *t = sd_safetensors_find(f, SD1_UNET_PREFIX "out.2.weight");
+        CHECK(t && t->dtype == SD_ST_BF16);
+    }
+    sd_safetensors_close(f);
+    snprintf(args, sizeof args, "--inspect '%s'", ck);
+    CHECK_EQ_INT(run_tool(args, log), 0);
+    CHECK_STR_CONTAINS(slurp(log), "family=SD1.x\n");
+    CHECK_STR_CONTAINS(slurp(log), "unet.channel_mult=1,2\nunet.attention=1,0\n");
+    snprintf(args, sizeof args, "--kind sdxl-stub '%s'", xl);
+    CHECK_EQ_INT(run_tool(args, log), 0);
+    snprintf(args, sizeof args, "--inspect '%s'", xl);
+    CHECK_EQ_INT(run_tool(args, log), 3);
+    char want[1024];
+    snprintf(want, sizeof want, "sdflow_mkckpt: %s: SDXL checkpoint detected; sdflow supports SD1.x\n", xl);
+    CHECK_STR_CONTAINS(slurp(log), want);
+    CHECK_EQ_INT(run_tool("--dtype f8 x.safetensors", log), 2);
+    CHECK_STR_EQ(slurp(log), "sdflow_mkckpt: bad or missing value for --dtype\n");
+    free(log), free(ck), free(xl);
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx) != SD_OK)
         return 2;
     RUN(test_tiny_roundtrip);
     RUN(test_variant_roundtrip);
+    RUN(test_old_clip_prefix);
     RUN(test_weights_deterministic);
     RUN(test_sd15_layout);
     RUN(test_missing_tensor);
     RUN(test_other_families);
     RUN(test_standalone_vae);
+    RUN(test_tool);
     sd_context_free(ctx);
     return test_summary("test_checkpoint");
 }

@@ -1,0 +1,108 @@
+#!/bin/bash
+# sdflow replay: usage errors, PNGs without a workflow, bad PNGs (truncated, 100000x100000
+# header, a directory), then LoadImage -> SaveImage run + replay (identical), --extract, and a
+# changed or missing input file named with its hash.
+set -u
+BIN=${SDFLOW_BIN:?}
+SRC=${SDFLOW_SOURCE_DIR:?}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+export TMPDIR=$T SDFLOW_CACHE=$T/cache.db
+unset SDFLOW_INPUT SDFLOW_OUTPUT SDFLOW_MODELS
+fails=0
+check() { # check DESCRIPTION COMMAND...: the command must succeed
+    local what=$1; shift
+    if ! "$@"; then echo "FAIL: $what"; fails=$((fails + 1)); fi
+}
+run() { # run EXPECTED_EXIT ARGS...: stdout in $T/out, stderr in $T/err
+    local want=$1; shift
+    "$BIN" "$@" >"$T/out" 2>"$T/err"
+    local got=$?
+    if [ "$got" != "$want" ]; then
+        echo "FAIL: sdflow $* exited $got, expected $want"; cat "$T/out" "$T/err"; fails=$((fails + 1))
+    fi
+}
+mkdir -p "$T/in" "$T/out.d"
+cp "$SRC/examples/input/shapes.png" "$T/in/shapes.png"
+
+# Usage.
+run 2 replay
+check "no image" grep -q "no image given" "$T/err"
+run 2 replay a.png b.png
+check "two images" grep -q "one image at a time" "$T/err"
+run 2 replay a.png --frobnicate
+check "unknown option" grep -q "unknown option '--frobnicate'" "$T/err"
+run 2 replay a.png --extract
+check "missing value" grep -q "option '--extract' needs a value" "$T/err"
+run 2 replay a.png --cache x.db --no-cache
+check "cache conflict" grep -q -- "--cache and --no-cache exclude each other" "$T/err"
+run 0 replay --help
+check "help" grep -q "usage: sdflow replay IMAGE.png" "$T/out"
+
+# A PNG without a workflow: exit 3 naming the file; --extract writes nothing.
+run 3 replay "$T/in/shapes.png"
+check "no workflow named" grep -q "$T/in/shapes.png: no sdflow workflow in this PNG" "$T/err"
+run 3 replay "$T/in/shapes.png" --extract "$T/x.xml"
+check "nothing extracted" test ! -e "$T/x.xml"
+
+# Bad PNGs.
+head -c 100 "$T/in/shapes.png" >"$T/cut.png"
+run 3 replay "$T/cut.png"
+check "truncated" grep -q "^sdflow: error: $T/cut.png: truncated$" "$T/err"
+printf '\x89PNG\r\n\x1a\n\x00\x00\x00\x0d\x49\x48\x44\x52\x00\x01\x86\xa0\x00\x01\x86\xa0\x08\x02\x00\x00\x00\x27\x30\x9c\x9f\x00\x00\x00\x00\x49\x45\x4e\x44\xae\x42\x60\x82' >"$T/huge.png"
+run 4 replay "$T/huge.png"
+check "pixel limit" grep -q "$T/huge.png: image 100000x100000 exceeds the pixel limit (32768 per side, 67108864 pixels)" "$T/err"
+echo "plain text" >"$T/text.png"
+run 3 replay "$T/text.png"
+check "not a PNG" grep -q "$T/text.png: not a PNG file" "$T/err"
+run 5 replay "$T/missing.png"
+check "missing PNG named" grep -q "$T/missing.png: No such file or directory" "$T/err"
+mkdir "$T/dir.png"
+run 5 replay "$T/dir.png"
+check "I/O error named" grep -q "$T/dir.png" "$T/err"
+
+# Run LoadImage -> SaveImage, then replay it: identical.
+cat >"$T/wf.xml" <<'EOF'
+<workflow version="1">
+  <node id="load" type="LoadImage"><input name="image">shapes.png</input></node>
+  <node id="save" type="SaveImage">
+    <input name="images" from="load" output="IMAGE"/>
+    <input name="filename_prefix">shot</input>
+  </node>
+</workflow>
+EOF
+run 0 run "$T/wf.xml" --input-dir "$T/in" --output-dir "$T/out.d" --quiet
+IMG=$T/out.d/shot_00001_.png
+check "image written" test -f "$IMG"
+run 0 replay "$IMG" --input-dir "$T/in"
+check "identical" grep -q "^identical: $IMG (re-rendered as $T/sdflow/replay-.*/shot_00001_.png)$" "$T/out"
+run 0 replay "$IMG" --input-dir "$T/in" --no-cache
+check "identical without cache" grep -q "^identical: " "$T/out"
+check "no stray files in the output dir" test "$(ls "$T/out.d")" = "shot_00001_.png"
+
+# --extract: the workflow with the same nodes, runnable again.
+run 0 replay "$IMG" --extract "$T/extracted.xml"
+check "extracted LoadImage" grep -q 'type="LoadImage"' "$T/extracted.xml"
+check "extracted file name" grep -q "shapes.png" "$T/extracted.xml"
+run 0 replay "$IMG" --extract -
+check "extract to stdout" grep -q 'type="SaveImage"' "$T/out"
+run 0 run "$T/extracted.xml" --input-dir "$T/in" --output-dir "$T/out.d" --quiet
+check "extracted workflow runs" test -f "$T/out.d/shot_00002_.png"
+
+# Changed input: exit 3 naming the file and its recorded hash; missing input likewise.
+REAL=$(realpath "$T/in/shapes.png")
+cp "$T/in/shapes.png" "$T/shapes.orig"
+cp "$IMG" "$T/in/shapes.png"
+run 3 replay "$IMG" --input-dir "$T/in"
+check "changed input named" grep -q "input file $REAL has changed: recorded blake2b [0-9a-f]\{64\}, now [0-9a-f]\{64\}" "$T/err"
+rm "$T/in/shapes.png"
+run 3 replay "$IMG" --input-dir "$T/in"
+check "missing input named" grep -q "input file $REAL (blake2b [0-9a-f]\{64\}) is missing" "$T/err"
+cp "$T/shapes.orig" "$T/in/shapes.png"
+run 0 replay "$IMG" --input-dir "$T/in"
+
+if [ "$fails" != 0 ]; then
+    echo "replay.sh: $fails failed"
+    exit 1
+fi
+echo "replay.sh: all passed"

@@ -1,0 +1,237 @@
+/* Fused attention against the plain-C reference softmax(Q K^T / sqrt(D) + mask) V.
+ *
+ * Tolerance: |got - want| <= ATOL + RTOL |want|, ATOL = 1e-4 and RTOL = 1e-4, with q, k, v in
+ * [-1, 1]: the output is a convex combination of v rows; fp32 dot products over D <= 160, the
+ * kernel's 2^x polynomial (relative error < 2e-7) and fp32 running sums over up to 16384 keys
+ * stay well inside that. Long sequences (4096, 16384 keys) are checked on a subset of query rows
+ * so the double-precision reference stays fast. */
+#include "test.h"
+#include "support/ref_ops.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ATOL 1e-4
+#define RTOL 1e-4
+
+static sd_context *ctx;
+static sd_cl *cl;
+
+typedef struct attn_case {
+    int B, Nq, Nk, H, D;
+    sd_dtype kvdt;
+    int mask_kind; /* 0 none, 1 [Nq, Nk] random with some -inf, 2 [B, 1, Nk] key padding, 3 causal [Nq, Nk] */
+    int rows;      /* query rows checked: 0 all, else this many spread over Nq */
+} attn_case;
+
+static sd_dtensor *upload(sd_dtype dt, int ndim, const int64_t *shape, const float *host)
+{
+    sd_dtensor *t = NULL;
+    CHECK_EQ_INT(sd_dtensor_new(cl, dt, ndim, shape, &t), SD_OK);
+    if (t)
+        CHECK_EQ_INT(sd_dtensor_upload(t, host), SD_OK);
+    return t;
+}
+
+static float *make_mask(const attn_case *c, int *mb, int *mq, int64_t *shape, int *ndim)
+{
+    *mb = 1;
+    *mq = c->Nq;
+    *ndim = 2;
+    shape[0] = c->Nq;
+    shape[1] = c->Nk;
+    if (c->mask_kind == 2) {
+        *mb = c->B;
+        *mq = 1;
+        *ndim = 3;
+        shape[0] = c->B;
+        shape[1] = 1;
+        shape[2] = c->Nk;
+    }
+    size_t n = (size_t)*mb * *mq * c->Nk;
+    float *m = malloc(n * sizeof *m);
+    ref_random(m, n, 77, -2, 2);
+    for (size_t i = 0; i < n; i++) {
+        size_t row = i / (size_t)c->Nk, col = i % (size_t)c->Nk;
+        if (c->mask_kind == 1 && (i * 2654435761u) % 5 == 0)
+            m[i] = -INFINITY;
+        if (c->mask_kind == 2)
+            m[i] = (int)col >= c->Nk - 3 - (int)row ? -INFINITY : 0.0f; /* last keys padded */
+        if (c->mask_kind == 3)
+            m[i] = col > row % (size_t)c->Nq ? -INFINITY : 0.0f;
+    }
+    if (c->mask_kind == 1 && c->Nq > 2)
+        for (int j = 0; j < c->Nk; j++) /* row 1 fully masked: its output must be zeros */
+            m[(size_t)1 * c->Nk + (size_t)j] = -INFINITY;
+    return m;
+}
+
+static double run_case(const attn_case *c, unsigned seed)
+{
+    size_t C = (size_t)c->H * c->D, nq = (size_t)c->B * c->Nq * C, nk = (size_t)c->B * c->Nk * C;
+    float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *got = malloc(nq * 4);
+    float *want = calloc(nq, 4);
+    ref_random(q, nq, seed, -1, 1);
+    ref_random(k, nk, seed + 1, -1, 1);
+    ref_random(v, nk, seed + 2, -1, 1);
+    if (c->kvdt == SD_DTYPE_F16) {
+        ref_round_f16(k, nk);
+        ref_round_f16(v, nk);
+    }
+    int64_t qs[] = {c->B, c->Nq, (int64_t)C}, ks[] = {c->B, c->Nk, (int64_t)C}, ms[3];
+    int mb = 1, mq = 1, mnd = 2;
+    float *mask = c->mask_kind ? make_mask(c, &mb, &mq, ms, &mnd) : NULL;
+    sd_dtensor *tq = upload(SD_DTYPE_F32, 3, qs, q), *tk = upload(c->kvdt, 3, ks, k);
+    sd_dtensor *tv = upload(c->kvdt, 3, ks, v), *tm = mask ? upload(SD_DTYPE_F32, mnd, ms, mask) : NULL;
+    sd_dtensor *out = NULL;
+    double err = INFINITY;
+    if (sd_op_attention(cl, tq, tk, tv, c->H, tm, &out) == SD_OK) {
+        CHECK(sd_dtensor_same_shape(out, tq));
+        CHECK_EQ_INT(sd_dtensor_download(out, got), SD_OK);
+        err = 0;
+        int blocks = c->rows ? 4 : 1, per = c->rows ? c->rows / 4 : c->Nq;
+        for (int blk = 0; blk < blocks; blk++) {
+            /* spread: start, two in the middle, end */
+            int q0 = blocks == 1 ? 0 : (int)((long)(c->Nq - per) * blk / (blocks - 1));
+            ref_attention(q, k, v, mask, mb, mq, c->B, c->Nq, c->Nk, c->H, c->D, q0, q0 + per, want);
+            for (int b = 0; b < c->B; b++) {
+                size_t off = ((size_t)b * c->Nq + (size_t)q0) * C;
+                double e = ref_max_err(got + off, want + off, (size_t)per * C, ATOL, RTOL);
+                if (e > err)
+                    err = e;
+            }
+        }
+        if (c->mask_kind == 1 && c->Nq > 2 && (!c->rows)) {
+            bool zeros = true;
+            for (size_t i = 0; i < C; i++)
+                zeros = zeros && got[C + i] == 0.0f;
+            CHECK_MSG(zeros, "fully masked query row is not zero");
+        }
+    } else {
+        CHECK_MSG(0, "sd_op_attention: %s", sd_context_errmsg(ctx));
+    }
+    sd_dtensor_free(out);
+    sd_dtensor_free(tq);
+    sd_dtensor_free(tk);
+    sd_dtensor_free(tv);
+    sd_dtensor_free(tm);
+    free(q);
+    free(k);
+    free(v);
+    free(got);
+    free(want);
+    free(mask);
+    return err;
+}
+
+static void check_cases(const attn_case *cases, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        const attn_case *c = &cases[i];
+        double e = run_case(c, seed + 11 * (unsigned)i);
+        CHECK_MSG(e <= 1.0, "case %zu: B%d Nq%d Nk%d H%d D%d kv %s mask %d: error ratio %g", i, c->B, c->Nq, c->Nk,
+                  c->H, c->D, sd_dtype_name(c->kvdt), c->mask_kind, e);
+    }
+}
+
+#define F32 SD_DTYPE_F32
+#define F16 SD_DTYPE_F16
+
+static void test_head_dims(void)
+{
+    /* Every head-dim path: scalar tail, float8, 16/32/48-column segments, up to 160. */
+    static const attn_case cases[] = {
+        {2, 19, 70, 3, 8, F32, 0, 0},   {1, 21, 33, 2, 13, F32, 0, 0},  {1, 17, 40, 4, 24, F32, 0, 0},
+        {2, 37, 45, 5, 40, F32, 0, 0},  {1, 9, 65, 1, 56, F32, 0, 0},   {1, 33, 31, 2, 64, F32, 0, 0},
+        {1, 25, 90, 2, 80, F32, 0, 0},  {1, 11, 50, 1, 100, F32, 0, 0}, {1, 15, 47, 2, 160, F32, 0, 0},
+        {1, 10, 20, 1, 1, F32, 0, 0},
+    };
+    check_cases(cases, sizeof cases / sizeof cases[0], 500);
+}
+
+static void test_shapes(void)
+{
+    static const attn_case cases[] = {
+        {1, 1, 1, 1, 8, F32, 0, 0},      /* one query, one key */
+        {1, 1, 77, 8, 40, F32, 0, 0},    /* one query, text keys */
+        {2, 300, 77, 8, 40, F32, 0, 0},  /* SD1.5 cross-attention */
+        {1, 50, 77, 20, 64, F32, 0, 0},  /* 20 heads (SDXL) */
+        {1, 64, 64, 8, 40, F16, 0, 0},   /* f16 K/V */
+        {1, 33, 100, 3, 80, F16, 0, 0},
+    };
+    check_cases(cases, sizeof cases / sizeof cases[0], 600);
+}
+
+static void test_masks(void)
+{
+    static const attn_case cases[] = {
+        {2, 23, 41, 3, 16, F32, 1, 0},  /* random additive mask with -inf, one fully masked row */
+        {3, 20, 39, 2, 40, F32, 2, 0},  /* per-batch key padding [B, 1, Nk] */
+        {1, 77, 77, 12, 64, F32, 3, 0}, /* causal (CLIP text encoder) */
+    };
+    check_cases(cases, sizeof cases / sizeof cases[0], 700);
+}
+
+static void test_4096_tokens(void)
+{
+    static const attn_case cases[] = {{1, 4096, 4096, 8, 40, F32, 0, 64}};
+    check_cases(cases, 1, 800);
+}
+
+static void test_beyond_max_alloc(void)
+{
+    /* Enough heads at 16384 x 16384 that the unfused score matrix (H * Nq * Nk floats) would
+     * exceed the device's largest allocation; the fused op still runs, in bounded memory. */
+    int N = 16384, D = 8;
+    double per_head = 4.0 * N * N;
+    int H = (int)((double)cl->max_alloc / per_head) + 1;
+    CHECK(per_head * H > (double)cl->max_alloc);
+    size_t peak_before = cl->stats.peak_bytes;
+    attn_case c = {1, N, N, H, D, F32, 0, 8};
+    double e = run_case(&c, 900);
+    CHECK_MSG(e <= 1.0, "16384 tokens, %d heads: error ratio %g", H, e);
+    /* q, k, v, out and packed K: a few MB, far below the score matrix. */
+    size_t tensors = 5 * (size_t)N * H * D * 4;
+    CHECK_MSG(cl->stats.peak_bytes <= peak_before + 2 * tensors + ((size_t)16 << 20),
+              "peak device memory %zu bytes", cl->stats.peak_bytes);
+}
+
+static void test_bad_inputs(void)
+{
+    int64_t qs[] = {1, 5, 12}, ks[] = {1, 7, 12}, k2[] = {1, 7, 10}, ms[] = {4, 7};
+    sd_dtensor *q = NULL, *k = NULL, *kb = NULL, *m = NULL, *out = (sd_dtensor *)1;
+    CHECK_EQ_INT(sd_dtensor_new(cl, F32, 3, qs, &q), SD_OK);
+    CHECK_EQ_INT(sd_dtensor_new(cl, F32, 3, ks, &k), SD_OK);
+    CHECK_EQ_INT(sd_dtensor_new(cl, F32, 3, k2, &kb), SD_OK);
+    CHECK_EQ_INT(sd_dtensor_new(cl, F32, 2, ms, &m), SD_OK);
+    size_t live = cl->stats.live_bytes;
+    CHECK_EQ_INT(sd_op_attention(cl, q, k, k, 5, NULL, &out), SD_ERR_INVALID); /* 12 % 5 != 0 */
+    CHECK(out == NULL);
+    CHECK_STR_EQ(sd_context_errmsg(ctx),
+                 "attention: q [1, 5, 12] f32, k [1, 7, 12] f32, v [1, 7, 12] f32, 5 heads do not fit");
+    CHECK_EQ_INT(sd_op_attention(cl, q, kb, kb, 2, NULL, &out), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "k [1, 7, 10] f32");
+    CHECK_EQ_INT(sd_op_attention(cl, q, k, k, 2, m, &out), SD_ERR_INVALID); /* mask rows 4, not 5 or 1 */
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "2 heads and the mask do not fit");
+    CHECK_EQ_INT(cl->stats.live_bytes, live);
+    sd_dtensor_free(q);
+    sd_dtensor_free(k);
+    sd_dtensor_free(kb);
+    sd_dtensor_free(m);
+}
+
+int main(void)
+{
+    if (sd_context_new(&ctx) || sd_cl_get(ctx, &cl)) {
+        fprintf(stderr, "test_attention: %s\n", ctx ? sd_context_errmsg(ctx) : "no memory");
+        return 1;
+    }
+    RUN(test_head_dims);
+    RUN(test_shapes);
+    RUN(test_masks);
+    RUN(test_4096_tokens);
+    RUN(test_beyond_max_alloc);
+    RUN(test_bad_inputs);
+    sd_context_free(ctx);
+    return test_summary("test_attention");
+}

@@ -1,0 +1,44 @@
+#include "support/golden.h"
+#include "test.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+void *test_read_golden(const char *name, size_t bytes)
+{
+    char *dir = test_path(test_source_dir(), "tests/data/goldens");
+    char *path = test_path(dir, name);
+    FILE *f = fopen(path, "rb");
+    void *data = malloc(bytes ? bytes : 1);
+    size_t got = f && data ? fread(data, 1, bytes, f) : 0;
+    bool at_end = f && fgetc(f) == EOF;
+    CHECK_MSG(got == bytes && at_end, "golden %s: expected exactly %zu bytes", path, bytes);
+    if (f)
+        fclose(f);
+    free(path);
+    free(dir);
+    if (got != bytes) {
+        free(data);
+        return NULL;
+    }
+    return data;
+}
+
+double test_max_abs_diff(const float *a, const float *b, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        m = fmax(m, fabs((double)a[i] - (double)b[i]));
+    return m;
+}
+
+double test_psnr(const float *a, const float *b, size_t n, double range)
+{
+    double se = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)b[i];
+        se += d * d;
+    }
+    double mse = se / (double)(n ? n : 1);
+    return mse > 0 ? 10.0 * log10(range * range / mse) : INFINITY;
+}

@@ -1,0 +1,13 @@
+/* Reading committed golden files (tests/data/goldens/) and comparing float arrays. */
+#ifndef SD_TEST_GOLDEN_H
+#define SD_TEST_GOLDEN_H
+#include <stddef.h>
+
+/* The whole golden file `name`, which must be exactly `bytes` long (a failed check otherwise);
+ * malloc'd, or NULL when it could not be read. */
+void *test_read_golden(const char *name, size_t bytes);
+/* max |a[i] - b[i]| over n elements. */
+double test_max_abs_diff(const float *a, const float *b, size_t n);
+/* Peak signal-to-noise ratio in dB of a against the reference b for signals of the given range. */
+double test_psnr(const float *a, const float *b, size_t n, double range);
+#endif
