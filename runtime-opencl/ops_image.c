@@ -7,6 +7,8 @@
 
 #define KFILE "ops_image.cl"
 #define PRECISION_BITS 22 /* PIL's 8-bit resampling precision, as in the kernel */
+#define RESAMPLE_RUN 32   /* inner elements per work-item in resample_axis (kernel's RUN) */
+#define RESAMPLE_OBLK 8   /* output positions per work-item (kernel's OBLK) */
 
 static sd_status kernel(sd_cl *cl, const char *name, cl_kernel *k)
 {
@@ -232,7 +234,7 @@ static sd_status resample_pass(sd_cl *cl, const sd_dtensor *x, const sd_resize_t
         goto done;
     sd_cl_arg args[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(y->buf), SD_ARG_MEM(idx), SD_ARG_MEM(w),
                         SD_ARG_UINT(t->taps), SD_ARG_UINT(n_in), SD_ARG_UINT(n_out), SD_ARG_UINT(inner)};
-    size_t global[3] = {inner, n_out, outer};
+    size_t global[3] = {(inner + RESAMPLE_RUN - 1) / RESAMPLE_RUN, (n_out + RESAMPLE_OBLK - 1) / RESAMPLE_OBLK, outer};
     if ((st = sd_cl_launch(cl, k, 3, global, NULL, SD_NARGS(args), args)))
         goto done;
     *out = y;

@@ -3,23 +3,48 @@
  * One work-item per output pixel (all channels) or per output row; no local memory. */
 
 /* ---- Separable resampling along one axis. ----
- * The image is viewed as [outer, n_in, inner] (inner = W*C when resampling rows of an
- * [B,H,W,C] image along H, inner = C along W); output [outer, n_out, inner]. Output position o
- * reads taps idx[o*taps + k] with weights w[o*taps + k] (zero-weight padding taps allowed).
- * Work-item (e, o, outer) computes inner element e. */
+ * The image is viewed as [outer, n_in, inner] (inner = W*C when resampling along H of an
+ * [B,H,W,C] image, inner = C along W); output [outer, n_out, inner]. Output position o reads
+ * taps idx[o*taps + k] with weights w[o*taps + k] (zero-weight padding taps allowed).
+ * Work-item (e-chunk, o-block, outer) computes RUN inner elements (float8 vectors; a vertical
+ * pass reads whole rows) for OBLK consecutive output positions. */
+#define RUN 32
+#define OBLK 8
 kernel void resample_axis(global const float *x, global float *y, global const int *idx,
                           global const float *w, uint taps, uint n_in, uint n_out, uint inner)
 {
-    uint e = get_global_id(0);
-    uint o = get_global_id(1);
+    uint e0 = get_global_id(0) * RUN, e1 = min(e0 + RUN, inner);
+    uint o0 = get_global_id(1) * OBLK, o1 = min(o0 + OBLK, n_out);
     ulong b = get_global_id(2);
-    global const float *px = x + b * n_in * inner + e;
-    global const int *ti = idx + (ulong)o * taps;
-    global const float *tw = w + (ulong)o * taps;
-    float s = 0.0f;
-    for (uint k = 0; k < taps; k++)
-        s += tw[k] * px[(ulong)ti[k] * inner];
-    y[(b * n_out + o) * inner + e] = s;
+    global const float *px = x + b * n_in * inner;
+    global float *py = y + b * n_out * inner;
+    for (uint o = o0; o < o1; o++) {
+        global const int *ti = idx + (ulong)o * taps;
+        global const float *tw = w + (ulong)o * taps;
+        global float *row = py + (ulong)o * inner;
+        if (e1 - e0 == RUN) {
+            float8 a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+            for (uint k = 0; k < taps; k++) {
+                global const float *src = px + (ulong)ti[k] * inner + e0;
+                float wk = tw[k];
+                a0 += wk * vload8(0, src);
+                a1 += wk * vload8(1, src);
+                a2 += wk * vload8(2, src);
+                a3 += wk * vload8(3, src);
+            }
+            vstore8(a0, 0, row + e0);
+            vstore8(a1, 1, row + e0);
+            vstore8(a2, 2, row + e0);
+            vstore8(a3, 3, row + e0);
+        } else {
+            for (uint e = e0; e < e1; e++) {
+                float s = 0.0f;
+                for (uint k = 0; k < taps; k++)
+                    s += tw[k] * px[(ulong)ti[k] * inner + e];
+                row[e] = s;
+            }
+        }
+    }
 }
 
 /* The same with PIL's 8-bit fixed-point arithmetic (Resample.c, 22 precision bits): inputs
@@ -29,17 +54,36 @@ kernel void resample_axis(global const float *x, global float *y, global const i
 kernel void resample_axis_u8(global const float *x, global float *y, global const int *idx,
                              global const int *w, uint taps, uint n_in, uint n_out, uint inner)
 {
-    uint e = get_global_id(0);
-    uint o = get_global_id(1);
+    uint e0 = get_global_id(0) * RUN, e1 = min(e0 + RUN, inner);
+    uint o0 = get_global_id(1) * OBLK, o1 = min(o0 + OBLK, n_out);
     ulong b = get_global_id(2);
-    global const float *px = x + b * n_in * inner + e;
-    global const int *ti = idx + (ulong)o * taps;
-    global const int *tw = w + (ulong)o * taps;
-    int s = 1 << (PRECISION_BITS - 1);
-    for (uint k = 0; k < taps; k++)
-        s += tw[k] * (int)px[(ulong)ti[k] * inner];
-    s >>= PRECISION_BITS;
-    y[(b * n_out + o) * inner + e] = (float)clamp(s, 0, 255);
+    global const float *px = x + b * n_in * inner;
+    global float *py = y + b * n_out * inner;
+    for (uint o = o0; o < o1; o++) {
+        global const int *ti = idx + (ulong)o * taps;
+        global const int *tw = w + (ulong)o * taps;
+        global float *row = py + (ulong)o * inner;
+        if (e1 - e0 == RUN) {
+            int8 a[4];
+            for (int v = 0; v < 4; v++)
+                a[v] = (int8)(1 << (PRECISION_BITS - 1));
+            for (uint k = 0; k < taps; k++) {
+                global const float *src = px + (ulong)ti[k] * inner + e0;
+                int wk = tw[k];
+                for (int v = 0; v < 4; v++)
+                    a[v] += wk * convert_int8(vload8(v, src));
+            }
+            for (int v = 0; v < 4; v++)
+                vstore8(convert_float8(clamp(a[v] >> PRECISION_BITS, 0, 255)), v, row + e0);
+        } else {
+            for (uint e = e0; e < e1; e++) {
+                int s = 1 << (PRECISION_BITS - 1);
+                for (uint k = 0; k < taps; k++)
+                    s += tw[k] * (int)px[(ulong)ti[k] * inner + e];
+                row[e] = (float)clamp(s >> PRECISION_BITS, 0, 255);
+            }
+        }
+    }
 }
 
 /* ComfyUI's float -> uint8 conversion before PIL: trunc(clip(255 x, 0, 255)). */
