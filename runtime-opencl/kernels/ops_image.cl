@@ -36,6 +36,18 @@ kernel void resample_axis(global const float *x, global float *y, global const i
             vstore8(a1, 1, row + e0);
             vstore8(a2, 2, row + e0);
             vstore8(a3, 3, row + e0);
+        } else if (inner <= 4) {
+            /* Pixels of up to 4 channels along W: one float4 accumulator per output. */
+            float4 a = 0.0f;
+            for (uint k = 0; k < taps; k++) {
+                global const float *src = px + (ulong)ti[k] * inner;
+                float4 v = (float4)(src[0], inner > 1 ? src[1] : 0.0f, inner > 2 ? src[2] : 0.0f,
+                                    inner > 3 ? src[3] : 0.0f);
+                a += tw[k] * v;
+            }
+            float r[4] = {a.x, a.y, a.z, a.w};
+            for (uint e = 0; e < inner; e++)
+                row[e] = r[e];
         } else {
             for (uint e = e0; e < e1; e++) {
                 float s = 0.0f;
@@ -75,6 +87,18 @@ kernel void resample_axis_u8(global const float *x, global float *y, global cons
             }
             for (int v = 0; v < 4; v++)
                 vstore8(convert_float8(clamp(a[v] >> PRECISION_BITS, 0, 255)), v, row + e0);
+        } else if (inner <= 4) {
+            int4 a = (int4)(1 << (PRECISION_BITS - 1));
+            for (uint k = 0; k < taps; k++) {
+                global const float *src = px + (ulong)ti[k] * inner;
+                int4 v = (int4)((int)src[0], inner > 1 ? (int)src[1] : 0, inner > 2 ? (int)src[2] : 0,
+                                inner > 3 ? (int)src[3] : 0);
+                a += tw[k] * v;
+            }
+            float4 f = convert_float4(clamp(a >> PRECISION_BITS, 0, 255));
+            float r[4] = {f.x, f.y, f.z, f.w};
+            for (uint e = 0; e < inner; e++)
+                row[e] = r[e];
         } else {
             for (uint e = e0; e < e1; e++) {
                 int s = 1 << (PRECISION_BITS - 1);
