@@ -547,14 +547,15 @@ done:
     return st;
 }
 
-/* Runs canny_hysteresis until no pixel changes (each launch reads back one flag). */
+/* Runs the row and column hysteresis sweeps until a round changes no pixel (one flag read back
+ * per round). */
 static sd_status hysteresis(sd_cl *cl, sd_dtensor *edges, int64_t b, int64_t h, int64_t w)
 {
     sd_status st;
-    cl_kernel k;
+    cl_kernel kr, kc;
     cl_mem flag = NULL;
     size_t flag_cap = 0;
-    if ((st = kernel(cl, "canny_hysteresis", &k)) ||
+    if ((st = kernel(cl, "canny_hysteresis_rows", &kr)) || (st = kernel(cl, "canny_hysteresis_cols", &kc)) ||
         (st = sd_cl_buffer_get(cl, sizeof(cl_int), "canny flag", &flag, &flag_cap)))
         goto done;
     for (;;) {
@@ -562,8 +563,9 @@ static sd_status hysteresis(sd_cl *cl, sd_dtensor *edges, int64_t b, int64_t h, 
         if ((st = sd_cl_write(cl, flag, 0, sizeof changed, &changed)))
             goto done;
         sd_cl_arg args[] = {SD_ARG_MEM(edges->buf), SD_ARG_MEM(flag), SD_ARG_UINT(h), SD_ARG_UINT(w)};
-        size_t global[2] = {(size_t)h, (size_t)b};
-        if ((st = sd_cl_launch(cl, k, 2, global, NULL, SD_NARGS(args), args)) ||
+        size_t rows[2] = {(size_t)h, (size_t)b}, cols[2] = {(size_t)w, (size_t)b};
+        if ((st = sd_cl_launch(cl, kr, 2, rows, NULL, SD_NARGS(args), args)) ||
+            (st = sd_cl_launch(cl, kc, 2, cols, NULL, SD_NARGS(args), args)) ||
             (st = sd_cl_read(cl, flag, 0, sizeof changed, &changed)))
             goto done;
         if (!changed)

@@ -251,35 +251,53 @@ kernel void canny_nms(global const float *mag, global const float *gx, global co
     edges[i] = e;
 }
 
-/* Hysteresis step, in place: a weak pixel (0.5) with a strong (1) 8-neighbour becomes strong.
- * One work-item per row sweeps left-to-right then right-to-left so runs along a row resolve in
- * one launch; any change sets *changed. Promotions only go 0.5 -> 1, so concurrent updates
- * never undo each other and the fixed point is unique (weak pixels 8-connected to a strong one). */
-kernel void canny_hysteresis(global float *edges, global int *changed, uint h, uint w)
+/* Hysteresis, in place: a weak pixel (0.5) with a strong (1) 8-neighbour becomes strong.
+ * Promotions only go 0.5 -> 1, so concurrent updates never undo each other and the fixed point
+ * is unique (weak pixels 8-connected to a strong one). canny_hysteresis_rows gives one
+ * work-item a row and sweeps it left-to-right then right-to-left; canny_hysteresis_cols does
+ * the same along columns, so chains along either axis resolve in one launch. Any change sets
+ * *changed. */
+inline bool has_strong_neighbour(global const float *plane, int px, int py, uint h, uint w)
+{
+    for (int yy = max(py - 1, 0); yy <= min(py + 1, (int)h - 1); yy++)
+        for (int xx = max(px - 1, 0); xx <= min(px + 1, (int)w - 1); xx++)
+            if (plane[(ulong)yy * w + xx] == 1.0f)
+                return true;
+    return false;
+}
+
+kernel void canny_hysteresis_rows(global float *edges, global int *changed, uint h, uint w)
 {
     int py = get_global_id(0);
-    ulong b = get_global_id(1);
-    global float *plane = edges + b * h * w;
+    global float *plane = edges + get_global_id(1) * (ulong)h * w;
     int any = 0;
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < 2; pass++)
         for (int t = 0; t < (int)w; t++) {
             int px = pass == 0 ? t : (int)w - 1 - t;
             global float *p = plane + (ulong)py * w + px;
-            if (*p != 0.5f)
-                continue;
-            bool strong = false;
-            for (int yy = max(py - 1, 0); yy <= min(py + 1, (int)h - 1) && !strong; yy++)
-                for (int xx = max(px - 1, 0); xx <= min(px + 1, (int)w - 1); xx++)
-                    if (plane[(ulong)yy * w + xx] == 1.0f) {
-                        strong = true;
-                        break;
-                    }
-            if (strong) {
+            if (*p == 0.5f && has_strong_neighbour(plane, px, py, h, w)) {
                 *p = 1.0f;
                 any = 1;
             }
         }
-    }
+    if (any)
+        *changed = 1;
+}
+
+kernel void canny_hysteresis_cols(global float *edges, global int *changed, uint h, uint w)
+{
+    int px = get_global_id(0);
+    global float *plane = edges + get_global_id(1) * (ulong)h * w;
+    int any = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int t = 0; t < (int)h; t++) {
+            int py = pass == 0 ? t : (int)h - 1 - t;
+            global float *p = plane + (ulong)py * w + px;
+            if (*p == 0.5f && has_strong_neighbour(plane, px, py, h, w)) {
+                *p = 1.0f;
+                any = 1;
+            }
+        }
     if (any)
         *changed = 1;
 }
