@@ -10,7 +10,9 @@
 typedef struct sd_unet sd_unet;
 
 /* ControlNet residuals added to the UNet (issue 5): one per skip connection (input block outputs,
- * in order) and one for the middle block, each [B, C, h, w] like the tensor it is added to. */
+ * in order) and one for the middle block, each [B, C, h, w] like the tensor it is added to.
+ * As ComfyUI: a skip's residual is added where the skip is concatenated in the output blocks,
+ * the middle one to the middle block's output; a NULL entry (or middle) adds nothing. */
 typedef struct sd_unet_control {
     const sd_dtensor *const *skips;
     int n_skips;
