@@ -1,6 +1,6 @@
 #!/bin/bash
 # The stock graphs end to end on a tiny random checkpoint: graphs/txt2img.xml and
-# graphs/img2img.xml write a PNG; a re-run comes from the cache without opening the checkpoint;
+# graphs/img2img.xml write a PNG, examples/contact_sheet.lua a 3x3 grid; a re-run comes from the cache without opening the checkpoint;
 # bad input fails with its exact message and exit code and writes nothing.
 set -u
 BIN=${SDFLOW_BIN:?}
@@ -38,6 +38,12 @@ check "re-run: only SaveImage runs, the loader is not needed" \
 check "re-run: the loader did not run" bash -c '! grep -q "ckpt (CheckpointLoaderSimple)" "$0"' "$T/err"
 run 0 run "$SRC/graphs/img2img.xml" "${base[@]}" --set denoise=0.5
 check "img2img writes one PNG" test "$(cat "$T/out")" = "$T/o/img2img_00001_.png"
+
+SDFLOW_CACHE=$T/lua.db run 0 lua "$SRC/examples/contact_sheet.lua" "$T/models" tiny.safetensors "$T/sheet" 64 2
+check "contact sheet: 9 cells" grep -q "^3 seeds x 3 cfg values: 32 nodes ran, 0 from the cache$" "$T/out"
+check "contact sheet written" grep -q "^wrote $T/sheet/contact_sheet_00001_.png$" "$T/out"
+check "contact sheet 3x3 cells of 64 px, 4 px apart" \
+    bash -c 'head -c 24 "$0" | tail -c 8 | od -An -tx1 | tr -d " \n" | grep -qx 000000c8000000c8' "$T/sheet/contact_sheet_00001_.png"
 
 before=$(ls "$T/o" | wc -l)
 run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set width=100
