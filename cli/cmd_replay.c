@@ -1,6 +1,7 @@
 /* sdflow replay: re-run the workflow embedded in a PNG and check the image is pixel-identical,
  * or extract the workflow XML. */
 #include "cli/cli.h"
+#include "cli/options.h"
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -88,27 +89,25 @@ int cmd_replay(int argc, char **argv)
     if (!models)
         return cli_fail(NULL, SD_ERR_NOMEM, "out of memory");
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        bool takes_value = !strcmp(a, "--extract") || !strcmp(a, "--models-dir") ||
-                           !strcmp(a, "--input-dir") || !strcmp(a, "--cache");
-        if (takes_value && i + 1 >= argc) {
-            rc = cli_usage_error("replay", "option '%s' needs a value", a);
-            goto done;
-        }
+        const char *a = argv[i], *v;
+        int r = 0;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(replay_help, stdout);
             goto done;
-        } else if (!strcmp(a, "--extract")) {
-            extract = argv[++i];
-        } else if (!strcmp(a, "--models-dir")) {
-            models[n_models++] = argv[++i];
-        } else if (!strcmp(a, "--input-dir")) {
-            input_dir = argv[++i];
-        } else if (!strcmp(a, "--cache")) {
-            cache = argv[++i];
+        } else if ((r = cli_opt_value("replay", argc, argv, &i, "--extract", &v)) > 0) {
+            extract = v;
+        } else if (!r && (r = cli_opt_value("replay", argc, argv, &i, "--models-dir", &v)) > 0) {
+            models[n_models++] = v;
+        } else if (!r && (r = cli_opt_value("replay", argc, argv, &i, "--input-dir", &v)) > 0) {
+            input_dir = v;
+        } else if (!r && (r = cli_opt_value("replay", argc, argv, &i, "--cache", &v)) > 0) {
+            cache = v;
+        } else if (r < 0) {
+            rc = EXIT_USAGE; /* the message is printed */
+            goto done;
         } else if (!strcmp(a, "--no-cache")) {
             no_cache = true;
-        } else if (a[0] == '-' && a[1] != '\0') {
+        } else if (cli_is_option(a)) {
             rc = cli_usage_error("replay", "unknown option '%s'", a);
             goto done;
         } else if (image) {
@@ -161,7 +160,7 @@ int cmd_replay(int argc, char **argv)
     else if (st == SD_ERR_MISMATCH && report.new_image)
         printf("different: %s: max difference %g of 255 levels (re-rendered as %s)\n", image,
                report.max_abs_diff, report.new_image);
-    rc = st == SD_OK ? EXIT_OK : cli_fail(ctx, st, NULL);
+    rc = st == SD_OK ? EXIT_OK : cli_report_failure(ctx, st);
     sd_replay_report_clear(&report);
 done:
     sd_context_free(ctx);

@@ -803,6 +803,45 @@ done:
     return st;
 }
 
+/* Deletes memoized file hashes whose file is gone or changed (best effort). */
+static void prune_file_hashes(sd_cache *c)
+{
+    sqlite3_stmt *s = NULL, *del = NULL;
+    if (sqlite3_prepare_v2(c->db, "SELECT rowid, path, size, mtime_ns, inode FROM file_hashes", -1, &s, NULL) ||
+        sqlite3_prepare_v2(c->db, "DELETE FROM file_hashes WHERE rowid = ?1", -1, &del, NULL))
+        goto done;
+    int64_t *stale = NULL;
+    size_t n = 0;
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        struct stat st;
+        const char *path = (const char *)sqlite3_column_text(s, 1);
+        if (path && stat(path, &st) == 0 && st.st_size == sqlite3_column_int64(s, 2) &&
+            (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec == sqlite3_column_int64(s, 3) &&
+            (int64_t)st.st_ino == sqlite3_column_int64(s, 4))
+            continue;
+        int64_t *grown = realloc(stale, (n + 1) * sizeof *stale);
+        if (!grown)
+            break;
+        stale = grown;
+        stale[n++] = sqlite3_column_int64(s, 0);
+    }
+    sqlite3_finalize(s);
+    s = NULL;
+    if (n && exec(c, "BEGIN IMMEDIATE") == SQLITE_OK) {
+        for (size_t i = 0; i < n; i++) {
+            sqlite3_bind_int64(del, 1, stale[i]);
+            sqlite3_step(del);
+            sqlite3_reset(del);
+        }
+        if (exec(c, "COMMIT") != SQLITE_OK)
+            exec(c, "ROLLBACK");
+    }
+    free(stale);
+done:
+    sqlite3_finalize(s);
+    sqlite3_finalize(del);
+}
+
 sd_status sd_cache_gc(sd_context *ctx, int64_t max_bytes, int64_t *evicted)
 {
     *evicted = 0;
@@ -823,6 +862,7 @@ sd_status sd_cache_gc(sd_context *ctx, int64_t max_bytes, int64_t *evicted)
         *evicted = 0;
         return st;
     }
+    prune_file_hashes(c);
     exec(c, "PRAGMA incremental_vacuum");
     exec(c, "PRAGMA wal_checkpoint(TRUNCATE)");
     return SD_OK;

@@ -2,8 +2,8 @@
  *
  * A PNG written by SaveImage carries the workflow XML, the id of the node that wrote it, its
  * batch index and the content hashes of the files the run read (core/png.h keywords). Replay
- * checks those files, re-runs the workflow for that node with the output directory redirected
- * to a fresh temporary directory, and compares the new image with the old pixel by pixel. */
+ * checks those files, re-runs the workflow for that node with the output and temp directories
+ * redirected to a fresh directory <temp>/replay-XXXXXX, and compares the new image with the old pixel by pixel. */
 #include "core/fileio.h"
 #include "core/hash.h"
 #include "core/png.h"
@@ -37,7 +37,7 @@ static sd_status required_text(sd_context *ctx, const char *png_path, const char
 {
     sd_status st = sd_png_read_text(ctx, png_path, NULL, key, out);
     if (st == SD_ERR_NOT_FOUND)
-        sd_set_error(ctx, SD_ERR_INVALID, "%s: has a workflow but no '%s' text chunk", png_path, key);
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: has a workflow but no '%s' text chunk", png_path, key);
     return st;
 }
 
@@ -155,6 +155,7 @@ sd_status sd_replay(sd_context *ctx, const char *png_path, sd_replay_report *rep
     if (report)
         memset(report, 0, sizeof *report);
     char *xml = NULL, *node = NULL, *batch = NULL, *prov = NULL, *dir = NULL, *saved_out = NULL;
+    char *saved_temp = NULL;
     char *new_image = NULL;
     sd_graph *graph = NULL;
     sd_result *res = NULL;
@@ -167,18 +168,24 @@ sd_status sd_replay(sd_context *ctx, const char *png_path, sd_replay_report *rep
         (st = sd_graph_load_xml_memory(ctx, xml, strlen(xml), png_path, &graph)) ||
         (st = make_replay_dir(ctx, &dir)))
         goto done;
-    if (!(saved_out = sd_strdup(sd_context_dir(ctx, SD_DIR_OUTPUT)))) {
+    /* Output and temp directories (SaveImage, PreviewImage) both point at the fresh one. */
+    if (!(saved_out = sd_strdup(sd_context_dir(ctx, SD_DIR_OUTPUT))) ||
+        !(saved_temp = sd_strdup(sd_context_dir(ctx, SD_DIR_TEMP)))) {
         st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
         goto done;
     }
-    if ((st = sd_context_set_dir(ctx, SD_DIR_OUTPUT, dir)))
+    if ((st = sd_context_set_dir(ctx, SD_DIR_OUTPUT, dir)) ||
+        (st = sd_context_set_dir(ctx, SD_DIR_TEMP, dir))) {
+        sd_context_set_dir(ctx, SD_DIR_OUTPUT, saved_out);
         goto done;
+    }
     const char *const wanted[1] = {node};
     sd_run_options opts = {.outputs = wanted, .n_outputs = 1};
     st = sd_graph_run(graph, &opts, &res);
-    sd_status restore = sd_context_set_dir(ctx, SD_DIR_OUTPUT, saved_out);
+    sd_status restore_out = sd_context_set_dir(ctx, SD_DIR_OUTPUT, saved_out);
+    sd_status restore_temp = sd_context_set_dir(ctx, SD_DIR_TEMP, saved_temp);
     if (!st)
-        st = restore;
+        st = restore_out ? restore_out : restore_temp;
     if (st || (st = find_output(ctx, res, node, batch, &new_image)))
         goto done;
     double max_diff = 0.0;
@@ -203,6 +210,7 @@ done:
         sd_graph_free(graph);
     free(new_image);
     free(saved_out);
+    free(saved_temp);
     free(dir);
     free(xml);
     free(node);

@@ -144,31 +144,42 @@ static const sd_tensor *main_tensor(const sd_value *v)
     return v->n_tensors ? &v->tensors[0].tensor : NULL;
 }
 
-sd_status sd_result_output(const sd_result *r, const char *node_id, const char *output,
-                           sd_output_info *info)
+const sd_value *sd_result_value(const sd_result *r, const char *node_id, const char *output,
+                                sd_type *type)
 {
-    memset(info, 0, sizeof *info);
     for (size_t i = 0; r && i < r->n_kept; i++) {
         const kept_output *k = &r->kept[i];
         if (strcmp(k->node_id, node_id) != 0)
             continue;
         int o = sd_node_desc_output(k->desc, output);
         if (o < 0 || !k->values[o])
-            return SD_ERR_NOT_FOUND;
-        const sd_value *v = k->values[o];
-        info->type = sd_type_name(k->desc->outputs[o].type);
-        info->i = v->i;
-        info->f = v->f;
-        info->b = v->b;
-        info->s = v->s;
-        const sd_tensor *t = main_tensor(v);
-        if (t) {
-            info->ndim = t->ndim;
-            memcpy(info->shape, t->shape, (size_t)t->ndim * sizeof t->shape[0]);
-        }
-        return SD_OK;
+            return NULL;
+        if (type)
+            *type = k->desc->outputs[o].type;
+        return k->values[o];
     }
-    return SD_ERR_NOT_FOUND;
+    return NULL;
+}
+
+sd_status sd_result_output(const sd_result *r, const char *node_id, const char *output,
+                           sd_output_info *info)
+{
+    memset(info, 0, sizeof *info);
+    sd_type type;
+    const sd_value *v = sd_result_value(r, node_id, output, &type);
+    if (!v)
+        return SD_ERR_NOT_FOUND;
+    info->type = sd_type_name(type);
+    info->i = v->i;
+    info->f = v->f;
+    info->b = v->b;
+    info->s = v->s;
+    const sd_tensor *t = main_tensor(v);
+    if (t) {
+        info->ndim = t->ndim;
+        memcpy(info->shape, t->shape, (size_t)t->ndim * sizeof t->shape[0]);
+    }
+    return SD_OK;
 }
 
 const sd_value *sd_result_value(const sd_result *r, const char *node_id, const char *output)

@@ -9,6 +9,7 @@
 #include "core/upgrade.h"
 #include "core/xml.h"
 #include <errno.h>
+#include <pthread.h>
 #include <libxml/parser.h>
 #include <libxml/parserInternals.h>
 #include <libxml/relaxng.h>
@@ -91,9 +92,17 @@ static int line_of(xmlNodePtr n)
     return line > 0 && line <= 0x7fffffff ? (int)line : 0;
 }
 
+static pthread_once_t libxml_once = PTHREAD_ONCE_INIT;
+
+static void libxml_init(void)
+{
+    xmlInitParser(); /* libxml2 wants this once before parsers run in several threads */
+}
+
 /* Parses buf into a tree; NULL on failure (error set on the context). */
 static xmlDocPtr parse_document(reader *r, const char *buf, size_t len)
 {
+    pthread_once(&libxml_once, libxml_init);
     if (len == 0) {
         reader_fail(r, SD_ERR_PARSE, 0, "malformed XML: the file is empty");
         return NULL;
@@ -248,6 +257,14 @@ static sd_status read_param(reader *r, sd_graph *g, xmlNodePtr e)
     return st;
 }
 
+/* Whether a node's input is a number or boolean, whose surrounding white space is not part of
+ * the value (text inputs keep theirs exactly). */
+static bool numeric_input(const sd_graph_node *n, const char *name)
+{
+    const sd_input_desc *in = n->desc ? sd_node_desc_input(n->desc, name) : NULL;
+    return in && (in->type == SD_TYPE_INT || in->type == SD_TYPE_FLOAT || in->type == SD_TYPE_BOOLEAN);
+}
+
 static sd_status read_input(reader *r, sd_graph *g, sd_graph_node *n, xmlNodePtr e)
 {
     int line = line_of(e);
@@ -270,7 +287,8 @@ static sd_status read_input(reader *r, sd_graph *g, sd_graph_node *n, xmlNodePtr
         st = sd_graph_bind_link(g, n, name, from, output, line);
     } else if (param) {
         st = sd_graph_bind_param_raw(g, n, name, param, line);
-    } else if (!(text = (char *)xmlNodeGetContent(e))) {
+    } else if (!(text = numeric_input(n, name) ? trimmed_content(e)
+                                               : (char *)xmlNodeGetContent(e))) {
         st = nomem(r);
     } else {
         st = sd_graph_bind_literal(g, n, name, text, line);

@@ -114,12 +114,11 @@ static sd_status verify(sd_context *ctx, const sd_safetensors *st, const sd_layo
     const char *path = sd_safetensors_path(st);
     for (size_t i = 0; i < layout->n; i++) {
         const sd_layout_entry *e = &layout->entries[i];
+        if (e->kind == SD_PARAM_POSITION_IDS)
+            continue; /* optional, any dtype or shape: positions are always 0..n-1 */
         const sd_st_tensor *t = sd_safetensors_find(st, e->name);
-        if (!t) {
-            if (e->kind == SD_PARAM_POSITION_IDS)
-                continue;
+        if (!t)
             return sd_set_error(ctx, SD_ERR_INVALID, "%s: missing tensor '%s' (%s)", path, e->name, what);
-        }
         bool same = t->ndim == e->ndim;
         for (int d = 0; same && d < e->ndim; d++)
             same = t->shape[d] == e->shape[d];
@@ -130,7 +129,7 @@ static sd_status verify(sd_context *ctx, const sd_safetensors *st, const sd_layo
             return sd_set_error(ctx, SD_ERR_INVALID, "%s: tensor '%s' has shape %s, expected %s (%s)", path, e->name,
                                 got, want, what);
         }
-        if (e->kind != SD_PARAM_POSITION_IDS && !sd_st_dtype_is_weight(t->dtype))
+        if (!sd_st_dtype_is_weight(t->dtype))
             return sd_set_error(ctx, SD_ERR_INVALID, "%s: tensor '%s': dtype %s is not a float type (F32, F16, BF16)",
                                 path, e->name, sd_st_dtype_name(t->dtype));
     }

@@ -9,7 +9,7 @@
 #include <zlib.h>
 
 #define N_MERGES (SD_CLIP_VOCAB - 512 - 2)
-#define HASH_SIZE (1u << 17) /* power of two, > 2 * (SD_CLIP_VOCAB + N_MERGES) / 2 */
+#define HASH_SIZE (1u << 17) /* power of two, about 2.6 times the 49408 entries of each table */
 
 struct sd_clip_tokenizer {
     char *strings;                  /* arena of NUL-terminated vocabulary strings */
@@ -467,45 +467,125 @@ static void id_push(idbuf *b, int32_t id)
     (*b->v)[(*b->n)++] = id;
 }
 
-/* BPE of one pre-token given as code points; appends its ids. sym is scratch. */
-static void bpe_word(const sd_clip_tokenizer *tok, const uint32_t *cps, size_t n, cpbuf *sym, idbuf *out)
+/* BPE scratch: symbols as a linked list over the initial byte positions, and a min-heap of
+ * candidate pairs ordered by (rank, position) -- the lowest-ranked pair, leftmost first, is
+ * merged next (O(n log n) per piece). */
+typedef struct bpe_pair {
+    int32_t rank;
+    uint32_t left, right; /* positions */
+    uint32_t lid, rid;    /* the ids they had when the pair was pushed */
+} bpe_pair;
+
+typedef struct bpe_scratch {
+    uint32_t *id, *next, *prev; /* per position; UINT32_MAX ends the list */
+    bpe_pair *heap;
+    size_t cap, heap_n, heap_cap;
+    bool nomem;
+} bpe_scratch;
+
+static bool pair_less(const bpe_pair *a, const bpe_pair *b)
 {
-    sym->n = 0;
+    return a->rank != b->rank ? a->rank < b->rank : a->left < b->left;
+}
+
+static void heap_push(const sd_clip_tokenizer *tok, bpe_scratch *s, uint32_t left, uint32_t right)
+{
+    int32_t rank = pair_find(tok, (int32_t)s->id[left], (int32_t)s->id[right]);
+    if (rank == INT32_MAX || s->nomem)
+        return;
+    if (s->heap_n == s->heap_cap) {
+        size_t cap = s->heap_cap ? s->heap_cap * 2 : 64;
+        bpe_pair *h = realloc(s->heap, cap * sizeof *h);
+        if (!h) {
+            s->nomem = true;
+            return;
+        }
+        s->heap = h;
+        s->heap_cap = cap;
+    }
+    size_t i = s->heap_n++;
+    bpe_pair p = {rank, left, right, s->id[left], s->id[right]};
+    while (i > 0 && pair_less(&p, &s->heap[(i - 1) / 2])) {
+        s->heap[i] = s->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    s->heap[i] = p;
+}
+
+static bpe_pair heap_pop(bpe_scratch *s)
+{
+    bpe_pair top = s->heap[0], last = s->heap[--s->heap_n];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= s->heap_n)
+            break;
+        if (c + 1 < s->heap_n && pair_less(&s->heap[c + 1], &s->heap[c]))
+            c++;
+        if (!pair_less(&s->heap[c], &last))
+            break;
+        s->heap[i] = s->heap[c];
+        i = c;
+    }
+    if (s->heap_n)
+        s->heap[i] = last;
+    return top;
+}
+
+/* BPE of one pre-token given as code points; appends its ids. */
+static void bpe_word(const sd_clip_tokenizer *tok, const uint32_t *cps, size_t n, bpe_scratch *s, idbuf *out)
+{
+    size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         char u[4];
         size_t k = utf8_put(cps[i], u);
-        for (size_t j = 0; j < k; j++)
-            cp_push(sym, (uint32_t)tok->byte_id[(unsigned char)u[j]]);
-    }
-    if (sym->nomem || sym->n == 0)
-        return;
-    sym->v[sym->n - 1] += 256; /* the "</w>" form of the last byte character */
-    size_t m = sym->n;
-    uint32_t *s = sym->v;
-    for (;;) {
-        int32_t best = INT32_MAX;
-        size_t at = 0;
-        for (size_t k = 0; k + 1 < m; k++) {
-            int32_t r = pair_find(tok, (int32_t)s[k], (int32_t)s[k + 1]);
-            if (r < best)
-                best = r, at = k;
-        }
-        if (best == INT32_MAX)
-            break;
-        uint32_t a = s[at], b = s[at + 1], merged = 512u + (uint32_t)best;
-        size_t w = 0;
-        for (size_t k = 0; k < m;) {
-            if (k + 1 < m && s[k] == a && s[k + 1] == b) {
-                s[w++] = merged;
-                k += 2;
-            } else {
-                s[w++] = s[k++];
+        if (m + k > s->cap) {
+            size_t cap = (m + k) * 2;
+            uint32_t *id = realloc(s->id, cap * sizeof *id);
+            if (id)
+                s->id = id;
+            uint32_t *next = id ? realloc(s->next, cap * sizeof *next) : NULL;
+            if (next)
+                s->next = next;
+            uint32_t *prev = next ? realloc(s->prev, cap * sizeof *prev) : NULL;
+            if (!prev) {
+                out->nomem = true;
+                return;
             }
+            s->prev = prev;
+            s->cap = cap;
         }
-        m = w;
+        for (size_t j = 0; j < k; j++, m++) {
+            s->id[m] = (uint32_t)tok->byte_id[(unsigned char)u[j]];
+            s->next[m] = (uint32_t)m + 1;
+            s->prev[m] = m ? (uint32_t)m - 1 : UINT32_MAX;
+        }
     }
-    for (size_t k = 0; k < m; k++)
-        id_push(out, (int32_t)s[k]);
+    if (m == 0)
+        return;
+    s->id[m - 1] += 256; /* the "</w>" form of the last byte character */
+    s->next[m - 1] = UINT32_MAX;
+    s->heap_n = 0;
+    for (size_t i = 0; i + 1 < m; i++)
+        heap_push(tok, s, (uint32_t)i, (uint32_t)i + 1);
+    while (s->heap_n && !s->nomem) {
+        bpe_pair p = heap_pop(s);
+        if (s->next[p.left] != p.right || s->id[p.left] != p.lid || s->id[p.right] != p.rid)
+            continue; /* stale: a neighbour merged since */
+        s->id[p.left] = 512u + (uint32_t)p.rank;
+        s->next[p.left] = s->next[p.right];
+        if (s->next[p.left] != UINT32_MAX)
+            s->prev[s->next[p.left]] = p.left;
+        s->id[p.right] = UINT32_MAX; /* dead */
+        if (s->prev[p.left] != UINT32_MAX)
+            heap_push(tok, s, s->prev[p.left], p.left);
+        if (s->next[p.left] != UINT32_MAX)
+            heap_push(tok, s, p.left, s->next[p.left]);
+    }
+    if (s->nomem)
+        out->nomem = true;
+    for (uint32_t q = 0; q != UINT32_MAX; q = s->next[q])
+        id_push(out, (int32_t)s->id[q]);
 }
 
 static bool match_ascii(const uint32_t *cps, size_t n, size_t i, const char *lit)
@@ -518,7 +598,7 @@ static bool match_ascii(const uint32_t *cps, size_t n, size_t i, const char *lit
 
 /* Normalises, pre-tokenises and BPE-encodes a piece of text without special tokens. */
 static void encode_piece(const sd_clip_tokenizer *tok, const uint32_t *raw, size_t n, cpbuf *norm, cpbuf *tmp,
-                         idbuf *out)
+                         bpe_scratch *bpe, idbuf *out)
 {
     nfc(raw, n, norm, tmp);
     /* Whitespace runs -> one space; lowercase (into tmp). */
@@ -560,9 +640,7 @@ static void encode_piece(const sd_clip_tokenizer *tok, const uint32_t *raw, size
             i++;
             continue;
         }
-        bpe_word(tok, c + i, j - i, norm, out);
-        if (norm->nomem)
-            out->nomem = true;
+        bpe_word(tok, c + i, j - i, bpe, out);
         i = j;
     }
 }
@@ -574,6 +652,7 @@ sd_status sd_clip_tokenize(sd_context *ctx, const sd_clip_tokenizer *tok, const 
         return sd_set_error(ctx, SD_ERR_LIMIT, "prompt is %zu bytes; at most %u are accepted", len, SD_CLIP_MAX_TEXT);
     const unsigned char *s = (const unsigned char *)text;
     cpbuf raw = {0}, norm = {0}, tmp = {0};
+    bpe_scratch bpe = {0};
     idbuf out = {ids, n, cap, false};
     sd_status status = SD_OK;
     for (size_t i = 0; i < len;) {
@@ -598,18 +677,22 @@ sd_status sd_clip_tokenize(sd_context *ctx, const sd_clip_tokenizer *tok, const 
             continue;
         }
         if (i > start)
-            encode_piece(tok, raw.v + start, i - start, &norm, &tmp, &out);
+            encode_piece(tok, raw.v + start, i - start, &norm, &tmp, &bpe, &out);
         id_push(&out, special);
         i += skip;
         start = i;
     }
     if (start < raw.n)
-        encode_piece(tok, raw.v + start, raw.n - start, &norm, &tmp, &out);
+        encode_piece(tok, raw.v + start, raw.n - start, &norm, &tmp, &bpe, &out);
     if (out.nomem || raw.nomem)
         status = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory tokenizing a prompt");
 done:
     free(raw.v);
     free(norm.v);
     free(tmp.v);
+    free(bpe.id);
+    free(bpe.next);
+    free(bpe.prev);
+    free(bpe.heap);
     return status;
 }

@@ -52,7 +52,6 @@ static void add(builder *b, sd_param_kind kind, int64_t fan_in, int ndim, const 
 }
 
 #define SHAPE(...) ((const int64_t[]){__VA_ARGS__})
-#define NDIM(...) ((int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
 
 /* A Linear (ndim 2) or conv (ndim 4, k x k) weight plus optional bias named <p>.weight / <p>.bias. */
 static void linear(builder *b, const char *p, int64_t out, int64_t in, bool bias)

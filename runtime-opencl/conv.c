@@ -1,5 +1,5 @@
 /* sd_op_conv2d: convolution as a GEMM per image, M = output channels, K = C*KH*KW, N = output
- * pixels. The weights [O, C*KH*KW] are the A rows (read in place when f32, packed when f16);
+ * pixels. The weights [O, C*KH*KW] are the A rows, read in place (f32 or f16);
  * B is the im2col matrix gathered into panels by conv_pack_b in chunks of pixels, so scratch
  * memory stays bounded (CHUNK_BYTES) whatever the image size. 1x1 stride-1 convolutions skip the
  * gather: the input planes are B as they are. */
@@ -39,10 +39,7 @@ sd_status sd_op_conv2d(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
     sd_status st = sd_dtensor_new(cl, SD_DTYPE_F32, 4, oshape, out);
     if (st)
         return st;
-    sd_scratch ap = {0}, bp = {0};
-    bool a_rows = w->dtype == SD_DTYPE_F32;
-    if (!a_rows)
-        st = sd_gemm_pack_a(cl, w->buf, w->dtype, 0, O, K, K, 1, 0, 1, &ap);
+    sd_scratch bp = {0};
     bool direct = KH == 1 && KW == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 && p->pad_w == 0;
     /* Pixels per chunk: a multiple of NR whose packed panels fit CHUNK_BYTES (at least one panel). */
     size_t per_panel = (size_t)K * SD_GEMM_NR * sizeof(float);
@@ -70,15 +67,14 @@ sd_status sd_op_conv2d(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
                 st = sd_cl_launch(cl, pack, 1, global, one_local(cl), SD_NARGS(args), args);
             }
             if (!st) {
-                sd_gemm_job job = {.M = O, .N = ncols, .K = K, .batch = 1, .ap = a_rows ? w->buf : ap.buf,
-                                   .lda = a_rows ? K : 0, .bp = bp.buf, .c = (*out)->buf,
+                sd_gemm_job job = {.M = O, .N = ncols, .K = K, .batch = 1, .ap = w->buf, .lda = K,
+                                   .a_dtype = w->dtype, .bp = bp.buf, .c = (*out)->buf,
                                    .c_off = (long)b * O * P + n0, .ldc = P, .bias = bias ? bias->buf : NULL,
                                    .bias_mode = bias ? 2 : 0, .alpha = 1.0f, .act = p->act};
                 st = sd_gemm_run(cl, &job);
             }
         }
     }
-    sd_scratch_release(cl, &ap);
     sd_scratch_release(cl, &bp);
     if (st) {
         sd_dtensor_free(*out);

@@ -30,8 +30,9 @@ sd_status sd_gemm_pack_b(sd_cl *cl, cl_mem src, sd_dtype dtype, long off, int N,
 
 typedef struct sd_gemm_job {
     int M, N, K, batch;
-    cl_mem ap, bp;         /* operands: bp packed; ap packed, or f32 rows when lda > 0 */
+    cl_mem ap, bp;         /* operands: bp packed; ap packed, or rows when lda > 0 */
     int lda;               /* > 0: A element (m, k) at ap[b*ap_bs + m*lda + k] (unpacked) */
+    sd_dtype a_dtype;      /* of unpacked A rows: f32 or f16 */
     long ap_bs, bp_bs;     /* batch strides in floats (0: shared) */
     cl_mem c;              /* f32 output; element (m, n) at c_off + b*c_bs + m*ldc + n */
     long c_off, c_bs;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #define GEMM_FILE "gemm.cl"
+#define GEMM_B_CACHED_BYTES (2u << 20) /* about one core's L2 */
 
 sd_status sd_scratch_get(sd_cl *cl, size_t elems, size_t elem_size, const char *what, sd_scratch *s)
 {
@@ -101,19 +102,23 @@ fail:
 sd_status sd_gemm_run(sd_cl *cl, const sd_gemm_job *j)
 {
     char opts[64];
-    gemm_options(cl, j->lda > 0 ? " -DA_ROWS" : "", opts, sizeof opts);
+    gemm_options(cl, j->lda <= 0 ? "" : j->a_dtype == SD_DTYPE_F16 ? " -DA_ROWS -DA_HALF" : " -DA_ROWS", opts,
+                 sizeof opts);
     cl_kernel k;
     sd_status st = sd_cl_kernel(cl, GEMM_FILE, "gemm_tile", opts, &k);
     if (st)
         return st;
     int mr = sd_gemm_mr(cl);
+    /* Work-item order: a packed B small enough to stay in cache is swept per A tile (N fastest);
+     * a large one is better reused panel by panel across all A tiles (M fastest). */
+    int m_fastest = (double)j->N * j->K * sizeof(float) > GEMM_B_CACHED_BYTES;
     sd_cl_arg args[] = {SD_ARG_MEM(j->ap), SD_ARG_MEM(j->bp), SD_ARG_MEM(j->c), SD_ARG_MEM(j->bias),
                         SD_ARG_INT(j->M), SD_ARG_INT(j->N), SD_ARG_INT(j->K), SD_ARG_INT(j->lda), SD_ARG_INT(j->ldc),
                         SD_ARG_LONG(j->ap_bs), SD_ARG_LONG(j->bp_bs), SD_ARG_LONG(j->c_off),
                         SD_ARG_LONG(j->c_bs), SD_ARG_FLOAT(j->alpha), SD_ARG_INT(j->bias_mode),
-                        SD_ARG_INT(j->act)};
-    size_t global[3] = {((size_t)j->N + SD_GEMM_NR - 1) / SD_GEMM_NR, ((size_t)j->M + (size_t)mr - 1) / (size_t)mr,
-                        (size_t)j->batch};
+                        SD_ARG_INT(j->act), SD_ARG_INT(m_fastest)};
+    size_t nt = ((size_t)j->N + SD_GEMM_NR - 1) / SD_GEMM_NR, mt = ((size_t)j->M + (size_t)mr - 1) / (size_t)mr;
+    size_t global[3] = {m_fastest ? mt : nt, m_fastest ? nt : mt, (size_t)j->batch};
     return sd_cl_launch(cl, k, 3, global, tile_local(cl), SD_NARGS(args), args);
 }
 

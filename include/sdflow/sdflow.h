@@ -224,9 +224,11 @@ typedef struct sd_cache_stats {
 } sd_cache_stats;
 sd_status sd_cache_stats_get(sd_context *ctx, sd_cache_stats *stats);
 sd_status sd_cache_clear(sd_context *ctx);
-/* Checks every entry's checksum, deletes bad ones, reports how many were bad. */
+/* Checks every entry's checksum, deletes bad ones, reports how many were bad. A database that
+ * fails SQLite's integrity check is moved aside and rebuilt (all its entries count as bad). */
 sd_status sd_cache_verify(sd_context *ctx, int64_t *bad_entries);
-/* Evicts least recently used entries until the payload is at most max_bytes. */
+/* Evicts least recently used entries until the payload is at most max_bytes, and forgets the
+ * memoized hashes of files that are gone or changed. */
 sd_status sd_cache_gc(sd_context *ctx, int64_t max_bytes, int64_t *evicted);
 /* Parses a byte size: a number with an optional K, M, G or T suffix (powers of 1024) and an
  * optional B ("500M", "8G", "1.5GB", "4096"). SD_ERR_USAGE when the text is not a size. */

@@ -29,6 +29,17 @@ typedef half b_t;
 typedef float b_t;
 #endif
 
+/* IEEE binary16 bit patterns to float: the exponent/mantissa bits shifted into place and
+ * rescaled by 2^112 (exact for normal and subnormal halves), inf/nan mapped explicitly. */
+float16 half16_to_float16(ushort16 h)
+{
+    uint16 u = convert_uint16(h);
+    uint16 em = u & 0x7fffu;
+    float16 f = as_float16(em << 13) * 0x1p112f;
+    uint16 bits = em >= 0x7c00u ? (em << 13) | 0x7f800000u : as_uint16(f);
+    return as_float16(bits | ((u & 0x8000u) << 16));
+}
+
 /* Activations (ops.h sd_act): 0 none, 1 SiLU, 2 GELU (erf form). */
 #define ACT_NONE 0
 #define ACT_SILU 1
@@ -80,25 +91,50 @@ __kernel void gemm_pack_b(__global const b_t *bsrc, long off, __global float *bp
         }
         return;
     }
+#ifdef B_HALF
+    if (s_k == 1) {
+        /* Rows of B^T (torch Linear weights): convert 16 k-values of a column at once. */
+        for (int j = 0; j < NR; j++) {
+            __global const ushort *col = (__global const ushort *)src + (long)(jp * NR + min(j, cols - 1)) * s_n;
+            int k = 0;
+            for (; k + 16 <= K; k += 16) {
+                float t[16];
+                vstore16(j < cols ? half16_to_float16(vload16(0, col + k)) : (float16)(0.0f), 0, t);
+                for (int u = 0; u < 16; u++)
+                    dst[(long)(k + u) * NR + j] = t[u];
+            }
+            for (; k < K; k++)
+                dst[(long)k * NR + j] = j < cols ? vload_half(k, (__global const half *)col) : 0.0f;
+        }
+        return;
+    }
+#endif
     for (int k = 0; k < K; k++)
         for (int j = 0; j < NR; j++)
             dst[(long)k * NR + j] = j < cols ? (float)LOAD_B(src, k * s_k + (long)(jp * NR + j) * s_n) : 0.0f;
 }
 
-/* One MR x NR tile of C. Global: (ceil(N / NR), ceil(M / MR), batch); work-group size 1.
+/* One MR x NR tile of C. Global: (ceil(N / NR), ceil(M / MR), batch), or (ceil(M / MR),
+ * ceil(N / NR), batch) when m_fastest (consecutive work-items then share a B panel); work-group
+ * size 1.
  * A is packed (ap as written by gemm_pack_a, ap_bs floats per batch) or, built with -DA_ROWS,
- * plain f32 rows: element (m, k) at ap[b * ap_bs + m * lda + k] (rows past M re-read row M-1;
- * their results are not stored).
+ * plain rows (f32, or f16 with -DA_HALF): element (m, k) at ap[b * ap_bs + m * lda + k] (rows
+ * past M re-read row M-1; their results are not stored).
  * bias_mode: 0 none, 1 bias[n] (per column, linear), 2 bias[m] (per row, convolution).
  * C element (m, n) of batch b is at c[c_off + b * c_bs + m * ldc + n]. */
-__kernel void gemm_tile(__global const float *ap, __global const float *bp, __global float *c,
+#ifdef A_ROWS
+typedef a_t ap_t;
+#else
+typedef float ap_t;
+#endif
+__kernel void gemm_tile(__global const ap_t *ap, __global const float *bp, __global float *c,
                         __global const float *bias, int M, int N, int K, int lda, int ldc, long ap_bs,
-                        long bp_bs, long c_off, long c_bs, float alpha, int bias_mode, int act)
+                        long bp_bs, long c_off, long c_bs, float alpha, int bias_mode, int act, int m_fastest)
 {
-    int jp = get_global_id(0), ip = get_global_id(1), b = get_global_id(2);
+    int jp = get_global_id(m_fastest ? 1 : 0), ip = get_global_id(m_fastest ? 0 : 1), b = get_global_id(2);
     __global const float *B = bp + b * bp_bs + (long)jp * K * NR;
 #ifdef A_ROWS
-    __global const float *arow[MR];
+    __global const a_t *arow[MR];
 #pragma unroll
     for (int r = 0; r < MR; r++)
         arow[r] = ap + b * ap_bs + (long)min(ip * MR + r, M - 1) * lda;
@@ -111,12 +147,33 @@ __kernel void gemm_tile(__global const float *ap, __global const float *bp, __gl
         acc0[r] = (float16)(0.0f);
         acc1[r] = (float16)(0.0f);
     }
-    for (int k = 0; k < K; k++) {
+    int k = 0;
+#if defined(A_ROWS) && defined(A_HALF)
+    /* f16 rows: convert 16 k-steps of every row at once (vector bit arithmetic; vload_half is
+     * scalar software on some CPU drivers), then broadcast from private memory. */
+    for (; k + 16 <= K; k += 16) {
+        float at[MR][16];
+#pragma unroll
+        for (int r = 0; r < MR; r++)
+            vstore16(half16_to_float16(vload16(0, (__global const ushort *)arow[r] + k)), 0, at[r]);
+        for (int kk = 0; kk < 16; kk++) {
+            float16 b0 = vload16(0, B), b1 = vload16(1, B);
+#pragma unroll
+            for (int r = 0; r < MR; r++) {
+                float16 av = (float16)(at[r][kk]);
+                acc0[r] = fma(av, b0, acc0[r]);
+                acc1[r] = fma(av, b1, acc1[r]);
+            }
+            B += NR;
+        }
+    }
+#endif
+    for (; k < K; k++) {
         float16 b0 = vload16(0, B), b1 = vload16(1, B);
 #pragma unroll
         for (int r = 0; r < MR; r++) {
 #ifdef A_ROWS
-            float16 av = (float16)(arow[r][k]);
+            float16 av = (float16)((float)LOAD_A(arow[r], k));
 #else
             float16 av = (float16)(A[r]);
 #endif

@@ -3,23 +3,60 @@
  * One work-item per output pixel (all channels) or per output row; no local memory. */
 
 /* ---- Separable resampling along one axis. ----
- * The image is viewed as [outer, n_in, inner] (inner = W*C when resampling rows of an
- * [B,H,W,C] image along H, inner = C along W); output [outer, n_out, inner]. Output position o
- * reads taps idx[o*taps + k] with weights w[o*taps + k] (zero-weight padding taps allowed).
- * Work-item (e, o, outer) computes inner element e. */
+ * The image is viewed as [outer, n_in, inner] (inner = W*C when resampling along H of an
+ * [B,H,W,C] image, inner = C along W); output [outer, n_out, inner]. Output position o reads
+ * taps idx[o*taps + k] with weights w[o*taps + k] (zero-weight padding taps allowed).
+ * Work-item (e-chunk, o-block, outer) computes RUN inner elements (float8 vectors; a vertical
+ * pass reads whole rows) for OBLK consecutive output positions. */
+#define RUN 32
+#define OBLK 8
 kernel void resample_axis(global const float *x, global float *y, global const int *idx,
                           global const float *w, uint taps, uint n_in, uint n_out, uint inner)
 {
-    uint e = get_global_id(0);
-    uint o = get_global_id(1);
+    uint e0 = get_global_id(0) * RUN, e1 = min(e0 + RUN, inner);
+    uint o0 = get_global_id(1) * OBLK, o1 = min(o0 + OBLK, n_out);
     ulong b = get_global_id(2);
-    global const float *px = x + b * n_in * inner + e;
-    global const int *ti = idx + (ulong)o * taps;
-    global const float *tw = w + (ulong)o * taps;
-    float s = 0.0f;
-    for (uint k = 0; k < taps; k++)
-        s += tw[k] * px[(ulong)ti[k] * inner];
-    y[(b * n_out + o) * inner + e] = s;
+    global const float *px = x + b * n_in * inner;
+    global float *py = y + b * n_out * inner;
+    for (uint o = o0; o < o1; o++) {
+        global const int *ti = idx + (ulong)o * taps;
+        global const float *tw = w + (ulong)o * taps;
+        global float *row = py + (ulong)o * inner;
+        if (e1 - e0 == RUN) {
+            float8 a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+            for (uint k = 0; k < taps; k++) {
+                global const float *src = px + (ulong)ti[k] * inner + e0;
+                float wk = tw[k];
+                a0 += wk * vload8(0, src);
+                a1 += wk * vload8(1, src);
+                a2 += wk * vload8(2, src);
+                a3 += wk * vload8(3, src);
+            }
+            vstore8(a0, 0, row + e0);
+            vstore8(a1, 1, row + e0);
+            vstore8(a2, 2, row + e0);
+            vstore8(a3, 3, row + e0);
+        } else if (inner <= 4) {
+            /* Pixels of up to 4 channels along W: one float4 accumulator per output. */
+            float4 a = 0.0f;
+            for (uint k = 0; k < taps; k++) {
+                global const float *src = px + (ulong)ti[k] * inner;
+                float4 v = (float4)(src[0], inner > 1 ? src[1] : 0.0f, inner > 2 ? src[2] : 0.0f,
+                                    inner > 3 ? src[3] : 0.0f);
+                a += tw[k] * v;
+            }
+            float r[4] = {a.x, a.y, a.z, a.w};
+            for (uint e = 0; e < inner; e++)
+                row[e] = r[e];
+        } else {
+            for (uint e = e0; e < e1; e++) {
+                float s = 0.0f;
+                for (uint k = 0; k < taps; k++)
+                    s += tw[k] * px[(ulong)ti[k] * inner + e];
+                row[e] = s;
+            }
+        }
+    }
 }
 
 /* The same with PIL's 8-bit fixed-point arithmetic (Resample.c, 22 precision bits): inputs
@@ -29,17 +66,48 @@ kernel void resample_axis(global const float *x, global float *y, global const i
 kernel void resample_axis_u8(global const float *x, global float *y, global const int *idx,
                              global const int *w, uint taps, uint n_in, uint n_out, uint inner)
 {
-    uint e = get_global_id(0);
-    uint o = get_global_id(1);
+    uint e0 = get_global_id(0) * RUN, e1 = min(e0 + RUN, inner);
+    uint o0 = get_global_id(1) * OBLK, o1 = min(o0 + OBLK, n_out);
     ulong b = get_global_id(2);
-    global const float *px = x + b * n_in * inner + e;
-    global const int *ti = idx + (ulong)o * taps;
-    global const int *tw = w + (ulong)o * taps;
-    int s = 1 << (PRECISION_BITS - 1);
-    for (uint k = 0; k < taps; k++)
-        s += tw[k] * (int)px[(ulong)ti[k] * inner];
-    s >>= PRECISION_BITS;
-    y[(b * n_out + o) * inner + e] = (float)clamp(s, 0, 255);
+    global const float *px = x + b * n_in * inner;
+    global float *py = y + b * n_out * inner;
+    for (uint o = o0; o < o1; o++) {
+        global const int *ti = idx + (ulong)o * taps;
+        global const int *tw = w + (ulong)o * taps;
+        global float *row = py + (ulong)o * inner;
+        if (e1 - e0 == RUN) {
+            int8 a[4];
+            for (int v = 0; v < 4; v++)
+                a[v] = (int8)(1 << (PRECISION_BITS - 1));
+            for (uint k = 0; k < taps; k++) {
+                global const float *src = px + (ulong)ti[k] * inner + e0;
+                int wk = tw[k];
+                for (int v = 0; v < 4; v++)
+                    a[v] += wk * convert_int8(vload8(v, src));
+            }
+            for (int v = 0; v < 4; v++)
+                vstore8(convert_float8(clamp(a[v] >> PRECISION_BITS, 0, 255)), v, row + e0);
+        } else if (inner <= 4) {
+            int4 a = (int4)(1 << (PRECISION_BITS - 1));
+            for (uint k = 0; k < taps; k++) {
+                global const float *src = px + (ulong)ti[k] * inner;
+                int4 v = (int4)((int)src[0], inner > 1 ? (int)src[1] : 0, inner > 2 ? (int)src[2] : 0,
+                                inner > 3 ? (int)src[3] : 0);
+                a += tw[k] * v;
+            }
+            float4 f = convert_float4(clamp(a >> PRECISION_BITS, 0, 255));
+            float r[4] = {f.x, f.y, f.z, f.w};
+            for (uint e = 0; e < inner; e++)
+                row[e] = r[e];
+        } else {
+            for (uint e = e0; e < e1; e++) {
+                int s = 1 << (PRECISION_BITS - 1);
+                for (uint k = 0; k < taps; k++)
+                    s += tw[k] * (int)px[(ulong)ti[k] * inner + e];
+                row[e] = (float)clamp(s >> PRECISION_BITS, 0, 255);
+            }
+        }
+    }
 }
 
 /* ComfyUI's float -> uint8 conversion before PIL: trunc(clip(255 x, 0, 255)). */
@@ -183,35 +251,53 @@ kernel void canny_nms(global const float *mag, global const float *gx, global co
     edges[i] = e;
 }
 
-/* Hysteresis step, in place: a weak pixel (0.5) with a strong (1) 8-neighbour becomes strong.
- * One work-item per row sweeps left-to-right then right-to-left so runs along a row resolve in
- * one launch; any change sets *changed. Promotions only go 0.5 -> 1, so concurrent updates
- * never undo each other and the fixed point is unique (weak pixels 8-connected to a strong one). */
-kernel void canny_hysteresis(global float *edges, global int *changed, uint h, uint w)
+/* Hysteresis, in place: a weak pixel (0.5) with a strong (1) 8-neighbour becomes strong.
+ * Promotions only go 0.5 -> 1, so concurrent updates never undo each other and the fixed point
+ * is unique (weak pixels 8-connected to a strong one). canny_hysteresis_rows gives one
+ * work-item a row and sweeps it left-to-right then right-to-left; canny_hysteresis_cols does
+ * the same along columns, so chains along either axis resolve in one launch. Any change sets
+ * *changed. */
+inline bool has_strong_neighbour(global const float *plane, int px, int py, uint h, uint w)
+{
+    for (int yy = max(py - 1, 0); yy <= min(py + 1, (int)h - 1); yy++)
+        for (int xx = max(px - 1, 0); xx <= min(px + 1, (int)w - 1); xx++)
+            if (plane[(ulong)yy * w + xx] == 1.0f)
+                return true;
+    return false;
+}
+
+kernel void canny_hysteresis_rows(global float *edges, global int *changed, uint h, uint w)
 {
     int py = get_global_id(0);
-    ulong b = get_global_id(1);
-    global float *plane = edges + b * h * w;
+    global float *plane = edges + get_global_id(1) * (ulong)h * w;
     int any = 0;
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < 2; pass++)
         for (int t = 0; t < (int)w; t++) {
             int px = pass == 0 ? t : (int)w - 1 - t;
             global float *p = plane + (ulong)py * w + px;
-            if (*p != 0.5f)
-                continue;
-            bool strong = false;
-            for (int yy = max(py - 1, 0); yy <= min(py + 1, (int)h - 1) && !strong; yy++)
-                for (int xx = max(px - 1, 0); xx <= min(px + 1, (int)w - 1); xx++)
-                    if (plane[(ulong)yy * w + xx] == 1.0f) {
-                        strong = true;
-                        break;
-                    }
-            if (strong) {
+            if (*p == 0.5f && has_strong_neighbour(plane, px, py, h, w)) {
                 *p = 1.0f;
                 any = 1;
             }
         }
-    }
+    if (any)
+        *changed = 1;
+}
+
+kernel void canny_hysteresis_cols(global float *edges, global int *changed, uint h, uint w)
+{
+    int px = get_global_id(0);
+    global float *plane = edges + get_global_id(1) * (ulong)h * w;
+    int any = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int t = 0; t < (int)h; t++) {
+            int py = pass == 0 ? t : (int)h - 1 - t;
+            global float *p = plane + (ulong)py * w + px;
+            if (*p == 0.5f && has_strong_neighbour(plane, px, py, h, w)) {
+                *p = 1.0f;
+                any = 1;
+            }
+        }
     if (any)
         *changed = 1;
 }

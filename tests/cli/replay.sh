@@ -101,6 +101,53 @@ check "missing input named" grep -q "input file $REAL (blake2b [0-9a-f]\{64\}) i
 cp "$T/shapes.orig" "$T/in/shapes.png"
 run 0 replay "$IMG" --input-dir "$T/in"
 
+# Parameters are stored resolved: a --set override becomes the default in the embedded XML, so
+# the replay reads the image the run read without any --set.
+cat >"$T/param.xml" <<'EOF'
+<workflow version="1">
+  <param name="picture" type="STRING" default="absent.png">input image</param>
+  <node id="load" type="LoadImage"><input name="image" param="picture"/></node>
+  <node id="save" type="SaveImage">
+    <input name="images" from="load" output="IMAGE"/>
+    <input name="filename_prefix">param</input>
+  </node>
+</workflow>
+EOF
+run 0 run "$T/param.xml" --input-dir "$T/in" --output-dir "$T/out2" --set picture=shapes.png --quiet
+run 0 replay "$T/out2/param_00001_.png" --extract "$T/param-resolved.xml"
+check "override stored as the default" grep -q 'default="shapes.png"' "$T/param-resolved.xml"
+run 0 replay "$T/out2/param_00001_.png" --input-dir "$T/in"
+check "parameterised workflow replays" grep -q "^identical: " "$T/out"
+
+# A mismatch: a 1x1 RGB input (10,20,30) is saved, then the saved PNG's image data is replaced
+# by that of (13,20,30), keeping its text chunks. Replay exits 1 and reports 3 levels.
+# (Bytes: signature, IHDR, IDAT = zlib of filter 0 + the pixel, IEND, each with its CRC.)
+mkdir "$T/in1"
+printf '\x89\x50\x4e\x47\x0d\x0a\x1a\x0a\x00\x00\x00\x0d\x49\x48\x44\x52\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90\x77\x53\xde\x00\x00\x00\x0c\x49\x44\x41\x54\x78\x9c\x63\xe0\x12\x91\x03\x00\x00\x68\x00\x3d\x54\x08\xa3\xf7\x00\x00\x00\x00\x49\x45\x4e\x44\xae\x42\x60\x82' >"$T/in1/shapes.png"
+run 0 run "$T/wf.xml" --input-dir "$T/in1" --output-dir "$T/out1" --quiet
+ONE=$T/out1/shot_00001_.png
+run 0 replay "$ONE" --input-dir "$T/in1"
+IDAT_AT=$(grep -obUa IDAT "$ONE" | tail -n 1 | cut -d: -f1)
+head -c $((IDAT_AT - 4)) "$ONE" >"$T/tampered.png"
+printf '\x00\x00\x00\x0c\x49\x44\x41\x54\x78\x9c\x63\xe0\x15\x91\x03\x00\x00\x71\x00\x40\x63\x8e\x3f\x90\x00\x00\x00\x00\x49\x45\x4e\x44\xae\x42\x60\x82' >>"$T/tampered.png"
+run 1 replay "$T/tampered.png" --input-dir "$T/in1"
+check "mismatch reported" grep -q "^different: $T/tampered.png: max difference 3 of 255 levels (re-rendered as " "$T/out"
+check "mismatch error" grep -q "the replayed image differs by up to 3 of 255 levels" "$T/err"
+
+# PreviewImage writes numbered PNGs with the same provenance to the temp directory.
+cat >"$T/preview.xml" <<'EOF'
+<workflow version="1">
+  <node id="load" type="LoadImage"><input name="image">shapes.png</input></node>
+  <node id="look" type="PreviewImage"><input name="images" from="load" output="IMAGE"/></node>
+</workflow>
+EOF
+run 0 run "$T/preview.xml" --input-dir "$T/in" --quiet
+PREVIEW=$T/sdflow/sdflow_preview_00001_.png
+check "preview written to the temp dir" test -f "$PREVIEW"
+run 0 replay "$PREVIEW" --input-dir "$T/in"
+check "preview replays" grep -q "^identical: $PREVIEW (re-rendered as $T/sdflow/replay-.*/sdflow_preview_00001_.png)$" "$T/out"
+check "output dir untouched by the preview" test "$(ls "$T/out.d")" = "$(printf 'shot_00001_.png\nshot_00002_.png')"
+
 if [ "$fails" != 0 ]; then
     echo "replay.sh: $fails failed"
     exit 1

@@ -140,6 +140,14 @@ static void test_file_hash_memo(void)
     CHECK_EQ_INT(sd_hash_file(ctx, file, &h3), SD_OK);
     CHECK(memcmp(h1.b, h3.b, 32) != 0);
     CHECK_EQ_INT(count_rows(db, "SELECT count(*) FROM file_hashes"), 1);
+    /* gc forgets the hashes of files that are gone. */
+    int64_t evicted = -1;
+    CHECK_EQ_INT(sd_cache_gc(ctx, 1 << 20, &evicted), SD_OK);
+    CHECK_EQ_INT(count_rows(db, "SELECT count(*) FROM file_hashes"), 1);
+    unlink(file);
+    CHECK_EQ_INT(sd_cache_gc(ctx, 1 << 20, &evicted), SD_OK);
+    CHECK_EQ_INT(evicted, 0);
+    CHECK_EQ_INT(count_rows(db, "SELECT count(*) FROM file_hashes"), 0);
     sd_context_free(ctx);
     free(file);
     free(db);
@@ -368,6 +376,20 @@ static void test_budget_env(void)
     CHECK(sd_cache_get(c, &newest, 1, &got));
     sd_value_unref(got);
     CHECK(!sd_cache_get(c, &oldest, 1, &got));
+    sd_context_free(ctx);
+    /* A malformed budget warns and keeps the default. */
+    setenv("SDFLOW_CACHE_MAX_SIZE", "12Q", 1);
+    ctx = new_ctx(db);
+    c = sd_context_cache(ctx);
+    unsetenv("SDFLOW_CACHE_MAX_SIZE");
+    CHECK(c != NULL);
+    CHECK_STR_CONTAINS(warnings, "SDFLOW_CACHE_MAX_SIZE='12Q' is not a size");
+    for (int i = 0; i < 6; i++) {
+        snprintf(name, sizeof name, "b%d", i);
+        sd_key k = key_of(name);
+        sd_cache_put(c, &k, "Test", 1, &v);
+    }
+    CHECK_EQ_INT(count_rows(db, "SELECT count(*) FROM entries"), 6);
     sd_value_unref(v);
     sd_context_free(ctx);
     free(db);

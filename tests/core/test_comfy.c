@@ -1,6 +1,7 @@
 /* ComfyUI API-format import: workflows in ComfyUI's exact export format (tests/data/comfy). */
 #include "test.h"
 #include "core/graph.h"
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -249,6 +250,55 @@ static void test_unknown_input_kept(void)
     free(path);
 }
 
+/* Mutated API files never crash the importer: each either imports or fails with a parse or
+ * invalid-input status and a message naming the file. */
+static void test_mutations(void)
+{
+    char *src = data_path("primitives_api.json");
+    FILE *f = fopen(src, "rb");
+    char orig[8192];
+    size_t len = f ? fread(orig, 1, sizeof orig, f) : 0;
+    if (f)
+        fclose(f);
+    CHECK(len > 100 && len < sizeof orig);
+    char *path = test_path(test_scratch_dir(), "mutated.json");
+    static const char alphabet[] = "[]{}\",:0a-9\\ e.";
+    uint64_t x = 88172645463325252u;
+    int ok = 0, failed = 0;
+    for (int iter = 0; iter < 200 && len; iter++) {
+        char buf[8192];
+        memcpy(buf, orig, len);
+        size_t n = len;
+        for (int k = 0; k < 3; k++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            if (iter % 4 == 0)
+                n = (size_t)(x % len);
+            else
+                buf[x % len] = alphabet[(x >> 32) % (sizeof alphabet - 1)];
+        }
+        f = fopen(path, "wb");
+        if (!f)
+            break;
+        fwrite(buf, 1, n, f);
+        fclose(f);
+        sd_graph *g = NULL;
+        sd_status st = sd_graph_import_comfy(ctx, path, &g);
+        if (st == SD_OK) {
+            CHECK(g != NULL);
+            ok++;
+        } else {
+            CHECK_MSG(st == SD_ERR_PARSE || st == SD_ERR_INVALID, "status %d", (int)st);
+            CHECK(g == NULL);
+            CHECK(strncmp(sd_context_errmsg(ctx), path, strlen(path)) == 0);
+            failed++;
+        }
+        sd_graph_free(g);
+    }
+    CHECK(ok > 0 && failed > 0);
+    free(path);
+    free(src);
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx))
@@ -259,6 +309,7 @@ int main(void)
     RUN(test_default_workflow);
     RUN(test_bad_files);
     RUN(test_unknown_input_kept);
+    RUN(test_mutations);
     sd_context_free(ctx);
     return test_summary("test_comfy");
 }

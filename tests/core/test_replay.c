@@ -111,6 +111,7 @@ static void test_save_and_replay_identical(void)
         free(dir);
     }
     CHECK_STR_EQ(sd_context_dir(ctx, SD_DIR_OUTPUT), output_dir);
+    CHECK_STR_EQ(sd_context_dir(ctx, SD_DIR_TEMP), temp_dir);
     CHECK_EQ_INT(count_pngs(output_dir), 2);
     sd_replay_report_clear(&rep);
     CHECK(rep.new_image == NULL);
@@ -248,6 +249,47 @@ static void test_nodes_through_scheduler(void)
     sd_graph_free(g);
 }
 
+/* PNGs whose provenance is incomplete or wrong are refused with the reason, before running. */
+static void test_replay_bad_provenance(void)
+{
+    sd_image img = {.width = 1, .height = 1, .channels = 3};
+    float px[3] = {0.1f, 0.2f, 0.3f};
+    img.data = px;
+    char *p = test_path(test_scratch_dir(), "badprov.png");
+    const char *wf = "<workflow version=\"1\"><node id=\"1\" type=\"NoSuchNode\"/></workflow>";
+    struct {
+        sd_png_text texts[4];
+        size_t n;
+        sd_status want;
+        const char *msg;
+    } cases[] = {
+        {{{SD_PNG_KEY_WORKFLOW, wf}, {SD_PNG_KEY_BATCH, "0"}, {SD_PNG_KEY_PROVENANCE, "{\"files\":{}}"}}, 3,
+         SD_ERR_INVALID, "has a workflow but no 'sdflow:node' text chunk"},
+        {{{SD_PNG_KEY_WORKFLOW, wf}, {SD_PNG_KEY_NODE, "1"}, {SD_PNG_KEY_BATCH, "0"},
+          {SD_PNG_KEY_PROVENANCE, "{\"files\": 3}"}}, 4, SD_ERR_INVALID, "malformed 'sdflow:provenance' text chunk"},
+        {{{SD_PNG_KEY_WORKFLOW, wf}, {SD_PNG_KEY_NODE, "1"}, {SD_PNG_KEY_BATCH, "0"},
+          {SD_PNG_KEY_PROVENANCE, "{\"files\":{\"/x\":\"zz\"}}"}}, 4, SD_ERR_INVALID, "malformed hash for input file /x"},
+        {{{SD_PNG_KEY_WORKFLOW, wf}, {SD_PNG_KEY_NODE, "1"}, {SD_PNG_KEY_BATCH, "0"},
+          {SD_PNG_KEY_PROVENANCE, "{\"files\":{}}"}}, 4, SD_ERR_INVALID, "1 problem in "},
+        {{{SD_PNG_KEY_WORKFLOW, "<workflow"}, {SD_PNG_KEY_NODE, "1"}, {SD_PNG_KEY_BATCH, "0"},
+          {SD_PNG_KEY_PROVENANCE, "{\"files\":{}}"}}, 4, SD_ERR_PARSE, "malformed XML"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        CHECK_EQ_INT(sd_png_write(ctx, p, &img, cases[c].texts, cases[c].n, 1), SD_OK);
+        sd_replay_report rep;
+        CHECK_EQ_INT(sd_replay(ctx, p, &rep), cases[c].want);
+        CHECK_STR_CONTAINS(sd_context_errmsg(ctx), cases[c].msg);
+        CHECK(rep.new_image == NULL && !rep.identical);
+        CHECK_STR_EQ(sd_context_dir(ctx, SD_DIR_OUTPUT), output_dir);
+        if (c == 3) { /* the unknown node type is a validation diagnostic with file:line */
+            char want[4200];
+            snprintf(want, sizeof want, "%s:1: node '1': unknown node type 'NoSuchNode'", p);
+            CHECK(sd_context_diag_count(ctx) == 1 && strcmp(sd_context_diag(ctx, 0), want) == 0);
+        }
+    }
+    free(p);
+}
+
 /* ComfyUI API workflows for these nodes (with LoadImage's "upload" widget) import and validate. */
 static void test_comfy_api_import(void)
 {
@@ -290,6 +332,7 @@ int main(void)
     RUN(test_replay_without_workflow);
     RUN(test_nodes_through_scheduler);
     RUN(test_comfy_api_import);
+    RUN(test_replay_bad_provenance);
     sd_context_free(ctx);
     free(saved_a);
     free(saved_b);

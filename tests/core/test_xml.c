@@ -6,6 +6,7 @@
 #include "core/upgrade.h"
 #include "core/xml.h"
 #include <dirent.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -88,6 +89,9 @@ static const char ok_xml[] =
     "  <node id=\"s\" type=\"PrimitiveString\">\n"
     "    <input name=\"value\"><![CDATA[ <raw> & ]]> text </input>\n"
     "  </node>\n"
+    "  <node id=\"f\" type=\"PrimitiveFloat\">\n"
+    "    <input name=\"value\">\n      2.5\n    </input>\n"
+    "  </node>\n"
     "</workflow>\n";
 
 static void test_load_ok(void)
@@ -106,7 +110,7 @@ static void test_load_ok(void)
     CHECK_STR_EQ(g->params[0].def, "3");
     CHECK_STR_EQ(g->params[0].doc, "how many");
     CHECK_EQ_INT(g->params[0].line, 4);
-    CHECK_EQ_INT(g->n_nodes, 3);
+    CHECK_EQ_INT(g->n_nodes, 4);
     sd_graph_node *a = sd_graph_find_node(g, "a"), *b = sd_graph_find_node(g, "b");
     sd_graph_node *s = sd_graph_find_node(g, "s");
     CHECK(a && b && s);
@@ -125,6 +129,7 @@ static void test_load_ok(void)
     CHECK_EQ_INT(b->inputs[0].line, 12);
     CHECK_EQ_INT(s->inputs[0].kind, SD_BIND_LITERAL);
     CHECK_STR_EQ(s->inputs[0].text, " <raw> &  text "); /* literal text is never trimmed */
+    CHECK_STR_EQ(sd_graph_find_node(g, "f")->inputs[0].text, "2.5"); /* numbers are */
     CHECK_EQ_INT(sd_graph_validate(g), SD_OK);
 done:
     sd_graph_free(g);
@@ -528,6 +533,135 @@ static void test_upgrade(void)
     sd_graph_free(g);
 }
 
+/* Deterministic xorshift generator for the randomized tests. */
+static uint64_t rng_state = 0x9E3779B97F4A7C15u;
+static uint32_t rnd(uint32_t n)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state % n);
+}
+
+/* Appends the UTF-8 form of a code point XML 1.0 can carry. */
+static size_t put_utf8(char *out, unsigned cp)
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xC0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* A random string of up to 24 characters mixing markup characters, white space and unicode. */
+static void random_text(char *out, bool allow_empty)
+{
+    static const char special[] = "<>&\"' \t\r\n];";
+    size_t n = rnd(24) + (allow_empty ? 0 : 1), used = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned cp;
+        switch (rnd(4)) {
+        case 0: cp = (unsigned char)special[rnd(sizeof special - 1)]; break;
+        case 1: cp = 'a' + rnd(26); break;
+        case 2: cp = 0xA0 + rnd(0xD7FF - 0xA0); break;
+        default: cp = 0x10000 + rnd(0x10FFFF - 0x10000); break;
+        }
+        used += put_utf8(out + used, cp);
+    }
+    out[used] = '\0';
+}
+
+/* Random graphs with random strings everywhere survive write -> read unchanged. */
+static void test_round_trip_random(void)
+{
+    for (int iter = 0; iter < 200; iter++) {
+        sd_graph *g, *h = NULL;
+        char *xml = NULL;
+        char a[128], b[128], id[128];
+        CHECK_EQ_INT(sd_graph_new(ctx, &g), SD_OK);
+        /* Metadata is read without surrounding white space: keep it inside letters. */
+        a[0] = 'x';
+        random_text(a + 1, true);
+        strcat(a, "x");
+        CHECK_EQ_INT(sd_graph_set_meta(g, "author", a), SD_OK);
+        random_text(a, false);
+        random_text(b, true);
+        CHECK_EQ_INT(sd_graph_add_param(g, a, "STRING", b, "doc"), SD_OK);
+        for (int k = 0; k < 3; k++) {
+            snprintf(id, sizeof id, "%d", k);
+            random_text(id + strlen(id), true);
+            CHECK_EQ_INT(sd_graph_add_node(g, "PrimitiveString", id, NULL), SD_OK);
+            if (k == 1) {
+                CHECK_EQ_INT(sd_graph_bind_param(g, a, id, "value"), SD_OK);
+            } else {
+                random_text(b, true);
+                CHECK_EQ_INT(sd_graph_set_input(g, id, "value", b), SD_OK);
+            }
+        }
+        CHECK_EQ_INT(sd_graph_to_xml(g, false, &xml), SD_OK);
+        CHECK_EQ_INT(xml ? load(xml, &h) : SD_ERR_NOMEM, SD_OK);
+        CHECK_MSG(h && graphs_equal(g, h), "round trip %d differs:\n%s", iter, xml ? xml : "");
+        free(xml);
+        sd_graph_free(h);
+        sd_graph_free(g);
+    }
+}
+
+/* Mutated and truncated files never crash the reader: each load either succeeds or fails with
+ * a parse, schema or limit status and a message. */
+static void test_mutations(void)
+{
+    size_t len = strlen(ok_xml);
+    char *buf = malloc(len + 1);
+    int ok = 0, failed = 0;
+    for (int iter = 0; iter < 3000; iter++) {
+        memcpy(buf, ok_xml, len + 1);
+        size_t n = len;
+        if (iter % 3 == 0) {
+            n = rnd((uint32_t)len);
+        } else {
+            for (int k = 0, m = 1 + (int)rnd(4); k < m; k++)
+                buf[rnd((uint32_t)len)] = (char)rnd(256);
+        }
+        sd_graph *g = NULL;
+        sd_status st = sd_graph_load_xml_memory(ctx, buf, n, "m.xml", &g);
+        if (st == SD_OK) {
+            CHECK(g != NULL);
+            char *xml = NULL;
+            sd_status w = sd_graph_to_xml(g, false, &xml);
+            CHECK(w == SD_OK || w == SD_ERR_INVALID);
+            sd_graph_validate(g);
+            free(xml);
+            ok++;
+        } else {
+            CHECK_MSG(st == SD_ERR_PARSE || st == SD_ERR_INVALID || st == SD_ERR_LIMIT,
+                      "status %d for mutation %d", (int)st, iter);
+            CHECK(g == NULL);
+            CHECK(strncmp(sd_context_errmsg(ctx), "m.xml", 5) == 0 ||
+                  strstr(sd_context_errmsg(ctx), "problem") != NULL);
+            failed++;
+        }
+        sd_graph_free(g);
+    }
+    CHECK(ok > 0 && failed > 0);
+    free(buf);
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx))
@@ -546,6 +680,8 @@ int main(void)
     RUN(test_save_atomic);
     RUN(test_params_resolve_and_inline);
     RUN(test_upgrade);
+    RUN(test_round_trip_random);
+    RUN(test_mutations);
     sd_context_free(ctx);
     return test_summary("test_xml");
 }

@@ -210,7 +210,7 @@ static sd_status fill_zero(void *user, size_t index, void *dst, size_t nbytes)
     return SD_OK;
 }
 
-static char *write_altered(const char *file, const char *drop, const char *reshape)
+static char *write_altered(const char *file, const char *drop, const char *reshape, const char *retype)
 {
     sd_checkpoint_config cfg;
     sd_sd1_preset("tiny", &cfg);
@@ -227,6 +227,8 @@ static char *write_altered(const char *file, const char *drop, const char *resha
         memcpy(e[n].shape, l.entries[i].shape, sizeof l.entries[i].shape);
         if (reshape && strcmp(l.entries[i].name, reshape) == 0)
             e[n].shape[0]++;
+        if (retype && strcmp(l.entries[i].name, retype) == 0)
+            e[n].dtype = SD_ST_I32;
         n++;
     }
     char *p = scratch(file);
@@ -253,23 +255,37 @@ static void expect_inspect_error(const char *path, const char *tail, bool vae)
 static void test_missing_tensor(void)
 {
     const char *name = SD1_UNET_PREFIX "output_blocks.3.1.transformer_blocks.0.attn2.to_v.weight";
-    char *p = write_altered("missing.safetensors", name, NULL);
+    char *p = write_altered("missing.safetensors", name, NULL, NULL);
     expect_inspect_error(p, "missing tensor 'model.diffusion_model.output_blocks.3.1.transformer_blocks.0.attn2.to_v."
                             "weight' (SD1.x UNet)", false);
     free(p);
-    p = write_altered("missing_vae.safetensors", SD1_VAE_PREFIX "decoder.up.2.upsample.conv.bias", NULL);
+    p = write_altered("missing_vae.safetensors", SD1_VAE_PREFIX "decoder.up.2.upsample.conv.bias", NULL, NULL);
     expect_inspect_error(p, "missing tensor 'first_stage_model.decoder.up.2.upsample.conv.bias' (VAE)", false);
     free(p);
-    p = write_altered("missing_clip.safetensors", SD1_CLIP_PREFIX "encoder.layers.1.self_attn.v_proj.bias", NULL);
+    p = write_altered("missing_clip.safetensors", SD1_CLIP_PREFIX "encoder.layers.1.self_attn.v_proj.bias", NULL,
+                      NULL);
     expect_inspect_error(p, "missing tensor 'cond_stage_model.transformer.text_model.encoder.layers.1.self_attn.v_proj."
                             "bias' (SD1.x CLIP text model)", false);
     free(p);
-    p = write_altered("reshaped.safetensors", NULL, SD1_UNET_PREFIX "middle_block.2.emb_layers.1.weight");
+    p = write_altered("reshaped.safetensors", NULL, SD1_UNET_PREFIX "middle_block.2.emb_layers.1.weight", NULL);
     expect_inspect_error(p, "tensor 'model.diffusion_model.middle_block.2.emb_layers.1.weight' has shape [65, 128], "
                             "expected [64, 128] (SD1.x UNet)", false);
     free(p);
+    /* A nonfloat weight is named; position_ids may have any dtype and shape. */
+    p = write_altered("i32.safetensors", NULL, NULL, SD1_UNET_PREFIX "out.0.bias");
+    expect_inspect_error(p, "tensor 'model.diffusion_model.out.0.bias': dtype I32 is not a float type (F32, F16, BF16)",
+                         false);
+    free(p);
+    p = write_altered("posids.safetensors", NULL, SD1_CLIP_PREFIX "embeddings.position_ids",
+                      SD1_CLIP_PREFIX "embeddings.position_ids");
+    sd_safetensors *g = NULL;
+    sd_checkpoint_config c2;
+    CHECK(sd_safetensors_open(ctx, p, &g) == SD_OK && sd_checkpoint_inspect(ctx, g, &c2) == SD_OK);
+    CHECK(c2.clip.has_position_ids);
+    sd_safetensors_close(g);
+    free(p);
     /* An untouched copy passes. */
-    p = write_altered("intact.safetensors", NULL, NULL);
+    p = write_altered("intact.safetensors", NULL, NULL, NULL);
     sd_safetensors *f = NULL;
     sd_checkpoint_config cfg;
     CHECK(sd_safetensors_open(ctx, p, &f) == SD_OK && sd_checkpoint_inspect(ctx, f, &cfg) == SD_OK);

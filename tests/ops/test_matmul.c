@@ -95,6 +95,9 @@ static void test_matmul_edges(void)
     CHECK_MSG(e <= 1.0, "K=2000: error ratio %g", e);
     e = matmul_case(1, 1, 257, 7, 31, true, false, false, SD_ACT_NONE, 1.0f, SD_DTYPE_F32, 42);
     CHECK_MSG(e <= 1.0, "tall: error ratio %g", e);
+    /* Packed B above 2 MiB: work-items sweep M fastest. */
+    e = matmul_case(2, 1, 21, 1100, 520, false, true, true, SD_ACT_SILU, 1.0f, SD_DTYPE_F16, 43);
+    CHECK_MSG(e <= 1.0, "large B: error ratio %g", e);
 }
 
 static void test_linear(void)

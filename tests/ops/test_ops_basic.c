@@ -57,12 +57,12 @@ static void test_group_norm(void)
      * sum-of-squares in fp32 would lose every digit. Input rounding is ~1e-5 of the spread. */
     group_norm_case(4, SHAPE(1, 64, 45, 47), 32, true, false, 100.0f, 1e-4);
 
-    sd_dtensor *x = ops_upload(ops_random(3 * 10 * 4, 0, 1, 5), 3, SHAPE(3, 10, 4)), *out = NULL;
+    sd_dtensor *x = ops_upload_random(0, 1, 5, 3, SHAPE(3, 10, 4)), *out = NULL;
     CHECK_EQ_INT(sd_op_group_norm(ops_cl(), x, 32, 1e-5f, NULL, NULL, false, &out), SD_ERR_INVALID);
     CHECK(out == NULL);
     CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "group_norm: [3, 10, 4] f32 does not split into 32 groups");
     int64_t five = 5;
-    sd_dtensor *g = ops_upload(ops_random(5, 0, 1, 6), 1, &five);
+    sd_dtensor *g = ops_upload_random(0, 1, 6, 1, &five);
     CHECK_EQ_INT(sd_op_group_norm(ops_cl(), x, 2, 1e-5f, g, g, false, &out), SD_ERR_INVALID);
     CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "must have 10 elements");
     CHECK_EQ_INT(sd_op_group_norm(ops_cl(), x, 2, 1e-5f, g, NULL, false, &out), SD_ERR_INVALID);
@@ -154,7 +154,7 @@ static void test_geglu(void)
         free(x);
         free(ref);
     }
-    sd_dtensor *odd = ops_upload(ops_random(15, 0, 1, 45), 2, SHAPE(3, 5)), *out = NULL;
+    sd_dtensor *odd = ops_upload_random(0, 1, 45, 2, SHAPE(3, 5)), *out = NULL;
     CHECK_EQ_INT(sd_op_geglu(ops_cl(), odd, &out), SD_ERR_INVALID);
     CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "geglu: last dimension of [3, 5] f32 must be even");
     sd_dtensor_free(odd);
@@ -189,8 +189,8 @@ static void test_binary(void)
         binary_case(op, 2, SHAPE(3, 131), 1, SHAPE(1), 2, SHAPE(3, 131));
         binary_case(op, 1, SHAPE(1), 3, SHAPE(2, 2, 77), 3, SHAPE(2, 2, 77));
     }
-    sd_dtensor *a = ops_upload(ops_random(6, 0, 1, 52), 2, SHAPE(2, 3));
-    sd_dtensor *b = ops_upload(ops_random(4, 0, 1, 53), 1, SHAPE(4)), *out = NULL;
+    sd_dtensor *a = ops_upload_random(0, 1, 52, 2, SHAPE(2, 3));
+    sd_dtensor *b = ops_upload_random(0, 1, 53, 1, SHAPE(4)), *out = NULL;
     CHECK_EQ_INT(sd_op_binary(ops_cl(), SD_BINARY_ADD, a, b, &out), SD_ERR_INVALID);
     CHECK(out == NULL);
     CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "add: shapes [2, 3] f32 and [4] f32 do not broadcast");

@@ -3,11 +3,13 @@
 from the same vocabulary file sdflow embeds (data/clip/bpe_simple_vocab_16e6.txt.gz; vocab and
 merges are derived from it here, nothing is downloaded).
 
-  "plain":    {"text", "ids"}: tokenizer(text)["input_ids"] (BOS ... EOS, no truncation)
+  "plain":    {"text", "ids"}: tokenizer(text)["input_ids"] (BOS ... EOS, no truncation), for
+              hand-picked prompts and 60 seeded random strings over many Unicode blocks
   "weighted": {"text", "tokens", "weights"}: ComfyUI's SDTokenizer.tokenize_with_weights for SD1
               (comfy/sd1_clip.py: escape_important, token_weights, 77-token windows padded with
               the end token, groups of >= 8 tokens split across windows), with each segment
-              tokenized by the same CLIPTokenizer; no embedding directory.
+              tokenized by the same CLIPTokenizer; no embedding directory. Hand-picked prompts
+              and 40 seeded random strings of parentheses, colons, numbers, escapes and words.
 
 Regenerate (developers only; CI reads the committed JSON):
     /opt/refenv/bin/python tests/reference/make_token_goldens.py
@@ -215,11 +217,48 @@ def comfy_windows(tok, text):
     return windows
 
 
+# Code point pools for random strings (seeded): combining marks in random order exercise NFC's
+# canonical reordering and composition; the rest the letter/number/case tables.
+POOLS = [
+    (0x20, 0x7E), (0xA0, 0x24F), (0x300, 0x36F), (0x370, 0x3FF), (0x400, 0x4FF), (0x591, 0x5C7),
+    (0x600, 0x6FF), (0x900, 0x97F), (0xE00, 0xE7F), (0x1100, 0x11FF), (0x1E00, 0x1FFF),
+    (0x2000, 0x206F), (0x2070, 0x218F), (0x2460, 0x24FF), (0x3000, 0x30FF), (0x4E00, 0x4E80),
+    (0xAC00, 0xAD00), (0xF900, 0xFA2D), (0xFB00, 0xFB4F), (0xFF00, 0xFFEF), (0x1D400, 0x1D4FF),
+    (0x1F300, 0x1F64F), (0x10400, 0x1044F),
+]
+
+
+def random_strings(n, seed=1234):
+    import random
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        chars = []
+        for _ in range(rng.randint(1, 40)):
+            lo, hi = rng.choice(POOLS)
+            cp = rng.randint(lo, hi)
+            if 0xD800 <= cp <= 0xDFFF:
+                continue
+            chars.append(chr(cp))
+        out.append("".join(chars))
+    return out
+
+
+WEIGHT_PIECES = ["(", "(", ")", ")", ":", ":1.2", ":0.5", ": 2 ", ":x", "\\(", "\\)", "\\", "[", "]",
+                 " ", " ", "cat", "dog", "a photo", ",", "1.5", "embedding:foo", "\n", "e", "_", "1_0"]
+
+
+def random_weighted(n, seed=4321):
+    import random
+    rng = random.Random(seed)
+    return ["".join(rng.choice(WEIGHT_PIECES) for _ in range(rng.randint(1, 60))) for _ in range(n)]
+
+
 def main():
     tok = build_tokenizer()
-    plain = [{"text": t, "ids": tok(t)["input_ids"]} for t in PLAIN]
+    plain = [{"text": t, "ids": tok(t)["input_ids"]} for t in PLAIN + random_strings(60)]
     weighted = []
-    for t in WEIGHTED:
+    for t in WEIGHTED + random_weighted(40):
         windows = comfy_windows(tok, t)
         weighted.append({"text": t, "tokens": [[i for i, _ in w] for w in windows],
                          "weights": [[w for _, w in win] for win in windows]})

@@ -56,6 +56,17 @@ sd_dtensor *ops_upload(const float *host, int ndim, const int64_t *shape)
     return t;
 }
 
+sd_dtensor *ops_upload_random(float lo, float hi, unsigned seed, int ndim, const int64_t *shape)
+{
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++)
+        n *= (size_t)shape[i];
+    float *host = ops_random(n, lo, hi, seed);
+    sd_dtensor *t = ops_upload(host, ndim, shape);
+    free(host);
+    return t;
+}
+
 float *ops_download(const sd_dtensor *t)
 {
     float *p = malloc((t->numel ? t->numel : 1) * sizeof *p);

@@ -1,0 +1,197 @@
+/* bench_unet: seconds per SD1 UNet forward with batch 2 (one classifier-free-guidance step) on
+ * a checkpoint, at given latent sizes; peak RSS; fraction of a stated FP32 peak. Not a test: it
+ * prints figures, never fails on time. The first forward of each size (weight upload, kernel
+ * builds) is reported apart; then the best and mean of --reps forwards.
+ *
+ *   bench_unet CKPT [--dtype f16|f32] [--sizes 32,64] [--reps N] [--peak GFLOPS]
+ *
+ * CKPT: e.g. sdflow_mkckpt --preset sd15 --dtype f16 /tmp/sd15.safetensors. docs/benchmarks.md
+ * records results with the exact command. */
+#include "models/checkpoint.h"
+#include "models/unet.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double peak_rss_mib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0; /* ru_maxrss is in KiB on Linux */
+}
+
+/* Multiply-adds x 2 of one forward: convolutions, linear layers and attention products. */
+static double conv_flops(double b, double cin, double cout, double hw, double k)
+{
+    return 2.0 * b * cout * hw * cin * k * k;
+}
+
+static double res_flops(double b, double cin, double cout, double hw, double temb)
+{
+    double f = conv_flops(b, cin, cout, hw, 3) + conv_flops(b, cout, cout, hw, 3) + 2.0 * b * temb * cout;
+    return cin != cout ? f + conv_flops(b, cin, cout, hw, 1) : f;
+}
+
+static double transformer_flops(const sd_unet_config *c, double b, double ch, double hw, double tokens)
+{
+    double n = b * hw, per_block = 0;
+    per_block += 2.0 * n * ch * ch * 4;                             /* self q, k, v, out */
+    per_block += 2.0 * b * hw * hw * ch * 2;                        /* QK^T and PV */
+    per_block += 2.0 * n * ch * ch * 2 + 2.0 * b * tokens * c->context_dim * ch * 2; /* cross q, out; k, v */
+    per_block += 2.0 * b * hw * tokens * ch * 2;
+    per_block += 2.0 * n * ch * ch * 8 + 2.0 * n * ch * 4 * ch;     /* GEGLU in (8C) and out (4C) */
+    return 2.0 * 2.0 * n * ch * ch + per_block * c->transformer_depth; /* proj_in, proj_out */
+}
+
+static double unet_flops(const sd_unet_config *c, double b, double size, double tokens)
+{
+    double f = 0, hw = size * size, temb = c->time_embed_dim;
+    double ch = c->model_channels, chans[64];
+    int n = 0;
+    f += conv_flops(b, c->in_channels, ch, hw, 3);
+    chans[n++] = ch;
+    for (int l = 0; l < c->n_levels; l++) {
+        double out = (double)c->model_channels * c->channel_mult[l];
+        for (int r = 0; r < c->num_res_blocks; r++) {
+            f += res_flops(b, ch, out, hw, temb);
+            ch = out;
+            if (c->attention[l])
+                f += transformer_flops(c, b, ch, hw, tokens);
+            chans[n++] = ch;
+        }
+        if (l + 1 < c->n_levels) {
+            hw /= 4;
+            f += conv_flops(b, ch, ch, hw, 3);
+            chans[n++] = ch;
+        }
+    }
+    f += 2 * res_flops(b, ch, ch, hw, temb) + transformer_flops(c, b, ch, hw, tokens);
+    for (int l = c->n_levels - 1; l >= 0; l--) {
+        double out = (double)c->model_channels * c->channel_mult[l];
+        for (int r = 0; r <= c->num_res_blocks; r++) {
+            f += res_flops(b, ch + chans[--n], out, hw, temb);
+            ch = out;
+            if (c->attention[l])
+                f += transformer_flops(c, b, ch, hw, tokens);
+            if (l > 0 && r == c->num_res_blocks) {
+                hw *= 4;
+                f += conv_flops(b, ch, ch, hw, 3);
+            }
+        }
+    }
+    return f + conv_flops(b, ch, c->out_channels, hw, 3);
+}
+
+static sd_dtensor *random_tensor(sd_cl *cl, int ndim, const int64_t *shape, unsigned seed)
+{
+    sd_dtensor *t = NULL;
+    if (sd_dtensor_new(cl, SD_DTYPE_F32, ndim, shape, &t))
+        return NULL;
+    float *h = malloc(t->numel * sizeof *h);
+    for (size_t i = 0; h && i < t->numel; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        h[i] = (float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f;
+    }
+    if (!h || sd_dtensor_upload(t, h)) {
+        sd_dtensor_free(t);
+        t = NULL;
+    }
+    free(h);
+    return t;
+}
+
+static int fail(sd_context *ctx, const char *what)
+{
+    fprintf(stderr, "bench_unet: %s: %s\n", what, sd_context_errmsg(ctx));
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL, *sizes = "32,64";
+    sd_dtype dtype = SD_DTYPE_F16;
+    int reps = 2;
+    double peak = 294.0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc)
+            dtype = strcmp(argv[++i], "f32") == 0 ? SD_DTYPE_F32 : SD_DTYPE_F16;
+        else if (strcmp(argv[i], "--sizes") == 0 && i + 1 < argc)
+            sizes = argv[++i];
+        else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc)
+            reps = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--peak") == 0 && i + 1 < argc)
+            peak = atof(argv[++i]);
+        else if (argv[i][0] != '-' && !path)
+            path = argv[i];
+        else {
+            fprintf(stderr, "usage: bench_unet CKPT [--dtype f16|f32] [--sizes 32,64] [--reps N] [--peak GFLOPS]\n");
+            return 2;
+        }
+    }
+    if (!path || reps < 1) {
+        fprintf(stderr, "usage: bench_unet CKPT [--dtype f16|f32] [--sizes 32,64] [--reps N] [--peak GFLOPS]\n");
+        return 2;
+    }
+    sd_context *ctx = NULL;
+    sd_cl *cl = NULL;
+    sd_safetensors *st = NULL;
+    sd_checkpoint_config cfg;
+    sd_unet *u = NULL;
+    if (sd_context_new(&ctx))
+        return 1;
+    if (sd_cl_get(ctx, &cl))
+        return fail(ctx, "device");
+    if (sd_safetensors_open(ctx, path, &st) || sd_checkpoint_inspect(ctx, st, &cfg))
+        return fail(ctx, path);
+    if (sd_unet_new(cl, st, cfg.unet_prefix, &cfg.unet, dtype, &u))
+        return fail(ctx, "unet");
+    printf("device: %s (%s), weights %s, batch 2, 77 context tokens\n", cl->device_name, cl->platform_name,
+           sd_dtype_name(dtype));
+    int64_t cshape[3] = {2, 77, cfg.unet.context_dim};
+    sd_dtensor *context = random_tensor(cl, 3, cshape, 2);
+    float t[2] = {500.0f, 500.0f};
+    char list[64];
+    snprintf(list, sizeof list, "%s", sizes);
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int size = atoi(tok);
+        int64_t xshape[4] = {2, cfg.unet.in_channels, size, size};
+        sd_dtensor *x = random_tensor(cl, 4, xshape, 1), *out = NULL;
+        if (!x || !context)
+            return fail(ctx, "inputs");
+        double best = 1e30, sum = 0, t0 = now();
+        if (sd_unet_forward(u, x, t, context, NULL, &out) || sd_cl_finish(cl))
+            return fail(ctx, "forward");
+        double first = now() - t0;
+        sd_dtensor_free(out);
+        for (int r = 0; r < reps; r++) {
+            t0 = now();
+            if (sd_unet_forward(u, x, t, context, NULL, &out) || sd_cl_finish(cl))
+                return fail(ctx, "forward");
+            double dt = now() - t0;
+            sd_dtensor_free(out);
+            best = dt < best ? dt : best;
+            sum += dt;
+        }
+        double gflop = unet_flops(&cfg.unet, 2, size, 77) * 1e-9;
+        printf("%dx%d image (latent %dx%d): first %.2f s, best %.2f s, mean %.2f s over %d; %.1f GFLOP, "
+               "%.1f GFLOP/s = %.1f%% of %.0f GFLOP/s; peak RSS %.0f MiB, device peak %.0f MiB\n",
+               size * 8, size * 8, size, size, first, best, sum / reps, reps, gflop, gflop / best,
+               100.0 * gflop / best / peak, peak, peak_rss_mib(), (double)cl->stats.peak_bytes / 1048576.0);
+        fflush(stdout);
+        sd_dtensor_free(x);
+    }
+    sd_dtensor_free(context);
+    sd_unet_free(u);
+    sd_safetensors_close(st);
+    sd_context_free(ctx);
+    return 0;
+}
