@@ -420,7 +420,7 @@ static sd_status check_hint(sd_controlnet *cn, const sd_dtensor *x, const sd_dte
     if (hint->ndim != 4 || hint->dtype != SD_DTYPE_F32 || hint->shape[0] != x->shape[0] ||
         hint->shape[1] != cn->config.hint_channels || hint->shape[2] != 8 * x->shape[2] ||
         hint->shape[3] != 8 * x->shape[3])
-        return sd_set_error(cn->ctx, SD_ERR_INVALID, "controlnet: hint %s is not an f32 [%lld, %d, %lld, %lld] image",
+        return sd_set_error(cn->ctx, SD_ERR_INVALID, "hint %s is not an f32 [%lld, %d, %lld, %lld] image",
                             sd_dtensor_describe(hint, d, sizeof d), (long long)x->shape[0],
                             cn->config.hint_channels, (long long)(8 * x->shape[2]), (long long)(8 * x->shape[3]));
     return SD_OK;
