@@ -67,6 +67,10 @@ done:
 sd_status sd_op_unary(sd_cl *cl, sd_unary op, const sd_dtensor *x, sd_dtensor **out)
 {
     static const char *const names[] = {"act_silu", "act_gelu_erf", "act_gelu_tanh", "act_quick_gelu"};
+    if ((unsigned)op > SD_UNARY_QUICK_GELU) {
+        *out = NULL;
+        return sd_set_error(cl->ctx, SD_ERR_INVALID, "unary: unknown activation %d", (int)op);
+    }
     return elementwise(cl, "unary", names[op], x, 0, NULL, out);
 }
 

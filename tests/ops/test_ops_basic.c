@@ -134,6 +134,11 @@ static void test_unary(void)
         sd_dtensor_free(out);
         sd_dtensor_free(dx);
     }
+    sd_dtensor *dx = ops_upload(x, 3, shape), *out = NULL;
+    CHECK_EQ_INT(sd_op_unary(ops_cl(), (sd_unary)7, dx, &out), SD_ERR_INVALID);
+    CHECK(out == NULL);
+    CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "unary: unknown activation 7");
+    sd_dtensor_free(dx);
     free(x);
     free(ref);
 }

@@ -89,6 +89,9 @@ static void test_resize_goldens(void)
     CHECK_EQ_INT(sd_op_resize(ops_cl(), dx, 0, 5, SD_RESIZE_BILINEAR, &same), SD_ERR_INVALID);
     CHECK(same == NULL);
     CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "resize: cannot resize [2, 13, 17, 3] f32 to 5x0");
+    CHECK_EQ_INT(sd_op_resize(ops_cl(), dx, 5, 5, (sd_resize_method)9, &same), SD_ERR_INVALID);
+    CHECK(same == NULL);
+    CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "resize: unknown method 9");
     sd_dtensor_free(dx);
     free(img);
 }
