@@ -53,6 +53,7 @@ static void test_group_norm(void)
     group_norm_case(4, SHAPE(1, 320, 33, 31), 32, false, false, 0.0f, 2e-5);
     group_norm_case(3, SHAPE(3, 32, 5), 8, true, true, 0.0f, 2e-5);
     group_norm_case(5, SHAPE(1, 64, 3, 5, 7), 32, true, false, 0.0f, 2e-5);
+    group_norm_case(2, SHAPE(3, 96), 32, true, true, 0.0f, 2e-5); /* [N, C]: groups of 3 values */
     /* Mean 100, spread 1: the blockwise (Chan) variance stays accurate where a one-pass
      * sum-of-squares in fp32 would lose every digit. Input rounding is ~1e-5 of the spread. */
     group_norm_case(4, SHAPE(1, 64, 45, 47), 32, true, false, 100.0f, 1e-4);
@@ -104,14 +105,22 @@ static void test_softmax(void)
     for (int s = 0; s < 3; s++) {
         size_t n = numel(2, shapes[s]);
         float *x = ops_random(n, -20.0f, 20.0f, 20 + s), *ref = malloc(n * sizeof *ref);
-        if (s == 0)
+        if (s == 0) {
             for (int i = 0; i < 40; i++)
                 x[77 + i] = -INFINITY; /* a masked run in row 1 */
+            for (int i = 0; i < 77; i++)
+                x[3 * 77 + i] = -INFINITY; /* row 3 fully masked: NaN, as torch */
+        }
         ref_softmax(x, shapes[s][0], shapes[s][1], ref);
         sd_dtensor *dx = ops_upload(x, 2, shapes[s]), *out = NULL;
         CHECK_EQ_INT(sd_op_softmax(ops_cl(), dx, &out), SD_OK);
         /* Probabilities in [0, 1]: 1e-6 absolute + 1e-5 relative (fp32 exp and sums). */
         CHECK(ops_expect("softmax", out, 2, shapes[s], ref, 1e-6, 1e-5));
+        if (s == 0) {
+            float *got = out ? ops_download(out) : NULL;
+            CHECK(got && isnan(got[3 * 77]) && isnan(ref[3 * 77]) && got[77] == 0.0f);
+            free(got);
+        }
         sd_dtensor_free(out);
         sd_dtensor_free(dx);
         free(x);
