@@ -3,7 +3,8 @@
 #include <math.h>
 
 #define KFILE "ops_basic.cl"
-#define RUN 64 /* elements per work-item, as in the kernel file */
+#define RUN 64   /* elements per work-item, as in the kernel file */
+#define GN_WG 256 /* work-group size of group_norm_stats_wg, as in the kernel file */
 
 static size_t div_up(size_t a, size_t b) { return (a + b - 1) / b; }
 
@@ -251,6 +252,13 @@ sd_status sd_op_group_norm(sd_cl *cl, const sd_dtensor *x, int groups, float eps
                            const sd_dtensor *gamma, const sd_dtensor *beta, bool silu,
                            sd_dtensor **out)
 {
+    return sd_op_group_norm_variant(cl, x, groups, eps, gamma, beta, silu, SD_VARIANT_AUTO, out);
+}
+
+sd_status sd_op_group_norm_variant(sd_cl *cl, const sd_dtensor *x, int groups, float eps,
+                                   const sd_dtensor *gamma, const sd_dtensor *beta, bool silu,
+                                   sd_op_variant variant, sd_dtensor **out)
+{
     sd_status st;
     cl_kernel ks, ka;
     sd_dtensor *y = NULL;
@@ -269,7 +277,9 @@ sd_status sd_op_group_norm(sd_cl *cl, const sd_dtensor *x, int groups, float eps
     size_t n = (size_t)x->shape[0];
     size_t hw = c ? x->numel / n / (size_t)c : 0;
     size_t group_elems = hw * (size_t)(c / groups);
-    if ((st = kernel(cl, "group_norm_stats", &ks)) || (st = kernel(cl, "group_norm_apply", &ka)) ||
+    bool gpu = variant == SD_VARIANT_GPU || (variant == SD_VARIANT_AUTO && cl->is_gpu);
+    if ((st = kernel(cl, gpu ? "group_norm_stats_wg" : "group_norm_stats", &ks)) ||
+        (st = kernel(cl, "group_norm_apply", &ka)) ||
         (st = like(cl, x, &y)))
         goto done;
     if (x->numel == 0)
@@ -279,14 +289,21 @@ sd_status sd_op_group_norm(sd_cl *cl, const sd_dtensor *x, int groups, float eps
         goto done;
     sd_cl_arg sargs[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(stats), SD_ARG_LONG(group_elems), SD_ARG_FLOAT(eps)};
     size_t sglobal = n * (size_t)groups, slocal = rows_local(cl, sglobal);
+    if (gpu) {
+        slocal = GN_WG;
+        sglobal *= GN_WG;
+    }
     if ((st = sd_cl_launch(cl, ks, 1, &sglobal, &slocal, SD_NARGS(sargs), sargs)))
         goto done;
-    /* Enough chunks per plane to keep every compute unit busy, each a multiple of 8 values. */
+    /* CPU: enough chunks per plane to keep every compute unit busy, each a multiple of 8
+     * values. GPU: one float8 per work-item, neighbours contiguous. */
     size_t planes = n * (size_t)c;
     size_t want = 4 * (size_t)cl->compute_units;
     size_t parts = planes >= want ? 1 : div_up(want, planes);
     size_t chunk = (div_up(hw, parts) + 7) / 8 * 8;
-    if (chunk < 256)
+    if (gpu)
+        chunk = 8;
+    else if (chunk < 256)
         chunk = 256;
     sd_cl_arg aargs[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(stats),
                          SD_ARG_MEM(gamma ? gamma->buf : NULL), SD_ARG_MEM(beta ? beta->buf : NULL),

@@ -17,6 +17,16 @@ sd_status sd_op_group_norm(sd_cl *cl, const sd_dtensor *x, int groups, float eps
                            const sd_dtensor *gamma, const sd_dtensor *beta, bool silu,
                            sd_dtensor **out);
 
+/* Kernel variant of an op with reductions: AUTO picks by device class (GPU: work-group
+ * reductions in local memory and one 8-value vector per work-item; CPU: one work-item per
+ * reduction, long contiguous runs, no barriers). */
+typedef enum sd_op_variant { SD_VARIANT_AUTO, SD_VARIANT_CPU, SD_VARIANT_GPU } sd_op_variant;
+
+/* sd_op_group_norm with an explicit variant (the tests run both on any device). */
+sd_status sd_op_group_norm_variant(sd_cl *cl, const sd_dtensor *x, int groups, float eps,
+                                   const sd_dtensor *gamma, const sd_dtensor *beta, bool silu,
+                                   sd_op_variant variant, sd_dtensor **out);
+
 /* Layer normalisation over the last dimension D of x: gamma, beta both NULL or both [D]. */
 sd_status sd_op_layer_norm(sd_cl *cl, const sd_dtensor *x, float eps, const sd_dtensor *gamma,
                            const sd_dtensor *beta, sd_dtensor **out);

@@ -219,6 +219,51 @@ kernel void group_norm_stats(global const float *x, global float2 *stats, ulong 
     stats[g] = (float2)(mv.x, rsqrt(mv.y + eps));
 }
 
+/* Pass 1 for GPUs: one work-group of GN_WG work-items per (batch, group). Each work-item walks
+ * the group with stride GN_WG (coalesced) keeping a running mean and M2 (Welford), then the
+ * partial moments are merged pairwise in local memory with Chan's formula. */
+#define GN_WG 256
+inline void chan_merge(float *n, float *mean, float *m2, float nb, float meanb, float m2b)
+{
+    if (nb == 0.0f)
+        return;
+    float total = *n + nb, delta = meanb - *mean;
+    *mean += delta * (nb / total);
+    *m2 += m2b + delta * delta * (*n * nb / total);
+    *n = total;
+}
+
+kernel void group_norm_stats_wg(global const float *x, global float2 *stats, ulong group_elems, float eps)
+{
+    local float ln[GN_WG], lmean[GN_WG], lm2[GN_WG];
+    ulong g = get_group_id(0);
+    uint lid = get_local_id(0);
+    global const float *p = x + g * group_elems;
+    float n = 0.0f, mean = 0.0f, m2 = 0.0f;
+    for (ulong i = lid; i < group_elems; i += GN_WG) {
+        float v = p[i], d = v - mean;
+        n += 1.0f;
+        mean += d / n;
+        m2 += d * (v - mean);
+    }
+    ln[lid] = n;
+    lmean[lid] = mean;
+    lm2[lid] = m2;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint half_size = GN_WG / 2; half_size > 0; half_size >>= 1) {
+        if (lid < half_size) {
+            float a = ln[lid], am = lmean[lid], a2 = lm2[lid];
+            chan_merge(&a, &am, &a2, ln[lid + half_size], lmean[lid + half_size], lm2[lid + half_size]);
+            ln[lid] = a;
+            lmean[lid] = am;
+            lm2[lid] = a2;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (lid == 0)
+        stats[g] = (float2)(lmean[0], rsqrt(lm2[0] / ln[0] + eps));
+}
+
 /* Pass 2: work-item (chunk, plane) normalises `chunk` values of one (batch, channel) plane of
  * hw values: y = (x - mean) * rstd * gamma + beta, optionally followed by SiLU. */
 kernel void group_norm_apply(global const float *x, global const float2 *stats,

@@ -20,6 +20,8 @@ static size_t numel(int ndim, const int64_t *shape)
     return n;
 }
 
+/* Group norm of random data (offset + [-1, 1)) against the reference, both kernel variants (the
+ * GPU one with local-memory reductions runs on any device). */
 static void group_norm_case(int ndim, const int64_t *shape, int groups, bool affine, bool silu, float offset,
                             double tol)
 {
@@ -30,11 +32,15 @@ static void group_norm_case(int ndim, const int64_t *shape, int groups, bool aff
     float *ref = malloc(n * sizeof *ref);
     ref_group_norm(x, shape[0], c, hw, groups, 1e-5f, affine ? g : NULL, affine ? b : NULL, silu, ref);
     sd_dtensor *dx = ops_upload(x, ndim, shape), *dg = ops_upload(g, 1, &c), *db = ops_upload(b, 1, &c);
-    sd_dtensor *out = NULL;
-    CHECK_EQ_INT(sd_op_group_norm(ops_cl(), dx, groups, 1e-5f, affine ? dg : NULL, affine ? db : NULL, silu, &out),
-                 SD_OK);
-    CHECK(ops_expect("group_norm", out, ndim, shape, ref, tol, tol));
-    sd_dtensor_free(out);
+    for (int variant = SD_VARIANT_CPU; variant <= SD_VARIANT_GPU; variant++) {
+        sd_dtensor *out = NULL;
+        CHECK_EQ_INT(sd_op_group_norm_variant(ops_cl(), dx, groups, 1e-5f, affine ? dg : NULL, affine ? db : NULL,
+                                              silu, (sd_op_variant)variant, &out),
+                     SD_OK);
+        CHECK_MSG(ops_expect("group_norm", out, ndim, shape, ref, tol, tol), "variant %s",
+                  variant == SD_VARIANT_CPU ? "cpu" : "gpu");
+        sd_dtensor_free(out);
+    }
     sd_dtensor_free(dx);
     sd_dtensor_free(dg);
     sd_dtensor_free(db);
