@@ -228,23 +228,25 @@ done:
 
 /* ---- Normalisation ---- */
 
+/* Checks optional gamma/beta of n elements (both or neither; f32 or f16, the same dtype) and
+ * sets *mode to the kernels' affine argument: 0 none, 1 f32, 2 f16. */
 static sd_status check_affine(sd_cl *cl, const char *op, const sd_dtensor *gamma,
-                              const sd_dtensor *beta, int64_t n)
+                              const sd_dtensor *beta, int64_t n, int *mode)
 {
     char d[96];
+    *mode = 0;
     if (!gamma && !beta)
         return SD_OK;
     if (!gamma || !beta)
         return sd_set_error(cl->ctx, SD_ERR_INVALID, "%s: gamma and beta must be given together", op);
+    if (gamma->dtype != beta->dtype)
+        return sd_set_error(cl->ctx, SD_ERR_INVALID, "%s: gamma and beta must have the same dtype", op);
     const sd_dtensor *t[2] = {gamma, beta};
-    for (int i = 0; i < 2; i++) {
-        sd_status st = require_f32(cl, op, i ? "beta" : "gamma", t[i]);
-        if (st)
-            return st;
+    for (int i = 0; i < 2; i++)
         if ((int64_t)t[i]->numel != n)
             return sd_set_error(cl->ctx, SD_ERR_INVALID, "%s: %s %s must have %lld elements", op,
                                 i ? "beta" : "gamma", sd_dtensor_describe(t[i], d, sizeof d), (long long)n);
-    }
+    *mode = gamma->dtype == SD_DTYPE_F16 ? 2 : 1;
     return SD_OK;
 }
 
@@ -272,7 +274,8 @@ sd_status sd_op_group_norm_variant(sd_cl *cl, const sd_dtensor *x, int groups, f
     if (x->ndim < 2 || groups < 1 || c % groups != 0 || c == 0 || c > UINT32_MAX)
         return sd_set_error(cl->ctx, SD_ERR_INVALID, "group_norm: %s does not split into %d groups",
                             sd_dtensor_describe(x, d, sizeof d), groups);
-    if ((st = check_affine(cl, "group_norm", gamma, beta, c)))
+    int affine;
+    if ((st = check_affine(cl, "group_norm", gamma, beta, c, &affine)))
         return st;
     size_t n = (size_t)x->shape[0];
     size_t hw = c ? x->numel / n / (size_t)c : 0;
@@ -308,7 +311,7 @@ sd_status sd_op_group_norm_variant(sd_cl *cl, const sd_dtensor *x, int groups, f
     sd_cl_arg aargs[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(stats),
                          SD_ARG_MEM(gamma ? gamma->buf : NULL), SD_ARG_MEM(beta ? beta->buf : NULL),
                          SD_ARG_MEM(y->buf), SD_ARG_UINT(c), SD_ARG_UINT(c / groups), SD_ARG_LONG(hw),
-                         SD_ARG_UINT(chunk), SD_ARG_INT(gamma != NULL), SD_ARG_INT(silu)};
+                         SD_ARG_UINT(chunk), SD_ARG_INT(affine), SD_ARG_INT(silu)};
     size_t aglobal[2] = {div_up(hw, chunk), planes};
     if ((st = sd_cl_launch(cl, ka, 2, aglobal, NULL, SD_NARGS(aargs), aargs)))
         goto done;
@@ -336,13 +339,14 @@ sd_status sd_op_layer_norm(sd_cl *cl, const sd_dtensor *x, float eps, const sd_d
     int64_t dim = x->shape[x->ndim - 1];
     if (dim > UINT32_MAX)
         return sd_set_error(cl->ctx, SD_ERR_LIMIT, "layer_norm: last dimension %lld too large", (long long)dim);
-    if ((st = check_affine(cl, "layer_norm", gamma, beta, dim)) || (st = kernel(cl, "layer_norm", &k)) ||
+    int affine;
+    if ((st = check_affine(cl, "layer_norm", gamma, beta, dim, &affine)) || (st = kernel(cl, "layer_norm", &k)) ||
         (st = like(cl, x, &y)))
         goto done;
     if (dim > 0) {
         sd_cl_arg args[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(gamma ? gamma->buf : NULL),
                             SD_ARG_MEM(beta ? beta->buf : NULL), SD_ARG_MEM(y->buf), SD_ARG_UINT(dim),
-                            SD_ARG_FLOAT(eps), SD_ARG_INT(gamma != NULL)};
+                            SD_ARG_FLOAT(eps), SD_ARG_INT(affine)};
         size_t rows = x->numel / (size_t)dim, local = rows_local(cl, rows);
         if ((st = sd_cl_launch(cl, k, 1, &rows, &local, SD_NARGS(args), args)))
             goto done;

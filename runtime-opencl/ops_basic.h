@@ -12,7 +12,8 @@
 
 /* Group normalisation of x [N, C, ...] (any trailing spatial dims, at least 2-D) over `groups`
  * groups of C/groups channels: y = (x - mean) / sqrt(var + eps) * gamma[c] + beta[c], then SiLU
- * when silu is set. gamma and beta are both NULL (no affine) or both [C]. C % groups == 0. */
+ * when silu is set. gamma and beta are both NULL (no affine) or both [C], f32 or both stored
+ * as f16. C % groups == 0. */
 sd_status sd_op_group_norm(sd_cl *cl, const sd_dtensor *x, int groups, float eps,
                            const sd_dtensor *gamma, const sd_dtensor *beta, bool silu,
                            sd_dtensor **out);
@@ -27,7 +28,8 @@ sd_status sd_op_group_norm_variant(sd_cl *cl, const sd_dtensor *x, int groups, f
                                    const sd_dtensor *gamma, const sd_dtensor *beta, bool silu,
                                    sd_op_variant variant, sd_dtensor **out);
 
-/* Layer normalisation over the last dimension D of x: gamma, beta both NULL or both [D]. */
+/* Layer normalisation over the last dimension D of x: gamma, beta both NULL or both [D] (f32,
+ * or both f16-stored). */
 sd_status sd_op_layer_norm(sd_cl *cl, const sd_dtensor *x, float eps, const sd_dtensor *gamma,
                            const sd_dtensor *beta, sd_dtensor **out);
 

@@ -265,7 +265,8 @@ kernel void group_norm_stats_wg(global const float *x, global float2 *stats, ulo
 }
 
 /* Pass 2: work-item (chunk, plane) normalises `chunk` values of one (batch, channel) plane of
- * hw values: y = (x - mean) * rstd * gamma + beta, optionally followed by SiLU. */
+ * hw values: y = (x - mean) * rstd * gamma + beta, optionally followed by SiLU.
+ * affine: 0 none, 1 gamma/beta f32, 2 gamma/beta stored as f16 (read with vload_half). */
 kernel void group_norm_apply(global const float *x, global const float2 *stats,
                              global const float *gamma, global const float *beta, global float *y,
                              uint channels, uint channels_per_group, ulong hw, uint chunk,
@@ -278,8 +279,10 @@ kernel void group_norm_apply(global const float *x, global const float2 *stats,
     float2 st = stats[n * groups + c / channels_per_group];
     float scale = st.y, shift = -st.x * st.y;
     if (affine) {
-        scale *= gamma[c];
-        shift = shift * gamma[c] + beta[c];
+        float gm = affine == 2 ? vload_half(c, (global const half *)gamma) : gamma[c];
+        float bt = affine == 2 ? vload_half(c, (global const half *)beta) : beta[c];
+        scale *= gm;
+        shift = shift * gm + bt;
     }
     ulong j0 = (ulong)get_global_id(0) * chunk;
     ulong j1 = min(j0 + chunk, hw);
@@ -299,7 +302,8 @@ kernel void group_norm_apply(global const float *x, global const float2 *stats,
     }
 }
 
-/* ---- Layer norm: one work-item per row of d values (rows are short and stay cached). ---- */
+/* ---- Layer norm: one work-item per row of d values (rows are short and stay cached).
+ * affine as in group_norm_apply. ---- */
 kernel void layer_norm(global const float *x, global const float *gamma, global const float *beta,
                        global float *y, uint d, float eps, int affine)
 {
@@ -309,7 +313,14 @@ kernel void layer_norm(global const float *x, global const float *gamma, global 
     float2 mv = moments(px, d);
     float rstd = rsqrt(mv.y + eps);
     uint j = 0;
-    if (affine) {
+    if (affine == 2) {
+        global const half *gh = (global const half *)gamma, *bh = (global const half *)beta;
+        for (; j + 8 <= d; j += 8)
+            vstore8((vload8(0, px + j) - mv.x) * rstd * vload_half8(0, gh + j) + vload_half8(0, bh + j), 0,
+                    py + j);
+        for (; j < d; j++)
+            py[j] = (px[j] - mv.x) * rstd * vload_half(j, gh) + vload_half(j, bh);
+    } else if (affine) {
         for (; j + 8 <= d; j += 8)
             vstore8((vload8(0, px + j) - mv.x) * rstd * vload8(0, gamma + j) + vload8(0, beta + j), 0,
                     py + j);
