@@ -1,8 +1,8 @@
 /* Basic tensor ops on device tensors: normalisation, activations, softmax, elementwise
  * arithmetic with broadcasting, concat, slice, nearest 2x upsample, timestep embedding, clamp.
  *
- * Conventions as runtime-opencl/ops.h: inputs are f32 device tensors (SD_ERR_INVALID names the
- * op and the shapes otherwise), *out is a new tensor from the runtime's pool that the caller
+ * Conventions as runtime-opencl/ops.h: inputs are f32 device tensors, except that norm weights
+ * may be stored as f16 (SD_ERR_INVALID names the op and the shapes otherwise), *out is a new tensor from the runtime's pool that the caller
  * frees (NULL on failure), work is enqueued without waiting. Plain-C references live in
  * tests/support/ref_basic.c; tolerances are in docs/opencl-runtime.md. */
 #ifndef SD_RUNTIME_OPENCL_OPS_BASIC_H
