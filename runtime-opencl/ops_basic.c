@@ -4,7 +4,8 @@
 
 #define KFILE "ops_basic.cl"
 #define RUN 64   /* elements per work-item, as in the kernel file */
-#define GN_WG 256 /* work-group size of group_norm_stats_wg, as in the kernel file */
+#define GN_WG 256  /* work-group size of group_norm_stats_wg, as in the kernel file */
+#define ROW_WG 256 /* work-group size of the *_wg row kernels, as in the kernel file */
 
 static size_t div_up(size_t a, size_t b) { return (a + b - 1) / b; }
 
@@ -20,6 +21,23 @@ static size_t rows_local(const sd_cl *cl, size_t n)
         if (n % l == 0)
             return l;
     return 1;
+}
+
+/* Launches a row kernel over `rows` rows: CPU one work-item per row, GPU a work-group of ROW_WG
+ * per row. */
+static sd_status launch_rows(sd_cl *cl, cl_kernel k, bool gpu, size_t rows, size_t nargs, const sd_cl_arg *args)
+{
+    size_t global = rows, local = rows_local(cl, rows);
+    if (gpu) {
+        global = rows * ROW_WG;
+        local = ROW_WG;
+    }
+    return sd_cl_launch(cl, k, 1, &global, &local, nargs, args);
+}
+
+static bool use_gpu(const sd_cl *cl, sd_op_variant variant)
+{
+    return variant == SD_VARIANT_GPU || (variant == SD_VARIANT_AUTO && cl->is_gpu);
 }
 
 static sd_status require_f32(sd_cl *cl, const char *op, const char *name, const sd_dtensor *t)
@@ -280,7 +298,7 @@ sd_status sd_op_group_norm_variant(sd_cl *cl, const sd_dtensor *x, int groups, f
     size_t n = (size_t)x->shape[0];
     size_t hw = c ? x->numel / n / (size_t)c : 0;
     size_t group_elems = hw * (size_t)(c / groups);
-    bool gpu = variant == SD_VARIANT_GPU || (variant == SD_VARIANT_AUTO && cl->is_gpu);
+    bool gpu = use_gpu(cl, variant);
     if ((st = kernel(cl, gpu ? "group_norm_stats_wg" : "group_norm_stats", &ks)) ||
         (st = kernel(cl, "group_norm_apply", &ka)) ||
         (st = like(cl, x, &y)))
@@ -330,6 +348,12 @@ done:
 sd_status sd_op_layer_norm(sd_cl *cl, const sd_dtensor *x, float eps, const sd_dtensor *gamma,
                            const sd_dtensor *beta, sd_dtensor **out)
 {
+    return sd_op_layer_norm_variant(cl, x, eps, gamma, beta, SD_VARIANT_AUTO, out);
+}
+
+sd_status sd_op_layer_norm_variant(sd_cl *cl, const sd_dtensor *x, float eps, const sd_dtensor *gamma,
+                                   const sd_dtensor *beta, sd_op_variant variant, sd_dtensor **out)
+{
     sd_status st;
     cl_kernel k;
     sd_dtensor *y = NULL;
@@ -340,15 +364,15 @@ sd_status sd_op_layer_norm(sd_cl *cl, const sd_dtensor *x, float eps, const sd_d
     if (dim > UINT32_MAX)
         return sd_set_error(cl->ctx, SD_ERR_LIMIT, "layer_norm: last dimension %lld too large", (long long)dim);
     int affine;
-    if ((st = check_affine(cl, "layer_norm", gamma, beta, dim, &affine)) || (st = kernel(cl, "layer_norm", &k)) ||
-        (st = like(cl, x, &y)))
+    bool gpu = use_gpu(cl, variant);
+    if ((st = check_affine(cl, "layer_norm", gamma, beta, dim, &affine)) ||
+        (st = kernel(cl, gpu ? "layer_norm_wg" : "layer_norm", &k)) || (st = like(cl, x, &y)))
         goto done;
     if (dim > 0) {
         sd_cl_arg args[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(gamma ? gamma->buf : NULL),
                             SD_ARG_MEM(beta ? beta->buf : NULL), SD_ARG_MEM(y->buf), SD_ARG_UINT(dim),
                             SD_ARG_FLOAT(eps), SD_ARG_INT(affine)};
-        size_t rows = x->numel / (size_t)dim, local = rows_local(cl, rows);
-        if ((st = sd_cl_launch(cl, k, 1, &rows, &local, SD_NARGS(args), args)))
+        if ((st = launch_rows(cl, k, gpu, x->numel / (size_t)dim, SD_NARGS(args), args)))
             goto done;
     }
     *out = y;
@@ -360,6 +384,11 @@ done:
 
 sd_status sd_op_softmax(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out)
 {
+    return sd_op_softmax_variant(cl, x, SD_VARIANT_AUTO, out);
+}
+
+sd_status sd_op_softmax_variant(sd_cl *cl, const sd_dtensor *x, sd_op_variant variant, sd_dtensor **out)
+{
     sd_status st;
     cl_kernel k;
     sd_dtensor *y = NULL;
@@ -369,12 +398,12 @@ sd_status sd_op_softmax(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out)
     int64_t dim = x->shape[x->ndim - 1];
     if (dim > UINT32_MAX)
         return sd_set_error(cl->ctx, SD_ERR_LIMIT, "softmax: last dimension %lld too large", (long long)dim);
-    if ((st = kernel(cl, "softmax_rows", &k)) || (st = like(cl, x, &y)))
+    bool gpu = use_gpu(cl, variant);
+    if ((st = kernel(cl, gpu ? "softmax_rows_wg" : "softmax_rows", &k)) || (st = like(cl, x, &y)))
         goto done;
     if (dim > 0) {
         sd_cl_arg args[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(y->buf), SD_ARG_UINT(dim)};
-        size_t rows = x->numel / (size_t)dim, local = rows_local(cl, rows);
-        if ((st = sd_cl_launch(cl, k, 1, &rows, &local, SD_NARGS(args), args)))
+        if ((st = launch_rows(cl, k, gpu, x->numel / (size_t)dim, SD_NARGS(args), args)))
             goto done;
     }
     *out = y;

@@ -33,8 +33,14 @@ sd_status sd_op_group_norm_variant(sd_cl *cl, const sd_dtensor *x, int groups, f
 sd_status sd_op_layer_norm(sd_cl *cl, const sd_dtensor *x, float eps, const sd_dtensor *gamma,
                            const sd_dtensor *beta, sd_dtensor **out);
 
+/* sd_op_layer_norm with an explicit kernel variant (GPU: a work-group per row). */
+sd_status sd_op_layer_norm_variant(sd_cl *cl, const sd_dtensor *x, float eps, const sd_dtensor *gamma,
+                                   const sd_dtensor *beta, sd_op_variant variant, sd_dtensor **out);
+
 /* Softmax over the last dimension. */
 sd_status sd_op_softmax(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out);
+/* sd_op_softmax with an explicit kernel variant (GPU: a work-group per row). */
+sd_status sd_op_softmax_variant(sd_cl *cl, const sd_dtensor *x, sd_op_variant variant, sd_dtensor **out);
 
 typedef enum sd_unary {
     SD_UNARY_SILU,       /* x * sigmoid(x) */

@@ -384,6 +384,78 @@ kernel void softmax_rows(global const float *x, global float *y, uint d)
         py[j] *= inv;
 }
 
+/* ---- GPU variants of the row reductions: one work-group of ROW_WG work-items per row, each
+ * work-item striding the row (coalesced), partial results combined in local memory. ---- */
+#define ROW_WG 256
+
+/* Reduces v over the work-group in local scratch l (ROW_WG floats) with op; all get the result. */
+#define WG_REDUCE(l, v, lid, OPR)                                                               \
+    do {                                                                                        \
+        l[lid] = v;                                                                             \
+        barrier(CLK_LOCAL_MEM_FENCE);                                                           \
+        for (uint h_ = ROW_WG / 2; h_ > 0; h_ >>= 1) {                                          \
+            if (lid < h_)                                                                       \
+                l[lid] = OPR(l[lid], l[lid + h_]);                                              \
+            barrier(CLK_LOCAL_MEM_FENCE);                                                       \
+        }                                                                                       \
+        v = l[0];                                                                               \
+        barrier(CLK_LOCAL_MEM_FENCE);                                                           \
+    } while (0)
+#define OPR_MAX(a, b) fmax(a, b)
+#define OPR_ADD(a, b) ((a) + (b))
+
+kernel void softmax_rows_wg(global const float *x, global float *y, uint d)
+{
+    local float l[ROW_WG];
+    ulong row = get_group_id(0);
+    uint lid = get_local_id(0);
+    global const float *px = x + row * d;
+    global float *py = y + row * d;
+    float m = -INFINITY;
+    for (uint j = lid; j < d; j += ROW_WG)
+        m = fmax(m, px[j]);
+    WG_REDUCE(l, m, lid, OPR_MAX);
+    if (m == -INFINITY)
+        m = 0.0f; /* an all -inf row: NaN as torch, see softmax_rows */
+    float s = 0.0f;
+    for (uint j = lid; j < d; j += ROW_WG)
+        s += exp(px[j] - m);
+    WG_REDUCE(l, s, lid, OPR_ADD);
+    float inv = 1.0f / s;
+    for (uint j = lid; j < d; j += ROW_WG)
+        py[j] = exp(px[j] - m) * inv;
+}
+
+/* Two-pass mean and variance per row (the row is read three times; it stays in cache). */
+kernel void layer_norm_wg(global const float *x, global const float *gamma, global const float *beta,
+                          global float *y, uint d, float eps, int affine)
+{
+    local float l[ROW_WG];
+    ulong row = get_group_id(0);
+    uint lid = get_local_id(0);
+    global const float *px = x + row * d;
+    global float *py = y + row * d;
+    float s = 0.0f;
+    for (uint j = lid; j < d; j += ROW_WG)
+        s += px[j];
+    WG_REDUCE(l, s, lid, OPR_ADD);
+    float mean = s / (float)d, v = 0.0f;
+    for (uint j = lid; j < d; j += ROW_WG) {
+        float t = px[j] - mean;
+        v += t * t;
+    }
+    WG_REDUCE(l, v, lid, OPR_ADD);
+    float rstd = rsqrt(v / (float)d + eps);
+    for (uint j = lid; j < d; j += ROW_WG) {
+        float o = (px[j] - mean) * rstd;
+        if (affine == 2)
+            o = o * vload_half(j, (global const half *)gamma) + vload_half(j, (global const half *)beta);
+        else if (affine)
+            o = o * gamma[j] + beta[j];
+        py[j] = o;
+    }
+}
+
 /* ---- Strided block copy (concat, slice): for each of `rows` rows, copy `len` contiguous
  * floats from src + row * src_row + src_off to dst + row * dst_row + dst_off.
  * Work-item (chunk, row) copies up to RUN floats. ---- */

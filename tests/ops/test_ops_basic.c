@@ -107,10 +107,14 @@ static void test_layer_norm(void)
                 db = ops_upload_f16(b, 1, &d, br);
             }
             ref_layer_norm(x, (int64_t)(n / (size_t)d), d, 1e-5f, mode ? gr : NULL, mode ? br : NULL, ref);
-            CHECK_EQ_INT(sd_op_layer_norm(ops_cl(), dx, 1e-5f, dg, db, &out), SD_OK);
-            CHECK_MSG(ops_expect("layer_norm", out, 3, shape, ref, 1e-5, 1e-5), "d %lld, affine mode %d",
-                      (long long)d, mode);
-            sd_dtensor_free(out);
+            for (int variant = SD_VARIANT_CPU; variant <= SD_VARIANT_GPU; variant++) {
+                CHECK_EQ_INT(sd_op_layer_norm_variant(ops_cl(), dx, 1e-5f, dg, db, (sd_op_variant)variant, &out),
+                             SD_OK);
+                CHECK_MSG(ops_expect("layer_norm", out, 3, shape, ref, 1e-5, 1e-5), "d %lld, affine mode %d, %s",
+                          (long long)d, mode, variant == SD_VARIANT_CPU ? "cpu" : "gpu");
+                sd_dtensor_free(out);
+                out = NULL;
+            }
             sd_dtensor_free(dx);
             sd_dtensor_free(dg);
             sd_dtensor_free(db);
@@ -135,8 +139,8 @@ static void test_layer_norm(void)
 
 static void test_softmax(void)
 {
-    const int64_t shapes[3][2] = {{7, 77}, {3, 1029}, {5, 1}};
-    for (int s = 0; s < 3; s++) {
+    const int64_t shapes[4][2] = {{7, 77}, {3, 1029}, {5, 1}, {2, 4099}};
+    for (int s = 0; s < 4; s++) {
         size_t n = numel(2, shapes[s]);
         float *x = ops_random(n, -20.0f, 20.0f, 20 + s), *ref = malloc(n * sizeof *ref);
         if (s == 0) {
@@ -146,16 +150,20 @@ static void test_softmax(void)
                 x[3 * 77 + i] = -INFINITY; /* row 3 fully masked: NaN, as torch */
         }
         ref_softmax(x, shapes[s][0], shapes[s][1], ref);
-        sd_dtensor *dx = ops_upload(x, 2, shapes[s]), *out = NULL;
-        CHECK_EQ_INT(sd_op_softmax(ops_cl(), dx, &out), SD_OK);
-        /* Probabilities in [0, 1]: 1e-6 absolute + 1e-5 relative (fp32 exp and sums). */
-        CHECK(ops_expect("softmax", out, 2, shapes[s], ref, 1e-6, 1e-5));
-        if (s == 0) {
-            float *got = out ? ops_download(out) : NULL;
-            CHECK(got && isnan(got[3 * 77]) && isnan(ref[3 * 77]) && got[77] == 0.0f);
-            free(got);
+        sd_dtensor *dx = ops_upload(x, 2, shapes[s]);
+        for (int variant = SD_VARIANT_CPU; variant <= SD_VARIANT_GPU; variant++) {
+            sd_dtensor *out = NULL;
+            CHECK_EQ_INT(sd_op_softmax_variant(ops_cl(), dx, (sd_op_variant)variant, &out), SD_OK);
+            /* Probabilities in [0, 1]: 1e-6 absolute + 1e-5 relative (fp32 exp and sums). */
+            CHECK_MSG(ops_expect("softmax", out, 2, shapes[s], ref, 1e-6, 1e-5), "%s",
+                      variant == SD_VARIANT_CPU ? "cpu" : "gpu");
+            if (s == 0) {
+                float *got = out ? ops_download(out) : NULL;
+                CHECK(got && isnan(got[3 * 77]) && isnan(ref[3 * 77]) && got[77] == 0.0f);
+                free(got);
+            }
+            sd_dtensor_free(out);
         }
-        sd_dtensor_free(out);
         sd_dtensor_free(dx);
         free(x);
         free(ref);
