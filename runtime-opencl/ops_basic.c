@@ -285,6 +285,7 @@ sd_status sd_op_group_norm_variant(sd_cl *cl, const sd_dtensor *x, int groups, f
     cl_mem stats = NULL;
     size_t stats_cap = 0;
     char d[96];
+    int affine;
     *out = NULL;
     if ((st = require_f32(cl, "group_norm", "input", x)))
         return st;
@@ -292,53 +293,48 @@ sd_status sd_op_group_norm_variant(sd_cl *cl, const sd_dtensor *x, int groups, f
     if (x->ndim < 2 || groups < 1 || c % groups != 0 || c == 0 || c > UINT32_MAX)
         return sd_set_error(cl->ctx, SD_ERR_INVALID, "group_norm: %s does not split into %d groups",
                             sd_dtensor_describe(x, d, sizeof d), groups);
-    int affine;
     if ((st = check_affine(cl, "group_norm", gamma, beta, c, &affine)))
         return st;
-    size_t n = (size_t)x->shape[0];
-    size_t hw = c ? x->numel / n / (size_t)c : 0;
-    size_t group_elems = hw * (size_t)(c / groups);
     bool gpu = use_gpu(cl, variant);
     if ((st = kernel(cl, gpu ? "group_norm_stats_wg" : "group_norm_stats", &ks)) ||
-        (st = kernel(cl, "group_norm_apply", &ka)) ||
-        (st = like(cl, x, &y)))
+        (st = kernel(cl, "group_norm_apply", &ka)) || (st = like(cl, x, &y)))
         goto done;
-    if (x->numel == 0)
-        goto ok;
-    if ((st = sd_cl_buffer_get(cl, n * (size_t)groups * 2 * sizeof(float), "group_norm statistics",
-                               &stats, &stats_cap)))
-        goto done;
-    sd_cl_arg sargs[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(stats), SD_ARG_LONG(group_elems), SD_ARG_FLOAT(eps)};
-    size_t sglobal = n * (size_t)groups, slocal = rows_local(cl, sglobal);
-    if (gpu) {
-        slocal = GN_WG;
-        sglobal *= GN_WG;
+    if (x->numel) {
+        size_t n = (size_t)x->shape[0], planes = n * (size_t)c, hw = x->numel / planes;
+        if ((st = sd_cl_buffer_get(cl, n * (size_t)groups * 2 * sizeof(float), "group_norm statistics",
+                                   &stats, &stats_cap)))
+            goto done;
+        sd_cl_arg sargs[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(stats), SD_ARG_LONG(hw * (size_t)(c / groups)),
+                             SD_ARG_FLOAT(eps)};
+        size_t sglobal = n * (size_t)groups, slocal = rows_local(cl, sglobal);
+        if (gpu) {
+            slocal = GN_WG;
+            sglobal *= GN_WG;
+        }
+        if ((st = sd_cl_launch(cl, ks, 1, &sglobal, &slocal, SD_NARGS(sargs), sargs)))
+            goto done;
+        /* CPU: enough chunks per plane to keep every compute unit busy, each a multiple of 8
+         * values. GPU: one float8 per work-item, neighbours contiguous. */
+        size_t want = 4 * (size_t)cl->compute_units;
+        size_t parts = planes >= want ? 1 : div_up(want, planes);
+        size_t chunk = (div_up(hw, parts) + 7) / 8 * 8;
+        if (gpu)
+            chunk = 8;
+        else if (chunk < 256)
+            chunk = 256;
+        sd_cl_arg aargs[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(stats),
+                             SD_ARG_MEM(gamma ? gamma->buf : NULL), SD_ARG_MEM(beta ? beta->buf : NULL),
+                             SD_ARG_MEM(y->buf), SD_ARG_UINT(c), SD_ARG_UINT(c / groups), SD_ARG_LONG(hw),
+                             SD_ARG_UINT(chunk), SD_ARG_INT(affine), SD_ARG_INT(silu)};
+        size_t aglobal[2] = {div_up(hw, chunk), planes};
+        if ((st = sd_cl_launch(cl, ka, 2, aglobal, NULL, SD_NARGS(aargs), aargs)))
+            goto done;
     }
-    if ((st = sd_cl_launch(cl, ks, 1, &sglobal, &slocal, SD_NARGS(sargs), sargs)))
-        goto done;
-    /* CPU: enough chunks per plane to keep every compute unit busy, each a multiple of 8
-     * values. GPU: one float8 per work-item, neighbours contiguous. */
-    size_t planes = n * (size_t)c;
-    size_t want = 4 * (size_t)cl->compute_units;
-    size_t parts = planes >= want ? 1 : div_up(want, planes);
-    size_t chunk = (div_up(hw, parts) + 7) / 8 * 8;
-    if (gpu)
-        chunk = 8;
-    else if (chunk < 256)
-        chunk = 256;
-    sd_cl_arg aargs[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(stats),
-                         SD_ARG_MEM(gamma ? gamma->buf : NULL), SD_ARG_MEM(beta ? beta->buf : NULL),
-                         SD_ARG_MEM(y->buf), SD_ARG_UINT(c), SD_ARG_UINT(c / groups), SD_ARG_LONG(hw),
-                         SD_ARG_UINT(chunk), SD_ARG_INT(affine), SD_ARG_INT(silu)};
-    size_t aglobal[2] = {div_up(hw, chunk), planes};
-    if ((st = sd_cl_launch(cl, ka, 2, aglobal, NULL, SD_NARGS(aargs), aargs)))
-        goto done;
-ok:
     *out = y;
     y = NULL;
 done:
-    /* The statistics buffer goes back to the pool; in-order queue keeps it alive for the
-     * kernel already enqueued. */
+    /* The statistics buffer goes back to the pool; the in-order queue runs the kernels already
+     * enqueued on it before any later use. */
     if (stats)
         sd_cl_buffer_release(cl, stats, stats_cap);
     sd_dtensor_free(y);

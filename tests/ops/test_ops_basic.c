@@ -69,6 +69,14 @@ static void test_group_norm(void)
      * sum-of-squares in fp32 would lose every digit. Input rounding is ~1e-5 of the spread. */
     group_norm_case(4, SHAPE(1, 64, 45, 47), 32, true, false, 100.0f, 1e-4);
 
+    /* An empty batch is valid and gives an empty result. */
+    sd_dtensor *empty = NULL, *eout = NULL;
+    CHECK_EQ_INT(sd_dtensor_new(ops_cl(), SD_DTYPE_F32, 4, SHAPE(0, 32, 4, 4), &empty), SD_OK);
+    CHECK_EQ_INT(sd_op_group_norm(ops_cl(), empty, 32, 1e-5f, NULL, NULL, true, &eout), SD_OK);
+    CHECK(eout && eout->numel == 0 && eout->shape[1] == 32);
+    sd_dtensor_free(eout);
+    sd_dtensor_free(empty);
+
     sd_dtensor *x = ops_upload_random(0, 1, 5, 3, SHAPE(3, 10, 4)), *out = NULL;
     CHECK_EQ_INT(sd_op_group_norm(ops_cl(), x, 32, 1e-5f, NULL, NULL, false, &out), SD_ERR_INVALID);
     CHECK(out == NULL);
