@@ -4,7 +4,7 @@
  *   sd_cl *cl;
  *   if ((st = sd_cl_get(ctx, &cl))) return st;          // created lazily, owned by ctx
  *   cl_kernel k;
- *   if ((st = sd_cl_kernel(cl, "gemm.cl", "gemm_f32", "-DMR=8", &k))) return st;
+ *   if ((st = sd_cl_kernel(cl, "gemm.cl", "gemm_tile", "-DMR=8", &k))) return st;
  *   sd_cl_arg args[] = {SD_ARG_MEM(a->buf), SD_ARG_INT(m), SD_ARG_FLOAT(alpha)};
  *   size_t global[2] = {tiles_m, tiles_n};
  *   st = sd_cl_launch(cl, k, 2, global, NULL, SD_NARGS(args), args);
