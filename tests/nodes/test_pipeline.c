@@ -262,6 +262,35 @@ static const sd_value *run_for(sd_graph *g, const char *id, const char *output, 
     return st ? NULL : sd_result_value(*res, id, output, NULL);
 }
 
+static void keep_log(const char *line, void *user)
+{
+    char *buf = user;
+    strncat(buf, line, 1023 - strlen(buf));
+}
+
+/* An unknown textual-inversion embedding is dropped with ComfyUI's warning. */
+static void test_embedding_warning(void)
+{
+    sd_context *ctx = new_context(NULL);
+    char log[1024] = "";
+    sd_context_set_log(ctx, keep_log, log);
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_new(ctx, &g), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "CheckpointLoaderSimple", "ckpt", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "ckpt", "ckpt_name", ckpt_path), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "CLIPTextEncode", "enc", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_connect(g, "ckpt", "CLIP", "enc", "clip"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "enc", "text", "a cat embedding:easynegative on a mat"), SD_OK);
+    sd_result *res;
+    const sd_value *v = run_for(g, "enc", "CONDITIONING", &res);
+    CHECK(v != NULL);
+    /* ComfyUI names everything after "embedding:" in its warning; "on a mat" is still encoded. */
+    CHECK_STR_CONTAINS(log, "embedding:easynegative on a mat does not exist, ignoring");
+    sd_result_free(res);
+    sd_graph_free(g);
+    sd_context_free(ctx);
+}
+
 /* CLIPTextEncode against the text encoder called directly: weights as ComfyUI applies them,
  * clip skip, long prompts in several windows. */
 static void test_text_encode(void)
@@ -536,6 +565,7 @@ int main(void)
     RUN(test_goldens_fp16);
     RUN(test_lazy_loading);
     RUN(test_text_encode);
+    RUN(test_embedding_warning);
     RUN(test_batch_noise);
     RUN(test_bad_checkpoints);
     RUN(test_interrupt);
