@@ -38,25 +38,28 @@ static void slerp(const float *a, const float *b, size_t step, int64_t c, float 
 #undef UNIT
 }
 
-/* ComfyUI's generate_bilinear_data: torch's bilinear interpolation of the coordinates 0..n-1
- * (and of 1..n-1, n-1) at n_out points, truncated to integers, with the fractional ratio. */
-static bool bilinear_data(int64_t n_in, int64_t n_out, int64_t *c1, int64_t *c2, float *ratio)
+/* ComfyUI's generate_bilinear_data: torch's bilinear interpolation (align_corners False, in
+ * float) of the coordinates 0..n-1 and of 1..n-1, n-1 at n_out points, truncated to integers,
+ * with the fractional part of the first as the ratio. */
+static void bilinear_data(int64_t n_in, int64_t n_out, int64_t *c1, int64_t *c2, float *ratio)
 {
-    sd_resize_taps t;
-    if (!sd_resize_taps_build(SD_RESIZE_BILINEAR, n_in, n_out, &t))
-        return false;
+    float scale = (float)n_in / (float)n_out;
     for (int64_t o = 0; o < n_out; o++) {
-        int i0 = t.idx[2 * o], i1 = t.idx[2 * o + 1];
-        float w0 = t.w[2 * o], w1 = t.w[2 * o + 1];
-        float v1 = (float)i0 * w0 + (float)i1 * w1;
+        float src = scale * ((float)o + 0.5f) - 0.5f;
+        if (src < 0.0f)
+            src = 0.0f;
+        int64_t i0 = (int64_t)floorf(src);
+        if (i0 > n_in - 1)
+            i0 = n_in - 1;
+        int64_t i1 = i0 < n_in - 1 ? i0 + 1 : i0;
+        float l = fminf(fmaxf(src - (float)i0, 0.0f), 1.0f), w0 = 1.0f - l;
+        float v1 = (float)i0 * w0 + (float)i1 * l;
         float s0 = (float)(i0 < n_in - 1 ? i0 + 1 : n_in - 1), s1 = (float)(i1 < n_in - 1 ? i1 + 1 : n_in - 1);
-        float v2 = s0 * w0 + s1 * w1;
+        float v2 = s0 * w0 + s1 * l;
         c1[o] = (int64_t)v1;
         c2[o] = (int64_t)v2;
         ratio[o] = v1 - floorf(v1);
     }
-    sd_resize_taps_free(&t);
-    return true;
 }
 
 /* bislerp of src [n, c, h, w] to dst [n, c, oh, ow] through a [n, c, h, ow] intermediate. */
@@ -67,10 +70,11 @@ static sd_status bislerp(sd_context *ctx, const float *src, int64_t n, int64_t c
     int64_t *c1 = malloc((size_t)m * sizeof *c1), *c2 = malloc((size_t)m * sizeof *c2);
     float *ratio = malloc((size_t)m * sizeof *ratio), *mid = malloc((size_t)(n * c * h * ow) * sizeof *mid);
     sd_status st = SD_OK;
-    if (!c1 || !c2 || !ratio || !mid || !bilinear_data(w, ow, c1, c2, ratio)) {
+    if (!c1 || !c2 || !ratio || !mid) {
         st = sd_set_error(ctx, SD_ERR_NOMEM, "bislerp: out of memory");
         goto done;
     }
+    bilinear_data(w, ow, c1, c2, ratio);
     for (int64_t b = 0; b < n; b++)
         for (int64_t y = 0; y < h; y++)
             for (int64_t x = 0; x < ow; x++) {
@@ -78,10 +82,7 @@ static sd_status bislerp(sd_context *ctx, const float *src, int64_t n, int64_t c
                 slerp(row + c1[x], row + c2[x], (size_t)(h * w), c, ratio[x],
                       mid + (size_t)(b * c * h * ow + y * ow + x), (size_t)(h * ow));
             }
-    if (!bilinear_data(h, oh, c1, c2, ratio)) {
-        st = sd_set_error(ctx, SD_ERR_NOMEM, "bislerp: out of memory");
-        goto done;
-    }
+    bilinear_data(h, oh, c1, c2, ratio);
     for (int64_t b = 0; b < n; b++)
         for (int64_t y = 0; y < oh; y++)
             for (int64_t x = 0; x < ow; x++) {

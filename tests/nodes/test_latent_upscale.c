@@ -73,12 +73,12 @@ static void run_node(const char *type, int w, int h, const char *const *kv, int6
     memset(shape, 0, 4 * sizeof *shape);
     sd_status st = sd_graph_run(g, &opt, &res);
     CHECK_MSG(st == SD_OK, "%s: %s", type, sd_context_errmsg(ctx));
-    const sd_value *v = st ? NULL : sd_result_value(res, "u", "LATENT", NULL);
+    const sd_value *v = st ? NULL : sd_result_value(res, "u", "LATENT");
     const sd_tensor *t = v ? sd_value_tensor(v, "samples") : NULL;
     if (t)
         memcpy(shape, t->shape, 4 * sizeof *shape);
     if (same_value)
-        *same_value = v && v == sd_result_value(res, "e", "LATENT", NULL);
+        *same_value = v && v == sd_result_value(res, "e", "LATENT");
     sd_result_free(res);
     sd_graph_free(g);
 }
