@@ -18,6 +18,9 @@ mkdir -p "$T/models/checkpoints" "$T/models/vae" "$T/input"
 cp "$SRC/examples/input/shapes.png" "$T/input/input.png"
 cp "$SRC/examples/input/shapes.png" "$T/input/"
 "$MK" --preset tiny "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" >/dev/null || fail "sdflow_mkckpt"
+mkdir -p "$T/models/upscale_models"
+"$SDFLOW_BUILD_DIR/sdflow_mkesrgan" --nf 8 --gc 4 --blocks 1 "$T/models/upscale_models/RealESRGAN_x4plus.safetensors" ||
+    fail "sdflow_mkesrgan"
 for g in "$SRC"/graphs/*.xml; do
     "$BIN" validate --models-dir "$T/models" --input-dir "$T/input" "$g" >"$T/out" 2>&1 ||
         { cat "$T/out"; fail "stock graph $g does not validate"; }
