@@ -73,7 +73,7 @@ static float *sample(sd_graph *g)
     float *out = NULL;
     sd_status st = sd_graph_run(g, &o, &res);
     CHECK_MSG(st == SD_OK, "%s", sd_context_errmsg(sd_graph_context(g)));
-    const sd_value *v = st ? NULL : sd_result_value(res, "sampler", "LATENT", NULL);
+    const sd_value *v = st ? NULL : sd_result_value(res, "sampler", "LATENT");
     const sd_tensor *t = v ? sd_value_tensor(v, "samples") : NULL;
     size_t n = 0;
     if (t && sd_tensor_numel(t, &n) && n == LAT_N && (out = malloc(n * sizeof *out)))

@@ -127,7 +127,7 @@ static void golden_runs(const char *weight_dtype, double min_db)
         sd_result *res = NULL;
         sd_status st = sd_graph_run(graph, &o, &res);
         CHECK_MSG(st == SD_OK, "%s: %s", g->name, sd_context_errmsg(ctx));
-        const sd_value *lat = sd_result_value(res, "sampler", "LATENT", NULL);
+        const sd_value *lat = sd_result_value(res, "sampler", "LATENT");
         const sd_tensor *t = lat ? sd_value_tensor(lat, "samples") : NULL;
         char name[64];
         snprintf(name, sizeof name, "pipeline_%s.bin", g->name);
@@ -143,7 +143,7 @@ static void golden_runs(const char *weight_dtype, double min_db)
         }
         free(ref);
         if (k == 0) {
-            const sd_value *img = sd_result_value(res, "decode", "IMAGE", NULL);
+            const sd_value *img = sd_result_value(res, "decode", "IMAGE");
             const sd_tensor *it = img ? sd_value_tensor(img, "image") : NULL;
             float *iref = read_sdg1("pipeline_image.bin", 4, IMG_N);
             if (it && iref && it->shape[1] == SIZE && it->shape[2] == SIZE && it->shape[3] == 3) {
@@ -259,7 +259,7 @@ static const sd_value *run_for(sd_graph *g, const char *id, const char *output, 
     *res = NULL;
     sd_status st = sd_graph_run(g, &o, res);
     CHECK_MSG(st == SD_OK, "%s", sd_context_errmsg(sd_graph_context(g)));
-    return st ? NULL : sd_result_value(*res, id, output, NULL);
+    return st ? NULL : sd_result_value(*res, id, output);
 }
 
 /* CLIPTextEncode against the text encoder called directly: weights as ComfyUI applies them,
