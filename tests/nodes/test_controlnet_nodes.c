@@ -1,5 +1,8 @@
 /* ControlNetLoader, ControlNetApply and ControlNetApplyAdvanced through the scheduler and the
- * KSampler on tiny random files (graphs/controlnet-canny.xml): the ControlNet changes the result;
+ * KSampler on tiny random files (graphs/controlnet-canny.xml): whole 6-step runs against
+ * diffusers' ControlNetModel + UNet with k-diffusion (tests/reference/
+ * make_controlnet_pipeline_goldens.py: hint crop and resize, strength, a percent range); the
+ * ControlNet changes the result;
  * strength 0 and a percent range that excludes every step leave it bit-identical to txt2img;
  * two chained ControlNets add up (0.4 + 0.6 = 1.0); ControlNetApply acts on the negative side
  * as ControlNetApplyAdvanced does on both; the hint's centre crop; another family's ControlNet
@@ -9,12 +12,14 @@
 #include "core/run.h"
 #include "models/control_eval.h"
 #include "models/sd1_layout.h"
+#include "support/golden.h"
+#include "support/png_fixture.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 enum { LAT_N = 4 * 8 * 8 };
-static char *ckpt_path, *cn_path, *image_path, *xl_path;
+static char *ckpt_path, *cn_path, *cn32_path, *image_path, *xl_path, *hint_path;
 
 static sd_context *g_ctx; /* one context: weights and compiled kernels are reused */
 
@@ -34,9 +39,11 @@ static bool setup(void)
     ckpt_path = test_path(dir, "tiny.safetensors");
     cn_path = test_path(dir, "tiny_controlnet.safetensors");
     xl_path = test_path(dir, "xl_controlnet.safetensors");
+    cn32_path = test_path(dir, "tiny_controlnet_f32.safetensors");
     image_path = test_path(test_source_dir(), "examples/input/shapes.png");
     bool ok = sd_sd1_preset("tiny", &cfg) && !sd_sd1_write_random(ctx, ckpt_path, &cfg, SD_ST_F32, 42) &&
-              !sd_controlnet_write_random(ctx, cn_path, &cfg.unet, false, SD_ST_F16, 11);
+              !sd_controlnet_write_random(ctx, cn_path, &cfg.unet, false, SD_ST_F16, 11) &&
+              !sd_controlnet_write_random(ctx, cn32_path, &cfg.unet, false, SD_ST_F32, 11);
     sd_unet_config xl = cfg.unet;
     xl.context_dim = 2048; /* an SDXL-sized cross-attention */
     ok = ok && !sd_controlnet_write_random(ctx, xl_path, &xl, false, SD_ST_F16, 3);
@@ -223,6 +230,72 @@ static void test_hint_resize(void)
     free(out);
 }
 
+/* The reference script's hint: a 120x80 RGB PNG of levels (7x + 2y + 50c + (x*y mod 11)) mod 256. */
+static void write_hint_png(void)
+{
+    enum { W = 120, H = 80 };
+    static unsigned char px[W * H * 3];
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++)
+            for (int c = 0; c < 3; c++)
+                px[(y * W + x) * 3 + c] = (unsigned char)((7 * x + 2 * y + 50 * c + (x * y) % 11) % 256);
+    fixture fx = {.w = W, .h = H, .depth = 8, .ctype = PNG_COLOR_TYPE_RGB, .pixels = px};
+    hint_path = write_fixture("hint.png", &fx);
+}
+
+/* PSNR of a against the reference b over the reference's peak-to-peak range. */
+static double psnr_range(const float *a, const float *b, size_t n)
+{
+    float lo = b[0], hi = b[0];
+    for (size_t i = 1; i < n; i++) {
+        lo = b[i] < lo ? b[i] : lo;
+        hi = b[i] > hi ? b[i] : hi;
+    }
+    return test_psnr(a, b, n, hi - lo);
+}
+
+/* The stock graph with the PNG as the hint (no Canny), fp32 weights, against the goldens. */
+static void test_goldens(void)
+{
+    static const struct {
+        const char *name, *sampler, *scheduler, *seed, *cfg, *strength, *start, *end;
+    } runs[] = {
+        {"full", "euler", "normal", "21", "7.5", "1.0", "0.0", "1.0"},
+        {"range", "dpmpp_2m", "karras", "22", "6.0", "0.7", "0.2", "0.7"},
+    };
+    write_hint_png();
+    for (size_t k = 0; k < sizeof runs / sizeof runs[0]; k++) {
+        sd_graph *g = load_graph(new_context(), "graphs/controlnet-canny.xml", cn32_path);
+        if (!g)
+            return;
+        const char *set[][2] = {
+            {"prompt", "a red fox (in the snow:1.3), photograph"}, {"negative", "blurry"}, {"steps", "6"},
+            {"seed", runs[k].seed}, {"cfg", runs[k].cfg}, {"sampler", runs[k].sampler},
+            {"scheduler", runs[k].scheduler}, {"strength", runs[k].strength},
+            {"start_percent", runs[k].start}, {"end_percent", runs[k].end}, {"image", hint_path},
+        };
+        for (size_t i = 0; i < sizeof set / sizeof set[0]; i++)
+            CHECK_EQ_INT(sd_graph_set_param(g, set[i][0], set[i][1]), SD_OK);
+        CHECK_EQ_INT(sd_graph_set_input(g, "ckpt", "weight_dtype", "fp32"), SD_OK);
+        CHECK_EQ_INT(sd_graph_set_input(g, "cnet", "weight_dtype", "fp32"), SD_OK);
+        CHECK_EQ_INT(sd_graph_connect(g, "load", "IMAGE", "apply", "image"), SD_OK);
+        float *got = sample(g);
+        char name[64];
+        snprintf(name, sizeof name, "controlnet_pipeline_%s.bin", runs[k].name);
+        unsigned char *raw = test_read_golden(name, 8 + 16 + LAT_N * sizeof(float));
+        if (got && raw) {
+            float ref[LAT_N];
+            memcpy(ref, raw + 24, sizeof ref);
+            double db = psnr_range(got, ref, LAT_N);
+            printf("  %-5s latent PSNR %.1f dB (max abs %.3g)\n", runs[k].name, db, max_diff(got, ref));
+            CHECK_MSG(db >= 70.0, "%s latent PSNR %.1f < 70 dB", runs[k].name, db);
+        }
+        free(raw);
+        free(got);
+        sd_graph_free(g);
+    }
+}
+
 static void test_other_family(void)
 {
     sd_context *ctx = new_context();
@@ -245,6 +318,7 @@ int main(void)
 {
     if (!setup())
         return 1;
+    RUN(test_goldens);
     RUN(test_effect_and_off_switches);
     RUN(test_chain_adds_up);
     RUN(test_apply_to_uncond);
@@ -255,6 +329,8 @@ int main(void)
     free(g_full);
     free(ckpt_path);
     free(cn_path);
+    free(cn32_path);
+    free(hint_path);
     free(xl_path);
     free(image_path);
     sd_context_free(g_ctx);
