@@ -1,6 +1,7 @@
 #!/bin/bash
 # graphs/controlnet-canny.xml end to end on tiny random files (a checkpoint and a ControlNet in
-# diffusers' layout): it writes a PNG; an SDXL ControlNet and a checkpoint given as a ControlNet
+# diffusers' layout): it writes a PNG, a re-run comes from the cache without opening the ControlNet,
+# a new strength samples again; an SDXL ControlNet and a checkpoint given as a ControlNet
 # fail with their exact message and exit code 3 and write nothing.
 set -u
 BIN=${SDFLOW_BIN:?}
@@ -33,6 +34,11 @@ common=(--models-dir "$T/models" --input-dir "$SRC/examples/input" --output-dir 
 run 0 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --set controlnet=canny.safetensors
 check "controlnet-canny writes one PNG" test "$(cat "$T/out")" = "$T/o/controlnet_00001_.png"
 check "every node ran" grep -q "sdflow: done: 11 ran, 0 from cache" "$T/err"
+run 0 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --set controlnet=canny.safetensors
+check "re-run: the sampler's latent comes from the cache" grep -q "sdflow: done: 1 ran, 1 from cache" "$T/err"
+check "re-run: the ControlNet is not opened" bash -c '! grep -q "cnet (ControlNetLoader)" "$0"' "$T/err"
+run 0 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --set controlnet=canny.safetensors --set strength=0.5
+check "another strength samples again, prompts and edges from the cache" grep -q "sdflow: done: 6 ran, 4 from cache" "$T/err"
 
 before=$(ls "$T/o" | wc -l)
 run 3 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --set controlnet=xl.safetensors
