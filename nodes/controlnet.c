@@ -53,8 +53,8 @@ typedef struct apply_args {
     double strength, start, end;
     bool to_uncond;
     /* ComfyUI's cnets: one new link per previous link, shared by every entry that had it. */
-    const sd_control_link *prev[64];
-    sd_control_link *made[64];
+    const sd_control_link **prev;
+    sd_control_link **made;
     size_t n_made;
 } apply_args;
 
@@ -90,6 +90,8 @@ static void args_free(apply_args *a)
 {
     for (size_t i = 0; i < a->n_made; i++)
         sd_control_link_unref(a->made[i]);
+    free(a->made);
+    free(a->prev);
 }
 
 /* The link for an entry whose previous ControlNet is prev (shared per prev). */
@@ -98,9 +100,13 @@ static sd_control_link *link_for(apply_args *a, sd_control_link *prev)
     for (size_t i = 0; i < a->n_made; i++)
         if (a->prev[i] == prev)
             return a->made[i];
-    if (a->n_made == SD_COUNT(a->made))
-        return NULL;
-    sd_control_link *l = sd_control_link_new(a->net, a->image, a->strength, a->start, a->end, prev);
+    const sd_control_link **p = realloc(a->prev, (a->n_made + 1) * sizeof *p);
+    if (p)
+        a->prev = p;
+    sd_control_link **m = p ? realloc(a->made, (a->n_made + 1) * sizeof *m) : NULL;
+    if (m)
+        a->made = m;
+    sd_control_link *l = m ? sd_control_link_new(a->net, a->image, a->strength, a->start, a->end, prev) : NULL;
     if (l) {
         a->prev[a->n_made] = prev;
         a->made[a->n_made++] = l;
