@@ -10,6 +10,7 @@
  * LATENT values hold the VAE's latents as ComfyUI does (not multiplied by the scale factor):
  * the sampler works on latent * scale and returns its result / scale. */
 #include "core/checked.h"
+#include "models/control_eval.h"
 #include "models/sampling.h"
 #include "models/schedulers.h"
 #include "nodes/model_handle.h"
@@ -35,6 +36,8 @@ typedef struct cond_entry {
     const sd_tensor *cond; /* [cb, tokens, dim] */
     double strength;
     bool negative;
+    const sd_control_link *control; /* ControlNets attached to the entry (borrowed), or NULL */
+    bool control_to_uncond;
 } cond_entry;
 
 typedef struct denoiser {
@@ -56,6 +59,7 @@ typedef struct denoiser {
     float *x_in, *eps, *pos, *neg, *pos_w, *neg_w;
     bool reported; /* the node's error is already recorded */
     int steps;
+    sd_control_eval *control; /* NULL when no entry carries a ControlNet */
 } denoiser;
 
 static int64_t gcd64(int64_t a, int64_t b)
@@ -90,8 +94,46 @@ static sd_status read_conditioning(sd_node_run *r, denoiser *d, const char *inpu
                                 "for another model?)",
                                 input, i, (long long)dim);
         json_t *s = json_object_get(json_array_get(list, i), "strength");
-        d->entries[d->n_entries++] = (cond_entry){t, json_is_number(s) ? json_number_value(s) : 1.0, negative};
+        cond_entry *e = &d->entries[d->n_entries++];
+        *e = (cond_entry){t, json_is_number(s) ? json_number_value(s) : 1.0, negative, NULL, false};
+        e->control = sd_cond_control(v, i, &e->control_to_uncond);
     }
+    return SD_OK;
+}
+
+/* ControlNets attached with ControlNetApply act on the negative side too (ComfyUI's
+ * apply_empty_x_to_equal_area, models/control_eval.h): negative entries are rewritten. */
+static sd_status control_fill_uncond(sd_node_run *r, denoiser *d)
+{
+    size_t np = 0, nn, n_out;
+    while (np < d->n_entries && !d->entries[np].negative)
+        np++;
+    nn = d->n_entries - np;
+    const sd_control_link **chains = calloc(3 * (np + nn) + 1, sizeof *chains);
+    size_t *src = calloc(np + nn + 1, sizeof *src);
+    bool *flags = calloc(np + 1, sizeof *flags);
+    cond_entry *grown = realloc(d->entries, (2 * (np + nn) + 1) * sizeof *grown);
+    if (!chains || !src || !flags || !grown) {
+        free(chains), free(src), free(flags);
+        d->entries = grown ? grown : d->entries;
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    }
+    d->entries = grown;
+    const sd_control_link **pos = chains + np + nn, **neg = pos + np;
+    for (size_t i = 0; i < np + nn; i++) {
+        *(i < np ? &pos[i] : &neg[i - np]) = d->entries[i].control;
+        if (i < np)
+            flags[i] = d->entries[i].control_to_uncond;
+    }
+    sd_control_fill_uncond(pos, flags, np, neg, nn, src, chains, &n_out);
+    cond_entry *old_neg = d->entries + 2 * np + nn; /* the negatives, copied past the new ones */
+    memcpy(old_neg, d->entries + np, nn * sizeof *old_neg);
+    for (size_t j = 0; j < n_out; j++) {
+        d->entries[np + j] = old_neg[src[j]];
+        d->entries[np + j].control = chains[j];
+    }
+    d->n_entries = np + n_out;
+    free(chains), free(src), free(flags);
     return SD_OK;
 }
 
@@ -166,8 +208,11 @@ static sd_status unet_group(denoiser *d, size_t g, float sigma)
     int64_t shape[4] = {(int64_t)items, d->in_channels, d->h, d->w};
     float *host = malloc(items * in_item * sizeof *host), *t = malloc(items * sizeof *t);
     sd_dtensor *x = NULL, *out = NULL;
+    const sd_control_link **chains = calloc(e1 - e0, sizeof *chains);
+    sd_control_residuals res = {0};
+    const sd_unet_control *control = NULL;
     sd_status st = SD_OK;
-    if (!host || !t) {
+    if (!host || !t || !chains) {
         st = sd_run_error(d->r, SD_ERR_NOMEM, "out of memory");
         d->reported = true;
         goto done;
@@ -181,10 +226,16 @@ static sd_status unet_group(denoiser *d, size_t g, float sigma)
                    (in_item - d->per_item) * sizeof *host);
         t[i] = timestep;
     }
+    for (size_t e = e0; e < e1; e++)
+        chains[e - e0] = d->entries[e].control;
     if (!(st = sd_dtensor_new(d->cl, SD_DTYPE_F32, 4, shape, &x)) && !(st = sd_dtensor_upload(x, host)) &&
-        !(st = sd_unet_forward(d->unet, x, t, d->contexts[g], NULL, &out)))
+        (!d->control || !(st = sd_control_eval_call(d->control, chains, e1 - e0, d->batch, d->x_in, sigma, timestep,
+                                                     d->contexts[g], &res, &control))) &&
+        !(st = sd_unet_forward(d->unet, x, t, d->contexts[g], control, &out)))
         st = sd_dtensor_download(out, d->eps + e0 * d->batch * d->per_item);
 done:
+    sd_control_residuals_free(&res);
+    free(chains);
     sd_dtensor_free(x);
     sd_dtensor_free(out);
     free(host);
@@ -390,8 +441,13 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
     }
     if ((st = read_conditioning(r, &d, "positive", false, cfg->unet.context_dim)) ||
         (st = read_conditioning(r, &d, "negative", true, cfg->unet.context_dim)) ||
-        (st = batch_index(r, latent_v, d.batch, &bidx)))
+        (st = control_fill_uncond(r, &d)) || (st = batch_index(r, latent_v, d.batch, &bidx)))
         goto done;
+    for (size_t e = 0; e < d.n_entries && !d.control; e++)
+        if (d.entries[e].control && (st = sd_control_eval_new(ctx, &ms, d.h, d.w, &d.control))) {
+            st = sd_node_model_fail(r, st);
+            goto done;
+        }
     float scale = cfg->vae.scale_factor;
     latent = malloc(n * sizeof *latent);
     noise = a->add_noise ? malloc(n * sizeof *noise) : NULL;
@@ -441,6 +497,7 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
     }
     st = set_latent_output(r, latent_v, latent, 1.0f / scale);
 done:
+    sd_control_eval_free(d.control);
     for (size_t g = 0; d.contexts && g < d.n_groups; g++)
         sd_dtensor_free(d.contexts[g]);
     free(d.contexts);

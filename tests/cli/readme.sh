@@ -21,6 +21,9 @@ cp "$SRC/examples/input/shapes.png" "$T/input/"
 mkdir -p "$T/models/upscale_models"
 "$SDFLOW_BUILD_DIR/sdflow_mkesrgan" --nf 8 --gc 4 --blocks 1 "$T/models/upscale_models/RealESRGAN_x4plus.safetensors" ||
     fail "sdflow_mkesrgan"
+mkdir -p "$T/models/controlnet"
+"$MK" --preset tiny --kind controlnet "$T/models/controlnet/control_v11p_sd15_canny_fp16.safetensors" >/dev/null ||
+    fail "sdflow_mkckpt --kind controlnet"
 for g in "$SRC"/graphs/*.xml; do
     "$BIN" validate --models-dir "$T/models" --input-dir "$T/input" "$g" >"$T/out" 2>&1 ||
         { cat "$T/out"; fail "stock graph $g does not validate"; }
