@@ -37,6 +37,22 @@ sd_status sd_clip_model_new(sd_cl *cl, const sd_safetensors *st, const char *pre
     return SD_OK;
 }
 
+sd_status sd_clip_model_new_patched(sd_clip_model *base, const sd_weight_patcher *patcher, sd_clip_model **out)
+{
+    *out = NULL;
+    sd_clip_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return sd_set_error(base->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    *m = (sd_clip_model){.cl = base->cl, .st = base->st, .config = base->config};
+    sd_status s = sd_weights_new_patched(base->w, patcher, &m->w);
+    if (s) {
+        free(m);
+        return s;
+    }
+    *out = m;
+    return SD_OK;
+}
+
 void sd_clip_model_free(sd_clip_model *m)
 {
     if (!m)

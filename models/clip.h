@@ -15,6 +15,9 @@ typedef struct sd_clip_model sd_clip_model;
 sd_status sd_clip_model_new(sd_cl *cl, const sd_safetensors *st, const char *prefix,
                             const sd_clip_config *config, sd_dtype weight_dtype, sd_clip_model **out);
 void sd_clip_model_free(sd_clip_model *m); /* NULL-safe */
+/* A text encoder with base's configuration over a patched view of base's weights
+ * (models/weights.h): it shares every unpatched device tensor with base, which must outlive it. */
+sd_status sd_clip_model_new_patched(sd_clip_model *base, const sd_weight_patcher *patcher, sd_clip_model **out);
 const sd_clip_config *sd_clip_model_config(const sd_clip_model *m);
 
 /* Encodes `batch` windows of config->positions token ids each.
