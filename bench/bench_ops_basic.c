@@ -140,11 +140,11 @@ int main(int argc, char **argv)
     printf("device: %s (%s), %u compute units\n", cl->device_name, cl->driver_version, cl->compute_units);
     int64_t s320[4] = {2, 320, 64, 64}, s640[4] = {2, 640, 32, 32}, s1280[4] = {2, 1280, 16, 16};
     int64_t c320 = 320, c640 = 640, c1280 = 1280, bias[4] = {1, 320, 1, 1}, ln[2] = {8192, 320};
-    int64_t sm[2] = {8 * 4096, 77}, gg[2] = {8192, 2560}, img[4] = {1, 512, 512, 3};
+    int64_t sm[2] = {8 * 4096, 77}, smv[2] = {4096, 4096}, gg[2] = {8192, 2560}, img[4] = {1, 512, 512, 3};
     sd_dtensor *x320 = tensor(cl, 4, s320), *y320 = tensor(cl, 4, s320), *x640 = tensor(cl, 4, s640);
     sd_dtensor *x1280 = tensor(cl, 4, s1280), *g320 = tensor(cl, 1, &c320), *g640 = tensor(cl, 1, &c640);
     sd_dtensor *g1280 = tensor(cl, 1, &c1280), *b320 = tensor(cl, 4, bias), *xln = tensor(cl, 2, ln);
-    sd_dtensor *xsm = tensor(cl, 2, sm), *xgg = tensor(cl, 2, gg), *ximg = tensor(cl, 4, img);
+    sd_dtensor *xsm = tensor(cl, 2, sm), *xsmv = tensor(cl, 2, smv), *xgg = tensor(cl, 2, gg), *ximg = tensor(cl, 4, img);
     int64_t c320v = 320;
     sd_dtensor *lg = tensor(cl, 1, &c320v);
     const op_case cases[] = {
@@ -158,6 +158,7 @@ int main(int argc, char **argv)
         {"add bias [1,320,1,1]", x320, NULL, b320, 5},
         {"layer_norm [8192,320]", xln, lg, lg, 6},
         {"softmax [32768,77]", xsm, NULL, NULL, 7},
+        {"softmax [4096,4096] (VAE attention)", xsmv, NULL, NULL, 7},
         {"geglu [8192,2560]", xgg, NULL, NULL, 8},
         {"concat ch [2,320+320,64,64]", x320, y320, NULL, 9},
         {"upsample2x [2,1280,16,16]", x1280, NULL, NULL, 10},
@@ -181,7 +182,7 @@ int main(int argc, char **argv)
         double gbs = (double)(in_bytes + out_bytes) / s / 1e9;
         printf("%-34s %10.3f %9.1f %9.2f %9.2f\n", c->name, s * 1e3, gbs, gbs / copy_dev, gbs / copy_host);
     }
-    sd_dtensor *all[] = {x320, y320, x640, x1280, g320, g640, g1280, b320, xln, xsm, xgg, ximg, lg};
+    sd_dtensor *all[] = {x320, y320, x640, x1280, g320, g640, g1280, b320, xln, xsm, xsmv, xgg, ximg, lg};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         sd_dtensor_free(all[i]);
     sd_context_free(ctx);

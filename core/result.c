@@ -181,3 +181,14 @@ sd_status sd_result_output(const sd_result *r, const char *node_id, const char *
     }
     return SD_OK;
 }
+
+const sd_value *sd_result_value(const sd_result *r, const char *node_id, const char *output)
+{
+    for (size_t i = 0; r && i < r->n_kept; i++) {
+        const kept_output *k = &r->kept[i];
+        int o = strcmp(k->node_id, node_id) == 0 ? sd_node_desc_output(k->desc, output) : -1;
+        if (o >= 0)
+            return k->values[o];
+    }
+    return NULL;
+}

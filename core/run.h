@@ -83,5 +83,8 @@ const sd_value *sd_result_value(const sd_result *r, const char *node_id, const c
 /* The most nodes whose outputs were held at once during the run (freeing is observable). */
 void sd_result_set_peak(sd_result *r, size_t peak_live);
 size_t sd_result_peak_live(const sd_result *r);
+/* A wanted node's output value (borrowed; lives as long as the result), or NULL (tests read
+ * tensors through it). */
+const sd_value *sd_result_value(const sd_result *r, const char *node_id, const char *output);
 
 #endif

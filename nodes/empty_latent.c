@@ -9,7 +9,10 @@
 static sd_status run(sd_node_run *r)
 {
     int64_t w = sd_run_int(r, "width"), h = sd_run_int(r, "height"), n = sd_run_int(r, "batch_size");
-    /* Sizes that are not multiples of 8 are rounded down, as ComfyUI does. */
+    /* ComfyUI's widgets step by 8; a size between steps is refused rather than rounded down. */
+    if (w % 8 || h % 8)
+        return sd_run_error(r, SD_ERR_INVALID, "%s %" PRId64 " is not a multiple of 8", w % 8 ? "width" : "height",
+                            w % 8 ? w : h);
     int64_t shape[4] = {n, 4, h / 8, w / 8};
     size_t bytes;
     if (!sd_shape_bytes(shape, 4, sizeof(float), &bytes) || bytes > LATENT_MAX_BYTES)

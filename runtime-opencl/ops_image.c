@@ -34,7 +34,17 @@ static sd_status new_image(sd_cl *cl, int64_t b, int64_t h, int64_t w, int64_t c
     return sd_dtensor_new(cl, SD_DTYPE_F32, 4, shape, out);
 }
 
-/* ---- Tap tables ---- */
+/* ---- Tap tables ----
+ * One resampling axis: output o reads input[idx[o*taps + k]] * w[o*taps + k] (k < taps; padding
+ * taps have weight 0); wi holds PIL's fixed-point weights (LANCZOS_U8 only, else NULL). */
+typedef struct resize_taps {
+    int taps;
+    int *idx;
+    float *w;
+    int *wi;
+} resize_taps;
+
+static void taps_free(resize_taps *t);
 
 static double sinc(double x)
 {
@@ -57,7 +67,7 @@ static void cubic_weights(float t, float w[4])
     w[3] = ((a * x3 - 5.0f * a) * x3 + 8.0f * a) * x3 - 4.0f * a;
 }
 
-static bool taps_alloc(sd_resize_taps *t, int64_t n_out, int taps, bool fixed)
+static bool taps_alloc(resize_taps *t, int64_t n_out, int taps, bool fixed)
 {
     size_t n;
     t->taps = taps;
@@ -71,13 +81,13 @@ static bool taps_alloc(sd_resize_taps *t, int64_t n_out, int taps, bool fixed)
     if (fixed)
         t->wi = calloc(n, sizeof *t->wi);
     if (!t->idx || !t->w || (fixed && !t->wi)) {
-        sd_resize_taps_free(t);
+        taps_free(t);
         return false;
     }
     return true;
 }
 
-void sd_resize_taps_free(sd_resize_taps *t)
+static void taps_free(resize_taps *t)
 {
     free(t->idx);
     free(t->w);
@@ -88,7 +98,7 @@ void sd_resize_taps_free(sd_resize_taps *t)
 }
 
 /* PIL's precompute_coeffs for LANCZOS (support 3, scaled by the downscale factor). */
-static bool taps_lanczos(int64_t n_in, int64_t n_out, bool fixed, sd_resize_taps *t)
+static bool taps_lanczos(int64_t n_in, int64_t n_out, bool fixed, resize_taps *t)
 {
     double scale = (double)n_in / (double)n_out;
     double filterscale = scale < 1.0 ? 1.0 : scale;
@@ -98,7 +108,7 @@ static bool taps_lanczos(int64_t n_in, int64_t n_out, bool fixed, sd_resize_taps
         return false;
     double *k = malloc((size_t)ksize * sizeof *k);
     if (!k) {
-        sd_resize_taps_free(t);
+        taps_free(t);
         return false;
     }
     for (int64_t o = 0; o < n_out; o++) {
@@ -127,7 +137,9 @@ static bool taps_lanczos(int64_t n_in, int64_t n_out, bool fixed, sd_resize_taps
     return true;
 }
 
-bool sd_resize_taps_build(sd_resize_method method, int64_t n_in, int64_t n_out, sd_resize_taps *t)
+/* Builds the taps mapping n_in samples to n_out (both >= 1) for method; false when memory runs
+ * out. */
+static bool taps_build(sd_resize_method method, int64_t n_in, int64_t n_out, resize_taps *t)
 {
     /* torch: scale = (float)in / out; source index of output o: scale * (o + 0.5) - 0.5. */
     float scale = (float)n_in / (float)n_out;
@@ -217,7 +229,7 @@ static sd_status upload_array(sd_cl *cl, const void *data, size_t bytes, const c
 
 /* One resampling pass of x viewed as [outer, n_in, inner] into a new [outer, n_out, inner]
  * tensor with the given 4-D shape. */
-static sd_status resample_pass(sd_cl *cl, const sd_dtensor *x, const sd_resize_taps *t, bool fixed,
+static sd_status resample_pass(sd_cl *cl, const sd_dtensor *x, const resize_taps *t, bool fixed,
                                size_t outer, size_t n_in, size_t n_out, size_t inner,
                                const int64_t shape[4], sd_dtensor **out)
 {
@@ -270,7 +282,7 @@ done:
 }
 
 /* One pass along W (horizontal) or H of cur into a new tensor. */
-static sd_status axis_pass(sd_cl *cl, const sd_dtensor *cur, bool horizontal, const sd_resize_taps *t,
+static sd_status axis_pass(sd_cl *cl, const sd_dtensor *cur, bool horizontal, const resize_taps *t,
                            bool fixed, int64_t n_out, sd_dtensor **out)
 {
     int64_t b = cur->shape[0], h = cur->shape[1], w = cur->shape[2], c = cur->shape[3];
@@ -291,10 +303,10 @@ static sd_status resample_2d(sd_cl *cl, const sd_dtensor *x, int64_t out_h, int6
     sd_status st = SD_OK;
     bool fixed = method == SD_RESIZE_LANCZOS_U8;
     int64_t h = x->shape[1], w = x->shape[2];
-    sd_resize_taps tw = {0}, th = {0};
+    resize_taps tw = {0}, th = {0};
     sd_dtensor *mid = NULL, *y = NULL;
-    if ((w != out_w && !sd_resize_taps_build(method, w, out_w, &tw)) ||
-        (h != out_h && !sd_resize_taps_build(method, h, out_h, &th))) {
+    if ((w != out_w && !taps_build(method, w, out_w, &tw)) ||
+        (h != out_h && !taps_build(method, h, out_h, &th))) {
         st = sd_set_error(cl->ctx, SD_ERR_NOMEM, "resize: out of memory for tap tables");
         goto done;
     }
@@ -322,8 +334,8 @@ static sd_status resample_2d(sd_cl *cl, const sd_dtensor *x, int64_t out_h, int6
     *out = y;
     y = NULL;
 done:
-    sd_resize_taps_free(&tw);
-    sd_resize_taps_free(&th);
+    taps_free(&tw);
+    taps_free(&th);
     sd_dtensor_free(mid);
     sd_dtensor_free(y);
     return st;
@@ -466,7 +478,7 @@ static int64_t reflect_index(int64_t i, int64_t n)
     return i < n ? i : p - i;
 }
 
-static bool taps_blur(int64_t n, int radius, const float *k, sd_resize_taps *t)
+static bool taps_blur(int64_t n, int radius, const float *k, resize_taps *t)
 {
     int taps = 2 * radius + 1;
     if (!taps_alloc(t, n, taps, false))
@@ -482,7 +494,7 @@ static bool taps_blur(int64_t n, int radius, const float *k, sd_resize_taps *t)
 sd_status sd_op_blur(sd_cl *cl, const sd_dtensor *x, int radius, const float *k, sd_dtensor **out)
 {
     sd_status st;
-    sd_resize_taps tw = {0}, th = {0};
+    resize_taps tw = {0}, th = {0};
     sd_dtensor *mid = NULL, *y = NULL;
     char d[96];
     *out = NULL;
@@ -502,8 +514,8 @@ sd_status sd_op_blur(sd_cl *cl, const sd_dtensor *x, int radius, const float *k,
     *out = y;
     y = NULL;
 done:
-    sd_resize_taps_free(&tw);
-    sd_resize_taps_free(&th);
+    taps_free(&tw);
+    taps_free(&th);
     sd_dtensor_free(mid);
     sd_dtensor_free(y);
     return st;
@@ -535,14 +547,15 @@ done:
     return st;
 }
 
-/* Runs canny_hysteresis until no pixel changes (each launch reads back one flag). */
+/* Runs the row and column hysteresis sweeps until a round changes no pixel (one flag read back
+ * per round). */
 static sd_status hysteresis(sd_cl *cl, sd_dtensor *edges, int64_t b, int64_t h, int64_t w)
 {
     sd_status st;
-    cl_kernel k;
+    cl_kernel kr, kc;
     cl_mem flag = NULL;
     size_t flag_cap = 0;
-    if ((st = kernel(cl, "canny_hysteresis", &k)) ||
+    if ((st = kernel(cl, "canny_hysteresis_rows", &kr)) || (st = kernel(cl, "canny_hysteresis_cols", &kc)) ||
         (st = sd_cl_buffer_get(cl, sizeof(cl_int), "canny flag", &flag, &flag_cap)))
         goto done;
     for (;;) {
@@ -550,8 +563,9 @@ static sd_status hysteresis(sd_cl *cl, sd_dtensor *edges, int64_t b, int64_t h, 
         if ((st = sd_cl_write(cl, flag, 0, sizeof changed, &changed)))
             goto done;
         sd_cl_arg args[] = {SD_ARG_MEM(edges->buf), SD_ARG_MEM(flag), SD_ARG_UINT(h), SD_ARG_UINT(w)};
-        size_t global[2] = {(size_t)h, (size_t)b};
-        if ((st = sd_cl_launch(cl, k, 2, global, NULL, SD_NARGS(args), args)) ||
+        size_t rows[2] = {(size_t)h, (size_t)b}, cols[2] = {(size_t)w, (size_t)b};
+        if ((st = sd_cl_launch(cl, kr, 2, rows, NULL, SD_NARGS(args), args)) ||
+            (st = sd_cl_launch(cl, kc, 2, cols, NULL, SD_NARGS(args), args)) ||
             (st = sd_cl_read(cl, flag, 0, sizeof changed, &changed)))
             goto done;
         if (!changed)

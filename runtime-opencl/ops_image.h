@@ -17,21 +17,6 @@ typedef enum sd_resize_method {
                                 LANCZOS (fixed point, horizontal then vertical pass), / 255 */
 } sd_resize_method;
 
-/* Tap table of one resampling axis: output o reads input[idx[o*taps + k]] * w[o*taps + k]
- * (k < taps; padding taps have weight 0). wi holds PIL's fixed-point weights (LANCZOS_U8 only,
- * else NULL). Exposed for the tests; freed with sd_resize_taps_free. */
-typedef struct sd_resize_taps {
-    int taps;
-    int *idx;
-    float *w;
-    int *wi;
-} sd_resize_taps;
-
-/* Builds the taps mapping n_in samples to n_out for method (both >= 1). Returns false when
- * memory runs out. */
-bool sd_resize_taps_build(sd_resize_method method, int64_t n_in, int64_t n_out, sd_resize_taps *t);
-void sd_resize_taps_free(sd_resize_taps *t);
-
 /* Resizes x [B, H, W, C] to [B, out_h, out_w, C] (out_h, out_w >= 1). Axes whose size does not
  * change are copied unchanged (as PIL skips such a pass; torch's formulas are the identity). */
 sd_status sd_op_resize(sd_cl *cl, const sd_dtensor *x, int64_t out_h, int64_t out_w,

@@ -170,15 +170,26 @@ __kernel void attn_fwd(__global const float *q, __global const float *kp, __glob
                 s1[r] = fma(qv, k1v, s1[r]);
             }
         }
-        /* 2. mask, online softmax */
+        /* 2. mask, online softmax. Keys past Nk (last block) get -inf through a vector select. */
+        float16 pad0 = (float16)(0.0f), pad1 = (float16)(0.0f);
+        if (valid < BK) {
+            int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            pad0 = select((float16)(0.0f), (float16)(-INFINITY), lane >= (int16)(valid));
+            pad1 = select((float16)(0.0f), (float16)(-INFINITY), lane + 16 >= (int16)(valid));
+        }
 #pragma unroll
         for (int r = 0; r < BQ; r++) {
-            if (mask || valid < BK) {
+            s0[r] += pad0;
+            s1[r] += pad1;
+            if (mask && valid == BK) {
+                s0[r] = fma(vload16(0, mrow[r] + k0), (float16)(M_LOG2E_F), s0[r]);
+                s1[r] = fma(vload16(1, mrow[r] + k0), (float16)(M_LOG2E_F), s1[r]);
+            } else if (mask) {
                 float tmp[BK];
                 vstore16(s0[r], 0, tmp);
                 vstore16(s1[r], 1, tmp);
-                for (int j = 0; j < BK; j++)
-                    tmp[j] = j < valid ? tmp[j] + (mask ? mrow[r][k0 + j] * M_LOG2E_F : 0.0f) : -INFINITY;
+                for (int j = 0; j < valid; j++)
+                    tmp[j] += mrow[r][k0 + j] * M_LOG2E_F;
                 s0[r] = vload16(0, tmp);
                 s1[r] = vload16(1, tmp);
             }

@@ -36,6 +36,18 @@ kernel void resample_axis(global const float *x, global float *y, global const i
             vstore8(a1, 1, row + e0);
             vstore8(a2, 2, row + e0);
             vstore8(a3, 3, row + e0);
+        } else if (inner <= 4) {
+            /* Pixels of up to 4 channels along W: one float4 accumulator per output. */
+            float4 a = 0.0f;
+            for (uint k = 0; k < taps; k++) {
+                global const float *src = px + (ulong)ti[k] * inner;
+                float4 v = (float4)(src[0], inner > 1 ? src[1] : 0.0f, inner > 2 ? src[2] : 0.0f,
+                                    inner > 3 ? src[3] : 0.0f);
+                a += tw[k] * v;
+            }
+            float r[4] = {a.x, a.y, a.z, a.w};
+            for (uint e = 0; e < inner; e++)
+                row[e] = r[e];
         } else {
             for (uint e = e0; e < e1; e++) {
                 float s = 0.0f;
@@ -75,6 +87,18 @@ kernel void resample_axis_u8(global const float *x, global float *y, global cons
             }
             for (int v = 0; v < 4; v++)
                 vstore8(convert_float8(clamp(a[v] >> PRECISION_BITS, 0, 255)), v, row + e0);
+        } else if (inner <= 4) {
+            int4 a = (int4)(1 << (PRECISION_BITS - 1));
+            for (uint k = 0; k < taps; k++) {
+                global const float *src = px + (ulong)ti[k] * inner;
+                int4 v = (int4)((int)src[0], inner > 1 ? (int)src[1] : 0, inner > 2 ? (int)src[2] : 0,
+                                inner > 3 ? (int)src[3] : 0);
+                a += tw[k] * v;
+            }
+            float4 f = convert_float4(clamp(a >> PRECISION_BITS, 0, 255));
+            float r[4] = {f.x, f.y, f.z, f.w};
+            for (uint e = 0; e < inner; e++)
+                row[e] = r[e];
         } else {
             for (uint e = e0; e < e1; e++) {
                 int s = 1 << (PRECISION_BITS - 1);
@@ -227,35 +251,53 @@ kernel void canny_nms(global const float *mag, global const float *gx, global co
     edges[i] = e;
 }
 
-/* Hysteresis step, in place: a weak pixel (0.5) with a strong (1) 8-neighbour becomes strong.
- * One work-item per row sweeps left-to-right then right-to-left so runs along a row resolve in
- * one launch; any change sets *changed. Promotions only go 0.5 -> 1, so concurrent updates
- * never undo each other and the fixed point is unique (weak pixels 8-connected to a strong one). */
-kernel void canny_hysteresis(global float *edges, global int *changed, uint h, uint w)
+/* Hysteresis, in place: a weak pixel (0.5) with a strong (1) 8-neighbour becomes strong.
+ * Promotions only go 0.5 -> 1, so concurrent updates never undo each other and the fixed point
+ * is unique (weak pixels 8-connected to a strong one). canny_hysteresis_rows gives one
+ * work-item a row and sweeps it left-to-right then right-to-left; canny_hysteresis_cols does
+ * the same along columns, so chains along either axis resolve in one launch. Any change sets
+ * *changed. */
+inline bool has_strong_neighbour(global const float *plane, int px, int py, uint h, uint w)
+{
+    for (int yy = max(py - 1, 0); yy <= min(py + 1, (int)h - 1); yy++)
+        for (int xx = max(px - 1, 0); xx <= min(px + 1, (int)w - 1); xx++)
+            if (plane[(ulong)yy * w + xx] == 1.0f)
+                return true;
+    return false;
+}
+
+kernel void canny_hysteresis_rows(global float *edges, global int *changed, uint h, uint w)
 {
     int py = get_global_id(0);
-    ulong b = get_global_id(1);
-    global float *plane = edges + b * h * w;
+    global float *plane = edges + get_global_id(1) * (ulong)h * w;
     int any = 0;
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < 2; pass++)
         for (int t = 0; t < (int)w; t++) {
             int px = pass == 0 ? t : (int)w - 1 - t;
             global float *p = plane + (ulong)py * w + px;
-            if (*p != 0.5f)
-                continue;
-            bool strong = false;
-            for (int yy = max(py - 1, 0); yy <= min(py + 1, (int)h - 1) && !strong; yy++)
-                for (int xx = max(px - 1, 0); xx <= min(px + 1, (int)w - 1); xx++)
-                    if (plane[(ulong)yy * w + xx] == 1.0f) {
-                        strong = true;
-                        break;
-                    }
-            if (strong) {
+            if (*p == 0.5f && has_strong_neighbour(plane, px, py, h, w)) {
                 *p = 1.0f;
                 any = 1;
             }
         }
-    }
+    if (any)
+        *changed = 1;
+}
+
+kernel void canny_hysteresis_cols(global float *edges, global int *changed, uint h, uint w)
+{
+    int px = get_global_id(0);
+    global float *plane = edges + get_global_id(1) * (ulong)h * w;
+    int any = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int t = 0; t < (int)h; t++) {
+            int py = pass == 0 ? t : (int)h - 1 - t;
+            global float *p = plane + (ulong)py * w + px;
+            if (*p == 0.5f && has_strong_neighbour(plane, px, py, h, w)) {
+                *p = 1.0f;
+                any = 1;
+            }
+        }
     if (any)
         *changed = 1;
 }

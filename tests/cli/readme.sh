@@ -9,9 +9,28 @@ fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 test_cmd=$(grep -m1 '^sh tools/install-deps.sh && cmake -S . -B build -DSDFLOW_WERROR=ON' "$SRC/README.md")
 [ -n "$test_cmd" ] || fail "README has no test command"
 grep -qxF "$test_cmd" "$SRC/.ci/run" || fail ".ci/run does not run the README's test command: $test_cmd"
+# Stock graphs validate with their default parameters against a models directory holding tiny
+# random files under the default names.
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+MK="${SDFLOW_BUILD_DIR:?}/sdflow_mkckpt"
+mkdir -p "$T/models/checkpoints" "$T/models/vae"
+"$MK" --preset tiny "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" >/dev/null || fail "sdflow_mkckpt"
 for g in "$SRC"/graphs/*.xml; do
-    "$BIN" validate --models-dir "$SRC/tests/data/models" --input-dir "$SRC/examples/input" "$g" >/dev/null 2>&1 ||
-        { "$BIN" validate --input-dir "$SRC/examples/input" "$g"; fail "stock graph $g does not validate"; }
+    "$BIN" validate --models-dir "$T/models" --input-dir "$SRC/examples/input" "$g" >"$T/out" 2>&1 ||
+        { cat "$T/out"; fail "stock graph $g does not validate"; }
 done
+# The quick-start run command, after its install and build steps, works as written (run from a
+# scratch directory, with this build's binaries).
+run_cmd=$(grep -m1 '^sh tools/install-deps.sh && cmake -S . -B build && cmake --build build -j2 && ' "$SRC/README.md")
+[ -n "$run_cmd" ] || fail "README has no run command"
+tail_cmd=${run_cmd#sh tools/install-deps.sh && cmake -S . -B build && cmake --build build -j2 && }
+mkdir -p "$T/quick/build" "$T/quick/graphs"
+ln -s "$BIN" "$T/quick/build/sdflow"
+ln -s "$MK" "$T/quick/build/sdflow_mkckpt"
+cp "$SRC"/graphs/*.xml "$T/quick/graphs/"
+(cd "$T/quick" && bash -c "$tail_cmd" >"$T/quick.log" 2>&1) || { tail -5 "$T/quick.log"; fail "quick-start command"; }
+[ -s "$T/quick/output/txt2img_00001_.png" ] || fail "quick start wrote no output/txt2img_00001_.png"
+
 echo "readme: $((fails == 0 ? 1 : 0)) passed, $fails failed"
 [ "$fails" = 0 ]

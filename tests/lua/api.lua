@@ -163,9 +163,9 @@ write("api.json", '{"5": {"class_type": "EmptyLatentImage", "inputs": {"width": 
 local imported = assert(ctx:import_comfy("api.json"))
 assert(#imported == 1 and imported:node("5").type == "EmptyLatentImage")
 assert(assert(imported:run{outputs = {"5"}}):get("5").shape[3] == 4)
-write("unsupported.json", '{"1": {"class_type": "KSamplerAdvanced", "inputs": {}}}')
+write("unsupported.json", '{"1": {"class_type": "UltimateSDUpscale", "inputs": {}}}')
 none, err, diags = sdflow.import_comfy("unsupported.json")
-assert(none == nil and err:find("KSamplerAdvanced", 1, true) and type(diags) == "table", tostring(err))
+assert(none == nil and err:find("UltimateSDUpscale", 1, true) and type(diags) == "table", tostring(err))
 local g3 = ctx:graph()
 g3:add("SaveImage", nil, "save") -- its images input is required
 none, err, diags = g3:validate()

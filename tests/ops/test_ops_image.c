@@ -301,6 +301,32 @@ static void test_canny_random(void)
     free(ref);
 }
 
+static void test_canny_hysteresis_chain(void)
+{
+    /* A vertical line whose brightness grows from top to bottom: only its lower end is a strong
+     * edge, the rest is weak and reaches it only along the line, so hysteresis must carry the
+     * promotion up 50 rows. */
+    const int64_t h = 64, w = 9, sh[4] = {1, 64, 9, 1};
+    float *x = calloc((size_t)(h * w), sizeof *x), *ref = malloc((size_t)(h * w * 3) * sizeof *ref);
+    for (int64_t yy = 2; yy < h - 2; yy++)
+        x[yy * w + 4] = 0.1f + 0.9f * (float)yy / (float)(h - 1);
+    sd_dtensor *dx = ops_upload(x, 4, sh), *out = NULL;
+    CHECK_EQ_INT(sd_op_canny(ops_cl(), dx, 0.05f, 0.5f, &out), SD_OK);
+    float *e = out ? ops_download(out) : NULL;
+    ref_canny(x, 1, h, w, 1, 0.05f, 0.5f, ref);
+    CHECK(e && count_diff(e, ref, (size_t)(h * w * 3)) == 0);
+    int top = 0;
+    for (int64_t yy = 4; yy < 12 && e; yy++)
+        for (int64_t xx = 0; xx < w; xx++)
+            top += e[(yy * w + xx) * 3] == 1.0f;
+    CHECK_MSG(top >= 8, "only %d edge pixels near the weak top of the line", top);
+    free(e);
+    sd_dtensor_free(out);
+    sd_dtensor_free(dx);
+    free(x);
+    free(ref);
+}
+
 int main(void)
 {
     if (!ops_cl())
@@ -313,6 +339,7 @@ int main(void)
     RUN(test_canny_goldens);
     RUN(test_canny_synthetic);
     RUN(test_canny_random);
+    RUN(test_canny_hysteresis_chain);
     ops_cl_release();
     return test_summary("test_ops_image");
 }

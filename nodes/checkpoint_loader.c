@@ -1,0 +1,87 @@
+/* CheckpointLoaderSimple and VAELoader (ComfyUI's nodes of the same names): open a model file
+ * from the models directories. Opening is cheap; weights upload when a node first uses them
+ * (models/model_store.h), and a file already open in this context is reused. */
+#include "nodes/model_handle.h"
+#include "nodes/node_util.h"
+#include <string.h>
+
+/* The device storage of weights: "fp16" (default; half the memory) or "fp32". The computation
+ * is fp32 either way. */
+static const char *const weight_dtypes[] = {"fp16", "fp32", NULL};
+#define WEIGHT_DTYPE_INPUT \
+    SD_IN_ENUM("weight_dtype", "fp16", weight_dtypes, "device storage of the weights: fp16 (half the memory) or fp32")
+
+static sd_dtype weight_dtype(sd_node_run *r)
+{
+    return strcmp(sd_run_string(r, "weight_dtype"), "fp32") == 0 ? SD_DTYPE_F32 : SD_DTYPE_F16;
+}
+
+static sd_status run_checkpoint(sd_node_run *r)
+{
+    sd_loaded *l;
+    sd_status st = sd_model_store_open(sd_run_context(r), sd_run_file(r, "ckpt_name"), SD_MODEL_FILE_CHECKPOINT,
+                                       weight_dtype(r), &l);
+    if (st)
+        return sd_node_model_fail(r, st);
+    sd_value *model = sd_node_model_value(SD_TYPE_MODEL, l, -1);
+    sd_value *clip = sd_node_model_value(SD_TYPE_CLIP, l, -1);
+    sd_value *vae = sd_node_model_value(SD_TYPE_VAE, l, -1);
+    sd_loaded_unref(l);
+    if (!model || !clip || !vae) {
+        sd_value_unref(model);
+        sd_value_unref(clip);
+        sd_value_unref(vae);
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    }
+    sd_run_set_output(r, 0, model);
+    sd_run_set_output(r, 1, clip);
+    sd_run_set_output(r, 2, vae);
+    return SD_OK;
+}
+
+static const sd_input_desc ckpt_in[] = {
+    SD_IN_FILE_NAME("ckpt_name", "checkpoints",
+                    "SD1.x single-file .safetensors checkpoint in models/checkpoints (or an absolute path)"),
+    WEIGHT_DTYPE_INPUT,
+};
+static const sd_output_desc ckpt_out[] = {
+    SD_OUT("MODEL", SD_TYPE_MODEL, "the denoising UNet"),
+    SD_OUT("CLIP", SD_TYPE_CLIP, "the CLIP text encoder"),
+    SD_OUT("VAE", SD_TYPE_VAE, "the VAE that maps latents to images and back"),
+};
+const sd_node_desc sd_node_CheckpointLoaderSimple = {
+    .name = "CheckpointLoaderSimple", .version = 1, .category = "loaders",
+    .doc = "Opens an SD1.x checkpoint; weights upload lazily when a node first uses them.",
+    .inputs = ckpt_in, .n_inputs = SD_COUNT(ckpt_in),
+    .outputs = ckpt_out, .n_outputs = SD_COUNT(ckpt_out), .run = run_checkpoint,
+};
+
+static sd_status run_vae(sd_node_run *r)
+{
+    sd_loaded *l;
+    sd_status st = sd_model_store_open(sd_run_context(r), sd_run_file(r, "vae_name"), SD_MODEL_FILE_VAE,
+                                       weight_dtype(r), &l);
+    if (st)
+        return sd_node_model_fail(r, st);
+    sd_value *vae = sd_node_model_value(SD_TYPE_VAE, l, -1);
+    sd_loaded_unref(l);
+    if (!vae)
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    sd_run_set_output(r, 0, vae);
+    return SD_OK;
+}
+
+static const sd_input_desc vae_in[] = {
+    SD_IN_FILE_NAME("vae_name", "vae",
+                    "VAE .safetensors (encoder.*/decoder.* keys, or a full checkpoint) in models/vae"),
+    WEIGHT_DTYPE_INPUT,
+};
+static const sd_output_desc vae_out[] = {
+    SD_OUT("VAE", SD_TYPE_VAE, "the VAE"),
+};
+const sd_node_desc sd_node_VAELoader = {
+    .name = "VAELoader", .version = 1, .category = "loaders",
+    .doc = "Opens a standalone VAE file (e.g. vae-ft-mse-840000); weights upload lazily.",
+    .inputs = vae_in, .n_inputs = SD_COUNT(vae_in),
+    .outputs = vae_out, .n_outputs = SD_COUNT(vae_out), .run = run_vae,
+};

@@ -1,0 +1,166 @@
+/* CLIPTextEncode and CLIPSetLastLayer (ComfyUI's nodes, SD1 semantics of comfy/sd1_clip.py).
+ *
+ * A prompt is weighted, tokenized and cut into 77-token windows (models/prompt_weights.h); the
+ * windows are encoded as one batch and concatenated along the tokens. When any token's weight
+ * is not 1, the empty prompt's window (BOS, then EOS padding) is encoded too and each weighted
+ * token's vector becomes z_empty + (z - z_empty) * weight, at the same position. The pooled
+ * output is the first window's. */
+#include "core/checked.h"
+#include "models/prompt_weights.h"
+#include "nodes/model_handle.h"
+#include "nodes/node_util.h"
+#include <stdlib.h>
+#include <string.h>
+
+/* Windows encoded per CLIP call (bounds the device memory of very long prompts). */
+#define WINDOWS_PER_CALL 8
+
+/* No textual-inversion embeddings are loaded yet: every "embedding:name" is reported missing
+ * by the prompt parser (a warning) and dropped, as ComfyUI does for an unknown name. */
+static int no_embedding(void *user, const char *name)
+{
+    (void)user;
+    (void)name;
+    return 0;
+}
+
+/* Encodes n windows of token ids into hidden (n * 77 * width) and pooled (n * width). */
+static sd_status encode_windows(sd_clip_model *m, const int32_t *ids, size_t n, int layer, float *hidden,
+                                float *pooled)
+{
+    int width = sd_clip_model_config(m)->width;
+    for (size_t w = 0; w < n; w += WINDOWS_PER_CALL) {
+        int batch = (int)(n - w < WINDOWS_PER_CALL ? n - w : WINDOWS_PER_CALL);
+        sd_status st = sd_clip_encode(m, ids + w * SD_CLIP_WINDOW, batch, layer,
+                                      hidden + w * SD_CLIP_WINDOW * (size_t)width, pooled + w * (size_t)width);
+        if (st)
+            return st;
+    }
+    return SD_OK;
+}
+
+static sd_status run_encode(sd_node_run *r)
+{
+    sd_context *ctx = sd_run_context(r);
+    const sd_model_handle *h = sd_node_model_input(r, "clip");
+    if (!h)
+        return SD_ERR_INVALID;
+    sd_clip_model *m;
+    const sd_clip_tokenizer *tok;
+    sd_prompt_tokens toks = {0};
+    int32_t *ids = NULL;
+    float *hidden = NULL, *pooled = NULL;
+    sd_value *out = NULL;
+    sd_status st = sd_loaded_clip(h->loaded, &m);
+    if (!st)
+        st = sd_model_store_tokenizer(ctx, &tok);
+    if (!st)
+        st = sd_prompt_tokenize(ctx, tok, sd_run_string(r, "text"), no_embedding, NULL, &toks);
+    if (st) {
+        st = sd_node_model_fail(r, st);
+        goto done;
+    }
+    const sd_clip_config *c = sd_clip_model_config(m);
+    int layer = -h->clip_layer > c->layers ? -1 : h->clip_layer; /* ComfyUI: beyond the depth = last */
+    bool weighted = false;
+    for (size_t i = 0; i < toks.n_windows * SD_CLIP_WINDOW; i++)
+        weighted |= toks.tokens[i].weight != 1.0;
+    size_t n = toks.n_windows + (weighted ? 1 : 0), width = (size_t)c->width, hid_n, ids_n;
+    if (!sd_mul_size(n, SD_CLIP_WINDOW, &ids_n) || !sd_mul_size(ids_n, width, &hid_n)) {
+        st = sd_run_error(r, SD_ERR_LIMIT, "prompt of %zu windows is too long", toks.n_windows);
+        goto done;
+    }
+    ids = malloc(ids_n * sizeof *ids);
+    hidden = malloc(hid_n * sizeof *hidden);
+    pooled = malloc(n * width * sizeof *pooled);
+    if (!ids || !hidden || !pooled) {
+        st = sd_run_error(r, SD_ERR_NOMEM, "out of memory for %zu prompt windows", n);
+        goto done;
+    }
+    for (size_t i = 0; i < toks.n_windows * SD_CLIP_WINDOW; i++)
+        ids[i] = toks.tokens[i].id;
+    if (weighted) { /* the empty prompt's window */
+        int32_t *e = ids + toks.n_windows * SD_CLIP_WINDOW;
+        e[0] = SD_CLIP_BOS;
+        for (int i = 1; i < SD_CLIP_WINDOW; i++)
+            e[i] = SD_CLIP_EOS;
+    }
+    if ((st = encode_windows(m, ids, n, layer, hidden, pooled))) {
+        st = sd_node_model_fail(r, st);
+        goto done;
+    }
+    if (weighted) {
+        const float *z_empty = hidden + toks.n_windows * SD_CLIP_WINDOW * width;
+        for (size_t i = 0; i < toks.n_windows * SD_CLIP_WINDOW; i++) {
+            double wt = toks.tokens[i].weight;
+            if (wt == 1.0)
+                continue;
+            float *z = hidden + i * width;
+            const float *e = z_empty + (i % SD_CLIP_WINDOW) * width;
+            for (size_t k = 0; k < width; k++)
+                z[k] = (float)((z[k] - e[k]) * wt + e[k]);
+        }
+    }
+    int64_t cshape[3] = {1, (int64_t)(toks.n_windows * SD_CLIP_WINDOW), (int64_t)width};
+    int64_t pshape[2] = {1, (int64_t)width};
+    sd_tensor *ct, *pt;
+    out = sd_value_new(SD_TYPE_CONDITIONING);
+    if (!out || !(ct = sd_value_add_tensor(out, "cond.0", 3, cshape)) ||
+        !(pt = sd_value_add_tensor(out, "pooled.0", 2, pshape)) ||
+        !(out->attrs = json_pack("{s:[{s:f}]}", "entries", "strength", 1.0))) {
+        st = sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    memcpy(ct->data, hidden, toks.n_windows * SD_CLIP_WINDOW * width * sizeof(float));
+    memcpy(pt->data, pooled, width * sizeof(float));
+    sd_run_set_output(r, 0, out);
+    out = NULL;
+done:
+    sd_value_unref(out);
+    sd_prompt_tokens_free(&toks);
+    free(ids);
+    free(hidden);
+    free(pooled);
+    return st;
+}
+
+static const sd_input_desc encode_in[] = {
+    SD_IN_TEXT("text", NULL, "the prompt; (word:1.2) and (word) weighting as ComfyUI"),
+    SD_IN_LINK("clip", SD_TYPE_CLIP, "the text encoder"),
+};
+static const sd_output_desc encode_out[] = {
+    SD_OUT("CONDITIONING", SD_TYPE_CONDITIONING, "token embeddings [1, 77 * windows, width] and the pooled vector"),
+};
+const sd_node_desc sd_node_CLIPTextEncode = {
+    .name = "CLIPTextEncode", .version = 1, .category = "conditioning",
+    .doc = "Encodes a prompt with the CLIP text encoder (ComfyUI's weighting and 75-token chunks).",
+    .inputs = encode_in, .n_inputs = SD_COUNT(encode_in),
+    .outputs = encode_out, .n_outputs = SD_COUNT(encode_out), .run = run_encode,
+};
+
+static sd_status run_last_layer(sd_node_run *r)
+{
+    const sd_model_handle *h = sd_node_model_input(r, "clip");
+    if (!h)
+        return SD_ERR_INVALID;
+    sd_value *v = sd_node_model_value(SD_TYPE_CLIP, h->loaded, (int)sd_run_int(r, "stop_at_clip_layer"));
+    if (!v)
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    sd_run_set_output(r, 0, v);
+    return SD_OK;
+}
+
+static const sd_input_desc last_in[] = {
+    SD_IN_LINK("clip", SD_TYPE_CLIP, "the text encoder"),
+    SD_IN_INT("stop_at_clip_layer", "-1", -24, -1,
+              "layer whose output is used: -1 the last, -2 the one before (\"clip skip 2\"), ..."),
+};
+static const sd_output_desc last_out[] = {
+    SD_OUT("CLIP", SD_TYPE_CLIP, "the same encoder (weights shared) stopping at that layer"),
+};
+const sd_node_desc sd_node_CLIPSetLastLayer = {
+    .name = "CLIPSetLastLayer", .version = 1, .category = "conditioning",
+    .doc = "Makes CLIPTextEncode use an earlier layer's output (clip skip), as ComfyUI.",
+    .inputs = last_in, .n_inputs = SD_COUNT(last_in),
+    .outputs = last_out, .n_outputs = SD_COUNT(last_out), .run = run_last_layer,
+};

@@ -1,0 +1,528 @@
+/* KSampler and KSamplerAdvanced (ComfyUI's nodes; nodes.py common_ksampler, comfy/sample.py,
+ * comfy/samplers.py). The sampling math is models/sampling.h; this file builds the denoiser it
+ * calls: the UNet on x / sqrt(sigma^2 + 1) at the nearest timestep, D = x - sigma * eps, each
+ * conditioning entry averaged by strength, and classifier-free guidance
+ * D = D_neg + (D_pos - D_neg) * cfg (the negative pass is skipped when cfg is 1). Positive and
+ * negative entries go through the UNet as one batch; conditionings of different token lengths
+ * are repeated to their least common multiple (which leaves attention unchanged) when that is at
+ * most 4 times the shorter, as ComfyUI's CONDCrossAttn does, else they run one by one.
+ *
+ * LATENT values hold the VAE's latents as ComfyUI does (not multiplied by the scale factor):
+ * the sampler works on latent * scale and returns its result / scale. */
+#include "core/checked.h"
+#include "models/sampling.h"
+#include "models/schedulers.h"
+#include "nodes/model_handle.h"
+#include "nodes/node_util.h"
+#include "runtime-opencl/tensor.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ComfyUI's names, in sdflow's registry order (tests check they match sd_sampler_name and
+ * sd_scheduler_name). */
+static const char *const sampler_names[] = {
+    "euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2s_ancestral",
+    "dpmpp_sde", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde", "ddpm", "lcm", "ddim", "uni_pc",
+    "uni_pc_bh2", NULL};
+static const char *const scheduler_names[] = {
+    "normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta",
+    "linear_quadratic", "kl_optimal", NULL};
+
+#define MAX_LCM_RATIO 4 /* CONDCrossAttn.can_concat */
+
+typedef struct cond_entry {
+    const sd_tensor *cond; /* [cb, tokens, dim] */
+    double strength;
+    bool negative;
+} cond_entry;
+
+typedef struct denoiser {
+    sd_node_run *r;
+    sd_cl *cl;
+    sd_unet *unet;
+    const sd_model_sampling *ms;
+    size_t batch, per_item; /* latent items and floats per item (4 * h * w) */
+    int64_t h, w;
+    int in_channels;       /* 4, or 9 for inpainting models */
+    const float *concat;   /* inpainting models: batch * 5 * h * w (mask, masked latent) */
+    cond_entry *entries;
+    size_t n_entries;
+    size_t *group_start;   /* entries split into UNet calls: group g is [start[g], start[g+1]) */
+    size_t n_groups;
+    sd_dtensor **contexts; /* per group, uploaded once */
+    double cfg;
+    bool use_negative;
+    float *x_in, *eps, *pos, *neg, *pos_w, *neg_w;
+    bool reported; /* the node's error is already recorded */
+    int steps;
+} denoiser;
+
+static int64_t gcd64(int64_t a, int64_t b)
+{
+    while (b) {
+        int64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* Reads a CONDITIONING input's entries into d->entries (appending). */
+static sd_status read_conditioning(sd_node_run *r, denoiser *d, const char *input, bool negative, int64_t dim)
+{
+    sd_value *v = sd_run_value(r, input);
+    json_t *list = v->attrs ? json_object_get(v->attrs, "entries") : NULL;
+    size_t n = json_is_array(list) ? json_array_size(list) : 0;
+    if (n == 0)
+        return sd_run_error(r, SD_ERR_INVALID, "input '%s': the conditioning has no entries", input);
+    cond_entry *grown = realloc(d->entries, (d->n_entries + n) * sizeof *grown);
+    if (!grown)
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    d->entries = grown;
+    for (size_t i = 0; i < n; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "cond.%zu", i);
+        const sd_tensor *t = sd_value_tensor(v, name);
+        if (!t || t->ndim != 3 || t->shape[0] < 1 || t->shape[1] < 1 || t->shape[2] != dim)
+            return sd_run_error(r, SD_ERR_INVALID,
+                                "input '%s': entry %zu is not [batch, tokens, %lld] (a conditioning made "
+                                "for another model?)",
+                                input, i, (long long)dim);
+        json_t *s = json_object_get(json_array_get(list, i), "strength");
+        d->entries[d->n_entries++] = (cond_entry){t, json_is_number(s) ? json_number_value(s) : 1.0, negative};
+    }
+    return SD_OK;
+}
+
+/* Splits the entries that run into UNet calls and uploads each call's context
+ * [entries * batch, lcm tokens, dim] (entry e's item b is its cond item b % cb, repeated). */
+static sd_status prepare_groups(denoiser *d, int64_t dim)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < d->n_entries; i++)
+        n += !d->entries[i].negative || d->use_negative;
+    d->group_start = calloc(n + 1, sizeof *d->group_start);
+    d->contexts = calloc(n, sizeof *d->contexts);
+    if (!d->group_start || !d->contexts)
+        return sd_run_error(d->r, SD_ERR_NOMEM, "out of memory");
+    /* Drop the negative entries when they are not used. */
+    size_t k = 0;
+    for (size_t i = 0; i < d->n_entries; i++)
+        if (!d->entries[i].negative || d->use_negative)
+            d->entries[k++] = d->entries[i];
+    d->n_entries = k;
+    int64_t lcm = 1, lo = INT64_MAX;
+    bool together = true;
+    for (size_t i = 0; i < n; i++) {
+        int64_t t = d->entries[i].cond->shape[1];
+        lo = t < lo ? t : lo;
+        lcm = lcm / gcd64(lcm, t) * t;
+        if (lcm / lo > MAX_LCM_RATIO)
+            together = false;
+    }
+    d->n_groups = together ? 1 : n;
+    for (size_t g = 0; g <= d->n_groups; g++)
+        d->group_start[g] = together ? (g ? n : 0) : g;
+    for (size_t g = 0; g < d->n_groups; g++) {
+        size_t e0 = d->group_start[g], e1 = d->group_start[g + 1];
+        int64_t tokens = 1;
+        for (size_t e = e0; e < e1; e++)
+            tokens = tokens / gcd64(tokens, d->entries[e].cond->shape[1]) * d->entries[e].cond->shape[1];
+        int64_t shape[3] = {(int64_t)((e1 - e0) * d->batch), tokens, dim};
+        size_t numel;
+        if (!sd_shape_bytes(shape, 3, 1, &numel))
+            return sd_run_error(d->r, SD_ERR_LIMIT, "conditioning too large");
+        float *host = malloc(numel * sizeof *host);
+        if (!host)
+            return sd_run_error(d->r, SD_ERR_NOMEM, "out of memory for the conditioning");
+        float *p = host;
+        for (size_t e = e0; e < e1; e++) {
+            const sd_tensor *c = d->entries[e].cond;
+            size_t item = (size_t)(c->shape[1] * dim);
+            for (size_t b = 0; b < d->batch; b++) {
+                const float *src = c->data + (b % (size_t)c->shape[0]) * item;
+                for (int64_t rep = 0; rep < tokens / c->shape[1]; rep++, p += item)
+                    memcpy(p, src, item * sizeof *p);
+            }
+        }
+        sd_status st = sd_dtensor_new(d->cl, SD_DTYPE_F32, 3, shape, &d->contexts[g]);
+        if (!st)
+            st = sd_dtensor_upload(d->contexts[g], host);
+        free(host);
+        if (st) {
+            d->reported = true;
+            return sd_node_model_fail(d->r, st);
+        }
+    }
+    return SD_OK;
+}
+
+/* One UNet call for group g: eps of every (entry, item) of the group into d->eps. */
+static sd_status unet_group(denoiser *d, size_t g, float sigma)
+{
+    size_t e0 = d->group_start[g], e1 = d->group_start[g + 1], items = (e1 - e0) * d->batch;
+    size_t hw = (size_t)(d->h * d->w), in_item = (size_t)d->in_channels * hw;
+    int64_t shape[4] = {(int64_t)items, d->in_channels, d->h, d->w};
+    float *host = malloc(items * in_item * sizeof *host), *t = malloc(items * sizeof *t);
+    sd_dtensor *x = NULL, *out = NULL;
+    sd_status st = SD_OK;
+    if (!host || !t) {
+        st = sd_run_error(d->r, SD_ERR_NOMEM, "out of memory");
+        d->reported = true;
+        goto done;
+    }
+    float timestep = (float)sd_model_sampling_timestep(d->ms, sigma);
+    for (size_t i = 0; i < items; i++) {
+        size_t b = i % d->batch;
+        memcpy(host + i * in_item, d->x_in + b * d->per_item, d->per_item * sizeof *host);
+        if (d->concat)
+            memcpy(host + i * in_item + d->per_item, d->concat + b * (in_item - d->per_item),
+                   (in_item - d->per_item) * sizeof *host);
+        t[i] = timestep;
+    }
+    if (!(st = sd_dtensor_new(d->cl, SD_DTYPE_F32, 4, shape, &x)) && !(st = sd_dtensor_upload(x, host)) &&
+        !(st = sd_unet_forward(d->unet, x, t, d->contexts[g], NULL, &out)))
+        st = sd_dtensor_download(out, d->eps + e0 * d->batch * d->per_item);
+done:
+    sd_dtensor_free(x);
+    sd_dtensor_free(out);
+    free(host);
+    free(t);
+    return st;
+}
+
+static sd_status denoise(void *user, const float *x, float sigma, float *out, size_t n)
+{
+    denoiser *d = user;
+    float scale = sqrtf(sigma * sigma + 1.0f);
+    for (size_t i = 0; i < n; i++)
+        d->x_in[i] = x[i] / scale;
+    for (size_t g = 0; g < d->n_groups; g++) {
+        sd_status st = unet_group(d, g, sigma);
+        if (st) {
+            if (!d->reported)
+                st = sd_node_model_fail(d->r, st);
+            d->reported = true;
+            return st;
+        }
+    }
+    /* Strength-weighted mean of the entries' predictions, per side. */
+    memset(d->pos, 0, n * sizeof *d->pos);
+    memset(d->neg, 0, n * sizeof *d->neg);
+    double wp = 0, wn = 0;
+    for (size_t e = 0; e < d->n_entries; e++) {
+        const float *eps = d->eps + e * n;
+        float s = (float)d->entries[e].strength, *acc = d->entries[e].negative ? d->neg : d->pos;
+        for (size_t i = 0; i < n; i++)
+            acc[i] += (x[i] - eps[i] * sigma) * s;
+        *(d->entries[e].negative ? &wn : &wp) += d->entries[e].strength;
+    }
+    for (size_t i = 0; i < n; i++) {
+        float p = d->pos[i] / (float)wp;
+        if (!d->use_negative) {
+            out[i] = p;
+            continue;
+        }
+        float u = d->neg[i] / (float)wn;
+        out[i] = u + (p - u) * (float)d->cfg;
+    }
+    return SD_OK;
+}
+
+static sd_status on_step(void *user, int step, int steps, const float *x, const float *denoised, size_t n)
+{
+    (void)x;
+    (void)denoised;
+    (void)n;
+    denoiser *d = user;
+    sd_status st = sd_run_progress(d->r, step + 1, steps);
+    d->reported |= st != SD_OK;
+    return st;
+}
+
+/* ComfyUI's reshape_mask: the LATENT's noise_mask ([B or 1, H, W] or [B, 1, H, W], any
+ * resolution) resized bilinearly (align_corners false) to h x w, repeated over the channels and
+ * cycled over the batch. out: batch * channels * h * w. */
+static sd_status prepare_mask(sd_node_run *r, const sd_tensor *m, size_t batch, int channels, int64_t h,
+                              int64_t w, float *out)
+{
+    if (m->ndim < 2 || m->ndim > 4 || (m->ndim == 4 && m->shape[1] != 1))
+        return sd_run_error(r, SD_ERR_INVALID, "latent noise_mask is not [batch, height, width]");
+    int64_t mh = m->shape[m->ndim - 2], mw = m->shape[m->ndim - 1], mb = 1;
+    for (int i = 0; i < m->ndim - 2; i++)
+        mb *= m->shape[i];
+    if (mh < 1 || mw < 1 || mb < 1)
+        return sd_run_error(r, SD_ERR_INVALID, "latent noise_mask is empty");
+    for (size_t b = 0; b < batch; b++) {
+        const float *src = m->data + (size_t)((int64_t)b % mb) * (size_t)(mh * mw);
+        float *dst = out + b * (size_t)channels * (size_t)(h * w);
+        for (int64_t y = 0; y < h; y++) {
+            double sy = fmax(((double)y + 0.5) * (double)mh / (double)h - 0.5, 0.0);
+            int64_t y0 = (int64_t)sy, y1 = y0 + 1 < mh ? y0 + 1 : mh - 1;
+            double fy = sy - (double)y0;
+            for (int64_t x = 0; x < w; x++) {
+                double sx = fmax(((double)x + 0.5) * (double)mw / (double)w - 0.5, 0.0);
+                int64_t x0 = (int64_t)sx, x1 = x0 + 1 < mw ? x0 + 1 : mw - 1;
+                double fx = sx - (double)x0;
+                double v = (1 - fy) * ((1 - fx) * src[y0 * mw + x0] + fx * src[y0 * mw + x1]) +
+                           fy * ((1 - fx) * src[y1 * mw + x0] + fx * src[y1 * mw + x1]);
+                for (int c = 0; c < channels; c++)
+                    dst[(size_t)c * (size_t)(h * w) + (size_t)(y * w + x)] = (float)v;
+            }
+        }
+    }
+    return SD_OK;
+}
+
+/* The inpainting UNet's extra channels (BaseModel.concat_cond): the rounded noise mask and the
+ * scaled input latent, or, without a mask, ones and the latent of a blank image. */
+static void inpaint_concat(const float *mask, const float *latent, size_t batch, size_t hw, float *out)
+{
+    static const float blank[4] = {0.8223f, -0.6876f, 0.6364f, 0.1380f};
+    for (size_t b = 0; b < batch; b++) {
+        float *o = out + b * 5 * hw;
+        for (size_t i = 0; i < hw; i++)
+            o[i] = mask ? roundf(mask[b * 4 * hw + i]) : 1.0f;
+        for (size_t c = 0; c < 4; c++)
+            for (size_t i = 0; i < hw; i++)
+                o[(1 + c) * hw + i] = mask ? latent[(b * 4 + c) * hw + i] : blank[c];
+    }
+}
+
+/* The LATENT output: a copy of the input (noise_mask, batch_index kept) with new samples. */
+static sd_status set_latent_output(sd_node_run *r, const sd_value *in, const float *samples, float inv_scale)
+{
+    sd_value *out = sd_value_copy(in);
+    sd_tensor *t = out ? sd_value_tensor(out, "samples") : NULL;
+    if (!t) {
+        sd_value_unref(out);
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    }
+    size_t n;
+    sd_tensor_numel(t, &n);
+    if (samples)
+        for (size_t i = 0; i < n; i++)
+            t->data[i] = samples[i] * inv_scale;
+    sd_run_set_output(r, 0, out);
+    return SD_OK;
+}
+
+typedef struct ksampler_args {
+    uint64_t seed;
+    int steps;
+    double cfg, denoise;
+    const char *sampler, *scheduler;
+    bool add_noise;
+    int start_step, last_step; /* -1: not given */
+    bool force_full_denoise;
+} ksampler_args;
+
+/* Reads the latent's batch_index attribute (LatentFromBatch, RepeatLatentBatch) into *out
+ * (malloc'd, batch entries), or NULL when absent. */
+static sd_status batch_index(sd_node_run *r, const sd_value *latent, size_t batch, int64_t **out)
+{
+    *out = NULL;
+    json_t *bi = latent->attrs ? json_object_get(latent->attrs, "batch_index") : NULL;
+    if (!bi)
+        return SD_OK;
+    if (!json_is_array(bi) || json_array_size(bi) != batch)
+        return sd_run_error(r, SD_ERR_INVALID, "latent batch_index does not list %zu items", batch);
+    int64_t *idx = malloc(batch * sizeof *idx);
+    if (!idx)
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < batch; i++) {
+        json_t *e = json_array_get(bi, i);
+        if (!json_is_integer(e)) {
+            free(idx);
+            return sd_run_error(r, SD_ERR_INVALID, "latent batch_index entry %zu is not an integer", i);
+        }
+        idx[i] = json_integer_value(e);
+    }
+    *out = idx;
+    return SD_OK;
+}
+
+static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
+{
+    sd_context *ctx = sd_run_context(r);
+    const sd_model_handle *h = sd_node_model_input(r, "model");
+    if (!h)
+        return SD_ERR_INVALID;
+    sd_value *latent_v = sd_run_value(r, "latent_image");
+    const sd_tensor *lt = sd_value_tensor(latent_v, "samples");
+    if (!lt || lt->ndim != 4 || lt->shape[0] < 1 || lt->shape[1] != 4 || lt->shape[2] < 1 || lt->shape[3] < 1)
+        return sd_run_error(r, SD_ERR_INVALID, "input 'latent_image' has no [batch, 4, h, w] samples");
+    const sd_checkpoint_config *cfg = sd_loaded_config(h->loaded);
+    denoiser d = {.r = r, .batch = (size_t)lt->shape[0], .h = lt->shape[2], .w = lt->shape[3],
+                  .cfg = a->cfg, .use_negative = fabs(a->cfg - 1.0) > 1e-9, .steps = a->steps};
+    d.per_item = (size_t)(4 * d.h * d.w);
+    size_t n = d.batch * d.per_item;
+    sd_model_sampling ms;
+    sd_model_sampling_sd1(&ms);
+    d.ms = &ms;
+    float *sigmas = NULL, *noise = NULL, *latent = NULL, *mask = NULL, *concat = NULL;
+    int64_t *bidx = NULL;
+    size_t n_sigmas = 0;
+    sd_status st = sd_ksampler_sigmas(ctx, &ms, a->scheduler, a->sampler, a->steps, a->denoise, &sigmas, &n_sigmas);
+    if (st)
+        return sd_node_model_fail(r, st);
+    if (!sd_sigmas_step_range(sigmas, &n_sigmas, a->start_step, a->last_step, a->force_full_denoise)) {
+        free(sigmas);
+        return set_latent_output(r, latent_v, NULL, 1.0f); /* nothing to run: the input as is */
+    }
+    if ((st = sd_loaded_unet(h->loaded, &d.unet)) || (st = sd_cl_get(ctx, &d.cl))) {
+        st = sd_node_model_fail(r, st);
+        goto done;
+    }
+    d.in_channels = cfg->unet.in_channels;
+    if (d.in_channels != 4 && d.in_channels != 9) {
+        st = sd_run_error(r, SD_ERR_INVALID, "a UNet with %d input channels is not supported", d.in_channels);
+        goto done;
+    }
+    int64_t f = (int64_t)1 << (cfg->unet.n_levels - 1); /* the UNet halves the size n_levels - 1 times */
+    if (d.h % f || d.w % f) {
+        st = sd_run_error(r, SD_ERR_INVALID,
+                          "latent %lldx%lld is not a multiple of %lld: this model needs image sizes that are "
+                          "multiples of %lld",
+                          (long long)d.w, (long long)d.h, (long long)f, (long long)(8 * f));
+        goto done;
+    }
+    if ((st = read_conditioning(r, &d, "positive", false, cfg->unet.context_dim)) ||
+        (st = read_conditioning(r, &d, "negative", true, cfg->unet.context_dim)) ||
+        (st = batch_index(r, latent_v, d.batch, &bidx)))
+        goto done;
+    float scale = cfg->vae.scale_factor;
+    latent = malloc(n * sizeof *latent);
+    noise = a->add_noise ? malloc(n * sizeof *noise) : NULL;
+    d.x_in = malloc(n * sizeof *d.x_in);
+    d.pos = malloc(n * sizeof *d.pos);
+    d.neg = malloc(n * sizeof *d.neg);
+    size_t n_eps;
+    if (!sd_mul_size(d.n_entries, n, &n_eps) || !latent || (a->add_noise && !noise) || !d.x_in || !d.pos ||
+        !d.neg || !(d.eps = malloc(n_eps * sizeof *d.eps))) {
+        st = sd_run_error(r, SD_ERR_NOMEM, "out of memory for a latent of %zu values", n);
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++)
+        latent[i] = lt->data[i] * scale;
+    if (noise && (st = sd_prepare_noise(ctx, a->seed, d.batch, d.per_item, bidx, noise))) {
+        st = sd_node_model_fail(r, st);
+        goto done;
+    }
+    const sd_tensor *mt = sd_value_tensor(latent_v, "noise_mask");
+    if (mt) {
+        if (!(mask = malloc(n * sizeof *mask))) {
+            st = sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        if ((st = prepare_mask(r, mt, d.batch, 4, d.h, d.w, mask)))
+            goto done;
+    }
+    if (d.in_channels == 9) {
+        if (!(concat = malloc(d.batch * 5 * (size_t)(d.h * d.w) * sizeof *concat))) {
+            st = sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        inpaint_concat(mask, latent, d.batch, (size_t)(d.h * d.w), concat);
+        d.concat = concat;
+    }
+    if ((st = prepare_groups(&d, cfg->unet.context_dim)))
+        goto done;
+    sd_sample_options o = {
+        .sampler = a->sampler, .sigmas = sigmas, .n_sigmas = n_sigmas,
+        .sigma_max = sd_model_sampling_sigma_max(&ms), .seed = a->seed,
+        .denoise = denoise, .denoise_user = &d, .step = on_step, .step_user = &d, .noise_mask = mask,
+    };
+    if ((st = sd_sample(ctx, &o, noise, latent, latent, n))) {
+        if (!d.reported)
+            st = sd_node_model_fail(r, st);
+        goto done;
+    }
+    st = set_latent_output(r, latent_v, latent, 1.0f / scale);
+done:
+    for (size_t g = 0; d.contexts && g < d.n_groups; g++)
+        sd_dtensor_free(d.contexts[g]);
+    free(d.contexts);
+    free(d.group_start);
+    free(d.entries);
+    free(d.x_in);
+    free(d.eps);
+    free(d.pos);
+    free(d.neg);
+    free(sigmas);
+    free(noise);
+    free(latent);
+    free(mask);
+    free(concat);
+    free(bidx);
+    return st;
+}
+
+static sd_status run_ksampler(sd_node_run *r)
+{
+    ksampler_args a = {
+        .seed = (uint64_t)sd_run_int(r, "seed"), .steps = (int)sd_run_int(r, "steps"),
+        .cfg = sd_run_float(r, "cfg"), .denoise = sd_run_float(r, "denoise"),
+        .sampler = sd_run_string(r, "sampler_name"), .scheduler = sd_run_string(r, "scheduler"),
+        .add_noise = true, .start_step = -1, .last_step = -1,
+    };
+    return common_ksampler(r, &a);
+}
+
+static sd_status run_ksampler_advanced(sd_node_run *r)
+{
+    ksampler_args a = {
+        .seed = (uint64_t)sd_run_int(r, "noise_seed"), .steps = (int)sd_run_int(r, "steps"),
+        .cfg = sd_run_float(r, "cfg"), .denoise = 1.0,
+        .sampler = sd_run_string(r, "sampler_name"), .scheduler = sd_run_string(r, "scheduler"),
+        .add_noise = strcmp(sd_run_string(r, "add_noise"), "enable") == 0,
+        .start_step = (int)sd_run_int(r, "start_at_step"), .last_step = (int)sd_run_int(r, "end_at_step"),
+        .force_full_denoise = strcmp(sd_run_string(r, "return_with_leftover_noise"), "enable") != 0,
+    };
+    return common_ksampler(r, &a);
+}
+
+#define SEED_MAX 9223372036854775807.0 /* sdflow's INT is 64-bit signed (ComfyUI: up to 2^64 - 1) */
+#define IN_STEPS SD_IN_INT("steps", "20", 1, 10000, "number of sampling steps")
+#define IN_CFG SD_IN_FLOAT("cfg", "8.0", 0.0, 100.0, "classifier-free guidance scale; 1 skips the negative")
+#define IN_SAMPLER SD_IN_ENUM("sampler_name", "euler", sampler_names, "sampler (docs/sampling.md)")
+#define IN_SCHEDULER SD_IN_ENUM("scheduler", "normal", scheduler_names, "noise schedule (docs/sampling.md)")
+#define IN_CONDS                                                                          \
+    SD_IN_LINK("positive", SD_TYPE_CONDITIONING, "what the image should show"),           \
+    SD_IN_LINK("negative", SD_TYPE_CONDITIONING, "what it should not show (guidance)"), \
+    SD_IN_LINK("latent_image", SD_TYPE_LATENT, "the latent to start from")
+
+static const sd_input_desc ks_in[] = {
+    SD_IN_LINK("model", SD_TYPE_MODEL, "the UNet"),
+    SD_IN_INT("seed", "0", 0, SEED_MAX, "noise seed (torch.manual_seed, as ComfyUI on the CPU)"),
+    IN_STEPS, IN_CFG, IN_SAMPLER, IN_SCHEDULER, IN_CONDS,
+    SD_IN_FLOAT("denoise", "1.0", 0.0, 1.0, "fraction of the schedule to run (img2img strength)"),
+};
+static const sd_output_desc ks_out[] = {
+    SD_OUT("LATENT", SD_TYPE_LATENT, "the denoised latent"),
+};
+const sd_node_desc sd_node_KSampler = {
+    .name = "KSampler", .version = 1, .category = "sampling",
+    .doc = "Denoises a latent with the model, guided by positive and negative conditioning.",
+    .inputs = ks_in, .n_inputs = SD_COUNT(ks_in),
+    .outputs = ks_out, .n_outputs = SD_COUNT(ks_out), .run = run_ksampler,
+};
+
+static const char *const enable_disable[] = {"enable", "disable", NULL};
+static const sd_input_desc ksa_in[] = {
+    SD_IN_LINK("model", SD_TYPE_MODEL, "the UNet"),
+    SD_IN_ENUM("add_noise", "enable", enable_disable, "add the seed's noise to the latent first"),
+    SD_IN_INT("noise_seed", "0", 0, SEED_MAX, "noise seed (torch.manual_seed, as ComfyUI on the CPU)"),
+    IN_STEPS, IN_CFG, IN_SAMPLER, IN_SCHEDULER, IN_CONDS,
+    SD_IN_INT("start_at_step", "0", 0, 10000, "first step of the schedule to run"),
+    SD_IN_INT("end_at_step", "10000", 0, 10000, "step to stop at"),
+    SD_IN_ENUM("return_with_leftover_noise", "disable", enable_disable,
+               "enable: stop at end_at_step's sigma; disable: denoise fully at the end"),
+};
+const sd_node_desc sd_node_KSamplerAdvanced = {
+    .name = "KSamplerAdvanced", .version = 1, .category = "sampling",
+    .doc = "KSampler over a range of the schedule's steps, with optional noise and leftover noise.",
+    .inputs = ksa_in, .n_inputs = SD_COUNT(ksa_in),
+    .outputs = ks_out, .n_outputs = SD_COUNT(ks_out), .run = run_ksampler_advanced,
+};

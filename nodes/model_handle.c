@@ -1,0 +1,38 @@
+/* MODEL, CLIP and VAE handle values (see model_handle.h). */
+#include "nodes/model_handle.h"
+#include <stdio.h>
+#include <stdlib.h>
+
+static void handle_free(void *p)
+{
+    sd_model_handle *h = p;
+    sd_loaded_unref(h->loaded);
+    free(h);
+}
+
+sd_value *sd_node_model_value(sd_type type, sd_loaded *l, int clip_layer)
+{
+    sd_model_handle *h = malloc(sizeof *h);
+    if (!h)
+        return NULL;
+    h->loaded = sd_loaded_ref(l);
+    h->clip_layer = clip_layer;
+    return sd_value_handle(type, h, handle_free); /* frees h on failure */
+}
+
+const sd_model_handle *sd_node_model_input(sd_node_run *r, const char *input)
+{
+    sd_value *v = sd_run_value(r, input);
+    if (!v || !v->handle || v->handle_free != handle_free) {
+        sd_run_error(r, SD_ERR_INVALID, "input '%s' carries no loaded model", input);
+        return NULL;
+    }
+    return v->handle;
+}
+
+sd_status sd_node_model_fail(sd_node_run *r, sd_status st)
+{
+    char msg[sizeof ((sd_context *)0)->errmsg];
+    snprintf(msg, sizeof msg, "%s", sd_context_errmsg(sd_run_context(r)));
+    return sd_run_error(r, st, "%s", msg);
+}
