@@ -16,6 +16,9 @@ trap 'rm -rf "$T"' EXIT
 MK="${SDFLOW_BUILD_DIR:?}/sdflow_mkckpt"
 mkdir -p "$T/models/checkpoints" "$T/models/vae"
 "$MK" --preset tiny "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" >/dev/null || fail "sdflow_mkckpt"
+mkdir -p "$T/models/loras"
+"${SDFLOW_BUILD_DIR:?}/sdflow_mklora" "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" \
+    "$T/models/loras/lora.safetensors" || fail "sdflow_mklora"
 for g in "$SRC"/graphs/*.xml; do
     "$BIN" validate --models-dir "$T/models" --input-dir "$SRC/examples/input" "$g" >"$T/out" 2>&1 ||
         { cat "$T/out"; fail "stock graph $g does not validate"; }
