@@ -14,13 +14,15 @@ grep -qxF "$test_cmd" "$SRC/.ci/run" || fail ".ci/run does not run the README's 
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 MK="${SDFLOW_BUILD_DIR:?}/sdflow_mkckpt"
-mkdir -p "$T/models/checkpoints" "$T/models/vae"
+mkdir -p "$T/models/checkpoints" "$T/models/vae" "$T/input"
+cp "$SRC/examples/input/shapes.png" "$T/input/input.png"
+cp "$SRC/examples/input/shapes.png" "$T/input/"
 "$MK" --preset tiny "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" >/dev/null || fail "sdflow_mkckpt"
 mkdir -p "$T/models/loras"
 "${SDFLOW_BUILD_DIR:?}/sdflow_mklora" "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" \
     "$T/models/loras/lora.safetensors" || fail "sdflow_mklora"
 for g in "$SRC"/graphs/*.xml; do
-    "$BIN" validate --models-dir "$T/models" --input-dir "$SRC/examples/input" "$g" >"$T/out" 2>&1 ||
+    "$BIN" validate --models-dir "$T/models" --input-dir "$T/input" "$g" >"$T/out" 2>&1 ||
         { cat "$T/out"; fail "stock graph $g does not validate"; }
 done
 # The quick-start run command, after its install and build steps, works as written (run from a
