@@ -444,20 +444,21 @@ static sd_status match_keys(sd_context *ctx, sd_lora *l, const keymap *km)
     }
     qsort(keys, n, sizeof *keys, cmp_filekey);
     sd_status st = SD_OK;
-    for (size_t i = 0; i < n && !st;) {
-        size_t j = i;
+    for (size_t i = 0, end; i < n && !st; i = end) {
+        /* keys[i, end): one base (a key without a LoRA suffix stands alone) */
+        end = i + 1;
+        while (keys[i].base[0] && end < n && strcmp(keys[end].base, keys[i].base) == 0)
+            end++;
         const sd_st_tensor *by_role[4] = {0};
         bool duplicate = false;
-        while (j < n && strcmp(keys[j].base, keys[i].base) == 0 && keys[i].base[0]) {
-            duplicate |= by_role[keys[j].role] != NULL;
-            by_role[keys[j].role] = keys[j].t;
-            j++;
+        for (size_t k = i; keys[i].base[0] && k < end; k++) {
+            duplicate |= by_role[keys[k].role] != NULL;
+            by_role[keys[k].role] = keys[k].t;
         }
         const target *t = keys[i].base[0] ? keymap_find(km, keys[i].base) : NULL;
-        if (j == i || !t || (!by_role[ROLE_UP] && !by_role[ROLE_DOWN])) {
-            for (size_t k = i; k < (j > i ? j : i + 1); k++, unmatched++)
+        if (!t || (!by_role[ROLE_UP] && !by_role[ROLE_DOWN])) {
+            for (size_t k = i; k < end; k++, unmatched++)
                 list_add(list, &omitted, keys[k].t->name);
-            i = j > i ? j : i + 1;
             continue;
         }
         if (duplicate) {
@@ -470,7 +471,6 @@ static sd_status match_keys(sd_context *ctx, sd_lora *l, const keymap *km)
                         by_role[ROLE_DOWN], by_role[ROLE_MID], by_role[ROLE_ALPHA], &l->patches[l->n]);
         if (!st)
             l->n++;
-        i = j;
     }
     free(keys);
     if (st)

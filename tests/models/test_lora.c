@@ -383,6 +383,18 @@ static void test_bad_files(void)
     CHECK_STR_CONTAINS(g_log, "partial.safetensors: 2 LoRA keys matched nothing: "
                               "lora_unet_input_blocks_9_1_proj_in.lora_up.weight, "
                               "lora_unet_input_blocks_9_1_proj_in.lora_down.weight");
+    /* The older diffusers layouts: attention processors and transformers' lora_linear_layer. */
+    tensor_spec old[4] = {
+        {"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_out_lora.up.weight", 2, {32, 2}, 0.1f},
+        {"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_out_lora.down.weight", 2, {2, 32}, 0.1f},
+        {"text_encoder.text_model.encoder.layers.1.self_attn.q_proj.lora_linear_layer.up.weight", 2, {64, 2}, 0.1f},
+        {"text_encoder.text_model.encoder.layers.1.self_attn.q_proj.lora_linear_layer.down.weight", 2, {2, 64}, 0.1f}};
+    char *old_path = test_path(test_scratch_dir(), "old.safetensors");
+    write_specs(old_path, old, 4);
+    sd_lora *ol = open_lora(old_path);
+    CHECK(ol && sd_lora_count(ol, SD_LORA_UNET) == 1 && sd_lora_count(ol, SD_LORA_CLIP) == 1);
+    sd_lora_unref(ol);
+    free(old_path);
     /* A missing file: the safetensors error. */
     sd_lora *l = (sd_lora *)1;
     CHECK_EQ_INT(sd_lora_open(ops_cl()->ctx, "/nonexistent/x.safetensors", &g_cfg, &l), SD_ERR_IO);
