@@ -719,6 +719,11 @@ static sd_status stack_apply(void *user, const char *name, const sd_dtensor *bas
     return st;
 }
 
+void sd_lora_stack_patcher(sd_lora_stack *s, sd_weight_patcher *out)
+{
+    *out = (sd_weight_patcher){stack_claims, stack_apply, s};
+}
+
 static sd_status wrong_part(sd_lora_stack *s, const char *want)
 {
     return sd_set_error(s->ctx, SD_ERR_INVALID, "LoRA stack for the %s asked for a %s",
@@ -733,7 +738,8 @@ sd_status sd_lora_stack_unet(sd_lora_stack *s, sd_unet *base, sd_unet **out)
     if (!s->unet || s->unet_base != base) {
         sd_unet_free(s->unet);
         s->unet = NULL;
-        sd_weight_patcher p = {stack_claims, stack_apply, s};
+        sd_weight_patcher p;
+        sd_lora_stack_patcher(s, &p);
         sd_status st = sd_unet_new_patched(base, &p, &s->unet);
         if (st)
             return st;
@@ -751,7 +757,8 @@ sd_status sd_lora_stack_clip(sd_lora_stack *s, sd_clip_model *base, sd_clip_mode
     if (!s->clip || s->clip_base != base) {
         sd_clip_model_free(s->clip);
         s->clip = NULL;
-        sd_weight_patcher p = {stack_claims, stack_apply, s};
+        sd_weight_patcher p;
+        sd_lora_stack_patcher(s, &p);
         sd_status st = sd_clip_model_new_patched(base, &p, &s->clip);
         if (st)
             return st;

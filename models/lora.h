@@ -53,6 +53,10 @@ sd_status sd_lora_stack_push(sd_context *ctx, const sd_lora_stack *base, sd_lora
 sd_lora_stack *sd_lora_stack_ref(sd_lora_stack *s); /* returns s */
 void sd_lora_stack_unref(sd_lora_stack *s);         /* NULL-safe */
 
+/* The stack's weight patcher (models/weights.h) for a patched view over any weight set holding
+ * its part's tensors (names without prefix); the stack must outlive the view. */
+void sd_lora_stack_patcher(sd_lora_stack *s, sd_weight_patcher *out);
+
 /* The patched view of base (which must outlive the stack): a UNet / text encoder sharing
  * base's uploaded weights except the patched tensors. Made on the first call for a given base
  * and owned by the stack. SD_ERR_INVALID when the stack is for the other part. */
