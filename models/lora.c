@@ -12,6 +12,7 @@
 
 #define NAME_MAX_LEN 192
 #define LIST_CHARS 600 /* characters of key names listed in one message */
+#define PATCH_RUN 64   /* elements per work-item of lora_patch (models/lora.cl) */
 
 /* ---- LDM <-> diffusers UNet names ---- */
 
@@ -707,8 +708,9 @@ static sd_status stack_apply(void *user, const char *name, const sd_dtensor *bas
     if (!st)
         st = sd_dtensor_new(cl, base->dtype, base->ndim, base->shape, out);
     if (!st) {
-        sd_cl_arg args[] = {SD_ARG_MEM(base->buf), SD_ARG_MEM(sum->buf), SD_ARG_MEM((*out)->buf)};
-        size_t global = base->numel;
+        sd_cl_arg args[] = {SD_ARG_MEM(base->buf), SD_ARG_MEM(sum->buf), SD_ARG_MEM((*out)->buf),
+                            SD_ARG_LONG(base->numel)};
+        size_t global = (base->numel + PATCH_RUN - 1) / PATCH_RUN;
         st = sd_cl_launch(cl, k, 1, &global, NULL, SD_NARGS(args), args);
     }
     if (st) {

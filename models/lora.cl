@@ -1,6 +1,8 @@
 /* LoRA weight patch (models/lora.c): out = base + delta over n elements, base and out in the
- * weight's storage dtype (f16 when built with -DWEIGHT_F16, else f32), delta f32. One element
- * per work-item: it runs once per patched tensor. */
+ * weight's storage dtype (f16 when built with -DWEIGHT_F16, else f32), delta f32. Each
+ * work-item takes a run of RUN elements (few, heavy work-items suit PoCL; DESIGN.md §7). */
+
+#define RUN 64
 
 #ifdef WEIGHT_F16
 #define LOAD(i, p) vload_half((i), (p))
@@ -12,8 +14,9 @@
 #define WEIGHT float
 #endif
 
-kernel void lora_patch(global const WEIGHT *base, global const float *delta, global WEIGHT *out)
+kernel void lora_patch(global const WEIGHT *base, global const float *delta, global WEIGHT *out, ulong n)
 {
-    size_t i = get_global_id(0);
-    STORE(LOAD(i, base) + delta[i], i, out);
+    ulong start = (ulong)get_global_id(0) * RUN, end = min(start + RUN, n);
+    for (ulong i = start; i < end; i++)
+        STORE(LOAD(i, base) + delta[i], i, out);
 }
