@@ -422,7 +422,7 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
         free(sigmas);
         return set_latent_output(r, latent_v, NULL, 1.0f); /* nothing to run: the input as is */
     }
-    if ((st = sd_loaded_unet(h->loaded, &d.unet)) || (st = sd_cl_get(ctx, &d.cl))) {
+    if ((st = sd_node_model_unet(h, &d.unet)) || (st = sd_cl_get(ctx, &d.cl))) {
         st = sd_node_model_fail(r, st);
         goto done;
     }

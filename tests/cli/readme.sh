@@ -24,6 +24,9 @@ mkdir -p "$T/models/upscale_models"
 mkdir -p "$T/models/controlnet"
 "$MK" --preset tiny --kind controlnet "$T/models/controlnet/control_v11p_sd15_canny_fp16.safetensors" >/dev/null ||
     fail "sdflow_mkckpt --kind controlnet"
+mkdir -p "$T/models/loras"
+"${SDFLOW_BUILD_DIR:?}/sdflow_mklora" "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" \
+    "$T/models/loras/lora.safetensors" || fail "sdflow_mklora"
 for g in "$SRC"/graphs/*.xml; do
     "$BIN" validate --models-dir "$T/models" --input-dir "$T/input" "$g" >"$T/out" 2>&1 ||
         { cat "$T/out"; fail "stock graph $g does not validate"; }
