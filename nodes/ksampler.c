@@ -327,8 +327,11 @@ static sd_status inpaint_concat(sd_node_run *r, const sd_tensor *c_latent, const
     return SD_OK;
 }
 
-/* The LATENT output: a copy of the input (noise_mask, batch_index kept) with new samples. */
-static sd_status set_latent_output(sd_node_run *r, const sd_value *in, const float *samples, float inv_scale)
+/* The LATENT output: a copy of the input (noise_mask, batch_index kept) with new samples.
+ * Where the resized noise mask is exactly 0 the input latent is kept bit for bit (the sampler's
+ * last step only reproduces it to rounding). */
+static sd_status set_latent_output(sd_node_run *r, const sd_value *in, const float *samples, const float *mask,
+                                   float inv_scale)
 {
     sd_value *out = sd_value_copy(in);
     sd_tensor *t = out ? sd_value_tensor(out, "samples") : NULL;
@@ -340,7 +343,8 @@ static sd_status set_latent_output(sd_node_run *r, const sd_value *in, const flo
     sd_tensor_numel(t, &n);
     if (samples)
         for (size_t i = 0; i < n; i++)
-            t->data[i] = samples[i] * inv_scale;
+            if (!mask || mask[i] != 0.0f)
+                t->data[i] = samples[i] * inv_scale;
     sd_run_set_output(r, 0, out);
     return SD_OK;
 }
@@ -406,7 +410,7 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
         return sd_node_model_fail(r, st);
     if (!sd_sigmas_step_range(sigmas, &n_sigmas, a->start_step, a->last_step, a->force_full_denoise)) {
         free(sigmas);
-        return set_latent_output(r, latent_v, NULL, 1.0f); /* nothing to run: the input as is */
+        return set_latent_output(r, latent_v, NULL, NULL, 1.0f); /* nothing to run: the input as is */
     }
     if ((st = sd_loaded_unet(h->loaded, &d.unet)) || (st = sd_cl_get(ctx, &d.cl))) {
         st = sd_node_model_fail(r, st);
@@ -489,7 +493,7 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
             st = sd_node_model_fail(r, st);
         goto done;
     }
-    st = set_latent_output(r, latent_v, latent, 1.0f / scale);
+    st = set_latent_output(r, latent_v, latent, mask, 1.0f / scale);
 done:
     for (size_t g = 0; d.contexts && g < d.n_groups; g++)
         sd_dtensor_free(d.contexts[g]);
