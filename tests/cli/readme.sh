@@ -16,6 +16,8 @@ trap 'rm -rf "$T"' EXIT
 MK="${SDFLOW_BUILD_DIR:?}/sdflow_mkckpt"
 mkdir -p "$T/models/checkpoints" "$T/models/vae"
 "$MK" --preset tiny "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" >/dev/null || fail "sdflow_mkckpt"
+"$MK" --preset tiny --in-channels 9 "$T/models/checkpoints/sd-v1-5-inpainting.safetensors" >/dev/null ||
+    fail "sdflow_mkckpt --in-channels 9"
 for g in "$SRC"/graphs/*.xml; do
     "$BIN" validate --models-dir "$T/models" --input-dir "$SRC/examples/input" "$g" >"$T/out" 2>&1 ||
         { cat "$T/out"; fail "stock graph $g does not validate"; }
