@@ -215,9 +215,13 @@ static sd_status run_with_fallback(sd_node_run *r, sd_vae *vae, bool decode, con
     int64_t f = sd_vae_factor(vae), unit = decode ? f : 1;
     for (tile = fb_tile, overlap = fb_overlap; sd_vae_status_is_oom(st) && tile >= fb_min;
          tile /= 2, overlap /= 2) {
-        sd_run_warn(r, "%s; retrying with tiled %s (tiles of %lld px, overlap %lld px, as VAE%sTiled)",
-                    sd_context_errmsg(sd_run_context(r)), decode ? "decoding" : "encoding",
-                    (long long)(tile * unit), (long long)(overlap * unit), decode ? "Decode" : "Encode");
+        if (tile == fb_tile)
+            sd_run_warn(r, "%s; retrying with tiled %s in %lld px tiles, overlap %lld px (as VAE%sTiled)",
+                        sd_context_errmsg(sd_run_context(r)), decode ? "decoding" : "encoding",
+                        (long long)(tile * unit), (long long)(overlap * unit), decode ? "Decode" : "Encode");
+        else
+            sd_run_warn(r, "%lld px tiles do not fit either; retrying with %lld px tiles, overlap %lld px",
+                        (long long)(tile * 2 * unit), (long long)(tile * unit), (long long)(overlap * unit));
         st = sd_vae_run_tiled(r, vae, decode, in, h, w, tile, overlap, out);
     }
     return st;
@@ -236,7 +240,7 @@ sd_status sd_vae_decode_image(sd_node_run *r, sd_vae *vae, const sd_tensor *lt, 
     for (int64_t i = 0; i < b && !st; i++) {
         if (tile == 0 && (st = sd_run_progress(r, (int)i, (int)b)))
             break;
-        st = run_with_fallback(r, vae, true, lt->data + (size_t)i * item_in, h, w, tile, overlap, 64, 16, 16, nchw);
+        st = run_with_fallback(r, vae, true, lt->data + (size_t)i * item_in, h, w, tile, overlap, 64, 16, 8, nchw);
         float *dst = img->data + (size_t)i * 3 * plane;
         for (size_t p = 0; !st && p < plane; p++)
             for (int c = 0; c < 3; c++) {
@@ -267,7 +271,7 @@ sd_status sd_vae_encode_image(sd_node_run *r, sd_vae *vae, const sd_tensor *img,
                 for (int k = 0; k < 3; k++)
                     nchw[(size_t)k * plane + (size_t)(y * ww + x)] =
                         src[((y + y0) * iw + (x + x0)) * ch + k] * 2.0f - 1.0f;
-        st = run_with_fallback(r, vae, false, nchw, hh, ww, tile, overlap, 512, 64, 128,
+        st = run_with_fallback(r, vae, false, nchw, hh, ww, tile, overlap, 512, 64, 64,
                                lat->data + (size_t)i * item_out);
     }
     free(nchw);

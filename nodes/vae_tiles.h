@@ -37,13 +37,13 @@ bool sd_vae_status_is_oom(sd_status st);
  * [0, 1] (ComfyUI's process_output). tile > 0: in tiles of `tile` latent cells with `overlap`
  * (sd_vae_run_tiled). tile == 0: each item whole; when the device runs out of memory the node
  * warns and retries that item in tiles as ComfyUI does (64 cells, overlap 16), halving the tiles
- * down to 16 cells while they still do not fit. Records the node's error on failure. */
+ * down to 8 cells (64 px, VAEDecodeTiled's smallest) while they still do not fit. Records the node's error on failure. */
 sd_status sd_vae_decode_image(sd_node_run *r, sd_vae *vae, const sd_tensor *lt, int64_t tile, int64_t overlap,
                               sd_tensor *img);
 /* Encodes img [b, H, W, C >= 3] (RGB in [0, 1]; the centred crop to multiples of f) into
  * lat [b, zc, H/f, W/f]. tile > 0: tiles of `tile` pixels (a multiple of 2f) with `overlap`
  * (a multiple of f). tile == 0: whole, with the same out-of-memory fallback (512 px tiles,
- * overlap 64, halving down to 128 px). Records the node's error on failure. */
+ * overlap 64, halving down to 64 px). Records the node's error on failure. */
 sd_status sd_vae_encode_image(sd_node_run *r, sd_vae *vae, const sd_tensor *img, int64_t tile, int64_t overlap,
                               sd_tensor *lat);
 
