@@ -7,6 +7,7 @@
  * docs/benchmarks.md records results and the exact command. */
 #include "runtime-opencl/ops.h"
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,13 +119,13 @@ static void run_gemm(sd_cl *cl)
 
 /* ---- 3x3 convolutions, padding 1, C -> C channels ---- */
 
-static double bench_conv(sd_cl *cl, int C, int HW, sd_dtype wdt)
+static double bench_conv(sd_cl *cl, int C, int HW, sd_dtype wdt, sd_conv_algo algo)
 {
     int64_t xs[] = {1, C, HW, HW}, ws[] = {C, C, 3, 3};
     sd_dtensor *x = upload(cl, SD_DTYPE_F32, 4, xs, 3), *w = upload(cl, wdt, 4, ws, 4), *y = NULL;
     if (!x || !w)
         die(cl, "upload");
-    sd_conv2d_params p = {1, 1, 1, 1, SD_ACT_NONE};
+    sd_conv2d_params p = {1, 1, 1, 1, SD_ACT_NONE, algo};
     double best = 1e30;
     for (int r = 0; r < reps + 1; r++) {
         double t0 = now();
@@ -179,21 +180,25 @@ static double blas_conv(int C, int HW)
 
 static void run_conv(sd_cl *cl)
 {
-    static const int shapes[][2] = {{320, 64}, {640, 32}, {1280, 16}, {1280, 8}};
-    printf("\nconv 3x3 pad 1 (C -> C @ HxW)      f32 w GF/s  f16 w GF/s  im2col+sgemm GF/s  ratio f32\n");
+    static const int shapes[][2] = {{320, 64}, {640, 32}, {1280, 16}, {1280, 8}, {512, 64}, {128, 256}};
+    printf("\nconv 3x3 pad 1 (C -> C @ HxW)   GF/s: gemm f32  wino f32  auto f16   im2col+sgemm  ratio auto f32\n");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         int C = shapes[i][0], HW = shapes[i][1];
-        double g32 = bench_conv(cl, C, HW, SD_DTYPE_F32);
-        double g16 = bench_conv(cl, C, HW, SD_DTYPE_F16);
+        double gg = bench_conv(cl, C, HW, SD_DTYPE_F32, SD_CONV_GEMM);
+        double gw = bench_conv(cl, C, HW, SD_DTYPE_F32, SD_CONV_WINOGRAD);
+        double g16 = bench_conv(cl, C, HW, SD_DTYPE_F16, SD_CONV_AUTO);
+        bool wino = HW >= 64 && C >= 256; /* what AUTO picks (conv.c) */
+        double ga = wino ? gw : gg;
 #ifdef SDFLOW_HAVE_OPENBLAS
         double gb = blas_conv(C, HW);
-        printf("  %4d @ %2dx%-2d                     %10.1f  %10.1f  %17.1f  %8.0f%%\n", C, HW, HW, g32, g16, gb,
-               100.0 * g32 / gb);
+        printf("  %4d @ %3dx%-3d                    %9.1f %9.1f %9.1f %14.1f %14.0f%%\n", C, HW, HW, gg, gw, g16, gb,
+               100.0 * ga / gb);
 #else
-        printf("  %4d @ %2dx%-2d                     %10.1f  %10.1f  %17s\n", C, HW, HW, g32, g16, "n/a");
+        printf("  %4d @ %3dx%-3d                    %9.1f %9.1f %9.1f %14s\n", C, HW, HW, gg, gw, g16, "n/a");
 #endif
         fflush(stdout);
     }
+    printf("  (Winograd figures count the direct convolution's flops)\n");
 }
 
 /* ---- attention: q [1, Nq, H*D], k/v [1, Nk, H*D] ---- */

@@ -33,4 +33,15 @@ const sd_unet_config *sd_unet_config_of(const sd_unet *u);
 sd_status sd_unet_forward(sd_unet *u, const sd_dtensor *x, const float *timesteps,
                           const sd_dtensor *context, const sd_unet_control *control, sd_dtensor **out);
 
+/* The number of skip connections (input block outputs): the residuals a ControlNet gives. */
+int sd_unet_skip_count(const sd_unet *u);
+
+/* The encoder half as a ControlNet runs it (cldm.ControlNet.forward): time embedding, input
+ * blocks and middle block, with hint (NULL: none; [B, model_channels, h, w] f32) added to the
+ * stem conv's output. outs (sd_unet_skip_count + 1 slots) receives new tensors: every input
+ * block's output in order, then the middle block's. Inputs as sd_unet_forward; on failure every
+ * slot is NULL. */
+sd_status sd_unet_encode(sd_unet *u, const sd_dtensor *x, const float *timesteps, const sd_dtensor *context,
+                         const sd_dtensor *hint, sd_dtensor **outs);
+
 #endif

@@ -7,6 +7,20 @@
 
 static size_t div_up(size_t a, size_t b) { return (a + b - 1) / b; }
 
+/* Work-group size for a 1-D launch of n heavy work-items (rows, groups): the largest divisor of
+ * n up to 256 that still leaves 4 groups per compute unit (PoCL runs a work-group on one
+ * thread; too many tiny groups cost scheduling, one huge group leaves cores idle). */
+static size_t rows_local(const sd_cl *cl, size_t n)
+{
+    size_t cap = n / (4 * (size_t)(cl->compute_units ? cl->compute_units : 1));
+    if (cap > 256)
+        cap = 256;
+    for (size_t l = cap; l > 1; l--)
+        if (n % l == 0)
+            return l;
+    return 1;
+}
+
 static sd_status require_f32(sd_cl *cl, const char *op, const char *name, const sd_dtensor *t)
 {
     char d[96];
@@ -260,8 +274,8 @@ sd_status sd_op_group_norm(sd_cl *cl, const sd_dtensor *x, int groups, float eps
                                &stats, &stats_cap)))
         goto done;
     sd_cl_arg sargs[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(stats), SD_ARG_LONG(group_elems), SD_ARG_FLOAT(eps)};
-    size_t sglobal = n * (size_t)groups;
-    if ((st = sd_cl_launch(cl, ks, 1, &sglobal, NULL, SD_NARGS(sargs), sargs)))
+    size_t sglobal = n * (size_t)groups, slocal = rows_local(cl, sglobal);
+    if ((st = sd_cl_launch(cl, ks, 1, &sglobal, &slocal, SD_NARGS(sargs), sargs)))
         goto done;
     /* Enough chunks per plane to keep every compute unit busy, each a multiple of 8 values. */
     size_t planes = n * (size_t)c;
@@ -308,8 +322,8 @@ sd_status sd_op_layer_norm(sd_cl *cl, const sd_dtensor *x, float eps, const sd_d
         sd_cl_arg args[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(gamma ? gamma->buf : NULL),
                             SD_ARG_MEM(beta ? beta->buf : NULL), SD_ARG_MEM(y->buf), SD_ARG_UINT(dim),
                             SD_ARG_FLOAT(eps), SD_ARG_INT(gamma != NULL)};
-        size_t rows = x->numel / (size_t)dim;
-        if ((st = sd_cl_launch(cl, k, 1, &rows, NULL, SD_NARGS(args), args)))
+        size_t rows = x->numel / (size_t)dim, local = rows_local(cl, rows);
+        if ((st = sd_cl_launch(cl, k, 1, &rows, &local, SD_NARGS(args), args)))
             goto done;
     }
     *out = y;
@@ -334,8 +348,8 @@ sd_status sd_op_softmax(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out)
         goto done;
     if (dim > 0) {
         sd_cl_arg args[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(y->buf), SD_ARG_UINT(dim)};
-        size_t rows = x->numel / (size_t)dim;
-        if ((st = sd_cl_launch(cl, k, 1, &rows, NULL, SD_NARGS(args), args)))
+        size_t rows = x->numel / (size_t)dim, local = rows_local(cl, rows);
+        if ((st = sd_cl_launch(cl, k, 1, &rows, &local, SD_NARGS(args), args)))
             goto done;
     }
     *out = y;

@@ -140,9 +140,39 @@ static void test_forward_control_f32(void)
     controls_free(&k);
 }
 
+/* NULL residuals add nothing (ComfyUI's None entries). */
+static void test_forward_null_control(void)
+{
+    const sd_dtensor *none[9] = {0};
+    sd_unet_control control = {.skips = none, .n_skips = 9, .middle = NULL};
+    forward_case(SD_DTYPE_F32, &control, "unet_eps.bin", F32_TOL);
+}
+
 static void test_forward_f16(void)
 {
     forward_case(SD_DTYPE_F16, NULL, "unet_eps.bin", F16_TOL);
+}
+
+/* proj_in / proj_out stored as Linear [C, C] (SD2-style) instead of 1x1 convs: the writer gives
+ * them the same values (they depend on seed and name only), so the golden still holds. */
+static void test_forward_linear_proj(void)
+{
+    sd_context *ctx = ops_cl()->ctx;
+    sd_checkpoint_config cfg = g_cfg, got;
+    cfg.unet.linear_proj = true;
+    cfg.has_clip = cfg.has_vae = false;
+    char *path = test_path(test_scratch_dir(), "unet_linear.safetensors");
+    sd_safetensors *st = NULL;
+    CHECK_EQ_INT(sd_sd1_write_random(ctx, path, &cfg, SD_ST_F32, 7), SD_OK);
+    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &st), SD_OK);
+    CHECK_EQ_INT(sd_checkpoint_inspect(ctx, st, &got), SD_OK);
+    CHECK(got.unet.linear_proj);
+    sd_safetensors *saved = g_st;
+    g_st = st;
+    forward_case(SD_DTYPE_F32, NULL, "unet_eps.bin", F32_TOL);
+    g_st = saved;
+    sd_safetensors_close(st);
+    free(path);
 }
 
 /* One failing forward: status, exact message, no output. */
@@ -204,7 +234,9 @@ int main(void)
         return 1;
     RUN(test_forward_f32);
     RUN(test_forward_control_f32);
+    RUN(test_forward_null_control);
     RUN(test_forward_f16);
+    RUN(test_forward_linear_proj);
     RUN(test_bad_input);
     sd_dtensor_free(g_x);
     sd_dtensor_free(g_ctx);
