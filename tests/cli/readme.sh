@@ -17,6 +17,7 @@ MK="${SDFLOW_BUILD_DIR:?}/sdflow_mkckpt"
 mkdir -p "$T/models/checkpoints" "$T/models/vae" "$T/input"
 cp "$SRC/examples/input/shapes.png" "$T/input/input.png"
 cp "$SRC/examples/input/shapes.png" "$T/input/"
+cp "$SRC/examples/input/shapes-inpaint.png" "$T/input/"
 "$MK" --preset tiny "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" >/dev/null || fail "sdflow_mkckpt"
 "$MK" --preset tiny --in-channels 9 "$T/models/checkpoints/sd-v1-5-inpainting.safetensors" >/dev/null ||
     fail "sdflow_mkckpt --in-channels 9"

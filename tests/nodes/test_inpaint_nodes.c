@@ -107,7 +107,7 @@ static sd_result *run(sd_graph *g, const char **outs, size_t n, sd_status want)
 
 static const sd_tensor *tensor(const sd_result *res, const char *id, const char *output, const char *name)
 {
-    const sd_value *v = res ? sd_result_value(res, id, output, NULL) : NULL;
+    const sd_value *v = res ? sd_result_value(res, id, output) : NULL;
     const sd_tensor *t = v ? sd_value_tensor(v, name) : NULL;
     CHECK_MSG(t != NULL, "%s.%s has no tensor '%s'", id, output, name);
     return t;
@@ -219,7 +219,7 @@ static void test_inpaint_model_conditioning(void)
     set(g, "imc", "noise_mask", "false");
     const char *one[] = {"imc"};
     res = run(g, one, 1, SD_OK);
-    const sd_value *v = res ? sd_result_value(res, "imc", "latent", NULL) : NULL;
+    const sd_value *v = res ? sd_result_value(res, "imc", "latent") : NULL;
     CHECK(v && sd_value_tensor(v, "samples") && !sd_value_tensor(v, "noise_mask"));
     sd_result_free(res);
     free(want_lat);

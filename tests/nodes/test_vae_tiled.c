@@ -99,13 +99,13 @@ static sd_status run(sd_context *ctx, sd_graph *g, const char *output, const cha
     sd_result *res = NULL;
     sd_status st = sd_graph_run(g, &opt, &res);
     if (!st) {
-        const sd_value *v = sd_result_value(res, "node", output, NULL);
+        const sd_value *v = sd_result_value(res, "node", output);
         const sd_tensor *t = v ? sd_value_tensor(v, name) : NULL;
         size_t numel = 0;
         CHECK(t && sd_tensor_numel(t, &numel) && numel == n);
         if (t && numel == n)
             memcpy(out, t->data, n * sizeof *out);
-        const sd_tensor *l = sd_value_tensor(sd_result_value(res, "enc", "LATENT", NULL), "samples");
+        const sd_tensor *l = sd_value_tensor(sd_result_value(res, "enc", "LATENT"), "samples");
         if (lat && l)
             memcpy(lat, l->data, 4 * LH * LW * sizeof *lat);
     }
