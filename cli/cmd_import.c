@@ -24,7 +24,6 @@ int cmd_import(int argc, char **argv)
     int rc = EXIT_OK;
     sd_context *ctx = NULL;
     sd_graph *g = NULL;
-    char *xml = NULL;
     for (int i = 1; i < argc; i++) {
         const char *v;
         int r;
@@ -61,19 +60,11 @@ int cmd_import(int argc, char **argv)
     sd_status st = sd_context_new(&ctx);
     if (!st)
         st = sd_graph_import_comfy(ctx, in, &g);
-    if (!st && strcmp(out, "-") == 0) {
-        st = sd_graph_to_xml(g, false, &xml);
-        if (!st && (fputs(xml, stdout) == EOF || fflush(stdout) == EOF)) {
-            rc = cli_fail(ctx, SD_ERR_IO, "cannot write to stdout");
-            goto done;
-        }
-    } else if (!st) {
-        st = sd_graph_save_xml(g, out, false);
-    }
     if (st)
         rc = cli_report_failure(ctx, st);
+    else
+        rc = cli_write_graph(ctx, g, out, false);
 done:
-    free(xml);
     sd_graph_free(g);
     sd_context_free(ctx);
     return rc;

@@ -3,7 +3,6 @@
 #include "cli/cli.h"
 #include "cli/options.h"
 #include <errno.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -25,28 +24,6 @@ static const char replay_help[] =
     "exit codes: 0 identical, 1 different (the maximum difference is printed), 3 no workflow or\n"
     "invalid input (a missing or changed input file is named with its hash), 4 resource limit,\n"
     "5 I/O error, 130 interrupted (Ctrl-C stops at the next node)\n";
-
-/* SIGINT/SIGTERM during the replay ask the run to stop at the next node boundary (exit 130);
- * a second signal kills. */
-static sd_context *volatile interrupt_ctx;
-
-static void on_signal(int sig)
-{
-    if (interrupt_ctx)
-        sd_context_interrupt(interrupt_ctx);
-    struct sigaction dfl = {.sa_handler = SIG_DFL};
-    sigemptyset(&dfl.sa_mask);
-    sigaction(sig, &dfl, NULL);
-}
-
-static void catch_signals(sd_context *ctx, bool on)
-{
-    interrupt_ctx = on ? ctx : NULL;
-    struct sigaction sa = {.sa_handler = on ? on_signal : SIG_DFL};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
 
 /* Writes text to path through a temp file and rename; prints the error and returns false. */
 static bool write_text_file(const char *path, const char *text)
@@ -152,9 +129,9 @@ int cmd_replay(int argc, char **argv)
         goto done;
     }
     sd_replay_report report;
-    catch_signals(ctx, true);
+    cli_catch_signals(ctx, true);
     st = sd_replay(ctx, image, &report);
-    catch_signals(ctx, false);
+    cli_catch_signals(ctx, false);
     if (st == SD_OK)
         printf("identical: %s (re-rendered as %s)\n", image, report.new_image);
     else if (st == SD_ERR_MISMATCH && report.new_image)

@@ -4,7 +4,6 @@
 #include "cli/options.h"
 #include "sdflow/node.h"
 #include <jansson.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -32,28 +31,6 @@ static void usage(FILE *out)
             "Written files are printed on stdout, one per line. Ctrl-C stops at the next node or\n"
             "sampler step: no partial files are left, exit status 130.\n",
             cli_opts_help);
-}
-
-/* ---- Signals: the first SIGINT/SIGTERM asks the run to stop; a second one kills. ---- */
-
-static sd_context *volatile interrupt_ctx;
-
-static void on_signal(int sig)
-{
-    if (interrupt_ctx)
-        sd_context_interrupt(interrupt_ctx);
-    struct sigaction dfl = {.sa_handler = SIG_DFL};
-    sigemptyset(&dfl.sa_mask);
-    sigaction(sig, &dfl, NULL);
-}
-
-static void catch_signals(sd_context *ctx, bool on)
-{
-    interrupt_ctx = on ? ctx : NULL;
-    struct sigaction sa = {.sa_handler = on ? on_signal : SIG_DFL};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
 }
 
 /* ---- Progress. ---- */
@@ -350,9 +327,9 @@ int cmd_run(int argc, char **argv)
     sd_run_options ro = {.outputs = outputs, .n_outputs = n_outputs, .no_cache = no_cache};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    catch_signals(ctx, true);
+    cli_catch_signals(ctx, true);
     st = sd_graph_run(g, &ro, &result);
-    catch_signals(ctx, false);
+    cli_catch_signals(ctx, false);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
     clear_live_line(&progress);

@@ -27,7 +27,6 @@ int cmd_save(int argc, char **argv)
     int rc = EXIT_OK;
     sd_context *ctx = NULL;
     sd_graph *g = NULL;
-    char *xml = NULL;
     for (int i = 1; i < argc; i++) {
         const char *v;
         int r;
@@ -69,19 +68,11 @@ int cmd_save(int argc, char **argv)
         st = cli_opts_apply_sets(&opts, g);
     if (!st && resolve)
         st = sd_graph_inline_params(g);
-    if (!st && strcmp(out, "-") == 0) {
-        st = sd_graph_to_xml(g, true, &xml);
-        if (!st && (fputs(xml, stdout) == EOF || fflush(stdout) == EOF)) {
-            rc = cli_fail(ctx, SD_ERR_IO, "cannot write to stdout");
-            goto done;
-        }
-    } else if (!st) {
-        st = sd_graph_save_xml(g, out, true);
-    }
     if (st)
         rc = cli_report_failure(ctx, st);
+    else
+        rc = cli_write_graph(ctx, g, out, true);
 done:
-    free(xml);
     sd_graph_free(g);
     sd_context_free(ctx);
     cli_opts_free(&opts);

@@ -179,3 +179,18 @@ int cli_report_failure(sd_context *ctx, sd_status status)
         return sd_status_exit_code(status);
     return cli_fail(ctx, status, NULL);
 }
+
+int cli_write_graph(sd_context *ctx, sd_graph *graph, const char *path, bool resolve_params)
+{
+    if (strcmp(path, "-") != 0) {
+        sd_status st = sd_graph_save_xml(graph, path, resolve_params);
+        return st ? cli_report_failure(ctx, st) : EXIT_OK;
+    }
+    char *xml = NULL;
+    sd_status st = sd_graph_to_xml(graph, resolve_params, &xml);
+    int rc = st ? cli_report_failure(ctx, st) : EXIT_OK;
+    if (!st && (fputs(xml, stdout) == EOF || fflush(stdout) == EOF))
+        rc = cli_fail(ctx, SD_ERR_IO, "cannot write to stdout");
+    free(xml);
+    return rc;
+}

@@ -76,4 +76,8 @@ size_t cli_print_diags(const sd_context *ctx);
  * as "sdflow: error: ..." unless it repeats the last diagnostic. Returns the exit code. */
 int cli_report_failure(sd_context *ctx, sd_status status);
 
+/* Writes graph as XML to path (atomically) or, for "-", to stdout (resolve_params as in
+ * sd_graph_save_xml); reports a failure on stderr. Returns the exit code. */
+int cli_write_graph(sd_context *ctx, sd_graph *graph, const char *path, bool resolve_params);
+
 #endif

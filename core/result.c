@@ -141,11 +141,12 @@ const char *sd_result_file(const sd_result *r, size_t index)
 /* The tensor that describes a value's shape: the first one ("image", "samples", "mask"...). */
 static const sd_tensor *main_tensor(const sd_value *v)
 {
-    return v->n_tensors ? &v->tensors[0].tensor : NULL;
+    return v->n_tensors ? &v->tensors[0]->tensor : NULL;
 }
 
-const sd_value *sd_result_value(const sd_result *r, const char *node_id, const char *output,
-                                sd_type *type)
+/* The kept value of node_id's output and its socket type; NULL when absent. */
+static const sd_value *find_output(const sd_result *r, const char *node_id, const char *output,
+                                   sd_type *type)
 {
     for (size_t i = 0; r && i < r->n_kept; i++) {
         const kept_output *k = &r->kept[i];
@@ -166,7 +167,7 @@ sd_status sd_result_output(const sd_result *r, const char *node_id, const char *
 {
     memset(info, 0, sizeof *info);
     sd_type type;
-    const sd_value *v = sd_result_value(r, node_id, output, &type);
+    const sd_value *v = find_output(r, node_id, output, &type);
     if (!v)
         return SD_ERR_NOT_FOUND;
     info->type = sd_type_name(type);
@@ -180,4 +181,9 @@ sd_status sd_result_output(const sd_result *r, const char *node_id, const char *
         memcpy(info->shape, t->shape, (size_t)t->ndim * sizeof t->shape[0]);
     }
     return SD_OK;
+}
+
+const sd_value *sd_result_value(const sd_result *r, const char *node_id, const char *output)
+{
+    return find_output(r, node_id, output, NULL);
 }

@@ -76,12 +76,11 @@ sd_status sd_result_add_stat(sd_result *r, const char *node_id, const char *node
 sd_status sd_result_add_file_path(sd_result *r, const char *path);
 /* Keeps a wanted node's outputs: takes one reference of each value. */
 sd_status sd_result_keep(sd_result *r, const char *node_id, const sd_node_desc *desc, sd_value **values);
-/* A wanted node's output value (borrowed; valid while the result lives) and its socket type;
- * NULL when the node was not wanted or has no such output. For tests and front-end internals. */
-const sd_value *sd_result_value(const sd_result *r, const char *node_id, const char *output,
-                                sd_type *type);
 /* The most nodes whose outputs were held at once during the run (freeing is observable). */
 void sd_result_set_peak(sd_result *r, size_t peak_live);
 size_t sd_result_peak_live(const sd_result *r);
+/* A wanted node's output value (borrowed; lives as long as the result), or NULL (tests read
+ * tensors through it). */
+const sd_value *sd_result_value(const sd_result *r, const char *node_id, const char *output);
 
 #endif

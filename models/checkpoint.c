@@ -136,6 +136,11 @@ static sd_status verify(sd_context *ctx, const sd_safetensors *st, const sd_layo
     return SD_OK;
 }
 
+sd_status sd_layout_verify(sd_context *ctx, const sd_safetensors *st, const sd_layout *layout, const char *what)
+{
+    return verify(ctx, st, layout, what);
+}
+
 static sd_status check_channels(sd_context *ctx, const char *path, const char *what, int channels, int groups,
                                 int heads)
 {
@@ -148,18 +153,16 @@ static sd_status check_channels(sd_context *ctx, const char *path, const char *w
     return SD_OK;
 }
 
-static sd_status inspect_unet(sd_context *ctx, const sd_safetensors *st, const char *p, sd_unet_config *u)
+sd_status sd_unet_inspect_encoder(sd_context *ctx, const sd_safetensors *st, const char *p, const char *what,
+                                  sd_unet_config *u)
 {
-    const char *path = sd_safetensors_path(st), *what = "SD1.x UNet";
+    const char *path = sd_safetensors_path(st);
     const sd_st_tensor *t;
     sd_status status;
     if ((status = need(ctx, st, what, 4, &t, "%sinput_blocks.0.0.weight", p)))
         return status;
     u->model_channels = (int)t->shape[0];
     u->in_channels = (int)t->shape[1];
-    if ((status = need(ctx, st, what, 4, &t, "%sout.2.weight", p)))
-        return status;
-    u->out_channels = (int)t->shape[0];
     if ((status = need(ctx, st, what, 2, &t, "%stime_embed.0.weight", p)))
         return status;
     u->time_embed_dim = (int)t->shape[0];
@@ -214,6 +217,16 @@ static sd_status inspect_unet(sd_context *ctx, const sd_safetensors *st, const c
             return status;
     }
     return SD_OK;
+}
+
+static sd_status inspect_unet(sd_context *ctx, const sd_safetensors *st, const char *p, sd_unet_config *u)
+{
+    const char *what = "SD1.x UNet";
+    const sd_st_tensor *t;
+    sd_status status = sd_unet_inspect_encoder(ctx, st, p, what, u);
+    if (!status && !(status = need(ctx, st, what, 4, &t, "%sout.2.weight", p)))
+        u->out_channels = (int)t->shape[0];
+    return status;
 }
 
 static sd_status inspect_clip(sd_context *ctx, const sd_safetensors *st, const char *p, sd_clip_config *c)

@@ -85,6 +85,17 @@ typedef struct sd_schedule_config {
     sd_prediction prediction; /* eps */
 } sd_schedule_config;
 
+/* The SD1 ControlNet (cldm.ControlNet): a copy of the UNet's encoder half plus the hint
+ * encoder input_hint_block (eight 3x3 convs, SiLU between them, stride 2 at the third, fifth and
+ * seventh: image resolution to latent resolution), one 1x1 zero conv per skip connection
+ * (zero_convs.N.0) and one after the middle block (middle_block_out.0). */
+#define SD_CONTROLNET_HINT_CONVS 8
+typedef struct sd_controlnet_config {
+    sd_unet_config unet;  /* the encoder (shape:, as the UNet's; out_channels unused) */
+    int hint_channels;    /* shape: 3 (RGB hint image) */
+    int hint_widths[SD_CONTROLNET_HINT_CONVS]; /* shape: 16, 16, 32, 32, 96, 96, 256, model_channels */
+} sd_controlnet_config;
+
 typedef struct sd_checkpoint_config {
     sd_family family;
     bool has_unet, has_clip, has_vae; /* parts present in the file */
@@ -118,6 +129,12 @@ sd_status sd_checkpoint_inspect(sd_context *ctx, const sd_safetensors *st, sd_ch
  * checkpoint (first_stage_model.*) and checks its tensors as above. cfg->has_vae is set,
  * family is SD_FAMILY_VAE for a standalone file. */
 sd_status sd_vae_inspect(sd_context *ctx, const sd_safetensors *st, sd_checkpoint_config *cfg);
+
+/* Reads the architecture of an LDM UNet's encoder half (time_embed, input_blocks, middle_block
+ * under prefix; what a ControlNet copies) into *u from tensor shapes; out_channels is left
+ * untouched. Errors as sd_checkpoint_inspect, with `what` ("SD1.x UNet") in the messages. */
+sd_status sd_unet_inspect_encoder(sd_context *ctx, const sd_safetensors *st, const char *prefix, const char *what,
+                                  sd_unet_config *u);
 
 /* The SD1 family rules applied to a config (heads, groups, schedule, VAE scale). */
 void sd_checkpoint_apply_sd1_rules(sd_checkpoint_config *cfg);

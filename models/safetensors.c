@@ -417,6 +417,41 @@ const char *sd_safetensors_metadata(const sd_safetensors *st, const char *key)
     return st->metadata ? json_string_value(json_object_get(st->metadata, key)) : NULL;
 }
 
+sd_status sd_safetensors_alias(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *const *from,
+                               const char *const *names, size_t n, sd_safetensors **out)
+{
+    *out = NULL;
+    sd_status status = SD_OK;
+    sd_safetensors *a = calloc(1, sizeof *a);
+    if (!a || !(a->path = sd_strdup(st->path)) || !(a->tensors = calloc(n ? n : 1, sizeof *a->tensors)) ||
+        !(a->by_name = calloc(n ? n : 1, sizeof *a->by_name))) {
+        status = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", st->path);
+        goto fail;
+    }
+    a->metadata = json_incref(st->metadata);
+    for (size_t i = 0; i < n; i++) {
+        sd_st_tensor *t = &a->tensors[a->n];
+        *t = *from[i];
+        if (!(t->name = sd_strdup(names[i]))) {
+            status = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", st->path);
+            goto fail;
+        }
+        a->by_name[a->n++] = t;
+    }
+    qsort(a->by_name, a->n, sizeof *a->by_name, cmp_name);
+    for (size_t i = 1; i < a->n; i++)
+        if (strcmp(a->by_name[i - 1]->name, a->by_name[i]->name) == 0) {
+            status = sd_set_error(ctx, SD_ERR_INVALID, "%s: two tensors map to the name '%s'", st->path,
+                                  a->by_name[i]->name);
+            goto fail;
+        }
+    *out = a;
+    return SD_OK;
+fail:
+    sd_safetensors_close(a);
+    return status;
+}
+
 static sd_status check_read(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, size_t n)
 {
     if (!sd_st_dtype_is_weight(t->dtype))

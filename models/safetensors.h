@@ -74,6 +74,13 @@ bool sd_safetensors_has_prefix(const sd_safetensors *st, const char *prefix);
 /* A "__metadata__" value, or NULL. */
 const char *sd_safetensors_metadata(const sd_safetensors *st, const char *key);
 
+/* A handle on st's tensors under other names (a key-layout conversion without copying data):
+ * names[i] (copied) is the new name of the tensor from[i] (a tensor of st). The alias shares
+ * st's mapping and metadata; st must stay open while the alias is used; closing the alias
+ * leaves st alone. SD_ERR_INVALID (naming st's file) for a duplicate new name, SD_ERR_NOMEM. */
+sd_status sd_safetensors_alias(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *const *from,
+                               const char *const *names, size_t n, sd_safetensors **out);
+
 /* Converts tensor t (F32, F16 or BF16) to f32 / IEEE f16 (round to nearest even) into dst,
  * which holds exactly t->numel elements (n must equal t->numel). SD_ERR_INVALID naming the
  * file and tensor for another dtype or a wrong n. */

@@ -182,6 +182,47 @@ sd_status sd_layout_unet(sd_context *ctx, const sd_unet_config *cfg, const char 
     return finish(ctx, &b);
 }
 
+sd_status sd_layout_controlnet(sd_context *ctx, const sd_controlnet_config *cfg, const char *prefix,
+                               sd_layout *out)
+{
+    const sd_unet_config *u = &cfg->unet;
+    sd_layout unet = {0};
+    sd_status status = sd_layout_unet(ctx, u, "", &unet);
+    if (!status && (cfg->hint_channels < 1 || cfg->hint_widths[SD_CONTROLNET_HINT_CONVS - 1] != u->model_channels))
+        status = sd_set_error(ctx, SD_ERR_INVALID, "ControlNet configuration out of range");
+    for (int j = 0; !status && j < SD_CONTROLNET_HINT_CONVS; j++)
+        if (cfg->hint_widths[j] < 1)
+            status = sd_set_error(ctx, SD_ERR_INVALID, "ControlNet configuration out of range");
+    if (status) {
+        sd_layout_free(&unet);
+        return status;
+    }
+    builder b = {out, prefix, false};
+    for (size_t i = 0; i < unet.n; i++) { /* the encoder half: everything before the decoder */
+        const sd_layout_entry *e = &unet.entries[i];
+        if (strncmp(e->name, "output_blocks.", 14) != 0 && strncmp(e->name, "out.", 4) != 0)
+            add(&b, e->kind, e->fan_in, e->ndim, e->shape, "%s", e->name);
+    }
+    sd_layout_free(&unet);
+    char n[64];
+    for (int j = 0; j < SD_CONTROLNET_HINT_CONVS; j++) {
+        snprintf(n, sizeof n, "input_hint_block.%d", 2 * j);
+        conv(&b, n, cfg->hint_widths[j], j ? cfg->hint_widths[j - 1] : cfg->hint_channels, 3);
+    }
+    int zero = 0;
+    int64_t ch = u->model_channels;
+    snprintf(n, sizeof n, "zero_convs.%d.0", zero++), conv(&b, n, ch, ch, 1);
+    for (int l = 0; l < u->n_levels; l++) {
+        ch = (int64_t)u->model_channels * u->channel_mult[l];
+        for (int r = 0; r < u->num_res_blocks; r++)
+            snprintf(n, sizeof n, "zero_convs.%d.0", zero++), conv(&b, n, ch, ch, 1);
+        if (l != u->n_levels - 1)
+            snprintf(n, sizeof n, "zero_convs.%d.0", zero++), conv(&b, n, ch, ch, 1);
+    }
+    conv(&b, "middle_block_out.0", ch, ch, 1);
+    return finish(ctx, &b);
+}
+
 sd_status sd_layout_clip(sd_context *ctx, const sd_clip_config *cfg, const char *prefix, sd_layout *out)
 {
     if (cfg->width < 1 || cfg->layers < 1 || cfg->layers > 64 || cfg->intermediate < 1 || cfg->vocab < 1 ||
@@ -388,38 +429,53 @@ static sd_status fill_random(void *user, size_t index, void *dst, size_t nbytes)
     return SD_OK;
 }
 
-sd_status sd_sd1_write_random(sd_context *ctx, const char *path, const sd_checkpoint_config *cfg,
-                              sd_st_dtype dtype, uint64_t seed)
+sd_status sd_layout_write_random(sd_context *ctx, const char *path, const sd_layout *layout, sd_st_dtype dtype,
+                                 uint64_t seed, sd_layout_rename_fn rename, void *user)
 {
-    sd_layout layout = {0};
     sd_st_entry *entries = NULL;
+    char (*names)[128] = NULL;
     sd_status status = SD_OK;
     if (!sd_st_dtype_is_weight(dtype)) {
         status = sd_set_error(ctx, SD_ERR_INVALID, "%s: weights must be F32, F16 or BF16", path);
         goto done;
     }
-    if ((cfg->has_unet && (status = sd_layout_unet(ctx, &cfg->unet, cfg->unet_prefix, &layout))) ||
-        (cfg->has_clip && (status = sd_layout_clip(ctx, &cfg->clip, cfg->clip_prefix, &layout))) ||
-        (cfg->has_vae && (status = sd_layout_vae(ctx, &cfg->vae, cfg->vae_prefix, &layout))))
-        goto done;
-    if (!(entries = calloc(layout.n ? layout.n : 1, sizeof *entries))) {
+    if (!(entries = calloc(layout->n ? layout->n : 1, sizeof *entries)) ||
+        (rename && !(names = calloc(layout->n ? layout->n : 1, sizeof *names)))) {
         status = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
-    for (size_t i = 0; i < layout.n; i++) {
-        const sd_layout_entry *e = &layout.entries[i];
+    for (size_t i = 0; i < layout->n; i++) {
+        const sd_layout_entry *e = &layout->entries[i];
         entries[i].name = e->name;
+        if (rename) {
+            if ((status = rename(user, e->name, names[i], sizeof names[i])))
+                goto done;
+            entries[i].name = names[i];
+        }
         entries[i].dtype = e->kind == SD_PARAM_POSITION_IDS ? SD_ST_I64 : dtype;
         entries[i].ndim = e->ndim;
         memcpy(entries[i].shape, e->shape, sizeof e->shape);
     }
-    random_fill rf = {&layout, dtype, seed};
+    random_fill rf = {layout, dtype, seed};
     char seed_text[32];
     snprintf(seed_text, sizeof seed_text, "%llu", (unsigned long long)seed);
     const char *meta[] = {"format", "pt", "sdflow.random_seed", seed_text, NULL};
-    status = sd_safetensors_write(ctx, path, entries, layout.n, meta, fill_random, &rf);
+    status = sd_safetensors_write(ctx, path, entries, layout->n, meta, fill_random, &rf);
 done:
     free(entries);
+    free(names);
+    return status;
+}
+
+sd_status sd_sd1_write_random(sd_context *ctx, const char *path, const sd_checkpoint_config *cfg,
+                              sd_st_dtype dtype, uint64_t seed)
+{
+    sd_layout layout = {0};
+    sd_status status = SD_OK;
+    if (!(cfg->has_unet && (status = sd_layout_unet(ctx, &cfg->unet, cfg->unet_prefix, &layout))) &&
+        !(cfg->has_clip && (status = sd_layout_clip(ctx, &cfg->clip, cfg->clip_prefix, &layout))) &&
+        !(cfg->has_vae && (status = sd_layout_vae(ctx, &cfg->vae, cfg->vae_prefix, &layout))))
+        status = sd_layout_write_random(ctx, path, &layout, dtype, seed, NULL, NULL);
     sd_layout_free(&layout);
     return status;
 }

@@ -38,7 +38,14 @@ typedef struct sd_layout {
 sd_status sd_layout_unet(sd_context *ctx, const sd_unet_config *cfg, const char *prefix, sd_layout *out);
 sd_status sd_layout_clip(sd_context *ctx, const sd_clip_config *cfg, const char *prefix, sd_layout *out);
 sd_status sd_layout_vae(sd_context *ctx, const sd_vae_config *cfg, const char *prefix, sd_layout *out);
+/* The ControlNet's tensors (time_embed, input_blocks, middle_block as the UNet's, then
+ * input_hint_block.{0,2,..,14}, zero_convs.N.0, middle_block_out.0), names prefixed. */
+sd_status sd_layout_controlnet(sd_context *ctx, const sd_controlnet_config *cfg, const char *prefix,
+                               sd_layout *out);
 void sd_layout_free(sd_layout *layout);
+/* Checks that st holds every tensor of layout with its shape and a float dtype (implemented in
+ * models/checkpoint.c). SD_ERR_INVALID naming the file, the tensor and `what`. */
+sd_status sd_layout_verify(sd_context *ctx, const sd_safetensors *st, const sd_layout *layout, const char *what);
 
 /* Presets: "tiny" (a 64x64 image runs in well under a second) and "sd15" (the full SD1.5
  * shapes). Family rules are applied. false for an unknown name. */
@@ -51,6 +58,13 @@ bool sd_sd1_preset(const char *name, sd_checkpoint_config *cfg);
  * seed and its name. Written atomically. */
 sd_status sd_sd1_write_random(sd_context *ctx, const char *path, const sd_checkpoint_config *cfg,
                               sd_st_dtype dtype, uint64_t seed);
+
+/* Writes the tensors of layout with deterministic random weights as sd_sd1_write_random does
+ * (values depend only on seed and the layout name). rename: NULL, or gives each tensor's name
+ * in the file (a layout conversion; values still follow the layout name). Written atomically. */
+typedef sd_status (*sd_layout_rename_fn)(void *user, const char *name, char *out, size_t size);
+sd_status sd_layout_write_random(sd_context *ctx, const char *path, const sd_layout *layout, sd_st_dtype dtype,
+                                 uint64_t seed, sd_layout_rename_fn rename, void *user);
 
 /* Writes a small file with just enough tensors in family's layout to be detected as it
  * (SD2, SDXL, SDXL refiner, SD3, FLUX). SD_ERR_INVALID for other families. */

@@ -48,6 +48,22 @@ sd_status sd_unet_new(sd_cl *cl, const sd_safetensors *st, const char *prefix,
     return SD_OK;
 }
 
+sd_status sd_unet_new_patched(sd_unet *base, const sd_weight_patcher *patcher, sd_unet **out)
+{
+    *out = NULL;
+    sd_unet *u = calloc(1, sizeof *u);
+    if (!u)
+        return sd_set_error(base->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    *u = (sd_unet){.cl = base->cl, .config = base->config};
+    sd_status s = sd_weights_new_patched(base->w, patcher, &u->w);
+    if (s) {
+        free(u);
+        return s;
+    }
+    *out = u;
+    return SD_OK;
+}
+
 void sd_unet_free(sd_unet *u)
 {
     if (!u)
@@ -400,6 +416,48 @@ static sd_status decoder(sd_unet *u, sd_dtensor **hs, int n_hs, sd_dtensor **h, 
     return s;
 }
 
+/* The encoder half: the time embedding *emb, every skip connection into hs (n_skips tensors)
+ * and the middle block's output *h. hint (NULL: none) is added to the stem conv's output as a
+ * ControlNet does with its encoded hint. On failure the caller still frees hs, *emb and *h. */
+static sd_status encode(sd_unet *u, const sd_dtensor *x, const float *timesteps, const sd_dtensor *context,
+                        const sd_dtensor *hint, sd_dtensor **hs, sd_dtensor **emb, sd_dtensor **h)
+{
+    const sd_unet_config *c = &u->config;
+    sd_dtensor *t = NULL;
+    char name[64];
+    int n_hs = 0;
+    sd_status s = time_embedding(u, timesteps, x->shape[0], emb);
+    if (!s)
+        s = conv(u, "input_blocks.0.0", x, 1, &hs[n_hs++]);
+    if (!s && hint)
+        s = add_control(u, &hs[0], hint, "the encoded hint");
+    int block = 1;
+    for (int level = 0; !s && level < c->n_levels; level++) {
+        for (int i = 0; !s && i < c->num_res_blocks; i++, block++) {
+            snprintf(name, sizeof name, "input_blocks.%d.0", block);
+            s = res_block(u, name, hs[n_hs - 1], *emb, h);
+            snprintf(name, sizeof name, "input_blocks.%d.1", block);
+            if (!s && c->attention[level])
+                s = advance(spatial_transformer(u, name, *h, context, &t), h, &t);
+            if (!s)
+                hs[n_hs++] = *h, *h = NULL;
+        }
+        if (!s && level + 1 < c->n_levels) {
+            snprintf(name, sizeof name, "input_blocks.%d.0.op", block++);
+            s = conv(u, name, hs[n_hs - 1], 2, &hs[n_hs]);
+            if (!s)
+                n_hs++;
+        }
+    }
+    if (!s)
+        s = res_block(u, "middle_block.0", hs[n_hs - 1], *emb, h);
+    if (!s)
+        s = advance(spatial_transformer(u, "middle_block.1", *h, context, &t), h, &t);
+    if (!s)
+        s = advance(res_block(u, "middle_block.2", *h, *emb, &t), h, &t);
+    return s;
+}
+
 sd_status sd_unet_forward(sd_unet *u, const sd_dtensor *x, const float *timesteps,
                           const sd_dtensor *context, const sd_unet_control *control, sd_dtensor **out)
 {
@@ -410,43 +468,16 @@ sd_status sd_unet_forward(sd_unet *u, const sd_dtensor *x, const float *timestep
         sd_error_prefix(u->cl->ctx, "unet");
         return s;
     }
-    int n_skips = skip_count(c), n_hs = 0;
+    int n_skips = skip_count(c);
     sd_dtensor **hs = calloc((size_t)n_skips, sizeof *hs);
     sd_dtensor *emb = NULL, *h = NULL, *t = NULL;
-    char name[64];
     if (!hs)
         return sd_set_error(u->cl->ctx, SD_ERR_NOMEM, "out of memory");
-    s = time_embedding(u, timesteps, x->shape[0], &emb);
-    if (!s)
-        s = conv(u, "input_blocks.0.0", x, 1, &hs[n_hs++]);
-    int block = 1;
-    for (int level = 0; !s && level < c->n_levels; level++) {
-        for (int i = 0; !s && i < c->num_res_blocks; i++, block++) {
-            snprintf(name, sizeof name, "input_blocks.%d.0", block);
-            s = res_block(u, name, hs[n_hs - 1], emb, &h);
-            snprintf(name, sizeof name, "input_blocks.%d.1", block);
-            if (!s && c->attention[level])
-                s = advance(spatial_transformer(u, name, h, context, &t), &h, &t);
-            if (!s)
-                hs[n_hs++] = h, h = NULL;
-        }
-        if (!s && level + 1 < c->n_levels) {
-            snprintf(name, sizeof name, "input_blocks.%d.0.op", block++);
-            s = conv(u, name, hs[n_hs - 1], 2, &hs[n_hs]);
-            if (!s)
-                n_hs++;
-        }
-    }
-    if (!s)
-        s = res_block(u, "middle_block.0", hs[n_hs - 1], emb, &h);
-    if (!s)
-        s = advance(spatial_transformer(u, "middle_block.1", h, context, &t), &h, &t);
-    if (!s)
-        s = advance(res_block(u, "middle_block.2", h, emb, &t), &h, &t);
+    s = encode(u, x, timesteps, context, NULL, hs, &emb, &h);
     if (!s && control)
         s = add_control(u, &h, control->middle, "the middle block");
     if (!s)
-        s = decoder(u, hs, n_hs, &h, emb, context, control);
+        s = decoder(u, hs, n_skips, &h, emb, context, control);
     if (!s)
         s = advance(group_norm(u, "out.0", h, UNET_GN_EPS, true, &t), &h, &t);
     if (!s)
@@ -458,5 +489,30 @@ sd_status sd_unet_forward(sd_unet *u, const sd_dtensor *x, const float *timestep
     sd_dtensor_free(h);
     if (s)
         sd_error_prefix(u->cl->ctx, "unet");
+    return s;
+}
+
+int sd_unet_skip_count(const sd_unet *u)
+{
+    return skip_count(&u->config);
+}
+
+sd_status sd_unet_encode(sd_unet *u, const sd_dtensor *x, const float *timesteps, const sd_dtensor *context,
+                         const sd_dtensor *hint, sd_dtensor **outs)
+{
+    const sd_unet_config *c = &u->config;
+    int n_skips = skip_count(c);
+    for (int i = 0; i <= n_skips; i++)
+        outs[i] = NULL;
+    sd_dtensor *emb = NULL;
+    sd_status s = check_inputs(u, x, timesteps, context, NULL);
+    if (!s)
+        s = encode(u, x, timesteps, context, hint, outs, &emb, &outs[n_skips]);
+    sd_dtensor_free(emb);
+    if (s) {
+        for (int i = 0; i <= n_skips; i++)
+            sd_dtensor_free(outs[i]), outs[i] = NULL;
+        sd_error_prefix(u->cl->ctx, "unet");
+    }
     return s;
 }

@@ -24,6 +24,9 @@ typedef struct sd_unet_control {
 sd_status sd_unet_new(sd_cl *cl, const sd_safetensors *st, const char *prefix,
                       const sd_unet_config *config, sd_dtype weight_dtype, sd_unet **out);
 void sd_unet_free(sd_unet *u); /* NULL-safe */
+/* A UNet with base's configuration over a patched view of base's weights (models/weights.h):
+ * it shares every unpatched device tensor with base, which must outlive it. */
+sd_status sd_unet_new_patched(sd_unet *base, const sd_weight_patcher *patcher, sd_unet **out);
 const sd_unet_config *sd_unet_config_of(const sd_unet *u);
 
 /* One forward pass: eps = UNet(x, t, context).
@@ -32,5 +35,16 @@ const sd_unet_config *sd_unet_config_of(const sd_unet *u);
  * control: NULL or residuals. *out: new [B, out_channels, h, w] f32. */
 sd_status sd_unet_forward(sd_unet *u, const sd_dtensor *x, const float *timesteps,
                           const sd_dtensor *context, const sd_unet_control *control, sd_dtensor **out);
+
+/* The number of skip connections (input block outputs): the residuals a ControlNet gives. */
+int sd_unet_skip_count(const sd_unet *u);
+
+/* The encoder half as a ControlNet runs it (cldm.ControlNet.forward): time embedding, input
+ * blocks and middle block, with hint (NULL: none; [B, model_channels, h, w] f32) added to the
+ * stem conv's output. outs (sd_unet_skip_count + 1 slots) receives new tensors: every input
+ * block's output in order, then the middle block's. Inputs as sd_unet_forward; on failure every
+ * slot is NULL. */
+sd_status sd_unet_encode(sd_unet *u, const sd_dtensor *x, const float *timesteps, const sd_dtensor *context,
+                         const sd_dtensor *hint, sd_dtensor **outs);
 
 #endif

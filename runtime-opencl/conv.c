@@ -1,18 +1,85 @@
-/* sd_op_conv2d: convolution as a GEMM per image, M = output channels, K = C*KH*KW, N = output
- * pixels. The weights [O, C*KH*KW] are the A rows, read in place (f32 or f16);
- * B is the im2col matrix gathered into panels by conv_pack_b in chunks of pixels, so scratch
- * memory stays bounded (CHUNK_BYTES) whatever the image size. 1x1 stride-1 convolutions skip the
- * gather: the input planes are B as they are. */
+/* sd_op_conv2d. Large 3x3 stride-1 convolutions use Winograd F(4x4, 3x3) (conv_winograd).
+ * Everything else is a GEMM per image: M = output channels, K = C*KH*KW, N = output pixels. The
+ * weights [O, C*KH*KW] are the A rows, read in place (f32 or f16); B is the im2col matrix
+ * gathered into panels by conv_pack_b in chunks of pixels, so scratch memory stays bounded
+ * (CHUNK_BYTES) whatever the image size. 1x1 stride-1 convolutions skip the gather: the input
+ * planes are B as they are. */
 #include "runtime-opencl/gemm.h"
 #include <limits.h>
 #include <stdio.h>
 
 #define CHUNK_BYTES ((size_t)64 << 20)
+/* Where AUTO picks Winograd (measured on PoCL, docs/benchmarks.md): the per-call weight
+ * transform and the tile transforms only pay off on large images with many channels. */
+#define WINO_MIN_SIDE 64
+#define WINO_MIN_CHANNELS 256
 
 static const size_t *one_local(const sd_cl *cl)
 {
     static const size_t one[1] = {1};
     return cl->is_gpu ? NULL : one;
+}
+
+/* Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions (kernels/winograd.cl): weights transformed
+ * to U [36, O, C] per call, then per image and chunk of 4x4 output tiles: input tiles
+ * transformed straight into B panels, 36 GEMMs into M [36, O, tiles], and the output transform
+ * with bias and activation. */
+static sd_status conv_winograd(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
+                               const sd_conv2d_params *p, sd_dtensor *out)
+{
+    int B = (int)x->shape[0], C = (int)x->shape[1], H = (int)x->shape[2], W = (int)x->shape[3];
+    int O = (int)w->shape[0], OH = (int)out->shape[2], OW = (int)out->shape[3];
+    int TH = (OH + 3) / 4, TW = (OW + 3) / 4, T = TH * TW;
+    size_t widest = (size_t)(C > O ? C : O);
+    size_t chunk = CHUNK_BYTES / (36 * sizeof(float) * widest) / SD_GEMM_NR * SD_GEMM_NR;
+    if (chunk < SD_GEMM_NR)
+        chunk = SD_GEMM_NR;
+    if (chunk > (size_t)T)
+        chunk = ((size_t)T + SD_GEMM_NR - 1) / SD_GEMM_NR * SD_GEMM_NR;
+    sd_scratch u = {0}, vp = {0}, m = {0};
+    cl_kernel kw, kin, kout;
+    sd_status st;
+    if ((st = sd_cl_kernel(cl, "winograd.cl", "wino_weights", w->dtype == SD_DTYPE_F16 ? "-DW_HALF" : "", &kw)) ||
+        (st = sd_cl_kernel(cl, "winograd.cl", "wino_input", "", &kin)) ||
+        (st = sd_cl_kernel(cl, "winograd.cl", "wino_output", "", &kout)) ||
+        (st = sd_scratch_get(cl, (size_t)36 * O * C, sizeof(float), "conv2d winograd weights", &u)) ||
+        (st = sd_scratch_get(cl, 36 * chunk * (size_t)C, sizeof(float), "conv2d winograd input tiles", &vp)) ||
+        (st = sd_scratch_get(cl, 36 * chunk * (size_t)O, sizeof(float), "conv2d winograd products", &m)))
+        goto done;
+    const size_t *local = cl->is_gpu ? NULL : (const size_t[2]){1, 1};
+    sd_cl_arg wargs[] = {SD_ARG_MEM(w->buf), SD_ARG_MEM(u.buf), SD_ARG_INT(O), SD_ARG_INT(C)};
+    size_t wglobal[1] = {(size_t)O};
+    if ((st = sd_cl_launch(cl, kw, 1, wglobal, local, SD_NARGS(wargs), wargs)))
+        goto done;
+    for (int b = 0; !st && b < B; b++) {
+        for (int t0 = 0; !st && t0 < T; t0 += (int)chunk) {
+            int nt = T - t0 < (int)chunk ? T - t0 : (int)chunk;
+            int npanels = (nt + SD_GEMM_NR - 1) / SD_GEMM_NR;
+            sd_cl_arg iargs[] = {SD_ARG_MEM(x->buf), SD_ARG_LONG((long)b * C * H * W), SD_ARG_MEM(vp.buf),
+                                 SD_ARG_INT(C), SD_ARG_INT(H), SD_ARG_INT(W), SD_ARG_INT(p->pad_h),
+                                 SD_ARG_INT(p->pad_w), SD_ARG_INT(TW), SD_ARG_INT(t0), SD_ARG_INT(nt)};
+            size_t iglobal[2] = {(size_t)npanels, (size_t)C};
+            if ((st = sd_cl_launch(cl, kin, 2, iglobal, local, SD_NARGS(iargs), iargs)))
+                break;
+            sd_gemm_job job = {.M = O, .N = nt, .K = C, .batch = 36, .ap = u.buf, .lda = C,
+                               .a_dtype = SD_DTYPE_F32, .ap_bs = (long)O * C, .bp = vp.buf,
+                               .bp_bs = (long)npanels * SD_GEMM_NR * C, .c = m.buf, .c_bs = (long)O * nt,
+                               .ldc = nt, .alpha = 1.0f, .act = SD_ACT_NONE};
+            if ((st = sd_gemm_run(cl, &job)))
+                break;
+            sd_cl_arg oargs[] = {SD_ARG_MEM(m.buf), SD_ARG_INT(nt), SD_ARG_LONG((long)O * nt), SD_ARG_MEM(out->buf),
+                                 SD_ARG_LONG((long)b * O * OH * OW), SD_ARG_MEM(bias ? bias->buf : NULL),
+                                 SD_ARG_INT(OH), SD_ARG_INT(OW), SD_ARG_INT(TW), SD_ARG_INT(t0), SD_ARG_INT(nt),
+                                 SD_ARG_INT(p->act)};
+            size_t oglobal[2] = {(size_t)npanels, (size_t)O};
+            st = sd_cl_launch(cl, kout, 2, oglobal, local, SD_NARGS(oargs), oargs);
+        }
+    }
+done:
+    sd_scratch_release(cl, &u);
+    sd_scratch_release(cl, &vp);
+    sd_scratch_release(cl, &m);
+    return st;
 }
 
 sd_status sd_op_conv2d(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
@@ -39,6 +106,22 @@ sd_status sd_op_conv2d(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
     sd_status st = sd_dtensor_new(cl, SD_DTYPE_F32, 4, oshape, out);
     if (st)
         return st;
+    bool wino_ok = KH == 3 && KW == 3 && p->stride_h == 1 && p->stride_w == 1 && x->dtype == SD_DTYPE_F32;
+    if (p->algo == SD_CONV_WINOGRAD && !wino_ok) {
+        sd_dtensor_free(*out);
+        *out = NULL;
+        return sd_set_error(cl->ctx, SD_ERR_INVALID, "conv2d: Winograd needs a 3x3 kernel, stride 1 and an f32 "
+                            "input (weight %s)", sd_dtensor_describe(w, dw, sizeof dw));
+    }
+    if (p->algo == SD_CONV_WINOGRAD ||
+        (p->algo == SD_CONV_AUTO && wino_ok && OH >= WINO_MIN_SIDE && OW >= WINO_MIN_SIDE &&
+         C >= WINO_MIN_CHANNELS && O >= WINO_MIN_CHANNELS)) {
+        if ((st = conv_winograd(cl, x, w, bias, p, *out))) {
+            sd_dtensor_free(*out);
+            *out = NULL;
+        }
+        return st;
+    }
     sd_scratch bp = {0};
     bool direct = KH == 1 && KW == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 && p->pad_w == 0;
     /* Pixels per chunk: a multiple of NR whose packed panels fit CHUNK_BYTES (at least one panel). */

@@ -28,10 +28,16 @@ sd_status sd_op_linear(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
 
 /* ---- Convolution ---- */
 
+/* Convolution algorithm. AUTO picks Winograd F(4x4, 3x3) where it measured faster on the CPU
+ * (3x3, stride 1, f32 input, output at least 64x64, at least 256 input and output channels) and
+ * the implicit GEMM otherwise. WINOGRAD on a shape it does not cover is SD_ERR_INVALID. */
+typedef enum sd_conv_algo { SD_CONV_AUTO, SD_CONV_GEMM, SD_CONV_WINOGRAD } sd_conv_algo;
+
 typedef struct sd_conv2d_params {
     int stride_h, stride_w; /* >= 1 */
     int pad_h, pad_w;       /* zero padding on each side, >= 0 */
     sd_act act;
+    sd_conv_algo algo;      /* 0: SD_CONV_AUTO */
 } sd_conv2d_params;
 
 /* A torch Conv2d (groups 1, dilation 1): x [B, C, H, W] f32 or f16, w [O, C, KH, KW] f32 or f16,
@@ -44,10 +50,11 @@ sd_status sd_op_conv2d(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
 
 /* Fused multi-head attention, out = softmax(Q K^T / sqrt(D) + mask) V per batch and head,
  * computed flash-style (tiled, online softmax; the [Nq, Nk] score matrix is never stored).
- * q: [B, Nq, H*D], k and v: [B, Nk, H*D] f32 (k, v may be f16), heads H in 1..64, head dim D
- * in 1..256 (D = channels / heads), Nk >= 1. mask: NULL or an additive f32 mask whose last two
- * dimensions are [Nq or 1, Nk] and whose leading dimensions multiply to 1 or B (-INFINITY
- * masks a key; a query row whose keys are all masked yields zeros). out: new [B, Nq, H*D]. */
+ * q: [B, Nq, H*D] f32, k and v: [B, Nk, H*D] (both f32 or both f16), Nk >= 1, heads H in 1..64,
+ * head dim D = channels / heads in 1..512 (512: the VAE's single-head attention).
+ * mask: NULL or an additive f32 mask whose last two dimensions are [Nq or 1, Nk] and whose
+ * leading dimensions multiply to 1 or B (-INFINITY masks a key; a query row whose keys are all
+ * masked yields zeros). out: new [B, Nq, H*D]. */
 sd_status sd_op_attention(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, const sd_dtensor *v,
                           int heads, const sd_dtensor *mask, sd_dtensor **out);
 

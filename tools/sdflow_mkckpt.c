@@ -1,6 +1,8 @@
 /* sdflow_mkckpt: writes random-weight checkpoints in the SD1 single-file layout (tests and
- * benchmarks), standalone VAE files, and stub files of other families (detection tests).
+ * benchmarks), standalone VAE files, ControlNets (original or diffusers layout) and stub files of
+ * other families (detection tests).
  * Deterministic: the same options and seed give the same bytes. */
+#include "models/controlnet.h"
 #include "models/sd1_layout.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,9 +13,11 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: sdflow_mkckpt [options] OUTPUT.safetensors\n"
             "  --preset tiny|sd15     architecture preset (default tiny)\n"
-            "  --kind K               checkpoint (default), vae (standalone VAE file), or a stub of\n"
-            "                         another family: sd2-stub, sdxl-stub, sdxl-refiner-stub,\n"
-            "                         sd3-stub, flux-stub\n"
+            "  --kind K               checkpoint (default), vae (standalone VAE file), controlnet\n"
+            "                         (the preset's UNet encoder as a ControlNet, control_model.*),\n"
+            "                         controlnet-diffusers (the same tensors in diffusers' layout),\n"
+            "                         or a stub of another family: sd2-stub, sdxl-stub,\n"
+            "                         sdxl-refiner-stub, sd3-stub, flux-stub\n"
             "  --dtype f32|f16|bf16   weight dtype (default f32)\n"
             "  --seed N               weight seed (default 0)\n"
             "  --no-clip, --no-vae    leave a part out of a checkpoint\n"
@@ -265,6 +269,8 @@ int main(int argc, char **argv)
         cfg.has_vae = true;
         cfg.vae_prefix = "";
         st = sd_sd1_write_random(ctx, out, &cfg, dtype, seed);
+    } else if (strcmp(kind, "controlnet") == 0 || strcmp(kind, "controlnet-diffusers") == 0) {
+        st = sd_controlnet_write_random(ctx, out, &cfg.unet, strcmp(kind, "controlnet-diffusers") == 0, dtype, seed);
     } else if (s < sizeof stubs / sizeof stubs[0]) {
         st = sd_write_family_stub(ctx, out, stubs[s].family);
     } else {

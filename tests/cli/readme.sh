@@ -14,11 +14,37 @@ grep -qxF "$test_cmd" "$SRC/.ci/run" || fail ".ci/run does not run the README's 
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 MK="${SDFLOW_BUILD_DIR:?}/sdflow_mkckpt"
-mkdir -p "$T/models/checkpoints" "$T/models/vae"
+mkdir -p "$T/models/checkpoints" "$T/models/vae" "$T/input"
+cp "$SRC/examples/input/shapes.png" "$T/input/input.png"
+cp "$SRC/examples/input/shapes.png" "$T/input/"
+cp "$SRC/examples/input/shapes-inpaint.png" "$T/input/"
 "$MK" --preset tiny "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" >/dev/null || fail "sdflow_mkckpt"
+mkdir -p "$T/models/upscale_models"
+"$SDFLOW_BUILD_DIR/sdflow_mkesrgan" --nf 8 --gc 4 --blocks 1 "$T/models/upscale_models/RealESRGAN_x4plus.safetensors" ||
+    fail "sdflow_mkesrgan"
+mkdir -p "$T/models/controlnet"
+"$MK" --preset tiny --kind controlnet "$T/models/controlnet/control_v11p_sd15_canny_fp16.safetensors" >/dev/null ||
+    fail "sdflow_mkckpt --kind controlnet"
+mkdir -p "$T/models/loras"
+"${SDFLOW_BUILD_DIR:?}/sdflow_mklora" "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" \
+    "$T/models/loras/lora.safetensors" || fail "sdflow_mklora"
+"$MK" --preset tiny --in-channels 9 "$T/models/checkpoints/sd-v1-5-inpainting.safetensors" >/dev/null ||
+    fail "sdflow_mkckpt --in-channels 9"
 for g in "$SRC"/graphs/*.xml; do
-    "$BIN" validate --models-dir "$T/models" --input-dir "$SRC/examples/input" "$g" >"$T/out" 2>&1 ||
+    "$BIN" validate --models-dir "$T/models" --input-dir "$T/input" "$g" >"$T/out" 2>&1 ||
         { cat "$T/out"; fail "stock graph $g does not validate"; }
 done
+# The quick-start run command, after its install and build steps, works as written (run from a
+# scratch directory, with this build's binaries).
+run_cmd=$(grep -m1 '^sh tools/install-deps.sh && cmake -S . -B build && cmake --build build -j2 && ' "$SRC/README.md")
+[ -n "$run_cmd" ] || fail "README has no run command"
+tail_cmd=${run_cmd#sh tools/install-deps.sh && cmake -S . -B build && cmake --build build -j2 && }
+mkdir -p "$T/quick/build" "$T/quick/graphs"
+ln -s "$BIN" "$T/quick/build/sdflow"
+ln -s "$MK" "$T/quick/build/sdflow_mkckpt"
+cp "$SRC"/graphs/*.xml "$T/quick/graphs/"
+(cd "$T/quick" && bash -c "$tail_cmd" >"$T/quick.log" 2>&1) || { tail -5 "$T/quick.log"; fail "quick-start command"; }
+[ -s "$T/quick/output/txt2img_00001_.png" ] || fail "quick start wrote no output/txt2img_00001_.png"
+
 echo "readme: $((fails == 0 ? 1 : 0)) passed, $fails failed"
 [ "$fails" = 0 ]

@@ -42,7 +42,7 @@ static void expect_mask(sd_graph *g, const char *id, const char *output, int w, 
     sd_run_options opt = {.outputs = outs, .n_outputs = 1, .no_cache = true};
     sd_result *res = NULL;
     CHECK_EQ_INT(sd_graph_run(g, &opt, &res), SD_OK);
-    const sd_value *v = sd_result_value(res, id, output, NULL);
+    const sd_value *v = sd_result_value(res, id, output);
     const sd_tensor *t = v ? sd_value_tensor(v, "mask") : NULL;
     CHECK_MSG(t && t->ndim == 3 && t->shape[1] == h && t->shape[2] == w, "%s: shape", id);
     for (int i = 0; t && i < w * h; i++) {

@@ -24,7 +24,7 @@ typedef struct conv_case {
     sd_dtype xdt, wdt;
 } conv_case;
 
-static double run_case(const conv_case *cc, unsigned seed)
+static double run_case(const conv_case *cc, sd_conv_algo algo, unsigned seed)
 {
     size_t nx = (size_t)cc->B * cc->C * cc->H * cc->W, nw = (size_t)cc->O * cc->C * cc->KH * cc->KW;
     int OH = (cc->H + 2 * cc->p.pad_h - cc->KH) / cc->p.stride_h + 1;
@@ -48,7 +48,9 @@ static double run_case(const conv_case *cc, unsigned seed)
     CHECK_EQ_INT(sd_dtensor_upload(tw, w), SD_OK);
     CHECK_EQ_INT(sd_dtensor_upload(tb, bias), SD_OK);
     double err = INFINITY;
-    if (sd_op_conv2d(cl, tx, tw, cc->bias ? tb : NULL, &cc->p, &y) == SD_OK) {
+    sd_conv2d_params p = cc->p;
+    p.algo = algo;
+    if (sd_op_conv2d(cl, tx, tw, cc->bias ? tb : NULL, &p, &y) == SD_OK) {
         CHECK(y->ndim == 4 && y->shape[0] == cc->B && y->shape[1] == cc->O && y->shape[2] == OH &&
               y->shape[3] == OW);
         CHECK_EQ_INT(sd_dtensor_download(y, got), SD_OK);
@@ -72,26 +74,37 @@ static double run_case(const conv_case *cc, unsigned seed)
 #define F32 SD_DTYPE_F32
 #define F16 SD_DTYPE_F16
 
+/* Winograd's tolerance: F(4x4, 3x3) transforms multiply rounding errors by up to about 10 (the
+ * 8 and 1/24 factors), so |got - want| <= 2e-3 + 1e-3 |want|; still far below fp16 rounding of
+ * the weights (2^-11 relative). */
+#define WINO_ATOL_FACTOR 10.0
+
 static void check_cases(const conv_case *cases, size_t n, unsigned seed)
 {
     for (size_t i = 0; i < n; i++) {
         const conv_case *c = &cases[i];
-        double e = run_case(c, seed + (unsigned)i * 7);
-        CHECK_MSG(e <= 1.0, "case %zu: B%d C%d %dx%d -> O%d k%dx%d s%dx%d p%dx%d act %d x %s w %s: error ratio %g",
-                  i, c->B, c->C, c->H, c->W, c->O, c->KH, c->KW, c->p.stride_h, c->p.stride_w, c->p.pad_h,
-                  c->p.pad_w, c->p.act, sd_dtype_name(c->xdt), sd_dtype_name(c->wdt), e);
+        bool wino = c->KH == 3 && c->KW == 3 && c->p.stride_h == 1 && c->p.stride_w == 1 && c->xdt == F32;
+        for (int a = 0; a < (wino ? 2 : 1); a++) {
+            sd_conv_algo algo = a ? SD_CONV_WINOGRAD : SD_CONV_GEMM;
+            double e = run_case(c, algo, seed + (unsigned)i * 7);
+            if (a)
+                e /= WINO_ATOL_FACTOR;
+            CHECK_MSG(e <= 1.0, "case %zu (%s): B%d C%d %dx%d -> O%d k%dx%d s%dx%d p%dx%d act %d x %s w %s: error ratio %g",
+                      i, a ? "winograd" : "gemm", c->B, c->C, c->H, c->W, c->O, c->KH, c->KW, c->p.stride_h,
+                      c->p.stride_w, c->p.pad_h, c->p.pad_w, c->p.act, sd_dtype_name(c->xdt), sd_dtype_name(c->wdt), e);
+        }
     }
 }
 
 static void test_conv3x3(void)
 {
     static const conv_case cases[] = {
-        {2, 5, 13, 11, 7, 3, 3, {1, 1, 1, 1, SD_ACT_SILU}, true, F32, F32},
-        {1, 3, 5, 70, 9, 3, 3, {1, 1, 1, 1, SD_ACT_NONE}, true, F32, F32},  /* rows of 70: vector gather */
-        {1, 4, 17, 15, 10, 3, 3, {2, 2, 1, 1, SD_ACT_GELU}, true, F32, F32}, /* stride 2 (downsample) */
-        {1, 6, 9, 9, 5, 3, 3, {1, 1, 0, 0, SD_ACT_NONE}, false, F32, F32},   /* no padding */
-        {2, 5, 13, 11, 7, 3, 3, {1, 1, 1, 1, SD_ACT_SILU}, true, F32, F16},  /* f16 weights */
-        {1, 3, 6, 40, 9, 3, 3, {1, 1, 1, 1, SD_ACT_NONE}, true, F16, F16},   /* f16 input and weights */
+        {2, 5, 13, 11, 7, 3, 3, {1, 1, 1, 1, SD_ACT_SILU, SD_CONV_AUTO}, true, F32, F32},
+        {1, 3, 5, 70, 9, 3, 3, {1, 1, 1, 1, SD_ACT_NONE, SD_CONV_AUTO}, true, F32, F32},  /* rows of 70: vector gather */
+        {1, 4, 17, 15, 10, 3, 3, {2, 2, 1, 1, SD_ACT_GELU, SD_CONV_AUTO}, true, F32, F32}, /* stride 2 (downsample) */
+        {1, 6, 9, 9, 5, 3, 3, {1, 1, 0, 0, SD_ACT_NONE, SD_CONV_AUTO}, false, F32, F32},   /* no padding */
+        {2, 5, 13, 11, 7, 3, 3, {1, 1, 1, 1, SD_ACT_SILU, SD_CONV_AUTO}, true, F32, F16},  /* f16 weights */
+        {1, 3, 6, 40, 9, 3, 3, {1, 1, 1, 1, SD_ACT_NONE, SD_CONV_AUTO}, true, F16, F16},   /* f16 input and weights */
     };
     check_cases(cases, sizeof cases / sizeof cases[0], 100);
 }
@@ -99,10 +112,10 @@ static void test_conv3x3(void)
 static void test_conv1x1(void)
 {
     static const conv_case cases[] = {
-        {2, 19, 9, 7, 23, 1, 1, {1, 1, 0, 0, SD_ACT_NONE}, true, F32, F32},  /* direct path */
-        {1, 19, 9, 7, 23, 1, 1, {1, 1, 0, 0, SD_ACT_GELU}, true, F32, F16},
-        {1, 8, 9, 7, 5, 1, 1, {2, 2, 0, 0, SD_ACT_NONE}, true, F32, F32},    /* strided: gathered */
-        {1, 8, 40, 33, 5, 1, 1, {1, 1, 0, 0, SD_ACT_NONE}, false, F16, F32}, /* f16 input, direct */
+        {2, 19, 9, 7, 23, 1, 1, {1, 1, 0, 0, SD_ACT_NONE, SD_CONV_AUTO}, true, F32, F32},  /* direct path */
+        {1, 19, 9, 7, 23, 1, 1, {1, 1, 0, 0, SD_ACT_GELU, SD_CONV_AUTO}, true, F32, F16},
+        {1, 8, 9, 7, 5, 1, 1, {2, 2, 0, 0, SD_ACT_NONE, SD_CONV_AUTO}, true, F32, F32},    /* strided: gathered */
+        {1, 8, 40, 33, 5, 1, 1, {1, 1, 0, 0, SD_ACT_NONE, SD_CONV_AUTO}, false, F16, F32}, /* f16 input, direct */
     };
     check_cases(cases, sizeof cases / sizeof cases[0], 200);
 }
@@ -110,20 +123,32 @@ static void test_conv1x1(void)
 static void test_conv_other_kernels(void)
 {
     static const conv_case cases[] = {
-        {1, 3, 12, 14, 4, 3, 5, {1, 1, 1, 2, SD_ACT_NONE}, true, F32, F32},
-        {1, 3, 16, 16, 8, 4, 4, {2, 2, 1, 1, SD_ACT_NONE}, true, F32, F32},
-        {1, 2, 11, 10, 3, 7, 7, {1, 2, 3, 3, SD_ACT_SILU}, true, F32, F32},
-        {1, 1, 1, 1, 1, 1, 1, {1, 1, 0, 0, SD_ACT_NONE}, true, F32, F32},
-        {1, 2, 3, 3, 2, 3, 3, {3, 3, 2, 2, SD_ACT_NONE}, true, F32, F32}, /* stride > kernel overlap */
+        {1, 3, 12, 14, 4, 3, 5, {1, 1, 1, 2, SD_ACT_NONE, SD_CONV_AUTO}, true, F32, F32},
+        {1, 3, 16, 16, 8, 4, 4, {2, 2, 1, 1, SD_ACT_NONE, SD_CONV_AUTO}, true, F32, F32},
+        {1, 2, 11, 10, 3, 7, 7, {1, 2, 3, 3, SD_ACT_SILU, SD_CONV_AUTO}, true, F32, F32},
+        {1, 1, 1, 1, 1, 1, 1, {1, 1, 0, 0, SD_ACT_NONE, SD_CONV_AUTO}, true, F32, F32},
+        {1, 2, 3, 3, 2, 3, 3, {3, 3, 2, 2, SD_ACT_NONE, SD_CONV_AUTO}, true, F32, F32}, /* stride > kernel overlap */
     };
     check_cases(cases, sizeof cases / sizeof cases[0], 300);
+}
+
+static void test_conv_winograd_sizes(void)
+{
+    /* SD-like channel counts (Winograd's error grows with the sum over C), and enough 4x4 tiles
+     * for two Winograd chunks (64 MB / (36 * 4 * 64) = 7281 tiles < 86 * 85). */
+    static const conv_case cases[] = {
+        {1, 320, 64, 64, 4, 3, 3, {1, 1, 1, 1, SD_ACT_NONE, SD_CONV_AUTO}, true, F32, F32},
+        {1, 320, 64, 64, 4, 3, 3, {1, 1, 1, 1, SD_ACT_SILU, SD_CONV_AUTO}, true, F32, F16},
+        {1, 64, 344, 340, 2, 3, 3, {1, 1, 1, 1, SD_ACT_NONE, SD_CONV_AUTO}, true, F32, F32},
+    };
+    check_cases(cases, sizeof cases / sizeof cases[0], 450);
 }
 
 static void test_conv_chunks(void)
 {
     /* K = 64*9 = 576: 64 MB of panels hold 29120 pixels; 200x190 = 38000 pixels need two chunks. */
     static const conv_case cases[] = {
-        {1, 64, 200, 190, 3, 3, 3, {1, 1, 1, 1, SD_ACT_NONE}, true, F32, F32},
+        {1, 64, 200, 190, 3, 3, 3, {1, 1, 1, 1, SD_ACT_NONE, SD_CONV_AUTO}, true, F32, F32},
     };
     check_cases(cases, 1, 400);
 }
@@ -136,16 +161,22 @@ static void test_conv_bad_shapes(void)
     CHECK_EQ_INT(sd_dtensor_new(cl, F32, 4, ws, &w), SD_OK);
     CHECK_EQ_INT(sd_dtensor_new(cl, F32, 4, big, &wb), SD_OK);
     size_t live = cl->stats.live_bytes;
-    sd_conv2d_params p = {1, 1, 1, 1, SD_ACT_NONE};
+    sd_conv2d_params p = {1, 1, 1, 1, SD_ACT_NONE, SD_CONV_AUTO};
     CHECK_EQ_INT(sd_op_conv2d(cl, x, w, NULL, &p, &out), SD_ERR_INVALID);
     CHECK(out == NULL);
     CHECK_STR_EQ(sd_context_errmsg(ctx),
                  "conv2d: input [1, 4, 8, 8] f32, weight [5, 3, 3, 3] f32, stride 1x1, padding 1x1 do not fit");
     CHECK_EQ_INT(sd_op_conv2d(cl, x, wb, NULL, &p, &out), SD_ERR_INVALID); /* kernel larger than input */
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "weight [5, 4, 11, 11] f32");
-    sd_conv2d_params bad = {0, 1, 1, 1, SD_ACT_NONE};
+    sd_conv2d_params bad = {0, 1, 1, 1, SD_ACT_NONE, SD_CONV_AUTO};
     CHECK_EQ_INT(sd_op_conv2d(cl, x, w, NULL, &bad, &out), SD_ERR_INVALID);
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "stride 0x1");
+    sd_conv2d_params wino = {2, 2, 1, 1, SD_ACT_NONE, SD_CONV_WINOGRAD};
+    CHECK_EQ_INT(sd_op_conv2d(cl, x, wb, NULL, &wino, &out), SD_ERR_INVALID);
+    CHECK_EQ_INT(sd_op_conv2d(cl, wb, wb, NULL, &wino, &out), SD_ERR_INVALID); /* [5,4,11,11] in, stride 2 */
+    CHECK_STR_EQ(sd_context_errmsg(ctx),
+                 "conv2d: Winograd needs a 3x3 kernel, stride 1 and an f32 input (weight [5, 4, 11, 11] f32)");
+    CHECK(out == NULL);
     CHECK_EQ_INT(cl->stats.live_bytes, live);
     sd_dtensor_free(x);
     sd_dtensor_free(w);
@@ -161,6 +192,7 @@ int main(void)
     RUN(test_conv3x3);
     RUN(test_conv1x1);
     RUN(test_conv_other_kernels);
+    RUN(test_conv_winograd_sizes);
     RUN(test_conv_chunks);
     RUN(test_conv_bad_shapes);
     sd_context_free(ctx);

@@ -1,0 +1,68 @@
+#!/bin/bash
+# The stock graphs end to end on a tiny random checkpoint: graphs/txt2img.xml and
+# graphs/img2img.xml write a PNG, examples/contact_sheet.lua a 3x3 grid; a re-run comes from the cache without opening the checkpoint;
+# bad input fails with its exact message and exit code and writes nothing.
+set -u
+BIN=${SDFLOW_BIN:?}
+SRC=${SDFLOW_SOURCE_DIR:?}
+MK=${SDFLOW_BUILD_DIR:?}/sdflow_mkckpt
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fails=0
+check() { # check DESCRIPTION COMMAND...: the command must succeed
+    local what=$1; shift
+    if ! "$@"; then echo "FAIL: $what"; fails=$((fails + 1)); fi
+}
+run() { # run EXPECTED_EXIT ARGS...: stdout in $T/out, stderr in $T/err
+    local want=$1; shift
+    "$BIN" "$@" >"$T/out" 2>"$T/err"
+    local got=$?
+    if [ "$got" != "$want" ]; then
+        echo "FAIL: sdflow $* exited $got, expected $want"; cat "$T/err"; fails=$((fails + 1))
+    fi
+}
+mkdir -p "$T/models/checkpoints" "$T/in"
+"$MK" --preset tiny "$T/models/checkpoints/tiny.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
+"$MK" --kind sdxl-stub "$T/models/checkpoints/xl.safetensors" >/dev/null || { echo "FAIL: mkckpt sdxl"; exit 1; }
+cp "$SRC/examples/input/shapes.png" "$T/in/input.png"
+cp "$SRC/examples/input/shapes.png" "$T/in/"
+base=(--models-dir "$T/models" --input-dir "$T/in" --output-dir "$T/o" --cache "$T/cache.db"
+      --set checkpoint=tiny.safetensors --set steps=3)
+common=("${base[@]}" --set width=64 --set height=64)
+
+run 0 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set sampler=dpmpp_2m --set scheduler=karras
+check "txt2img writes one PNG" test "$(cat "$T/out")" = "$T/o/txt2img_00001_.png"
+check "everything ran" grep -q "sdflow: done: 7 ran, 0 from cache" "$T/err"
+run 0 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set sampler=dpmpp_2m --set scheduler=karras
+check "re-run: only SaveImage runs, the loader is not needed" \
+    grep -q "sdflow: done: 1 ran, 1 from cache, 5 skipped" "$T/err"
+check "re-run: the loader did not run" bash -c '! grep -q "ckpt (CheckpointLoaderSimple)" "$0"' "$T/err"
+run 0 run "$SRC/graphs/img2img.xml" "${base[@]}" --set denoise=0.5
+check "img2img writes one PNG" test "$(cat "$T/out")" = "$T/o/img2img_00001_.png"
+
+SDFLOW_CACHE=$T/lua.db run 0 lua "$SRC/examples/contact_sheet.lua" "$T/models" tiny.safetensors "$T/sheet" 64 2
+check "contact sheet: 9 cells" grep -q "^3 seeds x 3 cfg values: 32 nodes ran, 0 from the cache$" "$T/out"
+check "contact sheet written" grep -q "^wrote $T/sheet/contact_sheet_00001_.png$" "$T/out"
+check "contact sheet 3x3 cells of 64 px, 4 px apart" \
+    bash -c 'head -c 24 "$0" | tail -c 8 | od -An -tx1 | tr -d " \n" | grep -qx 000000c8000000c8' "$T/sheet/contact_sheet_00001_.png"
+
+before=$(ls "$T/o" | wc -l)
+run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set width=100
+check "width message" grep -qx "sdflow: error: node 'latent' (EmptyLatentImage): width 100 is not a multiple of 8" "$T/err"
+run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set height=36
+check "height message" grep -qx "sdflow: error: node 'latent' (EmptyLatentImage): height 36 is not a multiple of 8" "$T/err"
+run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set width=72
+check "UNet size message" grep -q "node 'sampler' (KSampler): latent 9x8 is not a multiple of 4: this model needs image sizes that are multiples of 32" "$T/err"
+run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set steps=0
+check "steps 0 message" grep -q "txt2img.xml:41: node 'sampler' input 'steps': parameter 'steps': 0 is out of range \[1, 10000\]" "$T/err"
+run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set sampler=eulr
+check "unknown sampler lists the valid ones" grep -q "'eulr' is not one of: euler euler_ancestral heun dpm_2 dpm_2_ancestral lms dpmpp_2s_ancestral dpmpp_sde dpmpp_2m dpmpp_2m_sde dpmpp_3m_sde ddpm lcm ddim uni_pc uni_pc_bh2$" "$T/err"
+run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set checkpoint=missing.safetensors
+check "missing checkpoint names the directories searched" \
+    grep -q "checkpoints file 'missing.safetensors' not found (searched: $T/models/checkpoints)" "$T/err"
+run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set checkpoint=xl.safetensors
+check "SDXL names the family" grep -qx "sdflow: error: node 'ckpt' (CheckpointLoaderSimple): $T/models/checkpoints/xl.safetensors: SDXL checkpoint detected; sdflow supports SD1.x" "$T/err"
+check "failed runs wrote nothing" test "$(ls "$T/o" | wc -l)" = "$before"
+
+[ $fails = 0 ] && echo "txt2img.sh: all passed"
+exit $((fails > 0))
