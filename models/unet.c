@@ -6,7 +6,6 @@
  * Every intermediate is freed as soon as its consumer has been enqueued, so at any time the UNet
  * holds the skip connections plus a few tensors of the current block. */
 #include "models/unet.h"
-#include "core/checked.h"
 #include "runtime-opencl/ops.h"
 #include "runtime-opencl/ops_basic.h"
 #include "runtime-opencl/ops_layout.h"
