@@ -7,6 +7,16 @@
 #include "runtime-opencl/tensor.h"
 #include <stdlib.h>
 
+/* On a CPU device (device memory is host memory) the UNet's weights are given back before a
+ * decode or encode, whose activations at 512x512 are about 1 GB; the next KSampler uploads them
+ * again (a second or two from the page cache). */
+static void release_unets_on_cpu(sd_node_run *r)
+{
+    sd_cl *cl = sd_context_ext(sd_run_context(r), SD_EXT_OPENCL);
+    if (cl && !cl->is_gpu)
+        sd_model_store_release_unets(sd_run_context(r));
+}
+
 /* Runs one batch item through the VAE: in is [1, c_in, h_in, w_in] host floats, out receives
  * [1, c_out, h_out, w_out] floats. */
 static sd_status vae_item(sd_node_run *r, sd_vae *vae, bool decode, const float *in, const int64_t *shape_in,
@@ -38,6 +48,7 @@ static sd_status run_decode(sd_node_run *r)
         return SD_ERR_INVALID;
     const sd_tensor *lt = sd_value_tensor(sd_run_value(r, "samples"), "samples");
     sd_vae *vae;
+    release_unets_on_cpu(r);
     sd_status st = sd_loaded_vae(h->loaded, &vae);
     if (st)
         return sd_node_model_fail(r, st);
@@ -71,6 +82,7 @@ static sd_status run_decode(sd_node_run *r)
             }
     }
     free(nchw);
+    sd_node_model_done(r);
     if (st) {
         sd_value_unref(out);
         return st;
@@ -100,6 +112,7 @@ static sd_status run_encode(sd_node_run *r)
         return SD_ERR_INVALID;
     const sd_tensor *pt = sd_value_tensor(sd_run_value(r, "pixels"), "image");
     sd_vae *vae;
+    release_unets_on_cpu(r);
     sd_status st = sd_loaded_vae(h->loaded, &vae);
     if (st)
         return sd_node_model_fail(r, st);
@@ -135,6 +148,7 @@ static sd_status run_encode(sd_node_run *r)
         st = vae_item(r, vae, false, nchw, xshape, lt->data + (size_t)i * item_out, item_out);
     }
     free(nchw);
+    sd_node_model_done(r);
     if (st) {
         sd_value_unref(out);
         return st;
