@@ -13,8 +13,10 @@
 static void release_unets_on_cpu(sd_node_run *r)
 {
     sd_cl *cl = sd_context_ext(sd_run_context(r), SD_EXT_OPENCL);
-    if (cl && !cl->is_gpu)
+    if (cl && !cl->is_gpu) {
         sd_model_store_release_unets(sd_run_context(r));
+        sd_cl_pool_trim(cl); /* freed weights go to the pool first */
+    }
 }
 
 /* Runs one batch item through the VAE: in is [1, c_in, h_in, w_in] host floats, out receives
