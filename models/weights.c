@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 typedef struct slot {
     char *name;          /* without prefix; NULL = empty */
@@ -113,6 +115,17 @@ bool sd_weights_has(const sd_weights *w, const char *name)
     return sd_weights_info(w, name) != NULL;
 }
 
+/* Drops the file-mapping pages holding t once its device copy exists, so that a checkpoint is
+ * not held twice in host memory (device memory is host memory on a CPU device). The pages are
+ * read from the file again if the tensor is uploaded again. */
+static void release_pages(const sd_st_tensor *t)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), begin = (uintptr_t)t->data & ~(page - 1);
+    uintptr_t end = (uintptr_t)t->data + t->nbytes;
+    if (t->nbytes)
+        madvise((void *)begin, end - begin, MADV_DONTNEED);
+}
+
 static sd_status upload(sd_weights *w, const char *name, const sd_st_tensor *t, sd_dtype dtype,
                         sd_dtensor **out)
 {
@@ -125,6 +138,7 @@ static sd_status upload(sd_weights *w, const char *name, const sd_st_tensor *t, 
     if (!host)
         return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory loading tensor '%s%s'", w->prefix, name);
     sd_status st = sd_safetensors_read_f32(ctx, w->st, t, host, t->numel);
+    release_pages(t);
     sd_dtensor *d = NULL;
     if (!st)
         st = sd_dtensor_new(w->cl, dtype, t->ndim, t->shape, &d);

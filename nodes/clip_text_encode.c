@@ -116,6 +116,7 @@ static sd_status run_encode(sd_node_run *r)
     sd_run_set_output(r, 0, out);
     out = NULL;
 done:
+    sd_node_model_done(r);
     sd_value_unref(out);
     sd_prompt_tokens_free(&toks);
     sd_embedding_set_free(emb);

@@ -553,6 +553,7 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
     st = set_latent_output(r, latent_v, latent, mask, 1.0f / scale);
 done:
     sd_control_eval_free(d.control);
+    sd_node_model_done(r);
     for (size_t g = 0; d.contexts && g < d.n_groups; g++)
         sd_dtensor_free(d.contexts[g]);
     free(d.contexts);

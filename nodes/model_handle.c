@@ -59,3 +59,10 @@ sd_status sd_node_model_fail(sd_node_run *r, sd_status st)
     snprintf(msg, sizeof msg, "%s", sd_context_errmsg(sd_run_context(r)));
     return sd_run_error(r, st, "%s", msg);
 }
+
+void sd_node_model_done(sd_node_run *r)
+{
+    sd_cl *cl = sd_context_ext(sd_run_context(r), SD_EXT_OPENCL);
+    if (cl)
+        sd_cl_pool_trim(cl);
+}

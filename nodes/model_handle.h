@@ -30,6 +30,10 @@ sd_status sd_node_model_clip(const sd_model_handle *h, sd_clip_model **out);
  * the value carries none. */
 const sd_model_handle *sd_node_model_input(sd_node_run *r, const char *input);
 
+/* Called when a node has finished with a model: releases the runtime's pooled free buffers
+ * (its activations), so that the next node starts from the weights alone. */
+void sd_node_model_done(sd_node_run *r);
+
 /* Records the context's current message (set by models/) as the node's error; returns st. */
 sd_status sd_node_model_fail(sd_node_run *r, sd_status st);
 

@@ -6,6 +6,20 @@
 #include "nodes/model_handle.h"
 #include "nodes/node_util.h"
 #include "nodes/vae_tiles.h"
+#include "runtime-opencl/tensor.h"
+#include <stdlib.h>
+
+/* On a CPU device (device memory is host memory) the UNet's weights are given back before a
+ * decode or encode, whose activations at 512x512 are about 1 GB; the next KSampler uploads them
+ * again (a second or two from the page cache). */
+static void release_unets_on_cpu(sd_node_run *r)
+{
+    sd_cl *cl = sd_context_ext(sd_run_context(r), SD_EXT_OPENCL);
+    if (cl && !cl->is_gpu) {
+        sd_model_store_release_unets(sd_run_context(r));
+        sd_cl_pool_trim(cl); /* freed weights go to the pool first */
+    }
+}
 
 static sd_status run_decode(sd_node_run *r)
 {
@@ -14,6 +28,7 @@ static sd_status run_decode(sd_node_run *r)
         return SD_ERR_INVALID;
     const sd_tensor *lt = sd_value_tensor(sd_run_value(r, "samples"), "samples");
     sd_vae *vae;
+    release_unets_on_cpu(r);
     sd_status st = sd_loaded_vae(h->loaded, &vae);
     if (st)
         return sd_node_model_fail(r, st);
@@ -31,7 +46,9 @@ static sd_status run_decode(sd_node_run *r)
         sd_value_unref(out);
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory for a %zu-byte image", bytes);
     }
-    if ((st = sd_vae_decode_image(r, vae, lt, 0, 0, it))) {
+    st = sd_vae_decode_image(r, vae, lt, 0, 0, it);
+    sd_node_model_done(r);
+    if (st) {
         sd_value_unref(out);
         return st;
     }
@@ -60,6 +77,7 @@ static sd_status run_encode(sd_node_run *r)
         return SD_ERR_INVALID;
     const sd_tensor *pt = sd_value_tensor(sd_run_value(r, "pixels"), "image");
     sd_vae *vae;
+    release_unets_on_cpu(r);
     sd_status st = sd_loaded_vae(h->loaded, &vae);
     if (st)
         return sd_node_model_fail(r, st);
@@ -78,7 +96,9 @@ static sd_status run_encode(sd_node_run *r)
         sd_value_unref(out);
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
     }
-    if ((st = sd_vae_encode_image(r, vae, pt, 0, 0, lt))) {
+    st = sd_vae_encode_image(r, vae, pt, 0, 0, lt);
+    sd_node_model_done(r);
+    if (st) {
         sd_value_unref(out);
         return st;
     }
