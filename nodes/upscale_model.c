@@ -112,6 +112,7 @@ static sd_status run_upscale(sd_node_run *r)
             tile /= 2;
             sd_run_warn(r, "out of device memory (%s); retrying with %lld-pixel tiles", sd_context_errmsg(ctx),
                         (long long)tile);
+            sd_cl_pool_trim(cl); /* give the failed attempt's pooled buffers back first */
         }
     }
     if (st) {
