@@ -593,6 +593,18 @@ done:
     return s;
 }
 
+sd_status sd_esrgan_upscale_fit(sd_esrgan *m, const float *img, int64_t h, int64_t w, int64_t *tile, int64_t min_tile,
+                                int64_t overlap, sd_esrgan_progress progress, void *user, float *out)
+{
+    sd_status s;
+    while ((s = sd_esrgan_upscale(m, img, h, w, *tile, overlap, progress, user, out)) &&
+           (s == SD_ERR_NOMEM || s == SD_ERR_LIMIT) && *tile / 2 >= min_tile && *tile / 2 > overlap) {
+        *tile /= 2;
+        sd_cl_pool_trim(m->cl);
+    }
+    return s;
+}
+
 /* ---- random weights ---- */
 
 typedef struct layout_list {
