@@ -105,14 +105,12 @@ static sd_status run_upscale(sd_node_run *r)
     int64_t tile = TILE;
     for (int64_t i = 0; !st && i < b; i++) {
         progress_state p = {r, i, b};
-        const float *src = img->data + (size_t)(i * h * w * c);
-        float *dst = out->data + (size_t)(i * h * s * w * s * 3);
-        while ((st = sd_esrgan_upscale(m->net, src, h, w, tile, OVERLAP, on_tile, &p, dst)) &&
-               (st == SD_ERR_NOMEM || st == SD_ERR_LIMIT) && tile / 2 >= TILE_MIN) {
-            tile /= 2;
-            sd_run_warn(r, "out of device memory (%s); retrying with %lld-pixel tiles", sd_context_errmsg(ctx),
+        int64_t before = tile;
+        st = sd_esrgan_upscale_fit(m->net, img->data + (size_t)(i * h * w * c), h, w, &tile, TILE_MIN, OVERLAP, on_tile,
+                                   &p, out->data + (size_t)(i * h * s * w * s * 3));
+        if (!st && tile != before)
+            sd_run_warn(r, "out of device memory with %lld-pixel tiles; used %lld-pixel tiles", (long long)before,
                         (long long)tile);
-        }
     }
     if (st) {
         sd_value_unref(v);
