@@ -49,6 +49,22 @@ sd_status sd_unet_new(sd_cl *cl, const sd_safetensors *st, const char *prefix,
     return SD_OK;
 }
 
+sd_status sd_unet_new_patched(sd_unet *base, const sd_weight_patcher *patcher, sd_unet **out)
+{
+    *out = NULL;
+    sd_unet *u = calloc(1, sizeof *u);
+    if (!u)
+        return sd_set_error(base->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    *u = (sd_unet){.cl = base->cl, .config = base->config};
+    sd_status s = sd_weights_new_patched(base->w, patcher, &u->w);
+    if (s) {
+        free(u);
+        return s;
+    }
+    *out = u;
+    return SD_OK;
+}
+
 void sd_unet_free(sd_unet *u)
 {
     if (!u)
