@@ -126,8 +126,8 @@ static sd_status apply(sd_node_run *r, apply_args *a, const char *input, size_t 
     sd_cond_controls *c = sd_cond_controls_new(n);
     bool ok = out && c && (out->attrs = json_deep_copy(in->attrs));
     for (size_t i = 0; ok && i < in->n_tensors; i++) {
-        const sd_tensor *t = &in->tensors[i].tensor;
-        sd_tensor *copy = sd_value_add_tensor(out, in->tensors[i].name, t->ndim, t->shape);
+        const sd_tensor *t = &in->tensors[i]->tensor;
+        sd_tensor *copy = sd_value_add_tensor(out, in->tensors[i]->name, t->ndim, t->shape);
         size_t numel;
         ok = copy && sd_tensor_numel(t, &numel);
         if (ok)

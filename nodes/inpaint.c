@@ -21,7 +21,7 @@ static sd_value *latent_with_mask(const sd_value *in, const float *mask, int64_t
     if (!out)
         return NULL;
     for (size_t i = 0; in && i < in->n_tensors; i++) {
-        const sd_named_tensor *nt = &in->tensors[i];
+        const sd_named_tensor *nt = in->tensors[i];
         if (strcmp(nt->name, "noise_mask") == 0)
             continue;
         size_t n;

@@ -31,7 +31,7 @@ static sd_status upscale(sd_node_run *r, int64_t width, int64_t height, bool cro
     sd_tensor *out = v ? sd_value_add_tensor(v, "samples", 4, shape) : NULL;
     bool ok = out != NULL;
     for (size_t i = 0; ok && i < in->n_tensors; i++) {
-        const sd_named_tensor *t = &in->tensors[i];
+        const sd_named_tensor *t = in->tensors[i];
         if (strcmp(t->name, "samples") == 0)
             continue;
         sd_tensor *copy = sd_value_add_tensor(v, t->name, t->tensor.ndim, t->tensor.shape);
