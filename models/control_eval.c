@@ -88,6 +88,35 @@ const sd_control_link *sd_cond_control(const sd_value *cond, size_t i, bool *to_
     return c && i < c->n ? c->links[i] : NULL;
 }
 
+sd_value *sd_cond_copy(const sd_value *cond)
+{
+    const sd_cond_controls *c = cond->handle_free == sd_cond_controls_free ? cond->handle : NULL;
+    sd_value *out = sd_value_new(SD_TYPE_CONDITIONING);
+    bool ok = out && (!cond->attrs || (out->attrs = json_deep_copy(cond->attrs)));
+    for (size_t i = 0; ok && i < cond->n_tensors; i++) {
+        const sd_tensor *t = &cond->tensors[i]->tensor;
+        sd_tensor *copy = sd_value_add_tensor(out, cond->tensors[i]->name, t->ndim, t->shape);
+        size_t numel;
+        ok = copy && sd_tensor_numel(t, &numel);
+        if (ok)
+            memcpy(copy->data, t->data, numel * sizeof *t->data);
+    }
+    sd_cond_controls *c2 = ok && c ? sd_cond_controls_new(c->n) : NULL;
+    if (ok && c && c2) {
+        for (size_t i = 0; i < c->n; i++) {
+            c2->links[i] = sd_control_link_ref(c->links[i]);
+            c2->to_uncond[i] = c->to_uncond[i];
+        }
+        out->handle = c2;
+        out->handle_free = sd_cond_controls_free;
+    }
+    if (!ok || (c && !c2)) {
+        sd_value_unref(out);
+        return NULL;
+    }
+    return out;
+}
+
 void sd_control_fill_uncond(const sd_control_link *const *pos, const bool *pos_to_uncond, size_t n_pos,
                             const sd_control_link *const *neg, size_t n_neg, size_t *src,
                             const sd_control_link **chains, size_t *n_out)

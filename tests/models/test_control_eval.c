@@ -212,6 +212,37 @@ static void test_bad_hint(void)
     sd_value_unref(gray);
 }
 
+/* sd_cond_copy: tensors and attributes copied, the chains shared and kept alive by the copy. */
+static void test_cond_copy(void)
+{
+    sd_value *cond = sd_value_new(SD_TYPE_CONDITIONING);
+    sd_tensor *t = sd_value_add_tensor(cond, "cond.0", 3, (const int64_t[]){1, 2, 3});
+    sd_value_add_tensor(cond, "cond.1", 3, (const int64_t[]){1, 2, 3});
+    for (int i = 0; i < 6; i++)
+        t->data[i] = (float)i;
+    cond->attrs = json_pack("{s:[{s:f},{s:f}]}", "entries", "strength", 1.0, "strength", 0.5);
+    sd_cond_controls *c = sd_cond_controls_new(2);
+    c->links[1] = sd_control_link_new(g_cn, g_img1, 1.0, 0.0, 1.0, NULL);
+    c->to_uncond[1] = true;
+    cond->handle = c;
+    cond->handle_free = sd_cond_controls_free;
+    const sd_control_link *l = c->links[1];
+    sd_value *copy = sd_cond_copy(cond);
+    CHECK(copy != NULL);
+    sd_value_unref(cond); /* the copy keeps the chain alive */
+    if (copy) {
+        bool flag = false;
+        CHECK(sd_cond_control(copy, 0, NULL) == NULL);
+        CHECK(sd_cond_control(copy, 1, &flag) == l && flag);
+        const sd_tensor *ct = sd_value_tensor(copy, "cond.0");
+        CHECK(ct && ct->data[5] == 5.0f && sd_value_tensor(copy, "cond.1"));
+        CHECK(json_real_value(json_object_get(json_array_get(json_object_get(copy->attrs, "entries"), 1), "strength")) ==
+              0.5);
+        CHECK(sd_control_link_prev(l) == NULL);
+    }
+    sd_value_unref(copy);
+}
+
 int main(void)
 {
     if (!ops_cl() || !setup())
@@ -220,6 +251,7 @@ int main(void)
     RUN(test_chain);
     RUN(test_percent_range);
     RUN(test_bad_hint);
+    RUN(test_cond_copy);
     sd_dtensor_free(g_ctx);
     sd_value_unref(g_img2);
     sd_value_unref(g_img1);
