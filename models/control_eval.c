@@ -92,15 +92,7 @@ sd_value *sd_cond_copy(const sd_value *cond)
 {
     const sd_cond_controls *c = cond->handle_free == sd_cond_controls_free ? cond->handle : NULL;
     sd_value *out = sd_value_new(SD_TYPE_CONDITIONING);
-    bool ok = out && (!cond->attrs || (out->attrs = json_deep_copy(cond->attrs)));
-    for (size_t i = 0; ok && i < cond->n_tensors; i++) {
-        const sd_tensor *t = &cond->tensors[i]->tensor;
-        sd_tensor *copy = sd_value_add_tensor(out, cond->tensors[i]->name, t->ndim, t->shape);
-        size_t numel;
-        ok = copy && sd_tensor_numel(t, &numel);
-        if (ok)
-            memcpy(copy->data, t->data, numel * sizeof *t->data);
-    }
+    bool ok = out && sd_value_copy_contents(out, cond, NULL);
     sd_cond_controls *c2 = ok && c ? sd_cond_controls_new(c->n) : NULL;
     if (ok && c && c2) {
         for (size_t i = 0; i < c->n; i++) {
