@@ -88,6 +88,27 @@ const sd_control_link *sd_cond_control(const sd_value *cond, size_t i, bool *to_
     return c && i < c->n ? c->links[i] : NULL;
 }
 
+sd_value *sd_cond_copy(const sd_value *cond)
+{
+    const sd_cond_controls *c = cond->handle_free == sd_cond_controls_free ? cond->handle : NULL;
+    sd_value *out = sd_value_new(SD_TYPE_CONDITIONING);
+    bool ok = out && sd_value_copy_contents(out, cond, NULL);
+    sd_cond_controls *c2 = ok && c ? sd_cond_controls_new(c->n) : NULL;
+    if (ok && c && c2) {
+        for (size_t i = 0; i < c->n; i++) {
+            c2->links[i] = sd_control_link_ref(c->links[i]);
+            c2->to_uncond[i] = c->to_uncond[i];
+        }
+        out->handle = c2;
+        out->handle_free = sd_cond_controls_free;
+    }
+    if (!ok || (c && !c2)) {
+        sd_value_unref(out);
+        return NULL;
+    }
+    return out;
+}
+
 void sd_control_fill_uncond(const sd_control_link *const *pos, const bool *pos_to_uncond, size_t n_pos,
                             const sd_control_link *const *neg, size_t n_neg, size_t *src,
                             const sd_control_link **chains, size_t *n_out)
@@ -377,7 +398,6 @@ sd_status sd_control_eval_call(sd_control_eval *ev, const sd_control_link *const
     res->skips = calloc((size_t)n, sizeof *res->skips);
     if (!runs || !run_items || !run_active || !res->tensors || !res->skips)
         st = sd_set_error(ev->ctx, SD_ERR_NOMEM, "out of memory");
-    size_t first_active = 0; /* an active run's residuals give the zeros' shapes */
     for (size_t k = 0; !st && k < n_entries; n_runs++) {
         size_t first = k;
         while (k < n_entries && chains[k] == chains[first])
@@ -392,20 +412,16 @@ sd_status sd_control_eval_call(sd_control_eval *ev, const sd_control_link *const
             st = run_chain(ev, cl, chains[first], run_items[n_runs], batch, x, sigma, timestep, ctx_run,
                            runs + n_runs * (size_t)n, n);
         sd_dtensor_free(ctx_run);
-        if (!st && !run_active[first_active])
-            first_active = n_runs;
     }
-    int64_t (*shape_of)[4] = st ? NULL : calloc((size_t)n, sizeof *shape_of);
-    if (!st && !shape_of)
-        st = sd_set_error(ev->ctx, SD_ERR_NOMEM, "out of memory");
-    for (int i = 0; !st && i < n; i++)
-        memcpy(shape_of[i], runs[first_active * (size_t)n + (size_t)i]->shape, sizeof shape_of[i]);
+    size_t first_active = 0; /* there is one: net was found */
+    while (!st && !run_active[first_active])
+        first_active++;
     for (int i = 0; !st && i < n; i++) {
+        int64_t shape[4]; /* an active run's residual gives the zeros' shape */
+        memcpy(shape, runs[first_active * (size_t)n + (size_t)i]->shape, sizeof shape);
         for (size_t r = 0; !st && r < n_runs; r++) {
             sd_dtensor **slot = &runs[r * (size_t)n + (size_t)i];
             if (!run_active[r]) {
-                int64_t shape[4];
-                memcpy(shape, shape_of[i], sizeof shape);
                 shape[0] = (int64_t)run_items[r];
                 st = sd_dtensor_zeros(cl, SD_DTYPE_F32, 4, shape, slot);
             }
@@ -428,7 +444,6 @@ sd_status sd_control_eval_call(sd_control_eval *ev, const sd_control_link *const
     free(runs);
     free(run_items);
     free(run_active);
-    free(shape_of);
     if (st) {
         sd_control_residuals_free(res);
         return st;

@@ -48,6 +48,12 @@ void sd_cond_controls_free(void *controls); /* the value's handle_free; drops th
  * receives its apply-to-negative flag. */
 const sd_control_link *sd_cond_control(const sd_value *cond, size_t i, bool *to_uncond);
 
+/* A deep copy of a CONDITIONING value (tensors, attrs) that keeps its ControlNets: the copy's
+ * attachment holds new references to the same chains. For nodes that change conditioning entries
+ * without changing their number or order (adding tensors or attributes). NULL when memory runs
+ * out. */
+sd_value *sd_cond_copy(const sd_value *cond);
+
 /* ComfyUI's apply_empty_x_to_equal_area for ControlNets: when no negative entry has a chain,
  * each positive chain flagged to_uncond in turn (k = 0, 1, ...) goes to negative entry k % n_neg,
  * which takes it if it has none yet and is otherwise repeated with it as a new entry. Writes the

@@ -122,9 +122,9 @@ static sd_status apply(sd_node_run *r, apply_args *a, const char *input, size_t 
     size_t n = json_is_array(entries) ? json_array_size(entries) : 0;
     if (n == 0)
         return sd_run_error(r, SD_ERR_INVALID, "input '%s': the conditioning has no entries", input);
-    sd_value *out = sd_value_new(SD_TYPE_CONDITIONING);
+    sd_value *out = sd_cond_copy(in);
     sd_cond_controls *c = sd_cond_controls_new(n);
-    bool ok = out && c && sd_value_copy_contents(out, in, NULL);
+    bool ok = out && c;
     for (size_t i = 0; ok && i < n; i++) {
         sd_control_link *l = link_for(a, (sd_control_link *)sd_cond_control(in, i, NULL));
         ok = l != NULL;
@@ -136,6 +136,8 @@ static sd_status apply(sd_node_run *r, apply_args *a, const char *input, size_t 
         sd_cond_controls_free(c);
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
     }
+    if (out->handle_free) /* the copy's attachment (the previous links) gives way to the new one */
+        out->handle_free(out->handle);
     out->handle = c;
     out->handle_free = sd_cond_controls_free;
     sd_run_set_output(r, output, out);
