@@ -373,6 +373,11 @@ static void test_bad_files(void)
     expect_open("misfit.safetensors", misfit, 2, SD_ERR_INVALID,
                 "LoRA key 'lora_te_text_model_encoder_layers_0_mlp_fc1' (up [256, 4], down [4, 768]) does not fit "
                 "tensor 'encoder.layers.0.mlp.fc1.weight' [256, 64]");
+    tensor_spec empty[2] = {{"lora_unet_input_blocks_1_1_proj_in.lora_up.weight", 4, {32, 0, 1, 1}, 0.1f},
+                            {"lora_unet_input_blocks_1_1_proj_in.lora_down.weight", 4, {0, 32, 1, 1}, 0.1f}};
+    expect_open("empty.safetensors", empty, 2, SD_ERR_INVALID,
+                "LoRA key 'lora_unet_input_blocks_1_1_proj_in' (up [32, 0, ...], down [0, 32, ...]) does not fit "
+                "tensor 'input_blocks.1.1.proj_in.weight' [32, 32, ...]");
     /* Some keys match, some do not: a warning lists the others and the LoRA loads. */
     g_log[0] = '\0';
     tensor_spec partial[4] = {{"lora_unet_input_blocks_1_1_proj_in.lora_up.weight", 4, {32, 2, 1, 1}, 0.1f},
