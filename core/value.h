@@ -38,7 +38,7 @@ typedef struct sd_value {
     double f;
     bool b;
     char *s;                 /* STRING, ENUM */
-    sd_named_tensor *tensors;
+    sd_named_tensor **tensors; /* each allocated on its own: pointers stay valid as tensors are added */
     size_t n_tensors;
     json_t *attrs;           /* JSON object or NULL; owned */
     void *handle;            /* opaque object (models, attachments) */
@@ -56,8 +56,9 @@ sd_value *sd_value_string(sd_type type, const char *s); /* STRING or ENUM; copie
 /* A handle value owning obj (freed with free_fn when the last reference goes). */
 sd_value *sd_value_handle(sd_type type, void *obj, void (*free_fn)(void *));
 
-/* Adds a zero-filled tensor; returns it, or NULL when the size overflows or memory runs out.
- * The name must be unique within the value and shorter than 32 bytes. */
+/* Adds a zero-filled tensor; returns it (valid as long as the value), or NULL when the size
+ * overflows or memory runs out. The name must be unique within the value and shorter than
+ * 32 bytes. */
 sd_tensor *sd_value_add_tensor(sd_value *v, const char *name, int ndim, const int64_t *shape);
 sd_tensor *sd_value_tensor(const sd_value *v, const char *name); /* NULL when absent */
 

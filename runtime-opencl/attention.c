@@ -30,7 +30,7 @@ sd_status sd_op_attention(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, c
     int mb = 1, mq = 1;
     if (q->ndim != 3 || k->ndim != 3 || !sd_dtensor_same_shape(k, v) || k->dtype != v->dtype ||
         q->dtype != SD_DTYPE_F32 || q->shape[0] != k->shape[0] || q->shape[2] != k->shape[2] || heads < 1 ||
-        heads > 64 || q->shape[2] % heads != 0 || q->shape[2] / heads > 256 || q->shape[2] / heads < 1 ||
+        heads > 64 || q->shape[2] % heads != 0 || q->shape[2] / heads > 512 || q->shape[2] / heads < 1 ||
         q->shape[1] > INT32_MAX || k->shape[1] > INT32_MAX || k->shape[1] < 1 ||
         (mask && !mask_fits(mask, q->shape[0], q->shape[1], k->shape[1], &mb, &mq)))
         return sd_set_error(cl->ctx, SD_ERR_INVALID, "attention: q %s, k %s, v %s, %d heads%s do not fit",

@@ -18,6 +18,9 @@
 #ifndef BQ
 #define BQ 8
 #endif
+#if BQ > 16
+#error "BQ (query rows per work-item) must be at most 16"
+#endif
 #define BK 32
 
 #ifdef KV_HALF
@@ -137,7 +140,8 @@ __kernel void attn_fwd(__global const float *q, __global const float *kp, __glob
     float qs[BQ][HD];   /* queries, pre-scaled */
     float o[BQ][HD];    /* unnormalised output rows */
     float pr[BQ][BK];   /* probabilities of the current key block */
-    float m[BQ], l[BQ], alpha[BQ];
+    float m[BQ], alpha[BQ], alpha16[16];
+    float16 lv[BQ];     /* running sums of p, lane-wise (reduced once at the end) */
     __global const float *mrow[BQ];
     for (int r = 0; r < BQ; r++) {
         int i = min(q0 + r, Nq - 1);
@@ -147,7 +151,7 @@ __kernel void attn_fwd(__global const float *q, __global const float *kp, __glob
             o[r][d] = 0.0f;
         }
         m[r] = -INFINITY;
-        l[r] = 0.0f;
+        lv[r] = (float16)(0.0f);
         mrow[r] = mask ? mask + (mb == 1 ? 0 : b) * mb_stride + (long)(mq == 1 ? 0 : i) * Nk : 0;
     }
 
@@ -193,12 +197,25 @@ __kernel void attn_fwd(__global const float *q, __global const float *kp, __glob
                 s0[r] = vload16(0, tmp);
                 s1[r] = vload16(1, tmp);
             }
-            float mnew = fmax(m[r], hmax16(fmax(s0[r], s1[r])));
-            float msafe = mnew == -INFINITY ? 0.0f : mnew;
-            float16 p0 = exp2_neg16(s0[r] - msafe), p1 = exp2_neg16(s1[r] - msafe);
-            alpha[r] = exp2(m[r] - msafe);
-            l[r] = l[r] * alpha[r] + hsum16(p0 + p1);
-            m[r] = mnew;
+        }
+        /* running max per row; the rescale factors 2^(max_old - max_new) of all rows in one vector */
+        float mnew[BQ], dm[16];
+#pragma unroll
+        for (int r = 0; r < BQ; r++) {
+            mnew[r] = fmax(m[r], hmax16(fmax(s0[r], s1[r])));
+            float msafe = mnew[r] == -INFINITY ? 0.0f : mnew[r];
+            dm[r] = m[r] - msafe;
+            m[r] = msafe;
+        }
+        for (int r = BQ; r < 16; r++)
+            dm[r] = 0.0f;
+        vstore16(exp2_neg16(vload16(0, dm)), 0, alpha16);
+#pragma unroll
+        for (int r = 0; r < BQ; r++) {
+            alpha[r] = alpha16[r];
+            float16 p0 = exp2_neg16(s0[r] - m[r]), p1 = exp2_neg16(s1[r] - m[r]);
+            lv[r] = fma(lv[r], (float16)(alpha[r]), p0 + p1);
+            m[r] = mnew[r];
             vstore16(p0, 0, pr[r]);
             vstore16(p1, 1, pr[r]);
         }
@@ -231,7 +248,8 @@ __kernel void attn_fwd(__global const float *q, __global const float *kp, __glob
     }
 
     for (int r = 0; r < BQ && q0 + r < Nq; r++) {
-        float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        float l = hsum16(lv[r]);
+        float inv = l > 0.0f ? 1.0f / l : 0.0f;
         __global float *dst = out + ((long)b * Nq + q0 + r) * C + (long)h * HD;
         for (int d = 0; d < HD; d++)
             dst[d] = o[r][d] * inv;
