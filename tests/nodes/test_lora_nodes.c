@@ -98,10 +98,10 @@ static float *run_tensor(sd_graph *g, const char *id, const char *output, size_t
     CHECK_MSG(st == SD_OK, "%s", sd_context_errmsg(sd_graph_context(g)));
     const sd_value *v = st ? NULL : sd_result_value(*res, id, output);
     size_t numel = 0;
-    if (!v || v->n_tensors < 1 || !sd_tensor_numel(&v->tensors[0].tensor, &numel) || numel != n)
+    if (!v || v->n_tensors < 1 || !sd_tensor_numel(&v->tensors[0]->tensor, &numel) || numel != n)
         return NULL;
     float *out = malloc(n * sizeof *out);
-    memcpy(out, v->tensors[0].tensor.data, n * sizeof *out);
+    memcpy(out, v->tensors[0]->tensor.data, n * sizeof *out);
     return out;
 }
 
