@@ -128,6 +128,29 @@ sd_tensor *sd_value_tensor(const sd_value *v, const char *name)
     return NULL;
 }
 
+bool sd_value_copy_contents(sd_value *dst, const sd_value *src, const char *except)
+{
+    for (size_t i = 0; i < src->n_tensors; i++) {
+        const sd_named_tensor *nt = src->tensors[i];
+        if (except && strcmp(nt->name, except) == 0)
+            continue;
+        size_t n;
+        sd_tensor *t = sd_value_add_tensor(dst, nt->name, nt->tensor.ndim, nt->tensor.shape);
+        if (!t || !sd_tensor_numel(t, &n))
+            return false;
+        memcpy(t->data, nt->tensor.data, n * sizeof *t->data);
+    }
+    if (src->attrs) {
+        json_t *copy = json_deep_copy(src->attrs);
+        if (!copy)
+            return false;
+        if (dst->attrs)
+            json_decref(dst->attrs);
+        dst->attrs = copy;
+    }
+    return true;
+}
+
 bool sd_value_cacheable(const sd_value *v)
 {
     return v && !v->handle;

@@ -62,6 +62,10 @@ sd_value *sd_value_handle(sd_type type, void *obj, void (*free_fn)(void *));
 sd_tensor *sd_value_add_tensor(sd_value *v, const char *name, int ndim, const int64_t *shape);
 sd_tensor *sd_value_tensor(const sd_value *v, const char *name); /* NULL when absent */
 
+/* Copies src's tensors (all but the one named `except`, which may be NULL) and attributes into
+ * dst, which must not already hold tensors of those names. False when memory runs out. */
+bool sd_value_copy_contents(sd_value *dst, const sd_value *src, const char *except);
+
 /* Number of elements; false when the product overflows size_t or a dimension is negative. */
 bool sd_tensor_numel(const sd_tensor *t, size_t *numel);
 

@@ -124,15 +124,7 @@ static sd_status apply(sd_node_run *r, apply_args *a, const char *input, size_t 
         return sd_run_error(r, SD_ERR_INVALID, "input '%s': the conditioning has no entries", input);
     sd_value *out = sd_value_new(SD_TYPE_CONDITIONING);
     sd_cond_controls *c = sd_cond_controls_new(n);
-    bool ok = out && c && (out->attrs = json_deep_copy(in->attrs));
-    for (size_t i = 0; ok && i < in->n_tensors; i++) {
-        const sd_tensor *t = &in->tensors[i].tensor;
-        sd_tensor *copy = sd_value_add_tensor(out, in->tensors[i].name, t->ndim, t->shape);
-        size_t numel;
-        ok = copy && sd_tensor_numel(t, &numel);
-        if (ok)
-            memcpy(copy->data, t->data, numel * sizeof *t->data);
-    }
+    bool ok = out && c && sd_value_copy_contents(out, in, NULL);
     for (size_t i = 0; ok && i < n; i++) {
         sd_control_link *l = link_for(a, (sd_control_link *)sd_cond_control(in, i, NULL));
         ok = l != NULL;

@@ -20,17 +20,7 @@ static sd_value *latent_with_mask(const sd_value *in, const float *mask, int64_t
     sd_value *out = sd_value_new(SD_TYPE_LATENT);
     if (!out)
         return NULL;
-    for (size_t i = 0; in && i < in->n_tensors; i++) {
-        const sd_named_tensor *nt = &in->tensors[i];
-        if (strcmp(nt->name, "noise_mask") == 0)
-            continue;
-        size_t n;
-        sd_tensor *t = sd_value_add_tensor(out, nt->name, nt->tensor.ndim, nt->tensor.shape);
-        if (!t || !sd_tensor_numel(t, &n))
-            goto fail;
-        memcpy(t->data, nt->tensor.data, n * sizeof *t->data);
-    }
-    if (in && in->attrs && !(out->attrs = json_deep_copy(in->attrs)))
+    if (in && !sd_value_copy_contents(out, in, "noise_mask"))
         goto fail;
     if (mask) {
         int64_t shape[4] = {mb, 1, mh, mw};

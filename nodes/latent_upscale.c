@@ -30,18 +30,7 @@ static sd_status upscale(sd_node_run *r, int64_t width, int64_t height, bool cro
     sd_value *v = sd_value_new(SD_TYPE_LATENT);
     sd_tensor *out = v ? sd_value_add_tensor(v, "samples", 4, shape) : NULL;
     bool ok = out != NULL;
-    for (size_t i = 0; ok && i < in->n_tensors; i++) {
-        const sd_named_tensor *t = &in->tensors[i];
-        if (strcmp(t->name, "samples") == 0)
-            continue;
-        sd_tensor *copy = sd_value_add_tensor(v, t->name, t->tensor.ndim, t->tensor.shape);
-        size_t n = 0;
-        ok = copy && sd_tensor_numel(&t->tensor, &n);
-        if (ok)
-            memcpy(copy->data, t->tensor.data, n * sizeof *copy->data);
-    }
-    if (ok && in->attrs)
-        ok = (v->attrs = json_deep_copy(in->attrs)) != NULL;
+    ok = ok && sd_value_copy_contents(v, in, "samples");
     if (!ok) {
         sd_value_unref(v);
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory for a %zu-byte latent", bytes);
