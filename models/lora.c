@@ -374,16 +374,18 @@ static sd_status make_patch(sd_context *ctx, const sd_safetensors *st, const cha
     bool up_ok = (up->ndim == 2 || (up->ndim == 4 && up->shape[2] == 1 && up->shape[3] == 1)) &&
                  up->shape[0] == out && up->shape[1] == rank;
     bool down_ok = (down->ndim == 2 || down->ndim == 4) && rank >= 1;
-    int64_t down_k = 1; /* elements per rank row of the (mid-combined) down projection */
+    /* Elements per rank row of the (mid-combined) down projection; shapes come from the file, so
+     * the product is overflow-checked (a zero dimension makes any other one legal there). */
+    size_t down_k = 0;
     if (mid) {
         down_ok = down_ok && down->ndim == 4 && down->shape[2] == 1 && down->shape[3] == 1 && mid->ndim == 4 &&
                   mid->shape[0] == rank && mid->shape[1] == rank;
-        down_k = down->shape[1] * (mid->ndim == 4 ? mid->shape[2] * mid->shape[3] : 1);
+        int64_t dims[3] = {down->shape[1], mid->shape[2], mid->shape[3]};
+        down_ok = down_ok && sd_shape_bytes(dims, 3, 1, &down_k);
     } else {
-        for (int d = 1; d < down->ndim; d++)
-            down_k *= down->shape[d];
+        down_ok = down_ok && sd_shape_bytes(down->shape + 1, down->ndim - 1, 1, &down_k);
     }
-    if (!up_ok || !down_ok || down_k != in_k) {
+    if (!up_ok || !down_ok || down_k != (size_t)in_k) {
         char us[64], ds[64], ws[64];
         snprintf(us, sizeof us, "[%lld, %lld%s]", (long long)up->shape[0], (long long)(up->ndim > 1 ? up->shape[1] : 0),
                  up->ndim > 2 ? ", ..." : "");

@@ -76,7 +76,7 @@ bool sd_unet_diffusers_name(const sd_unet_config *cfg, const char *ldm, char *ou
  * to_v, to_out.0), feed-forward Linear and proj_in/proj_out of the UNet named the diffusers
  * way, the 3x3 conv1 of down_blocks.0.resnets.0 (3x3 down, 1x1 up), and every q/k/v/out_proj
  * and fc1/fc2 of the text encoder; alpha rank / 2 on every key (one value, as kohya-ss
- * writes; diffusers applies a single alpha per model). ldm_names: the UNet keys
+ * writes it and as diffusers' loader handles it). ldm_names: the UNet keys
  * named the LDM way (lora_unet_input_blocks_1_1_...) instead: the same tensors, same values.
  * F32, written atomically. */
 sd_status sd_lora_write_random(sd_context *ctx, const char *path, const sd_checkpoint_config *cfg, int rank,

@@ -34,7 +34,7 @@ static sd_status run_lora(sd_node_run *r, bool with_clip)
         return SD_ERR_INVALID;
     float sm = (float)sd_run_float(r, "strength_model");
     float sc = with_clip ? (float)sd_run_float(r, "strength_clip") : 0.0f;
-    sd_lora *lora = NULL;
+    sd_lora *lora = NULL, *clip_lora = NULL;
     sd_status st = SD_OK;
     if (sm != 0.0f || sc != 0.0f) {
         /* Keys are matched against the MODEL's checkpoint (both parts: a text-encoder key is
@@ -42,11 +42,22 @@ static sd_status run_lora(sd_node_run *r, bool with_clip)
         st = sd_lora_open(sd_run_context(r), sd_run_file(r, "lora_name"), sd_loaded_config(model->loaded), &lora);
         if (st)
             return sd_node_model_fail(r, st);
+        clip_lora = sd_lora_ref(lora);
     }
-    st = patched_output(r, SD_TYPE_MODEL, model, lora, sm, SD_LORA_UNET, 0);
+    if (sc != 0.0f && clip->loaded != model->loaded) {
+        /* A CLIP from another file: its text-encoder keys are mapped for that file's layout. */
+        sd_lora_unref(clip_lora);
+        clip_lora = NULL;
+        st = sd_lora_open(sd_run_context(r), sd_run_file(r, "lora_name"), sd_loaded_config(clip->loaded), &clip_lora);
+    }
+    if (st)
+        st = sd_node_model_fail(r, st);
+    if (!st)
+        st = patched_output(r, SD_TYPE_MODEL, model, lora, sm, SD_LORA_UNET, 0);
     if (!st && with_clip)
-        st = patched_output(r, SD_TYPE_CLIP, clip, lora, sc, SD_LORA_CLIP, 1);
+        st = patched_output(r, SD_TYPE_CLIP, clip, clip_lora, sc, SD_LORA_CLIP, 1);
     sd_lora_unref(lora);
+    sd_lora_unref(clip_lora);
     return st;
 }
 

@@ -373,6 +373,11 @@ static void test_bad_files(void)
     expect_open("misfit.safetensors", misfit, 2, SD_ERR_INVALID,
                 "LoRA key 'lora_te_text_model_encoder_layers_0_mlp_fc1' (up [256, 4], down [4, 768]) does not fit "
                 "tensor 'encoder.layers.0.mlp.fc1.weight' [256, 64]");
+    tensor_spec empty[2] = {{"lora_unet_input_blocks_1_1_proj_in.lora_up.weight", 4, {32, 0, 1, 1}, 0.1f},
+                            {"lora_unet_input_blocks_1_1_proj_in.lora_down.weight", 4, {0, 32, 1, 1}, 0.1f}};
+    expect_open("empty.safetensors", empty, 2, SD_ERR_INVALID,
+                "LoRA key 'lora_unet_input_blocks_1_1_proj_in' (up [32, 0, ...], down [0, 32, ...]) does not fit "
+                "tensor 'input_blocks.1.1.proj_in.weight' [32, 32, ...]");
     /* Some keys match, some do not: a warning lists the others and the LoRA loads. */
     g_log[0] = '\0';
     tensor_spec partial[4] = {{"lora_unet_input_blocks_1_1_proj_in.lora_up.weight", 4, {32, 2, 1, 1}, 0.1f},
@@ -395,10 +400,74 @@ static void test_bad_files(void)
     CHECK(ol && sd_lora_count(ol, SD_LORA_UNET) == 1 && sd_lora_count(ol, SD_LORA_CLIP) == 1);
     sd_lora_unref(ol);
     free(old_path);
+    /* The same group in two layouts, and two names for one tensor. */
+    tensor_spec twice[3] = {{"lora_unet_input_blocks_1_1_proj_in.lora_up.weight", 4, {32, 2, 1, 1}, 0.1f},
+                            {"lora_unet_input_blocks_1_1_proj_in.lora_B.weight", 4, {32, 2, 1, 1}, 0.1f},
+                            {"lora_unet_input_blocks_1_1_proj_in.lora_down.weight", 4, {2, 32, 1, 1}, 0.1f}};
+    expect_open("twice.safetensors", twice, 3, SD_ERR_INVALID,
+                "LoRA key 'lora_unet_input_blocks_1_1_proj_in' is given twice in different layouts");
+    tensor_spec both[4] = {{"lora_unet_input_blocks_1_1_proj_in.lora_up.weight", 4, {32, 2, 1, 1}, 0.1f},
+                           {"lora_unet_input_blocks_1_1_proj_in.lora_down.weight", 4, {2, 32, 1, 1}, 0.1f},
+                           {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight", 4, {32, 2, 1, 1}, 0.1f},
+                           {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", 4, {2, 32, 1, 1}, 0.1f}};
+    expect_open("both.safetensors", both, 4, SD_ERR_INVALID,
+                "both.safetensors: two LoRA keys patch tensor 'input_blocks.1.1.proj_in.weight'");
     /* A missing file: the safetensors error. */
     sd_lora *l = (sd_lora *)1;
     CHECK_EQ_INT(sd_lora_open(ops_cl()->ctx, "/nonexistent/x.safetensors", &g_cfg, &l), SD_ERR_IO);
     CHECK(l == NULL);
+}
+
+/* Values k / 8 for small integers k: exact in f16, bf16 and f32. */
+static sd_status fill_exact(void *user, size_t index, void *dst, size_t nbytes)
+{
+    const sd_st_dtype *dtype = user;
+    size_t size = sd_st_dtype_size(*dtype);
+    for (size_t i = 0; i < nbytes / size; i++) {
+        float v = (float)((int)((i * 7 + index * 3) % 9) - 4) * 0.125f;
+        unsigned char *p = (unsigned char *)dst + i * size;
+        if (*dtype == SD_ST_F32) {
+            memcpy(p, &v, 4);
+        } else {
+            uint32_t bits;
+            memcpy(&bits, &v, 4);
+            uint16_t h = *dtype == SD_ST_F16 ? sd_float_to_half(v) : (uint16_t)(bits >> 16);
+            memcpy(p, &h, 2);
+        }
+    }
+    return SD_OK;
+}
+
+/* LoRAs stored as F16 and BF16 (most files are) patch exactly as the same values in F32. */
+static void test_half_files(void)
+{
+    if (!g_x)
+        return;
+    static const sd_st_dtype dtypes[3] = {SD_ST_F32, SD_ST_F16, SD_ST_BF16};
+    float *eps[3] = {NULL, NULL, NULL};
+    sd_unet *base = NULL;
+    CHECK_EQ_INT(sd_unet_new(ops_cl(), g_st, SD1_UNET_PREFIX, &g_cfg.unet, SD_DTYPE_F32, &base), SD_OK);
+    for (int d = 0; d < 3; d++) {
+        sd_st_entry e[3] = {
+            {.name = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k.lora_up.weight", .dtype = dtypes[d],
+             .ndim = 2, .shape = {32, 2}},
+            {.name = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k.lora_down.weight", .dtype = dtypes[d],
+             .ndim = 2, .shape = {2, 64}},
+            {.name = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k.alpha", .dtype = dtypes[d], .ndim = 0}};
+        char name[32];
+        snprintf(name, sizeof name, "half%d.safetensors", d);
+        char *path = test_path(test_scratch_dir(), name);
+        CHECK_EQ_INT(sd_safetensors_write(ops_cl()->ctx, path, e, 3, NULL, fill_exact, (void *)&dtypes[d]), SD_OK);
+        sd_lora *l = open_lora(path);
+        eps[d] = l ? patched_eps(base, l, 1.0f, NULL, 0) : NULL;
+        sd_lora_unref(l);
+        free(path);
+    }
+    size_t n = 2 * 4 * 16 * 16 * sizeof(float);
+    CHECK(eps[0] && eps[1] && eps[2] && memcmp(eps[0], eps[1], n) == 0 && memcmp(eps[0], eps[2], n) == 0);
+    for (int d = 0; d < 3; d++)
+        free(eps[d]);
+    sd_unet_free(base);
 }
 
 static void test_diffusers_names(void)
@@ -439,6 +508,7 @@ int main(void)
     RUN(test_clip_golden);
     RUN(test_names_and_stacking);
     RUN(test_mid_and_peft);
+    RUN(test_half_files);
     RUN(test_bad_files);
     sd_dtensor_free(g_x);
     sd_dtensor_free(g_ctx);

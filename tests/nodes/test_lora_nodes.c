@@ -268,6 +268,37 @@ static void test_embedding_prompt(void)
     sd_context_free(ctx);
 }
 
+/* A CLIP from another checkpoint file than the MODEL: its keys are mapped for its own file, and
+ * the encoding equals the one with both inputs from that file. */
+static void test_clip_from_other_file(void)
+{
+    sd_context *ctx = new_context(NULL);
+    char *other = test_path(test_scratch_dir(), "other.safetensors");
+    CHECK_EQ_INT(sd_sd1_write_random(ctx, other, &g_cfg, SD_ST_F32, 43), SD_OK);
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_new(ctx, &g), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "CheckpointLoaderSimple", "a", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "a", "ckpt_name", g_ckpt), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "CheckpointLoaderSimple", "b", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "b", "ckpt_name", other), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "LoraLoader", "lora", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_connect(g, "a", "MODEL", "lora", "model"), SD_OK);
+    CHECK_EQ_INT(sd_graph_connect(g, "b", "CLIP", "lora", "clip"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "lora", "lora_name", "style.safetensors"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "lora", "strength_clip", "1.3"), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "CLIPTextEncode", "enc", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_connect(g, "lora", "CLIP", "enc", "clip"), SD_OK);
+    float *mixed = encode(g, "a cat");
+    CHECK_EQ_INT(sd_graph_connect(g, "b", "MODEL", "lora", "model"), SD_OK);
+    float *same = encode(g, "a cat");
+    CHECK(mixed && same && memcmp(mixed, same, 77 * 64 * sizeof(float)) == 0);
+    free(mixed);
+    free(same);
+    free(other);
+    sd_graph_free(g);
+    sd_context_free(ctx);
+}
+
 /* Refused LoRA files fail the loader node with the models/ message; nothing downstream runs. */
 static void test_bad_lora(void)
 {
@@ -308,6 +339,7 @@ int main(void)
     RUN(test_cache_key);
     RUN(test_equivalences);
     RUN(test_embedding_prompt);
+    RUN(test_clip_from_other_file);
     RUN(test_bad_lora);
     free(g_models);
     free(g_lora_dir);

@@ -7,7 +7,8 @@ The checkpoint and the LoRA are written by the project's own tools, so the C tes
     sdflow_mklora --seed 3 ck.safetensors lora.safetensors
 (kohya layout: every UNet attention projection, feed-forward Linear and proj_in/proj_out, the
 3x3 conv1 of down_blocks.0.resnets.0, and every text-encoder projection; rank 4, alpha 2 on
-every key: diffusers/peft apply one alpha per model, so per-key alphas are tested in C only).
+every key: with per-key alphas, diffusers 0.42 + peft applied one module's alpha to every
+text-encoder module, so per-key alphas are tested in C only).
 
 diffusers converts the LDM checkpoint (convert_ldm_unet_checkpoint), the LoRA is loaded with
 StableDiffusionPipeline.load_lora_weights (diffusers' own kohya conversion, peft layers) and
