@@ -422,7 +422,8 @@ static float *sample_with_conditioning(const char *ckpt, bool solid_zero_mask, b
  * result); a 4-channel one ignores them (bit-identical to plain conditioning). */
 static void test_concat_reaches_unet(void)
 {
-    float *a = sample_with_conditioning(ckpt9_path, false, false), *b = sample_with_conditioning(ckpt9_path, true, false);
+    float *a = sample_with_conditioning(ckpt9_path, false, false);
+    float *b = sample_with_conditioning(ckpt9_path, true, false);
     CHECK(a && b && memcmp(a, b, 4 * 8 * 8 * sizeof *a) != 0);
     float *c = sample_with_conditioning(ckpt_path, false, false), *d = sample_with_conditioning(ckpt_path, false, true);
     CHECK(c && d && memcmp(c, d, 4 * 8 * 8 * sizeof *c) == 0);
