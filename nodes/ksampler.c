@@ -8,7 +8,11 @@
  * most 4 times the shorter, as ComfyUI's CONDCrossAttn does, else they run one by one.
  *
  * LATENT values hold the VAE's latents as ComfyUI does (not multiplied by the scale factor):
- * the sampler works on latent * scale and returns its result / scale. */
+ * the sampler works on latent * scale and returns its result / scale.
+ *
+ * Version 2: the latent is kept bit for bit where the noise mask is 0; inpainting UNets get
+ * each conditioning entry's concat_latent_image / concat_mask (InpaintModelConditioning), and
+ * their mask channel is rounded half to even as torch.round (was half away from zero). */
 #include "core/checked.h"
 #include "models/control_eval.h"
 #include "models/sampling.h"
@@ -618,7 +622,7 @@ static const sd_output_desc ks_out[] = {
     SD_OUT("LATENT", SD_TYPE_LATENT, "the denoised latent"),
 };
 const sd_node_desc sd_node_KSampler = {
-    .name = "KSampler", .version = 1, .category = "sampling",
+    .name = "KSampler", .version = 2, .category = "sampling",
     .doc = "Denoises a latent with the model, guided by positive and negative conditioning.",
     .inputs = ks_in, .n_inputs = SD_COUNT(ks_in),
     .outputs = ks_out, .n_outputs = SD_COUNT(ks_out), .run = run_ksampler,
@@ -636,7 +640,7 @@ static const sd_input_desc ksa_in[] = {
                "enable: stop at end_at_step's sigma; disable: denoise fully at the end"),
 };
 const sd_node_desc sd_node_KSamplerAdvanced = {
-    .name = "KSamplerAdvanced", .version = 1, .category = "sampling",
+    .name = "KSamplerAdvanced", .version = 2, .category = "sampling",
     .doc = "KSampler over a range of the schedule's steps, with optional noise and leftover noise.",
     .inputs = ksa_in, .n_inputs = SD_COUNT(ksa_in),
     .outputs = ks_out, .n_outputs = SD_COUNT(ks_out), .run = run_ksampler_advanced,

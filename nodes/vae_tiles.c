@@ -162,7 +162,8 @@ sd_status sd_vae_run_tiled(sd_node_run *r, sd_vae *vae, bool decode, const float
         tw[0] = tile, th[0] = tile, tw[1] = tile * 2, th[1] = tile / 2, tw[2] = tile / 2, th[2] = tile * 2;
     }
     for (int p = 0; p < 3; p++)
-        t.steps += (int)(t.h <= th[p] && t.w <= tw[p] ? 1 : n_positions(h, th[p], overlap) * n_positions(w, tw[p], overlap));
+        t.steps += h <= th[p] && w <= tw[p] ? 1
+                                            : (int)(n_positions(h, th[p], overlap) * n_positions(w, tw[p], overlap));
     /* Scratch for the largest tile: at most 2 * tile along each axis. */
     int64_t oh = h * t.mul / t.div, ow = w * t.mul / t.div;
     int64_t mh = h < tile * 2 ? h : tile * 2, mw = w < tile * 2 ? w : tile * 2;

@@ -3,7 +3,8 @@
  *   ComfyUI's definition with diffusers' AutoencoderKL), with a 20x24 mask on a 44x52 image
  *   (resized bilinearly and centre-cropped as ComfyUI); noise mask exact, latent within 2e-3
  *   (sdflow's VAE encode of this 40x48 image is 7e-4 from torch's; see test_vae_tiled.c);
- * - InpaintModelConditioning's concat_latent_image / concat_mask / noise mask;
+ * - InpaintModelConditioning's concat_latent_image / concat_mask / noise mask, and that they reach
+ *   a 9-channel UNet through the KSampler (and change nothing for a 4-channel one);
  * - SetLatentNoiseMask: after a KSampler the latent is bit-identical where the mask is 0;
  * - ImageCompositeMasked through SaveImage's 8-bit PNG: bit-identical where the mask is 0;
  *   LatentCompositeMasked placement; bad inputs with exact messages;
@@ -373,6 +374,65 @@ static void test_latent_composite(void)
     sd_graph_free(g);
 }
 
+/* The KSampler (1 step) on InpaintModelConditioning's outputs for a 64x64 version of the image
+ * with the 20x24 mask or an all-zero one (noise_mask false), or with the plain conditionings
+ * and VAEEncode's latent; returns the output latent (malloc'd 4x8x8). */
+static float *sample_with_conditioning(const char *ckpt, bool solid_zero_mask, bool plain)
+{
+    sd_graph *g = base_graph();
+    add_checkpoint(g, ckpt);
+    add(g, "ImageScale", "big");
+    link(g, "img", "IMAGE", "big", "image");
+    set(g, "big", "width", "64");
+    set(g, "big", "height", "64");
+    add(g, "SolidMask", "zero");
+    set(g, "zero", "value", "0");
+    set(g, "zero", "width", "8");
+    set(g, "zero", "height", "8");
+    add(g, "InpaintModelConditioning", "imc");
+    link(g, "pos", "CONDITIONING", "imc", "positive");
+    link(g, "neg", "CONDITIONING", "imc", "negative");
+    link(g, "vae", "VAE", "imc", "vae");
+    link(g, "big", "IMAGE", "imc", "pixels");
+    link(g, solid_zero_mask ? "zero" : "mask", "MASK", "imc", "mask");
+    set(g, "imc", "noise_mask", "false");
+    add(g, "VAEEncode", "enc");
+    link(g, "big", "IMAGE", "enc", "pixels");
+    link(g, "vae", "VAE", "enc", "vae");
+    add(g, "KSampler", "ks");
+    link(g, "ckpt", "MODEL", "ks", "model");
+    link(g, plain ? "pos" : "imc", plain ? "CONDITIONING" : "positive", "ks", "positive");
+    link(g, plain ? "neg" : "imc", plain ? "CONDITIONING" : "negative", "ks", "negative");
+    link(g, plain ? "enc" : "imc", plain ? "LATENT" : "latent", "ks", "latent_image");
+    set(g, "ks", "steps", "1");
+    const char *outs[] = {"ks"};
+    sd_result *res = run(g, outs, 1, SD_OK);
+    const sd_tensor *t = tensor(res, "ks", "LATENT", "samples");
+    float *out = NULL;
+    if (shape_is(t, 4, 1, 4, 8, 8)) {
+        out = malloc(4 * 8 * 8 * sizeof *out);
+        memcpy(out, t->data, 4 * 8 * 8 * sizeof *out);
+    }
+    sd_result_free(res);
+    sd_graph_free(g);
+    return out;
+}
+
+/* A 9-channel UNet sees InpaintModelConditioning's mask and image (another mask, another
+ * result); a 4-channel one ignores them (bit-identical to plain conditioning). */
+static void test_concat_reaches_unet(void)
+{
+    float *a = sample_with_conditioning(ckpt9_path, false, false);
+    float *b = sample_with_conditioning(ckpt9_path, true, false);
+    CHECK(a && b && memcmp(a, b, 4 * 8 * 8 * sizeof *a) != 0);
+    float *c = sample_with_conditioning(ckpt_path, false, false), *d = sample_with_conditioning(ckpt_path, false, true);
+    CHECK(c && d && memcmp(c, d, 4 * 8 * 8 * sizeof *c) == 0);
+    free(a);
+    free(b);
+    free(c);
+    free(d);
+}
+
 /* Node-level errors with exact messages, and a resized source. */
 static void test_bad_inputs(void)
 {
@@ -500,6 +560,7 @@ int main(void)
     RUN(test_encode_for_inpaint_golden);
     RUN(test_inpaint_model_conditioning);
     RUN(test_noise_mask_keeps_latent);
+    RUN(test_concat_reaches_unet);
     RUN(test_composite_bit_identical);
     RUN(test_latent_composite);
     RUN(test_bad_inputs);

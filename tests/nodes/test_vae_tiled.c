@@ -2,8 +2,9 @@
  * transcription of ComfyUI's tiled_scale and VAE.decode_tiled_ / encode_tiled_ with diffusers'
  * AutoencoderKL) on the tiny random VAE, within 5e-3 absolute: the untiled VAEEncode of this
  * 96x128 image already differs from torch by about 1.3e-3 (torch float32 vs float64: 3e-6), a
- * VAE precision matter outside tiling; a wrong tile position or weight shows as 0.1 and more; tiled against untiled decode of the same latent within
- * the documented bound; tile_size not above overlap refused; and VAEDecode / VAEEncode falling
+ * VAE precision matter outside tiling, while tiling mistakes show far above it (in the torch
+ * transcription, half the overlap moves pixels by 0.7, one tiling instead of three by 0.6);
+ * tiled against untiled decode of the same latent within the documented bound; tile_size not above overlap refused; and VAEDecode / VAEEncode falling
  * back to tiles, with a warning naming the node, under a small SDFLOW_DEVICE_MEMORY budget. */
 #include "test.h"
 #include "support/golden.h"
