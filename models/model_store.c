@@ -229,6 +229,15 @@ sd_status sd_loaded_vae(sd_loaded *l, sd_vae **out)
     return st;
 }
 
+void sd_model_store_release_unets(sd_context *ctx)
+{
+    model_store *s = sd_context_ext(ctx, SD_EXT_MODEL_STORE);
+    for (size_t i = 0; s && i < s->n; i++) {
+        sd_unet_free(s->entries[i]->unet);
+        s->entries[i]->unet = NULL;
+    }
+}
+
 sd_status sd_model_store_tokenizer(sd_context *ctx, const sd_clip_tokenizer **out)
 {
     model_store *s;

@@ -24,7 +24,7 @@ run() { # run EXPECTED_EXIT ARGS...: stdout in $T/out, stderr in $T/err
 mkdir -p "$T/models/checkpoints" "$T/in"
 "$MK" --preset tiny "$T/models/checkpoints/tiny.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
 "$MK" --kind sdxl-stub "$T/models/checkpoints/xl.safetensors" >/dev/null || { echo "FAIL: mkckpt sdxl"; exit 1; }
-cp "$SRC/examples/input/shapes.png" "$T/in/input.png"
+cp "$SRC/examples/input/shapes.png" "$T/in/"
 base=(--models-dir "$T/models" --input-dir "$T/in" --output-dir "$T/o" --cache "$T/cache.db"
       --set checkpoint=tiny.safetensors --set steps=3)
 common=("${base[@]}" --set width=64 --set height=64)

@@ -158,11 +158,14 @@ static void golden_runs(const char *weight_dtype, double min_db)
         sd_result_free(res);
         sd_graph_free(graph);
     }
-    /* One context: the checkpoint was opened once and its sub-models created once. */
+    /* One context: the checkpoint was opened once and CLIP and VAE created once; on a CPU device
+     * each VAEDecode gives the UNet's weights back, so every run created it again. */
     sd_model_store_stats s;
     sd_model_store_stats_get(ctx, &s);
+    sd_cl *cl = NULL;
+    CHECK_EQ_INT(sd_cl_get(ctx, &cl), SD_OK);
     CHECK_EQ_INT(s.files_opened, 1);
-    CHECK_EQ_INT(s.unets_created, 1);
+    CHECK_EQ_INT(s.unets_created, cl && cl->is_gpu ? 1 : (int)(sizeof runs / sizeof runs[0]));
     CHECK_EQ_INT(s.clips_created, 1);
     CHECK_EQ_INT(s.vaes_created, 1);
     fprintf(stderr, "  %s worst latent PSNR %.1f dB\n", weight_dtype, worst);
@@ -260,6 +263,35 @@ static const sd_value *run_for(sd_graph *g, const char *id, const char *output, 
     sd_status st = sd_graph_run(g, &o, res);
     CHECK_MSG(st == SD_OK, "%s", sd_context_errmsg(sd_graph_context(g)));
     return st ? NULL : sd_result_value(*res, id, output);
+}
+
+static void keep_log(const char *line, void *user)
+{
+    char *buf = user;
+    strncat(buf, line, 1023 - strlen(buf));
+}
+
+/* An unknown textual-inversion embedding is dropped with ComfyUI's warning. */
+static void test_embedding_warning(void)
+{
+    sd_context *ctx = new_context(NULL);
+    char log[1024] = "";
+    sd_context_set_log(ctx, keep_log, log);
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_new(ctx, &g), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "CheckpointLoaderSimple", "ckpt", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "ckpt", "ckpt_name", ckpt_path), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "CLIPTextEncode", "enc", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_connect(g, "ckpt", "CLIP", "enc", "clip"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "enc", "text", "a cat embedding:easynegative on a mat"), SD_OK);
+    sd_result *res;
+    const sd_value *v = run_for(g, "enc", "CONDITIONING", &res);
+    CHECK(v != NULL);
+    /* ComfyUI names everything after "embedding:" in its warning; "on a mat" is still encoded. */
+    CHECK_STR_CONTAINS(log, "embedding:easynegative on a mat does not exist, ignoring");
+    sd_result_free(res);
+    sd_graph_free(g);
+    sd_context_free(ctx);
 }
 
 /* CLIPTextEncode against the text encoder called directly: weights as ComfyUI applies them,
@@ -379,6 +411,83 @@ static void test_batch_noise(void)
     sd_context_free(ctx);
 }
 
+/* Stops the run at the KSampler's second step. */
+static void interrupt_at_step_2(const sd_progress *ev, void *user)
+{
+    if (ev->kind == SD_PROGRESS_STEP && strcmp(ev->node_type, "KSampler") == 0 && ev->step == 2)
+        sd_context_interrupt(user);
+}
+
+static void test_interrupt(void)
+{
+    sd_context *ctx = new_context(NULL);
+    sd_context_set_progress(ctx, interrupt_at_step_2, ctx);
+    sd_graph *g = load_graph(ctx, "graphs/txt2img.xml");
+    const char *set[][2] = {{"checkpoint", ckpt_path}, {"width", "64"}, {"height", "64"}, {"steps", "6"}};
+    for (size_t i = 0; g && i < 4; i++)
+        CHECK_EQ_INT(sd_graph_set_param(g, set[i][0], set[i][1]), SD_OK);
+    sd_run_options o = {.no_cache = true};
+    sd_result *res = NULL;
+    CHECK_EQ_INT(sd_graph_run(g, &o, &res), SD_ERR_INTERRUPTED);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), "node 'sampler' (KSampler): interrupted");
+    CHECK_EQ_INT(sd_result_file_count(res), 0);
+    sd_result_free(res);
+    sd_graph_free(g);
+    sd_context_free(ctx);
+}
+
+/* VAELoader: a full checkpoint's VAE decodes exactly as the checkpoint loader's; a standalone
+ * VAE file (encoder.* / decoder.*) loads and decodes. */
+static void test_vae_loader(void)
+{
+    sd_context *ctx = new_context(NULL);
+    sd_checkpoint_config cfg;
+    CHECK(sd_sd1_preset("tiny", &cfg));
+    cfg.has_unet = cfg.has_clip = false;
+    cfg.vae_prefix = "";
+    char *vae_file = test_path(test_scratch_dir(), "vae.safetensors");
+    CHECK_EQ_INT(sd_sd1_write_random(ctx, vae_file, &cfg, SD_ST_F16, 3), SD_OK);
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_new(ctx, &g), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "EmptyLatentImage", "lat", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "lat", "width", "64"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "lat", "height", "64"), SD_OK);
+    const char *loaders[][3] = {{"CheckpointLoaderSimple", "ckpt_name", "ckpt"}, {"VAELoader", "vae_name", "vl"},
+                                {"VAELoader", "vae_name", "standalone"}};
+    const char *files[] = {ckpt_path, ckpt_path, vae_file};
+    for (int i = 0; i < 3; i++) {
+        char dec[16];
+        snprintf(dec, sizeof dec, "dec%d", i);
+        CHECK_EQ_INT(sd_graph_add_node(g, loaders[i][0], loaders[i][2], NULL), SD_OK);
+        CHECK_EQ_INT(sd_graph_set_input(g, loaders[i][2], loaders[i][1], files[i]), SD_OK);
+        CHECK_EQ_INT(sd_graph_add_node(g, "VAEDecode", dec, NULL), SD_OK);
+        CHECK_EQ_INT(sd_graph_connect(g, "lat", "LATENT", dec, "samples"), SD_OK);
+        CHECK_EQ_INT(sd_graph_connect(g, loaders[i][2], "VAE", dec, "vae"), SD_OK);
+    }
+    const char *outputs[] = {"dec0", "dec1", "dec2"};
+    sd_run_options o = {.outputs = outputs, .n_outputs = 3, .no_cache = true};
+    sd_result *res = NULL;
+    CHECK_MSG(sd_graph_run(g, &o, &res) == SD_OK, "%s", sd_context_errmsg(ctx));
+    const sd_value *v[3];
+    for (int i = 0; i < 3; i++)
+        v[i] = sd_result_value(res, outputs[i], "IMAGE");
+    if (v[0] && v[1] && v[2]) {
+        const sd_tensor *a = sd_value_tensor(v[0], "image"), *b = sd_value_tensor(v[1], "image");
+        const sd_tensor *c = sd_value_tensor(v[2], "image");
+        CHECK(a->shape[1] == 64 && a->shape[2] == 64 && c->shape[1] == 64 && c->shape[2] == 64);
+        CHECK(memcmp(a->data, b->data, IMG_N * sizeof(float)) == 0);
+        CHECK(test_max_abs_diff(a->data, c->data, IMG_N) > 1e-3);
+    }
+    sd_model_store_stats s;
+    sd_model_store_stats_get(ctx, &s);
+    CHECK_EQ_INT(s.files_opened, 3); /* the checkpoint as a checkpoint and as a VAE file, the VAE file */
+    CHECK_EQ_INT(s.unets_created, 0);
+    sd_result_free(res);
+    sd_graph_free(g);
+    free(vae_file);
+    sd_context_free(ctx);
+}
+
 /* The KSampler's name lists are the sampling module's. */
 static void test_names(void)
 {
@@ -459,8 +568,11 @@ int main(void)
     RUN(test_goldens_fp16);
     RUN(test_lazy_loading);
     RUN(test_text_encode);
+    RUN(test_embedding_warning);
     RUN(test_batch_noise);
     RUN(test_bad_checkpoints);
+    RUN(test_interrupt);
+    RUN(test_vae_loader);
     free(ckpt_path);
     return test_summary("test_pipeline");
 }
