@@ -160,6 +160,28 @@ static void test_pool_reuse(void)
     sd_dtensor_free(t);
     sd_cl_pool_trim(cl);
     CHECK_EQ_INT(cl->stats.pool_bytes, 0);
+    /* The pool keeps at most its limit: lowering it releases the oldest free buffers, and a
+     * buffer above it is released at once. */
+    CHECK_EQ_INT(cl->pool_limit, SD_CL_POOL_DEFAULT);
+    sd_dtensor *a = NULL, *b = NULL;
+    int64_t one_mb[] = {256 * 1024};
+    CHECK_EQ_INT(sd_dtensor_new(cl, SD_DTYPE_F32, 1, one_mb, &a), SD_OK);
+    CHECK_EQ_INT(sd_dtensor_new(cl, SD_DTYPE_F32, 1, one_mb, &b), SD_OK);
+    cl_mem newest = b->buf;
+    sd_dtensor_free(a);
+    sd_dtensor_free(b);
+    CHECK_EQ_INT(cl->stats.pool_bytes, 2 << 20);
+    sd_cl_set_pool_limit(cl, (size_t)3 << 19); /* 1.5 MiB: one of the two stays, the newest */
+    CHECK_EQ_INT(cl->stats.pool_bytes, 1 << 20);
+    CHECK_EQ_INT(sd_dtensor_new(cl, SD_DTYPE_F32, 1, one_mb, &a), SD_OK);
+    CHECK(a && a->buf == newest); /* the kept one is reused */
+    CHECK_EQ_INT(cl->stats.pool_bytes, 0);
+    sd_dtensor_free(a);
+    CHECK_EQ_INT(sd_dtensor_new(cl, SD_DTYPE_F32, 2, shape, &t), SD_OK); /* 4 MB, above the limit */
+    sd_dtensor_free(t);
+    CHECK_EQ_INT(cl->stats.pool_bytes, 1 << 20);
+    sd_cl_set_pool_limit(cl, 0);
+    CHECK_EQ_INT(cl->stats.pool_bytes, 0);
     sd_context_free(ctx);
 }
 
