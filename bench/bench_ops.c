@@ -1,6 +1,7 @@
 /* bench_ops: GFLOP/s of the OpenCL op library on SD1.5-shaped work, with OpenBLAS sgemm measured
  * in the same run as the peer (printed as ratios). Not a test: it prints figures, never fails on
- * time. Each figure is the best of N runs (the machine may be shared).
+ * time. The variants of one row are timed interleaved, one run each in turn, and each figure is
+ * the best of N runs, so a shared machine's load hits them alike.
  *
  *   OPENBLAS_CORETYPE=SkylakeX bench_ops [--reps N] [--only gemm|conv|attn]
  *
@@ -17,6 +18,7 @@
 #endif
 
 static int reps = 5;
+static sd_cl *cl;
 
 static double now(void)
 {
@@ -35,207 +37,269 @@ static float *random_floats(size_t n, unsigned seed)
     return p;
 }
 
-static sd_dtensor *upload(sd_cl *cl, sd_dtype dt, int ndim, const int64_t *shape, unsigned seed)
+static void die(const char *what)
+{
+    fprintf(stderr, "bench_ops: %s: %s\n", what, cl ? sd_context_errmsg(cl->ctx) : "out of memory");
+    exit(1);
+}
+
+static sd_dtensor *upload(sd_dtype dt, int ndim, const int64_t *shape, unsigned seed)
 {
     sd_dtensor *t = NULL;
     if (sd_dtensor_new(cl, dt, ndim, shape, &t))
-        return NULL;
+        die("allocate");
     float *h = random_floats(t->numel, seed);
-    if (!h || sd_dtensor_upload(t, h)) {
-        sd_dtensor_free(t);
-        t = NULL;
-    }
+    if (!h || sd_dtensor_upload(t, h))
+        die("upload");
     free(h);
     return t;
 }
 
-static void die(sd_cl *cl, const char *what)
+/* One benchmark variant: run() does the work once (waiting for the device). */
+typedef struct variant {
+    void (*run)(struct variant *v);
+    double best;
+    /* device operands */
+    sd_dtensor *a, *b, *c;
+    sd_conv2d_params conv;
+    int heads;
+    /* host operands (peer) */
+    float *ha, *hb, *hcol, *hc;
+    int M, K, N, C, HW;
+} variant;
+
+/* Runs every variant once per round, reps rounds after one warm-up round (kernel builds), and
+ * keeps each one's best time. */
+static void time_interleaved(variant *const *vs, int n)
 {
-    fprintf(stderr, "bench_ops: %s: %s\n", what, sd_context_errmsg(cl->ctx));
-    exit(1);
+    for (int i = 0; i < n; i++)
+        vs[i]->best = INFINITY;
+    for (int r = 0; r <= reps; r++)
+        for (int i = 0; i < n; i++) {
+            double t0 = now();
+            vs[i]->run(vs[i]);
+            double t = now() - t0;
+            if (r > 0 && t < vs[i]->best)
+                vs[i]->best = t;
+        }
 }
 
-/* ---- GEMM (linear layers): x [M, K] times w [N, K]^T ---- */
+static void finish(void)
+{
+    if (sd_cl_finish(cl))
+        die("finish");
+}
 
-static double bench_linear(sd_cl *cl, int M, int K, int N, sd_dtype wdt)
+/* ---- linear layers: y [M, N] = x [M, K] w [N, K]^T ---- */
+
+static void run_linear(variant *v)
+{
+    sd_dtensor *y = NULL;
+    if (sd_op_linear(cl, v->a, v->b, NULL, SD_ACT_NONE, &y))
+        die("linear");
+    finish();
+    sd_dtensor_free(y);
+}
+
+static void linear_setup(variant *v, int M, int K, int N, sd_dtype wdt)
 {
     int64_t xs[] = {M, K}, ws[] = {N, K};
-    sd_dtensor *x = upload(cl, SD_DTYPE_F32, 2, xs, 1), *w = upload(cl, wdt, 2, ws, 2), *y = NULL;
-    if (!x || !w)
-        die(cl, "upload");
-    double best = 1e30;
-    for (int r = 0; r < reps + 1; r++) {
-        double t0 = now();
-        if (sd_op_linear(cl, x, w, NULL, SD_ACT_NONE, &y) || sd_cl_finish(cl))
-            die(cl, "linear");
-        double t = now() - t0;
-        if (r > 0 && t < best) /* the first run builds the kernels */
-            best = t;
-        sd_dtensor_free(y);
-    }
-    sd_dtensor_free(x);
-    sd_dtensor_free(w);
-    return 2.0 * M * K * N / best * 1e-9;
+    memset(v, 0, sizeof *v);
+    v->run = run_linear;
+    v->a = upload(SD_DTYPE_F32, 2, xs, 1);
+    v->b = upload(wdt, 2, ws, 2);
+}
+
+static void variant_free(variant *v)
+{
+    sd_dtensor_free(v->a);
+    sd_dtensor_free(v->b);
+    sd_dtensor_free(v->c);
+    free(v->ha);
+    free(v->hb);
+    free(v->hcol);
+    free(v->hc);
 }
 
 #ifdef SDFLOW_HAVE_OPENBLAS
-static double blas_linear(int M, int K, int N)
+static void run_blas_linear(variant *v)
 {
-    float *x = random_floats((size_t)M * K, 1), *w = random_floats((size_t)N * K, 2);
-    float *y = malloc((size_t)M * N * sizeof *y);
-    double best = 1e30;
-    for (int r = 0; r < reps + 1; r++) {
-        double t0 = now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
-        double t = now() - t0;
-        if (r > 0 && t < best)
-            best = t;
-    }
-    free(x);
-    free(w);
-    free(y);
-    return 2.0 * M * K * N / best * 1e-9;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, v->M, v->N, v->K, 1.0f, v->ha, v->K, v->hb, v->K, 0.0f,
+                v->hc, v->N);
+}
+
+static void blas_linear_setup(variant *v, int M, int K, int N)
+{
+    memset(v, 0, sizeof *v);
+    v->run = run_blas_linear;
+    v->M = M;
+    v->K = K;
+    v->N = N;
+    v->ha = random_floats((size_t)M * K, 1);
+    v->hb = random_floats((size_t)N * K, 2);
+    v->hc = malloc((size_t)M * N * sizeof(float));
+    if (!v->ha || !v->hb || !v->hc)
+        die("host memory");
 }
 #endif
 
-static void run_gemm(sd_cl *cl)
+static void bench_gemm(void)
 {
     static const int shapes[][3] = {{4096, 320, 320}, {4096, 320, 1280}, {1024, 640, 2560}, {77, 768, 320}};
-    printf("\nlinear (M x K x N, y = x w^T)      f32 w GF/s  f16 w GF/s  OpenBLAS GF/s  ratio f32\n");
+    printf("\nlinear M x K x N (y = x w^T)      GF/s: f32 w   f16 w   OpenBLAS   ratio f32   ratio f16\n");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         int M = shapes[i][0], K = shapes[i][1], N = shapes[i][2];
-        double g32 = bench_linear(cl, M, K, N, SD_DTYPE_F32);
-        double g16 = bench_linear(cl, M, K, N, SD_DTYPE_F16);
+        variant v32, v16, vb;
+        linear_setup(&v32, M, K, N, SD_DTYPE_F32);
+        linear_setup(&v16, M, K, N, SD_DTYPE_F16);
+        double flops = 2.0 * M * K * N;
 #ifdef SDFLOW_HAVE_OPENBLAS
-        double gb = blas_linear(M, K, N);
-        printf("  %5d x %4d x %4d               %10.1f  %10.1f  %13.1f  %8.0f%%\n", M, K, N, g32, g16, gb,
-               100.0 * g32 / gb);
+        blas_linear_setup(&vb, M, K, N);
+        variant *vs[] = {&v32, &v16, &vb};
+        time_interleaved(vs, 3);
+        printf("  %5d x %4d x %4d                  %7.1f %7.1f %10.1f %10.0f%% %10.0f%%\n", M, K, N,
+               flops / v32.best * 1e-9, flops / v16.best * 1e-9, flops / vb.best * 1e-9, 100 * vb.best / v32.best,
+               100 * vb.best / v16.best);
+        variant_free(&vb);
 #else
-        printf("  %5d x %4d x %4d               %10.1f  %10.1f  %13s\n", M, K, N, g32, g16, "n/a");
+        variant *vs[] = {&v32, &v16};
+        time_interleaved(vs, 2);
+        (void)vb;
+        printf("  %5d x %4d x %4d                  %7.1f %7.1f        n/a\n", M, K, N, flops / v32.best * 1e-9,
+               flops / v16.best * 1e-9);
 #endif
+        variant_free(&v32);
+        variant_free(&v16);
         fflush(stdout);
     }
 }
 
 /* ---- 3x3 convolutions, padding 1, C -> C channels ---- */
 
-static double bench_conv(sd_cl *cl, int C, int HW, sd_dtype wdt, sd_conv_algo algo)
+static void run_conv(variant *v)
+{
+    sd_dtensor *y = NULL;
+    if (sd_op_conv2d(cl, v->a, v->b, NULL, &v->conv, &y))
+        die("conv2d");
+    finish();
+    sd_dtensor_free(y);
+}
+
+static void conv_setup(variant *v, int C, int HW, sd_dtype wdt, sd_conv_algo algo)
 {
     int64_t xs[] = {1, C, HW, HW}, ws[] = {C, C, 3, 3};
-    sd_dtensor *x = upload(cl, SD_DTYPE_F32, 4, xs, 3), *w = upload(cl, wdt, 4, ws, 4), *y = NULL;
-    if (!x || !w)
-        die(cl, "upload");
-    sd_conv2d_params p = {1, 1, 1, 1, SD_ACT_NONE, algo};
-    double best = 1e30;
-    for (int r = 0; r < reps + 1; r++) {
-        double t0 = now();
-        if (sd_op_conv2d(cl, x, w, NULL, &p, &y) || sd_cl_finish(cl))
-            die(cl, "conv2d");
-        double t = now() - t0;
-        if (r > 0 && t < best)
-            best = t;
-        sd_dtensor_free(y);
-    }
-    sd_dtensor_free(x);
-    sd_dtensor_free(w);
-    return 2.0 * C * C * 9.0 * HW * HW / best * 1e-9;
+    memset(v, 0, sizeof *v);
+    v->run = run_conv;
+    v->a = upload(SD_DTYPE_F32, 4, xs, 3);
+    v->b = upload(wdt, 4, ws, 4);
+    v->conv = (sd_conv2d_params){1, 1, 1, 1, SD_ACT_NONE, algo};
 }
 
 #ifdef SDFLOW_HAVE_OPENBLAS
 /* The peer: im2col on the host, then one sgemm [C, 9C] x [9C, HW*HW]; both timed. */
-static double blas_conv(int C, int HW)
+static void run_blas_conv(variant *v)
 {
-    size_t K = (size_t)C * 9, P = (size_t)HW * HW;
-    float *x = random_floats((size_t)C * P, 3), *w = random_floats((size_t)C * K, 4);
-    float *col = malloc(K * P * sizeof *col), *y = malloc((size_t)C * P * sizeof *y);
-    double best = 1e30;
-    for (int r = 0; r < reps + 1; r++) {
-        double t0 = now();
-        for (int c = 0; c < C; c++)
-            for (int kh = 0; kh < 3; kh++)
-                for (int kw = 0; kw < 3; kw++) {
-                    float *dst = col + ((size_t)c * 9 + (size_t)kh * 3 + (size_t)kw) * P;
-                    for (int oh = 0; oh < HW; oh++) {
-                        int ih = oh + kh - 1;
-                        for (int ow = 0; ow < HW; ow++) {
-                            int iw = ow + kw - 1;
-                            dst[(size_t)oh * HW + ow] = ih >= 0 && ih < HW && iw >= 0 && iw < HW
-                                ? x[((size_t)c * HW + (size_t)ih) * HW + (size_t)iw] : 0.0f;
-                        }
+    int C = v->C, HW = v->HW;
+    size_t P = (size_t)HW * HW;
+    for (int c = 0; c < C; c++)
+        for (int kh = 0; kh < 3; kh++)
+            for (int kw = 0; kw < 3; kw++) {
+                float *dst = v->hcol + ((size_t)c * 9 + (size_t)kh * 3 + (size_t)kw) * P;
+                for (int oh = 0; oh < HW; oh++) {
+                    int ih = oh + kh - 1;
+                    for (int ow = 0; ow < HW; ow++) {
+                        int iw = ow + kw - 1;
+                        dst[(size_t)oh * HW + ow] = ih >= 0 && ih < HW && iw >= 0 && iw < HW
+                            ? v->ha[((size_t)c * HW + (size_t)ih) * HW + (size_t)iw] : 0.0f;
                     }
                 }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, (int)P, (int)K, 1.0f, w, (int)K, col, (int)P,
-                    0.0f, y, (int)P);
-        double t = now() - t0;
-        if (r > 0 && t < best)
-            best = t;
-    }
-    free(x);
-    free(w);
-    free(col);
-    free(y);
-    return 2.0 * C * C * 9.0 * HW * HW / best * 1e-9;
+            }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, (int)P, 9 * C, 1.0f, v->hb, 9 * C, v->hcol, (int)P,
+                0.0f, v->hc, (int)P);
+}
+
+static void blas_conv_setup(variant *v, int C, int HW)
+{
+    size_t P = (size_t)HW * HW;
+    memset(v, 0, sizeof *v);
+    v->run = run_blas_conv;
+    v->C = C;
+    v->HW = HW;
+    v->ha = random_floats((size_t)C * P, 3);
+    v->hb = random_floats((size_t)C * C * 9, 4);
+    v->hcol = malloc((size_t)C * 9 * P * sizeof(float));
+    v->hc = malloc((size_t)C * P * sizeof(float));
+    if (!v->ha || !v->hb || !v->hcol || !v->hc)
+        die("host memory");
 }
 #endif
 
-static void run_conv(sd_cl *cl)
+static void bench_conv(void)
 {
     static const int shapes[][2] = {{320, 64}, {640, 32}, {1280, 16}, {1280, 8}, {512, 64}, {128, 256}};
-    printf("\nconv 3x3 pad 1 (C -> C @ HxW)   GF/s: gemm f32  wino f32  auto f16   im2col+sgemm  ratio auto f32\n");
+    printf("\nconv 3x3 pad 1, C -> C @ HxW   GF/s: gemm f32  wino f32  auto f16  im2col+sgemm  ratio auto f32\n");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         int C = shapes[i][0], HW = shapes[i][1];
-        double gg = bench_conv(cl, C, HW, SD_DTYPE_F32, SD_CONV_GEMM);
-        double gw = bench_conv(cl, C, HW, SD_DTYPE_F32, SD_CONV_WINOGRAD);
-        double g16 = bench_conv(cl, C, HW, SD_DTYPE_F16, SD_CONV_AUTO);
+        variant vg, vw, v16, vb;
+        conv_setup(&vg, C, HW, SD_DTYPE_F32, SD_CONV_GEMM);
+        conv_setup(&vw, C, HW, SD_DTYPE_F32, SD_CONV_WINOGRAD);
+        conv_setup(&v16, C, HW, SD_DTYPE_F16, SD_CONV_AUTO);
         bool wino = HW >= 64 && C >= 256; /* what AUTO picks (conv.c) */
-        double ga = wino ? gw : gg;
+        double flops = 2.0 * C * C * 9.0 * HW * HW;
 #ifdef SDFLOW_HAVE_OPENBLAS
-        double gb = blas_conv(C, HW);
-        printf("  %4d @ %3dx%-3d                    %9.1f %9.1f %9.1f %14.1f %14.0f%%\n", C, HW, HW, gg, gw, g16, gb,
-               100.0 * ga / gb);
+        blas_conv_setup(&vb, C, HW);
+        variant *vs[] = {&vg, &vw, &v16, &vb};
+        time_interleaved(vs, 4);
+        printf("  %4d @ %3dx%-3d                    %9.1f %9.1f %9.1f %13.1f %14.0f%%\n", C, HW, HW,
+               flops / vg.best * 1e-9, flops / vw.best * 1e-9, flops / v16.best * 1e-9, flops / vb.best * 1e-9,
+               100 * vb.best / (wino ? vw.best : vg.best));
+        variant_free(&vb);
 #else
-        printf("  %4d @ %3dx%-3d                    %9.1f %9.1f %9.1f %14s\n", C, HW, HW, gg, gw, g16, "n/a");
+        variant *vs[] = {&vg, &vw, &v16};
+        time_interleaved(vs, 3);
+        (void)vb;
+        (void)wino;
+        printf("  %4d @ %3dx%-3d                    %9.1f %9.1f %9.1f           n/a\n", C, HW, HW,
+               flops / vg.best * 1e-9, flops / vw.best * 1e-9, flops / v16.best * 1e-9);
 #endif
+        variant_free(&vg);
+        variant_free(&vw);
+        variant_free(&v16);
         fflush(stdout);
     }
     printf("  (Winograd figures count the direct convolution's flops)\n");
 }
 
-/* ---- attention: q [1, Nq, H*D], k/v [1, Nk, H*D] ---- */
+/* ---- attention: q [1, Nq, H*D], k/v [1, Nk, H*D], against this library's GEMM ---- */
 
-static double bench_attn(sd_cl *cl, int Nq, int Nk, int H, int D)
+static void run_attn(variant *v)
 {
-    int64_t qs[] = {1, Nq, (int64_t)H * D}, ks[] = {1, Nk, (int64_t)H * D};
-    sd_dtensor *q = upload(cl, SD_DTYPE_F32, 3, qs, 5), *k = upload(cl, SD_DTYPE_F32, 3, ks, 6);
-    sd_dtensor *v = upload(cl, SD_DTYPE_F32, 3, ks, 7), *y = NULL;
-    if (!q || !k || !v)
-        die(cl, "upload");
-    double best = 1e30;
-    for (int r = 0; r < reps + 1; r++) {
-        double t0 = now();
-        if (sd_op_attention(cl, q, k, v, H, NULL, &y) || sd_cl_finish(cl))
-            die(cl, "attention");
-        double t = now() - t0;
-        if (r > 0 && t < best)
-            best = t;
-        sd_dtensor_free(y);
-    }
-    sd_dtensor_free(q);
-    sd_dtensor_free(k);
-    sd_dtensor_free(v);
-    return 4.0 * H * (double)Nq * Nk * D / best * 1e-9; /* QK^T and PV */
+    sd_dtensor *y = NULL;
+    if (sd_op_attention(cl, v->a, v->b, v->c, v->heads, NULL, &y))
+        die("attention");
+    finish();
+    sd_dtensor_free(y);
 }
 
-static void run_attn(sd_cl *cl)
+static void bench_attn(void)
 {
     static const int shapes[][4] = {{4096, 4096, 8, 40}, {4096, 77, 8, 40}, {1024, 1024, 8, 80}, {1024, 77, 8, 80}};
-    /* The reference GEMM rate: this library's linear 4096x320x1280 in the same run. */
-    double gemm = bench_linear(cl, 4096, 320, 1280, SD_DTYPE_F32);
-    printf("\nattention (Nq x Nk, heads x dim)     GF/s   vs GEMM %.1f GF/s\n", gemm);
+    printf("\nattention Nq x Nk, heads x dim          GF/s   GEMM GF/s (linear 4096x320x1280 f32)   ratio\n");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
-        double g = bench_attn(cl, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3]);
-        printf("  %5d x %4d, %d x %-3d            %7.1f   %6.0f%%\n", shapes[i][0], shapes[i][1], shapes[i][2],
-               shapes[i][3], g, 100.0 * g / gemm);
+        int Nq = shapes[i][0], Nk = shapes[i][1], H = shapes[i][2], D = shapes[i][3];
+        int64_t qs[] = {1, Nq, (int64_t)H * D}, ks[] = {1, Nk, (int64_t)H * D};
+        variant va = {.run = run_attn, .heads = H}, vg;
+        va.a = upload(SD_DTYPE_F32, 3, qs, 5);
+        va.b = upload(SD_DTYPE_F32, 3, ks, 6);
+        va.c = upload(SD_DTYPE_F32, 3, ks, 7);
+        linear_setup(&vg, 4096, 320, 1280, SD_DTYPE_F32);
+        variant *vs[] = {&va, &vg};
+        time_interleaved(vs, 2);
+        double ga = 4.0 * H * (double)Nq * Nk * D / va.best * 1e-9; /* QK^T and PV */
+        double gg = 2.0 * 4096 * 320 * 1280 / vg.best * 1e-9;
+        printf("  %5d x %4d, %d x %-3d               %7.1f %12.1f %32.0f%%\n", Nq, Nk, H, D, ga, gg, 100 * ga / gg);
+        variant_free(&va);
+        variant_free(&vg);
         fflush(stdout);
     }
 }
@@ -256,22 +320,21 @@ int main(int argc, char **argv)
     if (reps < 1)
         reps = 1;
     sd_context *ctx = NULL;
-    sd_cl *cl = NULL;
     if (sd_context_new(&ctx) || sd_cl_get(ctx, &cl)) {
         fprintf(stderr, "bench_ops: %s\n", ctx ? sd_context_errmsg(ctx) : "out of memory");
         return 1;
     }
-    printf("device: %s (%s), best of %d runs each\n", cl->device_name, cl->driver_version, reps);
+    printf("device: %s (%s), best of %d interleaved runs each\n", cl->device_name, cl->driver_version, reps);
 #ifdef SDFLOW_HAVE_OPENBLAS
     const char *core = getenv("OPENBLAS_CORETYPE");
-    printf("peer: OpenBLAS %s, OPENBLAS_CORETYPE=%s\n", openblas_get_config(), core ? core : "(unset)");
+    printf("peer: %s, OPENBLAS_CORETYPE=%s\n", openblas_get_config(), core ? core : "(unset)");
 #endif
     if (!only || !strcmp(only, "gemm"))
-        run_gemm(cl);
+        bench_gemm();
     if (!only || !strcmp(only, "conv"))
-        run_conv(cl);
+        bench_conv();
     if (!only || !strcmp(only, "attn"))
-        run_attn(cl);
+        bench_attn();
     sd_context_free(ctx);
     return 0;
 }

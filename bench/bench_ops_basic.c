@@ -67,7 +67,8 @@ static sd_status run_op(sd_cl *cl, const op_case *c, sd_dtensor **out)
     case 10: return sd_op_upsample_nearest2x(cl, c->a, out);
     case 11: return sd_op_resize(cl, c->a, 1024, 1024, SD_RESIZE_BICUBIC, out);
     case 12: return sd_op_resize(cl, c->a, 1024, 1024, SD_RESIZE_LANCZOS_U8, out);
-    default: return sd_op_blur(cl, c->a, 3, (const float[]){0.05f, 0.1f, 0.2f, 0.3f, 0.2f, 0.1f, 0.05f}, out);
+    case 13: return sd_op_blur(cl, c->a, 3, (const float[]){0.05f, 0.1f, 0.2f, 0.3f, 0.2f, 0.1f, 0.05f}, out);
+    default: return sd_op_canny(cl, c->a, 0.1f, 0.2f, out);
     }
 }
 
@@ -165,6 +166,7 @@ int main(int argc, char **argv)
         {"resize bicubic 512->1024", ximg, NULL, NULL, 11},
         {"resize lanczos(u8) 512->1024", ximg, NULL, NULL, 12},
         {"blur r3 [1,512,512,3]", ximg, NULL, NULL, 13},
+        {"canny [1,512,512,3]", ximg, NULL, NULL, 14},
     };
     /* group_norm reads its input twice: count it. */
     double copy_dev = device_copy_gbs(cl, x320);

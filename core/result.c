@@ -141,7 +141,7 @@ const char *sd_result_file(const sd_result *r, size_t index)
 /* The tensor that describes a value's shape: the first one ("image", "samples", "mask"...). */
 static const sd_tensor *main_tensor(const sd_value *v)
 {
-    return v->n_tensors ? &v->tensors[0].tensor : NULL;
+    return v->n_tensors ? &v->tensors[0]->tensor : NULL;
 }
 
 /* The kept value of node_id's output and its socket type; NULL when absent. */

@@ -27,8 +27,10 @@ void sd_value_unref(sd_value *v)
 {
     if (!v || --v->refcount > 0)
         return;
-    for (size_t i = 0; i < v->n_tensors; i++)
-        free(v->tensors[i].tensor.data);
+    for (size_t i = 0; i < v->n_tensors; i++) {
+        free(v->tensors[i]->tensor.data);
+        free(v->tensors[i]);
+    }
     free(v->tensors);
     free(v->s);
     if (v->attrs)
@@ -92,35 +94,61 @@ bool sd_tensor_numel(const sd_tensor *t, size_t *numel)
 
 sd_tensor *sd_value_add_tensor(sd_value *v, const char *name, int ndim, const int64_t *shape)
 {
-    assert(strlen(name) < sizeof v->tensors[0].name);
+    assert(strlen(name) < sizeof v->tensors[0]->name);
     assert(!sd_value_tensor(v, name));
     if (ndim < 0 || ndim > SD_TENSOR_MAX_DIMS)
         return NULL;
     size_t bytes;
     if (!sd_shape_bytes(shape, ndim, sizeof(float), &bytes))
         return NULL;
-    sd_named_tensor *nt = realloc(v->tensors, (v->n_tensors + 1) * sizeof *nt);
-    if (!nt)
+    sd_named_tensor **list = realloc(v->tensors, (v->n_tensors + 1) * sizeof *list);
+    if (!list)
         return NULL;
-    v->tensors = nt;
+    v->tensors = list;
+    sd_named_tensor *t = calloc(1, sizeof *t);
     float *data = calloc(bytes ? bytes / sizeof(float) : 1, sizeof(float));
-    if (!data)
+    if (!t || !data) {
+        free(t);
+        free(data);
         return NULL;
-    sd_named_tensor *t = &nt[v->n_tensors++];
-    memset(t, 0, sizeof *t);
+    }
     strcpy(t->name, name);
     t->tensor.ndim = ndim;
     memcpy(t->tensor.shape, shape, (size_t)ndim * sizeof *shape);
     t->tensor.data = data;
+    list[v->n_tensors++] = t;
     return &t->tensor;
 }
 
 sd_tensor *sd_value_tensor(const sd_value *v, const char *name)
 {
     for (size_t i = 0; i < v->n_tensors; i++)
-        if (strcmp(v->tensors[i].name, name) == 0)
-            return &v->tensors[i].tensor;
+        if (strcmp(v->tensors[i]->name, name) == 0)
+            return &v->tensors[i]->tensor;
     return NULL;
+}
+
+bool sd_value_copy_contents(sd_value *dst, const sd_value *src, const char *except)
+{
+    for (size_t i = 0; i < src->n_tensors; i++) {
+        const sd_named_tensor *nt = src->tensors[i];
+        if (except && strcmp(nt->name, except) == 0)
+            continue;
+        size_t n;
+        sd_tensor *t = sd_value_add_tensor(dst, nt->name, nt->tensor.ndim, nt->tensor.shape);
+        if (!t || !sd_tensor_numel(t, &n))
+            return false;
+        memcpy(t->data, nt->tensor.data, n * sizeof *t->data);
+    }
+    if (src->attrs) {
+        json_t *copy = json_deep_copy(src->attrs);
+        if (!copy)
+            return false;
+        if (dst->attrs)
+            json_decref(dst->attrs);
+        dst->attrs = copy;
+    }
+    return true;
 }
 
 bool sd_value_cacheable(const sd_value *v)
@@ -211,7 +239,7 @@ sd_status sd_value_serialize(const sd_value *v, unsigned char **out, size_t *len
     free(attrs);
     put_u32(&w, (uint32_t)v->n_tensors);
     for (size_t i = 0; i < v->n_tensors; i++) {
-        const sd_named_tensor *t = &v->tensors[i];
+        const sd_named_tensor *t = v->tensors[i];
         size_t n;
         put(&w, t->name, sizeof t->name);
         put_u32(&w, (uint32_t)t->tensor.ndim);

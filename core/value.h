@@ -38,7 +38,7 @@ typedef struct sd_value {
     double f;
     bool b;
     char *s;                 /* STRING, ENUM */
-    sd_named_tensor *tensors;
+    sd_named_tensor **tensors; /* each allocated on its own: pointers stay valid as tensors are added */
     size_t n_tensors;
     json_t *attrs;           /* JSON object or NULL; owned */
     void *handle;            /* opaque object (models, attachments) */
@@ -56,10 +56,15 @@ sd_value *sd_value_string(sd_type type, const char *s); /* STRING or ENUM; copie
 /* A handle value owning obj (freed with free_fn when the last reference goes). */
 sd_value *sd_value_handle(sd_type type, void *obj, void (*free_fn)(void *));
 
-/* Adds a zero-filled tensor; returns it, or NULL when the size overflows or memory runs out.
- * The name must be unique within the value and shorter than 32 bytes. */
+/* Adds a zero-filled tensor; returns it (valid as long as the value), or NULL when the size
+ * overflows or memory runs out. The name must be unique within the value and shorter than
+ * 32 bytes. */
 sd_tensor *sd_value_add_tensor(sd_value *v, const char *name, int ndim, const int64_t *shape);
 sd_tensor *sd_value_tensor(const sd_value *v, const char *name); /* NULL when absent */
+
+/* Copies src's tensors (all but the one named `except`, which may be NULL) and attributes into
+ * dst, which must not already hold tensors of those names. False when memory runs out. */
+bool sd_value_copy_contents(sd_value *dst, const sd_value *src, const char *except);
 
 /* Number of elements; false when the product overflows size_t or a dimension is negative. */
 bool sd_tensor_numel(const sd_tensor *t, size_t *numel);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #define CLIP_LN_EPS 1e-5f
+#define CLIP_EOS 49407 /* the end-of-text token id */
 
 struct sd_clip_model {
     sd_cl *cl;
@@ -29,6 +30,22 @@ sd_status sd_clip_model_new(sd_cl *cl, const sd_safetensors *st, const char *pre
     m->st = st;
     m->config = *config;
     sd_status s = sd_weights_new(cl, st, prefix, weight_dtype, &m->w);
+    if (s) {
+        free(m);
+        return s;
+    }
+    *out = m;
+    return SD_OK;
+}
+
+sd_status sd_clip_model_new_patched(sd_clip_model *base, const sd_weight_patcher *patcher, sd_clip_model **out)
+{
+    *out = NULL;
+    sd_clip_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return sd_set_error(base->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    *m = (sd_clip_model){.cl = base->cl, .st = base->st, .config = base->config};
+    sd_status s = sd_weights_new_patched(base->w, patcher, &m->w);
     if (s) {
         free(m);
         return s;
@@ -74,8 +91,10 @@ static sd_status read_row(sd_clip_model *m, const char *name, int64_t row, float
     return SD_OK;
 }
 
-/* x = token_embedding[tokens] + position_embedding[0..n) on the host, uploaded as [batch, n, width]. */
-static sd_status embed(sd_clip_model *m, const int32_t *tokens, int batch, sd_dtensor **out)
+/* x = token_embedding[tokens] + position_embedding[0..n) on the host, uploaded as [batch, n, width];
+ * ids vocab + i read row i of extra. */
+static sd_status embed(sd_clip_model *m, const int32_t *tokens, int batch, const float *extra, int n_extra,
+                       sd_dtensor **out)
 {
     int n = m->config.positions, width = m->config.width;
     size_t count = (size_t)batch * (size_t)n * (size_t)width;
@@ -85,7 +104,10 @@ static sd_status embed(sd_clip_model *m, const int32_t *tokens, int batch, sd_dt
         for (int p = 0; !s && p < n; p++) {
             float *row = host + ((size_t)b * (size_t)n + (size_t)p) * (size_t)width;
             int32_t id = tokens[(size_t)b * (size_t)n + (size_t)p];
-            s = read_row(m, "embeddings.token_embedding.weight", id, row);
+            if (id >= m->config.vocab && id - m->config.vocab < n_extra)
+                memcpy(row, extra + (size_t)(id - m->config.vocab) * (size_t)width, (size_t)width * sizeof *row);
+            else
+                s = read_row(m, "embeddings.token_embedding.weight", id, row);
             if (!s)
                 s = read_row(m, "embeddings.position_embedding.weight", p, pos);
             for (int i = 0; !s && i < width; i++)
@@ -197,6 +219,25 @@ static sd_status final_norm(sd_clip_model *m, const sd_dtensor *x, sd_dtensor **
 sd_status sd_clip_encode(sd_clip_model *m, const int32_t *tokens, int batch, int layer_index,
                          float *hidden, float *pooled)
 {
+    return sd_clip_encode_ex(m, tokens, batch, layer_index, NULL, 0, hidden, pooled);
+}
+
+/* The pooled position of one window: its first end token, else its highest id. */
+static int pooled_position(const int32_t *ids, int n)
+{
+    int best = 0;
+    for (int p = 0; p < n; p++) {
+        if (ids[p] == CLIP_EOS)
+            return p;
+        if (ids[p] > ids[best])
+            best = p;
+    }
+    return best;
+}
+
+sd_status sd_clip_encode_ex(sd_clip_model *m, const int32_t *tokens, int batch, int layer_index,
+                            const float *extra, int n_extra, float *hidden, float *pooled)
+{
     const sd_clip_config *c = &m->config;
     if (batch < 1 || layer_index >= 0 || -layer_index > c->layers)
         return sd_set_error(m->cl->ctx, SD_ERR_INVALID,
@@ -210,7 +251,7 @@ sd_status sd_clip_encode(sd_clip_model *m, const int32_t *tokens, int batch, int
     sd_dtensor *x = NULL, *selected = NULL, *normed = NULL;
     sd_status s = causal_mask(m);
     if (!s)
-        s = embed(m, tokens, batch, &x);
+        s = embed(m, tokens, batch, extra, n_extra, &x);
     for (int l = 0; !s && l < run_layers; l++) {
         s = block(m, l, &x);
         if (!s && l + 1 == stop && stop < run_layers) {
@@ -240,11 +281,7 @@ sd_status sd_clip_encode(sd_clip_model *m, const int32_t *tokens, int batch, int
                 src = all;
         }
         for (int b = 0; !s && b < batch; b++) {
-            int eos = 0; /* transformers: position of the highest token id (the first end token) */
-            for (int p = 1; p < c->positions; p++)
-                if (tokens[(size_t)b * (size_t)c->positions + (size_t)p] >
-                    tokens[(size_t)b * (size_t)c->positions + (size_t)eos])
-                    eos = p;
+            int eos = pooled_position(tokens + (size_t)b * (size_t)c->positions, c->positions);
             memcpy(pooled + (size_t)b * (size_t)c->width,
                    src + ((size_t)b * (size_t)c->positions + (size_t)eos) * (size_t)c->width,
                    (size_t)c->width * sizeof *pooled);

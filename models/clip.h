@@ -15,6 +15,9 @@ typedef struct sd_clip_model sd_clip_model;
 sd_status sd_clip_model_new(sd_cl *cl, const sd_safetensors *st, const char *prefix,
                             const sd_clip_config *config, sd_dtype weight_dtype, sd_clip_model **out);
 void sd_clip_model_free(sd_clip_model *m); /* NULL-safe */
+/* A text encoder with base's configuration over a patched view of base's weights
+ * (models/weights.h): it shares every unpatched device tensor with base, which must outlive it. */
+sd_status sd_clip_model_new_patched(sd_clip_model *base, const sd_weight_patcher *patcher, sd_clip_model **out);
 const sd_clip_config *sd_clip_model_config(const sd_clip_model *m);
 
 /* Encodes `batch` windows of config->positions token ids each.
@@ -22,8 +25,17 @@ const sd_clip_config *sd_clip_model_config(const sd_clip_model *m);
  * CLIPSetLastLayer does: -1 = the last layer (followed by the final LayerNorm), -2 = the one
  * before (ComfyUI applies the final LayerNorm to it too — match ComfyUI exactly).
  * hidden: batch * positions * width floats. pooled (may be NULL): batch * width floats, the
- * final-LayerNorm output at each window's first end token (id 49407, transformers' argmax rule). */
+ * final-LayerNorm output at each window's first end token (id 49407: what transformers' argmax
+ * rule picks for vocabulary ids, and ComfyUI's rule; the highest id's position when a window has
+ * no end token). */
 sd_status sd_clip_encode(sd_clip_model *m, const int32_t *tokens, int batch, int layer_index,
                          float *hidden, float *pooled);
+
+/* Like sd_clip_encode with textual-inversion vectors: a token id vocab + i with 0 <= i < n_extra
+ * takes row i of extra (n_extra * width floats) as its token embedding instead of a row of the
+ * token table (position embeddings are added as for any token). Other ids outside the vocabulary
+ * are SD_ERR_INVALID. */
+sd_status sd_clip_encode_ex(sd_clip_model *m, const int32_t *tokens, int batch, int layer_index,
+                            const float *extra, int n_extra, float *hidden, float *pooled);
 
 #endif

@@ -22,6 +22,7 @@ struct sd_controlnet {
     const char *prefix;    /* "control_model." or "" */
     sd_dtype dtype;
     sd_controlnet_config config;
+    bool global_pooling;   /* shuffle ControlNets: residuals replaced by their spatial means */
     sd_unet *unet;         /* the encoder copy, created on first forward */
     sd_weights *w;         /* hint encoder and zero convs, same file and prefix */
 };
@@ -324,6 +325,11 @@ sd_status sd_controlnet_open(sd_context *ctx, const char *path, sd_dtype dtype, 
     if (!st && lay == LAYOUT_DIFFUSERS)
         st = make_alias(ctx, cn->file, &cn->alias);
     if (!st) {
+        /* ComfyUI's rule: a file named *_shuffle or *_shuffle_fp16 pools its residuals. */
+        const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+        size_t len = strrchr(base, '.') ? (size_t)(strrchr(base, '.') - base) : strlen(base);
+        cn->global_pooling = (len >= 8 && strncmp(base + len - 8, "_shuffle", 8) == 0) ||
+                             (len >= 13 && strncmp(base + len - 13, "_shuffle_fp16", 13) == 0);
         cn->st = cn->alias ? cn->alias : cn->file;
         st = inspect(ctx, cn->st, cn->prefix, &cn->config);
     }
@@ -368,6 +374,11 @@ bool sd_controlnet_is_diffusers(const sd_controlnet *cn)
     return cn->alias != NULL;
 }
 
+bool sd_controlnet_global_pooling(const sd_controlnet *cn)
+{
+    return cn->global_pooling;
+}
+
 int sd_controlnet_residual_count(const sd_controlnet *cn)
 {
     const sd_unet_config *u = &cn->config.unet;
@@ -409,6 +420,28 @@ static sd_status encode_hint(sd_controlnet *cn, sd_cl *cl, const sd_dtensor *hin
     if (s)
         sd_dtensor_free(h), h = NULL;
     *out = h;
+    return s;
+}
+
+/* *t = its mean over the spatial dimensions, repeated (torch.mean(x, (2, 3), keepdim=True)). */
+static sd_status global_pool(sd_controlnet *cn, sd_dtensor **t)
+{
+    size_t hw = (size_t)((*t)->shape[2] * (*t)->shape[3]), planes = (*t)->numel / hw;
+    float *host = malloc((*t)->numel * sizeof *host);
+    if (!host)
+        return sd_set_error(cn->ctx, SD_ERR_NOMEM, "out of memory");
+    sd_status s = sd_dtensor_download(*t, host);
+    for (size_t p = 0; !s && p < planes; p++) {
+        double sum = 0;
+        for (size_t i = 0; i < hw; i++)
+            sum += host[p * hw + i];
+        float mean = (float)(sum / (double)hw);
+        for (size_t i = 0; i < hw; i++)
+            host[p * hw + i] = mean;
+    }
+    if (!s)
+        s = sd_dtensor_upload(*t, host);
+    free(host);
     return s;
 }
 
@@ -457,6 +490,8 @@ sd_status sd_controlnet_forward(sd_controlnet *cn, const sd_dtensor *x, const sd
             snprintf(name, sizeof name, "middle_block_out.0");
         s = conv(cn, cl, name, raw[i], 1, SD_ACT_NONE, &outs[i]);
         sd_dtensor_free(raw[i]), raw[i] = NULL;
+        if (!s && cn->global_pooling)
+            s = global_pool(cn, &outs[i]);
         if (!s && strength != 1.0f) {
             sd_dtensor *scaled = NULL;
             s = sd_op_scale(cl, outs[i], strength, 0.0f, &scaled);

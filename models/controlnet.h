@@ -30,13 +30,16 @@ const sd_controlnet_config *sd_controlnet_config_of(const sd_controlnet *cn);
 const char *sd_controlnet_path(const sd_controlnet *cn);
 /* True when the file is in diffusers' layout. */
 bool sd_controlnet_is_diffusers(const sd_controlnet *cn);
+/* True for files named *_shuffle or *_shuffle_fp16 (before the extension): as ComfyUI, their
+ * residuals are replaced by their spatial means (global average pooling) before the strength. */
+bool sd_controlnet_global_pooling(const sd_controlnet *cn);
 /* Residuals one forward gives: the UNet's skip connections + 1 (the middle block). */
 int sd_controlnet_residual_count(const sd_controlnet *cn);
 
 /* One forward: x [B, 4, h, w] f32 (the UNet's input, already divided by sqrt(sigma^2 + 1)),
  * hint [B, hint_channels, 8h, 8w] f32 in [0, 1], timesteps B floats, context [B, tokens, dim].
- * outs (sd_controlnet_residual_count slots) receives new tensors, each zero conv's output times
- * strength: the skip residuals in order, then the middle one. On failure every slot is NULL.
+ * outs (sd_controlnet_residual_count slots) receives new tensors, each zero conv's output
+ * (pooled for shuffle files) times strength: the skip residuals in order, then the middle one. On failure every slot is NULL.
  * Errors: SD_ERR_INVALID for shapes that do not fit (named), device errors. */
 sd_status sd_controlnet_forward(sd_controlnet *cn, const sd_dtensor *x, const sd_dtensor *hint,
                                 const float *timesteps, const sd_dtensor *context, float strength,

@@ -197,6 +197,12 @@ static sd_status check_conv(void *user, conv_role role, int i, int k, int j)
     return SD_OK;
 }
 
+/* A dimension as an int for the range checks: anything above 1 << 20 reads as 1 << 20. */
+static int small(int64_t v)
+{
+    return v > (1 << 20) ? 1 << 20 : (int)v;
+}
+
 static sd_status unknown_layout(sd_context *ctx, const sd_safetensors *st)
 {
     size_t n = sd_safetensors_count(st);
@@ -243,9 +249,9 @@ sd_status sd_esrgan_inspect(sd_context *ctx, const sd_safetensors *st, sd_esrgan
     c.blocks = count_from(st, dense_fmt, 0);
     if (first->ndim != 4 || dense->ndim != 4)
         return sd_set_error(ctx, SD_ERR_INVALID, "%s: ESRGAN convolution weights must be 4-D", path);
-    c.nf = (int)fmin((double)first->shape[0], (double)SD_ESRGAN_MAX_FEATURES + 1);
-    c.in_nc = (int)fmin((double)first->shape[1], 1000.0);
-    c.gc = (int)fmin((double)dense->shape[0], (double)SD_ESRGAN_MAX_FEATURES + 1);
+    c.nf = small(first->shape[0]);
+    c.in_nc = small(first->shape[1]);
+    c.gc = small(dense->shape[0]);
     if (c.layout == SD_ESRGAN_OLD) {
         int seq_len = old_last_index(st) + 1;
         if (seq_len < 5 || (seq_len - 5) % 3 != 0)
@@ -263,7 +269,7 @@ sd_status sd_esrgan_inspect(sd_context *ctx, const sd_safetensors *st, sd_esrgan
     const sd_st_tensor *last = sd_safetensors_find(st, last_name);
     if (!last || last->ndim != 4)
         return sd_set_error(ctx, SD_ERR_INVALID, "%s: ESRGAN tensor '%s' is missing or not 4-D", path, last_name);
-    c.out_nc = (int)fmin((double)last->shape[0], 1000.0);
+    c.out_nc = small(last->shape[0]);
     if (c.blocks < 1 || c.blocks > SD_ESRGAN_MAX_BLOCKS || c.nf < 1 || c.nf > SD_ESRGAN_MAX_FEATURES || c.gc < 1 ||
         c.gc > SD_ESRGAN_MAX_FEATURES || c.n_up > SD_ESRGAN_MAX_UP || c.in_nc < 1 || c.out_nc < 1 ||
         c.in_nc > 64 || c.out_nc > 64)
@@ -590,6 +596,18 @@ done:
     free(div);
     free(src);
     free(dst);
+    return s;
+}
+
+sd_status sd_esrgan_upscale_fit(sd_esrgan *m, const float *img, int64_t h, int64_t w, int64_t *tile, int64_t min_tile,
+                                int64_t overlap, sd_esrgan_progress progress, void *user, float *out)
+{
+    sd_status s;
+    while ((s = sd_esrgan_upscale(m, img, h, w, *tile, overlap, progress, user, out)) &&
+           (s == SD_ERR_NOMEM || s == SD_ERR_LIMIT) && *tile / 2 >= min_tile && *tile / 2 > overlap) {
+        *tile /= 2;
+        sd_cl_pool_trim(m->cl);
+    }
     return s;
 }
 

@@ -69,6 +69,13 @@ typedef sd_status (*sd_esrgan_progress)(void *user, int done, int total);
 sd_status sd_esrgan_upscale(sd_esrgan *m, const float *img, int64_t h, int64_t w, int64_t tile, int64_t overlap,
                             sd_esrgan_progress progress, void *user, float *out);
 
+/* sd_esrgan_upscale with the tile halved, down to min_tile (and above overlap), while the device
+ * reports SD_ERR_NOMEM or SD_ERR_LIMIT, as ComfyUI's ImageUpscaleWithModel retries; pooled device
+ * buffers are released before each retry. *tile: the first size to try, on return the size that
+ * was used (or last tried). */
+sd_status sd_esrgan_upscale_fit(sd_esrgan *m, const float *img, int64_t h, int64_t w, int64_t *tile, int64_t min_tile,
+                                int64_t overlap, sd_esrgan_progress progress, void *user, float *out);
+
 /* Writes an RRDBNet file with deterministic random weights for cfg (layout, in_nc, out_nc, nf,
  * gc, blocks, n_up are used) in dtype F32, F16 or BF16. Weights and biases are uniform in
  * +-1/sqrt(fan_in) (PyTorch's default); a tensor's values depend only on seed and its name in

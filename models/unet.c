@@ -6,7 +6,6 @@
  * Every intermediate is freed as soon as its consumer has been enqueued, so at any time the UNet
  * holds the skip connections plus a few tensors of the current block. */
 #include "models/unet.h"
-#include "core/checked.h"
 #include "runtime-opencl/ops.h"
 #include "runtime-opencl/ops_basic.h"
 #include "runtime-opencl/ops_layout.h"
@@ -41,6 +40,22 @@ sd_status sd_unet_new(sd_cl *cl, const sd_safetensors *st, const char *prefix,
     u->cl = cl;
     u->config = *config;
     sd_status s = sd_weights_new(cl, st, prefix, weight_dtype, &u->w);
+    if (s) {
+        free(u);
+        return s;
+    }
+    *out = u;
+    return SD_OK;
+}
+
+sd_status sd_unet_new_patched(sd_unet *base, const sd_weight_patcher *patcher, sd_unet **out)
+{
+    *out = NULL;
+    sd_unet *u = calloc(1, sizeof *u);
+    if (!u)
+        return sd_set_error(base->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    *u = (sd_unet){.cl = base->cl, .config = base->config};
+    sd_status s = sd_weights_new_patched(base->w, patcher, &u->w);
     if (s) {
         free(u);
         return s;

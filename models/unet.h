@@ -24,6 +24,9 @@ typedef struct sd_unet_control {
 sd_status sd_unet_new(sd_cl *cl, const sd_safetensors *st, const char *prefix,
                       const sd_unet_config *config, sd_dtype weight_dtype, sd_unet **out);
 void sd_unet_free(sd_unet *u); /* NULL-safe */
+/* A UNet with base's configuration over a patched view of base's weights (models/weights.h):
+ * it shares every unpatched device tensor with base, which must outlive it. */
+sd_status sd_unet_new_patched(sd_unet *base, const sd_weight_patcher *patcher, sd_unet **out);
 const sd_unet_config *sd_unet_config_of(const sd_unet *u);
 
 /* One forward pass: eps = UNet(x, t, context).

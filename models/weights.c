@@ -1,7 +1,9 @@
 /* Lazily uploaded device weights (see weights.h). Uploaded tensors live in an open-addressing
- * table keyed by their name without the prefix. */
+ * table keyed by their name without the prefix. A patched view keeps only its patched tensors
+ * in its table and forwards every other name to its base set. */
 #include "models/weights.h"
 #include "core/checked.h"
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,11 +24,14 @@ struct sd_weights {
     slot *slots;
     size_t cap, used;    /* cap is a power of two */
     size_t device_bytes;
+    sd_weights *base;    /* patched view: the set it patches; NULL for a plain set */
+    sd_weight_patcher patcher;
 };
 
 sd_status sd_weights_new(sd_cl *cl, const sd_safetensors *st, const char *prefix, sd_dtype dtype,
                          sd_weights **out)
 {
+    assert(st);
     *out = NULL;
     sd_weights *w = calloc(1, sizeof *w);
     if (!w || !(w->prefix = sd_strdup(prefix ? prefix : "")) ||
@@ -149,9 +154,31 @@ static sd_status upload(sd_weights *w, const char *name, const sd_st_tensor *t, 
     return SD_OK;
 }
 
+static sd_status get(sd_weights *w, const char *name, bool force_f32, const sd_dtensor **out);
+
+/* A patched view's copy of name: the base set's tensor (f32 when force_f32) patched. */
+static sd_status patch(sd_weights *w, const char *name, bool force_f32, sd_dtensor **out)
+{
+    const sd_dtensor *base;
+    sd_status st = get(w->base, name, force_f32, &base);
+    if (!st)
+        st = w->patcher.apply(w->patcher.user, name, base, out);
+    if (!st && (*out)->dtype != base->dtype)
+        st = sd_set_error(w->cl->ctx, SD_ERR_INVALID, "patched tensor '%s%s' changed its dtype",
+                          w->prefix, name);
+    if (st) {
+        sd_dtensor_free(*out);
+        *out = NULL;
+        sd_error_prefix(w->cl->ctx, "patching tensor '%s%s'", w->prefix, name);
+    }
+    return st;
+}
+
 static sd_status get(sd_weights *w, const char *name, bool force_f32, const sd_dtensor **out)
 {
     *out = NULL;
+    if (w->base && !w->patcher.claims(w->patcher.user, name))
+        return get(w->base, name, force_f32, out);
     slot *s = find_slot(w->slots, w->cap, name);
     if (s->name) {
         if (!force_f32 || s->tensor->dtype == SD_DTYPE_F32) {
@@ -163,13 +190,17 @@ static sd_status get(sd_weights *w, const char *name, bool force_f32, const sd_d
         sd_dtensor_free(s->tensor);
         s->tensor = NULL;
     }
-    const sd_st_tensor *t = sd_weights_info(w, name);
-    if (!t)
-        return sd_set_error(w->cl->ctx, SD_ERR_NOT_FOUND, "%s: tensor '%s%s' is missing",
-                            sd_safetensors_path(w->st), w->prefix, name);
-    sd_dtype dtype = (force_f32 || t->ndim < 2) ? SD_DTYPE_F32 : w->dtype;
     sd_dtensor *d = NULL;
-    sd_status st = upload(w, name, t, dtype, &d);
+    sd_status st;
+    if (w->base) {
+        st = patch(w, name, force_f32, &d);
+    } else {
+        const sd_st_tensor *t = sd_weights_info(w, name);
+        if (!t)
+            return sd_set_error(w->cl->ctx, SD_ERR_NOT_FOUND, "%s: tensor '%s%s' is missing",
+                                sd_safetensors_path(w->st), w->prefix, name);
+        st = upload(w, name, t, (force_f32 || t->ndim < 2) ? SD_DTYPE_F32 : w->dtype, &d);
+    }
     if (st)
         return st;
     if (!s->name) {
@@ -217,4 +248,14 @@ sd_status sd_weights_getf(sd_weights *w, const sd_dtensor **out, const char *fmt
 size_t sd_weights_device_bytes(const sd_weights *w)
 {
     return w->device_bytes;
+}
+
+sd_status sd_weights_new_patched(sd_weights *base, const sd_weight_patcher *patcher, sd_weights **out)
+{
+    sd_status st = sd_weights_new(base->cl, base->st, base->prefix, base->dtype, out);
+    if (!st) {
+        (*out)->base = base;
+        (*out)->patcher = *patcher;
+    }
+    return st;
 }

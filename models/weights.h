@@ -30,9 +30,29 @@ sd_status sd_weights_get_f32(sd_weights *w, const char *name, const sd_dtensor *
 bool sd_weights_has(const sd_weights *w, const char *name);
 /* The file's tensor for <prefix><name> (shape, dtype) without uploading; NULL when absent. */
 const sd_st_tensor *sd_weights_info(const sd_weights *w, const char *name);
-/* Bytes currently held on the device by this set. */
+/* Bytes currently held on the device by this set (a patched view: its patched copies only). */
 size_t sd_weights_device_bytes(const sd_weights *w);
 /* Frees every uploaded tensor (they are uploaded again on next use). */
 void sd_weights_release(sd_weights *w);
+
+/* ---- Patched weight sets (LoRA, models/lora.h) ----
+ *
+ * A patched set is a view of a base set in which some tensors are replaced by patched copies.
+ * A tensor the patcher does not claim is the base set's own device tensor (uploaded once,
+ * shared by every view). A claimed tensor is computed on first use from the base set's device
+ * tensor (which stays uploaded in the base set) and kept in the patched set: each patched
+ * tensor costs its size once more on the device, unpatched ones cost nothing extra. */
+typedef struct sd_weight_patcher {
+    /* True when the tensor called name (without prefix) is patched. */
+    bool (*claims)(void *user, const char *name);
+    /* A new device tensor holding the patched version of base (the base set's tensor for
+     * name, in its dtype); the result must have base's dtype and shape. */
+    sd_status (*apply)(void *user, const char *name, const sd_dtensor *base, sd_dtensor **out);
+    void *user;
+} sd_weight_patcher;
+
+/* A patched view of base (which must outlive it) with the given patcher (copied; its user
+ * data must outlive the view). Reading functions (has, info) answer for the base file. */
+sd_status sd_weights_new_patched(sd_weights *base, const sd_weight_patcher *patcher, sd_weights **out);
 
 #endif

@@ -4,8 +4,10 @@
  * windows are encoded as one batch and concatenated along the tokens. When any token's weight
  * is not 1, the empty prompt's window (BOS, then EOS padding) is encoded too and each weighted
  * token's vector becomes z_empty + (z - z_empty) * weight, at the same position. The pooled
- * output is the first window's. */
+ * output is the first window's. "embedding:NAME" reads a textual-inversion embedding from the
+ * embeddings directories (models/embeddings.h); an unknown one is a warning and is left out. */
 #include "core/checked.h"
+#include "models/embeddings.h"
 #include "models/prompt_weights.h"
 #include "nodes/model_handle.h"
 #include "nodes/node_util.h"
@@ -15,24 +17,16 @@
 /* Windows encoded per CLIP call (bounds the device memory of very long prompts). */
 #define WINDOWS_PER_CALL 8
 
-/* No textual-inversion embeddings are loaded yet: every "embedding:name" is reported missing
- * by the prompt parser (a warning) and dropped, as ComfyUI does for an unknown name. */
-static int no_embedding(void *user, const char *name)
-{
-    (void)user;
-    (void)name;
-    return 0;
-}
-
-/* Encodes n windows of token ids into hidden (n * 77 * width) and pooled (n * width). */
-static sd_status encode_windows(sd_clip_model *m, const int32_t *ids, size_t n, int layer, float *hidden,
-                                float *pooled)
+/* Encodes n windows of token ids (ids >= vocab: rows of the embeddings) into hidden
+ * (n * 77 * width) and pooled (n * width). */
+static sd_status encode_windows(sd_clip_model *m, const int32_t *ids, size_t n, int layer, const float *rows,
+                                int n_rows, float *hidden, float *pooled)
 {
     int width = sd_clip_model_config(m)->width;
     for (size_t w = 0; w < n; w += WINDOWS_PER_CALL) {
         int batch = (int)(n - w < WINDOWS_PER_CALL ? n - w : WINDOWS_PER_CALL);
-        sd_status st = sd_clip_encode(m, ids + w * SD_CLIP_WINDOW, batch, layer,
-                                      hidden + w * SD_CLIP_WINDOW * (size_t)width, pooled + w * (size_t)width);
+        sd_status st = sd_clip_encode_ex(m, ids + w * SD_CLIP_WINDOW, batch, layer, rows, n_rows,
+                                         hidden + w * SD_CLIP_WINDOW * (size_t)width, pooled + w * (size_t)width);
         if (st)
             return st;
     }
@@ -49,13 +43,17 @@ static sd_status run_encode(sd_node_run *r)
     const sd_clip_tokenizer *tok;
     sd_prompt_tokens toks = {0};
     int32_t *ids = NULL;
-    float *hidden = NULL, *pooled = NULL;
+    float *hidden = NULL, *pooled = NULL, *rows = NULL;
+    int n_rows = 0;
+    sd_embedding_set *emb = NULL;
     sd_value *out = NULL;
-    sd_status st = sd_loaded_clip(h->loaded, &m);
+    sd_status st = sd_node_model_clip(h, &m);
     if (!st)
         st = sd_model_store_tokenizer(ctx, &tok);
     if (!st)
-        st = sd_prompt_tokenize(ctx, tok, sd_run_string(r, "text"), no_embedding, NULL, &toks);
+        st = sd_embedding_set_new(ctx, sd_clip_model_config(m)->width, &emb);
+    if (!st)
+        st = sd_prompt_tokenize(ctx, tok, sd_run_string(r, "text"), sd_embedding_set_lookup, emb, &toks);
     if (st) {
         st = sd_node_model_fail(r, st);
         goto done;
@@ -77,15 +75,17 @@ static sd_status run_encode(sd_node_run *r)
         st = sd_run_error(r, SD_ERR_NOMEM, "out of memory for %zu prompt windows", n);
         goto done;
     }
-    for (size_t i = 0; i < toks.n_windows * SD_CLIP_WINDOW; i++)
-        ids[i] = toks.tokens[i].id;
+    if ((st = sd_embedding_set_ids(emb, &toks, c->vocab, ids, &rows, &n_rows))) {
+        st = sd_node_model_fail(r, st);
+        goto done;
+    }
     if (weighted) { /* the empty prompt's window */
         int32_t *e = ids + toks.n_windows * SD_CLIP_WINDOW;
         e[0] = SD_CLIP_BOS;
         for (int i = 1; i < SD_CLIP_WINDOW; i++)
             e[i] = SD_CLIP_EOS;
     }
-    if ((st = encode_windows(m, ids, n, layer, hidden, pooled))) {
+    if ((st = encode_windows(m, ids, n, layer, rows, n_rows, hidden, pooled))) {
         st = sd_node_model_fail(r, st);
         goto done;
     }
@@ -119,6 +119,8 @@ done:
     sd_node_model_done(r);
     sd_value_unref(out);
     sd_prompt_tokens_free(&toks);
+    sd_embedding_set_free(emb);
+    free(rows);
     free(ids);
     free(hidden);
     free(pooled);
@@ -126,7 +128,7 @@ done:
 }
 
 static const sd_input_desc encode_in[] = {
-    SD_IN_TEXT("text", NULL, "the prompt; (word:1.2) and (word) weighting as ComfyUI"),
+    SD_IN_TEXT("text", NULL, "the prompt; (word:1.2) and (word) weighting and embedding:NAME as ComfyUI"),
     SD_IN_LINK("clip", SD_TYPE_CLIP, "the text encoder"),
 };
 static const sd_output_desc encode_out[] = {
@@ -144,7 +146,7 @@ static sd_status run_last_layer(sd_node_run *r)
     const sd_model_handle *h = sd_node_model_input(r, "clip");
     if (!h)
         return SD_ERR_INVALID;
-    sd_value *v = sd_node_model_value(SD_TYPE_CLIP, h->loaded, (int)sd_run_int(r, "stop_at_clip_layer"));
+    sd_value *v = sd_node_model_value_lora(SD_TYPE_CLIP, h->loaded, (int)sd_run_int(r, "stop_at_clip_layer"), h->lora);
     if (!v)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
     sd_run_set_output(r, 0, v);

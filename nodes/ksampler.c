@@ -8,8 +8,13 @@
  * most 4 times the shorter, as ComfyUI's CONDCrossAttn does, else they run one by one.
  *
  * LATENT values hold the VAE's latents as ComfyUI does (not multiplied by the scale factor):
- * the sampler works on latent * scale and returns its result / scale. */
+ * the sampler works on latent * scale and returns its result / scale.
+ *
+ * Version 2: the latent is kept bit for bit where the noise mask is 0; inpainting UNets get
+ * each conditioning entry's concat_latent_image / concat_mask (InpaintModelConditioning), and
+ * their mask channel is rounded half to even as torch.round (was half away from zero). */
 #include "core/checked.h"
+#include "models/control_eval.h"
 #include "models/sampling.h"
 #include "models/schedulers.h"
 #include "nodes/model_handle.h"
@@ -35,6 +40,12 @@ typedef struct cond_entry {
     const sd_tensor *cond; /* [cb, tokens, dim] */
     double strength;
     bool negative;
+    const sd_control_link *control; /* ControlNets attached to the entry (borrowed), or NULL */
+    bool control_to_uncond;
+    /* InpaintModelConditioning's inputs for inpainting UNets (NULL when absent), and the entry's
+     * own extra channels built from them (NULL: the denoiser's default concat). */
+    const sd_tensor *concat_latent, *concat_mask;
+    float *concat;
 } cond_entry;
 
 typedef struct denoiser {
@@ -56,6 +67,7 @@ typedef struct denoiser {
     float *x_in, *eps, *pos, *neg, *pos_w, *neg_w;
     bool reported; /* the node's error is already recorded */
     int steps;
+    sd_control_eval *control; /* NULL when no entry carries a ControlNet */
 } denoiser;
 
 static int64_t gcd64(int64_t a, int64_t b)
@@ -90,8 +102,51 @@ static sd_status read_conditioning(sd_node_run *r, denoiser *d, const char *inpu
                                 "for another model?)",
                                 input, i, (long long)dim);
         json_t *s = json_object_get(json_array_get(list, i), "strength");
-        d->entries[d->n_entries++] = (cond_entry){t, json_is_number(s) ? json_number_value(s) : 1.0, negative};
+        char lname[48], mname[48];
+        snprintf(lname, sizeof lname, "concat_latent_image.%zu", i);
+        snprintf(mname, sizeof mname, "concat_mask.%zu", i);
+        cond_entry *e = &d->entries[d->n_entries++];
+        *e = (cond_entry){.cond = t, .strength = json_is_number(s) ? json_number_value(s) : 1.0,
+                          .negative = negative, .concat_latent = sd_value_tensor(v, lname),
+                          .concat_mask = sd_value_tensor(v, mname)};
+        e->control = sd_cond_control(v, i, &e->control_to_uncond);
     }
+    return SD_OK;
+}
+
+/* ControlNets attached with ControlNetApply act on the negative side too (ComfyUI's
+ * apply_empty_x_to_equal_area, models/control_eval.h): negative entries are rewritten. */
+static sd_status control_fill_uncond(sd_node_run *r, denoiser *d)
+{
+    size_t np = 0, nn, n_out;
+    while (np < d->n_entries && !d->entries[np].negative)
+        np++;
+    nn = d->n_entries - np;
+    const sd_control_link **chains = calloc(3 * (np + nn) + 1, sizeof *chains);
+    size_t *src = calloc(np + nn + 1, sizeof *src);
+    bool *flags = calloc(np + 1, sizeof *flags);
+    cond_entry *grown = realloc(d->entries, (2 * (np + nn) + 1) * sizeof *grown);
+    if (!chains || !src || !flags || !grown) {
+        free(chains), free(src), free(flags);
+        d->entries = grown ? grown : d->entries;
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    }
+    d->entries = grown;
+    const sd_control_link **pos = chains + np + nn, **neg = pos + np;
+    for (size_t i = 0; i < np + nn; i++) {
+        *(i < np ? &pos[i] : &neg[i - np]) = d->entries[i].control;
+        if (i < np)
+            flags[i] = d->entries[i].control_to_uncond;
+    }
+    sd_control_fill_uncond(pos, flags, np, neg, nn, src, chains, &n_out);
+    cond_entry *old_neg = d->entries + 2 * np + nn; /* the negatives, copied past the new ones */
+    memcpy(old_neg, d->entries + np, nn * sizeof *old_neg);
+    for (size_t j = 0; j < n_out; j++) {
+        d->entries[np + j] = old_neg[src[j]];
+        d->entries[np + j].control = chains[j];
+    }
+    d->n_entries = np + n_out;
+    free(chains), free(src), free(flags);
     return SD_OK;
 }
 
@@ -166,8 +221,11 @@ static sd_status unet_group(denoiser *d, size_t g, float sigma)
     int64_t shape[4] = {(int64_t)items, d->in_channels, d->h, d->w};
     float *host = malloc(items * in_item * sizeof *host), *t = malloc(items * sizeof *t);
     sd_dtensor *x = NULL, *out = NULL;
+    const sd_control_link **chains = calloc(e1 - e0, sizeof *chains);
+    sd_control_residuals res = {0};
+    const sd_unet_control *control = NULL;
     sd_status st = SD_OK;
-    if (!host || !t) {
+    if (!host || !t || !chains) {
         st = sd_run_error(d->r, SD_ERR_NOMEM, "out of memory");
         d->reported = true;
         goto done;
@@ -175,16 +233,23 @@ static sd_status unet_group(denoiser *d, size_t g, float sigma)
     float timestep = (float)sd_model_sampling_timestep(d->ms, sigma);
     for (size_t i = 0; i < items; i++) {
         size_t b = i % d->batch;
+        const float *concat = d->entries[e0 + i / d->batch].concat ? d->entries[e0 + i / d->batch].concat : d->concat;
         memcpy(host + i * in_item, d->x_in + b * d->per_item, d->per_item * sizeof *host);
-        if (d->concat)
-            memcpy(host + i * in_item + d->per_item, d->concat + b * (in_item - d->per_item),
+        if (concat)
+            memcpy(host + i * in_item + d->per_item, concat + b * (in_item - d->per_item),
                    (in_item - d->per_item) * sizeof *host);
         t[i] = timestep;
     }
+    for (size_t e = e0; e < e1; e++)
+        chains[e - e0] = d->entries[e].control;
     if (!(st = sd_dtensor_new(d->cl, SD_DTYPE_F32, 4, shape, &x)) && !(st = sd_dtensor_upload(x, host)) &&
-        !(st = sd_unet_forward(d->unet, x, t, d->contexts[g], NULL, &out)))
+        (!d->control || !(st = sd_control_eval_call(d->control, chains, e1 - e0, d->batch, d->x_in, sigma, timestep,
+                                                     d->contexts[g], &res, &control))) &&
+        !(st = sd_unet_forward(d->unet, x, t, d->contexts[g], control, &out)))
         st = sd_dtensor_download(out, d->eps + e0 * d->batch * d->per_item);
 done:
+    sd_control_residuals_free(&res);
+    free(chains);
     sd_dtensor_free(x);
     sd_dtensor_free(out);
     free(host);
@@ -275,23 +340,54 @@ static sd_status prepare_mask(sd_node_run *r, const sd_tensor *m, size_t batch, 
     return SD_OK;
 }
 
-/* The inpainting UNet's extra channels (BaseModel.concat_cond): the rounded noise mask and the
- * scaled input latent, or, without a mask, ones and the latent of a blank image. */
-static void inpaint_concat(const float *mask, const float *latent, size_t batch, size_t hw, float *out)
+/* The inpainting UNet's extra channels (BaseModel.concat_cond) into out [batch, 5, h, w]: the
+ * mask (concat_mask resized to the latent, else the noise mask) rounded half to even as torch,
+ * then the masked-image latent (concat_latent_image times the VAE scale, else the scaled input
+ * latent); without any mask, ones and the latent of a blank image. A concat_latent_image must
+ * have the latent's size. */
+static sd_status inpaint_concat(sd_node_run *r, const sd_tensor *c_latent, const sd_tensor *c_mask,
+                                const float *noise_mask, const float *latent, float scale, size_t batch, int64_t h,
+                                int64_t w, float *out)
 {
     static const float blank[4] = {0.8223f, -0.6876f, 0.6364f, 0.1380f};
+    size_t hw = (size_t)(h * w);
+    float *mask1 = NULL;
+    if (c_latent && (c_latent->ndim != 4 || c_latent->shape[0] < 1 || c_latent->shape[1] != 4 ||
+                     c_latent->shape[2] != h || c_latent->shape[3] != w))
+        return sd_run_error(r, SD_ERR_INVALID,
+                            "the conditioning's inpainting image latent is not [batch, 4, %lld, %lld] like the "
+                            "latent (make both from the same image)",
+                            (long long)h, (long long)w);
+    if (c_mask) {
+        sd_status st;
+        if (!(mask1 = malloc(batch * hw * sizeof *mask1)))
+            return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+        if ((st = prepare_mask(r, c_mask, batch, 1, h, w, mask1))) {
+            free(mask1);
+            return st;
+        }
+    }
     for (size_t b = 0; b < batch; b++) {
         float *o = out + b * 5 * hw;
+        bool masked = mask1 || noise_mask;
+        const float *cl = c_latent ? c_latent->data + (b % (size_t)c_latent->shape[0]) * 4 * hw : NULL;
         for (size_t i = 0; i < hw; i++)
-            o[i] = mask ? roundf(mask[b * 4 * hw + i]) : 1.0f;
+            o[i] = !masked ? 1.0f : rintf(mask1 ? mask1[b * hw + i] : noise_mask[b * 4 * hw + i]);
         for (size_t c = 0; c < 4; c++)
             for (size_t i = 0; i < hw; i++)
-                o[(1 + c) * hw + i] = mask ? latent[(b * 4 + c) * hw + i] : blank[c];
+                o[(1 + c) * hw + i] = !masked ? blank[c]
+                                      : cl    ? cl[c * hw + i] * scale
+                                              : latent[(b * 4 + c) * hw + i];
     }
+    free(mask1);
+    return SD_OK;
 }
 
-/* The LATENT output: a copy of the input (noise_mask, batch_index kept) with new samples. */
-static sd_status set_latent_output(sd_node_run *r, const sd_value *in, const float *samples, float inv_scale)
+/* The LATENT output: a copy of the input (noise_mask, batch_index kept) with new samples.
+ * Where the resized noise mask is exactly 0 the input latent is kept bit for bit (the sampler's
+ * last step only reproduces it to rounding). */
+static sd_status set_latent_output(sd_node_run *r, const sd_value *in, const float *samples, const float *mask,
+                                   float inv_scale)
 {
     sd_value *out = sd_value_copy(in);
     sd_tensor *t = out ? sd_value_tensor(out, "samples") : NULL;
@@ -303,7 +399,8 @@ static sd_status set_latent_output(sd_node_run *r, const sd_value *in, const flo
     sd_tensor_numel(t, &n);
     if (samples)
         for (size_t i = 0; i < n; i++)
-            t->data[i] = samples[i] * inv_scale;
+            if (!mask || mask[i] != 0.0f)
+                t->data[i] = samples[i] * inv_scale;
     sd_run_set_output(r, 0, out);
     return SD_OK;
 }
@@ -369,9 +466,9 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
         return sd_node_model_fail(r, st);
     if (!sd_sigmas_step_range(sigmas, &n_sigmas, a->start_step, a->last_step, a->force_full_denoise)) {
         free(sigmas);
-        return set_latent_output(r, latent_v, NULL, 1.0f); /* nothing to run: the input as is */
+        return set_latent_output(r, latent_v, NULL, NULL, 1.0f); /* nothing to run: the input as is */
     }
-    if ((st = sd_loaded_unet(h->loaded, &d.unet)) || (st = sd_cl_get(ctx, &d.cl))) {
+    if ((st = sd_node_model_unet(h, &d.unet)) || (st = sd_cl_get(ctx, &d.cl))) {
         st = sd_node_model_fail(r, st);
         goto done;
     }
@@ -390,8 +487,13 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
     }
     if ((st = read_conditioning(r, &d, "positive", false, cfg->unet.context_dim)) ||
         (st = read_conditioning(r, &d, "negative", true, cfg->unet.context_dim)) ||
-        (st = batch_index(r, latent_v, d.batch, &bidx)))
+        (st = control_fill_uncond(r, &d)) || (st = batch_index(r, latent_v, d.batch, &bidx)))
         goto done;
+    for (size_t e = 0; e < d.n_entries && !d.control; e++)
+        if (d.entries[e].control && (st = sd_control_eval_new(ctx, &ms, d.h, d.w, &d.control))) {
+            st = sd_node_model_fail(r, st);
+            goto done;
+        }
     float scale = cfg->vae.scale_factor;
     latent = malloc(n * sizeof *latent);
     noise = a->add_noise ? malloc(n * sizeof *noise) : NULL;
@@ -424,11 +526,24 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
             st = sd_run_error(r, SD_ERR_NOMEM, "out of memory");
             goto done;
         }
-        inpaint_concat(mask, latent, d.batch, (size_t)(d.h * d.w), concat);
+        if ((st = inpaint_concat(r, NULL, NULL, mask, latent, scale, d.batch, d.h, d.w, concat)))
+            goto done;
         d.concat = concat;
     }
     if ((st = prepare_groups(&d, cfg->unet.context_dim)))
         goto done;
+    for (size_t e = 0; d.in_channels == 9 && e < d.n_entries; e++) {
+        cond_entry *ce = &d.entries[e];
+        if (!ce->concat_latent && !ce->concat_mask)
+            continue;
+        if (!(ce->concat = malloc(d.batch * 5 * (size_t)(d.h * d.w) * sizeof *ce->concat))) {
+            st = sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        if ((st = inpaint_concat(r, ce->concat_latent, ce->concat_mask, mask, latent, scale, d.batch, d.h, d.w,
+                                 ce->concat)))
+            goto done;
+    }
     sd_sample_options o = {
         .sampler = a->sampler, .sigmas = sigmas, .n_sigmas = n_sigmas,
         .sigma_max = sd_model_sampling_sigma_max(&ms), .seed = a->seed,
@@ -439,13 +554,16 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
             st = sd_node_model_fail(r, st);
         goto done;
     }
-    st = set_latent_output(r, latent_v, latent, 1.0f / scale);
+    st = set_latent_output(r, latent_v, latent, mask, 1.0f / scale);
 done:
+    sd_control_eval_free(d.control);
     sd_node_model_done(r);
     for (size_t g = 0; d.contexts && g < d.n_groups; g++)
         sd_dtensor_free(d.contexts[g]);
     free(d.contexts);
     free(d.group_start);
+    for (size_t e = 0; d.entries && e < d.n_entries; e++)
+        free(d.entries[e].concat);
     free(d.entries);
     free(d.x_in);
     free(d.eps);
@@ -504,7 +622,7 @@ static const sd_output_desc ks_out[] = {
     SD_OUT("LATENT", SD_TYPE_LATENT, "the denoised latent"),
 };
 const sd_node_desc sd_node_KSampler = {
-    .name = "KSampler", .version = 1, .category = "sampling",
+    .name = "KSampler", .version = 2, .category = "sampling",
     .doc = "Denoises a latent with the model, guided by positive and negative conditioning.",
     .inputs = ks_in, .n_inputs = SD_COUNT(ks_in),
     .outputs = ks_out, .n_outputs = SD_COUNT(ks_out), .run = run_ksampler,
@@ -522,7 +640,7 @@ static const sd_input_desc ksa_in[] = {
                "enable: stop at end_at_step's sigma; disable: denoise fully at the end"),
 };
 const sd_node_desc sd_node_KSamplerAdvanced = {
-    .name = "KSamplerAdvanced", .version = 1, .category = "sampling",
+    .name = "KSamplerAdvanced", .version = 2, .category = "sampling",
     .doc = "KSampler over a range of the schedule's steps, with optional noise and leftover noise.",
     .inputs = ksa_in, .n_inputs = SD_COUNT(ksa_in),
     .outputs = ks_out, .n_outputs = SD_COUNT(ks_out), .run = run_ksampler_advanced,

@@ -6,18 +6,41 @@
 static void handle_free(void *p)
 {
     sd_model_handle *h = p;
+    sd_lora_stack_unref(h->lora); /* before the file: the patched view borrows its weights */
     sd_loaded_unref(h->loaded);
     free(h);
 }
 
 sd_value *sd_node_model_value(sd_type type, sd_loaded *l, int clip_layer)
 {
+    return sd_node_model_value_lora(type, l, clip_layer, NULL);
+}
+
+sd_value *sd_node_model_value_lora(sd_type type, sd_loaded *l, int clip_layer, sd_lora_stack *lora)
+{
     sd_model_handle *h = malloc(sizeof *h);
     if (!h)
         return NULL;
     h->loaded = sd_loaded_ref(l);
     h->clip_layer = clip_layer;
+    h->lora = lora ? sd_lora_stack_ref(lora) : NULL;
     return sd_value_handle(type, h, handle_free); /* frees h on failure */
+}
+
+sd_status sd_node_model_unet(const sd_model_handle *h, sd_unet **out)
+{
+    sd_unet *base;
+    sd_status st = sd_loaded_unet(h->loaded, &base);
+    *out = base;
+    return st || !h->lora ? st : sd_lora_stack_unet(h->lora, base, out);
+}
+
+sd_status sd_node_model_clip(const sd_model_handle *h, sd_clip_model **out)
+{
+    sd_clip_model *base;
+    sd_status st = sd_loaded_clip(h->loaded, &base);
+    *out = base;
+    return st || !h->lora ? st : sd_lora_stack_clip(h->lora, base, out);
 }
 
 const sd_model_handle *sd_node_model_input(sd_node_run *r, const char *input)

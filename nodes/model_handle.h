@@ -5,15 +5,26 @@
 #define SD_NODES_MODEL_HANDLE_H
 
 #include "core/node.h"
+#include "models/lora.h"
 #include "models/model_store.h"
 
 typedef struct sd_model_handle {
     sd_loaded *loaded; /* one reference */
     int clip_layer;    /* CLIP: -1 = last layer, -2 = the one before, ... */
+    sd_lora_stack *lora; /* MODEL / CLIP: the LoRAs patching it (one reference), NULL for none */
 } sd_model_handle;
 
 /* A new MODEL/CLIP/VAE value holding a new reference to l; NULL when memory runs out. */
 sd_value *sd_node_model_value(sd_type type, sd_loaded *l, int clip_layer);
+
+/* The same with a LoRA stack (NULL: none; a new reference is taken). */
+sd_value *sd_node_model_value_lora(sd_type type, sd_loaded *l, int clip_layer, sd_lora_stack *lora);
+
+/* The UNet / text encoder a MODEL / CLIP handle stands for: the file's own, or the patched view
+ * of it its LoRA stack makes (weights patched on first use; models/lora.h). Errors as
+ * sd_loaded_unet / sd_loaded_clip, and LoRA patch failures (message on the context). */
+sd_status sd_node_model_unet(const sd_model_handle *h, sd_unet **out);
+sd_status sd_node_model_clip(const sd_model_handle *h, sd_clip_model **out);
 
 /* The handle on a MODEL/CLIP/VAE input (borrowed), or NULL with the node's error recorded when
  * the value carries none. */

@@ -50,10 +50,11 @@ sd_status sd_op_conv2d(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
 
 /* Fused multi-head attention, out = softmax(Q K^T / sqrt(D) + mask) V per batch and head,
  * computed flash-style (tiled, online softmax; the [Nq, Nk] score matrix is never stored).
- * q: [B, Nq, H*D], k and v: [B, Nk, H*D] f32 (k, v may be f16), heads H in 1..64, head dim D
- * in 1..256 (D = channels / heads), Nk >= 1. mask: NULL or an additive f32 mask whose last two
- * dimensions are [Nq or 1, Nk] and whose leading dimensions multiply to 1 or B (-INFINITY
- * masks a key; a query row whose keys are all masked yields zeros). out: new [B, Nq, H*D]. */
+ * q: [B, Nq, H*D] f32, k and v: [B, Nk, H*D] (both f32 or both f16), Nk >= 1, heads H in 1..64,
+ * head dim D = channels / heads in 1..512 (512: the VAE's single-head attention).
+ * mask: NULL or an additive f32 mask whose last two dimensions are [Nq or 1, Nk] and whose
+ * leading dimensions multiply to 1 or B (-INFINITY masks a key; a query row whose keys are all
+ * masked yields zeros). out: new [B, Nq, H*D]. */
 sd_status sd_op_attention(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, const sd_dtensor *v,
                           int heads, const sd_dtensor *mask, sd_dtensor **out);
 

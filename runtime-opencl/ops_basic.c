@@ -3,7 +3,9 @@
 #include <math.h>
 
 #define KFILE "ops_basic.cl"
-#define RUN 64 /* elements per work-item, as in the kernel file */
+#define RUN 64   /* elements per work-item, as in the kernel file */
+#define GN_WG 256  /* work-group size of group_norm_stats_wg, as in the kernel file */
+#define ROW_WG 256 /* work-group size of the *_wg row kernels, as in the kernel file */
 
 static size_t div_up(size_t a, size_t b) { return (a + b - 1) / b; }
 
@@ -19,6 +21,23 @@ static size_t rows_local(const sd_cl *cl, size_t n)
         if (n % l == 0)
             return l;
     return 1;
+}
+
+/* Launches a row kernel over `rows` rows: CPU one work-item per row, GPU a work-group of ROW_WG
+ * per row. */
+static sd_status launch_rows(sd_cl *cl, cl_kernel k, bool gpu, size_t rows, size_t nargs, const sd_cl_arg *args)
+{
+    size_t global = rows, local = rows_local(cl, rows);
+    if (gpu) {
+        global = rows * ROW_WG;
+        local = ROW_WG;
+    }
+    return sd_cl_launch(cl, k, 1, &global, &local, nargs, args);
+}
+
+static bool use_gpu(const sd_cl *cl, sd_op_variant variant)
+{
+    return variant == SD_VARIANT_GPU || (variant == SD_VARIANT_AUTO && cl->is_gpu);
 }
 
 static sd_status require_f32(sd_cl *cl, const char *op, const char *name, const sd_dtensor *t)
@@ -67,6 +86,10 @@ done:
 sd_status sd_op_unary(sd_cl *cl, sd_unary op, const sd_dtensor *x, sd_dtensor **out)
 {
     static const char *const names[] = {"act_silu", "act_gelu_erf", "act_gelu_tanh", "act_quick_gelu"};
+    if ((unsigned)op > SD_UNARY_QUICK_GELU) {
+        *out = NULL;
+        return sd_set_error(cl->ctx, SD_ERR_INVALID, "unary: unknown activation %d", (int)op);
+    }
     return elementwise(cl, "unary", names[op], x, 0, NULL, out);
 }
 
@@ -223,23 +246,25 @@ done:
 
 /* ---- Normalisation ---- */
 
+/* Checks optional gamma/beta of n elements (both or neither; f32 or f16, the same dtype) and
+ * sets *mode to the kernels' affine argument: 0 none, 1 f32, 2 f16. */
 static sd_status check_affine(sd_cl *cl, const char *op, const sd_dtensor *gamma,
-                              const sd_dtensor *beta, int64_t n)
+                              const sd_dtensor *beta, int64_t n, int *mode)
 {
     char d[96];
+    *mode = 0;
     if (!gamma && !beta)
         return SD_OK;
     if (!gamma || !beta)
         return sd_set_error(cl->ctx, SD_ERR_INVALID, "%s: gamma and beta must be given together", op);
+    if (gamma->dtype != beta->dtype)
+        return sd_set_error(cl->ctx, SD_ERR_INVALID, "%s: gamma and beta must have the same dtype", op);
     const sd_dtensor *t[2] = {gamma, beta};
-    for (int i = 0; i < 2; i++) {
-        sd_status st = require_f32(cl, op, i ? "beta" : "gamma", t[i]);
-        if (st)
-            return st;
+    for (int i = 0; i < 2; i++)
         if ((int64_t)t[i]->numel != n)
             return sd_set_error(cl->ctx, SD_ERR_INVALID, "%s: %s %s must have %lld elements", op,
                                 i ? "beta" : "gamma", sd_dtensor_describe(t[i], d, sizeof d), (long long)n);
-    }
+    *mode = gamma->dtype == SD_DTYPE_F16 ? 2 : 1;
     return SD_OK;
 }
 
@@ -247,12 +272,20 @@ sd_status sd_op_group_norm(sd_cl *cl, const sd_dtensor *x, int groups, float eps
                            const sd_dtensor *gamma, const sd_dtensor *beta, bool silu,
                            sd_dtensor **out)
 {
+    return sd_op_group_norm_variant(cl, x, groups, eps, gamma, beta, silu, SD_VARIANT_AUTO, out);
+}
+
+sd_status sd_op_group_norm_variant(sd_cl *cl, const sd_dtensor *x, int groups, float eps,
+                                   const sd_dtensor *gamma, const sd_dtensor *beta, bool silu,
+                                   sd_op_variant variant, sd_dtensor **out)
+{
     sd_status st;
     cl_kernel ks, ka;
     sd_dtensor *y = NULL;
     cl_mem stats = NULL;
     size_t stats_cap = 0;
     char d[96];
+    int affine;
     *out = NULL;
     if ((st = require_f32(cl, "group_norm", "input", x)))
         return st;
@@ -260,43 +293,48 @@ sd_status sd_op_group_norm(sd_cl *cl, const sd_dtensor *x, int groups, float eps
     if (x->ndim < 2 || groups < 1 || c % groups != 0 || c == 0 || c > UINT32_MAX)
         return sd_set_error(cl->ctx, SD_ERR_INVALID, "group_norm: %s does not split into %d groups",
                             sd_dtensor_describe(x, d, sizeof d), groups);
-    if ((st = check_affine(cl, "group_norm", gamma, beta, c)))
+    if ((st = check_affine(cl, "group_norm", gamma, beta, c, &affine)))
         return st;
-    size_t n = (size_t)x->shape[0];
-    size_t hw = c ? x->numel / n / (size_t)c : 0;
-    size_t group_elems = hw * (size_t)(c / groups);
-    if ((st = kernel(cl, "group_norm_stats", &ks)) || (st = kernel(cl, "group_norm_apply", &ka)) ||
-        (st = like(cl, x, &y)))
+    bool gpu = use_gpu(cl, variant);
+    if ((st = kernel(cl, gpu ? "group_norm_stats_wg" : "group_norm_stats", &ks)) ||
+        (st = kernel(cl, "group_norm_apply", &ka)) || (st = like(cl, x, &y)))
         goto done;
-    if (x->numel == 0)
-        goto ok;
-    if ((st = sd_cl_buffer_get(cl, n * (size_t)groups * 2 * sizeof(float), "group_norm statistics",
-                               &stats, &stats_cap)))
-        goto done;
-    sd_cl_arg sargs[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(stats), SD_ARG_LONG(group_elems), SD_ARG_FLOAT(eps)};
-    size_t sglobal = n * (size_t)groups, slocal = rows_local(cl, sglobal);
-    if ((st = sd_cl_launch(cl, ks, 1, &sglobal, &slocal, SD_NARGS(sargs), sargs)))
-        goto done;
-    /* Enough chunks per plane to keep every compute unit busy, each a multiple of 8 values. */
-    size_t planes = n * (size_t)c;
-    size_t want = 4 * (size_t)cl->compute_units;
-    size_t parts = planes >= want ? 1 : div_up(want, planes);
-    size_t chunk = (div_up(hw, parts) + 7) / 8 * 8;
-    if (chunk < 256)
-        chunk = 256;
-    sd_cl_arg aargs[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(stats),
-                         SD_ARG_MEM(gamma ? gamma->buf : NULL), SD_ARG_MEM(beta ? beta->buf : NULL),
-                         SD_ARG_MEM(y->buf), SD_ARG_UINT(c), SD_ARG_UINT(c / groups), SD_ARG_LONG(hw),
-                         SD_ARG_UINT(chunk), SD_ARG_INT(gamma != NULL), SD_ARG_INT(silu)};
-    size_t aglobal[2] = {div_up(hw, chunk), planes};
-    if ((st = sd_cl_launch(cl, ka, 2, aglobal, NULL, SD_NARGS(aargs), aargs)))
-        goto done;
-ok:
+    if (x->numel) {
+        size_t n = (size_t)x->shape[0], planes = n * (size_t)c, hw = x->numel / planes;
+        if ((st = sd_cl_buffer_get(cl, n * (size_t)groups * 2 * sizeof(float), "group_norm statistics",
+                                   &stats, &stats_cap)))
+            goto done;
+        sd_cl_arg sargs[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(stats), SD_ARG_LONG(hw * (size_t)(c / groups)),
+                             SD_ARG_FLOAT(eps)};
+        size_t sglobal = n * (size_t)groups, slocal = rows_local(cl, sglobal);
+        if (gpu) {
+            slocal = GN_WG;
+            sglobal *= GN_WG;
+        }
+        if ((st = sd_cl_launch(cl, ks, 1, &sglobal, &slocal, SD_NARGS(sargs), sargs)))
+            goto done;
+        /* CPU: enough chunks per plane to keep every compute unit busy, each a multiple of 8
+         * values. GPU: one float8 per work-item, neighbours contiguous. */
+        size_t want = 4 * (size_t)cl->compute_units;
+        size_t parts = planes >= want ? 1 : div_up(want, planes);
+        size_t chunk = (div_up(hw, parts) + 7) / 8 * 8;
+        if (gpu)
+            chunk = 8;
+        else if (chunk < 256)
+            chunk = 256;
+        sd_cl_arg aargs[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(stats),
+                             SD_ARG_MEM(gamma ? gamma->buf : NULL), SD_ARG_MEM(beta ? beta->buf : NULL),
+                             SD_ARG_MEM(y->buf), SD_ARG_UINT(c), SD_ARG_UINT(c / groups), SD_ARG_LONG(hw),
+                             SD_ARG_UINT(chunk), SD_ARG_INT(affine), SD_ARG_INT(silu)};
+        size_t aglobal[2] = {div_up(hw, chunk), planes};
+        if ((st = sd_cl_launch(cl, ka, 2, aglobal, NULL, SD_NARGS(aargs), aargs)))
+            goto done;
+    }
     *out = y;
     y = NULL;
 done:
-    /* The statistics buffer goes back to the pool; in-order queue keeps it alive for the
-     * kernel already enqueued. */
+    /* The statistics buffer goes back to the pool; the in-order queue runs the kernels already
+     * enqueued on it before any later use. */
     if (stats)
         sd_cl_buffer_release(cl, stats, stats_cap);
     sd_dtensor_free(y);
@@ -305,6 +343,12 @@ done:
 
 sd_status sd_op_layer_norm(sd_cl *cl, const sd_dtensor *x, float eps, const sd_dtensor *gamma,
                            const sd_dtensor *beta, sd_dtensor **out)
+{
+    return sd_op_layer_norm_variant(cl, x, eps, gamma, beta, SD_VARIANT_AUTO, out);
+}
+
+sd_status sd_op_layer_norm_variant(sd_cl *cl, const sd_dtensor *x, float eps, const sd_dtensor *gamma,
+                                   const sd_dtensor *beta, sd_op_variant variant, sd_dtensor **out)
 {
     sd_status st;
     cl_kernel k;
@@ -315,15 +359,16 @@ sd_status sd_op_layer_norm(sd_cl *cl, const sd_dtensor *x, float eps, const sd_d
     int64_t dim = x->shape[x->ndim - 1];
     if (dim > UINT32_MAX)
         return sd_set_error(cl->ctx, SD_ERR_LIMIT, "layer_norm: last dimension %lld too large", (long long)dim);
-    if ((st = check_affine(cl, "layer_norm", gamma, beta, dim)) || (st = kernel(cl, "layer_norm", &k)) ||
-        (st = like(cl, x, &y)))
+    int affine;
+    bool gpu = use_gpu(cl, variant);
+    if ((st = check_affine(cl, "layer_norm", gamma, beta, dim, &affine)) ||
+        (st = kernel(cl, gpu ? "layer_norm_wg" : "layer_norm", &k)) || (st = like(cl, x, &y)))
         goto done;
     if (dim > 0) {
         sd_cl_arg args[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(gamma ? gamma->buf : NULL),
                             SD_ARG_MEM(beta ? beta->buf : NULL), SD_ARG_MEM(y->buf), SD_ARG_UINT(dim),
-                            SD_ARG_FLOAT(eps), SD_ARG_INT(gamma != NULL)};
-        size_t rows = x->numel / (size_t)dim, local = rows_local(cl, rows);
-        if ((st = sd_cl_launch(cl, k, 1, &rows, &local, SD_NARGS(args), args)))
+                            SD_ARG_FLOAT(eps), SD_ARG_INT(affine)};
+        if ((st = launch_rows(cl, k, gpu, x->numel / (size_t)dim, SD_NARGS(args), args)))
             goto done;
     }
     *out = y;
@@ -335,6 +380,11 @@ done:
 
 sd_status sd_op_softmax(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out)
 {
+    return sd_op_softmax_variant(cl, x, SD_VARIANT_AUTO, out);
+}
+
+sd_status sd_op_softmax_variant(sd_cl *cl, const sd_dtensor *x, sd_op_variant variant, sd_dtensor **out)
+{
     sd_status st;
     cl_kernel k;
     sd_dtensor *y = NULL;
@@ -344,12 +394,12 @@ sd_status sd_op_softmax(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out)
     int64_t dim = x->shape[x->ndim - 1];
     if (dim > UINT32_MAX)
         return sd_set_error(cl->ctx, SD_ERR_LIMIT, "softmax: last dimension %lld too large", (long long)dim);
-    if ((st = kernel(cl, "softmax_rows", &k)) || (st = like(cl, x, &y)))
+    bool gpu = use_gpu(cl, variant);
+    if ((st = kernel(cl, gpu ? "softmax_rows_wg" : "softmax_rows", &k)) || (st = like(cl, x, &y)))
         goto done;
     if (dim > 0) {
         sd_cl_arg args[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(y->buf), SD_ARG_UINT(dim)};
-        size_t rows = x->numel / (size_t)dim, local = rows_local(cl, rows);
-        if ((st = sd_cl_launch(cl, k, 1, &rows, &local, SD_NARGS(args), args)))
+        if ((st = launch_rows(cl, k, gpu, x->numel / (size_t)dim, SD_NARGS(args), args)))
             goto done;
     }
     *out = y;

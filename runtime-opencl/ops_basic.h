@@ -1,8 +1,8 @@
 /* Basic tensor ops on device tensors: normalisation, activations, softmax, elementwise
  * arithmetic with broadcasting, concat, slice, nearest 2x upsample, timestep embedding, clamp.
  *
- * Conventions as runtime-opencl/ops.h: inputs are f32 device tensors (SD_ERR_INVALID names the
- * op and the shapes otherwise), *out is a new tensor from the runtime's pool that the caller
+ * Conventions as runtime-opencl/ops.h: inputs are f32 device tensors, except that norm weights
+ * may be stored as f16 (SD_ERR_INVALID names the op and the shapes otherwise), *out is a new tensor from the runtime's pool that the caller
  * frees (NULL on failure), work is enqueued without waiting. Plain-C references live in
  * tests/support/ref_basic.c; tolerances are in docs/opencl-runtime.md. */
 #ifndef SD_RUNTIME_OPENCL_OPS_BASIC_H
@@ -12,17 +12,35 @@
 
 /* Group normalisation of x [N, C, ...] (any trailing spatial dims, at least 2-D) over `groups`
  * groups of C/groups channels: y = (x - mean) / sqrt(var + eps) * gamma[c] + beta[c], then SiLU
- * when silu is set. gamma and beta are both NULL (no affine) or both [C]. C % groups == 0. */
+ * when silu is set. gamma and beta are both NULL (no affine) or both [C], f32 or both stored
+ * as f16. C % groups == 0. */
 sd_status sd_op_group_norm(sd_cl *cl, const sd_dtensor *x, int groups, float eps,
                            const sd_dtensor *gamma, const sd_dtensor *beta, bool silu,
                            sd_dtensor **out);
 
-/* Layer normalisation over the last dimension D of x: gamma, beta both NULL or both [D]. */
+/* Kernel variant of an op with reductions: AUTO picks by device class (GPU: work-group
+ * reductions in local memory and one 8-value vector per work-item; CPU: one work-item per
+ * reduction, long contiguous runs, no barriers). */
+typedef enum sd_op_variant { SD_VARIANT_AUTO, SD_VARIANT_CPU, SD_VARIANT_GPU } sd_op_variant;
+
+/* sd_op_group_norm with an explicit variant (the tests run both on any device). */
+sd_status sd_op_group_norm_variant(sd_cl *cl, const sd_dtensor *x, int groups, float eps,
+                                   const sd_dtensor *gamma, const sd_dtensor *beta, bool silu,
+                                   sd_op_variant variant, sd_dtensor **out);
+
+/* Layer normalisation over the last dimension D of x: gamma, beta both NULL or both [D] (f32,
+ * or both f16-stored). */
 sd_status sd_op_layer_norm(sd_cl *cl, const sd_dtensor *x, float eps, const sd_dtensor *gamma,
                            const sd_dtensor *beta, sd_dtensor **out);
 
+/* sd_op_layer_norm with an explicit kernel variant (GPU: a work-group per row). */
+sd_status sd_op_layer_norm_variant(sd_cl *cl, const sd_dtensor *x, float eps, const sd_dtensor *gamma,
+                                   const sd_dtensor *beta, sd_op_variant variant, sd_dtensor **out);
+
 /* Softmax over the last dimension. */
 sd_status sd_op_softmax(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out);
+/* sd_op_softmax with an explicit kernel variant (GPU: a work-group per row). */
+sd_status sd_op_softmax_variant(sd_cl *cl, const sd_dtensor *x, sd_op_variant variant, sd_dtensor **out);
 
 typedef enum sd_unary {
     SD_UNARY_SILU,       /* x * sigmoid(x) */

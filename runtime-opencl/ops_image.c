@@ -356,6 +356,8 @@ sd_status sd_op_resize(sd_cl *cl, const sd_dtensor *x, int64_t out_h, int64_t ou
         x->shape[1] < 1 || x->shape[2] < 1)
         return sd_set_error(cl->ctx, SD_ERR_INVALID, "resize: cannot resize %s to %lldx%lld",
                             sd_dtensor_describe(x, d, sizeof d), (long long)out_w, (long long)out_h);
+    if ((unsigned)method > SD_RESIZE_LANCZOS_U8)
+        return sd_set_error(cl->ctx, SD_ERR_INVALID, "resize: unknown method %d", (int)method);
     if (method != SD_RESIZE_LANCZOS_U8)
         return resample_2d(cl, x, out_h, out_w, method, out);
     /* ComfyUI's lanczos: to uint8 levels, PIL's 8-bit passes, back to [0, 1]. */

@@ -14,7 +14,7 @@ typedef enum sd_resize_method {
     SD_RESIZE_AREA,          /* torch "area" (adaptive average pooling) */
     SD_RESIZE_LANCZOS,       /* PIL Image.resize LANCZOS on float data (mode "F") */
     SD_RESIZE_LANCZOS_U8     /* ComfyUI's lanczos: trunc(clip(255 x)) to uint8, PIL's 8-bit
-                                LANCZOS (fixed point, horizontal then vertical pass), / 255 */
+                                LANCZOS (fixed point, Pillow's pass order), / 255 */
 } sd_resize_method;
 
 /* Resizes x [B, H, W, C] to [B, out_h, out_w, C] (out_h, out_w >= 1). Axes whose size does not
@@ -29,7 +29,8 @@ sd_status sd_op_crop(sd_cl *cl, const sd_dtensor *x, int64_t top, int64_t left, 
 typedef enum sd_pad_mode { SD_PAD_CONSTANT, SD_PAD_EDGE } sd_pad_mode;
 
 /* Pads x [B, H, W, C] by top/bottom/left/right pixels (>= 0) with `value` (CONSTANT) or the
- * nearest edge pixel (EDGE). */
+ * nearest edge pixel (EDGE). An [N, C, H, W] tensor pads its H and W when reshaped (in place,
+ * sd_dtensor_reshape) to [N*C, H, W, 1]. */
 sd_status sd_op_pad(sd_cl *cl, const sd_dtensor *x, int64_t top, int64_t bottom, int64_t left,
                     int64_t right, sd_pad_mode mode, float value, sd_dtensor **out);
 

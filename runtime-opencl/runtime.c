@@ -2,6 +2,8 @@
 #include "runtime-opencl/runtime.h"
 #include "runtime-opencl/runtime_internal.h"
 #include "sdflow/devices.h"
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,9 +70,37 @@ static void runtime_free(void *ptr)
     free(cl);
 }
 
+/* Parses SDFLOW_DEVICE_MEMORY ("1073741824", "512K", "512M", "6G") into *out (0 when unset). */
+static sd_status parse_budget(sd_context *ctx, size_t *out)
+{
+    const char *env = getenv("SDFLOW_DEVICE_MEMORY");
+    *out = 0;
+    if (!env || !*env)
+        return SD_OK;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(env, &end, 10);
+    int shift = 0;
+    if (*end == 'K' || *end == 'k')
+        shift = 10;
+    else if (*end == 'M' || *end == 'm')
+        shift = 20;
+    else if (*end == 'G' || *end == 'g')
+        shift = 30;
+    if (shift)
+        end++;
+    if (errno || end == env || *end || v == 0 || v > (SIZE_MAX >> shift) || env[0] == '-')
+        return sd_set_error(ctx, SD_ERR_INVALID,
+                            "SDFLOW_DEVICE_MEMORY: '%s' is not a positive size like 512M or 6G", env);
+    *out = (size_t)v << shift;
+    return SD_OK;
+}
+
 static sd_status runtime_open(sd_context *ctx, sd_cl *cl)
 {
-    sd_status st = sd_cl_select_device(ctx, sd_context_device(ctx), &cl->platform, &cl->device);
+    sd_status st = parse_budget(ctx, &cl->mem_budget);
+    if (!st)
+        st = sd_cl_select_device(ctx, sd_context_device(ctx), &cl->platform, &cl->device);
     if (st)
         return st;
     cl_device_id dev = cl->device;
@@ -187,6 +217,15 @@ sd_status sd_cl_buffer_get(sd_cl *cl, size_t bytes, const char *what, cl_mem *ou
         cl->stats.live_bytes += e->bytes;
         free(e);
         return SD_OK;
+    }
+    if (cl->mem_budget) {
+        if (cl->stats.live_bytes + cl->stats.pool_bytes + want > cl->mem_budget)
+            sd_cl_pool_trim(cl);
+        if (cl->stats.live_bytes + want > cl->mem_budget)
+            return sd_set_error(cl->ctx, SD_ERR_NOMEM,
+                                "out of device memory allocating %zu bytes for %s: %zu bytes in use, "
+                                "SDFLOW_DEVICE_MEMORY budget %zu bytes", want, what, cl->stats.live_bytes,
+                                cl->mem_budget);
     }
     cl_int err = CL_SUCCESS;
     for (int attempt = 0; attempt < 2; attempt++) {

@@ -4,7 +4,7 @@
  *   sd_cl *cl;
  *   if ((st = sd_cl_get(ctx, &cl))) return st;          // created lazily, owned by ctx
  *   cl_kernel k;
- *   if ((st = sd_cl_kernel(cl, "gemm.cl", "gemm_f32", "-DMR=8", &k))) return st;
+ *   if ((st = sd_cl_kernel(cl, "gemm.cl", "gemm_tile", "-DMR=8", &k))) return st;
  *   sd_cl_arg args[] = {SD_ARG_MEM(a->buf), SD_ARG_INT(m), SD_ARG_FLOAT(alpha)};
  *   size_t global[2] = {tiles_m, tiles_n};
  *   st = sd_cl_launch(cl, k, 2, global, NULL, SD_NARGS(args), args);
@@ -53,6 +53,7 @@ typedef struct sd_cl {
     sd_cl_program_entry *programs;
     sd_cl_pool_entry *pool;   /* free buffers kept for reuse */
     size_t pool_limit;        /* bytes of free buffers kept before releasing the oldest */
+    size_t mem_budget;        /* SDFLOW_DEVICE_MEMORY: most bytes held in buffers; 0 = no limit */
     sd_cl_stats stats;
 } sd_cl;
 
@@ -113,7 +114,9 @@ sd_status sd_cl_launch(sd_cl *cl, cl_kernel kernel, int dims, const size_t *glob
 sd_status sd_cl_finish(sd_cl *cl);
 
 /* Raw buffers with the device limits enforced: SD_ERR_LIMIT above CL_DEVICE_MAX_MEM_ALLOC_SIZE
- * (message names `what`), SD_ERR_NOMEM when the device is out of memory. Buffers come from the
+ * (message names `what`), SD_ERR_NOMEM when the device is out of memory or when the buffers
+ * held (used and pooled) would exceed the SDFLOW_DEVICE_MEMORY budget (a size like 512M or 6G,
+ * read when the runtime is created; for sharing a device, and to exercise out-of-memory paths). Buffers come from the
  * runtime's pool when a free one of a fitting size exists. sd_cl_buffer_release gives a buffer
  * back to the pool; *cap_bytes (optional) receives its real size (>= bytes). */
 sd_status sd_cl_buffer_get(sd_cl *cl, size_t bytes, const char *what, cl_mem *out, size_t *cap_bytes);

@@ -219,8 +219,54 @@ kernel void group_norm_stats(global const float *x, global float2 *stats, ulong 
     stats[g] = (float2)(mv.x, rsqrt(mv.y + eps));
 }
 
+/* Pass 1 for GPUs: one work-group of GN_WG work-items per (batch, group). Each work-item walks
+ * the group with stride GN_WG (coalesced) keeping a running mean and M2 (Welford), then the
+ * partial moments are merged pairwise in local memory with Chan's formula. */
+#define GN_WG 256
+inline void chan_merge(float *n, float *mean, float *m2, float nb, float meanb, float m2b)
+{
+    if (nb == 0.0f)
+        return;
+    float total = *n + nb, delta = meanb - *mean;
+    *mean += delta * (nb / total);
+    *m2 += m2b + delta * delta * (*n * nb / total);
+    *n = total;
+}
+
+kernel void group_norm_stats_wg(global const float *x, global float2 *stats, ulong group_elems, float eps)
+{
+    local float ln[GN_WG], lmean[GN_WG], lm2[GN_WG];
+    ulong g = get_group_id(0);
+    uint lid = get_local_id(0);
+    global const float *p = x + g * group_elems;
+    float n = 0.0f, mean = 0.0f, m2 = 0.0f;
+    for (ulong i = lid; i < group_elems; i += GN_WG) {
+        float v = p[i], d = v - mean;
+        n += 1.0f;
+        mean += d / n;
+        m2 += d * (v - mean);
+    }
+    ln[lid] = n;
+    lmean[lid] = mean;
+    lm2[lid] = m2;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint half_size = GN_WG / 2; half_size > 0; half_size >>= 1) {
+        if (lid < half_size) {
+            float a = ln[lid], am = lmean[lid], a2 = lm2[lid];
+            chan_merge(&a, &am, &a2, ln[lid + half_size], lmean[lid + half_size], lm2[lid + half_size]);
+            ln[lid] = a;
+            lmean[lid] = am;
+            lm2[lid] = a2;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (lid == 0)
+        stats[g] = (float2)(lmean[0], rsqrt(lm2[0] / ln[0] + eps));
+}
+
 /* Pass 2: work-item (chunk, plane) normalises `chunk` values of one (batch, channel) plane of
- * hw values: y = (x - mean) * rstd * gamma + beta, optionally followed by SiLU. */
+ * hw values: y = (x - mean) * rstd * gamma + beta, optionally followed by SiLU.
+ * affine: 0 none, 1 gamma/beta f32, 2 gamma/beta stored as f16 (read with vload_half). */
 kernel void group_norm_apply(global const float *x, global const float2 *stats,
                              global const float *gamma, global const float *beta, global float *y,
                              uint channels, uint channels_per_group, ulong hw, uint chunk,
@@ -233,8 +279,10 @@ kernel void group_norm_apply(global const float *x, global const float2 *stats,
     float2 st = stats[n * groups + c / channels_per_group];
     float scale = st.y, shift = -st.x * st.y;
     if (affine) {
-        scale *= gamma[c];
-        shift = shift * gamma[c] + beta[c];
+        float gm = affine == 2 ? vload_half(c, (global const half *)gamma) : gamma[c];
+        float bt = affine == 2 ? vload_half(c, (global const half *)beta) : beta[c];
+        scale *= gm;
+        shift = shift * gm + bt;
     }
     ulong j0 = (ulong)get_global_id(0) * chunk;
     ulong j1 = min(j0 + chunk, hw);
@@ -254,7 +302,8 @@ kernel void group_norm_apply(global const float *x, global const float2 *stats,
     }
 }
 
-/* ---- Layer norm: one work-item per row of d values (rows are short and stay cached). ---- */
+/* ---- Layer norm: one work-item per row of d values (rows are short and stay cached).
+ * affine as in group_norm_apply. ---- */
 kernel void layer_norm(global const float *x, global const float *gamma, global const float *beta,
                        global float *y, uint d, float eps, int affine)
 {
@@ -264,7 +313,14 @@ kernel void layer_norm(global const float *x, global const float *gamma, global 
     float2 mv = moments(px, d);
     float rstd = rsqrt(mv.y + eps);
     uint j = 0;
-    if (affine) {
+    if (affine == 2) {
+        global const half *gh = (global const half *)gamma, *bh = (global const half *)beta;
+        for (; j + 8 <= d; j += 8)
+            vstore8((vload8(0, px + j) - mv.x) * rstd * vload_half8(0, gh + j) + vload_half8(0, bh + j), 0,
+                    py + j);
+        for (; j < d; j++)
+            py[j] = (px[j] - mv.x) * rstd * vload_half(j, gh) + vload_half(j, bh);
+    } else if (affine) {
         for (; j + 8 <= d; j += 8)
             vstore8((vload8(0, px + j) - mv.x) * rstd * vload8(0, gamma + j) + vload8(0, beta + j), 0,
                     py + j);
@@ -326,6 +382,78 @@ kernel void softmax_rows(global const float *x, global float *y, uint d)
         vstore8(vload8(0, py + j) * inv, 0, py + j);
     for (; j < d; j++)
         py[j] *= inv;
+}
+
+/* ---- GPU variants of the row reductions: one work-group of ROW_WG work-items per row, each
+ * work-item striding the row (coalesced), partial results combined in local memory. ---- */
+#define ROW_WG 256
+
+/* Reduces v over the work-group in local scratch l (ROW_WG floats) with op; all get the result. */
+#define WG_REDUCE(l, v, lid, OPR)                                                               \
+    do {                                                                                        \
+        l[lid] = v;                                                                             \
+        barrier(CLK_LOCAL_MEM_FENCE);                                                           \
+        for (uint h_ = ROW_WG / 2; h_ > 0; h_ >>= 1) {                                          \
+            if (lid < h_)                                                                       \
+                l[lid] = OPR(l[lid], l[lid + h_]);                                              \
+            barrier(CLK_LOCAL_MEM_FENCE);                                                       \
+        }                                                                                       \
+        v = l[0];                                                                               \
+        barrier(CLK_LOCAL_MEM_FENCE);                                                           \
+    } while (0)
+#define OPR_MAX(a, b) fmax(a, b)
+#define OPR_ADD(a, b) ((a) + (b))
+
+kernel void softmax_rows_wg(global const float *x, global float *y, uint d)
+{
+    local float l[ROW_WG];
+    ulong row = get_group_id(0);
+    uint lid = get_local_id(0);
+    global const float *px = x + row * d;
+    global float *py = y + row * d;
+    float m = -INFINITY;
+    for (uint j = lid; j < d; j += ROW_WG)
+        m = fmax(m, px[j]);
+    WG_REDUCE(l, m, lid, OPR_MAX);
+    if (m == -INFINITY)
+        m = 0.0f; /* an all -inf row: NaN as torch, see softmax_rows */
+    float s = 0.0f;
+    for (uint j = lid; j < d; j += ROW_WG)
+        s += exp(px[j] - m);
+    WG_REDUCE(l, s, lid, OPR_ADD);
+    float inv = 1.0f / s;
+    for (uint j = lid; j < d; j += ROW_WG)
+        py[j] = exp(px[j] - m) * inv;
+}
+
+/* Two-pass mean and variance per row (the row is read three times; it stays in cache). */
+kernel void layer_norm_wg(global const float *x, global const float *gamma, global const float *beta,
+                          global float *y, uint d, float eps, int affine)
+{
+    local float l[ROW_WG];
+    ulong row = get_group_id(0);
+    uint lid = get_local_id(0);
+    global const float *px = x + row * d;
+    global float *py = y + row * d;
+    float s = 0.0f;
+    for (uint j = lid; j < d; j += ROW_WG)
+        s += px[j];
+    WG_REDUCE(l, s, lid, OPR_ADD);
+    float mean = s / (float)d, v = 0.0f;
+    for (uint j = lid; j < d; j += ROW_WG) {
+        float t = px[j] - mean;
+        v += t * t;
+    }
+    WG_REDUCE(l, v, lid, OPR_ADD);
+    float rstd = rsqrt(v / (float)d + eps);
+    for (uint j = lid; j < d; j += ROW_WG) {
+        float o = (px[j] - mean) * rstd;
+        if (affine == 2)
+            o = o * vload_half(j, (global const half *)gamma) + vload_half(j, (global const half *)beta);
+        else if (affine)
+            o = o * gamma[j] + beta[j];
+        py[j] = o;
+    }
 }
 
 /* ---- Strided block copy (concat, slice): for each of `rows` rows, copy `len` contiguous

@@ -31,9 +31,13 @@ int main(void)
 }
 C
 flags=$(PKG_CONFIG_PATH=$(dirname "$pc") pkg-config --cflags --libs sdflow) || fail "pkg-config sdflow"
+# A sanitizer build's library needs its runtimes first: link them into the program, preload
+# them into the plain lua5.4.
+SAN=$(ldd "$lib" | awk '/lib(asan|ubsan)\.so/ { printf "%s ", $3 }')
+[ -n "$SAN" ] && flags="$flags -fsanitize=address,undefined"
 cc "$T/use.c" $flags -Wl,-rpath,"$(dirname "$lib")" -o "$T/use" || fail "compile against the installed library"
 [ "$("$T/use")" = "$("$T/prefix/bin/sdflow" version | cut -d' ' -f2)" ] || fail "installed library version"
-out=$(LUA_CPATH="$(dirname "$mod")/?.so" lua5.4 -e 'local s = require "sdflow"; print(type(s.graph))') || fail "require sdflow"
+out=$(LD_PRELOAD="$SAN" LUA_CPATH="$(dirname "$mod")/?.so" lua5.4 -e 'local s = require "sdflow"; print(type(s.graph))') || fail "require sdflow"
 [ "$out" = function ] || fail "module has no graph(): $out"
 echo "install: $((fails == 0 ? 1 : 0)) passed, $fails failed"
 [ "$fails" = 0 ]

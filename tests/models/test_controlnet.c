@@ -209,6 +209,44 @@ static void test_forward_f16(void)
     sd_controlnet_unref(cn);
 }
 
+/* A file named *_shuffle_fp16 (ComfyUI's rule) gives each residual's spatial mean. */
+static void test_shuffle_pooling(void)
+{
+    char *path = test_path(test_scratch_dir(), "control_v11e_sd15_shuffle_fp16.safetensors");
+    sd_controlnet *cn = NULL, *plain = NULL;
+    sd_dtensor *a[N_RES] = {0}, *b[N_RES] = {0};
+    sd_context *ctx = ops_cl()->ctx;
+    CHECK_EQ_INT(sd_controlnet_write_random(ctx, path, &g_cfg.unet, false, SD_ST_F32, 11), SD_OK);
+    CHECK_EQ_INT(sd_controlnet_open(ctx, path, SD_DTYPE_F32, &cn), SD_OK);
+    CHECK_EQ_INT(sd_controlnet_open(ctx, g_cn_path, SD_DTYPE_F32, &plain), SD_OK);
+    if (cn && plain) {
+        CHECK(sd_controlnet_global_pooling(cn) && !sd_controlnet_global_pooling(plain));
+        CHECK_EQ_INT(sd_controlnet_forward(cn, g_x, g_hint, g_t, g_ctx, STRENGTH, a), SD_OK);
+        CHECK_EQ_INT(sd_controlnet_forward(plain, g_x, g_hint, g_t, g_ctx, STRENGTH, b), SD_OK);
+    }
+    double worst = 0;
+    for (int i = 0; i < N_RES && a[i] && b[i]; i++) {
+        float *p = ops_download(a[i]), *q = ops_download(b[i]);
+        size_t hw = (size_t)(b[i]->shape[2] * b[i]->shape[3]);
+        for (size_t plane = 0; plane < b[i]->numel / hw; plane++) {
+            double mean = 0;
+            for (size_t k = 0; k < hw; k++)
+                mean += q[plane * hw + k];
+            mean /= (double)hw;
+            for (size_t k = 0; k < hw; k++)
+                worst = fmax(worst, fabs(p[plane * hw + k] - mean));
+        }
+        free(p);
+        free(q);
+    }
+    CHECK(a[0] && worst < 1e-6);
+    free_res(a);
+    free_res(b);
+    sd_controlnet_unref(cn);
+    sd_controlnet_unref(plain);
+    free(path);
+}
+
 /* ---- bad input ---- */
 
 static sd_status fill_ones(void *user, size_t index, void *dst, size_t nbytes)
@@ -381,6 +419,7 @@ int main(void)
     RUN(test_forward_original);
     RUN(test_forward_diffusers);
     RUN(test_forward_f16);
+    RUN(test_shuffle_pooling);
     RUN(test_other_families);
     RUN(test_missing_tensors);
     RUN(test_bad_hint);

@@ -202,6 +202,40 @@ static void test_tiled(void)
     sd_safetensors_close(st);
 }
 
+/* Out of device memory: the tile is halved until it fits (ComfyUI's retry), and the result is
+ * the upscale at the tile that fitted. The device's maximum allocation is lowered to 8 MB: the
+ * conv scratch of a 64-pixel tile needs 19 MB, a 32-pixel tile 5 MB. */
+static void test_fit(void)
+{
+    sd_safetensors *st = make("fit.safetensors", SD_ESRGAN_NEW, 3, 1, 31);
+    sd_esrgan *m = NULL;
+    CHECK_EQ_INT(sd_esrgan_new(cl, st, SD_DTYPE_F32, &m), SD_OK);
+    enum { H = 50, W = 70, N = H * 4 * W * 4 * 3 };
+    float *img = malloc(H * W * 3 * sizeof *img), *want = malloc(N * sizeof *want), *got = malloc(N * sizeof *got);
+    for (int i = 0; i < H * W * 3; i++)
+        img[i] = (float)((i * 7919) % 1000) / 1000.0f;
+    CHECK_EQ_INT(sd_esrgan_upscale(m, img, H, W, 32, 8, NULL, NULL, want), SD_OK);
+    cl_ulong max_alloc = cl->max_alloc;
+    sd_cl_pool_trim(cl);
+    cl->max_alloc = 8u << 20;
+    int64_t tile = 64;
+    CHECK_EQ_INT(sd_esrgan_upscale(m, img, H, W, tile, 8, NULL, NULL, got), SD_ERR_LIMIT);
+    CHECK_EQ_INT(sd_esrgan_upscale_fit(m, img, H, W, &tile, 16, 8, NULL, NULL, got), SD_OK);
+    CHECK_EQ_INT(tile, 32);
+    CHECK(test_max_abs_diff(got, want, N) == 0.0);
+    /* Nothing fits above the smallest tile allowed: the device's error is returned. */
+    tile = 64;
+    CHECK_EQ_INT(sd_esrgan_upscale_fit(m, img, H, W, &tile, 48, 8, NULL, NULL, got), SD_ERR_LIMIT);
+    CHECK_EQ_INT(tile, 64);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "above the device's maximum allocation of 8388608 bytes");
+    cl->max_alloc = max_alloc;
+    free(img);
+    free(want);
+    free(got);
+    sd_esrgan_free(m);
+    sd_safetensors_close(st);
+}
+
 static sd_status fill_ones(void *user, size_t index, void *dst, size_t nbytes)
 {
     for (size_t i = 0; i + 4 <= nbytes; i += 4)
@@ -306,6 +340,7 @@ int main(void)
     RUN(test_goldens);
     RUN(test_layouts);
     RUN(test_tiled);
+    RUN(test_fit);
     RUN(test_bad_files);
     sd_context_free(ctx);
     return test_summary("test_esrgan");

@@ -221,6 +221,15 @@ static void test_bad_input(void)
     expect_error(u, g_x, g_t, g_ctx, &k.control, SD_ERR_INVALID,
                  "unet: ControlNet residual for the middle block is [2, 32, 16, 16] f32, expected [2, 64, 4, 4] f32");
     controls_free(&k);
+
+    sd_unet_config bad = g_cfg.unet;
+    bad.n_levels = 0;
+    sd_unet *none = (sd_unet *)&bad;
+    CHECK_EQ_INT(sd_unet_new(cl, g_st, SD1_UNET_PREFIX, &bad, SD_DTYPE_F32, &none), SD_ERR_INVALID);
+    CHECK(none == NULL);
+    char want[512];
+    snprintf(want, sizeof want, "%s: UNet configuration out of range", g_path);
+    CHECK_STR_EQ(sd_context_errmsg(cl->ctx), want);
     sd_dtensor_free(x3);
     sd_dtensor_free(x18);
     sd_dtensor_free(c1);

@@ -1,4 +1,4 @@
-/* Lazily uploaded device weights: dtype rules, laziness, missing tensors. */
+/* Lazily uploaded device weights: dtype rules, laziness, missing tensors, patched views. */
 #include "test.h"
 #include "models/weights.h"
 #include <stdlib.h>
@@ -54,8 +54,78 @@ static void test_weights(void)
     sd_context_free(ctx);
 }
 
+/* A patcher that claims "proj.weight" and adds 1 to every element (on the host, for the test). */
+static bool claims(void *user, const char *name)
+{
+    (*(int *)user)++;
+    return strcmp(name, "proj.weight") == 0;
+}
+
+static sd_status plus_one(void *user, const char *name, const sd_dtensor *base, sd_dtensor **out)
+{
+    (void)user;
+    (void)name;
+    float host[15];
+    sd_status st = sd_dtensor_download(base, host);
+    for (int i = 0; i < 15; i++)
+        host[i] += 1.0f;
+    if (!st)
+        st = sd_dtensor_new(base->cl, base->dtype, base->ndim, base->shape, out);
+    if (!st)
+        st = sd_dtensor_upload(*out, host);
+    return st;
+}
+
+/* A patched view: unclaimed tensors are the base set's own, claimed ones are patched copies
+ * counted in the view's device bytes; the base keeps its unpatched tensor. */
+static void test_patched_view(void)
+{
+    sd_context *ctx;
+    CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
+    sd_context_set_cache_path(ctx, NULL);
+    char *path = test_path(test_scratch_dir(), "p.safetensors");
+    sd_st_entry entries[] = {
+        {.name = "m.proj.weight", .dtype = SD_ST_F32, .ndim = 2, .shape = {3, 5}},
+        {.name = "m.proj.bias", .dtype = SD_ST_F32, .ndim = 1, .shape = {3}},
+    };
+    CHECK_EQ_INT(sd_safetensors_write(ctx, path, entries, 2, NULL, fill, NULL), SD_OK);
+    sd_safetensors *st = NULL;
+    sd_cl *cl;
+    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &st), SD_OK);
+    CHECK_EQ_INT(sd_cl_get(ctx, &cl), SD_OK);
+    sd_weights *base, *view;
+    int calls = 0;
+    sd_weight_patcher p = {claims, plus_one, &calls};
+    CHECK_EQ_INT(sd_weights_new(cl, st, "m.", SD_DTYPE_F32, &base), SD_OK);
+    CHECK_EQ_INT(sd_weights_new_patched(base, &p, &view), SD_OK);
+    const sd_dtensor *vb, *bb, *vw, *bw, *again;
+    CHECK_EQ_INT(sd_weights_get(view, "proj.bias", &vb), SD_OK);
+    CHECK_EQ_INT(sd_weights_get(base, "proj.bias", &bb), SD_OK);
+    CHECK(vb == bb);
+    CHECK_EQ_INT(sd_weights_get(view, "proj.weight", &vw), SD_OK);
+    CHECK_EQ_INT(sd_weights_get(base, "proj.weight", &bw), SD_OK);
+    CHECK(vw != bw);
+    CHECK_EQ_INT(sd_weights_get(view, "proj.weight", &again), SD_OK);
+    CHECK(again == vw);
+    CHECK_EQ_INT(sd_weights_device_bytes(view), 15 * 4);
+    CHECK_EQ_INT(sd_weights_device_bytes(base), 15 * 4 + 3 * 4);
+    float a[15], b[15];
+    CHECK_EQ_INT(sd_dtensor_download(vw, a), SD_OK);
+    CHECK_EQ_INT(sd_dtensor_download(bw, b), SD_OK);
+    CHECK_NEAR(a[7], b[7] + 1.0, 1e-6);
+    CHECK(sd_weights_has(view, "proj.bias") && sd_weights_info(view, "proj.weight") != NULL);
+    CHECK_EQ_INT(sd_weights_get(view, "proj.missing", &again), SD_ERR_NOT_FOUND);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "tensor 'm.proj.missing' is missing");
+    sd_weights_free(view);
+    sd_weights_free(base);
+    sd_safetensors_close(st);
+    free(path);
+    sd_context_free(ctx);
+}
+
 int main(void)
 {
     RUN(test_weights);
+    RUN(test_patched_view);
     return test_summary("test_weights");
 }

@@ -132,6 +132,25 @@ static void test_scale_methods(void)
         }
 }
 
+static void test_scale_center_crop(void)
+{
+    /* 17x13 to 8x8 with crop=center: ComfyUI keeps columns round((17 - 13) / 2) = 2 .. 14, then
+     * resizes the 13x13 square (nearest-exact: exact levels). */
+    sd_graph *g = chain("ImageScale");
+    CHECK_EQ_INT(sd_graph_set_input(g, "N", "width", "8"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "N", "height", "8"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "N", "crop", "center"), SD_OK);
+    sd_image img;
+    if (run_to_png(g, &img)) {
+        float sq[13 * 13 * 3], ref[8 * 8 * 3];
+        ref_crop(input_px, 1, H, W, 3, 0, 2, 13, 13, sq);
+        ref_resize(sq, 1, 13, 13, 3, 8, 8, SD_RESIZE_NEAREST_EXACT, ref);
+        expect_levels(&img, ref, 8, 8, 0, 0, "ImageScale crop=center");
+    }
+    sd_image_clear(&img);
+    sd_graph_free(g);
+}
+
 static void test_invert_pad_crop_blur(void)
 {
     sd_image img;
@@ -321,6 +340,7 @@ int main(void)
     sd_context_set_cache_path(ctx, NULL);
     write_input();
     RUN(test_scale_methods);
+    RUN(test_scale_center_crop);
     RUN(test_invert_pad_crop_blur);
     RUN(test_canny);
     RUN(test_size_rules);

@@ -144,7 +144,7 @@ static void test_head_dims(void)
         {2, 19, 70, 3, 8, F32, 0, 0},   {1, 21, 33, 2, 13, F32, 0, 0},  {1, 17, 40, 4, 24, F32, 0, 0},
         {2, 37, 45, 5, 40, F32, 0, 0},  {1, 9, 65, 1, 56, F32, 0, 0},   {1, 33, 31, 2, 64, F32, 0, 0},
         {1, 25, 90, 2, 80, F32, 0, 0},  {1, 11, 50, 1, 100, F32, 0, 0}, {1, 15, 47, 2, 160, F32, 0, 0},
-        {1, 10, 20, 1, 1, F32, 0, 0},
+        {1, 10, 20, 1, 1, F32, 0, 0},   {1, 21, 40, 1, 512, F32, 0, 0}, /* VAE: one head of 512 */
     };
     check_cases(cases, sizeof cases / sizeof cases[0], 500);
 }
@@ -198,7 +198,7 @@ static void test_beyond_max_alloc(void)
 
 static void test_bad_inputs(void)
 {
-    int64_t qs[] = {1, 5, 12}, ks[] = {1, 7, 12}, k2[] = {1, 7, 10}, ms[] = {4, 7};
+    int64_t qs[] = {1, 5, 12}, ks[] = {1, 7, 12}, k2[] = {1, 7, 10}, ms[] = {4, 7}, wide[] = {1, 5, 513};
     sd_dtensor *q = NULL, *k = NULL, *kb = NULL, *m = NULL, *out = (sd_dtensor *)1;
     CHECK_EQ_INT(sd_dtensor_new(cl, F32, 3, qs, &q), SD_OK);
     CHECK_EQ_INT(sd_dtensor_new(cl, F32, 3, ks, &k), SD_OK);
@@ -213,7 +213,13 @@ static void test_bad_inputs(void)
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "k [1, 7, 10] f32");
     CHECK_EQ_INT(sd_op_attention(cl, q, k, k, 2, m, &out), SD_ERR_INVALID); /* mask rows 4, not 5 or 1 */
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "2 heads and the mask do not fit");
+    sd_dtensor *qw = NULL;
+    CHECK_EQ_INT(sd_dtensor_new(cl, F32, 3, wide, &qw), SD_OK);
+    live = cl->stats.live_bytes;
+    CHECK_EQ_INT(sd_op_attention(cl, qw, qw, qw, 1, NULL, &out), SD_ERR_INVALID); /* head dim 513 */
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "q [1, 5, 513] f32");
     CHECK_EQ_INT(cl->stats.live_bytes, live);
+    sd_dtensor_free(qw);
     sd_dtensor_free(q);
     sd_dtensor_free(k);
     sd_dtensor_free(kb);

@@ -20,6 +20,9 @@ static size_t numel(int ndim, const int64_t *shape)
     return n;
 }
 
+/* Group norm of random data (offset + [-1, 1)) against the reference, both kernel variants (the
+ * GPU one with local-memory reductions runs on any device) and, when affine, gamma/beta stored
+ * as f32 and as f16 (the reference then uses the f16-rounded values). */
 static void group_norm_case(int ndim, const int64_t *shape, int groups, bool affine, bool silu, float offset,
                             double tol)
 {
@@ -27,21 +30,29 @@ static void group_norm_case(int ndim, const int64_t *shape, int groups, bool aff
     int64_t c = shape[1], hw = (int64_t)(n / (size_t)shape[0] / (size_t)c);
     float *x = ops_random(n, offset - 1.0f, offset + 1.0f, 1);
     float *g = ops_random((size_t)c, 0.5f, 1.5f, 2), *b = ops_random((size_t)c, -0.5f, 0.5f, 3);
-    float *ref = malloc(n * sizeof *ref);
-    ref_group_norm(x, shape[0], c, hw, groups, 1e-5f, affine ? g : NULL, affine ? b : NULL, silu, ref);
+    float *g16 = malloc((size_t)c * sizeof *g16), *b16 = malloc((size_t)c * sizeof *b16);
+    float *ref = malloc(n * sizeof *ref), *ref16 = malloc(n * sizeof *ref16);
     sd_dtensor *dx = ops_upload(x, ndim, shape), *dg = ops_upload(g, 1, &c), *db = ops_upload(b, 1, &c);
-    sd_dtensor *out = NULL;
-    CHECK_EQ_INT(sd_op_group_norm(ops_cl(), dx, groups, 1e-5f, affine ? dg : NULL, affine ? db : NULL, silu, &out),
-                 SD_OK);
-    CHECK(ops_expect("group_norm", out, ndim, shape, ref, tol, tol));
-    sd_dtensor_free(out);
-    sd_dtensor_free(dx);
-    sd_dtensor_free(dg);
-    sd_dtensor_free(db);
-    free(x);
-    free(g);
-    free(b);
-    free(ref);
+    sd_dtensor *dg16 = ops_upload_f16(g, 1, &c, g16), *db16 = ops_upload_f16(b, 1, &c, b16);
+    ref_group_norm(x, shape[0], c, hw, groups, 1e-5f, affine ? g : NULL, affine ? b : NULL, silu, ref);
+    ref_group_norm(x, shape[0], c, hw, groups, 1e-5f, g16, b16, silu, ref16);
+    for (int variant = SD_VARIANT_CPU; variant <= SD_VARIANT_GPU; variant++)
+        for (int f16 = 0; f16 <= (affine ? 1 : 0); f16++) {
+            sd_dtensor *out = NULL;
+            CHECK_EQ_INT(sd_op_group_norm_variant(ops_cl(), dx, groups, 1e-5f, affine ? (f16 ? dg16 : dg) : NULL,
+                                                  affine ? (f16 ? db16 : db) : NULL, silu, (sd_op_variant)variant,
+                                                  &out),
+                         SD_OK);
+            CHECK_MSG(ops_expect("group_norm", out, ndim, shape, f16 ? ref16 : ref, tol, tol),
+                      "variant %s, weights %s", variant == SD_VARIANT_CPU ? "cpu" : "gpu", f16 ? "f16" : "f32");
+            sd_dtensor_free(out);
+        }
+    sd_dtensor *all[] = {dx, dg, db, dg16, db16};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        sd_dtensor_free(all[i]);
+    float *host[] = {x, g, b, g16, b16, ref, ref16};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
+        free(host[i]);
 }
 
 static void test_group_norm(void)
@@ -53,9 +64,18 @@ static void test_group_norm(void)
     group_norm_case(4, SHAPE(1, 320, 33, 31), 32, false, false, 0.0f, 2e-5);
     group_norm_case(3, SHAPE(3, 32, 5), 8, true, true, 0.0f, 2e-5);
     group_norm_case(5, SHAPE(1, 64, 3, 5, 7), 32, true, false, 0.0f, 2e-5);
+    group_norm_case(2, SHAPE(3, 96), 32, true, true, 0.0f, 2e-5); /* [N, C]: groups of 3 values */
     /* Mean 100, spread 1: the blockwise (Chan) variance stays accurate where a one-pass
      * sum-of-squares in fp32 would lose every digit. Input rounding is ~1e-5 of the spread. */
     group_norm_case(4, SHAPE(1, 64, 45, 47), 32, true, false, 100.0f, 1e-4);
+
+    /* An empty batch is valid and gives an empty result. */
+    sd_dtensor *empty = NULL, *eout = NULL;
+    CHECK_EQ_INT(sd_dtensor_new(ops_cl(), SD_DTYPE_F32, 4, SHAPE(0, 32, 4, 4), &empty), SD_OK);
+    CHECK_EQ_INT(sd_op_group_norm(ops_cl(), empty, 32, 1e-5f, NULL, NULL, true, &eout), SD_OK);
+    CHECK(eout && eout->numel == 0 && eout->shape[1] == 32);
+    sd_dtensor_free(eout);
+    sd_dtensor_free(empty);
 
     sd_dtensor *x = ops_upload_random(0, 1, 5, 3, SHAPE(3, 10, 4)), *out = NULL;
     CHECK_EQ_INT(sd_op_group_norm(ops_cl(), x, 32, 1e-5f, NULL, NULL, false, &out), SD_ERR_INVALID);
@@ -73,46 +93,85 @@ static void test_group_norm(void)
 
 static void test_layer_norm(void)
 {
+    /* Affine modes: 0 none, 1 f32 gamma/beta, 2 f16-stored gamma/beta (reference on the rounded
+     * values). O(1) outputs, rows of up to 1283 values: 1e-5 absolute + relative. */
     const int64_t shapes[3][3] = {{3, 5, 77}, {2, 1, 1283}, {1, 7, 3}};
     for (int s = 0; s < 3; s++)
-        for (int affine = 0; affine < 2; affine++) {
+        for (int mode = 0; mode < 3; mode++) {
             const int64_t *shape = shapes[s];
             size_t n = numel(3, shape);
             int64_t d = shape[2];
             float *x = ops_random(n, -3.0f, 5.0f, 10 + s), *g = ops_random((size_t)d, 0.5f, 1.5f, 11);
             float *b = ops_random((size_t)d, -1.0f, 1.0f, 12), *ref = malloc(n * sizeof *ref);
-            ref_layer_norm(x, (int64_t)(n / (size_t)d), d, 1e-5f, affine ? g : NULL, affine ? b : NULL, ref);
-            sd_dtensor *dx = ops_upload(x, 3, shape), *dg = ops_upload(g, 1, &d), *db = ops_upload(b, 1, &d);
-            sd_dtensor *out = NULL;
-            CHECK_EQ_INT(sd_op_layer_norm(ops_cl(), dx, 1e-5f, affine ? dg : NULL, affine ? db : NULL, &out), SD_OK);
-            /* O(1) outputs, rows of up to 1283 values: 1e-5 absolute + relative. */
-            CHECK(ops_expect("layer_norm", out, 3, shape, ref, 1e-5, 1e-5));
-            sd_dtensor_free(out);
+            float *gr = malloc((size_t)d * sizeof *gr), *br = malloc((size_t)d * sizeof *br);
+            sd_dtensor *dx = ops_upload(x, 3, shape), *dg = NULL, *db = NULL, *out = NULL;
+            if (mode == 1) {
+                dg = ops_upload(g, 1, &d);
+                db = ops_upload(b, 1, &d);
+                memcpy(gr, g, (size_t)d * sizeof *gr);
+                memcpy(br, b, (size_t)d * sizeof *br);
+            } else if (mode == 2) {
+                dg = ops_upload_f16(g, 1, &d, gr);
+                db = ops_upload_f16(b, 1, &d, br);
+            }
+            ref_layer_norm(x, (int64_t)(n / (size_t)d), d, 1e-5f, mode ? gr : NULL, mode ? br : NULL, ref);
+            for (int variant = SD_VARIANT_CPU; variant <= SD_VARIANT_GPU; variant++) {
+                CHECK_EQ_INT(sd_op_layer_norm_variant(ops_cl(), dx, 1e-5f, dg, db, (sd_op_variant)variant, &out),
+                             SD_OK);
+                CHECK_MSG(ops_expect("layer_norm", out, 3, shape, ref, 1e-5, 1e-5), "d %lld, affine mode %d, %s",
+                          (long long)d, mode, variant == SD_VARIANT_CPU ? "cpu" : "gpu");
+                sd_dtensor_free(out);
+                out = NULL;
+            }
             sd_dtensor_free(dx);
             sd_dtensor_free(dg);
             sd_dtensor_free(db);
             free(x);
             free(g);
             free(b);
+            free(gr);
+            free(br);
             free(ref);
         }
+    /* Mixed dtypes are refused. */
+    int64_t d = 4;
+    float v[4] = {1, 2, 3, 4};
+    sd_dtensor *x = ops_upload(v, 1, &d), *g = ops_upload(v, 1, &d), *b = ops_upload_f16(v, 1, &d, NULL), *out = NULL;
+    CHECK_EQ_INT(sd_op_layer_norm(ops_cl(), x, 1e-5f, g, b, &out), SD_ERR_INVALID);
+    CHECK(out == NULL);
+    CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "layer_norm: gamma and beta must have the same dtype");
+    sd_dtensor_free(x);
+    sd_dtensor_free(g);
+    sd_dtensor_free(b);
 }
 
 static void test_softmax(void)
 {
-    const int64_t shapes[3][2] = {{7, 77}, {3, 1029}, {5, 1}};
-    for (int s = 0; s < 3; s++) {
+    const int64_t shapes[4][2] = {{7, 77}, {3, 1029}, {5, 1}, {2, 4099}};
+    for (int s = 0; s < 4; s++) {
         size_t n = numel(2, shapes[s]);
         float *x = ops_random(n, -20.0f, 20.0f, 20 + s), *ref = malloc(n * sizeof *ref);
-        if (s == 0)
+        if (s == 0) {
             for (int i = 0; i < 40; i++)
                 x[77 + i] = -INFINITY; /* a masked run in row 1 */
+            for (int i = 0; i < 77; i++)
+                x[3 * 77 + i] = -INFINITY; /* row 3 fully masked: NaN, as torch */
+        }
         ref_softmax(x, shapes[s][0], shapes[s][1], ref);
-        sd_dtensor *dx = ops_upload(x, 2, shapes[s]), *out = NULL;
-        CHECK_EQ_INT(sd_op_softmax(ops_cl(), dx, &out), SD_OK);
-        /* Probabilities in [0, 1]: 1e-6 absolute + 1e-5 relative (fp32 exp and sums). */
-        CHECK(ops_expect("softmax", out, 2, shapes[s], ref, 1e-6, 1e-5));
-        sd_dtensor_free(out);
+        sd_dtensor *dx = ops_upload(x, 2, shapes[s]);
+        for (int variant = SD_VARIANT_CPU; variant <= SD_VARIANT_GPU; variant++) {
+            sd_dtensor *out = NULL;
+            CHECK_EQ_INT(sd_op_softmax_variant(ops_cl(), dx, (sd_op_variant)variant, &out), SD_OK);
+            /* Probabilities in [0, 1]: 1e-6 absolute + 1e-5 relative (fp32 exp and sums). */
+            CHECK_MSG(ops_expect("softmax", out, 2, shapes[s], ref, 1e-6, 1e-5), "%s",
+                      variant == SD_VARIANT_CPU ? "cpu" : "gpu");
+            if (s == 0) {
+                float *got = out ? ops_download(out) : NULL;
+                CHECK(got && isnan(got[3 * 77]) && isnan(ref[3 * 77]) && got[77] == 0.0f);
+                free(got);
+            }
+            sd_dtensor_free(out);
+        }
         sd_dtensor_free(dx);
         free(x);
         free(ref);
@@ -134,6 +193,11 @@ static void test_unary(void)
         sd_dtensor_free(out);
         sd_dtensor_free(dx);
     }
+    sd_dtensor *dx = ops_upload(x, 3, shape), *out = NULL;
+    CHECK_EQ_INT(sd_op_unary(ops_cl(), (sd_unary)7, dx, &out), SD_ERR_INVALID);
+    CHECK(out == NULL);
+    CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "unary: unknown activation 7");
+    sd_dtensor_free(dx);
     free(x);
     free(ref);
 }

@@ -89,6 +89,9 @@ static void test_resize_goldens(void)
     CHECK_EQ_INT(sd_op_resize(ops_cl(), dx, 0, 5, SD_RESIZE_BILINEAR, &same), SD_ERR_INVALID);
     CHECK(same == NULL);
     CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "resize: cannot resize [2, 13, 17, 3] f32 to 5x0");
+    CHECK_EQ_INT(sd_op_resize(ops_cl(), dx, 5, 5, (sd_resize_method)9, &same), SD_ERR_INVALID);
+    CHECK(same == NULL);
+    CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "resize: unknown method 9");
     sd_dtensor_free(dx);
     free(img);
 }
@@ -115,6 +118,15 @@ static void test_crop_pad(void)
         CHECK_MSG(ops_expect("pad", out, 4, psh, ref, 0.0, 0.0), "pad mode %d", mode);
         sd_dtensor_free(out);
     }
+    /* An NCHW tensor [2, 3, 5, 7] pads H and W as [6, 5, 7, 1]. */
+    int64_t nchw[4] = {2, 3, 5, 7}, as_img[4] = {6, 5, 7, 1}, padded[4] = {6, 6, 9, 1};
+    sd_dtensor *t = ops_upload(x, 4, nchw);
+    CHECK_EQ_INT(sd_dtensor_reshape(t, 4, as_img), SD_OK);
+    ref_pad(x, 6, 5, 7, 1, 1, 0, 0, 2, SD_PAD_CONSTANT, 0.0f, ref);
+    CHECK_EQ_INT(sd_op_pad(ops_cl(), t, 1, 0, 0, 2, SD_PAD_CONSTANT, 0.0f, &out), SD_OK);
+    CHECK(ops_expect("pad NCHW", out, 4, padded, ref, 0.0, 0.0));
+    sd_dtensor_free(out);
+    sd_dtensor_free(t);
     CHECK_EQ_INT(sd_op_pad(ops_cl(), dx, -1, 0, 0, 0, SD_PAD_CONSTANT, 0.0f, &out), SD_ERR_INVALID);
     CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "pad: cannot pad [2, 11, 13, 3] f32 by -1/0/0/0");
     sd_dtensor_free(dx);

@@ -10,6 +10,9 @@ kornia, computed exactly as ComfyUI does:
   - kornia.filters.canny(x, low, high) edges (ComfyUI's Canny node), if kornia imports.
 
 Run: /opt/refenv/bin/python tests/reference/make_resize_goldens.py
+With kornia (for the Canny goldens; written with kornia 0.9.0):
+  /opt/refenv/bin/python -m venv /tmp/kenv && /tmp/kenv/bin/pip install kornia
+  PYTHONPATH=/opt/refenv/lib/python3.11/site-packages /tmp/kenv/bin/python tests/reference/make_resize_goldens.py
 Format of each .bin: b"SDG1", int32 ndim, int32 dims[ndim], float32 data (little endian)."""
 import os
 import struct

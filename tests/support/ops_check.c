@@ -56,6 +56,21 @@ sd_dtensor *ops_upload(const float *host, int ndim, const int64_t *shape)
     return t;
 }
 
+sd_dtensor *ops_upload_f16(const float *host, int ndim, const int64_t *shape, float *rounded)
+{
+    sd_dtensor *t = NULL;
+    sd_cl *cl = ops_cl();
+    if (!cl || sd_dtensor_new(cl, SD_DTYPE_F16, ndim, shape, &t) != SD_OK)
+        return NULL;
+    if (t->numel && sd_dtensor_upload(t, host) != SD_OK) {
+        sd_dtensor_free(t);
+        return NULL;
+    }
+    for (size_t i = 0; rounded && i < t->numel; i++)
+        rounded[i] = sd_f16_to_f32(sd_f32_to_f16(host[i]));
+    return t;
+}
+
 sd_dtensor *ops_upload_random(float lo, float hi, unsigned seed, int ndim, const int64_t *shape)
 {
     size_t n = 1;

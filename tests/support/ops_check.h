@@ -13,6 +13,9 @@ void ops_cl_release(void);
 float *ops_random(size_t n, float lo, float hi, unsigned seed);
 /* A new f32 device tensor with the given shape holding host (numel floats); NULL on failure. */
 sd_dtensor *ops_upload(const float *host, int ndim, const int64_t *shape);
+/* The same stored as f16 (host values rounded to nearest even); *rounded (optional, numel
+ * floats) receives the values the device holds. */
+sd_dtensor *ops_upload_f16(const float *host, int ndim, const int64_t *shape, float *rounded);
 /* A new f32 device tensor of random values in [lo, hi) (ops_random's stream for seed). */
 sd_dtensor *ops_upload_random(float lo, float hi, unsigned seed, int ndim, const int64_t *shape);
 /* Downloads t into a malloc'd array. */

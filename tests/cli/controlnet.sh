@@ -1,0 +1,72 @@
+#!/bin/bash
+# graphs/controlnet-canny.xml end to end on tiny random files (a checkpoint and a ControlNet in
+# diffusers' layout): it writes a PNG, a re-run comes from the cache without opening the ControlNet,
+# a new strength samples again; a ComfyUI API-format ControlNet workflow imports and runs; an SDXL ControlNet and a checkpoint given as a ControlNet
+# fail with their exact message and exit code 3 and write nothing.
+set -u
+BIN=${SDFLOW_BIN:?}
+SRC=${SDFLOW_SOURCE_DIR:?}
+MK=${SDFLOW_BUILD_DIR:?}/sdflow_mkckpt
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fails=0
+check() { # check DESCRIPTION COMMAND...: the command must succeed
+    local what=$1; shift
+    if ! "$@"; then echo "FAIL: $what"; fails=$((fails + 1)); fi
+}
+run() { # run EXPECTED_EXIT ARGS...: stdout in $T/out, stderr in $T/err
+    local want=$1; shift
+    "$BIN" "$@" >"$T/out" 2>"$T/err"
+    local got=$?
+    if [ "$got" != "$want" ]; then
+        echo "FAIL: sdflow $* exited $got, expected $want"; cat "$T/err"; fails=$((fails + 1))
+    fi
+}
+mkdir -p "$T/models/checkpoints" "$T/models/controlnet"
+"$MK" --preset tiny "$T/models/checkpoints/tiny.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
+"$MK" --preset tiny --kind controlnet-diffusers "$T/models/controlnet/canny.safetensors" >/dev/null ||
+    { echo "FAIL: mkckpt controlnet"; exit 1; }
+"$MK" --preset tiny --context 2048 --kind controlnet "$T/models/controlnet/xl.safetensors" >/dev/null ||
+    { echo "FAIL: mkckpt xl controlnet"; exit 1; }
+common=(--models-dir "$T/models" --input-dir "$SRC/examples/input" --output-dir "$T/o" --cache "$T/cache.db"
+        --set checkpoint=tiny.safetensors --set steps=2 --set width=64 --set height=64)
+
+run 0 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --set controlnet=canny.safetensors
+check "controlnet-canny writes one PNG" test "$(cat "$T/out")" = "$T/o/controlnet_00001_.png"
+check "every node ran" grep -q "sdflow: done: 11 ran, 0 from cache" "$T/err"
+run 0 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --set controlnet=canny.safetensors
+check "re-run: the sampler's latent comes from the cache" grep -q "sdflow: done: 1 ran, 1 from cache" "$T/err"
+check "re-run: the ControlNet is not opened" bash -c '! grep -q "cnet (ControlNetLoader)" "$0"' "$T/err"
+run 0 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --set controlnet=canny.safetensors --set strength=0.5
+check "another strength samples again, prompts and edges from the cache" grep -q "sdflow: done: 6 ran, 4 from cache" "$T/err"
+
+# A ComfyUI API-format ControlNet workflow imports one to one and runs.
+cat >"$T/cn_api.json" <<'JSON'
+{"3": {"class_type": "KSampler", "inputs": {"seed": 3, "steps": 2, "cfg": 7.0, "sampler_name": "euler",
+  "scheduler": "normal", "denoise": 1.0, "model": ["4", 0], "positive": ["12", 0], "negative": ["12", 1],
+  "latent_image": ["5", 0]}},
+ "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
+ "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+ "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a house", "clip": ["4", 1]}},
+ "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
+ "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+ "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "comfy_cn", "images": ["8", 0]}},
+ "10": {"class_type": "LoadImage", "inputs": {"image": "shapes.png"}},
+ "11": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "canny.safetensors"}},
+ "12": {"class_type": "ControlNetApplyAdvanced", "inputs": {"strength": 0.8, "start_percent": 0.0,
+  "end_percent": 0.9, "positive": ["6", 0], "negative": ["7", 0], "control_net": ["11", 0], "image": ["13", 0]}},
+ "13": {"class_type": "Canny", "inputs": {"low_threshold": 0.3, "high_threshold": 0.7, "image": ["10", 0]}}}
+JSON
+run 0 import comfy "$T/cn_api.json" -o "$T/cn_api.xml"
+run 0 run "$T/cn_api.xml" --models-dir "$T/models" --input-dir "$SRC/examples/input" --output-dir "$T/o" --cache "$T/cache.db"
+check "imported ComfyUI ControlNet workflow writes one PNG" test "$(cat "$T/out")" = "$T/o/comfy_cn_00001_.png"
+
+before=$(ls "$T/o" | wc -l)
+run 3 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --set controlnet=xl.safetensors
+check "SDXL ControlNet names the family" grep -qx "sdflow: error: node 'cnet' (ControlNetLoader): $T/models/controlnet/xl.safetensors: SDXL ControlNet detected; sdflow supports SD1.x ControlNets" "$T/err"
+run 3 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --set controlnet="$T/models/checkpoints/tiny.safetensors"
+check "a checkpoint is no ControlNet" grep -qx "sdflow: error: node 'cnet' (ControlNetLoader): $T/models/checkpoints/tiny.safetensors: SD1.x file detected, not a ControlNet" "$T/err"
+check "failed runs wrote nothing" test "$(ls "$T/o" | wc -l)" = "$before"
+
+[ $fails = 0 ] && echo "controlnet.sh: all passed"
+exit $((fails > 0))
