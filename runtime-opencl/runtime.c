@@ -114,7 +114,9 @@ static sd_status runtime_open(sd_context *ctx, sd_cl *cl)
     clGetDeviceInfo(dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cl->compute_units, &cl->compute_units, NULL);
     cl->is_gpu = (cl->type & CL_DEVICE_TYPE_GPU) != 0;
     cl->pool_limit = (size_t)(cl->global_mem / 4);
-    if (cl->pool_limit < ((size_t)256 << 20))
+    /* On a CPU device the pool is host memory: 256 MiB keeps the UNet's speed (measured, see
+     * docs/benchmarks.md) without holding every activation size freed during a run. */
+    if (cl->pool_limit < ((size_t)256 << 20) || !cl->is_gpu)
         cl->pool_limit = (size_t)256 << 20;
 
     cl_int err;
