@@ -29,7 +29,7 @@ static sd_status tiled_inputs(sd_node_run *r, sd_vae **vae, int64_t *tile, int64
 static sd_status run_decode_tiled(sd_node_run *r)
 {
     sd_vae *vae;
-    int64_t tile, overlap;
+    int64_t tile = 0, overlap = 0;
     sd_status st = tiled_inputs(r, &vae, &tile, &overlap);
     if (st)
         return st;
@@ -62,7 +62,7 @@ static sd_status run_decode_tiled(sd_node_run *r)
 static sd_status run_encode_tiled(sd_node_run *r)
 {
     sd_vae *vae;
-    int64_t tile, overlap;
+    int64_t tile = 0, overlap = 0;
     sd_status st = tiled_inputs(r, &vae, &tile, &overlap);
     if (st)
         return st;
