@@ -403,7 +403,7 @@ static void test_weight_add(void)
     sd_dtensor_free(out);
     sd_dtensor *dw16 = ops_upload_f16(w, 4, shape, w16);
     for (size_t i = 0; i < n; i++)
-        ref[i] = sd_f16_to_f32(sd_f32_to_f16(w16[i] + d[i]));
+        ref[i] = sd_half_to_float(sd_float_to_half(w16[i] + d[i]));
     CHECK_EQ_INT(sd_op_weight_add(ops_cl(), dw16, dd, &out), SD_OK);
     CHECK(out && out->dtype == SD_DTYPE_F16);
     CHECK(ops_expect("weight_add f16", out, 4, shape, ref, 0.0, 0.0));
