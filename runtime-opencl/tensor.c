@@ -1,7 +1,6 @@
 /* Device tensors on pooled buffers; host copies with fp16 conversion. */
 #include "runtime-opencl/tensor.h"
 #include "core/checked.h"
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
