@@ -3,7 +3,7 @@
  * time. The variants of one row are timed interleaved, one run each in turn, and each figure is
  * the best of N runs, so a shared machine's load hits them alike.
  *
- *   OPENBLAS_CORETYPE=SkylakeX bench_ops [--reps N] [--only gemm|conv|attn]
+ *   OPENBLAS_CORETYPE=SkylakeX bench_ops [--reps N] [--only gemm|conv|attn|kept]
  *
  * docs/benchmarks.md records results and the exact command. */
 #include "runtime-opencl/ops.h"
@@ -304,6 +304,48 @@ static void bench_attn(void)
     }
 }
 
+/* ---- kept weight forms: the same ops with plain and constant (sd_dtensor_set_constant) f16 weights ---- */
+
+static void bench_kept(void)
+{
+    static const int lin[][3] = {{4096, 320, 320}, {1024, 640, 2560}, {256, 1280, 1280},
+                                 {64, 1280, 10240}, {77, 768, 320}, {2, 1280, 1280}};
+    printf("\nf16 weights packed per call vs kept   GF/s: per call     kept   speedup\n");
+    for (size_t i = 0; i < sizeof lin / sizeof lin[0]; i++) {
+        int M = lin[i][0], K = lin[i][1], N = lin[i][2];
+        variant vp, vk;
+        linear_setup(&vp, M, K, N, SD_DTYPE_F16);
+        linear_setup(&vk, M, K, N, SD_DTYPE_F16);
+        if (sd_dtensor_set_constant(vk.b))
+            die("set_constant");
+        variant *vs[] = {&vp, &vk};
+        time_interleaved(vs, 2);
+        double flops = 2.0 * M * K * N;
+        printf("  linear %5d x %4d x %5d                %9.1f %8.1f %8.2fx\n", M, K, N, flops / vp.best * 1e-9,
+               flops / vk.best * 1e-9, vp.best / vk.best);
+        variant_free(&vp);
+        variant_free(&vk);
+        fflush(stdout);
+    }
+    static const int conv[][2] = {{320, 64}, {512, 64}, {640, 32}, {1280, 16}};
+    for (size_t i = 0; i < sizeof conv / sizeof conv[0]; i++) {
+        int C = conv[i][0], HW = conv[i][1];
+        variant vp, vk;
+        conv_setup(&vp, C, HW, SD_DTYPE_F16, SD_CONV_WINOGRAD);
+        conv_setup(&vk, C, HW, SD_DTYPE_F16, SD_CONV_WINOGRAD);
+        if (sd_dtensor_set_constant(vk.b))
+            die("set_constant");
+        variant *vs[] = {&vp, &vk};
+        time_interleaved(vs, 2);
+        double flops = 2.0 * C * C * 9.0 * HW * HW;
+        printf("  winograd 3x3 %4d @ %3dx%-3d             %9.1f %8.1f %8.2fx\n", C, HW, HW, flops / vp.best * 1e-9,
+               flops / vk.best * 1e-9, vp.best / vk.best);
+        variant_free(&vp);
+        variant_free(&vk);
+        fflush(stdout);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *only = NULL;
@@ -313,7 +355,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             only = argv[++i];
         else {
-            fprintf(stderr, "usage: bench_ops [--reps N] [--only gemm|conv|attn]\n");
+            fprintf(stderr, "usage: bench_ops [--reps N] [--only gemm|conv|attn|kept]\n");
             return 2;
         }
     }
@@ -335,6 +377,8 @@ int main(int argc, char **argv)
         bench_conv();
     if (!only || !strcmp(only, "attn"))
         bench_attn();
+    if (!only || !strcmp(only, "kept"))
+        bench_kept();
     sd_context_free(ctx);
     return 0;
 }

@@ -197,9 +197,10 @@ int main(int argc, char **argv)
         double gflop = unet_flops(&cfg.unet, 2, size, 77) * 1e-9;
         printf("%dx%d image (latent %dx%d): first %.2f s, best %.2f s, mean %.2f s over %d, least CPU time "
                "%.2f s; %.1f GFLOP, %.1f GFLOP/s = %.1f%% of %.0f GFLOP/s; peak RSS %.0f MiB, device peak "
-               "%.0f MiB\n",
+               "%.0f MiB; kept weight forms %.0f MiB (%d built)\n",
                size * 8, size * 8, size, size, first, best, sum / reps, reps, cpu_best, gflop, gflop / best,
-               100.0 * gflop / best / peak, peak, peak_rss_mib(), (double)cl->stats.peak_bytes / 1048576.0);
+               100.0 * gflop / best / peak, peak, peak_rss_mib(), (double)cl->stats.peak_bytes / 1048576.0,
+               (double)cl->stats.derived_bytes / 1048576.0, cl->stats.derived_builds);
         fflush(stdout);
         sd_dtensor_free(x);
     }

@@ -201,6 +201,9 @@ static sd_status get(sd_weights *w, const char *name, bool force_f32, const sd_d
                                 sd_safetensors_path(w->st), w->prefix, name);
         st = upload(w, name, t, (force_f32 || t->ndim < 2) ? SD_DTYPE_F32 : w->dtype, &d);
     }
+    /* Weights are only read from now on: ops keep their packed forms with them. */
+    if (!st && (st = sd_dtensor_set_constant(d)))
+        sd_dtensor_free(d);
     if (st)
         return st;
     if (!s->name) {

@@ -21,7 +21,7 @@ static const size_t *one_local(const sd_cl *cl)
 }
 
 /* Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions (kernels/winograd.cl): weights transformed
- * to U [36, O, C] per call, then per image and chunk of 4x4 output tiles: input tiles
+ * to U [36, O, C] (once for a constant weight tensor, kept with it; else per call), then per image and chunk of 4x4 output tiles: input tiles
  * transformed straight into B panels, 36 GEMMs into M [36, O, tiles], and the output transform
  * with bias and activation. */
 static sd_status conv_winograd(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
@@ -42,15 +42,22 @@ static sd_status conv_winograd(sd_cl *cl, const sd_dtensor *x, const sd_dtensor 
     if ((st = sd_cl_kernel(cl, "winograd.cl", "wino_weights", w->dtype == SD_DTYPE_F16 ? "-DW_HALF" : "", &kw)) ||
         (st = sd_cl_kernel(cl, "winograd.cl", "wino_input", "", &kin)) ||
         (st = sd_cl_kernel(cl, "winograd.cl", "wino_output", "", &kout)) ||
-        (st = sd_scratch_get(cl, (size_t)36 * O * C, sizeof(float), "conv2d winograd weights", &u)) ||
         (st = sd_scratch_get(cl, 36 * chunk * (size_t)C, sizeof(float), "conv2d winograd input tiles", &vp)) ||
         (st = sd_scratch_get(cl, 36 * chunk * (size_t)O, sizeof(float), "conv2d winograd products", &m)))
         goto done;
     const size_t *local = cl->is_gpu ? NULL : (const size_t[2]){1, 1};
-    sd_cl_arg wargs[] = {SD_ARG_MEM(w->buf), SD_ARG_MEM(u.buf), SD_ARG_INT(O), SD_ARG_INT(C)};
-    size_t wglobal[1] = {(size_t)O};
-    if ((st = sd_cl_launch(cl, kw, 1, wglobal, local, SD_NARGS(wargs), wargs)))
-        goto done;
+    sd_derived_key key = {SD_DERIVED_WINOGRAD, {O, C}};
+    cl_mem ubuf = w->derived ? sd_derived_find(w, &key) : NULL;
+    if (!ubuf) {
+        if ((st = sd_scratch_get(cl, (size_t)36 * O * C, sizeof(float), "conv2d winograd weights", &u)))
+            goto done;
+        sd_cl_arg wargs[] = {SD_ARG_MEM(w->buf), SD_ARG_MEM(u.buf), SD_ARG_INT(O), SD_ARG_INT(C)};
+        size_t wglobal[1] = {(size_t)O};
+        ubuf = u.buf;
+        if ((st = sd_cl_launch(cl, kw, 1, wglobal, local, SD_NARGS(wargs), wargs)) ||
+            (w->derived && (st = sd_derived_add(w, &key, &u))))
+            goto done;
+    }
     for (int b = 0; !st && b < B; b++) {
         for (int t0 = 0; !st && t0 < T; t0 += (int)chunk) {
             int nt = T - t0 < (int)chunk ? T - t0 : (int)chunk;
@@ -61,7 +68,7 @@ static sd_status conv_winograd(sd_cl *cl, const sd_dtensor *x, const sd_dtensor 
             size_t iglobal[2] = {(size_t)npanels, (size_t)C};
             if ((st = sd_cl_launch(cl, kin, 2, iglobal, local, SD_NARGS(iargs), iargs)))
                 break;
-            sd_gemm_job job = {.M = O, .N = nt, .K = C, .batch = 36, .ap = u.buf, .lda = C,
+            sd_gemm_job job = {.M = O, .N = nt, .K = C, .batch = 36, .ap = ubuf, .lda = C,
                                .a_dtype = SD_DTYPE_F32, .ap_bs = (long)O * C, .bp = vp.buf,
                                .bp_bs = (long)npanels * SD_GEMM_NR * C, .c = m.buf, .c_bs = (long)O * nt,
                                .ldc = nt, .alpha = 1.0f, .act = SD_ACT_NONE};

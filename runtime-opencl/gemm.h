@@ -28,6 +28,23 @@ sd_status sd_gemm_pack_a(sd_cl *cl, cl_mem src, sd_dtype dtype, long off, int M,
 sd_status sd_gemm_pack_b(sd_cl *cl, cl_mem src, sd_dtype dtype, long off, int N, int K, long s_k,
                          long s_n, long s_b, int batch, sd_scratch *out);
 
+/* Forms derived from a constant tensor (sd_dtensor_set_constant), kept with it. A form is
+ * identified by its kind and the parameters it was computed with. */
+typedef enum sd_derived_kind { SD_DERIVED_GEMM_B, SD_DERIVED_WINOGRAD } sd_derived_kind;
+typedef struct sd_derived_key {
+    sd_derived_kind kind;
+    long p[6];
+} sd_derived_key;
+/* The kept buffer for key, or NULL (also when t is not constant). */
+cl_mem sd_derived_find(const sd_dtensor *t, const sd_derived_key *key);
+/* Hands s over to t's kept forms under key (s is emptied). SD_ERR_NOMEM leaves s with the caller. */
+sd_status sd_derived_add(const sd_dtensor *t, const sd_derived_key *key, sd_scratch *s);
+
+/* B packed into panels as sd_gemm_pack_b would: from src's kept forms when src is constant
+ * (computed and kept on first use), else into *tmp (allocated here; release it after use). */
+sd_status sd_gemm_packed_b(sd_cl *cl, const sd_dtensor *src, int N, int K, long s_k, long s_n, long s_b,
+                           int batch, sd_scratch *tmp, cl_mem *out);
+
 typedef struct sd_gemm_job {
     int M, N, K, batch;
     cl_mem ap, bp;         /* operands: bp packed; ap packed, or rows when lda > 0 */

@@ -99,6 +99,17 @@ fail:
     return st;
 }
 
+sd_status sd_gemm_packed_b(sd_cl *cl, const sd_dtensor *src, int N, int K, long s_k, long s_n, long s_b,
+                           int batch, sd_scratch *tmp, cl_mem *out)
+{
+    sd_derived_key key = {SD_DERIVED_GEMM_B, {N, K, s_k, s_n, s_b, batch}};
+    if (src->derived && (*out = sd_derived_find(src, &key)))
+        return SD_OK;
+    sd_status st = sd_gemm_pack_b(cl, src->buf, src->dtype, 0, N, K, s_k, s_n, s_b, batch, tmp);
+    *out = tmp->buf;
+    return st || !src->derived ? st : sd_derived_add(src, &key, tmp);
+}
+
 sd_status sd_gemm_run(sd_cl *cl, const sd_gemm_job *j)
 {
     char opts[64];
@@ -171,11 +182,12 @@ sd_status sd_op_matmul(sd_cl *cl, const sd_dtensor *a, bool trans_a, const sd_dt
     bool a_rows = !trans_a && a->dtype == SD_DTYPE_F32 && K > 0;
     if (!a_rows)
         st = sd_gemm_pack_a(cl, a->buf, a->dtype, 0, M, K, trans_a ? 1 : K, trans_a ? M : 1, mk, batch_a, &ap);
+    cl_mem bpanels = NULL;
     if (!st)
-        st = sd_gemm_pack_b(cl, b->buf, b->dtype, 0, N, K, trans_b ? 1 : N, trans_b ? K : 1, kn, batch_b, &bp);
+        st = sd_gemm_packed_b(cl, b, N, K, trans_b ? 1 : N, trans_b ? K : 1, kn, batch_b, &bp, &bpanels);
     if (!st) {
         sd_gemm_job job = {
-            .M = M, .N = N, .K = K, .batch = batch_a, .ap = a_rows ? a->buf : ap.buf, .bp = bp.buf,
+            .M = M, .N = N, .K = K, .batch = batch_a, .ap = a_rows ? a->buf : ap.buf, .bp = bpanels,
             .lda = a_rows ? K : 0, .ap_bs = a_rows ? mk : (long)((M + mr - 1) / mr) * mr * K,
             .bp_bs = batch_b == 1 ? 0 : (long)((N + SD_GEMM_NR - 1) / SD_GEMM_NR) * SD_GEMM_NR * K,
             .c = (*out)->buf, .c_off = 0, .c_bs = (long)M * N, .ldc = N,
@@ -218,11 +230,12 @@ sd_status sd_op_linear(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
     bool a_rows = x->dtype == SD_DTYPE_F32 && K > 0;
     if (!a_rows)
         st = sd_gemm_pack_a(cl, x->buf, x->dtype, 0, M, K, K, 1, 0, 1, &ap);
+    cl_mem bpanels = NULL;
     if (!st)
-        st = sd_gemm_pack_b(cl, w->buf, w->dtype, 0, N, K, 1, K, 0, 1, &bp);
+        st = sd_gemm_packed_b(cl, w, N, K, 1, K, 0, 1, &bp, &bpanels);
     if (!st) {
         sd_gemm_job job = {.M = M, .N = N, .K = K, .batch = 1, .ap = a_rows ? x->buf : ap.buf,
-                           .lda = a_rows ? K : 0, .bp = bp.buf, .c = (*out)->buf, .ldc = N,
+                           .lda = a_rows ? K : 0, .bp = bpanels, .c = (*out)->buf, .ldc = N,
                            .bias = bias ? bias->buf : NULL, .bias_mode = bias ? 1 : 0, .alpha = 1.0f,
                            .act = act};
         st = sd_gemm_run(cl, &job);

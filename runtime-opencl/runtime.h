@@ -31,6 +31,8 @@ typedef struct sd_cl_stats {
     size_t pool_bytes;       /* bytes held in free pooled buffers */
     size_t live_bytes;       /* bytes in buffers currently used by tensors */
     size_t peak_bytes;       /* highest live_bytes + pool_bytes seen */
+    int derived_builds;      /* packed/transformed forms of constant tensors computed */
+    size_t derived_bytes;    /* bytes those forms hold now (included in live_bytes) */
 } sd_cl_stats;
 
 typedef struct sd_cl {

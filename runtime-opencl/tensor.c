@@ -1,5 +1,6 @@
 /* Device tensors on pooled buffers; host copies with fp16 conversion. */
 #include "runtime-opencl/tensor.h"
+#include "runtime-opencl/gemm.h"
 #include "core/checked.h"
 #include <stdlib.h>
 #include <string.h>
@@ -79,16 +80,84 @@ sd_status sd_dtensor_zeros(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *s
     return st;
 }
 
+/* Kept forms of a constant tensor: a list of buffers, each with the key it was computed for. */
+typedef struct derived_form {
+    struct derived_form *next;
+    sd_derived_key key;
+    sd_scratch s;
+} derived_form;
+
+struct sd_dtensor_derived {
+    derived_form *forms;
+};
+
+static void derived_clear(sd_cl *cl, struct sd_dtensor_derived *d)
+{
+    while (d && d->forms) {
+        derived_form *f = d->forms;
+        d->forms = f->next;
+        cl->stats.derived_bytes -= f->s.cap;
+        sd_scratch_release(cl, &f->s);
+        free(f);
+    }
+}
+
+sd_status sd_dtensor_set_constant(sd_dtensor *t)
+{
+    if (t->derived)
+        return SD_OK;
+    if (!(t->derived = calloc(1, sizeof *t->derived)))
+        return sd_set_error(t->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    return SD_OK;
+}
+
+static bool same_key(const sd_derived_key *a, const sd_derived_key *b)
+{
+    if (a->kind != b->kind)
+        return false;
+    for (size_t i = 0; i < sizeof a->p / sizeof a->p[0]; i++)
+        if (a->p[i] != b->p[i])
+            return false;
+    return true;
+}
+
+cl_mem sd_derived_find(const sd_dtensor *t, const sd_derived_key *key)
+{
+    for (derived_form *f = t->derived ? t->derived->forms : NULL; f; f = f->next)
+        if (same_key(&f->key, key))
+            return f->s.buf;
+    return NULL;
+}
+
+sd_status sd_derived_add(const sd_dtensor *t, const sd_derived_key *key, sd_scratch *s)
+{
+    derived_form *f = malloc(sizeof *f);
+    if (!f)
+        return sd_set_error(t->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    f->key = *key;
+    f->s = *s;
+    f->next = t->derived->forms;
+    t->derived->forms = f;
+    t->cl->stats.derived_builds++;
+    t->cl->stats.derived_bytes += s->cap;
+    s->buf = NULL;
+    s->cap = 0;
+    return SD_OK;
+}
+
 void sd_dtensor_free(sd_dtensor *t)
 {
     if (!t)
         return;
+    derived_clear(t->cl, t->derived);
+    free(t->derived);
     sd_cl_buffer_release(t->cl, t->buf, t->cap_bytes);
     free(t);
 }
 
 sd_status sd_dtensor_upload(sd_dtensor *t, const float *host)
 {
+    derived_clear(t->cl, t->derived);
     if (t->dtype == SD_DTYPE_F32)
         return sd_cl_write(t->cl, t->buf, 0, t->numel * 4, host);
     uint16_t *h = malloc(t->numel ? t->numel * 2 : 1);
@@ -127,6 +196,7 @@ sd_status sd_dtensor_from_host(sd_cl *cl, const sd_tensor *host, sd_dtype dtype,
 
 sd_status sd_dtensor_zero(sd_dtensor *t)
 {
+    derived_clear(t->cl, t->derived);
     size_t bytes = t->numel * sd_dtype_size(t->dtype);
     if (bytes == 0)
         return SD_OK;
@@ -142,6 +212,7 @@ sd_status sd_dtensor_copy(sd_dtensor *dst, const sd_dtensor *src)
     if (dst->dtype != src->dtype || dst->numel != src->numel)
         return sd_set_error(dst->cl->ctx, SD_ERR_INVALID, "tensor copy: %s into %s",
                             sd_dtensor_describe(src, a, sizeof a), sd_dtensor_describe(dst, b, sizeof b));
+    derived_clear(dst->cl, dst->derived);
     size_t bytes = src->numel * sd_dtype_size(src->dtype);
     if (bytes == 0 || dst->buf == src->buf)
         return SD_OK;

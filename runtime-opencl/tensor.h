@@ -26,7 +26,17 @@ typedef struct sd_dtensor {
     int ndim;          /* 1..SD_TENSOR_MAX_DIMS */
     int64_t shape[SD_TENSOR_MAX_DIMS];
     size_t numel;
+    /* Non-NULL once sd_dtensor_set_constant was called: the runtime's forms derived from this
+     * tensor (packed GEMM panels, Winograd-transformed kernels), freed with it. A struct copy
+     * of the tensor (a reshaped view of the same buffer) shares them. */
+    struct sd_dtensor_derived *derived;
 } sd_dtensor;
+
+/* Marks t as a constant operand (weights: written once, then only read until freed). Ops that
+ * repack or transform an operand (sd_op_linear's w, sd_op_matmul's b, sd_op_conv2d's Winograd
+ * kernel) then compute that form once and keep it on the device until t is freed, instead of on
+ * every call. Writing to t (upload, zero, copy into it) drops the kept forms. SD_ERR_NOMEM. */
+sd_status sd_dtensor_set_constant(sd_dtensor *t);
 
 /* Bytes per element: 4 or 2. */
 size_t sd_dtype_size(sd_dtype dtype);

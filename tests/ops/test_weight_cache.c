@@ -1,0 +1,160 @@
+/* Kept forms of constant tensors (sd_dtensor_set_constant): linear, matmul and Winograd conv2d
+ * compute a constant operand's packed / transformed form once (stats.derived_builds), give
+ * bit-identical results to the same op on a plain tensor, share the form with struct-copy views,
+ * drop it when the tensor is written, and return its memory when the tensor is freed. */
+#include "test.h"
+#include "support/ref_ops.h"
+#include <stdlib.h>
+#include <string.h>
+
+static sd_context *ctx;
+static sd_cl *cl;
+
+static sd_dtensor *make(sd_dtype dt, int ndim, const int64_t *shape, unsigned seed)
+{
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++)
+        n *= (size_t)shape[i];
+    float *host = malloc(n * sizeof *host);
+    ref_random(host, n, seed, -1, 1);
+    sd_dtensor *t = NULL;
+    CHECK_EQ_INT(sd_dtensor_new(cl, dt, ndim, shape, &t), SD_OK);
+    if (t)
+        CHECK_EQ_INT(sd_dtensor_upload(t, host), SD_OK);
+    free(host);
+    return t;
+}
+
+/* True when a and b hold the same values bit for bit; frees both. */
+static bool same_and_free(sd_dtensor *a, sd_dtensor *b)
+{
+    bool same = false;
+    if (a && b && a->numel == b->numel) {
+        float *ha = malloc(a->numel * 4), *hb = malloc(b->numel * 4);
+        same = sd_dtensor_download(a, ha) == SD_OK && sd_dtensor_download(b, hb) == SD_OK &&
+               memcmp(ha, hb, a->numel * 4) == 0;
+        free(ha);
+        free(hb);
+    }
+    sd_dtensor_free(a);
+    sd_dtensor_free(b);
+    return same;
+}
+
+static void test_linear_kept_once(void)
+{
+    size_t live0 = cl->stats.live_bytes;
+    int64_t xs[] = {3, 37, 70}, ws[] = {45, 70}, bs[] = {45};
+    sd_dtensor *x = make(SD_DTYPE_F32, 3, xs, 1), *w = make(SD_DTYPE_F16, 2, ws, 2);
+    sd_dtensor *plain = make(SD_DTYPE_F16, 2, ws, 2), *bias = make(SD_DTYPE_F32, 1, bs, 3);
+    sd_dtensor *y1 = NULL, *y2 = NULL, *ref = NULL;
+    size_t bytes0 = cl->stats.derived_bytes;
+    int builds0 = cl->stats.derived_builds;
+    CHECK_EQ_INT(sd_dtensor_set_constant(w), SD_OK);
+    CHECK_EQ_INT(sd_op_linear(cl, x, plain, bias, SD_ACT_NONE, &ref), SD_OK);
+    CHECK_EQ_INT(cl->stats.derived_builds, builds0); /* plain weights keep nothing */
+    CHECK_EQ_INT(sd_op_linear(cl, x, w, bias, SD_ACT_NONE, &y1), SD_OK);
+    CHECK_EQ_INT(cl->stats.derived_builds, builds0 + 1);
+    /* 45 columns padded to 2 panels of 32, 70 deep, f32. */
+    CHECK(cl->stats.derived_bytes - bytes0 >= (size_t)64 * 70 * 4);
+    CHECK_EQ_INT(sd_op_linear(cl, x, w, bias, SD_ACT_NONE, &y2), SD_OK);
+    CHECK_EQ_INT(cl->stats.derived_builds, builds0 + 1); /* reused */
+    CHECK(same_and_free(y2, ref));
+    CHECK_EQ_INT(sd_op_linear(cl, x, plain, bias, SD_ACT_NONE, &ref), SD_OK);
+    CHECK(same_and_free(y1, ref));
+
+    /* A struct-copy view (as models/unet.c makes for 1x1 kernels) shares the kept form. */
+    sd_dtensor view = *w;
+    view.ndim = 2;
+    CHECK_EQ_INT(sd_op_linear(cl, x, &view, bias, SD_ACT_NONE, &y1), SD_OK);
+    CHECK_EQ_INT(cl->stats.derived_builds, builds0 + 1);
+    sd_dtensor_free(y1);
+
+    /* Writing the tensor drops the kept form; the next call packs the new values. */
+    size_t nw = 45 * 70;
+    float *host = malloc(nw * 4);
+    ref_random(host, nw, 9, -1, 1);
+    CHECK_EQ_INT(sd_dtensor_upload(w, host), SD_OK);
+    CHECK_EQ_INT(cl->stats.derived_bytes, bytes0);
+    CHECK_EQ_INT(sd_dtensor_upload(plain, host), SD_OK);
+    free(host);
+    CHECK_EQ_INT(sd_op_linear(cl, x, w, bias, SD_ACT_NONE, &y1), SD_OK);
+    CHECK_EQ_INT(cl->stats.derived_builds, builds0 + 2);
+    CHECK_EQ_INT(sd_op_linear(cl, x, plain, bias, SD_ACT_NONE, &ref), SD_OK);
+    CHECK(same_and_free(y1, ref));
+
+    /* Freeing the weight returns its kept form. */
+    sd_dtensor_free(w);
+    CHECK_EQ_INT(cl->stats.derived_bytes, bytes0);
+    sd_dtensor_free(plain);
+    sd_dtensor_free(x);
+    sd_dtensor_free(bias);
+    CHECK_EQ_INT(cl->stats.live_bytes, live0);
+}
+
+static void test_matmul_kept_per_layout(void)
+{
+    int64_t as[] = {2, 33, 40}, bs[] = {40, 50};
+    sd_dtensor *a = make(SD_DTYPE_F32, 3, as, 4), *b = make(SD_DTYPE_F32, 2, bs, 5);
+    sd_dtensor *plain = make(SD_DTYPE_F32, 2, bs, 5), *o1 = NULL, *o2 = NULL, *ref = NULL;
+    int builds0 = cl->stats.derived_builds;
+    size_t bytes0 = cl->stats.derived_bytes;
+    CHECK_EQ_INT(sd_dtensor_set_constant(b), SD_OK);
+    /* b [40, 50] as B (K 40, N 50), then transposed (K 50, N 40): two layouts, two forms. */
+    for (int rep = 0; rep < 2; rep++) {
+        CHECK_EQ_INT(sd_op_matmul(cl, a, false, b, false, NULL, SD_ACT_NONE, 1.0f, &o1), SD_OK);
+        CHECK_EQ_INT(sd_op_matmul(cl, a, false, plain, false, NULL, SD_ACT_NONE, 1.0f, &ref), SD_OK);
+        CHECK(same_and_free(o1, ref));
+        int64_t a2s[] = {2, 33, 50};
+        sd_dtensor *a2 = make(SD_DTYPE_F32, 3, a2s, 6);
+        CHECK_EQ_INT(sd_op_matmul(cl, a2, false, b, true, NULL, SD_ACT_NONE, 1.0f, &o2), SD_OK);
+        CHECK_EQ_INT(sd_op_matmul(cl, a2, false, plain, true, NULL, SD_ACT_NONE, 1.0f, &ref), SD_OK);
+        CHECK(same_and_free(o2, ref));
+        sd_dtensor_free(a2);
+        CHECK_EQ_INT(cl->stats.derived_builds, builds0 + 2);
+    }
+    sd_dtensor_free(b);
+    CHECK_EQ_INT(cl->stats.derived_bytes, bytes0);
+    sd_dtensor_free(plain);
+    sd_dtensor_free(a);
+}
+
+static void test_winograd_kept_once(void)
+{
+    int64_t xs[] = {1, 6, 13, 11}, ws[] = {7, 6, 3, 3};
+    sd_dtensor *x = make(SD_DTYPE_F32, 4, xs, 7), *w = make(SD_DTYPE_F16, 4, ws, 8);
+    sd_dtensor *plain = make(SD_DTYPE_F16, 4, ws, 8), *y = NULL, *ref = NULL;
+    sd_conv2d_params p = {1, 1, 1, 1, SD_ACT_NONE, SD_CONV_WINOGRAD};
+    int builds0 = cl->stats.derived_builds;
+    size_t bytes0 = cl->stats.derived_bytes;
+    CHECK_EQ_INT(sd_dtensor_set_constant(w), SD_OK);
+    for (int rep = 0; rep < 2; rep++) {
+        CHECK_EQ_INT(sd_op_conv2d(cl, x, w, NULL, &p, &y), SD_OK);
+        CHECK_EQ_INT(sd_op_conv2d(cl, x, plain, NULL, &p, &ref), SD_OK);
+        CHECK(same_and_free(y, ref));
+        CHECK_EQ_INT(cl->stats.derived_builds, builds0 + 1);
+        CHECK(cl->stats.derived_bytes - bytes0 >= (size_t)36 * 7 * 6 * 4); /* U [36, O, C] f32 */
+    }
+    /* The GEMM path reads the kernel in place: nothing more is kept. */
+    p.algo = SD_CONV_GEMM;
+    CHECK_EQ_INT(sd_op_conv2d(cl, x, w, NULL, &p, &y), SD_OK);
+    sd_dtensor_free(y);
+    CHECK_EQ_INT(cl->stats.derived_builds, builds0 + 1);
+    sd_dtensor_free(w);
+    CHECK_EQ_INT(cl->stats.derived_bytes, bytes0);
+    sd_dtensor_free(plain);
+    sd_dtensor_free(x);
+}
+
+int main(void)
+{
+    if (sd_context_new(&ctx) || sd_cl_get(ctx, &cl)) {
+        fprintf(stderr, "test_weight_cache: %s\n", ctx ? sd_context_errmsg(ctx) : "no memory");
+        return 1;
+    }
+    RUN(test_linear_kept_once);
+    RUN(test_matmul_kept_per_layout);
+    RUN(test_winograd_kept_once);
+    sd_context_free(ctx);
+    return test_summary("test_weight_cache");
+}
