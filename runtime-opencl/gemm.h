@@ -40,9 +40,15 @@ cl_mem sd_derived_find(const sd_dtensor *t, const sd_derived_key *key);
 /* Hands s over to t's kept forms under key (s is emptied). SD_ERR_NOMEM leaves s with the caller. */
 sd_status sd_derived_add(const sd_dtensor *t, const sd_derived_key *key, sd_scratch *s);
 
-/* B packed into panels as sd_gemm_pack_b would: from src's kept forms when src is constant
- * (computed and kept on first use), else into *tmp (allocated here; release it after use). */
-sd_status sd_gemm_packed_b(sd_cl *cl, const sd_dtensor *src, int N, int K, long s_k, long s_n, long s_b,
+/* Most A rows of a call that keeps a constant B's panels: with more rows the per-call packing
+ * is a small part of the product and the freshly packed panels are still in cache, so keeping
+ * them (f32, twice an f16 weight) costs memory without a measurable gain (docs/benchmarks.md). */
+#define SD_GEMM_KEEP_MAX_ROWS 256
+
+/* B packed into panels as sd_gemm_pack_b would, for a product with M rows of A (all batches): src's kept form
+ * when it has one; else packed into *tmp (allocated here; release it after use), and kept with
+ * src instead when src is constant and M <= SD_GEMM_KEEP_MAX_ROWS. */
+sd_status sd_gemm_packed_b(sd_cl *cl, const sd_dtensor *src, long M, int N, int K, long s_k, long s_n, long s_b,
                            int batch, sd_scratch *tmp, cl_mem *out);
 
 typedef struct sd_gemm_job {

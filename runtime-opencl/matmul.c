@@ -99,7 +99,7 @@ fail:
     return st;
 }
 
-sd_status sd_gemm_packed_b(sd_cl *cl, const sd_dtensor *src, int N, int K, long s_k, long s_n, long s_b,
+sd_status sd_gemm_packed_b(sd_cl *cl, const sd_dtensor *src, long M, int N, int K, long s_k, long s_n, long s_b,
                            int batch, sd_scratch *tmp, cl_mem *out)
 {
     sd_derived_key key = {SD_DERIVED_GEMM_B, {N, K, s_k, s_n, s_b, batch}};
@@ -107,7 +107,7 @@ sd_status sd_gemm_packed_b(sd_cl *cl, const sd_dtensor *src, int N, int K, long 
         return SD_OK;
     sd_status st = sd_gemm_pack_b(cl, src->buf, src->dtype, 0, N, K, s_k, s_n, s_b, batch, tmp);
     *out = tmp->buf;
-    return st || !src->derived ? st : sd_derived_add(src, &key, tmp);
+    return st || !src->derived || M > SD_GEMM_KEEP_MAX_ROWS ? st : sd_derived_add(src, &key, tmp);
 }
 
 sd_status sd_gemm_run(sd_cl *cl, const sd_gemm_job *j)
@@ -184,7 +184,7 @@ sd_status sd_op_matmul(sd_cl *cl, const sd_dtensor *a, bool trans_a, const sd_dt
         st = sd_gemm_pack_a(cl, a->buf, a->dtype, 0, M, K, trans_a ? 1 : K, trans_a ? M : 1, mk, batch_a, &ap);
     cl_mem bpanels = NULL;
     if (!st)
-        st = sd_gemm_packed_b(cl, b, N, K, trans_b ? 1 : N, trans_b ? K : 1, kn, batch_b, &bp, &bpanels);
+        st = sd_gemm_packed_b(cl, b, (long)M * batch_a, N, K, trans_b ? 1 : N, trans_b ? K : 1, kn, batch_b, &bp, &bpanels);
     if (!st) {
         sd_gemm_job job = {
             .M = M, .N = N, .K = K, .batch = batch_a, .ap = a_rows ? a->buf : ap.buf, .bp = bpanels,
@@ -232,7 +232,7 @@ sd_status sd_op_linear(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
         st = sd_gemm_pack_a(cl, x->buf, x->dtype, 0, M, K, K, 1, 0, 1, &ap);
     cl_mem bpanels = NULL;
     if (!st)
-        st = sd_gemm_packed_b(cl, w, N, K, 1, K, 0, 1, &bp, &bpanels);
+        st = sd_gemm_packed_b(cl, w, M, N, K, 1, K, 0, 1, &bp, &bpanels);
     if (!st) {
         sd_gemm_job job = {.M = M, .N = N, .K = K, .batch = 1, .ap = a_rows ? x->buf : ap.buf,
                            .lda = a_rows ? K : 0, .bp = bpanels, .c = (*out)->buf, .ldc = N,

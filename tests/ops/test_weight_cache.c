@@ -1,5 +1,6 @@
-/* Kept forms of constant tensors (sd_dtensor_set_constant): linear, matmul and Winograd conv2d
- * compute a constant operand's packed / transformed form once (stats.derived_builds), give
+/* Kept forms of constant tensors (sd_dtensor_set_constant): linear, matmul (with at most
+ * SD_GEMM_KEEP_MAX_ROWS rows of A) and Winograd conv2d compute a constant operand's packed /
+ * transformed form once (stats.derived_builds), give
  * bit-identical results to the same op on a plain tensor, share the form with struct-copy views,
  * drop it when the tensor is written, and return its memory when the tensor is freed. */
 #include "test.h"
@@ -92,6 +93,25 @@ static void test_linear_kept_once(void)
     CHECK_EQ_INT(cl->stats.live_bytes, live0);
 }
 
+static void test_linear_many_rows_not_kept(void)
+{
+    /* 300 rows > SD_GEMM_KEEP_MAX_ROWS: packed per call, nothing kept. */
+    int64_t xs[] = {300, 40}, ws[] = {20, 40};
+    sd_dtensor *x = make(SD_DTYPE_F32, 2, xs, 10), *w = make(SD_DTYPE_F16, 2, ws, 11);
+    sd_dtensor *plain = make(SD_DTYPE_F16, 2, ws, 11), *y = NULL, *ref = NULL;
+    int builds0 = cl->stats.derived_builds;
+    size_t bytes0 = cl->stats.derived_bytes;
+    CHECK_EQ_INT(sd_dtensor_set_constant(w), SD_OK);
+    CHECK_EQ_INT(sd_op_linear(cl, x, w, NULL, SD_ACT_NONE, &y), SD_OK);
+    CHECK_EQ_INT(sd_op_linear(cl, x, plain, NULL, SD_ACT_NONE, &ref), SD_OK);
+    CHECK(same_and_free(y, ref));
+    CHECK_EQ_INT(cl->stats.derived_builds, builds0);
+    CHECK_EQ_INT(cl->stats.derived_bytes, bytes0);
+    sd_dtensor_free(x);
+    sd_dtensor_free(w);
+    sd_dtensor_free(plain);
+}
+
 static void test_matmul_kept_per_layout(void)
 {
     int64_t as[] = {2, 33, 40}, bs[] = {40, 50};
@@ -153,6 +173,7 @@ int main(void)
         return 1;
     }
     RUN(test_linear_kept_once);
+    RUN(test_linear_many_rows_not_kept);
     RUN(test_matmul_kept_per_layout);
     RUN(test_winograd_kept_once);
     sd_context_free(ctx);
