@@ -37,7 +37,8 @@ typedef struct sd_derived_key {
 } sd_derived_key;
 /* The kept buffer for key, or NULL (also when t is not constant). */
 cl_mem sd_derived_find(const sd_dtensor *t, const sd_derived_key *key);
-/* Hands s over to t's kept forms under key (s is emptied). SD_ERR_NOMEM leaves s with the caller. */
+/* Hands s over to t's kept forms under key (s is emptied) when that stays within cl->keep_limit;
+ * else, and on SD_ERR_NOMEM, s stays with the caller. */
 sd_status sd_derived_add(const sd_dtensor *t, const sd_derived_key *key, sd_scratch *s);
 
 /* Most A rows of a call that keeps a constant B's panels: with more rows the per-call packing

@@ -114,6 +114,7 @@ static sd_status runtime_open(sd_context *ctx, sd_cl *cl)
     clGetDeviceInfo(dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cl->compute_units, &cl->compute_units, NULL);
     cl->is_gpu = (cl->type & CL_DEVICE_TYPE_GPU) != 0;
     cl->pool_limit = SD_CL_POOL_DEFAULT;
+    cl->keep_limit = SD_CL_KEEP_DEFAULT;
 
     cl_int err;
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)cl->platform, 0};
@@ -285,6 +286,11 @@ void sd_cl_set_pool_limit(sd_cl *cl, size_t bytes)
 {
     cl->pool_limit = bytes;
     pool_shrink(cl);
+}
+
+void sd_cl_set_keep_limit(sd_cl *cl, size_t bytes)
+{
+    cl->keep_limit = bytes;
 }
 
 void sd_cl_pool_trim(sd_cl *cl)

@@ -31,7 +31,7 @@ typedef struct sd_cl_stats {
     size_t pool_bytes;       /* bytes held in free pooled buffers */
     size_t live_bytes;       /* bytes in buffers currently used by tensors */
     size_t peak_bytes;       /* highest live_bytes + pool_bytes seen */
-    int derived_builds;      /* packed/transformed forms of constant tensors computed */
+    int derived_builds;      /* packed/transformed forms of constant tensors computed and kept */
     size_t derived_bytes;    /* bytes those forms hold now (included in live_bytes) */
 } sd_cl_stats;
 
@@ -55,6 +55,7 @@ typedef struct sd_cl {
     sd_cl_program_entry *programs;
     sd_cl_pool_entry *pool;   /* free buffers kept for reuse */
     size_t pool_limit;        /* bytes of free buffers kept before releasing the oldest */
+    size_t keep_limit;        /* most bytes of kept forms of constant tensors (sd_cl_set_keep_limit) */
     size_t mem_budget;        /* SDFLOW_DEVICE_MEMORY: most bytes held in buffers; 0 = no limit */
     sd_cl_stats stats;
 } sd_cl;
@@ -131,6 +132,13 @@ void sd_cl_pool_trim(sd_cl *cl);
  * 0 disables pooling. */
 #define SD_CL_POOL_DEFAULT ((size_t)256 << 20)
 void sd_cl_set_pool_limit(sd_cl *cl, size_t bytes);
+/* Most bytes of forms kept with constant tensors (packed GEMM panels, Winograd weights; see
+ * sd_dtensor_set_constant); beyond it further forms are computed per call (forms already kept
+ * stay until their tensor is freed). Default
+ * SD_CL_KEEP_DEFAULT (256 MiB: the SD1.5 UNet's few-row linear weights at 512x512 and most of
+ * its 1280-channel transformers at 256x256, docs/benchmarks.md); 0 keeps nothing. */
+#define SD_CL_KEEP_DEFAULT ((size_t)256 << 20)
+void sd_cl_set_keep_limit(sd_cl *cl, size_t bytes);
 
 /* Blocking copies between host memory and a buffer (byte offsets). */
 sd_status sd_cl_write(sd_cl *cl, cl_mem buf, size_t offset, size_t bytes, const void *src);

@@ -131,6 +131,8 @@ cl_mem sd_derived_find(const sd_dtensor *t, const sd_derived_key *key)
 
 sd_status sd_derived_add(const sd_dtensor *t, const sd_derived_key *key, sd_scratch *s)
 {
+    if (t->cl->stats.derived_bytes + s->cap > t->cl->keep_limit)
+        return SD_OK;
     derived_form *f = malloc(sizeof *f);
     if (!f)
         return sd_set_error(t->cl->ctx, SD_ERR_NOMEM, "out of memory");

@@ -112,6 +112,31 @@ static void test_linear_many_rows_not_kept(void)
     sd_dtensor_free(plain);
 }
 
+static void test_keep_limit(void)
+{
+    /* A limit below one form's size keeps nothing; results stay the same. */
+    int64_t xs[] = {10, 40}, ws[] = {20, 40};
+    sd_dtensor *x = make(SD_DTYPE_F32, 2, xs, 12), *w = make(SD_DTYPE_F16, 2, ws, 13);
+    sd_dtensor *plain = make(SD_DTYPE_F16, 2, ws, 13), *y = NULL, *ref = NULL;
+    int builds0 = cl->stats.derived_builds;
+    size_t bytes0 = cl->stats.derived_bytes;
+    CHECK_EQ_INT(sd_dtensor_set_constant(w), SD_OK);
+    sd_cl_set_keep_limit(cl, bytes0 + 32 * 40 * 4 - 1);
+    CHECK_EQ_INT(sd_op_linear(cl, x, w, NULL, SD_ACT_NONE, &y), SD_OK);
+    CHECK_EQ_INT(sd_op_linear(cl, x, plain, NULL, SD_ACT_NONE, &ref), SD_OK);
+    CHECK(same_and_free(y, ref));
+    CHECK_EQ_INT(cl->stats.derived_builds, builds0);
+    CHECK_EQ_INT(cl->stats.derived_bytes, bytes0);
+    sd_cl_set_keep_limit(cl, SD_CL_KEEP_DEFAULT);
+    CHECK_EQ_INT(sd_op_linear(cl, x, w, NULL, SD_ACT_NONE, &y), SD_OK);
+    sd_dtensor_free(y);
+    CHECK_EQ_INT(cl->stats.derived_builds, builds0 + 1);
+    sd_dtensor_free(x);
+    sd_dtensor_free(w);
+    sd_dtensor_free(plain);
+    CHECK_EQ_INT(cl->stats.derived_bytes, bytes0);
+}
+
 static void test_matmul_kept_per_layout(void)
 {
     int64_t as[] = {2, 33, 40}, bs[] = {40, 50};
@@ -174,6 +199,7 @@ int main(void)
     }
     RUN(test_linear_kept_once);
     RUN(test_linear_many_rows_not_kept);
+    RUN(test_keep_limit);
     RUN(test_matmul_kept_per_layout);
     RUN(test_winograd_kept_once);
     sd_context_free(ctx);
