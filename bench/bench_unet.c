@@ -5,8 +5,10 @@
  * (user + system, all threads) one of them used: on a shared machine wall time depends on the
  * load, CPU time much less.
  *
- *   bench_unet CKPT [--dtype f16|f32] [--sizes 32,64] [--reps N] [--peak GFLOPS]
+ *   bench_unet CKPT [--dtype f16|f32] [--sizes 32,64] [--reps N] [--peak GFLOPS] [--keep-mib N]
  *
+ * --keep-mib N: let the runtime keep up to N MiB of packed / transformed weight forms
+ * (sd_cl_set_keep_limit; default 0, the runtime's default).
  * CKPT: e.g. sdflow_mkckpt --preset sd15 --dtype f16 /tmp/sd15.safetensors. docs/benchmarks.md
  * records results with the exact command. */
 #include "models/checkpoint.h"
@@ -132,6 +134,7 @@ int main(int argc, char **argv)
     sd_dtype dtype = SD_DTYPE_F16;
     int reps = 2;
     double peak = 294.0;
+    long keep_mib = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc)
             dtype = strcmp(argv[++i], "f32") == 0 ? SD_DTYPE_F32 : SD_DTYPE_F16;
@@ -141,15 +144,17 @@ int main(int argc, char **argv)
             reps = atoi(argv[++i]);
         else if (strcmp(argv[i], "--peak") == 0 && i + 1 < argc)
             peak = atof(argv[++i]);
+        else if (strcmp(argv[i], "--keep-mib") == 0 && i + 1 < argc)
+            keep_mib = atol(argv[++i]);
         else if (argv[i][0] != '-' && !path)
             path = argv[i];
         else {
-            fprintf(stderr, "usage: bench_unet CKPT [--dtype f16|f32] [--sizes 32,64] [--reps N] [--peak GFLOPS]\n");
+            fprintf(stderr, "usage: bench_unet CKPT [--dtype f16|f32] [--sizes 32,64] [--reps N] [--peak GFLOPS] [--keep-mib N]\n");
             return 2;
         }
     }
     if (!path || reps < 1) {
-        fprintf(stderr, "usage: bench_unet CKPT [--dtype f16|f32] [--sizes 32,64] [--reps N] [--peak GFLOPS]\n");
+        fprintf(stderr, "usage: bench_unet CKPT [--dtype f16|f32] [--sizes 32,64] [--reps N] [--peak GFLOPS] [--keep-mib N]\n");
         return 2;
     }
     sd_context *ctx = NULL;
@@ -161,6 +166,7 @@ int main(int argc, char **argv)
         return 1;
     if (sd_cl_get(ctx, &cl))
         return fail(ctx, "device");
+    sd_cl_set_keep_limit(cl, keep_mib > 0 ? (size_t)keep_mib << 20 : 0);
     if (sd_safetensors_open(ctx, path, &st) || sd_checkpoint_inspect(ctx, st, &cfg))
         return fail(ctx, path);
     if (sd_unet_new(cl, st, cfg.unet_prefix, &cfg.unet, dtype, &u))

@@ -9,8 +9,8 @@
 #include <stdio.h>
 
 #define CHUNK_BYTES ((size_t)64 << 20)
-/* Where AUTO picks Winograd (measured on PoCL, docs/benchmarks.md): the per-call weight
- * transform and the tile transforms only pay off on large images with many channels. */
+/* Where AUTO picks Winograd (measured on PoCL, docs/benchmarks.md): the tile transforms (and
+ * the weight transform, where it is not kept) only pay off on large images with many channels. */
 #define WINO_MIN_SIDE 64
 #define WINO_MIN_CHANNELS 256
 
@@ -21,9 +21,9 @@ static const size_t *one_local(const sd_cl *cl)
 }
 
 /* Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions (kernels/winograd.cl): weights transformed
- * to U [36, O, C] (once for a constant weight tensor, kept with it; else per call), then per image and chunk of 4x4 output tiles: input tiles
- * transformed straight into B panels, 36 GEMMs into M [36, O, tiles], and the output transform
- * with bias and activation. */
+ * to U [36, O, C] (once for a constant weight tensor, kept with it; else per call), then per
+ * image and chunk of 4x4 output tiles: input tiles transformed straight into B panels, 36 GEMMs
+ * into M [36, O, tiles], and the output transform with bias and activation. */
 static sd_status conv_winograd(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
                                const sd_conv2d_params *p, sd_dtensor *out)
 {

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define KEEP_LIMIT ((size_t)64 << 20) /* the tests' limit (the runtime's default keeps nothing) */
+
 static sd_context *ctx;
 static sd_cl *cl;
 
@@ -127,7 +129,7 @@ static void test_keep_limit(void)
     CHECK(same_and_free(y, ref));
     CHECK_EQ_INT(cl->stats.derived_builds, builds0);
     CHECK_EQ_INT(cl->stats.derived_bytes, bytes0);
-    sd_cl_set_keep_limit(cl, SD_CL_KEEP_DEFAULT);
+    sd_cl_set_keep_limit(cl, KEEP_LIMIT);
     CHECK_EQ_INT(sd_op_linear(cl, x, w, NULL, SD_ACT_NONE, &y), SD_OK);
     sd_dtensor_free(y);
     CHECK_EQ_INT(cl->stats.derived_builds, builds0 + 1);
@@ -197,6 +199,8 @@ int main(void)
         fprintf(stderr, "test_weight_cache: %s\n", ctx ? sd_context_errmsg(ctx) : "no memory");
         return 1;
     }
+    CHECK_EQ_INT(cl->keep_limit, SD_CL_KEEP_DEFAULT);
+    sd_cl_set_keep_limit(cl, KEEP_LIMIT);
     RUN(test_linear_kept_once);
     RUN(test_linear_many_rows_not_kept);
     RUN(test_keep_limit);
