@@ -121,15 +121,15 @@ static void test_tensor_round_trip(void)
 
 static void test_f16_conversion(void)
 {
-    CHECK_EQ_INT(sd_f32_to_f16(1.0f), 0x3c00);
-    CHECK_EQ_INT(sd_f32_to_f16(-2.0f), 0xc000);
-    CHECK_EQ_INT(sd_f32_to_f16(65504.0f), 0x7bff);
-    CHECK_EQ_INT(sd_f32_to_f16(65520.0f), 0x7c00);           /* rounds up to inf */
-    CHECK_EQ_INT(sd_f32_to_f16(5.9604645e-8f), 0x0001);      /* smallest subnormal */
-    CHECK_EQ_INT(sd_f32_to_f16(1.0f + 1.0f / 2048), 0x3c00); /* tie to even */
-    CHECK_EQ_INT(sd_f32_to_f16(1.0f + 3.0f / 2048), 0x3c02); /* tie to even, upwards */
+    CHECK_EQ_INT(sd_float_to_half(1.0f), 0x3c00);
+    CHECK_EQ_INT(sd_float_to_half(-2.0f), 0xc000);
+    CHECK_EQ_INT(sd_float_to_half(65504.0f), 0x7bff);
+    CHECK_EQ_INT(sd_float_to_half(65520.0f), 0x7c00);           /* rounds up to inf */
+    CHECK_EQ_INT(sd_float_to_half(5.9604645e-8f), 0x0001);      /* smallest subnormal */
+    CHECK_EQ_INT(sd_float_to_half(1.0f + 1.0f / 2048), 0x3c00); /* tie to even */
+    CHECK_EQ_INT(sd_float_to_half(1.0f + 3.0f / 2048), 0x3c02); /* tie to even, upwards */
     for (uint32_t h = 0; h < 0x7c00; h++)                    /* every finite half round-trips */
-        if (sd_f32_to_f16(sd_f16_to_f32((uint16_t)h)) != h) {
+        if (sd_float_to_half(sd_half_to_float((uint16_t)h)) != h) {
             CHECK_MSG(0, "f16 0x%04x does not round-trip", (unsigned)h);
             break;
         }
