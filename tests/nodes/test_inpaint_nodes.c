@@ -4,7 +4,8 @@
  *   (resized bilinearly and centre-cropped as ComfyUI); noise mask exact, latent within 2e-3
  *   (sdflow's VAE encode of this 40x48 image is 7e-4 from torch's; see test_vae_tiled.c);
  * - InpaintModelConditioning's concat_latent_image / concat_mask / noise mask, and that they reach
- *   a 9-channel UNet through the KSampler (and change nothing for a 4-channel one);
+ *   a 9-channel UNet through the KSampler (and change nothing for a 4-channel one), and keep a
+ *   ControlNet applied before;
  * - SetLatentNoiseMask: after a KSampler the latent is bit-identical where the mask is 0;
  * - ImageCompositeMasked through SaveImage's 8-bit PNG: bit-identical where the mask is 0;
  *   LatentCompositeMasked placement; bad inputs with exact messages;
@@ -14,6 +15,8 @@
 #include "support/png_fixture.h"
 #include "core/png.h"
 #include "core/run.h"
+#include "models/control_eval.h"
+#include "models/controlnet.h"
 #include "models/sd1_layout.h"
 #include "nodes/bilinear.h"
 #include <math.h>
@@ -433,6 +436,38 @@ static void test_concat_reaches_unet(void)
     free(d);
 }
 
+/* A ControlNet applied before InpaintModelConditioning stays on its output conditioning, next to
+ * the inpainting tensors. */
+static void test_controlnet_kept(void)
+{
+    sd_checkpoint_config cfg;
+    CHECK(sd_sd1_preset("tiny", &cfg));
+    char *cn = test_path(test_scratch_dir(), "controlnet.safetensors");
+    CHECK_EQ_INT(sd_controlnet_write_random(ctx, cn, &cfg.unet, false, SD_ST_F32, 4), SD_OK);
+    sd_graph *g = base_graph();
+    add_checkpoint(g, ckpt9_path);
+    add(g, "ControlNetLoader", "cnl");
+    set(g, "cnl", "control_net_name", cn);
+    add(g, "ControlNetApply", "cna");
+    link(g, "pos", "CONDITIONING", "cna", "conditioning");
+    link(g, "cnl", "CONTROL_NET", "cna", "control_net");
+    link(g, "img", "IMAGE", "cna", "image");
+    add(g, "InpaintModelConditioning", "imc");
+    link(g, "cna", "CONDITIONING", "imc", "positive");
+    link(g, "neg", "CONDITIONING", "imc", "negative");
+    link(g, "vae", "VAE", "imc", "vae");
+    link(g, "img", "IMAGE", "imc", "pixels");
+    link(g, "mask", "MASK", "imc", "mask");
+    const char *outs[] = {"imc"};
+    sd_result *res = run(g, outs, 1, SD_OK);
+    const sd_value *pos = res ? sd_result_value(res, "imc", "positive") : NULL;
+    CHECK(pos && sd_cond_control(pos, 0, NULL) != NULL);
+    CHECK(pos && sd_value_tensor(pos, "concat_latent_image.0") && sd_value_tensor(pos, "concat_mask.0"));
+    sd_result_free(res);
+    sd_graph_free(g);
+    free(cn);
+}
+
 /* Node-level errors with exact messages, and a resized source. */
 static void test_bad_inputs(void)
 {
@@ -569,6 +604,7 @@ int main(void)
     RUN(test_inpaint_model_conditioning);
     RUN(test_noise_mask_keeps_latent);
     RUN(test_concat_reaches_unet);
+    RUN(test_controlnet_kept);
     RUN(test_composite_bit_identical);
     RUN(test_latent_composite);
     RUN(test_bad_inputs);
