@@ -12,7 +12,6 @@
 
 #define NAME_MAX_LEN 192
 #define LIST_CHARS 600 /* characters of key names listed in one message */
-#define PATCH_RUN 64   /* elements per work-item of lora_patch (models/lora.cl) */
 
 /* ---- LDM <-> diffusers UNet names ---- */
 
@@ -701,24 +700,8 @@ static sd_status stack_apply(void *user, const char *name, const sd_dtensor *bas
         if (st)
             sd_error_prefix(s->ctx, "LoRA %s", sd_lora_path(s->entries[i].lora));
     }
-    cl_kernel k;
-    if (!st && sum->numel != base->numel)
-        st = sd_set_error(s->ctx, SD_ERR_INVALID, "LoRA delta of %zu elements for a tensor of %zu", sum->numel,
-                          base->numel);
     if (!st)
-        st = sd_cl_kernel(cl, "lora.cl", "lora_patch", base->dtype == SD_DTYPE_F16 ? "-DWEIGHT_F16" : NULL, &k);
-    if (!st)
-        st = sd_dtensor_new(cl, base->dtype, base->ndim, base->shape, out);
-    if (!st) {
-        sd_cl_arg args[] = {SD_ARG_MEM(base->buf), SD_ARG_MEM(sum->buf), SD_ARG_MEM((*out)->buf),
-                            SD_ARG_LONG(base->numel)};
-        size_t global = (base->numel + PATCH_RUN - 1) / PATCH_RUN;
-        st = sd_cl_launch(cl, k, 1, &global, NULL, SD_NARGS(args), args);
-    }
-    if (st) {
-        sd_dtensor_free(*out);
-        *out = NULL;
-    }
+        st = sd_op_weight_add(cl, base, sum, out);
     sd_dtensor_free(sum);
     return st;
 }

@@ -14,6 +14,7 @@
 #define SD_MODELS_SAFETENSORS_H
 
 #include "core/context.h"
+#include "core/half.h"
 #include <stdint.h>
 
 #define SD_ST_MAX_HEADER (100u * 1024u * 1024u)
@@ -89,11 +90,6 @@ sd_status sd_safetensors_read_f32(sd_context *ctx, const sd_safetensors *st, con
 sd_status sd_safetensors_read_f16(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t,
                                   uint16_t *dst, size_t n);
 
-/* Scalar conversions (exact where the target holds the value; f32 -> f16 rounds to nearest
- * even, overflows to infinity, keeps NaN a NaN). */
-float sd_half_to_float(uint16_t h);
-uint16_t sd_float_to_half(float f);
-float sd_bf16_to_float(uint16_t b);
 
 /* ---- Writing ---- */
 

@@ -556,3 +556,31 @@ done:
     sd_dtensor_free(y);
     return st;
 }
+
+/* Elements per work-item of weight_add (must match RUN in kernels/weight_patch.cl). */
+#define WEIGHT_ADD_RUN 64
+
+sd_status sd_op_weight_add(sd_cl *cl, const sd_dtensor *base, const sd_dtensor *delta, sd_dtensor **out)
+{
+    *out = NULL;
+    if (delta->dtype != SD_DTYPE_F32 || delta->numel != base->numel)
+        return sd_set_error(cl->ctx, SD_ERR_INVALID,
+                            "weight_add: delta of %zu %s elements for a weight of %zu elements", delta->numel,
+                            sd_dtype_name(delta->dtype), base->numel);
+    cl_kernel k;
+    sd_status st = sd_cl_kernel(cl, "weight_patch.cl", "weight_add",
+                                base->dtype == SD_DTYPE_F16 ? "-DWEIGHT_F16" : NULL, &k);
+    if (!st)
+        st = sd_dtensor_new(cl, base->dtype, base->ndim, base->shape, out);
+    if (!st) {
+        sd_cl_arg args[] = {SD_ARG_MEM(base->buf), SD_ARG_MEM(delta->buf), SD_ARG_MEM((*out)->buf),
+                            SD_ARG_LONG(base->numel)};
+        size_t global = (base->numel + WEIGHT_ADD_RUN - 1) / WEIGHT_ADD_RUN;
+        st = sd_cl_launch(cl, k, 1, &global, NULL, SD_NARGS(args), args);
+    }
+    if (st) {
+        sd_dtensor_free(*out);
+        *out = NULL;
+    }
+    return st;
+}

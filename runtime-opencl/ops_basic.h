@@ -88,4 +88,9 @@ sd_status sd_op_upsample_nearest2x(sd_cl *cl, const sd_dtensor *x, sd_dtensor **
 sd_status sd_op_timestep_embedding(sd_cl *cl, const sd_dtensor *t, int dim, float max_period,
                                    sd_dtensor **out);
 
+/* A patched weight: out = base + delta, stored in base's dtype (f32, or f16 storage rounded to
+ * nearest even; the sum is computed in f32). delta: f32 with base's element count (any shape).
+ * Used for LoRA weight patches. */
+sd_status sd_op_weight_add(sd_cl *cl, const sd_dtensor *base, const sd_dtensor *delta, sd_dtensor **out);
+
 #endif

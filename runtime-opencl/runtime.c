@@ -113,11 +113,7 @@ static sd_status runtime_open(sd_context *ctx, sd_cl *cl)
     clGetDeviceInfo(dev, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof cl->max_work_group, &cl->max_work_group, NULL);
     clGetDeviceInfo(dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cl->compute_units, &cl->compute_units, NULL);
     cl->is_gpu = (cl->type & CL_DEVICE_TYPE_GPU) != 0;
-    cl->pool_limit = (size_t)(cl->global_mem / 4);
-    /* On a CPU device the pool is host memory: 256 MiB keeps the UNet's speed (measured, see
-     * docs/benchmarks.md) without holding every activation size freed during a run. */
-    if (cl->pool_limit < ((size_t)256 << 20) || !cl->is_gpu)
-        cl->pool_limit = (size_t)256 << 20;
+    cl->pool_limit = SD_CL_POOL_DEFAULT;
 
     cl_int err;
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)cl->platform, 0};
@@ -252,6 +248,21 @@ sd_status sd_cl_buffer_get(sd_cl *cl, size_t bytes, const char *what, cl_mem *ou
     return SD_OK;
 }
 
+/* Releases the oldest free buffers (the tail of the list) until the pool is within its limit. */
+static void pool_shrink(sd_cl *cl)
+{
+    while (cl->stats.pool_bytes > cl->pool_limit) {
+        sd_cl_pool_entry **p = &cl->pool;
+        while ((*p)->next)
+            p = &(*p)->next;
+        sd_cl_pool_entry *old = *p;
+        *p = NULL;
+        cl->stats.pool_bytes -= old->bytes;
+        clReleaseMemObject(old->buf);
+        free(old);
+    }
+}
+
 void sd_cl_buffer_release(sd_cl *cl, cl_mem buf, size_t cap_bytes)
 {
     if (!buf)
@@ -267,17 +278,13 @@ void sd_cl_buffer_release(sd_cl *cl, cl_mem buf, size_t cap_bytes)
     e->next = cl->pool;
     cl->pool = e;
     cl->stats.pool_bytes += cap_bytes;
-    /* Over the limit: release the oldest free buffers (the tail of the list). */
-    while (cl->stats.pool_bytes > cl->pool_limit) {
-        sd_cl_pool_entry **p = &cl->pool;
-        while ((*p)->next)
-            p = &(*p)->next;
-        sd_cl_pool_entry *old = *p;
-        *p = NULL;
-        cl->stats.pool_bytes -= old->bytes;
-        clReleaseMemObject(old->buf);
-        free(old);
-    }
+    pool_shrink(cl);
+}
+
+void sd_cl_set_pool_limit(sd_cl *cl, size_t bytes)
+{
+    cl->pool_limit = bytes;
+    pool_shrink(cl);
 }
 
 void sd_cl_pool_trim(sd_cl *cl)

@@ -1,7 +1,6 @@
 /* Device tensors on pooled buffers; host copies with fp16 conversion. */
 #include "runtime-opencl/tensor.h"
 #include "core/checked.h"
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,52 +14,6 @@ const char *sd_dtype_name(sd_dtype dtype)
     return dtype == SD_DTYPE_F16 ? "f16" : "f32";
 }
 
-uint16_t sd_f32_to_f16(float f)
-{
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint32_t sign = (x >> 16) & 0x8000u;
-    uint32_t exp = (x >> 23) & 0xffu;
-    uint32_t mant = x & 0x7fffffu;
-    if (exp == 0xff) /* inf or nan (keep nan quiet and non-zero) */
-        return (uint16_t)(sign | 0x7c00u | (mant ? 0x200u | (mant >> 13) : 0));
-    int e = (int)exp - 127 + 15;
-    if (e >= 31)
-        return (uint16_t)(sign | 0x7c00u);
-    if (e <= 0) {
-        if (e < -10)
-            return (uint16_t)sign;
-        mant |= 0x800000u;
-        int shift = 14 - e;
-        uint32_t half = mant >> shift;
-        uint32_t rem = mant & ((1u << shift) - 1), mid = 1u << (shift - 1);
-        if (rem > mid || (rem == mid && (half & 1u)))
-            half++;
-        return (uint16_t)(sign | half);
-    }
-    uint32_t h = ((uint32_t)e << 10) | (mant >> 13);
-    uint32_t rem = mant & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u)))
-        h++; /* may carry into the exponent, up to inf: correct rounding */
-    return (uint16_t)(sign | h);
-}
-
-float sd_f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, x;
-    if (exp == 0) {
-        float v = ldexpf((float)mant, -24);
-        return sign ? -v : v;
-    }
-    if (exp == 31)
-        x = sign | 0x7f800000u | (mant << 13);
-    else
-        x = sign | ((exp + 112) << 23) | (mant << 13);
-    float f;
-    memcpy(&f, &x, 4);
-    return f;
-}
 
 const char *sd_dtensor_describe(const sd_dtensor *t, char *buf, size_t size)
 {
@@ -142,7 +95,7 @@ sd_status sd_dtensor_upload(sd_dtensor *t, const float *host)
     if (!h)
         return sd_set_error(t->cl->ctx, SD_ERR_NOMEM, "out of memory converting a tensor to f16");
     for (size_t i = 0; i < t->numel; i++)
-        h[i] = sd_f32_to_f16(host[i]);
+        h[i] = sd_float_to_half(host[i]);
     sd_status st = sd_cl_write(t->cl, t->buf, 0, t->numel * 2, h);
     free(h);
     return st;
@@ -157,7 +110,7 @@ sd_status sd_dtensor_download(const sd_dtensor *t, float *host)
         return sd_set_error(t->cl->ctx, SD_ERR_NOMEM, "out of memory converting a tensor from f16");
     sd_status st = sd_cl_read(t->cl, t->buf, 0, t->numel * 2, h);
     for (size_t i = 0; !st && i < t->numel; i++)
-        host[i] = sd_f16_to_f32(h[i]);
+        host[i] = sd_half_to_float(h[i]);
     free(h);
     return st;
 }

@@ -13,6 +13,7 @@
 #define SD_RUNTIME_OPENCL_TENSOR_H
 
 #include "runtime-opencl/runtime.h"
+#include "core/half.h"
 #include "core/value.h"
 
 typedef enum sd_dtype { SD_DTYPE_F32, SD_DTYPE_F16 } sd_dtype;
@@ -58,8 +59,5 @@ bool sd_dtensor_same_shape(const sd_dtensor *a, const sd_dtensor *b);
 /* "[2, 4, 64, 64] f32" into buf (for messages); returns buf. */
 const char *sd_dtensor_describe(const sd_dtensor *t, char *buf, size_t size);
 
-/* Host-side fp16 conversions (IEEE binary16, round to nearest even). */
-uint16_t sd_f32_to_f16(float f);
-float sd_f16_to_f32(uint16_t h);
 
 #endif

@@ -305,7 +305,7 @@ static void test_mid_and_peft(void)
     sd_st_entry ke[3];
     for (int i = 0; i < 3; i++) {
         ke[i] = (sd_st_entry){.name = kohya[i].name, .dtype = SD_ST_F32, .ndim = kohya[i].ndim};
-        memcpy(ke[i].shape, kohya[i].shape, sizeof ke[i].shape);
+        memcpy(ke[i].shape, kohya[i].shape, sizeof kohya[i].shape);
     }
     float one = 1.0f;
     const void *kdata[3] = {NULL, NULL, &one};

@@ -139,12 +139,13 @@ static void check_cases(const attn_case *cases, size_t n, unsigned seed)
 
 static void test_head_dims(void)
 {
-    /* Every head-dim path: scalar tail, float8, 16/32/48-column segments, up to 160. */
+    /* Every head-dim path (one program per head dim, so the list is kept short): scalar tail
+     * only (1), one float8 (8), float8 + tail (13), 32 + 8 (40), 48 + 16 (64), 48 + 32 (80),
+     * 2 x 48 + tail (100), 3 x 48 + 16 (160), 10 x 48 + 32 (512, the VAE). */
     static const attn_case cases[] = {
-        {2, 19, 70, 3, 8, F32, 0, 0},   {1, 21, 33, 2, 13, F32, 0, 0},  {1, 17, 40, 4, 24, F32, 0, 0},
-        {2, 37, 45, 5, 40, F32, 0, 0},  {1, 9, 65, 1, 56, F32, 0, 0},   {1, 33, 31, 2, 64, F32, 0, 0},
-        {1, 25, 90, 2, 80, F32, 0, 0},  {1, 11, 50, 1, 100, F32, 0, 0}, {1, 15, 47, 2, 160, F32, 0, 0},
-        {1, 10, 20, 1, 1, F32, 0, 0},   {1, 21, 40, 1, 512, F32, 0, 0}, /* VAE: one head of 512 */
+        {2, 19, 70, 3, 8, F32, 0, 0},   {1, 21, 33, 2, 13, F32, 0, 0},  {2, 37, 45, 5, 40, F32, 0, 0},
+        {1, 33, 31, 2, 64, F32, 0, 0},  {1, 25, 90, 2, 80, F32, 0, 0},  {1, 11, 50, 1, 100, F32, 0, 0},
+        {1, 15, 47, 2, 160, F32, 0, 0}, {1, 10, 20, 1, 1, F32, 0, 0},   {1, 21, 40, 1, 512, F32, 0, 0},
     };
     check_cases(cases, sizeof cases / sizeof cases[0], 500);
 }
@@ -157,7 +158,7 @@ static void test_shapes(void)
         {2, 300, 77, 8, 40, F32, 0, 0},  /* SD1.5 cross-attention */
         {1, 50, 77, 20, 64, F32, 0, 0},  /* 20 heads (SDXL) */
         {1, 64, 64, 8, 40, F16, 0, 0},   /* f16 K/V */
-        {1, 33, 100, 3, 80, F16, 0, 0},
+        {1, 33, 100, 5, 40, F16, 0, 0},
     };
     check_cases(cases, sizeof cases / sizeof cases[0], 600);
 }
@@ -165,7 +166,7 @@ static void test_shapes(void)
 static void test_masks(void)
 {
     static const attn_case cases[] = {
-        {2, 23, 41, 3, 16, F32, 1, 0},  /* random additive mask with -inf, one fully masked row */
+        {2, 23, 41, 3, 13, F32, 1, 0},  /* random additive mask with -inf, one fully masked row */
         {3, 20, 39, 2, 40, F32, 2, 0},  /* per-batch key padding [B, 1, Nk] */
         {1, 77, 77, 12, 64, F32, 3, 0}, /* causal (CLIP text encoder) */
     };

@@ -387,6 +387,40 @@ static void test_timestep_embedding(void)
     sd_dtensor_free(dt);
 }
 
+/* weight_add: f32 and f16-stored weights plus an f32 delta; the f16 result is the f16 rounding
+ * of the f32 sum (exact comparison through the host's round-to-nearest-even conversion). */
+static void test_weight_add(void)
+{
+    const int64_t shape[4] = {5, 3, 3, 7}; /* 315 elements: not a multiple of the 64-element run */
+    size_t n = numel(4, shape);
+    float *w = ops_random(n, -1.0f, 1.0f, 71), *d = ops_random(n, -0.1f, 0.1f, 72), *ref = malloc(n * sizeof *ref);
+    float *w16 = malloc(n * sizeof *w16);
+    sd_dtensor *dw = ops_upload(w, 4, shape), *dd = ops_upload(d, 1, (const int64_t[]){(int64_t)n}), *out = NULL;
+    for (size_t i = 0; i < n; i++)
+        ref[i] = w[i] + d[i];
+    CHECK_EQ_INT(sd_op_weight_add(ops_cl(), dw, dd, &out), SD_OK);
+    CHECK(ops_expect("weight_add f32", out, 4, shape, ref, 0.0, 0.0));
+    sd_dtensor_free(out);
+    sd_dtensor *dw16 = ops_upload_f16(w, 4, shape, w16);
+    for (size_t i = 0; i < n; i++)
+        ref[i] = sd_half_to_float(sd_float_to_half(w16[i] + d[i]));
+    CHECK_EQ_INT(sd_op_weight_add(ops_cl(), dw16, dd, &out), SD_OK);
+    CHECK(out && out->dtype == SD_DTYPE_F16);
+    CHECK(ops_expect("weight_add f16", out, 4, shape, ref, 0.0, 0.0));
+    sd_dtensor_free(out);
+    sd_dtensor *short_delta = ops_upload(d, 1, (const int64_t[]){7});
+    CHECK_EQ_INT(sd_op_weight_add(ops_cl(), dw, short_delta, &out), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "weight_add: delta of 7 f32 elements for a weight of 315 elements");
+    sd_dtensor_free(short_delta);
+    sd_dtensor_free(dw16);
+    sd_dtensor_free(dw);
+    sd_dtensor_free(dd);
+    free(w);
+    free(w16);
+    free(d);
+    free(ref);
+}
+
 int main(void)
 {
     if (!ops_cl())
@@ -401,6 +435,7 @@ int main(void)
     RUN(test_concat_slice);
     RUN(test_upsample);
     RUN(test_timestep_embedding);
+    RUN(test_weight_add);
     ops_cl_release();
     return test_summary("test_ops_basic");
 }

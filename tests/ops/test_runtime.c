@@ -121,15 +121,15 @@ static void test_tensor_round_trip(void)
 
 static void test_f16_conversion(void)
 {
-    CHECK_EQ_INT(sd_f32_to_f16(1.0f), 0x3c00);
-    CHECK_EQ_INT(sd_f32_to_f16(-2.0f), 0xc000);
-    CHECK_EQ_INT(sd_f32_to_f16(65504.0f), 0x7bff);
-    CHECK_EQ_INT(sd_f32_to_f16(65520.0f), 0x7c00);           /* rounds up to inf */
-    CHECK_EQ_INT(sd_f32_to_f16(5.9604645e-8f), 0x0001);      /* smallest subnormal */
-    CHECK_EQ_INT(sd_f32_to_f16(1.0f + 1.0f / 2048), 0x3c00); /* tie to even */
-    CHECK_EQ_INT(sd_f32_to_f16(1.0f + 3.0f / 2048), 0x3c02); /* tie to even, upwards */
+    CHECK_EQ_INT(sd_float_to_half(1.0f), 0x3c00);
+    CHECK_EQ_INT(sd_float_to_half(-2.0f), 0xc000);
+    CHECK_EQ_INT(sd_float_to_half(65504.0f), 0x7bff);
+    CHECK_EQ_INT(sd_float_to_half(65520.0f), 0x7c00);           /* rounds up to inf */
+    CHECK_EQ_INT(sd_float_to_half(5.9604645e-8f), 0x0001);      /* smallest subnormal */
+    CHECK_EQ_INT(sd_float_to_half(1.0f + 1.0f / 2048), 0x3c00); /* tie to even */
+    CHECK_EQ_INT(sd_float_to_half(1.0f + 3.0f / 2048), 0x3c02); /* tie to even, upwards */
     for (uint32_t h = 0; h < 0x7c00; h++)                    /* every finite half round-trips */
-        if (sd_f32_to_f16(sd_f16_to_f32((uint16_t)h)) != h) {
+        if (sd_float_to_half(sd_half_to_float((uint16_t)h)) != h) {
             CHECK_MSG(0, "f16 0x%04x does not round-trip", (unsigned)h);
             break;
         }
@@ -159,6 +159,28 @@ static void test_pool_reuse(void)
     CHECK(t->buf != first);
     sd_dtensor_free(t);
     sd_cl_pool_trim(cl);
+    CHECK_EQ_INT(cl->stats.pool_bytes, 0);
+    /* The pool keeps at most its limit: lowering it releases the oldest free buffers, and a
+     * buffer above it is released at once. */
+    CHECK_EQ_INT(cl->pool_limit, SD_CL_POOL_DEFAULT);
+    sd_dtensor *a = NULL, *b = NULL;
+    int64_t one_mb[] = {256 * 1024};
+    CHECK_EQ_INT(sd_dtensor_new(cl, SD_DTYPE_F32, 1, one_mb, &a), SD_OK);
+    CHECK_EQ_INT(sd_dtensor_new(cl, SD_DTYPE_F32, 1, one_mb, &b), SD_OK);
+    cl_mem newest = b->buf;
+    sd_dtensor_free(a);
+    sd_dtensor_free(b);
+    CHECK_EQ_INT(cl->stats.pool_bytes, 2 << 20);
+    sd_cl_set_pool_limit(cl, (size_t)3 << 19); /* 1.5 MiB: one of the two stays, the newest */
+    CHECK_EQ_INT(cl->stats.pool_bytes, 1 << 20);
+    CHECK_EQ_INT(sd_dtensor_new(cl, SD_DTYPE_F32, 1, one_mb, &a), SD_OK);
+    CHECK(a && a->buf == newest); /* the kept one is reused */
+    CHECK_EQ_INT(cl->stats.pool_bytes, 0);
+    sd_dtensor_free(a);
+    CHECK_EQ_INT(sd_dtensor_new(cl, SD_DTYPE_F32, 2, shape, &t), SD_OK); /* 4 MB, above the limit */
+    sd_dtensor_free(t);
+    CHECK_EQ_INT(cl->stats.pool_bytes, 1 << 20);
+    sd_cl_set_pool_limit(cl, 0);
     CHECK_EQ_INT(cl->stats.pool_bytes, 0);
     sd_context_free(ctx);
 }

@@ -67,7 +67,7 @@ sd_dtensor *ops_upload_f16(const float *host, int ndim, const int64_t *shape, fl
         return NULL;
     }
     for (size_t i = 0; rounded && i < t->numel; i++)
-        rounded[i] = sd_f16_to_f32(sd_f32_to_f16(host[i]));
+        rounded[i] = sd_half_to_float(sd_float_to_half(host[i]));
     return t;
 }
 

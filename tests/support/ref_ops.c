@@ -15,7 +15,7 @@ void ref_random(float *p, size_t n, unsigned seed, float lo, float hi)
 void ref_round_f16(float *p, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        p[i] = sd_f16_to_f32(sd_f32_to_f16(p[i]));
+        p[i] = sd_half_to_float(sd_float_to_half(p[i]));
 }
 
 double ref_act(double x, sd_act act)

@@ -1,6 +1,6 @@
-/* LoRA weight patch (models/lora.c): out = base + delta over n elements, base and out in the
- * weight's storage dtype (f16 when built with -DWEIGHT_F16, else f32), delta f32. Each
- * work-item takes a run of RUN elements (few, heavy work-items suit PoCL; DESIGN.md §7). */
+/* Weight patch (sd_op_weight_add, used for LoRA): out = base + delta over n elements, base and
+ * out in the weight's storage dtype (f16 when built with -DWEIGHT_F16, else f32), delta f32.
+ * Each work-item takes a run of RUN elements (few, heavy work-items suit PoCL; DESIGN.md §7). */
 
 #define RUN 64
 
@@ -14,7 +14,7 @@
 #define WEIGHT float
 #endif
 
-kernel void lora_patch(global const WEIGHT *base, global const float *delta, global WEIGHT *out, ulong n)
+kernel void weight_add(global const WEIGHT *base, global const float *delta, global WEIGHT *out, ulong n)
 {
     ulong start = (ulong)get_global_id(0) * RUN, end = min(start + RUN, n);
     for (ulong i = start; i < end; i++)
