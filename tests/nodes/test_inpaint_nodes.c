@@ -517,11 +517,20 @@ static void run_stock(const char *name, const char *ckpt, const char *image, con
 
 static void test_stock_graphs(void)
 {
-    char *rgba = test_path(test_source_dir(), "examples/input/shapes-inpaint.png");
-    char *rgb = test_path(test_source_dir(), "examples/input/shapes.png");
+    /* A 64x64 RGBA image (the inpainting image's top-left corner) with a transparent disc. */
+    unsigned char px[64 * 64 * 4];
+    for (int y = 0; y < 64; y++)
+        for (int x = 0; x < 64; x++) {
+            unsigned char *p = px + (y * 64 + x) * 4;
+            for (int k = 0; k < 3; k++)
+                p[k] = img_u8[((y % IH) * IW + (x % IW)) * 3 + k];
+            p[3] = (x - 36) * (x - 36) + (y - 28) * (y - 28) < 14 * 14 ? 0 : 255;
+        }
+    fixture fx = {.w = 64, .h = 64, .depth = 8, .ctype = PNG_COLOR_TYPE_RGBA, .pixels = px};
+    char *rgba = write_fixture("stock.png", &fx);
     run_stock("inpaint.xml", ckpt_path, rgba, "stock-inpaint");
     run_stock("inpaint-model.xml", ckpt9_path, rgba, "stock-inpaint-model");
-    run_stock("outpaint.xml", ckpt_path, rgb, "stock-outpaint");
+    run_stock("outpaint.xml", ckpt_path, rgba, "stock-outpaint");
     /* Opaque pixels of the input are the output's, byte for byte. */
     sd_image in = {0}, out = {0};
     char *png = test_path(out_dir, "stock-inpaint_00001_.png");
@@ -542,7 +551,7 @@ static void test_stock_graphs(void)
             }
         }
         CHECK_EQ_INT(bad, 0);
-        CHECK_MSG(opaque > n / 2 && changed > 1000, "opaque %zu, changed %zu", opaque, changed);
+        CHECK_MSG(opaque > n / 2 && changed > 200, "opaque %zu, changed %zu", opaque, changed);
     } else {
         CHECK_MSG(false, "stock inpaint: unexpected images");
     }
@@ -550,7 +559,6 @@ static void test_stock_graphs(void)
     sd_image_clear(&out);
     free(png);
     free(rgba);
-    free(rgb);
 }
 
 int main(void)
