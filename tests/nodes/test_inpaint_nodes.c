@@ -1,7 +1,7 @@
 /* Inpainting nodes through the scheduler on tiny random models:
  * - VAEEncodeForInpaint against tests/reference/make_inpaint_goldens.py (a torch transcription of
  *   ComfyUI's definition with diffusers' AutoencoderKL), with a 20x24 mask on a 44x52 image
- *   (resized bilinearly and centre-cropped as ComfyUI); noise mask exact, latent within 2e-3
+ *   (resized bilinearly and centre-cropped as ComfyUI); noise mask exact, latent within 1e-4 (fp32 weights)
  *   (sdflow's VAE encode of this 40x48 image is 7e-4 from torch's; see test_vae_tiled.c);
  * - InpaintModelConditioning's concat_latent_image / concat_mask / noise mask, and that they reach
  *   a 9-channel UNet through the KSampler (and change nothing for a 4-channel one), and keep a
@@ -92,6 +92,7 @@ static sd_graph *base_graph(void)
     CHECK_EQ_INT(sd_graph_new(ctx, &g), SD_OK);
     add(g, "VAELoader", "vae");
     set(g, "vae", "vae_name", vae_path);
+    set(g, "vae", "weight_dtype", "fp32"); /* golden comparisons: fp16 storage alone is ~7e-4 */
     add(g, "LoadImage", "img");
     set(g, "img", "image", img_path);
     add(g, "LoadImageMask", "mask");
@@ -151,7 +152,7 @@ static void test_encode_for_inpaint_golden(void)
     if (shape_is(lat, 4, 1, 4, 5, 6) && want_lat) {
         double d = test_max_abs_diff(lat->data, want_lat, 4 * 5 * 6);
         printf("  VAEEncodeForInpaint latent: max abs diff %.3g vs torch/diffusers\n", d);
-        CHECK_MSG(d <= 2e-3, "latent differs by %g", d);
+        CHECK_MSG(d <= 1e-4, "latent differs by %g", d);
     }
     if (shape_is(nm, 4, 1, 1, 40, 48) && want_nm && shape_is(nm0, 4, 1, 1, 40, 48) && resized) {
         int ones = 0, grown = 0;
@@ -175,6 +176,7 @@ static void add_checkpoint(sd_graph *g, const char *path)
 {
     add(g, "CheckpointLoaderSimple", "ckpt");
     set(g, "ckpt", "ckpt_name", path);
+    set(g, "ckpt", "weight_dtype", "fp32"); /* golden comparisons: fp16 storage alone is ~7e-4 */
     add(g, "CLIPTextEncode", "pos");
     link(g, "ckpt", "CLIP", "pos", "clip");
     set(g, "pos", "text", "a cat");
@@ -206,7 +208,7 @@ static void test_inpaint_model_conditioning(void)
         const sd_tensor *cm = tensor(res, "imc", sides[s], "concat_mask.0");
         CHECK(tensor(res, "imc", sides[s], "cond.0") != NULL);
         if (shape_is(cl, 4, 1, 4, 5, 6) && want_lat)
-            CHECK(test_max_abs_diff(cl->data, want_lat, 4 * 5 * 6) <= 2e-3);
+            CHECK(test_max_abs_diff(cl->data, want_lat, 4 * 5 * 6) <= 1e-4);
         if (shape_is(cm, 4, 1, 1, 40, 48) && resized)
             CHECK(test_max_abs_diff(cm->data, resized, 40 * 48) <= 1e-6);
         CHECK(shape_is(cl, 4, 1, 4, 5, 6) && shape_is(cm, 4, 1, 1, 40, 48));
