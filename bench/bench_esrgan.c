@@ -52,8 +52,8 @@ int main(int argc, char **argv)
     sd_dtype dtype = SD_DTYPE_F32;
     sd_esrgan_config cfg = {.layout = SD_ESRGAN_NEW, .in_nc = 3, .out_nc = 3, .nf = 64, .gc = 32, .blocks = 23, .n_up = 2};
     const char *model = NULL;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        const char *a = argv[i], *v = argv[i + 1];
+    for (int i = 1; i < argc; i += 2) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
         if (!strcmp(a, "--size")) size = atoi(v);
         else if (!strcmp(a, "--reps")) reps = atoi(v);
         else if (!strcmp(a, "--dtype")) dtype = strcmp(v, "f16") ? SD_DTYPE_F32 : SD_DTYPE_F16;
@@ -62,9 +62,10 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--gc")) cfg.gc = atoi(v);
         else if (!strcmp(a, "--model")) model = v;
         else {
-            fprintf(stderr, "usage: bench_esrgan [--size N] [--reps N] [--dtype f32|f16] [--blocks N] [--nf N] "
-                            "[--gc N] [--model FILE]\n");
-            return 2;
+            bool help = !strcmp(a, "--help") || !strcmp(a, "-h");
+            fprintf(help ? stdout : stderr, "usage: bench_esrgan [--size N] [--reps N] [--dtype f32|f16] [--blocks N] "
+                                            "[--nf N] [--gc N] [--model FILE]\n");
+            return help ? 0 : 2;
         }
     }
     if (size < 1 || reps < 0)

@@ -129,9 +129,16 @@ static double device_copy_gbs(sd_cl *cl, const sd_dtensor *src)
 
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc)
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) {
             reps = atoi(argv[++i]);
+            continue;
+        }
+        bool help = !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
+        fprintf(help ? stdout : stderr, "usage: bench_ops_basic [--reps N]\n"
+                                        "GB/s of the basic and image ops against a device buffer copy.\n");
+        return help ? 0 : 2;
+    }
     sd_context *ctx;
     sd_cl *cl;
     if (sd_context_new(&ctx) || sd_cl_get(ctx, &cl)) {

@@ -18,7 +18,9 @@ static void usage(FILE *out)
             "                   (bytes, or with a K/M/G/T suffix: 500M, 8G)\n"
             "\n"
             "  --cache PATH     use this database instead of the default\n"
-            "  -h, --help       show this help\n");
+            "  -h, --help       show this help\n"
+            "\n"
+            "exit codes: 0 ok, 2 usage, 5 the database cannot be used\n");
 }
 
 /* "1.5 GiB" style, for people. */

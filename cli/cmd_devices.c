@@ -9,7 +9,8 @@ static void print_help(void)
            "Lists every OpenCL device with its index, platform, type, driver version, memory,\n"
            "largest single allocation and fp16/fp64/subgroup support. Select one for other\n"
            "commands with --device <index or name substring> or SDFLOW_DEVICE; the default\n"
-           "(marked '*') is the first GPU, else the first CPU device.\n");
+           "(marked '*') is the first GPU, else the first CPU device.\n\n"
+           "exit codes: 0 ok, 2 usage, 3 no OpenCL platform or device (install pocl-opencl-icd)\n");
 }
 
 int cmd_devices(int argc, char **argv)

@@ -4,6 +4,7 @@
 #include "sdflow/node.h"
 #include <ctype.h>
 #include <float.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,10 @@ static void format_bound(const sd_input_desc *in, double v, char *buf, size_t si
 {
     if (in->type == SD_TYPE_INT && v >= -9.2e18 && v <= 9.2e18) {
         snprintf(buf, size, "%lld", (long long)v);
+        return;
+    }
+    if (v == trunc(v) && fabs(v) < 1e15) { /* whole numbers in plain decimal: 100, not 1e+02 */
+        snprintf(buf, size, "%.0f", v);
         return;
     }
     for (int prec = 1; prec <= 17; prec++) {

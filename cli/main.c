@@ -46,8 +46,12 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 
 int cmd_version(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
+    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        printf("usage: sdflow version\n\nPrints the engine version.\n");
+        return EXIT_OK;
+    }
+    if (argc > 1)
+        return cli_usage_error("version", "unexpected argument '%s'", argv[1]);
     printf("sdflow %s\n", sd_version());
     return EXIT_OK;
 }

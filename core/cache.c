@@ -1,4 +1,4 @@
-/* Persistent node-output cache in SQLite (DESIGN.md §5, docs/caching.md).
+/* Persistent node-output cache in SQLite (docs/design.md §5, docs/caching.md).
  *
  * Schema: entries(key, node_type, payload, checksum, size, last_used) and
  * file_hashes(path, size, mtime_ns, inode, hash). A payload is the serialized outputs of one

@@ -1,4 +1,4 @@
-/* Persistent node-output cache in SQLite (DESIGN.md §5).
+/* Persistent node-output cache in SQLite (docs/design.md §5).
  *
  * Entries map a node's key (BLAKE2b-256 Merkle hash, see core/hash.h) to the serialized values
  * of all its outputs, with a checksum. WAL mode and a busy timeout let several processes share

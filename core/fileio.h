@@ -1,5 +1,5 @@
 /* Writing files safely: atomic replacement (temp file + fsync + rename) and directory creation.
- * Output files are never left partially written (DESIGN.md §9). */
+ * Output files are never left partially written (docs/design.md §9). */
 #ifndef SD_CORE_FILEIO_H
 #define SD_CORE_FILEIO_H
 

@@ -1,5 +1,5 @@
 /* Planning a run: topological order, the wanted nodes, Merkle keys, and which nodes run or
- * load from the cache (DESIGN.md §4, §5; docs/caching.md describes the key). */
+ * load from the cache (docs/design.md §4, §5; docs/caching.md describes the key). */
 #include "core/cache.h"
 #include "core/files.h"
 #include "core/run.h"

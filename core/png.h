@@ -1,4 +1,4 @@
-/* PNG reading and writing (libpng) with the limits of DESIGN.md §9.
+/* PNG reading and writing (libpng) with the limits of docs/design.md §9.
  *
  * Reading decodes any PNG colour type and bit depth (1/2/4/8/16-bit gray, gray+alpha, RGB,
  * RGBA, palette, tRNS) into floats in [0, 1]; 16-bit samples keep their precision (v / 65535).

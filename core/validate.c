@@ -287,8 +287,9 @@ static void check_binding(vstate *v, const sd_graph_node *n, const sd_graph_inpu
         else if (!param_fits(pt, in->type))
             problem(v, b->line, where, "parameter '%s' is %s, the input is %s", p->name, p->type,
                     sd_type_name(in->type));
-        else
+        else if (p->value || *p->def || pt == SD_TYPE_STRING || pt == SD_TYPE_ENUM)
             check_value(v, b->line, where, in, p->value ? p->value : p->def, p->name);
+        /* (no value at all: reported once, with the parameter) */
         break;
     }
     }
@@ -348,6 +349,15 @@ static void report_cycle(vstate *v, const size_t *stack, size_t from, size_t top
     free(s);
 }
 
+/* Whether w is among the first n edges (already followed) of a node's edge list. */
+static bool edge_seen(const size_t *edges, size_t n, size_t w)
+{
+    for (size_t i = 0; i < n; i++)
+        if (edges[i] == w)
+            return true;
+    return false;
+}
+
 /* Finds cycles along links (iterative depth-first search) and reports each back edge. */
 static void check_cycles(vstate *v)
 {
@@ -393,7 +403,8 @@ static void check_cycles(vstate *v)
             size_t u = stack[top];
             if (next[u] < start[u + 1] - start[u]) {
                 size_t w = edge[start[u] + next[u]++];
-                if (color[w] == 1) {
+                if (color[w] == 1 && !edge_seen(edge + start[u], next[u] - 1, w)) {
+                    /* (two links from u to w close the same cycle: reported once) */
                     report_cycle(v, stack, pos[w], top);
                 } else if (color[w] == 0) {
                     color[w] = 1;

@@ -9,8 +9,9 @@
 -- txt2img workflow; here small nodes stand in for it.
 local sdflow = require "sdflow"
 
--- The cache is the usual one ($SDFLOW_CACHE, else ~/.cache/sdflow/cache.db) unless a path is
--- given; it persists, so a second run of the script loads every value from it.
+-- The cache is the usual one ($SDFLOW_CACHE, else $XDG_CACHE_HOME/sdflow/cache.db, else
+-- ~/.cache/sdflow/cache.db) unless a path is given; it persists, so a second run of the script
+-- loads every value from it.
 local ctx <close> = sdflow.context(arg[1] and {cache = arg[1]} or nil)
 local g <close> = ctx:graph()
 

@@ -167,19 +167,9 @@ sd_status sd_model_store_open(sd_context *ctx, const char *path, sd_model_file_k
     return SD_OK;
 }
 
-const char *sd_loaded_path(const sd_loaded *l)
-{
-    return l->path;
-}
-
 const sd_checkpoint_config *sd_loaded_config(const sd_loaded *l)
 {
     return &l->cfg;
-}
-
-sd_dtype sd_loaded_dtype(const sd_loaded *l)
-{
-    return l->dtype;
 }
 
 static sd_status missing_part(sd_loaded *l, const char *part)

@@ -38,9 +38,8 @@ sd_status sd_model_store_open(sd_context *ctx, const char *path, sd_model_file_k
 sd_loaded *sd_loaded_ref(sd_loaded *l); /* returns l */
 void sd_loaded_unref(sd_loaded *l);     /* NULL-safe */
 
-const char *sd_loaded_path(const sd_loaded *l);
+/* The file's inspected architecture. */
 const sd_checkpoint_config *sd_loaded_config(const sd_loaded *l);
-sd_dtype sd_loaded_dtype(const sd_loaded *l);
 
 /* The sub-models, created on first call and owned by the entry. SD_ERR_INVALID (naming the
  * file) when the file has no such part (a checkpoint saved without CLIP or VAE, a VAE file). */

@@ -4,7 +4,7 @@
  * The JSON maps tensor names to {"dtype", "shape", "data_offsets": [begin, end]} (offsets
  * relative to the data section), plus an optional "__metadata__" object of strings.
  *
- * Validation on open (DESIGN.md §9): N ≤ SD_ST_MAX_HEADER and inside the file; strict JSON
+ * Validation on open (docs/design.md §9): N ≤ SD_ST_MAX_HEADER and inside the file; strict JSON
  * (jansson, duplicate keys rejected); every tensor's dtype known, shape non-negative with at
  * most SD_ST_MAX_DIMS dimensions, dtype size × shape == end - begin (checked arithmetic); the
  * tensors, sorted by offset, cover the data section exactly: no overlap, no gap, nothing past

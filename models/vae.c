@@ -1,10 +1,10 @@
 /* LDM AutoencoderKL (see vae.h). ResBlocks are GroupNorm(32, eps 1e-6)+SiLU, conv3x3 twice, with a
  * 1x1 shortcut when the width changes; the mid block has one single-head attention whose head
- * size is the full width (512 in SD1), computed unfused as two batched matmuls around a softmax
- * (the [HW, HW] score matrix is 64 MB at a 64x64 latent; tiled VAE nodes bound larger ones). */
+ * size is the full width (512 in SD1), run through the fused attention op. */
 #include "models/vae.h"
 #include "runtime-opencl/ops.h"
 #include "runtime-opencl/ops_basic.h"
+#include "runtime-opencl/ops_layout.h"
 #include <math.h>
 #include <stdlib.h>
 
@@ -122,42 +122,39 @@ static sd_status resblock(sd_vae *v, const char *name, sd_dtensor **x)
 }
 
 /* AttnBlock: x + proj_out(attention(q, k, v)) with q, k, v 1x1 convs of norm(x), one head of
- * size C over the H*W positions. Replaces *x. */
+ * size C over the H*W positions, through the fused attention op (no [HW, HW] score matrix).
+ * Replaces *x. */
 static sd_status attnblock(sd_vae *v, const char *name, sd_dtensor **x)
 {
     char n[200];
     int64_t b = (*x)->shape[0], c = (*x)->shape[1], hh = (*x)->shape[2], ww = (*x)->shape[3];
     int64_t flat[3] = {b, c, hh * ww}, img[4] = {b, c, hh, ww};
-    sd_dtensor *h = NULL, *q = NULL, *k = NULL, *val = NULL, *scores = NULL, *probs = NULL, *o = NULL, *p = NULL,
-               *sum = NULL;
+    const char *proj[3] = {"q", "k", "v"};
+    sd_dtensor *h = NULL, *qkv[3] = {NULL, NULL, NULL}, *tokens[3] = {NULL, NULL, NULL}, *o = NULL, *ot = NULL,
+               *p = NULL, *sum = NULL;
     join(n, sizeof n, name, "norm");
     sd_status s = norm(v, n, *x, false, &h);
-    join(n, sizeof n, name, "q");
-    if (!s) s = conv(v, n, h, 1, 0, &q);
-    join(n, sizeof n, name, "k");
-    if (!s) s = conv(v, n, h, 1, 0, &k);
-    join(n, sizeof n, name, "v");
-    if (!s) s = conv(v, n, h, 1, 0, &val);
+    for (int i = 0; i < 3 && !s; i++) {
+        join(n, sizeof n, name, proj[i]);
+        s = conv(v, n, h, 1, 0, &qkv[i]);
+        if (!s) s = sd_dtensor_reshape(qkv[i], 3, flat);
+        if (!s) s = sd_op_transpose(v->cl, qkv[i], NULL, &tokens[i]); /* [B, HW, C] */
+        replace(&qkv[i], NULL);
+    }
     replace(&h, NULL);
-    if (!s) s = sd_dtensor_reshape(q, 3, flat);
-    if (!s) s = sd_dtensor_reshape(k, 3, flat);
-    if (!s) s = sd_dtensor_reshape(val, 3, flat);
-    /* scores[b] = q[b]^T k[b] / sqrt(C): [HW, HW]; out[b] = v[b] probs[b]^T: [C, HW]. */
-    if (!s) s = sd_op_matmul(v->cl, q, true, k, false, NULL, SD_ACT_NONE, 1.0f / sqrtf((float)c), &scores);
-    replace(&q, NULL);
-    replace(&k, NULL);
-    if (!s) s = sd_op_softmax(v->cl, scores, &probs);
-    replace(&scores, NULL);
-    if (!s) s = sd_op_matmul(v->cl, val, false, probs, true, NULL, SD_ACT_NONE, 1.0f, &o);
-    replace(&probs, NULL);
-    replace(&val, NULL);
-    if (!s) s = sd_dtensor_reshape(o, 4, img);
+    if (!s) s = sd_op_attention(v->cl, tokens[0], tokens[1], tokens[2], 1, NULL, &o);
+    for (int i = 0; i < 3; i++)
+        replace(&tokens[i], NULL);
     join(n, sizeof n, name, "proj_out");
-    if (!s) s = conv(v, n, o, 1, 0, &p);
+    /* Back to NCHW, then proj_out (a 1x1 conv) and the residual. */
+    if (!s) s = sd_op_transpose(v->cl, o, NULL, &ot);
+    replace(&o, NULL);
+    if (!s) s = sd_dtensor_reshape(ot, 4, img);
+    if (!s) s = conv(v, n, ot, 1, 0, &p);
     if (!s) s = sd_op_binary(v->cl, SD_BINARY_ADD, *x, p, &sum);
     if (!s)
         replace(x, sum);
-    sd_dtensor_free(o);
+    sd_dtensor_free(ot);
     sd_dtensor_free(p);
     return s;
 }

@@ -4,6 +4,7 @@
  * mask goes on the LATENT as "noise_mask" [batch, 1, height, width]; the KSampler resizes it to
  * the latent and keeps the latent outside it (nodes/ksampler.c). */
 #include "core/checked.h"
+#include "models/control_eval.h"
 #include "nodes/bilinear.h"
 #include "nodes/model_handle.h"
 #include "nodes/node_util.h"
@@ -287,16 +288,11 @@ static sd_status conditioning_with_concat(sd_node_run *r, const char *input, con
                                           const inpaint_prep *p, sd_value **out)
 {
     sd_value *in = sd_run_value(r, input);
-    if (in->handle)
-        return sd_run_error(r, SD_ERR_INVALID,
-                            "input '%s' carries an attachment (a ControlNet?); apply it after "
-                            "InpaintModelConditioning",
-                            input);
     json_t *list = in->attrs ? json_object_get(in->attrs, "entries") : NULL;
     size_t n = json_is_array(list) ? json_array_size(list) : 0;
     if (n == 0)
         return sd_run_error(r, SD_ERR_INVALID, "input '%s': the conditioning has no entries", input);
-    if (!(*out = sd_value_copy(in)))
+    if (!(*out = sd_cond_copy(in))) /* keeps ControlNets applied before */
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
     int64_t mshape[4] = {p->mb, 1, p->hh, p->ww};
     for (size_t i = 0; i < n; i++) {

@@ -64,9 +64,8 @@ typedef struct denoiser {
     sd_dtensor **contexts; /* per group, uploaded once */
     double cfg;
     bool use_negative;
-    float *x_in, *eps, *pos, *neg, *pos_w, *neg_w;
+    float *x_in, *eps, *pos, *neg;
     bool reported; /* the node's error is already recorded */
-    int steps;
     sd_control_eval *control; /* NULL when no entry carries a ControlNet */
 } denoiser;
 
@@ -452,7 +451,7 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
         return sd_run_error(r, SD_ERR_INVALID, "input 'latent_image' has no [batch, 4, h, w] samples");
     const sd_checkpoint_config *cfg = sd_loaded_config(h->loaded);
     denoiser d = {.r = r, .batch = (size_t)lt->shape[0], .h = lt->shape[2], .w = lt->shape[3],
-                  .cfg = a->cfg, .use_negative = fabs(a->cfg - 1.0) > 1e-9, .steps = a->steps};
+                  .cfg = a->cfg, .use_negative = fabs(a->cfg - 1.0) > 1e-9};
     d.per_item = (size_t)(4 * d.h * d.w);
     size_t n = d.batch * d.per_item;
     sd_model_sampling ms;

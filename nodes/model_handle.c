@@ -2,6 +2,9 @@
 #include "nodes/model_handle.h"
 #include <stdio.h>
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 static void handle_free(void *p)
 {
@@ -65,4 +68,11 @@ void sd_node_model_done(sd_node_run *r)
     sd_cl *cl = sd_context_ext(sd_run_context(r), SD_EXT_OPENCL);
     if (cl)
         sd_cl_pool_trim(cl);
+}
+
+void sd_node_trim_host_memory(void)
+{
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
 }

@@ -34,6 +34,11 @@ const sd_model_handle *sd_node_model_input(sd_node_run *r, const char *input);
  * (its activations), so that the next node starts from the weights alone. */
 void sd_node_model_done(sd_node_run *r);
 
+/* Gives the host heap's free pages back to the system (glibc's malloc_trim; a no-op elsewhere).
+ * On a CPU device the driver's buffers and the upload staging copies come from malloc, and
+ * pages freed below glibc's mmap threshold otherwise stay with the process. */
+void sd_node_trim_host_memory(void);
+
 /* Records the context's current message (set by models/) as the node's error; returns st. */
 sd_status sd_node_model_fail(sd_node_run *r, sd_status st);
 

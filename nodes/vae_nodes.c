@@ -8,9 +8,6 @@
 #include "nodes/vae_tiles.h"
 #include "runtime-opencl/tensor.h"
 #include <stdlib.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 
 /* On a CPU device (device memory is host memory) the UNet's weights are given back before a
  * decode or encode, whose activations at 512x512 are about 1 GB; the next KSampler uploads them
@@ -21,9 +18,7 @@ static void release_unets_on_cpu(sd_node_run *r)
     if (cl && !cl->is_gpu) {
         sd_model_store_release_unets(sd_run_context(r));
         sd_cl_pool_trim(cl); /* freed weights go to the pool first */
-#ifdef __GLIBC__
-        malloc_trim(0); /* the CPU driver's buffers below glibc's mmap threshold stay in its heap */
-#endif
+        sd_node_trim_host_memory();
     }
 }
 

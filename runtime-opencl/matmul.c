@@ -35,7 +35,7 @@ static void gemm_options(const sd_cl *cl, const char *extra, char *buf, size_t s
     snprintf(buf, size, "-DMR=%d%s", sd_gemm_mr(cl), extra);
 }
 
-/* Work-group size 1 on CPUs (one work-item per tile, DESIGN.md §7); the driver's choice elsewhere. */
+/* Work-group size 1 on CPUs (one work-item per tile, docs/design.md §7); the driver's choice elsewhere. */
 static const size_t *tile_local(const sd_cl *cl)
 {
     static const size_t one[3] = {1, 1, 1};

@@ -1,5 +1,5 @@
 /* OpenCL runtime: device selection, context and queue, programs with an on-disk binary cache,
- * kernel lookup and launching. The only layer that includes CL/cl.h (DESIGN.md §1).
+ * kernel lookup and launching. The only layer that includes CL/cl.h (docs/design.md §1).
  *
  *   sd_cl *cl;
  *   if ((st = sd_cl_get(ctx, &cl))) return st;          // created lazily, owned by ctx

@@ -9,7 +9,7 @@
  *      kept in private memory;
  *   3. o[r][:] = o[r][:] * exp(max_old - max_new) + sum_j p[r][j] * V[j][:], up to 48 head-dim
  *      columns at a time (three float16 per row) so the accumulators stay in registers.
- * Work-group size 1, no local memory, no barriers (DESIGN.md §7).
+ * Work-group size 1, no local memory, no barriers (docs/design.md §7).
  *
  * Build options: -DHD=<head dim> (compile-time, so the d loops unroll), -DBQ=<rows>,
  * -DKV_HALF when K and V are stored as f16. Layouts: q/out [B, Nq, H*HD], k/v [B, Nk, H*HD]. */

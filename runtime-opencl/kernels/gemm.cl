@@ -1,6 +1,6 @@
 /* GEMM on packed operands: C[M,N] = act(alpha * A[M,K] B[K,N] + bias), per batch.
  *
- * CPU layout (DESIGN.md §7): one work-item computes an MR x NR register tile (NR = 32 columns
+ * CPU layout (docs/design.md §7): one work-item computes an MR x NR register tile (NR = 32 columns
  * as two float16 vectors) over the whole K, reading
  *   Ap[ip][k][MR]  (A packed in panels of MR rows, zero-padded), and
  *   Bp[jp][k][NR]  (B packed in panels of NR columns, zero-padded),

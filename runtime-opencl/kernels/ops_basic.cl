@@ -1,7 +1,7 @@
 /* Basic tensor ops (runtime-opencl/ops_basic.c): activations, elementwise arithmetic with
  * broadcasting, normalisation, softmax, copies, upsampling, timestep embedding.
  *
- * PoCL style (DESIGN.md §7): each work-item owns a contiguous run of elements and walks it with
+ * PoCL style (docs/design.md §7): each work-item owns a contiguous run of elements and walks it with
  * float8 vectors (vload8/vstore8 need only float alignment), no local memory, no barriers.
  * Reductions (group norm, layer norm, softmax) give one work-item a whole row or group. */
 

@@ -2,7 +2,7 @@
  * residual add, each writing into a channel range of a larger NCHW tensor so a dense block's
  * concatenation is built in place; pixel unshuffle with reflect padding.
  *
- * PoCL style (DESIGN.md §7): a work-item owns RUN contiguous elements of one batch item's
+ * PoCL style (docs/design.md §7): a work-item owns RUN contiguous elements of one batch item's
  * [C*H*W] block and walks them with float8 vectors; no local memory, no barriers. */
 
 #define RUN 64

@@ -1,6 +1,6 @@
 /* Weight patch (sd_op_weight_add, used for LoRA): out = base + delta over n elements, base and
  * out in the weight's storage dtype (f16 when built with -DWEIGHT_F16, else f32), delta f32.
- * Each work-item takes a run of RUN elements (few, heavy work-items suit PoCL; DESIGN.md §7). */
+ * Each work-item takes a run of RUN elements (few, heavy work-items suit PoCL; docs/design.md §7). */
 
 #define RUN 64
 

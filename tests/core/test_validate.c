@@ -224,6 +224,24 @@ static void test_cycles(void)
     };
     check_diags(want, 2);
     sd_graph_free(g);
+    /* Two links from one node into the same loop close one cycle, reported once; a parameter
+     * without a value is reported once, not again at the input it feeds. */
+    g = load("<workflow version=\"1\">\n"
+             "<param name=\"w\" type=\"INT\">width</param>\n"
+             "<node id=\"a\" type=\"ImageBatch\"><input name=\"image1\" from=\"b\" output=\"IMAGE\"/>"
+             "<input name=\"image2\" from=\"b\" output=\"IMAGE\"/></node>\n"
+             "<node id=\"b\" type=\"ImageInvert\"><input name=\"image\" from=\"a\" output=\"IMAGE\"/></node>\n"
+             "<node id=\"l\" type=\"EmptyLatentImage\"><input name=\"width\" param=\"w\"/></node>\n"
+             "</workflow>\n");
+    if (!g)
+        return;
+    CHECK_EQ_INT(sd_graph_validate(g), SD_ERR_INVALID);
+    const char *want2[] = {
+        "t.xml:2: parameter 'w': no default value (give one, or --set w=VALUE)",
+        "t.xml:3: cycle: 'a' -> 'b' -> 'a'",
+    };
+    check_diags(want2, 2);
+    sd_graph_free(g);
 }
 
 /* A chain of 100000 nodes validates quickly and without deep recursion. (Built with the raw

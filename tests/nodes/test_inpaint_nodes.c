@@ -1,10 +1,11 @@
 /* Inpainting nodes through the scheduler on tiny random models:
  * - VAEEncodeForInpaint against tests/reference/make_inpaint_goldens.py (a torch transcription of
  *   ComfyUI's definition with diffusers' AutoencoderKL), with a 20x24 mask on a 44x52 image
- *   (resized bilinearly and centre-cropped as ComfyUI); noise mask exact, latent within 2e-3
+ *   (resized bilinearly and centre-cropped as ComfyUI); noise mask exact, latent within 1e-4 (fp32 weights)
  *   (sdflow's VAE encode of this 40x48 image is 7e-4 from torch's; see test_vae_tiled.c);
  * - InpaintModelConditioning's concat_latent_image / concat_mask / noise mask, and that they reach
- *   a 9-channel UNet through the KSampler (and change nothing for a 4-channel one);
+ *   a 9-channel UNet through the KSampler (and change nothing for a 4-channel one), and keep a
+ *   ControlNet applied before;
  * - SetLatentNoiseMask: after a KSampler the latent is bit-identical where the mask is 0;
  * - ImageCompositeMasked through SaveImage's 8-bit PNG: bit-identical where the mask is 0;
  *   LatentCompositeMasked placement; bad inputs with exact messages;
@@ -14,6 +15,8 @@
 #include "support/png_fixture.h"
 #include "core/png.h"
 #include "core/run.h"
+#include "models/control_eval.h"
+#include "models/controlnet.h"
 #include "models/sd1_layout.h"
 #include "nodes/bilinear.h"
 #include <math.h>
@@ -89,6 +92,7 @@ static sd_graph *base_graph(void)
     CHECK_EQ_INT(sd_graph_new(ctx, &g), SD_OK);
     add(g, "VAELoader", "vae");
     set(g, "vae", "vae_name", vae_path);
+    set(g, "vae", "weight_dtype", "fp32"); /* golden comparisons: fp16 storage alone is ~7e-4 */
     add(g, "LoadImage", "img");
     set(g, "img", "image", img_path);
     add(g, "LoadImageMask", "mask");
@@ -148,7 +152,7 @@ static void test_encode_for_inpaint_golden(void)
     if (shape_is(lat, 4, 1, 4, 5, 6) && want_lat) {
         double d = test_max_abs_diff(lat->data, want_lat, 4 * 5 * 6);
         printf("  VAEEncodeForInpaint latent: max abs diff %.3g vs torch/diffusers\n", d);
-        CHECK_MSG(d <= 2e-3, "latent differs by %g", d);
+        CHECK_MSG(d <= 1e-4, "latent differs by %g", d);
     }
     if (shape_is(nm, 4, 1, 1, 40, 48) && want_nm && shape_is(nm0, 4, 1, 1, 40, 48) && resized) {
         int ones = 0, grown = 0;
@@ -172,6 +176,7 @@ static void add_checkpoint(sd_graph *g, const char *path)
 {
     add(g, "CheckpointLoaderSimple", "ckpt");
     set(g, "ckpt", "ckpt_name", path);
+    set(g, "ckpt", "weight_dtype", "fp32"); /* golden comparisons: fp16 storage alone is ~7e-4 */
     add(g, "CLIPTextEncode", "pos");
     link(g, "ckpt", "CLIP", "pos", "clip");
     set(g, "pos", "text", "a cat");
@@ -203,7 +208,7 @@ static void test_inpaint_model_conditioning(void)
         const sd_tensor *cm = tensor(res, "imc", sides[s], "concat_mask.0");
         CHECK(tensor(res, "imc", sides[s], "cond.0") != NULL);
         if (shape_is(cl, 4, 1, 4, 5, 6) && want_lat)
-            CHECK(test_max_abs_diff(cl->data, want_lat, 4 * 5 * 6) <= 2e-3);
+            CHECK(test_max_abs_diff(cl->data, want_lat, 4 * 5 * 6) <= 1e-4);
         if (shape_is(cm, 4, 1, 1, 40, 48) && resized)
             CHECK(test_max_abs_diff(cm->data, resized, 40 * 48) <= 1e-6);
         CHECK(shape_is(cl, 4, 1, 4, 5, 6) && shape_is(cm, 4, 1, 1, 40, 48));
@@ -433,6 +438,38 @@ static void test_concat_reaches_unet(void)
     free(d);
 }
 
+/* A ControlNet applied before InpaintModelConditioning stays on its output conditioning, next to
+ * the inpainting tensors. */
+static void test_controlnet_kept(void)
+{
+    sd_checkpoint_config cfg;
+    CHECK(sd_sd1_preset("tiny", &cfg));
+    char *cn = test_path(test_scratch_dir(), "controlnet.safetensors");
+    CHECK_EQ_INT(sd_controlnet_write_random(ctx, cn, &cfg.unet, false, SD_ST_F32, 4), SD_OK);
+    sd_graph *g = base_graph();
+    add_checkpoint(g, ckpt9_path);
+    add(g, "ControlNetLoader", "cnl");
+    set(g, "cnl", "control_net_name", cn);
+    add(g, "ControlNetApply", "cna");
+    link(g, "pos", "CONDITIONING", "cna", "conditioning");
+    link(g, "cnl", "CONTROL_NET", "cna", "control_net");
+    link(g, "img", "IMAGE", "cna", "image");
+    add(g, "InpaintModelConditioning", "imc");
+    link(g, "cna", "CONDITIONING", "imc", "positive");
+    link(g, "neg", "CONDITIONING", "imc", "negative");
+    link(g, "vae", "VAE", "imc", "vae");
+    link(g, "img", "IMAGE", "imc", "pixels");
+    link(g, "mask", "MASK", "imc", "mask");
+    const char *outs[] = {"imc"};
+    sd_result *res = run(g, outs, 1, SD_OK);
+    const sd_value *pos = res ? sd_result_value(res, "imc", "positive") : NULL;
+    CHECK(pos && sd_cond_control(pos, 0, NULL) != NULL);
+    CHECK(pos && sd_value_tensor(pos, "concat_latent_image.0") && sd_value_tensor(pos, "concat_mask.0"));
+    sd_result_free(res);
+    sd_graph_free(g);
+    free(cn);
+}
+
 /* Node-level errors with exact messages, and a resized source. */
 static void test_bad_inputs(void)
 {
@@ -517,11 +554,20 @@ static void run_stock(const char *name, const char *ckpt, const char *image, con
 
 static void test_stock_graphs(void)
 {
-    char *rgba = test_path(test_source_dir(), "examples/input/shapes-inpaint.png");
-    char *rgb = test_path(test_source_dir(), "examples/input/shapes.png");
+    /* A 64x64 RGBA image (the inpainting image's top-left corner) with a transparent disc. */
+    unsigned char px[64 * 64 * 4];
+    for (int y = 0; y < 64; y++)
+        for (int x = 0; x < 64; x++) {
+            unsigned char *p = px + (y * 64 + x) * 4;
+            for (int k = 0; k < 3; k++)
+                p[k] = img_u8[((y % IH) * IW + (x % IW)) * 3 + k];
+            p[3] = (x - 36) * (x - 36) + (y - 28) * (y - 28) < 14 * 14 ? 0 : 255;
+        }
+    fixture fx = {.w = 64, .h = 64, .depth = 8, .ctype = PNG_COLOR_TYPE_RGBA, .pixels = px};
+    char *rgba = write_fixture("stock.png", &fx);
     run_stock("inpaint.xml", ckpt_path, rgba, "stock-inpaint");
     run_stock("inpaint-model.xml", ckpt9_path, rgba, "stock-inpaint-model");
-    run_stock("outpaint.xml", ckpt_path, rgb, "stock-outpaint");
+    run_stock("outpaint.xml", ckpt_path, rgba, "stock-outpaint");
     /* Opaque pixels of the input are the output's, byte for byte. */
     sd_image in = {0}, out = {0};
     char *png = test_path(out_dir, "stock-inpaint_00001_.png");
@@ -542,7 +588,7 @@ static void test_stock_graphs(void)
             }
         }
         CHECK_EQ_INT(bad, 0);
-        CHECK_MSG(opaque > n / 2 && changed > 1000, "opaque %zu, changed %zu", opaque, changed);
+        CHECK_MSG(opaque > n / 2 && changed > 200, "opaque %zu, changed %zu", opaque, changed);
     } else {
         CHECK_MSG(false, "stock inpaint: unexpected images");
     }
@@ -550,7 +596,6 @@ static void test_stock_graphs(void)
     sd_image_clear(&out);
     free(png);
     free(rgba);
-    free(rgb);
 }
 
 int main(void)
@@ -561,6 +606,7 @@ int main(void)
     RUN(test_inpaint_model_conditioning);
     RUN(test_noise_mask_keeps_latent);
     RUN(test_concat_reaches_unet);
+    RUN(test_controlnet_kept);
     RUN(test_composite_bit_identical);
     RUN(test_latent_composite);
     RUN(test_bad_inputs);

@@ -488,6 +488,49 @@ static void test_vae_loader(void)
     sd_context_free(ctx);
 }
 
+/* KSamplerAdvanced: steps 0-3 with leftover noise, then 3-6 without adding noise, is the full
+ * 6-step euler run of KSampler (ComfyUI's two-stage pattern). */
+static void test_ksampler_advanced(void)
+{
+    sd_context *ctx = new_context(NULL);
+    sd_graph *g = load_graph(ctx, "graphs/txt2img.xml");
+    const char *set[][2] = {{"checkpoint", ckpt_path}, {"width", "32"}, {"height", "32"}, {"steps", "6"},
+                            {"seed", "5"}, {"cfg", "4.0"}};
+    for (size_t i = 0; g && i < sizeof set / sizeof set[0]; i++)
+        CHECK_EQ_INT(sd_graph_set_param(g, set[i][0], set[i][1]), SD_OK);
+    const char *stage[2] = {"first", "second"};
+    for (int k = 0; k < 2; k++) {
+        CHECK_EQ_INT(sd_graph_add_node(g, "KSamplerAdvanced", stage[k], NULL), SD_OK);
+        CHECK_EQ_INT(sd_graph_connect(g, "ckpt", "MODEL", stage[k], "model"), SD_OK);
+        CHECK_EQ_INT(sd_graph_connect(g, "positive", "CONDITIONING", stage[k], "positive"), SD_OK);
+        CHECK_EQ_INT(sd_graph_connect(g, "negative", "CONDITIONING", stage[k], "negative"), SD_OK);
+        const char *in[][2] = {{"noise_seed", "5"}, {"steps", "6"}, {"cfg", "4.0"},
+                               {"add_noise", k ? "disable" : "enable"}, {"start_at_step", k ? "3" : "0"},
+                               {"end_at_step", k ? "10000" : "3"},
+                               {"return_with_leftover_noise", k ? "disable" : "enable"}};
+        for (size_t i = 0; i < sizeof in / sizeof in[0]; i++)
+            CHECK_EQ_INT(sd_graph_set_input(g, stage[k], in[i][0], in[i][1]), SD_OK);
+    }
+    CHECK_EQ_INT(sd_graph_connect(g, "latent", "LATENT", "first", "latent_image"), SD_OK);
+    CHECK_EQ_INT(sd_graph_connect(g, "first", "LATENT", "second", "latent_image"), SD_OK);
+    sd_result *rf, *rs, *r1;
+    const sd_value *full = run_for(g, "sampler", "LATENT", &rf);
+    const sd_value *split = run_for(g, "second", "LATENT", &rs);
+    const sd_value *half = run_for(g, "first", "LATENT", &r1);
+    if (full && split && half) {
+        const sd_tensor *a = sd_value_tensor(full, "samples"), *b = sd_value_tensor(split, "samples");
+        double d = test_max_abs_diff(a->data, b->data, 4 * 4 * 4);
+        double d_half = test_max_abs_diff(a->data, sd_value_tensor(half, "samples")->data, 4 * 4 * 4);
+        fprintf(stderr, "  split vs full: max abs %.3g (first stage alone: %.3g)\n", d, d_half);
+        CHECK_MSG(d < 1e-3 && d_half > 0.1, "split run differs from the full run by %g (half: %g)", d, d_half);
+    }
+    sd_result_free(rf);
+    sd_result_free(rs);
+    sd_result_free(r1);
+    sd_graph_free(g);
+    sd_context_free(ctx);
+}
+
 /* The KSampler's name lists are the sampling module's. */
 static void test_names(void)
 {
@@ -572,6 +615,7 @@ int main(void)
     RUN(test_batch_noise);
     RUN(test_bad_checkpoints);
     RUN(test_interrupt);
+    RUN(test_ksampler_advanced);
     RUN(test_vae_loader);
     free(ckpt_path);
     return test_summary("test_pipeline");
