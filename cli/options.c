@@ -130,38 +130,6 @@ sd_status cli_opts_apply_sets(const cli_opts *o, sd_graph *g)
     return SD_OK;
 }
 
-bool cli_parse_size(const char *text, int64_t *bytes)
-{
-    const char *p = text;
-    if (!isdigit((unsigned char)*p))
-        return false;
-    uint64_t v = 0;
-    for (; isdigit((unsigned char)*p); p++) {
-        if (v > (UINT64_MAX - 9) / 10)
-            return false;
-        v = v * 10 + (uint64_t)(*p - '0');
-    }
-    int shift = 0;
-    switch (toupper((unsigned char)*p)) {
-    case 'K': shift = 10; break;
-    case 'M': shift = 20; break;
-    case 'G': shift = 30; break;
-    case 'T': shift = 40; break;
-    default: break;
-    }
-    if (shift) {
-        p++;
-        if (*p == 'i')
-            p++;
-    }
-    if (toupper((unsigned char)*p) == 'B')
-        p++;
-    if (*p != '\0' || v > ((uint64_t)INT64_MAX >> shift))
-        return false;
-    *bytes = (int64_t)(v << shift);
-    return true;
-}
-
 size_t cli_print_diags(const sd_context *ctx)
 {
     size_t n = sd_context_diag_count(ctx);

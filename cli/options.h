@@ -66,9 +66,6 @@ sd_status cli_opts_apply_context(const cli_opts *opts, sd_context *ctx);
  * failure, whose message is on the context. */
 sd_status cli_opts_apply_sets(const cli_opts *opts, sd_graph *graph);
 
-/* Parses a byte size: digits with an optional suffix K, M, G, T (powers of 1024; an optional
- * trailing "B" or "iB" is accepted, e.g. "512M", "2GiB", "100"). False when malformed or too big. */
-bool cli_parse_size(const char *text, int64_t *bytes);
 
 /* Prints the context's diagnostics on stderr, one per line. Returns how many there were. */
 size_t cli_print_diags(const sd_context *ctx);

@@ -70,35 +70,26 @@ static void runtime_free(void *ptr)
     free(cl);
 }
 
-/* Parses SDFLOW_DEVICE_MEMORY ("1073741824", "512K", "512M", "6G") into *out (0 when unset). */
-static sd_status parse_budget(sd_context *ctx, size_t *out)
+/* A byte size from environment variable `name` ("512M", "6G", plain bytes) into *out; 0 when
+ * unset. Anything else, or a size below 1, is an error naming the variable. */
+static sd_status size_env(sd_context *ctx, const char *name, size_t *out)
 {
-    const char *env = getenv("SDFLOW_DEVICE_MEMORY");
+    const char *env = getenv(name);
+    int64_t v;
     *out = 0;
     if (!env || !*env)
         return SD_OK;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(env, &end, 10);
-    int shift = 0;
-    if (*end == 'K' || *end == 'k')
-        shift = 10;
-    else if (*end == 'M' || *end == 'm')
-        shift = 20;
-    else if (*end == 'G' || *end == 'g')
-        shift = 30;
-    if (shift)
-        end++;
-    if (errno || end == env || *end || v == 0 || v > (SIZE_MAX >> shift) || env[0] == '-')
-        return sd_set_error(ctx, SD_ERR_INVALID,
-                            "SDFLOW_DEVICE_MEMORY: '%s' is not a positive size like 512M or 6G", env);
-    *out = (size_t)v << shift;
+    if (sd_parse_size(env, &v) != SD_OK || v < 1 || (uint64_t)v > SIZE_MAX)
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: '%s' is not a positive size like 512M or 6G", name, env);
+    *out = (size_t)v;
     return SD_OK;
 }
 
 static sd_status runtime_open(sd_context *ctx, sd_cl *cl)
 {
-    sd_status st = parse_budget(ctx, &cl->mem_budget);
+    sd_status st = size_env(ctx, "SDFLOW_DEVICE_MEMORY", &cl->mem_budget);
+    if (!st)
+        st = size_env(ctx, "SDFLOW_PACKED_WEIGHTS", &cl->keep_limit);
     if (!st)
         st = sd_cl_select_device(ctx, sd_context_device(ctx), &cl->platform, &cl->device);
     if (st)
@@ -114,7 +105,6 @@ static sd_status runtime_open(sd_context *ctx, sd_cl *cl)
     clGetDeviceInfo(dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cl->compute_units, &cl->compute_units, NULL);
     cl->is_gpu = (cl->type & CL_DEVICE_TYPE_GPU) != 0;
     cl->pool_limit = SD_CL_POOL_DEFAULT;
-    cl->keep_limit = SD_CL_KEEP_DEFAULT;
 
     cl_int err;
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)cl->platform, 0};

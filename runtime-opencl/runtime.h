@@ -134,10 +134,10 @@ void sd_cl_pool_trim(sd_cl *cl);
 void sd_cl_set_pool_limit(sd_cl *cl, size_t bytes);
 /* Most bytes of forms kept with constant tensors (packed GEMM panels, Winograd weights; see
  * sd_dtensor_set_constant); beyond it further forms are computed per call (forms already kept
- * stay until their tensor is freed). Default SD_CL_KEEP_DEFAULT, 0: nothing is kept, because on
- * the CPU device the SD1.5 UNet measured no faster with 256 MiB kept at 256x256 and 512x512
- * (and over 2.5 GB peak RSS at 512x512); 946 MiB gave about 10% at 256x256 (docs/benchmarks.md). */
-#define SD_CL_KEEP_DEFAULT ((size_t)0)
+ * stay until their tensor is freed). Default: $SDFLOW_PACKED_WEIGHTS (a size), else 0, nothing
+ * kept: on the CPU device the SD1.5 UNet measured no faster with 256 MiB kept at 256x256 and
+ * 512x512 (and over 2.5 GB peak RSS at 512x512); 946 MiB gave about 10% at 256x256
+ * (docs/benchmarks.md). */
 void sd_cl_set_keep_limit(sd_cl *cl, size_t bytes);
 
 /* Blocking copies between host memory and a buffer (byte offsets). */
