@@ -295,3 +295,8 @@ sd_status sd_clip_encode_ex(sd_clip_model *m, const int32_t *tokens, int batch, 
         sd_error_prefix(m->cl->ctx, "text encoder");
     return s;
 }
+
+uint64_t sd_clip_model_serial(const sd_clip_model *m)
+{
+    return sd_weights_serial(m->w);
+}

@@ -19,6 +19,8 @@ void sd_clip_model_free(sd_clip_model *m); /* NULL-safe */
  * (models/weights.h): it shares every unpatched device tensor with base, which must outlive it. */
 sd_status sd_clip_model_new_patched(sd_clip_model *base, const sd_weight_patcher *patcher, sd_clip_model **out);
 const sd_clip_config *sd_clip_model_config(const sd_clip_model *m);
+/* Unique per text-encoder object created in this process (never reused, unlike its address). */
+uint64_t sd_clip_model_serial(const sd_clip_model *m);
 
 /* Encodes `batch` windows of config->positions token ids each.
  * layer_index: which layer's output to return, counted from the end as ComfyUI's

@@ -562,8 +562,9 @@ struct sd_lora_stack {
     sd_lora_part part;
     stack_entry *entries;
     size_t n;
-    sd_unet *unet_base, *unet;           /* the patched view made for unet_base */
-    sd_clip_model *clip_base, *clip;
+    uint64_t unet_base, clip_base;       /* serials of the bases the views below were made for */
+    sd_unet *unet;                       /* the patched view made for the UNet unet_base */
+    sd_clip_model *clip;
 };
 
 sd_status sd_lora_stack_push(sd_context *ctx, const sd_lora_stack *base, sd_lora *lora, float strength,
@@ -722,7 +723,9 @@ sd_status sd_lora_stack_unet(sd_lora_stack *s, sd_unet *base, sd_unet **out)
     *out = NULL;
     if (s->part != SD_LORA_UNET)
         return wrong_part(s, "UNet");
-    if (!s->unet || s->unet_base != base) {
+    /* Serials, not addresses: a base freed and re-created (model store release on CPU devices)
+     * may come back at the same address, and the old view would then reach freed weights. */
+    if (!s->unet || s->unet_base != sd_unet_serial(base)) {
         sd_unet_free(s->unet);
         s->unet = NULL;
         sd_weight_patcher p;
@@ -730,7 +733,7 @@ sd_status sd_lora_stack_unet(sd_lora_stack *s, sd_unet *base, sd_unet **out)
         sd_status st = sd_unet_new_patched(base, &p, &s->unet);
         if (st)
             return st;
-        s->unet_base = base;
+        s->unet_base = sd_unet_serial(base);
     }
     *out = s->unet;
     return SD_OK;
@@ -741,7 +744,7 @@ sd_status sd_lora_stack_clip(sd_lora_stack *s, sd_clip_model *base, sd_clip_mode
     *out = NULL;
     if (s->part != SD_LORA_CLIP)
         return wrong_part(s, "text encoder");
-    if (!s->clip || s->clip_base != base) {
+    if (!s->clip || s->clip_base != sd_clip_model_serial(base)) {
         sd_clip_model_free(s->clip);
         s->clip = NULL;
         sd_weight_patcher p;
@@ -749,7 +752,7 @@ sd_status sd_lora_stack_clip(sd_lora_stack *s, sd_clip_model *base, sd_clip_mode
         sd_status st = sd_clip_model_new_patched(base, &p, &s->clip);
         if (st)
             return st;
-        s->clip_base = base;
+        s->clip_base = sd_clip_model_serial(base);
     }
     *out = s->clip;
     return SD_OK;

@@ -516,3 +516,8 @@ sd_status sd_unet_encode(sd_unet *u, const sd_dtensor *x, const float *timesteps
     }
     return s;
 }
+
+uint64_t sd_unet_serial(const sd_unet *u)
+{
+    return sd_weights_serial(u->w);
+}

@@ -28,6 +28,8 @@ void sd_unet_free(sd_unet *u); /* NULL-safe */
  * it shares every unpatched device tensor with base, which must outlive it. */
 sd_status sd_unet_new_patched(sd_unet *base, const sd_weight_patcher *patcher, sd_unet **out);
 const sd_unet_config *sd_unet_config_of(const sd_unet *u);
+/* Unique per UNet object created in this process (never reused, unlike its address). */
+uint64_t sd_unet_serial(const sd_unet *u);
 
 /* One forward pass: eps = UNet(x, t, context).
  * x: [B, in_channels, h, w] f32 (h, w multiples of 2^(n_levels-1)); timesteps: B floats (the

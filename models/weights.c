@@ -5,6 +5,7 @@
 #include "core/checked.h"
 #include <assert.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@ struct sd_weights {
     size_t cap, used;    /* cap is a power of two */
     size_t device_bytes;
     sd_weights *base;    /* patched view: the set it patches; NULL for a plain set */
+    uint64_t serial;     /* unique per set created in this process (sd_weights_serial) */
     sd_weight_patcher patcher;
 };
 
@@ -44,6 +46,8 @@ sd_status sd_weights_new(sd_cl *cl, const sd_safetensors *st, const char *prefix
     w->cl = cl;
     w->st = st;
     w->dtype = dtype;
+    static atomic_uint_fast64_t next_serial = 1;
+    w->serial = atomic_fetch_add(&next_serial, 1);
     *out = w;
     return SD_OK;
 }
@@ -261,4 +265,9 @@ sd_status sd_weights_new_patched(sd_weights *base, const sd_weight_patcher *patc
         (*out)->patcher = *patcher;
     }
     return st;
+}
+
+uint64_t sd_weights_serial(const sd_weights *w)
+{
+    return w->serial;
 }

@@ -30,6 +30,9 @@ sd_status sd_weights_get_f32(sd_weights *w, const char *name, const sd_dtensor *
 bool sd_weights_has(const sd_weights *w, const char *name);
 /* The file's tensor for <prefix><name> (shape, dtype) without uploading; NULL when absent. */
 const sd_st_tensor *sd_weights_info(const sd_weights *w, const char *name);
+/* A number unique to this set among all sets created by the process: unlike its address, it is
+ * never reused after the set is freed (callers caching views over a set compare it). */
+uint64_t sd_weights_serial(const sd_weights *w);
 /* Bytes currently held on the device by this set (a patched view: its patched copies only). */
 size_t sd_weights_device_bytes(const sd_weights *w);
 /* Frees every uploaded tensor (they are uploaded again on next use). */

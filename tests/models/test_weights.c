@@ -48,7 +48,13 @@ static void test_weights(void)
     CHECK(f32->dtype == SD_DTYPE_F32);
     CHECK_EQ_INT(sd_weights_get(w, "proj.missing", &again), SD_ERR_NOT_FOUND);
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "tensor 'm.proj.missing' is missing");
+    /* Serials identify a set even when a freed set's address is reused by a new one. */
+    uint64_t first = sd_weights_serial(w);
     sd_weights_free(w);
+    sd_weights *again_w = NULL;
+    CHECK_EQ_INT(sd_weights_new(cl, st, "m.", SD_DTYPE_F16, &again_w), SD_OK);
+    CHECK(again_w && sd_weights_serial(again_w) > first);
+    sd_weights_free(again_w);
     sd_safetensors_close(st);
     free(path);
     sd_context_free(ctx);
