@@ -219,12 +219,18 @@ sd_status sd_loaded_vae(sd_loaded *l, sd_vae **out)
     return st;
 }
 
-void sd_model_store_release_unets(sd_context *ctx)
+void sd_model_store_release(sd_context *ctx, bool unets, bool clips)
 {
     model_store *s = sd_context_ext(ctx, SD_EXT_MODEL_STORE);
     for (size_t i = 0; s && i < s->n; i++) {
-        sd_unet_free(s->entries[i]->unet);
-        s->entries[i]->unet = NULL;
+        if (unets) {
+            sd_unet_free(s->entries[i]->unet);
+            s->entries[i]->unet = NULL;
+        }
+        if (clips) {
+            sd_clip_model_free(s->entries[i]->clip);
+            s->entries[i]->clip = NULL;
+        }
     }
 }
 

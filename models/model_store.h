@@ -47,11 +47,11 @@ sd_status sd_loaded_unet(sd_loaded *l, sd_unet **out);
 sd_status sd_loaded_clip(sd_loaded *l, sd_clip_model **out);
 sd_status sd_loaded_vae(sd_loaded *l, sd_vae **out);
 
-/* Frees the UNet objects (and so their device weights) of every entry; they are created and
- * uploaded again when next asked for. The VAE nodes call it on CPU devices, where device memory
- * is host memory, so that a 512x512 decode does not hold the UNet's 1.7 GB besides its own
- * activations. */
-void sd_model_store_release_unets(sd_context *ctx);
+/* Frees the UNet and/or text-encoder objects (and so their device weights) of every entry; they
+ * are created and uploaded again when next asked for. On CPU devices, where device memory is host
+ * memory, the VAE nodes release the UNets (a 512x512 decode need not hold the UNet's 1.7 GB
+ * besides its own activations) and the samplers release the text encoders. */
+void sd_model_store_release(sd_context *ctx, bool unets, bool clips);
 
 /* The context's CLIP tokenizer (built on first use, owned by the store). */
 sd_status sd_model_store_tokenizer(sd_context *ctx, const sd_clip_tokenizer **out);

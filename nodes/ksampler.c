@@ -467,6 +467,8 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
         free(sigmas);
         return set_latent_output(r, latent_v, NULL, NULL, 1.0f); /* nothing to run: the input as is */
     }
+    /* The conditionings are computed: on a CPU device the text encoders' weights go back. */
+    sd_node_release_on_cpu(r, false, true);
     if ((st = sd_node_model_unet(h, &d.unet)) || (st = sd_cl_get(ctx, &d.cl))) {
         st = sd_node_model_fail(r, st);
         goto done;

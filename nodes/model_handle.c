@@ -76,3 +76,13 @@ void sd_node_trim_host_memory(void)
     malloc_trim(0);
 #endif
 }
+
+void sd_node_release_on_cpu(sd_node_run *r, bool unets, bool clips)
+{
+    sd_cl *cl = sd_context_ext(sd_run_context(r), SD_EXT_OPENCL);
+    if (cl && !cl->is_gpu) {
+        sd_model_store_release(sd_run_context(r), unets, clips);
+        sd_cl_pool_trim(cl); /* freed weights go to the pool first */
+        sd_node_trim_host_memory();
+    }
+}

@@ -34,6 +34,11 @@ const sd_model_handle *sd_node_model_input(sd_node_run *r, const char *input);
  * (its activations), so that the next node starts from the weights alone. */
 void sd_node_model_done(sd_node_run *r);
 
+/* On a CPU device (device memory is host memory): frees the model store's UNets and/or text
+ * encoders (sd_model_store_release), empties the buffer pool and trims the heap; nothing on a
+ * GPU, where weights stay for the next run. */
+void sd_node_release_on_cpu(sd_node_run *r, bool unets, bool clips);
+
 /* Gives the host heap's free pages back to the system (glibc's malloc_trim; a no-op elsewhere).
  * On a CPU device the driver's buffers and the upload staging copies come from malloc, and
  * pages freed below glibc's mmap threshold otherwise stay with the process. */

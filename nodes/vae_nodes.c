@@ -9,19 +9,6 @@
 #include "runtime-opencl/tensor.h"
 #include <stdlib.h>
 
-/* On a CPU device (device memory is host memory) the UNet's weights are given back before a
- * decode or encode, whose activations at 512x512 are about 1 GB; the next KSampler uploads them
- * again (a second or two from the page cache). */
-static void release_unets_on_cpu(sd_node_run *r)
-{
-    sd_cl *cl = sd_context_ext(sd_run_context(r), SD_EXT_OPENCL);
-    if (cl && !cl->is_gpu) {
-        sd_model_store_release_unets(sd_run_context(r));
-        sd_cl_pool_trim(cl); /* freed weights go to the pool first */
-        sd_node_trim_host_memory();
-    }
-}
-
 static sd_status run_decode(sd_node_run *r)
 {
     const sd_model_handle *h = sd_node_model_input(r, "vae");
@@ -29,7 +16,7 @@ static sd_status run_decode(sd_node_run *r)
         return SD_ERR_INVALID;
     const sd_tensor *lt = sd_value_tensor(sd_run_value(r, "samples"), "samples");
     sd_vae *vae;
-    release_unets_on_cpu(r);
+    sd_node_release_on_cpu(r, true, false);
     sd_status st = sd_loaded_vae(h->loaded, &vae);
     if (st)
         return sd_node_model_fail(r, st);
@@ -78,7 +65,7 @@ static sd_status run_encode(sd_node_run *r)
         return SD_ERR_INVALID;
     const sd_tensor *pt = sd_value_tensor(sd_run_value(r, "pixels"), "image");
     sd_vae *vae;
-    release_unets_on_cpu(r);
+    sd_node_release_on_cpu(r, true, false);
     sd_status st = sd_loaded_vae(h->loaded, &vae);
     if (st)
         return sd_node_model_fail(r, st);
