@@ -14,13 +14,8 @@ static sd_status run(sd_node_run *r)
         return sd_run_error(r, SD_ERR_INVALID, "low_threshold %g is above high_threshold %g", low, high);
     if ((st = sd_node_image_upload(r, "image", &cl, &x)))
         return st;
-    if ((st = sd_op_canny(cl, x, (float)low, (float)high, &y)))
-        st = sd_node_op_fail(r, st);
-    else
-        st = sd_node_image_output(r, 0, y);
-    sd_dtensor_free(x);
-    sd_dtensor_free(y);
-    return st;
+    st = sd_op_canny(cl, x, (float)low, (float)high, &y);
+    return sd_node_image_finish(r, st, x, y);
 }
 
 static const sd_input_desc inputs[] = {

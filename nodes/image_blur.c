@@ -14,13 +14,8 @@ static sd_status run(sd_node_run *r)
     if ((st = sd_node_image_upload(r, "image", &cl, &x)))
         return st;
     sd_blur_kernel_comfy(radius, (float)sd_run_float(r, "sigma"), k);
-    if ((st = sd_op_blur(cl, x, radius, k, &y)))
-        st = sd_node_op_fail(r, st);
-    else
-        st = sd_node_image_output(r, 0, y);
-    sd_dtensor_free(x);
-    sd_dtensor_free(y);
-    return st;
+    st = sd_op_blur(cl, x, radius, k, &y);
+    return sd_node_image_finish(r, st, x, y);
 }
 
 static const sd_input_desc inputs[] = {

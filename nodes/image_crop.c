@@ -17,13 +17,8 @@ static sd_status run(sd_node_run *r)
     int64_t cw = sd_run_int(r, "width"), ch = sd_run_int(r, "height");
     cw = cw < w - left ? cw : w - left;
     ch = ch < h - top ? ch : h - top;
-    if ((st = sd_op_crop(cl, x, top, left, ch, cw, &y)))
-        st = sd_node_op_fail(r, st);
-    else
-        st = sd_node_image_output(r, 0, y);
-    sd_dtensor_free(x);
-    sd_dtensor_free(y);
-    return st;
+    st = sd_op_crop(cl, x, top, left, ch, cw, &y);
+    return sd_node_image_finish(r, st, x, y);
 }
 
 static const sd_input_desc inputs[] = {

@@ -120,3 +120,11 @@ sd_value *sd_node_outpaint_mask(int64_t h, int64_t w, int64_t top, int64_t botto
         }
     return v;
 }
+
+sd_status sd_node_image_finish(sd_node_run *r, sd_status st, sd_dtensor *x, sd_dtensor *y)
+{
+    st = st ? sd_node_op_fail(r, st) : sd_node_image_output(r, 0, y);
+    sd_dtensor_free(x);
+    sd_dtensor_free(y);
+    return st;
+}

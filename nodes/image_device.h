@@ -19,6 +19,9 @@ sd_status sd_node_image_output(sd_node_run *r, size_t index, const sd_dtensor *t
 /* Records the context's current message (set by an op or the runtime) as the node's error and
  * returns st. */
 sd_status sd_node_op_fail(sd_node_run *r, sd_status st);
+/* The usual end of an image node: st is the op's status; on success y becomes output 0. Frees
+ * x and y either way and returns the node's status. */
+sd_status sd_node_image_finish(sd_node_run *r, sd_status st, sd_dtensor *x, sd_dtensor *y);
 
 /* The "image" tensor of IMAGE input `input` after checking its shape, or NULL (error recorded). */
 const sd_tensor *sd_node_image_tensor(sd_node_run *r, const char *input);

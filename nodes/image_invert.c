@@ -10,13 +10,8 @@ static sd_status run(sd_node_run *r)
     sd_dtensor *x = NULL, *y = NULL;
     if ((st = sd_node_image_upload(r, "image", &cl, &x)))
         return st;
-    if ((st = sd_op_scale(cl, x, -1.0f, 1.0f, &y)))
-        st = sd_node_op_fail(r, st);
-    else
-        st = sd_node_image_output(r, 0, y);
-    sd_dtensor_free(x);
-    sd_dtensor_free(y);
-    return st;
+    st = sd_op_scale(cl, x, -1.0f, 1.0f, &y);
+    return sd_node_image_finish(r, st, x, y);
 }
 
 static const sd_input_desc inputs[] = {SD_IN_LINK("image", SD_TYPE_IMAGE, "the images to invert")};
