@@ -278,3 +278,66 @@ sd_status sd_vae_encode_image(sd_node_run *r, sd_vae *vae, const sd_tensor *img,
     free(nchw);
     return st ? node_fail(r, st) : SD_OK;
 }
+
+sd_status sd_vae_node_input(sd_node_run *r, sd_vae **vae)
+{
+    const sd_model_handle *h = sd_node_model_input(r, "vae");
+    if (!h)
+        return SD_ERR_INVALID;
+    sd_node_release_on_cpu(r, true, false);
+    sd_status st = sd_loaded_vae(h->loaded, vae);
+    return st ? sd_node_model_fail(r, st) : SD_OK;
+}
+
+/* Sets out as output 0 after a successful run status st (otherwise drops it); trims the pool. */
+static sd_status finish(sd_node_run *r, sd_status st, sd_value *out)
+{
+    sd_node_model_done(r);
+    if (st) {
+        sd_value_unref(out);
+        return st;
+    }
+    sd_run_set_output(r, 0, out);
+    return SD_OK;
+}
+
+sd_status sd_vae_decode_node(sd_node_run *r, sd_vae *vae, int64_t tile, int64_t overlap)
+{
+    const sd_vae_config *c = sd_vae_config_of(vae);
+    const sd_tensor *lt = sd_value_tensor(sd_run_value(r, "samples"), "samples");
+    if (!lt || lt->ndim != 4 || lt->shape[0] < 1 || lt->shape[1] != c->z_channels || lt->shape[2] < 1 ||
+        lt->shape[3] < 1)
+        return sd_run_error(r, SD_ERR_INVALID, "input 'samples' is not a [batch, %d, h, w] latent", c->z_channels);
+    int64_t f = sd_vae_factor(vae), ishape[4] = {lt->shape[0], lt->shape[2] * f, lt->shape[3] * f, 3};
+    size_t bytes;
+    if (!sd_shape_bytes(ishape, 4, sizeof(float), &bytes))
+        return sd_run_error(r, SD_ERR_LIMIT, "image too large");
+    sd_value *out = sd_value_new(SD_TYPE_IMAGE);
+    sd_tensor *it = out ? sd_value_add_tensor(out, "image", 4, ishape) : NULL;
+    if (!it) {
+        sd_value_unref(out);
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory for a %zu-byte image", bytes);
+    }
+    return finish(r, sd_vae_decode_image(r, vae, lt, tile, overlap, it), out);
+}
+
+sd_status sd_vae_encode_node(sd_node_run *r, sd_vae *vae, int64_t tile, int64_t overlap)
+{
+    const sd_vae_config *c = sd_vae_config_of(vae);
+    const sd_tensor *pt = sd_value_tensor(sd_run_value(r, "pixels"), "image");
+    if (!pt || pt->ndim != 4 || pt->shape[0] < 1 || pt->shape[3] < 3)
+        return sd_run_error(r, SD_ERR_INVALID, "input 'pixels' is not a [batch, height, width, 3] image");
+    /* ComfyUI's vae_encode_crop_pixels: the centred crop to multiples of the downscale factor. */
+    int64_t f = sd_vae_factor(vae), hh = pt->shape[1] / f * f, ww = pt->shape[2] / f * f;
+    if (hh < f || ww < f)
+        return sd_run_error(r, SD_ERR_INVALID, "image %lldx%lld is smaller than %lldx%lld", (long long)pt->shape[2],
+                            (long long)pt->shape[1], (long long)f, (long long)f);
+    int64_t lshape[4] = {pt->shape[0], c->z_channels, hh / f, ww / f};
+    sd_value *out = sd_value_new(SD_TYPE_LATENT);
+    sd_tensor *lt = out ? sd_value_add_tensor(out, "samples", 4, lshape) : NULL;
+    if (!lt) {
+        sd_value_unref(out);
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    }
+    return finish(r, sd_vae_encode_image(r, vae, pt, tile, overlap, lt), out);
+}

@@ -47,4 +47,14 @@ sd_status sd_vae_decode_image(sd_node_run *r, sd_vae *vae, const sd_tensor *lt, 
 sd_status sd_vae_encode_image(sd_node_run *r, sd_vae *vae, const sd_tensor *img, int64_t tile, int64_t overlap,
                               sd_tensor *lat);
 
+/* The VAE of a node's "vae" input. On a CPU device the UNets' weights are released first, so
+ * that the VAE's activations do not sit beside them. Records the node's error on failure. */
+sd_status sd_vae_node_input(sd_node_run *r, sd_vae **vae);
+/* The body of VAEDecode / VAEDecodeTiled: the "samples" input decoded (sd_vae_decode_image with
+ * tile and overlap) into a new IMAGE set as output 0. */
+sd_status sd_vae_decode_node(sd_node_run *r, sd_vae *vae, int64_t tile, int64_t overlap);
+/* The body of VAEEncode / VAEEncodeTiled: the "pixels" input encoded (sd_vae_encode_image with
+ * tile and overlap) into a new LATENT set as output 0. */
+sd_status sd_vae_encode_node(sd_node_run *r, sd_vae *vae, int64_t tile, int64_t overlap);
+
 #endif
