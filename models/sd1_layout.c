@@ -510,7 +510,7 @@ sd_status sd_write_family_stub(sd_context *ctx, const char *path, sd_family fami
     case SD_FAMILY_SDXL_REFINER: names = refiner; break;
     case SD_FAMILY_SD3: names = sd3; break;
     case SD_FAMILY_FLUX: names = flux; break;
-    default: return sd_set_error(ctx, SD_ERR_INVALID, "%s: no stub layout for %s", path, sd_family_name(family));
+    default: return sd_set_error(ctx, SD_ERR_INVALID, "%s: no family-detection sample for %s", path, sd_family_name(family));
     }
     sd_st_entry entries[8];
     size_t n = 0;

@@ -4,8 +4,8 @@
  * v1-5-pruned-emaonly.safetensors. One description serves the checkpoint checker
  * (models/checkpoint.c), the test-checkpoint writer (tools/sdflow_mkckpt) and the tests.
  *
- * Also: deterministic random-weight checkpoints in that layout, and stub files in other
- * families' layouts (for family-detection tests). */
+ * Also: deterministic random-weight checkpoints in that layout, and small sample files holding
+ * just the tensors that identify other families (for family-detection tests). */
 #ifndef SD_MODELS_SD1_LAYOUT_H
 #define SD_MODELS_SD1_LAYOUT_H
 
