@@ -145,7 +145,7 @@ static sd_status upload(sd_weights *w, const char *name, const sd_st_tensor *t, 
     release_pages(t);
     sd_dtensor *d = NULL;
     if (!st)
-        st = sd_dtensor_new(w->cl, dtype, t->ndim, t->shape, &d);
+        st = sd_dtensor_new_exact(w->cl, dtype, t->ndim, t->shape, &d);
     if (!st)
         st = sd_dtensor_upload(d, host);
     free(host);

@@ -120,9 +120,14 @@ sd_status sd_cl_finish(sd_cl *cl);
  * (message names `what`), SD_ERR_NOMEM when the device is out of memory or when the buffers
  * held (used and pooled) would exceed the SDFLOW_DEVICE_MEMORY budget (a size like 512M or 6G,
  * read when the runtime is created; for sharing a device, and to exercise out-of-memory paths). Buffers come from the
- * runtime's pool when a free one of a fitting size exists. sd_cl_buffer_release gives a buffer
+ * runtime's pool when a free one of a fitting size exists (at most twice the size). sd_cl_buffer_release gives a buffer
  * back to the pool; *cap_bytes (optional) receives its real size (>= bytes). */
 sd_status sd_cl_buffer_get(sd_cl *cl, size_t bytes, const char *what, cl_mem *out, size_t *cap_bytes);
+/* Like sd_cl_buffer_get, but a pooled buffer is reused only when its size is the one asked
+ * (rounded): for long-lived buffers such as weights, which would otherwise keep a larger pooled
+ * buffer's slack for their whole life (it was 376 MiB of the SD1.5 UNet's 2 GiB). */
+sd_status sd_cl_buffer_get_exact(sd_cl *cl, size_t bytes, const char *what, cl_mem *out,
+                                 size_t *cap_bytes);
 void sd_cl_buffer_release(sd_cl *cl, cl_mem buf, size_t cap_bytes);
 /* Releases every pooled free buffer. */
 void sd_cl_pool_trim(sd_cl *cl);

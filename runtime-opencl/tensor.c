@@ -45,7 +45,9 @@ static sd_status check_shape(sd_cl *cl, int ndim, const int64_t *shape, size_t e
     return SD_OK;
 }
 
-sd_status sd_dtensor_new(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *shape, sd_dtensor **out)
+/* sd_dtensor_new and sd_dtensor_new_exact: `exact` picks the buffer getter. */
+static sd_status tensor_new(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *shape, bool exact,
+                            sd_dtensor **out)
 {
     *out = NULL;
     size_t numel, bytes;
@@ -62,12 +64,25 @@ sd_status sd_dtensor_new(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *sha
     t->numel = numel;
     char what[160] = "tensor ";
     sd_dtensor_describe(t, what + 7, sizeof what - 7);
-    if ((st = sd_cl_buffer_get(cl, bytes, what, &t->buf, &t->cap_bytes))) {
+    st = exact ? sd_cl_buffer_get_exact(cl, bytes, what, &t->buf, &t->cap_bytes)
+               : sd_cl_buffer_get(cl, bytes, what, &t->buf, &t->cap_bytes);
+    if (st) {
         free(t);
         return st;
     }
     *out = t;
     return SD_OK;
+}
+
+sd_status sd_dtensor_new(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *shape, sd_dtensor **out)
+{
+    return tensor_new(cl, dtype, ndim, shape, false, out);
+}
+
+sd_status sd_dtensor_new_exact(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *shape,
+                               sd_dtensor **out)
+{
+    return tensor_new(cl, dtype, ndim, shape, true, out);
 }
 
 sd_status sd_dtensor_zeros(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *shape, sd_dtensor **out)

@@ -46,6 +46,10 @@ const char *sd_dtype_name(sd_dtype dtype); /* "f32", "f16" */
  * dimension, SD_ERR_LIMIT when the byte size overflows or exceeds the device's max allocation,
  * SD_ERR_NOMEM when the device is out of memory. A tensor with zero elements is valid. */
 sd_status sd_dtensor_new(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *shape, sd_dtensor **out);
+/* Like sd_dtensor_new, on a buffer of exactly its size (see sd_cl_buffer_get_exact): for
+ * tensors that live long, such as weights. */
+sd_status sd_dtensor_new_exact(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *shape,
+                               sd_dtensor **out);
 /* Like sd_dtensor_new, filled with zeros. */
 sd_status sd_dtensor_zeros(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *shape, sd_dtensor **out);
 /* Returns the buffer to the pool and frees the tensor. NULL-safe. */

@@ -150,9 +150,26 @@ static void test_pool_reuse(void)
     CHECK_EQ_INT(cl->stats.live_bytes, 0);
     CHECK(cl->stats.pool_bytes >= 4000000);
     int64_t smaller[] = {999, 1000}; /* fits the freed buffer: reused */
+    int64_t half[] = {512, 1024}; /* 2 MiB: a plain request would take the 4 MB buffer */
+    CHECK_EQ_INT(sd_dtensor_new(cl, SD_DTYPE_F32, 2, half, &t), SD_OK);
+    CHECK(t->buf == first);
+    sd_dtensor_free(t);
+    /* A long-lived tensor takes only a buffer of its own size, never the larger free one. */
+    CHECK_EQ_INT(sd_dtensor_new_exact(cl, SD_DTYPE_F32, 2, half, &t), SD_OK);
+    CHECK(t->buf != first);
+    CHECK_EQ_INT(cl->stats.live_bytes, 2 << 20);
+    sd_dtensor_free(t);
+    sd_cl_pool_trim(cl);
+    CHECK_EQ_INT(sd_dtensor_new(cl, SD_DTYPE_F32, 2, shape, &t), SD_OK);
+    first = t->buf;
+    sd_dtensor_free(t);
     CHECK_EQ_INT(sd_dtensor_new(cl, SD_DTYPE_F32, 2, smaller, &t), SD_OK);
     CHECK(t->buf == first);
     CHECK_EQ_INT(cl->stats.pool_bytes, 0);
+    sd_dtensor_free(t);
+    /* An exact request of the same size does reuse it. */
+    CHECK_EQ_INT(sd_dtensor_new_exact(cl, SD_DTYPE_F32, 2, shape, &t), SD_OK);
+    CHECK(t->buf == first);
     sd_dtensor_free(t);
     int64_t tiny[] = {10}; /* far smaller: a new buffer, not the 4 MB one */
     CHECK_EQ_INT(sd_dtensor_new(cl, SD_DTYPE_F32, 1, tiny, &t), SD_OK);
