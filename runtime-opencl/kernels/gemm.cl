@@ -93,19 +93,31 @@ __kernel void gemm_pack_b(__global const b_t *bsrc, long off, __global float *bp
     }
 #ifdef B_HALF
     if (s_k == 1) {
-        /* Rows of B^T (torch Linear weights): convert 16 k-values of a column at once. */
-        for (int j = 0; j < NR; j++) {
-            __global const ushort *col = (__global const ushort *)src + (long)(jp * NR + min(j, cols - 1)) * s_n;
-            int k = 0;
-            for (; k + 16 <= K; k += 16) {
-                float t[16];
-                vstore16(j < cols ? half16_to_float16(vload16(0, col + k)) : (float16)(0.0f), 0, t);
-                for (int u = 0; u < 16; u++)
-                    dst[(long)(k + u) * NR + j] = t[u];
+        /* Rows of B^T (torch Linear weights): 16 columns x 16 k-values at a time, converted as
+         * vectors (vector bit arithmetic; vload_half is scalar software on some CPU drivers) and
+         * transposed through private memory, so that the stores are whole 16-float rows. */
+        int k = 0;
+        for (; k + 16 <= K; k += 16) {
+            for (int j0 = 0; j0 < NR; j0 += 16) {
+                float t[16][16];
+                for (int j = 0; j < 16; j++) {
+                    __global const ushort *col =
+                        (__global const ushort *)src + (long)(jp * NR + min(j0 + j, cols - 1)) * s_n + k;
+                    vstore16(j0 + j < cols ? half16_to_float16(vload16(0, col)) : (float16)(0.0f), 0, t[j]);
+                }
+                for (int u = 0; u < 16; u++) {
+                    float16 row;
+                    row.s0 = t[0][u]; row.s1 = t[1][u]; row.s2 = t[2][u]; row.s3 = t[3][u];
+                    row.s4 = t[4][u]; row.s5 = t[5][u]; row.s6 = t[6][u]; row.s7 = t[7][u];
+                    row.s8 = t[8][u]; row.s9 = t[9][u]; row.sa = t[10][u]; row.sb = t[11][u];
+                    row.sc = t[12][u]; row.sd = t[13][u]; row.se = t[14][u]; row.sf = t[15][u];
+                    vstore16(row, 0, dst + (long)(k + u) * NR + j0);
+                }
             }
-            for (; k < K; k++)
-                dst[(long)k * NR + j] = j < cols ? vload_half(k, (__global const half *)col) : 0.0f;
         }
+        for (; k < K; k++)
+            for (int j = 0; j < NR; j++)
+                dst[(long)k * NR + j] = j < cols ? vload_half(k, src + (long)(jp * NR + j) * s_n) : 0.0f;
         return;
     }
 #endif
