@@ -39,12 +39,13 @@ uint16_t sd_float_to_half(float f)
         return (uint16_t)(sign | 0x7c00u);
     int32_t exp = (int32_t)(absx >> 23) - 127;
     uint32_t mant = absx & 0x7fffffu;
-    if (exp >= -14) { /* normal half */
-        uint32_t h = ((uint32_t)(exp + 15) << 10) | (mant >> 13);
-        uint32_t rest = mant & 0x1fffu;
-        if (rest > 0x1000u || (rest == 0x1000u && (h & 1u)))
-            h++; /* a carry into the exponent is the correct rounding */
-        return (uint16_t)(sign | h);
+    if (exp >= -14) {
+        /* normal half: rebias the exponent, then round to nearest even without a branch (the
+         * rounding bit is data, and weights make it random) by adding 0xfff plus the lowest
+         * kept bit; a carry into the exponent is the correct rounding */
+        uint32_t r = absx - ((uint32_t)(127 - 15) << 23);
+        r += 0xfffu + ((r >> 13) & 1u);
+        return (uint16_t)(sign | (r >> 13));
     }
     if (exp < -25) /* below half the smallest subnormal: zero */
         return sign;

@@ -433,6 +433,12 @@ sd_status sd_safetensors_read_f16(sd_context *ctx, const sd_safetensors *st, con
     if (status)
         return status;
     const unsigned char *p = t->data;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (t->dtype == SD_ST_F16) { /* the file's little-endian bits are the host's */
+        memcpy(dst, p, n * 2);
+        return SD_OK;
+    }
+#endif
     for (size_t i = 0; i < n; i++) {
         switch (t->dtype) {
         case SD_ST_F16: dst[i] = load16(p + 2 * i); break;

@@ -130,28 +130,45 @@ static void release_pages(const sd_st_tensor *t)
         madvise((void *)begin, end - begin, MADV_DONTNEED);
 }
 
-static sd_status upload(sd_weights *w, const char *name, const sd_st_tensor *t, sd_dtype dtype,
-                        sd_dtensor **out)
+/* Host copy of t in dtype (IEEE f16 bits for F16, floats for F32), malloc'ed into *out. An
+ * f16 tensor bound for f16 storage is copied as it is: no conversion through f32. */
+static sd_status read_host(sd_weights *w, const char *name, const sd_st_tensor *t, sd_dtype dtype,
+                           void **out)
 {
     sd_context *ctx = w->cl->ctx;
     size_t bytes;
-    if (!sd_mul_size(t->numel ? t->numel : 1, sizeof(float), &bytes))
+    *out = NULL;
+    if (!sd_mul_size(t->numel ? t->numel : 1, sd_dtype_size(dtype), &bytes))
         return sd_set_error(ctx, SD_ERR_LIMIT, "%s: tensor '%s%s' is too large",
                             sd_safetensors_path(w->st), w->prefix, name);
-    float *host = malloc(bytes);
+    void *host = malloc(bytes);
     if (!host)
         return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory loading tensor '%s%s'", w->prefix, name);
-    sd_status st = sd_safetensors_read_f32(ctx, w->st, t, host, t->numel);
+    sd_status st = dtype == SD_DTYPE_F16 ? sd_safetensors_read_f16(ctx, w->st, t, host, t->numel)
+                                         : sd_safetensors_read_f32(ctx, w->st, t, host, t->numel);
+    if (st) {
+        free(host);
+        return st;
+    }
+    *out = host;
+    return SD_OK;
+}
+
+static sd_status upload(sd_weights *w, const char *name, const sd_st_tensor *t, sd_dtype dtype,
+                        sd_dtensor **out)
+{
+    void *host = NULL;
+    sd_status st = read_host(w, name, t, dtype, &host);
     release_pages(t);
     sd_dtensor *d = NULL;
     if (!st)
         st = sd_dtensor_new_exact(w->cl, dtype, t->ndim, t->shape, &d);
     if (!st)
-        st = sd_dtensor_upload(d, host);
+        st = dtype == SD_DTYPE_F16 ? sd_dtensor_upload_f16(d, host) : sd_dtensor_upload(d, host);
     free(host);
     if (st) {
         sd_dtensor_free(d);
-        sd_error_prefix(ctx, "loading tensor '%s%s'", w->prefix, name);
+        sd_error_prefix(w->cl->ctx, "loading tensor '%s%s'", w->prefix, name);
         return st;
     }
     *out = d;

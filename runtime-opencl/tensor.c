@@ -187,6 +187,15 @@ sd_status sd_dtensor_upload(sd_dtensor *t, const float *host)
     return st;
 }
 
+sd_status sd_dtensor_upload_f16(sd_dtensor *t, const uint16_t *host)
+{
+    char d[96];
+    if (t->dtype != SD_DTYPE_F16)
+        return sd_set_error(t->cl->ctx, SD_ERR_INVALID, "f16 upload into %s", sd_dtensor_describe(t, d, sizeof d));
+    derived_clear(t->cl, t->derived);
+    return sd_cl_write(t->cl, t->buf, 0, t->numel * 2, host);
+}
+
 sd_status sd_dtensor_download(const sd_dtensor *t, float *host)
 {
     if (t->dtype == SD_DTYPE_F32)

@@ -57,6 +57,9 @@ void sd_dtensor_free(sd_dtensor *t);
 
 /* Copies numel floats from host (converted to f16 with round-to-nearest-even for F16). */
 sd_status sd_dtensor_upload(sd_dtensor *t, const float *host);
+/* Copies numel IEEE binary16 values into an F16 tensor as they are (SD_ERR_INVALID naming the
+ * tensor for an F32 one): f16 weights go to the device without a round trip through f32. */
+sd_status sd_dtensor_upload_f16(sd_dtensor *t, const uint16_t *host);
 /* Copies numel floats to host (F16 is widened exactly). Waits for pending work. */
 sd_status sd_dtensor_download(const sd_dtensor *t, float *host);
 /* A new device tensor holding a host tensor's data in dtype. */

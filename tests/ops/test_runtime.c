@@ -2,6 +2,7 @@
  * errors, limits, and the on-disk program binary cache across processes. */
 #include "test.h"
 #include "runtime-opencl/tensor.h"
+#include "core/half.h"
 #include "sdflow/devices.h"
 #include <math.h>
 #include <stdlib.h>
@@ -95,6 +96,30 @@ static void test_tensor_round_trip(void)
         }
         CHECK(worst <= 0.0);
         sd_dtensor_free(t);
+    }
+    /* f16 bits go in as they are: every pattern but NaNs widens to the value it encodes. */
+    {
+        int64_t hs[] = {65536};
+        uint16_t *bits = malloc(65536 * sizeof *bits);
+        float *wide = malloc(65536 * sizeof *wide);
+        sd_dtensor *h = NULL, *f = NULL;
+        for (size_t i = 0; i < 65536; i++)
+            bits[i] = (uint16_t)i;
+        CHECK_EQ_INT(sd_dtensor_new(cl, SD_DTYPE_F16, 1, hs, &h), SD_OK);
+        CHECK_EQ_INT(sd_dtensor_upload_f16(h, bits), SD_OK);
+        CHECK_EQ_INT(sd_dtensor_download(h, wide), SD_OK);
+        int wrong = 0;
+        for (size_t i = 0; i < 65536; i++)
+            if (!isnan(wide[i]) && sd_float_to_half(wide[i]) != bits[i])
+                wrong++;
+        CHECK_EQ_INT(wrong, 0);
+        CHECK_EQ_INT(sd_dtensor_new(cl, SD_DTYPE_F32, 1, hs, &f), SD_OK);
+        CHECK_EQ_INT(sd_dtensor_upload_f16(f, bits), SD_ERR_INVALID);
+        CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "f16 upload into [65536] f32");
+        sd_dtensor_free(h);
+        sd_dtensor_free(f);
+        free(bits);
+        free(wide);
     }
     /* zeros, copy, reshape */
     sd_dtensor *a = NULL, *b = NULL;
