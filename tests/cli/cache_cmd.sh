@@ -1,22 +1,6 @@
 #!/bin/bash
 # sdflow cache: stats, verify, gc, clear, usage errors, and a database replaced by random bytes.
-set -u
-BIN=${SDFLOW_BIN:?}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-check() { # check DESCRIPTION COMMAND...: the command must succeed
-    local what=$1; shift
-    if ! "$@"; then echo "FAIL: $what"; fails=$((fails + 1)); fi
-}
-run() { # run EXPECTED_EXIT ARGS...: stdout in $T/out, stderr in $T/err
-    local want=$1; shift
-    "$BIN" "$@" >"$T/out" 2>"$T/err"
-    local got=$?
-    if [ "$got" != "$want" ]; then
-        echo "FAIL: sdflow $* exited $got, expected $want"; cat "$T/err"; fails=$((fails + 1))
-    fi
-}
+. "$(dirname "$0")/lib.bash"
 DB=$T/sub/cache.db
 
 # Usage errors: exit 2, a message, and no database created.
@@ -58,5 +42,4 @@ touch "$T/file"
 run 5 cache stats --cache "$T/file/cache.db"
 check "unusable path named" grep -q "$T/file/cache.db" "$T/err"
 
-[ "$fails" = 0 ] && echo "cache_cmd: ok" || echo "cache_cmd: $fails failed"
-exit $((fails > 0))
+finish cache_cmd

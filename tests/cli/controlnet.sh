@@ -3,25 +3,7 @@
 # diffusers' layout): it writes a PNG, a re-run comes from the cache without opening the ControlNet,
 # a new strength samples again; a ComfyUI API-format ControlNet workflow imports and runs; an SDXL ControlNet and a checkpoint given as a ControlNet
 # fail with their exact message and exit code 3 and write nothing.
-set -u
-BIN=${SDFLOW_BIN:?}
-SRC=${SDFLOW_SOURCE_DIR:?}
-MK=${SDFLOW_BUILD_DIR:?}/sdflow_mkckpt
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-check() { # check DESCRIPTION COMMAND...: the command must succeed
-    local what=$1; shift
-    if ! "$@"; then echo "FAIL: $what"; fails=$((fails + 1)); fi
-}
-run() { # run EXPECTED_EXIT ARGS...: stdout in $T/out, stderr in $T/err
-    local want=$1; shift
-    "$BIN" "$@" >"$T/out" 2>"$T/err"
-    local got=$?
-    if [ "$got" != "$want" ]; then
-        echo "FAIL: sdflow $* exited $got, expected $want"; cat "$T/err"; fails=$((fails + 1))
-    fi
-}
+. "$(dirname "$0")/lib.bash"
 mkdir -p "$T/models/checkpoints" "$T/models/controlnet"
 "$MK" --preset tiny "$T/models/checkpoints/tiny.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
 "$MK" --preset tiny --kind controlnet-diffusers "$T/models/controlnet/canny.safetensors" >/dev/null ||

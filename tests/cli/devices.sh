@@ -1,22 +1,6 @@
 #!/bin/bash
 # sdflow devices: lists the PoCL device with its properties; usage errors; no OpenCL platform at all.
-set -u
-BIN=${SDFLOW_BIN:?}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-check() { # check DESCRIPTION COMMAND...: the command must succeed
-    local what=$1; shift
-    if ! "$@"; then echo "FAIL: $what"; fails=$((fails + 1)); fi
-}
-run() { # run EXPECTED_EXIT ARGS...: stdout in $T/out, stderr in $T/err
-    local want=$1; shift
-    "$BIN" "$@" >"$T/out" 2>"$T/err"
-    local got=$?
-    if [ "$got" != "$want" ]; then
-        echo "FAIL: sdflow $* exited $got, expected $want"; cat "$T/err"; fails=$((fails + 1))
-    fi
-}
+. "$(dirname "$0")/lib.bash"
 
 run 0 devices
 check "platform line" grep -q "^platform: " "$T/out"
@@ -36,5 +20,4 @@ OCL_ICD_VENDORS="$T/icd" run 3 devices
 check "no platform message" grep -q "no OpenCL platform found" "$T/err"
 check "install hint" grep -q "apt-get install pocl-opencl-icd" "$T/err"
 
-if [ "$fails" -ne 0 ]; then echo "devices.sh: $fails failed"; exit 1; fi
-echo "devices.sh: ok"
+finish devices.sh

@@ -3,31 +3,13 @@
 # latent space and resampled gives a 96x96 PNG; changing only the upscale method reuses the cached
 # first pass; graphs/upscale-esrgan.xml on a tiny random x4 model gives a 4x PNG; bad values fail
 # with their exact message and write nothing.
-set -u
-BIN=${SDFLOW_BIN:?}
-SRC=${SDFLOW_SOURCE_DIR:?}
-B=${SDFLOW_BUILD_DIR:?}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-check() { # check DESCRIPTION COMMAND...: the command must succeed
-    local what=$1; shift
-    if ! "$@"; then echo "FAIL: $what"; fails=$((fails + 1)); fi
-}
-run() { # run EXPECTED_EXIT ARGS...: stdout in $T/out, stderr in $T/err
-    local want=$1; shift
-    "$BIN" "$@" >"$T/out" 2>"$T/err"
-    local got=$?
-    if [ "$got" != "$want" ]; then
-        echo "FAIL: sdflow $* exited $got, expected $want"; cat "$T/err"; fails=$((fails + 1))
-    fi
-}
+. "$(dirname "$0")/lib.bash"
 # PNG width and height as 16 hex digits (IHDR).
 png_size() { head -c 24 "$1" | tail -c 8 | od -An -tx1 | tr -d ' \n'; }
 
 mkdir -p "$T/models/checkpoints" "$T/models/upscale_models"
-"$B/sdflow_mkckpt" --preset tiny "$T/models/checkpoints/tiny.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
-"$B/sdflow_mkesrgan" --nf 8 --gc 4 --blocks 1 "$T/models/upscale_models/tiny-x4.safetensors" ||
+"$MK" --preset tiny "$T/models/checkpoints/tiny.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
+"$BUILD/sdflow_mkesrgan" --nf 8 --gc 4 --blocks 1 "$T/models/upscale_models/tiny-x4.safetensors" ||
     { echo "FAIL: mkesrgan"; exit 1; }
 common=(--models-dir "$T/models" --output-dir "$T/o" --cache "$T/cache.db" --set checkpoint=tiny.safetensors
         --set steps=2 --set hires_steps=2 --set width=64 --set height=64)

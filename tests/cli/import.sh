@@ -1,13 +1,7 @@
 #!/bin/bash
 # sdflow import comfy: a ComfyUI API workflow becomes valid workflow XML; an unsupported node is
 # an error naming it, and nothing is written.
-set -u
-BIN=${SDFLOW_BIN:?}
-SRC=${SDFLOW_SOURCE_DIR:?}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib.bash"
 cd "$T" || exit 1
 cp "$SRC"/tests/data/comfy/*.json .
 
@@ -38,5 +32,4 @@ grep -q "unknown format 'xml' (supported: comfy)" err || fail "unknown format me
 "$BIN" import --help >out 2>&1 || fail "--help"
 grep -q "usage: sdflow import comfy" out || fail "--help text"
 
-[ "$fails" = 0 ] || { echo "$fails failure(s)"; exit 1; }
-echo "import.sh: ok"
+finish import.sh

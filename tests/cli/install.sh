@@ -2,12 +2,7 @@
 # `cmake --install` puts the command, libsdflow with headers and a relocatable sdflow.pc, and the
 # Lua module into a prefix; a C program builds against it through pkg-config, and a stock lua5.4
 # loads the module.
-set -u
-BUILD=${SDFLOW_BUILD_DIR:?}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib.bash"
 
 cmake --install "$BUILD" --prefix "$T/prefix" >"$T/install.log" 2>&1 || { cat "$T/install.log"; fail "cmake --install"; }
 for f in bin/sdflow include/sdflow/sdflow.h include/sdflow/node.h; do

@@ -2,26 +2,10 @@
 # LoadImage -> SaveImage through `sdflow run` with bad input images: a truncated PNG (exit 3), a
 # PNG whose header claims 100000x100000 (exit 4), a file that is not a PNG (exit 3), a missing
 # image (exit 3, directory named). Each message names the node and the file; nothing is written.
-set -u
-BIN=${SDFLOW_BIN:?}
-SRC=${SDFLOW_SOURCE_DIR:?}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
+. "$(dirname "$0")/lib.bash"
+RUN_SHOW_STDOUT=1
 export TMPDIR=$T SDFLOW_CACHE=$T/cache.db
 unset SDFLOW_INPUT SDFLOW_OUTPUT SDFLOW_MODELS
-fails=0
-check() { # check DESCRIPTION COMMAND...: the command must succeed
-    local what=$1; shift
-    if ! "$@"; then echo "FAIL: $what"; fails=$((fails + 1)); fi
-}
-run() { # run EXPECTED_EXIT ARGS...: stdout in $T/out, stderr in $T/err
-    local want=$1; shift
-    "$BIN" "$@" >"$T/out" 2>"$T/err"
-    local got=$?
-    if [ "$got" != "$want" ]; then
-        echo "FAIL: sdflow $* exited $got, expected $want"; cat "$T/out" "$T/err"; fails=$((fails + 1))
-    fi
-}
 mkdir -p "$T/in"
 head -c 100 "$SRC/examples/input/shapes.png" >"$T/in/cut.png"
 printf '\x89PNG\r\n\x1a\n\x00\x00\x00\x0d\x49\x48\x44\x52\x00\x01\x86\xa0\x00\x01\x86\xa0\x08\x02\x00\x00\x00\x27\x30\x9c\x9f\x00\x00\x00\x00\x49\x45\x4e\x44\xae\x42\x60\x82' >"$T/in/huge.png"

@@ -3,26 +3,8 @@
 # comes from the cache, a new strength re-runs the sampler; a file whose keys match nothing (a
 # checkpoint put in models/loras) and a LoRA for another architecture fail with their exact
 # message and exit code 3 and write nothing; a ComfyUI API workflow with the loaders imports.
-set -u
-BIN=${SDFLOW_BIN:?}
-SRC=${SDFLOW_SOURCE_DIR:?}
-MK=${SDFLOW_BUILD_DIR:?}/sdflow_mkckpt
-ML=${SDFLOW_BUILD_DIR:?}/sdflow_mklora
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-check() { # check DESCRIPTION COMMAND...: the command must succeed
-    local what=$1; shift
-    if ! "$@"; then echo "FAIL: $what"; fails=$((fails + 1)); fi
-}
-run() { # run EXPECTED_EXIT ARGS...: stdout in $T/out, stderr in $T/err
-    local want=$1; shift
-    "$BIN" "$@" >"$T/out" 2>"$T/err"
-    local got=$?
-    if [ "$got" != "$want" ]; then
-        echo "FAIL: sdflow $* exited $got, expected $want"; cat "$T/err"; fails=$((fails + 1))
-    fi
-}
+. "$(dirname "$0")/lib.bash"
+ML=$BUILD/sdflow_mklora
 mkdir -p "$T/models/checkpoints" "$T/models/loras"
 "$MK" --preset tiny "$T/models/checkpoints/tiny.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
 "$ML" "$T/models/checkpoints/tiny.safetensors" "$T/models/loras/style.safetensors" || { echo "FAIL: mklora"; exit 1; }

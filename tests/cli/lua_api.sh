@@ -2,14 +2,8 @@
 # The Lua module's API tests (tests/lua/api.lua) under `sdflow lua` and under a stock lua5.4
 # interpreter loading the built module through LUA_CPATH; handles left to the garbage
 # collector leak nothing (tests/lua/gc.lua).
-set -u
-BIN=${SDFLOW_BIN:?}
-SRC=${SDFLOW_SOURCE_DIR:?}
-BUILD=${SDFLOW_BUILD_DIR:?}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
+. "$(dirname "$0")/lib.bash"
 export SDFLOW_CACHE=$T/default-cache.db # never the user's cache
-fails=0
 cp "$SRC/tests/lua/api.lua" "$T/"
 
 mkdir "$T/cli" "$T/stock"
@@ -34,5 +28,4 @@ if [ "$got" != 0 ] || ! grep -q "^gc: ok$" "$T/out"; then
     echo "FAIL: sdflow lua gc.lua exited $got"; cat "$T/out"; fails=$((fails + 1))
 fi
 
-[ "$fails" = 0 ] && echo "lua_api: ok"
-exit $((fails > 0))
+finish lua_api

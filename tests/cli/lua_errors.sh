@@ -1,25 +1,9 @@
 #!/bin/bash
 # sdflow lua: exit codes and messages of script errors (runtime, syntax, bytecode, unreadable,
 # usage, interrupt), arg/... as lua5.4 sets them, and os.exit codes.
-set -u
-BIN=${SDFLOW_BIN:?}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
+. "$(dirname "$0")/lib.bash"
 export SDFLOW_CACHE=$T/default-cache.db # never the user's cache
 cd "$T" || exit 1
-fails=0
-check() { # check DESCRIPTION COMMAND...: the command must succeed
-    local what=$1; shift
-    if ! "$@"; then echo "FAIL: $what"; fails=$((fails + 1)); fi
-}
-run() { # run EXPECTED_EXIT ARGS...: stdout in out, stderr in err
-    local want=$1; shift
-    "$BIN" "$@" >out 2>err
-    local got=$?
-    if [ "$got" != "$want" ]; then
-        echo "FAIL: sdflow $* exited $got, expected $want"; cat err; fails=$((fails + 1))
-    fi
-}
 
 # A runtime error: exit 3, "script:line: message" and a traceback on stderr.
 printf 'local x = 1\nlocal t = nil\nprint(t.field)\n' >runtime.lua
@@ -86,5 +70,4 @@ got=$?
 check "SIGINT exit 130 (got $got)" test "$got" = 130
 check "interrupted message" grep -q "interrupted" err
 
-[ "$fails" = 0 ] && echo "lua_errors: ok"
-exit $((fails > 0))
+finish lua_errors

@@ -2,26 +2,9 @@
 # The Lua examples stay runnable: build_and_run.lua writes a PNG and hits the cache on its
 # second run, sweep.lua computes nothing on its second run, load_modify_save.lua rewrites a
 # workflow.
-set -u
-BIN=${SDFLOW_BIN:?}
-SRC=${SDFLOW_SOURCE_DIR:?}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
+. "$(dirname "$0")/lib.bash"
 cd "$T" || exit 1
 export SDFLOW_CACHE=$T/cache.db
-fails=0
-check() { # check DESCRIPTION COMMAND...: the command must succeed
-    local what=$1; shift
-    if ! "$@"; then echo "FAIL: $what"; fails=$((fails + 1)); fi
-}
-run() { # run EXPECTED_EXIT ARGS...: stdout in out, stderr in err
-    local want=$1; shift
-    "$BIN" "$@" >out 2>err
-    local got=$?
-    if [ "$got" != "$want" ]; then
-        echo "FAIL: sdflow $* exited $got, expected $want"; cat err; fails=$((fails + 1))
-    fi
-}
 
 run 0 lua "$SRC/examples/build_and_run.lua" "$T/output"
 check "build_and_run image size" grep -q "^image: 256x192, batch 1$" out
@@ -59,5 +42,4 @@ check "load failure reported" grep -q "missing.xml" err
 check "nothing written on failure" test ! -e out3.xml
 run 2 lua "$SRC/examples/load_modify_save.lua"
 
-[ "$fails" = 0 ] && echo "lua_examples: ok"
-exit $((fails > 0))
+finish lua_examples

@@ -2,14 +2,8 @@
 # A signal during g:run stops the run at the next node boundary: no output file, exit 130
 # (tests/lua/interrupt.lua). Under a stock lua5.4 the run stops the same way, then the signal's
 # default action ends the interpreter (exit 143).
-set -u
-BIN=${SDFLOW_BIN:?}
-SRC=${SDFLOW_SOURCE_DIR:?}
-BUILD=${SDFLOW_BUILD_DIR:?}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
+. "$(dirname "$0")/lib.bash"
 export SDFLOW_CACHE=$T/default-cache.db # never the user's cache
-fails=0
 "$BIN" lua "$SRC/tests/lua/interrupt.lua" "$SRC/examples/input" "$T/out" >"$T/stdout" 2>"$T/stderr"
 got=$?
 [ "$got" = 130 ] || { echo "FAIL: exit $got, expected 130"; cat "$T/stderr"; fails=$((fails + 1)); }
@@ -25,5 +19,4 @@ got=$?
 grep -q "after run" "$T/stdout" && { echo "FAIL: lua5.4 went on after the signal"; fails=$((fails + 1)); }
 [ -z "$(find "$T" -name '*.png')" ] || { echo "FAIL: a PNG was written under lua5.4"; fails=$((fails + 1)); }
 
-[ "$fails" = 0 ] && echo "lua_interrupt: ok"
-exit $((fails > 0))
+finish lua_interrupt

@@ -1,10 +1,6 @@
 #!/bin/bash
 # XML save/load round trip from Lua (tests/lua/roundtrip.lua).
-set -u
-BIN=${SDFLOW_BIN:?}
-SRC=${SDFLOW_SOURCE_DIR:?}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
+. "$(dirname "$0")/lib.bash"
 export SDFLOW_CACHE=$T/default-cache.db # never the user's cache
 mkdir "$T/dir"
 "$BIN" lua "$SRC/tests/lua/roundtrip.lua" "$T/dir" >"$T/out" 2>&1

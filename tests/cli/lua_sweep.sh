@@ -1,11 +1,7 @@
 #!/bin/bash
 # A Lua parameter sweep reuses the cache (tests/lua/sweep.lua): the second pass reports every
 # node as cached through the result stats.
-set -u
-BIN=${SDFLOW_BIN:?}
-SRC=${SDFLOW_SOURCE_DIR:?}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
+. "$(dirname "$0")/lib.bash"
 export SDFLOW_CACHE=$T/default-cache.db # never the user's cache
 "$BIN" lua "$SRC/tests/lua/sweep.lua" "$T/cache.db" >"$T/out" 2>&1
 got=$?

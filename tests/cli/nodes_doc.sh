@@ -1,13 +1,7 @@
 #!/bin/bash
 # docs/nodes.md is exactly what `sdflow nodes --markdown` prints, so the node reference cannot go
 # stale; `sdflow nodes` describes a type and rejects unknown ones.
-set -u
-BIN=${SDFLOW_BIN:?}
-SRC=${SDFLOW_SOURCE_DIR:?}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib.bash"
 
 "$BIN" nodes --markdown >"$T/nodes.md" || fail "nodes --markdown"
 if ! diff -u "$SRC/docs/nodes.md" "$T/nodes.md"; then
@@ -22,5 +16,4 @@ grep -q "unknown node type 'NoSuchNode'" "$T/out" || fail "unknown type message"
 "$BIN" nodes --help >"$T/out" 2>&1 || fail "--help"
 grep -q "usage: sdflow nodes" "$T/out" || fail "--help text"
 
-[ "$fails" = 0 ] || { echo "$fails failure(s)"; exit 1; }
-echo "nodes_doc.sh: ok"
+finish nodes_doc.sh

@@ -1,32 +1,25 @@
 #!/bin/bash
 # The README's test command is the one .ci/run runs, and the stock graphs validate.
-set -u
-SRC=${SDFLOW_SOURCE_DIR:?}
-BIN=${SDFLOW_BIN:?}
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib.bash"
 
 test_cmd=$(grep -m1 '^sh tools/install-deps.sh && cmake -S . -B build -DSDFLOW_WERROR=ON' "$SRC/README.md")
 [ -n "$test_cmd" ] || fail "README has no test command"
 grep -qxF "$test_cmd" "$SRC/.ci/run" || fail ".ci/run does not run the README's test command: $test_cmd"
 # Stock graphs validate with their default parameters against a models directory holding tiny
 # random files under the default names.
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-MK="${SDFLOW_BUILD_DIR:?}/sdflow_mkckpt"
 mkdir -p "$T/models/checkpoints" "$T/models/vae" "$T/input"
 cp "$SRC/examples/input/shapes.png" "$T/input/input.png"
 cp "$SRC/examples/input/shapes.png" "$T/input/"
 cp "$SRC/examples/input/shapes-inpaint.png" "$T/input/"
 "$MK" --preset tiny "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" >/dev/null || fail "sdflow_mkckpt"
 mkdir -p "$T/models/upscale_models"
-"$SDFLOW_BUILD_DIR/sdflow_mkesrgan" --nf 8 --gc 4 --blocks 1 "$T/models/upscale_models/RealESRGAN_x4plus.safetensors" ||
+"$BUILD/sdflow_mkesrgan" --nf 8 --gc 4 --blocks 1 "$T/models/upscale_models/RealESRGAN_x4plus.safetensors" ||
     fail "sdflow_mkesrgan"
 mkdir -p "$T/models/controlnet"
 "$MK" --preset tiny --kind controlnet "$T/models/controlnet/control_v11p_sd15_canny_fp16.safetensors" >/dev/null ||
     fail "sdflow_mkckpt --kind controlnet"
 mkdir -p "$T/models/loras"
-"${SDFLOW_BUILD_DIR:?}/sdflow_mklora" "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" \
+"$BUILD/sdflow_mklora" "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" \
     "$T/models/loras/lora.safetensors" || fail "sdflow_mklora"
 "$MK" --preset tiny --in-channels 9 "$T/models/checkpoints/sd-v1-5-inpainting.safetensors" >/dev/null ||
     fail "sdflow_mkckpt --in-channels 9"

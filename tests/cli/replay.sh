@@ -2,26 +2,10 @@
 # sdflow replay: usage errors, PNGs without a workflow, bad PNGs (truncated, 100000x100000
 # header, a directory), then LoadImage -> SaveImage run + replay (identical), --extract, and a
 # changed or missing input file named with its hash.
-set -u
-BIN=${SDFLOW_BIN:?}
-SRC=${SDFLOW_SOURCE_DIR:?}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
+. "$(dirname "$0")/lib.bash"
+RUN_SHOW_STDOUT=1
 export TMPDIR=$T SDFLOW_CACHE=$T/cache.db
 unset SDFLOW_INPUT SDFLOW_OUTPUT SDFLOW_MODELS
-fails=0
-check() { # check DESCRIPTION COMMAND...: the command must succeed
-    local what=$1; shift
-    if ! "$@"; then echo "FAIL: $what"; fails=$((fails + 1)); fi
-}
-run() { # run EXPECTED_EXIT ARGS...: stdout in $T/out, stderr in $T/err
-    local want=$1; shift
-    "$BIN" "$@" >"$T/out" 2>"$T/err"
-    local got=$?
-    if [ "$got" != "$want" ]; then
-        echo "FAIL: sdflow $* exited $got, expected $want"; cat "$T/out" "$T/err"; fails=$((fails + 1))
-    fi
-}
 mkdir -p "$T/in" "$T/out.d"
 cp "$SRC/examples/input/shapes.png" "$T/in/shapes.png"
 

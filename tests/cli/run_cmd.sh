@@ -1,24 +1,7 @@
 #!/bin/bash
 # sdflow run: outputs and summary, cache reuse and partial re-execution, --output, --set,
 # --help-params, --quiet, --json-progress, --no-cache, and failures with their exit codes.
-set -u
-BIN=${SDFLOW_BIN:?}
-SRC=${SDFLOW_SOURCE_DIR:?}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-check() { # check DESCRIPTION COMMAND...: the command must succeed
-    local what=$1; shift
-    if ! "$@"; then echo "FAIL: $what"; fails=$((fails + 1)); fi
-}
-run() { # run EXPECTED_EXIT ARGS...: stdout in $T/out, stderr in $T/err
-    local want=$1; shift
-    "$BIN" "$@" >"$T/out" 2>"$T/err"
-    local got=$?
-    if [ "$got" != "$want" ]; then
-        echo "FAIL: sdflow $* exited $got, expected $want"; cat "$T/err"; fails=$((fails + 1))
-    fi
-}
+. "$(dirname "$0")/lib.bash"
 mkdir -p "$T/in"
 cp "$SRC/examples/input/shapes.png" "$T/in/"
 cat >"$T/wf.xml" <<'XML'
@@ -132,5 +115,4 @@ rm -f "$T/c.db-wal" "$T/c.db-shm"
 run 0 run "$T/wf.xml" "${C[@]}" --output lat
 check "corrupt cache warning" grep -q "was corrupt: moved to" "$T/err"
 
-[ "$fails" = 0 ] && echo "run_cmd: ok" || echo "run_cmd: $fails failed"
-exit $((fails > 0))
+finish run_cmd

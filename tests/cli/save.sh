@@ -1,13 +1,7 @@
 #!/bin/bash
 # sdflow save: read -> write -> read is lossless, --set changes defaults, --resolve inlines
 # parameters, failures write nothing.
-set -u
-BIN=${SDFLOW_BIN:?}
-SRC=${SDFLOW_SOURCE_DIR:?}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib.bash"
 cd "$T" || exit 1
 cp "$SRC"/tests/data/xml/valid.xml .
 
@@ -56,5 +50,4 @@ grep -q "no output file given" err || fail "no -o message"
 "$BIN" save --help >out 2>&1 || fail "--help"
 grep -q "usage: sdflow save" out || fail "--help text"
 
-[ "$fails" = 0 ] || { echo "$fails failure(s)"; exit 1; }
-echo "save.sh: ok"
+finish save.sh

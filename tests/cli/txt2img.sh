@@ -2,25 +2,7 @@
 # The stock graphs end to end on a tiny random checkpoint: graphs/txt2img.xml and
 # graphs/img2img.xml write a PNG, examples/contact_sheet.lua a 3x3 grid; a re-run comes from the cache without opening the checkpoint;
 # bad input fails with its exact message and exit code and writes nothing.
-set -u
-BIN=${SDFLOW_BIN:?}
-SRC=${SDFLOW_SOURCE_DIR:?}
-MK=${SDFLOW_BUILD_DIR:?}/sdflow_mkckpt
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-check() { # check DESCRIPTION COMMAND...: the command must succeed
-    local what=$1; shift
-    if ! "$@"; then echo "FAIL: $what"; fails=$((fails + 1)); fi
-}
-run() { # run EXPECTED_EXIT ARGS...: stdout in $T/out, stderr in $T/err
-    local want=$1; shift
-    "$BIN" "$@" >"$T/out" 2>"$T/err"
-    local got=$?
-    if [ "$got" != "$want" ]; then
-        echo "FAIL: sdflow $* exited $got, expected $want"; cat "$T/err"; fails=$((fails + 1))
-    fi
-}
+. "$(dirname "$0")/lib.bash"
 mkdir -p "$T/models/checkpoints" "$T/in"
 "$MK" --preset tiny "$T/models/checkpoints/tiny.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
 "$MK" --kind sdxl-stub "$T/models/checkpoints/xl.safetensors" >/dev/null || { echo "FAIL: mkckpt sdxl"; exit 1; }

@@ -3,12 +3,7 @@
 # codes for malformed XML, DOCTYPE/external entities, billion laughs, deep nesting, cycles,
 # dangling links, type mismatches, unknown nodes and inputs, out-of-range values, duplicate ids,
 # missing files; and no input file is modified.
-set -u
-BIN=${SDFLOW_BIN:?}
-SRC=${SDFLOW_SOURCE_DIR:?}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
+. "$(dirname "$0")/lib.bash"
 cp "$SRC"/tests/data/xml/*.xml "$T"/
 cd "$T" || exit 1
 mkdir input
@@ -125,5 +120,4 @@ if [ $? != 2 ] || ! grep -q "unknown option '--bogus'" err; then echo "FAIL: bad
 if [ $? != 0 ] || ! grep -q "usage: sdflow validate" out; then echo "FAIL: --help"; fails=$((fails + 1)); fi
 
 if [ "$sums" != "$(md5sum ./*.xml)" ]; then echo "FAIL: an input file changed"; fails=$((fails + 1)); fi
-if [ "$fails" != 0 ]; then echo "$fails failure(s)"; exit 1; fi
-echo "validate.sh: ok"
+finish validate.sh

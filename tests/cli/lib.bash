@@ -1,0 +1,49 @@
+# The preamble the shell tests in tests/cli share. A test sources it first:
+#     . "$(dirname "$0")/lib.bash"
+# (it does not end in .sh, so tests/CMakeLists.txt does not register it as a test of its own).
+#
+# Needs the environment tests/CMakeLists.txt gives every test; an unset variable stops the script.
+# Turns on `set -u` and sets:
+#   BIN    the sdflow command ($SDFLOW_BIN)
+#   SRC    the source tree ($SDFLOW_SOURCE_DIR)
+#   BUILD  the build tree ($SDFLOW_BUILD_DIR)
+#   MK     $BUILD/sdflow_mkckpt, the tiny random checkpoint writer
+#   T      a new scratch directory, removed on exit (this file owns the EXIT trap)
+#   fails  the failure count, 0
+set -u
+BIN=${SDFLOW_BIN:?}
+SRC=${SDFLOW_SOURCE_DIR:?}
+BUILD=${SDFLOW_BUILD_DIR:?}
+MK=$BUILD/sdflow_mkckpt
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fails=0
+
+# fail MESSAGE...: prints "FAIL: MESSAGE" and counts one failure.
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+
+# check DESCRIPTION COMMAND...: the command must succeed, else fail DESCRIPTION.
+check() {
+    local what=$1; shift
+    if ! "$@"; then fail "$what"; fi
+}
+
+# run EXPECTED_EXIT ARGS...: runs "$BIN" ARGS..., stdout in $T/out, stderr in $T/err. Another exit
+# status is a failure that prints $T/err, preceded by $T/out when the test sets RUN_SHOW_STDOUT=1.
+RUN_SHOW_STDOUT=0
+run() {
+    local want=$1; shift
+    "$BIN" "$@" >"$T/out" 2>"$T/err"
+    local got=$?
+    if [ "$got" != "$want" ]; then
+        echo "FAIL: sdflow $* exited $got, expected $want"
+        if [ "$RUN_SHOW_STDOUT" = 1 ]; then cat "$T/out"; fi
+        cat "$T/err"; fails=$((fails + 1))
+    fi
+}
+
+# finish NAME: the last line of a test: prints "NAME: ok" or "NAME: N failed", exits 0 or 1.
+finish() {
+    if [ "$fails" = 0 ]; then echo "$1: ok"; else echo "$1: $fails failed"; fi
+    exit $((fails > 0))
+}
