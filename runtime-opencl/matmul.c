@@ -42,25 +42,28 @@ static const size_t *tile_local(const sd_cl *cl)
     return cl->is_gpu ? NULL : one;
 }
 
-sd_status sd_gemm_pack_a(sd_cl *cl, cl_mem src, sd_dtype dtype, long off, int M, int K, long s_m, long s_k,
-                         long s_b, int batch, sd_scratch *out)
+/* The pack kernels: `name` packs `lines` rows of A (or columns of B) of src into panels of
+ * `width`; `half_define` is the build option for an f16 src; stride1 and stride2 are the element
+ * strides in the kernel's argument order. Global: (ceil(lines / width), batch). */
+static sd_status pack_panels(sd_cl *cl, const char *name, const char *half_define, int width, cl_mem src,
+                             sd_dtype dtype, long off, int lines, int K, long stride1, long stride2, long s_b,
+                             int batch, sd_scratch *out)
 {
-    int mr = sd_gemm_mr(cl);
-    size_t tiles = ((size_t)M + (size_t)mr - 1) / (size_t)mr, elems;
-    if (!sd_mul_size(tiles * (size_t)mr, (size_t)K, &elems) || !sd_mul_size(elems, (size_t)batch, &elems))
-        return sd_set_error(cl->ctx, SD_ERR_LIMIT, "gemm: packed A size overflows");
+    size_t tiles = ((size_t)lines + (size_t)width - 1) / (size_t)width, elems;
+    if (!sd_mul_size(tiles * (size_t)width, (size_t)K, &elems) || !sd_mul_size(elems, (size_t)batch, &elems))
+        return sd_set_error(cl->ctx, SD_ERR_LIMIT, "%s: packed size overflows", name);
     bool own = out->buf == NULL;
-    sd_status st = own ? sd_scratch_get(cl, elems, sizeof(float), "gemm packed A", out) : SD_OK;
+    sd_status st = own ? sd_scratch_get(cl, elems, sizeof(float), name, out) : SD_OK;
     if (st)
         return st;
     char opts[64];
-    gemm_options(cl, dtype == SD_DTYPE_F16 ? " -DA_HALF" : "", opts, sizeof opts);
+    gemm_options(cl, dtype == SD_DTYPE_F16 ? half_define : "", opts, sizeof opts);
     cl_kernel k;
-    if ((st = sd_cl_kernel(cl, GEMM_FILE, "gemm_pack_a", opts, &k)))
+    if ((st = sd_cl_kernel(cl, GEMM_FILE, name, opts, &k)))
         goto fail;
-    sd_cl_arg args[] = {SD_ARG_MEM(src), SD_ARG_LONG(off), SD_ARG_MEM(out->buf), SD_ARG_INT(M), SD_ARG_INT(K),
-                        SD_ARG_LONG(s_m), SD_ARG_LONG(s_k), SD_ARG_LONG(s_b),
-                        SD_ARG_LONG(tiles * (size_t)mr * (size_t)K)};
+    sd_cl_arg args[] = {SD_ARG_MEM(src), SD_ARG_LONG(off), SD_ARG_MEM(out->buf), SD_ARG_INT(lines), SD_ARG_INT(K),
+                        SD_ARG_LONG(stride1), SD_ARG_LONG(stride2), SD_ARG_LONG(s_b),
+                        SD_ARG_LONG(tiles * (size_t)width * (size_t)K)};
     size_t global[2] = {tiles, (size_t)batch};
     if ((st = sd_cl_launch(cl, k, 2, global, tile_local(cl), SD_NARGS(args), args)))
         goto fail;
@@ -71,32 +74,18 @@ fail:
     return st;
 }
 
+sd_status sd_gemm_pack_a(sd_cl *cl, cl_mem src, sd_dtype dtype, long off, int M, int K, long s_m, long s_k,
+                         long s_b, int batch, sd_scratch *out)
+{
+    return pack_panels(cl, "gemm_pack_a", " -DA_HALF", sd_gemm_mr(cl), src, dtype, off, M, K, s_m, s_k, s_b,
+                       batch, out);
+}
+
 sd_status sd_gemm_pack_b(sd_cl *cl, cl_mem src, sd_dtype dtype, long off, int N, int K, long s_k, long s_n,
                          long s_b, int batch, sd_scratch *out)
 {
-    size_t tiles = ((size_t)N + SD_GEMM_NR - 1) / SD_GEMM_NR, elems;
-    if (!sd_mul_size(tiles * SD_GEMM_NR, (size_t)K, &elems) || !sd_mul_size(elems, (size_t)batch, &elems))
-        return sd_set_error(cl->ctx, SD_ERR_LIMIT, "gemm: packed B size overflows");
-    bool own = out->buf == NULL;
-    sd_status st = own ? sd_scratch_get(cl, elems, sizeof(float), "gemm packed B", out) : SD_OK;
-    if (st)
-        return st;
-    char opts[64];
-    gemm_options(cl, dtype == SD_DTYPE_F16 ? " -DB_HALF" : "", opts, sizeof opts);
-    cl_kernel k;
-    if ((st = sd_cl_kernel(cl, GEMM_FILE, "gemm_pack_b", opts, &k)))
-        goto fail;
-    sd_cl_arg args[] = {SD_ARG_MEM(src), SD_ARG_LONG(off), SD_ARG_MEM(out->buf), SD_ARG_INT(N), SD_ARG_INT(K),
-                        SD_ARG_LONG(s_k), SD_ARG_LONG(s_n), SD_ARG_LONG(s_b),
-                        SD_ARG_LONG(tiles * SD_GEMM_NR * (size_t)K)};
-    size_t global[2] = {tiles, (size_t)batch};
-    if ((st = sd_cl_launch(cl, k, 2, global, tile_local(cl), SD_NARGS(args), args)))
-        goto fail;
-    return SD_OK;
-fail:
-    if (own)
-        sd_scratch_release(cl, out);
-    return st;
+    return pack_panels(cl, "gemm_pack_b", " -DB_HALF", SD_GEMM_NR, src, dtype, off, N, K, s_k, s_n, s_b, batch,
+                       out);
 }
 
 sd_status sd_gemm_packed_b(sd_cl *cl, const sd_dtensor *src, long M, int N, int K, long s_k, long s_n, long s_b,
