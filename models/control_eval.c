@@ -222,21 +222,12 @@ void sd_control_eval_free(sd_control_eval *ev)
     free(ev);
 }
 
-/* ComfyUI's ModelSamplingDiscrete.percent_to_sigma. */
-static double percent_to_sigma(const sd_model_sampling *ms, double percent)
-{
-    if (percent <= 0.0)
-        return 999999999.9;
-    if (percent >= 1.0)
-        return 0.0;
-    return (double)sd_model_sampling_sigma(ms, (float)((1.0 - percent) * 999.0));
-}
-
 /* ControlBase.get_control's timestep_range test. */
 static bool link_active(const sd_control_eval *ev, const sd_control_link *l, float sigma)
 {
     double s = sigma;
-    return !(s > percent_to_sigma(&ev->ms, l->start_percent) || s < percent_to_sigma(&ev->ms, l->end_percent));
+    return !(s > sd_model_sampling_percent_to_sigma(&ev->ms, l->start_percent) ||
+             s < sd_model_sampling_percent_to_sigma(&ev->ms, l->end_percent));
 }
 
 static bool chain_active(const sd_control_eval *ev, const sd_control_link *l, float sigma)

@@ -146,6 +146,15 @@ float sd_model_sampling_sigma(const sd_model_sampling *ms, float timestep)
     return expf(log_sigma);
 }
 
+double sd_model_sampling_percent_to_sigma(const sd_model_sampling *ms, double percent)
+{
+    if (percent <= 0.0)
+        return 999999999.9;
+    if (percent >= 1.0)
+        return 0.0;
+    return (double)sd_model_sampling_sigma(ms, (float)((1.0 - percent) * 999.0));
+}
+
 /* normal and sgm_uniform (normal_scheduler). */
 static size_t sched_normal(const sd_model_sampling *ms, int steps, bool sgm, float *out)
 {

@@ -33,6 +33,11 @@ float sd_model_sampling_sigma_max(const sd_model_sampling *ms);
 int sd_model_sampling_timestep(const sd_model_sampling *ms, float sigma);
 /* Sigma for a fractional timestep (clamped to [0, n-1]) by linear interpolation of log-sigma. */
 float sd_model_sampling_sigma(const sd_model_sampling *ms, float timestep);
+/* ComfyUI's ModelSamplingDiscrete.percent_to_sigma: the sigma at a fraction of the model's
+ * schedule (0 its start, 1 its end): sigma((1 - percent) * 999) with the argument rounded to
+ * float32 as ComfyUI's tensor; percent <= 0 gives 999999999.9 (above every sigma), percent >= 1
+ * gives 0. Used for ControlNet and conditioning percent ranges. */
+double sd_model_sampling_percent_to_sigma(const sd_model_sampling *ms, double percent);
 
 /* ComfyUI's scheduler names, in ComfyUI's order: normal, karras, exponential, sgm_uniform,
  * simple, ddim_uniform, beta, linear_quadratic, kl_optimal. */
