@@ -2,7 +2,10 @@
  * comfy/samplers.py). The sampling math is models/sampling.h; this file builds the denoiser it
  * calls: the UNet on x / sqrt(sigma^2 + 1) at the nearest timestep, D = x - sigma * eps, each
  * conditioning entry averaged by strength, and classifier-free guidance
- * D = D_neg + (D_pos - D_neg) * cfg (the negative pass is skipped when cfg is 1). Positive and
+ * D = D_neg + (D_pos - D_neg) * cfg (the negative pass is skipped when cfg is 1). An entry with
+ * a timestep range (ConditioningSetTimestepRange) takes part only in the calls whose sigma lies
+ * in [sigma(end_percent), sigma(start_percent)]; a side none of whose entries takes part
+ * predicts D = 0, as ComfyUI (comfy/samplers.py get_area_and_mult, calc_cond_batch). Positive and
  * negative entries go through the UNet as one batch; conditionings of different token lengths
  * are repeated to their least common multiple (which leaves attention unchanged) when that is at
  * most 4 times the shorter, as ComfyUI's CONDCrossAttn does, else they run one by one.
@@ -46,6 +49,9 @@ typedef struct cond_entry {
      * own extra channels built from them (NULL: the denoiser's default concat). */
     const sd_tensor *concat_latent, *concat_mask;
     float *concat;
+    /* ConditioningSetTimestepRange: the entry takes part in a model call at sigma only when
+     * sigma_end <= sigma <= sigma_start (+-infinity without a range). */
+    double sigma_start, sigma_end;
 } cond_entry;
 
 typedef struct denoiser {
@@ -57,11 +63,14 @@ typedef struct denoiser {
     int64_t h, w;
     int in_channels;       /* 4, or 9 for inpainting models */
     const float *concat;   /* inpainting models: batch * 5 * h * w (mask, masked latent) */
+    int64_t dim;           /* the UNet's context width */
     cond_entry *entries;
     size_t n_entries;
-    size_t *group_start;   /* entries split into UNet calls: group g is [start[g], start[g+1]) */
+    size_t *active, n_active; /* the entries taking part at the current sigma (indices, in order) */
+    size_t *next;             /* scratch: the entries taking part at a new sigma */
+    size_t *group_start;   /* UNet calls: group g is the active entries start[g] .. start[g+1] - 1 */
     size_t n_groups;
-    sd_dtensor **contexts; /* per group, uploaded once */
+    sd_dtensor **contexts; /* per group, uploaded when the active entries change */
     double cfg;
     bool use_negative;
     float *x_in, *eps, *pos, *neg;
@@ -80,8 +89,9 @@ static int64_t gcd64(int64_t a, int64_t b)
 }
 
 /* Reads a CONDITIONING input's entries into d->entries (appending). */
-static sd_status read_conditioning(sd_node_run *r, denoiser *d, const char *input, bool negative, int64_t dim)
+static sd_status read_conditioning(sd_node_run *r, denoiser *d, const char *input, bool negative)
 {
+    int64_t dim = d->dim;
     sd_value *v = sd_run_value(r, input);
     json_t *list = v->attrs ? json_object_get(v->attrs, "entries") : NULL;
     size_t n = json_is_array(list) ? json_array_size(list) : 0;
@@ -109,6 +119,13 @@ static sd_status read_conditioning(sd_node_run *r, denoiser *d, const char *inpu
                           .negative = negative, .concat_latent = sd_value_tensor(v, lname),
                           .concat_mask = sd_value_tensor(v, mname)};
         e->control = sd_cond_control(v, i, &e->control_to_uncond);
+        /* comfy/samplers.py calculate_start_end_timesteps: each bound only when given */
+        json_t *start = json_object_get(json_array_get(list, i), "start_percent");
+        json_t *end = json_object_get(json_array_get(list, i), "end_percent");
+        e->sigma_start = json_is_number(start) ? sd_model_sampling_percent_to_sigma(d->ms, json_number_value(start))
+                                               : INFINITY;
+        e->sigma_end = json_is_number(end) ? sd_model_sampling_percent_to_sigma(d->ms, json_number_value(end))
+                                           : -INFINITY;
     }
     return SD_OK;
 }
@@ -149,41 +166,64 @@ static sd_status control_fill_uncond(sd_node_run *r, denoiser *d)
     return SD_OK;
 }
 
-/* Splits the entries that run into UNet calls and uploads each call's context
- * [entries * batch, lcm tokens, dim] (entry e's item b is its cond item b % cb, repeated). */
-static sd_status prepare_groups(denoiser *d, int64_t dim)
+/* Drops the negative entries when cfg 1 leaves them unused, and allocates the active-entry
+ * lists (every entry is active until the first model call says otherwise). */
+static sd_status drop_unused(denoiser *d)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < d->n_entries; i++)
-        n += !d->entries[i].negative || d->use_negative;
-    d->group_start = calloc(n + 1, sizeof *d->group_start);
-    d->contexts = calloc(n, sizeof *d->contexts);
-    if (!d->group_start || !d->contexts)
-        return sd_run_error(d->r, SD_ERR_NOMEM, "out of memory");
-    /* Drop the negative entries when they are not used. */
     size_t k = 0;
     for (size_t i = 0; i < d->n_entries; i++)
         if (!d->entries[i].negative || d->use_negative)
             d->entries[k++] = d->entries[i];
     d->n_entries = k;
+    d->active = calloc(k + 1, sizeof *d->active);
+    d->next = calloc(k + 1, sizeof *d->next);
+    if (!d->active || !d->next)
+        return sd_run_error(d->r, SD_ERR_NOMEM, "out of memory");
+    return SD_OK;
+}
+
+static void free_groups(denoiser *d)
+{
+    for (size_t g = 0; d->contexts && g < d->n_groups; g++)
+        sd_dtensor_free(d->contexts[g]);
+    free(d->contexts);
+    free(d->group_start);
+    d->contexts = NULL;
+    d->group_start = NULL;
+    d->n_groups = 0;
+}
+
+/* Splits the active entries into UNet calls and uploads each call's context
+ * [entries * batch, lcm tokens, dim] (entry e's item b is its cond item b % cb, repeated). */
+static sd_status prepare_groups(denoiser *d)
+{
+    size_t n = d->n_active;
+    int64_t dim = d->dim;
+    free_groups(d);
+    d->group_start = calloc(n + 1, sizeof *d->group_start);
+    d->contexts = calloc(n + 1, sizeof *d->contexts);
+    if (!d->group_start || !d->contexts)
+        return sd_run_error(d->r, SD_ERR_NOMEM, "out of memory");
     int64_t lcm = 1, lo = INT64_MAX;
     bool together = true;
     for (size_t i = 0; i < n; i++) {
-        int64_t t = d->entries[i].cond->shape[1];
+        int64_t t = d->entries[d->active[i]].cond->shape[1];
         lo = t < lo ? t : lo;
         lcm = lcm / gcd64(lcm, t) * t;
         if (lcm / lo > MAX_LCM_RATIO)
             together = false;
     }
-    d->n_groups = together ? 1 : n;
+    d->n_groups = n == 0 ? 0 : together ? 1 : n;
     for (size_t g = 0; g <= d->n_groups; g++)
         d->group_start[g] = together ? (g ? n : 0) : g;
     for (size_t g = 0; g < d->n_groups; g++) {
-        size_t e0 = d->group_start[g], e1 = d->group_start[g + 1];
+        size_t k0 = d->group_start[g], k1 = d->group_start[g + 1];
         int64_t tokens = 1;
-        for (size_t e = e0; e < e1; e++)
-            tokens = tokens / gcd64(tokens, d->entries[e].cond->shape[1]) * d->entries[e].cond->shape[1];
-        int64_t shape[3] = {(int64_t)((e1 - e0) * d->batch), tokens, dim};
+        for (size_t k = k0; k < k1; k++) {
+            int64_t t = d->entries[d->active[k]].cond->shape[1];
+            tokens = tokens / gcd64(tokens, t) * t;
+        }
+        int64_t shape[3] = {(int64_t)((k1 - k0) * d->batch), tokens, dim};
         size_t numel;
         if (!sd_shape_bytes(shape, 3, 1, &numel))
             return sd_run_error(d->r, SD_ERR_LIMIT, "conditioning too large");
@@ -191,8 +231,8 @@ static sd_status prepare_groups(denoiser *d, int64_t dim)
         if (!host)
             return sd_run_error(d->r, SD_ERR_NOMEM, "out of memory for the conditioning");
         float *p = host;
-        for (size_t e = e0; e < e1; e++) {
-            const sd_tensor *c = d->entries[e].cond;
+        for (size_t k = k0; k < k1; k++) {
+            const sd_tensor *c = d->entries[d->active[k]].cond;
             size_t item = (size_t)(c->shape[1] * dim);
             for (size_t b = 0; b < d->batch; b++) {
                 const float *src = c->data + (b % (size_t)c->shape[0]) * item;
@@ -204,23 +244,38 @@ static sd_status prepare_groups(denoiser *d, int64_t dim)
         if (!st)
             st = sd_dtensor_upload(d->contexts[g], host);
         free(host);
-        if (st) {
-            d->reported = true;
+        if (st)
             return sd_node_model_fail(d->r, st);
-        }
     }
     return SD_OK;
 }
 
-/* One UNet call for group g: eps of every (entry, item) of the group into d->eps. */
+/* Makes the active entries those taking part at sigma (ComfyUI's get_area_and_mult timestep
+ * test: skipped when sigma > sigma_start or sigma < sigma_end) and regroups them when that set
+ * changed. Without timestep ranges every entry is active and the groups are made once. */
+static sd_status select_entries(denoiser *d, float sigma)
+{
+    size_t k = 0;
+    for (size_t e = 0; e < d->n_entries; e++)
+        if (!((double)sigma > d->entries[e].sigma_start || (double)sigma < d->entries[e].sigma_end))
+            d->next[k++] = e;
+    if (d->group_start && k == d->n_active && memcmp(d->next, d->active, k * sizeof *d->next) == 0)
+        return SD_OK;
+    memcpy(d->active, d->next, k * sizeof *d->active);
+    d->n_active = k;
+    return prepare_groups(d);
+}
+
+/* One UNet call for group g: eps of every (active entry, item) of the group into d->eps (active
+ * entry k at d->eps + k * batch * per_item). */
 static sd_status unet_group(denoiser *d, size_t g, float sigma)
 {
-    size_t e0 = d->group_start[g], e1 = d->group_start[g + 1], items = (e1 - e0) * d->batch;
+    size_t k0 = d->group_start[g], k1 = d->group_start[g + 1], items = (k1 - k0) * d->batch;
     size_t hw = (size_t)(d->h * d->w), in_item = (size_t)d->in_channels * hw;
     int64_t shape[4] = {(int64_t)items, d->in_channels, d->h, d->w};
     float *host = malloc(items * in_item * sizeof *host), *t = malloc(items * sizeof *t);
     sd_dtensor *x = NULL, *out = NULL;
-    const sd_control_link **chains = calloc(e1 - e0, sizeof *chains);
+    const sd_control_link **chains = calloc(k1 - k0, sizeof *chains);
     sd_control_residuals res = {0};
     const sd_unet_control *control = NULL;
     sd_status st = SD_OK;
@@ -232,20 +287,21 @@ static sd_status unet_group(denoiser *d, size_t g, float sigma)
     float timestep = (float)sd_model_sampling_timestep(d->ms, sigma);
     for (size_t i = 0; i < items; i++) {
         size_t b = i % d->batch;
-        const float *concat = d->entries[e0 + i / d->batch].concat ? d->entries[e0 + i / d->batch].concat : d->concat;
+        const cond_entry *e = &d->entries[d->active[k0 + i / d->batch]];
+        const float *concat = e->concat ? e->concat : d->concat;
         memcpy(host + i * in_item, d->x_in + b * d->per_item, d->per_item * sizeof *host);
         if (concat)
             memcpy(host + i * in_item + d->per_item, concat + b * (in_item - d->per_item),
                    (in_item - d->per_item) * sizeof *host);
         t[i] = timestep;
     }
-    for (size_t e = e0; e < e1; e++)
-        chains[e - e0] = d->entries[e].control;
+    for (size_t k = k0; k < k1; k++)
+        chains[k - k0] = d->entries[d->active[k]].control;
     if (!(st = sd_dtensor_new(d->cl, SD_DTYPE_F32, 4, shape, &x)) && !(st = sd_dtensor_upload(x, host)) &&
-        (!d->control || !(st = sd_control_eval_call(d->control, chains, e1 - e0, d->batch, d->x_in, sigma, timestep,
+        (!d->control || !(st = sd_control_eval_call(d->control, chains, k1 - k0, d->batch, d->x_in, sigma, timestep,
                                                      d->contexts[g], &res, &control))) &&
         !(st = sd_unet_forward(d->unet, x, t, d->contexts[g], control, &out)))
-        st = sd_dtensor_download(out, d->eps + e0 * d->batch * d->per_item);
+        st = sd_dtensor_download(out, d->eps + k0 * d->batch * d->per_item);
 done:
     sd_control_residuals_free(&res);
     free(chains);
@@ -262,8 +318,13 @@ static sd_status denoise(void *user, const float *x, float sigma, float *out, si
     float scale = sqrtf(sigma * sigma + 1.0f);
     for (size_t i = 0; i < n; i++)
         d->x_in[i] = x[i] / scale;
+    sd_status st = select_entries(d, sigma);
+    if (st) {
+        d->reported = true; /* select_entries named the failure */
+        return st;
+    }
     for (size_t g = 0; g < d->n_groups; g++) {
-        sd_status st = unet_group(d, g, sigma);
+        st = unet_group(d, g, sigma);
         if (st) {
             if (!d->reported)
                 st = sd_node_model_fail(d->r, st);
@@ -271,24 +332,27 @@ static sd_status denoise(void *user, const float *x, float sigma, float *out, si
             return st;
         }
     }
-    /* Strength-weighted mean of the entries' predictions, per side. */
+    /* Strength-weighted mean of the active entries' predictions, per side; a side without any
+     * (all outside their timestep ranges, or of strength 0) predicts 0 as ComfyUI's
+     * out_cond / (out_count + 1e-37). */
     memset(d->pos, 0, n * sizeof *d->pos);
     memset(d->neg, 0, n * sizeof *d->neg);
     double wp = 0, wn = 0;
-    for (size_t e = 0; e < d->n_entries; e++) {
-        const float *eps = d->eps + e * n;
-        float s = (float)d->entries[e].strength, *acc = d->entries[e].negative ? d->neg : d->pos;
+    for (size_t k = 0; k < d->n_active; k++) {
+        const cond_entry *e = &d->entries[d->active[k]];
+        const float *eps = d->eps + k * n;
+        float s = (float)e->strength, *acc = e->negative ? d->neg : d->pos;
         for (size_t i = 0; i < n; i++)
             acc[i] += (x[i] - eps[i] * sigma) * s;
-        *(d->entries[e].negative ? &wn : &wp) += d->entries[e].strength;
+        *(e->negative ? &wn : &wp) += e->strength;
     }
     for (size_t i = 0; i < n; i++) {
-        float p = d->pos[i] / (float)wp;
+        float p = wp != 0 ? d->pos[i] / (float)wp : 0.0f;
         if (!d->use_negative) {
             out[i] = p;
             continue;
         }
-        float u = d->neg[i] / (float)wn;
+        float u = wn != 0 ? d->neg[i] / (float)wn : 0.0f;
         out[i] = u + (p - u) * (float)d->cfg;
     }
     return SD_OK;
@@ -451,7 +515,7 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
         return sd_run_error(r, SD_ERR_INVALID, "input 'latent_image' has no [batch, 4, h, w] samples");
     const sd_checkpoint_config *cfg = sd_loaded_config(h->loaded);
     denoiser d = {.r = r, .batch = (size_t)lt->shape[0], .h = lt->shape[2], .w = lt->shape[3],
-                  .cfg = a->cfg, .use_negative = fabs(a->cfg - 1.0) > 1e-9};
+                  .dim = cfg->unet.context_dim, .cfg = a->cfg, .use_negative = fabs(a->cfg - 1.0) > 1e-9};
     d.per_item = (size_t)(4 * d.h * d.w);
     size_t n = d.batch * d.per_item;
     sd_model_sampling ms;
@@ -486,9 +550,8 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
                           (long long)d.w, (long long)d.h, (long long)f, (long long)(8 * f));
         goto done;
     }
-    if ((st = read_conditioning(r, &d, "positive", false, cfg->unet.context_dim)) ||
-        (st = read_conditioning(r, &d, "negative", true, cfg->unet.context_dim)) ||
-        (st = control_fill_uncond(r, &d)) || (st = batch_index(r, latent_v, d.batch, &bidx)))
+    if ((st = read_conditioning(r, &d, "positive", false)) || (st = read_conditioning(r, &d, "negative", true)) ||
+        (st = control_fill_uncond(r, &d)) || (st = drop_unused(&d)) || (st = batch_index(r, latent_v, d.batch, &bidx)))
         goto done;
     for (size_t e = 0; e < d.n_entries && !d.control; e++)
         if (d.entries[e].control && (st = sd_control_eval_new(ctx, &ms, d.h, d.w, &d.control))) {
@@ -531,8 +594,6 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
             goto done;
         d.concat = concat;
     }
-    if ((st = prepare_groups(&d, cfg->unet.context_dim)))
-        goto done;
     for (size_t e = 0; d.in_channels == 9 && e < d.n_entries; e++) {
         cond_entry *ce = &d.entries[e];
         if (!ce->concat_latent && !ce->concat_mask)
@@ -559,10 +620,9 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
 done:
     sd_control_eval_free(d.control);
     sd_node_model_done(r);
-    for (size_t g = 0; d.contexts && g < d.n_groups; g++)
-        sd_dtensor_free(d.contexts[g]);
-    free(d.contexts);
-    free(d.group_start);
+    free_groups(&d);
+    free(d.active);
+    free(d.next);
     for (size_t e = 0; d.entries && e < d.n_entries; e++)
         free(d.entries[e].concat);
     free(d.entries);
