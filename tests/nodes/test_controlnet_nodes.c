@@ -13,6 +13,7 @@
 #include "models/control_eval.h"
 #include "models/sd1_layout.h"
 #include "support/golden.h"
+#include "support/graph_run.h"
 #include "support/png_fixture.h"
 #include <math.h>
 #include <stdlib.h>
@@ -74,20 +75,7 @@ static sd_graph *load_graph(sd_context *ctx, const char *file, const char *cn)
 /* Runs g up to the sampler: its latent (malloc'd, LAT_N floats) or NULL. */
 static float *sample(sd_graph *g)
 {
-    const char *outputs[] = {"sampler"};
-    sd_run_options o = {.outputs = outputs, .n_outputs = 1, .no_cache = true};
-    sd_result *res = NULL;
-    float *out = NULL;
-    sd_status st = sd_graph_run(g, &o, &res);
-    CHECK_MSG(st == SD_OK, "%s", sd_context_errmsg(sd_graph_context(g)));
-    const sd_value *v = st ? NULL : sd_result_value(res, "sampler", "LATENT");
-    const sd_tensor *t = v ? sd_value_tensor(v, "samples") : NULL;
-    size_t n = 0;
-    if (t && sd_tensor_numel(t, &n) && n == LAT_N && (out = malloc(n * sizeof *out)))
-        memcpy(out, t->data, n * sizeof *out);
-    CHECK(out != NULL);
-    sd_result_free(res);
-    return out;
+    return test_run_latent(g, "sampler", LAT_N);
 }
 
 /* The controlnet-canny graph with parameters set (NULL-terminated name/value pairs). */
