@@ -4,6 +4,7 @@
  * hint image, the strength and the percent range, chained to the entry's previous ControlNet
  * (models/control_eval.h). The samplers evaluate the links. */
 #include "models/control_eval.h"
+#include "nodes/conditioning.h"
 #include "nodes/model_handle.h"
 #include "nodes/node_util.h"
 #include <stdlib.h>
@@ -118,10 +119,9 @@ static sd_control_link *link_for(apply_args *a, sd_control_link *prev)
 static sd_status apply(sd_node_run *r, apply_args *a, const char *input, size_t output)
 {
     const sd_value *in = sd_run_value(r, input);
-    json_t *entries = in->attrs ? json_object_get(in->attrs, "entries") : NULL;
-    size_t n = json_is_array(entries) ? json_array_size(entries) : 0;
-    if (n == 0)
-        return sd_run_error(r, SD_ERR_INVALID, "input '%s': the conditioning has no entries", input);
+    size_t n;
+    if (!sd_node_cond_entries(r, input, &n))
+        return SD_ERR_INVALID;
     sd_value *out = sd_cond_copy(in);
     sd_cond_controls *c = sd_cond_controls_new(n);
     bool ok = out && c;

@@ -6,6 +6,7 @@
 #include "core/checked.h"
 #include "models/control_eval.h"
 #include "nodes/bilinear.h"
+#include "nodes/conditioning.h"
 #include "nodes/model_handle.h"
 #include "nodes/node_util.h"
 #include "nodes/vae_tiles.h"
@@ -287,12 +288,10 @@ static bool put_tensor(sd_value *v, const char *name, int ndim, const int64_t *s
 static sd_status conditioning_with_concat(sd_node_run *r, const char *input, const sd_tensor *latent,
                                           const inpaint_prep *p, sd_value **out)
 {
-    sd_value *in = sd_run_value(r, input);
-    json_t *list = in->attrs ? json_object_get(in->attrs, "entries") : NULL;
-    size_t n = json_is_array(list) ? json_array_size(list) : 0;
-    if (n == 0)
-        return sd_run_error(r, SD_ERR_INVALID, "input '%s': the conditioning has no entries", input);
-    if (!(*out = sd_cond_copy(in))) /* keeps ControlNets applied before */
+    size_t n;
+    if (!sd_node_cond_entries(r, input, &n))
+        return SD_ERR_INVALID;
+    if (!(*out = sd_cond_copy(sd_run_value(r, input)))) /* keeps ControlNets applied before */
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
     int64_t mshape[4] = {p->mb, 1, p->hh, p->ww};
     for (size_t i = 0; i < n; i++) {

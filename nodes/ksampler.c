@@ -20,6 +20,7 @@
 #include "models/control_eval.h"
 #include "models/sampling.h"
 #include "models/schedulers.h"
+#include "nodes/conditioning.h"
 #include "nodes/model_handle.h"
 #include "nodes/node_util.h"
 #include "runtime-opencl/tensor.h"
@@ -93,10 +94,10 @@ static sd_status read_conditioning(sd_node_run *r, denoiser *d, const char *inpu
 {
     int64_t dim = d->dim;
     sd_value *v = sd_run_value(r, input);
-    json_t *list = v->attrs ? json_object_get(v->attrs, "entries") : NULL;
-    size_t n = json_is_array(list) ? json_array_size(list) : 0;
-    if (n == 0)
-        return sd_run_error(r, SD_ERR_INVALID, "input '%s': the conditioning has no entries", input);
+    size_t n;
+    json_t *list = sd_node_cond_entries(r, input, &n);
+    if (!list)
+        return SD_ERR_INVALID;
     cond_entry *grown = realloc(d->entries, (d->n_entries + n) * sizeof *grown);
     if (!grown)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
