@@ -401,7 +401,7 @@ static const sd_output_desc zero_out[] = {
     SD_OUT("CONDITIONING", SD_TYPE_CONDITIONING, "the same entries with tokens and pooled outputs all zero"),
 };
 const sd_node_desc sd_node_ConditioningZeroOut = {
-    .name = "ConditioningZeroOut", .version = 1, .category = "conditioning",
+    .name = "ConditioningZeroOut", .version = 1, .category = "advanced/conditioning",
     .doc = "Zeroes every entry's tokens and pooled output, keeping shapes and everything else.",
     .inputs = zero_in, .n_inputs = SD_COUNT(zero_in),
     .outputs = zero_out, .n_outputs = SD_COUNT(zero_out), .run = run_zero_out,
@@ -435,7 +435,7 @@ static const sd_output_desc range_out[] = {
     SD_OUT("CONDITIONING", SD_TYPE_CONDITIONING, "the entries with start_percent and end_percent set"),
 };
 const sd_node_desc sd_node_ConditioningSetTimestepRange = {
-    .name = "ConditioningSetTimestepRange", .version = 1, .category = "conditioning",
+    .name = "ConditioningSetTimestepRange", .version = 1, .category = "advanced/conditioning",
     .doc = "Limits the entries to a part of sampling: the KSampler skips an entry at steps whose sigma is outside "
            "[sigma(start), sigma(end)].",
     .inputs = range_in, .n_inputs = SD_COUNT(range_in),
