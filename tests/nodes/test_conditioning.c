@@ -14,6 +14,7 @@
 #include "models/sd1_layout.h"
 #include "support/golden.h"
 #include "support/graph_run.h"
+#include "support/node_direct.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,28 +25,9 @@ static char *ckpt_path, *cn_path, *image_path;
 
 /* ---- running one node directly ---- */
 
-/* Runs node type `type` on input values in descriptor order (borrowed) and returns its output 0
- * (a new reference; NULL on failure) with the status in *st. */
 static sd_value *run_node(const char *type, sd_value **in, sd_status *st)
 {
-    static char id[] = "n";
-    const sd_node_desc *desc = sd_node_type_find(type);
-    sd_value *outs[1] = {NULL};
-    CHECK(desc != NULL);
-    if (!desc) {
-        *st = SD_ERR_NOT_FOUND;
-        return NULL;
-    }
-    sd_graph_node gn = {.id = id, .type = id, .desc = desc};
-    sd_plan_node pn = {.gn = &gn, .desc = desc, .outputs = outs};
-    sd_run_state rs = {.ctx = g_ctx};
-    sd_node_run r = {.state = &rs, .node = &pn, .in_values = in};
-    *st = desc->run(&r);
-    if (*st) {
-        sd_value_unref(outs[0]);
-        return NULL;
-    }
-    return outs[0];
+    return test_run_node(g_ctx, type, in, st);
 }
 
 /* Runs a node that must succeed. */
@@ -55,28 +37,6 @@ static sd_value *run_ok(const char *type, sd_value **in)
     sd_value *v = run_node(type, in, &st);
     CHECK_MSG(st == SD_OK && v, "%s: %s", type, sd_context_errmsg(g_ctx));
     return v;
-}
-
-/* Adds tensor `name` with the given shape and values. */
-static void put(sd_value *v, const char *name, int ndim, const int64_t *shape, const float *data)
-{
-    sd_tensor *t = sd_value_add_tensor(v, name, ndim, shape);
-    size_t n = 0;
-    CHECK(t && sd_tensor_numel(t, &n));
-    if (t)
-        memcpy(t->data, data, n * sizeof *data);
-}
-
-/* Checks tensor `name` of v: its shape and values (exactly). */
-static void expect(const sd_value *v, const char *name, int ndim, const int64_t *shape, const float *want)
-{
-    const sd_tensor *t = v ? sd_value_tensor(v, name) : NULL;
-    CHECK_MSG(t && t->ndim == ndim && memcmp(t->shape, shape, (size_t)ndim * sizeof *shape) == 0, "%s: shape", name);
-    size_t n = 0;
-    if (!t || !sd_tensor_numel(t, &n))
-        return;
-    for (size_t i = 0; i < n; i++)
-        CHECK_MSG(t->data[i] == want[i], "%s[%zu] = %.9g, want %.9g", name, i, t->data[i], want[i]);
 }
 
 static void expect_absent(const sd_value *v, const char *name)
@@ -99,10 +59,10 @@ static void expect_attrs(const sd_value *v, const char *json)
 static sd_value *make_a(void)
 {
     sd_value *v = sd_value_new(SD_TYPE_CONDITIONING);
-    put(v, "cond.0", 3, (const int64_t[]){1, 2, 2}, (const float[]){1, 2, 3, 4});
-    put(v, "pooled.0", 2, (const int64_t[]){1, 2}, (const float[]){10, 20});
-    put(v, "cond.1", 3, (const int64_t[]){1, 1, 2}, (const float[]){5, 6});
-    put(v, "concat_mask.1", 4, (const int64_t[]){1, 1, 1, 1}, (const float[]){0.5f});
+    test_put_tensor(v, "cond.0", 3, (const int64_t[]){1, 2, 2}, (const float[]){1, 2, 3, 4});
+    test_put_tensor(v, "pooled.0", 2, (const int64_t[]){1, 2}, (const float[]){10, 20});
+    test_put_tensor(v, "cond.1", 3, (const int64_t[]){1, 1, 2}, (const float[]){5, 6});
+    test_put_tensor(v, "concat_mask.1", 4, (const int64_t[]){1, 1, 1, 1}, (const float[]){0.5f});
     v->attrs = json_loads("{\"entries\": [{\"strength\": 1.0}, {\"strength\": 0.5, \"start_percent\": 0.25}]}", 0,
                           NULL);
     return v;
@@ -111,9 +71,9 @@ static sd_value *make_a(void)
 static sd_value *make_one(int64_t b, int64_t tokens, const float *data, const float *pooled, double strength)
 {
     sd_value *v = sd_value_new(SD_TYPE_CONDITIONING);
-    put(v, "cond.0", 3, (const int64_t[]){b, tokens, 2}, data);
+    test_put_tensor(v, "cond.0", 3, (const int64_t[]){b, tokens, 2}, data);
     if (pooled)
-        put(v, "pooled.0", 2, (const int64_t[]){b, 2}, pooled);
+        test_put_tensor(v, "pooled.0", 2, (const int64_t[]){b, 2}, pooled);
     v->attrs = json_pack("{s:[{s:f}]}", "entries", "strength", strength);
     return v;
 }
@@ -143,23 +103,23 @@ static void test_combine(void)
     sd_value *ab = run_ok("ConditioningCombine", (sd_value *[]){g_a, g_b});
     if (ab) {
         CHECK_EQ_INT(ab->n_tensors, 6);
-        expect(ab, "cond.0", 3, (const int64_t[]){1, 2, 2}, (const float[]){1, 2, 3, 4});
-        expect(ab, "pooled.0", 2, (const int64_t[]){1, 2}, (const float[]){10, 20});
-        expect(ab, "cond.1", 3, (const int64_t[]){1, 1, 2}, (const float[]){5, 6});
+        test_expect_tensor(ab, "cond.0", 3, (const int64_t[]){1, 2, 2}, (const float[]){1, 2, 3, 4});
+        test_expect_tensor(ab, "pooled.0", 2, (const int64_t[]){1, 2}, (const float[]){10, 20});
+        test_expect_tensor(ab, "cond.1", 3, (const int64_t[]){1, 1, 2}, (const float[]){5, 6});
         expect_absent(ab, "pooled.1");
-        expect(ab, "concat_mask.1", 4, (const int64_t[]){1, 1, 1, 1}, (const float[]){0.5f});
-        expect(ab, "cond.2", 3, (const int64_t[]){1, 3, 2}, (const float[]){-1, -2, -3, -4, -5, -6});
-        expect(ab, "pooled.2", 2, (const int64_t[]){1, 2}, (const float[]){1, 3});
+        test_expect_tensor(ab, "concat_mask.1", 4, (const int64_t[]){1, 1, 1, 1}, (const float[]){0.5f});
+        test_expect_tensor(ab, "cond.2", 3, (const int64_t[]){1, 3, 2}, (const float[]){-1, -2, -3, -4, -5, -6});
+        test_expect_tensor(ab, "pooled.2", 2, (const int64_t[]){1, 2}, (const float[]){1, 3});
         expect_attrs(ab, "{\"entries\": [{\"strength\": 1.0}, {\"strength\": 0.5, \"start_percent\": 0.25},"
                          " {\"strength\": 2.0}]}");
         CHECK(sd_value_cacheable(ab));
     }
     sd_value *ba = run_ok("ConditioningCombine", (sd_value *[]){g_b, g_a});
     if (ba) {
-        expect(ba, "cond.0", 3, (const int64_t[]){1, 3, 2}, (const float[]){-1, -2, -3, -4, -5, -6});
-        expect(ba, "pooled.1", 2, (const int64_t[]){1, 2}, (const float[]){10, 20});
-        expect(ba, "cond.2", 3, (const int64_t[]){1, 1, 2}, (const float[]){5, 6});
-        expect(ba, "concat_mask.2", 4, (const int64_t[]){1, 1, 1, 1}, (const float[]){0.5f});
+        test_expect_tensor(ba, "cond.0", 3, (const int64_t[]){1, 3, 2}, (const float[]){-1, -2, -3, -4, -5, -6});
+        test_expect_tensor(ba, "pooled.1", 2, (const int64_t[]){1, 2}, (const float[]){10, 20});
+        test_expect_tensor(ba, "cond.2", 3, (const int64_t[]){1, 1, 2}, (const float[]){5, 6});
+        test_expect_tensor(ba, "concat_mask.2", 4, (const int64_t[]){1, 1, 1, 1}, (const float[]){0.5f});
         expect_absent(ba, "concat_mask.1");
         expect_attrs(ba, "{\"entries\": [{\"strength\": 2.0}, {\"strength\": 1.0},"
                          " {\"strength\": 0.5, \"start_percent\": 0.25}]}");
@@ -218,11 +178,12 @@ static void test_concat(void)
 {
     sd_value *v = run_ok("ConditioningConcat", (sd_value *[]){g_a, g_b});
     if (v) {
-        expect(v, "cond.0", 3, (const int64_t[]){1, 5, 2}, (const float[]){1, 2, 3, 4, -1, -2, -3, -4, -5, -6});
-        expect(v, "cond.1", 3, (const int64_t[]){1, 4, 2}, (const float[]){5, 6, -1, -2, -3, -4, -5, -6});
-        expect(v, "pooled.0", 2, (const int64_t[]){1, 2}, (const float[]){10, 20}); /* to's kept */
+        test_expect_tensor(v, "cond.0", 3, (const int64_t[]){1, 5, 2},
+                           (const float[]){1, 2, 3, 4, -1, -2, -3, -4, -5, -6});
+        test_expect_tensor(v, "cond.1", 3, (const int64_t[]){1, 4, 2}, (const float[]){5, 6, -1, -2, -3, -4, -5, -6});
+        test_expect_tensor(v, "pooled.0", 2, (const int64_t[]){1, 2}, (const float[]){10, 20}); /* to's kept */
         expect_absent(v, "pooled.1");
-        expect(v, "concat_mask.1", 4, (const int64_t[]){1, 1, 1, 1}, (const float[]){0.5f});
+        test_expect_tensor(v, "concat_mask.1", 4, (const int64_t[]){1, 1, 1, 1}, (const float[]){0.5f});
         expect_attrs(v, "{\"entries\": [{\"strength\": 1.0}, {\"strength\": 0.5, \"start_percent\": 0.25}]}");
     }
     sd_value_unref(v);
@@ -231,7 +192,7 @@ static void test_concat(void)
     sd_context_set_log(g_ctx, collect_warning, warning);
     v = run_ok("ConditioningConcat", (sd_value *[]){g_c, g_a});
     sd_context_set_log(g_ctx, NULL, NULL);
-    expect(v, "cond.0", 3, (const int64_t[]){1, 3, 2}, (const float[]){7, 8, 1, 2, 3, 4});
+    test_expect_tensor(v, "cond.0", 3, (const int64_t[]){1, 3, 2}, (const float[]){7, 8, 1, 2, 3, 4});
     CHECK_STR_EQ(warning, "node 'n' (ConditioningConcat): conditioning_from has 2 entries: only the first is used");
     sd_value_unref(v);
     /* torch.cat needs equal batches. */
@@ -248,32 +209,32 @@ static void test_average(void)
     /* A shorter from for entry 0 (cut to 2 tokens) and entry 1 (cut to 1): to * 0.25 + B * 0.75. */
     sd_value *v = run_ok("ConditioningAverage", (sd_value *[]){g_a, g_b, num(0.25)});
     if (v) {
-        expect(v, "cond.0", 3, (const int64_t[]){1, 2, 2}, (const float[]){-0.5f, -1, -1.5f, -2});
-        expect(v, "pooled.0", 2, (const int64_t[]){1, 2}, (const float[]){3.25f, 7.25f});
-        expect(v, "cond.1", 3, (const int64_t[]){1, 1, 2}, (const float[]){0.5f, 0});
+        test_expect_tensor(v, "cond.0", 3, (const int64_t[]){1, 2, 2}, (const float[]){-0.5f, -1, -1.5f, -2});
+        test_expect_tensor(v, "pooled.0", 2, (const int64_t[]){1, 2}, (const float[]){3.25f, 7.25f});
+        test_expect_tensor(v, "cond.1", 3, (const int64_t[]){1, 1, 2}, (const float[]){0.5f, 0});
         /* entry 1 has no pooled output: from's (from * s + from * (1 - s)) */
-        expect(v, "pooled.1", 2, (const int64_t[]){1, 2}, (const float[]){1, 3});
-        expect(v, "concat_mask.1", 4, (const int64_t[]){1, 1, 1, 1}, (const float[]){0.5f});
+        test_expect_tensor(v, "pooled.1", 2, (const int64_t[]){1, 2}, (const float[]){1, 3});
+        test_expect_tensor(v, "concat_mask.1", 4, (const int64_t[]){1, 1, 1, 1}, (const float[]){0.5f});
         expect_attrs(v, "{\"entries\": [{\"strength\": 1.0}, {\"strength\": 0.5, \"start_percent\": 0.25}]}");
     }
     sd_value_unref(v);
     /* A longer to: from (A's first entry) zero-padded from 2 to 3 tokens. */
     v = run_ok("ConditioningAverage", (sd_value *[]){g_b, g_a, num(0.25)});
-    expect(v, "cond.0", 3, (const int64_t[]){1, 3, 2}, (const float[]){0.5f, 1, 1.5f, 2, -1.25f, -1.5f});
-    expect(v, "pooled.0", 2, (const int64_t[]){1, 2}, (const float[]){7.75f, 15.75f});
+    test_expect_tensor(v, "cond.0", 3, (const int64_t[]){1, 3, 2}, (const float[]){0.5f, 1, 1.5f, 2, -1.25f, -1.5f});
+    test_expect_tensor(v, "pooled.0", 2, (const int64_t[]){1, 2}, (const float[]){7.75f, 15.75f});
     expect_attrs(v, "{\"entries\": [{\"strength\": 2.0}]}");
     sd_value_unref(v);
     /* from without a pooled output: to's kept (or still absent). */
     v = run_ok("ConditioningAverage", (sd_value *[]){g_a, g_c, num(0.5)});
-    expect(v, "cond.0", 3, (const int64_t[]){1, 2, 2}, (const float[]){4, 5, 1.5f, 2});
-    expect(v, "pooled.0", 2, (const int64_t[]){1, 2}, (const float[]){10, 20});
-    expect(v, "cond.1", 3, (const int64_t[]){1, 1, 2}, (const float[]){6, 7});
+    test_expect_tensor(v, "cond.0", 3, (const int64_t[]){1, 2, 2}, (const float[]){4, 5, 1.5f, 2});
+    test_expect_tensor(v, "pooled.0", 2, (const int64_t[]){1, 2}, (const float[]){10, 20});
+    test_expect_tensor(v, "cond.1", 3, (const int64_t[]){1, 1, 2}, (const float[]){6, 7});
     expect_absent(v, "pooled.1");
     sd_value_unref(v);
     /* A batch of 2 broadcasts over to's batch of 1. */
     v = run_ok("ConditioningAverage", (sd_value *[]){g_a, g_d, num(0.5)});
-    expect(v, "cond.0", 3, (const int64_t[]){2, 2, 2}, (const float[]){1, 2, 3, 4, 3, 4, 5, 6});
-    expect(v, "cond.1", 3, (const int64_t[]){2, 1, 2}, (const float[]){3, 4, 5, 6}); /* D's first tokens */
+    test_expect_tensor(v, "cond.0", 3, (const int64_t[]){2, 2, 2}, (const float[]){1, 2, 3, 4, 3, 4, 5, 6});
+    test_expect_tensor(v, "cond.1", 3, (const int64_t[]){2, 1, 2}, (const float[]){3, 4, 5, 6}); /* D's first tokens */
     sd_value_unref(v);
     /* ComfyUI pads with zeros of batch 1: a longer to and a from of batch 2 fail. */
     sd_status st;
@@ -288,24 +249,24 @@ static void test_zero_out_and_range(void)
 {
     sd_value *z = run_ok("ConditioningZeroOut", (sd_value *[]){g_a});
     if (z) {
-        expect(z, "cond.0", 3, (const int64_t[]){1, 2, 2}, (const float[]){0, 0, 0, 0});
-        expect(z, "pooled.0", 2, (const int64_t[]){1, 2}, (const float[]){0, 0});
-        expect(z, "cond.1", 3, (const int64_t[]){1, 1, 2}, (const float[]){0, 0});
+        test_expect_tensor(z, "cond.0", 3, (const int64_t[]){1, 2, 2}, (const float[]){0, 0, 0, 0});
+        test_expect_tensor(z, "pooled.0", 2, (const int64_t[]){1, 2}, (const float[]){0, 0});
+        test_expect_tensor(z, "cond.1", 3, (const int64_t[]){1, 1, 2}, (const float[]){0, 0});
         expect_absent(z, "pooled.1");
-        expect(z, "concat_mask.1", 4, (const int64_t[]){1, 1, 1, 1}, (const float[]){0.5f});
+        test_expect_tensor(z, "concat_mask.1", 4, (const int64_t[]){1, 1, 1, 1}, (const float[]){0.5f});
         expect_attrs(z, "{\"entries\": [{\"strength\": 1.0}, {\"strength\": 0.5, \"start_percent\": 0.25}]}");
     }
     sd_value_unref(z);
     sd_value *r = run_ok("ConditioningSetTimestepRange", (sd_value *[]){g_a, num(0.2), num(0.7)});
     if (r) {
-        expect(r, "cond.0", 3, (const int64_t[]){1, 2, 2}, (const float[]){1, 2, 3, 4});
-        expect(r, "concat_mask.1", 4, (const int64_t[]){1, 1, 1, 1}, (const float[]){0.5f});
+        test_expect_tensor(r, "cond.0", 3, (const int64_t[]){1, 2, 2}, (const float[]){1, 2, 3, 4});
+        test_expect_tensor(r, "concat_mask.1", 4, (const int64_t[]){1, 1, 1, 1}, (const float[]){0.5f});
         expect_attrs(r, "{\"entries\": [{\"strength\": 1.0, \"start_percent\": 0.2, \"end_percent\": 0.7},"
                         " {\"strength\": 0.5, \"start_percent\": 0.2, \"end_percent\": 0.7}]}");
     }
     sd_value_unref(r);
     /* The input is left as it was. */
-    expect(g_a, "cond.0", 3, (const int64_t[]){1, 2, 2}, (const float[]){1, 2, 3, 4});
+    test_expect_tensor(g_a, "cond.0", 3, (const int64_t[]){1, 2, 2}, (const float[]){1, 2, 3, 4});
     expect_attrs(g_a, "{\"entries\": [{\"strength\": 1.0}, {\"strength\": 0.5, \"start_percent\": 0.25}]}");
 }
 
