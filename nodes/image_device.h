@@ -1,6 +1,6 @@
 /* Shared by the image nodes that run on the OpenCL image ops (ImageScale, ImageScaleBy,
- * ImageInvert, ImageCrop, ImagePadForOutpaint, ImageBlur, Canny): moving IMAGE values to and
- * from device tensors, and reporting op failures as the node's error. */
+ * ImageInvert, ImageCrop, ImagePadForOutpaint, ImageBlur, ImageSharpen, Canny): moving IMAGE
+ * values to and from device tensors, and reporting op failures as the node's error. */
 #ifndef SD_NODES_IMAGE_DEVICE_H
 #define SD_NODES_IMAGE_DEVICE_H
 
