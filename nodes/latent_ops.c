@@ -222,14 +222,11 @@ static sd_status run_blend(sd_node_run *r)
     return SD_OK;
 }
 
-static const char *const blend_modes[] = {"normal", NULL};
 static const sd_input_desc blend_in[] = {
     SD_IN_LINK("samples1", SD_TYPE_LATENT, "the first latent (its noise mask is kept)"),
     SD_IN_LINK("samples2", SD_TYPE_LATENT,
                "the second latent, resized to the first's size (bicubic, centre crop) when it differs"),
     SD_IN_FLOAT("blend_factor", "0.5", 0.0, 1.0, "weight of samples1; samples2 gets 1 - blend_factor"),
-    SD_IN_ENUM("blend_mode", "normal", blend_modes,
-               "ComfyUI's only mode (a keyword of its blend function, not a widget there)"),
 };
 static const sd_output_desc blend_out[] = {
     SD_OUT("LATENT", SD_TYPE_LATENT, "samples1 * blend_factor + samples2 * (1 - blend_factor)"),
