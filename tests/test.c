@@ -1,4 +1,6 @@
+#define _XOPEN_SOURCE 700 /* nftw */
 #include "test.h"
+#include <ftw.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +10,7 @@
 int test_checks_failed_in_current;
 static int tests_passed, tests_failed;
 static const char *current_test;
+static char scratch[4096]; /* test_scratch_dir's directory, once made */
 
 void test_fail(const char *file, int line, const char *fmt, ...)
 {
@@ -35,9 +38,22 @@ void test_run(const char *name, void (*fn)(void))
     current_test = NULL;
 }
 
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
 int test_summary(const char *program)
 {
     printf("%s: %d passed, %d failed\n", program, tests_passed, tests_failed);
+    /* The scratch directory goes when every test passed; it stays for a look after a failure. */
+    if (scratch[0] && !tests_failed)
+        nftw(scratch, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    else if (scratch[0])
+        fprintf(stderr, "%s: scratch files kept in %s\n", program, scratch);
     return tests_failed ? 1 : 0;
 }
 
@@ -49,16 +65,15 @@ const char *test_source_dir(void)
 
 const char *test_scratch_dir(void)
 {
-    static char dir[4096];
-    if (!dir[0]) {
+    if (!scratch[0]) {
         const char *base = getenv("TMPDIR");
-        snprintf(dir, sizeof dir, "%s/sdflow-test-XXXXXX", base ? base : "/tmp");
-        if (!mkdtemp(dir)) {
+        snprintf(scratch, sizeof scratch, "%s/sdflow-test-XXXXXX", base ? base : "/tmp");
+        if (!mkdtemp(scratch)) {
             perror("mkdtemp");
             exit(2);
         }
     }
-    return dir;
+    return scratch;
 }
 
 char *test_path(const char *dir, const char *name)

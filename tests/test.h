@@ -18,7 +18,7 @@ int test_summary(const char *program);
 
 /* Path helpers: source tree, a fresh scratch directory for this test program. */
 const char *test_source_dir(void);
-const char *test_scratch_dir(void);          /* created empty on first call */
+const char *test_scratch_dir(void);          /* created empty on first call; test_summary removes it when all passed */
 char *test_path(const char *dir, const char *name); /* malloc'd dir/name */
 bool test_file_exists(const char *path);
 
