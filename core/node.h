@@ -41,6 +41,9 @@ void sd_run_set_output(sd_node_run *run, size_t index, sd_value *value);
  * Returns status for `return sd_run_error(r, SD_ERR_INVALID, "...")`. */
 sd_status sd_run_error(sd_node_run *run, sd_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same for a failure whose message a library call already set on the context: that
+ * message becomes the node's. Returns status. */
+sd_status sd_run_fail(sd_node_run *run, sd_status status);
 /* Logs a warning naming the node. */
 void sd_run_warn(sd_node_run *run, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

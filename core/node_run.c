@@ -104,6 +104,13 @@ sd_status sd_run_error(sd_node_run *r, sd_status status, const char *fmt, ...)
     return status;
 }
 
+sd_status sd_run_fail(sd_node_run *r, sd_status status)
+{
+    char msg[sizeof r->state->ctx->errmsg];
+    snprintf(msg, sizeof msg, "%s", sd_context_errmsg(r->state->ctx));
+    return sd_run_error(r, status, "%s", msg);
+}
+
 void sd_run_warn(sd_node_run *r, const char *fmt, ...)
 {
     char msg[1024];

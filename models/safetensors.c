@@ -521,6 +521,13 @@ done:
     return status;
 }
 
+/* The 8-byte little-endian header length that starts a file. */
+static void put_u64le(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
 static sd_status write_all(sd_context *ctx, const char *path, FILE *f, const void *buf, size_t len)
 {
     if (len && fwrite(buf, 1, len, f) != len)
@@ -552,8 +559,7 @@ sd_status sd_safetensors_write(sd_context *ctx, const char *path, const sd_st_en
         goto done;
     }
     unsigned char len8[8];
-    for (int i = 0; i < 8; i++)
-        len8[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
+    put_u64le(len8, hlen);
     if ((status = write_all(ctx, path, f, len8, 8)) || (status = write_all(ctx, path, f, header, hlen)))
         goto done;
     for (size_t i = 0; i < n; i++) {
@@ -587,6 +593,43 @@ done:
         free(tmp);
     }
     free(buf);
+    free(header);
+    return status;
+}
+
+sd_status sd_safetensors_encode(sd_context *ctx, const char *name, const sd_st_entry *entries, size_t n,
+                                const char *const *metadata, sd_st_fill_fn fill, void *user, unsigned char **out,
+                                size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    char *header = NULL;
+    unsigned char *buf = NULL;
+    size_t hlen = 0, total = 0;
+    sd_status status = build_header(ctx, name, entries, n, metadata, &header, &hlen);
+    if (status)
+        return status;
+    size_t *sizes = calloc(n ? n : 1, sizeof *sizes);
+    bool ok = sizes && sd_add_size(8, hlen, &total);
+    for (size_t i = 0; ok && i < n; i++) /* each size and their sum were checked by build_header */
+        ok = sd_shape_bytes(entries[i].shape, entries[i].ndim, sd_st_dtype_size(entries[i].dtype), &sizes[i]) &&
+             sd_add_size(total, sizes[i], &total);
+    if (!ok || !(buf = malloc(total))) {
+        status = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", name);
+        goto done;
+    }
+    put_u64le(buf, hlen);
+    memcpy(buf + 8, header, hlen);
+    size_t at = 8 + hlen;
+    for (size_t i = 0; i < n; at += sizes[i], i++)
+        if ((status = fill(user, i, buf + at, sizes[i])))
+            goto done;
+    *out = buf;
+    *out_len = total;
+    buf = NULL;
+done:
+    free(buf);
+    free(sizes);
     free(header);
     return status;
 }

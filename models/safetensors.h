@@ -111,4 +111,11 @@ typedef sd_status (*sd_st_fill_fn)(void *user, size_t index, void *dst, size_t n
 sd_status sd_safetensors_write(sd_context *ctx, const char *path, const sd_st_entry *entries, size_t n,
                                const char *const *metadata, sd_st_fill_fn fill, void *user);
 
+/* The same file built in memory: *out (malloc'd, *out_len bytes) for a caller that writes it
+ * itself (SaveLatent writes it without replacing a file). name stands for the file in errors.
+ * Errors as sd_safetensors_write's, without SD_ERR_IO; *out stays NULL. */
+sd_status sd_safetensors_encode(sd_context *ctx, const char *name, const sd_st_entry *entries, size_t n,
+                                const char *const *metadata, sd_st_fill_fn fill, void *user, unsigned char **out,
+                                size_t *out_len);
+
 #endif

@@ -1,10 +1,7 @@
 /* Image file input and output for the image nodes (see nodes/image_io.h). */
 #include "nodes/image_io.h"
 #include "core/checked.h"
-#include "core/fileio.h"
 #include "core/png.h"
-#include <dirent.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,60 +95,6 @@ done:
     return st;
 }
 
-/* One more than the highest N among files named <base>_<N>_... in dir (1 when none). */
-static sd_status next_counter(sd_context *ctx, const char *dir, const char *base, unsigned *counter)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return sd_set_error(ctx, SD_ERR_IO, "cannot list %s: %s", dir, strerror(errno));
-    size_t blen = strlen(base);
-    unsigned max = 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        const char *name = e->d_name;
-        if (strncmp(name, base, blen) != 0 || name[blen] != '_')
-            continue;
-        const char *q = name + blen + 1;
-        unsigned n = 0;
-        int digits = 0;
-        for (; *q >= '0' && *q <= '9' && digits < 9; q++, digits++)
-            n = n * 10 + (unsigned)(*q - '0');
-        if (digits > 0 && *q == '_' && n > max)
-            max = n;
-    }
-    closedir(d);
-    *counter = max + 1;
-    return SD_OK;
-}
-
-/* Splits the prefix into its subfolder (may be "") and base name, refusing escapes. */
-static sd_status split_prefix(sd_context *ctx, const char *prefix, char **sub, char **base)
-{
-    *sub = *base = NULL;
-    const char *slash = strrchr(prefix, '/');
-    const char *b = slash ? slash + 1 : prefix;
-    bool bad = prefix[0] == '/' || *b == '\0' || strcmp(b, ".") == 0;
-    for (const char *s = prefix; !bad;) {
-        const char *e = strchr(s, '/');
-        size_t n = e ? (size_t)(e - s) : strlen(s);
-        bad = n == 2 && s[0] == '.' && s[1] == '.';
-        if (!e)
-            break;
-        s = e + 1;
-    }
-    if (bad)
-        return sd_set_error(ctx, SD_ERR_INVALID,
-                            "filename_prefix '%s' must be a relative name without '..' components", prefix);
-    *sub = slash ? strndup(prefix, (size_t)(slash - prefix)) : sd_strdup("");
-    *base = sd_strdup(b);
-    if (!*sub || !*base) {
-        free(*sub);
-        free(*base);
-        *sub = *base = NULL;
-        return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
-    }
-    return SD_OK;
-}
-
 /* Encodes image b of t with its provenance texts. */
 static sd_status encode_one(sd_context *ctx, const sd_save_request *req, const sd_tensor *t, int64_t b,
                             unsigned char **png, size_t *len)
@@ -160,7 +103,7 @@ static sd_status encode_one(sd_context *ctx, const sd_save_request *req, const s
     sd_image img = {.width = (uint32_t)t->shape[2], .height = (uint32_t)t->shape[1],
                     .channels = (int)t->shape[3], .bit_depth = 8, .data = t->data + (size_t)b * per_image};
     char engine[64], batch[32];
-    snprintf(engine, sizeof engine, "sdflow %s", sd_version());
+    sd_output_engine_text(engine, sizeof engine);
     snprintf(batch, sizeof batch, "%" PRId64, b);
     sd_png_text texts[5];
     size_t n = 0;
@@ -184,47 +127,18 @@ sd_status sd_save_images(sd_context *ctx, const sd_save_request *req, const sd_v
         return sd_set_error(ctx, SD_ERR_INVALID,
                             "IMAGE must be [batch, height, width, 3 or 4] with sides of 1 to %u pixels",
                             SD_PNG_MAX_SIDE);
-    char *sub = NULL, *base = NULL, *dir = NULL, *path = NULL;
-    unsigned char *png = NULL;
-    size_t len = 0;
-    sd_status st = split_prefix(ctx, req->prefix, &sub, &base);
-    if (st)
-        return st;
-    dir = *sub ? sd_strfmt("%s/%s", req->dir, sub) : sd_strdup(req->dir);
-    if (!dir) {
-        st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    unsigned counter = 1;
-    if ((st = sd_make_dirs(ctx, dir)) || (st = next_counter(ctx, dir, base, &counter)))
-        goto done;
-    for (int64_t b = 0; b < t->shape[0]; b++) {
+    sd_output_names names;
+    sd_status st = sd_output_names_open(ctx, req->dir, req->prefix, &names);
+    for (int64_t b = 0; !st && b < t->shape[0]; b++) {
+        unsigned char *png = NULL;
+        char *path = NULL;
+        size_t len = 0;
+        if (!(st = encode_one(ctx, req, t, b, &png, &len)) &&
+            !(st = sd_output_write(ctx, &names, "png", png, len, &path)) && saved)
+            st = saved(user, path);
         free(png);
-        png = NULL;
-        if ((st = encode_one(ctx, req, t, b, &png, &len)))
-            goto done;
-        /* Another writer may take a name between the scan and the write: skip to the next. */
-        bool existed = true;
-        for (int tries = 0; existed && tries < 1000; tries++, counter++) {
-            free(path);
-            if (!(path = sd_strfmt("%s/%s_%05u_.png", dir, base, counter))) {
-                st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
-                goto done;
-            }
-            st = sd_file_write_atomic(ctx, path, png, len, true, &existed);
-            if (st && !existed)
-                goto done;
-        }
-        if (st)
-            goto done;
-        if (saved && (st = saved(user, path)))
-            goto done;
+        free(path);
     }
-done:
-    free(png);
-    free(path);
-    free(dir);
-    free(sub);
-    free(base);
+    sd_output_names_clear(&names);
     return st;
 }

@@ -6,6 +6,7 @@
 #include "core/context.h"
 #include "core/png.h"
 #include "core/value.h"
+#include "nodes/output_files.h"
 
 /* LoadImage: the PNG at path as IMAGE [1, h, w, 3] (gray replicated to RGB) and MASK:
  * 1 - alpha as [1, h, w] when the file has an alpha channel or a palette with tRNS, else
@@ -18,24 +19,12 @@ sd_status sd_load_image(sd_context *ctx, const char *path, sd_value **image, sd_
  * Gray files give their gray value for red, green and blue. */
 sd_status sd_load_image_mask(sd_context *ctx, const char *path, const char *channel, sd_value **mask);
 
-/* What an image-saving node writes and where. */
-typedef struct sd_save_request {
-    const char *dir;             /* output (SaveImage) or temp (PreviewImage) directory */
-    const char *prefix;          /* filename_prefix; may name subfolders ("portraits/cat") */
-    const char *node_id;         /* recorded in SD_PNG_KEY_NODE */
-    const char *workflow_xml;    /* SD_PNG_KEY_WORKFLOW; NULL: not written */
-    const char *provenance_json; /* SD_PNG_KEY_PROVENANCE; NULL: not written */
-    int compression;             /* zlib level */
-} sd_save_request;
-
 /* Called with the path of each file written, in batch order. */
 typedef sd_status (*sd_saved_fn)(void *user, const char *path);
 
 /* Writes each image of an IMAGE value ([batch, h, w, 3 or 4]) as an 8-bit PNG named
- * <dir>/<prefix>_<counter>_.png, the counter five digits wide and one more than the highest
- * already used with that prefix (ComfyUI's numbering); an existing file is never replaced.
- * Creates dir and the prefix's subfolders. A prefix that is absolute, empty, or has a ".."
- * component is SD_ERR_INVALID. Files written before a failure stay (each is complete). */
+ * <dir>/<prefix>_<counter>_.png (numbering, refused prefixes and the atomic write in
+ * nodes/output_files.h). Files written before a failure stay (each is complete). */
 sd_status sd_save_images(sd_context *ctx, const sd_save_request *req, const sd_value *images,
                          sd_saved_fn saved, void *user);
 

@@ -2,22 +2,13 @@
  * nodes of the same names; see nodes/image_io.h for the exact conversions). */
 #include "nodes/image_io.h"
 #include "nodes/node_util.h"
-#include <stdio.h>
-
-/* Re-reports the context's message (set by image_io) as this node's error. */
-static sd_status node_fail(sd_node_run *r, sd_status st)
-{
-    char msg[sizeof ((sd_context *)0)->errmsg];
-    snprintf(msg, sizeof msg, "%s", sd_context_errmsg(sd_run_context(r)));
-    return sd_run_error(r, st, "%s", msg);
-}
 
 static sd_status run_load_image(sd_node_run *r)
 {
     sd_value *image, *mask;
     sd_status st = sd_load_image(sd_run_context(r), sd_run_file(r, "image"), &image, &mask);
     if (st)
-        return node_fail(r, st);
+        return sd_run_fail(r, st);
     sd_run_set_output(r, 0, image);
     sd_run_set_output(r, 1, mask);
     return SD_OK;
@@ -49,7 +40,7 @@ static sd_status run_load_image_mask(sd_node_run *r)
     sd_status st = sd_load_image_mask(sd_run_context(r), sd_run_file(r, "image"),
                                       sd_run_string(r, "channel"), &mask);
     if (st)
-        return node_fail(r, st);
+        return sd_run_fail(r, st);
     sd_run_set_output(r, 0, mask);
     return SD_OK;
 }

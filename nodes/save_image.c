@@ -2,7 +2,6 @@
  * (ComfyUI's nodes of the same names; numbering and texts in nodes/image_io.h). */
 #include "nodes/image_io.h"
 #include "nodes/node_util.h"
-#include <stdio.h>
 
 static sd_status record_file(void *user, const char *path)
 {
@@ -11,24 +10,11 @@ static sd_status record_file(void *user, const char *path)
 
 static sd_status save(sd_node_run *r, sd_dir_kind dir, const char *prefix, int compression)
 {
-    sd_context *ctx = sd_run_context(r);
-    /* Every image carries its provenance: without it the node fails (the message naming this
-     * node is already set). */
-    const char *xml = sd_run_workflow_xml(r);
-    const char *prov = xml ? sd_run_provenance_json(r) : NULL;
-    if (!prov)
-        return xml ? SD_ERR_NOMEM : SD_ERR_INVALID;
-    sd_save_request req = {
-        .dir = sd_context_dir(ctx, dir), .prefix = prefix, .node_id = sd_run_node_id(r),
-        .workflow_xml = xml, .provenance_json = prov, .compression = compression,
-    };
-    sd_status st = sd_save_images(ctx, &req, sd_run_value(r, "images"), record_file, r);
-    if (st) {
-        char msg[sizeof ctx->errmsg];
-        snprintf(msg, sizeof msg, "%s", sd_context_errmsg(ctx));
-        return sd_run_error(r, st, "%s", msg);
-    }
-    return SD_OK;
+    sd_save_request req;
+    sd_status st = sd_node_save_request(r, dir, prefix, compression, &req);
+    if (!st && (st = sd_save_images(sd_run_context(r), &req, sd_run_value(r, "images"), record_file, r)))
+        return sd_run_fail(r, st);
+    return st;
 }
 
 /* zlib levels as ComfyUI: 4 for saved images, 1 for previews. */
