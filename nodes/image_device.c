@@ -6,9 +6,7 @@
 
 sd_status sd_node_op_fail(sd_node_run *r, sd_status st)
 {
-    char msg[sizeof ((sd_context *)0)->errmsg];
-    snprintf(msg, sizeof msg, "%s", sd_context_errmsg(sd_run_context(r)));
-    return sd_run_error(r, st, "%s", msg);
+    return sd_run_fail(r, st);
 }
 
 const sd_tensor *sd_node_image_tensor(sd_node_run *r, const char *input)
@@ -124,6 +122,21 @@ sd_value *sd_node_outpaint_mask(int64_t h, int64_t w, int64_t top, int64_t botto
 sd_status sd_node_image_finish(sd_node_run *r, sd_status st, sd_dtensor *x, sd_dtensor *y)
 {
     st = st ? sd_node_op_fail(r, st) : sd_node_image_output(r, 0, y);
+    sd_dtensor_free(x);
+    sd_dtensor_free(y);
+    return st;
+}
+
+sd_status sd_node_resize_to(sd_node_run *r, sd_cl *cl, sd_dtensor *x, double width, double height, const char *why)
+{
+    sd_status st;
+    sd_dtensor *y = NULL;
+    if (width < 1.0 || height < 1.0)
+        st = sd_run_error(r, SD_ERR_INVALID, "%s makes the %lldx%lld image empty", why, (long long)x->shape[2],
+                          (long long)x->shape[1]);
+    else if (!(st = sd_node_common_upscale(r, cl, x, sd_run_string(r, "upscale_method"), (int64_t)width,
+                                           (int64_t)height, false, &y)))
+        st = sd_node_image_output(r, 0, y);
     sd_dtensor_free(x);
     sd_dtensor_free(y);
     return st;

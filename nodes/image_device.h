@@ -36,6 +36,17 @@ extern const char *const sd_node_upscale_methods[];
 sd_status sd_node_common_upscale(sd_node_run *r, sd_cl *cl, const sd_dtensor *x, const char *method,
                                  int64_t width, int64_t height, bool crop_center, sd_dtensor **out);
 
+/* The upscale_method input of the resizing nodes (ComfyUI's combo, default nearest-exact). */
+#define SD_IN_UPSCALE_METHOD                                                           \
+    SD_IN_ENUM("upscale_method", "nearest-exact", sd_node_upscale_methods,              \
+               "torch interpolate modes (nearest-exact, bilinear, area, bicubic) or PIL's 8-bit lanczos")
+
+/* The end of a node that resizes its "image" input x by a computed size (ImageScaleBy,
+ * ImageScaleToTotalPixels): width and height are whole numbers from ComfyUI's rounding; below
+ * 1 is SD_ERR_INVALID "<why> makes the WxH image empty"; otherwise x is resized with the node's
+ * upscale_method (no crop) into output 0. Frees x. */
+sd_status sd_node_resize_to(sd_node_run *r, sd_cl *cl, sd_dtensor *x, double width, double height, const char *why);
+
 /* ImagePadForOutpaint's MASK for an h x w image padded by top/bottom/left/right: a new value
  * [1, h + top + bottom, w + left + right], 1 on the new area; inside, 0 or, at distance
  * d < feathering from a padded side, ((feathering - d) / feathering)^2, only when

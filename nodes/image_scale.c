@@ -35,8 +35,7 @@ static sd_status run(sd_node_run *r)
 static const char *const crops[] = {"disabled", "center", NULL};
 static const sd_input_desc inputs[] = {
     SD_IN_LINK("image", SD_TYPE_IMAGE, "the images to resize"),
-    SD_IN_ENUM("upscale_method", "nearest-exact", sd_node_upscale_methods,
-               "torch interpolate modes (nearest-exact, bilinear, area, bicubic) or PIL's 8-bit lanczos"),
+    SD_IN_UPSCALE_METHOD,
     SD_IN_INT("width", "512", 0, 16384, "target width; 0 keeps the aspect ratio from height"),
     SD_IN_INT("height", "512", 0, 16384, "target height; 0 keeps the aspect ratio from width"),
     SD_IN_ENUM("crop", "disabled", crops, "center: crop the middle to the target aspect ratio first"),
