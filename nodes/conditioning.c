@@ -1,10 +1,12 @@
 /* Conditioning nodes (ComfyUI's nodes.py): ConditioningCombine, ConditioningConcat,
- * ConditioningAverage, ConditioningZeroOut and ConditioningSetTimestepRange.
+ * ConditioningAverage, ConditioningZeroOut, ConditioningSetTimestepRange, ConditioningSetArea,
+ * ConditioningSetAreaPercentage, ConditioningSetAreaStrength and ConditioningSetMask.
  *
  * A CONDITIONING is a list of entries (core/value.h): entry i has its tokens "cond.i"
  * [batch, tokens, width], an optional pooled vector "pooled.i" [batch, width], other per-entry
  * tensors named "<name>.i" (InpaintModelConditioning's concat_latent_image.i, concat_mask.i),
- * its attributes entries[i] (strength, start_percent, end_percent) and possibly a ControlNet
+ * its attributes entries[i] (strength, start_percent, end_percent, area, mask_strength,
+ * set_area_to_bounds), its mask "mask.i" [batch, height, width] and possibly a ControlNet
  * chain (models/control_eval.h). ComfyUI's list is [[tokens, {pooled_output, ...}], ...]; these
  * nodes do to it what ComfyUI's do: Combine concatenates the lists, the others rewrite each entry
  * of one input and keep everything else about it. The KSampler averages a side's entries by
@@ -394,8 +396,9 @@ static sd_status run_zero_out(sd_node_run *r)
     return map_entries(r, "conditioning", zero_entry, NULL);
 }
 
+#define IN_COND SD_IN_LINK("conditioning", SD_TYPE_CONDITIONING, "the conditioning")
 static const sd_input_desc zero_in[] = {
-    SD_IN_LINK("conditioning", SD_TYPE_CONDITIONING, "the conditioning"),
+    IN_COND,
 };
 static const sd_output_desc zero_out[] = {
     SD_OUT("CONDITIONING", SD_TYPE_CONDITIONING, "the same entries with tokens and pooled outputs all zero"),
@@ -407,27 +410,36 @@ const sd_node_desc sd_node_ConditioningZeroOut = {
     .outputs = zero_out, .n_outputs = SD_COUNT(zero_out), .run = run_zero_out,
 };
 
-/* ConditioningSetTimestepRange: start_percent and end_percent on entry i's attributes. */
-static sd_status range_entry(sd_node_run *r, const char *input, sd_value *out, size_t i, const void *user)
+/* The attributes in `user` (a JSON object) set on entry i's, replacing those of the same names
+ * (ComfyUI's node_helpers.conditioning_set_values). */
+static sd_status set_values_entry(sd_node_run *r, const char *input, sd_value *out, size_t i, const void *user)
 {
-    const double *range = user;
     json_t *e = json_array_get(json_object_get(out->attrs, "entries"), i);
     if (!json_is_object(e))
         return sd_run_error(r, SD_ERR_INVALID, "input '%s': entry %zu has no attributes", input, i);
-    if (json_object_set_new(e, "start_percent", json_real(range[0])) ||
-        json_object_set_new(e, "end_percent", json_real(range[1])))
+    if (json_object_update(e, (json_t *)user))
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
     return SD_OK;
 }
 
+/* Output 0: input "conditioning" with the attributes of `values` (a new reference, taken) set
+ * on every entry. */
+static sd_status set_values(sd_node_run *r, json_t *values)
+{
+    sd_status st = values ? map_entries(r, "conditioning", set_values_entry, values)
+                          : sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    json_decref(values);
+    return st;
+}
+
 static sd_status run_set_range(sd_node_run *r)
 {
-    double range[2] = {sd_run_float(r, "start"), sd_run_float(r, "end")};
-    return map_entries(r, "conditioning", range_entry, range);
+    return set_values(r, json_pack("{s:f, s:f}", "start_percent", sd_run_float(r, "start"), "end_percent",
+                                   sd_run_float(r, "end")));
 }
 
 static const sd_input_desc range_in[] = {
-    SD_IN_LINK("conditioning", SD_TYPE_CONDITIONING, "the conditioning"),
+    IN_COND,
     SD_IN_FLOAT("start", "0.0", 0.0, 1.0, "fraction of the model's schedule where the entries start acting"),
     SD_IN_FLOAT("end", "1.0", 0.0, 1.0, "fraction where they stop (an end before the start: never)"),
 };
@@ -441,3 +453,162 @@ const sd_node_desc sd_node_ConditioningSetTimestepRange = {
     .inputs = range_in, .n_inputs = SD_COUNT(range_in),
     .outputs = range_out, .n_outputs = SD_COUNT(range_out), .run = run_set_range,
 };
+
+/* ---- regional conditioning: areas and masks ---- */
+
+/* An entry's "area" attribute, as ComfyUI's: [height, width, y, x] in latent units (pixels / 8),
+ * or ["percentage", height, width, y, x] as fractions of the latent, resolved by the KSampler. */
+
+#define MAX_RES 16384.0 /* ComfyUI's MAX_RESOLUTION */
+
+static sd_status run_set_area(sd_node_run *r)
+{
+    json_int_t h = sd_run_int(r, "height") / 8, w = sd_run_int(r, "width") / 8;
+    json_int_t y = sd_run_int(r, "y") / 8, x = sd_run_int(r, "x") / 8;
+    return set_values(r, json_pack("{s:[I, I, I, I], s:f, s:b}", "area", h, w, y, x, "strength",
+                                   sd_run_float(r, "strength"), "set_area_to_bounds", 0));
+}
+
+static sd_status run_set_area_percentage(sd_node_run *r)
+{
+    return set_values(r, json_pack("{s:[s, f, f, f, f], s:f, s:b}", "area", "percentage", sd_run_float(r, "height"),
+                                   sd_run_float(r, "width"), sd_run_float(r, "y"), sd_run_float(r, "x"), "strength",
+                                   sd_run_float(r, "strength"), "set_area_to_bounds", 0));
+}
+
+static sd_status run_set_area_strength(sd_node_run *r)
+{
+    return set_values(r, json_pack("{s:f}", "strength", sd_run_float(r, "strength")));
+}
+
+/* ConditioningSetMask: entry i's "mask.<i>" [batch, height, width] replaced by the node's mask,
+ * and its attributes set. */
+typedef struct mask_values {
+    const sd_tensor *mask;
+    json_t *values;
+} mask_values;
+
+static sd_status mask_entry(sd_node_run *r, const char *input, sd_value *out, size_t i, const void *user)
+{
+    const mask_values *mv = user;
+    size_t n;
+    float *dst = reset_entry_tensor(out, "mask", i, 3, mv->mask->shape);
+    if (!dst || !sd_tensor_numel(mv->mask, &n))
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    memcpy(dst, mv->mask->data, n * sizeof *dst);
+    return set_values_entry(r, input, out, i, mv->values);
+}
+
+static sd_status run_set_mask(sd_node_run *r)
+{
+    const sd_tensor *m = sd_value_tensor(sd_run_value(r, "mask"), "mask");
+    if (!m || m->ndim < 2 || m->ndim > 3 || m->shape[0] < 1 || m->shape[1] < 1 || (m->ndim == 3 && m->shape[2] < 1))
+        return sd_run_error(r, SD_ERR_INVALID, "input 'mask' is not a [batch, height, width] mask");
+    sd_tensor m3 = *m; /* ComfyUI's unsqueeze(0) of a [height, width] mask */
+    if (m->ndim == 2) {
+        m3.ndim = 3;
+        m3.shape[0] = 1, m3.shape[1] = m->shape[0], m3.shape[2] = m->shape[1];
+    }
+    mask_values mv = {&m3, json_pack("{s:b, s:f}", "set_area_to_bounds",
+                                     strcmp(sd_run_string(r, "set_cond_area"), "default") != 0, "mask_strength",
+                                     sd_run_float(r, "strength"))};
+    sd_status st = mv.values ? map_entries(r, "conditioning", mask_entry, &mv)
+                             : sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    json_decref(mv.values);
+    return st;
+}
+
+#define IN_AREA_STRENGTH                                                                                   \
+    SD_IN_FLOAT("strength", "1.0", 0.0, 10.0, "the entries' weight in the KSampler's average where they act")
+static const sd_output_desc area_out[] = {
+    SD_OUT("CONDITIONING", SD_TYPE_CONDITIONING, "the entries with the area and strength set"),
+};
+
+static const sd_input_desc area_in[] = {
+    IN_COND,
+    SD_IN_INT("width", "64", 64, MAX_RES, "area width in pixels (floored to a multiple of 8)"),
+    SD_IN_INT("height", "64", 64, MAX_RES, "area height in pixels (floored to a multiple of 8)"),
+    SD_IN_INT("x", "0", 0, MAX_RES, "left edge in pixels (floored to a multiple of 8)"),
+    SD_IN_INT("y", "0", 0, MAX_RES, "top edge in pixels (floored to a multiple of 8)"),
+    IN_AREA_STRENGTH,
+};
+const sd_node_desc sd_node_ConditioningSetArea = {
+    .name = "ConditioningSetArea", .version = 1, .category = "conditioning",
+    .doc = "Limits the entries to a rectangle of the image: the KSampler runs them on that part of the latent "
+           "only and blends their prediction in with feathered edges (docs/txt2img.md).",
+    .inputs = area_in, .n_inputs = SD_COUNT(area_in),
+    .outputs = area_out, .n_outputs = SD_COUNT(area_out), .run = run_set_area,
+};
+
+static const sd_input_desc area_pct_in[] = {
+    IN_COND,
+    SD_IN_FLOAT("width", "1.0", 0.0, 1.0, "area width as a fraction of the latent's"),
+    SD_IN_FLOAT("height", "1.0", 0.0, 1.0, "area height as a fraction of the latent's"),
+    SD_IN_FLOAT("x", "0", 0.0, 1.0, "left edge as a fraction of the latent's width"),
+    SD_IN_FLOAT("y", "0", 0.0, 1.0, "top edge as a fraction of the latent's height"),
+    IN_AREA_STRENGTH,
+};
+const sd_node_desc sd_node_ConditioningSetAreaPercentage = {
+    .name = "ConditioningSetAreaPercentage", .version = 1, .category = "conditioning",
+    .doc = "ConditioningSetArea with fractions of the latent, resolved by the KSampler against the latent it "
+           "samples (rounded half to even; at least 1 latent pixel wide and high).",
+    .inputs = area_pct_in, .n_inputs = SD_COUNT(area_pct_in),
+    .outputs = area_out, .n_outputs = SD_COUNT(area_out), .run = run_set_area_percentage,
+};
+
+static const sd_input_desc area_strength_in[] = {IN_COND, IN_AREA_STRENGTH};
+static const sd_output_desc area_strength_out[] = {
+    SD_OUT("CONDITIONING", SD_TYPE_CONDITIONING, "the entries with the strength set"),
+};
+const sd_node_desc sd_node_ConditioningSetAreaStrength = {
+    .name = "ConditioningSetAreaStrength", .version = 1, .category = "conditioning",
+    .doc = "Sets the entries' strength, their weight in the KSampler's average.",
+    .inputs = area_strength_in, .n_inputs = SD_COUNT(area_strength_in),
+    .outputs = area_strength_out, .n_outputs = SD_COUNT(area_strength_out), .run = run_set_area_strength,
+};
+
+static const char *const cond_area_choices[] = {"default", "mask bounds", NULL};
+static const sd_input_desc set_mask_in[] = {
+    IN_COND,
+    SD_IN_LINK("mask", SD_TYPE_MASK, "where the entries act, as weights (any size: resized bilinearly to the latent)"),
+    SD_IN_FLOAT("strength", "1.0", 0.0, 10.0, "multiplies the mask"),
+    SD_IN_ENUM("set_cond_area", "default", cond_area_choices,
+               "default: the entries run on the whole latent; mask bounds: on the mask's bounding box only"),
+};
+static const sd_output_desc set_mask_out[] = {
+    SD_OUT("CONDITIONING", SD_TYPE_CONDITIONING, "the entries with the mask, mask_strength and set_area_to_bounds"),
+};
+const sd_node_desc sd_node_ConditioningSetMask = {
+    .name = "ConditioningSetMask", .version = 1, .category = "conditioning",
+    .doc = "Weights the entries' prediction by a mask: the KSampler blends each entry in where its mask is "
+           "non-zero (docs/txt2img.md).",
+    .inputs = set_mask_in, .n_inputs = SD_COUNT(set_mask_in),
+    .outputs = set_mask_out, .n_outputs = SD_COUNT(set_mask_out), .run = run_set_mask,
+};
+
+void sd_cond_area_mult(int64_t lat_h, int64_t lat_w, const int64_t area[4], const float *mask, double mask_strength,
+                       double strength, float *out)
+{
+    int64_t ah = area[0], aw = area[1], ay = area[2], ax = area[3];
+    for (int64_t y = 0; y < ah; y++)
+        for (int64_t x = 0; x < aw; x++)
+            out[y * aw + x] = mask ? mask[(ay + y) * lat_w + ax + x] * (float)mask_strength * (float)strength
+                                   : 1.0f * (float)strength;
+    if (mask)
+        return;
+    /* dimension 0 (rows) then 1 (columns): the start edge, then the end edge */
+    const int64_t size[2] = {ah, aw}, off[2] = {ay, ax}, lat[2] = {lat_h, lat_w};
+    for (int dim = 0; dim < 2; dim++) {
+        int64_t rr = size[dim] / 4 < 8 ? size[dim] / 4 : 8;
+        for (int edge = 0; edge < 2; edge++) {
+            if (edge == 0 ? off[dim] == 0 : off[dim] + size[dim] >= lat[dim])
+                continue;
+            for (int64_t t = 0; t < rr; t++) {
+                float f = (float)((1.0 / (double)rr) * (double)(t + 1));
+                int64_t line = edge == 0 ? t : size[dim] - 1 - t;
+                for (int64_t k = 0; k < size[1 - dim]; k++)
+                    out[dim == 0 ? line * aw + k : k * aw + line] *= f;
+            }
+        }
+    }
+}

@@ -7,11 +7,15 @@
  * checkpoint: Combine(c, c) is c; a [0, 1] range is no range; an entry outside its range is
  * skipped; a side none of whose entries applies predicts 0 (ComfyUI's calc_cond_batch); A on
  * [0, 0.5] combined with B on [0.5, 1] differs from A and from B; Combine keeps ControlNets
- * working; a ComfyUI API workflow using all five nodes imports and runs. */
+ * working; a ComfyUI API workflow using all five nodes imports and runs. The area and mask nodes
+ * set ComfyUI's attributes; the weight map of get_area_and_mult matches hand-computed values; a
+ * whole-latent area and a mask of ones sample bit for bit as none; left and right halves with
+ * two prompts differ from either prompt alone; bad areas fail with one-line errors. */
 #include "test.h"
 #include "core/run.h"
 #include "models/control_eval.h"
 #include "models/sd1_layout.h"
+#include "nodes/conditioning.h"
 #include "support/golden.h"
 #include "support/graph_run.h"
 #include "support/node_direct.h"
@@ -79,15 +83,24 @@ static sd_value *make_one(int64_t b, int64_t tokens, const float *data, const fl
 }
 
 static sd_value *g_a, *g_b, *g_c, *g_d;
-static sd_value *g_floats[16]; /* FLOAT inputs, released at the end */
+static sd_value *g_floats[64]; /* scalar inputs, released at the end */
 static size_t g_n_floats;
 
-static sd_value *num(double f)
+static sd_value *keep(sd_value *v)
 {
-    sd_value *v = sd_value_float(f);
     if (g_n_floats < sizeof g_floats / sizeof g_floats[0])
         g_floats[g_n_floats++] = v;
     return v;
+}
+
+static sd_value *num(double f)
+{
+    return keep(sd_value_float(f));
+}
+
+static sd_value *integer(int64_t i)
+{
+    return keep(sd_value_int(i));
 }
 
 static void make_inputs(void)
@@ -268,6 +281,77 @@ static void test_zero_out_and_range(void)
     /* The input is left as it was. */
     test_expect_tensor(g_a, "cond.0", 3, (const int64_t[]){1, 2, 2}, (const float[]){1, 2, 3, 4});
     expect_attrs(g_a, "{\"entries\": [{\"strength\": 1.0}, {\"strength\": 0.5, \"start_percent\": 0.25}]}");
+}
+
+/* ConditioningSetArea, ...Percentage, ...Strength and SetMask set ComfyUI's attributes on every
+ * entry (area in latent units, pixels // 8) and keep everything else. */
+static void test_area_nodes(void)
+{
+    sd_value *v = run_ok("ConditioningSetArea",
+                         (sd_value *[]){g_a, integer(100), integer(64), integer(17), integer(8), num(2.5)});
+    if (v) {
+        expect(v, "cond.0", 3, (const int64_t[]){1, 2, 2}, (const float[]){1, 2, 3, 4});
+        expect(v, "concat_mask.1", 4, (const int64_t[]){1, 1, 1, 1}, (const float[]){0.5f});
+        expect_attrs(v, "{\"entries\": [{\"strength\": 2.5, \"area\": [8, 12, 1, 2], \"set_area_to_bounds\": false},"
+                        " {\"strength\": 2.5, \"start_percent\": 0.25, \"area\": [8, 12, 1, 2],"
+                        " \"set_area_to_bounds\": false}]}");
+    }
+    sd_value *p = run_ok("ConditioningSetAreaPercentage", (sd_value *[]){v, num(0.5), num(1.0), num(0.5), num(0), num(1)});
+    expect_attrs(p, "{\"entries\": [{\"strength\": 1.0, \"area\": [\"percentage\", 1.0, 0.5, 0.0, 0.5],"
+                    " \"set_area_to_bounds\": false}, {\"strength\": 1.0, \"start_percent\": 0.25,"
+                    " \"area\": [\"percentage\", 1.0, 0.5, 0.0, 0.5], \"set_area_to_bounds\": false}]}");
+    sd_value *s = run_ok("ConditioningSetAreaStrength", (sd_value *[]){g_b, num(0.75)});
+    expect_attrs(s, "{\"entries\": [{\"strength\": 0.75}]}");
+    sd_value_unref(v), sd_value_unref(p), sd_value_unref(s);
+
+    /* SetMask: the mask on each entry as mask.<i> ([H, W] gets a batch of 1), its strength as
+     * mask_strength (the entry's strength is kept), set_area_to_bounds from set_cond_area. */
+    sd_value *m = sd_value_new(SD_TYPE_MASK);
+    put(m, "mask", 2, (const int64_t[]){2, 3}, (const float[]){0, 0.5f, 1, 0, 0, 1});
+    v = run_ok("ConditioningSetMask", (sd_value *[]){g_a, m, num(0.5), keep(sd_value_string(SD_TYPE_ENUM, "mask bounds"))});
+    expect(v, "mask.0", 3, (const int64_t[]){1, 2, 3}, (const float[]){0, 0.5f, 1, 0, 0, 1});
+    expect(v, "mask.1", 3, (const int64_t[]){1, 2, 3}, (const float[]){0, 0.5f, 1, 0, 0, 1});
+    expect(v, "cond.1", 3, (const int64_t[]){1, 1, 2}, (const float[]){5, 6});
+    expect_attrs(v, "{\"entries\": [{\"strength\": 1.0, \"mask_strength\": 0.5, \"set_area_to_bounds\": true},"
+                    " {\"strength\": 0.5, \"start_percent\": 0.25, \"mask_strength\": 0.5,"
+                    " \"set_area_to_bounds\": true}]}");
+    /* a second SetMask replaces the mask */
+    sd_value *m2 = sd_value_new(SD_TYPE_MASK);
+    put(m2, "mask", 3, (const int64_t[]){1, 1, 1}, (const float[]){1});
+    sd_value *v2 = run_ok("ConditioningSetMask", (sd_value *[]){v, m2, num(1), keep(sd_value_string(SD_TYPE_ENUM, "default"))});
+    expect(v2, "mask.0", 3, (const int64_t[]){1, 1, 1}, (const float[]){1});
+    CHECK(v2 && v2->n_tensors == v->n_tensors);
+    sd_value_unref(v), sd_value_unref(v2), sd_value_unref(m), sd_value_unref(m2);
+}
+
+/* The weight map of get_area_and_mult, worked out by hand. */
+static void test_area_mult(void)
+{
+    /* A 8 x 4 area at y 2, x 0 of a 12 x 12 latent, strength 2: rows feathered over
+     * rr = min(8, 8 / 4) = 2 lines at both ends (1/2, 1), columns over rr = 1 at the right
+     * (x 4 < 12), which multiplies by 1: nothing. */
+    float got[32];
+    sd_cond_area_mult(12, 12, (const int64_t[]){8, 4, 2, 0}, NULL, 1.0, 2.0, got);
+    const float rows[8] = {1, 2, 2, 2, 2, 2, 2, 1};
+    for (int i = 0; i < 32; i++)
+        CHECK_MSG(got[i] == rows[i / 4], "mult[%d] = %g, want %g", i, got[i], rows[i / 4]);
+    /* A 32 x 32 area at (4, 4) of 40 x 40: rr = 8 on all four sides, corners by both ramps. */
+    static float big[32 * 32];
+    sd_cond_area_mult(40, 40, (const int64_t[]){32, 32, 4, 4}, NULL, 1.0, 1.0, big);
+    CHECK(big[0] == 0.015625f);                /* 1/8 * 1/8 */
+    CHECK(big[5] == 0.125f * 0.75f);           /* row ramp 1/8, column 6/8 */
+    CHECK(big[8 * 32 + 8] == 1.0f);            /* inside both ramps */
+    CHECK(big[31 * 32 + 16] == 0.125f);        /* last row */
+    CHECK(big[20 * 32 + 30] == 0.25f);         /* second to last column */
+    /* Touching the border: no ramp on that side. An area of 3 rows has rr = 0: none at all. */
+    sd_cond_area_mult(40, 40, (const int64_t[]){3, 32, 0, 8}, NULL, 1.0, 1.0, big);
+    CHECK(big[0] == 0.125f && big[31] == 1.0f && big[2 * 32 + 16] == 1.0f);
+    /* A mask: mask * mask_strength * strength over the area, no ramp. */
+    const float mask[4 * 4] = {0, 0.5f, 1, 1, 0.25f, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    sd_cond_area_mult(4, 4, (const int64_t[]){2, 2, 0, 1}, mask, 0.5, 3.0, got);
+    const float want[4] = {0.75f, 1.5f, 1.5f, 1.5f};
+    for (int i = 0; i < 4; i++)
+        CHECK_MSG(got[i] == want[i], "masked mult[%d] = %g, want %g", i, got[i], want[i]);
 }
 
 /* ---- the KSampler ---- */
@@ -478,6 +562,140 @@ static void test_sampler_controlnet(void)
     free(cn), free(twice);
 }
 
+/* Adds ConditioningSetArea `id` on src's CONDITIONING (pixels, strength as text). */
+static void add_area(sd_graph *g, const char *id, const char *src, const char *w, const char *h, const char *x,
+                     const char *y, const char *strength)
+{
+    const char *set[][2] = {{"width", w}, {"height", h}, {"x", x}, {"y", y}, {"strength", strength}};
+    CHECK_EQ_INT(sd_graph_add_node(g, "ConditioningSetArea", id, NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_connect(g, src, "CONDITIONING", id, "conditioning"), SD_OK);
+    for (size_t i = 0; i < sizeof set / sizeof set[0]; i++)
+        CHECK_EQ_INT(sd_graph_set_input(g, id, set[i][0], set[i][1]), SD_OK);
+}
+
+/* Adds SolidMask `mask` of value 1 (w x h pixels) and ConditioningSetMask `id` with it on src. */
+static void add_mask(sd_graph *g, const char *id, const char *src, const char *w, const char *h, const char *mode)
+{
+    CHECK_EQ_INT(sd_graph_add_node(g, "SolidMask", "mask", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "mask", "width", w), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "mask", "height", h), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "ConditioningSetMask", id, NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_connect(g, src, "CONDITIONING", id, "conditioning"), SD_OK);
+    CHECK_EQ_INT(sd_graph_connect(g, "mask", "MASK", id, "mask"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, id, "set_cond_area", mode), SD_OK);
+}
+
+/* Identities of areas and masks: the whole latent at strength 1 is no area (the negative side
+ * then gets a copy of its entry over that area, as ComfyUI's create_cond_with_same_area_if_none,
+ * which averages to the same); a mask of ones (any size) is no mask, and so are its bounds. */
+static void test_sampler_area_identities(void)
+{
+    sd_graph *g = txt2img("7.5");
+    add_area(g, "area", "positive", "64", "64", "0", "0", "1.0");
+    feed(g, "area", "positive");
+    float *whole = sample(g);
+    CHECK_MSG(same(whole, g_base), "an area over the whole latent differs from none by %.3g", max_diff(whole, g_base));
+    g = txt2img("7.5");
+    add_area(g, "area", "positive", "64", "64", "0", "0", "1.0");
+    add_area(g, "narea", "negative", "64", "64", "0", "0", "1.0");
+    feed(g, "area", "positive");
+    feed(g, "narea", "negative");
+    float *both = sample(g);
+    CHECK_MSG(same(both, g_base), "whole areas on both sides differ from none by %.3g", max_diff(both, g_base));
+    const char *modes[] = {"default", "mask bounds"};
+    for (int k = 0; k < 2; k++) {
+        g = txt2img("7.5");
+        add_mask(g, "masked", "positive", k ? "64" : "16", k ? "64" : "16", modes[k]);
+        feed(g, "masked", "positive");
+        float *ones = sample(g);
+        CHECK_MSG(same(ones, g_base), "a mask of ones (%s) differs from none by %.3g", modes[k], max_diff(ones, g_base));
+        free(ones);
+    }
+    free(whole), free(both);
+}
+
+/* Values of the latent [4, 8, 8] in columns [x0, x1). */
+static double max_diff_cols(const float *a, const float *b, int x0, int x1)
+{
+    double m = 0;
+    for (int i = 0; a && b && i < LAT_N; i++)
+        if (i % 8 >= x0 && i % 8 < x1)
+            m = fmax(m, fabs((double)a[i] - (double)b[i]));
+    return a && b ? m : INFINITY;
+}
+
+/* Adds ConditioningSetAreaPercentage `id` on src's CONDITIONING, full height, width w at x. */
+static void add_area_pct(sd_graph *g, const char *id, const char *src, const char *w, const char *x)
+{
+    const char *out = strcmp(src, "apply") == 0 ? "positive" : "CONDITIONING"; /* ControlNetApplyAdvanced's */
+    CHECK_EQ_INT(sd_graph_add_node(g, "ConditioningSetAreaPercentage", id, NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_connect(g, src, out, id, "conditioning"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, id, "width", w), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, id, "x", x), SD_OK);
+}
+
+/* Regional prompting: A on the left half, B on the right half (percentages of the 8 x 8
+ * latent: 4 columns each; ConditioningSetArea's minimum of 64 pixels is the whole test image).
+ * Each half is A's or B's prediction on that half alone (the UNet sees only its area), so
+ * neither half is the A-only or B-only picture. */
+static void test_sampler_left_right(void)
+{
+    sd_graph *g = txt2img("7.5");
+    add_area_pct(g, "area", "positive", "1.0", "0");
+    feed(g, "area", "positive");
+    float *whole = sample(g);
+    CHECK_MSG(same(whole, g_base), "a whole percentage area differs from none by %.3g", max_diff(whole, g_base));
+    g = txt2img("7.5");
+    CHECK_EQ_INT(sd_graph_set_param(g, "prompt", "a blue whale"), SD_OK);
+    float *b_alone = sample(g);
+    g = txt2img("7.5");
+    add_prompt(g, "b", "a blue whale");
+    add_area_pct(g, "left", "positive", "0.5", "0");
+    add_area_pct(g, "right", "b", "0.5", "0.5");
+    add_combine(g, "both", "left", "CONDITIONING", "right", "CONDITIONING");
+    feed(g, "both", "positive");
+    float *lr = sample(g);
+    double la = max_diff_cols(lr, g_base, 0, 4), lb = max_diff_cols(lr, b_alone, 0, 4);
+    double ra = max_diff_cols(lr, g_base, 4, 8), rb = max_diff_cols(lr, b_alone, 4, 8);
+    printf("  left/right vs A: %.3g / %.3g, vs B: %.3g / %.3g\n", la, ra, lb, rb);
+    CHECK(all_finite(lr) && la > 1e-3 && lb > 1e-3 && ra > 1e-3 && rb > 1e-3);
+    free(whole), free(b_alone), free(lr);
+}
+
+/* Runs g to the sampler, which must fail with message `want`. */
+static void expect_sample_error(sd_graph *g, const char *want)
+{
+    const char *outputs[] = {"sampler"};
+    sd_run_options o = {.outputs = outputs, .n_outputs = 1, .no_cache = true};
+    sd_result *res = NULL;
+    CHECK_EQ_INT(sd_graph_run(g, &o, &res), SD_ERR_INVALID);
+    CHECK_STR_EQ(sd_context_errmsg(g_ctx), want);
+    sd_result_free(res);
+    sd_graph_free(g);
+}
+
+static void test_sampler_area_errors(void)
+{
+    sd_graph *g = txt2img("7.5");
+    add_area(g, "area", "positive", "64", "64", "64", "0", "1.0");
+    feed(g, "area", "positive");
+    expect_sample_error(g, "node 'sampler' (KSampler): input 'positive': entry 0's area starts at x 8, y 0 (latent "
+                           "units), outside the 8x8 latent");
+    g = txt2img("7.5");
+    add_area(g, "area", "negative", "64", "64", "0", "40", "1.0");
+    feed(g, "area", "negative");
+    expect_sample_error(g, "node 'sampler' (KSampler): input 'negative': entry 0's area is 8x3 latent pixels, not a "
+                           "multiple of 4: sdflow's UNet needs areas of multiples of 32 pixels");
+    /* A ControlNet on an area smaller than the latent (ComfyUI rescales the hint to it). */
+    g = load_graph("graphs/controlnet-canny.xml", "7.5");
+    CHECK_EQ_INT(sd_graph_set_param(g, "controlnet", cn_path), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_param(g, "image", image_path), SD_OK);
+    add_area_pct(g, "left", "apply", "0.5", "0");
+    feed(g, "left", "positive");
+    expect_sample_error(g, "node 'sampler' (KSampler): input 'positive': entry 0 has both an area smaller than "
+                           "the latent and a ControlNet, which is not supported");
+}
+
 /* A ComfyUI "Save (API Format)" workflow with the five nodes imports, validates and samples. */
 static void test_comfy_workflow(void)
 {
@@ -520,6 +738,11 @@ int main(void)
     RUN(test_sampler_empty_side);
     RUN(test_sampler_switch);
     RUN(test_sampler_controlnet);
+    RUN(test_area_nodes);
+    RUN(test_area_mult);
+    RUN(test_sampler_area_identities);
+    RUN(test_sampler_left_right);
+    RUN(test_sampler_area_errors);
     RUN(test_comfy_workflow);
     sd_value_unref(g_a);
     sd_value_unref(g_b);
