@@ -290,8 +290,8 @@ static void test_area_nodes(void)
     sd_value *v = run_ok("ConditioningSetArea",
                          (sd_value *[]){g_a, integer(100), integer(64), integer(17), integer(8), num(2.5)});
     if (v) {
-        expect(v, "cond.0", 3, (const int64_t[]){1, 2, 2}, (const float[]){1, 2, 3, 4});
-        expect(v, "concat_mask.1", 4, (const int64_t[]){1, 1, 1, 1}, (const float[]){0.5f});
+        test_expect_tensor(v, "cond.0", 3, (const int64_t[]){1, 2, 2}, (const float[]){1, 2, 3, 4});
+        test_expect_tensor(v, "concat_mask.1", 4, (const int64_t[]){1, 1, 1, 1}, (const float[]){0.5f});
         expect_attrs(v, "{\"entries\": [{\"strength\": 2.5, \"area\": [8, 12, 1, 2], \"set_area_to_bounds\": false},"
                         " {\"strength\": 2.5, \"start_percent\": 0.25, \"area\": [8, 12, 1, 2],"
                         " \"set_area_to_bounds\": false}]}");
@@ -307,19 +307,19 @@ static void test_area_nodes(void)
     /* SetMask: the mask on each entry as mask.<i> ([H, W] gets a batch of 1), its strength as
      * mask_strength (the entry's strength is kept), set_area_to_bounds from set_cond_area. */
     sd_value *m = sd_value_new(SD_TYPE_MASK);
-    put(m, "mask", 2, (const int64_t[]){2, 3}, (const float[]){0, 0.5f, 1, 0, 0, 1});
+    test_put_tensor(m, "mask", 2, (const int64_t[]){2, 3}, (const float[]){0, 0.5f, 1, 0, 0, 1});
     v = run_ok("ConditioningSetMask", (sd_value *[]){g_a, m, num(0.5), keep(sd_value_string(SD_TYPE_ENUM, "mask bounds"))});
-    expect(v, "mask.0", 3, (const int64_t[]){1, 2, 3}, (const float[]){0, 0.5f, 1, 0, 0, 1});
-    expect(v, "mask.1", 3, (const int64_t[]){1, 2, 3}, (const float[]){0, 0.5f, 1, 0, 0, 1});
-    expect(v, "cond.1", 3, (const int64_t[]){1, 1, 2}, (const float[]){5, 6});
+    test_expect_tensor(v, "mask.0", 3, (const int64_t[]){1, 2, 3}, (const float[]){0, 0.5f, 1, 0, 0, 1});
+    test_expect_tensor(v, "mask.1", 3, (const int64_t[]){1, 2, 3}, (const float[]){0, 0.5f, 1, 0, 0, 1});
+    test_expect_tensor(v, "cond.1", 3, (const int64_t[]){1, 1, 2}, (const float[]){5, 6});
     expect_attrs(v, "{\"entries\": [{\"strength\": 1.0, \"mask_strength\": 0.5, \"set_area_to_bounds\": true},"
                     " {\"strength\": 0.5, \"start_percent\": 0.25, \"mask_strength\": 0.5,"
                     " \"set_area_to_bounds\": true}]}");
     /* a second SetMask replaces the mask */
     sd_value *m2 = sd_value_new(SD_TYPE_MASK);
-    put(m2, "mask", 3, (const int64_t[]){1, 1, 1}, (const float[]){1});
+    test_put_tensor(m2, "mask", 3, (const int64_t[]){1, 1, 1}, (const float[]){1});
     sd_value *v2 = run_ok("ConditioningSetMask", (sd_value *[]){v, m2, num(1), keep(sd_value_string(SD_TYPE_ENUM, "default"))});
-    expect(v2, "mask.0", 3, (const int64_t[]){1, 1, 1}, (const float[]){1});
+    test_expect_tensor(v2, "mask.0", 3, (const int64_t[]){1, 1, 1}, (const float[]){1});
     CHECK(v2 && v2->n_tensors == v->n_tensors);
     sd_value_unref(v), sd_value_unref(v2), sd_value_unref(m), sd_value_unref(m2);
 }
