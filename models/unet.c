@@ -357,16 +357,12 @@ static sd_status check_inputs(sd_unet *u, const sd_dtensor *x, const float *time
     const sd_unet_config *c = &u->config;
     sd_context *ctx = u->cl->ctx;
     char d[96];
-    int64_t align = (int64_t)1 << (c->n_levels - 1);
     if (x->ndim != 4 || x->dtype != SD_DTYPE_F32 || x->shape[0] < 1 || x->shape[2] < 1 || x->shape[3] < 1)
         return sd_set_error(ctx, SD_ERR_INVALID, "latent %s is not an f32 [B, C, H, W] tensor",
                             sd_dtensor_describe(x, d, sizeof d));
     if (x->shape[1] != c->in_channels)
         return sd_set_error(ctx, SD_ERR_INVALID, "latent %s has %lld channels, the model takes %d",
                             sd_dtensor_describe(x, d, sizeof d), (long long)x->shape[1], c->in_channels);
-    if (x->shape[2] % align || x->shape[3] % align)
-        return sd_set_error(ctx, SD_ERR_INVALID, "latent size %lldx%lld is not a multiple of %lld (%d levels)",
-                            (long long)x->shape[3], (long long)x->shape[2], (long long)align, c->n_levels);
     if (context->ndim != 3 || context->dtype != SD_DTYPE_F32 || context->shape[0] != x->shape[0] ||
         context->shape[1] < 1 || context->shape[2] != c->context_dim)
         return sd_set_error(ctx, SD_ERR_INVALID, "context %s is not an f32 [%lld, tokens, %d] tensor",
@@ -407,7 +403,9 @@ static sd_status decoder(sd_unet *u, sd_dtensor **hs, int n_hs, sd_dtensor **h, 
                 sub = 2;
             }
             if (!s && level > 0 && i == c->num_res_blocks) {
-                s = advance(sd_op_upsample_nearest2x(u->cl, *h, &t), h, &t);
+                /* to the next skip's size: twice this one, or one less when that skip was odd */
+                const sd_dtensor *next = hs[n_hs - 1];
+                s = advance(sd_op_upsample_nearest(u->cl, *h, next->shape[2], next->shape[3], &t), h, &t);
                 snprintf(name, sizeof name, "output_blocks.%d.%d.conv", block, sub);
                 if (!s)
                     s = advance(conv(u, name, *h, 1, &t), h, &t);

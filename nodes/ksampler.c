@@ -228,8 +228,8 @@ static const char *side_name(const cond_entry *e)
 /* Entry e (number i of its side): its mask resized to the latent, the mask's bounding box as
  * its area for "mask bounds" (ComfyUI's resolve_areas_and_cond_masks_multidim: at least 8 x 8;
  * 8 x 8 at the origin for an empty mask), the area clamped to the latent (get_area_and_mult),
- * and its weight map. f: the UNet's size factor. */
-static sd_status resolve_region(denoiser *d, cond_entry *e, size_t i, int64_t f)
+ * and its weight map. */
+static sd_status resolve_region(denoiser *d, cond_entry *e, size_t i)
 {
     sd_node_run *r = d->r;
     size_t hw = (size_t)(d->h * d->w);
@@ -273,12 +273,6 @@ static sd_status resolve_region(denoiser *d, cond_entry *e, size_t i, int64_t f)
         e->ay = e->area[2], e->ax = e->area[3];
         e->ah = e->area[0] < d->h - e->ay ? e->area[0] : d->h - e->ay;
         e->aw = e->area[1] < d->w - e->ax ? e->area[1] : d->w - e->ax;
-        if (e->ah % f || e->aw % f) {
-            st = sd_run_error(r, SD_ERR_INVALID, "input '%s': entry %zu's area is %lldx%lld latent pixels, not a "
-                              "multiple of %lld: sdflow's UNet needs areas of multiples of %lld pixels", side_name(e),
-                              i, (long long)e->aw, (long long)e->ah, (long long)f, (long long)(8 * f));
-            goto done;
-        }
         if (e->control && (e->ah != d->h || e->aw != d->w)) {
             st = sd_run_error(r, SD_ERR_INVALID, "input '%s': entry %zu has both an area smaller than the latent "
                               "and a ControlNet, which is not supported", side_name(e), i);
@@ -340,14 +334,14 @@ static void same_area(const cond_entry *c, cond_entry *other, size_t *n_other)
 
 /* Resolves every entry's area and mask, then gives each area an opposite entry of the same area
  * as ComfyUI's process_conds (positive entries first, then the negative ones). */
-static sd_status resolve_regions(denoiser *d, int64_t f)
+static sd_status resolve_regions(denoiser *d)
 {
     size_t np = 0, nn, i;
     bool any = false;
     for (i = 0; i < d->n_entries; i++) {
         cond_entry *e = &d->entries[i];
         np += !e->negative;
-        sd_status st = resolve_region(d, e, e->negative ? i - np : i, f);
+        sd_status st = resolve_region(d, e, e->negative ? i - np : i);
         if (st)
             return st;
         any |= e->has_area;
@@ -870,16 +864,8 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
         st = sd_run_error(r, SD_ERR_INVALID, "a UNet with %d input channels is not supported", d.in_channels);
         goto done;
     }
-    int64_t f = (int64_t)1 << (cfg->unet.n_levels - 1); /* the UNet halves the size n_levels - 1 times */
-    if (d.h % f || d.w % f) {
-        st = sd_run_error(r, SD_ERR_INVALID,
-                          "latent %lldx%lld is not a multiple of %lld: this model needs image sizes that are "
-                          "multiples of %lld",
-                          (long long)d.w, (long long)d.h, (long long)f, (long long)(8 * f));
-        goto done;
-    }
     if ((st = read_conditioning(r, &d, "positive", false)) || (st = read_conditioning(r, &d, "negative", true)) ||
-        (st = resolve_regions(&d, f)) || (st = control_fill_uncond(r, &d)) || (st = drop_unused(&d)) || (st = batch_index(r, latent_v, d.batch, &bidx)))
+        (st = resolve_regions(&d)) || (st = control_fill_uncond(r, &d)) || (st = drop_unused(&d)) || (st = batch_index(r, latent_v, d.batch, &bidx)))
         goto done;
     for (size_t e = 0; e < d.n_entries && !d.control; e++)
         if (d.entries[e].control && (st = sd_control_eval_new(ctx, &ms, d.h, d.w, &d.control))) {

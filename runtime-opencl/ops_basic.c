@@ -495,30 +495,38 @@ done:
     return st;
 }
 
-sd_status sd_op_upsample_nearest2x(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out)
+sd_status sd_op_upsample_nearest(sd_cl *cl, const sd_dtensor *x, int64_t oh, int64_t ow, sd_dtensor **out)
 {
     sd_status st;
     cl_kernel k;
     sd_dtensor *y = NULL;
     char d[96];
     *out = NULL;
-    if ((st = require_f32(cl, "upsample_nearest2x", "input", x)))
+    if ((st = require_f32(cl, "upsample_nearest", "input", x)))
         return st;
-    if (x->ndim < 2 || x->shape[x->ndim - 1] > UINT32_MAX / 2)
-        return sd_set_error(cl->ctx, SD_ERR_INVALID, "upsample_nearest2x: %s needs at least 2 dimensions",
-                            sd_dtensor_describe(x, d, sizeof d));
+    if (x->ndim < 2 || oh < 1 || ow < 1 || oh > UINT32_MAX || ow > UINT32_MAX ||
+        x->shape[x->ndim - 2] > UINT32_MAX || x->shape[x->ndim - 1] > UINT32_MAX)
+        return sd_set_error(cl->ctx, SD_ERR_INVALID, "upsample_nearest: %s to %lldx%lld",
+                            sd_dtensor_describe(x, d, sizeof d), (long long)ow, (long long)oh);
+    int64_t h = x->shape[x->ndim - 2], w = x->shape[x->ndim - 1];
+    bool twice = oh == 2 * h && ow == 2 * w;
     int64_t shape[SD_TENSOR_MAX_DIMS];
     for (int i = 0; i < x->ndim; i++)
         shape[i] = x->shape[i];
-    shape[x->ndim - 2] *= 2;
-    shape[x->ndim - 1] *= 2;
-    if ((st = kernel(cl, "upsample_nearest2x", &k)) || (st = sd_dtensor_new(cl, SD_DTYPE_F32, x->ndim, shape, &y)))
+    shape[x->ndim - 2] = oh;
+    shape[x->ndim - 1] = ow;
+    if ((st = kernel(cl, twice ? "upsample_nearest2x" : "upsample_nearest", &k)) ||
+        (st = sd_dtensor_new(cl, SD_DTYPE_F32, x->ndim, shape, &y)))
         goto done;
     if (x->numel) {
-        size_t w = (size_t)x->shape[x->ndim - 1];
-        sd_cl_arg args[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(y->buf), SD_ARG_UINT(w)};
-        size_t rows = x->numel / w;
-        if ((st = sd_cl_launch(cl, k, 1, &rows, NULL, SD_NARGS(args), args)))
+        /* 2x: one work-item per input row; else one per output row */
+        sd_cl_arg args2x[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(y->buf), SD_ARG_UINT(w)};
+        sd_cl_arg args[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(y->buf), SD_ARG_UINT(h), SD_ARG_UINT(w),
+                            SD_ARG_UINT(oh), SD_ARG_UINT(ow), SD_ARG_FLOAT((float)h / (float)oh),
+                            SD_ARG_FLOAT((float)w / (float)ow)};
+        size_t rows = twice ? x->numel / (size_t)w : y->numel / (size_t)ow;
+        if ((st = twice ? sd_cl_launch(cl, k, 1, &rows, NULL, SD_NARGS(args2x), args2x)
+                        : sd_cl_launch(cl, k, 1, &rows, NULL, SD_NARGS(args), args)))
             goto done;
     }
     *out = y;
@@ -526,6 +534,17 @@ sd_status sd_op_upsample_nearest2x(sd_cl *cl, const sd_dtensor *x, sd_dtensor **
 done:
     sd_dtensor_free(y);
     return st;
+}
+
+sd_status sd_op_upsample_nearest2x(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out)
+{
+    if (x->ndim < 2 || x->shape[x->ndim - 1] > UINT32_MAX / 2 || x->shape[x->ndim - 2] > UINT32_MAX / 2) {
+        char d[96];
+        *out = NULL;
+        return sd_set_error(cl->ctx, SD_ERR_INVALID, "upsample_nearest2x: %s needs at least 2 dimensions",
+                            sd_dtensor_describe(x, d, sizeof d));
+    }
+    return sd_op_upsample_nearest(cl, x, 2 * x->shape[x->ndim - 2], 2 * x->shape[x->ndim - 1], out);
 }
 
 sd_status sd_op_timestep_embedding(sd_cl *cl, const sd_dtensor *t, int dim, float max_period,

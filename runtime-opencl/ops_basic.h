@@ -80,6 +80,10 @@ sd_status sd_op_slice(sd_cl *cl, const sd_dtensor *x, int dim, int64_t start, in
 
 /* Nearest-neighbour 2x upsample of the last two dimensions: [..., H, W] -> [..., 2H, 2W]. */
 sd_status sd_op_upsample_nearest2x(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out);
+/* Nearest-neighbour resize of the last two dimensions to [..., oh, ow] exactly as torch's
+ * F.interpolate(x, size=(oh, ow), mode="nearest") (the LDM UNet's Upsample when a skip's size is
+ * odd); the 2x kernel when the size doubles. oh, ow >= 1 (SD_ERR_INVALID otherwise). */
+sd_status sd_op_upsample_nearest(sd_cl *cl, const sd_dtensor *x, int64_t oh, int64_t ow, sd_dtensor **out);
 
 /* Sinusoidal timestep embedding as the LDM UNet's timestep_embedding (diffusers
  * flip_sin_to_cos=True, downscale_freq_shift=0): t [N] -> out [N, dim] =

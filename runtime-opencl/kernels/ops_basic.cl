@@ -477,6 +477,22 @@ kernel void copy_rows(global const float *src, global float *dst, ulong len, ulo
 
 /* ---- Nearest 2x upsample of planes [planes, h, w] -> [planes, 2h, 2w]: one work-item per
  * input row writes two output rows, each input value twice. ---- */
+/* torch's F.interpolate(mode="nearest", size=(oh, ow)) on [planes, h, w]: source index
+ * min(floor(o * scale), size - 1) with scale = (float)size / out_size in float, as PyTorch's
+ * nearest_idx. One work-item per output row. */
+kernel void upsample_nearest(global const float *x, global float *y, uint h, uint w, uint oh, uint ow, float sh,
+                             float sw)
+{
+    ulong row = get_global_id(0); /* plane * oh + oy */
+    ulong plane = row / oh;
+    uint oy = (uint)(row % oh);
+    uint iy = min((uint)floor((float)oy * sh), h - 1);
+    global const float *px = x + (plane * h + iy) * (ulong)w;
+    global float *py = y + row * (ulong)ow;
+    for (uint ox = 0; ox < ow; ox++)
+        py[ox] = px[min((uint)floor((float)ox * sw), w - 1)];
+}
+
 kernel void upsample_nearest2x(global const float *x, global float *y, uint w)
 {
     ulong row = get_global_id(0); /* plane * h + iy */

@@ -356,6 +356,37 @@ static void test_upsample(void)
     }
 }
 
+/* Sizes the UNet meets on odd latents (3 -> 5, 5 -> 9, 4 -> 7), shrinking, identity and 2x. */
+static void test_upsample_to_size(void)
+{
+    static const int64_t cases[][4] = {{3, 4, 5, 7}, {5, 7, 9, 14}, {2, 3, 3, 5}, {6, 6, 4, 5}, {3, 3, 3, 3},
+                                       {3, 5, 6, 10}, {1, 1, 7, 2}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int64_t h = cases[c][0], w = cases[c][1], oh = cases[c][2], ow = cases[c][3];
+        int64_t shape[4] = {2, 3, h, w}, oshape[4] = {2, 3, oh, ow};
+        float *x = ops_random((size_t)(6 * h * w), -1, 1, 90 + (unsigned)c), *ref = malloc((size_t)(6 * oh * ow) * sizeof *ref);
+        ref_upsample_nearest(x, 6, h, w, oh, ow, ref);
+        sd_dtensor *dx = ops_upload(x, 4, shape), *out = NULL;
+        CHECK_EQ_INT(sd_op_upsample_nearest(ops_cl(), dx, oh, ow, &out), SD_OK);
+        CHECK_MSG(ops_expect("upsample_nearest", out, 4, oshape, ref, 0.0, 0.0), "%lldx%lld -> %lldx%lld",
+                  (long long)w, (long long)h, (long long)ow, (long long)oh);
+        sd_dtensor_free(out);
+        sd_dtensor_free(dx);
+        free(x);
+        free(ref);
+    }
+    /* torch's indices for 3 -> 5: floor(o * 0.6) = 0, 0, 1, 1, 2 */
+    float row[3] = {10, 20, 30}, want[5] = {10, 10, 20, 20, 30};
+    int64_t s1[2] = {1, 3}, s2[2] = {1, 5};
+    sd_dtensor *dx = ops_upload(row, 2, s1), *out = NULL;
+    CHECK_EQ_INT(sd_op_upsample_nearest(ops_cl(), dx, 1, 5, &out), SD_OK);
+    CHECK(ops_expect("upsample_nearest 3 -> 5", out, 2, s2, want, 0.0, 0.0));
+    sd_dtensor_free(out);
+    CHECK_EQ_INT(sd_op_upsample_nearest(ops_cl(), dx, 0, 5, &out), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ops_cl()->ctx), "upsample_nearest: [1, 3] f32 to 5x0");
+    sd_dtensor_free(dx);
+}
+
 static void test_timestep_embedding(void)
 {
     const float t[5] = {0.0f, 1.0f, 999.0f, 500.5f, 37.0f};
@@ -434,6 +465,7 @@ int main(void)
     RUN(test_scale_clamp);
     RUN(test_concat_slice);
     RUN(test_upsample);
+    RUN(test_upsample_to_size);
     RUN(test_timestep_embedding);
     RUN(test_weight_add);
     ops_cl_release();

@@ -7,7 +7,9 @@ its LDM keys are converted with diffusers' convert_ldm_unet_checkpoint (the code
 to load single-file SD1 checkpoints), and one forward runs in float32 on a fixed latent, two
 timesteps and a context (batch 2, as classifier-free guidance runs it). A second forward adds
 synthetic ControlNet residuals (down_block_additional_residuals, mid_block_additional_residual),
-whose values come from a formula the C test computes too.
+whose values come from a formula the C test computes too. A third forward runs an odd latent
+(10 x 14, batch 1): its skips are 5 x 7 and 3 x 4 below, so the decoder upsamples to the skip
+sizes (3 -> 5 -> 10, 4 -> 7 -> 14) as diffusers' forward_upsample_size does.
 
 Run: /opt/refenv/bin/python tests/reference/make_unet_goldens.py [build/sdflow_mkckpt]
 Format of each .bin: b"SDG1", int32 ndim, int32 dims[ndim], float32 data (little endian)."""
@@ -88,11 +90,15 @@ def main():
         mid = control_value(-1, (BATCH, MC * MULT[-1], size, size))
         eps_ctl = unet(x, t, encoder_hidden_states=context, down_block_additional_residuals=down,
                        mid_block_additional_residual=mid).sample
+        x_odd = torch.randn(1, 4, 10, 14, generator=torch.Generator().manual_seed(4321))
+        eps_odd = unet(x_odd, t[:1], encoder_hidden_states=context[:1]).sample
     write("unet_x.bin", x.numpy())
     write("unet_t.bin", t.numpy())
     write("unet_context.bin", context.numpy())
     write("unet_eps.bin", eps.numpy())
     write("unet_eps_control.bin", eps_ctl.numpy())
+    write("unet_odd_x.bin", x_odd.numpy())
+    write("unet_odd_eps.bin", eps_odd.numpy())
     print("eps std %.4f, with control std %.4f, %d skips" % (float(eps.std()), float(eps_ctl.std()), len(skips)))
 
 

@@ -146,6 +146,21 @@ void ref_upsample2x(const float *x, int64_t planes, int64_t h, int64_t w, float 
                 y[(p * 2 * h + oy) * 2 * w + ox] = x[(p * h + oy / 2) * w + ox / 2];
 }
 
+void ref_upsample_nearest(const float *x, int64_t planes, int64_t h, int64_t w, int64_t oh, int64_t ow, float *y)
+{
+    float sh = (float)h / (float)oh, sw = (float)w / (float)ow; /* torch's nearest_idx */
+    for (int64_t p = 0; p < planes; p++)
+        for (int64_t oy = 0; oy < oh; oy++) {
+            int64_t iy = (int64_t)floorf((float)oy * sh);
+            iy = iy < h - 1 ? iy : h - 1;
+            for (int64_t ox = 0; ox < ow; ox++) {
+                int64_t ix = (int64_t)floorf((float)ox * sw);
+                ix = ix < w - 1 ? ix : w - 1;
+                y[(p * oh + oy) * ow + ox] = x[(p * h + iy) * w + ix];
+            }
+        }
+}
+
 void ref_timestep_embedding(const float *t, int64_t n, int dim, double max_period, float *y)
 {
     int half = dim / 2;

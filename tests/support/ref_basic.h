@@ -22,5 +22,7 @@ void ref_concat(const float *a, const float *b, int64_t outer, int64_t la, int64
 void ref_slice(const float *x, int64_t outer, int64_t l, int64_t inner, int64_t start, int64_t len,
                float *y);
 void ref_upsample2x(const float *x, int64_t planes, int64_t h, int64_t w, float *y);
+/* torch F.interpolate(mode="nearest", size=(oh, ow)) on [planes, h, w]. */
+void ref_upsample_nearest(const float *x, int64_t planes, int64_t h, int64_t w, int64_t oh, int64_t ow, float *y);
 void ref_timestep_embedding(const float *t, int64_t n, int dim, double max_period, float *y);
 #endif
