@@ -187,28 +187,25 @@ sd_status sd_control_hint_resize(sd_context *ctx, const sd_tensor *image, int64_
 
 typedef struct hint_cache {
     const sd_control_link *link;
-    float *hint; /* [hb, C, 8h, 8w] */
+    int64_t h, w; /* the latent size it was resized for */
+    float *hint;  /* [hb, C, 8h, 8w] */
     int64_t hb, c;
 } hint_cache;
 
 struct sd_control_eval {
     sd_context *ctx;
     sd_model_sampling ms;
-    int64_t h, w;
     hint_cache *hints;
     size_t n_hints;
 };
 
-sd_status sd_control_eval_new(sd_context *ctx, const sd_model_sampling *ms, int64_t latent_h, int64_t latent_w,
-                              sd_control_eval **out)
+sd_status sd_control_eval_new(sd_context *ctx, const sd_model_sampling *ms, sd_control_eval **out)
 {
     *out = calloc(1, sizeof **out);
     if (!*out)
         return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
     (*out)->ctx = ctx;
     (*out)->ms = *ms;
-    (*out)->h = latent_h;
-    (*out)->w = latent_w;
     return SD_OK;
 }
 
@@ -238,11 +235,12 @@ static bool chain_active(const sd_control_eval *ev, const sd_control_link *l, fl
     return false;
 }
 
-/* The link's hint at 8x the latent size, resized once. */
-static sd_status link_hint(sd_control_eval *ev, const sd_control_link *l, const hint_cache **out)
+/* The link's hint at 8x a latent of h x w, resized once per size (ControlBase.get_control resizes
+ * the whole hint to the model input, which is an area of the latent for regional entries). */
+static sd_status link_hint(sd_control_eval *ev, const sd_control_link *l, int64_t h, int64_t w, const hint_cache **out)
 {
     for (size_t i = 0; i < ev->n_hints; i++)
-        if (ev->hints[i].link == l) {
+        if (ev->hints[i].link == l && ev->hints[i].h == h && ev->hints[i].w == w) {
             *out = &ev->hints[i];
             return SD_OK;
         }
@@ -258,8 +256,8 @@ static sd_status link_hint(sd_control_eval *ev, const sd_control_link *l, const 
         return sd_set_error(ev->ctx, SD_ERR_NOMEM, "out of memory");
     ev->hints = grown;
     hint_cache *c = &ev->hints[ev->n_hints];
-    *c = (hint_cache){.link = l, .hb = img->shape[0], .c = img->shape[3]};
-    sd_status st = sd_control_hint_resize(ev->ctx, img, 8 * ev->w, 8 * ev->h, &c->hint);
+    *c = (hint_cache){.link = l, .h = h, .w = w, .hb = img->shape[0], .c = img->shape[3]};
+    sd_status st = sd_control_hint_resize(ev->ctx, img, 8 * w, 8 * h, &c->hint);
     if (st)
         return st;
     ev->n_hints++;
@@ -301,10 +299,11 @@ static sd_status accumulate(sd_cl *cl, sd_dtensor **acc, sd_dtensor *y)
     return st;
 }
 
-/* The residuals of one chain over `items` items into acc (n tensors, summed oldest link first). */
+/* The residuals of one chain over `items` items (x: their latents, [4, h, w] each) into acc (n
+ * tensors, summed oldest link first). */
 static sd_status run_chain(sd_control_eval *ev, sd_cl *cl, const sd_control_link *chain, size_t items, size_t batch,
-                           const float *x, float sigma, float timestep, const sd_dtensor *context, sd_dtensor **acc,
-                           int n)
+                           const float *x, int64_t h, int64_t w, float sigma, float timestep,
+                           const sd_dtensor *context, sd_dtensor **acc, int n)
 {
     const sd_control_link *order[64];
     int depth = 0;
@@ -313,15 +312,14 @@ static sd_status run_chain(sd_control_eval *ev, sd_cl *cl, const sd_control_link
             return sd_set_error(ev->ctx, SD_ERR_LIMIT, "more than 64 ControlNets chained on one conditioning");
         order[depth++] = l;
     }
-    size_t latent = (size_t)(4 * ev->h * ev->w);
-    int64_t xs[4] = {(int64_t)items, 4, ev->h, ev->w};
+    int64_t xs[4] = {(int64_t)items, 4, h, w};
     sd_dtensor *xd = NULL, *hint = NULL, **outs = calloc((size_t)n, sizeof *outs);
     float *t = malloc(items * sizeof *t);
     sd_status st = !outs || !t ? sd_set_error(ev->ctx, SD_ERR_NOMEM, "out of memory") : SD_OK;
     for (size_t i = 0; !st && i < items; i++)
         t[i] = timestep;
-    if (!st)
-        st = upload_items(cl, x, batch, latent, items, batch, 4, xs, &xd);
+    if (!st && !(st = sd_dtensor_new(cl, SD_DTYPE_F32, 4, xs, &xd)))
+        st = sd_dtensor_upload(xd, x);
     for (int k = depth - 1; !st && k >= 0; k--) {
         const sd_control_link *l = order[k];
         if (!link_active(ev, l, sigma))
@@ -330,11 +328,11 @@ static sd_status run_chain(sd_control_eval *ev, sd_cl *cl, const sd_control_link
             st = sd_set_error(ev->ctx, SD_ERR_INVALID, "ControlNets of different architectures on one model");
             break;
         }
-        const hint_cache *h = NULL;
-        if ((st = link_hint(ev, l, &h)))
+        const hint_cache *hc = NULL;
+        if ((st = link_hint(ev, l, h, w, &hc)))
             break;
-        int64_t hs[4] = {(int64_t)items, h->c, 8 * ev->h, 8 * ev->w};
-        st = upload_items(cl, h->hint, (size_t)h->hb, (size_t)(h->c * 64 * ev->h * ev->w), items, batch, 4, hs, &hint);
+        int64_t hs[4] = {(int64_t)items, hc->c, 8 * h, 8 * w};
+        st = upload_items(cl, hc->hint, (size_t)hc->hb, (size_t)(hc->c * 64 * h * w), items, batch, 4, hs, &hint);
         if (!st)
             st = sd_controlnet_forward(l->net, xd, hint, t, context, l->strength, outs);
         sd_dtensor_free(hint), hint = NULL;
@@ -362,7 +360,7 @@ void sd_control_residuals_free(sd_control_residuals *res)
 }
 
 sd_status sd_control_eval_call(sd_control_eval *ev, const sd_control_link *const *chains, size_t n_entries,
-                               size_t batch, const float *x, float sigma, float timestep,
+                               size_t batch, const float *x, int64_t h, int64_t w, float sigma, float timestep,
                                const sd_dtensor *context, sd_control_residuals *res,
                                const sd_unet_control **control)
 {
@@ -400,8 +398,8 @@ sd_status sd_control_eval_call(sd_control_eval *ev, const sd_control_link *const
         sd_dtensor *ctx_run = NULL;
         st = sd_op_slice(cl, context, 0, (int64_t)(first * batch), (int64_t)run_items[n_runs], &ctx_run);
         if (!st)
-            st = run_chain(ev, cl, chains[first], run_items[n_runs], batch, x, sigma, timestep, ctx_run,
-                           runs + n_runs * (size_t)n, n);
+            st = run_chain(ev, cl, chains[first], run_items[n_runs], batch, x + first * batch * (size_t)(4 * h * w), h,
+                           w, sigma, timestep, ctx_run, runs + n_runs * (size_t)n, n);
         sd_dtensor_free(ctx_run);
     }
     size_t first_active = 0; /* there is one: net was found */

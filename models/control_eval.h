@@ -9,8 +9,9 @@
  *
  * At each model call the sampler asks for the residuals of the entries it batches: every link of
  * an entry's chain whose percent range contains the current sigma runs on the entry's items
- * (the scaled latent, the entry's context, the hint cropped to the latent's aspect ratio and
- * resized nearest-exact to 8x its size, as comfy.utils.common_upscale(..., "nearest-exact",
+ * (the scaled latent or a regional entry's area of it, the entry's context, the hint cropped to
+ * that input's aspect ratio and resized nearest-exact to 8x its size, as
+ * comfy.utils.common_upscale(..., "nearest-exact",
  * "center")), each scaled by its strength; the chain's residuals are summed, oldest link first.
  * Entries without an active link get zeros when batched with ones that have one (exact: items
  * are independent in the UNet), and no residuals at all when none in the call is active. */
@@ -63,11 +64,10 @@ void sd_control_fill_uncond(const sd_control_link *const *pos, const bool *pos_t
                             const sd_control_link *const *neg, size_t n_neg, size_t *src,
                             const sd_control_link **chains, size_t *n_out);
 
-/* Per-sampling state: the model's sigma schedule (for percent -> sigma), the latent size, and
- * each link's hint resized once. Must not outlive the links it saw. */
+/* Per-sampling state: the model's sigma schedule (for percent -> sigma) and each link's hint
+ * resized once per model input size. Must not outlive the links it saw. */
 typedef struct sd_control_eval sd_control_eval;
-sd_status sd_control_eval_new(sd_context *ctx, const sd_model_sampling *ms, int64_t latent_h, int64_t latent_w,
-                              sd_control_eval **out);
+sd_status sd_control_eval_new(sd_context *ctx, const sd_model_sampling *ms, sd_control_eval **out);
 void sd_control_eval_free(sd_control_eval *ev); /* NULL-safe */
 
 /* Residuals of one model call, owned by the caller (sd_control_residuals_free). */
@@ -79,13 +79,14 @@ typedef struct sd_control_residuals {
 } sd_control_residuals;
 
 /* The residuals for a model call over n_entries entries of batch items each (entry k has items
- * k * batch .. k * batch + batch - 1; chains[k] its chain or NULL). x: the host latent the model
- * sees, batch items of [4, h, w] (the same for every entry); sigma and timestep of the call;
- * context: device [n_entries * batch, tokens, dim]. On success *control is NULL when no link is
+ * k * batch .. k * batch + batch - 1; chains[k] its chain or NULL). x: the host latents the model
+ * sees, one [4, h, w] per item (h x w: the latent, or a regional entry's area of it; each hint is
+ * resized to 8x that, as ComfyUI does); sigma and timestep of the call; context: device
+ * [n_entries * batch, tokens, dim]. On success *control is NULL when no link is
  * active, else res->control (valid until res is freed). Errors: the ControlNet's (shapes named,
  * device errors), SD_ERR_INVALID for a hint whose channels the ControlNet does not take. */
 sd_status sd_control_eval_call(sd_control_eval *ev, const sd_control_link *const *chains, size_t n_entries,
-                               size_t batch, const float *x, float sigma, float timestep,
+                               size_t batch, const float *x, int64_t h, int64_t w, float sigma, float timestep,
                                const sd_dtensor *context, sd_control_residuals *res,
                                const sd_unet_control **control);
 void sd_control_residuals_free(sd_control_residuals *res); /* leaves it zeroed */

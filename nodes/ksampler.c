@@ -273,11 +273,6 @@ static sd_status resolve_region(denoiser *d, cond_entry *e, size_t i)
         e->ay = e->area[2], e->ax = e->area[3];
         e->ah = e->area[0] < d->h - e->ay ? e->area[0] : d->h - e->ay;
         e->aw = e->area[1] < d->w - e->ax ? e->area[1] : d->w - e->ax;
-        if (e->control && (e->ah != d->h || e->aw != d->w)) {
-            st = sd_run_error(r, SD_ERR_INVALID, "input '%s': entry %zu has both an area smaller than the latent "
-                              "and a ControlNet, which is not supported", side_name(e), i);
-            goto done;
-        }
     }
     if (!e->has_area && !e->mask)
         goto done;
@@ -562,6 +557,24 @@ static void crop_item(const denoiser *d, const cond_entry *e, const float *src, 
                    (size_t)e->aw * sizeof *dst);
 }
 
+/* The ControlNet residuals for a call whose n_entries * batch items are in host (in_item floats
+ * each, the latent's 4 channels first, ah x aw: the whole latent or the group's area). */
+static sd_status control_call(denoiser *d, const sd_control_link *const *chains, size_t n_entries, const float *host,
+                              size_t in_item, int64_t ah, int64_t aw, float sigma, float timestep,
+                              const sd_dtensor *context, sd_control_residuals *res, const sd_unet_control **control)
+{
+    size_t items = n_entries * d->batch, item = (size_t)(4 * ah * aw);
+    float *x = malloc(items * item * sizeof *x);
+    if (!x)
+        return sd_set_error(d->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < items; i++)
+        memcpy(x + i * item, host + i * in_item, item * sizeof *x);
+    sd_status st = sd_control_eval_call(d->control, chains, n_entries, d->batch, x, ah, aw, sigma, timestep, context,
+                                        res, control);
+    free(x);
+    return st;
+}
+
 /* One UNet call for group g: eps of every (active entry, item) of the group, on each entry's
  * area of the latent, into d->eps (the group's entries one after the other from
  * d->eps + k0 * batch * per_item; d->eps_at says where each is). */
@@ -606,9 +619,8 @@ static sd_status unet_group(denoiser *d, size_t g, float sigma)
         d->eps_at[d->order[k]] = k0 * d->batch * d->per_item + (k - k0) * d->batch * out_item;
     }
     if (!(st = sd_dtensor_new(d->cl, SD_DTYPE_F32, 4, shape, &x)) && !(st = sd_dtensor_upload(x, host)) &&
-        (!d->control || !whole ||
-         !(st = sd_control_eval_call(d->control, chains, k1 - k0, d->batch, d->x_in, sigma, timestep, d->contexts[g],
-                                     &res, &control))) &&
+        (!d->control || !(st = control_call(d, chains, k1 - k0, host, in_item, e0->ah, e0->aw, sigma, timestep,
+                                             d->contexts[g], &res, &control))) &&
         !(st = sd_unet_forward(d->unet, x, t, d->contexts[g], control, &out)))
         st = sd_dtensor_download(out, d->eps + k0 * d->batch * d->per_item);
 done:
@@ -868,7 +880,7 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
         (st = resolve_regions(&d)) || (st = control_fill_uncond(r, &d)) || (st = drop_unused(&d)) || (st = batch_index(r, latent_v, d.batch, &bidx)))
         goto done;
     for (size_t e = 0; e < d.n_entries && !d.control; e++)
-        if (d.entries[e].control && (st = sd_control_eval_new(ctx, &ms, d.h, d.w, &d.control))) {
+        if (d.entries[e].control && (st = sd_control_eval_new(ctx, &ms, &d.control))) {
             st = sd_node_model_fail(r, st);
             goto done;
         }

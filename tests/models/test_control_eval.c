@@ -17,6 +17,7 @@ enum { B = 2, LH = 8, LW = 8, TOKENS = 7, CTX = 64, N_RES = 7 };
 static sd_controlnet *g_cn;
 static sd_value *g_img2, *g_img1; /* hint batches of 2 (48x40) and 1 (64x64) */
 static float g_x[B * 4 * LH * LW];
+static float g_x2[2 * B * 4 * LH * LW]; /* g_x for each of two entries, as the sampler passes it */
 static sd_dtensor *g_ctx; /* [2 entries * B, TOKENS, CTX] */
 static sd_model_sampling g_ms;
 
@@ -42,8 +43,11 @@ static bool setup(void)
     g_img2 = image(2, 48, 40, 5);
     g_img1 = image(1, 64, 64, 6);
     float *x = ops_random(sizeof g_x / sizeof *g_x, -1.0f, 1.0f, 7);
-    if (x)
+    if (x) {
         memcpy(g_x, x, sizeof g_x);
+        memcpy(g_x2, x, sizeof g_x);
+        memcpy(g_x2 + B * 4 * LH * LW, x, sizeof g_x);
+    }
     free(x);
     g_ctx = ops_upload_random(-1.0f, 1.0f, 8, 3, (const int64_t[]){2 * B, TOKENS, CTX});
     sd_model_sampling_sd1(&g_ms);
@@ -101,7 +105,7 @@ static void test_batch_and_zeros(void)
 {
     sd_control_link *l = sd_control_link_new(g_cn, g_img2, 0.5, 0.0, 1.0, NULL);
     sd_control_eval *ev = NULL;
-    CHECK_EQ_INT(sd_control_eval_new(ops_cl()->ctx, &g_ms, LH, LW, &ev), SD_OK);
+    CHECK_EQ_INT(sd_control_eval_new(ops_cl()->ctx, &g_ms, &ev), SD_OK);
     float sigma = 3.0f, timestep = (float)sd_model_sampling_timestep(&g_ms, sigma);
     sd_control_residuals res;
     const sd_unet_control *control = NULL;
@@ -109,7 +113,7 @@ static void test_batch_and_zeros(void)
 
     /* Both entries with the same ControlNet: one run over 4 items. */
     const sd_control_link *both[2] = {l, l};
-    CHECK_EQ_INT(sd_control_eval_call(ev, both, 2, B, g_x, sigma, timestep, g_ctx, &res, &control), SD_OK);
+    CHECK_EQ_INT(sd_control_eval_call(ev, both, 2, B, g_x2, LH, LW, sigma, timestep, g_ctx, &res, &control), SD_OK);
     CHECK(control == &res.control && control->n_skips == N_RES - 1);
     direct(g_img2, 0, 2 * B, 0.5f, timestep, want);
     for (int i = 0; control && i < N_RES; i++)
@@ -119,7 +123,7 @@ static void test_batch_and_zeros(void)
 
     /* Only the second entry: zeros for the first's items. */
     const sd_control_link *second[2] = {NULL, l};
-    CHECK_EQ_INT(sd_control_eval_call(ev, second, 2, B, g_x, sigma, timestep, g_ctx, &res, &control), SD_OK);
+    CHECK_EQ_INT(sd_control_eval_call(ev, second, 2, B, g_x2, LH, LW, sigma, timestep, g_ctx, &res, &control), SD_OK);
     CHECK(control != NULL);
     direct(g_img2, B, B, 0.5f, timestep, want);
     for (int i = 0; control && i < N_RES; i++) {
@@ -132,7 +136,7 @@ static void test_batch_and_zeros(void)
 
     /* None: no residuals at all. */
     const sd_control_link *none[2] = {NULL, NULL};
-    CHECK_EQ_INT(sd_control_eval_call(ev, none, 2, B, g_x, sigma, timestep, g_ctx, &res, &control), SD_OK);
+    CHECK_EQ_INT(sd_control_eval_call(ev, none, 2, B, g_x2, LH, LW, sigma, timestep, g_ctx, &res, &control), SD_OK);
     CHECK(control == NULL && res.tensors == NULL);
     sd_control_eval_free(ev);
     sd_control_link_unref(l);
@@ -145,12 +149,12 @@ static void test_chain(void)
     sd_control_link *b = sd_control_link_new(g_cn, g_img1, 1.25, 0.0, 1.0, a);
     CHECK(sd_control_link_prev(b) == a);
     sd_control_eval *ev = NULL;
-    CHECK_EQ_INT(sd_control_eval_new(ops_cl()->ctx, &g_ms, LH, LW, &ev), SD_OK);
+    CHECK_EQ_INT(sd_control_eval_new(ops_cl()->ctx, &g_ms, &ev), SD_OK);
     float sigma = 1.5f, timestep = (float)sd_model_sampling_timestep(&g_ms, sigma);
     sd_control_residuals res;
     const sd_unet_control *control = NULL;
     const sd_control_link *chains[2] = {b, b};
-    CHECK_EQ_INT(sd_control_eval_call(ev, chains, 2, B, g_x, sigma, timestep, g_ctx, &res, &control), SD_OK);
+    CHECK_EQ_INT(sd_control_eval_call(ev, chains, 2, B, g_x2, LH, LW, sigma, timestep, g_ctx, &res, &control), SD_OK);
     sd_dtensor *ra[N_RES] = {0}, *rb[N_RES] = {0};
     direct(g_img2, 0, 2 * B, 0.5f, timestep, ra);
     direct(g_img1, 0, 2 * B, 1.25f, timestep, rb);
@@ -173,7 +177,7 @@ static void test_percent_range(void)
 {
     sd_control_link *l = sd_control_link_new(g_cn, g_img1, 1.0, 0.5, 0.8, NULL);
     sd_control_eval *ev = NULL;
-    CHECK_EQ_INT(sd_control_eval_new(ops_cl()->ctx, &g_ms, LH, LW, &ev), SD_OK);
+    CHECK_EQ_INT(sd_control_eval_new(ops_cl()->ctx, &g_ms, &ev), SD_OK);
     float hi = sd_model_sampling_sigma(&g_ms, (float)((1.0 - 0.5) * 999.0));
     float lo = sd_model_sampling_sigma(&g_ms, (float)((1.0 - 0.8) * 999.0));
     const float sigmas[] = {14.6f, hi * 1.01f, hi, 0.5f * (hi + lo), lo, lo * 0.99f, 0.03f};
@@ -182,7 +186,7 @@ static void test_percent_range(void)
     for (size_t k = 0; k < sizeof sigmas / sizeof *sigmas; k++) {
         sd_control_residuals res;
         const sd_unet_control *control = &res.control; /* must be overwritten */
-        CHECK_EQ_INT(sd_control_eval_call(ev, chains, 2, B, g_x, sigmas[k], 500.0f, g_ctx, &res, &control), SD_OK);
+        CHECK_EQ_INT(sd_control_eval_call(ev, chains, 2, B, g_x2, LH, LW, sigmas[k], 500.0f, g_ctx, &res, &control), SD_OK);
         CHECK_MSG((control != NULL) == active[k], "sigma %g: active %d, expected %d", sigmas[k], control != NULL,
                   active[k]);
         sd_control_residuals_free(&res);
@@ -198,11 +202,11 @@ static void test_bad_hint(void)
     sd_value_add_tensor(gray, "image", 4, (const int64_t[]){1, 16, 16, 1});
     sd_control_link *l = sd_control_link_new(g_cn, gray, 1.0, 0.0, 1.0, NULL);
     sd_control_eval *ev = NULL;
-    CHECK_EQ_INT(sd_control_eval_new(ops_cl()->ctx, &g_ms, LH, LW, &ev), SD_OK);
+    CHECK_EQ_INT(sd_control_eval_new(ops_cl()->ctx, &g_ms, &ev), SD_OK);
     sd_control_residuals res;
     const sd_unet_control *control = NULL;
     const sd_control_link *chains[2] = {l, l};
-    CHECK_EQ_INT(sd_control_eval_call(ev, chains, 2, B, g_x, 2.0f, 500.0f, g_ctx, &res, &control), SD_ERR_INVALID);
+    CHECK_EQ_INT(sd_control_eval_call(ev, chains, 2, B, g_x2, LH, LW, 2.0f, 500.0f, g_ctx, &res, &control), SD_ERR_INVALID);
     CHECK(control == NULL && res.tensors == NULL);
     char *want = sd_strfmt("ControlNet hint image has 1 channels, %s takes 3", sd_controlnet_path(g_cn));
     CHECK_STR_EQ(sd_context_errmsg(ops_cl()->ctx), want);

@@ -689,14 +689,38 @@ static void test_sampler_area_errors(void)
     float *bottom = sample(g);
     CHECK(bottom && all_finite(bottom) && g_base && max_diff(bottom, g_base) > 1e-3);
     free(bottom);
-    /* A ControlNet on an area smaller than the latent (ComfyUI rescales the hint to it). */
-    g = load_graph("graphs/controlnet-canny.xml", "7.5");
+}
+
+/* A ControlNet on an entry whose area is half the latent: the whole hint is resized to the area
+ * (ComfyUI's get_control on the cropped input; a hint of the wrong size would fail the
+ * ControlNet's shape check). At strength 1 it changes the result against strength 0, and the
+ * area changes it against the whole latent. */
+static void test_sampler_area_controlnet(void)
+{
+    float *by_strength[2] = {NULL, NULL};
+    for (int k = 0; k < 2; k++) {
+        sd_graph *g = load_graph("graphs/controlnet-canny.xml", "7.5");
+        CHECK_EQ_INT(sd_graph_set_param(g, "controlnet", cn_path), SD_OK);
+        CHECK_EQ_INT(sd_graph_set_param(g, "image", image_path), SD_OK);
+        CHECK_EQ_INT(sd_graph_set_param(g, "strength", k ? "1.0" : "0.0"), SD_OK);
+        add_area_pct(g, "left", "apply", "0.5", "0");
+        feed(g, "left", "positive");
+        by_strength[k] = sample(g);
+    }
+    sd_graph *g = load_graph("graphs/controlnet-canny.xml", "7.5");
     CHECK_EQ_INT(sd_graph_set_param(g, "controlnet", cn_path), SD_OK);
     CHECK_EQ_INT(sd_graph_set_param(g, "image", image_path), SD_OK);
-    add_area_pct(g, "left", "apply", "0.5", "0");
-    feed(g, "left", "positive");
-    expect_sample_error(g, "node 'sampler' (KSampler): input 'positive': entry 0 has both an area smaller than "
-                           "the latent and a ControlNet, which is not supported");
+    CHECK_EQ_INT(sd_graph_set_param(g, "strength", "0.0"), SD_OK);
+    float *plain = sample(g); /* the same ControlNet at strength 0 without the area */
+    CHECK(by_strength[0] && by_strength[1] && plain);
+    if (by_strength[0] && by_strength[1] && plain) {
+        CHECK(all_finite(by_strength[1]));
+        CHECK_MSG(max_diff(by_strength[0], by_strength[1]) > 1e-3, "strength 1 on the area changed nothing");
+        CHECK_MSG(max_diff(by_strength[0], plain) > 1e-3, "the area changed nothing");
+    }
+    free(by_strength[0]);
+    free(by_strength[1]);
+    free(plain);
 }
 
 /* A ComfyUI "Save (API Format)" workflow with the five nodes imports, validates and samples. */
@@ -746,6 +770,7 @@ int main(void)
     RUN(test_sampler_area_identities);
     RUN(test_sampler_left_right);
     RUN(test_sampler_area_errors);
+    RUN(test_sampler_area_controlnet);
     RUN(test_comfy_workflow);
     sd_value_unref(g_a);
     sd_value_unref(g_b);

@@ -156,7 +156,8 @@ typedef struct raw_tensor {
 static sd_status fill_raw(void *user, size_t index, void *dst, size_t nbytes)
 {
     const raw_tensor *r = user;
-    memcpy(dst, r[index].data, nbytes);
+    if (nbytes) /* an empty tensor has no data pointer */
+        memcpy(dst, r[index].data, nbytes);
     return SD_OK;
 }
 
