@@ -1,6 +1,6 @@
 #!/bin/bash
-# The stock graphs end to end on a tiny random checkpoint: graphs/txt2img.xml and
-# graphs/img2img.xml write a PNG, examples/contact_sheet.lua a 3x3 grid; a re-run comes from the cache without opening the checkpoint;
+# The stock graphs end to end on a tiny random checkpoint: graphs/txt2img.xml,
+# graphs/img2img.xml and graphs/regional-prompt.xml write a PNG, examples/contact_sheet.lua a 3x3 grid; a re-run comes from the cache without opening the checkpoint;
 # bad input fails with its exact message and exit code and writes nothing.
 . "$(dirname "$0")/lib.bash"
 mkdir -p "$T/models/checkpoints" "$T/in"
@@ -20,6 +20,10 @@ check "re-run: only SaveImage runs, the loader is not needed" \
 check "re-run: the loader did not run" bash -c '! grep -q "ckpt (CheckpointLoaderSimple)" "$0"' "$T/err"
 run 0 run "$SRC/graphs/img2img.xml" "${base[@]}" --set denoise=0.5
 check "img2img writes one PNG" test "$(cat "$T/out")" = "$T/o/img2img_00001_.png"
+run 0 run "$SRC/graphs/regional-prompt.xml" "${base[@]}" --set width=96 --set height=64
+check "regional-prompt writes one PNG" test "$(cat "$T/out")" = "$T/o/regional_00001_.png"
+check "regional-prompt: two areas set and combined" \
+    test "$(grep -c -e '^  ran .*(ConditioningSetAreaPercentage)$' -e '^  ran .*(ConditioningCombine)$' "$T/err")" = 4
 
 SDFLOW_CACHE=$T/lua.db run 0 lua "$SRC/examples/contact_sheet.lua" "$T/models" tiny.safetensors "$T/sheet" 64 2
 check "contact sheet: 9 cells" grep -q "^3 seeds x 3 cfg values: 32 nodes ran, 0 from the cache$" "$T/out"
