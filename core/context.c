@@ -190,12 +190,22 @@ const char *sd_context_errmsg(const sd_context *ctx)
     return ctx->errmsg;
 }
 
+/* Messages are one line (docs/design.md §8) even when they quote input (a tensor name, a
+ * libxml2 message): line breaks, tabs and other ASCII control bytes become spaces. */
+static void one_line(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            *s = ' ';
+}
+
 sd_status sd_set_error(sd_context *ctx, sd_status status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(ctx->errmsg, sizeof ctx->errmsg, fmt, ap);
     va_end(ap);
+    one_line(ctx->errmsg);
     return status;
 }
 
@@ -215,6 +225,7 @@ void sd_error_prefix(sd_context *ctx, const char *fmt, ...)
         memcpy(ctx->errmsg + used, old, len < room ? len : room);
         ctx->errmsg[used + (len < room ? len : room)] = '\0';
     }
+    one_line(ctx->errmsg);
 }
 
 void sd_clear_error(sd_context *ctx)
@@ -253,8 +264,10 @@ void sd_diag_add(sd_context *ctx, const char *fmt, ...)
     va_start(ap, fmt);
     char *s = vstrfmt(fmt, ap);
     va_end(ap);
-    if (s)
+    if (s) {
+        one_line(s);
         ctx->diags[ctx->n_diags++] = s;
+    }
 }
 
 void sd_warn(sd_context *ctx, const char *fmt, ...)
@@ -264,6 +277,7 @@ void sd_warn(sd_context *ctx, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    one_line(line);
     if (ctx->log_fn)
         ctx->log_fn(line, ctx->log_user);
 }

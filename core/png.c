@@ -13,8 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-enum { HEAD_BYTES = 24 }; /* signature (8), IHDR length (4) and type (4), width (4), height (4) */
+enum { HEAD_BYTES = 24 };
+/* deflate expands at most 1032:1 (a 258-byte match in 2 bits): a file of S bytes cannot hold more
+ * than 1032 * S bytes of image data, whatever its IHDR claims. */
+enum { DEFLATE_MAX_RATIO = 1032 }; /* signature (8), IHDR length (4) and type (4), width (4), height (4) */
 
 sd_png_limits sd_png_default_limits(void)
 {
@@ -35,6 +40,7 @@ void sd_image_clear(sd_image *img)
 typedef struct png_reader {
     const char *path;
     FILE *f;
+    uint64_t file_size;
     unsigned char head[HEAD_BYTES];
     size_t head_pos;
     sd_status status; /* set before png_error by our callbacks; SD_OK: a libpng error */
@@ -108,6 +114,34 @@ static void reader_free(png_reader *r)
     free(r);
 }
 
+/* Walks the chunk headers up to IEND without reading their data (pread: the stream position
+ * stays where it is) and fails with "truncated" when a chunk runs past the end of the file:
+ * libpng allocates a chunk's declared length before reading it, and png_set_chunk_malloc_max
+ * does not bound every chunk (zTXt in libpng 1.6.39), so a 1 KB file declaring a 1.8 GB chunk
+ * would otherwise allocate 1.8 GB. A malformed chunk type ends the walk; libpng reports it. */
+static sd_status check_chunk_lengths(sd_context *ctx, png_reader *r)
+{
+    int fd = fileno(r->f);
+    uint64_t pos = 8;
+    while (pos + 8 <= r->file_size) {
+        unsigned char h[8];
+        if (pread(fd, h, 8, (off_t)pos) != 8)
+            return sd_set_error(ctx, SD_ERR_IO, "%s: read error: %s", r->path, strerror(errno));
+        uint32_t len = be32(h);
+        for (int i = 4; i < 8; i++)
+            if (!((h[i] >= 'A' && h[i] <= 'Z') || (h[i] >= 'a' && h[i] <= 'z')))
+                return SD_OK;
+        if (len > 0x7fffffffu || pos + 12 + len > r->file_size)
+            return sd_set_error(ctx, SD_ERR_PARSE,
+                                "%s: truncated (chunk '%.4s' of %" PRIu32 " bytes runs past the end of the file)",
+                                r->path, (const char *)h + 4, len);
+        if (memcmp(h + 4, "IEND", 4) == 0)
+            break;
+        pos += 12 + (uint64_t)len;
+    }
+    return SD_OK;
+}
+
 /* Opens path, checks the signature and the IHDR's size against the limits (before libpng sees
  * the file or anything is allocated for pixels), and sets up libpng with bounded chunks. */
 static sd_status reader_open(sd_context *ctx, const char *path, const sd_png_limits *limits,
@@ -123,6 +157,12 @@ static sd_status reader_open(sd_context *ctx, const char *path, const sd_png_lim
         st = sd_set_error(ctx, SD_ERR_IO, "%s: %s", path, strerror(errno));
         goto done;
     }
+    struct stat sb;
+    if (fstat(fileno(r->f), &sb) != 0) {
+        st = sd_set_error(ctx, SD_ERR_IO, "%s: %s", path, strerror(errno));
+        goto done;
+    }
+    r->file_size = sb.st_size > 0 ? (uint64_t)sb.st_size : 0;
     size_t got = fread(r->head, 1, HEAD_BYTES, r->f);
     if (ferror(r->f)) {
         st = sd_set_error(ctx, SD_ERR_IO, "%s: read error: %s", path, strerror(errno));
@@ -148,6 +188,8 @@ static sd_status reader_open(sd_context *ctx, const char *path, const sd_png_lim
                           path, w, h, limits->max_side, limits->max_pixels);
         goto done;
     }
+    if ((st = check_chunk_lengths(ctx, r)))
+        goto done;
     r->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, r, reader_error_fn, quiet_warning_fn);
     if (!r->png || !(r->info = png_create_info_struct(r->png))) {
         st = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
@@ -166,6 +208,21 @@ done:
     }
     *out = r;
     return SD_OK;
+}
+
+/* After png_read_info (before the transformations): fails with "truncated" when the file is too
+ * small to hold the image data its IHDR announces, so that a tiny file claiming a large image
+ * never gets the pixel memory of that image allocated. */
+static void reader_check_size(png_reader *r)
+{
+    png_uint_32 w = png_get_image_width(r->png, r->info), h = png_get_image_height(r->png, r->info);
+    uint64_t bits = (uint64_t)w * h * png_get_bit_depth(r->png, r->info) * png_get_channels(r->png, r->info);
+    if (bits / 8 / DEFLATE_MAX_RATIO > r->file_size) {
+        char m[160];
+        snprintf(m, sizeof m, "truncated (%" PRIu64 " bytes cannot hold a %" PRIu32 "x%" PRIu32 " image)",
+                 r->file_size, (uint32_t)w, (uint32_t)h);
+        reader_fail(r, SD_ERR_PARSE, m);
+    }
 }
 
 static sd_status reader_status(sd_context *ctx, png_reader *r)
@@ -217,6 +274,7 @@ sd_status sd_png_read(sd_context *ctx, const char *path, const sd_png_limits *li
         goto done;
     }
     png_read_info(r->png, r->info);
+    reader_check_size(r);
     bool alpha_from_key;
     int passes = reader_transform(r, &alpha_from_key);
     png_uint_32 w = png_get_image_width(r->png, r->info), h = png_get_image_height(r->png, r->info);
@@ -284,6 +342,7 @@ sd_status sd_png_read_text(sd_context *ctx, const char *path, const sd_png_limit
         goto done;
     }
     png_read_info(r->png, r->info);
+    reader_check_size(r);
     const char *text = find_text(r, keyword);
     if (!text) {
         /* Text may follow the image data: decode the rows through one buffer, then the end. */

@@ -4,7 +4,10 @@
  * RGBA, palette, tRNS) into floats in [0, 1]; 16-bit samples keep their precision (v / 65535).
  * The pixel budget is checked on the IHDR before anything else is read or allocated; text
  * chunks are bounded. Writing produces 8-bit RGB or RGBA with iTXt chunks, atomically.
- * Every failure is one line naming the file: "PATH: truncated", "PATH: not a PNG file",
+ * Every failure is one line naming the file: "PATH: truncated", "PATH: truncated (chunk 'IDAT' of
+ * N bytes runs past the end of the file)" (chunk lengths are checked against the file size before
+ * libpng allocates anything), "PATH: truncated (N bytes cannot hold a WxH image)" (deflate expands
+ * at most 1032:1), "PATH: not a PNG file",
  * "PATH: image 100000x100000 exceeds the pixel limit (...)". */
 #ifndef SD_CORE_PNG_H
 #define SD_CORE_PNG_H

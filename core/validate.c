@@ -241,9 +241,10 @@ static void check_link(vstate *v, const sd_graph_input *b, const char *where,
         return; /* its unknown type is reported on its own */
     int out = sd_node_desc_output(s->desc, b->src_output);
     if (out < 0) {
-        char names[512];
-        list_names(names, sizeof names, &s->desc->outputs[0].name, s->desc->n_outputs,
-                   sizeof s->desc->outputs[0]);
+        char names[512] = "";
+        if (s->desc->n_outputs) /* an output node's outputs array is NULL */
+            list_names(names, sizeof names, &s->desc->outputs[0].name, s->desc->n_outputs,
+                       sizeof s->desc->outputs[0]);
         problem(v, b->line, where, "node '%s' (%s) has no output '%s' (outputs: %s)", s->id,
                 s->type, b->src_output, s->desc->n_outputs ? names : "none");
         return;
@@ -260,9 +261,10 @@ static void check_binding(vstate *v, const sd_graph_node *n, const sd_graph_inpu
     where_node(where, sizeof where, n, b->name);
     const sd_input_desc *in = sd_node_desc_input(n->desc, b->name);
     if (!in) {
-        char names[512];
-        list_names(names, sizeof names, &n->desc->inputs[0].name, n->desc->n_inputs,
-                   sizeof n->desc->inputs[0]);
+        char names[512] = "";
+        if (n->desc->n_inputs)
+            list_names(names, sizeof names, &n->desc->inputs[0].name, n->desc->n_inputs,
+                       sizeof n->desc->inputs[0]);
         problem(v, b->line, where, "unknown input of %s (inputs: %s)", n->type,
                 n->desc->n_inputs ? names : "none");
         return;

@@ -39,10 +39,14 @@ static void reader_fail(reader *r, sd_status status, int line, const char *msg)
     sd_diag_add(r->ctx, "%s", sd_context_errmsg(r->ctx));
 }
 
-/* libxml2 messages end with a newline; copies msg without it. */
+/* libxml2 messages end with a newline and some span lines ("Input is not proper UTF-8,
+ * indicate encoding !\nBytes: 0xFF ..."); copies msg as one line without the final newline. */
 static void trim_message(const char *msg, char *out, size_t size)
 {
     snprintf(out, size, "%s", msg ? msg : "unknown error");
+    for (char *c = out; *c; c++)
+        if (*c == '\n' || *c == '\r' || *c == '\t')
+            *c = ' ';
     size_t n = strlen(out);
     while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '))
         out[--n] = '\0';

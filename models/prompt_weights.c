@@ -399,6 +399,8 @@ sd_status sd_prompt_tokenize(sd_context *ctx, const sd_clip_tokenizer *tok, cons
     size_t g_start = 0;
     for (size_t g = 0; g < b.n_groups; g++) {
         size_t g_end = b.group_end[g], left = g_end - g_start;
+        if (left == 0)
+            continue; /* a word without tokens (" "): b.groups may still be NULL */
         bool large = left >= 8;
         const sd_prompt_token *t = b.groups + g_start;
         while (left > 0) {

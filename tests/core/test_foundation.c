@@ -88,6 +88,20 @@ static void test_graph_builder(void)
     sd_context_free(ctx);
 }
 
+/* Messages quoting input (tensor names, libxml2 text) stay one line (found by fuzz_xml). */
+static void test_error_one_line(void)
+{
+    sd_context *ctx;
+    CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
+    CHECK_EQ_INT(sd_set_error(ctx, SD_ERR_PARSE, "f: tensor '%s'", "a\nb\r\tc\x7f"), SD_ERR_PARSE);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), "f: tensor 'a b  c '");
+    sd_error_prefix(ctx, "x%s", "\n");
+    CHECK_STR_EQ(sd_context_errmsg(ctx), "x : f: tensor 'a b  c '");
+    sd_diag_add(ctx, "d\n%s", "e\n");
+    CHECK_STR_EQ(sd_context_diag(ctx, 0), "d e ");
+    sd_context_free(ctx);
+}
+
 static void test_hash(void)
 {
     sd_key a, b;
@@ -104,6 +118,7 @@ int main(void)
     RUN(test_registry_sorted_unique);
     RUN(test_value_roundtrip);
     RUN(test_graph_builder);
+    RUN(test_error_one_line);
     RUN(test_hash);
     return test_summary("test_foundation");
 }

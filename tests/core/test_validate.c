@@ -205,6 +205,27 @@ static void test_primitive_problems(void)
     sd_graph_free(g);
 }
 
+/* A link from a node without outputs (SaveImage): its NULL outputs array is never indexed
+ * (found by fuzz_xml; UBSan: "applying zero offset to null pointer"). */
+static void test_link_from_output_node(void)
+{
+    sd_graph *g = load("<workflow version=\"1\">\n"
+                       "  <node id=\"s\" type=\"SaveImage\"/>\n"
+                       "  <node id=\"p\" type=\"PreviewImage\">\n"
+                       "    <input name=\"images\" from=\"s\" output=\"VAE\"/>\n"
+                       "  </node>\n"
+                       "</workflow>\n");
+    if (!g)
+        return;
+    CHECK_EQ_INT(sd_graph_validate(g), SD_ERR_INVALID);
+    bool found = false;
+    for (size_t i = 0; i < sd_context_diag_count(ctx); i++)
+        found |= strcmp(sd_context_diag(ctx, i), "t.xml:4: node 'p' input 'images': node 's' (SaveImage) "
+                                                 "has no output 'VAE' (outputs: none)") == 0;
+    CHECK_MSG(found, "no 'has no output' diagnostic; first: %s", sd_context_diag(ctx, 0));
+    sd_graph_free(g);
+}
+
 static void test_cycles(void)
 {
     sd_graph *g = load("<workflow version=\"1\">\n"
@@ -398,6 +419,7 @@ int main(void)
     setup_models();
     RUN(test_all_problems_at_once);
     RUN(test_primitive_problems);
+    RUN(test_link_from_output_node);
     RUN(test_cycles);
     RUN(test_long_chain);
     RUN(test_valid_and_api_graphs);

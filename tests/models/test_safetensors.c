@@ -148,6 +148,16 @@ static void test_dtype_shape_mismatch(void)
     free(p);
 }
 
+/* A tensor name with a line break (JSON "\n") is quoted on one line (found by fuzz_safetensors). */
+static void test_name_with_newline(void)
+{
+    char *p = write_raw("newline.safetensors", "{\"a\\nb\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}",
+                        8, 0);
+    expect_error(p, SD_ERR_PARSE, "tensor 'a b': data_offsets [0, 16] run past the end of the file (data section is 8 bytes)");
+    CHECK(strchr(sd_context_errmsg(ctx), '\n') == NULL);
+    free(p);
+}
+
 static void test_duplicate_key(void)
 {
     char *p = write_raw("dup.safetensors",
@@ -275,6 +285,7 @@ int main(void)
     RUN(test_overlap);
     RUN(test_gap);
     RUN(test_dtype_shape_mismatch);
+    RUN(test_name_with_newline);
     RUN(test_duplicate_key);
     RUN(test_not_json);
     RUN(test_half_conversions);

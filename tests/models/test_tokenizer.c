@@ -218,6 +218,24 @@ static void test_bad_text(void)
     free(ids);
 }
 
+/* Whitespace-only prompts: words without tokens give the empty window (found by fuzz_prompt;
+ * UBSan: "applying zero offset to null pointer" on the empty token array). */
+static void test_blank_prompt(void)
+{
+    const char *texts[] = {" ", "  \t\n", "( )"};
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        sd_prompt_tokens pt;
+        CHECK_EQ_INT(sd_prompt_tokenize(ctx, tok, texts[i], NULL, NULL, &pt), SD_OK);
+        CHECK_EQ_INT(pt.n_windows, 1);
+        if (pt.n_windows == 1) {
+            CHECK_EQ_INT(pt.tokens[0].id, SD_CLIP_BOS);
+            for (int k = 1; k < SD_CLIP_WINDOW; k++)
+                CHECK_EQ_INT(pt.tokens[k].id, SD_CLIP_EOS);
+        }
+        sd_prompt_tokens_free(&pt);
+    }
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx) != SD_OK || sd_clip_tokenizer_new(ctx, &tok) != SD_OK) {
@@ -233,6 +251,7 @@ int main(void)
     RUN(test_parse_weights);
     RUN(test_embeddings);
     RUN(test_bad_text);
+    RUN(test_blank_prompt);
     json_decref(goldens);
     sd_clip_tokenizer_free(tok);
     sd_context_free(ctx);
