@@ -52,16 +52,31 @@ static void trim_message(const char *msg, char *out, size_t size)
         out[--n] = '\0';
 }
 
-static void on_parse_error(void *user, xmlErrorPtr err)
+/* Records a libxml2 error (not a warning) as "malformed XML: ..." at line (0: none). */
+static void fail_parse(reader *r, xmlErrorPtr err, int line)
 {
-    xmlParserCtxtPtr p = user;
-    reader *r = p->_private;
     if (err->level < XML_ERR_ERROR)
         return;
     char msg[400], full[512];
     trim_message(err->message, msg, sizeof msg);
     snprintf(full, sizeof full, "malformed XML: %s", msg);
-    reader_fail(r, SD_ERR_PARSE, err->line, full);
+    reader_fail(r, SD_ERR_PARSE, line, full);
+}
+
+static void on_parse_error(void *user, xmlErrorPtr err)
+{
+    xmlParserCtxtPtr p = user;
+    fail_parse(p->_private, err, err->line);
+}
+
+/* libxml2 reports some failures without a parser context (character conversion of a declared
+ * encoding: "input conversion failed due to input error, bytes 0x8F 0xFF ..."; "I/O error:
+ * encoder error"). Those go to the thread's global handler, which prints to stderr by default;
+ * parse_document points it here while it parses so that they become the reader's error. It
+ * gives no line: libxml2 converts ahead of the parser, and the message names the bytes. */
+static void on_global_error(void *user, xmlErrorPtr err)
+{
+    fail_parse(user, err, 0);
 }
 
 /* Called when the parser meets <!DOCTYPE ...>, before any internal subset is read. */
@@ -126,7 +141,11 @@ static xmlDocPtr parse_document(reader *r, const char *buf, size_t len)
     p->sax->internalSubset = on_doctype;
     p->sax->externalSubset = NULL;
     p->sax->startElementNs = on_start_element;
+    xmlStructuredErrorFunc saved_handler = xmlStructuredError; /* per thread in libxml2 */
+    void *saved_data = xmlStructuredErrorContext;
+    xmlSetStructuredErrorFunc(r, on_global_error);
     xmlParseDocument(p);
+    xmlSetStructuredErrorFunc(saved_data, saved_handler);
     xmlDocPtr doc = p->myDoc;
     p->myDoc = NULL;
     if (!r->status && !p->wellFormed)
