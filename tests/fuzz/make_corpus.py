@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora of the libFuzzer harnesses (docs/fuzzing.md) under DIR/{xml,comfy,
+safetensors,png}: the repository's graphs and test data, the workflow XML and ComfyUI JSON held in
+the test programs' string literals (cycles, links, params, upgrades, bad values), small
+safetensors and .latent files, and small PNGs (gray16, palette+tRNS, RGBA, provenance chunks).
+Run from the repository root: python3 tests/fuzz/make_corpus.py build-fuzz/corpus"""
+import codecs, glob, hashlib, json, os, re, shutil, struct, sys, zlib
+
+out = sys.argv[1] if len(sys.argv) > 1 else 'build-fuzz/corpus'
+for k in ('xml', 'comfy', 'safetensors', 'png'):
+    os.makedirs(os.path.join(out, k), exist_ok=True)
+
+def put(kind, name, data):
+    with open(os.path.join(out, kind, name), 'wb') as f:
+        f.write(data)
+
+for f in glob.glob('graphs/*.xml') + glob.glob('tests/data/xml/*.xml'):
+    shutil.copy(f, os.path.join(out, 'xml'))
+for f in glob.glob('tests/data/comfy/*.json'):
+    shutil.copy(f, os.path.join(out, 'comfy'))
+for f in glob.glob('examples/input/*.png'):
+    shutil.copy(f, os.path.join(out, 'png'))
+
+# Adjacent C string literals joined, unescaped; those holding a workflow or a ComfyUI prompt.
+LIT = re.compile(r'"((?:[^"\\\n]|\\.)*)"')
+for f in glob.glob('tests/**/*.c', recursive=True):
+    src = open(f, errors='replace').read()
+    groups, cur, end = [], None, None
+    for m in LIT.finditer(src):
+        if cur is not None and not src[end:m.start()].strip():
+            cur += m.group(1)
+        else:
+            if cur is not None:
+                groups.append(cur)
+            cur = m.group(1)
+        end = m.end()
+    if cur is not None:
+        groups.append(cur)
+    for s in groups:
+        try:
+            b = codecs.decode(s.replace('%%', '%'), 'unicode_escape').encode('latin-1', 'replace')
+        except (UnicodeError, ValueError):
+            continue
+        kind = 'xml' if b'<workflow' in b or b'<node' in b else 'comfy' if b'class_type' in b else None
+        if kind:
+            put(kind, 't-' + hashlib.sha1(b).hexdigest()[:16], b)
+
+def safetensors(tensors, meta=None):
+    header, data = {}, b''
+    if meta:
+        header['__metadata__'] = meta
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {'dtype': dtype, 'shape': shape, 'data_offsets': [len(data), len(data) + len(raw)]}
+        data += raw
+    h = json.dumps(header).encode()
+    h += b' ' * (-len(h) % 8)
+    return struct.pack('<Q', len(h)) + h + data
+
+def f32(n):
+    return struct.pack('<%df' % n, *[i * 0.25 for i in range(n)])
+
+VERSION_0 = ('F32', [0], b'')
+put('safetensors', 'latent.latent', safetensors(
+    {'latent_tensor': ('F32', [1, 4, 2, 2], f32(16)), 'latent_format_version_0': VERSION_0}, {'format': 'pt'}))
+put('safetensors', 'old.latent', safetensors({'latent_tensor': ('F32', [1, 4, 2, 2], f32(16))}))
+put('safetensors', 'half.latent', safetensors(
+    {'latent_tensor': ('F16', [1, 4, 1, 1], b'\x00\x3c' * 4), 'latent_format_version_0': VERSION_0}))
+put('safetensors', 'mixed.safetensors', safetensors(
+    {'a': ('F16', [2, 2], b'\x00\x3c' * 4), 'b': ('BF16', [3], b'\x80\x3f' * 3), 'c': ('I64', [1], b'\x01' + b'\0' * 7),
+     'd': ('U8', [4], b'abcd'), 'e': ('F32', [], f32(1)), 'f': ('F8_E4M3', [2], b'\x01\x02')},
+    {'sdflow.random_seed': '7'}))
+put('safetensors', 'empty.safetensors', safetensors({}))
+
+def chunk(kind, body):
+    return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))
+
+def png(w, h, depth, ctype, rows, before=b'', after=b''):
+    raw = b''.join(b'\0' + r for r in rows)
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, depth, ctype, 0, 0, 0)) + before
+            + after + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))
+
+put('png', 'gray16.png', png(2, 2, 16, 0, [b'\x00\x01\xff\xff'] * 2))
+put('png', 'palette-trns.png', png(2, 2, 8, 3, [b'\x00\x01'] * 2,
+                                   before=chunk(b'PLTE', b'\xff\0\0\0\xff\0') + chunk(b'tRNS', b'\x80')))
+put('png', 'rgba.png', png(1, 1, 8, 6, [b'\1\2\3\4']))
+workflow = open('graphs/txt2img.xml', 'rb').read()
+put('png', 'provenance.png', png(1, 1, 8, 2, [b'\1\2\3'], after=(
+    chunk(b'tEXt', b'sdflow:engine\0sdflow 0.1.0')
+    + chunk(b'zTXt', b'sdflow:workflow\0\0' + zlib.compress(workflow))
+    + chunk(b'tEXt', b'sdflow:provenance\0{"engine":"sdflow 0.1.0","files":{}}')
+    + chunk(b'tEXt', b'sdflow:node\0save') + chunk(b'tEXt', b'sdflow:batch_index\x000'))))
+put('png', 'itxt.png', png(1, 1, 8, 0, [b'\1'], after=chunk(
+    b'iTXt', b'sdflow:workflow\0\0\0\0\0' + open('tests/data/xml/valid.xml', 'rb').read())))
