@@ -549,6 +549,9 @@ static sd_status control_call(denoiser *d, const sd_control_link *const *chains,
                               const sd_dtensor *context, sd_control_residuals *res, const sd_unet_control **control)
 {
     size_t items = n_entries * d->batch, item = (size_t)(4 * ah * aw);
+    if (in_item == item) /* no extra channels: host already holds the latents back to back */
+        return sd_control_eval_call(d->control, chains, n_entries, d->batch, host, ah, aw, sigma, timestep, context,
+                                    res, control);
     float *x = malloc(items * item * sizeof *x);
     if (!x)
         return sd_set_error(d->cl->ctx, SD_ERR_NOMEM, "out of memory");
