@@ -18,7 +18,7 @@
  * weight per side). */
 #include "nodes/cfg_denoiser.h"
 #include "core/checked.h"
-#include "models/control_eval.h"
+#include "ml/adapters/control_eval.h"
 #include "nodes/conditioning.h"
 #include "nodes/model_handle.h"
 #include "nodes/node_util.h"
@@ -353,7 +353,7 @@ static sd_status resolve_regions(denoiser *d)
 }
 
 /* ControlNets attached with ControlNetApply act on the negative side too (ComfyUI's
- * apply_empty_x_to_equal_area, models/control_eval.h): negative entries are rewritten. */
+ * apply_empty_x_to_equal_area, ml/adapters/control_eval.h): negative entries are rewritten. */
 static sd_status control_fill_uncond(sd_node_run *r, denoiser *d)
 {
     size_t np = 0, nn, n_out, n_area = 0;

@@ -1,6 +1,6 @@
 /* CheckpointLoaderSimple and VAELoader (ComfyUI's nodes of the same names): open a model file
  * from the models directories. Opening is cheap; weights upload when a node first uses them
- * (models/model_store.h), and a file already open in this context is reused. */
+ * (ml/loading/model_store.h), and a file already open in this context is reused. */
 #include "nodes/model_handle.h"
 #include "nodes/node_util.h"
 #include <string.h>

@@ -2,8 +2,8 @@
  * comfy/controlnet.py). The loader opens and checks the file (weights upload on first use); the
  * apply nodes copy the conditioning and attach to each entry a link holding the ControlNet, the
  * hint image, the strength and the percent range, chained to the entry's previous ControlNet
- * (models/control_eval.h). The samplers evaluate the links. */
-#include "models/control_eval.h"
+ * (ml/adapters/control_eval.h). The samplers evaluate the links. */
+#include "ml/adapters/control_eval.h"
 #include "nodes/conditioning.h"
 #include "nodes/model_handle.h"
 #include "nodes/node_util.h"

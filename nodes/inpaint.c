@@ -4,7 +4,7 @@
  * mask goes on the LATENT as "noise_mask" [batch, 1, height, width]; the KSampler resizes it to
  * the latent and keeps the latent outside it (nodes/ksampler.c). */
 #include "core/checked.h"
-#include "models/control_eval.h"
+#include "ml/adapters/control_eval.h"
 #include "nodes/bilinear.h"
 #include "nodes/conditioning.h"
 #include "nodes/model_handle.h"

@@ -1,5 +1,5 @@
 /* KSampler and KSamplerAdvanced (ComfyUI's nodes; nodes.py common_ksampler, comfy/sample.py):
- * the sigma schedule, the initial noise, the noise mask, then models/sampling.h's sampler on the
+ * the sigma schedule, the initial noise, the noise mask, then ml/sampling/sampling.h's sampler on the
  * model function of nodes/cfg_denoiser.h (conditioning entries, areas, ControlNets, CFG).
  *
  * LATENT values hold the VAE's latents as ComfyUI does (not multiplied by the scale factor):
@@ -8,8 +8,8 @@
  * Version 2: the latent is kept bit for bit where the noise mask is 0; inpainting UNets get
  * each conditioning entry's concat_latent_image / concat_mask (InpaintModelConditioning), and
  * their mask channel is rounded half to even as torch.round (was half away from zero). */
-#include "models/sampling.h"
-#include "models/schedulers.h"
+#include "ml/sampling/sampling.h"
+#include "ml/sampling/schedulers.h"
 #include "nodes/cfg_denoiser.h"
 #include "nodes/model_handle.h"
 #include "nodes/node_util.h"

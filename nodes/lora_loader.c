@@ -1,7 +1,7 @@
 /* LoraLoader and LoraLoaderModelOnly (ComfyUI's nodes of the same names): a LoRA file from
  * models/loras patches the MODEL (and CLIP) it is given. The outputs are new handles on the
  * same loaded checkpoint carrying the input's LoRA stack plus this LoRA; the patched tensors
- * are computed when a node first uses them, base weights are shared (models/lora.h,
+ * are computed when a node first uses them, base weights are shared (ml/adapters/lora.h,
  * docs/lora.md). The file's content hash and the strengths are inputs, so they are part of
  * every downstream cache key. A strength of 0 passes that input through unchanged, as ComfyUI. */
 #include "nodes/model_handle.h"

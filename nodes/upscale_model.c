@@ -1,10 +1,10 @@
 /* UpscaleModelLoader and ImageUpscaleWithModel (ComfyUI's nodes of the same names, from
- * comfy_extras/nodes_upscale_model.py) for ESRGAN / Real-ESRGAN RRDBNet files (models/esrgan.h).
+ * comfy_extras/nodes_upscale_model.py) for ESRGAN / Real-ESRGAN RRDBNet files (ml/upscale/esrgan.h).
  * The loader opens and checks the file; the network and its weights come to the device when an
  * image is first upscaled. Upscaling is tiled as ComfyUI's: 512-pixel tiles overlapping by 32
  * with feathered blending, the tile halved (down to 128) when the device runs out of memory, the
  * result clamped to [0, 1]. */
-#include "models/esrgan.h"
+#include "ml/upscale/esrgan.h"
 #include "nodes/image_device.h"
 #include "nodes/node_util.h"
 #include <stdlib.h>

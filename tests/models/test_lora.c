@@ -1,4 +1,4 @@
-/* LoRA (models/lora.h) against diffusers' load_lora_weights + fuse_lora
+/* LoRA (ml/adapters/lora.h) against diffusers' load_lora_weights + fuse_lora
  * (tests/reference/make_lora_goldens.py writes the goldens from the identical files:
  * sdflow_mkckpt --preset tiny --no-vae --seed 7, sdflow_mklora --seed 3). UNet strength 0.8,
  * text encoder 1.3; f32 weights within 1e-4, f16 within 5e-3 (as test_unet.c). Then: LDM key
@@ -6,8 +6,8 @@
  * weights, and bad files with their exact errors. */
 #include "test.h"
 #include "support/ops_check.h"
-#include "models/lora.h"
-#include "models/sd1_layout.h"
+#include "ml/adapters/lora.h"
+#include "ml/families/sd1_layout.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -13,8 +13,8 @@
  * two prompts differ from either prompt alone; bad areas fail with one-line errors. */
 #include "test.h"
 #include "core/run.h"
-#include "models/control_eval.h"
-#include "models/sd1_layout.h"
+#include "ml/adapters/control_eval.h"
+#include "ml/families/sd1_layout.h"
 #include "nodes/conditioning.h"
 #include "support/golden.h"
 #include "support/graph_run.h"

@@ -10,8 +10,8 @@
  * tests/models/test_controlnet.c. */
 #include "test.h"
 #include "core/run.h"
-#include "models/control_eval.h"
-#include "models/sd1_layout.h"
+#include "ml/adapters/control_eval.h"
+#include "ml/families/sd1_layout.h"
 #include "support/golden.h"
 #include "support/graph_run.h"
 #include "support/png_fixture.h"

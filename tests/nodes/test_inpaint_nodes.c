@@ -15,9 +15,9 @@
 #include "support/png_fixture.h"
 #include "core/png.h"
 #include "core/run.h"
-#include "models/control_eval.h"
-#include "models/controlnet.h"
-#include "models/sd1_layout.h"
+#include "ml/adapters/control_eval.h"
+#include "ml/adapters/controlnet.h"
+#include "ml/families/sd1_layout.h"
 #include "nodes/bilinear.h"
 #include <math.h>
 #include <stdlib.h>

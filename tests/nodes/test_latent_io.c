@@ -4,7 +4,7 @@
 #include "test.h"
 #include "core/png.h"
 #include "core/run.h"
-#include "models/safetensors.h"
+#include "ml/formats/safetensors.h"
 #include "nodes/latent_file.h"
 #include "support/graph_run.h"
 #include "support/png_fixture.h"

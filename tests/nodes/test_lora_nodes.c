@@ -5,8 +5,8 @@
  * keeping the LoRA, embeddings by name, and LoRA files that are refused. */
 #include "test.h"
 #include "core/run.h"
-#include "models/lora.h"
-#include "models/sd1_layout.h"
+#include "ml/adapters/lora.h"
+#include "ml/families/sd1_layout.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -4,10 +4,10 @@
  * store, ComfyUI's prompt weighting and clip skip, the latent batch nodes, and bad checkpoints. */
 #include "test.h"
 #include "core/run.h"
-#include "models/model_store.h"
-#include "models/sampling.h"
-#include "models/schedulers.h"
-#include "models/sd1_layout.h"
+#include "ml/loading/model_store.h"
+#include "ml/sampling/sampling.h"
+#include "ml/sampling/schedulers.h"
+#include "ml/families/sd1_layout.h"
 #include "support/golden.h"
 #include "support/png_fixture.h"
 #include <math.h>

@@ -10,7 +10,7 @@
 #include "support/golden.h"
 #include "support/png_fixture.h"
 #include "core/run.h"
-#include "models/sd1_layout.h"
+#include "ml/families/sd1_layout.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
