@@ -2,6 +2,7 @@
  * from the models directories. Opening is cheap; weights upload when a node first uses them
  * (ml/loading/model_store.h), and a file already open in this context is reused. */
 #include "nodes/model_handle.h"
+#include "nodes/family_check.h"
 #include "nodes/node_util.h"
 #include <string.h>
 
@@ -54,6 +55,7 @@ const sd_node_desc sd_node_CheckpointLoaderSimple = {
     .doc = "Opens an SD1.x checkpoint; weights upload lazily when a node first uses them.",
     .inputs = ckpt_in, .n_inputs = SD_COUNT(ckpt_in),
     .outputs = ckpt_out, .n_outputs = SD_COUNT(ckpt_out), .run = run_checkpoint,
+    .check = sd_check_checkpoint_loader,
 };
 
 static sd_status run_vae(sd_node_run *r)
@@ -84,4 +86,5 @@ const sd_node_desc sd_node_VAELoader = {
     .doc = "Opens a standalone VAE file (e.g. vae-ft-mse-840000); weights upload lazily.",
     .inputs = vae_in, .n_inputs = SD_COUNT(vae_in),
     .outputs = vae_out, .n_outputs = SD_COUNT(vae_out), .run = run_vae,
+    .check = sd_check_vae_loader,
 };

@@ -6,6 +6,7 @@
 #include "ml/adapters/control_eval.h"
 #include "nodes/conditioning.h"
 #include "nodes/model_handle.h"
+#include "nodes/family_check.h"
 #include "nodes/node_util.h"
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,7 @@ const sd_node_desc sd_node_ControlNetLoader = {
     .doc = "Opens an SD1.x ControlNet; weights upload when sampling first uses it.",
     .inputs = loader_in, .n_inputs = SD_COUNT(loader_in),
     .outputs = loader_out, .n_outputs = SD_COUNT(loader_out), .run = run_loader,
+    .check = sd_check_controlnet_loader,
 };
 
 /* ---- applying ---- */

@@ -12,6 +12,7 @@
 #include "ml/sampling/schedulers.h"
 #include "nodes/cfg_denoiser.h"
 #include "nodes/model_handle.h"
+#include "nodes/family_check.h"
 #include "nodes/node_util.h"
 #include <stdlib.h>
 #include <string.h>
@@ -90,15 +91,23 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
     if (!h)
         return SD_ERR_INVALID;
     sd_value *latent_v = sd_run_value(r, "latent_image");
-    const sd_tensor *lt = sd_value_tensor(latent_v, "samples");
-    if (!lt || lt->ndim != 4 || lt->shape[0] < 1 || lt->shape[1] != 4 || lt->shape[2] < 1 || lt->shape[3] < 1)
-        return sd_run_error(r, SD_ERR_INVALID, "input 'latent_image' has no [batch, 4, h, w] samples");
     const sd_checkpoint_config *cfg = sd_loaded_config(h->loaded);
+    const sd_family_desc *family = sd_family_get(cfg->family);
+    const sd_latent_format *format = family->latent;
+    const sd_tensor *lt = sd_value_tensor(latent_v, "samples");
+    if (!lt || lt->ndim != 4 || lt->shape[0] < 1 || lt->shape[2] < 1 || lt->shape[3] < 1)
+        return sd_run_error(r, SD_ERR_INVALID, "input 'latent_image' has no [batch, channels, h, w] samples");
+    if (lt->shape[1] != format->channels)
+        return sd_run_error(r, SD_ERR_INVALID, "input 'latent_image': a %lld-channel latent cannot be sampled by the %s "
+                            "model, which takes %d-channel latents", (long long)lt->shape[1], family->name,
+                            format->channels);
     sd_model_sampling ms;
-    sd_model_sampling_sd1(&ms);
+    if (sd_model_sampling_init(ctx, &ms, family->schedule.timesteps, family->schedule.beta_start,
+                               family->schedule.beta_end))
+        return sd_run_fail(r, SD_ERR_INVALID);
     sd_cfg_setup s = {.r = r, .ms = &ms, .batch = (size_t)lt->shape[0], .h = lt->shape[2], .w = lt->shape[3],
                       .in_channels = cfg->unet.in_channels, .dim = cfg->unet.context_dim, .cfg = a->cfg};
-    size_t per_item = (size_t)(4 * s.h * s.w), n = s.batch * per_item;
+    size_t per_item = (size_t)(format->channels * s.h * s.w), n = s.batch * per_item;
     sd_cfg_denoiser *d = NULL;
     float *sigmas = NULL, *noise = NULL, *latent = NULL, *mask = NULL;
     int64_t *bidx = NULL;
@@ -122,7 +131,7 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
     }
     if ((st = sd_cfg_denoiser_new(&s, &d)) || (st = batch_index(r, latent_v, s.batch, &bidx)))
         goto done;
-    float scale = cfg->vae.scale_factor;
+    float scale = format->scale; /* (the SD formats have no shift) */
     latent = malloc(n * sizeof *latent);
     noise = a->add_noise ? malloc(n * sizeof *noise) : NULL;
     if (!latent || (a->add_noise && !noise)) {
@@ -141,7 +150,7 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
             st = sd_run_error(r, SD_ERR_NOMEM, "out of memory");
             goto done;
         }
-        if ((st = sd_noise_mask_resize(r, mt, s.batch, 4, s.h, s.w, mask)))
+        if ((st = sd_noise_mask_resize(r, mt, s.batch, format->channels, s.h, s.w, mask)))
             goto done;
     }
     if (s.in_channels == 9 && (st = sd_cfg_denoiser_inpaint(d, mask, latent, scale)))
@@ -216,6 +225,7 @@ const sd_node_desc sd_node_KSampler = {
     .doc = "Denoises a latent with the model, guided by positive and negative conditioning.",
     .inputs = ks_in, .n_inputs = SD_COUNT(ks_in),
     .outputs = ks_out, .n_outputs = SD_COUNT(ks_out), .run = run_ksampler,
+    .check = sd_check_sampler,
 };
 
 static const char *const enable_disable[] = {"enable", "disable", NULL};
@@ -234,4 +244,5 @@ const sd_node_desc sd_node_KSamplerAdvanced = {
     .doc = "KSampler over a range of the schedule's steps, with optional noise and leftover noise.",
     .inputs = ksa_in, .n_inputs = SD_COUNT(ksa_in),
     .outputs = ks_out, .n_outputs = SD_COUNT(ks_out), .run = run_ksampler_advanced,
+    .check = sd_check_sampler,
 };

@@ -5,6 +5,7 @@
  * docs/lora.md). The file's content hash and the strengths are inputs, so they are part of
  * every downstream cache key. A strength of 0 passes that input through unchanged, as ComfyUI. */
 #include "nodes/model_handle.h"
+#include "nodes/family_check.h"
 #include "nodes/node_util.h"
 
 /* The handle for one part: h with lora pushed at strength onto its stack (h itself at 0). */
@@ -91,6 +92,7 @@ const sd_node_desc sd_node_LoraLoader = {
     .doc = "Applies a LoRA to a model and its text encoder as weight patches; LoRAs stack when chained.",
     .inputs = lora_in, .n_inputs = SD_COUNT(lora_in),
     .outputs = lora_out, .n_outputs = SD_COUNT(lora_out), .run = run_lora_both,
+    .check = sd_check_lora_loader,
 };
 
 static const sd_input_desc model_only_in[] = {
@@ -106,4 +108,5 @@ const sd_node_desc sd_node_LoraLoaderModelOnly = {
     .doc = "Applies a LoRA to the UNet only, as weight patches.",
     .inputs = model_only_in, .n_inputs = SD_COUNT(model_only_in),
     .outputs = model_only_out, .n_outputs = SD_COUNT(model_only_out), .run = run_lora_model,
+    .check = sd_check_lora_loader,
 };

@@ -66,6 +66,7 @@ enum {
 
 typedef struct sd_node_run sd_node_run;         /* defined by the scheduler (core/node.h) */
 typedef struct sd_node_upgrade sd_node_upgrade; /* defined by core (core/node.h) */
+typedef struct sd_node_check sd_node_check;     /* defined by core (core/node.h) */
 
 typedef struct sd_node_desc {
     const char *name;     /* ComfyUI class name, e.g. "KSampler" */
@@ -82,6 +83,11 @@ typedef struct sd_node_desc {
     /* Maps a node saved by an older version to this one (rename inputs, convert values);
      * NULL when every older version loads unchanged. */
     sd_status (*upgrade)(sd_node_upgrade *up, int from_version);
+    /* Checks, before anything runs, what file headers and the upstream nodes' tags tell (a
+     * model family a node cannot take, a latent of the wrong channel count) and tags this
+     * node's outputs for its consumers; NULL: each output passes on the tag of the first linked
+     * input of its type. Problems are reported with sd_check_problem. See core/node.h. */
+    void (*check)(sd_node_check *check);
 } sd_node_desc;
 
 /* The registry: every node type, sorted by name. */

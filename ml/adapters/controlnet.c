@@ -278,6 +278,13 @@ static sd_status detect(sd_context *ctx, const sd_safetensors *st, layout *lay, 
     return SD_OK;
 }
 
+sd_status sd_controlnet_check_kind(sd_context *ctx, const sd_safetensors *st)
+{
+    layout lay;
+    const char *prefix;
+    return detect(ctx, st, &lay, &prefix);
+}
+
 /* Reads the architecture from the (original-named) tensors and checks the whole layout. */
 static sd_status inspect(sd_context *ctx, const sd_safetensors *st, const char *p, sd_controlnet_config *cfg)
 {

@@ -16,6 +16,11 @@
 
 typedef struct sd_controlnet sd_controlnet;
 
+/* Refuses, from tensor names and shapes only, a file that is not a ControlNet this build runs
+ * (another family's, a Control-LoRA, a T2I-Adapter, a checkpoint): sd_controlnet_open's first
+ * check, as a one-line error naming the file. */
+sd_status sd_controlnet_check_kind(sd_context *ctx, const sd_safetensors *st);
+
 /* Opens path, detects its layout and family and checks every tensor the architecture needs
  * (name, shape, float dtype). Weights stay in the mapped file until the first forward, which
  * uploads them (matrices and kernels as dtype). The object is reference-counted (starts at 1)

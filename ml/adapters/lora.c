@@ -329,23 +329,31 @@ static void list_finish(char *list, size_t omitted)
 /* Another family's LoRA, told by its key names or by the cross-attention width. */
 static sd_status check_family(sd_context *ctx, const sd_safetensors *st, const sd_checkpoint_config *cfg)
 {
-    const char *path = sd_safetensors_path(st);
+    const char *key = NULL;
+    sd_family f = sd_lora_family(st, &key);
+    if (f == SD_FAMILY_UNKNOWN || f == cfg->family)
+        return SD_OK;
+    char runnable[128];
+    return sd_set_error(ctx, SD_ERR_INVALID, "%s: %s LoRA detected (key '%s'); the model is %s; sdflow supports %s LoRAs",
+                        sd_safetensors_path(st), sd_family_name(f), key, sd_family_name(cfg->family),
+                        sd_family_runnable_list(runnable, sizeof runnable));
+}
+
+sd_family sd_lora_family(const sd_safetensors *st, const char **key)
+{
     for (size_t i = 0; i < sd_safetensors_count(st); i++) {
         const sd_st_tensor *t = sd_safetensors_at(st, i);
+        *key = t->name;
         if (strncmp(t->name, "lora_te2_", 9) == 0 || strncmp(t->name, "text_encoder_2.", 15) == 0)
-            return sd_set_error(ctx, SD_ERR_INVALID,
-                                "%s: SDXL LoRA detected (key '%s' patches SDXL's second text encoder); "
-                                "sdflow supports SD1.x LoRAs", path, t->name);
+            return SD_FAMILY_SDXL; /* patches SDXL's second text encoder */
         bool cross_kv = strstr(t->name, "attn2") && (strstr(t->name, "to_k") || strstr(t->name, "to_v"));
         bool down = strstr(t->name, "lora_down.") || strstr(t->name, "lora_A.") || strstr(t->name, "lora.down.");
-        if (cross_kv && down && t->ndim == 2 && t->shape[1] != cfg->unet.context_dim &&
-            (t->shape[1] == 2048 || t->shape[1] == 1024))
-            return sd_set_error(ctx, SD_ERR_INVALID,
-                                "%s: %s LoRA detected (key '%s' reads a %lld-wide text context; SD1 uses %d); "
-                                "sdflow supports SD1.x LoRAs", path, t->shape[1] == 2048 ? "SDXL" : "SD2.x",
-                                t->name, (long long)t->shape[1], cfg->unet.context_dim);
+        sd_family f = cross_kv && down && t->ndim == 2 ? sd_family_by_context_dim(t->shape[1]) : SD_FAMILY_UNKNOWN;
+        if (f != SD_FAMILY_UNKNOWN && f != SD_FAMILY_SD1)
+            return f; /* reads another family's text context (SD1's 768 is also a tiny model's width) */
     }
-    return SD_OK;
+    *key = NULL;
+    return SD_FAMILY_UNKNOWN;
 }
 
 static bool float_dtype(const sd_st_tensor *t)

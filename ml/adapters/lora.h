@@ -27,6 +27,11 @@ typedef enum sd_lora_part { SD_LORA_UNET, SD_LORA_CLIP } sd_lora_part;
 
 typedef struct sd_lora sd_lora;
 
+/* The family a LoRA file's keys show beyond doubt (SDXL's second text encoder, or a cross-attention
+ * width that only another family has), with the telling key in *key; SD_FAMILY_UNKNOWN when
+ * nothing tells it from SD1.x. Reads names and shapes only. */
+sd_family sd_lora_family(const sd_safetensors *st, const char **key);
+
 /* Opens the LoRA at path and maps its keys to the tensors of the checkpoint described by cfg
  * (an SD1 config from sd_checkpoint_inspect; a part the checkpoint lacks matches nothing).
  * Keys that match nothing are listed in one warning (sd_warn: "<file>: N LoRA keys matched

@@ -5,22 +5,6 @@
 #include <stdio.h>
 #include <string.h>
 
-const char *sd_family_name(sd_family family)
-{
-    switch (family) {
-    case SD_FAMILY_UNKNOWN: return "unknown";
-    case SD_FAMILY_SD1: return "SD1.x";
-    case SD_FAMILY_SD2: return "SD2.x";
-    case SD_FAMILY_SDXL: return "SDXL";
-    case SD_FAMILY_SDXL_REFINER: return "SDXL refiner";
-    case SD_FAMILY_SD3: return "SD3";
-    case SD_FAMILY_FLUX: return "FLUX";
-    case SD_FAMILY_VAE: return "standalone VAE";
-    case SD_FAMILY_DIFFUSERS: return "diffusers-format";
-    }
-    return "unknown";
-}
-
 static const sd_st_tensor *getf(const sd_safetensors *st, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -36,31 +20,7 @@ static const sd_st_tensor *getf(const sd_safetensors *st, const char *fmt, ...)
 
 sd_family sd_checkpoint_detect(const sd_safetensors *st)
 {
-    if (sd_safetensors_has_prefix(st, SD1_UNET_PREFIX "double_blocks.") || sd_safetensors_has_prefix(st, "double_blocks."))
-        return SD_FAMILY_FLUX;
-    if (sd_safetensors_has_prefix(st, SD1_UNET_PREFIX "joint_blocks.") || sd_safetensors_has_prefix(st, "joint_blocks."))
-        return SD_FAMILY_SD3;
-    if (sd_safetensors_has_prefix(st, "conditioner.embedders.") ||
-        sd_safetensors_find(st, SD1_UNET_PREFIX "label_emb.0.0.weight")) {
-        if (!sd_safetensors_has_prefix(st, "conditioner.embedders.1.") &&
-            sd_safetensors_has_prefix(st, "conditioner.embedders.0.model."))
-            return SD_FAMILY_SDXL_REFINER;
-        return SD_FAMILY_SDXL;
-    }
-    if (sd_safetensors_has_prefix(st, "cond_stage_model.model."))
-        return SD_FAMILY_SD2;
-    if (sd_safetensors_has_prefix(st, SD1_UNET_PREFIX "input_blocks.")) {
-        const sd_st_tensor *k = sd_safetensors_find(st, SD1_UNET_PREFIX "middle_block.1.transformer_blocks.0.attn2.to_k.weight");
-        if (k && k->ndim == 2 && k->shape[1] == 1024)
-            return SD_FAMILY_SD2;
-        return SD_FAMILY_SD1;
-    }
-    if (sd_safetensors_find(st, "encoder.conv_in.weight") && sd_safetensors_find(st, "decoder.conv_in.weight"))
-        return SD_FAMILY_VAE;
-    if (sd_safetensors_has_prefix(st, "down_blocks.") || sd_safetensors_has_prefix(st, "encoder.down_blocks.") ||
-        sd_safetensors_has_prefix(st, "time_embedding."))
-        return SD_FAMILY_DIFFUSERS;
-    return SD_FAMILY_UNKNOWN;
+    return sd_family_detect(st);
 }
 
 void sd_checkpoint_apply_sd1_rules(sd_checkpoint_config *cfg)
@@ -69,9 +29,9 @@ void sd_checkpoint_apply_sd1_rules(sd_checkpoint_config *cfg)
     cfg->unet.norm_groups = 32;
     cfg->clip.heads = cfg->clip.width / 64;
     cfg->vae.norm_groups = 32;
-    cfg->vae.scale_factor = 0.18215f;
-    cfg->schedule = (sd_schedule_config){.timesteps = 1000, .beta_start = 0.00085, .beta_end = 0.012,
-                                         .prediction = SD_PREDICT_EPS};
+    const sd_family_desc *sd1 = sd_family_get(SD_FAMILY_SD1);
+    cfg->vae.scale_factor = sd1->latent->scale;
+    cfg->schedule = sd1->schedule;
 }
 
 static void shape_text(const int64_t *shape, int ndim, char *buf, size_t size)
@@ -311,9 +271,11 @@ static sd_status family_error(sd_context *ctx, const sd_safetensors *st, sd_fami
     case SD_FAMILY_UNKNOWN:
         return sd_set_error(ctx, SD_ERR_INVALID,
                             "%s: not a Stable Diffusion checkpoint (no model.diffusion_model.* tensors)", path);
-    default:
-        return sd_set_error(ctx, SD_ERR_INVALID, "%s: %s checkpoint detected; sdflow supports SD1.x", path,
-                            sd_family_name(family));
+    default: {
+        char runnable[128];
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: %s checkpoint detected; sdflow supports %s", path,
+                            sd_family_name(family), sd_family_runnable_list(runnable, sizeof runnable));
+    }
     }
 }
 

@@ -11,24 +11,10 @@
 #ifndef SD_ML_CHECKPOINT_H
 #define SD_ML_CHECKPOINT_H
 
+#include "ml/families/family.h"
 #include "ml/formats/safetensors.h"
 
 #define SD_MAX_LEVELS 6
-
-typedef enum sd_family {
-    SD_FAMILY_UNKNOWN,
-    SD_FAMILY_SD1,          /* LDM UNet, CLIP ViT-L/14 text encoder (context 768 at full size) */
-    SD_FAMILY_SD2,          /* LDM UNet with OpenCLIP ViT-H (cond_stage_model.model.*, context 1024) */
-    SD_FAMILY_SDXL,         /* conditioner.embedders.*, model.diffusion_model.label_emb.* */
-    SD_FAMILY_SDXL_REFINER, /* SDXL layout with a single OpenCLIP-G embedder */
-    SD_FAMILY_SD3,          /* MMDiT: joint_blocks.* */
-    SD_FAMILY_FLUX,         /* double_blocks.* / single_blocks.* */
-    SD_FAMILY_VAE,          /* a standalone VAE file (not a full checkpoint) */
-    SD_FAMILY_DIFFUSERS     /* diffusers-format weights (down_blocks.*), not a single-file checkpoint */
-} sd_family;
-
-/* "SD1.x", "SD2.x", "SDXL", ... */
-const char *sd_family_name(sd_family family);
 
 /* The SD1 LDM UNet (openaimodel.UNetModel). Level l has num_res_blocks ResBlocks of
  * model_channels * channel_mult[l] channels, each followed by a SpatialTransformer when
@@ -75,16 +61,6 @@ typedef struct sd_vae_config {
     float scale_factor;   /* family: 0.18215 (latent = scale * sample of the posterior) */
 } sd_vae_config;
 
-typedef enum sd_prediction { SD_PREDICT_EPS, SD_PREDICT_V } sd_prediction;
-
-/* Noise schedule rules (family: DDPM scaled-linear betas, sqrt-spaced between the ends). */
-typedef struct sd_schedule_config {
-    int timesteps;        /* 1000 */
-    double beta_start;    /* 0.00085 */
-    double beta_end;      /* 0.012 */
-    sd_prediction prediction; /* eps */
-} sd_schedule_config;
-
 /* The SD1 ControlNet (cldm.ControlNet): a copy of the UNet's encoder half plus the hint
  * encoder input_hint_block (eight 3x3 convs, SiLU between them, stride 2 at the third, fifth and
  * seventh: image resolution to latent resolution), one 1x1 zero conv per skip connection
@@ -114,7 +90,7 @@ typedef struct sd_checkpoint_config {
 /* Some older SD1 files store the text model without "text_model." (as ComfyUI, accepted). */
 #define SD1_CLIP_PREFIX_OLD "cond_stage_model.transformer."
 
-/* The family a file's tensor names show (never fails). */
+/* The family a file's tensor names show (never fails): sd_family_detect. */
 sd_family sd_checkpoint_detect(const sd_safetensors *st);
 
 /* Reads a full SD1 checkpoint's architecture into *cfg and checks that every tensor the
@@ -136,7 +112,8 @@ sd_status sd_vae_inspect(sd_context *ctx, const sd_safetensors *st, sd_checkpoin
 sd_status sd_unet_inspect_encoder(sd_context *ctx, const sd_safetensors *st, const char *prefix, const char *what,
                                   sd_unet_config *u);
 
-/* The SD1 family rules applied to a config (heads, groups, schedule, VAE scale). */
+/* The SD1 family rules applied to a config (heads, groups; schedule and VAE scale from the SD1.x
+ * family descriptor). */
 void sd_checkpoint_apply_sd1_rules(sd_checkpoint_config *cfg);
 
 #endif

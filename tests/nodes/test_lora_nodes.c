@@ -316,9 +316,12 @@ static void test_bad_lora(void)
     sd_run_options o = {.outputs = outputs, .n_outputs = 1, .no_cache = true};
     sd_result *res = NULL;
     CHECK_EQ_INT(sd_graph_run(g, &o, &res), SD_ERR_INVALID);
-    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "lora");
-    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "xl.safetensors: SDXL LoRA detected (key "
-                                               "'lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight'");
+    /* Found before anything runs, from the file's header (validation's check pass). */
+    CHECK_EQ_INT(sd_context_diag_count(ctx), 1);
+    CHECK_STR_CONTAINS(sd_context_diag(ctx, 0), "input 'lora_name'");
+    CHECK_STR_CONTAINS(sd_context_diag(ctx, 0), "xl.safetensors: SDXL LoRA detected (key "
+                                                "'lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight'); "
+                                                "the model is SD1.x");
     CHECK_EQ_INT(outcome(res, "sampler"), SD_NODE_SKIPPED);
     sd_result_free(res);
     /* A file that does not exist: the loader input names it (validation). */
