@@ -301,6 +301,8 @@ int cmd_run(int argc, char **argv)
         goto done;
     }
 
+    if ((code = cli_refuse_non_xml(file)) != 0)
+        goto done;
     sd_status st = sd_context_new(&ctx);
     if (st) {
         code = cli_fail(NULL, st, "out of memory");

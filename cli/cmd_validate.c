@@ -20,6 +20,9 @@ static void help(void)
 static int validate_file(sd_context *ctx, const cli_opts *opts, const char *path)
 {
     sd_graph *g = NULL;
+    int refused = cli_refuse_non_xml(path);
+    if (refused)
+        return refused;
     sd_status st = sd_graph_load_xml(ctx, path, &g);
     if (!st && (st = cli_opts_apply_sets(opts, g)) == SD_OK)
         st = sd_graph_validate(g);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 const char cli_opts_help[] =
     "  --models-dir DIR     model directory laid out like ComfyUI's models/ (checkpoints/, vae/,\n"
@@ -128,6 +129,30 @@ sd_status cli_opts_apply_sets(const cli_opts *o, sd_graph *g)
             return st;
     }
     return SD_OK;
+}
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcasecmp(s + n - k, suffix) == 0;
+}
+
+int cli_refuse_non_xml(const char *path)
+{
+    if (has_suffix(path, ".json"))
+        fprintf(stderr,
+                "sdflow: error: %s is JSON, not workflow XML; if it is a ComfyUI workflow, convert it "
+                "first: sdflow import comfy %s -o OUT.xml\n",
+                path, path);
+    else if (has_suffix(path, ".png"))
+        fprintf(stderr,
+                "sdflow: error: %s is an image, not workflow XML; take out its workflow first: sdflow "
+                "import comfy %s -o OUT.xml (a ComfyUI image) or sdflow replay %s --extract OUT.xml "
+                "(an sdflow image)\n",
+                path, path, path);
+    else
+        return 0;
+    return sd_status_exit_code(SD_ERR_INVALID);
 }
 
 size_t cli_print_diags(const sd_context *ctx)

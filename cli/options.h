@@ -66,6 +66,9 @@ sd_status cli_opts_apply_context(const cli_opts *opts, sd_context *ctx);
  * failure, whose message is on the context. */
 sd_status cli_opts_apply_sets(const cli_opts *opts, sd_graph *graph);
 
+/* When path names a .json or .png file, prints one line saying how to turn it into workflow
+ * XML (sdflow import comfy, sdflow replay --extract) and returns the exit code 3; else 0. */
+int cli_refuse_non_xml(const char *path);
 
 /* Prints the context's diagnostics on stderr, one per line. Returns how many there were. */
 size_t cli_print_diags(const sd_context *ctx);

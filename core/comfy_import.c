@@ -1,15 +1,19 @@
-/* Importing ComfyUI API-format workflows ("Save (API Format)"):
+/* Importing ComfyUI workflows: API format ("Save (API Format)", a PNG's "prompt" chunk)
  *
  *   {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "v1-5.safetensors"}},
  *    "3": {"class_type": "KSampler", "inputs": {"seed": 7, "model": ["4", 0], ...},
  *          "_meta": {"title": "KSampler"}}}
  *
- * Node ids are kept; links [node, slot] become links to the source node's output named by its
- * descriptor; widget values become literal text. ComfyUI's bookkeeping ("_meta") is dropped.
- * Input names and values are not checked here: sd_graph_validate() does that. */
-#include "core/graph.h"
+ * and UI format ("Save", a PNG's "workflow" chunk), converted to the API format first
+ * (core/comfy_ui.c). Node ids are kept; links [node, slot] become links to the source node's
+ * output named by its descriptor; widget values become literal text. As in ComfyUI, only what
+ * an output node needs is kept (the rest is dropped with a warning). Titles and groups go to
+ * the description; the sampler's settings, the prompts, the size and the checkpoint become
+ * parameters where the graph has one of each. Input names and values are not checked here:
+ * sd_graph_validate() does that. */
+#include "core/comfy.h"
+#include "core/png.h"
 #include <errno.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +68,79 @@ done:
     return SD_OK;
 }
 
+/* Integers beyond the signed 64-bit range, up to 2^64 - 1, become strings: jansson refuses
+ * them, and ComfyUI's seeds reach 2^64 - 1. A digit outside a string always belongs to a
+ * number in JSON. */
+static char *quote_big_integers(const char *text, size_t len, size_t *out_len)
+{
+    size_t n_big = 0, cap;
+    char *out = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t o = 0;
+        bool in_string = false;
+        for (size_t i = 0; i < len;) {
+            char ch = text[i];
+            if (in_string || !(ch >= '0' && ch <= '9')) {
+                if (in_string && ch == '\\' && i + 1 < len) {
+                    if (out)
+                        out[o] = ch;
+                    o++, i++;
+                    ch = text[i];
+                } else if (ch == '"') {
+                    in_string = !in_string;
+                }
+                if (out)
+                    out[o] = ch;
+                o++, i++;
+                continue;
+            }
+            size_t j = i;
+            while (j < len && text[j] >= '0' && text[j] <= '9')
+                j++;
+            bool negative = i > 0 && text[i - 1] == '-';
+            bool real = j < len && (text[j] == '.' || text[j] == 'e' || text[j] == 'E');
+            bool big = !negative && !real && text[i] != '0' &&
+                       (j - i > 19 || (j - i == 19 && memcmp(text + i, "9223372036854775807", 19) > 0)) &&
+                       (j - i < 20 || (j - i == 20 && memcmp(text + i, "18446744073709551615", 20) <= 0));
+            if (out && big)
+                out[o] = '"';
+            o += big;
+            if (out)
+                memcpy(out + o, text + i, j - i);
+            o += j - i;
+            if (out && big)
+                out[o] = '"';
+            o += big;
+            n_big += big && !out;
+            i = j;
+        }
+        if (out) {
+            *out_len = o;
+            return out;
+        }
+        cap = len + 2 * n_big;
+        if (!(out = malloc(cap + 1)))
+            return NULL;
+    }
+    return NULL;
+}
+
+json_t *sd_comfy_parse_json(sd_context *ctx, const char *source, const char *text, size_t len)
+{
+    size_t n = 0;
+    char *quoted = quote_big_integers(text, len, &n);
+    if (!quoted) {
+        sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    json_error_t err;
+    json_t *root = json_loadb(quoted, n, JSON_REJECT_DUPLICATES, &err);
+    free(quoted);
+    if (!root)
+        sd_set_error(ctx, SD_ERR_PARSE, "%s:%d:%d: JSON error: %s", source, err.line, err.column, err.text);
+    return root;
+}
+
 /* Node ids sorted numerically when both are numbers ("2" < "10"), else as strings. */
 static int cmp_ids(const void *a, const void *b)
 {
@@ -112,20 +189,31 @@ static bool is_link(const json_t *v)
 typedef struct importer {
     sd_context *ctx;
     const char *path;
-    json_t *root;
+    json_t *root; /* API format */
     sd_graph *g;
 } importer;
+
+static sd_status nomem(importer *im)
+{
+    return sd_set_error(im->ctx, SD_ERR_NOMEM, "out of memory");
+}
+
+/* The source node id of a link, in buf when it is an integer. */
+static const char *link_source(const json_t *v, char *buf, size_t size)
+{
+    const json_t *src = json_array_get(v, 0);
+    if (json_is_integer(src))
+        snprintf(buf, size, "%lld", (long long)json_integer_value(src));
+    return json_is_string(src) ? json_string_value(src) : buf;
+}
 
 static sd_status import_input(importer *im, sd_graph_node *n, const char *name, const json_t *v)
 {
     char buf[64];
     const char *text;
     if (is_link(v)) {
-        const json_t *src = json_array_get(v, 0);
         char src_id[32];
-        if (json_is_integer(src))
-            snprintf(src_id, sizeof src_id, "%lld", (long long)json_integer_value(src));
-        const char *sid = json_is_string(src) ? json_string_value(src) : src_id;
+        const char *sid = link_source(v, src_id, sizeof src_id);
         json_int_t slot = json_integer_value(json_array_get(v, 1));
         const json_t *sn = json_object_get(im->root, sid);
         const sd_node_desc *sd = sn ? sd_node_type_find(
@@ -148,20 +236,29 @@ static sd_status import_input(importer *im, sd_graph_node *n, const char *name, 
     return sd_graph_bind_literal(im->g, n, name, text, 0);
 }
 
+/* ComfyUI's image upload widget ("upload", "choose file to upload" in older files) is UI only:
+ * dropped unless the node type declares it. */
+static bool ui_only_key(const sd_node_desc *d, const char *name)
+{
+    return (!strcmp(name, "upload") || !strcmp(name, "choose file to upload")) && !sd_node_desc_input(d, name);
+}
+
 static sd_status import_node(importer *im, const char *id)
 {
     const json_t *node = json_object_get(im->root, id);
     const char *type = json_string_value(json_object_get(node, "class_type"));
+    const sd_node_desc *d = sd_node_type_find(type);
     const json_t *inputs = json_object_get(node, "inputs");
     sd_graph_node *n;
-    sd_status st = sd_graph_add_node_raw(im->g, type, id, sd_node_type_find(type)->version, 0, &n);
+    sd_status st = sd_graph_add_node_raw(im->g, type, id, d->version, 0, &n);
     const char *name;
     const json_t *v;
     json_object_foreach((json_t *)inputs, name, v)
     {
         if (st)
             break;
-        st = import_input(im, n, name, v);
+        if (!ui_only_key(d, name))
+            st = import_input(im, n, name, v);
     }
     return st;
 }
@@ -175,14 +272,6 @@ static sd_status check_nodes(importer *im, const char **ids, size_t n)
     for (size_t i = 0; i < n; i++) {
         const json_t *node = json_object_get(im->root, ids[i]);
         const char *type = json_string_value(json_object_get(node, "class_type"));
-        const json_t *inputs = json_object_get(node, "inputs");
-        if (!json_is_object(node) || !type)
-            return sd_set_error(im->ctx, SD_ERR_PARSE,
-                                "%s: node '%s' is not a ComfyUI API node (no \"class_type\")",
-                                im->path, ids[i]);
-        if (inputs && !json_is_object(inputs))
-            return sd_set_error(im->ctx, SD_ERR_PARSE, "%s: node '%s': \"inputs\" is not an object",
-                                im->path, ids[i]);
         if (sd_node_type_find(type))
             continue;
         if (used < sizeof unsupported)
@@ -196,57 +285,281 @@ static sd_status check_nodes(importer *im, const char **ids, size_t n)
     return SD_OK;
 }
 
+static sd_status check_shapes(importer *im)
+{
+    const char *id;
+    const json_t *node;
+    json_object_foreach(im->root, id, node)
+    {
+        const json_t *inputs = json_object_get(node, "inputs");
+        if (!json_is_object(node) || !json_is_string(json_object_get(node, "class_type")))
+            return sd_set_error(im->ctx, SD_ERR_PARSE,
+                                "%s: node '%s' is not a ComfyUI API node (no \"class_type\")", im->path, id);
+        if (inputs && !json_is_object(inputs))
+            return sd_set_error(im->ctx, SD_ERR_PARSE, "%s: node '%s': \"inputs\" is not an object",
+                                im->path, id);
+    }
+    return SD_OK;
+}
+
+/* ---- Keeping what the outputs need. ---- */
+
+/* Whether ComfyUI would run the node for its own sake: an output node, or (since its
+ * type is unknown here) a node of an unknown type that nothing consumes. */
+static bool is_root(const json_t *node, const json_t *consumed, const char *id)
+{
+    const sd_node_desc *d = sd_node_type_find(json_string_value(json_object_get(node, "class_type")));
+    return d ? (d->flags & SD_NODE_OUTPUT) != 0 : !json_object_get(consumed, id);
+}
+
+static sd_status mark_needed(importer *im, json_t *needed, const char *id, int depth)
+{
+    if (json_object_get(needed, id))
+        return SD_OK;
+    if (depth > 100000)
+        return sd_set_error(im->ctx, SD_ERR_LIMIT, "%s: links nested too deeply", im->path);
+    if (json_object_set_new(needed, id, json_true()))
+        return nomem(im);
+    const char *name;
+    const json_t *v;
+    json_object_foreach(json_object_get(json_object_get(im->root, id), "inputs"), name, v)
+    {
+        char buf[32];
+        const char *src = is_link(v) ? link_source(v, buf, sizeof buf) : NULL;
+        sd_status st = src && json_object_get(im->root, src) ? mark_needed(im, needed, src, depth + 1) : SD_OK;
+        if (st)
+            return st;
+    }
+    return SD_OK;
+}
+
+/* Removes the nodes no output node depends on, with one warning naming them; keeps everything
+ * when the workflow has no output node (`sdflow run --output` can still pick one). */
+static sd_status drop_unneeded(importer *im)
+{
+    json_t *consumed = json_object(), *needed = json_object();
+    sd_status st = consumed && needed ? SD_OK : nomem(im);
+    const char *id, *name;
+    json_t *node;
+    const json_t *v;
+    json_object_foreach(im->root, id, node) json_object_foreach(json_object_get(node, "inputs"), name, v)
+    {
+        char buf[32];
+        if (!st && is_link(v) && json_object_set_new(consumed, link_source(v, buf, sizeof buf), json_true()))
+            st = nomem(im);
+    }
+    json_object_foreach(im->root, id, node) if (!st && is_root(node, consumed, id)) st = mark_needed(im, needed, id, 0);
+    if (!st && json_object_size(needed) && json_object_size(needed) < json_object_size(im->root)) {
+        char list[512] = "";
+        size_t used = 0, count = 0;
+        void *tmp;
+        json_object_foreach_safe(im->root, tmp, id, node)
+        {
+            if (json_object_get(needed, id))
+                continue;
+            if (used < sizeof list)
+                used += (size_t)snprintf(list + used, sizeof list - used, "%s'%s' (%s)", count ? ", " : "", id,
+                                         json_string_value(json_object_get(node, "class_type")));
+            count++;
+            json_object_del(im->root, id);
+        }
+        sd_warn(im->ctx, "%s: ignoring %zu node%s that no output depends on: %s", im->path, count,
+                count == 1 ? "" : "s", list);
+    }
+    json_decref(consumed);
+    json_decref(needed);
+    return st;
+}
+
+/* ---- Metadata and parameters. ---- */
+
+/* The UI format's titles and groups (meta: see sd_comfy_ui_to_api) in the description:
+ * "Titles: 3 "Base", 7 "Refiner"" and "Group "Txt2Img": 3, 4, 5", one line each. */
+static sd_status set_description(importer *im, const json_t *meta)
+{
+    const json_t *titles = json_object_get(meta, "titles"), *groups = json_object_get(meta, "groups");
+    if (!json_object_size(titles) && !json_array_size(groups))
+        return SD_OK;
+    const char *base = strrchr(im->path, '/');
+    char *text = sd_strfmt("Imported from ComfyUI (%s).", base ? base + 1 : im->path);
+    const char *id;
+    const json_t *title, *g;
+    size_t i, j, n_titles = 0;
+    json_object_foreach((json_t *)titles, id, title)
+    {
+        if (!json_object_get(im->root, id))
+            continue;
+        char *t = text ? sd_strfmt("%s%s %s \"%s\"", text, n_titles++ ? "," : "\nTitles:", id,
+                                   json_string_value(title))
+                       : NULL;
+        free(text);
+        text = t;
+    }
+    json_array_foreach(groups, i, g)
+    {
+        const json_t *gid;
+        char *t = text ? sd_strfmt("%s\nGroup \"%s\":", text, json_string_value(json_object_get(g, "title"))) : NULL;
+        free(text);
+        text = t;
+        size_t n_ids = 0;
+        json_array_foreach(json_object_get(g, "nodes"), j, gid)
+        {
+            if (!json_object_get(im->root, json_string_value(gid)))
+                continue;
+            t = text ? sd_strfmt("%s%s %s", text, n_ids++ ? "," : "", json_string_value(gid)) : NULL;
+            free(text);
+            text = t;
+        }
+    }
+    sd_status st = text ? sd_graph_set_meta(im->g, "description", text) : nomem(im);
+    free(text);
+    return st;
+}
+
+/* The only node of a type, or NULL when there are none or several. */
+static sd_graph_node *only_node(sd_graph *g, const char *type)
+{
+    sd_graph_node *found = NULL;
+    for (size_t i = 0; i < g->n_nodes; i++)
+        if (!strcmp(g->nodes[i].type, type)) {
+            if (found)
+                return NULL;
+            found = &g->nodes[i];
+        }
+    return found;
+}
+
+/* Declares parameter name with the input's literal as default and binds it there; nothing when
+ * the node is absent or the input is not a literal. */
+static sd_status param_for(importer *im, const char *name, sd_graph_node *n, const char *input)
+{
+    sd_graph_input *in = n ? sd_graph_node_input(n, input) : NULL;
+    const sd_input_desc *d = n ? sd_node_desc_input(n->desc, input) : NULL;
+    if (!d || (in && in->kind != SD_BIND_LITERAL) || sd_graph_find_param(im->g, name))
+        return SD_OK;
+    const char *def = in ? in->text : d->def;
+    char *doc = sd_strfmt("%s of node '%s' (%s)", input, n->id, n->type);
+    sd_status st = doc ? sd_graph_add_param_raw(im->g, name, sd_type_name(d->type), def, doc, 0) : nomem(im);
+    free(doc);
+    return st ? st : sd_graph_bind_param_raw(im->g, n, input, name, 0);
+}
+
+/* The node a link input comes from, when it is of the given type. */
+static sd_graph_node *source_of(sd_graph *g, sd_graph_node *n, const char *input, const char *type)
+{
+    sd_graph_input *in = n ? sd_graph_node_input(n, input) : NULL;
+    sd_graph_node *src = in && in->kind == SD_BIND_LINK ? sd_graph_find_node(g, in->src_node) : NULL;
+    return src && !strcmp(src->type, type) ? src : NULL;
+}
+
+/* seed, steps, cfg, sampler, scheduler, denoise (one sampler), prompt and negative (the text
+ * encoders that feed it), width and height (one EmptyLatentImage), checkpoint (one loader). */
+static sd_status add_params(importer *im)
+{
+    sd_graph *g = im->g;
+    sd_graph_node *ks = only_node(g, "KSampler"), *ksa = only_node(g, "KSamplerAdvanced");
+    sd_graph_node *s = ks && !ksa ? ks : ksa && !ks ? ksa : NULL;
+    static const char *const pairs[][2] = {{"seed", "seed"},           {"seed", "noise_seed"},
+                                           {"steps", "steps"},         {"cfg", "cfg"},
+                                           {"sampler", "sampler_name"}, {"scheduler", "scheduler"},
+                                           {"denoise", "denoise"}};
+    sd_status st = SD_OK;
+    for (size_t i = 0; !st && s && i < sizeof pairs / sizeof *pairs; i++)
+        if (sd_node_desc_input(s->desc, pairs[i][1]))
+            st = param_for(im, pairs[i][0], s, pairs[i][1]);
+    if (!st && s)
+        st = param_for(im, "prompt", source_of(g, s, "positive", "CLIPTextEncode"), "text");
+    if (!st && s)
+        st = param_for(im, "negative", source_of(g, s, "negative", "CLIPTextEncode"), "text");
+    sd_graph_node *latent = only_node(g, "EmptyLatentImage");
+    if (!st)
+        st = param_for(im, "width", latent, "width");
+    if (!st)
+        st = param_for(im, "height", latent, "height");
+    if (!st)
+        st = param_for(im, "checkpoint", only_node(g, "CheckpointLoaderSimple"), "ckpt_name");
+    return st;
+}
+
+/* Reads the workflow text: a PNG's "prompt" chunk, else its "workflow" chunk, else the file. */
+static sd_status read_workflow_text(sd_context *ctx, const char *path, char **buf, size_t *len)
+{
+    sd_status st = read_bounded(ctx, path, buf, len);
+    if (st || *len < 8 || memcmp(*buf, "\x89PNG\r\n\x1a\n", 8) != 0)
+        return st;
+    free(*buf);
+    *buf = NULL;
+    st = sd_png_read_text(ctx, path, NULL, "prompt", buf);
+    if (st == SD_ERR_NOT_FOUND)
+        st = sd_png_read_text(ctx, path, NULL, "workflow", buf);
+    if (st == SD_ERR_NOT_FOUND)
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: the PNG holds no ComfyUI workflow (no \"prompt\" or "
+                            "\"workflow\" text chunk)", path);
+    *len = st ? 0 : strlen(*buf);
+    return st;
+}
+
+static bool is_ui_format(const json_t *root)
+{
+    return json_is_array(json_object_get(root, "nodes")) && json_object_get(root, "links");
+}
+
+static sd_status import_api(importer *im, const json_t *meta)
+{
+    const char **ids = NULL;
+    size_t n = 0;
+    sd_status st = check_shapes(im);
+    if (!st)
+        st = drop_unneeded(im);
+    if (st)
+        return st;
+    n = json_object_size(im->root);
+    if (!(ids = malloc((n + 1) * sizeof *ids)))
+        return nomem(im);
+    size_t k = 0;
+    const char *key;
+    json_t *value;
+    json_object_foreach(im->root, key, value) ids[k++] = key;
+    qsort(ids, n, sizeof *ids, cmp_ids);
+    if (!(st = check_nodes(im, ids, n)) && !(st = sd_graph_new(im->ctx, &im->g))) {
+        free(im->g->source);
+        if (!(im->g->source = sd_strdup(im->path)))
+            st = nomem(im);
+    }
+    for (size_t i = 0; !st && i < n; i++)
+        st = import_node(im, ids[i]);
+    if (!st)
+        st = set_description(im, meta);
+    if (!st)
+        st = add_params(im);
+    free(ids);
+    return st;
+}
+
 sd_status sd_graph_import_comfy(sd_context *ctx, const char *json_path, sd_graph **out)
 {
     *out = NULL;
     importer im = {.ctx = ctx, .path = json_path};
-    const char **ids = NULL;
+    json_t *meta = NULL;
     char *buf = NULL;
-    size_t len = 0, n = 0;
-    sd_status st = read_bounded(ctx, json_path, &buf, &len);
+    size_t len = 0;
+    sd_status st = read_workflow_text(ctx, json_path, &buf, &len);
     if (st)
         return st;
-    json_error_t err;
-    im.root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
+    json_t *root = sd_comfy_parse_json(ctx, json_path, buf, len);
     free(buf);
-    if (!im.root)
-        return sd_set_error(ctx, SD_ERR_PARSE, "%s:%d:%d: JSON error: %s", json_path, err.line,
-                            err.column, err.text);
-    if (!json_is_object(im.root)) {
-        st = sd_set_error(ctx, SD_ERR_PARSE, "%s: not a ComfyUI API workflow (expected a JSON object)",
-                          json_path);
-        goto done;
-    }
-    if (json_is_array(json_object_get(im.root, "nodes")) && json_object_get(im.root, "links")) {
-        st = sd_set_error(ctx, SD_ERR_PARSE,
-                          "%s: this is a ComfyUI UI workflow; export it with \"Save (API Format)\"",
-                          json_path);
-        goto done;
-    }
-    n = json_object_size(im.root);
-    ids = malloc((n + 1) * sizeof *ids);
-    if (!ids) {
-        st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    size_t k = 0;
-    const char *key;
-    json_t *value;
-    json_object_foreach(im.root, key, value) ids[k++] = key;
-    qsort(ids, n, sizeof *ids, cmp_ids);
-    if ((st = check_nodes(&im, ids, n)))
-        goto done;
-    if ((st = sd_graph_new(ctx, &im.g)))
-        goto done;
-    free(im.g->source);
-    if (!(im.g->source = sd_strdup(json_path))) {
-        st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    for (size_t i = 0; !st && i < n; i++)
-        st = import_node(&im, ids[i]);
-done:
-    free(ids);
+    if (!root)
+        return SD_ERR_PARSE;
+    if (!json_is_object(root))
+        st = sd_set_error(ctx, SD_ERR_PARSE, "%s: not a ComfyUI workflow (expected a JSON object)", json_path);
+    else if (is_ui_format(root))
+        st = sd_comfy_ui_to_api(ctx, json_path, root, &im.root, &meta);
+    else
+        im.root = json_incref(root);
+    json_decref(root);
+    if (!st)
+        st = import_api(&im, meta);
+    json_decref(meta);
     json_decref(im.root);
     if (st) {
         sd_graph_free(im.g);

@@ -211,9 +211,12 @@ static sd_status run_ksampler_advanced(sd_node_run *r)
     SD_IN_LINK("negative", SD_TYPE_CONDITIONING, "what it should not show (guidance)"), \
     SD_IN_LINK("latent_image", SD_TYPE_LATENT, "the latent to start from")
 
+const char *const sd_seed_controls[] = {"fixed", "increment", "decrement", "randomize", NULL};
+
 static const sd_input_desc ks_in[] = {
     SD_IN_LINK("model", SD_TYPE_MODEL, "the UNet"),
     SD_IN_INT("seed", "0", 0, SEED_MAX, "noise seed (torch.manual_seed, as ComfyUI on the CPU)"),
+    SD_IN_SEED_CONTROL,
     IN_STEPS, IN_CFG, IN_SAMPLER, IN_SCHEDULER, IN_CONDS,
     SD_IN_FLOAT("denoise", "1.0", 0.0, 1.0, "fraction of the schedule to run (img2img strength)"),
 };
@@ -233,6 +236,7 @@ static const sd_input_desc ksa_in[] = {
     SD_IN_LINK("model", SD_TYPE_MODEL, "the UNet"),
     SD_IN_ENUM("add_noise", "enable", enable_disable, "add the seed's noise to the latent first"),
     SD_IN_INT("noise_seed", "0", 0, SEED_MAX, "noise seed (torch.manual_seed, as ComfyUI on the CPU)"),
+    SD_IN_SEED_CONTROL,
     IN_STEPS, IN_CFG, IN_SAMPLER, IN_SCHEDULER, IN_CONDS,
     SD_IN_INT("start_at_step", "0", 0, 10000, "first step of the schedule to run"),
     SD_IN_INT("end_at_step", "10000", 0, 10000, "step to stop at"),

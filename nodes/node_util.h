@@ -19,6 +19,13 @@
 #define SD_IN_ENUM(nm, df, ch, dc) {.name = nm, .type = SD_TYPE_ENUM, .def = df, .choices = ch, .doc = dc}
 #define SD_IN_FILE_NAME(nm, dir, dc) \
     {.name = nm, .type = SD_TYPE_STRING, .flags = SD_IN_FILE, .file_dir = dir, .doc = dc}
+/* What `sdflow run --repeat` does to the seed before it follows (ComfyUI's widget of that
+ * name); no effect on the node's outputs. The choices are in nodes/ksampler.c. */
+extern const char *const sd_seed_controls[];
+#define SD_IN_SEED_CONTROL                                                                         \
+    SD_IN_ENUM("control_after_generate", "fixed", sd_seed_controls,                                 \
+               "what --repeat does to the seed before the next run: fixed, increment, decrement or " \
+               "randomize")
 
 #define SD_OUT(nm, ty, dc) {.name = nm, .type = ty, .doc = dc}
 

@@ -22,6 +22,7 @@ static sd_status run_string(sd_node_run *r)
 
 static const sd_input_desc int_in[] = {
     SD_IN_INT("value", "0", (double)INT64_MIN, (double)INT64_MAX, "the integer"),
+    SD_IN_SEED_CONTROL,
 };
 static const sd_output_desc int_out[] = {SD_OUT("INT", SD_TYPE_INT, "the integer")};
 const sd_node_desc sd_node_PrimitiveInt = {

@@ -65,7 +65,7 @@ unknown_node.xml:4: node 'e': unknown node type 'EmptyLatentImag' (did you mean 
 sdflow: error: 2 problems in unknown_node.xml
 EOF
 expect 3 unknown_input.xml <<'EOF'
-unknown_input.xml:4: node 'i' input 'vlaue': unknown input of PrimitiveInt (inputs: value)
+unknown_input.xml:4: node 'i' input 'vlaue': unknown input of PrimitiveInt (inputs: value, control_after_generate)
 sdflow: error: 1 problem in unknown_input.xml
 EOF
 expect 3 out_of_range.xml <<'EOF'

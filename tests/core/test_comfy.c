@@ -1,6 +1,7 @@
 /* ComfyUI API-format import: workflows in ComfyUI's exact export format (tests/data/comfy). */
 #include "test.h"
 #include "core/graph.h"
+#include "core/png.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,15 +104,17 @@ static void test_import_image_nodes(void)
     CHECK_EQ_INT(sd_graph_import_comfy(ctx, path, &g), SD_OK);
     if (!g)
         goto done;
-    CHECK_EQ_INT(sd_graph_node_count(g), 5);
-    CHECK_STR_EQ(sd_graph_node_id(g, 0), "5");
-    CHECK_STR_EQ(sd_graph_node_id(g, 4), "13");
+    /* As in ComfyUI, only what an output node needs: LoadImageMask (13) and
+     * EmptyLatentImage (5) feed nothing. */
+    CHECK_EQ_INT(sd_graph_node_count(g), 3);
+    CHECK_STR_EQ(sd_graph_node_id(g, 0), "10");
+    CHECK_STR_EQ(sd_graph_node_id(g, 2), "12");
     const sd_graph_input *images = sd_graph_node_input(sd_graph_find_node(g, "11"), "images");
     CHECK(images && images->kind == SD_BIND_LINK && !strcmp(images->src_node, "10") &&
           !strcmp(images->src_output, "IMAGE"));
-    /* The image file is checked by validation, for both loaders. */
+    /* The image file is checked by validation. */
     CHECK_EQ_INT(sd_graph_validate(g), SD_ERR_INVALID);
-    CHECK_EQ_INT(sd_context_diag_count(ctx), 2);
+    CHECK_EQ_INT(sd_context_diag_count(ctx), 1);
     char *want = sd_strfmt("%s: node '10' input 'image': input file 'example.png' not found (searched: %s)",
                            path, input);
     CHECK_STR_EQ(sd_context_diag(ctx, 0), want);
@@ -174,8 +177,11 @@ static void test_default_workflow(void)
         CHECK(vae && vae->kind == SD_BIND_LINK && !strcmp(vae->src_node, "4") &&
               !strcmp(vae->src_output, "VAE"));
         n = g ? sd_graph_find_node(g, "3") : NULL;
+        /* The sampler's seed became the parameter "seed", with the file's value as default. */
         const sd_graph_input *seed = n ? sd_graph_node_input(n, "seed") : NULL;
-        CHECK(seed && seed->kind == SD_BIND_LITERAL && !strcmp(seed->text, "156680208700286"));
+        CHECK(seed && seed->kind == SD_BIND_PARAM && !strcmp(seed->param, "seed"));
+        const sd_graph_param *p = g ? sd_graph_find_param(g, "seed") : NULL;
+        CHECK(p && !strcmp(p->def, "156680208700286") && !strcmp(p->type, "INT"));
     }
     sd_graph_free(g);
     free(path);
@@ -202,9 +208,9 @@ static void test_bad_files(void)
                  " \"1\": {\"class_type\": \"PrimitiveInt\", \"inputs\": {}}}",
                  SD_ERR_PARSE, ":2:4: JSON error: duplicate object key near '\"1\"'");
     expect_error("array.json", "[1, 2]", SD_ERR_PARSE,
-                 ": not a ComfyUI API workflow (expected a JSON object)");
-    expect_error("ui.json", "{\"last_node_id\": 9, \"nodes\": [], \"links\": []}", SD_ERR_PARSE,
-                 ": this is a ComfyUI UI workflow; export it with \"Save (API Format)\"");
+                 ": not a ComfyUI workflow (expected a JSON object)");
+    expect_error("ui.json", "{\"last_node_id\": 9, \"nodes\": [{\"id\": 1}], \"links\": []}", SD_ERR_PARSE,
+                 ": workflow: node 0 has no \"id\" or \"type\"");
     expect_error("noclass.json", "{\"1\": {\"inputs\": {}}}", SD_ERR_PARSE,
                  ": node '1' is not a ComfyUI API node (no \"class_type\")");
     expect_error("dangling.json",
@@ -234,14 +240,14 @@ static void test_unknown_input_kept(void)
 {
     char *path = scratch_file("extra.json",
                               "{\"1\": {\"class_type\": \"PrimitiveInt\", \"inputs\": {\"value\": 1, "
-                              "\"control_after_generate\": \"fixed\"}}}");
+                              "\"step\": 10}}}");
     sd_graph *g = NULL;
     CHECK_EQ_INT(sd_graph_import_comfy(ctx, path, &g), SD_OK);
     if (g) {
         CHECK_EQ_INT(sd_graph_validate(g), SD_ERR_INVALID);
         CHECK_EQ_INT(sd_context_diag_count(ctx), 1);
-        char *want = sd_strfmt("%s: node '1' input 'control_after_generate': unknown input of "
-                               "PrimitiveInt (inputs: value)",
+        char *want = sd_strfmt("%s: node '1' input 'step': unknown input of "
+                               "PrimitiveInt (inputs: value, control_after_generate)",
                                path);
         CHECK_STR_EQ(sd_context_diag(ctx, 0), want);
         free(want);
@@ -299,6 +305,179 @@ static void test_mutations(void)
     free(src);
 }
 
+/* malloc'd contents of a file, NULL when unreadable. */
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long n = f && !fseek(f, 0, SEEK_END) ? ftell(f) : -1;
+    if (n >= 0 && !fseek(f, 0, SEEK_SET) && (buf = malloc((size_t)n + 1))) {
+        buf[fread(buf, 1, (size_t)n, f)] = '\0';
+    }
+    if (f)
+        fclose(f);
+    return buf;
+}
+
+/* Imports path and returns the XML (parameters kept), NULL on failure. */
+static char *import_xml(const char *path)
+{
+    sd_graph *g = NULL;
+    char *xml = NULL;
+    if (sd_graph_import_comfy(ctx, path, &g) == SD_OK)
+        sd_graph_to_xml(g, false, &xml);
+    sd_graph_free(g);
+    return xml;
+}
+
+/* A UI-format file as ComfyUI's "Save" writes it: the subgraph instance 30 holds the KSampler
+ * (API id "30:1") and gives its seed widget the value 42; the LoRA loader is bypassed (the
+ * checkpoint's MODEL passes through), the PreviewImage muted, the Note dropped; the Reroute
+ * carries CLIP to both text encoders; the PrimitiveNode's 640 is the latent's width; the
+ * control_after_generate widget after the seed is kept. The expected XML is
+ * tests/data/comfy/ui_subgraph.xml. */
+static void test_ui_format(void)
+{
+    char *path = data_path("ui_subgraph.json"), *want_path = data_path("ui_subgraph.xml");
+    char *want = slurp(want_path), *xml = import_xml(path);
+    CHECK(want && xml);
+    if (want && xml)
+        CHECK_STR_EQ(xml, want);
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_import_comfy(ctx, path, &g), SD_OK);
+    if (g) {
+        const sd_graph_param *seed = sd_graph_find_param(g, "seed");
+        CHECK(seed && !strcmp(seed->def, "42"));
+        CHECK(!sd_graph_find_node(g, "10") && !sd_graph_find_node(g, "22") && !sd_graph_find_node(g, "11"));
+    }
+    sd_graph_free(g);
+    free(xml);
+    free(want);
+    free(want_path);
+    free(path);
+}
+
+/* A PNG's "prompt" chunk (API format) is imported when present, else its "workflow" chunk. */
+static void test_png_chunks(void)
+{
+    char *ui_path = data_path("ui_subgraph.json"), *api_path = data_path("primitives_api.json");
+    char *ui = slurp(ui_path), *api = slurp(api_path);
+    char *png = test_path(test_scratch_dir(), "comfy.png");
+    float px[3] = {0.5f, 0.5f, 0.5f};
+    sd_image img = {.width = 1, .height = 1, .channels = 3, .bit_depth = 8, .data = px};
+    sd_png_text both[] = {{"workflow", ui}, {"prompt", api}};
+    CHECK_EQ_INT(sd_png_write(ctx, png, &img, both, 2, 6), SD_OK);
+    char *xml = import_xml(png);
+    CHECK(xml && strstr(xml, "type=\"PrimitiveStringMultiline\""));
+    free(xml);
+    CHECK_EQ_INT(sd_png_write(ctx, png, &img, both, 1, 6), SD_OK);
+    xml = import_xml(png);
+    CHECK(xml && strstr(xml, "<node id=\"30:1\" type=\"KSampler\""));
+    free(xml);
+    CHECK_EQ_INT(sd_png_write(ctx, png, &img, NULL, 0, 6), SD_OK);
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_import_comfy(ctx, png, &g), SD_ERR_INVALID);
+    char *want = sd_strfmt("%s: the PNG holds no ComfyUI workflow (no \"prompt\" or \"workflow\" text chunk)", png);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), want);
+    free(want);
+    free(png);
+    free(ui);
+    free(api);
+    free(ui_path);
+    free(api_path);
+}
+
+/* A UI workflow of one or two nodes around a SaveImage: "nodes" and "links" given. */
+static char *ui_file(const char *name, const char *nodes, const char *links)
+{
+    char *text = sd_strfmt("{\"last_node_id\": 9, \"nodes\": [%s,\n"
+                           " {\"id\": 9, \"type\": \"SaveImage\", \"mode\": 0, \"inputs\": [{\"name\": \"images\", "
+                           "\"type\": \"IMAGE\", \"link\": 1}], \"widgets_values\": [\"out\"]}],\n"
+                           " \"links\": [%s], \"version\": 0.4}",
+                           nodes, links);
+    char *p = scratch_file(name, text);
+    free(text);
+    return p;
+}
+
+/* Muted nodes take the inputs they fed with them; bypassed nodes pass on their input of the
+ * consumer's type (none: the input is removed); widgets_values may be an object; links that
+ * loop through Reroutes, and subgraphs that contain themselves, are refused. */
+static void test_ui_modes(void)
+{
+    static const char img[] = "{\"id\": 1, \"type\": \"EmptyImage\", \"mode\": %d, \"inputs\": [], "
+                              "\"widgets_values\": {\"width\": 64, \"height\": 32}}";
+    char node[256];
+    snprintf(node, sizeof node, img, 2);
+    char *p = ui_file("muted.json", node, "[1, 1, 0, 9, 0, \"IMAGE\"]");
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_import_comfy(ctx, p, &g), SD_OK);
+    CHECK(g && sd_graph_node_count(g) == 1 && !sd_graph_node_input(sd_graph_find_node(g, "9"), "images"));
+    sd_graph_free(g);
+    free(p);
+
+    snprintf(node, sizeof node, img, 0);
+    p = ui_file("object.json", node, "[1, 1, 0, 9, 0, \"IMAGE\"]");
+    char *xml = import_xml(p);
+    CHECK(xml && strstr(xml, "<input name=\"width\">64</input>") && strstr(xml, "<input name=\"height\">32</input>"));
+    free(xml);
+    free(p);
+
+    p = ui_file("bypass.json",
+                "{\"id\": 1, \"type\": \"EmptyImage\", \"mode\": 0, \"widgets_values\": [8, 8, 1, 0]},\n"
+                " {\"id\": 2, \"type\": \"ImageInvert\", \"mode\": 4, \"inputs\": [{\"name\": \"image\", \"type\": "
+                "\"IMAGE\", \"link\": 2}]},\n"
+                " {\"id\": 3, \"type\": \"ImageBlur\", \"mode\": 4, \"inputs\": [{\"name\": \"x\", \"type\": \"MASK\", "
+                "\"link\": 2}]},\n"
+                " {\"id\": 4, \"type\": \"PreviewImage\", \"mode\": 0, \"inputs\": [{\"name\": \"images\", \"type\": "
+                "\"IMAGE\", \"link\": 3}]}",
+                "[1, 2, 0, 9, 0, \"IMAGE\"], [2, 1, 0, 2, 0, \"IMAGE\"], [3, 3, 0, 4, 0, \"IMAGE\"]");
+    g = NULL;
+    CHECK_EQ_INT(sd_graph_import_comfy(ctx, p, &g), SD_OK);
+    const sd_graph_input *in = g ? sd_graph_node_input(sd_graph_find_node(g, "9"), "images") : NULL;
+    CHECK(in && in->kind == SD_BIND_LINK && !strcmp(in->src_node, "1"));
+    CHECK(g && !sd_graph_node_input(sd_graph_find_node(g, "4"), "images"));
+    sd_graph_free(g);
+    free(p);
+
+    p = ui_file("loop.json",
+                "{\"id\": 1, \"type\": \"Reroute\", \"inputs\": [{\"name\": \"\", \"type\": \"*\", \"link\": 2}]},\n"
+                " {\"id\": 2, \"type\": \"Reroute\", \"inputs\": [{\"name\": \"\", \"type\": \"*\", \"link\": 3}]}",
+                "[1, 1, 0, 9, 0, \"IMAGE\"], [2, 2, 0, 1, 0, \"*\"], [3, 1, 0, 2, 0, \"*\"]");
+    g = NULL;
+    CHECK_EQ_INT(sd_graph_import_comfy(ctx, p, &g), SD_ERR_LIMIT);
+    CHECK(strstr(sd_context_errmsg(ctx), "links pass through more than 10000 nodes (a cycle?)"));
+    free(p);
+
+    p = scratch_file("nested.json",
+                     "{\"nodes\": [{\"id\": 1, \"type\": \"S\", \"outputs\": []}], \"links\": [],\n"
+                     " \"definitions\": {\"subgraphs\": [{\"id\": \"S\", \"links\": [],\n"
+                     "   \"nodes\": [{\"id\": 1, \"type\": \"S\"}]}]}}");
+    CHECK_EQ_INT(sd_graph_import_comfy(ctx, p, &g), SD_ERR_LIMIT);
+    CHECK(strstr(sd_context_errmsg(ctx), "subgraphs nested deeper than 16 levels"));
+    free(p);
+}
+
+/* Seeds up to 2^64 - 1 (beyond jansson's integers) are read as their digits. */
+static void test_big_seed(void)
+{
+    char *p = scratch_file("bigseed.json",
+                           "{\"1\": {\"class_type\": \"PrimitiveInt\", \"inputs\": {\"value\": 18446744073709551615}},"
+                           " \"2\": {\"class_type\": \"PrimitiveInt\", \"inputs\": {\"value\": -9223372036854775808}},"
+                           " \"3\": {\"class_type\": \"PrimitiveString\", \"inputs\": {\"value\": \"\\\"99999999999999999999\"}}}");
+    char *xml = import_xml(p);
+    CHECK(xml && strstr(xml, "<input name=\"value\">18446744073709551615</input>"));
+    CHECK(xml && strstr(xml, "<input name=\"value\">-9223372036854775808</input>"));
+    CHECK(xml && strstr(xml, "<input name=\"value\">\"99999999999999999999</input>"));
+    free(xml);
+    free(p);
+    p = scratch_file("toobig.json", "{\"1\": {\"class_type\": \"PrimitiveInt\", \"inputs\": {\"value\": 18446744073709551616}}}");
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_import_comfy(ctx, p, &g), SD_ERR_PARSE);
+    CHECK(strstr(sd_context_errmsg(ctx), "too big integer"));
+    free(p);
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx))
@@ -310,6 +489,10 @@ int main(void)
     RUN(test_bad_files);
     RUN(test_unknown_input_kept);
     RUN(test_mutations);
+    RUN(test_ui_format);
+    RUN(test_png_chunks);
+    RUN(test_ui_modes);
+    RUN(test_big_seed);
     sd_context_free(ctx);
     return test_summary("test_comfy");
 }

@@ -190,7 +190,7 @@ static void test_primitive_problems(void)
         "t.xml:5: parameter 'k': no default value (give one, or --set k=VALUE)",
         "t.xml:6: node 'f' input 'value': 'abc' is not a number",
         "t.xml:8: node 'i' input 'value': type mismatch: output 'FLOAT' of node 'f' is FLOAT, the input is INT",
-        "t.xml:9: node 'i' input 'vlaue': unknown input of PrimitiveInt (inputs: value)",
+        "t.xml:9: node 'i' input 'vlaue': unknown input of PrimitiveInt (inputs: value, control_after_generate)",
         "t.xml:11: node 'd' input 'value': link from unknown node 'nope'",
         "t.xml:12: node 'o' input 'value': node 'f' (PrimitiveFloat) has no output 'INT' (outputs: FLOAT)",
         "t.xml:13: node 'b' input 'value': 'maybe' is not a boolean (true or false)",
