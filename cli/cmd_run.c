@@ -20,6 +20,9 @@ static void usage(FILE *out)
             "%s"
             "  --help-params        list the workflow's parameters (name, type, default, doc)\n"
             "  --output NODE_ID     run only what this node needs and print its outputs; repeatable\n"
+            "  --repeat N           run N times; between runs each seed changes as its node's\n"
+            "                       control_after_generate says (fixed, increment, decrement,\n"
+            "                       randomize)\n"
             "  --cache PATH         cache database (default $SDFLOW_CACHE, else\n"
             "                       $XDG_CACHE_HOME/sdflow/cache.db)\n"
             "  --no-cache           neither read nor write the cache\n"
@@ -231,6 +234,34 @@ static void print_params(const char *file, sd_graph *g)
     }
 }
 
+/* One run: progress, summary, the files written on stdout, the --output values. Returns the
+ * exit code. */
+static int run_once(sd_context *ctx, sd_graph *g, progress_state *progress, const char **outputs,
+                    size_t n_outputs, bool no_cache, sd_result **result)
+{
+    sd_run_options ro = {.outputs = outputs, .n_outputs = n_outputs, .no_cache = no_cache};
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cli_catch_signals(ctx, true);
+    sd_status st = sd_graph_run(g, &ro, result);
+    cli_catch_signals(ctx, false);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    clear_live_line(progress);
+    /* No summary when the run stopped before planning (validation): the diagnostics say it. */
+    if (sd_result_node_count(*result) && progress->mode == PROGRESS_JSON)
+        summary_json(*result, st, seconds);
+    else if (sd_result_node_count(*result) && progress->mode != PROGRESS_NONE)
+        summary_text(*result, st, seconds);
+    for (size_t i = 0; i < sd_result_file_count(*result); i++)
+        printf("%s\n", sd_result_file(*result, i));
+    if (st)
+        return cli_report_failure(ctx, st);
+    print_outputs(g, *result, outputs, n_outputs);
+    fflush(stdout);
+    return EXIT_OK;
+}
+
 int cmd_run(int argc, char **argv)
 {
     cli_opts opts = {0};
@@ -238,6 +269,7 @@ int cmd_run(int argc, char **argv)
     const char **outputs = NULL;
     size_t n_outputs = 0;
     bool help_params = false, no_cache = false, quiet = false, json = false;
+    long repeat = 1;
     int code = EXIT_USAGE;
     sd_context *ctx = NULL;
     sd_graph *g = NULL;
@@ -262,6 +294,15 @@ int cmd_run(int argc, char **argv)
             if (r < 0)
                 goto done;
             cache = v;
+        } else if ((r = cli_opt_value("run", argc, argv, &i, "--repeat", &v)) != 0) {
+            if (r < 0)
+                goto done;
+            char *end;
+            repeat = strtol(v, &end, 10);
+            if (*end || repeat < 1 || repeat > 1000000) {
+                code = cli_usage_error("run", "--repeat needs a count from 1 to 1000000, got '%s'", v);
+                goto done;
+            }
         } else if ((r = cli_opt_value("run", argc, argv, &i, "--device", &v)) != 0) {
             if (r < 0)
                 goto done;
@@ -326,27 +367,17 @@ int cmd_run(int argc, char **argv)
                                                                : PROGRESS_LINES};
     if (progress.mode != PROGRESS_NONE)
         sd_context_set_progress(ctx, on_progress, &progress);
-    sd_run_options ro = {.outputs = outputs, .n_outputs = n_outputs, .no_cache = no_cache};
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    cli_catch_signals(ctx, true);
-    st = sd_graph_run(g, &ro, &result);
-    cli_catch_signals(ctx, false);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
-    clear_live_line(&progress);
-    /* No summary when the run stopped before planning (validation): the diagnostics say it. */
-    if (sd_result_node_count(result) && progress.mode == PROGRESS_JSON)
-        summary_json(result, st, seconds);
-    else if (sd_result_node_count(result) && progress.mode != PROGRESS_NONE)
-        summary_text(result, st, seconds);
-    for (size_t i = 0; i < sd_result_file_count(result); i++)
-        printf("%s\n", sd_result_file(result, i));
-    if (st) {
-        code = cli_report_failure(ctx, st);
-        goto done;
+    uint64_t random_state = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    for (long k = 0; k < repeat; k++) {
+        if (k > 0 && (st = sd_graph_advance_seeds(g, &random_state))) {
+            code = cli_report_failure(ctx, st);
+            goto done;
+        }
+        sd_result_free(result);
+        result = NULL;
+        if ((code = run_once(ctx, g, &progress, outputs, n_outputs, no_cache, &result)) != EXIT_OK)
+            goto done;
     }
-    print_outputs(g, result, outputs, n_outputs);
     code = EXIT_OK;
 done:
     sd_result_free(result);

@@ -6,13 +6,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <inttypes.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 const char cli_opts_help[] =
     "  --models-dir DIR     model directory laid out like ComfyUI's models/ (checkpoints/, vae/,\n"
     "                       loras/, ...); repeatable, searched in order; replaces SDFLOW_MODELS\n"
     "  --input-dir DIR      where image names are looked up (default $SDFLOW_INPUT or ./input)\n"
     "  --output-dir DIR     where output images go (default $SDFLOW_OUTPUT or ./output)\n"
-    "  --set NAME=VALUE     override a workflow parameter; repeatable\n";
+    "  --set NAME=VALUE     override a workflow parameter, or NODE.INPUT=VALUE any node's input;\n"
+    "                       seed=random draws a seed; repeatable\n";
 
 bool cli_is_option(const char *arg)
 {
@@ -114,6 +119,27 @@ sd_status cli_opts_apply_context(const cli_opts *o, sd_context *ctx)
     return st;
 }
 
+/* "seed", or NODE.seed / NODE.noise_seed: the names --set NAME=random applies to. */
+static bool is_seed_name(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    const char *input = dot ? dot + 1 : name;
+    return !strcmp(input, "seed") || (dot && !strcmp(input, "noise_seed"));
+}
+
+/* A seed in 0 ... 2^64 - 1 from the system's entropy, else from the clock and the pid. */
+static uint64_t random_seed(void)
+{
+    uint64_t x = 0;
+    if (getrandom(&x, sizeof x, 0) == (ssize_t)sizeof x)
+        return x;
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    x = ((uint64_t)t.tv_sec * 1000000007u) ^ (uint64_t)t.tv_nsec ^ ((uint64_t)getpid() << 32);
+    x ^= x >> 33, x *= 0xff51afd7ed558ccdull, x ^= x >> 33;
+    return x;
+}
+
 sd_status cli_opts_apply_sets(const cli_opts *o, sd_graph *g)
 {
     for (size_t k = 0; k < o->n_sets; k++) {
@@ -123,7 +149,14 @@ sd_status cli_opts_apply_sets(const cli_opts *o, sd_graph *g)
             return SD_ERR_NOMEM;
         memcpy(name, s->arg, s->name_len);
         name[s->name_len] = '\0';
-        sd_status st = sd_graph_set_param(g, name, s->value);
+        char seed[32];
+        const char *value = s->value;
+        if (!strcmp(value, "random") && is_seed_name(name)) {
+            snprintf(seed, sizeof seed, "%" PRIu64, random_seed());
+            fprintf(stderr, "sdflow: %s = %s\n", name, seed);
+            value = seed;
+        }
+        sd_status st = sd_graph_set_param(g, name, value);
         free(name);
         if (st)
             return st;

@@ -259,17 +259,38 @@ bool sd_parse_float(const char *s, double *v)
     return parse_float(s, v);
 }
 
+bool sd_input_parse_int(const sd_input_desc *in, const char *s, int64_t *v)
+{
+    long long x;
+    if (parse_int(s, &x)) {
+        *v = x;
+        return true;
+    }
+    if (!(in->max > 0x1p63) || !(s[0] >= '0' && s[0] <= '9'))
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long u = strtoull(s, &end, 10);
+    if (errno || *end)
+        return false;
+    uint64_t bits = u;
+    memcpy(v, &bits, sizeof *v);
+    return true;
+}
+
 bool sd_literal_check(const sd_input_desc *in, const char *text, char *msg, size_t size)
 {
     switch (in->type) {
     case SD_TYPE_INT: {
-        long long v;
-        if (!parse_int(text, &v)) {
+        int64_t v;
+        if (!sd_input_parse_int(in, text, &v)) {
             snprintf(msg, size, "'%s' is not an integer", text);
             return false;
         }
+        if (v < 0 && text[0] != '-')
+            return true; /* above INT64_MAX, read as unsigned: at most 2^64 - 1 by construction */
         if ((in->flags & SD_IN_RANGED) && ((double)v < in->min || (double)v > in->max)) {
-            snprintf(msg, size, "%lld is out of range [%.17g, %.17g]", v, in->min, in->max);
+            snprintf(msg, size, "%lld is out of range [%.17g, %.17g]", (long long)v, in->min, in->max);
             return false;
         }
         return true;
@@ -462,6 +483,8 @@ bool sd_param_as_input(const sd_graph_param *p, sd_input_desc *in)
     memset(in, 0, sizeof *in);
     in->name = p->name;
     in->type = sd_type_from_name(p->type);
+    in->max = 0x1p64; /* not ranged: INT parameters take seeds up to 2^64 - 1 too; each input
+                         they are bound to checks its own range */
     return in->type != SD_TYPE_ENUM && in->type < SD_TYPE_COUNT && sd_type_is_literal(in->type);
 }
 
@@ -501,9 +524,25 @@ sd_status sd_graph_bind_param(sd_graph *g, const char *name, const char *node_id
     return sd_graph_bind_param_raw(g, n, input, name, 0);
 }
 
+/* NODE.INPUT=VALUE: sets any literal input of any node; the node id is what precedes the last
+ * dot. */
+static sd_status set_node_input(sd_graph *g, const char *name, const char *text)
+{
+    const char *dot = strrchr(name, '.');
+    char *id = sd_strdup(name);
+    if (!id)
+        return nomem(g);
+    id[dot - name] = '\0';
+    sd_status st = sd_graph_set_input(g, id, dot + 1, text);
+    free(id);
+    return st;
+}
+
 sd_status sd_graph_set_param(sd_graph *g, const char *name, const char *text)
 {
     sd_graph_param *p = sd_graph_find_param(g, name);
+    if (!p && strchr(name, '.'))
+        return set_node_input(g, name, text);
     if (!p)
         return sd_set_error(g->ctx, SD_ERR_NOT_FOUND, "no parameter '%s'", name);
     sd_input_desc in;

@@ -87,6 +87,9 @@ bool sd_literal_check(const sd_input_desc *in, const char *text, char *msg, size
 bool sd_parse_int(const char *s, int64_t *v);
 bool sd_parse_float(const char *s, double *v);
 bool sd_parse_bool(const char *s, bool *v); /* true/false (any case), 1/0 */
+/* An INT input's literal: sd_parse_int, and for inputs whose maximum lies beyond INT64_MAX
+ * (seeds, 0 ... 2^64 - 1) also unsigned values, carried as the int64 of the same bits. */
+bool sd_input_parse_int(const sd_input_desc *in, const char *s, int64_t *v);
 
 /* Whether an output of type `from` may be linked to an input of type `to`. */
 bool sd_link_types_compatible(sd_type from, sd_type to);

@@ -188,7 +188,7 @@ static sd_status hash_literal(sd_run_state *s, const sd_plan_node *p, const sd_p
     switch (pi->desc->type) {
     case SD_TYPE_INT: {
         int64_t v = 0;
-        sd_parse_int(pi->text, &v);
+        sd_input_parse_int(pi->desc, pi->text, &v);
         sd_hasher_i64(h, v);
         break;
     }

@@ -57,7 +57,7 @@ static sd_value *literal_value(sd_node_run *r, const sd_input_desc *in, const ch
     switch (in->type) {
     case SD_TYPE_INT: {
         int64_t i = 0;
-        sd_parse_int(text, &i);
+        sd_input_parse_int(in, text, &i);
         v = sd_value_int(i);
         break;
     }

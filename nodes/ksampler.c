@@ -201,7 +201,9 @@ static sd_status run_ksampler_advanced(sd_node_run *r)
     return common_ksampler(r, &a);
 }
 
-#define SEED_MAX 9223372036854775807.0 /* sdflow's INT is 64-bit signed (ComfyUI: up to 2^64 - 1) */
+/* Seeds are 0 ... 2^64 - 1 as in ComfyUI; an INT input whose maximum lies beyond INT64_MAX
+ * takes unsigned values (sd_input_parse_int), read back with a cast to uint64_t. */
+#define SEED_MAX 18446744073709551615.0
 #define IN_STEPS SD_IN_INT("steps", "20", 1, 10000, "number of sampling steps")
 #define IN_CFG SD_IN_FLOAT("cfg", "8.0", 0.0, 100.0, "classifier-free guidance scale; 1 skips the negative")
 #define IN_SAMPLER SD_IN_ENUM("sampler_name", "euler", sampler_names, "sampler (docs/sampling.md)")

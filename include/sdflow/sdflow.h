@@ -149,7 +149,8 @@ const char *sd_graph_meta(const sd_graph *graph, const char *key);
 
 /* Reusable-workflow parameters: declared with a type name (INT, FLOAT, STRING, BOOLEAN or an
  * enumeration's input), a default and a doc line; bound to node inputs; overridden by
- * sd_graph_set_param (the CLI's --set name=value). */
+ * sd_graph_set_param (the CLI's --set name=value). sd_graph_set_param also takes "NODE.INPUT"
+ * for a name that is no parameter: it sets that node's input as sd_graph_set_input does. */
 sd_status sd_graph_add_param(sd_graph *graph, const char *name, const char *type,
                              const char *default_text, const char *doc);
 sd_status sd_graph_bind_param(sd_graph *graph, const char *name, const char *node_id, const char *input);
@@ -161,6 +162,11 @@ typedef struct sd_param_info {
 } sd_param_info;
 size_t sd_graph_param_count(const sd_graph *graph);
 sd_status sd_graph_param_at(const sd_graph *graph, size_t index, sd_param_info *info);
+/* Advances every seed as its node's control_after_generate input says (fixed: unchanged;
+ * increment, decrement: by one, wrapping; randomize: from *random_state, a splitmix64 state the
+ * caller seeds), as ComfyUI does after each run: literal seeds are replaced, a parameter bound
+ * to a seed gets a new value once. Seeds that come from a link are left alone. */
+sd_status sd_graph_advance_seeds(sd_graph *graph, uint64_t *random_state);
 /* Replaces every binding of a declared parameter by a literal of its current value (override,
  * else default) and removes the declarations: the graph is then fully concrete. */
 sd_status sd_graph_inline_params(sd_graph *graph);

@@ -478,6 +478,43 @@ static void test_big_seed(void)
     free(p);
 }
 
+/* Seeds: 0 ... 2^64 - 1 for seed inputs only; control_after_generate wraps around that range,
+ * and a parameter bound to two samplers' seeds advances once per run. */
+static void test_seeds(void)
+{
+    const sd_node_desc *ks = sd_node_type_find("KSampler"), *pi = sd_node_type_find("PrimitiveInt");
+    const sd_input_desc *seed = sd_node_desc_input(ks, "seed"), *value = sd_node_desc_input(pi, "value");
+    char msg[256];
+    int64_t v;
+    CHECK(sd_literal_check(seed, "18446744073709551615", msg, sizeof msg));
+    CHECK(sd_input_parse_int(seed, "18446744073709551615", &v) && v == -1);
+    CHECK(!sd_literal_check(seed, "18446744073709551616", msg, sizeof msg));
+    CHECK(!sd_literal_check(seed, "-1", msg, sizeof msg));
+    CHECK(!sd_literal_check(value, "9223372036854775808", msg, sizeof msg));
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_new(ctx, &g), SD_OK);
+    if (!g)
+        return;
+    CHECK_EQ_INT(sd_graph_add_node(g, "KSampler", "a", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "KSampler", "b", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "KSamplerAdvanced", "c", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "a", "seed", "18446744073709551615"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "a", "control_after_generate", "increment"), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_param(g, "seed", "INT", "0", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_bind_param(g, "seed", "b", "seed"), SD_OK);
+    CHECK_EQ_INT(sd_graph_bind_param(g, "seed", "c", "noise_seed"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "b", "control_after_generate", "decrement"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "c", "control_after_generate", "decrement"), SD_OK);
+    uint64_t state = 1;
+    CHECK_EQ_INT(sd_graph_advance_seeds(g, &state), SD_OK);
+    CHECK_STR_EQ(sd_graph_node_input(sd_graph_find_node(g, "a"), "seed")->text, "0");
+    CHECK_STR_EQ(sd_graph_find_param(g, "seed")->value, "18446744073709551615");
+    CHECK_EQ_INT(sd_graph_advance_seeds(g, &state), SD_OK);
+    CHECK_STR_EQ(sd_graph_node_input(sd_graph_find_node(g, "a"), "seed")->text, "1");
+    CHECK_STR_EQ(sd_graph_find_param(g, "seed")->value, "18446744073709551614");
+    sd_graph_free(g);
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx))
@@ -493,6 +530,7 @@ int main(void)
     RUN(test_png_chunks);
     RUN(test_ui_modes);
     RUN(test_big_seed);
+    RUN(test_seeds);
     sd_context_free(ctx);
     return test_summary("test_comfy");
 }
