@@ -25,36 +25,6 @@ static const char replay_help[] =
     "invalid input (a missing or changed input file is named with its hash), 4 resource limit,\n"
     "5 I/O error, 130 interrupted (Ctrl-C stops at the next node)\n";
 
-/* Writes text to path through a temp file and rename; prints the error and returns false. */
-static bool write_text_file(const char *path, const char *text)
-{
-    if (strcmp(path, "-") == 0)
-        return fputs(text, stdout) >= 0 && fflush(stdout) == 0;
-    size_t n = strlen(path) + 32;
-    char *tmp = malloc(n);
-    if (!tmp)
-        return false;
-    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wx");
-    bool ok = f && fputs(text, f) >= 0 && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    int err = errno;
-    if (f && fclose(f) != 0 && ok) {
-        ok = false;
-        err = errno;
-    }
-    if (ok && rename(tmp, path) != 0) {
-        ok = false;
-        err = errno;
-    }
-    if (!ok) {
-        fprintf(stderr, "sdflow: error: %s: %s\n", path, strerror(err));
-        if (f)
-            unlink(tmp);
-    }
-    free(tmp);
-    return ok;
-}
-
 int cmd_replay(int argc, char **argv)
 {
     const char *image = NULL, *extract = NULL, *input_dir = NULL, *cache = NULL;
@@ -123,7 +93,7 @@ int cmd_replay(int argc, char **argv)
         char *xml = NULL;
         if ((st = sd_png_extract_workflow(ctx, image, &xml)))
             rc = cli_fail(ctx, st, NULL);
-        else if (!write_text_file(extract, xml))
+        else if (!cli_write_text(extract, xml))
             rc = EXIT_IO;
         free(xml);
         goto done;

@@ -2,6 +2,7 @@
 #include "cli/options.h"
 #include "cli/cli.h"
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,6 +171,44 @@ static bool has_suffix(const char *s, const char *suffix)
     return n >= k && strcasecmp(s + n - k, suffix) == 0;
 }
 
+int cli_convert_parse(const char *cmd, const char *usage, void (*help)(void), bool takes_opts, int argc,
+                      char **argv, cli_convert *c)
+{
+    const char *format = NULL;
+    c->out = "-";
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        int r;
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            help();
+            return EXIT_OK;
+        } else if (takes_opts && !strcmp(argv[i], "--ui")) {
+            c->ui = true;
+        } else if ((r = cli_opt_value(cmd, argc, argv, &i, "--output", &v)) != 0 ||
+                   (r = cli_opt_value(cmd, argc, argv, &i, "-o", &v)) != 0) {
+            if (r < 0)
+                return EXIT_USAGE;
+            c->out = v;
+        } else if (takes_opts && (r = cli_opts_parse(&c->opts, cmd, argc, argv, &i)) != 0) {
+            if (r < 0)
+                return EXIT_USAGE;
+        } else if (cli_is_option(argv[i])) {
+            return cli_usage_error(cmd, "unknown option '%s'", argv[i]);
+        } else if (!format) {
+            format = argv[i];
+        } else if (!c->in) {
+            c->in = argv[i];
+        } else {
+            return cli_usage_error(cmd, "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!format || !c->in)
+        return cli_usage_error(cmd, "%s", usage);
+    if (strcmp(format, "comfy") != 0)
+        return cli_usage_error(cmd, "unknown format '%s' (supported: comfy)", format);
+    return -1;
+}
+
 int cli_refuse_non_xml(const char *path)
 {
     if (has_suffix(path, ".json"))
@@ -186,6 +225,35 @@ int cli_refuse_non_xml(const char *path)
     else
         return 0;
     return sd_status_exit_code(SD_ERR_INVALID);
+}
+
+bool cli_write_text(const char *path, const char *text)
+{
+    if (strcmp(path, "-") == 0)
+        return fputs(text, stdout) >= 0 && fflush(stdout) == 0;
+    size_t n = strlen(path) + 32;
+    char *tmp = malloc(n);
+    if (!tmp)
+        return false;
+    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "wx");
+    bool ok = f && fputs(text, f) >= 0 && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    int err = errno;
+    if (f && fclose(f) != 0 && ok) {
+        ok = false;
+        err = errno;
+    }
+    if (ok && rename(tmp, path) != 0) {
+        ok = false;
+        err = errno;
+    }
+    if (!ok) {
+        fprintf(stderr, "sdflow: error: %s: %s\n", path, strerror(err));
+        if (f)
+            unlink(tmp);
+    }
+    free(tmp);
+    return ok;
 }
 
 size_t cli_print_diags(const sd_context *ctx)

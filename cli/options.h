@@ -70,6 +70,22 @@ sd_status cli_opts_apply_sets(const cli_opts *opts, sd_graph *graph);
  * XML (sdflow import comfy, sdflow replay --extract) and returns the exit code 3; else 0. */
 int cli_refuse_non_xml(const char *path);
 
+/* The arguments of `sdflow import|export comfy FILE [-o OUT] [--ui] [--set ...]`. */
+typedef struct cli_convert {
+    const char *in, *out; /* out: "-" (stdout) unless -o is given */
+    bool ui;              /* --ui, when the command takes it */
+    cli_opts opts;        /* --set and the directories, when the command takes them */
+} cli_convert;
+
+/* Parses those arguments; `usage` is the one-line usage, help() prints --help. Returns -1 to
+ * go on, else the exit code to return (0 after --help). takes_opts: --ui and cli_opts. */
+int cli_convert_parse(const char *cmd, const char *usage, void (*help)(void), bool takes_opts, int argc,
+                      char **argv, cli_convert *c);
+
+/* Writes text to path through a temp file and rename ("-": stdout); prints the error and
+ * returns false. */
+bool cli_write_text(const char *path, const char *text);
+
 /* Prints the context's diagnostics on stderr, one per line. Returns how many there were. */
 size_t cli_print_diags(const sd_context *ctx);
 /* Reports a failed load, validation or run: prints every diagnostic, then the context's message

@@ -131,6 +131,12 @@ sd_status sd_graph_to_xml(sd_graph *graph, bool resolve_params, char **out);
 /* Converts a ComfyUI API-format workflow (JSON file) into a graph. */
 sd_status sd_graph_import_comfy(sd_context *ctx, const char *json_path, sd_graph **out);
 
+/* Writes the graph as a ComfyUI workflow in a malloc'd JSON string: the API format ("Save (API
+ * Format)"; node ids kept) or, with ui, the UI format ("Save"; numeric ids, nodes laid out by
+ * topological depth). Parameters are written as their values. SD_ERR_INVALID naming the node
+ * when ComfyUI lacks a node type (sdflow's own Sdflow* nodes) or a link is dangling. */
+sd_status sd_graph_export_comfy(sd_graph *graph, bool ui, char **out);
+
 /* Building. Node ids are unique strings; id NULL picks the next free number. *out_id (optional)
  * points into the graph and stays valid while the node exists. */
 sd_status sd_graph_add_node(sd_graph *graph, const char *type, const char *id, const char **out_id);

@@ -56,6 +56,24 @@ run 0 run count.xml --no-cache --quiet --repeat 3 --output up --output down --ou
 run 2 run count.xml --repeat 0
 grep -q -- "--repeat needs a count from 1 to 1000000, got '0'" "$T/err" || fail "--repeat 0 message"
 
+# export comfy: API format (ids kept) and --ui; an sdflow-only node type is refused by name.
+run 0 export comfy ui.xml -o api.json
+grep -q '"class_type": "KSampler"' api.json || fail "export: no KSampler"
+run 0 import comfy api.json -o back.xml
+run 0 export comfy ui.xml --ui
+grep -q '"last_link_id"' "$T/out" || fail "export --ui: not the UI format"
+cat >grid.xml <<'XML'
+<workflow version="1">
+  <node id="i" type="EmptyImage"/>
+  <node id="g" type="SdflowImageGrid"><input name="images" from="i" output="IMAGE"/></node>
+</workflow>
+XML
+run 3 export comfy grid.xml -o grid.json
+[ "$(cat "$T/err")" = "sdflow: error: node 'g': ComfyUI has no node type 'SdflowImageGrid'" ] ||
+    fail "export of an sdflow node: $(cat "$T/err")"
+[ -e grid.json ] && fail "grid.json written after a failure"
+run 2 export xml ui.xml
+
 # An imported UI workflow runs; --repeat 2 with the sampler's control_after_generate
 # "increment" renders seeds 42 and 43, and each PNG records the seed it used.
 mkdir -p models/checkpoints

@@ -515,6 +515,82 @@ static void test_seeds(void)
     sd_graph_free(g);
 }
 
+/* A graph in canonical text: per node (in graph order) its type and every input's effective
+ * value (links as SOURCE.OUTPUT, numbers parsed, defaults filled in). */
+static char *canonical(sd_graph *g)
+{
+    char *text = sd_strdup("");
+    for (size_t i = 0; text && i < g->n_nodes; i++) {
+        const sd_graph_node *n = &g->nodes[i];
+        char *t = sd_strfmt("%s%s %s:", text, n->id, n->type);
+        free(text);
+        text = t;
+        for (size_t k = 0; text && n->desc && k < n->desc->n_inputs; k++) {
+            const sd_input_desc *in = &n->desc->inputs[k];
+            const sd_graph_input *b = sd_graph_node_input(n, in->name);
+            const char *v = sd_graph_input_text(g, n, in);
+            double f;
+            char num[64] = "";
+            if (v && (in->type == SD_TYPE_FLOAT || in->type == SD_TYPE_INT) && sd_parse_float(v, &f))
+                snprintf(num, sizeof num, "%.17g", f);
+            t = b && b->kind == SD_BIND_LINK ? sd_strfmt("%s %s=%s.%s", text, in->name, b->src_node, b->src_output)
+                                             : sd_strfmt("%s %s=%s", text, in->name, *num ? num : v ? v : "-");
+            free(text);
+            text = t;
+        }
+        t = text ? sd_strfmt("%s\n", text) : NULL;
+        free(text);
+        text = t;
+    }
+    return text;
+}
+
+/* Imports name, exports it in the API format and, when ui, the UI format, imports each again
+ * and compares (inputs with their default values written out compare equal). Returns the
+ * graph of the first import. */
+static sd_graph *round_trip(const char *name, bool ui_too)
+{
+    char *path = data_path(name);
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_import_comfy(ctx, path, &g), SD_OK);
+    char *want = g ? canonical(g) : NULL;
+    for (int ui = 0; g && ui <= ui_too; ui++) {
+        char *json = NULL;
+        CHECK_EQ_INT(sd_graph_export_comfy(g, ui, &json), SD_OK);
+        char *p = scratch_file(ui ? "rt_ui.json" : "rt_api.json", json ? json : "");
+        sd_graph *g2 = NULL;
+        CHECK_EQ_INT(sd_graph_import_comfy(ctx, p, &g2), SD_OK);
+        char *got = g2 ? canonical(g2) : NULL;
+        CHECK(want && got);
+        if (want && got)
+            CHECK_STR_EQ(got, want);
+        free(got);
+        sd_graph_free(g2);
+        free(p);
+        free(json);
+    }
+    free(want);
+    free(path);
+    return g;
+}
+
+/* Round trip: example -> import -> export -> import gives the same graph. The UI format numbers
+ * its nodes, so the subgraph's "30:1" makes the API format the one that keeps every id. */
+static void test_round_trip(void)
+{
+    sd_graph_free(round_trip("default_api.json", true));
+    sd_graph *g = round_trip("ui_subgraph.json", false);
+    /* sdflow's own node types have no ComfyUI counterpart. */
+    if (g) {
+        char *json = NULL;
+        CHECK_EQ_INT(sd_graph_add_node(g, "SdflowImageGrid", "grid", NULL), SD_OK);
+        CHECK_EQ_INT(sd_graph_export_comfy(g, false, &json), SD_ERR_INVALID);
+        CHECK_STR_EQ(sd_context_errmsg(ctx), "node 'grid': ComfyUI has no node type 'SdflowImageGrid'");
+        CHECK(json == NULL);
+    }
+    sd_graph_free(g);
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx))
@@ -531,6 +607,7 @@ int main(void)
     RUN(test_ui_modes);
     RUN(test_big_seed);
     RUN(test_seeds);
+    RUN(test_round_trip);
     sd_context_free(ctx);
     return test_summary("test_comfy");
 }

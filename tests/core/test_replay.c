@@ -300,14 +300,17 @@ static void test_comfy_api_import(void)
         " \"class_type\": \"LoadImageMask\"},"
         " \"12\": {\"inputs\": {\"images\": [\"10\", 0], \"filename_prefix\": \"ComfyUI\"}, \"class_type\": \"SaveImage\"},"
         " \"13\": {\"inputs\": {\"width\": 512, \"height\": 768, \"batch_size\": 2}, \"class_type\": \"EmptyLatentImage\"},"
-        " \"14\": {\"inputs\": {\"images\": [\"10\", 0]}, \"class_type\": \"PreviewImage\"}}";
+        " \"14\": {\"inputs\": {\"images\": [\"10\", 0]}, \"class_type\": \"PreviewImage\"},"
+        " \"15\": {\"inputs\": {\"mask\": [\"11\", 0]}, \"class_type\": \"MaskToImage\"},"
+        " \"16\": {\"inputs\": {\"images\": [\"15\", 0]}, \"class_type\": \"PreviewImage\"}}";
     write_bytes(json, text, strlen(text));
     sd_graph *g = NULL;
     CHECK_EQ_INT(sd_graph_import_comfy(ctx, json, &g), SD_OK);
     CHECK_EQ_INT(g ? sd_graph_validate(g) : SD_ERR_INVALID, SD_OK);
     for (size_t i = 0; i < sd_context_diag_count(ctx); i++)
         fprintf(stderr, "  %s\n", sd_context_diag(ctx, i));
-    CHECK_EQ_INT(g ? sd_graph_node_count(g) : 0, 5);
+    /* The EmptyLatentImage feeds no output node: dropped, as ComfyUI never runs it. */
+    CHECK_EQ_INT(g ? sd_graph_node_count(g) : 0, 6);
     sd_graph_free(g);
     free(json);
 }

@@ -1,0 +1,272 @@
+/* Writing graphs for ComfyUI and A1111: the API format ("prompt"), the UI format ("workflow",
+ * nodes laid out left to right by topological depth) and A1111's "parameters" text, for
+ * `sdflow export comfy` and the PNG text chunks of the saving nodes. Parameters are written as
+ * their current values. docs/comfyui.md describes the formats. */
+#include "core/comfy.h"
+#include "core/run.h"
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define UI_COLUMN_WIDTH 400 /* layout of the UI format: one column per topological depth */
+#define UI_ROW_HEIGHT 300
+
+/* Whether the API format carries the input: not sdflow's additions. control_after_generate is
+ * kept (ComfyUI ignores inputs a node does not declare), so that a round trip keeps it. */
+static bool api_input(const sd_node_desc *d, const sd_input_desc *in)
+{
+    return !sd_type_is_literal(in->type) || sd_comfy_is_widget(d, in);
+}
+
+/* The JSON value of a literal input's text: numbers and booleans typed; seeds beyond INT64_MAX
+ * as their digits (ComfyUI reads them with int()). NULL when there is no text. */
+static json_t *literal_json(const sd_input_desc *in, const char *text)
+{
+    int64_t i;
+    double f;
+    bool b;
+    if (!text)
+        return NULL;
+    switch (in->type) {
+    case SD_TYPE_INT:
+        if (!sd_input_parse_int(in, text, &i))
+            return NULL;
+        return i < 0 && text[0] != '-' ? json_string(text) : json_integer(i);
+    case SD_TYPE_FLOAT: return sd_parse_float(text, &f) ? json_real(f) : NULL;
+    case SD_TYPE_BOOLEAN: return sd_parse_bool(text, &b) ? json_boolean(b) : NULL;
+    default: return json_string(text);
+    }
+}
+
+/* Checks that ComfyUI has every node type and that every link names an existing output; the
+ * message names the node. */
+static sd_status check_exportable(sd_graph *g)
+{
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        const sd_graph_node *n = &g->nodes[i];
+        if (!n->desc || !sd_comfy_has_type(n->desc))
+            return sd_set_error(g->ctx, SD_ERR_INVALID, "node '%s': ComfyUI has no node type '%s'", n->id, n->type);
+        for (size_t k = 0; k < n->n_inputs; k++) {
+            const sd_graph_input *in = &n->inputs[k];
+            const sd_graph_node *src = in->kind == SD_BIND_LINK ? sd_graph_find_node(g, in->src_node) : NULL;
+            if (in->kind == SD_BIND_LINK && (!src || !src->desc || sd_node_desc_output(src->desc, in->src_output) < 0))
+                return sd_set_error(g->ctx, SD_ERR_INVALID, "node '%s' input '%s': link to a missing output",
+                                    n->id, in->name);
+        }
+    }
+    return SD_OK;
+}
+
+static sd_status nomem(sd_graph *g)
+{
+    return sd_set_error(g->ctx, SD_ERR_NOMEM, "out of memory");
+}
+
+/* ---- API format. ---- */
+
+static sd_status api_node(sd_graph *g, const sd_graph_node *n, json_t *out)
+{
+    json_t *inputs = json_object();
+    json_t *node = json_pack("{s:o, s:s, s:{s:s}}", "inputs", inputs, "class_type", n->type, "_meta", "title",
+                             n->type);
+    if (!node || json_object_set_new(out, n->id, node))
+        return nomem(g);
+    for (size_t k = 0; k < n->desc->n_inputs; k++) {
+        const sd_input_desc *in = &n->desc->inputs[k];
+        const sd_graph_input *b = sd_graph_node_input(n, in->name);
+        json_t *v = NULL;
+        if (!api_input(n->desc, in))
+            continue;
+        if (b && b->kind == SD_BIND_LINK) {
+            const sd_graph_node *src = sd_graph_find_node(g, b->src_node);
+            v = json_pack("[s,i]", b->src_node, sd_node_desc_output(src->desc, b->src_output));
+        } else if (sd_type_is_literal(in->type)) {
+            v = literal_json(in, sd_graph_input_text(g, n, in));
+        }
+        if (v && json_object_set_new(inputs, in->name, v))
+            return nomem(g);
+    }
+    return SD_OK;
+}
+
+static sd_status export_api(sd_graph *g, json_t **out)
+{
+    json_t *api = json_object();
+    sd_status st = api ? SD_OK : nomem(g);
+    for (size_t i = 0; !st && i < g->n_nodes; i++)
+        st = api_node(g, &g->nodes[i], api);
+    if (st) {
+        json_decref(api);
+        return st;
+    }
+    *out = api;
+    return SD_OK;
+}
+
+/* ---- UI format. ---- */
+
+/* The UI's node ids are numbers: a node keeps its id when that is a positive number, the others
+ * get numbers above the largest. */
+static sd_status ui_ids(sd_graph *g, long long **out)
+{
+    long long *ids = calloc(g->n_nodes + 1, sizeof *ids), next = 0;
+    if (!ids)
+        return nomem(g);
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        char *end;
+        long long v = strtoll(g->nodes[i].id, &end, 10);
+        ids[i] = *end || v <= 0 || v > 1000000000 ? 0 : v;
+        next = ids[i] > next ? ids[i] : next;
+    }
+    for (size_t i = 0; i < g->n_nodes; i++)
+        if (!ids[i])
+            ids[i] = ++next;
+    *out = ids;
+    return SD_OK;
+}
+
+static size_t node_index(const sd_graph *g, const char *id)
+{
+    for (size_t i = 0; i < g->n_nodes; i++)
+        if (!strcmp(g->nodes[i].id, id))
+            return i;
+    return g->n_nodes;
+}
+
+/* Topological depth (longest chain of links from a node without linked inputs), relaxed at most
+ * n times so that a cycle cannot loop. */
+static void depths(const sd_graph *g, int *depth)
+{
+    bool changed = true;
+    for (size_t round = 0; changed && round <= g->n_nodes; round++) {
+        changed = false;
+        for (size_t i = 0; i < g->n_nodes; i++)
+            for (size_t k = 0; k < g->nodes[i].n_inputs; k++) {
+                const sd_graph_input *in = &g->nodes[i].inputs[k];
+                size_t s = in->kind == SD_BIND_LINK ? node_index(g, in->src_node) : g->n_nodes;
+                if (s < g->n_nodes && depth[s] + 1 > depth[i]) {
+                    depth[i] = depth[s] + 1;
+                    changed = true;
+                }
+            }
+    }
+}
+
+static const char *ui_type(const sd_input_desc *in)
+{
+    return in->type == SD_TYPE_ENUM ? "COMBO" : sd_type_name(in->type);
+}
+
+typedef struct ui_out {
+    sd_graph *g;
+    long long *ids;
+    json_t *nodes, *links;
+    json_int_t next_link;
+} ui_out;
+
+/* Adds one link and the entries of both ends: the consumer's input slot (index `at` of node
+ * dst's inputs), the producer's output's "links". */
+static sd_status ui_link(ui_out *u, size_t dst, size_t at, const sd_graph_input *b, json_t *slot)
+{
+    size_t s = node_index(u->g, b->src_node);
+    const sd_node_desc *src = u->g->nodes[s].desc;
+    int out = sd_node_desc_output(src, b->src_output);
+    json_int_t id = ++u->next_link;
+    json_t *src_outputs = json_object_get(json_array_get(u->nodes, s), "outputs");
+    if (json_object_set_new(slot, "link", json_integer(id)) ||
+        json_array_append_new(json_object_get(json_array_get(src_outputs, (size_t)out), "links"), json_integer(id)) ||
+        json_array_append_new(u->links, json_pack("[I,I,i,I,I,s]", id, (json_int_t)u->ids[s], out,
+                                                  (json_int_t)u->ids[dst], (json_int_t)at,
+                                                  sd_type_name(src->outputs[out].type))))
+        return nomem(u->g);
+    return SD_OK;
+}
+
+/* A node without links: type, layout, outputs, widgets_values in widget order. */
+static json_t *ui_node_shell(ui_out *u, size_t i, int depth, int row)
+{
+    const sd_graph_node *n = &u->g->nodes[i];
+    json_t *outputs = json_array(), *widgets = json_array();
+    for (size_t o = 0; outputs && o < n->desc->n_outputs; o++)
+        json_array_append_new(outputs, json_pack("{s:s, s:s, s:[], s:i}", "name", n->desc->outputs[o].name, "type",
+                                                 sd_type_name(n->desc->outputs[o].type), "links", "slot_index",
+                                                 (int)o));
+    for (size_t k = 0; widgets && k < n->desc->n_inputs; k++) {
+        const sd_input_desc *in = &n->desc->inputs[k];
+        if (!sd_comfy_is_widget(n->desc, in))
+            continue;
+        json_t *v = literal_json(in, sd_graph_input_text(u->g, n, in));
+        json_array_append_new(widgets, v ? v : json_null()); /* a linked widget keeps a placeholder */
+    }
+    return json_pack("{s:I, s:s, s:[i,i], s:[i,i], s:{}, s:i, s:i, s:[], s:o, s:{s:s}, s:o}", "id",
+                     (json_int_t)u->ids[i], "type", n->type, "pos", depth * UI_COLUMN_WIDTH, row * UI_ROW_HEIGHT,
+                     "size", 315, 130, "flags", "order", (int)i, "mode", 0, "inputs", "outputs", outputs,
+                     "properties", "Node name for S&R", n->type, "widgets_values", widgets);
+}
+
+/* The node's "inputs": every socket, and each widget that a link feeds. */
+static sd_status ui_inputs(ui_out *u, size_t i)
+{
+    const sd_graph_node *n = &u->g->nodes[i];
+    json_t *inputs = json_object_get(json_array_get(u->nodes, i), "inputs");
+    for (size_t k = 0; k < n->desc->n_inputs; k++) {
+        const sd_input_desc *in = &n->desc->inputs[k];
+        const sd_graph_input *b = sd_graph_node_input(n, in->name);
+        bool linked = b && b->kind == SD_BIND_LINK;
+        if (sd_type_is_literal(in->type) && !linked)
+            continue;
+        json_t *slot = json_pack("{s:s, s:s, s:n}", "name", in->name, "type", ui_type(in), "link");
+        if (!slot || (sd_type_is_literal(in->type) &&
+                      json_object_set_new(slot, "widget", json_pack("{s:s}", "name", in->name))))
+            return nomem(u->g);
+        sd_status st = linked ? ui_link(u, i, json_array_size(inputs), b, slot) : SD_OK;
+        if (st || json_array_append_new(inputs, slot))
+            return st ? st : nomem(u->g);
+    }
+    return SD_OK;
+}
+
+static sd_status export_ui(sd_graph *g, json_t **out)
+{
+    ui_out u = {.g = g, .nodes = json_array(), .links = json_array()};
+    int *depth = calloc(g->n_nodes + 1, sizeof *depth), *rows = calloc(g->n_nodes + 1, sizeof *rows);
+    sd_status st = u.nodes && u.links && depth && rows ? ui_ids(g, &u.ids) : nomem(g);
+    if (!st)
+        depths(g, depth);
+    for (size_t i = 0; !st && i < g->n_nodes; i++)
+        if (json_array_append_new(u.nodes, ui_node_shell(&u, i, depth[i], rows[depth[i]]++)))
+            st = nomem(g);
+    for (size_t i = 0; !st && i < g->n_nodes; i++)
+        st = ui_inputs(&u, i);
+    long long last = 0;
+    for (size_t i = 0; !st && i < g->n_nodes; i++)
+        last = u.ids[i] > last ? u.ids[i] : last;
+    json_t *ui = st ? NULL
+                    : json_pack("{s:I, s:I, s:O, s:O, s:[], s:{}, s:{}, s:f}", "last_node_id", (json_int_t)last,
+                                "last_link_id", u.next_link, "nodes", u.nodes, "links", u.links, "groups",
+                                "config", "extra", "version", 0.4);
+    if (!st && !ui)
+        st = nomem(g);
+    json_decref(u.nodes);
+    json_decref(u.links);
+    free(u.ids);
+    free(depth);
+    free(rows);
+    *out = ui;
+    return st;
+}
+
+sd_status sd_graph_export_comfy(sd_graph *g, bool ui, char **out)
+{
+    *out = NULL;
+    json_t *root = NULL;
+    sd_status st = check_exportable(g);
+    if (!st)
+        st = ui ? export_ui(g, &root) : export_api(g, &root);
+    if (st)
+        return st;
+    *out = json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
+    json_decref(root);
+    return *out ? SD_OK : nomem(g);
+}
