@@ -5,6 +5,8 @@
 #define SD_CORE_COMFY_H
 
 #include "core/graph.h"
+#include "core/node.h"
+#include "core/png.h"
 #include <jansson.h>
 
 /* Whether ComfyUI (without custom nodes) has this node type; sdflow's own types are named
@@ -39,5 +41,21 @@ sd_status sd_comfy_ui_to_api(sd_context *ctx, const char *path, const json_t *ui
  * (ComfyUI's seeds) as strings of their digits. Duplicate keys are rejected. NULL with a
  * one-line message naming source on failure. */
 json_t *sd_comfy_parse_json(sd_context *ctx, const char *source, const char *text, size_t len);
+
+/* A1111's "parameters" text for a graph with one sampler (KSampler or KSamplerAdvanced): the
+ * prompt and negative prompt of the text encoders upstream of it, then "Steps: 20, Sampler:
+ * Euler, Schedule type: Karras, CFG scale: 8, Seed: 42, Size: 512x512, Model hash: ..., Model:
+ * NAME, Version: sdflow X" on one line. The model hash is the first 10 hex digits of the
+ * content hash files (provenance: path -> hash) records for the checkpoint. NULL when there is
+ * no single sampler, or out of memory (*nomem set). malloc'd. */
+char *sd_a1111_parameters(const sd_graph *graph, const json_t *files, bool *nomem);
+
+/* The PNG text chunks that let ComfyUI and A1111 read an image of this run, made once per run:
+ * "prompt" (API format) and "workflow" (UI format) when ComfyUI has every node type of the
+ * graph, "parameters" (A1111's text) when the graph has one sampler. *texts points into the
+ * run's state; *n may be 0. Fails only when out of memory (the message names the node). */
+sd_status sd_run_interop_texts(sd_node_run *run, const sd_png_text **texts, size_t *n);
+struct sd_interop_texts;
+void sd_interop_texts_free(struct sd_interop_texts *t);
 
 #endif

@@ -270,3 +270,188 @@ sd_status sd_graph_export_comfy(sd_graph *g, bool ui, char **out)
     json_decref(root);
     return *out ? SD_OK : nomem(g);
 }
+
+/* ---- PNG texts of a run: "prompt", "workflow", "parameters". ---- */
+
+struct sd_interop_texts {
+    char *prompt, *workflow, *parameters;
+    sd_png_text texts[3];
+    size_t n;
+};
+
+void sd_interop_texts_free(struct sd_interop_texts *t)
+{
+    if (!t)
+        return;
+    free(t->prompt);
+    free(t->workflow);
+    free(t->parameters);
+    free(t);
+}
+
+/* The first node of type `type` found walking up the links from node n's input, depth first. */
+static const sd_graph_node *upstream(const sd_graph *g, const sd_graph_node *n, const char *input, const char *type,
+                                     int depth)
+{
+    const sd_graph_input *in = n && depth < 64 ? sd_graph_node_input(n, input) : NULL;
+    const sd_graph_node *src = in && in->kind == SD_BIND_LINK ? sd_graph_find_node(g, in->src_node) : NULL;
+    if (!src || !strcmp(src->type, type))
+        return src;
+    for (size_t k = 0; k < src->n_inputs; k++) {
+        const sd_graph_node *found = upstream(g, src, src->inputs[k].name, type, depth + 1);
+        if (found)
+            return found;
+    }
+    return NULL;
+}
+
+/* The text of an input of node n (parameters and defaults resolved), "" when there is none. */
+static const char *text_of(const sd_graph *g, const sd_graph_node *n, const char *input)
+{
+    const sd_input_desc *in = n && n->desc ? sd_node_desc_input(n->desc, input) : NULL;
+    const char *t = in ? sd_graph_input_text(g, n, in) : NULL;
+    return t ? t : "";
+}
+
+/* A1111's name of a ComfyUI sampler, and of a scheduler ("" for ComfyUI's normal). */
+static const char *a1111_sampler(const char *s)
+{
+    static const char *const names[][2] = {
+        {"euler", "Euler"}, {"euler_ancestral", "Euler a"}, {"heun", "Heun"}, {"dpm_2", "DPM2"},
+        {"dpm_2_ancestral", "DPM2 a"}, {"lms", "LMS"}, {"dpmpp_2s_ancestral", "DPM++ 2S a"},
+        {"dpmpp_sde", "DPM++ SDE"}, {"dpmpp_2m", "DPM++ 2M"}, {"dpmpp_2m_sde", "DPM++ 2M SDE"},
+        {"dpmpp_3m_sde", "DPM++ 3M SDE"}, {"ddim", "DDIM"}, {"uni_pc", "UniPC"}, {"uni_pc_bh2", "UniPC"},
+        {"lcm", "LCM"}, {"ddpm", "DDPM"}, {"karras", "Karras"}, {"exponential", "Exponential"},
+        {"sgm_uniform", "SGM Uniform"}, {"simple", "Simple"}, {"ddim_uniform", "DDIM"}, {"beta", "Beta"},
+        {"linear_quadratic", "Linear Quadratic"}, {"kl_optimal", "KL Optimal"}, {"normal", ""}};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(s, names[i][0]))
+            return names[i][1];
+    return s;
+}
+
+/* The first 10 hex digits of the content hash recorded for a file whose path ends in /name. */
+static const char *model_hash(const json_t *files, const char *name, char *buf)
+{
+    const char *path;
+    const json_t *hash;
+    size_t n = strlen(name);
+    json_object_foreach((json_t *)files, path, hash)
+    {
+        size_t len = strlen(path);
+        const char *hex = json_string_value(hash);
+        if (hex && strlen(hex) >= 10 && len > n && path[len - n - 1] == '/' && !strcmp(path + len - n, name)) {
+            memcpy(buf, hex, 10);
+            buf[10] = '\0';
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+/* Appends ", KEY: VALUE" (or "KEY: VALUE" first) when value is non-empty. */
+static char *field(char *text, const char *key, const char *value)
+{
+    if (!text || !value || !*value)
+        return text;
+    size_t len = strlen(text);
+    char *t = sd_strfmt("%s%s%s: %s", text, len && text[len - 1] != '\n' ? ", " : "", key, value);
+    free(text);
+    return t;
+}
+
+char *sd_a1111_parameters(const sd_graph *g, const json_t *files, bool *nomem_out)
+{
+    *nomem_out = false;
+    const sd_graph_node *s = NULL;
+    for (size_t i = 0; i < g->n_nodes; i++)
+        if (!strcmp(g->nodes[i].type, "KSampler") || !strcmp(g->nodes[i].type, "KSamplerAdvanced")) {
+            if (s)
+                return NULL;
+            s = &g->nodes[i];
+        }
+    if (!s)
+        return NULL;
+    bool advanced = !strcmp(s->type, "KSamplerAdvanced");
+    const sd_graph_node *pos = upstream(g, s, "positive", "CLIPTextEncode", 0);
+    const sd_graph_node *neg = upstream(g, s, "negative", "CLIPTextEncode", 0);
+    const sd_graph_node *latent = upstream(g, s, "latent_image", "EmptyLatentImage", 0);
+    const sd_graph_node *ckpt = upstream(g, s, "model", "CheckpointLoaderSimple", 0);
+    const char *ckpt_name = ckpt ? text_of(g, ckpt, "ckpt_name") : "";
+    char size[64] = "", model[256] = "", hash[16], engine[64];
+    if (latent)
+        snprintf(size, sizeof size, "%sx%s", text_of(g, latent, "width"), text_of(g, latent, "height"));
+    const char *base = strrchr(ckpt_name, '/');
+    snprintf(model, sizeof model, "%s", base ? base + 1 : ckpt_name);
+    char *dot = strrchr(model, '.');
+    if (dot)
+        *dot = '\0';
+    snprintf(engine, sizeof engine, "sdflow %s", sd_version());
+    double denoise = 1;
+    sd_parse_float(text_of(g, s, "denoise"), &denoise);
+    char *text = sd_strfmt("%s\n", pos ? text_of(g, pos, "text") : "");
+    if (text && neg)
+        text = field(text, "Negative prompt", text_of(g, neg, "text"));
+    if (text && text[strlen(text) - 1] != '\n') {
+        char *t = sd_strfmt("%s\n", text);
+        free(text);
+        text = t;
+    }
+    text = field(text, "Steps", text_of(g, s, "steps"));
+    text = field(text, "Sampler", a1111_sampler(text_of(g, s, "sampler_name")));
+    text = field(text, "Schedule type", a1111_sampler(text_of(g, s, "scheduler")));
+    text = field(text, "CFG scale", text_of(g, s, "cfg"));
+    text = field(text, "Seed", text_of(g, s, advanced ? "noise_seed" : "seed"));
+    text = field(text, "Size", size);
+    text = field(text, "Model hash", model_hash(files, ckpt_name, hash));
+    text = field(text, "Model", model);
+    if (!advanced && denoise < 1)
+        text = field(text, "Denoising strength", text_of(g, s, "denoise"));
+    text = field(text, "Version", engine);
+    *nomem_out = !text;
+    return text;
+}
+
+/* Compact JSON of the graph in one ComfyUI format; NULL when ComfyUI lacks a node type. */
+static sd_status comfy_json(sd_graph *g, bool ui, char **out)
+{
+    json_t *root = NULL;
+    *out = NULL;
+    if (check_exportable(g)) {
+        sd_clear_error(g->ctx);
+        return SD_OK;
+    }
+    sd_status st = ui ? export_ui(g, &root) : export_api(g, &root);
+    if (!st && !(*out = json_dumps(root, JSON_COMPACT)))
+        st = nomem(g);
+    json_decref(root);
+    return st;
+}
+
+sd_status sd_run_interop_texts(sd_node_run *r, const sd_png_text **texts, size_t *n)
+{
+    sd_run_state *s = r->state;
+    struct sd_interop_texts *t = s->interop;
+    if (!t) {
+        bool a1111_nomem = false;
+        sd_status st = (t = calloc(1, sizeof *t)) ? SD_OK : SD_ERR_NOMEM;
+        if (!st && !(st = comfy_json(s->graph, false, &t->prompt)))
+            st = comfy_json(s->graph, true, &t->workflow);
+        if (!st && !(t->parameters = sd_a1111_parameters(s->graph, s->files, &a1111_nomem)) && a1111_nomem)
+            st = SD_ERR_NOMEM;
+        if (st) {
+            sd_interop_texts_free(t);
+            return sd_run_error(r, st, "out of memory");
+        }
+        if (t->prompt)
+            t->texts[t->n++] = (sd_png_text){"prompt", t->prompt};
+        if (t->workflow)
+            t->texts[t->n++] = (sd_png_text){"workflow", t->workflow};
+        if (t->parameters)
+            t->texts[t->n++] = (sd_png_text){"parameters", t->parameters};
+        s->interop = t;
+    }
+    *texts = t->texts;
+    *n = t->n;
+    return SD_OK;
+}

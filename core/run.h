@@ -47,6 +47,7 @@ typedef struct sd_run_state {
     json_t *files;   /* provenance: resolved path -> content hash hex */
     char *workflow_xml;
     char *provenance_json;
+    struct sd_interop_texts *interop; /* ComfyUI and A1111 PNG texts (core/comfy_export.c) */
     size_t live, peak_live; /* nodes whose outputs are held */
 } sd_run_state;
 

@@ -2,6 +2,7 @@
  * storing what they compute and freeing each value after its last consumer has run. */
 #include "core/cache.h"
 #include "core/run.h"
+#include "core/comfy.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -235,6 +236,7 @@ static sd_status finish(sd_run_state *s, sd_status st)
     json_decref(s->files);
     free(s->workflow_xml);
     free(s->provenance_json);
+    sd_interop_texts_free(s->interop);
     return st;
 }
 

@@ -105,8 +105,10 @@ static sd_status encode_one(sd_context *ctx, const sd_save_request *req, const s
     char engine[64], batch[32];
     sd_output_engine_text(engine, sizeof engine);
     snprintf(batch, sizeof batch, "%" PRId64, b);
-    sd_png_text texts[5];
+    sd_png_text texts[8];
     size_t n = 0;
+    for (size_t k = 0; k < req->n_interop && k < 3; k++)
+        texts[n++] = req->interop[k];
     if (req->workflow_xml)
         texts[n++] = (sd_png_text){SD_PNG_KEY_WORKFLOW, req->workflow_xml};
     texts[n++] = (sd_png_text){SD_PNG_KEY_ENGINE, engine};

@@ -1,5 +1,6 @@
 /* Output file names and writing for the saving nodes (see nodes/output_files.h). */
 #include "nodes/output_files.h"
+#include "core/comfy.h"
 #include "core/fileio.h"
 #include <dirent.h>
 #include <errno.h>
@@ -19,7 +20,7 @@ sd_status sd_node_save_request(sd_node_run *r, sd_dir_kind dir, const char *pref
         .dir = sd_context_dir(sd_run_context(r), dir), .prefix = prefix, .node_id = sd_run_node_id(r),
         .workflow_xml = xml, .provenance_json = prov, .compression = compression,
     };
-    return SD_OK;
+    return sd_run_interop_texts(r, &req->interop, &req->n_interop);
 }
 
 void sd_output_engine_text(char *buf, size_t size)

@@ -5,6 +5,7 @@
 #define SD_NODES_OUTPUT_FILES_H
 
 #include "core/node.h"
+#include "core/png.h"
 
 /* What a saving node writes and where. */
 typedef struct sd_save_request {
@@ -14,6 +15,8 @@ typedef struct sd_save_request {
     const char *workflow_xml;    /* SD_PNG_KEY_WORKFLOW; NULL: not written */
     const char *provenance_json; /* SD_PNG_KEY_PROVENANCE; NULL: not written */
     int compression;             /* PNG zlib level (images only) */
+    const sd_png_text *interop;  /* ComfyUI's "prompt" and "workflow", A1111's "parameters" */
+    size_t n_interop;            /* (images only; sd_run_interop_texts) */
 } sd_save_request;
 
 /* Fills req for node run r writing to directory `dir` with `prefix`: the run's resolved

@@ -88,4 +88,19 @@ while read -r png; do
     n=$((n + 1))
 done <"$T/out"
 
+# The PNGs carry ComfyUI's "prompt" (ids kept) and "workflow" chunks: importing one gives the
+# workflow back. A graph with sdflow's own node types carries neither.
+run 0 import comfy "$(head -n 1 "$T/out")" -o from_png.xml
+grep -q '<node id="30:1" type="KSampler"' from_png.xml || fail "PNG prompt chunk: $(head -c 300 from_png.xml)"
+cat >gridrun.xml <<'XML'
+<workflow version="1">
+  <node id="i" type="EmptyImage"><input name="width">8</input><input name="height">8</input></node>
+  <node id="g" type="SdflowImageGrid"><input name="images" from="i" output="IMAGE"/></node>
+  <node id="s" type="SaveImage"><input name="images" from="g" output="IMAGE"/></node>
+</workflow>
+XML
+run 0 run gridrun.xml --output-dir o --no-cache --quiet
+run 3 import comfy "$(cat "$T/out")"
+grep -q 'the PNG holds no ComfyUI workflow' "$T/err" || fail "sdflow-only graph: $(cat "$T/err")"
+
 finish comfy_ui.sh

@@ -1,5 +1,6 @@
 /* ComfyUI API-format import: workflows in ComfyUI's exact export format (tests/data/comfy). */
 #include "test.h"
+#include "core/comfy.h"
 #include "core/graph.h"
 #include "core/png.h"
 #include <stdint.h>
@@ -591,6 +592,39 @@ static void test_round_trip(void)
     sd_graph_free(g);
 }
 
+/* A1111's "parameters" text: prompts from the text encoders upstream of the one sampler,
+ * A1111's sampler names, the size of the empty latent, the model's name and recorded hash. */
+static void test_a1111_parameters(void)
+{
+    char *path = data_path("ui_subgraph.json");
+    sd_graph *g = NULL;
+    bool nomem = true;
+    CHECK_EQ_INT(sd_graph_import_comfy(ctx, path, &g), SD_OK);
+    json_t *files = json_pack("{s:s}", "/models/checkpoints/v1-5-pruned-emaonly.safetensors",
+                              "0123456789abcdef0123");
+    if (g) {
+        CHECK_EQ_INT(sd_graph_set_param(g, "scheduler", "karras"), SD_OK);
+        CHECK_EQ_INT(sd_graph_set_param(g, "sampler", "dpmpp_2m"), SD_OK);
+        char *text = sd_a1111_parameters(g, files, &nomem);
+        char *want = sd_strfmt("a cat sitting on a mat, photograph\nNegative prompt: blurry, low quality\n"
+                               "Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 8, Seed: 42, "
+                               "Size: 640x512, Model hash: 0123456789, Model: v1-5-pruned-emaonly, "
+                               "Version: sdflow %s",
+                               sd_version());
+        CHECK(text && !nomem);
+        if (text)
+            CHECK_STR_EQ(text, want);
+        free(want);
+        free(text);
+        /* Two samplers: no parameters. */
+        CHECK_EQ_INT(sd_graph_add_node(g, "KSampler", "second", NULL), SD_OK);
+        CHECK(sd_a1111_parameters(g, files, &nomem) == NULL && !nomem);
+    }
+    json_decref(files);
+    sd_graph_free(g);
+    free(path);
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx))
@@ -608,6 +642,7 @@ int main(void)
     RUN(test_big_seed);
     RUN(test_seeds);
     RUN(test_round_trip);
+    RUN(test_a1111_parameters);
     sd_context_free(ctx);
     return test_summary("test_comfy");
 }
