@@ -1,5 +1,6 @@
 /* safetensors reading (validated, memory-mapped) and writing (atomic). See safetensors.h. */
 #include "ml/formats/safetensors.h"
+#include "ml/formats/pickle.h"
 #include "core/checked.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -200,6 +201,25 @@ static sd_status check_layout(sd_context *ctx, sd_safetensors *st, const unsigne
     return SD_OK;
 }
 
+/* by_name: the tensors sorted by name. */
+static void index_names(sd_safetensors *st)
+{
+    for (size_t i = 0; i < st->n; i++)
+        st->by_name[i] = &st->tensors[i];
+    qsort(st->by_name, st->n, sizeof *st->by_name, cmp_name);
+}
+
+/* A torch checkpoint (.ckpt, .pt, .pth, .bin) through the restricted unpickler. */
+static sd_status open_torch(sd_context *ctx, sd_safetensors *st)
+{
+    sd_status status = sd_torch_parse(ctx, st->path, st->map, st->map_size, &st->tensors, &st->n);
+    if (!status && !(st->by_name = calloc(st->n + 1, sizeof *st->by_name)))
+        status = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", st->path);
+    if (!status)
+        index_names(st);
+    return status;
+}
+
 static sd_status parse_header(sd_context *ctx, sd_safetensors *st, const char *text, size_t len,
                               const unsigned char *data, size_t data_size)
 {
@@ -239,9 +259,7 @@ static sd_status parse_header(sd_context *ctx, sd_safetensors *st, const char *t
     qsort(st->tensors, st->n, sizeof *st->tensors, cmp_offset);
     if ((status = check_layout(ctx, st, data, data_size)))
         goto done;
-    for (size_t i = 0; i < st->n; i++)
-        st->by_name[i] = &st->tensors[i];
-    qsort(st->by_name, st->n, sizeof *st->by_name, cmp_name);
+    index_names(st);
 done:
     json_decref(root);
     return status;
@@ -279,6 +297,13 @@ sd_status sd_safetensors_open(sd_context *ctx, const char *path, sd_safetensors 
         goto fail;
     }
     st->map = map;
+    if (!memcmp(st->map, "PK\3\4", 4) || st->map[0] == 0x80) {
+        if ((status = open_torch(ctx, st)))
+            goto fail;
+        close(fd);
+        *out = st;
+        return SD_OK;
+    }
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = (hlen << 8) | st->map[i];

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Writes the seed corpora of the libFuzzer harnesses (docs/fuzzing.md) under DIR/{xml,comfy,
-comfy_ui,safetensors,png}: the repository's graphs and test data, the workflow XML and ComfyUI JSON held in
+comfy_ui,pickle,safetensors,png}: the repository's graphs and test data, the workflow XML and ComfyUI JSON held in
 the test programs' string literals (cycles, links, params, upgrades, bad values), small
 safetensors and .latent files, and small PNGs (gray16, palette+tRNS, RGBA, provenance chunks).
 Run from the repository root: python3 tests/fuzz/make_corpus.py build-fuzz/corpus"""
 import codecs, glob, hashlib, json, os, re, shutil, struct, sys, zlib
 
 out = sys.argv[1] if len(sys.argv) > 1 else 'build-fuzz/corpus'
-for k in ('xml', 'comfy', 'comfy_ui', 'safetensors', 'png'):
+for k in ('xml', 'comfy', 'comfy_ui', 'pickle', 'safetensors', 'png'):
     os.makedirs(os.path.join(out, k), exist_ok=True)
 
 def put(kind, name, data):
@@ -19,6 +19,8 @@ for f in glob.glob('graphs/*.xml') + glob.glob('tests/data/xml/*.xml'):
 for f in glob.glob('tests/data/comfy/*.json'):
     shutil.copy(f, os.path.join(out, 'comfy'))
     shutil.copy(f, os.path.join(out, 'comfy_ui'))
+for f in glob.glob('tests/data/pickle/*'):
+    shutil.copy(f, os.path.join(out, 'pickle'))
 for f in glob.glob('examples/input/*.png'):
     shutil.copy(f, os.path.join(out, 'png'))
 

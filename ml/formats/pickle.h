@@ -1,0 +1,55 @@
+/* A restricted unpickler for torch checkpoints (.ckpt, .pt, .pth, .bin written by torch.save):
+ * the zip format (ARCHIVE/data.pkl with the tensors' storages in ARCHIVE/data/KEY, stored
+ * uncompressed) and the pickle alone.
+ *
+ * Nothing in the file is ever executed: the pickle is read by a small interpreter of pickle's
+ * opcodes (protocols 0 to 5) that builds plain values, and the only globals it accepts are
+ * those state dicts need (collections.OrderedDict, torch._utils._rebuild_tensor_v2 and
+ * _rebuild_parameter, the torch.*Storage types, numpy scalars and dtypes, _codecs.encode,
+ * builtins.set/frozenset/slice, and pytorch_lightning's ModelCheckpoint callback state as an
+ * opaque object). Any other global is refused with "forbidden global MODULE.NAME". Sizes,
+ * nesting, memo and stack are bounded; errors are one line naming the file. */
+#ifndef SD_ML_PICKLE_H
+#define SD_ML_PICKLE_H
+
+#include "core/context.h"
+#include "ml/formats/safetensors.h"
+
+#define SD_PICKLE_MAX_DEPTH 256     /* nested containers */
+#define SD_PICKLE_MAX_TENSORS 100000
+
+/* A tensor found in the pickle: its dotted key path in nested dicts ("model.x.weight"),
+ * dtype, shape, the storage it views (key) and the element offset into it. Contiguous only. */
+typedef struct sd_pickle_tensor {
+    char *name;
+    sd_st_dtype dtype;
+    int ndim;
+    int64_t shape[SD_ST_MAX_DIMS];
+    char *storage;     /* the storage's key ("0", "1", ...) */
+    int64_t offset;    /* in elements */
+    int64_t storage_numel;
+} sd_pickle_tensor;
+
+typedef struct sd_pickle_tensors {
+    sd_pickle_tensor *items;
+    size_t n;
+} sd_pickle_tensors;
+
+/* Interprets a pickle (data, len) under the allowlist and lists the tensors reachable through
+ * dicts from its root. source names the file in messages. SD_ERR_PARSE (malformed, truncated),
+ * SD_ERR_INVALID ("forbidden global MODULE.NAME", a tensor that is not contiguous), SD_ERR_LIMIT,
+ * SD_ERR_NOMEM. */
+sd_status sd_pickle_read(sd_context *ctx, const char *source, const unsigned char *data, size_t len,
+                         sd_pickle_tensors *out);
+void sd_pickle_tensors_free(sd_pickle_tensors *t);
+
+/* Reads a torch checkpoint mapped at (map, size): the zip format, whose storages must be
+ * stored uncompressed (as torch.save writes them); a legacy pickle is refused with a message
+ * saying how to convert it. *tensors (malloc'd, *n of them, names malloc'd) view the state dict
+ * (the root's "state_dict" when it has one, else the root), their data inside map; each
+ * tensor's bytes are checked to lie inside its storage's entry. sd_safetensors_open calls this
+ * for files that start like a zip or a pickle. */
+sd_status sd_torch_parse(sd_context *ctx, const char *path, const unsigned char *map, size_t size,
+                         sd_st_tensor **tensors, size_t *n);
+
+#endif

@@ -1,0 +1,155 @@
+/* The restricted unpickler (ml/formats/pickle.c), reached through sd_safetensors_open as every
+ * loader reaches it: real torch.save files and malicious pickles (tests/data/pickle, written by
+ * tests/reference/make_pickles.py). */
+#include "test.h"
+#include "ml/formats/pickle.h"
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static sd_context *ctx;
+
+static char *data_path(const char *name)
+{
+    char *dir = test_path(test_source_dir(), "tests/data/pickle");
+    char *p = test_path(dir, name);
+    free(dir);
+    return p;
+}
+
+static const sd_st_tensor *find(const sd_safetensors *f, const char *name)
+{
+    return sd_safetensors_find(f, name);
+}
+
+/* A Lightning-style .ckpt opens like a safetensors file: the state dict under "state_dict" (its
+ * names are the tensors' names), a numpy global_step, plain hyperparameters; f32, f16 and bf16
+ * tensors, a Parameter, a view at an offset. */
+static void test_checkpoint(void)
+{
+    char *path = data_path("tiny.ckpt");
+    sd_safetensors *f = NULL;
+    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &f), SD_OK);
+    if (f) {
+        CHECK_EQ_INT(sd_safetensors_count(f), 5);
+        const sd_st_tensor *w = find(f, "model.diffusion_model.w");
+        CHECK(w && w->dtype == SD_ST_F32 && w->ndim == 2 && w->shape[0] == 2 && w->shape[1] == 3 && w->nbytes == 24);
+        if (w) {
+            float v[6];
+            memcpy(v, w->data, sizeof v);
+            CHECK(v[0] == 0 && v[5] == 5);
+        }
+        const sd_st_tensor *b = find(f, "model.diffusion_model.b");
+        CHECK(b && b->dtype == SD_ST_F16 && b->ndim == 1 && b->shape[0] == 4);
+        if (b)
+            CHECK(sd_half_to_float(((const uint16_t *)b->data)[0]) == 1.5f);
+        const sd_st_tensor *s = find(f, "first_stage_model.s");
+        CHECK(s && s->dtype == SD_ST_BF16 && s->ndim == 0 && s->nbytes == 2);
+        const sd_st_tensor *p = find(f, "cond_stage_model.p");
+        CHECK(p && p->dtype == SD_ST_F32 && p->shape[0] == 2);
+        const sd_st_tensor *view = find(f, "view");
+        CHECK(view && view->shape[0] == 3);
+        if (view) {
+            float v[3];
+            memcpy(v, view->data, sizeof v);
+            CHECK(v[0] == 4 && v[2] == 6);
+        }
+    }
+    sd_safetensors_close(f);
+    free(path);
+    path = data_path("plain.pt");
+    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &f), SD_OK);
+    CHECK(f && find(f, "model.diffusion_model.w"));
+    sd_safetensors_close(f);
+    free(path);
+}
+
+static void expect(const char *name, sd_status status, const char *msg)
+{
+    char *path = data_path(name);
+    sd_safetensors *f = NULL;
+    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &f), status);
+    CHECK(f == NULL);
+    char *want = sd_strfmt("%s: %s", path, msg);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), want);
+    free(want);
+    free(path);
+}
+
+/* Every malicious payload is refused by the name of its global, and nothing runs: the marker
+ * file the payloads would create never appears. */
+static void test_malicious(void)
+{
+    char *cwd = getcwd(NULL, 0);
+    CHECK_EQ_INT(chdir(test_scratch_dir()), 0);
+    expect("os_system.pt", SD_ERR_INVALID, "forbidden global posix.system");
+    expect("eval.pt", SD_ERR_INVALID, "forbidden global __builtin__.eval");
+    expect("exec.pt", SD_ERR_INVALID, "forbidden global __builtin__.exec");
+    expect("subprocess.pt", SD_ERR_INVALID, "forbidden global subprocess.Popen");
+    expect("stack_global.pt", SD_ERR_INVALID, "forbidden global os.system");
+    expect("getattr.pt", SD_ERR_INVALID, "forbidden global builtins.getattr");
+    expect("inst.pt", SD_ERR_INVALID, "forbidden global os.system");
+    CHECK(!test_file_exists("sdflow_pickle_marker"));
+    if (cwd && chdir(cwd) != 0)
+        CHECK(0);
+    free(cwd);
+}
+
+static void test_unsupported(void)
+{
+    expect("strided.pt", SD_ERR_INVALID, "a tensor is not contiguous (strided views are not supported)");
+    expect("legacy.pt", SD_ERR_INVALID,
+           "a legacy (before torch 1.6) checkpoint; re-save it with torch.save, or convert it to safetensors");
+}
+
+/* Truncations and byte flips of a real pickle fail cleanly with one line naming the source. */
+static void test_mutations(void)
+{
+    char *path = data_path("tiny.ckpt");
+    sd_safetensors *f = NULL;
+    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &f), SD_OK);
+    sd_safetensors_close(f);
+    FILE *fp = fopen(path, "rb");
+    unsigned char buf[8192];
+    size_t len = fp ? fread(buf, 1, sizeof buf, fp) : 0;
+    if (fp)
+        fclose(fp);
+    /* the pickle starts at the first 0x80 0x02; what follows it in the zip is ignored */
+    size_t at = 0;
+    while (at + 1 < len && !(buf[at] == 0x80 && buf[at + 1] == 0x02))
+        at++;
+    CHECK(at + 100 < len);
+    uint64_t x = 88172645463325252u;
+    int failed = 0;
+    for (int iter = 0; iter < 400; iter++) {
+        unsigned char m[8192];
+        memcpy(m, buf + at, len - at);
+        size_t n = len - at;
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        if (iter % 2)
+            n = (size_t)(x % n);
+        else
+            m[x % n] = (unsigned char)(x >> 40);
+        sd_pickle_tensors t;
+        sd_status st = sd_pickle_read(ctx, "mutated", m, n, &t);
+        if (st) {
+            failed++;
+            CHECK(!strncmp(sd_context_errmsg(ctx), "mutated: ", 9) && !strchr(sd_context_errmsg(ctx), '\n'));
+        }
+        sd_pickle_tensors_free(&t);
+    }
+    CHECK(failed > 20);
+    free(path);
+}
+
+int main(void)
+{
+    if (sd_context_new(&ctx))
+        return 2;
+    RUN(test_checkpoint);
+    RUN(test_malicious);
+    RUN(test_unsupported);
+    RUN(test_mutations);
+    sd_context_free(ctx);
+    return test_summary("test_pickle");
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Writes the torch checkpoints of tests/data/pickle (the restricted unpickler's tests,
+tests/models/test_pickle.c): real torch.save files, and malicious pickles that a normal
+unpickler would run (each would create the file 'sdflow_pickle_marker' in the current
+directory). Needs torch and numpy. Run from the repository root:
+    python3 tests/reference/make_pickles.py"""
+import collections, io, os, pickle, zipfile
+import numpy as np
+import torch
+
+out = 'tests/data/pickle'
+os.makedirs(out, exist_ok=True)
+torch.manual_seed(0)
+sd = collections.OrderedDict()
+sd['model.diffusion_model.w'] = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+sd['model.diffusion_model.b'] = torch.tensor([1.5, -2.0, 0.25, 8.0], dtype=torch.float16)
+sd['first_stage_model.s'] = torch.tensor(3.0, dtype=torch.bfloat16)
+sd['cond_stage_model.p'] = torch.nn.Parameter(torch.ones(2, 2))
+sd['view'] = torch.arange(10, dtype=torch.float32)[4:7]  # a view at offset 4 of a shared storage
+torch.save({'state_dict': sd, 'global_step': np.int64(470000), 'epoch': 3,
+            'hparams': {'lr': 1e-4, 'name': 'tiny', 'betas': (0.9, 0.999)}},
+           os.path.join(out, 'tiny.ckpt'))
+torch.save(sd, os.path.join(out, 'plain.pt'))
+torch.save(sd, os.path.join(out, 'legacy.pt'), _use_new_zipfile_serialization=False)
+torch.save({'t': torch.arange(6, dtype=torch.float32).reshape(2, 3).t()}, os.path.join(out, 'strided.pt'))
+
+MARK = 'touch sdflow_pickle_marker'
+
+
+class Reduce:
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+def evil_zip(name, obj, protocol=2, raw=None):
+    """A torch-layout zip whose data.pkl holds obj (or the raw pickle bytes)."""
+    data = raw if raw is not None else pickle.dumps(obj, protocol=protocol)
+    with zipfile.ZipFile(os.path.join(out, name), 'w', zipfile.ZIP_STORED) as z:
+        z.writestr('archive/data.pkl', data)
+        z.writestr('archive/version', '3\n')
+
+
+import builtins, subprocess
+evil_zip('os_system.pt', Reduce(os.system, (MARK,)))
+evil_zip('eval.pt', {'state_dict': {'w': Reduce(builtins.eval, ("__import__('os').system('%s')" % MARK,))}})
+evil_zip('exec.pt', collections.OrderedDict(a=Reduce(builtins.exec, ("import os; os.system('%s')" % MARK,))))
+evil_zip('subprocess.pt', [Reduce(subprocess.Popen, (['touch', 'sdflow_pickle_marker'],))], protocol=4)
+# Obfuscated: STACK_GLOBAL from memoized strings, getattr on an allowed module, protocol 0 INST.
+evil_zip('stack_global.pt', None, raw=b'\x80\x04\x8c\x02os\x94\x8c\x06system\x94\x93\x94h\x00h\x01\x93'
+         b'\x8c\x1a' + MARK.encode() + b'\x85R.')
+evil_zip('getattr.pt', None, raw=b'\x80\x02cbuiltins\ngetattr\nctorch._utils\n_rebuild_tensor_v2\n'
+         b'X\x0b\x00\x00\x00__globals__\x86R.')
+evil_zip('inst.pt', None, raw=b'(S\'' + MARK.encode() + b'\'\nios\nsystem\n.')
+print('wrote', sorted(os.listdir(out)))
