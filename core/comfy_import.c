@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Largest workflow file accepted, checked before parsing. */
 #define COMFY_MAX_BYTES (16 << 20)
@@ -485,7 +486,14 @@ static sd_status add_params(importer *im)
 static sd_status read_workflow_text(sd_context *ctx, const char *path, char **buf, size_t *len)
 {
     sd_status st = read_bounded(ctx, path, buf, len);
-    if (st || *len < 8 || memcmp(*buf, "\x89PNG\r\n\x1a\n", 8) != 0)
+    bool png = !st && *len >= 8 && !memcmp(*buf, "\x89PNG\r\n\x1a\n", 8);
+    size_t n = strlen(path);
+    if (!st && !png && n >= 4 && !strcasecmp(path + n - 4, ".png")) {
+        free(*buf);
+        *buf = NULL;
+        return sd_set_error(ctx, SD_ERR_PARSE, "%s: not a PNG file", path);
+    }
+    if (!png)
         return st;
     free(*buf);
     *buf = NULL;

@@ -111,16 +111,21 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
-/* Reads name's file into e (n_vectors stays 0 when there is none or it is unusable). */
+/* Reads name's file (NAME.safetensors, else NAME.pt or NAME.bin through the restricted
+ * unpickler) into e (n_vectors stays 0 when there is none or it is unusable). */
 static void set_load(sd_embedding_set *s, const char *name, sd_embedding *e)
 {
-    char *file = ends_with(name, ".safetensors") ? sd_strdup(name) : sd_strfmt("%s.safetensors", name);
+    static const char *const suffixes[] = {".safetensors", ".pt", ".bin"};
     char *path = NULL;
-    if (file && sd_resolve_file(s->ctx, "embeddings", file, &path) == SD_OK &&
-        sd_embedding_read(s->ctx, path, s->width, e) != SD_OK)
+    for (size_t i = 0; !path && i < sizeof suffixes / sizeof *suffixes; i++) {
+        char *file = ends_with(name, suffixes[i]) ? sd_strdup(name) : sd_strfmt("%s%s", name, suffixes[i]);
+        if (!file || sd_resolve_file(s->ctx, "embeddings", file, &path) != SD_OK)
+            path = NULL;
+        free(file);
+    }
+    if (path && sd_embedding_read(s->ctx, path, s->width, e) != SD_OK)
         sd_warn(s->ctx, "embedding:%s cannot be used: %s", name, sd_context_errmsg(s->ctx));
     free(path);
-    free(file);
 }
 
 int sd_embedding_set_lookup(void *user, const char *name)

@@ -375,6 +375,12 @@ static void test_png_chunks(void)
     xml = import_xml(png);
     CHECK(xml && strstr(xml, "<node id=\"30:1\" type=\"KSampler\""));
     free(xml);
+    char *fake = scratch_file("fake.png", "{}");
+    CHECK_EQ_INT(sd_graph_import_comfy(ctx, fake, &(sd_graph *){NULL}), SD_ERR_PARSE);
+    char *msg = sd_strfmt("%s: not a PNG file", fake);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), msg);
+    free(msg);
+    free(fake);
     CHECK_EQ_INT(sd_png_write(ctx, png, &img, NULL, 0, 6), SD_OK);
     sd_graph *g = NULL;
     CHECK_EQ_INT(sd_graph_import_comfy(ctx, png, &g), SD_ERR_INVALID);

@@ -3,6 +3,7 @@
  * tests/reference/make_pickles.py). */
 #include "test.h"
 #include "ml/formats/pickle.h"
+#include "ml/adapters/embeddings.h"
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -61,6 +62,17 @@ static void test_checkpoint(void)
     CHECK_EQ_INT(sd_safetensors_open(ctx, path, &f), SD_OK);
     CHECK(f && find(f, "model.diffusion_model.w"));
     sd_safetensors_close(f);
+    free(path);
+}
+
+/* A1111's textual-inversion .pt (string_to_param.*) reads as an embedding. */
+static void test_embedding_pt(void)
+{
+    char *path = data_path("emb.pt");
+    sd_embedding e = {0};
+    CHECK_EQ_INT(sd_embedding_read(ctx, path, 768, &e), SD_OK);
+    CHECK(e.n_vectors == 2 && e.vectors && e.vectors[0] == 0.5f && e.vectors[2 * 768 - 1] == 0.5f);
+    sd_embedding_clear(&e);
     free(path);
 }
 
@@ -147,6 +159,7 @@ int main(void)
     if (sd_context_new(&ctx))
         return 2;
     RUN(test_checkpoint);
+    RUN(test_embedding_pt);
     RUN(test_malicious);
     RUN(test_unsupported);
     RUN(test_mutations);
