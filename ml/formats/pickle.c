@@ -569,14 +569,17 @@ static sd_status collect(vm *m, const value *v, const char *prefix, int depth, s
     return SD_OK;
 }
 
-/* The "state_dict" entry of a checkpoint's root dict when it has one (Lightning and SD
- * checkpoints), else the root. */
+/* The state dict inside a checkpoint's root dict: its "state_dict" (SD and Lightning
+ * checkpoints), else "params_ema", else "params" (Real-ESRGAN and BasicSR upscalers), else the
+ * root itself. */
 static const value *state_dict(const value *root)
 {
-    for (size_t i = 0; root->kind == V_DICT && i + 1 < root->n; i += 2)
-        if (root->items[i]->kind == V_STR && !strcmp(root->items[i]->s, "state_dict") &&
-            root->items[i + 1]->kind == V_DICT)
-            return root->items[i + 1];
+    static const char *const keys[] = {"state_dict", "params_ema", "params"};
+    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++)
+        for (size_t i = 0; root->kind == V_DICT && i + 1 < root->n; i += 2)
+            if (root->items[i]->kind == V_STR && !strcmp(root->items[i]->s, keys[k]) &&
+                root->items[i + 1]->kind == V_DICT)
+                return root->items[i + 1];
     return root;
 }
 

@@ -46,7 +46,8 @@ void sd_pickle_tensors_free(sd_pickle_tensors *t);
 /* Reads a torch checkpoint mapped at (map, size): the zip format, whose storages must be
  * stored uncompressed (as torch.save writes them); a legacy pickle is refused with a message
  * saying how to convert it. *tensors (malloc'd, *n of them, names malloc'd) view the state dict
- * (the root's "state_dict" when it has one, else the root), their data inside map; each
+ * (the root's "state_dict", "params_ema" or "params" when it has one, else the root), their
+ * data inside map; each
  * tensor's bytes are checked to lie inside its storage's entry. sd_safetensors_open calls this
  * for files that start like a zip or a pickle. */
 sd_status sd_torch_parse(sd_context *ctx, const char *path, const unsigned char *map, size_t size,

@@ -65,6 +65,23 @@ static void test_checkpoint(void)
     free(path);
 }
 
+/* Real-ESRGAN's .pth: the weights are "params_ema" (not "params"), under their own names. */
+static void test_esrgan_pth(void)
+{
+    char *path = data_path("esrgan.pth");
+    sd_safetensors *f = NULL;
+    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &f), SD_OK);
+    const sd_st_tensor *w = f ? find(f, "conv_first.weight") : NULL;
+    CHECK(w && w->ndim == 4 && sd_safetensors_count(f) == 1);
+    if (w) {
+        float v;
+        memcpy(&v, w->data, sizeof v);
+        CHECK(v == 1.0f);
+    }
+    sd_safetensors_close(f);
+    free(path);
+}
+
 /* A1111's textual-inversion .pt (string_to_param.*) reads as an embedding. */
 static void test_embedding_pt(void)
 {
@@ -159,6 +176,7 @@ int main(void)
     if (sd_context_new(&ctx))
         return 2;
     RUN(test_checkpoint);
+    RUN(test_esrgan_pth);
     RUN(test_embedding_pt);
     RUN(test_malicious);
     RUN(test_unsupported);

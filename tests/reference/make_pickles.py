@@ -24,6 +24,9 @@ torch.save(sd, os.path.join(out, 'plain.pt'))
 torch.save(sd, os.path.join(out, 'legacy.pt'), _use_new_zipfile_serialization=False)
 torch.save({'t': torch.arange(6, dtype=torch.float32).reshape(2, 3).t()}, os.path.join(out, 'strided.pt'))
 
+# Real-ESRGAN's layout: the weights under "params_ema" (a real one beside "params").
+torch.save({'params_ema': {'conv_first.weight': torch.ones(4, 3, 3, 3)},
+            'params': {'conv_first.weight': torch.zeros(4, 3, 3, 3)}}, os.path.join(out, 'esrgan.pth'))
 # A1111's textual-inversion layout, 2 vectors of CLIP-L's width.
 torch.save({'string_to_token': {'*': 265}, 'string_to_param': {'*': torch.full((2, 768), 0.5)},
             'name': 'tiny-emb', 'step': 100, 'sd_checkpoint': None, 'sd_checkpoint_name': None},
