@@ -313,25 +313,37 @@ static bool is_root(const json_t *node, const json_t *consumed, const char *id)
     return d ? (d->flags & SD_NODE_OUTPUT) != 0 : !json_object_get(consumed, id);
 }
 
-static sd_status mark_needed(importer *im, json_t *needed, const char *id, int depth)
+/* Marks id and every node it depends on in needed, with a work list (no recursion). */
+static sd_status mark_needed(importer *im, json_t *needed, const char *id)
 {
-    if (json_object_get(needed, id))
-        return SD_OK;
-    if (depth > 100000)
-        return sd_set_error(im->ctx, SD_ERR_LIMIT, "%s: links nested too deeply", im->path);
-    if (json_object_set_new(needed, id, json_true()))
-        return nomem(im);
-    const char *name;
-    const json_t *v;
-    json_object_foreach(json_object_get(json_object_get(im->root, id), "inputs"), name, v)
-    {
-        char buf[32];
-        const char *src = is_link(v) ? link_source(v, buf, sizeof buf) : NULL;
-        sd_status st = src && json_object_get(im->root, src) ? mark_needed(im, needed, src, depth + 1) : SD_OK;
-        if (st)
-            return st;
+    json_t *todo = json_pack("[s]", id);
+    sd_status st = todo ? SD_OK : nomem(im);
+    while (!st && json_array_size(todo)) {
+        size_t last = json_array_size(todo) - 1;
+        char *cur = sd_strdup(json_string_value(json_array_get(todo, last)));
+        json_array_remove(todo, last);
+        if (!cur) {
+            st = nomem(im);
+            break;
+        }
+        if (!json_object_get(needed, cur)) {
+            const char *name;
+            const json_t *v;
+            if (json_object_set_new(needed, cur, json_true()))
+                st = nomem(im);
+            json_object_foreach(json_object_get(json_object_get(im->root, cur), "inputs"), name, v)
+            {
+                char buf[32];
+                const char *src = is_link(v) ? link_source(v, buf, sizeof buf) : NULL;
+                if (!st && src && json_object_get(im->root, src) && !json_object_get(needed, src) &&
+                    json_array_append_new(todo, json_string(src)))
+                    st = nomem(im);
+            }
+        }
+        free(cur);
     }
-    return SD_OK;
+    json_decref(todo);
+    return st;
 }
 
 /* Removes the nodes no output node depends on, with one warning naming them; keeps everything
@@ -349,7 +361,7 @@ static sd_status drop_unneeded(importer *im)
         if (!st && is_link(v) && json_object_set_new(consumed, link_source(v, buf, sizeof buf), json_true()))
             st = nomem(im);
     }
-    json_object_foreach(im->root, id, node) if (!st && is_root(node, consumed, id)) st = mark_needed(im, needed, id, 0);
+    json_object_foreach(im->root, id, node) if (!st && is_root(node, consumed, id)) st = mark_needed(im, needed, id);
     if (!st && json_object_size(needed) && json_object_size(needed) < json_object_size(im->root)) {
         char list[512] = "";
         size_t used = 0, count = 0;

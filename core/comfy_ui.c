@@ -17,7 +17,8 @@
 #include <string.h>
 
 #define UI_MAX_DEPTH 16   /* subgraphs inside subgraphs */
-#define UI_MAX_HOPS 10000 /* nodes passed along the links of one workflow's inputs in all */
+#define UI_MAX_HOPS 10000 /* nodes passed following one input's link (Reroutes, bypasses, subgraph
+                             boundaries): a cycle among them ends here */
 #define UI_INPUT_NODE -10 /* a subgraph's input and output nodes */
 #define UI_OUTPUT_NODE -20
 #define MODE_NEVER 2
@@ -368,6 +369,7 @@ static sd_status bind_input(ui_conv *c, const ui_scope *s, const json_t *in, jso
     if (!name || !input_link(in, &link))
         return SD_OK;
     ui_src src = {SRC_NONE, NULL, 0, NULL};
+    c->hops = 0;
     sd_status st = resolve(c, s, link, json_string_value(json_object_get(in, "type")), &src);
     if (st)
         return st;
