@@ -631,6 +631,35 @@ static void test_a1111_parameters(void)
     free(path);
 }
 
+/* A UI workflow of more links than the hop bound (which applies per input) imports. */
+static void test_ui_many_links(void)
+{
+    enum { N = 10050 };
+    size_t cap = (size_t)N * 200, used = 0;
+    char *text = malloc(cap);
+    if (!text)
+        return;
+    used += (size_t)snprintf(text + used, cap - used,
+                             "{\"nodes\": [{\"id\": 1, \"type\": \"EmptyImage\", \"widgets_values\": [8, 8, 1, 0]}");
+    for (int i = 2; i <= N; i++)
+        used += (size_t)snprintf(text + used, cap - used,
+                                 ",\n {\"id\": %d, \"type\": \"%s\", \"inputs\": [{\"name\": \"%s\", \"type\": \"IMAGE\", "
+                                 "\"link\": %d}]}",
+                                 i, i == N ? "SaveImage" : "ImageInvert", i == N ? "images" : "image", i - 1);
+    used += (size_t)snprintf(text + used, cap - used, "],\n \"links\": [");
+    for (int i = 1; i < N; i++)
+        used += (size_t)snprintf(text + used, cap - used, "%s[%d, %d, 0, %d, 0, \"IMAGE\"]", i > 1 ? ", " : "", i, i,
+                                 i + 1);
+    snprintf(text + used, cap - used, "]}");
+    char *p = scratch_file("many.json", text);
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_import_comfy(ctx, p, &g), SD_OK);
+    CHECK(g && sd_graph_node_count(g) == N);
+    sd_graph_free(g);
+    free(p);
+    free(text);
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx))
@@ -645,6 +674,7 @@ int main(void)
     RUN(test_ui_format);
     RUN(test_png_chunks);
     RUN(test_ui_modes);
+    RUN(test_ui_many_links);
     RUN(test_big_seed);
     RUN(test_seeds);
     RUN(test_round_trip);
