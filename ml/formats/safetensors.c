@@ -297,7 +297,8 @@ sd_status sd_safetensors_open(sd_context *ctx, const char *path, sd_safetensors 
         goto fail;
     }
     st->map = map;
-    if (!memcmp(st->map, "PK\3\4", 4) || st->map[0] == 0x80) {
+    /* A safetensors header is JSON from byte 8 on; a torch checkpoint is a zip or a pickle. */
+    if (st->map_size > 8 && st->map[8] != '{' && (!memcmp(st->map, "PK\3\4", 4) || st->map[0] == 0x80)) {
         if ((status = open_torch(ctx, st)))
             goto fail;
         close(fd);

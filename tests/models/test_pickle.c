@@ -65,6 +65,27 @@ static void test_checkpoint(void)
     free(path);
 }
 
+/* A safetensors file whose header length's low byte is 0x80 (a pickle's first byte) is still
+ * read as safetensors: the JSON at byte 8 decides. */
+static void test_safetensors_not_pickle(void)
+{
+    char header[129];
+    snprintf(header, sizeof header, "%-128s", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}");
+    unsigned char file[8 + 128 + 4] = {0x80};
+    memcpy(file + 8, header, 128);
+    char *path = test_path(test_scratch_dir(), "x80.safetensors");
+    FILE *fp = fopen(path, "wb");
+    if (fp) {
+        fwrite(file, 1, sizeof file, fp);
+        fclose(fp);
+    }
+    sd_safetensors *f = NULL;
+    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &f), SD_OK);
+    CHECK(f && find(f, "a"));
+    sd_safetensors_close(f);
+    free(path);
+}
+
 /* Real-ESRGAN's .pth: the weights are "params_ema" (not "params"), under their own names. */
 static void test_esrgan_pth(void)
 {
@@ -176,6 +197,7 @@ int main(void)
     if (sd_context_new(&ctx))
         return 2;
     RUN(test_checkpoint);
+    RUN(test_safetensors_not_pickle);
     RUN(test_esrgan_pth);
     RUN(test_embedding_pt);
     RUN(test_malicious);
