@@ -375,9 +375,11 @@ static sd_status step(vm *m, bool *stop)
             a->i = op == 'J' ? (int32_t)le(b, 4) : (int64_t)le(b, op == 'K' ? 1 : 2);
         return push(m, a);
     case 0x8a: {                                                                               /* LONG1 */
-        if (!take(m, 1, &b) || !take(m, b[0], &b) || m->p - b > 8)
-            return fail(m, SD_ERR_PARSE, "truncated or oversized LONG1");
+        if (!take(m, 1, &b) || !take(m, b[0], &b))
+            return fail(m, SD_ERR_PARSE, "truncated LONG1");
         size_t k = (size_t)(m->p - b);
+        if (k > 8) /* beyond 64 bits (the legacy format's magic number): kept opaque */
+            return push(m, new_value(m, V_OBJECT));
         uint64_t u = k ? le(b, (int)k) : 0;
         if (k && k < 8 && (b[k - 1] & 0x80))
             u |= ~0ull << (8 * k);
@@ -596,29 +598,46 @@ void sd_pickle_tensors_free(sd_pickle_tensors *t)
     }
 }
 
-sd_status sd_pickle_read(sd_context *ctx, const char *source, const unsigned char *data, size_t len,
-                         sd_pickle_tensors *out)
+/* Runs one pickle from m->p to its STOP; *root is its value (alive until vm_free). Each pickle
+ * has its own memo and stack. */
+static sd_status run_pickle(vm *m, value **root)
 {
-    out->items = NULL;
-    out->n = 0;
-    vm m = {.ctx = ctx, .source = source, .p = data, .end = data + len};
-    sd_status st = (m.marks = new_value(&m, V_MARK)) ? SD_OK : fail(&m, SD_ERR_NOMEM, "out of memory");
+    sd_status st = m->marks ? SD_OK : (m->marks = new_value(m, V_MARK)) ? SD_OK : fail(m, SD_ERR_NOMEM, "out of memory");
+    m->sp = 0;
+    if (m->memo)
+        memset(m->memo, 0, m->memo_cap * sizeof *m->memo);
     for (bool stop = false; !st && !stop;)
-        st = step(&m, &stop);
-    value *root = st ? NULL : pop(&m);
-    if (!st && !root)
-        st = fail(&m, SD_ERR_PARSE, "the pickle leaves no value");
-    if (!st)
-        st = collect(&m, state_dict(root), "", 0, out);
-    for (value *v = m.arena, *next; v; v = next) {
+        st = step(m, &stop);
+    *root = st ? NULL : pop(m);
+    if (!st && !*root)
+        st = fail(m, SD_ERR_PARSE, "the pickle leaves no value");
+    return st;
+}
+
+static void vm_free(vm *m)
+{
+    for (value *v = m->arena, *next; v; v = next) {
         next = v->next;
         if (v->kind == V_STR)
             free(v->s);
         free(v->items);
         free(v);
     }
-    free(m.stack);
-    free(m.memo);
+    free(m->stack);
+    free(m->memo);
+}
+
+sd_status sd_pickle_read(sd_context *ctx, const char *source, const unsigned char *data, size_t len,
+                         sd_pickle_tensors *out)
+{
+    out->items = NULL;
+    out->n = 0;
+    vm m = {.ctx = ctx, .source = source, .p = data, .end = data + len};
+    value *root = NULL;
+    sd_status st = run_pickle(&m, &root);
+    if (!st)
+        st = collect(&m, state_dict(root), "", 0, out);
+    vm_free(&m);
     if (st)
         sd_pickle_tensors_free(out);
     return st;
@@ -728,22 +747,42 @@ static const zip_entry *zip_find(const zip *z, const char *prefix, size_t plen, 
     return NULL;
 }
 
-static sd_status torch_tensors(zip *z, const sd_pickle_tensors *pt, sd_st_tensor *out, const char *prefix,
-                               size_t plen)
+/* Where the storages' bytes are: the zip's entries ARCHIVE/data/KEY, or the legacy format's
+ * table. */
+typedef struct storages {
+    const zip *z;
+    const char *prefix;
+    size_t plen;
+    const zip_entry *table; /* legacy: name = key */
+    size_t n_table;
+} storages;
+
+static const zip_entry *storage_find(const storages *s, const char *key)
+{
+    if (s->z) {
+        char name[96];
+        snprintf(name, sizeof name, "data/%.80s", key);
+        return zip_find(s->z, s->prefix, s->plen, name);
+    }
+    for (size_t i = 0; i < s->n_table; i++)
+        if (!strcmp(s->table[i].name, key))
+            return &s->table[i];
+    return NULL;
+}
+
+static sd_status torch_tensors(sd_context *ctx, const char *path, const storages *s, const sd_pickle_tensors *pt,
+                               sd_st_tensor *out)
 {
     for (size_t i = 0; i < pt->n; i++) {
         const sd_pickle_tensor *t = &pt->items[i];
-        char key[96];
-        snprintf(key, sizeof key, "data/%.80s", t->storage);
-        const zip_entry *e = zip_find(z, prefix, plen, key);
+        const zip_entry *e = storage_find(s, t->storage);
         size_t es = sd_st_dtype_size(t->dtype), nbytes, start, need;
         if (!e)
-            return sd_set_error(z->ctx, SD_ERR_PARSE, "%s: tensor '%s': no storage '%s' in the archive", z->path,
-                                t->name, t->storage);
+            return sd_set_error(ctx, SD_ERR_PARSE, "%s: tensor '%s': no storage '%s' in the file", path, t->name,
+                                t->storage);
         if (!sd_shape_bytes(t->shape, t->ndim, es, &nbytes) || !sd_mul_size((size_t)t->offset, es, &start) ||
             !sd_add_size(start, nbytes, &need) || need > e->size)
-            return sd_set_error(z->ctx, SD_ERR_PARSE, "%s: tensor '%s' runs past the end of its storage", z->path,
-                                t->name);
+            return sd_set_error(ctx, SD_ERR_PARSE, "%s: tensor '%s' runs past the end of its storage", path, t->name);
         out[i] = (sd_st_tensor){.name = t->name, .dtype = t->dtype, .ndim = t->ndim, .nbytes = nbytes,
                                 .numel = nbytes / es, .data = e->data + start};
         memcpy(out[i].shape, t->shape, sizeof out[i].shape);
@@ -751,16 +790,88 @@ static sd_status torch_tensors(zip *z, const sd_pickle_tensors *pt, sd_st_tensor
     return SD_OK;
 }
 
+/* The legacy format (torch.save before 1.6): pickles of the magic number, the protocol version
+ * and the system info, the main pickle, the list of storage keys, then per key its element
+ * count (8 bytes, little-endian) and its bytes. Fills *table (keys point into the vm's values). */
+static sd_status legacy_read(vm *m, sd_pickle_tensors *pt, zip_entry **table, size_t *n_table)
+{
+    value *v = NULL, *keys = NULL;
+    sd_status st = SD_OK;
+    for (int i = 0; !st && i < 3; i++)
+        st = run_pickle(m, &v);
+    if (!st)
+        st = run_pickle(m, &v);
+    if (!st)
+        st = collect(m, state_dict(v), "", 0, pt);
+    if (!st && !(st = run_pickle(m, &keys)) && keys->kind != V_LIST)
+        st = fail(m, SD_ERR_PARSE, "malformed legacy checkpoint (no list of storage keys)");
+    if (!st && !(*table = calloc(keys->n + 1, sizeof **table)))
+        st = fail(m, SD_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; !st && i < keys->n; i++) {
+        const value *k = keys->items[i];
+        const sd_pickle_tensor *user = NULL;
+        for (size_t j = 0; k->kind == V_STR && j < pt->n && !user; j++)
+            if (!strcmp(pt->items[j].storage, k->s))
+                user = &pt->items[j];
+        const unsigned char *b;
+        size_t bytes;
+        if (k->kind != V_STR || !take(m, 8, &b))
+            return fail(m, SD_ERR_PARSE, "truncated legacy checkpoint");
+        uint64_t count = le(b, 8);
+        if (!user) /* a storage no tensor of the state dict views: its element size is unknown */
+            return fail(m, SD_ERR_INVALID, "legacy checkpoint with a storage outside the state dict");
+        if (count > SIZE_MAX || !sd_mul_size((size_t)count, sd_st_dtype_size(user->dtype), &bytes) ||
+            bytes > (size_t)(m->end - m->p) || !take(m, bytes, &b))
+            return fail(m, SD_ERR_PARSE, "a storage runs past the end of the legacy checkpoint");
+        (*table)[(*n_table)++] = (zip_entry){k->s, k->len, b, bytes};
+    }
+    return st;
+}
+
+/* Hands the tensors to the caller (their names move from pt) or frees them on failure. */
+static sd_status finish(sd_status st, sd_pickle_tensors *pt, sd_st_tensor *out, sd_st_tensor **tensors, size_t *n)
+{
+    if (st) {
+        free(out);
+        sd_pickle_tensors_free(pt);
+        return st;
+    }
+    for (size_t i = 0; i < pt->n; i++)
+        free(pt->items[i].storage);
+    free(pt->items);
+    *tensors = out;
+    *n = pt->n;
+    return SD_OK;
+}
+
+static sd_status legacy_parse(sd_context *ctx, const char *path, const unsigned char *map, size_t size,
+                              sd_st_tensor **tensors, size_t *n)
+{
+    vm m = {.ctx = ctx, .source = path, .p = map, .end = map + size};
+    sd_pickle_tensors pt = {0};
+    zip_entry *table = NULL;
+    size_t n_table = 0;
+    sd_status st = legacy_read(&m, &pt, &table, &n_table);
+    sd_st_tensor *out = st ? NULL : calloc(pt.n + 1, sizeof *out);
+    if (!st && !out)
+        st = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
+    storages s = {.table = table, .n_table = n_table};
+    if (!st)
+        st = torch_tensors(ctx, path, &s, &pt, out);
+    free(table);
+    vm_free(&m);
+    return finish(st, &pt, out, tensors, n);
+}
+
 sd_status sd_torch_parse(sd_context *ctx, const char *path, const unsigned char *map, size_t size,
                          sd_st_tensor **tensors, size_t *n)
 {
     *tensors = NULL;
     *n = 0;
-    if (size && map[0] == 0x80)
-        return sd_set_error(ctx, SD_ERR_INVALID, "%s: a legacy (before torch 1.6) checkpoint; re-save it with "
-                            "torch.save, or convert it to safetensors", path);
     zip z = {.ctx = ctx, .path = path, .base = map, .size = size};
     sd_pickle_tensors pt = {0};
+    if (size && map[0] == 0x80)
+        return legacy_parse(ctx, path, map, size, tensors, n);
     sd_status st = zip_read(&z);
     const zip_entry *pkl = NULL;
     for (size_t i = 0; !st && i < z.n && !pkl; i++) {
@@ -776,18 +887,9 @@ sd_status sd_torch_parse(sd_context *ctx, const char *path, const unsigned char 
     sd_st_tensor *out = st ? NULL : calloc(pt.n + 1, sizeof *out);
     if (!st && !out)
         st = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
+    storages s = {.z = &z, .prefix = pkl ? pkl->name : NULL, .plen = pkl ? pkl->name_len - 8 : 0};
     if (!st)
-        st = torch_tensors(&z, &pt, out, pkl->name, pkl->name_len - 8);
+        st = torch_tensors(ctx, path, &s, &pt, out);
     free(z.entries);
-    if (st) {
-        free(out);
-        sd_pickle_tensors_free(&pt);
-        return st;
-    }
-    for (size_t i = 0; i < pt.n; i++) /* the names move to the tensors */
-        free(pt.items[i].storage);
-    free(pt.items);
-    *tensors = out;
-    *n = pt.n;
-    return SD_OK;
+    return finish(st, &pt, out, tensors, n);
 }

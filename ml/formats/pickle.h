@@ -1,6 +1,6 @@
 /* A restricted unpickler for torch checkpoints (.ckpt, .pt, .pth, .bin written by torch.save):
  * the zip format (ARCHIVE/data.pkl with the tensors' storages in ARCHIVE/data/KEY, stored
- * uncompressed) and the pickle alone.
+ * uncompressed) and the legacy format of torch before 1.6 (pickles, then the storages' bytes).
  *
  * Nothing in the file is ever executed: the pickle is read by a small interpreter of pickle's
  * opcodes (protocols 0 to 5) that builds plain values, and the only globals it accepts are
@@ -44,8 +44,8 @@ sd_status sd_pickle_read(sd_context *ctx, const char *source, const unsigned cha
 void sd_pickle_tensors_free(sd_pickle_tensors *t);
 
 /* Reads a torch checkpoint mapped at (map, size): the zip format, whose storages must be
- * stored uncompressed (as torch.save writes them); a legacy pickle is refused with a message
- * saying how to convert it. *tensors (malloc'd, *n of them, names malloc'd) view the state dict
+ * stored uncompressed (as torch.save writes them), or the legacy format (every storage must be
+ * viewed by a tensor of the state dict, which gives its element size). *tensors (malloc'd, *n of them, names malloc'd) view the state dict
  * (the root's "state_dict", "params_ema" or "params" when it has one, else the root), their
  * data inside map; each
  * tensor's bytes are checked to lie inside its storage's entry. sd_safetensors_open calls this
