@@ -10,7 +10,8 @@
  * Links are followed from each consumer's input to the node that really produces the value:
  * through Reroutes, bypassed nodes (mode 4: the input of the consumer's type, preferring the
  * slot of the same index), subgraph boundaries (-10 is a subgraph's input node, -20 its output
- * node) and PrimitiveNodes (whose value the consumer's widget already holds). */
+ * node) and PrimitiveNodes (whose value and, for a seed, control_after_generate the frontend
+ * applies to the consumer's widgets before it queues). */
 #include "core/comfy.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,12 +59,13 @@ typedef struct ui_link {
 typedef enum { SRC_NONE, SRC_NODE, SRC_VALUE, SRC_WIDGET } src_kind;
 
 /* Where an input's value comes from: nothing (the input is removed), output slot of node id,
- * a value, or the consumer's own widget (value: the fallback when it has none). */
+ * a value, or the consumer's own widget unless value (a PrimitiveNode's) is given. */
 typedef struct ui_src {
     src_kind kind;
     char *id;
     json_int_t slot;
     const json_t *value;
+    const json_t *control; /* a PrimitiveNode's control_after_generate, which governs the seed */
 } ui_src;
 
 bool sd_comfy_has_type(const sd_node_desc *d)
@@ -308,8 +310,10 @@ static sd_status resolve(ui_conv *c, const ui_scope *s, json_int_t link_id, cons
     if (node_mode(node) == MODE_BYPASS || !strcmp(type, "Reroute"))
         return resolve_bypass(c, s, node, l.origin_slot, want, !strcmp(type, "Reroute"), out);
     if (!strcmp(type, "PrimitiveNode")) {
+        const json_t *values = json_object_get(node, "widgets_values");
         out->kind = SRC_WIDGET;
-        out->value = json_array_get(json_object_get(node, "widgets_values"), 0);
+        out->value = json_array_get(values, 0);
+        out->control = sd_comfy_is_control_value(json_array_get(values, 1)) ? json_array_get(values, 1) : NULL;
         return SD_OK;
     }
     const ui_level *def = level_of_def(c, type);
@@ -362,13 +366,22 @@ static sd_status map_widgets(ui_conv *c, const sd_node_desc *d, const json_t *va
     return SD_OK;
 }
 
-static sd_status bind_input(ui_conv *c, const ui_scope *s, const json_t *in, json_t *inputs)
+/* Whether the input right after `name` in the node type is control_after_generate. */
+static bool controls(const sd_node_desc *d, const char *name)
+{
+    for (size_t k = 0; d && k + 1 < d->n_inputs; k++)
+        if (!strcmp(d->inputs[k].name, name))
+            return !strcmp(d->inputs[k + 1].name, SD_COMFY_CONTROL);
+    return false;
+}
+
+static sd_status bind_input(ui_conv *c, const ui_scope *s, const sd_node_desc *d, const json_t *in, json_t *inputs)
 {
     json_int_t link;
     const char *name = input_name(in);
     if (!name || !input_link(in, &link))
         return SD_OK;
-    ui_src src = {SRC_NONE, NULL, 0, NULL};
+    ui_src src = {SRC_NONE, NULL, 0, NULL, NULL};
     c->hops = 0;
     sd_status st = resolve(c, s, link, json_string_value(json_object_get(in, "type")), &src);
     if (st)
@@ -379,8 +392,10 @@ static sd_status bind_input(ui_conv *c, const ui_scope *s, const json_t *in, jso
     case SRC_NODE: rc = json_object_set_new(inputs, name, json_pack("[s,I]", src.id, src.slot)); break;
     case SRC_VALUE: rc = json_object_set(inputs, name, (json_t *)src.value); break;
     case SRC_WIDGET:
-        if (!json_object_get(inputs, name) && is_scalar(src.value))
+        if (is_scalar(src.value)) /* the frontend applies a PrimitiveNode's value to its targets */
             rc = json_object_set(inputs, name, (json_t *)src.value);
+        if (!rc && src.control && controls(d, name))
+            rc = json_object_set(inputs, SD_COMFY_CONTROL, (json_t *)src.control);
         break;
     }
     free(src.id);
@@ -400,7 +415,7 @@ static sd_status emit_node(ui_conv *c, const ui_scope *s, const json_t *node)
         st = map_widgets(c, d, json_object_get(node, "widgets_values"), inputs);
     size_t i;
     const json_t *in;
-    json_array_foreach(json_object_get(node, "inputs"), i, in) if (!st) st = bind_input(c, s, in, inputs);
+    json_array_foreach(json_object_get(node, "inputs"), i, in) if (!st) st = bind_input(c, s, d, in, inputs);
     const char *title = json_string_value(json_object_get(node, "title"));
     json_t *title_v = json_string(title ? title : type);
     if (!st && json_object_set_new(meta, "title", title_v))

@@ -660,6 +660,25 @@ static void test_ui_many_links(void)
     free(text);
 }
 
+/* A PrimitiveNode driving a seed: its value and its control_after_generate govern, not the
+ * sampler's own (stale) widgets, as ComfyUI's frontend applies them before it queues. */
+static void test_ui_primitive_seed(void)
+{
+    char *p = scratch_file("primseed.json",
+                           "{\"nodes\": [{\"id\": 1, \"type\": \"PrimitiveNode\", \"outputs\": [{\"name\": \"INT\", "
+                           "\"type\": \"INT\", \"widget\": {\"name\": \"seed\"}, \"links\": [1]}], "
+                           "\"widgets_values\": [77, \"increment\"]},\n"
+                           " {\"id\": 2, \"type\": \"KSampler\", \"inputs\": [{\"name\": \"seed\", \"type\": \"INT\", "
+                           "\"widget\": {\"name\": \"seed\"}, \"link\": 1}], "
+                           "\"widgets_values\": [5, \"randomize\", 20, 8, \"euler\", \"normal\", 1]}],\n"
+                           " \"links\": [[1, 1, 0, 2, 0, \"INT\"]]}");
+    char *xml = import_xml(p);
+    CHECK(xml && strstr(xml, "<param name=\"seed\" type=\"INT\" default=\"77\">") &&
+          strstr(xml, "<input name=\"control_after_generate\">increment</input>"));
+    free(xml);
+    free(p);
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx))
@@ -675,6 +694,7 @@ int main(void)
     RUN(test_png_chunks);
     RUN(test_ui_modes);
     RUN(test_ui_many_links);
+    RUN(test_ui_primitive_seed);
     RUN(test_big_seed);
     RUN(test_seeds);
     RUN(test_round_trip);
