@@ -477,8 +477,10 @@ sd_status sd_png_encode(sd_context *ctx, const sd_image *img, const sd_png_text 
                  img->channels == 4 ? PNG_COLOR_TYPE_RGBA : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     for (size_t i = 0; i < n_texts; i++) {
-        /* Long texts (the workflow) are zlib-compressed inside the iTXt chunk. */
-        w->texts[i].compression = strlen(texts[i].text) > 1024 ? PNG_ITXT_COMPRESSION_zTXt
+        /* Other programs' keys are tEXt; long texts of sdflow's (the workflow) are
+         * zlib-compressed inside their iTXt chunk. */
+        w->texts[i].compression = !strchr(texts[i].keyword, ':')  ? PNG_TEXT_COMPRESSION_NONE
+                                  : strlen(texts[i].text) > 1024 ? PNG_ITXT_COMPRESSION_zTXt
                                                                  : PNG_ITXT_COMPRESSION_NONE;
         w->texts[i].key = (png_charp)texts[i].keyword;
         w->texts[i].text = (png_charp)texts[i].text;

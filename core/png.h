@@ -65,14 +65,17 @@ sd_status sd_png_read(sd_context *ctx, const char *path, const sd_png_limits *li
 sd_status sd_png_read_text(sd_context *ctx, const char *path, const sd_png_limits *limits,
                            const char *keyword, char **text_out);
 
-/* One iTXt chunk to write: keyword (1-79 Latin-1 printable characters), UTF-8 text. */
+/* One text chunk to write: keyword (1-79 Latin-1 printable characters), UTF-8 text. sdflow's
+ * own keywords (with a colon: sdflow:workflow, ...) are iTXt chunks; others (ComfyUI's prompt
+ * and workflow, A1111's parameters) are uncompressed tEXt chunks, as those programs write them
+ * and most of their readers expect (the text is written as is: they read UTF-8). */
 typedef struct sd_png_text {
     const char *keyword;
     const char *text;
 } sd_png_text;
 
 /* Encodes img (3 or 4 channels) as an 8-bit RGB or RGBA PNG in memory, with the texts as
- * uncompressed iTXt chunks before the image data. Samples are scaled by 255 and truncated
+ * chunks (above) before the image data. Samples are scaled by 255 and truncated
  * toward zero after clamping to [0, 255] (ComfyUI's conversion; NaN becomes 0). compression:
  * zlib level 0-9. *out is malloc'd. SD_ERR_INVALID for a bad image or keyword. */
 sd_status sd_png_encode(sd_context *ctx, const sd_image *img, const sd_png_text *texts,

@@ -90,6 +90,9 @@ done <"$T/out"
 
 # The PNGs carry ComfyUI's "prompt" (ids kept) and "workflow" chunks: importing one gives the
 # workflow back. A graph with sdflow's own node types carries neither.
+for k in prompt workflow parameters; do
+    grep -qa "tEXt$k" "$(head -n 1 "$T/out")" || fail "no uncompressed tEXt '$k' chunk"
+done
 run 0 import comfy "$(head -n 1 "$T/out")" -o from_png.xml
 grep -q '<node id="30:1" type="KSampler"' from_png.xml || fail "PNG prompt chunk: $(head -c 300 from_png.xml)"
 cat >gridrun.xml <<'XML'
