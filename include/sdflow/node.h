@@ -25,6 +25,11 @@ typedef enum sd_type {
     SD_TYPE_STRING,
     SD_TYPE_BOOLEAN,
     SD_TYPE_ENUM, /* one of the input's choices; carried as a string */
+    /* ComfyUI's custom-sampling types (after the older ones: cached values store the number) */
+    SD_TYPE_SAMPLER, /* a sampling algorithm (KSamplerSelect) */
+    SD_TYPE_SIGMAS,  /* a noise schedule: 1-D float tensor */
+    SD_TYPE_NOISE,   /* initial noise: a seed, or none (RandomNoise, DisableNoise) */
+    SD_TYPE_GUIDER,  /* a model with its conditionings and guidance (CFGGuider, ...); a handle */
     SD_TYPE_COUNT
 } sd_type;
 
