@@ -213,6 +213,7 @@ static void test_custom_goldens(void)
     static char line[8192];
     float want[64];
     int lines = 0;
+    worst_rel = 0;
     while (fgets(line, sizeof line, f)) {
         if (line[0] == '#')
             continue;
@@ -251,6 +252,7 @@ static void test_custom_goldens(void)
     }
     fclose(f);
     CHECK_EQ_INT(lines, 106);
+    printf("sigmas_custom: %d schedules; worst relative deviation %.3g (%s)\n", lines, worst_rel, worst_what);
     /* Bad input: one line each. */
     float *out = NULL;
     size_t n = 0;
