@@ -113,6 +113,10 @@ static void configure(lua_State *L, sd_context *ctx, int idx)
             set_dir(L, ctx, SD_DIR_OUTPUT, key);
         } else if (!strcmp(key, "temp_dir")) {
             set_dir(L, ctx, SD_DIR_TEMP, key);
+        } else if (!strcmp(key, "allow_absolute_paths")) {
+            if (lua_type(L, -1) != LUA_TBOOLEAN)
+                luaL_error(L, "context option '%s': true or false, not a %s", key, luaL_typename(L, -1));
+            sd_context_set_allow_absolute_paths(ctx, lua_toboolean(L, -1));
         } else if (!strcmp(key, "cache")) {
             /* a path, or false to disable the cache */
             int t = lua_type(L, -1);
@@ -130,7 +134,7 @@ static void configure(lua_State *L, sd_context *ctx, int idx)
             check_set(L, ctx, sd_context_set_device(ctx, t == LUA_TSTRING ? lua_tostring(L, -1) : NULL), key);
         } else {
             luaL_error(L, "unknown context option '%s' (models_dirs, input_dir, output_dir, "
-                          "temp_dir, cache, device)", key);
+                          "temp_dir, allow_absolute_paths, cache, device)", key);
         }
         lua_pop(L, 1);
     }

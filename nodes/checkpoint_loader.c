@@ -42,7 +42,8 @@ static sd_status run_checkpoint(sd_node_run *r)
 
 static const sd_input_desc ckpt_in[] = {
     SD_IN_FILE_NAME("ckpt_name", "checkpoints",
-                    "SD1.x single-file .safetensors checkpoint in models/checkpoints (or an absolute path)"),
+                    "SD1.x single-file .safetensors checkpoint in models/checkpoints"
+                    " (an absolute path needs --allow-absolute-paths)"),
     WEIGHT_DTYPE_INPUT,
 };
 static const sd_output_desc ckpt_out[] = {

@@ -38,7 +38,9 @@ enum {
     SD_IN_OPTIONAL = 1u << 0,  /* may be left unset and unconnected (no default needed) */
     SD_IN_RANGED = 1u << 1,    /* min/max apply (INT, FLOAT) */
     SD_IN_FILE = 1u << 2,      /* STRING/ENUM naming a file looked up in file_dir */
-    SD_IN_MULTILINE = 1u << 3  /* long text (prompts): docs and XML writer use element text */
+    SD_IN_MULTILINE = 1u << 3, /* long text (prompts): docs and XML writer use element text */
+    SD_IN_OUTPUT_PREFIX = 1u << 4 /* STRING: file name prefix under the output directory, checked
+                                     by the prefix rules (docs/provenance.md) when validated */
 };
 
 typedef struct sd_input_desc {

@@ -33,6 +33,7 @@ static bool setup(void)
 {
     if (sd_context_new(&g_ctx))
         return false;
+    sd_context_set_allow_absolute_paths(g_ctx, true); /* test files are named by absolute path */
     sd_context_set_dir(g_ctx, SD_DIR_OUTPUT, test_scratch_dir());
     sd_context *ctx = g_ctx;
     sd_checkpoint_config cfg;

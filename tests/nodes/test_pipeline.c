@@ -20,6 +20,7 @@ static sd_context *new_context(const char *cache)
 {
     sd_context *ctx = NULL;
     CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
+    sd_context_set_allow_absolute_paths(ctx, true); /* test files are named by absolute path */
     sd_context_set_cache_path(ctx, cache);
     sd_context_set_dir(ctx, SD_DIR_OUTPUT, test_scratch_dir());
     return ctx;

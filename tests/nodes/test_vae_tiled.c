@@ -55,6 +55,7 @@ static sd_context *new_context(void)
     sd_context *ctx = NULL;
     CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
     sd_context_set_cache_path(ctx, NULL);
+    sd_context_set_allow_absolute_paths(ctx, true); /* test files are named by absolute path */
     warnings[0] = 0;
     sd_context_set_log(ctx, capture, NULL);
     return ctx;
