@@ -140,7 +140,8 @@ static void configure(lua_State *L, sd_context *ctx, int idx)
     }
 }
 
-/* Pushes a new context handle configured from the environment. */
+/* Pushes a new context handle configured from the environment, then from the host's
+ * SDL_CONTEXT_DEFAULTS. */
 static sdl_context *new_context(lua_State *L)
 {
     sdl_context *c = lua_newuserdatauv(L, sizeof *c, 0);
@@ -155,12 +156,16 @@ static sdl_context *new_context(lua_State *L)
     }
     shared->refs = 1;
     c->shared = shared;
+    if (lua_getfield(L, LUA_REGISTRYINDEX, SDL_CONTEXT_DEFAULTS) == LUA_TTABLE)
+        configure(L, shared->ctx, lua_gettop(L));
+    lua_pop(L, 1);
     return c;
 }
 
 /* sdflow.context([options]) -> a new context. */
 static int l_context(lua_State *L)
 {
+    lua_settop(L, 1); /* the options or nil, below the new handle */
     sdl_context *c = new_context(L);
     if (!lua_isnoneornil(L, 1))
         configure(L, c->shared->ctx, 1);
