@@ -5,8 +5,8 @@
  * sdflow_mklora's layout at the given rank.
  *
  *   bench_lora [--rank N] [--dir DIR]     (default rank 32, DIR $TMPDIR or /tmp) */
-#include "models/lora.h"
-#include "models/sd1_layout.h"
+#include "ml/adapters/lora.h"
+#include "ml/families/sd1_layout.h"
 #include "runtime-opencl/runtime.h"
 #include <stdio.h>
 #include <stdlib.h>

@@ -11,8 +11,8 @@
  * (sd_cl_set_keep_limit; default 0, the runtime's default).
  * CKPT: e.g. sdflow_mkckpt --preset sd15 --dtype f16 /tmp/sd15.safetensors. docs/benchmarks.md
  * records results with the exact command. */
-#include "models/checkpoint.h"
-#include "models/unet.h"
+#include "ml/families/checkpoint.h"
+#include "ml/diffusion/unet.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -11,7 +11,9 @@ const char cli_opts_help[] =
     "                       loras/, ...); repeatable, searched in order; replaces SDFLOW_MODELS\n"
     "  --input-dir DIR      where image names are looked up (default $SDFLOW_INPUT or ./input)\n"
     "  --output-dir DIR     where output images go (default $SDFLOW_OUTPUT or ./output)\n"
-    "  --set NAME=VALUE     override a workflow parameter; repeatable\n";
+    "  --set NAME=VALUE     override a workflow parameter; repeatable\n"
+    "  --allow-absolute-paths  let the workflow name model and image files by absolute path\n"
+    "                       (otherwise only names in the directories above are looked up)\n";
 
 bool cli_is_option(const char *arg)
 {
@@ -72,6 +74,10 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int *i)
             o->output_dir = v;
         return r;
     }
+    if (!strcmp(argv[*i], "--allow-absolute-paths")) {
+        o->allow_absolute_paths = true;
+        return 1;
+    }
     if ((r = cli_opt_value(cmd, argc, argv, i, "--set", &v)) != 0) {
         if (r < 0)
             return -1;
@@ -110,6 +116,7 @@ sd_status cli_opts_apply_context(const cli_opts *o, sd_context *ctx)
         st = sd_context_set_dir(ctx, SD_DIR_INPUT, o->input_dir);
     if (!st && o->output_dir)
         st = sd_context_set_dir(ctx, SD_DIR_OUTPUT, o->output_dir);
+    sd_context_set_allow_absolute_paths(ctx, o->allow_absolute_paths);
     return st;
 }
 

@@ -345,6 +345,11 @@ const char *sd_context_dir(const sd_context *ctx, sd_dir_kind kind)
     return (unsigned)kind <= SD_DIR_TEMP ? ctx->dirs[kind] : NULL;
 }
 
+void sd_context_set_allow_absolute_paths(sd_context *ctx, bool allow)
+{
+    ctx->allow_absolute_paths = allow;
+}
+
 sd_status sd_context_set_cache_path(sd_context *ctx, const char *path)
 {
     sd_status st = sd_context_set_ext(ctx, SD_EXT_CACHE, NULL, NULL); /* closes an open one */

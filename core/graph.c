@@ -1,6 +1,7 @@
 /* In-memory workflow graphs: nodes, input bindings, parameters, metadata; the public builder
  * API checks names and literals against descriptors, the raw setters (XML reader) do not. */
 #include "core/graph.h"
+#include "core/files.h"
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -305,7 +306,7 @@ bool sd_literal_check(const sd_input_desc *in, const char *text, char *msg, size
         return false;
     }
     case SD_TYPE_STRING:
-        return true;
+        return !(in->flags & SD_IN_OUTPUT_PREFIX) || sd_output_prefix_check(text, msg, size);
     default:
         snprintf(msg, size, "a %s input takes a link, not a literal value", sd_type_name(in->type));
         return false;

@@ -98,7 +98,7 @@ sd_status sd_hash_file(sd_context *ctx, const char *path, sd_key *out)
 
 sd_status sd_hash_file_memo(sd_context *ctx, sd_cache *cache, const char *path, sd_key *out)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* a FIFO must not block the open */
     if (fd < 0)
         return sd_set_error(ctx, SD_ERR_IO, "%s: %s", path, strerror(errno));
     struct stat st;

@@ -232,11 +232,7 @@ static sd_status hash_file_input(sd_run_state *s, sd_cache *cache, const sd_plan
         return st;
     }
     sd_hasher_key(h, &content);
-    char hex[65];
-    sd_key_hex(&content, hex);
-    if (json_object_set_new(s->files, pi->file, json_string(hex)))
-        return sd_set_error(s->ctx, SD_ERR_NOMEM, "out of memory");
-    return SD_OK;
+    return sd_run_record_file(s, pi->desc->file_dir, pi->text, &content);
 }
 
 static sd_status compute_key(sd_run_state *s, sd_cache *cache, sd_plan_node *p)

@@ -1,5 +1,6 @@
 /* sd_graph_validate: checks a whole graph against the node descriptors and reports every
  * problem at once as a diagnostic "<file>:<line>: node '<id>' input '<name>': <message>". */
+#include "core/check.h"
 #include "core/files.h"
 #include "core/graph.h"
 #include <stdarg.h>
@@ -70,12 +71,12 @@ static int cmp_problems(const void *a, const void *b)
 }
 
 /* "node 'id'" or "node 'id' input 'name'" into buf. */
-static const char *where_node(char *buf, size_t size, const sd_graph_node *n, const char *input)
+static const char *where_node(char *buf, size_t size, const char *node_id, const char *input)
 {
     if (input)
-        snprintf(buf, size, "node '%s' input '%s'", n->id, input);
+        snprintf(buf, size, "node '%s' input '%s'", node_id, input);
     else
-        snprintf(buf, size, "node '%s'", n->id);
+        snprintf(buf, size, "node '%s'", node_id);
     return buf;
 }
 
@@ -192,7 +193,7 @@ static void check_duplicate_ids(vstate *v)
         if (strcmp(v->by_id[k - 1].id, v->by_id[k].id) == 0) {
             const sd_graph_node *b = &v->g->nodes[v->by_id[k].node];
             char where[160];
-            problem(v, b->line, where_node(where, sizeof where, b, NULL),
+            problem(v, b->line, where_node(where, sizeof where, b->id, NULL),
                     "duplicate node id (first at line %d)", v->g->nodes[find_node(v, b->id)].line);
         }
     }
@@ -258,7 +259,7 @@ static void check_link(vstate *v, const sd_graph_input *b, const char *where,
 static void check_binding(vstate *v, const sd_graph_node *n, const sd_graph_input *b)
 {
     char where[320];
-    where_node(where, sizeof where, n, b->name);
+    where_node(where, sizeof where, n->id, b->name);
     const sd_input_desc *in = sd_node_desc_input(n->desc, b->name);
     if (!in) {
         char names[512] = "";
@@ -302,12 +303,12 @@ static void check_node(vstate *v, const sd_graph_node *n)
     char where[320];
     if (!n->desc) {
         const char *hint = closest_type(n->type);
-        problem(v, n->line, where_node(where, sizeof where, n, NULL), "unknown node type '%s'%s%s%s",
+        problem(v, n->line, where_node(where, sizeof where, n->id, NULL), "unknown node type '%s'%s%s%s",
                 n->type, hint ? " (did you mean '" : "", hint ? hint : "", hint ? "'?)" : "");
         return;
     }
     if (n->version > n->desc->version)
-        problem(v, n->line, where_node(where, sizeof where, n, NULL),
+        problem(v, n->line, where_node(where, sizeof where, n->id, NULL),
                 "%s version %d is newer than this sdflow's (version %d)", n->type, n->version,
                 n->desc->version);
     for (size_t i = 0; i < n->n_inputs; i++)
@@ -316,7 +317,7 @@ static void check_node(vstate *v, const sd_graph_node *n)
         const sd_input_desc *in = &n->desc->inputs[i];
         if (sd_graph_node_input(n, in->name))
             continue;
-        where_node(where, sizeof where, n, in->name);
+        where_node(where, sizeof where, n->id, in->name);
         if (in->def && (in->flags & SD_IN_FILE))
             check_value(v, n->line, where, in, in->def, NULL);
         else if (!in->def && !(in->flags & SD_IN_OPTIONAL))
@@ -431,6 +432,12 @@ done:
     free(color);
 }
 
+static void check_problem(void *user, int line, const char *node_id, const char *input, const char *msg)
+{
+    char where[320];
+    problem(user, line, where_node(where, sizeof where, node_id, input), "%s", msg);
+}
+
 sd_status sd_graph_validate(sd_graph *g)
 {
     sd_context *ctx = g->ctx;
@@ -450,6 +457,9 @@ sd_status sd_graph_validate(sd_graph *g)
         check_node(&v, &g->nodes[i]);
     check_cycles(&v);
     free(v.by_id);
+    /* What file headers and upstream models tell, once the graph itself is sound. */
+    if (!v.n_problems && !v.nomem && sd_graph_check(g, check_problem, &v))
+        v.nomem = true;
 
     if (v.n_problems) /* qsort's pointer must not be NULL, even for zero elements */
         qsort(v.problems, v.n_problems, sizeof *v.problems, cmp_problems);

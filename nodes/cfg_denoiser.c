@@ -23,7 +23,7 @@
  * weight per side). */
 #include "nodes/cfg_denoiser.h"
 #include "core/checked.h"
-#include "models/control_eval.h"
+#include "ml/adapters/control_eval.h"
 #include "nodes/conditioning.h"
 #include "nodes/model_handle.h"
 #include "nodes/node_util.h"
@@ -386,7 +386,7 @@ static sd_status resolve_regions(denoiser *d)
 }
 
 /* ControlNets attached with ControlNetApply act on the other sides too (ComfyUI's
- * apply_empty_x_to_equal_area for every conditioning but the positive, models/control_eval.h):
+ * apply_empty_x_to_equal_area for every conditioning but the positive, ml/adapters/control_eval.h):
  * side `side`'s entries are rewritten. Its entries with an area take no part: they are moved
  * past the others and kept as they are. */
 static sd_status control_fill_side(denoiser *d, int side)

@@ -5,8 +5,8 @@
 #ifndef SD_NODES_CFG_DENOISER_H
 #define SD_NODES_CFG_DENOISER_H
 
-#include "models/schedulers.h"
-#include "models/unet.h"
+#include "ml/sampling/schedulers.h"
+#include "ml/diffusion/unet.h"
 #include "nodes/sample_core.h"
 
 typedef struct sd_cfg_denoiser sd_cfg_denoiser;
@@ -31,7 +31,7 @@ sd_status sd_cfg_denoiser_new(const sd_cfg_setup *s, sd_cfg_denoiser **out);
  * mask, else noise_mask and the scaled input latent; see BaseModel.concat_cond). noise_mask:
  * batch * 4 * h * w or NULL; latent: the scaled input latent. */
 sd_status sd_cfg_denoiser_inpaint(sd_cfg_denoiser *d, const float *noise_mask, const float *latent, float scale);
-/* The sampler's callbacks (models/sampling.h sd_sample_options.denoise / .step; user: the
+/* The sampler's callbacks (ml/sampling/sampling.h sd_sample_options.denoise / .step; user: the
  * denoiser). On failure the node's error is set (sd_cfg_denoiser_reported). */
 sd_status sd_cfg_denoise(void *user, const float *x, float sigma, float *out, float *uncond, size_t n);
 sd_status sd_cfg_on_step(void *user, int step, int steps, const float *x, const float *denoised, size_t n);

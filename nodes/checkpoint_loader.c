@@ -1,7 +1,8 @@
 /* CheckpointLoaderSimple and VAELoader (ComfyUI's nodes of the same names): open a model file
  * from the models directories. Opening is cheap; weights upload when a node first uses them
- * (models/model_store.h), and a file already open in this context is reused. */
+ * (ml/loading/model_store.h), and a file already open in this context is reused. */
 #include "nodes/model_handle.h"
+#include "nodes/family_check.h"
 #include "nodes/node_util.h"
 #include <string.h>
 
@@ -41,7 +42,8 @@ static sd_status run_checkpoint(sd_node_run *r)
 
 static const sd_input_desc ckpt_in[] = {
     SD_IN_FILE_NAME("ckpt_name", "checkpoints",
-                    "SD1.x single-file .safetensors checkpoint in models/checkpoints (or an absolute path)"),
+                    "SD1.x single-file .safetensors checkpoint in models/checkpoints"
+                    " (an absolute path needs --allow-absolute-paths)"),
     WEIGHT_DTYPE_INPUT,
 };
 static const sd_output_desc ckpt_out[] = {
@@ -54,6 +56,7 @@ const sd_node_desc sd_node_CheckpointLoaderSimple = {
     .doc = "Opens an SD1.x checkpoint; weights upload lazily when a node first uses them.",
     .inputs = ckpt_in, .n_inputs = SD_COUNT(ckpt_in),
     .outputs = ckpt_out, .n_outputs = SD_COUNT(ckpt_out), .run = run_checkpoint,
+    .check = sd_check_checkpoint_loader,
 };
 
 static sd_status run_vae(sd_node_run *r)
@@ -84,4 +87,5 @@ const sd_node_desc sd_node_VAELoader = {
     .doc = "Opens a standalone VAE file (e.g. vae-ft-mse-840000); weights upload lazily.",
     .inputs = vae_in, .n_inputs = SD_COUNT(vae_in),
     .outputs = vae_out, .n_outputs = SD_COUNT(vae_out), .run = run_vae,
+    .check = sd_check_vae_loader,
 };

@@ -1,14 +1,14 @@
 /* CLIPTextEncode and CLIPSetLastLayer (ComfyUI's nodes, SD1 semantics of comfy/sd1_clip.py).
  *
- * A prompt is weighted, tokenized and cut into 77-token windows (models/prompt_weights.h); the
+ * A prompt is weighted, tokenized and cut into 77-token windows (ml/text/prompt_weights.h); the
  * windows are encoded as one batch and concatenated along the tokens. When any token's weight
  * is not 1, the empty prompt's window (BOS, then EOS padding) is encoded too and each weighted
  * token's vector becomes z_empty + (z - z_empty) * weight, at the same position. The pooled
  * output is the first window's. "embedding:NAME" reads a textual-inversion embedding from the
- * embeddings directories (models/embeddings.h); an unknown one is a warning and is left out. */
+ * embeddings directories (ml/adapters/embeddings.h); an unknown one is a warning and is left out. */
 #include "core/checked.h"
-#include "models/embeddings.h"
-#include "models/prompt_weights.h"
+#include "ml/adapters/embeddings.h"
+#include "ml/text/prompt_weights.h"
 #include "nodes/model_handle.h"
 #include "nodes/node_util.h"
 #include <stdlib.h>

@@ -7,13 +7,13 @@
  * tensors named "<name>.i" (InpaintModelConditioning's concat_latent_image.i, concat_mask.i),
  * its attributes entries[i] (strength, start_percent, end_percent, area, mask_strength,
  * set_area_to_bounds), its mask "mask.i" [batch, height, width] and possibly a ControlNet
- * chain (models/control_eval.h). ComfyUI's list is [[tokens, {pooled_output, ...}], ...]; these
+ * chain (ml/adapters/control_eval.h). ComfyUI's list is [[tokens, {pooled_output, ...}], ...]; these
  * nodes do to it what ComfyUI's do: Combine concatenates the lists, the others rewrite each entry
  * of one input and keep everything else about it. The KSampler averages a side's entries by
  * strength and honours their timestep ranges (nodes/ksampler.c, docs/txt2img.md). */
 #include "nodes/conditioning.h"
 #include "core/checked.h"
-#include "models/control_eval.h"
+#include "ml/adapters/control_eval.h"
 #include "nodes/node_util.h"
 #include <errno.h>
 #include <stdio.h>

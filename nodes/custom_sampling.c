@@ -2,6 +2,7 @@
  * SamplerCustomAdvanced, which sample with a SAMPLER over SIGMAS, and the nodes that make a
  * SAMPLER (KSamplerSelect), NOISE (RandomNoise, DisableNoise) and GUIDER (BasicGuider, CFGGuider,
  * DualCFGGuider). The sampling itself is nodes/sample_core.h's, the one KSampler uses. */
+#include "nodes/family_check.h"
 #include "nodes/node_util.h"
 #include "nodes/sample_core.h"
 #include <string.h>
@@ -70,6 +71,7 @@ const sd_node_desc sd_node_SamplerCustom = {
     .doc = "Samples a latent with a chosen sampler over a given noise schedule, with CFG guidance.",
     .inputs = custom_in, .n_inputs = SD_COUNT(custom_in),
     .outputs = sample_out, .n_outputs = SD_COUNT(sample_out), .run = run_sampler_custom,
+    .check = sd_check_sampler,
 };
 
 static const sd_input_desc advanced_in[] = {
@@ -82,6 +84,7 @@ const sd_node_desc sd_node_SamplerCustomAdvanced = {
     .doc = "Samples a latent from noise, guider, sampler and noise schedule given as separate pieces.",
     .inputs = advanced_in, .n_inputs = SD_COUNT(advanced_in),
     .outputs = sample_out, .n_outputs = SD_COUNT(sample_out), .run = run_sampler_custom_advanced,
+    .check = sd_check_guided_sampler,
 };
 
 /* ---- SAMPLER */
@@ -170,6 +173,7 @@ const sd_node_desc sd_node_BasicGuider = {
     .doc = "A guider that predicts with one conditioning alone (for models without CFG).",
     .inputs = basic_in, .n_inputs = SD_COUNT(basic_in),
     .outputs = guider_outs, .n_outputs = SD_COUNT(guider_outs), .run = run_basic_guider,
+    .check = sd_check_guider,
 };
 
 static const sd_input_desc cfg_in[] = {
@@ -183,6 +187,7 @@ const sd_node_desc sd_node_CFGGuider = {
     .doc = "Classifier-free guidance: negative + (positive - negative) * cfg, as KSampler.",
     .inputs = cfg_in, .n_inputs = SD_COUNT(cfg_in),
     .outputs = guider_outs, .n_outputs = SD_COUNT(guider_outs), .run = run_cfg_guider,
+    .check = sd_check_guider,
 };
 
 static const char *const dual_styles[] = {"regular", "nested", NULL};
@@ -201,4 +206,5 @@ const sd_node_desc sd_node_DualCFGGuider = {
     .doc = "Guidance with two conditionings and a negative, each with its own scale.",
     .inputs = dual_in, .n_inputs = SD_COUNT(dual_in),
     .outputs = guider_outs, .n_outputs = SD_COUNT(guider_outs), .run = run_dual_cfg_guider,
+    .check = sd_check_guider,
 };

@@ -1,5 +1,6 @@
 /* EmptyLatentImage: a batch of zero latents (ComfyUI's node of the same name). */
 #include "core/checked.h"
+#include "nodes/family_check.h"
 #include "nodes/node_util.h"
 #include <inttypes.h>
 
@@ -41,4 +42,5 @@ const sd_node_desc sd_node_EmptyLatentImage = {
     .doc = "A batch of empty (zero) latents to start sampling from.",
     .inputs = inputs, .n_inputs = SD_COUNT(inputs),
     .outputs = outputs, .n_outputs = SD_COUNT(outputs), .run = run,
+    .check = sd_check_empty_latent,
 };

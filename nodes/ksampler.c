@@ -1,6 +1,6 @@
 /* KSampler and KSamplerAdvanced (ComfyUI's nodes; nodes.py common_ksampler, comfy/sample.py):
  * KSampler's sigma schedule and step range, then the run every sampling node shares
- * (nodes/sample_core.h: initial noise, noise mask, models/sampling.h's sampler on the model
+ * (nodes/sample_core.h: initial noise, noise mask, ml/sampling/sampling.h's sampler on the model
  * function of nodes/cfg_denoiser.h with a CFG guider over positive and negative).
  *
  * LATENT values hold the VAE's latents as ComfyUI does (not multiplied by the scale factor):
@@ -9,8 +9,9 @@
  * Version 2: the latent is kept bit for bit where the noise mask is 0; inpainting UNets get
  * each conditioning entry's concat_latent_image / concat_mask (InpaintModelConditioning), and
  * their mask channel is rounded half to even as torch.round (was half away from zero). */
-#include "models/sampling.h"
-#include "models/schedulers.h"
+#include "ml/sampling/sampling.h"
+#include "ml/sampling/schedulers.h"
+#include "nodes/family_check.h"
 #include "nodes/node_util.h"
 #include "nodes/sample_core.h"
 #include <stdlib.h>
@@ -98,6 +99,7 @@ const sd_node_desc sd_node_KSampler = {
     .doc = "Denoises a latent with the model, guided by positive and negative conditioning.",
     .inputs = ks_in, .n_inputs = SD_COUNT(ks_in),
     .outputs = ks_out, .n_outputs = SD_COUNT(ks_out), .run = run_ksampler,
+    .check = sd_check_sampler,
 };
 
 static const char *const enable_disable[] = {"enable", "disable", NULL};
@@ -116,4 +118,5 @@ const sd_node_desc sd_node_KSamplerAdvanced = {
     .doc = "KSampler over a range of the schedule's steps, with optional noise and leftover noise.",
     .inputs = ksa_in, .n_inputs = SD_COUNT(ksa_in),
     .outputs = ks_out, .n_outputs = SD_COUNT(ks_out), .run = run_ksampler_advanced,
+    .check = sd_check_sampler,
 };

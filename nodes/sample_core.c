@@ -2,7 +2,8 @@
  * SamplerCustomAdvanced, and the SAMPLER, SIGMAS, NOISE and GUIDER values they pass around
  * (nodes/sample_core.h). */
 #include "nodes/sample_core.h"
-#include "models/sampling.h"
+#include "ml/sampling/sampling.h"
+#include "ml/families/family.h"
 #include "nodes/cfg_denoiser.h"
 #include "nodes/model_handle.h"
 #include <stdlib.h>
@@ -142,12 +143,21 @@ sd_status sd_node_set_sigmas(sd_node_run *r, size_t index, const float *sigmas, 
     return SD_OK;
 }
 
+/* The family's schedule (ModelSamplingDiscrete) into ms; false with the node's error set. */
+static bool family_sampling(sd_node_run *r, const sd_family_desc *family, sd_model_sampling *ms)
+{
+    if (sd_model_sampling_init(sd_run_context(r), ms, family->schedule.timesteps, family->schedule.beta_start,
+                               family->schedule.beta_end)) {
+        sd_run_fail(r, SD_ERR_INVALID);
+        return false;
+    }
+    return true;
+}
+
 bool sd_node_model_sampling(sd_node_run *r, const char *input, sd_model_sampling *ms)
 {
-    if (!sd_node_model_input(r, input))
-        return false;
-    sd_model_sampling_sd1(ms);
-    return true;
+    const sd_model_handle *h = sd_node_model_input(r, input);
+    return h && family_sampling(r, sd_family_get(sd_loaded_config(h->loaded)->family), ms);
 }
 
 /* ---- the run */
@@ -234,21 +244,28 @@ sd_status sd_node_sample(sd_node_run *r, const sd_sample_request *q)
     if (!h)
         return sd_run_error(r, SD_ERR_INVALID, "the guider holds no model");
     sd_value *latent_v = sd_run_value(r, "latent_image");
+    const sd_checkpoint_config *cfg = sd_loaded_config(h->loaded);
+    const sd_family_desc *family = sd_family_get(cfg->family);
+    const sd_latent_format *format = family->latent;
     const sd_tensor *lt = sd_value_tensor(latent_v, "samples");
-    if (!lt || lt->ndim != 4 || lt->shape[0] < 1 || lt->shape[1] != 4 || lt->shape[2] < 1 || lt->shape[3] < 1)
-        return sd_run_error(r, SD_ERR_INVALID, "input 'latent_image' has no [batch, 4, h, w] samples");
+    if (!lt || lt->ndim != 4 || lt->shape[0] < 1 || lt->shape[2] < 1 || lt->shape[3] < 1)
+        return sd_run_error(r, SD_ERR_INVALID, "input 'latent_image' has no [batch, channels, h, w] samples");
+    if (lt->shape[1] != format->channels)
+        return sd_run_error(r, SD_ERR_INVALID, "input 'latent_image': a %lld-channel latent cannot be sampled by the %s "
+                            "model, which takes %d-channel latents", (long long)lt->shape[1], family->name,
+                            format->channels);
     if (sd_sampler_find(q->sampler) < 0)
         return sd_run_error(r, SD_ERR_NOT_FOUND, "unknown sampler '%s' (sdflow nodes KSamplerSelect lists them)",
                             q->sampler);
     if (q->n_sigmas == 0)
         return set_unchanged(r, q, latent_v); /* CFGGuider.sample: no sigmas, nothing to do */
-    const sd_checkpoint_config *cfg = sd_loaded_config(h->loaded);
     sd_model_sampling ms;
-    sd_model_sampling_sd1(&ms);
+    if (!family_sampling(r, family, &ms))
+        return SD_ERR_INVALID;
     sd_cfg_setup s = {.r = r, .guider = g, .need_uncond = sd_sampler_uses_uncond(q->sampler), .ms = &ms,
                       .batch = (size_t)lt->shape[0], .h = lt->shape[2], .w = lt->shape[3],
                       .in_channels = cfg->unet.in_channels, .dim = cfg->unet.context_dim};
-    size_t per_item = (size_t)(4 * s.h * s.w), n = s.batch * per_item;
+    size_t per_item = (size_t)(format->channels * s.h * s.w), n = s.batch * per_item;
     sd_cfg_denoiser *d = NULL;
     float *noise = NULL, *latent = NULL, *mask = NULL;
     int64_t *bidx = NULL;
@@ -266,7 +283,7 @@ sd_status sd_node_sample(sd_node_run *r, const sd_sample_request *q)
     }
     if ((st = sd_cfg_denoiser_new(&s, &d)) || (st = batch_index(r, latent_v, s.batch, &bidx)))
         goto done;
-    float scale = cfg->vae.scale_factor;
+    float scale = format->scale; /* (the SD formats have no shift) */
     latent = malloc(n * sizeof *latent);
     noise = q->add_noise ? malloc(n * sizeof *noise) : NULL;
     step.d = d;
@@ -287,7 +304,7 @@ sd_status sd_node_sample(sd_node_run *r, const sd_sample_request *q)
             st = sd_run_error(r, SD_ERR_NOMEM, "out of memory");
             goto done;
         }
-        if ((st = sd_noise_mask_resize(r, mt, s.batch, 4, s.h, s.w, mask)))
+        if ((st = sd_noise_mask_resize(r, mt, s.batch, format->channels, s.h, s.w, mask)))
             goto done;
     }
     if (s.in_channels == 9 && (st = sd_cfg_denoiser_inpaint(d, mask, latent, scale)))

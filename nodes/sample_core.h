@@ -13,10 +13,10 @@
 #define SD_NODES_SAMPLE_CORE_H
 
 #include "core/node.h"
-#include "models/schedulers.h"
+#include "ml/sampling/schedulers.h"
 
 /* ComfyUI's sampler and scheduler names as ENUM choices (NULL-terminated; the same lists as
- * models/sampling.h's and models/schedulers.h's registries, which tests check). */
+ * ml/sampling/sampling.h's and ml/sampling/schedulers.h's registries, which tests check). */
 extern const char *const sd_sampler_choices[];
 extern const char *const sd_scheduler_choices[];
 
@@ -66,8 +66,8 @@ const sd_tensor *sd_sigmas_input(sd_node_run *r, const char *input);
  * node's error set. */
 sd_status sd_node_set_sigmas(sd_node_run *r, size_t index, const float *sigmas, size_t n);
 
-/* The model's sampling schedule (its sigma table) for the MODEL on input "model": SD1's
- * discrete eps schedule; false with the node's error set when the input holds no model. */
+/* The model's sampling schedule (its sigma table) for the MODEL on `input`: its family's
+ * discrete schedule; false with the node's error set when the input holds no model. */
 bool sd_node_model_sampling(sd_node_run *r, const char *input, sd_model_sampling *ms);
 
 /* One sampling run (comfy/sample.py sample_custom, CFGGuider.sample): the latent on input

@@ -1,8 +1,8 @@
 /* ComfyUI's scheduler and sigma nodes (comfy_extras/nodes_custom_sampler.py,
  * nodes_align_your_steps.py): BasicScheduler, KarrasScheduler, ExponentialScheduler,
  * PolyexponentialScheduler, SDTurboScheduler, AlignYourStepsScheduler make SIGMAS; SplitSigmas,
- * SplitSigmasDenoise and FlipSigmas rearrange them. The schedules are models/schedulers.h's. */
-#include "models/schedulers.h"
+ * SplitSigmasDenoise and FlipSigmas rearrange them. The schedules are ml/sampling/schedulers.h's. */
+#include "ml/sampling/schedulers.h"
 #include "nodes/node_util.h"
 #include "nodes/sample_core.h"
 #include <math.h>

@@ -3,6 +3,7 @@
  * tilings (nodes/vae_tiles.h), so that images larger than the device can hold decode and encode
  * without visible seams. temporal_size and temporal_overlap are ComfyUI's inputs for video VAEs;
  * like ComfyUI, an image VAE ignores them (they are accepted so that workflows import). */
+#include "nodes/family_check.h"
 #include "nodes/node_util.h"
 #include "nodes/vae_tiles.h"
 
@@ -76,6 +77,7 @@ const sd_node_desc sd_node_VAEDecodeTiled = {
     .doc = "Decodes latents with the VAE in overlapping, blended tiles (large images in little device memory).",
     .inputs = decode_in, .n_inputs = SD_COUNT(decode_in),
     .outputs = decode_out, .n_outputs = SD_COUNT(decode_out), .run = run_decode_tiled,
+    .check = sd_check_vae_decode,
 };
 
 static const sd_input_desc encode_in[] = {
@@ -95,4 +97,5 @@ const sd_node_desc sd_node_VAEEncodeTiled = {
     .doc = "Encodes images with the VAE in overlapping, blended tiles.",
     .inputs = encode_in, .n_inputs = SD_COUNT(encode_in),
     .outputs = encode_out, .n_outputs = SD_COUNT(encode_out), .run = run_encode_tiled,
+    .check = sd_check_vae_encode,
 };

@@ -2,8 +2,8 @@
  * benchmarks), standalone VAE files, ControlNets (original or diffusers layout) and stub files of
  * other families (detection tests).
  * Deterministic: the same options and seed give the same bytes. */
-#include "models/controlnet.h"
-#include "models/sd1_layout.h"
+#include "ml/adapters/controlnet.h"
+#include "ml/families/sd1_layout.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -43,7 +43,9 @@ enum {
     SD_IN_OPTIONAL = 1u << 0,  /* may be left unset and unconnected (no default needed) */
     SD_IN_RANGED = 1u << 1,    /* min/max apply (INT, FLOAT) */
     SD_IN_FILE = 1u << 2,      /* STRING/ENUM naming a file looked up in file_dir */
-    SD_IN_MULTILINE = 1u << 3  /* long text (prompts): docs and XML writer use element text */
+    SD_IN_MULTILINE = 1u << 3, /* long text (prompts): docs and XML writer use element text */
+    SD_IN_OUTPUT_PREFIX = 1u << 4 /* STRING: file name prefix under the output directory, checked
+                                     by the prefix rules (docs/provenance.md) when validated */
 };
 
 typedef struct sd_input_desc {
@@ -71,6 +73,7 @@ enum {
 
 typedef struct sd_node_run sd_node_run;         /* defined by the scheduler (core/node.h) */
 typedef struct sd_node_upgrade sd_node_upgrade; /* defined by core (core/node.h) */
+typedef struct sd_node_check sd_node_check;     /* defined by core (core/node.h) */
 
 typedef struct sd_node_desc {
     const char *name;     /* ComfyUI class name, e.g. "KSampler" */
@@ -87,6 +90,11 @@ typedef struct sd_node_desc {
     /* Maps a node saved by an older version to this one (rename inputs, convert values);
      * NULL when every older version loads unchanged. */
     sd_status (*upgrade)(sd_node_upgrade *up, int from_version);
+    /* Checks, before anything runs, what file headers and the upstream nodes' tags tell (a
+     * model family a node cannot take, a latent of the wrong channel count) and tags this
+     * node's outputs for its consumers; NULL: each output passes on the tag of the first linked
+     * input of its type. Problems are reported with sd_check_problem. See core/node.h. */
+    void (*check)(sd_node_check *check);
 } sd_node_desc;
 
 /* The registry: every node type, sorted by name. */

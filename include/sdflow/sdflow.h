@@ -68,6 +68,9 @@ sd_status sd_context_add_models_dir(sd_context *ctx, const char *path);
 void sd_context_clear_models_dirs(sd_context *ctx);
 sd_status sd_context_set_dir(sd_context *ctx, sd_dir_kind kind, const char *path);
 const char *sd_context_dir(const sd_context *ctx, sd_dir_kind kind);
+/* Whether file inputs of a workflow may name absolute paths (default false: a name is looked up
+ * in the model or input directories only; the CLI's --allow-absolute-paths). */
+void sd_context_set_allow_absolute_paths(sd_context *ctx, bool allow);
 
 /* Cache database path; NULL disables caching. Default: $SDFLOW_CACHE, else
  * $XDG_CACHE_HOME/sdflow/cache.db, else ~/.cache/sdflow/cache.db. Opened lazily. */
@@ -240,14 +243,23 @@ sd_status sd_parse_size(const char *text, int64_t *out);
  * the PNG carries none. */
 sd_status sd_png_extract_workflow(sd_context *ctx, const char *png_path, char **xml_out);
 
+typedef struct sd_replay_options {
+    bool use_cache; /* trust cached node outputs (and memoized file hashes); default: re-render */
+} sd_replay_options;
 typedef struct sd_replay_report {
     bool identical;
     double max_abs_diff; /* in 8-bit levels */
-    char *new_image;     /* path of the re-rendered image (malloc'd), in the temp directory */
+    char *new_image;     /* when different: the re-rendered image (malloc'd), kept in its private
+                            directory <temp dir>/replay-XXXXXX; otherwise NULL */
 } sd_replay_report;
-/* Re-runs the workflow embedded in png_path and compares the result with it. Returns SD_OK when
- * pixel-identical, SD_ERR_MISMATCH otherwise; report may be NULL. */
-sd_status sd_replay(sd_context *ctx, const char *png_path, sd_replay_report *report);
+/* Re-runs the workflow embedded in png_path (options may be NULL: re-render everything) and
+ * compares the result with it. Files are resolved by name in the context's directories, as a run
+ * does, and must have the hashes the PNG records for them (SD_ERR_INVALID naming the file before
+ * any node runs); no path recorded in the PNG is opened. The re-run writes into a fresh private
+ * directory that is removed unless the images differ. Returns SD_OK when pixel-identical,
+ * SD_ERR_MISMATCH otherwise; report may be NULL. */
+sd_status sd_replay(sd_context *ctx, const char *png_path, const sd_replay_options *options,
+                    sd_replay_report *report);
 void sd_replay_report_clear(sd_replay_report *report);
 
 #ifdef __cplusplus

@@ -65,7 +65,8 @@ static int run_and_signal(const char *xml, const char *out_dir, const char *cach
         close(fds[1]);
         int null = open("/dev/null", O_WRONLY);
         dup2(null, STDOUT_FILENO);
-        execl(bin(), bin(), "run", xml, "--output-dir", out_dir, "--cache", cache, (char *)NULL);
+        execl(bin(), bin(), "run", xml, "--output-dir", out_dir, "--cache", cache, "--allow-absolute-paths",
+              (char *)NULL);
         _exit(127);
     }
     close(fds[1]);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static sd_context *ctx;
 static char *models1, *models2;
@@ -360,19 +361,26 @@ static void test_resolve_file(void)
     CHECK_EQ_INT(sd_resolve_file(ctx, "checkpoints", "sub/b.ckpt", &path), SD_OK);
     CHECK_STR_EQ(path, want);
     free(path);
-    /* An absolute name is used as is. */
+    /* An absolute name is refused unless the context allows it; then it is used as is. */
+    CHECK_EQ_INT(sd_resolve_file(ctx, "vae", want, &path), SD_ERR_INVALID);
+    CHECK(path == NULL);
+    char *msg = sd_strfmt("absolute path '%s' is not allowed (use --allow-absolute-paths)", want);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), msg);
+    free(msg);
+    sd_context_set_allow_absolute_paths(ctx, true);
     CHECK_EQ_INT(sd_resolve_file(ctx, "vae", want, &path), SD_OK);
     CHECK_STR_EQ(path, want);
     free(path);
     free(want);
+    CHECK_EQ_INT(sd_resolve_file(ctx, "checkpoints", "/nonexistent/x.ckpt", &path), SD_ERR_NOT_FOUND);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), "file '/nonexistent/x.ckpt' not found");
+    sd_context_set_allow_absolute_paths(ctx, false);
 
     CHECK_EQ_INT(sd_resolve_file(ctx, "checkpoints", "sub/../a.safetensors", &path), SD_ERR_INVALID);
     CHECK(path == NULL);
     CHECK_STR_EQ(sd_context_errmsg(ctx), "file name 'sub/../a.safetensors' must not contain '..'");
     CHECK_EQ_INT(sd_resolve_file(ctx, "checkpoints", "", &path), SD_ERR_INVALID);
     CHECK_STR_EQ(sd_context_errmsg(ctx), "empty file name");
-    CHECK_EQ_INT(sd_resolve_file(ctx, "checkpoints", "/nonexistent/x.ckpt", &path), SD_ERR_NOT_FOUND);
-    CHECK_STR_EQ(sd_context_errmsg(ctx), "file '/nonexistent/x.ckpt' not found");
     /* A directory is not a model file. */
     want = sd_strfmt("checkpoints file 'dir.ckpt' not found (searched: %s/checkpoints, %s/checkpoints)",
                      models1, models2);
@@ -397,6 +405,33 @@ static void test_resolve_file(void)
     CHECK_EQ_INT(sd_resolve_file(ctx, "input", "dog.png", &path), SD_ERR_NOT_FOUND);
     CHECK_STR_EQ(sd_context_errmsg(ctx), want);
     free(want);
+
+    /* A symlink in the input directory must not lead out of it (to a file or through a
+     * folder); one that stays inside is followed. A FIFO is not an input file. */
+    char *outside = test_path(test_scratch_dir(), "outside.png");
+    touch(outside);
+    char *link = test_path(input, "out.png"), *dirlink = test_path(input, "up");
+    CHECK(symlink(outside, link) == 0 && symlink(test_scratch_dir(), dirlink) == 0);
+    CHECK_EQ_INT(sd_resolve_file(ctx, "input", "out.png", &path), SD_ERR_INVALID);
+    CHECK(path == NULL);
+    want = sd_strfmt("%s leads outside %s (to %s)", link, input, outside);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), want);
+    free(want);
+    CHECK_EQ_INT(sd_resolve_file(ctx, "input", "up/outside.png", &path), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "leads outside");
+    char *inner = test_path(input, "inner.png");
+    CHECK(symlink("cat.png", inner) == 0);
+    CHECK_EQ_INT(sd_resolve_file(ctx, "input", "inner.png", &path), SD_OK);
+    CHECK_STR_EQ(path, real_img);
+    free(path);
+    char *fifo = test_path(input, "fifo.png");
+    CHECK(mkfifo(fifo, 0600) == 0);
+    CHECK_EQ_INT(sd_resolve_file(ctx, "input", "fifo.png", &path), SD_ERR_NOT_FOUND);
+    free(fifo);
+    free(inner);
+    free(link);
+    free(dirlink);
+    free(outside);
 
     sd_context *bare;
     CHECK_EQ_INT(sd_context_new(&bare), SD_OK);

@@ -1,7 +1,7 @@
 /* Checkpoint inspection on tiny checkpoints written by the project's writer: config round
  * trips, SD1 layout facts, missing/misshapen tensors named, other families named. */
 #include "test.h"
-#include "models/sd1_layout.h"
+#include "ml/families/sd1_layout.h"
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>

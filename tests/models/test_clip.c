@@ -2,8 +2,8 @@
  * tests/reference/make_clip_goldens.py on the same tiny checkpoint). */
 #include "test.h"
 #include "support/golden.h"
-#include "models/clip.h"
-#include "models/sd1_layout.h"
+#include "ml/text/clip.h"
+#include "ml/families/sd1_layout.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* Textual-inversion embeddings (models/embeddings.h) and their use by the CLIP encoder
+/* Textual-inversion embeddings (ml/adapters/embeddings.h) and their use by the CLIP encoder
  * (sd_clip_encode_ex): a 2-vector embedding against transformers' CLIPTextModel with the vectors
  * appended to its token table (tests/reference/make_lora_goldens.py, same tiny checkpoint:
  * sdflow_mkckpt --preset tiny --no-vae --seed 7), reached through the prompt syntax
@@ -6,9 +6,9 @@
  * unknown or unusable embeddings (warnings, encoded without them). */
 #include "test.h"
 #include "support/ops_check.h"
-#include "models/clip.h"
-#include "models/embeddings.h"
-#include "models/sd1_layout.h"
+#include "ml/text/clip.h"
+#include "ml/adapters/embeddings.h"
+#include "ml/families/sd1_layout.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

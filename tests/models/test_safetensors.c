@@ -1,6 +1,6 @@
 /* safetensors: every validation rule with its exact error, conversions, writer round trip. */
 #include "test.h"
-#include "models/safetensors.h"
+#include "ml/formats/safetensors.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>

@@ -7,8 +7,8 @@
 #include "test.h"
 #include "core/context.h"
 #include "core/rng.h"
-#include "models/sampling.h"
-#include "models/schedulers.h"
+#include "ml/sampling/sampling.h"
+#include "ml/sampling/schedulers.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

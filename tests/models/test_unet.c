@@ -1,4 +1,4 @@
-/* The SD1 UNet (models/unet.h) against diffusers' UNet2DConditionModel on a tiny random
+/* The SD1 UNet (ml/diffusion/unet.h) against diffusers' UNet2DConditionModel on a tiny random
  * checkpoint (tests/reference/make_unet_goldens.py writes the goldens from the identical file:
  * sdflow_mkckpt --preset tiny --res-blocks 2 --depth 2 --no-clip --no-vae --seed 7).
  * Batch 2 (as CFG runs it), 16x16 latent, 33 context tokens; once plain and once with synthetic
@@ -7,8 +7,8 @@
  * weights alone are rounded to 11 bits; outputs have std 0.3). Then bad input with exact errors. */
 #include "test.h"
 #include "support/ops_check.h"
-#include "models/sd1_layout.h"
-#include "models/unet.h"
+#include "ml/families/sd1_layout.h"
+#include "ml/diffusion/unet.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -5,8 +5,8 @@
  * as the 4-channel UNet test. */
 #include "test.h"
 #include "support/ops_check.h"
-#include "models/sd1_layout.h"
-#include "models/unet.h"
+#include "ml/families/sd1_layout.h"
+#include "ml/diffusion/unet.h"
 #include <stdlib.h>
 #include <string.h>
 

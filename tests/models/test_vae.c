@@ -2,8 +2,8 @@
  * tests/reference/make_vae_goldens.py on the same tiny standalone VAE file). */
 #include "test.h"
 #include "support/golden.h"
-#include "models/sd1_layout.h"
-#include "models/vae.h"
+#include "ml/families/sd1_layout.h"
+#include "ml/vae/vae.h"
 #include <stdlib.h>
 
 typedef struct fixture {

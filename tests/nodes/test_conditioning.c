@@ -13,8 +13,8 @@
  * two prompts differ from either prompt alone; bad areas fail with one-line errors. */
 #include "test.h"
 #include "core/run.h"
-#include "models/control_eval.h"
-#include "models/sd1_layout.h"
+#include "ml/adapters/control_eval.h"
+#include "ml/families/sd1_layout.h"
 #include "nodes/conditioning.h"
 #include "support/golden.h"
 #include "support/graph_run.h"
@@ -360,6 +360,7 @@ static bool setup(void)
 {
     if (sd_context_new(&g_ctx))
         return false;
+    sd_context_set_allow_absolute_paths(g_ctx, true); /* test files are named by absolute path */
     sd_checkpoint_config cfg;
     const char *dir = test_scratch_dir();
     ckpt_path = test_path(dir, "tiny.safetensors");

@@ -5,9 +5,9 @@
  * API workflow. */
 #include "test.h"
 #include "core/run.h"
-#include "models/sampling.h"
-#include "models/schedulers.h"
-#include "models/sd1_layout.h"
+#include "ml/sampling/sampling.h"
+#include "ml/sampling/schedulers.h"
+#include "ml/families/sd1_layout.h"
 #include "nodes/sample_core.h"
 #include <math.h>
 #include <stdlib.h>
@@ -22,6 +22,7 @@ static sd_context *new_context(const char *cache)
     CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
     sd_context_set_cache_path(ctx, cache);
     sd_context_set_dir(ctx, SD_DIR_OUTPUT, test_scratch_dir());
+    sd_context_set_allow_absolute_paths(ctx, true); /* test files are named by absolute path */
     return ctx;
 }
 
@@ -160,7 +161,8 @@ static sd_result *run(sd_graph *g, const char *const *outputs, size_t n, bool ca
     sd_run_options o = {.outputs = outputs, .n_outputs = n, .no_cache = !cache};
     sd_result *res = NULL;
     sd_status st = sd_graph_run(g, &o, &res);
-    CHECK_MSG(st == SD_OK, "%s", sd_context_errmsg(sd_graph_context(g)));
+    sd_context *ctx = sd_graph_context(g);
+    CHECK_MSG(st == SD_OK, "%s: %s", sd_context_errmsg(ctx), sd_context_diag_count(ctx) ? sd_context_diag(ctx, 0) : "");
     return st ? NULL : res;
 }
 

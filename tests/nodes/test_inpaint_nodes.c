@@ -15,9 +15,9 @@
 #include "support/png_fixture.h"
 #include "core/png.h"
 #include "core/run.h"
-#include "models/control_eval.h"
-#include "models/controlnet.h"
-#include "models/sd1_layout.h"
+#include "ml/adapters/control_eval.h"
+#include "ml/adapters/controlnet.h"
+#include "ml/families/sd1_layout.h"
 #include "nodes/bilinear.h"
 #include <math.h>
 #include <stdlib.h>
@@ -47,6 +47,7 @@ static char *write_rgb(const char *name, const unsigned char *px, uint32_t w, ui
 static bool setup(void)
 {
     CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
+    sd_context_set_allow_absolute_paths(ctx, true); /* test files are named by absolute path */
     sd_context_set_cache_path(ctx, NULL);
     out_dir = test_path(test_scratch_dir(), "out");
     CHECK_EQ_INT(sd_context_set_dir(ctx, SD_DIR_OUTPUT, out_dir), SD_OK);

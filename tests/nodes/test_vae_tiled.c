@@ -10,7 +10,7 @@
 #include "support/golden.h"
 #include "support/png_fixture.h"
 #include "core/run.h"
-#include "models/sd1_layout.h"
+#include "ml/families/sd1_layout.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +55,7 @@ static sd_context *new_context(void)
     sd_context *ctx = NULL;
     CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
     sd_context_set_cache_path(ctx, NULL);
+    sd_context_set_allow_absolute_paths(ctx, true); /* test files are named by absolute path */
     warnings[0] = 0;
     sd_context_set_log(ctx, capture, NULL);
     return ctx;

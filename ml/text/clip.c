@@ -1,0 +1,302 @@
+/* CLIP text transformer (see clip.h). Token and position embeddings are gathered on the host
+ * straight from the mapped checkpoint (the 49408-row table never goes to the device); the
+ * transformer runs on the op library. */
+#include "ml/text/clip.h"
+#include "runtime-opencl/ops.h"
+#include "runtime-opencl/ops_basic.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CLIP_LN_EPS 1e-5f
+#define CLIP_EOS 49407 /* the end-of-text token id */
+
+struct sd_clip_model {
+    sd_cl *cl;
+    const sd_safetensors *st;
+    sd_clip_config config;
+    sd_weights *w;
+    sd_dtensor *causal_mask; /* [positions, positions], built on first use */
+};
+
+sd_status sd_clip_model_new(sd_cl *cl, const sd_safetensors *st, const char *prefix,
+                            const sd_clip_config *config, sd_dtype weight_dtype, sd_clip_model **out)
+{
+    *out = NULL;
+    sd_clip_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return sd_set_error(cl->ctx, SD_ERR_NOMEM, "out of memory");
+    m->cl = cl;
+    m->st = st;
+    m->config = *config;
+    sd_status s = sd_weights_new(cl, st, prefix, weight_dtype, &m->w);
+    if (s) {
+        free(m);
+        return s;
+    }
+    *out = m;
+    return SD_OK;
+}
+
+sd_status sd_clip_model_new_patched(sd_clip_model *base, const sd_weight_patcher *patcher, sd_clip_model **out)
+{
+    *out = NULL;
+    sd_clip_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return sd_set_error(base->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    *m = (sd_clip_model){.cl = base->cl, .st = base->st, .config = base->config};
+    sd_status s = sd_weights_new_patched(base->w, patcher, &m->w);
+    if (s) {
+        free(m);
+        return s;
+    }
+    *out = m;
+    return SD_OK;
+}
+
+void sd_clip_model_free(sd_clip_model *m)
+{
+    if (!m)
+        return;
+    sd_dtensor_free(m->causal_mask);
+    sd_weights_free(m->w);
+    free(m);
+}
+
+const sd_clip_config *sd_clip_model_config(const sd_clip_model *m)
+{
+    return &m->config;
+}
+
+/* Row `row` of a 2-D F32/F16/BF16 table into dst (width floats). */
+static sd_status read_row(sd_clip_model *m, const char *name, int64_t row, float *dst)
+{
+    const sd_st_tensor *t = sd_weights_info(m->w, name);
+    int width = m->config.width;
+    if (!t || t->ndim != 2 || t->shape[1] != width || row < 0 || row >= t->shape[0])
+        return sd_set_error(m->cl->ctx, t ? SD_ERR_INVALID : SD_ERR_NOT_FOUND,
+                            "%s: text encoder tensor '%s' is missing, has the wrong shape, or has no row %lld",
+                            sd_safetensors_path(m->st), name, (long long)row);
+    const unsigned char *base = (const unsigned char *)t->data + (size_t)row * (size_t)width * sd_st_dtype_size(t->dtype);
+    for (int i = 0; i < width; i++) {
+        switch (t->dtype) {
+        case SD_ST_F32: memcpy(&dst[i], base + 4 * (size_t)i, 4); break;
+        case SD_ST_F16: { uint16_t h; memcpy(&h, base + 2 * (size_t)i, 2); dst[i] = sd_half_to_float(h); break; }
+        case SD_ST_BF16: { uint16_t h; memcpy(&h, base + 2 * (size_t)i, 2); dst[i] = sd_bf16_to_float(h); break; }
+        default:
+            return sd_set_error(m->cl->ctx, SD_ERR_INVALID, "%s: tensor '%s' has dtype %s, not a float type",
+                                sd_safetensors_path(m->st), name, sd_st_dtype_name(t->dtype));
+        }
+    }
+    return SD_OK;
+}
+
+/* x = token_embedding[tokens] + position_embedding[0..n) on the host, uploaded as [batch, n, width];
+ * ids vocab + i read row i of extra. */
+static sd_status embed(sd_clip_model *m, const int32_t *tokens, int batch, const float *extra, int n_extra,
+                       sd_dtensor **out)
+{
+    int n = m->config.positions, width = m->config.width;
+    size_t count = (size_t)batch * (size_t)n * (size_t)width;
+    float *host = malloc(count * sizeof *host), *pos = malloc((size_t)width * sizeof *pos);
+    sd_status s = (host && pos) ? SD_OK : sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    for (int b = 0; !s && b < batch; b++)
+        for (int p = 0; !s && p < n; p++) {
+            float *row = host + ((size_t)b * (size_t)n + (size_t)p) * (size_t)width;
+            int32_t id = tokens[(size_t)b * (size_t)n + (size_t)p];
+            if (id >= m->config.vocab && id - m->config.vocab < n_extra)
+                memcpy(row, extra + (size_t)(id - m->config.vocab) * (size_t)width, (size_t)width * sizeof *row);
+            else
+                s = read_row(m, "embeddings.token_embedding.weight", id, row);
+            if (!s)
+                s = read_row(m, "embeddings.position_embedding.weight", p, pos);
+            for (int i = 0; !s && i < width; i++)
+                row[i] += pos[i];
+        }
+    int64_t shape[3] = {batch, n, width};
+    if (!s)
+        s = sd_dtensor_new(m->cl, SD_DTYPE_F32, 3, shape, out);
+    if (!s && (s = sd_dtensor_upload(*out, host))) {
+        sd_dtensor_free(*out);
+        *out = NULL;
+    }
+    free(host);
+    free(pos);
+    return s;
+}
+
+static sd_status causal_mask(sd_clip_model *m)
+{
+    if (m->causal_mask)
+        return SD_OK;
+    int n = m->config.positions;
+    float *host = malloc((size_t)n * (size_t)n * sizeof *host);
+    if (!host)
+        return sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++)
+            host[(size_t)i * (size_t)n + (size_t)j] = j > i ? -INFINITY : 0.0f;
+    int64_t shape[2] = {n, n};
+    sd_status s = sd_dtensor_new(m->cl, SD_DTYPE_F32, 2, shape, &m->causal_mask);
+    if (!s && (s = sd_dtensor_upload(m->causal_mask, host))) {
+        sd_dtensor_free(m->causal_mask);
+        m->causal_mask = NULL;
+    }
+    free(host);
+    return s;
+}
+
+/* A Linear layer <name>.weight / <name>.bias of layer `layer`. */
+static sd_status linear(sd_clip_model *m, int layer, const char *name, const sd_dtensor *x, sd_act act,
+                        sd_dtensor **out)
+{
+    const sd_dtensor *w, *b;
+    sd_status s = sd_weights_getf(m->w, &w, "encoder.layers.%d.%s.weight", layer, name);
+    if (!s)
+        s = sd_weights_getf(m->w, &b, "encoder.layers.%d.%s.bias", layer, name);
+    return s ? s : sd_op_linear(m->cl, x, w, b, act, out);
+}
+
+static sd_status layer_norm(sd_clip_model *m, const char *fmt, int layer, const sd_dtensor *x, sd_dtensor **out)
+{
+    char name[160];
+    const sd_dtensor *g, *b;
+    snprintf(name, sizeof name, fmt, layer, "weight");
+    sd_status s = sd_weights_get(m->w, name, &g);
+    snprintf(name, sizeof name, fmt, layer, "bias");
+    if (!s)
+        s = sd_weights_get(m->w, name, &b);
+    return s ? s : sd_op_layer_norm(m->cl, x, CLIP_LN_EPS, g, b, out);
+}
+
+/* x += SelfAttention(LN1(x)); x += MLP(LN2(x)). Replaces *x. */
+static sd_status block(sd_clip_model *m, int layer, sd_dtensor **x)
+{
+    sd_dtensor *h = NULL, *q = NULL, *k = NULL, *v = NULL, *a = NULL, *o = NULL, *sum = NULL;
+    sd_status s = layer_norm(m, "encoder.layers.%d.layer_norm1.%s", layer, *x, &h);
+    if (!s) s = linear(m, layer, "self_attn.q_proj", h, SD_ACT_NONE, &q);
+    if (!s) s = linear(m, layer, "self_attn.k_proj", h, SD_ACT_NONE, &k);
+    if (!s) s = linear(m, layer, "self_attn.v_proj", h, SD_ACT_NONE, &v);
+    if (!s) s = sd_op_attention(m->cl, q, k, v, m->config.heads, m->causal_mask, &a);
+    if (!s) s = linear(m, layer, "self_attn.out_proj", a, SD_ACT_NONE, &o);
+    if (!s) s = sd_op_binary(m->cl, SD_BINARY_ADD, *x, o, &sum);
+    if (!s) {
+        sd_dtensor_free(*x);
+        *x = sum;
+        sum = NULL;
+    }
+    sd_dtensor_free(h), h = NULL;
+    sd_dtensor_free(a), a = NULL;
+    sd_dtensor_free(o), o = NULL;
+    if (!s) s = layer_norm(m, "encoder.layers.%d.layer_norm2.%s", layer, *x, &h);
+    if (!s) s = linear(m, layer, "mlp.fc1", h, SD_ACT_NONE, &a);
+    if (!s) s = sd_op_unary(m->cl, SD_UNARY_QUICK_GELU, a, &o);
+    sd_dtensor_free(a), a = NULL;
+    if (!s) s = linear(m, layer, "mlp.fc2", o, SD_ACT_NONE, &a);
+    if (!s) s = sd_op_binary(m->cl, SD_BINARY_ADD, *x, a, &sum);
+    if (!s) {
+        sd_dtensor_free(*x);
+        *x = sum;
+    }
+    sd_dtensor_free(h);
+    sd_dtensor_free(q);
+    sd_dtensor_free(k);
+    sd_dtensor_free(v);
+    sd_dtensor_free(a);
+    sd_dtensor_free(o);
+    return s;
+}
+
+static sd_status final_norm(sd_clip_model *m, const sd_dtensor *x, sd_dtensor **out)
+{
+    const sd_dtensor *g, *b;
+    sd_status s = sd_weights_get(m->w, "final_layer_norm.weight", &g);
+    if (!s)
+        s = sd_weights_get(m->w, "final_layer_norm.bias", &b);
+    return s ? s : sd_op_layer_norm(m->cl, x, CLIP_LN_EPS, g, b, out);
+}
+
+sd_status sd_clip_encode(sd_clip_model *m, const int32_t *tokens, int batch, int layer_index,
+                         float *hidden, float *pooled)
+{
+    return sd_clip_encode_ex(m, tokens, batch, layer_index, NULL, 0, hidden, pooled);
+}
+
+/* The pooled position of one window: its first end token, else its highest id. */
+static int pooled_position(const int32_t *ids, int n)
+{
+    int best = 0;
+    for (int p = 0; p < n; p++) {
+        if (ids[p] == CLIP_EOS)
+            return p;
+        if (ids[p] > ids[best])
+            best = p;
+    }
+    return best;
+}
+
+sd_status sd_clip_encode_ex(sd_clip_model *m, const int32_t *tokens, int batch, int layer_index,
+                            const float *extra, int n_extra, float *hidden, float *pooled)
+{
+    const sd_clip_config *c = &m->config;
+    if (batch < 1 || layer_index >= 0 || -layer_index > c->layers)
+        return sd_set_error(m->cl->ctx, SD_ERR_INVALID,
+                            "text encoder: layer %d out of range (-1 .. -%d), batch %d", layer_index,
+                            c->layers, batch);
+    if (c->heads < 1 || c->width % c->heads)
+        return sd_set_error(m->cl->ctx, SD_ERR_INVALID, "text encoder: width %d not divisible by %d heads",
+                            c->width, c->heads);
+    int stop = c->layers + layer_index + 1; /* layers to run for the selected output */
+    int run_layers = pooled ? c->layers : stop;
+    sd_dtensor *x = NULL, *selected = NULL, *normed = NULL;
+    sd_status s = causal_mask(m);
+    if (!s)
+        s = embed(m, tokens, batch, extra, n_extra, &x);
+    for (int l = 0; !s && l < run_layers; l++) {
+        s = block(m, l, &x);
+        if (!s && l + 1 == stop && stop < run_layers) {
+            /* Keep the selected intermediate layer while the rest run for the pooled output. */
+            int64_t shape[3] = {batch, c->positions, c->width};
+            s = sd_dtensor_new(m->cl, SD_DTYPE_F32, 3, shape, &selected);
+            if (!s)
+                s = sd_dtensor_copy(selected, x);
+        }
+    }
+    /* ComfyUI applies the final LayerNorm to an intermediate layer's output as well. */
+    if (!s)
+        s = final_norm(m, selected ? selected : x, &normed);
+    if (!s)
+        s = sd_dtensor_download(normed, hidden);
+    if (!s && pooled) {
+        sd_dtensor_free(normed);
+        normed = NULL;
+        s = selected ? final_norm(m, x, &normed) : SD_OK;
+        float *all = NULL;
+        const float *src = hidden;
+        size_t count = (size_t)batch * (size_t)c->positions * (size_t)c->width;
+        if (!s && normed) {
+            if (!(all = malloc(count * sizeof *all)))
+                s = sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
+            else if (!(s = sd_dtensor_download(normed, all)))
+                src = all;
+        }
+        for (int b = 0; !s && b < batch; b++) {
+            int eos = pooled_position(tokens + (size_t)b * (size_t)c->positions, c->positions);
+            memcpy(pooled + (size_t)b * (size_t)c->width,
+                   src + ((size_t)b * (size_t)c->positions + (size_t)eos) * (size_t)c->width,
+                   (size_t)c->width * sizeof *pooled);
+        }
+        free(all);
+    }
+    sd_dtensor_free(x);
+    sd_dtensor_free(selected);
+    sd_dtensor_free(normed);
+    if (s)
+        sd_error_prefix(m->cl->ctx, "text encoder");
+    return s;
+}
+
+uint64_t sd_clip_model_serial(const sd_clip_model *m)
+{
+    return sd_weights_serial(m->w);
+}

@@ -1,0 +1,43 @@
+/* The CLIP text transformer (transformers' CLIPTextModel as SD1 uses it: token + position
+ * embeddings, pre-LayerNorm blocks with causal self-attention and quick-GELU MLP, final
+ * LayerNorm), on the op library with lazily uploaded weights (ml/loading/weights.h). */
+#ifndef SD_ML_CLIP_H
+#define SD_ML_CLIP_H
+
+#include "ml/families/checkpoint.h"
+#include "ml/loading/weights.h"
+
+typedef struct sd_clip_model sd_clip_model;
+
+/* A text encoder over the tensors <prefix>embeddings.*, <prefix>encoder.layers.N.*,
+ * <prefix>final_layer_norm.* of st (prefix "cond_stage_model.transformer.text_model." in an SD1
+ * checkpoint). Nothing is uploaded until the first encode. st must outlive the model. */
+sd_status sd_clip_model_new(sd_cl *cl, const sd_safetensors *st, const char *prefix,
+                            const sd_clip_config *config, sd_dtype weight_dtype, sd_clip_model **out);
+void sd_clip_model_free(sd_clip_model *m); /* NULL-safe */
+/* A text encoder with base's configuration over a patched view of base's weights
+ * (ml/loading/weights.h): it shares every unpatched device tensor with base, which must outlive it. */
+sd_status sd_clip_model_new_patched(sd_clip_model *base, const sd_weight_patcher *patcher, sd_clip_model **out);
+const sd_clip_config *sd_clip_model_config(const sd_clip_model *m);
+/* Unique per text-encoder object created in this process (never reused, unlike its address). */
+uint64_t sd_clip_model_serial(const sd_clip_model *m);
+
+/* Encodes `batch` windows of config->positions token ids each.
+ * layer_index: which layer's output to return, counted from the end as ComfyUI's
+ * CLIPSetLastLayer does: -1 = the last layer (followed by the final LayerNorm), -2 = the one
+ * before (ComfyUI applies the final LayerNorm to it too — match ComfyUI exactly).
+ * hidden: batch * positions * width floats. pooled (may be NULL): batch * width floats, the
+ * final-LayerNorm output at each window's first end token (id 49407: what transformers' argmax
+ * rule picks for vocabulary ids, and ComfyUI's rule; the highest id's position when a window has
+ * no end token). */
+sd_status sd_clip_encode(sd_clip_model *m, const int32_t *tokens, int batch, int layer_index,
+                         float *hidden, float *pooled);
+
+/* Like sd_clip_encode with textual-inversion vectors: a token id vocab + i with 0 <= i < n_extra
+ * takes row i of extra (n_extra * width floats) as its token embedding instead of a row of the
+ * token table (position embeddings are added as for any token). Other ids outside the vocabulary
+ * are SD_ERR_INVALID. */
+sd_status sd_clip_encode_ex(sd_clip_model *m, const int32_t *tokens, int batch, int layer_index,
+                            const float *extra, int n_extra, float *hidden, float *pooled);
+
+#endif
