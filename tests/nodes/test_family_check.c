@@ -159,6 +159,20 @@ static void test_checks(void)
     expect_problems(CKPT("tiny.safetensors") VAE("vae16.safetensors") CONDS EMPTY SAMPLER("e")
                     DECODE("ks", "v"), 1,
                     "node 'd' input 'samples': a 4-channel SD1.x latent cannot be decoded by a 16-channel VAE");
+    /* Through a guider: SamplerCustomAdvanced and SamplerCustom check the latent against the model. */
+    expect_problems(CKPT("tiny.safetensors") VAE("vae16.safetensors") CONDS IMAGE ENCODE("v")
+                    "<node id='g' type='CFGGuider'><input name='model' from='ck' output='MODEL'/>"
+                    "<input name='positive' from='p' output='CONDITIONING'/><input name='negative' from='p' output='CONDITIONING'/></node>"
+                    "<node id='n' type='RandomNoise'/><node id='s' type='KSamplerSelect'/>"
+                    "<node id='sg' type='KarrasScheduler'/>"
+                    "<node id='sca' type='SamplerCustomAdvanced'><input name='noise' from='n' output='NOISE'/>"
+                    "<input name='guider' from='g' output='GUIDER'/><input name='sampler' from='s' output='SAMPLER'/>"
+                    "<input name='sigmas' from='sg' output='SIGMAS'/><input name='latent_image' from='en' output='LATENT'/></node>"
+                    "<node id='sc' type='SamplerCustom'><input name='model' from='ck' output='MODEL'/>"
+                    "<input name='positive' from='p' output='CONDITIONING'/><input name='negative' from='p' output='CONDITIONING'/>"
+                    "<input name='sampler' from='s' output='SAMPLER'/><input name='sigmas' from='sg' output='SIGMAS'/>"
+                    "<input name='latent_image' from='en' output='LATENT'/></node>", 2,
+                    "input 'latent_image': a 16-channel latent cannot be sampled by the SD1.x model");
     /* Tags pass through nodes without a hook (LatentUpscaleBy). */
     expect_problems(CKPT("tiny.safetensors") VAE("vae16.safetensors") CONDS EMPTY SAMPLER("e")
                     "<node id='u' type='LatentUpscaleBy'><input name='samples' from='ks' output='LATENT'/></node>"
