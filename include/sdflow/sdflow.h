@@ -24,7 +24,7 @@ typedef enum sd_status {
     SD_ERR_LIMIT,       /* a size, depth, pixel or device limit was exceeded */
     SD_ERR_NOMEM,       /* out of host or device memory */
     SD_ERR_IO,          /* reading or writing a file failed */
-    SD_ERR_CL,          /* the OpenCL device reported an error */
+    SD_ERR_CL,          /* the OpenCL device reported an error, or no (matching) device exists */
     SD_ERR_CACHE,       /* cache database error (never fails a run; maintenance commands only) */
     SD_ERR_INTERRUPTED, /* SIGINT/SIGTERM or sd_context_interrupt() */
     SD_ERR_MISMATCH     /* replay produced a different image */
