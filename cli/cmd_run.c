@@ -327,9 +327,10 @@ int cmd_run(int argc, char **argv)
     sd_run_options ro = {.outputs = outputs, .n_outputs = n_outputs, .no_cache = no_cache};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    /* Signals stay caught until the written files are listed: a SIGTERM just after the run must
+     * not kill the process with a PNG written but not printed. */
     cli_catch_signals(ctx, true);
     st = sd_graph_run(g, &ro, &result);
-    cli_catch_signals(ctx, false);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
     clear_live_line(&progress);
@@ -340,12 +341,14 @@ int cmd_run(int argc, char **argv)
         summary_text(result, st, seconds);
     for (size_t i = 0; i < sd_result_file_count(result); i++)
         printf("%s\n", sd_result_file(result, i));
-    if (st) {
+    if (st)
         code = cli_report_failure(ctx, st);
-        goto done;
-    }
-    print_outputs(g, result, outputs, n_outputs);
-    code = EXIT_OK;
+    else
+        print_outputs(g, result, outputs, n_outputs);
+    bool listed = fflush(stdout) != EOF;
+    cli_catch_signals(ctx, false);
+    if (!st)
+        code = listed ? EXIT_OK : cli_fail(NULL, SD_ERR_IO, "cannot write the list of files to stdout");
 done:
     sd_result_free(result);
     sd_graph_free(g);
