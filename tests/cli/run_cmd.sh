@@ -95,6 +95,9 @@ check "bad parameter value" grep -q "'abc' is not an integer" "$T/err"
 run 3 run "$T/wf.xml" "${C[@]}" --output lat --set w=8
 check "linked value out of range names the node" \
     grep -q "sdflow: error: node 'lat' (EmptyLatentImage): input 'width': 8 is out of range \[16, 16384\]" "$T/err"
+run 3 run "$T/wf.xml" "${C[@]}" --output lat --set w=100
+check "linked size not a multiple of 8 names the node" \
+    grep -q "sdflow: error: node 'lat' (EmptyLatentImage): width 100 is not a multiple of 8" "$T/err"
 run 3 run "$T/wf.xml" "${C[@]}" --output nope
 check "unknown output node" grep -q "no node 'nope' in the workflow" "$T/err"
 run 3 run "$T/wf.xml" "${C[@]}" --input-dir "$T/missing"
