@@ -235,6 +235,7 @@ int cmd_run(int argc, char **argv)
 {
     cli_opts opts = {0};
     const char *file = NULL, *cache = NULL, *device = NULL;
+    char *path = NULL; /* the workflow file, found by cli_workflow_path */
     const char **outputs = NULL;
     size_t n_outputs = 0;
     bool help_params = false, no_cache = false, quiet = false, json = false;
@@ -302,18 +303,20 @@ int cmd_run(int argc, char **argv)
     }
 
     sd_status st = sd_context_new(&ctx);
+    if (!st && !(path = cli_workflow_path(file)))
+        st = SD_ERR_NOMEM;
     if (st) {
         code = cli_fail(NULL, st, "out of memory");
         goto done;
     }
     if ((st = cli_opts_apply_context(&opts, ctx)) || (cache && (st = sd_context_set_cache_path(ctx, cache))) ||
         (device && (st = sd_context_set_device(ctx, device))) ||
-        (st = sd_graph_load_xml(ctx, file, &g)) || (st = cli_opts_apply_sets(&opts, g))) {
+        (st = sd_graph_load_xml(ctx, path, &g)) || (st = cli_opts_apply_sets(&opts, g))) {
         code = cli_report_failure(ctx, st);
         goto done;
     }
     if (help_params) {
-        print_params(file, g);
+        print_params(path, g);
         code = EXIT_OK;
         goto done;
     }
@@ -353,6 +356,7 @@ done:
     sd_result_free(result);
     sd_graph_free(g);
     sd_context_free(ctx);
+    free(path);
     free(outputs);
     cli_opts_free(&opts);
     return code;
