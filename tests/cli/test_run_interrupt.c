@@ -225,7 +225,8 @@ static void test_sigterm_after_run(void)
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
         close(fds[1]);
-        execl(bin(), bin(), "run", xml, "--output-dir", out, "--no-cache", "--quiet", (char *)NULL);
+        execl(bin(), bin(), "run", xml, "--output-dir", out, "--no-cache", "--quiet", "--allow-absolute-paths",
+              (char *)NULL);
         _exit(127);
     }
     close(fds[1]);
