@@ -2,9 +2,12 @@
 #include "cli/options.h"
 #include "cli/cli.h"
 #include <ctype.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const char cli_opts_help[] =
     "  --models-dir DIR     model directory laid out like ComfyUI's models/ (checkpoints/, vae/,\n"
@@ -135,6 +138,45 @@ sd_status cli_opts_apply_sets(const cli_opts *o, sd_graph *g)
             return st;
     }
     return SD_OK;
+}
+
+/* The installed stock workflow `base`, or NULL when there is none (*nomem set when memory ran
+ * out). SDFLOW_BIN_TO_GRAPHS (from CMake) leads from the installed executable's directory to
+ * <datadir>/sdflow/graphs. */
+static char *stock_workflow(const char *base, bool *nomem)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return NULL;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash)
+        return NULL;
+    *slash = '\0';
+    size_t size = strlen(exe) + strlen(SDFLOW_BIN_TO_GRAPHS) + strlen(base) + 3;
+    char *path = malloc(size);
+    if (!path) {
+        *nomem = true;
+        return NULL;
+    }
+    snprintf(path, size, "%s/%s/%s", exe, SDFLOW_BIN_TO_GRAPHS, base);
+    char *real = realpath(path, NULL); /* without "bin/..": the path messages show */
+    free(path);
+    if (!real && errno == ENOMEM)
+        *nomem = true;
+    return real;
+}
+
+char *cli_workflow_path(const char *name)
+{
+    if (name[0] != '/' && !strstr(name, "..") && access(name, F_OK) != 0) {
+        bool nomem = false;
+        char *stock = stock_workflow(strncmp(name, "graphs/", 7) == 0 ? name + 7 : name, &nomem);
+        if (stock || nomem)
+            return stock;
+    }
+    return strdup(name);
 }
 
 size_t cli_print_diags(const sd_context *ctx)

@@ -70,6 +70,12 @@ sd_status cli_opts_apply_context(const cli_opts *opts, sd_context *ctx);
 sd_status cli_opts_apply_sets(const cli_opts *opts, sd_graph *graph);
 
 
+/* The workflow file a command line names: the name itself when it exists (or is absolute, or has
+ * a ".." component); else the installed stock workflow of that name, <datadir>/sdflow/graphs/NAME
+ * found relative to the executable ("graphs/NAME" is looked up as NAME there), when it exists;
+ * else the name, whose loading reports it missing. malloc'd; NULL when memory runs out. */
+char *cli_workflow_path(const char *name);
+
 /* Prints the context's diagnostics on stderr, one per line. Returns how many there were. */
 size_t cli_print_diags(const sd_context *ctx);
 /* Reports a failed load, validation or run: prints every diagnostic, then the context's message

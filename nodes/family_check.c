@@ -10,24 +10,25 @@
 
 enum { CKPT_MODEL, CKPT_CLIP, CKPT_VAE };
 
-/* Opens a file input's safetensors header; NULL (nothing reported) when the input is linked,
- * the file is missing (validation reports it) or cannot be opened (the run reports it). */
-static sd_safetensors *open_header(sd_node_check *c, const char *input)
-{
-    const char *path = sd_check_file(c, input);
-    sd_safetensors *st = NULL;
-    if (path && sd_safetensors_open(sd_check_context(c), path, &st))
-        st = NULL;
-    sd_clear_error(sd_check_context(c));
-    return st;
-}
-
 /* A library check's failure (message on the context) as this node's problem. */
 static void report_failure(sd_node_check *c, const char *input)
 {
     sd_context *ctx = sd_check_context(c);
     sd_check_problem(c, input, "%s", sd_context_errmsg(ctx));
     sd_clear_error(ctx);
+}
+
+/* Opens a file input's safetensors header; NULL when the input is linked, the file is missing
+ * (validation reports it), invalid (a PyTorch pickle checkpoint, a tensor that does not fit its
+ * bytes: reported here) or cannot be read (the run reports it). */
+static sd_safetensors *open_header(sd_node_check *c, const char *input)
+{
+    const char *path = sd_check_file(c, input);
+    sd_safetensors *st = NULL;
+    if (path && sd_safetensors_open(sd_check_context(c), path, &st) == SD_ERR_INVALID)
+        report_failure(c, input);
+    sd_clear_error(sd_check_context(c));
+    return st;
 }
 
 static void tag_latent(sd_node_check *c, size_t output, int channels, sd_family family)

@@ -24,7 +24,7 @@ typedef enum sd_status {
     SD_ERR_LIMIT,       /* a size, depth, pixel or device limit was exceeded */
     SD_ERR_NOMEM,       /* out of host or device memory */
     SD_ERR_IO,          /* reading or writing a file failed */
-    SD_ERR_CL,          /* the OpenCL device reported an error */
+    SD_ERR_CL,          /* the OpenCL device reported an error, or no (matching) device exists */
     SD_ERR_CACHE,       /* cache database error (never fails a run; maintenance commands only) */
     SD_ERR_INTERRUPTED, /* SIGINT/SIGTERM or sd_context_interrupt() */
     SD_ERR_MISMATCH     /* replay produced a different image */
@@ -44,7 +44,7 @@ const char *sd_version(void);
 typedef struct sd_context sd_context;
 
 /* Creates a context with defaults taken from the environment: SDFLOW_MODELS (':'-separated
- * model directories), SDFLOW_INPUT, SDFLOW_OUTPUT, SDFLOW_CACHE, SDFLOW_DEVICE.
+ * model directories; default "models"), SDFLOW_INPUT, SDFLOW_OUTPUT, SDFLOW_CACHE, SDFLOW_DEVICE.
  * Returns SD_ERR_NOMEM when no memory is left (and *out stays NULL). */
 sd_status sd_context_new(sd_context **out);
 void sd_context_free(sd_context *ctx);
@@ -63,7 +63,7 @@ typedef enum sd_dir_kind {
 
 /* Model directories are searched in the order added; each is laid out like ComfyUI's
  * models/ folder (checkpoints/, vae/, loras/, embeddings/, controlnet/, upscale_models/).
- * sd_context_clear_models_dirs() drops the ones taken from the environment. */
+ * sd_context_clear_models_dirs() drops the ones taken from the environment (or the default). */
 sd_status sd_context_add_models_dir(sd_context *ctx, const char *path);
 void sd_context_clear_models_dirs(sd_context *ctx);
 sd_status sd_context_set_dir(sd_context *ctx, sd_dir_kind kind, const char *path);

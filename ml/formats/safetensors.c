@@ -247,6 +247,17 @@ done:
     return status;
 }
 
+/* What a file that starts like a PyTorch checkpoint is: "zip archive" (torch.save since 1.6:
+ * .ckpt, .pt, .pth), "raw pickle" (older torch.save, pickle protocol 2 to 5), or NULL. */
+static const char *pickle_kind(const unsigned char *p, size_t size)
+{
+    if (size >= 4 && memcmp(p, "PK\x03\x04", 4) == 0)
+        return "zip archive";
+    if (size >= 2 && p[0] == 0x80 && p[1] >= 2 && p[1] <= 5)
+        return "raw pickle";
+    return NULL;
+}
+
 sd_status sd_safetensors_open(sd_context *ctx, const char *path, sd_safetensors **out)
 {
     *out = NULL;
@@ -282,6 +293,15 @@ sd_status sd_safetensors_open(sd_context *ctx, const char *path, sd_safetensors 
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = (hlen << 8) | st->map[i];
+    bool plausible = hlen <= SD_ST_MAX_HEADER && hlen <= st->map_size - 8 && hlen > 0 && st->map[8] == '{';
+    const char *pickle = plausible ? NULL : pickle_kind(st->map, st->map_size);
+    if (pickle) {
+        status = sd_set_error(ctx, SD_ERR_INVALID,
+                              "%s: a PyTorch pickle checkpoint (%s), not safetensors: pickle checkpoints are not "
+                              "supported yet; convert it to .safetensors",
+                              path, pickle);
+        goto fail;
+    }
     if (hlen > SD_ST_MAX_HEADER) {
         status = sd_set_error(ctx, SD_ERR_LIMIT, "%s: header length %llu exceeds the limit of %u bytes", path,
                               (unsigned long long)hlen, SD_ST_MAX_HEADER);

@@ -59,7 +59,8 @@ typedef struct sd_safetensors sd_safetensors;
 
 /* Opens and validates path. On success *out owns the mapping (close with sd_safetensors_close).
  * Errors: SD_ERR_IO (cannot open/map), SD_ERR_PARSE (malformed header or layout),
- * SD_ERR_INVALID (unknown dtype, size mismatch), SD_ERR_LIMIT (header over 100 MB),
+ * SD_ERR_INVALID (unknown dtype, size mismatch; a PyTorch pickle file: "pickle checkpoint ... not
+ * supported yet"), SD_ERR_LIMIT (header over 100 MB),
  * SD_ERR_NOMEM. The message is set on ctx; *out stays NULL. */
 sd_status sd_safetensors_open(sd_context *ctx, const char *path, sd_safetensors **out);
 void sd_safetensors_close(sd_safetensors *st); /* NULL-safe */

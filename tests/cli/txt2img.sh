@@ -38,9 +38,9 @@ check "a 72x64 image" bash -c 'head -c 24 "$0" | tail -c 8 | od -An -tx1 | tr -d
 
 before=$(ls "$T/o" | wc -l)
 run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set width=100
-check "width message" grep -qx "sdflow: error: node 'latent' (EmptyLatentImage): width 100 is not a multiple of 8" "$T/err"
+check "width message" grep -qx "$SRC/graphs/txt2img.xml:34: node 'latent' input 'width': parameter 'width': 100 is not a multiple of 8" "$T/err"
 run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set height=36
-check "height message" grep -qx "sdflow: error: node 'latent' (EmptyLatentImage): height 36 is not a multiple of 8" "$T/err"
+check "height message" grep -qx "$SRC/graphs/txt2img.xml:35: node 'latent' input 'height': parameter 'height': 36 is not a multiple of 8" "$T/err"
 run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set steps=0
 check "steps 0 message" grep -q "txt2img.xml:41: node 'sampler' input 'steps': parameter 'steps': 0 is out of range \[1, 10000\]" "$T/err"
 run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set sampler=eulr
@@ -49,7 +49,7 @@ run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set checkpoint=missing.safe
 check "missing checkpoint names the directories searched" \
     grep -q "checkpoints file 'missing.safetensors' not found (searched: $T/models/checkpoints)" "$T/err"
 run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set checkpoint=xl.safetensors
-check "SDXL names the family, before anything runs" grep -qx ".*txt2img.xml:[0-9]*: node 'ckpt' input 'ckpt_name': $T/models/checkpoints/xl.safetensors: SDXL checkpoint detected; sdflow supports SD1.x" "$T/err"
+check "SDXL names the family, before anything runs" grep -qx ".*txt2img.xml:[0-9]*: node 'ckpt' input 'ckpt_name': parameter 'checkpoint': $T/models/checkpoints/xl.safetensors: SDXL checkpoint detected; sdflow supports SD1.x" "$T/err"
 check "failed runs wrote nothing" test "$(ls "$T/o" | wc -l)" = "$before"
 
 [ $fails = 0 ] && echo "txt2img.sh: all passed"

@@ -296,7 +296,7 @@ static void test_other_family(void)
     sd_result *res = NULL;
     CHECK_EQ_INT(sd_graph_run(g, &o, &res), SD_ERR_INVALID);
     /* Found before anything runs, from the file's header (validation's check pass). */
-    char *want = sd_strfmt("node 'cnet' input 'control_net_name': %s: SDXL ControlNet detected; sdflow supports SD1.x "
+    char *want = sd_strfmt("node 'cnet' input 'control_net_name': parameter 'controlnet': %s: SDXL ControlNet detected; sdflow supports SD1.x "
                            "ControlNets", xl_path);
     CHECK_EQ_INT(sd_context_diag_count(ctx), 1);
     CHECK_STR_CONTAINS(sd_context_diag(ctx, 0), want);
