@@ -190,12 +190,50 @@ static void test_checks(void)
                     "xl.safetensors: SDXL checkpoint detected; sdflow supports SD1.x");
 }
 
+static sd_status fill_zero(void *user, size_t index, void *dst, size_t nbytes)
+{
+    (void)user;
+    (void)index;
+    memset(dst, 0, nbytes);
+    return SD_OK;
+}
+
+/* What no tag tells (a .latent file's channels) is still refused when the node runs, naming both. */
+static void test_run_time(void)
+{
+    sd_context *ctx = new_context();
+    char *in = test_path(test_scratch_dir(), "in");
+    CHECK(mkdir(in, 0755) == 0);
+    sd_context_set_dir(ctx, SD_DIR_INPUT, in);
+    char *latent = test_path(in, "flux.latent");
+    const sd_st_entry e[2] = {{.name = "latent_tensor", .dtype = SD_ST_F32, .ndim = 4, .shape = {1, 16, 8, 8}},
+                              {.name = "latent_format_version_0", .dtype = SD_ST_F32, .ndim = 1, .shape = {0}}};
+    CHECK_EQ_INT(sd_safetensors_write(ctx, latent, e, 2, NULL, fill_zero, NULL), SD_OK);
+    const char *xml = "<workflow version=\"1\">" CKPT("tiny.safetensors")
+                      "<node id='l' type='LoadLatent'><input name='latent'>flux.latent</input></node>"
+                      DECODE("l", "ck") "</workflow>";
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_load_xml_memory(ctx, xml, strlen(xml), "run.xml", &g), SD_OK);
+    const char *outputs[] = {"d"};
+    sd_run_options o = {.outputs = outputs, .n_outputs = 1, .no_cache = true};
+    sd_result *res = NULL;
+    CHECK_EQ_INT(g ? sd_graph_run(g, &o, &res) : SD_ERR_INVALID, SD_ERR_INVALID);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), "node 'd' (VAEDecode): input 'samples': a 16-channel latent cannot be "
+                                         "decoded by a 4-channel VAE");
+    sd_result_free(res);
+    sd_graph_free(g);
+    free(latent);
+    free(in);
+    sd_context_free(ctx);
+}
+
 int main(void)
 {
     setup();
     RUN(test_descriptors);
     RUN(test_detection);
     RUN(test_checks);
+    RUN(test_run_time);
     free(g_models);
     return test_summary("test_family_check");
 }
