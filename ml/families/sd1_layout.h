@@ -48,8 +48,9 @@ void sd_layout_free(sd_layout *layout);
 sd_status sd_layout_verify(sd_context *ctx, const sd_safetensors *st, const sd_layout *layout, const char *what);
 
 /* Presets: "tiny" (a 64x64 image runs in well under a second) and "sd15" (the full SD1.5
- * shapes). Family rules are applied. false for an unknown name. */
-bool sd_sd1_preset(const char *name, sd_checkpoint_config *cfg);
+ * shapes); "sdxl-tiny", "sdxl" (sd_xl_base_1.0's shapes), "sdxl-refiner-tiny", "sdxl-refiner".
+ * Family rules are applied. false for an unknown name. */
+bool sd_checkpoint_preset(const char *name, sd_checkpoint_config *cfg);
 
 /* Writes a checkpoint with deterministic random weights for cfg (its has_unet / has_clip /
  * has_vae parts; vae_prefix "" writes a standalone VAE file) in dtype F32, F16 or BF16.

@@ -29,7 +29,7 @@ static void write_checkpoint(void)
 {
     sd_context *ctx = new_context(NULL);
     sd_checkpoint_config cfg;
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     ckpt_path = test_path(test_scratch_dir(), "tiny.safetensors");
     CHECK_EQ_INT(sd_sd1_write_random(ctx, ckpt_path, &cfg, SD_ST_F32, 42), SD_OK);
     sd_context_free(ctx);
@@ -443,7 +443,7 @@ static void test_vae_loader(void)
 {
     sd_context *ctx = new_context(NULL);
     sd_checkpoint_config cfg;
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     cfg.has_unet = cfg.has_clip = false;
     cfg.vae_prefix = "";
     char *vae_file = test_path(test_scratch_dir(), "vae.safetensors");
@@ -559,7 +559,7 @@ static void test_bad_checkpoints(void)
 {
     sd_context *ctx = new_context(NULL);
     sd_checkpoint_config cfg;
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     sd_layout l = {0};
     CHECK_EQ_INT(sd_layout_unet(ctx, &cfg.unet, cfg.unet_prefix, &l), SD_OK);
     CHECK_EQ_INT(sd_layout_clip(ctx, &cfg.clip, cfg.clip_prefix, &l), SD_OK);
@@ -579,12 +579,12 @@ static void test_bad_checkpoints(void)
     char *missing = test_path(test_scratch_dir(), "missing_tensor.safetensors");
     CHECK_EQ_INT(sd_safetensors_write(ctx, missing, e, n, NULL, fill_zero, NULL), SD_OK);
     char *xl = test_path(test_scratch_dir(), "xl.safetensors");
-    CHECK_EQ_INT(sd_write_family_stub(ctx, xl, SD_FAMILY_SDXL), SD_OK);
+    CHECK_EQ_INT(sd_write_family_stub(ctx, xl, SD_FAMILY_SD3), SD_OK);
     const char *files[] = {missing, xl};
     char want[2][512];
     /* Found before anything runs, from the file's header (validation's check pass). */
     snprintf(want[0], sizeof want[0], "node 'ckpt' input 'ckpt_name': %s: missing tensor '%s' (SD1.x UNet)", missing, drop);
-    snprintf(want[1], sizeof want[1], "node 'ckpt' input 'ckpt_name': %s: SDXL checkpoint detected; sdflow supports SD1.x", xl);
+    snprintf(want[1], sizeof want[1], "node 'ckpt' input 'ckpt_name': %s: SD3 checkpoint detected; sdflow supports SD1.x, SDXL, SDXL refiner", xl);
     for (int k = 0; k < 2; k++) {
         sd_graph *g = load_graph(ctx, "graphs/txt2img.xml");
         CHECK_EQ_INT(sd_graph_set_param(g, "checkpoint", files[k]), SD_OK);
