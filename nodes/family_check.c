@@ -169,6 +169,13 @@ void sd_check_sampler(sd_node_check *c)
             tag_latent(c, 0, lc, lf);
         return;
     }
+    static const char *const sides[2] = {"positive", "negative"};
+    for (int k = 0; k < 2; k++) {
+        sd_family cond = sd_family_find(sd_check_tag(c, sides[k]));
+        if (cond != SD_FAMILY_UNKNOWN && cond != model)
+            sd_check_problem(c, sides[k], "a conditioning made by %s text encoders cannot condition the %s model",
+                             sd_family_name(cond), sd_family_name(model));
+    }
     const sd_latent_format *want = sd_family_get(model)->latent;
     char a[96];
     if (known && want && lc != want->channels)
@@ -176,6 +183,33 @@ void sd_check_sampler(sd_node_check *c)
                          describe(a, sizeof a, lc, lf, "latent"), sd_family_name(model), want->channels);
     if (want)
         tag_latent(c, 0, want->channels, model);
+}
+
+/* The CLIP's family as the conditioning's tag; a node made for one family names another. */
+static void text_encode(sd_node_check *c, sd_family need)
+{
+    const char *tag = sd_check_tag(c, "clip");
+    sd_family got = sd_family_find(tag);
+    if (need != SD_FAMILY_UNKNOWN && got != SD_FAMILY_UNKNOWN && got != need)
+        sd_check_problem(c, "clip", "the text encoders are %s; this node takes %s ones", sd_family_name(got),
+                         sd_family_name(need));
+    if (got != SD_FAMILY_UNKNOWN)
+        sd_check_set_tag(c, 0, tag);
+}
+
+void sd_check_text_encode(sd_node_check *c)
+{
+    text_encode(c, SD_FAMILY_UNKNOWN);
+}
+
+void sd_check_text_encode_sdxl(sd_node_check *c)
+{
+    text_encode(c, SD_FAMILY_SDXL);
+}
+
+void sd_check_text_encode_refiner(sd_node_check *c)
+{
+    text_encode(c, SD_FAMILY_SDXL_REFINER);
 }
 
 void sd_check_empty_latent(sd_node_check *c)

@@ -2,6 +2,8 @@
  * `const sd_node_desc sd_node_<Name>`. Keep the lines sorted; core/registry.c expands them. */
 SD_NODE(CLIPSetLastLayer)
 SD_NODE(CLIPTextEncode)
+SD_NODE(CLIPTextEncodeSDXL)
+SD_NODE(CLIPTextEncodeSDXLRefiner)
 SD_NODE(Canny)
 SD_NODE(CheckpointLoaderSimple)
 SD_NODE(ConditioningAverage)

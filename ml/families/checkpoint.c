@@ -39,6 +39,7 @@ void sd_checkpoint_apply_family_rules(sd_checkpoint_config *cfg)
         f = sd_family_get(SD_FAMILY_SD1); /* a standalone VAE: the SD VAE's rules */
     cfg->unet.num_heads = f->unet_num_heads;
     cfg->unet.head_channels = f->unet_head_channels;
+    cfg->unet.adm = f->adm;
     cfg->unet.norm_groups = 32;
     apply_text_rules(&cfg->clip, &f->text_encoders[0]);
     if (f->n_text_encoders > 1)

@@ -37,6 +37,7 @@ typedef struct sd_unet_config {
     int adm_channels;     /* shape: label_emb.0.0 input width (SDXL 2816, refiner 2560; 0: none) */
     int num_heads;        /* family: SD1 8 heads per attention (0: head_channels decides) */
     int head_channels;    /* family: SDXL 64 channels per head (0: num_heads decides) */
+    sd_adm_kind adm;      /* family: how the ADM vector is made (ml/families/adm.h) */
     int norm_groups;      /* family: 32 (GroupNorm groups, eps 1e-5; LayerNorm eps 1e-5) */
 } sd_unet_config;
 

@@ -35,19 +35,6 @@ static void write_checkpoint(void)
     sd_context_free(ctx);
 }
 
-/* The body of an SDG1 golden (header: magic, ndim, dims) of n floats; malloc'd. */
-static float *read_sdg1(const char *name, int ndim, size_t n)
-{
-    size_t header = 8 + 4 * (size_t)ndim;
-    unsigned char *raw = test_read_golden(name, header + n * sizeof(float));
-    if (!raw)
-        return NULL;
-    float *out = malloc(n * sizeof *out);
-    memcpy(out, raw + header, n * sizeof *out);
-    free(raw);
-    return out;
-}
-
 static sd_graph *load_graph(sd_context *ctx, const char *file)
 {
     char *path = test_path(test_source_dir(), file);
@@ -131,7 +118,7 @@ static void golden_runs(const char *weight_dtype, double min_db)
         const sd_tensor *t = lat ? sd_value_tensor(lat, "samples") : NULL;
         char name[64];
         snprintf(name, sizeof name, "pipeline_%s.bin", g->name);
-        float *ref = read_sdg1(name, 4, LAT_N);
+        float *ref = test_read_sdg1(name, 4, LAT_N);
         if (t && ref && t->shape[0] == 1 && t->shape[2] == LAT && t->shape[3] == LAT) {
             double db = psnr_range(t->data, ref, LAT_N);
             fprintf(stderr, "  %s %-16s latent PSNR %.1f dB (max abs %.3g)\n", weight_dtype, g->name, db,
@@ -145,7 +132,7 @@ static void golden_runs(const char *weight_dtype, double min_db)
         if (k == 0) {
             const sd_value *img = sd_result_value(res, "decode", "IMAGE");
             const sd_tensor *it = img ? sd_value_tensor(img, "image") : NULL;
-            float *iref = read_sdg1("pipeline_image.bin", 4, IMG_N);
+            float *iref = test_read_sdg1("pipeline_image.bin", 4, IMG_N);
             if (it && iref && it->shape[1] == SIZE && it->shape[2] == SIZE && it->shape[3] == 3) {
                 double db = test_psnr(it->data, iref, IMG_N, 1.0);
                 fprintf(stderr, "  %s image PSNR %.1f dB\n", weight_dtype, db);
