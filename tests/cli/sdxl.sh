@@ -1,0 +1,36 @@
+#!/bin/bash
+# graphs/sdxl.xml and graphs/sdxl-refiner.xml end to end on the tiny SDXL base and refiner
+# checkpoints (f16): each writes a PNG, the base-then-refiner graph runs both KSamplerAdvanced;
+# swapped checkpoints are named before anything runs, with nothing written.
+. "$(dirname "$0")/lib.bash"
+mkdir -p "$T/models/checkpoints"
+"$MK" --preset sdxl-tiny --dtype f16 "$T/models/checkpoints/base.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
+"$MK" --preset sdxl-refiner-tiny --dtype f16 --seed 1 "$T/models/checkpoints/refiner.safetensors" >/dev/null ||
+    { echo "FAIL: mkckpt refiner"; exit 1; }
+common=(--models-dir "$T/models" --output-dir "$T/o" --cache "$T/cache.db" --set width=64 --set height=64
+        --set steps=4)
+
+run 0 run "$SRC/graphs/sdxl.xml" "${common[@]}" --set checkpoint=base.safetensors
+check "sdxl writes one PNG" test "$(cat "$T/out")" = "$T/o/sdxl_00001_.png"
+check "sdxl: everything ran" grep -q "sdflow: done: 7 ran, 0 from cache" "$T/err"
+run 0 run "$SRC/graphs/sdxl-refiner.xml" "${common[@]}" --set checkpoint=base.safetensors \
+    --set refiner=refiner.safetensors --set refine_at=3
+check "sdxl-refiner writes one PNG" test "$(cat "$T/out")" = "$T/o/sdxl_refined_00001_.png"
+check "sdxl-refiner: both samplers ran" \
+    test "$(grep -c -e '^  ran .*_sampler (KSamplerAdvanced)$' "$T/err")" = 2
+check "sdxl-refiner: the refiner's prompts ran" \
+    test "$(grep -c -e '^  ran .*(CLIPTextEncodeSDXLRefiner)$' "$T/err")" = 2
+
+before=$(ls "$T/o" | wc -l)
+run 3 run "$SRC/graphs/sdxl.xml" "${common[@]}" --set checkpoint=refiner.safetensors
+check "a refiner in the base graph is named before anything runs" \
+    grep -q "sdxl.xml:[0-9]*: node 'positive' input 'clip': the text encoders are SDXL refiner; this node takes SDXL ones" "$T/err"
+run 3 run "$SRC/graphs/sdxl-refiner.xml" "${common[@]}" --set checkpoint=refiner.safetensors \
+    --set refiner=base.safetensors
+check "swapped checkpoints: the refiner node named" \
+    grep -q "node 'refiner_positive' input 'clip': the text encoders are SDXL; this node takes SDXL refiner ones" "$T/err"
+check "nothing ran" bash -c '! grep -q "^  ran " "$0"' "$T/err"
+check "failed runs wrote nothing" test "$(ls "$T/o" | wc -l)" = "$before"
+
+echo "sdxl: $((fails == 0 ? 1 : 0)) passed, $fails failed"
+[ "$fails" = 0 ]
