@@ -1,5 +1,6 @@
 /* Opened model files kept per context (see model_store.h). */
 #include "ml/loading/model_store.h"
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -202,8 +203,13 @@ sd_status sd_loaded_text_encoder(sd_loaded *l, int slot, sd_clip_model **out)
     *out = l->clip[slot];
     if (l->clip[slot])
         return SD_OK;
-    if (!l->cfg.has_clip || (slot && !l->cfg.clip2_prefix))
-        return missing_part(l, "CLIP text encoder (cond_stage_model.*)");
+    if (slot && !l->cfg.clip2_prefix)
+        return missing_part(l, "second text encoder");
+    if (!l->cfg.has_clip) {
+        char part[160];
+        snprintf(part, sizeof part, "CLIP text encoder (%s*)", l->cfg.clip_prefix ? l->cfg.clip_prefix : "");
+        return missing_part(l, part);
+    }
     sd_status st = sd_clip_model_new(l->cl, l->st, slot ? l->cfg.clip2_prefix : l->cfg.clip_prefix,
                                      slot ? &l->cfg.clip2 : &l->cfg.clip, l->dtype, &l->clip[slot]);
     if (!st)

@@ -1,9 +1,11 @@
 #!/bin/bash
 # graphs/sdxl.xml and graphs/sdxl-refiner.xml end to end on the tiny SDXL base and refiner
 # checkpoints (f16): each writes a PNG, the base-then-refiner graph runs both KSamplerAdvanced;
-# swapped checkpoints are named before anything runs, with nothing written.
+# the family-agnostic stock graphs (img2img, hires-fix, inpaint) take the SDXL checkpoint
+# unchanged; swapped checkpoints are named before anything runs, with nothing written.
 . "$(dirname "$0")/lib.bash"
-mkdir -p "$T/models/checkpoints"
+mkdir -p "$T/models/checkpoints" "$T/in"
+cp "$SRC/examples/input/shapes.png" "$SRC/examples/input/shapes-inpaint.png" "$T/in/"
 "$MK" --preset sdxl-tiny --dtype f16 "$T/models/checkpoints/base.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
 "$MK" --preset sdxl-refiner-tiny --dtype f16 --seed 1 "$T/models/checkpoints/refiner.safetensors" >/dev/null ||
     { echo "FAIL: mkckpt refiner"; exit 1; }
@@ -20,6 +22,14 @@ check "sdxl-refiner: both samplers ran" \
     test "$(grep -c -e '^  ran .*_sampler (KSamplerAdvanced)$' "$T/err")" = 2
 check "sdxl-refiner: the refiner's prompts ran" \
     test "$(grep -c -e '^  ran .*(CLIPTextEncodeSDXLRefiner)$' "$T/err")" = 2
+
+for g in img2img hires-fix inpaint; do
+    size=()
+    [ "$g" = hires-fix ] && size=(--set width=64 --set height=64 --set hires_steps=2)
+    run 0 run "$SRC/graphs/$g.xml" --models-dir "$T/models" --input-dir "$T/in" --output-dir "$T/o" --no-cache \
+        --set checkpoint=base.safetensors --set steps=2 "${size[@]}"
+    check "$g.xml with an SDXL checkpoint writes a PNG" test -s "$(head -n 1 "$T/out")"
+done
 
 before=$(ls "$T/o" | wc -l)
 run 3 run "$SRC/graphs/sdxl.xml" "${common[@]}" --set checkpoint=refiner.safetensors
