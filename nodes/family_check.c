@@ -113,7 +113,12 @@ void sd_check_lora_loader(sd_node_check *c)
         return;
     const char *key = NULL;
     sd_family lora = sd_lora_family(st, &key);
-    if (lora != SD_FAMILY_UNKNOWN && model != SD_FAMILY_UNKNOWN && lora != model)
+    char supported[128];
+    if (model != SD_FAMILY_UNKNOWN && !sd_family_get(model)->lora)
+        sd_check_problem(c, "lora_name", "%s: LoRAs on %s models are not supported; sdflow supports %s LoRAs",
+                         sd_safetensors_path(st), sd_family_name(model),
+                         sd_family_lora_list(supported, sizeof supported));
+    else if (lora != SD_FAMILY_UNKNOWN && model != SD_FAMILY_UNKNOWN && lora != model)
         sd_check_problem(c, "lora_name", "%s: %s LoRA detected (key '%s'); the model is %s",
                          sd_safetensors_path(st), sd_family_name(lora), key, sd_family_name(model));
     sd_safetensors_close(st);

@@ -2,13 +2,17 @@
 # graphs/sdxl.xml and graphs/sdxl-refiner.xml end to end on the tiny SDXL base and refiner
 # checkpoints (f16): each writes a PNG, the base-then-refiner graph runs both KSamplerAdvanced;
 # the family-agnostic stock graphs (img2img, hires-fix, inpaint) take the SDXL checkpoint
-# unchanged; swapped checkpoints are named before anything runs, with nothing written.
+# unchanged; swapped checkpoints and a LoRA on the SDXL model are named before anything runs, with
+# nothing written.
 . "$(dirname "$0")/lib.bash"
 mkdir -p "$T/models/checkpoints" "$T/in"
 cp "$SRC/examples/input/shapes.png" "$SRC/examples/input/shapes-inpaint.png" "$T/in/"
 "$MK" --preset sdxl-tiny --dtype f16 "$T/models/checkpoints/base.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
 "$MK" --preset sdxl-refiner-tiny --dtype f16 --seed 1 "$T/models/checkpoints/refiner.safetensors" >/dev/null ||
     { echo "FAIL: mkckpt refiner"; exit 1; }
+mkdir -p "$T/models/loras"
+"$MK" --preset tiny "$T/sd1.safetensors" >/dev/null && "$BUILD/sdflow_mklora" "$T/sd1.safetensors" \
+    "$T/models/loras/sd1.safetensors" || { echo "FAIL: mklora"; exit 1; }
 common=(--models-dir "$T/models" --output-dir "$T/o" --cache "$T/cache.db" --set width=64 --set height=64
         --set steps=4)
 
@@ -39,6 +43,9 @@ run 3 run "$SRC/graphs/sdxl-refiner.xml" "${common[@]}" --set checkpoint=refiner
     --set refiner=base.safetensors
 check "swapped checkpoints: the refiner node named" \
     grep -q "node 'refiner_positive' input 'clip': the text encoders are SDXL; this node takes SDXL refiner ones" "$T/err"
+run 3 run "$SRC/graphs/txt2img-lora.xml" "${common[@]}" --set checkpoint=base.safetensors --set lora=sd1.safetensors
+check "a LoRA on an SDXL model is refused before anything runs" \
+    grep -q "node 'lora' input 'lora_name': $T/models/loras/sd1.safetensors: LoRAs on SDXL models are not supported; sdflow supports SD1.x LoRAs" "$T/err"
 check "nothing ran" bash -c '! grep -q "^  ran " "$0"' "$T/err"
 check "failed runs wrote nothing" test "$(ls "$T/o" | wc -l)" = "$before"
 
