@@ -97,7 +97,7 @@ static sd_status encode_text(sd_node_run *r, const sd_model_handle *h, int slot,
         goto done;
     }
     const sd_clip_config *c = sd_clip_model_config(m);
-    int layer = -h->clip_layer > c->layers ? -1 : h->clip_layer; /* ComfyUI: beyond the depth = last */
+    int layer = -h->clip_layer > c->layers ? 0 : h->clip_layer; /* ComfyUI: beyond the depth = "last" */
     bool weighted = false;
     for (size_t i = 0; i < toks.n_windows * SD_CLIP_WINDOW; i++)
         weighted |= toks.tokens[i].weight != 1.0;

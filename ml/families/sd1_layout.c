@@ -1,4 +1,5 @@
-/* SD1 single-file layout, random-weight checkpoints and family stubs. See sd1_layout.h. */
+/* SD1 and SDXL single-file layouts, presets, random-weight checkpoints and family stubs. See
+ * sd1_layout.h. */
 #include "ml/families/sd1_layout.h"
 #include <math.h>
 #include <stdarg.h>

@@ -334,10 +334,13 @@ sd_status sd_clip_encode_ex(sd_clip_model *m, const int32_t *tokens, int batch, 
                             const float *extra, int n_extra, float *hidden, float *pooled)
 {
     const sd_clip_config *c = &m->config;
-    if (batch < 1 || layer_index >= 0 || -layer_index > c->layers)
+    if (batch < 1 || layer_index > 0 || -layer_index > c->layers)
         return sd_set_error(m->cl->ctx, SD_ERR_INVALID,
-                            "text encoder: layer %d out of range (-1 .. -%d), batch %d", layer_index,
+                            "text encoder: layer %d out of range (0 .. -%d), batch %d", layer_index,
                             c->layers, batch);
+    bool norm = c->norm_hidden || layer_index == 0; /* 0: ComfyUI's "last", always normed */
+    if (layer_index == 0)
+        layer_index = -1;
     if (c->heads < 1 || c->width % c->heads)
         return sd_set_error(m->cl->ctx, SD_ERR_INVALID, "text encoder: width %d not divisible by %d heads",
                             c->width, c->heads);
@@ -360,12 +363,12 @@ sd_status sd_clip_encode_ex(sd_clip_model *m, const int32_t *tokens, int batch, 
     /* ComfyUI applies the final LayerNorm to an intermediate layer's output too in SD1
      * (layer_norm_hidden_state), not in SDXL. */
     const sd_dtensor *chosen = selected ? selected : x;
-    if (!s && c->norm_hidden && !(s = final_norm(m, chosen, &normed)))
+    if (!s && norm && !(s = final_norm(m, chosen, &normed)))
         chosen = normed;
     if (!s)
         s = sd_dtensor_download(chosen, hidden);
     if (!s && pooled)
-        s = pool(m, tokens, batch, x, c->norm_hidden && !selected ? hidden : NULL, pooled);
+        s = pool(m, tokens, batch, x, norm && !selected ? hidden : NULL, pooled);
     sd_dtensor_free(x);
     sd_dtensor_free(selected);
     sd_dtensor_free(normed);

@@ -27,7 +27,8 @@ uint64_t sd_clip_model_serial(const sd_clip_model *m);
  * layer_index: which layer's output to return, counted from the end as ComfyUI's
  * CLIPSetLastLayer does: -1 = the last layer, -2 = the one before. The final LayerNorm is applied
  * to it when config->norm_hidden (SD1, as ComfyUI: to an intermediate layer too), never otherwise
- * (SDXL). hidden: batch * positions * width floats. pooled (may be NULL): batch *
+ * (SDXL); 0 is ComfyUI's "last" output, the last layer followed by the final LayerNorm in any
+ * family (what a CLIPSetLastLayer deeper than the encoder gives). hidden: batch * positions * width floats. pooled (may be NULL): batch *
  * sd_clip_pooled_width floats, the final-LayerNorm output of the last layer at each window's first
  * end token (id 49407: what transformers' argmax rule picks for vocabulary ids, and ComfyUI's
  * rule; the highest id's position when a window has no end token), times text_projection

@@ -131,6 +131,37 @@ static void test_clip_l(void)
     clip_case(&g_base, 0, "sdxl_clip_l.bin", NULL, SD_DTYPE_F32, F32_TOL);
 }
 
+/* Layer 0 is ComfyUI's "last" output (a CLIPSetLastLayer deeper than the encoder): the last layer
+ * with the final LayerNorm even in SDXL, so at the end token it is CLIP-L's pooled output, while
+ * layer -1 is the same layer without the LayerNorm. */
+static void test_clip_last(void)
+{
+    const sd_clip_config *c = &g_base.cfg.clip;
+    sd_clip_model *model = NULL;
+    CHECK_EQ_INT(sd_clip_model_new(ops_cl(), g_base.st, g_base.cfg.clip_prefix, c, SD_DTYPE_F32, &model), SD_OK);
+    int n = 0;
+    int32_t *ids = read_tokens(c->pad_token, &n);
+    size_t w = (size_t)c->width, count = 77 * w;
+    float *last = malloc(count * sizeof *last), *raw = malloc(count * sizeof *raw), *pooled = malloc(w * sizeof *pooled);
+    CHECK(ids && model && last && raw && pooled);
+    if (ids && model && last && raw && pooled) {
+        CHECK_EQ_INT(sd_clip_encode(model, ids, 1, 0, last, pooled), SD_OK);
+        CHECK_EQ_INT(sd_clip_encode(model, ids, 1, -1, raw, NULL), SD_OK);
+        int eos = 0;
+        while (eos < 76 && ids[eos] != 49407)
+            eos++;
+        CHECK(memcmp(last + (size_t)eos * w, pooled, w * sizeof *pooled) == 0);
+        CHECK(ops_max_diff(last, raw, count) > 0.1);
+        CHECK_EQ_INT(sd_clip_encode(model, ids, 1, 1, last, NULL), SD_ERR_INVALID);
+        CHECK_STR_EQ(sd_context_errmsg(ops_cl()->ctx), "text encoder: layer 1 out of range (0 .. -3), batch 1");
+    }
+    sd_clip_model_free(model);
+    free(ids);
+    free(last);
+    free(raw);
+    free(pooled);
+}
+
 static void test_clip_g(void)
 {
     clip_case(&g_base, 1, "sdxl_clip_g.bin", "sdxl_clip_g_pooled.bin", SD_DTYPE_F32, F32_TOL);
@@ -250,6 +281,7 @@ int main(void)
     RUN(test_inspect);
     RUN(test_adm_vector);
     RUN(test_clip_l);
+    RUN(test_clip_last);
     RUN(test_clip_g);
     RUN(test_unet_base);
     RUN(test_unet_refiner);
