@@ -2,8 +2,10 @@
  * --preset sdxl-refiner-tiny --seed 12, f32):
  * - a whole KSampler run (euler, normal, 5 steps, cfg 6, seed 99, 64x64) with CLIPTextEncode
  *   prompts against tests/reference/make_sdxl_goldens.py (diffusers UNet, transformers CLIP-L and
- *   bigG, the ADM vector of ComfyUI's defaults for a plain prompt: the image size), compared on
- *   the model's contribution (final latent minus the scaled initial noise) by PSNR;
+ *   bigG, the ADM vector of ComfyUI's defaults for a plain prompt: the image size), and the same
+ *   run with the refiner taking over at step 3 through two KSamplerAdvanced (the refiner's
+ *   aesthetic-score defaults), compared on the model's contribution (final latent minus the scaled
+ *   initial noise) by PSNR;
  * - CLIPTextEncodeSDXL with the same size numbers gives the same latent bit for bit, other
  *   numbers another one; CLIPTextEncodeSDXLRefiner on the refiner;
  * - family checks before running: a refiner's CLIP in CLIPTextEncodeSDXL, an SDXL conditioning
@@ -103,11 +105,11 @@ static void contribution(const float *latent, const float *noise, float *out)
         out[i] = latent[i] * SCALE - noise[i] * (float)sqrt(1.0 + sigma_max * sigma_max);
 }
 
-static void test_sample_against_diffusers(void)
+/* Compares a final latent with the golden `ref_name` on the model's contribution by PSNR over the
+ * reference's range (>= 40 dB). */
+static void expect_contribution(const float *got, const char *ref_name, const char *what)
 {
-    float *got = run_latent(CKPT("ck", "base.safetensors") ENCODE("p", "ck", "a photo of a cat") ENCODE("n", "ck", "")
-                            EMPTY SAMPLER("ck", "p", "n"));
-    float *ref = test_read_sdg1("sdxl_sample_final.bin", 4, LAT_N), *noise = test_read_sdg1("sdxl_sample_noise.bin", 4, LAT_N);
+    float *ref = test_read_sdg1(ref_name, 4, LAT_N), *noise = test_read_sdg1("sdxl_sample_noise.bin", 4, LAT_N);
     CHECK(got && ref && noise);
     if (got && ref && noise) {
         float cg[LAT_N], cr[LAT_N], lo = INFINITY, hi = -INFINITY;
@@ -116,12 +118,43 @@ static void test_sample_against_diffusers(void)
         for (int i = 0; i < LAT_N; i++)
             lo = fminf(lo, cr[i]), hi = fmaxf(hi, cr[i]);
         double psnr = test_psnr(cg, cr, LAT_N, hi - lo);
-        printf("  SDXL euler 5 steps: model contribution PSNR %.1f dB vs diffusers\n", psnr);
+        printf("  %s: model contribution PSNR %.1f dB vs diffusers\n", what, psnr);
         CHECK(psnr >= 40.0);
     }
-    free(got);
     free(ref);
     free(noise);
+}
+
+static void test_sample_against_diffusers(void)
+{
+    float *got = run_latent(CKPT("ck", "base.safetensors") ENCODE("p", "ck", "a photo of a cat") ENCODE("n", "ck", "")
+                            EMPTY SAMPLER("ck", "p", "n"));
+    expect_contribution(got, "sdxl_sample_final.bin", "SDXL euler 5 steps");
+    free(got);
+}
+
+/* One KSamplerAdvanced of graphs/sdxl-refiner.xml's pair (euler, normal, 5 steps, cfg 6, seed 99). */
+#define ADVANCED(id, ckpt, pos, neg, latent, noise, start, end, leftover) \
+    "<node id='" id "' type='KSamplerAdvanced'><input name='model' from='" ckpt "' output='MODEL'/>" \
+    "<input name='add_noise'>" noise "</input><input name='noise_seed'>99</input><input name='steps'>5</input>" \
+    "<input name='cfg'>6</input><input name='sampler_name'>euler</input><input name='scheduler'>normal</input>" \
+    "<input name='positive' from='" pos "' output='CONDITIONING'/><input name='negative' from='" neg "' " \
+    "output='CONDITIONING'/><input name='latent_image' from='" latent "' output='LATENT'/>" \
+    "<input name='start_at_step'>" start "</input><input name='end_at_step'>" end "</input>" \
+    "<input name='return_with_leftover_noise'>" leftover "</input></node>"
+
+/* The base samples steps 0-2 and hands its latent with the leftover noise to the refiner, which
+ * finishes the schedule (plain prompts: the refiner's ADM vectors take the aesthetic-score
+ * defaults 6 and 2.5), against the reference run with the model switched at step 3. */
+static void test_refine_against_diffusers(void)
+{
+    float *got = run_latent(CKPT("ck", "base.safetensors") CKPT("rf", "refiner.safetensors")
+                            ENCODE("p", "ck", "a photo of a cat") ENCODE("n", "ck", "")
+                            ENCODE("rp", "rf", "a photo of a cat") ENCODE("rn", "rf", "") EMPTY
+                            ADVANCED("base", "ck", "p", "n", "e", "enable", "0", "3", "enable")
+                            ADVANCED("ks", "rf", "rp", "rn", "base", "disable", "3", "10000", "disable"));
+    expect_contribution(got, "sdxl_refine_final.bin", "SDXL base 3 steps + refiner 2 steps");
+    free(got);
 }
 
 static void test_sdxl_encode_node(void)
@@ -204,6 +237,7 @@ int main(void)
     if (!write_checkpoints())
         return 1;
     RUN(test_sample_against_diffusers);
+    RUN(test_refine_against_diffusers);
     RUN(test_sdxl_encode_node);
     RUN(test_refiner);
     RUN(test_family_checks);

@@ -22,9 +22,10 @@ Goldens (the SDG1 format of make_unet_goldens.py):
   text_embeds and time_ids (height, width, crop_h, crop_w, target_height, target_width; refiner:
   height, width, crop_h, crop_w, aesthetic score), which diffusers embeds as ComfyUI's
   encode_adm does; the C test builds the ADM vector from the same numbers.
-- sdxl_sample_*.bin: a whole 5-step Euler run (ComfyUI's "normal" schedule, cfg 6) at 64x64:
-  the noise, the encoded prompts and the final latent; the test compares the model's
-  contribution (final latent minus the scaled initial noise).
+- sdxl_sample_*.bin: a whole 5-step Euler run (ComfyUI's "normal" schedule, cfg 6) at 64x64 with
+  CLIPTextEncode prompts: the noise and the final latent; sdxl_refine_final.bin: the same run with
+  the refiner taking over at step 3 (graphs/sdxl-refiner.xml's KSamplerAdvanced pair). The tests
+  compare the model's contribution (final latent minus the scaled initial noise).
 
 Run: python3 tests/reference/make_sdxl_goldens.py [build/sdflow_mkckpt]"""
 import os
@@ -57,7 +58,7 @@ PROMPT_IDS = [320, 1125, 539, 320, 2368]
 TIMESTEPS = [981.0, 250.5]
 BASE_TIME_IDS = [[1024.0, 1024.0, 0.0, 0.0, 1024.0, 1024.0], [768.0, 512.0, 16.0, 8.0, 640.0, 480.0]]
 REFINER_TIME_IDS = [[1024.0, 1024.0, 0.0, 0.0, 6.0], [768.0, 512.0, 16.0, 8.0, 2.5]]
-SAMPLE_STEPS, SAMPLE_CFG, SAMPLE_SIZE, SAMPLE_SEED = 5, 6.0, 64, 99
+SAMPLE_STEPS, SAMPLE_CFG, SAMPLE_SIZE, SAMPLE_SEED, REFINE_AT = 5, 6.0, 64, 99, 3
 
 
 def windows(pad):
@@ -163,36 +164,54 @@ def normal_sigmas(steps):
     return [float(sigma_of(v)) for v in ts] + [0.0], timestep
 
 
-def sample_case(cfg, unet, clip_l, clip_g):
-    """ComfyUI's KSampler (euler, normal, cfg 6) with CLIPTextEncode prompts on the SDXL model:
-    the ADM vector is pooled + embeddings of (64, 64, 0, 0, 64, 64), the image size."""
-    pos_l = windows(49407)[:1]
-    neg_l = windows(49407)[1:]
+def encode_base(clip_l, clip_g):
+    """CLIPTextEncode of the prompt and of "" on the base: context [2, 77, 2048] and pooled [2, 1280]."""
     with torch.no_grad():
-        cl = clip_l(input_ids=torch.cat([pos_l, neg_l]), output_hidden_states=True).hidden_states[-2]
+        cl = clip_l(input_ids=windows(49407), output_hidden_states=True).hidden_states[-2]
     g_hidden, g_pooled = encode_g(clip_g, windows(0))
-    context = torch.cat([cl, g_hidden], dim=-1)  # [pos, neg]
-    size = float(SAMPLE_SIZE)
-    ids = torch.tensor([[size, size, 0.0, 0.0, size, size]] * 2)
-    sigmas, timestep = normal_sigmas(SAMPLE_STEPS)
-    noise = torch.randn([1, 4, SAMPLE_SIZE // 8, SAMPLE_SIZE // 8], generator=torch.manual_seed(SAMPLE_SEED))
-    x = noise * (1 + sigmas[0] ** 2) ** 0.5
-    x0 = x.clone()
-    for i in range(SAMPLE_STEPS):
+    return torch.cat([cl, g_hidden], dim=-1), g_pooled
+
+
+def euler(x, sigmas, steps, model_for_step):
+    """k-diffusion's Euler over sigmas[steps[0]] .. sigmas[steps[-1] + 1] with CFG: model_for_step(i)
+    gives (unet, context [pos, neg], pooled [pos, neg], time_ids [pos, neg])."""
+    _, timestep = normal_sigmas(SAMPLE_STEPS)
+    for i in steps:
+        unet, context, pooled, ids = model_for_step(i)
         s = torch.tensor([sigmas[i]])
         xin = x / (s ** 2 + 1) ** 0.5
         t = timestep(s).float()
         with torch.no_grad():
             eps = unet(torch.cat([xin, xin]), torch.cat([t, t]), encoder_hidden_states=context,
-                       added_cond_kwargs={"text_embeds": g_pooled, "time_ids": ids}).sample
+                       added_cond_kwargs={"text_embeds": pooled, "time_ids": ids}).sample
         den = torch.cat([x, x]) - eps * s
         denoised = den[1:] + (den[:1] - den[1:]) * SAMPLE_CFG
-        d = (x - denoised) / s
-        x = x + d * (sigmas[i + 1] - sigmas[i])
+        x = x + (x - denoised) / s * (sigmas[i + 1] - sigmas[i])
+    return x
+
+
+def sample_cases(unet, clip_l, clip_g, refiner_unet, refiner_g):
+    """ComfyUI's KSampler (euler, normal, cfg 6, 5 steps, 64x64) with CLIPTextEncode prompts, whose
+    ADM vectors take ComfyUI's defaults: the image size (64, 64, crops 0, targets 64, 64) and on the
+    refiner aesthetic scores 6 (positive) and 2.5 (negative). First the base alone; then the base
+    for steps 0-2 and the refiner for steps 3-4 (KSamplerAdvanced with the leftover noise, as
+    graphs/sdxl-refiner.xml)."""
+    context, pooled = encode_base(clip_l, clip_g)
+    size = float(SAMPLE_SIZE)
+    ids = torch.tensor([[size, size, 0.0, 0.0, size, size]] * 2)
+    r_context, r_pooled = encode_g(refiner_g, windows(0))
+    r_ids = torch.tensor([[size, size, 0.0, 0.0, 6.0], [size, size, 0.0, 0.0, 2.5]])
+    sigmas, _ = normal_sigmas(SAMPLE_STEPS)
+    noise = torch.randn([1, 4, SAMPLE_SIZE // 8, SAMPLE_SIZE // 8], generator=torch.manual_seed(SAMPLE_SEED))
+    x0 = noise * (1 + sigmas[0] ** 2) ** 0.5
+    base = euler(x0, sigmas, range(SAMPLE_STEPS), lambda i: (unet, context, pooled, ids))
+    refined = euler(x0, sigmas, range(SAMPLE_STEPS), lambda i: (unet, context, pooled, ids) if i < REFINE_AT
+                    else (refiner_unet, r_context, r_pooled, r_ids))
     write("sdxl_sample_noise.bin", noise.numpy())
-    write("sdxl_sample_final.bin", (x / 0.13025).numpy())
-    contribution = x - x0
-    print("sample: %d steps, contribution std %.4f" % (SAMPLE_STEPS, float(contribution.std())))
+    write("sdxl_sample_final.bin", (base / 0.13025).numpy())
+    write("sdxl_refine_final.bin", (refined / 0.13025).numpy())
+    print("sample: %d steps, contribution std %.4f; refined at %d: %.4f" % (
+        SAMPLE_STEPS, float((base - x0).std()), REFINE_AT, float((refined - x0).std())))
 
 
 def main():
@@ -217,8 +236,9 @@ def main():
     print("clip: L std %.4f, G std %.4f, pooled std %.4f" % (float(hl.std()), float(hg.std()), float(pg.std())))
     unet = make_unet(BASE, base)
     unet_case("sdxl", BASE, unet, BASE_TIME_IDS)
-    unet_case("sdxl_refiner", REFINER, make_unet(REFINER, refiner), REFINER_TIME_IDS)
-    sample_case(BASE, unet, clip_l, clip_g)
+    refiner_unet = make_unet(REFINER, refiner)
+    unet_case("sdxl_refiner", REFINER, refiner_unet, REFINER_TIME_IDS)
+    sample_cases(unet, clip_l, clip_g, refiner_unet, refiner_g)
 
 
 if __name__ == "__main__":
