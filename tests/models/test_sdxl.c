@@ -65,6 +65,85 @@ static void test_inspect(void)
     CHECK(r->clip.open_clip && r->clip.width == 128 && r->clip2_prefix == NULL);
 }
 
+static sd_status fill_zero(void *user, size_t index, void *dst, size_t nbytes)
+{
+    (void)user, (void)index;
+    memset(dst, 0, nbytes);
+    return SD_OK;
+}
+
+/* Writes cfg's layout (zeros, f16) with tensor `drop` left out and tensor `grow` one row longer,
+ * and expects inspection to fail with "<file>: <tail>". */
+static void expect_inspect_error(const sd_checkpoint_config *cfg, const char *drop, const char *grow,
+                                 const char *tail)
+{
+    sd_context *ctx = ops_cl()->ctx;
+    sd_layout l = {0};
+    CHECK_EQ_INT(sd_layout_unet(ctx, &cfg->unet, cfg->unet_prefix, &l), SD_OK);
+    CHECK_EQ_INT(sd_layout_clip(ctx, &cfg->clip, cfg->clip_prefix, &l), SD_OK);
+    if (cfg->clip2_prefix)
+        CHECK_EQ_INT(sd_layout_clip(ctx, &cfg->clip2, cfg->clip2_prefix, &l), SD_OK);
+    sd_st_entry *e = calloc(l.n + 1, sizeof *e);
+    size_t n = 0;
+    for (size_t i = 0; e && i < l.n; i++) {
+        if (drop && strcmp(l.entries[i].name, drop) == 0)
+            continue;
+        e[n] = (sd_st_entry){.name = l.entries[i].name, .dtype = SD_ST_F16, .ndim = l.entries[i].ndim};
+        memcpy(e[n].shape, l.entries[i].shape, sizeof l.entries[i].shape);
+        if (l.entries[i].kind == SD_PARAM_POSITION_IDS)
+            e[n].dtype = SD_ST_I64;
+        if (grow && strcmp(l.entries[i].name, grow) == 0)
+            e[n].shape[0]++;
+        n++;
+    }
+    char *path = test_path(test_scratch_dir(), "altered.safetensors");
+    sd_safetensors *st = NULL;
+    sd_checkpoint_config got;
+    CHECK_EQ_INT(sd_safetensors_write(ctx, path, e, n, NULL, fill_zero, NULL), SD_OK);
+    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &st), SD_OK);
+    if (st) {
+        CHECK_EQ_INT(sd_checkpoint_inspect(ctx, st, &got), SD_ERR_INVALID);
+        char want[512];
+        snprintf(want, sizeof want, "%s: %s", path, tail);
+        CHECK_STR_EQ(sd_context_errmsg(ctx), want);
+    }
+    sd_safetensors_close(st);
+    sd_layout_free(&l);
+    free(e);
+    free(path);
+}
+
+/* Missing and misshapen tensors of each part are named with the part; text encoders that do not
+ * fit the UNet's context or ADM width are refused. */
+static void test_bad_files(void)
+{
+    sd_checkpoint_config cfg;
+    CHECK(sd_checkpoint_preset("sdxl-tiny", &cfg));
+    expect_inspect_error(&cfg, "conditioner.embedders.1.model.transformer.resblocks.2.attn.in_proj_bias", NULL,
+                         "missing tensor 'conditioner.embedders.1.model.transformer.resblocks.2.attn.in_proj_bias' "
+                         "(SDXL OpenCLIP-bigG text model)");
+    expect_inspect_error(&cfg, "model.diffusion_model.label_emb.0.2.weight", NULL,
+                         "missing tensor 'model.diffusion_model.label_emb.0.2.weight' (SDXL UNet)");
+    expect_inspect_error(&cfg, NULL, "model.diffusion_model.input_blocks.4.1.transformer_blocks.1.attn2.to_k.weight",
+                         "tensor 'model.diffusion_model.input_blocks.4.1.transformer_blocks.1.attn2.to_k.weight' has "
+                         "shape [65, 320], expected [64, 320] (SDXL UNet)");
+    expect_inspect_error(&cfg, "conditioner.embedders.0.transformer.text_model.final_layer_norm.bias", NULL,
+                         "missing tensor 'conditioner.embedders.0.transformer.text_model.final_layer_norm.bias' "
+                         "(SDXL CLIP text model)");
+    sd_checkpoint_config narrow = cfg;
+    narrow.clip2.projection = 150;
+    expect_inspect_error(&narrow, NULL, NULL,
+                         "the UNet's ADM input (label_emb) is 1696 wide, the SDXL conditioning makes 1686");
+    narrow = cfg;
+    narrow.clip.width = 192;
+    expect_inspect_error(&narrow, NULL, NULL,
+                         "text encoders' combined width 384 does not match the UNet context dimension 320");
+    CHECK(sd_checkpoint_preset("sdxl-refiner-tiny", &cfg));
+    expect_inspect_error(&cfg, "conditioner.embedders.0.model.text_projection", NULL,
+                         "missing tensor 'conditioner.embedders.0.model.text_projection' (SDXL refiner OpenCLIP-bigG "
+                         "text model)");
+}
+
 /* The golden token windows (ids stored as floats), padded after the end token with pad. */
 static int32_t *read_tokens(int pad, int *n_windows)
 {
@@ -279,6 +358,7 @@ int main(void)
     if (!ops_cl() || !open_model(&g_base) || !open_model(&g_refiner))
         return 1;
     RUN(test_inspect);
+    RUN(test_bad_files);
     RUN(test_adm_vector);
     RUN(test_clip_l);
     RUN(test_clip_last);
