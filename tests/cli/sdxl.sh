@@ -1,9 +1,9 @@
 #!/bin/bash
 # graphs/sdxl.xml and graphs/sdxl-refiner.xml end to end on the tiny SDXL base and refiner
 # checkpoints (f16): each writes a PNG, the base-then-refiner graph runs both KSamplerAdvanced;
-# the family-agnostic stock graphs (img2img, hires-fix, inpaint) take the SDXL checkpoint
-# unchanged; swapped checkpoints and a LoRA on the SDXL model are named before anything runs, with
-# nothing written.
+# ComfyUI's SDXL refiner example imports and runs; the family-agnostic stock graphs (img2img,
+# hires-fix, inpaint) take the SDXL checkpoint unchanged; swapped checkpoints and a LoRA on the
+# SDXL model are named before anything runs, with nothing written.
 . "$(dirname "$0")/lib.bash"
 mkdir -p "$T/models/checkpoints" "$T/in"
 cp "$SRC/examples/input/shapes.png" "$SRC/examples/input/shapes-inpaint.png" "$T/in/"
@@ -26,6 +26,34 @@ check "sdxl-refiner: both samplers ran" \
     test "$(grep -c -e '^  ran .*_sampler (KSamplerAdvanced)$' "$T/err")" = 2
 check "sdxl-refiner: the refiner's prompts ran" \
     test "$(grep -c -e '^  ran .*(CLIPTextEncodeSDXLRefiner)$' "$T/err")" = 2
+
+# ComfyUI's SDXL refiner example in API format (its node names, inputs and values) imports and runs.
+cat >"$T/refiner_api.json" <<'EOF'
+{"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "base.safetensors"}},
+ "12": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "refiner.safetensors"}},
+ "6": {"class_type": "CLIPTextEncodeSDXL", "inputs": {"width": 4096, "height": 4096, "crop_w": 0, "crop_h": 0,
+       "target_width": 64, "target_height": 64, "text_g": "a cat", "text_l": "a cat", "clip": ["4", 1]}},
+ "7": {"class_type": "CLIPTextEncodeSDXL", "inputs": {"width": 4096, "height": 4096, "crop_w": 0, "crop_h": 0,
+       "target_width": 64, "target_height": 64, "text_g": "", "text_l": "", "clip": ["4", 1]}},
+ "15": {"class_type": "CLIPTextEncodeSDXLRefiner", "inputs": {"ascore": 6, "width": 2048, "height": 2048,
+        "text": "a cat", "clip": ["12", 1]}},
+ "16": {"class_type": "CLIPTextEncodeSDXLRefiner", "inputs": {"ascore": 2.5, "width": 2048, "height": 2048,
+        "text": "", "clip": ["12", 1]}},
+ "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+ "10": {"class_type": "KSamplerAdvanced", "inputs": {"add_noise": "enable", "noise_seed": 721897303308196,
+        "steps": 4, "cfg": 8, "sampler_name": "euler", "scheduler": "normal", "start_at_step": 0, "end_at_step": 3,
+        "return_with_leftover_noise": "enable", "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
+        "latent_image": ["5", 0]}},
+ "11": {"class_type": "KSamplerAdvanced", "inputs": {"add_noise": "disable", "noise_seed": 0, "steps": 4, "cfg": 8,
+        "sampler_name": "euler", "scheduler": "normal", "start_at_step": 3, "end_at_step": 10000,
+        "return_with_leftover_noise": "disable", "model": ["12", 0], "positive": ["15", 0], "negative": ["16", 0],
+        "latent_image": ["10", 0]}},
+ "17": {"class_type": "VAEDecode", "inputs": {"samples": ["11", 0], "vae": ["12", 2]}},
+ "19": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["17", 0]}}}
+EOF
+run 0 import comfy "$T/refiner_api.json" -o "$T/refiner_api.xml"
+run 0 run "$T/refiner_api.xml" --models-dir "$T/models" --output-dir "$T/o" --no-cache
+check "ComfyUI's SDXL refiner workflow imports and runs" test "$(cat "$T/out")" = "$T/o/ComfyUI_00001_.png"
 
 for g in img2img hires-fix inpaint; do
     size=()
