@@ -20,10 +20,14 @@
  * inpainting concat, and with its ControlNet's hint resized to it) only, in batches of entries of
  * one size; each side's prediction is the per-value mean weighted by each entry's weight map
  * (nodes/conditioning.h sd_cond_area_mult). Entries without either take the unchanged path (one
- * weight per side). */
+ * weight per side).
+ *
+ * ADM UNets (SDXL) also take each entry's "y" vector, built once from its pooled output and size
+ * conditioning (read_adm) and batched with the contexts. */
 #include "nodes/cfg_denoiser.h"
 #include "core/checked.h"
 #include "ml/adapters/control_eval.h"
+#include "ml/families/adm.h"
 #include "nodes/conditioning.h"
 #include "nodes/model_handle.h"
 #include "nodes/node_util.h"
@@ -64,6 +68,10 @@ typedef struct cond_entry {
     bool to_bounds;
     const float *mult;
     size_t mult_batch;
+    /* ADM UNets (SDXL): the entry's ADM vectors [adm_rows, adm width], one per item of its
+     * pooled output (owned by the denoiser's adms; copies share them). */
+    const float *adm;
+    size_t adm_rows;
 } cond_entry;
 
 struct sd_cfg_denoiser {
@@ -90,6 +98,10 @@ struct sd_cfg_denoiser {
     bool used[MAX_SIDES];  /* sides that are computed (ComfyUI's cfg 1 optimisation drops others) */
     float *x_in, *eps, *acc[MAX_SIDES];
     double *count[MAX_SIDES]; /* per-value weights when an entry has an area or mask, else NULL */
+    sd_dtensor **ys;       /* per group, the ADM vectors (ADM UNets only), uploaded with contexts */
+    int adm_dim;           /* the UNet's ADM width (0: none) */
+    float **adms;          /* the entries' ADM vectors, owned */
+    size_t n_adms;
     float **mults;                 /* the entries' weight maps (shared by copies), owned */
     size_t n_mults;
     bool reported; /* the node's error is already recorded */
@@ -167,6 +179,50 @@ static sd_status read_region(sd_node_run *r, const denoiser *d, const char *inpu
     return SD_OK;
 }
 
+/* A number of an entry's JSON attributes, or def when it has none. */
+static double attr_number(const json_t *attrs, const char *key, double def)
+{
+    json_t *v = json_object_get(attrs, key);
+    return json_is_number(v) ? json_number_value(v) : def;
+}
+
+/* Entry i's ADM vectors from its pooled output and size conditioning, as ComfyUI's encode_adm
+ * with encode_model_conds' defaults: width and height the latent's times 8, crops 0, targets the
+ * width and height, aesthetic score 6 (positive) or 2.5 (negative). */
+static sd_status read_adm(sd_node_run *r, denoiser *d, const char *input, size_t i, const json_t *attrs,
+                          const sd_value *v, cond_entry *e)
+{
+    const sd_unet_config *u = sd_unet_config_of(d->unet);
+    char name[32];
+    snprintf(name, sizeof name, "pooled.%zu", i);
+    const sd_tensor *p = sd_value_tensor(v, name);
+    int n = sd_adm_embeddings(u->adm);
+    if (!p || p->ndim != 2 || p->shape[0] < 1 || p->shape[1] + SD_ADM_EMBED_DIM * n != d->adm_dim)
+        return sd_run_error(r, SD_ERR_INVALID,
+                            "input '%s': entry %zu has no pooled output of width %d, which the model's ADM input "
+                            "needs (a conditioning made for another model?)",
+                            input, i, d->adm_dim - SD_ADM_EMBED_DIM * n);
+    float **grown = realloc(d->adms, (d->n_adms + 1) * sizeof *grown);
+    float *adm = malloc((size_t)p->shape[0] * (size_t)d->adm_dim * sizeof *adm);
+    if (grown)
+        d->adms = grown;
+    if (!grown || !adm) {
+        free(adm);
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    }
+    d->adms[d->n_adms++] = adm;
+    double w = attr_number(attrs, "width", (double)(d->w * 8)), h = attr_number(attrs, "height", (double)(d->h * 8));
+    sd_adm_params prm = {.width = w, .height = h, .crop_w = attr_number(attrs, "crop_w", 0),
+                         .crop_h = attr_number(attrs, "crop_h", 0), .target_width = attr_number(attrs, "target_width", w),
+                         .target_height = attr_number(attrs, "target_height", h),
+                         .aesthetic_score = attr_number(attrs, "aesthetic_score", strcmp(d->g->names[e->side], "negative") ? 6.0 : 2.5)};
+    for (int64_t b = 0; b < p->shape[0]; b++)
+        sd_adm_vector(u->adm, p->data + b * p->shape[1], (int)p->shape[1], &prm, adm + b * d->adm_dim);
+    e->adm = adm;
+    e->adm_rows = (size_t)p->shape[0];
+    return SD_OK;
+}
+
 /* Reads the entries of the guider's conditioning `side` into d->entries (appending). */
 static sd_status read_conditioning(sd_node_run *r, denoiser *d, int side)
 {
@@ -207,6 +263,8 @@ static sd_status read_conditioning(sd_node_run *r, denoiser *d, int side)
         e->sigma_end = json_is_number(end) ? sd_model_sampling_percent_to_sigma(d->ms, json_number_value(end))
                                            : -INFINITY;
         sd_status st = read_region(r, d, input, i, json_array_get(list, i), v, e);
+        if (!st && d->adm_dim)
+            st = read_adm(r, d, input, i, json_array_get(list, i), v, e);
         if (st)
             return st;
     }
@@ -318,6 +376,8 @@ static void same_area(const cond_entry *c, cond_entry *other, size_t *n_other, i
     copy.cond = best->cond;
     copy.concat_latent = best->concat_latent;
     copy.concat_mask = best->concat_mask;
+    copy.adm = best->adm; /* ComfyUI copies the lender's model_conds: its y too */
+    copy.adm_rows = best->adm_rows;
     other[(*n_other)++] = copy;
 }
 
@@ -462,7 +522,11 @@ static void free_groups(denoiser *d)
 {
     for (size_t g = 0; d->contexts && g < d->n_groups; g++)
         sd_dtensor_free(d->contexts[g]);
+    for (size_t g = 0; d->ys && g < d->n_groups; g++)
+        sd_dtensor_free(d->ys[g]);
     free(d->contexts);
+    free(d->ys);
+    d->ys = NULL;
     free(d->group_start);
     free(d->order);
     d->contexts = NULL;
@@ -477,6 +541,27 @@ static const cond_entry *grouped(const denoiser *d, size_t k)
     return &d->entries[d->active[d->order[k]]];
 }
 
+/* Uploads group g's ADM vectors [entries * batch, adm width] (entry e's item b is its row
+ * b % adm_rows, as its context). */
+static sd_status upload_adm(denoiser *d, size_t g)
+{
+    size_t k0 = d->group_start[g], k1 = d->group_start[g + 1], row = (size_t)d->adm_dim;
+    float *host = malloc((k1 - k0) * d->batch * row * sizeof *host);
+    if (!host)
+        return sd_set_error(d->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    for (size_t k = k0; k < k1; k++) {
+        const cond_entry *e = grouped(d, k);
+        for (size_t b = 0; b < d->batch; b++)
+            memcpy(host + ((k - k0) * d->batch + b) * row, e->adm + (b % e->adm_rows) * row, row * sizeof *host);
+    }
+    int64_t shape[2] = {(int64_t)((k1 - k0) * d->batch), d->adm_dim};
+    sd_status st = sd_dtensor_new(d->cl, SD_DTYPE_F32, 2, shape, &d->ys[g]);
+    if (!st)
+        st = sd_dtensor_upload(d->ys[g], host);
+    free(host);
+    return st;
+}
+
 /* Splits the active entries into UNet calls: entries of one UNet input size (their area's),
  * together when their token lengths allow (CONDCrossAttn.can_concat), else one by one. Uploads
  * each call's context [entries * batch, lcm tokens, dim] (entry e's item b is its cond item
@@ -488,9 +573,10 @@ static sd_status prepare_groups(denoiser *d)
     free_groups(d);
     d->group_start = calloc(n + 1, sizeof *d->group_start);
     d->contexts = calloc(n + 1, sizeof *d->contexts);
+    d->ys = d->adm_dim ? calloc(n + 1, sizeof *d->ys) : NULL;
     d->order = calloc(n + 1, sizeof *d->order);
     bool *taken = calloc(n + 1, sizeof *taken);
-    if (!d->group_start || !d->contexts || !d->order || !taken) {
+    if (!d->group_start || !d->contexts || !d->order || !taken || (d->adm_dim && !d->ys)) {
         free(taken);
         return sd_run_error(d->r, SD_ERR_NOMEM, "out of memory");
     }
@@ -546,6 +632,8 @@ static sd_status prepare_groups(denoiser *d)
         if (!st)
             st = sd_dtensor_upload(d->contexts[g], host);
         free(host);
+        if (!st && d->adm_dim)
+            st = upload_adm(d, g);
         if (st)
             return sd_node_model_fail(d->r, st);
     }
@@ -645,7 +733,7 @@ static sd_status unet_group(denoiser *d, size_t g, float sigma)
     if (!(st = sd_dtensor_new(d->cl, SD_DTYPE_F32, 4, shape, &x)) && !(st = sd_dtensor_upload(x, host)) &&
         (!d->control || !(st = control_call(d, chains, k1 - k0, host, in_item, e0->ah, e0->aw, sigma, timestep,
                                              d->contexts[g], &res, &control))) &&
-        !(st = sd_unet_forward(d->unet, x, t, d->contexts[g], control, &out)))
+        !(st = sd_unet_forward_adm(d->unet, x, t, d->contexts[g], d->ys ? d->ys[g] : NULL, control, &out)))
         st = sd_dtensor_download(out, d->eps + k0 * d->batch * d->per_item);
 done:
     sd_control_residuals_free(&res);
@@ -850,7 +938,8 @@ sd_status sd_cfg_denoiser_new(const sd_cfg_setup *s, sd_cfg_denoiser **out)
     if (!d)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
     *d = (denoiser){.r = r, .cl = s->cl, .unet = s->unet, .ms = s->ms, .batch = s->batch, .h = s->h, .w = s->w,
-                    .in_channels = s->in_channels, .dim = s->dim, .g = s->guider, .need_uncond = s->need_uncond};
+                    .in_channels = s->in_channels, .dim = s->dim, .g = s->guider, .need_uncond = s->need_uncond,
+                    .adm_dim = sd_unet_config_of(s->unet)->adm_channels};
     set_used(d);
     d->per_item = (size_t)(4 * d->h * d->w);
     size_t n = d->batch * d->per_item, n_eps;
@@ -919,5 +1008,8 @@ void sd_cfg_denoiser_free(sd_cfg_denoiser *d)
     for (size_t m = 0; m < d->n_mults; m++)
         free(d->mults[m]);
     free(d->mults);
+    for (size_t m = 0; m < d->n_adms; m++)
+        free(d->adms[m]);
+    free(d->adms);
     free(d);
 }

@@ -114,7 +114,12 @@ void sd_check_lora_loader(sd_node_check *c)
         return;
     const char *key = NULL;
     sd_family lora = sd_lora_family(st, &key);
-    if (lora != SD_FAMILY_UNKNOWN && model != SD_FAMILY_UNKNOWN && lora != model)
+    char supported[128];
+    if (model != SD_FAMILY_UNKNOWN && !sd_family_get(model)->lora)
+        sd_check_problem(c, "lora_name", "%s: LoRAs on %s models are not supported; sdflow supports %s LoRAs",
+                         sd_safetensors_path(st), sd_family_name(model),
+                         sd_family_lora_list(supported, sizeof supported));
+    else if (lora != SD_FAMILY_UNKNOWN && model != SD_FAMILY_UNKNOWN && lora != model)
         sd_check_problem(c, "lora_name", "%s: %s LoRA detected (key '%s'); the model is %s",
                          sd_safetensors_path(st), sd_family_name(lora), key, sd_family_name(model));
     sd_safetensors_close(st);
@@ -159,6 +164,21 @@ void sd_check_vae_encode(sd_node_check *c)
         tag_latent(c, 0, vc, vf);
 }
 
+/* The node's conditioning inputs (those it has of KSampler's and the guiders' names) against the
+ * model's family. */
+static void check_conditionings(sd_node_check *c, sd_family model)
+{
+    static const char *const inputs[] = {"positive", "negative", "conditioning", "cond1", "cond2"};
+    if (model == SD_FAMILY_UNKNOWN)
+        return;
+    for (size_t k = 0; k < sizeof inputs / sizeof inputs[0]; k++) {
+        sd_family cond = sd_family_find(sd_check_tag(c, inputs[k]));
+        if (cond != SD_FAMILY_UNKNOWN && cond != model)
+            sd_check_problem(c, inputs[k], "a conditioning made by %s text encoders cannot condition the %s model",
+                             sd_family_name(cond), sd_family_name(model));
+    }
+}
+
 /* A sampling node whose model's family is tagged on `model_input` (a MODEL, or a GUIDER that
  * carries its model's tag): the latent must have the family's channel count. */
 static void check_sampling(sd_node_check *c, const char *model_input)
@@ -172,6 +192,7 @@ static void check_sampling(sd_node_check *c, const char *model_input)
             tag_latent(c, 0, lc, lf);
         return;
     }
+    check_conditionings(c, model);
     const sd_latent_format *want = sd_family_get(model)->latent;
     char a[96];
     if (known && want && lc != want->channels)
@@ -196,6 +217,34 @@ void sd_check_guider(sd_node_check *c)
     sd_family model = model_family(c, "model");
     if (model != SD_FAMILY_UNKNOWN)
         sd_check_set_tag(c, 0, sd_family_name(model));
+    check_conditionings(c, model);
+}
+
+/* The CLIP's family as the conditioning's tag; a node made for one family names another. */
+static void text_encode(sd_node_check *c, sd_family need)
+{
+    const char *tag = sd_check_tag(c, "clip");
+    sd_family got = sd_family_find(tag);
+    if (need != SD_FAMILY_UNKNOWN && got != SD_FAMILY_UNKNOWN && got != need)
+        sd_check_problem(c, "clip", "the text encoders are %s; this node takes %s ones", sd_family_name(got),
+                         sd_family_name(need));
+    if (got != SD_FAMILY_UNKNOWN)
+        sd_check_set_tag(c, 0, tag);
+}
+
+void sd_check_text_encode(sd_node_check *c)
+{
+    text_encode(c, SD_FAMILY_UNKNOWN);
+}
+
+void sd_check_text_encode_sdxl(sd_node_check *c)
+{
+    text_encode(c, SD_FAMILY_SDXL);
+}
+
+void sd_check_text_encode_refiner(sd_node_check *c)
+{
+    text_encode(c, SD_FAMILY_SDXL_REFINER);
 }
 
 void sd_check_empty_latent(sd_node_check *c)

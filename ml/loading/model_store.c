@@ -1,5 +1,6 @@
 /* Opened model files kept per context (see model_store.h). */
 #include "ml/loading/model_store.h"
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -16,7 +17,7 @@ struct sd_loaded {
     sd_safetensors *st;
     sd_checkpoint_config cfg;
     sd_unet *unet;
-    sd_clip_model *clip;
+    sd_clip_model *clip[2]; /* the family's text encoders (cfg.clip, cfg.clip2) */
     sd_vae *vae;
     sd_model_store_stats *stats; /* the store's counters */
 };
@@ -32,7 +33,8 @@ typedef struct model_store {
 static void loaded_free(sd_loaded *l)
 {
     sd_unet_free(l->unet);
-    sd_clip_model_free(l->clip);
+    sd_clip_model_free(l->clip[0]);
+    sd_clip_model_free(l->clip[1]);
     sd_vae_free(l->vae);
     sd_safetensors_close(l->st);
     free(l->path);
@@ -193,15 +195,26 @@ sd_status sd_loaded_unet(sd_loaded *l, sd_unet **out)
 
 sd_status sd_loaded_clip(sd_loaded *l, sd_clip_model **out)
 {
-    *out = l->clip;
-    if (l->clip)
+    return sd_loaded_text_encoder(l, 0, out);
+}
+
+sd_status sd_loaded_text_encoder(sd_loaded *l, int slot, sd_clip_model **out)
+{
+    *out = l->clip[slot];
+    if (l->clip[slot])
         return SD_OK;
-    if (!l->cfg.has_clip)
-        return missing_part(l, "CLIP text encoder (cond_stage_model.*)");
-    sd_status st = sd_clip_model_new(l->cl, l->st, l->cfg.clip_prefix, &l->cfg.clip, l->dtype, &l->clip);
+    if (slot && !l->cfg.clip2_prefix)
+        return missing_part(l, "second text encoder");
+    if (!l->cfg.has_clip) {
+        char part[160];
+        snprintf(part, sizeof part, "CLIP text encoder (%s*)", l->cfg.clip_prefix ? l->cfg.clip_prefix : "");
+        return missing_part(l, part);
+    }
+    sd_status st = sd_clip_model_new(l->cl, l->st, slot ? l->cfg.clip2_prefix : l->cfg.clip_prefix,
+                                     slot ? &l->cfg.clip2 : &l->cfg.clip, l->dtype, &l->clip[slot]);
     if (!st)
         l->stats->clips_created++;
-    *out = l->clip;
+    *out = l->clip[slot];
     return st;
 }
 
@@ -227,9 +240,9 @@ void sd_model_store_release(sd_context *ctx, bool unets, bool clips)
             sd_unet_free(s->entries[i]->unet);
             s->entries[i]->unet = NULL;
         }
-        if (clips) {
-            sd_clip_model_free(s->entries[i]->clip);
-            s->entries[i]->clip = NULL;
+        for (int k = 0; clips && k < 2; k++) {
+            sd_clip_model_free(s->entries[i]->clip[k]);
+            s->entries[i]->clip[k] = NULL;
         }
     }
 }

@@ -23,7 +23,7 @@
 #define SD_MODEL_STORE_KEEP 2
 
 typedef enum sd_model_file_kind {
-    SD_MODEL_FILE_CHECKPOINT, /* a full SD1 single-file checkpoint (UNet required) */
+    SD_MODEL_FILE_CHECKPOINT, /* a full single-file checkpoint (UNet required) */
     SD_MODEL_FILE_VAE         /* a standalone VAE file, or the VAE of a full checkpoint */
 } sd_model_file_kind;
 
@@ -46,6 +46,9 @@ const sd_checkpoint_config *sd_loaded_config(const sd_loaded *l);
 sd_status sd_loaded_unet(sd_loaded *l, sd_unet **out);
 sd_status sd_loaded_clip(sd_loaded *l, sd_clip_model **out);
 sd_status sd_loaded_vae(sd_loaded *l, sd_vae **out);
+/* Text encoder `slot` of the family (0: cfg.clip, the one sd_loaded_clip gives; 1: cfg.clip2,
+ * SDXL's OpenCLIP-bigG), created on first call as sd_loaded_clip. */
+sd_status sd_loaded_text_encoder(sd_loaded *l, int slot, sd_clip_model **out);
 
 /* Frees the UNet and/or text-encoder objects (and so their device weights) of every entry; they
  * are created and uploaded again when next asked for. On CPU devices, where device memory is host

@@ -5,7 +5,7 @@
 . "$(dirname "$0")/lib.bash"
 mkdir -p "$T/models/checkpoints" "$T/in"
 "$MK" --preset tiny "$T/models/checkpoints/tiny.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
-"$MK" --kind sdxl-stub "$T/models/checkpoints/xl.safetensors" >/dev/null || { echo "FAIL: mkckpt sdxl"; exit 1; }
+"$MK" --kind sd3-stub "$T/models/checkpoints/sd3.safetensors" >/dev/null || { echo "FAIL: mkckpt sd3"; exit 1; }
 cp "$SRC/examples/input/shapes.png" "$T/in/"
 base=(--models-dir "$T/models" --input-dir "$T/in" --output-dir "$T/o" --cache "$T/cache.db"
       --set checkpoint=tiny.safetensors --set steps=3)
@@ -48,8 +48,8 @@ check "unknown sampler lists the valid ones" grep -q "'eulr' is not one of: eule
 run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set checkpoint=missing.safetensors
 check "missing checkpoint names the directories searched" \
     grep -q "checkpoints file 'missing.safetensors' not found (searched: $T/models/checkpoints)" "$T/err"
-run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set checkpoint=xl.safetensors
-check "SDXL names the family, before anything runs" grep -qx ".*txt2img.xml:[0-9]*: node 'ckpt' input 'ckpt_name': parameter 'checkpoint': $T/models/checkpoints/xl.safetensors: SDXL checkpoint detected; sdflow supports SD1.x" "$T/err"
+run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set checkpoint=sd3.safetensors
+check "SD3 names the family, before anything runs" grep -qx ".*txt2img.xml:[0-9]*: node 'ckpt' input 'ckpt_name': parameter 'checkpoint': $T/models/checkpoints/sd3.safetensors: SD3 checkpoint detected; sdflow supports SD1.x, SDXL, SDXL refiner" "$T/err"
 check "failed runs wrote nothing" test "$(ls "$T/o" | wc -l)" = "$before"
 
 [ $fails = 0 ] && echo "txt2img.sh: all passed"

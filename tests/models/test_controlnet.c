@@ -34,7 +34,7 @@ static sd_dtensor *golden(const char *name)
 static bool setup(void)
 {
     sd_context *ctx = ops_cl()->ctx;
-    if (!sd_sd1_preset("tiny", &g_cfg))
+    if (!sd_checkpoint_preset("tiny", &g_cfg))
         return false;
     g_cfg.has_clip = g_cfg.has_vae = false;
     const char *dir = test_scratch_dir();

@@ -70,7 +70,7 @@ static void test_golden(void)
 {
     sd_context *ctx = ops_cl()->ctx;
     sd_checkpoint_config cfg;
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     cfg.has_vae = false;
     char *ck = test_path(test_scratch_dir(), "ck.safetensors");
     sd_safetensors *st = NULL;

@@ -30,7 +30,7 @@ static void write_checkpoint(void)
 {
     sd_context *ctx = new_context(NULL);
     sd_checkpoint_config cfg;
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     ckpt_path = test_path(test_scratch_dir(), "custom_sampling.safetensors");
     CHECK_EQ_INT(sd_sd1_write_random(ctx, ckpt_path, &cfg, SD_ST_F32, 7), SD_OK);
     sd_context_free(ctx);

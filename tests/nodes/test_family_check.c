@@ -30,7 +30,7 @@ static void setup(void)
     CHECK(mkdir(g_models, 0755) == 0 && mkdir(ckpts, 0755) == 0 && mkdir(vaes, 0755) == 0);
     sd_context *ctx = new_context();
     sd_checkpoint_config cfg;
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     char *p = test_path(ckpts, "tiny.safetensors");
     CHECK_EQ_INT(sd_sd1_write_random(ctx, p, &cfg, SD_ST_F32, 1), SD_OK);
     free(p);
@@ -39,8 +39,8 @@ static void setup(void)
     p = test_path(ckpts, "novae.safetensors");
     CHECK_EQ_INT(sd_sd1_write_random(ctx, p, &novae, SD_ST_F32, 1), SD_OK);
     free(p);
-    p = test_path(ckpts, "xl.safetensors");
-    CHECK_EQ_INT(sd_write_family_stub(ctx, p, SD_FAMILY_SDXL), SD_OK);
+    p = test_path(ckpts, "sd3.safetensors");
+    CHECK_EQ_INT(sd_write_family_stub(ctx, p, SD_FAMILY_SD3), SD_OK);
     free(p);
     for (int z = 4; z <= 16; z += 12) {
         sd_checkpoint_config v = cfg;
@@ -62,7 +62,7 @@ static void test_descriptors(void)
 {
     const sd_family_desc *sd1 = sd_family_get(SD_FAMILY_SD1), *xl = sd_family_get(SD_FAMILY_SDXL);
     const sd_family_desc *flux = sd_family_get(SD_FAMILY_FLUX);
-    CHECK(sd1->runnable && !xl->runnable && !flux->runnable);
+    CHECK(sd1->runnable && xl->runnable && !flux->runnable && sd1->lora && !xl->lora);
     CHECK(sd1->latent->channels == 4 && sd1->latent->scale == 0.18215f && sd1->latent->shift == 0.0f);
     CHECK(xl->latent->channels == 4 && xl->latent->scale == 0.13025f && xl->adm_dim == 2816);
     CHECK(sd_family_get(SD_FAMILY_SDXL_REFINER)->adm_dim == 2560);
@@ -84,7 +84,8 @@ static void test_descriptors(void)
     CHECK(sd_latent_format_find("Flux") == flux->latent);
     CHECK(sd_latent_format_find("SD15") == sd1->latent);
     char buf[128];
-    CHECK_STR_EQ(sd_family_runnable_list(buf, sizeof buf), "SD1.x");
+    CHECK_STR_EQ(sd_family_runnable_list(buf, sizeof buf), "SD1.x, SDXL, SDXL refiner");
+    CHECK_STR_EQ(sd_family_lora_list(buf, sizeof buf), "SD1.x");
     CHECK_STR_EQ(sd_latent_channels_families(buf, sizeof buf, 16), "SD3, FLUX");
     CHECK_STR_EQ(sd_latent_channels_families(buf, sizeof buf, 4), "SD1.x, SD2.x, SDXL, SDXL refiner");
     CHECK_STR_EQ(sd_latent_channels_families(buf, sizeof buf, 8), "");
@@ -184,10 +185,10 @@ static void test_checks(void)
     expect_problems(CKPT("novae.safetensors") VAE("vae4.safetensors") CONDS EMPTY SAMPLER("e")
                     DECODE("ks", "v"), 0, NULL);
     /* Another family's checkpoint: named before anything runs. */
-    expect_problems(CKPT("xl.safetensors") CONDS EMPTY SAMPLER("e"), 1,
+    expect_problems(CKPT("sd3.safetensors") CONDS EMPTY SAMPLER("e"), 1,
                     "node 'ck' input 'ckpt_name': ");
-    expect_problems(CKPT("xl.safetensors") CONDS EMPTY SAMPLER("e"), 1,
-                    "xl.safetensors: SDXL checkpoint detected; sdflow supports SD1.x");
+    expect_problems(CKPT("sd3.safetensors") CONDS EMPTY SAMPLER("e"), 1,
+                    "sd3.safetensors: SD3 checkpoint detected; sdflow supports SD1.x, SDXL, SDXL refiner");
 }
 
 static sd_status fill_zero(void *user, size_t index, void *dst, size_t nbytes)

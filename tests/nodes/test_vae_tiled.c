@@ -35,7 +35,7 @@ static bool setup(void)
     sd_context *ctx = NULL;
     CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
     sd_checkpoint_config cfg;
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     cfg.has_unet = cfg.has_clip = false;
     cfg.vae_prefix = "";
     vae_path = test_path(test_scratch_dir(), "vae.safetensors");
