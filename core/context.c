@@ -322,6 +322,16 @@ sd_status sd_context_add_models_dir(sd_context *ctx, const char *path)
     return SD_OK;
 }
 
+size_t sd_context_models_dir_count(const sd_context *ctx)
+{
+    return ctx->n_models_dirs;
+}
+
+const char *sd_context_models_dir(const sd_context *ctx, size_t index)
+{
+    return index < ctx->n_models_dirs ? ctx->models_dirs[index] : NULL;
+}
+
 void sd_context_clear_models_dirs(sd_context *ctx)
 {
     for (size_t i = 0; i < ctx->n_models_dirs; i++)

@@ -142,7 +142,7 @@ sd_status sd_run_progress(sd_node_run *r, int step, int steps)
 
 sd_status sd_run_add_file(sd_node_run *r, const char *path)
 {
-    if (sd_result_add_file_path(r->state->result, path))
+    if (sd_result_add_file_path(r->state->result, r->node->gn->id, path))
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
     return SD_OK;
 }

@@ -66,6 +66,9 @@ typedef enum sd_dir_kind {
  * sd_context_clear_models_dirs() drops the ones taken from the environment. */
 sd_status sd_context_add_models_dir(sd_context *ctx, const char *path);
 void sd_context_clear_models_dirs(sd_context *ctx);
+/* The model directories in search order; index past the end gives NULL. */
+size_t sd_context_models_dir_count(const sd_context *ctx);
+const char *sd_context_models_dir(const sd_context *ctx, size_t index);
 sd_status sd_context_set_dir(sd_context *ctx, sd_dir_kind kind, const char *path);
 const char *sd_context_dir(const sd_context *ctx, sd_dir_kind kind);
 
@@ -130,6 +133,10 @@ sd_status sd_graph_save_xml(sd_graph *graph, const char *path, bool resolve_para
 sd_status sd_graph_to_xml(sd_graph *graph, bool resolve_params, char **out);
 /* Converts a ComfyUI API-format workflow (JSON file) into a graph. */
 sd_status sd_graph_import_comfy(sd_context *ctx, const char *json_path, sd_graph **out);
+/* The same from JSON text in memory (at most 16 MiB, SD_ERR_LIMIT beyond); source_name stands
+ * for the file in messages and diagnostics. */
+sd_status sd_graph_import_comfy_memory(sd_context *ctx, const char *json, size_t len,
+                                       const char *source_name, sd_graph **out);
 
 /* Building. Node ids are unique strings; id NULL picks the next free number. *out_id (optional)
  * points into the graph and stays valid while the node exists. */
@@ -199,6 +206,8 @@ sd_status sd_result_node(const sd_result *result, size_t index, sd_node_stat *st
 /* Files written by output nodes, in order. */
 size_t sd_result_file_count(const sd_result *result);
 const char *sd_result_file(const sd_result *result, size_t index);
+/* Id of the node that wrote file `index` (NULL past the end). */
+const char *sd_result_file_node(const sd_result *result, size_t index);
 
 /* A wanted node's output, described for front ends. Tensor outputs report their shape;
  * IMAGE shape is [batch, height, width, channels]. Strings point into the result. */
