@@ -111,7 +111,7 @@ static bool same_content(const char *path, const unsigned char *data, size_t len
     if (!f)
         return false;
     bool same = true;
-    unsigned char buf[65536];
+    unsigned char buf[4096];
     size_t off = 0, n;
     while (same && (n = fread(buf, 1, sizeof buf, f)) > 0) {
         same = off + n <= len && !memcmp(buf, data + off, n);
