@@ -300,6 +300,11 @@ void sd_emit_progress(sd_context *ctx, const sd_progress *event)
         ctx->progress_fn(event, ctx->progress_user);
 }
 
+void sd_context_set_previews(sd_context *ctx, bool on)
+{
+    ctx->previews = on;
+}
+
 void sd_context_interrupt(sd_context *ctx)
 {
     ctx->interrupted = 1;

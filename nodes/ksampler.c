@@ -106,7 +106,8 @@ static sd_status common_ksampler(sd_node_run *r, const ksampler_args *a)
                                family->schedule.beta_end))
         return sd_run_fail(r, SD_ERR_INVALID);
     sd_cfg_setup s = {.r = r, .ms = &ms, .batch = (size_t)lt->shape[0], .h = lt->shape[2], .w = lt->shape[3],
-                      .in_channels = cfg->unet.in_channels, .dim = cfg->unet.context_dim, .cfg = a->cfg};
+                      .in_channels = cfg->unet.in_channels, .dim = cfg->unet.context_dim, .cfg = a->cfg,
+                      .preview = format};
     size_t per_item = (size_t)(format->channels * s.h * s.w), n = s.batch * per_item;
     sd_cfg_denoiser *d = NULL;
     float *sigmas = NULL, *noise = NULL, *latent = NULL, *mask = NULL;

@@ -59,6 +59,8 @@ static void on_progress(const sd_progress *e, void *user)
     case SD_PROGRESS_STEP:
         emit(rs, "progress", json_pack("{s:i, s:i, s:s, s:s}", "value", e->step, "max", e->steps, "prompt_id",
                                        pid, "node", e->node_id), false);
+        if (e->preview_rgb)
+            sd_ws_send_preview(rs->srv, e->preview_rgb, e->preview_width, e->preview_height, rs->item->client_id);
         break;
     default:
         break;
@@ -116,6 +118,7 @@ static sd_status run_graph(run_state *rs, sd_context *ctx, json_t **outputs, cha
     char source[64];
     snprintf(source, sizeof source, "prompt %s", rs->item->prompt_id);
     sd_context_set_progress(ctx, on_progress, rs);
+    sd_context_set_previews(ctx, true);
     sd_status st = sd_graph_import_comfy_memory(ctx, rs->item->prompt, strlen(rs->item->prompt), source, &g);
     if (!st)
         st = sd_graph_run(g, NULL, &res);

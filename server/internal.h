@@ -58,6 +58,9 @@ void sd_ws_register(sd_server *srv, struct mg_context *mg);
 void sd_ws_send(sd_server *srv, const char *type, json_t *data, const char *sid);
 /* Sends a binary frame to sid (every client when NULL or ""). */
 void sd_ws_send_binary(sd_server *srv, const void *data, size_t len, const char *sid);
+/* Sends a step preview (RGB8, width x height) as ComfyUI's binary PREVIEW_IMAGE frame with a PNG
+ * (preview.c). */
+void sd_ws_send_preview(sd_server *srv, const uint8_t *rgb, int width, int height, const char *sid);
 /* The status message: {status: {exec_info: {queue_remaining}}} (+ sid when given). */
 json_t *sd_status_message(sd_server *srv, const char *sid);
 /* Sends the status message to everyone (queue changed). */

@@ -45,7 +45,7 @@ static bool boundary_of(const char *ct, char *buf, size_t size)
 
 /* Copies the value of parameter `key` (name, filename) of a Content-Disposition line
  * [h, end) into buf; quoted values may contain escaped characters. 0: absent, 1: found,
- * -1: too long or malformed. */
+ * -1: too long or malformed (control characters, NUL included, are refused). */
 static int disposition_param(const char *h, const char *end, const char *key, char *buf, size_t size)
 {
     size_t klen = strlen(key);
@@ -73,6 +73,9 @@ static int disposition_param(const char *h, const char *end, const char *key, ch
             }
         }
         buf[n] = '\0';
+        for (size_t i = 0; i < n; i++)
+            if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f)
+                return -1;
         return 1;
     }
     return 0;
@@ -89,6 +92,8 @@ static const char *part_headers(const char *h, const char *end, sd_mp_part *part
         if ((size_t)(eol - h) > 20 && !strncasecmp(h, "Content-Disposition:", 20)) {
             disposition = true;
             int r = disposition_param(h + 20, eol, "name", part->name, sizeof part->name);
+            if (r > 0 && !part->name[0])
+                r = 0;
             if (r <= 0)
                 return r < 0 ? "part name too long or malformed" : "part without a name";
             r = disposition_param(h + 20, eol, "filename", part->filename, sizeof part->filename);

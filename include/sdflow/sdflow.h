@@ -102,10 +102,18 @@ typedef struct sd_progress {
     int node_count;
     int step, steps;
     double seconds; /* NODE_DONE: the node's run time; otherwise time since the run started */
+    /* STEP events of samplers while previews are on (sd_context_set_previews): the denoised
+     * latent of the first batch item as RGB, 3 bytes a pixel, one pixel per latent cell (ComfyUI's
+     * latent-to-RGB preview with the family's factors); NULL otherwise. Valid during the call. */
+    const uint8_t *preview_rgb;
+    int preview_width, preview_height;
 } sd_progress;
 
 typedef void (*sd_progress_fn)(const sd_progress *event, void *user);
 void sd_context_set_progress(sd_context *ctx, sd_progress_fn fn, void *user);
+/* Asks samplers for a preview image with each step's progress event (off by default: it costs
+ * a pass over the latent per step). */
+void sd_context_set_previews(sd_context *ctx, bool on);
 
 /* Asks a running graph to stop at the next node or step boundary. Async-signal-safe. */
 void sd_context_interrupt(sd_context *ctx);

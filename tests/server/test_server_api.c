@@ -137,6 +137,7 @@ typedef struct ws_client {
     pthread_cond_t cond;
     json_t *messages;
     int binary;
+    bool preview_ok; /* every binary frame: event 1, format 2 (PNG), a PNG of the 8x8 latent */
     bool closed;
 } ws_client;
 
@@ -149,6 +150,10 @@ static int ws_data(struct mg_connection *conn, int flags, char *data, size_t len
         if (m)
             json_array_append_new(w->messages, m);
     } else if ((flags & 0xf) == MG_WEBSOCKET_OPCODE_BINARY) {
+        static const unsigned char head[8] = {0, 0, 0, 1, 0, 0, 0, 2};
+        const unsigned char *d = (const unsigned char *)data;
+        bool ok = len > 32 && !memcmp(d, head, 8) && !memcmp(d + 8, "\x89PNG", 4) && d[8 + 19] == 8 && d[8 + 23] == 8;
+        w->preview_ok = (w->binary == 0 || w->preview_ok) && ok;
         w->binary++;
     }
     pthread_cond_broadcast(&w->cond);
@@ -294,6 +299,9 @@ static void test_websocket_example(void)
     json_t *img = json_array_get(json_object_get(json_object_get(ex, "output"), "images"), 0);
     CHECK_STR_EQ(json_string_value(json_object_get(img, "type")), "output");
     (void)run3;
+    pthread_mutex_lock(&w.lock);
+    CHECK_MSG(w.binary == 3 && w.preview_ok, "%d preview frames (3 steps), PNG frames: %d", w.binary, w.preview_ok);
+    pthread_mutex_unlock(&w.lock);
 
     char path[256];
     snprintf(path, sizeof path, "/history/%s", id);

@@ -42,6 +42,12 @@ static void test_multipart(void)
     CHECK(parse(ct, "--XyZ\r\nContent-Type: text/plain\r\n\r\nx\r\n--XyZ--", &mp) != NULL);
     CHECK(parse(ct, "--XyZ\r\nContent-Disposition: form-data; name=\"unterminated\r\n\r\nx\r\n--XyZ--", &mp) != NULL);
     CHECK(parse(ct, "nothing here", &mp) != NULL);
+    /* Empty names and control characters in names (fuzz_server finding). */
+    CHECK(parse(ct, "--XyZ\r\nContent-Disposition: form-data; name=\"\"\r\n\r\nx\r\n--XyZ--", &mp) != NULL);
+    const char nul[] = "--XyZ\r\nContent-Disposition: form-data; name=\0x\r\n\r\nx\r\n--XyZ--";
+    CHECK(sd_multipart_parse(ct, (const unsigned char *)nul, sizeof nul - 1, &mp) != NULL);
+    CHECK(parse(ct, "--XyZ\r\nContent-Disposition: form-data; name=\"a\x01\"\r\n\r\nx\r\n--XyZ--", &mp) != NULL);
+    CHECK(parse(ct, "--XyZ\r\nContent-Disposition: form-data; name=a; filename=\"b\x1b.png\"\r\n\r\nx\r\n--XyZ--", &mp) != NULL);
     CHECK(parse(ct, "--XyZx", &mp) != NULL);
     char many[4096] = "";
     for (int i = 0; i <= SD_MP_MAX_PARTS; i++)
