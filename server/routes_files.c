@@ -4,6 +4,7 @@
 #include "server/internal.h"
 #include "server/parse.h"
 #include <dirent.h>
+#include <png.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -179,6 +180,24 @@ static bool store_upload(const char *dir, char *name, size_t size, const unsigne
     return ok;
 }
 
+/* A regular file's bytes (malloc'd), at most max; NULL when unreadable or larger. */
+static char *read_file_bounded(const char *path, long long max, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    struct stat st;
+    char *buf = NULL;
+    if (f && fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= max &&
+        (buf = malloc((size_t)st.st_size + 1)) && fread(buf, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
+        free(buf);
+        buf = NULL;
+    }
+    if (buf)
+        *len = (size_t)st.st_size;
+    if (f)
+        fclose(f);
+    return buf;
+}
+
 /* The text value of a form field, into buf ("" when absent); false when too long. */
 static bool field(const sd_multipart *mp, const char *key, char *buf, size_t size)
 {
@@ -193,12 +212,75 @@ static bool field(const sd_multipart *mp, const char *key, char *buf, size_t siz
     return true;
 }
 
+/* Decodes a PNG as RGBA8 (malloc'd), at most max_pixels; NULL when it is not a readable PNG. */
+static unsigned char *read_rgba(png_image *img, const void *data, size_t len, long long max_pixels)
+{
+    memset(img, 0, sizeof *img);
+    img->version = PNG_IMAGE_VERSION;
+    if (!png_image_begin_read_from_memory(img, data, len))
+        return NULL;
+    img->format = PNG_FORMAT_RGBA;
+    unsigned char *px = NULL;
+    if ((long long)img->width * img->height <= max_pixels && (px = malloc(PNG_IMAGE_SIZE(*img))) &&
+        png_image_finish_read(img, NULL, px, 0, NULL))
+        return px;
+    png_image_free(img);
+    free(px);
+    return NULL;
+}
+
+/* /upload/mask (ComfyUI's upload_mask): the PNG named by the form's original_ref
+ * {filename, subfolder, type} with its alpha replaced by the uploaded mask's alpha, encoded as
+ * a new PNG into *out. Replies with the error and returns false when something is wrong. */
+static bool masked_original(sd_server *srv, struct mg_connection *conn, const sd_multipart *mp,
+                            const sd_mp_part *mask, unsigned char **out, size_t *out_len)
+{
+    char ref_text[1024];
+    json_t *ref = field(mp, "original_ref", ref_text, sizeof ref_text) ? json_loads(ref_text, 0, NULL) : NULL;
+    const char *name = json_string_value(json_object_get(ref, "filename"));
+    const char *sub = json_string_value(json_object_get(ref, "subfolder"));
+    const char *type = json_string_value(json_object_get(ref, "type"));
+    const char *dir = type_dir(srv, type ? type : "input");
+    char file[PATH_MAX];
+    bool ok = false;
+    if (!name || !dir || !sd_relpath_ok(name, false) || (sub && !sd_relpath_ok(sub, true)) ||
+        (size_t)snprintf(file, sizeof file, "%s/%s%s%s", dir, sub ? sub : "", sub && *sub ? "/" : "", name) >= sizeof file) {
+        sd_http_error(conn, 400, "bad_request", "original_ref must be {filename, subfolder, type} of an image");
+    } else if (!inside(dir, file)) {
+        sd_http_error(conn, 404, "not_found", "original image not found");
+    } else {
+        size_t len;
+        char *data = read_file_bounded(file, srv->cfg.max_upload, &len);
+        png_image oi, mi;
+        unsigned char *orig = data ? read_rgba(&oi, data, len, srv->cfg.max_upload_pixels) : NULL;
+        unsigned char *m = orig ? read_rgba(&mi, mask->data, mask->len, srv->cfg.max_upload_pixels) : NULL;
+        png_alloc_size_t size = 0;
+        if (!orig)
+            sd_http_error(conn, 400, "bad_request", "the original is not a readable PNG");
+        else if (!m)
+            sd_http_error(conn, 400, "bad_request", "the mask is not a readable PNG");
+        else if (mi.width != oi.width || mi.height != oi.height)
+            sd_http_error(conn, 400, "bad_request", "the mask is %ux%u, the original %ux%u", mi.width, mi.height,
+                          oi.width, oi.height);
+        else {
+            for (size_t i = 0; i < (size_t)oi.width * oi.height; i++)
+                orig[i * 4 + 3] = m[i * 4 + 3];
+            ok = png_image_write_to_memory(&oi, NULL, &size, 0, orig, 0, NULL) && (*out = malloc(size)) &&
+                 png_image_write_to_memory(&oi, *out, &size, 0, orig, 0, NULL);
+            *out_len = size;
+            if (!ok)
+                sd_http_error(conn, 500, "server_error", "could not encode the masked image");
+        }
+        free(data);
+        free(orig);
+        free(m);
+    }
+    json_decref(ref);
+    return ok;
+}
+
 void sd_route_upload(sd_server *srv, struct mg_connection *conn, const char *method, const char *path)
 {
-    if (!strcmp(path, "/upload/mask")) {
-        sd_http_error(conn, 501, "not_implemented", "/upload/mask is not implemented yet; use /upload/image");
-        return;
-    }
     size_t len;
     char *body = sd_http_body(conn, srv->cfg.max_upload, &len);
     if (!body)
@@ -229,12 +311,19 @@ void sd_route_upload(sd_server *srv, struct mg_connection *conn, const char *met
         char dir[PATH_MAX];
         snprintf(name, sizeof name, "%s", image->filename);
         bool overwrite = !strcmp(over, "true") || !strcmp(over, "1");
-        if (!make_subdir(type_dir(srv, t), sub, dir, sizeof dir))
+        unsigned char *masked = NULL;
+        size_t masked_len = 0;
+        bool mask = !strcmp(path, "/upload/mask");
+        if (mask && !masked_original(srv, conn, &mp, image, &masked, &masked_len))
+            ; /* replied */
+        else if (!make_subdir(type_dir(srv, t), sub, dir, sizeof dir))
             sd_http_error(conn, 400, "bad_request", "cannot use subfolder '%s'", sub);
-        else if (!store_upload(dir, name, sizeof name, image->data, image->len, overwrite))
+        else if (!store_upload(dir, name, sizeof name, mask ? masked : image->data, mask ? masked_len : image->len,
+                               overwrite))
             sd_http_error(conn, 500, "io_error", "could not store the upload");
         else
             sd_http_json(conn, 200, json_pack("{s:s, s:s, s:s}", "name", name, "subfolder", sub, "type", t));
+        free(masked);
     }
     free(body);
 }

@@ -8,6 +8,7 @@
 #include "test.h"
 #include <civetweb.h>
 #include <jansson.h>
+#include <png.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -481,9 +482,21 @@ static void test_object_info(void)
     json_decref(emb);
 }
 
-/* A multipart upload of data as the "image" field named filename, with extra text fields. */
-static reply upload(const server *s, const char *filename, const void *data, size_t len, const char *subfolder,
-                    const char *overwrite)
+static void check_upload_name(reply r, const char *name, const char *sub)
+{
+    CHECK_EQ_INT(r.status, 200);
+    json_t *v = json_loads(r.body ? r.body : "", 0, NULL);
+    CHECK_STR_EQ(json_string_value(json_object_get(v, "name")), name);
+    CHECK_STR_EQ(json_string_value(json_object_get(v, "subfolder")), sub);
+    CHECK_STR_EQ(json_string_value(json_object_get(v, "type")), "input");
+    json_decref(v);
+    free(r.body);
+}
+
+/* A multipart upload of data as the "image" field named filename, with extra text fields, to
+ * route (/upload/image, or /upload/mask with original_ref). */
+static reply upload_to(const server *s, const char *route, const char *filename, const void *data, size_t len,
+                       const char *subfolder, const char *overwrite, const char *original_ref)
 {
     size_t cap = len + 2048, n = 0;
     char *body = malloc(cap);
@@ -497,10 +510,76 @@ static reply upload(const server *s, const char *filename, const void *data, siz
     if (overwrite)
         n += (size_t)snprintf(body + n, cap - n, "\r\n--BOUND\r\nContent-Disposition: form-data; "
                                                  "name=\"overwrite\"\r\n\r\n%s", overwrite);
+    if (original_ref)
+        n += (size_t)snprintf(body + n, cap - n, "\r\n--BOUND\r\nContent-Disposition: form-data; "
+                                                 "name=\"original_ref\"\r\n\r\n%s", original_ref);
     n += (size_t)snprintf(body + n, cap - n, "\r\n--BOUND--\r\n");
-    reply r = http(s, "POST", "/upload/image", "Content-Type: multipart/form-data; boundary=BOUND\r\n", body, n);
+    reply r = http(s, "POST", route, "Content-Type: multipart/form-data; boundary=BOUND\r\n", body, n);
     free(body);
     return r;
+}
+
+static reply upload(const server *s, const char *filename, const void *data, size_t len, const char *subfolder,
+                    const char *overwrite)
+{
+    return upload_to(s, "/upload/image", filename, data, len, subfolder, overwrite, NULL);
+}
+
+/* Decodes a PNG (memory) as RGBA8 (malloc'd); NULL when it is not one. */
+static unsigned char *rgba_of(const void *data, size_t len, png_image *img)
+{
+    memset(img, 0, sizeof *img);
+    img->version = PNG_IMAGE_VERSION;
+    if (!png_image_begin_read_from_memory(img, data, len))
+        return NULL;
+    img->format = PNG_FORMAT_RGBA;
+    unsigned char *px = malloc(PNG_IMAGE_SIZE(*img));
+    if (px && png_image_finish_read(img, NULL, px, 0, NULL))
+        return px;
+    free(px);
+    return NULL;
+}
+
+/* ComfyUI's mask editor: the mask's alpha goes into the original (uploaded as up.png). */
+static void check_upload_mask(const char *png, size_t len)
+{
+    png_image img;
+    unsigned char *orig = rgba_of(png, len, &img);
+    CHECK(orig != NULL);
+    if (!orig)
+        return;
+    size_t cells = (size_t)img.width * img.height;
+    unsigned char *mask = calloc(cells, 4);
+    for (size_t i = 0; i < cells; i++)
+        mask[i * 4 + 3] = (unsigned char)(i % 251);
+    png_alloc_size_t size = 0;
+    png_image_write_to_memory(&img, NULL, &size, 0, mask, 0, NULL);
+    unsigned char *encoded = malloc(size);
+    CHECK(png_image_write_to_memory(&img, encoded, &size, 0, mask, 0, NULL));
+    reply r = upload_to(&srv_main, "/upload/mask", "clipspace-mask.png", encoded, size, NULL, NULL,
+                        "{\"filename\": \"up.png\", \"subfolder\": \"\", \"type\": \"input\"}");
+    check_upload_name(r, "clipspace-mask.png", "");
+    r = http(&srv_main, "GET", "/view?filename=clipspace-mask.png&type=input", NULL, NULL, 0);
+    png_image got;
+    unsigned char *px = r.body ? rgba_of(r.body, r.len, &got) : NULL;
+    CHECK(px && got.width == img.width && got.height == img.height);
+    bool same = px != NULL;
+    for (size_t i = 0; same && i < cells; i++)
+        same = px[i * 4 + 3] == i % 251 && !memcmp(px + i * 4, orig + i * 4, 3);
+    CHECK_MSG(same, "the stored image is the original's RGB with the mask's alpha");
+    free(px);
+    free(r.body);
+    r = upload_to(&srv_main, "/upload/mask", "m2.png", encoded, size, NULL, NULL,
+                  "{\"filename\": \"../x.png\", \"subfolder\": \"\", \"type\": \"input\"}");
+    CHECK_EQ_INT(r.status, 400);
+    free(r.body);
+    r = upload_to(&srv_main, "/upload/mask", "m2.png", encoded, size, NULL, NULL,
+                  "{\"filename\": \"in sub.png\", \"subfolder\": \"a/b\", \"type\": \"input\"}");
+    CHECK_EQ_INT(r.status, 200); /* same size as shapes.png */
+    free(r.body);
+    free(encoded);
+    free(mask);
+    free(orig);
 }
 
 static char *read_file(const char *path, size_t *len)
@@ -511,17 +590,6 @@ static char *read_file(const char *path, size_t *len)
     if (f)
         fclose(f);
     return buf;
-}
-
-static void check_upload_name(reply r, const char *name, const char *sub)
-{
-    CHECK_EQ_INT(r.status, 200);
-    json_t *v = json_loads(r.body ? r.body : "", 0, NULL);
-    CHECK_STR_EQ(json_string_value(json_object_get(v, "name")), name);
-    CHECK_STR_EQ(json_string_value(json_object_get(v, "subfolder")), sub);
-    CHECK_STR_EQ(json_string_value(json_object_get(v, "type")), "input");
-    json_decref(v);
-    free(r.body);
 }
 
 static void test_uploads(void)
@@ -538,6 +606,7 @@ static void test_uploads(void)
     check_upload_name(upload(&srv_main, "up.png", other, len2, NULL, NULL), "up (1).png", "");
     check_upload_name(upload(&srv_main, "up.png", other, len2, NULL, "true"), "up.png", "");
     check_upload_name(upload(&srv_main, "in sub.png", png, len, "a/b", NULL), "in sub.png", "a/b");
+    check_upload_mask(png, len);
     char *stored = test_path(dir_in, "a/b/in sub.png");
     CHECK(test_file_exists(stored));
     free(stored);
