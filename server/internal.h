@@ -66,7 +66,31 @@ json_t *sd_status_message(sd_server *srv, const char *sid);
 /* Sends the status message to everyone (queue changed). */
 void sd_ws_broadcast_status(sd_server *srv);
 
+/* ---- Running one prompt (runner.c). ---- */
+
+/* Where a run's messages go: the WebSocket hub, or a Redis stream for a worker. */
+typedef struct sd_run_sink {
+    /* A ComfyUI message for client sid ("" or NULL: everyone); data is consumed. */
+    void (*message)(void *user, const char *type, json_t *data, const char *sid);
+    /* A step preview, RGB8. */
+    void (*preview)(void *user, const uint8_t *rgb, int width, int height, const char *sid);
+    /* True when the process is stopping (an interrupt then leaves the prompt queued); may be NULL. */
+    bool (*stopping)(void *user);
+    void *user;
+} sd_run_sink;
+
+/* Runs the item's prompt in ctx, sending execution_start, execution_cached, executing, progress,
+ * previews, executed and execution_success / _interrupted / _error through sink. Returns the
+ * history entry as JSON text (malloc'd), or NULL when the run was interrupted because the
+ * process is stopping (the prompt is to run again). The caller stores it, then sends the final
+ * `executing` with node null (sd_server_finish_prompt). */
+char *sd_run_prompt(sd_context *ctx, const sd_queue_item *item, const sd_run_sink *sink);
+
 /* ---- Executor (executor.c). ---- */
+
+/* Stores a finished prompt's history, then tells its client (`executing`, node null) and
+ * everyone (status). */
+void sd_server_finish_prompt(sd_server *srv, const char *prompt_id, const char *client_id, const char *history);
 
 /* Starts the thread that runs queued prompts one at a time in one context (so loaded models
  * stay loaded between prompts). */
