@@ -2,7 +2,7 @@
  * until SIGINT or SIGTERM; a prompt running then stays queued for the next start. */
 #include "cli/cli.h"
 #include "cli/options.h"
-#include "server/server.h"
+#include "server/redis.h"
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -29,31 +29,13 @@ static void usage(FILE *out)
             "  --max-upload SIZE    largest request body of /upload (default 32M)\n"
             "  --max-upload-pixels N  largest uploaded image in pixels (default 67108864)\n"
             "  --threads N          HTTP threads; each WebSocket client holds one (default 64)\n"
-            "  --cache PATH         cache database (default $SDFLOW_CACHE, else\n"
-            "                       $XDG_CACHE_HOME/sdflow/cache.db)\n"
-            "  --no-cache           neither read nor write the cache\n"
-            "  --device SEL         OpenCL device: an index or a name substring\n"
+            "  --queue URL          hand prompts to `sdflow worker` processes through Redis Streams:\n"
+            "                       redis://HOST[:PORT] or unix:PATH (docs/server.md)\n"
+            "%s"
             "  -h, --help           show this help\n"
             "\n"
             "Prints \"sdflow serve: listening on http://ADDR:PORT\" on stdout once it accepts requests.\n",
-            cli_opts_help);
-}
-
-typedef struct serve_opts {
-    cli_opts common;
-    const char *cache, *device;
-    bool no_cache;
-} serve_opts;
-
-static sd_status configure(sd_context *ctx, void *user)
-{
-    const serve_opts *o = user;
-    sd_status st = cli_opts_apply_context(&o->common, ctx);
-    if (!st && (o->cache || o->no_cache))
-        st = sd_context_set_cache_path(ctx, o->no_cache ? NULL : o->cache);
-    if (!st && o->device)
-        st = sd_context_set_device(ctx, o->device);
-    return st;
+            cli_opts_help, cli_engine_opts_help);
 }
 
 /* The default queue database path (malloc'd), its directory created. */
@@ -100,9 +82,9 @@ static bool is_loopback(const char *addr)
 
 int cmd_serve(int argc, char **argv)
 {
-    serve_opts o = {0};
+    cli_engine_opts o = {0};
     sd_server_config cfg = {.listen = "127.0.0.1", .port = 8188, .max_upload = 32LL << 20,
-                            .max_upload_pixels = 67108864, .threads = 64, .configure = configure,
+                            .max_upload_pixels = 67108864, .threads = 64, .configure = cli_engine_opts_apply,
                             .configure_user = &o};
     cfg.token = getenv("SDFLOW_SERVER_TOKEN");
     if (cfg.token && !*cfg.token)
@@ -113,7 +95,7 @@ int cmd_serve(int argc, char **argv)
         const char *v;
         long long n;
         int r;
-        if ((r = cli_opts_parse(&o.common, "serve", argc, argv, &i)) != 0) {
+        if ((r = cli_engine_opts_parse(&o, "serve", argc, argv, &i)) != 0) {
             if (r < 0)
                 goto usage;
         } else if ((r = cli_opt_value("serve", argc, argv, &i, "--listen", &v)) != 0) {
@@ -162,16 +144,14 @@ int cmd_serve(int argc, char **argv)
                 goto done;
             }
             cfg.threads = (int)n;
-        } else if ((r = cli_opt_value("serve", argc, argv, &i, "--cache", &v)) != 0) {
+        } else if ((r = cli_opt_value("serve", argc, argv, &i, "--queue", &v)) != 0) {
             if (r < 0)
                 goto usage;
-            o.cache = v;
-        } else if ((r = cli_opt_value("serve", argc, argv, &i, "--device", &v)) != 0) {
-            if (r < 0)
-                goto usage;
-            o.device = v;
-        } else if (!strcmp(argv[i], "--no-cache")) {
-            o.no_cache = true;
+            if (!sd_redis_url_ok(v)) {
+                rc = cli_usage_error("serve", "--queue must be redis://HOST[:PORT] or unix:PATH, not '%s'", v);
+                goto done;
+            }
+            cfg.queue_url = v;
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
             goto done;

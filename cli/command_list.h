@@ -12,3 +12,4 @@ SD_COMMAND("save", cmd_save, "rewrite a workflow: new parameter defaults, parame
 SD_COMMAND("serve", cmd_serve, "serve ComfyUI's HTTP and WebSocket API with a persistent queue")
 SD_COMMAND("validate", cmd_validate, "check workflow files and report every problem at once")
 SD_COMMAND("version", cmd_version, "print the engine version")
+SD_COMMAND("worker", cmd_worker, "run prompts queued by `sdflow serve --queue` on Redis Streams")

@@ -32,9 +32,13 @@ bool sd_store_push(sd_store *st, const char *prompt_id, const char *prompt, cons
 bool sd_store_take(sd_store *st, sd_queue_item *item);
 void sd_queue_item_clear(sd_queue_item *item);
 /* Stores a finished prompt's history entry (JSON object text) and removes it from the queue,
- * atomically. */
+ * atomically; false when the prompt is unknown or already finished (the first entry stays). */
 bool sd_store_finish(sd_store *st, const char *prompt_id, const char *history_json);
-/* Pending prompts; running ones. */
+/* Marks a running prompt as handed to the Redis workers (it stays so across restarts). */
+bool sd_store_mark_dispatched(sd_store *st, const char *prompt_id);
+/* True when the prompt is running or dispatched (not pending, not finished). */
+bool sd_store_is_open(sd_store *st, const char *prompt_id);
+/* Prompts not finished: pending, running or dispatched. */
 long long sd_store_pending_count(sd_store *st);
 /* {queue_running: [...], queue_pending: [...]}, items [number, id, prompt, extra, outputs]. */
 json_t *sd_store_queue_json(sd_store *st);
@@ -58,6 +62,9 @@ void sd_ws_register(sd_server *srv, struct mg_context *mg);
 void sd_ws_send(sd_server *srv, const char *type, json_t *data, const char *sid);
 /* Sends a binary frame to sid (every client when NULL or ""). */
 void sd_ws_send_binary(sd_server *srv, const void *data, size_t len, const char *sid);
+/* The binary frame of a step preview (malloc'd, *len bytes): the 8-byte header, then the RGB8
+ * image as a PNG; NULL when it cannot be encoded. */
+unsigned char *sd_preview_frame(const uint8_t *rgb, int width, int height, size_t *len);
 /* Sends a step preview (RGB8, width x height) as ComfyUI's binary PREVIEW_IMAGE frame with a PNG
  * (preview.c). */
 void sd_ws_send_preview(sd_server *srv, const uint8_t *rgb, int width, int height, const char *sid);
@@ -103,6 +110,11 @@ void sd_executor_interrupt(sd_server *srv, const char *prompt_id);
 void sd_executor_free_models(sd_server *srv);
 void sd_executor_stop(sd_server *srv);
 
+/* ---- Redis dispatcher and collector (dispatch.c), instead of the executor with --queue. ---- */
+
+bool sd_dispatch_start(sd_server *srv);
+void sd_dispatch_stop(sd_server *srv);
+
 /* ---- The server. ---- */
 
 struct sd_server {
@@ -113,8 +125,8 @@ struct sd_server {
     sd_context *info; /* configured like the executor's; read-only: directories, model lists */
     int port;
     /* executor */
-    pthread_t thread;
-    bool thread_started;
+    pthread_t thread, collector;
+    bool thread_started, collector_started;
     pthread_mutex_t lock; /* guards the fields below */
     pthread_cond_t wake;
     bool stopping, free_models;

@@ -5,8 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* PNG bytes of an RGB8 image, after an 8-byte frame header, in a malloc'd buffer. */
-static unsigned char *png_frame(const uint8_t *rgb, int width, int height, size_t *len)
+unsigned char *sd_preview_frame(const uint8_t *rgb, int width, int height, size_t *len)
 {
     png_image img;
     memset(&img, 0, sizeof img);
@@ -33,7 +32,7 @@ static unsigned char *png_frame(const uint8_t *rgb, int width, int height, size_
 void sd_ws_send_preview(sd_server *srv, const uint8_t *rgb, int width, int height, const char *sid)
 {
     size_t len = 0;
-    unsigned char *frame = width > 0 && height > 0 ? png_frame(rgb, width, height, &len) : NULL;
+    unsigned char *frame = width > 0 && height > 0 ? sd_preview_frame(rgb, width, height, &len) : NULL;
     if (frame)
         sd_ws_send_binary(srv, frame, len, sid);
     free(frame);

@@ -173,8 +173,9 @@ sd_status sd_server_start(const sd_server_config *config, sd_server **out, char 
         snprintf(err, err_size, "out of memory");
         st = SD_ERR_NOMEM;
     }
-    if (!st && !sd_executor_start(srv)) {
-        snprintf(err, err_size, "cannot start the executor thread");
+    if (!st && !(config->queue_url ? sd_dispatch_start(srv) : sd_executor_start(srv))) {
+        if (!err[0])
+            snprintf(err, err_size, "cannot start the executor thread");
         st = SD_ERR_NOMEM;
     }
     if (!st)
@@ -196,7 +197,10 @@ void sd_server_stop(sd_server *srv)
 {
     if (!srv)
         return;
-    sd_executor_stop(srv);
+    if (srv->cfg.queue_url)
+        sd_dispatch_stop(srv);
+    else
+        sd_executor_stop(srv);
     if (srv->mg)
         mg_stop(srv->mg);
     sd_store_close(srv->store);

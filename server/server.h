@@ -17,6 +17,7 @@ typedef struct sd_server_config {
     long long max_upload;      /* bytes per request body of /upload (and JSON bodies) */
     long long max_upload_pixels;
     int threads;               /* HTTP worker threads (each WebSocket client holds one) */
+    const char *queue_url;     /* NULL: run prompts here; else Redis (server/redis.h) */
     sd_server_configure_fn configure;
     void *configure_user;
 } sd_server_config;

@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { PENDING = 0, RUNNING = 1, DONE = 2 };
+/* DISPATCHED: handed to Redis workers; unlike RUNNING it stays so across restarts (the job is
+ * in Redis and will be run there). */
+enum { PENDING = 0, RUNNING = 1, DONE = 2, DISPATCHED = 3 };
 
 struct sd_store {
     sqlite3 *db;
@@ -161,21 +163,45 @@ bool sd_store_finish(sd_store *st, const char *prompt_id, const char *history_js
     pthread_mutex_lock(&st->lock);
     sqlite3_stmt *u = prepare(st, "UPDATE prompts SET state=2, history=?,"
                                   " done_seq=(SELECT coalesce(max(done_seq), 0) + 1 FROM prompts)"
-                                  " WHERE prompt_id=?");
+                                  " WHERE prompt_id=? AND state<>2");
     if (u) {
         sqlite3_bind_text(u, 1, history_json, -1, SQLITE_STATIC);
         sqlite3_bind_text(u, 2, prompt_id, -1, SQLITE_STATIC);
     }
+    bool ok = u && sqlite3_step(u) == SQLITE_DONE && sqlite3_changes(st->db) == 1;
+    sqlite3_finalize(u);
+    pthread_mutex_unlock(&st->lock);
+    return ok;
+}
+
+bool sd_store_mark_dispatched(sd_store *st, const char *prompt_id)
+{
+    pthread_mutex_lock(&st->lock);
+    sqlite3_stmt *u = prepare(st, "UPDATE prompts SET state=3 WHERE prompt_id=? AND state=1");
+    if (u)
+        sqlite3_bind_text(u, 1, prompt_id, -1, SQLITE_STATIC);
     bool ok = u && sqlite3_step(u) == SQLITE_DONE;
     sqlite3_finalize(u);
     pthread_mutex_unlock(&st->lock);
     return ok;
 }
 
+bool sd_store_is_open(sd_store *st, const char *prompt_id)
+{
+    pthread_mutex_lock(&st->lock);
+    sqlite3_stmt *q = prepare(st, "SELECT 1 FROM prompts WHERE prompt_id=? AND state IN (1, 3)");
+    if (q)
+        sqlite3_bind_text(q, 1, prompt_id, -1, SQLITE_STATIC);
+    bool open = q && sqlite3_step(q) == SQLITE_ROW;
+    sqlite3_finalize(q);
+    pthread_mutex_unlock(&st->lock);
+    return open;
+}
+
 long long sd_store_pending_count(sd_store *st)
 {
     pthread_mutex_lock(&st->lock);
-    sqlite3_stmt *q = prepare(st, "SELECT count(*) FROM prompts WHERE state<2");
+    sqlite3_stmt *q = prepare(st, "SELECT count(*) FROM prompts WHERE state<>2");
     long long n = q && sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
     sqlite3_finalize(q);
     pthread_mutex_unlock(&st->lock);
@@ -202,9 +228,9 @@ json_t *sd_store_queue_json(sd_store *st)
     json_t *running = json_array(), *pending = json_array();
     pthread_mutex_lock(&st->lock);
     sqlite3_stmt *q = prepare(st, "SELECT number, prompt_id, prompt, extra_data, outputs, state"
-                                  " FROM prompts WHERE state<2 ORDER BY number, seq");
+                                  " FROM prompts WHERE state<>2 ORDER BY number, seq");
     while (q && sqlite3_step(q) == SQLITE_ROW)
-        json_array_append_new(sqlite3_column_int(q, 5) == RUNNING ? running : pending, queue_entry(q));
+        json_array_append_new(sqlite3_column_int(q, 5) == PENDING ? pending : running, queue_entry(q));
     sqlite3_finalize(q);
     pthread_mutex_unlock(&st->lock);
     return json_pack("{s:o, s:o}", "queue_running", running, "queue_pending", pending);

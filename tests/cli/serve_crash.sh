@@ -3,6 +3,7 @@
 # database every queued prompt runs, each appears exactly once in /history with its image, and
 # the queue ends empty. Drives the server with curl over loopback.
 . "$(dirname "$0")/lib.bash"
+. "$(dirname "$0")/serve_lib.bash"
 command -v curl >/dev/null || { echo "serve_crash.sh: skipped (no curl)"; exit 0; }
 mkdir -p "$T/models/checkpoints" "$T/in" "$T/out"
 "$MK" --preset tiny "$T/models/checkpoints/tiny.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
@@ -14,33 +15,15 @@ start() {
     "$BIN" serve --port 0 --queue-db "$T/queue.db" --models-dir "$T/models" --input-dir "$T/in" \
         --output-dir "$T/out" --cache "$T/cache.db" >"$T/serve.out" 2>>"$T/serve.err" &
     SERVER_PID=$!
-    PORT=
-    for _ in $(seq 600); do
-        PORT=$(sed -n 's/^sdflow serve: listening on http:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$T/serve.out")
-        [ -n "$PORT" ] && return 0
-        sleep 0.2
-    done
+    PORT=$(serve_port "$T/serve.out") && return 0
     fail "server did not start: $(cat "$T/serve.err")"
     return 1
-}
-api() { curl -sS --max-time 120 "$@"; }
-
-prompt() { # prompt SEED: the default graph on the tiny checkpoint, 64x64, 30 steps
-    printf '{"prompt": {"3": {"class_type": "KSampler", "inputs": {"seed": %d, "steps": 30, "cfg": 8,
- "sampler_name": "euler", "scheduler": "normal", "denoise": 1, "model": ["4", 0], "positive": ["6", 0],
- "negative": ["7", 0], "latent_image": ["5", 0]}},
- "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
- "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
- "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
- "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "text", "clip": ["4", 1]}},
- "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
- "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "crash", "images": ["8", 0]}}}}' "$1"
 }
 
 start || finish serve_crash.sh
 ids=()
 for seed in 1 2 3 4; do
-    id=$(prompt "$seed" | api -d @- "http://127.0.0.1:$PORT/prompt" | grep -o '"prompt_id":"[^"]*"' | cut -d'"' -f4)
+    id=$(serve_prompt "$seed" 30 crash | serve_api -d @- "http://127.0.0.1:$PORT/prompt" | grep -o '"prompt_id":"[^"]*"' | cut -d'"' -f4)
     [ -n "$id" ] || fail "prompt $seed was not queued"
     ids+=("$id")
 done
@@ -48,7 +31,7 @@ done
 # Kill while a prompt runs (not before the first has started).
 running=0
 for _ in $(seq 1200); do
-    if api "http://127.0.0.1:$PORT/queue" | grep -q '"queue_running":\[\['; then running=1; break; fi
+    if serve_api "http://127.0.0.1:$PORT/queue" | grep -q '"queue_running":\[\['; then running=1; break; fi
     sleep 0.1
 done
 [ "$running" = 1 ] || fail "no prompt started running"
@@ -59,11 +42,11 @@ SERVER_PID=
 start || finish serve_crash.sh
 empty=0
 for _ in $(seq 1500); do
-    if api "http://127.0.0.1:$PORT/queue" | grep -q '"queue_running":\[\],"queue_pending":\[\]'; then empty=1; break; fi
+    if serve_api "http://127.0.0.1:$PORT/queue" | grep -q '"queue_running":\[\],"queue_pending":\[\]'; then empty=1; break; fi
     sleep 0.2
 done
 [ "$empty" = 1 ] || fail "the queue did not drain after the restart"
-api "http://127.0.0.1:$PORT/history" >"$T/history.json"
+serve_api "http://127.0.0.1:$PORT/history" >"$T/history.json"
 n=$(grep -o '"status_str":"success"' "$T/history.json" | wc -l)
 [ "$n" = 4 ] || fail "4 successful prompts in the history, found $n: $(cat "$T/history.json")"
 for id in "${ids[@]}"; do
