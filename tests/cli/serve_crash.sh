@@ -34,7 +34,7 @@ for _ in $(seq 1200); do
     if serve_api "http://127.0.0.1:$PORT/queue" | grep -q '"queue_running":\[\['; then running=1; break; fi
     sleep 0.1
 done
-[ "$running" = 1 ] || fail "no prompt started running"
+[ "$running" = 1 ] || fail "no prompt started running: $(tail -n 5 "$T/serve.err")"
 kill -9 "$SERVER_PID"
 wait "$SERVER_PID" 2>/dev/null
 SERVER_PID=
@@ -45,10 +45,11 @@ for _ in $(seq 1500); do
     if serve_api "http://127.0.0.1:$PORT/queue" | grep -q '"queue_running":\[\],"queue_pending":\[\]'; then empty=1; break; fi
     sleep 0.2
 done
-[ "$empty" = 1 ] || fail "the queue did not drain after the restart"
+[ "$empty" = 1 ] || fail "the queue did not drain after the restart: $(serve_api "http://127.0.0.1:$PORT/queue" |
+    head -c 300); server stderr: $(tail -n 5 "$T/serve.err")"
 serve_api "http://127.0.0.1:$PORT/history" >"$T/history.json"
 n=$(grep -o '"status_str":"success"' "$T/history.json" | wc -l)
-[ "$n" = 4 ] || fail "4 successful prompts in the history, found $n: $(cat "$T/history.json")"
+[ "$n" = 4 ] || fail "4 successful prompts in the history, found $n: $(head -c 2000 "$T/history.json")"
 for id in "${ids[@]}"; do
     c=$(grep -o "\"$id\":{\"prompt\"" "$T/history.json" | wc -l)
     [ "$c" = 1 ] || fail "prompt $id appears $c times in the history"
@@ -57,6 +58,6 @@ for f in $(grep -o '"filename":"[^"]*"' "$T/history.json" | cut -d'"' -f4); do
     [ -s "$T/out/$f" ] || fail "history names $f, which is not in the output directory"
 done
 kill "$SERVER_PID"
-wait "$SERVER_PID" || fail "server exit status $? after SIGTERM"
+wait "$SERVER_PID" || fail "server exit status $? after SIGTERM: $(tail -n 20 "$T/serve.err")"
 SERVER_PID=
 finish serve_crash.sh

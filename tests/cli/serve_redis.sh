@@ -62,7 +62,8 @@ for _ in $(seq 3000); do
     if serve_api "http://127.0.0.1:$PORT/queue" | grep -q '"queue_running":\[\],"queue_pending":\[\]'; then drained=1; break; fi
     sleep 0.2
 done
-[ "$drained" = 1 ] || fail "the queue did not drain: $(serve_api "http://127.0.0.1:$PORT/queue" | head -c 300)"
+[ "$drained" = 1 ] || fail "the queue did not drain: $(serve_api "http://127.0.0.1:$PORT/queue" | head -c 300);
+    server: $(tail -n 5 "$T/serve.err"); workers: $(tail -q -n 3 "$T"/w?.err)"
 serve_api "http://127.0.0.1:$PORT/history" >"$T/history.json"
 n=$(grep -o '"status_str":"success"' "$T/history.json" | wc -l)
 [ "$n" = 60 ] || fail "60 successful prompts in the history, found $n"
