@@ -102,7 +102,6 @@ int cmd_worker(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     char err[512] = "";
-    fprintf(stderr, "sdflow worker: %s taking jobs from %s\n", name, cfg.queue_url);
     sd_status st = sd_worker_run(&cfg, &stop_requested, err, sizeof err);
     if (st)
         rc = cli_fail(NULL, st, err);

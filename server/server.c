@@ -133,10 +133,13 @@ static sd_status start_listener(sd_server *srv, char *err, size_t err_size)
     };
     struct mg_callbacks cb = {.log_message = log_message};
     struct mg_init_data init = {.callbacks = &cb, .user_data = srv, .configuration_options = options};
-    struct mg_error_data error = {.text = err, .text_buffer_size = err_size};
+    char why[256] = "";
+    struct mg_error_data error = {.text = why, .text_buffer_size = sizeof why};
     srv->mg = mg_start2(&init, &error);
-    if (!srv->mg)
+    if (!srv->mg) {
+        snprintf(err, err_size, "cannot listen on %s: %s", ports, why[0] ? why : "civetweb failed to start");
         return SD_ERR_IO;
+    }
     mg_set_request_handler(srv->mg, "/", handle_request, srv);
     sd_ws_register(srv, srv->mg);
     struct mg_server_port port[4];

@@ -190,6 +190,7 @@ sd_status sd_worker_run(const sd_worker_config *cfg, volatile sig_atomic_t *stop
         return SD_ERR_IO;
     }
     freeReplyObject(r);
+    fprintf(stderr, "sdflow worker: %s taking jobs from %s\n", cfg->name, cfg->queue_url);
     sd_status st = sd_context_new(&w.ctx);
     if (!st && cfg->configure && (st = cfg->configure(w.ctx, cfg->configure_user)))
         snprintf(err, err_size, "%s", sd_context_errmsg(w.ctx));
