@@ -124,6 +124,7 @@ struct sd_server {
     sd_ws_hub *hub;
     sd_context *info; /* configured like the executor's; read-only: directories, model lists */
     int port;
+    bool loopback;    /* bound to a loopback address: Host must name the loopback */
     /* executor */
     pthread_t thread, collector;
     bool thread_started, collector_started;
@@ -135,8 +136,9 @@ struct sd_server {
 };
 
 /* 0 when the request may proceed; else the HTTP status to refuse it with: 401 without the
- * bearer token (when one is set), 403 for a cross-site request (Origin not matching Host) that
- * is not a GET, or any WebSocket upgrade from another site. */
+ * bearer token (when one is set); 403 for a Host that is not the loopback on a loopback server
+ * (DNS rebinding), for a cross-site request (Origin not matching Host) that is not a GET, and
+ * for any WebSocket upgrade from another site. */
 int sd_server_gate(sd_server *srv, const struct mg_connection *conn);
 
 /* Creates a context configured like the executor's (cfg.configure). */

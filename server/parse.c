@@ -197,6 +197,48 @@ bool sd_origin_allowed(const char *origin, const char *host)
     return n > 0 && strlen(host) == n && strncasecmp(o, host, n) == 0;
 }
 
+bool sd_host_is_loopback(const char *host)
+{
+    if (!host)
+        return false;
+    size_t n;
+    if (host[0] == '[') {
+        if (strncmp(host, "[::1]", 5) != 0)
+            return false;
+        n = 5;
+    } else {
+        n = strcspn(host, ":");
+        if (n == 9 && !strncasecmp(host, "localhost", 9)) {
+            /* fine */
+        } else {
+            int dots = 0;
+            size_t digits = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (host[i] == '.') {
+                    if (digits == 0)
+                        return false;
+                    dots++;
+                    digits = 0;
+                } else if (host[i] >= '0' && host[i] <= '9' && digits < 3) {
+                    digits++;
+                } else {
+                    return false;
+                }
+            }
+            if (dots != 3 || digits == 0 || strncmp(host, "127.", 4) != 0)
+                return false;
+        }
+    }
+    if (host[n] == '\0')
+        return true;
+    if (host[n] != ':' || !host[n + 1])
+        return false;
+    for (const char *p = host + n + 1; *p; p++)
+        if (*p < '0' || *p > '9' || p - (host + n + 1) >= 5)
+            return false;
+    return true;
+}
+
 bool sd_bearer_ok(const char *authorization, const char *token)
 {
     if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)

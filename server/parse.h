@@ -45,6 +45,11 @@ bool sd_filename_ok(const char *name);
  * (case-insensitive). "null" and malformed origins are refused. */
 bool sd_origin_allowed(const char *origin, const char *host);
 
+/* True when a Host header names the loopback: "localhost", "127.x.y.z" or "[::1]", with an
+ * optional ":port". A server bound to loopback refuses other Host names, which a page from
+ * another site reaches only through DNS rebinding. */
+bool sd_host_is_loopback(const char *host);
+
 /* Whether the Authorization header (NULL when absent) is "Bearer <token>"; compares in time
  * independent of where the first difference is. */
 bool sd_bearer_ok(const char *authorization, const char *token);

@@ -50,6 +50,8 @@ int sd_server_gate(sd_server *srv, const struct mg_connection *conn)
         if (!ok)
             return 401;
     }
+    if (srv->loopback && !sd_host_is_loopback(mg_get_header(conn, "Host")))
+        return 403; /* a page of another site reaching us through DNS rebinding */
     bool safe = !strcmp(ri->request_method, "GET") || !strcmp(ri->request_method, "HEAD");
     if ((!safe || upgrade) && !sd_origin_allowed(mg_get_header(conn, "Origin"), mg_get_header(conn, "Host")))
         return 403;
@@ -75,7 +77,8 @@ static int handle_request(struct mg_connection *conn, void *user)
         return 1;
     }
     if (refuse) {
-        sd_http_error(conn, 403, "forbidden", "cross-origin request refused (Origin does not match Host)");
+        sd_http_error(conn, 403, "forbidden", "cross-origin request refused (Origin does not match Host, or "
+                                              "Host is not the loopback this server listens on)");
         return 1;
     }
     const char *path = ri->local_uri ? ri->local_uri : "/";
@@ -165,6 +168,8 @@ sd_status sd_server_start(const sd_server_config *config, sd_server **out, char 
         return SD_ERR_NOMEM;
     }
     srv->cfg = *config;
+    const char *addr = config->listen ? config->listen : "127.0.0.1";
+    srv->loopback = !strncmp(addr, "127.", 4) || !strcmp(addr, "::1") || !strcmp(addr, "localhost");
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->wake, NULL);
     sd_status st = sd_store_open(config->db_path, &srv->store, err, err_size);

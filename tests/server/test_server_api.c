@@ -85,9 +85,10 @@ typedef struct reply {
     size_t len;
 } reply;
 
-/* One request with Connection: close; extra_headers are complete lines ending in \r\n. */
-static reply http(const server *s, const char *method, const char *path, const char *extra_headers,
-                  const char *body, size_t body_len)
+/* One request with Connection: close; headers are complete lines ending in \r\n and include
+ * the Host line. */
+static reply http_host(const server *s, const char *method, const char *path, const char *headers,
+                       const char *body, size_t body_len)
 {
     reply r = {0};
     char err[256];
@@ -96,8 +97,8 @@ static reply http(const server *s, const char *method, const char *path, const c
         test_fail(__FILE__, __LINE__, "connect: %s", err);
         return r;
     }
-    mg_printf(c, "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\nContent-Length: %zu\r\n%s\r\n",
-              method, path, s->port, body_len, extra_headers ? extra_headers : "");
+    mg_printf(c, "%s %s HTTP/1.1\r\nConnection: close\r\nContent-Length: %zu\r\n%s\r\n", method, path, body_len,
+              headers);
     if (body_len)
         mg_write(c, body, body_len);
     if (mg_get_response(c, err, sizeof err, WAIT_S * 1000) < 0) {
@@ -116,6 +117,15 @@ static reply http(const server *s, const char *method, const char *path, const c
     r.body[r.len] = '\0';
     mg_close_connection(c);
     return r;
+}
+
+/* One request to 127.0.0.1:port; extra_headers are complete lines ending in \r\n. */
+static reply http(const server *s, const char *method, const char *path, const char *extra_headers,
+                  const char *body, size_t body_len)
+{
+    char headers[1024];
+    snprintf(headers, sizeof headers, "Host: 127.0.0.1:%d\r\n%s", s->port, extra_headers ? extra_headers : "");
+    return http_host(s, method, path, headers, body, body_len);
 }
 
 static json_t *http_json(const server *s, const char *method, const char *path, const char *body, int *status)
@@ -685,6 +695,20 @@ static void test_cross_origin(void)
     ws_client w;
     CHECK(!ws_open(&w, &srv_main, "/ws?clientId=x", "http://evil.example"));
     ws_free(&w);
+    /* DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1. */
+    char rebind[256];
+    snprintf(rebind, sizeof rebind, "Host: evil.example:%d\r\nOrigin: http://evil.example:%d\r\n", srv_main.port,
+             srv_main.port);
+    r = http_host(&srv_main, "POST", "/interrupt", rebind, "{}", 2);
+    CHECK_EQ_INT(r.status, 403);
+    free(r.body);
+    r = http_host(&srv_main, "GET", "/queue", rebind, NULL, 0);
+    CHECK_EQ_INT(r.status, 403);
+    free(r.body);
+    snprintf(rebind, sizeof rebind, "Host: localhost:%d\r\n", srv_main.port);
+    r = http_host(&srv_main, "GET", "/queue", rebind, NULL, 0);
+    CHECK_EQ_INT(r.status, 200);
+    free(r.body);
 }
 
 static void test_token(void)
