@@ -151,6 +151,12 @@ const char *sd_result_file(const sd_result *r, size_t index)
     return r && index < r->n_files ? r->files[index] : NULL;
 }
 
+const char *const *sd_result_files_from(const sd_result *r, size_t from, size_t *n)
+{
+    *n = r && from < r->n_files ? r->n_files - from : 0;
+    return *n ? (const char *const *)r->files + from : NULL;
+}
+
 const char *sd_result_file_node(const sd_result *r, size_t index)
 {
     return r && index < r->n_files ? r->file_nodes[index] : NULL;

@@ -11,6 +11,7 @@
 typedef struct run_state {
     const sd_run_sink *sink;
     const sd_queue_item *item;
+    sd_context *ctx;
     json_t *messages; /* [[type, data], ...] for the history's status */
     json_t *executed; /* node ids that ran or came from the cache */
     json_t *cached;   /* cached node ids not yet announced */
@@ -36,37 +37,6 @@ static void flush_cached(run_state *rs)
     json_array_clear(rs->cached);
 }
 
-static void on_progress(const sd_progress *e, void *user)
-{
-    run_state *rs = user;
-    const char *pid = rs->item->prompt_id;
-    switch (e->kind) {
-    case SD_PROGRESS_NODE_CACHED:
-        json_array_append_new(rs->cached, json_string(e->node_id));
-        json_array_append_new(rs->executed, json_string(e->node_id));
-        break;
-    case SD_PROGRESS_NODE_START:
-        flush_cached(rs);
-        snprintf(rs->node, sizeof rs->node, "%s", e->node_id);
-        snprintf(rs->node_type, sizeof rs->node_type, "%s", e->node_type);
-        emit(rs, "executing", json_pack("{s:s, s:s, s:s}", "node", e->node_id, "display_node", e->node_id,
-                                        "prompt_id", pid), false);
-        break;
-    case SD_PROGRESS_NODE_DONE:
-        json_array_append_new(rs->executed, json_string(e->node_id));
-        break;
-    case SD_PROGRESS_STEP:
-        emit(rs, "progress", json_pack("{s:i, s:i, s:s, s:s}", "value", e->step, "max", e->steps, "prompt_id",
-                                       pid, "node", e->node_id), false);
-        if (e->preview_rgb)
-            rs->sink->preview(rs->sink->user, e->preview_rgb, e->preview_width, e->preview_height,
-                              rs->item->client_id);
-        break;
-    default:
-        break;
-    }
-}
-
 /* {filename, subfolder, type} of a written file, from its path under the output or temp
  * directory; NULL when it is elsewhere. */
 static json_t *file_ref(sd_context *ctx, const char *path)
@@ -88,26 +58,70 @@ static json_t *file_ref(sd_context *ctx, const char *path)
     return NULL;
 }
 
-/* {node_id: {"images": [...]}} (".latent" files under "latents") of the run's written files. */
+/* Adds a written file to a node's output {"images": [...]} (".latent" files under "latents"). */
+static void add_file(sd_context *ctx, json_t *output, const char *path)
+{
+    json_t *ref = file_ref(ctx, path);
+    if (!ref)
+        return;
+    size_t n = strlen(path);
+    const char *key = n > 7 && !strcmp(path + n - 7, ".latent") ? "latents" : "images";
+    json_t *list = json_object_get(output, key);
+    if (!list)
+        json_object_set_new(output, key, list = json_array());
+    json_array_append_new(list, ref);
+}
+
+/* {node_id: output} of the run's written files (the history's outputs). */
 static json_t *outputs_of(sd_context *ctx, const sd_result *res)
 {
     json_t *outputs = json_object();
     for (size_t i = 0; i < sd_result_file_count(res); i++) {
-        const char *path = sd_result_file(res, i), *node = sd_result_file_node(res, i);
-        json_t *ref = file_ref(ctx, path);
-        if (!ref)
-            continue;
-        size_t n = strlen(path);
-        const char *key = n > 7 && !strcmp(path + n - 7, ".latent") ? "latents" : "images";
+        const char *node = sd_result_file_node(res, i);
         json_t *o = json_object_get(outputs, node);
         if (!o)
             json_object_set_new(outputs, node, o = json_object());
-        json_t *list = json_object_get(o, key);
-        if (!list)
-            json_object_set_new(o, key, list = json_array());
-        json_array_append_new(list, ref);
+        add_file(ctx, o, sd_result_file(res, i));
     }
     return outputs;
+}
+
+static void on_progress(const sd_progress *e, void *user)
+{
+    run_state *rs = user;
+    const char *pid = rs->item->prompt_id;
+    switch (e->kind) {
+    case SD_PROGRESS_NODE_CACHED:
+        json_array_append_new(rs->cached, json_string(e->node_id));
+        json_array_append_new(rs->executed, json_string(e->node_id));
+        break;
+    case SD_PROGRESS_NODE_START:
+        flush_cached(rs);
+        snprintf(rs->node, sizeof rs->node, "%s", e->node_id);
+        snprintf(rs->node_type, sizeof rs->node_type, "%s", e->node_type);
+        emit(rs, "executing", json_pack("{s:s, s:s, s:s}", "node", e->node_id, "display_node", e->node_id,
+                                        "prompt_id", pid), false);
+        break;
+    case SD_PROGRESS_NODE_DONE:
+        json_array_append_new(rs->executed, json_string(e->node_id));
+        if (e->n_files) { /* an output node: ComfyUI's `executed` right after it */
+            json_t *output = json_object();
+            for (size_t i = 0; i < e->n_files; i++)
+                add_file(rs->ctx, output, e->files[i]);
+            emit(rs, "executed", json_pack("{s:s, s:s, s:o, s:s}", "node", e->node_id, "display_node", e->node_id,
+                                           "output", output, "prompt_id", pid), false);
+        }
+        break;
+    case SD_PROGRESS_STEP:
+        emit(rs, "progress", json_pack("{s:i, s:i, s:s, s:s}", "value", e->step, "max", e->steps, "prompt_id",
+                                       pid, "node", e->node_id), false);
+        if (e->preview_rgb)
+            rs->sink->preview(rs->sink->user, e->preview_rgb, e->preview_width, e->preview_height,
+                              rs->item->client_id);
+        break;
+    default:
+        break;
+    }
 }
 
 /* Runs the item's graph; fills rs and returns the run's status, the failure's message in msg. */
@@ -151,7 +165,7 @@ static json_t *history_entry(run_state *rs, json_t *outputs, const char *status_
 
 char *sd_run_prompt(sd_context *ctx, const sd_queue_item *item, const sd_run_sink *sink)
 {
-    run_state rs = {.sink = sink, .item = item, .messages = json_array(), .executed = json_array(),
+    run_state rs = {.sink = sink, .item = item, .ctx = ctx, .messages = json_array(), .executed = json_array(),
                     .cached = json_array()};
     const char *pid = item->prompt_id;
     emit(&rs, "execution_start", json_pack("{s:s, s:I}", "prompt_id", pid, "timestamp", (json_int_t)sd_now_ms()),
@@ -159,11 +173,6 @@ char *sd_run_prompt(sd_context *ctx, const sd_queue_item *item, const sd_run_sin
     json_t *outputs = NULL;
     char msg[1024] = "";
     sd_status st = run_graph(&rs, ctx, &outputs, msg, sizeof msg);
-    const char *node;
-    json_t *out;
-    json_object_foreach(outputs, node, out)
-        emit(&rs, "executed", json_pack("{s:s, s:s, s:O, s:s}", "node", node, "display_node", node, "output", out,
-                                        "prompt_id", pid), false);
     char *text = NULL;
     if (st == SD_ERR_INTERRUPTED && sink->stopping && sink->stopping(sink->user)) {
         json_decref(outputs); /* stopping: the prompt stays queued and runs again */

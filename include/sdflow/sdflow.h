@@ -107,6 +107,9 @@ typedef struct sd_progress {
      * latent-to-RGB preview with the family's factors); NULL otherwise. Valid during the call. */
     const uint8_t *preview_rgb;
     int preview_width, preview_height;
+    /* NODE_DONE: the paths of the files the node wrote (output nodes), n_files of them. */
+    const char *const *files;
+    size_t n_files;
 } sd_progress;
 
 typedef void (*sd_progress_fn)(const sd_progress *event, void *user);

@@ -308,6 +308,8 @@ static void test_websocket_example(void)
     CHECK(prog && json_integer_value(json_object_get(prog, "max")) == 3);
     json_t *ex = ws_wait(&w, "executed", "node", "9", id);
     json_t *img = json_array_get(json_object_get(json_object_get(ex, "output"), "images"), 0);
+    int executed = ws_index(&w, "executed", id);
+    CHECK(executed > start && executed < success);
     CHECK_STR_EQ(json_string_value(json_object_get(img, "type")), "output");
     (void)run3;
     pthread_mutex_lock(&w.lock);
