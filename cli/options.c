@@ -211,3 +211,36 @@ int cli_write_graph(sd_context *ctx, sd_graph *graph, const char *path, bool res
     free(xml);
     return rc;
 }
+
+const char cli_engine_opts_help[] =
+    "  --cache PATH         cache database (default $SDFLOW_CACHE, else\n"
+    "                       $XDG_CACHE_HOME/sdflow/cache.db)\n"
+    "  --no-cache           neither read nor write the cache\n"
+    "  --device SEL         OpenCL device: an index or a name substring\n";
+
+int cli_engine_opts_parse(cli_engine_opts *o, const char *cmd, int argc, char **argv, int *i)
+{
+    int r;
+    if ((r = cli_opts_parse(&o->common, cmd, argc, argv, i)) != 0)
+        return r;
+    if ((r = cli_opt_value(cmd, argc, argv, i, "--cache", &o->cache)) != 0)
+        return r;
+    if ((r = cli_opt_value(cmd, argc, argv, i, "--device", &o->device)) != 0)
+        return r;
+    if (!strcmp(argv[*i], "--no-cache")) {
+        o->no_cache = true;
+        return 1;
+    }
+    return 0;
+}
+
+sd_status cli_engine_opts_apply(sd_context *ctx, void *opts)
+{
+    const cli_engine_opts *o = opts;
+    sd_status st = cli_opts_apply_context(&o->common, ctx);
+    if (!st && (o->cache || o->no_cache))
+        st = sd_context_set_cache_path(ctx, o->no_cache ? NULL : o->cache);
+    if (!st && o->device)
+        st = sd_context_set_device(ctx, o->device);
+    return st;
+}

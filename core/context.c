@@ -298,6 +298,11 @@ void sd_emit_progress(sd_context *ctx, const sd_progress *event)
         ctx->progress_fn(event, ctx->progress_user);
 }
 
+void sd_context_set_previews(sd_context *ctx, bool on)
+{
+    ctx->previews = on;
+}
+
 void sd_context_interrupt(sd_context *ctx)
 {
     ctx->interrupted = 1;
@@ -318,6 +323,16 @@ sd_status sd_context_add_models_dir(sd_context *ctx, const char *path)
         return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
     ctx->n_models_dirs++;
     return SD_OK;
+}
+
+size_t sd_context_models_dir_count(const sd_context *ctx)
+{
+    return ctx->n_models_dirs;
+}
+
+const char *sd_context_models_dir(const sd_context *ctx, size_t index)
+{
+    return index < ctx->n_models_dirs ? ctx->models_dirs[index] : NULL;
 }
 
 void sd_context_clear_models_dirs(sd_context *ctx)

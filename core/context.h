@@ -32,6 +32,7 @@ struct sd_context {
     sd_progress_fn progress_fn;
     void *progress_user;
     volatile sig_atomic_t interrupted;
+    bool previews;          /* samplers attach preview images to step events */
 
     bool cache_failed;      /* opening the cache failed once: run without it */
 

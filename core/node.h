@@ -50,6 +50,11 @@ void sd_run_warn(sd_node_run *run, const char *fmt, ...) __attribute__((format(p
 /* Reports progress inside a node; returns SD_ERR_INTERRUPTED (with the error set) when an
  * interrupt was requested, so long loops do: if ((st = sd_run_progress(r, i, n))) return st; */
 sd_status sd_run_progress(sd_node_run *run, int step, int steps);
+/* Whether the front end asked for step previews (sd_context_set_previews). */
+bool sd_run_wants_preview(sd_node_run *run);
+/* sd_run_progress with a preview image: rgb holds width * height * 3 bytes (borrowed). */
+sd_status sd_run_progress_preview(sd_node_run *run, int step, int steps, const uint8_t *rgb, int width,
+                                  int height);
 bool sd_run_interrupted(sd_node_run *run);
 
 /* Output nodes: record a written file (shown in results and summaries). */

@@ -126,13 +126,24 @@ bool sd_run_interrupted(sd_node_run *r)
     return r->state->ctx->interrupted != 0;
 }
 
+bool sd_run_wants_preview(sd_node_run *r)
+{
+    return r->state->ctx->previews && r->state->ctx->progress_fn;
+}
+
 sd_status sd_run_progress(sd_node_run *r, int step, int steps)
+{
+    return sd_run_progress_preview(r, step, steps, NULL, 0, 0);
+}
+
+sd_status sd_run_progress_preview(sd_node_run *r, int step, int steps, const uint8_t *rgb, int width, int height)
 {
     sd_run_state *s = r->state;
     sd_progress ev = {
         .kind = SD_PROGRESS_STEP, .node_id = r->node->gn->id, .node_type = r->node->desc->name,
         .node_index = r->node->index, .node_count = s->n_needed, .step = step, .steps = steps,
-        .seconds = sd_run_clock() - s->t0,
+        .seconds = sd_run_clock() - s->t0, .preview_rgb = rgb, .preview_width = rgb ? width : 0,
+        .preview_height = rgb ? height : 0,
     };
     sd_emit_progress(s->ctx, &ev);
     if (s->ctx->interrupted)
@@ -142,7 +153,7 @@ sd_status sd_run_progress(sd_node_run *r, int step, int steps)
 
 sd_status sd_run_add_file(sd_node_run *r, const char *path)
 {
-    if (sd_result_add_file_path(r->state->result, path))
+    if (sd_result_add_file_path(r->state->result, r->node->gn->id, path))
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
     return SD_OK;
 }

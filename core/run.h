@@ -85,8 +85,11 @@ double sd_run_clock(void);
 sd_status sd_result_create(sd_result **out);
 sd_status sd_result_add_stat(sd_result *r, const char *node_id, const char *node_type,
                              sd_node_outcome outcome, double seconds);
-/* Records a written file (copied). */
-sd_status sd_result_add_file_path(sd_result *r, const char *path);
+/* Records a file written by node_id (both copied). */
+sd_status sd_result_add_file_path(sd_result *r, const char *node_id, const char *path);
+/* The files recorded from index `from` on (NULL when none), *n of them; valid until the next
+ * file is recorded. */
+const char *const *sd_result_files_from(const sd_result *r, size_t from, size_t *n);
 /* Keeps a wanted node's outputs: takes one reference of each value. */
 sd_status sd_result_keep(sd_result *r, const char *node_id, const sd_node_desc *desc, sd_value **values);
 /* The most nodes whose outputs were held at once during the run (freeing is observable). */

@@ -28,6 +28,7 @@
 #include "core/checked.h"
 #include "ml/adapters/control_eval.h"
 #include "ml/families/adm.h"
+#include "ml/families/family.h"
 #include "nodes/conditioning.h"
 #include "nodes/model_handle.h"
 #include "nodes/node_util.h"
@@ -82,6 +83,8 @@ struct sd_cfg_denoiser {
     size_t batch, per_item; /* latent items and floats per item (4 * h * w) */
     int64_t h, w;
     int in_channels;       /* 4, or 9 for inpainting models */
+    const sd_latent_format *preview; /* step previews with its RGB factors (NULL: none) */
+    uint8_t *preview_rgb;  /* h * w * 3, allocated on the first preview */
     float *concat;         /* inpainting models: batch * 5 * h * w (mask, masked latent); owned */
     int64_t dim;           /* the UNet's context width */
     cond_entry *entries;
@@ -840,13 +843,33 @@ sd_status sd_cfg_denoise(void *user, const float *x, float sigma, float *out, fl
     return SD_OK;
 }
 
+/* ComfyUI's latent-to-RGB preview of the first item of the denoised latent: rgb = bias + x0 .
+ * factors per cell, mapped from [-1, 1] to bytes. NULL when out of memory (no preview then). */
+static const uint8_t *preview_image(denoiser *d, const float *denoised)
+{
+    size_t cells = (size_t)(d->h * d->w);
+    if (!d->preview_rgb && !(d->preview_rgb = malloc(cells * 3)))
+        return NULL;
+    const sd_latent_format *f = d->preview;
+    int channels = f->channels < 4 ? f->channels : 4; /* the denoiser's latents have 4 channels */
+    for (size_t p = 0; p < cells; p++)
+        for (int c = 0; c < 3; c++) {
+            float v = f->rgb_bias[c];
+            for (int k = 0; k < channels; k++)
+                v += denoised[(size_t)k * cells + p] * f->rgb_factors[k][c];
+            v = (v + 1.0f) * 0.5f;
+            d->preview_rgb[p * 3 + (size_t)c] = (uint8_t)(v <= 0.0f ? 0 : v >= 1.0f ? 255 : v * 255.0f + 0.5f);
+        }
+    return d->preview_rgb;
+}
+
 sd_status sd_cfg_on_step(void *user, int step, int steps, const float *x, const float *denoised, size_t n)
 {
     (void)x;
-    (void)denoised;
     (void)n;
     denoiser *d = user;
-    sd_status st = sd_run_progress(d->r, step + 1, steps);
+    const uint8_t *rgb = d->preview && sd_run_wants_preview(d->r) ? preview_image(d, denoised) : NULL;
+    sd_status st = sd_run_progress_preview(d->r, step + 1, steps, rgb, (int)d->w, (int)d->h);
     d->reported |= st != SD_OK;
     return st;
 }
@@ -939,7 +962,8 @@ sd_status sd_cfg_denoiser_new(const sd_cfg_setup *s, sd_cfg_denoiser **out)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
     *d = (denoiser){.r = r, .cl = s->cl, .unet = s->unet, .ms = s->ms, .batch = s->batch, .h = s->h, .w = s->w,
                     .in_channels = s->in_channels, .dim = s->dim, .g = s->guider, .need_uncond = s->need_uncond,
-                    .adm_dim = sd_unet_config_of(s->unet)->adm_channels};
+                    .adm_dim = sd_unet_config_of(s->unet)->adm_channels,
+                    .preview = s->preview};
     set_used(d);
     d->per_item = (size_t)(4 * d->h * d->w);
     size_t n = d->batch * d->per_item, n_eps;
@@ -998,6 +1022,7 @@ void sd_cfg_denoiser_free(sd_cfg_denoiser *d)
         free(d->entries[e].concat);
     free(d->entries);
     free(d->concat);
+    free(d->preview_rgb);
     free(d->x_in);
     free(d->eps);
     free(d->eps_at);

@@ -66,6 +66,9 @@ typedef enum sd_dir_kind {
  * sd_context_clear_models_dirs() drops the ones taken from the environment (or the default). */
 sd_status sd_context_add_models_dir(sd_context *ctx, const char *path);
 void sd_context_clear_models_dirs(sd_context *ctx);
+/* The model directories in search order; index past the end gives NULL. */
+size_t sd_context_models_dir_count(const sd_context *ctx);
+const char *sd_context_models_dir(const sd_context *ctx, size_t index);
 sd_status sd_context_set_dir(sd_context *ctx, sd_dir_kind kind, const char *path);
 const char *sd_context_dir(const sd_context *ctx, sd_dir_kind kind);
 /* Whether file inputs of a workflow may name absolute paths (default false: a name is looked up
@@ -102,10 +105,21 @@ typedef struct sd_progress {
     int node_count;
     int step, steps;
     double seconds; /* NODE_DONE: the node's run time; otherwise time since the run started */
+    /* STEP events of samplers while previews are on (sd_context_set_previews): the denoised
+     * latent of the first batch item as RGB, 3 bytes a pixel, one pixel per latent cell (ComfyUI's
+     * latent-to-RGB preview with the family's factors); NULL otherwise. Valid during the call. */
+    const uint8_t *preview_rgb;
+    int preview_width, preview_height;
+    /* NODE_DONE: the paths of the files the node wrote (output nodes), n_files of them. */
+    const char *const *files;
+    size_t n_files;
 } sd_progress;
 
 typedef void (*sd_progress_fn)(const sd_progress *event, void *user);
 void sd_context_set_progress(sd_context *ctx, sd_progress_fn fn, void *user);
+/* Asks samplers for a preview image with each step's progress event (off by default: it costs
+ * a pass over the latent per step). */
+void sd_context_set_previews(sd_context *ctx, bool on);
 
 /* Asks a running graph to stop at the next node or step boundary. Async-signal-safe. */
 void sd_context_interrupt(sd_context *ctx);
@@ -133,6 +147,10 @@ sd_status sd_graph_save_xml(sd_graph *graph, const char *path, bool resolve_para
 sd_status sd_graph_to_xml(sd_graph *graph, bool resolve_params, char **out);
 /* Converts a ComfyUI API-format workflow (JSON file) into a graph. */
 sd_status sd_graph_import_comfy(sd_context *ctx, const char *json_path, sd_graph **out);
+/* The same from JSON text in memory (at most 16 MiB, SD_ERR_LIMIT beyond); source_name stands
+ * for the file in messages and diagnostics. */
+sd_status sd_graph_import_comfy_memory(sd_context *ctx, const char *json, size_t len,
+                                       const char *source_name, sd_graph **out);
 
 /* Building. Node ids are unique strings; id NULL picks the next free number. *out_id (optional)
  * points into the graph and stays valid while the node exists. */
@@ -202,6 +220,8 @@ sd_status sd_result_node(const sd_result *result, size_t index, sd_node_stat *st
 /* Files written by output nodes, in order. */
 size_t sd_result_file_count(const sd_result *result);
 const char *sd_result_file(const sd_result *result, size_t index);
+/* Id of the node that wrote file `index` (NULL past the end). */
+const char *sd_result_file_node(const sd_result *result, size_t index);
 
 /* A wanted node's output, described for front ends. Tensor outputs report their shape;
  * IMAGE shape is [batch, height, width, channels]. Strings point into the result. */
