@@ -5,7 +5,9 @@
  * is not 1, the empty prompt's window (BOS, then EOS padding) is encoded too and each weighted
  * token's vector becomes z_empty + (z - z_empty) * weight, at the same position. The pooled
  * output is the first window's. "embedding:NAME" reads a textual-inversion embedding from the
- * embeddings directories (models/embeddings.h); an unknown one is a warning and is left out. */
+ * embeddings directories (models/embeddings.h); an unknown one is a warning and is left out.
+ * The files hook declares the look-up of every name the prompt gives, so the embedding files
+ * (or their absence) are part of the cache key and of the provenance. */
 #include "core/checked.h"
 #include "models/embeddings.h"
 #include "models/prompt_weights.h"
@@ -33,6 +35,45 @@ static sd_status encode_windows(sd_clip_model *m, const int32_t *ids, size_t n, 
     return SD_OK;
 }
 
+/* Declares the look-up of one embedding name (an sd_embedding_lookup_fn; user: declaring). */
+typedef struct declaring {
+    sd_node_files *files;
+    sd_status st;
+} declaring;
+
+static int declare_embedding(void *user, const char *name)
+{
+    declaring *d = user;
+    char *names[SD_EMBEDDING_CANDIDATES];
+    if (!d->st && !(d->st = sd_embedding_candidates(sd_files_context(d->files), name, names))) {
+        d->st = sd_files_find(d->files, "embeddings", (const char *const *)names, SD_EMBEDDING_CANDIDATES);
+        sd_embedding_candidates_free(names);
+    }
+    return 0;
+}
+
+/* The files hook: every embedding a literal prompt names. A linked prompt is known only when
+ * the node runs, so it reads no embedding (run_encode says so). */
+static sd_status encode_files(sd_node_files *f)
+{
+    const char *text = sd_files_literal(f, "text");
+    declaring d = {f, SD_OK};
+    sd_status st = text ? sd_prompt_embedding_names(sd_files_context(f), text, declare_embedding, &d) : SD_OK;
+    return st ? st : d.st;
+}
+
+/* An sd_embedding_find_fn (user: the run): the file the declared look-up found. */
+static sd_status find_embedding(void *user, const char *name, const char **path)
+{
+    sd_node_run *r = user;
+    char *names[SD_EMBEDDING_CANDIDATES];
+    sd_status st = sd_embedding_candidates(sd_run_context(r), name, names);
+    if (!st)
+        st = sd_run_found_file(r, "embeddings", (const char *const *)names, SD_EMBEDDING_CANDIDATES, path);
+    sd_embedding_candidates_free(names);
+    return st;
+}
+
 static sd_status run_encode(sd_node_run *r)
 {
     sd_context *ctx = sd_run_context(r);
@@ -50,10 +91,16 @@ static sd_status run_encode(sd_node_run *r)
     sd_status st = sd_node_model_clip(h, &m);
     if (!st)
         st = sd_model_store_tokenizer(ctx, &tok);
+    const char *text = sd_run_string(r, "text");
+    bool linked = sd_run_linked(r, "text");
+    if (linked && strstr(text, "embedding:"))
+        sd_run_warn(r, "the prompt comes through a link, so embedding:NAME in it is read as plain text: an embedding "
+                       "file must be part of the cache key, which is made before the prompt is known; set the "
+                       "prompt as a value");
     if (!st)
-        st = sd_embedding_set_new(ctx, sd_clip_model_config(m)->width, &emb);
+        st = sd_embedding_set_new(ctx, sd_clip_model_config(m)->width, find_embedding, r, &emb);
     if (!st)
-        st = sd_prompt_tokenize(ctx, tok, sd_run_string(r, "text"), sd_embedding_set_lookup, emb, &toks);
+        st = sd_prompt_tokenize(ctx, tok, text, linked ? NULL : sd_embedding_set_lookup, emb, &toks);
     if (st) {
         st = sd_node_model_fail(r, st);
         goto done;
@@ -138,7 +185,7 @@ const sd_node_desc sd_node_CLIPTextEncode = {
     .name = "CLIPTextEncode", .version = 1, .category = "conditioning",
     .doc = "Encodes a prompt with the CLIP text encoder (ComfyUI's weighting and 75-token chunks).",
     .inputs = encode_in, .n_inputs = SD_COUNT(encode_in),
-    .outputs = encode_out, .n_outputs = SD_COUNT(encode_out), .run = run_encode,
+    .outputs = encode_out, .n_outputs = SD_COUNT(encode_out), .run = run_encode, .files = encode_files,
 };
 
 static sd_status run_last_layer(sd_node_run *r)
