@@ -26,7 +26,7 @@ struct sd_cache {
     sd_context *ctx;
     sqlite3 *db;
     char *path;
-    int64_t budget; /* payload bytes kept after a put */
+    int64_t budget; /* payload bytes kept after a put; 0: no limit */
     dev_t dev;      /* identity of the database file opened */
     ino_t ino;
     bool corrupt;   /* a statement reported corruption: repair after the current operation */
@@ -150,6 +150,7 @@ done:
     return st;
 }
 
+/* The payload budget: SDFLOW_CACHE_MAX_SIZE, where 0 means no limit (nothing is evicted). */
 static int64_t env_budget(sd_context *ctx)
 {
     const char *env = getenv("SDFLOW_CACHE_MAX_SIZE");
@@ -520,7 +521,7 @@ void sd_cache_put(sd_cache *c, const sd_key *key, const char *node_type, size_t 
         sd_warn(c->ctx, "cache: cannot serialize the outputs of a %s node: not stored", node_type);
         return;
     }
-    if (len > (size_t)c->budget || len > (size_t)sqlite3_limit(c->db, SQLITE_LIMIT_LENGTH, -1)) {
+    if ((c->budget && len > (size_t)c->budget) || len > (size_t)sqlite3_limit(c->db, SQLITE_LIMIT_LENGTH, -1)) {
         free(payload); /* larger than the whole budget or SQLite's blob limit: not stored */
         return;
     }
@@ -548,7 +549,7 @@ void sd_cache_put(sd_cache *c, const sd_key *key, const char *node_type, size_t 
     }
     if (rc == SQLITE_OK)
         rc = touch(c, key);
-    if (rc == SQLITE_OK)
+    if (rc == SQLITE_OK && c->budget)
         rc = evict_to(c, c->budget, &evicted);
     if (rc == SQLITE_OK)
         rc = exec(c, "COMMIT");
@@ -689,6 +690,7 @@ sd_status sd_cache_stats_get(sd_context *ctx, sd_cache_stats *stats)
         !query_i64(c, "SELECT bytes FROM totals", &stats->bytes) ||
         !query_i64(c, "SELECT count(*) FROM file_hashes", &stats->file_hashes))
         return maint_fail(c, "reading statistics");
+    stats->budget = c->budget;
     struct stat sb;
     char *wal = sd_strfmt("%s-wal", c->path);
     if (stat(c->path, &sb) == 0)
