@@ -1,5 +1,5 @@
 /* CLIP text transformer (see clip.h). Token and position embeddings are gathered on the host
- * straight from the mapped checkpoint (the 49408-row table never goes to the device); the
+ * row by row straight from the checkpoint file (the 49408-row table never goes to the device); the
  * transformer runs on the op library. */
 #include "models/clip.h"
 #include "runtime-opencl/ops.h"
