@@ -6,7 +6,7 @@
  *   bench_controlnet CONTROLNET [--dtype f16|f32] [--sizes 32,64] [--reps N]
  *
  * CONTROLNET: e.g. sdflow_mkckpt --preset sd15 --kind controlnet --dtype f16 /tmp/cn15.safetensors. */
-#include "models/controlnet.h"
+#include "ml/adapters/controlnet.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

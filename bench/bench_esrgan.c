@@ -7,7 +7,7 @@
  *   bench_esrgan [--size N] [--reps N] [--dtype f32|f16] [--blocks N] [--nf N] [--gc N] [--model FILE]
  *
  * docs/benchmarks.md records results with the exact command. */
-#include "models/esrgan.h"
+#include "ml/upscale/esrgan.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -5,8 +5,8 @@
  * sdflow_mklora's layout at the given rank.
  *
  *   bench_lora [--rank N] [--dir DIR]     (default rank 32, DIR $TMPDIR or /tmp) */
-#include "models/lora.h"
-#include "models/sd1_layout.h"
+#include "ml/adapters/lora.h"
+#include "ml/families/sd1_layout.h"
 #include "runtime-opencl/runtime.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,7 +58,7 @@ int main(int argc, char **argv)
         return 4;
     sd_context_set_cache_path(ctx, NULL);
     sd_checkpoint_config cfg;
-    sd_sd1_preset("sd15", &cfg);
+    sd_checkpoint_preset("sd15", &cfg);
     cfg.has_clip = cfg.has_vae = false;
     char base_path[1024], lora_path[1024];
     snprintf(base_path, sizeof base_path, "%s/bench_lora_base.safetensors", dir);

@@ -8,7 +8,7 @@
  *
  * CKPT: e.g. sdflow_mkckpt --preset sd15 --dtype f16 /tmp/sd15.safetensors. */
 #include "core/rng.h"
-#include "models/model_store.h"
+#include "ml/loading/model_store.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

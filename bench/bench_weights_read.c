@@ -7,7 +7,7 @@
  * figures.
  *
  *   bench_weights_read FILE.safetensors [--repeat N]   (e.g. a file from sdflow_mkckpt --preset sd15) */
-#include "models/weights.h"
+#include "ml/loading/weights.h"
 #include "runtime-opencl/runtime.h"
 #include <fcntl.h>
 #include <stdio.h>

@@ -2,16 +2,21 @@
 #include "cli/options.h"
 #include "cli/cli.h"
 #include <ctype.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const char cli_opts_help[] =
     "  --models-dir DIR     model directory laid out like ComfyUI's models/ (checkpoints/, vae/,\n"
     "                       loras/, ...); repeatable, searched in order; replaces SDFLOW_MODELS\n"
     "  --input-dir DIR      where image names are looked up (default $SDFLOW_INPUT or ./input)\n"
     "  --output-dir DIR     where output images go (default $SDFLOW_OUTPUT or ./output)\n"
-    "  --set NAME=VALUE     override a workflow parameter; repeatable\n";
+    "  --set NAME=VALUE     override a workflow parameter; repeatable\n"
+    "  --allow-absolute-paths  let the workflow name model and image files by absolute path\n"
+    "                       (otherwise only names in the directories above are looked up)\n";
 
 bool cli_is_option(const char *arg)
 {
@@ -72,6 +77,10 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int *i)
             o->output_dir = v;
         return r;
     }
+    if (!strcmp(argv[*i], "--allow-absolute-paths")) {
+        o->allow_absolute_paths = true;
+        return 1;
+    }
     if ((r = cli_opt_value(cmd, argc, argv, i, "--set", &v)) != 0) {
         if (r < 0)
             return -1;
@@ -110,6 +119,7 @@ sd_status cli_opts_apply_context(const cli_opts *o, sd_context *ctx)
         st = sd_context_set_dir(ctx, SD_DIR_INPUT, o->input_dir);
     if (!st && o->output_dir)
         st = sd_context_set_dir(ctx, SD_DIR_OUTPUT, o->output_dir);
+    sd_context_set_allow_absolute_paths(ctx, o->allow_absolute_paths);
     return st;
 }
 
@@ -128,6 +138,45 @@ sd_status cli_opts_apply_sets(const cli_opts *o, sd_graph *g)
             return st;
     }
     return SD_OK;
+}
+
+/* The installed stock workflow `base`, or NULL when there is none (*nomem set when memory ran
+ * out). SDFLOW_BIN_TO_GRAPHS (from CMake) leads from the installed executable's directory to
+ * <datadir>/sdflow/graphs. */
+static char *stock_workflow(const char *base, bool *nomem)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return NULL;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash)
+        return NULL;
+    *slash = '\0';
+    size_t size = strlen(exe) + strlen(SDFLOW_BIN_TO_GRAPHS) + strlen(base) + 3;
+    char *path = malloc(size);
+    if (!path) {
+        *nomem = true;
+        return NULL;
+    }
+    snprintf(path, size, "%s/%s/%s", exe, SDFLOW_BIN_TO_GRAPHS, base);
+    char *real = realpath(path, NULL); /* without "bin/..": the path messages show */
+    free(path);
+    if (!real && errno == ENOMEM)
+        *nomem = true;
+    return real;
+}
+
+char *cli_workflow_path(const char *name)
+{
+    if (name[0] != '/' && !strstr(name, "..") && access(name, F_OK) != 0) {
+        bool nomem = false;
+        char *stock = stock_workflow(strncmp(name, "graphs/", 7) == 0 ? name + 7 : name, &nomem);
+        if (stock || nomem)
+            return stock;
+    }
+    return strdup(name);
 }
 
 size_t cli_print_diags(const sd_context *ctx)

@@ -26,6 +26,7 @@ struct sd_context {
     char *dirs[3];          /* sd_dir_kind */
     char *cache_path;       /* NULL: disabled */
     char *device;
+    bool allow_absolute_paths; /* file inputs may name absolute paths (core/files.c) */
 
     sd_log_fn log_fn;
     void *log_user;

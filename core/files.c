@@ -1,9 +1,11 @@
 /* Resolving file inputs (core/files.h): model names in ComfyUI-style model directories, image
- * names in the input directory, absolute paths as given; file identity and the read gate. */
+ * names in the input directory (never leading out of it), absolute paths only when the context
+ * allows them; the rules for output file name prefixes; file identity and the read gate. */
 #include "core/files.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -40,6 +42,41 @@ static sd_status absolute(sd_context *ctx, const char *path, char **out)
     return SD_OK;
 }
 
+sd_status sd_path_check_inside(sd_context *ctx, const char *dir, const char *path)
+{
+    char *real_dir = NULL, *real = NULL;
+    sd_status st = absolute(ctx, dir, &real_dir);
+    if (!st)
+        st = absolute(ctx, path, &real);
+    if (!st) {
+        size_t n = strlen(real_dir);
+        bool inside = strncmp(real, real_dir, n) == 0 && (real[n] == '\0' || real[n] == '/' || n == 1);
+        if (!inside)
+            st = sd_set_error(ctx, SD_ERR_INVALID, "%s leads outside %s (to %s)", path, dir, real);
+    }
+    free(real_dir);
+    free(real);
+    return st;
+}
+
+bool sd_output_prefix_check(const char *prefix, char *msg, size_t size)
+{
+    for (const unsigned char *c = (const unsigned char *)prefix; *c; c++) {
+        if (*c < 0x20 || *c == 0x7f) {
+            snprintf(msg, size, "must not contain control characters (byte 0x%02x at offset %zu)", *c,
+                     (size_t)((const char *)c - prefix));
+            return false;
+        }
+    }
+    const char *slash = strrchr(prefix, '/');
+    const char *base = slash ? slash + 1 : prefix;
+    if (prefix[0] == '/' || !*base || strcmp(base, ".") == 0 || has_dotdot(prefix)) {
+        snprintf(msg, size, "'%s' must be a relative name without '..' components", prefix);
+        return false;
+    }
+    return true;
+}
+
 /* Appends s to the malloc'd list *list ("a, b"); false on out of memory. */
 static bool list_append(char **list, const char *s)
 {
@@ -49,6 +86,17 @@ static bool list_append(char **list, const char *s)
     free(*list);
     *list = n;
     return true;
+}
+
+/* An absolute name, when the context allows them: a regular file, used as is. */
+static sd_status resolve_absolute(sd_context *ctx, const char *name, char **path_out)
+{
+    if (!ctx->allow_absolute_paths)
+        return sd_set_error(ctx, SD_ERR_INVALID,
+                            "absolute path '%s' is not allowed (use --allow-absolute-paths)", name);
+    if (!is_regular_file(name))
+        return sd_set_error(ctx, SD_ERR_NOT_FOUND, "file '%s' not found", name);
+    return absolute(ctx, name, path_out);
 }
 
 sd_status sd_resolve_file(sd_context *ctx, const char *dir_kind, const char *name, char **path_out)
@@ -61,11 +109,8 @@ sd_status sd_resolve_file(sd_context *ctx, const char *dir_kind, const char *nam
     if (!dir_kind || !*dir_kind || strchr(dir_kind, '/') || has_dotdot(dir_kind))
         return sd_set_error(ctx, SD_ERR_INVALID, "bad file kind '%s' for '%s'",
                             dir_kind ? dir_kind : "", name);
-    if (name[0] == '/') {
-        if (!is_regular_file(name))
-            return sd_set_error(ctx, SD_ERR_NOT_FOUND, "file '%s' not found", name);
-        return absolute(ctx, name, path_out);
-    }
+    if (name[0] == '/')
+        return resolve_absolute(ctx, name, path_out);
 
     bool input = strcmp(dir_kind, "input") == 0;
     size_t n_dirs = input ? 1 : ctx->n_models_dirs;
@@ -81,9 +126,13 @@ sd_status sd_resolve_file(sd_context *ctx, const char *dir_kind, const char *nam
                           : sd_strfmt("%s/%s", ctx->models_dirs[i], dir_kind);
         char *path = dir ? sd_strfmt("%s/%s", dir, name) : NULL;
         bool found = path && is_regular_file(path);
-        if (found)
+        /* A symlink in the input directory must not lead out of it (model directories are the
+         * user's own and may link anywhere). */
+        if (found && input)
+            st = sd_path_check_inside(ctx, dir, path);
+        if (found && !st)
             st = absolute(ctx, path, path_out);
-        else if (!path || !list_append(&searched, dir))
+        else if (!found && (!path || !list_append(&searched, dir)))
             st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
         free(path);
         free(dir);

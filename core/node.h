@@ -92,4 +92,29 @@ sd_status sd_upgrade_rename_input(sd_node_upgrade *up, const char *old_name, con
 const char *sd_upgrade_literal(sd_node_upgrade *up, const char *input);
 sd_status sd_upgrade_set_literal(sd_node_upgrade *up, const char *input, const char *text);
 
+/* ---- Checks before running (descriptor's check hook; core/check.c). ----
+ * After a graph is valid, sd_graph_validate visits its nodes in topological order and calls
+ * each one's check hook. A tag is a short text a node attaches to an output, such as the model
+ * family of a MODEL or the latent format of a LATENT; its meaning is the nodes' convention
+ * (nodes/family_check.h), core only carries it along links. */
+sd_context *sd_check_context(sd_node_check *check);
+/* The effective literal text of an input (parameter, literal or default), or NULL when linked
+ * or unset. */
+const char *sd_check_literal(sd_node_check *check, const char *input);
+/* The literal value of an INT / FLOAT input, parsed; false when linked or unset. */
+bool sd_check_int(sd_node_check *check, const char *input, int64_t *out);
+bool sd_check_float(sd_node_check *check, const char *input, double *out);
+/* Resolves an SD_IN_FILE input's literal in the model or input directories (sd_resolve_file).
+ * NULL when the input is linked or unset, or the file is missing (reported already by
+ * validation: not reported again). The path is owned by the check. */
+const char *sd_check_file(sd_node_check *check, const char *input);
+/* The tag on the output linked to `input`, or NULL (unlinked, or nothing known upstream). */
+const char *sd_check_tag(sd_node_check *check, const char *input);
+/* Tags output `index` (descriptor order); the text is copied. */
+void sd_check_set_tag(sd_node_check *check, size_t index, const char *tag);
+/* Reports a problem on this node (input may be NULL), as validation's other diagnostics (a value
+ * set through a parameter: "parameter 'NAME': " first). */
+void sd_check_problem(sd_node_check *check, const char *input, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #endif

@@ -216,16 +216,6 @@ static sd_status hash_literal(sd_run_state *s, const sd_plan_node *p, const sd_p
     return SD_OK;
 }
 
-/* Records a file read by the run for provenance. */
-static sd_status record_file(sd_run_state *s, const char *path, const sd_key *content)
-{
-    char hex[65];
-    sd_key_hex(content, hex);
-    if (json_object_set_new(s->files, path, json_string(hex)))
-        return sd_set_error(s->ctx, SD_ERR_NOMEM, "out of memory");
-    return SD_OK;
-}
-
 /* Resolves a file input and hashes its content into h (memoized in cache unless NULL);
  * records it for provenance. */
 static sd_status hash_file_input(sd_run_state *s, sd_cache *cache, const sd_plan_node *p, sd_plan_input *pi,
@@ -243,7 +233,7 @@ static sd_status hash_file_input(sd_run_state *s, sd_cache *cache, const sd_plan
         return st;
     }
     sd_hasher_key(h, &content);
-    return record_file(s, pi->file, &content);
+    return sd_run_record_file(s, pi->desc->file_dir, pi->text, &content);
 }
 
 /* ---- The files hook (core/node.h). ---- */
@@ -269,8 +259,9 @@ const char *sd_files_literal(sd_node_files *f, const char *input)
     return NULL;
 }
 
-/* *path = the first of names that exists in kind's directories, or NULL. */
-static sd_status find_first(sd_context *ctx, const char *kind, const char *const *names, size_t n, char **path)
+/* *path = the first of names that exists in kind's directories (names[*found]), or NULL. */
+static sd_status find_first(sd_context *ctx, const char *kind, const char *const *names, size_t n, char **path,
+                            size_t *found)
 {
     char saved[sizeof ctx->errmsg];
     memcpy(saved, ctx->errmsg, sizeof saved); /* "not found" is an answer here, not an error */
@@ -279,6 +270,7 @@ static sd_status find_first(sd_context *ctx, const char *kind, const char *const
     for (size_t i = 0; i < n && !*path; i++) {
         if (names[i][0] == '/')
             continue;
+        *found = i;
         st = sd_resolve_file(ctx, kind, names[i], path);
         if (st == SD_ERR_NOT_FOUND || st == SD_ERR_INVALID)
             st = SD_OK;
@@ -310,7 +302,8 @@ sd_status sd_files_find(sd_node_files *f, const char *kind, const char *const *n
     sd_hasher_i64(f->h, (int64_t)n);
     for (size_t i = 0; i < n; i++)
         sd_hasher_str(f->h, names[i]);
-    sd_status st = find_first(s->ctx, kind, names, n, &l->path);
+    size_t found = 0;
+    sd_status st = find_first(s->ctx, kind, names, n, &l->path, &found);
     if (st || !l->path) {
         sd_hasher_i64(f->h, 'A'); /* absent: adding the file changes the key */
         return st;
@@ -320,7 +313,7 @@ sd_status sd_files_find(sd_node_files *f, const char *kind, const char *const *n
         return st;
     sd_hasher_i64(f->h, 'F');
     sd_hasher_key(f->h, &content);
-    return record_file(s, l->path, &content);
+    return sd_run_record_file(s, kind, names[found], &content);
 }
 
 void sd_plan_node_clear(sd_plan_node *p)
@@ -389,7 +382,7 @@ bool sd_plan_storable(const sd_plan_node *p)
     for (size_t i = 0; i < p->desc->n_outputs; i++)
         switch (p->desc->outputs[i].type) {
         case SD_TYPE_MODEL: case SD_TYPE_CLIP: case SD_TYPE_VAE: case SD_TYPE_CONTROL_NET:
-        case SD_TYPE_UPSCALE_MODEL:
+        case SD_TYPE_UPSCALE_MODEL: case SD_TYPE_GUIDER:
             return false; /* handles (weights) are never stored; loaders run lazily */
         default:
             break;

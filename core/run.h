@@ -57,7 +57,7 @@ typedef struct sd_run_state {
     size_t n_nodes;
     int n_needed;
     double t0;       /* run start (monotonic seconds) */
-    json_t *files;   /* provenance: resolved path -> content hash hex */
+    json_t *files;   /* provenance: recorded name (sd_run_record_file) -> content hash hex */
     char *workflow_xml;
     char *provenance_json;
     size_t live, peak_live; /* nodes whose outputs are held */
@@ -84,6 +84,19 @@ void sd_plan_node_clear(sd_plan_node *p);
  * path must be one of the node's file inputs or a file its look-ups found (else SD_ERR_INVALID),
  * still with the identity it had when its content was hashed (else SD_ERR_IO). */
 sd_status sd_run_read_guard(void *run, const char *path, const struct sd_file_id *id);
+
+/* Records a file the run read, with its content hash, for the provenance: under
+ * "<kind>/<name>" for a name looked up in the model directories ("checkpoints/a.safetensors", its
+ * path below a model directory) or the input directory ("input/cat.png"), an absolute name as
+ * it is. Replay resolves these names again in its own directories. */
+sd_status sd_run_record_file(sd_run_state *s, const char *dir_kind, const char *name, const sd_key *hash);
+
+/* A check between planning and running: sees the planned run (s->files: every file it reads,
+ * resolved and hashed) and may stop it, with its error set, before any node runs. */
+typedef sd_status (*sd_plan_check_fn)(const sd_run_state *s, void *user);
+/* sd_graph_run with check (NULL: none) called after planning. Replay verifies files with it. */
+sd_status sd_graph_run_checked(sd_graph *graph, const sd_run_options *options, sd_plan_check_fn check,
+                               void *user, sd_result **out);
 
 /* Monotonic clock in seconds. */
 double sd_run_clock(void);

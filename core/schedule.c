@@ -242,6 +242,12 @@ static sd_status finish(sd_run_state *s, sd_status st)
 
 sd_status sd_graph_run(sd_graph *graph, const sd_run_options *options, sd_result **out)
 {
+    return sd_graph_run_checked(graph, options, NULL, NULL, out);
+}
+
+sd_status sd_graph_run_checked(sd_graph *graph, const sd_run_options *options, sd_plan_check_fn check,
+                               void *user, sd_result **out)
+{
     static const sd_run_options defaults = {0};
     sd_context *ctx = graph->ctx;
     sd_run_state s = {.graph = graph, .ctx = ctx, .t0 = sd_run_clock()};
@@ -263,7 +269,7 @@ sd_status sd_graph_run(sd_graph *graph, const sd_run_options *options, sd_result
         goto done;
     }
     sd_cache *cache = options->no_cache ? NULL : sd_context_cache(ctx);
-    if ((st = sd_plan_make(&s, options, cache)))
+    if ((st = sd_plan_make(&s, options, cache)) || (check && (st = check(&s, user))))
         goto done;
     st = execute(&s, cache);
 done:

@@ -1,7 +1,9 @@
 /* sd_graph_validate: checks a whole graph against the node descriptors and reports every
  * problem at once as a diagnostic "<file>:<line>: node '<id>' input '<name>': <message>". */
+#include "core/check.h"
 #include "core/files.h"
 #include "core/graph.h"
+#include "core/xml.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,12 +72,12 @@ static int cmp_problems(const void *a, const void *b)
 }
 
 /* "node 'id'" or "node 'id' input 'name'" into buf. */
-static const char *where_node(char *buf, size_t size, const sd_graph_node *n, const char *input)
+static const char *where_node(char *buf, size_t size, const char *node_id, const char *input)
 {
     if (input)
-        snprintf(buf, size, "node '%s' input '%s'", n->id, input);
+        snprintf(buf, size, "node '%s' input '%s'", node_id, input);
     else
-        snprintf(buf, size, "node '%s'", n->id);
+        snprintf(buf, size, "node '%s'", node_id);
     return buf;
 }
 
@@ -157,6 +159,15 @@ static void list_names(char *buf, size_t size, const char *const *names, size_t 
     }
 }
 
+/* Text XML cannot carry (a control byte, invalid UTF-8) makes a workflow that can be neither
+ * saved nor embedded in the PNGs it writes: refused before anything runs. */
+static void check_xml_text(vstate *v, int line, const char *where, const char *text)
+{
+    char msg[160];
+    if (!sd_xml_text_ok(text, msg, sizeof msg))
+        problem(v, line, where, "%s, so the workflow could not be saved or written into a PNG", msg);
+}
+
 static void check_params(vstate *v)
 {
     sd_graph *g = v->g;
@@ -179,6 +190,8 @@ static void check_params(vstate *v)
         sd_input_desc in;
         char msg[512];
         const char *value = p->value ? p->value : p->def;
+        if (t == SD_TYPE_STRING || t == SD_TYPE_ENUM)
+            check_xml_text(v, p->line, where, value);
         if (!p->value && !*p->def && t != SD_TYPE_STRING && t != SD_TYPE_ENUM)
             problem(v, p->line, where, "no default value (give one, or --set %s=VALUE)", p->name);
         else if (sd_param_as_input(p, &in) && !sd_literal_check(&in, value, msg, sizeof msg))
@@ -192,7 +205,7 @@ static void check_duplicate_ids(vstate *v)
         if (strcmp(v->by_id[k - 1].id, v->by_id[k].id) == 0) {
             const sd_graph_node *b = &v->g->nodes[v->by_id[k].node];
             char where[160];
-            problem(v, b->line, where_node(where, sizeof where, b, NULL),
+            problem(v, b->line, where_node(where, sizeof where, b->id, NULL),
                     "duplicate node id (first at line %d)", v->g->nodes[find_node(v, b->id)].line);
         }
     }
@@ -258,7 +271,7 @@ static void check_link(vstate *v, const sd_graph_input *b, const char *where,
 static void check_binding(vstate *v, const sd_graph_node *n, const sd_graph_input *b)
 {
     char where[320];
-    where_node(where, sizeof where, n, b->name);
+    where_node(where, sizeof where, n->id, b->name);
     const sd_input_desc *in = sd_node_desc_input(n->desc, b->name);
     if (!in) {
         char names[512] = "";
@@ -275,6 +288,8 @@ static void check_binding(vstate *v, const sd_graph_node *n, const sd_graph_inpu
         break;
     case SD_BIND_LITERAL:
         check_value(v, b->line, where, in, b->text, NULL);
+        if (in->type == SD_TYPE_STRING)
+            check_xml_text(v, b->line, where, b->text);
         break;
     case SD_BIND_PARAM: {
         const sd_graph_param *p = sd_graph_find_param(v->g, b->param);
@@ -302,12 +317,12 @@ static void check_node(vstate *v, const sd_graph_node *n)
     char where[320];
     if (!n->desc) {
         const char *hint = closest_type(n->type);
-        problem(v, n->line, where_node(where, sizeof where, n, NULL), "unknown node type '%s'%s%s%s",
+        problem(v, n->line, where_node(where, sizeof where, n->id, NULL), "unknown node type '%s'%s%s%s",
                 n->type, hint ? " (did you mean '" : "", hint ? hint : "", hint ? "'?)" : "");
         return;
     }
     if (n->version > n->desc->version)
-        problem(v, n->line, where_node(where, sizeof where, n, NULL),
+        problem(v, n->line, where_node(where, sizeof where, n->id, NULL),
                 "%s version %d is newer than this sdflow's (version %d)", n->type, n->version,
                 n->desc->version);
     for (size_t i = 0; i < n->n_inputs; i++)
@@ -316,7 +331,7 @@ static void check_node(vstate *v, const sd_graph_node *n)
         const sd_input_desc *in = &n->desc->inputs[i];
         if (sd_graph_node_input(n, in->name))
             continue;
-        where_node(where, sizeof where, n, in->name);
+        where_node(where, sizeof where, n->id, in->name);
         if (in->def && (in->flags & SD_IN_FILE))
             check_value(v, n->line, where, in, in->def, NULL);
         else if (!in->def && !(in->flags & SD_IN_OPTIONAL))
@@ -431,6 +446,12 @@ done:
     free(color);
 }
 
+static void check_problem(void *user, int line, const char *node_id, const char *input, const char *msg)
+{
+    char where[320];
+    problem(user, line, where_node(where, sizeof where, node_id, input), "%s", msg);
+}
+
 sd_status sd_graph_validate(sd_graph *g)
 {
     sd_context *ctx = g->ctx;
@@ -450,6 +471,9 @@ sd_status sd_graph_validate(sd_graph *g)
         check_node(&v, &g->nodes[i]);
     check_cycles(&v);
     free(v.by_id);
+    /* What file headers and upstream models tell, once the graph itself is sound. */
+    if (!v.n_problems && !v.nomem && sd_graph_check(g, check_problem, &v))
+        v.nomem = true;
 
     if (v.n_problems) /* qsort's pointer must not be NULL, even for zero elements */
         qsort(v.problems, v.n_problems, sizeof *v.problems, cmp_problems);

@@ -1,7 +1,8 @@
 /* CheckpointLoaderSimple and VAELoader (ComfyUI's nodes of the same names): open a model file
  * from the models directories. Opening is cheap; weights upload when a node first uses them
- * (models/model_store.h), and a file already open in this context is reused. */
+ * (ml/loading/model_store.h), and a file already open in this context is reused. */
 #include "nodes/model_handle.h"
+#include "nodes/family_check.h"
 #include "nodes/node_util.h"
 #include <string.h>
 
@@ -23,8 +24,10 @@ static sd_status run_checkpoint(sd_node_run *r)
                                        weight_dtype(r), &l);
     if (st)
         return sd_node_model_fail(r, st);
+    /* The CLIP starts at the family's context layer (SDXL: the penultimate, as ComfyUI). */
+    int layer = sd_family_get(sd_loaded_config(l)->family)->text_encoders[0].layer;
     sd_value *model = sd_node_model_value(SD_TYPE_MODEL, l, -1);
-    sd_value *clip = sd_node_model_value(SD_TYPE_CLIP, l, -1);
+    sd_value *clip = sd_node_model_value(SD_TYPE_CLIP, l, layer);
     sd_value *vae = sd_node_model_value(SD_TYPE_VAE, l, -1);
     sd_loaded_unref(l);
     if (!model || !clip || !vae) {
@@ -41,19 +44,22 @@ static sd_status run_checkpoint(sd_node_run *r)
 
 static const sd_input_desc ckpt_in[] = {
     SD_IN_FILE_NAME("ckpt_name", "checkpoints",
-                    "SD1.x single-file .safetensors checkpoint in models/checkpoints (or an absolute path)"),
+                    "SD1.x, SDXL or SDXL refiner single-file .safetensors checkpoint in models/checkpoints"
+                    " (an absolute path needs --allow-absolute-paths)"),
     WEIGHT_DTYPE_INPUT,
 };
 static const sd_output_desc ckpt_out[] = {
     SD_OUT("MODEL", SD_TYPE_MODEL, "the denoising UNet"),
-    SD_OUT("CLIP", SD_TYPE_CLIP, "the CLIP text encoder"),
+    SD_OUT("CLIP", SD_TYPE_CLIP, "the text encoders (SDXL: CLIP-L and OpenCLIP-bigG; refiner: OpenCLIP-bigG)"),
     SD_OUT("VAE", SD_TYPE_VAE, "the VAE that maps latents to images and back"),
 };
 const sd_node_desc sd_node_CheckpointLoaderSimple = {
     .name = "CheckpointLoaderSimple", .version = 1, .category = "loaders",
-    .doc = "Opens an SD1.x checkpoint; weights upload lazily when a node first uses them.",
+    .doc = "Opens an SD1.x, SDXL or SDXL refiner checkpoint (the family is detected); weights upload lazily when a "
+           "node first uses them.",
     .inputs = ckpt_in, .n_inputs = SD_COUNT(ckpt_in),
     .outputs = ckpt_out, .n_outputs = SD_COUNT(ckpt_out), .run = run_checkpoint,
+    .check = sd_check_checkpoint_loader,
 };
 
 static sd_status run_vae(sd_node_run *r)
@@ -84,4 +90,5 @@ const sd_node_desc sd_node_VAELoader = {
     .doc = "Opens a standalone VAE file (e.g. vae-ft-mse-840000); weights upload lazily.",
     .inputs = vae_in, .n_inputs = SD_COUNT(vae_in),
     .outputs = vae_out, .n_outputs = SD_COUNT(vae_out), .run = run_vae,
+    .check = sd_check_vae_loader,
 };

@@ -7,22 +7,21 @@
  * tensors named "<name>.i" (InpaintModelConditioning's concat_latent_image.i, concat_mask.i),
  * its attributes entries[i] (strength, start_percent, end_percent, area, mask_strength,
  * set_area_to_bounds), its mask "mask.i" [batch, height, width] and possibly a ControlNet
- * chain (models/control_eval.h). ComfyUI's list is [[tokens, {pooled_output, ...}], ...]; these
+ * chain (ml/adapters/control_eval.h). ComfyUI's list is [[tokens, {pooled_output, ...}], ...]; these
  * nodes do to it what ComfyUI's do: Combine concatenates the lists, the others rewrite each entry
  * of one input and keep everything else about it. The KSampler averages a side's entries by
  * strength and honours their timestep ranges (nodes/ksampler.c, docs/txt2img.md). */
 #include "nodes/conditioning.h"
 #include "core/checked.h"
-#include "models/control_eval.h"
+#include "ml/adapters/control_eval.h"
 #include "nodes/node_util.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-json_t *sd_node_cond_entries(sd_node_run *r, const char *input, size_t *n)
+json_t *sd_cond_entries(sd_node_run *r, const sd_value *v, const char *input, size_t *n)
 {
-    const sd_value *v = sd_run_value(r, input);
     json_t *list = v->attrs ? json_object_get(v->attrs, "entries") : NULL;
     *n = json_is_array(list) ? json_array_size(list) : 0;
     if (*n == 0) {
@@ -30,6 +29,11 @@ json_t *sd_node_cond_entries(sd_node_run *r, const char *input, size_t *n)
         return NULL;
     }
     return list;
+}
+
+json_t *sd_node_cond_entries(sd_node_run *r, const char *input, size_t *n)
+{
+    return sd_cond_entries(r, sd_run_value(r, input), input, n);
 }
 
 static sd_tensor *entry_tensor(const sd_value *v, const char *base, size_t i)

@@ -2,10 +2,11 @@
  * comfy/controlnet.py). The loader opens and checks the file (weights upload on first use); the
  * apply nodes copy the conditioning and attach to each entry a link holding the ControlNet, the
  * hint image, the strength and the percent range, chained to the entry's previous ControlNet
- * (models/control_eval.h). The samplers evaluate the links. */
-#include "models/control_eval.h"
+ * (ml/adapters/control_eval.h). The samplers evaluate the links. */
+#include "ml/adapters/control_eval.h"
 #include "nodes/conditioning.h"
 #include "nodes/model_handle.h"
+#include "nodes/family_check.h"
 #include "nodes/node_util.h"
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,7 @@ const sd_node_desc sd_node_ControlNetLoader = {
     .doc = "Opens an SD1.x ControlNet; weights upload when sampling first uses it.",
     .inputs = loader_in, .n_inputs = SD_COUNT(loader_in),
     .outputs = loader_out, .n_outputs = SD_COUNT(loader_out), .run = run_loader,
+    .check = sd_check_controlnet_loader,
 };
 
 /* ---- applying ---- */

@@ -4,10 +4,11 @@
  * mask goes on the LATENT as "noise_mask" [batch, 1, height, width]; the KSampler resizes it to
  * the latent and keeps the latent outside it (nodes/ksampler.c). */
 #include "core/checked.h"
-#include "models/control_eval.h"
+#include "ml/adapters/control_eval.h"
 #include "nodes/bilinear.h"
 #include "nodes/conditioning.h"
 #include "nodes/model_handle.h"
+#include "nodes/family_check.h"
 #include "nodes/node_util.h"
 #include "nodes/vae_tiles.h"
 #include <math.h>
@@ -262,6 +263,7 @@ const sd_node_desc sd_node_VAEEncodeForInpaint = {
            "Use with denoise 1.",
     .inputs = efi_in, .n_inputs = SD_COUNT(efi_in),
     .outputs = efi_out, .n_outputs = SD_COUNT(efi_out), .run = run_encode_for_inpaint,
+    .check = sd_check_vae_encode,
 };
 
 /* ---- InpaintModelConditioning ---- */

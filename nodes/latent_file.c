@@ -1,7 +1,7 @@
 /* .latent files (see nodes/latent_file.h). */
 #include "nodes/latent_file.h"
 #include "core/png.h"
-#include "models/safetensors.h"
+#include "ml/formats/safetensors.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,10 +1,11 @@
 /* LoraLoader and LoraLoaderModelOnly (ComfyUI's nodes of the same names): a LoRA file from
  * models/loras patches the MODEL (and CLIP) it is given. The outputs are new handles on the
  * same loaded checkpoint carrying the input's LoRA stack plus this LoRA; the patched tensors
- * are computed when a node first uses them, base weights are shared (models/lora.h,
+ * are computed when a node first uses them, base weights are shared (ml/adapters/lora.h,
  * docs/lora.md). The file's content hash and the strengths are inputs, so they are part of
  * every downstream cache key. A strength of 0 passes that input through unchanged, as ComfyUI. */
 #include "nodes/model_handle.h"
+#include "nodes/family_check.h"
 #include "nodes/node_util.h"
 
 /* The handle for one part: h with lora pushed at strength onto its stack (h itself at 0). */
@@ -73,7 +74,8 @@ static sd_status run_lora_model(sd_node_run *r)
 
 #define LORA_NAME_INPUT \
     SD_IN_FILE_NAME("lora_name", "loras", \
-                    "SD1.x LoRA .safetensors (kohya-ss or diffusers/PEFT layout) in models/loras (or an absolute path)")
+                    "SD1.x LoRA .safetensors (kohya-ss or diffusers/PEFT layout) in models/loras" \
+                    " (an absolute path needs --allow-absolute-paths)")
 
 static const sd_input_desc lora_in[] = {
     SD_IN_LINK("model", SD_TYPE_MODEL, "the model to patch"),
@@ -91,6 +93,7 @@ const sd_node_desc sd_node_LoraLoader = {
     .doc = "Applies a LoRA to a model and its text encoder as weight patches; LoRAs stack when chained.",
     .inputs = lora_in, .n_inputs = SD_COUNT(lora_in),
     .outputs = lora_out, .n_outputs = SD_COUNT(lora_out), .run = run_lora_both,
+    .check = sd_check_lora_loader,
 };
 
 static const sd_input_desc model_only_in[] = {
@@ -106,4 +109,5 @@ const sd_node_desc sd_node_LoraLoaderModelOnly = {
     .doc = "Applies a LoRA to the UNet only, as weight patches.",
     .inputs = model_only_in, .n_inputs = SD_COUNT(model_only_in),
     .outputs = model_only_out, .n_outputs = SD_COUNT(model_only_out), .run = run_lora_model,
+    .check = sd_check_lora_loader,
 };

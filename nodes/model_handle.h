@@ -1,12 +1,12 @@
 /* MODEL, CLIP and VAE values: handles on an entry of the context's model store
- * (models/model_store.h). A CLIP handle also carries the layer CLIPSetLastLayer chose; every
+ * (ml/loading/model_store.h). A CLIP handle also carries the layer CLIPSetLastLayer chose; every
  * handle on one file shares its device weights. */
 #ifndef SD_NODES_MODEL_HANDLE_H
 #define SD_NODES_MODEL_HANDLE_H
 
 #include "core/node.h"
-#include "models/lora.h"
-#include "models/model_store.h"
+#include "ml/adapters/lora.h"
+#include "ml/loading/model_store.h"
 
 typedef struct sd_model_handle {
     sd_loaded *loaded; /* one reference */
@@ -21,10 +21,12 @@ sd_value *sd_node_model_value(sd_type type, sd_loaded *l, int clip_layer);
 sd_value *sd_node_model_value_lora(sd_type type, sd_loaded *l, int clip_layer, sd_lora_stack *lora);
 
 /* The UNet / text encoder a MODEL / CLIP handle stands for: the file's own, or the patched view
- * of it its LoRA stack makes (weights patched on first use; models/lora.h). Errors as
+ * of it its LoRA stack makes (weights patched on first use; ml/adapters/lora.h). Errors as
  * sd_loaded_unet / sd_loaded_clip, and LoRA patch failures (message on the context). */
 sd_status sd_node_model_unet(const sd_model_handle *h, sd_unet **out);
 sd_status sd_node_model_clip(const sd_model_handle *h, sd_clip_model **out);
+/* Text encoder `slot` of a CLIP handle's family (sd_loaded_text_encoder), LoRA-patched as above. */
+sd_status sd_node_model_text_encoder(const sd_model_handle *h, int slot, sd_clip_model **out);
 
 /* The handle on a MODEL/CLIP/VAE input (borrowed), or NULL with the node's error recorded when
  * the value carries none. */

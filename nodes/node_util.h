@@ -17,6 +17,8 @@
 #define SD_IN_TEXT(nm, df, dc) \
     {.name = nm, .type = SD_TYPE_STRING, .flags = SD_IN_MULTILINE, .def = df, .doc = dc}
 #define SD_IN_ENUM(nm, df, ch, dc) {.name = nm, .type = SD_TYPE_ENUM, .def = df, .choices = ch, .doc = dc}
+#define SD_IN_PREFIX(nm, df, dc) \
+    {.name = nm, .type = SD_TYPE_STRING, .flags = SD_IN_OUTPUT_PREFIX, .def = df, .doc = dc}
 #define SD_IN_FILE_NAME(nm, dir, dc) \
     {.name = nm, .type = SD_TYPE_STRING, .flags = SD_IN_FILE, .file_dir = dir, .doc = dc}
 

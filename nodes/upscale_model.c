@@ -1,10 +1,10 @@
 /* UpscaleModelLoader and ImageUpscaleWithModel (ComfyUI's nodes of the same names, from
- * comfy_extras/nodes_upscale_model.py) for ESRGAN / Real-ESRGAN RRDBNet files (models/esrgan.h).
+ * comfy_extras/nodes_upscale_model.py) for ESRGAN / Real-ESRGAN RRDBNet files (ml/upscale/esrgan.h).
  * The loader opens and checks the file; the network and its weights come to the device when an
  * image is first upscaled. Upscaling is tiled as ComfyUI's: 512-pixel tiles overlapping by 32
  * with feathered blending, the tile halved (down to 128) when the device runs out of memory, the
  * result clamped to [0, 1]. */
-#include "models/esrgan.h"
+#include "ml/upscale/esrgan.h"
 #include "nodes/image_device.h"
 #include "nodes/node_util.h"
 #include <stdlib.h>
@@ -54,7 +54,8 @@ static sd_status run_loader(sd_node_run *r)
 
 static const sd_input_desc loader_in[] = {
     SD_IN_FILE_NAME("model_name", "upscale_models",
-                    "ESRGAN / Real-ESRGAN RRDBNet .safetensors in models/upscale_models (or an absolute path)"),
+                    "ESRGAN / Real-ESRGAN RRDBNet .safetensors in models/upscale_models"
+                    " (an absolute path needs --allow-absolute-paths)"),
 };
 static const sd_output_desc loader_out[] = {
     SD_OUT("UPSCALE_MODEL", SD_TYPE_UPSCALE_MODEL, "the upscale network (weights upload on first use)"),

@@ -2,6 +2,7 @@
  * hold the VAE's own latents, as in ComfyUI (the KSampler applies the model's scale factor).
  * Batches go through the VAE one image at a time to bound device memory; an image the device
  * cannot hold whole is retried in tiles with a warning (nodes/vae_tiles.h), as ComfyUI does. */
+#include "nodes/family_check.h"
 #include "nodes/node_util.h"
 #include "nodes/vae_tiles.h"
 
@@ -24,6 +25,7 @@ const sd_node_desc sd_node_VAEDecode = {
     .doc = "Decodes latents into images with the VAE (in tiles, with a warning, when the device runs out of memory).",
     .inputs = decode_in, .n_inputs = SD_COUNT(decode_in),
     .outputs = decode_out, .n_outputs = SD_COUNT(decode_out), .run = run_decode,
+    .check = sd_check_vae_decode,
 };
 
 static sd_status run_encode(sd_node_run *r)
@@ -45,4 +47,5 @@ const sd_node_desc sd_node_VAEEncode = {
     .doc = "Encodes images into latents with the VAE (in tiles, with a warning, when the device runs out of memory).",
     .inputs = encode_in, .n_inputs = SD_COUNT(encode_in),
     .outputs = encode_out, .n_outputs = SD_COUNT(encode_out), .run = run_encode,
+    .check = sd_check_vae_encode,
 };

@@ -3,6 +3,7 @@
  * tilings (nodes/vae_tiles.h), so that images larger than the device can hold decode and encode
  * without visible seams. temporal_size and temporal_overlap are ComfyUI's inputs for video VAEs;
  * like ComfyUI, an image VAE ignores them (they are accepted so that workflows import). */
+#include "nodes/family_check.h"
 #include "nodes/node_util.h"
 #include "nodes/vae_tiles.h"
 
@@ -19,6 +20,27 @@ static sd_status tiled_inputs(sd_node_run *r, sd_vae **vae, int64_t *tile, int64
                             "tile_size %lld is not larger than overlap %lld: tiles would not advance", (long long)*tile,
                             (long long)*overlap);
     return SD_OK;
+}
+
+/* The tile_size / overlap rule common to both nodes, before anything runs when both are literals. */
+static void check_tiles(sd_node_check *c)
+{
+    int64_t tile, overlap;
+    if (sd_check_int(c, "tile_size", &tile) && sd_check_int(c, "overlap", &overlap) && tile <= overlap)
+        sd_check_problem(c, "tile_size", "%lld is not larger than overlap %lld: tiles would not advance",
+                         (long long)tile, (long long)overlap);
+}
+
+static void check_decode_tiled(sd_node_check *c)
+{
+    check_tiles(c);
+    sd_check_vae_decode(c);
+}
+
+static void check_encode_tiled(sd_node_check *c)
+{
+    check_tiles(c);
+    sd_check_vae_encode(c);
 }
 
 static sd_status run_decode_tiled(sd_node_run *r)
@@ -76,6 +98,7 @@ const sd_node_desc sd_node_VAEDecodeTiled = {
     .doc = "Decodes latents with the VAE in overlapping, blended tiles (large images in little device memory).",
     .inputs = decode_in, .n_inputs = SD_COUNT(decode_in),
     .outputs = decode_out, .n_outputs = SD_COUNT(decode_out), .run = run_decode_tiled,
+    .check = check_decode_tiled,
 };
 
 static const sd_input_desc encode_in[] = {
@@ -95,4 +118,5 @@ const sd_node_desc sd_node_VAEEncodeTiled = {
     .doc = "Encodes images with the VAE in overlapping, blended tiles.",
     .inputs = encode_in, .n_inputs = SD_COUNT(encode_in),
     .outputs = encode_out, .n_outputs = SD_COUNT(encode_out), .run = run_encode_tiled,
+    .check = check_encode_tiled,
 };

@@ -11,7 +11,7 @@
 #define SD_NODES_VAE_TILES_H
 
 #include "core/node.h"
-#include "models/vae.h"
+#include "ml/vae/vae.h"
 
 /* The VAE's downscale factor f. */
 int64_t sd_vae_factor(const sd_vae *vae);

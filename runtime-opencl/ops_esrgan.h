@@ -1,4 +1,4 @@
-/* Elementwise ops for RRDBNet (ESRGAN / Real-ESRGAN, models/esrgan.c) on NCHW f32 device
+/* Elementwise ops for RRDBNet (ESRGAN / Real-ESRGAN, ml/upscale/esrgan.c) on NCHW f32 device
  * tensors. The "_into" ops write into channels [offset, offset + C) of a destination
  * [B, Cd, H, W], so a residual dense block builds its growing concatenation in place instead of
  * copying it for every convolution. Conventions as runtime-opencl/ops.h (SD_ERR_INVALID naming

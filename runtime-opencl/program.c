@@ -141,8 +141,8 @@ static sd_status load_source(sd_cl *cl, const char *file, char **out)
 {
     *out = NULL;
 #ifdef SDFLOW_KERNELS_FROM_DISK
-    static const char *const dirs[] = {"runtime-opencl/kernels", "runtime-opencl", "models/kernels",
-                                       "models", "nodes/kernels", "nodes"};
+    static const char *const dirs[] = {"runtime-opencl/kernels", "runtime-opencl", "nodes/kernels",
+                                       "nodes"};
     const char *root = getenv("SDFLOW_SOURCE_DIR");
     if (!root || !*root)
         root = SDFLOW_SOURCE_DIR;

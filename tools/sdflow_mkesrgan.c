@@ -2,7 +2,7 @@
  * random weights in the new, old or BSRGAN key layout (tests, goldens, benchmarks), and prints
  * what sdflow reads from a file. The same options and seed give the same bytes; the layouts of
  * one seed hold the same network. */
-#include "models/esrgan.h"
+#include "ml/upscale/esrgan.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 /* sdflow_mklora: writes a random-weight LoRA in kohya layout for the architecture of an SD1
- * checkpoint (tests and goldens; models/lora.h, sd_lora_write_random). Deterministic: the same
+ * checkpoint (tests and goldens; ml/adapters/lora.h, sd_lora_write_random). Deterministic: the same
  * checkpoint architecture, options and seed give the same bytes. */
-#include "models/lora.h"
+#include "ml/adapters/lora.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

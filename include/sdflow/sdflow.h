@@ -24,7 +24,7 @@ typedef enum sd_status {
     SD_ERR_LIMIT,       /* a size, depth, pixel or device limit was exceeded */
     SD_ERR_NOMEM,       /* out of host or device memory */
     SD_ERR_IO,          /* reading or writing a file failed */
-    SD_ERR_CL,          /* the OpenCL device reported an error */
+    SD_ERR_CL,          /* the OpenCL device reported an error, or no (matching) device exists */
     SD_ERR_CACHE,       /* cache database error (never fails a run; maintenance commands only) */
     SD_ERR_INTERRUPTED, /* SIGINT/SIGTERM or sd_context_interrupt() */
     SD_ERR_MISMATCH     /* replay produced a different image */
@@ -44,7 +44,7 @@ const char *sd_version(void);
 typedef struct sd_context sd_context;
 
 /* Creates a context with defaults taken from the environment: SDFLOW_MODELS (':'-separated
- * model directories), SDFLOW_INPUT, SDFLOW_OUTPUT, SDFLOW_CACHE, SDFLOW_DEVICE.
+ * model directories; default "models"), SDFLOW_INPUT, SDFLOW_OUTPUT, SDFLOW_CACHE, SDFLOW_DEVICE.
  * Returns SD_ERR_NOMEM when no memory is left (and *out stays NULL). */
 sd_status sd_context_new(sd_context **out);
 void sd_context_free(sd_context *ctx);
@@ -63,11 +63,14 @@ typedef enum sd_dir_kind {
 
 /* Model directories are searched in the order added; each is laid out like ComfyUI's
  * models/ folder (checkpoints/, vae/, loras/, embeddings/, controlnet/, upscale_models/).
- * sd_context_clear_models_dirs() drops the ones taken from the environment. */
+ * sd_context_clear_models_dirs() drops the ones taken from the environment (or the default). */
 sd_status sd_context_add_models_dir(sd_context *ctx, const char *path);
 void sd_context_clear_models_dirs(sd_context *ctx);
 sd_status sd_context_set_dir(sd_context *ctx, sd_dir_kind kind, const char *path);
 const char *sd_context_dir(const sd_context *ctx, sd_dir_kind kind);
+/* Whether file inputs of a workflow may name absolute paths (default false: a name is looked up
+ * in the model or input directories only; the CLI's --allow-absolute-paths). */
+void sd_context_set_allow_absolute_paths(sd_context *ctx, bool allow);
 
 /* Cache database path; NULL disables caching. Default: $SDFLOW_CACHE, else
  * $XDG_CACHE_HOME/sdflow/cache.db, else ~/.cache/sdflow/cache.db. Opened lazily. */
@@ -242,14 +245,23 @@ sd_status sd_parse_size(const char *text, int64_t *out);
  * the PNG carries none. */
 sd_status sd_png_extract_workflow(sd_context *ctx, const char *png_path, char **xml_out);
 
+typedef struct sd_replay_options {
+    bool use_cache; /* trust cached node outputs (and memoized file hashes); default: re-render */
+} sd_replay_options;
 typedef struct sd_replay_report {
     bool identical;
     double max_abs_diff; /* in 8-bit levels */
-    char *new_image;     /* path of the re-rendered image (malloc'd), in the temp directory */
+    char *new_image;     /* when different: the re-rendered image (malloc'd), kept in its private
+                            directory <temp dir>/replay-XXXXXX; otherwise NULL */
 } sd_replay_report;
-/* Re-runs the workflow embedded in png_path and compares the result with it. Returns SD_OK when
- * pixel-identical, SD_ERR_MISMATCH otherwise; report may be NULL. */
-sd_status sd_replay(sd_context *ctx, const char *png_path, sd_replay_report *report);
+/* Re-runs the workflow embedded in png_path (options may be NULL: re-render everything) and
+ * compares the result with it. Files are resolved by name in the context's directories, as a run
+ * does, and must have the hashes the PNG records for them (SD_ERR_INVALID naming the file before
+ * any node runs); no path recorded in the PNG is opened. The re-run writes into a fresh private
+ * directory that is removed unless the images differ. Returns SD_OK when pixel-identical,
+ * SD_ERR_MISMATCH otherwise; report may be NULL. */
+sd_status sd_replay(sd_context *ctx, const char *png_path, const sd_replay_options *options,
+                    sd_replay_report *report);
 void sd_replay_report_clear(sd_replay_report *report);
 
 #ifdef __cplusplus

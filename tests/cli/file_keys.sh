@@ -2,8 +2,9 @@
 # What the cache keys cover (docs/caching.md): a checkpoint rewritten in place with its mtime put
 # back (dd conv=notrunc, touch -r) is hashed again, so nothing is served from the old weights and
 # the PNG records the new hash; the files embedding:NAME names are in CLIPTextEncode's key and in
-# the provenance: adding, changing or removing one re-encodes the prompt; embedding:SDA768.pt
-# (ComfyUI's example) resolves, and a pickled one is refused in one line.
+# the provenance (replay verifies them by name): adding, changing or removing one re-encodes the
+# prompt; embedding:SDA768.pt (ComfyUI's example) resolves, and a pickled one is refused in one
+# line.
 . "$(dirname "$0")/lib.bash"
 mkdir -p "$T/models/checkpoints" "$T/models/embeddings"
 ck=$T/models/checkpoints/tiny.safetensors
@@ -48,11 +49,20 @@ run 0 run "$SRC/graphs/txt2img.xml" "${emb[@]}"
 check "adding the embedding file re-encodes the prompt" ran positive
 check "the negative prompt names none: cached" cached negative
 check "the provenance lists the embedding with its hash" \
-    grep -qa "\"$star\":\"$(hash "$star")\"" "$(head -n 1 "$T/out")"
+    grep -qa "\"embeddings/star.safetensors\":\"$(hash "$star")\"" "$(head -n 1 "$T/out")"
 mkemb "$star" 075
 run 0 run "$SRC/graphs/txt2img.xml" "${emb[@]}"
 check "changing the embedding file re-encodes the prompt" ran positive
-check "the provenance has its new hash" grep -qa "\"$star\":\"$(hash "$star")\"" "$(head -n 1 "$T/out")"
+check "the provenance has its new hash" grep -qa "\"embeddings/star.safetensors\":\"$(hash "$star")\"" "$(head -n 1 "$T/out")"
+# Replay verifies the embedding by its recorded name, as it does the checkpoint.
+png=$(head -n 1 "$T/out")
+run 0 replay "$png" --models-dir "$T/models" --no-cache
+check "replayed with the same embedding: identical" grep -q "^identical: " "$T/out"
+mkemb "$star" 076
+run 3 replay "$png" --models-dir "$T/models" --no-cache
+check "replay names the changed embedding" \
+    grep -q "^sdflow: error: file embeddings/star.safetensors (.*) has changed: recorded blake2b" "$T/err"
+mkemb "$star" 075
 rm "$star"
 run 0 run "$SRC/graphs/txt2img.xml" "${emb[@]}"
 check "removing it gives the first key back: from the cache" \
@@ -67,7 +77,8 @@ check "and is in the provenance" grep -qa "embeddings/SDA768.pt\"" "$(head -n 1 
 printf '\x80\x02\x63\x63\x6f\x6c\x6c\x65\x63\x74' >"$T/models/embeddings/pickled.pt"
 run 0 run "$SRC/graphs/txt2img.xml" "${base[@]}" --set "prompt=embedding:pickled a cat"
 check "a pickle is named as one in one line" grep -qx "sdflow: warning: embedding:pickled cannot be used: \
-$T/models/embeddings/pickled.pt: a PyTorch pickle file (torch.save), not safetensors: sdflow reads only .safetensors" \
+$T/models/embeddings/pickled.pt: a PyTorch pickle checkpoint (raw pickle), not safetensors: pickle checkpoints \
+are not supported yet; convert it to .safetensors" \
     "$T/err"
 
 finish file_keys.sh

@@ -23,6 +23,10 @@ mkdir -p "$T/models/loras"
     "$T/models/loras/lora.safetensors" || fail "sdflow_mklora"
 "$MK" --preset tiny --in-channels 9 "$T/models/checkpoints/sd-v1-5-inpainting.safetensors" >/dev/null ||
     fail "sdflow_mkckpt --in-channels 9"
+"$MK" --preset sdxl-tiny --dtype f16 "$T/models/checkpoints/sd_xl_base_1.0.safetensors" >/dev/null ||
+    fail "sdflow_mkckpt --preset sdxl-tiny"
+"$MK" --preset sdxl-refiner-tiny --dtype f16 "$T/models/checkpoints/sd_xl_refiner_1.0.safetensors" >/dev/null ||
+    fail "sdflow_mkckpt --preset sdxl-refiner-tiny"
 for g in "$SRC"/graphs/*.xml; do
     "$BIN" validate --models-dir "$T/models" --input-dir "$T/input" "$g" >"$T/out" 2>&1 ||
         { cat "$T/out"; fail "stock graph $g does not validate"; }

@@ -1,10 +1,10 @@
-/* Fuzzes the CLIP tokenizer and ComfyUI prompt weighting (models/clip_tokenizer.c,
- * models/prompt_weights.c) on arbitrary bytes, as CLIPTextEncode's text reaches them:
+/* Fuzzes the CLIP tokenizer and ComfyUI prompt weighting (ml/text/clip_tokenizer.c,
+ * ml/text/prompt_weights.c) on arbitrary bytes, as CLIPTextEncode's text reaches them:
  * sd_clip_tokenize on the raw bytes (invalid UTF-8 included), sd_prompt_parse_weights, and
  * sd_prompt_tokenize with an embedding lookup (names of 1-3 letters exist, with that many
  * vectors) so the "embedding:" path is covered. */
 #include "fuzz_util.h"
-#include "models/prompt_weights.h"
+#include "ml/text/prompt_weights.h"
 #include <stdlib.h>
 #include <string.h>
 

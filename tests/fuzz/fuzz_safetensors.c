@@ -1,9 +1,9 @@
-/* Fuzzes the safetensors reader (models/safetensors.c) as a model file reaches it: the bytes are
+/* Fuzzes the safetensors reader (ml/formats/safetensors.c) as a model file reaches it: the bytes are
  * written to a file and opened with sd_safetensors_open (header length, strict JSON, dtypes,
  * shapes, offsets, metadata); every tensor of a weight dtype is converted to f32 and f16, and
  * the same file is loaded as a ComfyUI .latent by sd_load_latent (nodes/latent_file.c). */
 #include "fuzz_util.h"
-#include "models/safetensors.h"
+#include "ml/formats/safetensors.h"
 #include "nodes/latent_file.h"
 #include <stdlib.h>
 

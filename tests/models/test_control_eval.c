@@ -1,12 +1,12 @@
-/* models/control_eval.h: the residuals sd_control_eval_call assembles for one model call equal
+/* ml/adapters/control_eval.h: the residuals sd_control_eval_call assembles for one model call equal
  * the ControlNet run directly on the batch ComfyUI would build (x and the hint cycled over the
  * latent batch and the entries, the entry's context rows), bit for bit; entries without an
  * active ControlNet get zeros; nothing active gives no residuals; a chain sums its links; the
  * percent range follows ComfyUI's percent_to_sigma. */
 #include "test.h"
 #include "support/ops_check.h"
-#include "models/control_eval.h"
-#include "models/sd1_layout.h"
+#include "ml/adapters/control_eval.h"
+#include "ml/families/sd1_layout.h"
 #include "runtime-opencl/ops_basic.h"
 #include <math.h>
 #include <stdlib.h>
@@ -37,7 +37,7 @@ static bool setup(void)
     sd_context *ctx = ops_cl()->ctx;
     sd_checkpoint_config cfg;
     char *path = test_path(test_scratch_dir(), "cn.safetensors");
-    bool ok = sd_sd1_preset("tiny", &cfg) && !sd_controlnet_write_random(ctx, path, &cfg.unet, false, SD_ST_F32, 11) &&
+    bool ok = sd_checkpoint_preset("tiny", &cfg) && !sd_controlnet_write_random(ctx, path, &cfg.unet, false, SD_ST_F32, 11) &&
               !sd_controlnet_open(ctx, path, SD_DTYPE_F32, &g_cn);
     free(path);
     g_img2 = image(2, 48, 40, 5);

@@ -1,4 +1,4 @@
-/* The SD1 ControlNet (models/controlnet.h) against diffusers' ControlNetModel + UNet on tiny random
+/* The SD1 ControlNet (ml/adapters/controlnet.h) against diffusers' ControlNetModel + UNet on tiny random
  * files (tests/reference/make_controlnet_goldens.py writes the goldens from the identical files:
  * UNet sdflow_mkckpt --preset tiny --no-clip --no-vae --seed 7, ControlNet --kind controlnet
  * --seed 11). Batch 2, 8x8 latent, 64x64 hint, strength 0.75; f32 weights, 1e-4 absolute (the
@@ -6,8 +6,8 @@
  * other families named, missing tensors, wrong hint shapes, with exact errors. */
 #include "test.h"
 #include "support/ops_check.h"
-#include "models/controlnet.h"
-#include "models/sd1_layout.h"
+#include "ml/adapters/controlnet.h"
+#include "ml/families/sd1_layout.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +34,7 @@ static sd_dtensor *golden(const char *name)
 static bool setup(void)
 {
     sd_context *ctx = ops_cl()->ctx;
-    if (!sd_sd1_preset("tiny", &g_cfg))
+    if (!sd_checkpoint_preset("tiny", &g_cfg))
         return false;
     g_cfg.has_clip = g_cfg.has_vae = false;
     const char *dir = test_scratch_dir();

@@ -1,4 +1,4 @@
-/* Textual-inversion embeddings (models/embeddings.h) and their use by the CLIP encoder
+/* Textual-inversion embeddings (ml/adapters/embeddings.h) and their use by the CLIP encoder
  * (sd_clip_encode_ex): a 2-vector embedding against transformers' CLIPTextModel with the vectors
  * appended to its token table (tests/reference/make_lora_goldens.py, same tiny checkpoint:
  * sdflow_mkckpt --preset tiny --no-vae --seed 7), reached through the prompt syntax
@@ -6,10 +6,10 @@
  * unknown or unusable embeddings (warnings, encoded without them). */
 #include "test.h"
 #include "support/ops_check.h"
-#include "models/clip.h"
+#include "ml/text/clip.h"
 #include "core/files.h"
-#include "models/embeddings.h"
-#include "models/sd1_layout.h"
+#include "ml/adapters/embeddings.h"
+#include "ml/families/sd1_layout.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,7 +89,7 @@ static void test_golden(void)
 {
     sd_context *ctx = ops_cl()->ctx;
     sd_checkpoint_config cfg;
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     cfg.has_vae = false;
     char *ck = test_path(test_scratch_dir(), "ck.safetensors");
     sd_safetensors *st = NULL;
@@ -220,8 +220,8 @@ static void test_names(void)
     CHECK_EQ_INT(ids[3], 49407); /* SDA768.pt found, but a pickle: left out */
     CHECK(rows && memcmp(rows, rows + WIDTH, WIDTH * sizeof *rows) == 0);
     CHECK_STR_CONTAINS(g_log, "embedding:SDA768.pt cannot be used: ");
-    CHECK_STR_CONTAINS(g_log, "SDA768.pt: a PyTorch pickle file (torch.save), not safetensors: sdflow reads only "
-                              ".safetensors\n");
+    CHECK_STR_CONTAINS(g_log, "SDA768.pt: a PyTorch pickle checkpoint (raw pickle), not safetensors: pickle "
+                              "checkpoints are not supported yet; convert it to .safetensors\n");
     free(rows);
     sd_prompt_tokens_free(&toks);
     free(pickle);

@@ -1,11 +1,11 @@
-/* RRDBNet (models/esrgan.h) against a PyTorch RRDBNet (goldens from
+/* RRDBNet (ml/upscale/esrgan.h) against a PyTorch RRDBNet (goldens from
  * tests/reference/make_esrgan_goldens.py on the same tiny random files): x4, pixel-unshuffled
  * x2 and x1, f32 and f16 weights; the old and BSRGAN layouts give the new layout's output; the
  * architecture read from shapes; the tiled upscale against a whole-image run (no seams); bad
  * files named with what was found. */
 #include "test.h"
 #include "support/golden.h"
-#include "models/esrgan.h"
+#include "ml/upscale/esrgan.h"
 #include <math.h>
 #include <stdlib.h>
 

@@ -1,4 +1,4 @@
-/* LoRA (models/lora.h) against diffusers' load_lora_weights + fuse_lora
+/* LoRA (ml/adapters/lora.h) against diffusers' load_lora_weights + fuse_lora
  * (tests/reference/make_lora_goldens.py writes the goldens from the identical files:
  * sdflow_mkckpt --preset tiny --no-vae --seed 7, sdflow_mklora --seed 3). UNet strength 0.8,
  * text encoder 1.3; f32 weights within 1e-4, f16 within 5e-3 (as test_unet.c). Then: LDM key
@@ -6,8 +6,8 @@
  * weights, and bad files with their exact errors. */
 #include "test.h"
 #include "support/ops_check.h"
-#include "models/lora.h"
-#include "models/sd1_layout.h"
+#include "ml/adapters/lora.h"
+#include "ml/families/sd1_layout.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +37,7 @@ static bool setup(void)
     sd_context *ctx = ops_cl()->ctx;
     sd_context_set_log(ctx, collect, NULL);
     sd_checkpoint_config cfg;
-    if (!sd_sd1_preset("tiny", &cfg))
+    if (!sd_checkpoint_preset("tiny", &cfg))
         return false;
     cfg.has_vae = false;
     g_ckpt = test_path(test_scratch_dir(), "ck.safetensors");
@@ -352,14 +352,14 @@ static void test_bad_files(void)
     tensor_spec sdxl_te2[2] = {{"lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight", 2, {1280, 4}, 0.1f},
                                {"lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight", 2, {4, 1280}, 0.1f}};
     expect_open("sdxl_te2.safetensors", sdxl_te2, 2, SD_ERR_INVALID,
-                "SDXL LoRA detected (key 'lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight' "
-                "patches SDXL's second text encoder); sdflow supports SD1.x LoRAs");
+                "SDXL LoRA detected (key 'lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight'); "
+                "the model is SD1.x; sdflow supports SD1.x LoRAs");
     tensor_spec sdxl_ctx[2] = {
         {"lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k.lora_up.weight", 2, {640, 4}, 0.1f},
         {"lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k.lora_down.weight", 2, {4, 2048}, 0.1f}};
     expect_open("sdxl_ctx.safetensors", sdxl_ctx, 2, SD_ERR_INVALID,
-                "SDXL LoRA detected (key 'lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k.lora_down.weight' "
-                "reads a 2048-wide text context; SD1 uses 64)");
+                "SDXL LoRA detected (key 'lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k.lora_down.weight'); "
+                "the model is SD1.x");
     tensor_spec nothing[2] = {{"lora_unet_foo_bar.lora_up.weight", 2, {8, 2}, 0.1f},
                               {"transformer.blocks.0.weight", 2, {8, 8}, 0.1f}};
     expect_open("nothing.safetensors", nothing, 2, SD_ERR_INVALID,

@@ -3,7 +3,7 @@
 #include "test.h"
 #include "core/context.h"
 #include "core/rng.h"
-#include "models/sampling.h"
+#include "ml/sampling/sampling.h"
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>

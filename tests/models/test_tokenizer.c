@@ -1,7 +1,7 @@
 /* CLIP tokenizer against transformers' CLIPTokenizer goldens, and ComfyUI prompt weighting
  * (goldens plus hand-derived cases). */
 #include "test.h"
-#include "models/prompt_weights.h"
+#include "ml/text/prompt_weights.h"
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* The SD1 UNet (models/unet.h) against diffusers' UNet2DConditionModel on a tiny random
+/* The SD1 UNet (ml/diffusion/unet.h) against diffusers' UNet2DConditionModel on a tiny random
  * checkpoint (tests/reference/make_unet_goldens.py writes the goldens from the identical file:
  * sdflow_mkckpt --preset tiny --res-blocks 2 --depth 2 --no-clip --no-vae --seed 7).
  * Batch 2 (as CFG runs it), 16x16 latent, 33 context tokens; once plain and once with synthetic
@@ -7,8 +7,8 @@
  * weights alone are rounded to 11 bits; outputs have std 0.3). Then bad input with exact errors. */
 #include "test.h"
 #include "support/ops_check.h"
-#include "models/sd1_layout.h"
-#include "models/unet.h"
+#include "ml/families/sd1_layout.h"
+#include "ml/diffusion/unet.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,10 +27,10 @@ static bool setup(void)
 {
     sd_context *ctx = ops_cl()->ctx;
     sd_checkpoint_config cfg;
-    if (!sd_sd1_preset("tiny", &cfg))
+    if (!sd_checkpoint_preset("tiny", &cfg))
         return false;
     cfg.unet.num_res_blocks = 2;
-    cfg.unet.transformer_depth = 2;
+    sd_unet_config_set_depth(&cfg.unet, 2);
     cfg.has_clip = cfg.has_vae = false;
     g_path = test_path(test_scratch_dir(), "unet.safetensors");
     if (sd_sd1_write_random(ctx, g_path, &cfg, SD_ST_F32, 7) || sd_safetensors_open(ctx, g_path, &g_st) ||
@@ -128,7 +128,7 @@ static void forward_case(sd_dtype dtype, const sd_unet_control *control, const c
 static void test_forward_f32(void)
 {
     CHECK_EQ_INT(g_cfg.unet.num_heads, 8);
-    CHECK_EQ_INT(g_cfg.unet.transformer_depth, 2);
+    CHECK_EQ_INT(g_cfg.unet.middle_depth, 2);
     forward_case(SD_DTYPE_F32, NULL, "unet_eps.bin", F32_TOL);
 }
 

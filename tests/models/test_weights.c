@@ -1,6 +1,6 @@
 /* Lazily uploaded device weights: dtype rules, laziness, missing tensors, patched views. */
 #include "test.h"
-#include "models/weights.h"
+#include "ml/loading/weights.h"
 #include <stdlib.h>
 #include <string.h>
 

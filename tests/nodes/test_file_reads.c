@@ -1,4 +1,4 @@
-/* Files read while a run goes on (models/safetensors.h, the read guard of core/files.h):
+/* Files read while a run goes on (ml/formats/safetensors.h, the read guard of core/files.h):
  *  - a checkpoint truncated (truncate -s 8M) or overwritten in place (as cp does) after the loader
  *    opened it and before VAEDecode reads its weights fails VAEDecode with one line naming the
  *    file, status SD_ERR_IO (exit 5), and nothing from VAEDecode is cached; before, the file was
@@ -7,8 +7,8 @@
  *  - a running node cannot open a file its cache key does not cover. */
 #include "test.h"
 #include "core/files.h"
-#include "models/safetensors.h"
-#include "models/sd1_layout.h"
+#include "ml/formats/safetensors.h"
+#include "ml/families/sd1_layout.h"
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -23,7 +23,7 @@ static void write_ckpt(const char *path, uint64_t seed)
     sd_context *ctx = NULL;
     sd_checkpoint_config cfg;
     CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     CHECK_EQ_INT(sd_sd1_write_random(ctx, path, &cfg, SD_ST_F32, seed), SD_OK);
     sd_context_free(ctx);
 }
@@ -82,6 +82,7 @@ static sd_context *watched_context(const char *cache, trigger *t)
 {
     sd_context *ctx = NULL;
     CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
+    sd_context_set_allow_absolute_paths(ctx, true); /* test files are named by absolute path */
     sd_context_set_cache_path(ctx, cache);
     t->ctx = ctx;
     sd_context_set_progress(ctx, on_progress, t);

@@ -5,8 +5,8 @@
  * keeping the LoRA, embeddings by name, and LoRA files that are refused. */
 #include "test.h"
 #include "core/run.h"
-#include "models/lora.h"
-#include "models/sd1_layout.h"
+#include "ml/adapters/lora.h"
+#include "ml/families/sd1_layout.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +27,7 @@ static sd_context *new_context(const char *cache)
 {
     sd_context *ctx = NULL;
     CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
+    sd_context_set_allow_absolute_paths(ctx, true); /* test files are named by absolute path */
     sd_context_set_cache_path(ctx, cache);
     sd_context_set_dir(ctx, SD_DIR_OUTPUT, test_scratch_dir());
     sd_context_clear_models_dirs(ctx);
@@ -51,7 +52,7 @@ static void setup(void)
     char *emb = test_path(g_models, "embeddings");
     CHECK(mkdir(g_models, 0755) == 0 && mkdir(g_lora_dir, 0755) == 0 && mkdir(emb, 0755) == 0);
     sd_context *ctx = new_context(NULL);
-    CHECK(sd_sd1_preset("tiny", &g_cfg));
+    CHECK(sd_checkpoint_preset("tiny", &g_cfg));
     g_ckpt = test_path(test_scratch_dir(), "tiny.safetensors");
     CHECK_EQ_INT(sd_sd1_write_random(ctx, g_ckpt, &g_cfg, SD_ST_F32, 42), SD_OK);
     sd_context_free(ctx);
@@ -316,9 +317,12 @@ static void test_bad_lora(void)
     sd_run_options o = {.outputs = outputs, .n_outputs = 1, .no_cache = true};
     sd_result *res = NULL;
     CHECK_EQ_INT(sd_graph_run(g, &o, &res), SD_ERR_INVALID);
-    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "lora");
-    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "xl.safetensors: SDXL LoRA detected (key "
-                                               "'lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight'");
+    /* Found before anything runs, from the file's header (validation's check pass). */
+    CHECK_EQ_INT(sd_context_diag_count(ctx), 1);
+    CHECK_STR_CONTAINS(sd_context_diag(ctx, 0), "input 'lora_name'");
+    CHECK_STR_CONTAINS(sd_context_diag(ctx, 0), "xl.safetensors: SDXL LoRA detected (key "
+                                                "'lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight'); "
+                                                "the model is SD1.x");
     CHECK_EQ_INT(outcome(res, "sampler"), SD_NODE_SKIPPED);
     sd_result_free(res);
     /* A file that does not exist: the loader input names it (validation). */

@@ -5,7 +5,7 @@
  * written. */
 #include "test.h"
 #include "core/run.h"
-#include "models/esrgan.h"
+#include "ml/upscale/esrgan.h"
 #include "support/png_fixture.h"
 #include <stdlib.h>
 #include <sys/stat.h>

@@ -50,10 +50,10 @@ static void test_device_selection(void)
     sd_context *ctx = new_ctx();
     CHECK_EQ_INT(sd_context_set_device(ctx, "no-such-device-xyz"), SD_OK);
     sd_cl *cl = NULL;
-    CHECK_EQ_INT(sd_cl_get(ctx, &cl), SD_ERR_NOT_FOUND);
+    CHECK_EQ_INT(sd_cl_get(ctx, &cl), SD_ERR_CL); /* a device error: exit 4 in the CLI */
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "no OpenCL device matches 'no-such-device-xyz'");
     CHECK_EQ_INT(sd_context_set_device(ctx, "99"), SD_OK);
-    CHECK_EQ_INT(sd_cl_get(ctx, &cl), SD_ERR_NOT_FOUND);
+    CHECK_EQ_INT(sd_cl_get(ctx, &cl), SD_ERR_CL);
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "no OpenCL device matches '99'");
     CHECK_EQ_INT(sd_context_set_device(ctx, "0"), SD_OK);
     CHECK_EQ_INT(sd_cl_get(ctx, &cl), SD_OK);

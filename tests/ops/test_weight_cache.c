@@ -66,7 +66,7 @@ static void test_linear_kept_once(void)
     CHECK_EQ_INT(sd_op_linear(cl, x, plain, bias, SD_ACT_NONE, &ref), SD_OK);
     CHECK(same_and_free(y1, ref));
 
-    /* A struct-copy view (as models/unet.c makes for 1x1 kernels) shares the kept form. */
+    /* A struct-copy view (as ml/diffusion/unet.c makes for 1x1 kernels) shares the kept form. */
     sd_dtensor view = *w;
     view.ndim = 2;
     CHECK_EQ_INT(sd_op_linear(cl, x, &view, bias, SD_ACT_NONE, &y1), SD_OK);

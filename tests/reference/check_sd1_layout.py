@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks sdflow's SD1 single-file layout (models/sd1_layout.c) against diffusers/transformers.
+"""Checks sdflow's SD1 single-file layout (ml/families/sd1_layout.c) against diffusers/transformers.
 
 For several architectures it lists the tensors sdflow_mkckpt would write (--list), converts
 the names with diffusers' own LDM -> diffusers converters (the code diffusers uses to load

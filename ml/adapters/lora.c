@@ -1,0 +1,770 @@
+/* LoRA files: key mapping, checks and the device patch (see lora.h, docs/lora.md). */
+#include "ml/adapters/lora.h"
+#include "core/checked.h"
+#include "ml/families/sd1_layout.h"
+#include "runtime-opencl/ops.h"
+#include "runtime-opencl/ops_basic.h"
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NAME_MAX_LEN 192
+#define LIST_CHARS 600 /* characters of key names listed in one message */
+
+/* ---- LDM <-> diffusers UNet names ---- */
+
+static const char *const resnet_map[][2] = {
+    {"in_layers.0.", "norm1."},       {"in_layers.2.", "conv1."},  {"emb_layers.1.", "time_emb_proj."},
+    {"out_layers.0.", "norm2."},      {"out_layers.3.", "conv2."}, {"skip_connection.", "conv_shortcut."},
+};
+
+/* <block>.<rest> for a ResBlock: the diffusers spelling of rest. */
+static bool resnet_rest(const char *rest, const char **mapped, const char **tail)
+{
+    for (size_t i = 0; i < sizeof resnet_map / sizeof resnet_map[0]; i++) {
+        size_t n = strlen(resnet_map[i][0]);
+        if (strncmp(rest, resnet_map[i][0], n) == 0) {
+            *mapped = resnet_map[i][1];
+            *tail = rest + n;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool put(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool put(char *out, size_t size, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(out, size, fmt, ap);
+    va_end(ap);
+    return n >= 0 && (size_t)n < size;
+}
+
+bool sd_unet_diffusers_name(const sd_unet_config *cfg, const char *ldm, char *out, size_t size)
+{
+    static const char *const top[][2] = {
+        {"input_blocks.0.0.", "conv_in."},          {"time_embed.0.", "time_embedding.linear_1."},
+        {"time_embed.2.", "time_embedding.linear_2."}, {"out.0.", "conv_norm_out."}, {"out.2.", "conv_out."},
+    };
+    for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
+        if (strncmp(ldm, top[i][0], strlen(top[i][0])) == 0)
+            return put(out, size, "%s%s", top[i][1], ldm + strlen(top[i][0]));
+    int r = cfg->num_res_blocks, levels = cfg->n_levels, nb, m, used = 0;
+    const char *mapped, *tail;
+    if (sscanf(ldm, "input_blocks.%d.%d.%n", &nb, &m, &used) == 2 && used > 0 && nb >= 1) {
+        int x = (nb - 1) / (r + 1), j = (nb - 1) % (r + 1);
+        const char *rest = ldm + used;
+        if (x >= levels)
+            return false;
+        if (j < r && m == 0 && resnet_rest(rest, &mapped, &tail))
+            return put(out, size, "down_blocks.%d.resnets.%d.%s%s", x, j, mapped, tail);
+        if (j < r && m == 1 && cfg->attention[x])
+            return put(out, size, "down_blocks.%d.attentions.%d.%s", x, j, rest);
+        if (j == r && m == 0 && x + 1 < levels && strncmp(rest, "op.", 3) == 0)
+            return put(out, size, "down_blocks.%d.downsamplers.0.conv.%s", x, rest + 3);
+        return false;
+    }
+    if (sscanf(ldm, "middle_block.%d.%n", &m, &used) == 1 && used > 0) {
+        const char *rest = ldm + used;
+        if ((m == 0 || m == 2) && resnet_rest(rest, &mapped, &tail))
+            return put(out, size, "mid_block.resnets.%d.%s%s", m / 2, mapped, tail);
+        if (m == 1)
+            return put(out, size, "mid_block.attentions.0.%s", rest);
+        return false;
+    }
+    if (sscanf(ldm, "output_blocks.%d.%d.%n", &nb, &m, &used) == 2 && used > 0 && nb >= 0) {
+        int x = nb / (r + 1), i = nb % (r + 1);
+        const char *rest = ldm + used;
+        if (x >= levels)
+            return false;
+        bool attn = cfg->attention[levels - 1 - x];
+        if (m == 0 && resnet_rest(rest, &mapped, &tail))
+            return put(out, size, "up_blocks.%d.resnets.%d.%s%s", x, i, mapped, tail);
+        if (m == 1 && attn)
+            return put(out, size, "up_blocks.%d.attentions.%d.%s", x, i, rest);
+        if (m == (attn ? 2 : 1) && i == r && x + 1 < levels && strncmp(rest, "conv.", 5) == 0)
+            return put(out, size, "up_blocks.%d.upsamplers.0.conv.%s", x, rest + 5);
+        return false;
+    }
+    return false;
+}
+
+/* ---- The key map: LoRA key bases -> checkpoint tensors ---- */
+
+typedef struct target {
+    char key[NAME_MAX_LEN];  /* LoRA key base, e.g. "lora_unet_down_blocks_0_attentions_0_proj_in" */
+    sd_lora_part part;
+    int layout_index;        /* entry in the part's layout */
+} target;
+
+typedef struct keymap {
+    target *t;
+    size_t n, cap;
+    sd_layout unet, clip;    /* tensor names relative to the sub-model's prefix */
+    bool nomem;
+} keymap;
+
+static void map_add(keymap *km, sd_lora_part part, int index, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void map_add(keymap *km, sd_lora_part part, int index, const char *fmt, ...)
+{
+    if (km->nomem)
+        return;
+    if (km->n == km->cap) {
+        size_t cap = km->cap ? 2 * km->cap : 1024;
+        target *t = realloc(km->t, cap * sizeof *t);
+        if (!t) {
+            km->nomem = true;
+            return;
+        }
+        km->t = t;
+        km->cap = cap;
+    }
+    target *t = &km->t[km->n];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(t->key, sizeof t->key, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof t->key)
+        return;
+    t->part = part;
+    t->layout_index = index;
+    km->n++;
+}
+
+/* name with '.' written as '_'. */
+static void underscores(char *dst, const char *src, size_t size)
+{
+    snprintf(dst, size, "%s", src);
+    for (char *p = dst; *p; p++)
+        if (*p == '.')
+            *p = '_';
+}
+
+/* base without its trailing ".weight" into dst; false for other names. */
+static bool strip_weight(char *dst, const char *name, size_t size)
+{
+    size_t n = strlen(name);
+    if (n <= 7 || strcmp(name + n - 7, ".weight") != 0 || n - 7 >= size)
+        return false;
+    memcpy(dst, name, n - 7);
+    dst[n - 7] = '\0';
+    return true;
+}
+
+static void map_unet(keymap *km, const sd_unet_config *cfg)
+{
+    for (size_t i = 0; i < km->unet.n; i++) {
+        const sd_layout_entry *e = &km->unet.entries[i];
+        char base[NAME_MAX_LEN], us[NAME_MAX_LEN], diff[NAME_MAX_LEN], dbase[NAME_MAX_LEN];
+        if (e->kind != SD_PARAM_WEIGHT || !strip_weight(base, e->name, sizeof base))
+            continue;
+        underscores(us, base, sizeof us);
+        map_add(km, SD_LORA_UNET, (int)i, "lora_unet_%s", us);
+        if (!sd_unet_diffusers_name(cfg, e->name, diff, sizeof diff) || !strip_weight(dbase, diff, sizeof dbase))
+            continue;
+        underscores(us, dbase, sizeof us);
+        map_add(km, SD_LORA_UNET, (int)i, "lora_unet_%s", us);
+        map_add(km, SD_LORA_UNET, (int)i, "%s", dbase);
+        map_add(km, SD_LORA_UNET, (int)i, "unet.%s", dbase);
+        /* Old diffusers attention processors: <attn>.processor.to_q, ..., <attn>.processor.to_out. */
+        char *to = strstr(dbase, ".to_");
+        if (to) {
+            size_t len = strlen(dbase);
+            int keep = (int)len - ((len > 9 && strcmp(dbase + len - 9, ".to_out.0") == 0) ? 2 : 0);
+            map_add(km, SD_LORA_UNET, (int)i, "%.*s.processor%.*s", (int)(to - dbase), dbase,
+                    keep - (int)(to - dbase), to);
+            map_add(km, SD_LORA_UNET, (int)i, "unet.%.*s.processor%.*s", (int)(to - dbase), dbase,
+                    keep - (int)(to - dbase), to);
+        }
+    }
+}
+
+static void map_clip(keymap *km)
+{
+    for (size_t i = 0; i < km->clip.n; i++) {
+        const sd_layout_entry *e = &km->clip.entries[i];
+        char base[NAME_MAX_LEN], us[NAME_MAX_LEN];
+        if (e->kind != SD_PARAM_WEIGHT || strncmp(e->name, "encoder.layers.", 15) != 0 ||
+            !strip_weight(base, e->name, sizeof base))
+            continue;
+        underscores(us, base, sizeof us);
+        map_add(km, SD_LORA_CLIP, (int)i, "lora_te_text_model_%s", us);
+        map_add(km, SD_LORA_CLIP, (int)i, "lora_te1_text_model_%s", us);
+        map_add(km, SD_LORA_CLIP, (int)i, "text_encoder.text_model.%s", base);
+    }
+}
+
+static int cmp_target(const void *a, const void *b)
+{
+    return strcmp(((const target *)a)->key, ((const target *)b)->key);
+}
+
+static sd_status keymap_build(sd_context *ctx, const sd_checkpoint_config *cfg, keymap *km)
+{
+    memset(km, 0, sizeof *km);
+    sd_status st = SD_OK;
+    if (cfg->has_unet && !(st = sd_layout_unet(ctx, &cfg->unet, "", &km->unet)))
+        map_unet(km, &cfg->unet);
+    if (!st && cfg->has_clip && !(st = sd_layout_clip(ctx, &cfg->clip, "", &km->clip)))
+        map_clip(km);
+    if (!st && km->nomem)
+        st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+    if (!st)
+        qsort(km->t, km->n, sizeof *km->t, cmp_target);
+    return st;
+}
+
+static void keymap_free(keymap *km)
+{
+    free(km->t);
+    sd_layout_free(&km->unet);
+    sd_layout_free(&km->clip);
+}
+
+static const target *keymap_find(const keymap *km, const char *key)
+{
+    target probe;
+    if (!put(probe.key, sizeof probe.key, "%s", key))
+        return NULL;
+    return bsearch(&probe, km->t, km->n, sizeof *km->t, cmp_target);
+}
+
+/* ---- File keys ---- */
+
+typedef enum role { ROLE_UP, ROLE_DOWN, ROLE_MID, ROLE_ALPHA } role;
+
+static const struct {
+    const char *suffix;
+    role role;
+} suffixes[] = {
+    {".lora_up.weight", ROLE_UP},         {".lora_down.weight", ROLE_DOWN},
+    {".lora_mid.weight", ROLE_MID},       {".alpha", ROLE_ALPHA},
+    {"_lora.up.weight", ROLE_UP},         {"_lora.down.weight", ROLE_DOWN},
+    {".lora_B.weight", ROLE_UP},          {".lora_A.weight", ROLE_DOWN},
+    {".lora.up.weight", ROLE_UP},         {".lora.down.weight", ROLE_DOWN},
+    {".lora_linear_layer.up.weight", ROLE_UP}, {".lora_linear_layer.down.weight", ROLE_DOWN},
+};
+
+typedef struct filekey {
+    const sd_st_tensor *t;
+    char base[NAME_MAX_LEN]; /* "" when the suffix is not a LoRA one */
+    role role;
+} filekey;
+
+static void split_key(filekey *k)
+{
+    const char *name = k->t->name;
+    size_t n = strlen(name);
+    k->base[0] = '\0';
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        size_t s = strlen(suffixes[i].suffix);
+        if (n > s && n - s < sizeof k->base && strcmp(name + n - s, suffixes[i].suffix) == 0) {
+            memcpy(k->base, name, n - s);
+            k->base[n - s] = '\0';
+            k->role = suffixes[i].role;
+            return;
+        }
+    }
+}
+
+static int cmp_filekey(const void *a, const void *b)
+{
+    const filekey *x = a, *y = b;
+    int c = strcmp(x->base, y->base);
+    return c ? c : (int)x->role - (int)y->role;
+}
+
+/* ---- The parsed LoRA ---- */
+
+typedef struct patch {
+    sd_lora_part part;
+    char name[128];          /* tensor within the part, e.g. "input_blocks.1.1.proj_in.weight" */
+    int ndim;                /* the patched tensor's shape */
+    int64_t shape[4];
+    const sd_safetensors *st; /* the LoRA file holding up, down, mid */
+    const sd_st_tensor *up, *down, *mid;
+    float scale;             /* alpha / rank (1 without alpha) */
+} patch;
+
+struct sd_lora {
+    int refcount;
+    sd_context *ctx;
+    sd_safetensors *st;
+    patch *patches;          /* sorted by (part, name) */
+    size_t n;
+};
+
+static int cmp_patch(const void *a, const void *b)
+{
+    const patch *x = a, *y = b;
+    if (x->part != y->part)
+        return (int)x->part - (int)y->part;
+    return strcmp(x->name, y->name);
+}
+
+/* Appends name to list (a message fragment of at most LIST_CHARS), counting what did not fit. */
+static void list_add(char *list, size_t *omitted, const char *name)
+{
+    size_t len = strlen(list);
+    if (*omitted || len + strlen(name) + 2 > LIST_CHARS) {
+        (*omitted)++;
+        return;
+    }
+    snprintf(list + len, LIST_CHARS + 1 - len, "%s%s", len ? ", " : "", name);
+}
+
+static void list_finish(char *list, size_t omitted)
+{
+    if (omitted) {
+        size_t len = strlen(list);
+        snprintf(list + len, LIST_CHARS + 64 - len, " and %zu more", omitted);
+    }
+}
+
+/* Another family's LoRA, told by its key names or by the cross-attention width. */
+static sd_status check_family(sd_context *ctx, const sd_safetensors *st, const sd_checkpoint_config *cfg)
+{
+    const char *key = NULL;
+    sd_family f = sd_lora_family(st, &key);
+    char supported[128];
+    sd_family_lora_list(supported, sizeof supported);
+    if (!sd_family_get(cfg->family)->lora)
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: LoRAs on %s models are not supported; sdflow supports %s LoRAs",
+                            sd_safetensors_path(st), sd_family_name(cfg->family), supported);
+    if (f == SD_FAMILY_UNKNOWN || f == cfg->family)
+        return SD_OK;
+    return sd_set_error(ctx, SD_ERR_INVALID, "%s: %s LoRA detected (key '%s'); the model is %s; sdflow supports %s LoRAs",
+                        sd_safetensors_path(st), sd_family_name(f), key, sd_family_name(cfg->family), supported);
+}
+
+sd_family sd_lora_family(const sd_safetensors *st, const char **key)
+{
+    for (size_t i = 0; i < sd_safetensors_count(st); i++) {
+        const sd_st_tensor *t = sd_safetensors_at(st, i);
+        *key = t->name;
+        if (strncmp(t->name, "lora_te2_", 9) == 0 || strncmp(t->name, "text_encoder_2.", 15) == 0)
+            return SD_FAMILY_SDXL; /* patches SDXL's second text encoder */
+        bool cross_kv = strstr(t->name, "attn2") && (strstr(t->name, "to_k") || strstr(t->name, "to_v"));
+        bool down = strstr(t->name, "lora_down.") || strstr(t->name, "lora_A.") || strstr(t->name, "lora.down.");
+        sd_family f = cross_kv && down && t->ndim == 2 ? sd_family_by_context_dim(t->shape[1]) : SD_FAMILY_UNKNOWN;
+        if (f != SD_FAMILY_UNKNOWN && f != SD_FAMILY_SD1)
+            return f; /* reads another family's text context (SD1's 768 is also a tiny model's width) */
+    }
+    *key = NULL;
+    return SD_FAMILY_UNKNOWN;
+}
+
+static bool float_dtype(const sd_st_tensor *t)
+{
+    return sd_st_dtype_is_weight(t->dtype);
+}
+
+/* Checks one key group's tensors against the tensor they patch and fills p. */
+static sd_status make_patch(sd_context *ctx, const sd_safetensors *st, const char *key, const sd_layout_entry *e,
+                            sd_lora_part part, const sd_st_tensor *up, const sd_st_tensor *down,
+                            const sd_st_tensor *mid, const sd_st_tensor *alpha, patch *p)
+{
+    const char *path = sd_safetensors_path(st);
+    const char *what = !up ? "lora_up / lora_B" : !down ? "lora_down / lora_A" : NULL;
+    if (what)
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: LoRA key '%s' has no %s tensor", path, key, what);
+    const sd_st_tensor *all[4] = {up, down, mid, alpha};
+    for (int i = 0; i < 4; i++)
+        if (all[i] && !float_dtype(all[i]))
+            return sd_set_error(ctx, SD_ERR_INVALID, "%s: tensor '%s' has dtype %s, not a float type", path,
+                                all[i]->name, sd_st_dtype_name(all[i]->dtype));
+    int64_t rank = down->shape[0], out = e->shape[0], in_k = 1;
+    for (int d = 1; d < e->ndim; d++)
+        in_k *= e->shape[d];
+    bool up_ok = (up->ndim == 2 || (up->ndim == 4 && up->shape[2] == 1 && up->shape[3] == 1)) &&
+                 up->shape[0] == out && up->shape[1] == rank;
+    bool down_ok = (down->ndim == 2 || down->ndim == 4) && rank >= 1;
+    /* Elements per rank row of the (mid-combined) down projection; shapes come from the file, so
+     * the product is overflow-checked (a zero dimension makes any other one legal there). */
+    size_t down_k = 0;
+    if (mid) {
+        down_ok = down_ok && down->ndim == 4 && down->shape[2] == 1 && down->shape[3] == 1 && mid->ndim == 4 &&
+                  mid->shape[0] == rank && mid->shape[1] == rank;
+        int64_t dims[3] = {down->shape[1], mid->shape[2], mid->shape[3]};
+        down_ok = down_ok && sd_shape_bytes(dims, 3, 1, &down_k);
+    } else {
+        down_ok = down_ok && sd_shape_bytes(down->shape + 1, down->ndim - 1, 1, &down_k);
+    }
+    if (!up_ok || !down_ok || down_k != (size_t)in_k) {
+        char us[64], ds[64], ws[64];
+        snprintf(us, sizeof us, "[%lld, %lld%s]", (long long)up->shape[0], (long long)(up->ndim > 1 ? up->shape[1] : 0),
+                 up->ndim > 2 ? ", ..." : "");
+        snprintf(ds, sizeof ds, "[%lld, %lld%s]", (long long)down->shape[0],
+                 (long long)(down->ndim > 1 ? down->shape[1] : 0), down->ndim > 2 ? ", ..." : "");
+        snprintf(ws, sizeof ws, "[%lld, %lld%s]", (long long)e->shape[0], (long long)e->shape[1],
+                 e->ndim > 2 ? ", ..." : "");
+        return sd_set_error(ctx, SD_ERR_INVALID,
+                            "%s: LoRA key '%s' (up %s, down %s%s) does not fit tensor '%s' %s", path, key, us, ds,
+                            mid ? ", with lora_mid" : "", e->name, ws);
+    }
+    memset(p, 0, sizeof *p);
+    p->part = part;
+    snprintf(p->name, sizeof p->name, "%s", e->name);
+    p->ndim = e->ndim;
+    memcpy(p->shape, e->shape, sizeof p->shape);
+    p->st = st;
+    p->up = up;
+    p->down = down;
+    p->mid = mid;
+    p->scale = 1.0f;
+    if (alpha) {
+        float a;
+        if (alpha->numel != 1)
+            return sd_set_error(ctx, SD_ERR_INVALID, "%s: LoRA alpha '%s' is not a single number", path,
+                                alpha->name);
+        sd_status status = sd_safetensors_read_f32(ctx, st, alpha, &a, 1);
+        if (status)
+            return status;
+        if (!isfinite(a))
+            return sd_set_error(ctx, SD_ERR_INVALID, "%s: LoRA alpha '%s' is not finite", path, alpha->name);
+        p->scale = a / (float)rank;
+    }
+    return SD_OK;
+}
+
+static void lora_free(sd_lora *l)
+{
+    sd_safetensors_close(l->st);
+    free(l->patches);
+    free(l);
+}
+
+/* Groups the file's keys by base, matches each group and fills l->patches. */
+static sd_status match_keys(sd_context *ctx, sd_lora *l, const keymap *km)
+{
+    const char *path = sd_safetensors_path(l->st);
+    size_t n = sd_safetensors_count(l->st), unmatched = 0, omitted = 0;
+    char list[LIST_CHARS + 64] = "";
+    filekey *keys = calloc(n ? n : 1, sizeof *keys);
+    l->patches = calloc(n ? n : 1, sizeof *l->patches);
+    if (!keys || !l->patches) {
+        free(keys);
+        return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        keys[i].t = sd_safetensors_at(l->st, i);
+        split_key(&keys[i]);
+    }
+    qsort(keys, n, sizeof *keys, cmp_filekey);
+    sd_status st = SD_OK;
+    for (size_t i = 0, end; i < n && !st; i = end) {
+        /* keys[i, end): one base (a key without a LoRA suffix stands alone) */
+        end = i + 1;
+        while (keys[i].base[0] && end < n && strcmp(keys[end].base, keys[i].base) == 0)
+            end++;
+        const sd_st_tensor *by_role[4] = {0};
+        bool duplicate = false;
+        for (size_t k = i; keys[i].base[0] && k < end; k++) {
+            duplicate |= by_role[keys[k].role] != NULL;
+            by_role[keys[k].role] = keys[k].t;
+        }
+        const target *t = keys[i].base[0] ? keymap_find(km, keys[i].base) : NULL;
+        if (!t || (!by_role[ROLE_UP] && !by_role[ROLE_DOWN])) {
+            for (size_t k = i; k < end; k++, unmatched++)
+                list_add(list, &omitted, keys[k].t->name);
+            continue;
+        }
+        if (duplicate) {
+            st = sd_set_error(ctx, SD_ERR_INVALID, "%s: LoRA key '%s' is given twice in different layouts", path,
+                              keys[i].base);
+            break;
+        }
+        const sd_layout *layout = t->part == SD_LORA_UNET ? &km->unet : &km->clip;
+        st = make_patch(ctx, l->st, keys[i].base, &layout->entries[t->layout_index], t->part, by_role[ROLE_UP],
+                        by_role[ROLE_DOWN], by_role[ROLE_MID], by_role[ROLE_ALPHA], &l->patches[l->n]);
+        if (!st)
+            l->n++;
+    }
+    free(keys);
+    if (st)
+        return st;
+    list_finish(list, omitted);
+    if (l->n == 0)
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: no key matches an SD1 UNet or text encoder tensor (%zu keys: %s)",
+                            path, unmatched, n ? list : "the file is empty");
+    qsort(l->patches, l->n, sizeof *l->patches, cmp_patch);
+    for (size_t i = 1; i < l->n; i++)
+        if (cmp_patch(&l->patches[i - 1], &l->patches[i]) == 0)
+            return sd_set_error(ctx, SD_ERR_INVALID, "%s: two LoRA keys patch tensor '%s'", path, l->patches[i].name);
+    if (unmatched)
+        sd_warn(ctx, "%s: %zu LoRA key%s matched nothing: %s", path, unmatched, unmatched == 1 ? "" : "s", list);
+    return SD_OK;
+}
+
+sd_status sd_lora_open(sd_context *ctx, const char *path, const sd_checkpoint_config *cfg, sd_lora **out)
+{
+    *out = NULL;
+    sd_lora *l = calloc(1, sizeof *l);
+    if (!l)
+        return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+    l->refcount = 1;
+    l->ctx = ctx;
+    keymap km = {0};
+    sd_status st = sd_safetensors_open(ctx, path, &l->st);
+    if (!st)
+        st = check_family(ctx, l->st, cfg);
+    if (!st)
+        st = keymap_build(ctx, cfg, &km);
+    if (!st)
+        st = match_keys(ctx, l, &km);
+    keymap_free(&km);
+    if (st) {
+        lora_free(l);
+        return st;
+    }
+    *out = l;
+    return SD_OK;
+}
+
+sd_lora *sd_lora_ref(sd_lora *lora)
+{
+    lora->refcount++;
+    return lora;
+}
+
+void sd_lora_unref(sd_lora *lora)
+{
+    if (lora && --lora->refcount == 0)
+        lora_free(lora);
+}
+
+size_t sd_lora_count(const sd_lora *lora, sd_lora_part part)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < lora->n; i++)
+        n += lora->patches[i].part == part;
+    return n;
+}
+
+const char *sd_lora_path(const sd_lora *lora)
+{
+    return sd_safetensors_path(lora->st);
+}
+
+static const patch *lora_find(const sd_lora *l, sd_lora_part part, const char *name)
+{
+    patch probe;
+    probe.part = part;
+    if (!put(probe.name, sizeof probe.name, "%s", name))
+        return NULL;
+    return bsearch(&probe, l->patches, l->n, sizeof *l->patches, cmp_patch);
+}
+
+/* ---- Stacks and the device patch ---- */
+
+typedef struct stack_entry {
+    sd_lora *lora;
+    float strength;
+} stack_entry;
+
+struct sd_lora_stack {
+    int refcount;
+    sd_context *ctx;
+    sd_lora_part part;
+    stack_entry *entries;
+    size_t n;
+    uint64_t unet_base, clip_base;       /* serials of the bases the views below were made for */
+    sd_unet *unet;                       /* the patched view made for the UNet unet_base */
+    sd_clip_model *clip;
+};
+
+sd_status sd_lora_stack_push(sd_context *ctx, const sd_lora_stack *base, sd_lora *lora, float strength,
+                             sd_lora_part part, sd_lora_stack **out)
+{
+    *out = NULL;
+    size_t n = (base ? base->n : 0) + 1;
+    sd_lora_stack *s = calloc(1, sizeof *s);
+    if (!s || !(s->entries = calloc(n, sizeof *s->entries))) {
+        free(s);
+        return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+    }
+    s->refcount = 1;
+    s->ctx = ctx;
+    s->part = part;
+    for (size_t i = 0; i + 1 < n; i++)
+        s->entries[i] = (stack_entry){sd_lora_ref(base->entries[i].lora), base->entries[i].strength};
+    s->entries[n - 1] = (stack_entry){sd_lora_ref(lora), strength};
+    s->n = n;
+    *out = s;
+    return SD_OK;
+}
+
+sd_lora_stack *sd_lora_stack_ref(sd_lora_stack *s)
+{
+    s->refcount++;
+    return s;
+}
+
+void sd_lora_stack_unref(sd_lora_stack *s)
+{
+    if (!s || --s->refcount > 0)
+        return;
+    sd_unet_free(s->unet);
+    sd_clip_model_free(s->clip);
+    for (size_t i = 0; i < s->n; i++)
+        sd_lora_unref(s->entries[i].lora);
+    free(s->entries);
+    free(s);
+}
+
+static bool stack_claims(void *user, const char *name)
+{
+    const sd_lora_stack *s = user;
+    for (size_t i = 0; i < s->n; i++)
+        if (s->entries[i].strength != 0.0f && lora_find(s->entries[i].lora, s->part, name))
+            return true;
+    return false;
+}
+
+/* A host f32 copy of t (n elements). */
+static sd_status read_host(sd_context *ctx, const patch *p, const sd_st_tensor *t, float **out)
+{
+    size_t bytes;
+    *out = NULL;
+    if (!sd_mul_size(t->numel, sizeof(float), &bytes) || !(*out = malloc(bytes ? bytes : 1)))
+        return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory reading LoRA tensor '%s'", t->name);
+    sd_status st = sd_safetensors_read_f32(ctx, p->st, t, *out, t->numel);
+    if (st) {
+        free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+static sd_status upload_matrix(sd_cl *cl, const float *host, int64_t rows, int64_t cols, sd_dtensor **out)
+{
+    sd_status st = sd_dtensor_new(cl, SD_DTYPE_F32, 2, (const int64_t[]){rows, cols}, out);
+    if (!st && (st = sd_dtensor_upload(*out, host))) {
+        sd_dtensor_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+/* delta = mul * up @ down as [out, in * kh * kw] f32 on the device. With a Tucker mid
+ * ([rank, rank, kh, kw], down [rank, in, 1, 1]), down is first combined with mid on the host:
+ * D[a, i, y, x] = sum_b mid[a, b, y, x] down[b, i]. */
+static sd_status patch_delta(sd_cl *cl, const patch *p, float mul, sd_dtensor **out)
+{
+    sd_context *ctx = cl->ctx;
+    int64_t rank = p->down->shape[0], out_ch = p->up->shape[0], k = (int64_t)(p->down->numel / (size_t)rank);
+    float *up = NULL, *down = NULL, *mid = NULL, *comb = NULL;
+    sd_dtensor *u = NULL, *d = NULL;
+    sd_status st = read_host(ctx, p, p->up, &up);
+    if (!st)
+        st = read_host(ctx, p, p->down, &down);
+    if (!st && p->mid && !(st = read_host(ctx, p, p->mid, &mid))) {
+        int64_t in = p->down->shape[1], kk = p->mid->shape[2] * p->mid->shape[3];
+        k = in * kk;
+        if (!(comb = calloc((size_t)(rank * k), sizeof *comb)))
+            st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+        for (int64_t a = 0; !st && a < rank; a++)
+            for (int64_t b = 0; b < rank; b++)
+                for (int64_t i = 0; i < in; i++)
+                    for (int64_t s = 0; s < kk; s++)
+                        comb[(a * in + i) * kk + s] += mid[(a * rank + b) * kk + s] * down[b * in + i];
+    }
+    if (!st)
+        st = upload_matrix(cl, up, out_ch, rank, &u);
+    if (!st)
+        st = upload_matrix(cl, comb ? comb : down, rank, k, &d);
+    if (!st)
+        st = sd_op_matmul(cl, u, false, d, false, NULL, SD_ACT_NONE, mul, out);
+    sd_dtensor_free(u);
+    sd_dtensor_free(d);
+    free(up);
+    free(down);
+    free(mid);
+    free(comb);
+    return st;
+}
+
+static sd_status stack_apply(void *user, const char *name, const sd_dtensor *base, sd_dtensor **out)
+{
+    sd_lora_stack *s = user;
+    sd_cl *cl = base->cl;
+    sd_dtensor *sum = NULL;
+    *out = NULL;
+    sd_status st = SD_OK;
+    for (size_t i = 0; !st && i < s->n; i++) {
+        const patch *p = lora_find(s->entries[i].lora, s->part, name);
+        if (!p || s->entries[i].strength == 0.0f)
+            continue;
+        sd_dtensor *delta = NULL, *added = NULL;
+        st = patch_delta(cl, p, s->entries[i].strength * p->scale, &delta);
+        if (!st && sum) {
+            st = sd_op_binary(cl, SD_BINARY_ADD, sum, delta, &added);
+            sd_dtensor_free(delta);
+            sd_dtensor_free(sum);
+            delta = added;
+        }
+        sum = delta;
+        if (st)
+            sd_error_prefix(s->ctx, "LoRA %s", sd_lora_path(s->entries[i].lora));
+    }
+    if (!st)
+        st = sd_op_weight_add(cl, base, sum, out);
+    sd_dtensor_free(sum);
+    return st;
+}
+
+void sd_lora_stack_patcher(sd_lora_stack *s, sd_weight_patcher *out)
+{
+    *out = (sd_weight_patcher){stack_claims, stack_apply, s};
+}
+
+static sd_status wrong_part(sd_lora_stack *s, const char *want)
+{
+    return sd_set_error(s->ctx, SD_ERR_INVALID, "LoRA stack for the %s asked for a %s",
+                        s->part == SD_LORA_UNET ? "UNet" : "text encoder", want);
+}
+
+sd_status sd_lora_stack_unet(sd_lora_stack *s, sd_unet *base, sd_unet **out)
+{
+    *out = NULL;
+    if (s->part != SD_LORA_UNET)
+        return wrong_part(s, "UNet");
+    /* Serials, not addresses: a base freed and re-created (model store release on CPU devices)
+     * may come back at the same address, and the old view would then reach freed weights. */
+    if (!s->unet || s->unet_base != sd_unet_serial(base)) {
+        sd_unet_free(s->unet);
+        s->unet = NULL;
+        sd_weight_patcher p;
+        sd_lora_stack_patcher(s, &p);
+        sd_status st = sd_unet_new_patched(base, &p, &s->unet);
+        if (st)
+            return st;
+        s->unet_base = sd_unet_serial(base);
+    }
+    *out = s->unet;
+    return SD_OK;
+}
+
+sd_status sd_lora_stack_clip(sd_lora_stack *s, sd_clip_model *base, sd_clip_model **out)
+{
+    *out = NULL;
+    if (s->part != SD_LORA_CLIP)
+        return wrong_part(s, "text encoder");
+    if (!s->clip || s->clip_base != sd_clip_model_serial(base)) {
+        sd_clip_model_free(s->clip);
+        s->clip = NULL;
+        sd_weight_patcher p;
+        sd_lora_stack_patcher(s, &p);
+        sd_status st = sd_clip_model_new_patched(base, &p, &s->clip);
+        if (st)
+            return st;
+        s->clip_base = sd_clip_model_serial(base);
+    }
+    *out = s->clip;
+    return SD_OK;
+}

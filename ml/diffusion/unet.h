@@ -1,0 +1,59 @@
+/* The LDM UNet of SD1 and SDXL (openaimodel.UNetModel: ResBlocks with timestep embedding,
+ * SpatialTransformers of per-level depth with self- and cross-attention and GEGLU feed-forward,
+ * stride-2 conv downsampling, nearest 2x upsampling, skip concatenation; SDXL's ADM label
+ * embedding added to the time embedding) on the op library with lazily uploaded weights. */
+#ifndef SD_ML_UNET_H
+#define SD_ML_UNET_H
+
+#include "ml/families/checkpoint.h"
+#include "ml/loading/weights.h"
+
+typedef struct sd_unet sd_unet;
+
+/* ControlNet residuals added to the UNet (issue 5): one per skip connection (input block outputs,
+ * in order) and one for the middle block, each [B, C, h, w] like the tensor it is added to.
+ * As ComfyUI: a skip's residual is added where the skip is concatenated in the output blocks,
+ * the middle one to the middle block's output; a NULL entry (or middle) adds nothing. */
+typedef struct sd_unet_control {
+    const sd_dtensor *const *skips;
+    int n_skips;
+    const sd_dtensor *middle;
+} sd_unet_control;
+
+/* A UNet over the tensors <prefix>* (prefix "model.diffusion_model." in an SD1 checkpoint).
+ * Nothing is uploaded until the first forward. st must outlive the model. */
+sd_status sd_unet_new(sd_cl *cl, const sd_safetensors *st, const char *prefix,
+                      const sd_unet_config *config, sd_dtype weight_dtype, sd_unet **out);
+void sd_unet_free(sd_unet *u); /* NULL-safe */
+/* A UNet with base's configuration over a patched view of base's weights (ml/loading/weights.h):
+ * it shares every unpatched device tensor with base, which must outlive it. */
+sd_status sd_unet_new_patched(sd_unet *base, const sd_weight_patcher *patcher, sd_unet **out);
+const sd_unet_config *sd_unet_config_of(const sd_unet *u);
+/* Unique per UNet object created in this process (never reused, unlike its address). */
+uint64_t sd_unet_serial(const sd_unet *u);
+
+/* One forward pass: eps = UNet(x, t, context).
+ * x: [B, in_channels, h, w] f32 (h, w multiples of 2^(n_levels-1)); timesteps: B floats (the
+ * DDPM timestep, 0..999, fractional allowed); context: [B, tokens, context_dim] f32;
+ * control: NULL or residuals. *out: new [B, out_channels, h, w] f32. */
+sd_status sd_unet_forward(sd_unet *u, const sd_dtensor *x, const float *timesteps,
+                          const sd_dtensor *context, const sd_unet_control *control, sd_dtensor **out);
+
+/* The same for an ADM UNet (adm_channels > 0, SDXL): y [B, adm_channels] f32 is the extra
+ * vector (ml/families/adm.h) whose label embedding Linear, SiLU, Linear is added to the time
+ * embedding. y must be NULL for other UNets (sd_unet_forward). */
+sd_status sd_unet_forward_adm(sd_unet *u, const sd_dtensor *x, const float *timesteps, const sd_dtensor *context,
+                              const sd_dtensor *y, const sd_unet_control *control, sd_dtensor **out);
+
+/* The number of skip connections (input block outputs): the residuals a ControlNet gives. */
+int sd_unet_skip_count(const sd_unet *u);
+
+/* The encoder half as a ControlNet runs it (cldm.ControlNet.forward): time embedding, input
+ * blocks and middle block, with hint (NULL: none; [B, model_channels, h, w] f32) added to the
+ * stem conv's output. outs (sd_unet_skip_count + 1 slots) receives new tensors: every input
+ * block's output in order, then the middle block's. Inputs as sd_unet_forward; on failure every
+ * slot is NULL. */
+sd_status sd_unet_encode(sd_unet *u, const sd_dtensor *x, const float *timesteps, const sd_dtensor *context,
+                         const sd_dtensor *hint, sd_dtensor **outs);
+
+#endif

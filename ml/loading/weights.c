@@ -1,0 +1,276 @@
+/* Lazily uploaded device weights (see weights.h). Uploaded tensors live in an open-addressing
+ * table keyed by their name without the prefix. A patched view keeps only its patched tensors
+ * in its table and forwards every other name to its base set. */
+#include "ml/loading/weights.h"
+#include "core/checked.h"
+#include <assert.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct slot {
+    char *name;          /* without prefix; NULL = empty */
+    sd_dtensor *tensor;
+} slot;
+
+struct sd_weights {
+    sd_cl *cl;
+    const sd_safetensors *st;
+    char *prefix;
+    sd_dtype dtype;
+    slot *slots;
+    size_t cap, used;    /* cap is a power of two */
+    size_t device_bytes;
+    sd_weights *base;    /* patched view: the set it patches; NULL for a plain set */
+    uint64_t serial;     /* unique per set created in this process (sd_weights_serial) */
+    sd_weight_patcher patcher;
+};
+
+sd_status sd_weights_new(sd_cl *cl, const sd_safetensors *st, const char *prefix, sd_dtype dtype,
+                         sd_weights **out)
+{
+    assert(st);
+    *out = NULL;
+    sd_weights *w = calloc(1, sizeof *w);
+    if (!w || !(w->prefix = sd_strdup(prefix ? prefix : "")) ||
+        !(w->slots = calloc(w->cap = 256, sizeof *w->slots))) {
+        if (w)
+            free(w->prefix);
+        free(w);
+        return sd_set_error(cl->ctx, SD_ERR_NOMEM, "out of memory");
+    }
+    w->cl = cl;
+    w->st = st;
+    w->dtype = dtype;
+    static atomic_uint_fast64_t next_serial = 1;
+    w->serial = atomic_fetch_add(&next_serial, 1);
+    *out = w;
+    return SD_OK;
+}
+
+void sd_weights_release(sd_weights *w)
+{
+    if (!w)
+        return;
+    for (size_t i = 0; i < w->cap; i++) {
+        free(w->slots[i].name);
+        sd_dtensor_free(w->slots[i].tensor);
+        w->slots[i] = (slot){0};
+    }
+    w->used = 0;
+    w->device_bytes = 0;
+}
+
+void sd_weights_free(sd_weights *w)
+{
+    if (!w)
+        return;
+    sd_weights_release(w);
+    free(w->slots);
+    free(w->prefix);
+    free(w);
+}
+
+static size_t hash_name(const char *s)
+{
+    size_t h = 1469598103934665603u; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211u;
+    return h;
+}
+
+static slot *find_slot(slot *slots, size_t cap, const char *name)
+{
+    size_t i = hash_name(name) & (cap - 1);
+    while (slots[i].name && strcmp(slots[i].name, name) != 0)
+        i = (i + 1) & (cap - 1);
+    return &slots[i];
+}
+
+static bool grow(sd_weights *w)
+{
+    size_t cap = w->cap * 2;
+    slot *slots = calloc(cap, sizeof *slots);
+    if (!slots)
+        return false;
+    for (size_t i = 0; i < w->cap; i++)
+        if (w->slots[i].name)
+            *find_slot(slots, cap, w->slots[i].name) = w->slots[i];
+    free(w->slots);
+    w->slots = slots;
+    w->cap = cap;
+    return true;
+}
+
+const sd_st_tensor *sd_weights_info(const sd_weights *w, const char *name)
+{
+    char full[512];
+    if ((size_t)snprintf(full, sizeof full, "%s%s", w->prefix, name) >= sizeof full)
+        return NULL;
+    return sd_safetensors_find(w->st, full);
+}
+
+bool sd_weights_has(const sd_weights *w, const char *name)
+{
+    return sd_weights_info(w, name) != NULL;
+}
+
+/* Host copy of t in dtype (IEEE f16 bits for F16, floats for F32), malloc'ed into *out. An
+ * f16 tensor bound for f16 storage is copied as it is: no conversion through f32. */
+static sd_status read_host(sd_weights *w, const char *name, const sd_st_tensor *t, sd_dtype dtype,
+                           void **out)
+{
+    sd_context *ctx = w->cl->ctx;
+    size_t bytes;
+    *out = NULL;
+    if (!sd_mul_size(t->numel ? t->numel : 1, sd_dtype_size(dtype), &bytes))
+        return sd_set_error(ctx, SD_ERR_LIMIT, "%s: tensor '%s%s' is too large",
+                            sd_safetensors_path(w->st), w->prefix, name);
+    void *host = malloc(bytes);
+    if (!host)
+        return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory loading tensor '%s%s'", w->prefix, name);
+    sd_status st = dtype == SD_DTYPE_F16 ? sd_safetensors_read_f16(ctx, w->st, t, host, t->numel)
+                                         : sd_safetensors_read_f32(ctx, w->st, t, host, t->numel);
+    if (st) {
+        free(host);
+        return st;
+    }
+    *out = host;
+    return SD_OK;
+}
+
+static sd_status upload(sd_weights *w, const char *name, const sd_st_tensor *t, sd_dtype dtype,
+                        sd_dtensor **out)
+{
+    void *host = NULL;
+    sd_status st = read_host(w, name, t, dtype, &host);
+    sd_dtensor *d = NULL;
+    if (!st)
+        st = sd_dtensor_new_exact(w->cl, dtype, t->ndim, t->shape, &d);
+    if (!st)
+        st = dtype == SD_DTYPE_F16 ? sd_dtensor_upload_f16(d, host) : sd_dtensor_upload(d, host);
+    free(host);
+    if (st) {
+        sd_dtensor_free(d);
+        sd_error_prefix(w->cl->ctx, "loading tensor '%s%s'", w->prefix, name);
+        return st;
+    }
+    *out = d;
+    return SD_OK;
+}
+
+static sd_status get(sd_weights *w, const char *name, bool force_f32, const sd_dtensor **out);
+
+/* A patched view's copy of name: the base set's tensor (f32 when force_f32) patched. */
+static sd_status patch(sd_weights *w, const char *name, bool force_f32, sd_dtensor **out)
+{
+    const sd_dtensor *base;
+    sd_status st = get(w->base, name, force_f32, &base);
+    if (!st)
+        st = w->patcher.apply(w->patcher.user, name, base, out);
+    if (!st && (*out)->dtype != base->dtype)
+        st = sd_set_error(w->cl->ctx, SD_ERR_INVALID, "patched tensor '%s%s' changed its dtype",
+                          w->prefix, name);
+    if (st) {
+        sd_dtensor_free(*out);
+        *out = NULL;
+        sd_error_prefix(w->cl->ctx, "patching tensor '%s%s'", w->prefix, name);
+    }
+    return st;
+}
+
+static sd_status get(sd_weights *w, const char *name, bool force_f32, const sd_dtensor **out)
+{
+    *out = NULL;
+    if (w->base && !w->patcher.claims(w->patcher.user, name))
+        return get(w->base, name, force_f32, out);
+    slot *s = find_slot(w->slots, w->cap, name);
+    if (s->name) {
+        if (!force_f32 || s->tensor->dtype == SD_DTYPE_F32) {
+            *out = s->tensor;
+            return SD_OK;
+        }
+        /* Stored narrower than asked: replace with an f32 copy. */
+        w->device_bytes -= s->tensor->numel * sd_dtype_size(s->tensor->dtype);
+        sd_dtensor_free(s->tensor);
+        s->tensor = NULL;
+    }
+    sd_dtensor *d = NULL;
+    sd_status st;
+    if (w->base) {
+        st = patch(w, name, force_f32, &d);
+    } else {
+        const sd_st_tensor *t = sd_weights_info(w, name);
+        if (!t)
+            return sd_set_error(w->cl->ctx, SD_ERR_NOT_FOUND, "%s: tensor '%s%s' is missing",
+                                sd_safetensors_path(w->st), w->prefix, name);
+        st = upload(w, name, t, (force_f32 || t->ndim < 2) ? SD_DTYPE_F32 : w->dtype, &d);
+    }
+    /* Weights are only read from now on: ops keep their packed forms with them. */
+    if (!st && (st = sd_dtensor_set_constant(d)))
+        sd_dtensor_free(d);
+    if (st)
+        return st;
+    if (!s->name) {
+        if ((w->used + 1) * 2 > w->cap) {
+            if (!grow(w)) {
+                sd_dtensor_free(d);
+                return sd_set_error(w->cl->ctx, SD_ERR_NOMEM, "out of memory");
+            }
+            s = find_slot(w->slots, w->cap, name);
+        }
+        if (!(s->name = sd_strdup(name))) {
+            sd_dtensor_free(d);
+            return sd_set_error(w->cl->ctx, SD_ERR_NOMEM, "out of memory");
+        }
+        w->used++;
+    }
+    s->tensor = d;
+    w->device_bytes += d->numel * sd_dtype_size(d->dtype);
+    *out = d;
+    return SD_OK;
+}
+
+sd_status sd_weights_get(sd_weights *w, const char *name, const sd_dtensor **out)
+{
+    return get(w, name, false, out);
+}
+
+sd_status sd_weights_get_f32(sd_weights *w, const char *name, const sd_dtensor **out)
+{
+    return get(w, name, true, out);
+}
+
+sd_status sd_weights_getf(sd_weights *w, const sd_dtensor **out, const char *fmt, ...)
+{
+    char name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof name)
+        return sd_set_error(w->cl->ctx, SD_ERR_INVALID, "tensor name too long");
+    return get(w, name, false, out);
+}
+
+size_t sd_weights_device_bytes(const sd_weights *w)
+{
+    return w->device_bytes;
+}
+
+sd_status sd_weights_new_patched(sd_weights *base, const sd_weight_patcher *patcher, sd_weights **out)
+{
+    sd_status st = sd_weights_new(base->cl, base->st, base->prefix, base->dtype, out);
+    if (!st) {
+        (*out)->base = base;
+        (*out)->patcher = *patcher;
+    }
+    return st;
+}
+
+uint64_t sd_weights_serial(const sd_weights *w)
+{
+    return w->serial;
+}

@@ -1,0 +1,372 @@
+/* CLIP text transformer (see clip.h). Token and position embeddings are gathered on the host
+ * row by row straight from the checkpoint file (the 49408-row table never goes to the device); the
+ * transformer runs on the op library. Both tensor layouts (transformers', open_clip's) are read
+ * through one table of names. */
+#include "ml/text/clip.h"
+#include "runtime-opencl/ops.h"
+#include "runtime-opencl/ops_basic.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CLIP_LN_EPS 1e-5f
+#define CLIP_EOS 49407 /* the end-of-text token id */
+
+/* Tensor names of a layout; "%d" is the layer. */
+typedef struct clip_names {
+    const char *token, *position, *ln1, *ln2, *out_proj, *fc1, *fc2, *final_norm;
+} clip_names;
+
+static const clip_names transformers_names = {
+    "embeddings.token_embedding.weight", "embeddings.position_embedding.weight", "encoder.layers.%d.layer_norm1",
+    "encoder.layers.%d.layer_norm2", "encoder.layers.%d.self_attn.out_proj", "encoder.layers.%d.mlp.fc1",
+    "encoder.layers.%d.mlp.fc2", "final_layer_norm"};
+static const clip_names open_clip_names = {
+    "token_embedding.weight", "positional_embedding", "transformer.resblocks.%d.ln_1",
+    "transformer.resblocks.%d.ln_2", "transformer.resblocks.%d.attn.out_proj", "transformer.resblocks.%d.mlp.c_fc",
+    "transformer.resblocks.%d.mlp.c_proj", "ln_final"};
+
+struct sd_clip_model {
+    sd_cl *cl;
+    const sd_safetensors *st;
+    sd_clip_config config;
+    const clip_names *names;
+    sd_weights *w;
+    sd_dtensor *causal_mask; /* [positions, positions], built on first use */
+};
+
+sd_status sd_clip_model_new(sd_cl *cl, const sd_safetensors *st, const char *prefix,
+                            const sd_clip_config *config, sd_dtype weight_dtype, sd_clip_model **out)
+{
+    *out = NULL;
+    sd_clip_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return sd_set_error(cl->ctx, SD_ERR_NOMEM, "out of memory");
+    m->cl = cl;
+    m->st = st;
+    m->config = *config;
+    m->names = config->open_clip ? &open_clip_names : &transformers_names;
+    sd_status s = sd_weights_new(cl, st, prefix, weight_dtype, &m->w);
+    if (s) {
+        free(m);
+        return s;
+    }
+    *out = m;
+    return SD_OK;
+}
+
+sd_status sd_clip_model_new_patched(sd_clip_model *base, const sd_weight_patcher *patcher, sd_clip_model **out)
+{
+    *out = NULL;
+    sd_clip_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return sd_set_error(base->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    *m = (sd_clip_model){.cl = base->cl, .st = base->st, .config = base->config, .names = base->names};
+    sd_status s = sd_weights_new_patched(base->w, patcher, &m->w);
+    if (s) {
+        free(m);
+        return s;
+    }
+    *out = m;
+    return SD_OK;
+}
+
+void sd_clip_model_free(sd_clip_model *m)
+{
+    if (!m)
+        return;
+    sd_dtensor_free(m->causal_mask);
+    sd_weights_free(m->w);
+    free(m);
+}
+
+const sd_clip_config *sd_clip_model_config(const sd_clip_model *m)
+{
+    return &m->config;
+}
+
+/* Row `row` of a 2-D F32/F16/BF16 table into dst (width floats). */
+static sd_status read_row(sd_clip_model *m, const char *name, int64_t row, float *dst)
+{
+    const sd_st_tensor *t = sd_weights_info(m->w, name);
+    int width = m->config.width;
+    if (!t || t->ndim != 2 || t->shape[1] != width || row < 0 || row >= t->shape[0])
+        return sd_set_error(m->cl->ctx, t ? SD_ERR_INVALID : SD_ERR_NOT_FOUND,
+                            "%s: text encoder tensor '%s' is missing, has the wrong shape, or has no row %lld",
+                            sd_safetensors_path(m->st), name, (long long)row);
+    return sd_safetensors_read_f32_range(m->cl->ctx, m->st, t, (size_t)row * (size_t)width, (size_t)width, dst);
+}
+
+/* x = token_embedding[tokens] + position_embedding[0..n) on the host, uploaded as [batch, n, width];
+ * ids vocab + i read row i of extra. */
+static sd_status embed(sd_clip_model *m, const int32_t *tokens, int batch, const float *extra, int n_extra,
+                       sd_dtensor **out)
+{
+    int n = m->config.positions, width = m->config.width;
+    size_t count = (size_t)batch * (size_t)n * (size_t)width;
+    float *host = malloc(count * sizeof *host), *pos = malloc((size_t)width * sizeof *pos);
+    sd_status s = (host && pos) ? SD_OK : sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    for (int b = 0; !s && b < batch; b++)
+        for (int p = 0; !s && p < n; p++) {
+            float *row = host + ((size_t)b * (size_t)n + (size_t)p) * (size_t)width;
+            int32_t id = tokens[(size_t)b * (size_t)n + (size_t)p];
+            if (id >= m->config.vocab && id - m->config.vocab < n_extra)
+                memcpy(row, extra + (size_t)(id - m->config.vocab) * (size_t)width, (size_t)width * sizeof *row);
+            else
+                s = read_row(m, m->names->token, id, row);
+            if (!s)
+                s = read_row(m, m->names->position, p, pos);
+            for (int i = 0; !s && i < width; i++)
+                row[i] += pos[i];
+        }
+    int64_t shape[3] = {batch, n, width};
+    if (!s)
+        s = sd_dtensor_new(m->cl, SD_DTYPE_F32, 3, shape, out);
+    if (!s && (s = sd_dtensor_upload(*out, host))) {
+        sd_dtensor_free(*out);
+        *out = NULL;
+    }
+    free(host);
+    free(pos);
+    return s;
+}
+
+static sd_status causal_mask(sd_clip_model *m)
+{
+    if (m->causal_mask)
+        return SD_OK;
+    int n = m->config.positions;
+    float *host = malloc((size_t)n * (size_t)n * sizeof *host);
+    if (!host)
+        return sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++)
+            host[(size_t)i * (size_t)n + (size_t)j] = j > i ? -INFINITY : 0.0f;
+    int64_t shape[2] = {n, n};
+    sd_status s = sd_dtensor_new(m->cl, SD_DTYPE_F32, 2, shape, &m->causal_mask);
+    if (!s && (s = sd_dtensor_upload(m->causal_mask, host))) {
+        sd_dtensor_free(m->causal_mask);
+        m->causal_mask = NULL;
+    }
+    free(host);
+    return s;
+}
+
+/* A Linear layer <fmt>.weight / <fmt>.bias, fmt naming layer `layer`. */
+static sd_status linear(sd_clip_model *m, int layer, const char *fmt, const sd_dtensor *x, sd_act act,
+                        sd_dtensor **out)
+{
+    char name[160];
+    const sd_dtensor *w, *b;
+    int k = snprintf(name, sizeof name, fmt, layer);
+    snprintf(name + k, sizeof name - (size_t)k, ".weight");
+    sd_status s = sd_weights_get(m->w, name, &w);
+    snprintf(name + k, sizeof name - (size_t)k, ".bias");
+    if (!s)
+        s = sd_weights_get(m->w, name, &b);
+    return s ? s : sd_op_linear(m->cl, x, w, b, act, out);
+}
+
+static sd_status layer_norm(sd_clip_model *m, const char *fmt, int layer, const sd_dtensor *x, sd_dtensor **out)
+{
+    char name[160];
+    const sd_dtensor *g, *b;
+    int k = snprintf(name, sizeof name, fmt, layer);
+    snprintf(name + k, sizeof name - (size_t)k, ".weight");
+    sd_status s = sd_weights_get(m->w, name, &g);
+    snprintf(name + k, sizeof name - (size_t)k, ".bias");
+    if (!s)
+        s = sd_weights_get(m->w, name, &b);
+    return s ? s : sd_op_layer_norm(m->cl, x, CLIP_LN_EPS, g, b, out);
+}
+
+/* q, k, v of h: transformers' three projections, or open_clip's fused in_proj [3W, W] whose
+ * output is split in three. */
+static sd_status qkv(sd_clip_model *m, int layer, const sd_dtensor *h, sd_dtensor **q, sd_dtensor **k,
+                     sd_dtensor **v)
+{
+    if (!m->config.open_clip) {
+        sd_status s = linear(m, layer, "encoder.layers.%d.self_attn.q_proj", h, SD_ACT_NONE, q);
+        if (!s)
+            s = linear(m, layer, "encoder.layers.%d.self_attn.k_proj", h, SD_ACT_NONE, k);
+        return s ? s : linear(m, layer, "encoder.layers.%d.self_attn.v_proj", h, SD_ACT_NONE, v);
+    }
+    const sd_dtensor *w, *b;
+    sd_dtensor *all = NULL;
+    int64_t width = m->config.width;
+    sd_status s = sd_weights_getf(m->w, &w, "transformer.resblocks.%d.attn.in_proj_weight", layer);
+    if (!s)
+        s = sd_weights_getf(m->w, &b, "transformer.resblocks.%d.attn.in_proj_bias", layer);
+    if (!s)
+        s = sd_op_linear(m->cl, h, w, b, SD_ACT_NONE, &all);
+    if (!s)
+        s = sd_op_slice(m->cl, all, 2, 0, width, q);
+    if (!s)
+        s = sd_op_slice(m->cl, all, 2, width, width, k);
+    if (!s)
+        s = sd_op_slice(m->cl, all, 2, 2 * width, width, v);
+    sd_dtensor_free(all);
+    return s;
+}
+
+/* x += SelfAttention(LN1(x)); x += MLP(LN2(x)). Replaces *x. */
+static sd_status block(sd_clip_model *m, int layer, sd_dtensor **x)
+{
+    const clip_names *n = m->names;
+    sd_dtensor *h = NULL, *q = NULL, *k = NULL, *v = NULL, *a = NULL, *o = NULL, *sum = NULL;
+    sd_status s = layer_norm(m, n->ln1, layer, *x, &h);
+    if (!s) s = qkv(m, layer, h, &q, &k, &v);
+    if (!s) s = sd_op_attention(m->cl, q, k, v, m->config.heads, m->causal_mask, &a);
+    if (!s) s = linear(m, layer, n->out_proj, a, SD_ACT_NONE, &o);
+    if (!s) s = sd_op_binary(m->cl, SD_BINARY_ADD, *x, o, &sum);
+    if (!s) {
+        sd_dtensor_free(*x);
+        *x = sum;
+        sum = NULL;
+    }
+    sd_dtensor_free(h), h = NULL;
+    sd_dtensor_free(a), a = NULL;
+    sd_dtensor_free(o), o = NULL;
+    if (!s) s = layer_norm(m, n->ln2, layer, *x, &h);
+    if (!s) s = linear(m, layer, n->fc1, h, SD_ACT_NONE, &a);
+    if (!s) s = sd_op_unary(m->cl, m->config.gelu ? SD_UNARY_GELU : SD_UNARY_QUICK_GELU, a, &o);
+    sd_dtensor_free(a), a = NULL;
+    if (!s) s = linear(m, layer, n->fc2, o, SD_ACT_NONE, &a);
+    if (!s) s = sd_op_binary(m->cl, SD_BINARY_ADD, *x, a, &sum);
+    if (!s) {
+        sd_dtensor_free(*x);
+        *x = sum;
+    }
+    sd_dtensor_free(h);
+    sd_dtensor_free(q);
+    sd_dtensor_free(k);
+    sd_dtensor_free(v);
+    sd_dtensor_free(a);
+    sd_dtensor_free(o);
+    return s;
+}
+
+static sd_status final_norm(sd_clip_model *m, const sd_dtensor *x, sd_dtensor **out)
+{
+    return layer_norm(m, m->names->final_norm, 0, x, out);
+}
+
+sd_status sd_clip_encode(sd_clip_model *m, const int32_t *tokens, int batch, int layer_index,
+                         float *hidden, float *pooled)
+{
+    return sd_clip_encode_ex(m, tokens, batch, layer_index, NULL, 0, hidden, pooled);
+}
+
+/* The pooled position of one window: its first end token, else its highest id. */
+static int pooled_position(const int32_t *ids, int n)
+{
+    int best = 0;
+    for (int p = 0; p < n; p++) {
+        if (ids[p] == CLIP_EOS)
+            return p;
+        if (ids[p] > ids[best])
+            best = p;
+    }
+    return best;
+}
+
+/* pooled [batch, sd_clip_pooled_width] = final_norm(last)[first end token] (@ text_projection):
+ * normed_last is the normed last layer when the caller already has it on the host, else NULL. */
+static sd_status pool(sd_clip_model *m, const int32_t *tokens, int batch, const sd_dtensor *last,
+                      const float *normed_last, float *pooled)
+{
+    const sd_clip_config *c = &m->config;
+    size_t width = (size_t)c->width, count = (size_t)batch * (size_t)c->positions * width;
+    sd_dtensor *normed = NULL;
+    float *all = NULL, *proj = NULL;
+    sd_status s = SD_OK;
+    if (!normed_last) {
+        if (!(all = malloc(count * sizeof *all)))
+            s = sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
+        if (!s)
+            s = final_norm(m, last, &normed);
+        if (!s)
+            s = sd_dtensor_download(normed, all);
+        normed_last = all;
+    }
+    const sd_st_tensor *t = c->projection ? sd_weights_info(m->w, "text_projection") : NULL;
+    if (!s && c->projection) {
+        if (!t || t->ndim != 2 || t->shape[0] != c->width || t->shape[1] != c->projection)
+            s = sd_set_error(m->cl->ctx, SD_ERR_INVALID, "%s: text_projection is missing or not [%d, %d]",
+                             sd_safetensors_path(m->st), c->width, c->projection);
+        else if (!(proj = malloc(width * (size_t)c->projection * sizeof *proj)))
+            s = sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
+        else
+            s = sd_safetensors_read_f32(m->cl->ctx, m->st, t, proj, width * (size_t)c->projection);
+    }
+    for (int b = 0; !s && b < batch; b++) {
+        int eos = pooled_position(tokens + (size_t)b * (size_t)c->positions, c->positions);
+        const float *row = normed_last + ((size_t)b * (size_t)c->positions + (size_t)eos) * width;
+        if (!proj) {
+            memcpy(pooled + (size_t)b * width, row, width * sizeof *pooled);
+            continue;
+        }
+        for (int j = 0; j < c->projection; j++) { /* row @ text_projection ([width, projection]) */
+            double acc = 0;
+            for (size_t k = 0; k < width; k++)
+                acc += (double)row[k] * proj[k * (size_t)c->projection + (size_t)j];
+            pooled[(size_t)b * (size_t)c->projection + (size_t)j] = (float)acc;
+        }
+    }
+    sd_dtensor_free(normed);
+    free(all);
+    free(proj);
+    return s;
+}
+
+sd_status sd_clip_encode_ex(sd_clip_model *m, const int32_t *tokens, int batch, int layer_index,
+                            const float *extra, int n_extra, float *hidden, float *pooled)
+{
+    const sd_clip_config *c = &m->config;
+    if (batch < 1 || layer_index > 0 || -layer_index > c->layers)
+        return sd_set_error(m->cl->ctx, SD_ERR_INVALID,
+                            "text encoder: layer %d out of range (0 .. -%d), batch %d", layer_index,
+                            c->layers, batch);
+    bool norm = c->norm_hidden || layer_index == 0; /* 0: ComfyUI's "last", always normed */
+    if (layer_index == 0)
+        layer_index = -1;
+    if (c->heads < 1 || c->width % c->heads)
+        return sd_set_error(m->cl->ctx, SD_ERR_INVALID, "text encoder: width %d not divisible by %d heads",
+                            c->width, c->heads);
+    int stop = c->layers + layer_index + 1; /* layers to run for the selected output */
+    int run_layers = pooled ? c->layers : stop;
+    sd_dtensor *x = NULL, *selected = NULL, *normed = NULL;
+    sd_status s = causal_mask(m);
+    if (!s)
+        s = embed(m, tokens, batch, extra, n_extra, &x);
+    for (int l = 0; !s && l < run_layers; l++) {
+        s = block(m, l, &x);
+        if (!s && l + 1 == stop && stop < run_layers) {
+            /* Keep the selected intermediate layer while the rest run for the pooled output. */
+            int64_t shape[3] = {batch, c->positions, c->width};
+            s = sd_dtensor_new(m->cl, SD_DTYPE_F32, 3, shape, &selected);
+            if (!s)
+                s = sd_dtensor_copy(selected, x);
+        }
+    }
+    /* ComfyUI applies the final LayerNorm to an intermediate layer's output too in SD1
+     * (layer_norm_hidden_state), not in SDXL. */
+    const sd_dtensor *chosen = selected ? selected : x;
+    if (!s && norm && !(s = final_norm(m, chosen, &normed)))
+        chosen = normed;
+    if (!s)
+        s = sd_dtensor_download(chosen, hidden);
+    if (!s && pooled)
+        s = pool(m, tokens, batch, x, norm && !selected ? hidden : NULL, pooled);
+    sd_dtensor_free(x);
+    sd_dtensor_free(selected);
+    sd_dtensor_free(normed);
+    if (s)
+        sd_error_prefix(m->cl->ctx, "text encoder");
+    return s;
+}
+
+uint64_t sd_clip_model_serial(const sd_clip_model *m)
+{
+    return sd_weights_serial(m->w);
+}

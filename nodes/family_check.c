@@ -1,0 +1,253 @@
+/* Family checks before running. See family_check.h. */
+#include "nodes/family_check.h"
+#include "core/context.h"
+#include "ml/adapters/controlnet.h"
+#include "ml/adapters/lora.h"
+#include "ml/families/checkpoint.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { CKPT_MODEL, CKPT_CLIP, CKPT_VAE };
+
+/* A library check's failure (message on the context) as this node's problem. */
+static void report_failure(sd_node_check *c, const char *input)
+{
+    sd_context *ctx = sd_check_context(c);
+    sd_check_problem(c, input, "%s", sd_context_errmsg(ctx));
+    sd_clear_error(ctx);
+}
+
+/* Opens a file input's safetensors header; NULL when the input is linked, the file is missing
+ * (validation reports it), invalid (a PyTorch pickle checkpoint, a tensor that does not fit its
+ * bytes: reported here) or cannot be read (the run reports it). */
+static sd_safetensors *open_header(sd_node_check *c, const char *input)
+{
+    const char *path = sd_check_file(c, input);
+    sd_safetensors *st = NULL;
+    if (path && sd_safetensors_open(sd_check_context(c), path, &st) == SD_ERR_INVALID)
+        report_failure(c, input);
+    sd_clear_error(sd_check_context(c));
+    return st;
+}
+
+static void tag_latent(sd_node_check *c, size_t output, int channels, sd_family family)
+{
+    char tag[64];
+    snprintf(tag, sizeof tag, "%d:%s", channels, family == SD_FAMILY_UNKNOWN ? "" : sd_family_name(family));
+    sd_check_set_tag(c, output, tag);
+}
+
+/* Reads a LATENT or VAE tag; false when the input carries none (or "none"). */
+static bool latent_tag(sd_node_check *c, const char *input, int *channels, sd_family *family)
+{
+    const char *tag = sd_check_tag(c, input);
+    char *end;
+    long n = tag ? strtol(tag, &end, 10) : 0;
+    if (!tag || end == tag || *end != ':' || n < 1)
+        return false;
+    *channels = (int)n;
+    *family = sd_family_find(end + 1);
+    return true;
+}
+
+/* "a 16-channel FLUX latent", "a 4-channel latent", "a 4-channel SD1.x VAE". */
+static const char *describe(char *buf, size_t size, int channels, sd_family family, const char *what)
+{
+    if (family == SD_FAMILY_UNKNOWN)
+        snprintf(buf, size, "a %d-channel %s", channels, what);
+    else
+        snprintf(buf, size, "a %d-channel %s %s", channels, sd_family_name(family), what);
+    return buf;
+}
+
+void sd_check_checkpoint_loader(sd_node_check *c)
+{
+    sd_safetensors *st = open_header(c, "ckpt_name");
+    if (!st)
+        return;
+    sd_checkpoint_config cfg;
+    if (sd_checkpoint_inspect(sd_check_context(c), st, &cfg) == SD_ERR_INVALID) {
+        report_failure(c, "ckpt_name");
+    } else {
+        sd_clear_error(sd_check_context(c));
+        const char *name = sd_family_name(cfg.family);
+        sd_check_set_tag(c, CKPT_MODEL, name);
+        sd_check_set_tag(c, CKPT_CLIP, cfg.has_clip ? name : "none");
+        if (cfg.has_vae)
+            tag_latent(c, CKPT_VAE, cfg.vae.z_channels, cfg.family);
+        else
+            sd_check_set_tag(c, CKPT_VAE, "none");
+    }
+    sd_safetensors_close(st);
+}
+
+void sd_check_vae_loader(sd_node_check *c)
+{
+    sd_safetensors *st = open_header(c, "vae_name");
+    if (!st)
+        return;
+    sd_checkpoint_config cfg;
+    if (sd_vae_inspect(sd_check_context(c), st, &cfg) == SD_ERR_INVALID)
+        report_failure(c, "vae_name");
+    else
+        tag_latent(c, 0, cfg.vae.z_channels,
+                   sd_family_get(cfg.family)->checkpoint ? cfg.family : SD_FAMILY_UNKNOWN);
+    sd_clear_error(sd_check_context(c));
+    sd_safetensors_close(st);
+}
+
+/* The family of the model on `input`, SD_FAMILY_UNKNOWN when not known. */
+static sd_family model_family(sd_node_check *c, const char *input)
+{
+    return sd_family_find(sd_check_tag(c, input));
+}
+
+void sd_check_lora_loader(sd_node_check *c)
+{
+    sd_family model = model_family(c, "model");
+    if (model != SD_FAMILY_UNKNOWN)
+        sd_check_set_tag(c, 0, sd_family_name(model));
+    sd_check_set_tag(c, 1, sd_check_tag(c, "clip")); /* (LoraLoaderModelOnly: no clip, no output 1) */
+    sd_safetensors *st = open_header(c, "lora_name");
+    if (!st)
+        return;
+    const char *key = NULL;
+    sd_family lora = sd_lora_family(st, &key);
+    char supported[128];
+    if (model != SD_FAMILY_UNKNOWN && !sd_family_get(model)->lora)
+        sd_check_problem(c, "lora_name", "%s: LoRAs on %s models are not supported; sdflow supports %s LoRAs",
+                         sd_safetensors_path(st), sd_family_name(model),
+                         sd_family_lora_list(supported, sizeof supported));
+    else if (lora != SD_FAMILY_UNKNOWN && model != SD_FAMILY_UNKNOWN && lora != model)
+        sd_check_problem(c, "lora_name", "%s: %s LoRA detected (key '%s'); the model is %s",
+                         sd_safetensors_path(st), sd_family_name(lora), key, sd_family_name(model));
+    sd_safetensors_close(st);
+}
+
+void sd_check_controlnet_loader(sd_node_check *c)
+{
+    sd_safetensors *st = open_header(c, "control_net_name");
+    if (!st)
+        return;
+    if (sd_controlnet_check_kind(sd_check_context(c), st) == SD_ERR_INVALID)
+        report_failure(c, "control_net_name");
+    sd_clear_error(sd_check_context(c));
+    sd_safetensors_close(st);
+}
+
+void sd_check_vae_decode(sd_node_check *c)
+{
+    const char *vae_tag = sd_check_tag(c, "vae");
+    if (vae_tag && !strcmp(vae_tag, "none")) {
+        sd_check_problem(c, "vae", "the checkpoint has no VAE (no first_stage_model.* tensors); load one with VAELoader");
+        return;
+    }
+    int lc, vc;
+    sd_family lf, vf;
+    char a[96], b[96];
+    if (latent_tag(c, "samples", &lc, &lf) && latent_tag(c, "vae", &vc, &vf) && lc != vc)
+        sd_check_problem(c, "samples", "%s cannot be decoded by %s", describe(a, sizeof a, lc, lf, "latent"),
+                         describe(b, sizeof b, vc, vf, "VAE"));
+}
+
+void sd_check_vae_encode(sd_node_check *c)
+{
+    const char *vae_tag = sd_check_tag(c, "vae");
+    if (vae_tag && !strcmp(vae_tag, "none")) {
+        sd_check_problem(c, "vae", "the checkpoint has no VAE (no first_stage_model.* tensors); load one with VAELoader");
+        return;
+    }
+    int vc;
+    sd_family vf;
+    if (latent_tag(c, "vae", &vc, &vf))
+        tag_latent(c, 0, vc, vf);
+}
+
+/* The node's conditioning inputs (those it has of KSampler's and the guiders' names) against the
+ * model's family. */
+static void check_conditionings(sd_node_check *c, sd_family model)
+{
+    static const char *const inputs[] = {"positive", "negative", "conditioning", "cond1", "cond2"};
+    if (model == SD_FAMILY_UNKNOWN)
+        return;
+    for (size_t k = 0; k < sizeof inputs / sizeof inputs[0]; k++) {
+        sd_family cond = sd_family_find(sd_check_tag(c, inputs[k]));
+        if (cond != SD_FAMILY_UNKNOWN && cond != model)
+            sd_check_problem(c, inputs[k], "a conditioning made by %s text encoders cannot condition the %s model",
+                             sd_family_name(cond), sd_family_name(model));
+    }
+}
+
+/* A sampling node whose model's family is tagged on `model_input` (a MODEL, or a GUIDER that
+ * carries its model's tag): the latent must have the family's channel count. */
+static void check_sampling(sd_node_check *c, const char *model_input)
+{
+    sd_family model = model_family(c, model_input);
+    int lc;
+    sd_family lf;
+    bool known = latent_tag(c, "latent_image", &lc, &lf);
+    if (model == SD_FAMILY_UNKNOWN) {
+        if (known)
+            tag_latent(c, 0, lc, lf);
+        return;
+    }
+    check_conditionings(c, model);
+    const sd_latent_format *want = sd_family_get(model)->latent;
+    char a[96];
+    if (known && want && lc != want->channels)
+        sd_check_problem(c, "latent_image", "%s cannot be sampled by the %s model, which takes %d-channel latents",
+                         describe(a, sizeof a, lc, lf, "latent"), sd_family_name(model), want->channels);
+    if (want)
+        tag_latent(c, 0, want->channels, model);
+}
+
+void sd_check_sampler(sd_node_check *c)
+{
+    check_sampling(c, "model");
+}
+
+void sd_check_guided_sampler(sd_node_check *c)
+{
+    check_sampling(c, "guider");
+}
+
+void sd_check_guider(sd_node_check *c)
+{
+    sd_family model = model_family(c, "model");
+    if (model != SD_FAMILY_UNKNOWN)
+        sd_check_set_tag(c, 0, sd_family_name(model));
+    check_conditionings(c, model);
+}
+
+/* The CLIP's family as the conditioning's tag; a node made for one family names another. */
+static void text_encode(sd_node_check *c, sd_family need)
+{
+    const char *tag = sd_check_tag(c, "clip");
+    sd_family got = sd_family_find(tag);
+    if (need != SD_FAMILY_UNKNOWN && got != SD_FAMILY_UNKNOWN && got != need)
+        sd_check_problem(c, "clip", "the text encoders are %s; this node takes %s ones", sd_family_name(got),
+                         sd_family_name(need));
+    if (got != SD_FAMILY_UNKNOWN)
+        sd_check_set_tag(c, 0, tag);
+}
+
+void sd_check_text_encode(sd_node_check *c)
+{
+    text_encode(c, SD_FAMILY_UNKNOWN);
+}
+
+void sd_check_text_encode_sdxl(sd_node_check *c)
+{
+    text_encode(c, SD_FAMILY_SDXL);
+}
+
+void sd_check_text_encode_refiner(sd_node_check *c)
+{
+    text_encode(c, SD_FAMILY_SDXL_REFINER);
+}
+
+void sd_check_empty_latent(sd_node_check *c)
+{
+    tag_latent(c, 0, 4, SD_FAMILY_UNKNOWN);
+}
