@@ -151,7 +151,11 @@ static sd_status run_node(sd_run_state *s, sd_plan_node *p, sd_cache *cache)
     progress(s, p, SD_PROGRESS_NODE_START, sd_run_clock() - s->t0, 0);
     double t = sd_run_clock();
     sd_clear_error(s->ctx);
+    s->ctx->read_guard = sd_run_read_guard; /* the node may read only the files in its key */
+    s->ctx->read_guard_user = &r;
     st = p->desc->run(&r);
+    s->ctx->read_guard = NULL;
+    s->ctx->read_guard_user = NULL;
     p->seconds = sd_run_clock() - t;
     p->ran = true; /* its outcome is RAN even when it failed: the run's status says that */
     if (st) {
@@ -231,9 +235,7 @@ static sd_status finish(sd_run_state *s, sd_status st)
             p->holds = 0;
             release(s, p);
         }
-        for (size_t i = 0; p->inputs && i < p->desc->n_inputs; i++)
-            free(p->inputs[i].file);
-        free(p->inputs);
+        sd_plan_node_clear(p);
     }
     sd_result_set_peak(s->result, s->peak_live);
     free(s->nodes);

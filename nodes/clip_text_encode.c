@@ -10,7 +10,9 @@
  * states are concatenated per token (CLIP-L first), and the pooled output is the first window's
  * of the family's pooled encoder (OpenCLIP-bigG's, projected). "embedding:NAME" reads a
  * textual-inversion embedding from the embeddings directories (ml/adapters/embeddings.h); an
- * unknown one is a warning and is left out.
+ * unknown one is a warning and is left out. The files hook declares the look-up of every name a
+ * literal prompt gives, so the embedding files (or their absence) are part of the cache key and
+ * of the provenance.
  *
  * The SDXL size conditioning (width, height, crops, targets, aesthetic score) rides on the
  * conditioning entry as ComfyUI's does; the sampler builds the ADM vector from it
@@ -45,6 +47,76 @@ static sd_status encode_windows(sd_clip_model *m, const int32_t *ids, size_t n, 
     return SD_OK;
 }
 
+/* Declares the look-up of one embedding name (an sd_embedding_lookup_fn; user: declaring). */
+typedef struct declaring {
+    sd_node_files *files;
+    sd_status st;
+} declaring;
+
+static int declare_embedding(void *user, const char *name)
+{
+    declaring *d = user;
+    char *names[SD_EMBEDDING_CANDIDATES];
+    if (!d->st && !(d->st = sd_embedding_candidates(sd_files_context(d->files), name, names))) {
+        d->st = sd_files_find(d->files, "embeddings", (const char *const *)names, SD_EMBEDDING_CANDIDATES);
+        sd_embedding_candidates_free(names);
+    }
+    return 0;
+}
+
+/* Declares every embedding the literal prompts among `inputs` name. A linked prompt is known
+ * only when the node runs, so it reads no embedding (embeddings_readable says so). */
+static sd_status declare_prompts(sd_node_files *f, const char *const *inputs, size_t n)
+{
+    declaring d = {f, SD_OK};
+    sd_status st = SD_OK;
+    for (size_t i = 0; i < n && !st && !d.st; i++) {
+        const char *text = sd_files_literal(f, inputs[i]);
+        if (text)
+            st = sd_prompt_embedding_names(sd_files_context(f), text, declare_embedding, &d);
+    }
+    return st ? st : d.st;
+}
+
+/* The files hook of CLIPTextEncode and CLIPTextEncodeSDXLRefiner. */
+static sd_status encode_files(sd_node_files *f)
+{
+    static const char *const inputs[] = {"text"};
+    return declare_prompts(f, inputs, SD_COUNT(inputs));
+}
+
+/* The files hook of CLIPTextEncodeSDXL. */
+static sd_status encode_sdxl_files(sd_node_files *f)
+{
+    static const char *const inputs[] = {"text_g", "text_l"};
+    return declare_prompts(f, inputs, SD_COUNT(inputs));
+}
+
+/* Whether embedding:NAME in the prompt `input` is read: only in a literal prompt, whose look-ups
+ * the files hook declared; a linked prompt naming one is warned about. */
+static bool embeddings_readable(sd_node_run *r, const char *input)
+{
+    if (!sd_run_linked(r, input))
+        return true;
+    if (strstr(sd_run_string(r, input), "embedding:"))
+        sd_run_warn(r, "the prompt comes through a link, so embedding:NAME in it is read as plain text: an embedding "
+                       "file must be part of the cache key, which is made before the prompt is known; set the "
+                       "prompt as a value");
+    return false;
+}
+
+/* An sd_embedding_find_fn (user: the run): the file the declared look-up found. */
+static sd_status find_embedding(void *user, const char *name, const char **path)
+{
+    sd_node_run *r = user;
+    char *names[SD_EMBEDDING_CANDIDATES];
+    sd_status st = sd_embedding_candidates(sd_run_context(r), name, names);
+    if (!st)
+        st = sd_run_found_file(r, "embeddings", (const char *const *)names, SD_EMBEDDING_CANDIDATES, path);
+    sd_embedding_candidates_free(names);
+    return st;
+}
+
 /* One text encoder's encoding of a prompt: n_windows * 77 tokens of width floats, and the first
  * window's pooled vector (pooled_width floats). */
 typedef struct encoding {
@@ -73,8 +145,10 @@ static void pad_windows(int32_t *ids, size_t n_windows, int pad)
     }
 }
 
-/* Encodes text with text encoder `slot` of the CLIP handle h into *out. */
-static sd_status encode_text(sd_node_run *r, const sd_model_handle *h, int slot, const char *text, encoding *out)
+/* Encodes text with text encoder `slot` of the CLIP handle h into *out; embedding:NAME is read
+ * when `embeddings` (else it is plain text). */
+static sd_status encode_text(sd_node_run *r, const sd_model_handle *h, int slot, const char *text, bool embeddings,
+                             encoding *out)
 {
     sd_context *ctx = sd_run_context(r);
     sd_clip_model *m;
@@ -89,9 +163,9 @@ static sd_status encode_text(sd_node_run *r, const sd_model_handle *h, int slot,
     if (!st)
         st = sd_model_store_tokenizer(ctx, &tok);
     if (!st)
-        st = sd_embedding_set_new(ctx, sd_clip_model_config(m)->width, &emb);
+        st = sd_embedding_set_new(ctx, sd_clip_model_config(m)->width, find_embedding, r, &emb);
     if (!st)
-        st = sd_prompt_tokenize(ctx, tok, text, sd_embedding_set_lookup, emb, &toks);
+        st = sd_prompt_tokenize(ctx, tok, text, embeddings ? sd_embedding_set_lookup : NULL, emb, &toks);
     if (st) {
         st = sd_node_model_fail(r, st);
         goto done;
@@ -161,7 +235,7 @@ static sd_status pad_with_empty(sd_node_run *r, const sd_model_handle *h, int sl
     if (e->n_windows >= n)
         return SD_OK;
     encoding empty;
-    sd_status st = encode_text(r, h, slot, "", &empty);
+    sd_status st = encode_text(r, h, slot, "", false, &empty);
     if (st)
         return st;
     size_t win = SD_CLIP_WINDOW * (size_t)e->width;
@@ -229,15 +303,16 @@ static const sd_model_handle *clip_input(sd_node_run *r, sd_family family)
     return h;
 }
 
-/* Encodes texts[k] with the handle's text encoder k (n of them), evened out to one window count,
- * and sets the conditioning output. */
-static sd_status encode_all(sd_node_run *r, const sd_model_handle *h, const char *const *texts, int n, json_t *extra)
+/* Encodes texts[k] with the handle's text encoder k (n of them; embedding:NAME read where
+ * embeddings[k]), evened out to one window count, and sets the conditioning output. */
+static sd_status encode_all(sd_node_run *r, const sd_model_handle *h, const char *const *texts,
+                            const bool *embeddings, int n, json_t *extra)
 {
     encoding parts[2] = {{0}};
     sd_status st = SD_OK;
     size_t windows = 0;
     for (int k = 0; !st && k < n; k++)
-        if (!(st = encode_text(r, h, k, texts[k], &parts[k])) && parts[k].n_windows > windows)
+        if (!(st = encode_text(r, h, k, texts[k], embeddings[k], &parts[k])) && parts[k].n_windows > windows)
             windows = parts[k].n_windows;
     for (int k = 0; !st && k < n; k++)
         st = pad_with_empty(r, h, k, &parts[k], windows);
@@ -258,7 +333,9 @@ static sd_status run_encode(sd_node_run *r)
         return SD_ERR_INVALID;
     const char *text = sd_run_string(r, "text");
     const char *texts[2] = {text, text};
-    return encode_all(r, h, texts, sd_loaded_config(h->loaded)->clip2_prefix ? 2 : 1, NULL);
+    bool readable = embeddings_readable(r, "text");
+    const bool embeddings[2] = {readable, readable};
+    return encode_all(r, h, texts, embeddings, sd_loaded_config(h->loaded)->clip2_prefix ? 2 : 1, NULL);
 }
 
 static const sd_input_desc encode_in[] = {
@@ -272,7 +349,7 @@ const sd_node_desc sd_node_CLIPTextEncode = {
     .name = "CLIPTextEncode", .version = 1, .category = "conditioning",
     .doc = "Encodes a prompt with the model's text encoders (ComfyUI's weighting and 75-token chunks).",
     .inputs = encode_in, .n_inputs = SD_COUNT(encode_in),
-    .outputs = encode_out, .n_outputs = SD_COUNT(encode_out), .run = run_encode,
+    .outputs = encode_out, .n_outputs = SD_COUNT(encode_out), .run = run_encode, .files = encode_files,
     .check = sd_check_text_encode,
 };
 
@@ -289,7 +366,8 @@ static sd_status run_encode_sdxl(sd_node_run *r)
                               (json_int_t)sd_run_int(r, "target_height"));
     if (!extra)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
-    return encode_all(r, h, texts, 2, extra);
+    const bool embeddings[2] = {embeddings_readable(r, "text_l"), embeddings_readable(r, "text_g")};
+    return encode_all(r, h, texts, embeddings, 2, extra);
 }
 
 static const sd_input_desc sdxl_in[] = {
@@ -307,7 +385,7 @@ const sd_node_desc sd_node_CLIPTextEncodeSDXL = {
     .name = "CLIPTextEncodeSDXL", .version = 1, .category = "advanced/conditioning",
     .doc = "Encodes an SDXL prompt per text encoder with the size conditioning (ComfyUI's node).",
     .inputs = sdxl_in, .n_inputs = SD_COUNT(sdxl_in),
-    .outputs = encode_out, .n_outputs = SD_COUNT(encode_out), .run = run_encode_sdxl,
+    .outputs = encode_out, .n_outputs = SD_COUNT(encode_out), .run = run_encode_sdxl, .files = encode_sdxl_files,
     .check = sd_check_text_encode_sdxl,
 };
 
@@ -321,7 +399,8 @@ static sd_status run_encode_refiner(sd_node_run *r)
                               (json_int_t)sd_run_int(r, "width"), "height", (json_int_t)sd_run_int(r, "height"));
     if (!extra)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
-    return encode_all(r, h, texts, 1, extra);
+    const bool embeddings[1] = {embeddings_readable(r, "text")};
+    return encode_all(r, h, texts, embeddings, 1, extra);
 }
 
 static const sd_input_desc refiner_in[] = {
@@ -336,7 +415,7 @@ const sd_node_desc sd_node_CLIPTextEncodeSDXLRefiner = {
     .name = "CLIPTextEncodeSDXLRefiner", .version = 1, .category = "advanced/conditioning",
     .doc = "Encodes a prompt for the SDXL refiner with the aesthetic score and size (ComfyUI's node).",
     .inputs = refiner_in, .n_inputs = SD_COUNT(refiner_in),
-    .outputs = encode_out, .n_outputs = SD_COUNT(encode_out), .run = run_encode_refiner,
+    .outputs = encode_out, .n_outputs = SD_COUNT(encode_out), .run = run_encode_refiner, .files = encode_files,
     .check = sd_check_text_encode_refiner,
 };
 

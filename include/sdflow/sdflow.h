@@ -244,6 +244,8 @@ typedef struct sd_cache_stats {
     int64_t bytes;      /* payload bytes */
     int64_t file_bytes; /* database file size */
     int64_t file_hashes;/* memoized file hashes */
+    int64_t budget;     /* payload bytes kept after each store (SDFLOW_CACHE_MAX_SIZE, default 8 GiB);
+                           0: no limit, nothing is evicted */
 } sd_cache_stats;
 sd_status sd_cache_stats_get(sd_context *ctx, sd_cache_stats *stats);
 sd_status sd_cache_clear(sd_context *ctx);

@@ -1,9 +1,10 @@
 /* Opened model files kept per context (see model_store.h). */
 #include "ml/loading/model_store.h"
+#include "core/files.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <unistd.h>
 
 struct sd_loaded {
     int refcount;
@@ -11,8 +12,7 @@ struct sd_loaded {
     char *path;
     sd_model_file_kind kind;
     sd_dtype dtype;
-    int64_t size, mtime_ns;
-    uint64_t inode;
+    sd_file_id id;       /* of the file when opened */
     uint64_t last_use;
     sd_safetensors *st;
     sd_checkpoint_config cfg;
@@ -123,14 +123,16 @@ sd_status sd_model_store_open(sd_context *ctx, const char *path, sd_model_file_k
         st = store_get(ctx, &s);
     if (st)
         return st;
-    struct stat sb;
-    if (stat(path, &sb) != 0)
-        return sd_set_error(ctx, SD_ERR_IO, "%s: cannot read the file", path);
-    int64_t mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
+    /* Opened through the read guard even when the store has the file: inside a node this checks
+     * that the file is in the node's key and unchanged since it was hashed. */
+    int fd;
+    sd_file_id id;
+    if ((st = sd_file_open(ctx, path, &fd, &id)))
+        return st;
+    close(fd);
     for (size_t i = 0; i < s->n; i++) {
         sd_loaded *e = s->entries[i];
-        if (e->kind == kind && e->dtype == dtype && e->size == (int64_t)sb.st_size &&
-            e->mtime_ns == mtime_ns && e->inode == (uint64_t)sb.st_ino && strcmp(e->path, path) == 0) {
+        if (e->kind == kind && e->dtype == dtype && sd_file_id_equal(&e->id, &id) && strcmp(e->path, path) == 0) {
             e->last_use = ++s->clock;
             *out = sd_loaded_ref(e);
             return SD_OK;
@@ -153,14 +155,12 @@ sd_status sd_model_store_open(sd_context *ctx, const char *path, sd_model_file_k
     l->cl = cl;
     l->kind = kind;
     l->dtype = dtype;
-    l->size = (int64_t)sb.st_size;
-    l->mtime_ns = mtime_ns;
-    l->inode = (uint64_t)sb.st_ino;
     l->stats = &s->stats;
     if ((st = sd_safetensors_open(ctx, path, &l->st)) || (st = inspect(ctx, l))) {
         loaded_free(l);
         return st;
     }
+    l->id = *sd_safetensors_file_id(l->st);
     s->stats.files_opened++;
     l->last_use = ++s->clock;
     s->entries[s->n++] = l;

@@ -1,13 +1,15 @@
 /* Opened model files kept per context, so that a second run in one process (a Lua sweep, the
  * API) reuses weights already on the device.
  *
- * Opening is cheap: the file is memory-mapped, its header validated and its architecture
+ * Opening is cheap: the file is opened, its header read and validated and its architecture
  * inspected (ml/families/checkpoint.h). The UNet, CLIP and VAE objects are created when first asked
  * for, and their weights upload tensor by tensor on first use (ml/loading/weights.h), so a run that
  * only decodes a cached latent never reads UNet weights.
  *
- * Entries are keyed by the resolved path, the file's size, modification time (ns) and inode, the
- * kind of file and the device weight dtype; a file replaced on disk opens afresh. The store lives
+ * Entries are keyed by the resolved path, the file's identity (size, mtime, ctime, inode and
+ * device; core/files.h), the kind of file and the device weight dtype; a file replaced or
+ * rewritten on disk opens afresh, and a file changed under an open entry fails the reads of its
+ * tensors (ml/formats/safetensors.h). The store lives
  * in the context's extension slot SD_EXT_MODEL_STORE and holds on to at most
  * SD_MODEL_STORE_KEEP entries that no value references any more (least recently used go first).
  * Entries must not outlive the context. */
@@ -30,9 +32,10 @@ typedef enum sd_model_file_kind {
 typedef struct sd_loaded sd_loaded;
 
 /* Returns a reference to the opened file at path (an absolute path from sd_resolve_file),
- * opening and inspecting it unless the store already has it. Errors (message on ctx, naming the
- * file): SD_ERR_IO when it cannot be read, the safetensors errors, SD_ERR_INVALID for another
- * family or a missing/misshapen tensor (named), SD_ERR_NOMEM. */
+ * opening and inspecting it unless the store already has it. The file is opened with
+ * sd_file_open either way, so a node can only get a file its key covers. Errors (message on ctx,
+ * naming the file): SD_ERR_IO when it cannot be read, the safetensors errors, SD_ERR_INVALID for
+ * another family or a missing/misshapen tensor (named), SD_ERR_NOMEM. */
 sd_status sd_model_store_open(sd_context *ctx, const char *path, sd_model_file_kind kind, sd_dtype dtype,
                               sd_loaded **out);
 sd_loaded *sd_loaded_ref(sd_loaded *l); /* returns l */

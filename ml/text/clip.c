@@ -1,5 +1,5 @@
 /* CLIP text transformer (see clip.h). Token and position embeddings are gathered on the host
- * straight from the mapped checkpoint (the 49408-row table never goes to the device); the
+ * row by row straight from the checkpoint file (the 49408-row table never goes to the device); the
  * transformer runs on the op library. Both tensor layouts (transformers', open_clip's) are read
  * through one table of names. */
 #include "ml/text/clip.h"
@@ -94,18 +94,7 @@ static sd_status read_row(sd_clip_model *m, const char *name, int64_t row, float
         return sd_set_error(m->cl->ctx, t ? SD_ERR_INVALID : SD_ERR_NOT_FOUND,
                             "%s: text encoder tensor '%s' is missing, has the wrong shape, or has no row %lld",
                             sd_safetensors_path(m->st), name, (long long)row);
-    const unsigned char *base = (const unsigned char *)t->data + (size_t)row * (size_t)width * sd_st_dtype_size(t->dtype);
-    for (int i = 0; i < width; i++) {
-        switch (t->dtype) {
-        case SD_ST_F32: memcpy(&dst[i], base + 4 * (size_t)i, 4); break;
-        case SD_ST_F16: { uint16_t h; memcpy(&h, base + 2 * (size_t)i, 2); dst[i] = sd_half_to_float(h); break; }
-        case SD_ST_BF16: { uint16_t h; memcpy(&h, base + 2 * (size_t)i, 2); dst[i] = sd_bf16_to_float(h); break; }
-        default:
-            return sd_set_error(m->cl->ctx, SD_ERR_INVALID, "%s: tensor '%s' has dtype %s, not a float type",
-                                sd_safetensors_path(m->st), name, sd_st_dtype_name(t->dtype));
-        }
-    }
-    return SD_OK;
+    return sd_safetensors_read_f32_range(m->cl->ctx, m->st, t, (size_t)row * (size_t)width, (size_t)width, dst);
 }
 
 /* x = token_embedding[tokens] + position_embedding[0..n) on the host, uploaded as [batch, n, width];

@@ -145,8 +145,12 @@ static void test_weights_deterministic(void)
                            *tc = sd_safetensors_find(fc, name);
         CHECK(ta && tb && tc && ta->nbytes == 256 * 64 * 4);
         if (ta && tb && tc) {
-            CHECK(memcmp(ta->data, tb->data, ta->nbytes) == 0);
-            CHECK(memcmp(ta->data, tc->data, ta->nbytes) != 0);
+            unsigned char *ra = malloc(ta->nbytes), *rb = malloc(ta->nbytes), *rc = malloc(ta->nbytes);
+            CHECK(sd_safetensors_read_raw(ctx, fa, ta, ra) == SD_OK && sd_safetensors_read_raw(ctx, fb, tb, rb) == SD_OK &&
+                  sd_safetensors_read_raw(ctx, fc, tc, rc) == SD_OK);
+            CHECK(memcmp(ra, rb, ta->nbytes) == 0);
+            CHECK(memcmp(ra, rc, ta->nbytes) != 0);
+            free(ra), free(rb), free(rc);
             float *w = malloc(ta->nbytes);
             CHECK_EQ_INT(sd_safetensors_read_f32(ctx, fa, ta, w, ta->numel), SD_OK);
             float lo = 0, hi = 0;
@@ -159,8 +163,9 @@ static void test_weights_deterministic(void)
         float one[64];
         CHECK(ln && sd_safetensors_read_f32(ctx, fa, ln, one, 64) == SD_OK && one[0] == 1.0f && one[63] == 1.0f);
         const sd_st_tensor *ids = sd_safetensors_find(fa, SD1_CLIP_PREFIX "embeddings.position_ids");
-        CHECK(ids && ids->dtype == SD_ST_I64 && ids->shape[1] == 77 &&
-              ((const unsigned char *)ids->data)[8 * 76] == 76);
+        unsigned char raw[8 * 77];
+        CHECK(ids && ids->dtype == SD_ST_I64 && ids->shape[1] == 77 && ids->nbytes == sizeof raw &&
+              sd_safetensors_read_raw(ctx, fa, ids, raw) == SD_OK && raw[8 * 76] == 76);
     }
     sd_safetensors_close(fa);
     sd_safetensors_close(fb);
