@@ -1,5 +1,6 @@
 /* The registry of node types: one SD_NODE(Name) line per node type, each defined in nodes/ as
  * `const sd_node_desc sd_node_<Name>`. Keep the lines sorted; core/registry.c expands them. */
+SD_NODE(BinaryPreprocessor)
 SD_NODE(CLIPSetLastLayer)
 SD_NODE(CLIPTextEncode)
 SD_NODE(Canny)
@@ -62,6 +63,8 @@ SD_NODE(PrimitiveStringMultiline)
 SD_NODE(RepeatLatentBatch)
 SD_NODE(SaveImage)
 SD_NODE(SaveLatent)
+SD_NODE(ScribblePreprocessor)
+SD_NODE(Scribble_XDoG_Preprocessor)
 SD_NODE(SdflowImageGrid)
 SD_NODE(SetLatentNoiseMask)
 SD_NODE(SolidMask)

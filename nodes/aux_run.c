@@ -1,0 +1,62 @@
+/* The shared frame of the comfyui_controlnet_aux preprocessor nodes. */
+#include "nodes/aux_run.h"
+#include "nodes/image_device.h"
+#include <stdlib.h>
+
+/* One item in 8 bits, resized and padded. */
+static sd_status prepare_item(sd_node_run *r, const float *src, const int64_t *shape, sd_aux_interp up,
+                              sd_img8 *padded, int64_t *th, int64_t *tw)
+{
+    sd_context *ctx = sd_run_context(r);
+    sd_img8 img;
+    sd_status st = sd_aux_from_float(ctx, src, shape[1], shape[2], shape[3], &img);
+    if (!st)
+        st = sd_aux_resize_with_pad(ctx, &img, sd_run_int(r, "resolution"), up, padded, th, tw);
+    sd_img8_free(&img);
+    if (st)
+        return sd_run_fail(r, st);
+    return SD_OK;
+}
+
+sd_status sd_node_aux_run(sd_node_run *r, sd_aux_interp up, sd_aux_detect_fn detect, void *arg)
+{
+    const sd_tensor *t = sd_node_image_tensor(r, "image");
+    if (!t)
+        return SD_ERR_INVALID;
+    int64_t b = t->shape[0], item = t->shape[1] * t->shape[2] * t->shape[3];
+    sd_value *out = NULL;
+    sd_tensor *o = NULL;
+    unsigned char *map = NULL;
+    sd_status st = SD_OK;
+    for (int64_t i = 0; i < b && !st; i++) {
+        sd_img8 padded = {0};
+        int64_t th, tw;
+        if (!(st = prepare_item(r, t->data + i * item, t->shape, up, &padded, &th, &tw))) {
+            if (!o) {
+                int64_t shape[4] = {b, th, tw, 3};
+                out = sd_value_new(SD_TYPE_IMAGE);
+                o = out ? sd_value_add_tensor(out, "image", 4, shape) : NULL;
+                map = malloc((size_t)(padded.h * padded.w));
+                if (!o || !map)
+                    st = sd_run_error(r, SD_ERR_NOMEM, "out of memory for a %lldx%lld image", (long long)tw,
+                                      (long long)th);
+            }
+            if (!st)
+                st = detect(r, &padded, arg, map);
+            for (int64_t y = 0; !st && y < th; y++)
+                for (int64_t x = 0; x < tw; x++)
+                    for (int k = 0; k < 3; k++)
+                        o->data[((i * th + y) * tw + x) * 3 + k] = (float)map[y * padded.w + x] / 255.0f;
+        }
+        sd_img8_free(&padded);
+        if (!st)
+            st = sd_run_progress(r, (int)(i + 1), (int)b);
+    }
+    free(map);
+    if (st) {
+        sd_value_unref(out);
+        return st;
+    }
+    sd_run_set_output(r, 0, out);
+    return SD_OK;
+}

@@ -1,0 +1,113 @@
+/* The no-model ControlNet preprocessors (nodes/aux_lines.c) against comfyui_controlnet_aux's
+ * annotators run with numpy and OpenCV (goldens from tests/reference/make_aux_goldens.py):
+ * ScribblePreprocessor, Scribble_XDoG_Preprocessor (threshold 32 and 8) and
+ * BinaryPreprocessor (threshold 100 and Otsu's) at resolution 64 on five image shapes, every
+ * output sample equal; a batch of two gives each item's own result; the output size follows
+ * the detect resolution; a 2-channel image is refused with the node's message. */
+#include "test.h"
+#include "support/aux_cases.h"
+#include "support/golden.h"
+#include "support/node_direct.h"
+#include <stdlib.h>
+
+static sd_context *ctx;
+
+/* An IMAGE value of `batch` copies of the case's input as LoadImage gives it (v / 255). */
+static sd_value *input_image(const aux_case *c, int batch)
+{
+    char name[64];
+    snprintf(name, sizeof name, "aux_in_%s.u8", c->name);
+    size_t n = (size_t)c->h * c->w * 3;
+    unsigned char *px = test_read_golden(name, n);
+    float *f = malloc(sizeof(float) * n * batch);
+    for (size_t i = 0; px && f && i < n * batch; i++)
+        f[i] = (float)px[i % n] / 255.0f;
+    sd_value *v = sd_value_new(SD_TYPE_IMAGE);
+    if (px && f)
+        test_put_tensor(v, "image", 4, (const int64_t[]){batch, c->h, c->w, 3}, f);
+    free(px);
+    free(f);
+    return v;
+}
+
+/* Runs `type` with its integer parameter (NULL: none) at resolution 64 and compares every item
+ * with aux_<tag>_<case>.u8. */
+static void expect_golden(const char *type, const char *tag, int64_t param, int batch)
+{
+    for (size_t i = 0; i < AUX_N_CASES; i++) {
+        const aux_case *c = &aux_cases[i];
+        char name[64];
+        snprintf(name, sizeof name, "aux_%s_%s.u8", tag, c->name);
+        size_t n = (size_t)c->th * c->tw;
+        unsigned char *want = test_read_golden(name, n);
+        sd_value *img = input_image(c, batch), *p = sd_value_int(param), *res = sd_value_int(64);
+        sd_value *in[3] = {img, p, res};
+        if (strcmp(type, "ScribblePreprocessor") == 0)
+            in[1] = res;
+        sd_status st;
+        sd_value *out = test_run_node(ctx, type, in, &st);
+        CHECK_MSG(st == SD_OK, "%s: %s", type, sd_context_errmsg(ctx));
+        const sd_tensor *t = out ? sd_value_tensor(out, "image") : NULL;
+        CHECK(t && t->ndim == 4 && t->shape[0] == batch && t->shape[1] == c->th && t->shape[2] == c->tw &&
+              t->shape[3] == 3);
+        int bad = 0;
+        for (size_t k = 0; t && want && t->shape[1] == c->th && t->shape[2] == c->tw && k < n * 3 * batch; k++)
+            bad += t->data[k] != (float)want[(k / 3) % n] / 255.0f;
+        CHECK_MSG(bad == 0, "%s on %s: %d samples differ", type, name, bad);
+        sd_value_unref(out);
+        sd_value_unref(img);
+        sd_value_unref(p);
+        sd_value_unref(res);
+        free(want);
+    }
+}
+
+static void test_scribble(void)
+{
+    expect_golden("ScribblePreprocessor", "scribble", 0, 1);
+}
+
+static void test_xdog(void)
+{
+    expect_golden("Scribble_XDoG_Preprocessor", "xdog32", 32, 1);
+    expect_golden("Scribble_XDoG_Preprocessor", "xdog8", 8, 1);
+}
+
+static void test_binary(void)
+{
+    expect_golden("BinaryPreprocessor", "binary100", 100, 1);
+    expect_golden("BinaryPreprocessor", "binary0", 0, 1);
+}
+
+static void test_batch(void)
+{
+    expect_golden("Scribble_XDoG_Preprocessor", "xdog32", 32, 2);
+}
+
+static void test_bad_channels(void)
+{
+    sd_value *img = sd_value_new(SD_TYPE_IMAGE), *res = sd_value_int(64);
+    test_put_tensor(img, "image", 4, (const int64_t[]){1, 2, 2, 2}, (const float[8]){0});
+    sd_value *in[2] = {img, res};
+    sd_status st;
+    sd_value *out = test_run_node(ctx, "ScribblePreprocessor", in, &st);
+    CHECK(out == NULL && st == SD_ERR_INVALID);
+    CHECK_STR_EQ(sd_context_errmsg(ctx),
+                 "node 'n' (ScribblePreprocessor): images with 2 channels are not supported (1, 3 or 4)");
+    sd_value_unref(img);
+    sd_value_unref(res);
+}
+
+int main(void)
+{
+    if (sd_context_new(&ctx) != SD_OK)
+        return 1;
+    sd_context_set_cache_path(ctx, NULL);
+    RUN(test_scribble);
+    RUN(test_xdog);
+    RUN(test_binary);
+    RUN(test_batch);
+    RUN(test_bad_channels);
+    sd_context_free(ctx);
+    return test_summary("test_aux_nodes");
+}
