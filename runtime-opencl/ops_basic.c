@@ -536,6 +536,39 @@ done:
     return st;
 }
 
+sd_status sd_op_max_pool2x2(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out)
+{
+    sd_status st;
+    cl_kernel k;
+    sd_dtensor *y = NULL;
+    char d[96];
+    *out = NULL;
+    if ((st = require_f32(cl, "max_pool2x2", "input", x)))
+        return st;
+    if (x->ndim < 2 || x->shape[x->ndim - 2] < 2 || x->shape[x->ndim - 1] < 2 ||
+        x->shape[x->ndim - 1] > UINT32_MAX || x->shape[x->ndim - 2] > UINT32_MAX)
+        return sd_set_error(cl->ctx, SD_ERR_INVALID, "max_pool2x2: %s needs at least 2x2 in its last dimensions",
+                            sd_dtensor_describe(x, d, sizeof d));
+    int64_t h = x->shape[x->ndim - 2], w = x->shape[x->ndim - 1], shape[SD_TENSOR_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++)
+        shape[i] = x->shape[i];
+    shape[x->ndim - 2] = h / 2;
+    shape[x->ndim - 1] = w / 2;
+    if ((st = kernel(cl, "max_pool2x2", &k)) || (st = sd_dtensor_new(cl, SD_DTYPE_F32, x->ndim, shape, &y)))
+        goto done;
+    if (y->numel) { /* one work-item per output row */
+        sd_cl_arg args[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(y->buf), SD_ARG_UINT(h), SD_ARG_UINT(w)};
+        size_t rows = y->numel / (size_t)(w / 2);
+        if ((st = sd_cl_launch(cl, k, 1, &rows, NULL, SD_NARGS(args), args)))
+            goto done;
+    }
+    *out = y;
+    y = NULL;
+done:
+    sd_dtensor_free(y);
+    return st;
+}
+
 sd_status sd_op_upsample_nearest2x(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out)
 {
     if (x->ndim < 2 || x->shape[x->ndim - 1] > UINT32_MAX / 2 || x->shape[x->ndim - 2] > UINT32_MAX / 2) {

@@ -85,6 +85,10 @@ sd_status sd_op_upsample_nearest2x(sd_cl *cl, const sd_dtensor *x, sd_dtensor **
  * odd); the 2x kernel when the size doubles. oh, ow >= 1 (SD_ERR_INVALID otherwise). */
 sd_status sd_op_upsample_nearest(sd_cl *cl, const sd_dtensor *x, int64_t oh, int64_t ow, sd_dtensor **out);
 
+/* torch max_pool2d(x, kernel 2, stride 2) over the last two dimensions: out [..., H/2, W/2]
+ * (floor; H, W >= 2), each the largest of its 2x2 cell (NaN if any is NaN, as torch). */
+sd_status sd_op_max_pool2x2(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out);
+
 /* Sinusoidal timestep embedding as the LDM UNet's timestep_embedding (diffusers
  * flip_sin_to_cos=True, downscale_freq_shift=0): t [N] -> out [N, dim] =
  * [cos(t f_i), sin(t f_i)] with f_i = exp(-ln(max_period) i / (dim/2)), zero-padded when dim is

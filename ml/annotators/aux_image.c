@@ -299,6 +299,53 @@ sd_status sd_aux_resize(sd_context *ctx, const sd_img8 *src, int64_t dh, int64_t
     return st;
 }
 
+/* Source index and weight of the second tap along one axis of a float INTER_LINEAR resize. */
+static void linear_f32_axis(int64_t ssize, int64_t dsize, int64_t *ofs, float *frac)
+{
+    double scale = 1.0 / ((double)dsize / (double)ssize);
+    for (int64_t d = 0; d < dsize; d++) {
+        float fx = (float)((d + 0.5) * scale - 0.5);
+        int64_t sx = (int64_t)floorf(fx);
+        fx -= (float)sx;
+        if (sx < 0 || sx >= ssize - 1) { /* outside: the border sample alone */
+            fx = 0.f;
+            sx = sx < 0 ? 0 : ssize - 1;
+        }
+        ofs[d] = sx, frac[d] = fx;
+    }
+}
+
+sd_status sd_aux_resize_linear_f32(sd_context *ctx, const float *src, int64_t sh, int64_t sw, float *dst, int64_t dh,
+                                   int64_t dw)
+{
+    if (sh == dh && sw == dw) {
+        memcpy(dst, src, sizeof *dst * (size_t)(dh * dw));
+        return SD_OK;
+    }
+    int64_t *xo = malloc(sizeof *xo * (size_t)(dw + dh)), *yo = xo ? xo + dw : NULL;
+    float *xf = malloc(sizeof *xf * (size_t)(dw + dh)), *yf = xf ? xf + dw : NULL;
+    float *rows = malloc(sizeof *rows * (size_t)(2 * dw));
+    if (!xo || !xf || !rows) {
+        free(xo), free(xf), free(rows);
+        return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory resizing a %lldx%lld plane", (long long)sh,
+                            (long long)sw);
+    }
+    linear_f32_axis(sw, dw, xo, xf);
+    linear_f32_axis(sh, dh, yo, yf);
+    for (int64_t y = 0; y < dh; y++) {
+        for (int k = 0; k < 2; k++) {
+            const float *s = src + (yo[y] + k < sh ? yo[y] + k : sh - 1) * sw;
+            for (int64_t x = 0; x < dw; x++)
+                rows[k * dw + x] = xo[x] == sw - 1 ? s[sw - 1] : s[xo[x]] * (1.f - xf[x]) + s[xo[x] + 1] * xf[x];
+        }
+        float b0 = 1.f - yf[y], b1 = yf[y];
+        for (int64_t x = 0; x < dw; x++)
+            dst[y * dw + x] = rows[x] * b0 + rows[dw + x] * b1;
+    }
+    free(xo), free(xf), free(rows);
+    return SD_OK;
+}
+
 static int64_t pad64(int64_t x)
 {
     return (x + 63) / 64 * 64;

@@ -493,6 +493,20 @@ kernel void upsample_nearest(global const float *x, global float *y, uint h, uin
         py[ox] = px[min((uint)floor((float)ox * sw), w - 1)];
 }
 
+/* max_pool2d 2x2 stride 2: one work-item per output row (plane * (h / 2) + oy). */
+kernel void max_pool2x2(global const float *x, global float *y, uint h, uint w)
+{
+    ulong row = get_global_id(0), plane = row / (h / 2), oy = row % (h / 2);
+    uint ow = w / 2;
+    global const float *r0 = x + (plane * h + 2 * oy) * (ulong)w, *r1 = r0 + w;
+    global float *d = y + row * ow;
+    for (uint j = 0; j < ow; j++) {
+        float a = r0[2 * j], b = r0[2 * j + 1], c = r1[2 * j], e = r1[2 * j + 1];
+        float m = fmax(fmax(a, b), fmax(c, e));
+        d[j] = isnan(a) || isnan(b) || isnan(c) || isnan(e) ? NAN : m;
+    }
+}
+
 kernel void upsample_nearest2x(global const float *x, global float *y, uint w)
 {
     ulong row = get_global_id(0); /* plane * h + iy */

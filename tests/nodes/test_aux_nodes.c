@@ -3,12 +3,19 @@
  * ScribblePreprocessor, Scribble_XDoG_Preprocessor (threshold 32 and 8) and
  * BinaryPreprocessor (threshold 100 and Otsu's) at resolution 64 on five image shapes, every
  * output sample equal; a batch of two gives each item's own result; the output size follows
- * the detect resolution; a 2-channel image is refused with the node's message. */
+ * the detect resolution; a 2-channel image is refused with the node's message.
+ * HEDPreprocessor through the scheduler (LoadImage -> HEDPreprocessor) with the tiny network of
+ * tests/reference/make_hed_goldens.py as models/annotators/ControlNetHED.safetensors: its edge
+ * maps (safe off and on) equal the reference's, cut to the detect size; a missing annotator file
+ * is a validation error naming it. */
 #include "test.h"
+#include "core/run.h"
 #include "support/aux_cases.h"
 #include "support/golden.h"
 #include "support/node_direct.h"
+#include "support/png_fixture.h"
 #include <stdlib.h>
+#include <sys/stat.h>
 
 static sd_context *ctx;
 
@@ -98,16 +105,97 @@ static void test_bad_channels(void)
     sd_value_unref(res);
 }
 
+/* LoadImage "load" (in.png, the "up" case) -> HEDPreprocessor "hed" at resolution 64. */
+static sd_graph *hed_graph(const char *safe, const char *ckpt)
+{
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_new(ctx, &g), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "LoadImage", "load", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "load", "image", "in.png"), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "HEDPreprocessor", "hed", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_connect(g, "load", "IMAGE", "hed", "image"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "hed", "resolution", "64"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "hed", "safe", safe), SD_OK);
+    if (ckpt)
+        CHECK_EQ_INT(sd_graph_set_input(g, "hed", "ckpt_name", ckpt), SD_OK);
+    return g;
+}
+
+static void test_hed(void)
+{
+    const aux_case *c = &aux_cases[0]; /* the "up" case: 77 x 64 out of a 128 x 64 map */
+    for (int safe = 0; safe < 2; safe++) {
+        unsigned char *want = test_read_golden(safe ? "hed_safe.u8" : "hed_edge.u8", 128 * 64);
+        sd_graph *g = hed_graph(safe ? "enable" : "disable", NULL);
+        const char *outs[] = {"hed"};
+        sd_run_options opt = {.outputs = outs, .n_outputs = 1, .no_cache = true};
+        sd_result *res = NULL;
+        sd_status st = sd_graph_run(g, &opt, &res);
+        CHECK_MSG(st == SD_OK, "HED: %s", sd_context_errmsg(ctx));
+        const sd_value *v = st ? NULL : sd_result_value(res, "hed", "IMAGE");
+        const sd_tensor *t = v ? sd_value_tensor(v, "image") : NULL;
+        CHECK(t && t->shape[0] == 1 && t->shape[1] == c->th && t->shape[2] == c->tw && t->shape[3] == 3);
+        int bad = 0;
+        for (int i = 0; t && want && t->shape[1] == c->th && t->shape[2] == c->tw && i < c->th * c->tw * 3; i++)
+            bad += t->data[i] != (float)want[(i / 3 / c->tw) * 64 + (i / 3) % c->tw] / 255.0f;
+        CHECK_MSG(bad == 0, "HED (safe %d): %d samples differ", safe, bad);
+        sd_result_free(res);
+        sd_graph_free(g);
+        free(want);
+    }
+}
+
+static void test_hed_missing_file(void)
+{
+    sd_graph *g = hed_graph("enable", "nope.safetensors");
+    sd_result *res = NULL;
+    CHECK_EQ_INT(sd_graph_run(g, NULL, &res), SD_ERR_INVALID);
+    CHECK_EQ_INT(sd_context_diag_count(ctx), 1);
+    CHECK_STR_CONTAINS(sd_context_diag(ctx, 0), "nope.safetensors");
+    printf("missing annotator file: %s\n", sd_context_diag(ctx, 0));
+    sd_result_free(res);
+    sd_graph_free(g);
+}
+
+/* Scratch input, output and models directories; in.png is the "up" case; the tiny HED
+ * network is models/annotators/ControlNetHED.safetensors. */
+static void setup_dirs(void)
+{
+    char *input = test_path(test_scratch_dir(), "input"), *models = test_path(test_scratch_dir(), "models");
+    char *output = test_path(test_scratch_dir(), "output"), *ann = test_path(models, "annotators");
+    mkdir(input, 0777);
+    mkdir(models, 0777);
+    mkdir(output, 0777);
+    mkdir(ann, 0777);
+    sd_context_set_dir(ctx, SD_DIR_INPUT, input);
+    sd_context_set_dir(ctx, SD_DIR_OUTPUT, output);
+    sd_context_clear_models_dirs(ctx);
+    sd_context_add_models_dir(ctx, models);
+    unsigned char *px = test_read_golden("aux_in_up.u8", 48 * 40 * 3);
+    fixture fx = {.w = 40, .h = 48, .depth = 8, .ctype = PNG_COLOR_TYPE_RGB, .pixels = px};
+    free(write_fixture("input/in.png", &fx));
+    char *src_dir = test_path(test_source_dir(), "tests/data/goldens"), *src = test_path(src_dir, "hed_tiny.safetensors");
+    char *dst = test_path(ann, "ControlNetHED.safetensors");
+    size_t len = 0;
+    unsigned char *net = read_bytes(src, &len);
+    write_bytes(dst, net, len);
+    free(net), free(px), free(src_dir), free(src), free(dst);
+    free(input), free(models), free(output), free(ann);
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx) != SD_OK)
         return 1;
     sd_context_set_cache_path(ctx, NULL);
+    setup_dirs();
     RUN(test_scribble);
     RUN(test_xdog);
     RUN(test_binary);
     RUN(test_batch);
     RUN(test_bad_channels);
+    RUN(test_hed);
+    RUN(test_hed_missing_file);
     sd_context_free(ctx);
     return test_summary("test_aux_nodes");
 }

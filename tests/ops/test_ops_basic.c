@@ -356,6 +356,44 @@ static void test_upsample(void)
     }
 }
 
+/* max_pool2x2 against a plain loop: even and odd sizes (the last row / column dropped), a
+ * 2x2 plane, NaN propagated, too small refused. */
+static void test_max_pool(void)
+{
+    const int64_t shapes[3][4] = {{2, 3, 6, 8}, {1, 2, 5, 7}, {1, 1, 2, 2}};
+    for (int s = 0; s < 3; s++) {
+        int64_t p = shapes[s][0] * shapes[s][1], h = shapes[s][2], w = shapes[s][3];
+        int64_t oshape[4] = {shapes[s][0], shapes[s][1], h / 2, w / 2};
+        float *x = ops_random((size_t)(p * h * w), -1, 1, 70 + s), *ref = malloc(sizeof *ref * (size_t)(p * h * w));
+        if (s == 2)
+            x[3] = NAN;
+        for (int64_t i = 0; i < p * (h / 2) * (w / 2); i++) {
+            int64_t c = i / ((h / 2) * (w / 2)), oy = i / (w / 2) % (h / 2), ox = i % (w / 2);
+            const float *q = x + (c * h + 2 * oy) * w + 2 * ox;
+            float m = fmaxf(fmaxf(q[0], q[1]), fmaxf(q[w], q[w + 1]));
+            ref[i] = isnan(q[0]) || isnan(q[1]) || isnan(q[w]) || isnan(q[w + 1]) ? NAN : m;
+        }
+        sd_dtensor *dx = ops_upload(x, 4, shapes[s]), *out = NULL;
+        CHECK_EQ_INT(sd_op_max_pool2x2(ops_cl(), dx, &out), SD_OK);
+        float got[4] = {0};
+        if (s == 2 && out) {
+            CHECK_EQ_INT(sd_dtensor_download(out, got), SD_OK);
+            CHECK(isnan(got[0]));
+        } else {
+            CHECK(ops_expect("max_pool2x2", out, 4, oshape, ref, 0.0, 0.0));
+        }
+        sd_dtensor_free(out);
+        sd_dtensor_free(dx);
+        free(x);
+        free(ref);
+    }
+    float one[3] = {1, 2, 3};
+    sd_dtensor *dx = ops_upload(one, 2, SHAPE(1, 3)), *out = NULL;
+    CHECK_EQ_INT(sd_op_max_pool2x2(ops_cl(), dx, &out), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "max_pool2x2: [1, 3] f32 needs at least 2x2");
+    sd_dtensor_free(dx);
+}
+
 /* Sizes the UNet meets on odd latents (3 -> 5, 5 -> 9, 4 -> 7), shrinking, identity and 2x. */
 static void test_upsample_to_size(void)
 {
@@ -465,6 +503,7 @@ int main(void)
     RUN(test_scale_clamp);
     RUN(test_concat_slice);
     RUN(test_upsample);
+    RUN(test_max_pool);
     RUN(test_upsample_to_size);
     RUN(test_timestep_embedding);
     RUN(test_weight_add);
