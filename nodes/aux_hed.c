@@ -13,33 +13,13 @@ typedef struct hed_run {
     bool safe;
 } hed_run;
 
-/* The padded 8-bit image as the network's input [1, 3, H, W] in 0..255. */
-static sd_status upload_chw(sd_node_run *r, sd_cl *cl, const sd_img8 *img, sd_dtensor **out)
-{
-    int64_t hw = img->h * img->w;
-    float *x = malloc(sizeof *x * (size_t)(3 * hw));
-    if (!x)
-        return sd_run_error(r, SD_ERR_NOMEM, "out of memory for a %lldx%lld image", (long long)img->w,
-                            (long long)img->h);
-    for (int c = 0; c < 3; c++)
-        for (int64_t i = 0; i < hw; i++)
-            x[c * hw + i] = (float)img->px[i * 3 + c];
-    sd_status st = sd_dtensor_new(cl, SD_DTYPE_F32, 4, (const int64_t[]){1, 3, img->h, img->w}, out);
-    if (!st && (st = sd_dtensor_upload(*out, x))) {
-        sd_dtensor_free(*out);
-        *out = NULL;
-    }
-    free(x);
-    return st ? sd_run_fail(r, st) : SD_OK;
-}
-
 static sd_status hed_detect(sd_node_run *r, const sd_img8 *img, void *arg, unsigned char *map)
 {
     hed_run *h = arg;
     sd_dtensor *x = NULL, *proj[SD_HED_BLOCKS] = {0};
     float *host[SD_HED_BLOCKS] = {0};
     int64_t ph[SD_HED_BLOCKS], pw[SD_HED_BLOCKS];
-    sd_status st = upload_chw(r, h->cl, img, &x);
+    sd_status st = sd_node_aux_upload(r, h->cl, img, 1.0f, &x);
     if (st)
         return st;
     st = sd_hed_forward(h->net, x, proj);

@@ -9,12 +9,18 @@
 
 #include "core/node.h"
 #include "ml/annotators/aux_image.h"
+#include "runtime-opencl/tensor.h"
 
 /* Fills map (padded->h * padded->w bytes) from the padded image; errors are the node's. */
 typedef sd_status (*sd_aux_detect_fn)(sd_node_run *r, const sd_img8 *padded, void *arg, unsigned char *map);
 
 /* Runs detect on every item with `up` as the enlarging interpolation; sets output 0. */
 sd_status sd_node_aux_run(sd_node_run *r, sd_aux_interp up, sd_aux_detect_fn detect, void *arg);
+
+/* The padded 8-bit image as a network input [1, 3, H, W]: each byte divided by divisor (1:
+ * 0..255; 255: [0, 1] as the annotators' "/ 255.0", a division, not a product). *out is new;
+ * errors are the node's. */
+sd_status sd_node_aux_upload(sd_node_run *r, sd_cl *cl, const sd_img8 *img, float divisor, sd_dtensor **out);
 
 /* The resolution input of every preprocessor (INPUT.RESOLUTION()). */
 #define SD_IN_AUX_RESOLUTION \

@@ -536,6 +536,42 @@ done:
     return st;
 }
 
+sd_status sd_op_zero_insert(sd_cl *cl, const sd_dtensor *x, int stride, int before, int after, sd_dtensor **out)
+{
+    sd_status st;
+    cl_kernel k;
+    sd_dtensor *y = NULL;
+    char d[96];
+    *out = NULL;
+    if ((st = require_f32(cl, "zero_insert", "input", x)))
+        return st;
+    if (x->ndim < 2 || stride < 1 || stride > 8 || before < 0 || before > 64 || after < 0 || after > 64 ||
+        x->shape[x->ndim - 2] < 1 || x->shape[x->ndim - 1] < 1 || x->shape[x->ndim - 2] > INT32_MAX / 16 ||
+        x->shape[x->ndim - 1] > INT32_MAX / 16)
+        return sd_set_error(cl->ctx, SD_ERR_INVALID, "zero_insert: cannot spread %s by %d with %d/%d zeros",
+                            sd_dtensor_describe(x, d, sizeof d), stride, before, after);
+    int64_t h = x->shape[x->ndim - 2], w = x->shape[x->ndim - 1], shape[SD_TENSOR_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++)
+        shape[i] = x->shape[i];
+    int64_t oh = (h - 1) * stride + 1 + before + after, ow = (w - 1) * stride + 1 + before + after;
+    shape[x->ndim - 2] = oh;
+    shape[x->ndim - 1] = ow;
+    if ((st = kernel(cl, "zero_insert", &k)) || (st = sd_dtensor_new(cl, SD_DTYPE_F32, x->ndim, shape, &y)))
+        goto done;
+    if (y->numel) { /* one work-item per output row */
+        sd_cl_arg args[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(y->buf), SD_ARG_UINT(h), SD_ARG_UINT(w),
+                            SD_ARG_UINT(oh), SD_ARG_UINT(ow), SD_ARG_UINT(stride), SD_ARG_UINT(before)};
+        size_t rows = y->numel / (size_t)ow;
+        if ((st = sd_cl_launch(cl, k, 1, &rows, NULL, SD_NARGS(args), args)))
+            goto done;
+    }
+    *out = y;
+    y = NULL;
+done:
+    sd_dtensor_free(y);
+    return st;
+}
+
 sd_status sd_op_max_pool2x2(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out)
 {
     sd_status st;

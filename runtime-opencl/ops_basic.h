@@ -85,6 +85,12 @@ sd_status sd_op_upsample_nearest2x(sd_cl *cl, const sd_dtensor *x, sd_dtensor **
  * odd); the 2x kernel when the size doubles. oh, ow >= 1 (SD_ERR_INVALID otherwise). */
 sd_status sd_op_upsample_nearest(sd_cl *cl, const sd_dtensor *x, int64_t oh, int64_t ow, sd_dtensor **out);
 
+/* The input of a transposed convolution as a plain one: x [..., H, W] spread `stride` apart
+ * with zeros between, plus `before` zero rows / columns at the top / left and `after` at the
+ * bottom / right: out [..., (H - 1) stride + 1 + before + after, likewise W]. stride 1..8,
+ * before and after 0..64. */
+sd_status sd_op_zero_insert(sd_cl *cl, const sd_dtensor *x, int stride, int before, int after, sd_dtensor **out);
+
 /* torch max_pool2d(x, kernel 2, stride 2) over the last two dimensions: out [..., H/2, W/2]
  * (floor; H, W >= 2), each the largest of its 2x2 cell (NaN if any is NaN, as torch). */
 sd_status sd_op_max_pool2x2(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out);

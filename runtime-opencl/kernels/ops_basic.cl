@@ -493,6 +493,21 @@ kernel void upsample_nearest(global const float *x, global float *y, uint h, uin
         py[ox] = px[min((uint)floor((float)ox * sw), w - 1)];
 }
 
+/* zero_insert: one work-item per output row (plane * oh + oy). */
+kernel void zero_insert(global const float *x, global float *y, uint h, uint w, uint oh, uint ow, uint stride,
+                        uint before)
+{
+    ulong row = get_global_id(0), plane = row / oh;
+    int oy = (int)(row % oh) - (int)before;
+    global float *d = y + row * ow;
+    bool on_row = oy >= 0 && oy % (int)stride == 0 && oy / (int)stride < (int)h;
+    global const float *s = x + (plane * h + (on_row ? oy / (int)stride : 0)) * (ulong)w;
+    for (uint j = 0; j < ow; j++) {
+        int ox = (int)j - (int)before;
+        d[j] = on_row && ox >= 0 && ox % (int)stride == 0 && ox / (int)stride < (int)w ? s[ox / (int)stride] : 0.0f;
+    }
+}
+
 /* max_pool2d 2x2 stride 2: one work-item per output row (plane * (h / 2) + oy). */
 kernel void max_pool2x2(global const float *x, global float *y, uint h, uint w)
 {

@@ -5,24 +5,19 @@
  * reference projections, byte for byte, and from sdflow's own within one level; a file that is
  * not a HED network named with the missing tensor. */
 #include "test.h"
+#include "support/aux_net.h"
 #include "support/golden.h"
-#include "ml/annotators/aux_image.h"
 #include "ml/annotators/hed.h"
 #include <math.h>
 #include <stdlib.h>
 
 static sd_context *ctx;
 static sd_cl *cl;
-enum { H = 128, W = 64 };
+enum { H = AUX_NET_H, W = AUX_NET_W };
 
 static sd_safetensors *open_tiny(void)
 {
-    char *dir = test_path(test_source_dir(), "tests/data/goldens"), *path = test_path(dir, "hed_tiny.safetensors");
-    sd_safetensors *st = NULL;
-    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &st), SD_OK);
-    free(dir);
-    free(path);
-    return st;
+    return aux_open_golden_net(ctx, "hed_tiny.safetensors");
 }
 
 static void test_inspect(void)
@@ -48,22 +43,11 @@ static float *golden_proj(int k)
 
 static void test_forward_and_edges(void)
 {
-    unsigned char *img = test_read_golden("aux_in_up.u8", 48 * 40 * 3);
     unsigned char *want_edge = test_read_golden("hed_edge.u8", H * W), *want_safe = test_read_golden("hed_safe.u8", H * W);
-    sd_img8 in = {48, 40, 3, img}, padded = {0};
-    int64_t th, tw;
-    CHECK_EQ_INT(sd_aux_resize_with_pad(ctx, &in, 64, SD_AUX_CUBIC, &padded, &th, &tw), SD_OK);
-    CHECK(padded.h == H && padded.w == W);
-    float *x = malloc(sizeof *x * 3 * H * W);
-    for (int c = 0; c < 3; c++)
-        for (int i = 0; i < H * W; i++)
-            x[c * H * W + i] = (float)padded.px[i * 3 + c];
     sd_safetensors *st = open_tiny();
     sd_hed *m = NULL;
-    sd_dtensor *dx = NULL, *proj[5] = {0};
+    sd_dtensor *dx = aux_padded_input(ctx, cl, 1.0f), *proj[5] = {0};
     CHECK_EQ_INT(sd_hed_new(cl, st, &m), SD_OK);
-    CHECK_EQ_INT(sd_dtensor_new(cl, SD_DTYPE_F32, 4, (const int64_t[]){1, 3, H, W}, &dx), SD_OK);
-    CHECK_EQ_INT(sd_dtensor_upload(dx, x), SD_OK);
     CHECK_EQ_INT(sd_hed_forward(m, dx, proj), SD_OK);
     float *ours[5], *ref[5];
     int64_t ph[5], pw[5];
@@ -104,11 +88,8 @@ static void test_forward_and_edges(void)
         free(ref[k]);
     }
     free(map);
-    free(x);
-    free(img);
     free(want_edge);
     free(want_safe);
-    sd_img8_free(&padded);
     sd_dtensor_free(dx);
     sd_hed_free(m);
     sd_safetensors_close(st);
@@ -138,13 +119,8 @@ static void test_not_hed(void)
 
 int main(void)
 {
-    if (sd_context_new(&ctx) != SD_OK)
+    if (!(ctx = aux_net_context(&cl)))
         return 1;
-    sd_context_set_cache_path(ctx, NULL);
-    if (sd_cl_get(ctx, &cl) != SD_OK) {
-        fprintf(stderr, "%s\n", sd_context_errmsg(ctx));
-        return 1;
-    }
     RUN(test_inspect);
     RUN(test_forward_and_edges);
     RUN(test_not_hed);

@@ -7,7 +7,9 @@
  * HEDPreprocessor through the scheduler (LoadImage -> HEDPreprocessor) with the tiny network of
  * tests/reference/make_hed_goldens.py as models/annotators/ControlNetHED.safetensors: its edge
  * maps (safe off and on) equal the reference's, cut to the detect size; a missing annotator file
- * is a validation error naming it. */
+ * is a validation error naming it. LineArtPreprocessor likewise with the tiny line art network
+ * (tests/reference/make_lineart_goldens.py) as annotators/sk_model.safetensors; coarse reads
+ * sk_model2.safetensors instead. */
 #include "test.h"
 #include "core/run.h"
 #include "support/aux_cases.h"
@@ -105,49 +107,55 @@ static void test_bad_channels(void)
     sd_value_unref(res);
 }
 
-/* LoadImage "load" (in.png, the "up" case) -> HEDPreprocessor "hed" at resolution 64. */
-static sd_graph *hed_graph(const char *safe, const char *ckpt)
+/* LoadImage "load" (in.png, the "up" case) -> `type` "pre" at resolution 64 with the given
+ * name / value pairs (NULL-terminated). */
+static sd_graph *pre_graph(const char *type, const char *const *set)
 {
     sd_graph *g = NULL;
     CHECK_EQ_INT(sd_graph_new(ctx, &g), SD_OK);
     CHECK_EQ_INT(sd_graph_add_node(g, "LoadImage", "load", NULL), SD_OK);
     CHECK_EQ_INT(sd_graph_set_input(g, "load", "image", "in.png"), SD_OK);
-    CHECK_EQ_INT(sd_graph_add_node(g, "HEDPreprocessor", "hed", NULL), SD_OK);
-    CHECK_EQ_INT(sd_graph_connect(g, "load", "IMAGE", "hed", "image"), SD_OK);
-    CHECK_EQ_INT(sd_graph_set_input(g, "hed", "resolution", "64"), SD_OK);
-    CHECK_EQ_INT(sd_graph_set_input(g, "hed", "safe", safe), SD_OK);
-    if (ckpt)
-        CHECK_EQ_INT(sd_graph_set_input(g, "hed", "ckpt_name", ckpt), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, type, "pre", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_connect(g, "load", "IMAGE", "pre", "image"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "pre", "resolution", "64"), SD_OK);
+    for (; set && *set; set += 2)
+        CHECK_EQ_INT(sd_graph_set_input(g, "pre", set[0], set[1]), SD_OK);
     return g;
+}
+
+/* Runs pre_graph(type, set) and compares its output with the first 77 rows of the 128 x 64
+ * golden plane `golden` (the "up" case's detect size is 77 x 64). */
+static void expect_graph(const char *type, const char *const *set, const char *golden)
+{
+    const aux_case *c = &aux_cases[0];
+    unsigned char *want = test_read_golden(golden, 128 * 64);
+    sd_graph *g = pre_graph(type, set);
+    const char *outs[] = {"pre"};
+    sd_run_options opt = {.outputs = outs, .n_outputs = 1, .no_cache = true};
+    sd_result *res = NULL;
+    sd_status st = sd_graph_run(g, &opt, &res);
+    CHECK_MSG(st == SD_OK, "%s: %s", type, sd_context_errmsg(ctx));
+    const sd_value *v = st ? NULL : sd_result_value(res, "pre", "IMAGE");
+    const sd_tensor *t = v ? sd_value_tensor(v, "image") : NULL;
+    CHECK(t && t->shape[0] == 1 && t->shape[1] == c->th && t->shape[2] == c->tw && t->shape[3] == 3);
+    int bad = 0;
+    for (int i = 0; t && want && t->shape[1] == c->th && t->shape[2] == c->tw && i < c->th * c->tw * 3; i++)
+        bad += t->data[i] != (float)want[(i / 3 / c->tw) * 64 + (i / 3) % c->tw] / 255.0f;
+    CHECK_MSG(bad == 0, "%s against %s: %d samples differ", type, golden, bad);
+    sd_result_free(res);
+    sd_graph_free(g);
+    free(want);
 }
 
 static void test_hed(void)
 {
-    const aux_case *c = &aux_cases[0]; /* the "up" case: 77 x 64 out of a 128 x 64 map */
-    for (int safe = 0; safe < 2; safe++) {
-        unsigned char *want = test_read_golden(safe ? "hed_safe.u8" : "hed_edge.u8", 128 * 64);
-        sd_graph *g = hed_graph(safe ? "enable" : "disable", NULL);
-        const char *outs[] = {"hed"};
-        sd_run_options opt = {.outputs = outs, .n_outputs = 1, .no_cache = true};
-        sd_result *res = NULL;
-        sd_status st = sd_graph_run(g, &opt, &res);
-        CHECK_MSG(st == SD_OK, "HED: %s", sd_context_errmsg(ctx));
-        const sd_value *v = st ? NULL : sd_result_value(res, "hed", "IMAGE");
-        const sd_tensor *t = v ? sd_value_tensor(v, "image") : NULL;
-        CHECK(t && t->shape[0] == 1 && t->shape[1] == c->th && t->shape[2] == c->tw && t->shape[3] == 3);
-        int bad = 0;
-        for (int i = 0; t && want && t->shape[1] == c->th && t->shape[2] == c->tw && i < c->th * c->tw * 3; i++)
-            bad += t->data[i] != (float)want[(i / 3 / c->tw) * 64 + (i / 3) % c->tw] / 255.0f;
-        CHECK_MSG(bad == 0, "HED (safe %d): %d samples differ", safe, bad);
-        sd_result_free(res);
-        sd_graph_free(g);
-        free(want);
-    }
+    expect_graph("HEDPreprocessor", (const char *const[]){"safe", "disable", NULL}, "hed_edge.u8");
+    expect_graph("HEDPreprocessor", (const char *const[]){"safe", "enable", NULL}, "hed_safe.u8");
 }
 
 static void test_hed_missing_file(void)
 {
-    sd_graph *g = hed_graph("enable", "nope.safetensors");
+    sd_graph *g = pre_graph("HEDPreprocessor", (const char *const[]){"ckpt_name", "nope.safetensors", NULL});
     sd_result *res = NULL;
     CHECK_EQ_INT(sd_graph_run(g, NULL, &res), SD_ERR_INVALID);
     CHECK_EQ_INT(sd_context_diag_count(ctx), 1);
@@ -157,8 +165,23 @@ static void test_hed_missing_file(void)
     sd_graph_free(g);
 }
 
-/* Scratch input, output and models directories; in.png is the "up" case; the tiny HED
- * network is models/annotators/ControlNetHED.safetensors. */
+/* The fine model is the tiny line art network; the coarse file holds the HED network, so
+ * coarse "enable" must fail naming sk_model2. */
+static void test_lineart(void)
+{
+    expect_graph("LineArtPreprocessor", (const char *const[]){"coarse", "disable", NULL}, "lineart_map.u8");
+    sd_graph *g = pre_graph("LineArtPreprocessor", (const char *const[]){"coarse", "enable", NULL});
+    const char *outs[] = {"pre"};
+    sd_run_options opt = {.outputs = outs, .n_outputs = 1, .no_cache = true};
+    sd_result *res = NULL;
+    CHECK_EQ_INT(sd_graph_run(g, &opt, &res), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "sk_model2.safetensors: not a line art network");
+    sd_result_free(res);
+    sd_graph_free(g);
+}
+
+/* Scratch input, output and models directories; in.png is the "up" case; the tiny networks in
+ * models/annotators. */
 static void setup_dirs(void)
 {
     char *input = test_path(test_scratch_dir(), "input"), *models = test_path(test_scratch_dir(), "models");
@@ -174,12 +197,18 @@ static void setup_dirs(void)
     unsigned char *px = test_read_golden("aux_in_up.u8", 48 * 40 * 3);
     fixture fx = {.w = 40, .h = 48, .depth = 8, .ctype = PNG_COLOR_TYPE_RGB, .pixels = px};
     free(write_fixture("input/in.png", &fx));
-    char *src_dir = test_path(test_source_dir(), "tests/data/goldens"), *src = test_path(src_dir, "hed_tiny.safetensors");
-    char *dst = test_path(ann, "ControlNetHED.safetensors");
-    size_t len = 0;
-    unsigned char *net = read_bytes(src, &len);
-    write_bytes(dst, net, len);
-    free(net), free(px), free(src_dir), free(src), free(dst);
+    char *src_dir = test_path(test_source_dir(), "tests/data/goldens");
+    const char *copies[][2] = {{"hed_tiny.safetensors", "ControlNetHED.safetensors"},
+                               {"lineart_tiny.safetensors", "sk_model.safetensors"},
+                               {"hed_tiny.safetensors", "sk_model2.safetensors"}};
+    for (size_t i = 0; i < sizeof copies / sizeof copies[0]; i++) {
+        char *src = test_path(src_dir, copies[i][0]), *dst = test_path(ann, copies[i][1]);
+        size_t len = 0;
+        unsigned char *net = read_bytes(src, &len);
+        write_bytes(dst, net, len);
+        free(net), free(src), free(dst);
+    }
+    free(px), free(src_dir);
     free(input), free(models), free(output), free(ann);
 }
 
@@ -196,6 +225,7 @@ int main(void)
     RUN(test_bad_channels);
     RUN(test_hed);
     RUN(test_hed_missing_file);
+    RUN(test_lineart);
     sd_context_free(ctx);
     return test_summary("test_aux_nodes");
 }

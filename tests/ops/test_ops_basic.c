@@ -356,6 +356,35 @@ static void test_upsample(void)
     }
 }
 
+/* zero_insert against a plain loop: stride 2 with 1 / 2 zeros around (a transposed 3x3
+ * convolution's input), stride 3 without; out-of-range arguments refused. */
+static void test_zero_insert(void)
+{
+    const int params[2][3] = {{2, 1, 2}, {3, 0, 0}};
+    for (int s = 0; s < 2; s++) {
+        int st = params[s][0], b = params[s][1], a = params[s][2];
+        int64_t shape[4] = {1, 2, 3, 4}, oh = 2 * st + 1 + b + a, ow = 3 * st + 1 + b + a;
+        int64_t oshape[4] = {1, 2, oh, ow};
+        float *x = ops_random(24, -1, 1, 60 + s), *ref = calloc((size_t)(2 * oh * ow), sizeof *ref);
+        for (int c = 0; c < 2; c++)
+            for (int i = 0; i < 3; i++)
+                for (int j = 0; j < 4; j++)
+                    ref[(c * oh + b + i * st) * ow + b + j * st] = x[(c * 3 + i) * 4 + j];
+        sd_dtensor *dx = ops_upload(x, 4, shape), *out = NULL;
+        CHECK_EQ_INT(sd_op_zero_insert(ops_cl(), dx, st, b, a, &out), SD_OK);
+        CHECK(ops_expect("zero_insert", out, 4, oshape, ref, 0.0, 0.0));
+        if (s == 1) {
+            sd_dtensor *bad = NULL;
+            CHECK_EQ_INT(sd_op_zero_insert(ops_cl(), dx, 9, 0, 0, &bad), SD_ERR_INVALID);
+            CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "zero_insert: cannot spread [1, 2, 3, 4] f32 by 9");
+        }
+        sd_dtensor_free(out);
+        sd_dtensor_free(dx);
+        free(x);
+        free(ref);
+    }
+}
+
 /* max_pool2x2 against a plain loop: even and odd sizes (the last row / column dropped), a
  * 2x2 plane, NaN propagated, too small refused. */
 static void test_max_pool(void)
@@ -504,6 +533,7 @@ int main(void)
     RUN(test_concat_slice);
     RUN(test_upsample);
     RUN(test_max_pool);
+    RUN(test_zero_insert);
     RUN(test_upsample_to_size);
     RUN(test_timestep_embedding);
     RUN(test_weight_add);
