@@ -61,7 +61,8 @@ sd_status sd_node_aux_run(sd_node_run *r, sd_aux_interp up, sd_aux_detect_fn det
     return SD_OK;
 }
 
-sd_status sd_node_aux_upload(sd_node_run *r, sd_cl *cl, const sd_img8 *img, float divisor, sd_dtensor **out)
+sd_status sd_node_aux_upload(sd_node_run *r, sd_cl *cl, const sd_img8 *img, float divisor, bool bgr,
+                             sd_dtensor **out)
 {
     int64_t hw = img->h * img->w;
     float *x = malloc(sizeof *x * (size_t)(3 * hw));
@@ -71,7 +72,7 @@ sd_status sd_node_aux_upload(sd_node_run *r, sd_cl *cl, const sd_img8 *img, floa
                             (long long)img->h);
     for (int c = 0; c < 3; c++)
         for (int64_t i = 0; i < hw; i++)
-            x[c * hw + i] = (float)img->px[i * 3 + c] / divisor;
+            x[c * hw + i] = (float)img->px[i * 3 + (bgr ? 2 - c : c)] / divisor;
     sd_status st = sd_dtensor_new(cl, SD_DTYPE_F32, 4, (const int64_t[]){1, 3, img->h, img->w}, out);
     if (!st && (st = sd_dtensor_upload(*out, x))) {
         sd_dtensor_free(*out);

@@ -18,9 +18,10 @@ typedef sd_status (*sd_aux_detect_fn)(sd_node_run *r, const sd_img8 *padded, voi
 sd_status sd_node_aux_run(sd_node_run *r, sd_aux_interp up, sd_aux_detect_fn detect, void *arg);
 
 /* The padded 8-bit image as a network input [1, 3, H, W]: each byte divided by divisor (1:
- * 0..255; 255: [0, 1] as the annotators' "/ 255.0", a division, not a product). *out is new;
- * errors are the node's. */
-sd_status sd_node_aux_upload(sd_node_run *r, sd_cl *cl, const sd_img8 *img, float divisor, sd_dtensor **out);
+ * 0..255; 255: [0, 1] as the annotators' "/ 255.0", a division, not a product), the channels
+ * reversed when bgr is set. *out is new; errors are the node's. */
+sd_status sd_node_aux_upload(sd_node_run *r, sd_cl *cl, const sd_img8 *img, float divisor, bool bgr,
+                             sd_dtensor **out);
 
 /* The resolution input of every preprocessor (INPUT.RESOLUTION()). */
 #define SD_IN_AUX_RESOLUTION \

@@ -85,8 +85,9 @@ done:
 
 sd_status sd_op_unary(sd_cl *cl, sd_unary op, const sd_dtensor *x, sd_dtensor **out)
 {
-    static const char *const names[] = {"act_silu", "act_gelu_erf", "act_gelu_tanh", "act_quick_gelu"};
-    if ((unsigned)op > SD_UNARY_QUICK_GELU) {
+    static const char *const names[] = {"act_silu", "act_gelu_erf", "act_gelu_tanh", "act_quick_gelu",
+                                        "act_sigmoid"};
+    if ((unsigned)op > SD_UNARY_SIGMOID) {
         *out = NULL;
         return sd_set_error(cl->ctx, SD_ERR_INVALID, "unary: unknown activation %d", (int)op);
     }
@@ -527,6 +528,49 @@ sd_status sd_op_upsample_nearest(sd_cl *cl, const sd_dtensor *x, int64_t oh, int
         size_t rows = twice ? x->numel / (size_t)w : y->numel / (size_t)ow;
         if ((st = twice ? sd_cl_launch(cl, k, 1, &rows, NULL, SD_NARGS(args2x), args2x)
                         : sd_cl_launch(cl, k, 1, &rows, NULL, SD_NARGS(args), args)))
+            goto done;
+    }
+    *out = y;
+    y = NULL;
+done:
+    sd_dtensor_free(y);
+    return st;
+}
+
+sd_status sd_op_conv2d_direct(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias, int groups,
+                              int pad, int dilation, sd_dtensor **out)
+{
+    sd_status st;
+    cl_kernel k;
+    sd_dtensor *y = NULL;
+    char dx[96], dw[96];
+    *out = NULL;
+    if ((st = require_f32(cl, "conv2d_direct", "input", x)) || (st = require_f32(cl, "conv2d_direct", "weight", w)) ||
+        (bias && (st = require_f32(cl, "conv2d_direct", "bias", bias))))
+        return st;
+    bool ok = x->ndim == 4 && w->ndim == 4 && groups >= 1 && pad >= 0 && pad <= 64 && dilation >= 1 &&
+              dilation <= 64 && x->shape[1] % groups == 0 && w->shape[0] % groups == 0 &&
+              w->shape[1] * groups == x->shape[1] && (!bias || bias->numel == (size_t)w->shape[0]);
+    for (int i = 0; ok && i < 4; i++)
+        ok = x->shape[i] <= INT32_MAX / 4 && w->shape[i] <= 64 * 1024;
+    int64_t oh = ok ? x->shape[2] + 2 * pad - (int64_t)dilation * (w->shape[2] - 1) : 0;
+    int64_t ow = ok ? x->shape[3] + 2 * pad - (int64_t)dilation * (w->shape[3] - 1) : 0;
+    if (!ok || oh < 1 || ow < 1)
+        return sd_set_error(cl->ctx, SD_ERR_INVALID, "conv2d_direct: %s with weight %s, groups %d, pad %d, dilation %d",
+                            sd_dtensor_describe(x, dx, sizeof dx), sd_dtensor_describe(w, dw, sizeof dw), groups, pad,
+                            dilation);
+    int64_t shape[4] = {x->shape[0], w->shape[0], oh, ow};
+    if ((st = kernel(cl, "conv2d_direct", &k)) || (st = sd_dtensor_new(cl, SD_DTYPE_F32, 4, shape, &y)))
+        goto done;
+    if (y->numel) {
+        sd_cl_arg args[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(w->buf), SD_ARG_MEM(bias ? bias->buf : w->buf),
+                            SD_ARG_MEM(y->buf), SD_ARG_INT(bias != NULL), SD_ARG_UINT(x->shape[1]),
+                            SD_ARG_UINT(x->shape[2]), SD_ARG_UINT(x->shape[3]), SD_ARG_UINT(w->shape[0]),
+                            SD_ARG_UINT(w->shape[1]), SD_ARG_UINT(w->shape[2]), SD_ARG_UINT(w->shape[3]),
+                            SD_ARG_UINT(oh), SD_ARG_UINT(ow), SD_ARG_UINT(groups), SD_ARG_INT(pad),
+                            SD_ARG_INT(dilation)};
+        size_t global[3] = {(size_t)ow, (size_t)oh, (size_t)(x->shape[0] * w->shape[0])};
+        if ((st = sd_cl_launch(cl, k, 3, global, NULL, SD_NARGS(args), args)))
             goto done;
     }
     *out = y;

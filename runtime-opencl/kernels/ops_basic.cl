@@ -57,6 +57,8 @@ inline float8 gelu_tanh8(float8 x)
 }
 inline float quick_gelu1(float x) { return x / (1.0f + exp(-1.702f * x)); }
 inline float8 quick_gelu8(float8 x) { return x / (1.0f + exp(-1.702f * x)); }
+inline float sigmoid1(float x) { return 1.0f / (1.0f + exp(-x)); }
+inline float8 sigmoid8(float8 x) { return 1.0f / (1.0f + exp(-x)); }
 
 #define UNARY_KERNEL(name, f1, f8)                                                              \
     kernel void name(global const float *x, global float *y, ulong n)                           \
@@ -75,6 +77,7 @@ UNARY_KERNEL(act_silu, silu1, silu8)
 UNARY_KERNEL(act_gelu_erf, gelu_erf1, gelu_erf8)
 UNARY_KERNEL(act_gelu_tanh, gelu_tanh1, gelu_tanh8)
 UNARY_KERNEL(act_quick_gelu, quick_gelu1, quick_gelu8)
+UNARY_KERNEL(act_sigmoid, sigmoid1, sigmoid8)
 
 /* y = x * mul + add (scale, invert). */
 kernel void affine(global const float *x, global float *y, ulong n, float mul, float add)
@@ -491,6 +494,32 @@ kernel void upsample_nearest(global const float *x, global float *y, uint h, uin
     global float *py = y + row * (ulong)ow;
     for (uint ox = 0; ox < ow; ox++)
         py[ox] = px[min((uint)floor((float)ox * sw), w - 1)];
+}
+
+/* conv2d_direct: work-item (ox, oy, b * O + o); taps outside the input are zero. */
+kernel void conv2d_direct(global const float *x, global const float *w, global const float *bias, global float *y,
+                          int has_bias, uint c, uint h, uint wd, uint o_n, uint cg, uint kh, uint kw, uint oh, uint ow,
+                          uint groups, int pad, int dil)
+{
+    uint ox = get_global_id(0), oy = get_global_id(1);
+    ulong bo = get_global_id(2);
+    uint o = (uint)(bo % o_n), b = (uint)(bo / o_n), g = o / (o_n / groups);
+    float acc = has_bias ? bias[o] : 0.0f;
+    for (uint i = 0; i < cg; i++) {
+        global const float *xp = x + ((ulong)b * c + g * cg + i) * h * wd;
+        global const float *wp = w + ((ulong)o * cg + i) * kh * kw;
+        for (uint ky = 0; ky < kh; ky++) {
+            int iy = (int)oy - pad + (int)ky * dil;
+            if (iy < 0 || iy >= (int)h)
+                continue;
+            for (uint kx = 0; kx < kw; kx++) {
+                int ix = (int)ox - pad + (int)kx * dil;
+                if (ix >= 0 && ix < (int)wd)
+                    acc += wp[ky * kw + kx] * xp[(ulong)iy * wd + ix];
+            }
+        }
+    }
+    y[(bo * oh + oy) * ow + ox] = acc;
 }
 
 /* zero_insert: one work-item per output row (plane * oh + oy). */

@@ -9,13 +9,15 @@
  * maps (safe off and on) equal the reference's, cut to the detect size; a missing annotator file
  * is a validation error naming it. LineArtPreprocessor likewise with the tiny line art network
  * (tests/reference/make_lineart_goldens.py) as annotators/sk_model.safetensors; coarse reads
- * sk_model2.safetensors instead. */
+ * sk_model2.safetensors instead. PiDiNetPreprocessor with the tiny PiDiNet
+ * (tests/reference/make_pidinet_goldens.py) within one level on at most 3 samples. */
 #include "test.h"
 #include "core/run.h"
 #include "support/aux_cases.h"
 #include "support/golden.h"
 #include "support/node_direct.h"
 #include "support/png_fixture.h"
+#include <math.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 
@@ -124,8 +126,9 @@ static sd_graph *pre_graph(const char *type, const char *const *set)
 }
 
 /* Runs pre_graph(type, set) and compares its output with the first 77 rows of the 128 x 64
- * golden plane `golden` (the "up" case's detect size is 77 x 64). */
-static void expect_graph(const char *type, const char *const *set, const char *golden)
+ * golden plane `golden` (the "up" case's detect size is 77 x 64): at most max_off samples one
+ * level away (0: equal). */
+static void expect_graph(const char *type, const char *const *set, const char *golden, int max_off)
 {
     const aux_case *c = &aux_cases[0];
     unsigned char *want = test_read_golden(golden, 128 * 64);
@@ -138,10 +141,14 @@ static void expect_graph(const char *type, const char *const *set, const char *g
     const sd_value *v = st ? NULL : sd_result_value(res, "pre", "IMAGE");
     const sd_tensor *t = v ? sd_value_tensor(v, "image") : NULL;
     CHECK(t && t->shape[0] == 1 && t->shape[1] == c->th && t->shape[2] == c->tw && t->shape[3] == 3);
-    int bad = 0;
-    for (int i = 0; t && want && t->shape[1] == c->th && t->shape[2] == c->tw && i < c->th * c->tw * 3; i++)
-        bad += t->data[i] != (float)want[(i / 3 / c->tw) * 64 + (i / 3) % c->tw] / 255.0f;
-    CHECK_MSG(bad == 0, "%s against %s: %d samples differ", type, golden, bad);
+    int bad = 0, far = 0;
+    for (int i = 0; t && want && t->shape[1] == c->th && t->shape[2] == c->tw && i < c->th * c->tw * 3; i++) {
+        float ref = (float)want[(i / 3 / c->tw) * 64 + (i / 3) % c->tw];
+        bad += t->data[i] != ref / 255.0f;
+        far += fabsf(t->data[i] * 255.0f - ref) > 1.001f;
+    }
+    CHECK_MSG(bad <= max_off && far == 0, "%s against %s: %d samples differ, %d by more than one level", type, golden,
+              bad, far);
     sd_result_free(res);
     sd_graph_free(g);
     free(want);
@@ -149,8 +156,8 @@ static void expect_graph(const char *type, const char *const *set, const char *g
 
 static void test_hed(void)
 {
-    expect_graph("HEDPreprocessor", (const char *const[]){"safe", "disable", NULL}, "hed_edge.u8");
-    expect_graph("HEDPreprocessor", (const char *const[]){"safe", "enable", NULL}, "hed_safe.u8");
+    expect_graph("HEDPreprocessor", (const char *const[]){"safe", "disable", NULL}, "hed_edge.u8", 0);
+    expect_graph("HEDPreprocessor", (const char *const[]){"safe", "enable", NULL}, "hed_safe.u8", 0);
 }
 
 static void test_hed_missing_file(void)
@@ -165,11 +172,19 @@ static void test_hed_missing_file(void)
     sd_graph_free(g);
 }
 
+/* sdflow's classifier output puts one sample of the tiny PiDiNet's plane one level off (its
+ * model test); the channels are given in BGR. */
+static void test_pidinet(void)
+{
+    expect_graph("PiDiNetPreprocessor", (const char *const[]){"safe", "disable", NULL}, "pidinet_map.u8", 3);
+    expect_graph("PiDiNetPreprocessor", (const char *const[]){"safe", "enable", NULL}, "pidinet_safe.u8", 3);
+}
+
 /* The fine model is the tiny line art network; the coarse file holds the HED network, so
  * coarse "enable" must fail naming sk_model2. */
 static void test_lineart(void)
 {
-    expect_graph("LineArtPreprocessor", (const char *const[]){"coarse", "disable", NULL}, "lineart_map.u8");
+    expect_graph("LineArtPreprocessor", (const char *const[]){"coarse", "disable", NULL}, "lineart_map.u8", 0);
     sd_graph *g = pre_graph("LineArtPreprocessor", (const char *const[]){"coarse", "enable", NULL});
     const char *outs[] = {"pre"};
     sd_run_options opt = {.outputs = outs, .n_outputs = 1, .no_cache = true};
@@ -200,7 +215,8 @@ static void setup_dirs(void)
     char *src_dir = test_path(test_source_dir(), "tests/data/goldens");
     const char *copies[][2] = {{"hed_tiny.safetensors", "ControlNetHED.safetensors"},
                                {"lineart_tiny.safetensors", "sk_model.safetensors"},
-                               {"hed_tiny.safetensors", "sk_model2.safetensors"}};
+                               {"hed_tiny.safetensors", "sk_model2.safetensors"},
+                               {"pidinet_tiny.safetensors", "table5_pidinet.safetensors"}};
     for (size_t i = 0; i < sizeof copies / sizeof copies[0]; i++) {
         char *src = test_path(src_dir, copies[i][0]), *dst = test_path(ann, copies[i][1]);
         size_t len = 0;
@@ -226,6 +242,7 @@ int main(void)
     RUN(test_hed);
     RUN(test_hed_missing_file);
     RUN(test_lineart);
+    RUN(test_pidinet);
     sd_context_free(ctx);
     return test_summary("test_aux_nodes");
 }
