@@ -19,7 +19,7 @@ static sd_status scribble(sd_node_run *r, const sd_img8 *img, void *arg, unsigne
 
 static sd_status run_scribble(sd_node_run *r)
 {
-    return sd_node_aux_run(r, SD_AUX_AREA, scribble, NULL);
+    return sd_node_aux_run(r, SD_AUX_AREA, scribble, NULL, NULL);
 }
 
 /* ScribbleXDog_Detector: dog = uint8(clip(255 - min_c(blur5(x) - blur0.5(x)))), 255 where
@@ -54,7 +54,7 @@ static sd_status xdog(sd_node_run *r, const sd_img8 *img, void *arg, unsigned ch
 static sd_status run_xdog(sd_node_run *r)
 {
     int thr = (int)sd_run_int(r, "threshold");
-    return sd_node_aux_run(r, SD_AUX_CUBIC, xdog, &thr);
+    return sd_node_aux_run(r, SD_AUX_CUBIC, xdog, &thr, NULL);
 }
 
 /* BinaryDetector: 255 where the gray level is above the threshold (Otsu's for 0 or 255). */
@@ -74,7 +74,7 @@ static sd_status binary(sd_node_run *r, const sd_img8 *img, void *arg, unsigned 
 static sd_status run_binary(sd_node_run *r)
 {
     int thr = (int)sd_run_int(r, "bin_threshold");
-    return sd_node_aux_run(r, SD_AUX_CUBIC, binary, &thr);
+    return sd_node_aux_run(r, SD_AUX_CUBIC, binary, &thr, NULL);
 }
 
 static const sd_output_desc scribble_out[] = {

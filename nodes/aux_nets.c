@@ -1,6 +1,7 @@
 /* comfyui_controlnet_aux's line extractors with a network: HEDPreprocessor ("HED Soft-Edge
  * Lines"), PiDiNetPreprocessor ("PiDiNet Soft-Edge Lines") and LineArtPreprocessor ("Realistic
- * Lineart"), on the networks of ml/annotators/. Each reads its weights from the `annotators`
+ * Lineart"), with FakeScribblePreprocessor and Scribble_PiDiNet_Preprocessor (their scribble
+ * endings), on the networks of ml/annotators/. Each reads its weights from the `annotators`
  * model folder through a file input comfyui_controlnet_aux does not have (it downloads the
  * .pth): the same tensors as .safetensors under the file names given as defaults. */
 #include "ml/annotators/hed.h"
@@ -17,32 +18,46 @@ typedef struct net_kind {
     sd_status (*detect)(sd_node_run *r, sd_cl *cl, void *net, bool flag, const sd_img8 *img, unsigned char *map);
 } net_kind;
 
+/* The detector's ending: none, its scribble=True lines, or those lines twice, the second time
+ * after the padding was cut off (Scribble_PiDiNet_Preprocessor repeats them). */
+typedef enum net_ending { PLAIN, SCRIBBLE, SCRIBBLE_TWICE } net_ending;
+
 typedef struct net_run {
     const net_kind *kind;
     sd_cl *cl;
     void *net;
     bool flag; /* safe (HED, PiDiNet) */
+    net_ending ending;
 } net_run;
+
+static sd_status scribble_lines(sd_node_run *r, unsigned char *plane, int64_t h, int64_t w)
+{
+    sd_status st = sd_aux_scribble_lines(sd_run_context(r), plane, h, w);
+    return st ? sd_run_fail(r, st) : SD_OK;
+}
 
 static sd_status detect(sd_node_run *r, const sd_img8 *img, void *arg, unsigned char *map)
 {
     net_run *n = arg;
-    return n->kind->detect(r, n->cl, n->net, n->flag, img, map);
+    sd_status st = n->kind->detect(r, n->cl, n->net, n->flag, img, map);
+    if (!st && n->ending != PLAIN)
+        st = scribble_lines(r, map, img->h, img->w);
+    return st;
 }
 
 /* Opens the file of input `file_input`, builds the network and runs it on every image. */
-static sd_status run_net(sd_node_run *r, const net_kind *kind, const char *file_input, bool flag)
+static sd_status run_net(sd_node_run *r, const net_kind *kind, const char *file_input, bool flag, net_ending ending)
 {
     sd_context *ctx = sd_run_context(r);
     sd_safetensors *file = NULL;
-    net_run n = {.kind = kind, .flag = flag};
+    net_run n = {.kind = kind, .flag = flag, .ending = ending};
     sd_status st = sd_safetensors_open(ctx, sd_run_file(r, file_input), &file);
     if (!st && !(st = sd_cl_get(ctx, &n.cl)))
         st = kind->create(n.cl, file, &n.net);
     if (st)
         st = sd_run_fail(r, st);
     else
-        st = sd_node_aux_run(r, SD_AUX_CUBIC, detect, &n);
+        st = sd_node_aux_run(r, SD_AUX_CUBIC, detect, &n, ending == SCRIBBLE_TWICE ? scribble_lines : NULL);
     if (n.net)
         kind->destroy(n.net);
     sd_safetensors_close(file);
@@ -96,7 +111,12 @@ static const net_kind hed_kind = {hed_create, hed_destroy, hed_detect};
 
 static sd_status run_hed(sd_node_run *r)
 {
-    return run_net(r, &hed_kind, "ckpt_name", sd_run_string(r, "safe")[0] == 'e');
+    return run_net(r, &hed_kind, "ckpt_name", sd_run_string(r, "safe")[0] == 'e', PLAIN);
+}
+
+static sd_status run_fake_scribble(sd_node_run *r)
+{
+    return run_net(r, &hed_kind, "ckpt_name", sd_run_string(r, "safe")[0] == 'e', SCRIBBLE);
 }
 
 /* ---- PiDiNet and line art: one output, a plane from its values ---- */
@@ -161,13 +181,18 @@ static const net_kind lineart_kind = {lineart_create, lineart_destroy, lineart_d
 
 static sd_status run_pidinet(sd_node_run *r)
 {
-    return run_net(r, &pidinet_kind, "ckpt_name", sd_run_string(r, "safe")[0] == 'e');
+    return run_net(r, &pidinet_kind, "ckpt_name", sd_run_string(r, "safe")[0] == 'e', PLAIN);
+}
+
+static sd_status run_scribble_pidinet(sd_node_run *r)
+{
+    return run_net(r, &pidinet_kind, "ckpt_name", sd_run_string(r, "safe")[0] == 'e', SCRIBBLE_TWICE);
 }
 
 static sd_status run_lineart(sd_node_run *r)
 {
     bool coarse = sd_run_string(r, "coarse")[0] == 'e';
-    return run_net(r, &lineart_kind, coarse ? "coarse_ckpt_name" : "ckpt_name", coarse);
+    return run_net(r, &lineart_kind, coarse ? "coarse_ckpt_name" : "ckpt_name", coarse, PLAIN);
 }
 
 /* ---- Descriptors ---- */
@@ -195,6 +220,13 @@ const sd_node_desc sd_node_HEDPreprocessor = {
     .outputs = soft_edges, .n_outputs = 1, .run = run_hed,
 };
 
+const sd_node_desc sd_node_FakeScribblePreprocessor = {
+    .name = "FakeScribblePreprocessor", .version = 1, .category = "ControlNet Preprocessors/Line Extractors",
+    .doc = "Fake scribble lines (scribble_hed): HED's edges thinned (nms), blurred and thresholded.",
+    .inputs = hed_inputs, .n_inputs = SD_COUNT(hed_inputs),
+    .outputs = lines, .n_outputs = 1, .run = run_fake_scribble,
+};
+
 static const sd_input_desc pidinet_inputs[] = {
     SD_IN_LINK("image", SD_TYPE_IMAGE, "the images"),
     SAFE_INPUT,
@@ -207,6 +239,13 @@ const sd_node_desc sd_node_PiDiNetPreprocessor = {
     .doc = "PiDiNet soft-edge lines (comfyui_controlnet_aux's PidiNetDetector).",
     .inputs = pidinet_inputs, .n_inputs = SD_COUNT(pidinet_inputs),
     .outputs = soft_edges, .n_outputs = 1, .run = run_pidinet,
+};
+
+const sd_node_desc sd_node_Scribble_PiDiNet_Preprocessor = {
+    .name = "Scribble_PiDiNet_Preprocessor", .version = 1, .category = "ControlNet Preprocessors/Line Extractors",
+    .doc = "Scribble lines from PiDiNet: its edges thinned, blurred and thresholded, twice as comfyui_controlnet_aux does.",
+    .inputs = pidinet_inputs, .n_inputs = SD_COUNT(pidinet_inputs),
+    .outputs = lines, .n_outputs = 1, .run = run_scribble_pidinet,
 };
 
 static const sd_input_desc lineart_inputs[] = {

@@ -2,6 +2,7 @@
 #include "nodes/aux_run.h"
 #include "nodes/image_device.h"
 #include <stdlib.h>
+#include <string.h>
 
 /* One item in 8 bits, resized and padded. */
 static sd_status prepare_item(sd_node_run *r, const float *src, const int64_t *shape, sd_aux_interp up,
@@ -18,7 +19,7 @@ static sd_status prepare_item(sd_node_run *r, const float *src, const int64_t *s
     return SD_OK;
 }
 
-sd_status sd_node_aux_run(sd_node_run *r, sd_aux_interp up, sd_aux_detect_fn detect, void *arg)
+sd_status sd_node_aux_run(sd_node_run *r, sd_aux_interp up, sd_aux_detect_fn detect, void *arg, sd_aux_post_fn post)
 {
     const sd_tensor *t = sd_node_image_tensor(r, "image");
     if (!t)
@@ -43,10 +44,13 @@ sd_status sd_node_aux_run(sd_node_run *r, sd_aux_interp up, sd_aux_detect_fn det
             }
             if (!st)
                 st = detect(r, &padded, arg, map);
-            for (int64_t y = 0; !st && y < th; y++)
-                for (int64_t x = 0; x < tw; x++)
-                    for (int k = 0; k < 3; k++)
-                        o->data[((i * th + y) * tw + x) * 3 + k] = (float)map[y * padded.w + x] / 255.0f;
+            for (int64_t y = 0; !st && y < th; y++) /* cut the padding off: th x tw at the front */
+                memmove(map + y * tw, map + y * padded.w, (size_t)tw);
+            if (!st && post)
+                st = post(r, map, th, tw);
+            for (int64_t p = 0; !st && p < th * tw; p++)
+                for (int k = 0; k < 3; k++)
+                    o->data[(i * th * tw + p) * 3 + k] = (float)map[p] / 255.0f;
         }
         sd_img8_free(&padded);
         if (!st)

@@ -14,8 +14,12 @@
 /* Fills map (padded->h * padded->w bytes) from the padded image; errors are the node's. */
 typedef sd_status (*sd_aux_detect_fn)(sd_node_run *r, const sd_img8 *padded, void *arg, unsigned char *map);
 
-/* Runs detect on every item with `up` as the enlarging interpolation; sets output 0. */
-sd_status sd_node_aux_run(sd_node_run *r, sd_aux_interp up, sd_aux_detect_fn detect, void *arg);
+/* Changes the plane (h * w bytes) after the padding was cut off; errors are the node's. */
+typedef sd_status (*sd_aux_post_fn)(sd_node_run *r, unsigned char *plane, int64_t h, int64_t w);
+
+/* Runs detect on every item with `up` as the enlarging interpolation, then post (NULL: none) on
+ * the cut plane; sets output 0. */
+sd_status sd_node_aux_run(sd_node_run *r, sd_aux_interp up, sd_aux_detect_fn detect, void *arg, sd_aux_post_fn post);
 
 /* The padded 8-bit image as a network input [1, 3, H, W]: each byte divided by divisor (1:
  * 0..255; 255: [0, 1] as the annotators' "/ 255.0", a division, not a product), the channels

@@ -382,7 +382,7 @@ sd_status sd_aux_resize_with_pad(sd_context *ctx, const sd_img8 *src, int64_t re
 enum { MAX_HALF = 4096 }; /* the largest half-width of a blur kernel */
 
 /* getGaussianKernelBitExact: half of the symmetric kernel, centre first (n = 2 * half + 1). */
-static void gaussian_kernel(int half, double sigma, float *k)
+static void gaussian_kernel_d(int half, double sigma, double *k)
 {
     int n = 2 * half + 1;
     double scale2 = -0.125 / (sigma * sigma), sum = 0, v[MAX_HALF];
@@ -391,9 +391,17 @@ static void gaussian_kernel(int half, double sigma, float *k)
         sum += v[i];
     }
     sum = 1.0 / (sum * 2 + 1);
-    k[0] = (float)sum;
+    k[0] = sum;
     for (int i = 0; i < half; i++)
-        k[half - i] = (float)(v[i] * sum);
+        k[half - i] = v[i] * sum;
+}
+
+static void gaussian_kernel(int half, double sigma, float *k)
+{
+    double d[MAX_HALF + 1];
+    gaussian_kernel_d(half, sigma, d);
+    for (int i = 0; i <= half; i++)
+        k[i] = (float)d[i];
 }
 
 static int reflect101(int i, int n)
@@ -449,6 +457,92 @@ sd_status sd_aux_gaussian_blur(sd_context *ctx, const float *src, int64_t h, int
         }
     free(rows);
     return SD_OK;
+}
+
+sd_status sd_aux_gaussian_blur_u8(sd_context *ctx, const unsigned char *src, int64_t h, int64_t w, double sigma,
+                                  unsigned char *dst)
+{
+    int half = (int)lrint(sigma * 3 * 2 + 1) / 2; /* ksize = cvRound(6 sigma + 1) | 1 for 8 bits */
+    if (!(sigma > 0) || half >= MAX_HALF)
+        return sd_set_error(ctx, SD_ERR_INVALID, "Gaussian sigma %g is out of range", sigma);
+    double kd[MAX_HALF + 1], err = 0;
+    int k[MAX_HALF + 1], sum = 0;
+    gaussian_kernel_d(half, sigma, kd);
+    for (int i = half; i >= 1; i--) { /* getGaussianKernelFixedPoint_ED: Q8, outermost tap first */
+        double adj = kd[i] * 256.0 + err;
+        k[i] = (int)lrint(adj);
+        err = adj - k[i];
+        sum += k[i];
+    }
+    k[0] = 256 - 2 * sum;
+    int H = (int)h, W = (int)w;
+    uint32_t *rows = malloc(sizeof *rows * (size_t)(h * w));
+    if (!rows)
+        return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory blurring a %dx%d image", H, W);
+    for (int y = 0; y < H; y++) /* rows: exact Q8 sums */
+        for (int x = 0; x < W; x++) {
+            const unsigned char *s = src + (size_t)y * W;
+            uint32_t acc = (uint32_t)k[0] * s[x];
+            for (int j = 1; j <= half; j++)
+                acc += (uint32_t)k[j] * (s[reflect101(x - j, W)] + s[reflect101(x + j, W)]);
+            rows[(size_t)y * W + x] = acc;
+        }
+    for (int y = 0; y < H; y++) /* columns: Q16, rounded half up */
+        for (int x = 0; x < W; x++) {
+            uint64_t acc = (uint64_t)k[0] * rows[(size_t)y * W + x];
+            for (int j = 1; j <= half; j++)
+                acc += (uint64_t)k[j] * (rows[(size_t)reflect101(y - j, H) * W + x] + rows[(size_t)reflect101(y + j, H) * W + x]);
+            acc = (acc + (1u << 15)) >> 16;
+            dst[(size_t)y * W + x] = (unsigned char)(acc > 255 ? 255 : acc);
+        }
+    free(rows);
+    return SD_OK;
+}
+
+sd_status sd_aux_nms(sd_context *ctx, const unsigned char *src, int64_t h, int64_t w, int threshold, double sigma,
+                     unsigned char *dst)
+{
+    size_t n = (size_t)(h * w);
+    float *x = malloc(sizeof *x * n * 2), *g = x ? x + n : NULL;
+    if (!x)
+        return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory for a %lldx%lld image", (long long)w, (long long)h);
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)src[i];
+    sd_status st = sd_aux_gaussian_blur(ctx, x, h, w, 1, sigma, g);
+    /* y = g where g is the largest of itself and its two neighbours along one of the four
+     * directions (cv2.dilate with a 3-tap line; outside the image does not count), else 0 */
+    static const int dirs[4][2] = {{0, 1}, {1, 0}, {1, 1}, {1, -1}};
+    for (int64_t yy = 0; !st && yy < h; yy++)
+        for (int64_t xx = 0; xx < w; xx++) {
+            float v = g[yy * w + xx];
+            bool keep = false;
+            for (int d = 0; d < 4 && !keep; d++) {
+                float m = v;
+                for (int s = -1; s <= 1; s += 2) {
+                    int64_t ny = yy + s * dirs[d][0], nx = xx + s * dirs[d][1];
+                    if (ny >= 0 && ny < h && nx >= 0 && nx < w && g[ny * w + nx] > m)
+                        m = g[ny * w + nx];
+                }
+                keep = m == v;
+            }
+            dst[yy * w + xx] = keep && v > (float)threshold ? 255 : 0;
+        }
+    free(x);
+    return st;
+}
+
+sd_status sd_aux_scribble_lines(sd_context *ctx, unsigned char *map, int64_t h, int64_t w)
+{
+    unsigned char *t = malloc((size_t)(h * w));
+    if (!t)
+        return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory for a %lldx%lld image", (long long)w, (long long)h);
+    sd_status st = sd_aux_nms(ctx, map, h, w, 127, 3.0, t);
+    if (!st)
+        st = sd_aux_gaussian_blur_u8(ctx, t, h, w, 3.0, map);
+    for (int64_t i = 0; !st && i < h * w; i++)
+        map[i] = map[i] > 4 ? 255 : 0;
+    free(t);
+    return st;
 }
 
 void sd_aux_rgb_to_gray(const sd_img8 *img, unsigned char *gray)

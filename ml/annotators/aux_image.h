@@ -51,6 +51,22 @@ sd_status sd_aux_resize_with_pad(sd_context *ctx, const sd_img8 *src, int64_t re
 sd_status sd_aux_gaussian_blur(sd_context *ctx, const float *src, int64_t h, int64_t w, int64_t c, double sigma,
                                float *dst);
 
+/* cv2.GaussianBlur(src, (0, 0), sigma) of one 8-bit plane: OpenCV's bit-exact fixed-point
+ * path (ksize from sigma as for 8-bit images, Q8 kernel by error diffusion, exact sums, the
+ * result rounded), BORDER_REFLECT_101, into dst (not src). */
+sd_status sd_aux_gaussian_blur_u8(sd_context *ctx, const unsigned char *src, int64_t h, int64_t w, double sigma,
+                                  unsigned char *dst);
+
+/* The annotators' nms(x, threshold, sigma) on one 8-bit plane: the float32 GaussianBlur of x,
+ * kept where it is the maximum of a 3-pixel line in one of four directions, 255 where that is
+ * above threshold, 0 elsewhere, into dst (not src). */
+sd_status sd_aux_nms(sd_context *ctx, const unsigned char *src, int64_t h, int64_t w, int threshold, double sigma,
+                     unsigned char *dst);
+
+/* The "scribble" ending of the HED and PiDiNet detectors, in place on one plane:
+ * nms(map, 127, 3), the 8-bit GaussianBlur with sigma 3, then 255 where above 4, else 0. */
+sd_status sd_aux_scribble_lines(sd_context *ctx, unsigned char *map, int64_t h, int64_t w);
+
 /* cv2.cvtColor(img, COLOR_RGB2GRAY) of a 3-channel image into gray (h * w bytes): OpenCV 4's
  * 15-bit weights 9798, 19235, 3735, rounded (equal to cv2 on all 2^24 colours). */
 void sd_aux_rgb_to_gray(const sd_img8 *img, unsigned char *gray);

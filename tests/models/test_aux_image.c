@@ -2,7 +2,8 @@
  * numpy (goldens from tests/reference/make_aux_goldens.py): cv2.resize INTER_CUBIC and
  * INTER_AREA through resize_image_with_pad on five shapes (enlarging, shrinking, the 2x fast
  * path, unchanged, a row of 273 samples), byte for byte; the float conversion's truncation;
- * Otsu's threshold on a two-level histogram; bad sizes. */
+ * Otsu's threshold on a two-level histogram; the detectors' scribble ending (nms, the 8-bit
+ * fixed-point GaussianBlur) byte for byte; bad sizes. */
 #include "test.h"
 #include "support/aux_cases.h"
 #include "support/golden.h"
@@ -67,6 +68,28 @@ static void test_otsu(void)
     CHECK_EQ_INT(sd_aux_otsu_threshold(flat, 3), 0);
 }
 
+/* The detectors' scribble ending (nms, 8-bit GaussianBlur, thresholds) on the reference's own
+ * planes: HED's safe map (FakeScribblePreprocessor), and PiDiNet's safe map with the ending, the
+ * cut to 77 x 64 and the ending again (Scribble_PiDiNet_Preprocessor). */
+static void test_scribble_lines(void)
+{
+    unsigned char *hed = test_read_golden("hed_safe.u8", 128 * 64), *want = test_read_golden("hed_scribble.u8", 128 * 64);
+    CHECK_EQ_INT(sd_aux_scribble_lines(ctx, hed, 128, 64), SD_OK);
+    CHECK(hed && want && memcmp(hed, want, 128 * 64) == 0);
+    free(hed);
+    free(want);
+    unsigned char *pidi = test_read_golden("pidinet_safe.u8", 128 * 64);
+    want = test_read_golden("pidinet_scribble.u8", 77 * 64);
+    CHECK_EQ_INT(sd_aux_scribble_lines(ctx, pidi, 128, 64), SD_OK);
+    CHECK_EQ_INT(sd_aux_scribble_lines(ctx, pidi, 77, 64), SD_OK); /* the first 77 rows */
+    int bad = 0;
+    for (int i = 0; pidi && want && i < 77 * 64; i++)
+        bad += pidi[i] != want[i];
+    CHECK_MSG(bad == 0, "Scribble_PiDiNet ending: %d samples differ", bad);
+    free(pidi);
+    free(want);
+}
+
 static void test_bad_sizes(void)
 {
     sd_img8 img, out;
@@ -85,6 +108,7 @@ int main(void)
     RUN(test_resize_goldens);
     RUN(test_from_float);
     RUN(test_otsu);
+    RUN(test_scribble_lines);
     RUN(test_bad_sizes);
     sd_context_free(ctx);
     return test_summary("test_aux_image");

@@ -10,7 +10,8 @@
  * is a validation error naming it. LineArtPreprocessor likewise with the tiny line art network
  * (tests/reference/make_lineart_goldens.py) as annotators/sk_model.safetensors; coarse reads
  * sk_model2.safetensors instead. PiDiNetPreprocessor with the tiny PiDiNet
- * (tests/reference/make_pidinet_goldens.py) within one level on at most 3 samples. */
+ * (tests/reference/make_pidinet_goldens.py) within one level on at most 3 samples.
+ * FakeScribblePreprocessor and Scribble_PiDiNet_Preprocessor (the scribble endings) equal. */
 #include "test.h"
 #include "core/run.h"
 #include "support/aux_cases.h"
@@ -125,13 +126,13 @@ static sd_graph *pre_graph(const char *type, const char *const *set)
     return g;
 }
 
-/* Runs pre_graph(type, set) and compares its output with the first 77 rows of the 128 x 64
- * golden plane `golden` (the "up" case's detect size is 77 x 64): at most max_off samples one
- * level away (0: equal). */
-static void expect_graph(const char *type, const char *const *set, const char *golden, int max_off)
+/* Runs pre_graph(type, set) and compares its output with the first 77 rows of the golden plane
+ * `golden`, `rows` x 64 (the "up" case's detect size is 77 x 64; padded planes have 128 rows):
+ * at most max_off samples one level away (0: equal). */
+static void expect_graph(const char *type, const char *const *set, const char *golden, int rows, int max_off)
 {
     const aux_case *c = &aux_cases[0];
-    unsigned char *want = test_read_golden(golden, 128 * 64);
+    unsigned char *want = test_read_golden(golden, (size_t)rows * 64);
     sd_graph *g = pre_graph(type, set);
     const char *outs[] = {"pre"};
     sd_run_options opt = {.outputs = outs, .n_outputs = 1, .no_cache = true};
@@ -156,8 +157,8 @@ static void expect_graph(const char *type, const char *const *set, const char *g
 
 static void test_hed(void)
 {
-    expect_graph("HEDPreprocessor", (const char *const[]){"safe", "disable", NULL}, "hed_edge.u8", 0);
-    expect_graph("HEDPreprocessor", (const char *const[]){"safe", "enable", NULL}, "hed_safe.u8", 0);
+    expect_graph("HEDPreprocessor", (const char *const[]){"safe", "disable", NULL}, "hed_edge.u8", 128, 0);
+    expect_graph("HEDPreprocessor", (const char *const[]){"safe", "enable", NULL}, "hed_safe.u8", 128, 0);
 }
 
 static void test_hed_missing_file(void)
@@ -172,19 +173,29 @@ static void test_hed_missing_file(void)
     sd_graph_free(g);
 }
 
+/* FakeScribblePreprocessor: HED (safe) and the scribble ending on the padded plane;
+ * Scribble_PiDiNet_Preprocessor: PiDiNet (safe), the ending, and the ending again on the cut
+ * plane. */
+static void test_scribble_endings(void)
+{
+    expect_graph("FakeScribblePreprocessor", (const char *const[]){"safe", "enable", NULL}, "hed_scribble.u8", 128, 0);
+    expect_graph("Scribble_PiDiNet_Preprocessor", (const char *const[]){"safe", "enable", NULL}, "pidinet_scribble.u8",
+                 77, 0);
+}
+
 /* sdflow's classifier output puts one sample of the tiny PiDiNet's plane one level off (its
  * model test); the channels are given in BGR. */
 static void test_pidinet(void)
 {
-    expect_graph("PiDiNetPreprocessor", (const char *const[]){"safe", "disable", NULL}, "pidinet_map.u8", 3);
-    expect_graph("PiDiNetPreprocessor", (const char *const[]){"safe", "enable", NULL}, "pidinet_safe.u8", 3);
+    expect_graph("PiDiNetPreprocessor", (const char *const[]){"safe", "disable", NULL}, "pidinet_map.u8", 128, 3);
+    expect_graph("PiDiNetPreprocessor", (const char *const[]){"safe", "enable", NULL}, "pidinet_safe.u8", 128, 3);
 }
 
 /* The fine model is the tiny line art network; the coarse file holds the HED network, so
  * coarse "enable" must fail naming sk_model2. */
 static void test_lineart(void)
 {
-    expect_graph("LineArtPreprocessor", (const char *const[]){"coarse", "disable", NULL}, "lineart_map.u8", 0);
+    expect_graph("LineArtPreprocessor", (const char *const[]){"coarse", "disable", NULL}, "lineart_map.u8", 128, 0);
     sd_graph *g = pre_graph("LineArtPreprocessor", (const char *const[]){"coarse", "enable", NULL});
     const char *outs[] = {"pre"};
     sd_run_options opt = {.outputs = outs, .n_outputs = 1, .no_cache = true};
@@ -243,6 +254,7 @@ int main(void)
     RUN(test_hed_missing_file);
     RUN(test_lineart);
     RUN(test_pidinet);
+    RUN(test_scribble_endings);
     sd_context_free(ctx);
     return test_summary("test_aux_nodes");
 }

@@ -10,6 +10,8 @@ each projection scaled to spread about +-3 on the test input, so the edge map ha
                             detector input: aux_in_up.u8 through resize_image_with_pad (resolution
                             64, INTER_CUBIC), 128 x 64 x 3
   hed_edge.u8, hed_safe.u8  the edge map (safe off / on) made from those projections, 128 x 64
+  hed_scribble.u8           FakeScribblePreprocessor's plane: the safe map through nms, an 8-bit
+                            GaussianBlur and thresholds (scribble=True), 128 x 64
 
 Run: python3 tests/reference/make_hed_goldens.py   (torch 2.15 CPU, numpy 2.4.6, opencv-python-headless
 4.14.0 with IPP off, safetensors 0.8.0)"""
@@ -66,6 +68,30 @@ def safe_step(x, step=2):
     return y.astype(np.int32).astype(np.float32) / float(step)
 
 
+def nms(x, t, s):
+    """The annotators' util.nms."""
+    x = cv2.GaussianBlur(x.astype(np.float32), (0, 0), s)
+    f1 = np.array([[0, 0, 0], [1, 1, 1], [0, 0, 0]], dtype=np.uint8)
+    f2 = np.array([[0, 1, 0], [0, 1, 0], [0, 1, 0]], dtype=np.uint8)
+    f3 = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.uint8)
+    f4 = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], dtype=np.uint8)
+    y = np.zeros_like(x)
+    for f in [f1, f2, f3, f4]:
+        np.putmask(y, cv2.dilate(x, kernel=f) == x, x)
+    z = np.zeros_like(y, dtype=np.uint8)
+    z[y > t] = 255
+    return z
+
+
+def scribble_lines(m):
+    """The detectors' scribble=True ending."""
+    m = nms(m, 127, 3.0)
+    m = cv2.GaussianBlur(m, (0, 0), 3.0)
+    m[m > 4] = 255
+    m[m < 255] = 0
+    return m
+
+
 def edge_map(projs, h, w, safe):
     """HEDdetector.__call__ after the network."""
     edges = [cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR) for p in projs]
@@ -105,6 +131,10 @@ def main():
         m = edge_map(projs, H, W, safe)
         m.tofile(os.path.join(OUT, "hed_%s.u8" % tag))
         print(tag, "levels", len(np.unique(m)), "mean", m.mean())
+        if safe:  # FakeScribblePreprocessor: HED (safe) with scribble=True
+            s = scribble_lines(m)
+            s.tofile(os.path.join(OUT, "hed_scribble.u8"))
+            print("scribble: %d%% white" % (100 * (s == 255).mean()))
 
 
 if __name__ == "__main__":

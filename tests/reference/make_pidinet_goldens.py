@@ -12,6 +12,7 @@ CDCM width 4 instead of 24, the classifier scaled so that its output spreads abo
                              (aux_in_up.u8, resolution 64, INTER_CUBIC, RGB reversed to BGR, / 255):
                              128 x 64 float32
   pidinet_map.u8, pidinet_safe.u8   the detector's plane, safe off / on, 128 x 64
+  pidinet_scribble.u8        Scribble_PiDiNet_Preprocessor's output plane (safe on), 77 x 64
 
 Run: python3 tests/reference/make_pidinet_goldens.py   (torch 2.15 CPU, numpy 2.4.6,
 opencv-python-headless 4.14.0 with IPP off, safetensors 0.8.0)"""
@@ -27,7 +28,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_aux_goldens as aux  # noqa: E402
-from make_hed_goldens import safe_step  # noqa: E402
+from make_hed_goldens import safe_step, scribble_lines  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "goldens")
 PDCS = ["cd", "ad", "rd", "cv"] * 4  # carv4
@@ -157,6 +158,12 @@ def main():
         m = (e * 255.0).clip(0, 255).astype(np.uint8)[0, 0]
         m.tofile(os.path.join(OUT, "pidinet_%s.u8" % tag))
         print(tag, "levels", len(np.unique(m)))
+    # Scribble_PiDiNet_Preprocessor: the detector with safe and scribble=True, the padding cut
+    # off, then the node's own nms / blur / thresholds a second time on the cut plane.
+    m = scribble_lines((safe_step(edge) * 255.0).clip(0, 255).astype(np.uint8)[0, 0])[:77, :64]  # the detect size of the "up" case
+    m = scribble_lines(np.ascontiguousarray(m))
+    m.tofile(os.path.join(OUT, "pidinet_scribble.u8"))
+    print("scribble: %d%% white" % (100 * (m == 255).mean()))
     print("logits %.3f .. %.3f" % (logits.min(), logits.max()))
 
 
