@@ -11,8 +11,10 @@
 #include "nodes/node_util.h"
 #include <stdlib.h>
 
-/* A network kind: how to build it over a file, free it, and make one plane from an image. */
+/* A network kind: how to check a file, build the network over it, free it, and make one plane
+ * from an image. */
 typedef struct net_kind {
+    sd_status (*inspect)(sd_context *ctx, const sd_safetensors *st);
     sd_status (*create)(sd_cl *cl, const sd_safetensors *st, void **net);
     void (*destroy)(void *net);
     sd_status (*detect)(sd_node_run *r, sd_cl *cl, void *net, bool flag, const sd_img8 *img, unsigned char *map);
@@ -64,6 +66,23 @@ static sd_status run_net(sd_node_run *r, const net_kind *kind, const char *file_
     return st;
 }
 
+/* The check hook's part: the file of input `file_input` must hold the network (reported on the
+ * input before anything runs; a missing file was reported by validation). */
+static void check_file(sd_node_check *c, const char *file_input, const net_kind *kind)
+{
+    sd_context *ctx = sd_check_context(c);
+    const char *path = sd_check_file(c, file_input);
+    sd_safetensors *st = NULL;
+    if (path && sd_safetensors_open(ctx, path, &st) == SD_OK && kind->inspect(ctx, st) == SD_OK) {
+        sd_safetensors_close(st);
+        return;
+    }
+    if (path)
+        sd_check_problem(c, file_input, "%s", sd_context_errmsg(ctx));
+    sd_clear_error(ctx);
+    sd_safetensors_close(st);
+}
+
 /* Downloads device tensor t into a new host array (*out, the caller frees). */
 static sd_status download(sd_node_run *r, const sd_dtensor *t, float **out)
 {
@@ -107,7 +126,18 @@ static sd_status hed_detect(sd_node_run *r, sd_cl *cl, void *net, bool safe, con
     return st ? sd_run_fail(r, st) : SD_OK;
 }
 
-static const net_kind hed_kind = {hed_create, hed_destroy, hed_detect};
+static sd_status hed_inspect(sd_context *ctx, const sd_safetensors *st)
+{
+    sd_hed_config c;
+    return sd_hed_inspect(ctx, st, &c);
+}
+
+static const net_kind hed_kind = {hed_inspect, hed_create, hed_destroy, hed_detect};
+
+static void check_hed(sd_node_check *c)
+{
+    check_file(c, "ckpt_name", &hed_kind);
+}
 
 static sd_status run_hed(sd_node_run *r)
 {
@@ -176,8 +206,32 @@ static sd_status lineart_detect(sd_node_run *r, sd_cl *cl, void *net, bool coars
     return single_detect(r, cl, net, false, false, img, map);
 }
 
-static const net_kind pidinet_kind = {pidinet_create, pidinet_destroy, pidinet_detect};
-static const net_kind lineart_kind = {lineart_create, lineart_destroy, lineart_detect};
+static sd_status pidinet_inspect(sd_context *ctx, const sd_safetensors *st)
+{
+    sd_pidinet_config c;
+    return sd_pidinet_inspect(ctx, st, &c);
+}
+
+static sd_status lineart_inspect(sd_context *ctx, const sd_safetensors *st)
+{
+    sd_lineart_config c;
+    return sd_lineart_inspect(ctx, st, &c);
+}
+
+static const net_kind pidinet_kind = {pidinet_inspect, pidinet_create, pidinet_destroy, pidinet_detect};
+static const net_kind lineart_kind = {lineart_inspect, lineart_create, lineart_destroy, lineart_detect};
+
+static void check_pidinet(sd_node_check *c)
+{
+    check_file(c, "ckpt_name", &pidinet_kind);
+}
+
+/* Only the file the coarse choice reads. */
+static void check_lineart(sd_node_check *c)
+{
+    const char *coarse = sd_check_literal(c, "coarse");
+    check_file(c, coarse && coarse[0] == 'e' ? "coarse_ckpt_name" : "ckpt_name", &lineart_kind);
+}
 
 static sd_status run_pidinet(sd_node_run *r)
 {
@@ -217,14 +271,14 @@ const sd_node_desc sd_node_HEDPreprocessor = {
     .name = "HEDPreprocessor", .version = 1, .category = "ControlNet Preprocessors/Line Extractors",
     .doc = "HED soft-edge lines (comfyui_controlnet_aux's HEDdetector).",
     .inputs = hed_inputs, .n_inputs = SD_COUNT(hed_inputs),
-    .outputs = soft_edges, .n_outputs = 1, .run = run_hed,
+    .outputs = soft_edges, .n_outputs = 1, .run = run_hed, .check = check_hed,
 };
 
 const sd_node_desc sd_node_FakeScribblePreprocessor = {
     .name = "FakeScribblePreprocessor", .version = 1, .category = "ControlNet Preprocessors/Line Extractors",
     .doc = "Fake scribble lines (scribble_hed): HED's edges thinned (nms), blurred and thresholded.",
     .inputs = hed_inputs, .n_inputs = SD_COUNT(hed_inputs),
-    .outputs = lines, .n_outputs = 1, .run = run_fake_scribble,
+    .outputs = lines, .n_outputs = 1, .run = run_fake_scribble, .check = check_hed,
 };
 
 static const sd_input_desc pidinet_inputs[] = {
@@ -238,14 +292,14 @@ const sd_node_desc sd_node_PiDiNetPreprocessor = {
     .name = "PiDiNetPreprocessor", .version = 1, .category = "ControlNet Preprocessors/Line Extractors",
     .doc = "PiDiNet soft-edge lines (comfyui_controlnet_aux's PidiNetDetector).",
     .inputs = pidinet_inputs, .n_inputs = SD_COUNT(pidinet_inputs),
-    .outputs = soft_edges, .n_outputs = 1, .run = run_pidinet,
+    .outputs = soft_edges, .n_outputs = 1, .run = run_pidinet, .check = check_pidinet,
 };
 
 const sd_node_desc sd_node_Scribble_PiDiNet_Preprocessor = {
     .name = "Scribble_PiDiNet_Preprocessor", .version = 1, .category = "ControlNet Preprocessors/Line Extractors",
     .doc = "Scribble lines from PiDiNet: its edges thinned, blurred and thresholded, twice as comfyui_controlnet_aux does.",
     .inputs = pidinet_inputs, .n_inputs = SD_COUNT(pidinet_inputs),
-    .outputs = lines, .n_outputs = 1, .run = run_scribble_pidinet,
+    .outputs = lines, .n_outputs = 1, .run = run_scribble_pidinet, .check = check_pidinet,
 };
 
 static const sd_input_desc lineart_inputs[] = {
@@ -260,5 +314,5 @@ const sd_node_desc sd_node_LineArtPreprocessor = {
     .name = "LineArtPreprocessor", .version = 1, .category = "ControlNet Preprocessors/Line Extractors",
     .doc = "Realistic line art (comfyui_controlnet_aux's LineartDetector), fine or coarse.",
     .inputs = lineart_inputs, .n_inputs = SD_COUNT(lineart_inputs),
-    .outputs = lines, .n_outputs = 1, .run = run_lineart,
+    .outputs = lines, .n_outputs = 1, .run = run_lineart, .check = check_lineart,
 };

@@ -56,7 +56,21 @@ run 0 import comfy "$T/xdog_api.json" -o "$T/xdog_api.xml"
 run 0 run "$T/xdog_api.xml" --models-dir "$T/models" --input-dir "$SRC/examples/input" --output-dir "$T/o" --cache "$T/cache.db"
 check "imported workflow with Scribble_XDoG_Preprocessor writes one PNG" test "$(cat "$T/out")" = "$T/o/comfy_xdog_00001_.png"
 
+# A preprocessor's network file of the wrong kind is refused before anything runs (exit 3).
+mkdir -p "$T/models/annotators"
+cp "$SRC/tests/data/goldens/lineart_tiny.safetensors" "$T/models/annotators/ControlNetHED.safetensors"
+cat >"$T/hed.xml" <<'XML'
+<workflow version="1">
+  <node id="load" type="LoadImage"><input name="image">shapes.png</input></node>
+  <node id="hed" type="HEDPreprocessor"><input name="image" from="load" output="IMAGE"/></node>
+  <node id="save" type="SaveImage"><input name="images" from="hed" output="IMAGE"/></node>
+</workflow>
+XML
 before=$(ls "$T/o" | wc -l)
+run 3 run "$T/hed.xml" --models-dir "$T/models" --input-dir "$SRC/examples/input" --output-dir "$T/o" --cache "$T/cache.db"
+check "a line art file is no HED network" grep -qx ".*hed.xml:3: node 'hed' input 'ckpt_name': $T/models/annotators/ControlNetHED.safetensors: not a HED network: tensor 'norm' is missing" "$T/err"
+check "nothing ran" bash -c '! grep -q "load (LoadImage): running" "$0"' "$T/err"
+
 run 3 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --set controlnet=xl.safetensors
 check "SDXL ControlNet names the family, before anything runs" grep -qx ".*controlnet-canny.xml:[0-9]*: node 'cnet' input 'control_net_name': $T/models/controlnet/xl.safetensors: SDXL ControlNet detected; sdflow supports SD1.x ControlNets" "$T/err"
 run 3 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --set controlnet="$T/models/checkpoints/tiny.safetensors" --allow-absolute-paths

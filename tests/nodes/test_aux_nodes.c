@@ -192,7 +192,7 @@ static void test_pidinet(void)
 }
 
 /* The fine model is the tiny line art network; the coarse file holds the HED network, so
- * coarse "enable" must fail naming sk_model2. */
+ * coarse "enable" fails before anything runs (the check hook), naming sk_model2. */
 static void test_lineart(void)
 {
     expect_graph("LineArtPreprocessor", (const char *const[]){"coarse", "disable", NULL}, "lineart_map.u8", 128, 0);
@@ -201,7 +201,11 @@ static void test_lineart(void)
     sd_run_options opt = {.outputs = outs, .n_outputs = 1, .no_cache = true};
     sd_result *res = NULL;
     CHECK_EQ_INT(sd_graph_run(g, &opt, &res), SD_ERR_INVALID);
-    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "sk_model2.safetensors: not a line art network");
+    CHECK_EQ_INT(sd_context_diag_count(ctx), 1);
+    CHECK_STR_CONTAINS(sd_context_diag(ctx, 0), "node 'pre' input 'coarse_ckpt_name': ");
+    CHECK_STR_CONTAINS(sd_context_diag(ctx, 0), "sk_model2.safetensors: not a line art network: tensor "
+                                                "'model0.1.weight' is missing");
+    CHECK(res == NULL || sd_result_file_count(res) == 0);
     sd_result_free(res);
     sd_graph_free(g);
 }
