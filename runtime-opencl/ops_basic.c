@@ -569,7 +569,7 @@ sd_status sd_op_conv2d_direct(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *
                             SD_ARG_UINT(w->shape[1]), SD_ARG_UINT(w->shape[2]), SD_ARG_UINT(w->shape[3]),
                             SD_ARG_UINT(oh), SD_ARG_UINT(ow), SD_ARG_UINT(groups), SD_ARG_INT(pad),
                             SD_ARG_INT(dilation)};
-        size_t global[3] = {(size_t)ow, (size_t)oh, (size_t)(x->shape[0] * w->shape[0])};
+        size_t global[3] = {(size_t)(ow + 7) / 8, (size_t)oh, (size_t)(x->shape[0] * w->shape[0])};
         if ((st = sd_cl_launch(cl, k, 3, global, NULL, SD_NARGS(args), args)))
             goto done;
     }

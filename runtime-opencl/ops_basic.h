@@ -89,8 +89,8 @@ sd_status sd_op_upsample_nearest(sd_cl *cl, const sd_dtensor *x, int64_t oh, int
 /* A direct convolution for what sd_op_conv2d does not cover: torch Conv2d(groups, dilation,
  * padding, stride 1) with x [B, C, H, W] f32, w [O, C / groups, KH, KW] f32 (groups 1 or C, O a
  * multiple of groups), bias NULL or [O] f32; out: new [B, O, H + 2 pad - dil (KH - 1),
- * likewise W] (at least 1x1). One work-item per output value: meant for depthwise and dilated
- * layers (PiDiNet), not for large dense ones. */
+ * likewise W] (at least 1x1). One work-item per 8 outputs of a row, no tiling over channels:
+ * meant for depthwise and dilated layers (PiDiNet), not for large dense ones. */
 sd_status sd_op_conv2d_direct(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias, int groups,
                               int pad, int dilation, sd_dtensor **out);
 

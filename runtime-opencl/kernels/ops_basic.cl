@@ -496,15 +496,17 @@ kernel void upsample_nearest(global const float *x, global float *y, uint h, uin
         py[ox] = px[min((uint)floor((float)ox * sw), w - 1)];
 }
 
-/* conv2d_direct: work-item (ox, oy, b * O + o); taps outside the input are zero. */
+/* conv2d_direct: work-item (x8, oy, b * O + o) computes outputs 8 x8 .. 8 x8 + 7 of row oy of
+ * channel o (float8 where the 8 inputs of a tap lie inside the row, one by one otherwise); taps
+ * outside the input are zero. Each output's taps are summed in the same order either way. */
 kernel void conv2d_direct(global const float *x, global const float *w, global const float *bias, global float *y,
                           int has_bias, uint c, uint h, uint wd, uint o_n, uint cg, uint kh, uint kw, uint oh, uint ow,
                           uint groups, int pad, int dil)
 {
-    uint ox = get_global_id(0), oy = get_global_id(1);
+    uint ox0 = get_global_id(0) * 8, oy = get_global_id(1);
     ulong bo = get_global_id(2);
     uint o = (uint)(bo % o_n), b = (uint)(bo / o_n), g = o / (o_n / groups);
-    float acc = has_bias ? bias[o] : 0.0f;
+    float8 acc = (float8)(has_bias ? bias[o] : 0.0f);
     for (uint i = 0; i < cg; i++) {
         global const float *xp = x + ((ulong)b * c + g * cg + i) * h * wd;
         global const float *wp = w + ((ulong)o * cg + i) * kh * kw;
@@ -512,14 +514,26 @@ kernel void conv2d_direct(global const float *x, global const float *w, global c
             int iy = (int)oy - pad + (int)ky * dil;
             if (iy < 0 || iy >= (int)h)
                 continue;
+            global const float *row = xp + (ulong)iy * wd;
             for (uint kx = 0; kx < kw; kx++) {
-                int ix = (int)ox - pad + (int)kx * dil;
-                if (ix >= 0 && ix < (int)wd)
-                    acc += wp[ky * kw + kx] * xp[(ulong)iy * wd + ix];
+                int ix = (int)ox0 - pad + (int)kx * dil;
+                float wv = wp[ky * kw + kx];
+                if (ix >= 0 && ix + 8 <= (int)wd) {
+                    acc += wv * vload8(0, row + ix);
+                } else {
+                    float v[8];
+                    for (int j = 0; j < 8; j++)
+                        v[j] = ix + j >= 0 && ix + j < (int)wd ? row[ix + j] : 0.0f;
+                    acc += wv * vload8(0, v);
+                }
             }
         }
     }
-    y[(bo * oh + oy) * ow + ox] = acc;
+    global float *d = y + (bo * oh + oy) * ow;
+    float r[8];
+    vstore8(acc, 0, r);
+    for (uint j = 0; j < 8 && ox0 + j < ow; j++)
+        d[ox0 + j] = r[j];
 }
 
 /* zero_insert: one work-item per output row (plane * oh + oy). */
