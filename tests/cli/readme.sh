@@ -11,13 +11,16 @@ mkdir -p "$T/models/checkpoints" "$T/models/vae" "$T/input"
 cp "$SRC/examples/input/shapes.png" "$T/input/input.png"
 cp "$SRC/examples/input/shapes.png" "$T/input/"
 cp "$SRC/examples/input/shapes-inpaint.png" "$T/input/"
+cp "$SRC/examples/input/scribble.png" "$T/input/"
 "$MK" --preset tiny "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" >/dev/null || fail "sdflow_mkckpt"
 mkdir -p "$T/models/upscale_models"
 "$BUILD/sdflow_mkesrgan" --nf 8 --gc 4 --blocks 1 "$T/models/upscale_models/RealESRGAN_x4plus.safetensors" ||
     fail "sdflow_mkesrgan"
 mkdir -p "$T/models/controlnet"
-"$MK" --preset tiny --kind controlnet "$T/models/controlnet/control_v11p_sd15_canny_fp16.safetensors" >/dev/null ||
-    fail "sdflow_mkckpt --kind controlnet"
+for cn in canny scribble; do
+    "$MK" --preset tiny --kind controlnet "$T/models/controlnet/control_v11p_sd15_${cn}_fp16.safetensors" >/dev/null ||
+        fail "sdflow_mkckpt --kind controlnet"
+done
 mkdir -p "$T/models/loras"
 "$BUILD/sdflow_mklora" "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" \
     "$T/models/loras/lora.safetensors" || fail "sdflow_mklora"

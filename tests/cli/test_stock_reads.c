@@ -117,8 +117,11 @@ static void make_models(void)
         sd_strfmt("%s/sdflow_mklora %s/v1-5-pruned-emaonly.safetensors %s/lora.safetensors", build, dirs[0], dirs[1]),
         sd_strfmt("%s/sdflow_mkckpt --preset tiny --kind controlnet %s/control_v11p_sd15_canny_fp16.safetensors",
                   build, dirs[2]),
+        sd_strfmt("%s/sdflow_mkckpt --preset tiny --kind controlnet --seed 5 %s/control_v11p_sd15_scribble_fp16.safetensors",
+                  build, dirs[2]),
         sd_strfmt("%s/sdflow_mkesrgan --nf 8 --gc 4 --blocks 1 %s/RealESRGAN_x4plus.safetensors", build, dirs[3]),
-        sd_strfmt("cp %s/examples/input/shapes.png %s/examples/input/shapes-inpaint.png %s/", src, src, dirs[6]),
+        sd_strfmt("cp %s/examples/input/shapes.png %s/examples/input/shapes-inpaint.png %s/examples/input/scribble.png %s/",
+                  src, src, src, dirs[6]),
         sd_strfmt("cp %s/examples/input/shapes.png %s/unused.png", src, dirs[6]),
     };
     for (size_t i = 0; i < sizeof cmd / sizeof cmd[0]; i++) {
@@ -172,7 +175,7 @@ static void check_graph(const char *graph)
     char *models = test_path(test_scratch_dir(), "models");
     args[n++] = models;
     static const char *const sets[][2] = {{"steps", "steps=1"},  {"hires_steps", "hires_steps=1"},
-                                          {"width", "width=64"}, {"height", "height=64"},
+                                          {"width", "width=64"}, {"height", "height=64"}, {"resolution", "resolution=64"},
                                           {"prompt", "prompt=a cat, embedding:emb"}};
     bool prompt = false;
     for (size_t i = 0; xml && i < sizeof sets / sizeof sets[0]; i++)
