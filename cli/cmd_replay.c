@@ -10,25 +10,29 @@
 static const char replay_help[] =
     "usage: sdflow replay IMAGE.png [options]\n"
     "\n"
-    "Re-runs the workflow embedded in IMAGE.png (written by SaveImage) after checking that the\n"
-    "files it read still have their recorded hashes, and compares the new image with IMAGE.png.\n"
+    "Re-renders the workflow embedded in IMAGE.png (written by SaveImage) and compares the new\n"
+    "image with IMAGE.png. Model and image files are looked up by name in the directories below,\n"
+    "as 'sdflow run' does, and must have the content hashes IMAGE.png records for them; no path\n"
+    "recorded in IMAGE.png is opened.\n"
     "\n"
     "options:\n"
     "  --extract OUT.xml   write the embedded workflow XML to OUT.xml ('-': stdout) and stop\n"
     "  --models-dir DIR    model directory (repeatable; replaces SDFLOW_MODELS)\n"
     "  --input-dir DIR     where image names are looked up (default $SDFLOW_INPUT or ./input)\n"
-    "  --cache PATH        cache database to use\n"
-    "  --no-cache          neither read nor write the cache\n"
+    "  --allow-absolute-paths  let the workflow name files by absolute path\n"
+    "  --use-cache         trust cached node outputs instead of re-rendering everything\n"
+    "  --cache PATH        the cache database --use-cache reads\n"
+    "  --no-cache          neither read nor write the cache (the default)\n"
     "  -h, --help          show this help\n"
     "\n"
-    "exit codes: 0 identical, 1 different (the maximum difference is printed), 3 no workflow or\n"
-    "invalid input (a missing or changed input file is named with its hash), 4 resource limit,\n"
-    "5 I/O error, 130 interrupted (Ctrl-C stops at the next node)\n";
+    "exit codes: 0 identical, 1 different (the maximum difference is printed and the new image\n"
+    "kept), 3 no workflow or invalid input (a changed file is named with its hashes), 4 resource\n"
+    "limit, 5 I/O error, 130 interrupted (Ctrl-C stops at the next node)\n";
 
 int cmd_replay(int argc, char **argv)
 {
     const char *image = NULL, *extract = NULL, *input_dir = NULL, *cache = NULL;
-    bool no_cache = false;
+    bool no_cache = false, use_cache = false, allow_absolute = false;
     const char **models = calloc((size_t)argc, sizeof *models);
     size_t n_models = 0;
     sd_context *ctx = NULL;
@@ -54,6 +58,10 @@ int cmd_replay(int argc, char **argv)
             goto done;
         } else if (!strcmp(a, "--no-cache")) {
             no_cache = true;
+        } else if (!strcmp(a, "--use-cache")) {
+            use_cache = true;
+        } else if (!strcmp(a, "--allow-absolute-paths")) {
+            allow_absolute = true;
         } else if (cli_is_option(a)) {
             rc = cli_usage_error("replay", "unknown option '%s'", a);
             goto done;
@@ -68,8 +76,12 @@ int cmd_replay(int argc, char **argv)
         rc = cli_usage_error("replay", "no image given");
         goto done;
     }
-    if (cache && no_cache) {
-        rc = cli_usage_error("replay", "--cache and --no-cache exclude each other");
+    if ((cache || use_cache) && no_cache) {
+        rc = cli_usage_error("replay", "--%s and --no-cache exclude each other", cache ? "cache" : "use-cache");
+        goto done;
+    }
+    if (cache && !use_cache) {
+        rc = cli_usage_error("replay", "--cache needs --use-cache (replay re-renders without the cache)");
         goto done;
     }
     sd_status st = sd_context_new(&ctx);
@@ -83,8 +95,9 @@ int cmd_replay(int argc, char **argv)
         st = sd_context_add_models_dir(ctx, models[k]);
     if (!st && input_dir)
         st = sd_context_set_dir(ctx, SD_DIR_INPUT, input_dir);
-    if (!st && (cache || no_cache))
-        st = sd_context_set_cache_path(ctx, no_cache ? NULL : cache);
+    if (!st && cache)
+        st = sd_context_set_cache_path(ctx, cache);
+    sd_context_set_allow_absolute_paths(ctx, allow_absolute);
     if (st) {
         rc = cli_fail(ctx, st, NULL);
         goto done;
@@ -99,11 +112,12 @@ int cmd_replay(int argc, char **argv)
         goto done;
     }
     sd_replay_report report;
+    sd_replay_options ropts = {.use_cache = use_cache};
     cli_catch_signals(ctx, true);
-    st = sd_replay(ctx, image, &report);
+    st = sd_replay(ctx, image, &ropts, &report);
     cli_catch_signals(ctx, false);
     if (st == SD_OK)
-        printf("identical: %s (re-rendered as %s)\n", image, report.new_image);
+        printf("identical: %s\n", image);
     else if (st == SD_ERR_MISMATCH && report.new_image)
         printf("different: %s: max difference %g of 255 levels (re-rendered as %s)\n", image,
                report.max_abs_diff, report.new_image);

@@ -40,6 +40,7 @@ typedef struct cli_opts {
     const char *output_dir; /* --output-dir DIR */
     cli_set *sets;          /* --set name=value, in order given (a later one wins) */
     size_t n_sets;
+    bool allow_absolute_paths; /* --allow-absolute-paths */
 } cli_opts;
 
 /* Help text lines for the options cli_opts_parse accepts (ends with a newline). */
@@ -54,13 +55,15 @@ bool cli_is_option(const char *arg);
 int cli_opt_value(const char *cmd, int argc, char **argv, int *i, const char *name,
                   const char **value);
 
-/* Consumes a common option at argv[*i] (--models-dir, --input-dir, --output-dir, --set).
+/* Consumes a common option at argv[*i] (--models-dir, --input-dir, --output-dir, --set,
+ * --allow-absolute-paths).
  * Returns 1 when consumed, 0 when argv[*i] is not one of them, -1 after printing a usage error
  * (missing value, --set without '=', out of memory). */
 int cli_opts_parse(cli_opts *opts, const char *cmd, int argc, char **argv, int *i);
 void cli_opts_free(cli_opts *opts);
 
-/* Applies the directories to a context: any --models-dir replaces the SDFLOW_MODELS list. */
+/* Applies the directories (any --models-dir replaces the SDFLOW_MODELS list) and
+ * --allow-absolute-paths to a context. */
 sd_status cli_opts_apply_context(const cli_opts *opts, sd_context *ctx);
 /* Applies every --set to the graph's parameters (sd_graph_set_param); stops at the first
  * failure, whose message is on the context. */
@@ -85,6 +88,26 @@ int cli_convert_parse(const char *cmd, const char *usage, void (*help)(void), bo
 /* Writes text to path through a temp file and rename ("-": stdout); prints the error and
  * returns false. */
 bool cli_write_text(const char *path, const char *text);
+
+/* The workflow file a command line names: the name itself when it exists (or is absolute, or has
+ * a ".." component); else the installed stock workflow of that name, <datadir>/sdflow/graphs/NAME
+ * found relative to the executable ("graphs/NAME" is looked up as NAME there), when it exists;
+ * else the name, whose loading reports it missing. malloc'd; NULL when memory runs out. */
+char *cli_workflow_path(const char *name);
+
+/* Options of the long-running commands (serve, worker): the common ones plus the engine's
+ * --cache PATH, --no-cache and --device SEL. */
+typedef struct cli_engine_opts {
+    cli_opts common;
+    const char *cache, *device;
+    bool no_cache;
+} cli_engine_opts;
+/* Help text lines for the engine options (ends with a newline). */
+extern const char cli_engine_opts_help[];
+/* Consumes one of them at argv[*i], as cli_opts_parse does. */
+int cli_engine_opts_parse(cli_engine_opts *opts, const char *cmd, int argc, char **argv, int *i);
+/* Applies them to a new context (opts is a cli_engine_opts; the shape of sd_server_configure_fn). */
+sd_status cli_engine_opts_apply(sd_context *ctx, void *opts);
 
 /* Prints the context's diagnostics on stderr, one per line. Returns how many there were. */
 size_t cli_print_diags(const sd_context *ctx);

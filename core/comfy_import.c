@@ -556,24 +556,21 @@ static sd_status import_api(importer *im, const json_t *meta)
     return st;
 }
 
-sd_status sd_graph_import_comfy(sd_context *ctx, const char *json_path, sd_graph **out)
+/* Imports the workflow (API or UI format) in buf[0..len); source names it in messages. */
+static sd_status import_buffer(sd_context *ctx, const char *buf, size_t len, const char *source,
+                               sd_graph **out)
 {
     *out = NULL;
-    importer im = {.ctx = ctx, .path = json_path};
+    importer im = {.ctx = ctx, .path = source};
     json_t *meta = NULL;
-    char *buf = NULL;
-    size_t len = 0;
-    sd_status st = read_workflow_text(ctx, json_path, &buf, &len);
-    if (st)
-        return st;
-    json_t *root = sd_comfy_parse_json(ctx, json_path, buf, len);
-    free(buf);
+    sd_status st = SD_OK;
+    json_t *root = sd_comfy_parse_json(ctx, source, buf, len);
     if (!root)
         return SD_ERR_PARSE;
     if (!json_is_object(root))
-        st = sd_set_error(ctx, SD_ERR_PARSE, "%s: not a ComfyUI workflow (expected a JSON object)", json_path);
+        st = sd_set_error(ctx, SD_ERR_PARSE, "%s: not a ComfyUI workflow (expected a JSON object)", source);
     else if (is_ui_format(root))
-        st = sd_comfy_ui_to_api(ctx, json_path, root, &im.root, &meta);
+        st = sd_comfy_ui_to_api(ctx, source, root, &im.root, &meta);
     else
         im.root = json_incref(root);
     json_decref(root);
@@ -587,4 +584,27 @@ sd_status sd_graph_import_comfy(sd_context *ctx, const char *json_path, sd_graph
     }
     *out = im.g;
     return SD_OK;
+}
+
+sd_status sd_graph_import_comfy(sd_context *ctx, const char *json_path, sd_graph **out)
+{
+    *out = NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    sd_status st = read_workflow_text(ctx, json_path, &buf, &len);
+    if (st)
+        return st;
+    st = import_buffer(ctx, buf, len, json_path, out);
+    free(buf);
+    return st;
+}
+
+sd_status sd_graph_import_comfy_memory(sd_context *ctx, const char *json, size_t len,
+                                       const char *source_name, sd_graph **out)
+{
+    *out = NULL;
+    if (len > COMFY_MAX_BYTES)
+        return sd_set_error(ctx, SD_ERR_LIMIT, "%s: larger than the %d MiB limit for workflows",
+                            source_name, COMFY_MAX_BYTES >> 20);
+    return import_buffer(ctx, json, len, source_name, out);
 }

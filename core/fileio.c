@@ -1,7 +1,10 @@
 /* Atomic file writes and directory creation (see core/fileio.h). */
+#define _XOPEN_SOURCE 700 /* nftw */
 #include "core/fileio.h"
+#include "core/files.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,4 +130,53 @@ sd_status sd_make_dirs(sd_context *ctx, const char *path)
     }
     free(p);
     return st;
+}
+
+sd_status sd_make_dirs_within(sd_context *ctx, const char *root, const char *sub, char **path_out)
+{
+    *path_out = NULL;
+    sd_status st = sd_make_dirs(ctx, root);
+    char *path = st ? NULL : sd_strdup(root);
+    if (!st && !path)
+        st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+    for (const char *s = sub; !st && *s; s += *s == '/') {
+        size_t n = strcspn(s, "/");
+        char *part = n ? strndup(s, n) : NULL;
+        s += n;
+        if (!n)
+            continue; /* "a//b" */
+        char *next = part ? sd_strfmt("%s/%s", path, part) : NULL;
+        free(part);
+        free(path);
+        if (!(path = next)) {
+            st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+            break;
+        }
+        /* mkdir never follows a symlink in place of the new directory, so nothing is created
+         * outside root before the check; an existing component is checked where it leads. */
+        struct stat sb;
+        if (mkdir(path, 0777) != 0 && errno != EEXIST)
+            st = sd_set_error(ctx, SD_ERR_IO, "cannot create directory %s: %s", path, strerror(errno));
+        else if (!(st = sd_path_check_inside(ctx, root, path)) && (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)))
+            st = sd_set_error(ctx, SD_ERR_IO, "cannot create directory %s: not a directory", path);
+    }
+    if (st)
+        free(path);
+    else
+        *path_out = path;
+    return st;
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+bool sd_remove_tree(const char *path)
+{
+    /* Depth first, symlinks removed and never followed. */
+    return nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) == 0;
 }

@@ -17,4 +17,14 @@ sd_status sd_file_write_atomic(sd_context *ctx, const char *path, const void *da
  * SD_ERR_INVALID for an empty path. */
 sd_status sd_make_dirs(sd_context *ctx, const char *path);
 
+/* Creates root (as sd_make_dirs) and then each '/'-separated component of the relative path
+ * sub below it, refusing (SD_ERR_INVALID, core/files.h sd_path_check_inside) a component that
+ * is a symlink leading outside root; nothing is created outside root. *path_out (malloc'd) is
+ * root/sub with empty components dropped. The caller checks sub for ".." and absoluteness. */
+sd_status sd_make_dirs_within(sd_context *ctx, const char *root, const char *sub, char **path_out);
+
+/* Removes path and, when it is a directory, everything below it (symlinks are removed, never
+ * followed). False, with errno set, when something could not be removed. */
+bool sd_remove_tree(const char *path);
+
 #endif

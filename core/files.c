@@ -1,11 +1,15 @@
 /* Resolving file inputs (core/files.h): model names in ComfyUI-style model directories, image
- * names in the input directory, absolute paths as given. */
+ * names in the input directory (never leading out of it), absolute paths only when the context
+ * allows them; the rules for output file name prefixes; file identity and the read gate. */
 #include "core/files.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* True when a '/'-separated path has a ".." component. */
 static bool has_dotdot(const char *name)
@@ -38,6 +42,41 @@ static sd_status absolute(sd_context *ctx, const char *path, char **out)
     return SD_OK;
 }
 
+sd_status sd_path_check_inside(sd_context *ctx, const char *dir, const char *path)
+{
+    char *real_dir = NULL, *real = NULL;
+    sd_status st = absolute(ctx, dir, &real_dir);
+    if (!st)
+        st = absolute(ctx, path, &real);
+    if (!st) {
+        size_t n = strlen(real_dir);
+        bool inside = strncmp(real, real_dir, n) == 0 && (real[n] == '\0' || real[n] == '/' || n == 1);
+        if (!inside)
+            st = sd_set_error(ctx, SD_ERR_INVALID, "%s leads outside %s (to %s)", path, dir, real);
+    }
+    free(real_dir);
+    free(real);
+    return st;
+}
+
+bool sd_output_prefix_check(const char *prefix, char *msg, size_t size)
+{
+    for (const unsigned char *c = (const unsigned char *)prefix; *c; c++) {
+        if (*c < 0x20 || *c == 0x7f) {
+            snprintf(msg, size, "must not contain control characters (byte 0x%02x at offset %zu)", *c,
+                     (size_t)((const char *)c - prefix));
+            return false;
+        }
+    }
+    const char *slash = strrchr(prefix, '/');
+    const char *base = slash ? slash + 1 : prefix;
+    if (prefix[0] == '/' || !*base || strcmp(base, ".") == 0 || has_dotdot(prefix)) {
+        snprintf(msg, size, "'%s' must be a relative name without '..' components", prefix);
+        return false;
+    }
+    return true;
+}
+
 /* Appends s to the malloc'd list *list ("a, b"); false on out of memory. */
 static bool list_append(char **list, const char *s)
 {
@@ -47,6 +86,17 @@ static bool list_append(char **list, const char *s)
     free(*list);
     *list = n;
     return true;
+}
+
+/* An absolute name, when the context allows them: a regular file, used as is. */
+static sd_status resolve_absolute(sd_context *ctx, const char *name, char **path_out)
+{
+    if (!ctx->allow_absolute_paths)
+        return sd_set_error(ctx, SD_ERR_INVALID,
+                            "absolute path '%s' is not allowed (use --allow-absolute-paths)", name);
+    if (!is_regular_file(name))
+        return sd_set_error(ctx, SD_ERR_NOT_FOUND, "file '%s' not found", name);
+    return absolute(ctx, name, path_out);
 }
 
 sd_status sd_resolve_file(sd_context *ctx, const char *dir_kind, const char *name, char **path_out)
@@ -59,11 +109,8 @@ sd_status sd_resolve_file(sd_context *ctx, const char *dir_kind, const char *nam
     if (!dir_kind || !*dir_kind || strchr(dir_kind, '/') || has_dotdot(dir_kind))
         return sd_set_error(ctx, SD_ERR_INVALID, "bad file kind '%s' for '%s'",
                             dir_kind ? dir_kind : "", name);
-    if (name[0] == '/') {
-        if (!is_regular_file(name))
-            return sd_set_error(ctx, SD_ERR_NOT_FOUND, "file '%s' not found", name);
-        return absolute(ctx, name, path_out);
-    }
+    if (name[0] == '/')
+        return resolve_absolute(ctx, name, path_out);
 
     bool input = strcmp(dir_kind, "input") == 0;
     size_t n_dirs = input ? 1 : ctx->n_models_dirs;
@@ -79,9 +126,13 @@ sd_status sd_resolve_file(sd_context *ctx, const char *dir_kind, const char *nam
                           : sd_strfmt("%s/%s", ctx->models_dirs[i], dir_kind);
         char *path = dir ? sd_strfmt("%s/%s", dir, name) : NULL;
         bool found = path && is_regular_file(path);
-        if (found)
+        /* A symlink in the input directory must not lead out of it (model directories are the
+         * user's own and may link anywhere). */
+        if (found && input)
+            st = sd_path_check_inside(ctx, dir, path);
+        if (found && !st)
             st = absolute(ctx, path, path_out);
-        else if (!path || !list_append(&searched, dir))
+        else if (!found && (!path || !list_append(&searched, dir)))
             st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
         free(path);
         free(dir);
@@ -93,4 +144,62 @@ sd_status sd_resolve_file(sd_context *ctx, const char *dir_kind, const char *nam
 done:
     free(searched);
     return st;
+}
+
+void sd_file_id_from_stat(const struct stat *sb, sd_file_id *id)
+{
+    *id = (sd_file_id){
+        .size = (int64_t)sb->st_size,
+        .mtime_ns = (int64_t)sb->st_mtim.tv_sec * 1000000000 + sb->st_mtim.tv_nsec,
+        .ctime_ns = (int64_t)sb->st_ctim.tv_sec * 1000000000 + sb->st_ctim.tv_nsec,
+        .ino = (int64_t)sb->st_ino,
+        .dev = (int64_t)sb->st_dev,
+    };
+}
+
+bool sd_file_id_equal(const sd_file_id *a, const sd_file_id *b)
+{
+    return a->size == b->size && a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns && a->ino == b->ino &&
+           a->dev == b->dev;
+}
+
+sd_status sd_file_open(sd_context *ctx, const char *path, int *fd_out, sd_file_id *id)
+{
+    *fd_out = -1;
+    /* O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        sd_status st = sd_set_error(ctx, errno == ENOMEM ? SD_ERR_NOMEM : SD_ERR_IO, "%s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return st;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return sd_set_error(ctx, SD_ERR_IO, "%s: not a regular file", path);
+    }
+    sd_file_id_from_stat(&sb, id);
+    sd_status st = ctx->read_guard ? ctx->read_guard(ctx->read_guard_user, path, id) : SD_OK;
+    if (st) {
+        close(fd);
+        return st;
+    }
+    *fd_out = fd;
+    return SD_OK;
+}
+
+sd_status sd_file_check(sd_context *ctx, int fd, const char *path, const sd_file_id *id)
+{
+    struct stat sb;
+    sd_file_id now;
+    if (fstat(fd, &sb) != 0)
+        return sd_set_error(ctx, SD_ERR_IO, "%s: %s", path, strerror(errno));
+    sd_file_id_from_stat(&sb, &now);
+    if (sd_file_id_equal(&now, id))
+        return SD_OK;
+    if (now.size != id->size)
+        return sd_set_error(ctx, SD_ERR_IO, "%s: changed since it was opened (now %lld bytes, was %lld)", path,
+                            (long long)now.size, (long long)id->size);
+    return sd_set_error(ctx, SD_ERR_IO, "%s: changed since it was opened (modified)", path);
 }

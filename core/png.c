@@ -7,6 +7,7 @@
 #include "core/png.h"
 #include "core/checked.h"
 #include "core/fileio.h"
+#include "core/files.h"
 #include <errno.h>
 #include <inttypes.h>
 #include <png.h>
@@ -40,6 +41,7 @@ void sd_image_clear(sd_image *img)
 typedef struct png_reader {
     const char *path;
     FILE *f;
+    sd_file_id id; /* of the file when opened */
     uint64_t file_size;
     unsigned char head[HEAD_BYTES];
     size_t head_pos;
@@ -153,16 +155,15 @@ static sd_status reader_open(sd_context *ctx, const char *path, const sd_png_lim
     if (!r)
         return sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
     r->path = path;
-    if (!(r->f = fopen(path, "rb"))) {
-        st = sd_set_error(ctx, SD_ERR_IO, "%s: %s", path, strerror(errno));
+    int fd;
+    if ((st = sd_file_open(ctx, path, &fd, &r->id)))
+        goto done;
+    if (!(r->f = fdopen(fd, "rb"))) {
+        close(fd);
+        st = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
-    struct stat sb;
-    if (fstat(fileno(r->f), &sb) != 0) {
-        st = sd_set_error(ctx, SD_ERR_IO, "%s: %s", path, strerror(errno));
-        goto done;
-    }
-    r->file_size = sb.st_size > 0 ? (uint64_t)sb.st_size : 0;
+    r->file_size = r->id.size > 0 ? (uint64_t)r->id.size : 0;
     size_t got = fread(r->head, 1, HEAD_BYTES, r->f);
     if (ferror(r->f)) {
         st = sd_set_error(ctx, SD_ERR_IO, "%s: read error: %s", path, strerror(errno));
@@ -306,6 +307,9 @@ sd_status sd_png_read(sd_context *ctx, const char *path, const sd_png_limits *li
         }
     }
     png_read_end(r->png, NULL);
+    /* The pixels are the content the caller hashed only if the file did not change meanwhile. */
+    if ((st = sd_file_check(ctx, fileno(r->f), path, &r->id)))
+        goto done;
     out->width = w;
     out->height = h;
     out->channels = channels;
@@ -318,20 +322,33 @@ done:
     return st;
 }
 
-static const char *find_text(png_reader *r, const char *keyword)
+/* Copies the texts with the given keywords (NULL when absent); a keyword found twice is an error. */
+static sd_status copy_texts(sd_context *ctx, png_reader *r, const char *const *keywords, size_t n,
+                            char **out)
 {
     png_textp texts = NULL;
-    int n = png_get_text(r->png, r->info, &texts, NULL);
-    for (int i = 0; i < n; i++)
-        if (texts[i].key && texts[i].text && strcmp(texts[i].key, keyword) == 0)
-            return texts[i].text;
-    return NULL;
+    int count = png_get_text(r->png, r->info, &texts, NULL);
+    for (size_t k = 0; k < n; k++) {
+        const char *found = NULL;
+        for (int i = 0; i < count; i++) {
+            if (!texts[i].key || !texts[i].text || strcmp(texts[i].key, keywords[k]) != 0)
+                continue;
+            if (found)
+                return sd_set_error(ctx, SD_ERR_INVALID, "%s: more than one '%s' text chunk", r->path,
+                                    keywords[k]);
+            found = texts[i].text;
+        }
+        if (found && !(out[k] = sd_strdup(found)))
+            return sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", r->path);
+    }
+    return SD_OK;
 }
 
-sd_status sd_png_read_text(sd_context *ctx, const char *path, const sd_png_limits *limits,
-                           const char *keyword, char **text_out)
+sd_status sd_png_read_texts(sd_context *ctx, const char *path, const sd_png_limits *limits,
+                            const char *const *keywords, size_t n, char **texts_out)
 {
-    *text_out = NULL;
+    for (size_t k = 0; k < n; k++)
+        texts_out[k] = NULL;
     sd_png_limits defaults = sd_png_default_limits();
     png_reader *r = NULL;
     sd_status st = reader_open(ctx, path, limits ? limits : &defaults, &r);
@@ -341,30 +358,35 @@ sd_status sd_png_read_text(sd_context *ctx, const char *path, const sd_png_limit
         st = reader_status(ctx, r);
         goto done;
     }
+    /* Texts may come before or after the image data: decode the rows through one buffer, then
+     * read the end, so that every text chunk is seen. */
     png_read_info(r->png, r->info);
     reader_check_size(r);
-    const char *text = find_text(r, keyword);
-    if (!text) {
-        /* Text may follow the image data: decode the rows through one buffer, then the end. */
-        int passes = png_set_interlace_handling(r->png);
-        png_read_update_info(r->png, r->info);
-        png_uint_32 h = png_get_image_height(r->png, r->info);
-        if (!(r->rows = malloc(png_get_rowbytes(r->png, r->info))))
-            reader_fail(r, SD_ERR_NOMEM, "out of memory");
-        for (int p = 0; p < passes; p++)
-            for (png_uint_32 y = 0; y < h; y++)
-                png_read_row(r->png, r->rows, NULL);
-        png_read_end(r->png, r->info);
-        text = find_text(r, keyword);
-    }
-    if (!text) {
-        st = sd_set_error(ctx, SD_ERR_NOT_FOUND, "%s: no '%s' text chunk", path, keyword);
-        goto done;
-    }
-    if (!(*text_out = sd_strdup(text)))
-        st = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
+    int passes = png_set_interlace_handling(r->png);
+    png_read_update_info(r->png, r->info);
+    png_uint_32 h = png_get_image_height(r->png, r->info);
+    if (!(r->rows = malloc(png_get_rowbytes(r->png, r->info))))
+        reader_fail(r, SD_ERR_NOMEM, "out of memory");
+    for (int p = 0; p < passes; p++)
+        for (png_uint_32 y = 0; y < h; y++)
+            png_read_row(r->png, r->rows, NULL);
+    png_read_end(r->png, r->info);
+    st = copy_texts(ctx, r, keywords, n, texts_out);
 done:
+    for (size_t k = 0; st && k < n; k++) {
+        free(texts_out[k]);
+        texts_out[k] = NULL;
+    }
     reader_free(r);
+    return st;
+}
+
+sd_status sd_png_read_text(sd_context *ctx, const char *path, const sd_png_limits *limits,
+                           const char *keyword, char **text_out)
+{
+    sd_status st = sd_png_read_texts(ctx, path, limits, &keyword, 1, text_out);
+    if (!st && !*text_out)
+        st = sd_set_error(ctx, SD_ERR_NOT_FOUND, "%s: no '%s' text chunk", path, keyword);
     return st;
 }
 

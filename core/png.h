@@ -53,15 +53,21 @@ typedef struct sd_image {
 void sd_image_clear(sd_image *img);
 
 /* Reads the PNG at path into *out (cleared first; the caller clears it after use). limits may
- * be NULL for the defaults. Fails with SD_ERR_IO (cannot open, missing included, or read),
+ * be NULL for the defaults. Only a regular file is opened (a FIFO or device is SD_ERR_IO "PATH:
+ * not a regular file", without waiting). Fails with SD_ERR_IO (cannot open, missing included, or read),
  * SD_ERR_PARSE (not a PNG, truncated, corrupt), SD_ERR_LIMIT (over the pixel budget, checked
  * before any pixel memory is allocated) or SD_ERR_NOMEM; the message names path. */
 sd_status sd_png_read(sd_context *ctx, const char *path, const sd_png_limits *limits, sd_image *out);
 
-/* Reads the text chunk (tEXt, zTXt or iTXt) with the given keyword, before or after the image
- * data, into a malloc'd NUL-terminated UTF-8 string. The pixels are decoded but not kept (one
- * row of memory). SD_ERR_NOT_FOUND (message names path and keyword) when the file has no such
- * chunk; otherwise the failures of sd_png_read. */
+/* Reads the text chunks (tEXt, zTXt or iTXt) with the n given keywords, before or after the
+ * image data, in one pass: texts_out[i] is a malloc'd NUL-terminated UTF-8 string, or NULL when
+ * the file has no such chunk. A keyword that appears in two chunks is SD_ERR_INVALID ("PATH:
+ * more than one 'KEY' text chunk"; every texts_out[i] is then NULL). The pixels are decoded but
+ * not kept (one row of memory); otherwise the failures of sd_png_read. */
+sd_status sd_png_read_texts(sd_context *ctx, const char *path, const sd_png_limits *limits,
+                            const char *const *keywords, size_t n, char **texts_out);
+/* sd_png_read_texts for one keyword; SD_ERR_NOT_FOUND (message names path and keyword) when the
+ * file has no such chunk. */
 sd_status sd_png_read_text(sd_context *ctx, const char *path, const sd_png_limits *limits,
                            const char *keyword, char **text_out);
 

@@ -3,6 +3,22 @@
 #include "core/run.h"
 #include <stdlib.h>
 
+/* The name a file is recorded under (malloc'd; NULL when out of memory). */
+static char *recorded_name(const char *dir_kind, const char *name)
+{
+    return name[0] == '/' ? sd_strdup(name) : sd_strfmt("%s/%s", dir_kind, name);
+}
+
+sd_status sd_run_record_file(sd_run_state *s, const char *dir_kind, const char *name, const sd_key *hash)
+{
+    char hex[65];
+    sd_key_hex(hash, hex);
+    char *key = recorded_name(dir_kind, name);
+    bool failed = !key || json_object_set_new(s->files, key, json_string(hex)) != 0;
+    free(key);
+    return failed ? sd_set_error(s->ctx, SD_ERR_NOMEM, "out of memory") : SD_OK;
+}
+
 const char *sd_run_workflow_xml(sd_node_run *r)
 {
     sd_run_state *s = r->state;

@@ -19,6 +19,11 @@ int luaopen_sdflow(lua_State *L);
 #define SDL_RESULT "sdflow.result"
 #define SDL_BOX "sdflow.box"
 
+/* Registry key of a table of context options (as sdflow.context takes them) applied to every
+ * context the module makes, before that context's own options: `sdflow lua` puts its
+ * --models-dir, --input-dir, --output-dir, --cache, --no-cache and --device there. */
+#define SDL_CONTEXT_DEFAULTS "sdflow.context_defaults"
+
 /* An sd_context shared by its Lua handle and every graph made from it: freed when the last
  * owner lets go, whatever order the garbage collector finalizes them in. */
 typedef struct sdl_shared_ctx {

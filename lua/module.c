@@ -113,6 +113,10 @@ static void configure(lua_State *L, sd_context *ctx, int idx)
             set_dir(L, ctx, SD_DIR_OUTPUT, key);
         } else if (!strcmp(key, "temp_dir")) {
             set_dir(L, ctx, SD_DIR_TEMP, key);
+        } else if (!strcmp(key, "allow_absolute_paths")) {
+            if (lua_type(L, -1) != LUA_TBOOLEAN)
+                luaL_error(L, "context option '%s': true or false, not a %s", key, luaL_typename(L, -1));
+            sd_context_set_allow_absolute_paths(ctx, lua_toboolean(L, -1));
         } else if (!strcmp(key, "cache")) {
             /* a path, or false to disable the cache */
             int t = lua_type(L, -1);
@@ -130,13 +134,14 @@ static void configure(lua_State *L, sd_context *ctx, int idx)
             check_set(L, ctx, sd_context_set_device(ctx, t == LUA_TSTRING ? lua_tostring(L, -1) : NULL), key);
         } else {
             luaL_error(L, "unknown context option '%s' (models_dirs, input_dir, output_dir, "
-                          "temp_dir, cache, device)", key);
+                          "temp_dir, allow_absolute_paths, cache, device)", key);
         }
         lua_pop(L, 1);
     }
 }
 
-/* Pushes a new context handle configured from the environment. */
+/* Pushes a new context handle configured from the environment, then from the host's
+ * SDL_CONTEXT_DEFAULTS. */
 static sdl_context *new_context(lua_State *L)
 {
     sdl_context *c = lua_newuserdatauv(L, sizeof *c, 0);
@@ -151,12 +156,16 @@ static sdl_context *new_context(lua_State *L)
     }
     shared->refs = 1;
     c->shared = shared;
+    if (lua_getfield(L, LUA_REGISTRYINDEX, SDL_CONTEXT_DEFAULTS) == LUA_TTABLE)
+        configure(L, shared->ctx, lua_gettop(L));
+    lua_pop(L, 1);
     return c;
 }
 
 /* sdflow.context([options]) -> a new context. */
 static int l_context(lua_State *L)
 {
+    lua_settop(L, 1); /* the options or nil, below the new handle */
     sdl_context *c = new_context(L);
     if (!lua_isnoneornil(L, 1))
         configure(L, c->shared->ctx, 1);

@@ -19,7 +19,7 @@ static sd_status run_save_latent(sd_node_run *r)
 
 static const sd_input_desc save_in[] = {
     SD_IN_LINK("samples", SD_TYPE_LATENT, "the latent to save"),
-    SD_IN_STRING("filename_prefix", "latents/ComfyUI",
+    SD_IN_PREFIX("filename_prefix", "latents/ComfyUI",
                  "file name prefix, may include subfolders; files are PREFIX_00001_.latent, ..."),
 };
 const sd_node_desc sd_node_SaveLatent = {
@@ -40,7 +40,8 @@ static sd_status run_load_latent(sd_node_run *r)
 }
 
 static const sd_input_desc load_in[] = {
-    SD_IN_FILE_NAME("latent", "input", ".latent file name in the input directory (or an absolute path)"),
+    SD_IN_FILE_NAME("latent", "input", ".latent file name in the input directory"
+                    " (an absolute path needs --allow-absolute-paths)"),
 };
 static const sd_output_desc load_out[] = {
     SD_OUT("LATENT", SD_TYPE_LATENT, "the samples as f32; files of the old format divided by 0.18215"),

@@ -20,7 +20,8 @@ static const char *const upload_choices[] = {"image", NULL};
 #define UPLOAD_INPUT SD_IN_ENUM("upload", "image", upload_choices, "ComfyUI's upload widget; no effect")
 
 static const sd_input_desc load_in[] = {
-    SD_IN_FILE_NAME("image", "input", "PNG file name in the input directory (or an absolute path)"),
+    SD_IN_FILE_NAME("image", "input", "PNG file name in the input directory"
+                    " (an absolute path needs --allow-absolute-paths)"),
     UPLOAD_INPUT,
 };
 static const sd_output_desc load_out[] = {
@@ -47,7 +48,8 @@ static sd_status run_load_image_mask(sd_node_run *r)
 
 static const char *const channels[] = {"alpha", "red", "green", "blue", NULL};
 static const sd_input_desc mask_in[] = {
-    SD_IN_FILE_NAME("image", "input", "PNG file name in the input directory (or an absolute path)"),
+    SD_IN_FILE_NAME("image", "input", "PNG file name in the input directory"
+                    " (an absolute path needs --allow-absolute-paths)"),
     SD_IN_ENUM("channel", "alpha", channels, "channel to use; alpha is inverted (1 - alpha)"),
     UPLOAD_INPUT,
 };

@@ -2,6 +2,7 @@
 #include "nodes/output_files.h"
 #include "core/comfy.h"
 #include "core/fileio.h"
+#include "core/files.h"
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -57,22 +58,12 @@ static sd_status next_counter(sd_context *ctx, const char *dir, const char *base
 static sd_status split_prefix(sd_context *ctx, const char *prefix, char **sub, char **base)
 {
     *sub = *base = NULL;
+    char msg[512];
+    if (!sd_output_prefix_check(prefix, msg, sizeof msg))
+        return sd_set_error(ctx, SD_ERR_INVALID, "filename_prefix %s", msg);
     const char *slash = strrchr(prefix, '/');
-    const char *b = slash ? slash + 1 : prefix;
-    bool bad = prefix[0] == '/' || *b == '\0' || strcmp(b, ".") == 0;
-    for (const char *s = prefix; !bad;) {
-        const char *e = strchr(s, '/');
-        size_t n = e ? (size_t)(e - s) : strlen(s);
-        bad = n == 2 && s[0] == '.' && s[1] == '.';
-        if (!e)
-            break;
-        s = e + 1;
-    }
-    if (bad)
-        return sd_set_error(ctx, SD_ERR_INVALID,
-                            "filename_prefix '%s' must be a relative name without '..' components", prefix);
     *sub = slash ? strndup(prefix, (size_t)(slash - prefix)) : sd_strdup("");
-    *base = sd_strdup(b);
+    *base = sd_strdup(slash ? slash + 1 : prefix);
     if (!*sub || !*base) {
         free(*sub);
         free(*base);
@@ -87,15 +78,10 @@ sd_status sd_output_names_open(sd_context *ctx, const char *dir, const char *pre
     *names = (sd_output_names){.counter = 1};
     char *sub = NULL;
     sd_status st = split_prefix(ctx, prefix, &sub, &names->base);
-    if (st)
-        return st;
-    names->dir = *sub ? sd_strfmt("%s/%s", dir, sub) : sd_strdup(dir);
+    if (!st)
+        st = sd_make_dirs_within(ctx, dir, sub, &names->dir);
     free(sub);
-    if (!names->dir)
-        return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
-    if ((st = sd_make_dirs(ctx, names->dir)))
-        return st;
-    return next_counter(ctx, names->dir, names->base, &names->counter);
+    return st ? st : next_counter(ctx, names->dir, names->base, &names->counter);
 }
 
 void sd_output_names_clear(sd_output_names *names)

@@ -37,8 +37,9 @@ typedef struct sd_output_names {
 
 /* Splits prefix into subfolders and base name, creates the directory and finds the counter:
  * one more than the highest N among files named <base>_<N>_... there (ComfyUI's numbering).
- * A prefix that is absolute, empty, ends in '/' or has a ".." component is SD_ERR_INVALID;
- * SD_ERR_IO when the directory cannot be made or listed. Clear *names afterwards either way. */
+ * A prefix that breaks the rules of sd_output_prefix_check (core/files.h), or whose subfolders
+ * lead out of dir through a symlink, is SD_ERR_INVALID; SD_ERR_IO when the directory cannot be
+ * made or listed. Clear *names afterwards either way. */
 sd_status sd_output_names_open(sd_context *ctx, const char *dir, const char *prefix, sd_output_names *names);
 void sd_output_names_clear(sd_output_names *names);
 

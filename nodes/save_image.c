@@ -30,7 +30,7 @@ static sd_status run_preview_image(sd_node_run *r)
 
 static const sd_input_desc save_in[] = {
     SD_IN_LINK("images", SD_TYPE_IMAGE, "the images to save"),
-    SD_IN_STRING("filename_prefix", "sdflow",
+    SD_IN_PREFIX("filename_prefix", "sdflow",
                  "file name prefix, may include subfolders; files are PREFIX_00001_.png, ..."),
 };
 const sd_node_desc sd_node_SaveImage = {

@@ -54,7 +54,8 @@ static sd_status run_loader(sd_node_run *r)
 
 static const sd_input_desc loader_in[] = {
     SD_IN_FILE_NAME("model_name", "upscale_models",
-                    "ESRGAN / Real-ESRGAN RRDBNet .safetensors in models/upscale_models (or an absolute path)"),
+                    "ESRGAN / Real-ESRGAN RRDBNet .safetensors in models/upscale_models"
+                    " (an absolute path needs --allow-absolute-paths)"),
 };
 static const sd_output_desc loader_out[] = {
     SD_OUT("UPSCALE_MODEL", SD_TYPE_UPSCALE_MODEL, "the upscale network (weights upload on first use)"),

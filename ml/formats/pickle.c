@@ -645,19 +645,19 @@ sd_status sd_pickle_read(sd_context *ctx, const char *source, const unsigned cha
 
 /* ---- torch's zip format. ---- */
 
-/* One stored entry of the zip: its name and bytes inside the mapping. */
+/* One stored entry of the zip: its name and where its bytes lie in the file. */
 typedef struct zip_entry {
     const char *name;
     size_t name_len;
-    const unsigned char *data;
+    uint64_t offset;
     size_t size;
 } zip_entry;
 
 typedef struct zip {
     sd_context *ctx;
     const char *path;
-    const unsigned char *base;
-    size_t size;
+    const sd_torch_reader *r;
+    unsigned char *cd; /* the central directory, read; entries' names point into it */
     zip_entry *entries;
     size_t n;
 } zip;
@@ -665,6 +665,20 @@ typedef struct zip {
 static sd_status zip_fail(zip *z, sd_status st, const char *what)
 {
     return sd_set_error(z->ctx, st, "%s: %s", z->path, what);
+}
+
+/* Reads n bytes at file offset at into a new buffer *out (freed by the caller). */
+static sd_status read_new(sd_context *ctx, const char *path, const sd_torch_reader *r, uint64_t at, size_t n,
+                          unsigned char **out)
+{
+    if (!(*out = malloc(n ? n : 1)))
+        return sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
+    sd_status st = r->read(r->user, at, *out, n);
+    if (st) {
+        free(*out);
+        *out = NULL;
+    }
+    return st;
 }
 
 /* The 64-bit values of a zip64 extra field for the fields that hold 0xffffffff. */
@@ -686,35 +700,62 @@ static void zip64_extra(const unsigned char *e, size_t len, uint64_t *usize, uin
     }
 }
 
-static sd_status zip_read(zip *z)
+/* Finds the end of central directory in the file's last 64 KiB + 22 bytes: its count, the
+ * central directory's size and offset (zip64 records followed). */
+static sd_status zip_eocd(zip *z, uint64_t *count, uint64_t *cd_size, uint64_t *cd_off)
 {
-    const unsigned char *b = z->base, *eocd = NULL;
-    size_t size = z->size;
-    for (size_t k = size >= 22 ? size - 22 : 0; size >= 22 && k + 65557 >= size; k--) {
-        if (le(b + k, 4) == 0x06054b50) {
-            eocd = b + k;
+    uint64_t size = z->r->size, tail_at = size > 65557 ? size - 65557 : 0;
+    size_t tail_n = (size_t)(size - tail_at);
+    unsigned char *t = NULL, rec[56];
+    sd_status st = read_new(z->ctx, z->path, z->r, tail_at, tail_n, &t);
+    if (st)
+        return st;
+    const unsigned char *eocd = NULL;
+    for (size_t k = tail_n >= 22 ? tail_n - 22 : 0; tail_n >= 22; k--) {
+        if (le(t + k, 4) == 0x06054b50) {
+            eocd = t + k;
             break;
         }
         if (k == 0)
             break;
     }
-    if (!eocd)
+    if (!eocd) {
+        free(t);
         return zip_fail(z, SD_ERR_PARSE, "not a zip file (no end of central directory)");
-    uint64_t count = le(eocd + 10, 2), cd_size = le(eocd + 12, 4), cd_off = le(eocd + 16, 4);
-    size_t at = (size_t)(eocd - b);
-    if (at >= 20 && le(eocd - 20, 4) == 0x07064b50) { /* zip64 locator */
-        uint64_t z64 = le(eocd - 20 + 8, 8);
-        if (z64 > size - 56 || le(b + z64, 4) != 0x06064b50)
-            return zip_fail(z, SD_ERR_PARSE, "corrupt zip64 end of central directory");
-        count = le(b + z64 + 32, 8);
-        cd_size = le(b + z64 + 40, 8);
-        cd_off = le(b + z64 + 48, 8);
     }
+    *count = le(eocd + 10, 2);
+    *cd_size = le(eocd + 12, 4);
+    *cd_off = le(eocd + 16, 4);
+    size_t at = (size_t)(eocd - t);
+    uint64_t z64 = at >= 20 && le(eocd - 20, 4) == 0x07064b50 ? le(eocd - 20 + 8, 8) : UINT64_MAX;
+    free(t);
+    if (z64 == UINT64_MAX) /* no zip64 locator */
+        return SD_OK;
+    if (size < 56 || z64 > size - 56 || (st = z->r->read(z->r->user, z64, rec, sizeof rec)))
+        return st ? st : zip_fail(z, SD_ERR_PARSE, "corrupt zip64 end of central directory");
+    if (le(rec, 4) != 0x06064b50)
+        return zip_fail(z, SD_ERR_PARSE, "corrupt zip64 end of central directory");
+    *count = le(rec + 32, 8);
+    *cd_size = le(rec + 40, 8);
+    *cd_off = le(rec + 48, 8);
+    return SD_OK;
+}
+
+static sd_status zip_read(zip *z)
+{
+    uint64_t size = z->r->size, count = 0, cd_size = 0, cd_off = 0;
+    sd_status st = zip_eocd(z, &count, &cd_size, &cd_off);
+    if (st)
+        return st;
     if (cd_off > size || cd_size > size - cd_off || count > cd_size / 46)
         return zip_fail(z, SD_ERR_PARSE, "zip central directory outside the file");
+    if (cd_size > SD_PICKLE_MAX_BYTES)
+        return zip_fail(z, SD_ERR_LIMIT, "zip central directory too large");
+    if ((st = read_new(z->ctx, z->path, z->r, cd_off, (size_t)cd_size, &z->cd)))
+        return st;
     if (!(z->entries = calloc((size_t)count + 1, sizeof *z->entries)))
         return zip_fail(z, SD_ERR_NOMEM, "out of memory");
-    const unsigned char *p = b + cd_off, *end = p + cd_size;
+    const unsigned char *p = z->cd, *end = p + cd_size;
     for (uint64_t i = 0; i < count; i++) {
         if (end - p < 46 || le(p, 4) != 0x02014b50)
             return zip_fail(z, SD_ERR_PARSE, "corrupt zip central directory");
@@ -723,14 +764,19 @@ static sd_status zip_read(zip *z)
             return zip_fail(z, SD_ERR_PARSE, "corrupt zip central directory");
         uint64_t method = le(p + 10, 2), csize = le(p + 20, 4), usize = le(p + 24, 4), off = le(p + 42, 4);
         zip64_extra(p + 46 + nl, el, &usize, &csize, &off);
-        if (off > size - 30 || le(b + off, 4) != 0x04034b50)
+        unsigned char local[30];
+        if (size < 30 || off > size - 30)
             return zip_fail(z, SD_ERR_PARSE, "zip entry's local header outside the file");
-        uint64_t data = off + 30 + le(b + off + 26, 2) + le(b + off + 28, 2);
+        if ((st = z->r->read(z->r->user, off, local, sizeof local)))
+            return st;
+        if (le(local, 4) != 0x04034b50)
+            return zip_fail(z, SD_ERR_PARSE, "zip entry's local header outside the file");
+        uint64_t data = off + 30 + le(local + 26, 2) + le(local + 28, 2);
         if (method != 0 || csize != usize)
             return zip_fail(z, SD_ERR_INVALID, "compressed zip entry (torch stores its entries uncompressed)");
         if (data > size || usize > size - data)
             return zip_fail(z, SD_ERR_PARSE, "zip entry runs past the end of the file");
-        z->entries[z->n++] = (zip_entry){(const char *)p + 46, nl, b + data, (size_t)usize};
+        z->entries[z->n++] = (zip_entry){(const char *)p + 46, nl, data, (size_t)usize};
         p += 46 + nl + el + cl;
     }
     return SD_OK;
@@ -784,7 +830,7 @@ static sd_status torch_tensors(sd_context *ctx, const char *path, const storages
             !sd_add_size(start, nbytes, &need) || need > e->size)
             return sd_set_error(ctx, SD_ERR_PARSE, "%s: tensor '%s' runs past the end of its storage", path, t->name);
         out[i] = (sd_st_tensor){.name = t->name, .dtype = t->dtype, .ndim = t->ndim, .nbytes = nbytes,
-                                .numel = nbytes / es, .data = e->data + start};
+                                .numel = nbytes / es, .offset = e->offset + start};
         memcpy(out[i].shape, t->shape, sizeof out[i].shape);
     }
     return SD_OK;
@@ -792,8 +838,11 @@ static sd_status torch_tensors(sd_context *ctx, const char *path, const storages
 
 /* The legacy format (torch.save before 1.6): pickles of the magic number, the protocol version
  * and the system info, the main pickle, the list of storage keys, then per key its element
- * count (8 bytes, little-endian) and its bytes. Fills *table (keys point into the vm's values). */
-static sd_status legacy_read(vm *m, sd_pickle_tensors *pt, zip_entry **table, size_t *n_table)
+ * count (8 bytes, little-endian) and its bytes. The vm holds the file's first bytes (base: where
+ * they start); the storages are located with reads past the pickles. Fills *table (keys point
+ * into the vm's values). */
+static sd_status legacy_read(vm *m, const unsigned char *base, const sd_torch_reader *r, sd_pickle_tensors *pt,
+                             zip_entry **table, size_t *n_table)
 {
     value *v = NULL, *keys = NULL;
     sd_status st = SD_OK;
@@ -807,23 +856,28 @@ static sd_status legacy_read(vm *m, sd_pickle_tensors *pt, zip_entry **table, si
         st = fail(m, SD_ERR_PARSE, "malformed legacy checkpoint (no list of storage keys)");
     if (!st && !(*table = calloc(keys->n + 1, sizeof **table)))
         st = fail(m, SD_ERR_NOMEM, "out of memory");
+    uint64_t pos = (uint64_t)(m->p - base);
     for (size_t i = 0; !st && i < keys->n; i++) {
         const value *k = keys->items[i];
         const sd_pickle_tensor *user = NULL;
         for (size_t j = 0; k->kind == V_STR && j < pt->n && !user; j++)
             if (!strcmp(pt->items[j].storage, k->s))
                 user = &pt->items[j];
-        const unsigned char *b;
+        unsigned char b[8];
         size_t bytes;
-        if (k->kind != V_STR || !take(m, 8, &b))
+        if (k->kind != V_STR || pos > r->size || r->size - pos < 8)
             return fail(m, SD_ERR_PARSE, "truncated legacy checkpoint");
+        if ((st = r->read(r->user, pos, b, sizeof b)))
+            return st;
         uint64_t count = le(b, 8);
+        pos += 8;
         if (!user) /* a storage no tensor of the state dict views: its element size is unknown */
             return fail(m, SD_ERR_INVALID, "legacy checkpoint with a storage outside the state dict");
         if (count > SIZE_MAX || !sd_mul_size((size_t)count, sd_st_dtype_size(user->dtype), &bytes) ||
-            bytes > (size_t)(m->end - m->p) || !take(m, bytes, &b))
+            bytes > r->size - pos)
             return fail(m, SD_ERR_PARSE, "a storage runs past the end of the legacy checkpoint");
-        (*table)[(*n_table)++] = (zip_entry){k->s, k->len, b, bytes};
+        (*table)[(*n_table)++] = (zip_entry){k->s, k->len, pos, bytes};
+        pos += bytes;
     }
     return st;
 }
@@ -844,14 +898,19 @@ static sd_status finish(sd_status st, sd_pickle_tensors *pt, sd_st_tensor *out, 
     return SD_OK;
 }
 
-static sd_status legacy_parse(sd_context *ctx, const char *path, const unsigned char *map, size_t size,
-                              sd_st_tensor **tensors, size_t *n)
+static sd_status legacy_parse(sd_context *ctx, const char *path, const sd_torch_reader *r, sd_st_tensor **tensors,
+                              size_t *n)
 {
-    vm m = {.ctx = ctx, .source = path, .p = map, .end = map + size};
+    size_t head_n = (size_t)(r->size < SD_PICKLE_MAX_BYTES ? r->size : SD_PICKLE_MAX_BYTES);
+    unsigned char *head = NULL;
+    sd_status st = read_new(ctx, path, r, 0, head_n, &head);
+    if (st)
+        return st;
+    vm m = {.ctx = ctx, .source = path, .p = head, .end = head + head_n};
     sd_pickle_tensors pt = {0};
     zip_entry *table = NULL;
     size_t n_table = 0;
-    sd_status st = legacy_read(&m, &pt, &table, &n_table);
+    st = legacy_read(&m, head, r, &pt, &table, &n_table);
     sd_st_tensor *out = st ? NULL : calloc(pt.n + 1, sizeof *out);
     if (!st && !out)
         st = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
@@ -860,19 +919,25 @@ static sd_status legacy_parse(sd_context *ctx, const char *path, const unsigned 
         st = torch_tensors(ctx, path, &s, &pt, out);
     free(table);
     vm_free(&m);
+    free(head);
     return finish(st, &pt, out, tensors, n);
 }
 
-sd_status sd_torch_parse(sd_context *ctx, const char *path, const unsigned char *map, size_t size,
-                         sd_st_tensor **tensors, size_t *n)
+sd_status sd_torch_parse(sd_context *ctx, const char *path, const sd_torch_reader *r, sd_st_tensor **tensors,
+                         size_t *n)
 {
     *tensors = NULL;
     *n = 0;
-    zip z = {.ctx = ctx, .path = path, .base = map, .size = size};
+    unsigned char first = 0;
+    sd_status st = r->size ? r->read(r->user, 0, &first, 1) : SD_OK;
+    if (st)
+        return st;
+    if (first == 0x80)
+        return legacy_parse(ctx, path, r, tensors, n);
+    zip z = {.ctx = ctx, .path = path, .r = r};
     sd_pickle_tensors pt = {0};
-    if (size && map[0] == 0x80)
-        return legacy_parse(ctx, path, map, size, tensors, n);
-    sd_status st = zip_read(&z);
+    unsigned char *pkl_bytes = NULL;
+    st = zip_read(&z);
     const zip_entry *pkl = NULL;
     for (size_t i = 0; !st && i < z.n && !pkl; i++) {
         const zip_entry *e = &z.entries[i];
@@ -882,8 +947,14 @@ sd_status sd_torch_parse(sd_context *ctx, const char *path, const unsigned char 
     }
     if (!st && !pkl)
         st = sd_set_error(ctx, SD_ERR_PARSE, "%s: no data.pkl in the archive (not a torch checkpoint)", path);
+    if (!st && pkl->size > SD_PICKLE_MAX_BYTES)
+        st = sd_set_error(ctx, SD_ERR_LIMIT, "%s: data.pkl is %zu bytes (at most %d)", path, pkl->size,
+                          SD_PICKLE_MAX_BYTES);
     if (!st)
-        st = sd_pickle_read(ctx, path, pkl->data, pkl->size, &pt);
+        st = read_new(ctx, path, r, pkl->offset, pkl->size, &pkl_bytes);
+    if (!st)
+        st = sd_pickle_read(ctx, path, pkl_bytes, pkl->size, &pt);
+    free(pkl_bytes);
     sd_st_tensor *out = st ? NULL : calloc(pt.n + 1, sizeof *out);
     if (!st && !out)
         st = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
@@ -891,5 +962,6 @@ sd_status sd_torch_parse(sd_context *ctx, const char *path, const unsigned char 
     if (!st)
         st = torch_tensors(ctx, path, &s, &pt, out);
     free(z.entries);
+    free(z.cd);
     return finish(st, &pt, out, tensors, n);
 }

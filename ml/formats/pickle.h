@@ -17,6 +17,7 @@
 
 #define SD_PICKLE_MAX_DEPTH 256     /* nested containers */
 #define SD_PICKLE_MAX_TENSORS 100000
+#define SD_PICKLE_MAX_BYTES (64 << 20) /* a pickle, a zip's central directory */
 
 /* A tensor found in the pickle: its dotted key path in nested dicts ("model.x.weight"),
  * dtype, shape, the storage it views (key) and the element offset into it. Contiguous only. */
@@ -43,14 +44,23 @@ sd_status sd_pickle_read(sd_context *ctx, const char *source, const unsigned cha
                          sd_pickle_tensors *out);
 void sd_pickle_tensors_free(sd_pickle_tensors *t);
 
-/* Reads a torch checkpoint mapped at (map, size): the zip format, whose storages must be
- * stored uncompressed (as torch.save writes them), or the legacy format (every storage must be
- * viewed by a tensor of the state dict, which gives its element size). *tensors (malloc'd, *n of them, names malloc'd) view the state dict
- * (the root's "state_dict", "params_ema" or "params" when it has one, else the root), their
- * data inside map; each
- * tensor's bytes are checked to lie inside its storage's entry. sd_safetensors_open calls this
- * for files that start like a zip or a pickle. */
-sd_status sd_torch_parse(sd_context *ctx, const char *path, const unsigned char *map, size_t size,
-                         sd_st_tensor **tensors, size_t *n);
+/* How sd_torch_parse reads the file: n bytes at file offset at into dst (an error set on the
+ * context when it fails or the file changed); size is the file's size. */
+typedef struct sd_torch_reader {
+    sd_status (*read)(void *user, uint64_t at, void *dst, size_t n);
+    void *user;
+    uint64_t size;
+} sd_torch_reader;
+
+/* Reads a torch checkpoint through r: the zip format, whose storages must be stored
+ * uncompressed (as torch.save writes them), or the legacy format (every storage must be viewed
+ * by a tensor of the state dict, which gives its element size). Only the pickles and the zip's
+ * directory are read here (each at most SD_PICKLE_MAX_BYTES); the tensors' data is not.
+ * *tensors (malloc'd, *n of them, names malloc'd) view the state dict (the root's
+ * "state_dict", "params_ema" or "params" when it has one, else the root), each with the file
+ * offset of its data, checked to lie inside its storage's entry. sd_safetensors_open calls
+ * this for files that start like a zip or a pickle. */
+sd_status sd_torch_parse(sd_context *ctx, const char *path, const sd_torch_reader *r, sd_st_tensor **tensors,
+                         size_t *n);
 
 #endif

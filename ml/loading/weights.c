@@ -9,8 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 typedef struct slot {
     char *name;          /* without prefix; NULL = empty */
@@ -119,17 +117,6 @@ bool sd_weights_has(const sd_weights *w, const char *name)
     return sd_weights_info(w, name) != NULL;
 }
 
-/* Drops the file-mapping pages holding t once its device copy exists, so that a checkpoint is
- * not held twice in host memory (device memory is host memory on a CPU device). The pages are
- * read from the file again if the tensor is uploaded again. */
-static void release_pages(const sd_st_tensor *t)
-{
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), begin = (uintptr_t)t->data & ~(page - 1);
-    uintptr_t end = (uintptr_t)t->data + t->nbytes;
-    if (t->nbytes)
-        madvise((void *)begin, end - begin, MADV_DONTNEED);
-}
-
 /* Host copy of t in dtype (IEEE f16 bits for F16, floats for F32), malloc'ed into *out. An
  * f16 tensor bound for f16 storage is copied as it is: no conversion through f32. */
 static sd_status read_host(sd_weights *w, const char *name, const sd_st_tensor *t, sd_dtype dtype,
@@ -159,7 +146,6 @@ static sd_status upload(sd_weights *w, const char *name, const sd_st_tensor *t, 
 {
     void *host = NULL;
     sd_status st = read_host(w, name, t, dtype, &host);
-    release_pages(t);
     sd_dtensor *d = NULL;
     if (!st)
         st = sd_dtensor_new_exact(w->cl, dtype, t->ndim, t->shape, &d);

@@ -1,7 +1,8 @@
 #!/bin/bash
 # sdflow replay: usage errors, PNGs without a workflow, bad PNGs (truncated, 100000x100000
-# header, a directory), then LoadImage -> SaveImage run + replay (identical), --extract, and a
-# changed or missing input file named with its hash.
+# header, a directory, a FIFO), then LoadImage -> SaveImage run + replay (identical, its private
+# directory removed), --extract, a changed or missing input file named with its hash, and a
+# txt2img PNG replayed with its models moved to another folder (by name, checked by hash).
 . "$(dirname "$0")/lib.bash"
 RUN_SHOW_STDOUT=1
 export TMPDIR=$T SDFLOW_CACHE=$T/cache.db
@@ -20,6 +21,10 @@ run 2 replay a.png --extract
 check "missing value" grep -q "option '--extract' needs a value" "$T/err"
 run 2 replay a.png --cache x.db --no-cache
 check "cache conflict" grep -q -- "--cache and --no-cache exclude each other" "$T/err"
+run 2 replay a.png --use-cache --no-cache
+check "use-cache conflict" grep -q -- "--use-cache and --no-cache exclude each other" "$T/err"
+run 2 replay a.png --cache x.db
+check "--cache needs --use-cache" grep -q -- "--cache needs --use-cache" "$T/err"
 run 0 replay --help
 check "help" grep -q "usage: sdflow replay IMAGE.png" "$T/out"
 
@@ -43,7 +48,12 @@ run 5 replay "$T/missing.png"
 check "missing PNG named" grep -q "$T/missing.png: No such file or directory" "$T/err"
 mkdir "$T/dir.png"
 run 5 replay "$T/dir.png"
-check "I/O error named" grep -q "$T/dir.png" "$T/err"
+check "I/O error named" grep -q "$T/dir.png: not a regular file" "$T/err"
+mkfifo "$T/fifo.png"
+SECONDS=0
+run 5 replay "$T/fifo.png"
+check "a FIFO is refused at once" grep -qx "sdflow: error: $T/fifo.png: not a regular file" "$T/err"
+check "without waiting for a writer" test "$SECONDS" -lt 20
 
 # Run LoadImage -> SaveImage, then replay it: identical.
 cat >"$T/wf.xml" <<'EOF'
@@ -59,9 +69,12 @@ run 0 run "$T/wf.xml" --input-dir "$T/in" --output-dir "$T/out.d" --quiet
 IMG=$T/out.d/shot_00001_.png
 check "image written" test -f "$IMG"
 run 0 replay "$IMG" --input-dir "$T/in"
-check "identical" grep -q "^identical: $IMG (re-rendered as $T/sdflow/replay-.*/shot_00001_.png)$" "$T/out"
+check "identical" test "$(cat "$T/out")" = "identical: $IMG"
+check "the replay directory is removed" test -z "$(ls "$T/sdflow")"
 run 0 replay "$IMG" --input-dir "$T/in" --no-cache
 check "identical without cache" grep -q "^identical: " "$T/out"
+run 0 replay "$IMG" --input-dir "$T/in" --use-cache
+check "identical from the cache" grep -q "^identical: " "$T/out"
 check "no stray files in the output dir" test "$(ls "$T/out.d")" = "shot_00001_.png"
 
 # --extract: the workflow with the same nodes, runnable again.
@@ -73,17 +86,23 @@ check "extract to stdout" grep -q 'type="SaveImage"' "$T/out"
 run 0 run "$T/extracted.xml" --input-dir "$T/in" --output-dir "$T/out.d" --quiet
 check "extracted workflow runs" test -f "$T/out.d/shot_00002_.png"
 
-# Changed input: exit 3 naming the file and its recorded hash; missing input likewise.
+# Changed input: exit 3 naming the file and its recorded hash; missing input likewise. The image
+# is found by name in another input directory.
 REAL=$(realpath "$T/in/shapes.png")
 cp "$T/in/shapes.png" "$T/shapes.orig"
 cp "$IMG" "$T/in/shapes.png"
 run 3 replay "$IMG" --input-dir "$T/in"
-check "changed input named" grep -q "input file $REAL has changed: recorded blake2b [0-9a-f]\{64\}, now [0-9a-f]\{64\}" "$T/err"
+check "changed input named" grep -qx "sdflow: error: file input/shapes.png ($REAL) has changed: recorded blake2b [0-9a-f]\{64\}, now [0-9a-f]\{64\}" "$T/err"
 rm "$T/in/shapes.png"
 run 3 replay "$IMG" --input-dir "$T/in"
-check "missing input named" grep -q "input file $REAL (blake2b [0-9a-f]\{64\}) is missing" "$T/err"
+check "missing input named" grep -q "input file 'shapes.png' not found (searched: $T/in)" "$T/err"
+mkdir "$T/elsewhere"
+cp "$T/shapes.orig" "$T/elsewhere/shapes.png"
+run 0 replay "$IMG" --input-dir "$T/elsewhere"
+check "replayed from another input directory" grep -q "^identical: " "$T/out"
 cp "$T/shapes.orig" "$T/in/shapes.png"
 run 0 replay "$IMG" --input-dir "$T/in"
+check "no replay directory is left" test -z "$(ls "$T/sdflow")"
 
 # Parameters are stored resolved: a --set override becomes the default in the embedded XML, so
 # the replay reads the image the run read without any --set.
@@ -115,8 +134,11 @@ IDAT_AT=$(grep -obUa IDAT "$ONE" | tail -n 1 | cut -d: -f1)
 head -c $((IDAT_AT - 4)) "$ONE" >"$T/tampered.png"
 printf '\x00\x00\x00\x0c\x49\x44\x41\x54\x78\x9c\x63\xe0\x15\x91\x03\x00\x00\x71\x00\x40\x63\x8e\x3f\x90\x00\x00\x00\x00\x49\x45\x4e\x44\xae\x42\x60\x82' >>"$T/tampered.png"
 run 1 replay "$T/tampered.png" --input-dir "$T/in1"
-check "mismatch reported" grep -q "^different: $T/tampered.png: max difference 3 of 255 levels (re-rendered as " "$T/out"
+check "mismatch reported" grep -q "^different: $T/tampered.png: max difference 3 of 255 levels (re-rendered as $T/sdflow/replay-....../shot_00001_.png)$" "$T/out"
 check "mismatch error" grep -q "the replayed image differs by up to 3 of 255 levels" "$T/err"
+KEPT=$(ls -d "$T"/sdflow/replay-*)
+check "the different image is kept in a private directory" test "$(stat -c %a "$KEPT")" = 700
+rm -r "$KEPT"
 
 # PreviewImage writes numbered PNGs with the same provenance to the temp directory.
 cat >"$T/preview.xml" <<'EOF'
@@ -129,8 +151,25 @@ run 0 run "$T/preview.xml" --input-dir "$T/in" --quiet
 PREVIEW=$T/sdflow/sdflow_preview_00001_.png
 check "preview written to the temp dir" test -f "$PREVIEW"
 run 0 replay "$PREVIEW" --input-dir "$T/in"
-check "preview replays" grep -q "^identical: $PREVIEW (re-rendered as $T/sdflow/replay-.*/sdflow_preview_00001_.png)$" "$T/out"
+check "preview replays" test "$(cat "$T/out")" = "identical: $PREVIEW"
 check "output dir untouched by the preview" test "$(ls "$T/out.d")" = "$(printf 'shot_00001_.png\nshot_00002_.png')"
+
+# txt2img on a tiny checkpoint, replayed after its model folder moved: the checkpoint is found
+# by name in the new --models-dir and checked by hash; the PNG names no absolute path. A changed
+# checkpoint is named with both hashes before anything runs.
+mkdir -p "$T/m1/checkpoints"
+"$MK" --preset tiny "$T/m1/checkpoints/tiny.safetensors" >/dev/null || fail "mkckpt"
+run 0 run "$SRC/graphs/txt2img.xml" --models-dir "$T/m1" --output-dir "$T/o3" --no-cache --quiet \
+    --set checkpoint=tiny.safetensors --set steps=2 --set width=64 --set height=64
+TXT=$T/o3/txt2img_00001_.png
+run 0 replay "$TXT" --extract -
+check "no absolute path in the PNG (the provenance chunk is not compressed)" bash -c '! grep -qa "$0" "$1"' "$T/m1" "$TXT"
+mv "$T/m1" "$T/m2"
+run 0 replay "$TXT" --models-dir "$T/m2"
+check "replayed with the models moved" test "$(cat "$T/out")" = "identical: $TXT"
+printf 'x' | dd of="$T/m2/checkpoints/tiny.safetensors" bs=1 seek=$(($(stat -c %s "$T/m2/checkpoints/tiny.safetensors") - 1)) conv=notrunc status=none
+run 3 replay "$TXT" --models-dir "$T/m2"
+check "changed checkpoint named" grep -qx "sdflow: error: file checkpoints/tiny.safetensors ($T/m2/checkpoints/tiny.safetensors) has changed: recorded blake2b [0-9a-f]\{64\}, now [0-9a-f]\{64\}" "$T/err"
 
 if [ "$fails" != 0 ]; then
     echo "replay.sh: $fails failed"

@@ -679,6 +679,24 @@ static void test_ui_primitive_seed(void)
     free(p);
 }
 
+/* SamplerCustom's and RandomNoise's widgets have control_after_generate after noise_seed, as in
+ * ComfyUI: the value after it lands in cfg, not in the control. */
+static void test_ui_custom_sampler_widgets(void)
+{
+    char *p = scratch_file("custom.json",
+                           "{\"nodes\": [{\"id\": 1, \"type\": \"SamplerCustom\", "
+                           "\"widgets_values\": [true, 123, \"randomize\", 6.5]},\n"
+                           " {\"id\": 2, \"type\": \"RandomNoise\", \"widgets_values\": [9, \"increment\"]}],\n"
+                           " \"links\": []}");
+    char *xml = import_xml(p);
+    CHECK(xml && strstr(xml, "<input name=\"noise_seed\">123</input>") &&
+          strstr(xml, "<input name=\"control_after_generate\">randomize</input>") &&
+          strstr(xml, "<input name=\"cfg\">6.5</input>") && strstr(xml, "<input name=\"noise_seed\">9</input>") &&
+          strstr(xml, "<input name=\"control_after_generate\">increment</input>"));
+    free(xml);
+    free(p);
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx))
@@ -695,6 +713,7 @@ int main(void)
     RUN(test_ui_modes);
     RUN(test_ui_many_links);
     RUN(test_ui_primitive_seed);
+    RUN(test_ui_custom_sampler_widgets);
     RUN(test_big_seed);
     RUN(test_seeds);
     RUN(test_round_trip);

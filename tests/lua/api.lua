@@ -141,8 +141,11 @@ raises_at(here(), "no parameter 'cfg'", function() g:setparam("cfg", 7.5) end)
 raises_at(here(), "parameter 'seed': 'x' is not an integer", function() g:setparam("seed", "x") end)
 raises_at(here(), "bad argument #1 to 'add' (string expected, got table)", function() g:add({}) end)
 raises_at(here(), "unknown run option 'output' (outputs, cache, progress)", function() g:run{output = {lat}} end)
-raises_at(here() + 1, "unknown context option 'models' (models_dirs, input_dir, output_dir, temp_dir, cache, device)",
+raises_at(here() + 2,
+  "unknown context option 'models' (models_dirs, input_dir, output_dir, temp_dir, allow_absolute_paths, cache, device)",
   function() sdflow.context{models = "x"} end)
+raises_at(here() + 1, "context option 'allow_absolute_paths': true or false, not a string",
+  function() sdflow.context{allow_absolute_paths = "yes"} end)
 raises_at(here(), "context option 'models_dirs': a string or a list of strings, not a number", function() c2:configure{models_dirs = 3} end)
 raises_at(here(), "context option 'cache': a path or false, not true", function() sdflow.configure{cache = true} end)
 raises_at(here() + 1, "run option 'outputs' must list 1 or more nodes (leave it out to run every output node)",
@@ -174,6 +177,19 @@ assert(table.concat(diags, "\n"):find("images", 1, true), table.concat(diags, "\
 none, err, diags = g3:run()
 assert(none == nil and type(err) == "string" and #diags >= 1, tostring(err))
 assert(g:validate() == true)
+
+-- Custom-sampling types: SIGMAS values come back with their shape; the socket types are checked.
+local cs = ctx:graph()
+local ays = cs:add("AlignYourStepsScheduler", {model_type = "SDXL", steps = 10}, "ays")
+local split = cs:add("SplitSigmas", {sigmas = ays.SIGMAS, step = 3}, "split")
+local rs = assert(cs:run{outputs = {split}, cache = false})
+local low = rs:get(split, "low_sigmas")
+assert(low.type == "SIGMAS" and low.shape[1] == 8 and rs:get(split, "high_sigmas").shape[1] == 4)
+local adv = sdflow.describe("SamplerCustomAdvanced")
+assert(adv.inputs[1].type == "NOISE" and adv.inputs[2].type == "GUIDER" and adv.inputs[3].type == "SAMPLER")
+assert(adv.inputs[4].type == "SIGMAS" and adv.outputs[2].name == "denoised_output")
+raises_at(here() + 1, "cannot link SIGMAS output 'SIGMAS' of node 'ays' to SAMPLER input 'sampler' of node 'sca'",
+  function() cs:add("SamplerCustomAdvanced", {sampler = ays.SIGMAS}, "sca") end)
 
 -- __close frees; a closed graph (and its nodes) raise when used.
 local kept, kept_node
