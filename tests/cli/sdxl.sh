@@ -3,7 +3,9 @@
 # checkpoints (f16): each writes a PNG, the base-then-refiner graph runs both KSamplerAdvanced;
 # ComfyUI's SDXL refiner example imports and runs; the family-agnostic stock graphs (img2img,
 # hires-fix, inpaint) take the SDXL checkpoint unchanged; txt2img-lora.xml takes an SDXL
-# checkpoint with SDXL LoRAs in kohya and PEFT layouts, every key matched; swapped checkpoints and
+# checkpoint with SDXL LoRAs in kohya and PEFT layouts, every key matched; controlnet-canny.xml
+# takes an SDXL checkpoint and an SDXL ControlNet in either layout (an SD1 ControlNet is named before
+# running); swapped checkpoints and
 # an SD1 LoRA on the SDXL model are named before anything runs, with nothing written.
 . "$(dirname "$0")/lib.bash"
 mkdir -p "$T/models/checkpoints" "$T/in"
@@ -17,6 +19,11 @@ mkdir -p "$T/models/loras"
 "$BUILD/sdflow_mklora" "$T/models/checkpoints/base.safetensors" "$T/models/loras/xl.safetensors" &&
     "$BUILD/sdflow_mklora" --peft "$T/models/checkpoints/base.safetensors" "$T/models/loras/xl_peft.safetensors" ||
     { echo "FAIL: mklora sdxl"; exit 1; }
+mkdir -p "$T/models/controlnet"
+"$MK" --preset sdxl-tiny --kind controlnet --dtype f16 "$T/models/controlnet/xl.safetensors" >/dev/null &&
+    "$MK" --preset sdxl-tiny --kind controlnet-diffusers --dtype f16 "$T/models/controlnet/xl_diffusers.safetensors" \
+        >/dev/null && "$MK" --preset tiny --kind controlnet "$T/models/controlnet/sd1.safetensors" >/dev/null ||
+    { echo "FAIL: mkckpt controlnet"; exit 1; }
 common=(--models-dir "$T/models" --output-dir "$T/o" --cache "$T/cache.db" --set width=64 --set height=64
         --set steps=4)
 
@@ -75,7 +82,18 @@ for l in xl xl_peft; do
     check "every key of the SDXL LoRA ($l) matched" bash -c '! grep -q "matched nothing" "$0"' "$T/err"
 done
 
+for cn in xl xl_diffusers; do
+    run 0 run "$SRC/graphs/controlnet-canny.xml" "${lora_run[@]}" --output-dir "$T/o_$cn" --input-dir "$T/in" \
+        --set checkpoint=base.safetensors --set controlnet=$cn.safetensors
+    check "controlnet-canny.xml with an SDXL checkpoint and ControlNet ($cn) writes a PNG" \
+        test -s "$(head -n 1 "$T/out")"
+done
+
 before=$(ls "$T/o" | wc -l)
+run 3 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --input-dir "$T/in" --set checkpoint=base.safetensors \
+    --set controlnet=sd1.safetensors
+check "an SD1 ControlNet on SDXL conditioning is named before anything runs" \
+    grep -q "node 'apply' input 'control_net': the ControlNet is SD1.x; the conditioning on 'positive' was made by SDXL text encoders" "$T/err"
 run 3 run "$SRC/graphs/sdxl.xml" "${common[@]}" --set checkpoint=refiner.safetensors
 check "a refiner in the base graph is named before anything runs" \
     grep -q "sdxl.xml:[0-9]*: node 'positive' input 'clip': the text encoders are SDXL refiner; this node takes SDXL ones" "$T/err"

@@ -11,9 +11,13 @@
  * - LoRAs (tests/reference/make_sdxl_lora_goldens.py, diffusers + peft: sdflow_mklora --seed 5 on
  *   the base): the patched UNet, CLIP-L and OpenCLIP-bigG (q/k/v LoRAs on the thirds of its fused
  *   in_proj) against diffusers' merged peft layers; the PEFT layout equal to kohya's bit for bit;
- *   the unmatched-key report; SD1 LoRAs on SDXL and any LoRA on the refiner refused. */
+ *   the unmatched-key report; SD1 LoRAs on SDXL and any LoRA on the refiner refused;
+ * - ControlNets (tests/reference/make_sdxl_controlnet_goldens.py: sdflow_mkckpt --preset sdxl-tiny
+ *   --kind controlnet[-diffusers] --seed 13): every residual of both layouts, with the ADM vector,
+ *   against diffusers' ControlNetModel. */
 #include "test.h"
 #include "support/ops_check.h"
+#include "ml/adapters/controlnet.h"
 #include "ml/adapters/lora.h"
 #include "ml/diffusion/unet.h"
 #include "ml/families/adm.h"
@@ -394,6 +398,77 @@ static void test_adm_vector(void)
     CHECK(out[3 + 4 * 256] == cosf(6.0f));
 }
 
+static void controlnet_case(bool diffusers)
+{
+    sd_context *ctx = ops_cl()->ctx;
+    char *path = test_path(test_scratch_dir(), diffusers ? "cnd.safetensors" : "cn.safetensors");
+    sd_controlnet *cn = NULL;
+    CHECK_EQ_INT(sd_controlnet_write_random(ctx, path, &g_base.cfg.unet, diffusers, SD_ST_F32, 13), SD_OK);
+    CHECK_EQ_INT(sd_controlnet_open(ctx, path, SD_DTYPE_F32, &cn), SD_OK);
+    free(path);
+    if (!cn)
+        return;
+    CHECK_EQ_INT(sd_controlnet_family(cn), SD_FAMILY_SDXL);
+    int nd, n = sd_controlnet_residual_count(cn);
+    int64_t shape[SD_TENSOR_MAX_DIMS];
+    float *x = golden(&g_base, "x", &nd, shape);
+    sd_dtensor *dx = x ? ops_upload(x, nd, shape) : NULL;
+    float *c = golden(&g_base, "context", &nd, shape);
+    sd_dtensor *dc = c ? ops_upload(c, nd, shape) : NULL;
+    int64_t hs[4] = {2, 3, 128, 128};
+    float *h = malloc(2 * 3 * 128 * 128 * sizeof *h); /* make_controlnet_goldens.py's hint_value */
+    for (size_t i = 0; h && i < 2 * 3 * 128 * 128; i++)
+        h[i] = (float)(0.5 + 0.5 * sin(0.13 * (double)i + 0.7));
+    sd_dtensor *dh = h ? ops_upload(h, 4, hs) : NULL, *y = adm_vectors(&g_base);
+    sd_dtensor **outs = calloc((size_t)n, sizeof *outs);
+    const float t[2] = {981.0f, 250.5f};
+    CHECK_EQ_INT(n, 13);
+    CHECK(dx && dc && dh && y && outs);
+    if (dx && dc && dh && y && outs) {
+        sd_status s = sd_controlnet_forward(cn, dx, dh, t, dc, y, 0.75f, outs);
+        CHECK_MSG(s == SD_OK, "forward: %s", sd_context_errmsg(ctx));
+        double worst = 0;
+        for (int i = 0; !s && i < n; i++) {
+            char name[64];
+            if (i + 1 < n)
+                snprintf(name, sizeof name, "sdxl_controlnet_res%d.bin", i);
+            else
+                snprintf(name, sizeof name, "sdxl_controlnet_mid.bin");
+            float *ref = ops_read_golden(name, &nd, shape), *got = ops_download(outs[i]);
+            CHECK(ref && got && (size_t)(shape[0] * shape[1] * shape[2] * shape[3]) == outs[i]->numel);
+            if (ref && got)
+                worst = fmax(worst, ops_max_diff(got, ref, outs[i]->numel));
+            free(ref);
+            free(got);
+        }
+        printf("  SDXL ControlNet (%s layout) residuals: max abs error %.3g\n", diffusers ? "diffusers" : "original",
+               worst);
+        CHECK(worst <= F32_TOL);
+        /* Without the ADM vector: one line. */
+        for (int i = 0; i < n; i++)
+            sd_dtensor_free(outs[i]), outs[i] = NULL;
+        CHECK_EQ_INT(sd_controlnet_forward(cn, dx, dh, t, dc, NULL, 0.75f, outs), SD_ERR_INVALID);
+        CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "ADM vector (none) is not an f32 [2, 1696] tensor");
+    }
+    for (int i = 0; outs && i < n; i++)
+        sd_dtensor_free(outs[i]);
+    free(outs);
+    sd_dtensor_free(dx);
+    sd_dtensor_free(dc);
+    sd_dtensor_free(dh);
+    sd_dtensor_free(y);
+    free(x);
+    free(c);
+    free(h);
+    sd_controlnet_unref(cn);
+}
+
+static void test_controlnet(void)
+{
+    controlnet_case(false);
+    controlnet_case(true);
+}
+
 /* Collected warnings (the log callback). */
 static char g_log[4096];
 static void collect(const char *line, void *user)
@@ -505,6 +580,7 @@ int main(void)
     sd_context_set_log(ops_cl()->ctx, collect, NULL);
     RUN(test_lora_golden);
     RUN(test_lora_refusals);
+    RUN(test_controlnet);
     sd_safetensors_close(g_base.st);
     sd_safetensors_close(g_refiner.st);
     ops_cl_release();
