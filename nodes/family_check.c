@@ -82,6 +82,20 @@ void sd_check_checkpoint_loader(sd_node_check *c)
     sd_safetensors_close(st);
 }
 
+void sd_check_unet_loader(sd_node_check *c)
+{
+    sd_safetensors *st = open_header(c, "unet_name");
+    if (!st)
+        return;
+    sd_checkpoint_config cfg;
+    if (sd_unet_file_inspect(sd_check_context(c), st, &cfg) == SD_ERR_INVALID)
+        report_failure(c, "unet_name");
+    else
+        sd_check_set_tag(c, 0, sd_family_name(cfg.family));
+    sd_clear_error(sd_check_context(c));
+    sd_safetensors_close(st);
+}
+
 void sd_check_vae_loader(sd_node_check *c)
 {
     sd_safetensors *st = open_header(c, "vae_name");

@@ -15,6 +15,7 @@
 
 void sd_check_checkpoint_loader(sd_node_check *c); /* CheckpointLoaderSimple */
 void sd_check_vae_loader(sd_node_check *c);        /* VAELoader */
+void sd_check_unet_loader(sd_node_check *c);       /* UNETLoader: the UNet's family */
 void sd_check_lora_loader(sd_node_check *c);       /* LoraLoader, LoraLoaderModelOnly */
 void sd_check_controlnet_loader(sd_node_check *c); /* ControlNetLoader: the ControlNet's family */
 void sd_check_controlnet_apply(sd_node_check *c);  /* ControlNetApply: the conditioning's family */

@@ -12,7 +12,11 @@
  *   on the refiner model, an SD1 CLIP in CLIPTextEncodeSDXLRefiner;
  * - textual inversion: an SDXL embedding (clip_l, clip_g) holding each encoder's own token row of
  *   "cat" gives the latent of the prompt with "cat"; an SD1 embedding on SDXL fails the node,
- *   naming the file. */
+ *   naming the file;
+ * - UNETLoader: the base's UNet alone (with and without model.diffusion_model., in
+ *   models/diffusion_models and ComfyUI's older models/unet) samples the checkpoint's latent bit
+ *   for bit; a refiner UNet with the base's text encoders and a file that is no UNet are named
+ *   before anything runs. */
 #include "test.h"
 #include "core/context.h"
 #include "ml/families/sd1_layout.h"
@@ -292,6 +296,71 @@ static void test_embeddings(void)
     free(dir);
 }
 
+static void expect_problems(const char *body, size_t n, const char *const *msgs);
+
+/* Strips the UNet prefix (bare diffusion-model files). */
+static sd_status strip_prefix(void *user, const char *name, char *out, size_t size)
+{
+    (void)user;
+    snprintf(out, size, "%s", name + strlen("model.diffusion_model."));
+    return SD_OK;
+}
+
+/* The UNet of preset/seed alone at dir/file, prefixed or bare (the checkpoint's values either way). */
+static void write_unet(const char *dir, const char *file, const char *preset, uint64_t seed, bool bare)
+{
+    sd_context *ctx = new_context();
+    char *d = test_path(g_dir, dir), *path = test_path(d, file);
+    mkdir(d, 0755);
+    sd_checkpoint_config cfg;
+    sd_layout lay = {0};
+    CHECK(sd_checkpoint_preset(preset, &cfg));
+    CHECK_EQ_INT(sd_layout_unet(ctx, &cfg.unet, "model.diffusion_model.", &lay), SD_OK);
+    CHECK_EQ_INT(sd_layout_write_random(ctx, path, &lay, SD_ST_F32, seed, bare ? strip_prefix : NULL, NULL), SD_OK);
+    sd_layout_free(&lay);
+    free(path);
+    free(d);
+    sd_context_free(ctx);
+}
+
+#define UNET(id, file) "<node id='" id "' type='UNETLoader'><input name='unet_name'>" file "</input></node>"
+
+static void test_unet_loader(void)
+{
+    write_unet("diffusion_models", "base_unet.safetensors", "sdxl-tiny", 11, false);
+    write_unet("unet", "base_bare.safetensors", "sdxl-tiny", 11, true);
+    write_unet("diffusion_models", "refiner_unet.safetensors", "sdxl-refiner-tiny", 12, true);
+    float *ckpt = run_latent(CKPT("ck", "base.safetensors") ENCODE("p", "ck", "a photo of a cat") ENCODE("n", "ck", "")
+                             EMPTY SAMPLER("ck", "p", "n"));
+    float *unet = run_latent(CKPT("ck", "base.safetensors") UNET("u", "base_unet.safetensors")
+                             ENCODE("p", "ck", "a photo of a cat") ENCODE("n", "ck", "") EMPTY SAMPLER("u", "p", "n"));
+    float *bare = run_latent(CKPT("ck", "base.safetensors") UNET("u", "base_bare.safetensors")
+                             ENCODE("p", "ck", "a photo of a cat") ENCODE("n", "ck", "") EMPTY SAMPLER("u", "p", "n"));
+    CHECK(ckpt && unet && bare);
+    if (ckpt && unet && bare)
+        CHECK(memcmp(ckpt, unet, sizeof(float) * LAT_N) == 0 && memcmp(ckpt, bare, sizeof(float) * LAT_N) == 0);
+    free(ckpt);
+    free(unet);
+    free(bare);
+    expect_problems(CKPT("ck", "base.safetensors") UNET("u", "refiner_unet.safetensors") ENCODE("p", "ck", "a") EMPTY
+                    SAMPLER("u", "p", "p"), 2,
+                    (const char *[]){"node 'ks' input 'positive': a conditioning made by SDXL text encoders cannot "
+                                     "condition the SDXL refiner model",
+                                     "node 'ks' input 'negative'"});
+    char *to = test_path(g_dir, "unet/vae.safetensors");
+    sd_context *ctx = new_context();
+    sd_checkpoint_config vae;
+    CHECK(sd_checkpoint_preset("tiny", &vae));
+    vae.has_unet = vae.has_clip = false;
+    vae.vae_prefix = "";
+    CHECK_EQ_INT(sd_sd1_write_random(ctx, to, &vae, SD_ST_F32, 1), SD_OK);
+    sd_context_free(ctx);
+    expect_problems(UNET("u", "vae.safetensors"), 1,
+                    (const char *[]){"vae.safetensors: standalone VAE file detected, not an LDM diffusion model "
+                                     "(input_blocks.*, with or without model.diffusion_model.)"});
+    free(to);
+}
+
 /* Validates `body` and expects n problems, problem k containing msgs[k]. */
 static void expect_problems(const char *body, size_t n, const char *const *msgs)
 {
@@ -336,6 +405,7 @@ int main(void)
     RUN(test_refiner);
     RUN(test_family_checks);
     RUN(test_embeddings);
+    RUN(test_unet_loader);
     free(g_dir);
     return test_summary("test_sdxl_nodes");
 }
