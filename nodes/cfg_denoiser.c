@@ -1,6 +1,7 @@
 /* The sampling nodes' model function (ComfyUI's CFGGuider, Guider_Basic and Guider_DualCFG with
  * comfy/samplers.py calc_cond_batch): the UNet on x / sqrt(sigma^2 + 1) at the nearest timestep,
- * D = x - sigma * eps, each side's conditioning entries averaged by strength, then the guider's
+ * D from its output as the model sampling says (eps: x - sigma * eps; v-prediction, x0, LCM),
+ * each side's conditioning entries averaged by strength, then the guider's
  * combination: BasicGuider D_pos; CFGGuider D_neg + (D_pos - D_neg) * cfg (the negative pass is
  * skipped when cfg is 1); DualCFGGuider regular D_neg + (D_mid - D_neg) * cfg2 +
  * (D_pos - D_mid) * cfg1 (negative skipped when cfg2 is 1, middle too when cfg1 is also 1) and
@@ -793,6 +794,9 @@ sd_status sd_cfg_denoise(void *user, const float *x, float sigma, float *out, fl
             return st;
         }
     }
+    /* The model sampling's calculate_denoised: D = cx * x + cout * out (EPS: x - out * sigma). */
+    float cx, cout;
+    sd_model_sampling_denoise_coefs(d->ms, sigma, &cx, &cout);
     /* Weighted mean of the active entries' predictions, per side and value, as ComfyUI's
      * calc_cond_batch: out_cond / (out_count + 1e-37), each entry adding its prediction times
      * its weight (its strength, or its weight map over its area) and the weight; a value no
@@ -812,7 +816,7 @@ sd_status sd_cfg_denoise(void *user, const float *x, float sigma, float *out, fl
         double *count = d->count[e->side];
         if (!e->mult) {
             for (size_t i = 0; i < n; i++)
-                acc[i] += (x[i] - eps[i] * sigma) * s;
+                acc[i] += (cx * x[i] + cout * eps[i]) * s;
             w[e->side] += e->strength;
             for (size_t i = 0; count && i < n; i++)
                 count[i] += e->strength;
@@ -826,7 +830,7 @@ sd_status sd_cfg_denoise(void *user, const float *x, float sigma, float *out, fl
                     const float *m = e->mult + (b % e->mult_batch) * plane + (size_t)(y * e->aw);
                     const float *p = eps + (b * 4 + c) * plane + (size_t)(y * e->aw);
                     for (int64_t xx = 0; xx < e->aw; xx++) {
-                        acc[i + (size_t)xx] += (x[i + (size_t)xx] - p[xx] * sigma) * m[xx];
+                        acc[i + (size_t)xx] += (cx * x[i + (size_t)xx] + cout * p[xx]) * m[xx];
                         count[i + (size_t)xx] += m[xx];
                     }
                 }

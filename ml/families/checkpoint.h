@@ -110,12 +110,12 @@ typedef struct sd_checkpoint_config {
 /* The family a file's tensor names show (never fails): sd_family_detect. */
 sd_family sd_checkpoint_detect(const sd_safetensors *st);
 
-/* Reads a full checkpoint's architecture (a family this build runs: SD1.x, SDXL, SDXL refiner)
+/* Reads a full checkpoint's architecture (a family this build runs: SD1.x, SD2.x, SDXL, SDXL refiner)
  * into *cfg and checks that every tensor the architecture needs is present with the right shape
  * and a float dtype. The UNet is required; the text encoders and the VAE may be absent as a
  * whole (has_clip / has_vae false) but not in part.
  * Errors (SD_ERR_INVALID, message naming the file): another family ("SD3 checkpoint detected;
- * sdflow supports SD1.x, SDXL, SDXL refiner"), a missing tensor (named), a wrong shape or dtype (named), an
+ * sdflow supports SD1.x, SD2.x, SDXL, SDXL refiner"), a missing tensor (named), a wrong shape or dtype (named), an
  * architecture SD1 code cannot run (e.g. CLIP width not a multiple of 64). */
 sd_status sd_checkpoint_inspect(sd_context *ctx, const sd_safetensors *st, sd_checkpoint_config *cfg);
 

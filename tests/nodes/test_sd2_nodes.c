@@ -1,0 +1,255 @@
+/* SD2.x through the nodes on the tiny checkpoints (sdflow_mkckpt --preset sd2-tiny --seed 21,
+ * --preset sd2-v-tiny --seed 22, f32):
+ * - whole KSampler runs (euler, normal, 5 steps, cfg 6, seed 99, 64x64, CLIPTextEncode prompts)
+ *   against tests/reference/make_sd2_goldens.py (diffusers UNet, transformers OpenCLIP-H): the eps
+ *   file, the v file (v-prediction detected from its weights, as ComfyUI) and the v file through
+ *   ModelSamplingDiscrete v_prediction + zsnr, by PSNR on the model's contribution (final latent
+ *   minus the scaled initial noise; the zsnr run on the final latent, its noise being scaled 4500x);
+ * - ModelSamplingDiscrete: choosing what the file shows changes nothing bit for bit, another
+ *   choice changes the result, and its inputs reach the KSampler's cache key;
+ * - family checks before running: an SD2 CLIP in CLIPTextEncodeSDXL, an SD2 conditioning on an
+ *   SD1 model. */
+#include "test.h"
+#include "core/context.h"
+#include "ml/families/sd1_layout.h"
+#include "support/golden.h"
+#include "support/graph_run.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+enum { SIZE = 64, LAT = SIZE / 8, LAT_N = 4 * LAT * LAT };
+#define SCALE 0.18215f
+
+static char *g_dir; /* models/checkpoints with sd2.safetensors, sd2v.safetensors, sd1.safetensors */
+
+static sd_context *new_context(const char *cache)
+{
+    sd_context *ctx = NULL;
+    CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
+    sd_context_set_cache_path(ctx, cache);
+    sd_context_set_dir(ctx, SD_DIR_OUTPUT, test_scratch_dir());
+    CHECK_EQ_INT(sd_context_add_models_dir(ctx, g_dir), SD_OK);
+    return ctx;
+}
+
+static bool write_checkpoints(void)
+{
+    sd_context *ctx;
+    if (sd_context_new(&ctx))
+        return false;
+    g_dir = test_path(test_scratch_dir(), "models");
+    char *ckpts = test_path(g_dir, "checkpoints");
+    bool ok = mkdir(g_dir, 0755) == 0 && mkdir(ckpts, 0755) == 0;
+    static const struct {
+        const char *preset, *file;
+        uint64_t seed;
+    } files[] = {{"sd2-tiny", "sd2.safetensors", 21}, {"sd2-v-tiny", "sd2v.safetensors", 22},
+                 {"tiny", "sd1.safetensors", 42}, {"sdxl-tiny", "sdxl.safetensors", 11}};
+    for (size_t i = 0; ok && i < sizeof files / sizeof files[0]; i++) {
+        sd_checkpoint_config cfg;
+        char *path = test_path(ckpts, files[i].file);
+        ok = sd_checkpoint_preset(files[i].preset, &cfg) && !sd_sd1_write_random(ctx, path, &cfg, SD_ST_F32, files[i].seed);
+        free(path);
+    }
+    if (!ok)
+        fprintf(stderr, "setup: %s\n", sd_context_errmsg(ctx));
+    free(ckpts);
+    sd_context_free(ctx);
+    return ok;
+}
+
+#define CKPT(id, file) \
+    "<node id='" id "' type='CheckpointLoaderSimple'><input name='ckpt_name'>" file "</input></node>"
+#define MSD(id, ckpt, sampling, zsnr) \
+    "<node id='" id "' type='ModelSamplingDiscrete'><input name='model' from='" ckpt "' output='MODEL'/>" \
+    "<input name='sampling'>" sampling "</input><input name='zsnr'>" zsnr "</input></node>"
+#define ENCODE(id, ckpt, text) \
+    "<node id='" id "' type='CLIPTextEncode'><input name='clip' from='" ckpt "' output='CLIP'/>" \
+    "<input name='text'>" text "</input></node>"
+#define PROMPTS(ckpt) ENCODE("p", ckpt, "a photo of a cat") ENCODE("n", ckpt, "")
+#define EMPTY "<node id='e' type='EmptyLatentImage'><input name='width'>64</input><input name='height'>64</input></node>"
+#define SAMPLER(model) \
+    "<node id='ks' type='KSampler'><input name='model' from='" model "' output='MODEL'/>" \
+    "<input name='seed'>99</input><input name='steps'>5</input><input name='cfg'>6</input>" \
+    "<input name='sampler_name'>euler</input><input name='scheduler'>normal</input>" \
+    "<input name='positive' from='p' output='CONDITIONING'/><input name='negative' from='n' " \
+    "output='CONDITIONING'/><input name='latent_image' from='e' output='LATENT'/></node>"
+
+/* Runs a <workflow> body up to the sampler's latent (LAT_N floats, malloc'd; NULL on failure),
+ * with the cache file `cache` (NULL: none). */
+static float *run_latent_cached(const char *body, const char *cache)
+{
+    sd_context *ctx = new_context(cache);
+    char *xml = sd_strfmt("<workflow version=\"1\">%s</workflow>", body);
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_load_xml_memory(ctx, xml, strlen(xml), "sd2.xml", &g), SD_OK);
+    float *out = g ? test_run_latent(g, "ks", LAT_N) : NULL;
+    sd_graph_free(g);
+    free(xml);
+    sd_context_free(ctx);
+    return out;
+}
+
+static float *run_latent(const char *body)
+{
+    return run_latent_cached(body, NULL);
+}
+
+/* Compares a final latent with the golden `ref_name` by PSNR over the reference's range (>= 40
+ * dB): on the model's contribution (latent * scale minus the noise scaled by
+ * sqrt(1 + sigma_max^2)) when sigma_max > 0, else on the latent itself. */
+static void expect_psnr(const float *got, const char *ref_name, double sigma_max, const char *what)
+{
+    float *ref = test_read_sdg1(ref_name, 4, LAT_N), *noise = test_read_sdg1("sd2_sample_noise.bin", 4, LAT_N);
+    CHECK(got && ref && noise);
+    if (got && ref && noise) {
+        float cg[LAT_N], cr[LAT_N], lo = INFINITY, hi = -INFINITY;
+        float k = sigma_max > 0 ? (float)sqrt(1.0 + sigma_max * sigma_max) : 0.0f;
+        for (int i = 0; i < LAT_N; i++) {
+            cg[i] = got[i] * SCALE - noise[i] * k;
+            cr[i] = ref[i] * SCALE - noise[i] * k;
+            lo = fminf(lo, cr[i]), hi = fmaxf(hi, cr[i]);
+        }
+        double psnr = test_psnr(cg, cr, LAT_N, hi - lo);
+        printf("  %s: PSNR %.1f dB vs diffusers\n", what, psnr);
+        CHECK(psnr >= 40.0);
+    }
+    free(ref);
+    free(noise);
+}
+
+#define SIGMA_MAX 14.614641189575195 /* the SD schedule's sigma at t = 999 */
+
+static void test_eps_against_diffusers(void)
+{
+    float *got = run_latent(CKPT("ck", "sd2.safetensors") PROMPTS("ck") EMPTY SAMPLER("ck"));
+    expect_psnr(got, "sd2_sample_eps_final.bin", SIGMA_MAX, "SD2 eps, euler 5 steps, contribution");
+    free(got);
+}
+
+static void test_v_against_diffusers(void)
+{
+    float *got = run_latent(CKPT("ck", "sd2v.safetensors") PROMPTS("ck") EMPTY SAMPLER("ck"));
+    expect_psnr(got, "sd2_sample_v_final.bin", SIGMA_MAX, "SD2 768-v (detected), euler 5 steps, contribution");
+    free(got);
+}
+
+static void test_zsnr_against_diffusers(void)
+{
+    float *got = run_latent(CKPT("ck", "sd2v.safetensors") MSD("ms", "ck", "v_prediction", "true") PROMPTS("ck")
+                            EMPTY SAMPLER("ms"));
+    expect_psnr(got, "sd2_sample_vz_final.bin", 0, "SD2 v + zsnr (ModelSamplingDiscrete), final latent");
+    free(got);
+}
+
+static bool same(const float *a, const float *b)
+{
+    return a && b && memcmp(a, b, sizeof(float) * LAT_N) == 0;
+}
+
+/* What the file shows, chosen again, changes nothing; another choice changes the result. */
+static void test_model_sampling_discrete(void)
+{
+    float *v = run_latent(CKPT("ck", "sd2v.safetensors") PROMPTS("ck") EMPTY SAMPLER("ck"));
+    float *v_again = run_latent(CKPT("ck", "sd2v.safetensors") MSD("ms", "ck", "v_prediction", "false")
+                                PROMPTS("ck") EMPTY SAMPLER("ms"));
+    float *v_as_eps = run_latent(CKPT("ck", "sd2v.safetensors") MSD("ms", "ck", "eps", "false") PROMPTS("ck") EMPTY
+                                 SAMPLER("ms"));
+    float *eps = run_latent(CKPT("ck", "sd2.safetensors") PROMPTS("ck") EMPTY SAMPLER("ck"));
+    float *eps_again = run_latent(CKPT("ck", "sd2.safetensors") MSD("ms", "ck", "eps", "false") PROMPTS("ck") EMPTY
+                                  SAMPLER("ms"));
+    float *x0 = run_latent(CKPT("ck", "sd2.safetensors") MSD("ms", "ck", "x0", "false") PROMPTS("ck") EMPTY
+                           SAMPLER("ms"));
+    float *lcm = run_latent(CKPT("ck", "sd2.safetensors") MSD("ms", "ck", "lcm", "false") PROMPTS("ck") EMPTY
+                            SAMPLER("ms"));
+    CHECK(v && v_again && v_as_eps && eps && eps_again && x0 && lcm);
+    CHECK(same(v, v_again));
+    CHECK(same(eps, eps_again));
+    CHECK(v && v_as_eps && !same(v, v_as_eps));
+    CHECK(eps && x0 && lcm && !same(eps, x0) && !same(eps, lcm) && !same(x0, lcm));
+    bool finite = true;
+    for (int i = 0; x0 && lcm && i < LAT_N; i++)
+        finite &= isfinite(x0[i]) && isfinite(lcm[i]);
+    CHECK(finite);
+    free(v);
+    free(v_again);
+    free(v_as_eps);
+    free(eps);
+    free(eps_again);
+    free(x0);
+    free(lcm);
+}
+
+/* A MODEL passes its node's key along the link: a second run with the cache and another sampling
+ * choice samples again instead of reading the first run's latent. */
+static void test_cache_key(void)
+{
+    char *cache = test_path(test_scratch_dir(), "sd2_cache.db");
+    float *a = run_latent_cached(CKPT("ck", "sd2.safetensors") MSD("ms", "ck", "eps", "false") PROMPTS("ck") EMPTY
+                                 SAMPLER("ms"), cache);
+    float *b = run_latent_cached(CKPT("ck", "sd2.safetensors") MSD("ms", "ck", "v_prediction", "false") PROMPTS("ck")
+                                 EMPTY SAMPLER("ms"), cache);
+    float *b_fresh = run_latent(CKPT("ck", "sd2.safetensors") MSD("ms", "ck", "v_prediction", "false") PROMPTS("ck")
+                                EMPTY SAMPLER("ms"));
+    float *c = run_latent_cached(CKPT("ck", "sd2.safetensors") MSD("ms", "ck", "v_prediction", "true") PROMPTS("ck")
+                                 EMPTY SAMPLER("ms"), cache);
+    CHECK(a && b && b_fresh && c);
+    CHECK(!same(a, b) && same(b, b_fresh) && !same(b, c));
+    free(a);
+    free(b);
+    free(b_fresh);
+    free(c);
+    free(cache);
+}
+
+/* Validates `body` and expects n problems, problem k containing msgs[k]. */
+static void expect_problems(const char *body, size_t n, const char *const *msgs)
+{
+    sd_context *ctx = new_context(NULL);
+    char *xml = sd_strfmt("<workflow version=\"1\">%s</workflow>", body);
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_load_xml_memory(ctx, xml, strlen(xml), "sd2.xml", &g), SD_OK);
+    if (g) {
+        CHECK_EQ_INT(sd_graph_validate(g), SD_ERR_INVALID);
+        CHECK_EQ_INT(sd_context_diag_count(ctx), n);
+        for (size_t k = 0; k < n && k < sd_context_diag_count(ctx); k++)
+            CHECK_STR_CONTAINS(sd_context_diag(ctx, k), msgs[k]);
+    }
+    sd_graph_free(g);
+    free(xml);
+    sd_context_free(ctx);
+}
+
+static void test_family_checks(void)
+{
+    expect_problems(CKPT("ck", "sd2.safetensors")
+                    "<node id='p' type='CLIPTextEncodeSDXL'><input name='clip' from='ck' output='CLIP'/>"
+                    "<input name='text_g'>a</input><input name='text_l'>a</input></node>", 1,
+                    (const char *[]){"node 'p' input 'clip': the text encoders are SD2.x; this node takes SDXL ones"});
+    expect_problems(CKPT("ck", "sd2.safetensors") CKPT("s1", "sd1.safetensors") PROMPTS("ck") EMPTY SAMPLER("s1"), 2,
+                    (const char *[]){"node 'ks' input 'positive': a conditioning made by SD2.x text encoders cannot "
+                                     "condition the SD1.x model",
+                                     "node 'ks' input 'negative'"});
+    /* Through ModelSamplingDiscrete the model keeps its family. */
+    expect_problems(CKPT("ck", "sd2.safetensors") CKPT("xl", "sdxl.safetensors") MSD("ms", "ck", "eps", "false")
+                    PROMPTS("xl") EMPTY SAMPLER("ms"), 2,
+                    (const char *[]){"node 'ks' input 'positive': a conditioning made by SDXL text encoders cannot "
+                                     "condition the SD2.x model",
+                                     "node 'ks' input 'negative'"});
+}
+
+int main(void)
+{
+    if (!write_checkpoints())
+        return 1;
+    RUN(test_eps_against_diffusers);
+    RUN(test_v_against_diffusers);
+    RUN(test_zsnr_against_diffusers);
+    RUN(test_model_sampling_discrete);
+    RUN(test_cache_key);
+    RUN(test_family_checks);
+    free(g_dir);
+    return test_summary("test_sd2_nodes");
+}

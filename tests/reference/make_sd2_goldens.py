@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Writes the SD2.x goldens under tests/data/goldens/ from diffusers and transformers.
+
+The checkpoints are written by the project's own tool (sdflow_mkckpt --preset sd2-tiny --seed 21
+and --preset sd2-v-tiny --seed 22, float32; the C tests write the identical files). The tiny
+config differs from SD1's and SDXL's tiny ones in levels (3 of 128 channels), res blocks
+per level (3, so 12 output blocks: output_blocks.11.1 exists, where ComfyUI tells 768-v files from
+512-base ones), depths (2 at level 0 only, middle 3), heads (64-channel heads: 2), context width
+(256) and the text encoder (OpenCLIP-H layout, 256 wide, 5 layers, 4 heads, MLP 640).
+
+Conversion by diffusers' single-file converters: convert_ldm_unet_checkpoint into
+UNet2DConditionModel (linear projections, per-level heads as diffusers' SD2 config) and
+convert_open_clip_checkpoint into transformers' CLIPTextModel (GELU, in_proj split).
+
+Goldens (the SDG1 format of make_unet_goldens.py):
+- sd2_clip_h.bin: ComfyUI's SD2 context for the windows of make_sdxl_goldens.py padded with 0
+  (SD2ClipHTokenizer): the penultimate hidden state with the final LayerNorm applied
+  (SD2ClipHModel, layer_norm_hidden_state) [2, 77, 256].
+- sd2_unet_{x,context,eps}.bin: one forward (batch 2, timesteps 981 and 250.5, 33 context tokens).
+- sd2_sample_{eps,v,vz}_final.bin: whole 5-step Euler runs (ComfyUI's "normal" schedule, cfg 6,
+  64x64, seed 99, CLIPTextEncode of "a photo of a cat" and "") with the eps file (EPS), the v file
+  (V_PREDICTION, detected from the file) and the v file with zsnr (ModelSamplingDiscrete
+  v_prediction + zsnr: rescale_zero_terminal_snr_sigmas); sd2_sample_noise.bin the noise. The tests
+  compare the model's contribution (final latent minus the scaled initial noise).
+
+Run: python3 tests/reference/make_sd2_goldens.py [build/sdflow_mkckpt]"""
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+from diffusers import UNet2DConditionModel
+from diffusers.loaders import single_file_utils as sfu
+from safetensors.torch import load_file
+from transformers import CLIPTextModel
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from make_unet_goldens import write  # noqa: E402  (the SDG1 golden format)
+from make_sdxl_goldens import clip_config, load_strict, windows  # noqa: E402
+
+EPS_FILE = {"preset": "sd2-tiny", "seed": 21}
+V_FILE = {"preset": "sd2-v-tiny", "seed": 22}
+UNET = {"mc": 128, "mult": [1, 1, 1], "attn": [1, 0, 0], "depth": [2, 0, 0], "middle": 3, "nrb": 3, "ctx": 256}
+CLIP_H = {"width": 256, "layers": 5, "inter": 640}
+H_PREFIX = "cond_stage_model.model."
+TIMESTEPS = [981.0, 250.5]
+SAMPLE_STEPS, SAMPLE_CFG, SAMPLE_SIZE, SAMPLE_SEED = 5, 6.0, 64, 99
+
+
+def write_checkpoint(tool, tmp, cfg):
+    path = os.path.join(tmp, cfg["preset"] + ".safetensors")
+    subprocess.run([tool, "--preset", cfg["preset"], "--seed", str(cfg["seed"]), path], check=True)
+    return load_file(path)
+
+
+def make_unet(ckpt):
+    channels = [UNET["mc"] * m for m in UNET["mult"]]
+    down = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in UNET["attn"]]
+    up = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(UNET["attn"])]
+    depths = [d if d else 1 for d in UNET["depth"]]
+    depths[-1] = UNET["middle"]  # the last level has no attention: the entry serves the middle block
+    unet = UNet2DConditionModel(
+        sample_size=None, in_channels=4, out_channels=4, down_block_types=down, up_block_types=up,
+        block_out_channels=channels, layers_per_block=UNET["nrb"], cross_attention_dim=UNET["ctx"],
+        attention_head_dim=[c // 64 for c in channels], transformer_layers_per_block=depths,
+        use_linear_projection=True, norm_num_groups=32)
+    converted = sfu.convert_ldm_unet_checkpoint(ckpt, dict(unet.config))
+    unet.load_state_dict({k: v.float() for k, v in converted.items()}, strict=True)
+    return unet.eval()
+
+
+def make_clip_h(ckpt):
+    model = CLIPTextModel(clip_config(CLIP_H, "gelu"))
+    sd = sfu.convert_open_clip_checkpoint(model, ckpt, prefix=H_PREFIX)
+    sd = {k: v for k, v in sd.items() if not k.startswith("text_projection")}  # SD2 uses no projection
+    if not any(k.startswith("text_model.") for k in model.state_dict()):  # newer transformers' names
+        sd = {k[len("text_model."):] if k.startswith("text_model.") else k: v for k, v in sd.items()}
+    return load_strict(model, sd)
+
+
+def final_norm(model):
+    inner = getattr(model, "text_model", model)
+    return inner.final_layer_norm
+
+
+def encode_h(clip_h, ids):
+    """SD2ClipHModel: hidden_states[-2] (layer_idx 23 of 24 at full size) through the final LayerNorm."""
+    with torch.no_grad():
+        out = clip_h(input_ids=ids, output_hidden_states=True)
+        return final_norm(clip_h)(out.hidden_states[-2])
+
+
+def schedule(zsnr):
+    """ComfyUI's ModelSamplingDiscrete (scaled-linear betas, zsnr: rescale_zero_terminal_snr_sigmas)
+    and its "normal" scheduler for SAMPLE_STEPS steps; also the timestep function."""
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    ac = torch.cumprod(1.0 - betas, dim=0)
+    sigmas = ((1 - ac) / ac) ** 0.5
+    if zsnr:
+        a = (1 / (sigmas * sigmas + 1)).sqrt()
+        a0, aT = a[0].clone(), a[-1].clone()
+        a = (a - aT) * (a0 / (a0 - aT))
+        abar = a ** 2
+        abar[-1] = 4.8973451890853435e-08
+        sigmas = ((1 - abar) / abar) ** 0.5
+    log_sigmas = sigmas.log().float()
+    sigmas = sigmas.float()
+
+    def timestep(sigma):
+        return (sigma.log() - log_sigmas[:, None]).abs().argmin(dim=0).view(sigma.shape)
+
+    def sigma_of(t):
+        t = torch.clamp(t.float(), 0, 999)
+        low, high, w = t.floor().long(), t.ceil().long(), t.frac()
+        return ((1 - w) * log_sigmas[low] + w * log_sigmas[high]).exp()
+
+    start, end = timestep(sigmas[-1:]), timestep(sigmas[:1])
+    ts = torch.linspace(float(start), float(end), SAMPLE_STEPS)
+    return [float(sigma_of(v)) for v in ts] + [0.0], timestep
+
+
+def sample(unet, context, v_pred, zsnr, noise):
+    """KSampler euler/normal, cfg 6, full denoise: x = noise * sqrt(1 + sigma_max^2) (max_denoise)."""
+    sigmas, timestep = schedule(zsnr)
+    x = noise * (1 + sigmas[0] ** 2) ** 0.5
+    x_init = x
+    for i in range(SAMPLE_STEPS):
+        s = torch.tensor([sigmas[i]])
+        xin = x / (s ** 2 + 1) ** 0.5
+        t = timestep(s).float()
+        with torch.no_grad():
+            out = unet(torch.cat([xin, xin]), torch.cat([t, t]), encoder_hidden_states=context).sample
+        xx = torch.cat([x, x])
+        if v_pred:
+            den = xx * 1.0 / (s ** 2 + 1.0) - out * s * 1.0 / (s ** 2 + 1.0) ** 0.5
+        else:
+            den = xx - out * s
+        denoised = den[1:] + (den[:1] - den[1:]) * SAMPLE_CFG
+        x = x + (x - denoised) / s * (sigmas[i + 1] - sigmas[i])
+    print("sample v=%d zsnr=%d: sigma_max %.2f, contribution std %.4f" % (
+        v_pred, zsnr, sigmas[0], float((x - x_init).std())))
+    return x
+
+
+def main():
+    tool = sys.argv[1] if len(sys.argv) > 1 else "build/sdflow_mkckpt"
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory() as tmp:
+        eps_ckpt = write_checkpoint(tool, tmp, EPS_FILE)
+        v_ckpt = write_checkpoint(tool, tmp, V_FILE)
+    bias = v_ckpt["model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"]
+    assert float(torch.std(bias, unbiased=False)) > 0.09  # ComfyUI's SD20.model_type: V_PREDICTION
+    assert float(torch.std(eps_ckpt["model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"],
+                           unbiased=False)) <= 0.09
+    clip_h = make_clip_h(eps_ckpt)
+    hidden = encode_h(clip_h, windows(0))
+    write("sd2_clip_h.bin", hidden.numpy())
+    print("clip-h: std %.4f" % float(hidden.std()))
+
+    unet = make_unet(eps_ckpt)
+    gen = torch.Generator().manual_seed(1234)
+    x = torch.randn(2, 4, 16, 16, generator=gen)
+    context = torch.randn(2, 33, UNET["ctx"], generator=gen)
+    with torch.no_grad():
+        eps = unet(x, torch.tensor(TIMESTEPS), encoder_hidden_states=context).sample
+    for suffix, arr in [("x", x), ("context", context), ("eps", eps)]:
+        write("sd2_unet_%s.bin" % suffix, arr.numpy())
+    print("unet: eps std %.4f" % float(eps.std()))
+
+    noise = torch.randn([1, 4, SAMPLE_SIZE // 8, SAMPLE_SIZE // 8], generator=torch.manual_seed(SAMPLE_SEED))
+    write("sd2_sample_noise.bin", noise.numpy())
+    cond = encode_h(clip_h, windows(0))  # [prompt, ""]: positive then negative
+    write("sd2_sample_eps_final.bin", (sample(unet, cond, False, False, noise) / 0.18215).numpy())
+    v_unet = make_unet(v_ckpt)
+    v_cond = encode_h(make_clip_h(v_ckpt), windows(0))
+    write("sd2_sample_v_final.bin", (sample(v_unet, v_cond, True, False, noise) / 0.18215).numpy())
+    write("sd2_sample_vz_final.bin", (sample(v_unet, v_cond, True, True, noise) / 0.18215).numpy())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
