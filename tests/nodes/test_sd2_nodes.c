@@ -10,55 +10,16 @@
  * - family checks before running: an SD2 CLIP in CLIPTextEncodeSDXL, an SD2 conditioning on an
  *   SD1 model. */
 #include "test.h"
-#include "core/context.h"
-#include "ml/families/sd1_layout.h"
 #include "support/golden.h"
 #include "support/graph_run.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 enum { SIZE = 64, LAT = SIZE / 8, LAT_N = 4 * LAT * LAT };
 #define SCALE 0.18215f
 
-static char *g_dir; /* models/checkpoints with sd2.safetensors, sd2v.safetensors, sd1.safetensors */
-
-static sd_context *new_context(const char *cache)
-{
-    sd_context *ctx = NULL;
-    CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
-    sd_context_set_cache_path(ctx, cache);
-    sd_context_set_dir(ctx, SD_DIR_OUTPUT, test_scratch_dir());
-    CHECK_EQ_INT(sd_context_add_models_dir(ctx, g_dir), SD_OK);
-    return ctx;
-}
-
-static bool write_checkpoints(void)
-{
-    sd_context *ctx;
-    if (sd_context_new(&ctx))
-        return false;
-    g_dir = test_path(test_scratch_dir(), "models");
-    char *ckpts = test_path(g_dir, "checkpoints");
-    bool ok = mkdir(g_dir, 0755) == 0 && mkdir(ckpts, 0755) == 0;
-    static const struct {
-        const char *preset, *file;
-        uint64_t seed;
-    } files[] = {{"sd2-tiny", "sd2.safetensors", 21}, {"sd2-v-tiny", "sd2v.safetensors", 22},
-                 {"tiny", "sd1.safetensors", 42}, {"sdxl-tiny", "sdxl.safetensors", 11}};
-    for (size_t i = 0; ok && i < sizeof files / sizeof files[0]; i++) {
-        sd_checkpoint_config cfg;
-        char *path = test_path(ckpts, files[i].file);
-        ok = sd_checkpoint_preset(files[i].preset, &cfg) && !sd_sd1_write_random(ctx, path, &cfg, SD_ST_F32, files[i].seed);
-        free(path);
-    }
-    if (!ok)
-        fprintf(stderr, "setup: %s\n", sd_context_errmsg(ctx));
-    free(ckpts);
-    sd_context_free(ctx);
-    return ok;
-}
+static char *g_dir; /* models/checkpoints with sd2.safetensors, sd2v.safetensors, sd1.safetensors, sdxl.safetensors */
 
 #define CKPT(id, file) \
     "<node id='" id "' type='CheckpointLoaderSimple'><input name='ckpt_name'>" file "</input></node>"
@@ -78,18 +39,10 @@ static bool write_checkpoints(void)
     "output='CONDITIONING'/><input name='latent_image' from='e' output='LATENT'/></node>"
 
 /* Runs a <workflow> body up to the sampler's latent (LAT_N floats, malloc'd; NULL on failure),
- * with the cache file `cache` (NULL: none). */
+ * through the cache file `cache` (NULL: none). */
 static float *run_latent_cached(const char *body, const char *cache)
 {
-    sd_context *ctx = new_context(cache);
-    char *xml = sd_strfmt("<workflow version=\"1\">%s</workflow>", body);
-    sd_graph *g = NULL;
-    CHECK_EQ_INT(sd_graph_load_xml_memory(ctx, xml, strlen(xml), "sd2.xml", &g), SD_OK);
-    float *out = g ? test_run_latent(g, "ks", LAT_N) : NULL;
-    sd_graph_free(g);
-    free(xml);
-    sd_context_free(ctx);
-    return out;
+    return test_run_body_latent(g_dir, cache, body, "ks", LAT_N);
 }
 
 static float *run_latent(const char *body)
@@ -204,22 +157,9 @@ static void test_cache_key(void)
     free(cache);
 }
 
-/* Validates `body` and expects n problems, problem k containing msgs[k]. */
 static void expect_problems(const char *body, size_t n, const char *const *msgs)
 {
-    sd_context *ctx = new_context(NULL);
-    char *xml = sd_strfmt("<workflow version=\"1\">%s</workflow>", body);
-    sd_graph *g = NULL;
-    CHECK_EQ_INT(sd_graph_load_xml_memory(ctx, xml, strlen(xml), "sd2.xml", &g), SD_OK);
-    if (g) {
-        CHECK_EQ_INT(sd_graph_validate(g), SD_ERR_INVALID);
-        CHECK_EQ_INT(sd_context_diag_count(ctx), n);
-        for (size_t k = 0; k < n && k < sd_context_diag_count(ctx); k++)
-            CHECK_STR_CONTAINS(sd_context_diag(ctx, k), msgs[k]);
-    }
-    sd_graph_free(g);
-    free(xml);
-    sd_context_free(ctx);
+    test_expect_problems(g_dir, body, n, msgs);
 }
 
 static void test_family_checks(void)
@@ -242,7 +182,11 @@ static void test_family_checks(void)
 
 int main(void)
 {
-    if (!write_checkpoints())
+    static const test_checkpoint_file files[] = {{"sd2-tiny", "sd2.safetensors", 21},
+                                                 {"sd2-v-tiny", "sd2v.safetensors", 22},
+                                                 {"tiny", "sd1.safetensors", 42},
+                                                 {"sdxl-tiny", "sdxl.safetensors", 11}};
+    if (!(g_dir = test_write_checkpoints(files, sizeof files / sizeof files[0])))
         return 1;
     RUN(test_eps_against_diffusers);
     RUN(test_v_against_diffusers);

@@ -38,7 +38,7 @@ from transformers import CLIPTextModel
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from make_unet_goldens import write  # noqa: E402  (the SDG1 golden format)
-from make_sdxl_goldens import clip_config, load_strict, windows  # noqa: E402
+from make_sdxl_goldens import clip_config, load_strict, normal_sigmas, windows  # noqa: E402
 
 EPS_FILE = {"preset": "sd2-tiny", "seed": 21}
 V_FILE = {"preset": "sd2-v-tiny", "seed": 22}
@@ -92,38 +92,9 @@ def encode_h(clip_h, ids):
         return final_norm(clip_h)(out.hidden_states[-2])
 
 
-def schedule(zsnr):
-    """ComfyUI's ModelSamplingDiscrete (scaled-linear betas, zsnr: rescale_zero_terminal_snr_sigmas)
-    and its "normal" scheduler for SAMPLE_STEPS steps; also the timestep function."""
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
-    ac = torch.cumprod(1.0 - betas, dim=0)
-    sigmas = ((1 - ac) / ac) ** 0.5
-    if zsnr:
-        a = (1 / (sigmas * sigmas + 1)).sqrt()
-        a0, aT = a[0].clone(), a[-1].clone()
-        a = (a - aT) * (a0 / (a0 - aT))
-        abar = a ** 2
-        abar[-1] = 4.8973451890853435e-08
-        sigmas = ((1 - abar) / abar) ** 0.5
-    log_sigmas = sigmas.log().float()
-    sigmas = sigmas.float()
-
-    def timestep(sigma):
-        return (sigma.log() - log_sigmas[:, None]).abs().argmin(dim=0).view(sigma.shape)
-
-    def sigma_of(t):
-        t = torch.clamp(t.float(), 0, 999)
-        low, high, w = t.floor().long(), t.ceil().long(), t.frac()
-        return ((1 - w) * log_sigmas[low] + w * log_sigmas[high]).exp()
-
-    start, end = timestep(sigmas[-1:]), timestep(sigmas[:1])
-    ts = torch.linspace(float(start), float(end), SAMPLE_STEPS)
-    return [float(sigma_of(v)) for v in ts] + [0.0], timestep
-
-
 def sample(unet, context, v_pred, zsnr, noise):
     """KSampler euler/normal, cfg 6, full denoise: x = noise * sqrt(1 + sigma_max^2) (max_denoise)."""
-    sigmas, timestep = schedule(zsnr)
+    sigmas, timestep = normal_sigmas(SAMPLE_STEPS, zsnr)
     x = noise * (1 + sigmas[0] ** 2) ** 0.5
     x_init = x
     for i in range(SAMPLE_STEPS):
