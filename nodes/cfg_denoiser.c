@@ -23,6 +23,8 @@
  * (nodes/conditioning.h sd_cond_area_mult). Entries without either take the unchanged path (one
  * weight per side).
  *
+ * A model patched by RescaleCFG has the CFGGuider's mix rescaled in v space (rescale_cfg).
+ *
  * ADM UNets (SDXL) also take each entry's "y" vector, built once from its pooled output and size
  * conditioning (read_adm) and batched with the contexts. */
 #include "nodes/cfg_denoiser.h"
@@ -107,6 +109,7 @@ struct sd_cfg_denoiser {
     size_t n_mults;
     bool reported; /* the node's error is already recorded */
     sd_control_eval *control; /* NULL when no entry carries a ControlNet */
+    double rescale;        /* RescaleCFG multiplier (< 0: none) */
 };
 
 static int64_t gcd64(int64_t a, int64_t b)
@@ -774,6 +777,43 @@ static void combine(const denoiser *d, float *const *m, float *out, float *uncon
     }
 }
 
+/* Unbiased standard deviation of v[0 .. n-1] (torch.std), accumulated in double. */
+static double std_unbiased(const float *v, size_t n)
+{
+    double mean = 0, ss = 0;
+    for (size_t i = 0; i < n; i++)
+        mean += v[i];
+    mean /= (double)n;
+    for (size_t i = 0; i < n; i++)
+        ss += (v[i] - mean) * (v[i] - mean);
+    return n > 1 ? sqrt(ss / (double)(n - 1)) : 0.0;
+}
+
+/* ComfyUI's RescaleCFG (arXiv 2305.08891) as its sampler_cfg_function: the positive and negative
+ * predictions in v space, their CFG mix rescaled per item to the positive's standard deviation
+ * and blended by the multiplier, back to a denoised latent into out. Only when both sides were
+ * computed (at cfg 1 it is the positive prediction, as in ComfyUI). */
+static void rescale_cfg(const denoiser *d, const float *x, float sigma, float *out)
+{
+    float s2 = sigma * sigma + 1.0f, root = sqrtf(s2), cfg = (float)d->g->cfg, mult = (float)d->rescale;
+    const float *pos = d->acc[0], *neg = d->acc[d->g->n_conds - 1];
+    float *vc = d->x_in; /* scratch: the model input is no longer needed */
+    for (size_t b = 0; b < d->batch; b++) {
+        size_t o = b * d->per_item, n = d->per_item;
+        for (size_t i = 0; i < n; i++) {
+            float xs = x[o + i] / s2;
+            float c = (xs - pos[o + i]) * root / sigma, u = (xs - neg[o + i]) * root / sigma;
+            vc[o + i] = c;
+            out[o + i] = u + cfg * (c - u); /* x_cfg */
+        }
+        float ratio = (float)(std_unbiased(vc + o, n) / std_unbiased(out + o, n));
+        for (size_t i = 0; i < n; i++) {
+            float x_cfg = out[o + i], final = mult * (x_cfg * ratio) + (1.0f - mult) * x_cfg;
+            out[o + i] = x[o + i] / s2 - final * sigma / root;
+        }
+    }
+}
+
 sd_status sd_cfg_denoise(void *user, const float *x, float sigma, float *out, float *uncond, size_t n)
 {
     denoiser *d = user;
@@ -841,6 +881,8 @@ sd_status sd_cfg_denoise(void *user, const float *x, float sigma, float *out, fl
             d->acc[k][i] = c != 0 ? d->acc[k][i] / (float)c : 0.0f;
         }
     combine(d, d->acc, out, uncond, n);
+    if (d->rescale >= 0 && d->g->kind == SD_GUIDER_CFG && d->used[1])
+        rescale_cfg(d, x, sigma, out);
     return SD_OK;
 }
 
@@ -943,7 +985,7 @@ sd_status sd_cfg_denoiser_new(const sd_cfg_setup *s, sd_cfg_denoiser **out)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
     *d = (denoiser){.r = r, .cl = s->cl, .unet = s->unet, .ms = s->ms, .batch = s->batch, .h = s->h, .w = s->w,
                     .in_channels = s->in_channels, .dim = s->dim, .g = s->guider, .need_uncond = s->need_uncond,
-                    .adm_dim = sd_unet_config_of(s->unet)->adm_channels};
+                    .adm_dim = sd_unet_config_of(s->unet)->adm_channels, .rescale = s->rescale_cfg};
     set_used(d);
     d->per_item = (size_t)(4 * d->h * d->w);
     size_t n = d->batch * d->per_item, n_eps;

@@ -29,6 +29,7 @@ sd_value *sd_node_model_value_lora(sd_type type, sd_loaded *l, int clip_layer, s
     h->lora = lora ? sd_lora_stack_ref(lora) : NULL;
     h->sampling = -1;
     h->zsnr = false;
+    h->rescale_cfg = -1.0;
     return sd_value_handle(type, h, handle_free); /* frees h on failure */
 }
 
@@ -39,6 +40,7 @@ sd_value *sd_node_model_derive(sd_type type, const sd_model_handle *h, sd_lora_s
         sd_model_handle *out = v->handle;
         out->sampling = h->sampling;
         out->zsnr = h->zsnr;
+        out->rescale_cfg = h->rescale_cfg;
     }
     return v;
 }

@@ -17,6 +17,7 @@ typedef struct sd_model_handle {
      * prediction (its family's, or what the file shows: SD2 768-v), and its zsnr flag. */
     int sampling;
     bool zsnr;
+    double rescale_cfg; /* MODEL: RescaleCFG's multiplier, < 0 when not patched */
 } sd_model_handle;
 
 /* A new MODEL/CLIP/VAE value holding a new reference to l; NULL when memory runs out. */
@@ -25,7 +26,7 @@ sd_value *sd_node_model_value(sd_type type, sd_loaded *l, int clip_layer);
 /* The same with a LoRA stack (NULL: none; a new reference is taken). */
 sd_value *sd_node_model_value_lora(sd_type type, sd_loaded *l, int clip_layer, sd_lora_stack *lora);
 
-/* A new handle value of `type` like h (its file, CLIP layer and model sampling) with the LoRA stack
+/* A new handle value of `type` like h (its file, CLIP layer, model sampling, RescaleCFG) with the LoRA stack
  * lora (NULL: none; a new reference is taken); NULL when memory runs out. */
 sd_value *sd_node_model_derive(sd_type type, const sd_model_handle *h, sd_lora_stack *lora);
 

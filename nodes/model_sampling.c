@@ -1,6 +1,7 @@
-/* ModelSamplingDiscrete (ComfyUI's comfy_extras/nodes_model_advanced.py): a MODEL that samples
- * with another output type (eps, v_prediction, lcm, x0) and optionally the zero-terminal-SNR
- * schedule. The output is a new handle on the same loaded checkpoint (weights and LoRAs shared)
+/* ModelSamplingDiscrete and RescaleCFG (ComfyUI's comfy_extras/nodes_model_advanced.py): a MODEL
+ * that samples with another output type (eps, v_prediction, lcm, x0) and optionally the
+ * zero-terminal-SNR schedule; a MODEL whose classifier-free guidance is rescaled
+ * (nodes/cfg_denoiser.c rescale_cfg). The output is a new handle on the same loaded checkpoint (weights and LoRAs shared)
  * carrying the choice; the sampling nodes read it through sd_node_model_sampling_of. Its inputs
  * are part of every downstream cache key, since a MODEL passes its node's key along the link. */
 #include "nodes/model_handle.h"
@@ -50,4 +51,32 @@ const sd_node_desc sd_node_ModelSamplingDiscrete = {
            "checkpoints whose prediction type the file does not show (docs/sampling.md).",
     .inputs = msd_in, .n_inputs = SD_COUNT(msd_in),
     .outputs = msd_out, .n_outputs = SD_COUNT(msd_out), .run = run_model_sampling_discrete,
+};
+
+static sd_status run_rescale_cfg(sd_node_run *r)
+{
+    const sd_model_handle *h = sd_node_model_input(r, "model");
+    if (!h)
+        return SD_ERR_INVALID;
+    sd_value *v = sd_node_model_derive(SD_TYPE_MODEL, h, h->lora);
+    if (!v)
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    ((sd_model_handle *)v->handle)->rescale_cfg = sd_run_float(r, "multiplier");
+    sd_run_set_output(r, 0, v);
+    return SD_OK;
+}
+
+static const sd_input_desc rescale_in[] = {
+    SD_IN_LINK("model", SD_TYPE_MODEL, "the model"),
+    SD_IN_FLOAT("multiplier", "0.7", 0, 1, "how much of the rescaled guidance to use (0: plain CFG)"),
+};
+static const sd_output_desc rescale_out[] = {
+    SD_OUT("MODEL", SD_TYPE_MODEL, "the same model (weights shared) with its guidance rescaled"),
+};
+const sd_node_desc sd_node_RescaleCFG = {
+    .name = "RescaleCFG", .version = 1, .category = "advanced/model",
+    .doc = "Rescales classifier-free guidance in v space to the positive prediction's spread (arXiv 2305.08891), "
+           "as ComfyUI; for v-prediction and zero-terminal-SNR models at high CFG (docs/sampling.md).",
+    .inputs = rescale_in, .n_inputs = SD_COUNT(rescale_in),
+    .outputs = rescale_out, .n_outputs = SD_COUNT(rescale_out), .run = run_rescale_cfg,
 };

@@ -5,6 +5,7 @@
  *   file, the v file (v-prediction detected from its weights, as ComfyUI) and the v file through
  *   ModelSamplingDiscrete v_prediction + zsnr, by PSNR on the model's contribution (final latent
  *   minus the scaled initial noise; the zsnr run on the final latent, its noise being scaled 4500x);
+ * - RescaleCFG against ComfyUI's sampler_cfg_function (the goldens' torch code);
  * - ModelSamplingDiscrete: choosing what the file shows changes nothing bit for bit, another
  *   choice changes the result, and its inputs reach the KSampler's cache key;
  * - family checks before running: an SD2 CLIP in CLIPTextEncodeSDXL, an SD2 conditioning on an
@@ -31,9 +32,10 @@ static char *g_dir; /* models/checkpoints with sd2.safetensors, sd2v.safetensors
     "<input name='text'>" text "</input></node>"
 #define PROMPTS(ckpt) ENCODE("p", ckpt, "a photo of a cat") ENCODE("n", ckpt, "")
 #define EMPTY "<node id='e' type='EmptyLatentImage'><input name='width'>64</input><input name='height'>64</input></node>"
-#define SAMPLER(model) \
+#define SAMPLER(model) SAMPLER_CFG(model, "6")
+#define SAMPLER_CFG(model, cfg) \
     "<node id='ks' type='KSampler'><input name='model' from='" model "' output='MODEL'/>" \
-    "<input name='seed'>99</input><input name='steps'>5</input><input name='cfg'>6</input>" \
+    "<input name='seed'>99</input><input name='steps'>5</input><input name='cfg'>" cfg "</input>" \
     "<input name='sampler_name'>euler</input><input name='scheduler'>normal</input>" \
     "<input name='positive' from='p' output='CONDITIONING'/><input name='negative' from='n' " \
     "output='CONDITIONING'/><input name='latent_image' from='e' output='LATENT'/></node>"
@@ -53,9 +55,10 @@ static float *run_latent(const char *body)
 /* Compares a final latent with the golden `ref_name` by PSNR over the reference's range (>= 40
  * dB): on the model's contribution (latent * scale minus the noise scaled by
  * sqrt(1 + sigma_max^2)) when sigma_max > 0, else on the latent itself. */
-static void expect_psnr(const float *got, const char *ref_name, double sigma_max, const char *what)
+static double psnr_vs(const float *got, const char *ref_name, double sigma_max)
 {
     float *ref = test_read_sdg1(ref_name, 4, LAT_N), *noise = test_read_sdg1("sd2_sample_noise.bin", 4, LAT_N);
+    double psnr = -1;
     CHECK(got && ref && noise);
     if (got && ref && noise) {
         float cg[LAT_N], cr[LAT_N], lo = INFINITY, hi = -INFINITY;
@@ -65,12 +68,18 @@ static void expect_psnr(const float *got, const char *ref_name, double sigma_max
             cr[i] = ref[i] * SCALE - noise[i] * k;
             lo = fminf(lo, cr[i]), hi = fmaxf(hi, cr[i]);
         }
-        double psnr = test_psnr(cg, cr, LAT_N, hi - lo);
-        printf("  %s: PSNR %.1f dB vs diffusers\n", what, psnr);
-        CHECK(psnr >= 40.0);
+        psnr = test_psnr(cg, cr, LAT_N, hi - lo);
     }
     free(ref);
     free(noise);
+    return psnr;
+}
+
+static void expect_psnr(const float *got, const char *ref_name, double sigma_max, const char *what)
+{
+    double psnr = psnr_vs(got, ref_name, sigma_max);
+    printf("  %s: PSNR %.1f dB vs diffusers\n", what, psnr);
+    CHECK(psnr >= 40.0);
 }
 
 #define SIGMA_MAX 14.614641189575195 /* the SD schedule's sigma at t = 999 */
@@ -100,6 +109,23 @@ static void test_zsnr_against_diffusers(void)
 static bool same(const float *a, const float *b)
 {
     return a && b && memcmp(a, b, sizeof(float) * LAT_N) == 0;
+}
+
+/* RescaleCFG at cfg 30 (where it matters on the tiny model) against ComfyUI's formula: 60 dB at
+ * least, where plain CFG gets under 50. */
+static void test_rescale_cfg_against_reference(void)
+{
+    float *got = run_latent(CKPT("ck", "sd2v.safetensors")
+                            "<node id='rs' type='RescaleCFG'><input name='model' from='ck' output='MODEL'/>"
+                            "<input name='multiplier'>0.7</input></node>" PROMPTS("ck") EMPTY SAMPLER_CFG("rs", "30"));
+    float *plain = run_latent(CKPT("ck", "sd2v.safetensors") PROMPTS("ck") EMPTY SAMPLER_CFG("ck", "30"));
+    double on = psnr_vs(got, "sd2_sample_vr_final.bin", SIGMA_MAX);
+    double off = psnr_vs(plain, "sd2_sample_vr_final.bin", SIGMA_MAX);
+    printf("  SD2 v + RescaleCFG 0.7 at cfg 30, contribution: PSNR %.1f dB vs the reference (plain CFG: %.1f dB)\n",
+           on, off);
+    CHECK(on >= 60.0 && off < 50.0); /* the difference RescaleCFG makes is well above the error */
+    free(got);
+    free(plain);
 }
 
 /* What the file shows, chosen again, changes nothing; another choice changes the result. */
@@ -191,6 +217,7 @@ int main(void)
     RUN(test_eps_against_diffusers);
     RUN(test_v_against_diffusers);
     RUN(test_zsnr_against_diffusers);
+    RUN(test_rescale_cfg_against_reference);
     RUN(test_model_sampling_discrete);
     RUN(test_cache_key);
     RUN(test_family_checks);

@@ -17,10 +17,11 @@ Goldens (the SDG1 format of make_unet_goldens.py):
   (SD2ClipHTokenizer): the penultimate hidden state with the final LayerNorm applied
   (SD2ClipHModel, layer_norm_hidden_state) [2, 77, 256].
 - sd2_unet_{x,context,eps}.bin: one forward (batch 2, timesteps 981 and 250.5, 33 context tokens).
-- sd2_sample_{eps,v,vz}_final.bin: whole 5-step Euler runs (ComfyUI's "normal" schedule, cfg 6,
+- sd2_sample_{eps,v,vz,vr}_final.bin: whole 5-step Euler runs (ComfyUI's "normal" schedule, cfg 6,
   64x64, seed 99, CLIPTextEncode of "a photo of a cat" and "") with the eps file (EPS), the v file
   (V_PREDICTION, detected from the file) and the v file with zsnr (ModelSamplingDiscrete
-  v_prediction + zsnr: rescale_zero_terminal_snr_sigmas); sd2_sample_noise.bin the noise. The tests
+  v_prediction + zsnr: rescale_zero_terminal_snr_sigmas); sd2_sample_vr_final.bin: the v file with
+  RescaleCFG 0.7 at cfg 30 (ComfyUI's sampler_cfg_function); sd2_sample_noise.bin the noise. The tests
   compare the model's contribution (final latent minus the scaled initial noise).
 
 Run: python3 tests/reference/make_sd2_goldens.py [build/sdflow_mkckpt]"""
@@ -47,6 +48,7 @@ CLIP_H = {"width": 256, "layers": 5, "inter": 640}
 H_PREFIX = "cond_stage_model.model."
 TIMESTEPS = [981.0, 250.5]
 SAMPLE_STEPS, SAMPLE_CFG, SAMPLE_SIZE, SAMPLE_SEED = 5, 6.0, 64, 99
+RESCALE_CFG = 30.0
 
 
 def write_checkpoint(tool, tmp, cfg):
@@ -92,7 +94,21 @@ def encode_h(clip_h, ids):
         return final_norm(clip_h)(out.hidden_states[-2])
 
 
-def sample(unet, context, v_pred, zsnr, noise):
+def rescale_cfg(pos, neg, x_orig, sigma, cond_scale, multiplier):
+    """ComfyUI's RescaleCFG sampler_cfg_function on denoised predictions (cfg_function passes
+    cond = x - pos, uncond = x - neg and returns x minus the function's result)."""
+    cond, uncond = x_orig - pos, x_orig - neg
+    x = x_orig / (sigma * sigma + 1.0)
+    cond = ((x - (x_orig - cond)) * (sigma ** 2 + 1.0) ** 0.5) / sigma
+    uncond = ((x - (x_orig - uncond)) * (sigma ** 2 + 1.0) ** 0.5) / sigma
+    x_cfg = uncond + cond_scale * (cond - uncond)
+    ro_pos = torch.std(cond, dim=(1, 2, 3), keepdim=True)
+    ro_cfg = torch.std(x_cfg, dim=(1, 2, 3), keepdim=True)
+    x_final = multiplier * (x_cfg * (ro_pos / ro_cfg)) + (1.0 - multiplier) * x_cfg
+    return x_orig - (x_orig - (x - x_final * sigma / (sigma * sigma + 1.0) ** 0.5))
+
+
+def sample(unet, context, v_pred, zsnr, noise, rescale=None, cfg=SAMPLE_CFG):
     """KSampler euler/normal, cfg 6, full denoise: x = noise * sqrt(1 + sigma_max^2) (max_denoise)."""
     sigmas, timestep = normal_sigmas(SAMPLE_STEPS, zsnr)
     x = noise * (1 + sigmas[0] ** 2) ** 0.5
@@ -108,7 +124,10 @@ def sample(unet, context, v_pred, zsnr, noise):
             den = xx * 1.0 / (s ** 2 + 1.0) - out * s * 1.0 / (s ** 2 + 1.0) ** 0.5
         else:
             den = xx - out * s
-        denoised = den[1:] + (den[:1] - den[1:]) * SAMPLE_CFG
+        if rescale is None:
+            denoised = den[1:] + (den[:1] - den[1:]) * cfg
+        else:
+            denoised = rescale_cfg(den[:1], den[1:], x, s, cfg, rescale)
         x = x + (x - denoised) / s * (sigmas[i + 1] - sigmas[i])
     print("sample v=%d zsnr=%d: sigma_max %.2f, contribution std %.4f" % (
         v_pred, zsnr, sigmas[0], float((x - x_init).std())))
@@ -148,6 +167,11 @@ def main():
     v_cond = encode_h(make_clip_h(v_ckpt), windows(0))
     write("sd2_sample_v_final.bin", (sample(v_unet, v_cond, True, False, noise) / 0.18215).numpy())
     write("sd2_sample_vz_final.bin", (sample(v_unet, v_cond, True, True, noise) / 0.18215).numpy())
+    # RescaleCFG at cfg 30, where it changes the result (the tiny model's two sides differ little).
+    rescaled = sample(v_unet, v_cond, True, False, noise, 0.7, RESCALE_CFG)
+    plain = sample(v_unet, v_cond, True, False, noise, None, RESCALE_CFG)
+    print("RescaleCFG changes the final latent by %.3g (std of the difference)" % float((rescaled - plain).std()))
+    write("sd2_sample_vr_final.bin", (rescaled / 0.18215).numpy())
 
 
 if __name__ == "__main__":
