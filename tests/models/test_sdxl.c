@@ -34,15 +34,7 @@ static model_file g_refiner = {"sdxl-refiner-tiny", "refiner.safetensors", "sdxl
 
 static bool open_model(model_file *m)
 {
-    sd_context *ctx = ops_cl()->ctx;
-    sd_checkpoint_config cfg;
-    char *path = test_path(test_scratch_dir(), m->file);
-    bool ok = sd_checkpoint_preset(m->preset, &cfg) && !sd_sd1_write_random(ctx, path, &cfg, SD_ST_F32, m->seed) &&
-              !sd_safetensors_open(ctx, path, &m->st) && !sd_checkpoint_inspect(ctx, m->st, &m->cfg);
-    if (!ok)
-        fprintf(stderr, "setup %s: %s\n", m->preset, sd_context_errmsg(ctx));
-    free(path);
-    return ok;
+    return test_open_preset(ops_cl()->ctx, m->preset, m->file, m->seed, &m->st, &m->cfg);
 }
 
 static void test_inspect(void)

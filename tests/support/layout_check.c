@@ -50,3 +50,16 @@ void test_expect_inspect_error(sd_context *ctx, const sd_checkpoint_config *cfg,
     free(e);
     free(path);
 }
+
+bool test_open_preset(sd_context *ctx, const char *preset, const char *file, uint64_t seed, sd_safetensors **st,
+                      sd_checkpoint_config *cfg)
+{
+    sd_checkpoint_config want;
+    char *path = test_path(test_scratch_dir(), file);
+    bool ok = sd_checkpoint_preset(preset, &want) && !sd_sd1_write_random(ctx, path, &want, SD_ST_F32, seed) &&
+              !sd_safetensors_open(ctx, path, st) && !sd_checkpoint_inspect(ctx, *st, cfg);
+    if (!ok)
+        fprintf(stderr, "setup %s: %s\n", preset, sd_context_errmsg(ctx));
+    free(path);
+    return ok;
+}
