@@ -3,7 +3,7 @@
  * - whole KSampler runs (euler, normal, 5 steps, cfg 6, seed 99, 64x64, CLIPTextEncode prompts)
  *   against tests/reference/make_sd2_goldens.py (diffusers UNet, transformers OpenCLIP-H): the eps
  *   file, the v file (v-prediction detected from its weights, as ComfyUI) and the v file through
- *   ModelSamplingDiscrete v_prediction + zsnr, by PSNR on the model's contribution (final latent
+ *   ModelSamplingDiscrete v_prediction + zsnr, the eps file through ModelSamplingDiscrete lcm, by PSNR on the model's contribution (final latent
  *   minus the scaled initial noise; the zsnr run on the final latent, its noise being scaled 4500x);
  * - RescaleCFG against ComfyUI's sampler_cfg_function (the goldens' torch code);
  * - ModelSamplingDiscrete: choosing what the file shows changes nothing bit for bit, another
@@ -109,6 +109,23 @@ static void test_zsnr_against_diffusers(void)
 static bool same(const float *a, const float *b)
 {
     return a && b && memcmp(a, b, sizeof(float) * LAT_N) == 0;
+}
+
+/* ModelSamplingDiscrete lcm (50-sigma distilled schedule, LCM boundary conditions) on the eps file
+ * against ComfyUI's formulas: 70 dB at least, where the plain eps run gets under 65 (on the tiny
+ * model the boundary conditions are nearly the identity; the schedule makes the difference). */
+static void test_lcm_against_reference(void)
+{
+    float *got = run_latent(CKPT("ck", "sd2.safetensors") MSD("ms", "ck", "lcm", "false") PROMPTS("ck") EMPTY
+                            SAMPLER("ms"));
+    float *eps = run_latent(CKPT("ck", "sd2.safetensors") PROMPTS("ck") EMPTY SAMPLER("ck"));
+    double on = psnr_vs(got, "sd2_sample_lcm_final.bin", SIGMA_MAX);
+    double off = psnr_vs(eps, "sd2_sample_lcm_final.bin", SIGMA_MAX);
+    printf("  SD2 eps as lcm (ModelSamplingDiscrete), contribution: PSNR %.1f dB vs the reference (plain eps: "
+           "%.1f dB)\n", on, off);
+    CHECK(on >= 70.0 && off < 65.0);
+    free(got);
+    free(eps);
 }
 
 /* RescaleCFG at cfg 30 (where it matters on the tiny model) against ComfyUI's formula: 60 dB at
@@ -217,6 +234,7 @@ int main(void)
     RUN(test_eps_against_diffusers);
     RUN(test_v_against_diffusers);
     RUN(test_zsnr_against_diffusers);
+    RUN(test_lcm_against_reference);
     RUN(test_rescale_cfg_against_reference);
     RUN(test_model_sampling_discrete);
     RUN(test_cache_key);

@@ -17,8 +17,9 @@ Goldens (the SDG1 format of make_unet_goldens.py):
   (SD2ClipHTokenizer): the penultimate hidden state with the final LayerNorm applied
   (SD2ClipHModel, layer_norm_hidden_state) [2, 77, 256].
 - sd2_unet_{x,context,eps}.bin: one forward (batch 2, timesteps 981 and 250.5, 33 context tokens).
-- sd2_sample_{eps,v,vz,vr}_final.bin: whole 5-step Euler runs (ComfyUI's "normal" schedule, cfg 6,
-  64x64, seed 99, CLIPTextEncode of "a photo of a cat" and "") with the eps file (EPS), the v file
+- sd2_sample_{eps,lcm,v,vz,vr}_final.bin: whole 5-step Euler runs (ComfyUI's "normal" schedule, cfg 6,
+  64x64, seed 99, CLIPTextEncode of "a photo of a cat" and "") with the eps file (EPS; and as
+  ModelSamplingDiscrete lcm: ModelSamplingDiscreteDistilled + LCM), the v file
   (V_PREDICTION, detected from the file) and the v file with zsnr (ModelSamplingDiscrete
   v_prediction + zsnr: rescale_zero_terminal_snr_sigmas); sd2_sample_vr_final.bin: the v file with
   RescaleCFG 0.7 at cfg 30 (ComfyUI's sampler_cfg_function); sd2_sample_noise.bin the noise. The tests
@@ -108,9 +109,42 @@ def rescale_cfg(pos, neg, x_orig, sigma, cond_scale, multiplier):
     return x_orig - (x_orig - (x - x_final * sigma / (sigma * sigma + 1.0) ** 0.5))
 
 
-def sample(unet, context, v_pred, zsnr, noise, rescale=None, cfg=SAMPLE_CFG):
+def lcm_sigmas():
+    """ModelSamplingDiscreteDistilled (50 of the float32 sigmas, every 20th from the end; timestep
+    20 * index + 19) and its "normal" schedule; also its timestep function."""
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    ac = torch.cumprod(1.0 - betas, dim=0)
+    table = (((1 - ac) / ac) ** 0.5).float()
+    kept = torch.zeros(50, dtype=torch.float32)
+    for x in range(50):
+        kept[49 - x] = table[999 - x * 20]
+    log_kept = kept.log()
+
+    def timestep(sigma):
+        return (sigma.log() - log_kept[:, None]).abs().argmin(dim=0).view(sigma.shape) * 20 + 19
+
+    def sigma_of(t):
+        t = torch.clamp(((t - 19) / 20).float(), 0, 49)
+        low, high, w = t.floor().long(), t.ceil().long(), t.frac()
+        return ((1 - w) * log_kept[low] + w * log_kept[high]).exp()
+
+    start, end = timestep(kept[-1:]), timestep(kept[:1])
+    ts = torch.linspace(float(start), float(end), SAMPLE_STEPS)
+    return [float(sigma_of(v)) for v in ts] + [0.0], timestep
+
+
+def lcm_denoised(x, out, s, t):
+    """ComfyUI's LCM.calculate_denoised (sigma_data 0.5, timestep scaling 10)."""
+    x0 = x - out * s
+    st = t * 10.0
+    c_skip = 0.25 / (st ** 2 + 0.25)
+    c_out = st / (st ** 2 + 0.25) ** 0.5
+    return c_out * x0 + c_skip * x
+
+
+def sample(unet, context, v_pred, zsnr, noise, rescale=None, cfg=SAMPLE_CFG, lcm=False):
     """KSampler euler/normal, cfg 6, full denoise: x = noise * sqrt(1 + sigma_max^2) (max_denoise)."""
-    sigmas, timestep = normal_sigmas(SAMPLE_STEPS, zsnr)
+    sigmas, timestep = lcm_sigmas() if lcm else normal_sigmas(SAMPLE_STEPS, zsnr)
     x = noise * (1 + sigmas[0] ** 2) ** 0.5
     x_init = x
     for i in range(SAMPLE_STEPS):
@@ -120,7 +154,9 @@ def sample(unet, context, v_pred, zsnr, noise, rescale=None, cfg=SAMPLE_CFG):
         with torch.no_grad():
             out = unet(torch.cat([xin, xin]), torch.cat([t, t]), encoder_hidden_states=context).sample
         xx = torch.cat([x, x])
-        if v_pred:
+        if lcm:
+            den = lcm_denoised(xx, out, s, t)
+        elif v_pred:
             den = xx * 1.0 / (s ** 2 + 1.0) - out * s * 1.0 / (s ** 2 + 1.0) ** 0.5
         else:
             den = xx - out * s
@@ -163,6 +199,7 @@ def main():
     write("sd2_sample_noise.bin", noise.numpy())
     cond = encode_h(clip_h, windows(0))  # [prompt, ""]: positive then negative
     write("sd2_sample_eps_final.bin", (sample(unet, cond, False, False, noise) / 0.18215).numpy())
+    write("sd2_sample_lcm_final.bin", (sample(unet, cond, False, False, noise, lcm=True) / 0.18215).numpy())
     v_unet = make_unet(v_ckpt)
     v_cond = encode_h(make_clip_h(v_ckpt), windows(0))
     write("sd2_sample_v_final.bin", (sample(v_unet, v_cond, True, False, noise) / 0.18215).numpy())
