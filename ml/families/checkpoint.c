@@ -1,5 +1,6 @@
 /* Family detection and SD1 architecture inspection. See checkpoint.h. */
 #include "ml/families/checkpoint.h"
+#include "ml/families/adm.h"
 #include "ml/families/sd1_layout.h"
 #include <stdarg.h>
 #include <stdio.h>
@@ -353,7 +354,7 @@ static sd_status family_error(sd_context *ctx, const sd_safetensors *st, sd_fami
 }
 
 /* "SD1.x UNet", "SDXL OpenCLIP-bigG text model", ... into buf. */
-static const char *part_name(char *buf, size_t size, sd_family family, int part, const sd_clip_config *clip)
+static const char *part_name(char *buf, size_t size, sd_family family, int part)
 {
     const char *name = sd_family_name(family);
     if (part == 0)
@@ -361,7 +362,8 @@ static const char *part_name(char *buf, size_t size, sd_family family, int part,
     else if (part == 3)
         snprintf(buf, size, "VAE");
     else
-        snprintf(buf, size, "%s %s text model", name, clip->open_clip ? "OpenCLIP-bigG" : "CLIP");
+        snprintf(buf, size, "%s %s text model", name,
+                 sd_text_encoder_name(sd_family_get(family)->text_encoders[part - 1].kind));
     return buf;
 }
 
@@ -373,7 +375,7 @@ static sd_status verify_part(sd_context *ctx, const sd_safetensors *st, const sd
     sd_status status;
     char what[64];
     const sd_clip_config *clip = part == 2 ? &cfg->clip2 : &cfg->clip;
-    part_name(what, sizeof what, cfg->family, part, clip);
+    part_name(what, sizeof what, cfg->family, part);
     switch (part) {
     case 0: status = sd_layout_unet(ctx, &cfg->unet, cfg->unet_prefix, &layout); break;
     case 1: status = sd_layout_clip(ctx, clip, cfg->clip_prefix, &layout); break;
@@ -444,16 +446,16 @@ sd_status sd_checkpoint_inspect(sd_context *ctx, const sd_safetensors *st, sd_ch
     cfg->has_vae = sd_safetensors_has_prefix(st, cfg->vae_prefix);
     sd_checkpoint_apply_family_rules(cfg);
     char what[64];
-    if ((status = inspect_unet(ctx, st, cfg->unet_prefix, part_name(what, sizeof what, cfg->family, 0, NULL),
+    if ((status = inspect_unet(ctx, st, cfg->unet_prefix, part_name(what, sizeof what, cfg->family, 0),
                                &cfg->unet)))
         return status;
     if (cfg->has_clip &&
-        (status = inspect_clip(ctx, st, cfg->clip_prefix, part_name(what, sizeof what, cfg->family, 1, &cfg->clip),
+        (status = inspect_clip(ctx, st, cfg->clip_prefix, part_name(what, sizeof what, cfg->family, 1),
                                &cfg->clip)))
         return status;
     if (cfg->has_clip && cfg->clip2_prefix &&
         (status = inspect_clip(ctx, st, cfg->clip2_prefix,
-                               part_name(what, sizeof what, cfg->family, 2, &cfg->clip2), &cfg->clip2)))
+                               part_name(what, sizeof what, cfg->family, 2), &cfg->clip2)))
         return status;
     if (cfg->has_vae && (status = inspect_vae(ctx, st, cfg->vae_prefix, &cfg->vae)))
         return status;
@@ -468,7 +470,57 @@ sd_status sd_checkpoint_inspect(sd_context *ctx, const sd_safetensors *st, sd_ch
         if (present && (status = verify_part(ctx, st, cfg, part)))
             return status;
     }
-    return SD_OK;
+    return f->prediction ? f->prediction(ctx, st, cfg->unet.in_channels, &cfg->schedule.prediction) : SD_OK;
+}
+
+/* The family of a UNet without text encoders, from its shapes: an ADM UNet is SDXL or the SDXL
+ * refiner (ComfyUI's widths 2816 / 2560; other sizes by whether the base's six size embeddings
+ * fit), one with 1024-wide cross-attention SD2.x, else SD1.x. */
+static sd_family unet_family(const sd_unet_config *u)
+{
+    if (u->adm_channels == 2560 || (u->adm_channels && u->adm_channels != 2816 &&
+                                    u->adm_channels <= 6 * SD_ADM_EMBED_DIM))
+        return SD_FAMILY_SDXL_REFINER;
+    if (u->adm_channels)
+        return SD_FAMILY_SDXL;
+    return u->context_dim == 1024 ? SD_FAMILY_SD2 : SD_FAMILY_SD1;
+}
+
+sd_status sd_unet_file_inspect(sd_context *ctx, const sd_safetensors *st, sd_checkpoint_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    const char *path = sd_safetensors_path(st);
+    if (sd_safetensors_find(st, SD1_UNET_PREFIX "input_blocks.0.0.weight"))
+        cfg->unet_prefix = SD1_UNET_PREFIX;
+    else if (sd_safetensors_find(st, "input_blocks.0.0.weight"))
+        cfg->unet_prefix = "";
+    else {
+        sd_family f = sd_checkpoint_detect(st);
+        if (f != SD_FAMILY_UNKNOWN)
+            return sd_set_error(ctx, SD_ERR_INVALID, "%s: %s file detected, not an LDM diffusion model "
+                                "(input_blocks.*, with or without model.diffusion_model.)", path, sd_family_name(f));
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: not a diffusion model (no input_blocks.0.0.weight, with or "
+                            "without model.diffusion_model.)", path);
+    }
+    /* The shapes first under SD1's rules (heads are checked again under the family's below). */
+    sd_checkpoint_config probe = {.family = SD_FAMILY_SD1};
+    sd_checkpoint_apply_family_rules(&probe);
+    probe.unet.num_heads = 1;
+    sd_status status = inspect_unet(ctx, st, cfg->unet_prefix, "UNet", &probe.unet);
+    if (status)
+        return status;
+    cfg->family = unet_family(&probe.unet);
+    const sd_family_desc *f = sd_family_get(cfg->family);
+    if (!f->runnable)
+        return family_error(ctx, st, cfg->family);
+    cfg->has_unet = true;
+    sd_checkpoint_apply_family_rules(cfg);
+    char what[64];
+    if ((status = inspect_unet(ctx, st, cfg->unet_prefix, part_name(what, sizeof what, cfg->family, 0),
+                               &cfg->unet)))
+        return status;
+    sd_checkpoint_apply_family_rules(cfg);
+    return verify_part(ctx, st, cfg, 0);
 }
 
 sd_status sd_vae_inspect(sd_context *ctx, const sd_safetensors *st, sd_checkpoint_config *cfg)
