@@ -1,6 +1,7 @@
 /* safetensors reading (validated, memory-mapped) and writing (atomic). See safetensors.h. */
 #include "ml/formats/safetensors.h"
 #include "core/checked.h"
+#include "core/fileio.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -251,34 +252,13 @@ sd_status sd_safetensors_open(sd_context *ctx, const char *path, sd_safetensors 
 {
     *out = NULL;
     sd_status status = SD_OK;
-    int fd = -1;
     sd_safetensors *st = calloc(1, sizeof *st);
     if (!st || !(st->path = sd_strdup(path))) {
         status = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
         goto fail;
     }
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat sb;
-    if (fd < 0 || fstat(fd, &sb) != 0) {
-        status = sd_set_error(ctx, SD_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if ((status = sd_file_map(ctx, path, 8, "safetensors", &st->map, &st->map_size)))
         goto fail;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        status = sd_set_error(ctx, SD_ERR_IO, "%s: not a regular file", path);
-        goto fail;
-    }
-    if (sb.st_size < 8) {
-        status = sd_set_error(ctx, SD_ERR_PARSE, "%s: truncated: %lld bytes, too short for a safetensors header",
-                              path, (long long)sb.st_size);
-        goto fail;
-    }
-    st->map_size = (size_t)sb.st_size;
-    void *map = mmap(NULL, st->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (map == MAP_FAILED) {
-        status = sd_set_error(ctx, SD_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
-        goto fail;
-    }
-    st->map = map;
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = (hlen << 8) | st->map[i];
@@ -297,12 +277,9 @@ sd_status sd_safetensors_open(sd_context *ctx, const char *path, sd_safetensors 
     if ((status = parse_header(ctx, st, (const char *)st->map + 8, (size_t)hlen, data,
                                st->map_size - 8 - (size_t)hlen)))
         goto fail;
-    close(fd);
     *out = st;
     return SD_OK;
 fail:
-    if (fd >= 0)
-        close(fd);
     sd_safetensors_close(st);
     return status;
 }
