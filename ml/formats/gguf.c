@@ -720,3 +720,23 @@ sd_status sd_gguf_read_f32(sd_context *ctx, const sd_gguf *g, const sd_gguf_tens
     sd_ggml_dequantize(t->type, t->data, dst, n); /* type and size were validated on open */
     return SD_OK;
 }
+
+sd_status sd_gguf_tensor_view(sd_context *ctx, const sd_gguf *g, sd_safetensors **out)
+{
+    sd_st_tensor *ts = calloc(g->n ? g->n : 1, sizeof *ts);
+    if (!ts)
+        return sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", g->path);
+    for (size_t i = 0; i < g->n; i++) {
+        const sd_gguf_tensor *t = &g->tensors[i];
+        ts[i] = (sd_st_tensor){.name = t->name, .ndim = t->ndim, .numel = t->numel, .nbytes = t->nbytes,
+                               .data = t->data};
+        memcpy(ts[i].shape, t->shape, sizeof t->shape[0] * (size_t)t->ndim);
+        ts[i].dtype = t->type == SD_GGML_F32    ? SD_ST_F32
+                      : t->type == SD_GGML_F16  ? SD_ST_F16
+                      : t->type == SD_GGML_BF16 ? SD_ST_BF16
+                                                : SD_ST_GGML;
+    }
+    sd_status status = sd_safetensors_view(ctx, g->path, ts, g->n, out);
+    free(ts);
+    return status;
+}

@@ -21,11 +21,12 @@
 #define SD_ML_GGUF_H
 
 #include "core/context.h"
+#include "ml/formats/safetensors.h"
 #include <stdbool.h>
 #include <stdint.h>
 
 #define SD_GGUF_MAX_DIMS 4       /* ggml's GGML_MAX_DIMS */
-#define SD_GGUF_MAX_SHAPE 8      /* an orig_shape override may have more */
+#define SD_GGUF_MAX_SHAPE SD_ST_MAX_DIMS /* an orig_shape override may have more */
 #define SD_GGUF_MAX_STRING (64u * 1024u * 1024u)
 
 /* ggml tensor types this reader accepts (values as in files). */
@@ -120,5 +121,11 @@ const sd_gguf_tensor *sd_gguf_find(const sd_gguf *g, const char *name);
 /* Dequantises tensor t into dst, which holds exactly t->numel elements (n must equal
  * t->numel). SD_ERR_INVALID naming the file and tensor for a wrong n. */
 sd_status sd_gguf_read_f32(sd_context *ctx, const sd_gguf *g, const sd_gguf_tensor *t, float *dst, size_t n);
+
+/* The tensors of g as a safetensors handle (ml/formats/safetensors.h sd_safetensors_view), so
+ * that family detection and layout inspection read GGUF files as they read safetensors: names,
+ * torch shapes, and dtype F32/F16/BF16 (readable with sd_safetensors_read_f32/_f16) or SD_ST_GGML
+ * for block-quantised tensors. g must stay open while the view is used. */
+sd_status sd_gguf_tensor_view(sd_context *ctx, const sd_gguf *g, sd_safetensors **out);
 
 #endif

@@ -31,7 +31,7 @@ static const struct {
     [SD_ST_U32] = {"U32", 4},         [SD_ST_I64] = {"I64", 8},   [SD_ST_U64] = {"U64", 8},
     [SD_ST_F8_E4M3] = {"F8_E4M3", 1}, [SD_ST_F8_E5M2] = {"F8_E5M2", 1},
     [SD_ST_F16] = {"F16", 2},         [SD_ST_BF16] = {"BF16", 2}, [SD_ST_F32] = {"F32", 4},
-    [SD_ST_F64] = {"F64", 8},
+    [SD_ST_F64] = {"F64", 8},         [SD_ST_GGML] = {"GGML", 0},
 };
 #define N_DTYPES (sizeof dtype_info / sizeof dtype_info[0])
 
@@ -53,7 +53,7 @@ bool sd_st_dtype_is_weight(sd_st_dtype dtype)
 static bool dtype_parse(const char *s, sd_st_dtype *out)
 {
     for (size_t i = 0; i < N_DTYPES; i++)
-        if (strcmp(s, dtype_info[i].name) == 0) {
+        if (i != SD_ST_GGML && strcmp(s, dtype_info[i].name) == 0) {
             *out = (sd_st_dtype)i;
             return true;
         }
@@ -327,23 +327,24 @@ const char *sd_safetensors_metadata(const sd_safetensors *st, const char *key)
     return st->metadata ? json_string_value(json_object_get(st->metadata, key)) : NULL;
 }
 
-sd_status sd_safetensors_alias(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *const *from,
-                               const char *const *names, size_t n, sd_safetensors **out)
+/* A handle named path holding copies of n tensors (from[i] or tensors[i]) under names[i] (or
+ * their own names), sorted by name; duplicate names rejected. */
+static sd_status make_view(sd_context *ctx, const char *path, const sd_st_tensor *const *from,
+                           const sd_st_tensor *tensors, const char *const *names, size_t n, sd_safetensors **out)
 {
     *out = NULL;
     sd_status status = SD_OK;
     sd_safetensors *a = calloc(1, sizeof *a);
-    if (!a || !(a->path = sd_strdup(st->path)) || !(a->tensors = calloc(n ? n : 1, sizeof *a->tensors)) ||
+    if (!a || !(a->path = sd_strdup(path)) || !(a->tensors = calloc(n ? n : 1, sizeof *a->tensors)) ||
         !(a->by_name = calloc(n ? n : 1, sizeof *a->by_name))) {
-        status = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", st->path);
+        status = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
         goto fail;
     }
-    a->metadata = json_incref(st->metadata);
     for (size_t i = 0; i < n; i++) {
         sd_st_tensor *t = &a->tensors[a->n];
-        *t = *from[i];
-        if (!(t->name = sd_strdup(names[i]))) {
-            status = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", st->path);
+        *t = from ? *from[i] : tensors[i];
+        if (!(t->name = sd_strdup(names ? names[i] : t->name))) {
+            status = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
             goto fail;
         }
         a->by_name[a->n++] = t;
@@ -351,7 +352,7 @@ sd_status sd_safetensors_alias(sd_context *ctx, const sd_safetensors *st, const 
     qsort(a->by_name, a->n, sizeof *a->by_name, cmp_name);
     for (size_t i = 1; i < a->n; i++)
         if (strcmp(a->by_name[i - 1]->name, a->by_name[i]->name) == 0) {
-            status = sd_set_error(ctx, SD_ERR_INVALID, "%s: two tensors map to the name '%s'", st->path,
+            status = sd_set_error(ctx, SD_ERR_INVALID, "%s: two tensors map to the name '%s'", path,
                                   a->by_name[i]->name);
             goto fail;
         }
@@ -360,6 +361,21 @@ sd_status sd_safetensors_alias(sd_context *ctx, const sd_safetensors *st, const 
 fail:
     sd_safetensors_close(a);
     return status;
+}
+
+sd_status sd_safetensors_alias(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *const *from,
+                               const char *const *names, size_t n, sd_safetensors **out)
+{
+    sd_status status = make_view(ctx, st->path, from, NULL, names, n, out);
+    if (!status)
+        (*out)->metadata = json_incref(st->metadata);
+    return status;
+}
+
+sd_status sd_safetensors_view(sd_context *ctx, const char *path, const sd_st_tensor *tensors, size_t n,
+                              sd_safetensors **out)
+{
+    return make_view(ctx, path, NULL, tensors, NULL, n, out);
 }
 
 static sd_status check_read(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, size_t n)

@@ -35,7 +35,8 @@ typedef enum sd_st_dtype {
     SD_ST_F16,
     SD_ST_BF16,
     SD_ST_F32,
-    SD_ST_F64
+    SD_ST_F64,
+    SD_ST_GGML /* a ggml block type, only in sd_safetensors_view handles of GGUF files (never parsed) */
 } sd_st_dtype;
 
 /* The dtype's name as written in files ("F32", "BF16", ...). */
@@ -81,6 +82,13 @@ const char *sd_safetensors_metadata(const sd_safetensors *st, const char *key);
  * leaves st alone. SD_ERR_INVALID (naming st's file) for a duplicate new name, SD_ERR_NOMEM. */
 sd_status sd_safetensors_alias(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *const *from,
                                const char *const *names, size_t n, sd_safetensors **out);
+
+/* A handle on n tensors of another file format (names, dtypes, shapes and data copied by value;
+ * names duplicated), for code that reads tensors by name and shape: family detection, layout
+ * inspection, F32/F16/BF16 reads. The data those tensors point to must outlive the handle. No
+ * metadata. SD_ERR_INVALID (naming path) for a duplicate name, SD_ERR_NOMEM. */
+sd_status sd_safetensors_view(sd_context *ctx, const char *path, const sd_st_tensor *tensors, size_t n,
+                              sd_safetensors **out);
 
 /* Converts tensor t (F32, F16 or BF16) to f32 / IEEE f16 (round to nearest even) into dst,
  * which holds exactly t->numel elements (n must equal t->numel). SD_ERR_INVALID naming the

@@ -2,6 +2,7 @@
  * block type against its reference dequantizer (tests/reference/make_gguf_goldens.py), and every
  * validation rule with its one-line error on hand-built hostile files. */
 #include "test.h"
+#include "ml/families/family.h"
 #include "ml/formats/gguf.h"
 #include "support/png_fixture.h"
 #include <stdint.h>
@@ -367,6 +368,44 @@ static void test_tensor_errors(void)
     expect_error(&b, SD_ERR_INVALID, "tensor 'a b': unknown GGUF type 99");
 }
 
+/* A GGUF file seen through the safetensors view: family detection, shapes, F16 reads, and
+ * quantised tensors refused by the float readers. */
+static void test_tensor_view(void)
+{
+    buf b;
+    header(&b, 2, 0);
+    tinfo(&b, "double_blocks.0.img_attn.proj.weight", SD_GGML_Q8_0, 32, 2, 0); /* 68 bytes, next at 96 */
+    tinfo(&b, "img_in.weight", SD_GGML_F16, 4, 2, 96);
+    data(&b, 96 + 16);
+    char *path = write_buf("flux.gguf", b.b, b.n);
+    sd_gguf *g = NULL;
+    sd_safetensors *view = NULL;
+    CHECK_EQ_INT(sd_gguf_open(ctx, path, &g), SD_OK);
+    if (g)
+        CHECK_EQ_INT(sd_gguf_tensor_view(ctx, g, &view), SD_OK);
+    if (!view)
+        goto done;
+    CHECK_EQ_INT(sd_family_detect(view), SD_FAMILY_FLUX);
+    const sd_st_tensor *w = sd_safetensors_find(view, "img_in.weight");
+    CHECK(w && w->dtype == SD_ST_F16 && w->ndim == 2 && w->shape[0] == 2 && w->shape[1] == 4 && w->numel == 8);
+    float a[8], c[8];
+    CHECK_EQ_INT(sd_safetensors_read_f32(ctx, view, w, a, 8), SD_OK);
+    CHECK_EQ_INT(sd_gguf_read_f32(ctx, g, sd_gguf_find(g, "img_in.weight"), c, 8), SD_OK);
+    CHECK(memcmp(a, c, sizeof a) == 0);
+    const sd_st_tensor *q = sd_safetensors_find(view, "double_blocks.0.img_attn.proj.weight");
+    CHECK(q && q->dtype == SD_ST_GGML && q->nbytes == 68 && q->shape[0] == 2 && q->shape[1] == 32);
+    float f[64];
+    CHECK_EQ_INT(sd_safetensors_read_f32(ctx, view, q, f, 64), SD_ERR_INVALID);
+    char want[512];
+    snprintf(want, sizeof want,
+             "%s: tensor 'double_blocks.0.img_attn.proj.weight': dtype GGML is not a float type (F32, F16, BF16)", path);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), want);
+done:
+    sd_safetensors_close(view);
+    sd_gguf_close(g);
+    free(path);
+}
+
 /* Every prefix of a valid file fails cleanly with a one-line message. */
 static void test_every_truncation(void)
 {
@@ -396,6 +435,7 @@ int main(void)
     RUN(test_header_errors);
     RUN(test_metadata_errors);
     RUN(test_tensor_errors);
+    RUN(test_tensor_view);
     RUN(test_every_truncation);
     sd_context_free(ctx);
     return test_summary("test_gguf");
