@@ -402,21 +402,37 @@ static float load_f32(const unsigned char *p)
     return f;
 }
 
-sd_status sd_safetensors_read_f32(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, float *dst,
-                                  size_t n)
+/* n elements of t's dtype (F32, F16 or BF16) at p to f32. */
+static void convert_f32(sd_st_dtype dtype, const unsigned char *p, float *dst, size_t n)
 {
-    sd_status status = check_read(ctx, st, t, n);
-    if (status)
-        return status;
-    const unsigned char *p = t->data;
     for (size_t i = 0; i < n; i++) {
-        switch (t->dtype) {
+        switch (dtype) {
         case SD_ST_F32: dst[i] = load_f32(p + 4 * i); break;
         case SD_ST_F16: dst[i] = sd_half_to_float(load16(p + 2 * i)); break;
         default: dst[i] = sd_bf16_to_float(load16(p + 2 * i)); break;
         }
     }
-    return SD_OK;
+}
+
+sd_status sd_safetensors_read_f32(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, float *dst,
+                                  size_t n)
+{
+    sd_status status = check_read(ctx, st, t, n);
+    if (!status)
+        convert_f32(t->dtype, t->data, dst, n);
+    return status;
+}
+
+sd_status sd_safetensors_read_row_f32(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t,
+                                      int64_t row, float *dst, size_t n)
+{
+    if (t->ndim != 2 || (uint64_t)t->shape[1] != n || row < 0 || row >= t->shape[0])
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: tensor '%s': no row %lld of %zu values in a tensor of %d dimensions",
+                            st->path, t->name, (long long)row, n, t->ndim);
+    sd_status status = check_read(ctx, st, t, t->numel);
+    if (!status)
+        convert_f32(t->dtype, (const unsigned char *)t->data + (size_t)row * n * sd_st_dtype_size(t->dtype), dst, n);
+    return status;
 }
 
 sd_status sd_safetensors_read_f16(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, uint16_t *dst,

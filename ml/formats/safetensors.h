@@ -97,6 +97,11 @@ sd_status sd_safetensors_read_f32(sd_context *ctx, const sd_safetensors *st, con
                                   float *dst, size_t n);
 sd_status sd_safetensors_read_f16(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t,
                                   uint16_t *dst, size_t n);
+/* Row `row` of the 2-D float tensor t (an embedding table) to f32: dst holds n == t->shape[1]
+ * floats. SD_ERR_INVALID naming the file and tensor for another dtype or shape, or a row
+ * outside [0, shape[0]). */
+sd_status sd_safetensors_read_row_f32(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t,
+                                      int64_t row, float *dst, size_t n);
 
 
 /* ---- Writing ---- */

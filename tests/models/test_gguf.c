@@ -4,20 +4,13 @@
 #include "test.h"
 #include "ml/families/family.h"
 #include "ml/formats/gguf.h"
+#include "support/golden.h"
 #include "support/png_fixture.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 static sd_context *ctx;
-
-static char *golden(const char *name)
-{
-    char *dir = test_path(test_source_dir(), "tests/data/goldens");
-    char *p = test_path(dir, name);
-    free(dir);
-    return p;
-}
 
 static int64_t kv_int(const sd_gguf *g, const char *key)
 {
@@ -68,7 +61,7 @@ static void check_metadata(const sd_gguf *g)
 /* Every tensor dequantised equals the gguf package's reference bit for bit. */
 static void test_golden(void)
 {
-    char *path = golden("gguf_blocks.gguf"), *ref_path = golden("gguf_blocks.f32");
+    char *path = test_golden_path("gguf_blocks.gguf"), *ref_path = test_golden_path("gguf_blocks.f32");
     size_t ref_len = 0;
     unsigned char *ref = read_bytes(ref_path, &ref_len);
     sd_gguf *g = NULL;
@@ -409,7 +402,7 @@ done:
 /* Every prefix of a valid file fails cleanly with a one-line message. */
 static void test_every_truncation(void)
 {
-    char *path = golden("gguf_blocks.gguf");
+    char *path = test_golden_path("gguf_blocks.gguf");
     size_t len = 0;
     unsigned char *all = read_bytes(path, &len);
     CHECK(all && len > 1000);
