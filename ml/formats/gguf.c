@@ -735,6 +735,7 @@ sd_status sd_gguf_tensor_view(sd_context *ctx, const sd_gguf *g, sd_safetensors 
                       : t->type == SD_GGML_F16  ? SD_ST_F16
                       : t->type == SD_GGML_BF16 ? SD_ST_BF16
                                                 : SD_ST_GGML;
+        ts[i].ggml_type = (int)t->type;
     }
     sd_status status = sd_safetensors_view(ctx, g->path, ts, g->n, out);
     free(ts);

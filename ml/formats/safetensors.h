@@ -54,6 +54,7 @@ typedef struct sd_st_tensor {
     size_t numel;
     size_t nbytes;
     const void *data;     /* inside the read-only mapping; not necessarily aligned */
+    int ggml_type;        /* SD_ST_GGML only: the ggml block type (ml/formats/gguf.h sd_ggml_type) */
 } sd_st_tensor;
 
 typedef struct sd_safetensors sd_safetensors;

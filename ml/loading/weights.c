@@ -2,6 +2,7 @@
  * table keyed by their name without the prefix. A patched view keeps only its patched tensors
  * in its table and forwards every other name to its base set. */
 #include "ml/loading/weights.h"
+#include "runtime-opencl/ops_quant.h"
 #include "core/checked.h"
 #include <assert.h>
 #include <stdarg.h>
@@ -154,17 +155,24 @@ static sd_status read_host(sd_weights *w, const char *name, const sd_st_tensor *
     return SD_OK;
 }
 
+/* GGUF block-quantised tensors (SD_ST_GGML) are uploaded as blocks and expanded on the device,
+ * never on the host; float tensors go through a host copy in dtype. */
 static sd_status upload(sd_weights *w, const char *name, const sd_st_tensor *t, sd_dtype dtype,
                         sd_dtensor **out)
 {
     void *host = NULL;
-    sd_status st = read_host(w, name, t, dtype, &host);
-    release_pages(t);
     sd_dtensor *d = NULL;
-    if (!st)
-        st = sd_dtensor_new_exact(w->cl, dtype, t->ndim, t->shape, &d);
-    if (!st)
-        st = dtype == SD_DTYPE_F16 ? sd_dtensor_upload_f16(d, host) : sd_dtensor_upload(d, host);
+    sd_status st;
+    if (t->dtype == SD_ST_GGML) {
+        st = sd_op_dequantize(w->cl, (sd_qtype)t->ggml_type, t->data, t->nbytes, dtype, t->ndim, t->shape, &d);
+    } else {
+        st = read_host(w, name, t, dtype, &host);
+        if (!st)
+            st = sd_dtensor_new_exact(w->cl, dtype, t->ndim, t->shape, &d);
+        if (!st)
+            st = dtype == SD_DTYPE_F16 ? sd_dtensor_upload_f16(d, host) : sd_dtensor_upload(d, host);
+    }
+    release_pages(t);
     free(host);
     if (st) {
         sd_dtensor_free(d);

@@ -1,5 +1,6 @@
 /* The T5 v1.1 encoder on the op library. See t5.h. */
 #include "ml/text/t5.h"
+#include "ml/formats/gguf.h"
 #include "runtime-opencl/ops.h"
 #include "runtime-opencl/ops_basic.h"
 #include "runtime-opencl/ops_layout.h"
@@ -115,6 +116,68 @@ sd_status sd_t5_inspect(sd_context *ctx, const sd_safetensors *st, const char *p
     return s;
 }
 
+/* ---- llama.cpp names ---- */
+
+/* Replaces every occurrence of from in s (a buffer of size bytes) by to, as Python's str.replace. */
+static void replace_all(char *s, size_t size, const char *from, const char *to)
+{
+    char out[512];
+    size_t o = 0, nf = strlen(from), nt = strlen(to);
+    for (const char *p = s; *p && o + 1 < sizeof out;) {
+        if (strncmp(p, from, nf) == 0 && o + nt + 1 < sizeof out) {
+            memcpy(out + o, to, nt);
+            o += nt;
+            p += nf;
+        } else {
+            out[o++] = *p++;
+        }
+    }
+    out[o] = 0;
+    snprintf(s, size, "%s", out);
+}
+
+sd_status sd_t5_rename_llama(sd_context *ctx, const sd_safetensors *st, sd_safetensors **out)
+{
+    /* ComfyUI-GGUF's T5_SD_MAP, applied in this order */
+    static const char *const map[][2] = {
+        {"enc.", "encoder."},
+        {".blk.", ".block."},
+        {"token_embd", "shared"},
+        {"output_norm", "final_layer_norm"},
+        {"attn_q", "layer.0.SelfAttention.q"},
+        {"attn_k", "layer.0.SelfAttention.k"},
+        {"attn_v", "layer.0.SelfAttention.v"},
+        {"attn_o", "layer.0.SelfAttention.o"},
+        {"attn_norm", "layer.0.layer_norm"},
+        {"attn_rel_b", "layer.0.SelfAttention.relative_attention_bias"},
+        {"ffn_up", "layer.1.DenseReluDense.wi_1"},
+        {"ffn_down", "layer.1.DenseReluDense.wo"},
+        {"ffn_gate", "layer.1.DenseReluDense.wi_0"},
+        {"ffn_norm", "layer.1.layer_norm"},
+    };
+    size_t n = sd_safetensors_count(st);
+    const sd_st_tensor **from = calloc(n ? n : 1, sizeof *from);
+    char **names = calloc(n ? n : 1, sizeof *names);
+    sd_status s = from && names ? SD_OK : sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; !s && i < n; i++) {
+        from[i] = sd_safetensors_at(st, i);
+        if (!(names[i] = malloc(512))) {
+            s = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+            break;
+        }
+        snprintf(names[i], 512, "%s", from[i]->name);
+        for (size_t k = 0; k < sizeof map / sizeof map[0]; k++)
+            replace_all(names[i], 512, map[k][0], map[k][1]);
+    }
+    if (!s)
+        s = sd_safetensors_alias(ctx, st, from, (const char *const *)names, n, out);
+    for (size_t i = 0; names && i < n; i++)
+        free(names[i]);
+    free(names);
+    free(from);
+    return s;
+}
+
 /* ---- model ---- */
 
 sd_status sd_t5_model_new(sd_cl *cl, const sd_safetensors *st, const char *prefix, sd_dtype weight_dtype,
@@ -166,6 +229,21 @@ int sd_t5_bucket(int64_t distance, int buckets, int max_distance)
     return bucket + (int)(v < half - 1 ? v : half - 1);
 }
 
+/* Row `row` of the embedding table t (d_model floats): float dtypes through the safetensors
+ * reader, ggml blocks dequantised row by row (a row is whole blocks when d_model is). */
+static sd_status read_row(sd_t5_model *m, const sd_st_tensor *t, int64_t row, float *dst)
+{
+    size_t d = (size_t)m->cfg.d_model, be, bb;
+    if (t->dtype != SD_ST_GGML)
+        return sd_safetensors_read_row_f32(m->cl->ctx, m->st, t, row, dst, d);
+    if (!sd_ggml_type_block((sd_ggml_type)t->ggml_type, &be, &bb) || d % be || row < 0 || row >= t->shape[0])
+        return sd_set_error(m->cl->ctx, SD_ERR_INVALID, "%s: tensor '%s': no row %lld of %zu values in %s blocks",
+                            sd_safetensors_path(m->st), t->name, (long long)row, d,
+                            sd_ggml_type_name((sd_ggml_type)t->ggml_type));
+    sd_ggml_dequantize((sd_ggml_type)t->ggml_type, (const unsigned char *)t->data + (size_t)row * (d / be) * bb, dst, d);
+    return SD_OK;
+}
+
 /* Token embeddings gathered on the host, uploaded as [1, n, d_model]. */
 static sd_status embed(sd_t5_model *m, const int32_t *tokens, int n, sd_dtensor **out)
 {
@@ -174,7 +252,7 @@ static sd_status embed(sd_t5_model *m, const int32_t *tokens, int n, sd_dtensor 
     float *host = malloc((size_t)n * (size_t)d * sizeof *host);
     sd_status s = host ? SD_OK : sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
     for (int i = 0; !s && i < n; i++)
-        s = sd_safetensors_read_row_f32(m->cl->ctx, m->st, t, tokens[i], host + (size_t)i * (size_t)d, (size_t)d);
+        s = read_row(m, t, tokens[i], host + (size_t)i * (size_t)d);
     int64_t shape[3] = {1, n, d};
     if (!s && !(s = sd_dtensor_new(m->cl, SD_DTYPE_F32, 3, shape, out)) && (s = sd_dtensor_upload(*out, host))) {
         sd_dtensor_free(*out);

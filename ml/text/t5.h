@@ -10,7 +10,9 @@
  * [d_model, heads*d_kv], encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight
  * [buckets, heads], encoder.block.N.layer.{0,1}.layer_norm.weight [d_model],
  * encoder.block.N.layer.1.DenseReluDense.{wi_0,wi_1}.weight [d_ff, d_model], .wo.weight
- * [d_model, d_ff], encoder.final_layer_norm.weight [d_model]. */
+ * [d_model, d_ff], encoder.final_layer_norm.weight [d_model]. Tensors may be F32, F16, BF16 or,
+ * in GGUF files (ml/formats/gguf.h sd_gguf_tensor_view), ggml blocks: those are expanded on the
+ * device at upload (embedding rows on the host, row by row). */
 #ifndef SD_ML_T5_H
 #define SD_ML_T5_H
 
@@ -32,6 +34,13 @@ typedef struct sd_t5_config {
  * line naming the file and tensor: missing, or its shape against the configuration).
  * SD_ERR_NOT_FOUND / SD_ERR_INVALID. */
 sd_status sd_t5_inspect(sd_context *ctx, const sd_safetensors *st, const char *prefix, sd_t5_config *cfg);
+
+/* The tensors of st under the names above when st uses llama.cpp's T5 names (token_embd,
+ * enc.blk.N.attn_q/k/v/o, attn_rel_b, attn_norm, ffn_gate/ffn_up/ffn_down, ffn_norm,
+ * enc.output_norm: city96's T5 GGUF files, read by ComfyUI-GGUF's CLIPLoaderGGUF with the same
+ * renaming); other names are kept. A new alias handle (ml/formats/safetensors.h); st must stay
+ * open while it is used. */
+sd_status sd_t5_rename_llama(sd_context *ctx, const sd_safetensors *st, sd_safetensors **out);
 
 typedef struct sd_t5_model sd_t5_model;
 

@@ -1,9 +1,12 @@
 /* Fuzzes the GGUF reader (ml/formats/gguf.c) as a model file reaches it: the bytes are written to
  * a file and opened with sd_gguf_open (header, metadata of every value type, tensor infos,
  * alignment, layout, orig_shape overrides); every metadata value is read through the typed
- * accessors and every tensor of up to 1M elements is dequantised to f32. */
+ * accessors, every tensor of up to 1M elements is dequantised to f32, and the tensor view goes
+ * through family detection, the T5 llama.cpp renaming and T5 inspection (config from shapes). */
 #include "fuzz_util.h"
+#include "ml/families/family.h"
 #include "ml/formats/gguf.h"
+#include "ml/text/t5.h"
 #include <stdlib.h>
 
 static void read_kv(const sd_gguf_kv *kv)
@@ -44,6 +47,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fuzz_check_error(ctx, sd_gguf_read_f32(ctx, g, t, f, t->numel));
         free(f);
     }
+    sd_safetensors *view = NULL, *renamed = NULL;
+    s = sd_gguf_tensor_view(ctx, g, &view);
+    fuzz_check_error(ctx, s);
+    if (s == SD_OK) {
+        (void)sd_family_detect(view);
+        s = sd_t5_rename_llama(ctx, view, &renamed);
+        fuzz_check_error(ctx, s);
+        if (s == SD_OK) {
+            sd_t5_config cfg;
+            fuzz_check_error(ctx, sd_t5_inspect(ctx, renamed, "", &cfg));
+        }
+    }
+    sd_safetensors_close(renamed);
+    sd_safetensors_close(view);
     sd_gguf_close(g);
     return 0;
 }

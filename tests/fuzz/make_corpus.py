@@ -3,7 +3,8 @@
 safetensors,png,gguf,t5}: the repository's graphs and test data, the workflow XML and ComfyUI JSON held in
 the test programs' string literals (cycles, links, params, upgrades, bad values), small
 safetensors and .latent files, small PNGs (gray16, palette+tRNS, RGBA, provenance chunks), and small GGUF files
-(one block of every supported type, metadata of every value type, an orig_shape override), and
+(one block of every supported type, metadata of every value type, an orig_shape override, the
+tiny T5 of the goldens with llama.cpp names), and
 the T5 tokenizer's golden prompts.
 Run from the repository root: python3 tests/fuzz/make_corpus.py build-fuzz/corpus"""
 import codecs, glob, hashlib, json, os, re, shutil, struct, sys, zlib
@@ -151,6 +152,7 @@ put('gguf', 'metadata.gguf', gguf(
      ('comfy.gguf.orig_shape.conv', 'i32[]', [2, 2, 2, 4])],
     [('conv', 8, [32, 1], block('Q8_0', 3)[2]), ('bias', 0, [2], struct.pack('<2f', 1, 2))], align=64))
 put('gguf', 'empty.gguf', gguf([], []))
+shutil.copy('tests/data/goldens/t5_tiny.gguf', os.path.join(out, 'gguf'))  # llama.cpp T5 names, Q8_0
 
 for i, row in enumerate(json.load(open('tests/data/goldens/t5_tokens.json', encoding='utf-8'))):
     put('t5', 'golden-%03d' % i, row['text'].encode('utf-8'))

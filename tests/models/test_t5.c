@@ -3,6 +3,7 @@
  * sequences of 20 and 150 tokens), the relative-position buckets, and bad files. */
 #include "test.h"
 #include "support/golden.h"
+#include "ml/formats/gguf.h"
 #include "ml/text/t5.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,18 +14,16 @@ static const int lengths[2] = {20, 150};
 
 static sd_context *ctx;
 
-static void encode_against_goldens(sd_dtype weight_dtype, double tol)
+/* Encodes the golden token sequences with the weights of st and compares with golden `want`. */
+static void encode_against(const sd_safetensors *st, const char *want, sd_dtype weight_dtype, double tol)
 {
-    char *path = test_golden_path("t5_tiny.safetensors");
-    sd_safetensors *st = NULL;
     sd_cl *cl = NULL;
     sd_t5_model *m = NULL;
-    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &st), SD_OK);
     CHECK_EQ_INT(sd_cl_get(ctx, &cl), SD_OK);
     if (st && cl)
         CHECK_EQ_INT(sd_t5_model_new(cl, st, "", weight_dtype, &m), SD_OK);
     int32_t *tokens = test_read_golden("t5_tokens_in.i32", 170 * sizeof(int32_t));
-    float *ref = test_read_golden("t5_hidden.f32", 170 * D_MODEL * sizeof(float));
+    float *ref = test_read_golden(want, 170 * D_MODEL * sizeof(float));
     if (!m || !tokens || !ref)
         goto done;
     const sd_t5_config *c = sd_t5_model_config(m);
@@ -37,7 +36,7 @@ static void encode_against_goldens(sd_dtype weight_dtype, double tol)
         CHECK_EQ_INT(sd_t5_encode(m, tokens + at, n, hidden), SD_OK);
         double d = test_max_abs_diff(hidden, ref + at * D_MODEL, (size_t)n * D_MODEL);
         CHECK_MSG(d <= tol, "%d tokens: max abs diff %g > %g", n, d, tol);
-        fprintf(stderr, "  %s weights, %d tokens: max abs diff %.3g\n", sd_dtype_name(weight_dtype), n, d);
+        fprintf(stderr, "  %s: %s weights, %d tokens: max abs diff %.3g\n", want, sd_dtype_name(weight_dtype), n, d);
         at += (size_t)n;
         free(hidden);
     }
@@ -49,6 +48,14 @@ done:
     free(tokens);
     free(ref);
     sd_t5_model_free(m);
+}
+
+static void encode_against_goldens(sd_dtype weight_dtype, double tol)
+{
+    char *path = test_golden_path("t5_tiny.safetensors");
+    sd_safetensors *st = NULL;
+    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &st), SD_OK);
+    encode_against(st, "t5_hidden.f32", weight_dtype, tol);
     sd_safetensors_close(st);
     free(path);
 }
@@ -63,6 +70,33 @@ static void test_encode_f32(void)
 static void test_encode_f16(void)
 {
     encode_against_goldens(SD_DTYPE_F16, 1e-4);
+}
+
+/* The same weights in a GGUF file with llama.cpp's names, matrices as Q8_0 (the embedding too):
+ * renamed, expanded on the device at upload (embedding rows on the host), against transformers on
+ * the gguf package's dequantised weights (rounded to f16 for f16 storage: Q8_0 values d*q need
+ * up to 18 bits, and the rounding alone moves the outputs by 0.05). */
+static void test_encode_gguf(void)
+{
+    char *path = test_golden_path("t5_tiny.gguf");
+    sd_gguf *g = NULL;
+    sd_safetensors *view = NULL, *renamed = NULL;
+    CHECK_EQ_INT(sd_gguf_open(ctx, path, &g), SD_OK);
+    if (g)
+        CHECK_EQ_INT(sd_gguf_tensor_view(ctx, g, &view), SD_OK);
+    if (view)
+        CHECK_EQ_INT(sd_t5_rename_llama(ctx, view, &renamed), SD_OK);
+    if (renamed) {
+        const sd_st_tensor *q = sd_safetensors_find(renamed, "encoder.block.2.layer.0.SelfAttention.q.weight");
+        CHECK(q && q->dtype == SD_ST_GGML && q->ggml_type == SD_GGML_Q8_0);
+        CHECK(sd_safetensors_find(renamed, "shared.weight") && sd_safetensors_find(renamed, "encoder.final_layer_norm.weight"));
+        encode_against(renamed, "t5_gguf_f16_hidden.f32", SD_DTYPE_F16, 1e-4);
+        encode_against(renamed, "t5_gguf_hidden.f32", SD_DTYPE_F32, 1e-4);
+    }
+    sd_safetensors_close(renamed);
+    sd_safetensors_close(view);
+    sd_gguf_close(g);
+    free(path);
 }
 
 /* transformers' _relative_position_bucket (bidirectional, 32 buckets, max distance 128). */
@@ -138,6 +172,7 @@ int main(void)
     RUN(test_bad_files);
     RUN(test_encode_f32);
     RUN(test_encode_f16);
+    RUN(test_encode_gguf);
     sd_context_free(ctx);
     return test_summary("test_t5");
 }
