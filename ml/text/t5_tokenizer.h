@@ -30,7 +30,7 @@
 
 typedef struct sd_t5_tokenizer sd_t5_tokenizer;
 
-/* Builds the tokenizer from the embedded vocabulary (tens of milliseconds). Immutable afterwards
+/* Builds the tokenizer from the embedded vocabulary (about 65 ms). Immutable afterwards
  * and may be shared between threads. SD_ERR_NOMEM, or SD_ERR_PARSE if the embedded vocabulary
  * is damaged. */
 sd_status sd_t5_tokenizer_new(sd_context *ctx, sd_t5_tokenizer **out);
