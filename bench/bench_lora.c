@@ -58,7 +58,7 @@ int main(int argc, char **argv)
         return 4;
     sd_context_set_cache_path(ctx, NULL);
     sd_checkpoint_config cfg;
-    sd_sd1_preset("sd15", &cfg);
+    sd_checkpoint_preset("sd15", &cfg);
     cfg.has_clip = cfg.has_vae = false;
     char base_path[1024], lora_path[1024];
     snprintf(base_path, sizeof base_path, "%s/bench_lora_base.safetensors", dir);

@@ -54,7 +54,7 @@ static double res_flops(double b, double cin, double cout, double hw, double tem
     return cin != cout ? f + conv_flops(b, cin, cout, hw, 1) : f;
 }
 
-static double transformer_flops(const sd_unet_config *c, double b, double ch, double hw, double tokens)
+static double transformer_flops(const sd_unet_config *c, int depth, double b, double ch, double hw, double tokens)
 {
     double n = b * hw, per_block = 0;
     per_block += 2.0 * n * ch * ch * 4;                             /* self q, k, v, out */
@@ -62,7 +62,7 @@ static double transformer_flops(const sd_unet_config *c, double b, double ch, do
     per_block += 2.0 * n * ch * ch * 2 + 2.0 * b * tokens * c->context_dim * ch * 2; /* cross q, out; k, v */
     per_block += 2.0 * b * hw * tokens * ch * 2;
     per_block += 2.0 * n * ch * ch * 8 + 2.0 * n * ch * 4 * ch;     /* GEGLU in (8C) and out (4C) */
-    return 2.0 * 2.0 * n * ch * ch + per_block * c->transformer_depth; /* proj_in, proj_out */
+    return 2.0 * 2.0 * n * ch * ch + per_block * depth; /* proj_in, proj_out */
 }
 
 static double unet_flops(const sd_unet_config *c, double b, double size, double tokens)
@@ -78,7 +78,7 @@ static double unet_flops(const sd_unet_config *c, double b, double size, double 
             f += res_flops(b, ch, out, hw, temb);
             ch = out;
             if (c->attention[l])
-                f += transformer_flops(c, b, ch, hw, tokens);
+                f += transformer_flops(c, c->depth[l], b, ch, hw, tokens);
             chans[n++] = ch;
         }
         if (l + 1 < c->n_levels) {
@@ -87,14 +87,14 @@ static double unet_flops(const sd_unet_config *c, double b, double size, double 
             chans[n++] = ch;
         }
     }
-    f += 2 * res_flops(b, ch, ch, hw, temb) + transformer_flops(c, b, ch, hw, tokens);
+    f += 2 * res_flops(b, ch, ch, hw, temb) + transformer_flops(c, c->middle_depth, b, ch, hw, tokens);
     for (int l = c->n_levels - 1; l >= 0; l--) {
         double out = (double)c->model_channels * c->channel_mult[l];
         for (int r = 0; r <= c->num_res_blocks; r++) {
             f += res_flops(b, ch + chans[--n], out, hw, temb);
             ch = out;
             if (c->attention[l])
-                f += transformer_flops(c, b, ch, hw, tokens);
+                f += transformer_flops(c, c->depth[l], b, ch, hw, tokens);
             if (l > 0 && r == c->num_res_blocks) {
                 hw *= 4;
                 f += conv_flops(b, ch, ch, hw, 3);

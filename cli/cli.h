@@ -19,7 +19,7 @@ int cli_fail(sd_context *ctx, sd_status status, const char *msg);
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* While on, the first SIGINT/SIGTERM asks ctx's run to stop at the next node or step boundary
- * (sd_context_interrupt); a second one kills the process. Off restores the default handlers. */
+ * (sd_context_interrupt); a second one kills the process. Off restores the actions from before. */
 void cli_catch_signals(sd_context *ctx, bool on);
 
 #endif

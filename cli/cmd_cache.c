@@ -11,7 +11,8 @@ static void usage(FILE *out)
             "Maintains the node-output cache (default $SDFLOW_CACHE, else\n"
             "$XDG_CACHE_HOME/sdflow/cache.db, else ~/.cache/sdflow/cache.db).\n"
             "\n"
-            "  stats            entries, payload bytes, database size, memoized file hashes\n"
+            "  stats            entries, payload bytes, database size, memoized file hashes, and the\n"
+            "                   payload budget (SDFLOW_CACHE_MAX_SIZE, default 8G; 0: no eviction)\n"
             "  clear            delete every entry and file hash\n"
             "  verify           check the database and every entry's checksum; delete bad entries\n"
             "  gc --max-size S  evict least recently used entries until the payload is at most S\n"
@@ -91,10 +92,16 @@ int cmd_cache(int argc, char **argv)
             code = cli_fail(ctx, st, NULL);
             goto done;
         }
+        char c[32];
         human(s.bytes, a, sizeof a);
         human(s.file_bytes, b, sizeof b);
+        human(s.budget, c, sizeof c);
         printf("cache:       %s\nentries:     %lld\npayload:     %s\ndatabase:    %s\nfile hashes: %lld\n",
                path, (long long)s.entries, a, b, (long long)s.file_hashes);
+        if (s.budget)
+            printf("budget:      %s (least recently used entries are evicted above it)\n", c);
+        else
+            printf("budget:      none (SDFLOW_CACHE_MAX_SIZE=0: nothing is evicted)\n");
     } else if (!strcmp(action, "clear")) {
         if ((st = sd_cache_clear(ctx))) {
             code = cli_fail(ctx, st, NULL);

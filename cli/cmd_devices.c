@@ -10,7 +10,7 @@ static void print_help(void)
            "largest single allocation and fp16/fp64/subgroup support. Select one for other\n"
            "commands with --device <index or name substring> or SDFLOW_DEVICE; the default\n"
            "(marked '*') is the first GPU, else the first CPU device.\n\n"
-           "exit codes: 0 ok, 2 usage, 3 no OpenCL platform or device (install pocl-opencl-icd)\n");
+           "exit codes: 0 ok, 2 usage, 4 no OpenCL platform or device (install pocl-opencl-icd)\n");
 }
 
 int cmd_devices(int argc, char **argv)

@@ -235,6 +235,7 @@ int cmd_run(int argc, char **argv)
 {
     cli_opts opts = {0};
     const char *file = NULL, *cache = NULL, *device = NULL;
+    char *path = NULL; /* the workflow file, found by cli_workflow_path */
     const char **outputs = NULL;
     size_t n_outputs = 0;
     bool help_params = false, no_cache = false, quiet = false, json = false;
@@ -302,18 +303,20 @@ int cmd_run(int argc, char **argv)
     }
 
     sd_status st = sd_context_new(&ctx);
+    if (!st && !(path = cli_workflow_path(file)))
+        st = SD_ERR_NOMEM;
     if (st) {
         code = cli_fail(NULL, st, "out of memory");
         goto done;
     }
     if ((st = cli_opts_apply_context(&opts, ctx)) || (cache && (st = sd_context_set_cache_path(ctx, cache))) ||
         (device && (st = sd_context_set_device(ctx, device))) ||
-        (st = sd_graph_load_xml(ctx, file, &g)) || (st = cli_opts_apply_sets(&opts, g))) {
+        (st = sd_graph_load_xml(ctx, path, &g)) || (st = cli_opts_apply_sets(&opts, g))) {
         code = cli_report_failure(ctx, st);
         goto done;
     }
     if (help_params) {
-        print_params(file, g);
+        print_params(path, g);
         code = EXIT_OK;
         goto done;
     }
@@ -327,9 +330,10 @@ int cmd_run(int argc, char **argv)
     sd_run_options ro = {.outputs = outputs, .n_outputs = n_outputs, .no_cache = no_cache};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    /* Signals stay caught until the written files are listed: a SIGTERM just after the run must
+     * not kill the process with a PNG written but not printed. */
     cli_catch_signals(ctx, true);
     st = sd_graph_run(g, &ro, &result);
-    cli_catch_signals(ctx, false);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
     clear_live_line(&progress);
@@ -340,16 +344,19 @@ int cmd_run(int argc, char **argv)
         summary_text(result, st, seconds);
     for (size_t i = 0; i < sd_result_file_count(result); i++)
         printf("%s\n", sd_result_file(result, i));
-    if (st) {
+    if (st)
         code = cli_report_failure(ctx, st);
-        goto done;
-    }
-    print_outputs(g, result, outputs, n_outputs);
-    code = EXIT_OK;
+    else
+        print_outputs(g, result, outputs, n_outputs);
+    bool listed = fflush(stdout) != EOF;
+    cli_catch_signals(ctx, false);
+    if (!st)
+        code = listed ? EXIT_OK : cli_fail(NULL, SD_ERR_IO, "cannot write the list of files to stdout");
 done:
     sd_result_free(result);
     sd_graph_free(g);
     sd_context_free(ctx);
+    free(path);
     free(outputs);
     cli_opts_free(&opts);
     return code;

@@ -23,6 +23,7 @@ int cmd_save(int argc, char **argv)
 {
     cli_opts opts = {0};
     const char *in = NULL, *out = NULL;
+    char *path = NULL; /* the input workflow, found by cli_workflow_path */
     bool resolve = false;
     int rc = EXIT_OK;
     sd_context *ctx = NULL;
@@ -62,8 +63,10 @@ int cmd_save(int argc, char **argv)
         goto done;
     }
     sd_status st = sd_context_new(&ctx);
+    if (!st && !(path = cli_workflow_path(in)))
+        st = SD_ERR_NOMEM;
     if (!st)
-        st = sd_graph_load_xml(ctx, in, &g);
+        st = sd_graph_load_xml(ctx, path, &g);
     if (!st)
         st = cli_opts_apply_sets(&opts, g);
     if (!st && resolve)
@@ -75,6 +78,7 @@ int cmd_save(int argc, char **argv)
 done:
     sd_graph_free(g);
     sd_context_free(ctx);
+    free(path);
     cli_opts_free(&opts);
     return rc;
 }

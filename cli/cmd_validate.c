@@ -17,18 +17,23 @@ static void help(void)
 }
 
 /* Validates one file; returns its exit code. */
-static int validate_file(sd_context *ctx, const cli_opts *opts, const char *path)
+static int validate_file(sd_context *ctx, const cli_opts *opts, const char *name)
 {
     sd_graph *g = NULL;
+    char *path = cli_workflow_path(name);
+    if (!path)
+        return cli_fail(ctx, SD_ERR_NOMEM, "out of memory");
     sd_status st = sd_graph_load_xml(ctx, path, &g);
     if (!st && (st = cli_opts_apply_sets(opts, g)) == SD_OK)
         st = sd_graph_validate(g);
     sd_graph_free(g);
-    if (!st) {
+    int rc = EXIT_OK;
+    if (!st)
         printf("%s: ok\n", path);
-        return EXIT_OK;
-    }
-    return cli_report_failure(ctx, st);
+    else
+        rc = cli_report_failure(ctx, st);
+    free(path);
+    return rc;
 }
 
 int cmd_validate(int argc, char **argv)

@@ -9,5 +9,7 @@ SD_COMMAND("nodes", cmd_nodes, "describe node types: inputs, outputs, defaults, 
 SD_COMMAND("replay", cmd_replay, "re-run the workflow embedded in a PNG and compare the image")
 SD_COMMAND("run", cmd_run, "run a workflow, reusing cached node outputs")
 SD_COMMAND("save", cmd_save, "rewrite a workflow: new parameter defaults, parameters inlined")
+SD_COMMAND("serve", cmd_serve, "serve ComfyUI's HTTP and WebSocket API with a persistent queue")
 SD_COMMAND("validate", cmd_validate, "check workflow files and report every problem at once")
 SD_COMMAND("version", cmd_version, "print the engine version")
+SD_COMMAND("worker", cmd_worker, "run prompts queued by `sdflow serve --queue` on Redis Streams")

@@ -2,9 +2,12 @@
 #include "cli/options.h"
 #include "cli/cli.h"
 #include <ctype.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const char cli_opts_help[] =
     "  --models-dir DIR     model directory laid out like ComfyUI's models/ (checkpoints/, vae/,\n"
@@ -137,6 +140,45 @@ sd_status cli_opts_apply_sets(const cli_opts *o, sd_graph *g)
     return SD_OK;
 }
 
+/* The installed stock workflow `base`, or NULL when there is none (*nomem set when memory ran
+ * out). SDFLOW_BIN_TO_GRAPHS (from CMake) leads from the installed executable's directory to
+ * <datadir>/sdflow/graphs. */
+static char *stock_workflow(const char *base, bool *nomem)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return NULL;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash)
+        return NULL;
+    *slash = '\0';
+    size_t size = strlen(exe) + strlen(SDFLOW_BIN_TO_GRAPHS) + strlen(base) + 3;
+    char *path = malloc(size);
+    if (!path) {
+        *nomem = true;
+        return NULL;
+    }
+    snprintf(path, size, "%s/%s/%s", exe, SDFLOW_BIN_TO_GRAPHS, base);
+    char *real = realpath(path, NULL); /* without "bin/..": the path messages show */
+    free(path);
+    if (!real && errno == ENOMEM)
+        *nomem = true;
+    return real;
+}
+
+char *cli_workflow_path(const char *name)
+{
+    if (name[0] != '/' && !strstr(name, "..") && access(name, F_OK) != 0) {
+        bool nomem = false;
+        char *stock = stock_workflow(strncmp(name, "graphs/", 7) == 0 ? name + 7 : name, &nomem);
+        if (stock || nomem)
+            return stock;
+    }
+    return strdup(name);
+}
+
 size_t cli_print_diags(const sd_context *ctx)
 {
     size_t n = sd_context_diag_count(ctx);
@@ -168,4 +210,37 @@ int cli_write_graph(sd_context *ctx, sd_graph *graph, const char *path, bool res
         rc = cli_fail(ctx, SD_ERR_IO, "cannot write to stdout");
     free(xml);
     return rc;
+}
+
+const char cli_engine_opts_help[] =
+    "  --cache PATH         cache database (default $SDFLOW_CACHE, else\n"
+    "                       $XDG_CACHE_HOME/sdflow/cache.db)\n"
+    "  --no-cache           neither read nor write the cache\n"
+    "  --device SEL         OpenCL device: an index or a name substring\n";
+
+int cli_engine_opts_parse(cli_engine_opts *o, const char *cmd, int argc, char **argv, int *i)
+{
+    int r;
+    if ((r = cli_opts_parse(&o->common, cmd, argc, argv, i)) != 0)
+        return r;
+    if ((r = cli_opt_value(cmd, argc, argv, i, "--cache", &o->cache)) != 0)
+        return r;
+    if ((r = cli_opt_value(cmd, argc, argv, i, "--device", &o->device)) != 0)
+        return r;
+    if (!strcmp(argv[*i], "--no-cache")) {
+        o->no_cache = true;
+        return 1;
+    }
+    return 0;
+}
+
+sd_status cli_engine_opts_apply(sd_context *ctx, void *opts)
+{
+    const cli_engine_opts *o = opts;
+    sd_status st = cli_opts_apply_context(&o->common, ctx);
+    if (!st && (o->cache || o->no_cache))
+        st = sd_context_set_cache_path(ctx, o->no_cache ? NULL : o->cache);
+    if (!st && o->device)
+        st = sd_context_set_device(ctx, o->device);
+    return st;
 }

@@ -70,6 +70,26 @@ sd_status cli_opts_apply_context(const cli_opts *opts, sd_context *ctx);
 sd_status cli_opts_apply_sets(const cli_opts *opts, sd_graph *graph);
 
 
+/* The workflow file a command line names: the name itself when it exists (or is absolute, or has
+ * a ".." component); else the installed stock workflow of that name, <datadir>/sdflow/graphs/NAME
+ * found relative to the executable ("graphs/NAME" is looked up as NAME there), when it exists;
+ * else the name, whose loading reports it missing. malloc'd; NULL when memory runs out. */
+char *cli_workflow_path(const char *name);
+
+/* Options of the long-running commands (serve, worker): the common ones plus the engine's
+ * --cache PATH, --no-cache and --device SEL. */
+typedef struct cli_engine_opts {
+    cli_opts common;
+    const char *cache, *device;
+    bool no_cache;
+} cli_engine_opts;
+/* Help text lines for the engine options (ends with a newline). */
+extern const char cli_engine_opts_help[];
+/* Consumes one of them at argv[*i], as cli_opts_parse does. */
+int cli_engine_opts_parse(cli_engine_opts *opts, const char *cmd, int argc, char **argv, int *i);
+/* Applies them to a new context (opts is a cli_engine_opts; the shape of sd_server_configure_fn). */
+sd_status cli_engine_opts_apply(sd_context *ctx, void *opts);
+
 /* Prints the context's diagnostics on stderr, one per line. Returns how many there were. */
 size_t cli_print_diags(const sd_context *ctx);
 /* Reports a failed load, validation or run: prints every diagnostic, then the context's message

@@ -1,7 +1,7 @@
 /* Persistent node-output cache in SQLite (docs/design.md §5, docs/caching.md).
  *
  * Schema: entries(key, node_type, payload, checksum, size, last_used) and
- * file_hashes(path, size, mtime_ns, inode, hash). A payload is the serialized outputs of one
+ * file_hashes(path, size, mtime_ns, ctime_ns, inode, dev, hash). A payload is the serialized outputs of one
  * node; its checksum is BLAKE2b(key || payload), so a flipped bit or a payload under the wrong
  * key is a miss. Opening is serialized across processes by an flock on "<db>.lock" so that
  * schema setup and the repair of a corrupt file (moved aside, rebuilt) never race. */
@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CACHE_FORMAT "1"
+#define CACHE_FORMAT "2" /* 2: file_hashes gained ctime_ns and dev */
 #define BUSY_TIMEOUT_MS 10000
 #define DEFAULT_BUDGET ((int64_t)8 << 30)
 
@@ -26,7 +26,7 @@ struct sd_cache {
     sd_context *ctx;
     sqlite3 *db;
     char *path;
-    int64_t budget; /* payload bytes kept after a put */
+    int64_t budget; /* payload bytes kept after a put; 0: no limit */
     dev_t dev;      /* identity of the database file opened */
     ino_t ino;
     bool corrupt;   /* a statement reported corruption: repair after the current operation */
@@ -36,7 +36,6 @@ struct sd_cache {
 /* ---- Opening, schema, repair. ---- */
 
 static const char schema_sql[] =
-    "CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS entries("
     "  key BLOB PRIMARY KEY, node_type TEXT NOT NULL, payload BLOB NOT NULL,"
     "  checksum BLOB NOT NULL, size INTEGER NOT NULL, created INTEGER NOT NULL,"
@@ -44,7 +43,7 @@ static const char schema_sql[] =
     "CREATE INDEX IF NOT EXISTS entries_lru ON entries(last_used);"
     "CREATE TABLE IF NOT EXISTS file_hashes("
     "  path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
-    "  inode INTEGER NOT NULL, hash BLOB NOT NULL);"
+    "  ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, dev INTEGER NOT NULL, hash BLOB NOT NULL);"
     /* The payload total, kept by triggers so a store need not scan every entry. */
     "CREATE TABLE IF NOT EXISTS totals(id INTEGER PRIMARY KEY CHECK (id = 0), bytes INTEGER NOT NULL);"
     "INSERT OR IGNORE INTO totals VALUES(0, (SELECT coalesce(sum(size), 0) FROM entries));"
@@ -78,6 +77,17 @@ static int make_parent_dirs(const char *path)
     return err;
 }
 
+/* True when the database's meta table names this cache format. */
+static bool format_current(sqlite3 *db)
+{
+    sqlite3_stmt *s = NULL;
+    bool same = sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE name = 'format'", -1, &s, NULL) == SQLITE_OK &&
+                sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0) &&
+                strcmp((const char *)sqlite3_column_text(s, 0), CACHE_FORMAT) == 0;
+    sqlite3_finalize(s);
+    return same;
+}
+
 /* Runs the setup statements on an open handle; returns the SQLite code of the first failure. */
 static int setup_db(sqlite3 *db, char **errmsg)
 {
@@ -93,14 +103,18 @@ static int setup_db(sqlite3 *db, char **errmsg)
         rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, errmsg);
     if (rc != SQLITE_OK)
         return rc;
-    rc = sqlite3_exec(db, schema_sql, NULL, NULL, errmsg);
-    /* An entry written by another cache format can not be read back: drop them all. */
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(db,
-                          "DELETE FROM entries WHERE (SELECT value FROM meta WHERE name='format') "
-                          "IS NOT '" CACHE_FORMAT "';"
-                          "INSERT OR REPLACE INTO meta VALUES('format', '" CACHE_FORMAT "');",
+    rc = sqlite3_exec(db, "CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);", NULL,
+                      NULL, errmsg);
+    /* The tables of another cache format can not be read back: start them afresh. */
+    if (rc == SQLITE_OK && !format_current(db))
+        rc = sqlite3_exec(db, "DROP TABLE IF EXISTS entries; DROP TABLE IF EXISTS totals;"
+                              "DROP TABLE IF EXISTS file_hashes;",
                           NULL, NULL, errmsg);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, schema_sql, NULL, NULL, errmsg);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "INSERT OR REPLACE INTO meta VALUES('format', '" CACHE_FORMAT "');", NULL, NULL,
+                          errmsg);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(db, "COMMIT", NULL, NULL, errmsg);
     else
@@ -136,6 +150,7 @@ done:
     return st;
 }
 
+/* The payload budget: SDFLOW_CACHE_MAX_SIZE, where 0 means no limit (nothing is evicted). */
 static int64_t env_budget(sd_context *ctx)
 {
     const char *env = getenv("SDFLOW_CACHE_MAX_SIZE");
@@ -506,7 +521,7 @@ void sd_cache_put(sd_cache *c, const sd_key *key, const char *node_type, size_t 
         sd_warn(c->ctx, "cache: cannot serialize the outputs of a %s node: not stored", node_type);
         return;
     }
-    if (len > (size_t)c->budget || len > (size_t)sqlite3_limit(c->db, SQLITE_LIMIT_LENGTH, -1)) {
+    if ((c->budget && len > (size_t)c->budget) || len > (size_t)sqlite3_limit(c->db, SQLITE_LIMIT_LENGTH, -1)) {
         free(payload); /* larger than the whole budget or SQLite's blob limit: not stored */
         return;
     }
@@ -534,7 +549,7 @@ void sd_cache_put(sd_cache *c, const sd_key *key, const char *node_type, size_t 
     }
     if (rc == SQLITE_OK)
         rc = touch(c, key);
-    if (rc == SQLITE_OK)
+    if (rc == SQLITE_OK && c->budget)
         rc = evict_to(c, c->budget, &evicted);
     if (rc == SQLITE_OK)
         rc = exec(c, "COMMIT");
@@ -548,21 +563,28 @@ void sd_cache_put(sd_cache *c, const sd_key *key, const char *node_type, size_t 
     settle(c);
 }
 
-bool sd_cache_file_hash_get(sd_cache *c, const char *path, int64_t size, int64_t mtime_ns,
-                            int64_t inode, sd_key *hash)
+/* Binds a file's path and identity to parameters 1..6 of s. */
+static void bind_file(sqlite3_stmt *s, const char *path, const sd_file_id *id)
+{
+    sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, id->size);
+    sqlite3_bind_int64(s, 3, id->mtime_ns);
+    sqlite3_bind_int64(s, 4, id->ctime_ns);
+    sqlite3_bind_int64(s, 5, id->ino);
+    sqlite3_bind_int64(s, 6, id->dev);
+}
+
+bool sd_cache_file_hash_get(sd_cache *c, const char *path, const sd_file_id *id, sd_key *hash)
 {
     if (c->broken)
         return false;
-    sqlite3_stmt *s = prepare(c, "SELECT hash FROM file_hashes WHERE path = ?1 AND size = ?2 "
-                                 "AND mtime_ns = ?3 AND inode = ?4");
+    sqlite3_stmt *s = prepare(c, "SELECT hash FROM file_hashes WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3 "
+                                 "AND ctime_ns = ?4 AND inode = ?5 AND dev = ?6");
     if (!s) {
         settle(c);
         return false;
     }
-    sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, size);
-    sqlite3_bind_int64(s, 3, mtime_ns);
-    sqlite3_bind_int64(s, 4, inode);
+    bind_file(s, path, id);
     bool hit = false;
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW && sqlite3_column_bytes(s, 0) == (int)sizeof hash->b) {
@@ -576,21 +598,17 @@ bool sd_cache_file_hash_get(sd_cache *c, const char *path, int64_t size, int64_t
     return hit;
 }
 
-void sd_cache_file_hash_put(sd_cache *c, const char *path, int64_t size, int64_t mtime_ns,
-                            int64_t inode, const sd_key *hash)
+void sd_cache_file_hash_put(sd_cache *c, const char *path, const sd_file_id *id, const sd_key *hash)
 {
     if (c->broken)
         return;
-    sqlite3_stmt *s = prepare(c, "INSERT OR REPLACE INTO file_hashes VALUES(?1, ?2, ?3, ?4, ?5)");
+    sqlite3_stmt *s = prepare(c, "INSERT OR REPLACE INTO file_hashes VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
     if (!s) {
         settle(c);
         return;
     }
-    sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, size);
-    sqlite3_bind_int64(s, 3, mtime_ns);
-    sqlite3_bind_int64(s, 4, inode);
-    sqlite3_bind_blob(s, 5, hash->b, sizeof hash->b, SQLITE_STATIC);
+    bind_file(s, path, id);
+    sqlite3_bind_blob(s, 7, hash->b, sizeof hash->b, SQLITE_STATIC);
     int rc = sqlite3_step(s);
     if (rc != SQLITE_DONE)
         db_warn(c, rc, "file hash store");
@@ -672,6 +690,7 @@ sd_status sd_cache_stats_get(sd_context *ctx, sd_cache_stats *stats)
         !query_i64(c, "SELECT bytes FROM totals", &stats->bytes) ||
         !query_i64(c, "SELECT count(*) FROM file_hashes", &stats->file_hashes))
         return maint_fail(c, "reading statistics");
+    stats->budget = c->budget;
     struct stat sb;
     char *wal = sd_strfmt("%s-wal", c->path);
     if (stat(c->path, &sb) == 0)
@@ -807,17 +826,20 @@ done:
 static void prune_file_hashes(sd_cache *c)
 {
     sqlite3_stmt *s = NULL, *del = NULL;
-    if (sqlite3_prepare_v2(c->db, "SELECT rowid, path, size, mtime_ns, inode FROM file_hashes", -1, &s, NULL) ||
+    if (sqlite3_prepare_v2(c->db, "SELECT rowid, path, size, mtime_ns, ctime_ns, inode, dev FROM file_hashes", -1,
+                           &s, NULL) ||
         sqlite3_prepare_v2(c->db, "DELETE FROM file_hashes WHERE rowid = ?1", -1, &del, NULL))
         goto done;
     int64_t *stale = NULL;
     size_t n = 0;
     while (sqlite3_step(s) == SQLITE_ROW) {
         struct stat st;
+        sd_file_id now;
         const char *path = (const char *)sqlite3_column_text(s, 1);
-        if (path && stat(path, &st) == 0 && st.st_size == sqlite3_column_int64(s, 2) &&
-            (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec == sqlite3_column_int64(s, 3) &&
-            (int64_t)st.st_ino == sqlite3_column_int64(s, 4))
+        const sd_file_id was = {.size = sqlite3_column_int64(s, 2), .mtime_ns = sqlite3_column_int64(s, 3),
+                                .ctime_ns = sqlite3_column_int64(s, 4), .ino = sqlite3_column_int64(s, 5),
+                                .dev = sqlite3_column_int64(s, 6)};
+        if (path && stat(path, &st) == 0 && (sd_file_id_from_stat(&st, &now), sd_file_id_equal(&now, &was)))
             continue;
         int64_t *grown = realloc(stale, (n + 1) * sizeof *stale);
         if (!grown)

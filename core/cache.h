@@ -4,7 +4,7 @@
  * of all its outputs, with a checksum. WAL mode and a busy timeout let several processes share
  * one database; a checksum mismatch is a miss; a corrupt database is moved aside and rebuilt
  * with a warning. Lookups and stores never fail a run: errors become misses and warnings.
- * The same database memoizes file content hashes by (path, size, mtime, inode). */
+ * The same database memoizes file content hashes by path and identity (core/files.h). */
 #ifndef SD_CORE_CACHE_H
 #define SD_CORE_CACHE_H
 
@@ -23,10 +23,8 @@ bool sd_cache_get(sd_cache *cache, const sd_key *key, size_t n_outputs, sd_value
 void sd_cache_put(sd_cache *cache, const sd_key *key, const char *node_type, size_t n_outputs,
                   sd_value *const *values);
 
-/* File hash memo keyed by path, size, mtime (ns) and inode. */
-bool sd_cache_file_hash_get(sd_cache *cache, const char *path, int64_t size, int64_t mtime_ns,
-                            int64_t inode, sd_key *hash);
-void sd_cache_file_hash_put(sd_cache *cache, const char *path, int64_t size, int64_t mtime_ns,
-                            int64_t inode, const sd_key *hash);
+/* File hash memo keyed by path and identity (size, mtime, ctime, inode, device; core/files.h). */
+bool sd_cache_file_hash_get(sd_cache *cache, const char *path, const sd_file_id *id, sd_key *hash);
+void sd_cache_file_hash_put(sd_cache *cache, const char *path, const sd_file_id *id, const sd_key *hash);
 
 #endif

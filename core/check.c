@@ -61,6 +61,18 @@ const char *sd_check_literal(sd_node_check *c, const char *input)
     return in ? sd_graph_input_text(c->g, c->node, in) : NULL;
 }
 
+bool sd_check_int(sd_node_check *c, const char *input, int64_t *out)
+{
+    const char *text = sd_check_literal(c, input);
+    return text && sd_parse_int(text, out);
+}
+
+bool sd_check_float(sd_node_check *c, const char *input, double *out)
+{
+    const char *text = sd_check_literal(c, input);
+    return text && sd_parse_float(text, out);
+}
+
 const char *sd_check_file(sd_node_check *c, const char *input)
 {
     const sd_input_desc *in = sd_node_desc_input(c->node->desc, input);
@@ -103,11 +115,13 @@ void sd_check_set_tag(sd_node_check *c, size_t index, const char *tag)
 void sd_check_problem(sd_node_check *c, const char *input, const char *fmt, ...)
 {
     char msg[1024];
+    const sd_graph_input *b = input ? sd_graph_node_input(c->node, input) : NULL;
+    /* A value from a parameter names it, as validation's other diagnostics do. */
+    int used = b && b->kind == SD_BIND_PARAM ? snprintf(msg, sizeof msg, "parameter '%s': ", b->param) : 0;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(msg + used, sizeof msg - (size_t)used, fmt, ap);
     va_end(ap);
-    const sd_graph_input *b = input ? sd_graph_node_input(c->node, input) : NULL;
     c->report(c->user, b && b->line ? b->line : c->node->line, c->node->id, input, msg);
 }
 

@@ -196,31 +196,29 @@ static sd_status check_nodes(importer *im, const char **ids, size_t n)
     return SD_OK;
 }
 
-sd_status sd_graph_import_comfy(sd_context *ctx, const char *json_path, sd_graph **out)
+/* Imports the workflow in buf[0..len); source names it in messages. */
+static sd_status import_buffer(sd_context *ctx, const char *buf, size_t len, const char *source,
+                               sd_graph **out)
 {
     *out = NULL;
-    importer im = {.ctx = ctx, .path = json_path};
+    importer im = {.ctx = ctx, .path = source};
     const char **ids = NULL;
-    char *buf = NULL;
-    size_t len = 0, n = 0;
-    sd_status st = read_bounded(ctx, json_path, &buf, &len);
-    if (st)
-        return st;
+    size_t n = 0;
+    sd_status st = SD_OK;
     json_error_t err;
     im.root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
-    free(buf);
     if (!im.root)
-        return sd_set_error(ctx, SD_ERR_PARSE, "%s:%d:%d: JSON error: %s", json_path, err.line,
+        return sd_set_error(ctx, SD_ERR_PARSE, "%s:%d:%d: JSON error: %s", source, err.line,
                             err.column, err.text);
     if (!json_is_object(im.root)) {
         st = sd_set_error(ctx, SD_ERR_PARSE, "%s: not a ComfyUI API workflow (expected a JSON object)",
-                          json_path);
+                          source);
         goto done;
     }
     if (json_is_array(json_object_get(im.root, "nodes")) && json_object_get(im.root, "links")) {
         st = sd_set_error(ctx, SD_ERR_PARSE,
                           "%s: this is a ComfyUI UI workflow; export it with \"Save (API Format)\"",
-                          json_path);
+                          source);
         goto done;
     }
     n = json_object_size(im.root);
@@ -239,7 +237,7 @@ sd_status sd_graph_import_comfy(sd_context *ctx, const char *json_path, sd_graph
     if ((st = sd_graph_new(ctx, &im.g)))
         goto done;
     free(im.g->source);
-    if (!(im.g->source = sd_strdup(json_path))) {
+    if (!(im.g->source = sd_strdup(source))) {
         st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
         goto done;
     }
@@ -254,4 +252,27 @@ done:
     }
     *out = im.g;
     return SD_OK;
+}
+
+sd_status sd_graph_import_comfy(sd_context *ctx, const char *json_path, sd_graph **out)
+{
+    *out = NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    sd_status st = read_bounded(ctx, json_path, &buf, &len);
+    if (st)
+        return st;
+    st = import_buffer(ctx, buf, len, json_path, out);
+    free(buf);
+    return st;
+}
+
+sd_status sd_graph_import_comfy_memory(sd_context *ctx, const char *json, size_t len,
+                                       const char *source_name, sd_graph **out)
+{
+    *out = NULL;
+    if (len > COMFY_MAX_BYTES)
+        return sd_set_error(ctx, SD_ERR_LIMIT, "%s: larger than the %d MiB limit for workflows",
+                            source_name, COMFY_MAX_BYTES >> 20);
+    return import_buffer(ctx, json, len, source_name, out);
 }

@@ -129,15 +129,13 @@ sd_status sd_context_new(sd_context **out)
     ctx->log_fn = default_log;
     sd_status st = SD_OK;
     const char *models = getenv("SDFLOW_MODELS");
-    if (models && *models) {
-        char *list = sd_strdup(models);
-        if (!list)
-            st = SD_ERR_NOMEM;
-        for (char *save = NULL, *tok = list ? strtok_r(list, ":", &save) : NULL; tok && !st;
-             tok = strtok_r(NULL, ":", &save))
-            st = sd_context_add_models_dir(ctx, tok);
-        free(list);
-    }
+    char *list = sd_strdup(models && *models ? models : "models"); /* ./models, as ./input, ./output */
+    if (!list)
+        st = SD_ERR_NOMEM;
+    for (char *save = NULL, *tok = list ? strtok_r(list, ":", &save) : NULL; tok && !st;
+         tok = strtok_r(NULL, ":", &save))
+        st = sd_context_add_models_dir(ctx, tok);
+    free(list);
     const char *tmp = getenv("TMPDIR");
     char *tempdir = sd_strfmt("%s/sdflow", tmp && *tmp ? tmp : "/tmp");
     if (!st && !tempdir)
@@ -300,6 +298,11 @@ void sd_emit_progress(sd_context *ctx, const sd_progress *event)
         ctx->progress_fn(event, ctx->progress_user);
 }
 
+void sd_context_set_previews(sd_context *ctx, bool on)
+{
+    ctx->previews = on;
+}
+
 void sd_context_interrupt(sd_context *ctx)
 {
     ctx->interrupted = 1;
@@ -320,6 +323,16 @@ sd_status sd_context_add_models_dir(sd_context *ctx, const char *path)
         return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
     ctx->n_models_dirs++;
     return SD_OK;
+}
+
+size_t sd_context_models_dir_count(const sd_context *ctx)
+{
+    return ctx->n_models_dirs;
+}
+
+const char *sd_context_models_dir(const sd_context *ctx, size_t index)
+{
+    return index < ctx->n_models_dirs ? ctx->models_dirs[index] : NULL;
 }
 
 void sd_context_clear_models_dirs(sd_context *ctx)

@@ -6,6 +6,7 @@
 #include <signal.h>
 
 typedef struct sd_cache sd_cache;
+struct sd_file_id;
 
 /* Extension slots let lower layers keep per-context state without core knowing its type:
  * the OpenCL runtime keeps its device there, models/ its loaded weights. */
@@ -32,8 +33,14 @@ struct sd_context {
     sd_progress_fn progress_fn;
     void *progress_user;
     volatile sig_atomic_t interrupted;
+    bool previews;          /* samplers attach preview images to step events */
 
     bool cache_failed;      /* opening the cache failed once: run without it */
+
+    /* While a node runs (core/schedule.c): decides whether sd_file_open (core/files.h) may open
+     * a file for it; NULL otherwise. */
+    sd_status (*read_guard)(void *user, const char *path, const struct sd_file_id *id);
+    void *read_guard_user;
 
     sd_ext_slot *ext;
     size_t n_ext;

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -180,33 +179,4 @@ bool sd_remove_tree(const char *path)
 {
     /* Depth first, symlinks removed and never followed. */
     return nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) == 0;
-}
-
-sd_status sd_file_map(sd_context *ctx, const char *path, size_t min_size, const char *format, unsigned char **map,
-                      size_t *size)
-{
-    *map = NULL;
-    *size = 0;
-    sd_status status = SD_OK;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat sb;
-    if (fd < 0 || fstat(fd, &sb) != 0)
-        status = sd_set_error(ctx, SD_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    else if (!S_ISREG(sb.st_mode))
-        status = sd_set_error(ctx, SD_ERR_IO, "%s: not a regular file", path);
-    else if ((uint64_t)sb.st_size < min_size)
-        status = sd_set_error(ctx, SD_ERR_PARSE, "%s: truncated: %lld bytes, too short for a %s header", path,
-                              (long long)sb.st_size, format);
-    else {
-        void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED)
-            status = sd_set_error(ctx, SD_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
-        else {
-            *map = m;
-            *size = (size_t)sb.st_size;
-        }
-    }
-    if (fd >= 0)
-        close(fd);
-    return status;
 }

@@ -23,12 +23,6 @@ sd_status sd_make_dirs(sd_context *ctx, const char *path);
  * root/sub with empty components dropped. The caller checks sub for ".." and absoluteness. */
 sd_status sd_make_dirs_within(sd_context *ctx, const char *root, const char *sub, char **path_out);
 
-/* Maps the regular file path read-only: *map (munmap it with *size) and *size. A file shorter
- * than min_size is SD_ERR_PARSE "truncated: N bytes, too short for a <format> header"; a file
- * that cannot be opened, is not a regular file or cannot be mapped is SD_ERR_IO. */
-sd_status sd_file_map(sd_context *ctx, const char *path, size_t min_size, const char *format, unsigned char **map,
-                      size_t *size);
-
 /* Removes path and, when it is a directory, everything below it (symlinks are removed, never
  * followed). False, with errno set, when something could not be removed. */
 bool sd_remove_tree(const char *path);

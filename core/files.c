@@ -1,13 +1,15 @@
 /* Resolving file inputs (core/files.h): model names in ComfyUI-style model directories, image
  * names in the input directory (never leading out of it), absolute paths only when the context
- * allows them; and the rules for output file name prefixes. */
+ * allows them; the rules for output file name prefixes; file identity and the read gate. */
 #include "core/files.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* True when a '/'-separated path has a ".." component. */
 static bool has_dotdot(const char *name)
@@ -142,4 +144,82 @@ sd_status sd_resolve_file(sd_context *ctx, const char *dir_kind, const char *nam
 done:
     free(searched);
     return st;
+}
+
+void sd_file_id_from_stat(const struct stat *sb, sd_file_id *id)
+{
+    *id = (sd_file_id){
+        .size = (int64_t)sb->st_size,
+        .mtime_ns = (int64_t)sb->st_mtim.tv_sec * 1000000000 + sb->st_mtim.tv_nsec,
+        .ctime_ns = (int64_t)sb->st_ctim.tv_sec * 1000000000 + sb->st_ctim.tv_nsec,
+        .ino = (int64_t)sb->st_ino,
+        .dev = (int64_t)sb->st_dev,
+    };
+}
+
+bool sd_file_id_equal(const sd_file_id *a, const sd_file_id *b)
+{
+    return a->size == b->size && a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns && a->ino == b->ino &&
+           a->dev == b->dev;
+}
+
+sd_status sd_file_open(sd_context *ctx, const char *path, int *fd_out, sd_file_id *id)
+{
+    *fd_out = -1;
+    /* O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        sd_status st = sd_set_error(ctx, errno == ENOMEM ? SD_ERR_NOMEM : SD_ERR_IO, "%s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return st;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return sd_set_error(ctx, SD_ERR_IO, "%s: not a regular file", path);
+    }
+    sd_file_id_from_stat(&sb, id);
+    sd_status st = ctx->read_guard ? ctx->read_guard(ctx->read_guard_user, path, id) : SD_OK;
+    if (st) {
+        close(fd);
+        return st;
+    }
+    *fd_out = fd;
+    return SD_OK;
+}
+
+sd_status sd_file_check(sd_context *ctx, int fd, const char *path, const sd_file_id *id)
+{
+    struct stat sb;
+    sd_file_id now;
+    if (fstat(fd, &sb) != 0)
+        return sd_set_error(ctx, SD_ERR_IO, "%s: %s", path, strerror(errno));
+    sd_file_id_from_stat(&sb, &now);
+    if (sd_file_id_equal(&now, id))
+        return SD_OK;
+    if (now.size != id->size)
+        return sd_set_error(ctx, SD_ERR_IO, "%s: changed since it was opened (now %lld bytes, was %lld)", path,
+                            (long long)now.size, (long long)id->size);
+    return sd_set_error(ctx, SD_ERR_IO, "%s: changed since it was opened (modified)", path);
+}
+
+sd_status sd_file_read_at(sd_context *ctx, int fd, const char *path, const sd_file_id *id, uint64_t at, void *dst,
+                          size_t nbytes)
+{
+    for (size_t done = 0; done < nbytes;) {
+        size_t want = nbytes - done < ((size_t)1 << 30) ? nbytes - done : (size_t)1 << 30;
+        ssize_t got = pread(fd, (unsigned char *)dst + done, want, (off_t)(at + done));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            sd_status changed = sd_file_check(ctx, fd, path, id);
+            if (changed)
+                return changed;
+            return sd_set_error(ctx, SD_ERR_IO, "%s: read failed at offset %llu: %s", path,
+                                (unsigned long long)(at + done), got < 0 ? strerror(errno) : "unexpected end of file");
+        }
+        done += (size_t)got;
+    }
+    return sd_file_check(ctx, fd, path, id);
 }

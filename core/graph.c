@@ -2,6 +2,7 @@
  * API checks names and literals against descriptors, the raw setters (XML reader) do not. */
 #include "core/graph.h"
 #include "core/files.h"
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -215,14 +216,24 @@ sd_status sd_graph_add_param_raw(sd_graph *g, const char *name, const char *type
     return SD_OK;
 }
 
-/* ---- Literal values. ---- */
+/* ---- Literal values. ----
+ * Number and boolean literals may have white space around them (`--set 'steps=2 '`, an XML
+ * attribute); the value is what lies between. Text and enumeration values are kept exactly. */
+
+/* True when nothing but white space is left at s. */
+static bool only_space(const char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    return *s == '\0';
+}
 
 static bool parse_int(const char *s, long long *v)
 {
     char *end;
     errno = 0;
-    *v = strtoll(s, &end, 10);
-    return *s && !errno && *end == '\0';
+    *v = strtoll(s, &end, 10); /* skips leading white space; end == s when there is no number */
+    return end != s && !errno && only_space(end);
 }
 
 static bool parse_float(const char *s, double *v)
@@ -230,16 +241,25 @@ static bool parse_float(const char *s, double *v)
     char *end;
     errno = 0;
     *v = strtod(s, &end);
-    return *s && errno != ERANGE && *end == '\0' && isfinite(*v);
+    return end != s && errno != ERANGE && only_space(end) && isfinite(*v);
+}
+
+/* Whether s, white space around it aside, is word (ASCII, any case). */
+static bool is_word(const char *s, const char *word)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(word);
+    return strncasecmp(s, word, n) == 0 && only_space(s + n);
 }
 
 bool sd_parse_bool(const char *s, bool *v)
 {
-    if (!strcasecmp(s, "true") || !strcmp(s, "1")) {
+    if (is_word(s, "true") || is_word(s, "1")) {
         *v = true;
         return true;
     }
-    if (!strcasecmp(s, "false") || !strcmp(s, "0")) {
+    if (is_word(s, "false") || is_word(s, "0")) {
         *v = false;
         return true;
     }
@@ -509,9 +529,19 @@ sd_status sd_graph_set_param(sd_graph *g, const char *name, const char *text)
         return sd_set_error(g->ctx, SD_ERR_NOT_FOUND, "no parameter '%s'", name);
     sd_input_desc in;
     char msg[512];
-    if (sd_param_as_input(p, &in) && !sd_literal_check(&in, text, msg, sizeof msg))
+    bool literal = sd_param_as_input(p, &in);
+    if (literal && !sd_literal_check(&in, text, msg, sizeof msg))
         return sd_set_error(g->ctx, SD_ERR_INVALID, "parameter '%s': %s", name, msg);
-    char *v = sd_strdup(text);
+    /* A number or boolean is kept without the white space around it (shown by --help-params,
+     * written into PNGs); text keeps it. */
+    size_t start = 0, end = strlen(text);
+    if (literal && in.type != SD_TYPE_STRING) {
+        while (isspace((unsigned char)text[start]))
+            start++;
+        while (end > start && isspace((unsigned char)text[end - 1]))
+            end--;
+    }
+    char *v = strndup(text + start, end - start);
     if (!v)
         return nomem(g);
     free(p->value);

@@ -93,30 +93,17 @@ bool sd_key_from_hex(const char *hex, sd_key *out)
 
 sd_status sd_hash_file(sd_context *ctx, const char *path, sd_key *out)
 {
-    return sd_hash_file_memo(ctx, sd_context_cache(ctx), path, out);
+    sd_file_id id;
+    return sd_hash_file_memo(ctx, sd_context_cache(ctx), path, out, &id);
 }
 
-sd_status sd_hash_file_memo(sd_context *ctx, sd_cache *cache, const char *path, sd_key *out)
+/* Hashes the content of the open file fd. */
+static sd_status hash_fd(sd_context *ctx, int fd, const char *path, sd_key *out)
 {
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* a FIFO must not block the open */
-    if (fd < 0)
-        return sd_set_error(ctx, SD_ERR_IO, "%s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return sd_set_error(ctx, SD_ERR_IO, "%s: not a regular file", path);
-    }
-    int64_t mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-    if (cache && sd_cache_file_hash_get(cache, path, st.st_size, mtime_ns, (int64_t)st.st_ino, out)) {
-        close(fd);
-        return SD_OK;
-    }
     enum { CHUNK = 1 << 20 };
     unsigned char *buf = malloc(CHUNK);
-    if (!buf) {
-        close(fd);
+    if (!buf)
         return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory hashing %s", path);
-    }
     sd_hasher h;
     sd_hasher_init(&h);
     sd_status status = SD_OK;
@@ -133,11 +120,26 @@ sd_status sd_hash_file_memo(sd_context *ctx, sd_cache *cache, const char *path, 
         sd_hasher_bytes(&h, buf, (size_t)n);
     }
     free(buf);
-    close(fd);
+    sd_hasher_final(&h, out);
+    return status;
+}
+
+sd_status sd_hash_file_memo(sd_context *ctx, sd_cache *cache, const char *path, sd_key *out, sd_file_id *id)
+{
+    int fd;
+    sd_status status = sd_file_open(ctx, path, &fd, id);
     if (status)
         return status;
-    sd_hasher_final(&h, out);
-    if (cache)
-        sd_cache_file_hash_put(cache, path, st.st_size, mtime_ns, (int64_t)st.st_ino, out);
-    return SD_OK;
+    if (cache && sd_cache_file_hash_get(cache, path, id, out)) {
+        close(fd);
+        return SD_OK;
+    }
+    status = hash_fd(ctx, fd, path, out);
+    /* A file written to while it was read has no single content to name. */
+    if (!status && (status = sd_file_check(ctx, fd, path, id)))
+        sd_error_prefix(ctx, "hashing");
+    close(fd);
+    if (!status && cache)
+        sd_cache_file_hash_put(cache, path, id, out);
+    return status;
 }

@@ -3,6 +3,7 @@
 #define SD_CORE_HASH_H
 
 #include "core/context.h"
+#include "core/files.h"
 #include <blake2.h>
 
 typedef struct sd_key {
@@ -27,11 +28,13 @@ void sd_hash_bytes(const void *data, size_t len, sd_key *out);
 void sd_key_hex(const sd_key *k, char out[65]);
 bool sd_key_from_hex(const char *hex, sd_key *out);
 
-/* Content hash of a file, memoized in the context's cache by (path, size, mtime, inode) when
- * a cache is open. SD_ERR_IO (message names the file) on failure. */
+/* Content hash of a file (opened with sd_file_open: regular files only), memoized in the
+ * context's cache by path and identity (size, mtime, ctime, inode, device; core/files.h) when a
+ * cache is open. SD_ERR_IO (message names the file) on failure, also when the file changed
+ * while it was being read. */
 sd_status sd_hash_file(sd_context *ctx, const char *path, sd_key *out);
 /* The same with an explicit memo: cache NULL hashes without reading or writing any memo
- * (runs with caching off). */
-sd_status sd_hash_file_memo(sd_context *ctx, sd_cache *cache, const char *path, sd_key *out);
+ * (runs with caching off). *id gets the identity of the content hashed. */
+sd_status sd_hash_file_memo(sd_context *ctx, sd_cache *cache, const char *path, sd_key *out, sd_file_id *id);
 
 #endif

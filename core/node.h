@@ -31,6 +31,8 @@ const char *sd_run_string(sd_node_run *run, const char *input); /* STRING and EN
 /* The value on an input (linked or literal); borrowed: valid during the run. NULL only for an
  * unset optional input. */
 sd_value *sd_run_value(sd_node_run *run, const char *input);
+/* True when the input comes through a link (its value is known only when the node runs). */
+bool sd_run_linked(sd_node_run *run, const char *input);
 /* Absolute path of an SD_IN_FILE input, resolved in the context's directories. */
 const char *sd_run_file(sd_node_run *run, const char *input);
 
@@ -50,6 +52,11 @@ void sd_run_warn(sd_node_run *run, const char *fmt, ...) __attribute__((format(p
 /* Reports progress inside a node; returns SD_ERR_INTERRUPTED (with the error set) when an
  * interrupt was requested, so long loops do: if ((st = sd_run_progress(r, i, n))) return st; */
 sd_status sd_run_progress(sd_node_run *run, int step, int steps);
+/* Whether the front end asked for step previews (sd_context_set_previews). */
+bool sd_run_wants_preview(sd_node_run *run);
+/* sd_run_progress with a preview image: rgb holds width * height * 3 bytes (borrowed). */
+sd_status sd_run_progress_preview(sd_node_run *run, int step, int steps, const uint8_t *rgb, int width,
+                                  int height);
 bool sd_run_interrupted(sd_node_run *run);
 
 /* Output nodes: record a written file (shown in results and summaries). */
@@ -59,6 +66,29 @@ sd_status sd_run_add_file(sd_node_run *run, const char *path);
  * Both are owned by the run. */
 const char *sd_run_workflow_xml(sd_node_run *run);
 const char *sd_run_provenance_json(sd_node_run *run);
+
+/* ---- The files a node reads (descriptor's files hook, called while the run is planned). ----
+ *
+ * A node reads a file only through a reader that opens it with sd_file_open (core/files.h):
+ * safetensors, PNG and latent files. While the node runs, that open is refused unless the file
+ * is one of its SD_IN_FILE inputs or was found by a look-up the hook declared, so every file a
+ * node reads is in its cache key and in the provenance of what it makes. */
+
+/* The context; and the literal text of an input, or NULL when it is linked or unset. */
+sd_context *sd_files_context(sd_node_files *files);
+const char *sd_files_literal(sd_node_files *files, const char *input);
+/* Declares a look-up in the directories of `kind` (as sd_resolve_file searches them) for the
+ * first of names[0..n) that exists. Which file was found, and its content hash, or that none
+ * was, become part of the node's key; the file found joins the provenance. An absolute name or
+ * one with a ".." component finds nothing. Errors: reading the file found (SD_ERR_IO),
+ * SD_ERR_NOMEM. */
+sd_status sd_files_find(sd_node_files *files, const char *kind, const char *const *names, size_t n);
+
+/* At run time: the absolute path that the look-up declared with the same kind and names found
+ * (owned by the run), or NULL when it found none. SD_ERR_INVALID when the node's hook did not
+ * declare that look-up (a bug in the node). */
+sd_status sd_run_found_file(sd_node_run *run, const char *kind, const char *const *names, size_t n,
+                            const char **path);
 
 /* ---- Upgrading old node versions (descriptor's upgrade hook). ---- */
 /* Renames an input of the node being upgraded (keeps its literal, link or parameter). */
@@ -76,6 +106,9 @@ sd_context *sd_check_context(sd_node_check *check);
 /* The effective literal text of an input (parameter, literal or default), or NULL when linked
  * or unset. */
 const char *sd_check_literal(sd_node_check *check, const char *input);
+/* The literal value of an INT / FLOAT input, parsed; false when linked or unset. */
+bool sd_check_int(sd_node_check *check, const char *input, int64_t *out);
+bool sd_check_float(sd_node_check *check, const char *input, double *out);
 /* Resolves an SD_IN_FILE input's literal in the model or input directories (sd_resolve_file).
  * NULL when the input is linked or unset, or the file is missing (reported already by
  * validation: not reported again). The path is owned by the check. */
@@ -84,7 +117,8 @@ const char *sd_check_file(sd_node_check *check, const char *input);
 const char *sd_check_tag(sd_node_check *check, const char *input);
 /* Tags output `index` (descriptor order); the text is copied. */
 void sd_check_set_tag(sd_node_check *check, size_t index, const char *tag);
-/* Reports a problem on this node (input may be NULL), as validation's other diagnostics. */
+/* Reports a problem on this node (input may be NULL), as validation's other diagnostics (a value
+ * set through a parameter: "parameter 'NAME': " first). */
 void sd_check_problem(sd_node_check *check, const char *input, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

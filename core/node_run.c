@@ -126,13 +126,24 @@ bool sd_run_interrupted(sd_node_run *r)
     return r->state->ctx->interrupted != 0;
 }
 
+bool sd_run_wants_preview(sd_node_run *r)
+{
+    return r->state->ctx->previews && r->state->ctx->progress_fn;
+}
+
 sd_status sd_run_progress(sd_node_run *r, int step, int steps)
+{
+    return sd_run_progress_preview(r, step, steps, NULL, 0, 0);
+}
+
+sd_status sd_run_progress_preview(sd_node_run *r, int step, int steps, const uint8_t *rgb, int width, int height)
 {
     sd_run_state *s = r->state;
     sd_progress ev = {
         .kind = SD_PROGRESS_STEP, .node_id = r->node->gn->id, .node_type = r->node->desc->name,
         .node_index = r->node->index, .node_count = s->n_needed, .step = step, .steps = steps,
-        .seconds = sd_run_clock() - s->t0,
+        .seconds = sd_run_clock() - s->t0, .preview_rgb = rgb, .preview_width = rgb ? width : 0,
+        .preview_height = rgb ? height : 0,
     };
     sd_emit_progress(s->ctx, &ev);
     if (s->ctx->interrupted)
@@ -142,7 +153,60 @@ sd_status sd_run_progress(sd_node_run *r, int step, int steps)
 
 sd_status sd_run_add_file(sd_node_run *r, const char *path)
 {
-    if (sd_result_add_file_path(r->state->result, path))
+    if (sd_result_add_file_path(r->state->result, r->node->gn->id, path))
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    return SD_OK;
+}
+
+bool sd_run_linked(sd_node_run *r, const char *input)
+{
+    return r->node->inputs[input_index(r, input)].src != SD_NO_SOURCE;
+}
+
+static bool same_names(const sd_plan_lookup *l, const char *kind, const char *const *names, size_t n)
+{
+    if (strcmp(l->kind, kind) != 0 || l->n_names != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(l->names[i], names[i]) != 0)
+            return false;
+    return true;
+}
+
+sd_status sd_run_found_file(sd_node_run *r, const char *kind, const char *const *names, size_t n, const char **path)
+{
+    *path = NULL;
+    for (size_t i = 0; i < r->node->n_lookups; i++)
+        if (same_names(&r->node->lookups[i], kind, names, n)) {
+            *path = r->node->lookups[i].path;
+            return SD_OK;
+        }
+    return sd_run_error(r, SD_ERR_INVALID, "looked for %s file '%s' without declaring it in its files hook", kind,
+                        n ? names[0] : "");
+}
+
+/* The identity a file the node may read had when the plan hashed it, or NULL. */
+static const sd_file_id *declared(const sd_plan_node *p, const char *path)
+{
+    for (size_t i = 0; i < p->desc->n_inputs; i++)
+        if (p->inputs[i].file && strcmp(p->inputs[i].file, path) == 0)
+            return &p->inputs[i].file_id;
+    for (size_t i = 0; i < p->n_lookups; i++)
+        if (p->lookups[i].path && strcmp(p->lookups[i].path, path) == 0)
+            return &p->lookups[i].id;
+    return NULL;
+}
+
+sd_status sd_run_read_guard(void *run, const char *path, const struct sd_file_id *id)
+{
+    sd_node_run *r = run;
+    const sd_file_id *hashed = declared(r->node, path);
+    if (!hashed)
+        return sd_set_error(r->state->ctx, SD_ERR_INVALID,
+                            "%s: the node read a file it did not declare, so the file is not part of its cache key",
+                            path);
+    if (!sd_file_id_equal(hashed, id))
+        return sd_set_error(r->state->ctx, SD_ERR_IO,
+                            "%s: changed since this run hashed it for the cache key; run again", path);
     return SD_OK;
 }

@@ -3,13 +3,14 @@
 #include "core/cache.h"
 #include "core/files.h"
 #include "core/run.h"
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* Bumped when the key scheme or the payload layout changes: old entries become unreachable. */
-#define SD_CACHE_KEY_FORMAT 1
+#define SD_CACHE_KEY_FORMAT 2 /* 2: the files hook's look-ups */
 
 static sd_status node_error(sd_run_state *s, const sd_graph_node *gn, sd_status st, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -227,12 +228,109 @@ static sd_status hash_file_input(sd_run_state *s, sd_cache *cache, const sd_plan
         return st;
     }
     sd_key content;
-    if ((st = sd_hash_file_memo(s->ctx, cache, pi->file, &content))) {
+    if ((st = sd_hash_file_memo(s->ctx, cache, pi->file, &content, &pi->file_id))) {
         sd_error_prefix(s->ctx, "node '%s' (%s): input '%s'", p->gn->id, p->desc->name, pi->desc->name);
         return st;
     }
     sd_hasher_key(h, &content);
     return sd_run_record_file(s, pi->desc->file_dir, pi->text, &content);
+}
+
+/* ---- The files hook (core/node.h). ---- */
+
+struct sd_node_files {
+    sd_run_state *state;
+    sd_plan_node *node;
+    sd_cache *cache;
+    sd_hasher *h;
+};
+
+sd_context *sd_files_context(sd_node_files *f)
+{
+    return f->state->ctx;
+}
+
+const char *sd_files_literal(sd_node_files *f, const char *input)
+{
+    for (size_t i = 0; i < f->node->desc->n_inputs; i++)
+        if (strcmp(f->node->desc->inputs[i].name, input) == 0)
+            return f->node->inputs[i].src == SD_NO_SOURCE ? f->node->inputs[i].text : NULL;
+    assert(!"files hook asked for an input its descriptor does not declare");
+    return NULL;
+}
+
+/* *path = the first of names that exists in kind's directories (names[*found]), or NULL. */
+static sd_status find_first(sd_context *ctx, const char *kind, const char *const *names, size_t n, char **path,
+                            size_t *found)
+{
+    char saved[sizeof ctx->errmsg];
+    memcpy(saved, ctx->errmsg, sizeof saved); /* "not found" is an answer here, not an error */
+    sd_status st = SD_OK;
+    *path = NULL;
+    for (size_t i = 0; i < n && !*path; i++) {
+        if (names[i][0] == '/')
+            continue;
+        *found = i;
+        st = sd_resolve_file(ctx, kind, names[i], path);
+        if (st == SD_ERR_NOT_FOUND || st == SD_ERR_INVALID)
+            st = SD_OK;
+        if (st)
+            return st;
+    }
+    memcpy(ctx->errmsg, saved, sizeof saved);
+    return SD_OK;
+}
+
+sd_status sd_files_find(sd_node_files *f, const char *kind, const char *const *names, size_t n)
+{
+    sd_run_state *s = f->state;
+    sd_plan_node *p = f->node;
+    sd_plan_lookup *grown = realloc(p->lookups, (p->n_lookups + 1) * sizeof *grown);
+    if (!grown)
+        return sd_set_error(s->ctx, SD_ERR_NOMEM, "out of memory");
+    p->lookups = grown;
+    sd_plan_lookup *l = &p->lookups[p->n_lookups];
+    *l = (sd_plan_lookup){.kind = kind, .names = calloc(n ? n : 1, sizeof *l->names)};
+    p->n_lookups += l->names != NULL;
+    for (size_t i = 0; l->names && i < n; i++)
+        if ((l->names[l->n_names] = sd_strdup(names[i])))
+            l->n_names++;
+    if (!l->names || l->n_names < n)
+        return sd_set_error(s->ctx, SD_ERR_NOMEM, "out of memory");
+    sd_hasher_str(f->h, "find");
+    sd_hasher_str(f->h, kind);
+    sd_hasher_i64(f->h, (int64_t)n);
+    for (size_t i = 0; i < n; i++)
+        sd_hasher_str(f->h, names[i]);
+    size_t found = 0;
+    sd_status st = find_first(s->ctx, kind, names, n, &l->path, &found);
+    if (st || !l->path) {
+        sd_hasher_i64(f->h, 'A'); /* absent: adding the file changes the key */
+        return st;
+    }
+    sd_key content;
+    if ((st = sd_hash_file_memo(s->ctx, f->cache, l->path, &content, &l->id)))
+        return st;
+    sd_hasher_i64(f->h, 'F');
+    sd_hasher_key(f->h, &content);
+    return sd_run_record_file(s, kind, names[found], &content);
+}
+
+void sd_plan_node_clear(sd_plan_node *p)
+{
+    for (size_t i = 0; p->inputs && i < p->desc->n_inputs; i++)
+        free(p->inputs[i].file);
+    free(p->inputs);
+    p->inputs = NULL;
+    for (size_t i = 0; i < p->n_lookups; i++) {
+        for (size_t j = 0; j < p->lookups[i].n_names; j++)
+            free(p->lookups[i].names[j]);
+        free(p->lookups[i].names);
+        free(p->lookups[i].path);
+    }
+    free(p->lookups);
+    p->lookups = NULL;
+    p->n_lookups = 0;
 }
 
 static sd_status compute_key(sd_run_state *s, sd_cache *cache, sd_plan_node *p)
@@ -265,6 +363,14 @@ static sd_status compute_key(sd_run_state *s, sd_cache *cache, sd_plan_node *p)
         if (st)
             return st;
     }
+    if (p->desc->files) {
+        sd_node_files f = {.state = s, .node = p, .cache = cache, .h = &h};
+        sd_status st = p->desc->files(&f);
+        if (st) {
+            sd_error_prefix(s->ctx, "node '%s' (%s)", p->gn->id, p->desc->name);
+            return st;
+        }
+    }
     sd_hasher_final(&h, &p->key);
     return SD_OK;
 }
@@ -276,7 +382,7 @@ bool sd_plan_storable(const sd_plan_node *p)
     for (size_t i = 0; i < p->desc->n_outputs; i++)
         switch (p->desc->outputs[i].type) {
         case SD_TYPE_MODEL: case SD_TYPE_CLIP: case SD_TYPE_VAE: case SD_TYPE_CONTROL_NET:
-        case SD_TYPE_UPSCALE_MODEL:
+        case SD_TYPE_UPSCALE_MODEL: case SD_TYPE_GUIDER:
             return false; /* handles (weights) are never stored; loaders run lazily */
         default:
             break;

@@ -7,8 +7,8 @@
 #include "core/png.h"
 #include "core/checked.h"
 #include "core/fileio.h"
+#include "core/files.h"
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <png.h>
 #include <stdio.h>
@@ -41,6 +41,7 @@ void sd_image_clear(sd_image *img)
 typedef struct png_reader {
     const char *path;
     FILE *f;
+    sd_file_id id; /* of the file when opened */
     uint64_t file_size;
     unsigned char head[HEAD_BYTES];
     size_t head_pos;
@@ -154,20 +155,15 @@ static sd_status reader_open(sd_context *ctx, const char *path, const sd_png_lim
     if (!r)
         return sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
     r->path = path;
-    /* O_NONBLOCK: opening a FIFO must not wait for a writer; only regular files are read. */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    struct stat sb;
-    if (fd < 0 || fstat(fd, &sb) != 0 || !(r->f = fdopen(fd, "rb"))) {
-        st = sd_set_error(ctx, SD_ERR_IO, "%s: %s", path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
+    int fd;
+    if ((st = sd_file_open(ctx, path, &fd, &r->id)))
+        goto done;
+    if (!(r->f = fdopen(fd, "rb"))) {
+        close(fd);
+        st = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
-    if (!S_ISREG(sb.st_mode)) {
-        st = sd_set_error(ctx, SD_ERR_IO, "%s: not a regular file", path);
-        goto done;
-    }
-    r->file_size = sb.st_size > 0 ? (uint64_t)sb.st_size : 0;
+    r->file_size = r->id.size > 0 ? (uint64_t)r->id.size : 0;
     size_t got = fread(r->head, 1, HEAD_BYTES, r->f);
     if (ferror(r->f)) {
         st = sd_set_error(ctx, SD_ERR_IO, "%s: read error: %s", path, strerror(errno));
@@ -311,6 +307,9 @@ sd_status sd_png_read(sd_context *ctx, const char *path, const sd_png_limits *li
         }
     }
     png_read_end(r->png, NULL);
+    /* The pixels are the content the caller hashed only if the file did not change meanwhile. */
+    if ((st = sd_file_check(ctx, fileno(r->f), path, &r->id)))
+        goto done;
     out->width = w;
     out->height = h;
     out->channels = channels;

@@ -13,6 +13,7 @@ struct sd_result {
     sd_node_stat *stats;
     size_t n_stats, cap_stats;
     char **files;
+    char **file_nodes; /* the node that wrote each file */
     size_t n_files;
     kept_output *kept;
     size_t n_kept;
@@ -34,9 +35,12 @@ void sd_result_free(sd_result *r)
         free((char *)r->stats[i].node_type);
     }
     free(r->stats);
-    for (size_t i = 0; i < r->n_files; i++)
+    for (size_t i = 0; i < r->n_files; i++) {
         free(r->files[i]);
+        free(r->file_nodes[i]);
+    }
     free(r->files);
+    free(r->file_nodes);
     for (size_t i = 0; i < r->n_kept; i++) {
         for (size_t j = 0; j < r->kept[i].desc->n_outputs; j++)
             sd_value_unref(r->kept[i].values[j]);
@@ -72,14 +76,23 @@ sd_status sd_result_add_stat(sd_result *r, const char *node_id, const char *node
     return SD_OK;
 }
 
-sd_status sd_result_add_file_path(sd_result *r, const char *path)
+sd_status sd_result_add_file_path(sd_result *r, const char *node_id, const char *path)
 {
     char **f = realloc(r->files, (r->n_files + 1) * sizeof *f);
     if (!f)
         return SD_ERR_NOMEM;
     r->files = f;
-    if (!(f[r->n_files] = sd_strdup(path)))
+    char **fn = realloc(r->file_nodes, (r->n_files + 1) * sizeof *fn);
+    if (!fn)
         return SD_ERR_NOMEM;
+    r->file_nodes = fn;
+    f[r->n_files] = sd_strdup(path);
+    fn[r->n_files] = sd_strdup(node_id);
+    if (!f[r->n_files] || !fn[r->n_files]) {
+        free(f[r->n_files]);
+        free(fn[r->n_files]);
+        return SD_ERR_NOMEM;
+    }
     r->n_files++;
     return SD_OK;
 }
@@ -136,6 +149,17 @@ size_t sd_result_file_count(const sd_result *r)
 const char *sd_result_file(const sd_result *r, size_t index)
 {
     return r && index < r->n_files ? r->files[index] : NULL;
+}
+
+const char *const *sd_result_files_from(const sd_result *r, size_t from, size_t *n)
+{
+    *n = r && from < r->n_files ? r->n_files - from : 0;
+    return *n ? (const char *const *)r->files + from : NULL;
+}
+
+const char *sd_result_file_node(const sd_result *r, size_t index)
+{
+    return r && index < r->n_files ? r->file_nodes[index] : NULL;
 }
 
 /* The tensor that describes a value's shape: the first one ("image", "samples", "mask"...). */

@@ -3,6 +3,7 @@
 #ifndef SD_CORE_RUN_H
 #define SD_CORE_RUN_H
 
+#include "core/files.h"
 #include "core/graph.h"
 #include "core/hash.h"
 #include "core/node.h"
@@ -16,13 +17,25 @@ typedef struct sd_plan_input {
     int src_output;   /* output index on that node */
     const char *text; /* effective literal text (owned by the graph), NULL when linked or unset */
     char *file;       /* resolved path of a set SD_IN_FILE input (malloc'd) */
+    sd_file_id file_id; /* the identity of the content hashed into the key */
 } sd_plan_input;
+
+/* A look-up declared by the node's files hook (sd_files_find) and what it found. */
+typedef struct sd_plan_lookup {
+    const char *kind; /* static, from the node */
+    char **names;     /* the candidates asked for, in order (malloc'd) */
+    size_t n_names;
+    char *path;       /* the file found (malloc'd), NULL for none */
+    sd_file_id id;    /* its identity when hashed */
+} sd_plan_lookup;
 
 /* A graph node in the plan (plan order is topological). */
 typedef struct sd_plan_node {
     sd_graph_node *gn;
     const sd_node_desc *desc;
     sd_plan_input *inputs; /* desc->n_inputs */
+    sd_plan_lookup *lookups; /* declared by desc->files */
+    size_t n_lookups;
     sd_key key;
     bool relevant;  /* an ancestor of (or) a wanted node: keyed */
     bool wanted;    /* its outputs go into the result */
@@ -64,6 +77,13 @@ struct sd_node_run {
 sd_status sd_plan_make(sd_run_state *s, const sd_run_options *options, sd_cache *cache);
 /* Whether a node's outputs are looked up in and stored into the cache. */
 bool sd_plan_storable(const sd_plan_node *p);
+/* Frees what planning allocated for p (resolved files, look-ups). */
+void sd_plan_node_clear(sd_plan_node *p);
+
+/* The read guard (core/context.h) while a node runs (core/node_run.c); run is its sd_node_run.
+ * path must be one of the node's file inputs or a file its look-ups found (else SD_ERR_INVALID),
+ * still with the identity it had when its content was hashed (else SD_ERR_IO). */
+sd_status sd_run_read_guard(void *run, const char *path, const struct sd_file_id *id);
 
 /* Records a file the run read, with its content hash, for the provenance: under
  * "<kind>/<name>" for a name looked up in the model directories ("checkpoints/a.safetensors", its
@@ -85,8 +105,11 @@ double sd_run_clock(void);
 sd_status sd_result_create(sd_result **out);
 sd_status sd_result_add_stat(sd_result *r, const char *node_id, const char *node_type,
                              sd_node_outcome outcome, double seconds);
-/* Records a written file (copied). */
-sd_status sd_result_add_file_path(sd_result *r, const char *path);
+/* Records a file written by node_id (both copied). */
+sd_status sd_result_add_file_path(sd_result *r, const char *node_id, const char *path);
+/* The files recorded from index `from` on (NULL when none), *n of them; valid until the next
+ * file is recorded. */
+const char *const *sd_result_files_from(const sd_result *r, size_t from, size_t *n);
 /* Keeps a wanted node's outputs: takes one reference of each value. */
 sd_status sd_result_keep(sd_result *r, const char *node_id, const sd_node_desc *desc, sd_value **values);
 /* The most nodes whose outputs were held at once during the run (freeing is observable). */

@@ -119,12 +119,16 @@ static sd_status check_outputs(sd_node_run *r)
     return SD_OK;
 }
 
-static void progress(sd_run_state *s, const sd_plan_node *p, sd_progress_kind kind, double seconds)
+/* A node event; NODE_DONE carries the files written since file `first_file` of the result. */
+static void progress(sd_run_state *s, const sd_plan_node *p, sd_progress_kind kind, double seconds,
+                     size_t first_file)
 {
     sd_progress ev = {
         .kind = kind, .node_id = p->gn->id, .node_type = p->desc->name, .node_index = p->index,
         .node_count = s->n_needed, .seconds = seconds,
     };
+    if (kind == SD_PROGRESS_NODE_DONE)
+        ev.files = sd_result_files_from(s->result, first_file, &ev.n_files);
     sd_emit_progress(s->ctx, &ev);
 }
 
@@ -143,10 +147,15 @@ static sd_status run_node(sd_run_state *s, sd_plan_node *p, sd_cache *cache)
     }
     if ((st = prepare_inputs(s, &r)))
         goto done;
-    progress(s, p, SD_PROGRESS_NODE_START, sd_run_clock() - s->t0);
+    size_t first_file = sd_result_file_count(s->result);
+    progress(s, p, SD_PROGRESS_NODE_START, sd_run_clock() - s->t0, 0);
     double t = sd_run_clock();
     sd_clear_error(s->ctx);
+    s->ctx->read_guard = sd_run_read_guard; /* the node may read only the files in its key */
+    s->ctx->read_guard_user = &r;
     st = p->desc->run(&r);
+    s->ctx->read_guard = NULL;
+    s->ctx->read_guard_user = NULL;
     p->seconds = sd_run_clock() - t;
     p->ran = true; /* its outcome is RAN even when it failed: the run's status says that */
     if (st) {
@@ -161,7 +170,7 @@ static sd_status run_node(sd_run_state *s, sd_plan_node *p, sd_cache *cache)
         goto done;
     if (++s->live > s->peak_live)
         s->peak_live = s->live;
-    progress(s, p, SD_PROGRESS_NODE_DONE, p->seconds);
+    progress(s, p, SD_PROGRESS_NODE_DONE, p->seconds, first_file);
     bool store = cache && sd_plan_storable(p);
     for (size_t i = 0; store && i < p->desc->n_outputs; i++)
         store = sd_value_cacheable(p->outputs[i]);
@@ -194,7 +203,7 @@ static sd_status execute(sd_run_state *s, sd_cache *cache)
             return sd_set_error(s->ctx, SD_ERR_INTERRUPTED, "interrupted before node '%s' (%s)", p->gn->id,
                                 p->desc->name);
         if (p->cached) {
-            progress(s, p, SD_PROGRESS_NODE_CACHED, sd_run_clock() - s->t0);
+            progress(s, p, SD_PROGRESS_NODE_CACHED, sd_run_clock() - s->t0, 0);
             continue;
         }
         sd_status st = run_node(s, p, cache);
@@ -226,9 +235,7 @@ static sd_status finish(sd_run_state *s, sd_status st)
             p->holds = 0;
             release(s, p);
         }
-        for (size_t i = 0; p->inputs && i < p->desc->n_inputs; i++)
-            free(p->inputs[i].file);
-        free(p->inputs);
+        sd_plan_node_clear(p);
     }
     sd_result_set_peak(s->result, s->peak_live);
     free(s->nodes);

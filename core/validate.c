@@ -3,6 +3,7 @@
 #include "core/check.h"
 #include "core/files.h"
 #include "core/graph.h"
+#include "core/xml.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,6 +159,15 @@ static void list_names(char *buf, size_t size, const char *const *names, size_t 
     }
 }
 
+/* Text XML cannot carry (a control byte, invalid UTF-8) makes a workflow that can be neither
+ * saved nor embedded in the PNGs it writes: refused before anything runs. */
+static void check_xml_text(vstate *v, int line, const char *where, const char *text)
+{
+    char msg[160];
+    if (!sd_xml_text_ok(text, msg, sizeof msg))
+        problem(v, line, where, "%s, so the workflow could not be saved or written into a PNG", msg);
+}
+
 static void check_params(vstate *v)
 {
     sd_graph *g = v->g;
@@ -180,6 +190,8 @@ static void check_params(vstate *v)
         sd_input_desc in;
         char msg[512];
         const char *value = p->value ? p->value : p->def;
+        if (t == SD_TYPE_STRING || t == SD_TYPE_ENUM)
+            check_xml_text(v, p->line, where, value);
         if (!p->value && !*p->def && t != SD_TYPE_STRING && t != SD_TYPE_ENUM)
             problem(v, p->line, where, "no default value (give one, or --set %s=VALUE)", p->name);
         else if (sd_param_as_input(p, &in) && !sd_literal_check(&in, value, msg, sizeof msg))
@@ -276,6 +288,8 @@ static void check_binding(vstate *v, const sd_graph_node *n, const sd_graph_inpu
         break;
     case SD_BIND_LITERAL:
         check_value(v, b->line, where, in, b->text, NULL);
+        if (in->type == SD_TYPE_STRING)
+            check_xml_text(v, b->line, where, b->text);
         break;
     case SD_BIND_PARAM: {
         const sd_graph_param *p = sd_graph_find_param(v->g, b->param);

@@ -8,7 +8,9 @@
  *     LATENT       "samples"    [batch, 4, height/8, width/8]; optional "noise_mask"
  *     CONDITIONING entries i = 0..n-1: "cond.i" [batch, tokens, dim], optional "pooled.i";
  *                  attrs {"entries":[{"strength":..,...}, ...]}
- * - Handle values (MODEL, CLIP, VAE, CONTROL_NET, UPSCALE_MODEL) and tensor values with
+ *     SIGMAS       "sigmas"     [n]
+ *   SAMPLER and NOISE hold attrs only ({"sampler_name": ..}, {"seed": ..}; nodes/sample_core.h).
+ * - Handle values (MODEL, CLIP, VAE, CONTROL_NET, UPSCALE_MODEL, GUIDER) and tensor values with
  *   attachments (a CONDITIONING carrying a ControlNet) hold an opaque object with a free
  *   function; such values are not cacheable.
  * Cacheable values serialize to bytes and back exactly (sd_value_serialize). */

@@ -9,6 +9,7 @@
 #include "core/upgrade.h"
 #include "core/xml.h"
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <libxml/parser.h>
 #include <libxml/parserInternals.h>
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* Parser state reachable from libxml2 callbacks through xmlParserCtxt._private. */
 typedef struct reader {
@@ -89,6 +91,19 @@ static void on_doctype(void *user, const xmlChar *name, const xmlChar *external_
     xmlStopParser(p);
 }
 
+/* Workflow files hold elements, text, comments and CDATA only (docs/workflow-format.md): a
+ * processing instruction (<?target ...?>, not the XML declaration) is refused. */
+static void on_processing_instruction(void *user, const xmlChar *target, const xmlChar *data)
+{
+    xmlParserCtxtPtr p = user;
+    char msg[160];
+    (void)data;
+    snprintf(msg, sizeof msg, "processing instructions (<?%.40s ...?>) are not allowed in workflow files",
+             (const char *)target);
+    reader_fail(p->_private, SD_ERR_PARSE, xmlSAX2GetLineNumber(p), msg);
+    xmlStopParser(p);
+}
+
 static void on_start_element(void *user, const xmlChar *localname, const xmlChar *prefix,
                              const xmlChar *uri, int nb_namespaces, const xmlChar **namespaces,
                              int nb_attributes, int nb_defaulted, const xmlChar **attributes)
@@ -141,6 +156,7 @@ static xmlDocPtr parse_document(reader *r, const char *buf, size_t len)
     p->sax->internalSubset = on_doctype;
     p->sax->externalSubset = NULL;
     p->sax->startElementNs = on_start_element;
+    p->sax->processingInstruction = on_processing_instruction;
     xmlStructuredErrorFunc saved_handler = xmlStructuredError; /* per thread in libxml2 */
     void *saved_data = xmlStructuredErrorContext;
     xmlSetStructuredErrorFunc(r, on_global_error);
@@ -378,6 +394,20 @@ static sd_status problems_error(reader *r)
                         r->problems == 1 ? "" : "s", r->source);
 }
 
+/* Refuses a workflow over the size limit; size is its size in bytes, or 0 when it is only known
+ * to be over the limit (a stream). */
+static sd_status too_large(reader *r, uint64_t size)
+{
+    char msg[160];
+    if (size)
+        snprintf(msg, sizeof msg, "file is %" PRIu64 " bytes, more than the %d MiB limit for workflows", size,
+                 SD_XML_MAX_BYTES >> 20);
+    else
+        snprintf(msg, sizeof msg, "file is larger than the %d MiB limit for workflows", SD_XML_MAX_BYTES >> 20);
+    reader_fail(r, SD_ERR_LIMIT, 0, msg);
+    return r->status;
+}
+
 sd_status sd_graph_load_xml_memory(sd_context *ctx, const char *xml, size_t len,
                                    const char *source_name, sd_graph **out)
 {
@@ -385,13 +415,8 @@ sd_status sd_graph_load_xml_memory(sd_context *ctx, const char *xml, size_t len,
     sd_clear_error(ctx);
     sd_diag_clear(ctx);
     reader r = {.ctx = ctx, .source = source_name ? source_name : "<memory>"};
-    if (len > SD_XML_MAX_BYTES) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "file is %zu bytes, more than the %d MiB limit for workflows", len,
-                 SD_XML_MAX_BYTES >> 20);
-        reader_fail(&r, SD_ERR_LIMIT, 0, msg);
-        return r.status;
-    }
+    if (len > SD_XML_MAX_BYTES)
+        return too_large(&r, len);
     xmlDocPtr doc = parse_document(&r, xml, len);
     if (!doc)
         return r.status;
@@ -432,7 +457,14 @@ sd_status sd_graph_load_xml(sd_context *ctx, const char *path, sd_graph **out)
     if (!f)
         return sd_set_error(ctx, errno == ENOENT ? SD_ERR_NOT_FOUND : SD_ERR_IO, "%s: %s", path,
                             strerror(errno));
-    /* Read at most one byte past the limit: enough to know the file is too large. */
+    reader r = {.ctx = ctx, .source = path};
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > SD_XML_MAX_BYTES) {
+        st = too_large(&r, (uint64_t)sb.st_size);
+        goto done;
+    }
+    /* Read at most one byte past the limit: enough to know a stream (or a growing file) is too
+     * large. */
     while (len <= (size_t)SD_XML_MAX_BYTES && !feof(f)) {
         if (len == cap) {
             cap = cap ? cap * 2 : 64 * 1024;
@@ -453,7 +485,10 @@ sd_status sd_graph_load_xml(sd_context *ctx, const char *path, sd_graph **out)
         if (len == (size_t)SD_XML_MAX_BYTES + 1)
             break;
     }
-    st = sd_graph_load_xml_memory(ctx, buf ? buf : "", len, path, out);
+    if (len > (size_t)SD_XML_MAX_BYTES)
+        st = too_large(&r, 0);
+    else
+        st = sd_graph_load_xml_memory(ctx, buf ? buf : "", len, path, out);
 done:
     free(buf);
     fclose(f);

@@ -4,6 +4,7 @@
  * escape tabs and line breaks. Files are written to a temporary file in the same directory,
  * synced and renamed over the target, so a reader never sees a partial file. */
 #include "core/graph.h"
+#include "core/xml.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -88,8 +89,7 @@ static bool xml_char(unsigned cp)
            (cp >= 0xE000 && cp <= 0xFFFD) || (cp >= 0x10000 && cp <= 0x10FFFF);
 }
 
-/* Checks s; on failure describes the problem in msg. */
-static bool writable(const char *s, char *msg, size_t size)
+bool sd_xml_text_ok(const char *s, char *msg, size_t size)
 {
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
@@ -150,7 +150,7 @@ static bool check(writer *w, const char *s, const char *where_fmt, ...)
     char msg[160], where[384];
     if (w->status)
         return false;
-    if (writable(s, msg, sizeof msg))
+    if (sd_xml_text_ok(s, msg, sizeof msg))
         return true;
     va_list ap;
     va_start(ap, where_fmt);

@@ -4,6 +4,14 @@
 #include "nodes/image_device.h"
 #include "nodes/node_util.h"
 
+/* Thresholds out of order, before anything runs when both are literals. */
+static void check(sd_node_check *c)
+{
+    double low, high;
+    if (sd_check_float(c, "low_threshold", &low) && sd_check_float(c, "high_threshold", &high) && low > high)
+        sd_check_problem(c, "low_threshold", "%g is above high_threshold %g", low, high);
+}
+
 static sd_status run(sd_node_run *r)
 {
     sd_status st;
@@ -28,5 +36,5 @@ const sd_node_desc sd_node_Canny = {
     .name = "Canny", .version = 1, .category = "image/preprocessors",
     .doc = "Detects edges with the Canny algorithm (ControlNet canny preprocessor).",
     .inputs = inputs, .n_inputs = SD_COUNT(inputs),
-    .outputs = outputs, .n_outputs = SD_COUNT(outputs), .run = run,
+    .outputs = outputs, .n_outputs = SD_COUNT(outputs), .run = run, .check = check,
 };

@@ -1,7 +1,12 @@
-/* The KSampler's model function (ComfyUI's CFGGuider with comfy/samplers.py calc_cond_batch):
- * the UNet on x / sqrt(sigma^2 + 1) at the nearest timestep, D = x - sigma * eps, each
- * conditioning entry averaged by strength, and classifier-free guidance
- * D = D_neg + (D_pos - D_neg) * cfg (the negative pass is skipped when cfg is 1). An entry with
+/* The sampling nodes' model function (ComfyUI's CFGGuider, Guider_Basic and Guider_DualCFG with
+ * comfy/samplers.py calc_cond_batch): the UNet on x / sqrt(sigma^2 + 1) at the nearest timestep,
+ * D = x - sigma * eps, each side's conditioning entries averaged by strength, then the guider's
+ * combination: BasicGuider D_pos; CFGGuider D_neg + (D_pos - D_neg) * cfg (the negative pass is
+ * skipped when cfg is 1); DualCFGGuider regular D_neg + (D_mid - D_neg) * cfg2 +
+ * (D_pos - D_mid) * cfg1 (negative skipped when cfg2 is 1, middle too when cfg1 is also 1) and
+ * nested D_neg + cfg2 * (D_mid + (D_pos - D_mid) * cfg1 - D_neg). CFG++ samplers also get the
+ * unguided prediction (CFG: D_neg; regular dual: D_neg; nested: D_mid; basic: 0), every side
+ * then being computed whatever the scales (disable_cfg1_optimization). An entry with
  * a timestep range (ConditioningSetTimestepRange) takes part only in the calls whose sigma lies
  * in [sigma(end_percent), sigma(start_percent)]; a side none of whose entries takes part
  * predicts D = 0, as ComfyUI (get_area_and_mult, calc_cond_batch). Positive and negative entries
@@ -15,10 +20,15 @@
  * inpainting concat, and with its ControlNet's hint resized to it) only, in batches of entries of
  * one size; each side's prediction is the per-value mean weighted by each entry's weight map
  * (nodes/conditioning.h sd_cond_area_mult). Entries without either take the unchanged path (one
- * weight per side). */
+ * weight per side).
+ *
+ * ADM UNets (SDXL) also take each entry's "y" vector, built once from its pooled output and size
+ * conditioning (read_adm) and batched with the contexts. */
 #include "nodes/cfg_denoiser.h"
 #include "core/checked.h"
 #include "ml/adapters/control_eval.h"
+#include "ml/families/adm.h"
+#include "ml/families/family.h"
 #include "nodes/conditioning.h"
 #include "nodes/model_handle.h"
 #include "nodes/node_util.h"
@@ -29,13 +39,14 @@
 #include <string.h>
 
 #define MAX_LCM_RATIO 4 /* CONDCrossAttn.can_concat */
+#define MAX_SIDES SD_GUIDER_MAX_CONDS
 
 typedef struct sd_cfg_denoiser denoiser;
 
 typedef struct cond_entry {
     const sd_tensor *cond; /* [cb, tokens, dim] */
     double strength;
-    bool negative;
+    int side; /* the guider's conditioning it belongs to (0: positive) */
     const sd_control_link *control; /* ControlNets attached to the entry (borrowed), or NULL */
     bool control_to_uncond;
     /* InpaintModelConditioning's inputs for inpainting UNets (NULL when absent), and the entry's
@@ -58,6 +69,10 @@ typedef struct cond_entry {
     bool to_bounds;
     const float *mult;
     size_t mult_batch;
+    /* ADM UNets (SDXL): the entry's ADM vectors [adm_rows, adm width], one per item of its
+     * pooled output (owned by the denoiser's adms; copies share them). */
+    const float *adm;
+    size_t adm_rows;
 } cond_entry;
 
 struct sd_cfg_denoiser {
@@ -68,6 +83,8 @@ struct sd_cfg_denoiser {
     size_t batch, per_item; /* latent items and floats per item (4 * h * w) */
     int64_t h, w;
     int in_channels;       /* 4, or 9 for inpainting models */
+    const sd_latent_format *preview; /* step previews with its RGB factors (NULL: none) */
+    uint8_t *preview_rgb;  /* h * w * 3, allocated on the first preview */
     float *concat;         /* inpainting models: batch * 5 * h * w (mask, masked latent); owned */
     int64_t dim;           /* the UNet's context width */
     cond_entry *entries;
@@ -79,10 +96,15 @@ struct sd_cfg_denoiser {
     size_t *eps_at;        /* per active entry: where its prediction is in eps */
     size_t n_groups;
     sd_dtensor **contexts; /* per group, uploaded when the active entries change */
-    double cfg;
-    bool use_negative;
-    float *x_in, *eps, *pos, *neg;
-    double *pos_count, *neg_count; /* per-value weights when an entry has an area or mask, else NULL */
+    const sd_guider *g;
+    bool need_uncond;
+    bool used[MAX_SIDES];  /* sides that are computed (ComfyUI's cfg 1 optimisation drops others) */
+    float *x_in, *eps, *acc[MAX_SIDES];
+    double *count[MAX_SIDES]; /* per-value weights when an entry has an area or mask, else NULL */
+    sd_dtensor **ys;       /* per group, the ADM vectors (ADM UNets only), uploaded with contexts */
+    int adm_dim;           /* the UNet's ADM width (0: none) */
+    float **adms;          /* the entries' ADM vectors, owned */
+    size_t n_adms;
     float **mults;                 /* the entries' weight maps (shared by copies), owned */
     size_t n_mults;
     bool reported; /* the node's error is already recorded */
@@ -160,13 +182,58 @@ static sd_status read_region(sd_node_run *r, const denoiser *d, const char *inpu
     return SD_OK;
 }
 
-/* Reads a CONDITIONING input's entries into d->entries (appending). */
-static sd_status read_conditioning(sd_node_run *r, denoiser *d, const char *input, bool negative)
+/* A number of an entry's JSON attributes, or def when it has none. */
+static double attr_number(const json_t *attrs, const char *key, double def)
+{
+    json_t *v = json_object_get(attrs, key);
+    return json_is_number(v) ? json_number_value(v) : def;
+}
+
+/* Entry i's ADM vectors from its pooled output and size conditioning, as ComfyUI's encode_adm
+ * with encode_model_conds' defaults: width and height the latent's times 8, crops 0, targets the
+ * width and height, aesthetic score 6 (positive) or 2.5 (negative). */
+static sd_status read_adm(sd_node_run *r, denoiser *d, const char *input, size_t i, const json_t *attrs,
+                          const sd_value *v, cond_entry *e)
+{
+    const sd_unet_config *u = sd_unet_config_of(d->unet);
+    char name[32];
+    snprintf(name, sizeof name, "pooled.%zu", i);
+    const sd_tensor *p = sd_value_tensor(v, name);
+    int n = sd_adm_embeddings(u->adm);
+    if (!p || p->ndim != 2 || p->shape[0] < 1 || p->shape[1] + SD_ADM_EMBED_DIM * n != d->adm_dim)
+        return sd_run_error(r, SD_ERR_INVALID,
+                            "input '%s': entry %zu has no pooled output of width %d, which the model's ADM input "
+                            "needs (a conditioning made for another model?)",
+                            input, i, d->adm_dim - SD_ADM_EMBED_DIM * n);
+    float **grown = realloc(d->adms, (d->n_adms + 1) * sizeof *grown);
+    float *adm = malloc((size_t)p->shape[0] * (size_t)d->adm_dim * sizeof *adm);
+    if (grown)
+        d->adms = grown;
+    if (!grown || !adm) {
+        free(adm);
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    }
+    d->adms[d->n_adms++] = adm;
+    double w = attr_number(attrs, "width", (double)(d->w * 8)), h = attr_number(attrs, "height", (double)(d->h * 8));
+    sd_adm_params prm = {.width = w, .height = h, .crop_w = attr_number(attrs, "crop_w", 0),
+                         .crop_h = attr_number(attrs, "crop_h", 0), .target_width = attr_number(attrs, "target_width", w),
+                         .target_height = attr_number(attrs, "target_height", h),
+                         .aesthetic_score = attr_number(attrs, "aesthetic_score", strcmp(d->g->names[e->side], "negative") ? 6.0 : 2.5)};
+    for (int64_t b = 0; b < p->shape[0]; b++)
+        sd_adm_vector(u->adm, p->data + b * p->shape[1], (int)p->shape[1], &prm, adm + b * d->adm_dim);
+    e->adm = adm;
+    e->adm_rows = (size_t)p->shape[0];
+    return SD_OK;
+}
+
+/* Reads the entries of the guider's conditioning `side` into d->entries (appending). */
+static sd_status read_conditioning(sd_node_run *r, denoiser *d, int side)
 {
     int64_t dim = d->dim;
-    sd_value *v = sd_run_value(r, input);
+    const sd_value *v = d->g->conds[side];
+    const char *input = d->g->names[side];
     size_t n;
-    json_t *list = sd_node_cond_entries(r, input, &n);
+    json_t *list = sd_cond_entries(r, v, input, &n);
     if (!list)
         return SD_ERR_INVALID;
     cond_entry *grown = realloc(d->entries, (d->n_entries + n) * sizeof *grown);
@@ -188,7 +255,7 @@ static sd_status read_conditioning(sd_node_run *r, denoiser *d, const char *inpu
         snprintf(mname, sizeof mname, "concat_mask.%zu", i);
         cond_entry *e = &d->entries[d->n_entries++];
         *e = (cond_entry){.cond = t, .strength = json_is_number(s) ? json_number_value(s) : 1.0,
-                          .negative = negative, .concat_latent = sd_value_tensor(v, lname),
+                          .side = side, .concat_latent = sd_value_tensor(v, lname),
                           .concat_mask = sd_value_tensor(v, mname)};
         e->control = sd_cond_control(v, i, &e->control_to_uncond);
         /* comfy/samplers.py calculate_start_end_timesteps: each bound only when given */
@@ -199,15 +266,17 @@ static sd_status read_conditioning(sd_node_run *r, denoiser *d, const char *inpu
         e->sigma_end = json_is_number(end) ? sd_model_sampling_percent_to_sigma(d->ms, json_number_value(end))
                                            : -INFINITY;
         sd_status st = read_region(r, d, input, i, json_array_get(list, i), v, e);
+        if (!st && d->adm_dim)
+            st = read_adm(r, d, input, i, json_array_get(list, i), v, e);
         if (st)
             return st;
     }
     return SD_OK;
 }
 
-static const char *side_name(const cond_entry *e)
+static const char *side_name(const denoiser *d, const cond_entry *e)
 {
-    return e->negative ? "negative" : "positive";
+    return d->g->names[e->side];
 }
 
 /* Entry e (number i of its side): its mask resized to the latent, the mask's bounding box as
@@ -225,7 +294,7 @@ static sd_status resolve_region(denoiser *d, cond_entry *e, size_t i)
         mb = (size_t)e->mask->shape[0] < d->batch ? (size_t)e->mask->shape[0] : d->batch; /* mask[:batch] */
         if (d->batch % mb)
             return sd_run_error(r, SD_ERR_INVALID, "input '%s': entry %zu's mask has a batch of %zu, which does not "
-                                "divide the latent's batch of %zu", side_name(e), i, mb, d->batch);
+                                "divide the latent's batch of %zu", side_name(d, e), i, mb, d->batch);
         if (!(mask = malloc(mb * hw * sizeof *mask)))
             return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
         int64_t mh = e->mask->shape[1], mw = e->mask->shape[2];
@@ -251,7 +320,7 @@ static sd_status resolve_region(denoiser *d, cond_entry *e, size_t i)
     if (e->has_area) {
         if (e->area[2] >= d->h || e->area[3] >= d->w) {
             st = sd_run_error(r, SD_ERR_INVALID, "input '%s': entry %zu's area starts at x %lld, y %lld (latent "
-                              "units), outside the %lldx%lld latent", side_name(e), i, (long long)e->area[3],
+                              "units), outside the %lldx%lld latent", side_name(d, e), i, (long long)e->area[3],
                               (long long)e->area[2], (long long)d->w, (long long)d->h);
             goto done;
         }
@@ -286,11 +355,12 @@ static bool area_inside(const int64_t *a, const int64_t *b)
     return a[2] >= b[2] && a[3] >= b[3] && a[0] + a[2] <= b[0] + b[2] && a[1] + a[3] <= b[1] + b[3];
 }
 
-/* ComfyUI's create_cond_with_same_area_if_none: for entry c with an area, the other side's
- * entry that encloses it most tightly (an entry without an area encloses everything but loses
- * to any with one) lends its tokens and inpainting inputs to a copy of c on the other side,
- * unless its area is c's. Appends the copy to other (room for it is the caller's). */
-static void same_area(const cond_entry *c, cond_entry *other, size_t *n_other)
+/* ComfyUI's create_cond_with_same_area_if_none: for entry c with an area, the entry of another
+ * side that encloses it most tightly (an entry without an area encloses everything but loses to
+ * any with one) lends its tokens and inpainting inputs to a copy of c on that side, unless its
+ * area is c's. Appends the copy to other, the entries of side `side` (room for it is the
+ * caller's). */
+static void same_area(const cond_entry *c, cond_entry *other, size_t *n_other, int side)
 {
     const cond_entry *best = NULL;
     if (!c->has_area)
@@ -305,113 +375,142 @@ static void same_area(const cond_entry *c, cond_entry *other, size_t *n_other)
     if (!best || (best->has_area && memcmp(best->area, c->area, sizeof c->area) == 0))
         return;
     cond_entry copy = *c;
-    copy.negative = !c->negative;
+    copy.side = side;
     copy.cond = best->cond;
     copy.concat_latent = best->concat_latent;
     copy.concat_mask = best->concat_mask;
+    copy.adm = best->adm; /* ComfyUI copies the lender's model_conds: its y too */
+    copy.adm_rows = best->adm_rows;
     other[(*n_other)++] = copy;
 }
 
-/* Resolves every entry's area and mask, then gives each area an opposite entry of the same area
- * as ComfyUI's process_conds (positive entries first, then the negative ones). */
+/* Where side `side`'s entries start in d->entries (which is ordered by side), and how many. */
+static size_t side_range(const denoiser *d, int side, size_t *count)
+{
+    size_t start = 0, end;
+    while (start < d->n_entries && d->entries[start].side < side)
+        start++;
+    for (end = start; end < d->n_entries && d->entries[end].side == side; end++)
+        ;
+    *count = end - start;
+    return start;
+}
+
+/* Replaces side `side`'s entries with the n of block (copied). */
+static sd_status replace_side(denoiser *d, int side, const cond_entry *block, size_t n)
+{
+    size_t count, start = side_range(d, side, &count), tail = d->n_entries - start - count;
+    cond_entry *e = malloc((start + n + tail + 1) * sizeof *e);
+    if (!e)
+        return sd_run_error(d->r, SD_ERR_NOMEM, "out of memory");
+    memcpy(e, d->entries, start * sizeof *e);
+    memcpy(e + start, block, n * sizeof *e);
+    memcpy(e + start + n, d->entries + start + count, tail * sizeof *e);
+    free(d->entries);
+    d->entries = e;
+    d->n_entries = start + n + tail;
+    return SD_OK;
+}
+
+/* Resolves every entry's area and mask, then gives each area an entry of the same area on every
+ * other side, as ComfyUI's process_conds: side by side in the guider's order (positive first),
+ * each entry of a side (the copies it received included) against every other side. */
 static sd_status resolve_regions(denoiser *d)
 {
-    size_t np = 0, nn, i;
+    size_t idx[MAX_SIDES] = {0}, n = d->n_entries, len[MAX_SIDES] = {0};
     bool any = false;
-    for (i = 0; i < d->n_entries; i++) {
+    for (size_t i = 0; i < n; i++) {
         cond_entry *e = &d->entries[i];
-        np += !e->negative;
-        sd_status st = resolve_region(d, e, e->negative ? i - np : i);
+        sd_status st = resolve_region(d, e, idx[e->side]++);
         if (st)
             return st;
         any |= e->has_area;
     }
     if (!any)
         return SD_OK;
-    nn = d->n_entries - np;
-    size_t total = 2 * (np + nn), n_pos = np, n_neg = nn;
-    cond_entry *pos = malloc(total * sizeof *pos), *neg = malloc(total * sizeof *neg);
-    if (!pos || !neg) {
-        free(pos), free(neg);
-        return sd_run_error(d->r, SD_ERR_NOMEM, "out of memory");
-    }
-    memcpy(pos, d->entries, np * sizeof *pos);
-    memcpy(neg, d->entries + np, nn * sizeof *neg);
-    for (i = 0; i < np; i++)
-        same_area(&pos[i], neg, &n_neg);
-    for (i = 0; i < n_neg; i++) /* the copies just made find their own area among the positives */
-        same_area(&neg[i], pos, &n_pos);
-    cond_entry *grown = realloc(d->entries, (n_pos + n_neg) * sizeof *grown);
-    if (grown) {
-        memcpy(grown, pos, n_pos * sizeof *grown);
-        memcpy(grown + n_pos, neg, n_neg * sizeof *grown);
-        d->entries = grown;
-        d->n_entries = n_pos + n_neg;
-    }
-    free(pos), free(neg);
-    return grown ? SD_OK : sd_run_error(d->r, SD_ERR_NOMEM, "out of memory");
+    int ns = (int)d->g->n_conds;
+    cond_entry *side[MAX_SIDES] = {0};
+    sd_status st = SD_OK;
+    for (int k = 0; k < ns && !st; k++) /* each side ends with at most 4 n entries */
+        if (!(side[k] = malloc((4 * n + 1) * sizeof *side[k])))
+            st = sd_run_error(d->r, SD_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; !st && i < n; i++)
+        side[d->entries[i].side][len[d->entries[i].side]++] = d->entries[i];
+    for (int k = 0; !st && k < ns; k++)
+        for (size_t i = 0; i < len[k]; i++)
+            for (int o = 0; o < ns; o++)
+                if (o != k)
+                    same_area(&side[k][i], side[o], &len[o], o);
+    for (int k = 0; !st && k < ns; k++)
+        st = replace_side(d, k, side[k], len[k]);
+    for (int k = 0; k < ns; k++)
+        free(side[k]);
+    return st;
 }
 
-/* ControlNets attached with ControlNetApply act on the negative side too (ComfyUI's
- * apply_empty_x_to_equal_area, ml/adapters/control_eval.h): negative entries are rewritten. */
-static sd_status control_fill_uncond(sd_node_run *r, denoiser *d)
+/* ControlNets attached with ControlNetApply act on the other sides too (ComfyUI's
+ * apply_empty_x_to_equal_area for every conditioning but the positive, ml/adapters/control_eval.h):
+ * side `side`'s entries are rewritten. Its entries with an area take no part: they are moved
+ * past the others and kept as they are. */
+static sd_status control_fill_side(denoiser *d, int side)
 {
-    size_t np = 0, nn, n_out, n_area = 0;
+    size_t np, nn = 0, cnt, n_out;
+    side_range(d, 0, &np);
+    size_t start = side_range(d, side, &cnt);
+    cond_entry *block = malloc((2 * cnt + np + 1) * sizeof *block);
+    const sd_control_link **chains = calloc(3 * (np + cnt) + 1, sizeof *chains);
+    size_t *src = calloc(np + cnt + 1, sizeof *src);
+    bool *flags = calloc(np + 1, sizeof *flags);
+    sd_status st = SD_OK;
+    if (!block || !chains || !src || !flags) {
+        st = sd_run_error(d->r, SD_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    cond_entry *old = block + np + cnt; /* the side's entries, those without an area first */
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = start; i < start + cnt; i++)
+            if (d->entries[i].has_area == (pass == 1)) {
+                nn += pass == 0;
+                *old++ = d->entries[i];
+            }
+    old = block + np + cnt;
+    const sd_control_link **pos = chains + np + cnt, **neg = pos + np;
+    for (size_t i = 0; i < np; i++) {
+        pos[i] = d->entries[i].has_area ? NULL : d->entries[i].control;
+        flags[i] = d->entries[i].control_to_uncond;
+    }
+    for (size_t i = 0; i < nn; i++)
+        neg[i] = old[i].control;
+    sd_control_fill_uncond(pos, flags, np, neg, nn, src, chains, &n_out);
+    for (size_t j = 0; j < n_out; j++) {
+        block[j] = old[src[j]];
+        block[j].control = chains[j];
+    }
+    memmove(block + n_out, old + nn, (cnt - nn) * sizeof *block);
+    st = replace_side(d, side, block, n_out + cnt - nn);
+done:
+    free(block), free(chains), free(src), free(flags);
+    return st;
+}
+
+static sd_status control_fill_uncond(denoiser *d)
+{
     bool any = false;
     for (size_t i = 0; i < d->n_entries; i++)
         any |= d->entries[i].control != NULL;
-    if (!any)
-        return SD_OK;
-    while (np < d->n_entries && !d->entries[np].negative)
-        np++;
-    /* Entries with an area take no part (ComfyUI's apply_empty_x_to_equal_area): the negative
-     * ones are moved past the others, and kept as they are. */
-    for (size_t i = np, k = np; i < d->n_entries; i++) {
-        cond_entry e = d->entries[i];
-        if (e.has_area) {
-            n_area++;
-            continue;
-        }
-        memmove(d->entries + k + 1, d->entries + k, (i - k) * sizeof e);
-        d->entries[k++] = e;
-    }
-    nn = d->n_entries - np - n_area;
-    const sd_control_link **chains = calloc(3 * (np + nn) + 1, sizeof *chains);
-    size_t *src = calloc(np + nn + 1, sizeof *src);
-    bool *flags = calloc(np + 1, sizeof *flags);
-    cond_entry *grown = realloc(d->entries, (2 * (np + nn + n_area) + 1) * sizeof *grown);
-    if (!chains || !src || !flags || !grown) {
-        free(chains), free(src), free(flags);
-        d->entries = grown ? grown : d->entries;
-        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
-    }
-    d->entries = grown;
-    const sd_control_link **pos = chains + np + nn, **neg = pos + np;
-    for (size_t i = 0; i < np + nn; i++) {
-        *(i < np ? &pos[i] : &neg[i - np]) = d->entries[i].has_area ? NULL : d->entries[i].control;
-        if (i < np)
-            flags[i] = d->entries[i].control_to_uncond;
-    }
-    sd_control_fill_uncond(pos, flags, np, neg, nn, src, chains, &n_out);
-    cond_entry *old_neg = d->entries + 2 * np + nn + n_area; /* the negatives, copied past the new ones */
-    memcpy(old_neg, d->entries + np, (nn + n_area) * sizeof *old_neg);
-    for (size_t j = 0; j < n_out; j++) {
-        d->entries[np + j] = old_neg[src[j]];
-        d->entries[np + j].control = chains[j];
-    }
-    memmove(d->entries + np + n_out, old_neg + nn, n_area * sizeof *old_neg);
-    d->n_entries = np + n_out + n_area;
-    free(chains), free(src), free(flags);
-    return SD_OK;
+    sd_status st = SD_OK;
+    for (int side = 1; any && !st && side < (int)d->g->n_conds; side++)
+        st = control_fill_side(d, side);
+    return st;
 }
 
-/* Drops the negative entries when cfg 1 leaves them unused, and allocates the active-entry
+/* Drops the entries of the sides the guider leaves uncomputed, and allocates the active-entry
  * lists (every entry is active until the first model call says otherwise). */
 static sd_status drop_unused(denoiser *d)
 {
     size_t k = 0;
     for (size_t i = 0; i < d->n_entries; i++)
-        if (!d->entries[i].negative || d->use_negative)
+        if (d->used[d->entries[i].side])
             d->entries[k++] = d->entries[i];
     d->n_entries = k;
     d->active = calloc(k + 1, sizeof *d->active);
@@ -426,7 +525,11 @@ static void free_groups(denoiser *d)
 {
     for (size_t g = 0; d->contexts && g < d->n_groups; g++)
         sd_dtensor_free(d->contexts[g]);
+    for (size_t g = 0; d->ys && g < d->n_groups; g++)
+        sd_dtensor_free(d->ys[g]);
     free(d->contexts);
+    free(d->ys);
+    d->ys = NULL;
     free(d->group_start);
     free(d->order);
     d->contexts = NULL;
@@ -441,6 +544,27 @@ static const cond_entry *grouped(const denoiser *d, size_t k)
     return &d->entries[d->active[d->order[k]]];
 }
 
+/* Uploads group g's ADM vectors [entries * batch, adm width] (entry e's item b is its row
+ * b % adm_rows, as its context). */
+static sd_status upload_adm(denoiser *d, size_t g)
+{
+    size_t k0 = d->group_start[g], k1 = d->group_start[g + 1], row = (size_t)d->adm_dim;
+    float *host = malloc((k1 - k0) * d->batch * row * sizeof *host);
+    if (!host)
+        return sd_set_error(d->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    for (size_t k = k0; k < k1; k++) {
+        const cond_entry *e = grouped(d, k);
+        for (size_t b = 0; b < d->batch; b++)
+            memcpy(host + ((k - k0) * d->batch + b) * row, e->adm + (b % e->adm_rows) * row, row * sizeof *host);
+    }
+    int64_t shape[2] = {(int64_t)((k1 - k0) * d->batch), d->adm_dim};
+    sd_status st = sd_dtensor_new(d->cl, SD_DTYPE_F32, 2, shape, &d->ys[g]);
+    if (!st)
+        st = sd_dtensor_upload(d->ys[g], host);
+    free(host);
+    return st;
+}
+
 /* Splits the active entries into UNet calls: entries of one UNet input size (their area's),
  * together when their token lengths allow (CONDCrossAttn.can_concat), else one by one. Uploads
  * each call's context [entries * batch, lcm tokens, dim] (entry e's item b is its cond item
@@ -452,9 +576,10 @@ static sd_status prepare_groups(denoiser *d)
     free_groups(d);
     d->group_start = calloc(n + 1, sizeof *d->group_start);
     d->contexts = calloc(n + 1, sizeof *d->contexts);
+    d->ys = d->adm_dim ? calloc(n + 1, sizeof *d->ys) : NULL;
     d->order = calloc(n + 1, sizeof *d->order);
     bool *taken = calloc(n + 1, sizeof *taken);
-    if (!d->group_start || !d->contexts || !d->order || !taken) {
+    if (!d->group_start || !d->contexts || !d->order || !taken || (d->adm_dim && !d->ys)) {
         free(taken);
         return sd_run_error(d->r, SD_ERR_NOMEM, "out of memory");
     }
@@ -510,6 +635,8 @@ static sd_status prepare_groups(denoiser *d)
         if (!st)
             st = sd_dtensor_upload(d->contexts[g], host);
         free(host);
+        if (!st && d->adm_dim)
+            st = upload_adm(d, g);
         if (st)
             return sd_node_model_fail(d->r, st);
     }
@@ -609,7 +736,7 @@ static sd_status unet_group(denoiser *d, size_t g, float sigma)
     if (!(st = sd_dtensor_new(d->cl, SD_DTYPE_F32, 4, shape, &x)) && !(st = sd_dtensor_upload(x, host)) &&
         (!d->control || !(st = control_call(d, chains, k1 - k0, host, in_item, e0->ah, e0->aw, sigma, timestep,
                                              d->contexts[g], &res, &control))) &&
-        !(st = sd_unet_forward(d->unet, x, t, d->contexts[g], control, &out)))
+        !(st = sd_unet_forward_adm(d->unet, x, t, d->contexts[g], d->ys ? d->ys[g] : NULL, control, &out)))
         st = sd_dtensor_download(out, d->eps + k0 * d->batch * d->per_item);
 done:
     sd_control_residuals_free(&res);
@@ -621,7 +748,35 @@ done:
     return st;
 }
 
-sd_status sd_cfg_denoise(void *user, const float *x, float sigma, float *out, size_t n)
+/* The guider's combination of the side predictions m[side] (0 where a side is not computed), in
+ * float as ComfyUI's cfg_function and Guider_DualCFG.predict_noise; the unguided prediction into
+ * uncond (when not NULL). */
+static void combine(const denoiser *d, float *const *m, float *out, float *uncond, size_t n)
+{
+    const sd_guider *g = d->g;
+    float cfg = (float)g->cfg, cfg2 = (float)g->cfg2;
+    for (size_t i = 0; i < n; i++) {
+        float p = m[0][i], u = g->n_conds > 1 ? m[g->n_conds - 1][i] : 0.0f, mid = g->n_conds > 2 ? m[1][i] : 0.0f;
+        switch (g->kind) {
+        case SD_GUIDER_BASIC:
+            out[i] = p;
+            break;
+        case SD_GUIDER_CFG:
+            out[i] = d->used[1] ? u + (p - u) * cfg : p;
+            break;
+        case SD_GUIDER_DUAL:
+            out[i] = (u + (mid - u) * cfg2) + (p - mid) * cfg;
+            break;
+        case SD_GUIDER_DUAL_NESTED:
+            out[i] = u + cfg2 * ((mid + (p - mid) * cfg) - u);
+            break;
+        }
+        if (uncond)
+            uncond[i] = g->kind == SD_GUIDER_DUAL_NESTED ? mid : u;
+    }
+}
+
+sd_status sd_cfg_denoise(void *user, const float *x, float sigma, float *out, float *uncond, size_t n)
 {
     denoiser *d = user;
     float scale = sqrtf(sigma * sigma + 1.0f);
@@ -646,22 +801,22 @@ sd_status sd_cfg_denoise(void *user, const float *x, float sigma, float *out, si
      * its weight (its strength, or its weight map over its area) and the weight; a value no
      * entry of a side covers (all outside their timestep ranges or areas, or of weight 0)
      * predicts 0. Without areas and masks one count per side serves every value. */
-    memset(d->pos, 0, n * sizeof *d->pos);
-    memset(d->neg, 0, n * sizeof *d->neg);
-    if (d->pos_count) {
-        memset(d->pos_count, 0, n * sizeof *d->pos_count);
-        memset(d->neg_count, 0, n * sizeof *d->neg_count);
+    size_t ns = d->g->n_conds;
+    double w[MAX_SIDES] = {0};
+    for (size_t k = 0; k < ns; k++) {
+        memset(d->acc[k], 0, n * sizeof *d->acc[k]);
+        if (d->count[k])
+            memset(d->count[k], 0, n * sizeof *d->count[k]);
     }
-    double wp = 0, wn = 0;
     for (size_t k = 0; k < d->n_active; k++) {
         const cond_entry *e = &d->entries[d->active[k]];
         const float *eps = d->eps + d->eps_at[k];
-        float s = (float)e->strength, *acc = e->negative ? d->neg : d->pos;
-        double *count = e->negative ? d->neg_count : d->pos_count;
+        float s = (float)e->strength, *acc = d->acc[e->side];
+        double *count = d->count[e->side];
         if (!e->mult) {
             for (size_t i = 0; i < n; i++)
                 acc[i] += (x[i] - eps[i] * sigma) * s;
-            *(e->negative ? &wn : &wp) += e->strength;
+            w[e->side] += e->strength;
             for (size_t i = 0; count && i < n; i++)
                 count[i] += e->strength;
             continue;
@@ -679,26 +834,42 @@ sd_status sd_cfg_denoise(void *user, const float *x, float sigma, float *out, si
                     }
                 }
     }
-    for (size_t i = 0; i < n; i++) {
-        double cp = d->pos_count ? d->pos_count[i] : wp, cn = d->neg_count ? d->neg_count[i] : wn;
-        float p = cp != 0 ? d->pos[i] / (float)cp : 0.0f;
-        if (!d->use_negative) {
-            out[i] = p;
-            continue;
+    for (size_t k = 0; k < ns; k++)
+        for (size_t i = 0; i < n; i++) {
+            double c = d->count[k] ? d->count[k][i] : w[k];
+            d->acc[k][i] = c != 0 ? d->acc[k][i] / (float)c : 0.0f;
         }
-        float u = cn != 0 ? d->neg[i] / (float)cn : 0.0f;
-        out[i] = u + (p - u) * (float)d->cfg;
-    }
+    combine(d, d->acc, out, uncond, n);
     return SD_OK;
+}
+
+/* ComfyUI's latent-to-RGB preview of the first item of the denoised latent: rgb = bias + x0 .
+ * factors per cell, mapped from [-1, 1] to bytes. NULL when out of memory (no preview then). */
+static const uint8_t *preview_image(denoiser *d, const float *denoised)
+{
+    size_t cells = (size_t)(d->h * d->w);
+    if (!d->preview_rgb && !(d->preview_rgb = malloc(cells * 3)))
+        return NULL;
+    const sd_latent_format *f = d->preview;
+    int channels = f->channels < 4 ? f->channels : 4; /* the denoiser's latents have 4 channels */
+    for (size_t p = 0; p < cells; p++)
+        for (int c = 0; c < 3; c++) {
+            float v = f->rgb_bias[c];
+            for (int k = 0; k < channels; k++)
+                v += denoised[(size_t)k * cells + p] * f->rgb_factors[k][c];
+            v = (v + 1.0f) * 0.5f;
+            d->preview_rgb[p * 3 + (size_t)c] = (uint8_t)(v <= 0.0f ? 0 : v >= 1.0f ? 255 : v * 255.0f + 0.5f);
+        }
+    return d->preview_rgb;
 }
 
 sd_status sd_cfg_on_step(void *user, int step, int steps, const float *x, const float *denoised, size_t n)
 {
     (void)x;
-    (void)denoised;
     (void)n;
     denoiser *d = user;
-    sd_status st = sd_run_progress(d->r, step + 1, steps);
+    const uint8_t *rgb = d->preview && sd_run_wants_preview(d->r) ? preview_image(d, denoised) : NULL;
+    sd_status st = sd_run_progress_preview(d->r, step + 1, steps, rgb, (int)d->w, (int)d->h);
     d->reported |= st != SD_OK;
     return st;
 }
@@ -765,6 +936,23 @@ static sd_status inpaint_concat(sd_node_run *r, const sd_tensor *c_latent, const
     return SD_OK;
 }
 
+/* Which sides the guider computes: all of them for CFG++ samplers (disable_cfg1_optimization),
+ * else ComfyUI's cfg 1 shortcuts (math.isclose, relative 1e-9). */
+static void set_used(denoiser *d)
+{
+    const sd_guider *g = d->g;
+    bool cfg_not_1 = fabs(g->cfg - 1.0) > 1e-9 * fmax(fabs(g->cfg), 1.0);
+    bool cfg2_not_1 = fabs(g->cfg2 - 1.0) > 1e-9 * fmax(fabs(g->cfg2), 1.0);
+    d->used[0] = true;
+    if (g->kind == SD_GUIDER_CFG)
+        d->used[1] = d->need_uncond || cfg_not_1;
+    if (g->kind == SD_GUIDER_DUAL || g->kind == SD_GUIDER_DUAL_NESTED) {
+        bool all = d->need_uncond || g->kind == SD_GUIDER_DUAL_NESTED;
+        d->used[2] = all || cfg2_not_1;
+        d->used[1] = d->used[2] || cfg_not_1;
+    }
+}
+
 sd_status sd_cfg_denoiser_new(const sd_cfg_setup *s, sd_cfg_denoiser **out)
 {
     sd_node_run *r = s->r;
@@ -773,27 +961,29 @@ sd_status sd_cfg_denoiser_new(const sd_cfg_setup *s, sd_cfg_denoiser **out)
     if (!d)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
     *d = (denoiser){.r = r, .cl = s->cl, .unet = s->unet, .ms = s->ms, .batch = s->batch, .h = s->h, .w = s->w,
-                    .in_channels = s->in_channels, .dim = s->dim, .cfg = s->cfg,
-                    .use_negative = fabs(s->cfg - 1.0) > 1e-9};
+                    .in_channels = s->in_channels, .dim = s->dim, .g = s->guider, .need_uncond = s->need_uncond,
+                    .adm_dim = sd_unet_config_of(s->unet)->adm_channels,
+                    .preview = s->preview};
+    set_used(d);
     d->per_item = (size_t)(4 * d->h * d->w);
     size_t n = d->batch * d->per_item, n_eps;
-    sd_status st;
-    if ((st = read_conditioning(r, d, "positive", false)) || (st = read_conditioning(r, d, "negative", true)) ||
-        (st = resolve_regions(d)) || (st = control_fill_uncond(r, d)) || (st = drop_unused(d)))
+    sd_status st = SD_OK;
+    for (int side = 0; side < (int)d->g->n_conds && !st; side++)
+        st = read_conditioning(r, d, side);
+    if (st || (st = resolve_regions(d)) || (st = control_fill_uncond(d)) || (st = drop_unused(d)))
         return st;
     for (size_t e = 0; e < d->n_entries && !d->control; e++)
         if (d->entries[e].control && (st = sd_control_eval_new(sd_run_context(r), s->ms, &d->control)))
             return sd_node_model_fail(r, st);
+    bool counts = false;
+    for (size_t e = 0; e < d->n_entries; e++)
+        counts |= d->entries[e].mult != NULL;
     d->x_in = malloc(n * sizeof *d->x_in);
-    d->pos = malloc(n * sizeof *d->pos);
-    d->neg = malloc(n * sizeof *d->neg);
-    if (!sd_mul_size(d->n_entries, n, &n_eps) || !d->x_in || !d->pos || !d->neg ||
-        !(d->eps = malloc(n_eps * sizeof *d->eps)))
+    bool ok = d->x_in && sd_mul_size(d->n_entries, n, &n_eps) && (d->eps = malloc((n_eps ? n_eps : 1) * sizeof *d->eps));
+    for (size_t k = 0; ok && k < d->g->n_conds; k++)
+        ok = (d->acc[k] = malloc(n * sizeof *d->acc[k])) && (!counts || (d->count[k] = calloc(n, sizeof *d->count[k])));
+    if (!ok)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory for a latent of %zu values", n);
-    for (size_t e = 0; e < d->n_entries && !d->pos_count; e++)
-        if (d->entries[e].mult && (!(d->pos_count = calloc(n, sizeof *d->pos_count)) ||
-                                   !(d->neg_count = calloc(n, sizeof *d->neg_count))))
-            return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
     return SD_OK;
 }
 
@@ -832,15 +1022,19 @@ void sd_cfg_denoiser_free(sd_cfg_denoiser *d)
         free(d->entries[e].concat);
     free(d->entries);
     free(d->concat);
+    free(d->preview_rgb);
     free(d->x_in);
     free(d->eps);
     free(d->eps_at);
-    free(d->pos_count);
-    free(d->neg_count);
+    for (size_t k = 0; k < MAX_SIDES; k++) {
+        free(d->acc[k]);
+        free(d->count[k]);
+    }
     for (size_t m = 0; m < d->n_mults; m++)
         free(d->mults[m]);
     free(d->mults);
-    free(d->pos);
-    free(d->neg);
+    for (size_t m = 0; m < d->n_adms; m++)
+        free(d->adms[m]);
+    free(d->adms);
     free(d);
 }

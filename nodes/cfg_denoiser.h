@@ -1,17 +1,20 @@
-/* The KSampler's model function over its positive and negative conditionings: entries averaged
- * by strength, timestep ranges, areas and masks, ControlNets, inpainting channels, and
- * classifier-free guidance, as ComfyUI's CFGGuider and calc_cond_batch (nodes/cfg_denoiser.c). */
+/* The sampling nodes' model function over a guider's conditionings: entries averaged by
+ * strength, timestep ranges, areas and masks, ControlNets, inpainting channels, and the guider's
+ * combination (classifier-free guidance, the dual guiders), as ComfyUI's CFGGuider,
+ * Guider_DualCFG and calc_cond_batch (nodes/cfg_denoiser.c). */
 #ifndef SD_NODES_CFG_DENOISER_H
 #define SD_NODES_CFG_DENOISER_H
 
 #include "ml/sampling/schedulers.h"
 #include "ml/diffusion/unet.h"
-#include "sdflow/node.h"
+#include "nodes/sample_core.h"
 
 typedef struct sd_cfg_denoiser sd_cfg_denoiser;
 
 typedef struct sd_cfg_setup {
-    sd_node_run *r;               /* the sampler node: its "positive" and "negative" inputs */
+    sd_node_run *r;               /* the sampler node (errors, progress) */
+    const sd_guider *guider;      /* its conditionings and how they combine; must outlive the denoiser */
+    bool need_uncond;             /* the sampler reads the unguided prediction (CFG++) */
     sd_cl *cl;
     sd_unet *unet;
     const sd_model_sampling *ms;  /* must outlive the denoiser */
@@ -19,10 +22,10 @@ typedef struct sd_cfg_setup {
     int64_t h, w;                 /* latent size */
     int in_channels;              /* the UNet's: 4, or 9 for inpainting models */
     int64_t dim;                  /* the UNet's context width */
-    double cfg;
+    const struct sd_latent_format *preview; /* latent format for step previews, NULL: none */
 } sd_cfg_setup;
 
-/* Reads the node's conditionings (entries, regions, ControlNets) and allocates the working
+/* Reads the guider's conditionings (entries, regions, ControlNets) and allocates the working
  * memory. On failure the node's error is set; *out is still to be freed. */
 sd_status sd_cfg_denoiser_new(const sd_cfg_setup *s, sd_cfg_denoiser **out);
 /* For inpainting UNets: the extra channels of every entry (InpaintModelConditioning's image and
@@ -31,7 +34,7 @@ sd_status sd_cfg_denoiser_new(const sd_cfg_setup *s, sd_cfg_denoiser **out);
 sd_status sd_cfg_denoiser_inpaint(sd_cfg_denoiser *d, const float *noise_mask, const float *latent, float scale);
 /* The sampler's callbacks (ml/sampling/sampling.h sd_sample_options.denoise / .step; user: the
  * denoiser). On failure the node's error is set (sd_cfg_denoiser_reported). */
-sd_status sd_cfg_denoise(void *user, const float *x, float sigma, float *out, size_t n);
+sd_status sd_cfg_denoise(void *user, const float *x, float sigma, float *out, float *uncond, size_t n);
 sd_status sd_cfg_on_step(void *user, int step, int steps, const float *x, const float *denoised, size_t n);
 bool sd_cfg_denoiser_reported(const sd_cfg_denoiser *d);
 void sd_cfg_denoiser_free(sd_cfg_denoiser *d); /* NULL-safe */

@@ -24,8 +24,10 @@ static sd_status run_checkpoint(sd_node_run *r)
                                        weight_dtype(r), &l);
     if (st)
         return sd_node_model_fail(r, st);
+    /* The CLIP starts at the family's context layer (SDXL: the penultimate, as ComfyUI). */
+    int layer = sd_family_get(sd_loaded_config(l)->family)->text_encoders[0].layer;
     sd_value *model = sd_node_model_value(SD_TYPE_MODEL, l, -1);
-    sd_value *clip = sd_node_model_value(SD_TYPE_CLIP, l, -1);
+    sd_value *clip = sd_node_model_value(SD_TYPE_CLIP, l, layer);
     sd_value *vae = sd_node_model_value(SD_TYPE_VAE, l, -1);
     sd_loaded_unref(l);
     if (!model || !clip || !vae) {
@@ -42,18 +44,19 @@ static sd_status run_checkpoint(sd_node_run *r)
 
 static const sd_input_desc ckpt_in[] = {
     SD_IN_FILE_NAME("ckpt_name", "checkpoints",
-                    "SD1.x single-file .safetensors checkpoint in models/checkpoints"
+                    "SD1.x, SDXL or SDXL refiner single-file .safetensors checkpoint in models/checkpoints"
                     " (an absolute path needs --allow-absolute-paths)"),
     WEIGHT_DTYPE_INPUT,
 };
 static const sd_output_desc ckpt_out[] = {
     SD_OUT("MODEL", SD_TYPE_MODEL, "the denoising UNet"),
-    SD_OUT("CLIP", SD_TYPE_CLIP, "the CLIP text encoder"),
+    SD_OUT("CLIP", SD_TYPE_CLIP, "the text encoders (SDXL: CLIP-L and OpenCLIP-bigG; refiner: OpenCLIP-bigG)"),
     SD_OUT("VAE", SD_TYPE_VAE, "the VAE that maps latents to images and back"),
 };
 const sd_node_desc sd_node_CheckpointLoaderSimple = {
     .name = "CheckpointLoaderSimple", .version = 1, .category = "loaders",
-    .doc = "Opens an SD1.x checkpoint; weights upload lazily when a node first uses them.",
+    .doc = "Opens an SD1.x, SDXL or SDXL refiner checkpoint (the family is detected); weights upload lazily when a "
+           "node first uses them.",
     .inputs = ckpt_in, .n_inputs = SD_COUNT(ckpt_in),
     .outputs = ckpt_out, .n_outputs = SD_COUNT(ckpt_out), .run = run_checkpoint,
     .check = sd_check_checkpoint_loader,

@@ -20,9 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-json_t *sd_node_cond_entries(sd_node_run *r, const char *input, size_t *n)
+json_t *sd_cond_entries(sd_node_run *r, const sd_value *v, const char *input, size_t *n)
 {
-    const sd_value *v = sd_run_value(r, input);
     json_t *list = v->attrs ? json_object_get(v->attrs, "entries") : NULL;
     *n = json_is_array(list) ? json_array_size(list) : 0;
     if (*n == 0) {
@@ -30,6 +29,11 @@ json_t *sd_node_cond_entries(sd_node_run *r, const char *input, size_t *n)
         return NULL;
     }
     return list;
+}
+
+json_t *sd_node_cond_entries(sd_node_run *r, const char *input, size_t *n)
+{
+    return sd_cond_entries(r, sd_run_value(r, input), input, n);
 }
 
 static sd_tensor *entry_tensor(const sd_value *v, const char *base, size_t i)

@@ -8,6 +8,9 @@
  * their number in *n. NULL when it has none, with the node's error set (SD_ERR_INVALID,
  * "input '<input>': the conditioning has no entries"). */
 json_t *sd_node_cond_entries(sd_node_run *r, const char *input, size_t *n);
+/* The same for a CONDITIONING value v that came from input `input` (of this node or of a
+ * guider). */
+json_t *sd_cond_entries(sd_node_run *r, const sd_value *v, const char *input, size_t *n);
 
 /* ComfyUI's get_area_and_mult weight map (comfy/samplers.py) of one conditioning entry over a
  * latent of lat_h x lat_w, into out [area[0], area[1]]: area is (height, width, y, x) in latent

@@ -7,10 +7,22 @@
 /* One latent tensor never exceeds the largest single device buffer (2 GiB on PoCL). */
 #define LATENT_MAX_BYTES ((size_t)2 << 30)
 
+/* ComfyUI's widgets step by 8; a size between steps is refused rather than rounded down: before
+ * anything runs when the size is a literal, else when the node runs. */
+static void check(sd_node_check *c)
+{
+    static const char *const sides[] = {"width", "height"};
+    for (int i = 0; i < 2; i++) {
+        int64_t v;
+        if (sd_check_int(c, sides[i], &v) && v % 8)
+            sd_check_problem(c, sides[i], "%" PRId64 " is not a multiple of 8", v);
+    }
+    sd_check_empty_latent(c);
+}
+
 static sd_status run(sd_node_run *r)
 {
     int64_t w = sd_run_int(r, "width"), h = sd_run_int(r, "height"), n = sd_run_int(r, "batch_size");
-    /* ComfyUI's widgets step by 8; a size between steps is refused rather than rounded down. */
     if (w % 8 || h % 8)
         return sd_run_error(r, SD_ERR_INVALID, "%s %" PRId64 " is not a multiple of 8", w % 8 ? "width" : "height",
                             w % 8 ? w : h);
@@ -41,6 +53,5 @@ const sd_node_desc sd_node_EmptyLatentImage = {
     .name = "EmptyLatentImage", .version = 1, .category = "latent",
     .doc = "A batch of empty (zero) latents to start sampling from.",
     .inputs = inputs, .n_inputs = SD_COUNT(inputs),
-    .outputs = outputs, .n_outputs = SD_COUNT(outputs), .run = run,
-    .check = sd_check_empty_latent,
+    .outputs = outputs, .n_outputs = SD_COUNT(outputs), .run = run, .check = check,
 };

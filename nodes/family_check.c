@@ -10,24 +10,25 @@
 
 enum { CKPT_MODEL, CKPT_CLIP, CKPT_VAE };
 
-/* Opens a file input's safetensors header; NULL (nothing reported) when the input is linked,
- * the file is missing (validation reports it) or cannot be opened (the run reports it). */
-static sd_safetensors *open_header(sd_node_check *c, const char *input)
-{
-    const char *path = sd_check_file(c, input);
-    sd_safetensors *st = NULL;
-    if (path && sd_safetensors_open(sd_check_context(c), path, &st))
-        st = NULL;
-    sd_clear_error(sd_check_context(c));
-    return st;
-}
-
 /* A library check's failure (message on the context) as this node's problem. */
 static void report_failure(sd_node_check *c, const char *input)
 {
     sd_context *ctx = sd_check_context(c);
     sd_check_problem(c, input, "%s", sd_context_errmsg(ctx));
     sd_clear_error(ctx);
+}
+
+/* Opens a file input's safetensors header; NULL when the input is linked, the file is missing
+ * (validation reports it), invalid (a PyTorch pickle checkpoint, a tensor that does not fit its
+ * bytes: reported here) or cannot be read (the run reports it). */
+static sd_safetensors *open_header(sd_node_check *c, const char *input)
+{
+    const char *path = sd_check_file(c, input);
+    sd_safetensors *st = NULL;
+    if (path && sd_safetensors_open(sd_check_context(c), path, &st) == SD_ERR_INVALID)
+        report_failure(c, input);
+    sd_clear_error(sd_check_context(c));
+    return st;
 }
 
 static void tag_latent(sd_node_check *c, size_t output, int channels, sd_family family)
@@ -113,7 +114,12 @@ void sd_check_lora_loader(sd_node_check *c)
         return;
     const char *key = NULL;
     sd_family lora = sd_lora_family(st, &key);
-    if (lora != SD_FAMILY_UNKNOWN && model != SD_FAMILY_UNKNOWN && lora != model)
+    char supported[128];
+    if (model != SD_FAMILY_UNKNOWN && !sd_family_get(model)->lora)
+        sd_check_problem(c, "lora_name", "%s: LoRAs on %s models are not supported; sdflow supports %s LoRAs",
+                         sd_safetensors_path(st), sd_family_name(model),
+                         sd_family_lora_list(supported, sizeof supported));
+    else if (lora != SD_FAMILY_UNKNOWN && model != SD_FAMILY_UNKNOWN && lora != model)
         sd_check_problem(c, "lora_name", "%s: %s LoRA detected (key '%s'); the model is %s",
                          sd_safetensors_path(st), sd_family_name(lora), key, sd_family_name(model));
     sd_safetensors_close(st);
@@ -158,9 +164,26 @@ void sd_check_vae_encode(sd_node_check *c)
         tag_latent(c, 0, vc, vf);
 }
 
-void sd_check_sampler(sd_node_check *c)
+/* The node's conditioning inputs (those it has of KSampler's and the guiders' names) against the
+ * model's family. */
+static void check_conditionings(sd_node_check *c, sd_family model)
 {
-    sd_family model = model_family(c, "model");
+    static const char *const inputs[] = {"positive", "negative", "conditioning", "cond1", "cond2"};
+    if (model == SD_FAMILY_UNKNOWN)
+        return;
+    for (size_t k = 0; k < sizeof inputs / sizeof inputs[0]; k++) {
+        sd_family cond = sd_family_find(sd_check_tag(c, inputs[k]));
+        if (cond != SD_FAMILY_UNKNOWN && cond != model)
+            sd_check_problem(c, inputs[k], "a conditioning made by %s text encoders cannot condition the %s model",
+                             sd_family_name(cond), sd_family_name(model));
+    }
+}
+
+/* A sampling node whose model's family is tagged on `model_input` (a MODEL, or a GUIDER that
+ * carries its model's tag): the latent must have the family's channel count. */
+static void check_sampling(sd_node_check *c, const char *model_input)
+{
+    sd_family model = model_family(c, model_input);
     int lc;
     sd_family lf;
     bool known = latent_tag(c, "latent_image", &lc, &lf);
@@ -169,6 +192,7 @@ void sd_check_sampler(sd_node_check *c)
             tag_latent(c, 0, lc, lf);
         return;
     }
+    check_conditionings(c, model);
     const sd_latent_format *want = sd_family_get(model)->latent;
     char a[96];
     if (known && want && lc != want->channels)
@@ -176,6 +200,51 @@ void sd_check_sampler(sd_node_check *c)
                          describe(a, sizeof a, lc, lf, "latent"), sd_family_name(model), want->channels);
     if (want)
         tag_latent(c, 0, want->channels, model);
+}
+
+void sd_check_sampler(sd_node_check *c)
+{
+    check_sampling(c, "model");
+}
+
+void sd_check_guided_sampler(sd_node_check *c)
+{
+    check_sampling(c, "guider");
+}
+
+void sd_check_guider(sd_node_check *c)
+{
+    sd_family model = model_family(c, "model");
+    if (model != SD_FAMILY_UNKNOWN)
+        sd_check_set_tag(c, 0, sd_family_name(model));
+    check_conditionings(c, model);
+}
+
+/* The CLIP's family as the conditioning's tag; a node made for one family names another. */
+static void text_encode(sd_node_check *c, sd_family need)
+{
+    const char *tag = sd_check_tag(c, "clip");
+    sd_family got = sd_family_find(tag);
+    if (need != SD_FAMILY_UNKNOWN && got != SD_FAMILY_UNKNOWN && got != need)
+        sd_check_problem(c, "clip", "the text encoders are %s; this node takes %s ones", sd_family_name(got),
+                         sd_family_name(need));
+    if (got != SD_FAMILY_UNKNOWN)
+        sd_check_set_tag(c, 0, tag);
+}
+
+void sd_check_text_encode(sd_node_check *c)
+{
+    text_encode(c, SD_FAMILY_UNKNOWN);
+}
+
+void sd_check_text_encode_sdxl(sd_node_check *c)
+{
+    text_encode(c, SD_FAMILY_SDXL);
+}
+
+void sd_check_text_encode_refiner(sd_node_check *c)
+{
+    text_encode(c, SD_FAMILY_SDXL_REFINER);
 }
 
 void sd_check_empty_latent(sd_node_check *c)

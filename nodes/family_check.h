@@ -3,7 +3,8 @@
  * consumers compare tags, so a model family that a node cannot take, or a latent of the wrong
  * channel count, is reported by `sdflow validate` and before any node of `sdflow run` runs.
  *
- * Tag conventions: MODEL, CLIP and CONTROL_NET carry the family name (sd_family_name, "SD1.x");
+ * Tag conventions: MODEL, CLIP, CONTROL_NET, GUIDER (its model's) and CONDITIONING (from the text
+ * encoders that made it) carry the family name (sd_family_name, "SD1.x");
  * LATENT and VAE carry "<latent channels>:<family name>" ("4:SD1.x"; "4:" when only the channel
  * count is known); a checkpoint without VAE tensors tags its VAE output "none". Nodes without a
  * hook pass tags through (core/check.c). */
@@ -18,7 +19,14 @@ void sd_check_lora_loader(sd_node_check *c);       /* LoraLoader, LoraLoaderMode
 void sd_check_controlnet_loader(sd_node_check *c); /* ControlNetLoader */
 void sd_check_vae_decode(sd_node_check *c);        /* VAEDecode, VAEDecodeTiled */
 void sd_check_vae_encode(sd_node_check *c);        /* VAEEncode, VAEEncodeTiled, VAEEncodeForInpaint */
-void sd_check_sampler(sd_node_check *c);           /* KSampler, KSamplerAdvanced: "model" + "latent_image" */
+void sd_check_sampler(sd_node_check *c);           /* KSampler, KSamplerAdvanced, SamplerCustom: "model",
+                                                    * "positive", "negative" + "latent_image" */
+void sd_check_guided_sampler(sd_node_check *c);    /* SamplerCustomAdvanced: "guider" + "latent_image" */
+void sd_check_guider(sd_node_check *c);            /* BasicGuider, CFGGuider, DualCFGGuider: the model's tag on
+                                                    * GUIDER; its conditionings against the model */
+void sd_check_text_encode(sd_node_check *c);       /* CLIPTextEncode: the conditioning's family */
+void sd_check_text_encode_sdxl(sd_node_check *c);  /* CLIPTextEncodeSDXL: an SDXL CLIP */
+void sd_check_text_encode_refiner(sd_node_check *c); /* CLIPTextEncodeSDXLRefiner: an SDXL refiner CLIP */
 void sd_check_empty_latent(sd_node_check *c);      /* EmptyLatentImage: a 4-channel latent */
 
 #endif

@@ -40,8 +40,13 @@ sd_status sd_node_model_unet(const sd_model_handle *h, sd_unet **out)
 
 sd_status sd_node_model_clip(const sd_model_handle *h, sd_clip_model **out)
 {
+    return sd_node_model_text_encoder(h, 0, out);
+}
+
+sd_status sd_node_model_text_encoder(const sd_model_handle *h, int slot, sd_clip_model **out)
+{
     sd_clip_model *base;
-    sd_status st = sd_loaded_clip(h->loaded, &base);
+    sd_status st = sd_loaded_text_encoder(h->loaded, slot, &base);
     *out = base;
     return st || !h->lora ? st : sd_lora_stack_clip(h->lora, base, out);
 }

@@ -25,6 +25,8 @@ sd_value *sd_node_model_value_lora(sd_type type, sd_loaded *l, int clip_layer, s
  * sd_loaded_unet / sd_loaded_clip, and LoRA patch failures (message on the context). */
 sd_status sd_node_model_unet(const sd_model_handle *h, sd_unet **out);
 sd_status sd_node_model_clip(const sd_model_handle *h, sd_clip_model **out);
+/* Text encoder `slot` of a CLIP handle's family (sd_loaded_text_encoder), LoRA-patched as above. */
+sd_status sd_node_model_text_encoder(const sd_model_handle *h, int slot, sd_clip_model **out);
 
 /* The handle on a MODEL/CLIP/VAE input (borrowed), or NULL with the node's error recorded when
  * the value carries none. */

@@ -22,6 +22,27 @@ static sd_status tiled_inputs(sd_node_run *r, sd_vae **vae, int64_t *tile, int64
     return SD_OK;
 }
 
+/* The tile_size / overlap rule common to both nodes, before anything runs when both are literals. */
+static void check_tiles(sd_node_check *c)
+{
+    int64_t tile, overlap;
+    if (sd_check_int(c, "tile_size", &tile) && sd_check_int(c, "overlap", &overlap) && tile <= overlap)
+        sd_check_problem(c, "tile_size", "%lld is not larger than overlap %lld: tiles would not advance",
+                         (long long)tile, (long long)overlap);
+}
+
+static void check_decode_tiled(sd_node_check *c)
+{
+    check_tiles(c);
+    sd_check_vae_decode(c);
+}
+
+static void check_encode_tiled(sd_node_check *c)
+{
+    check_tiles(c);
+    sd_check_vae_encode(c);
+}
+
 static sd_status run_decode_tiled(sd_node_run *r)
 {
     sd_vae *vae;
@@ -77,7 +98,7 @@ const sd_node_desc sd_node_VAEDecodeTiled = {
     .doc = "Decodes latents with the VAE in overlapping, blended tiles (large images in little device memory).",
     .inputs = decode_in, .n_inputs = SD_COUNT(decode_in),
     .outputs = decode_out, .n_outputs = SD_COUNT(decode_out), .run = run_decode_tiled,
-    .check = sd_check_vae_decode,
+    .check = check_decode_tiled,
 };
 
 static const sd_input_desc encode_in[] = {
@@ -97,5 +118,5 @@ const sd_node_desc sd_node_VAEEncodeTiled = {
     .doc = "Encodes images with the VAE in overlapping, blended tiles.",
     .inputs = encode_in, .n_inputs = SD_COUNT(encode_in),
     .outputs = encode_out, .n_outputs = SD_COUNT(encode_out), .run = run_encode_tiled,
-    .check = sd_check_vae_encode,
+    .check = check_encode_tiled,
 };

@@ -305,9 +305,11 @@ sd_status sd_vae_decode_node(sd_node_run *r, sd_vae *vae, int64_t tile, int64_t 
 {
     const sd_vae_config *c = sd_vae_config_of(vae);
     const sd_tensor *lt = sd_value_tensor(sd_run_value(r, "samples"), "samples");
-    if (!lt || lt->ndim != 4 || lt->shape[0] < 1 || lt->shape[1] != c->z_channels || lt->shape[2] < 1 ||
-        lt->shape[3] < 1)
+    if (!lt || lt->ndim != 4 || lt->shape[0] < 1 || lt->shape[2] < 1 || lt->shape[3] < 1)
         return sd_run_error(r, SD_ERR_INVALID, "input 'samples' is not a [batch, %d, h, w] latent", c->z_channels);
+    if (lt->shape[1] != c->z_channels)
+        return sd_run_error(r, SD_ERR_INVALID, "input 'samples': a %lld-channel latent cannot be decoded by a %d-channel VAE",
+                            (long long)lt->shape[1], c->z_channels);
     int64_t f = sd_vae_factor(vae), ishape[4] = {lt->shape[0], lt->shape[2] * f, lt->shape[3] * f, 3};
     size_t bytes;
     if (!sd_shape_bytes(ishape, 4, sizeof(float), &bytes))

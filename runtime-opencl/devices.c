@@ -25,7 +25,7 @@ static sd_status enumerate(sd_context *ctx, dev_entry **out, size_t *count)
     cl_uint np = 0;
     cl_int err = clGetPlatformIDs(0, NULL, &np);
     if (err != CL_SUCCESS || np == 0)
-        return sd_set_error(ctx, SD_ERR_NOT_FOUND, "no OpenCL platform found (%s): " NO_DEVICE_HINT,
+        return sd_set_error(ctx, SD_ERR_CL, "no OpenCL platform found (%s): " NO_DEVICE_HINT,
                             err != CL_SUCCESS ? sd_cl_error_name(err) : "none installed");
     cl_platform_id *plats = calloc(np, sizeof *plats);
     dev_entry *list = NULL;
@@ -55,7 +55,7 @@ static sd_status enumerate(sd_context *ctx, dev_entry **out, size_t *count)
         free(ids);
     }
     if (n == 0)
-        st = sd_set_error(ctx, SD_ERR_NOT_FOUND, "no OpenCL device found on %u platform%s: " NO_DEVICE_HINT,
+        st = sd_set_error(ctx, SD_ERR_CL, "no OpenCL device found on %u platform%s: " NO_DEVICE_HINT,
                           (unsigned)np, np == 1 ? "" : "s");
 done:
     free(plats);
@@ -127,7 +127,7 @@ sd_status sd_cl_select_device(sd_context *ctx, const char *selector, cl_platform
         }
     }
     if (pick == n) {
-        st = sd_set_error(ctx, SD_ERR_NOT_FOUND, "no OpenCL device matches '%s' (%zu device%s; "
+        st = sd_set_error(ctx, SD_ERR_CL, "no OpenCL device matches '%s' (%zu device%s; "
                           "see 'sdflow devices')", selector, n, n == 1 ? "" : "s");
     } else {
         *platform = list[pick].platform;

@@ -85,8 +85,9 @@ done:
 
 sd_status sd_op_unary(sd_cl *cl, sd_unary op, const sd_dtensor *x, sd_dtensor **out)
 {
-    static const char *const names[] = {"act_silu", "act_gelu_erf", "act_gelu_tanh", "act_quick_gelu"};
-    if ((unsigned)op > SD_UNARY_QUICK_GELU) {
+    static const char *const names[] = {"act_silu", "act_gelu_erf", "act_gelu_tanh", "act_quick_gelu",
+                                        "act_sigmoid"};
+    if ((unsigned)op > SD_UNARY_SIGMOID) {
         *out = NULL;
         return sd_set_error(cl->ctx, SD_ERR_INVALID, "unary: unknown activation %d", (int)op);
     }
@@ -557,6 +558,118 @@ sd_status sd_op_upsample_nearest(sd_cl *cl, const sd_dtensor *x, int64_t oh, int
         size_t rows = twice ? x->numel / (size_t)w : y->numel / (size_t)ow;
         if ((st = twice ? sd_cl_launch(cl, k, 1, &rows, NULL, SD_NARGS(args2x), args2x)
                         : sd_cl_launch(cl, k, 1, &rows, NULL, SD_NARGS(args), args)))
+            goto done;
+    }
+    *out = y;
+    y = NULL;
+done:
+    sd_dtensor_free(y);
+    return st;
+}
+
+sd_status sd_op_conv2d_direct(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias, int groups,
+                              int pad, int dilation, sd_dtensor **out)
+{
+    sd_status st;
+    cl_kernel k;
+    sd_dtensor *y = NULL;
+    char dx[96], dw[96];
+    *out = NULL;
+    if ((st = require_f32(cl, "conv2d_direct", "input", x)) || (st = require_f32(cl, "conv2d_direct", "weight", w)) ||
+        (bias && (st = require_f32(cl, "conv2d_direct", "bias", bias))))
+        return st;
+    bool ok = x->ndim == 4 && w->ndim == 4 && groups >= 1 && pad >= 0 && pad <= 64 && dilation >= 1 &&
+              dilation <= 64 && x->shape[1] % groups == 0 && w->shape[0] % groups == 0 &&
+              w->shape[1] * groups == x->shape[1] && (!bias || bias->numel == (size_t)w->shape[0]);
+    for (int i = 0; ok && i < 4; i++)
+        ok = x->shape[i] <= INT32_MAX / 4 && w->shape[i] <= 64 * 1024;
+    int64_t oh = ok ? x->shape[2] + 2 * pad - (int64_t)dilation * (w->shape[2] - 1) : 0;
+    int64_t ow = ok ? x->shape[3] + 2 * pad - (int64_t)dilation * (w->shape[3] - 1) : 0;
+    if (!ok || oh < 1 || ow < 1)
+        return sd_set_error(cl->ctx, SD_ERR_INVALID, "conv2d_direct: %s with weight %s, groups %d, pad %d, dilation %d",
+                            sd_dtensor_describe(x, dx, sizeof dx), sd_dtensor_describe(w, dw, sizeof dw), groups, pad,
+                            dilation);
+    int64_t shape[4] = {x->shape[0], w->shape[0], oh, ow};
+    if ((st = kernel(cl, "conv2d_direct", &k)) || (st = sd_dtensor_new(cl, SD_DTYPE_F32, 4, shape, &y)))
+        goto done;
+    if (y->numel) {
+        sd_cl_arg args[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(w->buf), SD_ARG_MEM(bias ? bias->buf : w->buf),
+                            SD_ARG_MEM(y->buf), SD_ARG_INT(bias != NULL), SD_ARG_UINT(x->shape[1]),
+                            SD_ARG_UINT(x->shape[2]), SD_ARG_UINT(x->shape[3]), SD_ARG_UINT(w->shape[0]),
+                            SD_ARG_UINT(w->shape[1]), SD_ARG_UINT(w->shape[2]), SD_ARG_UINT(w->shape[3]),
+                            SD_ARG_UINT(oh), SD_ARG_UINT(ow), SD_ARG_UINT(groups), SD_ARG_INT(pad),
+                            SD_ARG_INT(dilation)};
+        size_t global[3] = {(size_t)(ow + 7) / 8, (size_t)oh, (size_t)(x->shape[0] * w->shape[0])};
+        if ((st = sd_cl_launch(cl, k, 3, global, NULL, SD_NARGS(args), args)))
+            goto done;
+    }
+    *out = y;
+    y = NULL;
+done:
+    sd_dtensor_free(y);
+    return st;
+}
+
+sd_status sd_op_zero_insert(sd_cl *cl, const sd_dtensor *x, int stride, int before, int after, sd_dtensor **out)
+{
+    sd_status st;
+    cl_kernel k;
+    sd_dtensor *y = NULL;
+    char d[96];
+    *out = NULL;
+    if ((st = require_f32(cl, "zero_insert", "input", x)))
+        return st;
+    if (x->ndim < 2 || stride < 1 || stride > 8 || before < 0 || before > 64 || after < 0 || after > 64 ||
+        x->shape[x->ndim - 2] < 1 || x->shape[x->ndim - 1] < 1 || x->shape[x->ndim - 2] > INT32_MAX / 16 ||
+        x->shape[x->ndim - 1] > INT32_MAX / 16)
+        return sd_set_error(cl->ctx, SD_ERR_INVALID, "zero_insert: cannot spread %s by %d with %d/%d zeros",
+                            sd_dtensor_describe(x, d, sizeof d), stride, before, after);
+    int64_t h = x->shape[x->ndim - 2], w = x->shape[x->ndim - 1], shape[SD_TENSOR_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++)
+        shape[i] = x->shape[i];
+    int64_t oh = (h - 1) * stride + 1 + before + after, ow = (w - 1) * stride + 1 + before + after;
+    shape[x->ndim - 2] = oh;
+    shape[x->ndim - 1] = ow;
+    if ((st = kernel(cl, "zero_insert", &k)) || (st = sd_dtensor_new(cl, SD_DTYPE_F32, x->ndim, shape, &y)))
+        goto done;
+    if (y->numel) { /* one work-item per output row */
+        sd_cl_arg args[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(y->buf), SD_ARG_UINT(h), SD_ARG_UINT(w),
+                            SD_ARG_UINT(oh), SD_ARG_UINT(ow), SD_ARG_UINT(stride), SD_ARG_UINT(before)};
+        size_t rows = y->numel / (size_t)ow;
+        if ((st = sd_cl_launch(cl, k, 1, &rows, NULL, SD_NARGS(args), args)))
+            goto done;
+    }
+    *out = y;
+    y = NULL;
+done:
+    sd_dtensor_free(y);
+    return st;
+}
+
+sd_status sd_op_max_pool2x2(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out)
+{
+    sd_status st;
+    cl_kernel k;
+    sd_dtensor *y = NULL;
+    char d[96];
+    *out = NULL;
+    if ((st = require_f32(cl, "max_pool2x2", "input", x)))
+        return st;
+    if (x->ndim < 2 || x->shape[x->ndim - 2] < 2 || x->shape[x->ndim - 1] < 2 ||
+        x->shape[x->ndim - 1] > UINT32_MAX || x->shape[x->ndim - 2] > UINT32_MAX)
+        return sd_set_error(cl->ctx, SD_ERR_INVALID, "max_pool2x2: %s needs at least 2x2 in its last dimensions",
+                            sd_dtensor_describe(x, d, sizeof d));
+    int64_t h = x->shape[x->ndim - 2], w = x->shape[x->ndim - 1], shape[SD_TENSOR_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++)
+        shape[i] = x->shape[i];
+    shape[x->ndim - 2] = h / 2;
+    shape[x->ndim - 1] = w / 2;
+    if ((st = kernel(cl, "max_pool2x2", &k)) || (st = sd_dtensor_new(cl, SD_DTYPE_F32, x->ndim, shape, &y)))
+        goto done;
+    if (y->numel) { /* one work-item per output row */
+        sd_cl_arg args[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(y->buf), SD_ARG_UINT(h), SD_ARG_UINT(w)};
+        size_t rows = y->numel / (size_t)(w / 2);
+        if ((st = sd_cl_launch(cl, k, 1, &rows, NULL, SD_NARGS(args), args)))
             goto done;
     }
     *out = y;

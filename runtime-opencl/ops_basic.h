@@ -50,7 +50,8 @@ typedef enum sd_unary {
     SD_UNARY_SILU,       /* x * sigmoid(x) */
     SD_UNARY_GELU,       /* 0.5 x (1 + erf(x / sqrt 2)) */
     SD_UNARY_GELU_TANH,  /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
-    SD_UNARY_QUICK_GELU  /* x * sigmoid(1.702 x) */
+    SD_UNARY_QUICK_GELU, /* x * sigmoid(1.702 x) */
+    SD_UNARY_SIGMOID     /* 1 / (1 + exp(-x)) */
 } sd_unary;
 
 /* Elementwise activation, out has x's shape. */
@@ -88,6 +89,24 @@ sd_status sd_op_upsample_nearest2x(sd_cl *cl, const sd_dtensor *x, sd_dtensor **
  * F.interpolate(x, size=(oh, ow), mode="nearest") (the LDM UNet's Upsample when a skip's size is
  * odd); the 2x kernel when the size doubles. oh, ow >= 1 (SD_ERR_INVALID otherwise). */
 sd_status sd_op_upsample_nearest(sd_cl *cl, const sd_dtensor *x, int64_t oh, int64_t ow, sd_dtensor **out);
+
+/* A direct convolution for what sd_op_conv2d does not cover: torch Conv2d(groups, dilation,
+ * padding, stride 1) with x [B, C, H, W] f32, w [O, C / groups, KH, KW] f32 (groups 1 or C, O a
+ * multiple of groups), bias NULL or [O] f32; out: new [B, O, H + 2 pad - dil (KH - 1),
+ * likewise W] (at least 1x1). One work-item per 8 outputs of a row, no tiling over channels:
+ * meant for depthwise and dilated layers (PiDiNet), not for large dense ones. */
+sd_status sd_op_conv2d_direct(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias, int groups,
+                              int pad, int dilation, sd_dtensor **out);
+
+/* The input of a transposed convolution as a plain one: x [..., H, W] spread `stride` apart
+ * with zeros between, plus `before` zero rows / columns at the top / left and `after` at the
+ * bottom / right: out [..., (H - 1) stride + 1 + before + after, likewise W]. stride 1..8,
+ * before and after 0..64. */
+sd_status sd_op_zero_insert(sd_cl *cl, const sd_dtensor *x, int stride, int before, int after, sd_dtensor **out);
+
+/* torch max_pool2d(x, kernel 2, stride 2) over the last two dimensions: out [..., H/2, W/2]
+ * (floor; H, W >= 2), each the largest of its 2x2 cell (NaN if any is NaN, as torch). */
+sd_status sd_op_max_pool2x2(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out);
 
 /* Sinusoidal timestep embedding as the LDM UNet's timestep_embedding (diffusers
  * flip_sin_to_cos=True, downscale_freq_shift=0): t [N] -> out [N, dim] =

@@ -421,7 +421,9 @@ sd_status sd_op_pad(sd_cl *cl, const sd_dtensor *x, int64_t top, int64_t bottom,
     const int64_t lim = INT32_MAX / 4;
     if (top < 0 || bottom < 0 || left < 0 || right < 0 || top > lim || bottom > lim || left > lim ||
         right > lim || x->shape[1] + top + bottom > INT32_MAX || x->shape[2] + left + right > INT32_MAX ||
-        (mode == SD_PAD_EDGE && (x->shape[1] == 0 || x->shape[2] == 0)))
+        (mode == SD_PAD_EDGE && (x->shape[1] == 0 || x->shape[2] == 0)) ||
+        (mode == SD_PAD_REFLECT && (top >= x->shape[1] || bottom >= x->shape[1] || left >= x->shape[2] ||
+                                    right >= x->shape[2])))
         return sd_set_error(cl->ctx, SD_ERR_INVALID, "pad: cannot pad %s by %lld/%lld/%lld/%lld",
                             sd_dtensor_describe(x, d, sizeof d), (long long)top, (long long)bottom,
                             (long long)left, (long long)right);
@@ -431,7 +433,7 @@ sd_status sd_op_pad(sd_cl *cl, const sd_dtensor *x, int64_t top, int64_t bottom,
     sd_cl_arg args[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(y->buf), SD_ARG_UINT(x->shape[1]),
                         SD_ARG_UINT(x->shape[2]), SD_ARG_UINT(x->shape[3]), SD_ARG_UINT(oh),
                         SD_ARG_UINT(ow), SD_ARG_UINT(top), SD_ARG_UINT(left),
-                        SD_ARG_INT(mode == SD_PAD_EDGE), SD_ARG_FLOAT(value)};
+                        SD_ARG_INT((int)mode), SD_ARG_FLOAT(value)};
     size_t global[3] = {(size_t)ow, (size_t)oh, (size_t)x->shape[0]};
     if ((st = sd_cl_launch(cl, k, 3, global, NULL, SD_NARGS(args), args)))
         goto done;

@@ -26,10 +26,11 @@ sd_status sd_op_resize(sd_cl *cl, const sd_dtensor *x, int64_t out_h, int64_t ou
 sd_status sd_op_crop(sd_cl *cl, const sd_dtensor *x, int64_t top, int64_t left, int64_t h, int64_t w,
                      sd_dtensor **out);
 
-typedef enum sd_pad_mode { SD_PAD_CONSTANT, SD_PAD_EDGE } sd_pad_mode;
+typedef enum sd_pad_mode { SD_PAD_CONSTANT, SD_PAD_EDGE, SD_PAD_REFLECT } sd_pad_mode;
 
-/* Pads x [B, H, W, C] by top/bottom/left/right pixels (>= 0) with `value` (CONSTANT) or the
- * nearest edge pixel (EDGE). An [N, C, H, W] tensor pads its H and W when reshaped (in place,
+/* Pads x [B, H, W, C] by top/bottom/left/right pixels (>= 0) with `value` (CONSTANT), the
+ * nearest edge pixel (EDGE) or the mirror image without repeating the edge (REFLECT, torch's
+ * ReflectionPad2d: each pad smaller than that side). An [N, C, H, W] tensor pads its H and W when reshaped (in place,
  * sd_dtensor_reshape) to [N*C, H, W, 1]. */
 sd_status sd_op_pad(sd_cl *cl, const sd_dtensor *x, int64_t top, int64_t bottom, int64_t left,
                     int64_t right, sd_pad_mode mode, float value, sd_dtensor **out);

@@ -2,15 +2,20 @@
  * on failure, and the on-disk binary cache.
  *
  * Cache file format: "SDCLBIN1", payload length (8 bytes, little endian), BLAKE2b-256 of the
- * payload, payload (the device binary). A file that fails any check is rebuilt and rewritten. */
+ * payload, payload (the device binary). A file that fails any check is rebuilt and rewritten.
+ * Files are written as "<file>.tmp.<pid>" (locked while written) and renamed into place. */
 #include "runtime-opencl/runtime_internal.h"
 #include "core/embedded.h"
 #include <blake2.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define BASE_OPTIONS "-cl-std=CL1.2"
@@ -63,6 +68,45 @@ static bool make_dirs(char *path)
     return mkdir(path, 0755) == 0 || errno == EEXIST;
 }
 
+/* True for the name of a temporary binary, "<hex>.bin.tmp.<pid>". */
+static bool is_temp_name(const char *name)
+{
+    const char *t = strstr(name, ".bin.tmp.");
+    if (!t || !t[9])
+        return false;
+    for (t += 9; *t; t++)
+        if (*t < '0' || *t > '9')
+            return false;
+    return true;
+}
+
+/* Removes the temporary binaries that processes killed while writing one left in dir. A writer
+ * holds an flock on its temporary file from creating it until it is renamed into place, so a
+ * file is removed only when no process holds that lock (its writer is gone) and it is older than
+ * TEMP_MIN_AGE seconds (a writer that just created it may not have locked it yet). Processes
+ * on other machines sharing the directory over NFS count as live when the lock cannot be
+ * checked. Best effort: errors leave the file. */
+#define TEMP_MIN_AGE 60
+static void remove_stale_temps(const char *dir)
+{
+    DIR *d = opendir(dir);
+    time_t now = time(NULL);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (!is_temp_name(e->d_name))
+            continue;
+        int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        struct stat was, is;
+        if (fd >= 0 && fstat(fd, &was) == 0 && S_ISREG(was.st_mode) && now - was.st_mtime >= TEMP_MIN_AGE &&
+            flock(fd, LOCK_EX | LOCK_NB) == 0 && fstatat(dirfd(d), e->d_name, &is, AT_SYMLINK_NOFOLLOW) == 0 &&
+            is.st_ino == was.st_ino && is.st_dev == was.st_dev)
+            unlinkat(dirfd(d), e->d_name, 0);
+        if (fd >= 0)
+            close(fd);
+    }
+    if (d)
+        closedir(d);
+}
+
 void sd_cl_cache_init(sd_cl *cl)
 {
     const char *env = getenv("SDFLOW_KERNEL_CACHE");
@@ -80,6 +124,8 @@ void sd_cl_cache_init(sd_cl *cl)
         free(dir);
         dir = NULL;
     }
+    if (dir)
+        remove_stale_temps(dir);
     cl->cache_dir = dir;
 }
 
@@ -231,14 +277,19 @@ static void cache_store(sd_cl *cl, const char *path, cl_program prog)
     for (int i = 0; i < 8; i++)
         head[8 + i] = (unsigned char)((uint64_t)size >> (8 * i));
     checksum(bin, size, head + 16);
-    FILE *f = fopen(tmp, "wb");
+    /* Locked until renamed, so that remove_stale_temps leaves it alone while this process lives. */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    FILE *f = fd >= 0 && flock(fd, LOCK_EX) == 0 ? fdopen(fd, "wb") : NULL;
     if (!f) {
+        if (fd >= 0)
+            close(fd);
         cache_disable(cl, "cannot write", tmp);
         goto done;
     }
-    bool ok = fwrite(head, 1, sizeof head, f) == sizeof head && fwrite(bin, 1, size, f) == size;
+    bool ok = fwrite(head, 1, sizeof head, f) == sizeof head && fwrite(bin, 1, size, f) == size &&
+              fflush(f) == 0 && rename(tmp, path) == 0;
     ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
+    if (!ok) {
         unlink(tmp);
         cache_disable(cl, "cannot write", path);
         goto done;

@@ -62,8 +62,8 @@ typedef struct sd_cl {
 
 /* The runtime of ctx, created on first use from sd_context_device(ctx) (an index or a name
  * substring; NULL: the first GPU, else the first CPU device). The context owns it.
- * Fails with SD_ERR_NOT_FOUND when no platform/device exists (the message says how to install
- * PoCL) or the selector matches nothing, SD_ERR_CL when the device cannot be opened. */
+ * Fails with SD_ERR_CL (exit 4, a device error) when no platform/device exists (the message says
+ * how to install PoCL), the selector matches nothing, or the device cannot be opened. */
 sd_status sd_cl_get(sd_context *ctx, sd_cl **out);
 
 /* "CL_OUT_OF_RESOURCES" etc.; "unknown OpenCL error" for codes not in the OpenCL 1.2 list. */

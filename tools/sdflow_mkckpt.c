@@ -1,5 +1,5 @@
-/* sdflow_mkckpt: writes random-weight checkpoints in the SD1 single-file layout (tests and
- * benchmarks), standalone VAE files, ControlNets (original or diffusers layout) and stub files of
+/* sdflow_mkckpt: writes random-weight checkpoints in the SD1 and SDXL single-file layouts (tests
+ * and benchmarks), standalone VAE files, ControlNets (original or diffusers layout) and stub files of
  * other families (detection tests).
  * Deterministic: the same options and seed give the same bytes. */
 #include "ml/adapters/controlnet.h"
@@ -12,7 +12,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: sdflow_mkckpt [options] OUTPUT.safetensors\n"
-            "  --preset tiny|sd15     architecture preset (default tiny)\n"
+            "  --preset P             architecture preset (default tiny): tiny, sd15, sdxl-tiny, sdxl,\n"
+            "                         sdxl-refiner-tiny, sdxl-refiner\n"
             "  --kind K               checkpoint (default), vae (standalone VAE file), controlnet\n"
             "                         (the preset's UNet encoder as a ControlNet, control_model.*),\n"
             "                         controlnet-diffusers (the same tensors in diffusers' layout),\n"
@@ -24,7 +25,8 @@ static void usage(FILE *f)
             "  --list                 print each tensor's name and shape instead of writing\n"
             "  --inspect FILE         print the family and architecture sdflow reads from FILE\n"
             "UNet overrides: --in-channels N, --model-channels N, --channel-mult 1,2,4,4,\n"
-            "  --attention 1,1,1,0, --res-blocks N, --depth N, --context N (also the CLIP width)\n"
+            "  --attention 1,1,1,0, --res-blocks N, --depth N (every attention level and the middle),\n"
+            "  --context N (SD1: also the CLIP width)\n"
             "CLIP overrides: --clip-layers N, --clip-intermediate N\n"
             "VAE overrides: --vae-ch N, --vae-mult 1,2,4,4, --vae-res-blocks N\n");
 }
@@ -64,6 +66,7 @@ static sd_status list_layout(sd_context *ctx, sd_checkpoint_config *cfg, bool va
     }
     if ((cfg->has_unet && (st = sd_layout_unet(ctx, &cfg->unet, cfg->unet_prefix, &layout))) ||
         (cfg->has_clip && (st = sd_layout_clip(ctx, &cfg->clip, cfg->clip_prefix, &layout))) ||
+        (cfg->has_clip && cfg->clip2_prefix && (st = sd_layout_clip(ctx, &cfg->clip2, cfg->clip2_prefix, &layout))) ||
         (cfg->has_vae && (st = sd_layout_vae(ctx, &cfg->vae, cfg->vae_prefix, &layout))))
         goto done;
     for (size_t i = 0; i < layout.n; i++) {
@@ -107,15 +110,20 @@ static sd_status inspect_file(sd_context *ctx, const char *path)
                    u->out_channels, u->model_channels);
             print_levels("unet.channel_mult", u->channel_mult, NULL, u->n_levels);
             print_levels("unet.attention", NULL, u->attention, u->n_levels);
-            printf("unet.num_res_blocks=%d\nunet.transformer_depth=%d\nunet.context_dim=%d\n", u->num_res_blocks,
-                   u->transformer_depth, u->context_dim);
-            printf("unet.linear_proj=%d\nunet.num_heads=%d\n", u->linear_proj, u->num_heads);
+            print_levels("unet.depth", u->depth, NULL, u->n_levels);
+            printf("unet.middle_depth=%d\nunet.num_res_blocks=%d\nunet.context_dim=%d\nunet.adm_channels=%d\n",
+                   u->middle_depth, u->num_res_blocks, u->context_dim, u->adm_channels);
+            printf("unet.linear_proj=%d\nunet.num_heads=%d\nunet.head_channels=%d\n", u->linear_proj, u->num_heads,
+                   u->head_channels);
         }
-        if (cfg.has_clip)
-            printf("clip.width=%d\nclip.layers=%d\nclip.heads=%d\nclip.intermediate=%d\nclip.vocab=%d\n"
-                   "clip.positions=%d\n",
-                   cfg.clip.width, cfg.clip.layers, cfg.clip.heads, cfg.clip.intermediate, cfg.clip.vocab,
-                   cfg.clip.positions);
+        for (int k = 0; cfg.has_clip && k < (cfg.clip2_prefix ? 2 : 1); k++) {
+            const sd_clip_config *c = k ? &cfg.clip2 : &cfg.clip;
+            const char *name = k ? "clip2" : "clip";
+            printf("%s.layout=%s\n%s.width=%d\n%s.layers=%d\n%s.heads=%d\n%s.intermediate=%d\n%s.vocab=%d\n"
+                   "%s.positions=%d\n%s.projection=%d\n",
+                   name, c->open_clip ? "open_clip" : "transformers", name, c->width, name, c->layers, name, c->heads,
+                   name, c->intermediate, name, c->vocab, name, c->positions, name, c->projection);
+        }
         if (cfg.has_vae) {
             printf("vae.prefix=%s\nvae.ch=%d\n", cfg.vae_prefix, cfg.vae.ch);
             print_levels("vae.ch_mult", cfg.vae.ch_mult, NULL, cfg.vae.n_levels);
@@ -137,8 +145,10 @@ int main(int argc, char **argv)
     for (int i = 1; i + 1 < argc; i++)
         if (strcmp(argv[i], "--preset") == 0)
             preset = argv[++i];
-    if (!sd_sd1_preset(preset, &cfg)) {
-        fprintf(stderr, "sdflow_mkckpt: unknown preset '%s' (tiny, sd15)\n", preset);
+    if (!sd_checkpoint_preset(preset, &cfg)) {
+        fprintf(stderr,
+                "sdflow_mkckpt: unknown preset '%s' (tiny, sd15, sdxl-tiny, sdxl, sdxl-refiner-tiny, sdxl-refiner)\n",
+                preset);
         return 2;
     }
     sd_unet_config *u = &cfg.unet;
@@ -146,7 +156,7 @@ int main(int argc, char **argv)
     sd_vae_config *v = &cfg.vae;
     bool list = false;
     const char *inspect = NULL;
-    int mult_n = 0, attn_n = 0, attn[SD_MAX_LEVELS] = {0};
+    int mult_n = 0, attn_n = 0, attn[SD_MAX_LEVELS] = {0}, depth = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         bool ok = true, takes = true;
@@ -196,7 +206,7 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--res-blocks") == 0) {
             ok = parse_int(val, 1, 16, &u->num_res_blocks);
         } else if (strcmp(a, "--depth") == 0) {
-            ok = parse_int(val, 1, 16, &u->transformer_depth);
+            ok = parse_int(val, 1, 16, &depth);
         } else if (strcmp(a, "--context") == 0) {
             ok = parse_int(val, 64, 8192, &u->context_dim);
             c->width = u->context_dim;
@@ -240,8 +250,10 @@ int main(int argc, char **argv)
         for (int l = 0; l < attn_n; l++)
             u->attention[l] = attn[l] != 0;
     }
+    if (mult_n || attn_n || depth)
+        sd_unet_config_set_depth(u, depth ? depth : u->middle_depth);
     u->time_embed_dim = 4 * u->model_channels;
-    sd_checkpoint_apply_sd1_rules(&cfg);
+    sd_checkpoint_apply_family_rules(&cfg);
 
     sd_context *ctx;
     if (sd_context_new(&ctx)) {

@@ -23,8 +23,8 @@ typedef struct sd_device_info {
 } sd_device_info;
 
 /* Lists every device of every OpenCL platform into a malloc'd array (*out, free with
- * sd_devices_free) of *count entries. SD_ERR_NOT_FOUND, with a message saying how to install
- * PoCL, when no platform or device exists; SD_ERR_NOMEM when memory runs out. */
+ * sd_devices_free) of *count entries. SD_ERR_CL (a device error, exit 4), with a message saying
+ * how to install PoCL, when no platform or device exists; SD_ERR_NOMEM when memory runs out. */
 sd_status sd_devices_list(sd_context *ctx, sd_device_info **out, size_t *count);
 void sd_devices_free(sd_device_info *list);
 

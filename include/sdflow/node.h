@@ -25,6 +25,11 @@ typedef enum sd_type {
     SD_TYPE_STRING,
     SD_TYPE_BOOLEAN,
     SD_TYPE_ENUM, /* one of the input's choices; carried as a string */
+    /* ComfyUI's custom-sampling types (after the older ones: cached values store the number) */
+    SD_TYPE_SAMPLER, /* a sampling algorithm (KSamplerSelect) */
+    SD_TYPE_SIGMAS,  /* a noise schedule: 1-D float tensor */
+    SD_TYPE_NOISE,   /* initial noise: a seed, or none (RandomNoise, DisableNoise) */
+    SD_TYPE_GUIDER,  /* a model with its conditionings and guidance (CFGGuider, ...); a handle */
     SD_TYPE_COUNT
 } sd_type;
 
@@ -68,6 +73,7 @@ enum {
 
 typedef struct sd_node_run sd_node_run;         /* defined by the scheduler (core/node.h) */
 typedef struct sd_node_upgrade sd_node_upgrade; /* defined by core (core/node.h) */
+typedef struct sd_node_files sd_node_files;     /* defined by the planner (core/node.h) */
 typedef struct sd_node_check sd_node_check;     /* defined by core (core/node.h) */
 
 typedef struct sd_node_desc {
@@ -85,6 +91,11 @@ typedef struct sd_node_desc {
     /* Maps a node saved by an older version to this one (rename inputs, convert values);
      * NULL when every older version loads unchanged. */
     sd_status (*upgrade)(sd_node_upgrade *up, int from_version);
+    /* Declares, before anything runs, the files the node reads besides its SD_IN_FILE inputs
+     * (CLIPTextEncode: the embeddings its prompt names), from its literal inputs; see
+     * core/node.h. Their contents become part of the node's cache key and of the provenance,
+     * and the node can open no other file. NULL when the node reads no other file. */
+    sd_status (*files)(sd_node_files *files);
     /* Checks, before anything runs, what file headers and the upstream nodes' tags tell (a
      * model family a node cannot take, a latent of the wrong channel count) and tags this
      * node's outputs for its consumers; NULL: each output passes on the tag of the first linked

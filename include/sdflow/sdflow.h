@@ -24,7 +24,7 @@ typedef enum sd_status {
     SD_ERR_LIMIT,       /* a size, depth, pixel or device limit was exceeded */
     SD_ERR_NOMEM,       /* out of host or device memory */
     SD_ERR_IO,          /* reading or writing a file failed */
-    SD_ERR_CL,          /* the OpenCL device reported an error */
+    SD_ERR_CL,          /* the OpenCL device reported an error, or no (matching) device exists */
     SD_ERR_CACHE,       /* cache database error (never fails a run; maintenance commands only) */
     SD_ERR_INTERRUPTED, /* SIGINT/SIGTERM or sd_context_interrupt() */
     SD_ERR_MISMATCH     /* replay produced a different image */
@@ -44,7 +44,7 @@ const char *sd_version(void);
 typedef struct sd_context sd_context;
 
 /* Creates a context with defaults taken from the environment: SDFLOW_MODELS (':'-separated
- * model directories), SDFLOW_INPUT, SDFLOW_OUTPUT, SDFLOW_CACHE, SDFLOW_DEVICE.
+ * model directories; default "models"), SDFLOW_INPUT, SDFLOW_OUTPUT, SDFLOW_CACHE, SDFLOW_DEVICE.
  * Returns SD_ERR_NOMEM when no memory is left (and *out stays NULL). */
 sd_status sd_context_new(sd_context **out);
 void sd_context_free(sd_context *ctx);
@@ -63,9 +63,12 @@ typedef enum sd_dir_kind {
 
 /* Model directories are searched in the order added; each is laid out like ComfyUI's
  * models/ folder (checkpoints/, vae/, loras/, embeddings/, controlnet/, upscale_models/).
- * sd_context_clear_models_dirs() drops the ones taken from the environment. */
+ * sd_context_clear_models_dirs() drops the ones taken from the environment (or the default). */
 sd_status sd_context_add_models_dir(sd_context *ctx, const char *path);
 void sd_context_clear_models_dirs(sd_context *ctx);
+/* The model directories in search order; index past the end gives NULL. */
+size_t sd_context_models_dir_count(const sd_context *ctx);
+const char *sd_context_models_dir(const sd_context *ctx, size_t index);
 sd_status sd_context_set_dir(sd_context *ctx, sd_dir_kind kind, const char *path);
 const char *sd_context_dir(const sd_context *ctx, sd_dir_kind kind);
 /* Whether file inputs of a workflow may name absolute paths (default false: a name is looked up
@@ -102,10 +105,21 @@ typedef struct sd_progress {
     int node_count;
     int step, steps;
     double seconds; /* NODE_DONE: the node's run time; otherwise time since the run started */
+    /* STEP events of samplers while previews are on (sd_context_set_previews): the denoised
+     * latent of the first batch item as RGB, 3 bytes a pixel, one pixel per latent cell (ComfyUI's
+     * latent-to-RGB preview with the family's factors); NULL otherwise. Valid during the call. */
+    const uint8_t *preview_rgb;
+    int preview_width, preview_height;
+    /* NODE_DONE: the paths of the files the node wrote (output nodes), n_files of them. */
+    const char *const *files;
+    size_t n_files;
 } sd_progress;
 
 typedef void (*sd_progress_fn)(const sd_progress *event, void *user);
 void sd_context_set_progress(sd_context *ctx, sd_progress_fn fn, void *user);
+/* Asks samplers for a preview image with each step's progress event (off by default: it costs
+ * a pass over the latent per step). */
+void sd_context_set_previews(sd_context *ctx, bool on);
 
 /* Asks a running graph to stop at the next node or step boundary. Async-signal-safe. */
 void sd_context_interrupt(sd_context *ctx);
@@ -133,6 +147,10 @@ sd_status sd_graph_save_xml(sd_graph *graph, const char *path, bool resolve_para
 sd_status sd_graph_to_xml(sd_graph *graph, bool resolve_params, char **out);
 /* Converts a ComfyUI API-format workflow (JSON file) into a graph. */
 sd_status sd_graph_import_comfy(sd_context *ctx, const char *json_path, sd_graph **out);
+/* The same from JSON text in memory (at most 16 MiB, SD_ERR_LIMIT beyond); source_name stands
+ * for the file in messages and diagnostics. */
+sd_status sd_graph_import_comfy_memory(sd_context *ctx, const char *json, size_t len,
+                                       const char *source_name, sd_graph **out);
 
 /* Building. Node ids are unique strings; id NULL picks the next free number. *out_id (optional)
  * points into the graph and stays valid while the node exists. */
@@ -202,6 +220,8 @@ sd_status sd_result_node(const sd_result *result, size_t index, sd_node_stat *st
 /* Files written by output nodes, in order. */
 size_t sd_result_file_count(const sd_result *result);
 const char *sd_result_file(const sd_result *result, size_t index);
+/* Id of the node that wrote file `index` (NULL past the end). */
+const char *sd_result_file_node(const sd_result *result, size_t index);
 
 /* A wanted node's output, described for front ends. Tensor outputs report their shape;
  * IMAGE shape is [batch, height, width, channels]. Strings point into the result. */
@@ -224,6 +244,8 @@ typedef struct sd_cache_stats {
     int64_t bytes;      /* payload bytes */
     int64_t file_bytes; /* database file size */
     int64_t file_hashes;/* memoized file hashes */
+    int64_t budget;     /* payload bytes kept after each store (SDFLOW_CACHE_MAX_SIZE, default 8 GiB);
+                           0: no limit, nothing is evicted */
 } sd_cache_stats;
 sd_status sd_cache_stats_get(sd_context *ctx, sd_cache_stats *stats);
 sd_status sd_cache_clear(sd_context *ctx);

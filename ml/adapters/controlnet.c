@@ -289,13 +289,13 @@ sd_status sd_controlnet_check_kind(sd_context *ctx, const sd_safetensors *st)
 static sd_status inspect(sd_context *ctx, const sd_safetensors *st, const char *p, sd_controlnet_config *cfg)
 {
     const char *path = sd_safetensors_path(st);
+    sd_checkpoint_config rules = {.family = SD_FAMILY_SD1};
+    sd_checkpoint_apply_family_rules(&rules);
+    cfg->unet = rules.unet;
     sd_status status = sd_unet_inspect_encoder(ctx, st, p, WHAT, &cfg->unet);
     if (status)
         return status;
     cfg->unet.out_channels = cfg->unet.in_channels; /* unused: the ControlNet has no output head */
-    sd_checkpoint_config rules = {.unet = cfg->unet};
-    sd_checkpoint_apply_sd1_rules(&rules);
-    cfg->unet = rules.unet;
     for (int j = 0; j < SD_CONTROLNET_HINT_CONVS; j++) {
         const sd_st_tensor *t = findf(st, "%sinput_hint_block.%d.weight", p, 2 * j);
         if (!t || t->ndim != 4 || t->shape[0] < 1 || t->shape[0] > 65536 || t->shape[1] < 1 || t->shape[1] > 65536)

@@ -22,7 +22,7 @@ typedef struct sd_controlnet sd_controlnet;
 sd_status sd_controlnet_check_kind(sd_context *ctx, const sd_safetensors *st);
 
 /* Opens path, detects its layout and family and checks every tensor the architecture needs
- * (name, shape, float dtype). Weights stay in the mapped file until the first forward, which
+ * (name, shape, float dtype). Weights stay in the file until the first forward, which
  * uploads them (matrices and kernels as dtype). The object is reference-counted (starts at 1)
  * and must not outlive ctx. Errors (message on ctx naming the file): the safetensors errors,
  * SD_ERR_INVALID for another family ("<file>: SDXL ControlNet detected; sdflow supports SD1.x

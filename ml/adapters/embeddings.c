@@ -1,7 +1,6 @@
 /* Textual-inversion embeddings (see embeddings.h). */
 #include "ml/adapters/embeddings.h"
 #include "core/checked.h"
-#include "core/files.h"
 #include "ml/formats/safetensors.h"
 #include <stdlib.h>
 #include <string.h>
@@ -71,17 +70,42 @@ typedef struct named {
 struct sd_embedding_set {
     sd_context *ctx;
     int width;
+    sd_embedding_find_fn find;
+    void *find_user;
     named *items;
     size_t n, cap;
 };
 
-sd_status sd_embedding_set_new(sd_context *ctx, int width, sd_embedding_set **out)
+sd_status sd_embedding_candidates(sd_context *ctx, const char *name, char *names[SD_EMBEDDING_CANDIDATES])
+{
+    static const char *const ext[SD_EMBEDDING_CANDIDATES] = {"", ".safetensors", ".pt", ".bin"};
+    bool ok = true;
+    for (int i = 0; i < SD_EMBEDDING_CANDIDATES; i++)
+        ok &= (names[i] = sd_strfmt("%s%s", name, ext[i])) != NULL;
+    if (ok)
+        return SD_OK;
+    sd_embedding_candidates_free(names);
+    return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+}
+
+void sd_embedding_candidates_free(char *names[SD_EMBEDDING_CANDIDATES])
+{
+    for (int i = 0; i < SD_EMBEDDING_CANDIDATES; i++) {
+        free(names[i]);
+        names[i] = NULL;
+    }
+}
+
+sd_status sd_embedding_set_new(sd_context *ctx, int width, sd_embedding_find_fn find, void *find_user,
+                               sd_embedding_set **out)
 {
     *out = calloc(1, sizeof **out);
     if (!*out)
         return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
     (*out)->ctx = ctx;
     (*out)->width = width;
+    (*out)->find = find;
+    (*out)->find_user = find_user;
     return SD_OK;
 }
 
@@ -105,22 +129,12 @@ static named *set_find(sd_embedding_set *s, const char *name)
     return NULL;
 }
 
-static bool ends_with(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 /* Reads name's file into e (n_vectors stays 0 when there is none or it is unusable). */
 static void set_load(sd_embedding_set *s, const char *name, sd_embedding *e)
 {
-    char *file = ends_with(name, ".safetensors") ? sd_strdup(name) : sd_strfmt("%s.safetensors", name);
-    char *path = NULL;
-    if (file && sd_resolve_file(s->ctx, "embeddings", file, &path) == SD_OK &&
-        sd_embedding_read(s->ctx, path, s->width, e) != SD_OK)
+    const char *path = NULL;
+    if (s->find(s->find_user, name, &path) != SD_OK || (path && sd_embedding_read(s->ctx, path, s->width, e) != SD_OK))
         sd_warn(s->ctx, "embedding:%s cannot be used: %s", name, sd_context_errmsg(s->ctx));
-    free(path);
-    free(file);
 }
 
 int sd_embedding_set_lookup(void *user, const char *name)

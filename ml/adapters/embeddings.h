@@ -1,14 +1,16 @@
 /* Textual-inversion embeddings (docs/models.md, "Embeddings").
  *
  * A prompt names an embedding as embedding:NAME (ComfyUI syntax, ml/text/prompt_weights.h); the
- * file is NAME or NAME.safetensors in an embeddings/ folder of the model directories
- * (sd_resolve_file with "embeddings"). Layouts read, as A1111 and ComfyUI write them:
+ * file is the first of NAME, NAME.safetensors, NAME.pt, NAME.bin in an embeddings/ folder of
+ * the model directories (sd_embedding_candidates; found by the caller, which in a node is the
+ * look-up its files hook declared, so the file is part of the cache key). Layouts read, as
+ * A1111 and ComfyUI write them:
  *   "emb_params"           [n, width]   (A1111's safetensors export, ComfyUI)
  *   "string_to_param.*"    [n, width]   (A1111's .pt layout saved as safetensors)
  *   "clip_l" (+ "clip_g")  [n, 768]     (SDXL-style files: the CLIP-L vectors serve SD1)
  *   any single tensor      [n, width] or [width]
- * Each of the n vectors takes one token position. Only .safetensors files are read (pickled
- * .pt/.bin files are never loaded). */
+ * Each of the n vectors takes one token position. Only safetensors files are read: a pickled
+ * .pt/.bin file is refused with a one-line reason (ml/formats/safetensors.h), never unpickled. */
 #ifndef SD_ML_EMBEDDINGS_H
 #define SD_ML_EMBEDDINGS_H
 
@@ -28,16 +30,28 @@ typedef struct sd_embedding {
 sd_status sd_embedding_read(sd_context *ctx, const char *path, int width, sd_embedding *out);
 void sd_embedding_clear(sd_embedding *e); /* frees the vectors; NULL-safe */
 
-/* The embeddings one prompt uses, found by name on demand and read once. */
+/* The file names embedding:NAME may refer to, in search order (ComfyUI's): NAME itself, then
+ * NAME with ".safetensors", ".pt" and ".bin" appended. names[i] are malloc'd (free them with
+ * sd_embedding_candidates_free); SD_ERR_NOMEM. */
+#define SD_EMBEDDING_CANDIDATES 4
+sd_status sd_embedding_candidates(sd_context *ctx, const char *name, char *names[SD_EMBEDDING_CANDIDATES]);
+void sd_embedding_candidates_free(char *names[SD_EMBEDDING_CANDIDATES]);
+
+/* Finds the file of embedding:NAME: *path (borrowed; NULL when there is none). */
+typedef sd_status (*sd_embedding_find_fn)(void *user, const char *name, const char **path);
+
+/* The embeddings one prompt uses, found by name on demand (with find) and read once. */
 typedef struct sd_embedding_set sd_embedding_set;
 
-sd_status sd_embedding_set_new(sd_context *ctx, int width, sd_embedding_set **out);
+sd_status sd_embedding_set_new(sd_context *ctx, int width, sd_embedding_find_fn find, void *find_user,
+                               sd_embedding_set **out);
 void sd_embedding_set_free(sd_embedding_set *s); /* NULL-safe */
 
 /* An sd_embedding_lookup_fn for sd_prompt_tokenize (user: the set): the number of vectors of
  * the embedding called name, or 0 when there is none (the prompt parser then warns
  * "embedding:NAME does not exist, ignoring", as ComfyUI does). A file that exists but cannot be
- * used gets its own warning giving the reason. */
+ * used (a pickle, vectors of another width, ...) gets its own warning giving the reason. An
+ * error of find (a node's undeclared look-up) is also a warning. */
 int sd_embedding_set_lookup(void *user, const char *name);
 
 /* The token ids of toks' windows (n_windows * 77 into ids): vocabulary tokens as they are,

@@ -331,12 +331,15 @@ static sd_status check_family(sd_context *ctx, const sd_safetensors *st, const s
 {
     const char *key = NULL;
     sd_family f = sd_lora_family(st, &key);
+    char supported[128];
+    sd_family_lora_list(supported, sizeof supported);
+    if (!sd_family_get(cfg->family)->lora)
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: LoRAs on %s models are not supported; sdflow supports %s LoRAs",
+                            sd_safetensors_path(st), sd_family_name(cfg->family), supported);
     if (f == SD_FAMILY_UNKNOWN || f == cfg->family)
         return SD_OK;
-    char runnable[128];
     return sd_set_error(ctx, SD_ERR_INVALID, "%s: %s LoRA detected (key '%s'); the model is %s; sdflow supports %s LoRAs",
-                        sd_safetensors_path(st), sd_family_name(f), key, sd_family_name(cfg->family),
-                        sd_family_runnable_list(runnable, sizeof runnable));
+                        sd_safetensors_path(st), sd_family_name(f), key, sd_family_name(cfg->family), supported);
 }
 
 sd_family sd_lora_family(const sd_safetensors *st, const char **key)

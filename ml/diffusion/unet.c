@@ -1,4 +1,4 @@
-/* The SD1 LDM UNet (see unet.h) on the op library.
+/* The LDM UNet of SD1 and SDXL (see unet.h) on the op library.
  *
  * Activations are NCHW f32 between blocks; a SpatialTransformer works token-major [B, HW, C]:
  * proj_in reads the group-normed NCHW tensor transposed straight from the GEMM (no separate
@@ -29,8 +29,8 @@ sd_status sd_unet_new(sd_cl *cl, const sd_safetensors *st, const char *prefix,
 {
     *out = NULL;
     const sd_unet_config *c = config;
-    if (c->n_levels < 1 || c->n_levels > SD_MAX_LEVELS || c->num_res_blocks < 1 || c->transformer_depth < 1 ||
-        c->num_heads < 1 || c->norm_groups < 1 || c->model_channels < 1 || c->in_channels < 1 ||
+    if (c->n_levels < 1 || c->n_levels > SD_MAX_LEVELS || c->num_res_blocks < 1 || c->middle_depth < 1 ||
+        (c->num_heads < 1 && c->head_channels < 1) || c->norm_groups < 1 || c->adm_channels < 0 || c->model_channels < 1 || c->in_channels < 1 ||
         c->out_channels < 1 || c->context_dim < 1)
         return sd_set_error(cl->ctx, SD_ERR_INVALID, "%s: UNet configuration out of range",
                             sd_safetensors_path(st));
@@ -205,7 +205,7 @@ static sd_status res_block(sd_unet *u, const char *base, const sd_dtensor *x, co
 
 /* Multi-head attention <base>.to_q/k/v (no bias), to_out.0 on x [B, N, C], keys and values
  * from kv (x itself for self-attention, the context for cross-attention). */
-static sd_status attention(sd_unet *u, const char *base, const sd_dtensor *x, const sd_dtensor *kv,
+static sd_status attention(sd_unet *u, const char *base, const sd_dtensor *x, const sd_dtensor *kv, int heads,
                            sd_dtensor **out)
 {
     char name[128];
@@ -219,7 +219,7 @@ static sd_status attention(sd_unet *u, const char *base, const sd_dtensor *x, co
     if (!s)
         s = linear(u, name, kv, false, SD_ACT_NONE, &v);
     if (!s)
-        s = sd_op_attention(u->cl, q, k, v, u->config.num_heads, NULL, &a);
+        s = sd_op_attention(u->cl, q, k, v, heads, NULL, &a);
     sd_dtensor_free(q);
     sd_dtensor_free(k);
     sd_dtensor_free(v);
@@ -234,13 +234,14 @@ static sd_status attention(sd_unet *u, const char *base, const sd_dtensor *x, co
  * GEGLU feed-forward, each pre-LayerNorm with a residual. */
 static sd_status transformer_block(sd_unet *u, const char *base, sd_dtensor **x, const sd_dtensor *context)
 {
+    int heads = sd_unet_config_heads(&u->config, (int)(*x)->shape[2]);
     char name[128];
     sd_dtensor *h = NULL, *y = NULL;
     snprintf(name, sizeof name, "%s.norm1", base);
     sd_status s = layer_norm(u, name, *x, &h);
     snprintf(name, sizeof name, "%s.attn1", base);
     if (!s)
-        s = attention(u, name, h, h, &y);
+        s = attention(u, name, h, h, heads, &y);
     if (!s)
         s = add_into(u, x, y);
     sd_dtensor_free(h), h = NULL;
@@ -249,7 +250,7 @@ static sd_status transformer_block(sd_unet *u, const char *base, sd_dtensor **x,
         s = layer_norm(u, name, *x, &h);
     snprintf(name, sizeof name, "%s.attn2", base);
     if (!s)
-        s = attention(u, name, h, context, &y);
+        s = attention(u, name, h, context, heads, &y);
     if (!s)
         s = add_into(u, x, y);
     sd_dtensor_free(h), h = NULL;
@@ -270,8 +271,8 @@ static sd_status transformer_block(sd_unet *u, const char *base, sd_dtensor **x,
     return s;
 }
 
-/* SpatialTransformer: x + proj_out(blocks(proj_in(GN(x)))) with the blocks token-major. */
-static sd_status spatial_transformer(sd_unet *u, const char *base, const sd_dtensor *x,
+/* SpatialTransformer: x + proj_out(blocks(proj_in(GN(x)))) with `depth` blocks token-major. */
+static sd_status spatial_transformer(sd_unet *u, const char *base, const sd_dtensor *x, int depth,
                                      const sd_dtensor *context, sd_dtensor **out)
 {
     char name[96];
@@ -294,7 +295,7 @@ static sd_status spatial_transformer(sd_unet *u, const char *base, const sd_dten
         s = sd_op_matmul(u->cl, n, true, &w2, true, bias, SD_ACT_NONE, 1.0f, &t);
     }
     sd_dtensor_free(n);
-    for (int d = 0; !s && d < u->config.transformer_depth; d++) {
+    for (int d = 0; !s && d < depth; d++) {
         snprintf(name, sizeof name, "%s.transformer_blocks.%d", base, d);
         s = transformer_block(u, name, &t, context);
     }
@@ -331,11 +332,13 @@ static sd_status add_control(sd_unet *u, sd_dtensor **h, const sd_dtensor *resid
     return advance(sd_op_binary(u->cl, SD_BINARY_ADD, *h, residual, &sum), h, &sum);
 }
 
-/* SiLU(time_embed(timestep_embedding(t))) [B, time_embed_dim]: every ResBlock's emb_layers
- * starts with a SiLU, so it is applied once here, fused into the second linear layer. */
-static sd_status time_embedding(sd_unet *u, const float *timesteps, int64_t batch, sd_dtensor **out)
+/* SiLU(time_embed(timestep_embedding(t)) + label_emb(y)) [B, time_embed_dim]: every ResBlock's
+ * emb_layers starts with a SiLU, so it is applied once here (fused into the last linear layer
+ * when there is no ADM vector y). */
+static sd_status time_embedding(sd_unet *u, const float *timesteps, int64_t batch, const sd_dtensor *y,
+                                sd_dtensor **out)
 {
-    sd_dtensor *t = NULL, *e = NULL, *h = NULL;
+    sd_dtensor *t = NULL, *e = NULL, *h = NULL, *a = NULL, *sum = NULL;
     sd_status s = sd_dtensor_new(u->cl, SD_DTYPE_F32, 1, &batch, &t);
     if (!s)
         s = sd_dtensor_upload(t, timesteps);
@@ -343,16 +346,30 @@ static sd_status time_embedding(sd_unet *u, const float *timesteps, int64_t batc
         s = sd_op_timestep_embedding(u->cl, t, u->config.model_channels, UNET_MAX_PERIOD, &e);
     if (!s)
         s = linear(u, "time_embed.0", e, true, SD_ACT_SILU, &h);
-    if (!s)
+    if (!s && !y)
         s = linear(u, "time_embed.2", h, true, SD_ACT_SILU, out);
+    if (!s && y) { /* label_emb: Linear, SiLU, Linear, added to the time embedding */
+        sd_dtensor_free(e), e = NULL;
+        s = linear(u, "time_embed.2", h, true, SD_ACT_NONE, &e);
+        if (!s)
+            s = advance(linear(u, "label_emb.0.0", y, true, SD_ACT_SILU, &a), &h, &a);
+        if (!s)
+            s = linear(u, "label_emb.0.2", h, true, SD_ACT_NONE, &a);
+        if (!s)
+            s = sd_op_binary(u->cl, SD_BINARY_ADD, e, a, &sum);
+        if (!s)
+            s = sd_op_unary(u->cl, SD_UNARY_SILU, sum, out);
+    }
     sd_dtensor_free(t);
     sd_dtensor_free(e);
     sd_dtensor_free(h);
+    sd_dtensor_free(a);
+    sd_dtensor_free(sum);
     return s;
 }
 
 static sd_status check_inputs(sd_unet *u, const sd_dtensor *x, const float *timesteps, const sd_dtensor *context,
-                              const sd_unet_control *control)
+                              const sd_dtensor *y, const sd_unet_control *control)
 {
     const sd_unet_config *c = &u->config;
     sd_context *ctx = u->cl->ctx;
@@ -367,6 +384,13 @@ static sd_status check_inputs(sd_unet *u, const sd_dtensor *x, const float *time
         context->shape[1] < 1 || context->shape[2] != c->context_dim)
         return sd_set_error(ctx, SD_ERR_INVALID, "context %s is not an f32 [%lld, tokens, %d] tensor",
                             sd_dtensor_describe(context, d, sizeof d), (long long)x->shape[0], c->context_dim);
+    if (c->adm_channels && (!y || y->ndim != 2 || y->dtype != SD_DTYPE_F32 || y->shape[0] != x->shape[0] ||
+                            y->shape[1] != c->adm_channels))
+        return sd_set_error(ctx, SD_ERR_INVALID, "ADM vector %s is not an f32 [%lld, %d] tensor",
+                            y ? sd_dtensor_describe(y, d, sizeof d) : "(none)", (long long)x->shape[0],
+                            c->adm_channels);
+    if (!c->adm_channels && y)
+        return sd_set_error(ctx, SD_ERR_INVALID, "the model takes no ADM vector");
     for (int64_t i = 0; i < x->shape[0]; i++)
         if (!isfinite(timesteps[i]))
             return sd_set_error(ctx, SD_ERR_INVALID, "timestep %lld is not a finite number", (long long)i);
@@ -399,7 +423,7 @@ static sd_status decoder(sd_unet *u, sd_dtensor **hs, int n_hs, sd_dtensor **h, 
             int sub = 1;
             snprintf(name, sizeof name, "output_blocks.%d.1", block);
             if (!s && c->attention[level]) {
-                s = advance(spatial_transformer(u, name, *h, context, &t), h, &t);
+                s = advance(spatial_transformer(u, name, *h, c->depth[level], context, &t), h, &t);
                 sub = 2;
             }
             if (!s && level > 0 && i == c->num_res_blocks) {
@@ -418,13 +442,14 @@ static sd_status decoder(sd_unet *u, sd_dtensor **hs, int n_hs, sd_dtensor **h, 
  * and the middle block's output *h. hint (NULL: none) is added to the stem conv's output as a
  * ControlNet does with its encoded hint. On failure the caller still frees hs, *emb and *h. */
 static sd_status encode(sd_unet *u, const sd_dtensor *x, const float *timesteps, const sd_dtensor *context,
-                        const sd_dtensor *hint, sd_dtensor **hs, sd_dtensor **emb, sd_dtensor **h)
+                        const sd_dtensor *y, const sd_dtensor *hint, sd_dtensor **hs, sd_dtensor **emb,
+                        sd_dtensor **h)
 {
     const sd_unet_config *c = &u->config;
     sd_dtensor *t = NULL;
     char name[64];
     int n_hs = 0;
-    sd_status s = time_embedding(u, timesteps, x->shape[0], emb);
+    sd_status s = time_embedding(u, timesteps, x->shape[0], y, emb);
     if (!s)
         s = conv(u, "input_blocks.0.0", x, 1, &hs[n_hs++]);
     if (!s && hint)
@@ -436,7 +461,7 @@ static sd_status encode(sd_unet *u, const sd_dtensor *x, const float *timesteps,
             s = res_block(u, name, hs[n_hs - 1], *emb, h);
             snprintf(name, sizeof name, "input_blocks.%d.1", block);
             if (!s && c->attention[level])
-                s = advance(spatial_transformer(u, name, *h, context, &t), h, &t);
+                s = advance(spatial_transformer(u, name, *h, c->depth[level], context, &t), h, &t);
             if (!s)
                 hs[n_hs++] = *h, *h = NULL;
         }
@@ -450,7 +475,7 @@ static sd_status encode(sd_unet *u, const sd_dtensor *x, const float *timesteps,
     if (!s)
         s = res_block(u, "middle_block.0", hs[n_hs - 1], *emb, h);
     if (!s)
-        s = advance(spatial_transformer(u, "middle_block.1", *h, context, &t), h, &t);
+        s = advance(spatial_transformer(u, "middle_block.1", *h, c->middle_depth, context, &t), h, &t);
     if (!s)
         s = advance(res_block(u, "middle_block.2", *h, *emb, &t), h, &t);
     return s;
@@ -459,9 +484,15 @@ static sd_status encode(sd_unet *u, const sd_dtensor *x, const float *timesteps,
 sd_status sd_unet_forward(sd_unet *u, const sd_dtensor *x, const float *timesteps,
                           const sd_dtensor *context, const sd_unet_control *control, sd_dtensor **out)
 {
+    return sd_unet_forward_adm(u, x, timesteps, context, NULL, control, out);
+}
+
+sd_status sd_unet_forward_adm(sd_unet *u, const sd_dtensor *x, const float *timesteps, const sd_dtensor *context,
+                              const sd_dtensor *y, const sd_unet_control *control, sd_dtensor **out)
+{
     *out = NULL;
     const sd_unet_config *c = &u->config;
-    sd_status s = check_inputs(u, x, timesteps, context, control);
+    sd_status s = check_inputs(u, x, timesteps, context, y, control);
     if (s) {
         sd_error_prefix(u->cl->ctx, "unet");
         return s;
@@ -471,7 +502,7 @@ sd_status sd_unet_forward(sd_unet *u, const sd_dtensor *x, const float *timestep
     sd_dtensor *emb = NULL, *h = NULL, *t = NULL;
     if (!hs)
         return sd_set_error(u->cl->ctx, SD_ERR_NOMEM, "out of memory");
-    s = encode(u, x, timesteps, context, NULL, hs, &emb, &h);
+    s = encode(u, x, timesteps, context, y, NULL, hs, &emb, &h);
     if (!s && control)
         s = add_control(u, &h, control->middle, "the middle block");
     if (!s)
@@ -503,9 +534,9 @@ sd_status sd_unet_encode(sd_unet *u, const sd_dtensor *x, const float *timesteps
     for (int i = 0; i <= n_skips; i++)
         outs[i] = NULL;
     sd_dtensor *emb = NULL;
-    sd_status s = check_inputs(u, x, timesteps, context, NULL);
+    sd_status s = check_inputs(u, x, timesteps, context, NULL, NULL);
     if (!s)
-        s = encode(u, x, timesteps, context, hint, outs, &emb, &outs[n_skips]);
+        s = encode(u, x, timesteps, context, NULL, hint, outs, &emb, &outs[n_skips]);
     sd_dtensor_free(emb);
     if (s) {
         for (int i = 0; i <= n_skips; i++)

@@ -1,6 +1,7 @@
-/* The SD1 LDM UNet (openaimodel.UNetModel: ResBlocks with timestep embedding, SpatialTransformers
- * with self- and cross-attention and GEGLU feed-forward, stride-2 conv downsampling, nearest 2x
- * upsampling, skip concatenation) on the op library with lazily uploaded weights. */
+/* The LDM UNet of SD1 and SDXL (openaimodel.UNetModel: ResBlocks with timestep embedding,
+ * SpatialTransformers of per-level depth with self- and cross-attention and GEGLU feed-forward,
+ * stride-2 conv downsampling, nearest 2x upsampling, skip concatenation; SDXL's ADM label
+ * embedding added to the time embedding) on the op library with lazily uploaded weights. */
 #ifndef SD_ML_UNET_H
 #define SD_ML_UNET_H
 
@@ -37,6 +38,12 @@ uint64_t sd_unet_serial(const sd_unet *u);
  * control: NULL or residuals. *out: new [B, out_channels, h, w] f32. */
 sd_status sd_unet_forward(sd_unet *u, const sd_dtensor *x, const float *timesteps,
                           const sd_dtensor *context, const sd_unet_control *control, sd_dtensor **out);
+
+/* The same for an ADM UNet (adm_channels > 0, SDXL): y [B, adm_channels] f32 is the extra
+ * vector (ml/families/adm.h) whose label embedding Linear, SiLU, Linear is added to the time
+ * embedding. y must be NULL for other UNets (sd_unet_forward). */
+sd_status sd_unet_forward_adm(sd_unet *u, const sd_dtensor *x, const float *timesteps, const sd_dtensor *context,
+                              const sd_dtensor *y, const sd_unet_control *control, sd_dtensor **out);
 
 /* The number of skip connections (input block outputs): the residuals a ControlNet gives. */
 int sd_unet_skip_count(const sd_unet *u);

@@ -23,15 +23,42 @@ sd_family sd_checkpoint_detect(const sd_safetensors *st)
     return sd_family_detect(st);
 }
 
-void sd_checkpoint_apply_sd1_rules(sd_checkpoint_config *cfg)
+/* The rules of one text encoder slot (the kind's MLP, padding; the family's LayerNorm use). */
+static void apply_text_rules(sd_clip_config *c, const sd_text_encoder_slot *slot)
 {
-    cfg->unet.num_heads = 8;
+    c->heads = c->width / 64;
+    c->gelu = slot->kind != SD_TEXT_CLIP_L;
+    c->pad_token = slot->kind == SD_TEXT_CLIP_L ? 49407 : 0;
+    c->norm_hidden = slot->norm_hidden;
+}
+
+void sd_checkpoint_apply_family_rules(sd_checkpoint_config *cfg)
+{
+    const sd_family_desc *f = sd_family_get(cfg->family);
+    if (!f->checkpoint || f->schedule.prediction == SD_PREDICT_FLOW)
+        f = sd_family_get(SD_FAMILY_SD1); /* a standalone VAE: the SD VAE's rules */
+    cfg->unet.num_heads = f->unet_num_heads;
+    cfg->unet.head_channels = f->unet_head_channels;
+    cfg->unet.adm = f->adm;
     cfg->unet.norm_groups = 32;
-    cfg->clip.heads = cfg->clip.width / 64;
+    apply_text_rules(&cfg->clip, &f->text_encoders[0]);
+    if (f->n_text_encoders > 1)
+        apply_text_rules(&cfg->clip2, &f->text_encoders[1]);
     cfg->vae.norm_groups = 32;
-    const sd_family_desc *sd1 = sd_family_get(SD_FAMILY_SD1);
-    cfg->vae.scale_factor = sd1->latent->scale;
-    cfg->schedule = sd1->schedule;
+    cfg->vae.scale_factor = f->latent->scale;
+    cfg->schedule = f->schedule;
+}
+
+void sd_unet_config_set_depth(sd_unet_config *u, int depth)
+{
+    for (int l = 0; l < SD_MAX_LEVELS; l++)
+        u->depth[l] = l < u->n_levels && u->attention[l] ? depth : 0;
+    u->middle_depth = depth;
+}
+
+int sd_unet_config_heads(const sd_unet_config *u, int channels)
+{
+    return u->num_heads > 0 ? u->num_heads : u->head_channels > 0 ? channels / u->head_channels : 0;
 }
 
 static void shape_text(const int64_t *shape, int ndim, char *buf, size_t size)
@@ -113,6 +140,27 @@ static sd_status check_channels(sd_context *ctx, const char *path, const char *w
     return SD_OK;
 }
 
+/* Counts <p><block>.transformer_blocks.N (at most 64). */
+static int count_blocks(const sd_safetensors *st, const char *p, const char *block)
+{
+    int n = 0;
+    while (n < 64 && getf(st, "%s%s.transformer_blocks.%d.norm1.weight", p, block, n))
+        n++;
+    return n;
+}
+
+/* The heads rule of u applied to a SpatialTransformer of `channels` channels. */
+static sd_status check_heads(sd_context *ctx, const char *path, const char *what, const sd_unet_config *u,
+                             int channels)
+{
+    if (u->num_heads > 0)
+        return check_channels(ctx, path, what, channels, 32, u->num_heads);
+    if (channels % u->head_channels)
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: %s has %d channels, not a multiple of the %d-channel attention heads",
+                            path, what, channels, u->head_channels);
+    return check_channels(ctx, path, what, channels, 32, 0);
+}
+
 sd_status sd_unet_inspect_encoder(sd_context *ctx, const sd_safetensors *st, const char *p, const char *what,
                                   sd_unet_config *u)
 {
@@ -126,6 +174,12 @@ sd_status sd_unet_inspect_encoder(sd_context *ctx, const sd_safetensors *st, con
     if ((status = need(ctx, st, what, 2, &t, "%stime_embed.0.weight", p)))
         return status;
     u->time_embed_dim = (int)t->shape[0];
+    u->adm_channels = 0;
+    if ((t = getf(st, "%slabel_emb.0.0.weight", p))) {
+        if ((status = need(ctx, st, what, 2, &t, "%slabel_emb.0.0.weight", p)))
+            return status;
+        u->adm_channels = (int)t->shape[1];
+    }
     int level = 0, count = 0;
     u->num_res_blocks = 0;
     for (int idx = 1; idx < 1000; idx++) {
@@ -136,7 +190,7 @@ sd_status sd_unet_inspect_encoder(sd_context *ctx, const sd_safetensors *st, con
         if (down || count == 0) {
             if (down && (count == 0 || (u->num_res_blocks && count != u->num_res_blocks)))
                 return sd_set_error(ctx, SD_ERR_INVALID,
-                                    "%s: UNet level %d has %d res blocks; SD1 UNets have the same number per level",
+                                    "%s: UNet level %d has %d res blocks; LDM UNets have the same number per level",
                                     path, level, count);
             if (down) {
                 u->num_res_blocks = count;
@@ -150,12 +204,15 @@ sd_status sd_unet_inspect_encoder(sd_context *ctx, const sd_safetensors *st, con
                                     "channels not a multiple of the model channels", path, p, idx);
             u->channel_mult[level] = (int)(res->shape[0] / u->model_channels);
             u->attention[level] = getf(st, "%sinput_blocks.%d.1.proj_in.weight", p, idx) != NULL;
+            char block[48];
+            snprintf(block, sizeof block, "input_blocks.%d.1", idx);
+            u->depth[level] = u->attention[level] ? count_blocks(st, p, block) : 0;
         }
         count++;
     }
     if (count == 0 || (u->num_res_blocks && count != u->num_res_blocks))
         return sd_set_error(ctx, SD_ERR_INVALID,
-                            "%s: UNet level %d has %d res blocks; SD1 UNets have the same number per level", path,
+                            "%s: UNet level %d has %d res blocks; LDM UNets have the same number per level", path,
                             level, count);
     u->num_res_blocks = count;
     u->n_levels = level + 1;
@@ -166,22 +223,21 @@ sd_status sd_unet_inspect_encoder(sd_context *ctx, const sd_safetensors *st, con
     if (!(t = getf(st, "%s%s.proj_in.weight", p, mid)))
         return sd_set_error(ctx, SD_ERR_INVALID, "%s: missing tensor '%s%s.proj_in.weight' (%s)", path, p, mid, what);
     u->linear_proj = t->ndim == 2;
-    u->transformer_depth = 0;
-    while (u->transformer_depth < 64 &&
-           getf(st, "%s%s.transformer_blocks.%d.norm1.weight", p, mid, u->transformer_depth))
-        u->transformer_depth++;
+    u->middle_depth = count_blocks(st, p, mid);
     for (int l = 0; l < u->n_levels; l++) {
         char what_l[48];
         snprintf(what_l, sizeof what_l, "UNet level %d", l);
-        if ((status = check_channels(ctx, path, what_l, u->model_channels * u->channel_mult[l], 32, 8)))
+        int channels = u->model_channels * u->channel_mult[l];
+        if ((status = u->attention[l] || l == u->n_levels - 1 ? check_heads(ctx, path, what_l, u, channels)
+                                                               : check_channels(ctx, path, what_l, channels, 32, 0)))
             return status;
     }
     return SD_OK;
 }
 
-static sd_status inspect_unet(sd_context *ctx, const sd_safetensors *st, const char *p, sd_unet_config *u)
+static sd_status inspect_unet(sd_context *ctx, const sd_safetensors *st, const char *p, const char *what,
+                              sd_unet_config *u)
 {
-    const char *what = "SD1.x UNet";
     const sd_st_tensor *t;
     sd_status status = sd_unet_inspect_encoder(ctx, st, p, what, u);
     if (!status && !(status = need(ctx, st, what, 4, &t, "%sout.2.weight", p)))
@@ -189,28 +245,45 @@ static sd_status inspect_unet(sd_context *ctx, const sd_safetensors *st, const c
     return status;
 }
 
-static sd_status inspect_clip(sd_context *ctx, const sd_safetensors *st, const char *p, sd_clip_config *c)
+/* Tensor names of the two text-model layouts: transformers' CLIPTextModel and open_clip's. */
+static const char *const clip_names[2][4] = {
+    {"embeddings.token_embedding.weight", "embeddings.position_embedding.weight", "encoder.layers.0.mlp.fc1.weight",
+     "encoder.layers.%d.layer_norm1.weight"},
+    {"token_embedding.weight", "positional_embedding", "transformer.resblocks.0.mlp.c_fc.weight",
+     "transformer.resblocks.%d.ln_1.weight"},
+};
+
+static sd_status inspect_clip(sd_context *ctx, const sd_safetensors *st, const char *p, const char *what,
+                              sd_clip_config *c)
 {
-    const char *what = "SD1.x CLIP text model";
+    const char *const *names = clip_names[c->open_clip];
     const sd_st_tensor *t;
     sd_status status;
-    if ((status = need(ctx, st, what, 2, &t, "%sembeddings.token_embedding.weight", p)))
+    if ((status = need(ctx, st, what, 2, &t, "%s%s", p, names[0])))
         return status;
     c->vocab = (int)t->shape[0];
     c->width = (int)t->shape[1];
-    if ((status = need(ctx, st, what, 2, &t, "%sembeddings.position_embedding.weight", p)))
+    if ((status = need(ctx, st, what, 2, &t, "%s%s", p, names[1])))
         return status;
     c->positions = (int)t->shape[0];
-    if ((status = need(ctx, st, what, 2, &t, "%sencoder.layers.0.mlp.fc1.weight", p)))
+    if ((status = need(ctx, st, what, 2, &t, "%s%s", p, names[2])))
         return status;
     c->intermediate = (int)t->shape[0];
     c->layers = 0;
-    while (c->layers < 64 && getf(st, "%sencoder.layers.%d.layer_norm1.weight", p, c->layers))
+    char layer_fmt[96];
+    snprintf(layer_fmt, sizeof layer_fmt, "%%s%s", names[3]);
+    while (c->layers < 64 && getf(st, layer_fmt, p, c->layers))
         c->layers++;
-    c->has_position_ids = getf(st, "%sembeddings.position_ids", p) != NULL;
+    c->has_position_ids = !c->open_clip && getf(st, "%sembeddings.position_ids", p) != NULL;
+    c->projection = 0;
+    if (c->open_clip) {
+        if ((status = need(ctx, st, what, 2, &t, "%stext_projection", p)))
+            return status;
+        c->projection = (int)t->shape[1];
+    }
     if (c->width % 64)
-        return sd_set_error(ctx, SD_ERR_INVALID, "%s: CLIP width %d is not a multiple of 64 (the SD1 CLIP head size)",
-                            sd_safetensors_path(st), c->width);
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: %s width %d is not a multiple of 64 (the CLIP head size)",
+                            sd_safetensors_path(st), what, c->width);
     return SD_OK;
 }
 
@@ -267,7 +340,7 @@ static sd_status family_error(sd_context *ctx, const sd_safetensors *st, sd_fami
                             path);
     case SD_FAMILY_DIFFUSERS:
         return sd_set_error(ctx, SD_ERR_INVALID,
-                            "%s: diffusers-format weights detected; sdflow reads single-file SD1.x checkpoints", path);
+                            "%s: diffusers-format weights detected; sdflow reads single-file checkpoints", path);
     case SD_FAMILY_UNKNOWN:
         return sd_set_error(ctx, SD_ERR_INVALID,
                             "%s: not a Stable Diffusion checkpoint (no model.diffusion_model.* tensors)", path);
@@ -279,16 +352,33 @@ static sd_status family_error(sd_context *ctx, const sd_safetensors *st, sd_fami
     }
 }
 
-/* Builds the layout of one part (0 UNet, 1 CLIP, 2 VAE) and verifies the file against it. */
+/* "SD1.x UNet", "SDXL OpenCLIP-bigG text model", ... into buf. */
+static const char *part_name(char *buf, size_t size, sd_family family, int part, const sd_clip_config *clip)
+{
+    const char *name = sd_family_name(family);
+    if (part == 0)
+        snprintf(buf, size, "%s UNet", name);
+    else if (part == 3)
+        snprintf(buf, size, "VAE");
+    else
+        snprintf(buf, size, "%s %s text model", name, clip->open_clip ? "OpenCLIP-bigG" : "CLIP");
+    return buf;
+}
+
+/* Builds the layout of one part (0 UNet, 1 and 2 the text encoders, 3 VAE) and verifies the file
+ * against it. */
 static sd_status verify_part(sd_context *ctx, const sd_safetensors *st, const sd_checkpoint_config *cfg, int part)
 {
     sd_layout layout = {0};
     sd_status status;
-    const char *what;
+    char what[64];
+    const sd_clip_config *clip = part == 2 ? &cfg->clip2 : &cfg->clip;
+    part_name(what, sizeof what, cfg->family, part, clip);
     switch (part) {
-    case 0: status = sd_layout_unet(ctx, &cfg->unet, cfg->unet_prefix, &layout), what = "SD1.x UNet"; break;
-    case 1: status = sd_layout_clip(ctx, &cfg->clip, cfg->clip_prefix, &layout), what = "SD1.x CLIP text model"; break;
-    default: status = sd_layout_vae(ctx, &cfg->vae, cfg->vae_prefix, &layout), what = "VAE"; break;
+    case 0: status = sd_layout_unet(ctx, &cfg->unet, cfg->unet_prefix, &layout); break;
+    case 1: status = sd_layout_clip(ctx, clip, cfg->clip_prefix, &layout); break;
+    case 2: status = sd_layout_clip(ctx, clip, cfg->clip2_prefix, &layout); break;
+    default: status = sd_layout_vae(ctx, &cfg->vae, cfg->vae_prefix, &layout); break;
     }
     if (!status)
         status = verify(ctx, st, &layout, what);
@@ -298,35 +388,83 @@ static sd_status verify_part(sd_context *ctx, const sd_safetensors *st, const sd
     return status;
 }
 
+/* The text encoders' widths against the UNet: the context is their hidden states side by side,
+ * and the ADM vector starts with the pooled output of the family's pooled encoder. */
+static sd_status check_text_fit(sd_context *ctx, const sd_safetensors *st, const sd_checkpoint_config *cfg)
+{
+    const char *path = sd_safetensors_path(st);
+    const sd_family_desc *f = sd_family_get(cfg->family);
+    int width = cfg->clip.width + (cfg->clip2_prefix ? cfg->clip2.width : 0);
+    if (width != cfg->unet.context_dim)
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: %s width %d does not match the UNet context dimension %d", path,
+                            cfg->clip2_prefix ? "text encoders' combined" : "CLIP", width, cfg->unet.context_dim);
+    int pooled = 0;
+    for (int i = 0; i < f->n_text_encoders; i++)
+        if (f->text_encoders[i].pooled) {
+            const sd_clip_config *c = i ? &cfg->clip2 : &cfg->clip;
+            pooled = c->projection ? c->projection : c->width;
+        }
+    int adm = f->adm == SD_ADM_NONE ? 0 : pooled + 256 * (f->adm == SD_ADM_SDXL ? 6 : 5);
+    if (adm != cfg->unet.adm_channels)
+        return sd_set_error(ctx, SD_ERR_INVALID,
+                            "%s: the UNet's ADM input (label_emb) is %d wide, the %s conditioning makes %d", path,
+                            cfg->unet.adm_channels, f->name, adm);
+    return SD_OK;
+}
+
+/* Where the family's text encoders sit in st (cfg->clip_prefix, clip2_prefix) and whether the
+ * file has them (has_clip: the first one's tensors are there). */
+static void find_text_encoders(const sd_safetensors *st, const sd_family_desc *f, sd_checkpoint_config *cfg)
+{
+    cfg->clip_prefix = f->text_encoders[0].prefix;
+    cfg->clip.open_clip = f->text_encoders[0].kind != SD_TEXT_CLIP_L;
+    cfg->has_clip = sd_safetensors_has_prefix(st, cfg->clip_prefix);
+    if (!cfg->has_clip && f->id == SD_FAMILY_SD1 && sd_safetensors_has_prefix(st, SD1_CLIP_PREFIX_OLD "embeddings.")) {
+        cfg->clip_prefix = SD1_CLIP_PREFIX_OLD; /* older transformers layout, no "text_model." */
+        cfg->has_clip = true;
+    }
+    if (f->n_text_encoders > 1) {
+        cfg->clip2_prefix = f->text_encoders[1].prefix;
+        cfg->clip2.open_clip = f->text_encoders[1].kind != SD_TEXT_CLIP_L;
+    }
+}
+
 sd_status sd_checkpoint_inspect(sd_context *ctx, const sd_safetensors *st, sd_checkpoint_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
     sd_status status;
     cfg->family = sd_checkpoint_detect(st);
-    if (cfg->family != SD_FAMILY_SD1)
+    const sd_family_desc *f = sd_family_get(cfg->family);
+    if (!f->runnable || !f->checkpoint)
         return family_error(ctx, st, cfg->family);
-    cfg->unet_prefix = SD1_UNET_PREFIX;
-    cfg->clip_prefix = SD1_CLIP_PREFIX;
-    cfg->vae_prefix = SD1_VAE_PREFIX;
+    cfg->unet_prefix = f->unet_prefix;
+    cfg->vae_prefix = f->vae_prefix;
     cfg->has_unet = true;
-    cfg->has_clip = sd_safetensors_has_prefix(st, SD1_CLIP_PREFIX);
-    if (!cfg->has_clip && sd_safetensors_has_prefix(st, SD1_CLIP_PREFIX_OLD "embeddings.")) {
-        cfg->clip_prefix = SD1_CLIP_PREFIX_OLD; /* older transformers layout, no "text_model." */
-        cfg->has_clip = true;
-    }
-    cfg->has_vae = sd_safetensors_has_prefix(st, SD1_VAE_PREFIX);
-    if ((status = inspect_unet(ctx, st, cfg->unet_prefix, &cfg->unet)))
+    find_text_encoders(st, f, cfg);
+    cfg->has_vae = sd_safetensors_has_prefix(st, cfg->vae_prefix);
+    sd_checkpoint_apply_family_rules(cfg);
+    char what[64];
+    if ((status = inspect_unet(ctx, st, cfg->unet_prefix, part_name(what, sizeof what, cfg->family, 0, NULL),
+                               &cfg->unet)))
         return status;
-    if (cfg->has_clip && (status = inspect_clip(ctx, st, cfg->clip_prefix, &cfg->clip)))
+    if (cfg->has_clip &&
+        (status = inspect_clip(ctx, st, cfg->clip_prefix, part_name(what, sizeof what, cfg->family, 1, &cfg->clip),
+                               &cfg->clip)))
+        return status;
+    if (cfg->has_clip && cfg->clip2_prefix &&
+        (status = inspect_clip(ctx, st, cfg->clip2_prefix,
+                               part_name(what, sizeof what, cfg->family, 2, &cfg->clip2), &cfg->clip2)))
         return status;
     if (cfg->has_vae && (status = inspect_vae(ctx, st, cfg->vae_prefix, &cfg->vae)))
         return status;
-    if (cfg->has_clip && cfg->clip.width != cfg->unet.context_dim)
-        return sd_set_error(ctx, SD_ERR_INVALID, "%s: CLIP width %d does not match the UNet context dimension %d",
-                            sd_safetensors_path(st), cfg->clip.width, cfg->unet.context_dim);
-    sd_checkpoint_apply_sd1_rules(cfg);
-    for (int part = 0; part < 3; part++) {
-        bool present = part == 0 ? cfg->has_unet : part == 1 ? cfg->has_clip : cfg->has_vae;
+    if (cfg->has_clip && (status = check_text_fit(ctx, st, cfg)))
+        return status;
+    sd_checkpoint_apply_family_rules(cfg);
+    for (int part = 0; part < 4; part++) {
+        bool present = part == 0   ? cfg->has_unet
+                       : part == 1 ? cfg->has_clip
+                       : part == 2 ? cfg->has_clip && cfg->clip2_prefix
+                                   : cfg->has_vae;
         if (present && (status = verify_part(ctx, st, cfg, part)))
             return status;
     }
@@ -352,6 +490,6 @@ sd_status sd_vae_inspect(sd_context *ctx, const sd_safetensors *st, sd_checkpoin
     cfg->has_vae = true;
     if ((status = inspect_vae(ctx, st, cfg->vae_prefix, &cfg->vae)))
         return status;
-    sd_checkpoint_apply_sd1_rules(cfg);
-    return verify_part(ctx, st, cfg, 2);
+    sd_checkpoint_apply_family_rules(cfg);
+    return verify_part(ctx, st, cfg, 3);
 }

@@ -1,13 +1,14 @@
 /* Checkpoint inspection: which model family a safetensors file holds, and the architecture of
- * its UNet, CLIP text encoder and VAE, read from tensor shapes.
+ * its UNet, text encoders and VAE, read from tensor shapes.
  *
  * Supported: single-file LDM checkpoints of the SD1.x family (the layout of
  * v1-5-pruned-emaonly.safetensors and its fine-tunes, at any size; 9-channel inpainting UNets
- * too) and standalone VAE files (encoder.* / decoder.* keys, e.g. vae-ft-mse-840000). Any other
- * family is detected and refused with an error naming it.
+ * too), SDXL base and refiner checkpoints (sd_xl_base_1.0, sd_xl_refiner_1.0 and fine-tunes) and
+ * standalone VAE files (encoder.* / decoder.* keys, e.g. vae-ft-mse-840000). Any other family is
+ * detected and refused with an error naming it.
  *
  * The UNet, CLIP and VAE code is written against these config structs; every field is either
- * read from a tensor shape (noted "shape:") or a rule of the SD1 family (noted "family:"). */
+ * read from a tensor shape (noted "shape:") or a rule of the family (noted "family:"). */
 #ifndef SD_ML_CHECKPOINT_H
 #define SD_ML_CHECKPOINT_H
 
@@ -16,9 +17,9 @@
 
 #define SD_MAX_LEVELS 6
 
-/* The SD1 LDM UNet (openaimodel.UNetModel). Level l has num_res_blocks ResBlocks of
- * model_channels * channel_mult[l] channels, each followed by a SpatialTransformer when
- * attention[l]; every level but the last ends with a stride-2 conv downsample. */
+/* The LDM UNet (openaimodel.UNetModel) of SD1 and SDXL. Level l has num_res_blocks ResBlocks of
+ * model_channels * channel_mult[l] channels, each followed by a SpatialTransformer of depth[l]
+ * blocks when attention[l]; every level but the last ends with a stride-2 conv downsample. */
 typedef struct sd_unet_config {
     int in_channels;      /* shape: 4, or 9 for inpainting (latent + mask + masked latent) */
     int out_channels;     /* shape: 4 */
@@ -27,22 +28,36 @@ typedef struct sd_unet_config {
     int channel_mult[SD_MAX_LEVELS]; /* shape: 1, 2, 4, 4 */
     int num_res_blocks;   /* shape: 2 (the same at every level) */
     bool attention[SD_MAX_LEVELS];   /* shape: 1, 1, 1, 0 (the middle block always has one) */
-    int transformer_depth;/* shape: 1 (BasicTransformerBlocks per SpatialTransformer) */
+    int depth[SD_MAX_LEVELS]; /* shape: BasicTransformerBlocks per SpatialTransformer of each level
+                               * (0 where !attention[l]): SD1 1, 1, 1, 0; SDXL 0, 2, 10 */
+    int middle_depth;     /* shape: the middle block's (SD1 1, SDXL 10, SDXL refiner 4) */
     int context_dim;      /* shape: 768 (cross-attention key/value input width) */
     int time_embed_dim;   /* shape: 1280 (4 * model_channels) */
     bool linear_proj;     /* shape: proj_in/proj_out are Linear [C, C]; SD1: false (1x1 conv) */
-    int num_heads;        /* family: 8 heads per attention (head size = channels / 8) */
+    int adm_channels;     /* shape: label_emb.0.0 input width (SDXL 2816, refiner 2560; 0: none) */
+    int num_heads;        /* family: SD1 8 heads per attention (0: head_channels decides) */
+    int head_channels;    /* family: SDXL 64 channels per head (0: num_heads decides) */
+    sd_adm_kind adm;      /* family: how the ADM vector is made (ml/families/adm.h) */
     int norm_groups;      /* family: 32 (GroupNorm groups, eps 1e-5; LayerNorm eps 1e-5) */
 } sd_unet_config;
 
-/* The CLIP text transformer (transformers' CLIPTextModel; quick GELU, causal mask). */
+/* A CLIP text transformer: transformers' CLIPTextModel (OpenAI CLIP-L, quick GELU) or an
+ * OpenCLIP text tower (ViT-bigG: GELU, text_projection); causal mask either way. */
 typedef struct sd_clip_config {
-    int width;            /* shape: 768 (hidden size; equals the UNet's context_dim) */
+    bool open_clip;       /* names: open_clip's (transformer.resblocks.N.attn.in_proj_weight, ...)
+                           * instead of transformers' (encoder.layers.N.self_attn.q_proj, ...) */
+    int width;            /* shape: 768 (hidden size; the UNet's context_dim in SD1) */
     int layers;           /* shape: 12 */
     int intermediate;     /* shape: 3072 (MLP width) */
     int vocab;            /* shape: 49408 */
     int positions;        /* shape: 77 */
-    int heads;            /* family: width / 64 (12 for ViT-L/14) */
+    int projection;       /* shape: text_projection output width (bigG 1280; 0: none) */
+    int heads;            /* family: width / 64 (12 for ViT-L/14, 20 for bigG) */
+    bool gelu;            /* family: exact GELU in the MLP (OpenCLIP) instead of quick GELU */
+    bool norm_hidden;     /* family: the final LayerNorm applies to an intermediate layer's output
+                           * too (SD1 as ComfyUI; not SDXL) */
+    int pad_token;        /* family: windows are padded with this id after the end token (49407
+                           * CLIP-L, 0 OpenCLIP-bigG) */
     bool has_position_ids;/* the file carries embeddings.position_ids (ignored: always 0..n-1) */
 } sd_clip_config;
 
@@ -74,12 +89,14 @@ typedef struct sd_controlnet_config {
 
 typedef struct sd_checkpoint_config {
     sd_family family;
-    bool has_unet, has_clip, has_vae; /* parts present in the file */
+    bool has_unet, has_clip, has_vae; /* parts present in the file (has_clip: every text encoder) */
     const char *unet_prefix;  /* "model.diffusion_model." */
     const char *clip_prefix;  /* "cond_stage_model.transformer.text_model." (or SD1_CLIP_PREFIX_OLD) */
+    const char *clip2_prefix; /* the second text encoder's (SDXL: OpenCLIP-bigG), NULL when none */
     const char *vae_prefix;   /* "first_stage_model." (standalone VAE files: "") */
     sd_unet_config unet;
-    sd_clip_config clip;
+    sd_clip_config clip;      /* the family's first text encoder (SDXL: CLIP-L; refiner: bigG) */
+    sd_clip_config clip2;     /* its second (SDXL: bigG), when clip2_prefix */
     sd_vae_config vae;
     sd_schedule_config schedule;
 } sd_checkpoint_config;
@@ -93,11 +110,12 @@ typedef struct sd_checkpoint_config {
 /* The family a file's tensor names show (never fails): sd_family_detect. */
 sd_family sd_checkpoint_detect(const sd_safetensors *st);
 
-/* Reads a full SD1 checkpoint's architecture into *cfg and checks that every tensor the
- * architecture needs is present with the right shape and a float dtype. The UNet is required;
- * CLIP and VAE may be absent as a whole (has_clip / has_vae false) but not in part.
- * Errors (SD_ERR_INVALID, message naming the file): another family ("SDXL checkpoint detected;
- * sdflow supports SD1.x"), a missing tensor (named), a wrong shape or dtype (named), an
+/* Reads a full checkpoint's architecture (a family this build runs: SD1.x, SDXL, SDXL refiner)
+ * into *cfg and checks that every tensor the architecture needs is present with the right shape
+ * and a float dtype. The UNet is required; the text encoders and the VAE may be absent as a
+ * whole (has_clip / has_vae false) but not in part.
+ * Errors (SD_ERR_INVALID, message naming the file): another family ("SD3 checkpoint detected;
+ * sdflow supports SD1.x, SDXL, SDXL refiner"), a missing tensor (named), a wrong shape or dtype (named), an
  * architecture SD1 code cannot run (e.g. CLIP width not a multiple of 64). */
 sd_status sd_checkpoint_inspect(sd_context *ctx, const sd_safetensors *st, sd_checkpoint_config *cfg);
 
@@ -106,14 +124,22 @@ sd_status sd_checkpoint_inspect(sd_context *ctx, const sd_safetensors *st, sd_ch
  * family is SD_FAMILY_VAE for a standalone file. */
 sd_status sd_vae_inspect(sd_context *ctx, const sd_safetensors *st, sd_checkpoint_config *cfg);
 
-/* Reads the architecture of an LDM UNet's encoder half (time_embed, input_blocks, middle_block
- * under prefix; what a ControlNet copies) into *u from tensor shapes; out_channels is left
- * untouched. Errors as sd_checkpoint_inspect, with `what` ("SD1.x UNet") in the messages. */
+/* Reads the architecture of an LDM UNet's encoder half (time_embed, label_emb, input_blocks,
+ * middle_block under prefix; what a ControlNet copies) into *u from tensor shapes; out_channels
+ * and the family rules (num_heads or head_channels, which the caller sets first: the channel
+ * counts are checked against them) are left untouched. Errors as sd_checkpoint_inspect, with
+ * `what` ("SD1.x UNet") in the messages. */
 sd_status sd_unet_inspect_encoder(sd_context *ctx, const sd_safetensors *st, const char *prefix, const char *what,
                                   sd_unet_config *u);
 
-/* The SD1 family rules applied to a config (heads, groups; schedule and VAE scale from the SD1.x
- * family descriptor). */
-void sd_checkpoint_apply_sd1_rules(sd_checkpoint_config *cfg);
+/* The family rules applied to a config (heads, groups, text-encoder details; schedule and VAE
+ * scale from the family descriptor of cfg->family, SD1.x for a standalone VAE). */
+void sd_checkpoint_apply_family_rules(sd_checkpoint_config *cfg);
+
+/* Sets every attention level's depth and the middle block's to depth (SD1-style uniform depth);
+ * levels without attention get 0. */
+void sd_unet_config_set_depth(sd_unet_config *u, int depth);
+/* Attention heads of a SpatialTransformer with `channels` channels under the config's rule. */
+int sd_unet_config_heads(const sd_unet_config *u, int channels);
 
 #endif

@@ -123,27 +123,29 @@ static const sd_family_desc families[] = {
                        {SD_TEXT_OPENCLIP_G, "text_encoders.clip_g.transformer.text_model.", -2, true},
                        {SD_TEXT_T5XXL, "text_encoders.t5xxl.transformer.encoder.", -1, false}},
      .context_dim = 4096, .adm_dim = 2048, .default_width = 1024, .default_height = 1024},
-    {.id = SD_FAMILY_SDXL_REFINER, .name = "SDXL refiner", .checkpoint = true, .detect = detect_sdxl_refiner,
+    {.id = SD_FAMILY_SDXL_REFINER, .name = "SDXL refiner", .runnable = true, .checkpoint = true, .detect = detect_sdxl_refiner,
      .unet_prefix = UNET_PREFIX, .vae_prefix = "first_stage_model.", .latent = &latent_sdxl,
      .schedule = DISCRETE(SD_PREDICT_EPS), .n_text_encoders = 1,
-     .text_encoders = {{SD_TEXT_OPENCLIP_G, "conditioner.embedders.0.model.", -2, true}},
-     .context_dim = 1280, .adm_dim = 2560, .default_width = 1024, .default_height = 1024},
-    {.id = SD_FAMILY_SDXL, .name = "SDXL", .checkpoint = true, .detect = detect_sdxl,
+     .text_encoders = {{SD_TEXT_OPENCLIP_G, "conditioner.embedders.0.model.", -2, true, false}},
+     .context_dim = 1280, .adm_dim = 2560, .adm = SD_ADM_SDXL_REFINER, .unet_head_channels = 64,
+     .default_width = 1024, .default_height = 1024},
+    {.id = SD_FAMILY_SDXL, .name = "SDXL", .runnable = true, .checkpoint = true, .detect = detect_sdxl,
      .unet_prefix = UNET_PREFIX, .vae_prefix = "first_stage_model.", .latent = &latent_sdxl,
      .schedule = DISCRETE(SD_PREDICT_EPS), .n_text_encoders = 2,
-     .text_encoders = {{SD_TEXT_CLIP_L, "conditioner.embedders.0.transformer.text_model.", -2, false},
-                       {SD_TEXT_OPENCLIP_G, "conditioner.embedders.1.model.", -2, true}},
-     .context_dim = 2048, .adm_dim = 2816, .default_width = 1024, .default_height = 1024},
+     .text_encoders = {{SD_TEXT_CLIP_L, "conditioner.embedders.0.transformer.text_model.", -2, false, false},
+                       {SD_TEXT_OPENCLIP_G, "conditioner.embedders.1.model.", -2, true, false}},
+     .context_dim = 2048, .adm_dim = 2816, .adm = SD_ADM_SDXL, .unet_head_channels = 64,
+     .default_width = 1024, .default_height = 1024},
     {.id = SD_FAMILY_SD2, .name = "SD2.x", .checkpoint = true, .detect = detect_sd2,
      .unet_prefix = UNET_PREFIX, .vae_prefix = "first_stage_model.", .latent = &latent_sd15,
      .schedule = DISCRETE(SD_PREDICT_EPS), .n_text_encoders = 1,
-     .text_encoders = {{SD_TEXT_OPENCLIP_H, "cond_stage_model.model.", -2, false}},
-     .context_dim = 1024, .default_width = 768, .default_height = 768},
-    {.id = SD_FAMILY_SD1, .name = "SD1.x", .runnable = true, .checkpoint = true, .detect = detect_sd1,
+     .text_encoders = {{SD_TEXT_OPENCLIP_H, "cond_stage_model.model.", -2, false, false}},
+     .context_dim = 1024, .unet_head_channels = 64, .default_width = 768, .default_height = 768},
+    {.id = SD_FAMILY_SD1, .name = "SD1.x", .runnable = true, .lora = true, .checkpoint = true, .detect = detect_sd1,
      .unet_prefix = UNET_PREFIX, .vae_prefix = "first_stage_model.", .latent = &latent_sd15,
      .schedule = DISCRETE(SD_PREDICT_EPS), .n_text_encoders = 1,
-     .text_encoders = {{SD_TEXT_CLIP_L, "cond_stage_model.transformer.text_model.", -1, false}},
-     .context_dim = 768, .default_width = 512, .default_height = 512},
+     .text_encoders = {{SD_TEXT_CLIP_L, "cond_stage_model.transformer.text_model.", -1, false, true}},
+     .context_dim = 768, .unet_num_heads = 8, .default_width = 512, .default_height = 512},
     {.id = SD_FAMILY_VAE, .name = "standalone VAE", .detect = detect_vae, .vae_prefix = ""},
     {.id = SD_FAMILY_DIFFUSERS, .name = "diffusers-format", .detect = detect_diffusers},
 };
@@ -209,6 +211,12 @@ static bool is_runnable(const sd_family_desc *f, int unused)
     return f->runnable;
 }
 
+static bool takes_lora(const sd_family_desc *f, int unused)
+{
+    (void)unused;
+    return f->lora;
+}
+
 static bool has_latent_channels(const sd_family_desc *f, int channels)
 {
     return f->latent && f->latent->channels == channels;
@@ -217,6 +225,11 @@ static bool has_latent_channels(const sd_family_desc *f, int channels)
 const char *sd_family_runnable_list(char *buf, size_t size)
 {
     return join_families(buf, size, is_runnable, 0);
+}
+
+const char *sd_family_lora_list(char *buf, size_t size)
+{
+    return join_families(buf, size, takes_lora, 0);
 }
 
 const char *sd_latent_channels_families(char *buf, size_t size, int channels)

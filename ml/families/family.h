@@ -70,7 +70,16 @@ typedef struct sd_text_encoder_slot {
     const char *prefix;  /* its tensors in the family's single-file checkpoint ("" when never there) */
     int layer;           /* hidden state used as context: -1 last (after final LN), -2 penultimate */
     bool pooled;         /* its pooled output feeds the conditioning (pooled vector / ADM) */
+    bool norm_hidden;    /* the final LayerNorm applies to the selected layer's output too (SD1:
+                          * ComfyUI's layer_norm_hidden_state; SDXL: not) */
 } sd_text_encoder_slot;
+
+/* How the extra "y" vector of an ADM UNet is made (comfy/model_base.py encode_adm). */
+typedef enum sd_adm_kind {
+    SD_ADM_NONE,
+    SD_ADM_SDXL,        /* pooled + embeddings of height, width, crop_h, crop_w, target h, target w */
+    SD_ADM_SDXL_REFINER /* pooled + embeddings of height, width, crop_h, crop_w, aesthetic score */
+} sd_adm_kind;
 
 #define SD_FAMILY_MAX_TEXT_ENCODERS 3
 
@@ -78,6 +87,7 @@ typedef struct sd_family_desc {
     sd_family id;
     const char *name;       /* "SD1.x", for messages */
     bool runnable;          /* this build has the family's networks (false: detected and refused) */
+    bool lora;              /* this build applies LoRAs to the family's models */
     bool checkpoint;        /* a diffusion-model family (false: VAE files, diffusers folders, unknown) */
     /* Detection from tensor names/shapes, tried in table order (the most specific family first). */
     bool (*detect)(const sd_safetensors *st);
@@ -89,6 +99,9 @@ typedef struct sd_family_desc {
     sd_text_encoder_slot text_encoders[SD_FAMILY_MAX_TEXT_ENCODERS];
     int context_dim;        /* cross-attention context width at full size (768 SD1, 2048 SDXL) */
     int adm_dim;            /* extra "y" vector width (0 none; 2816 SDXL base, 2560 refiner) */
+    sd_adm_kind adm;        /* how y is made */
+    /* UNet attention heads: a fixed count (SD1: 8) or a fixed head width (SDXL: 64 channels). */
+    int unet_num_heads, unet_head_channels;
     int default_width, default_height;
 } sd_family_desc;
 
@@ -100,6 +113,9 @@ const char *sd_family_name(sd_family family);
 sd_family sd_family_detect(const sd_safetensors *st);
 /* The families this build runs, oldest first ("SD1.x" or "SD1.x, SDXL"), written to buf; returns buf. */
 const char *sd_family_runnable_list(char *buf, size_t size);
+
+/* The families whose LoRAs this build applies ("SD1.x"), written to buf; returns buf. */
+const char *sd_family_lora_list(char *buf, size_t size);
 
 /* The family with that name (as sd_family_name gives it), or SD_FAMILY_UNKNOWN. */
 sd_family sd_family_find(const char *name);

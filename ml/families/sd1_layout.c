@@ -1,4 +1,5 @@
-/* SD1 single-file layout, random-weight checkpoints and family stubs. See sd1_layout.h. */
+/* SD1 and SDXL single-file layouts, presets, random-weight checkpoints and family stubs. See
+ * sd1_layout.h. */
 #include "ml/families/sd1_layout.h"
 #include <math.h>
 #include <stdarg.h>
@@ -94,12 +95,12 @@ static void unet_resblock(builder *b, const char *p, int64_t in, int64_t out, in
         snprintf(n, sizeof n, "%s.skip_connection", p), conv(b, n, out, in, 1);
 }
 
-static void unet_transformer(builder *b, const char *p, int64_t c, const sd_unet_config *cfg)
+static void unet_transformer(builder *b, const char *p, int64_t c, int depth, const sd_unet_config *cfg)
 {
     char n[128];
     snprintf(n, sizeof n, "%s.norm", p), norm(b, n, c);
     snprintf(n, sizeof n, "%s.proj_in", p), proj(b, n, c, c, cfg->linear_proj);
-    for (int d = 0; d < cfg->transformer_depth; d++) {
+    for (int d = 0; d < depth; d++) {
         static const char *const attn[2] = {"attn1", "attn2"};
         for (int a = 0; a < 2; a++) {
             int64_t kv = a ? cfg->context_dim : c;
@@ -131,16 +132,29 @@ static bool levels_ok(int n_levels, const int *mult)
     return true;
 }
 
+/* Transformer depths: 1..64 where a level has attention (0 elsewhere), middle 1..64. */
+static bool depths_ok(const sd_unet_config *cfg)
+{
+    for (int l = 0; l < cfg->n_levels; l++)
+        if (cfg->attention[l] ? cfg->depth[l] < 1 || cfg->depth[l] > 64 : cfg->depth[l] != 0)
+            return false;
+    return cfg->middle_depth >= 1 && cfg->middle_depth <= 64;
+}
+
 sd_status sd_layout_unet(sd_context *ctx, const sd_unet_config *cfg, const char *prefix, sd_layout *out)
 {
     if (!levels_ok(cfg->n_levels, cfg->channel_mult) || cfg->model_channels < 1 || cfg->num_res_blocks < 1 ||
-        cfg->num_res_blocks > 16 || cfg->transformer_depth < 1 || cfg->transformer_depth > 16 ||
-        cfg->in_channels < 1 || cfg->out_channels < 1 || cfg->context_dim < 1 || cfg->time_embed_dim < 1)
+        cfg->num_res_blocks > 16 || !depths_ok(cfg) || cfg->in_channels < 1 || cfg->out_channels < 1 ||
+        cfg->context_dim < 1 || cfg->time_embed_dim < 1 || cfg->adm_channels < 0)
         return sd_set_error(ctx, SD_ERR_INVALID, "UNet configuration out of range");
     builder b = {out, prefix, false};
     int64_t mc = cfg->model_channels, temb = cfg->time_embed_dim;
     linear(&b, "time_embed.0", temb, mc, true);
     linear(&b, "time_embed.2", temb, temb, true);
+    if (cfg->adm_channels) { /* label_emb: Linear, SiLU, Linear */
+        linear(&b, "label_emb.0.0", temb, cfg->adm_channels, true);
+        linear(&b, "label_emb.0.2", temb, temb, true);
+    }
     conv(&b, "input_blocks.0.0", mc, cfg->in_channels, 3);
     int64_t skips[SD_MAX_LEVELS * 17 + 1];
     int n_skips = 0, idx = 1;
@@ -153,7 +167,7 @@ sd_status sd_layout_unet(sd_context *ctx, const sd_unet_config *cfg, const char 
             snprintf(n, sizeof n, "input_blocks.%d.0", idx), unet_resblock(&b, n, ch, oc, temb);
             ch = oc;
             if (cfg->attention[l])
-                snprintf(n, sizeof n, "input_blocks.%d.1", idx), unet_transformer(&b, n, ch, cfg);
+                snprintf(n, sizeof n, "input_blocks.%d.1", idx), unet_transformer(&b, n, ch, cfg->depth[l], cfg);
             skips[n_skips++] = ch;
         }
         if (l != cfg->n_levels - 1) {
@@ -162,7 +176,7 @@ sd_status sd_layout_unet(sd_context *ctx, const sd_unet_config *cfg, const char 
         }
     }
     unet_resblock(&b, "middle_block.0", ch, ch, temb);
-    unet_transformer(&b, "middle_block.1", ch, cfg);
+    unet_transformer(&b, "middle_block.1", ch, cfg->middle_depth, cfg);
     unet_resblock(&b, "middle_block.2", ch, ch, temb);
     idx = 0;
     for (int l = cfg->n_levels - 1; l >= 0; l--) {
@@ -172,7 +186,8 @@ sd_status sd_layout_unet(sd_context *ctx, const sd_unet_config *cfg, const char 
             ch = oc;
             int j = 1;
             if (cfg->attention[l])
-                snprintf(n, sizeof n, "output_blocks.%d.%d", idx, j++), unet_transformer(&b, n, ch, cfg);
+                snprintf(n, sizeof n, "output_blocks.%d.%d", idx, j++),
+                    unet_transformer(&b, n, ch, cfg->depth[l], cfg);
             if (l != 0 && r == cfg->num_res_blocks)
                 snprintf(n, sizeof n, "output_blocks.%d.%d.conv", idx, j), conv(&b, n, ch, ch, 3);
         }
@@ -223,12 +238,37 @@ sd_status sd_layout_controlnet(sd_context *ctx, const sd_controlnet_config *cfg,
     return finish(ctx, &b);
 }
 
+/* The open_clip text tower (SDXL's conditioner.embedders.N.model.*): fused in_proj, ln_1/ln_2,
+ * mlp.c_fc/c_proj, ln_final and text_projection [width, projection]. */
+static void open_clip_layout(builder *b, const sd_clip_config *cfg)
+{
+    int64_t w = cfg->width;
+    add(b, SD_PARAM_EMBEDDING, 0, 2, SHAPE(cfg->vocab, w), "token_embedding.weight");
+    add(b, SD_PARAM_EMBEDDING, 0, 2, SHAPE(cfg->positions, w), "positional_embedding");
+    char n[96];
+    for (int i = 0; i < cfg->layers; i++) {
+        snprintf(n, sizeof n, "transformer.resblocks.%d.ln_1", i), norm(b, n, w);
+        add(b, SD_PARAM_WEIGHT, w, 2, SHAPE(3 * w, w), "transformer.resblocks.%d.attn.in_proj_weight", i);
+        add(b, SD_PARAM_BIAS, w, 1, SHAPE(3 * w), "transformer.resblocks.%d.attn.in_proj_bias", i);
+        snprintf(n, sizeof n, "transformer.resblocks.%d.attn.out_proj", i), linear(b, n, w, w, true);
+        snprintf(n, sizeof n, "transformer.resblocks.%d.ln_2", i), norm(b, n, w);
+        snprintf(n, sizeof n, "transformer.resblocks.%d.mlp.c_fc", i), linear(b, n, cfg->intermediate, w, true);
+        snprintf(n, sizeof n, "transformer.resblocks.%d.mlp.c_proj", i), linear(b, n, w, cfg->intermediate, true);
+    }
+    norm(b, "ln_final", w);
+    add(b, SD_PARAM_WEIGHT, w, 2, SHAPE(w, cfg->projection), "text_projection");
+}
+
 sd_status sd_layout_clip(sd_context *ctx, const sd_clip_config *cfg, const char *prefix, sd_layout *out)
 {
     if (cfg->width < 1 || cfg->layers < 1 || cfg->layers > 64 || cfg->intermediate < 1 || cfg->vocab < 1 ||
-        cfg->positions < 1)
+        cfg->positions < 1 || (cfg->open_clip && cfg->projection < 1))
         return sd_set_error(ctx, SD_ERR_INVALID, "CLIP configuration out of range");
     builder b = {out, prefix, false};
+    if (cfg->open_clip) {
+        open_clip_layout(&b, cfg);
+        return finish(ctx, &b);
+    }
     int64_t w = cfg->width;
     if (cfg->has_position_ids)
         add(&b, SD_PARAM_POSITION_IDS, 0, 2, SHAPE(1, cfg->positions), "embeddings.position_ids");
@@ -314,10 +354,60 @@ sd_status sd_layout_vae(sd_context *ctx, const sd_vae_config *cfg, const char *p
 
 /* ---- presets ---- */
 
-bool sd_sd1_preset(const char *name, sd_checkpoint_config *cfg)
+/* The SDXL base and refiner presets: full shapes (sd_xl_base_1.0, sd_xl_refiner_1.0) and tiny
+ * ones that differ from SD1's tiny preset and from each other in levels, depths per level, res
+ * blocks, widths, head counts and context width. */
+static bool sdxl_preset(const char *name, sd_checkpoint_config *cfg)
+{
+    sd_unet_config *u = &cfg->unet;
+    sd_clip_config *l = &cfg->clip, *g = &cfg->clip2;
+    sd_clip_config bigg = {.open_clip = true, .width = 1280, .layers = 32, .intermediate = 5120, .vocab = 49408,
+                           .positions = 77, .projection = 1280};
+    if (strcmp(name, "sdxl") == 0) {
+        *u = (sd_unet_config){.model_channels = 320, .n_levels = 3, .channel_mult = {1, 2, 4}, .num_res_blocks = 2,
+                              .attention = {0, 1, 1}, .depth = {0, 2, 10}, .middle_depth = 10,
+                              .context_dim = 2048, .time_embed_dim = 1280, .adm_channels = 2816};
+        *l = (sd_clip_config){.width = 768, .layers = 12, .intermediate = 3072, .vocab = 49408, .positions = 77,
+                              .has_position_ids = true};
+        *g = bigg;
+    } else if (strcmp(name, "sdxl-tiny") == 0) {
+        *u = (sd_unet_config){.model_channels = 64, .n_levels = 4, .channel_mult = {1, 1, 2, 2}, .num_res_blocks = 2,
+                              .attention = {0, 1, 1, 1}, .depth = {0, 2, 1, 2}, .middle_depth = 2,
+                              .context_dim = 320, .time_embed_dim = 256, .adm_channels = 160 + 6 * 256};
+        *l = (sd_clip_config){.width = 128, .layers = 3, .intermediate = 512, .vocab = 49408, .positions = 77,
+                              .has_position_ids = true};
+        *g = (sd_clip_config){.open_clip = true, .width = 192, .layers = 4, .intermediate = 768, .vocab = 49408,
+                              .positions = 77, .projection = 160};
+    } else if (strcmp(name, "sdxl-refiner") == 0) {
+        cfg->family = SD_FAMILY_SDXL_REFINER;
+        *u = (sd_unet_config){.model_channels = 384, .n_levels = 4, .channel_mult = {1, 2, 4, 4},
+                              .num_res_blocks = 2, .attention = {0, 1, 1, 0}, .depth = {0, 4, 4, 0},
+                              .middle_depth = 4, .context_dim = 1280, .time_embed_dim = 1536,
+                              .adm_channels = 2560};
+        *l = bigg;
+    } else if (strcmp(name, "sdxl-refiner-tiny") == 0) {
+        cfg->family = SD_FAMILY_SDXL_REFINER;
+        *u = (sd_unet_config){.model_channels = 64, .n_levels = 5, .channel_mult = {1, 2, 1, 2, 1},
+                              .num_res_blocks = 2, .attention = {0, 1, 1, 1, 0}, .depth = {0, 1, 3, 1, 0},
+                              .middle_depth = 3, .context_dim = 128, .time_embed_dim = 256,
+                              .adm_channels = 96 + 5 * 256};
+        *l = (sd_clip_config){.open_clip = true, .width = 128, .layers = 3, .intermediate = 512, .vocab = 49408,
+                              .positions = 77, .projection = 96};
+    } else {
+        return false;
+    }
+    u->in_channels = u->out_channels = 4;
+    u->linear_proj = true;
+    const sd_family_desc *f = sd_family_get(cfg->family);
+    cfg->clip_prefix = f->text_encoders[0].prefix;
+    cfg->clip2_prefix = f->n_text_encoders > 1 ? f->text_encoders[1].prefix : NULL;
+    return true;
+}
+
+bool sd_checkpoint_preset(const char *name, sd_checkpoint_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
-    cfg->family = SD_FAMILY_SD1;
+    cfg->family = strncmp(name, "sdxl", 4) == 0 ? SD_FAMILY_SDXL : SD_FAMILY_SD1;
     cfg->has_unet = cfg->has_clip = cfg->has_vae = true;
     cfg->unet_prefix = SD1_UNET_PREFIX;
     cfg->clip_prefix = SD1_CLIP_PREFIX;
@@ -325,39 +415,29 @@ bool sd_sd1_preset(const char *name, sd_checkpoint_config *cfg)
     sd_unet_config *u = &cfg->unet;
     sd_clip_config *c = &cfg->clip;
     sd_vae_config *v = &cfg->vae;
-    u->in_channels = u->out_channels = 4;
     v->in_channels = v->out_channels = 3;
     v->z_channels = v->embed_dim = 4;
-    c->vocab = 49408;
-    c->positions = 77;
+    bool full = strcmp(name, "sd15") == 0 || strcmp(name, "sdxl") == 0 || strcmp(name, "sdxl-refiner") == 0;
+    v->ch = full ? 128 : 32;
+    v->n_levels = 4;
+    memcpy(v->ch_mult, full ? (const int[]){1, 2, 4, 4} : (const int[]){1, 2, 2, 2}, 4 * sizeof(int));
+    v->num_res_blocks = full ? 2 : 1;
     if (strcmp(name, "sd15") == 0) {
         *u = (sd_unet_config){.in_channels = 4, .out_channels = 4, .model_channels = 320, .n_levels = 4,
                               .channel_mult = {1, 2, 4, 4}, .num_res_blocks = 2, .attention = {1, 1, 1, 0},
-                              .transformer_depth = 1, .context_dim = 768, .time_embed_dim = 1280};
-        c->width = 768;
-        c->layers = 12;
-        c->intermediate = 3072;
-        c->has_position_ids = true;
-        v->ch = 128;
-        v->n_levels = 4;
-        memcpy(v->ch_mult, (const int[]){1, 2, 4, 4}, 4 * sizeof(int));
-        v->num_res_blocks = 2;
+                              .depth = {1, 1, 1, 0}, .middle_depth = 1, .context_dim = 768, .time_embed_dim = 1280};
+        *c = (sd_clip_config){.width = 768, .layers = 12, .intermediate = 3072, .vocab = 49408, .positions = 77,
+                              .has_position_ids = true};
     } else if (strcmp(name, "tiny") == 0) {
         *u = (sd_unet_config){.in_channels = 4, .out_channels = 4, .model_channels = 32, .n_levels = 3,
                               .channel_mult = {1, 2, 2}, .num_res_blocks = 1, .attention = {1, 1, 0},
-                              .transformer_depth = 1, .context_dim = 64, .time_embed_dim = 128};
-        c->width = 64;
-        c->layers = 2;
-        c->intermediate = 256;
-        c->has_position_ids = true;
-        v->ch = 32;
-        v->n_levels = 4;
-        memcpy(v->ch_mult, (const int[]){1, 2, 2, 2}, 4 * sizeof(int));
-        v->num_res_blocks = 1;
-    } else {
+                              .depth = {1, 1, 0}, .middle_depth = 1, .context_dim = 64, .time_embed_dim = 128};
+        *c = (sd_clip_config){.width = 64, .layers = 2, .intermediate = 256, .vocab = 49408, .positions = 77,
+                              .has_position_ids = true};
+    } else if (!sdxl_preset(name, cfg)) {
         return false;
     }
-    sd_checkpoint_apply_sd1_rules(cfg);
+    sd_checkpoint_apply_family_rules(cfg);
     return true;
 }
 
@@ -474,6 +554,8 @@ sd_status sd_sd1_write_random(sd_context *ctx, const char *path, const sd_checkp
     sd_status status = SD_OK;
     if (!(cfg->has_unet && (status = sd_layout_unet(ctx, &cfg->unet, cfg->unet_prefix, &layout))) &&
         !(cfg->has_clip && (status = sd_layout_clip(ctx, &cfg->clip, cfg->clip_prefix, &layout))) &&
+        !(cfg->has_clip && cfg->clip2_prefix &&
+          (status = sd_layout_clip(ctx, &cfg->clip2, cfg->clip2_prefix, &layout))) &&
         !(cfg->has_vae && (status = sd_layout_vae(ctx, &cfg->vae, cfg->vae_prefix, &layout))))
         status = sd_layout_write_random(ctx, path, &layout, dtype, seed, NULL, NULL);
     sd_layout_free(&layout);

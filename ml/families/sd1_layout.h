@@ -1,10 +1,13 @@
-/* The SD1 single-file checkpoint layout: every tensor name and shape of the LDM UNet
- * (model.diffusion_model.*), the AutoencoderKL (first_stage_model.*) and the CLIP text model
- * (cond_stage_model.transformer.text_model.*) for a given architecture, as in
- * v1-5-pruned-emaonly.safetensors. One description serves the checkpoint checker
- * (ml/families/checkpoint.c), the test-checkpoint writer (tools/sdflow_mkckpt) and the tests.
+/* The single-file checkpoint layouts of the LDM families (the name is historical): every tensor
+ * name and shape of the LDM UNet (model.diffusion_model.*, with SDXL's per-level depths and
+ * label_emb), the AutoencoderKL (first_stage_model.*) and the text encoders in transformers'
+ * layout (SD1's cond_stage_model.transformer.text_model.*, SDXL's CLIP-L) or open_clip's (SDXL's
+ * OpenCLIP-bigG, conditioner.embedders.N.model.*) for a given architecture, as in
+ * v1-5-pruned-emaonly.safetensors and sd_xl_base_1.0 / sd_xl_refiner_1.0. One description serves
+ * the checkpoint checker (ml/families/checkpoint.c), the test-checkpoint writer
+ * (tools/sdflow_mkckpt) and the tests.
  *
- * Also: deterministic random-weight checkpoints in that layout, and small sample files holding
+ * Also: deterministic random-weight checkpoints in those layouts, and small sample files holding
  * just the tensors that identify other families (for family-detection tests). */
 #ifndef SD_ML_SD1_LAYOUT_H
 #define SD_ML_SD1_LAYOUT_H
@@ -48,8 +51,9 @@ void sd_layout_free(sd_layout *layout);
 sd_status sd_layout_verify(sd_context *ctx, const sd_safetensors *st, const sd_layout *layout, const char *what);
 
 /* Presets: "tiny" (a 64x64 image runs in well under a second) and "sd15" (the full SD1.5
- * shapes). Family rules are applied. false for an unknown name. */
-bool sd_sd1_preset(const char *name, sd_checkpoint_config *cfg);
+ * shapes); "sdxl-tiny", "sdxl" (sd_xl_base_1.0's shapes), "sdxl-refiner-tiny", "sdxl-refiner".
+ * Family rules are applied. false for an unknown name. */
+bool sd_checkpoint_preset(const char *name, sd_checkpoint_config *cfg);
 
 /* Writes a checkpoint with deterministic random weights for cfg (its has_unet / has_clip /
  * has_vae parts; vae_prefix "" writes a standalone VAE file) in dtype F32, F16 or BF16.

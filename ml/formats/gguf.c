@@ -1,14 +1,16 @@
-/* GGUF reading (validated, memory-mapped) and ggml block dequantisation. See gguf.h. */
+/* GGUF reading (validated; the header read into memory, tensors read with pread, never mapped)
+ * and ggml block dequantisation. See gguf.h. */
 #include "ml/formats/gguf.h"
 #include "core/checked.h"
-#include "core/fileio.h"
+#include "core/files.h"
 #include "core/half.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <unistd.h>
 
 #define DEFAULT_ALIGNMENT 32
+#define FIRST_READ ((size_t)1 << 20) /* header bytes read first; doubled while the header needs more */
 #define ORIG_SHAPE_PREFIX "comfy.gguf.orig_shape."
 
 typedef struct kv_item {
@@ -18,8 +20,10 @@ typedef struct kv_item {
 
 struct sd_gguf {
     char *path;
-    unsigned char *map;
-    size_t map_size;
+    int fd;
+    sd_file_id id;             /* the file's identity when opened: reads check it is unchanged */
+    unsigned char *head;       /* the file's first head_size bytes: metadata and tensor infos point here */
+    size_t head_size;
     uint32_t version;
     size_t alignment;
     kv_item *kvs;
@@ -196,26 +200,35 @@ bool sd_ggml_dequantize(sd_ggml_type type, const void *src, float *dst, size_t n
 
 /* ---- reading ---- */
 
-/* A bounds-checked cursor over the mapping. */
+/* A bounds-checked cursor over the bytes read from the start of the file (size of file_size). */
 typedef struct cursor {
     sd_context *ctx;
     const char *path;
     const unsigned char *base;
-    size_t pos, size;
+    size_t pos, size, file_size;
+    bool more; /* a take ran past the bytes read but not past the file: read more and parse again */
 } cursor;
 
 static sd_status truncated(cursor *c, const char *what)
 {
     return sd_set_error(c->ctx, SD_ERR_PARSE, "%s: truncated: %s runs past the end of the file (offset %zu of %zu)",
-                        c->path, what, c->pos, c->size);
+                        c->path, what, c->pos, c->file_size);
+}
+
+/* Bytes of the file after the cursor: what bounds counts before allocating. */
+static size_t remaining(const cursor *c)
+{
+    return c->file_size - c->pos;
 }
 
 /* Takes n bytes (n ≤ what remains) and returns where they start. */
 static sd_status take(cursor *c, size_t n, const char *what, const unsigned char **out)
 {
     *out = c->base + c->pos;
-    if (n > c->size - c->pos)
+    if (n > c->size - c->pos) {
+        c->more = c->size < c->file_size && n <= remaining(c);
         return truncated(c, what);
+    }
     c->pos += n;
     return SD_OK;
 }
@@ -297,7 +310,7 @@ static sd_status read_values(cursor *c, const char *key, uint32_t t, uint64_t co
         return SD_OK;
     }
     /* strings: each takes at least its 8-byte length, so count is bounded before allocating */
-    if (count > (c->size - c->pos) / 8)
+    if (count > remaining(c) / 8)
         return truncated(c, key);
     if (it->kv.type == SD_GGUF_ARRAY && !(it->str_offsets = malloc((count ? count : 1) * sizeof(size_t))))
         return sd_set_error(c->ctx, SD_ERR_NOMEM, "%s: out of memory", c->path);
@@ -326,9 +339,9 @@ static int cmp_kv(const void *a, const void *b)
 static sd_status read_metadata(cursor *c, sd_gguf *g, uint64_t n_kv)
 {
     /* each entry takes at least 8 (key length) + 4 (type) + 1 bytes */
-    if (n_kv > (c->size - c->pos) / 13)
+    if (n_kv > remaining(c) / 13)
         return sd_set_error(c->ctx, SD_ERR_PARSE, "%s: truncated: %llu metadata entries cannot fit in %zu bytes",
-                            c->path, (unsigned long long)n_kv, c->size - c->pos);
+                            c->path, (unsigned long long)n_kv, remaining(c));
     if (!(g->kvs = calloc(n_kv ? (size_t)n_kv : 1, sizeof *g->kvs)))
         return sd_set_error(c->ctx, SD_ERR_NOMEM, "%s: out of memory", c->path);
     for (uint64_t i = 0; i < n_kv; i++) {
@@ -472,7 +485,7 @@ static sd_status read_tensor_info(cursor *c, sd_gguf *g, sd_gguf_tensor *t)
     uint64_t offset;
     if ((s = read_u64(c, name, &offset)))
         return s;
-    t->offset = offset; /* checked and resolved to t->data by check_layout */
+    t->offset = offset; /* checked and resolved to t->file_offset by check_layout */
     return apply_orig_shape(c->ctx, g, t);
 }
 
@@ -490,15 +503,16 @@ static size_t pad_to(size_t x, size_t align, bool *ok)
 }
 
 /* Checks that the tensors tile the data section (each at the previous end padded to the
- * alignment), resolves their data pointers, and allows only padding after the last. */
+ * alignment), resolves their file offsets, and allows only padding after the last. */
 static sd_status check_layout(sd_context *ctx, sd_gguf *g, size_t info_end)
 {
     bool ok = true;
+    size_t file_size = (size_t)g->id.size;
     size_t data_start = pad_to(info_end, g->alignment, &ok);
-    size_t data_size = ok && data_start <= g->map_size ? g->map_size - data_start : 0;
-    if (g->n && (!ok || data_start > g->map_size))
+    size_t data_size = ok && data_start <= file_size ? file_size - data_start : 0;
+    if (g->n && (!ok || data_start > file_size))
         return sd_set_error(ctx, SD_ERR_PARSE, "%s: truncated: the data section would start at %zu, past the end (%zu)",
-                            g->path, data_start, g->map_size);
+                            g->path, data_start, file_size);
     size_t expect = 0, end = 0;
     for (size_t i = 0; i < g->n; i++) {
         sd_gguf_tensor *t = &g->tensors[i];
@@ -510,12 +524,12 @@ static sd_status check_layout(sd_context *ctx, sd_gguf *g, size_t info_end)
                                 "%s: truncated: tensor '%s' (%s, %zu bytes at data offset %zu) runs past the end of "
                                 "the file (data section is %zu bytes)",
                                 g->path, t->name, sd_ggml_type_name(t->type), t->nbytes, expect, data_size);
-        t->data = g->map + data_start + expect;
+        t->file_offset = (uint64_t)data_start + expect;
         expect = pad_to(end, g->alignment, &ok);
         if (!ok)
             expect = SIZE_MAX;
     }
-    size_t tail = g->n ? data_size - end : g->map_size - info_end;
+    size_t tail = g->n ? data_size - end : file_size - info_end;
     if (tail >= g->alignment)
         return sd_set_error(ctx, SD_ERR_PARSE, "%s: %zu bytes after the last tensor's data", g->path, tail);
     return SD_OK;
@@ -524,9 +538,9 @@ static sd_status check_layout(sd_context *ctx, sd_gguf *g, size_t info_end)
 static sd_status read_tensors(cursor *c, sd_gguf *g, uint64_t n)
 {
     /* each info takes at least 8 (name length) + 4 + 8 + 4 + 8 bytes */
-    if (n > (c->size - c->pos) / 32)
+    if (n > remaining(c) / 32)
         return sd_set_error(c->ctx, SD_ERR_PARSE, "%s: truncated: %llu tensor infos cannot fit in %zu bytes", c->path,
-                            (unsigned long long)n, c->size - c->pos);
+                            (unsigned long long)n, remaining(c));
     g->tensors = calloc(n ? (size_t)n : 1, sizeof *g->tensors);
     g->by_name = calloc(n ? (size_t)n : 1, sizeof *g->by_name);
     if (!g->tensors || !g->by_name)
@@ -545,9 +559,11 @@ static sd_status read_tensors(cursor *c, sd_gguf *g, uint64_t n)
     return check_layout(c->ctx, g, c->pos);
 }
 
-static sd_status parse(sd_context *ctx, sd_gguf *g)
+/* Parses the header from g->head; c->more when it needs bytes past head_size. */
+static sd_status parse(cursor *cur, sd_gguf *g)
 {
-    cursor c = {ctx, g->path, g->map, 0, g->map_size};
+    sd_context *ctx = cur->ctx;
+    cursor c = *cur;
     const unsigned char *magic;
     sd_status s = take(&c, 4, "magic", &magic);
     if (s)
@@ -559,18 +575,16 @@ static sd_status parse(sd_context *ctx, sd_gguf *g)
         return s;
     if (g->version != 2 && g->version != 3)
         return sd_set_error(ctx, SD_ERR_PARSE, "%s: GGUF version %u is not supported (2 or 3)", g->path, g->version);
-    if ((s = read_u64(&c, "tensor count", &n_tensors)) || (s = read_u64(&c, "metadata count", &n_kv)) ||
-        (s = read_metadata(&c, g, n_kv)) || (s = read_alignment(ctx, g)))
-        return s;
-    return read_tensors(&c, g, n_tensors);
+    if (!(s = read_u64(&c, "tensor count", &n_tensors)) && !(s = read_u64(&c, "metadata count", &n_kv)) &&
+        !(s = read_metadata(&c, g, n_kv)) && !(s = read_alignment(ctx, g)))
+        s = read_tensors(&c, g, n_tensors);
+    cur->more = c.more;
+    return s;
 }
 
-void sd_gguf_close(sd_gguf *g)
+/* Frees what a parse built, leaving g as before it. */
+static void clear_parse(sd_gguf *g)
 {
-    if (!g)
-        return;
-    if (g->map)
-        munmap(g->map, g->map_size);
     for (size_t i = 0; i < g->n_kv; i++) {
         free((char *)g->kvs[i].kv.key);
         free(g->kvs[i].str_offsets);
@@ -580,8 +594,47 @@ void sd_gguf_close(sd_gguf *g)
     free(g->kvs);
     free(g->tensors);
     free(g->by_name);
+    g->kvs = NULL, g->tensors = NULL, g->by_name = NULL;
+    g->n_kv = g->n = 0;
+    g->alignment = 0;
+}
+
+void sd_gguf_close(sd_gguf *g)
+{
+    if (!g)
+        return;
+    clear_parse(g);
+    if (g->fd >= 0)
+        close(g->fd);
+    free(g->head);
     free(g->path);
     free(g);
+}
+
+/* Reads the start of the file and parses the header from it, reading twice as much (up to
+ * SD_GGUF_MAX_HEADER bytes) while the metadata and tensor infos run past what was read. */
+static sd_status read_header(sd_context *ctx, sd_gguf *g)
+{
+    size_t file_size = (size_t)g->id.size, want = FIRST_READ;
+    for (;;) {
+        size_t n = want < file_size ? want : file_size;
+        unsigned char *head = realloc(g->head, n);
+        if (!head)
+            return sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", g->path);
+        g->head = head;
+        g->head_size = n;
+        sd_status s = sd_file_read_at(ctx, g->fd, g->path, &g->id, 0, head, n);
+        if (s)
+            return s;
+        cursor c = {ctx, g->path, head, 0, n, file_size, false};
+        if (!(s = parse(&c, g)) || !c.more)
+            return s;
+        clear_parse(g);
+        if (n >= SD_GGUF_MAX_HEADER)
+            return sd_set_error(ctx, SD_ERR_LIMIT, "%s: metadata and tensor infos exceed the limit of %zu bytes",
+                                g->path, (size_t)SD_GGUF_MAX_HEADER);
+        want = n * 2 < SD_GGUF_MAX_HEADER ? n * 2 : SD_GGUF_MAX_HEADER;
+    }
 }
 
 sd_status sd_gguf_open(sd_context *ctx, const char *path, sd_gguf **out)
@@ -589,10 +642,19 @@ sd_status sd_gguf_open(sd_context *ctx, const char *path, sd_gguf **out)
     *out = NULL;
     sd_status status = SD_OK;
     sd_gguf *g = calloc(1, sizeof *g);
+    if (g)
+        g->fd = -1;
     if (!g || !(g->path = sd_strdup(path)))
         status = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
-    else if (!(status = sd_file_map(ctx, path, 24, "GGUF", &g->map, &g->map_size)))
-        status = parse(ctx, g);
+    else if (!(status = sd_file_open(ctx, path, &g->fd, &g->id))) {
+        if (g->id.size < 24)
+            status = sd_set_error(ctx, SD_ERR_PARSE, "%s: truncated: %lld bytes, too short for a GGUF header", path,
+                                  (long long)g->id.size);
+        else if ((uint64_t)g->id.size > SIZE_MAX)
+            status = sd_set_error(ctx, SD_ERR_LIMIT, "%s: too large for this machine", path);
+        else
+            status = read_header(ctx, g);
+    }
     if (status) {
         sd_gguf_close(g);
         return status;
@@ -717,8 +779,14 @@ sd_status sd_gguf_read_f32(sd_context *ctx, const sd_gguf *g, const sd_gguf_tens
     if (n != t->numel)
         return sd_set_error(ctx, SD_ERR_INVALID, "%s: tensor '%s': has %zu elements, caller expected %zu", g->path,
                             t->name, t->numel, n);
-    sd_ggml_dequantize(t->type, t->data, dst, n); /* type and size were validated on open */
-    return SD_OK;
+    unsigned char *raw = malloc(t->nbytes ? t->nbytes : 1);
+    if (!raw)
+        return sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory reading tensor '%s'", g->path, t->name);
+    sd_status status = sd_file_read_at(ctx, g->fd, g->path, &g->id, t->file_offset, raw, t->nbytes);
+    if (!status)
+        sd_ggml_dequantize(t->type, raw, dst, n); /* type and size were validated on open */
+    free(raw);
+    return status;
 }
 
 sd_status sd_gguf_tensor_view(sd_context *ctx, const sd_gguf *g, sd_safetensors **out)
@@ -729,7 +797,7 @@ sd_status sd_gguf_tensor_view(sd_context *ctx, const sd_gguf *g, sd_safetensors 
     for (size_t i = 0; i < g->n; i++) {
         const sd_gguf_tensor *t = &g->tensors[i];
         ts[i] = (sd_st_tensor){.name = t->name, .ndim = t->ndim, .numel = t->numel, .nbytes = t->nbytes,
-                               .data = t->data};
+                               .offset = t->file_offset};
         memcpy(ts[i].shape, t->shape, sizeof t->shape[0] * (size_t)t->ndim);
         ts[i].dtype = t->type == SD_GGML_F32    ? SD_ST_F32
                       : t->type == SD_GGML_F16  ? SD_ST_F16
@@ -737,7 +805,7 @@ sd_status sd_gguf_tensor_view(sd_context *ctx, const sd_gguf *g, sd_safetensors 
                                                 : SD_ST_GGML;
         ts[i].ggml_type = (int)t->type;
     }
-    sd_status status = sd_safetensors_view(ctx, g->path, ts, g->n, out);
+    sd_status status = sd_safetensors_view(ctx, g->path, g->fd, &g->id, ts, g->n, out);
     free(ts);
     return status;
 }

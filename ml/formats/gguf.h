@@ -1,5 +1,5 @@
 /* GGUF files (ggml's container, as written by ComfyUI-GGUF's converter, stable-diffusion.cpp
- * and llama.cpp): strict, memory-mapped reading and host dequantisation to f32.
+ * and llama.cpp): strict reading and host dequantisation to f32.
  *
  * Layout (little-endian): "GGUF", u32 version (2 or 3), u64 tensor count, u64 metadata count;
  * the metadata key/values (string key, u32 value type, value; arrays are u32 element type, u64
@@ -16,7 +16,12 @@
  * inside the file, with at most the alignment padding after the last. A
  * comfy.gguf.orig_shape.<name> array (ComfyUI-GGUF) replaces the torch shape and must hold the
  * same number of elements. Errors are one line naming the file and, where there is one, the
- * key or tensor. */
+ * key or tensor.
+ *
+ * As with safetensors (safetensors.h), the file is opened with sd_file_open (core/files.h) and
+ * kept open; the header (metadata and tensor infos, at most SD_GGUF_MAX_HEADER bytes) is read into
+ * memory and tensor data with pread when asked for, never memory-mapped: a file truncated or
+ * rewritten while in use is an I/O error naming it, checked after every read, not a SIGBUS. */
 #ifndef SD_ML_GGUF_H
 #define SD_ML_GGUF_H
 
@@ -28,6 +33,7 @@
 #define SD_GGUF_MAX_DIMS 4       /* ggml's GGML_MAX_DIMS */
 #define SD_GGUF_MAX_SHAPE SD_ST_MAX_DIMS /* an orig_shape override may have more */
 #define SD_GGUF_MAX_STRING (64u * 1024u * 1024u)
+#define SD_GGUF_MAX_HEADER SD_ST_MAX_HEADER /* bytes of metadata and tensor infos */
 
 /* ggml tensor types this reader accepts (values as in files). */
 typedef enum sd_ggml_type {
@@ -67,7 +73,7 @@ typedef struct sd_gguf_kv {
     sd_gguf_vtype type;
     sd_gguf_vtype elem;    /* arrays: the element type (never ARRAY) */
     uint64_t count;        /* arrays: the number of elements; 1 otherwise */
-    const unsigned char *data; /* the value's bytes in the mapping (strings: after their length) */
+    const unsigned char *data; /* the value's bytes in the handle's copy of the header (strings: after their length) */
     size_t size;           /* their length */
 } sd_gguf_kv;
 
@@ -81,14 +87,16 @@ typedef struct sd_gguf_tensor {
     size_t numel;
     size_t nbytes;
     uint64_t offset;       /* in the data section */
-    const void *data;      /* inside the read-only mapping; aligned to the file's alignment */
+    uint64_t file_offset;  /* in the file: the data section's start + offset; a multiple of the alignment */
 } sd_gguf_tensor;
 
 typedef struct sd_gguf sd_gguf;
 
-/* Opens and validates path. On success *out owns the mapping (close with sd_gguf_close).
- * Errors: SD_ERR_IO (cannot open/map), SD_ERR_PARSE (malformed or truncated), SD_ERR_INVALID
- * (unknown type, bad shape or alignment), SD_ERR_NOMEM; *out stays NULL. */
+/* Opens and validates path. On success *out owns the open file (close with sd_gguf_close).
+ * Errors: SD_ERR_IO (cannot open or read, not a regular file, refused by the read guard of
+ * core/files.h), SD_ERR_PARSE (malformed or truncated), SD_ERR_INVALID (unknown type, bad shape
+ * or alignment; a file a running node did not declare), SD_ERR_LIMIT (metadata and tensor infos
+ * over SD_GGUF_MAX_HEADER bytes), SD_ERR_NOMEM; *out stays NULL. */
 sd_status sd_gguf_open(sd_context *ctx, const char *path, sd_gguf **out);
 void sd_gguf_close(sd_gguf *g); /* NULL-safe */
 
@@ -119,13 +127,16 @@ const sd_gguf_tensor *sd_gguf_at(const sd_gguf *g, size_t index);
 const sd_gguf_tensor *sd_gguf_find(const sd_gguf *g, const char *name);
 
 /* Dequantises tensor t into dst, which holds exactly t->numel elements (n must equal
- * t->numel). SD_ERR_INVALID naming the file and tensor for a wrong n. */
+ * t->numel). SD_ERR_INVALID naming the file and tensor for a wrong n; SD_ERR_IO naming the file
+ * when it was truncated or changed since it was opened. */
 sd_status sd_gguf_read_f32(sd_context *ctx, const sd_gguf *g, const sd_gguf_tensor *t, float *dst, size_t n);
 
 /* The tensors of g as a safetensors handle (ml/formats/safetensors.h sd_safetensors_view), so
  * that family detection and layout inspection read GGUF files as they read safetensors: names,
- * torch shapes, and dtype F32/F16/BF16 (readable with sd_safetensors_read_f32/_f16) or SD_ST_GGML
- * for block-quantised tensors. g must stay open while the view is used. */
+ * torch shapes, file offsets, and dtype F32/F16/BF16 (readable with sd_safetensors_read_f32/_f16/
+ * _f32_range) or SD_ST_GGML for block-quantised tensors (their blocks readable with
+ * sd_safetensors_read_raw). The view reads through its own duplicate of g's open file, with the
+ * same change detection; it may outlive g. */
 sd_status sd_gguf_tensor_view(sd_context *ctx, const sd_gguf *g, sd_safetensors **out);
 
 #endif

@@ -1,21 +1,22 @@
-/* safetensors reading (validated, memory-mapped) and writing (atomic). See safetensors.h. */
+/* safetensors reading (validated; tensors read with pread, never mapped) and writing (atomic).
+ * See safetensors.h. */
 #include "ml/formats/safetensors.h"
 #include "core/checked.h"
-#include "core/fileio.h"
+#include "core/files.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 struct sd_safetensors {
     char *path;
-    unsigned char *map;
-    size_t map_size;
+    int fd;                       /* -1 for an alias; a view's own dup of the other format's fd */
+    const sd_safetensors *file;   /* where tensor data is read: this handle, or the aliased one */
+    sd_file_id id;                /* the file's identity when opened: reads check it is unchanged */
     sd_st_tensor *tensors;   /* data-offset order */
     sd_st_tensor **by_name;  /* sorted by name */
     size_t n;
@@ -65,9 +66,8 @@ static bool dtype_parse(const char *s, sd_st_dtype *out)
 static int cmp_offset(const void *a, const void *b)
 {
     const sd_st_tensor *x = a, *y = b;
-    const unsigned char *px = x->data, *py = y->data;
-    if (px != py)
-        return px < py ? -1 : 1;
+    if (x->offset != y->offset)
+        return x->offset < y->offset ? -1 : 1;
     return x->nbytes < y->nbytes ? -1 : x->nbytes > y->nbytes;
 }
 
@@ -81,8 +81,8 @@ void sd_safetensors_close(sd_safetensors *st)
 {
     if (!st)
         return;
-    if (st->map)
-        munmap(st->map, st->map_size);
+    if (st->fd >= 0)
+        close(st->fd);
     for (size_t i = 0; i < st->n; i++)
         free((char *)st->tensors[i].name);
     free(st->tensors);
@@ -101,9 +101,9 @@ static bool json_size(const json_t *v, uint64_t *out)
     return true;
 }
 
-/* Parses one tensor entry; data_size is the size of the data section. */
+/* Parses one tensor entry; the data section starts at file offset data and is data_size bytes. */
 static sd_status parse_entry(sd_context *ctx, sd_safetensors *st, const char *name, json_t *e,
-                             const unsigned char *data, size_t data_size, sd_st_tensor *t)
+                             uint64_t data, size_t data_size, sd_st_tensor *t)
 {
     const char *path = st->path;
     t->name = sd_strdup(name);
@@ -159,7 +159,7 @@ static sd_status parse_entry(sd_context *ctx, sd_safetensors *st, const char *na
     }
     sd_shape_bytes(t->shape, t->ndim, 1, &t->numel);
     t->nbytes = nbytes;
-    t->data = data + begin;
+    t->offset = data + begin;
     return SD_OK;
 }
 
@@ -177,18 +177,17 @@ static sd_status check_metadata(sd_context *ctx, const char *path, json_t *meta)
 }
 
 /* Checks that the tensors (sorted by offset) tile the data section exactly. */
-static sd_status check_layout(sd_context *ctx, sd_safetensors *st, const unsigned char *data, size_t data_size)
+static sd_status check_layout(sd_context *ctx, sd_safetensors *st, uint64_t data, size_t data_size)
 {
     size_t pos = 0;
     const sd_st_tensor *prev = NULL;
     for (size_t i = 0; i < st->n; i++) {
         const sd_st_tensor *t = &st->tensors[i];
-        size_t begin = (size_t)((const unsigned char *)t->data - data);
+        size_t begin = (size_t)(t->offset - data);
         if (begin < pos)
             return sd_set_error(ctx, SD_ERR_PARSE,
                                 "%s: tensor '%s': data_offsets [%zu, %zu] overlap tensor '%s' [%zu, %zu]", st->path,
-                                t->name, begin, begin + t->nbytes, prev->name,
-                                (size_t)((const unsigned char *)prev->data - data), pos);
+                                t->name, begin, begin + t->nbytes, prev->name, (size_t)(prev->offset - data), pos);
         if (begin > pos)
             return sd_set_error(ctx, SD_ERR_PARSE, "%s: tensor '%s': gap of %zu bytes before its data at offset %zu",
                                 st->path, t->name, begin - pos, begin);
@@ -201,8 +200,8 @@ static sd_status check_layout(sd_context *ctx, sd_safetensors *st, const unsigne
     return SD_OK;
 }
 
-static sd_status parse_header(sd_context *ctx, sd_safetensors *st, const char *text, size_t len,
-                              const unsigned char *data, size_t data_size)
+static sd_status parse_header(sd_context *ctx, sd_safetensors *st, const char *text, size_t len, uint64_t data,
+                              size_t data_size)
 {
     json_error_t jerr;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -248,38 +247,87 @@ done:
     return status;
 }
 
+/* Reads nbytes at file offset `at` of st's file (core/files.h sd_file_read_at: pread, then the
+ * change check). */
+static sd_status read_at(sd_context *ctx, const sd_safetensors *st, uint64_t at, void *dst, size_t nbytes)
+{
+    const sd_safetensors *f = st->file;
+    return sd_file_read_at(ctx, f->fd, f->path, &f->id, at, dst, nbytes);
+}
+
+/* What a file that starts like a PyTorch checkpoint is: "zip archive" (torch.save since 1.6:
+ * .ckpt, .pt, .pth), "raw pickle" (older torch.save, pickle protocol 2 to 5), or NULL. */
+static const char *pickle_kind(const unsigned char *p, size_t size)
+{
+    if (size >= 4 && memcmp(p, "PK\x03\x04", 4) == 0)
+        return "zip archive";
+    if (size >= 2 && p[0] == 0x80 && p[1] >= 2 && p[1] <= 5)
+        return "raw pickle";
+    return NULL;
+}
+
+/* Reads and checks the 8-byte header length and the header; *text (malloc'd, *len bytes). A
+ * file that starts like a PyTorch checkpoint and not like safetensors is named as one. */
+static sd_status read_header(sd_context *ctx, sd_safetensors *st, char **text, uint64_t *len)
+{
+    unsigned char head[9] = {0};
+    uint64_t size = (uint64_t)st->id.size, hlen = 0;
+    size_t n = size > 8 ? 9 : 8;
+    sd_status status = read_at(ctx, st, 0, head, n);
+    if (status)
+        return status;
+    for (int i = 7; i >= 0; i--)
+        hlen = (hlen << 8) | head[i];
+    bool plausible = hlen <= SD_ST_MAX_HEADER && hlen <= size - 8 && hlen > 0 && head[8] == '{';
+    const char *pickle = plausible ? NULL : pickle_kind(head, n);
+    if (pickle)
+        return sd_set_error(ctx, SD_ERR_INVALID,
+                            "%s: a PyTorch pickle checkpoint (%s), not safetensors: pickle checkpoints are not "
+                            "supported yet; convert it to .safetensors",
+                            st->path, pickle);
+    if (hlen > SD_ST_MAX_HEADER)
+        return sd_set_error(ctx, SD_ERR_LIMIT, "%s: header length %llu exceeds the limit of %u bytes", st->path,
+                            (unsigned long long)hlen, SD_ST_MAX_HEADER);
+    if (hlen > size - 8)
+        return sd_set_error(ctx, SD_ERR_PARSE, "%s: header length %llu runs past the end of the file (%llu bytes)",
+                            st->path, (unsigned long long)hlen, (unsigned long long)size);
+    if (!(*text = malloc(hlen ? hlen : 1)))
+        return sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", st->path);
+    *len = hlen;
+    return read_at(ctx, st, 8, *text, (size_t)hlen);
+}
+
 sd_status sd_safetensors_open(sd_context *ctx, const char *path, sd_safetensors **out)
 {
     *out = NULL;
     sd_status status = SD_OK;
+    char *header = NULL;
+    uint64_t hlen = 0;
     sd_safetensors *st = calloc(1, sizeof *st);
     if (!st || !(st->path = sd_strdup(path))) {
-        status = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
+        free(st);
+        return sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
+    }
+    st->file = st;
+    if ((status = sd_file_open(ctx, path, &st->fd, &st->id)))
+        goto fail;
+    if (st->id.size < 8) {
+        status = sd_set_error(ctx, SD_ERR_PARSE, "%s: truncated: %lld bytes, too short for a safetensors header",
+                              path, (long long)st->id.size);
         goto fail;
     }
-    if ((status = sd_file_map(ctx, path, 8, "safetensors", &st->map, &st->map_size)))
-        goto fail;
-    uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--)
-        hlen = (hlen << 8) | st->map[i];
-    if (hlen > SD_ST_MAX_HEADER) {
-        status = sd_set_error(ctx, SD_ERR_LIMIT, "%s: header length %llu exceeds the limit of %u bytes", path,
-                              (unsigned long long)hlen, SD_ST_MAX_HEADER);
+    if ((uint64_t)st->id.size > SIZE_MAX) {
+        status = sd_set_error(ctx, SD_ERR_LIMIT, "%s: too large for this machine", path);
         goto fail;
     }
-    if (hlen > st->map_size - 8) {
-        status = sd_set_error(ctx, SD_ERR_PARSE,
-                              "%s: header length %llu runs past the end of the file (%zu bytes)", path,
-                              (unsigned long long)hlen, st->map_size);
+    if ((status = read_header(ctx, st, &header, &hlen)) ||
+        (status = parse_header(ctx, st, header, (size_t)hlen, 8 + hlen, (size_t)st->id.size - 8 - (size_t)hlen)))
         goto fail;
-    }
-    const unsigned char *data = st->map + 8 + hlen;
-    if ((status = parse_header(ctx, st, (const char *)st->map + 8, (size_t)hlen, data,
-                               st->map_size - 8 - (size_t)hlen)))
-        goto fail;
+    free(header);
     *out = st;
     return SD_OK;
 fail:
+    free(header);
     sd_safetensors_close(st);
     return status;
 }
@@ -287,6 +335,11 @@ fail:
 const char *sd_safetensors_path(const sd_safetensors *st)
 {
     return st->path;
+}
+
+const sd_file_id *sd_safetensors_file_id(const sd_safetensors *st)
+{
+    return &st->file->id;
 }
 
 size_t sd_safetensors_count(const sd_safetensors *st)
@@ -327,14 +380,20 @@ const char *sd_safetensors_metadata(const sd_safetensors *st, const char *key)
     return st->metadata ? json_string_value(json_object_get(st->metadata, key)) : NULL;
 }
 
-/* A handle named path holding copies of n tensors (from[i] or tensors[i]) under names[i] (or
- * their own names), sorted by name; duplicate names rejected. */
-static sd_status make_view(sd_context *ctx, const char *path, const sd_st_tensor *const *from,
-                           const sd_st_tensor *tensors, const char *const *names, size_t n, sd_safetensors **out)
+/* A handle named path reading through `file` (NULL: itself) and holding copies of n tensors
+ * (from[i] or tensors[i]) under names[i] (or their own names), sorted by name; duplicate names
+ * rejected. */
+static sd_status make_view(sd_context *ctx, const char *path, const sd_safetensors *file,
+                           const sd_st_tensor *const *from, const sd_st_tensor *tensors, const char *const *names,
+                           size_t n, sd_safetensors **out)
 {
     *out = NULL;
     sd_status status = SD_OK;
     sd_safetensors *a = calloc(1, sizeof *a);
+    if (a) {
+        a->fd = -1;
+        a->file = file ? file : a;
+    }
     if (!a || !(a->path = sd_strdup(path)) || !(a->tensors = calloc(n ? n : 1, sizeof *a->tensors)) ||
         !(a->by_name = calloc(n ? n : 1, sizeof *a->by_name))) {
         status = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
@@ -366,27 +425,42 @@ fail:
 sd_status sd_safetensors_alias(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *const *from,
                                const char *const *names, size_t n, sd_safetensors **out)
 {
-    sd_status status = make_view(ctx, st->path, from, NULL, names, n, out);
+    sd_status status = make_view(ctx, st->path, st->file, from, NULL, names, n, out);
     if (!status)
         (*out)->metadata = json_incref(st->metadata);
     return status;
 }
 
-sd_status sd_safetensors_view(sd_context *ctx, const char *path, const sd_st_tensor *tensors, size_t n,
-                              sd_safetensors **out)
+sd_status sd_safetensors_view(sd_context *ctx, const char *path, int fd, const sd_file_id *id,
+                              const sd_st_tensor *tensors, size_t n, sd_safetensors **out)
 {
-    return make_view(ctx, path, NULL, tensors, NULL, n, out);
+    sd_status status = make_view(ctx, path, NULL, NULL, tensors, NULL, n, out);
+    if (status)
+        return status;
+    (*out)->id = *id;
+    if (((*out)->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+        status = sd_set_error(ctx, SD_ERR_IO, "%s: %s", path, strerror(errno));
+        sd_safetensors_close(*out);
+        *out = NULL;
+    }
+    return status;
 }
 
-static sd_status check_read(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, size_t n)
+static sd_status check_float(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t)
 {
     if (!sd_st_dtype_is_weight(t->dtype))
         return sd_set_error(ctx, SD_ERR_INVALID, "%s: tensor '%s': dtype %s is not a float type (F32, F16, BF16)",
                             st->path, t->name, sd_st_dtype_name(t->dtype));
-    if (n != t->numel)
+    return SD_OK;
+}
+
+static sd_status check_read(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, size_t n)
+{
+    sd_status status = check_float(ctx, st, t);
+    if (!status && n != t->numel)
         return sd_set_error(ctx, SD_ERR_INVALID, "%s: tensor '%s': has %zu elements, caller expected %zu", st->path,
                             t->name, t->numel, n);
-    return SD_OK;
+    return status;
 }
 
 static uint16_t load16(const unsigned char *p)
@@ -402,60 +476,91 @@ static float load_f32(const unsigned char *p)
     return f;
 }
 
-/* n elements of t's dtype (F32, F16 or BF16) at p to f32. */
-static void convert_f32(sd_st_dtype dtype, const unsigned char *p, float *dst, size_t n)
+/* Converts n elements of dtype `from` (file bytes at p) to f32, or to f16 bits when to_half
+ * (round to nearest even). */
+static void convert(sd_st_dtype from, const unsigned char *p, size_t n, bool to_half, void *dst)
 {
+    float *f = dst;
+    uint16_t *h = dst;
     for (size_t i = 0; i < n; i++) {
-        switch (dtype) {
-        case SD_ST_F32: dst[i] = load_f32(p + 4 * i); break;
-        case SD_ST_F16: dst[i] = sd_half_to_float(load16(p + 2 * i)); break;
-        default: dst[i] = sd_bf16_to_float(load16(p + 2 * i)); break;
+        if (to_half) {
+            switch (from) {
+            case SD_ST_F16: h[i] = load16(p + 2 * i); break;
+            case SD_ST_F32: h[i] = sd_float_to_half(load_f32(p + 4 * i)); break;
+            default: h[i] = sd_float_to_half(sd_bf16_to_float(load16(p + 2 * i))); break;
+            }
+        } else {
+            switch (from) {
+            case SD_ST_F32: f[i] = load_f32(p + 4 * i); break;
+            case SD_ST_F16: f[i] = sd_half_to_float(load16(p + 2 * i)); break;
+            default: f[i] = sd_bf16_to_float(load16(p + 2 * i)); break;
+            }
         }
     }
+}
+
+/* Elements [first, first + n) of float tensor t into dst as f32 or f16 bits. A dtype that is
+ * already the one asked for (on a little-endian host) is read straight into dst; others go
+ * through a small buffer that stays in the CPU cache. */
+static sd_status read_elements(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, size_t first,
+                               size_t n, bool to_half, void *dst)
+{
+    size_t esize = sd_st_dtype_size(t->dtype), out_size = to_half ? 2 : 4;
+    uint64_t at = t->offset + (uint64_t)first * esize;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (t->dtype == (to_half ? SD_ST_F16 : SD_ST_F32))
+        return read_at(ctx, st, at, dst, n * esize);
+#endif
+    enum { CHUNK = 1 << 18 }; /* elements per read */
+    unsigned char *buf = malloc((n < CHUNK ? n : CHUNK) * esize + 1);
+    if (!buf)
+        return sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory reading tensor '%s'", st->path, t->name);
+    sd_status status = SD_OK;
+    for (size_t done = 0; !status && done < n; done += CHUNK) {
+        size_t k = n - done < CHUNK ? n - done : CHUNK;
+        if (!(status = read_at(ctx, st, at + (uint64_t)done * esize, buf, k * esize)))
+            convert(t->dtype, buf, k, to_half, (unsigned char *)dst + done * out_size);
+    }
+    free(buf);
+    return status;
 }
 
 sd_status sd_safetensors_read_f32(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, float *dst,
                                   size_t n)
 {
     sd_status status = check_read(ctx, st, t, n);
-    if (!status)
-        convert_f32(t->dtype, t->data, dst, n);
-    return status;
-}
-
-sd_status sd_safetensors_read_row_f32(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t,
-                                      int64_t row, float *dst, size_t n)
-{
-    if (t->ndim != 2 || (uint64_t)t->shape[1] != n || row < 0 || row >= t->shape[0])
-        return sd_set_error(ctx, SD_ERR_INVALID, "%s: tensor '%s': no row %lld of %zu values in a tensor of %d dimensions",
-                            st->path, t->name, (long long)row, n, t->ndim);
-    sd_status status = check_read(ctx, st, t, t->numel);
-    if (!status)
-        convert_f32(t->dtype, (const unsigned char *)t->data + (size_t)row * n * sd_st_dtype_size(t->dtype), dst, n);
-    return status;
+    return status ? status : read_elements(ctx, st, t, 0, n, false, dst);
 }
 
 sd_status sd_safetensors_read_f16(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, uint16_t *dst,
                                   size_t n)
 {
     sd_status status = check_read(ctx, st, t, n);
-    if (status)
-        return status;
-    const unsigned char *p = t->data;
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    if (t->dtype == SD_ST_F16) { /* the file's little-endian bits are the host's */
-        memcpy(dst, p, n * 2);
-        return SD_OK;
-    }
-#endif
-    for (size_t i = 0; i < n; i++) {
-        switch (t->dtype) {
-        case SD_ST_F16: dst[i] = load16(p + 2 * i); break;
-        case SD_ST_F32: dst[i] = sd_float_to_half(load_f32(p + 4 * i)); break;
-        default: dst[i] = sd_float_to_half(sd_bf16_to_float(load16(p + 2 * i))); break;
-        }
-    }
-    return SD_OK;
+    return status ? status : read_elements(ctx, st, t, 0, n, true, dst);
+}
+
+sd_status sd_safetensors_read_f32_range(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t,
+                                        size_t first, size_t n, float *dst)
+{
+    sd_status status = check_float(ctx, st, t);
+    if (!status && (first > t->numel || n > t->numel - first))
+        status = sd_set_error(ctx, SD_ERR_INVALID, "%s: tensor '%s': elements [%zu, %zu) past its %zu elements",
+                              st->path, t->name, first, first + n, t->numel);
+    return status ? status : read_elements(ctx, st, t, first, n, false, dst);
+}
+
+sd_status sd_safetensors_read_raw(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, void *dst)
+{
+    return read_at(ctx, st, t->offset, dst, t->nbytes);
+}
+
+sd_status sd_safetensors_read_raw_range(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, size_t first,
+                                        size_t nbytes, void *dst)
+{
+    if (first > t->nbytes || nbytes > t->nbytes - first)
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: tensor '%s': bytes [%zu, %zu) past its %zu bytes", st->path,
+                            t->name, first, first + nbytes, t->nbytes);
+    return read_at(ctx, st, t->offset + first, dst, nbytes);
 }
 
 /* ---- writing ---- */

@@ -1,4 +1,4 @@
-/* safetensors files: strict, memory-mapped reading and atomic writing.
+/* safetensors files: strict reading and atomic writing.
  *
  * Layout: 8-byte little-endian header length N, N bytes of JSON, then the data section.
  * The JSON maps tensor names to {"dtype", "shape", "data_offsets": [begin, end]} (offsets
@@ -9,7 +9,12 @@
  * most SD_ST_MAX_DIMS dimensions, dtype size × shape == end - begin (checked arithmetic); the
  * tensors, sorted by offset, cover the data section exactly: no overlap, no gap, nothing past
  * the end and nothing after the last tensor. Tensor names are only ever compared, never used
- * as paths. Errors are one line naming the file and, where there is one, the tensor. */
+ * as paths. Errors are one line naming the file and, where there is one, the tensor.
+ *
+ * The file is opened with sd_file_open (core/files.h: inside a node, only a file in its cache
+ * key) and kept open; tensor data is read with pread when asked for, never memory-mapped, so a
+ * file truncated or rewritten while in use is an I/O error naming it ("PATH: changed since it
+ * was opened (now N bytes, was M)"), checked after every read, instead of a SIGBUS. */
 #ifndef SD_ML_SAFETENSORS_H
 #define SD_ML_SAFETENSORS_H
 
@@ -53,20 +58,25 @@ typedef struct sd_st_tensor {
     int64_t shape[SD_ST_MAX_DIMS];
     size_t numel;
     size_t nbytes;
-    const void *data;     /* inside the read-only mapping; not necessarily aligned */
+    uint64_t offset;      /* of its data in the file */
     int ggml_type;        /* SD_ST_GGML only: the ggml block type (ml/formats/gguf.h sd_ggml_type) */
 } sd_st_tensor;
 
 typedef struct sd_safetensors sd_safetensors;
 
-/* Opens and validates path. On success *out owns the mapping (close with sd_safetensors_close).
- * Errors: SD_ERR_IO (cannot open/map), SD_ERR_PARSE (malformed header or layout),
- * SD_ERR_INVALID (unknown dtype, size mismatch), SD_ERR_LIMIT (header over 100 MB),
- * SD_ERR_NOMEM. The message is set on ctx; *out stays NULL. */
+/* Opens and validates path. On success *out owns the open file (close with
+ * sd_safetensors_close). Errors: SD_ERR_IO (cannot open or read, not a regular file, refused by
+ * the read guard of core/files.h), SD_ERR_PARSE (malformed header or layout), SD_ERR_INVALID
+ * (unknown dtype, size mismatch; a file a running node did not declare; a PyTorch pickle file:
+ * "PATH: a PyTorch pickle checkpoint (KIND), not safetensors: pickle checkpoints are not
+ * supported yet; ..."), SD_ERR_LIMIT (header over 100 MB), SD_ERR_NOMEM. The message is set on
+ * ctx; *out stays NULL. */
 sd_status sd_safetensors_open(sd_context *ctx, const char *path, sd_safetensors **out);
 void sd_safetensors_close(sd_safetensors *st); /* NULL-safe */
 
 const char *sd_safetensors_path(const sd_safetensors *st);
+/* The identity the file had when opened (core/files.h). */
+const struct sd_file_id *sd_safetensors_file_id(const sd_safetensors *st);
 /* Tensors in data-offset order; index < count. */
 size_t sd_safetensors_count(const sd_safetensors *st);
 const sd_st_tensor *sd_safetensors_at(const sd_safetensors *st, size_t index);
@@ -78,18 +88,20 @@ bool sd_safetensors_has_prefix(const sd_safetensors *st, const char *prefix);
 const char *sd_safetensors_metadata(const sd_safetensors *st, const char *key);
 
 /* A handle on st's tensors under other names (a key-layout conversion without copying data):
- * names[i] (copied) is the new name of the tensor from[i] (a tensor of st). The alias shares
- * st's mapping and metadata; st must stay open while the alias is used; closing the alias
- * leaves st alone. SD_ERR_INVALID (naming st's file) for a duplicate new name, SD_ERR_NOMEM. */
+ * names[i] (copied) is the new name of the tensor from[i] (a tensor of st). The alias reads
+ * through st's open file and shares its metadata; st must stay open while the alias is used;
+ * closing the alias leaves st alone. SD_ERR_INVALID (naming st's file) for a duplicate new name, SD_ERR_NOMEM. */
 sd_status sd_safetensors_alias(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *const *from,
                                const char *const *names, size_t n, sd_safetensors **out);
 
-/* A handle on n tensors of another file format (names, dtypes, shapes and data copied by value;
- * names duplicated), for code that reads tensors by name and shape: family detection, layout
- * inspection, F32/F16/BF16 reads. The data those tensors point to must outlive the handle. No
- * metadata. SD_ERR_INVALID (naming path) for a duplicate name, SD_ERR_NOMEM. */
-sd_status sd_safetensors_view(sd_context *ctx, const char *path, const sd_st_tensor *tensors, size_t n,
-                              sd_safetensors **out);
+/* A handle named path on n tensors of another format's file, already open as fd with identity
+ * id (sd_file_open; the handle reads through its own dup of fd, with the same change detection,
+ * so the caller may close its handle first): the tensors are copied (names duplicated, offsets
+ * into that file), for code that reads tensors by name and shape: family detection, layout
+ * inspection, F32/F16/BF16 and raw reads. No metadata. SD_ERR_INVALID (naming path) for a
+ * duplicate name, SD_ERR_IO when fd cannot be duplicated, SD_ERR_NOMEM. */
+sd_status sd_safetensors_view(sd_context *ctx, const char *path, int fd, const struct sd_file_id *id,
+                              const sd_st_tensor *tensors, size_t n, sd_safetensors **out);
 
 /* Converts tensor t (F32, F16 or BF16) to f32 / IEEE f16 (round to nearest even) into dst,
  * which holds exactly t->numel elements (n must equal t->numel). SD_ERR_INVALID naming the
@@ -98,11 +110,18 @@ sd_status sd_safetensors_read_f32(sd_context *ctx, const sd_safetensors *st, con
                                   float *dst, size_t n);
 sd_status sd_safetensors_read_f16(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t,
                                   uint16_t *dst, size_t n);
-/* Row `row` of the 2-D float tensor t (an embedding table) to f32: dst holds n == t->shape[1]
- * floats. SD_ERR_INVALID naming the file and tensor for another dtype or shape, or a row
- * outside [0, shape[0]). */
-sd_status sd_safetensors_read_row_f32(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t,
-                                      int64_t row, float *dst, size_t n);
+/* Elements [first, first + n) of a float tensor (any shape, row-major) as f32: a row of a
+ * table without reading the rest. SD_ERR_INVALID past the tensor's end or for another dtype. */
+sd_status sd_safetensors_read_f32_range(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t,
+                                        size_t first, size_t n, float *dst);
+/* The tensor's bytes as stored in the file (t->nbytes into dst), any dtype. */
+sd_status sd_safetensors_read_raw(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, void *dst);
+/* Bytes [first, first + nbytes) of the tensor as stored (a row of ggml blocks), any dtype.
+ * SD_ERR_INVALID past the tensor's end. */
+sd_status sd_safetensors_read_raw_range(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, size_t first,
+                                        size_t nbytes, void *dst);
+/* Every read fails with SD_ERR_IO naming the file when it was truncated or changed since it was
+ * opened (size, mtime, ctime, inode or device differ). */
 
 
 /* ---- Writing ---- */

@@ -1,8 +1,10 @@
 /* Opened model files kept per context (see model_store.h). */
 #include "ml/loading/model_store.h"
+#include "core/files.h"
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <unistd.h>
 
 struct sd_loaded {
     int refcount;
@@ -10,13 +12,12 @@ struct sd_loaded {
     char *path;
     sd_model_file_kind kind;
     sd_dtype dtype;
-    int64_t size, mtime_ns;
-    uint64_t inode;
+    sd_file_id id;       /* of the file when opened */
     uint64_t last_use;
     sd_safetensors *st;
     sd_checkpoint_config cfg;
     sd_unet *unet;
-    sd_clip_model *clip;
+    sd_clip_model *clip[2]; /* the family's text encoders (cfg.clip, cfg.clip2) */
     sd_vae *vae;
     sd_model_store_stats *stats; /* the store's counters */
 };
@@ -32,7 +33,8 @@ typedef struct model_store {
 static void loaded_free(sd_loaded *l)
 {
     sd_unet_free(l->unet);
-    sd_clip_model_free(l->clip);
+    sd_clip_model_free(l->clip[0]);
+    sd_clip_model_free(l->clip[1]);
     sd_vae_free(l->vae);
     sd_safetensors_close(l->st);
     free(l->path);
@@ -121,14 +123,16 @@ sd_status sd_model_store_open(sd_context *ctx, const char *path, sd_model_file_k
         st = store_get(ctx, &s);
     if (st)
         return st;
-    struct stat sb;
-    if (stat(path, &sb) != 0)
-        return sd_set_error(ctx, SD_ERR_IO, "%s: cannot read the file", path);
-    int64_t mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
+    /* Opened through the read guard even when the store has the file: inside a node this checks
+     * that the file is in the node's key and unchanged since it was hashed. */
+    int fd;
+    sd_file_id id;
+    if ((st = sd_file_open(ctx, path, &fd, &id)))
+        return st;
+    close(fd);
     for (size_t i = 0; i < s->n; i++) {
         sd_loaded *e = s->entries[i];
-        if (e->kind == kind && e->dtype == dtype && e->size == (int64_t)sb.st_size &&
-            e->mtime_ns == mtime_ns && e->inode == (uint64_t)sb.st_ino && strcmp(e->path, path) == 0) {
+        if (e->kind == kind && e->dtype == dtype && sd_file_id_equal(&e->id, &id) && strcmp(e->path, path) == 0) {
             e->last_use = ++s->clock;
             *out = sd_loaded_ref(e);
             return SD_OK;
@@ -151,14 +155,12 @@ sd_status sd_model_store_open(sd_context *ctx, const char *path, sd_model_file_k
     l->cl = cl;
     l->kind = kind;
     l->dtype = dtype;
-    l->size = (int64_t)sb.st_size;
-    l->mtime_ns = mtime_ns;
-    l->inode = (uint64_t)sb.st_ino;
     l->stats = &s->stats;
     if ((st = sd_safetensors_open(ctx, path, &l->st)) || (st = inspect(ctx, l))) {
         loaded_free(l);
         return st;
     }
+    l->id = *sd_safetensors_file_id(l->st);
     s->stats.files_opened++;
     l->last_use = ++s->clock;
     s->entries[s->n++] = l;
@@ -193,15 +195,26 @@ sd_status sd_loaded_unet(sd_loaded *l, sd_unet **out)
 
 sd_status sd_loaded_clip(sd_loaded *l, sd_clip_model **out)
 {
-    *out = l->clip;
-    if (l->clip)
+    return sd_loaded_text_encoder(l, 0, out);
+}
+
+sd_status sd_loaded_text_encoder(sd_loaded *l, int slot, sd_clip_model **out)
+{
+    *out = l->clip[slot];
+    if (l->clip[slot])
         return SD_OK;
-    if (!l->cfg.has_clip)
-        return missing_part(l, "CLIP text encoder (cond_stage_model.*)");
-    sd_status st = sd_clip_model_new(l->cl, l->st, l->cfg.clip_prefix, &l->cfg.clip, l->dtype, &l->clip);
+    if (slot && !l->cfg.clip2_prefix)
+        return missing_part(l, "second text encoder");
+    if (!l->cfg.has_clip) {
+        char part[160];
+        snprintf(part, sizeof part, "CLIP text encoder (%s*)", l->cfg.clip_prefix ? l->cfg.clip_prefix : "");
+        return missing_part(l, part);
+    }
+    sd_status st = sd_clip_model_new(l->cl, l->st, slot ? l->cfg.clip2_prefix : l->cfg.clip_prefix,
+                                     slot ? &l->cfg.clip2 : &l->cfg.clip, l->dtype, &l->clip[slot]);
     if (!st)
         l->stats->clips_created++;
-    *out = l->clip;
+    *out = l->clip[slot];
     return st;
 }
 
@@ -227,9 +240,9 @@ void sd_model_store_release(sd_context *ctx, bool unets, bool clips)
             sd_unet_free(s->entries[i]->unet);
             s->entries[i]->unet = NULL;
         }
-        if (clips) {
-            sd_clip_model_free(s->entries[i]->clip);
-            s->entries[i]->clip = NULL;
+        for (int k = 0; clips && k < 2; k++) {
+            sd_clip_model_free(s->entries[i]->clip[k]);
+            s->entries[i]->clip[k] = NULL;
         }
     }
 }

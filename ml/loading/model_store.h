@@ -1,13 +1,15 @@
 /* Opened model files kept per context, so that a second run in one process (a Lua sweep, the
  * API) reuses weights already on the device.
  *
- * Opening is cheap: the file is memory-mapped, its header validated and its architecture
+ * Opening is cheap: the file is opened, its header read and validated and its architecture
  * inspected (ml/families/checkpoint.h). The UNet, CLIP and VAE objects are created when first asked
  * for, and their weights upload tensor by tensor on first use (ml/loading/weights.h), so a run that
  * only decodes a cached latent never reads UNet weights.
  *
- * Entries are keyed by the resolved path, the file's size, modification time (ns) and inode, the
- * kind of file and the device weight dtype; a file replaced on disk opens afresh. The store lives
+ * Entries are keyed by the resolved path, the file's identity (size, mtime, ctime, inode and
+ * device; core/files.h), the kind of file and the device weight dtype; a file replaced or
+ * rewritten on disk opens afresh, and a file changed under an open entry fails the reads of its
+ * tensors (ml/formats/safetensors.h). The store lives
  * in the context's extension slot SD_EXT_MODEL_STORE and holds on to at most
  * SD_MODEL_STORE_KEEP entries that no value references any more (least recently used go first).
  * Entries must not outlive the context. */
@@ -23,16 +25,17 @@
 #define SD_MODEL_STORE_KEEP 2
 
 typedef enum sd_model_file_kind {
-    SD_MODEL_FILE_CHECKPOINT, /* a full SD1 single-file checkpoint (UNet required) */
+    SD_MODEL_FILE_CHECKPOINT, /* a full single-file checkpoint (UNet required) */
     SD_MODEL_FILE_VAE         /* a standalone VAE file, or the VAE of a full checkpoint */
 } sd_model_file_kind;
 
 typedef struct sd_loaded sd_loaded;
 
 /* Returns a reference to the opened file at path (an absolute path from sd_resolve_file),
- * opening and inspecting it unless the store already has it. Errors (message on ctx, naming the
- * file): SD_ERR_IO when it cannot be read, the safetensors errors, SD_ERR_INVALID for another
- * family or a missing/misshapen tensor (named), SD_ERR_NOMEM. */
+ * opening and inspecting it unless the store already has it. The file is opened with
+ * sd_file_open either way, so a node can only get a file its key covers. Errors (message on ctx,
+ * naming the file): SD_ERR_IO when it cannot be read, the safetensors errors, SD_ERR_INVALID for
+ * another family or a missing/misshapen tensor (named), SD_ERR_NOMEM. */
 sd_status sd_model_store_open(sd_context *ctx, const char *path, sd_model_file_kind kind, sd_dtype dtype,
                               sd_loaded **out);
 sd_loaded *sd_loaded_ref(sd_loaded *l); /* returns l */
@@ -46,6 +49,9 @@ const sd_checkpoint_config *sd_loaded_config(const sd_loaded *l);
 sd_status sd_loaded_unet(sd_loaded *l, sd_unet **out);
 sd_status sd_loaded_clip(sd_loaded *l, sd_clip_model **out);
 sd_status sd_loaded_vae(sd_loaded *l, sd_vae **out);
+/* Text encoder `slot` of the family (0: cfg.clip, the one sd_loaded_clip gives; 1: cfg.clip2,
+ * SDXL's OpenCLIP-bigG), created on first call as sd_loaded_clip. */
+sd_status sd_loaded_text_encoder(sd_loaded *l, int slot, sd_clip_model **out);
 
 /* Frees the UNet and/or text-encoder objects (and so their device weights) of every entry; they
  * are created and uploaded again when next asked for. On CPU devices, where device memory is host

@@ -10,8 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 typedef struct slot {
     char *name;          /* without prefix; NULL = empty */
@@ -120,17 +118,6 @@ bool sd_weights_has(const sd_weights *w, const char *name)
     return sd_weights_info(w, name) != NULL;
 }
 
-/* Drops the file-mapping pages holding t once its device copy exists, so that a checkpoint is
- * not held twice in host memory (device memory is host memory on a CPU device). The pages are
- * read from the file again if the tensor is uploaded again. */
-static void release_pages(const sd_st_tensor *t)
-{
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), begin = (uintptr_t)t->data & ~(page - 1);
-    uintptr_t end = (uintptr_t)t->data + t->nbytes;
-    if (t->nbytes)
-        madvise((void *)begin, end - begin, MADV_DONTNEED);
-}
-
 /* Host copy of t in dtype (IEEE f16 bits for F16, floats for F32), malloc'ed into *out. An
  * f16 tensor bound for f16 storage is copied as it is: no conversion through f32. */
 static sd_status read_host(sd_weights *w, const char *name, const sd_st_tensor *t, sd_dtype dtype,
@@ -155,8 +142,22 @@ static sd_status read_host(sd_weights *w, const char *name, const sd_st_tensor *
     return SD_OK;
 }
 
-/* GGUF block-quantised tensors (SD_ST_GGML) are uploaded as blocks and expanded on the device,
- * never on the host; float tensors go through a host copy in dtype. */
+/* GGUF block-quantised tensors (SD_ST_GGML): their raw blocks read from the file, uploaded as
+ * they are and expanded on the device, never on the host. */
+static sd_status upload_blocks(sd_weights *w, const char *name, const sd_st_tensor *t, sd_dtype dtype,
+                               sd_dtensor **out)
+{
+    void *blocks = malloc(t->nbytes ? t->nbytes : 1);
+    if (!blocks)
+        return sd_set_error(w->cl->ctx, SD_ERR_NOMEM, "out of memory loading tensor '%s%s'", w->prefix, name);
+    sd_status st = sd_safetensors_read_raw(w->cl->ctx, w->st, t, blocks);
+    if (!st)
+        st = sd_op_dequantize(w->cl, (sd_qtype)t->ggml_type, blocks, t->nbytes, dtype, t->ndim, t->shape, out);
+    free(blocks);
+    return st;
+}
+
+/* Float tensors go through a host copy in dtype. */
 static sd_status upload(sd_weights *w, const char *name, const sd_st_tensor *t, sd_dtype dtype,
                         sd_dtensor **out)
 {
@@ -164,7 +165,7 @@ static sd_status upload(sd_weights *w, const char *name, const sd_st_tensor *t, 
     sd_dtensor *d = NULL;
     sd_status st;
     if (t->dtype == SD_ST_GGML) {
-        st = sd_op_dequantize(w->cl, (sd_qtype)t->ggml_type, t->data, t->nbytes, dtype, t->ndim, t->shape, &d);
+        st = upload_blocks(w, name, t, dtype, &d);
     } else {
         st = read_host(w, name, t, dtype, &host);
         if (!st)
@@ -172,7 +173,6 @@ static sd_status upload(sd_weights *w, const char *name, const sd_st_tensor *t, 
         if (!st)
             st = dtype == SD_DTYPE_F16 ? sd_dtensor_upload_f16(d, host) : sd_dtensor_upload(d, host);
     }
-    release_pages(t);
     free(host);
     if (st) {
         sd_dtensor_free(d);

@@ -19,29 +19,53 @@
 typedef struct sampler_entry {
     const char *name;
     sd_sampler_fn fn;
-    bool discard_penultimate; /* KSampler.DISCARD_PENULTIMATE_SIGMA_SAMPLERS */
-    bool random_inpaint_noise; /* inpaint_options {"random": True} */
+    unsigned flags; /* SD_SAMPLER_* */
     double default_eta;
 } sampler_entry;
 
-/* ComfyUI's order (comfy.samplers.SAMPLER_NAMES), restricted to the implemented ones. */
+#define DISCARD SD_SAMPLER_DISCARD_PENULTIMATE
+#define CFG_PP SD_SAMPLER_CFG_PP
+#define ANCESTRAL SD_SAMPLER_ANCESTRAL
+
+/* ComfyUI's order (comfy.samplers.SAMPLER_NAMES), restricted to the implemented ones. The _gpu
+ * names are ComfyUI's Brownian-tree noise on the GPU; here they are their CPU namesakes (the
+ * seed + 1 noise stream, docs/sampling.md). */
 static const sampler_entry samplers[] = {
-    {"euler", sd_sample_euler, false, false, 0.0},
-    {"euler_ancestral", sd_sample_euler_ancestral, false, false, 1.0},
-    {"heun", sd_sample_heun, false, false, 0.0},
-    {"dpm_2", sd_sample_dpm_2, true, false, 0.0},
-    {"dpm_2_ancestral", sd_sample_dpm_2_ancestral, true, false, 1.0},
-    {"lms", sd_sample_lms, false, false, 0.0},
-    {"dpmpp_2s_ancestral", sd_sample_dpmpp_2s_ancestral, false, false, 1.0},
-    {"dpmpp_sde", sd_sample_dpmpp_sde, false, false, 1.0},
-    {"dpmpp_2m", sd_sample_dpmpp_2m, false, false, 0.0},
-    {"dpmpp_2m_sde", sd_sample_dpmpp_2m_sde, false, false, 1.0},
-    {"dpmpp_3m_sde", sd_sample_dpmpp_3m_sde, false, false, 1.0},
-    {"ddpm", sd_sample_ddpm, false, false, 0.0},
-    {"lcm", sd_sample_lcm, false, false, 0.0},
-    {"ddim", sd_sample_euler, false, true, 0.0},
-    {"uni_pc", sd_sample_uni_pc_bh1, true, false, 0.0},
-    {"uni_pc_bh2", sd_sample_uni_pc_bh2, true, false, 0.0},
+    {"euler", sd_sample_euler, 0, 0.0},
+    {"euler_cfg_pp", sd_sample_euler_ancestral_cfg_pp, CFG_PP, 0.0},
+    {"euler_ancestral", sd_sample_euler_ancestral, 0, 1.0},
+    {"euler_ancestral_cfg_pp", sd_sample_euler_ancestral_cfg_pp, CFG_PP | ANCESTRAL, 1.0},
+    {"heun", sd_sample_heun, 0, 0.0},
+    {"heunpp2", sd_sample_heunpp2, 0, 0.0},
+    {"exp_heun_2_x0", sd_sample_exp_heun_2_x0, 0, 0.0},
+    {"dpm_2", sd_sample_dpm_2, DISCARD, 0.0},
+    {"dpm_2_ancestral", sd_sample_dpm_2_ancestral, DISCARD, 1.0},
+    {"lms", sd_sample_lms, 0, 0.0},
+    {"dpmpp_2s_ancestral", sd_sample_dpmpp_2s_ancestral, 0, 1.0},
+    {"dpmpp_2s_ancestral_cfg_pp", sd_sample_dpmpp_2s_ancestral_cfg_pp, CFG_PP, 1.0},
+    {"dpmpp_sde", sd_sample_dpmpp_sde, 0, 1.0},
+    {"dpmpp_sde_gpu", sd_sample_dpmpp_sde, 0, 1.0},
+    {"dpmpp_2m", sd_sample_dpmpp_2m, 0, 0.0},
+    {"dpmpp_2m_cfg_pp", sd_sample_dpmpp_2m_cfg_pp, CFG_PP, 0.0},
+    {"dpmpp_2m_sde", sd_sample_dpmpp_2m_sde, 0, 1.0},
+    {"dpmpp_2m_sde_gpu", sd_sample_dpmpp_2m_sde, 0, 1.0},
+    {"dpmpp_2m_sde_heun", sd_sample_dpmpp_2m_sde, SD_SAMPLER_HEUN, 1.0},
+    {"dpmpp_2m_sde_heun_gpu", sd_sample_dpmpp_2m_sde, SD_SAMPLER_HEUN, 1.0},
+    {"dpmpp_3m_sde", sd_sample_dpmpp_3m_sde, 0, 1.0},
+    {"dpmpp_3m_sde_gpu", sd_sample_dpmpp_3m_sde, 0, 1.0},
+    {"ddpm", sd_sample_ddpm, 0, 0.0},
+    {"lcm", sd_sample_lcm, 0, 0.0},
+    {"ipndm", sd_sample_ipndm, 0, 0.0},
+    {"ipndm_v", sd_sample_ipndm, SD_SAMPLER_VARIABLE, 0.0},
+    {"res_multistep", sd_sample_res_multistep, 0, 0.0},
+    {"res_multistep_cfg_pp", sd_sample_res_multistep, CFG_PP, 0.0},
+    {"res_multistep_ancestral", sd_sample_res_multistep, ANCESTRAL, 1.0},
+    {"res_multistep_ancestral_cfg_pp", sd_sample_res_multistep, CFG_PP | ANCESTRAL, 1.0},
+    {"gradient_estimation", sd_sample_gradient_estimation, 0, 0.0},
+    {"gradient_estimation_cfg_pp", sd_sample_gradient_estimation, CFG_PP, 0.0},
+    {"ddim", sd_sample_euler, SD_SAMPLER_RANDOM_INPAINT, 0.0},
+    {"uni_pc", sd_sample_uni_pc_bh1, DISCARD, 0.0},
+    {"uni_pc_bh2", sd_sample_uni_pc_bh2, DISCARD, 0.0},
 };
 #define N_SAMPLERS (sizeof samplers / sizeof samplers[0])
 
@@ -66,7 +90,13 @@ int sd_sampler_find(const char *name)
 bool sd_sampler_discards_penultimate_sigma(const char *name)
 {
     int i = sd_sampler_find(name);
-    return i >= 0 && samplers[i].discard_penultimate;
+    return i >= 0 && (samplers[i].flags & SD_SAMPLER_DISCARD_PENULTIMATE);
+}
+
+bool sd_sampler_uses_uncond(const char *name)
+{
+    int i = sd_sampler_find(name);
+    return i >= 0 && (samplers[i].flags & SD_SAMPLER_CFG_PP);
 }
 
 float *sd_sampler_alloc(sd_sampler_run *run, size_t count)
@@ -99,6 +129,11 @@ void sd_ancestral_step(double sigma_from, double sigma_to, double eta, double *s
 
 sd_status sd_sampler_denoise(sd_sampler_run *run, const float *x, double sigma, float *out)
 {
+    return sd_sampler_denoise_uncond(run, x, sigma, out, NULL);
+}
+
+sd_status sd_sampler_denoise_uncond(sd_sampler_run *run, const float *x, double sigma, float *out, float *uncond)
+{
     const sd_sample_options *o = run->opt;
     const float *m = o->noise_mask;
     const float *in = x;
@@ -111,7 +146,7 @@ sd_status sd_sampler_denoise(sd_sampler_run *run, const float *x, double sigma, 
         }
         in = run->masked_x;
     }
-    sd_status st = o->denoise(o->denoise_user, in, s, out, run->n);
+    sd_status st = o->denoise(o->denoise_user, in, s, out, uncond, run->n);
     if (st != SD_OK) {
         if (!sd_context_errmsg(run->ctx)[0])
             sd_set_error(run->ctx, st, "sampler '%s': denoiser failed at sigma %g", o->sampler, sigma);
@@ -151,7 +186,7 @@ sd_status sd_sampler_step(sd_sampler_run *run, int step, const float *x, const f
 sd_status sd_unknown_name_error(sd_context *ctx, const char *what, const char *name,
                                 size_t (*count)(void), const char *(*name_at)(size_t))
 {
-    char list[512];
+    char list[1024];
     size_t len = 0;
     list[0] = '\0';
     for (size_t i = 0; i < count() && len < sizeof list; i++)
@@ -189,6 +224,7 @@ sd_status sd_sample(sd_context *ctx, const sd_sample_options *opt, const float *
     sd_sampler_run run = {0};
     run.ctx = ctx;
     run.opt = opt;
+    run.flags = e->flags;
     run.sigmas = opt->sigmas;
     run.steps = opt->n_sigmas >= 2 ? (int)(opt->n_sigmas - 1) : 0;
     run.n = n;
@@ -198,7 +234,7 @@ sd_status sd_sample(sd_context *ctx, const sd_sample_options *opt, const float *
     float *saved_latent = NULL, *saved_noise = NULL;
     sd_status st = SD_OK;
 
-    if (run.steps == 0) {
+    if (opt->n_sigmas == 0) {
         /* CFGGuider.sample with no sigmas returns the latent unchanged. */
         for (size_t i = 0; i < n; i++)
             out[i] = latent ? latent[i] : 0.0f;
@@ -215,7 +251,7 @@ sd_status sd_sample(sd_context *ctx, const sd_sample_options *opt, const float *
         }
         if (latent)
             memcpy(saved_latent, latent, n * sizeof(float));
-        if (e->random_inpaint_noise) {
+        if (e->flags & SD_SAMPLER_RANDOM_INPAINT) {
             sd_rng rng;
             sd_rng_seed(&rng, opt->seed + 1);
             sd_rng_randn(&rng, saved_noise, n);
@@ -236,7 +272,8 @@ sd_status sd_sample(sd_context *ctx, const sd_sample_options *opt, const float *
         float nz = noise ? noise[i] : 0.0f;
         out[i] = nz * scale + (latent ? latent[i] : 0.0f);
     }
-    st = e->fn(&run, out);
+    if (run.steps > 0)
+        st = e->fn(&run, out);
 
 done:
     free(run.masked_x);

@@ -17,9 +17,13 @@
 #include <stdint.h>
 
 /* The denoiser D(x, sigma): writes the model's prediction of the clean latent for the noised
- * latent x (n floats, ComfyUI's k-diffusion "denoised") into out. Returns SD_OK or an error,
- * which stops sampling and is returned by sd_sample. */
-typedef sd_status (*sd_denoise_fn)(void *user, const float *x, float sigma, float *out, size_t n);
+ * latent x (n floats, ComfyUI's k-diffusion "denoised", after guidance) into out. uncond is NULL,
+ * except for the samplers that need the unguided prediction (sd_sampler_uses_uncond: the CFG++
+ * ones, which read ComfyUI's post-CFG "uncond_denoised"): then it receives that prediction (n
+ * floats), computed even where cfg 1 would skip it. Returns SD_OK or an error, which stops
+ * sampling and is returned by sd_sample. */
+typedef sd_status (*sd_denoise_fn)(void *user, const float *x, float sigma, float *out, float *uncond,
+                                   size_t n);
 /* Noise for ancestral and SDE steps from sigma to sigma_next: n standard normal values. */
 typedef sd_status (*sd_noise_fn)(void *user, float sigma, float sigma_next, float *out, size_t n);
 /* Called once per step after the step's first denoiser call (ComfyUI's sampler callback), with
@@ -31,7 +35,7 @@ typedef sd_status (*sd_sample_step_fn)(void *user, int step, int steps, const fl
 typedef struct sd_sample_options {
     const char *sampler;   /* ComfyUI sampler name (sd_sampler_name) */
     const float *sigmas;   /* the schedule, decreasing, usually ending in 0 */
-    size_t n_sigmas;       /* steps + 1; fewer than 2 leaves the latent unchanged */
+    size_t n_sigmas;       /* steps + 1; 1: only the initial noise is added; 0: latent unchanged */
     float sigma_max;       /* the model's largest sigma: decides the initial noise scaling */
     uint64_t seed;         /* seeds the default noise (see noise) */
     sd_denoise_fn denoise; /* required */
@@ -52,9 +56,8 @@ typedef struct sd_sample_options {
     const float *noise_mask;
 } sd_sample_options;
 
-/* ComfyUI's sampler names that are implemented: euler, euler_ancestral, heun, dpm_2,
- * dpm_2_ancestral, lms, dpmpp_2s_ancestral, dpmpp_sde, dpmpp_2m, dpmpp_2m_sde, dpmpp_3m_sde,
- * ddpm, lcm, ddim, uni_pc, uni_pc_bh2. */
+/* ComfyUI's sampler names that are implemented, in ComfyUI's order (docs/sampling.md lists
+ * them and the ones left out). */
 size_t sd_sampler_count(void);
 const char *sd_sampler_name(size_t index);
 /* Index of a sampler name, or -1. */
@@ -62,10 +65,14 @@ int sd_sampler_find(const char *name);
 /* True for samplers whose KSampler schedule drops the penultimate sigma (dpm_2,
  * dpm_2_ancestral, uni_pc, uni_pc_bh2). */
 bool sd_sampler_discards_penultimate_sigma(const char *name);
+/* True for the samplers that read the unguided prediction (the denoiser's uncond output):
+ * the *_cfg_pp ones. */
+bool sd_sampler_uses_uncond(const char *name);
 
 /* Runs KSAMPLER.sample: x = latent + noise * (sqrt(1 + sigma0^2) when sigma0 >= sigma_max, else
  * sigma0), then the sampler over opt->sigmas; the result goes to out (n floats; out may alias
- * latent or noise). noise NULL means zeros (KSamplerAdvanced add_noise disabled); latent NULL
+ * latent or noise). With no sigmas the latent comes back as it is (CFGGuider.sample), with one
+ * only the noise is added. noise NULL means zeros (KSamplerAdvanced add_noise disabled); latent NULL
  * means zeros (txt2img). All arrays hold the whole batch; the caller owns them.
  * Errors (message on ctx): SD_ERR_NOT_FOUND unknown sampler (the message lists the valid ones),
  * SD_ERR_INVALID missing denoiser, n == 0, or a sigma that is not finite, negative, or 0 before

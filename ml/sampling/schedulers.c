@@ -175,25 +175,37 @@ static size_t sched_normal(const sd_model_sampling *ms, int steps, bool sgm, flo
     return n;
 }
 
-/* k_diffusion get_sigmas_karras with rho = 7. */
-static size_t sched_karras(float sigma_min, float sigma_max, int steps, float *out)
+/* k_diffusion get_sigmas_karras (KSampler: rho 7 between the model's sigmas). */
+static size_t sched_karras(double sigma_min, double sigma_max, double rho, int steps, float *out)
 {
-    double min_inv_rho = pow((double)sigma_min, 1.0 / 7.0);
-    double max_inv_rho = pow((double)sigma_max, 1.0 / 7.0);
+    double min_inv_rho = pow(sigma_min, 1.0 / rho);
+    double max_inv_rho = pow(sigma_max, 1.0 / rho);
     for (int i = 0; i < steps; i++) {
         float ramp = linspace_f32(0.0, 1.0, steps, i);
         float v = (float)max_inv_rho + ramp * (float)(min_inv_rho - max_inv_rho);
-        out[i] = powf(v, 7.0f);
+        out[i] = powf(v, (float)rho);
     }
     out[steps] = 0.0f;
     return (size_t)steps + 1;
 }
 
 /* k_diffusion get_sigmas_exponential. */
-static size_t sched_exponential(float sigma_min, float sigma_max, int steps, float *out)
+static size_t sched_exponential(double sigma_min, double sigma_max, int steps, float *out)
 {
     for (int i = 0; i < steps; i++)
-        out[i] = expf(linspace_f32(log((double)sigma_max), log((double)sigma_min), steps, i));
+        out[i] = expf(linspace_f32(log(sigma_max), log(sigma_min), steps, i));
+    out[steps] = 0.0f;
+    return (size_t)steps + 1;
+}
+
+/* k_diffusion get_sigmas_polyexponential: exp(linspace(1, 0)^rho (log max - log min) + log min). */
+static size_t sched_polyexponential(double sigma_min, double sigma_max, double rho, int steps, float *out)
+{
+    float span = (float)(log(sigma_max) - log(sigma_min)), base = (float)log(sigma_min);
+    for (int i = 0; i < steps; i++) {
+        float ramp = powf(linspace_f32(1.0, 0.0, steps, i), (float)rho);
+        out[i] = expf(ramp * span + base);
+    }
     out[steps] = 0.0f;
     return (size_t)steps + 1;
 }
@@ -375,7 +387,7 @@ sd_status sd_scheduler_sigmas(sd_context *ctx, const sd_model_sampling *ms, cons
     size_t n = 0;
     switch ((sched_kind)kind) {
     case SCHED_NORMAL: n = sched_normal(ms, steps, false, s); break;
-    case SCHED_KARRAS: n = sched_karras(smin, smax, steps, s); break;
+    case SCHED_KARRAS: n = sched_karras(smin, smax, 7.0, steps, s); break;
     case SCHED_EXPONENTIAL: n = sched_exponential(smin, smax, steps, s); break;
     case SCHED_SGM_UNIFORM: n = sched_normal(ms, steps, true, s); break;
     case SCHED_SIMPLE: n = sched_simple(ms, steps, s); break;
@@ -390,6 +402,38 @@ sd_status sd_scheduler_sigmas(sd_context *ctx, const sd_model_sampling *ms, cons
     return SD_OK;
 }
 
+/* Allocates room for count sigmas (at least one float) or sets SD_ERR_NOMEM / SD_ERR_LIMIT. */
+static sd_status alloc_sigmas(sd_context *ctx, const char *what, size_t count, float **out)
+{
+    size_t bytes;
+    if (!sd_mul_size(count ? count : 1, sizeof(float), &bytes))
+        return sd_set_error(ctx, SD_ERR_LIMIT, "%s: too many steps", what);
+    if (!(*out = malloc(bytes)))
+        return sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", what);
+    return SD_OK;
+}
+
+/* int(steps / denoise) for denoise in (0, 1) (ComfyUI's extension of the schedule for partial
+ * denoising), checked against SD_SCHEDULE_MAX_STEPS. */
+static sd_status extended_steps(sd_context *ctx, int steps, double denoise, int *total)
+{
+    double extended = floor((double)steps / denoise);
+    if (extended > (double)SD_SCHEDULE_MAX_STEPS)
+        return sd_set_error(ctx, SD_ERR_LIMIT, "%d steps at denoise %g need %.0f steps, more than %d", steps,
+                            denoise, extended, SD_SCHEDULE_MAX_STEPS);
+    *total = (int)extended;
+    return SD_OK;
+}
+
+/* Keeps the last `keep` of the *n sigmas (Python's sigmas[-keep:]: all when fewer). */
+static void keep_last(float *s, size_t *n, size_t keep)
+{
+    if (*n > keep) {
+        memmove(s, s + (*n - keep), keep * sizeof *s);
+        *n = keep;
+    }
+}
+
 sd_status sd_ksampler_sigmas(sd_context *ctx, const sd_model_sampling *ms, const char *scheduler,
                              const char *sampler, int steps, double denoise, float **out,
                              size_t *n_out)
@@ -401,30 +445,180 @@ sd_status sd_ksampler_sigmas(sd_context *ctx, const sd_model_sampling *ms, const
     if (steps < 1)
         return sd_set_error(ctx, SD_ERR_INVALID, "steps is %d, must be at least 1", steps);
     int total = steps;
-    if (denoise <= 0.9999) {
-        double extended = floor((double)steps / denoise);
-        if (extended > (double)SD_SCHEDULE_MAX_STEPS)
-            return sd_set_error(ctx, SD_ERR_LIMIT, "%d steps at denoise %g need %.0f steps, more than %d",
-                                steps, denoise, extended, SD_SCHEDULE_MAX_STEPS);
-        total = (int)extended;
-    }
+    sd_status st;
+    if (denoise <= 0.9999 && (st = extended_steps(ctx, steps, denoise, &total)))
+        return st;
     bool discard = sd_sampler_discards_penultimate_sigma(sampler);
     float *s = NULL;
     size_t n = 0;
-    sd_status st = sd_scheduler_sigmas(ctx, ms, scheduler, discard ? total + 1 : total, &s, &n);
-    if (st != SD_OK)
+    if ((st = sd_scheduler_sigmas(ctx, ms, scheduler, discard ? total + 1 : total, &s, &n)))
         return st;
     if (discard && n >= 2) {
         s[n - 2] = s[n - 1];
         n--;
     }
-    if (denoise <= 0.9999 && n > (size_t)steps + 1) {
-        size_t drop = n - ((size_t)steps + 1);
-        memmove(s, s + drop, ((size_t)steps + 1) * sizeof(float));
-        n = (size_t)steps + 1;
-    }
+    if (denoise <= 0.9999)
+        keep_last(s, &n, (size_t)steps + 1);
     *out = s;
     *n_out = n;
+    return SD_OK;
+}
+
+sd_status sd_basic_scheduler_sigmas(sd_context *ctx, const sd_model_sampling *ms, const char *scheduler,
+                                    int steps, double denoise, float **out, size_t *n_out)
+{
+    if (!(denoise <= 1.0))
+        return sd_set_error(ctx, SD_ERR_INVALID, "denoise is %g, must be at most 1", denoise);
+    if (denoise <= 0.0) {
+        *n_out = 0;
+        return alloc_sigmas(ctx, "scheduler", 0, out);
+    }
+    int total = steps;
+    sd_status st;
+    if (steps >= 1 && denoise < 1.0 && (st = extended_steps(ctx, steps, denoise, &total)))
+        return st;
+    if ((st = sd_scheduler_sigmas(ctx, ms, scheduler, total, out, n_out)))
+        return st;
+    keep_last(*out, n_out, (size_t)steps + 1);
+    return SD_OK;
+}
+
+static const char *const formula_names[] = {"karras", "exponential", "polyexponential"};
+
+sd_status sd_formula_sigmas(sd_context *ctx, sd_sigma_formula formula, int steps, double sigma_min,
+                            double sigma_max, double rho, float **out, size_t *n_out)
+{
+    const char *name = formula_names[formula];
+    if (steps < 1 || steps > SD_SCHEDULE_MAX_STEPS)
+        return sd_set_error(ctx, steps < 1 ? SD_ERR_INVALID : SD_ERR_LIMIT,
+                            "%s schedule: steps is %d, must be in 1..%d", name, steps, SD_SCHEDULE_MAX_STEPS);
+    float *s;
+    sd_status st = alloc_sigmas(ctx, name, (size_t)steps + 1, &s);
+    if (st)
+        return st;
+    size_t n = formula == SD_SIGMAS_KARRAS        ? sched_karras(sigma_min, sigma_max, rho, steps, s)
+               : formula == SD_SIGMAS_EXPONENTIAL ? sched_exponential(sigma_min, sigma_max, steps, s)
+                                                  : sched_polyexponential(sigma_min, sigma_max, rho, steps, s);
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(s[i])) {
+            free(s);
+            return sd_set_error(ctx, SD_ERR_INVALID,
+                                "%s schedule: sigma_max %g, sigma_min %g and rho %g give a sigma that is not "
+                                "finite", name, sigma_max, sigma_min, rho);
+        }
+    *out = s;
+    *n_out = n;
+    return SD_OK;
+}
+
+sd_status sd_sd_turbo_sigmas(sd_context *ctx, const sd_model_sampling *ms, int steps, double denoise,
+                             float **out, size_t *n_out)
+{
+    if (steps < 1 || steps > 10 || !(denoise >= 0.0 && denoise <= 1.0))
+        return sd_set_error(ctx, SD_ERR_INVALID, "SD Turbo schedule: steps %d and denoise %g must be in "
+                            "1..10 and [0, 1]", steps, denoise);
+    float *s;
+    sd_status st = alloc_sigmas(ctx, "SD Turbo schedule", (size_t)steps + 1, &s);
+    if (st)
+        return st;
+    int start = 10 - (int)(10.0 * denoise); /* timesteps 999, 899, ..., 99 from here on */
+    size_t n = 0;
+    for (int k = start; k < start + steps && k < 10; k++)
+        s[n++] = sd_model_sampling_sigma(ms, (float)((10 - k) * 100 - 1));
+    s[n++] = 0.0f;
+    *out = s;
+    *n_out = n;
+    return SD_OK;
+}
+
+/* Align Your Steps' optimised noise levels for 10 steps (research.nvidia.com/labs/toronto-ai/
+ * AlignYourSteps, as ComfyUI's nodes_align_your_steps.py lists them). */
+static const char *const ays_names[] = {"SD1", "SDXL", "SVD"};
+static const double ays_levels[3][11] = {
+    {14.6146412293, 6.4745760956, 3.8636745985, 2.6946151520, 1.8841921177, 1.3943805092, 0.9642583904,
+     0.6523686016, 0.3977456272, 0.1515232662, 0.0291671582},
+    {14.6146412293, 6.3184485287, 3.7681790315, 2.1811480769, 1.3405244945, 0.8620721141, 0.5550693289,
+     0.3798540708, 0.2332364134, 0.1114188177, 0.0291671582},
+    {700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002},
+};
+
+size_t sd_ays_model_type_count(void)
+{
+    return sizeof ays_names / sizeof ays_names[0];
+}
+
+const char *sd_ays_model_type_name(size_t index)
+{
+    return index < sd_ays_model_type_count() ? ays_names[index] : NULL;
+}
+
+/* numpy's linspace(0, 1, num)[i]: i * (1 / (num - 1)), the last exactly 1. */
+static double unit_linspace(size_t num, size_t i)
+{
+    return num < 2 ? 0.0 : i + 1 == num ? 1.0 : (double)i * (1.0 / (double)(num - 1));
+}
+
+/* ComfyUI's loglinear_interp: the 11 decreasing levels resampled to num points, linearly in
+ * log sigma over evenly spaced positions (numpy.interp on the reversed logs). */
+static void ays_interp(const double *levels, size_t num, double *out)
+{
+    enum { L = 11 };
+    double ys[L];
+    for (size_t k = 0; k < L; k++)
+        ys[k] = log(levels[L - 1 - k]);
+    for (size_t i = 0; i < num; i++) {
+        double x = unit_linspace(num, i), v;
+        size_t j = 0;
+        while (j + 1 < L && unit_linspace(L, j + 1) <= x)
+            j++;
+        if (j + 1 == L || unit_linspace(L, j) == x) {
+            v = ys[j];
+        } else {
+            double x0 = unit_linspace(L, j), slope = (ys[j + 1] - ys[j]) / (unit_linspace(L, j + 1) - x0);
+            v = slope * (x - x0) + ys[j];
+        }
+        out[num - 1 - i] = exp(v);
+    }
+}
+
+sd_status sd_ays_sigmas(sd_context *ctx, const char *model_type, int steps, double denoise, float **out,
+                        size_t *n_out)
+{
+    int type = -1;
+    for (size_t k = 0; model_type && k < sd_ays_model_type_count(); k++)
+        if (strcmp(model_type, ays_names[k]) == 0)
+            type = (int)k;
+    if (type < 0)
+        return sd_unknown_name_error(ctx, "Align Your Steps model type", model_type, sd_ays_model_type_count,
+                                     sd_ays_model_type_name);
+    if (steps < 1 || steps > SD_SCHEDULE_MAX_STEPS || !(denoise <= 1.0))
+        return sd_set_error(ctx, SD_ERR_INVALID, "Align Your Steps: steps %d must be in 1..%d and denoise %g at "
+                            "most 1", steps, SD_SCHEDULE_MAX_STEPS, denoise);
+    size_t num = (size_t)steps + 1, keep = num;
+    if (denoise <= 0.0) {
+        *n_out = 0;
+        return alloc_sigmas(ctx, "Align Your Steps", 0, out);
+    }
+    if (denoise < 1.0)
+        keep = (size_t)nearbyint((double)steps * denoise) + 1; /* round() half to even */
+    double *levels = malloc(num * sizeof *levels);
+    float *s = NULL;
+    sd_status st = levels ? alloc_sigmas(ctx, "Align Your Steps", keep, &s)
+                          : sd_set_error(ctx, SD_ERR_NOMEM, "Align Your Steps: out of memory");
+    if (st) {
+        free(levels);
+        return st;
+    }
+    if (num == 11)
+        memcpy(levels, ays_levels[type], sizeof ays_levels[type]);
+    else
+        ays_interp(ays_levels[type], num, levels);
+    for (size_t i = 0; i < keep; i++)
+        s[i] = (float)levels[num - keep + i];
+    s[keep - 1] = 0.0f;
+    free(levels);
+    *out = s;
+    *n_out = keep;
     return SD_OK;
 }
 

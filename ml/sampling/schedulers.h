@@ -67,6 +67,46 @@ sd_status sd_ksampler_sigmas(sd_context *ctx, const sd_model_sampling *ms, const
                              const char *sampler, int steps, double denoise, float **out,
                              size_t *n_out);
 
+/* BasicScheduler (comfy_extras/nodes_custom_sampler.py): the scheduler's sigmas for
+ * int(steps / denoise) steps when denoise < 1, of which the last steps + 1 are kept (all when
+ * fewer, so ddim_uniform and beta may give other counts than steps + 1); denoise <= 0 gives no
+ * sigmas (*out is still malloc'd). No sampler adjusts it (KSampler's discard of the penultimate
+ * sigma is not applied). Errors as sd_scheduler_sigmas, SD_ERR_INVALID for denoise above 1,
+ * SD_ERR_LIMIT when the extension passes SD_SCHEDULE_MAX_STEPS. */
+sd_status sd_basic_scheduler_sigmas(sd_context *ctx, const sd_model_sampling *ms, const char *scheduler,
+                                    int steps, double denoise, float **out, size_t *n_out);
+
+/* k-diffusion's schedules between given sigmas (KarrasScheduler, ExponentialScheduler,
+ * PolyexponentialScheduler): steps + 1 values ending in 0, float32 as torch computes them.
+ * karras: (max^(1/rho) + linspace(0, 1) (min^(1/rho) - max^(1/rho)))^rho; exponential:
+ * exp(linspace(log max, log min)) (rho unused); polyexponential:
+ * exp(linspace(1, 0)^rho (log max - log min) + log min). SD_ERR_INVALID for steps < 1 or when a
+ * sigma comes out NaN or infinite (rho 0, sigma_min 0 for the logarithmic ones), SD_ERR_LIMIT
+ * above SD_SCHEDULE_MAX_STEPS, SD_ERR_NOMEM. */
+typedef enum sd_sigma_formula {
+    SD_SIGMAS_KARRAS,
+    SD_SIGMAS_EXPONENTIAL,
+    SD_SIGMAS_POLYEXPONENTIAL
+} sd_sigma_formula;
+sd_status sd_formula_sigmas(sd_context *ctx, sd_sigma_formula formula, int steps, double sigma_min,
+                            double sigma_max, double rho, float **out, size_t *n_out);
+
+/* SDTurboScheduler: the model's sigmas at timesteps 999, 899, ..., 99 starting from entry
+ * 10 - int(10 * denoise), steps of them (fewer when the list ends), then 0. SD_ERR_INVALID
+ * unless 1 <= steps <= 10 and 0 <= denoise <= 1. */
+sd_status sd_sd_turbo_sigmas(sd_context *ctx, const sd_model_sampling *ms, int steps, double denoise,
+                             float **out, size_t *n_out);
+
+/* AlignYourStepsScheduler: the model type's ten-step noise levels (SD1, SDXL, SVD), resampled
+ * log-linearly to steps + 1 points for other step counts (loglinear_interp), of which the last
+ * round(steps * denoise) + 1 are kept when denoise < 1 (none for denoise <= 0), the last set to 0.
+ * SD_ERR_NOT_FOUND for an unknown model type, SD_ERR_INVALID for steps outside
+ * 1..SD_SCHEDULE_MAX_STEPS or denoise above 1. */
+size_t sd_ays_model_type_count(void);
+const char *sd_ays_model_type_name(size_t index);
+sd_status sd_ays_sigmas(sd_context *ctx, const char *model_type, int steps, double denoise, float **out,
+                        size_t *n_out);
+
 /* KSamplerAdvanced's step range applied in place to sigmas[0..*n) (KSampler.sample): when
  * last_step < *n - 1 the list is cut after last_step (and its last sigma set to 0 if
  * force_full_denoise), then the first start_step sigmas are dropped. A negative start_step or

@@ -1,6 +1,7 @@
 /* CLIP text transformer (see clip.h). Token and position embeddings are gathered on the host
- * straight from the mapped checkpoint (the 49408-row table never goes to the device); the
- * transformer runs on the op library. */
+ * row by row straight from the checkpoint file (the 49408-row table never goes to the device); the
+ * transformer runs on the op library. Both tensor layouts (transformers', open_clip's) are read
+ * through one table of names. */
 #include "ml/text/clip.h"
 #include "runtime-opencl/ops.h"
 #include "runtime-opencl/ops_basic.h"
@@ -11,10 +12,25 @@
 #define CLIP_LN_EPS 1e-5f
 #define CLIP_EOS 49407 /* the end-of-text token id */
 
+/* Tensor names of a layout; "%d" is the layer. */
+typedef struct clip_names {
+    const char *token, *position, *ln1, *ln2, *out_proj, *fc1, *fc2, *final_norm;
+} clip_names;
+
+static const clip_names transformers_names = {
+    "embeddings.token_embedding.weight", "embeddings.position_embedding.weight", "encoder.layers.%d.layer_norm1",
+    "encoder.layers.%d.layer_norm2", "encoder.layers.%d.self_attn.out_proj", "encoder.layers.%d.mlp.fc1",
+    "encoder.layers.%d.mlp.fc2", "final_layer_norm"};
+static const clip_names open_clip_names = {
+    "token_embedding.weight", "positional_embedding", "transformer.resblocks.%d.ln_1",
+    "transformer.resblocks.%d.ln_2", "transformer.resblocks.%d.attn.out_proj", "transformer.resblocks.%d.mlp.c_fc",
+    "transformer.resblocks.%d.mlp.c_proj", "ln_final"};
+
 struct sd_clip_model {
     sd_cl *cl;
     const sd_safetensors *st;
     sd_clip_config config;
+    const clip_names *names;
     sd_weights *w;
     sd_dtensor *causal_mask; /* [positions, positions], built on first use */
 };
@@ -29,6 +45,7 @@ sd_status sd_clip_model_new(sd_cl *cl, const sd_safetensors *st, const char *pre
     m->cl = cl;
     m->st = st;
     m->config = *config;
+    m->names = config->open_clip ? &open_clip_names : &transformers_names;
     sd_status s = sd_weights_new(cl, st, prefix, weight_dtype, &m->w);
     if (s) {
         free(m);
@@ -44,7 +61,7 @@ sd_status sd_clip_model_new_patched(sd_clip_model *base, const sd_weight_patcher
     sd_clip_model *m = calloc(1, sizeof *m);
     if (!m)
         return sd_set_error(base->cl->ctx, SD_ERR_NOMEM, "out of memory");
-    *m = (sd_clip_model){.cl = base->cl, .st = base->st, .config = base->config};
+    *m = (sd_clip_model){.cl = base->cl, .st = base->st, .config = base->config, .names = base->names};
     sd_status s = sd_weights_new_patched(base->w, patcher, &m->w);
     if (s) {
         free(m);
@@ -77,18 +94,7 @@ static sd_status read_row(sd_clip_model *m, const char *name, int64_t row, float
         return sd_set_error(m->cl->ctx, t ? SD_ERR_INVALID : SD_ERR_NOT_FOUND,
                             "%s: text encoder tensor '%s' is missing, has the wrong shape, or has no row %lld",
                             sd_safetensors_path(m->st), name, (long long)row);
-    const unsigned char *base = (const unsigned char *)t->data + (size_t)row * (size_t)width * sd_st_dtype_size(t->dtype);
-    for (int i = 0; i < width; i++) {
-        switch (t->dtype) {
-        case SD_ST_F32: memcpy(&dst[i], base + 4 * (size_t)i, 4); break;
-        case SD_ST_F16: { uint16_t h; memcpy(&h, base + 2 * (size_t)i, 2); dst[i] = sd_half_to_float(h); break; }
-        case SD_ST_BF16: { uint16_t h; memcpy(&h, base + 2 * (size_t)i, 2); dst[i] = sd_bf16_to_float(h); break; }
-        default:
-            return sd_set_error(m->cl->ctx, SD_ERR_INVALID, "%s: tensor '%s' has dtype %s, not a float type",
-                                sd_safetensors_path(m->st), name, sd_st_dtype_name(t->dtype));
-        }
-    }
-    return SD_OK;
+    return sd_safetensors_read_f32_range(m->cl->ctx, m->st, t, (size_t)row * (size_t)width, (size_t)width, dst);
 }
 
 /* x = token_embedding[tokens] + position_embedding[0..n) on the host, uploaded as [batch, n, width];
@@ -107,9 +113,9 @@ static sd_status embed(sd_clip_model *m, const int32_t *tokens, int batch, const
             if (id >= m->config.vocab && id - m->config.vocab < n_extra)
                 memcpy(row, extra + (size_t)(id - m->config.vocab) * (size_t)width, (size_t)width * sizeof *row);
             else
-                s = read_row(m, "embeddings.token_embedding.weight", id, row);
+                s = read_row(m, m->names->token, id, row);
             if (!s)
-                s = read_row(m, "embeddings.position_embedding.weight", p, pos);
+                s = read_row(m, m->names->position, p, pos);
             for (int i = 0; !s && i < width; i++)
                 row[i] += pos[i];
         }
@@ -146,14 +152,18 @@ static sd_status causal_mask(sd_clip_model *m)
     return s;
 }
 
-/* A Linear layer <name>.weight / <name>.bias of layer `layer`. */
-static sd_status linear(sd_clip_model *m, int layer, const char *name, const sd_dtensor *x, sd_act act,
+/* A Linear layer <fmt>.weight / <fmt>.bias, fmt naming layer `layer`. */
+static sd_status linear(sd_clip_model *m, int layer, const char *fmt, const sd_dtensor *x, sd_act act,
                         sd_dtensor **out)
 {
+    char name[160];
     const sd_dtensor *w, *b;
-    sd_status s = sd_weights_getf(m->w, &w, "encoder.layers.%d.%s.weight", layer, name);
+    int k = snprintf(name, sizeof name, fmt, layer);
+    snprintf(name + k, sizeof name - (size_t)k, ".weight");
+    sd_status s = sd_weights_get(m->w, name, &w);
+    snprintf(name + k, sizeof name - (size_t)k, ".bias");
     if (!s)
-        s = sd_weights_getf(m->w, &b, "encoder.layers.%d.%s.bias", layer, name);
+        s = sd_weights_get(m->w, name, &b);
     return s ? s : sd_op_linear(m->cl, x, w, b, act, out);
 }
 
@@ -161,24 +171,53 @@ static sd_status layer_norm(sd_clip_model *m, const char *fmt, int layer, const 
 {
     char name[160];
     const sd_dtensor *g, *b;
-    snprintf(name, sizeof name, fmt, layer, "weight");
+    int k = snprintf(name, sizeof name, fmt, layer);
+    snprintf(name + k, sizeof name - (size_t)k, ".weight");
     sd_status s = sd_weights_get(m->w, name, &g);
-    snprintf(name, sizeof name, fmt, layer, "bias");
+    snprintf(name + k, sizeof name - (size_t)k, ".bias");
     if (!s)
         s = sd_weights_get(m->w, name, &b);
     return s ? s : sd_op_layer_norm(m->cl, x, CLIP_LN_EPS, g, b, out);
 }
 
+/* q, k, v of h: transformers' three projections, or open_clip's fused in_proj [3W, W] whose
+ * output is split in three. */
+static sd_status qkv(sd_clip_model *m, int layer, const sd_dtensor *h, sd_dtensor **q, sd_dtensor **k,
+                     sd_dtensor **v)
+{
+    if (!m->config.open_clip) {
+        sd_status s = linear(m, layer, "encoder.layers.%d.self_attn.q_proj", h, SD_ACT_NONE, q);
+        if (!s)
+            s = linear(m, layer, "encoder.layers.%d.self_attn.k_proj", h, SD_ACT_NONE, k);
+        return s ? s : linear(m, layer, "encoder.layers.%d.self_attn.v_proj", h, SD_ACT_NONE, v);
+    }
+    const sd_dtensor *w, *b;
+    sd_dtensor *all = NULL;
+    int64_t width = m->config.width;
+    sd_status s = sd_weights_getf(m->w, &w, "transformer.resblocks.%d.attn.in_proj_weight", layer);
+    if (!s)
+        s = sd_weights_getf(m->w, &b, "transformer.resblocks.%d.attn.in_proj_bias", layer);
+    if (!s)
+        s = sd_op_linear(m->cl, h, w, b, SD_ACT_NONE, &all);
+    if (!s)
+        s = sd_op_slice(m->cl, all, 2, 0, width, q);
+    if (!s)
+        s = sd_op_slice(m->cl, all, 2, width, width, k);
+    if (!s)
+        s = sd_op_slice(m->cl, all, 2, 2 * width, width, v);
+    sd_dtensor_free(all);
+    return s;
+}
+
 /* x += SelfAttention(LN1(x)); x += MLP(LN2(x)). Replaces *x. */
 static sd_status block(sd_clip_model *m, int layer, sd_dtensor **x)
 {
+    const clip_names *n = m->names;
     sd_dtensor *h = NULL, *q = NULL, *k = NULL, *v = NULL, *a = NULL, *o = NULL, *sum = NULL;
-    sd_status s = layer_norm(m, "encoder.layers.%d.layer_norm1.%s", layer, *x, &h);
-    if (!s) s = linear(m, layer, "self_attn.q_proj", h, SD_ACT_NONE, &q);
-    if (!s) s = linear(m, layer, "self_attn.k_proj", h, SD_ACT_NONE, &k);
-    if (!s) s = linear(m, layer, "self_attn.v_proj", h, SD_ACT_NONE, &v);
+    sd_status s = layer_norm(m, n->ln1, layer, *x, &h);
+    if (!s) s = qkv(m, layer, h, &q, &k, &v);
     if (!s) s = sd_op_attention(m->cl, q, k, v, m->config.heads, m->causal_mask, &a);
-    if (!s) s = linear(m, layer, "self_attn.out_proj", a, SD_ACT_NONE, &o);
+    if (!s) s = linear(m, layer, n->out_proj, a, SD_ACT_NONE, &o);
     if (!s) s = sd_op_binary(m->cl, SD_BINARY_ADD, *x, o, &sum);
     if (!s) {
         sd_dtensor_free(*x);
@@ -188,11 +227,11 @@ static sd_status block(sd_clip_model *m, int layer, sd_dtensor **x)
     sd_dtensor_free(h), h = NULL;
     sd_dtensor_free(a), a = NULL;
     sd_dtensor_free(o), o = NULL;
-    if (!s) s = layer_norm(m, "encoder.layers.%d.layer_norm2.%s", layer, *x, &h);
-    if (!s) s = linear(m, layer, "mlp.fc1", h, SD_ACT_NONE, &a);
-    if (!s) s = sd_op_unary(m->cl, SD_UNARY_QUICK_GELU, a, &o);
+    if (!s) s = layer_norm(m, n->ln2, layer, *x, &h);
+    if (!s) s = linear(m, layer, n->fc1, h, SD_ACT_NONE, &a);
+    if (!s) s = sd_op_unary(m->cl, m->config.gelu ? SD_UNARY_GELU : SD_UNARY_QUICK_GELU, a, &o);
     sd_dtensor_free(a), a = NULL;
-    if (!s) s = linear(m, layer, "mlp.fc2", o, SD_ACT_NONE, &a);
+    if (!s) s = linear(m, layer, n->fc2, o, SD_ACT_NONE, &a);
     if (!s) s = sd_op_binary(m->cl, SD_BINARY_ADD, *x, a, &sum);
     if (!s) {
         sd_dtensor_free(*x);
@@ -209,11 +248,7 @@ static sd_status block(sd_clip_model *m, int layer, sd_dtensor **x)
 
 static sd_status final_norm(sd_clip_model *m, const sd_dtensor *x, sd_dtensor **out)
 {
-    const sd_dtensor *g, *b;
-    sd_status s = sd_weights_get(m->w, "final_layer_norm.weight", &g);
-    if (!s)
-        s = sd_weights_get(m->w, "final_layer_norm.bias", &b);
-    return s ? s : sd_op_layer_norm(m->cl, x, CLIP_LN_EPS, g, b, out);
+    return layer_norm(m, m->names->final_norm, 0, x, out);
 }
 
 sd_status sd_clip_encode(sd_clip_model *m, const int32_t *tokens, int batch, int layer_index,
@@ -235,14 +270,66 @@ static int pooled_position(const int32_t *ids, int n)
     return best;
 }
 
+/* pooled [batch, sd_clip_pooled_width] = final_norm(last)[first end token] (@ text_projection):
+ * normed_last is the normed last layer when the caller already has it on the host, else NULL. */
+static sd_status pool(sd_clip_model *m, const int32_t *tokens, int batch, const sd_dtensor *last,
+                      const float *normed_last, float *pooled)
+{
+    const sd_clip_config *c = &m->config;
+    size_t width = (size_t)c->width, count = (size_t)batch * (size_t)c->positions * width;
+    sd_dtensor *normed = NULL;
+    float *all = NULL, *proj = NULL;
+    sd_status s = SD_OK;
+    if (!normed_last) {
+        if (!(all = malloc(count * sizeof *all)))
+            s = sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
+        if (!s)
+            s = final_norm(m, last, &normed);
+        if (!s)
+            s = sd_dtensor_download(normed, all);
+        normed_last = all;
+    }
+    const sd_st_tensor *t = c->projection ? sd_weights_info(m->w, "text_projection") : NULL;
+    if (!s && c->projection) {
+        if (!t || t->ndim != 2 || t->shape[0] != c->width || t->shape[1] != c->projection)
+            s = sd_set_error(m->cl->ctx, SD_ERR_INVALID, "%s: text_projection is missing or not [%d, %d]",
+                             sd_safetensors_path(m->st), c->width, c->projection);
+        else if (!(proj = malloc(width * (size_t)c->projection * sizeof *proj)))
+            s = sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
+        else
+            s = sd_safetensors_read_f32(m->cl->ctx, m->st, t, proj, width * (size_t)c->projection);
+    }
+    for (int b = 0; !s && b < batch; b++) {
+        int eos = pooled_position(tokens + (size_t)b * (size_t)c->positions, c->positions);
+        const float *row = normed_last + ((size_t)b * (size_t)c->positions + (size_t)eos) * width;
+        if (!proj) {
+            memcpy(pooled + (size_t)b * width, row, width * sizeof *pooled);
+            continue;
+        }
+        for (int j = 0; j < c->projection; j++) { /* row @ text_projection ([width, projection]) */
+            double acc = 0;
+            for (size_t k = 0; k < width; k++)
+                acc += (double)row[k] * proj[k * (size_t)c->projection + (size_t)j];
+            pooled[(size_t)b * (size_t)c->projection + (size_t)j] = (float)acc;
+        }
+    }
+    sd_dtensor_free(normed);
+    free(all);
+    free(proj);
+    return s;
+}
+
 sd_status sd_clip_encode_ex(sd_clip_model *m, const int32_t *tokens, int batch, int layer_index,
                             const float *extra, int n_extra, float *hidden, float *pooled)
 {
     const sd_clip_config *c = &m->config;
-    if (batch < 1 || layer_index >= 0 || -layer_index > c->layers)
+    if (batch < 1 || layer_index > 0 || -layer_index > c->layers)
         return sd_set_error(m->cl->ctx, SD_ERR_INVALID,
-                            "text encoder: layer %d out of range (-1 .. -%d), batch %d", layer_index,
+                            "text encoder: layer %d out of range (0 .. -%d), batch %d", layer_index,
                             c->layers, batch);
+    bool norm = c->norm_hidden || layer_index == 0; /* 0: ComfyUI's "last", always normed */
+    if (layer_index == 0)
+        layer_index = -1;
     if (c->heads < 1 || c->width % c->heads)
         return sd_set_error(m->cl->ctx, SD_ERR_INVALID, "text encoder: width %d not divisible by %d heads",
                             c->width, c->heads);
@@ -262,32 +349,15 @@ sd_status sd_clip_encode_ex(sd_clip_model *m, const int32_t *tokens, int batch, 
                 s = sd_dtensor_copy(selected, x);
         }
     }
-    /* ComfyUI applies the final LayerNorm to an intermediate layer's output as well. */
+    /* ComfyUI applies the final LayerNorm to an intermediate layer's output too in SD1
+     * (layer_norm_hidden_state), not in SDXL. */
+    const sd_dtensor *chosen = selected ? selected : x;
+    if (!s && norm && !(s = final_norm(m, chosen, &normed)))
+        chosen = normed;
     if (!s)
-        s = final_norm(m, selected ? selected : x, &normed);
-    if (!s)
-        s = sd_dtensor_download(normed, hidden);
-    if (!s && pooled) {
-        sd_dtensor_free(normed);
-        normed = NULL;
-        s = selected ? final_norm(m, x, &normed) : SD_OK;
-        float *all = NULL;
-        const float *src = hidden;
-        size_t count = (size_t)batch * (size_t)c->positions * (size_t)c->width;
-        if (!s && normed) {
-            if (!(all = malloc(count * sizeof *all)))
-                s = sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
-            else if (!(s = sd_dtensor_download(normed, all)))
-                src = all;
-        }
-        for (int b = 0; !s && b < batch; b++) {
-            int eos = pooled_position(tokens + (size_t)b * (size_t)c->positions, c->positions);
-            memcpy(pooled + (size_t)b * (size_t)c->width,
-                   src + ((size_t)b * (size_t)c->positions + (size_t)eos) * (size_t)c->width,
-                   (size_t)c->width * sizeof *pooled);
-        }
-        free(all);
-    }
+        s = sd_dtensor_download(chosen, hidden);
+    if (!s && pooled)
+        s = pool(m, tokens, batch, x, norm && !selected ? hidden : NULL, pooled);
     sd_dtensor_free(x);
     sd_dtensor_free(selected);
     sd_dtensor_free(normed);

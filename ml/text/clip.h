@@ -1,6 +1,7 @@
-/* The CLIP text transformer (transformers' CLIPTextModel as SD1 uses it: token + position
+/* The CLIP text transformer: transformers' CLIPTextModel as SD1 and SDXL use it (token + position
  * embeddings, pre-LayerNorm blocks with causal self-attention and quick-GELU MLP, final
- * LayerNorm), on the op library with lazily uploaded weights (ml/loading/weights.h). */
+ * LayerNorm) and the OpenCLIP text tower of SDXL in open_clip's layout (fused in_proj, GELU MLP,
+ * text_projection), on the op library with lazily uploaded weights (ml/loading/weights.h). */
 #ifndef SD_ML_CLIP_H
 #define SD_ML_CLIP_H
 
@@ -24,12 +25,20 @@ uint64_t sd_clip_model_serial(const sd_clip_model *m);
 
 /* Encodes `batch` windows of config->positions token ids each.
  * layer_index: which layer's output to return, counted from the end as ComfyUI's
- * CLIPSetLastLayer does: -1 = the last layer (followed by the final LayerNorm), -2 = the one
- * before (ComfyUI applies the final LayerNorm to it too — match ComfyUI exactly).
- * hidden: batch * positions * width floats. pooled (may be NULL): batch * width floats, the
- * final-LayerNorm output at each window's first end token (id 49407: what transformers' argmax
- * rule picks for vocabulary ids, and ComfyUI's rule; the highest id's position when a window has
- * no end token). */
+ * CLIPSetLastLayer does: -1 = the last layer, -2 = the one before. The final LayerNorm is applied
+ * to it when config->norm_hidden (SD1, as ComfyUI: to an intermediate layer too), never otherwise
+ * (SDXL); 0 is ComfyUI's "last" output, the last layer followed by the final LayerNorm in any
+ * family (what a CLIPSetLastLayer deeper than the encoder gives). hidden: batch * positions * width floats. pooled (may be NULL): batch *
+ * sd_clip_pooled_width floats, the final-LayerNorm output of the last layer at each window's first
+ * end token (id 49407: what transformers' argmax rule picks for vocabulary ids, and ComfyUI's
+ * rule; the highest id's position when a window has no end token), times text_projection
+ * ([width, projection]) when the model has one. */
+/* The width of the pooled output: config->projection, or the width without a projection. */
+static inline int sd_clip_pooled_width(const sd_clip_config *c)
+{
+    return c->projection ? c->projection : c->width;
+}
+
 sd_status sd_clip_encode(sd_clip_model *m, const int32_t *tokens, int batch, int layer_index,
                          float *hidden, float *pooled);
 

@@ -198,6 +198,7 @@ typedef struct builder {
     size_t n_groups, cap_groups;
     sd_prompt_tokens *out;
     bool nomem;
+    bool names_only; /* sd_prompt_embedding_names: only call the lookup */
 } builder;
 
 static void push_token(builder *b, sd_prompt_token t)
@@ -252,6 +253,8 @@ static sd_status tokenize_group(sd_context *ctx, const sd_clip_tokenizer *tok, b
 {
     int32_t *ids = NULL;
     size_t n = 0, cap = 0;
+    if (b->names_only)
+        return SD_OK;
     sd_status st = sd_clip_tokenize(ctx, tok, text, len, &ids, &n, &cap);
     for (size_t i = 0; !st && i < n; i++)
         push_token(b, (sd_prompt_token){SD_PROMPT_TOKEN, ids[i], -1, 0, weight});
@@ -320,8 +323,10 @@ static void embedding_piece(sd_context *ctx, builder *b, const char *word, size_
             }
         }
     }
-    if (count <= 0) {
-        sd_warn(ctx, "embedding:%.*s does not exist, ignoring", (int)(end - p), p);
+    if (b->names_only) {
+        /* only the look-ups were wanted */
+    } else if (count <= 0) {
+        sd_warn(ctx, "embedding:%s does not exist, ignoring", name);
     } else {
         int32_t e = embedding_index(b, name);
         for (int v = 0; e >= 0 && v < count; v++)
@@ -448,4 +453,22 @@ void sd_prompt_tokens_free(sd_prompt_tokens *tokens)
         free(tokens->embeddings[i]);
     free(tokens->embeddings);
     memset(tokens, 0, sizeof *tokens);
+}
+
+sd_status sd_prompt_embedding_names(sd_context *ctx, const char *text, sd_embedding_lookup_fn lookup, void *user)
+{
+    sd_prompt_tokens none = {0};
+    sd_prompt_segment *segs = NULL;
+    size_t n_segs = 0;
+    builder b = {.out = &none, .names_only = true};
+    sd_status st = sd_prompt_parse_weights(ctx, text, &segs, &n_segs);
+    for (size_t i = 0; !st && i < n_segs; i++)
+        st = tokenize_segment(ctx, NULL, &b, &segs[i], lookup, user);
+    sd_prompt_segments_free(segs, n_segs);
+    free(b.groups);
+    free(b.group_end);
+    sd_prompt_tokens_free(&none);
+    if (!st && b.nomem)
+        st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+    return st;
 }

@@ -10,7 +10,8 @@
  *   - Each weighted segment is split before " embedding:" / "\nembedding:"; each piece is
  *     tokenized as a whole ("word" below). With an embedding lookup, a piece starting with
  *     "embedding:NAME rest" yields NAME's vectors (commas stripped from the name if needed;
- *     unknown names are dropped with a warning) and "rest" is tokenized as text.
+ *     unknown names are dropped with the warning "embedding:NAME does not exist, ignoring") and
+ *     "rest" is tokenized as text.
  *   - Windows are 77 tokens: BOS, up to 75 tokens, EOS, padded with EOS. A word of 8 or more
  *     tokens is split across windows; a shorter word that does not fit starts a new window.
  *   - An empty prompt gives one window: BOS, EOS, EOS padding. */
@@ -61,5 +62,11 @@ typedef int (*sd_embedding_lookup_fn)(void *user, const char *name);
 sd_status sd_prompt_tokenize(sd_context *ctx, const sd_clip_tokenizer *tok, const char *text,
                              sd_embedding_lookup_fn lookup, void *user, sd_prompt_tokens *out);
 void sd_prompt_tokens_free(sd_prompt_tokens *tokens);
+
+/* Calls lookup with every name sd_prompt_tokenize may look up for text: each name as written
+ * after "embedding:" and, when it has commas around it, the name without them (the tokenizer
+ * asks for the second only when the first is unknown). Nothing is tokenized and nothing is
+ * warned: a node's files hook declares these before the prompt is encoded. SD_ERR_NOMEM. */
+sd_status sd_prompt_embedding_names(sd_context *ctx, const char *text, sd_embedding_lookup_fn lookup, void *user);
 
 #endif

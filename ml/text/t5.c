@@ -229,19 +229,30 @@ int sd_t5_bucket(int64_t distance, int buckets, int max_distance)
     return bucket + (int)(v < half - 1 ? v : half - 1);
 }
 
-/* Row `row` of the embedding table t (d_model floats): float dtypes through the safetensors
- * reader, ggml blocks dequantised row by row (a row is whole blocks when d_model is). */
+/* Row `row` of the embedding table t ([vocab, d_model]): float dtypes through the safetensors
+ * reader, ggml blocks read and dequantised row by row (a row is whole blocks when d_model is). */
 static sd_status read_row(sd_t5_model *m, const sd_st_tensor *t, int64_t row, float *dst)
 {
-    size_t d = (size_t)m->cfg.d_model, be, bb;
-    if (t->dtype != SD_ST_GGML)
-        return sd_safetensors_read_row_f32(m->cl->ctx, m->st, t, row, dst, d);
-    if (!sd_ggml_type_block((sd_ggml_type)t->ggml_type, &be, &bb) || d % be || row < 0 || row >= t->shape[0])
-        return sd_set_error(m->cl->ctx, SD_ERR_INVALID, "%s: tensor '%s': no row %lld of %zu values in %s blocks",
+    sd_context *ctx = m->cl->ctx;
+    size_t d = (size_t)m->cfg.d_model, be = 1, bb = 0;
+    bool blocks = t->dtype == SD_ST_GGML;
+    if (t->ndim != 2 || (uint64_t)t->shape[1] != d || row < 0 || row >= t->shape[0] ||
+        (blocks && (!sd_ggml_type_block((sd_ggml_type)t->ggml_type, &be, &bb) || d % be)))
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: tensor '%s': no row %lld of %zu values in a %s tensor of %d dimensions",
                             sd_safetensors_path(m->st), t->name, (long long)row, d,
-                            sd_ggml_type_name((sd_ggml_type)t->ggml_type));
-    sd_ggml_dequantize((sd_ggml_type)t->ggml_type, (const unsigned char *)t->data + (size_t)row * (d / be) * bb, dst, d);
-    return SD_OK;
+                            blocks ? sd_ggml_type_name((sd_ggml_type)t->ggml_type) : sd_st_dtype_name(t->dtype),
+                            t->ndim);
+    if (!blocks)
+        return sd_safetensors_read_f32_range(ctx, m->st, t, (size_t)row * d, d, dst);
+    size_t row_bytes = d / be * bb;
+    unsigned char *raw = malloc(row_bytes ? row_bytes : 1);
+    if (!raw)
+        return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory reading tensor '%s'", t->name);
+    sd_status st = sd_safetensors_read_raw_range(ctx, m->st, t, (size_t)row * row_bytes, row_bytes, raw);
+    if (!st)
+        sd_ggml_dequantize((sd_ggml_type)t->ggml_type, raw, dst, d);
+    free(raw);
+    return st;
 }
 
 /* Token embeddings gathered on the host, uploaded as [1, n, d_model]. */

@@ -57,6 +57,8 @@ inline float8 gelu_tanh8(float8 x)
 }
 inline float quick_gelu1(float x) { return x / (1.0f + exp(-1.702f * x)); }
 inline float8 quick_gelu8(float8 x) { return x / (1.0f + exp(-1.702f * x)); }
+inline float sigmoid1(float x) { return 1.0f / (1.0f + exp(-x)); }
+inline float8 sigmoid8(float8 x) { return 1.0f / (1.0f + exp(-x)); }
 
 #define UNARY_KERNEL(name, f1, f8)                                                              \
     kernel void name(global const float *x, global float *y, ulong n)                           \
@@ -75,6 +77,7 @@ UNARY_KERNEL(act_silu, silu1, silu8)
 UNARY_KERNEL(act_gelu_erf, gelu_erf1, gelu_erf8)
 UNARY_KERNEL(act_gelu_tanh, gelu_tanh1, gelu_tanh8)
 UNARY_KERNEL(act_quick_gelu, quick_gelu1, quick_gelu8)
+UNARY_KERNEL(act_sigmoid, sigmoid1, sigmoid8)
 
 /* y = x * mul + add (scale, invert). */
 kernel void affine(global const float *x, global float *y, ulong n, float mul, float add)
@@ -514,6 +517,75 @@ kernel void upsample_nearest(global const float *x, global float *y, uint h, uin
     global float *py = y + row * (ulong)ow;
     for (uint ox = 0; ox < ow; ox++)
         py[ox] = px[min((uint)floor((float)ox * sw), w - 1)];
+}
+
+/* conv2d_direct: work-item (x8, oy, b * O + o) computes outputs 8 x8 .. 8 x8 + 7 of row oy of
+ * channel o (float8 where the 8 inputs of a tap lie inside the row, one by one otherwise); taps
+ * outside the input are zero. Each output's taps are summed in the same order either way. */
+kernel void conv2d_direct(global const float *x, global const float *w, global const float *bias, global float *y,
+                          int has_bias, uint c, uint h, uint wd, uint o_n, uint cg, uint kh, uint kw, uint oh, uint ow,
+                          uint groups, int pad, int dil)
+{
+    uint ox0 = get_global_id(0) * 8, oy = get_global_id(1);
+    ulong bo = get_global_id(2);
+    uint o = (uint)(bo % o_n), b = (uint)(bo / o_n), g = o / (o_n / groups);
+    float8 acc = (float8)(has_bias ? bias[o] : 0.0f);
+    for (uint i = 0; i < cg; i++) {
+        global const float *xp = x + ((ulong)b * c + g * cg + i) * h * wd;
+        global const float *wp = w + ((ulong)o * cg + i) * kh * kw;
+        for (uint ky = 0; ky < kh; ky++) {
+            int iy = (int)oy - pad + (int)ky * dil;
+            if (iy < 0 || iy >= (int)h)
+                continue;
+            global const float *row = xp + (ulong)iy * wd;
+            for (uint kx = 0; kx < kw; kx++) {
+                int ix = (int)ox0 - pad + (int)kx * dil;
+                float wv = wp[ky * kw + kx];
+                if (ix >= 0 && ix + 8 <= (int)wd) {
+                    acc += wv * vload8(0, row + ix);
+                } else {
+                    float v[8];
+                    for (int j = 0; j < 8; j++)
+                        v[j] = ix + j >= 0 && ix + j < (int)wd ? row[ix + j] : 0.0f;
+                    acc += wv * vload8(0, v);
+                }
+            }
+        }
+    }
+    global float *d = y + (bo * oh + oy) * ow;
+    float r[8];
+    vstore8(acc, 0, r);
+    for (uint j = 0; j < 8 && ox0 + j < ow; j++)
+        d[ox0 + j] = r[j];
+}
+
+/* zero_insert: one work-item per output row (plane * oh + oy). */
+kernel void zero_insert(global const float *x, global float *y, uint h, uint w, uint oh, uint ow, uint stride,
+                        uint before)
+{
+    ulong row = get_global_id(0), plane = row / oh;
+    int oy = (int)(row % oh) - (int)before;
+    global float *d = y + row * ow;
+    bool on_row = oy >= 0 && oy % (int)stride == 0 && oy / (int)stride < (int)h;
+    global const float *s = x + (plane * h + (on_row ? oy / (int)stride : 0)) * (ulong)w;
+    for (uint j = 0; j < ow; j++) {
+        int ox = (int)j - (int)before;
+        d[j] = on_row && ox >= 0 && ox % (int)stride == 0 && ox / (int)stride < (int)w ? s[ox / (int)stride] : 0.0f;
+    }
+}
+
+/* max_pool2d 2x2 stride 2: one work-item per output row (plane * (h / 2) + oy). */
+kernel void max_pool2x2(global const float *x, global float *y, uint h, uint w)
+{
+    ulong row = get_global_id(0), plane = row / (h / 2), oy = row % (h / 2);
+    uint ow = w / 2;
+    global const float *r0 = x + (plane * h + 2 * oy) * (ulong)w, *r1 = r0 + w;
+    global float *d = y + row * ow;
+    for (uint j = 0; j < ow; j++) {
+        float a = r0[2 * j], b = r0[2 * j + 1], c = r1[2 * j], e = r1[2 * j + 1];
+        float m = fmax(fmax(a, b), fmax(c, e));
+        d[j] = isnan(a) || isnan(b) || isnan(c) || isnan(e) ? NAN : m;
+    }
 }
 
 kernel void upsample_nearest2x(global const float *x, global float *y, uint w)

@@ -157,6 +157,10 @@ kernel void pad_image(global const float *x, global float *y, uint in_h, uint in
             pd[k] = value;
         return;
     }
+    if (mode == 2) { /* reflect: the pad is smaller than the side */
+        iy = iy < 0 ? -iy : iy >= (int)in_h ? 2 * ((int)in_h - 1) - iy : iy;
+        ix = ix < 0 ? -ix : ix >= (int)in_w ? 2 * ((int)in_w - 1) - ix : ix;
+    }
     iy = clamp(iy, 0, (int)in_h - 1);
     ix = clamp(ix, 0, (int)in_w - 1);
     global const float *ps = x + ((b * in_h + iy) * in_w + ix) * c;

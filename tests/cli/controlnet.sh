@@ -2,7 +2,9 @@
 # graphs/controlnet-canny.xml end to end on tiny random files (a checkpoint and a ControlNet in
 # diffusers' layout): it writes a PNG, a re-run comes from the cache without opening the ControlNet,
 # a new strength samples again; a ComfyUI API-format ControlNet workflow imports and runs; an SDXL ControlNet and a checkpoint given as a ControlNet
-# fail with their exact message and exit code 3 and write nothing.
+# fail with their exact message and exit code 3 and write nothing. graphs/controlnet-scribble.xml
+# (ScribblePreprocessor + ImageInvert on examples/input/scribble.png) writes a PNG, and an
+# API-format workflow with comfyui_controlnet_aux's Scribble_XDoG_Preprocessor imports and runs.
 . "$(dirname "$0")/lib.bash"
 mkdir -p "$T/models/checkpoints" "$T/models/controlnet"
 "$MK" --preset tiny "$T/models/checkpoints/tiny.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
@@ -43,11 +45,36 @@ run 0 import comfy "$T/cn_api.json" -o "$T/cn_api.xml"
 run 0 run "$T/cn_api.xml" --models-dir "$T/models" --input-dir "$SRC/examples/input" --output-dir "$T/o" --cache "$T/cache.db"
 check "imported ComfyUI ControlNet workflow writes one PNG" test "$(cat "$T/out")" = "$T/o/comfy_cn_00001_.png"
 
+"$MK" --preset tiny --kind controlnet "$T/models/controlnet/scribble.safetensors" >/dev/null ||
+    { echo "FAIL: mkckpt scribble controlnet"; exit 1; }
+run 0 run "$SRC/graphs/controlnet-scribble.xml" "${common[@]}" --set controlnet=scribble.safetensors --set resolution=64
+check "controlnet-scribble writes one PNG" test "$(cat "$T/out")" = "$T/o/controlnet-scribble_00001_.png"
+check "controlnet-scribble: the preprocessor and the inversion ran" grep -q "hint (ImageInvert): done" "$T/err"
+sed -e 's/"Canny", "inputs": {"low_threshold": 0.3, "high_threshold": 0.7,/"Scribble_XDoG_Preprocessor", "inputs": {"threshold": 32, "resolution": 64,/' \
+    -e 's/comfy_cn/comfy_xdog/' "$T/cn_api.json" >"$T/xdog_api.json"
+run 0 import comfy "$T/xdog_api.json" -o "$T/xdog_api.xml"
+run 0 run "$T/xdog_api.xml" --models-dir "$T/models" --input-dir "$SRC/examples/input" --output-dir "$T/o" --cache "$T/cache.db"
+check "imported workflow with Scribble_XDoG_Preprocessor writes one PNG" test "$(cat "$T/out")" = "$T/o/comfy_xdog_00001_.png"
+
+# A preprocessor's network file of the wrong kind is refused before anything runs (exit 3).
+mkdir -p "$T/models/annotators"
+cp "$SRC/tests/data/goldens/lineart_tiny.safetensors" "$T/models/annotators/ControlNetHED.safetensors"
+cat >"$T/hed.xml" <<'XML'
+<workflow version="1">
+  <node id="load" type="LoadImage"><input name="image">shapes.png</input></node>
+  <node id="hed" type="HEDPreprocessor"><input name="image" from="load" output="IMAGE"/></node>
+  <node id="save" type="SaveImage"><input name="images" from="hed" output="IMAGE"/></node>
+</workflow>
+XML
 before=$(ls "$T/o" | wc -l)
+run 3 run "$T/hed.xml" --models-dir "$T/models" --input-dir "$SRC/examples/input" --output-dir "$T/o" --cache "$T/cache.db"
+check "a line art file is no HED network" grep -qx ".*hed.xml:3: node 'hed' input 'ckpt_name': $T/models/annotators/ControlNetHED.safetensors: not a HED network: tensor 'norm' is missing" "$T/err"
+check "nothing ran" bash -c '! grep -q "load (LoadImage): running" "$0"' "$T/err"
+
 run 3 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --set controlnet=xl.safetensors
-check "SDXL ControlNet names the family, before anything runs" grep -qx ".*controlnet-canny.xml:[0-9]*: node 'cnet' input 'control_net_name': $T/models/controlnet/xl.safetensors: SDXL ControlNet detected; sdflow supports SD1.x ControlNets" "$T/err"
+check "SDXL ControlNet names the family, before anything runs" grep -qx ".*controlnet-canny.xml:[0-9]*: node 'cnet' input 'control_net_name': parameter 'controlnet': $T/models/controlnet/xl.safetensors: SDXL ControlNet detected; sdflow supports SD1.x ControlNets" "$T/err"
 run 3 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --set controlnet="$T/models/checkpoints/tiny.safetensors" --allow-absolute-paths
-check "a checkpoint is no ControlNet" grep -qx ".*controlnet-canny.xml:[0-9]*: node 'cnet' input 'control_net_name': $T/models/checkpoints/tiny.safetensors: SD1.x file detected, not a ControlNet" "$T/err"
+check "a checkpoint is no ControlNet" grep -qx ".*controlnet-canny.xml:[0-9]*: node 'cnet' input 'control_net_name': parameter 'controlnet': $T/models/checkpoints/tiny.safetensors: SD1.x file detected, not a ControlNet" "$T/err"
 check "failed runs wrote nothing" test "$(ls "$T/o" | wc -l)" = "$before"
 
 [ $fails = 0 ] && echo "controlnet.sh: all passed"

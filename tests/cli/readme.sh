@@ -11,18 +11,25 @@ mkdir -p "$T/models/checkpoints" "$T/models/vae" "$T/input"
 cp "$SRC/examples/input/shapes.png" "$T/input/input.png"
 cp "$SRC/examples/input/shapes.png" "$T/input/"
 cp "$SRC/examples/input/shapes-inpaint.png" "$T/input/"
+cp "$SRC/examples/input/scribble.png" "$T/input/"
 "$MK" --preset tiny "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" >/dev/null || fail "sdflow_mkckpt"
 mkdir -p "$T/models/upscale_models"
 "$BUILD/sdflow_mkesrgan" --nf 8 --gc 4 --blocks 1 "$T/models/upscale_models/RealESRGAN_x4plus.safetensors" ||
     fail "sdflow_mkesrgan"
 mkdir -p "$T/models/controlnet"
-"$MK" --preset tiny --kind controlnet "$T/models/controlnet/control_v11p_sd15_canny_fp16.safetensors" >/dev/null ||
-    fail "sdflow_mkckpt --kind controlnet"
+for cn in canny scribble; do
+    "$MK" --preset tiny --kind controlnet "$T/models/controlnet/control_v11p_sd15_${cn}_fp16.safetensors" >/dev/null ||
+        fail "sdflow_mkckpt --kind controlnet"
+done
 mkdir -p "$T/models/loras"
 "$BUILD/sdflow_mklora" "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" \
     "$T/models/loras/lora.safetensors" || fail "sdflow_mklora"
 "$MK" --preset tiny --in-channels 9 "$T/models/checkpoints/sd-v1-5-inpainting.safetensors" >/dev/null ||
     fail "sdflow_mkckpt --in-channels 9"
+"$MK" --preset sdxl-tiny --dtype f16 "$T/models/checkpoints/sd_xl_base_1.0.safetensors" >/dev/null ||
+    fail "sdflow_mkckpt --preset sdxl-tiny"
+"$MK" --preset sdxl-refiner-tiny --dtype f16 "$T/models/checkpoints/sd_xl_refiner_1.0.safetensors" >/dev/null ||
+    fail "sdflow_mkckpt --preset sdxl-refiner-tiny"
 for g in "$SRC"/graphs/*.xml; do
     "$BIN" validate --models-dir "$T/models" --input-dir "$T/input" "$g" >"$T/out" 2>&1 ||
         { cat "$T/out"; fail "stock graph $g does not validate"; }

@@ -74,6 +74,17 @@ check "json cached event" grep -q '"event":"cached","nodes":2' "$T/err"
 run 0 run "$T/wf.xml" --help-params --set w=100
 check "params listed" grep -q "^  w       INT      default: 64  (set: 100)$" "$T/out"
 check "param doc" grep -q "latent width in pixels" "$T/out"
+# White space around a number is dropped on either side (a trailing space was refused while a
+# leading one was accepted); text keeps its own.
+run 0 run "$T/wf.xml" --help-params --set 'w=100 ' --set 'prefix= a '
+check "trailing space dropped" grep -q "^  w       INT      default: 64  (set: 100)$" "$T/out"
+check "text keeps its spaces" grep -q "^  prefix  STRING   default: copy  (set:  a )$" "$T/out"
+run 0 run "$T/wf.xml" --help-params --set "w=$(printf '\t96 \n')"
+check "leading space dropped" grep -q "^  w       INT      default: 64  (set: 96)$" "$T/out"
+run 0 run "$T/wf.xml" "${C[@]}" --output lat --set 'w= 128 '
+check "spaced number used" grep -qx "lat.LATENT = LATENT \[1, 4, 4, 16\]" "$T/out"
+run 3 run "$T/wf.xml" "${C[@]}" --output lat --set 'w= '
+check "only spaces is no number" grep -q "parameter 'w': ' ' is not an integer" "$T/err"
 
 # Failures: exit code and message, nothing written.
 before=$(ls "$T/o" | wc -l)
@@ -84,6 +95,9 @@ check "bad parameter value" grep -q "'abc' is not an integer" "$T/err"
 run 3 run "$T/wf.xml" "${C[@]}" --output lat --set w=8
 check "linked value out of range names the node" \
     grep -q "sdflow: error: node 'lat' (EmptyLatentImage): input 'width': 8 is out of range \[16, 16384\]" "$T/err"
+run 3 run "$T/wf.xml" "${C[@]}" --output lat --set w=100
+check "linked size not a multiple of 8 names the node" \
+    grep -q "sdflow: error: node 'lat' (EmptyLatentImage): width 100 is not a multiple of 8" "$T/err"
 run 3 run "$T/wf.xml" "${C[@]}" --output nope
 check "unknown output node" grep -q "no node 'nope' in the workflow" "$T/err"
 run 3 run "$T/wf.xml" "${C[@]}" --input-dir "$T/missing"

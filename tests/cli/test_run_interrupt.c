@@ -1,7 +1,8 @@
 /* `sdflow run` stopped by SIGINT or SIGTERM in the middle of a run: exit 130, every file left
  * in the output directory is a complete PNG, no temporary files, the cache verifies clean and
  * the next run resumes from it. The run is made slow with real work: a large noise image saved
- * by many SaveImage nodes. */
+ * by many SaveImage nodes. A SIGTERM just after the run, while the written files are listed,
+ * leaves no PNG unlisted. */
 #include "test.h"
 #include "core/png.h"
 #include <dirent.h>
@@ -170,9 +171,102 @@ static void test_sigterm(void)
     interrupted_run(SIGTERM, "sigterm");
 }
 
+/* Fills the pipe's buffer so that the next write to it blocks. */
+static void fill_pipe(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    char block[4096] = {0};
+    while (write(fd, block, sizeof block) > 0)
+        ;
+    fcntl(fd, F_SETFL, flags);
+}
+
+/* Whether the process sleeps writing to a pipe (false when /proc does not say). */
+static bool blocked_in_pipe_write(pid_t pid)
+{
+    char path[64], wchan[64] = "";
+    snprintf(path, sizeof path, "/proc/%d/wchan", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (!fgets(wchan, sizeof wchan, f))
+            wchan[0] = '\0';
+        fclose(f);
+    }
+    return strstr(wchan, "pipe_write") != NULL;
+}
+
+/* The run has written its PNG and is listing it on a stdout that does not take it yet (a full
+ * pipe) when SIGTERM comes: the PNG must be listed, not left behind by a process killed with 143. */
+static void test_sigterm_after_run(void)
+{
+    char *dir = test_path(test_scratch_dir(), "after");
+    mkdir(dir, 0777);
+    char *xml = test_path(dir, "one.xml"), *png = test_path(dir, "one.png"), *out = test_path(dir, "out");
+    char *want = test_path(out, "one_00001_.png");
+    sd_context *ctx;
+    sd_context_new(&ctx);
+    float px[3] = {0.5f, 0.25f, 1.0f};
+    sd_image img = {.width = 1, .height = 1, .channels = 3, .data = px};
+    CHECK_EQ_INT(sd_png_write(ctx, png, &img, NULL, 0, 1), SD_OK);
+    sd_context_free(ctx);
+    FILE *f = fopen(xml, "w");
+    fprintf(f, "<workflow version=\"1\">\n  <node id=\"load\" type=\"LoadImage\"><input name=\"image\">%s</input></node>\n"
+               "  <node id=\"save\" type=\"SaveImage\"><input name=\"images\" from=\"load\" output=\"IMAGE\"/>"
+               "<input name=\"filename_prefix\">one</input></node>\n</workflow>\n",
+            png);
+    fclose(f);
+    int fds[2];
+    if (pipe(fds) != 0)
+        abort();
+    fill_pipe(fds[1]);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        close(fds[0]);
+        close(fds[1]);
+        execl(bin(), bin(), "run", xml, "--output-dir", out, "--no-cache", "--quiet", "--allow-absolute-paths",
+              (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    /* Wait for the PNG, then for the write of its name to block (or a while, without /proc). */
+    for (int i = 0; i < 3000 && !test_file_exists(want); i++)
+        usleep(10000);
+    CHECK_MSG(test_file_exists(want), "no %s", want);
+    for (int i = 0; i < 100 && !blocked_in_pipe_write(pid); i++)
+        usleep(10000);
+    usleep(100000);
+    kill(pid, SIGTERM);
+    /* Drain the pipe: the filler, then what sdflow printed. */
+    size_t cap = 1 << 20, len = 0;
+    char *buf = malloc(cap + 1);
+    ssize_t n;
+    while (len < cap && (n = read(fds[0], buf + len, cap - len)) > 0)
+        len += (size_t)n;
+    buf[len] = '\0';
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    const char *text = buf; /* after the filler's zero bytes */
+    while (text < buf + len && !*text)
+        text++;
+    const char *listed = strstr(text, want);
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %d (signal %d)",
+              WIFEXITED(status) ? WEXITSTATUS(status) : -1, WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    CHECK_MSG(listed != NULL, "%s written but not listed", want);
+    free(buf);
+    free(want);
+    free(out);
+    free(png);
+    free(xml);
+    free(dir);
+}
+
 int main(void)
 {
     RUN(test_sigint);
     RUN(test_sigterm);
+    RUN(test_sigterm_after_run);
     return test_summary("test_run_interrupt");
 }

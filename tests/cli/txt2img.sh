@@ -5,7 +5,7 @@
 . "$(dirname "$0")/lib.bash"
 mkdir -p "$T/models/checkpoints" "$T/in"
 "$MK" --preset tiny "$T/models/checkpoints/tiny.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
-"$MK" --kind sdxl-stub "$T/models/checkpoints/xl.safetensors" >/dev/null || { echo "FAIL: mkckpt sdxl"; exit 1; }
+"$MK" --kind sd3-stub "$T/models/checkpoints/sd3.safetensors" >/dev/null || { echo "FAIL: mkckpt sd3"; exit 1; }
 cp "$SRC/examples/input/shapes.png" "$T/in/"
 base=(--models-dir "$T/models" --input-dir "$T/in" --output-dir "$T/o" --cache "$T/cache.db"
       --set checkpoint=tiny.safetensors --set steps=3)
@@ -38,18 +38,18 @@ check "a 72x64 image" bash -c 'head -c 24 "$0" | tail -c 8 | od -An -tx1 | tr -d
 
 before=$(ls "$T/o" | wc -l)
 run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set width=100
-check "width message" grep -qx "sdflow: error: node 'latent' (EmptyLatentImage): width 100 is not a multiple of 8" "$T/err"
+check "width message" grep -qx "$SRC/graphs/txt2img.xml:34: node 'latent' input 'width': parameter 'width': 100 is not a multiple of 8" "$T/err"
 run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set height=36
-check "height message" grep -qx "sdflow: error: node 'latent' (EmptyLatentImage): height 36 is not a multiple of 8" "$T/err"
+check "height message" grep -qx "$SRC/graphs/txt2img.xml:35: node 'latent' input 'height': parameter 'height': 36 is not a multiple of 8" "$T/err"
 run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set steps=0
 check "steps 0 message" grep -q "txt2img.xml:41: node 'sampler' input 'steps': parameter 'steps': 0 is out of range \[1, 10000\]" "$T/err"
 run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set sampler=eulr
-check "unknown sampler lists the valid ones" grep -q "'eulr' is not one of: euler euler_ancestral heun dpm_2 dpm_2_ancestral lms dpmpp_2s_ancestral dpmpp_sde dpmpp_2m dpmpp_2m_sde dpmpp_3m_sde ddpm lcm ddim uni_pc uni_pc_bh2$" "$T/err"
+check "unknown sampler lists the valid ones" grep -q "'eulr' is not one of: euler euler_cfg_pp euler_ancestral .* gradient_estimation_cfg_pp ddim uni_pc uni_pc_bh2$" "$T/err"
 run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set checkpoint=missing.safetensors
 check "missing checkpoint names the directories searched" \
     grep -q "checkpoints file 'missing.safetensors' not found (searched: $T/models/checkpoints)" "$T/err"
-run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set checkpoint=xl.safetensors
-check "SDXL names the family, before anything runs" grep -qx ".*txt2img.xml:[0-9]*: node 'ckpt' input 'ckpt_name': $T/models/checkpoints/xl.safetensors: SDXL checkpoint detected; sdflow supports SD1.x" "$T/err"
+run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set checkpoint=sd3.safetensors
+check "SD3 names the family, before anything runs" grep -qx ".*txt2img.xml:[0-9]*: node 'ckpt' input 'ckpt_name': parameter 'checkpoint': $T/models/checkpoints/sd3.safetensors: SD3 checkpoint detected; sdflow supports SD1.x, SDXL, SDXL refiner" "$T/err"
 check "failed runs wrote nothing" test "$(ls "$T/o" | wc -l)" = "$before"
 
 [ $fails = 0 ] && echo "txt2img.sh: all passed"

@@ -111,6 +111,19 @@ if [ $rc != 3 ] || ! grep -q "^valid.xml: ok$" out || ! grep -q "cycle.xml:3: cy
     echo "FAIL: several files (exit $rc)"; fails=$((fails + 1))
 fi
 
+# A workflow over the 16 MiB limit is named with its size (a 200 MB file said "16777217 bytes");
+# a stream whose size is unknown is only said to be over the limit.
+truncate -s 200M huge.xml
+"$BIN" validate huge.xml >out 2>err
+if [ $? != 4 ] || [ "$(cat err)" != "huge.xml: file is 209715200 bytes, more than the 16 MiB limit for workflows" ]; then
+    echo "FAIL: 200 MB file"; cat err; fails=$((fails + 1))
+fi
+rm huge.xml
+head -c 17M /dev/zero | "$BIN" validate /dev/stdin >out 2>err
+if [ $? != 4 ] || [ "$(cat err)" != "/dev/stdin: file is larger than the 16 MiB limit for workflows" ]; then
+    echo "FAIL: 17 MB stream"; cat err; fails=$((fails + 1))
+fi
+
 # Usage.
 "$BIN" validate >out 2>err
 if [ $? != 2 ] || ! grep -q "no workflow file given" err; then echo "FAIL: no file"; fails=$((fails + 1)); fi

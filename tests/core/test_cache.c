@@ -6,6 +6,8 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static char warnings[8192];
@@ -140,6 +142,22 @@ static void test_file_hash_memo(void)
     CHECK_EQ_INT(sd_hash_file(ctx, file, &h3), SD_OK);
     CHECK(memcmp(h1.b, h3.b, 32) != 0);
     CHECK_EQ_INT(count_rows(db, "SELECT count(*) FROM file_hashes"), 1);
+    /* The same size and modification time, other bytes (dd conv=notrunc, then touch -r): the
+     * change time tells, and the file is hashed again. */
+    struct stat before;
+    CHECK(stat(file, &before) == 0);
+    /* File times come from a coarse clock (a few ms): let it move past the last write's. */
+    nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    int fd = open(file, O_WRONLY);
+    CHECK(fd >= 0 && pwrite(fd, "S", 1, 0) == 1);
+    if (fd >= 0)
+        close(fd);
+    const struct timespec keep[2] = {before.st_atim, before.st_mtim};
+    CHECK(utimensat(AT_FDCWD, file, keep, 0) == 0);
+    sd_key h4, want;
+    CHECK_EQ_INT(sd_hash_file(ctx, file, &h4), SD_OK);
+    sd_hash_bytes("Second, longer content", 22, &want);
+    CHECK(memcmp(h4.b, want.b, 32) == 0);
     /* gc forgets the hashes of files that are gone. */
     int64_t evicted = -1;
     CHECK_EQ_INT(sd_cache_gc(ctx, 1 << 20, &evicted), SD_OK);
@@ -349,7 +367,7 @@ static void test_gc_lru_order(void)
     free(db);
 }
 
-/* SDFLOW_CACHE_MAX_SIZE bounds the payload after each store. */
+/* SDFLOW_CACHE_MAX_SIZE bounds the payload after each store; 0 is no limit. */
 static void test_budget_env(void)
 {
     char *db = fresh_db("budget");
@@ -390,6 +408,23 @@ static void test_budget_env(void)
         sd_cache_put(c, &k, "Test", 1, &v);
     }
     CHECK_EQ_INT(count_rows(db, "SELECT count(*) FROM entries"), 6);
+    sd_cache_stats stats;
+    CHECK_EQ_INT(sd_cache_stats_get(ctx, &stats), SD_OK);
+    CHECK_EQ_INT(stats.budget, (int64_t)8 << 30);
+    sd_context_free(ctx);
+    /* 0 is no limit: every store is kept, none is evicted. */
+    setenv("SDFLOW_CACHE_MAX_SIZE", "0", 1);
+    ctx = new_ctx(db);
+    c = sd_context_cache(ctx);
+    unsetenv("SDFLOW_CACHE_MAX_SIZE");
+    for (int i = 0; i < 6; i++) {
+        snprintf(name, sizeof name, "z%d", i);
+        sd_key k = key_of(name);
+        sd_cache_put(c, &k, "Test", 1, &v);
+    }
+    CHECK_EQ_INT(count_rows(db, "SELECT count(*) FROM entries"), 12);
+    CHECK_EQ_INT(sd_cache_stats_get(ctx, &stats), SD_OK);
+    CHECK_EQ_INT(stats.budget, 0);
     sd_value_unref(v);
     sd_context_free(ctx);
     free(db);

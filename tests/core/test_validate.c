@@ -4,6 +4,7 @@
 #include "test.h"
 #include "core/files.h"
 #include "core/graph.h"
+#include "core/node.h"
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -44,6 +45,29 @@ static const sd_node_desc user_desc = {
     .n_inputs = 4, .outputs = user_out, .n_outputs = 1,
 };
 
+/* A node type whose check hook reports what the node-check API hands it (core/node.h). */
+static const sd_input_desc hooked_in[] = {
+    {.name = "low", .type = SD_TYPE_INT, .flags = SD_IN_RANGED, .def = "1", .min = 0, .max = 100, .doc = "low"},
+    {.name = "high", .type = SD_TYPE_INT, .flags = SD_IN_RANGED, .def = "5", .min = 0, .max = 100, .doc = "high"},
+    {.name = "scale", .type = SD_TYPE_FLOAT, .flags = SD_IN_OPTIONAL, .doc = "scale"},
+};
+static const sd_output_desc hooked_out[] = {{.name = "INT", .type = SD_TYPE_INT, .doc = "value"}};
+
+static void hooked_check(sd_node_check *c)
+{
+    int64_t low, high;
+    double scale;
+    if (sd_check_int(c, "low", &low) && sd_check_int(c, "high", &high) && low > high)
+        sd_check_problem(c, "low", "%lld is above high %lld", (long long)low, (long long)high);
+    if (sd_check_float(c, "scale", &scale))
+        sd_check_problem(c, NULL, "scale %g", scale);
+}
+
+static const sd_node_desc hooked_desc = {
+    .name = "TestHooked", .version = 1, .category = "test", .doc = "checks", .inputs = hooked_in,
+    .n_inputs = 3, .outputs = hooked_out, .n_outputs = 1, .check = hooked_check,
+};
+
 /* Loads XML from memory and gives Test* nodes their test descriptors. */
 static sd_graph *load(const char *xml)
 {
@@ -55,6 +79,8 @@ static sd_graph *load(const char *xml)
             g->nodes[i].desc = &loader_desc;
         else if (!strcmp(g->nodes[i].type, "TestUser"))
             g->nodes[i].desc = &user_desc;
+        else if (!strcmp(g->nodes[i].type, "TestHooked"))
+            g->nodes[i].desc = &hooked_desc;
     }
     return g;
 }
@@ -336,6 +362,62 @@ static void test_valid_and_api_graphs(void)
     sd_graph_free(g);
 }
 
+/* The check hook sees parsed literal values (own, parameter, default; not links, not unset
+ * optional inputs) and reports at the input's line, naming the parameter a value came from. */
+static void test_check_hook(void)
+{
+    sd_graph *g = load("<workflow version=\"1\">\n"
+                       "  <param name=\"lo\" type=\"INT\" default=\"9\"/>\n"
+                       "  <node id=\"a\" type=\"TestHooked\">\n" /* 3 */
+                       "    <input name=\"low\" param=\"lo\"/>\n"
+                       "    <input name=\"scale\">0.5</input>\n"
+                       "  </node>\n"
+                       "  <node id=\"b\" type=\"TestHooked\">\n" /* 7 */
+                       "    <input name=\"low\">7</input>\n"
+                       "    <input name=\"high\" from=\"a\" output=\"INT\"/>\n"
+                       "  </node>\n"
+                       "  <node id=\"c\" type=\"TestHooked\"><input name=\"low\">6</input></node>\n"
+                       "</workflow>\n");
+    if (!g)
+        return;
+    CHECK_EQ_INT(sd_graph_validate(g), SD_ERR_INVALID);
+    const char *want[] = {
+        "t.xml:3: node 'a': scale 0.5",
+        "t.xml:4: node 'a' input 'low': parameter 'lo': 9 is above high 5",
+        "t.xml:11: node 'c' input 'low': 6 is above high 5",
+    };
+    check_diags(want, sizeof want / sizeof want[0]);
+    CHECK_EQ_INT(sd_graph_set_param(g, "lo", "5"), SD_OK);
+    CHECK_EQ_INT(sd_graph_validate(g), SD_ERR_INVALID);
+    CHECK_EQ_INT(sd_context_diag_count(ctx), 2);
+    sd_graph_free(g);
+}
+
+/* Text that XML cannot carry (here a control byte in a --set value or an API literal) would make
+ * the run fail when SaveImage writes the workflow into its PNG: refused by validation. */
+static void test_unwritable_text(void)
+{
+    sd_graph *g = load("<workflow version=\"1\">\n"
+                       "  <param name=\"p\" type=\"STRING\" default=\"ok\"/>\n"
+                       "  <node id=\"s\" type=\"PrimitiveString\"><input name=\"value\" param=\"p\"/></node>\n"
+                       "  <node id=\"t\" type=\"PrimitiveString\"><input name=\"value\">fine</input></node>\n"
+                       "</workflow>\n");
+    if (!g)
+        return;
+    CHECK_EQ_INT(sd_graph_validate(g), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_param(g, "p", "a\001b"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "t", "value", "bad \xff byte"), SD_OK);
+    CHECK_EQ_INT(sd_graph_validate(g), SD_ERR_INVALID);
+    const char *want[] = {
+        "t.xml: node 't' input 'value': text is not valid UTF-8 (byte 0xFF at offset 4), so the workflow could "
+        "not be saved or written into a PNG",
+        "t.xml:2: parameter 'p': text contains U+0001, which XML cannot carry, so the workflow could not be "
+        "saved or written into a PNG",
+    };
+    check_diags(want, 2);
+    sd_graph_free(g);
+}
+
 static void test_resolve_file(void)
 {
     char *path = NULL;
@@ -458,6 +540,8 @@ int main(void)
     RUN(test_cycles);
     RUN(test_long_chain);
     RUN(test_valid_and_api_graphs);
+    RUN(test_check_hook);
+    RUN(test_unwritable_text);
     RUN(test_resolve_file);
     sd_context_free(ctx);
     free(models1);

@@ -210,6 +210,24 @@ static void test_doctype_external_entity(void)
     free(secret);
 }
 
+/* docs/workflow-format.md: comments and CDATA sections are allowed, nothing else; a processing
+ * instruction anywhere is refused (the XML declaration is not one). */
+static void test_processing_instruction(void)
+{
+    sd_graph *g = NULL;
+    sd_status st = load("<?xml version=\"1.0\"?>\n<?xml-stylesheet href=\"x.xsl\"?>\n<workflow version=\"1\"/>", &g);
+    check_single_failure(st, SD_ERR_PARSE, g,
+                         "t.xml:2: processing instructions (<?xml-stylesheet ...?>) are not allowed in workflow files");
+    st = load("<workflow version=\"1\">\n  <node id=\"a\" type=\"PrimitiveInt\">\n    <?php echo 1; ?>\n"
+              "  </node>\n</workflow>\n",
+              &g);
+    check_single_failure(st, SD_ERR_PARSE, g,
+                         "t.xml:3: processing instructions (<?php ...?>) are not allowed in workflow files");
+    st = load("<workflow version=\"1\"/>\n<?after the root?>\n", &g);
+    check_single_failure(st, SD_ERR_PARSE, g,
+                         "t.xml:2: processing instructions (<?after ...?>) are not allowed in workflow files");
+}
+
 static void test_billion_laughs(void)
 {
     char xml[4096];
@@ -279,6 +297,13 @@ static void test_size_limit(void)
     CHECK_EQ_INT(st, SD_ERR_LIMIT);
     CHECK(g == NULL);
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "big.xml: file is 16777217 bytes");
+    /* A file far over the limit is named with its own size, not the bytes read before stopping. */
+    CHECK_EQ_INT(truncate(path, 200 << 20), 0);
+    st = sd_graph_load_xml(ctx, path, &g);
+    CHECK_EQ_INT(st, SD_ERR_LIMIT);
+    char *want = sd_strfmt("%s: file is 209715200 bytes, more than the 16 MiB limit for workflows", path);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), want);
+    free(want);
     /* One byte less is parsed. */
     big[n - 12] = '\0';
     strcat(big, "</workflow>");
@@ -708,6 +733,7 @@ int main(void)
     RUN(test_malformed);
     RUN(test_bad_declared_encoding);
     RUN(test_doctype_external_entity);
+    RUN(test_processing_instruction);
     RUN(test_billion_laughs);
     RUN(test_deep_nesting);
     RUN(test_size_limit);

@@ -7,7 +7,7 @@ names() {
     { grep -rhoE '\.name = "[A-Za-z0-9_]+"' nodes | sed -E 's/.*= "//;s/"$//'
       grep -rhoE 'SD_IN_[A-Z_]+\("[A-Za-z0-9_]+"' nodes | sed -E 's/.*\("//;s/"$//'
       grep -rhoE 'SD_OUT\("[A-Za-z0-9_]+"' nodes | sed -E 's/.*\("//;s/"$//'
-      awk '/static const char \*const [a-z_]*\[\] *= *\{/ { on = 1 } on { print } /\};/ { on = 0 }' nodes/*.c \
+      awk '/const char \*const [a-z_]*\[\] *= *\{/ { on = 1 } on { print } /\};/ { on = 0 }' nodes/*.c \
           | grep -oE '"[^"\\]+"' | tr -d '"'; } | LC_ALL=C sort -u
 }
 {

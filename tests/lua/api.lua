@@ -178,6 +178,19 @@ none, err, diags = g3:run()
 assert(none == nil and type(err) == "string" and #diags >= 1, tostring(err))
 assert(g:validate() == true)
 
+-- Custom-sampling types: SIGMAS values come back with their shape; the socket types are checked.
+local cs = ctx:graph()
+local ays = cs:add("AlignYourStepsScheduler", {model_type = "SDXL", steps = 10}, "ays")
+local split = cs:add("SplitSigmas", {sigmas = ays.SIGMAS, step = 3}, "split")
+local rs = assert(cs:run{outputs = {split}, cache = false})
+local low = rs:get(split, "low_sigmas")
+assert(low.type == "SIGMAS" and low.shape[1] == 8 and rs:get(split, "high_sigmas").shape[1] == 4)
+local adv = sdflow.describe("SamplerCustomAdvanced")
+assert(adv.inputs[1].type == "NOISE" and adv.inputs[2].type == "GUIDER" and adv.inputs[3].type == "SAMPLER")
+assert(adv.inputs[4].type == "SIGMAS" and adv.outputs[2].name == "denoised_output")
+raises_at(here() + 1, "cannot link SIGMAS output 'SIGMAS' of node 'ays' to SAMPLER input 'sampler' of node 'sca'",
+  function() cs:add("SamplerCustomAdvanced", {sampler = ays.SIGMAS}, "sca") end)
+
 -- __close frees; a closed graph (and its nodes) raise when used.
 local kept, kept_node
 do

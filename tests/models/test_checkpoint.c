@@ -23,13 +23,16 @@ static void check_same_config(const sd_checkpoint_config *a, const sd_checkpoint
     for (int l = 0; l < u->n_levels; l++) {
         CHECK_EQ_INT(u->channel_mult[l], v->channel_mult[l]);
         CHECK_EQ_INT(u->attention[l], v->attention[l]);
+        CHECK_EQ_INT(u->depth[l], v->depth[l]);
     }
+    CHECK_EQ_INT(u->middle_depth, v->middle_depth);
+    CHECK_EQ_INT(u->adm_channels, v->adm_channels);
     CHECK_EQ_INT(u->num_res_blocks, v->num_res_blocks);
-    CHECK_EQ_INT(u->transformer_depth, v->transformer_depth);
     CHECK_EQ_INT(u->context_dim, v->context_dim);
     CHECK_EQ_INT(u->time_embed_dim, v->time_embed_dim);
     CHECK_EQ_INT(u->linear_proj, v->linear_proj);
-    CHECK_EQ_INT(u->num_heads, 8);
+    CHECK_EQ_INT(u->num_heads, v->num_heads);
+    CHECK_EQ_INT(u->head_channels, v->head_channels);
     CHECK_EQ_INT(u->norm_groups, 32);
     CHECK_EQ_INT(a->has_clip, b->has_clip);
     if (a->has_clip) {
@@ -84,7 +87,7 @@ static sd_status roundtrip(const char *name, const sd_checkpoint_config *cfg, sd
 static void test_tiny_roundtrip(void)
 {
     sd_checkpoint_config cfg, got;
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     static const sd_st_dtype dtypes[3] = {SD_ST_F32, SD_ST_F16, SD_ST_BF16};
     for (int i = 0; i < 3; i++) {
         CHECK_EQ_INT(roundtrip("tiny.safetensors", &cfg, dtypes[i], &got), SD_OK);
@@ -95,14 +98,14 @@ static void test_tiny_roundtrip(void)
 static void test_variant_roundtrip(void)
 {
     sd_checkpoint_config cfg, got;
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     cfg.unet.in_channels = 9; /* inpainting */
-    cfg.unet.transformer_depth = 2;
     cfg.unet.num_res_blocks = 2;
     cfg.unet.n_levels = 2;
     cfg.unet.channel_mult[1] = 3;
     cfg.unet.attention[0] = false;
     cfg.unet.attention[1] = true;
+    sd_unet_config_set_depth(&cfg.unet, 2);
     cfg.unet.context_dim = cfg.clip.width = 128;
     cfg.clip.has_position_ids = false;
     cfg.has_vae = false;
@@ -114,7 +117,7 @@ static void test_variant_roundtrip(void)
 static void test_old_clip_prefix(void)
 {
     sd_checkpoint_config cfg, got;
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     cfg.clip_prefix = SD1_CLIP_PREFIX_OLD;
     cfg.has_vae = false;
     CHECK_EQ_INT(roundtrip("oldclip.safetensors", &cfg, SD_ST_F16, &got), SD_OK);
@@ -126,7 +129,7 @@ static void test_old_clip_prefix(void)
 static void test_weights_deterministic(void)
 {
     sd_checkpoint_config cfg;
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     cfg.has_unet = cfg.has_vae = false; /* the CLIP part is enough here */
     char *a = scratch("a.safetensors"), *b = scratch("b.safetensors"), *c = scratch("c.safetensors");
     CHECK_EQ_INT(sd_sd1_write_random(ctx, a, &cfg, SD_ST_F32, 7), SD_OK);
@@ -142,8 +145,12 @@ static void test_weights_deterministic(void)
                            *tc = sd_safetensors_find(fc, name);
         CHECK(ta && tb && tc && ta->nbytes == 256 * 64 * 4);
         if (ta && tb && tc) {
-            CHECK(memcmp(ta->data, tb->data, ta->nbytes) == 0);
-            CHECK(memcmp(ta->data, tc->data, ta->nbytes) != 0);
+            unsigned char *ra = malloc(ta->nbytes), *rb = malloc(ta->nbytes), *rc = malloc(ta->nbytes);
+            CHECK(sd_safetensors_read_raw(ctx, fa, ta, ra) == SD_OK && sd_safetensors_read_raw(ctx, fb, tb, rb) == SD_OK &&
+                  sd_safetensors_read_raw(ctx, fc, tc, rc) == SD_OK);
+            CHECK(memcmp(ra, rb, ta->nbytes) == 0);
+            CHECK(memcmp(ra, rc, ta->nbytes) != 0);
+            free(ra), free(rb), free(rc);
             float *w = malloc(ta->nbytes);
             CHECK_EQ_INT(sd_safetensors_read_f32(ctx, fa, ta, w, ta->numel), SD_OK);
             float lo = 0, hi = 0;
@@ -156,8 +163,9 @@ static void test_weights_deterministic(void)
         float one[64];
         CHECK(ln && sd_safetensors_read_f32(ctx, fa, ln, one, 64) == SD_OK && one[0] == 1.0f && one[63] == 1.0f);
         const sd_st_tensor *ids = sd_safetensors_find(fa, SD1_CLIP_PREFIX "embeddings.position_ids");
-        CHECK(ids && ids->dtype == SD_ST_I64 && ids->shape[1] == 77 &&
-              ((const unsigned char *)ids->data)[8 * 76] == 76);
+        unsigned char raw[8 * 77];
+        CHECK(ids && ids->dtype == SD_ST_I64 && ids->shape[1] == 77 && ids->nbytes == sizeof raw &&
+              sd_safetensors_read_raw(ctx, fa, ids, raw) == SD_OK && raw[8 * 76] == 76);
     }
     sd_safetensors_close(fa);
     sd_safetensors_close(fb);
@@ -168,7 +176,7 @@ static void test_weights_deterministic(void)
 static void test_sd15_layout(void)
 {
     sd_checkpoint_config cfg;
-    CHECK(sd_sd1_preset("sd15", &cfg));
+    CHECK(sd_checkpoint_preset("sd15", &cfg));
     sd_layout l = {0};
     CHECK_EQ_INT(sd_layout_unet(ctx, &cfg.unet, SD1_UNET_PREFIX, &l), SD_OK);
     CHECK_EQ_INT(l.n, 686);
@@ -213,7 +221,7 @@ static sd_status fill_zero(void *user, size_t index, void *dst, size_t nbytes)
 static char *write_altered(const char *file, const char *drop, const char *reshape, const char *retype)
 {
     sd_checkpoint_config cfg;
-    sd_sd1_preset("tiny", &cfg);
+    sd_checkpoint_preset("tiny", &cfg);
     sd_layout l = {0};
     sd_layout_unet(ctx, &cfg.unet, SD1_UNET_PREFIX, &l);
     sd_layout_clip(ctx, &cfg.clip, SD1_CLIP_PREFIX, &l);
@@ -299,11 +307,14 @@ static void test_other_families(void)
         sd_family family;
         const char *file, *msg;
     } cases[] = {
-        {SD_FAMILY_SDXL, "sdxl.safetensors", "SDXL checkpoint detected; sdflow supports SD1.x"},
-        {SD_FAMILY_SDXL_REFINER, "refiner.safetensors", "SDXL refiner checkpoint detected; sdflow supports SD1.x"},
-        {SD_FAMILY_SD2, "sd2.safetensors", "SD2.x checkpoint detected; sdflow supports SD1.x"},
-        {SD_FAMILY_SD3, "sd3.safetensors", "SD3 checkpoint detected; sdflow supports SD1.x"},
-        {SD_FAMILY_FLUX, "flux.safetensors", "FLUX checkpoint detected; sdflow supports SD1.x"},
+        /* SDXL stubs are detected and then read as SDXL: their 2-D stand-in tensors are refused */
+        {SD_FAMILY_SDXL, "sdxl.safetensors",
+         "tensor 'model.diffusion_model.input_blocks.0.0.weight' has 2 dimensions, expected 4"},
+        {SD_FAMILY_SDXL_REFINER, "refiner.safetensors",
+         "tensor 'model.diffusion_model.input_blocks.0.0.weight' has 2 dimensions, expected 4"},
+        {SD_FAMILY_SD2, "sd2.safetensors", "SD2.x checkpoint detected; sdflow supports SD1.x, SDXL, SDXL refiner"},
+        {SD_FAMILY_SD3, "sd3.safetensors", "SD3 checkpoint detected; sdflow supports SD1.x, SDXL, SDXL refiner"},
+        {SD_FAMILY_FLUX, "flux.safetensors", "FLUX checkpoint detected; sdflow supports SD1.x, SDXL, SDXL refiner"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *p = scratch(cases[i].file);
@@ -326,7 +337,7 @@ static void test_other_families(void)
 static void test_standalone_vae(void)
 {
     sd_checkpoint_config cfg, got;
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     cfg.has_unet = cfg.has_clip = false;
     cfg.vae_prefix = "";
     char *p = scratch("vae.safetensors");
@@ -349,7 +360,7 @@ static void test_standalone_vae(void)
     expect_inspect_error(p, "standalone VAE file detected, not a checkpoint; load it with VAELoader", false);
     free(p);
     /* The VAE inside a full checkpoint. */
-    sd_sd1_preset("tiny", &cfg);
+    sd_checkpoint_preset("tiny", &cfg);
     p = scratch("full.safetensors");
     CHECK_EQ_INT(sd_sd1_write_random(ctx, p, &cfg, SD_ST_F32, 3), SD_OK);
     f = NULL;
@@ -408,12 +419,13 @@ static void test_tool(void)
     CHECK_EQ_INT(run_tool(args, log), 0);
     CHECK_STR_CONTAINS(slurp(log), "family=SD1.x\n");
     CHECK_STR_CONTAINS(slurp(log), "unet.channel_mult=1,2\nunet.attention=1,0\n");
-    snprintf(args, sizeof args, "--kind sdxl-stub '%s'", xl);
+    snprintf(args, sizeof args, "--kind sd3-stub '%s'", xl);
     CHECK_EQ_INT(run_tool(args, log), 0);
     snprintf(args, sizeof args, "--inspect '%s'", xl);
     CHECK_EQ_INT(run_tool(args, log), 3);
     char want[1024];
-    snprintf(want, sizeof want, "sdflow_mkckpt: %s: SDXL checkpoint detected; sdflow supports SD1.x\n", xl);
+    snprintf(want, sizeof want, "sdflow_mkckpt: %s: SD3 checkpoint detected; sdflow supports SD1.x, SDXL, SDXL refiner\n",
+             xl);
     CHECK_STR_CONTAINS(slurp(log), want);
     CHECK_EQ_INT(run_tool("--dtype f8 x.safetensors", log), 2);
     CHECK_STR_EQ(slurp(log), "sdflow_mkckpt: bad or missing value for --dtype\n");

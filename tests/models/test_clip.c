@@ -20,7 +20,7 @@ static void encode_against_goldens(sd_dtype weight_dtype, double tol)
     CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
     sd_context_set_cache_path(ctx, NULL);
     sd_checkpoint_config cfg;
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     cfg.has_vae = false;
     char *path = test_path(test_scratch_dir(), "clip.safetensors");
     CHECK_EQ_INT(sd_sd1_write_random(ctx, path, &cfg, SD_ST_F32, 11), SD_OK);

@@ -37,7 +37,7 @@ static bool setup(void)
     sd_context *ctx = ops_cl()->ctx;
     sd_checkpoint_config cfg;
     char *path = test_path(test_scratch_dir(), "cn.safetensors");
-    bool ok = sd_sd1_preset("tiny", &cfg) && !sd_controlnet_write_random(ctx, path, &cfg.unet, false, SD_ST_F32, 11) &&
+    bool ok = sd_checkpoint_preset("tiny", &cfg) && !sd_controlnet_write_random(ctx, path, &cfg.unet, false, SD_ST_F32, 11) &&
               !sd_controlnet_open(ctx, path, SD_DTYPE_F32, &g_cn);
     free(path);
     g_img2 = image(2, 48, 40, 5);

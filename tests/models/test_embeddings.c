@@ -7,6 +7,7 @@
 #include "test.h"
 #include "support/ops_check.h"
 #include "ml/text/clip.h"
+#include "core/files.h"
 #include "ml/adapters/embeddings.h"
 #include "ml/families/sd1_layout.h"
 #include <math.h>
@@ -51,13 +52,31 @@ static void write_embedding(const char *file, const sd_st_entry *entries, size_t
     free(path);
 }
 
+/* An sd_embedding_find_fn searching the context's model directories as a node's look-up does:
+ * the first candidate name found (sd_embedding_candidates). */
+static char *g_found;
+static sd_status find_by_name(void *user, const char *name, const char **path)
+{
+    sd_context *ctx = user;
+    char *names[SD_EMBEDDING_CANDIDATES];
+    free(g_found);
+    g_found = NULL;
+    CHECK_EQ_INT(sd_embedding_candidates(ctx, name, names), SD_OK);
+    for (int i = 0; i < SD_EMBEDDING_CANDIDATES && !g_found; i++)
+        if (sd_resolve_file(ctx, "embeddings", names[i], &g_found) != SD_OK)
+            g_found = NULL;
+    sd_embedding_candidates_free(names);
+    *path = g_found;
+    return SD_OK;
+}
+
 /* Tokenizes text with a fresh set; ids for one window; returns the set's rows. */
 static int tokenize(const char *text, int32_t ids[77], float **rows, sd_prompt_tokens *toks, int width)
 {
     sd_context *ctx = ops_cl()->ctx;
     sd_embedding_set *set = NULL;
     int n_rows = -1;
-    CHECK_EQ_INT(sd_embedding_set_new(ctx, width, &set), SD_OK);
+    CHECK_EQ_INT(sd_embedding_set_new(ctx, width, find_by_name, ctx, &set), SD_OK);
     CHECK_EQ_INT(sd_prompt_tokenize(ctx, g_tok, text, sd_embedding_set_lookup, set, toks), SD_OK);
     CHECK_EQ_INT(toks->n_windows, 1);
     if (toks->n_windows == 1)
@@ -70,7 +89,7 @@ static void test_golden(void)
 {
     sd_context *ctx = ops_cl()->ctx;
     sd_checkpoint_config cfg;
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     cfg.has_vae = false;
     char *ck = test_path(test_scratch_dir(), "ck.safetensors");
     sd_safetensors *st = NULL;
@@ -150,7 +169,8 @@ static void test_missing(void)
     g_log[0] = '\0';
     CHECK_EQ_INT(tokenize("a embedding:nope of embedding:wide", ids, &rows, &toks, WIDTH), 0);
     CHECK(rows == NULL);
-    CHECK_STR_CONTAINS(g_log, "embedding:nope of does not exist, ignoring"); /* ComfyUI names the whole piece */
+    CHECK_STR_CONTAINS(g_log, "embedding:nope does not exist, ignoring"); /* the name, not the rest */
+    CHECK(strstr(g_log, "nope of") == NULL);
     CHECK_STR_CONTAINS(g_log, "embedding:wide cannot be used: ");
     CHECK_STR_CONTAINS(g_log, "wide.safetensors: embedding vectors are 768 wide; the text encoder's are 64 "
                               "(an embedding for another model family)");
@@ -176,6 +196,37 @@ static void test_missing(void)
     free(path);
 }
 
+/* Names with an extension (ComfyUI's own example is embedding:SDA768.pt) and the extensions
+ * searched: NAME, NAME.safetensors, NAME.pt, NAME.bin. A pickled .pt is refused in one line. */
+static void test_names(void)
+{
+    sd_st_entry e = {.name = "emb_params", .dtype = SD_ST_F32, .ndim = 2, .shape = {1, WIDTH}};
+    write_embedding("other.pt", &e, 1); /* safetensors content under a .pt name */
+    char *pickle = test_path(g_emb_dir, "SDA768.pt");
+    FILE *f = fopen(pickle, "wb");
+    CHECK(f != NULL);
+    if (f) {
+        static const unsigned char head[] = {0x80, 0x02, 0x63, 0x63, 0x6f, 0x6c, 0x6c, 0x65, 0x63, 0x74};
+        fwrite(head, 1, sizeof head, f);
+        fclose(f);
+    }
+    int32_t ids[77];
+    float *rows = NULL;
+    sd_prompt_tokens toks = {0};
+    g_log[0] = '\0';
+    CHECK_EQ_INT(tokenize("embedding:other embedding:other.pt embedding:SDA768.pt", ids, &rows, &toks, WIDTH), 2);
+    CHECK_EQ_INT(ids[1], 49408); /* "other" found as other.pt */
+    CHECK_EQ_INT(ids[2], 49409); /* "other.pt": the same file under its own name */
+    CHECK_EQ_INT(ids[3], 49407); /* SDA768.pt found, but a pickle: left out */
+    CHECK(rows && memcmp(rows, rows + WIDTH, WIDTH * sizeof *rows) == 0);
+    CHECK_STR_CONTAINS(g_log, "embedding:SDA768.pt cannot be used: ");
+    CHECK_STR_CONTAINS(g_log, "SDA768.pt: a PyTorch pickle checkpoint (raw pickle), not safetensors: pickle "
+                              "checkpoints are not supported yet; convert it to .safetensors\n");
+    free(rows);
+    sd_prompt_tokens_free(&toks);
+    free(pickle);
+}
+
 int main(void)
 {
     if (!ops_cl())
@@ -191,7 +242,9 @@ int main(void)
     RUN(test_golden);
     RUN(test_layouts);
     RUN(test_missing);
+    RUN(test_names);
     sd_clip_tokenizer_free(g_tok);
+    free(g_found);
     free(g_emb_dir);
     free(g_models);
     ops_cl_release();

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static sd_context *ctx;
 
@@ -76,7 +77,7 @@ static void test_golden(void)
     for (size_t i = 0; i < sd_gguf_count(g); i++) {
         const sd_gguf_tensor *t = sd_gguf_at(g, i);
         CHECK(sd_gguf_find(g, t->name) == t);
-        CHECK(((uintptr_t)t->data - (uintptr_t)sd_gguf_at(g, 0)->data) % 64 == 0);
+        CHECK(t->file_offset % 64 == 0);
         float *y = malloc(t->numel * sizeof *y);
         CHECK_EQ_INT(sd_gguf_read_f32(ctx, g, t, y, t->numel), SD_OK);
         CHECK(at + t->numel * 4 <= ref_len);
@@ -361,6 +362,16 @@ static void test_tensor_errors(void)
     expect_error(&b, SD_ERR_INVALID, "tensor 'a b': unknown GGUF type 99");
 }
 
+/* Opens path (expecting success) and returns its tensor view, or NULL. */
+static sd_safetensors *open_view(const char *path, sd_gguf **g)
+{
+    sd_safetensors *view = NULL;
+    CHECK_EQ_INT(sd_gguf_open(ctx, path, g), SD_OK);
+    if (*g)
+        CHECK_EQ_INT(sd_gguf_tensor_view(ctx, *g, &view), SD_OK);
+    return view;
+}
+
 /* A GGUF file seen through the safetensors view: family detection, shapes, F16 reads, and
  * quantised tensors refused by the float readers. */
 static void test_tensor_view(void)
@@ -372,10 +383,7 @@ static void test_tensor_view(void)
     data(&b, 96 + 16);
     char *path = write_buf("flux.gguf", b.b, b.n);
     sd_gguf *g = NULL;
-    sd_safetensors *view = NULL;
-    CHECK_EQ_INT(sd_gguf_open(ctx, path, &g), SD_OK);
-    if (g)
-        CHECK_EQ_INT(sd_gguf_tensor_view(ctx, g, &view), SD_OK);
+    sd_safetensors *view = open_view(path, &g);
     if (!view)
         goto done;
     CHECK_EQ_INT(sd_family_detect(view), SD_FAMILY_FLUX);
@@ -396,6 +404,92 @@ static void test_tensor_view(void)
 done:
     sd_safetensors_close(view);
     sd_gguf_close(g);
+    free(path);
+}
+
+/* A file truncated while open: the GGUF reader and its view (which outlives it) read with pread
+ * and report the change as an I/O error naming the file, where a mapping died with SIGBUS. */
+static void test_changed_while_open(void)
+{
+    buf b;
+    header(&b, 2, 0);
+    tinfo(&b, "a", SD_GGML_F16, 4, 2, 0);
+    tinfo(&b, "q", SD_GGML_Q8_0, 32, 1, 32);
+    data(&b, 32 + 34);
+    char *path = write_buf("changed.gguf", b.b, b.n);
+    sd_gguf *g = NULL;
+    sd_safetensors *view = open_view(path, &g);
+    if (!view)
+        goto done;
+    const sd_st_tensor *a = sd_safetensors_find(view, "a"), *q = sd_safetensors_find(view, "q");
+    unsigned char blocks[34], row[34];
+    float f[8];
+    CHECK(a && q && q->offset == sd_gguf_find(g, "q")->file_offset);
+    CHECK_EQ_INT(sd_safetensors_read_raw(ctx, view, q, blocks), SD_OK);
+    CHECK_EQ_INT(sd_safetensors_read_raw_range(ctx, view, q, 2, 32, row), SD_OK);
+    CHECK(memcmp(blocks + 2, row, 32) == 0 && blocks[2] == 0x3c);
+    CHECK_EQ_INT(sd_safetensors_read_raw_range(ctx, view, q, 2, 33, row), SD_ERR_INVALID);
+    size_t was = b.n;
+    CHECK(truncate(path, (off_t)(b.n - 20)) == 0);
+    char want[1024];
+    snprintf(want, sizeof want, "%s: changed since it was opened (now %zu bytes, was %zu)", path, was - 20, was);
+    CHECK_EQ_INT(sd_gguf_read_f32(ctx, g, sd_gguf_find(g, "a"), f, 8), SD_ERR_IO);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), want);
+    sd_gguf_close(g);
+    g = NULL;
+    CHECK_EQ_INT(sd_safetensors_read_f32(ctx, view, a, f, 8), SD_ERR_IO); /* the view outlives g */
+    CHECK_STR_EQ(sd_context_errmsg(ctx), want);
+    CHECK_EQ_INT(sd_safetensors_read_raw(ctx, view, q, blocks), SD_ERR_IO);
+done:
+    sd_safetensors_close(view);
+    sd_gguf_close(g);
+    free(path);
+}
+
+/* Metadata larger than the first read (1 MiB): the header is read again, twice as large, until
+ * it holds the metadata and tensor infos. */
+static void test_large_metadata(void)
+{
+    enum { BIG = 3 * 1024 * 1024 + 5 };
+    buf h, t;
+    header(&h, 1, 1);
+    str(&h, "big");
+    u32(&h, SD_GGUF_STRING);
+    u64(&h, BIG);
+    t.n = 0;
+    tinfo(&t, "w", SD_GGML_F16, 4, 2, 0);
+    size_t end = h.n + BIG + t.n;
+    while (end % 32)
+        t.b[t.n++] = 0, end++;
+    memset(t.b + t.n, 0x3c, 16);
+    t.n += 16;
+    char *big = malloc(BIG);
+    char *path = test_path(test_scratch_dir(), "big.gguf");
+    FILE *f = fopen(path, "wb");
+    CHECK(big && f);
+    if (!big || !f)
+        goto done;
+    memset(big, 'x', BIG);
+    big[BIG - 1] = 'y';
+    CHECK(fwrite(h.b, 1, h.n, f) == h.n && fwrite(big, 1, BIG, f) == BIG && fwrite(t.b, 1, t.n, f) == t.n);
+    fclose(f);
+    f = NULL;
+    sd_gguf *g = NULL;
+    CHECK_EQ_INT(sd_gguf_open(ctx, path, &g), SD_OK);
+    if (g) {
+        size_t len = 0;
+        const char *v = sd_gguf_kv_string(sd_gguf_find_kv(g, "big"), &len);
+        CHECK(v && len == BIG && v[0] == 'x' && v[BIG - 1] == 'y');
+        const sd_gguf_tensor *w = sd_gguf_find(g, "w");
+        float x[8];
+        CHECK(w && w->file_offset % 32 == 0 && w->file_offset == end);
+        CHECK_EQ_INT(w ? sd_gguf_read_f32(ctx, g, w, x, 8) : SD_ERR_INVALID, SD_OK);
+    }
+    sd_gguf_close(g);
+done:
+    if (f)
+        fclose(f);
+    free(big);
     free(path);
 }
 
@@ -429,6 +523,8 @@ int main(void)
     RUN(test_metadata_errors);
     RUN(test_tensor_errors);
     RUN(test_tensor_view);
+    RUN(test_changed_while_open);
+    RUN(test_large_metadata);
     RUN(test_every_truncation);
     sd_context_free(ctx);
     return test_summary("test_gguf");

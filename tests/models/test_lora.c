@@ -37,7 +37,7 @@ static bool setup(void)
     sd_context *ctx = ops_cl()->ctx;
     sd_context_set_log(ctx, collect, NULL);
     sd_checkpoint_config cfg;
-    if (!sd_sd1_preset("tiny", &cfg))
+    if (!sd_checkpoint_preset("tiny", &cfg))
         return false;
     cfg.has_vae = false;
     g_ckpt = test_path(test_scratch_dir(), "ck.safetensors");

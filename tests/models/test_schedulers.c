@@ -1,4 +1,5 @@
-/* Sigma schedules against ComfyUI's definitions (tests/data/goldens/sigmas.txt) and bad input.
+/* Sigma schedules against ComfyUI's definitions (tests/data/goldens/sigmas.txt, and
+ * sigmas_custom.txt for the custom-sampling scheduler nodes) and bad input.
  * Tolerance: relative 1e-6 per sigma (the goldens are float32; the largest deviation measured is
  * printed). */
 #include "test.h"
@@ -183,8 +184,8 @@ static void test_bad_input(void)
     CHECK_EQ_INT(sd_ksampler_sigmas(ctx, &ms, "normal", "euler", 0, 1.0, &out, &n), SD_ERR_INVALID);
     CHECK_STR_EQ(sd_context_errmsg(ctx), "steps is 0, must be at least 1");
     CHECK_EQ_INT(sd_ksampler_sigmas(ctx, &ms, "normal", "eulr", 20, 1.0, &out, &n), SD_ERR_NOT_FOUND);
-    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "unknown sampler 'eulr' (valid: euler, euler_ancestral, heun,");
-    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "ddpm, lcm, ddim, uni_pc, uni_pc_bh2)");
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "unknown sampler 'eulr' (valid: euler, euler_cfg_pp, euler_ancestral,");
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "gradient_estimation_cfg_pp, ddim, uni_pc, uni_pc_bh2)");
     CHECK_EQ_INT(sd_ksampler_sigmas(ctx, &ms, "nope", "euler", 20, 1.0, &out, &n), SD_ERR_NOT_FOUND);
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "unknown scheduler 'nope'");
     const double bad_denoise[] = {0.0, -0.5, 1.0001, NAN};
@@ -195,6 +196,112 @@ static void test_bad_input(void)
     CHECK_EQ_INT(sd_ksampler_sigmas(ctx, &ms, "normal", "euler", 10000, 0.001, &out, &n), SD_ERR_LIMIT);
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "need 10000000 steps");
     CHECK(out == NULL && n == 12345);
+    sd_context_free(ctx);
+}
+
+/* KarrasScheduler, ExponentialScheduler, PolyexponentialScheduler, SDTurboScheduler and
+ * AlignYourStepsScheduler against numpy's computation of ComfyUI's formulas. */
+static void test_custom_goldens(void)
+{
+    FILE *f = open_golden("sigmas_custom.txt");
+    if (!f)
+        return;
+    sd_context *ctx = NULL;
+    CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
+    sd_model_sampling ms;
+    sd_model_sampling_sd1(&ms);
+    static char line[8192];
+    float want[64];
+    int lines = 0;
+    worst_rel = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#')
+            continue;
+        char what[256];
+        snprintf(what, sizeof what, "%.*s", (int)strcspn(line, "\n"), line);
+        char *kind = strtok(line, " \n"), *type = NULL;
+        if (strcmp(kind, "ays") == 0)
+            type = strtok(NULL, " ");
+        int steps = atoi(strtok(NULL, " "));
+        double a = strtod(strtok(NULL, " "), NULL), b = 0, rho = 0;
+        if (strcmp(kind, "karras") == 0 || strcmp(kind, "polyexponential") == 0 || strcmp(kind, "exponential") == 0)
+            b = strtod(strtok(NULL, " "), NULL);
+        if (strcmp(kind, "karras") == 0 || strcmp(kind, "polyexponential") == 0)
+            rho = strtod(strtok(NULL, " "), NULL);
+        int count = atoi(strtok(NULL, " "));
+        CHECK(count >= 0 && count <= 64);
+        read_values(count, want);
+        float *got = NULL;
+        size_t n = 0;
+        sd_status st;
+        if (strcmp(kind, "karras") == 0)
+            st = sd_formula_sigmas(ctx, SD_SIGMAS_KARRAS, steps, b, a, rho, &got, &n);
+        else if (strcmp(kind, "polyexponential") == 0)
+            st = sd_formula_sigmas(ctx, SD_SIGMAS_POLYEXPONENTIAL, steps, b, a, rho, &got, &n);
+        else if (strcmp(kind, "exponential") == 0)
+            st = sd_formula_sigmas(ctx, SD_SIGMAS_EXPONENTIAL, steps, b, a, 0.0, &got, &n);
+        else if (strcmp(kind, "sd_turbo") == 0)
+            st = sd_sd_turbo_sigmas(ctx, &ms, steps, a, &got, &n);
+        else
+            st = sd_ays_sigmas(ctx, type, steps, a, &got, &n);
+        CHECK_MSG(st == SD_OK, "%s: %s", what, sd_context_errmsg(ctx));
+        if (st == SD_OK)
+            compare(what, got, n, want, count);
+        free(got);
+        lines++;
+    }
+    fclose(f);
+    CHECK_EQ_INT(lines, 106);
+    printf("sigmas_custom: %d schedules; worst relative deviation %.3g (%s)\n", lines, worst_rel, worst_what);
+    /* Bad input: one line each. */
+    float *out = NULL;
+    size_t n = 0;
+    CHECK_EQ_INT(sd_formula_sigmas(ctx, SD_SIGMAS_EXPONENTIAL, 5, 0.0, 14.6, 0.0, &out, &n), SD_ERR_INVALID);
+    CHECK_STR_EQ(sd_context_errmsg(ctx),
+                 "exponential schedule: sigma_max 14.6, sigma_min 0 and rho 0 give a sigma that is not finite");
+    /* rho 0: x^0 is 1 even for the NaN of inf * 0, as in torch: ones, then 0 */
+    CHECK_EQ_INT(sd_formula_sigmas(ctx, SD_SIGMAS_KARRAS, 3, 0.03, 14.6, 0.0, &out, &n), SD_OK);
+    CHECK(n == 4 && out[0] == 1.0f && out[2] == 1.0f && out[3] == 0.0f);
+    free(out);
+    out = NULL;
+    CHECK_EQ_INT(sd_formula_sigmas(ctx, SD_SIGMAS_POLYEXPONENTIAL, 0, 0.03, 14.6, 1.0, &out, &n), SD_ERR_INVALID);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), "polyexponential schedule: steps is 0, must be in 1..100000");
+    CHECK_EQ_INT(sd_sd_turbo_sigmas(ctx, &ms, 11, 1.0, &out, &n), SD_ERR_INVALID);
+    CHECK_EQ_INT(sd_ays_sigmas(ctx, "SD3", 10, 1.0, &out, &n), SD_ERR_NOT_FOUND);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), "unknown Align Your Steps model type 'SD3' (valid: SD1, SDXL, SVD)");
+    CHECK(out == NULL);
+    sd_context_free(ctx);
+}
+
+/* BasicScheduler: the scheduler's sigmas, the last steps + 1 of int(steps / denoise) for
+ * denoise < 1, none for denoise 0; the same as KSampler's where KSampler adjusts nothing. */
+static void test_basic_scheduler(void)
+{
+    sd_context *ctx = NULL;
+    CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
+    sd_model_sampling ms;
+    sd_model_sampling_sd1(&ms);
+    float *a = NULL, *b = NULL;
+    size_t na = 0, nb = 0;
+    const double denoises[] = {1.0, 0.6, 0.3};
+    for (size_t k = 0; k < sd_scheduler_count(); k++)
+        for (int d = 0; d < 3; d++) {
+            const char *name = sd_scheduler_name(k);
+            CHECK_EQ_INT(sd_basic_scheduler_sigmas(ctx, &ms, name, 7, denoises[d], &a, &na), SD_OK);
+            CHECK_EQ_INT(sd_ksampler_sigmas(ctx, &ms, name, "euler", 7, denoises[d], &b, &nb), SD_OK);
+            bool same = na == nb && memcmp(a, b, na * sizeof *a) == 0;
+            /* ddim_uniform's 7-step schedule has more than 8 sigmas: BasicScheduler keeps 8 */
+            CHECK_MSG(same == !(strcmp(name, "ddim_uniform") == 0 && d == 0), "%s denoise %g", name, denoises[d]);
+            free(a), free(b);
+        }
+    CHECK_EQ_INT(sd_basic_scheduler_sigmas(ctx, &ms, "ddim_uniform", 7, 1.0, &a, &na), SD_OK);
+    CHECK_EQ_INT(sd_scheduler_sigmas(ctx, &ms, "ddim_uniform", 7, &b, &nb), SD_OK);
+    CHECK(na == 8 && nb > 8 && memcmp(a, b + (nb - 8), 8 * sizeof *a) == 0);
+    free(a), free(b);
+    CHECK_EQ_INT(sd_basic_scheduler_sigmas(ctx, &ms, "karras", 20, 0.0, &a, &na), SD_OK);
+    CHECK_EQ_INT(na, 0);
+    free(a);
+    CHECK_EQ_INT(sd_basic_scheduler_sigmas(ctx, &ms, "karras", 20, 1.5, &a, &na), SD_ERR_INVALID);
     sd_context_free(ctx);
 }
 
@@ -225,6 +332,8 @@ int main(void)
     RUN(test_model_sampling);
     RUN(test_names);
     RUN(test_goldens);
+    RUN(test_custom_goldens);
+    RUN(test_basic_scheduler);
     RUN(test_bad_input);
     RUN(test_shapes);
     return test_summary("test_schedulers");

@@ -27,10 +27,10 @@ static bool setup(void)
 {
     sd_context *ctx = ops_cl()->ctx;
     sd_checkpoint_config cfg;
-    if (!sd_sd1_preset("tiny", &cfg))
+    if (!sd_checkpoint_preset("tiny", &cfg))
         return false;
     cfg.unet.num_res_blocks = 2;
-    cfg.unet.transformer_depth = 2;
+    sd_unet_config_set_depth(&cfg.unet, 2);
     cfg.has_clip = cfg.has_vae = false;
     g_path = test_path(test_scratch_dir(), "unet.safetensors");
     if (sd_sd1_write_random(ctx, g_path, &cfg, SD_ST_F32, 7) || sd_safetensors_open(ctx, g_path, &g_st) ||
@@ -128,7 +128,7 @@ static void forward_case(sd_dtype dtype, const sd_unet_control *control, const c
 static void test_forward_f32(void)
 {
     CHECK_EQ_INT(g_cfg.unet.num_heads, 8);
-    CHECK_EQ_INT(g_cfg.unet.transformer_depth, 2);
+    CHECK_EQ_INT(g_cfg.unet.middle_depth, 2);
     forward_case(SD_DTYPE_F32, NULL, "unet_eps.bin", F32_TOL);
 }
 

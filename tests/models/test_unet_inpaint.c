@@ -25,7 +25,7 @@ static void test_forward_9ch(void)
 {
     sd_context *ctx = ops_cl()->ctx;
     sd_checkpoint_config cfg, got;
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     cfg.unet.in_channels = 9;
     cfg.has_clip = cfg.has_vae = false;
     char *path = test_path(test_scratch_dir(), "unet9.safetensors");

@@ -18,7 +18,7 @@ static bool setup(fixture *f)
     CHECK_EQ_INT(sd_context_new(&f->ctx), SD_OK);
     sd_context_set_cache_path(f->ctx, NULL);
     sd_checkpoint_config cfg;
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     cfg.has_unet = cfg.has_clip = false;
     cfg.vae_prefix = "";
     char *path = test_path(test_scratch_dir(), "vae.safetensors");

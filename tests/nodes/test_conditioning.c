@@ -366,7 +366,7 @@ static bool setup(void)
     ckpt_path = test_path(dir, "tiny.safetensors");
     cn_path = test_path(dir, "tiny_controlnet.safetensors");
     image_path = test_path(test_source_dir(), "examples/input/shapes.png");
-    bool ok = sd_sd1_preset("tiny", &cfg) && !sd_sd1_write_random(g_ctx, ckpt_path, &cfg, SD_ST_F32, 42) &&
+    bool ok = sd_checkpoint_preset("tiny", &cfg) && !sd_sd1_write_random(g_ctx, ckpt_path, &cfg, SD_ST_F32, 42) &&
               !sd_controlnet_write_random(g_ctx, cn_path, &cfg.unet, false, SD_ST_F16, 11);
     if (!ok)
         fprintf(stderr, "setup: %s\n", sd_context_errmsg(g_ctx));

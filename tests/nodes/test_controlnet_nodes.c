@@ -43,7 +43,7 @@ static bool setup(void)
     xl_path = test_path(dir, "xl_controlnet.safetensors");
     cn32_path = test_path(dir, "tiny_controlnet_f32.safetensors");
     image_path = test_path(test_source_dir(), "examples/input/shapes.png");
-    bool ok = sd_sd1_preset("tiny", &cfg) && !sd_sd1_write_random(ctx, ckpt_path, &cfg, SD_ST_F32, 42) &&
+    bool ok = sd_checkpoint_preset("tiny", &cfg) && !sd_sd1_write_random(ctx, ckpt_path, &cfg, SD_ST_F32, 42) &&
               !sd_controlnet_write_random(ctx, cn_path, &cfg.unet, false, SD_ST_F16, 11) &&
               !sd_controlnet_write_random(ctx, cn32_path, &cfg.unet, false, SD_ST_F32, 11);
     sd_unet_config xl = cfg.unet;
@@ -296,7 +296,7 @@ static void test_other_family(void)
     sd_result *res = NULL;
     CHECK_EQ_INT(sd_graph_run(g, &o, &res), SD_ERR_INVALID);
     /* Found before anything runs, from the file's header (validation's check pass). */
-    char *want = sd_strfmt("node 'cnet' input 'control_net_name': %s: SDXL ControlNet detected; sdflow supports SD1.x "
+    char *want = sd_strfmt("node 'cnet' input 'control_net_name': parameter 'controlnet': %s: SDXL ControlNet detected; sdflow supports SD1.x "
                            "ControlNets", xl_path);
     CHECK_EQ_INT(sd_context_diag_count(ctx), 1);
     CHECK_STR_CONTAINS(sd_context_diag(ctx, 0), want);

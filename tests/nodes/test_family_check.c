@@ -30,7 +30,7 @@ static void setup(void)
     CHECK(mkdir(g_models, 0755) == 0 && mkdir(ckpts, 0755) == 0 && mkdir(vaes, 0755) == 0);
     sd_context *ctx = new_context();
     sd_checkpoint_config cfg;
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     char *p = test_path(ckpts, "tiny.safetensors");
     CHECK_EQ_INT(sd_sd1_write_random(ctx, p, &cfg, SD_ST_F32, 1), SD_OK);
     free(p);
@@ -39,8 +39,8 @@ static void setup(void)
     p = test_path(ckpts, "novae.safetensors");
     CHECK_EQ_INT(sd_sd1_write_random(ctx, p, &novae, SD_ST_F32, 1), SD_OK);
     free(p);
-    p = test_path(ckpts, "xl.safetensors");
-    CHECK_EQ_INT(sd_write_family_stub(ctx, p, SD_FAMILY_SDXL), SD_OK);
+    p = test_path(ckpts, "sd3.safetensors");
+    CHECK_EQ_INT(sd_write_family_stub(ctx, p, SD_FAMILY_SD3), SD_OK);
     free(p);
     for (int z = 4; z <= 16; z += 12) {
         sd_checkpoint_config v = cfg;
@@ -62,7 +62,7 @@ static void test_descriptors(void)
 {
     const sd_family_desc *sd1 = sd_family_get(SD_FAMILY_SD1), *xl = sd_family_get(SD_FAMILY_SDXL);
     const sd_family_desc *flux = sd_family_get(SD_FAMILY_FLUX);
-    CHECK(sd1->runnable && !xl->runnable && !flux->runnable);
+    CHECK(sd1->runnable && xl->runnable && !flux->runnable && sd1->lora && !xl->lora);
     CHECK(sd1->latent->channels == 4 && sd1->latent->scale == 0.18215f && sd1->latent->shift == 0.0f);
     CHECK(xl->latent->channels == 4 && xl->latent->scale == 0.13025f && xl->adm_dim == 2816);
     CHECK(sd_family_get(SD_FAMILY_SDXL_REFINER)->adm_dim == 2560);
@@ -84,7 +84,8 @@ static void test_descriptors(void)
     CHECK(sd_latent_format_find("Flux") == flux->latent);
     CHECK(sd_latent_format_find("SD15") == sd1->latent);
     char buf[128];
-    CHECK_STR_EQ(sd_family_runnable_list(buf, sizeof buf), "SD1.x");
+    CHECK_STR_EQ(sd_family_runnable_list(buf, sizeof buf), "SD1.x, SDXL, SDXL refiner");
+    CHECK_STR_EQ(sd_family_lora_list(buf, sizeof buf), "SD1.x");
     CHECK_STR_EQ(sd_latent_channels_families(buf, sizeof buf, 16), "SD3, FLUX");
     CHECK_STR_EQ(sd_latent_channels_families(buf, sizeof buf, 4), "SD1.x, SD2.x, SDXL, SDXL refiner");
     CHECK_STR_EQ(sd_latent_channels_families(buf, sizeof buf, 8), "");
@@ -159,6 +160,20 @@ static void test_checks(void)
     expect_problems(CKPT("tiny.safetensors") VAE("vae16.safetensors") CONDS EMPTY SAMPLER("e")
                     DECODE("ks", "v"), 1,
                     "node 'd' input 'samples': a 4-channel SD1.x latent cannot be decoded by a 16-channel VAE");
+    /* Through a guider: SamplerCustomAdvanced and SamplerCustom check the latent against the model. */
+    expect_problems(CKPT("tiny.safetensors") VAE("vae16.safetensors") CONDS IMAGE ENCODE("v")
+                    "<node id='g' type='CFGGuider'><input name='model' from='ck' output='MODEL'/>"
+                    "<input name='positive' from='p' output='CONDITIONING'/><input name='negative' from='p' output='CONDITIONING'/></node>"
+                    "<node id='n' type='RandomNoise'/><node id='s' type='KSamplerSelect'/>"
+                    "<node id='sg' type='KarrasScheduler'/>"
+                    "<node id='sca' type='SamplerCustomAdvanced'><input name='noise' from='n' output='NOISE'/>"
+                    "<input name='guider' from='g' output='GUIDER'/><input name='sampler' from='s' output='SAMPLER'/>"
+                    "<input name='sigmas' from='sg' output='SIGMAS'/><input name='latent_image' from='en' output='LATENT'/></node>"
+                    "<node id='sc' type='SamplerCustom'><input name='model' from='ck' output='MODEL'/>"
+                    "<input name='positive' from='p' output='CONDITIONING'/><input name='negative' from='p' output='CONDITIONING'/>"
+                    "<input name='sampler' from='s' output='SAMPLER'/><input name='sigmas' from='sg' output='SIGMAS'/>"
+                    "<input name='latent_image' from='en' output='LATENT'/></node>", 2,
+                    "input 'latent_image': a 16-channel latent cannot be sampled by the SD1.x model");
     /* Tags pass through nodes without a hook (LatentUpscaleBy). */
     expect_problems(CKPT("tiny.safetensors") VAE("vae16.safetensors") CONDS EMPTY SAMPLER("e")
                     "<node id='u' type='LatentUpscaleBy'><input name='samples' from='ks' output='LATENT'/></node>"
@@ -170,10 +185,47 @@ static void test_checks(void)
     expect_problems(CKPT("novae.safetensors") VAE("vae4.safetensors") CONDS EMPTY SAMPLER("e")
                     DECODE("ks", "v"), 0, NULL);
     /* Another family's checkpoint: named before anything runs. */
-    expect_problems(CKPT("xl.safetensors") CONDS EMPTY SAMPLER("e"), 1,
+    expect_problems(CKPT("sd3.safetensors") CONDS EMPTY SAMPLER("e"), 1,
                     "node 'ck' input 'ckpt_name': ");
-    expect_problems(CKPT("xl.safetensors") CONDS EMPTY SAMPLER("e"), 1,
-                    "xl.safetensors: SDXL checkpoint detected; sdflow supports SD1.x");
+    expect_problems(CKPT("sd3.safetensors") CONDS EMPTY SAMPLER("e"), 1,
+                    "sd3.safetensors: SD3 checkpoint detected; sdflow supports SD1.x, SDXL, SDXL refiner");
+}
+
+static sd_status fill_zero(void *user, size_t index, void *dst, size_t nbytes)
+{
+    (void)user;
+    (void)index;
+    memset(dst, 0, nbytes);
+    return SD_OK;
+}
+
+/* What no tag tells (a .latent file's channels) is still refused when the node runs, naming both. */
+static void test_run_time(void)
+{
+    sd_context *ctx = new_context();
+    char *in = test_path(test_scratch_dir(), "in");
+    CHECK(mkdir(in, 0755) == 0);
+    sd_context_set_dir(ctx, SD_DIR_INPUT, in);
+    char *latent = test_path(in, "flux.latent");
+    const sd_st_entry e[2] = {{.name = "latent_tensor", .dtype = SD_ST_F32, .ndim = 4, .shape = {1, 16, 8, 8}},
+                              {.name = "latent_format_version_0", .dtype = SD_ST_F32, .ndim = 1, .shape = {0}}};
+    CHECK_EQ_INT(sd_safetensors_write(ctx, latent, e, 2, NULL, fill_zero, NULL), SD_OK);
+    const char *xml = "<workflow version=\"1\">" CKPT("tiny.safetensors")
+                      "<node id='l' type='LoadLatent'><input name='latent'>flux.latent</input></node>"
+                      DECODE("l", "ck") "</workflow>";
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_load_xml_memory(ctx, xml, strlen(xml), "run.xml", &g), SD_OK);
+    const char *outputs[] = {"d"};
+    sd_run_options o = {.outputs = outputs, .n_outputs = 1, .no_cache = true};
+    sd_result *res = NULL;
+    CHECK_EQ_INT(g ? sd_graph_run(g, &o, &res) : SD_ERR_INVALID, SD_ERR_INVALID);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), "node 'd' (VAEDecode): input 'samples': a 16-channel latent cannot be "
+                                         "decoded by a 4-channel VAE");
+    sd_result_free(res);
+    sd_graph_free(g);
+    free(latent);
+    free(in);
+    sd_context_free(ctx);
 }
 
 int main(void)
@@ -182,6 +234,7 @@ int main(void)
     RUN(test_descriptors);
     RUN(test_detection);
     RUN(test_checks);
+    RUN(test_run_time);
     free(g_models);
     return test_summary("test_family_check");
 }

@@ -221,9 +221,18 @@ static void test_canny(void)
         free(ref);
     }
     sd_image_clear(&img);
-    /* low above high is refused, naming the node. */
+    /* low above high is refused: a validation problem for literals, the node's error for a
+     * linked value. */
     CHECK_EQ_INT(sd_graph_set_input(g, "N", "low_threshold", "0.9"), SD_OK);
     sd_result *res = NULL;
+    CHECK_EQ_INT(sd_graph_run(g, NULL, &res), SD_ERR_INVALID);
+    CHECK_EQ_INT(sd_context_diag_count(ctx), 1);
+    CHECK_STR_EQ(sd_context_diag(ctx, 0), "<api>: node 'N' input 'low_threshold': 0.9 is above high_threshold 0.5");
+    CHECK_EQ_INT(sd_result_file_count(res), 0);
+    sd_result_free(res);
+    CHECK_EQ_INT(sd_graph_add_node(g, "PrimitiveFloat", "low", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "low", "value", "0.9"), SD_OK);
+    CHECK_EQ_INT(sd_graph_connect(g, "low", "FLOAT", "N", "low_threshold"), SD_OK);
     CHECK_EQ_INT(sd_graph_run(g, NULL, &res), SD_ERR_INVALID);
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "node 'N' (Canny): low_threshold 0.9 is above high_threshold 0.5");
     CHECK_EQ_INT(sd_result_file_count(res), 0);

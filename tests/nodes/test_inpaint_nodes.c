@@ -52,12 +52,12 @@ static bool setup(void)
     out_dir = test_path(test_scratch_dir(), "out");
     CHECK_EQ_INT(sd_context_set_dir(ctx, SD_DIR_OUTPUT, out_dir), SD_OK);
     sd_checkpoint_config cfg;
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     cfg.has_unet = cfg.has_clip = false;
     cfg.vae_prefix = "";
     vae_path = test_path(test_scratch_dir(), "vae.safetensors");
     CHECK_EQ_INT(sd_sd1_write_random(ctx, vae_path, &cfg, SD_ST_F32, 5), SD_OK);
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     ckpt_path = test_path(test_scratch_dir(), "tiny.safetensors");
     CHECK_EQ_INT(sd_sd1_write_random(ctx, ckpt_path, &cfg, SD_ST_F32, 1), SD_OK);
     cfg.unet.in_channels = 9;
@@ -444,7 +444,7 @@ static void test_concat_reaches_unet(void)
 static void test_controlnet_kept(void)
 {
     sd_checkpoint_config cfg;
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     char *cn = test_path(test_scratch_dir(), "controlnet.safetensors");
     CHECK_EQ_INT(sd_controlnet_write_random(ctx, cn, &cfg.unet, false, SD_ST_F32, 4), SD_OK);
     sd_graph *g = base_graph();

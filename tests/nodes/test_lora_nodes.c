@@ -52,7 +52,7 @@ static void setup(void)
     char *emb = test_path(g_models, "embeddings");
     CHECK(mkdir(g_models, 0755) == 0 && mkdir(g_lora_dir, 0755) == 0 && mkdir(emb, 0755) == 0);
     sd_context *ctx = new_context(NULL);
-    CHECK(sd_sd1_preset("tiny", &g_cfg));
+    CHECK(sd_checkpoint_preset("tiny", &g_cfg));
     g_ckpt = test_path(test_scratch_dir(), "tiny.safetensors");
     CHECK_EQ_INT(sd_sd1_write_random(ctx, g_ckpt, &g_cfg, SD_ST_F32, 42), SD_OK);
     sd_context_free(ctx);

@@ -35,7 +35,7 @@ static bool setup(void)
     sd_context *ctx = NULL;
     CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
     sd_checkpoint_config cfg;
-    CHECK(sd_sd1_preset("tiny", &cfg));
+    CHECK(sd_checkpoint_preset("tiny", &cfg));
     cfg.has_unet = cfg.has_clip = false;
     cfg.vae_prefix = "";
     vae_path = test_path(test_scratch_dir(), "vae.safetensors");
@@ -175,6 +175,15 @@ static void test_tile_not_above_overlap(void)
     for (int i = 0; i < 2; i++) {
         float out[1];
         sd_graph *g = graph(ctx, types[i], 128, 128);
+        /* Literal values: a validation problem, before anything runs. */
+        CHECK_EQ_INT(run(ctx, g, "IMAGE", "image", out, 1, NULL), SD_ERR_INVALID);
+        CHECK_EQ_INT(sd_context_diag_count(ctx), 1);
+        CHECK_STR_EQ(sd_context_diag(ctx, 0),
+                     "<api>: node 'node' input 'tile_size': 128 is not larger than overlap 128: tiles would not advance");
+        /* A linked value: the node's error when it runs. */
+        CHECK_EQ_INT(sd_graph_add_node(g, "PrimitiveInt", "tile", NULL), SD_OK);
+        CHECK_EQ_INT(sd_graph_set_input(g, "tile", "value", "128"), SD_OK);
+        CHECK_EQ_INT(sd_graph_connect(g, "tile", "INT", "node", "tile_size"), SD_OK);
         CHECK_EQ_INT(run(ctx, g, "IMAGE", "image", out, 1, NULL), SD_ERR_INVALID);
         char want[160];
         snprintf(want, sizeof want,

@@ -222,8 +222,8 @@ static void test_unary(void)
     const int64_t shape[3] = {3, 13, 61}; /* 2379 values: full 64-runs plus a 11-value tail */
     size_t n = numel(3, shape);
     float *x = ops_random(n, -8.0f, 8.0f, 30), *ref = malloc(n * sizeof *ref);
-    static const char *const names[] = {"silu", "gelu", "gelu_tanh", "quick_gelu"};
-    for (int op = SD_UNARY_SILU; op <= SD_UNARY_QUICK_GELU; op++) {
+    static const char *const names[] = {"silu", "gelu", "gelu_tanh", "quick_gelu", "sigmoid"};
+    for (int op = SD_UNARY_SILU; op <= SD_UNARY_SIGMOID; op++) {
         ref_unary((sd_unary)op, x, n, ref);
         sd_dtensor *dx = ops_upload(x, 3, shape), *out = NULL;
         CHECK_EQ_INT(sd_op_unary(ops_cl(), (sd_unary)op, dx, &out), SD_OK);
@@ -395,6 +395,113 @@ static void test_upsample(void)
     }
 }
 
+/* conv2d_direct against a plain double loop: depthwise 3x3 and 5x5, dense dilated 3x3 with
+ * bias, a grouped 2-channel-per-group case; a shape that does not fit refused. */
+static void test_conv2d_direct(void)
+{
+    const int cases[4][6] = {/* C, O, K, groups, pad, dil */ {5, 5, 3, 5, 1, 1}, {4, 4, 5, 4, 2, 1},
+                             {3, 6, 3, 1, 5, 5}, {4, 6, 3, 2, 1, 1}};
+    for (int t = 0; t < 4; t++) {
+        int C = cases[t][0], O = cases[t][1], K = cases[t][2], G = cases[t][3], pad = cases[t][4], dil = cases[t][5];
+        int H = 9, W = 11, OH = H + 2 * pad - dil * (K - 1), OW = W + 2 * pad - dil * (K - 1), cg = C / G;
+        float *x = ops_random((size_t)(2 * C * H * W), -1, 1, 50 + t), *w = ops_random((size_t)(O * cg * K * K), -1, 1, 54 + t);
+        float *b = ops_random((size_t)O, -1, 1, 58 + t), *ref = malloc(sizeof *ref * (size_t)(2 * O * OH * OW));
+        for (int n = 0; n < 2; n++)
+            for (int o = 0; o < O; o++)
+                for (int yy = 0; yy < OH; yy++)
+                    for (int xx = 0; xx < OW; xx++) {
+                        double acc = t == 2 ? b[o] : 0.0;
+                        for (int i = 0; i < cg; i++)
+                            for (int ky = 0; ky < K; ky++)
+                                for (int kx = 0; kx < K; kx++) {
+                                    int iy = yy - pad + ky * dil, ix = xx - pad + kx * dil;
+                                    if (iy >= 0 && iy < H && ix >= 0 && ix < W)
+                                        acc += (double)w[((o * cg + i) * K + ky) * K + kx] *
+                                               x[((n * C + o / (O / G) * cg + i) * H + iy) * W + ix];
+                                }
+                        ref[((n * O + o) * OH + yy) * OW + xx] = (float)acc;
+                    }
+        sd_dtensor *dx = ops_upload(x, 4, SHAPE(2, C, H, W)), *dw = ops_upload(w, 4, SHAPE(O, cg, K, K));
+        sd_dtensor *db = ops_upload(b, 1, SHAPE(O)), *out = NULL;
+        CHECK_EQ_INT(sd_op_conv2d_direct(ops_cl(), dx, dw, t == 2 ? db : NULL, G, pad, dil, &out), SD_OK);
+        CHECK_MSG(ops_expect("conv2d_direct", out, 4, SHAPE(2, O, OH, OW), ref, 1e-5, 1e-5), "case %d", t);
+        if (t == 0) {
+            sd_dtensor *bad = NULL;
+            CHECK_EQ_INT(sd_op_conv2d_direct(ops_cl(), dx, dw, NULL, 5, 0, 9, &bad), SD_ERR_INVALID);
+            CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "conv2d_direct: [2, 5, 9, 11] f32 with weight [5, 1, 3, 3] f32");
+        }
+        sd_dtensor_free(out), sd_dtensor_free(dx), sd_dtensor_free(dw), sd_dtensor_free(db);
+        free(x), free(w), free(b), free(ref);
+    }
+}
+
+/* zero_insert against a plain loop: stride 2 with 1 / 2 zeros around (a transposed 3x3
+ * convolution's input), stride 3 without; out-of-range arguments refused. */
+static void test_zero_insert(void)
+{
+    const int params[2][3] = {{2, 1, 2}, {3, 0, 0}};
+    for (int s = 0; s < 2; s++) {
+        int st = params[s][0], b = params[s][1], a = params[s][2];
+        int64_t shape[4] = {1, 2, 3, 4}, oh = 2 * st + 1 + b + a, ow = 3 * st + 1 + b + a;
+        int64_t oshape[4] = {1, 2, oh, ow};
+        float *x = ops_random(24, -1, 1, 60 + s), *ref = calloc((size_t)(2 * oh * ow), sizeof *ref);
+        for (int c = 0; c < 2; c++)
+            for (int i = 0; i < 3; i++)
+                for (int j = 0; j < 4; j++)
+                    ref[(c * oh + b + i * st) * ow + b + j * st] = x[(c * 3 + i) * 4 + j];
+        sd_dtensor *dx = ops_upload(x, 4, shape), *out = NULL;
+        CHECK_EQ_INT(sd_op_zero_insert(ops_cl(), dx, st, b, a, &out), SD_OK);
+        CHECK(ops_expect("zero_insert", out, 4, oshape, ref, 0.0, 0.0));
+        if (s == 1) {
+            sd_dtensor *bad = NULL;
+            CHECK_EQ_INT(sd_op_zero_insert(ops_cl(), dx, 9, 0, 0, &bad), SD_ERR_INVALID);
+            CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "zero_insert: cannot spread [1, 2, 3, 4] f32 by 9");
+        }
+        sd_dtensor_free(out);
+        sd_dtensor_free(dx);
+        free(x);
+        free(ref);
+    }
+}
+
+/* max_pool2x2 against a plain loop: even and odd sizes (the last row / column dropped), a
+ * 2x2 plane, NaN propagated, too small refused. */
+static void test_max_pool(void)
+{
+    const int64_t shapes[3][4] = {{2, 3, 6, 8}, {1, 2, 5, 7}, {1, 1, 2, 2}};
+    for (int s = 0; s < 3; s++) {
+        int64_t p = shapes[s][0] * shapes[s][1], h = shapes[s][2], w = shapes[s][3];
+        int64_t oshape[4] = {shapes[s][0], shapes[s][1], h / 2, w / 2};
+        float *x = ops_random((size_t)(p * h * w), -1, 1, 70 + s), *ref = malloc(sizeof *ref * (size_t)(p * h * w));
+        if (s == 2)
+            x[3] = NAN;
+        for (int64_t i = 0; i < p * (h / 2) * (w / 2); i++) {
+            int64_t c = i / ((h / 2) * (w / 2)), oy = i / (w / 2) % (h / 2), ox = i % (w / 2);
+            const float *q = x + (c * h + 2 * oy) * w + 2 * ox;
+            float m = fmaxf(fmaxf(q[0], q[1]), fmaxf(q[w], q[w + 1]));
+            ref[i] = isnan(q[0]) || isnan(q[1]) || isnan(q[w]) || isnan(q[w + 1]) ? NAN : m;
+        }
+        sd_dtensor *dx = ops_upload(x, 4, shapes[s]), *out = NULL;
+        CHECK_EQ_INT(sd_op_max_pool2x2(ops_cl(), dx, &out), SD_OK);
+        float got[4] = {0};
+        if (s == 2 && out) {
+            CHECK_EQ_INT(sd_dtensor_download(out, got), SD_OK);
+            CHECK(isnan(got[0]));
+        } else {
+            CHECK(ops_expect("max_pool2x2", out, 4, oshape, ref, 0.0, 0.0));
+        }
+        sd_dtensor_free(out);
+        sd_dtensor_free(dx);
+        free(x);
+        free(ref);
+    }
+    float one[3] = {1, 2, 3};
+    sd_dtensor *dx = ops_upload(one, 2, SHAPE(1, 3)), *out = NULL;
+    CHECK_EQ_INT(sd_op_max_pool2x2(ops_cl(), dx, &out), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "max_pool2x2: [1, 3] f32 needs at least 2x2");
+    sd_dtensor_free(dx);
+}
+
 /* Sizes the UNet meets on odd latents (3 -> 5, 5 -> 9, 4 -> 7), shrinking, identity and 2x. */
 static void test_upsample_to_size(void)
 {
@@ -505,6 +612,9 @@ int main(void)
     RUN(test_scale_clamp);
     RUN(test_concat_slice);
     RUN(test_upsample);
+    RUN(test_max_pool);
+    RUN(test_zero_insert);
+    RUN(test_conv2d_direct);
     RUN(test_upsample_to_size);
     RUN(test_timestep_embedding);
     RUN(test_weight_add);

@@ -111,7 +111,7 @@ static void test_crop_pad(void)
     CHECK_EQ_INT(sd_op_crop(ops_cl(), dx, 8, 0, 4, 13, &out), SD_ERR_INVALID);
     CHECK(out == NULL);
     CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "crop: 13x4 at (0, 8) is outside [2, 11, 13, 3] f32");
-    for (int mode = SD_PAD_CONSTANT; mode <= SD_PAD_EDGE; mode++) {
+    for (int mode = SD_PAD_CONSTANT; mode <= SD_PAD_REFLECT; mode++) {
         int64_t psh[4] = {2, 11 + 3 + 0, 13 + 5 + 2, 3};
         ref_pad(x, 2, 11, 13, 3, 3, 0, 5, 2, (sd_pad_mode)mode, 0.5f, ref);
         CHECK_EQ_INT(sd_op_pad(ops_cl(), dx, 3, 0, 5, 2, (sd_pad_mode)mode, 0.5f, &out), SD_OK);
@@ -129,6 +129,7 @@ static void test_crop_pad(void)
     sd_dtensor_free(t);
     CHECK_EQ_INT(sd_op_pad(ops_cl(), dx, -1, 0, 0, 0, SD_PAD_CONSTANT, 0.0f, &out), SD_ERR_INVALID);
     CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "pad: cannot pad [2, 11, 13, 3] f32 by -1/0/0/0");
+    CHECK_EQ_INT(sd_op_pad(ops_cl(), dx, 0, 0, 13, 0, SD_PAD_REFLECT, 0.0f, &out), SD_ERR_INVALID);
     sd_dtensor_free(dx);
     free(x);
     free(ref);

@@ -15,8 +15,10 @@ static void test_every_block_type(void)
     char *path = test_golden_path("gguf_blocks.gguf");
     sd_gguf *g = NULL;
     CHECK_EQ_INT(sd_gguf_open(ctx, path, &g), SD_OK);
+    sd_safetensors *view = NULL; /* the raw blocks, read as weights.c reads them */
+    CHECK_EQ_INT(g ? sd_gguf_tensor_view(ctx, g, &view) : SD_ERR_INVALID, SD_OK);
     int types = 0;
-    for (size_t i = 0; g && i < sd_gguf_count(g); i++) {
+    for (size_t i = 0; view && i < sd_gguf_count(g); i++) {
         const sd_gguf_tensor *t = sd_gguf_at(g, i);
         size_t be, bb;
         sd_ggml_type_block(t->type, &be, &bb);
@@ -24,12 +26,16 @@ static void test_every_block_type(void)
             continue; /* F32, F16, BF16: not block types */
         types |= 1 << t->type;
         float *ref = malloc(t->numel * sizeof *ref), *ref16 = malloc(t->numel * sizeof *ref16);
+        unsigned char *blocks = malloc(t->nbytes);
+        const sd_st_tensor *vt = sd_safetensors_find(view, t->name);
         CHECK_EQ_INT(sd_gguf_read_f32(ctx, g, t, ref, t->numel), SD_OK);
+        CHECK(vt && vt->dtype == SD_ST_GGML && vt->ggml_type == (int)t->type &&
+              sd_safetensors_read_raw(ctx, view, vt, blocks) == SD_OK);
         for (size_t k = 0; k < t->numel; k++)
             ref16[k] = sd_half_to_float(sd_float_to_half(ref[k]));
         for (int f16 = 0; f16 < 2; f16++) {
             sd_dtensor *out = NULL;
-            CHECK_EQ_INT(sd_op_dequantize(ops_cl(), (sd_qtype)t->type, t->data, t->nbytes,
+            CHECK_EQ_INT(sd_op_dequantize(ops_cl(), (sd_qtype)t->type, blocks, t->nbytes,
                                           f16 ? SD_DTYPE_F16 : SD_DTYPE_F32, t->ndim, t->shape, &out),
                          SD_OK);
             if (!out)
@@ -44,8 +50,10 @@ static void test_every_block_type(void)
         }
         free(ref);
         free(ref16);
+        free(blocks);
     }
     CHECK_EQ_INT(types, (1 << 2) | (1 << 3) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 12) | (1 << 13) | (1 << 14));
+    sd_safetensors_close(view);
     sd_gguf_close(g);
     free(path);
 }

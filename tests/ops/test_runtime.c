@@ -7,7 +7,11 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char scale_src[] =
@@ -46,10 +50,10 @@ static void test_device_selection(void)
     sd_context *ctx = new_ctx();
     CHECK_EQ_INT(sd_context_set_device(ctx, "no-such-device-xyz"), SD_OK);
     sd_cl *cl = NULL;
-    CHECK_EQ_INT(sd_cl_get(ctx, &cl), SD_ERR_NOT_FOUND);
+    CHECK_EQ_INT(sd_cl_get(ctx, &cl), SD_ERR_CL); /* a device error: exit 4 in the CLI */
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "no OpenCL device matches 'no-such-device-xyz'");
     CHECK_EQ_INT(sd_context_set_device(ctx, "99"), SD_OK);
-    CHECK_EQ_INT(sd_cl_get(ctx, &cl), SD_ERR_NOT_FOUND);
+    CHECK_EQ_INT(sd_cl_get(ctx, &cl), SD_ERR_CL);
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "no OpenCL device matches '99'");
     CHECK_EQ_INT(sd_context_set_device(ctx, "0"), SD_OK);
     CHECK_EQ_INT(sd_cl_get(ctx, &cl), SD_OK);
@@ -344,6 +348,32 @@ static void test_binary_cache_across_processes(void)
     CHECK_EQ_INT(system(cmd), 0);
     CHECK_EQ_INT(run_child(tag), 1 + 100);
     CHECK_EQ_INT(run_child(tag), 10);
+    /* Temporary binaries a killed writer left: removed when old and unlocked; kept while a
+     * process holds the writer's lock, while young, or when not named as one. */
+    static const char *const temps[] = {"a.bin.tmp.4242", "b.bin.tmp.4243", "c.bin.tmp.4244", "d.bin.tmp.x"};
+    int held = -1;
+    for (int i = 0; i < 4; i++) {
+        char *p = test_path(dir, temps[i]);
+        int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        CHECK(fd >= 0);
+        if (i != 2) {
+            const struct timespec old[2] = {{time(NULL) - 3600, 0}, {time(NULL) - 3600, 0}};
+            CHECK(futimens(fd, old) == 0);
+        }
+        if (i == 1 && flock(fd, LOCK_EX) == 0)
+            held = fd; /* a live writer */
+        else
+            close(fd);
+        free(p);
+    }
+    CHECK(held >= 0);
+    CHECK_EQ_INT(run_child(tag), 10);
+    for (int i = 0; i < 4; i++) {
+        char *p = test_path(dir, temps[i]);
+        CHECK_MSG(test_file_exists(p) == (i != 0), "%s %s", temps[i], i ? "was removed" : "was left");
+        free(p);
+    }
+    close(held);
     /* An unusable cache directory disables the cache with a warning; building still works. */
     char *file = test_path(test_scratch_dir(), "not-a-dir");
     FILE *f = fopen(file, "w");

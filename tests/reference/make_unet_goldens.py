@@ -2,7 +2,7 @@
 """Writes the UNet goldens under tests/data/goldens/ from diffusers' UNet2DConditionModel.
 
 The checkpoint is written by the project's own tool with the architecture below (the C test
-writes the identical file with sd_sd1_preset("tiny") + the same overrides + sd_sd1_write_random),
+writes the identical file with sd_checkpoint_preset("tiny") + the same overrides + sd_sd1_write_random),
 its LDM keys are converted with diffusers' convert_ldm_unet_checkpoint (the code diffusers uses
 to load single-file SD1 checkpoints), and one forward runs in float32 on a fixed latent, two
 timesteps and a context (batch 2, as classifier-free guidance runs it). A second forward adds

@@ -48,3 +48,14 @@ double test_psnr(const float *a, const float *b, size_t n, double range)
     double mse = se / (double)(n ? n : 1);
     return mse > 0 ? 10.0 * log10(range * range / mse) : INFINITY;
 }
+
+float *test_read_sdg1(const char *name, int ndim, size_t n)
+{
+    size_t header = 8 + 4 * (size_t)ndim;
+    unsigned char *raw = test_read_golden(name, header + n * sizeof(float));
+    float *out = raw ? malloc(n * sizeof *out) : NULL;
+    if (out)
+        memcpy(out, raw + header, n * sizeof *out);
+    free(raw);
+    return out;
+}

@@ -8,6 +8,9 @@ char *test_golden_path(const char *name);
 /* The whole golden file `name`, which must be exactly `bytes` long (a failed check otherwise);
  * malloc'd, or NULL when it could not be read. */
 void *test_read_golden(const char *name, size_t bytes);
+/* The body of an SDG1 golden (tests/reference/make_unet_goldens.py: magic, ndim, dims, then
+ * float32 data) of ndim dimensions and n floats; malloc'd, or NULL (a failed check). */
+float *test_read_sdg1(const char *name, int ndim, size_t n);
 /* max |a[i] - b[i]| over n elements. */
 double test_max_abs_diff(const float *a, const float *b, size_t n);
 /* Peak signal-to-noise ratio in dB of a against the reference b for signals of the given range. */

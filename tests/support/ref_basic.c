@@ -75,6 +75,8 @@ double ref_unary1(sd_unary op, double x)
         return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
     case SD_UNARY_QUICK_GELU:
         return x / (1.0 + exp(-1.702 * x));
+    case SD_UNARY_SIGMOID:
+        return 1.0 / (1.0 + exp(-x));
     }
     return NAN;
 }

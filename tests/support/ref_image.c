@@ -224,7 +224,11 @@ void ref_pad(const float *x, int64_t b, int64_t h, int64_t w, int64_t c, int64_t
                     int64_t sy = yy - top, sx = xx - left;
                     bool in = sy >= 0 && sy < h && sx >= 0 && sx < w;
                     float v = value;
-                    if (in || mode == SD_PAD_EDGE)
+                    if (mode == SD_PAD_REFLECT) {
+                        sy = sy < 0 ? -sy : sy >= h ? 2 * (h - 1) - sy : sy;
+                        sx = sx < 0 ? -sx : sx >= w ? 2 * (w - 1) - sx : sx;
+                    }
+                    if (in || mode != SD_PAD_CONSTANT)
                         v = x[((bb * h + clampi(sy, 0, h - 1)) * w + clampi(sx, 0, w - 1)) * c + k];
                     y[((bb * oh + yy) * ow + xx) * c + k] = v;
                 }

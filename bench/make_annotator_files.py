@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""Writes random-weight annotator networks at their real sizes, in the real key layouts, for
+timing the ControlNet preprocessors (docs/benchmarks.md): ControlNetHED.safetensors (widths 64,
+128, 256, 512, 512), table5_pidinet.safetensors (60 channels, CDCM 24) and sk_model.safetensors /
+sk_model2.safetensors (base 64, 3 residual blocks), into the directory given (an `annotators`
+model folder). The networks are the reference scripts' re-implementations.
+
+Run: python3 bench/make_annotator_files.py /tmp/models/annotators   (torch, safetensors)"""
+import os
+import sys
+
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
+import make_hed_goldens as hed  # noqa: E402
+import make_lineart_goldens as lineart  # noqa: E402
+import make_pidinet_goldens as pidinet  # noqa: E402
+
+
+def save(net, path):
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, path)
+    print(path, sum(v.numel() for v in net.state_dict().values()), "parameters")
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(0)
+    hed.WIDTHS[:] = [64, 128, 256, 512, 512]
+    save(hed.HED(), os.path.join(out, "ControlNetHED.safetensors"))
+    pidinet.INPLANE, pidinet.DIL = 60, 24
+    save(pidinet.PiDiNet(), os.path.join(out, "table5_pidinet.safetensors"))
+    net = lineart.Generator(64)
+    save(net, os.path.join(out, "sk_model.safetensors"))
+    save(net, os.path.join(out, "sk_model2.safetensors"))
+
+
+if __name__ == "__main__":
+    main()

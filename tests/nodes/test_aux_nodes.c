@@ -1,0 +1,264 @@
+/* The no-model ControlNet preprocessors (nodes/aux_lines.c) against comfyui_controlnet_aux's
+ * annotators run with numpy and OpenCV (goldens from tests/reference/make_aux_goldens.py):
+ * ScribblePreprocessor, Scribble_XDoG_Preprocessor (threshold 32 and 8) and
+ * BinaryPreprocessor (threshold 100 and Otsu's) at resolution 64 on five image shapes, every
+ * output sample equal; a batch of two gives each item's own result; the output size follows
+ * the detect resolution; a 2-channel image is refused with the node's message.
+ * HEDPreprocessor through the scheduler (LoadImage -> HEDPreprocessor) with the tiny network of
+ * tests/reference/make_hed_goldens.py as models/annotators/ControlNetHED.safetensors: its edge
+ * maps (safe off and on) equal the reference's, cut to the detect size; a missing annotator file
+ * is a validation error naming it. LineArtPreprocessor likewise with the tiny line art network
+ * (tests/reference/make_lineart_goldens.py) as annotators/sk_model.safetensors; coarse reads
+ * sk_model2.safetensors instead. PiDiNetPreprocessor with the tiny PiDiNet
+ * (tests/reference/make_pidinet_goldens.py) within one level on at most 3 samples.
+ * FakeScribblePreprocessor and Scribble_PiDiNet_Preprocessor (the scribble endings) equal. */
+#include "test.h"
+#include "core/run.h"
+#include "support/aux_cases.h"
+#include "support/golden.h"
+#include "support/node_direct.h"
+#include "support/png_fixture.h"
+#include <math.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+static sd_context *ctx;
+
+/* An IMAGE value of `batch` copies of the case's input as LoadImage gives it (v / 255). */
+static sd_value *input_image(const aux_case *c, int batch)
+{
+    char name[64];
+    snprintf(name, sizeof name, "aux_in_%s.u8", c->name);
+    size_t n = (size_t)c->h * c->w * 3;
+    unsigned char *px = test_read_golden(name, n);
+    float *f = malloc(sizeof(float) * n * batch);
+    for (size_t i = 0; px && f && i < n * batch; i++)
+        f[i] = (float)px[i % n] / 255.0f;
+    sd_value *v = sd_value_new(SD_TYPE_IMAGE);
+    if (px && f)
+        test_put_tensor(v, "image", 4, (const int64_t[]){batch, c->h, c->w, 3}, f);
+    free(px);
+    free(f);
+    return v;
+}
+
+/* Runs `type` with its integer parameter (NULL: none) at resolution 64 and compares every item
+ * with aux_<tag>_<case>.u8. */
+static void expect_golden(const char *type, const char *tag, int64_t param, int batch)
+{
+    for (size_t i = 0; i < AUX_N_CASES; i++) {
+        const aux_case *c = &aux_cases[i];
+        char name[64];
+        snprintf(name, sizeof name, "aux_%s_%s.u8", tag, c->name);
+        size_t n = (size_t)c->th * c->tw;
+        unsigned char *want = test_read_golden(name, n);
+        sd_value *img = input_image(c, batch), *p = sd_value_int(param), *res = sd_value_int(64);
+        sd_value *in[3] = {img, p, res};
+        if (strcmp(type, "ScribblePreprocessor") == 0)
+            in[1] = res;
+        sd_status st;
+        sd_value *out = test_run_node(ctx, type, in, &st);
+        CHECK_MSG(st == SD_OK, "%s: %s", type, sd_context_errmsg(ctx));
+        const sd_tensor *t = out ? sd_value_tensor(out, "image") : NULL;
+        CHECK(t && t->ndim == 4 && t->shape[0] == batch && t->shape[1] == c->th && t->shape[2] == c->tw &&
+              t->shape[3] == 3);
+        int bad = 0;
+        for (size_t k = 0; t && want && t->shape[1] == c->th && t->shape[2] == c->tw && k < n * 3 * batch; k++)
+            bad += t->data[k] != (float)want[(k / 3) % n] / 255.0f;
+        CHECK_MSG(bad == 0, "%s on %s: %d samples differ", type, name, bad);
+        sd_value_unref(out);
+        sd_value_unref(img);
+        sd_value_unref(p);
+        sd_value_unref(res);
+        free(want);
+    }
+}
+
+static void test_scribble(void)
+{
+    expect_golden("ScribblePreprocessor", "scribble", 0, 1);
+}
+
+static void test_xdog(void)
+{
+    expect_golden("Scribble_XDoG_Preprocessor", "xdog32", 32, 1);
+    expect_golden("Scribble_XDoG_Preprocessor", "xdog8", 8, 1);
+}
+
+static void test_binary(void)
+{
+    expect_golden("BinaryPreprocessor", "binary100", 100, 1);
+    expect_golden("BinaryPreprocessor", "binary0", 0, 1);
+}
+
+static void test_batch(void)
+{
+    expect_golden("Scribble_XDoG_Preprocessor", "xdog32", 32, 2);
+}
+
+static void test_bad_channels(void)
+{
+    sd_value *img = sd_value_new(SD_TYPE_IMAGE), *res = sd_value_int(64);
+    test_put_tensor(img, "image", 4, (const int64_t[]){1, 2, 2, 2}, (const float[8]){0});
+    sd_value *in[2] = {img, res};
+    sd_status st;
+    sd_value *out = test_run_node(ctx, "ScribblePreprocessor", in, &st);
+    CHECK(out == NULL && st == SD_ERR_INVALID);
+    CHECK_STR_EQ(sd_context_errmsg(ctx),
+                 "node 'n' (ScribblePreprocessor): images with 2 channels are not supported (1, 3 or 4)");
+    sd_value_unref(img);
+    sd_value_unref(res);
+}
+
+/* LoadImage "load" (in.png, the "up" case) -> `type` "pre" at resolution 64 with the given
+ * name / value pairs (NULL-terminated). */
+static sd_graph *pre_graph(const char *type, const char *const *set)
+{
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_new(ctx, &g), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, "LoadImage", "load", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "load", "image", "in.png"), SD_OK);
+    CHECK_EQ_INT(sd_graph_add_node(g, type, "pre", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_connect(g, "load", "IMAGE", "pre", "image"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "pre", "resolution", "64"), SD_OK);
+    for (; set && *set; set += 2)
+        CHECK_EQ_INT(sd_graph_set_input(g, "pre", set[0], set[1]), SD_OK);
+    return g;
+}
+
+/* Runs pre_graph(type, set) and compares its output with the first 77 rows of the golden plane
+ * `golden`, `rows` x 64 (the "up" case's detect size is 77 x 64; padded planes have 128 rows):
+ * at most max_off samples one level away (0: equal). */
+static void expect_graph(const char *type, const char *const *set, const char *golden, int rows, int max_off)
+{
+    const aux_case *c = &aux_cases[0];
+    unsigned char *want = test_read_golden(golden, (size_t)rows * 64);
+    sd_graph *g = pre_graph(type, set);
+    const char *outs[] = {"pre"};
+    sd_run_options opt = {.outputs = outs, .n_outputs = 1, .no_cache = true};
+    sd_result *res = NULL;
+    sd_status st = sd_graph_run(g, &opt, &res);
+    CHECK_MSG(st == SD_OK, "%s: %s", type, sd_context_errmsg(ctx));
+    const sd_value *v = st ? NULL : sd_result_value(res, "pre", "IMAGE");
+    const sd_tensor *t = v ? sd_value_tensor(v, "image") : NULL;
+    CHECK(t && t->shape[0] == 1 && t->shape[1] == c->th && t->shape[2] == c->tw && t->shape[3] == 3);
+    int bad = 0, far = 0;
+    for (int i = 0; t && want && t->shape[1] == c->th && t->shape[2] == c->tw && i < c->th * c->tw * 3; i++) {
+        float ref = (float)want[(i / 3 / c->tw) * 64 + (i / 3) % c->tw];
+        bad += t->data[i] != ref / 255.0f;
+        far += fabsf(t->data[i] * 255.0f - ref) > 1.001f;
+    }
+    CHECK_MSG(bad <= max_off && far == 0, "%s against %s: %d samples differ, %d by more than one level", type, golden,
+              bad, far);
+    sd_result_free(res);
+    sd_graph_free(g);
+    free(want);
+}
+
+static void test_hed(void)
+{
+    expect_graph("HEDPreprocessor", (const char *const[]){"safe", "disable", NULL}, "hed_edge.u8", 128, 0);
+    expect_graph("HEDPreprocessor", (const char *const[]){"safe", "enable", NULL}, "hed_safe.u8", 128, 0);
+}
+
+static void test_hed_missing_file(void)
+{
+    sd_graph *g = pre_graph("HEDPreprocessor", (const char *const[]){"ckpt_name", "nope.safetensors", NULL});
+    sd_result *res = NULL;
+    CHECK_EQ_INT(sd_graph_run(g, NULL, &res), SD_ERR_INVALID);
+    CHECK_EQ_INT(sd_context_diag_count(ctx), 1);
+    CHECK_STR_CONTAINS(sd_context_diag(ctx, 0), "nope.safetensors");
+    printf("missing annotator file: %s\n", sd_context_diag(ctx, 0));
+    sd_result_free(res);
+    sd_graph_free(g);
+}
+
+/* FakeScribblePreprocessor: HED (safe) and the scribble ending on the padded plane;
+ * Scribble_PiDiNet_Preprocessor: PiDiNet (safe), the ending, and the ending again on the cut
+ * plane. */
+static void test_scribble_endings(void)
+{
+    expect_graph("FakeScribblePreprocessor", (const char *const[]){"safe", "enable", NULL}, "hed_scribble.u8", 128, 0);
+    expect_graph("Scribble_PiDiNet_Preprocessor", (const char *const[]){"safe", "enable", NULL}, "pidinet_scribble.u8",
+                 77, 0);
+}
+
+/* sdflow's classifier output puts one sample of the tiny PiDiNet's plane one level off (its
+ * model test); the channels are given in BGR. */
+static void test_pidinet(void)
+{
+    expect_graph("PiDiNetPreprocessor", (const char *const[]){"safe", "disable", NULL}, "pidinet_map.u8", 128, 3);
+    expect_graph("PiDiNetPreprocessor", (const char *const[]){"safe", "enable", NULL}, "pidinet_safe.u8", 128, 3);
+}
+
+/* The fine model is the tiny line art network; the coarse file holds the HED network, so
+ * coarse "enable" fails before anything runs (the check hook), naming sk_model2. */
+static void test_lineart(void)
+{
+    expect_graph("LineArtPreprocessor", (const char *const[]){"coarse", "disable", NULL}, "lineart_map.u8", 128, 0);
+    sd_graph *g = pre_graph("LineArtPreprocessor", (const char *const[]){"coarse", "enable", NULL});
+    const char *outs[] = {"pre"};
+    sd_run_options opt = {.outputs = outs, .n_outputs = 1, .no_cache = true};
+    sd_result *res = NULL;
+    CHECK_EQ_INT(sd_graph_run(g, &opt, &res), SD_ERR_INVALID);
+    CHECK_EQ_INT(sd_context_diag_count(ctx), 1);
+    CHECK_STR_CONTAINS(sd_context_diag(ctx, 0), "node 'pre' input 'coarse_ckpt_name': ");
+    CHECK_STR_CONTAINS(sd_context_diag(ctx, 0), "sk_model2.safetensors: not a line art network: tensor "
+                                                "'model0.1.weight' is missing");
+    CHECK(res == NULL || sd_result_file_count(res) == 0);
+    sd_result_free(res);
+    sd_graph_free(g);
+}
+
+/* Scratch input, output and models directories; in.png is the "up" case; the tiny networks in
+ * models/annotators. */
+static void setup_dirs(void)
+{
+    char *input = test_path(test_scratch_dir(), "input"), *models = test_path(test_scratch_dir(), "models");
+    char *output = test_path(test_scratch_dir(), "output"), *ann = test_path(models, "annotators");
+    mkdir(input, 0777);
+    mkdir(models, 0777);
+    mkdir(output, 0777);
+    mkdir(ann, 0777);
+    sd_context_set_dir(ctx, SD_DIR_INPUT, input);
+    sd_context_set_dir(ctx, SD_DIR_OUTPUT, output);
+    sd_context_clear_models_dirs(ctx);
+    sd_context_add_models_dir(ctx, models);
+    unsigned char *px = test_read_golden("aux_in_up.u8", 48 * 40 * 3);
+    fixture fx = {.w = 40, .h = 48, .depth = 8, .ctype = PNG_COLOR_TYPE_RGB, .pixels = px};
+    free(write_fixture("input/in.png", &fx));
+    char *src_dir = test_path(test_source_dir(), "tests/data/goldens");
+    const char *copies[][2] = {{"hed_tiny.safetensors", "ControlNetHED.safetensors"},
+                               {"lineart_tiny.safetensors", "sk_model.safetensors"},
+                               {"hed_tiny.safetensors", "sk_model2.safetensors"},
+                               {"pidinet_tiny.safetensors", "table5_pidinet.safetensors"}};
+    for (size_t i = 0; i < sizeof copies / sizeof copies[0]; i++) {
+        char *src = test_path(src_dir, copies[i][0]), *dst = test_path(ann, copies[i][1]);
+        size_t len = 0;
+        unsigned char *net = read_bytes(src, &len);
+        write_bytes(dst, net, len);
+        free(net), free(src), free(dst);
+    }
+    free(px), free(src_dir);
+    free(input), free(models), free(output), free(ann);
+}
+
+int main(void)
+{
+    if (sd_context_new(&ctx) != SD_OK)
+        return 1;
+    sd_context_set_cache_path(ctx, NULL);
+    setup_dirs();
+    RUN(test_scribble);
+    RUN(test_xdog);
+    RUN(test_binary);
+    RUN(test_batch);
+    RUN(test_bad_channels);
+    RUN(test_hed);
+    RUN(test_hed_missing_file);
+    RUN(test_lineart);
+    RUN(test_pidinet);
+    RUN(test_scribble_endings);
+    sd_context_free(ctx);
+    return test_summary("test_aux_nodes");
+}
