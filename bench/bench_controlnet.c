@@ -105,7 +105,7 @@ int main(int argc, char **argv)
         double best = 1e30, sum = 0, first = 0;
         for (int r = -1; r < reps; r++) {
             double t0 = now();
-            if (sd_controlnet_forward(cn, x, hint, t, context, 1.0f, outs) || sd_cl_finish(cl))
+            if (sd_controlnet_forward(cn, x, hint, t, context, NULL, 1.0f, outs) || sd_cl_finish(cl))
                 return fail(ctx, "forward");
             double dt = now() - t0;
             for (int i = 0; i < n; i++)

@@ -93,7 +93,7 @@ int main(int argc, char **argv)
     if (!s)
         s = sd_safetensors_write(ctx, base_path, entries, n, NULL, fill, NULL);
     if (!s)
-        s = sd_lora_write_random(ctx, lora_path, &cfg, rank, 1, false);
+        s = sd_lora_write_random(ctx, lora_path, &cfg, rank, 1, SD_LORA_KOHYA);
     printf("  writing the files: %.2f s\n", now() - t0);
     if (!s)
         s = sd_cl_get(ctx, &cl);
@@ -109,7 +109,7 @@ int main(int argc, char **argv)
         s = sd_lora_stack_push(ctx, NULL, lora, 1.0f, SD_LORA_UNET, &stack);
     sd_weight_patcher p;
     if (!s) {
-        sd_lora_stack_patcher(stack, &p);
+        sd_lora_stack_patcher(stack, SD_LORA_UNET, &p);
         s = sd_weights_new_patched(base, &p, &view);
     }
     const sd_dtensor *t;

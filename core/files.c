@@ -99,6 +99,16 @@ static sd_status resolve_absolute(sd_context *ctx, const char *name, char **path
     return absolute(ctx, name, path_out);
 }
 
+/* ComfyUI's older folder names, searched after the current ones in each model directory. */
+static const char *legacy_folder(const char *dir_kind)
+{
+    static const char *const legacy[][2] = {{"diffusion_models", "unet"}, {"text_encoders", "clip"}};
+    for (size_t i = 0; i < sizeof legacy / sizeof legacy[0]; i++)
+        if (strcmp(dir_kind, legacy[i][0]) == 0)
+            return legacy[i][1];
+    return NULL;
+}
+
 sd_status sd_resolve_file(sd_context *ctx, const char *dir_kind, const char *name, char **path_out)
 {
     *path_out = NULL;
@@ -121,9 +131,11 @@ sd_status sd_resolve_file(sd_context *ctx, const char *dir_kind, const char *nam
                             dir_kind, name);
     char *searched = NULL;
     sd_status st = SD_OK;
-    for (size_t i = 0; i < n_dirs; i++) {
+    const char *legacy = input ? NULL : legacy_folder(dir_kind);
+    for (size_t k = 0; k < (legacy ? 2 * n_dirs : n_dirs); k++) {
+        size_t i = legacy ? k / 2 : k;
         char *dir = input ? sd_strdup(ctx->dirs[SD_DIR_INPUT])
-                          : sd_strfmt("%s/%s", ctx->models_dirs[i], dir_kind);
+                          : sd_strfmt("%s/%s", ctx->models_dirs[i], k % 2 && legacy ? legacy : dir_kind);
         char *path = dir ? sd_strfmt("%s/%s", dir, name) : NULL;
         bool found = path && is_regular_file(path);
         /* A symlink in the input directory must not lead out of it (model directories are the

@@ -673,19 +673,20 @@ static void crop_item(const denoiser *d, const cond_entry *e, const float *src, 
  * each, the latent's 4 channels first, ah x aw: the whole latent or the group's area). */
 static sd_status control_call(denoiser *d, const sd_control_link *const *chains, size_t n_entries, const float *host,
                               size_t in_item, int64_t ah, int64_t aw, float sigma, float timestep,
-                              const sd_dtensor *context, sd_control_residuals *res, const sd_unet_control **control)
+                              const sd_dtensor *context, const sd_dtensor *y, sd_control_residuals *res,
+                              const sd_unet_control **control)
 {
     size_t items = n_entries * d->batch, item = (size_t)(4 * ah * aw);
     if (in_item == item) /* no extra channels: host already holds the latents back to back */
         return sd_control_eval_call(d->control, chains, n_entries, d->batch, host, ah, aw, sigma, timestep, context,
-                                    res, control);
+                                    y, res, control);
     float *x = malloc(items * item * sizeof *x);
     if (!x)
         return sd_set_error(d->cl->ctx, SD_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < items; i++)
         memcpy(x + i * item, host + i * in_item, item * sizeof *x);
     sd_status st = sd_control_eval_call(d->control, chains, n_entries, d->batch, x, ah, aw, sigma, timestep, context,
-                                        res, control);
+                                        y, res, control);
     free(x);
     return st;
 }
@@ -735,7 +736,7 @@ static sd_status unet_group(denoiser *d, size_t g, float sigma)
     }
     if (!(st = sd_dtensor_new(d->cl, SD_DTYPE_F32, 4, shape, &x)) && !(st = sd_dtensor_upload(x, host)) &&
         (!d->control || !(st = control_call(d, chains, k1 - k0, host, in_item, e0->ah, e0->aw, sigma, timestep,
-                                             d->contexts[g], &res, &control))) &&
+                                             d->contexts[g], d->ys ? d->ys[g] : NULL, &res, &control))) &&
         !(st = sd_unet_forward_adm(d->unet, x, t, d->contexts[g], d->ys ? d->ys[g] : NULL, control, &out)))
         st = sd_dtensor_download(out, d->eps + k0 * d->batch * d->per_item);
 done:

@@ -1,4 +1,4 @@
-/* CheckpointLoaderSimple and VAELoader (ComfyUI's nodes of the same names): open a model file
+/* CheckpointLoaderSimple, UNETLoader and VAELoader (ComfyUI's nodes of the same names): open a model file
  * from the models directories. Opening is cheap; weights upload when a node first uses them
  * (ml/loading/model_store.h), and a file already open in this context is reused. */
 #include "nodes/model_handle.h"
@@ -62,19 +62,24 @@ const sd_node_desc sd_node_CheckpointLoaderSimple = {
     .check = sd_check_checkpoint_loader,
 };
 
-static sd_status run_vae(sd_node_run *r)
+/* Opens the file of `input` as kind and outputs one handle of type. */
+static sd_status run_single(sd_node_run *r, const char *input, sd_model_file_kind kind, sd_dtype dtype, sd_type type)
 {
     sd_loaded *l;
-    sd_status st = sd_model_store_open(sd_run_context(r), sd_run_file(r, "vae_name"), SD_MODEL_FILE_VAE,
-                                       weight_dtype(r), &l);
+    sd_status st = sd_model_store_open(sd_run_context(r), sd_run_file(r, input), kind, dtype, &l);
     if (st)
         return sd_node_model_fail(r, st);
-    sd_value *vae = sd_node_model_value(SD_TYPE_VAE, l, -1);
+    sd_value *v = sd_node_model_value(type, l, -1);
     sd_loaded_unref(l);
-    if (!vae)
+    if (!v)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
-    sd_run_set_output(r, 0, vae);
+    sd_run_set_output(r, 0, v);
     return SD_OK;
+}
+
+static sd_status run_vae(sd_node_run *r)
+{
+    return run_single(r, "vae_name", SD_MODEL_FILE_VAE, weight_dtype(r), SD_TYPE_VAE);
 }
 
 static const sd_input_desc vae_in[] = {
@@ -91,4 +96,31 @@ const sd_node_desc sd_node_VAELoader = {
     .inputs = vae_in, .n_inputs = SD_COUNT(vae_in),
     .outputs = vae_out, .n_outputs = SD_COUNT(vae_out), .run = run_vae,
     .check = sd_check_vae_loader,
+};
+
+/* ComfyUI's UNETLoader weight_dtype choices; sdflow stores weights in f16 or f32 only, so
+ * "default" and the fp8 choices store f16 (the computation is f32 either way). */
+static const char *const unet_dtypes[] = {"default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2", "fp32", NULL};
+
+static sd_status run_unet(sd_node_run *r)
+{
+    return run_single(r, "unet_name", SD_MODEL_FILE_UNET, weight_dtype(r), SD_TYPE_MODEL);
+}
+
+static const sd_input_desc unet_in[] = {
+    SD_IN_FILE_NAME("unet_name", "diffusion_models",
+                    "SD1.x, SDXL or SDXL refiner diffusion model alone (.safetensors, tensors with or without "
+                    "model.diffusion_model.) in models/diffusion_models or models/unet"),
+    SD_IN_ENUM("weight_dtype", "default", unet_dtypes,
+               "device storage of the weights: fp32, else fp16 (sdflow has no fp8 storage)"),
+};
+static const sd_output_desc unet_out[] = {
+    SD_OUT("MODEL", SD_TYPE_MODEL, "the denoising UNet"),
+};
+const sd_node_desc sd_node_UNETLoader = {
+    .name = "UNETLoader", .version = 1, .category = "loaders",
+    .doc = "Opens a bare diffusion-model file (the family is read from its shapes); weights upload lazily.",
+    .inputs = unet_in, .n_inputs = SD_COUNT(unet_in),
+    .outputs = unet_out, .n_outputs = SD_COUNT(unet_out), .run = run_unet,
+    .check = sd_check_unet_loader,
 };

@@ -163,9 +163,12 @@ static sd_status encode_text(sd_node_run *r, const sd_model_handle *h, int slot,
     if (!st)
         st = sd_model_store_tokenizer(ctx, &tok);
     if (!st)
-        st = sd_embedding_set_new(ctx, sd_clip_model_config(m)->width, find_embedding, r, &emb);
+        st = sd_embedding_set_new(ctx, sd_clip_model_config(m)->width,
+                                  sd_embedding_key(sd_loaded_config(h->loaded)->family, slot), find_embedding, r, &emb);
     if (!st)
         st = sd_prompt_tokenize(ctx, tok, text, embeddings ? sd_embedding_set_lookup : NULL, emb, &toks);
+    if (!st)
+        st = sd_embedding_set_error(emb);
     if (st) {
         st = sd_node_model_fail(r, st);
         goto done;

@@ -176,6 +176,7 @@ const sd_node_desc sd_node_ControlNetApply = {
     .doc = "Attaches a ControlNet and its hint image to a conditioning (also applied to the negative side).",
     .inputs = apply_in, .n_inputs = SD_COUNT(apply_in),
     .outputs = apply_out, .n_outputs = SD_COUNT(apply_out), .run = run_apply,
+    .check = sd_check_controlnet_apply,
 };
 
 static sd_status run_apply_advanced(sd_node_run *r)
@@ -216,4 +217,5 @@ const sd_node_desc sd_node_ControlNetApplyAdvanced = {
     .doc = "Attaches a ControlNet and its hint to positive and negative conditioning over a percent range.",
     .inputs = advanced_in, .n_inputs = SD_COUNT(advanced_in),
     .outputs = advanced_out, .n_outputs = SD_COUNT(advanced_out), .run = run_apply_advanced,
+    .check = sd_check_controlnet_apply_advanced,
 };

@@ -82,6 +82,20 @@ void sd_check_checkpoint_loader(sd_node_check *c)
     sd_safetensors_close(st);
 }
 
+void sd_check_unet_loader(sd_node_check *c)
+{
+    sd_safetensors *st = open_header(c, "unet_name");
+    if (!st)
+        return;
+    sd_checkpoint_config cfg;
+    if (sd_unet_file_inspect(sd_check_context(c), st, &cfg) == SD_ERR_INVALID)
+        report_failure(c, "unet_name");
+    else
+        sd_check_set_tag(c, 0, sd_family_name(cfg.family));
+    sd_clear_error(sd_check_context(c));
+    sd_safetensors_close(st);
+}
+
 void sd_check_vae_loader(sd_node_check *c)
 {
     sd_safetensors *st = open_header(c, "vae_name");
@@ -130,10 +144,38 @@ void sd_check_controlnet_loader(sd_node_check *c)
     sd_safetensors *st = open_header(c, "control_net_name");
     if (!st)
         return;
-    if (sd_controlnet_check_kind(sd_check_context(c), st) == SD_ERR_INVALID)
+    sd_family family = SD_FAMILY_UNKNOWN;
+    if (sd_controlnet_check_kind(sd_check_context(c), st, &family) == SD_ERR_INVALID)
         report_failure(c, "control_net_name");
+    else if (family != SD_FAMILY_UNKNOWN)
+        sd_check_set_tag(c, 0, sd_family_name(family));
     sd_clear_error(sd_check_context(c));
     sd_safetensors_close(st);
+}
+
+/* The conditionings on inputs (output k passes input k's tag on) against the ControlNet's family. */
+static void check_controlnet_conditionings(sd_node_check *c, const char *const *inputs, size_t n)
+{
+    sd_family net = sd_family_find(sd_check_tag(c, "control_net"));
+    for (size_t k = 0; k < n; k++) {
+        const char *tag = sd_check_tag(c, inputs[k]);
+        sd_family cond = sd_family_find(tag);
+        if (tag)
+            sd_check_set_tag(c, k, tag);
+        if (net != SD_FAMILY_UNKNOWN && cond != SD_FAMILY_UNKNOWN && cond != net)
+            sd_check_problem(c, "control_net", "the ControlNet is %s; the conditioning on '%s' was made by %s text "
+                             "encoders", sd_family_name(net), inputs[k], sd_family_name(cond));
+    }
+}
+
+void sd_check_controlnet_apply(sd_node_check *c)
+{
+    check_controlnet_conditionings(c, (const char *const[]){"conditioning"}, 1);
+}
+
+void sd_check_controlnet_apply_advanced(sd_node_check *c)
+{
+    check_controlnet_conditionings(c, (const char *const[]){"positive", "negative"}, 2);
 }
 
 void sd_check_vae_decode(sd_node_check *c)

@@ -15,8 +15,11 @@
 
 void sd_check_checkpoint_loader(sd_node_check *c); /* CheckpointLoaderSimple */
 void sd_check_vae_loader(sd_node_check *c);        /* VAELoader */
+void sd_check_unet_loader(sd_node_check *c);       /* UNETLoader: the UNet's family */
 void sd_check_lora_loader(sd_node_check *c);       /* LoraLoader, LoraLoaderModelOnly */
-void sd_check_controlnet_loader(sd_node_check *c); /* ControlNetLoader */
+void sd_check_controlnet_loader(sd_node_check *c); /* ControlNetLoader: the ControlNet's family */
+void sd_check_controlnet_apply(sd_node_check *c);  /* ControlNetApply: the conditioning's family */
+void sd_check_controlnet_apply_advanced(sd_node_check *c); /* ControlNetApplyAdvanced: both sides' */
 void sd_check_vae_decode(sd_node_check *c);        /* VAEDecode, VAEDecodeTiled */
 void sd_check_vae_encode(sd_node_check *c);        /* VAEEncode, VAEEncodeTiled, VAEEncodeForInpaint */
 void sd_check_sampler(sd_node_check *c);           /* KSampler, KSamplerAdvanced, SamplerCustom: "model",

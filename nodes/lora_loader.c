@@ -74,7 +74,7 @@ static sd_status run_lora_model(sd_node_run *r)
 
 #define LORA_NAME_INPUT \
     SD_IN_FILE_NAME("lora_name", "loras", \
-                    "SD1.x LoRA .safetensors (kohya-ss or diffusers/PEFT layout) in models/loras" \
+                    "SD1.x or SDXL LoRA .safetensors (kohya-ss or diffusers/PEFT layout) in models/loras" \
                     " (an absolute path needs --allow-absolute-paths)")
 
 static const sd_input_desc lora_in[] = {

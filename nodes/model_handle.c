@@ -48,7 +48,7 @@ sd_status sd_node_model_text_encoder(const sd_model_handle *h, int slot, sd_clip
     sd_clip_model *base;
     sd_status st = sd_loaded_text_encoder(h->loaded, slot, &base);
     *out = base;
-    return st || !h->lora ? st : sd_lora_stack_clip(h->lora, base, out);
+    return st || !h->lora ? st : sd_lora_stack_clip(h->lora, slot, base, out);
 }
 
 const sd_model_handle *sd_node_model_input(sd_node_run *r, const char *input)

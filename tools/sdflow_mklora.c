@@ -1,5 +1,5 @@
-/* sdflow_mklora: writes a random-weight LoRA in kohya layout for the architecture of an SD1
- * checkpoint (tests and goldens; ml/adapters/lora.h, sd_lora_write_random). Deterministic: the same
+/* sdflow_mklora: writes a random-weight LoRA in kohya or diffusers/PEFT layout for the architecture
+ * of an SD1 or SDXL checkpoint (tests and goldens; ml/adapters/lora.h, sd_lora_write_random). Deterministic: the same
  * checkpoint architecture, options and seed give the same bytes. */
 #include "ml/adapters/lora.h"
 #include <stdio.h>
@@ -8,17 +8,19 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: sdflow_mklora [--rank N] [--seed N] [--ldm-names] CHECKPOINT.safetensors OUTPUT.safetensors\n"
+    fprintf(f, "usage: sdflow_mklora [--rank N] [--seed N] [--ldm-names | --peft] CHECKPOINT.safetensors OUTPUT.safetensors\n"
                "  --rank N      LoRA rank (default 4)\n"
                "  --seed N      weight seed (default 0)\n"
-               "  --ldm-names   name UNet keys the LDM way (lora_unet_input_blocks_...) instead of diffusers'\n");
+               "  --ldm-names   name UNet keys the LDM way (lora_unet_input_blocks_...) instead of diffusers'\n"
+               "  --peft        diffusers/PEFT keys (unet.*, text_encoder.*, text_encoder_2.*; lora_A / lora_B)\n"
+               "                instead of kohya's (lora_unet_*, lora_te_* / lora_te1_*, lora_te2_*)\n");
 }
 
 int main(int argc, char **argv)
 {
     int rank = 4;
     unsigned long long seed = 0;
-    bool ldm = false;
+    sd_lora_layout layout = SD_LORA_KOHYA;
     const char *files[2] = {NULL, NULL};
     int nfiles = 0;
     for (int i = 1; i < argc; i++) {
@@ -40,7 +42,9 @@ int main(int argc, char **argv)
                 return 2;
             }
         } else if (strcmp(argv[i], "--ldm-names") == 0) {
-            ldm = true;
+            layout = SD_LORA_KOHYA_LDM;
+        } else if (strcmp(argv[i], "--peft") == 0) {
+            layout = SD_LORA_PEFT;
         } else if (argv[i][0] != '-' && nfiles < 2) {
             files[nfiles++] = argv[i];
         } else {
@@ -63,7 +67,7 @@ int main(int argc, char **argv)
     if (!status)
         status = sd_checkpoint_inspect(ctx, st, &cfg);
     if (!status)
-        status = sd_lora_write_random(ctx, files[1], &cfg, rank, seed, ldm);
+        status = sd_lora_write_random(ctx, files[1], &cfg, rank, seed, layout);
     if (status)
         fprintf(stderr, "sdflow_mklora: %s\n", sd_context_errmsg(ctx));
     sd_safetensors_close(st);

@@ -303,7 +303,7 @@ static sd_status accumulate(sd_cl *cl, sd_dtensor **acc, sd_dtensor *y)
  * tensors, summed oldest link first). */
 static sd_status run_chain(sd_control_eval *ev, sd_cl *cl, const sd_control_link *chain, size_t items, size_t batch,
                            const float *x, int64_t h, int64_t w, float sigma, float timestep,
-                           const sd_dtensor *context, sd_dtensor **acc, int n)
+                           const sd_dtensor *context, const sd_dtensor *y, sd_dtensor **acc, int n)
 {
     const sd_control_link *order[64];
     int depth = 0;
@@ -334,7 +334,7 @@ static sd_status run_chain(sd_control_eval *ev, sd_cl *cl, const sd_control_link
         int64_t hs[4] = {(int64_t)items, hc->c, 8 * h, 8 * w};
         st = upload_items(cl, hc->hint, (size_t)hc->hb, (size_t)(hc->c * 64 * h * w), items, batch, 4, hs, &hint);
         if (!st)
-            st = sd_controlnet_forward(l->net, xd, hint, t, context, l->strength, outs);
+            st = sd_controlnet_forward(l->net, xd, hint, t, context, y, l->strength, outs);
         sd_dtensor_free(hint), hint = NULL;
         for (int i = 0; i < n; i++) {
             if (!st)
@@ -361,7 +361,7 @@ void sd_control_residuals_free(sd_control_residuals *res)
 
 sd_status sd_control_eval_call(sd_control_eval *ev, const sd_control_link *const *chains, size_t n_entries,
                                size_t batch, const float *x, int64_t h, int64_t w, float sigma, float timestep,
-                               const sd_dtensor *context, sd_control_residuals *res,
+                               const sd_dtensor *context, const sd_dtensor *y, sd_control_residuals *res,
                                const sd_unet_control **control)
 {
     memset(res, 0, sizeof *res);
@@ -395,12 +395,15 @@ sd_status sd_control_eval_call(sd_control_eval *ev, const sd_control_link *const
         run_active[n_runs] = chain_active(ev, chains[first], sigma);
         if (!run_active[n_runs])
             continue;
-        sd_dtensor *ctx_run = NULL;
+        sd_dtensor *ctx_run = NULL, *y_run = NULL;
         st = sd_op_slice(cl, context, 0, (int64_t)(first * batch), (int64_t)run_items[n_runs], &ctx_run);
+        if (!st && y)
+            st = sd_op_slice(cl, y, 0, (int64_t)(first * batch), (int64_t)run_items[n_runs], &y_run);
         if (!st)
             st = run_chain(ev, cl, chains[first], run_items[n_runs], batch, x + first * batch * (size_t)(4 * h * w), h,
-                           w, sigma, timestep, ctx_run, runs + n_runs * (size_t)n, n);
+                           w, sigma, timestep, ctx_run, y_run, runs + n_runs * (size_t)n, n);
         sd_dtensor_free(ctx_run);
+        sd_dtensor_free(y_run);
     }
     size_t first_active = 0; /* there is one: net was found */
     while (!st && !run_active[first_active])

@@ -82,12 +82,13 @@ typedef struct sd_control_residuals {
  * k * batch .. k * batch + batch - 1; chains[k] its chain or NULL). x: the host latents the model
  * sees, one [4, h, w] per item (h x w: the latent, or a regional entry's area of it; each hint is
  * resized to 8x that, as ComfyUI does); sigma and timestep of the call; context: device
- * [n_entries * batch, tokens, dim]. On success *control is NULL when no link is
+ * [n_entries * batch, tokens, dim]; y: the items' ADM vectors [n_entries * batch, adm] for an
+ * SDXL model (what its UNet gets; SDXL ControlNets take them too), NULL otherwise. On success *control is NULL when no link is
  * active, else res->control (valid until res is freed). Errors: the ControlNet's (shapes named,
  * device errors), SD_ERR_INVALID for a hint whose channels the ControlNet does not take. */
 sd_status sd_control_eval_call(sd_control_eval *ev, const sd_control_link *const *chains, size_t n_entries,
                                size_t batch, const float *x, int64_t h, int64_t w, float sigma, float timestep,
-                               const sd_dtensor *context, sd_control_residuals *res,
+                               const sd_dtensor *context, const sd_dtensor *y, sd_control_residuals *res,
                                const sd_unet_control **control);
 void sd_control_residuals_free(sd_control_residuals *res); /* leaves it zeroed */
 

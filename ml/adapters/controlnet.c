@@ -1,4 +1,4 @@
-/* The SD1 ControlNet (see controlnet.h). The encoder copy runs on ml/diffusion/unet.c's encoder
+/* The SD1 and SDXL ControlNets (see controlnet.h). The encoder copy runs on ml/diffusion/unet.c's encoder
  * (sd_unet_encode); this file adds the hint encoder, the zero convs, the layout and family
  * detection, and the diffusers name mapping. */
 #include "ml/adapters/controlnet.h"
@@ -11,7 +11,7 @@
 #include <string.h>
 
 #define ORIGINAL_PREFIX "control_model."
-#define WHAT "SD1.x ControlNet"
+#define SUPPORTED "SD1.x, SDXL"
 
 struct sd_controlnet {
     int refcount;
@@ -21,6 +21,7 @@ struct sd_controlnet {
     const sd_safetensors *st; /* what the model reads: alias or file */
     const char *prefix;    /* "control_model." or "" */
     sd_dtype dtype;
+    sd_family family;      /* SD1.x or SDXL */
     sd_controlnet_config config;
     bool global_pooling;   /* shuffle ControlNets: residuals replaced by their spatial means */
     sd_unet *unet;         /* the encoder copy, created on first forward */
@@ -86,6 +87,8 @@ static bool build_map(int n_levels, int nrb, name_map *m)
     char l[48], d[64];
     pair(m, "time_embed.0.", "time_embedding.linear_1.");
     pair(m, "time_embed.2.", "time_embedding.linear_2.");
+    pair(m, "label_emb.0.0.", "add_embedding.linear_1.");
+    pair(m, "label_emb.0.2.", "add_embedding.linear_2.");
     pair(m, "input_blocks.0.0.", "conv_in.");
     int zero = 0;
     pair(m, "zero_convs.0.0.", "controlnet_down_blocks.0.");
@@ -229,21 +232,22 @@ static const sd_st_tensor *findf(const sd_safetensors *st, const char *fmt, ...)
 
 typedef enum layout { LAYOUT_ORIGINAL, LAYOUT_DIFFUSERS } layout;
 
-/* Decides the layout and prefix, or refuses a file of another kind with a message naming it. */
-static sd_status detect(sd_context *ctx, const sd_safetensors *st, layout *lay, const char **prefix)
+/* Decides the layout, prefix and family, or refuses a file of another kind with a message naming it. */
+static sd_status detect(sd_context *ctx, const sd_safetensors *st, layout *lay, const char **prefix, sd_family *fam)
 {
     const char *path = sd_safetensors_path(st);
     const char *family = NULL;
+    *fam = SD_FAMILY_SD1;
     if (sd_safetensors_find(st, "lora_controlnet"))
         return sd_set_error(ctx, SD_ERR_INVALID, "%s: Control-LoRA detected (a ControlNet stored as LoRA "
-                            "differences); sdflow loads full SD1.x ControlNets", path);
+                            "differences); sdflow loads full " SUPPORTED " ControlNets", path);
     if (sd_safetensors_has_prefix(st, ORIGINAL_PREFIX) || sd_safetensors_find(st, "input_hint_block.0.weight") ||
         sd_safetensors_find(st, "zero_convs.0.0.weight")) {
         *lay = LAYOUT_ORIGINAL;
         *prefix = sd_safetensors_has_prefix(st, ORIGINAL_PREFIX) ? ORIGINAL_PREFIX : "";
         const sd_st_tensor *k = findf(st, "%smiddle_block.1.transformer_blocks.0.attn2.to_k.weight", *prefix);
         if (findf(st, "%slabel_emb.0.0.weight", *prefix) || (k && k->ndim == 2 && k->shape[1] == 2048))
-            family = "SDXL";
+            *fam = SD_FAMILY_SDXL;
         else if (k && k->ndim == 2 && k->shape[1] == 1024)
             family = "SD2.x";
     } else if (sd_safetensors_find(st, "controlnet_cond_embedding.conv_in.weight")) {
@@ -251,7 +255,7 @@ static sd_status detect(sd_context *ctx, const sd_safetensors *st, layout *lay, 
         *prefix = "";
         const sd_st_tensor *k = sd_safetensors_find(st, "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight");
         if (sd_safetensors_has_prefix(st, "add_embedding.") || (k && k->ndim == 2 && k->shape[1] == 2048))
-            family = "SDXL";
+            *fam = SD_FAMILY_SDXL;
         else if (sd_safetensors_has_prefix(st, "transformer_blocks.") || sd_safetensors_has_prefix(st, "pos_embed"))
             family = "SD3";
         else if (k && k->ndim == 2 && k->shape[1] == 1024)
@@ -262,7 +266,7 @@ static sd_status detect(sd_context *ctx, const sd_safetensors *st, layout *lay, 
                 sd_safetensors_has_prefix(st, "transformer_blocks."))) {
         family = sd_safetensors_has_prefix(st, "pos_embed") ? "SD3" : "FLUX";
     } else if (sd_safetensors_has_prefix(st, "adapter.") || sd_safetensors_has_prefix(st, "body.")) {
-        return sd_set_error(ctx, SD_ERR_INVALID, "%s: T2I-Adapter detected; sdflow loads SD1.x ControlNets", path);
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: T2I-Adapter detected; sdflow loads " SUPPORTED " ControlNets", path);
     } else {
         sd_family f = sd_checkpoint_detect(st);
         if (f != SD_FAMILY_UNKNOWN && f != SD_FAMILY_DIFFUSERS)
@@ -273,26 +277,33 @@ static sd_status detect(sd_context *ctx, const sd_safetensors *st, layout *lay, 
                             "controlnet_cond_embedding.* tensors)", path);
     }
     if (family)
-        return sd_set_error(ctx, SD_ERR_INVALID, "%s: %s ControlNet detected; sdflow supports SD1.x ControlNets", path,
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: %s ControlNet detected; sdflow supports " SUPPORTED " ControlNets", path,
                             family);
     return SD_OK;
 }
 
-sd_status sd_controlnet_check_kind(sd_context *ctx, const sd_safetensors *st)
+sd_status sd_controlnet_check_kind(sd_context *ctx, const sd_safetensors *st, sd_family *family)
 {
     layout lay;
     const char *prefix;
-    return detect(ctx, st, &lay, &prefix);
+    sd_family f;
+    sd_status s = detect(ctx, st, &lay, &prefix, &f);
+    if (family)
+        *family = s ? SD_FAMILY_UNKNOWN : f;
+    return s;
 }
 
 /* Reads the architecture from the (original-named) tensors and checks the whole layout. */
-static sd_status inspect(sd_context *ctx, const sd_safetensors *st, const char *p, sd_controlnet_config *cfg)
+static sd_status inspect(sd_context *ctx, const sd_safetensors *st, const char *p, sd_family family,
+                         sd_controlnet_config *cfg)
 {
     const char *path = sd_safetensors_path(st);
-    sd_checkpoint_config rules = {.family = SD_FAMILY_SD1};
+    char what[64];
+    snprintf(what, sizeof what, "%s ControlNet", sd_family_name(family));
+    sd_checkpoint_config rules = {.family = family};
     sd_checkpoint_apply_family_rules(&rules);
     cfg->unet = rules.unet;
-    sd_status status = sd_unet_inspect_encoder(ctx, st, p, WHAT, &cfg->unet);
+    sd_status status = sd_unet_inspect_encoder(ctx, st, p, what, &cfg->unet);
     if (status)
         return status;
     cfg->unet.out_channels = cfg->unet.in_channels; /* unused: the ControlNet has no output head */
@@ -300,18 +311,18 @@ static sd_status inspect(sd_context *ctx, const sd_safetensors *st, const char *
         const sd_st_tensor *t = findf(st, "%sinput_hint_block.%d.weight", p, 2 * j);
         if (!t || t->ndim != 4 || t->shape[0] < 1 || t->shape[0] > 65536 || t->shape[1] < 1 || t->shape[1] > 65536)
             return sd_set_error(ctx, SD_ERR_INVALID, "%s: %s tensor '%sinput_hint_block.%d.weight' (%s)", path,
-                                t ? "malformed" : "missing", p, 2 * j, WHAT);
+                                t ? "malformed" : "missing", p, 2 * j, what);
         cfg->hint_widths[j] = (int)t->shape[0];
         if (j == 0)
             cfg->hint_channels = (int)t->shape[1];
     }
     if (cfg->hint_widths[SD_CONTROLNET_HINT_CONVS - 1] != cfg->unet.model_channels)
         return sd_set_error(ctx, SD_ERR_INVALID, "%s: the hint encoder ends in %d channels, the model has %d (%s)",
-                            path, cfg->hint_widths[SD_CONTROLNET_HINT_CONVS - 1], cfg->unet.model_channels, WHAT);
+                            path, cfg->hint_widths[SD_CONTROLNET_HINT_CONVS - 1], cfg->unet.model_channels, what);
     sd_layout lay = {0};
     status = sd_layout_controlnet(ctx, cfg, p, &lay);
     if (!status)
-        status = sd_layout_verify(ctx, st, &lay, WHAT);
+        status = sd_layout_verify(ctx, st, &lay, what);
     sd_layout_free(&lay);
     return status;
 }
@@ -328,7 +339,7 @@ sd_status sd_controlnet_open(sd_context *ctx, const char *path, sd_dtype dtype, 
     layout lay = LAYOUT_ORIGINAL;
     sd_status st = sd_safetensors_open(ctx, path, &cn->file);
     if (!st)
-        st = detect(ctx, cn->file, &lay, &cn->prefix);
+        st = detect(ctx, cn->file, &lay, &cn->prefix, &cn->family);
     if (!st && lay == LAYOUT_DIFFUSERS)
         st = make_alias(ctx, cn->file, &cn->alias);
     if (!st) {
@@ -338,7 +349,7 @@ sd_status sd_controlnet_open(sd_context *ctx, const char *path, sd_dtype dtype, 
         cn->global_pooling = (len >= 8 && strncmp(base + len - 8, "_shuffle", 8) == 0) ||
                              (len >= 13 && strncmp(base + len - 13, "_shuffle_fp16", 13) == 0);
         cn->st = cn->alias ? cn->alias : cn->file;
-        st = inspect(ctx, cn->st, cn->prefix, &cn->config);
+        st = inspect(ctx, cn->st, cn->prefix, cn->family, &cn->config);
     }
     if (st) {
         sd_controlnet_unref(cn);
@@ -374,6 +385,11 @@ const sd_controlnet_config *sd_controlnet_config_of(const sd_controlnet *cn)
 const char *sd_controlnet_path(const sd_controlnet *cn)
 {
     return sd_safetensors_path(cn->file);
+}
+
+sd_family sd_controlnet_family(const sd_controlnet *cn)
+{
+    return cn->family;
 }
 
 bool sd_controlnet_is_diffusers(const sd_controlnet *cn)
@@ -467,8 +483,8 @@ static sd_status check_hint(sd_controlnet *cn, const sd_dtensor *x, const sd_dte
 }
 
 sd_status sd_controlnet_forward(sd_controlnet *cn, const sd_dtensor *x, const sd_dtensor *hint,
-                                const float *timesteps, const sd_dtensor *context, float strength,
-                                sd_dtensor **outs)
+                                const float *timesteps, const sd_dtensor *context, const sd_dtensor *y,
+                                float strength, sd_dtensor **outs)
 {
     int n = sd_controlnet_residual_count(cn);
     for (int i = 0; i < n; i++)
@@ -487,7 +503,7 @@ sd_status sd_controlnet_forward(sd_controlnet *cn, const sd_dtensor *x, const sd
     if (!s)
         s = encode_hint(cn, cl, hint, &guided);
     if (!s)
-        s = sd_unet_encode(cn->unet, x, timesteps, context, guided, raw);
+        s = sd_unet_encode(cn->unet, x, timesteps, context, y, guided, raw);
     sd_dtensor_free(guided);
     char name[48];
     for (int i = 0; !s && i < n; i++) {

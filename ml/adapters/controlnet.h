@@ -1,14 +1,15 @@
-/* The SD1.5 ControlNet (cldm.ControlNet, diffusers' ControlNetModel): a copy of the UNet's
- * encoder that sees the noisy latent plus an encoded hint image and returns one residual per UNet
- * skip connection and one for the middle block (see sd_unet_control in ml/diffusion/unet.h).
+/* The SD1.5 and SDXL ControlNets (cldm.ControlNet, diffusers' ControlNetModel): a copy of the
+ * UNet's encoder (SDXL's with its label embedding, fed the model's ADM vector) that sees the
+ * noisy latent plus an encoded hint image and returns one residual per UNet skip connection and
+ * one for the middle block (see sd_unet_control in ml/diffusion/unet.h).
  *
  * Files: .safetensors in the original layout (control_model.* as in control_v11p_sd15_canny.pth
  * converted, or the same names without the prefix) or in diffusers' layout
  * (controlnet_cond_embedding.*, down_blocks.*, controlnet_down_blocks.*, controlnet_mid_block.*;
  * the names are mapped to the original ones on open, without copying data). The architecture is
- * read from tensor shapes (ml/families/checkpoint.h, sd_controlnet_config). ControlNets of other
- * families (SDXL, SD2.x, SD3, FLUX), Control-LoRAs and T2I-Adapters are refused with an error
- * naming what the file is. */
+ * read from tensor shapes (ml/families/checkpoint.h, sd_controlnet_config); SDXL's label_emb is
+ * diffusers' add_embedding. ControlNets of other families (SD2.x, SD3, FLUX), Control-LoRAs and
+ * T2I-Adapters are refused with an error naming what the file is. */
 #ifndef SD_ML_CONTROLNET_H
 #define SD_ML_CONTROLNET_H
 
@@ -18,15 +19,15 @@ typedef struct sd_controlnet sd_controlnet;
 
 /* Refuses, from tensor names and shapes only, a file that is not a ControlNet this build runs
  * (another family's, a Control-LoRA, a T2I-Adapter, a checkpoint): sd_controlnet_open's first
- * check, as a one-line error naming the file. */
-sd_status sd_controlnet_check_kind(sd_context *ctx, const sd_safetensors *st);
+ * check, as a one-line error naming the file; *family (may be NULL): SD1.x or SDXL. */
+sd_status sd_controlnet_check_kind(sd_context *ctx, const sd_safetensors *st, sd_family *family);
 
 /* Opens path, detects its layout and family and checks every tensor the architecture needs
  * (name, shape, float dtype). Weights stay in the file until the first forward, which
  * uploads them (matrices and kernels as dtype). The object is reference-counted (starts at 1)
  * and must not outlive ctx. Errors (message on ctx naming the file): the safetensors errors,
- * SD_ERR_INVALID for another family ("<file>: SDXL ControlNet detected; sdflow supports SD1.x
- * ControlNets"), a file that is no ControlNet, a missing or misshapen tensor (named). */
+ * SD_ERR_INVALID for another family ("<file>: SD2.x ControlNet detected; sdflow supports SD1.x,
+ * SDXL ControlNets"), a file that is no ControlNet, a missing or misshapen tensor (named). */
 sd_status sd_controlnet_open(sd_context *ctx, const char *path, sd_dtype dtype, sd_controlnet **out);
 sd_controlnet *sd_controlnet_ref(sd_controlnet *cn); /* returns cn */
 void sd_controlnet_unref(sd_controlnet *cn);          /* NULL-safe; frees at zero */
@@ -43,12 +44,16 @@ int sd_controlnet_residual_count(const sd_controlnet *cn);
 
 /* One forward: x [B, 4, h, w] f32 (the UNet's input, already divided by sqrt(sigma^2 + 1)),
  * hint [B, hint_channels, 8h, 8w] f32 in [0, 1], timesteps B floats, context [B, tokens, dim].
- * outs (sd_controlnet_residual_count slots) receives new tensors, each zero conv's output
+ * y: the ADM vector [B, adm_channels] of an SDXL ControlNet (the model's, ml/families/adm.h), NULL
+ * for SD1. outs (sd_controlnet_residual_count slots) receives new tensors, each zero conv's output
  * (pooled for shuffle files) times strength: the skip residuals in order, then the middle one. On failure every slot is NULL.
  * Errors: SD_ERR_INVALID for shapes that do not fit (named), device errors. */
 sd_status sd_controlnet_forward(sd_controlnet *cn, const sd_dtensor *x, const sd_dtensor *hint,
-                                const float *timesteps, const sd_dtensor *context, float strength,
-                                sd_dtensor **outs);
+                                const float *timesteps, const sd_dtensor *context, const sd_dtensor *y,
+                                float strength, sd_dtensor **outs);
+
+/* The family the ControlNet belongs to (SD1.x or SDXL). */
+sd_family sd_controlnet_family(const sd_controlnet *cn);
 
 /* The diffusers name of an original-layout ControlNet tensor name (without prefix) for cfg's
  * architecture, into out. SD_ERR_INVALID (message on ctx) for a name with no counterpart. */

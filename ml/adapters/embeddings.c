@@ -17,16 +17,54 @@ static const sd_st_tensor *find_vectors(const sd_safetensors *st)
     return sd_safetensors_count(st) == 1 ? sd_safetensors_at(st, 0) : NULL;
 }
 
-sd_status sd_embedding_read(sd_context *ctx, const char *path, int width, sd_embedding *out)
+const char *sd_embedding_key(sd_family family, int slot)
+{
+    const sd_family_desc *f = sd_family_get(family);
+    bool bigg = false;
+    for (int i = 0; i < f->n_text_encoders; i++)
+        bigg |= f->text_encoders[i].kind == SD_TEXT_OPENCLIP_G;
+    if (!bigg || slot < 0 || slot >= f->n_text_encoders)
+        return NULL;
+    return f->text_encoders[slot].kind == SD_TEXT_OPENCLIP_G ? "clip_g" : "clip_l";
+}
+
+/* The tensor of key in st (SDXL files: clip_l and clip_g of the same length), or NULL with
+ * *foreign set when st has none (a file of another family) or the message set. */
+static const sd_st_tensor *find_keyed(sd_context *ctx, const sd_safetensors *st, const char *key, bool *foreign)
+{
+    const char *path = sd_safetensors_path(st);
+    const sd_st_tensor *t = sd_safetensors_find(st, key), *l = sd_safetensors_find(st, "clip_l"),
+                       *g = sd_safetensors_find(st, "clip_g");
+    if (!t) {
+        *foreign = true;
+        sd_set_error(ctx, SD_ERR_INVALID,
+                     "%s: no %s tensor (an SD1.x embedding?); SDXL text encoders take files with clip_l and clip_g "
+                     "tensors", path, key);
+        return NULL;
+    }
+    if (l && g && (l->ndim == 2 ? l->shape[0] : 1) != (g->ndim == 2 ? g->shape[0] : 1)) {
+        sd_set_error(ctx, SD_ERR_INVALID, "%s: clip_l has %lld vectors, clip_g %lld", path,
+                     (long long)(l->ndim == 2 ? l->shape[0] : 1), (long long)(g->ndim == 2 ? g->shape[0] : 1));
+        return NULL;
+    }
+    return t;
+}
+
+/* sd_embedding_read; *foreign set when a keyed read finds a file of another family. */
+static sd_status read_vectors(sd_context *ctx, const char *path, int width, const char *key, sd_embedding *out,
+                              bool *foreign)
 {
     memset(out, 0, sizeof *out);
+    *foreign = false;
     sd_safetensors *st = NULL;
     sd_status status = sd_safetensors_open(ctx, path, &st);
     if (status)
         return status;
-    const sd_st_tensor *t = find_vectors(st);
+    const sd_st_tensor *t = key ? find_keyed(ctx, st, key, foreign) : find_vectors(st);
     int64_t rows = t && t->ndim == 2 ? t->shape[0] : 1, cols = t ? t->shape[t->ndim - 1] : 0;
-    if (!t) {
+    if (!t && key) {
+        status = SD_ERR_INVALID;
+    } else if (!t) {
         status = sd_set_error(ctx, SD_ERR_INVALID,
                               "%s: no embedding tensor (emb_params, string_to_param.*, clip_l, or a single tensor)",
                               path);
@@ -54,6 +92,12 @@ sd_status sd_embedding_read(sd_context *ctx, const char *path, int width, sd_emb
     return status;
 }
 
+sd_status sd_embedding_read(sd_context *ctx, const char *path, int width, const char *key, sd_embedding *out)
+{
+    bool foreign;
+    return read_vectors(ctx, path, width, key, out, &foreign);
+}
+
 void sd_embedding_clear(sd_embedding *e)
 {
     if (e) {
@@ -65,6 +109,7 @@ void sd_embedding_clear(sd_embedding *e)
 typedef struct named {
     char *name;
     sd_embedding e;   /* n_vectors 0: looked up, not usable */
+    bool refused;     /* a file of another family: the set's error */
 } named;
 
 struct sd_embedding_set {
@@ -72,6 +117,9 @@ struct sd_embedding_set {
     int width;
     sd_embedding_find_fn find;
     void *find_user;
+    const char *key;       /* sd_embedding_key's, NULL: SD1 rules */
+    sd_status error;       /* the first file of another family looked up */
+    char *error_message;
     named *items;
     size_t n, cap;
 };
@@ -96,8 +144,8 @@ void sd_embedding_candidates_free(char *names[SD_EMBEDDING_CANDIDATES])
     }
 }
 
-sd_status sd_embedding_set_new(sd_context *ctx, int width, sd_embedding_find_fn find, void *find_user,
-                               sd_embedding_set **out)
+sd_status sd_embedding_set_new(sd_context *ctx, int width, const char *key, sd_embedding_find_fn find,
+                               void *find_user, sd_embedding_set **out)
 {
     *out = calloc(1, sizeof **out);
     if (!*out)
@@ -106,6 +154,7 @@ sd_status sd_embedding_set_new(sd_context *ctx, int width, sd_embedding_find_fn 
     (*out)->width = width;
     (*out)->find = find;
     (*out)->find_user = find_user;
+    (*out)->key = key;
     return SD_OK;
 }
 
@@ -118,6 +167,7 @@ void sd_embedding_set_free(sd_embedding_set *s)
         sd_embedding_clear(&s->items[i].e);
     }
     free(s->items);
+    free(s->error_message);
     free(s);
 }
 
@@ -129,12 +179,22 @@ static named *set_find(sd_embedding_set *s, const char *name)
     return NULL;
 }
 
-/* Reads name's file into e (n_vectors stays 0 when there is none or it is unusable). */
-static void set_load(sd_embedding_set *s, const char *name, sd_embedding *e)
+/* Reads name's file into e (n_vectors stays 0 when there is none or it is unusable); true when
+ * the file is of another family (the set's error). */
+static bool set_load(sd_embedding_set *s, const char *name, sd_embedding *e)
 {
     const char *path = NULL;
-    if (s->find(s->find_user, name, &path) != SD_OK || (path && sd_embedding_read(s->ctx, path, s->width, e) != SD_OK))
+    bool foreign = false;
+    sd_status st = s->find(s->find_user, name, &path);
+    if (!st && path)
+        st = read_vectors(s->ctx, path, s->width, s->key, e, &foreign);
+    if (st && !foreign) {
         sd_warn(s->ctx, "embedding:%s cannot be used: %s", name, sd_context_errmsg(s->ctx));
+    } else if (st && !s->error) {
+        s->error = st;
+        s->error_message = sd_strdup(sd_context_errmsg(s->ctx));
+    }
+    return foreign;
 }
 
 int sd_embedding_set_lookup(void *user, const char *name)
@@ -142,7 +202,7 @@ int sd_embedding_set_lookup(void *user, const char *name)
     sd_embedding_set *s = user;
     named *found = set_find(s, name);
     if (found)
-        return found->e.n_vectors;
+        return found->refused ? 1 : found->e.n_vectors;
     if (s->n == s->cap) {
         size_t cap = s->cap ? 2 * s->cap : 4;
         named *items = realloc(s->items, cap * sizeof *items);
@@ -156,8 +216,15 @@ int sd_embedding_set_lookup(void *user, const char *name)
     if (!(item->name = sd_strdup(name)))
         return 0;
     s->n++;
-    set_load(s, name, &item->e);
-    return item->e.n_vectors;
+    item->refused = set_load(s, name, &item->e);
+    return item->refused ? 1 : item->e.n_vectors; /* refused: 1, so that the parser does not call it missing */
+}
+
+sd_status sd_embedding_set_error(sd_embedding_set *s)
+{
+    if (s->error)
+        sd_set_error(s->ctx, s->error, "%s", s->error_message ? s->error_message : "embedding of another family");
+    return s->error;
 }
 
 sd_status sd_embedding_set_ids(sd_embedding_set *s, const sd_prompt_tokens *toks, int vocab, int32_t *ids,

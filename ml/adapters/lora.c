@@ -49,6 +49,7 @@ bool sd_unet_diffusers_name(const sd_unet_config *cfg, const char *ldm, char *ou
     static const char *const top[][2] = {
         {"input_blocks.0.0.", "conv_in."},          {"time_embed.0.", "time_embedding.linear_1."},
         {"time_embed.2.", "time_embedding.linear_2."}, {"out.0.", "conv_norm_out."}, {"out.2.", "conv_out."},
+        {"label_emb.0.0.", "add_embedding.linear_1."}, {"label_emb.0.2.", "add_embedding.linear_2."},
     };
     for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
         if (strncmp(ldm, top[i][0], strlen(top[i][0])) == 0)
@@ -99,18 +100,21 @@ typedef struct target {
     char key[NAME_MAX_LEN];  /* LoRA key base, e.g. "lora_unet_down_blocks_0_attentions_0_proj_in" */
     sd_lora_part part;
     int layout_index;        /* entry in the part's layout */
+    int64_t row0, rows;      /* the rows patched (open_clip's fused in_proj: q, k, v); rows 0: all */
 } target;
+
+#define N_PARTS 3
 
 typedef struct keymap {
     target *t;
     size_t n, cap;
-    sd_layout unet, clip;    /* tensor names relative to the sub-model's prefix */
+    sd_layout layouts[N_PARTS]; /* per sd_lora_part; tensor names relative to the sub-model's prefix */
     bool nomem;
 } keymap;
 
-static void map_add(keymap *km, sd_lora_part part, int index, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void map_add(keymap *km, sd_lora_part part, int index, const char *fmt, ...)
+static void map_add_rows(keymap *km, sd_lora_part part, int index, int64_t row0, int64_t rows, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static void map_add_rows(keymap *km, sd_lora_part part, int index, int64_t row0, int64_t rows, const char *fmt, ...)
 {
     if (km->nomem)
         return;
@@ -133,8 +137,12 @@ static void map_add(keymap *km, sd_lora_part part, int index, const char *fmt, .
         return;
     t->part = part;
     t->layout_index = index;
+    t->row0 = row0;
+    t->rows = rows;
     km->n++;
 }
+
+#define map_add(km, part, index, ...) map_add_rows(km, part, index, 0, 0, __VA_ARGS__)
 
 /* name with '.' written as '_'. */
 static void underscores(char *dst, const char *src, size_t size)
@@ -158,8 +166,9 @@ static bool strip_weight(char *dst, const char *name, size_t size)
 
 static void map_unet(keymap *km, const sd_unet_config *cfg)
 {
-    for (size_t i = 0; i < km->unet.n; i++) {
-        const sd_layout_entry *e = &km->unet.entries[i];
+    const sd_layout *unet = &km->layouts[SD_LORA_UNET];
+    for (size_t i = 0; i < unet->n; i++) {
+        const sd_layout_entry *e = &unet->entries[i];
         char base[NAME_MAX_LEN], us[NAME_MAX_LEN], diff[NAME_MAX_LEN], dbase[NAME_MAX_LEN];
         if (e->kind != SD_PARAM_WEIGHT || !strip_weight(base, e->name, sizeof base))
             continue;
@@ -184,19 +193,73 @@ static void map_unet(keymap *km, const sd_unet_config *cfg)
     }
 }
 
-static void map_clip(keymap *km)
+/* The key prefixes of a text encoder: kohya's ("lora_te1_") and diffusers' ("text_encoder."). The
+ * first encoder also takes SD1's "lora_te_" (an SD1 file on SDXL is refused by family first). */
+static const char *const kohya_te[2][2] = {{"lora_te_", "lora_te1_"}, {"lora_te2_", NULL}};
+static const char *const diffusers_te[2] = {"text_encoder.", "text_encoder_2."};
+
+/* Every key naming base (transformers' name without ".weight", "encoder.layers.0.self_attn.q_proj")
+ * for rows [row0, row0 + rows) of layout entry index of text encoder part. */
+static void map_te_key(keymap *km, sd_lora_part part, int index, int64_t row0, int64_t rows, const char *base)
 {
-    for (size_t i = 0; i < km->clip.n; i++) {
-        const sd_layout_entry *e = &km->clip.entries[i];
-        char base[NAME_MAX_LEN], us[NAME_MAX_LEN];
-        if (e->kind != SD_PARAM_WEIGHT || strncmp(e->name, "encoder.layers.", 15) != 0 ||
-            !strip_weight(base, e->name, sizeof base))
-            continue;
-        underscores(us, base, sizeof us);
-        map_add(km, SD_LORA_CLIP, (int)i, "lora_te_text_model_%s", us);
-        map_add(km, SD_LORA_CLIP, (int)i, "lora_te1_text_model_%s", us);
-        map_add(km, SD_LORA_CLIP, (int)i, "text_encoder.text_model.%s", base);
+    int slot = part == SD_LORA_CLIP2;
+    char us[NAME_MAX_LEN];
+    underscores(us, base, sizeof us);
+    for (int k = 0; k < 2; k++)
+        if (kohya_te[slot][k])
+            map_add_rows(km, part, index, row0, rows, "%stext_model_%s", kohya_te[slot][k], us);
+    map_add_rows(km, part, index, row0, rows, "%stext_model.%s", diffusers_te[slot], base);
+}
+
+/* transformers' layout: every encoder.layers.N.* Linear under its own name. */
+static void map_clip(keymap *km, sd_lora_part part)
+{
+    const sd_layout *clip = &km->layouts[part];
+    for (size_t i = 0; i < clip->n; i++) {
+        const sd_layout_entry *e = &clip->entries[i];
+        char base[NAME_MAX_LEN];
+        if (e->kind == SD_PARAM_WEIGHT && strncmp(e->name, "encoder.layers.", 15) == 0 &&
+            strip_weight(base, e->name, sizeof base))
+            map_te_key(km, part, (int)i, 0, 0, base);
     }
+}
+
+/* open_clip's layout under transformers' names, as LoRA files name it (kohya; ComfyUI converts
+ * the weights to transformers' layout instead): q_proj, k_proj, v_proj are the row thirds of
+ * the fused attn.in_proj_weight, out_proj is attn.out_proj, fc1 / fc2 are mlp.c_fc / mlp.c_proj. */
+static void map_open_clip(keymap *km, sd_lora_part part, int64_t width)
+{
+    static const char *const qkv[3] = {"q_proj", "k_proj", "v_proj"};
+    static const char *const other[][2] = {
+        {"attn.out_proj.weight", "self_attn.out_proj"}, {"mlp.c_fc.weight", "mlp.fc1"}, {"mlp.c_proj.weight", "mlp.fc2"}};
+    const sd_layout *clip = &km->layouts[part];
+    for (size_t i = 0; i < clip->n; i++) {
+        const char *name = clip->entries[i].name;
+        char base[NAME_MAX_LEN];
+        int layer, used = 0;
+        if (sscanf(name, "transformer.resblocks.%d.%n", &layer, &used) != 1 || used == 0)
+            continue;
+        if (strcmp(name + used, "attn.in_proj_weight") == 0)
+            for (int k = 0; k < 3; k++) {
+                snprintf(base, sizeof base, "encoder.layers.%d.self_attn.%s", layer, qkv[k]);
+                map_te_key(km, part, (int)i, k * width, width, base);
+            }
+        for (size_t k = 0; k < sizeof other / sizeof other[0]; k++)
+            if (strcmp(name + used, other[k][0]) == 0) {
+                snprintf(base, sizeof base, "encoder.layers.%d.%s", layer, other[k][1]);
+                map_te_key(km, part, (int)i, 0, 0, base);
+            }
+    }
+}
+
+static sd_status map_text_encoder(sd_context *ctx, keymap *km, sd_lora_part part, const sd_clip_config *cfg)
+{
+    sd_status st = sd_layout_clip(ctx, cfg, "", &km->layouts[part]);
+    if (!st && cfg->open_clip)
+        map_open_clip(km, part, cfg->width);
+    else if (!st)
+        map_clip(km, part);
+    return st;
 }
 
 static int cmp_target(const void *a, const void *b)
@@ -208,10 +271,12 @@ static sd_status keymap_build(sd_context *ctx, const sd_checkpoint_config *cfg, 
 {
     memset(km, 0, sizeof *km);
     sd_status st = SD_OK;
-    if (cfg->has_unet && !(st = sd_layout_unet(ctx, &cfg->unet, "", &km->unet)))
+    if (cfg->has_unet && !(st = sd_layout_unet(ctx, &cfg->unet, "", &km->layouts[SD_LORA_UNET])))
         map_unet(km, &cfg->unet);
-    if (!st && cfg->has_clip && !(st = sd_layout_clip(ctx, &cfg->clip, "", &km->clip)))
-        map_clip(km);
+    if (!st && cfg->has_clip)
+        st = map_text_encoder(ctx, km, SD_LORA_CLIP, &cfg->clip);
+    if (!st && cfg->has_clip && cfg->clip2_prefix)
+        st = map_text_encoder(ctx, km, SD_LORA_CLIP2, &cfg->clip2);
     if (!st && km->nomem)
         st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
     if (!st)
@@ -222,8 +287,8 @@ static sd_status keymap_build(sd_context *ctx, const sd_checkpoint_config *cfg, 
 static void keymap_free(keymap *km)
 {
     free(km->t);
-    sd_layout_free(&km->unet);
-    sd_layout_free(&km->clip);
+    for (int i = 0; i < N_PARTS; i++)
+        sd_layout_free(&km->layouts[i]);
 }
 
 static const target *keymap_find(const keymap *km, const char *key)
@@ -284,6 +349,7 @@ static int cmp_filekey(const void *a, const void *b)
 typedef struct patch {
     sd_lora_part part;
     char name[128];          /* tensor within the part, e.g. "input_blocks.1.1.proj_in.weight" */
+    int64_t row0, rows;      /* the rows of it patched (rows: shape[0] unless a fused in_proj slice) */
     int ndim;                /* the patched tensor's shape */
     int64_t shape[4];
     const sd_safetensors *st; /* the LoRA file holding up, down, mid */
@@ -304,7 +370,8 @@ static int cmp_patch(const void *a, const void *b)
     const patch *x = a, *y = b;
     if (x->part != y->part)
         return (int)x->part - (int)y->part;
-    return strcmp(x->name, y->name);
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->row0 > y->row0) - (x->row0 < y->row0);
 }
 
 /* Appends name to list (a message fragment of at most LIST_CHARS), counting what did not fit. */
@@ -342,9 +409,25 @@ static sd_status check_family(sd_context *ctx, const sd_safetensors *st, const s
                         sd_safetensors_path(st), sd_family_name(f), key, sd_family_name(cfg->family), supported);
 }
 
+/* Names only UNets with attention at the first level have (SD1, SD2; not SDXL), and only a
+ * transformer depth above 1 (SDXL) gives. */
+static bool first_level_attention(const char *name)
+{
+    return strstr(name, "down_blocks_0_attentions") || strstr(name, "down_blocks.0.attentions") ||
+           strstr(name, "input_blocks_1_1_") || strstr(name, "input_blocks_2_1_");
+}
+
+static bool deep_transformer(const char *name)
+{
+    const char *p = strstr(name, "transformer_blocks");
+    return p && (p[18] == '_' || p[18] == '.') && p[19] >= '1' && p[19] <= '9';
+}
+
 sd_family sd_lora_family(const sd_safetensors *st, const char **key)
 {
-    for (size_t i = 0; i < sd_safetensors_count(st); i++) {
+    size_t n = sd_safetensors_count(st);
+    /* Beyond doubt first: SDXL's second text encoder, a cross-attention width of another family. */
+    for (size_t i = 0; i < n; i++) {
         const sd_st_tensor *t = sd_safetensors_at(st, i);
         *key = t->name;
         if (strncmp(t->name, "lora_te2_", 9) == 0 || strncmp(t->name, "text_encoder_2.", 15) == 0)
@@ -354,6 +437,15 @@ sd_family sd_lora_family(const sd_safetensors *st, const char **key)
         sd_family f = cross_kv && down && t->ndim == 2 ? sd_family_by_context_dim(t->shape[1]) : SD_FAMILY_UNKNOWN;
         if (f != SD_FAMILY_UNKNOWN && f != SD_FAMILY_SD1)
             return f; /* reads another family's text context (SD1's 768 is also a tiny model's width) */
+    }
+    /* Then the names: kohya writes SD1's text encoder lora_te_ (SDXL's lora_te1_, lora_te2_). */
+    for (size_t i = 0; i < n; i++) {
+        const sd_st_tensor *t = sd_safetensors_at(st, i);
+        *key = t->name;
+        if (deep_transformer(t->name))
+            return SD_FAMILY_SDXL;
+        if (strncmp(t->name, "lora_te_", 8) == 0 || first_level_attention(t->name))
+            return SD_FAMILY_SD1;
     }
     *key = NULL;
     return SD_FAMILY_UNKNOWN;
@@ -366,7 +458,7 @@ static bool float_dtype(const sd_st_tensor *t)
 
 /* Checks one key group's tensors against the tensor they patch and fills p. */
 static sd_status make_patch(sd_context *ctx, const sd_safetensors *st, const char *key, const sd_layout_entry *e,
-                            sd_lora_part part, const sd_st_tensor *up, const sd_st_tensor *down,
+                            const target *t, const sd_st_tensor *up, const sd_st_tensor *down,
                             const sd_st_tensor *mid, const sd_st_tensor *alpha, patch *p)
 {
     const char *path = sd_safetensors_path(st);
@@ -378,7 +470,7 @@ static sd_status make_patch(sd_context *ctx, const sd_safetensors *st, const cha
         if (all[i] && !float_dtype(all[i]))
             return sd_set_error(ctx, SD_ERR_INVALID, "%s: tensor '%s' has dtype %s, not a float type", path,
                                 all[i]->name, sd_st_dtype_name(all[i]->dtype));
-    int64_t rank = down->shape[0], out = e->shape[0], in_k = 1;
+    int64_t rank = down->shape[0], out = t->rows ? t->rows : e->shape[0], in_k = 1;
     for (int d = 1; d < e->ndim; d++)
         in_k *= e->shape[d];
     bool up_ok = (up->ndim == 2 || (up->ndim == 4 && up->shape[2] == 1 && up->shape[3] == 1)) &&
@@ -401,15 +493,17 @@ static sd_status make_patch(sd_context *ctx, const sd_safetensors *st, const cha
                  up->ndim > 2 ? ", ..." : "");
         snprintf(ds, sizeof ds, "[%lld, %lld%s]", (long long)down->shape[0],
                  (long long)(down->ndim > 1 ? down->shape[1] : 0), down->ndim > 2 ? ", ..." : "");
-        snprintf(ws, sizeof ws, "[%lld, %lld%s]", (long long)e->shape[0], (long long)e->shape[1],
-                 e->ndim > 2 ? ", ..." : "");
+        snprintf(ws, sizeof ws, "[%lld, %lld%s]%s", (long long)out, (long long)e->shape[1],
+                 e->ndim > 2 ? ", ..." : "", t->rows ? " (a row slice)" : "");
         return sd_set_error(ctx, SD_ERR_INVALID,
                             "%s: LoRA key '%s' (up %s, down %s%s) does not fit tensor '%s' %s", path, key, us, ds,
                             mid ? ", with lora_mid" : "", e->name, ws);
     }
     memset(p, 0, sizeof *p);
-    p->part = part;
+    p->part = t->part;
     snprintf(p->name, sizeof p->name, "%s", e->name);
+    p->row0 = t->row0;
+    p->rows = out;
     p->ndim = e->ndim;
     memcpy(p->shape, e->shape, sizeof p->shape);
     p->st = st;
@@ -440,7 +534,7 @@ static void lora_free(sd_lora *l)
 }
 
 /* Groups the file's keys by base, matches each group and fills l->patches. */
-static sd_status match_keys(sd_context *ctx, sd_lora *l, const keymap *km)
+static sd_status match_keys(sd_context *ctx, sd_lora *l, const keymap *km, sd_family family)
 {
     const char *path = sd_safetensors_path(l->st);
     size_t n = sd_safetensors_count(l->st), unmatched = 0, omitted = 0;
@@ -479,8 +573,7 @@ static sd_status match_keys(sd_context *ctx, sd_lora *l, const keymap *km)
                               keys[i].base);
             break;
         }
-        const sd_layout *layout = t->part == SD_LORA_UNET ? &km->unet : &km->clip;
-        st = make_patch(ctx, l->st, keys[i].base, &layout->entries[t->layout_index], t->part, by_role[ROLE_UP],
+        st = make_patch(ctx, l->st, keys[i].base, &km->layouts[t->part].entries[t->layout_index], t, by_role[ROLE_UP],
                         by_role[ROLE_DOWN], by_role[ROLE_MID], by_role[ROLE_ALPHA], &l->patches[l->n]);
         if (!st)
             l->n++;
@@ -490,8 +583,8 @@ static sd_status match_keys(sd_context *ctx, sd_lora *l, const keymap *km)
         return st;
     list_finish(list, omitted);
     if (l->n == 0)
-        return sd_set_error(ctx, SD_ERR_INVALID, "%s: no key matches an SD1 UNet or text encoder tensor (%zu keys: %s)",
-                            path, unmatched, n ? list : "the file is empty");
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: no key matches an %s UNet or text encoder tensor (%zu keys: %s)",
+                            path, sd_family_name(family), unmatched, n ? list : "the file is empty");
     qsort(l->patches, l->n, sizeof *l->patches, cmp_patch);
     for (size_t i = 1; i < l->n; i++)
         if (cmp_patch(&l->patches[i - 1], &l->patches[i]) == 0)
@@ -516,7 +609,7 @@ sd_status sd_lora_open(sd_context *ctx, const char *path, const sd_checkpoint_co
     if (!st)
         st = keymap_build(ctx, cfg, &km);
     if (!st)
-        st = match_keys(ctx, l, &km);
+        st = match_keys(ctx, l, &km, cfg->family);
     keymap_free(&km);
     if (st) {
         lora_free(l);
@@ -551,13 +644,23 @@ const char *sd_lora_path(const sd_lora *lora)
     return sd_safetensors_path(lora->st);
 }
 
-static const patch *lora_find(const sd_lora *l, sd_lora_part part, const char *name)
+/* The patches of tensor name of part (row slices in order): *count of them from the returned one. */
+static const patch *lora_find(const sd_lora *l, sd_lora_part part, const char *name, size_t *count)
 {
-    patch probe;
-    probe.part = part;
-    if (!put(probe.name, sizeof probe.name, "%s", name))
-        return NULL;
-    return bsearch(&probe, l->patches, l->n, sizeof *l->patches, cmp_patch);
+    size_t lo = 0, hi = l->n;
+    while (lo < hi) { /* the first patch not before (part, name) */
+        size_t mid = lo + (hi - lo) / 2;
+        const patch *p = &l->patches[mid];
+        if (p->part < part || (p->part == part && strcmp(p->name, name) < 0))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    size_t end = lo;
+    while (end < l->n && l->patches[end].part == part && strcmp(l->patches[end].name, name) == 0)
+        end++;
+    *count = end - lo;
+    return end > lo ? &l->patches[lo] : NULL;
 }
 
 /* ---- Stacks and the device patch ---- */
@@ -567,15 +670,21 @@ typedef struct stack_entry {
     float strength;
 } stack_entry;
 
+typedef struct part_patcher { /* the user pointer of a view's patcher: the stack and the part */
+    sd_lora_stack *stack;
+    sd_lora_part part;
+} part_patcher;
+
 struct sd_lora_stack {
     int refcount;
     sd_context *ctx;
     sd_lora_part part;
     stack_entry *entries;
     size_t n;
-    uint64_t unet_base, clip_base;       /* serials of the bases the views below were made for */
+    part_patcher patchers[N_PARTS];
+    uint64_t unet_base, clip_base[2];    /* serials of the bases the views below were made for */
     sd_unet *unet;                       /* the patched view made for the UNet unet_base */
-    sd_clip_model *clip;
+    sd_clip_model *clip[2];              /* per text encoder */
 };
 
 sd_status sd_lora_stack_push(sd_context *ctx, const sd_lora_stack *base, sd_lora *lora, float strength,
@@ -591,6 +700,8 @@ sd_status sd_lora_stack_push(sd_context *ctx, const sd_lora_stack *base, sd_lora
     s->refcount = 1;
     s->ctx = ctx;
     s->part = part;
+    for (int i = 0; i < N_PARTS; i++)
+        s->patchers[i] = (part_patcher){s, (sd_lora_part)i};
     for (size_t i = 0; i + 1 < n; i++)
         s->entries[i] = (stack_entry){sd_lora_ref(base->entries[i].lora), base->entries[i].strength};
     s->entries[n - 1] = (stack_entry){sd_lora_ref(lora), strength};
@@ -610,7 +721,8 @@ void sd_lora_stack_unref(sd_lora_stack *s)
     if (!s || --s->refcount > 0)
         return;
     sd_unet_free(s->unet);
-    sd_clip_model_free(s->clip);
+    sd_clip_model_free(s->clip[0]);
+    sd_clip_model_free(s->clip[1]);
     for (size_t i = 0; i < s->n; i++)
         sd_lora_unref(s->entries[i].lora);
     free(s->entries);
@@ -619,9 +731,11 @@ void sd_lora_stack_unref(sd_lora_stack *s)
 
 static bool stack_claims(void *user, const char *name)
 {
-    const sd_lora_stack *s = user;
+    const part_patcher *pp = user;
+    const sd_lora_stack *s = pp->stack;
+    size_t count;
     for (size_t i = 0; i < s->n; i++)
-        if (s->entries[i].strength != 0.0f && lora_find(s->entries[i].lora, s->part, name))
+        if (s->entries[i].strength != 0.0f && lora_find(s->entries[i].lora, pp->part, name, &count))
             return true;
     return false;
 }
@@ -651,57 +765,97 @@ static sd_status upload_matrix(sd_cl *cl, const float *host, int64_t rows, int64
     return st;
 }
 
-/* delta = mul * up @ down as [out, in * kh * kw] f32 on the device. With a Tucker mid
- * ([rank, rank, kh, kw], down [rank, in, 1, 1]), down is first combined with mid on the host:
+/* p's down projection as [rank, k] floats into *out (k = p's patched tensor's in * kh * kw). With
+ * a Tucker mid ([rank, rank, kh, kw], down [rank, in, 1, 1]) it is combined on the host:
  * D[a, i, y, x] = sum_b mid[a, b, y, x] down[b, i]. */
-static sd_status patch_delta(sd_cl *cl, const patch *p, float mul, sd_dtensor **out)
+static sd_status read_down(sd_context *ctx, const patch *p, float **out)
+{
+    float *down = NULL, *mid = NULL;
+    sd_status st = read_host(ctx, p, p->down, &down);
+    if (st || !p->mid) {
+        *out = down;
+        return st;
+    }
+    int64_t rank = p->down->shape[0], in = p->down->shape[1], kk = p->mid->shape[2] * p->mid->shape[3];
+    float *comb = NULL;
+    st = read_host(ctx, p, p->mid, &mid);
+    if (!st && !(comb = calloc((size_t)(rank * in * kk), sizeof *comb)))
+        st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+    for (int64_t a = 0; !st && a < rank; a++)
+        for (int64_t b = 0; b < rank; b++)
+            for (int64_t i = 0; i < in; i++)
+                for (int64_t s = 0; s < kk; s++)
+                    comb[(a * in + i) * kk + s] += mid[(a * rank + b) * kk + s] * down[b * in + i];
+    free(down);
+    free(mid);
+    *out = comb;
+    return st;
+}
+
+/* delta = mul * sum_j scale_j up_j @ down_j over the n patches ps of one tensor (row slices of
+ * it, or the whole) as [out, in * kh * kw] f32 on the device: one matmul of a block up
+ * [out, R] (up_j scaled, at its rows and its columns) by the downs stacked [R, k], R the ranks'
+ * sum; rows no patch covers stay 0. */
+static sd_status patch_delta(sd_cl *cl, const patch *ps, size_t n, float mul, sd_dtensor **out)
 {
     sd_context *ctx = cl->ctx;
-    int64_t rank = p->down->shape[0], out_ch = p->up->shape[0], k = (int64_t)(p->down->numel / (size_t)rank);
-    float *up = NULL, *down = NULL, *mid = NULL, *comb = NULL;
-    sd_dtensor *u = NULL, *d = NULL;
-    sd_status st = read_host(ctx, p, p->up, &up);
-    if (!st)
-        st = read_host(ctx, p, p->down, &down);
-    if (!st && p->mid && !(st = read_host(ctx, p, p->mid, &mid))) {
-        int64_t in = p->down->shape[1], kk = p->mid->shape[2] * p->mid->shape[3];
-        k = in * kk;
-        if (!(comb = calloc((size_t)(rank * k), sizeof *comb)))
-            st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
-        for (int64_t a = 0; !st && a < rank; a++)
-            for (int64_t b = 0; b < rank; b++)
-                for (int64_t i = 0; i < in; i++)
-                    for (int64_t s = 0; s < kk; s++)
-                        comb[(a * in + i) * kk + s] += mid[(a * rank + b) * kk + s] * down[b * in + i];
+    int64_t out_ch = ps[0].shape[0], numel = 1, ranks = 0;
+    for (int d = 0; d < ps[0].ndim; d++)
+        numel *= ps[0].shape[d];
+    for (size_t j = 0; j < n; j++)
+        ranks += ps[j].down->shape[0];
+    int64_t k = numel / out_ch;
+    size_t ub, db;
+    float *up = NULL, *down = NULL, *u_all = NULL, *d_all = NULL;
+    sd_status st = SD_OK;
+    if (!sd_mul_size((size_t)out_ch, (size_t)ranks, &ub) || !sd_mul_size(ub, sizeof(float), &ub) ||
+        !sd_mul_size((size_t)ranks, (size_t)k, &db) || !sd_mul_size(db, sizeof(float), &db) ||
+        !(u_all = calloc(1, ub ? ub : 1)) || !(d_all = malloc(db ? db : 1)))
+        st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory patching '%s'", ps[0].name);
+    for (int64_t j = 0, c0 = 0; !st && j < (int64_t)n; c0 += ps[j].down->shape[0], j++) {
+        const patch *p = &ps[j];
+        int64_t rank = p->down->shape[0];
+        if ((st = read_host(ctx, p, p->up, &up)) || (st = read_down(ctx, p, &down)))
+            break;
+        for (int64_t i = 0; i < p->rows; i++)
+            for (int64_t a = 0; a < rank; a++)
+                u_all[(p->row0 + i) * ranks + c0 + a] = p->scale * up[i * rank + a];
+        memcpy(d_all + c0 * k, down, (size_t)(rank * k) * sizeof *down);
+        free(up);
+        free(down);
+        up = down = NULL;
     }
+    sd_dtensor *u = NULL, *d = NULL;
     if (!st)
-        st = upload_matrix(cl, up, out_ch, rank, &u);
+        st = upload_matrix(cl, u_all, out_ch, ranks, &u);
     if (!st)
-        st = upload_matrix(cl, comb ? comb : down, rank, k, &d);
+        st = upload_matrix(cl, d_all, ranks, k, &d);
     if (!st)
         st = sd_op_matmul(cl, u, false, d, false, NULL, SD_ACT_NONE, mul, out);
     sd_dtensor_free(u);
     sd_dtensor_free(d);
     free(up);
     free(down);
-    free(mid);
-    free(comb);
+    free(u_all);
+    free(d_all);
     return st;
 }
 
 static sd_status stack_apply(void *user, const char *name, const sd_dtensor *base, sd_dtensor **out)
 {
-    sd_lora_stack *s = user;
+    const part_patcher *pp = user;
+    sd_lora_stack *s = pp->stack;
     sd_cl *cl = base->cl;
     sd_dtensor *sum = NULL;
     *out = NULL;
     sd_status st = SD_OK;
     for (size_t i = 0; !st && i < s->n; i++) {
-        const patch *p = lora_find(s->entries[i].lora, s->part, name);
+        size_t count;
+        const patch *p = lora_find(s->entries[i].lora, pp->part, name, &count);
         if (!p || s->entries[i].strength == 0.0f)
             continue;
         sd_dtensor *delta = NULL, *added = NULL;
-        st = patch_delta(cl, p, s->entries[i].strength * p->scale, &delta);
+        st = patch_delta(cl, p, count, s->entries[i].strength, &delta);
         if (!st && sum) {
             st = sd_op_binary(cl, SD_BINARY_ADD, sum, delta, &added);
             sd_dtensor_free(delta);
@@ -718,9 +872,9 @@ static sd_status stack_apply(void *user, const char *name, const sd_dtensor *bas
     return st;
 }
 
-void sd_lora_stack_patcher(sd_lora_stack *s, sd_weight_patcher *out)
+void sd_lora_stack_patcher(sd_lora_stack *s, sd_lora_part part, sd_weight_patcher *out)
 {
-    *out = (sd_weight_patcher){stack_claims, stack_apply, s};
+    *out = (sd_weight_patcher){stack_claims, stack_apply, &s->patchers[part]};
 }
 
 static sd_status wrong_part(sd_lora_stack *s, const char *want)
@@ -740,7 +894,7 @@ sd_status sd_lora_stack_unet(sd_lora_stack *s, sd_unet *base, sd_unet **out)
         sd_unet_free(s->unet);
         s->unet = NULL;
         sd_weight_patcher p;
-        sd_lora_stack_patcher(s, &p);
+        sd_lora_stack_patcher(s, SD_LORA_UNET, &p);
         sd_status st = sd_unet_new_patched(base, &p, &s->unet);
         if (st)
             return st;
@@ -750,21 +904,21 @@ sd_status sd_lora_stack_unet(sd_lora_stack *s, sd_unet *base, sd_unet **out)
     return SD_OK;
 }
 
-sd_status sd_lora_stack_clip(sd_lora_stack *s, sd_clip_model *base, sd_clip_model **out)
+sd_status sd_lora_stack_clip(sd_lora_stack *s, int slot, sd_clip_model *base, sd_clip_model **out)
 {
     *out = NULL;
-    if (s->part != SD_LORA_CLIP)
+    if (s->part != SD_LORA_CLIP || slot < 0 || slot > 1)
         return wrong_part(s, "text encoder");
-    if (!s->clip || s->clip_base != sd_clip_model_serial(base)) {
-        sd_clip_model_free(s->clip);
-        s->clip = NULL;
+    if (!s->clip[slot] || s->clip_base[slot] != sd_clip_model_serial(base)) {
+        sd_clip_model_free(s->clip[slot]);
+        s->clip[slot] = NULL;
         sd_weight_patcher p;
-        sd_lora_stack_patcher(s, &p);
-        sd_status st = sd_clip_model_new_patched(base, &p, &s->clip);
+        sd_lora_stack_patcher(s, slot ? SD_LORA_CLIP2 : SD_LORA_CLIP, &p);
+        sd_status st = sd_clip_model_new_patched(base, &p, &s->clip[slot]);
         if (st)
             return st;
-        s->clip_base = sd_clip_model_serial(base);
+        s->clip_base[slot] = sd_clip_model_serial(base);
     }
-    *out = s->clip;
+    *out = s->clip[slot];
     return SD_OK;
 }

@@ -1,16 +1,17 @@
-/* LoRA files for SD1 checkpoints, applied as weight patches (docs/lora.md).
+/* LoRA files for SD1 and SDXL checkpoints, applied as weight patches (docs/lora.md).
  *
  * Layouts read (one .safetensors file may mix them):
  *   kohya-ss / A1111   lora_unet_<name>.lora_up.weight / .lora_down.weight / .alpha, where
  *                      <name> is an LDM name (input_blocks_1_1_proj_in) or a diffusers name
  *                      (down_blocks_0_attentions_0_proj_in) with '.' written as '_';
- *                      lora_te_text_model_encoder_layers_N_<proj> (also lora_te1_); convolutions
+ *                      lora_te_text_model_encoder_layers_N_<proj> (also lora_te1_; SDXL's
+ *                      OpenCLIP-bigG lora_te2_, its q/k/v on the thirds of the fused in_proj); convolutions
  *                      with a k x k down and 1 x 1 up, and LoCon's Tucker lora_mid.
  *   diffusers / PEFT   [unet.|text_encoder.]<diffusers name>.lora_A.weight / .lora_B.weight, the
  *                      older <name>.lora.down/up.weight, the attention-processor form
  *                      <...>.processor.to_q_lora.down/up.weight and transformers'
  *                      <name>.lora_linear_layer.down/up.weight; optional .alpha.
- * Every key is mapped to the SD1 checkpoint tensor it patches; the map is built from the SD1
+ * Every key is mapped to the checkpoint tensor (or row slice) it patches; the map is built from the
  * layout's tensor names (ml/families/sd1_layout.h) for the checkpoint's own architecture, as
  * ComfyUI's model_lora_keys_unet / model_lora_keys_clip build theirs.
  *
@@ -23,7 +24,10 @@
 #include "ml/text/clip.h"
 #include "ml/diffusion/unet.h"
 
-typedef enum sd_lora_part { SD_LORA_UNET, SD_LORA_CLIP } sd_lora_part;
+/* What a patch applies to: the UNet, the family's first text encoder (SD1's CLIP-L, SDXL's
+ * CLIP-L) or its second (SDXL's OpenCLIP-bigG). A stack is for the UNet or for the text encoders
+ * (SD_LORA_CLIP), whose views are made per encoder. */
+typedef enum sd_lora_part { SD_LORA_UNET, SD_LORA_CLIP, SD_LORA_CLIP2 } sd_lora_part;
 
 typedef struct sd_lora sd_lora;
 
@@ -33,11 +37,11 @@ typedef struct sd_lora sd_lora;
 sd_family sd_lora_family(const sd_safetensors *st, const char **key);
 
 /* Opens the LoRA at path and maps its keys to the tensors of the checkpoint described by cfg
- * (an SD1 config from sd_checkpoint_inspect; a part the checkpoint lacks matches nothing).
+ * (an SD1 or SDXL config from sd_checkpoint_inspect; a part the checkpoint lacks matches nothing).
  * Keys that match nothing are listed in one warning (sd_warn: "<file>: N LoRA keys matched
  * nothing: a, b, ..."). Errors (SD_ERR_INVALID, message naming the file): a LoRA for another
- * family ("SDXL LoRA detected (key lora_te2_...); sdflow supports SD1.x LoRAs"), no key matching
- * anything ("no key matches an SD1 UNet or text encoder tensor: a, b, ..."), an up without its
+ * family ("SDXL LoRA detected (key lora_te2_...); the model is SD1.x; ..."), a LoRA on a family taking none, no key matching
+ * anything ("no key matches an SD1.x UNet or text encoder tensor: a, b, ..."), an up without its
  * down (named), shapes that do not fit the tensor they patch (key and shapes named), a
  * non-float dtype; and sd_safetensors_open's errors. Refcounted: starts at one reference. */
 sd_status sd_lora_open(sd_context *ctx, const char *path, const sd_checkpoint_config *cfg, sd_lora **out);
@@ -59,14 +63,15 @@ sd_lora_stack *sd_lora_stack_ref(sd_lora_stack *s); /* returns s */
 void sd_lora_stack_unref(sd_lora_stack *s);         /* NULL-safe */
 
 /* The stack's weight patcher (ml/loading/weights.h) for a patched view over any weight set holding
- * its part's tensors (names without prefix); the stack must outlive the view. */
-void sd_lora_stack_patcher(sd_lora_stack *s, sd_weight_patcher *out);
+ * the tensors of part (names without prefix); the stack must outlive the view. */
+void sd_lora_stack_patcher(sd_lora_stack *s, sd_lora_part part, sd_weight_patcher *out);
 
 /* The patched view of base (which must outlive the stack): a UNet / text encoder sharing
  * base's uploaded weights except the patched tensors. Made on the first call for a given base
  * and owned by the stack. SD_ERR_INVALID when the stack is for the other part. */
 sd_status sd_lora_stack_unet(sd_lora_stack *s, sd_unet *base, sd_unet **out);
-sd_status sd_lora_stack_clip(sd_lora_stack *s, sd_clip_model *base, sd_clip_model **out);
+/* slot: the text encoder base is (0: SD_LORA_CLIP's patches, 1: SD_LORA_CLIP2's). */
+sd_status sd_lora_stack_clip(sd_lora_stack *s, int slot, sd_clip_model *base, sd_clip_model **out);
 
 /* The diffusers name of an SD1 UNet tensor given by its LDM name without prefix
  * ("input_blocks.1.1.proj_in.weight" -> "down_blocks.0.attentions.0.proj_in.weight") for the
@@ -76,15 +81,19 @@ bool sd_unet_diffusers_name(const sd_unet_config *cfg, const char *ldm, char *ou
 
 /* ---- Test LoRA files ---- */
 
-/* Writes a LoRA with deterministic random weights (from seed and each key's name) in kohya
- * layout for the SD1 architecture cfg, rank `rank`: every attention projection (to_q, to_k,
- * to_v, to_out.0), feed-forward Linear and proj_in/proj_out of the UNet named the diffusers
- * way, the 3x3 conv1 of down_blocks.0.resnets.0 (3x3 down, 1x1 up), and every q/k/v/out_proj
- * and fc1/fc2 of the text encoder; alpha rank / 2 on every key (one value, as kohya-ss
- * writes it and as diffusers' loader handles it). ldm_names: the UNet keys
- * named the LDM way (lora_unet_input_blocks_1_1_...) instead: the same tensors, same values.
+/* Key layouts of test LoRA files: kohya with the UNet named the diffusers way
+ * (lora_unet_down_blocks_0_...) or the LDM way (lora_unet_input_blocks_1_1_...), or diffusers/PEFT
+ * (unet.<diffusers name>.lora_A.weight, text_encoder[_2].text_model.*). */
+typedef enum sd_lora_layout { SD_LORA_KOHYA, SD_LORA_KOHYA_LDM, SD_LORA_PEFT } sd_lora_layout;
+
+/* Writes a LoRA with deterministic random weights (from seed and the name of the tensor each key
+ * patches: the same values in every layout) for the SD1 or SDXL architecture cfg, rank `rank`:
+ * every attention projection (to_q, to_k, to_v, to_out.0), feed-forward Linear and
+ * proj_in/proj_out of the UNet, the 3x3 conv1 of down_blocks.0.resnets.0 (3x3 down, 1x1 up), and
+ * every q/k/v/out_proj and fc1/fc2 of the text encoders (SD1 lora_te_; SDXL lora_te1_ for
+ * CLIP-L, lora_te2_ for OpenCLIP-bigG, whose q/k/v patch the thirds of its fused in_proj); alpha
+ * rank / 2 on every key (one value, as kohya-ss writes it and as diffusers' loader handles it).
  * F32, written atomically. */
 sd_status sd_lora_write_random(sd_context *ctx, const char *path, const sd_checkpoint_config *cfg, int rank,
-                               uint64_t seed, bool ldm_names);
-
+                               uint64_t seed, sd_lora_layout layout);
 #endif

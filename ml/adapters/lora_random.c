@@ -7,8 +7,10 @@
 #include <string.h>
 
 typedef struct rand_target {
-    char key[192];             /* "lora_unet_..." / "lora_te_..." without suffix */
-    const sd_layout_entry *e;  /* the patched tensor */
+    char key[192];             /* "lora_unet_..." / "lora_te_..." / "unet...." without suffix */
+    char seed_name[160];       /* what the values follow: the patched tensor (or slice) */
+    int ndim;                  /* the patched tensor's (or slice's) shape */
+    int64_t shape[4];
     float alpha;
 } rand_target;
 
@@ -17,6 +19,7 @@ typedef struct writer {
     size_t n;
     int rank;
     uint64_t seed;
+    sd_lora_layout layout;
 } writer;
 
 static bool unet_selected(const sd_layout_entry *e)
@@ -64,11 +67,11 @@ static sd_status fill(void *user, size_t index, void *dst, size_t nbytes)
         return SD_OK;
     }
     uint64_t state = w->seed * 0x100000001b3u + (uint64_t)role;
-    for (const char *p = t->e->name; *p; p++) /* the patched tensor's name: same values whatever the key */
+    for (const char *p = t->seed_name; *p; p++) /* the patched tensor's name: same values whatever the key */
         state = (state ^ (unsigned char)*p) * 0x100000001b3u;
     int64_t fan_in = 1;
-    for (int d = 1; d < t->e->ndim; d++)
-        fan_in *= t->e->shape[d];
+    for (int d = 1; d < t->ndim; d++)
+        fan_in *= t->shape[d];
     double bound = role == 1 ? 1.0 / sqrt((double)fan_in) : 0.5;
     for (size_t i = 0; i < n; i++) {
         double u = (double)(splitmix64(&state) >> 11) * (1.0 / 9007199254740992.0);
@@ -77,74 +80,130 @@ static sd_status fill(void *user, size_t index, void *dst, size_t nbytes)
     return SD_OK;
 }
 
-static void add_target(writer *w, const char *key, const sd_layout_entry *e)
+/* A target under key patching the tensor (or row slice) of shape ndim/shape, values from seed_name. */
+static void add_target(writer *w, const char *key, const char *seed_name, int ndim, const int64_t *shape)
 {
     rand_target *t = &w->targets[w->n];
     snprintf(t->key, sizeof t->key, "%s", key);
-    t->e = e;
+    snprintf(t->seed_name, sizeof t->seed_name, "%s", seed_name);
+    t->ndim = ndim;
+    memcpy(t->shape, shape, sizeof t->shape);
     t->alpha = (float)w->rank / 2.0f;
     w->n++;
 }
 
+static void add_unet(sd_context *ctx, writer *w, const sd_unet_config *cfg, const sd_layout *unet, sd_status *st)
+{
+    for (size_t i = 0; !*st && i < unet->n; i++) {
+        const sd_layout_entry *e = &unet->entries[i];
+        char diff[192], key[192];
+        if (!unet_selected(e))
+            continue;
+        if (w->layout != SD_LORA_KOHYA_LDM && !sd_unet_diffusers_name(cfg, e->name, diff, sizeof diff)) {
+            *st = sd_set_error(ctx, SD_ERR_INVALID, "UNet tensor '%s' has no diffusers name", e->name);
+            break;
+        }
+        if (w->layout == SD_LORA_PEFT)
+            snprintf(key, sizeof key, "unet.%.*s", (int)(strlen(diff) - 7), diff);
+        else
+            kohya_key(key, sizeof key, "lora_unet_", w->layout == SD_LORA_KOHYA_LDM ? e->name : diff);
+        add_target(w, key, e->name, e->ndim, e->shape);
+    }
+}
+
+/* Text encoder slot's key for the transformers name `name` ("encoder.layers.0.self_attn.q_proj.weight"). */
+static void te_key(const writer *w, char *key, size_t size, int slot, bool sd1, const char *name)
+{
+    if (w->layout == SD_LORA_PEFT)
+        snprintf(key, size, "%s.text_model.%.*s", slot ? "text_encoder_2" : "text_encoder", (int)(strlen(name) - 7),
+                 name);
+    else
+        kohya_key(key, size, slot ? "lora_te2_text_model_" : sd1 ? "lora_te_text_model_" : "lora_te1_text_model_",
+                  name);
+}
+
+/* Every projection and MLP Linear of a transformers-layout text encoder. */
+static void add_clip(writer *w, const sd_layout *clip, bool sd1)
+{
+    for (size_t i = 0; i < clip->n; i++) {
+        char key[192];
+        if (!clip_selected(&clip->entries[i]))
+            continue;
+        te_key(w, key, sizeof key, 0, sd1, clip->entries[i].name);
+        add_target(w, key, clip->entries[i].name, clip->entries[i].ndim, clip->entries[i].shape);
+    }
+}
+
+/* The same Linears of an open_clip text encoder under transformers' names, as LoRA files name
+ * them: q/k/v patch the row thirds of the fused in_proj. */
+static void add_open_clip(writer *w, const sd_clip_config *cfg)
+{
+    static const char *const names[6] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                         "self_attn.out_proj", "mlp.fc1", "mlp.fc2"};
+    int64_t width = cfg->width, inter = cfg->intermediate;
+    for (int l = 0; l < cfg->layers; l++)
+        for (int k = 0; k < 6; k++) {
+            char name[128], key[192], seed_name[160];
+            int64_t shape[4] = {k == 4 ? inter : width, k == 5 ? inter : width};
+            snprintf(name, sizeof name, "encoder.layers.%d.%s.weight", l, names[k]);
+            snprintf(seed_name, sizeof seed_name, "open_clip.%s", name);
+            te_key(w, key, sizeof key, 1, false, name);
+            add_target(w, key, seed_name, 2, shape);
+        }
+}
+
 sd_status sd_lora_write_random(sd_context *ctx, const char *path, const sd_checkpoint_config *cfg, int rank,
-                               uint64_t seed, bool ldm_names)
+                               uint64_t seed, sd_lora_layout layout)
 {
     sd_layout unet = {0}, clip = {0};
-    writer w = {.rank = rank, .seed = seed};
+    writer w = {.rank = rank, .seed = seed, .layout = layout};
     sd_st_entry *entries = NULL;
     char **names = NULL;
     sd_status st = SD_OK;
     if (rank < 1 || rank > 1024)
         return sd_set_error(ctx, SD_ERR_INVALID, "LoRA rank %d out of range (1 .. 1024)", rank);
+    bool has_clip2 = cfg->has_clip && cfg->clip2_prefix, sd1 = cfg->family == SD_FAMILY_SD1;
     if (cfg->has_unet)
         st = sd_layout_unet(ctx, &cfg->unet, "", &unet);
+    if (!st && cfg->has_clip && cfg->clip.open_clip)
+        st = sd_set_error(ctx, SD_ERR_INVALID, "random LoRAs are written for SD1.x and SDXL checkpoints, not %s",
+                          sd_family_name(cfg->family));
     if (!st && cfg->has_clip)
         st = sd_layout_clip(ctx, &cfg->clip, "", &clip);
-    size_t cap = unet.n + clip.n;
+    size_t cap = unet.n + clip.n + (has_clip2 ? 6 * (size_t)cfg->clip2.layers : 0);
     if (!st && (!(w.targets = calloc(cap ? cap : 1, sizeof *w.targets)) ||
                 !(entries = calloc(3 * (cap ? cap : 1), sizeof *entries)) ||
                 !(names = calloc(3 * (cap ? cap : 1), sizeof *names))))
         st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; !st && i < unet.n; i++) {
-        const sd_layout_entry *e = &unet.entries[i];
-        char diff[192], key[192];
-        if (!unet_selected(e))
-            continue;
-        if (!ldm_names && !sd_unet_diffusers_name(&cfg->unet, e->name, diff, sizeof diff))
-            st = sd_set_error(ctx, SD_ERR_INVALID, "UNet tensor '%s' has no diffusers name", e->name);
-        if (!st)
-            kohya_key(key, sizeof key, "lora_unet_", ldm_names ? e->name : diff);
-        if (!st)
-            add_target(&w, key, e);
-    }
-    for (size_t i = 0; !st && i < clip.n; i++) {
-        char key[192];
-        if (!clip_selected(&clip.entries[i]))
-            continue;
-        kohya_key(key, sizeof key, "lora_te_text_model_", clip.entries[i].name);
-        add_target(&w, key, &clip.entries[i]);
-    }
+    if (!st)
+        add_unet(ctx, &w, &cfg->unet, &unet, &st);
+    if (!st)
+        add_clip(&w, &clip, sd1);
+    if (!st && has_clip2)
+        add_open_clip(&w, &cfg->clip2);
     for (size_t i = 0; !st && i < w.n; i++) {
-        const sd_layout_entry *e = w.targets[i].e;
-        static const char *const suffix[3] = {".alpha", ".lora_down.weight", ".lora_up.weight"};
+        const rand_target *t = &w.targets[i];
+        static const char *const kohya[3] = {".alpha", ".lora_down.weight", ".lora_up.weight"};
+        static const char *const peft[3] = {".alpha", ".lora_A.weight", ".lora_B.weight"};
         for (int r = 0; r < 3; r++) {
             sd_st_entry *en = &entries[3 * i + (size_t)r];
-            if (!(names[3 * i + (size_t)r] = sd_strfmt("%s%s", w.targets[i].key, suffix[r]))) {
+            const char *suffix = (layout == SD_LORA_PEFT ? peft : kohya)[r];
+            if (!(names[3 * i + (size_t)r] = sd_strfmt("%s%s", t->key, suffix))) {
                 st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
                 break;
             }
             en->name = names[3 * i + (size_t)r];
             en->dtype = SD_ST_F32;
             if (r == 1) { /* down: [rank, in(, kh, kw)] */
-                en->ndim = e->ndim;
+                en->ndim = t->ndim;
                 en->shape[0] = rank;
-                for (int d = 1; d < e->ndim; d++)
-                    en->shape[d] = e->shape[d];
+                for (int d = 1; d < t->ndim; d++)
+                    en->shape[d] = t->shape[d];
             } else if (r == 2) { /* up: [out, rank(, 1, 1)] */
-                en->ndim = e->ndim;
-                en->shape[0] = e->shape[0];
+                en->ndim = t->ndim;
+                en->shape[0] = t->shape[0];
                 en->shape[1] = rank;
-                for (int d = 2; d < e->ndim; d++)
+                for (int d = 2; d < t->ndim; d++)
                     en->shape[d] = 1;
             }
         }

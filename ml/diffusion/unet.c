@@ -527,16 +527,16 @@ int sd_unet_skip_count(const sd_unet *u)
 }
 
 sd_status sd_unet_encode(sd_unet *u, const sd_dtensor *x, const float *timesteps, const sd_dtensor *context,
-                         const sd_dtensor *hint, sd_dtensor **outs)
+                         const sd_dtensor *y, const sd_dtensor *hint, sd_dtensor **outs)
 {
     const sd_unet_config *c = &u->config;
     int n_skips = skip_count(c);
     for (int i = 0; i <= n_skips; i++)
         outs[i] = NULL;
     sd_dtensor *emb = NULL;
-    sd_status s = check_inputs(u, x, timesteps, context, NULL, NULL);
+    sd_status s = check_inputs(u, x, timesteps, context, y, NULL);
     if (!s)
-        s = encode(u, x, timesteps, context, NULL, hint, outs, &emb, &outs[n_skips]);
+        s = encode(u, x, timesteps, context, y, hint, outs, &emb, &outs[n_skips]);
     sd_dtensor_free(emb);
     if (s) {
         for (int i = 0; i <= n_skips; i++)

@@ -52,8 +52,8 @@ int sd_unet_skip_count(const sd_unet *u);
  * blocks and middle block, with hint (NULL: none; [B, model_channels, h, w] f32) added to the
  * stem conv's output. outs (sd_unet_skip_count + 1 slots) receives new tensors: every input
  * block's output in order, then the middle block's. Inputs as sd_unet_forward; on failure every
- * slot is NULL. */
+ * slot is NULL. y: the ADM vector of an ADM UNet (as sd_unet_forward_adm; NULL otherwise). */
 sd_status sd_unet_encode(sd_unet *u, const sd_dtensor *x, const float *timesteps, const sd_dtensor *context,
-                         const sd_dtensor *hint, sd_dtensor **outs);
+                         const sd_dtensor *y, const sd_dtensor *hint, sd_dtensor **outs);
 
 #endif

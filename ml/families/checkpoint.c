@@ -1,5 +1,6 @@
 /* Family detection and SD1 architecture inspection. See checkpoint.h. */
 #include "ml/families/checkpoint.h"
+#include "ml/families/adm.h"
 #include "ml/families/sd1_layout.h"
 #include <stdarg.h>
 #include <stdio.h>
@@ -469,6 +470,56 @@ sd_status sd_checkpoint_inspect(sd_context *ctx, const sd_safetensors *st, sd_ch
             return status;
     }
     return SD_OK;
+}
+
+/* The family of a UNet without text encoders, from its shapes: an ADM UNet is SDXL or the SDXL
+ * refiner (ComfyUI's widths 2816 / 2560; other sizes by whether the base's six size embeddings
+ * fit), one with 1024-wide cross-attention SD2.x, else SD1.x. */
+static sd_family unet_family(const sd_unet_config *u)
+{
+    if (u->adm_channels == 2560 || (u->adm_channels && u->adm_channels != 2816 &&
+                                    u->adm_channels <= 6 * SD_ADM_EMBED_DIM))
+        return SD_FAMILY_SDXL_REFINER;
+    if (u->adm_channels)
+        return SD_FAMILY_SDXL;
+    return u->context_dim == 1024 ? SD_FAMILY_SD2 : SD_FAMILY_SD1;
+}
+
+sd_status sd_unet_file_inspect(sd_context *ctx, const sd_safetensors *st, sd_checkpoint_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    const char *path = sd_safetensors_path(st);
+    if (sd_safetensors_find(st, SD1_UNET_PREFIX "input_blocks.0.0.weight"))
+        cfg->unet_prefix = SD1_UNET_PREFIX;
+    else if (sd_safetensors_find(st, "input_blocks.0.0.weight"))
+        cfg->unet_prefix = "";
+    else {
+        sd_family f = sd_checkpoint_detect(st);
+        if (f != SD_FAMILY_UNKNOWN)
+            return sd_set_error(ctx, SD_ERR_INVALID, "%s: %s file detected, not an LDM diffusion model "
+                                "(input_blocks.*, with or without model.diffusion_model.)", path, sd_family_name(f));
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: not a diffusion model (no input_blocks.0.0.weight, with or "
+                            "without model.diffusion_model.)", path);
+    }
+    /* The shapes first under SD1's rules (heads are checked again under the family's below). */
+    sd_checkpoint_config probe = {.family = SD_FAMILY_SD1};
+    sd_checkpoint_apply_family_rules(&probe);
+    probe.unet.num_heads = 1;
+    sd_status status = inspect_unet(ctx, st, cfg->unet_prefix, "UNet", &probe.unet);
+    if (status)
+        return status;
+    cfg->family = unet_family(&probe.unet);
+    const sd_family_desc *f = sd_family_get(cfg->family);
+    if (!f->runnable)
+        return family_error(ctx, st, cfg->family);
+    cfg->has_unet = true;
+    sd_checkpoint_apply_family_rules(cfg);
+    char what[64];
+    if ((status = inspect_unet(ctx, st, cfg->unet_prefix, part_name(what, sizeof what, cfg->family, 0, NULL),
+                               &cfg->unet)))
+        return status;
+    sd_checkpoint_apply_family_rules(cfg);
+    return verify_part(ctx, st, cfg, 0);
 }
 
 sd_status sd_vae_inspect(sd_context *ctx, const sd_safetensors *st, sd_checkpoint_config *cfg)

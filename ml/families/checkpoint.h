@@ -119,6 +119,14 @@ sd_family sd_checkpoint_detect(const sd_safetensors *st);
  * architecture SD1 code cannot run (e.g. CLIP width not a multiple of 64). */
 sd_status sd_checkpoint_inspect(sd_context *ctx, const sd_safetensors *st, sd_checkpoint_config *cfg);
 
+/* Reads a bare diffusion-model file (ComfyUI's models/diffusion_models: the UNet alone, its
+ * tensors with or without model.diffusion_model.) into *cfg (has_unet only; unet_prefix as found)
+ * and checks every tensor. The family comes from the UNet's shapes: an ADM UNet is SDXL or the
+ * SDXL refiner (label_emb width 2816 / 2560), 1024-wide cross-attention SD2.x, else SD1.x.
+ * Errors as sd_checkpoint_inspect, and SD_ERR_INVALID for a file without input_blocks.0.0.weight
+ * (naming the family the file shows, if any). */
+sd_status sd_unet_file_inspect(sd_context *ctx, const sd_safetensors *st, sd_checkpoint_config *cfg);
+
 /* Reads a VAE's architecture from a standalone VAE file (encoder.* / decoder.*) or a full
  * checkpoint (first_stage_model.*) and checks its tensors as above. cfg->has_vae is set,
  * family is SD_FAMILY_VAE for a standalone file. */

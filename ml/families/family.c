@@ -129,7 +129,7 @@ static const sd_family_desc families[] = {
      .text_encoders = {{SD_TEXT_OPENCLIP_G, "conditioner.embedders.0.model.", -2, true, false}},
      .context_dim = 1280, .adm_dim = 2560, .adm = SD_ADM_SDXL_REFINER, .unet_head_channels = 64,
      .default_width = 1024, .default_height = 1024},
-    {.id = SD_FAMILY_SDXL, .name = "SDXL", .runnable = true, .checkpoint = true, .detect = detect_sdxl,
+    {.id = SD_FAMILY_SDXL, .name = "SDXL", .runnable = true, .lora = true, .checkpoint = true, .detect = detect_sdxl,
      .unet_prefix = UNET_PREFIX, .vae_prefix = "first_stage_model.", .latent = &latent_sdxl,
      .schedule = DISCRETE(SD_PREDICT_EPS), .n_text_encoders = 2,
      .text_encoders = {{SD_TEXT_CLIP_L, "conditioner.embedders.0.transformer.text_model.", -2, false, false},

@@ -109,6 +109,8 @@ static sd_status inspect(sd_context *ctx, sd_loaded *l)
 {
     if (l->kind == SD_MODEL_FILE_VAE)
         return sd_vae_inspect(ctx, l->st, &l->cfg);
+    if (l->kind == SD_MODEL_FILE_UNET)
+        return sd_unet_file_inspect(ctx, l->st, &l->cfg);
     return sd_checkpoint_inspect(ctx, l->st, &l->cfg);
 }
 

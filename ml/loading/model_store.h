@@ -26,7 +26,8 @@
 
 typedef enum sd_model_file_kind {
     SD_MODEL_FILE_CHECKPOINT, /* a full single-file checkpoint (UNet required) */
-    SD_MODEL_FILE_VAE         /* a standalone VAE file, or the VAE of a full checkpoint */
+    SD_MODEL_FILE_VAE,        /* a standalone VAE file, or the VAE of a full checkpoint */
+    SD_MODEL_FILE_UNET        /* a bare diffusion model (sd_unet_file_inspect) */
 } sd_model_file_kind;
 
 typedef struct sd_loaded sd_loaded;

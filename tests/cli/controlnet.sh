@@ -10,7 +10,7 @@ mkdir -p "$T/models/checkpoints" "$T/models/controlnet"
 "$MK" --preset tiny "$T/models/checkpoints/tiny.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
 "$MK" --preset tiny --kind controlnet-diffusers "$T/models/controlnet/canny.safetensors" >/dev/null ||
     { echo "FAIL: mkckpt controlnet"; exit 1; }
-"$MK" --preset tiny --context 2048 --kind controlnet "$T/models/controlnet/xl.safetensors" >/dev/null ||
+"$MK" --preset sdxl-tiny --kind controlnet "$T/models/controlnet/xl.safetensors" >/dev/null ||
     { echo "FAIL: mkckpt xl controlnet"; exit 1; }
 common=(--models-dir "$T/models" --input-dir "$SRC/examples/input" --output-dir "$T/o" --cache "$T/cache.db"
         --set checkpoint=tiny.safetensors --set steps=2 --set width=64 --set height=64)
@@ -72,7 +72,7 @@ check "a line art file is no HED network" grep -qx ".*hed.xml:3: node 'hed' inpu
 check "nothing ran" bash -c '! grep -q "load (LoadImage): running" "$0"' "$T/err"
 
 run 3 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --set controlnet=xl.safetensors
-check "SDXL ControlNet names the family, before anything runs" grep -qx ".*controlnet-canny.xml:[0-9]*: node 'cnet' input 'control_net_name': parameter 'controlnet': $T/models/controlnet/xl.safetensors: SDXL ControlNet detected; sdflow supports SD1.x ControlNets" "$T/err"
+check "an SDXL ControlNet on an SD1 conditioning is named, before anything runs" grep -qx ".*controlnet-canny.xml:[0-9]*: node 'apply' input 'control_net': the ControlNet is SDXL; the conditioning on 'positive' was made by SD1.x text encoders" "$T/err"
 run 3 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --set controlnet="$T/models/checkpoints/tiny.safetensors" --allow-absolute-paths
 check "a checkpoint is no ControlNet" grep -qx ".*controlnet-canny.xml:[0-9]*: node 'cnet' input 'control_net_name': parameter 'controlnet': $T/models/checkpoints/tiny.safetensors: SD1.x file detected, not a ControlNet" "$T/err"
 check "failed runs wrote nothing" test "$(ls "$T/o" | wc -l)" = "$before"

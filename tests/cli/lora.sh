@@ -25,7 +25,7 @@ check "new strength: the sampler runs again" grep -q "sampler (KSampler)" "$T/er
 
 before=$(ls "$T/o" | wc -l)
 run 3 run "$SRC/graphs/txt2img-lora.xml" "${common[@]}" --set lora=not-a-lora.safetensors
-check "no key matches" grep -q "^sdflow: error: node 'lora' (LoraLoader): $T/models/loras/not-a-lora.safetensors: no key matches an SD1 UNet or text encoder tensor ([0-9]* keys: " "$T/err"
+check "no key matches" grep -q "^sdflow: error: node 'lora' (LoraLoader): $T/models/loras/not-a-lora.safetensors: no key matches an SD1.x UNet or text encoder tensor ([0-9]* keys: " "$T/err"
 run 3 run "$SRC/graphs/txt2img-lora.xml" "${common[@]}" --set lora=wide.safetensors
 check "another architecture" grep -q "^sdflow: error: node 'lora' (LoraLoader): $T/models/loras/wide.safetensors: LoRA key 'lora_unet_down_blocks_0_attentions_0_proj_in' (up \[64, 4, ...\], down \[4, 64, ...\]) does not fit tensor 'input_blocks.1.1.proj_in.weight' \[32, 32, ...\]$" "$T/err"
 check "failed runs wrote nothing" test "$(ls "$T/o" | wc -l)" = "$before"

@@ -2,8 +2,11 @@
 # graphs/sdxl.xml and graphs/sdxl-refiner.xml end to end on the tiny SDXL base and refiner
 # checkpoints (f16): each writes a PNG, the base-then-refiner graph runs both KSamplerAdvanced;
 # ComfyUI's SDXL refiner example imports and runs; the family-agnostic stock graphs (img2img,
-# hires-fix, inpaint) take the SDXL checkpoint unchanged; swapped checkpoints and a LoRA on the
-# SDXL model are named before anything runs, with nothing written.
+# hires-fix, inpaint) take the SDXL checkpoint unchanged; txt2img-lora.xml takes an SDXL
+# checkpoint with SDXL LoRAs in kohya and PEFT layouts, every key matched; controlnet-canny.xml
+# takes an SDXL checkpoint and an SDXL ControlNet in either layout (an SD1 ControlNet is named before
+# running); swapped checkpoints and
+# an SD1 LoRA on the SDXL model are named before anything runs, with nothing written.
 . "$(dirname "$0")/lib.bash"
 mkdir -p "$T/models/checkpoints" "$T/in"
 cp "$SRC/examples/input/shapes.png" "$SRC/examples/input/shapes-inpaint.png" "$T/in/"
@@ -13,6 +16,14 @@ cp "$SRC/examples/input/shapes.png" "$SRC/examples/input/shapes-inpaint.png" "$T
 mkdir -p "$T/models/loras"
 "$MK" --preset tiny "$T/sd1.safetensors" >/dev/null && "$BUILD/sdflow_mklora" "$T/sd1.safetensors" \
     "$T/models/loras/sd1.safetensors" || { echo "FAIL: mklora"; exit 1; }
+"$BUILD/sdflow_mklora" "$T/models/checkpoints/base.safetensors" "$T/models/loras/xl.safetensors" &&
+    "$BUILD/sdflow_mklora" --peft "$T/models/checkpoints/base.safetensors" "$T/models/loras/xl_peft.safetensors" ||
+    { echo "FAIL: mklora sdxl"; exit 1; }
+mkdir -p "$T/models/controlnet"
+"$MK" --preset sdxl-tiny --kind controlnet --dtype f16 "$T/models/controlnet/xl.safetensors" >/dev/null &&
+    "$MK" --preset sdxl-tiny --kind controlnet-diffusers --dtype f16 "$T/models/controlnet/xl_diffusers.safetensors" \
+        >/dev/null && "$MK" --preset tiny --kind controlnet "$T/models/controlnet/sd1.safetensors" >/dev/null ||
+    { echo "FAIL: mkckpt controlnet"; exit 1; }
 common=(--models-dir "$T/models" --output-dir "$T/o" --cache "$T/cache.db" --set width=64 --set height=64
         --set steps=4)
 
@@ -63,7 +74,26 @@ for g in img2img hires-fix inpaint; do
     check "$g.xml with an SDXL checkpoint writes a PNG" test -s "$(head -n 1 "$T/out")"
 done
 
+lora_run=(--models-dir "$T/models" --no-cache --set width=64 --set height=64 --set steps=4)
+for l in xl xl_peft; do
+    run 0 run "$SRC/graphs/txt2img-lora.xml" "${lora_run[@]}" --output-dir "$T/o_$l" \
+        --set checkpoint=base.safetensors --set lora=$l.safetensors --set strength_clip=0.7
+    check "txt2img-lora.xml with an SDXL checkpoint and LoRA ($l) writes a PNG" test -s "$(head -n 1 "$T/out")"
+    check "every key of the SDXL LoRA ($l) matched" bash -c '! grep -q "matched nothing" "$0"' "$T/err"
+done
+
+for cn in xl xl_diffusers; do
+    run 0 run "$SRC/graphs/controlnet-canny.xml" "${lora_run[@]}" --output-dir "$T/o_$cn" --input-dir "$T/in" \
+        --set checkpoint=base.safetensors --set controlnet=$cn.safetensors
+    check "controlnet-canny.xml with an SDXL checkpoint and ControlNet ($cn) writes a PNG" \
+        test -s "$(head -n 1 "$T/out")"
+done
+
 before=$(ls "$T/o" | wc -l)
+run 3 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --input-dir "$T/in" --set checkpoint=base.safetensors \
+    --set controlnet=sd1.safetensors
+check "an SD1 ControlNet on SDXL conditioning is named before anything runs" \
+    grep -q "node 'apply' input 'control_net': the ControlNet is SD1.x; the conditioning on 'positive' was made by SDXL text encoders" "$T/err"
 run 3 run "$SRC/graphs/sdxl.xml" "${common[@]}" --set checkpoint=refiner.safetensors
 check "a refiner in the base graph is named before anything runs" \
     grep -q "sdxl.xml:[0-9]*: node 'positive' input 'clip': the text encoders are SDXL refiner; this node takes SDXL ones" "$T/err"
@@ -72,8 +102,8 @@ run 3 run "$SRC/graphs/sdxl-refiner.xml" "${common[@]}" --set checkpoint=refiner
 check "swapped checkpoints: the refiner node named" \
     grep -q "node 'refiner_positive' input 'clip': the text encoders are SDXL; this node takes SDXL refiner ones" "$T/err"
 run 3 run "$SRC/graphs/txt2img-lora.xml" "${common[@]}" --set checkpoint=base.safetensors --set lora=sd1.safetensors
-check "a LoRA on an SDXL model is refused before anything runs" \
-    grep -q "node 'lora' input 'lora_name': parameter 'lora': $T/models/loras/sd1.safetensors: LoRAs on SDXL models are not supported; sdflow supports SD1.x LoRAs" "$T/err"
+check "an SD1 LoRA on an SDXL model is refused before anything runs" \
+    grep -q "node 'lora' input 'lora_name': parameter 'lora': $T/models/loras/sd1.safetensors: SD1.x LoRA detected (key '[^']*'); the model is SDXL" "$T/err"
 check "nothing ran" bash -c '! grep -q "^  ran " "$0"' "$T/err"
 check "failed runs wrote nothing" test "$(ls "$T/o" | wc -l)" = "$before"
 

@@ -86,13 +86,17 @@ static void tool(const char *cmd)
     free(line);
 }
 
-static void write_embedding(const char *name)
+/* An SD1 embedding (one tensor of the tiny CLIP's width), or with sdxl an SDXL one (clip_l and clip_g
+ * of the tiny SDXL base's widths). */
+static void write_embedding(const char *name, bool sdxl)
 {
     sd_context *ctx;
     sd_context_new(&ctx);
-    sd_st_entry e = {.name = "emb_params", .dtype = SD_ST_F32, .ndim = 2, .shape = {1, 64}};
+    sd_st_entry sd1[1] = {{.name = "emb_params", .dtype = SD_ST_F32, .ndim = 2, .shape = {1, 64}}};
+    sd_st_entry xl[2] = {{.name = "clip_g", .dtype = SD_ST_F32, .ndim = 2, .shape = {1, 192}},
+                         {.name = "clip_l", .dtype = SD_ST_F32, .ndim = 2, .shape = {1, 128}}};
     char *path = test_path(dirs[4], name);
-    CHECK_EQ_INT(sd_safetensors_write(ctx, path, &e, 1, NULL, fill_small, NULL), SD_OK);
+    CHECK_EQ_INT(sd_safetensors_write(ctx, path, sdxl ? xl : sd1, sdxl ? 2 : 1, NULL, fill_small, NULL), SD_OK);
     free(path);
     sd_context_free(ctx);
 }
@@ -128,8 +132,9 @@ static void make_models(void)
         tool(cmd[i]);
         free(cmd[i]);
     }
-    write_embedding("emb.safetensors");
-    write_embedding("decoy.safetensors");
+    write_embedding("emb.safetensors", false);
+    write_embedding("embxl.safetensors", true);
+    write_embedding("decoy.safetensors", false);
     free(models);
 }
 
@@ -177,11 +182,13 @@ static void check_graph(const char *graph)
     static const char *const sets[][2] = {{"steps", "steps=1"},  {"hires_steps", "hires_steps=1"},
                                           {"width", "width=64"}, {"height", "height=64"}, {"resolution", "resolution=64"},
                                           {"prompt", "prompt=a cat, embedding:emb"}};
+    bool sdxl = strncmp(graph, "sdxl", 4) == 0; /* SDXL text encoders take SDXL embeddings */
+    const char *emb_file = sdxl ? "embxl.safetensors" : "emb.safetensors";
     bool prompt = false;
     for (size_t i = 0; xml && i < sizeof sets / sizeof sets[0]; i++)
         if (has_param(xml, sets[i][0])) {
             args[n++] = "--set";
-            args[n++] = (char *)sets[i][1];
+            args[n++] = (char *)(sdxl && !strcmp(sets[i][0], "prompt") ? "prompt=a cat, embedding:embxl" : sets[i][1]);
             prompt |= strcmp(sets[i][0], "prompt") == 0;
         }
     args[n] = NULL;
@@ -209,14 +216,14 @@ static void check_graph(const char *graph)
                 char *file = test_path(dirs[i], ev->name), *name = sd_strfmt("%s/%s", kinds[i], ev->name);
                 CHECK_MSG(json_object_get(listed, name), "%s: opened %s, which its provenance does not list as %s",
                           graph, file, name);
-                saw_embedding |= strcmp(ev->name, "emb.safetensors") == 0;
+                saw_embedding |= strcmp(ev->name, emb_file) == 0;
                 opened++;
                 free(name);
                 free(file);
             }
         }
     CHECK_MSG(opened > 0, "%s: no file opened in the watched directories", graph);
-    CHECK_MSG(!prompt || saw_embedding, "%s: embedding:emb was not read", graph);
+    CHECK_MSG(!prompt || saw_embedding, "%s: %s was not read", graph, emb_file);
     close(fd);
     json_decref(listed);
     free(out);

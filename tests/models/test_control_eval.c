@@ -73,7 +73,7 @@ static void direct(const sd_value *img, size_t first, size_t items, float streng
     sd_dtensor *h = ops_upload(hs, 4, (const int64_t[]){(int64_t)items, 3, 8 * LH, 8 * LW});
     sd_dtensor *c = NULL;
     CHECK_EQ_INT(sd_op_slice(ops_cl(), g_ctx, 0, (int64_t)first, (int64_t)items, &c), SD_OK);
-    CHECK_EQ_INT(sd_controlnet_forward(g_cn, x, h, ts, c, strength, outs), SD_OK);
+    CHECK_EQ_INT(sd_controlnet_forward(g_cn, x, h, ts, c, NULL, strength, outs), SD_OK);
     sd_dtensor_free(x);
     sd_dtensor_free(h);
     sd_dtensor_free(c);
@@ -113,7 +113,7 @@ static void test_batch_and_zeros(void)
 
     /* Both entries with the same ControlNet: one run over 4 items. */
     const sd_control_link *both[2] = {l, l};
-    CHECK_EQ_INT(sd_control_eval_call(ev, both, 2, B, g_x2, LH, LW, sigma, timestep, g_ctx, &res, &control), SD_OK);
+    CHECK_EQ_INT(sd_control_eval_call(ev, both, 2, B, g_x2, LH, LW, sigma, timestep, g_ctx, NULL, &res, &control), SD_OK);
     CHECK(control == &res.control && control->n_skips == N_RES - 1);
     direct(g_img2, 0, 2 * B, 0.5f, timestep, want);
     for (int i = 0; control && i < N_RES; i++)
@@ -123,7 +123,7 @@ static void test_batch_and_zeros(void)
 
     /* Only the second entry: zeros for the first's items. */
     const sd_control_link *second[2] = {NULL, l};
-    CHECK_EQ_INT(sd_control_eval_call(ev, second, 2, B, g_x2, LH, LW, sigma, timestep, g_ctx, &res, &control), SD_OK);
+    CHECK_EQ_INT(sd_control_eval_call(ev, second, 2, B, g_x2, LH, LW, sigma, timestep, g_ctx, NULL, &res, &control), SD_OK);
     CHECK(control != NULL);
     direct(g_img2, B, B, 0.5f, timestep, want);
     for (int i = 0; control && i < N_RES; i++) {
@@ -136,7 +136,7 @@ static void test_batch_and_zeros(void)
 
     /* None: no residuals at all. */
     const sd_control_link *none[2] = {NULL, NULL};
-    CHECK_EQ_INT(sd_control_eval_call(ev, none, 2, B, g_x2, LH, LW, sigma, timestep, g_ctx, &res, &control), SD_OK);
+    CHECK_EQ_INT(sd_control_eval_call(ev, none, 2, B, g_x2, LH, LW, sigma, timestep, g_ctx, NULL, &res, &control), SD_OK);
     CHECK(control == NULL && res.tensors == NULL);
     sd_control_eval_free(ev);
     sd_control_link_unref(l);
@@ -154,7 +154,7 @@ static void test_chain(void)
     sd_control_residuals res;
     const sd_unet_control *control = NULL;
     const sd_control_link *chains[2] = {b, b};
-    CHECK_EQ_INT(sd_control_eval_call(ev, chains, 2, B, g_x2, LH, LW, sigma, timestep, g_ctx, &res, &control), SD_OK);
+    CHECK_EQ_INT(sd_control_eval_call(ev, chains, 2, B, g_x2, LH, LW, sigma, timestep, g_ctx, NULL, &res, &control), SD_OK);
     sd_dtensor *ra[N_RES] = {0}, *rb[N_RES] = {0};
     direct(g_img2, 0, 2 * B, 0.5f, timestep, ra);
     direct(g_img1, 0, 2 * B, 1.25f, timestep, rb);
@@ -186,7 +186,7 @@ static void test_percent_range(void)
     for (size_t k = 0; k < sizeof sigmas / sizeof *sigmas; k++) {
         sd_control_residuals res;
         const sd_unet_control *control = &res.control; /* must be overwritten */
-        CHECK_EQ_INT(sd_control_eval_call(ev, chains, 2, B, g_x2, LH, LW, sigmas[k], 500.0f, g_ctx, &res, &control), SD_OK);
+        CHECK_EQ_INT(sd_control_eval_call(ev, chains, 2, B, g_x2, LH, LW, sigmas[k], 500.0f, g_ctx, NULL, &res, &control), SD_OK);
         CHECK_MSG((control != NULL) == active[k], "sigma %g: active %d, expected %d", sigmas[k], control != NULL,
                   active[k]);
         sd_control_residuals_free(&res);
@@ -206,7 +206,7 @@ static void test_bad_hint(void)
     sd_control_residuals res;
     const sd_unet_control *control = NULL;
     const sd_control_link *chains[2] = {l, l};
-    CHECK_EQ_INT(sd_control_eval_call(ev, chains, 2, B, g_x2, LH, LW, 2.0f, 500.0f, g_ctx, &res, &control), SD_ERR_INVALID);
+    CHECK_EQ_INT(sd_control_eval_call(ev, chains, 2, B, g_x2, LH, LW, 2.0f, 500.0f, g_ctx, NULL, &res, &control), SD_ERR_INVALID);
     CHECK(control == NULL && res.tensors == NULL);
     char *want = sd_strfmt("ControlNet hint image has 1 channels, %s takes 3", sd_controlnet_path(g_cn));
     CHECK_STR_EQ(sd_context_errmsg(ops_cl()->ctx), want);

@@ -70,19 +70,68 @@ static sd_status find_by_name(void *user, const char *name, const char **path)
     return SD_OK;
 }
 
-/* Tokenizes text with a fresh set; ids for one window; returns the set's rows. */
-static int tokenize(const char *text, int32_t ids[77], float **rows, sd_prompt_tokens *toks, int width)
+/* Tokenizes text with a fresh set (key: sd_embedding_key's); ids for one window; returns the set's rows. */
+static int tokenize_key(const char *text, int32_t ids[77], float **rows, sd_prompt_tokens *toks, int width,
+                        const char *key)
 {
     sd_context *ctx = ops_cl()->ctx;
     sd_embedding_set *set = NULL;
     int n_rows = -1;
-    CHECK_EQ_INT(sd_embedding_set_new(ctx, width, find_by_name, ctx, &set), SD_OK);
+    CHECK_EQ_INT(sd_embedding_set_new(ctx, width, key, find_by_name, ctx, &set), SD_OK);
     CHECK_EQ_INT(sd_prompt_tokenize(ctx, g_tok, text, sd_embedding_set_lookup, set, toks), SD_OK);
+    CHECK_EQ_INT(sd_embedding_set_error(set), SD_OK);
     CHECK_EQ_INT(toks->n_windows, 1);
     if (toks->n_windows == 1)
         CHECK_EQ_INT(sd_embedding_set_ids(set, toks, 49408, ids, rows, &n_rows), SD_OK);
     sd_embedding_set_free(set);
     return n_rows;
+}
+
+static int tokenize(const char *text, int32_t ids[77], float **rows, sd_prompt_tokens *toks, int width)
+{
+    return tokenize_key(text, ids, rows, toks, width, NULL);
+}
+
+/* SDXL files: CLIP-L takes clip_l, bigG clip_g (each its own width); an SD1 file on an SDXL
+ * encoder is the set's error, naming the file; clip_l and clip_g of different lengths refused. */
+static void test_sdxl(void)
+{
+    CHECK(sd_embedding_key(SD_FAMILY_SD1, 0) == NULL);
+    CHECK_STR_EQ(sd_embedding_key(SD_FAMILY_SDXL, 0), "clip_l");
+    CHECK_STR_EQ(sd_embedding_key(SD_FAMILY_SDXL, 1), "clip_g");
+    CHECK_STR_EQ(sd_embedding_key(SD_FAMILY_SDXL_REFINER, 0), "clip_g");
+    sd_st_entry xl[2] = {{.name = "clip_g", .dtype = SD_ST_F32, .ndim = 2, .shape = {2, 96}},
+                         {.name = "clip_l", .dtype = SD_ST_F32, .ndim = 2, .shape = {2, WIDTH}}};
+    write_embedding("xl2.safetensors", xl, 2);
+    int32_t ids[77];
+    float *rows = NULL;
+    sd_prompt_tokens toks = {0};
+    CHECK_EQ_INT(tokenize_key("a embedding:xl2", ids, &rows, &toks, WIDTH, "clip_l"), 2);
+    CHECK(rows && rows[1 * WIDTH + 5] == (float)(0.05 * sin(0.7 * 5 + 1.3)));
+    free(rows);
+    sd_prompt_tokens_free(&toks);
+    CHECK_EQ_INT(tokenize_key("a embedding:xl2", ids, &rows, &toks, 96, "clip_g"), 2);
+    CHECK(rows && rows[1 * 96 + 90] == (float)(0.05 * sin(0.7 * 90 + 1.3)));
+    free(rows);
+    sd_prompt_tokens_free(&toks);
+
+    sd_context *ctx = ops_cl()->ctx;
+    sd_embedding_set *set = NULL;
+    CHECK_EQ_INT(sd_embedding_set_new(ctx, 96, "clip_g", find_by_name, ctx, &set), SD_OK);
+    CHECK_EQ_INT(sd_prompt_tokenize(ctx, g_tok, "a embedding:s2p", sd_embedding_set_lookup, set, &toks), SD_OK);
+    CHECK_EQ_INT(sd_embedding_set_error(set), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "s2p.safetensors: no clip_g tensor (an SD1.x embedding?); SDXL text "
+                                               "encoders take files with clip_l and clip_g tensors");
+    sd_prompt_tokens_free(&toks);
+    sd_embedding_set_free(set);
+    sd_st_entry uneven[2] = {{.name = "clip_g", .dtype = SD_ST_F32, .ndim = 2, .shape = {3, 96}},
+                             {.name = "clip_l", .dtype = SD_ST_F32, .ndim = 2, .shape = {2, WIDTH}}};
+    write_embedding("uneven.safetensors", uneven, 2);
+    char *path = test_path(g_emb_dir, "uneven.safetensors");
+    sd_embedding e;
+    CHECK_EQ_INT(sd_embedding_read(ctx, path, WIDTH, "clip_l", &e), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "uneven.safetensors: clip_l has 2 vectors, clip_g 3");
+    free(path);
 }
 
 static void test_golden(void)
@@ -183,7 +232,7 @@ static void test_missing(void)
     sd_embedding e;
     char *path = test_path(g_emb_dir, "empty.safetensors");
     CHECK_EQ_INT(sd_safetensors_write(ctx, path, NULL, 0, NULL, fill_vectors, NULL), SD_OK);
-    CHECK_EQ_INT(sd_embedding_read(ctx, path, WIDTH, &e), SD_ERR_INVALID);
+    CHECK_EQ_INT(sd_embedding_read(ctx, path, WIDTH, NULL, &e), SD_ERR_INVALID);
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "empty.safetensors: no embedding tensor (emb_params, "
                                                "string_to_param.*, clip_l, or a single tensor)");
     CHECK(e.vectors == NULL);
@@ -191,7 +240,7 @@ static void test_missing(void)
     sd_st_entry many = {.name = "emb_params", .dtype = SD_ST_F32, .ndim = 2, .shape = {76, WIDTH}};
     write_embedding("many.safetensors", &many, 1);
     path = test_path(g_emb_dir, "many.safetensors");
-    CHECK_EQ_INT(sd_embedding_read(ctx, path, WIDTH, &e), SD_ERR_LIMIT);
+    CHECK_EQ_INT(sd_embedding_read(ctx, path, WIDTH, NULL, &e), SD_ERR_LIMIT);
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "many.safetensors: embedding has 76 vectors (at most 75)");
     free(path);
 }
@@ -243,6 +292,7 @@ int main(void)
     RUN(test_layouts);
     RUN(test_missing);
     RUN(test_names);
+    RUN(test_sdxl);
     sd_clip_tokenizer_free(g_tok);
     free(g_found);
     free(g_emb_dir);

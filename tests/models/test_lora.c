@@ -44,8 +44,8 @@ static bool setup(void)
     g_lora = test_path(test_scratch_dir(), "lora.safetensors");
     g_lora_ldm = test_path(test_scratch_dir(), "lora_ldm.safetensors");
     if (sd_sd1_write_random(ctx, g_ckpt, &cfg, SD_ST_F32, 7) || sd_safetensors_open(ctx, g_ckpt, &g_st) ||
-        sd_checkpoint_inspect(ctx, g_st, &g_cfg) || sd_lora_write_random(ctx, g_lora, &g_cfg, 4, 3, false) ||
-        sd_lora_write_random(ctx, g_lora_ldm, &g_cfg, 4, 3, true)) {
+        sd_checkpoint_inspect(ctx, g_st, &g_cfg) || sd_lora_write_random(ctx, g_lora, &g_cfg, 4, 3, SD_LORA_KOHYA) ||
+        sd_lora_write_random(ctx, g_lora_ldm, &g_cfg, 4, 3, SD_LORA_KOHYA_LDM)) {
         fprintf(stderr, "setup: %s\n", sd_context_errmsg(ctx));
         return false;
     }
@@ -166,7 +166,7 @@ static void test_clip_golden(void)
     sd_unet *wrong = NULL;
     CHECK_EQ_INT(sd_lora_stack_unet(s, NULL, &wrong), SD_ERR_INVALID);
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "LoRA stack for the text encoder asked for a UNet");
-    CHECK_EQ_INT(sd_lora_stack_clip(s, base, &m), SD_OK);
+    CHECK_EQ_INT(sd_lora_stack_clip(s, 0, base, &m), SD_OK);
     float hidden[77 * WIDTH];
     CHECK_EQ_INT(sd_clip_encode(m, tokens, 1, -1, hidden, NULL), SD_OK);
     double d = ref ? ops_max_diff(hidden, ref, 77 * WIDTH) : 1e9;
@@ -353,7 +353,7 @@ static void test_bad_files(void)
                                {"lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight", 2, {4, 1280}, 0.1f}};
     expect_open("sdxl_te2.safetensors", sdxl_te2, 2, SD_ERR_INVALID,
                 "SDXL LoRA detected (key 'lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight'); "
-                "the model is SD1.x; sdflow supports SD1.x LoRAs");
+                "the model is SD1.x; sdflow supports SD1.x, SDXL LoRAs");
     tensor_spec sdxl_ctx[2] = {
         {"lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k.lora_up.weight", 2, {640, 4}, 0.1f},
         {"lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k.lora_down.weight", 2, {4, 2048}, 0.1f}};
@@ -363,7 +363,7 @@ static void test_bad_files(void)
     tensor_spec nothing[2] = {{"lora_unet_foo_bar.lora_up.weight", 2, {8, 2}, 0.1f},
                               {"transformer.blocks.0.weight", 2, {8, 8}, 0.1f}};
     expect_open("nothing.safetensors", nothing, 2, SD_ERR_INVALID,
-                "nothing.safetensors: no key matches an SD1 UNet or text encoder tensor (2 keys: "
+                "nothing.safetensors: no key matches an SD1.x UNet or text encoder tensor (2 keys: "
                 "transformer.blocks.0.weight, lora_unet_foo_bar.lora_up.weight)");
     tensor_spec no_down[1] = {{"lora_unet_input_blocks_1_1_proj_in.lora_up.weight", 4, {32, 2, 1, 1}, 0.1f}};
     expect_open("no_down.safetensors", no_down, 1, SD_ERR_INVALID,

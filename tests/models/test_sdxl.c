@@ -7,9 +7,18 @@
  *   with the end token (L) and with 0 (bigG);
  * - the UNet with the ADM vector built by ml/families/adm.h from the pooled vector and the size
  *   numbers (diffusers embeds the same time_ids), f32 and f16 weights;
- * - the errors of an ADM UNet called without its vector. */
+ * - the errors of an ADM UNet called without its vector;
+ * - LoRAs (tests/reference/make_sdxl_lora_goldens.py, diffusers + peft: sdflow_mklora --seed 5 on
+ *   the base): the patched UNet, CLIP-L and OpenCLIP-bigG (q/k/v LoRAs on the thirds of its fused
+ *   in_proj) against diffusers' merged peft layers; the PEFT layout equal to kohya's bit for bit;
+ *   the unmatched-key report; SD1 LoRAs on SDXL and any LoRA on the refiner refused;
+ * - ControlNets (tests/reference/make_sdxl_controlnet_goldens.py: sdflow_mkckpt --preset sdxl-tiny
+ *   --kind controlnet[-diffusers] --seed 13): every residual of both layouts, with the ADM vector,
+ *   against diffusers' ControlNetModel. */
 #include "test.h"
 #include "support/ops_check.h"
+#include "ml/adapters/controlnet.h"
+#include "ml/adapters/lora.h"
 #include "ml/diffusion/unet.h"
 #include "ml/families/adm.h"
 #include "ml/families/sd1_layout.h"
@@ -168,14 +177,21 @@ static int32_t *read_tokens(int pad, int *n_windows)
     return ids;
 }
 
-/* Encodes the golden windows with one text encoder at layer -2 and compares hidden and pooled. */
-static void clip_case(const model_file *m, int slot, const char *hidden_golden, const char *pooled_golden,
-                      sd_dtype dtype, double tol)
+/* Encodes the golden windows with one text encoder at layer -2 (patched by lora at strength when
+ * lora is not NULL) and compares hidden and pooled; the hidden states into *kept when kept. */
+static void clip_case_lora(const model_file *m, int slot, sd_lora *lora, float strength, const char *hidden_golden,
+                           const char *pooled_golden, sd_dtype dtype, double tol, float **kept)
 {
     const sd_clip_config *c = slot ? &m->cfg.clip2 : &m->cfg.clip;
-    sd_clip_model *model = NULL;
-    CHECK_EQ_INT(sd_clip_model_new(ops_cl(), m->st, slot ? m->cfg.clip2_prefix : m->cfg.clip_prefix, c, dtype, &model),
+    sd_clip_model *base = NULL, *model = NULL;
+    sd_lora_stack *stack = NULL;
+    CHECK_EQ_INT(sd_clip_model_new(ops_cl(), m->st, slot ? m->cfg.clip2_prefix : m->cfg.clip_prefix, c, dtype, &base),
                  SD_OK);
+    model = base;
+    if (lora && base) {
+        CHECK_EQ_INT(sd_lora_stack_push(ops_cl()->ctx, NULL, lora, strength, SD_LORA_CLIP, &stack), SD_OK);
+        CHECK_EQ_INT(sd_lora_stack_clip(stack, slot, base, &model), SD_OK);
+    }
     int n = 0, nd;
     int64_t shape[SD_TENSOR_MAX_DIMS];
     int32_t *ids = read_tokens(c->pad_token, &n);
@@ -191,18 +207,29 @@ static void clip_case(const model_file *m, int slot, const char *hidden_golden, 
         double d = s ? 1e9 : ops_max_diff(hidden, ref, count);
         printf("  %s %s weights: max abs error %.3g\n", hidden_golden, sd_dtype_name(dtype), d);
         CHECK(d <= tol);
+        if (kept && !s) {
+            *kept = hidden;
+            hidden = NULL;
+        }
         if (ref_pooled && !s) {
             d = ops_max_diff(pooled, ref_pooled, (size_t)n * (size_t)c->projection);
             printf("  %s %s weights: max abs error %.3g\n", pooled_golden, sd_dtype_name(dtype), d);
             CHECK(d <= tol);
         }
     }
-    sd_clip_model_free(model);
+    sd_lora_stack_unref(stack);
+    sd_clip_model_free(base);
     free(ids);
     free(ref);
     free(ref_pooled);
     free(hidden);
     free(pooled);
+}
+
+static void clip_case(const model_file *m, int slot, const char *hidden_golden, const char *pooled_golden,
+                      sd_dtype dtype, double tol)
+{
+    clip_case_lora(m, slot, NULL, 0.0f, hidden_golden, pooled_golden, dtype, tol, NULL);
 }
 
 static void test_clip_l(void)
@@ -284,7 +311,10 @@ static sd_dtensor *adm_vectors(const model_file *m)
     return t;
 }
 
-static void unet_case(const model_file *m, sd_dtype dtype, double tol)
+/* One forward on the golden inputs (patched by lora at strength when lora is not NULL) against
+ * eps_golden (NULL: <prefix>_unet_eps.bin); the output into *kept when kept. */
+static void unet_case_lora(const model_file *m, sd_lora *lora, float strength, const char *eps_golden,
+                           sd_dtype dtype, double tol, float **kept)
 {
     int nd;
     int64_t shape[SD_TENSOR_MAX_DIMS];
@@ -292,20 +322,29 @@ static void unet_case(const model_file *m, sd_dtype dtype, double tol)
     sd_dtensor *dx = x ? ops_upload(x, nd, shape) : NULL;
     float *c = golden(m, "context", &nd, shape);
     sd_dtensor *dc = c ? ops_upload(c, nd, shape) : NULL;
-    float *ref = golden(m, "eps", &nd, shape);
+    float *ref = eps_golden ? ops_read_golden(eps_golden, &nd, shape) : golden(m, "eps", &nd, shape);
     sd_dtensor *y = adm_vectors(m), *out = NULL;
     const float t[2] = {981.0f, 250.5f};
-    sd_unet *u = NULL;
+    sd_unet *base = NULL, *u = NULL;
+    sd_lora_stack *stack = NULL;
     CHECK(dx && dc && ref && y);
-    CHECK_EQ_INT(sd_unet_new(ops_cl(), m->st, m->cfg.unet_prefix, &m->cfg.unet, dtype, &u), SD_OK);
+    CHECK_EQ_INT(sd_unet_new(ops_cl(), m->st, m->cfg.unet_prefix, &m->cfg.unet, dtype, &base), SD_OK);
+    u = base;
+    if (lora && base) {
+        CHECK_EQ_INT(sd_lora_stack_push(ops_cl()->ctx, NULL, lora, strength, SD_LORA_UNET, &stack), SD_OK);
+        CHECK_EQ_INT(sd_lora_stack_unet(stack, base, &u), SD_OK);
+    }
     if (dx && dc && ref && y && u) {
         sd_status s = sd_unet_forward_adm(u, dx, t, dc, y, NULL, &out);
         CHECK_MSG(s == SD_OK, "forward: %s", sd_context_errmsg(ops_cl()->ctx));
         if (!s) {
             float *got = ops_download(out);
-            printf("  %s UNet %s weights: max abs error %.3g\n", m->golden, sd_dtype_name(dtype),
-                   ops_max_diff(got, ref, out->numel));
-            free(got);
+            printf("  %s UNet %s weights: max abs error %.3g\n", eps_golden ? eps_golden : m->golden,
+                   sd_dtype_name(dtype), ops_max_diff(got, ref, out->numel));
+            if (kept)
+                *kept = got;
+            else
+                free(got);
             CHECK(ops_expect(m->golden, out, nd, shape, ref, tol, 0.0));
         }
         /* Without its ADM vector, or a vector of another width: one line naming the shapes. */
@@ -316,7 +355,8 @@ static void unet_case(const model_file *m, sd_dtype dtype, double tol)
         CHECK_STR_EQ(sd_context_errmsg(ops_cl()->ctx), want);
         sd_dtensor_free(tmp);
     }
-    sd_unet_free(u);
+    sd_lora_stack_unref(stack);
+    sd_unet_free(base);
     sd_dtensor_free(dx);
     sd_dtensor_free(dc);
     sd_dtensor_free(y);
@@ -324,6 +364,11 @@ static void unet_case(const model_file *m, sd_dtype dtype, double tol)
     free(x);
     free(c);
     free(ref);
+}
+
+static void unet_case(const model_file *m, sd_dtype dtype, double tol)
+{
+    unet_case_lora(m, NULL, 0.0f, NULL, dtype, tol, NULL);
 }
 
 static void test_unet_base(void)
@@ -353,6 +398,173 @@ static void test_adm_vector(void)
     CHECK(out[3 + 4 * 256] == cosf(6.0f));
 }
 
+static void controlnet_case(bool diffusers)
+{
+    sd_context *ctx = ops_cl()->ctx;
+    char *path = test_path(test_scratch_dir(), diffusers ? "cnd.safetensors" : "cn.safetensors");
+    sd_controlnet *cn = NULL;
+    CHECK_EQ_INT(sd_controlnet_write_random(ctx, path, &g_base.cfg.unet, diffusers, SD_ST_F32, 13), SD_OK);
+    CHECK_EQ_INT(sd_controlnet_open(ctx, path, SD_DTYPE_F32, &cn), SD_OK);
+    free(path);
+    if (!cn)
+        return;
+    CHECK_EQ_INT(sd_controlnet_family(cn), SD_FAMILY_SDXL);
+    int nd, n = sd_controlnet_residual_count(cn);
+    int64_t shape[SD_TENSOR_MAX_DIMS];
+    float *x = golden(&g_base, "x", &nd, shape);
+    sd_dtensor *dx = x ? ops_upload(x, nd, shape) : NULL;
+    float *c = golden(&g_base, "context", &nd, shape);
+    sd_dtensor *dc = c ? ops_upload(c, nd, shape) : NULL;
+    int64_t hs[4] = {2, 3, 128, 128};
+    float *h = malloc(2 * 3 * 128 * 128 * sizeof *h); /* make_controlnet_goldens.py's hint_value */
+    for (size_t i = 0; h && i < 2 * 3 * 128 * 128; i++)
+        h[i] = (float)(0.5 + 0.5 * sin(0.13 * (double)i + 0.7));
+    sd_dtensor *dh = h ? ops_upload(h, 4, hs) : NULL, *y = adm_vectors(&g_base);
+    sd_dtensor **outs = calloc((size_t)n, sizeof *outs);
+    const float t[2] = {981.0f, 250.5f};
+    CHECK_EQ_INT(n, 13);
+    CHECK(dx && dc && dh && y && outs);
+    if (dx && dc && dh && y && outs) {
+        sd_status s = sd_controlnet_forward(cn, dx, dh, t, dc, y, 0.75f, outs);
+        CHECK_MSG(s == SD_OK, "forward: %s", sd_context_errmsg(ctx));
+        double worst = 0;
+        for (int i = 0; !s && i < n; i++) {
+            char name[64];
+            if (i + 1 < n)
+                snprintf(name, sizeof name, "sdxl_controlnet_res%d.bin", i);
+            else
+                snprintf(name, sizeof name, "sdxl_controlnet_mid.bin");
+            float *ref = ops_read_golden(name, &nd, shape), *got = ops_download(outs[i]);
+            CHECK(ref && got && (size_t)(shape[0] * shape[1] * shape[2] * shape[3]) == outs[i]->numel);
+            if (ref && got)
+                worst = fmax(worst, ops_max_diff(got, ref, outs[i]->numel));
+            free(ref);
+            free(got);
+        }
+        printf("  SDXL ControlNet (%s layout) residuals: max abs error %.3g\n", diffusers ? "diffusers" : "original",
+               worst);
+        CHECK(worst <= F32_TOL);
+        /* Without the ADM vector: one line. */
+        for (int i = 0; i < n; i++)
+            sd_dtensor_free(outs[i]), outs[i] = NULL;
+        CHECK_EQ_INT(sd_controlnet_forward(cn, dx, dh, t, dc, NULL, 0.75f, outs), SD_ERR_INVALID);
+        CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "ADM vector (none) is not an f32 [2, 1696] tensor");
+    }
+    for (int i = 0; outs && i < n; i++)
+        sd_dtensor_free(outs[i]);
+    free(outs);
+    sd_dtensor_free(dx);
+    sd_dtensor_free(dc);
+    sd_dtensor_free(dh);
+    sd_dtensor_free(y);
+    free(x);
+    free(c);
+    free(h);
+    sd_controlnet_unref(cn);
+}
+
+static void test_controlnet(void)
+{
+    controlnet_case(false);
+    controlnet_case(true);
+}
+
+/* Collected warnings (the log callback). */
+static char g_log[4096];
+static void collect(const char *line, void *user)
+{
+    (void)user;
+    size_t n = strlen(g_log);
+    snprintf(g_log + n, sizeof g_log - n, "%s\n", line);
+}
+
+static sd_lora *write_lora(const char *file, const sd_checkpoint_config *cfg, sd_lora_layout layout)
+{
+    sd_context *ctx = ops_cl()->ctx;
+    char *path = test_path(test_scratch_dir(), file);
+    sd_lora *l = NULL;
+    sd_status s = sd_lora_write_random(ctx, path, cfg, 4, 5, layout);
+    if (!s)
+        s = sd_lora_open(ctx, path, &g_base.cfg, &l);
+    CHECK_MSG(s == SD_OK, "%s: %s", file, sd_context_errmsg(ctx));
+    free(path);
+    return l;
+}
+
+/* Strengths of make_sdxl_lora_goldens.py. */
+#define LORA_UNET 0.8f
+#define LORA_L 1.3f
+#define LORA_G 0.6f
+
+static void test_lora_golden(void)
+{
+    g_log[0] = '\0';
+    sd_lora *kohya = write_lora("xl_kohya.safetensors", &g_base.cfg, SD_LORA_KOHYA);
+    sd_lora *peft = write_lora("xl_peft.safetensors", &g_base.cfg, SD_LORA_PEFT);
+    CHECK(kohya && peft && strstr(g_log, "matched nothing") == NULL);
+    if (!kohya || !peft) {
+        sd_lora_unref(kohya);
+        sd_lora_unref(peft);
+        return;
+    }
+    CHECK_EQ_INT(sd_lora_count(kohya, SD_LORA_UNET), 303);
+    CHECK_EQ_INT(sd_lora_count(kohya, SD_LORA_CLIP), 18);
+    CHECK_EQ_INT(sd_lora_count(kohya, SD_LORA_CLIP2), 24); /* 4 layers x (q, k, v slices, out, fc1, fc2) */
+    float *a = NULL, *b = NULL;
+    unet_case_lora(&g_base, kohya, LORA_UNET, "sdxl_lora_unet_eps.bin", SD_DTYPE_F32, F32_TOL, &a);
+    unet_case_lora(&g_base, peft, LORA_UNET, "sdxl_lora_unet_eps.bin", SD_DTYPE_F32, F32_TOL, &b);
+    CHECK(a && b && memcmp(a, b, 2 * 4 * 16 * 16 * sizeof *a) == 0);
+    free(a);
+    free(b);
+    a = b = NULL;
+    unet_case_lora(&g_base, kohya, LORA_UNET, "sdxl_lora_unet_eps.bin", SD_DTYPE_F16, F16_TOL, NULL);
+    clip_case_lora(&g_base, 0, kohya, LORA_L, "sdxl_lora_clip_l.bin", NULL, SD_DTYPE_F32, F32_TOL, NULL);
+    clip_case_lora(&g_base, 1, kohya, LORA_G, "sdxl_lora_clip_g.bin", "sdxl_lora_clip_g_pooled.bin", SD_DTYPE_F32,
+                   F32_TOL, &a);
+    clip_case_lora(&g_base, 1, peft, LORA_G, "sdxl_lora_clip_g.bin", "sdxl_lora_clip_g_pooled.bin", SD_DTYPE_F32,
+                   F32_TOL, &b);
+    CHECK(a && b && memcmp(a, b, 2 * 77 * 192 * sizeof *a) == 0);
+    free(a);
+    free(b);
+    sd_lora_unref(kohya);
+    sd_lora_unref(peft);
+}
+
+/* An SDXL LoRA with keys for tensors the model lacks: listed in one warning; SD1 LoRAs on SDXL
+ * and LoRAs on the refiner refused, naming the file. */
+static void test_lora_refusals(void)
+{
+    sd_context *ctx = ops_cl()->ctx;
+    sd_checkpoint_config sd1;
+    CHECK(sd_checkpoint_preset("tiny", &sd1));
+    char *path = test_path(test_scratch_dir(), "sd1_lora.safetensors");
+    sd_lora *l = (sd_lora *)1;
+    CHECK_EQ_INT(sd_lora_write_random(ctx, path, &sd1, 4, 5, SD_LORA_KOHYA), SD_OK);
+    CHECK_EQ_INT(sd_lora_open(ctx, path, &g_base.cfg, &l), SD_ERR_INVALID);
+    CHECK(l == NULL);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "sd1_lora.safetensors: SD1.x LoRA detected (key '");
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "the model is SDXL; sdflow supports SD1.x, SDXL LoRAs");
+    free(path);
+    path = test_path(test_scratch_dir(), "xl_kohya.safetensors");
+    CHECK_EQ_INT(sd_lora_open(ctx, path, &g_refiner.cfg, &l), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx),
+                       "xl_kohya.safetensors: LoRAs on SDXL refiner models are not supported; sdflow supports");
+    free(path);
+    /* A deeper bigG than this model's and a UNet block it lacks: matched nothing, reported. */
+    sd_checkpoint_config deeper = g_base.cfg;
+    deeper.clip2.layers = 5;
+    deeper.unet.middle_depth = 3;
+    path = test_path(test_scratch_dir(), "xl_deeper.safetensors");
+    g_log[0] = '\0';
+    CHECK_EQ_INT(sd_lora_write_random(ctx, path, &deeper, 4, 5, SD_LORA_KOHYA), SD_OK);
+    CHECK_EQ_INT(sd_lora_open(ctx, path, &g_base.cfg, &l), SD_OK);
+    /* 6 bigG Linears of layer 4 and 10 of the middle block's third transformer block, 3 keys each */
+    CHECK_STR_CONTAINS(g_log, "xl_deeper.safetensors: 48 LoRA keys matched nothing: "
+                              "lora_te2_text_model_encoder_layers_4_mlp_fc1.lora_up.weight, ");
+    sd_lora_unref(l);
+    free(path);
+}
+
 int main(void)
 {
     if (!ops_cl() || !open_model(&g_base) || !open_model(&g_refiner))
@@ -365,6 +577,10 @@ int main(void)
     RUN(test_clip_g);
     RUN(test_unet_base);
     RUN(test_unet_refiner);
+    sd_context_set_log(ops_cl()->ctx, collect, NULL);
+    RUN(test_lora_golden);
+    RUN(test_lora_refusals);
+    RUN(test_controlnet);
     sd_safetensors_close(g_base.st);
     sd_safetensors_close(g_refiner.st);
     ops_cl_release();

@@ -40,7 +40,7 @@ static void write_lora(const char *name, uint64_t seed)
 {
     sd_context *ctx = new_context(NULL);
     char *path = test_path(g_lora_dir, name);
-    CHECK_EQ_INT(sd_lora_write_random(ctx, path, &g_cfg, 4, seed, false), SD_OK);
+    CHECK_EQ_INT(sd_lora_write_random(ctx, path, &g_cfg, 4, seed, SD_LORA_KOHYA), SD_OK);
     free(path);
     sd_context_free(ctx);
 }

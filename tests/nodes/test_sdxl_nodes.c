@@ -9,7 +9,14 @@
  * - CLIPTextEncodeSDXL with the same size numbers gives the same latent bit for bit, other
  *   numbers another one; CLIPTextEncodeSDXLRefiner on the refiner;
  * - family checks before running: a refiner's CLIP in CLIPTextEncodeSDXL, an SDXL conditioning
- *   on the refiner model, an SD1 CLIP in CLIPTextEncodeSDXLRefiner. */
+ *   on the refiner model, an SD1 CLIP in CLIPTextEncodeSDXLRefiner;
+ * - textual inversion: an SDXL embedding (clip_l, clip_g) holding each encoder's own token row of
+ *   "cat" gives the latent of the prompt with "cat"; an SD1 embedding on SDXL fails the node,
+ *   naming the file;
+ * - UNETLoader: the base's UNet alone (with and without model.diffusion_model., in
+ *   models/diffusion_models and ComfyUI's older models/unet) samples the checkpoint's latent bit
+ *   for bit; a refiner UNet with the base's text encoders and a file that is no UNet are named
+ *   before anything runs. */
 #include "test.h"
 #include "core/context.h"
 #include "ml/families/sd1_layout.h"
@@ -198,6 +205,162 @@ static void test_refiner(void)
     free(c);
 }
 
+/* Row `id` of the token table `name` of the base checkpoint (the table stays f32 on the device, so
+ * the vector equals its row); width floats, malloc'd. */
+static float *token_row(const char *name, int id, int64_t *width)
+{
+    sd_context *ctx = new_context();
+    char *path = test_path(g_dir, "checkpoints/base.safetensors");
+    sd_safetensors *st = NULL;
+    float *all = NULL, *row = NULL;
+    const sd_st_tensor *t = NULL;
+    if (!sd_safetensors_open(ctx, path, &st) && (t = sd_safetensors_find(st, name)) &&
+        (all = malloc(t->numel * sizeof *all)) && !sd_safetensors_read_f32(ctx, st, t, all, t->numel) &&
+        (row = malloc((size_t)t->shape[1] * sizeof *row))) {
+        *width = t->shape[1];
+        for (int64_t i = 0; i < *width; i++)
+            row[i] = all[id * *width + i];
+    }
+    CHECK(row != NULL);
+    free(all);
+    sd_safetensors_close(st);
+    free(path);
+    sd_context_free(ctx);
+    return row;
+}
+
+static sd_status fill_rows(void *user, size_t index, void *dst, size_t nbytes)
+{
+    float *const *rows = user;
+    memcpy(dst, rows[index], nbytes);
+    return SD_OK;
+}
+
+static void test_embeddings(void)
+{
+    int64_t wg = 0, wl = 0;
+    float *g = token_row("conditioner.embedders.1.model.token_embedding.weight", 2368, &wg);
+    float *l = token_row("conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight", 2368, &wl);
+    char *dir = test_path(g_dir, "embeddings");
+    mkdir(dir, 0755);
+    char *xl = test_path(dir, "catxl.safetensors"), *sd1 = test_path(dir, "sd1.safetensors");
+    sd_st_entry e[2] = {{.name = "clip_g", .dtype = SD_ST_F32, .ndim = 2, .shape = {1, wg}},
+                        {.name = "clip_l", .dtype = SD_ST_F32, .ndim = 2, .shape = {1, wl}}};
+    float *rows[2] = {g, l};
+    sd_context *ctx = new_context();
+    CHECK(g && l);
+    if (g && l) {
+        CHECK_EQ_INT(sd_safetensors_write(ctx, xl, e, 2, NULL, fill_rows, rows), SD_OK);
+        e[1].name = "emb_params";
+        CHECK_EQ_INT(sd_safetensors_write(ctx, sd1, &e[1], 1, NULL, fill_rows, &rows[1]), SD_OK);
+    }
+    float *cat = run_latent(CKPT("ck", "base.safetensors") ENCODE("p", "ck", "a photo of a cat") ENCODE("n", "ck", "")
+                            EMPTY SAMPLER("ck", "p", "n"));
+    float *emb = run_latent(CKPT("ck", "base.safetensors") ENCODE("p", "ck", "a photo of a embedding:catxl")
+                            ENCODE("n", "ck", "") EMPTY SAMPLER("ck", "p", "n"));
+    float *dog = run_latent(CKPT("ck", "base.safetensors") ENCODE("p", "ck", "a photo of a dog") ENCODE("n", "ck", "")
+                            EMPTY SAMPLER("ck", "p", "n"));
+    CHECK(cat && emb && dog);
+    if (cat && emb && dog) {
+        double d = 0;
+        for (int i = 0; i < LAT_N; i++)
+            d = fmax(d, fabs((double)cat[i] - emb[i]));
+        printf("  embedding:catxl vs cat: max abs diff %.3g\n", d);
+        CHECK(d <= 1e-5);
+        CHECK(memcmp(cat, dog, sizeof(float) * LAT_N) != 0);
+    }
+    /* An SD1 file on SDXL: the node fails with one line naming the file. */
+    const char *body = CKPT("ck", "base.safetensors") ENCODE("p", "ck", "a embedding:sd1") ENCODE("n", "ck", "")
+        EMPTY SAMPLER("ck", "p", "n");
+    char *xml = sd_strfmt("<workflow version=\"1\">%s</workflow>", body);
+    sd_graph *gr = NULL;
+    CHECK_EQ_INT(sd_graph_load_xml_memory(ctx, xml, strlen(xml), "sdxl.xml", &gr), SD_OK);
+    const char *outputs[] = {"ks"};
+    sd_run_options o = {.outputs = outputs, .n_outputs = 1, .no_cache = true};
+    sd_result *res = NULL;
+    CHECK_EQ_INT(gr ? sd_graph_run(gr, &o, &res) : SD_OK, SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "node 'p' (CLIPTextEncode): ");
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "embeddings/sd1.safetensors: no clip_l tensor (an SD1.x embedding?); "
+                                               "SDXL text encoders take files with clip_l and clip_g tensors");
+    sd_result_free(res);
+    sd_graph_free(gr);
+    free(xml);
+    sd_context_free(ctx);
+    free(cat);
+    free(emb);
+    free(dog);
+    free(g);
+    free(l);
+    free(xl);
+    free(sd1);
+    free(dir);
+}
+
+static void expect_problems(const char *body, size_t n, const char *const *msgs);
+
+/* Strips the UNet prefix (bare diffusion-model files). */
+static sd_status strip_prefix(void *user, const char *name, char *out, size_t size)
+{
+    (void)user;
+    snprintf(out, size, "%s", name + strlen("model.diffusion_model."));
+    return SD_OK;
+}
+
+/* The UNet of preset/seed alone at dir/file, prefixed or bare (the checkpoint's values either way). */
+static void write_unet(const char *dir, const char *file, const char *preset, uint64_t seed, bool bare)
+{
+    sd_context *ctx = new_context();
+    char *d = test_path(g_dir, dir), *path = test_path(d, file);
+    mkdir(d, 0755);
+    sd_checkpoint_config cfg;
+    sd_layout lay = {0};
+    CHECK(sd_checkpoint_preset(preset, &cfg));
+    CHECK_EQ_INT(sd_layout_unet(ctx, &cfg.unet, "model.diffusion_model.", &lay), SD_OK);
+    CHECK_EQ_INT(sd_layout_write_random(ctx, path, &lay, SD_ST_F32, seed, bare ? strip_prefix : NULL, NULL), SD_OK);
+    sd_layout_free(&lay);
+    free(path);
+    free(d);
+    sd_context_free(ctx);
+}
+
+#define UNET(id, file) "<node id='" id "' type='UNETLoader'><input name='unet_name'>" file "</input></node>"
+
+static void test_unet_loader(void)
+{
+    write_unet("diffusion_models", "base_unet.safetensors", "sdxl-tiny", 11, false);
+    write_unet("unet", "base_bare.safetensors", "sdxl-tiny", 11, true);
+    write_unet("diffusion_models", "refiner_unet.safetensors", "sdxl-refiner-tiny", 12, true);
+    float *ckpt = run_latent(CKPT("ck", "base.safetensors") ENCODE("p", "ck", "a photo of a cat") ENCODE("n", "ck", "")
+                             EMPTY SAMPLER("ck", "p", "n"));
+    float *unet = run_latent(CKPT("ck", "base.safetensors") UNET("u", "base_unet.safetensors")
+                             ENCODE("p", "ck", "a photo of a cat") ENCODE("n", "ck", "") EMPTY SAMPLER("u", "p", "n"));
+    float *bare = run_latent(CKPT("ck", "base.safetensors") UNET("u", "base_bare.safetensors")
+                             ENCODE("p", "ck", "a photo of a cat") ENCODE("n", "ck", "") EMPTY SAMPLER("u", "p", "n"));
+    CHECK(ckpt && unet && bare);
+    if (ckpt && unet && bare)
+        CHECK(memcmp(ckpt, unet, sizeof(float) * LAT_N) == 0 && memcmp(ckpt, bare, sizeof(float) * LAT_N) == 0);
+    free(ckpt);
+    free(unet);
+    free(bare);
+    expect_problems(CKPT("ck", "base.safetensors") UNET("u", "refiner_unet.safetensors") ENCODE("p", "ck", "a") EMPTY
+                    SAMPLER("u", "p", "p"), 2,
+                    (const char *[]){"node 'ks' input 'positive': a conditioning made by SDXL text encoders cannot "
+                                     "condition the SDXL refiner model",
+                                     "node 'ks' input 'negative'"});
+    char *to = test_path(g_dir, "unet/vae.safetensors");
+    sd_context *ctx = new_context();
+    sd_checkpoint_config vae;
+    CHECK(sd_checkpoint_preset("tiny", &vae));
+    vae.has_unet = vae.has_clip = false;
+    vae.vae_prefix = "";
+    CHECK_EQ_INT(sd_sd1_write_random(ctx, to, &vae, SD_ST_F32, 1), SD_OK);
+    sd_context_free(ctx);
+    expect_problems(UNET("u", "vae.safetensors"), 1,
+                    (const char *[]){"vae.safetensors: standalone VAE file detected, not an LDM diffusion model "
+                                     "(input_blocks.*, with or without model.diffusion_model.)"});
+    free(to);
+}
+
 /* Validates `body` and expects n problems, problem k containing msgs[k]. */
 static void expect_problems(const char *body, size_t n, const char *const *msgs)
 {
@@ -241,6 +404,8 @@ int main(void)
     RUN(test_sdxl_encode_node);
     RUN(test_refiner);
     RUN(test_family_checks);
+    RUN(test_embeddings);
+    RUN(test_unet_loader);
     free(g_dir);
     return test_summary("test_sdxl_nodes");
 }

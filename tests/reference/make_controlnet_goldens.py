@@ -54,6 +54,17 @@ def hint_value(shape):
     return torch.from_numpy((0.5 + 0.5 * np.sin(0.13 * i + 0.7)).astype(np.float32).reshape(shape))
 
 
+def check_diffusers_layout(cn_diffusers, converted):
+    """sdflow's diffusers-layout file must hold exactly the tensors diffusers' converter made."""
+    if sorted(cn_diffusers) != sorted(converted):
+        missing = sorted(set(converted) - set(cn_diffusers))[:5]
+        extra = sorted(set(cn_diffusers) - set(converted))[:5]
+        raise SystemExit("diffusers-layout file differs: missing %s, unexpected %s" % (missing, extra))
+    for k, v in converted.items():
+        if not torch.equal(v, cn_diffusers[k]):
+            raise SystemExit("diffusers-layout tensor %s differs" % k)
+
+
 def main():
     tool = sys.argv[1] if len(sys.argv) > 1 else "build/sdflow_mkckpt"
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,13 +97,7 @@ def main():
     controlnet.eval()
 
     # sdflow's diffusers-layout file: the same tensors under diffusers' names.
-    if sorted(cn_diffusers) != sorted(converted):
-        missing = sorted(set(converted) - set(cn_diffusers))[:5]
-        extra = sorted(set(cn_diffusers) - set(converted))[:5]
-        raise SystemExit("diffusers-layout file differs: missing %s, unexpected %s" % (missing, extra))
-    for k, v in converted.items():
-        if not torch.equal(v, cn_diffusers[k]):
-            raise SystemExit("diffusers-layout tensor %s differs" % k)
+    check_diffusers_layout(cn_diffusers, converted)
     ControlNetModel(**ccfg).load_state_dict(cn_diffusers, strict=True)
 
     gen = torch.Generator().manual_seed(4321)
