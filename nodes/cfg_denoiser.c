@@ -1,6 +1,7 @@
 /* The sampling nodes' model function (ComfyUI's CFGGuider, Guider_Basic and Guider_DualCFG with
  * comfy/samplers.py calc_cond_batch): the UNet on x / sqrt(sigma^2 + 1) at the nearest timestep,
- * D = x - sigma * eps, each side's conditioning entries averaged by strength, then the guider's
+ * D from its output as the model sampling says (eps: x - sigma * eps; v-prediction, x0, LCM),
+ * each side's conditioning entries averaged by strength, then the guider's
  * combination: BasicGuider D_pos; CFGGuider D_neg + (D_pos - D_neg) * cfg (the negative pass is
  * skipped when cfg is 1); DualCFGGuider regular D_neg + (D_mid - D_neg) * cfg2 +
  * (D_pos - D_mid) * cfg1 (negative skipped when cfg2 is 1, middle too when cfg1 is also 1) and
@@ -21,6 +22,8 @@
  * one size; each side's prediction is the per-value mean weighted by each entry's weight map
  * (nodes/conditioning.h sd_cond_area_mult). Entries without either take the unchanged path (one
  * weight per side).
+ *
+ * A model patched by RescaleCFG has the CFGGuider's mix rescaled in v space (rescale_cfg).
  *
  * ADM UNets (SDXL) also take each entry's "y" vector, built once from its pooled output and size
  * conditioning (read_adm) and batched with the contexts. */
@@ -109,6 +112,7 @@ struct sd_cfg_denoiser {
     size_t n_mults;
     bool reported; /* the node's error is already recorded */
     sd_control_eval *control; /* NULL when no entry carries a ControlNet */
+    double rescale;        /* RescaleCFG multiplier (< 0: none) */
 };
 
 static int64_t gcd64(int64_t a, int64_t b)
@@ -777,6 +781,43 @@ static void combine(const denoiser *d, float *const *m, float *out, float *uncon
     }
 }
 
+/* Unbiased standard deviation of v[0 .. n-1] (torch.std), accumulated in double. */
+static double std_unbiased(const float *v, size_t n)
+{
+    double mean = 0, ss = 0;
+    for (size_t i = 0; i < n; i++)
+        mean += v[i];
+    mean /= (double)n;
+    for (size_t i = 0; i < n; i++)
+        ss += (v[i] - mean) * (v[i] - mean);
+    return n > 1 ? sqrt(ss / (double)(n - 1)) : 0.0;
+}
+
+/* ComfyUI's RescaleCFG (arXiv 2305.08891) as its sampler_cfg_function: the positive and negative
+ * predictions in v space, their CFG mix rescaled per item to the positive's standard deviation
+ * and blended by the multiplier, back to a denoised latent into out. Only when both sides were
+ * computed (at cfg 1 it is the positive prediction, as in ComfyUI). */
+static void rescale_cfg(const denoiser *d, const float *x, float sigma, float *out)
+{
+    float s2 = sigma * sigma + 1.0f, root = sqrtf(s2), cfg = (float)d->g->cfg, mult = (float)d->rescale;
+    const float *pos = d->acc[0], *neg = d->acc[d->g->n_conds - 1];
+    float *vc = d->x_in; /* scratch: the model input is no longer needed */
+    for (size_t b = 0; b < d->batch; b++) {
+        size_t o = b * d->per_item, n = d->per_item;
+        for (size_t i = 0; i < n; i++) {
+            float xs = x[o + i] / s2;
+            float c = (xs - pos[o + i]) * root / sigma, u = (xs - neg[o + i]) * root / sigma;
+            vc[o + i] = c;
+            out[o + i] = u + cfg * (c - u); /* x_cfg */
+        }
+        float ratio = (float)(std_unbiased(vc + o, n) / std_unbiased(out + o, n));
+        for (size_t i = 0; i < n; i++) {
+            float x_cfg = out[o + i], final = mult * (x_cfg * ratio) + (1.0f - mult) * x_cfg;
+            out[o + i] = x[o + i] / s2 - final * sigma / root;
+        }
+    }
+}
+
 sd_status sd_cfg_denoise(void *user, const float *x, float sigma, float *out, float *uncond, size_t n)
 {
     denoiser *d = user;
@@ -797,6 +838,9 @@ sd_status sd_cfg_denoise(void *user, const float *x, float sigma, float *out, fl
             return st;
         }
     }
+    /* The model sampling's calculate_denoised: D = cx * x + cout * out (EPS: x - out * sigma). */
+    float cx, cout;
+    sd_model_sampling_denoise_coefs(d->ms, sigma, &cx, &cout);
     /* Weighted mean of the active entries' predictions, per side and value, as ComfyUI's
      * calc_cond_batch: out_cond / (out_count + 1e-37), each entry adding its prediction times
      * its weight (its strength, or its weight map over its area) and the weight; a value no
@@ -816,7 +860,7 @@ sd_status sd_cfg_denoise(void *user, const float *x, float sigma, float *out, fl
         double *count = d->count[e->side];
         if (!e->mult) {
             for (size_t i = 0; i < n; i++)
-                acc[i] += (x[i] - eps[i] * sigma) * s;
+                acc[i] += (cx * x[i] + cout * eps[i]) * s;
             w[e->side] += e->strength;
             for (size_t i = 0; count && i < n; i++)
                 count[i] += e->strength;
@@ -830,7 +874,7 @@ sd_status sd_cfg_denoise(void *user, const float *x, float sigma, float *out, fl
                     const float *m = e->mult + (b % e->mult_batch) * plane + (size_t)(y * e->aw);
                     const float *p = eps + (b * 4 + c) * plane + (size_t)(y * e->aw);
                     for (int64_t xx = 0; xx < e->aw; xx++) {
-                        acc[i + (size_t)xx] += (x[i + (size_t)xx] - p[xx] * sigma) * m[xx];
+                        acc[i + (size_t)xx] += (cx * x[i + (size_t)xx] + cout * p[xx]) * m[xx];
                         count[i + (size_t)xx] += m[xx];
                     }
                 }
@@ -841,6 +885,8 @@ sd_status sd_cfg_denoise(void *user, const float *x, float sigma, float *out, fl
             d->acc[k][i] = c != 0 ? d->acc[k][i] / (float)c : 0.0f;
         }
     combine(d, d->acc, out, uncond, n);
+    if (d->rescale >= 0 && d->g->kind == SD_GUIDER_CFG && d->used[1])
+        rescale_cfg(d, x, sigma, out);
     return SD_OK;
 }
 
@@ -963,7 +1009,7 @@ sd_status sd_cfg_denoiser_new(const sd_cfg_setup *s, sd_cfg_denoiser **out)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
     *d = (denoiser){.r = r, .cl = s->cl, .unet = s->unet, .ms = s->ms, .batch = s->batch, .h = s->h, .w = s->w,
                     .in_channels = s->in_channels, .dim = s->dim, .g = s->guider, .need_uncond = s->need_uncond,
-                    .adm_dim = sd_unet_config_of(s->unet)->adm_channels,
+                    .adm_dim = sd_unet_config_of(s->unet)->adm_channels, .rescale = s->rescale_cfg,
                     .preview = s->preview};
     set_used(d);
     d->per_item = (size_t)(4 * d->h * d->w);

@@ -23,6 +23,7 @@ typedef struct sd_cfg_setup {
     int in_channels;              /* the UNet's: 4, or 9 for inpainting models */
     int64_t dim;                  /* the UNet's context width */
     const struct sd_latent_format *preview; /* latent format for step previews, NULL: none */
+    double rescale_cfg;           /* RescaleCFG's multiplier on the model (< 0: none) */
 } sd_cfg_setup;
 
 /* Reads the guider's conditionings (entries, regions, ControlNets) and allocates the working

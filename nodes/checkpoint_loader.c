@@ -50,7 +50,7 @@ static const sd_input_desc ckpt_in[] = {
 };
 static const sd_output_desc ckpt_out[] = {
     SD_OUT("MODEL", SD_TYPE_MODEL, "the denoising UNet"),
-    SD_OUT("CLIP", SD_TYPE_CLIP, "the text encoders (SDXL: CLIP-L and OpenCLIP-bigG; refiner: OpenCLIP-bigG)"),
+    SD_OUT("CLIP", SD_TYPE_CLIP, "the text encoders (SD2: OpenCLIP-H; SDXL: CLIP-L and OpenCLIP-bigG; refiner: OpenCLIP-bigG)"),
     SD_OUT("VAE", SD_TYPE_VAE, "the VAE that maps latents to images and back"),
 };
 const sd_node_desc sd_node_CheckpointLoaderSimple = {

@@ -18,8 +18,7 @@ static sd_status patched_output(sd_node_run *r, sd_type type, const sd_model_han
         if (st)
             return sd_node_model_fail(r, st);
     }
-    sd_value *v = s ? sd_node_model_value_lora(type, h->loaded, h->clip_layer, s)
-                    : sd_node_model_value_lora(type, h->loaded, h->clip_layer, h->lora);
+    sd_value *v = sd_node_model_derive(type, h, s ? s : h->lora);
     sd_lora_stack_unref(s);
     if (!v)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");

@@ -27,7 +27,32 @@ sd_value *sd_node_model_value_lora(sd_type type, sd_loaded *l, int clip_layer, s
     h->loaded = sd_loaded_ref(l);
     h->clip_layer = clip_layer;
     h->lora = lora ? sd_lora_stack_ref(lora) : NULL;
+    h->sampling = -1;
+    h->zsnr = false;
+    h->rescale_cfg = -1.0;
     return sd_value_handle(type, h, handle_free); /* frees h on failure */
+}
+
+sd_value *sd_node_model_derive(sd_type type, const sd_model_handle *h, sd_lora_stack *lora)
+{
+    sd_value *v = sd_node_model_value_lora(type, h->loaded, h->clip_layer, lora);
+    if (v) {
+        sd_model_handle *out = v->handle;
+        out->sampling = h->sampling;
+        out->zsnr = h->zsnr;
+        out->rescale_cfg = h->rescale_cfg;
+    }
+    return v;
+}
+
+sd_status sd_node_model_sampling_of(sd_context *ctx, const sd_model_handle *h, sd_model_sampling *ms)
+{
+    const sd_checkpoint_config *cfg = sd_loaded_config(h->loaded);
+    const sd_schedule_config *s = &cfg->schedule;
+    sd_sampling_type type = h->sampling >= 0                    ? (sd_sampling_type)h->sampling
+                            : s->prediction == SD_PREDICT_V ? SD_SAMPLING_V_PREDICTION
+                                                            : SD_SAMPLING_EPS;
+    return sd_model_sampling_init_type(ctx, ms, s->timesteps, s->beta_start, s->beta_end, type, h->zsnr);
 }
 
 sd_status sd_node_model_unet(const sd_model_handle *h, sd_unet **out)

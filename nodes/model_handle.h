@@ -7,11 +7,17 @@
 #include "core/node.h"
 #include "ml/adapters/lora.h"
 #include "ml/loading/model_store.h"
+#include "ml/sampling/schedulers.h"
 
 typedef struct sd_model_handle {
     sd_loaded *loaded; /* one reference */
     int clip_layer;    /* CLIP: -1 = last layer, -2 = the one before, ... */
     sd_lora_stack *lora; /* MODEL / CLIP: the LoRAs patching it (one reference), NULL for none */
+    /* MODEL: ModelSamplingDiscrete's choice (an sd_sampling_type), -1 for the checkpoint's own
+     * prediction (its family's, or what the file shows: SD2 768-v), and its zsnr flag. */
+    int sampling;
+    bool zsnr;
+    double rescale_cfg; /* MODEL: RescaleCFG's multiplier, < 0 when not patched */
 } sd_model_handle;
 
 /* A new MODEL/CLIP/VAE value holding a new reference to l; NULL when memory runs out. */
@@ -19,6 +25,15 @@ sd_value *sd_node_model_value(sd_type type, sd_loaded *l, int clip_layer);
 
 /* The same with a LoRA stack (NULL: none; a new reference is taken). */
 sd_value *sd_node_model_value_lora(sd_type type, sd_loaded *l, int clip_layer, sd_lora_stack *lora);
+
+/* A new handle value of `type` like h (its file, CLIP layer, model sampling, RescaleCFG) with the LoRA stack
+ * lora (NULL: none; a new reference is taken); NULL when memory runs out. */
+sd_value *sd_node_model_derive(sd_type type, const sd_model_handle *h, sd_lora_stack *lora);
+
+/* The model sampling a MODEL handle samples with (ComfyUI's model.model_sampling): the family's
+ * schedule, the prediction its checkpoint shows unless ModelSamplingDiscrete chose one, zsnr.
+ * SD_ERR_INVALID with the message on ctx for a schedule the family cannot have. */
+sd_status sd_node_model_sampling_of(sd_context *ctx, const sd_model_handle *h, sd_model_sampling *ms);
 
 /* The UNet / text encoder a MODEL / CLIP handle stands for: the file's own, or the patched view
  * of it its LoRA stack makes (weights patched on first use; ml/adapters/lora.h). Errors as

@@ -143,11 +143,10 @@ sd_status sd_node_set_sigmas(sd_node_run *r, size_t index, const float *sigmas, 
     return SD_OK;
 }
 
-/* The family's schedule (ModelSamplingDiscrete) into ms; false with the node's error set. */
-static bool family_sampling(sd_node_run *r, const sd_family_desc *family, sd_model_sampling *ms)
+/* The MODEL handle's model sampling into ms; false with the node's error set. */
+static bool handle_sampling(sd_node_run *r, const sd_model_handle *h, sd_model_sampling *ms)
 {
-    if (sd_model_sampling_init(sd_run_context(r), ms, family->schedule.timesteps, family->schedule.beta_start,
-                               family->schedule.beta_end)) {
+    if (sd_node_model_sampling_of(sd_run_context(r), h, ms)) {
         sd_run_fail(r, SD_ERR_INVALID);
         return false;
     }
@@ -157,7 +156,7 @@ static bool family_sampling(sd_node_run *r, const sd_family_desc *family, sd_mod
 bool sd_node_model_sampling(sd_node_run *r, const char *input, sd_model_sampling *ms)
 {
     const sd_model_handle *h = sd_node_model_input(r, input);
-    return h && family_sampling(r, sd_family_get(sd_loaded_config(h->loaded)->family), ms);
+    return h && handle_sampling(r, h, ms);
 }
 
 /* ---- the run */
@@ -260,11 +259,12 @@ sd_status sd_node_sample(sd_node_run *r, const sd_sample_request *q)
     if (q->n_sigmas == 0)
         return set_unchanged(r, q, latent_v); /* CFGGuider.sample: no sigmas, nothing to do */
     sd_model_sampling ms;
-    if (!family_sampling(r, family, &ms))
+    if (!handle_sampling(r, h, &ms))
         return SD_ERR_INVALID;
     sd_cfg_setup s = {.r = r, .guider = g, .need_uncond = sd_sampler_uses_uncond(q->sampler), .ms = &ms,
                       .batch = (size_t)lt->shape[0], .h = lt->shape[2], .w = lt->shape[3],
-                      .in_channels = cfg->unet.in_channels, .dim = cfg->unet.context_dim, .preview = format};
+                      .in_channels = cfg->unet.in_channels, .dim = cfg->unet.context_dim, .preview = format,
+                      .rescale_cfg = h->rescale_cfg};
     size_t per_item = (size_t)(format->channels * s.h * s.w), n = s.batch * per_item;
     sd_cfg_denoiser *d = NULL;
     float *noise = NULL, *latent = NULL, *mask = NULL;

@@ -13,7 +13,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: sdflow_mkckpt [options] OUTPUT.safetensors\n"
             "  --preset P             architecture preset (default tiny): tiny, sd15, sdxl-tiny, sdxl,\n"
-            "                         sdxl-refiner-tiny, sdxl-refiner\n"
+            "                         sdxl-refiner-tiny, sdxl-refiner, sd2-tiny, sd2, and the\n"
+            "                         v-prediction sd2-v-tiny, sd2-v\n"
             "  --kind K               checkpoint (default), vae (standalone VAE file), controlnet\n"
             "                         (the preset's UNet encoder as a ControlNet, control_model.*),\n"
             "                         controlnet-diffusers (the same tensors in diffusers' layout),\n"
@@ -105,6 +106,8 @@ static sd_status inspect_file(sd_context *ctx, const char *path)
     if (!status) {
         printf("family=%s\n", sd_family_name(cfg.family));
         if (cfg.has_unet) {
+            static const char *const predictions[] = {"eps", "v_prediction", "flow"};
+            printf("prediction=%s\n", predictions[cfg.schedule.prediction]);
             const sd_unet_config *u = &cfg.unet;
             printf("unet.in_channels=%d\nunet.out_channels=%d\nunet.model_channels=%d\n", u->in_channels,
                    u->out_channels, u->model_channels);
@@ -147,7 +150,8 @@ int main(int argc, char **argv)
             preset = argv[++i];
     if (!sd_checkpoint_preset(preset, &cfg)) {
         fprintf(stderr,
-                "sdflow_mkckpt: unknown preset '%s' (tiny, sd15, sdxl-tiny, sdxl, sdxl-refiner-tiny, sdxl-refiner)\n",
+                "sdflow_mkckpt: unknown preset '%s' (tiny, sd15, sdxl-tiny, sdxl, sdxl-refiner-tiny, sdxl-refiner, "
+                "sd2-tiny, sd2, sd2-v-tiny, sd2-v)\n",
                 preset);
         return 2;
     }
@@ -253,7 +257,9 @@ int main(int argc, char **argv)
     if (mult_n || attn_n || depth)
         sd_unet_config_set_depth(u, depth ? depth : u->middle_depth);
     u->time_embed_dim = 4 * u->model_channels;
+    sd_prediction prediction = cfg.schedule.prediction; /* the preset's (sd2-v: v) */
     sd_checkpoint_apply_family_rules(&cfg);
+    cfg.schedule.prediction = prediction;
 
     sd_context *ctx;
     if (sd_context_new(&ctx)) {

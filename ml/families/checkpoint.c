@@ -354,7 +354,7 @@ static sd_status family_error(sd_context *ctx, const sd_safetensors *st, sd_fami
 }
 
 /* "SD1.x UNet", "SDXL OpenCLIP-bigG text model", ... into buf. */
-static const char *part_name(char *buf, size_t size, sd_family family, int part, const sd_clip_config *clip)
+static const char *part_name(char *buf, size_t size, sd_family family, int part)
 {
     const char *name = sd_family_name(family);
     if (part == 0)
@@ -362,7 +362,8 @@ static const char *part_name(char *buf, size_t size, sd_family family, int part,
     else if (part == 3)
         snprintf(buf, size, "VAE");
     else
-        snprintf(buf, size, "%s %s text model", name, clip->open_clip ? "OpenCLIP-bigG" : "CLIP");
+        snprintf(buf, size, "%s %s text model", name,
+                 sd_text_encoder_name(sd_family_get(family)->text_encoders[part - 1].kind));
     return buf;
 }
 
@@ -374,7 +375,7 @@ static sd_status verify_part(sd_context *ctx, const sd_safetensors *st, const sd
     sd_status status;
     char what[64];
     const sd_clip_config *clip = part == 2 ? &cfg->clip2 : &cfg->clip;
-    part_name(what, sizeof what, cfg->family, part, clip);
+    part_name(what, sizeof what, cfg->family, part);
     switch (part) {
     case 0: status = sd_layout_unet(ctx, &cfg->unet, cfg->unet_prefix, &layout); break;
     case 1: status = sd_layout_clip(ctx, clip, cfg->clip_prefix, &layout); break;
@@ -445,16 +446,16 @@ sd_status sd_checkpoint_inspect(sd_context *ctx, const sd_safetensors *st, sd_ch
     cfg->has_vae = sd_safetensors_has_prefix(st, cfg->vae_prefix);
     sd_checkpoint_apply_family_rules(cfg);
     char what[64];
-    if ((status = inspect_unet(ctx, st, cfg->unet_prefix, part_name(what, sizeof what, cfg->family, 0, NULL),
+    if ((status = inspect_unet(ctx, st, cfg->unet_prefix, part_name(what, sizeof what, cfg->family, 0),
                                &cfg->unet)))
         return status;
     if (cfg->has_clip &&
-        (status = inspect_clip(ctx, st, cfg->clip_prefix, part_name(what, sizeof what, cfg->family, 1, &cfg->clip),
+        (status = inspect_clip(ctx, st, cfg->clip_prefix, part_name(what, sizeof what, cfg->family, 1),
                                &cfg->clip)))
         return status;
     if (cfg->has_clip && cfg->clip2_prefix &&
         (status = inspect_clip(ctx, st, cfg->clip2_prefix,
-                               part_name(what, sizeof what, cfg->family, 2, &cfg->clip2), &cfg->clip2)))
+                               part_name(what, sizeof what, cfg->family, 2), &cfg->clip2)))
         return status;
     if (cfg->has_vae && (status = inspect_vae(ctx, st, cfg->vae_prefix, &cfg->vae)))
         return status;
@@ -469,7 +470,7 @@ sd_status sd_checkpoint_inspect(sd_context *ctx, const sd_safetensors *st, sd_ch
         if (present && (status = verify_part(ctx, st, cfg, part)))
             return status;
     }
-    return SD_OK;
+    return f->prediction ? f->prediction(ctx, st, cfg->unet.in_channels, &cfg->schedule.prediction) : SD_OK;
 }
 
 /* The family of a UNet without text encoders, from its shapes: an ADM UNet is SDXL or the SDXL
@@ -515,7 +516,7 @@ sd_status sd_unet_file_inspect(sd_context *ctx, const sd_safetensors *st, sd_che
     cfg->has_unet = true;
     sd_checkpoint_apply_family_rules(cfg);
     char what[64];
-    if ((status = inspect_unet(ctx, st, cfg->unet_prefix, part_name(what, sizeof what, cfg->family, 0, NULL),
+    if ((status = inspect_unet(ctx, st, cfg->unet_prefix, part_name(what, sizeof what, cfg->family, 0),
                                &cfg->unet)))
         return status;
     sd_checkpoint_apply_family_rules(cfg);

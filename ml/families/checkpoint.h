@@ -3,7 +3,8 @@
  *
  * Supported: single-file LDM checkpoints of the SD1.x family (the layout of
  * v1-5-pruned-emaonly.safetensors and its fine-tunes, at any size; 9-channel inpainting UNets
- * too), SDXL base and refiner checkpoints (sd_xl_base_1.0, sd_xl_refiner_1.0 and fine-tunes) and
+ * too), SD2.x checkpoints (v2-1_512 / v2-1_768 and fine-tunes: OpenCLIP-H, eps or v-prediction),
+ * SDXL base and refiner checkpoints (sd_xl_base_1.0, sd_xl_refiner_1.0 and fine-tunes) and
  * standalone VAE files (encoder.* / decoder.* keys, e.g. vae-ft-mse-840000). Any other family is
  * detected and refused with an error naming it.
  *
@@ -42,7 +43,7 @@ typedef struct sd_unet_config {
 } sd_unet_config;
 
 /* A CLIP text transformer: transformers' CLIPTextModel (OpenAI CLIP-L, quick GELU) or an
- * OpenCLIP text tower (ViT-bigG: GELU, text_projection); causal mask either way. */
+ * OpenCLIP text tower (ViT-H, ViT-bigG: GELU, text_projection); causal mask either way. */
 typedef struct sd_clip_config {
     bool open_clip;       /* names: open_clip's (transformer.resblocks.N.attn.in_proj_weight, ...)
                            * instead of transformers' (encoder.layers.N.self_attn.q_proj, ...) */
@@ -57,7 +58,7 @@ typedef struct sd_clip_config {
     bool norm_hidden;     /* family: the final LayerNorm applies to an intermediate layer's output
                            * too (SD1 as ComfyUI; not SDXL) */
     int pad_token;        /* family: windows are padded with this id after the end token (49407
-                           * CLIP-L, 0 OpenCLIP-bigG) */
+                           * CLIP-L, 0 OpenCLIP-H and -bigG) */
     bool has_position_ids;/* the file carries embeddings.position_ids (ignored: always 0..n-1) */
 } sd_clip_config;
 
@@ -110,12 +111,14 @@ typedef struct sd_checkpoint_config {
 /* The family a file's tensor names show (never fails): sd_family_detect. */
 sd_family sd_checkpoint_detect(const sd_safetensors *st);
 
-/* Reads a full checkpoint's architecture (a family this build runs: SD1.x, SDXL, SDXL refiner)
+/* Reads a full checkpoint's architecture (a family this build runs: SD1.x, SD2.x, SDXL, SDXL refiner)
  * into *cfg and checks that every tensor the architecture needs is present with the right shape
- * and a float dtype. The UNet is required; the text encoders and the VAE may be absent as a
+ * and a float dtype; the prediction type (cfg->schedule.prediction) is the family's, or what the
+ * file's weights show where the family has variants (SD2.x 768-v: one small tensor is read). The
+ * UNet is required; the text encoders and the VAE may be absent as a
  * whole (has_clip / has_vae false) but not in part.
  * Errors (SD_ERR_INVALID, message naming the file): another family ("SD3 checkpoint detected;
- * sdflow supports SD1.x, SDXL, SDXL refiner"), a missing tensor (named), a wrong shape or dtype (named), an
+ * sdflow supports SD1.x, SD2.x, SDXL, SDXL refiner"), a missing tensor (named), a wrong shape or dtype (named), an
  * architecture SD1 code cannot run (e.g. CLIP width not a multiple of 64). */
 sd_status sd_checkpoint_inspect(sd_context *ctx, const sd_safetensors *st, sd_checkpoint_config *cfg);
 

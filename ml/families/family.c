@@ -1,6 +1,8 @@
 /* The family descriptors. See family.h. Numbers are ComfyUI's (comfy/supported_models.py,
  * comfy/latent_formats.py, comfy/model_sampling.py) and the model cards'. */
 #include "ml/families/family.h"
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define UNET_PREFIX "model.diffusion_model."
@@ -89,6 +91,33 @@ static bool detect_sd2(const sd_safetensors *st)
     return sd_safetensors_has_prefix(st, UNET_PREFIX "input_blocks.") && k && k->ndim == 2 && k->shape[1] == 1024;
 }
 
+/* ComfyUI's SD20.model_type: a 4-channel SD2 UNet whose output_blocks.11.1.transformer_blocks.0
+ * norm1.bias has a population standard deviation above 0.09 is v-prediction (768-v); inpainting
+ * UNets and files without that tensor are eps. Reads that one small tensor. */
+static sd_status sd2_prediction(sd_context *ctx, const sd_safetensors *st, int unet_in_channels, sd_prediction *out)
+{
+    const sd_st_tensor *t =
+        sd_safetensors_find(st, UNET_PREFIX "output_blocks.11.1.transformer_blocks.0.norm1.bias");
+    *out = SD_PREDICT_EPS;
+    if (unet_in_channels != 4 || !t || t->ndim != 1 || t->shape[0] < 1 || t->shape[0] > 65536)
+        return SD_OK;
+    size_t n = (size_t)t->shape[0];
+    float *v = malloc(n * sizeof *v);
+    if (!v)
+        return sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", sd_safetensors_path(st));
+    sd_status status = sd_safetensors_read_f32(ctx, st, t, v, n);
+    double mean = 0, var = 0;
+    for (size_t i = 0; !status && i < n; i++)
+        mean += v[i];
+    mean /= (double)n;
+    for (size_t i = 0; !status && i < n; i++)
+        var += (v[i] - mean) * (v[i] - mean);
+    free(v);
+    if (!status && sqrt(var / (double)n) > 0.09)
+        *out = SD_PREDICT_V;
+    return status;
+}
+
 static bool detect_sd1(const sd_safetensors *st)
 {
     return sd_safetensors_has_prefix(st, UNET_PREFIX "input_blocks.");
@@ -136,10 +165,12 @@ static const sd_family_desc families[] = {
                        {SD_TEXT_OPENCLIP_G, "conditioner.embedders.1.model.", -2, true, false}},
      .context_dim = 2048, .adm_dim = 2816, .adm = SD_ADM_SDXL, .unet_head_channels = 64,
      .default_width = 1024, .default_height = 1024},
-    {.id = SD_FAMILY_SD2, .name = "SD2.x", .checkpoint = true, .detect = detect_sd2,
+    {.id = SD_FAMILY_SD2, .name = "SD2.x", .runnable = true, .checkpoint = true, .detect = detect_sd2,
+     .prediction = sd2_prediction,
      .unet_prefix = UNET_PREFIX, .vae_prefix = "first_stage_model.", .latent = &latent_sd15,
      .schedule = DISCRETE(SD_PREDICT_EPS), .n_text_encoders = 1,
-     .text_encoders = {{SD_TEXT_OPENCLIP_H, "cond_stage_model.model.", -2, false, false}},
+     /* ComfyUI's SD2ClipHModel: penultimate layer, final LayerNorm applied (layer_norm_hidden_state) */
+     .text_encoders = {{SD_TEXT_OPENCLIP_H, "cond_stage_model.model.", -2, false, true}},
      .context_dim = 1024, .unet_head_channels = 64, .default_width = 768, .default_height = 768},
     {.id = SD_FAMILY_SD1, .name = "SD1.x", .runnable = true, .lora = true, .checkpoint = true, .detect = detect_sd1,
      .unet_prefix = UNET_PREFIX, .vae_prefix = "first_stage_model.", .latent = &latent_sd15,
@@ -158,6 +189,17 @@ const sd_family_desc *sd_family_get(sd_family family)
         if (families[i].id == family)
             return &families[i];
     return &unknown_family;
+}
+
+const char *sd_text_encoder_name(sd_text_encoder_kind kind)
+{
+    switch (kind) {
+    case SD_TEXT_CLIP_L: return "CLIP";
+    case SD_TEXT_OPENCLIP_H: return "OpenCLIP-H";
+    case SD_TEXT_OPENCLIP_G: return "OpenCLIP-bigG";
+    case SD_TEXT_T5XXL: break;
+    }
+    return "T5-XXL";
 }
 
 const char *sd_family_name(sd_family family)

@@ -81,6 +81,9 @@ typedef enum sd_adm_kind {
     SD_ADM_SDXL_REFINER /* pooled + embeddings of height, width, crop_h, crop_w, aesthetic score */
 } sd_adm_kind;
 
+/* "CLIP", "OpenCLIP-H", "OpenCLIP-bigG", "T5-XXL" (for messages). */
+const char *sd_text_encoder_name(sd_text_encoder_kind kind);
+
 #define SD_FAMILY_MAX_TEXT_ENCODERS 3
 
 typedef struct sd_family_desc {
@@ -91,6 +94,10 @@ typedef struct sd_family_desc {
     bool checkpoint;        /* a diffusion-model family (false: VAE files, diffusers folders, unknown) */
     /* Detection from tensor names/shapes, tried in table order (the most specific family first). */
     bool (*detect)(const sd_safetensors *st);
+    /* What a checked file's diffusion network predicts when the family has variants (SD2.x: 768-v
+     * files are v-prediction), from its tensors as ComfyUI's model_type, into *out; NULL: always
+     * schedule.prediction. Fails only when a tensor cannot be read (message on ctx). */
+    sd_status (*prediction)(sd_context *ctx, const sd_safetensors *st, int unet_in_channels, sd_prediction *out);
     const char *unet_prefix; /* "model.diffusion_model." in single-file checkpoints */
     const char *vae_prefix;  /* "first_stage_model." ("vae." for ComfyUI's FLUX files) */
     const sd_latent_format *latent;

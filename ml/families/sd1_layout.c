@@ -404,6 +404,37 @@ static bool sdxl_preset(const char *name, sd_checkpoint_config *cfg)
     return true;
 }
 
+/* The SD2.x presets: full shapes (v2-1_512 / v2-1_768: the two differ only in their weights) and
+ * tiny ones unlike SD1's and SDXL's in levels, res blocks, depths per level, widths, head counts
+ * and context width; the tiny UNet has 12 output blocks with attention in the last, so that
+ * output_blocks.11.1 (where ComfyUI tells 768-v files from 512-base ones) exists. "-v" presets are
+ * v-prediction: the writer gives that block's norm1.bias a spread above ComfyUI's threshold. */
+static bool sd2_preset(const char *name, sd_checkpoint_config *cfg)
+{
+    sd_unet_config *u = &cfg->unet;
+    sd_clip_config *c = &cfg->clip;
+    if (strcmp(name, "sd2") == 0 || strcmp(name, "sd2-v") == 0) {
+        *u = (sd_unet_config){.model_channels = 320, .n_levels = 4, .channel_mult = {1, 2, 4, 4}, .num_res_blocks = 2,
+                              .attention = {1, 1, 1, 0}, .depth = {1, 1, 1, 0}, .middle_depth = 1,
+                              .context_dim = 1024, .time_embed_dim = 1280};
+        *c = (sd_clip_config){.open_clip = true, .width = 1024, .layers = 24, .intermediate = 4096, .vocab = 49408,
+                              .positions = 77, .projection = 1024};
+    } else if (strcmp(name, "sd2-tiny") == 0 || strcmp(name, "sd2-v-tiny") == 0) {
+        *u = (sd_unet_config){.model_channels = 128, .n_levels = 3, .channel_mult = {1, 1, 1}, .num_res_blocks = 3,
+                              .attention = {1, 0, 0}, .depth = {2, 0, 0}, .middle_depth = 3,
+                              .context_dim = 256, .time_embed_dim = 512};
+        *c = (sd_clip_config){.open_clip = true, .width = 256, .layers = 5, .intermediate = 640, .vocab = 49408,
+                              .positions = 77, .projection = 192};
+    } else {
+        return false;
+    }
+    cfg->family = SD_FAMILY_SD2;
+    u->in_channels = u->out_channels = 4;
+    u->linear_proj = true;
+    cfg->clip_prefix = sd_family_get(SD_FAMILY_SD2)->text_encoders[0].prefix;
+    return true;
+}
+
 bool sd_checkpoint_preset(const char *name, sd_checkpoint_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -417,7 +448,8 @@ bool sd_checkpoint_preset(const char *name, sd_checkpoint_config *cfg)
     sd_vae_config *v = &cfg->vae;
     v->in_channels = v->out_channels = 3;
     v->z_channels = v->embed_dim = 4;
-    bool full = strcmp(name, "sd15") == 0 || strcmp(name, "sdxl") == 0 || strcmp(name, "sdxl-refiner") == 0;
+    bool full = strcmp(name, "sd15") == 0 || strcmp(name, "sdxl") == 0 || strcmp(name, "sdxl-refiner") == 0 ||
+                strcmp(name, "sd2") == 0 || strcmp(name, "sd2-v") == 0;
     v->ch = full ? 128 : 32;
     v->n_levels = 4;
     memcpy(v->ch_mult, full ? (const int[]){1, 2, 4, 4} : (const int[]){1, 2, 2, 2}, 4 * sizeof(int));
@@ -434,10 +466,12 @@ bool sd_checkpoint_preset(const char *name, sd_checkpoint_config *cfg)
                               .depth = {1, 1, 0}, .middle_depth = 1, .context_dim = 64, .time_embed_dim = 128};
         *c = (sd_clip_config){.width = 64, .layers = 2, .intermediate = 256, .vocab = 49408, .positions = 77,
                               .has_position_ids = true};
-    } else if (!sdxl_preset(name, cfg)) {
+    } else if (!sdxl_preset(name, cfg) && !sd2_preset(name, cfg)) {
         return false;
     }
     sd_checkpoint_apply_family_rules(cfg);
+    if (strncmp(name, "sd2-v", 5) == 0)
+        cfg->schedule.prediction = SD_PREDICT_V;
     return true;
 }
 
@@ -547,6 +581,19 @@ done:
     return status;
 }
 
+/* A v-prediction SD2 file as ComfyUI tells it (family.c sd2_prediction): output_blocks.11.1's
+ * first norm1.bias drawn uniform in +-0.5 (standard deviation 0.29, above 0.09) instead of 0. */
+static void mark_v_prediction(sd_layout *layout, const char *unet_prefix)
+{
+    char name[128];
+    snprintf(name, sizeof name, "%soutput_blocks.11.1.transformer_blocks.0.norm1.bias", unet_prefix);
+    for (size_t i = 0; i < layout->n; i++)
+        if (strcmp(layout->entries[i].name, name) == 0) {
+            layout->entries[i].kind = SD_PARAM_BIAS;
+            layout->entries[i].fan_in = 4;
+        }
+}
+
 sd_status sd_sd1_write_random(sd_context *ctx, const char *path, const sd_checkpoint_config *cfg,
                               sd_st_dtype dtype, uint64_t seed)
 {
@@ -556,8 +603,11 @@ sd_status sd_sd1_write_random(sd_context *ctx, const char *path, const sd_checkp
         !(cfg->has_clip && (status = sd_layout_clip(ctx, &cfg->clip, cfg->clip_prefix, &layout))) &&
         !(cfg->has_clip && cfg->clip2_prefix &&
           (status = sd_layout_clip(ctx, &cfg->clip2, cfg->clip2_prefix, &layout))) &&
-        !(cfg->has_vae && (status = sd_layout_vae(ctx, &cfg->vae, cfg->vae_prefix, &layout))))
+        !(cfg->has_vae && (status = sd_layout_vae(ctx, &cfg->vae, cfg->vae_prefix, &layout)))) {
+        if (cfg->family == SD_FAMILY_SD2 && cfg->schedule.prediction == SD_PREDICT_V)
+            mark_v_prediction(&layout, cfg->unet_prefix);
         status = sd_layout_write_random(ctx, path, &layout, dtype, seed, NULL, NULL);
+    }
     sd_layout_free(&layout);
     return status;
 }

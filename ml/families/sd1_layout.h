@@ -5,7 +5,8 @@
  * OpenCLIP-bigG, conditioner.embedders.N.model.*) for a given architecture, as in
  * v1-5-pruned-emaonly.safetensors and sd_xl_base_1.0 / sd_xl_refiner_1.0. One description serves
  * the checkpoint checker (ml/families/checkpoint.c), the test-checkpoint writer
- * (tools/sdflow_mkckpt) and the tests.
+ * (tools/sdflow_mkckpt) and the tests. SD2.x's OpenCLIP-H sits at cond_stage_model.model.* in
+ * open_clip's layout.
  *
  * Also: deterministic random-weight checkpoints in those layouts, and small sample files holding
  * just the tensors that identify other families (for family-detection tests). */
@@ -51,7 +52,9 @@ void sd_layout_free(sd_layout *layout);
 sd_status sd_layout_verify(sd_context *ctx, const sd_safetensors *st, const sd_layout *layout, const char *what);
 
 /* Presets: "tiny" (a 64x64 image runs in well under a second) and "sd15" (the full SD1.5
- * shapes); "sdxl-tiny", "sdxl" (sd_xl_base_1.0's shapes), "sdxl-refiner-tiny", "sdxl-refiner".
+ * shapes); "sdxl-tiny", "sdxl" (sd_xl_base_1.0's shapes), "sdxl-refiner-tiny", "sdxl-refiner";
+ * "sd2-tiny", "sd2" (v2-1_512's shapes) and their v-prediction twins "sd2-v-tiny", "sd2-v"
+ * (v2-1_768's; schedule.prediction V, which sd_sd1_write_random writes as ComfyUI detects it).
  * Family rules are applied. false for an unknown name. */
 bool sd_checkpoint_preset(const char *name, sd_checkpoint_config *cfg);
 

@@ -78,23 +78,55 @@ static float linspace_f32(double start_d, double end_d, int n, int i)
     return end - step * (float)(n - 1 - i);
 }
 
-/* make_beta_schedule("linear") in float64, cumprod, sigmas rounded to float like ComfyUI's buffers. */
-static void model_sampling_fill(sd_model_sampling *ms, int timesteps, double linear_start, double linear_end)
+/* make_beta_schedule("linear") in float64, cumprod, optionally rescale_zero_terminal_snr_sigmas
+ * (in float64 too), sigmas rounded to float like ComfyUI's buffers. */
+static void model_sampling_fill(sd_model_sampling *ms, int timesteps, double linear_start, double linear_end,
+                                bool zsnr)
 {
     double start = sqrt(linear_start), end = sqrt(linear_end);
-    double alphas_cumprod = 1.0;
+    double alphas_cumprod = 1.0, sigma[SD_MODEL_SAMPLING_MAX_STEPS];
     ms->n = timesteps;
+    ms->skip = 1;
+    ms->type = SD_SAMPLING_EPS;
     for (int t = 0; t < timesteps; t++) {
         double b = linspace_f64(start, end, timesteps, t);
         alphas_cumprod *= 1.0 - b * b;
-        double sigma = sqrt((1.0 - alphas_cumprod) / alphas_cumprod);
-        ms->sigmas[t] = (float)sigma;
-        ms->log_sigmas[t] = (float)log(sigma);
+        sigma[t] = sqrt((1.0 - alphas_cumprod) / alphas_cumprod);
+    }
+    if (zsnr) {
+        double a0 = sqrt(1.0 / (sigma[0] * sigma[0] + 1.0));
+        double aT = sqrt(1.0 / (sigma[timesteps - 1] * sigma[timesteps - 1] + 1.0));
+        for (int t = 0; t < timesteps; t++) {
+            double a = sqrt(1.0 / (sigma[t] * sigma[t] + 1.0));
+            a -= aT;
+            a *= a0 / (a0 - aT);
+            double abar = t == timesteps - 1 ? 4.8973451890853435e-08 : a * a;
+            sigma[t] = sqrt((1.0 - abar) / abar);
+        }
+    }
+    for (int t = 0; t < timesteps; t++) {
+        ms->sigmas[t] = (float)sigma[t];
+        ms->log_sigmas[t] = (float)log(sigma[t]);
     }
 }
 
-sd_status sd_model_sampling_init(sd_context *ctx, sd_model_sampling *ms, int timesteps,
-                                 double linear_start, double linear_end)
+/* ModelSamplingDiscreteDistilled: 50 float sigmas, every skip-th from the end, logs in float. */
+static void model_sampling_distill(sd_model_sampling *ms)
+{
+    enum { KEPT = 50 };
+    float kept[KEPT];
+    int skip = ms->n / KEPT;
+    for (int x = 0; x < KEPT; x++)
+        kept[KEPT - 1 - x] = ms->sigmas[ms->n - 1 - x * skip];
+    for (int i = 0; i < KEPT; i++) {
+        ms->sigmas[i] = kept[i];
+        ms->log_sigmas[i] = logf(kept[i]);
+    }
+    ms->n = KEPT;
+    ms->skip = skip;
+}
+
+static sd_status check_schedule(sd_context *ctx, int timesteps, double linear_start, double linear_end)
 {
     if (timesteps < 2 || timesteps > SD_MODEL_SAMPLING_MAX_STEPS)
         return sd_set_error(ctx, SD_ERR_INVALID, "model sampling: %d timesteps (expected 2..%d)",
@@ -102,13 +134,60 @@ sd_status sd_model_sampling_init(sd_context *ctx, sd_model_sampling *ms, int tim
     if (!(linear_start > 0.0 && linear_start <= linear_end && linear_end < 1.0))
         return sd_set_error(ctx, SD_ERR_INVALID, "model sampling: beta range %g..%g is not inside (0, 1)",
                             linear_start, linear_end);
-    model_sampling_fill(ms, timesteps, linear_start, linear_end);
     return SD_OK;
+}
+
+sd_status sd_model_sampling_init(sd_context *ctx, sd_model_sampling *ms, int timesteps,
+                                 double linear_start, double linear_end)
+{
+    sd_status st = check_schedule(ctx, timesteps, linear_start, linear_end);
+    if (!st)
+        model_sampling_fill(ms, timesteps, linear_start, linear_end, false);
+    return st;
+}
+
+sd_status sd_model_sampling_init_type(sd_context *ctx, sd_model_sampling *ms, int timesteps, double linear_start,
+                                      double linear_end, sd_sampling_type type, bool zsnr)
+{
+    sd_status st = check_schedule(ctx, timesteps, linear_start, linear_end);
+    if (st)
+        return st;
+    if (type == SD_SAMPLING_LCM && timesteps % 50)
+        return sd_set_error(ctx, SD_ERR_INVALID, "model sampling: LCM needs a multiple of 50 timesteps, not %d",
+                            timesteps);
+    model_sampling_fill(ms, timesteps, linear_start, linear_end, zsnr);
+    if (type == SD_SAMPLING_LCM)
+        model_sampling_distill(ms);
+    ms->type = type;
+    return SD_OK;
+}
+
+void sd_model_sampling_denoise_coefs(const sd_model_sampling *ms, float sigma, float *cx, float *cout)
+{
+    switch (ms->type) {
+    case SD_SAMPLING_EPS:
+        *cx = 1.0f, *cout = -sigma;
+        return;
+    case SD_SAMPLING_V_PREDICTION: {
+        float s2 = sigma * sigma + 1.0f;
+        *cx = 1.0f / s2, *cout = -(sigma / sqrtf(s2));
+        return;
+    }
+    case SD_SAMPLING_LCM: {
+        float t = (float)sd_model_sampling_timestep(ms, sigma) * 10.0f;
+        float c_skip = 0.25f / (t * t + 0.25f), c_out = t / sqrtf(t * t + 0.25f);
+        *cx = c_out + c_skip, *cout = -(c_out * sigma);
+        return;
+    }
+    case SD_SAMPLING_X0:
+        break;
+    }
+    *cx = 0.0f, *cout = 1.0f;
 }
 
 void sd_model_sampling_sd1(sd_model_sampling *ms)
 {
-    model_sampling_fill(ms, 1000, 0.00085, 0.012);
+    model_sampling_fill(ms, 1000, 0.00085, 0.012, false);
 }
 
 float sd_model_sampling_sigma_min(const sd_model_sampling *ms)
@@ -133,11 +212,13 @@ int sd_model_sampling_timestep(const sd_model_sampling *ms, float sigma)
             best = t;
         }
     }
-    return best;
+    return best * ms->skip + ms->skip - 1;
 }
 
 float sd_model_sampling_sigma(const sd_model_sampling *ms, float timestep)
 {
+    if (ms->skip > 1) /* ModelSamplingDiscreteDistilled.sigma */
+        timestep = (timestep - (float)(ms->skip - 1)) / (float)ms->skip;
     float t = fminf(fmaxf(timestep, 0.0f), (float)(ms->n - 1));
     float lo = floorf(t);
     float w = t - lo;

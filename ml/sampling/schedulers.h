@@ -6,6 +6,7 @@
 #define SD_ML_SCHEDULERS_H
 
 #include "sdflow/sdflow.h"
+#include <stdbool.h>
 #include <stddef.h>
 
 #define SD_MODEL_SAMPLING_MAX_STEPS 1000
@@ -13,8 +14,20 @@
 /* ComfyUI's ModelSamplingDiscrete: sigmas[t] = sqrt((1 - abar_t) / abar_t) for the
  * scaled-linear beta schedule, stored as float32 like ComfyUI's buffers (log_sigmas is the log of
  * the double sigma, rounded to float). sigma_min = sigmas[0], sigma_max = sigmas[n - 1]. */
+/* What the network's output is, and so how the denoised latent is made from it (ComfyUI's
+ * model_sampling classes, the choices of its ModelSamplingDiscrete node). */
+typedef enum sd_sampling_type {
+    SD_SAMPLING_EPS,          /* EPS: the noise; D = x - sigma * out */
+    SD_SAMPLING_V_PREDICTION, /* V_PREDICTION (sigma_data 1): D = x / (sigma^2 + 1) - out * sigma / sqrt(sigma^2 + 1) */
+    SD_SAMPLING_LCM,          /* LCM over ModelSamplingDiscreteDistilled (50 of the sigmas): D = c_out * (x - sigma
+                               * out) + c_skip * x with the boundary conditions at 10 * timestep, sigma_data 0.5 */
+    SD_SAMPLING_X0            /* X0: D = out */
+} sd_sampling_type;
+
 typedef struct sd_model_sampling {
     int n;
+    int skip;              /* timesteps per kept sigma: 1, or 20 for LCM (ModelSamplingDiscreteDistilled) */
+    sd_sampling_type type; /* SD_SAMPLING_EPS unless set by sd_model_sampling_init_type */
     float sigmas[SD_MODEL_SAMPLING_MAX_STEPS];
     float log_sigmas[SD_MODEL_SAMPLING_MAX_STEPS];
 } sd_model_sampling;
@@ -24,12 +37,22 @@ typedef struct sd_model_sampling {
  * 0 < linear_start <= linear_end < 1. */
 sd_status sd_model_sampling_init(sd_context *ctx, sd_model_sampling *ms, int timesteps,
                                  double linear_start, double linear_end);
+/* The same with ComfyUI's ModelSamplingDiscrete choices: the output type and zsnr (the sigmas
+ * rescaled to zero terminal SNR, rescale_zero_terminal_snr_sigmas: sigma_max becomes about 4500);
+ * LCM keeps every 20th sigma of a 1000-step schedule from the end, as ModelSamplingDiscreteDistilled
+ * (timestep(sigma) = 20 * index + 19). Errors as sd_model_sampling_init, and LCM with timesteps not
+ * a multiple of 50. */
+sd_status sd_model_sampling_init_type(sd_context *ctx, sd_model_sampling *ms, int timesteps, double linear_start,
+                                      double linear_end, sd_sampling_type type, bool zsnr);
+/* The denoised value is cx * x + cout * out for a model output `out` at the noisy x and sigma > 0
+ * (calculate_denoised; for EPS exactly x - out * sigma). */
+void sd_model_sampling_denoise_coefs(const sd_model_sampling *ms, float sigma, float *cx, float *cout);
 /* The SD1 family's schedule: 1000 steps, 0.00085 .. 0.012. Cannot fail. */
 void sd_model_sampling_sd1(sd_model_sampling *ms);
 float sd_model_sampling_sigma_min(const sd_model_sampling *ms);
 float sd_model_sampling_sigma_max(const sd_model_sampling *ms);
 /* The model's timestep for a sigma: the index of the nearest log-sigma (ComfyUI's
- * ModelSamplingDiscrete.timestep). sigma must be > 0. */
+ * ModelSamplingDiscrete.timestep; times skip plus skip - 1 for LCM). sigma must be > 0. */
 int sd_model_sampling_timestep(const sd_model_sampling *ms, float sigma);
 /* Sigma for a fractional timestep (clamped to [0, n-1]) by linear interpolation of log-sigma. */
 float sd_model_sampling_sigma(const sd_model_sampling *ms, float timestep);

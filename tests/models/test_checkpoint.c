@@ -307,14 +307,15 @@ static void test_other_families(void)
         sd_family family;
         const char *file, *msg;
     } cases[] = {
-        /* SDXL stubs are detected and then read as SDXL: their 2-D stand-in tensors are refused */
+        /* SDXL and SD2 stubs are detected and then read as such: their 2-D stand-in tensors are refused */
         {SD_FAMILY_SDXL, "sdxl.safetensors",
          "tensor 'model.diffusion_model.input_blocks.0.0.weight' has 2 dimensions, expected 4"},
         {SD_FAMILY_SDXL_REFINER, "refiner.safetensors",
          "tensor 'model.diffusion_model.input_blocks.0.0.weight' has 2 dimensions, expected 4"},
-        {SD_FAMILY_SD2, "sd2.safetensors", "SD2.x checkpoint detected; sdflow supports SD1.x, SDXL, SDXL refiner"},
-        {SD_FAMILY_SD3, "sd3.safetensors", "SD3 checkpoint detected; sdflow supports SD1.x, SDXL, SDXL refiner"},
-        {SD_FAMILY_FLUX, "flux.safetensors", "FLUX checkpoint detected; sdflow supports SD1.x, SDXL, SDXL refiner"},
+        {SD_FAMILY_SD2, "sd2.safetensors",
+         "tensor 'model.diffusion_model.input_blocks.0.0.weight' has 2 dimensions, expected 4"},
+        {SD_FAMILY_SD3, "sd3.safetensors", "SD3 checkpoint detected; sdflow supports SD1.x, SD2.x, SDXL, SDXL refiner"},
+        {SD_FAMILY_FLUX, "flux.safetensors", "FLUX checkpoint detected; sdflow supports SD1.x, SD2.x, SDXL, SDXL refiner"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *p = scratch(cases[i].file);
@@ -424,7 +425,7 @@ static void test_tool(void)
     snprintf(args, sizeof args, "--inspect '%s'", xl);
     CHECK_EQ_INT(run_tool(args, log), 3);
     char want[1024];
-    snprintf(want, sizeof want, "sdflow_mkckpt: %s: SD3 checkpoint detected; sdflow supports SD1.x, SDXL, SDXL refiner\n",
+    snprintf(want, sizeof want, "sdflow_mkckpt: %s: SD3 checkpoint detected; sdflow supports SD1.x, SD2.x, SDXL, SDXL refiner\n",
              xl);
     CHECK_STR_CONTAINS(slurp(log), want);
     CHECK_EQ_INT(run_tool("--dtype f8 x.safetensors", log), 2);

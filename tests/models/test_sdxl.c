@@ -16,6 +16,7 @@
  *   --kind controlnet[-diffusers] --seed 13): every residual of both layouts, with the ADM vector,
  *   against diffusers' ControlNetModel. */
 #include "test.h"
+#include "support/layout_check.h"
 #include "support/ops_check.h"
 #include "ml/adapters/controlnet.h"
 #include "ml/adapters/lora.h"
@@ -42,15 +43,7 @@ static model_file g_refiner = {"sdxl-refiner-tiny", "refiner.safetensors", "sdxl
 
 static bool open_model(model_file *m)
 {
-    sd_context *ctx = ops_cl()->ctx;
-    sd_checkpoint_config cfg;
-    char *path = test_path(test_scratch_dir(), m->file);
-    bool ok = sd_checkpoint_preset(m->preset, &cfg) && !sd_sd1_write_random(ctx, path, &cfg, SD_ST_F32, m->seed) &&
-              !sd_safetensors_open(ctx, path, &m->st) && !sd_checkpoint_inspect(ctx, m->st, &m->cfg);
-    if (!ok)
-        fprintf(stderr, "setup %s: %s\n", m->preset, sd_context_errmsg(ctx));
-    free(path);
-    return ok;
+    return test_open_preset(ops_cl()->ctx, m->preset, m->file, m->seed, &m->st, &m->cfg);
 }
 
 static void test_inspect(void)
@@ -74,52 +67,10 @@ static void test_inspect(void)
     CHECK(r->clip.open_clip && r->clip.width == 128 && r->clip2_prefix == NULL);
 }
 
-static sd_status fill_zero(void *user, size_t index, void *dst, size_t nbytes)
-{
-    (void)user, (void)index;
-    memset(dst, 0, nbytes);
-    return SD_OK;
-}
-
-/* Writes cfg's layout (zeros, f16) with tensor `drop` left out and tensor `grow` one row longer,
- * and expects inspection to fail with "<file>: <tail>". */
 static void expect_inspect_error(const sd_checkpoint_config *cfg, const char *drop, const char *grow,
                                  const char *tail)
 {
-    sd_context *ctx = ops_cl()->ctx;
-    sd_layout l = {0};
-    CHECK_EQ_INT(sd_layout_unet(ctx, &cfg->unet, cfg->unet_prefix, &l), SD_OK);
-    CHECK_EQ_INT(sd_layout_clip(ctx, &cfg->clip, cfg->clip_prefix, &l), SD_OK);
-    if (cfg->clip2_prefix)
-        CHECK_EQ_INT(sd_layout_clip(ctx, &cfg->clip2, cfg->clip2_prefix, &l), SD_OK);
-    sd_st_entry *e = calloc(l.n + 1, sizeof *e);
-    size_t n = 0;
-    for (size_t i = 0; e && i < l.n; i++) {
-        if (drop && strcmp(l.entries[i].name, drop) == 0)
-            continue;
-        e[n] = (sd_st_entry){.name = l.entries[i].name, .dtype = SD_ST_F16, .ndim = l.entries[i].ndim};
-        memcpy(e[n].shape, l.entries[i].shape, sizeof l.entries[i].shape);
-        if (l.entries[i].kind == SD_PARAM_POSITION_IDS)
-            e[n].dtype = SD_ST_I64;
-        if (grow && strcmp(l.entries[i].name, grow) == 0)
-            e[n].shape[0]++;
-        n++;
-    }
-    char *path = test_path(test_scratch_dir(), "altered.safetensors");
-    sd_safetensors *st = NULL;
-    sd_checkpoint_config got;
-    CHECK_EQ_INT(sd_safetensors_write(ctx, path, e, n, NULL, fill_zero, NULL), SD_OK);
-    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &st), SD_OK);
-    if (st) {
-        CHECK_EQ_INT(sd_checkpoint_inspect(ctx, st, &got), SD_ERR_INVALID);
-        char want[512];
-        snprintf(want, sizeof want, "%s: %s", path, tail);
-        CHECK_STR_EQ(sd_context_errmsg(ctx), want);
-    }
-    sd_safetensors_close(st);
-    sd_layout_free(&l);
-    free(e);
-    free(path);
+    test_expect_inspect_error(ops_cl()->ctx, cfg, drop, grow, tail);
 }
 
 /* Missing and misshapen tensors of each part are named with the part; text encoders that do not

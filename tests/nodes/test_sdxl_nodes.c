@@ -18,55 +18,20 @@
  *   for bit; a refiner UNet with the base's text encoders and a file that is no UNet are named
  *   before anything runs. */
 #include "test.h"
-#include "core/context.h"
-#include "ml/families/sd1_layout.h"
 #include "support/golden.h"
 #include "support/graph_run.h"
+#include "core/context.h"
+#include "ml/families/sd1_layout.h"
+#include "ml/formats/safetensors.h"
+#include <sys/stat.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 enum { SIZE = 64, LAT = SIZE / 8, LAT_N = 4 * LAT * LAT };
 #define SCALE 0.13025f
 
 static char *g_dir; /* models/checkpoints with base.safetensors, refiner.safetensors, sd1.safetensors */
-
-static sd_context *new_context(void)
-{
-    sd_context *ctx = NULL;
-    CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
-    sd_context_set_cache_path(ctx, NULL);
-    sd_context_set_dir(ctx, SD_DIR_OUTPUT, test_scratch_dir());
-    CHECK_EQ_INT(sd_context_add_models_dir(ctx, g_dir), SD_OK);
-    return ctx;
-}
-
-static bool write_checkpoints(void)
-{
-    sd_context *ctx;
-    if (sd_context_new(&ctx))
-        return false;
-    g_dir = test_path(test_scratch_dir(), "models");
-    char *ckpts = test_path(g_dir, "checkpoints");
-    bool ok = mkdir(g_dir, 0755) == 0 && mkdir(ckpts, 0755) == 0;
-    static const struct {
-        const char *preset, *file;
-        uint64_t seed;
-    } files[] = {{"sdxl-tiny", "base.safetensors", 11}, {"sdxl-refiner-tiny", "refiner.safetensors", 12},
-                 {"tiny", "sd1.safetensors", 42}};
-    for (size_t i = 0; ok && i < sizeof files / sizeof files[0]; i++) {
-        sd_checkpoint_config cfg;
-        char *path = test_path(ckpts, files[i].file);
-        ok = sd_checkpoint_preset(files[i].preset, &cfg) && !sd_sd1_write_random(ctx, path, &cfg, SD_ST_F32, files[i].seed);
-        free(path);
-    }
-    if (!ok)
-        fprintf(stderr, "setup: %s\n", sd_context_errmsg(ctx));
-    free(ckpts);
-    sd_context_free(ctx);
-    return ok;
-}
 
 #define CKPT(id, file) \
     "<node id='" id "' type='CheckpointLoaderSimple'><input name='ckpt_name'>" file "</input></node>"
@@ -89,18 +54,15 @@ static bool write_checkpoints(void)
     "<input name='positive' from='" pos "' output='CONDITIONING'/><input name='negative' from='" neg "' " \
     "output='CONDITIONING'/><input name='latent_image' from='e' output='LATENT'/></node>"
 
+static sd_context *new_context(void)
+{
+    return test_models_context(g_dir, NULL);
+}
+
 /* Runs a <workflow> body up to the sampler's latent (LAT_N floats, malloc'd; NULL on failure). */
 static float *run_latent(const char *body)
 {
-    sd_context *ctx = new_context();
-    char *xml = sd_strfmt("<workflow version=\"1\">%s</workflow>", body);
-    sd_graph *g = NULL;
-    CHECK_EQ_INT(sd_graph_load_xml_memory(ctx, xml, strlen(xml), "sdxl.xml", &g), SD_OK);
-    float *out = g ? test_run_latent(g, "ks", LAT_N) : NULL;
-    sd_graph_free(g);
-    free(xml);
-    sd_context_free(ctx);
-    return out;
+    return test_run_body_latent(g_dir, NULL, body, "ks", LAT_N);
 }
 
 /* The model's contribution to a final LATENT (the VAE's latents): latent * scale minus the initial
@@ -364,25 +326,13 @@ static void test_unet_loader(void)
 /* Validates `body` and expects n problems, problem k containing msgs[k]. */
 static void expect_problems(const char *body, size_t n, const char *const *msgs)
 {
-    sd_context *ctx = new_context();
-    char *xml = sd_strfmt("<workflow version=\"1\">%s</workflow>", body);
-    sd_graph *g = NULL;
-    CHECK_EQ_INT(sd_graph_load_xml_memory(ctx, xml, strlen(xml), "sdxl.xml", &g), SD_OK);
-    if (g) {
-        CHECK_EQ_INT(sd_graph_validate(g), SD_ERR_INVALID);
-        CHECK_EQ_INT(sd_context_diag_count(ctx), n);
-        for (size_t k = 0; k < n && k < sd_context_diag_count(ctx); k++)
-            CHECK_STR_CONTAINS(sd_context_diag(ctx, k), msgs[k]);
-    }
-    sd_graph_free(g);
-    free(xml);
-    sd_context_free(ctx);
+    test_expect_problems(g_dir, body, n, msgs);
 }
 
 static void test_family_checks(void)
 {
     expect_problems(CKPT("ck", "refiner.safetensors") ENCODE_SDXL("p", "ck", "64", "a") EMPTY SAMPLER("ck", "p", "p"), 1,
-                    (const char *[]){"sdxl.xml:1: node 'p' input 'clip': the text encoders are SDXL refiner; this node "
+                    (const char *[]){"test.xml:1: node 'p' input 'clip': the text encoders are SDXL refiner; this node "
                                      "takes SDXL ones"});
     expect_problems(CKPT("ck", "sd1.safetensors") ENCODE_REFINER("p", "ck", "6", "a"), 1,
                     (const char *[]){"node 'p' input 'clip': the text encoders are SD1.x; this node takes SDXL "
@@ -397,7 +347,10 @@ static void test_family_checks(void)
 
 int main(void)
 {
-    if (!write_checkpoints())
+    static const test_checkpoint_file files[] = {{"sdxl-tiny", "base.safetensors", 11},
+                                                 {"sdxl-refiner-tiny", "refiner.safetensors", 12},
+                                                 {"tiny", "sd1.safetensors", 42}};
+    if (!(g_dir = test_write_checkpoints(files, sizeof files / sizeof files[0])))
         return 1;
     RUN(test_sample_against_diffusers);
     RUN(test_refine_against_diffusers);

@@ -144,12 +144,21 @@ def unet_case(name, cfg, unet, time_ids):
     print("%s unet: eps std %.4f" % (name, float(eps.std())))
 
 
-def normal_sigmas(steps):
-    """ComfyUI's ModelSamplingDiscrete (scaled-linear betas 0.00085..0.012) and "normal" scheduler."""
+def normal_sigmas(steps, zsnr=False):
+    """ComfyUI's ModelSamplingDiscrete (scaled-linear betas 0.00085..0.012; zsnr:
+    rescale_zero_terminal_snr_sigmas) and "normal" scheduler."""
     betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
     ac = torch.cumprod(1.0 - betas, dim=0)
-    sigmas = (((1 - ac) / ac) ** 0.5).float()
-    log_sigmas = sigmas.log()
+    sigmas = ((1 - ac) / ac) ** 0.5
+    if zsnr:
+        a = (1 / (sigmas * sigmas + 1)).sqrt()
+        a0, aT = a[0].clone(), a[-1].clone()
+        a = (a - aT) * (a0 / (a0 - aT))
+        abar = a ** 2
+        abar[-1] = 4.8973451890853435e-08
+        sigmas = ((1 - abar) / abar) ** 0.5
+    log_sigmas = sigmas.log().float()
+    sigmas = sigmas.float()
 
     def timestep(sigma):
         return (sigma.log() - log_sigmas[:, None]).abs().argmin(dim=0).view(sigma.shape)

@@ -1,0 +1,82 @@
+/* ModelSamplingDiscrete and RescaleCFG (ComfyUI's comfy_extras/nodes_model_advanced.py): a MODEL
+ * that samples with another output type (eps, v_prediction, lcm, x0) and optionally the
+ * zero-terminal-SNR schedule; a MODEL whose classifier-free guidance is rescaled
+ * (nodes/cfg_denoiser.c rescale_cfg). The output is a new handle on the same loaded checkpoint (weights and LoRAs shared)
+ * carrying the choice; the sampling nodes read it through sd_node_model_sampling_of. Its inputs
+ * are part of every downstream cache key, since a MODEL passes its node's key along the link. */
+#include "nodes/model_handle.h"
+#include "nodes/node_util.h"
+#include <string.h>
+
+static const char *const sampling_choices[] = {"eps", "v_prediction", "lcm", "x0", NULL};
+static const sd_sampling_type sampling_types[] = {SD_SAMPLING_EPS, SD_SAMPLING_V_PREDICTION, SD_SAMPLING_LCM,
+                                                  SD_SAMPLING_X0};
+
+static sd_status run_model_sampling_discrete(sd_node_run *r)
+{
+    const sd_model_handle *h = sd_node_model_input(r, "model");
+    if (!h)
+        return SD_ERR_INVALID;
+    const char *name = sd_run_string(r, "sampling");
+    int type = -1;
+    for (int i = 0; sampling_choices[i]; i++)
+        if (name && strcmp(name, sampling_choices[i]) == 0)
+            type = (int)sampling_types[i];
+    if (type < 0)
+        return sd_run_error(r, SD_ERR_INVALID, "unknown sampling '%s'", name ? name : "");
+    sd_value *v = sd_node_model_derive(SD_TYPE_MODEL, h, h->lora);
+    if (!v)
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    sd_model_handle *out = v->handle;
+    out->sampling = type;
+    out->zsnr = sd_run_bool(r, "zsnr");
+    sd_run_set_output(r, 0, v);
+    return SD_OK;
+}
+
+static const sd_input_desc msd_in[] = {
+    SD_IN_LINK("model", SD_TYPE_MODEL, "the model"),
+    SD_IN_ENUM("sampling", "eps", sampling_choices,
+               "what the network predicts: eps (noise), v_prediction (SD2 768-v and v fine-tunes), lcm "
+               "(latent consistency distillations: 50 timesteps, LCM boundary conditions), x0 (the clean latent)"),
+    SD_IN_BOOL("zsnr", "false", "rescale the noise schedule to zero terminal SNR (sigma_max about 4500; for "
+                                "models trained that way)"),
+};
+static const sd_output_desc msd_out[] = {
+    SD_OUT("MODEL", SD_TYPE_MODEL, "the same model (weights shared) sampling that way"),
+};
+const sd_node_desc sd_node_ModelSamplingDiscrete = {
+    .name = "ModelSamplingDiscrete", .version = 1, .category = "advanced/model",
+    .doc = "Overrides how the sampler reads the model's output (and its noise schedule), as ComfyUI: for "
+           "checkpoints whose prediction type the file does not show (docs/sampling.md).",
+    .inputs = msd_in, .n_inputs = SD_COUNT(msd_in),
+    .outputs = msd_out, .n_outputs = SD_COUNT(msd_out), .run = run_model_sampling_discrete,
+};
+
+static sd_status run_rescale_cfg(sd_node_run *r)
+{
+    const sd_model_handle *h = sd_node_model_input(r, "model");
+    if (!h)
+        return SD_ERR_INVALID;
+    sd_value *v = sd_node_model_derive(SD_TYPE_MODEL, h, h->lora);
+    if (!v)
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    ((sd_model_handle *)v->handle)->rescale_cfg = sd_run_float(r, "multiplier");
+    sd_run_set_output(r, 0, v);
+    return SD_OK;
+}
+
+static const sd_input_desc rescale_in[] = {
+    SD_IN_LINK("model", SD_TYPE_MODEL, "the model"),
+    SD_IN_FLOAT("multiplier", "0.7", 0, 1, "how much of the rescaled guidance to use (0: plain CFG)"),
+};
+static const sd_output_desc rescale_out[] = {
+    SD_OUT("MODEL", SD_TYPE_MODEL, "the same model (weights shared) with its guidance rescaled"),
+};
+const sd_node_desc sd_node_RescaleCFG = {
+    .name = "RescaleCFG", .version = 1, .category = "advanced/model",
+    .doc = "Rescales classifier-free guidance in v space to the positive prediction's spread (arXiv 2305.08891), "
+           "as ComfyUI; for v-prediction and zero-terminal-SNR models at high CFG (docs/sampling.md).",
+    .inputs = rescale_in, .n_inputs = SD_COUNT(rescale_in),
+    .outputs = rescale_out, .n_outputs = SD_COUNT(rescale_out), .run = run_rescale_cfg,
+};

@@ -1,0 +1,197 @@
+/* SD2.x networks against diffusers and transformers on the tiny checkpoints
+ * (tests/reference/make_sd2_goldens.py writes the goldens from the identical files:
+ * sdflow_mkckpt --preset sd2-tiny --seed 21 and --preset sd2-v-tiny --seed 22, f32).
+ * - checkpoint inspection: the SD2 family, OpenCLIP-H in open_clip's layout (GELU, pad 0, heads
+ *   width / 64, the final LayerNorm on the penultimate layer), 64-channel heads, linear
+ *   projections; eps or v-prediction as ComfyUI's SD20.model_type tells them;
+ * - OpenCLIP-H's context (penultimate layer + final LayerNorm, windows padded with 0) against
+ *   transformers' CLIPTextModel after diffusers' convert_open_clip_checkpoint;
+ * - the UNet against diffusers' UNet2DConditionModel, f32 and f16 weights;
+ * - a missing OpenCLIP-H tensor is named with its part. */
+#include "test.h"
+#include "support/layout_check.h"
+#include "support/ops_check.h"
+#include "ml/diffusion/unet.h"
+#include "ml/families/sd1_layout.h"
+#include "ml/text/clip.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define F32_TOL 1e-4
+#define F16_TOL 5e-3
+
+typedef struct model_file {
+    const char *preset, *file;
+    uint64_t seed;
+    sd_safetensors *st;
+    sd_checkpoint_config cfg;
+} model_file;
+
+static model_file g_eps = {"sd2-tiny", "sd2.safetensors", 21, NULL, {0}};
+static model_file g_v = {"sd2-v-tiny", "sd2v.safetensors", 22, NULL, {0}};
+
+static bool open_model(model_file *m)
+{
+    return test_open_preset(ops_cl()->ctx, m->preset, m->file, m->seed, &m->st, &m->cfg);
+}
+
+static void test_inspect(void)
+{
+    const sd_checkpoint_config *c = &g_eps.cfg;
+    CHECK_EQ_INT(c->family, SD_FAMILY_SD2);
+    CHECK(sd_family_get(SD_FAMILY_SD2)->runnable);
+    CHECK_EQ_INT(c->unet.n_levels, 3);
+    CHECK(c->unet.num_res_blocks == 3 && c->unet.model_channels == 128 && c->unet.context_dim == 256);
+    CHECK(c->unet.depth[0] == 2 && c->unet.depth[1] == 0 && c->unet.middle_depth == 3);
+    CHECK(c->unet.linear_proj && c->unet.head_channels == 64 && c->unet.num_heads == 0 && c->unet.adm_channels == 0);
+    CHECK_STR_EQ(c->clip_prefix, "cond_stage_model.model.");
+    CHECK(c->clip.open_clip && c->clip.width == 256 && c->clip.layers == 5 && c->clip.heads == 4);
+    CHECK(c->clip.gelu && c->clip.norm_hidden && c->clip.pad_token == 0 && c->clip.projection == 192);
+    CHECK(c->clip2_prefix == NULL);
+    CHECK(c->vae.scale_factor == 0.18215f);
+    /* ComfyUI's SD20.model_type reads output_blocks.11.1.transformer_blocks.0.norm1.bias. */
+    CHECK_EQ_INT(c->schedule.prediction, SD_PREDICT_EPS);
+    CHECK_EQ_INT(g_v.cfg.schedule.prediction, SD_PREDICT_V);
+    CHECK_EQ_INT(g_v.cfg.family, SD_FAMILY_SD2);
+}
+
+/* A checkpoint without the tensor ComfyUI reads (fewer output blocks) is eps, as in ComfyUI. */
+static void test_prediction_without_block_11(void)
+{
+    sd_context *ctx = ops_cl()->ctx;
+    sd_checkpoint_config cfg, got;
+    CHECK(sd_checkpoint_preset("sd2-v-tiny", &cfg));
+    cfg.unet.num_res_blocks = 2; /* 9 output blocks */
+    char *path = test_path(test_scratch_dir(), "sd2v9.safetensors");
+    sd_safetensors *st = NULL;
+    CHECK_EQ_INT(sd_sd1_write_random(ctx, path, &cfg, SD_ST_F16, 3), SD_OK);
+    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &st), SD_OK);
+    if (st) {
+        CHECK_EQ_INT(sd_checkpoint_inspect(ctx, st, &got), SD_OK);
+        CHECK_EQ_INT(got.family, SD_FAMILY_SD2);
+        CHECK_EQ_INT(got.schedule.prediction, SD_PREDICT_EPS);
+    }
+    sd_safetensors_close(st);
+    free(path);
+}
+
+/* A missing OpenCLIP-H tensor is named with the part. */
+static void test_missing_tensor(void)
+{
+    test_expect_inspect_error(ops_cl()->ctx, &g_eps.cfg, "cond_stage_model.model.transformer.resblocks.3.attn.in_proj_weight",
+                              NULL,
+                              "missing tensor 'cond_stage_model.model.transformer.resblocks.3.attn.in_proj_weight' "
+                              "(SD2.x OpenCLIP-H text model)");
+}
+
+/* The golden windows (make_sdxl_goldens.py's ids) padded after the end token with 0. */
+static int32_t *read_tokens(int *n_windows)
+{
+    int nd;
+    int64_t shape[SD_TENSOR_MAX_DIMS];
+    float *f = ops_read_golden("sdxl_clip_tokens.bin", &nd, shape);
+    if (!f || nd != 2 || shape[1] != 77) {
+        free(f);
+        return NULL;
+    }
+    *n_windows = (int)shape[0];
+    int32_t *ids = malloc((size_t)(shape[0] * 77) * sizeof *ids);
+    for (int w = 0; ids && w < *n_windows; w++) {
+        bool ended = false;
+        for (int p = 0; p < 77; p++) {
+            int32_t id = (int32_t)f[w * 77 + p];
+            ids[w * 77 + p] = ended ? 0 : id;
+            ended |= id == 49407;
+        }
+    }
+    free(f);
+    return ids;
+}
+
+static void clip_case(sd_dtype dtype, double tol)
+{
+    const sd_clip_config *c = &g_eps.cfg.clip;
+    sd_clip_model *model = NULL;
+    CHECK_EQ_INT(sd_clip_model_new(ops_cl(), g_eps.st, g_eps.cfg.clip_prefix, c, dtype, &model), SD_OK);
+    int n = 0, nd;
+    int64_t shape[SD_TENSOR_MAX_DIMS];
+    int32_t *ids = read_tokens(&n);
+    float *ref = ops_read_golden("sd2_clip_h.bin", &nd, shape);
+    size_t count = (size_t)n * 77 * (size_t)c->width;
+    float *hidden = malloc(count * sizeof *hidden);
+    float *pooled = malloc((size_t)n * (size_t)sd_clip_pooled_width(c) * sizeof *pooled);
+    CHECK(ids && ref && model && hidden && pooled);
+    if (ids && ref && model && hidden && pooled) {
+        sd_status s = sd_clip_encode(model, ids, n, -2, hidden, pooled);
+        CHECK_MSG(s == SD_OK, "encode: %s", sd_context_errmsg(ops_cl()->ctx));
+        double d = s ? 1e9 : ops_max_diff(hidden, ref, count);
+        printf("  OpenCLIP-H penultimate + final LayerNorm, %s weights: max abs error %.3g\n", sd_dtype_name(dtype), d);
+        CHECK(d <= tol);
+    }
+    sd_clip_model_free(model);
+    free(ids);
+    free(ref);
+    free(hidden);
+    free(pooled);
+}
+
+static void test_clip_h(void)
+{
+    clip_case(SD_DTYPE_F32, F32_TOL);
+    clip_case(SD_DTYPE_F16, F16_TOL);
+}
+
+static void unet_case(sd_dtype dtype, double tol)
+{
+    int nd;
+    int64_t shape[SD_TENSOR_MAX_DIMS];
+    float *x = ops_read_golden("sd2_unet_x.bin", &nd, shape);
+    sd_dtensor *dx = x ? ops_upload(x, nd, shape) : NULL;
+    float *c = ops_read_golden("sd2_unet_context.bin", &nd, shape);
+    sd_dtensor *dc = c ? ops_upload(c, nd, shape) : NULL;
+    float *ref = ops_read_golden("sd2_unet_eps.bin", &nd, shape);
+    sd_dtensor *out = NULL;
+    const float t[2] = {981.0f, 250.5f};
+    sd_unet *u = NULL;
+    CHECK(dx && dc && ref);
+    CHECK_EQ_INT(sd_unet_new(ops_cl(), g_eps.st, g_eps.cfg.unet_prefix, &g_eps.cfg.unet, dtype, &u), SD_OK);
+    if (dx && dc && ref && u) {
+        sd_status s = sd_unet_forward(u, dx, t, dc, NULL, &out);
+        CHECK_MSG(s == SD_OK, "forward: %s", sd_context_errmsg(ops_cl()->ctx));
+        if (!s) {
+            float *got = ops_download(out);
+            printf("  SD2 UNet %s weights: max abs error %.3g\n", sd_dtype_name(dtype), ops_max_diff(got, ref, out->numel));
+            free(got);
+            CHECK(ops_expect("sd2", out, nd, shape, ref, tol, 0.0));
+        }
+    }
+    sd_unet_free(u);
+    sd_dtensor_free(dx);
+    sd_dtensor_free(dc);
+    sd_dtensor_free(out);
+    free(x);
+    free(c);
+    free(ref);
+}
+
+static void test_unet(void)
+{
+    unet_case(SD_DTYPE_F32, F32_TOL);
+    unet_case(SD_DTYPE_F16, F16_TOL);
+}
+
+int main(void)
+{
+    if (!ops_cl() || !open_model(&g_eps) || !open_model(&g_v))
+        return 1;
+    RUN(test_inspect);
+    RUN(test_prediction_without_block_11);
+    RUN(test_missing_tensor);
+    RUN(test_clip_h);
+    RUN(test_unet);
+    sd_safetensors_close(g_eps.st);
+    sd_safetensors_close(g_v.st);
+    ops_cl_release();
+    return test_summary("test_sd2");
+}
