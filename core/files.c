@@ -215,3 +215,23 @@ sd_status sd_file_check(sd_context *ctx, int fd, const char *path, const sd_file
                             (long long)now.size, (long long)id->size);
     return sd_set_error(ctx, SD_ERR_IO, "%s: changed since it was opened (modified)", path);
 }
+
+sd_status sd_file_read_at(sd_context *ctx, int fd, const char *path, const sd_file_id *id, uint64_t at, void *dst,
+                          size_t nbytes)
+{
+    for (size_t done = 0; done < nbytes;) {
+        size_t want = nbytes - done < ((size_t)1 << 30) ? nbytes - done : (size_t)1 << 30;
+        ssize_t got = pread(fd, (unsigned char *)dst + done, want, (off_t)(at + done));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            sd_status changed = sd_file_check(ctx, fd, path, id);
+            if (changed)
+                return changed;
+            return sd_set_error(ctx, SD_ERR_IO, "%s: read failed at offset %llu: %s", path,
+                                (unsigned long long)(at + done), got < 0 ? strerror(errno) : "unexpected end of file");
+        }
+        done += (size_t)got;
+    }
+    return sd_file_check(ctx, fd, path, id);
+}

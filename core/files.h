@@ -52,4 +52,11 @@ sd_status sd_file_open(sd_context *ctx, const char *path, int *fd_out, sd_file_i
  * "PATH: changed since it was opened (now N bytes, was M)" or "... (modified)". */
 sd_status sd_file_check(sd_context *ctx, int fd, const char *path, const sd_file_id *id);
 
+/* Reads nbytes at offset `at` of the open file fd (pread) into dst, then checks that the file is
+ * still the one opened (sd_file_check): a file truncated, rewritten or replaced in place while in
+ * use is an I/O error naming path, never a crash (the file is read, not mapped) and never
+ * silently mixed data. A short file is SD_ERR_IO "PATH: read failed at offset N: ...". */
+sd_status sd_file_read_at(sd_context *ctx, int fd, const char *path, const sd_file_id *id, uint64_t at, void *dst,
+                          size_t nbytes);
+
 #endif

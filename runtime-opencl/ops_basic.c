@@ -379,6 +379,36 @@ done:
     return st;
 }
 
+sd_status sd_op_rms_norm(sd_cl *cl, const sd_dtensor *x, float eps, const sd_dtensor *gamma, sd_dtensor **out)
+{
+    sd_status st;
+    cl_kernel k;
+    sd_dtensor *y = NULL;
+    char d[96];
+    *out = NULL;
+    if ((st = require_f32(cl, "rms_norm", "input", x)) || (st = require_f32(cl, "rms_norm", "gamma", gamma)))
+        return st;
+    int64_t dim = x->shape[x->ndim - 1];
+    if (gamma->ndim != 1 || gamma->shape[0] != dim)
+        return sd_set_error(cl->ctx, SD_ERR_INVALID, "rms_norm: gamma %s does not match the last dimension %lld",
+                            sd_dtensor_describe(gamma, d, sizeof d), (long long)dim);
+    if (dim > UINT32_MAX)
+        return sd_set_error(cl->ctx, SD_ERR_LIMIT, "rms_norm: last dimension %lld too large", (long long)dim);
+    if ((st = kernel(cl, "rms_norm", &k)) || (st = like(cl, x, &y)))
+        goto done;
+    if (dim > 0) {
+        sd_cl_arg args[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(gamma->buf), SD_ARG_MEM(y->buf), SD_ARG_UINT(dim),
+                            SD_ARG_FLOAT(eps)};
+        if ((st = launch_rows(cl, k, false, x->numel / (size_t)dim, SD_NARGS(args), args)))
+            goto done;
+    }
+    *out = y;
+    y = NULL;
+done:
+    sd_dtensor_free(y);
+    return st;
+}
+
 sd_status sd_op_softmax(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out)
 {
     return sd_op_softmax_variant(cl, x, SD_VARIANT_AUTO, out);

@@ -37,6 +37,10 @@ sd_status sd_op_layer_norm(sd_cl *cl, const sd_dtensor *x, float eps, const sd_d
 sd_status sd_op_layer_norm_variant(sd_cl *cl, const sd_dtensor *x, float eps, const sd_dtensor *gamma,
                                    const sd_dtensor *beta, sd_op_variant variant, sd_dtensor **out);
 
+/* RMS normalisation over the last dimension D of x (T5's LayerNorm): y = x / sqrt(mean(x^2) + eps)
+ * * gamma, gamma an f32 [D] tensor. One work-item per row on every device. */
+sd_status sd_op_rms_norm(sd_cl *cl, const sd_dtensor *x, float eps, const sd_dtensor *gamma, sd_dtensor **out);
+
 /* Softmax over the last dimension. */
 sd_status sd_op_softmax(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out);
 /* sd_op_softmax with an explicit kernel variant (GPU: a work-group per row). */

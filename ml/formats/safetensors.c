@@ -15,7 +15,7 @@
 
 struct sd_safetensors {
     char *path;
-    int fd;                       /* -1 for an alias */
+    int fd;                       /* -1 for an alias; a view's own dup of the other format's fd */
     const sd_safetensors *file;   /* where tensor data is read: this handle, or the aliased one */
     sd_file_id id;                /* the file's identity when opened: reads check it is unchanged */
     sd_st_tensor *tensors;   /* data-offset order */
@@ -33,7 +33,7 @@ static const struct {
     [SD_ST_U32] = {"U32", 4},         [SD_ST_I64] = {"I64", 8},   [SD_ST_U64] = {"U64", 8},
     [SD_ST_F8_E4M3] = {"F8_E4M3", 1}, [SD_ST_F8_E5M2] = {"F8_E5M2", 1},
     [SD_ST_F16] = {"F16", 2},         [SD_ST_BF16] = {"BF16", 2}, [SD_ST_F32] = {"F32", 4},
-    [SD_ST_F64] = {"F64", 8},
+    [SD_ST_F64] = {"F64", 8},         [SD_ST_GGML] = {"GGML", 0},
 };
 #define N_DTYPES (sizeof dtype_info / sizeof dtype_info[0])
 
@@ -55,7 +55,7 @@ bool sd_st_dtype_is_weight(sd_st_dtype dtype)
 static bool dtype_parse(const char *s, sd_st_dtype *out)
 {
     for (size_t i = 0; i < N_DTYPES; i++)
-        if (strcmp(s, dtype_info[i].name) == 0) {
+        if (i != SD_ST_GGML && strcmp(s, dtype_info[i].name) == 0) {
             *out = (sd_st_dtype)i;
             return true;
         }
@@ -254,27 +254,12 @@ done:
     return status;
 }
 
-/* Reads nbytes at file offset `at` of st's file into dst, then checks that the file is still the
- * one opened: a file truncated, rewritten or replaced in place while in use is an I/O error
- * naming it, never a crash (the file is read, not mapped) and never silently mixed data. */
+/* Reads nbytes at file offset `at` of st's file (core/files.h sd_file_read_at: pread, then the
+ * change check). */
 static sd_status read_at(sd_context *ctx, const sd_safetensors *st, uint64_t at, void *dst, size_t nbytes)
 {
     const sd_safetensors *f = st->file;
-    for (size_t done = 0; done < nbytes;) {
-        size_t want = nbytes - done < ((size_t)1 << 30) ? nbytes - done : (size_t)1 << 30;
-        ssize_t got = pread(f->fd, (unsigned char *)dst + done, want, (off_t)(at + done));
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0) {
-            sd_status changed = sd_file_check(ctx, f->fd, f->path, &f->id);
-            if (changed)
-                return changed;
-            return sd_set_error(ctx, SD_ERR_IO, "%s: read failed at offset %llu: %s", f->path,
-                                (unsigned long long)(at + done), got < 0 ? strerror(errno) : "unexpected end of file");
-        }
-        done += (size_t)got;
-    }
-    return sd_file_check(ctx, f->fd, f->path, &f->id);
+    return sd_file_read_at(ctx, f->fd, f->path, &f->id, at, dst, nbytes);
 }
 
 /* Whether a file starts like a PyTorch checkpoint: a zip archive (torch.save since 1.6: .ckpt,
@@ -427,27 +412,30 @@ const char *sd_safetensors_metadata(const sd_safetensors *st, const char *key)
     return st->metadata ? json_string_value(json_object_get(st->metadata, key)) : NULL;
 }
 
-sd_status sd_safetensors_alias(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *const *from,
-                               const char *const *names, size_t n, sd_safetensors **out)
+/* A handle named path reading through `file` (NULL: itself) and holding copies of n tensors
+ * (from[i] or tensors[i]) under names[i] (or their own names), sorted by name; duplicate names
+ * rejected. */
+static sd_status make_view(sd_context *ctx, const char *path, const sd_safetensors *file,
+                           const sd_st_tensor *const *from, const sd_st_tensor *tensors, const char *const *names,
+                           size_t n, sd_safetensors **out)
 {
     *out = NULL;
     sd_status status = SD_OK;
     sd_safetensors *a = calloc(1, sizeof *a);
     if (a) {
         a->fd = -1;
-        a->file = st->file;
+        a->file = file ? file : a;
     }
-    if (!a || !(a->path = sd_strdup(st->path)) || !(a->tensors = calloc(n ? n : 1, sizeof *a->tensors)) ||
+    if (!a || !(a->path = sd_strdup(path)) || !(a->tensors = calloc(n ? n : 1, sizeof *a->tensors)) ||
         !(a->by_name = calloc(n ? n : 1, sizeof *a->by_name))) {
-        status = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", st->path);
+        status = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
         goto fail;
     }
-    a->metadata = json_incref(st->metadata);
     for (size_t i = 0; i < n; i++) {
         sd_st_tensor *t = &a->tensors[a->n];
-        *t = *from[i];
-        if (!(t->name = sd_strdup(names[i]))) {
-            status = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", st->path);
+        *t = from ? *from[i] : tensors[i];
+        if (!(t->name = sd_strdup(names ? names[i] : t->name))) {
+            status = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
             goto fail;
         }
         a->by_name[a->n++] = t;
@@ -455,7 +443,7 @@ sd_status sd_safetensors_alias(sd_context *ctx, const sd_safetensors *st, const 
     qsort(a->by_name, a->n, sizeof *a->by_name, cmp_name);
     for (size_t i = 1; i < a->n; i++)
         if (strcmp(a->by_name[i - 1]->name, a->by_name[i]->name) == 0) {
-            status = sd_set_error(ctx, SD_ERR_INVALID, "%s: two tensors map to the name '%s'", st->path,
+            status = sd_set_error(ctx, SD_ERR_INVALID, "%s: two tensors map to the name '%s'", path,
                                   a->by_name[i]->name);
             goto fail;
         }
@@ -463,6 +451,30 @@ sd_status sd_safetensors_alias(sd_context *ctx, const sd_safetensors *st, const 
     return SD_OK;
 fail:
     sd_safetensors_close(a);
+    return status;
+}
+
+sd_status sd_safetensors_alias(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *const *from,
+                               const char *const *names, size_t n, sd_safetensors **out)
+{
+    sd_status status = make_view(ctx, st->path, st->file, from, NULL, names, n, out);
+    if (!status)
+        (*out)->metadata = json_incref(st->metadata);
+    return status;
+}
+
+sd_status sd_safetensors_view(sd_context *ctx, const char *path, int fd, const sd_file_id *id,
+                              const sd_st_tensor *tensors, size_t n, sd_safetensors **out)
+{
+    sd_status status = make_view(ctx, path, NULL, NULL, tensors, NULL, n, out);
+    if (status)
+        return status;
+    (*out)->id = *id;
+    if (((*out)->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+        status = sd_set_error(ctx, SD_ERR_IO, "%s: %s", path, strerror(errno));
+        sd_safetensors_close(*out);
+        *out = NULL;
+    }
     return status;
 }
 
@@ -572,6 +584,15 @@ sd_status sd_safetensors_read_f32_range(sd_context *ctx, const sd_safetensors *s
 sd_status sd_safetensors_read_raw(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, void *dst)
 {
     return read_at(ctx, st, t->offset, dst, t->nbytes);
+}
+
+sd_status sd_safetensors_read_raw_range(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, size_t first,
+                                        size_t nbytes, void *dst)
+{
+    if (first > t->nbytes || nbytes > t->nbytes - first)
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: tensor '%s': bytes [%zu, %zu) past its %zu bytes", st->path,
+                            t->name, first, first + nbytes, t->nbytes);
+    return read_at(ctx, st, t->offset + first, dst, nbytes);
 }
 
 /* ---- writing ---- */

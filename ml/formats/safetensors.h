@@ -40,7 +40,8 @@ typedef enum sd_st_dtype {
     SD_ST_F16,
     SD_ST_BF16,
     SD_ST_F32,
-    SD_ST_F64
+    SD_ST_F64,
+    SD_ST_GGML /* a ggml block type, only in sd_safetensors_view handles of GGUF files (never parsed) */
 } sd_st_dtype;
 
 /* The dtype's name as written in files ("F32", "BF16", ...). */
@@ -58,6 +59,7 @@ typedef struct sd_st_tensor {
     size_t numel;
     size_t nbytes;
     uint64_t offset;      /* of its data in the file */
+    int ggml_type;        /* SD_ST_GGML only: the ggml block type (ml/formats/gguf.h sd_ggml_type) */
 } sd_st_tensor;
 
 typedef struct sd_safetensors sd_safetensors;
@@ -94,6 +96,15 @@ const char *sd_safetensors_metadata(const sd_safetensors *st, const char *key);
 sd_status sd_safetensors_alias(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *const *from,
                                const char *const *names, size_t n, sd_safetensors **out);
 
+/* A handle named path on n tensors of another format's file, already open as fd with identity
+ * id (sd_file_open; the handle reads through its own dup of fd, with the same change detection,
+ * so the caller may close its handle first): the tensors are copied (names duplicated, offsets
+ * into that file), for code that reads tensors by name and shape: family detection, layout
+ * inspection, F32/F16/BF16 and raw reads. No metadata. SD_ERR_INVALID (naming path) for a
+ * duplicate name, SD_ERR_IO when fd cannot be duplicated, SD_ERR_NOMEM. */
+sd_status sd_safetensors_view(sd_context *ctx, const char *path, int fd, const struct sd_file_id *id,
+                              const sd_st_tensor *tensors, size_t n, sd_safetensors **out);
+
 /* Converts tensor t (F32, F16 or BF16) to f32 / IEEE f16 (round to nearest even) into dst,
  * which holds exactly t->numel elements (n must equal t->numel). SD_ERR_INVALID naming the
  * file and tensor for another dtype or a wrong n. */
@@ -107,6 +118,10 @@ sd_status sd_safetensors_read_f32_range(sd_context *ctx, const sd_safetensors *s
                                         size_t first, size_t n, float *dst);
 /* The tensor's bytes as stored in the file (t->nbytes into dst), any dtype. */
 sd_status sd_safetensors_read_raw(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, void *dst);
+/* Bytes [first, first + nbytes) of the tensor as stored (a row of ggml blocks), any dtype.
+ * SD_ERR_INVALID past the tensor's end. */
+sd_status sd_safetensors_read_raw_range(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, size_t first,
+                                        size_t nbytes, void *dst);
 /* Every read fails with SD_ERR_IO naming the file when it was truncated or changed since it was
  * opened (size, mtime, ctime, inode or device differ). */
 

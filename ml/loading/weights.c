@@ -2,6 +2,7 @@
  * table keyed by their name without the prefix. A patched view keeps only its patched tensors
  * in its table and forwards every other name to its base set. */
 #include "ml/loading/weights.h"
+#include "runtime-opencl/ops_quant.h"
 #include "core/checked.h"
 #include <assert.h>
 #include <stdarg.h>
@@ -141,16 +142,37 @@ static sd_status read_host(sd_weights *w, const char *name, const sd_st_tensor *
     return SD_OK;
 }
 
+/* GGUF block-quantised tensors (SD_ST_GGML): their raw blocks read from the file, uploaded as
+ * they are and expanded on the device, never on the host. */
+static sd_status upload_blocks(sd_weights *w, const char *name, const sd_st_tensor *t, sd_dtype dtype,
+                               sd_dtensor **out)
+{
+    void *blocks = malloc(t->nbytes ? t->nbytes : 1);
+    if (!blocks)
+        return sd_set_error(w->cl->ctx, SD_ERR_NOMEM, "out of memory loading tensor '%s%s'", w->prefix, name);
+    sd_status st = sd_safetensors_read_raw(w->cl->ctx, w->st, t, blocks);
+    if (!st)
+        st = sd_op_dequantize(w->cl, (sd_qtype)t->ggml_type, blocks, t->nbytes, dtype, t->ndim, t->shape, out);
+    free(blocks);
+    return st;
+}
+
+/* Float tensors go through a host copy in dtype. */
 static sd_status upload(sd_weights *w, const char *name, const sd_st_tensor *t, sd_dtype dtype,
                         sd_dtensor **out)
 {
     void *host = NULL;
-    sd_status st = read_host(w, name, t, dtype, &host);
     sd_dtensor *d = NULL;
-    if (!st)
-        st = sd_dtensor_new_exact(w->cl, dtype, t->ndim, t->shape, &d);
-    if (!st)
-        st = dtype == SD_DTYPE_F16 ? sd_dtensor_upload_f16(d, host) : sd_dtensor_upload(d, host);
+    sd_status st;
+    if (t->dtype == SD_ST_GGML) {
+        st = upload_blocks(w, name, t, dtype, &d);
+    } else {
+        st = read_host(w, name, t, dtype, &host);
+        if (!st)
+            st = sd_dtensor_new_exact(w->cl, dtype, t->ndim, t->shape, &d);
+        if (!st)
+            st = dtype == SD_DTYPE_F16 ? sd_dtensor_upload_f16(d, host) : sd_dtensor_upload(d, host);
+    }
     free(host);
     if (st) {
         sd_dtensor_free(d);

@@ -4,7 +4,8 @@
  * one on the device after its first use, so a run that never needs a sub-model never reads its
  * weights. Matrices and convolution kernels (2 or more dimensions) are stored in the set's
  * dtype (f16 by default: half the memory, exact for f16 files); vectors (biases, norm scales)
- * and embedding tables are stored as f32. */
+ * and embedding tables are stored as f32. Block-quantised tensors of a GGUF view (dtype
+ * SD_ST_GGML) are uploaded as blocks and expanded on the device (runtime-opencl/ops_quant.h). */
 #ifndef SD_ML_WEIGHTS_H
 #define SD_ML_WEIGHTS_H
 

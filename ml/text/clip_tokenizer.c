@@ -2,11 +2,11 @@
 #include "ml/text/clip_tokenizer.h"
 #include "core/checked.h"
 #include "core/embedded.h"
+#include "core/utf8.h"
 #include "ml/text/clip_unicode.h"
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #define N_MERGES (SD_CLIP_VOCAB - 512 - 2)
 #define HASH_SIZE (1u << 17) /* power of two, about 2.6 times the 49408 entries of each table */
@@ -80,74 +80,6 @@ static void pair_insert(sd_clip_tokenizer *tok, int32_t a, int32_t b, int32_t ra
     }
 }
 
-static size_t utf8_put(uint32_t cp, char *out)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xc0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xe0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        out[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    out[0] = (char)(0xf0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    out[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
-/* Inflates the embedded gzip file into a malloc'd NUL-terminated buffer. */
-static sd_status inflate_vocab(sd_context *ctx, char **out, size_t *out_len)
-{
-    const sd_embedded_file *f = sd_embedded_find(sd_embedded_data, "bpe_simple_vocab_16e6.txt.gz");
-    if (!f)
-        return sd_set_error(ctx, SD_ERR_PARSE, "CLIP vocabulary bpe_simple_vocab_16e6.txt.gz is not embedded");
-    z_stream zs;
-    memset(&zs, 0, sizeof zs);
-    if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK)
-        return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory inflating the CLIP vocabulary");
-    size_t cap = 2u << 20, len = 0;
-    char *buf = malloc(cap);
-    sd_status status = SD_OK;
-    zs.next_in = (unsigned char *)f->data;
-    zs.avail_in = (uInt)f->size;
-    int rc = Z_OK;
-    while (buf && rc == Z_OK) {
-        if (len + 1 >= cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb)
-                break;
-            buf = nb;
-            cap *= 2;
-        }
-        zs.next_out = (unsigned char *)buf + len;
-        zs.avail_out = (uInt)(cap - len - 1);
-        rc = inflate(&zs, Z_NO_FLUSH);
-        len = cap - 1 - zs.avail_out;
-    }
-    inflateEnd(&zs);
-    if (!buf || rc == Z_OK)
-        status = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory inflating the CLIP vocabulary");
-    else if (rc != Z_STREAM_END)
-        status = sd_set_error(ctx, SD_ERR_PARSE, "embedded CLIP vocabulary is damaged (zlib error %d)", rc);
-    if (status) {
-        free(buf);
-        return status;
-    }
-    buf[len] = 0;
-    *out = buf;
-    *out_len = len;
-    return SD_OK;
-}
-
 /* CLIP's byte characters: printable Latin-1 bytes stand for themselves, the other 68 bytes
  * map to U+0100.. in byte order. Vocabulary ids list the printable ones first. */
 static bool byte_printable(int b)
@@ -160,7 +92,7 @@ sd_status sd_clip_tokenizer_new(sd_context *ctx, sd_clip_tokenizer **out)
     *out = NULL;
     char *text = NULL;
     size_t text_len = 0;
-    sd_status status = inflate_vocab(ctx, &text, &text_len);
+    sd_status status = sd_embedded_gunzip(ctx, "bpe_simple_vocab_16e6.txt.gz", "CLIP vocabulary", &text, &text_len);
     if (status)
         return status;
     sd_clip_tokenizer *tok = calloc(1, sizeof *tok);
@@ -182,7 +114,7 @@ sd_status sd_clip_tokenizer_new(sd_context *ctx, sd_clip_tokenizer **out)
                 if (pass == 0)
                     tok->byte_id[b] = id;
                 tok->offsets[id] = (uint32_t)used;
-                used += utf8_put(cp, tok->strings + used);
+                used += sd_utf8_put(cp, tok->strings + used);
                 if (pass == 1) {
                     memcpy(tok->strings + used, "</w>", 4);
                     used += 4;
@@ -411,39 +343,6 @@ static void nfc(const uint32_t *in, size_t n, cpbuf *out, cpbuf *tmp)
     }
 }
 
-/* ---- UTF-8 ---- */
-
-/* Decodes one code point at s[*i] (strict: no overlongs, surrogates or values past U+10FFFF). */
-static bool utf8_next(const unsigned char *s, size_t len, size_t *i, uint32_t *cp)
-{
-    unsigned c = s[*i];
-    size_t need;
-    uint32_t v, min;
-    if (c < 0x80) {
-        *cp = c;
-        (*i)++;
-        return true;
-    } else if ((c & 0xe0) == 0xc0) {
-        need = 1, v = c & 0x1f, min = 0x80;
-    } else if ((c & 0xf0) == 0xe0) {
-        need = 2, v = c & 0x0f, min = 0x800;
-    } else if ((c & 0xf8) == 0xf0) {
-        need = 3, v = c & 0x07, min = 0x10000;
-    } else {
-        return false;
-    }
-    for (size_t k = 1; k <= need; k++) {
-        if (*i + k >= len || (s[*i + k] & 0xc0) != 0x80)
-            return false;
-        v = (v << 6) | (s[*i + k] & 0x3f);
-    }
-    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
-        return false;
-    *cp = v;
-    *i += need + 1;
-    return true;
-}
-
 /* ---- tokenizing ---- */
 
 typedef struct idbuf {
@@ -538,7 +437,7 @@ static void bpe_word(const sd_clip_tokenizer *tok, const uint32_t *cps, size_t n
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         char u[4];
-        size_t k = utf8_put(cps[i], u);
+        size_t k = sd_utf8_put(cps[i], u);
         if (m + k > s->cap) {
             size_t cap = (m + k) * 2;
             uint32_t *id = realloc(s->id, cap * sizeof *id);
@@ -658,7 +557,7 @@ sd_status sd_clip_tokenize(sd_context *ctx, const sd_clip_tokenizer *tok, const 
     for (size_t i = 0; i < len;) {
         uint32_t cp;
         size_t at = i;
-        if (!utf8_next(s, len, &i, &cp)) {
+        if (!sd_utf8_next(s, len, &i, &cp)) {
             status = sd_set_error(ctx, SD_ERR_INVALID, "prompt is not valid UTF-8 (byte %zu)", at);
             goto done;
         }

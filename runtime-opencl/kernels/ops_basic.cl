@@ -337,6 +337,29 @@ kernel void layer_norm(global const float *x, global const float *gamma, global 
     }
 }
 
+/* ---- RMS normalisation over rows of d values (T5's LayerNorm): y = x * rsqrt(mean(x^2) + eps) *
+ * gamma. One work-item per row. ---- */
+kernel void rms_norm(global const float *x, global const float *gamma, global float *y, uint d, float eps)
+{
+    ulong row = get_global_id(0);
+    global const float *px = x + row * d;
+    global float *py = y + row * d;
+    float8 s8 = (float8)(0.0f);
+    uint j = 0;
+    for (; j + 8 <= d; j += 8) {
+        float8 v = vload8(0, px + j);
+        s8 += v * v;
+    }
+    float s = (s8.s0 + s8.s1) + (s8.s2 + s8.s3) + (s8.s4 + s8.s5) + (s8.s6 + s8.s7);
+    for (; j < d; j++)
+        s += px[j] * px[j];
+    float r = rsqrt(s / (float)d + eps);
+    for (j = 0; j + 8 <= d; j += 8)
+        vstore8(vload8(0, px + j) * r * vload8(0, gamma + j), 0, py + j);
+    for (; j < d; j++)
+        py[j] = px[j] * r * gamma[j];
+}
+
 /* ---- Softmax over rows of d values: max, sum of exp, scale. One work-item per row; the exp
  * pass handles 32 values per iteration (4 independent float8) so the exp latency overlaps. ---- */
 kernel void softmax_rows(global const float *x, global float *y, uint d)

@@ -152,7 +152,7 @@ static void test_embedding_pt(void)
 {
     char *path = data_path("emb.pt");
     sd_embedding e = {0};
-    CHECK_EQ_INT(sd_embedding_read(ctx, path, 768, &e), SD_OK);
+    CHECK_EQ_INT(sd_embedding_read(ctx, path, 768, NULL, &e), SD_OK);
     CHECK(e.n_vectors == 2 && e.vectors && e.vectors[0] == 0.5f && e.vectors[2 * 768 - 1] == 0.5f);
     sd_embedding_clear(&e);
     free(path);

@@ -145,6 +145,45 @@ static void test_layer_norm(void)
     sd_dtensor_free(b);
 }
 
+/* RMS norm against a double-precision reference; rows of 1 to 1283 values (tails past the
+ * 8-wide loop), O(1) outputs: 1e-5 absolute + relative. A wrong gamma is refused. */
+static void test_rms_norm(void)
+{
+    const int64_t shapes[3][2] = {{5, 77}, {2, 1283}, {7, 3}};
+    for (int s = 0; s < 3; s++) {
+        const int64_t *shape = shapes[s];
+        int64_t d = shape[1];
+        size_t n = numel(2, shape);
+        float *x = ops_random(n, -3.0f, 5.0f, 20 + s), *g = ops_random((size_t)d, 0.5f, 1.5f, 21);
+        float *ref = malloc(n * sizeof *ref);
+        for (int64_t r = 0; r < shape[0]; r++) {
+            double ss = 0;
+            for (int64_t i = 0; i < d; i++)
+                ss += (double)x[r * d + i] * x[r * d + i];
+            double inv = 1.0 / sqrt(ss / (double)d + 1e-6);
+            for (int64_t i = 0; i < d; i++)
+                ref[r * d + i] = (float)(x[r * d + i] * inv * g[i]);
+        }
+        sd_dtensor *dx = ops_upload(x, 2, shape), *dg = ops_upload(g, 1, &d), *out = NULL;
+        CHECK_EQ_INT(sd_op_rms_norm(ops_cl(), dx, 1e-6f, dg, &out), SD_OK);
+        CHECK_MSG(ops_expect("rms_norm", out, 2, shape, ref, 1e-5, 1e-5), "d %lld", (long long)d);
+        sd_dtensor_free(out);
+        sd_dtensor_free(dx);
+        sd_dtensor_free(dg);
+        free(x);
+        free(g);
+        free(ref);
+    }
+    int64_t d = 4, three = 3;
+    float v[4] = {1, 2, 3, 4};
+    sd_dtensor *x = ops_upload(v, 1, &d), *g = ops_upload(v, 1, &three), *out = NULL;
+    CHECK_EQ_INT(sd_op_rms_norm(ops_cl(), x, 1e-6f, g, &out), SD_ERR_INVALID);
+    CHECK(out == NULL);
+    CHECK_STR_CONTAINS(ops_cl()->ctx->errmsg, "rms_norm: gamma");
+    sd_dtensor_free(x);
+    sd_dtensor_free(g);
+}
+
 static void test_softmax(void)
 {
     const int64_t shapes[4][2] = {{7, 77}, {3, 1029}, {5, 1}, {2, 4099}};
@@ -565,6 +604,7 @@ int main(void)
         return 1;
     RUN(test_group_norm);
     RUN(test_layer_norm);
+    RUN(test_rms_norm);
     RUN(test_softmax);
     RUN(test_unary);
     RUN(test_geglu);

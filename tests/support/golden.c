@@ -4,10 +4,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-void *test_read_golden(const char *name, size_t bytes)
+char *test_golden_path(const char *name)
 {
     char *dir = test_path(test_source_dir(), "tests/data/goldens");
     char *path = test_path(dir, name);
+    free(dir);
+    return path;
+}
+
+void *test_read_golden(const char *name, size_t bytes)
+{
+    char *path = test_golden_path(name);
     FILE *f = fopen(path, "rb");
     void *data = malloc(bytes ? bytes : 1);
     size_t got = f && data ? fread(data, 1, bytes, f) : 0;
@@ -16,7 +23,6 @@ void *test_read_golden(const char *name, size_t bytes)
     if (f)
         fclose(f);
     free(path);
-    free(dir);
     if (got != bytes) {
         free(data);
         return NULL;

@@ -3,6 +3,8 @@
 #define SD_TEST_GOLDEN_H
 #include <stddef.h>
 
+/* The malloc'd path of golden file `name`. */
+char *test_golden_path(const char *name);
 /* The whole golden file `name`, which must be exactly `bytes` long (a failed check otherwise);
  * malloc'd, or NULL when it could not be read. */
 void *test_read_golden(const char *name, size_t bytes);
