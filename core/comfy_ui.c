@@ -417,8 +417,8 @@ static sd_status emit_node(ui_conv *c, const ui_scope *s, const json_t *node)
     const json_t *in;
     json_array_foreach(json_object_get(node, "inputs"), i, in) if (!st) st = bind_input(c, s, d, in, inputs);
     const char *title = json_string_value(json_object_get(node, "title"));
-    json_t *title_v = json_string(title ? title : type);
-    if (!st && json_object_set_new(meta, "title", title_v))
+    json_t *title_v = st ? NULL : json_string(title ? title : type); /* (none after a failure: no leak) */
+    if (!st && (!title_v || json_object_set_new(meta, "title", title_v)))
         st = nomem(c);
     char *id = st ? NULL : sd_strfmt("%s%lld", s->prefix, (long long)json_integer_value(json_object_get(node, "id")));
     if (!st && (!id || json_object_set(c->api, id, api) || (title && json_object_set(c->titles, id, title_v))))
