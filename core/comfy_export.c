@@ -197,7 +197,7 @@ static json_t *ui_node_shell(ui_out *u, size_t i, int depth, int row)
         if (!sd_comfy_is_widget(n->desc, in))
             continue;
         json_t *v = literal_json(in, sd_graph_input_text(u->g, n, in));
-        json_array_append_new(widgets, v ? v : json_null()); /* a linked widget keeps a placeholder */
+        json_array_append_new(widgets, v ? v : json_null()); /* a linked widget keeps its slot, null */
     }
     return json_pack("{s:I, s:s, s:[i,i], s:[i,i], s:{}, s:i, s:i, s:[], s:o, s:{s:s}, s:o}", "id",
                      (json_int_t)u->ids[i], "type", n->type, "pos", depth * UI_COLUMN_WIDTH, row * UI_ROW_HEIGHT,

@@ -316,12 +316,12 @@ static bool is_root(const json_t *node, const json_t *consumed, const char *id)
 /* Marks id and every node it depends on in needed, with a work list (no recursion). */
 static sd_status mark_needed(importer *im, json_t *needed, const char *id)
 {
-    json_t *todo = json_pack("[s]", id);
-    sd_status st = todo ? SD_OK : nomem(im);
-    while (!st && json_array_size(todo)) {
-        size_t last = json_array_size(todo) - 1;
-        char *cur = sd_strdup(json_string_value(json_array_get(todo, last)));
-        json_array_remove(todo, last);
+    json_t *pending = json_pack("[s]", id);
+    sd_status st = pending ? SD_OK : nomem(im);
+    while (!st && json_array_size(pending)) {
+        size_t last = json_array_size(pending) - 1;
+        char *cur = sd_strdup(json_string_value(json_array_get(pending, last)));
+        json_array_remove(pending, last);
         if (!cur) {
             st = nomem(im);
             break;
@@ -336,13 +336,13 @@ static sd_status mark_needed(importer *im, json_t *needed, const char *id)
                 char buf[32];
                 const char *src = is_link(v) ? link_source(v, buf, sizeof buf) : NULL;
                 if (!st && src && json_object_get(im->root, src) && !json_object_get(needed, src) &&
-                    json_array_append_new(todo, json_string(src)))
+                    json_array_append_new(pending, json_string(src)))
                     st = nomem(im);
             }
         }
         free(cur);
     }
-    json_decref(todo);
+    json_decref(pending);
     return st;
 }
 

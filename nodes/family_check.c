@@ -178,13 +178,20 @@ void sd_check_controlnet_apply_advanced(sd_node_check *c)
     check_controlnet_conditionings(c, (const char *const[]){"positive", "negative"}, 2);
 }
 
-void sd_check_vae_decode(sd_node_check *c)
+/* True (reported) when the "vae" input comes from a checkpoint without VAE tensors. */
+static bool vae_missing(sd_node_check *c)
 {
     const char *vae_tag = sd_check_tag(c, "vae");
-    if (vae_tag && !strcmp(vae_tag, "none")) {
-        sd_check_problem(c, "vae", "the checkpoint has no VAE (no first_stage_model.* tensors); load one with VAELoader");
+    if (!vae_tag || strcmp(vae_tag, "none"))
+        return false;
+    sd_check_problem(c, "vae", "the checkpoint has no VAE (no first_stage_model.* tensors); load one with VAELoader");
+    return true;
+}
+
+void sd_check_vae_decode(sd_node_check *c)
+{
+    if (vae_missing(c))
         return;
-    }
     int lc, vc;
     sd_family lf, vf;
     char a[96], b[96];
@@ -195,11 +202,8 @@ void sd_check_vae_decode(sd_node_check *c)
 
 void sd_check_vae_encode(sd_node_check *c)
 {
-    const char *vae_tag = sd_check_tag(c, "vae");
-    if (vae_tag && !strcmp(vae_tag, "none")) {
-        sd_check_problem(c, "vae", "the checkpoint has no VAE (no first_stage_model.* tensors); load one with VAELoader");
+    if (vae_missing(c))
         return;
-    }
     int vc;
     sd_family vf;
     if (latent_tag(c, "vae", &vc, &vf))

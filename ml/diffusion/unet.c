@@ -230,6 +230,23 @@ static sd_status attention(sd_unet *u, const char *base, const sd_dtensor *x, co
     return s;
 }
 
+/* *x += attn<k>(norm<k>(*x)) attending to context, or to itself when context is NULL. */
+static sd_status attend_residual(sd_unet *u, const char *base, int k, sd_dtensor **x, const sd_dtensor *context,
+                                 int heads)
+{
+    char name[112]; /* (attention appends ".to_out.0" into its own 128) */
+    sd_dtensor *h = NULL, *y = NULL;
+    snprintf(name, sizeof name, "%s.norm%d", base, k);
+    sd_status s = layer_norm(u, name, *x, &h);
+    snprintf(name, sizeof name, "%s.attn%d", base, k);
+    if (!s)
+        s = attention(u, name, h, context ? context : h, heads, &y);
+    if (!s)
+        s = add_into(u, x, y);
+    sd_dtensor_free(h);
+    return s;
+}
+
 /* BasicTransformerBlock on *x [B, HW, C] in place: self-attention, cross-attention on context,
  * GEGLU feed-forward, each pre-LayerNorm with a residual. */
 static sd_status transformer_block(sd_unet *u, const char *base, sd_dtensor **x, const sd_dtensor *context)
@@ -237,23 +254,9 @@ static sd_status transformer_block(sd_unet *u, const char *base, sd_dtensor **x,
     int heads = sd_unet_config_heads(&u->config, (int)(*x)->shape[2]);
     char name[128];
     sd_dtensor *h = NULL, *y = NULL;
-    snprintf(name, sizeof name, "%s.norm1", base);
-    sd_status s = layer_norm(u, name, *x, &h);
-    snprintf(name, sizeof name, "%s.attn1", base);
+    sd_status s = attend_residual(u, base, 1, x, NULL, heads);
     if (!s)
-        s = attention(u, name, h, h, heads, &y);
-    if (!s)
-        s = add_into(u, x, y);
-    sd_dtensor_free(h), h = NULL;
-    snprintf(name, sizeof name, "%s.norm2", base);
-    if (!s)
-        s = layer_norm(u, name, *x, &h);
-    snprintf(name, sizeof name, "%s.attn2", base);
-    if (!s)
-        s = attention(u, name, h, context, heads, &y);
-    if (!s)
-        s = add_into(u, x, y);
-    sd_dtensor_free(h), h = NULL;
+        s = attend_residual(u, base, 2, x, context, heads);
     snprintf(name, sizeof name, "%s.norm3", base);
     if (!s)
         s = layer_norm(u, name, *x, &h);
