@@ -122,8 +122,12 @@ def main():
                              num_attention_heads=1, max_position_embeddings=77, hidden_act="quick_gelu",
                              eos_token_id=49407)
         clip = CLIPTextModel(cfg).eval()
-        sd = {k: v.float() for k, v in load_file(clip_l).items() if k.startswith("text_model.")}
-        clip.load_state_dict(sd, strict=False)
+        sd = {k[len("text_model."):]: v.float() for k, v in load_file(clip_l).items()
+              if k.startswith("text_model.") and not k.endswith("position_ids")}
+        if not any(k.startswith("text_model.") for k in clip.state_dict()):
+            clip.load_state_dict(sd)  # transformers 5: no text_model. prefix
+        else:
+            clip.text_model.load_state_dict(sd, strict=False)
         window = [49406, 320, 1125, 539, 320, 2368, 49407]
         window += [49407] * (77 - len(window))
         with torch.no_grad():
