@@ -135,6 +135,26 @@ static bool resolve(const char *type, const sd_text_file *const *files, int n,
     return *family != SD_FAMILY_UNKNOWN && assign(*family, type, files, n, inputs, file_of, part_of, msg, size);
 }
 
+sd_status sd_node_clip_of_file(sd_context *ctx, const char *path, sd_family family, sd_dtype dtype, sd_value **out)
+{
+    *out = NULL;
+    sd_loaded *l;
+    sd_status st = sd_model_store_open(ctx, path, SD_MODEL_FILE_TEXT_ENCODERS, dtype, &l);
+    if (st)
+        return st;
+    const sd_text_file *files[1] = {sd_loaded_text_file(l)};
+    static const char *const inputs[1] = {"the checkpoint"};
+    int file_of[SD_FAMILY_MAX_TEXT_ENCODERS] = {0}, part_of[SD_FAMILY_MAX_TEXT_ENCODERS] = {0};
+    sd_loaded *slots[SD_FAMILY_MAX_TEXT_ENCODERS] = {l, l, l};
+    char msg[512];
+    if (!assign(family, sd_family_name(family), files, 1, inputs, file_of, part_of, msg, sizeof msg))
+        st = sd_set_error(ctx, SD_ERR_INVALID, "%s: %s", path, msg);
+    else if (!(*out = sd_node_clip_files_value(family, slots, part_of, sd_family_get(family)->text_encoders[0].layer)))
+        st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+    sd_loaded_unref(l);
+    return st;
+}
+
 static const char *const single_input[1] = {"clip_name"};
 
 static const char *const *input_names(int n)

@@ -38,6 +38,12 @@ sd_value *sd_node_model_value_lora(sd_type type, sd_loaded *l, int clip_layer, s
  * when memory runs out. */
 sd_value *sd_node_clip_files_value(sd_family family, sd_loaded *const *files, const int *parts, int clip_layer);
 
+/* A CLIP value for `family` from the text encoders of the file at path (an all-in-one FLUX
+ * checkpoint's text_encoders.*), opened as SD_MODEL_FILE_TEXT_ENCODERS: slot k takes the first
+ * unused encoder of its kind. SD_ERR_INVALID naming the file when one is missing, the store's
+ * errors (message on ctx). In nodes/clip_loader.c. */
+sd_status sd_node_clip_of_file(sd_context *ctx, const char *path, sd_family family, sd_dtype dtype, sd_value **out);
+
 /* The family a CLIP handle's text encoders serve, and how many it has. */
 sd_family sd_node_clip_family(const sd_model_handle *h);
 int sd_node_clip_count(const sd_model_handle *h);

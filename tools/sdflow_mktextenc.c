@@ -9,7 +9,8 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: sdflow_mktextenc [--seed N] [--dtype f32|f16] clip-l|clip-h|clip-g|t5 OUTPUT.safetensors\n"
+    fprintf(f, "usage: sdflow_mktextenc [--seed N] [--dtype f32|f16] clip-l|clip-h|clip-g|t5|flux-te OUTPUT.safetensors\n"
+               "       (flux-te: CLIP-L and T5 under the names of ComfyUI's all-in-one FLUX files)\n"
                "       sdflow_mktextenc t5-gguf T5.safetensors OUTPUT.gguf\n"
                "       sdflow_mktextenc split-sdxl SDXL.safetensors CLIP_L.safetensors CLIP_G.safetensors\n");
 }
@@ -49,7 +50,8 @@ int main(int argc, char **argv)
         if (strcmp(args[0], kinds[k].name) == 0)
             kind = k;
     bool gguf = n == 3 && strcmp(args[0], "t5-gguf") == 0, split = n == 4 && strcmp(args[0], "split-sdxl") == 0;
-    if (kind < 0 && !gguf && !split) {
+    bool flux = n == 2 && strcmp(args[0], "flux-te") == 0;
+    if (kind < 0 && !gguf && !split && !flux) {
         usage(stderr);
         return 2;
     }
@@ -60,6 +62,7 @@ int main(int argc, char **argv)
     }
     sd_status st = gguf    ? sd_text_write_t5_gguf(ctx, args[1], args[2])
                    : split ? sd_text_write_sdxl_split(ctx, args[1], args[2], args[3])
+                   : flux  ? sd_text_write_flux_encoders(ctx, args[1], dtype, seed)
                            : sd_text_write_random(ctx, args[1], kinds[kind].kind, dtype, seed);
     if (st)
         fprintf(stderr, "sdflow_mktextenc: %s\n", sd_context_errmsg(ctx));

@@ -73,21 +73,50 @@ static sd_status clip_file_name(void *user, const char *name, char *out, size_t 
     return SD_OK;
 }
 
+/* ComfyUI's all-in-one names: the CLIP-L tensors under text_encoders.clip_l.transformer., T5's
+ * (encoder.block.*, encoder.final_layer_norm, shared) under text_encoders.t5xxl.transformer. */
+static sd_status all_in_one_name(void *user, const char *name, char *out, size_t size)
+{
+    (void)user;
+    bool t5 = strncmp(name, "encoder.block.", 14) == 0 || strcmp(name, "encoder.final_layer_norm.weight") == 0 ||
+              strcmp(name, "shared.weight") == 0;
+    char clip[160];
+    clip_file_name(NULL, name, clip, sizeof clip);
+    snprintf(out, size, "text_encoders.%s.transformer.%s", t5 ? "t5xxl" : "clip_l", t5 ? name : clip);
+    return SD_OK;
+}
+
+/* Appends the tiny layout of kind to *layout. */
+static sd_status tiny_layout(sd_context *ctx, sd_text_encoder_kind kind, sd_layout *layout)
+{
+    if (kind == SD_TEXT_T5XXL)
+        return t5_layout(ctx, layout);
+    sd_clip_config c = {.width = 64, .intermediate = 128, .vocab = 49408, .positions = 77, .has_position_ids = true};
+    c.layers = kind == SD_TEXT_CLIP_L ? 2 : kind == SD_TEXT_OPENCLIP_H ? 24 : 32;
+    c.projection = kind == SD_TEXT_CLIP_L ? 64 : kind == SD_TEXT_OPENCLIP_G ? 48 : 0;
+    return sd_layout_clip(ctx, &c, "", layout);
+}
+
 sd_status sd_text_write_random(sd_context *ctx, const char *path, sd_text_encoder_kind kind, sd_st_dtype dtype,
                                uint64_t seed)
 {
     sd_layout layout = {0};
-    sd_status s;
-    if (kind == SD_TEXT_T5XXL) {
-        if (!(s = t5_layout(ctx, &layout)))
-            s = sd_layout_write_random(ctx, path, &layout, dtype, seed, NULL, NULL);
-    } else {
-        sd_clip_config c = {.width = 64, .intermediate = 128, .vocab = 49408, .positions = 77, .has_position_ids = true};
-        c.layers = kind == SD_TEXT_CLIP_L ? 2 : kind == SD_TEXT_OPENCLIP_H ? 24 : 32;
-        c.projection = kind == SD_TEXT_CLIP_L ? 64 : kind == SD_TEXT_OPENCLIP_G ? 48 : 0;
-        if (!(s = sd_layout_clip(ctx, &c, "", &layout)))
-            s = sd_layout_write_random(ctx, path, &layout, dtype, seed, clip_file_name, NULL);
-    }
+    sd_status s = tiny_layout(ctx, kind, &layout);
+    if (!s)
+        s = sd_layout_write_random(ctx, path, &layout, dtype, seed, kind == SD_TEXT_T5XXL ? NULL : clip_file_name,
+                                   NULL);
+    sd_layout_free(&layout);
+    return s;
+}
+
+sd_status sd_text_write_flux_encoders(sd_context *ctx, const char *path, sd_st_dtype dtype, uint64_t seed)
+{
+    sd_layout layout = {0};
+    sd_status s = tiny_layout(ctx, SD_TEXT_CLIP_L, &layout);
+    if (!s)
+        s = tiny_layout(ctx, SD_TEXT_T5XXL, &layout);
+    if (!s)
+        s = sd_layout_write_random(ctx, path, &layout, dtype, seed, all_in_one_name, NULL);
     sd_layout_free(&layout);
     return s;
 }

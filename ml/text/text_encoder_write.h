@@ -18,6 +18,10 @@
  *   T5: vocabulary 32128, d_model 32, 2 blocks, 4 heads of 8, d_ff 48, 32 buckets. */
 sd_status sd_text_write_random(sd_context *ctx, const char *path, sd_text_encoder_kind kind, sd_st_dtype dtype,
                                uint64_t seed);
+/* The tiny CLIP-L and T5 (the same values as sd_text_write_random's with this seed) in one file
+ * under the names of ComfyUI's all-in-one FLUX checkpoints (text_encoders.clip_l.transformer.*,
+ * text_encoders.t5xxl.transformer.*). */
+sd_status sd_text_write_flux_encoders(sd_context *ctx, const char *path, sd_st_dtype dtype, uint64_t seed);
 /* in: a T5 file in transformers' layout (no prefix). */
 sd_status sd_text_write_t5_gguf(sd_context *ctx, const char *in, const char *out);
 /* ckpt: an SDXL base checkpoint with its text encoders; F32 output (the values exactly). */

@@ -7,7 +7,8 @@
  *   [1, 256, 32] (T5) and pooled.0 [1, 64] (CLIP-L, unprojected) against transformers goldens
  *   (tests/reference/make_flux_text_goldens.py), with the guidance attribute; prompt weighting; a
  *   prompt past 256 tokens; CLIPTextEncode and CLIPTextEncodeSDXL on the same CLIP; a Q8_0 T5
- *   GGUF through DualCLIPLoaderGGUF;
+ *   GGUF through DualCLIPLoaderGGUF; both encoders from one file under the names of ComfyUI's
+ *   all-in-one FLUX checkpoints;
  * - the T5 encoding is cached (a second run reads it from the cache) and released with the
  *   text encoders (sd_model_store_release);
  * - CLIPLoader stable_diffusion on CLIP-L (SD1.x); bad input named before running: a T5 file as
@@ -211,6 +212,22 @@ static void test_flux_conditioning(void)
     cond_free(&c);
 }
 
+/* ComfyUI's all-in-one FLUX names (text_encoders.clip_l/t5xxl.transformer.*): both encoders found
+ * in one file (what CheckpointLoaderSimple reads from such a checkpoint), the same values as the
+ * separate files. */
+static void test_flux_all_in_one(void)
+{
+    cond a = run_cond(DUAL("d", "DualCLIPLoader", "flux_te.safetensors", "flux_te.safetensors", "flux")
+                          ENCODE("p", "d", "a photo of a cat"),
+                      "p");
+    cond b = run_cond(DUAL("d", "DualCLIPLoader", "clip_l9.safetensors", "t5xxl9.safetensors", "flux")
+                          ENCODE("p", "d", "a photo of a cat"),
+                      "p");
+    expect_same(&a, &b, "all-in-one names");
+    cond_free(&a);
+    cond_free(&b);
+}
+
 /* The encoding is cached as CLIP's is; the text encoders (T5 too) are released with the others. */
 static void test_flux_cache_and_release(void)
 {
@@ -293,7 +310,8 @@ static char *write_models(void)
          !sd_lora_write_random(ctx, lora, &cfg, 4, 3, SD_LORA_KOHYA);
     static const struct { const char *name; sd_text_encoder_kind kind; uint64_t seed; } files[] = {
         {"clip_l.safetensors", SD_TEXT_CLIP_L, 5}, {"t5xxl.safetensors", SD_TEXT_T5XXL, 6},
-        {"clip_g.safetensors", SD_TEXT_OPENCLIP_G, 7}, {"clip_h.safetensors", SD_TEXT_OPENCLIP_H, 8}};
+        {"clip_g.safetensors", SD_TEXT_OPENCLIP_G, 7}, {"clip_h.safetensors", SD_TEXT_OPENCLIP_H, 8},
+        {"clip_l9.safetensors", SD_TEXT_CLIP_L, 9}, {"t5xxl9.safetensors", SD_TEXT_T5XXL, 9}};
     for (size_t i = 0; ok && i < sizeof files / sizeof *files; i++) {
         char *p = test_path(te, files[i].name);
         ok = !sd_text_write_random(ctx, p, files[i].kind, SD_ST_F16, files[i].seed);
@@ -301,15 +319,15 @@ static char *write_models(void)
     }
     char *t5 = test_path(te, "t5xxl.safetensors"), *gguf = test_path(te, "t5xxl-Q8_0.gguf");
     char *l = test_path(te, "sdxl_l.safetensors"), *g = test_path(te, "sdxl_g.safetensors");
-    char *wrong = test_path(te, "not_te.safetensors");
+    char *wrong = test_path(te, "not_te.safetensors"), *aio = test_path(te, "flux_te.safetensors");
     ok = ok && !sd_text_write_t5_gguf(ctx, t5, gguf) && !sd_text_write_sdxl_split(ctx, sdxl, l, g) &&
-         link(sdxl, wrong) == 0;
+         link(sdxl, wrong) == 0 && !sd_text_write_flux_encoders(ctx, aio, SD_ST_F16, 9);
     if (!ok) {
         fprintf(stderr, "setup: %s\n", ctx ? sd_context_errmsg(ctx) : "no context");
         free(dir);
         dir = NULL;
     }
-    free(t5), free(gguf), free(l), free(g), free(wrong), free(sdxl), free(lora), free(ck), free(te), free(lo);
+    free(t5), free(gguf), free(l), free(g), free(wrong), free(aio), free(sdxl), free(lora), free(ck), free(te), free(lo);
     sd_context_free(ctx);
     return dir;
 }
@@ -320,6 +338,7 @@ int main(void)
         return 1;
     RUN(test_sdxl_split_identical);
     RUN(test_flux_conditioning);
+    RUN(test_flux_all_in_one);
     RUN(test_flux_cache_and_release);
     RUN(test_clip_loader);
     RUN(test_bad_inputs);
