@@ -162,6 +162,15 @@ static const char *const *input_names(int n)
     return n == 1 ? single_input : file_inputs;
 }
 
+/* The layer a CLIP of family starts at: the family's, but the last of an OpenCLIP-H file of 23
+ * layers (diffusers' SD2 text encoders stop there; ComfyUI runs 23 of its 24 either way). */
+static int start_layer(sd_family family, const sd_text_file *f, int part)
+{
+    const sd_text_file_part *p = sd_text_file_part_at(f, part);
+    int layer = sd_family_get(family)->text_encoders[0].layer;
+    return p->kind == SD_TEXT_OPENCLIP_H && p->clip.layers == 23 && layer == -2 ? -1 : layer;
+}
+
 static sd_status run_loader(sd_node_run *r, int n)
 {
     const char *const *inputs = input_names(n);
@@ -184,7 +193,7 @@ static sd_status run_loader(sd_node_run *r, int n)
         sd_loaded *slots[SD_FAMILY_MAX_TEXT_ENCODERS] = {NULL};
         for (int k = 0; k < sd_family_get(family)->n_text_encoders; k++)
             slots[k] = l[file_of[k]];
-        sd_value *v = sd_node_clip_files_value(family, slots, part_of, sd_family_get(family)->text_encoders[0].layer);
+        sd_value *v = sd_node_clip_files_value(family, slots, part_of, start_layer(family, files[file_of[0]], part_of[0]));
         if (v)
             sd_run_set_output(r, 0, v);
         else
