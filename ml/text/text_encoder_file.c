@@ -128,13 +128,12 @@ static sd_status inspect_clip(sd_context *ctx, const sd_safetensors *st, const c
     p->kind = sd_safetensors_find(st, "encoder.layers.30.mlp.fc1.weight")   ? SD_TEXT_OPENCLIP_G
               : sd_safetensors_find(st, "encoder.layers.22.mlp.fc1.weight") ? SD_TEXT_OPENCLIP_H
                                                                             : SD_TEXT_CLIP_L;
-    if (p->kind == SD_TEXT_OPENCLIP_G) {
-        const sd_st_tensor *proj = find2(st, "text_projection.weight", 2);
-        if (!proj)
-            return sd_set_error(ctx, SD_ERR_INVALID,
-                                "%s: OpenCLIP-bigG text model without a 2-D text_projection.weight", path);
+    const sd_st_tensor *proj = find2(st, "text_projection.weight", 2);
+    if (p->kind == SD_TEXT_OPENCLIP_G && !proj)
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: OpenCLIP-bigG text model without a 2-D text_projection.weight",
+                            path);
+    if (p->kind != SD_TEXT_CLIP_L && proj)
         c->projection = (int)proj->shape[0];
-    }
     if (c->width % 64)
         return sd_set_error(ctx, SD_ERR_INVALID, "%s: CLIP text model width %d is not a multiple of 64 (the head size)",
                             path, c->width);

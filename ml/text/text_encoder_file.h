@@ -7,9 +7,8 @@
  *     beside text_model.*) or under text_encoders.clip_l/clip_g.transformer.text_model. (ComfyUI's
  *     all-in-one FLUX and SD3 files). Its kind comes from its depth, as ComfyUI's: a layer 30
  *     makes it OpenCLIP-bigG (32 layers; text_projection.weight required), a layer 22
- *     OpenCLIP-H (24 layers), else CLIP-L. CLIP-L's and OpenCLIP-H's text_projection is ignored
- *     (their pooled output is unprojected: FLUX's pooled vector, as ComfyUI's
- *     return_projected_pooled=False).
+ *     OpenCLIP-H (24 layers), else CLIP-L. CLIP-L's text_projection is ignored (its pooled output
+ *     is unprojected: FLUX's pooled vector, as ComfyUI's return_projected_pooled=False).
  *   - a T5 v1.1 encoder (ml/text/t5.h) in transformers' T5EncoderModel layout (t5xxl_fp16,
  *     encoder.block.N.*, shared.weight) or under text_encoders.t5xxl.transformer.; in a GGUF file
  *     with llama.cpp's names (token_embd, enc.blk.N.attn_q, ...: t5-v1_1-xxl-encoder-Q8_0.gguf),

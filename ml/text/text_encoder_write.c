@@ -367,8 +367,9 @@ static const char *const open_clip_map[][2] = {
     {"ln_1.", "layer_norm1."}, {"ln_2.", "layer_norm2."}, {"attn.out_proj.", "self_attn.out_proj."},
     {"mlp.c_fc.", "mlp.fc1."}, {"mlp.c_proj.", "mlp.fc2."}};
 
-/* The OpenCLIP tensor t (name without prefix: rest) into f under transformers' names. */
-static sd_status add_open_clip(split_file *f, const sd_st_tensor *t, const char *rest)
+/* The OpenCLIP tensor t (name without prefix: rest) into f under transformers' names; layers at
+ * or past max_layers are left out. */
+static sd_status add_open_clip(split_file *f, const sd_st_tensor *t, const char *rest, int max_layers)
 {
     char name[160];
     int layer, used = 0;
@@ -382,8 +383,8 @@ static sd_status add_open_clip(split_file *f, const sd_st_tensor *t, const char 
         snprintf(name, sizeof name, "text_model.final_layer_norm.%s", rest + 9);
         return split_add(f, name, t, 0, 0, false);
     }
-    if (sscanf(rest, "transformer.resblocks.%d.%n", &layer, &used) != 1 || !used)
-        return SD_OK; /* not part of the text model */
+    if (sscanf(rest, "transformer.resblocks.%d.%n", &layer, &used) != 1 || !used || layer >= max_layers)
+        return SD_OK; /* not part of the text model, or past the depth kept */
     const char *tail = rest + used;
     if (strncmp(tail, "attn.in_proj_", 13) == 0) {
         static const char *const qkv[3] = {"q_proj", "k_proj", "v_proj"};
@@ -405,34 +406,53 @@ static sd_status add_open_clip(split_file *f, const sd_st_tensor *t, const char 
     return SD_OK;
 }
 
-sd_status sd_text_write_sdxl_split(sd_context *ctx, const char *ckpt, const char *out_l, const char *out_g)
+/* The text encoder of st under prefix (open_clip's layout or transformers') as a file in
+ * transformers' layout at out, its first max_layers layers (open_clip only). */
+static sd_status write_split(sd_context *ctx, const sd_safetensors *st, const char *prefix, bool open_clip,
+                             int max_layers, const char *out)
 {
-    const sd_family_desc *fam = sd_family_get(SD_FAMILY_SDXL);
-    const char *pl = fam->text_encoders[0].prefix, *pg = fam->text_encoders[1].prefix;
-    sd_safetensors *st = NULL;
-    sd_status s = sd_safetensors_open(ctx, ckpt, &st);
-    if (s)
-        return s;
-    split_file l = {.st = st, .ctx = ctx}, g = {.st = st, .ctx = ctx};
+    split_file f = {.st = st, .ctx = ctx};
+    size_t plen = strlen(prefix);
+    sd_status s = SD_OK;
     for (size_t i = 0; !s && i < sd_safetensors_count(st); i++) {
         const sd_st_tensor *t = sd_safetensors_at(st, i);
         char name[160];
-        if (strncmp(t->name, pl, strlen(pl)) == 0) {
-            snprintf(name, sizeof name, "text_model.%s", t->name + strlen(pl));
-            if (strcmp(t->name + strlen(pl), "embeddings.position_ids") != 0)
-                s = split_add(&l, name, t, 0, 0, false);
-        } else if (strncmp(t->name, pg, strlen(pg)) == 0) {
-            s = add_open_clip(&g, t, t->name + strlen(pg));
+        if (strncmp(t->name, prefix, plen) != 0)
+            continue;
+        if (open_clip) {
+            s = add_open_clip(&f, t, t->name + plen, max_layers);
+        } else if (strcmp(t->name + plen, "embeddings.position_ids") != 0) {
+            snprintf(name, sizeof name, "text_model.%s", t->name + plen);
+            s = split_add(&f, name, t, 0, 0, false);
         }
     }
-    if (!s && (!l.n || !g.n))
-        s = sd_set_error(ctx, SD_ERR_INVALID, "%s: no SDXL text encoders (%s*, %s*)", ckpt, pl, pg);
+    if (!s && !f.n)
+        s = sd_set_error(ctx, SD_ERR_INVALID, "%s: no text encoder tensors (%s*)", sd_safetensors_path(st), prefix);
     if (!s)
-        s = split_write(&l, out_l);
+        s = split_write(&f, out);
+    free(f.e);
+    return s;
+}
+
+sd_status sd_text_write_sdxl_split(sd_context *ctx, const char *ckpt, const char *out_l, const char *out_g)
+{
+    const sd_family_desc *fam = sd_family_get(SD_FAMILY_SDXL);
+    sd_safetensors *st = NULL;
+    sd_status s = sd_safetensors_open(ctx, ckpt, &st);
     if (!s)
-        s = split_write(&g, out_g);
-    free(l.e);
-    free(g.e);
+        s = write_split(ctx, st, fam->text_encoders[0].prefix, false, 0, out_l);
+    if (!s)
+        s = write_split(ctx, st, fam->text_encoders[1].prefix, true, INT32_MAX, out_g);
+    sd_safetensors_close(st);
+    return s;
+}
+
+sd_status sd_text_write_sd2_split(sd_context *ctx, const char *ckpt, int layers, const char *out)
+{
+    sd_safetensors *st = NULL;
+    sd_status s = sd_safetensors_open(ctx, ckpt, &st);
+    if (!s)
+        s = write_split(ctx, st, sd_family_get(SD_FAMILY_SD2)->text_encoders[0].prefix, true, layers, out);
     sd_safetensors_close(st);
     return s;
 }

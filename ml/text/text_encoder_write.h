@@ -26,5 +26,8 @@ sd_status sd_text_write_flux_encoders(sd_context *ctx, const char *path, sd_st_d
 sd_status sd_text_write_t5_gguf(sd_context *ctx, const char *in, const char *out);
 /* ckpt: an SDXL base checkpoint with its text encoders; F32 output (the values exactly). */
 sd_status sd_text_write_sdxl_split(sd_context *ctx, const char *ckpt, const char *out_l, const char *out_g);
+/* ckpt: an SD2.x checkpoint; its OpenCLIP-H's first `layers` layers (diffusers' SD2 text_encoder
+ * keeps 23 of 24), F32. */
+sd_status sd_text_write_sd2_split(sd_context *ctx, const char *ckpt, int layers, const char *out);
 
 #endif

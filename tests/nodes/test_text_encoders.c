@@ -11,7 +11,9 @@
  *   all-in-one FLUX checkpoints;
  * - the T5 encoding is cached (a second run reads it from the cache) and released with the
  *   text encoders (sd_model_store_release);
- * - CLIPLoader stable_diffusion on CLIP-L (SD1.x); bad input named before running: a T5 file as
+ * - CLIPLoader stable_diffusion on CLIP-L (SD1.x), and on an SD2 checkpoint's OpenCLIP-H split out
+ *   with all 24 layers or with diffusers' 23: the checkpoint CLIP's conditioning bit for bit; bad
+ *   input named before running: a T5 file as
  *   CLIP-L, an SD2 (OpenCLIP-H) file as clip_g, a clip_g where clip_l belongs, a DualCLIPLoader
  *   type the files do not fit, an unsupported type, an SDXL CLIP in CLIPTextEncodeFlux. */
 #include "test.h"
@@ -195,6 +197,9 @@ static void test_flux_conditioning(void)
     c = run_cond(FLUX_DUAL ENCODE_FLUX("p", "d", "a photo of a cat", "a (photo:1.3) of a ((cat))"), "p");
     expect_golden(c.c, "flux_cond_weighted.f32", 256 * 32, 1e-4);
     cond_free(&c);
+    c = run_cond(FLUX_DUAL ENCODE_FLUX("p", "d", "x", "a photo,&#10;of  a cat! 3.5 km/h"), "p");
+    expect_golden(c.c, "flux_cond_spaces.f32", 256 * 32, 1e-4);
+    cond_free(&c);
     char body[4096];
     char long_prompt[1024] = "";
     for (int i = 0; i < 100; i++)
@@ -263,6 +268,18 @@ static void test_clip_loader(void)
     cond c = run_cond(SINGLE("c", "clip_l.safetensors", "stable_diffusion") ENCODE("p", "c", "a cat"), "p");
     CHECK(c.shape[1] == 77 && c.shape[2] == 64 && c.pshape[1] == 64);
     cond_free(&c);
+    /* an SD2 checkpoint's OpenCLIP-H as a file of all 24 layers: the checkpoint CLIP's conditioning;
+     * as diffusers keeps it (23 layers): the same tokens (the penultimate layer, normed; its pooled
+     * vector, which SD2 does not use, comes from the 23rd) */
+    cond ck = run_cond(CKPT("ck", "sd2.safetensors") ENCODE("p", "ck", "a (cat:1.1)"), "p");
+    cond h24 = run_cond(SINGLE("c", "sd2_h24.safetensors", "stable_diffusion") ENCODE("p", "c", "a (cat:1.1)"), "p");
+    cond h23 = run_cond(SINGLE("c", "sd2_h23.safetensors", "stable_diffusion") ENCODE("p", "c", "a (cat:1.1)"), "p");
+    expect_same(&ck, &h24, "OpenCLIP-H file of 24 layers");
+    CHECK(ck.c && h23.c && memcmp(ck.shape, h23.shape, sizeof ck.shape) == 0 &&
+          memcmp(ck.c, h23.c, numel3(ck.shape) * sizeof(float)) == 0);
+    cond_free(&ck);
+    cond_free(&h24);
+    cond_free(&h23);
 }
 
 static void expect_problem(const char *body, const char *msg)
@@ -320,6 +337,17 @@ static char *write_models(void)
     char *t5 = test_path(te, "t5xxl.safetensors"), *gguf = test_path(te, "t5xxl-Q8_0.gguf");
     char *l = test_path(te, "sdxl_l.safetensors"), *g = test_path(te, "sdxl_g.safetensors");
     char *wrong = test_path(te, "not_te.safetensors"), *aio = test_path(te, "flux_te.safetensors");
+    char *sd2 = test_path(ck, "sd2.safetensors"), *h24 = test_path(te, "sd2_h24.safetensors"),
+         *h23 = test_path(te, "sd2_h23.safetensors");
+    sd_checkpoint_config c2;
+    ok = ok && sd_checkpoint_preset("sd2-tiny", &c2);
+    c2.clip = (sd_clip_config){.open_clip = true, .width = 64, .layers = 24, .intermediate = 128, .vocab = 49408,
+                               .positions = 77, .projection = 64};
+    c2.unet.context_dim = 64;
+    c2.has_vae = false;
+    sd_checkpoint_apply_family_rules(&c2);
+    ok = ok && !sd_sd1_write_random(ctx, sd2, &c2, SD_ST_F32, 13) && !sd_text_write_sd2_split(ctx, sd2, 24, h24) &&
+         !sd_text_write_sd2_split(ctx, sd2, 23, h23);
     ok = ok && !sd_text_write_t5_gguf(ctx, t5, gguf) && !sd_text_write_sdxl_split(ctx, sdxl, l, g) &&
          link(sdxl, wrong) == 0 && !sd_text_write_flux_encoders(ctx, aio, SD_ST_F16, 9);
     if (!ok) {
@@ -327,7 +355,7 @@ static char *write_models(void)
         free(dir);
         dir = NULL;
     }
-    free(t5), free(gguf), free(l), free(g), free(wrong), free(aio), free(sdxl), free(lora), free(ck), free(te), free(lo);
+    free(t5), free(gguf), free(l), free(g), free(wrong), free(aio), free(sd2), free(h24), free(h23), free(sdxl), free(lora), free(ck), free(te), free(lo);
     sd_context_free(ctx);
     return dir;
 }

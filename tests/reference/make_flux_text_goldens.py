@@ -18,6 +18,7 @@ and ComfyUI's FLUX text encoding (comfy/text_encoders/flux.py, comfy/sd1_clip.py
 
 Writes tests/data/goldens/flux_pooled.f32 [64], flux_cond_plain.f32 [256, 32],
 flux_cond_weighted.f32 [256, 32], flux_cond_long.f32 [401, 32] (the long prompt: "a red cat" x 100),
+flux_cond_spaces.f32 [256, 32] (SPACES below: words split at spaces and newlines, empty ones dropped),
 flux_cond_gguf.f32 [256, 32] (the plain prompt with the GGUF's weights: Q8_0 dequantised by the gguf
 package and rounded to f16 as sdflow stores matrices; the embedding table stays f32), little-endian.
 
@@ -42,6 +43,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..", "..")
 OUT = os.path.join(ROOT, "tests", "data", "goldens")
 LONG = " ".join(["a red cat"] * 100)
+SPACES = "a photo,\nof  a cat! 3.5 km/h"  # a newline, two spaces, punctuation, digits
 # "a (photo:1.3) of a ((cat))" as ComfyUI's weighting splits it
 WEIGHTED = [("a ", 1.0), ("photo", 1.3), (" of a ", 1.0), ("cat", 1.1 * 1.1)]
 LLAMA = [("enc.", "encoder."), (".blk.", ".block."), ("token_embd", "shared"), ("output_norm", "final_layer_norm"),
@@ -135,7 +137,8 @@ def main():
         pooled.numpy().astype("<f4").tofile(os.path.join(OUT, "flux_pooled.f32"))
         tok = t5_tokenizer(tmp)
         model = t5_model(load_file(t5))
-        for name, segs in (("plain", [("a photo of a cat", 1.0)]), ("weighted", WEIGHTED), ("long", [(LONG, 1.0)])):
+        for name, segs in (("plain", [("a photo of a cat", 1.0)]), ("weighted", WEIGHTED), ("long", [(LONG, 1.0)]),
+                           ("spaces", [(SPACES, 1.0)])):
             ids, weights = t5_tokens(tok, segs)
             z = t5_encode(model, ids, weights)
             print(name, z.shape, float(np.abs(z).max()))
