@@ -43,6 +43,50 @@ static const char *mime_of(const char *name)
     return "application/octet-stream";
 }
 
+static unsigned char *read_rgba(png_image *img, const void *data, size_t len, long long max_pixels);
+static char *read_file_bounded(const char *path, long long max, size_t *len);
+
+/* /view's channel=rgb (the image without alpha) and channel=a (black with the image's alpha,
+ * opaque when it has none), as PNGs like ComfyUI's. */
+static void send_channel(sd_server *srv, struct mg_connection *conn, const char *file, bool alpha)
+{
+    size_t len = 0;
+    png_alloc_size_t size = 0;
+    char *data = read_file_bounded(file, 1LL << 30, &len);
+    png_image img;
+    unsigned char *px = data ? read_rgba(&img, data, len, srv->cfg.max_upload_pixels) : NULL, *png = NULL;
+    if (px) {
+        size_t n = (size_t)img.width * img.height;
+        if (alpha) {
+            for (size_t i = 0; i < n; i++)
+                px[i * 4] = px[i * 4 + 1] = px[i * 4 + 2] = 0;
+        } else {
+            for (size_t i = 0; i < n; i++)
+                memmove(px + i * 3, px + i * 4, 3);
+            img.format = PNG_FORMAT_RGB;
+        }
+        if (!png_image_write_to_memory(&img, NULL, &size, 0, px, 0, NULL) || !(png = malloc(size)) ||
+            !png_image_write_to_memory(&img, png, &size, 0, px, 0, NULL)) {
+            free(png);
+            png = NULL;
+        }
+    }
+    if (!png) {
+        sd_http_error(conn, 415, "unsupported_media_type", "channel needs a readable PNG");
+    } else {
+        char clen[32];
+        snprintf(clen, sizeof clen, "%zu", (size_t)size);
+        mg_response_header_start(conn, 200);
+        mg_response_header_add(conn, "Content-Type", "image/png", -1);
+        mg_response_header_add(conn, "Content-Length", clen, -1);
+        mg_response_header_send(conn);
+        mg_write(conn, png, size);
+    }
+    free(png);
+    free(px);
+    free(data);
+}
+
 void sd_route_view(sd_server *srv, struct mg_connection *conn, const char *method, const char *path)
 {
     char name[SD_MP_FILENAME_MAX], sub[SD_MP_FILENAME_MAX] = "", type[16] = "output";
@@ -68,7 +112,12 @@ void sd_route_view(sd_server *srv, struct mg_connection *conn, const char *metho
         sd_http_error(conn, 404, "not_found", "no such file");
         return;
     }
-    mg_send_mime_file(conn, file, mime_of(name));
+    char channel[8] = "rgba";
+    sd_http_query(conn, "channel", channel, sizeof channel);
+    if ((!strcmp(channel, "rgb") || !strcmp(channel, "a")) && !strcmp(mime_of(name), "image/png"))
+        send_channel(srv, conn, file, channel[0] == 'a');
+    else
+        mg_send_mime_file(conn, file, mime_of(name)); /* preview=webp|jpeg: no encoder, the PNG as stored */
 }
 
 /* ---- Uploads. ---- */

@@ -92,7 +92,9 @@ static int handle_request(struct mg_connection *conn, void *user)
                                               "Host is not the loopback this server listens on)");
         return 1;
     }
-    const char *path = ri->local_uri ? ri->local_uri : "/";
+    /* Not local_uri: civetweb resolves "." and ".." there, which would turn a refused name into
+     * another file's (userdata); the names are checked by the routes instead. */
+    const char *path = ri->local_uri_raw ? ri->local_uri_raw : ri->local_uri ? ri->local_uri : "/";
     bool api = !strncmp(path, "/api/", 5);
     if (api)
         path += 4;

@@ -145,7 +145,10 @@ static void check_seen(json_t *seen)
     CHECK_EQ_INT(json_array_size(json_object_get(seen, "images")), 1);
     CHECK_STR_EQ(json_string_value(json_object_get(seen, "view")), "200 image/png");
     const char *job = json_string_value(json_array_get(json_object_get(seen, "jobs"), 0));
-    CHECK_MSG(job && !strncmp(job, "completed:ComfyUI_", 18), "jobs: %s", job ? job : "(none)");
+    const char *image = json_string_value(json_object_get(json_array_get(json_object_get(seen, "images"), 0), "filename"));
+    char want[300];
+    snprintf(want, sizeof want, "completed:%s", image ? image : "?");
+    CHECK_MSG(job && !strcmp(job, want), "jobs: %s", job ? job : "(none)");
     CHECK(has_string(json_object_get(seen, "saved"), "e2e.json"));
 }
 

@@ -49,7 +49,16 @@
     api.addEventListener('execution_success', () => resolve('success'));
     api.addEventListener('execution_error', (e) => resolve('error: ' + e.detail.exception_message));
   });
-  await window.app.queuePrompt(0, 1);
+  try {
+    const p = await window.app.graphToPrompt();
+    out.prompt = Object.values(p.output).map((n) => n.class_type).sort();
+    out.queued = await window.app.queuePrompt(0, 1);
+    if (!out.queued) { // say why: the server's node_errors
+      try { await api.queuePrompt(0, p); } catch (e) { out.error = String(e); }
+    }
+  } catch (e) {
+    return JSON.stringify({ ...out, error: 'queue: ' + e });
+  }
   out.result = await Promise.race([done, sleep(120000).then(() => 'timeout')]);
   if (out.images && out.images.length) {
     const im = out.images[0];
