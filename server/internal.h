@@ -114,6 +114,10 @@ void sd_executor_stop(sd_server *srv);
 
 bool sd_dispatch_start(sd_server *srv);
 void sd_dispatch_stop(sd_server *srv);
+/* /interrupt for the workers: the prompt's (when open) or whatever they run (prompt_id NULL). */
+void sd_dispatch_interrupt(sd_server *srv, const char *prompt_id);
+/* /free for the workers: each drops its context before its next job. */
+void sd_dispatch_free_models(sd_server *srv);
 
 /* ---- The server. ---- */
 

@@ -16,8 +16,31 @@ typedef struct worker {
     sd_context *ctx;
     pthread_mutex_t lock;
     char job_id[64];   /* the stream entry being run, "" when idle */
+    char prompt_id[40]; /* its prompt */
+    long long interrupt_epoch; /* SD_REDIS_INTERRUPT_EPOCH when the job started */
+    long long free_epoch;      /* SD_REDIS_FREE_EPOCH when ctx was made */
     bool quit;         /* the heartbeat thread ends */
 } worker;
+
+/* The integer value of key (0 when unset). */
+static long long get_counter(redisContext *c, const char *key)
+{
+    redisReply *r = redisCommand(c, "GET %s", key);
+    long long v = r && r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : 0;
+    freeReplyObject(r);
+    return v;
+}
+
+/* True when /interrupt asked for the running prompt: its own key, or a newer epoch. */
+static bool interrupt_asked(redisContext *c, const char *prompt_id, long long epoch)
+{
+    redisReply *r = redisCommand(c, "MGET " SD_REDIS_INTERRUPT_EPOCH " " SD_REDIS_INTERRUPT "%s", prompt_id);
+    bool asked = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                 ((r->element[0]->type == REDIS_REPLY_STRING && strtoll(r->element[0]->str, NULL, 10) > epoch) ||
+                  r->element[1]->type == REDIS_REPLY_STRING);
+    freeReplyObject(r);
+    return asked;
+}
 
 static void event(worker *w, const sd_queue_item *it, const char *type, const char *data, size_t len)
 {
@@ -60,27 +83,38 @@ static bool sink_stopping(void *user)
 }
 
 /* Keeps the running job claimed (XCLAIM with min-idle 0 resets its idle time), so no other
- * worker takes it over, and turns a stop request into an interrupt of the run. */
+ * worker takes it over, and turns a stop request or an /interrupt (polled every tick) into an
+ * interrupt of the run. */
 static void *heartbeat_main(void *arg)
 {
     worker *w = arg;
     char err[256];
     redisContext *c = sd_redis_connect(w->cfg->queue_url, err, sizeof err);
-    int period_ms = w->cfg->claim_idle_ms / 4 > 100 ? w->cfg->claim_idle_ms / 4 : 100;
-    for (;;) {
+    enum { TICK_MS = 100 };
+    int period_ms = w->cfg->claim_idle_ms / 4 > TICK_MS ? w->cfg->claim_idle_ms / 4 : TICK_MS;
+    for (int since_claim = period_ms;; since_claim += TICK_MS) {
         pthread_mutex_lock(&w->lock);
         bool quit = w->quit;
-        char id[64];
+        char id[64], pid[40];
         snprintf(id, sizeof id, "%s", w->job_id);
-        if (*w->stop && id[0] && w->ctx)
-            sd_context_interrupt(w->ctx);
+        snprintf(pid, sizeof pid, "%s", w->prompt_id);
+        long long epoch = w->interrupt_epoch;
+        bool stop = *w->stop != 0;
         pthread_mutex_unlock(&w->lock);
         if (quit)
             break;
-        if (c && id[0])
+        if (id[0] && (stop || (c && interrupt_asked(c, pid, epoch)))) {
+            pthread_mutex_lock(&w->lock);
+            if (w->ctx && !strcmp(w->job_id, id))
+                sd_context_interrupt(w->ctx);
+            pthread_mutex_unlock(&w->lock);
+        }
+        if (c && id[0] && since_claim >= period_ms) {
             freeReplyObject(redisCommand(c, "XCLAIM " SD_REDIS_JOBS " " SD_REDIS_GROUP " %s 0 %s JUSTID",
                                          w->cfg->name, id));
-        struct timespec ts = {.tv_sec = period_ms / 1000, .tv_nsec = (long)(period_ms % 1000) * 1000000L};
+            since_claim = 0;
+        }
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = TICK_MS * 1000000L};
         nanosleep(&ts, NULL);
     }
     redisFree(c);
@@ -123,6 +157,27 @@ static bool job_item(const redisReply *e, sd_queue_item *it)
     return ok;
 }
 
+/* Makes a new context (the old one, with its loaded models, is dropped): /free. */
+static bool renew_context(worker *w, long long free_epoch)
+{
+    sd_context *ctx = NULL;
+    sd_status st = sd_context_new(&ctx);
+    if (!st && w->cfg->configure && (st = w->cfg->configure(ctx, w->cfg->configure_user)))
+        fprintf(stderr, "sdflow worker: %s\n", sd_context_errmsg(ctx));
+    if (st) {
+        sd_context_free(ctx);
+        return false;
+    }
+    pthread_mutex_lock(&w->lock);
+    sd_context *old = w->ctx;
+    w->ctx = ctx;
+    w->free_epoch = free_epoch;
+    pthread_mutex_unlock(&w->lock);
+    sd_context_free(old);
+    fprintf(stderr, "sdflow worker: %s dropped its loaded models (/free)\n", w->cfg->name);
+    return true;
+}
+
 /* Runs one job entry, sends its history, acknowledges it (unless stopping: it is left to
  * another worker). */
 static void run_job(worker *w, const redisReply *e)
@@ -134,18 +189,27 @@ static void run_job(worker *w, const redisReply *e)
         freeReplyObject(redisCommand(w->c, "XACK " SD_REDIS_JOBS " " SD_REDIS_GROUP " %s", id));
         return;
     }
+    long long free_epoch = get_counter(w->c, SD_REDIS_FREE_EPOCH);
+    if (free_epoch != w->free_epoch && !renew_context(w, free_epoch)) {
+        sd_queue_item_clear(&it); /* not acknowledged: another worker runs it */
+        return;
+    }
+    long long epoch = get_counter(w->c, SD_REDIS_INTERRUPT_EPOCH);
     pthread_mutex_lock(&w->lock);
     snprintf(w->job_id, sizeof w->job_id, "%s", id);
+    snprintf(w->prompt_id, sizeof w->prompt_id, "%s", it.prompt_id);
+    w->interrupt_epoch = epoch;
     pthread_mutex_unlock(&w->lock);
     sink_state s = {.w = w, .item = &it};
     sd_run_sink sink = {.message = sink_message, .preview = sink_preview, .stopping = sink_stopping, .user = &s};
     char *history = sd_run_prompt(w->ctx, &it, &sink);
     pthread_mutex_lock(&w->lock);
-    w->job_id[0] = '\0';
+    w->job_id[0] = w->prompt_id[0] = '\0';
     pthread_mutex_unlock(&w->lock);
     if (history) {
         event(w, &it, "done", history, strlen(history));
         freeReplyObject(redisCommand(w->c, "XACK " SD_REDIS_JOBS " " SD_REDIS_GROUP " %s", id));
+        freeReplyObject(redisCommand(w->c, "DEL " SD_REDIS_INTERRUPT "%s", it.prompt_id));
     }
     free(history);
     sd_queue_item_clear(&it);
@@ -191,6 +255,7 @@ sd_status sd_worker_run(const sd_worker_config *cfg, volatile sig_atomic_t *stop
     }
     freeReplyObject(r);
     fprintf(stderr, "sdflow worker: %s taking jobs from %s\n", cfg->name, cfg->queue_url);
+    w.free_epoch = get_counter(w.c, SD_REDIS_FREE_EPOCH);
     sd_status st = sd_context_new(&w.ctx);
     if (!st && cfg->configure && (st = cfg->configure(w.ctx, cfg->configure_user)))
         snprintf(err, err_size, "%s", sd_context_errmsg(w.ctx));

@@ -1,0 +1,63 @@
+#!/bin/bash
+# /interrupt and /free reach `sdflow worker` processes through Redis: a long prompt run by a
+# worker is interrupted by POST /interrupt (history: execution_interrupted, the job
+# acknowledged), one named by {prompt_id} likewise, and POST /free makes the worker drop its
+# context before its next job. Skipped without redis-server or curl.
+. "$(dirname "$0")/lib.bash"
+. "$(dirname "$0")/serve_lib.bash"
+for tool in redis-server redis-cli curl; do
+    command -v "$tool" >/dev/null || { echo "serve_redis_control.sh: skipped (no $tool)"; exit 0; }
+done
+mkdir -p "$T/models/checkpoints" "$T/in" "$T/out"
+"$MK" --preset tiny "$T/models/checkpoints/tiny.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
+pids=()
+trap 'for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$T"' EXIT
+SOCK=$T/redis.sock
+redis-server --port 0 --unixsocket "$SOCK" --dir "$T" --save '' --appendonly no >"$T/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 300); do redis-cli -s "$SOCK" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+dirs=(--models-dir "$T/models" --input-dir "$T/in" --output-dir "$T/out" --no-cache)
+"$BIN" serve --port 0 --queue "unix:$SOCK" --queue-db "$T/queue.db" "${dirs[@]}" >"$T/serve.out" 2>"$T/serve.err" &
+pids+=($!)
+"$BIN" worker --queue "unix:$SOCK" --name w1 "${dirs[@]}" 2>"$T/w1.err" &
+pids+=($!)
+PORT=$(serve_port "$T/serve.out") || { fail "server did not start: $(cat "$T/serve.err")"; finish serve_redis_control.sh; }
+URL=http://127.0.0.1:$PORT
+
+# queue_long SEED: queues a prompt of 10000 steps (it runs until interrupted); prints its id.
+queue_long() {
+    serve_prompt "$1" 10000 long | serve_api -d @- "$URL/prompt" | grep -o '"prompt_id":"[^"]*"' | cut -d'"' -f4
+}
+# interrupted ID BODY: waits until the worker runs ID (its job is pending in Redis), posts BODY
+# to /interrupt, and waits for ID's history entry with execution_interrupted.
+interrupted() {
+    local ok=0
+    for _ in $(seq 600); do
+        redis-cli -s "$SOCK" XPENDING sdflow:jobs sdflow | grep -qx w1 && { ok=1; break; }
+        sleep 0.1
+    done
+    [ "$ok" = 1 ] || { fail "the worker did not take prompt $1"; return; }
+    sleep 0.5
+    serve_api -d "$2" "$URL/interrupt" >/dev/null
+    for _ in $(seq 600); do
+        serve_api "$URL/history/$1" | grep -q '"execution_interrupted"' && return
+        sleep 0.1
+    done
+    fail "prompt $1 was not interrupted by /interrupt $2: $(serve_api "$URL/history/$1" | head -c 300)"
+}
+id=$(queue_long 1)
+interrupted "$id" '{}'
+id=$(queue_long 2)
+interrupted "$id" "{\"prompt_id\": \"$id\"}"
+pending=$(redis-cli -s "$SOCK" XPENDING sdflow:jobs sdflow | head -n 1)
+[ "$pending" = 0 ] || fail "$pending interrupted jobs left unacknowledged"
+
+serve_api -d '{"unload_models": true}' "$URL/free" >/dev/null
+id=$(serve_prompt 3 2 short | serve_api -d @- "$URL/prompt" | grep -o '"prompt_id":"[^"]*"' | cut -d'"' -f4)
+for _ in $(seq 600); do
+    serve_api "$URL/history/$id" | grep -q '"status_str":"success"' && break
+    sleep 0.1
+done
+serve_api "$URL/history/$id" | grep -q '"status_str":"success"' || fail "the prompt after /free did not run"
+grep -q "w1 dropped its loaded models (/free)" "$T/w1.err" || fail "the worker did not drop its models: $(cat "$T/w1.err")"
+finish serve_redis_control.sh
