@@ -5,7 +5,7 @@
 serve_port() {
     local port=
     for _ in $(seq 600); do
-        port=$(sed -n 's/^sdflow serve: listening on http:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$1")
+        port=$(sed -n 's/^sdflow serve: listening on http:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$1" 2>/dev/null)
         if [ -n "$port" ]; then echo "$port"; return 0; fi
         sleep 0.2
     done
