@@ -2,6 +2,7 @@
  * sending their messages and history to the serving process through sdflow:events. See
  * server/redis.h for the protocol. */
 #include "server/internal.h"
+#include "server/parse.h"
 #include "server/redis.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,9 +58,57 @@ typedef struct sink_state {
     const sd_queue_item *item;
 } sink_state;
 
+/* Lists the files of an `executed` message under SD_REDIS_FILES<prompt_id>. */
+static void record_files(worker *w, const sd_queue_item *it, const json_t *data)
+{
+    const char *kind;
+    json_t *list, *ref;
+    size_t i;
+    json_object_foreach(json_object_get(data, "output"), kind, list)
+    {
+        json_array_foreach(list, i, ref)
+        {
+            char *text = json_dumps(ref, JSON_COMPACT);
+            if (text)
+                freeReplyObject(redisCommand(w->c, "RPUSH " SD_REDIS_FILES "%s %s", it->prompt_id, text));
+            free(text);
+        }
+    }
+}
+
+/* Removes the files an earlier attempt of this job wrote (listed by record_files). */
+static void remove_earlier_files(worker *w, const sd_queue_item *it)
+{
+    redisReply *r = redisCommand(w->c, "LRANGE " SD_REDIS_FILES "%s 0 -1", it->prompt_id);
+    size_t removed = 0;
+    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        json_t *ref = json_loads(r->element[i]->str ? r->element[i]->str : "", 0, NULL);
+        const char *name = json_string_value(json_object_get(ref, "filename"));
+        const char *sub = json_string_value(json_object_get(ref, "subfolder"));
+        const char *type = json_string_value(json_object_get(ref, "type"));
+        const char *dir = !type ? NULL
+                          : !strcmp(type, "output") ? sd_context_dir(w->ctx, SD_DIR_OUTPUT)
+                          : !strcmp(type, "temp") ? sd_context_dir(w->ctx, SD_DIR_TEMP)
+                                                  : NULL;
+        char path[4096];
+        if (dir && name && sub && sd_relpath_ok(name, false) && sd_relpath_ok(sub, true) &&
+            (size_t)snprintf(path, sizeof path, "%s/%s%s%s", dir, sub, *sub ? "/" : "", name) < sizeof path &&
+            unlink(path) == 0)
+            removed++;
+        json_decref(ref);
+    }
+    freeReplyObject(r);
+    freeReplyObject(redisCommand(w->c, "DEL " SD_REDIS_FILES "%s", it->prompt_id));
+    if (removed)
+        fprintf(stderr, "sdflow worker: removed %zu file(s) of an earlier attempt of prompt %s\n", removed,
+                it->prompt_id);
+}
+
 static void sink_message(void *user, const char *type, json_t *data, const char *sid)
 {
     sink_state *s = user;
+    if (!strcmp(type, "executed"))
+        record_files(s->w, s->item, data);
     char *text = data ? json_dumps(data, JSON_COMPACT) : NULL;
     json_decref(data);
     if (text)
@@ -189,6 +238,16 @@ static void run_job(worker *w, const redisReply *e)
         freeReplyObject(redisCommand(w->c, "XACK " SD_REDIS_JOBS " " SD_REDIS_GROUP " %s", id));
         return;
     }
+    redisReply *done = redisCommand(w->c, "EXISTS " SD_REDIS_DONE "%s", it.prompt_id);
+    bool ran = done && done->type == REDIS_REPLY_INTEGER && done->integer == 1;
+    freeReplyObject(done);
+    if (ran) { /* its worker died after sending the history, before acknowledging */
+        fprintf(stderr, "sdflow worker: prompt %s already ran; acknowledged\n", it.prompt_id);
+        freeReplyObject(redisCommand(w->c, "XACK " SD_REDIS_JOBS " " SD_REDIS_GROUP " %s", id));
+        sd_queue_item_clear(&it);
+        return;
+    }
+    remove_earlier_files(w, &it);
     long long free_epoch = get_counter(w->c, SD_REDIS_FREE_EPOCH);
     if (free_epoch != w->free_epoch && !renew_context(w, free_epoch)) {
         sd_queue_item_clear(&it); /* not acknowledged: another worker runs it */
@@ -207,9 +266,19 @@ static void run_job(worker *w, const redisReply *e)
     w->job_id[0] = w->prompt_id[0] = '\0';
     pthread_mutex_unlock(&w->lock);
     if (history) {
+        /* The history and the done mark in one transaction: a retry then either runs the job
+         * (neither was stored) or only acknowledges it (both were). */
+        freeReplyObject(redisCommand(w->c, "MULTI"));
         event(w, &it, "done", history, strlen(history));
-        freeReplyObject(redisCommand(w->c, "XACK " SD_REDIS_JOBS " " SD_REDIS_GROUP " %s", id));
-        freeReplyObject(redisCommand(w->c, "DEL " SD_REDIS_INTERRUPT "%s", it.prompt_id));
+        freeReplyObject(redisCommand(w->c, "SET " SD_REDIS_DONE "%s 1 EX 604800", it.prompt_id));
+        redisReply *r = redisCommand(w->c, "EXEC");
+        bool stored = r && r->type == REDIS_REPLY_ARRAY;
+        freeReplyObject(r);
+        if (stored) {
+            freeReplyObject(redisCommand(w->c, "XACK " SD_REDIS_JOBS " " SD_REDIS_GROUP " %s", id));
+            freeReplyObject(redisCommand(w->c, "DEL " SD_REDIS_FILES "%s " SD_REDIS_INTERRUPT "%s", it.prompt_id,
+                                         it.prompt_id));
+        }
     }
     free(history);
     sd_queue_item_clear(&it);
