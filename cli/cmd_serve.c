@@ -31,6 +31,10 @@ static void usage(FILE *out)
             "  --threads N          HTTP threads; each WebSocket client holds one (default 64)\n"
             "  --queue URL          hand prompts to `sdflow worker` processes through Redis Streams:\n"
             "                       redis://HOST[:PORT] or unix:PATH (docs/server.md)\n"
+            "  --front-end DIR      also serve ComfyUI's web front end from DIR (the static/ folder\n"
+            "                       of the comfyui-frontend-package wheel; docs/server.md)\n"
+            "  --user-dir DIR       settings and saved workflows of the front end (default\n"
+            "                       $SDFLOW_USER_DIR, else user/ beside the queue database)\n"
             "%s"
             "  -h, --help           show this help\n"
             "\n"
@@ -64,6 +68,30 @@ static char *default_db(void)
     return path;
 }
 
+/* The front end's user directory: $SDFLOW_USER_DIR, else user/ beside the queue database
+ * (malloc'd). */
+static char *default_user_dir(const char *db)
+{
+    const char *env = getenv("SDFLOW_USER_DIR");
+    if (env && *env)
+        return strdup(env);
+    const char *slash = strrchr(db, '/');
+    size_t n = slash ? (size_t)(slash - db) + 1 : 0;
+    char *dir = malloc(n + 5);
+    if (dir)
+        snprintf(dir, n + 5, "%.*suser", (int)n, db);
+    return dir;
+}
+
+/* True when dir is a directory holding index.html (a built front end). */
+static bool front_end_ok(const char *dir)
+{
+    char index[4096];
+    struct stat st;
+    return (size_t)snprintf(index, sizeof index, "%s/index.html", dir) < sizeof index && stat(index, &st) == 0 &&
+           S_ISREG(st.st_mode);
+}
+
 static bool parse_int(const char *text, long long lo, long long hi, long long *out)
 {
     char *end;
@@ -89,7 +117,7 @@ int cmd_serve(int argc, char **argv)
     cfg.token = getenv("SDFLOW_SERVER_TOKEN");
     if (cfg.token && !*cfg.token)
         cfg.token = NULL;
-    char *db = NULL;
+    char *db = NULL, *user_dir = NULL;
     int rc = EXIT_OK;
     for (int i = 1; i < argc; i++) {
         const char *v;
@@ -152,6 +180,19 @@ int cmd_serve(int argc, char **argv)
                 goto done;
             }
             cfg.queue_url = v;
+        } else if ((r = cli_opt_value("serve", argc, argv, &i, "--front-end", &v)) != 0) {
+            if (r < 0)
+                goto usage;
+            if (!front_end_ok(v)) {
+                rc = cli_usage_error("serve", "--front-end '%s' is not a directory with an index.html", v);
+                goto done;
+            }
+            cfg.front_end = v;
+        } else if ((r = cli_opt_value("serve", argc, argv, &i, "--user-dir", &v)) != 0) {
+            if (r < 0)
+                goto usage;
+            free(user_dir);
+            user_dir = strdup(v);
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
             goto done;
@@ -172,6 +213,11 @@ int cmd_serve(int argc, char **argv)
         goto done;
     }
     cfg.db_path = db;
+    if (!user_dir && !(user_dir = default_user_dir(db))) {
+        rc = cli_fail(NULL, SD_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    cfg.user_dir = user_dir;
     if (!is_loopback(cfg.listen) && !cfg.token)
         fprintf(stderr, "sdflow serve: warning: listening on %s without --token: anyone who can reach it "
                         "can run prompts and read outputs\n", cfg.listen);
@@ -202,6 +248,7 @@ usage:
     rc = EXIT_USAGE;
 done:
     free(db);
+    free(user_dir);
     cli_opts_free(&o.common);
     return rc;
 }

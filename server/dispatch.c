@@ -136,6 +136,31 @@ static void *collector_main(void *arg)
     return NULL;
 }
 
+/* Runs one command on a connection of its own (the threads' connections are busy blocking). */
+static void control(sd_server *srv, const char *what, const char *fmt, const char *arg)
+{
+    char err[256];
+    redisContext *c = sd_redis_connect(srv->cfg.queue_url, err, sizeof err);
+    redisReply *r = c ? (arg ? redisCommand(c, fmt, arg) : redisCommand(c, fmt)) : NULL;
+    if (!r || r->type == REDIS_REPLY_ERROR)
+        fprintf(stderr, "sdflow serve: cannot send %s to the workers: %s\n", what, r ? r->str : c ? c->errstr : err);
+    freeReplyObject(r);
+    redisFree(c);
+}
+
+void sd_dispatch_interrupt(sd_server *srv, const char *prompt_id)
+{
+    if (!prompt_id)
+        control(srv, "an interrupt", "INCR " SD_REDIS_INTERRUPT_EPOCH, NULL);
+    else if (sd_store_is_open(srv->store, prompt_id))
+        control(srv, "an interrupt", "SET " SD_REDIS_INTERRUPT "%s 1 EX 86400", prompt_id);
+}
+
+void sd_dispatch_free_models(sd_server *srv)
+{
+    control(srv, "/free", "INCR " SD_REDIS_FREE_EPOCH, NULL);
+}
+
 bool sd_dispatch_start(sd_server *srv)
 {
     srv->thread_started = pthread_create(&srv->thread, NULL, dispatcher_main, srv) == 0;

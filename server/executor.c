@@ -105,6 +105,10 @@ void sd_executor_wake(sd_server *srv)
 
 void sd_executor_interrupt(sd_server *srv, const char *prompt_id)
 {
+    if (srv->cfg.queue_url) {
+        sd_dispatch_interrupt(srv, prompt_id);
+        return;
+    }
     pthread_mutex_lock(&srv->lock);
     if (srv->exec_ctx && srv->running_id[0] && (!prompt_id || !strcmp(prompt_id, srv->running_id)))
         sd_context_interrupt(srv->exec_ctx);
@@ -113,6 +117,10 @@ void sd_executor_interrupt(sd_server *srv, const char *prompt_id)
 
 void sd_executor_free_models(sd_server *srv)
 {
+    if (srv->cfg.queue_url) {
+        sd_dispatch_free_models(srv);
+        return;
+    }
     pthread_mutex_lock(&srv->lock);
     srv->free_models = true;
     pthread_cond_signal(&srv->wake);

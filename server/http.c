@@ -37,7 +37,7 @@ void sd_uuid4(char *buf, bool dashes)
 
 void sd_http_json(struct mg_connection *conn, int status, json_t *body)
 {
-    char *text = json_dumps(body ? body : json_object(), JSON_COMPACT);
+    char *text = json_dumps(body ? body : json_object(), JSON_COMPACT | JSON_ENCODE_ANY);
     if (body)
         json_decref(body);
     const char *t = text ? text : "{}";

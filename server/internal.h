@@ -114,6 +114,10 @@ void sd_executor_stop(sd_server *srv);
 
 bool sd_dispatch_start(sd_server *srv);
 void sd_dispatch_stop(sd_server *srv);
+/* /interrupt for the workers: the prompt's (when open) or whatever they run (prompt_id NULL). */
+void sd_dispatch_interrupt(sd_server *srv, const char *prompt_id);
+/* /free for the workers: each drops its context before its next job. */
+void sd_dispatch_free_models(sd_server *srv);
 
 /* ---- The server. ---- */
 
@@ -159,6 +163,19 @@ json_t *sd_http_json_body(struct mg_connection *conn, long long max);
 /* A query parameter (URL-decoded) into buf; false when absent or too long. */
 bool sd_http_query(const struct mg_connection *conn, const char *name, char *buf, size_t size);
 
+/* ---- File helpers (fs.c). ---- */
+
+/* True when realpath(path) lies inside realpath(dir) (both must exist). */
+bool sd_path_inside(const char *dir, const char *path);
+/* mkdir -p dir/sub (sub already passed sd_relpath_ok) into out; false when a component cannot
+ * be made or the result leaves dir through a symlink. */
+bool sd_make_subdir(const char *dir, const char *sub, char *out, size_t size);
+/* Writes data to a new temporary file in dir, fsync'd; its path in tmp. */
+bool sd_write_temp(const char *dir, const unsigned char *data, size_t len, char *tmp, size_t size);
+/* Replaces path with data through a temporary file in its directory and rename(2), so a reader
+ * sees the old file or the new one, never half of it. */
+bool sd_write_atomic(const char *path, const unsigned char *data, size_t len);
+
 /* ---- Routes (routes_*.c): each handles one request; path has no "/api" prefix. ---- */
 
 typedef void (*sd_route_fn)(sd_server *srv, struct mg_connection *conn, const char *method,
@@ -174,6 +191,17 @@ void sd_route_models(sd_server *, struct mg_connection *, const char *, const ch
 void sd_route_embeddings(sd_server *, struct mg_connection *, const char *, const char *);
 void sd_route_object_info(sd_server *, struct mg_connection *, const char *, const char *);
 void sd_route_system_stats(sd_server *, struct mg_connection *, const char *, const char *);
+/* The front end's routes: user files (routes_user.c), jobs and flags (routes_front.c). */
+void sd_route_users(sd_server *, struct mg_connection *, const char *, const char *);
+void sd_route_settings(sd_server *, struct mg_connection *, const char *, const char *);
+void sd_route_userdata_list(sd_server *, struct mg_connection *, const char *, const char *);
+void sd_route_userdata(sd_server *, struct mg_connection *, const char *, const char *);
+void sd_route_jobs(sd_server *, struct mg_connection *, const char *, const char *);
+void sd_route_features(sd_server *, struct mg_connection *, const char *, const char *);
+void sd_route_empty_object(sd_server *, struct mg_connection *, const char *, const char *);
+/* Sends the --front-end file that path (a GET outside the API) names; false when there is no
+ * front end or no such file inside its directory. */
+bool sd_front_end_file(sd_server *srv, struct mg_connection *conn, const char *path);
 
 /* Lists the files under the models folder `folder` of every model directory of ctx, relative
  * to it, sorted and without duplicates (what ComfyUI's folder_paths.get_filename_list gives). */

@@ -16,6 +16,18 @@
 #define SD_REDIS_JOBS "sdflow:jobs"
 #define SD_REDIS_EVENTS "sdflow:events"
 #define SD_REDIS_GROUP "sdflow"
+/* /interrupt and /free reach the workers through keys they poll: SET sdflow:interrupt:<id>
+ * (one prompt), INCR sdflow:interrupt-epoch (whatever runs now), INCR sdflow:free-epoch (drop
+ * the loaded models before the next job). */
+#define SD_REDIS_INTERRUPT "sdflow:interrupt:"
+#define SD_REDIS_INTERRUPT_EPOCH "sdflow:interrupt-epoch"
+#define SD_REDIS_FREE_EPOCH "sdflow:free-epoch"
+/* A job runs to its history once: the worker sends the history and sets sdflow:done:<id> in one
+ * transaction, and a later delivery of a job so marked is only acknowledged. While it runs, the
+ * files it writes are listed in sdflow:files:<id>; a retry (the earlier attempt died before its
+ * history was sent, so nothing refers to them) removes them first. */
+#define SD_REDIS_DONE "sdflow:done:"
+#define SD_REDIS_FILES "sdflow:files:"
 
 /* Connects to "redis://HOST[:PORT]" (default port 6379) or "unix:PATH". NULL with a message in
  * err when the URL is malformed or the server cannot be reached. */

@@ -27,20 +27,6 @@ static const char *type_dir(sd_server *srv, const char *type)
     return NULL;
 }
 
-/* True when realpath(path) lies inside realpath(dir). */
-static bool inside(const char *dir, const char *path)
-{
-    char *d = realpath(dir, NULL), *p = realpath(path, NULL);
-    bool ok = false;
-    if (d && p) {
-        size_t n = strlen(d);
-        ok = !strncmp(p, d, n) && (p[n] == '/' || (n == 1 && d[0] == '/'));
-    }
-    free(d);
-    free(p);
-    return ok;
-}
-
 static const char *mime_of(const char *name)
 {
     const char *dot = strrchr(name, '.');
@@ -55,6 +41,50 @@ static const char *mime_of(const char *name)
     if (!strcasecmp(dot, ".json"))
         return "application/json";
     return "application/octet-stream";
+}
+
+static unsigned char *read_rgba(png_image *img, const void *data, size_t len, long long max_pixels);
+static char *read_file_bounded(const char *path, long long max, size_t *len);
+
+/* /view's channel=rgb (the image without alpha) and channel=a (black with the image's alpha,
+ * opaque when it has none), as PNGs like ComfyUI's. */
+static void send_channel(sd_server *srv, struct mg_connection *conn, const char *file, bool alpha)
+{
+    size_t len = 0;
+    png_alloc_size_t size = 0;
+    char *data = read_file_bounded(file, 1LL << 30, &len);
+    png_image img;
+    unsigned char *px = data ? read_rgba(&img, data, len, srv->cfg.max_upload_pixels) : NULL, *png = NULL;
+    if (px) {
+        size_t n = (size_t)img.width * img.height;
+        if (alpha) {
+            for (size_t i = 0; i < n; i++)
+                px[i * 4] = px[i * 4 + 1] = px[i * 4 + 2] = 0;
+        } else {
+            for (size_t i = 0; i < n; i++)
+                memmove(px + i * 3, px + i * 4, 3);
+            img.format = PNG_FORMAT_RGB;
+        }
+        if (!png_image_write_to_memory(&img, NULL, &size, 0, px, 0, NULL) || !(png = malloc(size)) ||
+            !png_image_write_to_memory(&img, png, &size, 0, px, 0, NULL)) {
+            free(png);
+            png = NULL;
+        }
+    }
+    if (!png) {
+        sd_http_error(conn, 415, "unsupported_media_type", "channel needs a readable PNG");
+    } else {
+        char clen[32];
+        snprintf(clen, sizeof clen, "%zu", (size_t)size);
+        mg_response_header_start(conn, 200);
+        mg_response_header_add(conn, "Content-Type", "image/png", -1);
+        mg_response_header_add(conn, "Content-Length", clen, -1);
+        mg_response_header_send(conn);
+        mg_write(conn, png, size);
+    }
+    free(png);
+    free(px);
+    free(data);
 }
 
 void sd_route_view(sd_server *srv, struct mg_connection *conn, const char *method, const char *path)
@@ -78,32 +108,19 @@ void sd_route_view(sd_server *srv, struct mg_connection *conn, const char *metho
     char file[PATH_MAX];
     struct stat st;
     if ((size_t)snprintf(file, sizeof file, "%s/%s%s%s", dir, sub, sub[0] ? "/" : "", name) >= sizeof file ||
-        stat(file, &st) != 0 || !S_ISREG(st.st_mode) || !inside(dir, file)) {
+        stat(file, &st) != 0 || !S_ISREG(st.st_mode) || !sd_path_inside(dir, file)) {
         sd_http_error(conn, 404, "not_found", "no such file");
         return;
     }
-    mg_send_mime_file(conn, file, mime_of(name));
+    char channel[8] = "rgba";
+    sd_http_query(conn, "channel", channel, sizeof channel);
+    if ((!strcmp(channel, "rgb") || !strcmp(channel, "a")) && !strcmp(mime_of(name), "image/png"))
+        send_channel(srv, conn, file, channel[0] == 'a');
+    else
+        mg_send_mime_file(conn, file, mime_of(name)); /* preview=webp|jpeg: no encoder, the PNG as stored */
 }
 
 /* ---- Uploads. ---- */
-
-/* mkdir -p dir/sub, refusing a subfolder that leaves dir through a symlink. */
-static bool make_subdir(const char *dir, const char *sub, char *out, size_t size)
-{
-    if ((size_t)snprintf(out, size, "%s", dir) >= size)
-        return false;
-    mkdir(out, 0777);
-    for (const char *s = sub; *s;) {
-        size_t n = strcspn(s, "/"), len = strlen(out);
-        if (len + 1 + n >= size)
-            return false;
-        snprintf(out + len, size - len, "/%.*s", (int)n, s);
-        if (mkdir(out, 0777) != 0 && errno != EEXIST)
-            return false;
-        s += n + (s[n] == '/');
-    }
-    return !sub[0] || inside(dir, out);
-}
 
 /* True when path holds exactly data. */
 static bool same_content(const char *path, const unsigned char *data, size_t len)
@@ -122,35 +139,13 @@ static bool same_content(const char *path, const unsigned char *data, size_t len
     return same && off == len;
 }
 
-/* Writes data to a new temporary file in dir; its path in tmp. */
-static bool write_temp(const char *dir, const unsigned char *data, size_t len, char *tmp, size_t size)
-{
-    if ((size_t)snprintf(tmp, size, "%s/.upload-XXXXXX", dir) >= size)
-        return false;
-    int fd = mkstemp(tmp);
-    if (fd < 0)
-        return false;
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w <= 0)
-            break;
-        off += (size_t)w;
-    }
-    bool ok = off == len && fsync(fd) == 0;
-    ok = close(fd) == 0 && ok;
-    if (!ok)
-        unlink(tmp);
-    return ok;
-}
-
 /* Stores the upload under dir as name, or "stem (i).ext" when another file has the name (ComfyUI's
  * rule; an identical file is reused); overwrite replaces. The name used goes into name. */
 static bool store_upload(const char *dir, char *name, size_t size, const unsigned char *data, size_t len,
                          bool overwrite)
 {
     char tmp[PATH_MAX], path[PATH_MAX], stem[SD_MP_FILENAME_MAX];
-    if (!write_temp(dir, data, len, tmp, sizeof tmp))
+    if (!sd_write_temp(dir, data, len, tmp, sizeof tmp))
         return false;
     const char *dot = strrchr(name, '.');
     const char *ext = dot ? dot : "";
@@ -246,7 +241,7 @@ static bool masked_original(sd_server *srv, struct mg_connection *conn, const sd
     if (!name || !dir || !sd_relpath_ok(name, false) || (sub && !sd_relpath_ok(sub, true)) ||
         (size_t)snprintf(file, sizeof file, "%s/%s%s%s", dir, sub ? sub : "", sub && *sub ? "/" : "", name) >= sizeof file) {
         sd_http_error(conn, 400, "bad_request", "original_ref must be {filename, subfolder, type} of an image");
-    } else if (!inside(dir, file)) {
+    } else if (!sd_path_inside(dir, file)) {
         sd_http_error(conn, 404, "not_found", "original image not found");
     } else {
         size_t len;
@@ -316,7 +311,7 @@ void sd_route_upload(sd_server *srv, struct mg_connection *conn, const char *met
         bool mask = !strcmp(path, "/upload/mask");
         if (mask && !masked_original(srv, conn, &mp, image, &masked, &masked_len))
             ; /* replied */
-        else if (!make_subdir(type_dir(srv, t), sub, dir, sizeof dir))
+        else if (!sd_make_subdir(type_dir(srv, t), sub, dir, sizeof dir))
             sd_http_error(conn, 400, "bad_request", "cannot use subfolder '%s'", sub);
         else if (!store_upload(dir, name, sizeof name, mask ? masked : image->data, mask ? masked_len : image->len,
                                overwrite))

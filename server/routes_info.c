@@ -84,10 +84,19 @@ static json_t *node_info(const sd_context *ctx, const sd_node_desc *d)
 {
     json_t *required = json_object(), *optional = json_object();
     json_t *req_order = json_array(), *opt_order = json_array();
+    json_t *prev = NULL;
     for (size_t i = 0; i < d->n_inputs; i++) {
         const sd_input_desc *in = &d->inputs[i];
         bool opt = in->flags & SD_IN_OPTIONAL;
-        json_object_set_new(opt ? optional : required, in->name, input_spec(ctx, in));
+        /* sdflow's control_after_generate input is ComfyUI's front-end widget, asked for by the
+         * option on the seed before it: declaring it too gives the front end two widgets, and
+         * prompts with an input "control_after_generate#1". */
+        if (!strcmp(in->name, "control_after_generate") && json_is_object(json_array_get(prev, 1))) {
+            json_object_set_new(json_array_get(prev, 1), "control_after_generate", json_true());
+            continue;
+        }
+        prev = input_spec(ctx, in);
+        json_object_set_new(opt ? optional : required, in->name, prev);
         json_array_append_new(opt ? opt_order : req_order, json_string(in->name));
     }
     json_t *out = json_array(), *is_list = json_array(), *names = json_array();

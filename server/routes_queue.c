@@ -141,6 +141,7 @@ static void post_prompt(sd_server *srv, struct mg_connection *conn)
     }
     json_t *extra = json_object_get(body, "extra_data");
     extra = json_is_object(extra) ? json_deep_copy(extra) : json_object();
+    json_object_set_new(extra, "create_time", json_integer(sd_now_ms())); /* as ComfyUI; /jobs reads it */
     const char *client_id = json_string_value(json_object_get(body, "client_id"));
     if (client_id && strlen(client_id) < 80)
         json_object_set_new(extra, "client_id", json_string(client_id));

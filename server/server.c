@@ -33,6 +33,17 @@ static const route routes[] = {
     {"/models", "GET", sd_route_models},
     {"/models/", "GET", sd_route_models},
     {"/extensions", "GET", route_empty_list},
+    {"/users", "GET POST", sd_route_users},
+    {"/settings", "GET POST", sd_route_settings},
+    {"/settings/", "GET POST", sd_route_settings},
+    {"/userdata", "GET", sd_route_userdata_list},
+    {"/v2/userdata", "GET", sd_route_userdata_list},
+    {"/userdata/", "GET POST DELETE", sd_route_userdata},
+    {"/jobs", "GET", sd_route_jobs},
+    {"/jobs/", "GET POST", sd_route_jobs},
+    {"/features", "GET", sd_route_features},
+    {"/i18n", "GET", sd_route_empty_object},
+    {"/workflow_templates", "GET", sd_route_empty_object},
 };
 
 int sd_server_gate(sd_server *srv, const struct mg_connection *conn)
@@ -81,8 +92,11 @@ static int handle_request(struct mg_connection *conn, void *user)
                                               "Host is not the loopback this server listens on)");
         return 1;
     }
-    const char *path = ri->local_uri ? ri->local_uri : "/";
-    if (!strncmp(path, "/api/", 5))
+    /* Not local_uri: civetweb resolves "." and ".." there, which would turn a refused name into
+     * another file's (userdata); the names are checked by the routes instead. */
+    const char *path = ri->local_uri_raw ? ri->local_uri_raw : ri->local_uri ? ri->local_uri : "/";
+    bool api = !strncmp(path, "/api/", 5);
+    if (api)
         path += 4;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         const route *r = &routes[i];
@@ -97,6 +111,9 @@ static int handle_request(struct mg_connection *conn, void *user)
         r->fn(srv, conn, ri->request_method, path);
         return 1;
     }
+    bool get = !strcmp(ri->request_method, "GET") || !strcmp(ri->request_method, "HEAD");
+    if (!api && get && sd_front_end_file(srv, conn, path))
+        return 1;
     sd_http_error(conn, 404, "not_found", "no route %s", path);
     return 1;
 }

@@ -18,6 +18,8 @@ typedef struct sd_server_config {
     long long max_upload_pixels;
     int threads;               /* HTTP worker threads (each WebSocket client holds one) */
     const char *queue_url;     /* NULL: run prompts here; else Redis (server/redis.h) */
+    const char *front_end;     /* NULL: API only; else the directory of ComfyUI's web front end */
+    const char *user_dir;      /* settings and userdata (saved workflows): <user_dir>/default/ */
     sd_server_configure_fn configure;
     void *configure_user;
 } sd_server_config;

@@ -2,6 +2,7 @@
  * sending their messages and history to the serving process through sdflow:events. See
  * server/redis.h for the protocol. */
 #include "server/internal.h"
+#include "server/parse.h"
 #include "server/redis.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,8 +17,31 @@ typedef struct worker {
     sd_context *ctx;
     pthread_mutex_t lock;
     char job_id[64];   /* the stream entry being run, "" when idle */
+    char prompt_id[40]; /* its prompt */
+    long long interrupt_epoch; /* SD_REDIS_INTERRUPT_EPOCH when the job started */
+    long long free_epoch;      /* SD_REDIS_FREE_EPOCH when ctx was made */
     bool quit;         /* the heartbeat thread ends */
 } worker;
+
+/* The integer value of key (0 when unset). */
+static long long get_counter(redisContext *c, const char *key)
+{
+    redisReply *r = redisCommand(c, "GET %s", key);
+    long long v = r && r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : 0;
+    freeReplyObject(r);
+    return v;
+}
+
+/* True when /interrupt asked for the running prompt: its own key, or a newer epoch. */
+static bool interrupt_asked(redisContext *c, const char *prompt_id, long long epoch)
+{
+    redisReply *r = redisCommand(c, "MGET " SD_REDIS_INTERRUPT_EPOCH " " SD_REDIS_INTERRUPT "%s", prompt_id);
+    bool asked = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                 ((r->element[0]->type == REDIS_REPLY_STRING && strtoll(r->element[0]->str, NULL, 10) > epoch) ||
+                  r->element[1]->type == REDIS_REPLY_STRING);
+    freeReplyObject(r);
+    return asked;
+}
 
 static void event(worker *w, const sd_queue_item *it, const char *type, const char *data, size_t len)
 {
@@ -34,9 +58,57 @@ typedef struct sink_state {
     const sd_queue_item *item;
 } sink_state;
 
+/* Lists the files of an `executed` message under SD_REDIS_FILES<prompt_id>. */
+static void record_files(worker *w, const sd_queue_item *it, const json_t *data)
+{
+    const char *kind;
+    json_t *list, *ref;
+    size_t i;
+    json_object_foreach(json_object_get(data, "output"), kind, list)
+    {
+        json_array_foreach(list, i, ref)
+        {
+            char *text = json_dumps(ref, JSON_COMPACT);
+            if (text)
+                freeReplyObject(redisCommand(w->c, "RPUSH " SD_REDIS_FILES "%s %s", it->prompt_id, text));
+            free(text);
+        }
+    }
+}
+
+/* Removes the files an earlier attempt of this job wrote (listed by record_files). */
+static void remove_earlier_files(worker *w, const sd_queue_item *it)
+{
+    redisReply *r = redisCommand(w->c, "LRANGE " SD_REDIS_FILES "%s 0 -1", it->prompt_id);
+    size_t removed = 0;
+    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        json_t *ref = json_loads(r->element[i]->str ? r->element[i]->str : "", 0, NULL);
+        const char *name = json_string_value(json_object_get(ref, "filename"));
+        const char *sub = json_string_value(json_object_get(ref, "subfolder"));
+        const char *type = json_string_value(json_object_get(ref, "type"));
+        const char *dir = !type ? NULL
+                          : !strcmp(type, "output") ? sd_context_dir(w->ctx, SD_DIR_OUTPUT)
+                          : !strcmp(type, "temp") ? sd_context_dir(w->ctx, SD_DIR_TEMP)
+                                                  : NULL;
+        char path[4096];
+        if (dir && name && sub && sd_relpath_ok(name, false) && sd_relpath_ok(sub, true) &&
+            (size_t)snprintf(path, sizeof path, "%s/%s%s%s", dir, sub, *sub ? "/" : "", name) < sizeof path &&
+            unlink(path) == 0)
+            removed++;
+        json_decref(ref);
+    }
+    freeReplyObject(r);
+    freeReplyObject(redisCommand(w->c, "DEL " SD_REDIS_FILES "%s", it->prompt_id));
+    if (removed)
+        fprintf(stderr, "sdflow worker: removed %zu file(s) of an earlier attempt of prompt %s\n", removed,
+                it->prompt_id);
+}
+
 static void sink_message(void *user, const char *type, json_t *data, const char *sid)
 {
     sink_state *s = user;
+    if (!strcmp(type, "executed"))
+        record_files(s->w, s->item, data);
     char *text = data ? json_dumps(data, JSON_COMPACT) : NULL;
     json_decref(data);
     if (text)
@@ -60,27 +132,38 @@ static bool sink_stopping(void *user)
 }
 
 /* Keeps the running job claimed (XCLAIM with min-idle 0 resets its idle time), so no other
- * worker takes it over, and turns a stop request into an interrupt of the run. */
+ * worker takes it over, and turns a stop request or an /interrupt (polled every tick) into an
+ * interrupt of the run. */
 static void *heartbeat_main(void *arg)
 {
     worker *w = arg;
     char err[256];
     redisContext *c = sd_redis_connect(w->cfg->queue_url, err, sizeof err);
-    int period_ms = w->cfg->claim_idle_ms / 4 > 100 ? w->cfg->claim_idle_ms / 4 : 100;
-    for (;;) {
+    enum { TICK_MS = 100 };
+    int period_ms = w->cfg->claim_idle_ms / 4 > TICK_MS ? w->cfg->claim_idle_ms / 4 : TICK_MS;
+    for (int since_claim = period_ms;; since_claim += TICK_MS) {
         pthread_mutex_lock(&w->lock);
         bool quit = w->quit;
-        char id[64];
+        char id[64], pid[40];
         snprintf(id, sizeof id, "%s", w->job_id);
-        if (*w->stop && id[0] && w->ctx)
-            sd_context_interrupt(w->ctx);
+        snprintf(pid, sizeof pid, "%s", w->prompt_id);
+        long long epoch = w->interrupt_epoch;
+        bool stop = *w->stop != 0;
         pthread_mutex_unlock(&w->lock);
         if (quit)
             break;
-        if (c && id[0])
+        if (id[0] && (stop || (c && interrupt_asked(c, pid, epoch)))) {
+            pthread_mutex_lock(&w->lock);
+            if (w->ctx && !strcmp(w->job_id, id))
+                sd_context_interrupt(w->ctx);
+            pthread_mutex_unlock(&w->lock);
+        }
+        if (c && id[0] && since_claim >= period_ms) {
             freeReplyObject(redisCommand(c, "XCLAIM " SD_REDIS_JOBS " " SD_REDIS_GROUP " %s 0 %s JUSTID",
                                          w->cfg->name, id));
-        struct timespec ts = {.tv_sec = period_ms / 1000, .tv_nsec = (long)(period_ms % 1000) * 1000000L};
+            since_claim = 0;
+        }
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = TICK_MS * 1000000L};
         nanosleep(&ts, NULL);
     }
     redisFree(c);
@@ -123,6 +206,27 @@ static bool job_item(const redisReply *e, sd_queue_item *it)
     return ok;
 }
 
+/* Makes a new context (the old one, with its loaded models, is dropped): /free. */
+static bool renew_context(worker *w, long long free_epoch)
+{
+    sd_context *ctx = NULL;
+    sd_status st = sd_context_new(&ctx);
+    if (!st && w->cfg->configure && (st = w->cfg->configure(ctx, w->cfg->configure_user)))
+        fprintf(stderr, "sdflow worker: %s\n", sd_context_errmsg(ctx));
+    if (st) {
+        sd_context_free(ctx);
+        return false;
+    }
+    pthread_mutex_lock(&w->lock);
+    sd_context *old = w->ctx;
+    w->ctx = ctx;
+    w->free_epoch = free_epoch;
+    pthread_mutex_unlock(&w->lock);
+    sd_context_free(old);
+    fprintf(stderr, "sdflow worker: %s dropped its loaded models (/free)\n", w->cfg->name);
+    return true;
+}
+
 /* Runs one job entry, sends its history, acknowledges it (unless stopping: it is left to
  * another worker). */
 static void run_job(worker *w, const redisReply *e)
@@ -134,18 +238,47 @@ static void run_job(worker *w, const redisReply *e)
         freeReplyObject(redisCommand(w->c, "XACK " SD_REDIS_JOBS " " SD_REDIS_GROUP " %s", id));
         return;
     }
+    redisReply *done = redisCommand(w->c, "EXISTS " SD_REDIS_DONE "%s", it.prompt_id);
+    bool ran = done && done->type == REDIS_REPLY_INTEGER && done->integer == 1;
+    freeReplyObject(done);
+    if (ran) { /* its worker died after sending the history, before acknowledging */
+        fprintf(stderr, "sdflow worker: prompt %s already ran; acknowledged\n", it.prompt_id);
+        freeReplyObject(redisCommand(w->c, "XACK " SD_REDIS_JOBS " " SD_REDIS_GROUP " %s", id));
+        sd_queue_item_clear(&it);
+        return;
+    }
+    remove_earlier_files(w, &it);
+    long long free_epoch = get_counter(w->c, SD_REDIS_FREE_EPOCH);
+    if (free_epoch != w->free_epoch && !renew_context(w, free_epoch)) {
+        sd_queue_item_clear(&it); /* not acknowledged: another worker runs it */
+        return;
+    }
+    long long epoch = get_counter(w->c, SD_REDIS_INTERRUPT_EPOCH);
     pthread_mutex_lock(&w->lock);
     snprintf(w->job_id, sizeof w->job_id, "%s", id);
+    snprintf(w->prompt_id, sizeof w->prompt_id, "%s", it.prompt_id);
+    w->interrupt_epoch = epoch;
     pthread_mutex_unlock(&w->lock);
     sink_state s = {.w = w, .item = &it};
     sd_run_sink sink = {.message = sink_message, .preview = sink_preview, .stopping = sink_stopping, .user = &s};
     char *history = sd_run_prompt(w->ctx, &it, &sink);
     pthread_mutex_lock(&w->lock);
-    w->job_id[0] = '\0';
+    w->job_id[0] = w->prompt_id[0] = '\0';
     pthread_mutex_unlock(&w->lock);
     if (history) {
+        /* The history and the done mark in one transaction: a retry then either runs the job
+         * (neither was stored) or only acknowledges it (both were). */
+        freeReplyObject(redisCommand(w->c, "MULTI"));
         event(w, &it, "done", history, strlen(history));
-        freeReplyObject(redisCommand(w->c, "XACK " SD_REDIS_JOBS " " SD_REDIS_GROUP " %s", id));
+        freeReplyObject(redisCommand(w->c, "SET " SD_REDIS_DONE "%s 1 EX 604800", it.prompt_id));
+        redisReply *r = redisCommand(w->c, "EXEC");
+        bool stored = r && r->type == REDIS_REPLY_ARRAY;
+        freeReplyObject(r);
+        if (stored) {
+            freeReplyObject(redisCommand(w->c, "XACK " SD_REDIS_JOBS " " SD_REDIS_GROUP " %s", id));
+            freeReplyObject(redisCommand(w->c, "DEL " SD_REDIS_FILES "%s " SD_REDIS_INTERRUPT "%s", it.prompt_id,
+                                         it.prompt_id));
+        }
     }
     free(history);
     sd_queue_item_clear(&it);
@@ -191,6 +324,7 @@ sd_status sd_worker_run(const sd_worker_config *cfg, volatile sig_atomic_t *stop
     }
     freeReplyObject(r);
     fprintf(stderr, "sdflow worker: %s taking jobs from %s\n", cfg->name, cfg->queue_url);
+    w.free_epoch = get_counter(w.c, SD_REDIS_FREE_EPOCH);
     sd_status st = sd_context_new(&w.ctx);
     if (!st && cfg->configure && (st = cfg->configure(w.ctx, cfg->configure_user)))
         snprintf(err, err_size, "%s", sd_context_errmsg(w.ctx));

@@ -11,6 +11,8 @@ run 2 serve --port 70000
 check "bad port message" grep -q "^sdflow serve: --port must be 0 to 65535, not '70000'$" "$T/err"
 run 2 serve --queue http://host
 check "bad queue URL message" grep -q "^sdflow serve: --queue must be redis://HOST\[:PORT\] or unix:PATH" "$T/err"
+run 2 serve --front-end "$T"
+check "front end without index.html" grep -q "^sdflow serve: --front-end '.*' is not a directory with an index.html$" "$T/err"
 run 2 serve --cache a.db --no-cache
 run 2 serve extra
 run 2 worker

@@ -10,12 +10,18 @@ mkdir -p "$T/models/checkpoints" "$T/in" "$T/out"
 SERVER_PID=
 trap 'if [ -n "$SERVER_PID" ]; then kill -9 "$SERVER_PID" 2>/dev/null; fi; rm -rf "$T"' EXIT
 
-# start: runs the server in the background, sets SERVER_PID and PORT (bounded wait).
+# start: runs the server in the background, sets SERVER_PID and PORT (bounded wait). Each start
+# writes its own stdout file: with one file, truncated by the background job, serve_port could
+# read the killed server's "listening on" line before the truncation and go on with a dead port
+# (the flaky "queue did not drain" failure, seen under ASan where start-up is slow).
+STARTS=0
 start() {
+    STARTS=$((STARTS + 1))
+    local out=$T/serve$STARTS.out
     "$BIN" serve --port 0 --queue-db "$T/queue.db" --models-dir "$T/models" --input-dir "$T/in" \
-        --output-dir "$T/out" --cache "$T/cache.db" >"$T/serve.out" 2>>"$T/serve.err" &
+        --output-dir "$T/out" --cache "$T/cache.db" >"$out" 2>>"$T/serve.err" &
     SERVER_PID=$!
-    PORT=$(serve_port "$T/serve.out") && return 0
+    PORT=$(serve_port "$out") && return 0
     fail "server did not start: $(cat "$T/serve.err")"
     return 1
 }

@@ -5,18 +5,7 @@
 # scratch directory (nothing leaves the machine). Skipped without redis-server or curl.
 . "$(dirname "$0")/lib.bash"
 . "$(dirname "$0")/serve_lib.bash"
-for tool in redis-server redis-cli curl; do
-    command -v "$tool" >/dev/null || { echo "serve_redis.sh: skipped (no $tool)"; exit 0; }
-done
-mkdir -p "$T/models/checkpoints" "$T/in" "$T/out"
-"$MK" --preset tiny "$T/models/checkpoints/tiny.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
-pids=()
-trap 'for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$T"' EXIT
-SOCK=$T/redis.sock
-redis-server --port 0 --unixsocket "$SOCK" --dir "$T" --save '' --appendonly no >"$T/redis.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 300); do redis-cli -s "$SOCK" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
-redis-cli -s "$SOCK" ping | grep -q PONG || { fail "redis-server did not start: $(cat "$T/redis.log")"; finish serve_redis.sh; }
+serve_redis_setup serve_redis.sh
 
 dirs=(--models-dir "$T/models" --input-dir "$T/in" --output-dir "$T/out" --cache "$T/cache.db")
 "$BIN" serve --port 0 --queue "unix:$SOCK" --queue-db "$T/queue.db" "${dirs[@]}" >"$T/serve.out" 2>"$T/serve.err" &

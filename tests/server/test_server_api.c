@@ -27,7 +27,7 @@ typedef struct server {
 } server;
 
 static server srv_main, srv_token;
-static char *dir_out, *dir_in, *dir_models;
+static char *dir_out, *dir_in, *dir_models, *dir_users, *dir_front;
 
 /* Starts `sdflow serve --port 0 ARGS...`; reads the port from its first stdout line. */
 static bool start_server(server *s, const char *const *extra)
@@ -475,6 +475,9 @@ static void test_object_info(void)
     json_t *seed = json_object_get(json_object_get(json_object_get(ks, "input"), "required"), "seed");
     CHECK_STR_EQ(json_string_value(json_array_get(seed, 0)), "INT");
     CHECK_EQ_INT(json_integer_value(json_object_get(json_array_get(seed, 1), "default")), 0);
+    /* The seed asks the front end for its control widget; no input of that name is declared. */
+    CHECK(json_is_true(json_object_get(json_array_get(seed, 1), "control_after_generate")));
+    CHECK(!json_object_get(json_object_get(json_object_get(ks, "input"), "required"), "control_after_generate"));
     CHECK_STR_EQ(json_string_value(json_array_get(json_object_get(ks, "output"), 0)), "LATENT");
     CHECK(json_is_true(json_object_get(json_object_get(all, "SaveImage"), "output_node")));
     json_decref(all);
@@ -739,6 +742,178 @@ static void test_token(void)
     free(r.body);
 }
 
+
+/* ---- The web front end's routes (--front-end, --user-dir). ---- */
+
+/* A request whose reply is any JSON value (NULL when not JSON); the status into *status. */
+static json_t *http_any(const char *method, const char *path, const char *body, int *status)
+{
+    reply r = http(&srv_main, method, path, NULL, body, body ? strlen(body) : 0);
+    json_t *v = r.body ? json_loadb(r.body, r.len, JSON_DECODE_ANY, NULL) : NULL;
+    *status = r.status;
+    free(r.body);
+    return v;
+}
+
+static void test_front_end_static(void)
+{
+    reply r = http(&srv_main, "GET", "/", NULL, NULL, 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_STR_CONTAINS(r.body, "fake front end");
+    free(r.body);
+    r = http(&srv_main, "GET", "/assets/app.js", NULL, NULL, 0);
+    CHECK_EQ_INT(r.status, 200);
+    free(r.body);
+    static const char *const outside[] = {"/assets/%2e%2e/%2e%2e/queue.db", "/..%2fqueue.db", "/api/",
+                                          "/assets/missing.js"};
+    for (size_t i = 0; i < sizeof outside / sizeof outside[0]; i++) {
+        r = http(&srv_main, "GET", outside[i], NULL, NULL, 0);
+        CHECK_MSG(r.status == 404 || r.status == 400, "%s: status %d", outside[i], r.status);
+        free(r.body);
+    }
+}
+
+static void test_settings(void)
+{
+    int st;
+    json_t *v = http_any("GET", "/api/users", NULL, &st);
+    CHECK_STR_EQ(json_string_value(json_object_get(v, "storage")), "server");
+    CHECK(json_is_false(json_object_get(v, "migrated")));
+    json_decref(v);
+    json_decref(http_any("POST", "/api/settings", "{\"Comfy.A\": 1, \"Comfy.B\": \"x\"}", &st));
+    CHECK_EQ_INT(st, 200);
+    json_decref(http_any("POST", "/api/settings/Comfy.B", "[1, 2]", &st));
+    CHECK_EQ_INT(st, 200);
+    v = http_any("GET", "/api/settings", NULL, &st);
+    CHECK_EQ_INT(json_integer_value(json_object_get(v, "Comfy.A")), 1);
+    CHECK_EQ_INT(json_array_size(json_object_get(v, "Comfy.B")), 2);
+    json_decref(v);
+    v = http_any("GET", "/api/settings/Comfy.A", NULL, &st);
+    CHECK_EQ_INT(json_integer_value(v), 1);
+    json_decref(v);
+    v = http_any("GET", "/api/settings/Comfy.None", NULL, &st);
+    CHECK(json_is_null(v));
+    json_decref(v);
+    json_decref(http_any("POST", "/api/settings", "[1]", &st));
+    CHECK_EQ_INT(st, 400);
+    v = http_any("GET", "/api/users", NULL, &st);
+    CHECK(json_is_true(json_object_get(v, "migrated")));
+    json_decref(v);
+    char *file = test_path(dir_users, "default/comfy.settings.json");
+    CHECK(test_file_exists(file));
+    free(file);
+}
+
+static void test_userdata(void)
+{
+    int st;
+    json_t *v = http_any("POST", "/api/userdata/workflows%2Fa%20b.json?overwrite=false", "{\"nodes\": []}", &st);
+    CHECK_EQ_INT(st, 200);
+    CHECK_STR_EQ(json_string_value(v), "workflows/a b.json");
+    json_decref(v);
+    json_decref(http_any("POST", "/api/userdata/workflows%2Fa%20b.json?overwrite=false", "{}", &st));
+    CHECK_EQ_INT(st, 409);
+    reply r = http(&srv_main, "GET", "/api/userdata/workflows%2Fa%20b.json", NULL, NULL, 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_STR_EQ(r.body, "{\"nodes\": []}");
+    free(r.body);
+    v = http_any("GET", "/api/userdata?dir=workflows%2F&recurse=true&split=false&full_info=true", NULL, &st);
+    CHECK_EQ_INT(json_array_size(v), 1);
+    CHECK_STR_EQ(json_string_value(json_object_get(json_array_get(v, 0), "path")), "a b.json");
+    CHECK_EQ_INT(json_integer_value(json_object_get(json_array_get(v, 0), "size")), 13);
+    CHECK(json_integer_value(json_object_get(json_array_get(v, 0), "modified")) > 1600000000000LL);
+    json_decref(v);
+    v = http_any("GET", "/api/v2/userdata?path=workflows", NULL, &st);
+    CHECK_STR_EQ(json_string_value(json_object_get(json_array_get(v, 0), "path")), "workflows/a b.json");
+    CHECK_STR_EQ(json_string_value(json_object_get(json_array_get(v, 0), "type")), "file");
+    json_decref(v);
+    v = http_any("POST", "/api/userdata/workflows%2Fa%20b.json/move/workflows%2Fsub%2Fc.json?full_info=true", NULL, &st);
+    CHECK_EQ_INT(st, 200);
+    CHECK_STR_EQ(json_string_value(json_object_get(v, "path")), "workflows/sub/c.json");
+    json_decref(v);
+    v = http_any("GET", "/api/userdata?dir=workflows", NULL, &st);
+    CHECK_EQ_INT(json_array_size(v), 0); /* without recurse: only the directory's own files */
+    json_decref(v);
+    json_decref(http_any("DELETE", "/api/userdata/workflows%2Fsub%2Fc.json", NULL, &st));
+    CHECK_EQ_INT(st, 204);
+    json_decref(http_any("GET", "/api/userdata/workflows%2Fsub%2Fc.json", NULL, &st));
+    CHECK_EQ_INT(st, 404);
+    json_decref(http_any("GET", "/api/userdata?dir=missing", NULL, &st));
+    CHECK_EQ_INT(st, 404);
+    /* Nothing leaves the user's directory: "..", absolute names, symlinks. */
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "ln -s '%s' '%s/default/out'", dir_out, dir_users);
+    CHECK_EQ_INT(system(cmd), 0);
+    static const char *const bad[] = {
+        "POST /api/userdata/..%2F..%2Fevil.json", "POST /api/userdata/%2Ftmp%2Fevil.json",
+        "POST /api/userdata/out%2Fevil.json",     "GET /api/userdata/..%2Fdefault%2Fcomfy.settings.json",
+        "GET /api/userdata?dir=..",               "GET /api/userdata?dir=out",
+        "POST /api/userdata/workflows%2Fx.json/move/..%2F..%2Fx.json", "DELETE /api/userdata/.%2Fcomfy.settings.json",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char method[8], path[200];
+        sscanf(bad[i], "%7s %199s", method, path);
+        json_decref(http_any(method, path, "{}", &st));
+        CHECK_MSG(st == 403 || st == 400 || st == 404, "%s: status %d", bad[i], st);
+    }
+    char *evil = test_path(dir_out, "evil.json");
+    CHECK(!test_file_exists(evil));
+    free(evil);
+}
+
+static void test_jobs(void)
+{
+    int st;
+    json_t *v = http_any("GET", "/api/jobs?status=completed,failed&limit=2&offset=0", NULL, &st);
+    json_t *jobs = json_object_get(v, "jobs"), *page = json_object_get(v, "pagination");
+    CHECK_EQ_INT(st, 200);
+    CHECK(json_array_size(jobs) >= 1 && json_array_size(jobs) <= 2);
+    CHECK(json_integer_value(json_object_get(page, "total")) >= (json_int_t)json_array_size(jobs));
+    json_t *job = json_array_get(jobs, 0);
+    CHECK(json_is_integer(json_object_get(job, "create_time")));
+    CHECK(json_is_integer(json_object_get(job, "outputs_count")));
+    const char *id = json_string_value(json_object_get(job, "id"));
+    char path[128];
+    snprintf(path, sizeof path, "/api/jobs/%s", id ? id : "none");
+    json_t *one = http_any("GET", path, NULL, &st);
+    CHECK_EQ_INT(st, 200);
+    CHECK(json_is_object(json_object_get(one, "outputs")) && json_is_object(json_object_get(one, "workflow")));
+    json_decref(one);
+    json_decref(v);
+    json_decref(http_any("GET", "/api/jobs/00000000-0000-4000-8000-000000000000", NULL, &st));
+    CHECK_EQ_INT(st, 404);
+    json_decref(http_any("GET", "/api/jobs?status=bogus", NULL, &st));
+    CHECK_EQ_INT(st, 400);
+    v = http_any("GET", "/api/features", NULL, &st);
+    CHECK(json_is_integer(json_object_get(v, "max_upload_size")));
+    json_decref(v);
+    v = http_any("GET", "/api/i18n", NULL, &st);
+    CHECK(json_is_object(v) && st == 200);
+    json_decref(v);
+}
+
+/* /view?channel=rgb|a of an RGBA PNG. */
+static void test_view_channel(void)
+{
+    unsigned char px[4 * 4] = {10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 150, 160};
+    png_image img = {.version = PNG_IMAGE_VERSION, .width = 2, .height = 2, .format = PNG_FORMAT_RGBA};
+    char *file = test_path(dir_in, "rgba.png");
+    CHECK(png_image_write_to_file(&img, file, 0, px, 0, NULL));
+    free(file);
+    reply r = http(&srv_main, "GET", "/view?filename=rgba.png&type=input&channel=a", NULL, NULL, 0);
+    png_image out;
+    unsigned char *a = rgba_of(r.body, r.len, &out);
+    CHECK(a && a[0] == 0 && a[1] == 0 && a[3] == 40 && a[15] == 160);
+    free(a);
+    free(r.body);
+    r = http(&srv_main, "GET", "/view?filename=rgba.png&type=input&channel=rgb&preview=webp;90", NULL, NULL, 0);
+    CHECK(r.len > 26 && r.body[25] == 2); /* IHDR colour type 2: RGB, no alpha */
+    unsigned char *rgb = rgba_of(r.body, r.len, &out);
+    CHECK(rgb && rgb[0] == 10 && rgb[3] == 255 && rgb[12] == 130);
+    free(rgb);
+    free(r.body);
+}
+
 int main(void)
 {
     mg_init_library(0);
@@ -746,6 +921,8 @@ int main(void)
     dir_out = test_path(scratch, "output");
     dir_in = test_path(scratch, "input");
     dir_models = test_path(scratch, "models");
+    dir_users = test_path(scratch, "user");
+    dir_front = test_path(scratch, "front");
     char *db = test_path(scratch, "queue.db"), *db2 = test_path(scratch, "queue2.db");
     char *cache = test_path(scratch, "cache.db");
     char cmd[8192];
@@ -753,8 +930,11 @@ int main(void)
                               "'%s/checkpoints/tiny.safetensors' >/dev/null",
              dir_models, dir_in, dir_out, getenv("SDFLOW_BUILD_DIR"), dir_models);
     CHECK_EQ_INT(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/assets' && echo '<html>fake front end</html>' >'%s/index.html' && "
+                              "echo 'let a;' >'%s/assets/app.js'", dir_front, dir_front, dir_front);
+    CHECK_EQ_INT(system(cmd), 0);
     const char *args[] = {"--queue-db", db, "--models-dir", dir_models, "--input-dir", dir_in, "--output-dir",
-                          dir_out, "--cache", cache, NULL};
+                          dir_out, "--cache", cache, "--user-dir", dir_users, "--front-end", dir_front, NULL};
     const char *args2[] = {"--queue-db", db2, "--models-dir", dir_models, "--input-dir", dir_in, "--output-dir",
                            dir_out, "--no-cache", "--token", "s3cret-token", "--max-upload", "4K", NULL};
     if (start_server(&srv_main, args) && start_server(&srv_token, args2)) {
@@ -767,6 +947,11 @@ int main(void)
         RUN(test_view_confined);
         RUN(test_cross_origin);
         RUN(test_token);
+        RUN(test_front_end_static);
+        RUN(test_settings);
+        RUN(test_userdata);
+        RUN(test_jobs);
+        RUN(test_view_channel);
     }
     stop_server(&srv_main);
     stop_server(&srv_token);
@@ -776,6 +961,8 @@ int main(void)
     free(dir_out);
     free(dir_in);
     free(dir_models);
+    free(dir_users);
+    free(dir_front);
     mg_exit_library();
     return test_summary("test_server_api");
 }
