@@ -34,7 +34,7 @@ static sd_status run_loader(sd_node_run *r)
 
 static const sd_input_desc loader_in[] = {
     SD_IN_FILE_NAME("control_net_name", "controlnet",
-                    "SD1.x ControlNet .safetensors (original or diffusers layout) in models/controlnet"),
+                    "SD1.x or SDXL ControlNet (original or diffusers layout) or T2I-Adapter in models/controlnet"),
     SD_IN_ENUM("weight_dtype", "fp16", weight_dtypes, "device storage of the weights: fp16 (half the memory) or fp32"),
 };
 static const sd_output_desc loader_out[] = {
@@ -42,7 +42,7 @@ static const sd_output_desc loader_out[] = {
 };
 const sd_node_desc sd_node_ControlNetLoader = {
     .name = "ControlNetLoader", .version = 1, .category = "loaders",
-    .doc = "Opens an SD1.x ControlNet; weights upload when sampling first uses it.",
+    .doc = "Opens a ControlNet or T2I-Adapter; weights upload when sampling first uses it.",
     .inputs = loader_in, .n_inputs = SD_COUNT(loader_in),
     .outputs = loader_out, .n_outputs = SD_COUNT(loader_out), .run = run_loader,
     .check = sd_check_controlnet_loader,
@@ -83,7 +83,7 @@ static sd_status read_args(sd_node_run *r, apply_args *a)
     int want = sd_controlnet_config_of(a->net)->hint_channels;
     if (!t || t->ndim != 4 || t->shape[0] < 1 || t->shape[1] < 1 || t->shape[2] < 1)
         return sd_run_error(r, SD_ERR_INVALID, "input 'image' is not an image [batch, height, width, channels]");
-    if (t->shape[3] != want)
+    if (!sd_controlnet_takes_channels(a->net, t->shape[3]))
         return sd_run_error(r, SD_ERR_INVALID, "input 'image' has %lld channels, the ControlNet takes %d",
                             (long long)t->shape[3], want);
     return SD_OK;

@@ -18,6 +18,11 @@ typedef struct sd_unet_control {
     const sd_dtensor *const *skips;
     int n_skips;
     const sd_dtensor *middle;
+    /* T2I-Adapter features (ComfyUI's 'input' controls): inputs[k] (n_inputs 0 or n_skips; NULL
+     * entries add nothing) is added to input block k's output right after that block, so the
+     * next block and the skip both see it. */
+    const sd_dtensor *const *inputs;
+    int n_inputs;
 } sd_unet_control;
 
 /* A UNet over the tensors <prefix>* (prefix "model.diffusion_model." in an SD1 checkpoint).
