@@ -28,6 +28,9 @@ struct sd_controlnet {
     sd_unet *unet;         /* the encoder copy, created on first forward */
     sd_weights *w;         /* hint encoder and zero convs, same file and prefix */
     sd_t2i_adapter *t2i;   /* a T2I-Adapter file: the adapter (nothing above but file, family) */
+    bool difference;       /* a difference file: unet is a patched view of file_unet */
+    sd_controlnet_base base; /* its model (get NULL: none yet) */
+    sd_unet *file_unet;
 };
 
 /* ---- name mapping between the original and diffusers' layouts ---- */
@@ -336,6 +339,7 @@ sd_status sd_controlnet_open(sd_context *ctx, const char *path, sd_dtype dtype, 
         cn->global_pooling = (len >= 8 && strncmp(base + len - 8, "_shuffle", 8) == 0) ||
                              (len >= 13 && strncmp(base + len - 13, "_shuffle_fp16", 13) == 0);
         cn->st = cn->alias ? cn->alias : cn->file;
+        cn->difference = sd_controlnet_file_is_difference(cn->st);
         st = inspect(ctx, cn->st, cn->prefix, cn->family, &cn->config);
     }
     if (st) {
@@ -358,6 +362,9 @@ void sd_controlnet_unref(sd_controlnet *cn)
     if (!cn || --cn->refcount > 0)
         return;
     sd_unet_free(cn->unet);
+    sd_unet_free(cn->file_unet);
+    if (cn->base.release)
+        cn->base.release(cn->base.user);
     sd_weights_free(cn->w);
     sd_t2i_adapter_free(cn->t2i);
     sd_safetensors_close(cn->alias);
@@ -406,6 +413,80 @@ int sd_controlnet_residual_count(const sd_controlnet *cn)
         return sd_t2i_adapter_config(cn->t2i)->input_blocks + 1;
     const sd_unet_config *u = &cn->config.unet;
     return 1 + u->n_levels * u->num_res_blocks + (u->n_levels - 1) + 1;
+}
+
+/* ---- difference files ---- */
+
+bool sd_controlnet_file_is_difference(const sd_safetensors *st)
+{
+    return sd_safetensors_find(st, "difference") && sd_safetensors_has_prefix(st, ORIGINAL_PREFIX);
+}
+
+bool sd_controlnet_is_difference(const sd_controlnet *cn)
+{
+    return cn->difference;
+}
+
+sd_status sd_controlnet_set_base(sd_controlnet *cn, const sd_controlnet_base *base)
+{
+    if (!cn->difference || cn->base.get || cn->unet) {
+        if (base->release)
+            base->release(base->user);
+        return sd_set_error(cn->ctx, SD_ERR_INVALID, "%s: %s", sd_controlnet_path(cn),
+                            cn->difference ? "the difference ControlNet already has a model"
+                                           : "not a difference ControlNet (no 'difference' tensor)");
+    }
+    cn->base = *base;
+    return SD_OK;
+}
+
+static bool claims_all(void *user, const char *name)
+{
+    (void)user;
+    (void)name;
+    return true;
+}
+
+/* file weight + the model's weight of the same name (ComfyUI adds them for every
+ * control_model.X whose diffusion_model.X the model has: the encoder copy's weights). */
+static sd_status add_model_weight(void *user, const char *name, const sd_dtensor *base, sd_dtensor **out)
+{
+    sd_controlnet *cn = user;
+    const sd_dtensor *m = NULL;
+    sd_dtensor *delta = NULL;
+    float *host = NULL;
+    sd_status s = cn->base.get(cn->base.user, name, &m);
+    if (!s && m->numel != base->numel)
+        s = sd_set_error(cn->ctx, SD_ERR_INVALID, "%s: tensor '%s%s' has %zu elements, the model's %zu",
+                         sd_controlnet_path(cn), cn->prefix, name, base->numel, m->numel);
+    if (!s && !(host = malloc(m->numel * sizeof *host)))
+        s = sd_set_error(cn->ctx, SD_ERR_NOMEM, "out of memory");
+    if (!s)
+        s = sd_dtensor_download(m, host);
+    if (!s)
+        s = sd_dtensor_new(base->cl, SD_DTYPE_F32, base->ndim, base->shape, &delta);
+    if (!s)
+        s = sd_dtensor_upload(delta, host);
+    if (!s)
+        s = sd_op_weight_add(base->cl, base, delta, out);
+    free(host);
+    sd_dtensor_free(delta);
+    return s;
+}
+
+/* The encoder copy: the file's, or for a difference file a view adding the model's weights. */
+static sd_status make_unet(sd_controlnet *cn, sd_cl *cl)
+{
+    sd_unet **file = cn->difference ? &cn->file_unet : &cn->unet;
+    if (cn->difference && !cn->base.get)
+        return sd_set_error(cn->ctx, SD_ERR_INVALID,
+                            "%s: a difference ControlNet needs the model it was made for (DiffControlNetLoader)",
+                            sd_controlnet_path(cn));
+    sd_status s = *file ? SD_OK : sd_unet_new(cl, cn->st, cn->prefix, &cn->config.unet, cn->dtype, file);
+    sd_weight_patcher patcher = {.claims = claims_all, .apply = add_model_weight, .user = cn};
+    if (!s && cn->difference)
+        s = sd_unet_new_patched(cn->file_unet, &patcher, &cn->unet);
+    return s;
 }
 
 /* ---- forward ---- */
@@ -495,7 +576,7 @@ sd_status sd_controlnet_forward(sd_controlnet *cn, const sd_dtensor *x, const sd
         return sd_set_error(cn->ctx, SD_ERR_NOMEM, "out of memory");
     sd_status s = sd_cl_get(cn->ctx, &cl);
     if (!s && !cn->unet)
-        s = sd_unet_new(cl, cn->st, cn->prefix, &cn->config.unet, cn->dtype, &cn->unet);
+        s = make_unet(cn, cl);
     if (!s && !cn->w)
         s = sd_weights_new(cl, cn->st, cn->prefix, cn->dtype, &cn->w);
     if (!s)

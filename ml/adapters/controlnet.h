@@ -62,6 +62,28 @@ sd_status sd_controlnet_forward(sd_controlnet *cn, const sd_dtensor *x, const sd
                                 const float *timesteps, const sd_dtensor *context, const sd_dtensor *y,
                                 float strength, sd_dtensor **outs);
 
+/* Difference ControlNets (DiffControlNetLoader; ComfyUI's load_controlnet with a model): files in
+ * the original layout with control_model.* and a tensor named "difference", whose encoder weights
+ * are differences to add to the model's UNet weights of the same names. */
+bool sd_controlnet_file_is_difference(const sd_safetensors *st);
+bool sd_controlnet_is_difference(const sd_controlnet *cn);
+
+/* The model weights a difference ControlNet adds its own to: get(user, name, out) gives the
+ * model's device tensor for UNet weight `name` (no prefix; any float dtype), valid until the next
+ * call; release(user) when the ControlNet is freed. */
+typedef struct sd_controlnet_base {
+    sd_status (*get)(void *user, const char *name, const sd_dtensor **out);
+    void (*release)(void *user);
+    void *user;
+} sd_controlnet_base;
+
+/* Gives a difference ControlNet its model (taken over: released with cn, or at once on failure).
+ * Each encoder weight becomes file weight + model weight, summed in f32 and stored as the
+ * ControlNet's dtype, on the first forward; a difference ControlNet without a model fails its
+ * forward with an error naming the file. SD_ERR_INVALID for a ControlNet that is no difference
+ * file or already has a model. */
+sd_status sd_controlnet_set_base(sd_controlnet *cn, const sd_controlnet_base *base);
+
 /* The family the ControlNet belongs to (SD1.x or SDXL). */
 sd_family sd_controlnet_family(const sd_controlnet *cn);
 

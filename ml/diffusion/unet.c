@@ -64,6 +64,11 @@ sd_status sd_unet_new_patched(sd_unet *base, const sd_weight_patcher *patcher, s
     return SD_OK;
 }
 
+sd_status sd_unet_weight(sd_unet *u, const char *name, const sd_dtensor **out)
+{
+    return sd_weights_get(u->w, name, out);
+}
+
 void sd_unet_free(sd_unet *u)
 {
     if (!u)
