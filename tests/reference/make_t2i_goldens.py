@@ -146,12 +146,13 @@ class Light(nn.Module):
         return out
 
 
-def randomize(model, seed):
+def randomize(model, seed, gain=1.0):
+    """Normal weights of variance gain / fan-in, rounded to float16 (the files store f16)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
             fan = p[0].numel() if p.ndim > 1 else 1
-            p.copy_((torch.randn(p.shape, generator=gen) * (1.0 / fan) ** 0.5).half().float())
+            p.copy_((torch.randn(p.shape, generator=gen) * (gain / fan) ** 0.5).half().float())
     return model.eval()
 
 
