@@ -170,28 +170,51 @@ static void test_unet_inputs(void)
     free(path);
 }
 
-/* ControlNetLoader's object on the 1-channel file: the features of the channel mean of an RGB
- * hint, times the strength, in the slots of blocks 2, 5, 8, 11, cycled over a batch of 3. */
-static void test_eval_slots(void)
+/* The slot of feature k in an eval's residuals (the middle or input block `block`) against golden
+ * <name>_f<k>.bin's item 0 times 0.5, repeated over batch items. */
+static void expect_feature(const sd_unet_control *control, const char *name, int k, int block, size_t batch)
 {
-    char *path = test_golden_path("t2i_conv.safetensors");
+    char file[32];
+    snprintf(file, sizeof file, "%s_f%d.bin", name, k);
+    int nd;
+    int64_t shape[SD_TENSOR_MAX_DIMS];
+    float *ref = ops_read_golden(file, &nd, shape); /* [2, C, fh, fw]: item 0 is this hint's */
+    size_t item = ref ? (size_t)(shape[1] * shape[2] * shape[3]) : 0;
+    float *want = malloc(batch * item * sizeof *want);
+    for (size_t b = 0; ref && want && b < batch; b++)
+        for (size_t i = 0; i < item; i++)
+            want[b * item + i] = 0.5f * ref[i];
+    shape[0] = (int64_t)batch;
+    CHECK(ops_expect(file, block < 0 ? control->middle : control->inputs[block], 4, shape, want, TOL, TOL));
+    free(ref);
+    free(want);
+}
+
+/* ControlNetLoader's object on golden <name>: an RGB image holding the reference hint's first item
+ * (for a 1-channel adapter R = G = B, whose mean it is) for a latent of h x w, strength 0.5, a
+ * batch of 3: the features in the slots of `blocks` (-1: the middle), nothing elsewhere. */
+static void eval_case(const char *name, sd_family family, int n_blocks, const int blocks[4], int64_t h, int64_t w)
+{
+    char file[48];
+    snprintf(file, sizeof file, "%s.safetensors", name);
+    char *path = test_golden_path(file);
     sd_controlnet *cn = NULL;
     CHECK_MSG(sd_controlnet_open(ctx(), path, SD_DTYPE_F32, &cn) == SD_OK, "%s", sd_context_errmsg(ctx()));
     free(path);
     if (!cn)
         return;
     CHECK(sd_controlnet_t2i(cn) != NULL);
-    CHECK_EQ_INT(sd_controlnet_residual_count(cn), 13);
-    CHECK(sd_controlnet_family(cn) == SD_FAMILY_SD1);
-    CHECK(sd_controlnet_takes_channels(cn, 3) && sd_controlnet_takes_channels(cn, 1));
-    /* An RGB image whose channel mean is the reference hint's first item: R = G = B = v. */
-    int64_t h = 10, w = 6, hh = 8 * h, hw = 8 * w;
-    float *ref_hint = hint_host(1, hh, hw);
+    CHECK_EQ_INT(sd_controlnet_residual_count(cn), n_blocks + 1);
+    CHECK(sd_controlnet_family(cn) == family);
+    int c = sd_controlnet_config_of(cn)->hint_channels;
+    CHECK(sd_controlnet_takes_channels(cn, 3) && sd_controlnet_takes_channels(cn, 1) == (c == 1));
+    int64_t hh = 8 * h, hw = 8 * w;
+    float *ref_hint = hint_host(c, hh, hw);
     sd_value *img = sd_value_new(SD_TYPE_IMAGE);
     sd_tensor *t = sd_value_add_tensor(img, "image", 4, (const int64_t[]){1, hh, hw, 3});
     for (int64_t i = 0; t && i < hh * hw; i++)
         for (int ch = 0; ch < 3; ch++)
-            t->data[i * 3 + ch] = ref_hint[i];
+            t->data[i * 3 + ch] = ref_hint[(c == 1 ? 0 : ch) * hh * hw + i];
     sd_control_link *link = sd_control_link_new(cn, img, 0.5, 0.0, 1.0, NULL);
     sd_model_sampling ms;
     sd_model_sampling_sd1(&ms);
@@ -207,28 +230,17 @@ static void test_eval_slots(void)
     sd_status s = sd_control_eval_call(ev, chains, 1, batch, x, h, w, 5.0f, 500.0f, context, NULL, &res, &control);
     CHECK_MSG(s == SD_OK, "%s", sd_context_errmsg(ctx()));
     if (!s && control) {
-        CHECK_EQ_INT(control->n_inputs, 12);
-        for (int k = 0; k < 12; k++) {
-            if (k % 3 != 2) {
-                CHECK_MSG(control->inputs[k] == NULL, "block %d has a feature", k);
-                continue;
-            }
-            char name[32];
-            snprintf(name, sizeof name, "t2i_conv_f%d.bin", k / 3);
-            int nd;
-            int64_t shape[SD_TENSOR_MAX_DIMS];
-            float *ref = ops_read_golden(name, &nd, shape); /* [2, C, fh, fw]: item 0 is this hint's */
-            size_t item = ref ? (size_t)(shape[1] * shape[2] * shape[3]) : 0;
-            float *want = malloc(batch * item * sizeof *want);
-            for (size_t b = 0; ref && want && b < batch; b++)
-                for (size_t i = 0; i < item; i++)
-                    want[b * item + i] = 0.5f * ref[i];
-            shape[0] = (int64_t)batch;
-            CHECK(ops_expect(name, control->inputs[k], 4, shape, want, TOL, TOL));
-            free(ref);
-            free(want);
+        CHECK_EQ_INT(control->n_inputs, n_blocks);
+        bool has[64] = {0};
+        for (int k = 0; k < 4; k++) {
+            expect_feature(control, name, k, blocks[k], batch);
+            if (blocks[k] >= 0)
+                has[blocks[k]] = true;
         }
-        CHECK(control->middle == NULL && control->skips[0] == NULL);
+        for (int k = 0; k < n_blocks; k++)
+            CHECK_MSG(has[k] || control->inputs[k] == NULL, "block %d has a feature", k);
+        CHECK(blocks[3] < 0 || control->middle == NULL);
+        CHECK(control->skips[0] == NULL);
         sd_control_residuals_free(&res);
     }
     free(x);
@@ -238,6 +250,14 @@ static void test_eval_slots(void)
     sd_control_link_unref(link);
     sd_value_unref(img);
     sd_controlnet_unref(cn);
+}
+
+/* The 1-channel SD1 file (blocks 2, 5, 8, 11; the RGB hint averaged) and the SDXL file (blocks
+ * 3, 5, 8 and the middle; its hint rounded up to multiples of 16 is the 8x size here). */
+static void test_eval_slots(void)
+{
+    eval_case("t2i_conv", SD_FAMILY_SD1, 12, (const int[]){2, 5, 8, 11}, 10, 6);
+    eval_case("t2i_xl", SD_FAMILY_SDXL, 9, (const int[]){3, 5, 8, -1}, 16, 8);
 }
 
 /* A full adapter missing a block's conv is named. */
