@@ -1,5 +1,6 @@
 /* The OpenPose body and hand networks on the op API. See openpose.h. */
 #include "ml/annotators/openpose.h"
+#include "ml/annotators/aux_image.h"
 #include "runtime-opencl/ops.h"
 #include "runtime-opencl/ops_basic.h"
 #include "runtime-opencl/ops_esrgan.h"
@@ -221,4 +222,85 @@ sd_status sd_pose_net_forward(sd_pose_net *n, const sd_dtensor *x, sd_dtensor *o
     out[0] = o[0];
     out[1] = o[1];
     return SD_OK;
+}
+
+/* ---- Body.__call__'s maps ---- */
+
+#define BOXSIZE_HALF 184.0 /* scale_search 0.5 times boxsize 368 */
+#define STRIDE 8
+#define PAD_VALUE 128
+
+/* The network input: img scaled by BOXSIZE_HALF / h (INTER_AREA), padded at the bottom and right
+ * with 128 to multiples of 8 (util.padRightDownCorner), BGR / 256 - 0.5; *sh x *sw the scaled size. */
+static sd_status network_input(sd_cl *cl, const sd_img8 *img, sd_dtensor **out, int64_t *sh, int64_t *sw)
+{
+    sd_context *ctx = cl->ctx;
+    double scale = BOXSIZE_HALF / (double)img->h;
+    if (scale >= 1.0)
+        return sd_set_error(ctx, SD_ERR_INVALID, "openpose: the detect image must be taller than 184 pixels (its "
+                            "INTER_LANCZOS4 enlargement is not implemented); raise the resolution");
+    sd_img8 scaled = {0};
+    *sh = (int64_t)((double)img->h * scale), *sw = (int64_t)((double)img->w * scale);
+    int64_t ph = (*sh + STRIDE - 1) / STRIDE * STRIDE, pw = (*sw + STRIDE - 1) / STRIDE * STRIDE;
+    float *x = malloc(sizeof *x * (size_t)(3 * ph * pw));
+    sd_status st = x ? sd_aux_resize(ctx, img, *sh, *sw, SD_AUX_AREA, &scaled)
+                     : sd_set_error(ctx, SD_ERR_NOMEM, "out of memory for the pose input");
+    for (int c = 0; !st && c < 3; c++) /* channel c of BGR is RGB's 2 - c */
+        for (int64_t y = 0; y < ph; y++)
+            for (int64_t i = 0; i < pw; i++) {
+                int v = y < *sh && i < *sw ? scaled.px[(y * *sw + i) * 3 + 2 - c] : PAD_VALUE;
+                x[(c * ph + y) * pw + i] = (float)v / 256.0f - 0.5f;
+            }
+    if (!st)
+        st = sd_dtensor_new(cl, SD_DTYPE_F32, 4, (const int64_t[]){1, 3, ph, pw}, out);
+    if (!st && (st = sd_dtensor_upload(*out, x)))
+        sd_dtensor_free(*out), *out = NULL;
+    sd_img8_free(&scaled);
+    free(x);
+    return st;
+}
+
+/* One output [1, c, ph/8, pw/8]: util.smart_resize_k x8, cropped to sh x sw, util.smart_resize to
+ * h x w (INTER_LANCZOS4 both) into maps[(y w + x) c + k] as float64. */
+static sd_status output_maps(sd_context *ctx, const sd_dtensor *t, int64_t sh, int64_t sw, int64_t h, int64_t w,
+                             double *maps)
+{
+    int64_t c = t->shape[1], oh = t->shape[2], ow = t->shape[3];
+    float *host = malloc(sizeof *host * t->numel), *up = malloc(sizeof *up * (size_t)(oh * ow * 64));
+    float *crop = malloc(sizeof *crop * (size_t)(sh * sw)), *full = malloc(sizeof *full * (size_t)(h * w));
+    sd_status st = host && up && crop && full ? sd_dtensor_download(t, host)
+                                              : sd_set_error(ctx, SD_ERR_NOMEM, "out of memory for pose maps");
+    for (int64_t k = 0; !st && k < c; k++) {
+        st = sd_aux_resize_lanczos4_f32(ctx, host + k * oh * ow, oh, ow, up, oh * STRIDE, ow * STRIDE);
+        for (int64_t y = 0; !st && y < sh; y++)
+            memcpy(crop + y * sw, up + y * ow * STRIDE, sizeof *crop * (size_t)sw);
+        if (!st)
+            st = sd_aux_resize_lanczos4_f32(ctx, crop, sh, sw, full, h, w);
+        for (int64_t i = 0; !st && i < h * w; i++)
+            maps[i * c + k] = full[i];
+    }
+    free(host), free(up), free(crop), free(full);
+    return st;
+}
+
+sd_status sd_pose_body_maps(sd_cl *cl, sd_pose_net *net, const sd_img8 *img, double **heat, double **paf)
+{
+    int64_t h = img->h, w = img->w, sh = 0, sw = 0;
+    sd_dtensor *x = NULL, *out[2] = {0};
+    *heat = malloc(sizeof **heat * (size_t)(h * w * SD_POSE_HEAT));
+    *paf = malloc(sizeof **paf * (size_t)(h * w * SD_POSE_PAF));
+    sd_status st = *heat && *paf ? network_input(cl, img, &x, &sh, &sw)
+                                 : sd_set_error(cl->ctx, SD_ERR_NOMEM, "out of memory for pose maps");
+    if (!st)
+        st = sd_pose_net_forward(net, x, out);
+    if (!st)
+        st = output_maps(cl->ctx, out[1], sh, sw, h, w, *heat);
+    if (!st)
+        st = output_maps(cl->ctx, out[0], sh, sw, h, w, *paf);
+    sd_dtensor_free(x), sd_dtensor_free(out[0]), sd_dtensor_free(out[1]);
+    if (st) {
+        free(*heat), free(*paf);
+        *heat = *paf = NULL;
+    }
+    return st;
 }
