@@ -62,11 +62,14 @@ HAND_FRONT = ["conv1_1", "conv1_2", "pool1_stage1", "conv2_1", "conv2_2", "pool2
 
 
 class Body(nn.Module):
-    def __init__(self, w=4, m=4):
+    """bodypose_model with small widths; front (12 conv widths, the last w), m and mid give the
+    real ones (bench/make_annotator_files.py)."""
+
+    def __init__(self, w=4, m=4, front=None, mid=12):
         super().__init__()
         no_relu = ["conv5_5_CPM_L1", "conv5_5_CPM_L2"] + ["Mconv7_stage%d_L%d" % (i, b) for i in range(2, 6)
                                                           for b in (1, 2)] + ["Mconv7_stage6_L1"] * 2
-        front, c = vgg(BODY_FRONT, [4, 4, 6, 6, 8, 8, 8, 8, 10, 10, 8, w])
+        front, c = vgg(BODY_FRONT, front or [4, 4, 6, 6, 8, 8, 8, 8, 10, 10, 8, w])
         self.model0 = make_layers(front, no_relu)
         self.stages = nn.ModuleList()
         for s in range(1, 7):
@@ -74,8 +77,8 @@ class Body(nn.Module):
             for b, out in ((1, 38), (2, 19)):
                 if s == 1:
                     blk = OrderedDict([("conv5_1_CPM_L%d" % b, [c, m, 3, 1, 1]), ("conv5_2_CPM_L%d" % b, [m, m, 3, 1, 1]),
-                                       ("conv5_3_CPM_L%d" % b, [m, m, 3, 1, 1]), ("conv5_4_CPM_L%d" % b, [m, 12, 1, 1, 0]),
-                                       ("conv5_5_CPM_L%d" % b, [12, out, 1, 1, 0])])
+                                       ("conv5_3_CPM_L%d" % b, [m, m, 3, 1, 1]), ("conv5_4_CPM_L%d" % b, [m, mid, 1, 1, 0]),
+                                       ("conv5_5_CPM_L%d" % b, [mid, out, 1, 1, 0])])
                 else:
                     blk = OrderedDict([("Mconv1_stage%d_L%d" % (s, b), [c + 57, m, 7, 1, 3])] +
                                       [("Mconv%d_stage%d_L%d" % (i, s, b), [m, m, 7, 1, 3]) for i in range(2, 6)] +
