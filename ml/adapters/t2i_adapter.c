@@ -172,7 +172,7 @@ sd_status sd_t2i_adapter_new(sd_context *ctx, const sd_safetensors *st, sd_dtype
         s = sd_safetensors_find(a->st, "body.0.in_conv.weight") ? inspect_light(ctx, a->st, &a->cfg)
                                                                  : inspect_full(ctx, a->st, &a->cfg);
     sd_t2i_config *c = &a->cfg;
-    c->input_channels = c->cin / (c->unshuffle * c->unshuffle);
+    c->input_channels = s ? 0 : c->cin / (c->unshuffle * c->unshuffle);
     if (!s && (c->input_channels < 1 || c->cin != c->input_channels * c->unshuffle * c->unshuffle))
         s = sd_set_error(ctx, SD_ERR_INVALID, "%s: T2I-Adapter takes %d channels, not a multiple of %d",
                          sd_safetensors_path(st), c->cin, c->unshuffle * c->unshuffle);

@@ -200,7 +200,7 @@ void sd_cv_fill_convex_poly(uint8_t *img, int w, int h, const int *pts, size_t n
             for (; edges-- > 0;) {
                 int ty = pts[2 * idx + 1];
                 if (ty > y) {
-                    int64_t xs = (int64_t)pts[2 * idx0] << XY_SHIFT, xe = (int64_t)pts[2 * idx] << XY_SHIFT;
+                    int64_t xs = (int64_t)pts[2 * idx0] * XY_ONE, xe = (int64_t)pts[2 * idx] * XY_ONE; /* << XY_SHIFT */
                     edge[k].ye = ty;
                     edge[k].dx = ((xe - xs) * 2 + (ty - y)) / (2 * (int64_t)(ty - y));
                     edge[k].x = xs;
