@@ -2,7 +2,8 @@
 """Writes random-weight annotator networks at their real sizes, in the real key layouts, for
 timing the ControlNet preprocessors (docs/benchmarks.md): ControlNetHED.safetensors (widths 64,
 128, 256, 512, 512), table5_pidinet.safetensors (60 channels, CDCM 24) and sk_model.safetensors /
-sk_model2.safetensors (base 64, 3 residual blocks), into the directory given (an `annotators`
+sk_model2.safetensors (base 64, 3 residual blocks) and body_pose_model.safetensors (the CMU body
+network, bodypose_model's widths), into the directory given (an `annotators`
 model folder). The networks are the reference scripts' re-implementations.
 
 Run: python3 bench/make_annotator_files.py /tmp/models/annotators   (torch, safetensors)"""
@@ -15,6 +16,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
 import make_hed_goldens as hed  # noqa: E402
 import make_lineart_goldens as lineart  # noqa: E402
+import make_openpose_goldens as openpose  # noqa: E402
 import make_pidinet_goldens as pidinet  # noqa: E402
 
 
@@ -34,6 +36,10 @@ def main():
     net = lineart.Generator(64)
     save(net, os.path.join(out, "sk_model.safetensors"))
     save(net, os.path.join(out, "sk_model2.safetensors"))
+    body = openpose.Body(w=128, m=128, mid=512, front=[64, 64, 128, 128, 256, 256, 256, 256, 512, 512, 256, 128])
+    sd = {".".join(k.split(".")[-2:]): v.contiguous() for k, v in body.state_dict().items()}
+    save_file(sd, os.path.join(out, "body_pose_model.safetensors"))
+    print("body_pose_model.safetensors", sum(v.numel() for v in sd.values()), "parameters")
 
 
 if __name__ == "__main__":

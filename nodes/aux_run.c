@@ -21,6 +21,12 @@ static sd_status prepare_item(sd_node_run *r, const float *src, const int64_t *s
 
 sd_status sd_node_aux_run(sd_node_run *r, sd_aux_interp up, sd_aux_detect_fn detect, void *arg, sd_aux_post_fn post)
 {
+    return sd_node_aux_run_channels(r, up, 1, detect, arg, post);
+}
+
+sd_status sd_node_aux_run_channels(sd_node_run *r, sd_aux_interp up, int channels, sd_aux_detect_fn detect, void *arg,
+                                   sd_aux_post_fn post)
+{
     const sd_tensor *t = sd_node_image_tensor(r, "image");
     if (!t)
         return SD_ERR_INVALID;
@@ -37,7 +43,7 @@ sd_status sd_node_aux_run(sd_node_run *r, sd_aux_interp up, sd_aux_detect_fn det
                 int64_t shape[4] = {b, th, tw, 3};
                 out = sd_value_new(SD_TYPE_IMAGE);
                 o = out ? sd_value_add_tensor(out, "image", 4, shape) : NULL;
-                map = malloc((size_t)(padded.h * padded.w));
+                map = malloc((size_t)(padded.h * padded.w * channels));
                 if (!o || !map)
                     st = sd_run_error(r, SD_ERR_NOMEM, "out of memory for a %lldx%lld image", (long long)tw,
                                       (long long)th);
@@ -45,12 +51,12 @@ sd_status sd_node_aux_run(sd_node_run *r, sd_aux_interp up, sd_aux_detect_fn det
             if (!st)
                 st = detect(r, &padded, arg, map);
             for (int64_t y = 0; !st && y < th; y++) /* cut the padding off: th x tw at the front */
-                memmove(map + y * tw, map + y * padded.w, (size_t)tw);
+                memmove(map + y * tw * channels, map + y * padded.w * channels, (size_t)(tw * channels));
             if (!st && post)
                 st = post(r, map, th, tw);
-            for (int64_t p = 0; !st && p < th * tw; p++)
+            for (int64_t p = 0; !st && p < th * tw; p++) /* one channel: repeated (HWC3) */
                 for (int k = 0; k < 3; k++)
-                    o->data[(i * th * tw + p) * 3 + k] = (float)map[p] / 255.0f;
+                    o->data[(i * th * tw + p) * 3 + k] = (float)map[p * channels + (channels == 3 ? k : 0)] / 255.0f;
         }
         sd_img8_free(&padded);
         if (!st)

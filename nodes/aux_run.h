@@ -20,6 +20,10 @@ typedef sd_status (*sd_aux_post_fn)(sd_node_run *r, unsigned char *plane, int64_
 /* Runs detect on every item with `up` as the enlarging interpolation, then post (NULL: none) on
  * the cut plane; sets output 0. */
 sd_status sd_node_aux_run(sd_node_run *r, sd_aux_interp up, sd_aux_detect_fn detect, void *arg, sd_aux_post_fn post);
+/* The same for detectors that draw in colour: map holds padded->h * padded->w * channels bytes
+ * (1 or 3; 3: RGB, kept as it is), post is for 1 channel only. */
+sd_status sd_node_aux_run_channels(sd_node_run *r, sd_aux_interp up, int channels, sd_aux_detect_fn detect, void *arg,
+                                   sd_aux_post_fn post);
 
 /* The padded 8-bit image as a network input [1, 3, H, W]: each byte divided by divisor (1:
  * 0..255; 255: [0, 1] as the annotators' "/ 255.0", a division, not a product), the channels

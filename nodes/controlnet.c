@@ -18,23 +18,35 @@ static void controlnet_free(void *p)
 
 static const char *const weight_dtypes[] = {"fp16", "fp32", NULL};
 
-static sd_status run_loader(sd_node_run *r)
+/* The loaders' file, opened with their weight_dtype. */
+static sd_status open_file(sd_node_run *r, sd_controlnet **cn)
 {
     sd_dtype dtype = strcmp(sd_run_string(r, "weight_dtype"), "fp32") == 0 ? SD_DTYPE_F32 : SD_DTYPE_F16;
-    sd_controlnet *cn;
-    sd_status st = sd_controlnet_open(sd_run_context(r), sd_run_file(r, "control_net_name"), dtype, &cn);
-    if (st)
-        return sd_node_model_fail(r, st);
+    return sd_controlnet_open(sd_run_context(r), sd_run_file(r, "control_net_name"), dtype, cn);
+}
+
+/* Output 0 takes cn over (a CONTROL_NET value). */
+static sd_status set_output(sd_node_run *r, sd_controlnet *cn)
+{
     sd_value *v = sd_value_handle(SD_TYPE_CONTROL_NET, cn, controlnet_free);
-    if (!v)
+    if (!v) {
+        sd_controlnet_unref(cn);
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    }
     sd_run_set_output(r, 0, v);
     return SD_OK;
 }
 
+static sd_status run_loader(sd_node_run *r)
+{
+    sd_controlnet *cn;
+    sd_status st = open_file(r, &cn);
+    return st ? sd_node_model_fail(r, st) : set_output(r, cn);
+}
+
 static const sd_input_desc loader_in[] = {
     SD_IN_FILE_NAME("control_net_name", "controlnet",
-                    "SD1.x ControlNet .safetensors (original or diffusers layout) in models/controlnet"),
+                    "SD1.x or SDXL ControlNet (original or diffusers layout) or T2I-Adapter in models/controlnet"),
     SD_IN_ENUM("weight_dtype", "fp16", weight_dtypes, "device storage of the weights: fp16 (half the memory) or fp32"),
 };
 static const sd_output_desc loader_out[] = {
@@ -42,10 +54,68 @@ static const sd_output_desc loader_out[] = {
 };
 const sd_node_desc sd_node_ControlNetLoader = {
     .name = "ControlNetLoader", .version = 1, .category = "loaders",
-    .doc = "Opens an SD1.x ControlNet; weights upload when sampling first uses it.",
+    .doc = "Opens a ControlNet or T2I-Adapter; weights upload when sampling first uses it.",
     .inputs = loader_in, .n_inputs = SD_COUNT(loader_in),
     .outputs = loader_out, .n_outputs = SD_COUNT(loader_out), .run = run_loader,
     .check = sd_check_controlnet_loader,
+};
+
+/* DiffControlNetLoader's model: the MODEL value (one reference), its UNet looked up per weight
+ * (the model store may have released and re-created it; LoRAs on the MODEL are included). */
+static sd_status model_weight(void *user, const char *name, const sd_dtensor **out)
+{
+    const sd_model_handle *h = ((sd_value *)user)->handle;
+    sd_unet *u;
+    sd_status st = sd_node_model_unet(h, &u);
+    return st ? st : sd_unet_weight(u, name, out);
+}
+
+static void model_release(void *user)
+{
+    sd_value_unref(user);
+}
+
+static sd_status run_diff_loader(sd_node_run *r)
+{
+    const sd_model_handle *h = sd_node_model_input(r, "model");
+    if (!h)
+        return SD_ERR_INVALID;
+    sd_controlnet *cn;
+    sd_status st = open_file(r, &cn);
+    sd_controlnet_base base = {.get = model_weight, .release = model_release,
+                               .user = sd_value_ref(sd_run_value(r, "model"))};
+    sd_family model = sd_loaded_config(h->loaded)->family;
+    bool difference = !st && sd_controlnet_is_difference(cn);
+    if (difference && sd_controlnet_family(cn) != model) {
+        model_release(base.user);
+        st = sd_set_error(sd_run_context(r), SD_ERR_INVALID, "%s: %s difference ControlNet; the model is %s",
+                          sd_controlnet_path(cn), sd_family_name(sd_controlnet_family(cn)), sd_family_name(model));
+    } else if (difference) {
+        st = sd_controlnet_set_base(cn, &base);
+    } else {
+        model_release(base.user);
+    }
+    if (st) {
+        sd_controlnet_unref(cn);
+        return sd_node_model_fail(r, st);
+    }
+    return set_output(r, cn);
+}
+
+static const sd_input_desc diff_loader_in[] = {
+    SD_IN_LINK("model", SD_TYPE_MODEL, "the model whose UNet weights a difference ControlNet's are added to"),
+    SD_IN_FILE_NAME("control_net_name", "controlnet",
+                    "difference ControlNet (control_model.* and a 'difference' tensor), or any file "
+                    "ControlNetLoader takes, in models/controlnet"),
+    SD_IN_ENUM("weight_dtype", "fp16", weight_dtypes, "device storage of the weights: fp16 (half the memory) or fp32"),
+};
+const sd_node_desc sd_node_DiffControlNetLoader = {
+    .name = "DiffControlNetLoader", .version = 1, .category = "loaders",
+    .doc = "Opens a difference ControlNet, whose weights are added to the model's UNet weights (other "
+           "ControlNets and T2I-Adapters load as ControlNetLoader does).",
+    .inputs = diff_loader_in, .n_inputs = SD_COUNT(diff_loader_in),
+    .outputs = loader_out, .n_outputs = SD_COUNT(loader_out), .run = run_diff_loader,
+    .check = sd_check_diff_controlnet_loader,
 };
 
 /* ---- applying ---- */
@@ -83,7 +153,7 @@ static sd_status read_args(sd_node_run *r, apply_args *a)
     int want = sd_controlnet_config_of(a->net)->hint_channels;
     if (!t || t->ndim != 4 || t->shape[0] < 1 || t->shape[1] < 1 || t->shape[2] < 1)
         return sd_run_error(r, SD_ERR_INVALID, "input 'image' is not an image [batch, height, width, channels]");
-    if (t->shape[3] != want)
+    if (!sd_controlnet_takes_channels(a->net, t->shape[3]))
         return sd_run_error(r, SD_ERR_INVALID, "input 'image' has %lld channels, the ControlNet takes %d",
                             (long long)t->shape[3], want);
     return SD_OK;

@@ -139,18 +139,37 @@ void sd_check_lora_loader(sd_node_check *c)
     sd_safetensors_close(st);
 }
 
-void sd_check_controlnet_loader(sd_node_check *c)
+/* ControlNetLoader's and DiffControlNetLoader's check: the file's kind and family (a difference
+ * file only for the latter, whose model must be of the ControlNet's family). */
+static void check_controlnet_file(sd_node_check *c, bool difference_ok)
 {
     sd_safetensors *st = open_header(c, "control_net_name");
     if (!st)
         return;
-    sd_family family = SD_FAMILY_UNKNOWN;
+    sd_family family = SD_FAMILY_UNKNOWN, model = difference_ok ? model_family(c, "model") : SD_FAMILY_UNKNOWN;
     if (sd_controlnet_check_kind(sd_check_context(c), st, &family) == SD_ERR_INVALID)
         report_failure(c, "control_net_name");
+    else if (!difference_ok && sd_controlnet_file_is_difference(st))
+        sd_check_problem(c, "control_net_name", "%s: a difference ControlNet (weights to add to a model's UNet); "
+                         "load it with DiffControlNetLoader", sd_safetensors_path(st));
+    else if (sd_controlnet_file_is_difference(st) && model != SD_FAMILY_UNKNOWN && family != SD_FAMILY_UNKNOWN &&
+             model != family)
+        sd_check_problem(c, "control_net_name", "%s: %s difference ControlNet; the model is %s",
+                         sd_safetensors_path(st), sd_family_name(family), sd_family_name(model));
     else if (family != SD_FAMILY_UNKNOWN)
         sd_check_set_tag(c, 0, sd_family_name(family));
     sd_clear_error(sd_check_context(c));
     sd_safetensors_close(st);
+}
+
+void sd_check_controlnet_loader(sd_node_check *c)
+{
+    check_controlnet_file(c, false);
+}
+
+void sd_check_diff_controlnet_loader(sd_node_check *c)
+{
+    check_controlnet_file(c, true);
 }
 
 /* The conditionings on inputs (output k passes input k's tag on) against the ControlNet's family. */

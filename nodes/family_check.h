@@ -18,6 +18,7 @@ void sd_check_vae_loader(sd_node_check *c);        /* VAELoader */
 void sd_check_unet_loader(sd_node_check *c);       /* UNETLoader: the UNet's family */
 void sd_check_lora_loader(sd_node_check *c);       /* LoraLoader, LoraLoaderModelOnly */
 void sd_check_controlnet_loader(sd_node_check *c); /* ControlNetLoader: the ControlNet's family */
+void sd_check_diff_controlnet_loader(sd_node_check *c); /* DiffControlNetLoader: also the model's */
 void sd_check_controlnet_apply(sd_node_check *c);  /* ControlNetApply: the conditioning's family */
 void sd_check_controlnet_apply_advanced(sd_node_check *c); /* ControlNetApplyAdvanced: both sides' */
 void sd_check_vae_decode(sd_node_check *c);        /* VAEDecode, VAEDecodeTiled */

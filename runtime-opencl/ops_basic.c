@@ -646,29 +646,31 @@ done:
     return st;
 }
 
-sd_status sd_op_max_pool2x2(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out)
+/* The 2x2 pools: kernel `name` (x, y, h, w, oh, ow; one work-item per output row) over the last two
+ * dimensions of x, at least min x min, into [..., h / 2, w / 2] (rounded up when ceil). */
+static sd_status pool2x2(sd_cl *cl, const char *name, const sd_dtensor *x, int64_t min, bool ceil, sd_dtensor **out)
 {
     sd_status st;
     cl_kernel k;
     sd_dtensor *y = NULL;
     char d[96];
     *out = NULL;
-    if ((st = require_f32(cl, "max_pool2x2", "input", x)))
+    if ((st = require_f32(cl, name, "input", x)))
         return st;
-    if (x->ndim < 2 || x->shape[x->ndim - 2] < 2 || x->shape[x->ndim - 1] < 2 ||
-        x->shape[x->ndim - 1] > UINT32_MAX || x->shape[x->ndim - 2] > UINT32_MAX)
-        return sd_set_error(cl->ctx, SD_ERR_INVALID, "max_pool2x2: %s needs at least 2x2 in its last dimensions",
-                            sd_dtensor_describe(x, d, sizeof d));
+    if (x->ndim < 2 || x->shape[x->ndim - 2] < min || x->shape[x->ndim - 1] < min ||
+        x->shape[x->ndim - 1] > UINT32_MAX / 2 || x->shape[x->ndim - 2] > UINT32_MAX / 2)
+        return sd_set_error(cl->ctx, SD_ERR_INVALID, "%s: %s needs at least %lldx%lld in its last dimensions", name,
+                            sd_dtensor_describe(x, d, sizeof d), (long long)min, (long long)min);
     int64_t h = x->shape[x->ndim - 2], w = x->shape[x->ndim - 1], shape[SD_TENSOR_MAX_DIMS];
     for (int i = 0; i < x->ndim; i++)
         shape[i] = x->shape[i];
-    shape[x->ndim - 2] = h / 2;
-    shape[x->ndim - 1] = w / 2;
-    if ((st = kernel(cl, "max_pool2x2", &k)) || (st = sd_dtensor_new(cl, SD_DTYPE_F32, x->ndim, shape, &y)))
+    int64_t oh = shape[x->ndim - 2] = h / 2 + (ceil ? h % 2 : 0), ow = shape[x->ndim - 1] = w / 2 + (ceil ? w % 2 : 0);
+    if ((st = kernel(cl, name, &k)) || (st = sd_dtensor_new(cl, SD_DTYPE_F32, x->ndim, shape, &y)))
         goto done;
-    if (y->numel) { /* one work-item per output row */
-        sd_cl_arg args[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(y->buf), SD_ARG_UINT(h), SD_ARG_UINT(w)};
-        size_t rows = y->numel / (size_t)(w / 2);
+    if (y->numel) {
+        sd_cl_arg args[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM(y->buf), SD_ARG_UINT(h), SD_ARG_UINT(w),
+                            SD_ARG_UINT(oh), SD_ARG_UINT(ow)};
+        size_t rows = y->numel / (size_t)ow;
         if ((st = sd_cl_launch(cl, k, 1, &rows, NULL, SD_NARGS(args), args)))
             goto done;
     }
@@ -677,6 +679,16 @@ sd_status sd_op_max_pool2x2(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out)
 done:
     sd_dtensor_free(y);
     return st;
+}
+
+sd_status sd_op_max_pool2x2(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out)
+{
+    return pool2x2(cl, "max_pool2x2", x, 2, false, out);
+}
+
+sd_status sd_op_avg_pool2x2(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out)
+{
+    return pool2x2(cl, "avg_pool2x2", x, 1, true, out); /* (h + 2 (h % 2) - 2) / 2 + 1 */
 }
 
 sd_status sd_op_upsample_nearest2x(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out)

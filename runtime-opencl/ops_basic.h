@@ -108,6 +108,11 @@ sd_status sd_op_zero_insert(sd_cl *cl, const sd_dtensor *x, int stride, int befo
  * (floor; H, W >= 2), each the largest of its 2x2 cell (NaN if any is NaN, as torch). */
 sd_status sd_op_max_pool2x2(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out);
 
+/* torch AvgPool2d(kernel 2, stride 2, padding (H % 2, W % 2)) over the last two dimensions, zero
+ * padding counted in the mean (count_include_pad), as the T2I-Adapter's Downsample: out
+ * [..., ceil(H/2), ceil(W/2)]; for even sizes the mean of each 2x2 cell. */
+sd_status sd_op_avg_pool2x2(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out);
+
 /* Sinusoidal timestep embedding as the LDM UNet's timestep_embedding (diffusers
  * flip_sin_to_cos=True, downscale_freq_shift=0): t [N] -> out [N, dim] =
  * [cos(t f_i), sin(t f_i)] with f_i = exp(-ln(max_period) i / (dim/2)), zero-padded when dim is

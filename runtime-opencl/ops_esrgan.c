@@ -63,8 +63,8 @@ sd_status sd_op_pixel_unshuffle(sd_cl *cl, const sd_dtensor *x, int r, sd_dtenso
     cl_kernel k;
     char dx[96];
     *out = NULL;
-    if (x->ndim != 4 || x->dtype != SD_DTYPE_F32 || r < 1 || r > 8 || x->shape[2] < 1 || x->shape[3] < 1 ||
-        x->shape[1] < 1 || x->shape[1] > INT32_MAX / 64 || x->shape[2] > INT32_MAX / 2 || x->shape[3] > INT32_MAX / 2)
+    if (x->ndim != 4 || x->dtype != SD_DTYPE_F32 || r < 1 || r > 16 || x->shape[2] < 1 || x->shape[3] < 1 ||
+        x->shape[1] < 1 || x->shape[1] > INT32_MAX / 256 || x->shape[2] > INT32_MAX / 2 || x->shape[3] > INT32_MAX / 2)
         return sd_set_error(cl->ctx, SD_ERR_INVALID, "pixel_unshuffle: input %s with factor %d",
                             sd_dtensor_describe(x, dx, sizeof dx), r);
     int C = (int)x->shape[1], H = (int)x->shape[2], W = (int)x->shape[3];

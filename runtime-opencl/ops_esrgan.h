@@ -22,7 +22,7 @@ sd_status sd_op_axpy_into(sd_cl *cl, float alpha, const sd_dtensor *a, const sd_
 /* torch.pixel_unshuffle(F.pad(x, (0, pw, 0, ph), "reflect"), r) as Real-ESRGAN's x2/x1 models
  * do (spandrel's pad_to_multiple): x [B, C, H, W] padded at the bottom and right to multiples of
  * r (mirrored without repeating the edge; repeatedly when the pad exceeds H - 1), then
- * *out: new [B, C*r*r, ceil(H/r), ceil(W/r)]. r in 1..8. */
+ * *out: new [B, C*r*r, ceil(H/r), ceil(W/r)]. r in 1..16 (16: the SDXL T2I-Adapter). */
 sd_status sd_op_pixel_unshuffle(sd_cl *cl, const sd_dtensor *x, int r, sd_dtensor **out);
 
 #endif

@@ -1,5 +1,6 @@
 /* ControlNet links on conditioning and their evaluation during sampling. See control_eval.h. */
 #include "ml/adapters/control_eval.h"
+#include "ml/adapters/t2i_adapter.h"
 #include "core/checked.h"
 #include "runtime-opencl/ops_basic.h"
 #include <math.h>
@@ -188,8 +189,11 @@ sd_status sd_control_hint_resize(sd_context *ctx, const sd_tensor *image, int64_
 typedef struct hint_cache {
     const sd_control_link *link;
     int64_t h, w; /* the latent size it was resized for */
-    float *hint;  /* [hb, C, 8h, 8w] */
-    int64_t hb, c;
+    float *hint;  /* [hb, C, hh, hw]: 8h x 8w, a T2I-Adapter's size (sd_t2i_adapter_hint_size) */
+    int64_t hb, c, hh, hw;
+    /* T2I-Adapters: the features of the hint batch times the strength, [hb, fc, fh, fw] each */
+    float *feat[SD_T2I_LEVELS];
+    int64_t fshape[SD_T2I_LEVELS][4];
 } hint_cache;
 
 struct sd_control_eval {
@@ -213,8 +217,11 @@ void sd_control_eval_free(sd_control_eval *ev)
 {
     if (!ev)
         return;
-    for (size_t i = 0; i < ev->n_hints; i++)
+    for (size_t i = 0; i < ev->n_hints; i++) {
         free(ev->hints[i].hint);
+        for (int k = 0; k < SD_T2I_LEVELS; k++)
+            free(ev->hints[i].feat[k]);
+    }
     free(ev->hints);
     free(ev);
 }
@@ -235,8 +242,53 @@ static bool chain_active(const sd_control_eval *ev, const sd_control_link *l, fl
     return false;
 }
 
-/* The link's hint at 8x a latent of h x w, resized once per size (ControlBase.get_control resizes
- * the whole hint to the model input, which is an area of the latent for regional entries). */
+/* torch.mean(hint, 1, keepdim=True) of [b, c, n] into [b, 1, n] (a 1-channel T2I-Adapter). */
+static float *channel_mean(const float *hint, int64_t b, int64_t c, int64_t n)
+{
+    float *m = malloc((size_t)(b * n) * sizeof *m);
+    for (int64_t i = 0; m && i < b; i++)
+        for (int64_t j = 0; j < n; j++) {
+            float sum = 0.0f;
+            for (int64_t k = 0; k < c; k++)
+                sum += hint[(i * c + k) * n + j];
+            m[i * n + j] = sum / (float)c;
+        }
+    return m;
+}
+
+/* A T2I-Adapter's features for c's hint, times the link's strength (ComfyUI's T2IAdapter runs
+ * the adapter once per hint size and scales copies of its output). */
+static sd_status t2i_features(sd_control_eval *ev, const sd_control_link *l, hint_cache *c)
+{
+    sd_t2i_adapter *a = sd_controlnet_t2i(l->net);
+    sd_cl *cl;
+    sd_dtensor *x = NULL, *f[SD_T2I_LEVELS] = {0};
+    sd_status st = sd_cl_get(ev->ctx, &cl);
+    if (!st)
+        st = sd_dtensor_new(cl, SD_DTYPE_F32, 4, (const int64_t[]){c->hb, c->c, c->hh, c->hw}, &x);
+    if (!st)
+        st = sd_dtensor_upload(x, c->hint);
+    if (!st)
+        st = sd_t2i_adapter_forward(a, x, f);
+    for (int k = 0; !st && k < SD_T2I_LEVELS; k++) {
+        memcpy(c->fshape[k], f[k]->shape, sizeof c->fshape[k]);
+        if (!(c->feat[k] = malloc(f[k]->numel * sizeof *c->feat[k])))
+            st = sd_set_error(ev->ctx, SD_ERR_NOMEM, "out of memory for T2I-Adapter features");
+        if (!st)
+            st = sd_dtensor_download(f[k], c->feat[k]);
+        for (size_t i = 0; !st && i < f[k]->numel; i++)
+            c->feat[k][i] *= l->strength;
+    }
+    sd_dtensor_free(x);
+    for (int k = 0; k < SD_T2I_LEVELS; k++)
+        sd_dtensor_free(f[k]);
+    return st;
+}
+
+/* The link's hint at 8x a latent of h x w (a T2I-Adapter's: rounded up to its unshuffle factor,
+ * averaged over the channels for a 1-channel adapter, and its features), prepared once per size
+ * (ControlBase.get_control resizes the whole hint to the model input, which is an area of the
+ * latent for regional entries). */
 static sd_status link_hint(sd_control_eval *ev, const sd_control_link *l, int64_t h, int64_t w, const hint_cache **out)
 {
     for (size_t i = 0; i < ev->n_hints; i++)
@@ -246,21 +298,38 @@ static sd_status link_hint(sd_control_eval *ev, const sd_control_link *l, int64_
         }
     const sd_tensor *img = sd_value_tensor(l->image, "image");
     int want = sd_controlnet_config_of(l->net)->hint_channels;
+    sd_t2i_adapter *a = sd_controlnet_t2i(l->net);
     if (!img || img->ndim != 4 || img->shape[0] < 1 || img->shape[1] < 1 || img->shape[2] < 1)
         return sd_set_error(ev->ctx, SD_ERR_INVALID, "ControlNet hint is not an image");
-    if (img->shape[3] != want)
+    if (!sd_controlnet_takes_channels(l->net, img->shape[3]))
         return sd_set_error(ev->ctx, SD_ERR_INVALID, "ControlNet hint image has %lld channels, %s takes %d",
                             (long long)img->shape[3], sd_controlnet_path(l->net), want);
     hint_cache *grown = realloc(ev->hints, (ev->n_hints + 1) * sizeof *grown);
     if (!grown)
         return sd_set_error(ev->ctx, SD_ERR_NOMEM, "out of memory");
     ev->hints = grown;
-    hint_cache *c = &ev->hints[ev->n_hints];
-    *c = (hint_cache){.link = l, .h = h, .w = w, .hb = img->shape[0], .c = img->shape[3]};
-    sd_status st = sd_control_hint_resize(ev->ctx, img, 8 * w, 8 * h, &c->hint);
-    if (st)
+    hint_cache *c = &ev->hints[ev->n_hints++];
+    *c = (hint_cache){.link = l, .h = h, .w = w, .hb = img->shape[0], .c = img->shape[3], .hh = 8 * h, .hw = 8 * w};
+    if (a)
+        sd_t2i_adapter_hint_size(a, h, w, &c->hh, &c->hw);
+    sd_status st = sd_control_hint_resize(ev->ctx, img, c->hw, c->hh, &c->hint);
+    if (!st && a && want == 1 && c->c > 1) {
+        float *m = channel_mean(c->hint, c->hb, c->c, c->hh * c->hw);
+        free(c->hint);
+        c->hint = m;
+        c->c = 1;
+        if (!m)
+            st = sd_set_error(ev->ctx, SD_ERR_NOMEM, "out of memory");
+    }
+    if (!st && a)
+        st = t2i_features(ev, l, c);
+    if (st) { /* dropped: a later call prepares it again */
+        free(c->hint);
+        for (int k = 0; k < SD_T2I_LEVELS; k++)
+            free(c->feat[k]);
+        ev->n_hints--;
         return st;
-    ev->n_hints++;
+    }
     *out = c;
     return SD_OK;
 }
@@ -299,8 +368,27 @@ static sd_status accumulate(sd_cl *cl, sd_dtensor **acc, sd_dtensor *y)
     return st;
 }
 
-/* The residuals of one chain over `items` items (x: their latents, [4, h, w] each) into acc (n
- * tensors, summed oldest link first). */
+/* A T2I-Adapter link's features into their slots of acc (2 n - 1 slots, see
+ * sd_control_residuals), cycled over the items as its hint would be. */
+static sd_status add_features(sd_cl *cl, const sd_control_link *l, const hint_cache *hc, size_t items, size_t batch,
+                              sd_dtensor **acc, int n)
+{
+    const sd_t2i_config *cfg = sd_t2i_adapter_config(sd_controlnet_t2i(l->net));
+    sd_status st = SD_OK;
+    for (int k = 0; !st && k < SD_T2I_LEVELS; k++) {
+        int slot = cfg->feature_block[k] < 0 ? n - 1 : n + cfg->feature_block[k];
+        int64_t shape[4] = {(int64_t)items, hc->fshape[k][1], hc->fshape[k][2], hc->fshape[k][3]};
+        size_t item = (size_t)(shape[1] * shape[2] * shape[3]);
+        sd_dtensor *t = NULL;
+        st = upload_items(cl, hc->feat[k], (size_t)hc->hb, item, items, batch, 4, shape, &t);
+        if (!st)
+            st = accumulate(cl, &acc[slot], t);
+    }
+    return st;
+}
+
+/* The residuals of one chain over `items` items (x: their latents, [4, h, w] each) into acc (2 n - 1
+ * slots, summed oldest link first; n: the residual count of the call's ControlNets). */
 static sd_status run_chain(sd_control_eval *ev, sd_cl *cl, const sd_control_link *chain, size_t items, size_t batch,
                            const float *x, int64_t h, int64_t w, float sigma, float timestep,
                            const sd_dtensor *context, const sd_dtensor *y, sd_dtensor **acc, int n)
@@ -331,6 +419,10 @@ static sd_status run_chain(sd_control_eval *ev, sd_cl *cl, const sd_control_link
         const hint_cache *hc = NULL;
         if ((st = link_hint(ev, l, h, w, &hc)))
             break;
+        if (sd_controlnet_t2i(l->net)) {
+            st = add_features(cl, l, hc, items, batch, acc, n);
+            continue;
+        }
         int64_t hs[4] = {(int64_t)items, hc->c, 8 * h, 8 * w};
         st = upload_items(cl, hc->hint, (size_t)hc->hb, (size_t)(hc->c * 64 * h * w), items, batch, 4, hs, &hint);
         if (!st)
@@ -352,7 +444,7 @@ static sd_status run_chain(sd_control_eval *ev, sd_cl *cl, const sd_control_link
 
 void sd_control_residuals_free(sd_control_residuals *res)
 {
-    for (int i = 0; res->tensors && i < res->n; i++)
+    for (int i = 0; res->tensors && i < res->n_slots; i++)
         sd_dtensor_free(res->tensors[i]);
     free(res->tensors);
     free(res->skips);
@@ -377,23 +469,22 @@ sd_status sd_control_eval_call(sd_control_eval *ev, const sd_control_link *const
     sd_status st = sd_cl_get(ev->ctx, &cl);
     if (st)
         return st;
-    int n = sd_controlnet_residual_count(net);
+    int n = sd_controlnet_residual_count(net), n_slots = 2 * n - 1;
     /* Runs of consecutive entries with the same chain; each run's residuals, in item order. */
-    sd_dtensor **runs = calloc(n_entries * (size_t)n, sizeof *runs);
+    sd_dtensor **runs = calloc(n_entries * (size_t)n_slots, sizeof *runs);
     size_t *run_items = calloc(n_entries, sizeof *run_items), n_runs = 0;
-    bool *run_active = calloc(n_entries, sizeof *run_active);
     res->n = n;
-    res->tensors = calloc((size_t)n, sizeof *res->tensors);
-    res->skips = calloc((size_t)n, sizeof *res->skips);
-    if (!runs || !run_items || !run_active || !res->tensors || !res->skips)
+    res->n_slots = n_slots;
+    res->tensors = calloc((size_t)n_slots, sizeof *res->tensors);
+    res->skips = calloc((size_t)n_slots, sizeof *res->skips);
+    if (!runs || !run_items || !res->tensors || !res->skips)
         st = sd_set_error(ev->ctx, SD_ERR_NOMEM, "out of memory");
     for (size_t k = 0; !st && k < n_entries; n_runs++) {
         size_t first = k;
         while (k < n_entries && chains[k] == chains[first])
             k++;
         run_items[n_runs] = (k - first) * batch;
-        run_active[n_runs] = chain_active(ev, chains[first], sigma);
-        if (!run_active[n_runs])
+        if (!chain_active(ev, chains[first], sigma))
             continue;
         sd_dtensor *ctx_run = NULL, *y_run = NULL;
         st = sd_op_slice(cl, context, 0, (int64_t)(first * batch), (int64_t)run_items[n_runs], &ctx_run);
@@ -401,19 +492,21 @@ sd_status sd_control_eval_call(sd_control_eval *ev, const sd_control_link *const
             st = sd_op_slice(cl, y, 0, (int64_t)(first * batch), (int64_t)run_items[n_runs], &y_run);
         if (!st)
             st = run_chain(ev, cl, chains[first], run_items[n_runs], batch, x + first * batch * (size_t)(4 * h * w), h,
-                           w, sigma, timestep, ctx_run, y_run, runs + n_runs * (size_t)n, n);
+                           w, sigma, timestep, ctx_run, y_run, runs + n_runs * (size_t)n_slots, n);
         sd_dtensor_free(ctx_run);
         sd_dtensor_free(y_run);
     }
-    size_t first_active = 0; /* there is one: net was found */
-    while (!st && !run_active[first_active])
-        first_active++;
-    for (int i = 0; !st && i < n; i++) {
-        int64_t shape[4]; /* an active run's residual gives the zeros' shape */
-        memcpy(shape, runs[first_active * (size_t)n + (size_t)i]->shape, sizeof shape);
+    for (int i = 0; !st && i < n_slots; i++) {
+        const sd_dtensor *some = NULL; /* a run's residual in this slot gives the zeros' shape */
+        for (size_t r = 0; r < n_runs && !some; r++)
+            some = runs[r * (size_t)n_slots + (size_t)i];
+        if (!some)
+            continue; /* no link gives this one: the UNet adds nothing there */
+        int64_t shape[4];
+        memcpy(shape, some->shape, sizeof shape);
         for (size_t r = 0; !st && r < n_runs; r++) {
-            sd_dtensor **slot = &runs[r * (size_t)n + (size_t)i];
-            if (!run_active[r]) {
+            sd_dtensor **slot = &runs[r * (size_t)n_slots + (size_t)i];
+            if (!*slot) {
                 shape[0] = (int64_t)run_items[r];
                 st = sd_dtensor_zeros(cl, SD_DTYPE_F32, 4, shape, slot);
             }
@@ -431,16 +524,16 @@ sd_status sd_control_eval_call(sd_control_eval *ev, const sd_control_link *const
         }
         res->skips[i] = res->tensors[i];
     }
-    for (size_t j = 0; runs && j < n_entries * (size_t)n; j++)
+    for (size_t j = 0; runs && j < n_entries * (size_t)n_slots; j++)
         sd_dtensor_free(runs[j]);
     free(runs);
     free(run_items);
-    free(run_active);
     if (st) {
         sd_control_residuals_free(res);
         return st;
     }
-    res->control = (sd_unet_control){.skips = res->skips, .n_skips = n - 1, .middle = res->tensors[n - 1]};
+    res->control = (sd_unet_control){.skips = res->skips, .n_skips = n - 1, .middle = res->tensors[n - 1],
+                                     .inputs = res->skips + n, .n_inputs = n - 1};
     *control = &res->control;
     return SD_OK;
 }

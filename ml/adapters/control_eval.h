@@ -72,13 +72,17 @@ void sd_control_eval_free(sd_control_eval *ev); /* NULL-safe */
 
 /* Residuals of one model call, owned by the caller (sd_control_residuals_free). */
 typedef struct sd_control_residuals {
-    sd_dtensor **tensors; /* n_skips + 1, the middle last */
+    /* n_slots = 2 n - 1: the n - 1 skip residuals, the middle one (tensors[n - 1]), then the
+     * T2I-Adapter features per input block (tensors[n + k] for block k); a NULL slot adds nothing */
+    sd_dtensor **tensors;
     const sd_dtensor **skips;
-    int n;
+    int n, n_slots;
     sd_unet_control control;
 } sd_control_residuals;
 
-/* The residuals for a model call over n_entries entries of batch items each (entry k has items
+/* The residuals for a model call over n_entries entries (ControlNets and T2I-Adapters: an
+ * adapter runs once per link and latent size on the link's hint batch, its features times the
+ * strength cycled over the items as the hint would be) of batch items each (entry k has items
  * k * batch .. k * batch + batch - 1; chains[k] its chain or NULL). x: the host latents the model
  * sees, one [4, h, w] per item (h x w: the latent, or a regional entry's area of it; each hint is
  * resized to 8x that, as ComfyUI does); sigma and timestep of the call; context: device

@@ -2,6 +2,7 @@
  * (sd_unet_encode); this file adds the hint encoder, the zero convs, the layout and family
  * detection, and the diffusers name mapping. */
 #include "ml/adapters/controlnet.h"
+#include "ml/adapters/t2i_adapter.h"
 #include "ml/families/sd1_layout.h"
 #include "runtime-opencl/ops.h"
 #include "runtime-opencl/ops_basic.h"
@@ -26,6 +27,10 @@ struct sd_controlnet {
     bool global_pooling;   /* shuffle ControlNets: residuals replaced by their spatial means */
     sd_unet *unet;         /* the encoder copy, created on first forward */
     sd_weights *w;         /* hint encoder and zero convs, same file and prefix */
+    sd_t2i_adapter *t2i;   /* a T2I-Adapter file: the adapter (nothing above but file, family) */
+    bool difference;       /* a difference file: unet is a patched view of file_unet */
+    sd_controlnet_base base; /* its model (get NULL: none yet) */
+    sd_unet *file_unet;
 };
 
 /* ---- name mapping between the original and diffusers' layouts ---- */
@@ -172,6 +177,12 @@ sd_status sd_controlnet_write_random(sd_context *ctx, const char *path, const sd
     return st;
 }
 
+/* map_name from diffusers' side for sd_safetensors_alias_map (user: the name_map). */
+static bool original_name(void *user, const char *name, char *out, size_t size)
+{
+    return map_name(user, false, name, out, size);
+}
+
 /* The file's tensors under their original names (diffusers layout). Tensors the map does not
  * know are left out (the layout check then names whatever is missing). */
 static sd_status make_alias(sd_context *ctx, const sd_safetensors *st, sd_safetensors **out)
@@ -188,49 +199,17 @@ static sd_status make_alias(sd_context *ctx, const sd_safetensors *st, sd_safete
         if (nrb > 16 || !sd_safetensors_has_prefix(st, p))
             break;
     }
-    size_t n = sd_safetensors_count(st);
     name_map m = {0};
-    const sd_st_tensor **from = calloc(n ? n : 1, sizeof *from);
-    char (*names)[160] = calloc(n ? n : 1, sizeof *names);
-    const char **name_ptrs = calloc(n ? n : 1, sizeof *name_ptrs);
-    sd_status status = SD_OK;
-    if (!from || !names || !name_ptrs || !build_map(n_levels, nrb, &m)) {
-        status = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", sd_safetensors_path(st));
-        goto done;
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        const sd_st_tensor *t = sd_safetensors_at(st, i);
-        if (map_name(&m, false, t->name, names[k], sizeof names[k])) {
-            from[k] = t;
-            name_ptrs[k] = names[k];
-            k++;
-        }
-    }
-    status = sd_safetensors_alias(ctx, st, from, name_ptrs, k, out);
-done:
+    sd_status status = build_map(n_levels, nrb, &m) ? sd_safetensors_alias_map(ctx, st, original_name, &m, out)
+                                                    : sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory",
+                                                                   sd_safetensors_path(st));
     free(m.pairs);
-    free(from);
-    free(names);
-    free(name_ptrs);
     return status;
 }
 
 /* ---- family and layout detection ---- */
 
-static const sd_st_tensor *findf(const sd_safetensors *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static const sd_st_tensor *findf(const sd_safetensors *st, const char *fmt, ...)
-{
-    char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    return sd_safetensors_find(st, name);
-}
-
-typedef enum layout { LAYOUT_ORIGINAL, LAYOUT_DIFFUSERS } layout;
+typedef enum layout { LAYOUT_ORIGINAL, LAYOUT_DIFFUSERS, LAYOUT_T2I } layout;
 
 /* Decides the layout, prefix and family, or refuses a file of another kind with a message naming it. */
 static sd_status detect(sd_context *ctx, const sd_safetensors *st, layout *lay, const char **prefix, sd_family *fam)
@@ -245,8 +224,8 @@ static sd_status detect(sd_context *ctx, const sd_safetensors *st, layout *lay, 
         sd_safetensors_find(st, "zero_convs.0.0.weight")) {
         *lay = LAYOUT_ORIGINAL;
         *prefix = sd_safetensors_has_prefix(st, ORIGINAL_PREFIX) ? ORIGINAL_PREFIX : "";
-        const sd_st_tensor *k = findf(st, "%smiddle_block.1.transformer_blocks.0.attn2.to_k.weight", *prefix);
-        if (findf(st, "%slabel_emb.0.0.weight", *prefix) || (k && k->ndim == 2 && k->shape[1] == 2048))
+        const sd_st_tensor *k = sd_safetensors_findf(st, "%smiddle_block.1.transformer_blocks.0.attn2.to_k.weight", *prefix);
+        if (sd_safetensors_findf(st, "%slabel_emb.0.0.weight", *prefix) || (k && k->ndim == 2 && k->shape[1] == 2048))
             *fam = SD_FAMILY_SDXL;
         else if (k && k->ndim == 2 && k->shape[1] == 1024)
             family = "SD2.x";
@@ -265,8 +244,15 @@ static sd_status detect(sd_context *ctx, const sd_safetensors *st, layout *lay, 
                (sd_safetensors_has_prefix(st, "controlnet_blocks.") &&
                 sd_safetensors_has_prefix(st, "transformer_blocks."))) {
         family = sd_safetensors_has_prefix(st, "pos_embed") ? "SD3" : "FLUX";
-    } else if (sd_safetensors_has_prefix(st, "adapter.") || sd_safetensors_has_prefix(st, "body.")) {
-        return sd_set_error(ctx, SD_ERR_INVALID, "%s: T2I-Adapter detected; sdflow loads " SUPPORTED " ControlNets", path);
+    } else if (sd_t2i_adapter_detect(st)) {
+        *lay = LAYOUT_T2I;
+        *prefix = "";
+        sd_t2i_adapter *a = NULL;
+        sd_status s = sd_t2i_adapter_new(ctx, st, SD_DTYPE_F32, &a); /* inspects only */
+        if (!s)
+            *fam = sd_t2i_adapter_config(a)->xl ? SD_FAMILY_SDXL : SD_FAMILY_SD1;
+        sd_t2i_adapter_free(a);
+        return s;
     } else {
         sd_family f = sd_checkpoint_detect(st);
         if (f != SD_FAMILY_UNKNOWN && f != SD_FAMILY_DIFFUSERS)
@@ -308,7 +294,7 @@ static sd_status inspect(sd_context *ctx, const sd_safetensors *st, const char *
         return status;
     cfg->unet.out_channels = cfg->unet.in_channels; /* unused: the ControlNet has no output head */
     for (int j = 0; j < SD_CONTROLNET_HINT_CONVS; j++) {
-        const sd_st_tensor *t = findf(st, "%sinput_hint_block.%d.weight", p, 2 * j);
+        const sd_st_tensor *t = sd_safetensors_findf(st, "%sinput_hint_block.%d.weight", p, 2 * j);
         if (!t || t->ndim != 4 || t->shape[0] < 1 || t->shape[0] > 65536 || t->shape[1] < 1 || t->shape[1] > 65536)
             return sd_set_error(ctx, SD_ERR_INVALID, "%s: %s tensor '%sinput_hint_block.%d.weight' (%s)", path,
                                 t ? "malformed" : "missing", p, 2 * j, what);
@@ -342,13 +328,18 @@ sd_status sd_controlnet_open(sd_context *ctx, const char *path, sd_dtype dtype, 
         st = detect(ctx, cn->file, &lay, &cn->prefix, &cn->family);
     if (!st && lay == LAYOUT_DIFFUSERS)
         st = make_alias(ctx, cn->file, &cn->alias);
-    if (!st) {
+    if (!st && lay == LAYOUT_T2I) {
+        st = sd_t2i_adapter_new(ctx, cn->file, dtype, &cn->t2i);
+        if (!st)
+            cn->config.hint_channels = sd_t2i_adapter_config(cn->t2i)->input_channels;
+    } else if (!st) {
         /* ComfyUI's rule: a file named *_shuffle or *_shuffle_fp16 pools its residuals. */
         const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
         size_t len = strrchr(base, '.') ? (size_t)(strrchr(base, '.') - base) : strlen(base);
         cn->global_pooling = (len >= 8 && strncmp(base + len - 8, "_shuffle", 8) == 0) ||
                              (len >= 13 && strncmp(base + len - 13, "_shuffle_fp16", 13) == 0);
         cn->st = cn->alias ? cn->alias : cn->file;
+        cn->difference = sd_controlnet_file_is_difference(cn->st);
         st = inspect(ctx, cn->st, cn->prefix, cn->family, &cn->config);
     }
     if (st) {
@@ -371,7 +362,11 @@ void sd_controlnet_unref(sd_controlnet *cn)
     if (!cn || --cn->refcount > 0)
         return;
     sd_unet_free(cn->unet);
+    sd_unet_free(cn->file_unet);
+    if (cn->base.release)
+        cn->base.release(cn->base.user);
     sd_weights_free(cn->w);
+    sd_t2i_adapter_free(cn->t2i);
     sd_safetensors_close(cn->alias);
     sd_safetensors_close(cn->file);
     free(cn);
@@ -402,10 +397,96 @@ bool sd_controlnet_global_pooling(const sd_controlnet *cn)
     return cn->global_pooling;
 }
 
+sd_t2i_adapter *sd_controlnet_t2i(const sd_controlnet *cn)
+{
+    return cn->t2i;
+}
+
+bool sd_controlnet_takes_channels(const sd_controlnet *cn, int64_t channels)
+{
+    return channels == cn->config.hint_channels || (cn->t2i && cn->config.hint_channels == 1 && channels > 0);
+}
+
 int sd_controlnet_residual_count(const sd_controlnet *cn)
 {
+    if (cn->t2i)
+        return sd_t2i_adapter_config(cn->t2i)->input_blocks + 1;
     const sd_unet_config *u = &cn->config.unet;
     return 1 + u->n_levels * u->num_res_blocks + (u->n_levels - 1) + 1;
+}
+
+/* ---- difference files ---- */
+
+bool sd_controlnet_file_is_difference(const sd_safetensors *st)
+{
+    return sd_safetensors_find(st, "difference") && sd_safetensors_has_prefix(st, ORIGINAL_PREFIX);
+}
+
+bool sd_controlnet_is_difference(const sd_controlnet *cn)
+{
+    return cn->difference;
+}
+
+sd_status sd_controlnet_set_base(sd_controlnet *cn, const sd_controlnet_base *base)
+{
+    if (!cn->difference || cn->base.get || cn->unet) {
+        if (base->release)
+            base->release(base->user);
+        return sd_set_error(cn->ctx, SD_ERR_INVALID, "%s: %s", sd_controlnet_path(cn),
+                            cn->difference ? "the difference ControlNet already has a model"
+                                           : "not a difference ControlNet (no 'difference' tensor)");
+    }
+    cn->base = *base;
+    return SD_OK;
+}
+
+static bool claims_all(void *user, const char *name)
+{
+    (void)user;
+    (void)name;
+    return true;
+}
+
+/* file weight + the model's weight of the same name (ComfyUI adds them for every
+ * control_model.X whose diffusion_model.X the model has: the encoder copy's weights). */
+static sd_status add_model_weight(void *user, const char *name, const sd_dtensor *base, sd_dtensor **out)
+{
+    sd_controlnet *cn = user;
+    const sd_dtensor *m = NULL;
+    sd_dtensor *delta = NULL;
+    float *host = NULL;
+    sd_status s = cn->base.get(cn->base.user, name, &m);
+    if (!s && m->numel != base->numel)
+        s = sd_set_error(cn->ctx, SD_ERR_INVALID, "%s: tensor '%s%s' has %zu elements, the model's %zu",
+                         sd_controlnet_path(cn), cn->prefix, name, base->numel, m->numel);
+    if (!s && !(host = malloc(m->numel * sizeof *host)))
+        s = sd_set_error(cn->ctx, SD_ERR_NOMEM, "out of memory");
+    if (!s)
+        s = sd_dtensor_download(m, host);
+    if (!s)
+        s = sd_dtensor_new(base->cl, SD_DTYPE_F32, base->ndim, base->shape, &delta);
+    if (!s)
+        s = sd_dtensor_upload(delta, host);
+    if (!s)
+        s = sd_op_weight_add(base->cl, base, delta, out);
+    free(host);
+    sd_dtensor_free(delta);
+    return s;
+}
+
+/* The encoder copy: the file's, or for a difference file a view adding the model's weights. */
+static sd_status make_unet(sd_controlnet *cn, sd_cl *cl)
+{
+    sd_unet **file = cn->difference ? &cn->file_unet : &cn->unet;
+    if (cn->difference && !cn->base.get)
+        return sd_set_error(cn->ctx, SD_ERR_INVALID,
+                            "%s: a difference ControlNet needs the model it was made for (DiffControlNetLoader)",
+                            sd_controlnet_path(cn));
+    sd_status s = *file ? SD_OK : sd_unet_new(cl, cn->st, cn->prefix, &cn->config.unet, cn->dtype, file);
+    sd_weight_patcher patcher = {.claims = claims_all, .apply = add_model_weight, .user = cn};
+    if (!s && cn->difference)
+        s = sd_unet_new_patched(cn->file_unet, &patcher, &cn->unet);
+    return s;
 }
 
 /* ---- forward ---- */
@@ -495,7 +576,7 @@ sd_status sd_controlnet_forward(sd_controlnet *cn, const sd_dtensor *x, const sd
         return sd_set_error(cn->ctx, SD_ERR_NOMEM, "out of memory");
     sd_status s = sd_cl_get(cn->ctx, &cl);
     if (!s && !cn->unet)
-        s = sd_unet_new(cl, cn->st, cn->prefix, &cn->config.unet, cn->dtype, &cn->unet);
+        s = make_unet(cn, cl);
     if (!s && !cn->w)
         s = sd_weights_new(cl, cn->st, cn->prefix, cn->dtype, &cn->w);
     if (!s)

@@ -346,6 +346,95 @@ sd_status sd_aux_resize_linear_f32(sd_context *ctx, const float *src, int64_t sh
     return SD_OK;
 }
 
+/* OpenCV's interpolateLanczos4: the 8 weights for fraction x, normalised in float. */
+static void lanczos4_weights(float x, float *w)
+{
+    static const double s45 = 0.70710678118654752440084436210485;
+    static const double cs[8][2] = {{1, 0}, {-s45, -s45}, {0, 1}, {s45, -s45}, {-1, 0}, {s45, s45}, {0, -1}, {-s45, s45}};
+    float sum = 0;
+    double y0 = -(x + 3) * M_PI * 0.25, s0 = sin(y0), c0 = cos(y0);
+    for (int i = 0; i < 8; i++) {
+        float yi = x + 3 - (float)i;
+        if (fabsf(yi) >= 1e-6f) {
+            double y = -yi * M_PI * 0.25;
+            w[i] = (float)((cs[i][0] * s0 + cs[i][1] * c0) / (y * y));
+        } else {
+            w[i] = 1e30f;
+        }
+        sum += w[i];
+    }
+    sum = 1.f / sum;
+    for (int i = 0; i < 8; i++)
+        w[i] *= sum;
+}
+
+/* Per output index along an axis of n -> m: the first source tap (floor(fx) - 3) and 8 weights. */
+static void lanczos4_axis(int64_t n, int64_t m, int64_t *first, float *w)
+{
+    double scale = 1.0 / ((double)m / (double)n);
+    for (int64_t d = 0; d < m; d++) {
+        float f = (float)(((double)d + 0.5) * scale - 0.5);
+        int64_t s = (int64_t)floorf(f);
+        first[d] = s - 3;
+        lanczos4_weights(f - (float)s, w + d * 8);
+    }
+}
+
+static int64_t clamp_index(int64_t i, int64_t n)
+{
+    return i < 0 ? 0 : i >= n ? n - 1 : i;
+}
+
+sd_status sd_aux_resize_lanczos4_f32(sd_context *ctx, const float *src, int64_t sh, int64_t sw, float *dst,
+                                     int64_t dh, int64_t dw)
+{
+    if (sh == dh && sw == dw) {
+        memcpy(dst, src, sizeof *dst * (size_t)(dh * dw));
+        return SD_OK;
+    }
+    int64_t *xo = malloc(sizeof *xo * (size_t)(dw + dh)), *yo = xo ? xo + dw : NULL;
+    float *xw = malloc(sizeof *xw * (size_t)(8 * (dw + dh))), *yw = xw ? xw + 8 * dw : NULL;
+    float *rows = malloc(sizeof *rows * (size_t)(sh * dw));
+    if (!xo || !xw || !rows) {
+        free(xo), free(xw), free(rows);
+        return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory resizing a %lldx%lld plane", (long long)sh,
+                            (long long)sw);
+    }
+    lanczos4_axis(sw, dw, xo, xw);
+    lanczos4_axis(sh, dh, yo, yw);
+    for (int64_t y = 0; y < sh; y++) /* horizontal pass: taps clamped to the border, summed in order */
+        for (int64_t x = 0; x < dw; x++) {
+            const float *s = src + y * sw, *w = xw + x * 8;
+            float v = 0;
+            for (int k = 0; k < 8; k++)
+                v += s[clamp_index(xo[x] + k, sw)] * w[k];
+            rows[y * dw + x] = v;
+        }
+    for (int64_t y = 0; y < dh; y++) {
+        const float *w = yw + y * 8, *r[8];
+        for (int k = 0; k < 8; k++)
+            r[k] = rows + clamp_index(yo[y] + k, sh) * dw;
+        /* the vertical pass: OpenCV's 4-lane vector loop sums from the last row back, the
+         * scalar tail from the first row on */
+        int64_t vec = dw - dw % 4;
+        for (int64_t x = 0; x < dw; x++) {
+            float v;
+            if (x < vec) {
+                v = r[7][x] * w[7];
+                for (int k = 6; k >= 0; k--)
+                    v = r[k][x] * w[k] + v;
+            } else {
+                v = r[0][x] * w[0];
+                for (int k = 1; k < 8; k++)
+                    v += r[k][x] * w[k];
+            }
+            dst[y * dw + x] = v;
+        }
+    }
+    free(xo), free(xw), free(rows);
+    return SD_OK;
+}
+
 static int64_t pad64(int64_t x)
 {
     return (x + 63) / 64 * 64;

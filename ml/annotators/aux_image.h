@@ -40,6 +40,12 @@ sd_status sd_aux_resize(sd_context *ctx, const sd_img8 *src, int64_t dh, int64_t
 sd_status sd_aux_resize_linear_f32(sd_context *ctx, const float *src, int64_t sh, int64_t sw, float *dst, int64_t dh,
                                    int64_t dw);
 
+/* cv2.resize(src, (dw, dh), interpolation=INTER_LANCZOS4) of one float32 plane sh x sw into
+ * dst (dh x dw floats): OpenCV's float weights (interpolateLanczos4), replicated border, the
+ * products summed in the order of its x86 build (SSE vertical pass), without FMA. */
+sd_status sd_aux_resize_lanczos4_f32(sd_context *ctx, const float *src, int64_t sh, int64_t sw, float *dst,
+                                     int64_t dh, int64_t dw);
+
 /* resize_image_with_pad: k = resolution / min(h, w), the target size round(h k) x round(w k)
  * (half to even) in *th, *tw, cv2.resize with `up` when k > 1 and INTER_AREA otherwise, then
  * edge padding up to multiples of 64 into *out (new). Results are cropped back to th x tw. */

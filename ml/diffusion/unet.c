@@ -64,6 +64,11 @@ sd_status sd_unet_new_patched(sd_unet *base, const sd_weight_patcher *patcher, s
     return SD_OK;
 }
 
+sd_status sd_unet_weight(sd_unet *u, const char *name, const sd_dtensor **out)
+{
+    return sd_weights_get(u->w, name, out);
+}
+
 void sd_unet_free(sd_unet *u)
 {
     if (!u)
@@ -400,6 +405,9 @@ static sd_status check_inputs(sd_unet *u, const sd_dtensor *x, const float *time
     if (control && control->n_skips != skip_count(c))
         return sd_set_error(ctx, SD_ERR_INVALID, "ControlNet gives %d skip residuals, the model has %d skips",
                             control->n_skips, skip_count(c));
+    if (control && control->n_inputs && control->n_inputs != skip_count(c))
+        return sd_set_error(ctx, SD_ERR_INVALID, "T2I-Adapter features for %d input blocks, the model has %d",
+                            control->n_inputs, skip_count(c));
     return SD_OK;
 }
 
@@ -416,7 +424,7 @@ static sd_status decoder(sd_unet *u, sd_dtensor **hs, int n_hs, sd_dtensor **h, 
             sd_dtensor *skip = hs[--n_hs], *t = NULL;
             hs[n_hs] = NULL;
             snprintf(name, sizeof name, "skip %d", n_hs);
-            s = add_control(u, &skip, control ? control->skips[n_hs] : NULL, name);
+            s = add_control(u, &skip, control && control->n_skips ? control->skips[n_hs] : NULL, name);
             if (!s)
                 s = advance(sd_op_concat(u->cl, *h, skip, 1, &t), h, &t);
             sd_dtensor_free(skip);
@@ -441,12 +449,23 @@ static sd_status decoder(sd_unet *u, sd_dtensor **hs, int n_hs, sd_dtensor **h, 
     return s;
 }
 
+/* hs[k] += the control's input feature k (a T2I-Adapter's), if any. */
+static sd_status add_input(sd_unet *u, sd_dtensor **hs, int k, const sd_unet_control *control)
+{
+    if (!control || k >= control->n_inputs || !control->inputs[k])
+        return SD_OK;
+    char name[48];
+    snprintf(name, sizeof name, "input block %d", k);
+    return add_control(u, &hs[k], control->inputs[k], name);
+}
+
 /* The encoder half: the time embedding *emb, every skip connection into hs (n_skips tensors)
  * and the middle block's output *h. hint (NULL: none) is added to the stem conv's output as a
- * ControlNet does with its encoded hint. On failure the caller still frees hs, *emb and *h. */
+ * ControlNet does with its encoded hint; control's input features (NULL: none) to the blocks'
+ * outputs. On failure the caller still frees hs, *emb and *h. */
 static sd_status encode(sd_unet *u, const sd_dtensor *x, const float *timesteps, const sd_dtensor *context,
-                        const sd_dtensor *y, const sd_dtensor *hint, sd_dtensor **hs, sd_dtensor **emb,
-                        sd_dtensor **h)
+                        const sd_dtensor *y, const sd_dtensor *hint, const sd_unet_control *control, sd_dtensor **hs,
+                        sd_dtensor **emb, sd_dtensor **h)
 {
     const sd_unet_config *c = &u->config;
     sd_dtensor *t = NULL;
@@ -457,6 +476,8 @@ static sd_status encode(sd_unet *u, const sd_dtensor *x, const float *timesteps,
         s = conv(u, "input_blocks.0.0", x, 1, &hs[n_hs++]);
     if (!s && hint)
         s = add_control(u, &hs[0], hint, "the encoded hint");
+    if (!s)
+        s = add_input(u, hs, 0, control);
     int block = 1;
     for (int level = 0; !s && level < c->n_levels; level++) {
         for (int i = 0; !s && i < c->num_res_blocks; i++, block++) {
@@ -467,12 +488,16 @@ static sd_status encode(sd_unet *u, const sd_dtensor *x, const float *timesteps,
                 s = advance(spatial_transformer(u, name, *h, c->depth[level], context, &t), h, &t);
             if (!s)
                 hs[n_hs++] = *h, *h = NULL;
+            if (!s)
+                s = add_input(u, hs, n_hs - 1, control);
         }
         if (!s && level + 1 < c->n_levels) {
             snprintf(name, sizeof name, "input_blocks.%d.0.op", block++);
             s = conv(u, name, hs[n_hs - 1], 2, &hs[n_hs]);
             if (!s)
                 n_hs++;
+            if (!s)
+                s = add_input(u, hs, n_hs - 1, control);
         }
     }
     if (!s)
@@ -505,7 +530,7 @@ sd_status sd_unet_forward_adm(sd_unet *u, const sd_dtensor *x, const float *time
     sd_dtensor *emb = NULL, *h = NULL, *t = NULL;
     if (!hs)
         return sd_set_error(u->cl->ctx, SD_ERR_NOMEM, "out of memory");
-    s = encode(u, x, timesteps, context, y, NULL, hs, &emb, &h);
+    s = encode(u, x, timesteps, context, y, NULL, control, hs, &emb, &h);
     if (!s && control)
         s = add_control(u, &h, control->middle, "the middle block");
     if (!s)
@@ -539,7 +564,7 @@ sd_status sd_unet_encode(sd_unet *u, const sd_dtensor *x, const float *timesteps
     sd_dtensor *emb = NULL;
     sd_status s = check_inputs(u, x, timesteps, context, y, NULL);
     if (!s)
-        s = encode(u, x, timesteps, context, y, hint, outs, &emb, &outs[n_skips]);
+        s = encode(u, x, timesteps, context, y, hint, NULL, outs, &emb, &outs[n_skips]);
     sd_dtensor_free(emb);
     if (s) {
         for (int i = 0; i <= n_skips; i++)

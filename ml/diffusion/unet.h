@@ -18,6 +18,11 @@ typedef struct sd_unet_control {
     const sd_dtensor *const *skips;
     int n_skips;
     const sd_dtensor *middle;
+    /* T2I-Adapter features (ComfyUI's 'input' controls): inputs[k] (n_inputs 0 or n_skips; NULL
+     * entries add nothing) is added to input block k's output right after that block, so the
+     * next block and the skip both see it. */
+    const sd_dtensor *const *inputs;
+    int n_inputs;
 } sd_unet_control;
 
 /* A UNet over the tensors <prefix>* (prefix "model.diffusion_model." in an SD1 checkpoint).
@@ -29,6 +34,9 @@ void sd_unet_free(sd_unet *u); /* NULL-safe */
  * it shares every unpatched device tensor with base, which must outlive it. */
 sd_status sd_unet_new_patched(sd_unet *base, const sd_weight_patcher *patcher, sd_unet **out);
 const sd_unet_config *sd_unet_config_of(const sd_unet *u);
+/* The device tensor of weight `name` (without prefix, in the UNet's storage dtype; a patched
+ * view's patched copy), uploaded on first use and owned by u. SD_ERR_NOT_FOUND when absent. */
+sd_status sd_unet_weight(sd_unet *u, const char *name, const sd_dtensor **out);
 /* Unique per UNet object created in this process (never reused, unlike its address). */
 uint64_t sd_unet_serial(const sd_unet *u);
 

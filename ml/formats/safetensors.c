@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -392,6 +393,16 @@ const sd_st_tensor *sd_safetensors_find(const sd_safetensors *st, const char *na
     return hit ? *hit : NULL;
 }
 
+const sd_st_tensor *sd_safetensors_findf(const sd_safetensors *st, const char *fmt, ...)
+{
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return len >= 0 && (size_t)len < sizeof name ? sd_safetensors_find(st, name) : NULL;
+}
+
 bool sd_safetensors_has_prefix(const sd_safetensors *st, const char *prefix)
 {
     size_t len = strlen(prefix);
@@ -460,6 +471,33 @@ sd_status sd_safetensors_alias(sd_context *ctx, const sd_safetensors *st, const 
     sd_status status = make_view(ctx, st->path, st->file, from, NULL, names, n, out);
     if (!status)
         (*out)->metadata = json_incref(st->metadata);
+    return status;
+}
+
+sd_status sd_safetensors_alias_map(sd_context *ctx, const sd_safetensors *st,
+                                   bool (*map)(void *user, const char *name, char *out, size_t size), void *user,
+                                   sd_safetensors **out)
+{
+    size_t n = sd_safetensors_count(st), k = 0;
+    const sd_st_tensor **from = calloc(n ? n : 1, sizeof *from);
+    char (*names)[160] = calloc(n ? n : 1, sizeof *names);
+    const char **ptrs = calloc(n ? n : 1, sizeof *ptrs);
+    sd_status status = SD_OK;
+    if (!from || !names || !ptrs)
+        status = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", st->path);
+    for (size_t i = 0; !status && i < n; i++) {
+        const sd_st_tensor *t = sd_safetensors_at(st, i);
+        if (map(user, t->name, names[k], sizeof names[k])) {
+            from[k] = t;
+            ptrs[k] = names[k];
+            k++;
+        }
+    }
+    if (!status)
+        status = sd_safetensors_alias(ctx, st, from, ptrs, k, out);
+    free(from);
+    free(names);
+    free(ptrs);
     return status;
 }
 

@@ -84,6 +84,9 @@ size_t sd_safetensors_count(const sd_safetensors *st);
 const sd_st_tensor *sd_safetensors_at(const sd_safetensors *st, size_t index);
 /* The tensor called name, or NULL. */
 const sd_st_tensor *sd_safetensors_find(const sd_safetensors *st, const char *name);
+/* The same with a printf-style name (up to 255 bytes). */
+const sd_st_tensor *sd_safetensors_findf(const sd_safetensors *st, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* True when some tensor name starts with prefix. */
 bool sd_safetensors_has_prefix(const sd_safetensors *st, const char *prefix);
 /* A "__metadata__" value, or NULL. */
@@ -95,6 +98,13 @@ const char *sd_safetensors_metadata(const sd_safetensors *st, const char *key);
  * closing the alias leaves st alone. SD_ERR_INVALID (naming st's file) for a duplicate new name, SD_ERR_NOMEM. */
 sd_status sd_safetensors_alias(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *const *from,
                                const char *const *names, size_t n, sd_safetensors **out);
+
+/* The same through a renaming function: map(user, name, out, size) writes the new name of each
+ * tensor of st and returns true, or returns false to leave the tensor out (names up to 159
+ * bytes). Errors as sd_safetensors_alias. */
+sd_status sd_safetensors_alias_map(sd_context *ctx, const sd_safetensors *st,
+                                   bool (*map)(void *user, const char *name, char *out, size_t size), void *user,
+                                   sd_safetensors **out);
 
 /* A handle named path on n tensors of another format's file, already open as fd with identity
  * id (sd_file_open; the handle reads through its own dup of fd, with the same change detection,

@@ -574,17 +574,38 @@ kernel void zero_insert(global const float *x, global float *y, uint h, uint w, 
     }
 }
 
-/* max_pool2d 2x2 stride 2: one work-item per output row (plane * (h / 2) + oy). */
-kernel void max_pool2x2(global const float *x, global float *y, uint h, uint w)
+/* max_pool2d 2x2 stride 2: one work-item per output row (plane * oh + oy); oh = h / 2, ow = w / 2. */
+kernel void max_pool2x2(global const float *x, global float *y, uint h, uint w, uint oh, uint ow)
 {
-    ulong row = get_global_id(0), plane = row / (h / 2), oy = row % (h / 2);
-    uint ow = w / 2;
+    ulong row = get_global_id(0), plane = row / oh, oy = row % oh;
     global const float *r0 = x + (plane * h + 2 * oy) * (ulong)w, *r1 = r0 + w;
     global float *d = y + row * ow;
     for (uint j = 0; j < ow; j++) {
         float a = r0[2 * j], b = r0[2 * j + 1], c = r1[2 * j], e = r1[2 * j + 1];
         float m = fmax(fmax(a, b), fmax(c, e));
         d[j] = isnan(a) || isnan(b) || isnan(c) || isnan(e) ? NAN : m;
+    }
+}
+
+/* AvgPool2d(2, stride 2, padding (h % 2, w % 2)), zero padding counted: one work-item per
+ * output row (plane * oh + oy); input row 2 oy - ph + dy, column 2 ox - pw + dx. */
+kernel void avg_pool2x2(global const float *x, global float *y, uint h, uint w, uint oh, uint ow)
+{
+    ulong row = get_global_id(0), plane = row / oh;
+    int oy = (int)(row % oh), ph = (int)(h % 2), pw = (int)(w % 2);
+    global const float *p = x + plane * h * (ulong)w;
+    global float *d = y + row * ow;
+    for (uint j = 0; j < ow; j++) {
+        float s = 0.0f;
+        for (int dy = 0; dy < 2; dy++) {
+            int iy = 2 * oy - ph + dy;
+            for (int dx = 0; dx < 2; dx++) {
+                int ix = 2 * (int)j - pw + dx;
+                if (iy >= 0 && iy < (int)h && ix >= 0 && ix < (int)w)
+                    s += p[iy * (ulong)w + ix];
+            }
+        }
+        d[j] = s / 4.0f;
     }
 }
 

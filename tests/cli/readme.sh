@@ -12,15 +12,18 @@ cp "$SRC/examples/input/shapes.png" "$T/input/input.png"
 cp "$SRC/examples/input/shapes.png" "$T/input/"
 cp "$SRC/examples/input/shapes-inpaint.png" "$T/input/"
 cp "$SRC/examples/input/scribble.png" "$T/input/"
+cp "$SRC/examples/input/shapes.png" "$T/input/person.png"
 "$MK" --preset tiny "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" >/dev/null || fail "sdflow_mkckpt"
 mkdir -p "$T/models/upscale_models"
 "$BUILD/sdflow_mkesrgan" --nf 8 --gc 4 --blocks 1 "$T/models/upscale_models/RealESRGAN_x4plus.safetensors" ||
     fail "sdflow_mkesrgan"
 mkdir -p "$T/models/controlnet"
-for cn in canny scribble; do
+for cn in canny scribble openpose; do
     "$MK" --preset tiny --kind controlnet "$T/models/controlnet/control_v11p_sd15_${cn}_fp16.safetensors" >/dev/null ||
         fail "sdflow_mkckpt --kind controlnet"
 done
+mkdir -p "$T/models/annotators"
+cp "$SRC/tests/data/goldens/pose_body.safetensors" "$T/models/annotators/body_pose_model.pth"
 mkdir -p "$T/models/loras"
 "$BUILD/sdflow_mklora" "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" \
     "$T/models/loras/lora.safetensors" || fail "sdflow_mklora"

@@ -50,10 +50,11 @@ static sd_status fill_small(void *user, size_t index, void *dst, size_t nbytes)
 }
 
 static const char *const watched[] = {"models/checkpoints", "models/loras", "models/controlnet",
-                                      "models/upscale_models", "models/embeddings", "models/vae", "in"};
+                                      "models/upscale_models", "models/embeddings", "models/vae", "in",
+                                      "models/annotators"};
 /* The kind each watched directory's files are recorded under in the provenance ("<kind>/<name>"). */
 static const char *const kinds[] = {"checkpoints", "loras", "controlnet", "upscale_models", "embeddings", "vae",
-                                    "input"};
+                                    "input", "annotators"};
 #define N_WATCHED (sizeof watched / sizeof watched[0])
 static char *dirs[N_WATCHED];
 
@@ -127,6 +128,10 @@ static void make_models(void)
         sd_strfmt("cp %s/examples/input/shapes.png %s/examples/input/shapes-inpaint.png %s/examples/input/scribble.png %s/",
                   src, src, src, dirs[6]),
         sd_strfmt("cp %s/examples/input/shapes.png %s/unused.png", src, dirs[6]),
+        sd_strfmt("cp %s/examples/input/shapes.png %s/person.png", src, dirs[6]),
+        sd_strfmt("%s/sdflow_mkckpt --preset tiny --kind controlnet --seed 6 %s/control_v11p_sd15_openpose_fp16.safetensors",
+                  build, dirs[2]),
+        sd_strfmt("cp %s/tests/data/goldens/pose_body.safetensors %s/body_pose_model.pth", src, dirs[7]),
     };
     for (size_t i = 0; i < sizeof cmd / sizeof cmd[0]; i++) {
         tool(cmd[i]);
@@ -180,7 +185,7 @@ static void check_graph(const char *graph)
     char *models = test_path(test_scratch_dir(), "models");
     args[n++] = models;
     static const char *const sets[][2] = {{"steps", "steps=1"},  {"hires_steps", "hires_steps=1"},
-                                          {"width", "width=64"}, {"height", "height=64"}, {"resolution", "resolution=64"},
+                                          {"width", "width=64"}, {"height", "height=64"}, {"resolution", "resolution=192"},
                                           {"prompt", "prompt=a cat, embedding:emb"}};
     bool sdxl = strncmp(graph, "sdxl", 4) == 0; /* SDXL text encoders take SDXL embeddings */
     const char *emb_file = sdxl ? "embxl.safetensors" : "emb.safetensors";

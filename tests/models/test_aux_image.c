@@ -101,6 +101,25 @@ static void test_bad_sizes(void)
     CHECK_EQ_INT(sd_img8_new(ctx, (int64_t)1 << 40, 1, 3, &img), SD_ERR_LIMIT);
 }
 
+/* INTER_LANCZOS4 on a float32 plane (9 x 7 to 72 x 56 and 13 x 11) against cv2.resize. */
+static void test_lanczos(void)
+{
+    float *in = test_read_golden("pose_lanczos_in.f32", 9 * 7 * sizeof(float));
+    const int sizes[2][2] = {{72, 56}, {13, 11}};
+    for (int k = 0; k < 2 && in; k++) {
+        int h = sizes[k][0], w = sizes[k][1];
+        char name[48];
+        snprintf(name, sizeof name, "pose_lanczos_%dx%d.f32", h, w);
+        float *want = test_read_golden(name, (size_t)(h * w) * sizeof(float)), *got = malloc(sizeof *got * (size_t)(h * w));
+        CHECK_EQ_INT(sd_aux_resize_lanczos4_f32(ctx, in, 9, 7, got, h, w), SD_OK);
+        double worst = want ? test_max_abs_diff(got, want, (size_t)(h * w)) : 1;
+        printf("  lanczos4 %dx%d: max abs error %.3g\n", h, w, worst);
+        CHECK(worst == 0.0);
+        free(want), free(got);
+    }
+    free(in);
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx) != SD_OK)
@@ -108,6 +127,7 @@ int main(void)
     RUN(test_resize_goldens);
     RUN(test_from_float);
     RUN(test_otsu);
+    RUN(test_lanczos);
     RUN(test_scribble_lines);
     RUN(test_bad_sizes);
     sd_context_free(ctx);

@@ -21,16 +21,6 @@ static sd_checkpoint_config g_cfg;
 static float g_t[2];
 static sd_dtensor *g_x, *g_ctx, *g_hint;
 
-static sd_dtensor *golden(const char *name)
-{
-    int nd;
-    int64_t shape[SD_TENSOR_MAX_DIMS];
-    float *v = ops_read_golden(name, &nd, shape);
-    sd_dtensor *t = v ? ops_upload(v, nd, shape) : NULL;
-    free(v);
-    return t;
-}
-
 static bool setup(void)
 {
     sd_context *ctx = ops_cl()->ctx;
@@ -47,8 +37,8 @@ static bool setup(void)
         fprintf(stderr, "setup: %s\n", sd_context_errmsg(ctx));
         return false;
     }
-    g_x = golden("controlnet_x.bin");
-    g_ctx = golden("controlnet_context.bin");
+    g_x = ops_golden("controlnet_x.bin");
+    g_ctx = ops_golden("controlnet_context.bin");
     int nd;
     int64_t shape[SD_TENSOR_MAX_DIMS];
     float *t = ops_read_golden("controlnet_t.bin", &nd, shape);
@@ -285,7 +275,7 @@ static void test_other_families(void)
 {
     static const char *const lora[] = {"lora_controlnet", "input_blocks.0.0.weight", NULL};
     static const char *const flux[] = {"controlnet_blocks.0.weight", "double_blocks.0.img_attn.qkv.weight", NULL};
-    static const char *const t2i[] = {"adapter.body.0.block1.weight", NULL};
+    static const char *const t2i[] = {"adapter.body.0.resnets.0.block1.weight", NULL};
     static const char *const nothing[] = {"foo.weight", NULL};
     char *p;
     expect_open_error(p = write_stub("lora.safetensors", lora), SD_ERR_INVALID,
@@ -296,7 +286,7 @@ static void test_other_families(void)
                       "FLUX ControlNet detected; sdflow supports SD1.x, SDXL ControlNets"),
         free(p);
     expect_open_error(p = write_stub("t2i.safetensors", t2i), SD_ERR_INVALID,
-                      "T2I-Adapter detected; sdflow loads SD1.x, SDXL ControlNets"),
+                      "T2I-Adapter tensor 'conv_in.weight' is missing or misshapen"),
         free(p);
     expect_open_error(p = write_stub("nothing.safetensors", nothing), SD_ERR_INVALID,
                       "not a ControlNet (no control_model.*, input_hint_block.* or controlnet_cond_embedding.* "

@@ -6,7 +6,9 @@
  * strength 0 and a percent range that excludes every step leave it bit-identical to txt2img;
  * two chained ControlNets add up (0.4 + 0.6 = 1.0); ControlNetApply acts on the negative side
  * as ControlNetApplyAdvanced does on both; the hint's centre crop; another family's ControlNet
- * is refused with the node's exact error. The ControlNet's numerics against diffusers are
+ * is refused with the node's exact error; a difference ControlNet (the f32 ControlNet minus the
+ * checkpoint's UNet) through DiffControlNetLoader samples as the full ControlNet, and
+ * ControlNetLoader refuses it at validation. The ControlNet's numerics against diffusers are
  * tests/models/test_controlnet.c. */
 #include "test.h"
 #include "core/run.h"
@@ -304,6 +306,109 @@ static void test_other_family(void)
     sd_graph_free(g);
 }
 
+/* ---- difference ControlNets ---- */
+
+typedef struct diff_job {
+    sd_context *ctx;
+    sd_safetensors *cn, *ckpt;
+} diff_job;
+
+/* Entry index: the f32 ControlNet's tensor minus the checkpoint's UNet tensor of the same name
+ * (when it has one); the last entry is the 'difference' marker. */
+static sd_status fill_diff(void *user, size_t index, void *dst, size_t nbytes)
+{
+    diff_job *j = user;
+    float *out = dst;
+    size_t n = nbytes / sizeof *out;
+    if (index == sd_safetensors_count(j->cn)) {
+        out[0] = 1.0f;
+        return SD_OK;
+    }
+    const sd_st_tensor *t = sd_safetensors_at(j->cn, index);
+    sd_status st = sd_safetensors_read_f32(j->ctx, j->cn, t, out, n);
+    const sd_st_tensor *m = sd_safetensors_findf(j->ckpt, "model.diffusion_model.%s", t->name + strlen("control_model."));
+    float *base = m ? malloc(nbytes) : NULL;
+    if (!st && base && !(st = sd_safetensors_read_f32(j->ctx, j->ckpt, m, base, n)))
+        for (size_t i = 0; i < n; i++)
+            out[i] -= base[i];
+    free(base);
+    return st;
+}
+
+/* A difference file of the f32 ControlNet against the checkpoint (what DiffControlNetLoader adds
+ * back), written once. */
+static char *write_diff(sd_context *ctx)
+{
+    char *path = test_path(test_scratch_dir(), "tiny_diff_controlnet.safetensors");
+    diff_job j = {.ctx = ctx};
+    CHECK_EQ_INT(sd_safetensors_open(ctx, cn32_path, &j.cn), SD_OK);
+    CHECK_EQ_INT(sd_safetensors_open(ctx, ckpt_path, &j.ckpt), SD_OK);
+    size_t n = j.cn ? sd_safetensors_count(j.cn) : 0;
+    sd_st_entry *e = calloc(n + 1, sizeof *e);
+    for (size_t i = 0; e && i < n; i++) {
+        const sd_st_tensor *t = sd_safetensors_at(j.cn, i);
+        e[i] = (sd_st_entry){.name = t->name, .dtype = SD_ST_F32, .ndim = t->ndim};
+        memcpy(e[i].shape, t->shape, sizeof t->shape[0] * (size_t)t->ndim);
+    }
+    if (e && j.cn && j.ckpt) {
+        e[n] = (sd_st_entry){.name = "difference", .dtype = SD_ST_F32, .ndim = 1, .shape = {1}};
+        CHECK_EQ_INT(sd_safetensors_write(ctx, path, e, n + 1, NULL, fill_diff, &j), SD_OK);
+    }
+    free(e);
+    sd_safetensors_close(j.cn);
+    sd_safetensors_close(j.ckpt);
+    return path;
+}
+
+/* The canny graph with f32 weights, its ControlNet loaded by a DiffControlNetLoader on the
+ * checkpoint's model when diff is set. */
+static sd_graph *diff_graph(sd_context *ctx, const char *diff)
+{
+    sd_graph *g = load_graph(ctx, "graphs/controlnet-canny.xml", cn32_path);
+    if (!g)
+        return NULL;
+    CHECK_EQ_INT(sd_graph_set_input(g, "ckpt", "weight_dtype", "fp32"), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "cnet", "weight_dtype", "fp32"), SD_OK);
+    if (diff) {
+        CHECK_EQ_INT(sd_graph_add_node(g, "DiffControlNetLoader", "diff", NULL), SD_OK);
+        CHECK_EQ_INT(sd_graph_connect(g, "ckpt", "MODEL", "diff", "model"), SD_OK);
+        CHECK_EQ_INT(sd_graph_set_input(g, "diff", "control_net_name", diff), SD_OK);
+        CHECK_EQ_INT(sd_graph_set_input(g, "diff", "weight_dtype", "fp32"), SD_OK);
+        CHECK_EQ_INT(sd_graph_connect(g, "diff", "CONTROL_NET", "apply", "control_net"), SD_OK);
+    }
+    return g;
+}
+
+/* DiffControlNetLoader adds the model's UNet weights back: the same latent as the full
+ * ControlNet (to f32 rounding); ControlNetLoader refuses the difference file at validation. */
+static void test_diff_controlnet(void)
+{
+    sd_context *ctx = new_context();
+    char *diff = write_diff(ctx);
+    sd_graph *g = diff_graph(ctx, NULL), *gd = diff_graph(ctx, diff);
+    float *want = g ? sample(g) : NULL, *got = gd ? sample(gd) : NULL;
+    double d = max_diff(want, got);
+    printf("  difference ControlNet + model vs the full ControlNet: max abs %.3g\n", d);
+    CHECK(want && got && d < 1e-2); /* f32 rounding of (a - b) + b; the latent peaks near 258 */
+    CHECK(max_diff(got, g_base) > 1e-3);
+    free(want);
+    free(got);
+    sd_graph_free(gd);
+    sd_graph_free(g);
+
+    g = load_graph(ctx, "graphs/controlnet-canny.xml", diff);
+    const char *outputs[] = {"sampler"};
+    sd_run_options o = {.outputs = outputs, .n_outputs = 1, .no_cache = true};
+    sd_result *res = NULL;
+    CHECK_EQ_INT(sd_graph_run(g, &o, &res), SD_ERR_INVALID);
+    CHECK_EQ_INT(sd_context_diag_count(ctx), 1);
+    CHECK_STR_CONTAINS(sd_context_diag(ctx, 0), "tiny_diff_controlnet.safetensors: a difference ControlNet "
+                                                "(weights to add to a model's UNet); load it with DiffControlNetLoader");
+    sd_result_free(res);
+    sd_graph_free(g);
+    free(diff);
+}
+
 int main(void)
 {
     if (!setup())
@@ -315,6 +420,7 @@ int main(void)
     RUN(test_fill_uncond);
     RUN(test_hint_resize);
     RUN(test_other_family);
+    RUN(test_diff_controlnet);
     free(g_base);
     free(g_full);
     free(ckpt_path);

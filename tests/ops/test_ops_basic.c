@@ -502,6 +502,36 @@ static void test_max_pool(void)
     sd_dtensor_free(dx);
 }
 
+/* avg_pool2x2 against a plain loop of torch's rule (padding H % 2, W % 2, zeros counted): even,
+ * odd and 1x1 planes. */
+static void test_avg_pool(void)
+{
+    const int64_t shapes[3][4] = {{2, 3, 6, 8}, {1, 2, 5, 7}, {1, 1, 1, 1}};
+    for (int s = 0; s < 3; s++) {
+        int64_t p = shapes[s][0] * shapes[s][1], h = shapes[s][2], w = shapes[s][3];
+        int64_t oh = (h + 1) / 2, ow = (w + 1) / 2, oshape[4] = {shapes[s][0], shapes[s][1], oh, ow};
+        float *x = ops_random((size_t)(p * h * w), -1, 1, 80 + s), *ref = malloc(sizeof *ref * (size_t)(p * oh * ow));
+        for (int64_t i = 0; i < p * oh * ow; i++) {
+            int64_t c = i / (oh * ow), oy = i / ow % oh, ox = i % ow;
+            float sum = 0.0f;
+            for (int64_t dy = 0; dy < 2; dy++)
+                for (int64_t dx = 0; dx < 2; dx++) {
+                    int64_t iy = 2 * oy - h % 2 + dy, ix = 2 * ox - w % 2 + dx;
+                    if (iy >= 0 && iy < h && ix >= 0 && ix < w)
+                        sum += x[(c * h + iy) * w + ix];
+                }
+            ref[i] = sum / 4.0f;
+        }
+        sd_dtensor *dx = ops_upload(x, 4, shapes[s]), *out = NULL;
+        CHECK_EQ_INT(sd_op_avg_pool2x2(ops_cl(), dx, &out), SD_OK);
+        CHECK(ops_expect("avg_pool2x2", out, 4, oshape, ref, 0.0, 0.0));
+        sd_dtensor_free(out);
+        sd_dtensor_free(dx);
+        free(x);
+        free(ref);
+    }
+}
+
 /* Sizes the UNet meets on odd latents (3 -> 5, 5 -> 9, 4 -> 7), shrinking, identity and 2x. */
 static void test_upsample_to_size(void)
 {
@@ -613,6 +643,7 @@ int main(void)
     RUN(test_concat_slice);
     RUN(test_upsample);
     RUN(test_max_pool);
+    RUN(test_avg_pool);
     RUN(test_zero_insert);
     RUN(test_conv2d_direct);
     RUN(test_upsample_to_size);

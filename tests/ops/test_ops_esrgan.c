@@ -120,6 +120,7 @@ static void test_unshuffle(void)
     unshuffle_case(2, 3, 7, 9, 2); /* reflect-padded to 8 x 10 */
     unshuffle_case(1, 3, 5, 6, 4);
     unshuffle_case(1, 1, 1, 3, 4); /* pads longer than the image reflect repeatedly */
+    unshuffle_case(2, 3, 32, 16, 16); /* the SDXL T2I-Adapter's factor */
 }
 
 static void test_errors(void)
@@ -133,8 +134,8 @@ static void test_errors(void)
                  "leaky_relu: [1, 4, 2, 2] f32 does not fit channels from 3 of [1, 6, 2, 2] f32");
     CHECK_EQ_INT(sd_op_axpy_into(cl, 1.0f, x, odd, d, 0), SD_ERR_INVALID);
     CHECK_STR_EQ(sd_context_errmsg(cl->ctx), "axpy: [1, 4, 2, 2] f32 and [1, 4, 2, 3] f32 differ");
-    CHECK_EQ_INT(sd_op_pixel_unshuffle(cl, x, 9, &out), SD_ERR_INVALID);
-    CHECK_STR_EQ(sd_context_errmsg(cl->ctx), "pixel_unshuffle: input [1, 4, 2, 2] f32 with factor 9");
+    CHECK_EQ_INT(sd_op_pixel_unshuffle(cl, x, 17, &out), SD_ERR_INVALID);
+    CHECK_STR_EQ(sd_context_errmsg(cl->ctx), "pixel_unshuffle: input [1, 4, 2, 2] f32 with factor 17");
     CHECK(out == NULL);
     sd_dtensor_free(x);
     sd_dtensor_free(d);

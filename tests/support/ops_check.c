@@ -176,3 +176,13 @@ done:
     free(dir);
     return data;
 }
+
+sd_dtensor *ops_golden(const char *name)
+{
+    int nd;
+    int64_t shape[SD_TENSOR_MAX_DIMS];
+    float *v = ops_read_golden(name, &nd, shape);
+    sd_dtensor *t = v ? ops_upload(v, nd, shape) : NULL;
+    free(v);
+    return t;
+}

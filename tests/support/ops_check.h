@@ -29,4 +29,6 @@ bool ops_expect(const char *what, const sd_dtensor *t, int ndim, const int64_t *
 /* Reads tests/data/goldens/<name> (b"SDG1", int32 ndim, int32 dims, float32 data, little
  * endian): malloc'd data, *ndim and shape filled; NULL when missing or malformed. */
 float *ops_read_golden(const char *name, int *ndim, int64_t shape[SD_TENSOR_MAX_DIMS]);
+/* The same golden uploaded as an f32 device tensor; NULL when missing or malformed. */
+sd_dtensor *ops_golden(const char *name);
 #endif
