@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""Golden outputs of the FLUX transformer and of whole flow-sampling runs, from diffusers'
+FluxTransformer2DModel on tiny random configurations written in BFL's key layout (the names of
+flux1-schnell.safetensors; converted to diffusers' names here, by this script's own table).
+
+Configuration (tests/models/test_flux.c must match): width 64 = 2 heads of 32 (RoPE axes 4, 14,
+14: head width / 8, 7 / 16, 7 / 16 as 16, 56, 56 are of 128), MLP 256, 2 double and 2 single
+blocks, context 48 (T5 stand-in), pooled vector 24 (CLIP-L stand-in), 16 latent channels.
+
+  tests/data/goldens/flux_schnell_tiny.safetensors  schnell (no guidance_in), BFL layout, bf16
+  tests/data/goldens/flux_dev_tiny.safetensors      dev (guidance_in), ComfyUI's all-in-one prefix
+      model.diffusion_model., bf16
+  tests/data/goldens/flux_schnell_tiny.gguf         the schnell weights as GGUF (gguf.GGUFWriter,
+      arch "flux", BFL names as ComfyUI-GGUF's converter writes them): matrices whose rows are
+      whole 32-blocks Q8_0, other matrices F16, vectors F32
+  tests/data/goldens/flux_in.f32   x [2, 16, 5, 6] (odd height: circular padding to 6 rows),
+      context [2, 7, 48], y [2, 24], timesteps [2], guidance [2], little-endian float32 in order
+  tests/data/goldens/flux_schnell_out.f32, flux_dev_out.f32, flux_gguf_out.f32  the velocity
+      [2, 16, 5, 6] (the GGUF one from gguf's reference dequantisation of the Q8_0 blocks)
+  tests/data/goldens/flux_run_in.f32  noise [1, 16, 8, 8] = torch.randn with manual_seed(42),
+      context [1, 7, 48], y [1, 24]
+  tests/data/goldens/flux_schnell_run.f32, flux_dev_run.f32  the LATENT (process_out applied) after
+      euler sampling as ComfyUI does it for the CONST model type with ModelSamplingFlux:
+      schnell shift 1.0 (FluxSchnell's sampling_settings), 4 steps, simple scheduler; dev with
+      ModelSamplingFlux(max_shift 1.15, base_shift 0.5, width 64, height 64), 4 steps, simple,
+      guidance 3.5
+
+    python3 tests/reference/make_flux_goldens.py
+"""
+import math
+import os
+
+import gguf
+import numpy as np
+import torch
+from diffusers import FluxTransformer2DModel
+from gguf.quants import dequantize, quantize
+from safetensors.torch import save_file
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "goldens")
+H, HEADS, HD, MLP, CTX, VEC, DEPTH, SINGLE, C = 64, 2, 32, 256, 48, 24, 2, 2, 16
+SCALE, SHIFT = 0.3611, 0.1159
+
+
+def linear(sd, name, rows, cols):
+    sd[name + ".weight"] = torch.randn(rows, cols) * (0.6 / math.sqrt(cols))
+    sd[name + ".bias"] = torch.randn(rows) * 0.05
+
+
+def bfl_weights(guidance):
+    sd = {}
+    linear(sd, "img_in", H, 4 * C)
+    linear(sd, "txt_in", H, CTX)
+    for name, width in (("time_in", 256), ("vector_in", VEC)) + ((("guidance_in", 256),) if guidance else ()):
+        linear(sd, name + ".in_layer", H, width)
+        linear(sd, name + ".out_layer", H, H)
+    for i in range(DEPTH):
+        for side in ("img", "txt"):
+            p = "double_blocks.%d.%s_" % (i, side)
+            linear(sd, p + "mod.lin", 6 * H, H)
+            linear(sd, p + "attn.qkv", 3 * H, H)
+            linear(sd, p + "attn.proj", H, H)
+            sd[p + "attn.norm.query_norm.scale"] = 1 + 0.2 * torch.randn(HD)
+            sd[p + "attn.norm.key_norm.scale"] = 1 + 0.2 * torch.randn(HD)
+            linear(sd, p + "mlp.0", MLP, H)
+            linear(sd, p + "mlp.2", H, MLP)
+    for i in range(SINGLE):
+        p = "single_blocks.%d." % i
+        linear(sd, p + "modulation.lin", 3 * H, H)
+        linear(sd, p + "linear1", 3 * H + MLP, H)
+        linear(sd, p + "linear2", H, H + MLP)
+        sd[p + "norm.query_norm.scale"] = 1 + 0.2 * torch.randn(HD)
+        sd[p + "norm.key_norm.scale"] = 1 + 0.2 * torch.randn(HD)
+    linear(sd, "final_layer.adaLN_modulation.1", 2 * H, H)
+    linear(sd, "final_layer.linear", 4 * C, H)
+    return {k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}
+
+
+def to_diffusers(bfl):
+    """BFL names -> diffusers FluxTransformer2DModel names (fused projections split)."""
+    sd, w = {}, {k: v.float() for k, v in bfl.items()}
+
+    def mv(src, dst):
+        for s in (".weight", ".bias"):
+            sd[dst + s] = w[src + s]
+
+    mv("img_in", "x_embedder")
+    mv("txt_in", "context_embedder")
+    for src, dst in (("time_in", "timestep_embedder"), ("vector_in", "text_embedder"),
+                     ("guidance_in", "guidance_embedder")):
+        if src + ".in_layer.weight" in w:
+            mv(src + ".in_layer", "time_text_embed.%s.linear_1" % dst)
+            mv(src + ".out_layer", "time_text_embed.%s.linear_2" % dst)
+    for i in range(DEPTH):
+        b, d = "double_blocks.%d." % i, "transformer_blocks.%d." % i
+        mv(b + "img_mod.lin", d + "norm1.linear")
+        mv(b + "txt_mod.lin", d + "norm1_context.linear")
+        for side, names in (("img", ("to_q", "to_k", "to_v")), ("txt", ("add_q_proj", "add_k_proj", "add_v_proj"))):
+            for s in (".weight", ".bias"):
+                for part, n in zip(w[b + side + "_attn.qkv" + s].chunk(3, 0), names):
+                    sd[d + "attn." + n + s] = part
+        sd[d + "attn.norm_q.weight"] = w[b + "img_attn.norm.query_norm.scale"]
+        sd[d + "attn.norm_k.weight"] = w[b + "img_attn.norm.key_norm.scale"]
+        sd[d + "attn.norm_added_q.weight"] = w[b + "txt_attn.norm.query_norm.scale"]
+        sd[d + "attn.norm_added_k.weight"] = w[b + "txt_attn.norm.key_norm.scale"]
+        mv(b + "img_attn.proj", d + "attn.to_out.0")
+        mv(b + "txt_attn.proj", d + "attn.to_add_out")
+        mv(b + "img_mlp.0", d + "ff.net.0.proj")
+        mv(b + "img_mlp.2", d + "ff.net.2")
+        mv(b + "txt_mlp.0", d + "ff_context.net.0.proj")
+        mv(b + "txt_mlp.2", d + "ff_context.net.2")
+    for i in range(SINGLE):
+        b, d = "single_blocks.%d." % i, "single_transformer_blocks.%d." % i
+        mv(b + "modulation.lin", d + "norm.linear")
+        for s in (".weight", ".bias"):
+            for part, n in zip(w[b + "linear1" + s].split([H, H, H, MLP], 0), ("attn.to_q", "attn.to_k", "attn.to_v",
+                                                                                 "proj_mlp")):
+                sd[d + n + s] = part
+        sd[d + "attn.norm_q.weight"] = w[b + "norm.query_norm.scale"]
+        sd[d + "attn.norm_k.weight"] = w[b + "norm.key_norm.scale"]
+        mv(b + "linear2", d + "proj_out")
+    mv("final_layer.linear", "proj_out")
+    for s in (".weight", ".bias"):  # BFL (shift, scale) -> diffusers (scale, shift)
+        shift, scale = w["final_layer.adaLN_modulation.1" + s].chunk(2, 0)
+        sd["norm_out.linear" + s] = torch.cat([scale, shift], 0)
+    return sd
+
+
+def model_for(bfl, guidance):
+    m = FluxTransformer2DModel(patch_size=1, in_channels=4 * C, num_layers=DEPTH, num_single_layers=SINGLE,
+                               attention_head_dim=HD, num_attention_heads=HEADS, joint_attention_dim=CTX,
+                               pooled_projection_dim=VEC, guidance_embeds=guidance, axes_dims_rope=(4, 14, 14)).eval()
+    m.load_state_dict(to_diffusers(bfl))
+    return m
+
+
+def velocity(m, x, ctx, y, t, g):
+    """ComfyUI's Flux.forward: circular pad to even sizes, 2x2 patches, ids, crop back."""
+    b, c, h, w = x.shape
+    xp = torch.nn.functional.pad(x, (0, w % 2, 0, h % 2), mode="circular")
+    hp, wp = xp.shape[2] // 2, xp.shape[3] // 2
+    tok = xp.view(b, c, hp, 2, wp, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, hp * wp, c * 4)
+    ids = torch.zeros(hp, wp, 3)
+    ids[..., 1] = torch.arange(hp)[:, None]
+    ids[..., 2] = torch.arange(wp)[None, :]
+    with torch.no_grad():
+        out = m(hidden_states=tok, encoder_hidden_states=ctx, pooled_projections=y, timestep=t,
+                img_ids=ids.reshape(-1, 3), txt_ids=torch.zeros(ctx.shape[1], 3),
+                guidance=g, return_dict=False)[0]
+    out = out.view(b, hp, wp, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, 2 * hp, 2 * wp)
+    return out[:, :, :h, :w]
+
+
+def write_gguf(bfl, path):
+    """The weights as GGUF; returns them as the file holds them (dequantised)."""
+    wr = gguf.GGUFWriter(path, "flux")
+    held = {}
+    for name, t in bfl.items():
+        x = t.float().numpy()
+        if x.ndim == 2 and x.shape[1] % 32 == 0:
+            q = quantize(x, gguf.GGMLQuantizationType.Q8_0)
+            wr.add_tensor(name, q, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+            held[name] = torch.from_numpy(dequantize(q, gguf.GGMLQuantizationType.Q8_0).reshape(x.shape).copy())
+        elif x.ndim == 2:
+            wr.add_tensor(name, x.astype(np.float16))
+            held[name] = torch.from_numpy(x.astype(np.float16).astype(np.float32))
+        else:
+            wr.add_tensor(name, x)
+            held[name] = torch.from_numpy(x)
+    wr.write_header_to_file()
+    wr.write_kv_data_to_file()
+    wr.write_tensors_to_file()
+    wr.close()
+    return held
+
+
+def flux_sigmas(mu, steps):
+    """ModelSamplingFlux's 10000 float32 sigmas (flux_time_shift(mu, 1, t)) and the simple scheduler."""
+    t = torch.arange(1, 10001, 1) / 10000
+    table = math.exp(mu) / (math.exp(mu) + (1 / t - 1) ** 1.0)
+    ss = len(table) / steps
+    return [float(table[-(1 + int(x * ss))]) for x in range(steps)] + [0.0]
+
+
+def euler_run(m, noise, ctx, y, mu, steps, guidance):
+    """KSampler (cfg 1, euler, simple, denoise 1) on an empty latent for the CONST model type."""
+    sigmas = flux_sigmas(mu, steps)
+    latent = (torch.zeros_like(noise) - SHIFT) * SCALE  # process_in of the empty latent
+    x = sigmas[0] * noise + (1 - sigmas[0]) * latent  # CONST noise_scaling
+    g = torch.full((1,), guidance) if guidance is not None else None
+    for i in range(steps):
+        s = sigmas[i]
+        v = velocity(m, x, ctx, y, torch.full((1,), s), g)
+        denoised = x - v * s
+        d = (x - denoised) / s
+        x = x + d * (sigmas[i + 1] - s)
+    x = x / (1.0 - sigmas[-1])  # inverse_noise_scaling
+    return x / SCALE + SHIFT  # process_out
+
+
+def main():
+    torch.manual_seed(20261206)
+    schnell, dev = bfl_weights(False), bfl_weights(True)
+    save_file(schnell, os.path.join(OUT, "flux_schnell_tiny.safetensors"))
+    save_file({"model.diffusion_model." + k: v for k, v in dev.items()}, os.path.join(OUT, "flux_dev_tiny.safetensors"))
+    x = torch.randn(2, C, 5, 6)
+    ctx = torch.randn(2, 7, CTX)
+    y = torch.randn(2, VEC)
+    t = torch.tensor([0.93, 0.41])
+    g = torch.tensor([3.5, 1.5])
+    np.concatenate([a.numpy().reshape(-1) for a in (x, ctx, y, t, g)]).astype("<f4").tofile(
+        os.path.join(OUT, "flux_in.f32"))
+    ms, md = model_for(schnell, False), model_for(dev, True)
+    velocity(ms, x, ctx, y, t, None).numpy().astype("<f4").tofile(os.path.join(OUT, "flux_schnell_out.f32"))
+    velocity(md, x, ctx, y, t, g).numpy().astype("<f4").tofile(os.path.join(OUT, "flux_dev_out.f32"))
+    held = write_gguf(schnell, os.path.join(OUT, "flux_schnell_tiny.gguf"))
+    mq = FluxTransformer2DModel(patch_size=1, in_channels=4 * C, num_layers=DEPTH, num_single_layers=SINGLE,
+                                attention_head_dim=HD, num_attention_heads=HEADS, joint_attention_dim=CTX,
+                                pooled_projection_dim=VEC, guidance_embeds=False, axes_dims_rope=(4, 14, 14)).eval()
+    mq.load_state_dict(to_diffusers(held))
+    velocity(mq, x, ctx, y, t, None).numpy().astype("<f4").tofile(os.path.join(OUT, "flux_gguf_out.f32"))
+    gen = torch.manual_seed(42)
+    noise = torch.randn(1, C, 8, 8, generator=gen)
+    rctx, ry = torch.randn(1, 7, CTX), torch.randn(1, VEC)
+    np.concatenate([a.numpy().reshape(-1) for a in (noise, rctx, ry)]).astype("<f4").tofile(
+        os.path.join(OUT, "flux_run_in.f32"))
+    euler_run(ms, noise, rctx, ry, 1.0, 4, None).numpy().astype("<f4").tofile(
+        os.path.join(OUT, "flux_schnell_run.f32"))
+    mm = (1.15 - 0.5) / (4096 - 256)
+    mu = (64 * 64 / (8 * 8 * 2 * 2)) * mm + (0.5 - mm * 256)
+    euler_run(md, noise, rctx, ry, mu, 4, 3.5).numpy().astype("<f4").tofile(os.path.join(OUT, "flux_dev_run.f32"))
+    print("dev shift (mu)", mu)
+
+
+if __name__ == "__main__":
+    main()
