@@ -49,7 +49,7 @@ static sd_status need(sd_context *ctx, const sd_safetensors *st, const char *pre
     const sd_st_tensor *t = findf(st, prefix, "%s", name);
     int ndim = d1 < 0 ? 1 : 2;
     if (!t)
-        return sd_set_error(ctx, SD_ERR_NOT_FOUND, "%s: missing tensor '%s%s' (FLUX transformer)",
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: tensor '%s%s' is missing (FLUX transformer)",
                             sd_safetensors_path(st), prefix, name);
     if (t->ndim != ndim || t->shape[0] != d0 || (ndim == 2 && t->shape[1] != d1))
         return sd_set_error(ctx, SD_ERR_INVALID,
@@ -153,8 +153,7 @@ sd_status sd_flux_inspect(sd_context *ctx, const sd_safetensors *st, const char 
     int64_t got[] = {hidden, qn && qn->ndim == 1 ? qn->shape[0] : -1, mlp, ctxw, vec, out};
     for (int i = 0; i < 6; i++)
         if (got[i] < 1)
-            return sd_set_error(ctx, findf(st, prefix, "%s", names[i]) ? SD_ERR_INVALID : SD_ERR_NOT_FOUND,
-                                "%s: tensor '%s%s' is %s (FLUX transformer)", path, prefix, names[i],
+            return sd_set_error(ctx, SD_ERR_INVALID, "%s: tensor '%s%s' is %s (FLUX transformer)", path, prefix, names[i],
                                 findf(st, prefix, "%s", names[i]) ? "misshapen" : "missing");
     int64_t hd = got[1];
     if (in % (SD_FLUX_PATCH * SD_FLUX_PATCH) || out % (SD_FLUX_PATCH * SD_FLUX_PATCH) || hd % 32 || hd > 512 ||
@@ -603,7 +602,7 @@ static sd_status vector(sd_flux *f, int64_t b, const float *timesteps, const sd_
         s = sd_op_timestep_embedding(f->cl, *tt, TIME_DIM, 10000.0f, te);
     if (!s)
         s = mlp_embedder(f, *te, "time_in", vec);
-    if (!s && f->cfg.guidance) {
+    if (!s && f->cfg.guidance && guidance) {
         for (int64_t i = 0; i < b; i++)
             host[i] = TIME_FACTOR * guidance[i];
         if (!(s = upload_host(f->cl, 1, &b, host, g)) &&
@@ -626,8 +625,7 @@ static sd_status vector(sd_flux *f, int64_t b, const float *timesteps, const sd_
     return s;
 }
 
-static sd_status check_inputs(sd_flux *f, const sd_dtensor *x, const sd_dtensor *context, const sd_dtensor *y,
-                              const float *guidance)
+static sd_status check_inputs(sd_flux *f, const sd_dtensor *x, const sd_dtensor *context, const sd_dtensor *y)
 {
     const sd_flux_config *c = &f->cfg;
     char dx[96], dc[96], dy[96];
@@ -640,9 +638,6 @@ static sd_status check_inputs(sd_flux *f, const sd_dtensor *x, const sd_dtensor 
                             sd_safetensors_path(f->st), c->in_channels, c->context_dim, c->vec_dim,
                             sd_dtensor_describe(x, dx, sizeof dx), sd_dtensor_describe(context, dc, sizeof dc),
                             y ? sd_dtensor_describe(y, dy, sizeof dy) : "none");
-    if (c->guidance && !guidance)
-        return sd_set_error(f->cl->ctx, SD_ERR_INVALID, "%s: the guidance-distilled FLUX model needs a guidance value",
-                            sd_safetensors_path(f->st));
     return SD_OK;
 }
 
@@ -651,7 +646,7 @@ sd_status sd_flux_forward(sd_flux *f, const sd_dtensor *x, const float *timestep
 {
     const sd_flux_config *c = &f->cfg;
     *out = NULL;
-    sd_status s = check_inputs(f, x, context, y, guidance);
+    sd_status s = check_inputs(f, x, context, y);
     if (s)
         return s;
     int64_t b = x->shape[0], h = x->shape[2], w = x->shape[3], hp = (h + 1) / 2, wp = (w + 1) / 2;

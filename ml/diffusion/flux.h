@@ -11,22 +11,9 @@
 #ifndef SD_ML_FLUX_H
 #define SD_ML_FLUX_H
 
+#include "ml/families/checkpoint.h"
 #include "ml/loading/weights.h"
 
-typedef struct sd_flux_config {
-    int in_channels;   /* shape: latent channels (img_in input width / 4): 16 */
-    int out_channels;  /* shape: final_layer.linear rows / 4: 16 */
-    int hidden;        /* shape: img_in rows: 3072 */
-    int head_dim;      /* shape: double_blocks.0.img_attn.norm.query_norm.scale: 128 */
-    int heads;         /* hidden / head_dim: 24 */
-    int axes_dim[3];   /* rule: head_dim / 8, 7 head_dim / 16, 7 head_dim / 16 (16, 56, 56 for 128) */
-    int mlp_hidden;    /* shape: double_blocks.0.img_mlp.0 rows: 12288 */
-    int context_dim;   /* shape: txt_in input width: 4096 (T5-XXL) */
-    int vec_dim;       /* shape: vector_in input width: 768 (CLIP-L pooled) */
-    int depth;         /* shape: double_blocks.N count: 19 */
-    int depth_single;  /* shape: single_blocks.N count: 38 */
-    bool guidance;     /* shape: guidance_in present (dev; schnell has none) */
-} sd_flux_config;
 
 #define SD_FLUX_PATCH 2
 #define SD_FLUX_THETA 10000.0
@@ -35,9 +22,9 @@ typedef struct sd_flux_config {
 bool sd_flux_present(const sd_safetensors *st, const char *prefix);
 
 /* Reads the architecture under prefix into *cfg and checks every tensor it needs (present, 2-D
- * matrices / 1-D vectors of the right shape). Errors (message naming the file and tensor):
- * SD_ERR_NOT_FOUND for a missing tensor, SD_ERR_INVALID for a wrong shape or a head width the
- * RoPE axes cannot split (not a multiple of 32). */
+ * matrices / 1-D vectors of the right shape). Errors: SD_ERR_INVALID with a message naming the
+ * file and tensor for a missing tensor, a wrong shape, or a head width the RoPE axes cannot split
+ * (not a multiple of 32). */
 sd_status sd_flux_inspect(sd_context *ctx, const sd_safetensors *st, const char *prefix, sd_flux_config *cfg);
 
 typedef struct sd_flux sd_flux;
@@ -55,8 +42,8 @@ uint64_t sd_flux_serial(const sd_flux *f);
  * x: [B, in_channels, h, w] f32 (any h, w >= 1: padded circularly to even sizes as ComfyUI and
  * cropped back); timesteps: B floats, the flow time (sigma, 0..1; multiplied by 1000 inside);
  * context: [B, tokens, context_dim] f32; y: [B, vec_dim] f32; guidance: B floats for a
- * guidance-distilled model (dev), ignored (may be NULL) otherwise. *out: new [B, out_channels,
- * h, w] f32. */
+ * guidance-distilled model (dev; NULL leaves its guidance embedding out, as ComfyUI for guidance
+ * None), ignored otherwise. *out: new [B, out_channels, h, w] f32. */
 sd_status sd_flux_forward(sd_flux *f, const sd_dtensor *x, const float *timesteps, const sd_dtensor *context,
                           const sd_dtensor *y, const float *guidance, sd_dtensor **out);
 

@@ -5,7 +5,9 @@
 #include "test.h"
 #include "support/golden.h"
 #include "ml/diffusion/flux.h"
+#include "ml/families/sd1_layout.h"
 #include "ml/formats/gguf.h"
+#include "ml/vae/vae.h"
 #include "ml/sampling/sampling.h"
 #include "ml/sampling/schedulers.h"
 #include <math.h>
@@ -115,6 +117,19 @@ static void test_forward_dev_all_in_one(void)
     sd_safetensors_close(st);
 }
 
+/* F8_E4M3 matrices (as Kijai's and ComfyUI's fp8 FLUX files) widened exactly to f16 at upload,
+ * against diffusers on the same fp8-rounded weights. */
+static void test_forward_fp8(void)
+{
+    sd_safetensors *st = open_golden("flux_dev_fp8.safetensors");
+    if (st) {
+        const sd_st_tensor *t = sd_safetensors_find(st, "model.diffusion_model.single_blocks.0.linear1.weight");
+        CHECK(t && t->dtype == SD_ST_F8_E4M3);
+        forward_against(st, "model.diffusion_model.", true, "flux_fp8_out.f32", SD_DTYPE_F16, 1e-4);
+    }
+    sd_safetensors_close(st);
+}
+
 /* Q8_0 blocks expanded on the device at upload, against diffusers on gguf's dequantisation. */
 static void test_forward_gguf(void)
 {
@@ -217,6 +232,55 @@ static void test_run_dev(void)
                 "flux_dev_run.f32");
 }
 
+/* The 16-channel VAE without quant convs (FLUX's ae.safetensors layout) against diffusers'
+ * AutoencoderKL(latent_channels 16, use_quant_conv False): decode and encode. */
+static void test_vae(void)
+{
+    sd_checkpoint_config cfg, got;
+    CHECK(sd_checkpoint_preset("flux-dev-tiny", &cfg));
+    cfg.has_unet = cfg.has_clip = false;
+    cfg.vae_prefix = "";
+    char *path = test_path(test_scratch_dir(), "ae.safetensors");
+    sd_safetensors *st = NULL;
+    sd_cl *cl = NULL;
+    sd_vae *vae = NULL;
+    CHECK_EQ_INT(sd_sd1_write_random(ctx, path, &cfg, SD_ST_F32, 7), SD_OK);
+    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &st), SD_OK);
+    CHECK_EQ_INT(sd_cl_get(ctx, &cl), SD_OK);
+    if (st && cl && !sd_vae_inspect(ctx, st, &got)) {
+        CHECK(got.vae.z_channels == 16 && got.vae.no_quant_conv && !sd_safetensors_find(st, "quant_conv.weight"));
+        CHECK_EQ_INT(sd_vae_new(cl, st, got.vae_prefix, &got.vae, SD_DTYPE_F32, &vae), SD_OK);
+    }
+    float *z = test_read_golden("flux_vae_z.f32", 16 * 8 * 8 * 4);
+    float *image = test_read_golden("flux_vae_image.f32", 3 * 64 * 64 * 4);
+    float *dec_ref = test_read_golden("flux_vae_decoded.f32", 3 * 64 * 64 * 4);
+    float *mean_ref = test_read_golden("flux_vae_mean.f32", 16 * 8 * 8 * 4);
+    float *dec = malloc(3 * 64 * 64 * sizeof *dec), mean[16 * 8 * 8];
+    if (vae && z && image && dec_ref && mean_ref) {
+        int64_t zs[4] = {1, 16, 8, 8}, is[4] = {1, 3, 64, 64};
+        sd_dtensor *zd = upload(cl, 4, zs, z), *id = upload(cl, 4, is, image), *o = NULL, *m = NULL;
+        CHECK_EQ_INT(sd_vae_decode(vae, zd, &o), SD_OK);
+        CHECK_EQ_INT(sd_vae_encode(vae, id, &m), SD_OK);
+        if (o && m && !sd_dtensor_download(o, dec) && !sd_dtensor_download(m, mean)) {
+            double dd = test_max_abs_diff(dec, dec_ref, 3 * 64 * 64), dm = test_max_abs_diff(mean, mean_ref, 16 * 64);
+            CHECK_MSG(dd <= 1e-4 && dm <= 1e-4, "decode %g, encode %g", dd, dm);
+            fprintf(stderr, "  16-channel VAE: decode max abs diff %.3g, encode %.3g\n", dd, dm);
+        }
+        sd_dtensor_free(zd);
+        sd_dtensor_free(id);
+        sd_dtensor_free(o);
+        sd_dtensor_free(m);
+    }
+    free(z);
+    free(image);
+    free(dec_ref);
+    free(mean_ref);
+    free(dec);
+    sd_vae_free(vae);
+    sd_safetensors_close(st);
+    free(path);
+}
+
 /* ModelSamplingFlux: the 10000-entry table, timestep = sigma, the node's shift formula. */
 static void test_model_sampling(void)
 {
@@ -258,7 +322,7 @@ static void test_bad_shapes(void)
                                                    "dimensions), the FLUX transformer needs [448, 64]");
     }
     sd_safetensors_close(alias);
-    CHECK_EQ_INT(sd_flux_inspect(ctx, st, "model.diffusion_model.", &cfg), SD_ERR_NOT_FOUND);
+    CHECK_EQ_INT(sd_flux_inspect(ctx, st, "model.diffusion_model.", &cfg), SD_ERR_INVALID);
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "tensor 'model.diffusion_model.img_in.weight' is missing");
     free(from);
     free(names);
@@ -274,6 +338,8 @@ int main(void)
     RUN(test_forward_schnell);
     RUN(test_forward_dev_all_in_one);
     RUN(test_forward_gguf);
+    RUN(test_forward_fp8);
+    RUN(test_vae);
     RUN(test_run_schnell);
     RUN(test_run_dev);
     sd_context_free(ctx);

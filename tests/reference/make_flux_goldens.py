@@ -24,18 +24,32 @@ blocks, context 48 (T5 stand-in), pooled vector 24 (CLIP-L stand-in), 16 latent 
       schnell shift 1.0 (FluxSchnell's sampling_settings), 4 steps, simple scheduler; dev with
       ModelSamplingFlux(max_shift 1.15, base_shift 0.5, width 64, height 64), 4 steps, simple,
       guidance 3.5
+  tests/data/goldens/flux_img2img_in.f32, flux_img2img_run.f32  an input LATENT [1, 16, 8, 8] and the
+      schnell run from it with denoise 0.75 (KSampler: 5 scheduled steps, the last 4 run; CONST
+      noise scaling sigma * noise + (1 - sigma) * latent)
+  tests/data/goldens/flux_fp8_out.f32  the dev forward on flux_in.f32 with its matrices rounded to
+      float8_e4m3fn (flux_dev_fp8.safetensors: matrices F8_E4M3, vectors bf16, all-in-one prefix)
+  tests/data/goldens/flux_vae_{z,decoded,image,mean}.f32  diffusers' AutoencoderKL with 16 latent
+      channels and no quant convs (use_quant_conv / use_post_quant_conv False, as FLUX's ae) on
+      `sdflow_mkckpt --preset flux-dev-tiny --kind vae --seed 7` (BFL's ae.safetensors names,
+      converted by diffusers' convert_ldm_vae_checkpoint): decode of z [1, 16, 8, 8], posterior
+      mean of image [1, 3, 64, 64]
 
-    python3 tests/reference/make_flux_goldens.py
+    python3 tests/reference/make_flux_goldens.py build/sdflow_mkckpt
 """
 import math
 import os
+import subprocess
+import sys
+import tempfile
 
 import gguf
 import numpy as np
 import torch
-from diffusers import FluxTransformer2DModel
+from diffusers import AutoencoderKL, FluxTransformer2DModel
+from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 from gguf.quants import dequantize, quantize
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "goldens")
 H, HEADS, HD, MLP, CTX, VEC, DEPTH, SINGLE, C = 64, 2, 32, 256, 48, 24, 2, 2, 16
@@ -182,10 +196,11 @@ def flux_sigmas(mu, steps):
     return [float(table[-(1 + int(x * ss))]) for x in range(steps)] + [0.0]
 
 
-def euler_run(m, noise, ctx, y, mu, steps, guidance):
-    """KSampler (cfg 1, euler, simple, denoise 1) on an empty latent for the CONST model type."""
-    sigmas = flux_sigmas(mu, steps)
-    latent = (torch.zeros_like(noise) - SHIFT) * SCALE  # process_in of the empty latent
+def euler_run(m, noise, ctx, y, mu, steps, guidance, latent=None, denoise=1.0):
+    """KSampler (cfg 1, euler, simple) on a LATENT (None: empty) for the CONST model type."""
+    total = steps if denoise >= 0.9999 else int(steps / denoise)
+    sigmas = flux_sigmas(mu, total)[-(steps + 1):]
+    latent = ((torch.zeros_like(noise) if latent is None else latent) - SHIFT) * SCALE  # process_in
     x = sigmas[0] * noise + (1 - sigmas[0]) * latent  # CONST noise_scaling
     g = torch.full((1,), guidance) if guidance is not None else None
     for i in range(steps):
@@ -198,7 +213,29 @@ def euler_run(m, noise, ctx, y, mu, steps, guidance):
     return x / SCALE + SHIFT  # process_out
 
 
+def vae_goldens(tool):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "ae.safetensors")
+        subprocess.run([tool, "--preset", "flux-dev-tiny", "--kind", "vae", "--seed", "7", path], check=True)
+        ldm = load_file(path)
+    mult = (1, 2, 2, 2)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=16, norm_num_groups=32,
+                        block_out_channels=[32 * m for m in mult], layers_per_block=1,
+                        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                        use_quant_conv=False, use_post_quant_conv=False, sample_size=64).eval()
+    vae.load_state_dict(convert_ldm_vae_checkpoint(ldm, vae.config), strict=True)
+    gen = torch.Generator().manual_seed(321)
+    z = torch.randn(1, 16, 8, 8, generator=gen)
+    image = torch.rand(1, 3, 64, 64, generator=gen) * 2 - 1
+    with torch.no_grad():
+        decoded = vae.decode(z).sample
+        mean = vae.encode(image).latent_dist.mean
+    for name, t in (("z", z), ("decoded", decoded), ("image", image), ("mean", mean)):
+        t.numpy().astype("<f4").tofile(os.path.join(OUT, "flux_vae_%s.f32" % name))
+
+
 def main():
+    vae_goldens(sys.argv[1] if len(sys.argv) > 1 else "build/sdflow_mkckpt")
     torch.manual_seed(20261206)
     schnell, dev = bfl_weights(False), bfl_weights(True)
     save_file(schnell, os.path.join(OUT, "flux_schnell_tiny.safetensors"))
@@ -229,6 +266,14 @@ def main():
     mm = (1.15 - 0.5) / (4096 - 256)
     mu = (64 * 64 / (8 * 8 * 2 * 2)) * mm + (0.5 - mm * 256)
     euler_run(md, noise, rctx, ry, mu, 4, 3.5).numpy().astype("<f4").tofile(os.path.join(OUT, "flux_dev_run.f32"))
+    start = torch.randn(1, C, 8, 8) * 0.8 + 0.1
+    start.numpy().astype("<f4").tofile(os.path.join(OUT, "flux_img2img_in.f32"))
+    euler_run(ms, noise, rctx, ry, 1.0, 4, None, start, 0.75).numpy().astype("<f4").tofile(
+        os.path.join(OUT, "flux_img2img_run.f32"))
+    fp8 = {k: (v.float().to(torch.float8_e4m3fn) if v.dim() == 2 else v) for k, v in dev.items()}
+    save_file({"model.diffusion_model." + k: v for k, v in fp8.items()}, os.path.join(OUT, "flux_dev_fp8.safetensors"))
+    mf = model_for({k: v.float() for k, v in fp8.items()}, True)
+    velocity(mf, x, ctx, y, t, g).numpy().astype("<f4").tofile(os.path.join(OUT, "flux_fp8_out.f32"))
     print("dev shift (mu)", mu)
 
 
