@@ -446,6 +446,7 @@ static sd_status inspect_flux(sd_context *ctx, const sd_safetensors *st, sd_chec
     cfg->family = SD_FAMILY_FLUX;
     cfg->unet_prefix = sd_flux_present(st, f->unet_prefix) ? f->unet_prefix : "";
     cfg->vae_prefix = f->vae_prefix;
+    cfg->clip_prefix = f->text_encoders[0].prefix;
     cfg->has_unet = true;
     cfg->has_vae = sd_safetensors_has_prefix(st, cfg->vae_prefix);
     sd_checkpoint_apply_family_rules(cfg);

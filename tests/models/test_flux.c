@@ -327,6 +327,19 @@ static void test_bad_shapes(void)
     free(from);
     free(names);
     sd_safetensors_close(st);
+    /* the same mistake in a GGUF file (a transposed Q8_0 matrix) */
+    char *path = test_golden_path("flux_bad_shape.gguf");
+    sd_gguf *g = NULL;
+    sd_safetensors *view = NULL;
+    CHECK_EQ_INT(sd_gguf_open(ctx, path, &g), SD_OK);
+    if (g && !sd_gguf_tensor_view(ctx, g, &view)) {
+        CHECK_EQ_INT(sd_flux_inspect(ctx, view, "", &cfg), SD_ERR_INVALID);
+        CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "flux_bad_shape.gguf: tensor 'single_blocks.1.linear2.weight' has "
+                                                   "shape [320, 64] (2 dimensions), the FLUX transformer needs [64, 320]");
+    }
+    sd_safetensors_close(view);
+    sd_gguf_close(g);
+    free(path);
 }
 
 int main(void)

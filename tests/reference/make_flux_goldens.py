@@ -27,6 +27,8 @@ blocks, context 48 (T5 stand-in), pooled vector 24 (CLIP-L stand-in), 16 latent 
   tests/data/goldens/flux_img2img_in.f32, flux_img2img_run.f32  an input LATENT [1, 16, 8, 8] and the
       schnell run from it with denoise 0.75 (KSampler: 5 scheduled steps, the last 4 run; CONST
       noise scaling sigma * noise + (1 - sigma) * latent)
+  tests/data/goldens/flux_bad_shape.gguf  the schnell GGUF with single_blocks.1.linear2.weight
+      transposed (a tensor whose shape does not fit the architecture)
   tests/data/goldens/flux_fp8_out.f32  the dev forward on flux_in.f32 with its matrices rounded to
       float8_e4m3fn (flux_dev_fp8.safetensors: matrices F8_E4M3, vectors bf16, all-in-one prefix)
   tests/data/goldens/flux_vae_{z,decoded,image,mean}.f32  diffusers' AutoencoderKL with 16 latent
@@ -256,6 +258,9 @@ def main():
                                 pooled_projection_dim=VEC, guidance_embeds=False, axes_dims_rope=(4, 14, 14)).eval()
     mq.load_state_dict(to_diffusers(held))
     velocity(mq, x, ctx, y, t, None).numpy().astype("<f4").tofile(os.path.join(OUT, "flux_gguf_out.f32"))
+    bad = dict(schnell)
+    bad["single_blocks.1.linear2.weight"] = bad["single_blocks.1.linear2.weight"].t().contiguous()
+    write_gguf(bad, os.path.join(OUT, "flux_bad_shape.gguf"))
     gen = torch.manual_seed(42)
     noise = torch.randn(1, C, 8, 8, generator=gen)
     rctx, ry = torch.randn(1, 7, CTX), torch.randn(1, VEC)
