@@ -8,6 +8,7 @@
 #include "ml/families/sd1_layout.h"
 #include "ml/formats/gguf.h"
 #include "ml/vae/vae.h"
+#include "core/half.h"
 #include "ml/sampling/sampling.h"
 #include "ml/sampling/schedulers.h"
 #include <math.h>
@@ -127,6 +128,31 @@ static void test_forward_fp8(void)
         CHECK(t && t->dtype == SD_ST_F8_E4M3);
         forward_against(st, "model.diffusion_model.", true, "flux_fp8_out.f32", SD_DTYPE_F16, 1e-4);
     }
+    sd_safetensors_close(st);
+}
+
+/* Every fp8 byte (E4M3FN and E5M2) read as f32 and as f16 bits equals torch's value (NaN where
+ * torch's is NaN). */
+static void test_fp8_values(void)
+{
+    sd_safetensors *st = open_golden("fp8_all.safetensors");
+    float *want = test_read_golden("fp8_all.f32", 512 * sizeof(float));
+    for (int k = 0; st && want && k < 2; k++) {
+        const sd_st_tensor *t = sd_safetensors_find(st, k ? "e5m2" : "e4m3");
+        float got[256];
+        uint16_t half[256];
+        CHECK(t && t->dtype == (k ? SD_ST_F8_E5M2 : SD_ST_F8_E4M3));
+        if (!t || sd_safetensors_read_f32(ctx, st, t, got, 256) || sd_safetensors_read_f16(ctx, st, t, half, 256)) {
+            CHECK(false);
+            continue;
+        }
+        for (int i = 0; i < 256; i++) {
+            float w = want[k * 256 + i], h = sd_half_to_float(half[i]);
+            CHECK_MSG(isnan(w) ? isnan(got[i]) && isnan(h) : got[i] == w && h == w && signbit(got[i]) == signbit(w),
+                      "%s byte %d: %g / %g, torch %g", t->name, i, got[i], h, w);
+        }
+    }
+    free(want);
     sd_safetensors_close(st);
 }
 
@@ -351,6 +377,7 @@ int main(void)
     RUN(test_forward_schnell);
     RUN(test_forward_dev_all_in_one);
     RUN(test_forward_gguf);
+    RUN(test_fp8_values);
     RUN(test_forward_fp8);
     RUN(test_vae);
     RUN(test_run_schnell);

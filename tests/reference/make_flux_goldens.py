@@ -31,6 +31,8 @@ blocks, context 48 (T5 stand-in), pooled vector 24 (CLIP-L stand-in), 16 latent 
       transposed (a tensor whose shape does not fit the architecture)
   tests/data/goldens/flux_fp8_out.f32  the dev forward on flux_in.f32 with its matrices rounded to
       float8_e4m3fn (flux_dev_fp8.safetensors: matrices F8_E4M3, vectors bf16, all-in-one prefix)
+  tests/data/goldens/fp8_all.safetensors, fp8_all.f32  every byte 0..255 as float8_e4m3fn (tensor
+      e4m3) and float8_e5m2 (e5m2), and torch's float32 values of them (e4m3 then e5m2)
   tests/data/goldens/flux_vae_{z,decoded,image,mean}.f32  diffusers' AutoencoderKL with 16 latent
       channels and no quant convs (use_quant_conv / use_post_quant_conv False, as FLUX's ae) on
       `sdflow_mkckpt --preset flux-dev-tiny --kind vae --seed 7` (BFL's ae.safetensors names,
@@ -236,7 +238,15 @@ def vae_goldens(tool):
         t.numpy().astype("<f4").tofile(os.path.join(OUT, "flux_vae_%s.f32" % name))
 
 
+def fp8_goldens():
+    b = torch.arange(256, dtype=torch.uint8)
+    e4, e5 = b.clone().view(torch.float8_e4m3fn), b.clone().view(torch.float8_e5m2)
+    save_file({"e4m3": e4, "e5m2": e5}, os.path.join(OUT, "fp8_all.safetensors"))
+    np.concatenate([e4.float().numpy(), e5.float().numpy()]).astype("<f4").tofile(os.path.join(OUT, "fp8_all.f32"))
+
+
 def main():
+    fp8_goldens()
     vae_goldens(sys.argv[1] if len(sys.argv) > 1 else "build/sdflow_mkckpt")
     torch.manual_seed(20261206)
     schnell, dev = bfl_weights(False), bfl_weights(True)
