@@ -488,9 +488,9 @@ static bool sd2_preset(const char *name, sd_checkpoint_config *cfg)
 }
 
 /* flux-schnell-tiny, flux-dev-tiny: ComfyUI's all-in-one layout (model.diffusion_model., vae.) at
- * the size of tests/reference/make_flux_goldens.py (width 64 = 2 heads of 32, 2 + 2 blocks,
- * context 48, pooled 24) with a 16-channel VAE without quant convs; no text encoders (their
- * loaders read separate files). */
+ * the size of tests/reference/make_flux_goldens.py (width 64 = 2 heads of 32, 2 + 2 blocks), with
+ * the context and pooled widths of the tiny text encoders (T5 32, CLIP-L 64) and a 16-channel VAE
+ * without quant convs; no text encoders (their loaders read separate files). */
 static bool flux_preset(const char *name, sd_checkpoint_config *cfg)
 {
     bool dev = strcmp(name, "flux-dev-tiny") == 0;
@@ -500,7 +500,7 @@ static bool flux_preset(const char *name, sd_checkpoint_config *cfg)
     cfg->has_clip = false;
     cfg->vae_prefix = "vae.";
     cfg->flux = (sd_flux_config){.in_channels = 16, .out_channels = 16, .hidden = 64, .head_dim = 32, .heads = 2,
-                                 .axes_dim = {4, 14, 14}, .mlp_hidden = 256, .context_dim = 48, .vec_dim = 24,
+                                 .axes_dim = {4, 14, 14}, .mlp_hidden = 256, .context_dim = 32, .vec_dim = 64,
                                  .depth = 2, .depth_single = 2, .guidance = dev};
     cfg->vae.z_channels = cfg->vae.embed_dim = 16;
     cfg->vae.no_quant_conv = true;
