@@ -25,9 +25,18 @@ static sd_status run_checkpoint(sd_node_run *r)
     if (st)
         return sd_node_model_fail(r, st);
     /* The CLIP starts at the family's context layer (SDXL: the penultimate, as ComfyUI). */
-    int layer = sd_family_get(sd_loaded_config(l)->family)->text_encoders[0].layer;
+    const sd_family_desc *f = sd_family_get(sd_loaded_config(l)->family);
+    int layer = f->text_encoders[0].layer;
     sd_value *model = sd_node_model_value(SD_TYPE_MODEL, l, -1);
-    sd_value *clip = sd_node_model_value(SD_TYPE_CLIP, l, layer);
+    sd_value *clip = NULL;
+    /* T5 (FLUX's all-in-one files): the text encoders as DualCLIPLoader reads them; a file
+     * without them gets the checkpoint's handle, which names what is missing when used */
+    for (int k = 0; k < f->n_text_encoders && !clip; k++)
+        if (f->text_encoders[k].kind == SD_TEXT_T5XXL &&
+            sd_node_clip_of_file(sd_run_context(r), sd_run_file(r, "ckpt_name"), f->id, weight_dtype(r), &clip))
+            sd_clear_error(sd_run_context(r));
+    if (!clip)
+        clip = sd_node_model_value(SD_TYPE_CLIP, l, layer);
     sd_value *vae = sd_node_model_value(SD_TYPE_VAE, l, -1);
     sd_loaded_unref(l);
     if (!model || !clip || !vae) {

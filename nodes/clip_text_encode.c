@@ -20,6 +20,7 @@
 #include "core/checked.h"
 #include "ml/adapters/embeddings.h"
 #include "ml/text/prompt_weights.h"
+#include "ml/text/t5_prompt.h"
 #include "nodes/family_check.h"
 #include "nodes/model_handle.h"
 #include "nodes/node_util.h"
@@ -164,7 +165,7 @@ static sd_status encode_text(sd_node_run *r, const sd_model_handle *h, int slot,
         st = sd_model_store_tokenizer(ctx, &tok);
     if (!st)
         st = sd_embedding_set_new(ctx, sd_clip_model_config(m)->width,
-                                  sd_embedding_key(sd_loaded_config(h->loaded)->family, slot), find_embedding, r, &emb);
+                                  sd_embedding_key(sd_node_clip_family(h), slot), find_embedding, r, &emb);
     if (!st)
         st = sd_prompt_tokenize(ctx, tok, text, embeddings ? sd_embedding_set_lookup : NULL, emb, &toks);
     if (!st)
@@ -260,7 +261,7 @@ static sd_status pad_with_empty(sd_node_run *r, const sd_model_handle *h, int sl
 static sd_status set_conditioning(sd_node_run *r, const sd_model_handle *h, const encoding *parts, int n_parts,
                                   json_t *extra)
 {
-    const sd_family_desc *f = sd_family_get(sd_loaded_config(h->loaded)->family);
+    const sd_family_desc *f = sd_family_get(sd_node_clip_family(h));
     size_t tokens = parts[0].n_windows * SD_CLIP_WINDOW, width = 0;
     int pooled_part = 0;
     for (int k = 0; k < n_parts; k++) {
@@ -297,13 +298,118 @@ static sd_status set_conditioning(sd_node_run *r, const sd_model_handle *h, cons
 static const sd_model_handle *clip_input(sd_node_run *r, sd_family family)
 {
     const sd_model_handle *h = sd_node_model_input(r, "clip");
-    sd_family got = h ? sd_loaded_config(h->loaded)->family : SD_FAMILY_UNKNOWN;
+    sd_family got = h ? sd_node_clip_family(h) : SD_FAMILY_UNKNOWN;
     if (h && family != SD_FAMILY_UNKNOWN && got != family) {
         sd_run_error(r, SD_ERR_INVALID, "input 'clip': the text encoders are %s; this node takes %s ones",
                      sd_family_name(got), sd_family_name(family));
         return NULL;
     }
     return h;
+}
+
+/* The slot of the CLIP handle's text encoder of that kind, or -1. */
+static int slot_of(const sd_model_handle *h, sd_text_encoder_kind kind)
+{
+    for (int k = 0; k < sd_node_clip_count(h); k++)
+        if (sd_node_clip_kind(h, k) == kind)
+            return k;
+    return -1;
+}
+
+/* T5's last hidden state of text (ml/text/t5_prompt.h: FLUX's 256-token minimum) into *out (its
+ * tokens in n_windows, hidden [n_windows, width]; no pooled vector), weighted as ComfyUI's
+ * ClipTokenWeightEncoder: a token of weight w becomes z_empty + (z - z_empty) * w, z_empty the
+ * encoding of </s> and padding of the same length. */
+static sd_status encode_t5(sd_node_run *r, const sd_model_handle *h, int slot, const char *text, encoding *out)
+{
+    sd_context *ctx = sd_run_context(r);
+    sd_t5_model *m;
+    const sd_t5_tokenizer *tok;
+    sd_t5_prompt p = {0};
+    float *hidden = NULL, *empty = NULL;
+    int32_t *empty_ids = NULL;
+    memset(out, 0, sizeof *out);
+    sd_status st = sd_node_model_t5(h, slot, &m);
+    if (!st)
+        st = sd_model_store_t5_tokenizer(ctx, &tok);
+    if (!st)
+        st = sd_t5_prompt_tokenize(ctx, tok, text, SD_T5_FLUX_MIN_LENGTH, &p);
+    if (st)
+        return sd_node_model_fail(r, st);
+    size_t width = (size_t)sd_t5_model_config(m)->d_model, count;
+    if (p.n > INT32_MAX || !sd_mul_size(p.n, width, &count)) {
+        st = sd_run_error(r, SD_ERR_LIMIT, "T5 prompt of %zu tokens is too long", p.n);
+        goto done;
+    }
+    hidden = malloc(count * sizeof *hidden);
+    if (p.weighted) {
+        empty = malloc(count * sizeof *empty);
+        empty_ids = calloc(p.n, sizeof *empty_ids);
+    }
+    if (!hidden || (p.weighted && (!empty || !empty_ids))) {
+        st = sd_run_error(r, SD_ERR_NOMEM, "out of memory for %zu T5 tokens", p.n);
+        goto done;
+    }
+    if ((st = sd_t5_encode(m, p.ids, (int)p.n, hidden))) {
+        st = sd_node_model_fail(r, st);
+        goto done;
+    }
+    if (p.weighted) {
+        empty_ids[0] = SD_T5_EOS; /* the rest is <pad> (0) */
+        if ((st = sd_t5_encode(m, empty_ids, (int)p.n, empty))) {
+            st = sd_node_model_fail(r, st);
+            goto done;
+        }
+        for (size_t i = 0; i < p.n; i++)
+            for (size_t k = 0; p.weights[i] != 1.0 && k < width; k++) {
+                float *z = hidden + i * width + k, e = empty[i * width + k];
+                *z = (float)((*z - e) * p.weights[i] + e);
+            }
+    }
+    *out = (encoding){.hidden = hidden, .n_windows = p.n, .width = (int)width};
+    hidden = NULL;
+done:
+    sd_t5_prompt_free(&p);
+    free(hidden);
+    free(empty);
+    free(empty_ids);
+    return st;
+}
+
+/* FLUX's conditioning (comfy/text_encoders/flux.py): cond.0 [1, tokens, d_model] is T5's
+ * encoding of text_t5, pooled.0 [1, width] CLIP-L's pooled output of text_l's first window
+ * without projection; extra (stolen, may be NULL) holds the entry's other attributes. */
+static sd_status encode_flux(sd_node_run *r, const sd_model_handle *h, const char *text_l, bool embeddings_l,
+                             const char *text_t5, json_t *extra)
+{
+    int ls = slot_of(h, SD_TEXT_CLIP_L), ts = slot_of(h, SD_TEXT_T5XXL);
+    encoding l = {0}, t = {0};
+    sd_status st = ls < 0 || ts < 0 ? sd_run_error(r, SD_ERR_INVALID, "input 'clip': FLUX needs CLIP-L and T5-XXL")
+                                    : encode_text(r, h, ls, text_l, embeddings_l, &l);
+    if (!st)
+        st = encode_t5(r, h, ts, text_t5, &t);
+    json_t *entry = extra ? extra : json_object();
+    extra = NULL;
+    sd_value *out = st ? NULL : sd_value_new(SD_TYPE_CONDITIONING);
+    int64_t cshape[3] = {1, (int64_t)t.n_windows, t.width}, pshape[2] = {1, l.pooled_width};
+    sd_tensor *ct = NULL, *pt = NULL;
+    if (!st && (!entry || json_object_set_new(entry, "strength", json_real(1.0)) || !out ||
+                !(ct = sd_value_add_tensor(out, "cond.0", 3, cshape)) ||
+                !(pt = sd_value_add_tensor(out, "pooled.0", 2, pshape)) ||
+                !(out->attrs = json_pack("{s:[O]}", "entries", entry))))
+        st = sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    if (!st) {
+        memcpy(ct->data, t.hidden, t.n_windows * (size_t)t.width * sizeof(float));
+        memcpy(pt->data, l.pooled, (size_t)l.pooled_width * sizeof(float));
+        sd_run_set_output(r, 0, out);
+    } else {
+        sd_value_unref(out);
+    }
+    json_decref(entry);
+    encoding_free(&l);
+    encoding_free(&t);
+    sd_node_model_done(r);
+    return st;
 }
 
 /* Encodes texts[k] with the handle's text encoder k (n of them; embedding:NAME read where
@@ -338,7 +444,9 @@ static sd_status run_encode(sd_node_run *r)
     const char *texts[2] = {text, text};
     bool readable = embeddings_readable(r, "text");
     const bool embeddings[2] = {readable, readable};
-    return encode_all(r, h, texts, embeddings, sd_loaded_config(h->loaded)->clip2_prefix ? 2 : 1, NULL);
+    if (slot_of(h, SD_TEXT_T5XXL) >= 0)
+        return encode_flux(r, h, text, readable, text, NULL);
+    return encode_all(r, h, texts, embeddings, sd_node_clip_count(h), NULL);
 }
 
 static const sd_input_desc encode_in[] = {
@@ -358,7 +466,9 @@ const sd_node_desc sd_node_CLIPTextEncode = {
 
 static sd_status run_encode_sdxl(sd_node_run *r)
 {
-    const sd_model_handle *h = clip_input(r, SD_FAMILY_SDXL);
+    const sd_model_handle *h = sd_node_model_input(r, "clip");
+    /* ComfyUI's node encodes for FLUX too: text_g for T5, text_l for CLIP-L */
+    h = h && sd_node_clip_family(h) == SD_FAMILY_FLUX ? h : clip_input(r, SD_FAMILY_SDXL);
     if (!h)
         return SD_ERR_INVALID;
     const char *texts[2] = {sd_run_string(r, "text_l"), sd_run_string(r, "text_g")};
@@ -370,6 +480,8 @@ static sd_status run_encode_sdxl(sd_node_run *r)
     if (!extra)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
     const bool embeddings[2] = {embeddings_readable(r, "text_l"), embeddings_readable(r, "text_g")};
+    if (sd_node_clip_family(h) == SD_FAMILY_FLUX)
+        return encode_flux(r, h, texts[0], embeddings[0], texts[1], extra);
     return encode_all(r, h, texts, embeddings, 2, extra);
 }
 
@@ -390,6 +502,43 @@ const sd_node_desc sd_node_CLIPTextEncodeSDXL = {
     .inputs = sdxl_in, .n_inputs = SD_COUNT(sdxl_in),
     .outputs = encode_out, .n_outputs = SD_COUNT(encode_out), .run = run_encode_sdxl, .files = encode_sdxl_files,
     .check = sd_check_text_encode_sdxl,
+};
+
+static sd_status run_encode_flux(sd_node_run *r)
+{
+    const sd_model_handle *h = clip_input(r, SD_FAMILY_FLUX);
+    if (!h)
+        return SD_ERR_INVALID;
+    json_t *extra = json_pack("{s:f}", "guidance", sd_run_float(r, "guidance"));
+    if (!extra)
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    return encode_flux(r, h, sd_run_string(r, "clip_l"), embeddings_readable(r, "clip_l"), sd_run_string(r, "t5xxl"),
+                       extra);
+}
+
+/* The files hook of CLIPTextEncodeFlux (embeddings are read for CLIP-L only). */
+static sd_status encode_flux_files(sd_node_files *f)
+{
+    static const char *const inputs[] = {"clip_l"};
+    return declare_prompts(f, inputs, SD_COUNT(inputs));
+}
+
+static const sd_input_desc flux_in[] = {
+    SD_IN_LINK("clip", SD_TYPE_CLIP, "the FLUX text encoders (CLIP-L and T5-XXL)"),
+    SD_IN_TEXT("clip_l", NULL, "the prompt for CLIP-L (its pooled vector)"),
+    SD_IN_TEXT("t5xxl", NULL, "the prompt for T5-XXL (the token embeddings)"),
+    SD_IN_FLOAT("guidance", "3.5", 0.0, 100.0, "the guidance the model is told (FLUX dev's distilled guidance)"),
+};
+static const sd_output_desc flux_out[] = {
+    SD_OUT("CONDITIONING", SD_TYPE_CONDITIONING,
+           "T5-XXL's token embeddings [1, max(tokens + 1, 256), 4096], CLIP-L's pooled vector [1, 768], guidance"),
+};
+const sd_node_desc sd_node_CLIPTextEncodeFlux = {
+    .name = "CLIPTextEncodeFlux", .version = 1, .category = "advanced/conditioning/flux",
+    .doc = "Encodes a FLUX prompt per text encoder with the guidance value (ComfyUI's node).",
+    .inputs = flux_in, .n_inputs = SD_COUNT(flux_in),
+    .outputs = flux_out, .n_outputs = SD_COUNT(flux_out), .run = run_encode_flux, .files = encode_flux_files,
+    .check = sd_check_text_encode_flux,
 };
 
 static sd_status run_encode_refiner(sd_node_run *r)
@@ -427,9 +576,10 @@ static sd_status run_last_layer(sd_node_run *r)
     const sd_model_handle *h = sd_node_model_input(r, "clip");
     if (!h)
         return SD_ERR_INVALID;
-    sd_value *v = sd_node_model_value_lora(SD_TYPE_CLIP, h->loaded, (int)sd_run_int(r, "stop_at_clip_layer"), h->lora);
+    sd_value *v = sd_node_model_derive(SD_TYPE_CLIP, h, h->lora);
     if (!v)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    ((sd_model_handle *)v->handle)->clip_layer = (int)sd_run_int(r, "stop_at_clip_layer");
     sd_run_set_output(r, 0, v);
     return SD_OK;
 }

@@ -320,7 +320,14 @@ void sd_check_text_encode(sd_node_check *c)
 
 void sd_check_text_encode_sdxl(sd_node_check *c)
 {
-    text_encode(c, SD_FAMILY_SDXL);
+    /* as ComfyUI, the node encodes for FLUX too (text_g for T5, text_l for CLIP-L) */
+    bool flux = sd_family_find(sd_check_tag(c, "clip")) == SD_FAMILY_FLUX;
+    text_encode(c, flux ? SD_FAMILY_FLUX : SD_FAMILY_SDXL);
+}
+
+void sd_check_text_encode_flux(sd_node_check *c)
+{
+    text_encode(c, SD_FAMILY_FLUX);
 }
 
 void sd_check_text_encode_refiner(sd_node_check *c)

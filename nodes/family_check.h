@@ -28,7 +28,8 @@ void sd_check_guided_sampler(sd_node_check *c);    /* SamplerCustomAdvanced: "gu
 void sd_check_guider(sd_node_check *c);            /* BasicGuider, CFGGuider, DualCFGGuider: the model's tag on
                                                     * GUIDER; its conditionings against the model */
 void sd_check_text_encode(sd_node_check *c);       /* CLIPTextEncode: the conditioning's family */
-void sd_check_text_encode_sdxl(sd_node_check *c);  /* CLIPTextEncodeSDXL: an SDXL CLIP */
+void sd_check_text_encode_sdxl(sd_node_check *c);  /* CLIPTextEncodeSDXL: an SDXL (or FLUX) CLIP */
+void sd_check_text_encode_flux(sd_node_check *c);  /* CLIPTextEncodeFlux: a FLUX CLIP */
 void sd_check_text_encode_refiner(sd_node_check *c); /* CLIPTextEncodeSDXLRefiner: an SDXL refiner CLIP */
 void sd_check_empty_latent(sd_node_check *c, int channels); /* EmptyLatentImage (4), EmptySD3LatentImage (16) */
 

@@ -44,11 +44,13 @@ static sd_status run_lora(sd_node_run *r, bool with_clip)
             return sd_node_model_fail(r, st);
         clip_lora = sd_lora_ref(lora);
     }
-    if (sc != 0.0f && clip->loaded != model->loaded) {
-        /* A CLIP from another file: its text-encoder keys are mapped for that file's layout. */
+    if (sc != 0.0f && (clip->loaded != model->loaded || clip->text_family != SD_FAMILY_UNKNOWN)) {
+        /* A CLIP from other files: its text-encoder keys are mapped for their layout. */
+        sd_checkpoint_config cfg = *sd_loaded_config(model->loaded);
+        sd_node_clip_lora_config(clip, &cfg);
         sd_lora_unref(clip_lora);
         clip_lora = NULL;
-        st = sd_lora_open(sd_run_context(r), sd_run_file(r, "lora_name"), sd_loaded_config(clip->loaded), &clip_lora);
+        st = sd_lora_open(sd_run_context(r), sd_run_file(r, "lora_name"), &cfg, &clip_lora);
     }
     if (st)
         st = sd_node_model_fail(r, st);

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -12,6 +13,8 @@ static void handle_free(void *p)
     sd_model_handle *h = p;
     sd_lora_stack_unref(h->lora); /* before the file: the patched view borrows its weights */
     sd_loaded_unref(h->loaded);
+    for (int k = 0; k < SD_FAMILY_MAX_TEXT_ENCODERS; k++)
+        sd_loaded_unref(h->text_file[k]);
     free(h);
 }
 
@@ -22,7 +25,7 @@ sd_value *sd_node_model_value(sd_type type, sd_loaded *l, int clip_layer)
 
 sd_value *sd_node_model_value_lora(sd_type type, sd_loaded *l, int clip_layer, sd_lora_stack *lora)
 {
-    sd_model_handle *h = malloc(sizeof *h);
+    sd_model_handle *h = calloc(1, sizeof *h);
     if (!h)
         return NULL;
     h->loaded = sd_loaded_ref(l);
@@ -44,8 +47,63 @@ sd_value *sd_node_model_derive(sd_type type, const sd_model_handle *h, sd_lora_s
         out->zsnr = h->zsnr;
         out->rescale_cfg = h->rescale_cfg;
         out->flux_shift = h->flux_shift;
+        out->text_family = h->text_family;
+        for (int k = 0; k < SD_FAMILY_MAX_TEXT_ENCODERS; k++) {
+            out->text_file[k] = h->text_file[k] ? sd_loaded_ref(h->text_file[k]) : NULL;
+            out->text_part[k] = h->text_part[k];
+        }
     }
     return v;
+}
+
+sd_value *sd_node_clip_files_value(sd_family family, sd_loaded *const *files, const int *parts, int clip_layer)
+{
+    sd_model_handle h = {.loaded = files[0], .clip_layer = clip_layer, .sampling = -1, .rescale_cfg = -1.0,
+                         .text_family = family};
+    for (int k = 0; k < sd_family_get(family)->n_text_encoders; k++) {
+        h.text_file[k] = files[k];
+        h.text_part[k] = parts[k];
+    }
+    return sd_node_model_derive(SD_TYPE_CLIP, &h, NULL);
+}
+
+sd_family sd_node_clip_family(const sd_model_handle *h)
+{
+    return h->text_family != SD_FAMILY_UNKNOWN ? h->text_family : sd_loaded_config(h->loaded)->family;
+}
+
+int sd_node_clip_count(const sd_model_handle *h)
+{
+    if (h->text_family != SD_FAMILY_UNKNOWN)
+        return sd_family_get(h->text_family)->n_text_encoders;
+    return sd_loaded_config(h->loaded)->clip2_prefix ? 2 : 1;
+}
+
+sd_text_encoder_kind sd_node_clip_kind(const sd_model_handle *h, int slot)
+{
+    if (h->text_family != SD_FAMILY_UNKNOWN)
+        return sd_text_file_part_at(sd_loaded_text_file(h->text_file[slot]), h->text_part[slot])->kind;
+    return sd_family_get(sd_loaded_config(h->loaded)->family)->text_encoders[slot].kind;
+}
+
+void sd_node_clip_lora_config(const sd_model_handle *h, sd_checkpoint_config *cfg)
+{
+    if (h->text_family == SD_FAMILY_UNKNOWN) {
+        *cfg = *sd_loaded_config(h->loaded);
+        return;
+    }
+    cfg->family = h->text_family;
+    cfg->has_clip = true;
+    cfg->clip_prefix = "";
+    cfg->clip2_prefix = NULL;
+    for (int k = 0; k < 2 && k < sd_node_clip_count(h); k++) {
+        const sd_text_file_part *p = sd_text_file_part_at(sd_loaded_text_file(h->text_file[k]), h->text_part[k]);
+        if (p->kind == SD_TEXT_T5XXL)
+            continue; /* no LoRA keys map to T5 */
+        *(k ? &cfg->clip2 : &cfg->clip) = p->clip;
+        if (k)
+            cfg->clip2_prefix = "";
+    }
 }
 
 sd_status sd_node_model_sampling_of(sd_context *ctx, const sd_model_handle *h, sd_model_sampling *ms)
@@ -86,9 +144,18 @@ sd_status sd_node_model_clip(const sd_model_handle *h, sd_clip_model **out)
 sd_status sd_node_model_text_encoder(const sd_model_handle *h, int slot, sd_clip_model **out)
 {
     sd_clip_model *base;
-    sd_status st = sd_loaded_text_encoder(h->loaded, slot, &base);
+    sd_status st = h->text_family == SD_FAMILY_UNKNOWN
+                       ? sd_loaded_text_encoder(h->loaded, slot, &base)
+                       : sd_loaded_text_clip(h->text_file[slot], h->text_part[slot],
+                                             sd_family_get(h->text_family)->text_encoders[slot].norm_hidden, &base);
     *out = base;
     return st || !h->lora ? st : sd_lora_stack_clip(h->lora, slot, base, out);
+}
+
+sd_status sd_node_model_t5(const sd_model_handle *h, int slot, sd_t5_model **out)
+{
+    bool files = h->text_family != SD_FAMILY_UNKNOWN && slot >= 0 && slot < sd_node_clip_count(h);
+    return sd_loaded_text_t5(files ? h->text_file[slot] : h->loaded, files ? h->text_part[slot] : -1, out);
 }
 
 const sd_model_handle *sd_node_model_input(sd_node_run *r, const char *input)

@@ -19,6 +19,13 @@ typedef struct sd_model_handle {
     bool zsnr;
     double rescale_cfg; /* MODEL: RescaleCFG's multiplier, < 0 when not patched */
     double flux_shift;  /* MODEL (FLUX): ModelSamplingFlux's shift, NAN for the model's own */
+    /* CLIP made of text-encoder files (CLIPLoader, DualCLIPLoader, a FLUX all-in-one file): the
+     * family the encoders serve and, per text-encoder slot of that family, the file entry
+     * (SD_MODEL_FILE_TEXT_ENCODERS, one reference each) and its part. SD_FAMILY_UNKNOWN: the
+     * text encoders of `loaded`'s checkpoint. `loaded` is then text_file[0] (a reference). */
+    sd_family text_family;
+    sd_loaded *text_file[SD_FAMILY_MAX_TEXT_ENCODERS];
+    int text_part[SD_FAMILY_MAX_TEXT_ENCODERS];
 } sd_model_handle;
 
 /* A new MODEL/CLIP/VAE value holding a new reference to l; NULL when memory runs out. */
@@ -26,6 +33,27 @@ sd_value *sd_node_model_value(sd_type type, sd_loaded *l, int clip_layer);
 
 /* The same with a LoRA stack (NULL: none; a new reference is taken). */
 sd_value *sd_node_model_value_lora(sd_type type, sd_loaded *l, int clip_layer, sd_lora_stack *lora);
+
+/* A new CLIP value for `family` whose text-encoder slot k is part parts[k] of files[k] (entries
+ * of kind SD_MODEL_FILE_TEXT_ENCODERS; new references are taken), starting at clip_layer; NULL
+ * when memory runs out. */
+sd_value *sd_node_clip_files_value(sd_family family, sd_loaded *const *files, const int *parts, int clip_layer);
+
+/* A CLIP value for `family` from the text encoders of the file at path (an all-in-one FLUX
+ * checkpoint's text_encoders.*), opened as SD_MODEL_FILE_TEXT_ENCODERS: slot k takes the first
+ * unused encoder of its kind. SD_ERR_INVALID naming the file when one is missing, the store's
+ * errors (message on ctx). In nodes/clip_loader.c. */
+sd_status sd_node_clip_of_file(sd_context *ctx, const char *path, sd_family family, sd_dtype dtype, sd_value **out);
+
+/* The family a CLIP handle's text encoders serve, and how many it has. */
+sd_family sd_node_clip_family(const sd_model_handle *h);
+int sd_node_clip_count(const sd_model_handle *h);
+/* The kind of a CLIP handle's text encoder `slot` (< sd_node_clip_count). */
+sd_text_encoder_kind sd_node_clip_kind(const sd_model_handle *h, int slot);
+/* The architecture a LoRA's text-encoder keys are matched against: the CLIP's checkpoint's
+ * (replacing *cfg), or for a CLIP made of files *cfg (a MODEL's, for its UNet keys) with the
+ * family and the files' text-model configurations (transformers' layout) as cfg->clip / clip2. */
+void sd_node_clip_lora_config(const sd_model_handle *h, sd_checkpoint_config *cfg);
 
 /* A new handle value of `type` like h (its file, CLIP layer, model sampling, RescaleCFG) with the LoRA stack
  * lora (NULL: none; a new reference is taken); NULL when memory runs out. */
@@ -48,6 +76,8 @@ sd_status sd_node_model_unet(const sd_model_handle *h, sd_unet **out);
 sd_status sd_node_model_clip(const sd_model_handle *h, sd_clip_model **out);
 /* Text encoder `slot` of a CLIP handle's family (sd_loaded_text_encoder), LoRA-patched as above. */
 sd_status sd_node_model_text_encoder(const sd_model_handle *h, int slot, sd_clip_model **out);
+/* The T5 encoder in text-encoder slot `slot` of a CLIP handle made of files (no LoRA applies). */
+sd_status sd_node_model_t5(const sd_model_handle *h, int slot, sd_t5_model **out);
 
 /* The handle on a MODEL/CLIP/VAE input (borrowed), or NULL with the node's error recorded when
  * the value carries none. */

@@ -52,7 +52,9 @@ typedef struct sd_clip_config {
     int intermediate;     /* shape: 3072 (MLP width) */
     int vocab;            /* shape: 49408 */
     int positions;        /* shape: 77 */
-    int projection;       /* shape: text_projection output width (bigG 1280; 0: none) */
+    int projection;       /* shape: text_projection output width (bigG 1280; 0: none); open_clip's
+                           * text_projection [width, projection], in transformers' layout (a
+                           * clip_g.safetensors) the Linear text_projection.weight [projection, width] */
     int heads;            /* family: width / 64 (12 for ViT-L/14, 20 for bigG) */
     bool gelu;            /* family: exact GELU in the MLP (OpenCLIP) instead of quick GELU */
     bool norm_hidden;     /* family: the final LayerNorm applies to an intermediate layer's output

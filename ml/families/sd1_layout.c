@@ -285,6 +285,8 @@ sd_status sd_layout_clip(sd_context *ctx, const sd_clip_config *cfg, const char 
         snprintf(n, sizeof n, "encoder.layers.%d.layer_norm2", i), norm(&b, n, w);
     }
     norm(&b, "final_layer_norm", w);
+    if (cfg->projection) /* CLIPTextModelWithProjection's Linear, beside text_model.* in its files */
+        linear(&b, "text_projection", cfg->projection, w, false);
     return finish(ctx, &b);
 }
 

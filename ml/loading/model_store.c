@@ -23,6 +23,9 @@ struct sd_loaded {
     sd_flux *flux;       /* FLUX files' transformer, instead of unet */
     sd_clip_model *clip[2]; /* the family's text encoders (cfg.clip, cfg.clip2) */
     sd_vae *vae;
+    sd_text_file *text; /* SD_MODEL_FILE_TEXT_ENCODERS */
+    sd_clip_model *text_clip[SD_TEXT_FILE_MAX_PARTS][2]; /* per part, per norm_hidden */
+    sd_t5_model *text_t5[SD_TEXT_FILE_MAX_PARTS];
     sd_model_store_stats *stats; /* the store's counters */
 };
 
@@ -31,8 +34,21 @@ typedef struct model_store {
     size_t n, cap;
     uint64_t clock;
     sd_clip_tokenizer *tokenizer;
+    sd_t5_tokenizer *t5_tokenizer;
     sd_model_store_stats stats;
 } model_store;
+
+/* Frees the text-encoder objects of a text-encoder entry. */
+static void free_text_models(sd_loaded *l)
+{
+    for (int i = 0; i < SD_TEXT_FILE_MAX_PARTS; i++) {
+        sd_clip_model_free(l->text_clip[i][0]);
+        sd_clip_model_free(l->text_clip[i][1]);
+        sd_t5_model_free(l->text_t5[i]);
+        l->text_clip[i][0] = l->text_clip[i][1] = NULL;
+        l->text_t5[i] = NULL;
+    }
+}
 
 static void loaded_free(sd_loaded *l)
 {
@@ -40,6 +56,8 @@ static void loaded_free(sd_loaded *l)
     sd_flux_free(l->flux);
     sd_clip_model_free(l->clip[0]);
     sd_clip_model_free(l->clip[1]);
+    free_text_models(l);
+    sd_text_file_close(l->text);
     sd_vae_free(l->vae);
     sd_safetensors_close(l->st);
     sd_gguf_close(l->gguf);
@@ -66,6 +84,7 @@ static void store_free(void *p)
         sd_loaded_unref(s->entries[i]);
     free(s->entries);
     sd_clip_tokenizer_free(s->tokenizer);
+    sd_t5_tokenizer_free(s->t5_tokenizer);
     free(s);
 }
 
@@ -180,11 +199,15 @@ sd_status sd_model_store_open(sd_context *ctx, const char *path, sd_model_file_k
     l->kind = kind;
     l->dtype = dtype;
     l->stats = &s->stats;
-    if ((st = open_tensors(ctx, l)) || (st = inspect(ctx, l))) {
+    if (kind == SD_MODEL_FILE_TEXT_ENCODERS)
+        st = sd_text_file_open(ctx, path, &l->text);
+    else if (!(st = open_tensors(ctx, l)))
+        st = inspect(ctx, l);
+    if (st) {
         loaded_free(l);
         return st;
     }
-    l->id = *sd_safetensors_file_id(l->st);
+    l->id = *(l->text ? sd_text_file_id(l->text) : sd_safetensors_file_id(l->st));
     s->stats.files_opened++;
     l->last_use = ++s->clock;
     s->entries[s->n++] = l;
@@ -258,6 +281,48 @@ sd_status sd_loaded_text_encoder(sd_loaded *l, int slot, sd_clip_model **out)
     return st;
 }
 
+const sd_text_file *sd_loaded_text_file(const sd_loaded *l)
+{
+    return l->text;
+}
+
+/* Part `part` of a text-encoder entry, which must be of kind CLIP (t5 false) or T5 (t5 true). */
+static sd_status text_part(sd_loaded *l, int part, bool t5, const sd_text_file_part **out)
+{
+    *out = l->text && part >= 0 && part < sd_text_file_count(l->text) ? sd_text_file_part_at(l->text, part) : NULL;
+    if (!*out || ((*out)->kind == SD_TEXT_T5XXL) != t5)
+        return missing_part(l, t5 ? "T5 encoder" : "CLIP text model");
+    return SD_OK;
+}
+
+sd_status sd_loaded_text_clip(sd_loaded *l, int part, bool norm_hidden, sd_clip_model **out)
+{
+    const sd_text_file_part *p;
+    sd_status st = text_part(l, part, false, &p);
+    *out = st ? NULL : l->text_clip[part][norm_hidden];
+    if (st || *out)
+        return st;
+    sd_clip_config c = p->clip;
+    c.norm_hidden = norm_hidden;
+    if (!(st = sd_clip_model_new(l->cl, p->st, p->prefix, &c, l->dtype, &l->text_clip[part][norm_hidden])))
+        l->stats->clips_created++;
+    *out = l->text_clip[part][norm_hidden];
+    return st;
+}
+
+sd_status sd_loaded_text_t5(sd_loaded *l, int part, sd_t5_model **out)
+{
+    const sd_text_file_part *p;
+    sd_status st = text_part(l, part, true, &p);
+    *out = st ? NULL : l->text_t5[part];
+    if (st || *out)
+        return st;
+    if (!(st = sd_t5_model_new(l->cl, p->st, p->prefix, l->dtype, &l->text_t5[part])))
+        l->stats->clips_created++;
+    *out = l->text_t5[part];
+    return st;
+}
+
 sd_status sd_loaded_vae(sd_loaded *l, sd_vae **out)
 {
     *out = l->vae;
@@ -286,6 +351,8 @@ void sd_model_store_release(sd_context *ctx, bool unets, bool clips)
             sd_clip_model_free(s->entries[i]->clip[k]);
             s->entries[i]->clip[k] = NULL;
         }
+        if (clips)
+            free_text_models(s->entries[i]);
     }
 }
 
@@ -296,6 +363,16 @@ sd_status sd_model_store_tokenizer(sd_context *ctx, const sd_clip_tokenizer **ou
     if (!st && !s->tokenizer)
         st = sd_clip_tokenizer_new(ctx, &s->tokenizer);
     *out = s->tokenizer;
+    return st;
+}
+
+sd_status sd_model_store_t5_tokenizer(sd_context *ctx, const sd_t5_tokenizer **out)
+{
+    model_store *s;
+    sd_status st = store_get(ctx, &s);
+    if (!st && !s->t5_tokenizer)
+        st = sd_t5_tokenizer_new(ctx, &s->t5_tokenizer);
+    *out = st ? NULL : s->t5_tokenizer;
     return st;
 }
 

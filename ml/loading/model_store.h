@@ -19,6 +19,8 @@
 #include "ml/text/clip.h"
 #include "ml/text/clip_tokenizer.h"
 #include "ml/diffusion/flux.h"
+#include "ml/text/text_encoder_file.h"
+#include "ml/text/t5_tokenizer.h"
 #include "ml/diffusion/unet.h"
 #include "ml/vae/vae.h"
 
@@ -28,7 +30,11 @@
 typedef enum sd_model_file_kind {
     SD_MODEL_FILE_CHECKPOINT, /* a full single-file checkpoint (UNet required) */
     SD_MODEL_FILE_VAE,        /* a standalone VAE file, or the VAE of a full checkpoint */
-    SD_MODEL_FILE_UNET        /* a bare diffusion model (sd_unet_file_inspect) */
+    SD_MODEL_FILE_UNET,       /* a bare diffusion model (sd_unet_file_inspect) */
+    SD_MODEL_FILE_TEXT_ENCODERS /* a file's text encoders (ml/text/text_encoder_file.h): a
+                                 * clip_l / clip_g / t5xxl file, GGUF included, or the text
+                                 * encoders of an all-in-one file; its config is all zero
+                                 * (family SD_FAMILY_UNKNOWN) */
 } sd_model_file_kind;
 
 typedef struct sd_loaded sd_loaded;
@@ -59,14 +65,22 @@ sd_status sd_loaded_vae(sd_loaded *l, sd_vae **out);
  * SDXL's OpenCLIP-bigG), created on first call as sd_loaded_clip. */
 sd_status sd_loaded_text_encoder(sd_loaded *l, int slot, sd_clip_model **out);
 
+/* SD_MODEL_FILE_TEXT_ENCODERS entries: the file's text encoders, and encoder `part` of it created
+ * on first call (CLIP with the family's norm_hidden rule: one object per rule, as CLIP-L serves
+ * SD1.x (normed) and SDXL (not)); SD_ERR_INVALID (naming the file) for a part of another kind. */
+const sd_text_file *sd_loaded_text_file(const sd_loaded *l);
+sd_status sd_loaded_text_clip(sd_loaded *l, int part, bool norm_hidden, sd_clip_model **out);
+sd_status sd_loaded_text_t5(sd_loaded *l, int part, sd_t5_model **out);
+
 /* Frees the UNet and/or text-encoder objects (and so their device weights) of every entry; they
  * are created and uploaded again when next asked for. On CPU devices, where device memory is host
  * memory, the VAE nodes release the UNets (a 512x512 decode need not hold the UNet's 1.7 GB
  * besides its own activations) and the samplers release the text encoders. */
 void sd_model_store_release(sd_context *ctx, bool unets, bool clips);
 
-/* The context's CLIP tokenizer (built on first use, owned by the store). */
+/* The context's CLIP and T5 tokenizers (built on first use, owned by the store). */
 sd_status sd_model_store_tokenizer(sd_context *ctx, const sd_clip_tokenizer **out);
+sd_status sd_model_store_t5_tokenizer(sd_context *ctx, const sd_t5_tokenizer **out);
 
 /* Counters for tests: files opened, and sub-model objects created (a sub-model's weights are
  * only ever uploaded after its object was created). */

@@ -289,11 +289,16 @@ static sd_status pool(sd_clip_model *m, const int32_t *tokens, int batch, const 
             s = sd_dtensor_download(normed, all);
         normed_last = all;
     }
-    const sd_st_tensor *t = c->projection ? sd_weights_info(m->w, "text_projection") : NULL;
+    /* open_clip: text_projection [width, projection]; transformers: text_projection.weight
+     * [projection, width] (a Linear), read transposed */
+    const sd_st_tensor *t =
+        c->projection ? sd_weights_info(m->w, c->open_clip ? "text_projection" : "text_projection.weight") : NULL;
+    int64_t rows = c->open_clip ? c->width : c->projection, cols = c->open_clip ? c->projection : c->width;
     if (!s && c->projection) {
-        if (!t || t->ndim != 2 || t->shape[0] != c->width || t->shape[1] != c->projection)
-            s = sd_set_error(m->cl->ctx, SD_ERR_INVALID, "%s: text_projection is missing or not [%d, %d]",
-                             sd_safetensors_path(m->st), c->width, c->projection);
+        if (!t || t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
+            s = sd_set_error(m->cl->ctx, SD_ERR_INVALID, "%s: %s is missing or not [%lld, %lld]",
+                             sd_safetensors_path(m->st), c->open_clip ? "text_projection" : "text_projection.weight",
+                             (long long)rows, (long long)cols);
         else if (!(proj = malloc(width * (size_t)c->projection * sizeof *proj)))
             s = sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
         else
@@ -309,7 +314,7 @@ static sd_status pool(sd_clip_model *m, const int32_t *tokens, int batch, const 
         for (int j = 0; j < c->projection; j++) { /* row @ text_projection ([width, projection]) */
             double acc = 0;
             for (size_t k = 0; k < width; k++)
-                acc += (double)row[k] * proj[k * (size_t)c->projection + (size_t)j];
+                acc += (double)row[k] * proj[c->open_clip ? k * (size_t)c->projection + (size_t)j : (size_t)j * width + k];
             pooled[(size_t)b * (size_t)c->projection + (size_t)j] = (float)acc;
         }
     }

@@ -32,7 +32,7 @@ uint64_t sd_clip_model_serial(const sd_clip_model *m);
  * sd_clip_pooled_width floats, the final-LayerNorm output of the last layer at each window's first
  * end token (id 49407: what transformers' argmax rule picks for vocabulary ids, and ComfyUI's
  * rule; the highest id's position when a window has no end token), times text_projection
- * ([width, projection]) when the model has one. */
+ * ([width, projection]; transformers' text_projection.weight transposed) when the model has one. */
 /* The width of the pooled output: config->projection, or the width without a projection. */
 static inline int sd_clip_pooled_width(const sd_clip_config *c)
 {

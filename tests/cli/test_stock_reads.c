@@ -50,10 +50,11 @@ static sd_status fill_small(void *user, size_t index, void *dst, size_t nbytes)
 }
 
 static const char *const watched[] = {"models/checkpoints", "models/loras", "models/controlnet",
-                                      "models/upscale_models", "models/embeddings", "models/vae", "in"};
+                                      "models/upscale_models", "models/embeddings", "models/vae", "in",
+                                      "models/diffusion_models", "models/text_encoders"};
 /* The kind each watched directory's files are recorded under in the provenance ("<kind>/<name>"). */
 static const char *const kinds[] = {"checkpoints", "loras", "controlnet", "upscale_models", "embeddings", "vae",
-                                    "input"};
+                                    "input", "diffusion_models", "text_encoders"};
 #define N_WATCHED (sizeof watched / sizeof watched[0])
 static char *dirs[N_WATCHED];
 
@@ -127,6 +128,11 @@ static void make_models(void)
         sd_strfmt("cp %s/examples/input/shapes.png %s/examples/input/shapes-inpaint.png %s/examples/input/scribble.png %s/",
                   src, src, src, dirs[6]),
         sd_strfmt("cp %s/examples/input/shapes.png %s/unused.png", src, dirs[6]),
+        sd_strfmt("%s/sdflow_mkckpt --preset flux-schnell-tiny %s/flux1-schnell.safetensors", build, dirs[7]),
+        sd_strfmt("%s/sdflow_mkckpt --preset flux-dev-tiny --seed 2 %s/flux1-dev.safetensors", build, dirs[7]),
+        sd_strfmt("%s/sdflow_mkckpt --preset flux-dev-tiny --kind vae %s/ae.safetensors", build, dirs[5]),
+        sd_strfmt("%s/sdflow_mktextenc t5 %s/t5xxl_fp16.safetensors", build, dirs[8]),
+        sd_strfmt("%s/sdflow_mktextenc clip-l %s/clip_l.safetensors", build, dirs[8]),
     };
     for (size_t i = 0; i < sizeof cmd / sizeof cmd[0]; i++) {
         tool(cmd[i]);

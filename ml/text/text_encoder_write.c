@@ -1,0 +1,458 @@
+/* Test text-encoder files (see text_encoder_write.h). */
+#include "ml/text/text_encoder_write.h"
+#include "core/fileio.h"
+#include "core/half.h"
+#include "ml/families/sd1_layout.h"
+#include "ml/formats/gguf.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- random files ---- */
+
+/* Appends one tensor to a layout (SD_ERR_NOMEM). */
+static sd_status push(sd_context *ctx, sd_layout *l, sd_param_kind kind, int64_t fan_in, int64_t d0, int64_t d1,
+                      const char *name)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 32;
+        sd_layout_entry *e = realloc(l->entries, cap * sizeof *e);
+        if (!e)
+            return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+        l->entries = e;
+        l->cap = cap;
+    }
+    sd_layout_entry *e = &l->entries[l->n++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->name, sizeof e->name, "%s", name);
+    e->kind = kind;
+    e->fan_in = fan_in;
+    e->ndim = d1 > 0 ? 2 : 1;
+    e->shape[0] = d0;
+    e->shape[1] = d1 > 0 ? d1 : 0;
+    return SD_OK;
+}
+
+/* The tiny T5's tensors in T5EncoderModel's names (norm weights are ones, as the layout writer
+ * makes norms). */
+static sd_status t5_layout(sd_context *ctx, sd_layout *l)
+{
+    const int64_t vocab = 32128, d = 32, inner = 4 * 8, ff = 48, buckets = 32, heads = 4;
+    sd_status s = push(ctx, l, SD_PARAM_EMBEDDING, 0, vocab, d, "shared.weight");
+    char n[128];
+    for (int b = 0; !s && b < 2; b++) {
+        static const char *const qkv[3] = {"q", "k", "v"};
+        for (int i = 0; !s && i < 3; i++)
+            snprintf(n, sizeof n, "encoder.block.%d.layer.0.SelfAttention.%s.weight", b, qkv[i]),
+                s = push(ctx, l, SD_PARAM_WEIGHT, d, inner, d, n);
+        snprintf(n, sizeof n, "encoder.block.%d.layer.0.SelfAttention.o.weight", b);
+        if (!s)
+            s = push(ctx, l, SD_PARAM_WEIGHT, inner, d, inner, n);
+        if (!s && b == 0)
+            s = push(ctx, l, SD_PARAM_EMBEDDING, 0, buckets, heads,
+                     "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight");
+        for (int k = 0; !s && k < 2; k++)
+            snprintf(n, sizeof n, "encoder.block.%d.layer.%d.layer_norm.weight", b, k),
+                s = push(ctx, l, SD_PARAM_NORM_WEIGHT, 0, d, 0, n);
+        for (int k = 0; !s && k < 2; k++)
+            snprintf(n, sizeof n, "encoder.block.%d.layer.1.DenseReluDense.wi_%d.weight", b, k),
+                s = push(ctx, l, SD_PARAM_WEIGHT, d, ff, d, n);
+        snprintf(n, sizeof n, "encoder.block.%d.layer.1.DenseReluDense.wo.weight", b);
+        if (!s)
+            s = push(ctx, l, SD_PARAM_WEIGHT, ff, d, ff, n);
+    }
+    return s ? s : push(ctx, l, SD_PARAM_NORM_WEIGHT, 0, d, 0, "encoder.final_layer_norm.weight");
+}
+
+/* transformers' CLIP file names: text_model.<name>, text_projection.weight beside it. */
+static sd_status clip_file_name(void *user, const char *name, char *out, size_t size)
+{
+    (void)user;
+    snprintf(out, size, "%s%s", strcmp(name, "text_projection.weight") == 0 ? "" : "text_model.", name);
+    return SD_OK;
+}
+
+/* ComfyUI's all-in-one names: the CLIP-L tensors under text_encoders.clip_l.transformer., T5's
+ * (encoder.block.*, encoder.final_layer_norm, shared) under text_encoders.t5xxl.transformer. */
+static sd_status all_in_one_name(void *user, const char *name, char *out, size_t size)
+{
+    (void)user;
+    bool t5 = strncmp(name, "encoder.block.", 14) == 0 || strcmp(name, "encoder.final_layer_norm.weight") == 0 ||
+              strcmp(name, "shared.weight") == 0;
+    char clip[160];
+    clip_file_name(NULL, name, clip, sizeof clip);
+    snprintf(out, size, "text_encoders.%s.transformer.%s", t5 ? "t5xxl" : "clip_l", t5 ? name : clip);
+    return SD_OK;
+}
+
+/* Appends the tiny layout of kind to *layout. */
+static sd_status tiny_layout(sd_context *ctx, sd_text_encoder_kind kind, sd_layout *layout)
+{
+    if (kind == SD_TEXT_T5XXL)
+        return t5_layout(ctx, layout);
+    sd_clip_config c = {.width = 64, .intermediate = 128, .vocab = 49408, .positions = 77, .has_position_ids = true};
+    c.layers = kind == SD_TEXT_CLIP_L ? 2 : kind == SD_TEXT_OPENCLIP_H ? 24 : 32;
+    c.projection = kind == SD_TEXT_CLIP_L ? 64 : kind == SD_TEXT_OPENCLIP_G ? 48 : 0;
+    return sd_layout_clip(ctx, &c, "", layout);
+}
+
+sd_status sd_text_write_random(sd_context *ctx, const char *path, sd_text_encoder_kind kind, sd_st_dtype dtype,
+                               uint64_t seed)
+{
+    sd_layout layout = {0};
+    sd_status s = tiny_layout(ctx, kind, &layout);
+    if (!s)
+        s = sd_layout_write_random(ctx, path, &layout, dtype, seed, kind == SD_TEXT_T5XXL ? NULL : clip_file_name,
+                                   NULL);
+    sd_layout_free(&layout);
+    return s;
+}
+
+sd_status sd_text_write_flux_encoders(sd_context *ctx, const char *path, sd_st_dtype dtype, uint64_t seed)
+{
+    sd_layout layout = {0};
+    sd_status s = tiny_layout(ctx, SD_TEXT_CLIP_L, &layout);
+    if (!s)
+        s = tiny_layout(ctx, SD_TEXT_T5XXL, &layout);
+    if (!s)
+        s = sd_layout_write_random(ctx, path, &layout, dtype, seed, all_in_one_name, NULL);
+    sd_layout_free(&layout);
+    return s;
+}
+
+/* ---- GGUF ---- */
+
+typedef struct buf {
+    unsigned char *p;
+    size_t n, cap;
+    bool nomem;
+} buf;
+
+static void put(buf *b, const void *p, size_t n)
+{
+    if (b->nomem || n == 0)
+        return;
+    if (b->n + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->n + n)
+            cap *= 2;
+        unsigned char *g = realloc(b->p, cap);
+        if (!g) {
+            b->nomem = true;
+            return;
+        }
+        b->p = g;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, p, n);
+    b->n += n;
+}
+
+static void put_u32(buf *b, uint32_t v)
+{
+    unsigned char x[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
+    put(b, x, 4);
+}
+
+static void put_u64(buf *b, uint64_t v)
+{
+    put_u32(b, (uint32_t)v);
+    put_u32(b, (uint32_t)(v >> 32));
+}
+
+static void put_str(buf *b, const char *s)
+{
+    put_u64(b, strlen(s));
+    put(b, s, strlen(s));
+}
+
+static void pad_to(buf *b, size_t align)
+{
+    static const unsigned char zero[32] = {0};
+    put(b, zero, (align - b->n % align) % align);
+}
+
+/* One Q8_0 block as ggml's reference quantizer: d = amax / 127 (stored f16), q = round(x / d). */
+static void q8_0_block(const float *x, unsigned char out[34])
+{
+    float amax = 0;
+    for (int i = 0; i < 32; i++)
+        amax = fmaxf(amax, fabsf(x[i]));
+    float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    uint16_t h = sd_float_to_half(d);
+    out[0] = (unsigned char)h;
+    out[1] = (unsigned char)(h >> 8);
+    for (int i = 0; i < 32; i++)
+        out[2 + i] = (unsigned char)(int8_t)roundf(x[i] * id);
+}
+
+/* The llama.cpp name of a transformers T5 tensor (ComfyUI-GGUF's T5_SD_MAP read backwards). */
+static void llama_name(const char *name, char *out, size_t size)
+{
+    static const char *const map[][2] = {
+        {"encoder.", "enc."}, {".block.", ".blk."}, {"shared", "token_embd"}, {"final_layer_norm", "output_norm"},
+        {"layer.0.SelfAttention.relative_attention_bias", "attn_rel_b"}, {"layer.0.SelfAttention.q", "attn_q"},
+        {"layer.0.SelfAttention.k", "attn_k"}, {"layer.0.SelfAttention.v", "attn_v"},
+        {"layer.0.SelfAttention.o", "attn_o"}, {"layer.0.layer_norm", "attn_norm"},
+        {"layer.1.DenseReluDense.wi_1", "ffn_up"}, {"layer.1.DenseReluDense.wo", "ffn_down"},
+        {"layer.1.DenseReluDense.wi_0", "ffn_gate"}, {"layer.1.layer_norm", "ffn_norm"}};
+    char cur[256];
+    snprintf(cur, sizeof cur, "%s", name);
+    for (size_t k = 0; k < sizeof map / sizeof *map; k++) {
+        char *at = strstr(cur, map[k][0]);
+        if (at) {
+            char rest[256];
+            snprintf(rest, sizeof rest, "%s", at + strlen(map[k][0]));
+            snprintf(at, sizeof cur - (size_t)(at - cur), "%s%s", map[k][1], rest);
+        }
+    }
+    snprintf(out, size, "%s", cur);
+}
+
+/* The ggml type a tensor is written as. */
+static sd_ggml_type gguf_type(const sd_st_tensor *t)
+{
+    return t->ndim == 1 ? SD_GGML_F32 : t->shape[1] % 32 == 0 ? SD_GGML_Q8_0 : SD_GGML_F16;
+}
+
+/* Appends a tensor's data in its ggml type. */
+static sd_status put_data(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, buf *b)
+{
+    size_t n = t->numel;
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    if (!x)
+        return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+    sd_status s = sd_safetensors_read_f32(ctx, st, t, x, n);
+    sd_ggml_type type = gguf_type(t);
+    for (size_t i = 0; !s && i < n; i += type == SD_GGML_Q8_0 ? 32 : 1) {
+        unsigned char q[34];
+        if (type == SD_GGML_Q8_0) {
+            q8_0_block(x + i, q);
+            put(b, q, 34);
+        } else if (type == SD_GGML_F16) {
+            uint16_t h = sd_float_to_half(x[i]);
+            q[0] = (unsigned char)h, q[1] = (unsigned char)(h >> 8);
+            put(b, q, 2);
+        } else {
+            uint32_t u;
+            memcpy(&u, &x[i], 4);
+            put_u32(b, u);
+        }
+    }
+    free(x);
+    return s;
+}
+
+sd_status sd_text_write_t5_gguf(sd_context *ctx, const char *in, const char *out)
+{
+    sd_safetensors *st = NULL;
+    sd_status s = sd_safetensors_open(ctx, in, &st);
+    if (s)
+        return s;
+    size_t n = sd_safetensors_count(st);
+    buf head = {0}, data = {0};
+    put(&head, "GGUF", 4);
+    put_u32(&head, 3);
+    put_u64(&head, n);
+    put_u64(&head, 1);
+    put_str(&head, "general.architecture");
+    put_u32(&head, SD_GGUF_STRING);
+    put_str(&head, "t5encoder");
+    for (size_t i = 0; !s && i < n; i++) {
+        const sd_st_tensor *t = sd_safetensors_at(st, i);
+        char name[256];
+        llama_name(t->name, name, sizeof name);
+        put_str(&head, name);
+        put_u32(&head, (uint32_t)t->ndim);
+        for (int d = t->ndim - 1; d >= 0; d--)
+            put_u64(&head, (uint64_t)t->shape[d]);
+        put_u32(&head, gguf_type(t));
+        pad_to(&data, 32);
+        put_u64(&head, data.n);
+        s = put_data(ctx, st, t, &data);
+    }
+    pad_to(&head, 32);
+    put(&head, data.p, data.n);
+    if (!s && (head.nomem || data.nomem))
+        s = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+    if (!s)
+        s = sd_file_write_atomic(ctx, out, head.p, head.n, false, NULL);
+    free(head.p);
+    free(data.p);
+    sd_safetensors_close(st);
+    return s;
+}
+
+/* ---- an SDXL checkpoint's text encoders as separate files ---- */
+
+/* One tensor of the output: rows [row0, row0 + rows) of source (all rows when rows is 0),
+ * transposed when transpose. */
+typedef struct split_entry {
+    char name[160];
+    const sd_st_tensor *src;
+    int64_t row0, rows;
+    bool transpose;
+} split_entry;
+
+typedef struct split_file {
+    const sd_safetensors *st;
+    split_entry *e;
+    size_t n, cap;
+    sd_context *ctx;
+} split_file;
+
+static sd_status split_add(split_file *f, const char *name, const sd_st_tensor *src, int64_t row0, int64_t rows,
+                           bool transpose)
+{
+    if (f->n == f->cap) {
+        size_t cap = f->cap ? 2 * f->cap : 64;
+        split_entry *g = realloc(f->e, cap * sizeof *g);
+        if (!g)
+            return sd_set_error(f->ctx, SD_ERR_NOMEM, "out of memory");
+        f->e = g;
+        f->cap = cap;
+    }
+    split_entry *e = &f->e[f->n++];
+    snprintf(e->name, sizeof e->name, "%s", name);
+    e->src = src;
+    e->row0 = row0;
+    e->rows = rows;
+    e->transpose = transpose;
+    return SD_OK;
+}
+
+static sd_status split_fill(void *user, size_t index, void *dst, size_t nbytes)
+{
+    split_file *f = user;
+    const split_entry *e = &f->e[index];
+    const sd_st_tensor *t = e->src;
+    float *all = malloc(t->numel * sizeof *all);
+    if (!all)
+        return sd_set_error(f->ctx, SD_ERR_NOMEM, "out of memory");
+    sd_status s = sd_safetensors_read_f32(f->ctx, f->st, t, all, t->numel);
+    int64_t cols = t->ndim > 1 ? (int64_t)(t->numel / (size_t)t->shape[0]) : 1;
+    float *out = dst;
+    if (!s && e->transpose)
+        for (int64_t i = 0; i < t->shape[0]; i++)
+            for (int64_t j = 0; j < cols; j++)
+                out[j * t->shape[0] + i] = all[i * cols + j];
+    else if (!s)
+        memcpy(out, all + e->row0 * cols, nbytes);
+    free(all);
+    return s;
+}
+
+static sd_status split_write(split_file *f, const char *path)
+{
+    sd_st_entry *entries = calloc(f->n ? f->n : 1, sizeof *entries);
+    if (!entries)
+        return sd_set_error(f->ctx, SD_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < f->n; i++) {
+        const split_entry *e = &f->e[i];
+        entries[i] = (sd_st_entry){.name = e->name, .dtype = SD_ST_F32, .ndim = e->src->ndim};
+        memcpy(entries[i].shape, e->src->shape, sizeof entries[i].shape);
+        if (e->rows)
+            entries[i].shape[0] = e->rows;
+        if (e->transpose)
+            entries[i].shape[0] = e->src->shape[1], entries[i].shape[1] = e->src->shape[0];
+    }
+    sd_status s = sd_safetensors_write(f->ctx, path, entries, f->n, NULL, split_fill, f);
+    free(entries);
+    return s;
+}
+
+/* open_clip's names -> transformers' (after "transformer.resblocks.N."). */
+static const char *const open_clip_map[][2] = {
+    {"ln_1.", "layer_norm1."}, {"ln_2.", "layer_norm2."}, {"attn.out_proj.", "self_attn.out_proj."},
+    {"mlp.c_fc.", "mlp.fc1."}, {"mlp.c_proj.", "mlp.fc2."}};
+
+/* The OpenCLIP tensor t (name without prefix: rest) into f under transformers' names; layers at
+ * or past max_layers are left out. */
+static sd_status add_open_clip(split_file *f, const sd_st_tensor *t, const char *rest, int max_layers)
+{
+    char name[160];
+    int layer, used = 0;
+    if (strcmp(rest, "token_embedding.weight") == 0)
+        return split_add(f, "text_model.embeddings.token_embedding.weight", t, 0, 0, false);
+    if (strcmp(rest, "positional_embedding") == 0)
+        return split_add(f, "text_model.embeddings.position_embedding.weight", t, 0, 0, false);
+    if (strcmp(rest, "text_projection") == 0)
+        return split_add(f, "text_projection.weight", t, 0, 0, true);
+    if (strncmp(rest, "ln_final.", 9) == 0) {
+        snprintf(name, sizeof name, "text_model.final_layer_norm.%s", rest + 9);
+        return split_add(f, name, t, 0, 0, false);
+    }
+    if (sscanf(rest, "transformer.resblocks.%d.%n", &layer, &used) != 1 || !used || layer >= max_layers)
+        return SD_OK; /* not part of the text model, or past the depth kept */
+    const char *tail = rest + used;
+    if (strncmp(tail, "attn.in_proj_", 13) == 0) {
+        static const char *const qkv[3] = {"q_proj", "k_proj", "v_proj"};
+        int64_t w = t->shape[0] / 3;
+        sd_status s = SD_OK;
+        for (int k = 0; !s && k < 3; k++) {
+            snprintf(name, sizeof name, "text_model.encoder.layers.%d.self_attn.%s.%s", layer, qkv[k],
+                     strcmp(tail + 13, "weight") == 0 ? "weight" : "bias");
+            s = split_add(f, name, t, k * w, w, false);
+        }
+        return s;
+    }
+    for (size_t k = 0; k < sizeof open_clip_map / sizeof *open_clip_map; k++)
+        if (strncmp(tail, open_clip_map[k][0], strlen(open_clip_map[k][0])) == 0) {
+            snprintf(name, sizeof name, "text_model.encoder.layers.%d.%s%s", layer, open_clip_map[k][1],
+                     tail + strlen(open_clip_map[k][0]));
+            return split_add(f, name, t, 0, 0, false);
+        }
+    return SD_OK;
+}
+
+/* The text encoder of st under prefix (open_clip's layout or transformers') as a file in
+ * transformers' layout at out, its first max_layers layers (open_clip only). */
+static sd_status write_split(sd_context *ctx, const sd_safetensors *st, const char *prefix, bool open_clip,
+                             int max_layers, const char *out)
+{
+    split_file f = {.st = st, .ctx = ctx};
+    size_t plen = strlen(prefix);
+    sd_status s = SD_OK;
+    for (size_t i = 0; !s && i < sd_safetensors_count(st); i++) {
+        const sd_st_tensor *t = sd_safetensors_at(st, i);
+        char name[160];
+        if (strncmp(t->name, prefix, plen) != 0)
+            continue;
+        if (open_clip) {
+            s = add_open_clip(&f, t, t->name + plen, max_layers);
+        } else if (strcmp(t->name + plen, "embeddings.position_ids") != 0) {
+            snprintf(name, sizeof name, "text_model.%s", t->name + plen);
+            s = split_add(&f, name, t, 0, 0, false);
+        }
+    }
+    if (!s && !f.n)
+        s = sd_set_error(ctx, SD_ERR_INVALID, "%s: no text encoder tensors (%s*)", sd_safetensors_path(st), prefix);
+    if (!s)
+        s = split_write(&f, out);
+    free(f.e);
+    return s;
+}
+
+sd_status sd_text_write_sdxl_split(sd_context *ctx, const char *ckpt, const char *out_l, const char *out_g)
+{
+    const sd_family_desc *fam = sd_family_get(SD_FAMILY_SDXL);
+    sd_safetensors *st = NULL;
+    sd_status s = sd_safetensors_open(ctx, ckpt, &st);
+    if (!s)
+        s = write_split(ctx, st, fam->text_encoders[0].prefix, false, 0, out_l);
+    if (!s)
+        s = write_split(ctx, st, fam->text_encoders[1].prefix, true, INT32_MAX, out_g);
+    sd_safetensors_close(st);
+    return s;
+}
+
+sd_status sd_text_write_sd2_split(sd_context *ctx, const char *ckpt, int layers, const char *out)
+{
+    sd_safetensors *st = NULL;
+    sd_status s = sd_safetensors_open(ctx, ckpt, &st);
+    if (!s)
+        s = write_split(ctx, st, sd_family_get(SD_FAMILY_SD2)->text_encoders[0].prefix, true, layers, out);
+    sd_safetensors_close(st);
+    return s;
+}
