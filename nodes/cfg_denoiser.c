@@ -1,6 +1,8 @@
 /* The sampling nodes' model function (ComfyUI's CFGGuider, Guider_Basic and Guider_DualCFG with
- * comfy/samplers.py calc_cond_batch): the UNet on x / sqrt(sigma^2 + 1) at the nearest timestep,
- * D from its output as the model sampling says (eps: x - sigma * eps; v-prediction, x0, LCM),
+ * comfy/samplers.py calc_cond_batch): the UNet on x / sqrt(sigma^2 + 1) at the nearest timestep
+ * (the FLUX transformer on x at timestep sigma, with each entry's pooled output and guidance),
+ * D from its output as the model sampling says (eps: x - sigma * eps; v-prediction, x0, LCM;
+ * flow: x - sigma * v),
  * each side's conditioning entries averaged by strength, then the guider's
  * combination: BasicGuider D_pos; CFGGuider D_neg + (D_pos - D_neg) * cfg (the negative pass is
  * skipped when cfg is 1); DualCFGGuider regular D_neg + (D_mid - D_neg) * cfg2 +
@@ -76,14 +78,19 @@ typedef struct cond_entry {
      * pooled output (owned by the denoiser's adms; copies share them). */
     const float *adm;
     size_t adm_rows;
+    /* FLUX: the entry's "guidance" attribute (FluxGuidance; 3.5 when absent as ComfyUI's Flux
+     * extra_conds, NAN when FluxDisableGuidance set it to null). */
+    float guidance;
 } cond_entry;
 
 struct sd_cfg_denoiser {
     sd_node_run *r;
     sd_cl *cl;
     sd_unet *unet;
+    sd_flux *flux;         /* instead of unet for FLUX models */
     const sd_model_sampling *ms;
-    size_t batch, per_item; /* latent items and floats per item (4 * h * w) */
+    int channels;          /* latent channels: 4, or 16 for FLUX */
+    size_t batch, per_item; /* latent items and floats per item (channels * h * w) */
     int64_t h, w;
     int in_channels;       /* 4, or 9 for inpainting models */
     const sd_latent_format *preview; /* step previews with its RGB factors (NULL: none) */
@@ -199,11 +206,11 @@ static double attr_number(const json_t *attrs, const char *key, double def)
 static sd_status read_adm(sd_node_run *r, denoiser *d, const char *input, size_t i, const json_t *attrs,
                           const sd_value *v, cond_entry *e)
 {
-    const sd_unet_config *u = sd_unet_config_of(d->unet);
     char name[32];
     snprintf(name, sizeof name, "pooled.%zu", i);
     const sd_tensor *p = sd_value_tensor(v, name);
-    int n = sd_adm_embeddings(u->adm);
+    sd_adm_kind kind = d->flux ? SD_ADM_NONE : sd_unet_config_of(d->unet)->adm;
+    int n = d->flux ? 0 : sd_adm_embeddings(kind);
     if (!p || p->ndim != 2 || p->shape[0] < 1 || p->shape[1] + SD_ADM_EMBED_DIM * n != d->adm_dim)
         return sd_run_error(r, SD_ERR_INVALID,
                             "input '%s': entry %zu has no pooled output of width %d, which the model's ADM input "
@@ -223,8 +230,11 @@ static sd_status read_adm(sd_node_run *r, denoiser *d, const char *input, size_t
                          .crop_h = attr_number(attrs, "crop_h", 0), .target_width = attr_number(attrs, "target_width", w),
                          .target_height = attr_number(attrs, "target_height", h),
                          .aesthetic_score = attr_number(attrs, "aesthetic_score", strcmp(d->g->names[e->side], "negative") ? 6.0 : 2.5)};
-    for (int64_t b = 0; b < p->shape[0]; b++)
-        sd_adm_vector(u->adm, p->data + b * p->shape[1], (int)p->shape[1], &prm, adm + b * d->adm_dim);
+    for (int64_t b = 0; b < p->shape[0]; b++) /* FLUX: the pooled vector itself */
+        if (d->flux)
+            memcpy(adm + b * d->adm_dim, p->data + b * p->shape[1], (size_t)d->adm_dim * sizeof *adm);
+        else
+            sd_adm_vector(kind, p->data + b * p->shape[1], (int)p->shape[1], &prm, adm + b * d->adm_dim);
     e->adm = adm;
     e->adm_rows = (size_t)p->shape[0];
     return SD_OK;
@@ -269,6 +279,8 @@ static sd_status read_conditioning(sd_node_run *r, denoiser *d, int side)
                                                : INFINITY;
         e->sigma_end = json_is_number(end) ? sd_model_sampling_percent_to_sigma(d->ms, json_number_value(end))
                                            : -INFINITY;
+        json_t *guidance = json_object_get(json_array_get(list, i), "guidance");
+        e->guidance = json_is_number(guidance) ? (float)json_number_value(guidance) : guidance ? NAN : 3.5f;
         sd_status st = read_region(r, d, input, i, json_array_get(list, i), v, e);
         if (!st && d->adm_dim)
             st = read_adm(r, d, input, i, json_array_get(list, i), v, e);
@@ -603,7 +615,9 @@ static sd_status prepare_groups(denoiser *d)
             int64_t t = b->cond->shape[1];
             lo = t < lo ? t : lo;
             lcm = lcm / gcd64(lcm, t) * t;
-            if (lcm / lo > MAX_LCM_RATIO)
+            /* FLUX's context is CONDRegular: only equal shapes and the same guidance (present or not) batch */
+            if (lcm / lo > MAX_LCM_RATIO ||
+                (d->flux && (t != a->cond->shape[1] || isnan(b->guidance) != isnan(a->guidance))))
                 together = false;
         }
         for (size_t k = c0; k < placed; k += together ? placed - c0 : 1)
@@ -680,7 +694,7 @@ static sd_status control_call(denoiser *d, const sd_control_link *const *chains,
                               const sd_dtensor *context, const sd_dtensor *y, sd_control_residuals *res,
                               const sd_unet_control **control)
 {
-    size_t items = n_entries * d->batch, item = (size_t)(4 * ah * aw);
+    size_t items = n_entries * d->batch, item = (size_t)(d->channels * ah * aw);
     if (in_item == item) /* no extra channels: host already holds the latents back to back */
         return sd_control_eval_call(d->control, chains, n_entries, d->batch, host, ah, aw, sigma, timestep, context,
                                     y, res, control);
@@ -704,15 +718,16 @@ static sd_status unet_group(denoiser *d, size_t g, float sigma)
     const cond_entry *e0 = grouped(d, k0);
     bool whole = e0->ah == d->h && e0->aw == d->w;
     size_t hw = (size_t)(e0->ah * e0->aw), in_item = (size_t)d->in_channels * hw;
-    size_t full_item = (size_t)d->in_channels * (size_t)(d->h * d->w), out_item = 4 * hw;
+    size_t full_item = (size_t)d->in_channels * (size_t)(d->h * d->w), out_item = (size_t)d->channels * hw;
     int64_t shape[4] = {(int64_t)items, d->in_channels, e0->ah, e0->aw};
     float *host = malloc(items * in_item * sizeof *host), *t = malloc(items * sizeof *t);
+    float *guidance = malloc(items * sizeof *guidance);
     sd_dtensor *x = NULL, *out = NULL;
     const sd_control_link **chains = calloc(k1 - k0, sizeof *chains);
     sd_control_residuals res = {0};
     const sd_unet_control *control = NULL;
     sd_status st = SD_OK;
-    if (!host || !t || !chains) {
+    if (!host || !t || !chains || !guidance) {
         st = sd_run_error(d->r, SD_ERR_NOMEM, "out of memory");
         d->reported = true;
         goto done;
@@ -728,11 +743,12 @@ static sd_status unet_group(denoiser *d, size_t g, float sigma)
             if (concat)
                 memcpy(host + i * in_item + d->per_item, concat + b * concat_item, concat_item * sizeof *host);
         } else { /* get_area_and_mult's input_x and CONDNoiseShape.process_cond's cropped concat */
-            crop_item(d, e, d->x_in + b * d->per_item, 4, host + i * in_item);
+            crop_item(d, e, d->x_in + b * d->per_item, d->channels, host + i * in_item);
             if (concat)
                 crop_item(d, e, concat + b * concat_item, d->in_channels - 4, host + i * in_item + out_item);
         }
         t[i] = timestep;
+        guidance[i] = e->guidance;
     }
     for (size_t k = k0; k < k1; k++) {
         chains[k - k0] = grouped(d, k)->control;
@@ -741,7 +757,8 @@ static sd_status unet_group(denoiser *d, size_t g, float sigma)
     if (!(st = sd_dtensor_new(d->cl, SD_DTYPE_F32, 4, shape, &x)) && !(st = sd_dtensor_upload(x, host)) &&
         (!d->control || !(st = control_call(d, chains, k1 - k0, host, in_item, e0->ah, e0->aw, sigma, timestep,
                                              d->contexts[g], d->ys ? d->ys[g] : NULL, &res, &control))) &&
-        !(st = sd_unet_forward_adm(d->unet, x, t, d->contexts[g], d->ys ? d->ys[g] : NULL, control, &out)))
+        !(st = d->flux ? sd_flux_forward(d->flux, x, t, d->contexts[g], d->ys[g], isnan(guidance[0]) ? NULL : guidance, &out)
+                       : sd_unet_forward_adm(d->unet, x, t, d->contexts[g], d->ys ? d->ys[g] : NULL, control, &out)))
         st = sd_dtensor_download(out, d->eps + k0 * d->batch * d->per_item);
 done:
     sd_control_residuals_free(&res);
@@ -750,6 +767,7 @@ done:
     sd_dtensor_free(out);
     free(host);
     free(t);
+    free(guidance);
     return st;
 }
 
@@ -821,7 +839,8 @@ static void rescale_cfg(const denoiser *d, const float *x, float sigma, float *o
 sd_status sd_cfg_denoise(void *user, const float *x, float sigma, float *out, float *uncond, size_t n)
 {
     denoiser *d = user;
-    float scale = sqrtf(sigma * sigma + 1.0f);
+    /* calculate_input: x / sqrt(sigma^2 + 1); the CONST (flow) type takes x as it is */
+    float scale = d->ms->type == SD_SAMPLING_FLOW ? 1.0f : sqrtf(sigma * sigma + 1.0f);
     for (size_t i = 0; i < n; i++)
         d->x_in[i] = x[i] / scale;
     sd_status st = select_entries(d, sigma);
@@ -868,11 +887,11 @@ sd_status sd_cfg_denoise(void *user, const float *x, float sigma, float *out, fl
         }
         size_t plane = (size_t)(e->ah * e->aw);
         for (size_t b = 0; b < d->batch; b++)
-            for (size_t c = 0; c < 4; c++)
+            for (size_t c = 0, nc = (size_t)d->channels; c < nc; c++)
                 for (int64_t y = 0; y < e->ah; y++) {
-                    size_t i = ((b * 4 + c) * (size_t)d->h + (size_t)(e->ay + y)) * (size_t)d->w + (size_t)e->ax;
+                    size_t i = ((b * nc + c) * (size_t)d->h + (size_t)(e->ay + y)) * (size_t)d->w + (size_t)e->ax;
                     const float *m = e->mult + (b % e->mult_batch) * plane + (size_t)(y * e->aw);
-                    const float *p = eps + (b * 4 + c) * plane + (size_t)(y * e->aw);
+                    const float *p = eps + (b * nc + c) * plane + (size_t)(y * e->aw);
                     for (int64_t xx = 0; xx < e->aw; xx++) {
                         acc[i + (size_t)xx] += (cx * x[i + (size_t)xx] + cout * p[xx]) * m[xx];
                         count[i + (size_t)xx] += m[xx];
@@ -898,7 +917,7 @@ static const uint8_t *preview_image(denoiser *d, const float *denoised)
     if (!d->preview_rgb && !(d->preview_rgb = malloc(cells * 3)))
         return NULL;
     const sd_latent_format *f = d->preview;
-    int channels = f->channels < 4 ? f->channels : 4; /* the denoiser's latents have 4 channels */
+    int channels = f->channels < d->channels ? f->channels : d->channels;
     for (size_t p = 0; p < cells; p++)
         for (int c = 0; c < 3; c++) {
             float v = f->rgb_bias[c];
@@ -1007,12 +1026,13 @@ sd_status sd_cfg_denoiser_new(const sd_cfg_setup *s, sd_cfg_denoiser **out)
     *out = d;
     if (!d)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
-    *d = (denoiser){.r = r, .cl = s->cl, .unet = s->unet, .ms = s->ms, .batch = s->batch, .h = s->h, .w = s->w,
-                    .in_channels = s->in_channels, .dim = s->dim, .g = s->guider, .need_uncond = s->need_uncond,
-                    .adm_dim = sd_unet_config_of(s->unet)->adm_channels, .rescale = s->rescale_cfg,
-                    .preview = s->preview};
+    *d = (denoiser){.r = r, .cl = s->cl, .unet = s->unet, .flux = s->flux, .ms = s->ms, .batch = s->batch,
+                    .h = s->h, .w = s->w, .in_channels = s->in_channels, .dim = s->dim, .g = s->guider,
+                    .need_uncond = s->need_uncond, .rescale = s->rescale_cfg, .preview = s->preview,
+                    .channels = s->flux ? sd_flux_config_of(s->flux)->in_channels : 4,
+                    .adm_dim = s->flux ? sd_flux_config_of(s->flux)->vec_dim : sd_unet_config_of(s->unet)->adm_channels};
     set_used(d);
-    d->per_item = (size_t)(4 * d->h * d->w);
+    d->per_item = (size_t)d->channels * (size_t)(d->h * d->w);
     size_t n = d->batch * d->per_item, n_eps;
     sd_status st = SD_OK;
     for (int side = 0; side < (int)d->g->n_conds && !st; side++)

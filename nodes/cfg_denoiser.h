@@ -6,6 +6,7 @@
 #define SD_NODES_CFG_DENOISER_H
 
 #include "ml/sampling/schedulers.h"
+#include "ml/diffusion/flux.h"
 #include "ml/diffusion/unet.h"
 #include "nodes/sample_core.h"
 
@@ -16,11 +17,13 @@ typedef struct sd_cfg_setup {
     const sd_guider *guider;      /* its conditionings and how they combine; must outlive the denoiser */
     bool need_uncond;             /* the sampler reads the unguided prediction (CFG++) */
     sd_cl *cl;
-    sd_unet *unet;
+    sd_unet *unet;                /* the model: a UNet, or (unet NULL) the FLUX transformer flux, which
+                                   * takes each entry's pooled output as y and its "guidance" attribute */
+    sd_flux *flux;
     const sd_model_sampling *ms;  /* must outlive the denoiser */
     size_t batch;                 /* latent items */
     int64_t h, w;                 /* latent size */
-    int in_channels;              /* the UNet's: 4, or 9 for inpainting models */
+    int in_channels;              /* the UNet's: 4, or 9 for inpainting models (FLUX: 16) */
     int64_t dim;                  /* the UNet's context width */
     const struct sd_latent_format *preview; /* latent format for step previews, NULL: none */
     double rescale_cfg;           /* RescaleCFG's multiplier on the model (< 0: none) */

@@ -118,10 +118,12 @@ static sd_status run_unet(sd_node_run *r)
 
 static const sd_input_desc unet_in[] = {
     SD_IN_FILE_NAME("unet_name", "diffusion_models",
-                    "SD1.x, SDXL or SDXL refiner diffusion model alone (.safetensors, tensors with or without "
-                    "model.diffusion_model.) in models/diffusion_models or models/unet"),
+                    "SD1.x, SD2.x, SDXL, SDXL refiner or FLUX diffusion model alone (.safetensors in bf16, f16, f32, "
+                    "fp8 e4m3fn or e5m2; tensors with or without model.diffusion_model.; FLUX also .gguf) in "
+                    "models/diffusion_models or models/unet"),
     SD_IN_ENUM("weight_dtype", "default", unet_dtypes,
-               "device storage of the weights: fp32, else fp16 (sdflow has no fp8 storage)"),
+               "device storage of the weights: fp32, else fp16 (sdflow has no fp8 storage: fp8 files are "
+               "widened to f16 at upload)"),
 };
 static const sd_output_desc unet_out[] = {
     SD_OUT("MODEL", SD_TYPE_MODEL, "the denoising UNet"),
@@ -131,5 +133,25 @@ const sd_node_desc sd_node_UNETLoader = {
     .doc = "Opens a bare diffusion-model file (the family is read from its shapes); weights upload lazily.",
     .inputs = unet_in, .n_inputs = SD_COUNT(unet_in),
     .outputs = unet_out, .n_outputs = SD_COUNT(unet_out), .run = run_unet,
+    .check = sd_check_unet_loader,
+};
+
+static sd_status run_unet_gguf(sd_node_run *r)
+{
+    return run_single(r, "unet_name", SD_MODEL_FILE_UNET, SD_DTYPE_F16, SD_TYPE_MODEL);
+}
+
+static const sd_input_desc unet_gguf_in[] = {
+    SD_IN_FILE_NAME("unet_name", "diffusion_models",
+                    "FLUX diffusion model as GGUF (ComfyUI-GGUF's or stable-diffusion.cpp's converter: Q8_0, Q4_0, "
+                    "Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, F16, BF16, F32 tensors) in models/diffusion_models or "
+                    "models/unet"),
+};
+const sd_node_desc sd_node_UnetLoaderGGUF = {
+    .name = "UnetLoaderGGUF", .version = 1, .category = "bootleg",
+    .doc = "Opens a GGUF diffusion model (ComfyUI-GGUF's node); block-quantised tensors are expanded to f16 on "
+           "the device when first used.",
+    .inputs = unet_gguf_in, .n_inputs = SD_COUNT(unet_gguf_in),
+    .outputs = unet_out, .n_outputs = SD_COUNT(unet_out), .run = run_unet_gguf,
     .check = sd_check_unet_loader,
 };

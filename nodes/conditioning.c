@@ -458,6 +458,43 @@ const sd_node_desc sd_node_ConditioningSetTimestepRange = {
     .outputs = range_out, .n_outputs = SD_COUNT(range_out), .run = run_set_range,
 };
 
+/* ---- FLUX guidance (comfy_extras/nodes_flux.py) ---- */
+
+static sd_status run_flux_guidance(sd_node_run *r)
+{
+    return set_values(r, json_pack("{s:f}", "guidance", sd_run_float(r, "guidance")));
+}
+
+static const sd_input_desc flux_guidance_in[] = {
+    IN_COND,
+    SD_IN_FLOAT("guidance", "3.5", 0.0, 100.0, "the guidance a guidance-distilled model (FLUX dev) is told to follow"),
+};
+static const sd_output_desc flux_guidance_out[] = {
+    SD_OUT("CONDITIONING", SD_TYPE_CONDITIONING, "the entries with their guidance attribute set"),
+};
+const sd_node_desc sd_node_FluxGuidance = {
+    .name = "FluxGuidance", .version = 1, .category = "advanced/conditioning/flux",
+    .doc = "Sets the guidance value FLUX dev's guidance embedding receives (the model's default is 3.5; schnell "
+           "ignores it). Classifier-free guidance (cfg) stays 1 for FLUX.",
+    .inputs = flux_guidance_in, .n_inputs = SD_COUNT(flux_guidance_in),
+    .outputs = flux_guidance_out, .n_outputs = SD_COUNT(flux_guidance_out), .run = run_flux_guidance,
+};
+
+static sd_status run_flux_disable_guidance(sd_node_run *r)
+{
+    return set_values(r, json_pack("{s:n}", "guidance"));
+}
+
+static const sd_output_desc flux_disable_out[] = {
+    SD_OUT("CONDITIONING", SD_TYPE_CONDITIONING, "the entries with their guidance set to none"),
+};
+const sd_node_desc sd_node_FluxDisableGuidance = {
+    .name = "FluxDisableGuidance", .version = 1, .category = "advanced/conditioning/flux",
+    .doc = "Leaves FLUX's guidance embedding out (guidance none), for models distilled without it.",
+    .inputs = flux_guidance_in, .n_inputs = 1,
+    .outputs = flux_disable_out, .n_outputs = SD_COUNT(flux_disable_out), .run = run_flux_disable_guidance,
+};
+
 /* ---- regional conditioning: areas and masks ---- */
 
 /* An entry's "area" attribute, as ComfyUI's: [height, width, y, x] in latent units (pixels / 8),

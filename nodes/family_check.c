@@ -4,9 +4,11 @@
 #include "ml/adapters/controlnet.h"
 #include "ml/adapters/lora.h"
 #include "ml/families/checkpoint.h"
+#include "ml/formats/gguf.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 enum { CKPT_MODEL, CKPT_CLIP, CKPT_VAE };
 
@@ -31,11 +33,42 @@ static sd_safetensors *open_header(sd_node_check *c, const char *input)
     return st;
 }
 
+/* open_header for a file that may be GGUF (a name ending in .gguf): its tensor view, with *g the
+ * open GGUF file to close after the view. */
+static sd_safetensors *open_model_header(sd_node_check *c, const char *input, sd_gguf **g)
+{
+    const char *path = sd_check_file(c, input);
+    size_t n = path ? strlen(path) : 0;
+    *g = NULL;
+    if (n < 5 || strcasecmp(path + n - 5, ".gguf"))
+        return open_header(c, input);
+    sd_context *ctx = sd_check_context(c);
+    sd_safetensors *st = NULL;
+    sd_status s = sd_gguf_open(ctx, path, g);
+    if (!s)
+        s = sd_gguf_tensor_view(ctx, *g, &st);
+    if (s == SD_ERR_INVALID)
+        report_failure(c, input);
+    sd_clear_error(ctx);
+    return st;
+}
+
 static void tag_latent(sd_node_check *c, size_t output, int channels, sd_family family)
 {
     char tag[64];
     snprintf(tag, sizeof tag, "%d:%s", channels, family == SD_FAMILY_UNKNOWN ? "" : sd_family_name(family));
     sd_check_set_tag(c, output, tag);
+}
+
+/* The family part of an empty latent's tag: samplers widen or narrow an all-zero latent to the
+ * model's channels (ComfyUI's fix_empty_latent_channels). */
+#define EMPTY_TAG "empty"
+
+/* True when the LATENT on input is one EmptyLatentImage or EmptySD3LatentImage made. */
+static bool empty_latent(sd_node_check *c, const char *input)
+{
+    const char *tag = sd_check_tag(c, input), *colon = tag ? strchr(tag, ':') : NULL;
+    return colon && !strcmp(colon + 1, EMPTY_TAG);
 }
 
 /* Reads a LATENT or VAE tag; false when the input carries none (or "none"). */
@@ -84,7 +117,8 @@ void sd_check_checkpoint_loader(sd_node_check *c)
 
 void sd_check_unet_loader(sd_node_check *c)
 {
-    sd_safetensors *st = open_header(c, "unet_name");
+    sd_gguf *g = NULL;
+    sd_safetensors *st = open_model_header(c, "unet_name", &g);
     if (!st)
         return;
     sd_checkpoint_config cfg;
@@ -94,6 +128,7 @@ void sd_check_unet_loader(sd_node_check *c)
         sd_check_set_tag(c, 0, sd_family_name(cfg.family));
     sd_clear_error(sd_check_context(c));
     sd_safetensors_close(st);
+    sd_gguf_close(g);
 }
 
 void sd_check_vae_loader(sd_node_check *c)
@@ -260,7 +295,7 @@ static void check_sampling(sd_node_check *c, const char *model_input)
     check_conditionings(c, model);
     const sd_latent_format *want = sd_family_get(model)->latent;
     char a[96];
-    if (known && want && lc != want->channels)
+    if (known && want && lc != want->channels && !empty_latent(c, "latent_image"))
         sd_check_problem(c, "latent_image", "%s cannot be sampled by the %s model, which takes %d-channel latents",
                          describe(a, sizeof a, lc, lf, "latent"), sd_family_name(model), want->channels);
     if (want)
@@ -319,7 +354,9 @@ void sd_check_text_encode_refiner(sd_node_check *c)
     text_encode(c, SD_FAMILY_SDXL_REFINER);
 }
 
-void sd_check_empty_latent(sd_node_check *c)
+void sd_check_empty_latent(sd_node_check *c, int channels)
 {
-    tag_latent(c, 0, 4, SD_FAMILY_UNKNOWN);
+    char tag[32];
+    snprintf(tag, sizeof tag, "%d:" EMPTY_TAG, channels);
+    sd_check_set_tag(c, 0, tag);
 }

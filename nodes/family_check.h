@@ -32,6 +32,6 @@ void sd_check_text_encode(sd_node_check *c);       /* CLIPTextEncode: the condit
 void sd_check_text_encode_sdxl(sd_node_check *c);  /* CLIPTextEncodeSDXL: an SDXL (or FLUX) CLIP */
 void sd_check_text_encode_flux(sd_node_check *c);  /* CLIPTextEncodeFlux: a FLUX CLIP */
 void sd_check_text_encode_refiner(sd_node_check *c); /* CLIPTextEncodeSDXLRefiner: an SDXL refiner CLIP */
-void sd_check_empty_latent(sd_node_check *c);      /* EmptyLatentImage: a 4-channel latent */
+void sd_check_empty_latent(sd_node_check *c, int channels); /* EmptyLatentImage (4), EmptySD3LatentImage (16) */
 
 #endif

@@ -1,5 +1,6 @@
 /* MODEL, CLIP and VAE handle values (see model_handle.h). */
 #include "nodes/model_handle.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,7 @@ sd_value *sd_node_model_value_lora(sd_type type, sd_loaded *l, int clip_layer, s
     h->sampling = -1;
     h->zsnr = false;
     h->rescale_cfg = -1.0;
+    h->flux_shift = NAN;
     return sd_value_handle(type, h, handle_free); /* frees h on failure */
 }
 
@@ -44,6 +46,7 @@ sd_value *sd_node_model_derive(sd_type type, const sd_model_handle *h, sd_lora_s
         out->sampling = h->sampling;
         out->zsnr = h->zsnr;
         out->rescale_cfg = h->rescale_cfg;
+        out->flux_shift = h->flux_shift;
         out->text_family = h->text_family;
         for (int k = 0; k < SD_FAMILY_MAX_TEXT_ENCODERS; k++) {
             out->text_file[k] = h->text_file[k] ? sd_loaded_ref(h->text_file[k]) : NULL;
@@ -107,6 +110,13 @@ sd_status sd_node_model_sampling_of(sd_context *ctx, const sd_model_handle *h, s
 {
     const sd_checkpoint_config *cfg = sd_loaded_config(h->loaded);
     const sd_schedule_config *s = &cfg->schedule;
+    if (s->prediction == SD_PREDICT_FLOW) {
+        if (cfg->family != SD_FAMILY_FLUX || h->sampling >= 0)
+            return sd_set_error(ctx, SD_ERR_INVALID, "%s: ModelSamplingDiscrete does not apply to a %s model",
+                                sd_family_name(cfg->family), sd_family_name(cfg->family));
+        sd_model_sampling_flux(ms, isnan(h->flux_shift) ? (cfg->flux.guidance ? 1.15 : 1.0) : h->flux_shift);
+        return SD_OK;
+    }
     sd_sampling_type type = h->sampling >= 0                    ? (sd_sampling_type)h->sampling
                             : s->prediction == SD_PREDICT_V ? SD_SAMPLING_V_PREDICTION
                                                             : SD_SAMPLING_EPS;
@@ -119,6 +129,11 @@ sd_status sd_node_model_unet(const sd_model_handle *h, sd_unet **out)
     sd_status st = sd_loaded_unet(h->loaded, &base);
     *out = base;
     return st || !h->lora ? st : sd_lora_stack_unet(h->lora, base, out);
+}
+
+sd_status sd_node_model_flux(const sd_model_handle *h, sd_flux **out)
+{
+    return sd_loaded_flux(h->loaded, out);
 }
 
 sd_status sd_node_model_clip(const sd_model_handle *h, sd_clip_model **out)

@@ -18,6 +18,7 @@ typedef struct sd_model_handle {
     int sampling;
     bool zsnr;
     double rescale_cfg; /* MODEL: RescaleCFG's multiplier, < 0 when not patched */
+    double flux_shift;  /* MODEL (FLUX): ModelSamplingFlux's shift, NAN for the model's own */
     /* CLIP made of text-encoder files (CLIPLoader, DualCLIPLoader, a FLUX all-in-one file): the
      * family the encoders serve and, per text-encoder slot of that family, the file entry
      * (SD_MODEL_FILE_TEXT_ENCODERS, one reference each) and its part. SD_FAMILY_UNKNOWN: the
@@ -59,9 +60,14 @@ void sd_node_clip_lora_config(const sd_model_handle *h, sd_checkpoint_config *cf
 sd_value *sd_node_model_derive(sd_type type, const sd_model_handle *h, sd_lora_stack *lora);
 
 /* The model sampling a MODEL handle samples with (ComfyUI's model.model_sampling): the family's
- * schedule, the prediction its checkpoint shows unless ModelSamplingDiscrete chose one, zsnr.
+ * schedule, the prediction its checkpoint shows unless ModelSamplingDiscrete chose one, zsnr;
+ * FLUX: ModelSamplingFlux with the node's shift, else 1.15 (dev, ComfyUI's Flux) or 1.0 (schnell,
+ * FluxSchnell's sampling_settings).
  * SD_ERR_INVALID with the message on ctx for a schedule the family cannot have. */
 sd_status sd_node_model_sampling_of(sd_context *ctx, const sd_model_handle *h, sd_model_sampling *ms);
+
+/* The FLUX transformer of a MODEL handle on a FLUX file (sd_loaded_flux). */
+sd_status sd_node_model_flux(const sd_model_handle *h, sd_flux **out);
 
 /* The UNet / text encoder a MODEL / CLIP handle stands for: the file's own, or the patched view
  * of it its LoRA stack makes (weights patched on first use; ml/adapters/lora.h). Errors as

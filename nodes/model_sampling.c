@@ -53,6 +53,42 @@ const sd_node_desc sd_node_ModelSamplingDiscrete = {
     .outputs = msd_out, .n_outputs = SD_COUNT(msd_out), .run = run_model_sampling_discrete,
 };
 
+static sd_status run_model_sampling_flux(sd_node_run *r)
+{
+    const sd_model_handle *h = sd_node_model_input(r, "model");
+    if (!h)
+        return SD_ERR_INVALID;
+    if (sd_loaded_config(h->loaded)->family != SD_FAMILY_FLUX)
+        return sd_run_error(r, SD_ERR_INVALID, "input 'model': ModelSamplingFlux takes a FLUX model, not %s",
+                            sd_family_name(sd_loaded_config(h->loaded)->family));
+    sd_value *v = sd_node_model_derive(SD_TYPE_MODEL, h, h->lora);
+    if (!v)
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    ((sd_model_handle *)v->handle)->flux_shift =
+        sd_flux_shift(sd_run_float(r, "max_shift"), sd_run_float(r, "base_shift"), (double)sd_run_int(r, "width"),
+                      (double)sd_run_int(r, "height"));
+    sd_run_set_output(r, 0, v);
+    return SD_OK;
+}
+
+static const sd_input_desc msf_in[] = {
+    SD_IN_LINK("model", SD_TYPE_MODEL, "a FLUX model"),
+    SD_IN_FLOAT("max_shift", "1.15", 0, 100, "the shift at 4096 image tokens (1024x1024)"),
+    SD_IN_FLOAT("base_shift", "0.5", 0, 100, "the shift at 256 image tokens (256x256)"),
+    SD_IN_INT("width", "1024", 16, 16384, "image width in pixels"),
+    SD_IN_INT("height", "1024", 16, 16384, "image height in pixels"),
+};
+static const sd_output_desc msf_out[] = {
+    SD_OUT("MODEL", SD_TYPE_MODEL, "the same model (weights shared) with that shift"),
+};
+const sd_node_desc sd_node_ModelSamplingFlux = {
+    .name = "ModelSamplingFlux", .version = 1, .category = "advanced/model",
+    .doc = "FLUX's time shift for an image size, as ComfyUI: linear in width * height / 256 through (256, base_shift) "
+           "and (4096, max_shift); sigma(t) = e^shift / (e^shift + 1/t - 1) (docs/flux.md).",
+    .inputs = msf_in, .n_inputs = SD_COUNT(msf_in),
+    .outputs = msf_out, .n_outputs = SD_COUNT(msf_out), .run = run_model_sampling_flux,
+};
+
 static sd_status run_rescale_cfg(sd_node_run *r)
 {
     const sd_model_handle *h = sd_node_model_input(r, "model");

@@ -162,10 +162,11 @@ bool sd_node_model_sampling(sd_node_run *r, const char *input, sd_model_sampling
 /* ---- the run */
 
 /* Sets output `index`: a copy of the input latent (noise_mask, batch_index kept) with samples /
- * scale, except where the resized noise mask is exactly 0, where the input latent is kept bit for
- * bit (the sampler's last step only reproduces it to rounding). samples NULL: the input as is. */
+ * scale + shift, except where the resized noise mask is exactly 0, where the input latent is kept
+ * bit for bit (the sampler's last step only reproduces it to rounding). samples NULL: the input as
+ * is. */
 static sd_status set_latent_output(sd_node_run *r, size_t index, const sd_value *in, const float *samples,
-                                   const float *mask, float inv_scale)
+                                   const float *mask, float inv_scale, float shift)
 {
     sd_value *out = sd_value_copy(in);
     sd_tensor *t = out ? sd_value_tensor(out, "samples") : NULL;
@@ -178,7 +179,7 @@ static sd_status set_latent_output(sd_node_run *r, size_t index, const sd_value 
     if (samples)
         for (size_t i = 0; i < n; i++)
             if (!mask || mask[i] != 0.0f)
-                t->data[i] = samples[i] * inv_scale;
+                t->data[i] = samples[i] * inv_scale + shift;
     sd_run_set_output(r, index, out);
     return SD_OK;
 }
@@ -229,26 +230,44 @@ static sd_status on_step(void *user, int step, int steps, const float *x, const 
 /* Both outputs when nothing was sampled: the input latent. */
 static sd_status set_unchanged(sd_node_run *r, const sd_sample_request *q, const sd_value *latent)
 {
-    sd_status st = set_latent_output(r, 0, latent, NULL, NULL, 1.0f);
+    sd_status st = set_latent_output(r, 0, latent, NULL, NULL, 1.0f, 0.0f);
     if (!st && q->denoised_output)
-        st = set_latent_output(r, 1, latent, NULL, NULL, 1.0f);
+        st = set_latent_output(r, 1, latent, NULL, NULL, 1.0f, 0.0f);
     return st;
 }
 
-sd_status sd_node_sample(sd_node_run *r, const sd_sample_request *q)
+/* ComfyUI's fix_empty_latent_channels: an all-zero latent of other channels than the model's
+ * (EmptyLatentImage's 4 for a 16-channel FLUX model) becomes a zero latent of the model's
+ * channels, as a new value with the input's other contents (*out NULL: keep the input). */
+static sd_status widen_empty_latent(sd_node_run *r, const sd_value *in, const sd_tensor *lt, int channels,
+                                    sd_value **out)
+{
+    size_t n;
+    *out = NULL;
+    if (lt->shape[1] == channels || !sd_tensor_numel(lt, &n))
+        return SD_OK;
+    for (size_t i = 0; i < n; i++)
+        if (lt->data[i] != 0.0f)
+            return SD_OK;
+    int64_t shape[4] = {lt->shape[0], channels, lt->shape[2], lt->shape[3]};
+    sd_value *v = sd_value_new(SD_TYPE_LATENT);
+    if (!v || !sd_value_add_tensor(v, "samples", 4, shape) || !sd_value_copy_contents(v, in, "samples")) {
+        sd_value_unref(v);
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    }
+    *out = v;
+    return SD_OK;
+}
+
+/* sd_node_sample on the latent value latent_v (samples lt) with the guider's model h. */
+static sd_status sample_latent(sd_node_run *r, const sd_sample_request *q, const sd_model_handle *h,
+                               const sd_value *latent_v, const sd_tensor *lt)
 {
     sd_context *ctx = sd_run_context(r);
     const sd_guider *g = q->guider;
-    const sd_model_handle *h = g->model && g->model->type == SD_TYPE_MODEL ? g->model->handle : NULL;
-    if (!h)
-        return sd_run_error(r, SD_ERR_INVALID, "the guider holds no model");
-    sd_value *latent_v = sd_run_value(r, "latent_image");
     const sd_checkpoint_config *cfg = sd_loaded_config(h->loaded);
     const sd_family_desc *family = sd_family_get(cfg->family);
     const sd_latent_format *format = family->latent;
-    const sd_tensor *lt = sd_value_tensor(latent_v, "samples");
-    if (!lt || lt->ndim != 4 || lt->shape[0] < 1 || lt->shape[2] < 1 || lt->shape[3] < 1)
-        return sd_run_error(r, SD_ERR_INVALID, "input 'latent_image' has no [batch, channels, h, w] samples");
     if (lt->shape[1] != format->channels)
         return sd_run_error(r, SD_ERR_INVALID, "input 'latent_image': a %lld-channel latent cannot be sampled by the %s "
                             "model, which takes %d-channel latents", (long long)lt->shape[1], family->name,
@@ -261,9 +280,11 @@ sd_status sd_node_sample(sd_node_run *r, const sd_sample_request *q)
     sd_model_sampling ms;
     if (!handle_sampling(r, h, &ms))
         return SD_ERR_INVALID;
+    bool flux = cfg->family == SD_FAMILY_FLUX;
     sd_cfg_setup s = {.r = r, .guider = g, .need_uncond = sd_sampler_uses_uncond(q->sampler), .ms = &ms,
                       .batch = (size_t)lt->shape[0], .h = lt->shape[2], .w = lt->shape[3],
-                      .in_channels = cfg->unet.in_channels, .dim = cfg->unet.context_dim, .preview = format,
+                      .in_channels = flux ? cfg->flux.in_channels : cfg->unet.in_channels,
+                      .dim = flux ? cfg->flux.context_dim : cfg->unet.context_dim, .preview = format,
                       .rescale_cfg = h->rescale_cfg};
     size_t per_item = (size_t)(format->channels * s.h * s.w), n = s.batch * per_item;
     sd_cfg_denoiser *d = NULL;
@@ -273,17 +294,17 @@ sd_status sd_node_sample(sd_node_run *r, const sd_sample_request *q)
     sd_status st;
     /* The conditionings are computed: on a CPU device the text encoders' weights go back. */
     sd_node_release_on_cpu(r, false, true);
-    if ((st = sd_node_model_unet(h, &s.unet)) || (st = sd_cl_get(ctx, &s.cl))) {
+    if ((st = flux ? sd_node_model_flux(h, &s.flux) : sd_node_model_unet(h, &s.unet)) || (st = sd_cl_get(ctx, &s.cl))) {
         st = sd_node_model_fail(r, st);
         goto done;
     }
-    if (s.in_channels != 4 && s.in_channels != 9) {
+    if (!flux && s.in_channels != 4 && s.in_channels != 9) {
         st = sd_run_error(r, SD_ERR_INVALID, "a UNet with %d input channels is not supported", s.in_channels);
         goto done;
     }
     if ((st = sd_cfg_denoiser_new(&s, &d)) || (st = batch_index(r, latent_v, s.batch, &bidx)))
         goto done;
-    float scale = format->scale; /* (the SD formats have no shift) */
+    float scale = format->scale, shift = format->shift; /* process_in: (latent - shift) * scale */
     latent = malloc(n * sizeof *latent);
     noise = q->add_noise ? malloc(n * sizeof *noise) : NULL;
     step.d = d;
@@ -293,7 +314,7 @@ sd_status sd_node_sample(sd_node_run *r, const sd_sample_request *q)
         goto done;
     }
     for (size_t i = 0; i < n; i++)
-        latent[i] = lt->data[i] * scale;
+        latent[i] = (lt->data[i] - shift) * scale;
     if (noise && (st = sd_prepare_noise(ctx, q->seed, s.batch, per_item, bidx, noise))) {
         st = sd_node_model_fail(r, st);
         goto done;
@@ -313,15 +334,16 @@ sd_status sd_node_sample(sd_node_run *r, const sd_sample_request *q)
         .sampler = q->sampler, .sigmas = q->sigmas, .n_sigmas = q->n_sigmas,
         .sigma_max = sd_model_sampling_sigma_max(&ms), .seed = q->seed,
         .denoise = sd_cfg_denoise, .denoise_user = d, .step = on_step, .step_user = &step, .noise_mask = mask,
+        .flow = ms.type == SD_SAMPLING_FLOW,
     };
     if ((st = sd_sample(ctx, &o, noise, latent, latent, n))) {
         if (!sd_cfg_denoiser_reported(d))
             st = sd_node_model_fail(r, st);
         goto done;
     }
-    st = set_latent_output(r, 0, latent_v, latent, mask, 1.0f / scale);
+    st = set_latent_output(r, 0, latent_v, latent, mask, 1.0f / scale, shift);
     if (!st && q->denoised_output)
-        st = set_latent_output(r, 1, latent_v, step.stepped ? step.denoised : latent, mask, 1.0f / scale);
+        st = set_latent_output(r, 1, latent_v, step.stepped ? step.denoised : latent, mask, 1.0f / scale, shift);
 done:
     sd_cfg_denoiser_free(d);
     sd_node_model_done(r);
@@ -330,5 +352,28 @@ done:
     free(mask);
     free(bidx);
     free(step.denoised);
+    return st;
+}
+
+sd_status sd_node_sample(sd_node_run *r, const sd_sample_request *q)
+{
+    const sd_guider *g = q->guider;
+    const sd_model_handle *h = g->model && g->model->type == SD_TYPE_MODEL ? g->model->handle : NULL;
+    if (!h)
+        return sd_run_error(r, SD_ERR_INVALID, "the guider holds no model");
+    sd_value *latent_v = sd_run_value(r, "latent_image");
+    const sd_latent_format *format = sd_family_get(sd_loaded_config(h->loaded)->family)->latent;
+    const sd_tensor *lt = sd_value_tensor(latent_v, "samples");
+    if (!lt || lt->ndim != 4 || lt->shape[0] < 1 || lt->shape[2] < 1 || lt->shape[3] < 1)
+        return sd_run_error(r, SD_ERR_INVALID, "input 'latent_image' has no [batch, channels, h, w] samples");
+    sd_value *widened = NULL;
+    if (widen_empty_latent(r, latent_v, lt, format->channels, &widened))
+        return SD_ERR_NOMEM;
+    if (widened) {
+        latent_v = widened;
+        lt = sd_value_tensor(widened, "samples");
+    }
+    sd_status st = sample_latent(r, q, h, latent_v, lt);
+    sd_value_unref(widened);
     return st;
 }

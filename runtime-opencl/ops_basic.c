@@ -731,6 +731,32 @@ done:
     return st;
 }
 
+sd_status sd_op_rope(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *pe, int heads, sd_dtensor **out)
+{
+    sd_status st;
+    cl_kernel k;
+    char dx[96], dp[96];
+    *out = NULL;
+    if ((st = require_f32(cl, "rope", "input", x)) || (st = require_f32(cl, "rope", "table", pe)))
+        return st;
+    int64_t n = x->ndim == 3 ? x->shape[1] : 0, c = x->ndim == 3 ? x->shape[2] : 0;
+    int64_t d = heads > 0 ? c / heads : 0;
+    if (x->ndim != 3 || heads < 1 || c % heads || d % 2 || d < 2 || n > UINT32_MAX || pe->ndim != 3 ||
+        pe->shape[0] != n || pe->shape[1] != d / 2 || pe->shape[2] != 2)
+        return sd_set_error(cl->ctx, SD_ERR_INVALID, "rope: input %s with %d heads and table %s do not fit",
+                            sd_dtensor_describe(x, dx, sizeof dx), heads, sd_dtensor_describe(pe, dp, sizeof dp));
+    if ((st = kernel(cl, "rope_pairs", &k)) || (st = like(cl, x, out)))
+        return st;
+    sd_cl_arg args[] = {SD_ARG_MEM(x->buf), SD_ARG_MEM((*out)->buf), SD_ARG_MEM(pe->buf), SD_ARG_UINT(d / 2),
+                        SD_ARG_UINT(heads), SD_ARG_UINT(n)};
+    size_t global[2] = {(size_t)(d / 2), x->numel / (size_t)d};
+    if ((st = sd_cl_launch(cl, k, 2, global, NULL, SD_NARGS(args), args))) {
+        sd_dtensor_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
 /* Elements per work-item of weight_add (must match RUN in kernels/weight_patch.cl). */
 #define WEIGHT_ADD_RUN 64
 

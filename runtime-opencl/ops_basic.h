@@ -120,6 +120,11 @@ sd_status sd_op_avg_pool2x2(sd_cl *cl, const sd_dtensor *x, sd_dtensor **out);
 sd_status sd_op_timestep_embedding(sd_cl *cl, const sd_dtensor *t, int dim, float max_period,
                                    sd_dtensor **out);
 
+/* Rotary position embedding on adjacent channel pairs (FLUX's apply_rope): x [B, N, heads * D]
+ * f32 with D even, pe [N, D / 2, 2] f32 holding (cos, sin) per position and pair; out has x's
+ * shape: out[2i] = cos x[2i] - sin x[2i+1], out[2i+1] = sin x[2i] + cos x[2i+1] in every head. */
+sd_status sd_op_rope(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *pe, int heads, sd_dtensor **out);
+
 /* A patched weight: out = base + delta, stored in base's dtype (f32, or f16 storage rounded to
  * nearest even; the sum is computed in f32). delta: f32 with base's element count (any shape).
  * Used for LoRA weight patches. */

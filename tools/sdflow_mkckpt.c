@@ -14,7 +14,8 @@ static void usage(FILE *f)
             "usage: sdflow_mkckpt [options] OUTPUT.safetensors\n"
             "  --preset P             architecture preset (default tiny): tiny, sd15, sdxl-tiny, sdxl,\n"
             "                         sdxl-refiner-tiny, sdxl-refiner, sd2-tiny, sd2, and the\n"
-            "                         v-prediction sd2-v-tiny, sd2-v\n"
+            "                         v-prediction sd2-v-tiny, sd2-v, flux-schnell-tiny, flux-dev-tiny\n"
+            "                         (FLUX: ComfyUI's all-in-one layout without text encoders)\n"
             "  --kind K               checkpoint (default), vae (standalone VAE file), controlnet\n"
             "                         (the preset's UNet encoder as a ControlNet, control_model.*),\n"
             "                         controlnet-diffusers (the same tensors in diffusers' layout),\n"
@@ -65,7 +66,10 @@ static sd_status list_layout(sd_context *ctx, sd_checkpoint_config *cfg, bool va
         cfg->has_unet = cfg->has_clip = false;
         cfg->vae_prefix = "";
     }
-    if ((cfg->has_unet && (st = sd_layout_unet(ctx, &cfg->unet, cfg->unet_prefix, &layout))) ||
+    if ((cfg->has_unet && cfg->family == SD_FAMILY_FLUX &&
+         (st = sd_layout_flux(ctx, &cfg->flux, cfg->unet_prefix, &layout))) ||
+        (cfg->has_unet && cfg->family != SD_FAMILY_FLUX &&
+         (st = sd_layout_unet(ctx, &cfg->unet, cfg->unet_prefix, &layout))) ||
         (cfg->has_clip && (st = sd_layout_clip(ctx, &cfg->clip, cfg->clip_prefix, &layout))) ||
         (cfg->has_clip && cfg->clip2_prefix && (st = sd_layout_clip(ctx, &cfg->clip2, cfg->clip2_prefix, &layout))) ||
         (cfg->has_vae && (st = sd_layout_vae(ctx, &cfg->vae, cfg->vae_prefix, &layout))))
@@ -105,7 +109,13 @@ static sd_status inspect_file(sd_context *ctx, const char *path)
         status = sd_checkpoint_inspect(ctx, st, &cfg);
     if (!status) {
         printf("family=%s\n", sd_family_name(cfg.family));
-        if (cfg.has_unet) {
+        if (cfg.has_unet && cfg.family == SD_FAMILY_FLUX) {
+            const sd_flux_config *f = &cfg.flux;
+            printf("prediction=flow\nflux.hidden=%d\nflux.heads=%d\nflux.head_dim=%d\nflux.mlp_hidden=%d\n"
+                   "flux.depth=%d\nflux.depth_single=%d\nflux.context_dim=%d\nflux.vec_dim=%d\nflux.guidance=%d\n",
+                   f->hidden, f->heads, f->head_dim, f->mlp_hidden, f->depth, f->depth_single, f->context_dim,
+                   f->vec_dim, f->guidance);
+        } else if (cfg.has_unet) {
             static const char *const predictions[] = {"eps", "v_prediction", "flow"};
             printf("prediction=%s\n", predictions[cfg.schedule.prediction]);
             const sd_unet_config *u = &cfg.unet;
@@ -130,8 +140,8 @@ static sd_status inspect_file(sd_context *ctx, const char *path)
         if (cfg.has_vae) {
             printf("vae.prefix=%s\nvae.ch=%d\n", cfg.vae_prefix, cfg.vae.ch);
             print_levels("vae.ch_mult", cfg.vae.ch_mult, NULL, cfg.vae.n_levels);
-            printf("vae.num_res_blocks=%d\nvae.z_channels=%d\nvae.scale_factor=%g\n", cfg.vae.num_res_blocks,
-                   cfg.vae.z_channels, cfg.vae.scale_factor);
+            printf("vae.num_res_blocks=%d\nvae.z_channels=%d\nvae.quant_conv=%d\nvae.scale_factor=%g\n",
+                   cfg.vae.num_res_blocks, cfg.vae.z_channels, !cfg.vae.no_quant_conv, cfg.vae.scale_factor);
         }
     }
     sd_safetensors_close(st);
@@ -151,7 +161,7 @@ int main(int argc, char **argv)
     if (!sd_checkpoint_preset(preset, &cfg)) {
         fprintf(stderr,
                 "sdflow_mkckpt: unknown preset '%s' (tiny, sd15, sdxl-tiny, sdxl, sdxl-refiner-tiny, sdxl-refiner, "
-                "sd2-tiny, sd2, sd2-v-tiny, sd2-v)\n",
+                "sd2-tiny, sd2, sd2-v-tiny, sd2-v, flux-schnell-tiny, flux-dev-tiny)\n",
                 preset);
         return 2;
     }

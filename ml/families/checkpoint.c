@@ -1,5 +1,6 @@
 /* Family detection and SD1 architecture inspection. See checkpoint.h. */
 #include "ml/families/checkpoint.h"
+#include "ml/diffusion/flux.h"
 #include "ml/families/adm.h"
 #include "ml/families/sd1_layout.h"
 #include <stdarg.h>
@@ -36,7 +37,7 @@ static void apply_text_rules(sd_clip_config *c, const sd_text_encoder_slot *slot
 void sd_checkpoint_apply_family_rules(sd_checkpoint_config *cfg)
 {
     const sd_family_desc *f = sd_family_get(cfg->family);
-    if (!f->checkpoint || f->schedule.prediction == SD_PREDICT_FLOW)
+    if (!f->checkpoint || (f->schedule.prediction == SD_PREDICT_FLOW && !f->runnable))
         f = sd_family_get(SD_FAMILY_SD1); /* a standalone VAE: the SD VAE's rules */
     cfg->unet.num_heads = f->unet_num_heads;
     cfg->unet.head_channels = f->unet_head_channels;
@@ -118,7 +119,8 @@ static sd_status verify(sd_context *ctx, const sd_safetensors *st, const sd_layo
                                 got, want, what);
         }
         if (!sd_st_dtype_is_weight(t->dtype))
-            return sd_set_error(ctx, SD_ERR_INVALID, "%s: tensor '%s': dtype %s is not a float type (F32, F16, BF16)",
+            return sd_set_error(ctx, SD_ERR_INVALID,
+                                "%s: tensor '%s': dtype %s is not a float type (F32, F16, BF16, F8_E4M3, F8_E5M2)",
                                 path, e->name, sd_st_dtype_name(t->dtype));
     }
     return SD_OK;
@@ -320,9 +322,13 @@ static sd_status inspect_vae(sd_context *ctx, const sd_safetensors *st, const ch
     if ((status = need(ctx, st, what, 4, &t, "%sdecoder.conv_in.weight", p)))
         return status;
     v->z_channels = (int)t->shape[1];
-    if ((status = need(ctx, st, what, 4, &t, "%spost_quant_conv.weight", p)))
-        return status;
-    v->embed_dim = (int)t->shape[1];
+    v->no_quant_conv = !getf(st, "%spost_quant_conv.weight", p) && !getf(st, "%squant_conv.weight", p);
+    v->embed_dim = v->z_channels;
+    if (!v->no_quant_conv) {
+        if ((status = need(ctx, st, what, 4, &t, "%spost_quant_conv.weight", p)))
+            return status;
+        v->embed_dim = (int)t->shape[1];
+    }
     if ((status = need(ctx, st, what, 4, &t, "%sdecoder.conv_out.weight", p)))
         return status;
     v->out_channels = (int)t->shape[0];
@@ -431,12 +437,35 @@ static void find_text_encoders(const sd_safetensors *st, const sd_family_desc *f
     }
 }
 
+/* A FLUX file: ComfyUI's all-in-one checkpoint (model.diffusion_model., vae., text_encoders.*) or
+ * a transformer alone (BFL's names, with or without model.diffusion_model.; what UNETLoader
+ * reads). The text encoders are inspected by their own loaders. */
+static sd_status inspect_flux(sd_context *ctx, const sd_safetensors *st, sd_checkpoint_config *cfg)
+{
+    const sd_family_desc *f = sd_family_get(SD_FAMILY_FLUX);
+    cfg->family = SD_FAMILY_FLUX;
+    cfg->unet_prefix = sd_flux_present(st, f->unet_prefix) ? f->unet_prefix : "";
+    cfg->vae_prefix = f->vae_prefix;
+    cfg->clip_prefix = f->text_encoders[0].prefix;
+    cfg->has_unet = true;
+    cfg->has_vae = sd_safetensors_has_prefix(st, cfg->vae_prefix);
+    sd_checkpoint_apply_family_rules(cfg);
+    sd_status status = sd_flux_inspect(ctx, st, cfg->unet_prefix, &cfg->flux);
+    if (!status && cfg->has_vae && !(status = inspect_vae(ctx, st, cfg->vae_prefix, &cfg->vae))) {
+        sd_checkpoint_apply_family_rules(cfg);
+        status = verify_part(ctx, st, cfg, 3);
+    }
+    return status;
+}
+
 sd_status sd_checkpoint_inspect(sd_context *ctx, const sd_safetensors *st, sd_checkpoint_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
     sd_status status;
     cfg->family = sd_checkpoint_detect(st);
     const sd_family_desc *f = sd_family_get(cfg->family);
+    if (cfg->family == SD_FAMILY_FLUX && f->runnable)
+        return inspect_flux(ctx, st, cfg);
     if (!f->runnable || !f->checkpoint)
         return family_error(ctx, st, cfg->family);
     cfg->unet_prefix = f->unet_prefix;
@@ -490,6 +519,11 @@ sd_status sd_unet_file_inspect(sd_context *ctx, const sd_safetensors *st, sd_che
 {
     memset(cfg, 0, sizeof *cfg);
     const char *path = sd_safetensors_path(st);
+    if (sd_checkpoint_detect(st) == SD_FAMILY_FLUX && sd_family_get(SD_FAMILY_FLUX)->runnable) {
+        sd_status status = inspect_flux(ctx, st, cfg);
+        cfg->has_vae = false; /* a diffusion model's loader gives the MODEL alone */
+        return status;
+    }
     if (sd_safetensors_find(st, SD1_UNET_PREFIX "input_blocks.0.0.weight"))
         cfg->unet_prefix = SD1_UNET_PREFIX;
     else if (sd_safetensors_find(st, "input_blocks.0.0.weight"))

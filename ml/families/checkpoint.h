@@ -75,6 +75,7 @@ typedef struct sd_vae_config {
     int z_channels;       /* shape: 4 (latent channels) */
     int embed_dim;        /* shape: 4 (quant_conv / post_quant_conv width) */
     bool attn_linear;     /* shape: mid attention q/k/v/proj_out stored as [C, C] not [C, C, 1, 1] */
+    bool no_quant_conv;   /* shape: no quant_conv / post_quant_conv (FLUX's VAE; embed_dim = z_channels) */
     int norm_groups;      /* family: 32, eps 1e-6 */
     float scale_factor;   /* family: 0.18215 (latent = scale * sample of the posterior) */
 } sd_vae_config;
@@ -90,6 +91,22 @@ typedef struct sd_controlnet_config {
     int hint_widths[SD_CONTROLNET_HINT_CONVS]; /* shape: 16, 16, 32, 32, 96, 96, 256, model_channels */
 } sd_controlnet_config;
 
+/* The FLUX transformer (ml/diffusion/flux.h). */
+typedef struct sd_flux_config {
+    int in_channels;   /* shape: latent channels (img_in input width / 4): 16 */
+    int out_channels;  /* shape: final_layer.linear rows / 4: 16 */
+    int hidden;        /* shape: img_in rows: 3072 */
+    int head_dim;      /* shape: double_blocks.0.img_attn.norm.query_norm.scale: 128 */
+    int heads;         /* hidden / head_dim: 24 */
+    int axes_dim[3];   /* rule: head_dim / 8, 7 head_dim / 16, 7 head_dim / 16 (16, 56, 56 for 128) */
+    int mlp_hidden;    /* shape: double_blocks.0.img_mlp.0 rows: 12288 */
+    int context_dim;   /* shape: txt_in input width: 4096 (T5-XXL) */
+    int vec_dim;       /* shape: vector_in input width: 768 (CLIP-L pooled) */
+    int depth;         /* shape: double_blocks.N count: 19 */
+    int depth_single;  /* shape: single_blocks.N count: 38 */
+    bool guidance;     /* shape: guidance_in present (dev; schnell has none) */
+} sd_flux_config;
+
 typedef struct sd_checkpoint_config {
     sd_family family;
     bool has_unet, has_clip, has_vae; /* parts present in the file (has_clip: every text encoder) */
@@ -98,6 +115,7 @@ typedef struct sd_checkpoint_config {
     const char *clip2_prefix; /* the second text encoder's (SDXL: OpenCLIP-bigG), NULL when none */
     const char *vae_prefix;   /* "first_stage_model." (standalone VAE files: "") */
     sd_unet_config unet;
+    sd_flux_config flux;      /* FLUX files: the transformer (has_unet; unet is unused) */
     sd_clip_config clip;      /* the family's first text encoder (SDXL: CLIP-L; refiner: bigG) */
     sd_clip_config clip2;     /* its second (SDXL: bigG), when clip2_prefix */
     sd_vae_config vae;

@@ -312,6 +312,56 @@ static void vae_mid(builder *b, const char *p, int64_t c, bool attn_linear)
     snprintf(n, sizeof n, "%s.mid.block_2", p), vae_resblock(b, n, c, c);
 }
 
+/* A FLUX MLPEmbedder <p>.in_layer [h, in], <p>.out_layer [h, h]. */
+static void flux_mlp_embedder(builder *b, const char *p, int64_t in, int64_t h)
+{
+    char n[64];
+    snprintf(n, sizeof n, "%s.in_layer", p), linear(b, n, h, in, true);
+    snprintf(n, sizeof n, "%s.out_layer", p), linear(b, n, h, h, true);
+}
+
+/* RMSNorm scales of a FLUX QKNorm <p>.query_norm / key_norm [d]. */
+static void flux_qk_norm(builder *b, const char *p, int64_t d)
+{
+    add(b, SD_PARAM_NORM_WEIGHT, 0, 1, SHAPE(d), "%s.query_norm.scale", p);
+    add(b, SD_PARAM_NORM_WEIGHT, 0, 1, SHAPE(d), "%s.key_norm.scale", p);
+}
+
+sd_status sd_layout_flux(sd_context *ctx, const sd_flux_config *cfg, const char *prefix, sd_layout *out)
+{
+    int64_t h = cfg->hidden, m = cfg->mlp_hidden, d = cfg->head_dim;
+    if (h < 1 || d < 1 || h % d || m < 1 || cfg->in_channels < 1 || cfg->out_channels < 1 || cfg->context_dim < 1 ||
+        cfg->vec_dim < 1 || cfg->depth < 0 || cfg->depth_single < 0)
+        return sd_set_error(ctx, SD_ERR_INVALID, "FLUX configuration out of range");
+    builder b = {out, prefix, false};
+    char n[96];
+    linear(&b, "img_in", h, 4 * (int64_t)cfg->in_channels, true);
+    linear(&b, "txt_in", h, cfg->context_dim, true);
+    flux_mlp_embedder(&b, "time_in", 256, h);
+    flux_mlp_embedder(&b, "vector_in", cfg->vec_dim, h);
+    if (cfg->guidance)
+        flux_mlp_embedder(&b, "guidance_in", 256, h);
+    for (int i = 0; i < cfg->depth; i++)
+        for (int s = 0; s < 2; s++) {
+            const char *side = s ? "txt" : "img";
+            snprintf(n, sizeof n, "double_blocks.%d.%s_mod.lin", i, side), linear(&b, n, 6 * h, h, true);
+            snprintf(n, sizeof n, "double_blocks.%d.%s_attn.qkv", i, side), linear(&b, n, 3 * h, h, true);
+            snprintf(n, sizeof n, "double_blocks.%d.%s_attn.norm", i, side), flux_qk_norm(&b, n, d);
+            snprintf(n, sizeof n, "double_blocks.%d.%s_attn.proj", i, side), linear(&b, n, h, h, true);
+            snprintf(n, sizeof n, "double_blocks.%d.%s_mlp.0", i, side), linear(&b, n, m, h, true);
+            snprintf(n, sizeof n, "double_blocks.%d.%s_mlp.2", i, side), linear(&b, n, h, m, true);
+        }
+    for (int i = 0; i < cfg->depth_single; i++) {
+        snprintf(n, sizeof n, "single_blocks.%d.linear1", i), linear(&b, n, 3 * h + m, h, true);
+        snprintf(n, sizeof n, "single_blocks.%d.linear2", i), linear(&b, n, h, h + m, true);
+        snprintf(n, sizeof n, "single_blocks.%d.norm", i), flux_qk_norm(&b, n, d);
+        snprintf(n, sizeof n, "single_blocks.%d.modulation.lin", i), linear(&b, n, 3 * h, h, true);
+    }
+    linear(&b, "final_layer.linear", 4 * (int64_t)cfg->out_channels, h, true);
+    linear(&b, "final_layer.adaLN_modulation.1", 2 * h, h, true);
+    return b.nomem ? sd_set_error(ctx, SD_ERR_NOMEM, "out of memory") : SD_OK;
+}
+
 sd_status sd_layout_vae(sd_context *ctx, const sd_vae_config *cfg, const char *prefix, sd_layout *out)
 {
     if (!levels_ok(cfg->n_levels, cfg->ch_mult) || cfg->ch < 1 || cfg->num_res_blocks < 1 ||
@@ -335,8 +385,10 @@ sd_status sd_layout_vae(sd_context *ctx, const sd_vae_config *cfg, const char *p
     vae_mid(&b, "encoder", bin, cfg->attn_linear);
     norm(&b, "encoder.norm_out", bin);
     conv(&b, "encoder.conv_out", 2 * z, bin, 3);
-    conv(&b, "quant_conv", 2 * e, 2 * z, 1);
-    conv(&b, "post_quant_conv", z, e, 1);
+    if (!cfg->no_quant_conv) {
+        conv(&b, "quant_conv", 2 * e, 2 * z, 1);
+        conv(&b, "post_quant_conv", z, e, 1);
+    }
     bin = ch * cfg->ch_mult[cfg->n_levels - 1];
     conv(&b, "decoder.conv_in", bin, z, 3);
     vae_mid(&b, "decoder", bin, cfg->attn_linear);
@@ -437,6 +489,26 @@ static bool sd2_preset(const char *name, sd_checkpoint_config *cfg)
     return true;
 }
 
+/* flux-schnell-tiny, flux-dev-tiny: ComfyUI's all-in-one layout (model.diffusion_model., vae.) at
+ * the size of tests/reference/make_flux_goldens.py (width 64 = 2 heads of 32, 2 + 2 blocks), with
+ * the context and pooled widths of the tiny text encoders (T5 32, CLIP-L 64) and a 16-channel VAE
+ * without quant convs; no text encoders (their loaders read separate files). */
+static bool flux_preset(const char *name, sd_checkpoint_config *cfg)
+{
+    bool dev = strcmp(name, "flux-dev-tiny") == 0;
+    if (!dev && strcmp(name, "flux-schnell-tiny") != 0)
+        return false;
+    cfg->family = SD_FAMILY_FLUX;
+    cfg->has_clip = false;
+    cfg->vae_prefix = "vae.";
+    cfg->flux = (sd_flux_config){.in_channels = 16, .out_channels = 16, .hidden = 64, .head_dim = 32, .heads = 2,
+                                 .axes_dim = {4, 14, 14}, .mlp_hidden = 256, .context_dim = 32, .vec_dim = 64,
+                                 .depth = 2, .depth_single = 2, .guidance = dev};
+    cfg->vae.z_channels = cfg->vae.embed_dim = 16;
+    cfg->vae.no_quant_conv = true;
+    return true;
+}
+
 bool sd_checkpoint_preset(const char *name, sd_checkpoint_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -468,7 +540,7 @@ bool sd_checkpoint_preset(const char *name, sd_checkpoint_config *cfg)
                               .depth = {1, 1, 0}, .middle_depth = 1, .context_dim = 64, .time_embed_dim = 128};
         *c = (sd_clip_config){.width = 64, .layers = 2, .intermediate = 256, .vocab = 49408, .positions = 77,
                               .has_position_ids = true};
-    } else if (!sdxl_preset(name, cfg) && !sd2_preset(name, cfg)) {
+    } else if (!sdxl_preset(name, cfg) && !sd2_preset(name, cfg) && !flux_preset(name, cfg)) {
         return false;
     }
     sd_checkpoint_apply_family_rules(cfg);
@@ -601,7 +673,9 @@ sd_status sd_sd1_write_random(sd_context *ctx, const char *path, const sd_checkp
 {
     sd_layout layout = {0};
     sd_status status = SD_OK;
-    if (!(cfg->has_unet && (status = sd_layout_unet(ctx, &cfg->unet, cfg->unet_prefix, &layout))) &&
+    bool flux = cfg->family == SD_FAMILY_FLUX;
+    if (!(cfg->has_unet && flux && (status = sd_layout_flux(ctx, &cfg->flux, cfg->unet_prefix, &layout))) &&
+        !(cfg->has_unet && !flux && (status = sd_layout_unet(ctx, &cfg->unet, cfg->unet_prefix, &layout))) &&
         !(cfg->has_clip && (status = sd_layout_clip(ctx, &cfg->clip, cfg->clip_prefix, &layout))) &&
         !(cfg->has_clip && cfg->clip2_prefix &&
           (status = sd_layout_clip(ctx, &cfg->clip2, cfg->clip2_prefix, &layout))) &&

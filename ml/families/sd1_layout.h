@@ -42,6 +42,8 @@ typedef struct sd_layout {
 sd_status sd_layout_unet(sd_context *ctx, const sd_unet_config *cfg, const char *prefix, sd_layout *out);
 sd_status sd_layout_clip(sd_context *ctx, const sd_clip_config *cfg, const char *prefix, sd_layout *out);
 sd_status sd_layout_vae(sd_context *ctx, const sd_vae_config *cfg, const char *prefix, sd_layout *out);
+/* The FLUX transformer's tensors in BFL's names (ml/diffusion/flux.h) under prefix. */
+sd_status sd_layout_flux(sd_context *ctx, const sd_flux_config *cfg, const char *prefix, sd_layout *out);
 /* The ControlNet's tensors (time_embed, input_blocks, middle_block as the UNet's, then
  * input_hint_block.{0,2,..,14}, zero_convs.N.0, middle_block_out.0), names prefixed. */
 sd_status sd_layout_controlnet(sd_context *ctx, const sd_controlnet_config *cfg, const char *prefix,

@@ -50,7 +50,8 @@ size_t sd_st_dtype_size(sd_st_dtype dtype)
 
 bool sd_st_dtype_is_weight(sd_st_dtype dtype)
 {
-    return dtype == SD_ST_F16 || dtype == SD_ST_BF16 || dtype == SD_ST_F32;
+    return dtype == SD_ST_F16 || dtype == SD_ST_BF16 || dtype == SD_ST_F32 || dtype == SD_ST_F8_E4M3 ||
+           dtype == SD_ST_F8_E5M2;
 }
 
 static bool dtype_parse(const char *s, sd_st_dtype *out)
@@ -519,7 +520,8 @@ sd_status sd_safetensors_view(sd_context *ctx, const char *path, int fd, const s
 static sd_status check_float(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t)
 {
     if (!sd_st_dtype_is_weight(t->dtype))
-        return sd_set_error(ctx, SD_ERR_INVALID, "%s: tensor '%s': dtype %s is not a float type (F32, F16, BF16)",
+        return sd_set_error(ctx, SD_ERR_INVALID,
+                            "%s: tensor '%s': dtype %s is not a float type (F32, F16, BF16, F8_E4M3, F8_E5M2)",
                             st->path, t->name, sd_st_dtype_name(t->dtype));
     return SD_OK;
 }
@@ -546,13 +548,37 @@ static float load_f32(const unsigned char *p)
     return f;
 }
 
+/* torch's float8_e4m3fn (bias 7, no infinities, S.1111.111 is NaN) as f16 bits: exact, every
+ * value (448 at most, 2^-9 at least) is an f16 number. */
+static uint16_t e4m3fn_to_half(unsigned char b)
+{
+    unsigned sign = (unsigned)(b & 0x80) << 8, e = (b >> 3) & 15, m = b & 7;
+    if (e == 15 && m == 7)
+        return (uint16_t)(sign | 0x7e00);
+    if (e == 0) { /* subnormal m * 2^-9 = 2^(p - 9) (m / 2^p) with p m's top bit */
+        if (!m)
+            return (uint16_t)sign;
+        unsigned p = m >= 4 ? 2 : m >= 2 ? 1 : 0;
+        return (uint16_t)(sign | (p + 6) << 10 | (m - (1u << p)) << (10 - p));
+    }
+    return (uint16_t)(sign | (e - 7 + 15) << 10 | m << 7);
+}
+
 /* Converts n elements of dtype `from` (file bytes at p) to f32, or to f16 bits when to_half
- * (round to nearest even). */
+ * (round to nearest even). fp8 (torch's float8_e4m3fn and float8_e5m2) converts exactly. */
 static void convert(sd_st_dtype from, const unsigned char *p, size_t n, bool to_half, void *dst)
 {
     float *f = dst;
     uint16_t *h = dst;
     for (size_t i = 0; i < n; i++) {
+        if (from == SD_ST_F8_E4M3 || from == SD_ST_F8_E5M2) {
+            uint16_t bits = from == SD_ST_F8_E5M2 ? (uint16_t)(p[i] << 8) : e4m3fn_to_half(p[i]);
+            if (to_half)
+                h[i] = bits;
+            else
+                f[i] = sd_half_to_float(bits);
+            continue;
+        }
         if (to_half) {
             switch (from) {
             case SD_ST_F16: h[i] = load16(p + 2 * i); break;

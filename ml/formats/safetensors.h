@@ -48,7 +48,7 @@ typedef enum sd_st_dtype {
 const char *sd_st_dtype_name(sd_st_dtype dtype);
 /* Bytes per element. */
 size_t sd_st_dtype_size(sd_st_dtype dtype);
-/* True for F16, BF16 and F32: the dtypes that weights may be stored in. */
+/* True for F16, BF16, F32, F8_E4M3 and F8_E5M2: the dtypes that weights may be stored in. */
 bool sd_st_dtype_is_weight(sd_st_dtype dtype);
 
 typedef struct sd_st_tensor {
@@ -115,7 +115,8 @@ sd_status sd_safetensors_alias_map(sd_context *ctx, const sd_safetensors *st,
 sd_status sd_safetensors_view(sd_context *ctx, const char *path, int fd, const struct sd_file_id *id,
                               const sd_st_tensor *tensors, size_t n, sd_safetensors **out);
 
-/* Converts tensor t (F32, F16 or BF16) to f32 / IEEE f16 (round to nearest even) into dst,
+/* Converts tensor t (F32, F16, BF16, or fp8 E4M3FN / E5M2, exactly) to f32 / IEEE f16 (round to
+ * nearest even) into dst,
  * which holds exactly t->numel elements (n must equal t->numel). SD_ERR_INVALID naming the
  * file and tensor for another dtype or a wrong n. */
 sd_status sd_safetensors_read_f32(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t,

@@ -1,9 +1,11 @@
 /* Opened model files kept per context (see model_store.h). */
 #include "ml/loading/model_store.h"
 #include "core/files.h"
+#include "ml/formats/gguf.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 struct sd_loaded {
@@ -14,9 +16,11 @@ struct sd_loaded {
     sd_dtype dtype;
     sd_file_id id;       /* of the file when opened */
     uint64_t last_use;
+    sd_gguf *gguf;       /* a GGUF file, read through st (its tensor view); NULL for safetensors */
     sd_safetensors *st;
     sd_checkpoint_config cfg;
     sd_unet *unet;
+    sd_flux *flux;       /* FLUX files' transformer, instead of unet */
     sd_clip_model *clip[2]; /* the family's text encoders (cfg.clip, cfg.clip2) */
     sd_vae *vae;
     sd_text_file *text; /* SD_MODEL_FILE_TEXT_ENCODERS */
@@ -49,12 +53,14 @@ static void free_text_models(sd_loaded *l)
 static void loaded_free(sd_loaded *l)
 {
     sd_unet_free(l->unet);
+    sd_flux_free(l->flux);
     sd_clip_model_free(l->clip[0]);
     sd_clip_model_free(l->clip[1]);
     free_text_models(l);
     sd_text_file_close(l->text);
     sd_vae_free(l->vae);
     sd_safetensors_close(l->st);
+    sd_gguf_close(l->gguf);
     free(l->path);
     free(l);
 }
@@ -124,6 +130,22 @@ static void store_trim(model_store *s)
     }
 }
 
+/* True for a path ending in ".gguf" (any case). */
+static bool is_gguf(const char *path)
+{
+    size_t n = strlen(path);
+    return n >= 5 && strcasecmp(path + n - 5, ".gguf") == 0;
+}
+
+/* Opens l->path: a safetensors (or torch) file, or a GGUF file through its tensor view. */
+static sd_status open_tensors(sd_context *ctx, sd_loaded *l)
+{
+    if (!is_gguf(l->path))
+        return sd_safetensors_open(ctx, l->path, &l->st);
+    sd_status st = sd_gguf_open(ctx, l->path, &l->gguf);
+    return st ? st : sd_gguf_tensor_view(ctx, l->gguf, &l->st);
+}
+
 static sd_status inspect(sd_context *ctx, sd_loaded *l)
 {
     if (l->kind == SD_MODEL_FILE_VAE)
@@ -179,7 +201,7 @@ sd_status sd_model_store_open(sd_context *ctx, const char *path, sd_model_file_k
     l->stats = &s->stats;
     if (kind == SD_MODEL_FILE_TEXT_ENCODERS)
         st = sd_text_file_open(ctx, path, &l->text);
-    else if (!(st = sd_safetensors_open(ctx, path, &l->st)))
+    else if (!(st = open_tensors(ctx, l)))
         st = inspect(ctx, l);
     if (st) {
         loaded_free(l);
@@ -211,10 +233,26 @@ sd_status sd_loaded_unet(sd_loaded *l, sd_unet **out)
         return SD_OK;
     if (!l->cfg.has_unet)
         return missing_part(l, "UNet (model.diffusion_model.*)");
+    if (l->cfg.family == SD_FAMILY_FLUX)
+        return sd_set_error(l->cl->ctx, SD_ERR_INVALID, "%s: a FLUX transformer, not a UNet", l->path);
     sd_status st = sd_unet_new(l->cl, l->st, l->cfg.unet_prefix, &l->cfg.unet, l->dtype, &l->unet);
     if (!st)
         l->stats->unets_created++;
     *out = l->unet;
+    return st;
+}
+
+sd_status sd_loaded_flux(sd_loaded *l, sd_flux **out)
+{
+    *out = l->flux;
+    if (l->flux)
+        return SD_OK;
+    if (!l->cfg.has_unet || l->cfg.family != SD_FAMILY_FLUX)
+        return missing_part(l, "FLUX transformer (double_blocks.*)");
+    sd_status st = sd_flux_new(l->cl, l->st, l->cfg.unet_prefix, l->dtype, &l->flux);
+    if (!st)
+        l->stats->unets_created++;
+    *out = l->flux;
     return st;
 }
 
@@ -306,6 +344,8 @@ void sd_model_store_release(sd_context *ctx, bool unets, bool clips)
         if (unets) {
             sd_unet_free(s->entries[i]->unet);
             s->entries[i]->unet = NULL;
+            sd_flux_free(s->entries[i]->flux);
+            s->entries[i]->flux = NULL;
         }
         for (int k = 0; clips && k < 2; k++) {
             sd_clip_model_free(s->entries[i]->clip[k]);

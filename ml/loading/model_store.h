@@ -18,6 +18,7 @@
 
 #include "ml/text/clip.h"
 #include "ml/text/clip_tokenizer.h"
+#include "ml/diffusion/flux.h"
 #include "ml/text/text_encoder_file.h"
 #include "ml/text/t5_tokenizer.h"
 #include "ml/diffusion/unet.h"
@@ -38,7 +39,8 @@ typedef enum sd_model_file_kind {
 
 typedef struct sd_loaded sd_loaded;
 
-/* Returns a reference to the opened file at path (an absolute path from sd_resolve_file),
+/* Returns a reference to the opened file at path (an absolute path from sd_resolve_file; a name
+ * ending in .gguf is read as GGUF through its tensor view, ml/formats/gguf.h),
  * opening and inspecting it unless the store already has it. The file is opened with
  * sd_file_open either way, so a node can only get a file its key covers. Errors (message on ctx,
  * naming the file): SD_ERR_IO when it cannot be read, the safetensors errors, SD_ERR_INVALID for
@@ -54,6 +56,9 @@ const sd_checkpoint_config *sd_loaded_config(const sd_loaded *l);
 /* The sub-models, created on first call and owned by the entry. SD_ERR_INVALID (naming the
  * file) when the file has no such part (a checkpoint saved without CLIP or VAE, a VAE file). */
 sd_status sd_loaded_unet(sd_loaded *l, sd_unet **out);
+/* A FLUX file's transformer (counted as a UNet in the stats); SD_ERR_INVALID for other files,
+ * whose sd_loaded_unet refuses FLUX files in turn. */
+sd_status sd_loaded_flux(sd_loaded *l, sd_flux **out);
 sd_status sd_loaded_clip(sd_loaded *l, sd_clip_model **out);
 sd_status sd_loaded_vae(sd_loaded *l, sd_vae **out);
 /* Text encoder `slot` of the family (0: cfg.clip, the one sd_loaded_clip gives; 1: cfg.clip2,

@@ -142,7 +142,8 @@ sd_status sd_sampler_denoise_uncond(sd_sampler_run *run, const float *x, double 
         for (size_t i = 0; i < run->n; i++) {
             float lat = run->latent ? run->latent[i] : 0.0f;
             float nz = run->inpaint_noise ? run->inpaint_noise[i] : 0.0f;
-            run->masked_x[i] = x[i] * m[i] + (nz * s + lat) * (1.0f - m[i]);
+            float noised = o->flow ? nz * s + (1.0f - s) * lat : nz * s + lat;
+            run->masked_x[i] = x[i] * m[i] + noised * (1.0f - m[i]);
         }
         in = run->masked_x;
     }
@@ -267,13 +268,17 @@ sd_status sd_sample(sd_context *ctx, const sd_sample_options *opt, const float *
     float sigma0 = opt->sigmas[0];
     bool max_denoise = fabsf(opt->sigma_max - sigma0) <= 1e-5f * fmaxf(fabsf(opt->sigma_max), fabsf(sigma0)) ||
                        sigma0 > opt->sigma_max;
-    float scale = max_denoise ? sqrtf(1.0f + sigma0 * sigma0) : sigma0;
+    float scale = max_denoise && !opt->flow ? sqrtf(1.0f + sigma0 * sigma0) : sigma0;
+    float keep = opt->flow ? 1.0f - sigma0 : 1.0f;
     for (size_t i = 0; i < n; i++) {
         float nz = noise ? noise[i] : 0.0f;
-        out[i] = nz * scale + (latent ? latent[i] : 0.0f);
+        out[i] = nz * scale + keep * (latent ? latent[i] : 0.0f);
     }
     if (run.steps > 0)
         st = e->fn(&run, out);
+    float last = opt->sigmas[opt->n_sigmas - 1];
+    for (size_t i = 0; !st && opt->flow && last < 1.0f && i < n; i++)
+        out[i] /= 1.0f - last;
 
 done:
     free(run.masked_x);

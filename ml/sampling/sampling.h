@@ -54,6 +54,10 @@ typedef struct sd_sample_options {
      * is regenerated. Every denoiser call then sees x*mask + (latent + noise*sigma)*(1-mask) and
      * its output becomes denoised*mask + latent*(1-mask). */
     const float *noise_mask;
+    /* The CONST (rectified-flow) model type of FLUX: noise is added as sigma * noise + (1 - sigma)
+     * * latent (also in the inpainting blend) and the result divided by 1 - the last sigma
+     * (ComfyUI's CONST.noise_scaling / inverse_noise_scaling); sigma_max is then unused. */
+    bool flow;
 } sd_sample_options;
 
 /* ComfyUI's sampler names that are implemented, in ComfyUI's order (docs/sampling.md lists
@@ -70,7 +74,7 @@ bool sd_sampler_discards_penultimate_sigma(const char *name);
 bool sd_sampler_uses_uncond(const char *name);
 
 /* Runs KSAMPLER.sample: x = latent + noise * (sqrt(1 + sigma0^2) when sigma0 >= sigma_max, else
- * sigma0), then the sampler over opt->sigmas; the result goes to out (n floats; out may alias
+ * sigma0) (flow: sigma0 * noise + (1 - sigma0) * latent), then the sampler over opt->sigmas; the result goes to out (n floats; out may alias
  * latent or noise). With no sigmas the latent comes back as it is (CFGGuider.sample), with one
  * only the noise is added. noise NULL means zeros (KSamplerAdvanced add_noise disabled); latent NULL
  * means zeros (txt2img). All arrays hold the whole batch; the caller owns them.

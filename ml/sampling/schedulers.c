@@ -179,10 +179,38 @@ void sd_model_sampling_denoise_coefs(const sd_model_sampling *ms, float sigma, f
         *cx = c_out + c_skip, *cout = -(c_out * sigma);
         return;
     }
+    case SD_SAMPLING_FLOW:
+        *cx = 1.0f, *cout = -sigma;
+        return;
     case SD_SAMPLING_X0:
         break;
     }
     *cx = 0.0f, *cout = 1.0f;
+}
+
+/* flux_time_shift(shift, 1, t) in float32 as torch computes it on a float32 t. */
+static float flux_time_shift(double shift, float t)
+{
+    float e = (float)exp(shift);
+    return e / (e + (1.0f / t - 1.0f));
+}
+
+void sd_model_sampling_flux(sd_model_sampling *ms, double shift)
+{
+    ms->n = SD_MODEL_SAMPLING_MAX_STEPS;
+    ms->skip = 1;
+    ms->type = SD_SAMPLING_FLOW;
+    ms->shift = shift;
+    for (int i = 0; i < ms->n; i++) {
+        ms->sigmas[i] = flux_time_shift(shift, (float)(i + 1) / (float)ms->n);
+        ms->log_sigmas[i] = logf(ms->sigmas[i]);
+    }
+}
+
+double sd_flux_shift(double max_shift, double base_shift, double width, double height)
+{
+    double mm = (max_shift - base_shift) / (4096 - 256), b = base_shift - mm * 256;
+    return width * height / (8 * 8 * 2 * 2) * mm + b;
 }
 
 void sd_model_sampling_sd1(sd_model_sampling *ms)
@@ -200,8 +228,10 @@ float sd_model_sampling_sigma_max(const sd_model_sampling *ms)
     return ms->sigmas[ms->n - 1];
 }
 
-int sd_model_sampling_timestep(const sd_model_sampling *ms, float sigma)
+float sd_model_sampling_timestep(const sd_model_sampling *ms, float sigma)
 {
+    if (ms->type == SD_SAMPLING_FLOW)
+        return sigma;
     float log_sigma = logf(sigma);
     int best = 0;
     float best_dist = fabsf(log_sigma - ms->log_sigmas[0]);
@@ -212,11 +242,13 @@ int sd_model_sampling_timestep(const sd_model_sampling *ms, float sigma)
             best = t;
         }
     }
-    return best * ms->skip + ms->skip - 1;
+    return (float)(best * ms->skip + ms->skip - 1);
 }
 
 float sd_model_sampling_sigma(const sd_model_sampling *ms, float timestep)
 {
+    if (ms->type == SD_SAMPLING_FLOW)
+        return flux_time_shift(ms->shift, timestep);
     if (ms->skip > 1) /* ModelSamplingDiscreteDistilled.sigma */
         timestep = (timestep - (float)(ms->skip - 1)) / (float)ms->skip;
     float t = fminf(fmaxf(timestep, 0.0f), (float)(ms->n - 1));
@@ -230,21 +262,23 @@ float sd_model_sampling_sigma(const sd_model_sampling *ms, float timestep)
 double sd_model_sampling_percent_to_sigma(const sd_model_sampling *ms, double percent)
 {
     if (percent <= 0.0)
-        return 999999999.9;
+        return ms->type == SD_SAMPLING_FLOW ? 1.0 : 999999999.9;
     if (percent >= 1.0)
         return 0.0;
+    if (ms->type == SD_SAMPLING_FLOW)
+        return (double)flux_time_shift(ms->shift, (float)(1.0 - percent));
     return (double)sd_model_sampling_sigma(ms, (float)((1.0 - percent) * 999.0));
 }
 
 /* normal and sgm_uniform (normal_scheduler). */
 static size_t sched_normal(const sd_model_sampling *ms, int steps, bool sgm, float *out)
 {
-    int start = sd_model_sampling_timestep(ms, sd_model_sampling_sigma_max(ms));
-    int end = sd_model_sampling_timestep(ms, sd_model_sampling_sigma_min(ms));
+    float start = sd_model_sampling_timestep(ms, sd_model_sampling_sigma_max(ms));
+    float end = sd_model_sampling_timestep(ms, sd_model_sampling_sigma_min(ms));
     size_t n = 0;
     bool append_zero = true;
     int count = sgm ? steps + 1 : steps;
-    if (!sgm && fabsf(sd_model_sampling_sigma(ms, (float)end)) <= 1e-5f) {
+    if (!sgm && fabsf(sd_model_sampling_sigma(ms, end)) <= 1e-5f) {
         count = steps + 1;
         append_zero = false;
     }

@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define SD_MODEL_SAMPLING_MAX_STEPS 1000
+#define SD_MODEL_SAMPLING_MAX_STEPS 10000 /* ModelSamplingFlux's table */
 
 /* ComfyUI's ModelSamplingDiscrete: sigmas[t] = sqrt((1 - abar_t) / abar_t) for the
  * scaled-linear beta schedule, stored as float32 like ComfyUI's buffers (log_sigmas is the log of
@@ -21,13 +21,16 @@ typedef enum sd_sampling_type {
     SD_SAMPLING_V_PREDICTION, /* V_PREDICTION (sigma_data 1): D = x / (sigma^2 + 1) - out * sigma / sqrt(sigma^2 + 1) */
     SD_SAMPLING_LCM,          /* LCM over ModelSamplingDiscreteDistilled (50 of the sigmas): D = c_out * (x - sigma
                                * out) + c_skip * x with the boundary conditions at 10 * timestep, sigma_data 0.5 */
-    SD_SAMPLING_X0            /* X0: D = out */
+    SD_SAMPLING_X0,           /* X0: D = out */
+    SD_SAMPLING_FLOW          /* CONST over ModelSamplingFlux (FLUX): the velocity; D = x - sigma * out, the
+                               * timestep is sigma itself, sigma(t) = e^shift / (e^shift + 1/t - 1) */
 } sd_sampling_type;
 
 typedef struct sd_model_sampling {
     int n;
     int skip;              /* timesteps per kept sigma: 1, or 20 for LCM (ModelSamplingDiscreteDistilled) */
     sd_sampling_type type; /* SD_SAMPLING_EPS unless set by sd_model_sampling_init_type */
+    double shift;          /* SD_SAMPLING_FLOW: ModelSamplingFlux's shift (mu) */
     float sigmas[SD_MODEL_SAMPLING_MAX_STEPS];
     float log_sigmas[SD_MODEL_SAMPLING_MAX_STEPS];
 } sd_model_sampling;
@@ -47,19 +50,28 @@ sd_status sd_model_sampling_init_type(sd_context *ctx, sd_model_sampling *ms, in
 /* The denoised value is cx * x + cout * out for a model output `out` at the noisy x and sigma > 0
  * (calculate_denoised; for EPS exactly x - out * sigma). */
 void sd_model_sampling_denoise_coefs(const sd_model_sampling *ms, float sigma, float *cx, float *cout);
+/* ComfyUI's ModelSamplingFlux with CONST: 10000 sigmas sigma((i + 1) / 10000) in float32 for
+ * sigma(t) = e^shift / (e^shift + 1/t - 1) (flux_time_shift). FluxSchnell's shift is 1.0, Flux
+ * (dev)'s 1.15 unless the ModelSamplingFlux node sets one (sd_flux_shift). Cannot fail. */
+void sd_model_sampling_flux(sd_model_sampling *ms, double shift);
+/* The ModelSamplingFlux node's shift for an image size: linear in the 2x2-patch token count
+ * width * height / 256 through (256, base_shift) and (4096, max_shift). */
+double sd_flux_shift(double max_shift, double base_shift, double width, double height);
 /* The SD1 family's schedule: 1000 steps, 0.00085 .. 0.012. Cannot fail. */
 void sd_model_sampling_sd1(sd_model_sampling *ms);
 float sd_model_sampling_sigma_min(const sd_model_sampling *ms);
 float sd_model_sampling_sigma_max(const sd_model_sampling *ms);
 /* The model's timestep for a sigma: the index of the nearest log-sigma (ComfyUI's
- * ModelSamplingDiscrete.timestep; times skip plus skip - 1 for LCM). sigma must be > 0. */
-int sd_model_sampling_timestep(const sd_model_sampling *ms, float sigma);
-/* Sigma for a fractional timestep (clamped to [0, n-1]) by linear interpolation of log-sigma. */
+ * ModelSamplingDiscrete.timestep; times skip plus skip - 1 for LCM), sigma itself for FLOW.
+ * sigma must be > 0. */
+float sd_model_sampling_timestep(const sd_model_sampling *ms, float sigma);
+/* Sigma for a fractional timestep (clamped to [0, n-1]) by linear interpolation of log-sigma;
+ * FLOW: flux_time_shift(shift, 1, timestep). */
 float sd_model_sampling_sigma(const sd_model_sampling *ms, float timestep);
 /* ComfyUI's ModelSamplingDiscrete.percent_to_sigma: the sigma at a fraction of the model's
  * schedule (0 its start, 1 its end): sigma((1 - percent) * 999) with the argument rounded to
  * float32 as ComfyUI's tensor; percent <= 0 gives 999999999.9 (above every sigma), percent >= 1
- * gives 0. Used for ControlNet and conditioning percent ranges. */
+ * gives 0 (FLOW: 1 for percent <= 0, sigma(1 - percent) between). Used for ControlNet and conditioning percent ranges. */
 double sd_model_sampling_percent_to_sigma(const sd_model_sampling *ms, double percent);
 
 /* ComfyUI's scheduler names, in ComfyUI's order: normal, karras, exponential, sgm_uniform,

@@ -235,7 +235,12 @@ sd_status sd_vae_decode(sd_vae *v, const sd_dtensor *z, sd_dtensor **out)
     sd_status s = check_input(v, z, c->z_channels, 1, "decode");
     sd_dtensor *x = NULL;
     char n[200];
-    if (!s) s = conv_same(v, "post_quant_conv", z, &x);
+    if (!s && c->no_quant_conv) { /* FLUX: the decoder reads z as it is */
+        if (!(s = sd_dtensor_new(v->cl, SD_DTYPE_F32, z->ndim, z->shape, &x)))
+            s = sd_dtensor_copy(x, z);
+    } else if (!s) {
+        s = conv_same(v, "post_quant_conv", z, &x);
+    }
     if (!s) {
         sd_dtensor *h = NULL;
         s = conv(v, "decoder.conv_in", x, 1, 1, &h);
@@ -282,7 +287,12 @@ sd_status sd_vae_encode(sd_vae *v, const sd_dtensor *image, sd_dtensor **out)
     }
     if (!s) s = mid(v, "encoder", &x);
     if (!s) s = head(v, "encoder", &x);
-    if (!s) s = conv_same(v, "quant_conv", x, &moments);
+    if (!s && c->no_quant_conv) {
+        moments = x;
+        x = NULL;
+    } else if (!s) {
+        s = conv_same(v, "quant_conv", x, &moments);
+    }
     /* The posterior mean: the first embed_dim channels of the moments (the rest is log-variance). */
     if (!s) s = sd_op_slice(v->cl, moments, 1, 0, c->embed_dim, out);
     sd_dtensor_free(x);

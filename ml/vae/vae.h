@@ -11,7 +11,7 @@
 typedef struct sd_vae sd_vae;
 
 /* A VAE over <prefix>encoder.*, <prefix>decoder.*, <prefix>quant_conv.*, <prefix>post_quant_conv.*
- * (prefix "first_stage_model." in a checkpoint, "" in a standalone VAE file). Nothing is
+ * (the last two absent in FLUX's VAE: config->no_quant_conv) (prefix "first_stage_model." in a checkpoint, "" in a standalone VAE file). Nothing is
  * uploaded until first use; encoder and decoder weights upload independently. */
 sd_status sd_vae_new(sd_cl *cl, const sd_safetensors *st, const char *prefix,
                      const sd_vae_config *config, sd_dtype weight_dtype, sd_vae **out);

@@ -651,3 +651,21 @@ kernel void timestep_embedding(global const float *t, global float *y, uint dim,
     py[i] = cos(arg);
     py[half_dim + i] = sin(arg);
 }
+
+/* ---- Rotary position embedding on adjacent pairs (FLUX's apply_rope). ----
+ * x, y: [B, N, heads, 2 pairs]; pe: [N, pairs, 2] holding (cos, sin) per position and pair:
+ * y[2i] = cos x[2i] - sin x[2i+1], y[2i+1] = sin x[2i] + cos x[2i+1].
+ * Work-item (pair i, row = (b N + t) heads + h). */
+kernel void rope_pairs(global const float *x, global float *y, global const float *pe, uint pairs, uint heads,
+                       uint n)
+{
+    uint i = (uint)get_global_id(0);
+    ulong row = get_global_id(1);
+    ulong t = (row / heads) % n;
+    global const float *p = pe + (t * pairs + i) * 2;
+    float c = p[0], s = p[1];
+    ulong o = row * 2 * pairs + 2 * i;
+    float x0 = x[o], x1 = x[o + 1];
+    y[o] = c * x0 - s * x1;
+    y[o + 1] = s * x0 + c * x1;
+}

@@ -33,6 +33,12 @@ mkdir -p "$T/models/loras"
     fail "sdflow_mkckpt --preset sdxl-tiny"
 "$MK" --preset sdxl-refiner-tiny --dtype f16 "$T/models/checkpoints/sd_xl_refiner_1.0.safetensors" >/dev/null ||
     fail "sdflow_mkckpt --preset sdxl-refiner-tiny"
+mkdir -p "$T/models/unet" "$T/models/clip"
+"$MK" --preset flux-schnell-tiny "$T/models/unet/flux1-schnell.safetensors" >/dev/null &&
+    "$MK" --preset flux-dev-tiny "$T/models/unet/flux1-dev.safetensors" >/dev/null &&
+    "$MK" --preset flux-dev-tiny --kind vae "$T/models/vae/ae.safetensors" >/dev/null &&
+    "$BUILD/sdflow_mktextenc" t5 "$T/models/clip/t5xxl_fp16.safetensors" >/dev/null &&
+    "$BUILD/sdflow_mktextenc" clip-l "$T/models/clip/clip_l.safetensors" >/dev/null || fail "FLUX files"
 for g in "$SRC"/graphs/*.xml; do
     "$BIN" validate --models-dir "$T/models" --input-dir "$T/input" "$g" >"$T/out" 2>&1 ||
         { cat "$T/out"; fail "stock graph $g does not validate"; }

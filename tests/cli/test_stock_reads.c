@@ -51,10 +51,10 @@ static sd_status fill_small(void *user, size_t index, void *dst, size_t nbytes)
 
 static const char *const watched[] = {"models/checkpoints", "models/loras", "models/controlnet",
                                       "models/upscale_models", "models/embeddings", "models/vae", "in",
-                                      "models/annotators"};
+                                      "models/annotators", "models/diffusion_models", "models/text_encoders"};
 /* The kind each watched directory's files are recorded under in the provenance ("<kind>/<name>"). */
 static const char *const kinds[] = {"checkpoints", "loras", "controlnet", "upscale_models", "embeddings", "vae",
-                                    "input", "annotators"};
+                                    "input", "annotators", "diffusion_models", "text_encoders"};
 #define N_WATCHED (sizeof watched / sizeof watched[0])
 static char *dirs[N_WATCHED];
 
@@ -132,6 +132,11 @@ static void make_models(void)
         sd_strfmt("%s/sdflow_mkckpt --preset tiny --kind controlnet --seed 6 %s/control_v11p_sd15_openpose_fp16.safetensors",
                   build, dirs[2]),
         sd_strfmt("cp %s/tests/data/goldens/pose_body.safetensors %s/body_pose_model.pth", src, dirs[7]),
+        sd_strfmt("%s/sdflow_mkckpt --preset flux-schnell-tiny %s/flux1-schnell.safetensors", build, dirs[8]),
+        sd_strfmt("%s/sdflow_mkckpt --preset flux-dev-tiny --seed 2 %s/flux1-dev.safetensors", build, dirs[8]),
+        sd_strfmt("%s/sdflow_mkckpt --preset flux-dev-tiny --kind vae %s/ae.safetensors", build, dirs[5]),
+        sd_strfmt("%s/sdflow_mktextenc t5 %s/t5xxl_fp16.safetensors", build, dirs[9]),
+        sd_strfmt("%s/sdflow_mktextenc clip-l %s/clip_l.safetensors", build, dirs[9]),
     };
     for (size_t i = 0; i < sizeof cmd / sizeof cmd[0]; i++) {
         tool(cmd[i]);

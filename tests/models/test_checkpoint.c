@@ -281,7 +281,7 @@ static void test_missing_tensor(void)
     free(p);
     /* A nonfloat weight is named; position_ids may have any dtype and shape. */
     p = write_altered("i32.safetensors", NULL, NULL, SD1_UNET_PREFIX "out.0.bias");
-    expect_inspect_error(p, "tensor 'model.diffusion_model.out.0.bias': dtype I32 is not a float type (F32, F16, BF16)",
+    expect_inspect_error(p, "tensor 'model.diffusion_model.out.0.bias': dtype I32 is not a float type (F32, F16, BF16, F8_E4M3, F8_E5M2)",
                          false);
     free(p);
     p = write_altered("posids.safetensors", NULL, SD1_CLIP_PREFIX "embeddings.position_ids",
@@ -314,8 +314,8 @@ static void test_other_families(void)
          "tensor 'model.diffusion_model.input_blocks.0.0.weight' has 2 dimensions, expected 4"},
         {SD_FAMILY_SD2, "sd2.safetensors",
          "tensor 'model.diffusion_model.input_blocks.0.0.weight' has 2 dimensions, expected 4"},
-        {SD_FAMILY_SD3, "sd3.safetensors", "SD3 checkpoint detected; sdflow supports SD1.x, SD2.x, SDXL, SDXL refiner"},
-        {SD_FAMILY_FLUX, "flux.safetensors", "FLUX checkpoint detected; sdflow supports SD1.x, SD2.x, SDXL, SDXL refiner"},
+        {SD_FAMILY_SD3, "sd3.safetensors", "SD3 checkpoint detected; sdflow supports SD1.x, SD2.x, SDXL, SDXL refiner, FLUX"},
+        {SD_FAMILY_FLUX, "flux.safetensors", "tensor 'model.diffusion_model.img_in.weight' is missing (FLUX transformer)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *p = scratch(cases[i].file);
@@ -425,7 +425,7 @@ static void test_tool(void)
     snprintf(args, sizeof args, "--inspect '%s'", xl);
     CHECK_EQ_INT(run_tool(args, log), 3);
     char want[1024];
-    snprintf(want, sizeof want, "sdflow_mkckpt: %s: SD3 checkpoint detected; sdflow supports SD1.x, SD2.x, SDXL, SDXL refiner\n",
+    snprintf(want, sizeof want, "sdflow_mkckpt: %s: SD3 checkpoint detected; sdflow supports SD1.x, SD2.x, SDXL, SDXL refiner, FLUX\n",
              xl);
     CHECK_STR_CONTAINS(slurp(log), want);
     CHECK_EQ_INT(run_tool("--dtype f8 x.safetensors", log), 2);

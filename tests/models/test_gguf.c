@@ -399,7 +399,7 @@ static void test_tensor_view(void)
     CHECK_EQ_INT(sd_safetensors_read_f32(ctx, view, q, f, 64), SD_ERR_INVALID);
     char want[512];
     snprintf(want, sizeof want,
-             "%s: tensor 'double_blocks.0.img_attn.proj.weight': dtype GGML is not a float type (F32, F16, BF16)", path);
+             "%s: tensor 'double_blocks.0.img_attn.proj.weight': dtype GGML is not a float type (F32, F16, BF16, F8_E4M3, F8_E5M2)", path);
     CHECK_STR_EQ(sd_context_errmsg(ctx), want);
 done:
     sd_safetensors_close(view);

@@ -62,7 +62,7 @@ static void test_valid_file(void)
     float f[1];
     CHECK_EQ_INT(sd_safetensors_read_f32(ctx, st, e, f, 0), SD_ERR_INVALID);
     char want[512];
-    snprintf(want, sizeof want, "%s: tensor 'e': dtype I64 is not a float type (F32, F16, BF16)", p);
+    snprintf(want, sizeof want, "%s: tensor 'e': dtype I64 is not a float type (F32, F16, BF16, F8_E4M3, F8_E5M2)", p);
     CHECK_STR_EQ(sd_context_errmsg(ctx), want);
     float four[4];
     CHECK_EQ_INT(sd_safetensors_read_f32(ctx, st, b, four, 3), SD_ERR_INVALID);
