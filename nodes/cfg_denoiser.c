@@ -113,6 +113,8 @@ struct sd_cfg_denoiser {
     bool reported; /* the node's error is already recorded */
     sd_control_eval *control; /* NULL when no entry carries a ControlNet */
     double rescale;        /* RescaleCFG multiplier (< 0: none) */
+    const sd_ipa_patch **ipa; /* the model's IP-Adapters, oldest first (NULL: none) */
+    size_t n_ipa;
 };
 
 static int64_t gcd64(int64_t a, int64_t b)
@@ -695,6 +697,34 @@ static sd_status control_call(denoiser *d, const sd_control_link *const *chains,
     return st;
 }
 
+/* The UNet forward of unet_group with the model's IP-Adapters hooked into its attn2 layers (items
+ * of the negative side, ComfyUI's cond_or_uncond 1, attend to the unconditional image tokens). */
+static sd_status forward_ipa(denoiser *d, size_t k0, size_t items, float sigma, const sd_dtensor *x, const float *t,
+                             size_t g, const sd_unet_control *control, sd_dtensor **out)
+{
+    const sd_dtensor *y = d->ys ? d->ys[g] : NULL;
+    if (!d->n_ipa)
+        return sd_unet_forward_adm(d->unet, x, t, d->contexts[g], y, control, out);
+    bool *negative = malloc(items * sizeof *negative);
+    sd_dtensor **tokens = calloc(2 * d->n_ipa, sizeof *tokens);
+    if (!negative || !tokens) {
+        free(negative), free(tokens);
+        return sd_set_error(sd_run_context(d->r), SD_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < items; i++)
+        negative[i] = grouped(d, k0 + i / d->batch)->side == 1;
+    sd_ipa_call call = {.cl = d->cl, .patches = d->ipa, .n_patches = d->n_ipa, .negative = negative,
+                        .batch = (int64_t)items, .sigma = sigma, .tokens = tokens};
+    sd_unet_attn2_hook hook = {.apply = sd_ipa_attn2, .user = &call};
+    sd_unet_control with_hook = control ? *control : (sd_unet_control){0};
+    with_hook.attn2 = &hook;
+    sd_status st = sd_unet_forward_adm(d->unet, x, t, d->contexts[g], y, &with_hook, out);
+    sd_ipa_call_release(&call);
+    free(tokens);
+    free(negative);
+    return st;
+}
+
 /* One UNet call for group g: eps of every (active entry, item) of the group, on each entry's
  * area of the latent, into d->eps (the group's entries one after the other from
  * d->eps + k0 * batch * per_item; d->eps_at says where each is). */
@@ -741,7 +771,7 @@ static sd_status unet_group(denoiser *d, size_t g, float sigma)
     if (!(st = sd_dtensor_new(d->cl, SD_DTYPE_F32, 4, shape, &x)) && !(st = sd_dtensor_upload(x, host)) &&
         (!d->control || !(st = control_call(d, chains, k1 - k0, host, in_item, e0->ah, e0->aw, sigma, timestep,
                                              d->contexts[g], d->ys ? d->ys[g] : NULL, &res, &control))) &&
-        !(st = sd_unet_forward_adm(d->unet, x, t, d->contexts[g], d->ys ? d->ys[g] : NULL, control, &out)))
+        !(st = forward_ipa(d, k0, items, sigma, x, t, g, control, &out)))
         st = sd_dtensor_download(out, d->eps + k0 * d->batch * d->per_item);
 done:
     sd_control_residuals_free(&res);
@@ -1012,6 +1042,11 @@ sd_status sd_cfg_denoiser_new(const sd_cfg_setup *s, sd_cfg_denoiser **out)
                     .adm_dim = sd_unet_config_of(s->unet)->adm_channels, .rescale = s->rescale_cfg,
                     .preview = s->preview};
     set_used(d);
+    if ((d->n_ipa = sd_ipa_stack_count(s->ipadapters))) {
+        if (!(d->ipa = malloc(d->n_ipa * sizeof *d->ipa)))
+            return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+        sd_ipa_stack_list(s->ipadapters, d->ipa);
+    }
     d->per_item = (size_t)(4 * d->h * d->w);
     size_t n = d->batch * d->per_item, n_eps;
     sd_status st = SD_OK;
@@ -1083,5 +1118,6 @@ void sd_cfg_denoiser_free(sd_cfg_denoiser *d)
     for (size_t m = 0; m < d->n_adms; m++)
         free(d->adms[m]);
     free(d->adms);
+    free(d->ipa);
     free(d);
 }

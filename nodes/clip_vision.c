@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void handle_free(void *p)
+void sd_clip_vision_handle_free(void *p)
 {
     sd_clip_vision_handle *h = p;
     if (!h)
@@ -24,24 +24,30 @@ void sd_clip_vision_tag(const sd_clip_vision_config *cfg, char *tag, size_t size
     snprintf(tag, size, "%d:%d", cfg->projection, cfg->width);
 }
 
-static sd_status run_loader(sd_node_run *r)
+sd_status sd_clip_vision_handle_open(sd_context *ctx, const char *path, sd_clip_vision_handle **out)
 {
-    sd_context *ctx = sd_run_context(r);
-    sd_clip_vision_handle *h = calloc(1, sizeof *h);
+    sd_clip_vision_handle *h = *out = calloc(1, sizeof *h);
     if (!h)
-        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
-    sd_status st = sd_safetensors_open(ctx, sd_run_file(r, "clip_name"), &h->st);
+        return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+    sd_status st = sd_safetensors_open(ctx, path, &h->st);
     if (!st)
         st = sd_clip_vision_inspect(ctx, h->st, NULL, &h->cfg);
     if (st) {
-        handle_free(h);
+        sd_clip_vision_handle_free(h);
+        *out = NULL;
+    }
+    return st;
+}
+
+static sd_status run_loader(sd_node_run *r)
+{
+    sd_clip_vision_handle *h = NULL;
+    sd_status st = sd_clip_vision_handle_open(sd_run_context(r), sd_run_file(r, "clip_name"), &h);
+    if (st)
         return sd_run_fail(r, st);
-    }
-    sd_value *v = sd_value_handle(SD_TYPE_CLIP_VISION, h, handle_free);
-    if (!v) {
-        handle_free(h);
+    sd_value *v = sd_value_handle(SD_TYPE_CLIP_VISION, h, sd_clip_vision_handle_free); /* frees h on failure */
+    if (!v)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
-    }
     sd_run_set_output(r, 0, v);
     return SD_OK;
 }

@@ -12,6 +12,10 @@ typedef struct sd_clip_vision_handle {
     sd_clip_vision *net; /* NULL until the first encode */
 } sd_clip_vision_handle;
 
+/* Opens a CLIP vision file (sd_clip_vision_inspect); the message on ctx on failure. */
+sd_status sd_clip_vision_handle_open(sd_context *ctx, const char *path, sd_clip_vision_handle **out);
+void sd_clip_vision_handle_free(void *h); /* NULL-safe */
+
 /* The handle on a CLIP_VISION input, or NULL with the node's error recorded. */
 sd_clip_vision_handle *sd_node_clip_vision_input(sd_node_run *r, const char *input);
 

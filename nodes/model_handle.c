@@ -10,6 +10,7 @@ static void handle_free(void *p)
 {
     sd_model_handle *h = p;
     sd_lora_stack_unref(h->lora); /* before the file: the patched view borrows its weights */
+    sd_ipa_stack_unref(h->ipa);
     sd_loaded_unref(h->loaded);
     free(h);
 }
@@ -30,6 +31,7 @@ sd_value *sd_node_model_value_lora(sd_type type, sd_loaded *l, int clip_layer, s
     h->sampling = -1;
     h->zsnr = false;
     h->rescale_cfg = -1.0;
+    h->ipa = NULL;
     return sd_value_handle(type, h, handle_free); /* frees h on failure */
 }
 
@@ -41,6 +43,7 @@ sd_value *sd_node_model_derive(sd_type type, const sd_model_handle *h, sd_lora_s
         out->sampling = h->sampling;
         out->zsnr = h->zsnr;
         out->rescale_cfg = h->rescale_cfg;
+        out->ipa = sd_ipa_stack_ref(h->ipa);
     }
     return v;
 }

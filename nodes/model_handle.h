@@ -5,6 +5,7 @@
 #define SD_NODES_MODEL_HANDLE_H
 
 #include "core/node.h"
+#include "ml/adapters/ipadapter.h"
 #include "ml/adapters/lora.h"
 #include "ml/loading/model_store.h"
 #include "ml/sampling/schedulers.h"
@@ -18,6 +19,7 @@ typedef struct sd_model_handle {
     int sampling;
     bool zsnr;
     double rescale_cfg; /* MODEL: RescaleCFG's multiplier, < 0 when not patched */
+    sd_ipa_stack *ipa;  /* MODEL: the IP-Adapters applied to it (one reference), NULL for none */
 } sd_model_handle;
 
 /* A new MODEL/CLIP/VAE value holding a new reference to l; NULL when memory runs out. */
@@ -26,7 +28,7 @@ sd_value *sd_node_model_value(sd_type type, sd_loaded *l, int clip_layer);
 /* The same with a LoRA stack (NULL: none; a new reference is taken). */
 sd_value *sd_node_model_value_lora(sd_type type, sd_loaded *l, int clip_layer, sd_lora_stack *lora);
 
-/* A new handle value of `type` like h (its file, CLIP layer, model sampling, RescaleCFG) with the LoRA stack
+/* A new handle value of `type` like h (its file, CLIP layer, model sampling, RescaleCFG, IP-Adapters) with the LoRA stack
  * lora (NULL: none; a new reference is taken); NULL when memory runs out. */
 sd_value *sd_node_model_derive(sd_type type, const sd_model_handle *h, sd_lora_stack *lora);
 
