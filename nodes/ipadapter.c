@@ -61,10 +61,10 @@ static sd_status set_ipa_output(sd_node_run *r, size_t index, ipa_value *iv)
     return SD_OK;
 }
 
-/* The family name an adapter is for: its context width (768 SD1.x, 2048 SDXL). */
+/* The family name an adapter is for, from its context width (2048 SDXL, 1024 SD2.x, else SD1.x). */
 static const char *adapter_family(const sd_ipadapter_config *c)
 {
-    return c->cross_dim == 2048 ? "SDXL" : c->cross_dim == 768 ? "SD1.x" : "?";
+    return c->cross_dim == 2048 ? "SDXL" : c->cross_dim == 1024 ? "SD2.x" : "SD1.x";
 }
 
 /* The IPADAPTER check tag: "<family>:<CLIP feature width>:<p|h>" (p: projected image_embeds,
@@ -148,10 +148,17 @@ static void features_free(features *f)
     f->data = NULL;
 }
 
+/* True when the node declares the optional input and it is set (IPAdapter lacks some of
+ * IPAdapterAdvanced's). */
+static bool has(sd_node_run *r, const char *input)
+{
+    return sd_node_desc_input(sd_run_desc(r), input) && sd_run_has(r, input);
+}
+
 /* The CLIP vision model to use: the node's clip_vision input, else the unified loader's. */
 static sd_clip_vision_handle *pick_clip_vision(sd_node_run *r, const ipa_value *iv)
 {
-    if (sd_run_has(r, "clip_vision"))
+    if (has(r, "clip_vision"))
         return sd_node_clip_vision_input(r, "clip_vision");
     if (!iv->clip_vision)
         sd_run_error(r, SD_ERR_INVALID, "missing CLIP vision model: connect 'clip_vision' or load the IP-Adapter "
@@ -281,7 +288,7 @@ static sd_status apply(sd_node_run *r, const sd_model_handle *mh, sd_ipadapter *
         s = project(r, m, pos, &p->cond, &p->n_tokens);
     }
     if (!s) s = project(r, m, neg, &p->uncond, &n_neg);
-    const sd_tensor *mask = !s && sd_run_has(r, "attn_mask") ? sd_value_tensor(sd_run_value(r, "attn_mask"), "mask") : NULL;
+    const sd_tensor *mask = !s && has(r, "attn_mask") ? sd_value_tensor(sd_run_value(r, "attn_mask"), "mask") : NULL;
     if (mask && mask->ndim == 3) {
         size_t n = (size_t)(mask->shape[1] * mask->shape[2]);
         if (!(p->mask = malloc(n * sizeof *p->mask)))
@@ -326,7 +333,7 @@ static sd_status run_with_images(sd_node_run *r, const char *weight_type, const 
         return SD_ERR_INVALID;
     const sd_ipadapter_config *ac = sd_ipadapter_config_of(ipa->model);
     features pos = {0}, neg = {0};
-    const sd_tensor *nimg = sd_run_has(r, "image_negative") ? sd_node_image_tensor(r, "image_negative") : NULL;
+    const sd_tensor *nimg = has(r, "image_negative") ? sd_node_image_tensor(r, "image_negative") : NULL;
     sd_status s = encode(r, ac, cv, img, &pos);
     if (!s && (nimg || ac->kind != SD_IPA_PLAIN))
         s = encode(r, ac, cv, nimg, &neg);
@@ -502,7 +509,7 @@ static sd_status run_embeds(sd_node_run *r)
     const sd_ipadapter_config *ac = sd_ipadapter_config_of(ipa->model);
     features pos = {0}, neg = {0};
     sd_status s = read_embeds(r, "pos_embed", ac, &pos);
-    if (!s && sd_run_has(r, "neg_embed"))
+    if (!s && has(r, "neg_embed"))
         s = read_embeds(r, "neg_embed", ac, &neg);
     else if (!s && ac->kind != SD_IPA_PLAIN) {
         sd_clip_vision_handle *cv = pick_clip_vision(r, ipa);
@@ -536,4 +543,102 @@ const sd_node_desc sd_node_IPAdapterEmbeds = {
     .doc = "Applies an IP-Adapter from precomputed CLIP features (IPAdapterEncoder).",
     .inputs = embeds_in, .n_inputs = SD_COUNT(embeds_in),
     .outputs = model_out, .n_outputs = SD_COUNT(model_out), .run = run_embeds, .check = check_apply,
+};
+
+/* ---- IPAdapterUnifiedLoader ---- */
+
+static const char *const presets[] = {"LIGHT - SD1.5 only (low strength)", "STANDARD (medium strength)",
+                                      "VIT-G (medium strength)", "PLUS (high strength)", "PLUS FACE (portraits)",
+                                      "FULL FACE - SD1.5 only (portraits stronger)", NULL};
+
+/* The file names each preset looks for, as the files of ComfyUI_IPAdapter_plus's README are
+ * called (its regular expressions in utils.py match them): [preset][SD1.5 / SDXL], and the CLIP
+ * vision file (ViT-bigG for VIT-G, else ViT-H). NULL: the preset has no model for that family. */
+#define NAMES(base) {base ".safetensors", base ".bin"}
+static const char *const adapter_files[6][2][2] = {
+    {NAMES("ip-adapter_sd15_light_v11"), {NULL, NULL}},
+    {NAMES("ip-adapter_sd15"), NAMES("ip-adapter_sdxl_vit-h")},
+    {NAMES("ip-adapter_sd15_vit-G"), NAMES("ip-adapter_sdxl")},
+    {NAMES("ip-adapter-plus_sd15"), NAMES("ip-adapter-plus_sdxl_vit-h")},
+    {NAMES("ip-adapter-plus-face_sd15"), NAMES("ip-adapter-plus-face_sdxl_vit-h")},
+    {NAMES("ip-adapter-full-face_sd15"), {NULL, NULL}},
+};
+static const char *const clip_vision_files[2][4] = {
+    {"CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors", "ViT-H-14-laion2B-s32B-b79K.safetensors",
+     "CLIP-ViT-H-14-laion2B-s32B-b79K.bin", "ViT-H-14-laion2B-s32B-b79K.bin"},
+    {"CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors", "ViT-bigG-14-laion2B-39B-b160k.safetensors",
+     "CLIP-ViT-bigG-14-laion2B-39B-b160k.bin", "ViT-bigG-14-laion2B-39B-b160k.bin"},
+};
+
+static int preset_index(const char *preset)
+{
+    return preset ? enum_index(presets, preset) : -1;
+}
+
+static sd_status unified_files(sd_node_files *f)
+{
+    int p = preset_index(sd_files_literal(f, "preset"));
+    if (p < 0)
+        return SD_OK;
+    sd_status s = sd_files_find(f, "clip_vision", clip_vision_files[p == 2], 4);
+    for (int xl = 0; !s && xl < 2; xl++)
+        if (adapter_files[p][xl][0])
+            s = sd_files_find(f, "ipadapter", adapter_files[p][xl], 2);
+    return s;
+}
+
+static sd_status run_unified(sd_node_run *r)
+{
+    const sd_model_handle *mh = sd_node_model_input(r, "model");
+    if (!mh)
+        return SD_ERR_INVALID;
+    const char *preset = sd_run_string(r, "preset");
+    int p = preset_index(preset);
+    bool xl = sd_loaded_config(mh->loaded)->family == SD_FAMILY_SDXL;
+    const char *cv_path = NULL, *ipa_path = NULL;
+    if (sd_run_linked(r, "preset"))
+        return sd_run_error(r, SD_ERR_INVALID, "'preset' must be given as a value, not through a link");
+    if (!adapter_files[p][xl][0])
+        return sd_run_error(r, SD_ERR_INVALID, "the preset '%s' has no %s model", preset, xl ? "SDXL" : "SD1.5");
+    sd_status s = sd_run_found_file(r, "clip_vision", clip_vision_files[p == 2], 4, &cv_path);
+    if (!s && !cv_path)
+        return sd_run_error(r, SD_ERR_NOT_FOUND, "no CLIP vision model for '%s' in models/clip_vision (looked for %s)",
+                            preset, clip_vision_files[p == 2][0]);
+    if (!s) s = sd_run_found_file(r, "ipadapter", adapter_files[p][xl], 2, &ipa_path);
+    if (!s && !ipa_path)
+        return sd_run_error(r, SD_ERR_NOT_FOUND, "no IP-Adapter for '%s' in models/ipadapter (looked for %s)", preset,
+                            adapter_files[p][xl][0]);
+    if (s)
+        return sd_run_fail(r, s);
+    ipa_value *iv = NULL;
+    if ((s = open_adapter(r, ipa_path, &iv)))
+        return s;
+    if ((s = sd_clip_vision_handle_open(sd_run_context(r), cv_path, &iv->clip_vision))) {
+        ipa_value_free(iv);
+        return sd_run_fail(r, s);
+    }
+    sd_value *mv = sd_node_model_derive(SD_TYPE_MODEL, mh, mh->lora);
+    if (!mv) {
+        ipa_value_free(iv);
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    }
+    sd_run_set_output(r, 0, mv);
+    return set_ipa_output(r, 1, iv);
+}
+
+static const sd_input_desc unified_in[] = {
+    SD_IN_LINK("model", SD_TYPE_MODEL, "the model (its family picks the SD1.5 or SDXL file)"),
+    SD_IN_ENUM("preset", "STANDARD (medium strength)", presets,
+               "which IP-Adapter and CLIP vision files to load from models/ipadapter and models/clip_vision"),
+    SD_IN_LINK_OPT("ipadapter", SD_TYPE_IPADAPTER, "accepted for ComfyUI compatibility (not used)"),
+};
+static const sd_output_desc unified_out[] = {
+    SD_OUT("model", SD_TYPE_MODEL, "the model, unchanged"),
+    SD_OUT("ipadapter", SD_TYPE_IPADAPTER, "the IP-Adapter with its CLIP vision model"),
+};
+const sd_node_desc sd_node_IPAdapterUnifiedLoader = {
+    .name = "IPAdapterUnifiedLoader", .version = 1, .category = "ipadapter",
+    .doc = "Loads the IP-Adapter and CLIP vision model of a preset by their usual file names.",
+    .inputs = unified_in, .n_inputs = SD_COUNT(unified_in),
+    .outputs = unified_out, .n_outputs = SD_COUNT(unified_out), .run = run_unified, .files = unified_files,
 };

@@ -9,7 +9,8 @@ layers): plain (4 tokens from 24-wide image_embeds), plus (Resampler: 16 latents
 diffusers loads each with UNet2DConditionModel._load_ip_adapter_weights (its own conversion of
 the original layout) and records: the image tokens of fixed features, and the UNet's eps for the
 unet goldens' latent / timesteps / context with the adapter at scale 0.8, item 0 seeing the
-positive features and item 1 the negative ones (as a CFG batch does).
+positive features and item 1 the negative ones (as a CFG batch does). Also a small CLIP vision
+model of other widths (clip_vision_small.safetensors) for the wrong-encoder errors.
 
     python3 tests/reference/make_ipadapter_goldens.py [build/sdflow_mkckpt]
 
@@ -147,6 +148,14 @@ def main():
         write(f"ipa_{kind}_tokens.bin", tokens.numpy())
         write(f"ipa_{kind}_eps.bin", eps.numpy())
         print(kind, "tokens", tuple(tokens.shape), "eps std %.4f" % float(eps.std()))
+    # A CLIP vision model of other widths (16), for the wrong-encoder errors.
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+    torch.manual_seed(3)
+    small = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                                           num_attention_heads=1, image_size=16, patch_size=8,
+                                                           projection_dim=16))
+    save_file({k: v.contiguous().half() for k, v in small.state_dict().items() if "position_ids" not in k},
+              os.path.join(OUT, "clip_vision_small.safetensors"))
     print("wrote IP-Adapter goldens to", os.path.normpath(OUT))
 
 
