@@ -114,6 +114,7 @@ struct sd_cfg_denoiser {
     sd_control_eval *control; /* NULL when no entry carries a ControlNet */
     double rescale;        /* RescaleCFG multiplier (< 0: none) */
     const sd_ipa_patch **ipa; /* the model's IP-Adapters, oldest first (NULL: none) */
+    uint64_t seed;            /* the sampler's noise seed */
     size_t n_ipa;
 };
 
@@ -195,6 +196,43 @@ static double attr_number(const json_t *attrs, const char *key, double def)
     return json_is_number(v) ? json_number_value(v) : def;
 }
 
+/* unCLIPConditioning's image embeddings on entry i (tensor "unclip.i", attribute "unclip"), as the
+ * pooled output of an SDXL ADM vector (ml/families/adm.h sd_adm_unclip_pooled, seed - 10): out
+ * [1, width] with malloc'd data, or left empty when the entry has none. */
+static sd_status unclip_pooled(sd_node_run *r, const denoiser *d, const char *input, size_t i, const json_t *attrs,
+                               const sd_value *v, int width, sd_tensor *out)
+{
+    char name[32];
+    snprintf(name, sizeof name, "unclip.%zu", i);
+    const sd_tensor *t = sd_value_tensor(v, name);
+    const json_t *list = json_object_get(attrs, "unclip");
+    if (!t || !json_is_array(list))
+        return SD_OK;
+    if (t->ndim != 2 || t->shape[1] != width)
+        return sd_run_error(r, SD_ERR_INVALID, "input '%s': entry %zu's unCLIP image embeddings are %lld wide; the "
+                            "model's ADM input takes %d (SDXL Revision needs ViT-bigG/14's 1280)", input, i,
+                            (long long)(t->ndim == 2 ? t->shape[1] : 0), width);
+    int rows = (int)t->shape[0], row = 0;
+    double *strength = calloc((size_t)rows, sizeof *strength), *aug = calloc((size_t)rows, sizeof *aug);
+    float *data = malloc((size_t)width * sizeof *data);
+    size_t k;
+    const json_t *rec;
+    json_array_foreach(list, k, rec) {
+        json_int_t n = json_integer_value(json_object_get(rec, "rows"));
+        for (json_int_t j = 0; strength && aug && j < n && row < rows; j++, row++) {
+            strength[row] = json_number_value(json_object_get(rec, "strength"));
+            aug[row] = json_number_value(json_object_get(rec, "noise_augmentation"));
+        }
+    }
+    if (!strength || !aug || !data || !sd_adm_unclip_pooled(t->data, strength, aug, rows, width, d->seed - 10, data)) {
+        free(strength), free(aug), free(data);
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    }
+    free(strength), free(aug);
+    *out = (sd_tensor){.ndim = 2, .shape = {1, width}, .data = data};
+    return SD_OK;
+}
+
 /* Entry i's ADM vectors from its pooled output and size conditioning, as ComfyUI's encode_adm
  * with encode_model_conds' defaults: width and height the latent's times 8, crops 0, targets the
  * width and height, aesthetic score 6 (positive) or 2.5 (negative). */
@@ -206,6 +244,12 @@ static sd_status read_adm(sd_node_run *r, denoiser *d, const char *input, size_t
     snprintf(name, sizeof name, "pooled.%zu", i);
     const sd_tensor *p = sd_value_tensor(v, name);
     int n = sd_adm_embeddings(u->adm);
+    sd_tensor unclip = {0};
+    sd_status st = unclip_pooled(r, d, input, i, attrs, v, d->adm_dim - SD_ADM_EMBED_DIM * n, &unclip);
+    if (st)
+        return st;
+    if (unclip.data)
+        p = &unclip;
     if (!p || p->ndim != 2 || p->shape[0] < 1 || p->shape[1] + SD_ADM_EMBED_DIM * n != d->adm_dim)
         return sd_run_error(r, SD_ERR_INVALID,
                             "input '%s': entry %zu has no pooled output of width %d, which the model's ADM input "
@@ -227,6 +271,7 @@ static sd_status read_adm(sd_node_run *r, denoiser *d, const char *input, size_t
                          .aesthetic_score = attr_number(attrs, "aesthetic_score", strcmp(d->g->names[e->side], "negative") ? 6.0 : 2.5)};
     for (int64_t b = 0; b < p->shape[0]; b++)
         sd_adm_vector(u->adm, p->data + b * p->shape[1], (int)p->shape[1], &prm, adm + b * d->adm_dim);
+    free(unclip.data);
     e->adm = adm;
     e->adm_rows = (size_t)p->shape[0];
     return SD_OK;
@@ -1040,7 +1085,7 @@ sd_status sd_cfg_denoiser_new(const sd_cfg_setup *s, sd_cfg_denoiser **out)
     *d = (denoiser){.r = r, .cl = s->cl, .unet = s->unet, .ms = s->ms, .batch = s->batch, .h = s->h, .w = s->w,
                     .in_channels = s->in_channels, .dim = s->dim, .g = s->guider, .need_uncond = s->need_uncond,
                     .adm_dim = sd_unet_config_of(s->unet)->adm_channels, .rescale = s->rescale_cfg,
-                    .preview = s->preview};
+                    .preview = s->preview, .seed = s->seed};
     set_used(d);
     if ((d->n_ipa = sd_ipa_stack_count(s->ipadapters))) {
         if (!(d->ipa = malloc(d->n_ipa * sizeof *d->ipa)))

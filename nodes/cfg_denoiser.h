@@ -26,6 +26,7 @@ typedef struct sd_cfg_setup {
     const struct sd_latent_format *preview; /* latent format for step previews, NULL: none */
     double rescale_cfg;           /* RescaleCFG's multiplier on the model (< 0: none) */
     const sd_ipa_stack *ipadapters; /* the model's IP-Adapters (NULL: none); must outlive the denoiser */
+    uint64_t seed;                /* the noise seed (unCLIP noise augmentation: seed - 10, as ComfyUI) */
 } sd_cfg_setup;
 
 /* Reads the guider's conditionings (entries, regions, ControlNets) and allocates the working

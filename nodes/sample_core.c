@@ -264,7 +264,7 @@ sd_status sd_node_sample(sd_node_run *r, const sd_sample_request *q)
     sd_cfg_setup s = {.r = r, .guider = g, .need_uncond = sd_sampler_uses_uncond(q->sampler), .ms = &ms,
                       .batch = (size_t)lt->shape[0], .h = lt->shape[2], .w = lt->shape[3],
                       .in_channels = cfg->unet.in_channels, .dim = cfg->unet.context_dim, .preview = format,
-                      .rescale_cfg = h->rescale_cfg, .ipadapters = h->ipa};
+                      .rescale_cfg = h->rescale_cfg, .ipadapters = h->ipa, .seed = q->seed};
     size_t per_item = (size_t)(format->channels * s.h * s.w), n = s.batch * per_item;
     sd_cfg_denoiser *d = NULL;
     float *noise = NULL, *latent = NULL, *mask = NULL;

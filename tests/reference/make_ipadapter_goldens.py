@@ -52,6 +52,17 @@ def read(name):
         return torch.from_numpy(np.frombuffer(f.read(), dtype="<f4").reshape(shape).copy())
 
 
+def tiny_clip_vision(name, projection, seed):
+    """A random f16 CLIPVisionModelWithProjection (width 16, 2 layers, patch 8, image 16)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+    torch.manual_seed(seed)
+    m = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                                       num_attention_heads=1, image_size=16, patch_size=8,
+                                                       projection_dim=projection))
+    save_file({k: v.contiguous().half() for k, v in m.state_dict().items() if "position_ids" not in k},
+              os.path.join(OUT, name))
+
+
 def rnd(g, *shape, scale=0.2):
     return torch.randn(*shape, generator=g) * scale
 
@@ -148,14 +159,7 @@ def main():
         write(f"ipa_{kind}_tokens.bin", tokens.numpy())
         write(f"ipa_{kind}_eps.bin", eps.numpy())
         print(kind, "tokens", tuple(tokens.shape), "eps std %.4f" % float(eps.std()))
-    # A CLIP vision model of other widths (16), for the wrong-encoder errors.
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-    torch.manual_seed(3)
-    small = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                                           num_attention_heads=1, image_size=16, patch_size=8,
-                                                           projection_dim=16))
-    save_file({k: v.contiguous().half() for k, v in small.state_dict().items() if "position_ids" not in k},
-              os.path.join(OUT, "clip_vision_small.safetensors"))
+    tiny_clip_vision("clip_vision_small.safetensors", 16, 3)  # other widths: the wrong-encoder errors
     print("wrote IP-Adapter goldens to", os.path.normpath(OUT))
 
 
