@@ -178,19 +178,21 @@ static sd_status encode(sd_node_run *r, const sd_ipadapter_config *ac, sd_clip_v
         return sd_run_error(r, SD_ERR_INVALID, "the IP-Adapter takes %d-wide CLIP vision %s; the CLIP vision model gives "
                             "%d (wrong encoder for this adapter)", ac->clip_dim, plain ? "image_embeds" : "hidden states",
                             width);
-    float black[224 * 224 * 3] = {0};
-    sd_tensor zero = {.ndim = 4, .shape = {1, 224, 224, 3}, .data = black};
-    if (!img)
+    sd_tensor zero = {.ndim = 4, .shape = {1, 224, 224, 3}}; /* the black image of ComfyUI_IPAdapter_plus */
+    if (!img) {
+        if (!(zero.data = calloc(224 * 224 * 3, sizeof(float))))
+            return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
         img = &zero;
+    }
     int n = (int)img->shape[0], tokens = plain ? 1 : sd_clip_vision_tokens(c);
     size_t count = (size_t)n * (size_t)tokens * (size_t)width;
     *out = (features){.data = malloc(count * sizeof(float)), .n = n, .tokens = tokens, .width = width};
-    float *pen = plain ? NULL : out->data;
-    if (!out->data)
-        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
-    sd_status s = sd_node_clip_vision_encode(r, cv, img, true, plain ? out->data : NULL, NULL, pen);
+    sd_status s = out->data ? sd_node_clip_vision_encode(r, cv, img, true, plain ? out->data : NULL, NULL,
+                                                         plain ? NULL : out->data)
+                            : sd_run_error(r, SD_ERR_NOMEM, "out of memory");
     if (s)
         features_free(out);
+    free(zero.data);
     return s;
 }
 
@@ -270,9 +272,12 @@ static sd_status apply(sd_node_run *r, const sd_model_handle *mh, sd_ipadapter *
     if (cc->unet.context_dim != ac->cross_dim)
         return sd_run_error(r, SD_ERR_INVALID, "the IP-Adapter is for %s models (context %d); the model is %s (context %d)",
                             adapter_family(ac), ac->cross_dim, sd_family_name(cc->family), cc->unet.context_dim);
+    if (neg->tokens != pos->tokens || neg->width != pos->width)
+        return sd_run_error(r, SD_ERR_INVALID, "the negative features are [%d, %d] per image; the positive ones [%d, %d]",
+                            neg->tokens, neg->width, pos->tokens, pos->width);
     combine(pos, combine_how);
-    if (pos->n == 1 && neg->n > 1)
-        neg->n = 1; /* uncond[0] after combining */
+    if (neg->n > pos->n)
+        neg->n = pos->n; /* uncond[0] after combining */
     sd_status s = repeat_to(r, neg, pos->n);
     sd_model_sampling ms;
     if (!s && (s = sd_node_model_sampling_of(ctx, mh, &ms)))
