@@ -162,6 +162,20 @@ static void adapter_case(const char *kind, sd_ipadapter_kind want, int tokens, c
     a->sigma_start = 0.5, a->sigma_end = 0.1;
     float *eps3 = forward((const sd_ipa_patch *const *)&a, 1, 1.0), *plain = forward(NULL, 0, 1.0);
     CHECK(memcmp(eps3, plain, N_EPS * sizeof *eps3) == 0);
+    /* attn_mask: all ones changes nothing; all zeros (any size: it is resized per layer) removes
+     * the adapter's part. */
+    float ones[6 * 5], zeros[6 * 5] = {0};
+    for (int i = 0; i < 30; i++)
+        ones[i] = 1.0f;
+    a->sigma_start = INFINITY, a->sigma_end = -INFINITY, a->weight = SCALE;
+    a->mask = ones, a->mask_h = 6, a->mask_w = 5;
+    float *eps_ones = forward((const sd_ipa_patch *const *)&a, 1, 1.0);
+    CHECK_MSG(test_max_abs_diff(eps_ones, eps, N_EPS) < 1e-6, "%s: an all-ones mask changed eps", kind);
+    a->mask = zeros;
+    float *eps_zeros = forward((const sd_ipa_patch *const *)&a, 1, 1.0);
+    CHECK_MSG(test_max_abs_diff(eps_zeros, plain, N_EPS) < 1e-6, "%s: an all-zeros mask left the adapter's part", kind);
+    a->mask = NULL;
+    free(eps_ones), free(eps_zeros);
     sd_ipa_patch_free(a), sd_ipa_patch_free(b), sd_ipa_patch_free((sd_ipa_patch *)p);
     free(eps), free(eps2), free(eps3), free(plain), free(ref), free(ref_tokens), free(feat), free(got), free(pos),
         free(neg);
