@@ -120,6 +120,9 @@ struct sd_cfg_denoiser {
     bool reported; /* the node's error is already recorded */
     sd_control_eval *control; /* NULL when no entry carries a ControlNet */
     double rescale;        /* RescaleCFG multiplier (< 0: none) */
+    const sd_ipa_patch **ipa; /* the model's IP-Adapters, oldest first (NULL: none) */
+    uint64_t seed;            /* the sampler's noise seed */
+    size_t n_ipa;
 };
 
 static int64_t gcd64(int64_t a, int64_t b)
@@ -200,6 +203,43 @@ static double attr_number(const json_t *attrs, const char *key, double def)
     return json_is_number(v) ? json_number_value(v) : def;
 }
 
+/* unCLIPConditioning's image embeddings on entry i (tensor "unclip.i", attribute "unclip"), as the
+ * pooled output of an SDXL ADM vector (ml/families/adm.h sd_adm_unclip_pooled, seed - 10): out
+ * [1, width] with malloc'd data, or left empty when the entry has none. */
+static sd_status unclip_pooled(sd_node_run *r, const denoiser *d, const char *input, size_t i, const json_t *attrs,
+                               const sd_value *v, int width, sd_tensor *out)
+{
+    char name[32];
+    snprintf(name, sizeof name, "unclip.%zu", i);
+    const sd_tensor *t = sd_value_tensor(v, name);
+    const json_t *list = json_object_get(attrs, "unclip");
+    if (!t || !json_is_array(list))
+        return SD_OK;
+    if (t->ndim != 2 || t->shape[1] != width)
+        return sd_run_error(r, SD_ERR_INVALID, "input '%s': entry %zu's unCLIP image embeddings are %lld wide; the "
+                            "model's ADM input takes %d (SDXL Revision needs ViT-bigG/14's 1280)", input, i,
+                            (long long)(t->ndim == 2 ? t->shape[1] : 0), width);
+    int rows = (int)t->shape[0], row = 0;
+    double *strength = calloc((size_t)rows, sizeof *strength), *aug = calloc((size_t)rows, sizeof *aug);
+    float *data = malloc((size_t)width * sizeof *data);
+    size_t k;
+    const json_t *rec;
+    json_array_foreach(list, k, rec) {
+        json_int_t n = json_integer_value(json_object_get(rec, "rows"));
+        for (json_int_t j = 0; strength && aug && j < n && row < rows; j++, row++) {
+            strength[row] = json_number_value(json_object_get(rec, "strength"));
+            aug[row] = json_number_value(json_object_get(rec, "noise_augmentation"));
+        }
+    }
+    if (!strength || !aug || !data || !sd_adm_unclip_pooled(t->data, strength, aug, rows, width, d->seed - 10, data)) {
+        free(strength), free(aug), free(data);
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    }
+    free(strength), free(aug);
+    *out = (sd_tensor){.ndim = 2, .shape = {1, width}, .data = data};
+    return SD_OK;
+}
+
 /* Entry i's ADM vectors from its pooled output and size conditioning, as ComfyUI's encode_adm
  * with encode_model_conds' defaults: width and height the latent's times 8, crops 0, targets the
  * width and height, aesthetic score 6 (positive) or 2.5 (negative). */
@@ -211,6 +251,12 @@ static sd_status read_adm(sd_node_run *r, denoiser *d, const char *input, size_t
     const sd_tensor *p = sd_value_tensor(v, name);
     sd_adm_kind kind = d->flux ? SD_ADM_NONE : sd_unet_config_of(d->unet)->adm;
     int n = d->flux ? 0 : sd_adm_embeddings(kind);
+    sd_tensor unclip = {0};
+    sd_status st = unclip_pooled(r, d, input, i, attrs, v, d->adm_dim - SD_ADM_EMBED_DIM * n, &unclip);
+    if (st)
+        return st;
+    if (unclip.data)
+        p = &unclip;
     if (!p || p->ndim != 2 || p->shape[0] < 1 || p->shape[1] + SD_ADM_EMBED_DIM * n != d->adm_dim)
         return sd_run_error(r, SD_ERR_INVALID,
                             "input '%s': entry %zu has no pooled output of width %d, which the model's ADM input "
@@ -235,6 +281,7 @@ static sd_status read_adm(sd_node_run *r, denoiser *d, const char *input, size_t
             memcpy(adm + b * d->adm_dim, p->data + b * p->shape[1], (size_t)d->adm_dim * sizeof *adm);
         else
             sd_adm_vector(kind, p->data + b * p->shape[1], (int)p->shape[1], &prm, adm + b * d->adm_dim);
+    free(unclip.data);
     e->adm = adm;
     e->adm_rows = (size_t)p->shape[0];
     return SD_OK;
@@ -709,6 +756,34 @@ static sd_status control_call(denoiser *d, const sd_control_link *const *chains,
     return st;
 }
 
+/* The UNet forward of unet_group with the model's IP-Adapters hooked into its attn2 layers (items
+ * of the negative side, ComfyUI's cond_or_uncond 1, attend to the unconditional image tokens). */
+static sd_status forward_ipa(denoiser *d, size_t k0, size_t items, float sigma, const sd_dtensor *x, const float *t,
+                             size_t g, const sd_unet_control *control, sd_dtensor **out)
+{
+    const sd_dtensor *y = d->ys ? d->ys[g] : NULL;
+    if (!d->n_ipa)
+        return sd_unet_forward_adm(d->unet, x, t, d->contexts[g], y, control, out);
+    bool *negative = malloc(items * sizeof *negative);
+    sd_dtensor **tokens = calloc(2 * d->n_ipa, sizeof *tokens);
+    if (!negative || !tokens) {
+        free(negative), free(tokens);
+        return sd_set_error(sd_run_context(d->r), SD_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < items; i++)
+        negative[i] = grouped(d, k0 + i / d->batch)->side == 1;
+    sd_ipa_call call = {.cl = d->cl, .patches = d->ipa, .n_patches = d->n_ipa, .negative = negative,
+                        .batch = (int64_t)items, .sigma = sigma, .tokens = tokens};
+    sd_unet_attn2_hook hook = {.apply = sd_ipa_attn2, .user = &call};
+    sd_unet_control with_hook = control ? *control : (sd_unet_control){0};
+    with_hook.attn2 = &hook;
+    sd_status st = sd_unet_forward_adm(d->unet, x, t, d->contexts[g], y, &with_hook, out);
+    sd_ipa_call_release(&call);
+    free(tokens);
+    free(negative);
+    return st;
+}
+
 /* One UNet call for group g: eps of every (active entry, item) of the group, on each entry's
  * area of the latent, into d->eps (the group's entries one after the other from
  * d->eps + k0 * batch * per_item; d->eps_at says where each is). */
@@ -758,7 +833,7 @@ static sd_status unet_group(denoiser *d, size_t g, float sigma)
         (!d->control || !(st = control_call(d, chains, k1 - k0, host, in_item, e0->ah, e0->aw, sigma, timestep,
                                              d->contexts[g], d->ys ? d->ys[g] : NULL, &res, &control))) &&
         !(st = d->flux ? sd_flux_forward(d->flux, x, t, d->contexts[g], d->ys[g], isnan(guidance[0]) ? NULL : guidance, &out)
-                       : sd_unet_forward_adm(d->unet, x, t, d->contexts[g], d->ys ? d->ys[g] : NULL, control, &out)))
+                       : forward_ipa(d, k0, items, sigma, x, t, g, control, &out)))
         st = sd_dtensor_download(out, d->eps + k0 * d->batch * d->per_item);
 done:
     sd_control_residuals_free(&res);
@@ -1028,10 +1103,15 @@ sd_status sd_cfg_denoiser_new(const sd_cfg_setup *s, sd_cfg_denoiser **out)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
     *d = (denoiser){.r = r, .cl = s->cl, .unet = s->unet, .flux = s->flux, .ms = s->ms, .batch = s->batch,
                     .h = s->h, .w = s->w, .in_channels = s->in_channels, .dim = s->dim, .g = s->guider,
-                    .need_uncond = s->need_uncond, .rescale = s->rescale_cfg, .preview = s->preview,
+                    .need_uncond = s->need_uncond, .rescale = s->rescale_cfg, .preview = s->preview, .seed = s->seed,
                     .channels = s->flux ? sd_flux_config_of(s->flux)->in_channels : 4,
                     .adm_dim = s->flux ? sd_flux_config_of(s->flux)->vec_dim : sd_unet_config_of(s->unet)->adm_channels};
     set_used(d);
+    if ((d->n_ipa = sd_ipa_stack_count(s->ipadapters))) {
+        if (!(d->ipa = malloc(d->n_ipa * sizeof *d->ipa)))
+            return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+        sd_ipa_stack_list(s->ipadapters, d->ipa);
+    }
     d->per_item = (size_t)d->channels * (size_t)(d->h * d->w);
     size_t n = d->batch * d->per_item, n_eps;
     sd_status st = SD_OK;
@@ -1103,5 +1183,6 @@ void sd_cfg_denoiser_free(sd_cfg_denoiser *d)
     for (size_t m = 0; m < d->n_adms; m++)
         free(d->adms[m]);
     free(d->adms);
+    free(d->ipa);
     free(d);
 }

@@ -6,6 +6,7 @@
 #define SD_NODES_CFG_DENOISER_H
 
 #include "ml/sampling/schedulers.h"
+#include "ml/adapters/ipadapter.h"
 #include "ml/diffusion/flux.h"
 #include "ml/diffusion/unet.h"
 #include "nodes/sample_core.h"
@@ -27,6 +28,8 @@ typedef struct sd_cfg_setup {
     int64_t dim;                  /* the UNet's context width */
     const struct sd_latent_format *preview; /* latent format for step previews, NULL: none */
     double rescale_cfg;           /* RescaleCFG's multiplier on the model (< 0: none) */
+    const sd_ipa_stack *ipadapters; /* the model's IP-Adapters (NULL: none); must outlive the denoiser */
+    uint64_t seed;                /* the noise seed (unCLIP noise augmentation: seed - 10, as ComfyUI) */
 } sd_cfg_setup;
 
 /* Reads the guider's conditionings (entries, regions, ControlNets) and allocates the working

@@ -653,3 +653,72 @@ void sd_cond_area_mult(int64_t lat_h, int64_t lat_w, const int64_t area[4], cons
         }
     }
 }
+
+/* ---- unCLIPConditioning ---- */
+
+/* Entry i gets the image embeddings appended to its "unclip.i" rows and one record
+ * {strength, noise_augmentation, rows} appended to its "unclip" list (ComfyUI's
+ * unclip_conditioning, append=True). */
+static sd_status unclip_entry(sd_node_run *r, const char *input, sd_value *out, size_t i, const void *user)
+{
+    const sd_tensor *emb = user;
+    char name[32];
+    snprintf(name, sizeof name, "unclip.%zu", i);
+    const sd_tensor *old = sd_value_tensor(out, name);
+    int64_t rows = old ? old->shape[0] : 0, dim = emb->shape[1];
+    if (old && old->shape[1] != dim)
+        return sd_run_error(r, SD_ERR_INVALID, "input '%s': entry %zu already has %lld-wide image embeddings, not %lld",
+                            input, i, (long long)old->shape[1], (long long)dim);
+    size_t keep = (size_t)(rows * dim);
+    float *prev = keep ? malloc(keep * sizeof *prev) : NULL;
+    if (keep && !prev)
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    if (prev)
+        memcpy(prev, old->data, keep * sizeof *prev);
+    int64_t shape[2] = {rows + emb->shape[0], dim};
+    float *dst = reset_entry_tensor(out, "unclip", i, 2, shape);
+    json_t *e = json_array_get(json_object_get(out->attrs, "entries"), i), *list = json_object_get(e, "unclip");
+    json_t *rec = json_pack("{s:f, s:f, s:I}", "strength", sd_run_float(r, "strength"), "noise_augmentation",
+                            sd_run_float(r, "noise_augmentation"), "rows", (json_int_t)emb->shape[0]);
+    if (!json_is_array(list) && json_is_object(e) && !json_object_set_new(e, "unclip", json_array()))
+        list = json_object_get(e, "unclip");
+    bool ok = dst && rec && json_is_array(list) && !json_array_append(list, rec);
+    json_decref(rec);
+    if (ok) {
+        if (prev)
+            memcpy(dst, prev, keep * sizeof *dst);
+        memcpy(dst + keep, emb->data, (size_t)(emb->shape[0] * dim) * sizeof *dst);
+    }
+    free(prev);
+    return ok ? SD_OK : sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+}
+
+static sd_status run_unclip(sd_node_run *r)
+{
+    const sd_tensor *emb = sd_value_tensor(sd_run_value(r, "clip_vision_output"), "image_embeds");
+    if (!emb || emb->ndim != 2 || emb->shape[0] < 1 || emb->shape[1] < 1)
+        return sd_run_error(r, SD_ERR_INVALID, "input 'clip_vision_output' has no image_embeds");
+    if (sd_run_float(r, "strength") == 0) { /* ComfyUI returns the conditioning as it is */
+        sd_run_set_output(r, 0, sd_value_ref(sd_run_value(r, "conditioning")));
+        return SD_OK;
+    }
+    return map_entries(r, "conditioning", unclip_entry, emb);
+}
+
+static const sd_input_desc unclip_in[] = {
+    IN_COND,
+    SD_IN_LINK("clip_vision_output", SD_TYPE_CLIP_VISION_OUTPUT, "from CLIPVisionEncode (its image_embeds)"),
+    SD_IN_FLOAT("strength", "1.0", -10.0, 10.0, "weight of the image embedding"),
+    SD_IN_FLOAT("noise_augmentation", "0.0", 0.0, 1.0, "noise added to the embedding (0: none; the noise level is "
+                                                      "round(999 x this))"),
+};
+static const sd_output_desc unclip_out[] = {
+    SD_OUT("CONDITIONING", SD_TYPE_CONDITIONING, "the entries with the image embedding attached"),
+};
+const sd_node_desc sd_node_unCLIPConditioning = {
+    .name = "unCLIPConditioning", .version = 1, .category = "conditioning",
+    .doc = "Attaches a CLIP vision image embedding to a conditioning: on SDXL (Revision) it replaces the pooled "
+           "output in the ADM vector, noise-augmented with the sampler's seed - 10.",
+    .inputs = unclip_in, .n_inputs = SD_COUNT(unclip_in),
+    .outputs = unclip_out, .n_outputs = SD_COUNT(unclip_out), .run = run_unclip,
+};

@@ -12,6 +12,7 @@ static void handle_free(void *p)
 {
     sd_model_handle *h = p;
     sd_lora_stack_unref(h->lora); /* before the file: the patched view borrows its weights */
+    sd_ipa_stack_unref(h->ipa);
     sd_loaded_unref(h->loaded);
     for (int k = 0; k < SD_FAMILY_MAX_TEXT_ENCODERS; k++)
         sd_loaded_unref(h->text_file[k]);
@@ -35,6 +36,7 @@ sd_value *sd_node_model_value_lora(sd_type type, sd_loaded *l, int clip_layer, s
     h->zsnr = false;
     h->rescale_cfg = -1.0;
     h->flux_shift = NAN;
+    h->ipa = NULL;
     return sd_value_handle(type, h, handle_free); /* frees h on failure */
 }
 
@@ -52,6 +54,7 @@ sd_value *sd_node_model_derive(sd_type type, const sd_model_handle *h, sd_lora_s
             out->text_file[k] = h->text_file[k] ? sd_loaded_ref(h->text_file[k]) : NULL;
             out->text_part[k] = h->text_part[k];
         }
+        out->ipa = sd_ipa_stack_ref(h->ipa);
     }
     return v;
 }

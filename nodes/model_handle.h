@@ -5,6 +5,7 @@
 #define SD_NODES_MODEL_HANDLE_H
 
 #include "core/node.h"
+#include "ml/adapters/ipadapter.h"
 #include "ml/adapters/lora.h"
 #include "ml/loading/model_store.h"
 #include "ml/sampling/schedulers.h"
@@ -26,6 +27,7 @@ typedef struct sd_model_handle {
     sd_family text_family;
     sd_loaded *text_file[SD_FAMILY_MAX_TEXT_ENCODERS];
     int text_part[SD_FAMILY_MAX_TEXT_ENCODERS];
+    sd_ipa_stack *ipa;  /* MODEL: the IP-Adapters applied to it (one reference), NULL for none */
 } sd_model_handle;
 
 /* A new MODEL/CLIP/VAE value holding a new reference to l; NULL when memory runs out. */
@@ -55,7 +57,7 @@ sd_text_encoder_kind sd_node_clip_kind(const sd_model_handle *h, int slot);
  * family and the files' text-model configurations (transformers' layout) as cfg->clip / clip2. */
 void sd_node_clip_lora_config(const sd_model_handle *h, sd_checkpoint_config *cfg);
 
-/* A new handle value of `type` like h (its file, CLIP layer, model sampling, RescaleCFG) with the LoRA stack
+/* A new handle value of `type` like h (its file, CLIP layer, model sampling, RescaleCFG, IP-Adapters) with the LoRA stack
  * lora (NULL: none; a new reference is taken); NULL when memory runs out. */
 sd_value *sd_node_model_derive(sd_type type, const sd_model_handle *h, sd_lora_stack *lora);
 

@@ -22,6 +22,11 @@ struct sd_unet {
     sd_cl *cl;
     sd_unet_config config;
     sd_weights *w;
+    /* During a forward with an attn2 hook: the hook and where the forward is. */
+    const sd_unet_attn2_hook *hook;
+    sd_unet_attn_site site;
+    int n_input_attn, n_output_attn; /* attn2 layers of the input and output blocks */
+    int seen_input, seen_output;     /* of those, run so far in this forward */
 };
 
 sd_status sd_unet_new(sd_cl *cl, const sd_safetensors *st, const char *prefix,
@@ -209,9 +214,10 @@ static sd_status res_block(sd_unet *u, const char *base, const sd_dtensor *x, co
 }
 
 /* Multi-head attention <base>.to_q/k/v (no bias), to_out.0 on x [B, N, C], keys and values
- * from kv (x itself for self-attention, the context for cross-attention). */
+ * from kv (x itself for self-attention, the context for cross-attention, where the forward's
+ * attn2 hook adds its part before to_out). */
 static sd_status attention(sd_unet *u, const char *base, const sd_dtensor *x, const sd_dtensor *kv, int heads,
-                           sd_dtensor **out)
+                           bool cross, sd_dtensor **out)
 {
     char name[128];
     sd_dtensor *q = NULL, *k = NULL, *v = NULL, *a = NULL;
@@ -225,6 +231,8 @@ static sd_status attention(sd_unet *u, const char *base, const sd_dtensor *x, co
         s = linear(u, name, kv, false, SD_ACT_NONE, &v);
     if (!s)
         s = sd_op_attention(u->cl, q, k, v, heads, NULL, &a);
+    if (!s && cross && u->hook)
+        s = u->hook->apply(u->hook->user, &u->site, q, heads, &a);
     sd_dtensor_free(q);
     sd_dtensor_free(k);
     sd_dtensor_free(v);
@@ -245,7 +253,7 @@ static sd_status attend_residual(sd_unet *u, const char *base, int k, sd_dtensor
     sd_status s = layer_norm(u, name, *x, &h);
     snprintf(name, sizeof name, "%s.attn%d", base, k);
     if (!s)
-        s = attention(u, name, h, context ? context : h, heads, &y);
+        s = attention(u, name, h, context ? context : h, heads, context != NULL, &y);
     if (!s)
         s = add_into(u, x, y);
     sd_dtensor_free(h);
@@ -279,6 +287,19 @@ static sd_status transformer_block(sd_unet *u, const char *base, sd_dtensor **x,
     return s;
 }
 
+/* The IP-Adapter order of the attn2 of transformer block d about to run. */
+static int attn_number(sd_unet *u, int d)
+{
+    switch (u->site.part) {
+    case SD_UNET_INPUT:
+        return u->seen_input++;
+    case SD_UNET_OUTPUT:
+        return u->n_input_attn + u->seen_output++;
+    default:
+        return u->n_input_attn + u->n_output_attn + d;
+    }
+}
+
 /* SpatialTransformer: x + proj_out(blocks(proj_in(GN(x)))) with `depth` blocks token-major. */
 static sd_status spatial_transformer(sd_unet *u, const char *base, const sd_dtensor *x, int depth,
                                      const sd_dtensor *context, sd_dtensor **out)
@@ -303,10 +324,15 @@ static sd_status spatial_transformer(sd_unet *u, const char *base, const sd_dten
         s = sd_op_matmul(u->cl, n, true, &w2, true, bias, SD_ACT_NONE, 1.0f, &t);
     }
     sd_dtensor_free(n);
+    u->site.h = x->shape[2];
+    u->site.w = x->shape[3];
     for (int d = 0; !s && d < depth; d++) {
         snprintf(name, sizeof name, "%s.transformer_blocks.%d", base, d);
+        u->site.index = d;
+        u->site.number = attn_number(u, d);
         s = transformer_block(u, name, &t, context);
     }
+    u->site.transformer++;
     snprintf(name, sizeof name, "%s.proj_out", base);
     if (!s)
         s = linear(u, name, t, true, SD_ACT_NONE, &p);
@@ -402,7 +428,7 @@ static sd_status check_inputs(sd_unet *u, const sd_dtensor *x, const float *time
     for (int64_t i = 0; i < x->shape[0]; i++)
         if (!isfinite(timesteps[i]))
             return sd_set_error(ctx, SD_ERR_INVALID, "timestep %lld is not a finite number", (long long)i);
-    if (control && control->n_skips != skip_count(c))
+    if (control && control->skips && control->n_skips != skip_count(c))
         return sd_set_error(ctx, SD_ERR_INVALID, "ControlNet gives %d skip residuals, the model has %d skips",
                             control->n_skips, skip_count(c));
     if (control && control->n_inputs && control->n_inputs != skip_count(c))
@@ -434,6 +460,7 @@ static sd_status decoder(sd_unet *u, sd_dtensor **hs, int n_hs, sd_dtensor **h, 
             int sub = 1;
             snprintf(name, sizeof name, "output_blocks.%d.1", block);
             if (!s && c->attention[level]) {
+                u->site.part = SD_UNET_OUTPUT, u->site.block = block;
                 s = advance(spatial_transformer(u, name, *h, c->depth[level], context, &t), h, &t);
                 sub = 2;
             }
@@ -484,6 +511,7 @@ static sd_status encode(sd_unet *u, const sd_dtensor *x, const float *timesteps,
             snprintf(name, sizeof name, "input_blocks.%d.0", block);
             s = res_block(u, name, hs[n_hs - 1], *emb, h);
             snprintf(name, sizeof name, "input_blocks.%d.1", block);
+            u->site.part = SD_UNET_INPUT, u->site.block = block;
             if (!s && c->attention[level])
                 s = advance(spatial_transformer(u, name, *h, c->depth[level], context, &t), h, &t);
             if (!s)
@@ -502,11 +530,27 @@ static sd_status encode(sd_unet *u, const sd_dtensor *x, const float *timesteps,
     }
     if (!s)
         s = res_block(u, "middle_block.0", hs[n_hs - 1], *emb, h);
+    u->site.part = SD_UNET_MIDDLE, u->site.block = 1;
     if (!s)
         s = advance(spatial_transformer(u, "middle_block.1", *h, c->middle_depth, context, &t), h, &t);
     if (!s)
         s = advance(res_block(u, "middle_block.2", *h, *emb, &t), h, &t);
     return s;
+}
+
+/* Sets up the attn2 hook (NULL: none) and the site counters for a forward on x. */
+static void start_sites(sd_unet *u, const sd_unet_attn2_hook *hook, const sd_dtensor *x)
+{
+    const sd_unet_config *c = &u->config;
+    u->hook = hook;
+    u->n_input_attn = u->n_output_attn = u->seen_input = u->seen_output = 0;
+    u->site = (sd_unet_attn_site){.latent_h = x->shape[2], .latent_w = x->shape[3], .transformers = 1};
+    for (int level = 0; level < c->n_levels; level++)
+        if (c->attention[level]) {
+            u->n_input_attn += c->num_res_blocks * c->depth[level];
+            u->n_output_attn += (c->num_res_blocks + 1) * c->depth[level];
+            u->site.transformers += 2 * c->num_res_blocks + 1;
+        }
 }
 
 sd_status sd_unet_forward(sd_unet *u, const sd_dtensor *x, const float *timesteps,
@@ -530,11 +574,13 @@ sd_status sd_unet_forward_adm(sd_unet *u, const sd_dtensor *x, const float *time
     sd_dtensor *emb = NULL, *h = NULL, *t = NULL;
     if (!hs)
         return sd_set_error(u->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    start_sites(u, control ? control->attn2 : NULL, x);
     s = encode(u, x, timesteps, context, y, NULL, control, hs, &emb, &h);
     if (!s && control)
         s = add_control(u, &h, control->middle, "the middle block");
     if (!s)
         s = decoder(u, hs, n_skips, &h, emb, context, control);
+    u->hook = NULL;
     if (!s)
         s = advance(group_norm(u, "out.0", h, UNET_GN_EPS, true, &t), &h, &t);
     if (!s)

@@ -14,8 +14,30 @@ typedef struct sd_unet sd_unet;
  * in order) and one for the middle block, each [B, C, h, w] like the tensor it is added to.
  * As ComfyUI: a skip's residual is added where the skip is concatenated in the output blocks,
  * the middle one to the middle block's output; a NULL entry (or middle) adds nothing. */
+/* Where a cross-attention (attn2) layer is, for a hook that adds to it (IP-Adapter). */
+typedef enum sd_unet_part { SD_UNET_INPUT, SD_UNET_MIDDLE, SD_UNET_OUTPUT } sd_unet_part;
+typedef struct sd_unet_attn_site {
+    sd_unet_part part;
+    int block;        /* input_blocks.N / output_blocks.N (middle: 1) */
+    int index;        /* the transformer block within its SpatialTransformer */
+    int transformer;  /* SpatialTransformers before this one in forward order (ComfyUI's transformer_index) */
+    int transformers; /* SpatialTransformers in the model (16 in SD1, 11 in SDXL) */
+    int number;       /* this attn2 in IP-Adapter order (input blocks, output blocks, middle; 0-based):
+                       * the IP-Adapter file's key is 2 * number + 1 */
+    int64_t h, w;               /* the layer's token grid */
+    int64_t latent_h, latent_w; /* the latent's size */
+} sd_unet_attn_site;
+
+/* Adds to every attn2 of the UNet: called with the attention's query q [B, N, C] (after to_q)
+ * and its output *out [B, N, C] (before to_out), which it may replace by a new tensor (freeing
+ * the old one). */
+typedef struct sd_unet_attn2_hook {
+    sd_status (*apply)(void *user, const sd_unet_attn_site *site, const sd_dtensor *q, int heads, sd_dtensor **out);
+    void *user;
+} sd_unet_attn2_hook;
+
 typedef struct sd_unet_control {
-    const sd_dtensor *const *skips;
+    const sd_dtensor *const *skips; /* NULL (n_skips 0): no skip residuals */
     int n_skips;
     const sd_dtensor *middle;
     /* T2I-Adapter features (ComfyUI's 'input' controls): inputs[k] (n_inputs 0 or n_skips; NULL
@@ -23,6 +45,7 @@ typedef struct sd_unet_control {
      * next block and the skip both see it. */
     const sd_dtensor *const *inputs;
     int n_inputs;
+    const sd_unet_attn2_hook *attn2; /* NULL: none (sd_unet_forward_adm only) */
 } sd_unet_control;
 
 /* A UNet over the tensors <prefix>* (prefix "model.diffusion_model." in an SD1 checkpoint).

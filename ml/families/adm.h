@@ -25,4 +25,13 @@ int sd_adm_embeddings(sd_adm_kind kind);
  * emb(aesthetic_score) (refiner)]. */
 void sd_adm_vector(sd_adm_kind kind, const float *pooled, int pooled_dim, const sd_adm_params *p, float *out);
 
+/* The pooled part of SDXL's ADM vector from unCLIPConditioning (ComfyUI's sdxl_pooled / unclip_adm
+ * with SDXL's CLIPEmbeddingNoiseAugmentation: squaredcos_cap_v2 schedule, no CLIP statistics):
+ * image embedding row r (embeds: rows * dim floats) becomes strength[r] * (sqrt(ac[l]) x +
+ * sqrt(1 - ac[l]) n) with l = round(999 * noise_aug[r]) and n = torch.randn(1, dim) after
+ * torch.manual_seed(seed); several rows are summed and noised once more at level 0 (ComfyUI draws
+ * that noise unseeded; here it is the same seeded n). out: dim floats. false when memory runs out. */
+bool sd_adm_unclip_pooled(const float *embeds, const double *strength, const double *noise_aug, int rows, int dim,
+                          uint64_t seed, float *out);
+
 #endif

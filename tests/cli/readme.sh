@@ -39,6 +39,10 @@ mkdir -p "$T/models/unet" "$T/models/clip"
     "$MK" --preset flux-dev-tiny --kind vae "$T/models/vae/ae.safetensors" >/dev/null &&
     "$BUILD/sdflow_mktextenc" t5 "$T/models/clip/t5xxl_fp16.safetensors" >/dev/null &&
     "$BUILD/sdflow_mktextenc" clip-l "$T/models/clip/clip_l.safetensors" >/dev/null || fail "FLUX files"
+mkdir -p "$T/models/clip_vision" "$T/models/ipadapter"
+cp "$SRC/tests/data/goldens/clip_vision_hf.safetensors" "$T/models/clip_vision/CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"
+cp "$SRC/tests/data/goldens/ipa_plain.safetensors" "$T/models/ipadapter/ip-adapter_sd15.safetensors"
+cp "$SRC/tests/data/goldens/clip_vision_proj160.safetensors" "$T/models/clip_vision/clip_vision_g.safetensors"
 for g in "$SRC"/graphs/*.xml; do
     "$BIN" validate --models-dir "$T/models" --input-dir "$T/input" "$g" >"$T/out" 2>&1 ||
         { cat "$T/out"; fail "stock graph $g does not validate"; }

@@ -51,10 +51,12 @@ static sd_status fill_small(void *user, size_t index, void *dst, size_t nbytes)
 
 static const char *const watched[] = {"models/checkpoints", "models/loras", "models/controlnet",
                                       "models/upscale_models", "models/embeddings", "models/vae", "in",
-                                      "models/annotators", "models/diffusion_models", "models/text_encoders"};
+                                      "models/annotators", "models/diffusion_models", "models/text_encoders",
+                                      "models/clip_vision", "models/ipadapter"};
 /* The kind each watched directory's files are recorded under in the provenance ("<kind>/<name>"). */
 static const char *const kinds[] = {"checkpoints", "loras", "controlnet", "upscale_models", "embeddings", "vae",
-                                    "input", "annotators", "diffusion_models", "text_encoders"};
+                                    "input", "annotators", "diffusion_models", "text_encoders", "clip_vision",
+                                    "ipadapter"};
 #define N_WATCHED (sizeof watched / sizeof watched[0])
 static char *dirs[N_WATCHED];
 
@@ -137,6 +139,12 @@ static void make_models(void)
         sd_strfmt("%s/sdflow_mkckpt --preset flux-dev-tiny --kind vae %s/ae.safetensors", build, dirs[5]),
         sd_strfmt("%s/sdflow_mktextenc t5 %s/t5xxl_fp16.safetensors", build, dirs[9]),
         sd_strfmt("%s/sdflow_mktextenc clip-l %s/clip_l.safetensors", build, dirs[9]),
+        /* the IP-Adapter's tiny UNet (22 attn2 layers), CLIP vision models and IP-Adapter */
+        sd_strfmt("%s/sdflow_mkckpt --preset tiny --res-blocks 2 --depth 2 %s/ipa-tiny.safetensors", build, dirs[0]),
+        sd_strfmt("cp %s/tests/data/goldens/clip_vision_hf.safetensors %s/CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors",
+                  src, dirs[10]),
+        sd_strfmt("cp %s/tests/data/goldens/clip_vision_proj160.safetensors %s/clip_vision_g.safetensors", src, dirs[10]),
+        sd_strfmt("cp %s/tests/data/goldens/ipa_plain.safetensors %s/ip-adapter_sd15.safetensors", src, dirs[11]),
     };
     for (size_t i = 0; i < sizeof cmd / sizeof cmd[0]; i++) {
         tool(cmd[i]);
@@ -201,6 +209,10 @@ static void check_graph(const char *graph)
             args[n++] = (char *)(sdxl && !strcmp(sets[i][0], "prompt") ? "prompt=a cat, embedding:embxl" : sets[i][1]);
             prompt |= strcmp(sets[i][0], "prompt") == 0;
         }
+    if (strcmp(graph, "ipadapter.xml") == 0) { /* the tiny IP-Adapter's UNet */
+        args[n++] = "--set";
+        args[n++] = "checkpoint=ipa-tiny.safetensors";
+    }
     args[n] = NULL;
     int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     int wd[N_WATCHED];

@@ -489,6 +489,9 @@ static void test_object_info(void)
     json_t *models = http_json(&srv_main, "GET", "/models/checkpoints", NULL, NULL);
     CHECK_STR_EQ(json_string_value(json_array_get(models, 0)), "tiny.safetensors");
     json_decref(models);
+    models = http_json(&srv_main, "GET", "/models/ipadapter", NULL, NULL); /* a folder the IP-Adapter nodes read */
+    CHECK(json_is_array(models));
+    json_decref(models);
     json_t *stats = http_json(&srv_main, "GET", "/system_stats", NULL, NULL);
     CHECK(json_is_object(json_object_get(stats, "system")) && json_is_array(json_object_get(stats, "devices")));
     json_decref(stats);
