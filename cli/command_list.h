@@ -2,6 +2,7 @@
  * `int function(int argc, char **argv)` (argv[0] is the subcommand) returning an exit code,
  * defined in cli/cmd_<name>.c. Keep sorted. */
 SD_COMMAND("cache", cmd_cache, "show, verify, clear or shrink the node-output cache")
+SD_COMMAND("caption", cmd_caption, "print BLIP captions of images")
 SD_COMMAND("devices", cmd_devices, "list OpenCL platforms and devices")
 SD_COMMAND("export", cmd_export, "write a workflow as ComfyUI JSON (API or UI format)")
 SD_COMMAND("import", cmd_import, "convert a ComfyUI workflow (API or UI format, or a PNG) to workflow XML")
