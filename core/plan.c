@@ -382,7 +382,7 @@ bool sd_plan_storable(const sd_plan_node *p)
     for (size_t i = 0; i < p->desc->n_outputs; i++)
         switch (p->desc->outputs[i].type) {
         case SD_TYPE_MODEL: case SD_TYPE_CLIP: case SD_TYPE_VAE: case SD_TYPE_CONTROL_NET:
-        case SD_TYPE_UPSCALE_MODEL: case SD_TYPE_GUIDER:
+        case SD_TYPE_UPSCALE_MODEL: case SD_TYPE_GUIDER: case SD_TYPE_CLIP_VISION: case SD_TYPE_IPADAPTER:
             return false; /* handles (weights) are never stored; loaders run lazily */
         default:
             break;

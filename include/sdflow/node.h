@@ -30,6 +30,9 @@ typedef enum sd_type {
     SD_TYPE_SIGMAS,  /* a noise schedule: 1-D float tensor */
     SD_TYPE_NOISE,   /* initial noise: a seed, or none (RandomNoise, DisableNoise) */
     SD_TYPE_GUIDER,  /* a model with its conditionings and guidance (CFGGuider, ...); a handle */
+    SD_TYPE_CLIP_VISION,        /* a CLIP image encoder (CLIPVisionLoader); a handle */
+    SD_TYPE_CLIP_VISION_OUTPUT, /* image_embeds, last_hidden_state, penultimate_hidden_states */
+    SD_TYPE_IPADAPTER,          /* an IP-Adapter model (IPAdapterModelLoader); a handle */
     SD_TYPE_COUNT
 } sd_type;
 

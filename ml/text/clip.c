@@ -3,28 +3,21 @@
  * transformer runs on the op library. Both tensor layouts (transformers', open_clip's) are read
  * through one table of names. */
 #include "ml/text/clip.h"
-#include "runtime-opencl/ops.h"
-#include "runtime-opencl/ops_basic.h"
+#include "ml/text/clip_layer.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define CLIP_LN_EPS 1e-5f
 #define CLIP_EOS 49407 /* the end-of-text token id */
 
-/* Tensor names of a layout; "%d" is the layer. */
+/* Tensor names of a layout outside the layers (ml/text/clip_layer.c names those). */
 typedef struct clip_names {
-    const char *token, *position, *ln1, *ln2, *out_proj, *fc1, *fc2, *final_norm;
+    const char *token, *position, *final_norm;
 } clip_names;
 
-static const clip_names transformers_names = {
-    "embeddings.token_embedding.weight", "embeddings.position_embedding.weight", "encoder.layers.%d.layer_norm1",
-    "encoder.layers.%d.layer_norm2", "encoder.layers.%d.self_attn.out_proj", "encoder.layers.%d.mlp.fc1",
-    "encoder.layers.%d.mlp.fc2", "final_layer_norm"};
-static const clip_names open_clip_names = {
-    "token_embedding.weight", "positional_embedding", "transformer.resblocks.%d.ln_1",
-    "transformer.resblocks.%d.ln_2", "transformer.resblocks.%d.attn.out_proj", "transformer.resblocks.%d.mlp.c_fc",
-    "transformer.resblocks.%d.mlp.c_proj", "ln_final"};
+static const clip_names transformers_names = {"embeddings.token_embedding.weight",
+                                              "embeddings.position_embedding.weight", "final_layer_norm"};
+static const clip_names open_clip_names = {"token_embedding.weight", "positional_embedding", "ln_final"};
 
 struct sd_clip_model {
     sd_cl *cl;
@@ -152,103 +145,17 @@ static sd_status causal_mask(sd_clip_model *m)
     return s;
 }
 
-/* A Linear layer <fmt>.weight / <fmt>.bias, fmt naming layer `layer`. */
-static sd_status linear(sd_clip_model *m, int layer, const char *fmt, const sd_dtensor *x, sd_act act,
-                        sd_dtensor **out)
+/* The shared layer code's view of this encoder. */
+static sd_clip_layers layers_of(const sd_clip_model *m)
 {
-    char name[160];
-    const sd_dtensor *w, *b;
-    int k = snprintf(name, sizeof name, fmt, layer);
-    snprintf(name + k, sizeof name - (size_t)k, ".weight");
-    sd_status s = sd_weights_get(m->w, name, &w);
-    snprintf(name + k, sizeof name - (size_t)k, ".bias");
-    if (!s)
-        s = sd_weights_get(m->w, name, &b);
-    return s ? s : sd_op_linear(m->cl, x, w, b, act, out);
-}
-
-static sd_status layer_norm(sd_clip_model *m, const char *fmt, int layer, const sd_dtensor *x, sd_dtensor **out)
-{
-    char name[160];
-    const sd_dtensor *g, *b;
-    int k = snprintf(name, sizeof name, fmt, layer);
-    snprintf(name + k, sizeof name - (size_t)k, ".weight");
-    sd_status s = sd_weights_get(m->w, name, &g);
-    snprintf(name + k, sizeof name - (size_t)k, ".bias");
-    if (!s)
-        s = sd_weights_get(m->w, name, &b);
-    return s ? s : sd_op_layer_norm(m->cl, x, CLIP_LN_EPS, g, b, out);
-}
-
-/* q, k, v of h: transformers' three projections, or open_clip's fused in_proj [3W, W] whose
- * output is split in three. */
-static sd_status qkv(sd_clip_model *m, int layer, const sd_dtensor *h, sd_dtensor **q, sd_dtensor **k,
-                     sd_dtensor **v)
-{
-    if (!m->config.open_clip) {
-        sd_status s = linear(m, layer, "encoder.layers.%d.self_attn.q_proj", h, SD_ACT_NONE, q);
-        if (!s)
-            s = linear(m, layer, "encoder.layers.%d.self_attn.k_proj", h, SD_ACT_NONE, k);
-        return s ? s : linear(m, layer, "encoder.layers.%d.self_attn.v_proj", h, SD_ACT_NONE, v);
-    }
-    const sd_dtensor *w, *b;
-    sd_dtensor *all = NULL;
-    int64_t width = m->config.width;
-    sd_status s = sd_weights_getf(m->w, &w, "transformer.resblocks.%d.attn.in_proj_weight", layer);
-    if (!s)
-        s = sd_weights_getf(m->w, &b, "transformer.resblocks.%d.attn.in_proj_bias", layer);
-    if (!s)
-        s = sd_op_linear(m->cl, h, w, b, SD_ACT_NONE, &all);
-    if (!s)
-        s = sd_op_slice(m->cl, all, 2, 0, width, q);
-    if (!s)
-        s = sd_op_slice(m->cl, all, 2, width, width, k);
-    if (!s)
-        s = sd_op_slice(m->cl, all, 2, 2 * width, width, v);
-    sd_dtensor_free(all);
-    return s;
-}
-
-/* x += SelfAttention(LN1(x)); x += MLP(LN2(x)). Replaces *x. */
-static sd_status block(sd_clip_model *m, int layer, sd_dtensor **x)
-{
-    const clip_names *n = m->names;
-    sd_dtensor *h = NULL, *q = NULL, *k = NULL, *v = NULL, *a = NULL, *o = NULL, *sum = NULL;
-    sd_status s = layer_norm(m, n->ln1, layer, *x, &h);
-    if (!s) s = qkv(m, layer, h, &q, &k, &v);
-    if (!s) s = sd_op_attention(m->cl, q, k, v, m->config.heads, m->causal_mask, &a);
-    if (!s) s = linear(m, layer, n->out_proj, a, SD_ACT_NONE, &o);
-    if (!s) s = sd_op_binary(m->cl, SD_BINARY_ADD, *x, o, &sum);
-    if (!s) {
-        sd_dtensor_free(*x);
-        *x = sum;
-        sum = NULL;
-    }
-    sd_dtensor_free(h), h = NULL;
-    sd_dtensor_free(a), a = NULL;
-    sd_dtensor_free(o), o = NULL;
-    if (!s) s = layer_norm(m, n->ln2, layer, *x, &h);
-    if (!s) s = linear(m, layer, n->fc1, h, SD_ACT_NONE, &a);
-    if (!s) s = sd_op_unary(m->cl, m->config.gelu ? SD_UNARY_GELU : SD_UNARY_QUICK_GELU, a, &o);
-    sd_dtensor_free(a), a = NULL;
-    if (!s) s = linear(m, layer, n->fc2, o, SD_ACT_NONE, &a);
-    if (!s) s = sd_op_binary(m->cl, SD_BINARY_ADD, *x, a, &sum);
-    if (!s) {
-        sd_dtensor_free(*x);
-        *x = sum;
-    }
-    sd_dtensor_free(h);
-    sd_dtensor_free(q);
-    sd_dtensor_free(k);
-    sd_dtensor_free(v);
-    sd_dtensor_free(a);
-    sd_dtensor_free(o);
-    return s;
+    return (sd_clip_layers){.cl = m->cl, .w = m->w, .open_clip = m->config.open_clip, .width = m->config.width,
+                            .heads = m->config.heads, .gelu = m->config.gelu, .mask = m->causal_mask};
 }
 
 static sd_status final_norm(sd_clip_model *m, const sd_dtensor *x, sd_dtensor **out)
 {
-    return layer_norm(m, m->names->final_norm, 0, x, out);
+    sd_clip_layers t = layers_of(m);
+    return sd_clip_layer_norm(&t, m->names->final_norm, 0, x, out);
 }
 
 sd_status sd_clip_encode(sd_clip_model *m, const int32_t *tokens, int batch, int layer_index,
@@ -339,8 +246,9 @@ sd_status sd_clip_encode_ex(sd_clip_model *m, const int32_t *tokens, int batch, 
     sd_status s = causal_mask(m);
     if (!s)
         s = embed(m, tokens, batch, extra, n_extra, &x);
+    sd_clip_layers t = layers_of(m);
     for (int l = 0; !s && l < run_layers; l++) {
-        s = block(m, l, &x);
+        s = sd_clip_layer(&t, l, &x);
         if (!s && l + 1 == stop && stop < run_layers) {
             /* Keep the selected intermediate layer while the rest run for the pooled output. */
             int64_t shape[3] = {batch, c->positions, c->width};
