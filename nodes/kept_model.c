@@ -38,11 +38,13 @@ sd_status sd_node_kept_model(sd_node_run *r, const char *slot, const char *path,
         *obj = k->obj;
         return SD_OK;
     }
-    sd_context_set_ext(ctx, slot, NULL, NULL); /* frees the one kept before */
+    /* The device first: slots are freed in reverse order of creation, so the model's device
+     * tensors go before the device. */
     sd_cl *cl;
     sd_status st = sd_cl_get(ctx, &cl);
     if (st)
         return sd_node_op_fail(r, st);
+    sd_context_set_ext(ctx, slot, NULL, NULL); /* frees the one kept before */
     if (!(k = calloc(1, sizeof *k)) || !(k->path = sd_strdup(path))) {
         kept_free(k);
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");

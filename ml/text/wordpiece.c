@@ -33,9 +33,10 @@ sd_status sd_wordpiece_parse(sd_context *ctx, const char *path, const char *text
             end--;
         *end = 0;
         if (end == p) {
+            int line = v->n + 1;
             sd_wordpiece_free(v);
             return sd_set_error(ctx, SD_ERR_PARSE, "%s: line %d is empty (a WordPiece vocab.txt has one token a line)",
-                                path, v->n + 1);
+                                path, line);
         }
         v->tokens[v->n++] = p;
         p = next;

@@ -162,7 +162,8 @@ static sd_status window_ids(sd_clip_pair *p, const char *text, int32_t **ids, in
         return sd_set_error(p->cl->ctx, SD_ERR_NOMEM, "out of memory");
     }
     w[0] = SD_CLIP_BOS;
-    memcpy(w + 1, t, keep * sizeof *w);
+    if (keep)
+        memcpy(w + 1, t, keep * sizeof *w);
     w[keep + 1] = SD_CLIP_EOS;
     free(t);
     *ids = w;
