@@ -178,7 +178,12 @@ static int bench_blip(int argc, char **argv)
         double t0 = now();
         if (sd_blip_encode_image(m, pixels, &img))
             goto fail;
-        double t1 = now();
+        float *features = malloc(img->numel * sizeof *features);
+        sd_status waited = features ? sd_dtensor_download(img, features) : SD_ERR_NOMEM;
+        free(features);
+        if (waited)
+            goto fail;
+        double t1 = now(); /* the download waited for the vision tower */
         sd_blip_generate_params p = {.num_beams = beams, .max_length = tokens + 1, .repetition_penalty = 1,
                                      .bos = c->vocab - 2, .eos = 102};
         int got = 0;

@@ -11,12 +11,17 @@
 static void usage(const cli_image_text *spec, FILE *out)
 {
     fprintf(out, "usage: sdflow %s [options] IMAGE.png...\n\n%s\n\noptions:\n", spec->cmd, spec->summary);
-    for (size_t i = 0; i < spec->n_options; i++)
-        fprintf(out, "  %-22s %s\n", spec->options[i].option, spec->options[i].help);
-    if (spec->dir_option)
-        fprintf(out, "  %-22s %s\n", spec->dir_option, spec->dir_help);
-    fprintf(out, "  --json                 a JSON array with one object per image on stdout\n"
-                 "  --quiet                no progress on stderr\n%s%s",
+    char name[64];
+    for (size_t i = 0; i < spec->n_options; i++) {
+        snprintf(name, sizeof name, "%s VALUE", spec->options[i].option);
+        fprintf(out, "  %-20s %s\n", name, spec->options[i].help);
+    }
+    if (spec->dir_option) {
+        snprintf(name, sizeof name, "%s DIR", spec->dir_option);
+        fprintf(out, "  %-20s %s\n", name, spec->dir_help);
+    }
+    fprintf(out, "  --json               a JSON array with one object per image on stdout\n"
+                 "  --quiet              no progress on stderr\n%s%s",
             cli_engine_opts_help, cli_opts_help);
 }
 
