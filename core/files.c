@@ -235,3 +235,31 @@ sd_status sd_file_read_at(sd_context *ctx, int fd, const char *path, const sd_fi
     }
     return sd_file_check(ctx, fd, path, id);
 }
+
+sd_status sd_file_read_text(sd_context *ctx, const char *path, size_t max_bytes, char **out, size_t *len)
+{
+    int fd = -1;
+    sd_file_id id;
+    *out = NULL;
+    sd_status st = sd_file_open(ctx, path, &fd, &id);
+    if (st)
+        return st;
+    size_t n = (size_t)id.size;
+    char *buf = NULL;
+    if (id.size < 0 || (uint64_t)id.size > max_bytes)
+        st = sd_set_error(ctx, SD_ERR_LIMIT, "%s: larger than %zu bytes", path, max_bytes);
+    else if (!(buf = malloc(n + 1)))
+        st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory reading %s", path);
+    else
+        st = sd_file_read_at(ctx, fd, path, &id, 0, buf, n);
+    close(fd);
+    if (st) {
+        free(buf);
+        return st;
+    }
+    buf[n] = 0;
+    *out = buf;
+    if (len)
+        *len = n;
+    return SD_OK;
+}

@@ -59,4 +59,9 @@ sd_status sd_file_check(sd_context *ctx, int fd, const char *path, const sd_file
 sd_status sd_file_read_at(sd_context *ctx, int fd, const char *path, const sd_file_id *id, uint64_t at, void *dst,
                           size_t nbytes);
 
+/* The whole file at path (opened with sd_file_open, so a node reads it only when declared), at
+ * most max_bytes long (SD_ERR_LIMIT naming it otherwise): *out is malloc'd and NUL-terminated,
+ * *len (may be NULL) its size. */
+sd_status sd_file_read_text(sd_context *ctx, const char *path, size_t max_bytes, char **out, size_t *len);
+
 #endif

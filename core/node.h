@@ -79,8 +79,8 @@ sd_context *sd_files_context(sd_node_files *files);
 const char *sd_files_literal(sd_node_files *files, const char *input);
 /* Declares a look-up in the directories of `kind` (as sd_resolve_file searches them) for the
  * first of names[0..n) that exists. Which file was found, and its content hash, or that none
- * was, become part of the node's key; the file found joins the provenance. An absolute name or
- * one with a ".." component finds nothing. Errors: reading the file found (SD_ERR_IO),
+ * was, become part of the node's key; the file found joins the provenance. A name with a ".."
+ * component finds nothing, nor does an absolute one unless the context allows absolute paths. Errors: reading the file found (SD_ERR_IO),
  * SD_ERR_NOMEM. */
 sd_status sd_files_find(sd_node_files *files, const char *kind, const char *const *names, size_t n);
 

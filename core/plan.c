@@ -268,9 +268,7 @@ static sd_status find_first(sd_context *ctx, const char *kind, const char *const
     sd_status st = SD_OK;
     *path = NULL;
     for (size_t i = 0; i < n && !*path; i++) {
-        if (names[i][0] == '/')
-            continue;
-        *found = i;
+        *found = i; /* an absolute name resolves only where the context allows absolute paths */
         st = sd_resolve_file(ctx, kind, names[i], path);
         if (st == SD_ERR_NOT_FOUND || st == SD_ERR_INVALID)
             st = SD_OK;

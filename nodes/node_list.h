@@ -1,10 +1,12 @@
 /* The registry of node types: one SD_NODE(Name) line per node type, each defined in nodes/ as
  * `const sd_node_desc sd_node_<Name>`. Keep the lines sorted; core/registry.c expands them. */
 SD_NODE(AlignYourStepsScheduler)
+SD_NODE(BLIPCaption)
 SD_NODE(BasicGuider)
 SD_NODE(BasicScheduler)
 SD_NODE(BinaryPreprocessor)
 SD_NODE(CFGGuider)
+SD_NODE(CLIPInterrogate)
 SD_NODE(CLIPLoader)
 SD_NODE(CLIPLoaderGGUF)
 SD_NODE(CLIPSetLastLayer)

@@ -91,3 +91,18 @@ bool test_file_exists(const char *path)
     struct stat st;
     return stat(path, &st) == 0;
 }
+
+void test_copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    if (!in || !out)
+        test_fail(__FILE__, __LINE__, "cannot copy %s to %s", from, to);
+    char buf[4096];
+    size_t n;
+    while (in && out && (n = fread(buf, 1, sizeof buf, in)) > 0)
+        fwrite(buf, 1, n, out);
+    if (in)
+        fclose(in);
+    if (out)
+        fclose(out);
+}

@@ -21,6 +21,8 @@ const char *test_source_dir(void);
 const char *test_scratch_dir(void);          /* created empty on first call; test_summary removes it when all passed */
 char *test_path(const char *dir, const char *name); /* malloc'd dir/name */
 bool test_file_exists(const char *path);
+/* Copies the file from to the path to (a failed check when either cannot be opened). */
+void test_copy_file(const char *from, const char *to);
 
 #define RUN(fn) test_run(#fn, fn)
 #define CHECK(cond) do { if (!(cond)) test_fail(__FILE__, __LINE__, "CHECK(%s)", #cond); } while (0)

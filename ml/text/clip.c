@@ -64,6 +64,25 @@ sd_status sd_clip_model_new_patched(sd_clip_model *base, const sd_weight_patcher
     return SD_OK;
 }
 
+static bool claims_nothing(void *user, const char *name)
+{
+    (void)user, (void)name;
+    return false;
+}
+
+sd_status sd_clip_model_new_window(sd_clip_model *base, int positions, sd_clip_model **out)
+{
+    *out = NULL;
+    if (positions < 1 || positions > base->config.positions)
+        return sd_set_error(base->cl->ctx, SD_ERR_INVALID, "text encoder: a window of %d tokens (1..%d)", positions,
+                            base->config.positions);
+    sd_weight_patcher none = {.claims = claims_nothing};
+    sd_status s = sd_clip_model_new_patched(base, &none, out);
+    if (!s)
+        (*out)->config.positions = positions;
+    return s;
+}
+
 void sd_clip_model_free(sd_clip_model *m)
 {
     if (!m)

@@ -16,6 +16,11 @@ typedef struct sd_clip_model sd_clip_model;
 sd_status sd_clip_model_new(sd_cl *cl, const sd_safetensors *st, const char *prefix,
                             const sd_clip_config *config, sd_dtype weight_dtype, sd_clip_model **out);
 void sd_clip_model_free(sd_clip_model *m); /* NULL-safe */
+/* A text encoder sharing every device tensor of base (which must outlive it) that encodes
+ * windows of `positions` tokens (1 .. base's). Under the causal mask a token's output depends
+ * only on the tokens up to it, so a text of n tokens with its end token encoded in a window of n
+ * gives the pooled output of a full window (the CLIP interrogator encodes labels so). */
+sd_status sd_clip_model_new_window(sd_clip_model *base, int positions, sd_clip_model **out);
 /* A text encoder with base's configuration over a patched view of base's weights
  * (ml/loading/weights.h): it shares every unpatched device tensor with base, which must outlive it. */
 sd_status sd_clip_model_new_patched(sd_clip_model *base, const sd_weight_patcher *patcher, sd_clip_model **out);
