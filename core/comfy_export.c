@@ -330,25 +330,6 @@ static const char *a1111_sampler(const char *s)
     return s;
 }
 
-/* The first 10 hex digits of the content hash recorded for a file whose path ends in /name. */
-static const char *model_hash(const json_t *files, const char *name, char *buf)
-{
-    const char *path;
-    const json_t *hash;
-    size_t n = strlen(name);
-    json_object_foreach((json_t *)files, path, hash)
-    {
-        size_t len = strlen(path);
-        const char *hex = json_string_value(hash);
-        if (hex && strlen(hex) >= 10 && len > n && path[len - n - 1] == '/' && !strcmp(path + len - n, name)) {
-            memcpy(buf, hex, 10);
-            buf[10] = '\0';
-            return buf;
-        }
-    }
-    return NULL;
-}
-
 /* Appends ", KEY: VALUE" (or "KEY: VALUE" first) when value is non-empty. */
 static char *field(char *text, const char *key, const char *value)
 {
@@ -360,9 +341,9 @@ static char *field(char *text, const char *key, const char *value)
     return t;
 }
 
-char *sd_a1111_parameters(const sd_graph *g, const json_t *files, bool *nomem_out)
+/* The one sampler of a graph (KSampler or KSamplerAdvanced), or NULL. */
+static const sd_graph_node *single_sampler(const sd_graph *g)
 {
-    *nomem_out = false;
     const sd_graph_node *s = NULL;
     for (size_t i = 0; i < g->n_nodes; i++)
         if (!strcmp(g->nodes[i].type, "KSampler") || !strcmp(g->nodes[i].type, "KSamplerAdvanced")) {
@@ -370,15 +351,27 @@ char *sd_a1111_parameters(const sd_graph *g, const json_t *files, bool *nomem_ou
                 return NULL;
             s = &g->nodes[i];
         }
+    return s;
+}
+
+const sd_graph_node *sd_a1111_checkpoint(const sd_graph *g)
+{
+    return upstream(g, single_sampler(g), "model", "CheckpointLoaderSimple", 0);
+}
+
+char *sd_a1111_parameters(const sd_graph *g, const char *model_hash, bool *nomem_out)
+{
+    *nomem_out = false;
+    const sd_graph_node *s = single_sampler(g);
     if (!s)
         return NULL;
     bool advanced = !strcmp(s->type, "KSamplerAdvanced");
     const sd_graph_node *pos = upstream(g, s, "positive", "CLIPTextEncode", 0);
     const sd_graph_node *neg = upstream(g, s, "negative", "CLIPTextEncode", 0);
     const sd_graph_node *latent = upstream(g, s, "latent_image", "EmptyLatentImage", 0);
-    const sd_graph_node *ckpt = upstream(g, s, "model", "CheckpointLoaderSimple", 0);
+    const sd_graph_node *ckpt = sd_a1111_checkpoint(g);
     const char *ckpt_name = ckpt ? text_of(g, ckpt, "ckpt_name") : "";
-    char size[64] = "", model[256] = "", hash[16], engine[64];
+    char size[64] = "", model[256] = "", engine[64];
     if (latent)
         snprintf(size, sizeof size, "%sx%s", text_of(g, latent, "width"), text_of(g, latent, "height"));
     const char *base = strrchr(ckpt_name, '/');
@@ -403,7 +396,7 @@ char *sd_a1111_parameters(const sd_graph *g, const json_t *files, bool *nomem_ou
     text = field(text, "CFG scale", text_of(g, s, "cfg"));
     text = field(text, "Seed", text_of(g, s, advanced ? "noise_seed" : "seed"));
     text = field(text, "Size", size);
-    text = field(text, "Model hash", model_hash(files, ckpt_name, hash));
+    text = field(text, "Model hash", model_hash);
     text = field(text, "Model", model);
     if (!advanced && denoise < 1)
         text = field(text, "Denoising strength", text_of(g, s, "denoise"));
@@ -428,16 +421,67 @@ static sd_status comfy_json(sd_graph *g, bool ui, char **out)
     return st;
 }
 
+/* Admits only the file the plan hashed, as it was then (the read guard while hashing a
+ * checkpoint for the saving node, whose key holds the checkpoint's content through the loader). */
+struct hashed_file {
+    sd_context *ctx;
+    const sd_file_id *id;
+};
+
+static sd_status hashed_file_guard(void *user, const char *path, const struct sd_file_id *id)
+{
+    const struct hashed_file *want = user;
+    return sd_file_id_equal(want->id, id)
+               ? SD_OK
+               : sd_set_error(want->ctx, SD_ERR_IO, "%s: changed since this run hashed it", path);
+}
+
+/* A1111's "Model hash" (AutoV2) of the checkpoint the graph's one sampler uses: the first 10 hex
+ * digits of the SHA-256 of the whole file, memoized in the run's cache like content hashes. hex
+ * is "" when there is no such checkpoint file. */
+static sd_status checkpoint_autov2(sd_run_state *s, char hex[65])
+{
+    hex[0] = '\0';
+    const sd_graph_node *ckpt = sd_a1111_checkpoint(s->graph);
+    const sd_plan_input *pi = NULL;
+    for (size_t i = 0; ckpt && !pi && i < s->n_nodes; i++)
+        for (size_t k = 0; s->nodes[i].gn == ckpt && k < s->nodes[i].desc->n_inputs; k++)
+            if (s->nodes[i].inputs[k].file && !strcmp(s->nodes[i].inputs[k].desc->name, "ckpt_name"))
+                pi = &s->nodes[i].inputs[k];
+    if (!pi)
+        return SD_OK;
+    sd_context *ctx = s->ctx;
+    sd_status (*guard)(void *, const char *, const struct sd_file_id *) = ctx->read_guard;
+    void *guard_user = ctx->read_guard_user;
+    struct hashed_file want = {ctx, &pi->file_id};
+    ctx->read_guard = hashed_file_guard;
+    ctx->read_guard_user = &want;
+    sd_key sha;
+    sd_file_id id;
+    sd_status st = sd_digest_file_memo(ctx, s->cache, SD_DIGEST_SHA256, pi->file, &sha, &id);
+    ctx->read_guard = guard;
+    ctx->read_guard_user = guard_user;
+    if (!st) {
+        sd_key_hex(&sha, hex);
+        hex[10] = '\0';
+    }
+    return st;
+}
+
 sd_status sd_run_interop_texts(sd_node_run *r, const sd_png_text **texts, size_t *n)
 {
     sd_run_state *s = r->state;
     struct sd_interop_texts *t = s->interop;
     if (!t) {
         bool a1111_nomem = false;
-        sd_status st = (t = calloc(1, sizeof *t)) ? SD_OK : SD_ERR_NOMEM;
+        char hash[65];
+        sd_status st = checkpoint_autov2(s, hash);
+        if (st)
+            return sd_run_error(r, st, "model hash: %s", sd_context_errmsg(s->ctx));
+        st = (t = calloc(1, sizeof *t)) ? SD_OK : SD_ERR_NOMEM;
         if (!st && !(st = comfy_json(s->graph, false, &t->prompt)))
             st = comfy_json(s->graph, true, &t->workflow);
-        if (!st && !(t->parameters = sd_a1111_parameters(s->graph, s->files, &a1111_nomem)) && a1111_nomem)
+        if (!st && !(t->parameters = sd_a1111_parameters(s->graph, hash, &a1111_nomem)) && a1111_nomem)
             st = SD_ERR_NOMEM;
         if (st) {
             sd_interop_texts_free(t);
