@@ -37,6 +37,11 @@ bool sd_comfy_is_control_value(const json_t *v);
 sd_status sd_comfy_ui_to_api(sd_context *ctx, const char *path, const json_t *ui, json_t **api_out,
                              json_t **meta_out);
 
+/* The titles and groups an imported UI workflow keeps in its description ("Titles: 3 "Base"",
+ * "Group "T": 3, 4"; core/comfy_import.c writes them) as sd_comfy_ui_to_api's meta object;
+ * a malformed line is read up to its first malformed entry. NULL only when out of memory. */
+json_t *sd_comfy_described_meta(const char *description);
+
 /* Parses workflow JSON text, reading integers beyond the signed 64-bit range up to 2^64 - 1
  * (ComfyUI's seeds) as strings of their digits. Duplicate keys are rejected. NULL with a
  * one-line message naming source on failure. */
