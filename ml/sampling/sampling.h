@@ -54,6 +54,9 @@ typedef struct sd_sample_options {
      * is regenerated. Every denoiser call then sees x*mask + (latent + noise*sigma)*(1-mask) and
      * its output becomes denoised*mask + latent*(1-mask). */
     const float *noise_mask;
+    /* sa_solver: noise is added on the steps to a sigma in [sde_end_sigma, sde_start_sigma]
+     * (ComfyUI: the model's percent_to_sigma(0.2) and (0.8)); both 0 (a zeroed struct): none. */
+    double sde_start_sigma, sde_end_sigma;
 } sd_sample_options;
 
 /* ComfyUI's sampler names that are implemented, in ComfyUI's order (docs/sampling.md lists
