@@ -4,7 +4,8 @@
 # prediction the file shows; ComfyUI's ModelSamplingDiscrete in an API-format workflow imports and
 # runs, and another choice re-runs the KSampler with the cache on; an SD2 checkpoint in the SDXL
 # graph and an SD1 LoRA on an SD2 model (and the reverse) are named before anything runs, with
-# nothing written; an SD2 LoRA runs on the SD2 model.
+# nothing written; an SD2 LoRA runs on the SD2 model; controlnet-canny.xml runs with SD2
+# ControlNets in both layouts and names an SD1 ControlNet on SD2 conditioning before running.
 . "$(dirname "$0")/lib.bash"
 mkdir -p "$T/models/checkpoints" "$T/models/loras" "$T/in"
 cp "$SRC/examples/input/shapes.png" "$T/in/"
@@ -15,6 +16,11 @@ cp "$SRC/examples/input/shapes.png" "$T/in/"
     "$BUILD/sdflow_mklora" "$T/models/checkpoints/sd1.safetensors" "$T/models/loras/sd1.safetensors" &&
     "$BUILD/sdflow_mklora" "$T/models/checkpoints/sd2.safetensors" "$T/models/loras/sd2.safetensors" ||
     { echo "FAIL: mklora"; exit 1; }
+mkdir -p "$T/models/controlnet"
+"$MK" --preset sd2-tiny --kind controlnet --dtype f16 "$T/models/controlnet/sd2.safetensors" >/dev/null &&
+    "$MK" --preset sd2-tiny --kind controlnet-diffusers --dtype f16 "$T/models/controlnet/sd2d.safetensors" \
+        >/dev/null && "$MK" --preset tiny --kind controlnet "$T/models/controlnet/sd1.safetensors" >/dev/null ||
+    { echo "FAIL: mkckpt controlnet"; exit 1; }
 common=(--models-dir "$T/models" --output-dir "$T/o" --cache "$T/cache.db" --set width=64 --set height=64
         --set steps=3)
 
@@ -58,7 +64,17 @@ check "another sampling choice: the prompts come from the cache" bash -c '! grep
 check "another sampling choice: another image" bash -c '! cmp -s "$0" "$1"' "$T/o/msd_00001_.png" \
     "$T/o/msd_00002_.png"
 
+for cn in sd2 sd2d; do
+    run 0 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --input-dir "$T/in" --set checkpoint=sd2.safetensors \
+        --set controlnet=$cn.safetensors --set prefix=cn_$cn
+    check "controlnet-canny.xml with an SD2 checkpoint and ControlNet ($cn) writes a PNG" test -s "$(head -n 1 "$T/out")"
+done
+
 before=$(ls "$T/o" | wc -l)
+run 3 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --input-dir "$T/in" --set checkpoint=sd2.safetensors \
+    --set controlnet=sd1.safetensors
+check "an SD1 ControlNet on SD2 conditioning is named before anything runs" \
+    grep -q "node 'apply' input 'control_net': the ControlNet is SD1.x; the conditioning on 'positive' was made by SD2.x text encoders" "$T/err"
 run 3 run "$SRC/graphs/sdxl.xml" "${common[@]}" --set checkpoint=sd2.safetensors
 check "an SD2 checkpoint in the SDXL graph is named before anything runs" \
     grep -q "sdxl.xml:[0-9]*: node 'positive' input 'clip': the text encoders are SD2.x; this node takes SDXL ones" "$T/err"

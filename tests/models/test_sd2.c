@@ -10,10 +10,14 @@
  * - a missing OpenCLIP-H tensor is named with its part;
  * - LoRAs (tests/reference/make_sd2_lora_goldens.py, diffusers + peft: sdflow_mklora --seed 5 on
  *   the eps file; kohya and PEFT layouts): the patched UNet and OpenCLIP-H (q/k/v slices of the
- *   fused in_proj); SD1.x LoRAs on SD2.x refused by family. */
+ *   fused in_proj); SD1.x LoRAs on SD2.x refused by family;
+ * - ControlNets (tests/reference/make_sd2_controlnet_goldens.py: sdflow_mkckpt --preset sd2-tiny
+ *   --kind controlnet[-diffusers] --seed 13): the SD2 family told by the Linear proj_in, every
+ *   residual of both layouts against diffusers' ControlNetModel. */
 #include "test.h"
 #include "support/layout_check.h"
 #include "support/ops_check.h"
+#include "ml/adapters/controlnet.h"
 #include "ml/adapters/lora.h"
 #include "ml/diffusion/unet.h"
 #include "ml/families/sd1_layout.h"
@@ -212,6 +216,57 @@ static void test_unet(void)
     unet_case(NULL, 0.0f, "sd2_unet_eps.bin", SD_DTYPE_F16, F16_TOL, NULL);
 }
 
+static void controlnet_case(bool diffusers)
+{
+    sd_context *ctx = ops_cl()->ctx;
+    char *path = test_path(test_scratch_dir(), diffusers ? "cnd.safetensors" : "cn.safetensors");
+    sd_controlnet *cn = NULL;
+    CHECK_EQ_INT(sd_controlnet_write_random(ctx, path, &g_eps.cfg.unet, diffusers, SD_ST_F32, 13), SD_OK);
+    CHECK_EQ_INT(sd_controlnet_open(ctx, path, SD_DTYPE_F32, &cn), SD_OK);
+    free(path);
+    if (!cn)
+        return;
+    CHECK_EQ_INT(sd_controlnet_family(cn), SD_FAMILY_SD2);
+    int nd, n = sd_controlnet_residual_count(cn);
+    int64_t shape[SD_TENSOR_MAX_DIMS], hs[4] = {2, 3, 128, 128};
+    float *x = ops_read_golden("sd2_unet_x.bin", &nd, shape);
+    sd_dtensor *dx = x ? ops_upload(x, nd, shape) : NULL;
+    float *c = ops_read_golden("sd2_unet_context.bin", &nd, shape);
+    sd_dtensor *dc = c ? ops_upload(c, nd, shape) : NULL;
+    float *h = malloc(2 * 3 * 128 * 128 * sizeof *h); /* make_controlnet_goldens.py's hint_value */
+    for (size_t i = 0; h && i < 2 * 3 * 128 * 128; i++)
+        h[i] = (float)(0.5 + 0.5 * sin(0.13 * (double)i + 0.7));
+    sd_dtensor *dh = h ? ops_upload(h, 4, hs) : NULL;
+    sd_dtensor **outs = calloc((size_t)n, sizeof *outs);
+    const float t[2] = {981.0f, 250.5f};
+    CHECK_EQ_INT(n, 13);
+    CHECK(dx && dc && dh && outs);
+    if (dx && dc && dh && outs) {
+        sd_status s = sd_controlnet_forward(cn, dx, dh, t, dc, NULL, 0.75f, outs);
+        CHECK_MSG(s == SD_OK, "forward: %s", sd_context_errmsg(ctx));
+        double worst = s ? 1e9 : ops_controlnet_residual_error(outs, n, "sd2");
+        printf("  SD2 ControlNet (%s layout) residuals: max abs error %.3g\n", diffusers ? "diffusers" : "original",
+               worst);
+        CHECK(worst <= F32_TOL);
+    }
+    for (int i = 0; outs && i < n; i++)
+        sd_dtensor_free(outs[i]);
+    free(outs);
+    sd_dtensor_free(dx);
+    sd_dtensor_free(dc);
+    sd_dtensor_free(dh);
+    free(x);
+    free(c);
+    free(h);
+    sd_controlnet_unref(cn);
+}
+
+static void test_controlnet(void)
+{
+    controlnet_case(false);
+    controlnet_case(true);
+}
+
 static sd_lora *write_lora(const char *file, const sd_checkpoint_config *cfg, sd_lora_layout layout)
 {
     sd_context *ctx = ops_cl()->ctx;
@@ -298,6 +353,7 @@ int main(void)
     RUN(test_unet);
     RUN(test_lora_golden);
     RUN(test_lora_refusals);
+    RUN(test_controlnet);
     sd_safetensors_close(g_eps.st);
     sd_safetensors_close(g_v.st);
     ops_cl_release();
