@@ -788,6 +788,9 @@ static sd_status zip_read(zip *z)
         }
         if ((method == 0 && csize != usize) || usize > SIZE_MAX)
             return zip_fail(z, SD_ERR_PARSE, "corrupt zip central directory");
+        /* Deflate expands at most 1032-fold: a larger claim is a corrupt (or hostile) entry. */
+        if (method == 8 && usize / 1032 > csize + 1)
+            return zip_fail(z, SD_ERR_PARSE, "a deflated zip entry claims more bytes than deflate can give");
         if (data > size || csize > size - data)
             return zip_fail(z, SD_ERR_PARSE, "zip entry runs past the end of the file");
         z->entries[z->n++] = (zip_entry){(const char *)p + 46, nl, data, (size_t)usize, method == 8, csize,
@@ -971,6 +974,12 @@ static sd_status torch_tensors(sd_context *ctx, const char *path, const sd_torch
         if (!sd_shape_bytes(t->shape, t->ndim, es, &nbytes) || !sd_mul_size((size_t)t->offset, es, &start) ||
             !view_end(t, &end) || !sd_mul_size((size_t)end, es, &need) || need > e->size) {
             st = sd_set_error(ctx, SD_ERR_PARSE, "%s: tensor '%s' runs past the end of its storage", path, t->name);
+            break;
+        }
+        if (t->strided && nbytes > need - start && nbytes > SD_PICKLE_MAX_BYTES) {
+            st = sd_set_error(ctx, SD_ERR_LIMIT,
+                              "%s: tensor '%s' repeats its storage's elements into %zu bytes (at most %d)", path,
+                              t->name, nbytes, SD_PICKLE_MAX_BYTES);
             break;
         }
         out[i] = (sd_st_tensor){.name = t->name, .dtype = t->dtype, .ndim = t->ndim, .nbytes = nbytes,

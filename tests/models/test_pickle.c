@@ -238,9 +238,14 @@ static void test_strided_and_deflated(void)
 }
 
 /* What cannot be read is refused in one line: another compression method, a deflated entry
- * whose CRC-32 does not match, a strided view reaching past its storage. */
+ * whose CRC-32 does not match or that claims more than deflate can give (a bomb's claim: found by
+ * fuzz_pickle as a 1 GB allocation), a strided view reaching past its storage or repeating its
+ * elements beyond the limit (stride 0). */
 static void test_unsupported(void)
 {
+    expect("bomb.pt", SD_ERR_PARSE, "a deflated zip entry claims more bytes than deflate can give");
+    expect("repeated.pt", SD_ERR_LIMIT,
+           "tensor 'big' repeats its storage's elements into 80000000 bytes (at most 67108864)");
     expect("bzip2.pt", SD_ERR_INVALID, "zip entry compressed with method 12 (only stored and deflated are read)");
     expect("bad_crc.pt", SD_ERR_PARSE, "a deflated zip entry is corrupt (size or CRC-32 mismatch)");
     expect("past_storage.pt", SD_ERR_PARSE, "tensor 'bad' runs past the end of its storage");

@@ -99,14 +99,32 @@ while at >= 0:
 open(os.path.join(out, 'bad_crc.pt'), 'wb').write(bytes(raw))
 
 
-# A strided view that reaches past its storage (6 elements; stride 9 asks for element 10).
+# A deflated entry whose uncompressed size in the central directory is beyond what deflate can
+# give from its compressed bytes (a decompression bomb's claim).
+raw = bytearray(open(os.path.join(out, 'deflated.pt'), 'rb').read())
+at = raw.find(b'PK\x01\x02')
+while at >= 0:
+    nl = int.from_bytes(raw[at + 28:at + 30], 'little')
+    if raw[at + 46:at + 46 + nl].endswith(name):
+        raw[at + 24:at + 28] = (1 << 30).to_bytes(4, 'little')
+        break
+    at = raw.find(b'PK\x01\x02', at + 4)
+open(os.path.join(out, 'bomb.pt'), 'wb').write(bytes(raw))
+
+
+# A strided view that reaches past its storage (6 elements; stride 9 asks for element 10), and
+# one that repeats its storage's elements into 80 MB (stride 0).
 class StorageRef:
     pass
 
 
 class BadView:
+    def __init__(self, size=(3, 2), stride=(1, 9)):
+        self.size, self.stride = size, stride
+
     def __reduce__(self):
-        return torch._utils._rebuild_tensor_v2, (StorageRef(), 0, (3, 2), (1, 9), False, collections.OrderedDict())
+        return torch._utils._rebuild_tensor_v2, (StorageRef(), 0, self.size, self.stride, False,
+                                                 collections.OrderedDict())
 
 
 class TorchPickler(pickle.Pickler):
@@ -117,6 +135,12 @@ class TorchPickler(pickle.Pickler):
 buf = io.BytesIO()
 TorchPickler(buf, protocol=2).dump(collections.OrderedDict(bad=BadView()))
 with zipfile.ZipFile(os.path.join(out, 'past_storage.pt'), 'w', zipfile.ZIP_STORED) as z:
+    z.writestr('archive/data.pkl', buf.getvalue())
+    z.writestr('archive/data/0', np.arange(6, dtype=np.float32).tobytes())
+    z.writestr('archive/version', '3\n')
+buf = io.BytesIO()
+TorchPickler(buf, protocol=2).dump(collections.OrderedDict(big=BadView((20000000,), (0,))))
+with zipfile.ZipFile(os.path.join(out, 'repeated.pt'), 'w', zipfile.ZIP_STORED) as z:
     z.writestr('archive/data.pkl', buf.getvalue())
     z.writestr('archive/data/0', np.arange(6, dtype=np.float32).tobytes())
     z.writestr('archive/version', '3\n')
