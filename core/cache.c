@@ -1,7 +1,8 @@
 /* Persistent node-output cache in SQLite (docs/design.md §5, docs/caching.md).
  *
  * Schema: entries(key, node_type, payload, checksum, size, last_used) and
- * file_hashes(path, size, mtime_ns, ctime_ns, inode, dev, hash). A payload is the serialized outputs of one
+ * file_hashes(path, size, mtime_ns, ctime_ns, inode, dev, hash) and file_sha256 (the same columns; the
+ * SHA-256 that A1111's "Model hash" is made from, core/comfy_export.c). A payload is the serialized outputs of one
  * node; its checksum is BLAKE2b(key || payload), so a flipped bit or a payload under the wrong
  * key is a miss. Opening is serialized across processes by an flock on "<db>.lock" so that
  * schema setup and the repair of a corrupt file (moved aside, rebuilt) never race. */
@@ -42,6 +43,9 @@ static const char schema_sql[] =
     "  last_used INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS entries_lru ON entries(last_used);"
     "CREATE TABLE IF NOT EXISTS file_hashes("
+    "  path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
+    "  ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, dev INTEGER NOT NULL, hash BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS file_sha256("
     "  path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
     "  ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, dev INTEGER NOT NULL, hash BLOB NOT NULL);"
     /* The payload total, kept by triggers so a store need not scan every entry. */
@@ -108,7 +112,7 @@ static int setup_db(sqlite3 *db, char **errmsg)
     /* The tables of another cache format can not be read back: start them afresh. */
     if (rc == SQLITE_OK && !format_current(db))
         rc = sqlite3_exec(db, "DROP TABLE IF EXISTS entries; DROP TABLE IF EXISTS totals;"
-                              "DROP TABLE IF EXISTS file_hashes;",
+                              "DROP TABLE IF EXISTS file_hashes; DROP TABLE IF EXISTS file_sha256;",
                           NULL, NULL, errmsg);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(db, schema_sql, NULL, NULL, errmsg);
@@ -574,12 +578,22 @@ static void bind_file(sqlite3_stmt *s, const char *path, const sd_file_id *id)
     sqlite3_bind_int64(s, 6, id->dev);
 }
 
-bool sd_cache_file_hash_get(sd_cache *c, const char *path, const sd_file_id *id, sd_key *hash)
+/* The memo table of a digest kind. */
+static const char *digest_table(sd_file_digest kind)
+{
+    return kind == SD_DIGEST_SHA256 ? "file_sha256" : "file_hashes";
+}
+
+bool sd_cache_file_hash_get(sd_cache *c, sd_file_digest kind, const char *path, const sd_file_id *id, sd_key *hash)
 {
     if (c->broken)
         return false;
-    sqlite3_stmt *s = prepare(c, "SELECT hash FROM file_hashes WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3 "
-                                 "AND ctime_ns = ?4 AND inode = ?5 AND dev = ?6");
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "SELECT hash FROM %s WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3 "
+             "AND ctime_ns = ?4 AND inode = ?5 AND dev = ?6",
+             digest_table(kind));
+    sqlite3_stmt *s = prepare(c, sql);
     if (!s) {
         settle(c);
         return false;
@@ -598,11 +612,14 @@ bool sd_cache_file_hash_get(sd_cache *c, const char *path, const sd_file_id *id,
     return hit;
 }
 
-void sd_cache_file_hash_put(sd_cache *c, const char *path, const sd_file_id *id, const sd_key *hash)
+void sd_cache_file_hash_put(sd_cache *c, sd_file_digest kind, const char *path, const sd_file_id *id,
+                            const sd_key *hash)
 {
     if (c->broken)
         return;
-    sqlite3_stmt *s = prepare(c, "INSERT OR REPLACE INTO file_hashes VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+    char sql[96];
+    snprintf(sql, sizeof sql, "INSERT OR REPLACE INTO %s VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)", digest_table(kind));
+    sqlite3_stmt *s = prepare(c, sql);
     if (!s) {
         settle(c);
         return;
@@ -707,7 +724,7 @@ sd_status sd_cache_clear(sd_context *ctx)
     sd_status st = maint_cache(ctx, &c);
     if (st)
         return st;
-    if (exec(c, "BEGIN IMMEDIATE; DELETE FROM entries; DELETE FROM file_hashes; COMMIT") != SQLITE_OK) {
+    if (exec(c, "BEGIN IMMEDIATE; DELETE FROM entries; DELETE FROM file_hashes; DELETE FROM file_sha256; COMMIT") != SQLITE_OK) {
         st = maint_fail(c, "clearing");
         exec(c, "ROLLBACK");
         return st;
@@ -822,13 +839,15 @@ done:
     return st;
 }
 
-/* Deletes memoized file hashes whose file is gone or changed (best effort). */
-static void prune_file_hashes(sd_cache *c)
+/* Deletes the memoized digests of one kind whose file is gone or changed (best effort). */
+static void prune_file_hashes(sd_cache *c, sd_file_digest kind)
 {
+    char select[96], delete[64];
+    snprintf(select, sizeof select, "SELECT rowid, path, size, mtime_ns, ctime_ns, inode, dev FROM %s",
+             digest_table(kind));
+    snprintf(delete, sizeof delete, "DELETE FROM %s WHERE rowid = ?1", digest_table(kind));
     sqlite3_stmt *s = NULL, *del = NULL;
-    if (sqlite3_prepare_v2(c->db, "SELECT rowid, path, size, mtime_ns, ctime_ns, inode, dev FROM file_hashes", -1,
-                           &s, NULL) ||
-        sqlite3_prepare_v2(c->db, "DELETE FROM file_hashes WHERE rowid = ?1", -1, &del, NULL))
+    if (sqlite3_prepare_v2(c->db, select, -1, &s, NULL) || sqlite3_prepare_v2(c->db, delete, -1, &del, NULL))
         goto done;
     int64_t *stale = NULL;
     size_t n = 0;
@@ -884,7 +903,8 @@ sd_status sd_cache_gc(sd_context *ctx, int64_t max_bytes, int64_t *evicted)
         *evicted = 0;
         return st;
     }
-    prune_file_hashes(c);
+    prune_file_hashes(c, SD_DIGEST_BLAKE2B);
+    prune_file_hashes(c, SD_DIGEST_SHA256);
     exec(c, "PRAGMA incremental_vacuum");
     exec(c, "PRAGMA wal_checkpoint(TRUNCATE)");
     return SD_OK;

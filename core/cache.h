@@ -23,8 +23,11 @@ bool sd_cache_get(sd_cache *cache, const sd_key *key, size_t n_outputs, sd_value
 void sd_cache_put(sd_cache *cache, const sd_key *key, const char *node_type, size_t n_outputs,
                   sd_value *const *values);
 
-/* File hash memo keyed by path and identity (size, mtime, ctime, inode, device; core/files.h). */
-bool sd_cache_file_hash_get(sd_cache *cache, const char *path, const sd_file_id *id, sd_key *hash);
-void sd_cache_file_hash_put(sd_cache *cache, const char *path, const sd_file_id *id, const sd_key *hash);
+/* File digest memo (one table per digest kind, core/hash.h) keyed by path and identity (size,
+ * mtime, ctime, inode, device; core/files.h). */
+bool sd_cache_file_hash_get(sd_cache *cache, sd_file_digest kind, const char *path, const sd_file_id *id,
+                            sd_key *hash);
+void sd_cache_file_hash_put(sd_cache *cache, sd_file_digest kind, const char *path, const sd_file_id *id,
+                            const sd_key *hash);
 
 #endif

@@ -37,6 +37,11 @@ bool sd_comfy_is_control_value(const json_t *v);
 sd_status sd_comfy_ui_to_api(sd_context *ctx, const char *path, const json_t *ui, json_t **api_out,
                              json_t **meta_out);
 
+/* The titles and groups an imported UI workflow keeps in its description ("Titles: 3 "Base"",
+ * "Group "T": 3, 4"; core/comfy_import.c writes them) as sd_comfy_ui_to_api's meta object;
+ * a malformed line is read up to its first malformed entry. NULL only when out of memory. */
+json_t *sd_comfy_described_meta(const char *description);
+
 /* Parses workflow JSON text, reading integers beyond the signed 64-bit range up to 2^64 - 1
  * (ComfyUI's seeds) as strings of their digits. Duplicate keys are rejected. NULL with a
  * one-line message naming source on failure. */
@@ -45,10 +50,12 @@ json_t *sd_comfy_parse_json(sd_context *ctx, const char *source, const char *tex
 /* A1111's "parameters" text for a graph with one sampler (KSampler or KSamplerAdvanced): the
  * prompt and negative prompt of the text encoders upstream of it, then "Steps: 20, Sampler:
  * Euler, Schedule type: Karras, CFG scale: 8, Seed: 42, Size: 512x512, Model hash: ..., Model:
- * NAME, Version: sdflow X" on one line. The model hash is the first 10 hex digits of the
- * content hash files (provenance: path -> hash) records for the checkpoint. NULL when there is
- * no single sampler, or out of memory (*nomem set). malloc'd. */
-char *sd_a1111_parameters(const sd_graph *graph, const json_t *files, bool *nomem);
+ * NAME, Version: sdflow X" on one line; model_hash (A1111's AutoV2: the first 10 hex digits of
+ * the checkpoint file's SHA-256) is left out when NULL or "". NULL when there is no single
+ * sampler, or out of memory (*nomem set). malloc'd. */
+char *sd_a1111_parameters(const sd_graph *graph, const char *model_hash, bool *nomem);
+/* The CheckpointLoaderSimple upstream of the graph's one sampler's model, or NULL. */
+const sd_graph_node *sd_a1111_checkpoint(const sd_graph *graph);
 
 /* The PNG text chunks that let ComfyUI and A1111 read an image of this run, made once per run:
  * "prompt" (API format) and "workflow" (UI format) when ComfyUI has every node type of the

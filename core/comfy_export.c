@@ -11,6 +11,10 @@
 
 #define UI_COLUMN_WIDTH 400 /* layout of the UI format: one column per topological depth */
 #define UI_ROW_HEIGHT 300
+#define UI_NODE_WIDTH 315
+#define UI_NODE_HEIGHT 130
+#define UI_GROUP_MARGIN 20 /* a group's box around its nodes, and its title bar above them */
+#define UI_GROUP_TITLE 60
 
 /* Whether the API format carries the input: not sdflow's additions. control_after_generate is
  * kept (ComfyUI ignores inputs a node does not declare), so that a round trip keeps it. */
@@ -65,11 +69,18 @@ static sd_status nomem(sd_graph *g)
 
 /* ---- API format. ---- */
 
-static sd_status api_node(sd_graph *g, const sd_graph_node *n, json_t *out)
+/* The title an imported node kept (sd_comfy_described_meta's "titles"), else its type. */
+static const char *node_title(const json_t *meta, const sd_graph_node *n)
+{
+    const char *title = json_string_value(json_object_get(json_object_get(meta, "titles"), n->id));
+    return title ? title : n->type;
+}
+
+static sd_status api_node(sd_graph *g, const json_t *meta, const sd_graph_node *n, json_t *out)
 {
     json_t *inputs = json_object();
     json_t *node = json_pack("{s:o, s:s, s:{s:s}}", "inputs", inputs, "class_type", n->type, "_meta", "title",
-                             n->type);
+                             node_title(meta, n));
     if (!node || json_object_set_new(out, n->id, node))
         return nomem(g);
     for (size_t k = 0; k < n->desc->n_inputs; k++) {
@@ -90,12 +101,12 @@ static sd_status api_node(sd_graph *g, const sd_graph_node *n, json_t *out)
     return SD_OK;
 }
 
-static sd_status export_api(sd_graph *g, json_t **out)
+static sd_status export_api(sd_graph *g, const json_t *meta, json_t **out)
 {
     json_t *api = json_object();
     sd_status st = api ? SD_OK : nomem(g);
     for (size_t i = 0; !st && i < g->n_nodes; i++)
-        st = api_node(g, &g->nodes[i], api);
+        st = api_node(g, meta, &g->nodes[i], api);
     if (st) {
         json_decref(api);
         return st;
@@ -160,7 +171,9 @@ static const char *ui_type(const sd_input_desc *in)
 
 typedef struct ui_out {
     sd_graph *g;
+    const json_t *meta; /* titles and groups (sd_comfy_described_meta) */
     long long *ids;
+    int *x, *y;         /* each node's position */
     json_t *nodes, *links;
     json_int_t next_link;
 } ui_out;
@@ -183,8 +196,8 @@ static sd_status ui_link(ui_out *u, size_t dst, size_t at, const sd_graph_input 
     return SD_OK;
 }
 
-/* A node without links: type, layout, outputs, widgets_values in widget order. */
-static json_t *ui_node_shell(ui_out *u, size_t i, int depth, int row)
+/* A node without links: type, title, layout, outputs, widgets_values in widget order. */
+static json_t *ui_node_shell(ui_out *u, size_t i)
 {
     const sd_graph_node *n = &u->g->nodes[i];
     json_t *outputs = json_array(), *widgets = json_array();
@@ -199,10 +212,16 @@ static json_t *ui_node_shell(ui_out *u, size_t i, int depth, int row)
         json_t *v = literal_json(in, sd_graph_input_text(u->g, n, in));
         json_array_append_new(widgets, v ? v : json_null()); /* a linked widget keeps its slot, null */
     }
-    return json_pack("{s:I, s:s, s:[i,i], s:[i,i], s:{}, s:i, s:i, s:[], s:o, s:{s:s}, s:o}", "id",
-                     (json_int_t)u->ids[i], "type", n->type, "pos", depth * UI_COLUMN_WIDTH, row * UI_ROW_HEIGHT,
-                     "size", 315, 130, "flags", "order", (int)i, "mode", 0, "inputs", "outputs", outputs,
-                     "properties", "Node name for S&R", n->type, "widgets_values", widgets);
+    json_t *node = json_pack("{s:I, s:s, s:[i,i], s:[i,i], s:{}, s:i, s:i, s:[], s:o, s:{s:s}, s:o}", "id",
+                             (json_int_t)u->ids[i], "type", n->type, "pos", u->x[i], u->y[i], "size", UI_NODE_WIDTH,
+                             UI_NODE_HEIGHT, "flags", "order", (int)i, "mode", 0, "inputs", "outputs", outputs,
+                             "properties", "Node name for S&R", n->type, "widgets_values", widgets);
+    const char *title = node_title(u->meta, n);
+    if (node && title != n->type && json_object_set_new(node, "title", json_string(title))) {
+        json_decref(node);
+        return NULL;
+    }
+    return node;
 }
 
 /* The node's "inputs": every socket, and each widget that a link feeds. */
@@ -227,33 +246,125 @@ static sd_status ui_inputs(ui_out *u, size_t i)
     return SD_OK;
 }
 
-static sd_status export_ui(sd_graph *g, json_t **out)
+/* Positions: one column per topological depth; the nodes of each group (the first that holds
+ * a node, in "groups" order) in a band of rows of their own, so that the group's box holds them
+ * and no other node; the nodes of no group in the last band. */
+static sd_status ui_layout(ui_out *u)
 {
-    ui_out u = {.g = g, .nodes = json_array(), .links = json_array()};
+    sd_graph *g = u->g;
+    const json_t *groups = json_object_get(u->meta, "groups");
+    size_t n_groups = json_array_size(groups), *band = calloc(g->n_nodes + 1, sizeof *band);
     int *depth = calloc(g->n_nodes + 1, sizeof *depth), *rows = calloc(g->n_nodes + 1, sizeof *rows);
-    sd_status st = u.nodes && u.links && depth && rows ? ui_ids(g, &u.ids) : nomem(g);
+    if (!band || !depth || !rows) {
+        free(band);
+        free(depth);
+        free(rows);
+        return nomem(g);
+    }
+    depths(g, depth);
+    for (size_t i = 0; i < g->n_nodes; i++)
+        band[i] = n_groups;
+    for (size_t b = n_groups; b-- > 0;) {
+        size_t k;
+        const json_t *id;
+        json_array_foreach(json_object_get(json_array_get(groups, b), "nodes"), k, id)
+        {
+            size_t i = node_index(g, json_string_value(id) ? json_string_value(id) : "");
+            if (i < g->n_nodes)
+                band[i] = b;
+        }
+    }
+    int top = 0;
+    for (size_t b = 0; b <= n_groups; b++) {
+        int height = 0;
+        memset(rows, 0, (g->n_nodes + 1) * sizeof *rows);
+        for (size_t i = 0; i < g->n_nodes; i++)
+            if (band[i] == b) {
+                u->x[i] = depth[i] * UI_COLUMN_WIDTH;
+                u->y[i] = (top + rows[depth[i]]++) * UI_ROW_HEIGHT;
+                height = rows[depth[i]] > height ? rows[depth[i]] : height;
+            }
+        top += height;
+    }
+    free(band);
+    free(depth);
+    free(rows);
+    return SD_OK;
+}
+
+/* Each group with a node in the graph: its title and the box around its nodes' positions. */
+static sd_status ui_groups(ui_out *u, json_t *out)
+{
+    size_t b, k;
+    const json_t *group, *id;
+    json_array_foreach(json_object_get(u->meta, "groups"), b, group)
+    {
+        int x0 = 0, y0 = 0, x1 = 0, y1 = 0, n = 0;
+        json_array_foreach(json_object_get(group, "nodes"), k, id)
+        {
+            size_t i = node_index(u->g, json_string_value(id) ? json_string_value(id) : "");
+            if (i >= u->g->n_nodes)
+                continue;
+            x0 = n && x0 < u->x[i] ? x0 : u->x[i];
+            y0 = n && y0 < u->y[i] ? y0 : u->y[i];
+            x1 = n && x1 > u->x[i] ? x1 : u->x[i];
+            y1 = n && y1 > u->y[i] ? y1 : u->y[i];
+            n++;
+        }
+        if (n && json_array_append_new(
+                     out, json_pack("{s:O, s:[i,i,i,i], s:s, s:i, s:{}}", "title", json_object_get(group, "title"),
+                                    "bounding", x0 - UI_GROUP_MARGIN, y0 - UI_GROUP_TITLE,
+                                    x1 - x0 + UI_NODE_WIDTH + 2 * UI_GROUP_MARGIN,
+                                    y1 - y0 + UI_NODE_HEIGHT + UI_GROUP_TITLE + UI_GROUP_MARGIN, "color",
+                                    "#3f789e", "font_size", 24, "flags")))
+            return nomem(u->g);
+    }
+    return SD_OK;
+}
+
+static sd_status export_ui(sd_graph *g, const json_t *meta, json_t **out)
+{
+    ui_out u = {.g = g, .meta = meta, .nodes = json_array(), .links = json_array()};
+    u.x = calloc(g->n_nodes + 1, sizeof *u.x);
+    u.y = calloc(g->n_nodes + 1, sizeof *u.y);
+    json_t *groups = json_array();
+    sd_status st = u.nodes && u.links && u.x && u.y && groups ? ui_ids(g, &u.ids) : nomem(g);
     if (!st)
-        depths(g, depth);
+        st = ui_layout(&u);
     for (size_t i = 0; !st && i < g->n_nodes; i++)
-        if (json_array_append_new(u.nodes, ui_node_shell(&u, i, depth[i], rows[depth[i]]++)))
+        if (json_array_append_new(u.nodes, ui_node_shell(&u, i)))
             st = nomem(g);
     for (size_t i = 0; !st && i < g->n_nodes; i++)
         st = ui_inputs(&u, i);
+    if (!st)
+        st = ui_groups(&u, groups);
     long long last = 0;
     for (size_t i = 0; !st && i < g->n_nodes; i++)
         last = u.ids[i] > last ? u.ids[i] : last;
     json_t *ui = st ? NULL
-                    : json_pack("{s:I, s:I, s:O, s:O, s:[], s:{}, s:{}, s:f}", "last_node_id", (json_int_t)last,
-                                "last_link_id", u.next_link, "nodes", u.nodes, "links", u.links, "groups",
+                    : json_pack("{s:I, s:I, s:O, s:O, s:O, s:{}, s:{}, s:f}", "last_node_id", (json_int_t)last,
+                                "last_link_id", u.next_link, "nodes", u.nodes, "links", u.links, "groups", groups,
                                 "config", "extra", "version", 0.4);
     if (!st && !ui)
         st = nomem(g);
     json_decref(u.nodes);
     json_decref(u.links);
+    json_decref(groups);
     free(u.ids);
-    free(depth);
-    free(rows);
+    free(u.x);
+    free(u.y);
     *out = ui;
+    return st;
+}
+
+/* The graph in one ComfyUI format, with the titles and groups its description keeps. */
+static sd_status export_root(sd_graph *g, bool ui, json_t **out)
+{
+    json_t *meta = sd_comfy_described_meta(sd_graph_meta(g, "description"));
+    if (!meta)
+        return nomem(g);
+    sd_status st = ui ? export_ui(g, meta, out) : export_api(g, meta, out);
+    json_decref(meta);
     return st;
 }
 
@@ -263,7 +374,7 @@ sd_status sd_graph_export_comfy(sd_graph *g, bool ui, char **out)
     json_t *root = NULL;
     sd_status st = check_exportable(g);
     if (!st)
-        st = ui ? export_ui(g, &root) : export_api(g, &root);
+        st = export_root(g, ui, &root);
     if (st)
         return st;
     *out = json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
@@ -330,25 +441,6 @@ static const char *a1111_sampler(const char *s)
     return s;
 }
 
-/* The first 10 hex digits of the content hash recorded for a file whose path ends in /name. */
-static const char *model_hash(const json_t *files, const char *name, char *buf)
-{
-    const char *path;
-    const json_t *hash;
-    size_t n = strlen(name);
-    json_object_foreach((json_t *)files, path, hash)
-    {
-        size_t len = strlen(path);
-        const char *hex = json_string_value(hash);
-        if (hex && strlen(hex) >= 10 && len > n && path[len - n - 1] == '/' && !strcmp(path + len - n, name)) {
-            memcpy(buf, hex, 10);
-            buf[10] = '\0';
-            return buf;
-        }
-    }
-    return NULL;
-}
-
 /* Appends ", KEY: VALUE" (or "KEY: VALUE" first) when value is non-empty. */
 static char *field(char *text, const char *key, const char *value)
 {
@@ -360,9 +452,9 @@ static char *field(char *text, const char *key, const char *value)
     return t;
 }
 
-char *sd_a1111_parameters(const sd_graph *g, const json_t *files, bool *nomem_out)
+/* The one sampler of a graph (KSampler or KSamplerAdvanced), or NULL. */
+static const sd_graph_node *single_sampler(const sd_graph *g)
 {
-    *nomem_out = false;
     const sd_graph_node *s = NULL;
     for (size_t i = 0; i < g->n_nodes; i++)
         if (!strcmp(g->nodes[i].type, "KSampler") || !strcmp(g->nodes[i].type, "KSamplerAdvanced")) {
@@ -370,15 +462,27 @@ char *sd_a1111_parameters(const sd_graph *g, const json_t *files, bool *nomem_ou
                 return NULL;
             s = &g->nodes[i];
         }
+    return s;
+}
+
+const sd_graph_node *sd_a1111_checkpoint(const sd_graph *g)
+{
+    return upstream(g, single_sampler(g), "model", "CheckpointLoaderSimple", 0);
+}
+
+char *sd_a1111_parameters(const sd_graph *g, const char *model_hash, bool *nomem_out)
+{
+    *nomem_out = false;
+    const sd_graph_node *s = single_sampler(g);
     if (!s)
         return NULL;
     bool advanced = !strcmp(s->type, "KSamplerAdvanced");
     const sd_graph_node *pos = upstream(g, s, "positive", "CLIPTextEncode", 0);
     const sd_graph_node *neg = upstream(g, s, "negative", "CLIPTextEncode", 0);
     const sd_graph_node *latent = upstream(g, s, "latent_image", "EmptyLatentImage", 0);
-    const sd_graph_node *ckpt = upstream(g, s, "model", "CheckpointLoaderSimple", 0);
+    const sd_graph_node *ckpt = sd_a1111_checkpoint(g);
     const char *ckpt_name = ckpt ? text_of(g, ckpt, "ckpt_name") : "";
-    char size[64] = "", model[256] = "", hash[16], engine[64];
+    char size[64] = "", model[256] = "", engine[64];
     if (latent)
         snprintf(size, sizeof size, "%sx%s", text_of(g, latent, "width"), text_of(g, latent, "height"));
     const char *base = strrchr(ckpt_name, '/');
@@ -403,7 +507,7 @@ char *sd_a1111_parameters(const sd_graph *g, const json_t *files, bool *nomem_ou
     text = field(text, "CFG scale", text_of(g, s, "cfg"));
     text = field(text, "Seed", text_of(g, s, advanced ? "noise_seed" : "seed"));
     text = field(text, "Size", size);
-    text = field(text, "Model hash", model_hash(files, ckpt_name, hash));
+    text = field(text, "Model hash", model_hash);
     text = field(text, "Model", model);
     if (!advanced && denoise < 1)
         text = field(text, "Denoising strength", text_of(g, s, "denoise"));
@@ -421,10 +525,57 @@ static sd_status comfy_json(sd_graph *g, bool ui, char **out)
         sd_clear_error(g->ctx);
         return SD_OK;
     }
-    sd_status st = ui ? export_ui(g, &root) : export_api(g, &root);
+    sd_status st = export_root(g, ui, &root);
     if (!st && !(*out = json_dumps(root, JSON_COMPACT)))
         st = nomem(g);
     json_decref(root);
+    return st;
+}
+
+/* Admits only the file the plan hashed, as it was then (the read guard while hashing a
+ * checkpoint for the saving node, whose key holds the checkpoint's content through the loader). */
+struct hashed_file {
+    sd_context *ctx;
+    const sd_file_id *id;
+};
+
+static sd_status hashed_file_guard(void *user, const char *path, const struct sd_file_id *id)
+{
+    const struct hashed_file *want = user;
+    return sd_file_id_equal(want->id, id)
+               ? SD_OK
+               : sd_set_error(want->ctx, SD_ERR_IO, "%s: changed since this run hashed it", path);
+}
+
+/* A1111's "Model hash" (AutoV2) of the checkpoint the graph's one sampler uses: the first 10 hex
+ * digits of the SHA-256 of the whole file, memoized in the run's cache like content hashes. hex
+ * is "" when there is no such checkpoint file. */
+static sd_status checkpoint_autov2(sd_run_state *s, char hex[65])
+{
+    hex[0] = '\0';
+    const sd_graph_node *ckpt = sd_a1111_checkpoint(s->graph);
+    const sd_plan_input *pi = NULL;
+    for (size_t i = 0; ckpt && !pi && i < s->n_nodes; i++)
+        for (size_t k = 0; s->nodes[i].gn == ckpt && k < s->nodes[i].desc->n_inputs; k++)
+            if (s->nodes[i].inputs[k].file && !strcmp(s->nodes[i].inputs[k].desc->name, "ckpt_name"))
+                pi = &s->nodes[i].inputs[k];
+    if (!pi)
+        return SD_OK;
+    sd_context *ctx = s->ctx;
+    sd_status (*guard)(void *, const char *, const struct sd_file_id *) = ctx->read_guard;
+    void *guard_user = ctx->read_guard_user;
+    struct hashed_file want = {ctx, &pi->file_id};
+    ctx->read_guard = hashed_file_guard;
+    ctx->read_guard_user = &want;
+    sd_key sha;
+    sd_file_id id;
+    sd_status st = sd_digest_file_memo(ctx, s->cache, SD_DIGEST_SHA256, pi->file, &sha, &id);
+    ctx->read_guard = guard;
+    ctx->read_guard_user = guard_user;
+    if (!st) {
+        sd_key_hex(&sha, hex);
+        hex[10] = '\0';
+    }
     return st;
 }
 
@@ -434,10 +585,14 @@ sd_status sd_run_interop_texts(sd_node_run *r, const sd_png_text **texts, size_t
     struct sd_interop_texts *t = s->interop;
     if (!t) {
         bool a1111_nomem = false;
-        sd_status st = (t = calloc(1, sizeof *t)) ? SD_OK : SD_ERR_NOMEM;
+        char hash[65];
+        sd_status st = checkpoint_autov2(s, hash);
+        if (st)
+            return sd_run_error(r, st, "model hash: %s", sd_context_errmsg(s->ctx));
+        st = (t = calloc(1, sizeof *t)) ? SD_OK : SD_ERR_NOMEM;
         if (!st && !(st = comfy_json(s->graph, false, &t->prompt)))
             st = comfy_json(s->graph, true, &t->workflow);
-        if (!st && !(t->parameters = sd_a1111_parameters(s->graph, s->files, &a1111_nomem)) && a1111_nomem)
+        if (!st && !(t->parameters = sd_a1111_parameters(s->graph, hash, &a1111_nomem)) && a1111_nomem)
             st = SD_ERR_NOMEM;
         if (st) {
             sd_interop_texts_free(t);

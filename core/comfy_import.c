@@ -386,8 +386,22 @@ static sd_status drop_unneeded(importer *im)
 
 /* ---- Metadata and parameters. ---- */
 
+/* Appends a title as a JSON string (quotes, backslashes and control characters escaped), so
+ * that sd_comfy_described_meta reads it back exactly. */
+static char *append_quoted(char *text, const char *prefix, const char *title)
+{
+    json_t *v = text ? json_string(title) : NULL;
+    char *q = v ? json_dumps(v, JSON_ENCODE_ANY) : NULL;
+    char *t = q ? sd_strfmt("%s%s%s", text, prefix, q) : NULL;
+    json_decref(v);
+    free(q);
+    free(text);
+    return t;
+}
+
 /* The UI format's titles and groups (meta: see sd_comfy_ui_to_api) in the description:
- * "Titles: 3 "Base", 7 "Refiner"" and "Group "Txt2Img": 3, 4, 5", one line each. */
+ * "Titles: 3 "Base", 7 "Refiner"" and "Group "Txt2Img": 3, 4, 5", one line each, titles
+ * written as JSON strings. */
 static sd_status set_description(importer *im, const json_t *meta)
 {
     const json_t *titles = json_object_get(meta, "titles"), *groups = json_object_get(meta, "groups");
@@ -402,16 +416,15 @@ static sd_status set_description(importer *im, const json_t *meta)
     {
         if (!json_object_get(im->root, id))
             continue;
-        char *t = text ? sd_strfmt("%s%s %s \"%s\"", text, n_titles++ ? "," : "\nTitles:", id,
-                                   json_string_value(title))
-                       : NULL;
-        free(text);
-        text = t;
+        char *prefix = sd_strfmt("%s %s ", n_titles++ ? "," : "\nTitles:", id);
+        text = prefix ? append_quoted(text, prefix, json_string_value(title)) : (free(text), NULL);
+        free(prefix);
     }
     json_array_foreach(groups, i, g)
     {
         const json_t *gid;
-        char *t = text ? sd_strfmt("%s\nGroup \"%s\":", text, json_string_value(json_object_get(g, "title"))) : NULL;
+        text = append_quoted(text, "\nGroup ", json_string_value(json_object_get(g, "title")));
+        char *t = text ? sd_strfmt("%s:", text) : NULL;
         free(text);
         text = t;
         size_t n_ids = 0;
@@ -427,6 +440,79 @@ static sd_status set_description(importer *im, const json_t *meta)
     sd_status st = text ? sd_graph_set_meta(im->g, "description", text) : nomem(im);
     free(text);
     return st;
+}
+
+/* Reads the JSON string at *p (which starts with '"'), moving *p past it; NULL when malformed. */
+static json_t *read_quoted(const char **p)
+{
+    const char *q = *p + 1;
+    while (*q && *q != '"' && *q != '\n')
+        q += *q == '\\' && q[1] ? 2 : 1;
+    if (*q != '"')
+        return NULL;
+    json_t *v = json_loadb(*p, (size_t)(q + 1 - *p), JSON_DECODE_ANY, NULL);
+    *p = q + 1;
+    return json_is_string(v) ? v : (json_decref(v), NULL);
+}
+
+/* Reads a node id at *p (up to a space, comma or line end); NULL when empty. */
+static json_t *read_id(const char **p)
+{
+    size_t n = strcspn(*p, " ,\n");
+    json_t *v = n ? json_stringn(*p, n) : NULL;
+    *p += n;
+    return v;
+}
+
+/* "Titles: ID "T", ID "T"" (at p, after "Titles:") into titles; false when malformed. */
+static bool read_titles(const char *p, json_t *titles)
+{
+    while (*p == ' ') {
+        p++;
+        json_t *id = read_id(&p), *title = NULL;
+        bool ok = id && *p == ' ' && (p++, title = read_quoted(&p)) &&
+                  !json_object_set(titles, json_string_value(id), title);
+        json_decref(id);
+        json_decref(title);
+        if (!ok)
+            return false;
+        if (*p == ',')
+            p++;
+    }
+    return *p == '\0' || *p == '\n';
+}
+
+/* "Group "T": ID, ID" (at p, at the quote) appended to groups; false when malformed. */
+static bool read_group(const char *p, json_t *groups)
+{
+    json_t *title = read_quoted(&p), *ids = json_array();
+    bool ok = title && ids && *p++ == ':';
+    while (ok && *p == ' ') {
+        p++;
+        json_t *id = read_id(&p);
+        ok = id && !json_array_append_new(ids, id);
+        if (*p == ',')
+            p++;
+    }
+    ok = ok && (*p == '\0' || *p == '\n') &&
+         !json_array_append_new(groups, json_pack("{s:O, s:O}", "title", title, "nodes", ids));
+    json_decref(title);
+    json_decref(ids);
+    return ok;
+}
+
+json_t *sd_comfy_described_meta(const char *description)
+{
+    json_t *meta = json_pack("{s:{}, s:[]}", "titles", "groups");
+    for (const char *line = description; meta && line && *line;) {
+        if (!strncmp(line, "Titles:", 7))
+            read_titles(line + 7, json_object_get(meta, "titles"));
+        else if (!strncmp(line, "Group \"", 7))
+            read_group(line + 6, json_object_get(meta, "groups"));
+        const char *end = strchr(line, '\n');
+        line = end ? end + 1 : NULL;
+    }
+    return meta;
 }
 
 /* The only node of a type, or NULL when there are none or several. */

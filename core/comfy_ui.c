@@ -448,6 +448,11 @@ static sd_status emit_scope(ui_conv *c, const ui_scope *s)
         const char *type = node_type(node);
         if (st || mode == MODE_NEVER || mode == MODE_BYPASS || is_virtual(type))
             continue;
+        if (!strncmp(type, "workflow>", 9) || !strncmp(type, "workflow/", 9))
+            return sd_set_error(c->ctx, SD_ERR_INVALID,
+                                "%s: node %lld is an old-style group node ('%s'), which sdflow does not expand; "
+                                "in ComfyUI convert it to nodes or a subgraph and save again",
+                                c->path, (long long)json_integer_value(json_object_get(node, "id")), type);
         const ui_level *def = level_of_def(c, type);
         if (!def) {
             st = emit_node(c, s, node);

@@ -28,6 +28,10 @@ void sd_hash_bytes(const void *data, size_t len, sd_key *out);
 void sd_key_hex(const sd_key *k, char out[65]);
 bool sd_key_from_hex(const char *hex, sd_key *out);
 
+/* The digests a file's content is memoized under: BLAKE2b-256 (cache keys, provenance) and
+ * SHA-256 (what A1111 and model sites name checkpoints by; OpenSSL's libcrypto). */
+typedef enum sd_file_digest { SD_DIGEST_BLAKE2B, SD_DIGEST_SHA256 } sd_file_digest;
+
 /* Content hash of a file (opened with sd_file_open: regular files only), memoized in the
  * context's cache by path and identity (size, mtime, ctime, inode, device; core/files.h) when a
  * cache is open. SD_ERR_IO (message names the file) on failure, also when the file changed
@@ -36,5 +40,8 @@ sd_status sd_hash_file(sd_context *ctx, const char *path, sd_key *out);
 /* The same with an explicit memo: cache NULL hashes without reading or writing any memo
  * (runs with caching off). *id gets the identity of the content hashed. */
 sd_status sd_hash_file_memo(sd_context *ctx, sd_cache *cache, const char *path, sd_key *out, sd_file_id *id);
+/* The same for either digest kind. */
+sd_status sd_digest_file_memo(sd_context *ctx, sd_cache *cache, sd_file_digest kind, const char *path, sd_key *out,
+                              sd_file_id *id);
 
 #endif

@@ -57,6 +57,7 @@ typedef struct sd_run_state {
     size_t n_nodes;
     int n_needed;
     double t0;       /* run start (monotonic seconds) */
+    sd_cache *cache; /* the run's cache and file-hash memo, NULL when caching is off */
     json_t *files;   /* provenance: recorded name (sd_run_record_file) -> content hash hex */
     char *workflow_xml;
     char *provenance_json;

@@ -275,7 +275,7 @@ sd_status sd_graph_run_checked(sd_graph *graph, const sd_run_options *options, s
             sd_set_error(ctx, st, "the workflow is invalid (%zu problems)", sd_context_diag_count(ctx));
         goto done;
     }
-    sd_cache *cache = options->no_cache ? NULL : sd_context_cache(ctx);
+    sd_cache *cache = s.cache = options->no_cache ? NULL : sd_context_cache(ctx);
     if ((st = sd_plan_make(&s, options, cache)) || (check && (st = check(&s, user))))
         goto done;
     st = execute(&s, cache);

@@ -223,7 +223,7 @@ static bool param_fits(sd_type p, sd_type in)
 static void check_value(vstate *v, int line, const char *where, const sd_input_desc *in,
                         const char *text, const char *param)
 {
-    char msg[512], prefix[160] = "";
+    char msg[1024], prefix[160] = ""; /* room for every choice of an ENUM (44 samplers) */
     if (param)
         snprintf(prefix, sizeof prefix, "parameter '%s': ", param);
     if (!sd_literal_check(in, text, msg, sizeof msg)) {

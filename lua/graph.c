@@ -664,6 +664,28 @@ static int graph_xml(lua_State *L)
     return 1;
 }
 
+/* g:export_comfy([{ui = true}]) -> ComfyUI JSON string (API format, UI format with ui), or nil,
+ * message, diagnostics */
+static int graph_export_comfy(lua_State *L)
+{
+    sdl_graph *g = sdl_check_graph(L, 1);
+    bool ui = false;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_getfield(L, 2, "ui");
+        ui = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    void **slot = sdl_push_box(L, free);
+    char *json = NULL;
+    sd_status st = sd_graph_export_comfy(g->graph, ui, &json);
+    *slot = json;
+    if (st)
+        return sdl_push_failure(L, sd_graph_context(g->graph), st);
+    lua_pushstring(L, json);
+    return 1;
+}
+
 static int graph_close(lua_State *L)
 {
     sdl_graph *g = luaL_checkudata(L, 1, SDL_GRAPH);
@@ -713,6 +735,7 @@ static const luaL_Reg graph_methods[] = {
     {"validate", graph_validate},
     {"save", graph_save},
     {"xml", graph_xml},
+    {"export_comfy", graph_export_comfy},
     {"run", sdl_graph_run},
     {"close", graph_close},
     {NULL, NULL},

@@ -152,6 +152,15 @@ static sd_family model_family(sd_node_check *c, const char *input)
     return sd_family_find(sd_check_tag(c, input));
 }
 
+/* An SD1-named LoRA on an SD2.x model (told by a name the two share) whose width is not SD1.x's
+ * 768 at full size: the load compares it with the model's (ml/adapters/lora.c). */
+static bool shared_names(const sd_safetensors *st, const char *key, sd_family lora, sd_family model)
+{
+    const char *width_key;
+    return lora == SD_FAMILY_SD1 && model == SD_FAMILY_SD2 && sd_lora_shared_name(key) &&
+           sd_family_by_context_dim(sd_lora_context_width(st, &width_key)) != SD_FAMILY_SD1;
+}
+
 void sd_check_lora_loader(sd_node_check *c)
 {
     sd_family model = model_family(c, "model");
@@ -168,7 +177,8 @@ void sd_check_lora_loader(sd_node_check *c)
         sd_check_problem(c, "lora_name", "%s: LoRAs on %s models are not supported; sdflow supports %s LoRAs",
                          sd_safetensors_path(st), sd_family_name(model),
                          sd_family_lora_list(supported, sizeof supported));
-    else if (lora != SD_FAMILY_UNKNOWN && model != SD_FAMILY_UNKNOWN && lora != model)
+    else if (lora != SD_FAMILY_UNKNOWN && model != SD_FAMILY_UNKNOWN && lora != model &&
+             !shared_names(st, key, lora, model))
         sd_check_problem(c, "lora_name", "%s: %s LoRA detected (key '%s'); the model is %s",
                          sd_safetensors_path(st), sd_family_name(lora), key, sd_family_name(model));
     sd_safetensors_close(st);

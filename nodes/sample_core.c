@@ -11,11 +11,12 @@
 
 const char *const sd_sampler_choices[] = {
     "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "exp_heun_2_x0",
-    "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde",
-    "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun",
-    "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm", "ipndm_v",
-    "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp",
-    "gradient_estimation", "gradient_estimation_cfg_pp", "ddim", "uni_pc", "uni_pc_bh2", NULL};
+    "exp_heun_2_x0_sde", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde",
+    "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm",
+    "lcm", "ipndm", "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde", "seeds_2",
+    "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2", NULL};
 const char *const sd_scheduler_choices[] = {
     "normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta",
     "linear_quadratic", "kl_optimal", NULL};
@@ -335,6 +336,8 @@ static sd_status sample_latent(sd_node_run *r, const sd_sample_request *q, const
         .sigma_max = sd_model_sampling_sigma_max(&ms), .seed = q->seed,
         .denoise = sd_cfg_denoise, .denoise_user = d, .step = on_step, .step_user = &step, .noise_mask = mask,
         .flow = ms.type == SD_SAMPLING_FLOW,
+        .sde_start_sigma = sd_model_sampling_percent_to_sigma(&ms, 0.2),
+        .sde_end_sigma = sd_model_sampling_percent_to_sigma(&ms, 0.8),
     };
     if ((st = sd_sample(ctx, &o, noise, latent, latent, n))) {
         if (!sd_cfg_denoiser_reported(d))

@@ -1,5 +1,5 @@
 /* sdflow_mklora: writes a random-weight LoRA in kohya or diffusers/PEFT layout for the architecture
- * of an SD1 or SDXL checkpoint (tests and goldens; ml/adapters/lora.h, sd_lora_write_random). Deterministic: the same
+ * of an SD1, SD2 or SDXL checkpoint (tests and goldens; ml/adapters/lora.h, sd_lora_write_random). Deterministic: the same
  * checkpoint architecture, options and seed give the same bytes. */
 #include "ml/adapters/lora.h"
 #include <stdio.h>

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #define ORIGINAL_PREFIX "control_model."
-#define SUPPORTED "SD1.x, SDXL"
+#define SUPPORTED "SD1.x, SD2.x, SDXL"
 
 struct sd_controlnet {
     int refcount;
@@ -225,20 +225,22 @@ static sd_status detect(sd_context *ctx, const sd_safetensors *st, layout *lay, 
         *lay = LAYOUT_ORIGINAL;
         *prefix = sd_safetensors_has_prefix(st, ORIGINAL_PREFIX) ? ORIGINAL_PREFIX : "";
         const sd_st_tensor *k = sd_safetensors_findf(st, "%smiddle_block.1.transformer_blocks.0.attn2.to_k.weight", *prefix);
+        const sd_st_tensor *proj = sd_safetensors_findf(st, "%smiddle_block.1.proj_in.weight", *prefix);
         if (sd_safetensors_findf(st, "%slabel_emb.0.0.weight", *prefix) || (k && k->ndim == 2 && k->shape[1] == 2048))
             *fam = SD_FAMILY_SDXL;
-        else if (k && k->ndim == 2 && k->shape[1] == 1024)
-            family = "SD2.x";
+        else if ((k && k->ndim == 2 && k->shape[1] == 1024) || (proj && proj->ndim == 2))
+            *fam = SD_FAMILY_SD2; /* SD2's Linear proj_in (SD1's is a 1x1 convolution) */
     } else if (sd_safetensors_find(st, "controlnet_cond_embedding.conv_in.weight")) {
         *lay = LAYOUT_DIFFUSERS;
         *prefix = "";
         const sd_st_tensor *k = sd_safetensors_find(st, "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight");
+        const sd_st_tensor *proj = sd_safetensors_find(st, "mid_block.attentions.0.proj_in.weight");
         if (sd_safetensors_has_prefix(st, "add_embedding.") || (k && k->ndim == 2 && k->shape[1] == 2048))
             *fam = SD_FAMILY_SDXL;
         else if (sd_safetensors_has_prefix(st, "transformer_blocks.") || sd_safetensors_has_prefix(st, "pos_embed"))
             family = "SD3";
-        else if (k && k->ndim == 2 && k->shape[1] == 1024)
-            family = "SD2.x";
+        else if ((k && k->ndim == 2 && k->shape[1] == 1024) || (proj && proj->ndim == 2))
+            *fam = SD_FAMILY_SD2;
     } else if (sd_safetensors_has_prefix(st, "double_blocks.") ||
                sd_safetensors_has_prefix(st, "single_transformer_blocks.") ||
                (sd_safetensors_has_prefix(st, "controlnet_blocks.") &&

@@ -2,6 +2,7 @@
 #include "ml/adapters/embeddings.h"
 #include "core/checked.h"
 #include "ml/formats/safetensors.h"
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,9 +73,12 @@ static sd_status read_vectors(sd_context *ctx, const char *path, int width, cons
         status = sd_set_error(ctx, SD_ERR_INVALID, "%s: embedding tensor '%s' is %d-D; expected [vectors, %d]", path,
                               t->name, t->ndim, width);
     } else if (cols != width) {
-        status = sd_set_error(ctx, SD_ERR_INVALID,
-                              "%s: embedding vectors are %lld wide; the text encoder's are %d (an embedding for "
-                              "another model family)", path, (long long)cols, width);
+        sd_family f = sd_family_by_context_dim(cols); /* SD1.x's 768, SD2.x's 1024 */
+        char which[64] = "an embedding for another model family";
+        if (f != SD_FAMILY_UNKNOWN)
+            snprintf(which, sizeof which, "an %s embedding", sd_family_name(f));
+        status = sd_set_error(ctx, SD_ERR_INVALID, "%s: embedding vectors are %lld wide (%s); the text encoder's are %d",
+                              path, (long long)cols, which, width);
     } else if (rows > SD_EMBEDDING_MAX_VECTORS) {
         status = sd_set_error(ctx, SD_ERR_LIMIT, "%s: embedding has %lld vectors (at most %d)", path,
                               (long long)rows, SD_EMBEDDING_MAX_VECTORS);

@@ -393,6 +393,20 @@ static void list_finish(char *list, size_t omitted)
     }
 }
 
+/* An SD1-named LoRA (SD1.x and SD2.x LoRAs share their key names) on an SD2.x model: the model's
+ * own when the text context it reads is as wide as the model's; else an error naming the key. */
+static sd_status check_sd1_names_on_sd2(sd_context *ctx, const sd_safetensors *st, const sd_checkpoint_config *cfg)
+{
+    const char *key = NULL;
+    int64_t width = sd_lora_context_width(st, &key), want = key && strstr(key, "attn2") ? cfg->unet.context_dim
+                                                                                        : cfg->clip.width;
+    if (width == want)
+        return SD_OK;
+    return sd_set_error(ctx, SD_ERR_INVALID,
+                        "%s: SD1.x LoRA detected (key '%s' reads a %lld-wide text context; the SD2.x model's is %lld)",
+                        sd_safetensors_path(st), key ? key : "", (long long)width, (long long)want);
+}
+
 /* Another family's LoRA, told by its key names or by the cross-attention width. */
 static sd_status check_family(sd_context *ctx, const sd_safetensors *st, const sd_checkpoint_config *cfg)
 {
@@ -405,12 +419,15 @@ static sd_status check_family(sd_context *ctx, const sd_safetensors *st, const s
                             sd_safetensors_path(st), sd_family_name(cfg->family), supported);
     if (f == SD_FAMILY_UNKNOWN || f == cfg->family)
         return SD_OK;
+    if (f == SD_FAMILY_SD1 && cfg->family == SD_FAMILY_SD2 && sd_lora_shared_name(key))
+        return check_sd1_names_on_sd2(ctx, st, cfg);
     return sd_set_error(ctx, SD_ERR_INVALID, "%s: %s LoRA detected (key '%s'); the model is %s; sdflow supports %s LoRAs",
                         sd_safetensors_path(st), sd_family_name(f), key, sd_family_name(cfg->family), supported);
 }
 
 /* Names only UNets with attention at the first level have (SD1, SD2; not SDXL), and only a
- * transformer depth above 1 (SDXL) gives. */
+ * transformer depth above 1 gives (SDXL; SD2's tiny test preset too, which has first-level
+ * attention). */
 static bool first_level_attention(const char *name)
 {
     return strstr(name, "down_blocks_0_attentions") || strstr(name, "down_blocks.0.attentions") ||
@@ -423,28 +440,93 @@ static bool deep_transformer(const char *name)
     return p && (p[18] == '_' || p[18] == '.') && p[19] >= '1' && p[19] <= '9';
 }
 
+/* Whether t is the down matrix of a LoRA pair (kohya, PEFT or old diffusers names). */
+static bool down_matrix(const sd_st_tensor *t)
+{
+    return t->ndim == 2 &&
+           (strstr(t->name, "lora_down.") || strstr(t->name, "lora_A.") || strstr(t->name, "lora.down."));
+}
+
+/* Whether t patches the input of a cross-attention key or value projection (reads the context). */
+static bool cross_kv(const sd_st_tensor *t)
+{
+    return strstr(t->name, "attn2") && (strstr(t->name, "to_k") || strstr(t->name, "to_v")) && down_matrix(t);
+}
+
+/* Whether t patches the input of a single text encoder's q/k/v projection or first MLP Linear. */
+static bool text_input(const sd_st_tensor *t)
+{
+    return (strncmp(t->name, "lora_te_", 8) == 0 || strncmp(t->name, "text_encoder.", 13) == 0) &&
+           (strstr(t->name, "q_proj") || strstr(t->name, "k_proj") || strstr(t->name, "v_proj") ||
+            strstr(t->name, "fc1")) &&
+           down_matrix(t);
+}
+
+static bool proj_key(const char *name)
+{
+    return strstr(name, "proj_in") || strstr(name, "proj_out");
+}
+
+bool sd_lora_shared_name(const char *key)
+{
+    return key && !proj_key(key);
+}
+
+int64_t sd_lora_context_width(const sd_safetensors *st, const char **key)
+{
+    size_t n = sd_safetensors_count(st);
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < n; i++) {
+            const sd_st_tensor *t = sd_safetensors_at(st, i);
+            if (pass == 0 ? cross_kv(t) : text_input(t)) {
+                *key = t->name;
+                return t->shape[1];
+            }
+        }
+    *key = NULL;
+    return 0;
+}
+
 sd_family sd_lora_family(const sd_safetensors *st, const char **key)
 {
     size_t n = sd_safetensors_count(st);
-    /* Beyond doubt first: SDXL's second text encoder, a cross-attention width of another family. */
+    /* Beyond doubt first: SDXL's second text encoder, a text context width of another family. */
     for (size_t i = 0; i < n; i++) {
         const sd_st_tensor *t = sd_safetensors_at(st, i);
         *key = t->name;
         if (strncmp(t->name, "lora_te2_", 9) == 0 || strncmp(t->name, "text_encoder_2.", 15) == 0)
             return SD_FAMILY_SDXL; /* patches SDXL's second text encoder */
-        bool cross_kv = strstr(t->name, "attn2") && (strstr(t->name, "to_k") || strstr(t->name, "to_v"));
-        bool down = strstr(t->name, "lora_down.") || strstr(t->name, "lora_A.") || strstr(t->name, "lora.down.");
-        sd_family f = cross_kv && down && t->ndim == 2 ? sd_family_by_context_dim(t->shape[1]) : SD_FAMILY_UNKNOWN;
+        sd_family f = cross_kv(t) || text_input(t) ? sd_family_by_context_dim(t->shape[1]) : SD_FAMILY_UNKNOWN;
         if (f != SD_FAMILY_UNKNOWN && f != SD_FAMILY_SD1)
             return f; /* reads another family's text context (SD1's 768 is also a tiny model's width) */
     }
-    /* Then the names: kohya writes SD1's text encoder lora_te_ (SDXL's lora_te1_, lora_te2_). */
-    for (size_t i = 0; i < n; i++) {
+    /* Then the UNet's shape: SDXL's deeper transformers without attention at the first level; SD1's
+     * and SD2's attention there, where SD1's proj_in / proj_out are 1x1 convolutions and SD2's
+     * Linears. */
+    bool first_level = false;
+    for (size_t i = 0; i < n; i++)
+        first_level |= first_level_attention(sd_safetensors_at(st, i)->name);
+    for (size_t i = 0; i < n && !first_level; i++) {
         const sd_st_tensor *t = sd_safetensors_at(st, i);
         *key = t->name;
         if (deep_transformer(t->name))
             return SD_FAMILY_SDXL;
-        if (strncmp(t->name, "lora_te_", 8) == 0 || first_level_attention(t->name))
+    }
+    for (size_t i = 0; i < n; i++) {
+        const sd_st_tensor *t = sd_safetensors_at(st, i);
+        bool proj = proj_key(t->name) &&
+                    (strstr(t->name, "lora_down.") || strstr(t->name, "lora_A.") || strstr(t->name, "lora.down."));
+        *key = t->name;
+        if (proj && t->ndim == 4)
+            return SD_FAMILY_SD1;
+        if (proj && t->ndim == 2 && first_level)
+            return SD_FAMILY_SD2;
+    }
+    /* Then the names: kohya writes SD1's and SD2's text encoder lora_te_ (SDXL's lora_te1_, lora_te2_). */
+    for (size_t i = 0; i < n; i++) {
+        const sd_st_tensor *t = sd_safetensors_at(st, i);
+        *key = t->name;
+        if (strncmp(t->name, "lora_te_", 8) == 0 || first_level)
             return SD_FAMILY_SD1;
     }
     *key = NULL;

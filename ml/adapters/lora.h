@@ -31,13 +31,22 @@ typedef enum sd_lora_part { SD_LORA_UNET, SD_LORA_CLIP, SD_LORA_CLIP2 } sd_lora_
 
 typedef struct sd_lora sd_lora;
 
-/* The family a LoRA file's keys show beyond doubt (SDXL's second text encoder, or a cross-attention
- * width that only another family has), with the telling key in *key; SD_FAMILY_UNKNOWN when
- * nothing tells it from SD1.x. Reads names and shapes only. */
+/* The family a LoRA file's keys show: SDXL's second text encoder, a text context width that only
+ * another family has at full size (SD2.x's 1024), SDXL's deeper transformers, the UNet's
+ * proj_in / proj_out (SD1.x: 1x1 convolutions, SD2.x: Linears, with attention at the first
+ * level), else SD1.x for the names SD1.x and SD2.x share (lora_te_, first-level attention); the
+ * telling key in *key; SD_FAMILY_UNKNOWN when nothing tells. Reads names and shapes only. */
 sd_family sd_lora_family(const sd_safetensors *st, const char **key);
+/* Whether sd_lora_family's SD1.x answer came from a key name SD2.x LoRAs share (not from the shape
+ * of a proj_in / proj_out): then only the widths tell the two apart. */
+bool sd_lora_shared_name(const char *key);
+/* The width of the text context a LoRA reads: the input width of the down matrix of a
+ * cross-attention to_k / to_v, else of a single text encoder's q/k/v projection or fc1; 0 when it
+ * has none. *key names that tensor (NULL when none). */
+int64_t sd_lora_context_width(const sd_safetensors *st, const char **key);
 
 /* Opens the LoRA at path and maps its keys to the tensors of the checkpoint described by cfg
- * (an SD1 or SDXL config from sd_checkpoint_inspect; a part the checkpoint lacks matches nothing).
+ * (an SD1, SD2 or SDXL config from sd_checkpoint_inspect; a part the checkpoint lacks matches nothing).
  * Keys that match nothing are listed in one warning (sd_warn: "<file>: N LoRA keys matched
  * nothing: a, b, ..."). Errors (SD_ERR_INVALID, message naming the file): a LoRA for another
  * family ("SDXL LoRA detected (key lora_te2_...); the model is SD1.x; ..."), a LoRA on a family taking none, no key matching
@@ -87,7 +96,7 @@ bool sd_unet_diffusers_name(const sd_unet_config *cfg, const char *ldm, char *ou
 typedef enum sd_lora_layout { SD_LORA_KOHYA, SD_LORA_KOHYA_LDM, SD_LORA_PEFT } sd_lora_layout;
 
 /* Writes a LoRA with deterministic random weights (from seed and the name of the tensor each key
- * patches: the same values in every layout) for the SD1 or SDXL architecture cfg, rank `rank`:
+ * patches: the same values in every layout) for the SD1, SD2 or SDXL architecture cfg, rank `rank`:
  * every attention projection (to_q, to_k, to_v, to_out.0), feed-forward Linear and
  * proj_in/proj_out of the UNet, the 3x3 conv1 of down_blocks.0.resnets.0 (3x3 down, 1x1 up), and
  * every q/k/v/out_proj and fc1/fc2 of the text encoders (SD1 lora_te_; SDXL lora_te1_ for

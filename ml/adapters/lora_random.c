@@ -111,32 +111,33 @@ static void add_unet(sd_context *ctx, writer *w, const sd_unet_config *cfg, cons
     }
 }
 
-/* Text encoder slot's key for the transformers name `name` ("encoder.layers.0.self_attn.q_proj.weight"). */
-static void te_key(const writer *w, char *key, size_t size, int slot, bool sd1, const char *name)
+/* Text encoder slot's key for the transformers name `name` ("encoder.layers.0.self_attn.q_proj.weight");
+ * single: the model's only text encoder (SD1, SD2: kohya's lora_te_). */
+static void te_key(const writer *w, char *key, size_t size, int slot, bool single, const char *name)
 {
     if (w->layout == SD_LORA_PEFT)
         snprintf(key, size, "%s.text_model.%.*s", slot ? "text_encoder_2" : "text_encoder", (int)(strlen(name) - 7),
                  name);
     else
-        kohya_key(key, size, slot ? "lora_te2_text_model_" : sd1 ? "lora_te_text_model_" : "lora_te1_text_model_",
+        kohya_key(key, size, slot ? "lora_te2_text_model_" : single ? "lora_te_text_model_" : "lora_te1_text_model_",
                   name);
 }
 
 /* Every projection and MLP Linear of a transformers-layout text encoder. */
-static void add_clip(writer *w, const sd_layout *clip, bool sd1)
+static void add_clip(writer *w, const sd_layout *clip, bool single)
 {
     for (size_t i = 0; i < clip->n; i++) {
         char key[192];
         if (!clip_selected(&clip->entries[i]))
             continue;
-        te_key(w, key, sizeof key, 0, sd1, clip->entries[i].name);
+        te_key(w, key, sizeof key, 0, single, clip->entries[i].name);
         add_target(w, key, clip->entries[i].name, clip->entries[i].ndim, clip->entries[i].shape);
     }
 }
 
 /* The same Linears of an open_clip text encoder under transformers' names, as LoRA files name
  * them: q/k/v patch the row thirds of the fused in_proj. */
-static void add_open_clip(writer *w, const sd_clip_config *cfg)
+static void add_open_clip(writer *w, const sd_clip_config *cfg, int slot, bool single)
 {
     static const char *const names[6] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
                                          "self_attn.out_proj", "mlp.fc1", "mlp.fc2"};
@@ -147,7 +148,7 @@ static void add_open_clip(writer *w, const sd_clip_config *cfg)
             int64_t shape[4] = {k == 4 ? inter : width, k == 5 ? inter : width};
             snprintf(name, sizeof name, "encoder.layers.%d.%s.weight", l, names[k]);
             snprintf(seed_name, sizeof seed_name, "open_clip.%s", name);
-            te_key(w, key, sizeof key, 1, false, name);
+            te_key(w, key, sizeof key, slot, single, name);
             add_target(w, key, seed_name, 2, shape);
         }
 }
@@ -162,25 +163,25 @@ sd_status sd_lora_write_random(sd_context *ctx, const char *path, const sd_check
     sd_status st = SD_OK;
     if (rank < 1 || rank > 1024)
         return sd_set_error(ctx, SD_ERR_INVALID, "LoRA rank %d out of range (1 .. 1024)", rank);
-    bool has_clip2 = cfg->has_clip && cfg->clip2_prefix, sd1 = cfg->family == SD_FAMILY_SD1;
+    bool has_clip2 = cfg->has_clip && cfg->clip2_prefix, open_clip = cfg->has_clip && cfg->clip.open_clip;
     if (cfg->has_unet)
         st = sd_layout_unet(ctx, &cfg->unet, "", &unet);
-    if (!st && cfg->has_clip && cfg->clip.open_clip)
-        st = sd_set_error(ctx, SD_ERR_INVALID, "random LoRAs are written for SD1.x and SDXL checkpoints, not %s",
-                          sd_family_name(cfg->family));
-    if (!st && cfg->has_clip)
+    if (!st && cfg->has_clip && !open_clip)
         st = sd_layout_clip(ctx, &cfg->clip, "", &clip);
-    size_t cap = unet.n + clip.n + (has_clip2 ? 6 * (size_t)cfg->clip2.layers : 0);
+    size_t cap = unet.n + clip.n + (open_clip ? 6 * (size_t)cfg->clip.layers : 0) +
+                 (has_clip2 ? 6 * (size_t)cfg->clip2.layers : 0);
     if (!st && (!(w.targets = calloc(cap ? cap : 1, sizeof *w.targets)) ||
                 !(entries = calloc(3 * (cap ? cap : 1), sizeof *entries)) ||
                 !(names = calloc(3 * (cap ? cap : 1), sizeof *names))))
         st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
     if (!st)
         add_unet(ctx, &w, &cfg->unet, &unet, &st);
-    if (!st)
-        add_clip(&w, &clip, sd1);
+    if (!st && open_clip)
+        add_open_clip(&w, &cfg->clip, 0, !has_clip2);
+    else if (!st)
+        add_clip(&w, &clip, !has_clip2);
     if (!st && has_clip2)
-        add_open_clip(&w, &cfg->clip2);
+        add_open_clip(&w, &cfg->clip2, 1, false);
     for (size_t i = 0; !st && i < w.n; i++) {
         const rand_target *t = &w.targets[i];
         static const char *const kohya[3] = {".alpha", ".lora_down.weight", ".lora_up.weight"};

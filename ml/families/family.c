@@ -165,7 +165,7 @@ static const sd_family_desc families[] = {
                        {SD_TEXT_OPENCLIP_G, "conditioner.embedders.1.model.", -2, true, false}},
      .context_dim = 2048, .adm_dim = 2816, .adm = SD_ADM_SDXL, .unet_head_channels = 64,
      .default_width = 1024, .default_height = 1024},
-    {.id = SD_FAMILY_SD2, .name = "SD2.x", .runnable = true, .checkpoint = true, .detect = detect_sd2,
+    {.id = SD_FAMILY_SD2, .name = "SD2.x", .runnable = true, .lora = true, .checkpoint = true, .detect = detect_sd2,
      .prediction = sd2_prediction,
      .unet_prefix = UNET_PREFIX, .vae_prefix = "first_stage_model.", .latent = &latent_sd15,
      .schedule = DISCRETE(SD_PREDICT_EPS), .n_text_encoders = 1,

@@ -3,6 +3,7 @@
 #include "ml/formats/pickle.h"
 #include "core/checked.h"
 #include <stdio.h>
+#include <zlib.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,8 @@ struct value {
     int64_t offset;     /* TENSOR, in elements */
     int ndim;           /* TENSOR */
     int64_t shape[SD_ST_MAX_DIMS];
+    int64_t stride[SD_ST_MAX_DIMS]; /* TENSOR, in elements */
+    bool strided;       /* TENSOR: not laid out contiguously */
     value *next;        /* arena */
 };
 
@@ -244,11 +247,11 @@ static sd_status rebuild_tensor(vm *m, const value *args)
     int64_t expect = 1;
     for (int d = t->ndim - 1; d >= 0; d--) {
         int64_t n, s;
-        if (!int_at(size, (size_t)d, &n) || !int_at(stride, (size_t)d, &s) || n < 0 || offset < 0)
+        if (!int_at(size, (size_t)d, &n) || !int_at(stride, (size_t)d, &s) || n < 0 || s < 0 || offset < 0)
             return fail(m, SD_ERR_PARSE, "malformed tensor size or stride");
-        if (n > 1 && s != expect)
-            return fail(m, SD_ERR_INVALID, "a tensor is not contiguous (strided views are not supported)");
+        t->strided |= n > 1 && s != expect;
         t->shape[d] = n;
+        t->stride[d] = s;
         if (n && expect > INT64_MAX / n)
             return fail(m, SD_ERR_LIMIT, "tensor size overflows");
         expect *= n > 0 ? n : 1;
@@ -541,10 +544,11 @@ static sd_status add_tensor(vm *m, sd_pickle_tensors *out, const char *name, con
         return fail(m, SD_ERR_NOMEM, "out of memory");
     out->items = items;
     sd_pickle_tensor *p = &items[out->n];
-    *p = (sd_pickle_tensor){.dtype = t->dtype, .ndim = t->ndim, .offset = t->offset,
+    *p = (sd_pickle_tensor){.dtype = t->dtype, .ndim = t->ndim, .offset = t->offset, .strided = t->strided,
                             .storage_numel = t->storage->i, .name = sd_strdup(name),
                             .storage = sd_strdup(t->storage->s)};
     memcpy(p->shape, t->shape, sizeof p->shape);
+    memcpy(p->stride, t->stride, sizeof p->stride);
     out->n++;
     return p->name && p->storage ? SD_OK : fail(m, SD_ERR_NOMEM, "out of memory");
 }
@@ -645,12 +649,16 @@ sd_status sd_pickle_read(sd_context *ctx, const char *source, const unsigned cha
 
 /* ---- torch's zip format. ---- */
 
-/* One stored entry of the zip: its name and where its bytes lie in the file. */
+/* One entry of the zip: its name, where its bytes lie in the file and their size once
+ * uncompressed; a deflated entry's compressed size and CRC-32. */
 typedef struct zip_entry {
     const char *name;
     size_t name_len;
     uint64_t offset;
     size_t size;
+    bool deflated;
+    uint64_t csize;
+    uint32_t crc;
 } zip_entry;
 
 typedef struct zip {
@@ -772,11 +780,21 @@ static sd_status zip_read(zip *z)
         if (le(local, 4) != 0x04034b50)
             return zip_fail(z, SD_ERR_PARSE, "zip entry's local header outside the file");
         uint64_t data = off + 30 + le(local + 26, 2) + le(local + 28, 2);
-        if (method != 0 || csize != usize)
-            return zip_fail(z, SD_ERR_INVALID, "compressed zip entry (torch stores its entries uncompressed)");
-        if (data > size || usize > size - data)
+        if (method != 0 && method != 8) {
+            char what[96];
+            snprintf(what, sizeof what, "zip entry compressed with method %u (only stored and deflated are read)",
+                     (unsigned)method);
+            return zip_fail(z, SD_ERR_INVALID, what);
+        }
+        if ((method == 0 && csize != usize) || usize > SIZE_MAX)
+            return zip_fail(z, SD_ERR_PARSE, "corrupt zip central directory");
+        /* Deflate expands at most 1032-fold: a larger claim is a corrupt (or hostile) entry. */
+        if (method == 8 && usize / 1032 > csize + 1)
+            return zip_fail(z, SD_ERR_PARSE, "a deflated zip entry claims more bytes than deflate can give");
+        if (data > size || csize > size - data)
             return zip_fail(z, SD_ERR_PARSE, "zip entry runs past the end of the file");
-        z->entries[z->n++] = (zip_entry){(const char *)p + 46, nl, data, (size_t)usize};
+        z->entries[z->n++] = (zip_entry){(const char *)p + 46, nl, data, (size_t)usize, method == 8, csize,
+                                         (uint32_t)le(p + 16, 4)};
         p += 46 + nl + el + cl;
     }
     return SD_OK;
@@ -816,24 +834,162 @@ static const zip_entry *storage_find(const storages *s, const char *key)
     return NULL;
 }
 
-static sd_status torch_tensors(sd_context *ctx, const char *path, const storages *s, const sd_pickle_tensors *pt,
-                               sd_st_tensor *out)
+/* Inflates a deflated entry (raw deflate, streamed from the file) into a new buffer *out of
+ * e->size bytes, checked against the entry's size and CRC-32. */
+static sd_status inflate_entry(sd_context *ctx, const char *path, const sd_torch_reader *r, const zip_entry *e,
+                               unsigned char **out)
 {
-    for (size_t i = 0; i < pt->n; i++) {
+    enum { CHUNK = 1 << 20 };
+    unsigned char *in = malloc(CHUNK), *dst = malloc(e->size ? e->size : 1);
+    z_stream zs = {0};
+    bool ok = in && dst && inflateInit2(&zs, -MAX_WBITS) == Z_OK;
+    if (!ok) {
+        free(in);
+        free(dst);
+        return sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory inflating a zip entry", path);
+    }
+    sd_status st = SD_OK;
+    int rc = Z_OK;
+    zs.next_out = dst;
+    for (uint64_t done = 0; !st && rc == Z_OK;) {
+        uInt n = (uInt)(e->csize - done < CHUNK ? e->csize - done : CHUNK);
+        if (!n)
+            break;
+        if ((st = r->read(r->user, e->offset + done, in, n)))
+            break;
+        done += n;
+        zs.next_in = in;
+        zs.avail_in = n;
+        while (rc == Z_OK && zs.avail_in) {
+            size_t left = e->size - (size_t)zs.total_out;
+            zs.avail_out = (uInt)(left < UINT_MAX ? left : UINT_MAX);
+            rc = inflate(&zs, Z_NO_FLUSH);
+            if (rc == Z_BUF_ERROR || (rc == Z_OK && !zs.avail_out && zs.total_out == e->size && zs.avail_in))
+                rc = Z_DATA_ERROR; /* more data than the entry's size */
+        }
+    }
+    bool whole = rc == Z_STREAM_END && zs.total_out == e->size &&
+                 (uint32_t)crc32_z(0, dst, e->size) == e->crc;
+    inflateEnd(&zs);
+    free(in);
+    if (!st && !whole)
+        st = sd_set_error(ctx, SD_ERR_PARSE, "%s: a deflated zip entry is corrupt (%s)", path,
+                          rc == Z_STREAM_END ? "size or CRC-32 mismatch" : "bad deflate data");
+    if (st) {
+        free(dst);
+        return st;
+    }
+    *out = dst;
+    return SD_OK;
+}
+
+/* The element offset past the last element a tensor views (0 when it has none); false when it
+ * overflows. */
+static bool view_end(const sd_pickle_tensor *t, int64_t *end)
+{
+    int64_t last = t->offset;
+    for (int d = 0; d < t->ndim; d++) {
+        if (t->shape[d] == 0) {
+            *end = 0;
+            return true;
+        }
+        int64_t step;
+        if (__builtin_mul_overflow(t->shape[d] - 1, t->stride[d], &step) || __builtin_add_overflow(last, step, &last))
+            return false;
+    }
+    return !__builtin_add_overflow(last, 1, end);
+}
+
+/* Copies the elements a strided view selects from src (the storage's bytes from element
+ * t->offset on) into dst in row-major order. */
+static void gather(const sd_pickle_tensor *t, size_t es, const unsigned char *src, unsigned char *dst, size_t numel)
+{
+    int64_t idx[SD_ST_MAX_DIMS] = {0}, at = 0;
+    for (size_t i = 0; i < numel; i++) {
+        memcpy(dst + i * es, src + (size_t)at * es, es);
+        for (int d = t->ndim - 1; d >= 0; d--) {
+            at += t->stride[d];
+            if (++idx[d] < t->shape[d])
+                break;
+            at -= t->stride[d] * t->shape[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+/* A storage's bytes in memory, shared by the tensors that view it in turn. */
+typedef struct held_entry {
+    const zip_entry *e;
+    unsigned char *bytes;
+} held_entry;
+
+/* The data of a tensor that cannot be read from the file where it lies (its storage is
+ * deflated, or it is a strided view): a new contiguous buffer in out->mem. span_end is the
+ * element offset past its last element, checked to lie inside the storage. */
+static sd_status materialise(sd_context *ctx, const char *path, const sd_torch_reader *r, const zip_entry *e,
+                             held_entry *held, const sd_pickle_tensor *t, int64_t span_end, sd_st_tensor *out)
+{
+    size_t es = sd_st_dtype_size(t->dtype), first = (size_t)t->offset * es, span = (size_t)span_end * es - first;
+    unsigned char *dst = malloc(out->nbytes ? out->nbytes : 1), *own = NULL;
+    const unsigned char *src;
+    sd_status st = dst ? SD_OK : sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
+    if (!st && e->deflated && held->e != e) {
+        free(held->bytes);
+        *held = (held_entry){0};
+        if (!(st = inflate_entry(ctx, path, r, e, &held->bytes)))
+            held->e = e;
+    }
+    if (!st && e->deflated)
+        src = held->bytes + first;
+    else if (!st)
+        st = read_new(ctx, path, r, e->offset + first, span, &own), src = own;
+    if (st) {
+        free(dst);
+        return st;
+    }
+    if (t->strided)
+        gather(t, es, src, dst, out->numel);
+    else
+        memcpy(dst, src, out->nbytes);
+    free(own);
+    out->mem = dst;
+    return SD_OK;
+}
+
+static sd_status torch_tensors(sd_context *ctx, const char *path, const sd_torch_reader *r, const storages *s,
+                               const sd_pickle_tensors *pt, sd_st_tensor *out)
+{
+    held_entry held = {0};
+    sd_status st = SD_OK;
+    for (size_t i = 0; !st && i < pt->n; i++) {
         const sd_pickle_tensor *t = &pt->items[i];
         const zip_entry *e = storage_find(s, t->storage);
         size_t es = sd_st_dtype_size(t->dtype), nbytes, start, need;
-        if (!e)
-            return sd_set_error(ctx, SD_ERR_PARSE, "%s: tensor '%s': no storage '%s' in the file", path, t->name,
-                                t->storage);
+        int64_t end = 0;
+        if (!e) {
+            st = sd_set_error(ctx, SD_ERR_PARSE, "%s: tensor '%s': no storage '%s' in the file", path, t->name,
+                              t->storage);
+            break;
+        }
         if (!sd_shape_bytes(t->shape, t->ndim, es, &nbytes) || !sd_mul_size((size_t)t->offset, es, &start) ||
-            !sd_add_size(start, nbytes, &need) || need > e->size)
-            return sd_set_error(ctx, SD_ERR_PARSE, "%s: tensor '%s' runs past the end of its storage", path, t->name);
+            !view_end(t, &end) || !sd_mul_size((size_t)end, es, &need) || need > e->size) {
+            st = sd_set_error(ctx, SD_ERR_PARSE, "%s: tensor '%s' runs past the end of its storage", path, t->name);
+            break;
+        }
+        if (t->strided && nbytes > need - start && nbytes > SD_PICKLE_MAX_BYTES) {
+            st = sd_set_error(ctx, SD_ERR_LIMIT,
+                              "%s: tensor '%s' repeats its storage's elements into %zu bytes (at most %d)", path,
+                              t->name, nbytes, SD_PICKLE_MAX_BYTES);
+            break;
+        }
         out[i] = (sd_st_tensor){.name = t->name, .dtype = t->dtype, .ndim = t->ndim, .nbytes = nbytes,
                                 .numel = nbytes / es, .offset = e->offset + start};
         memcpy(out[i].shape, t->shape, sizeof out[i].shape);
+        if (nbytes && (e->deflated || t->strided))
+            st = materialise(ctx, path, r, e, &held, t, end, &out[i]);
     }
-    return SD_OK;
+    free(held.bytes);
+    return st;
 }
 
 /* The legacy format (torch.save before 1.6): pickles of the magic number, the protocol version
@@ -876,7 +1032,7 @@ static sd_status legacy_read(vm *m, const unsigned char *base, const sd_torch_re
         if (count > SIZE_MAX || !sd_mul_size((size_t)count, sd_st_dtype_size(user->dtype), &bytes) ||
             bytes > r->size - pos)
             return fail(m, SD_ERR_PARSE, "a storage runs past the end of the legacy checkpoint");
-        (*table)[(*n_table)++] = (zip_entry){k->s, k->len, pos, bytes};
+        (*table)[(*n_table)++] = (zip_entry){.name = k->s, .name_len = k->len, .offset = pos, .size = bytes};
         pos += bytes;
     }
     return st;
@@ -886,6 +1042,8 @@ static sd_status legacy_read(vm *m, const unsigned char *base, const sd_torch_re
 static sd_status finish(sd_status st, sd_pickle_tensors *pt, sd_st_tensor *out, sd_st_tensor **tensors, size_t *n)
 {
     if (st) {
+        for (size_t i = 0; out && i < pt->n; i++)
+            free((void *)out[i].mem);
         free(out);
         sd_pickle_tensors_free(pt);
         return st;
@@ -916,7 +1074,7 @@ static sd_status legacy_parse(sd_context *ctx, const char *path, const sd_torch_
         st = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
     storages s = {.table = table, .n_table = n_table};
     if (!st)
-        st = torch_tensors(ctx, path, &s, &pt, out);
+        st = torch_tensors(ctx, path, r, &s, &pt, out);
     free(table);
     vm_free(&m);
     free(head);
@@ -951,7 +1109,8 @@ sd_status sd_torch_parse(sd_context *ctx, const char *path, const sd_torch_reade
         st = sd_set_error(ctx, SD_ERR_LIMIT, "%s: data.pkl is %zu bytes (at most %d)", path, pkl->size,
                           SD_PICKLE_MAX_BYTES);
     if (!st)
-        st = read_new(ctx, path, r, pkl->offset, pkl->size, &pkl_bytes);
+        st = pkl->deflated ? inflate_entry(ctx, path, r, pkl, &pkl_bytes)
+                           : read_new(ctx, path, r, pkl->offset, pkl->size, &pkl_bytes);
     if (!st)
         st = sd_pickle_read(ctx, path, pkl_bytes, pkl->size, &pt);
     free(pkl_bytes);
@@ -960,7 +1119,7 @@ sd_status sd_torch_parse(sd_context *ctx, const char *path, const sd_torch_reade
         st = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
     storages s = {.z = &z, .prefix = pkl ? pkl->name : NULL, .plen = pkl ? pkl->name_len - 8 : 0};
     if (!st)
-        st = torch_tensors(ctx, path, &s, &pt, out);
+        st = torch_tensors(ctx, path, r, &s, &pt, out);
     free(z.entries);
     free(z.cd);
     return finish(st, &pt, out, tensors, n);

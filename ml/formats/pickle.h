@@ -1,6 +1,6 @@
 /* A restricted unpickler for torch checkpoints (.ckpt, .pt, .pth, .bin written by torch.save):
  * the zip format (ARCHIVE/data.pkl with the tensors' storages in ARCHIVE/data/KEY, stored
- * uncompressed) and the legacy format of torch before 1.6 (pickles, then the storages' bytes).
+ * uncompressed by torch.save, or deflated by a re-packing zip tool) and the legacy format of torch before 1.6 (pickles, then the storages' bytes).
  *
  * Nothing in the file is ever executed: the pickle is read by a small interpreter of pickle's
  * opcodes (protocols 0 to 5) that builds plain values, and the only globals it accepts are
@@ -20,12 +20,15 @@
 #define SD_PICKLE_MAX_BYTES (64 << 20) /* a pickle, a zip's central directory */
 
 /* A tensor found in the pickle: its dotted key path in nested dicts ("model.x.weight"),
- * dtype, shape, the storage it views (key) and the element offset into it. Contiguous only. */
+ * dtype, shape, the storage it views (key), the element offset into it and its strides (in
+ * elements, not negative; strided when they are not those of a contiguous layout). */
 typedef struct sd_pickle_tensor {
     char *name;
     sd_st_dtype dtype;
     int ndim;
     int64_t shape[SD_ST_MAX_DIMS];
+    int64_t stride[SD_ST_MAX_DIMS];
+    bool strided;
     char *storage;     /* the storage's key ("0", "1", ...) */
     int64_t offset;    /* in elements */
     int64_t storage_numel;
@@ -38,7 +41,7 @@ typedef struct sd_pickle_tensors {
 
 /* Interprets a pickle (data, len) under the allowlist and lists the tensors reachable through
  * dicts from its root. source names the file in messages. SD_ERR_PARSE (malformed, truncated),
- * SD_ERR_INVALID ("forbidden global MODULE.NAME", a tensor that is not contiguous), SD_ERR_LIMIT,
+ * SD_ERR_INVALID ("forbidden global MODULE.NAME"), SD_ERR_LIMIT,
  * SD_ERR_NOMEM. */
 sd_status sd_pickle_read(sd_context *ctx, const char *source, const unsigned char *data, size_t len,
                          sd_pickle_tensors *out);
@@ -52,14 +55,17 @@ typedef struct sd_torch_reader {
     uint64_t size;
 } sd_torch_reader;
 
-/* Reads a torch checkpoint through r: the zip format, whose storages must be stored
- * uncompressed (as torch.save writes them), or the legacy format (every storage must be viewed
- * by a tensor of the state dict, which gives its element size). Only the pickles and the zip's
- * directory are read here (each at most SD_PICKLE_MAX_BYTES); the tensors' data is not.
- * *tensors (malloc'd, *n of them, names malloc'd) view the state dict (the root's
+/* Reads a torch checkpoint through r: the zip format, whose entries are stored (as torch.save
+ * writes them) or deflated (checked against their size and CRC-32; other methods are refused
+ * naming the method), or the legacy format (every storage must be viewed by a tensor of the
+ * state dict, which gives its element size). Only the pickles and the zip's directory are read
+ * here (each at most SD_PICKLE_MAX_BYTES); the data of a contiguous tensor in a stored entry is
+ * not. *tensors (malloc'd, *n of them, names malloc'd) view the state dict (the root's
  * "state_dict", "params_ema" or "params" when it has one, else the root), each with the file
- * offset of its data, checked to lie inside its storage's entry. sd_safetensors_open calls
- * this for files that start like a zip or a pickle. */
+ * offset of its data, checked (with its strides) to lie inside its storage. A tensor in a
+ * deflated entry, or a strided view, is materialised here into a contiguous buffer (its mem,
+ * malloc'd, owned by the caller). sd_safetensors_open calls this for files that start like a
+ * zip or a pickle. */
 sd_status sd_torch_parse(sd_context *ctx, const char *path, const sd_torch_reader *r, sd_st_tensor **tensors,
                          size_t *n);
 

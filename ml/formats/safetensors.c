@@ -23,6 +23,7 @@ struct sd_safetensors {
     sd_st_tensor **by_name;  /* sorted by name */
     size_t n;
     json_t *metadata;        /* the "__metadata__" object or NULL */
+    bool owns_mem;           /* the tensors' mem (torch checkpoints) is this handle's to free */
 };
 
 static const struct {
@@ -86,8 +87,11 @@ void sd_safetensors_close(sd_safetensors *st)
         return;
     if (st->fd >= 0)
         close(st->fd);
-    for (size_t i = 0; i < st->n; i++)
+    for (size_t i = 0; i < st->n; i++) {
         free((char *)st->tensors[i].name);
+        if (st->owns_mem)
+            free((void *)st->tensors[i].mem);
+    }
     free(st->tensors);
     free(st->by_name);
     json_decref(st->metadata);
@@ -289,6 +293,7 @@ static sd_status open_torch(sd_context *ctx, sd_safetensors *st)
     torch_file f = {ctx, st};
     sd_torch_reader r = {.read = torch_read, .user = &f, .size = (uint64_t)st->id.size};
     sd_status status = sd_torch_parse(ctx, st->path, &r, &st->tensors, &st->n);
+    st->owns_mem = true;
     if (!status)
         qsort(st->tensors, st->n, sizeof *st->tensors, cmp_offset);
     if (!status && !(st->by_name = calloc(st->n + 1, sizeof *st->by_name)))
@@ -595,6 +600,18 @@ static void convert(sd_st_dtype from, const unsigned char *p, size_t n, bool to_
     }
 }
 
+/* n bytes at byte `at` of tensor t's data (at + n within it): from memory for a torch tensor held
+ * there, else from the file. */
+static sd_status tensor_read(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, uint64_t at,
+                             void *dst, size_t n)
+{
+    if (t->mem) {
+        memcpy(dst, t->mem + at, n);
+        return SD_OK;
+    }
+    return read_at(ctx, st, t->offset + at, dst, n);
+}
+
 /* Elements [first, first + n) of float tensor t into dst as f32 or f16 bits. A dtype that is
  * already the one asked for (on a little-endian host) is read straight into dst; others go
  * through a small buffer that stays in the CPU cache. */
@@ -602,10 +619,10 @@ static sd_status read_elements(sd_context *ctx, const sd_safetensors *st, const 
                                size_t n, bool to_half, void *dst)
 {
     size_t esize = sd_st_dtype_size(t->dtype), out_size = to_half ? 2 : 4;
-    uint64_t at = t->offset + (uint64_t)first * esize;
+    uint64_t at = (uint64_t)first * esize;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     if (t->dtype == (to_half ? SD_ST_F16 : SD_ST_F32))
-        return read_at(ctx, st, at, dst, n * esize);
+        return tensor_read(ctx, st, t, at, dst, n * esize);
 #endif
     enum { CHUNK = 1 << 18 }; /* elements per read */
     unsigned char *buf = malloc((n < CHUNK ? n : CHUNK) * esize + 1);
@@ -614,7 +631,7 @@ static sd_status read_elements(sd_context *ctx, const sd_safetensors *st, const 
     sd_status status = SD_OK;
     for (size_t done = 0; !status && done < n; done += CHUNK) {
         size_t k = n - done < CHUNK ? n - done : CHUNK;
-        if (!(status = read_at(ctx, st, at + (uint64_t)done * esize, buf, k * esize)))
+        if (!(status = tensor_read(ctx, st, t, at + (uint64_t)done * esize, buf, k * esize)))
             convert(t->dtype, buf, k, to_half, (unsigned char *)dst + done * out_size);
     }
     free(buf);
@@ -647,7 +664,7 @@ sd_status sd_safetensors_read_f32_range(sd_context *ctx, const sd_safetensors *s
 
 sd_status sd_safetensors_read_raw(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, void *dst)
 {
-    return read_at(ctx, st, t->offset, dst, t->nbytes);
+    return tensor_read(ctx, st, t, 0, dst, t->nbytes);
 }
 
 sd_status sd_safetensors_read_raw_range(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, size_t first,
@@ -656,7 +673,7 @@ sd_status sd_safetensors_read_raw_range(sd_context *ctx, const sd_safetensors *s
     if (first > t->nbytes || nbytes > t->nbytes - first)
         return sd_set_error(ctx, SD_ERR_INVALID, "%s: tensor '%s': bytes [%zu, %zu) past its %zu bytes", st->path,
                             t->name, first, first + nbytes, t->nbytes);
-    return read_at(ctx, st, t->offset + first, dst, nbytes);
+    return tensor_read(ctx, st, t, first, dst, nbytes);
 }
 
 /* ---- writing ---- */

@@ -60,6 +60,8 @@ typedef struct sd_st_tensor {
     size_t nbytes;
     uint64_t offset;      /* of its data in the file */
     int ggml_type;        /* SD_ST_GGML only: the ggml block type (ml/formats/gguf.h sd_ggml_type) */
+    const unsigned char *mem; /* torch checkpoints: the data held in memory (a deflated entry, a
+                                 strided view; ml/formats/pickle.h), owned by the handle; else NULL */
 } sd_st_tensor;
 
 typedef struct sd_safetensors sd_safetensors;

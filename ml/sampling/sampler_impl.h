@@ -13,7 +13,8 @@ enum {
     SD_SAMPLER_CFG_PP = 1u << 2,              /* CFG++: reads the unguided prediction */
     SD_SAMPLER_ANCESTRAL = 1u << 3,           /* the eta variant of an update rule */
     SD_SAMPLER_HEUN = 1u << 4,                /* dpmpp_2m_sde's solver_type heun */
-    SD_SAMPLER_VARIABLE = 1u << 5             /* ipndm_v's variable-step coefficients */
+    SD_SAMPLER_VARIABLE = 1u << 5,            /* ipndm_v's variable-step coefficients */
+    SD_SAMPLER_PECE = 1u << 6                 /* sa_solver_pece: the corrected state evaluated again */
 };
 
 typedef struct sd_sampler_run {
@@ -53,7 +54,7 @@ sd_status sd_sample_euler_ancestral(sd_sampler_run *run, float *x);
 sd_status sd_sample_euler_ancestral_cfg_pp(sd_sampler_run *run, float *x); /* euler_cfg_pp without ANCESTRAL */
 sd_status sd_sample_heun(sd_sampler_run *run, float *x);
 sd_status sd_sample_heunpp2(sd_sampler_run *run, float *x);
-sd_status sd_sample_exp_heun_2_x0(sd_sampler_run *run, float *x);
+sd_status sd_sample_exp_heun_2_x0(sd_sampler_run *run, float *x); /* and _sde (ANCESTRAL); samplers_ext.c */
 sd_status sd_sample_dpm_2(sd_sampler_run *run, float *x);
 sd_status sd_sample_dpm_2_ancestral(sd_sampler_run *run, float *x);
 sd_status sd_sample_lms(sd_sampler_run *run, float *x);
@@ -69,12 +70,25 @@ sd_status sd_sample_lcm(sd_sampler_run *run, float *x);
 sd_status sd_sample_ipndm(sd_sampler_run *run, float *x); /* and ipndm_v (VARIABLE) */
 sd_status sd_sample_res_multistep(sd_sampler_run *run, float *x); /* CFG_PP, ANCESTRAL variants */
 sd_status sd_sample_gradient_estimation(sd_sampler_run *run, float *x); /* and _cfg_pp (CFG_PP) */
+/* samplers_ext.c */
+sd_status sd_sample_dpm_fast(sd_sampler_run *run, float *x);
+sd_status sd_sample_dpm_adaptive(sd_sampler_run *run, float *x);
+sd_status sd_sample_deis(sd_sampler_run *run, float *x);
+sd_status sd_sample_er_sde(sd_sampler_run *run, float *x);
+sd_status sd_sample_seeds_2(sd_sampler_run *run, float *x);
+sd_status sd_sample_seeds_3(sd_sampler_run *run, float *x);
+sd_status sd_sample_sa_solver(sd_sampler_run *run, float *x); /* and sa_solver_pece (PECE) */
 sd_status sd_sample_uni_pc_bh1(sd_sampler_run *run, float *x);
 sd_status sd_sample_uni_pc_bh2(sd_sampler_run *run, float *x);
 
 /* "unknown <what> '<name>' (valid: a, b, ...)" as SD_ERR_NOT_FOUND on ctx. */
 sd_status sd_unknown_name_error(sd_context *ctx, const char *what, const char *name,
                                 size_t (*count)(void), const char *(*name_at)(size_t));
+
+/* Solves the m x m system a x = b (a row-major with row stride `stride`; a and b are
+ * overwritten) by Gaussian elimination with partial pivoting (UniPC's and SA-Solver's small
+ * systems). */
+void sd_solve_linear(int m, int stride, double *a, double *b, double *x);
 
 /* n floats, or NULL with SD_ERR_NOMEM set on run->ctx. */
 float *sd_sampler_alloc(sd_sampler_run *run, size_t count);

@@ -67,37 +67,6 @@ static sd_status data_prediction(unipc *u, const float *x, double sigma, float *
     return SD_OK;
 }
 
-/* Solves the m x m system a * x = b (m <= 3) by Gaussian elimination with partial pivoting. */
-static void solve(int m, double a[UNIPC_MAX_ORDER][UNIPC_MAX_ORDER], double *b, double *x)
-{
-    for (int c = 0; c < m; c++) {
-        int p = c;
-        for (int r = c + 1; r < m; r++)
-            if (fabs(a[r][c]) > fabs(a[p][c]))
-                p = r;
-        for (int k = 0; k < m; k++) {
-            double t = a[c][k];
-            a[c][k] = a[p][k];
-            a[p][k] = t;
-        }
-        double t = b[c];
-        b[c] = b[p];
-        b[p] = t;
-        for (int r = c + 1; r < m; r++) {
-            double f = a[r][c] / a[c][c];
-            for (int k = c; k < m; k++)
-                a[r][k] -= f * a[c][k];
-            b[r] -= f * b[c];
-        }
-    }
-    for (int r = m - 1; r >= 0; r--) {
-        double s = b[r];
-        for (int k = r + 1; k < m; k++)
-            s -= a[r][k] * x[k];
-        x[r] = s / a[r][r];
-    }
-}
-
 /* multistep_uni_pc_bh_update: x moves from the newest previous time to t; with the corrector the
  * model is evaluated at the predicted point and its prediction stored in u->model_t
  * (*have_model_t set). */
@@ -138,14 +107,14 @@ static sd_status bh_update(unipc *u, float *x, double t, int order, bool use_cor
             double rp[UNIPC_MAX_ORDER][UNIPC_MAX_ORDER], bp[UNIPC_MAX_ORDER];
             memcpy(rp, r, sizeof rp);
             memcpy(bp, b, sizeof bp);
-            solve(order - 1, rp, bp, rhos_p);
+            sd_solve_linear(order - 1, UNIPC_MAX_ORDER, &rp[0][0], bp, rhos_p);
         }
     }
     if (use_corrector) {
         if (order == 1)
             rhos_c[0] = 0.5;
         else
-            solve(order, r, b, rhos_c);
+            sd_solve_linear(order, UNIPC_MAX_ORDER, &r[0][0], b, rhos_c);
     }
     double c_x = sigma_t / sigma0, c_m = alpha_t * h_phi_1, c_res = alpha_t * b_h;
     for (size_t k = 0; k < run->n; k++) {

@@ -807,32 +807,3 @@ sd_status sd_sample_heunpp2(sd_sampler_run *run, float *x)
     work_free(&w);
     return st;
 }
-
-/* sample_exp_heun_2_x0: sample_seeds_2 with eta 0, r 1 and solver phi_2, the deterministic
- * exponential Heun method in data prediction and log-SNR time. */
-sd_status sd_sample_exp_heun_2_x0(sd_sampler_run *run, float *x)
-{
-    work w;
-    sd_status st = work_alloc(run, &w, 3);
-    for (int i = 0; st == SD_OK && i < run->steps; i++) {
-        double s = run->sigmas[i], s_next = run->sigmas[i + 1];
-        if ((st = sd_sampler_denoise(run, x, s, w.a)) || (st = sd_sampler_step(run, i, x, w.a)))
-            break;
-        if (s_next == 0.0) {
-            memcpy(x, w.a, run->n * sizeof(float));
-            continue;
-        }
-        double lambda_s = -log(s), lambda_t = -log(s_next), h = lambda_t - lambda_s;
-        double sigma_s1 = exp(-lambda_t), alpha_s1 = sigma_s1 * exp(lambda_t), alpha_t = s_next * exp(lambda_t);
-        double c1 = alpha_s1 * expm1(-h);
-        for (size_t k = 0; k < run->n; k++)
-            w.b[k] = (float)(sigma_s1 / s * x[k] - c1 * w.a[k]);
-        if ((st = sd_sampler_denoise(run, w.b, sigma_s1, w.c)))
-            break;
-        double b2 = (expm1(-h) + h) / -h, b1 = expm1(-h) - b2;
-        for (size_t k = 0; k < run->n; k++)
-            x[k] = (float)(s_next / s * x[k] - alpha_t * (b1 * w.a[k] + b2 * (double)w.c[k]));
-    }
-    work_free(&w);
-    return st;
-}

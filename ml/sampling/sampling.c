@@ -38,9 +38,12 @@ static const sampler_entry samplers[] = {
     {"heun", sd_sample_heun, 0, 0.0},
     {"heunpp2", sd_sample_heunpp2, 0, 0.0},
     {"exp_heun_2_x0", sd_sample_exp_heun_2_x0, 0, 0.0},
+    {"exp_heun_2_x0_sde", sd_sample_exp_heun_2_x0, ANCESTRAL, 1.0},
     {"dpm_2", sd_sample_dpm_2, DISCARD, 0.0},
     {"dpm_2_ancestral", sd_sample_dpm_2_ancestral, DISCARD, 1.0},
     {"lms", sd_sample_lms, 0, 0.0},
+    {"dpm_fast", sd_sample_dpm_fast, 0, 0.0},
+    {"dpm_adaptive", sd_sample_dpm_adaptive, 0, 0.0},
     {"dpmpp_2s_ancestral", sd_sample_dpmpp_2s_ancestral, 0, 1.0},
     {"dpmpp_2s_ancestral_cfg_pp", sd_sample_dpmpp_2s_ancestral_cfg_pp, CFG_PP, 1.0},
     {"dpmpp_sde", sd_sample_dpmpp_sde, 0, 1.0},
@@ -57,12 +60,18 @@ static const sampler_entry samplers[] = {
     {"lcm", sd_sample_lcm, 0, 0.0},
     {"ipndm", sd_sample_ipndm, 0, 0.0},
     {"ipndm_v", sd_sample_ipndm, SD_SAMPLER_VARIABLE, 0.0},
+    {"deis", sd_sample_deis, 0, 0.0},
     {"res_multistep", sd_sample_res_multistep, 0, 0.0},
     {"res_multistep_cfg_pp", sd_sample_res_multistep, CFG_PP, 0.0},
     {"res_multistep_ancestral", sd_sample_res_multistep, ANCESTRAL, 1.0},
     {"res_multistep_ancestral_cfg_pp", sd_sample_res_multistep, CFG_PP | ANCESTRAL, 1.0},
     {"gradient_estimation", sd_sample_gradient_estimation, 0, 0.0},
     {"gradient_estimation_cfg_pp", sd_sample_gradient_estimation, CFG_PP, 0.0},
+    {"er_sde", sd_sample_er_sde, 0, 0.0},
+    {"seeds_2", sd_sample_seeds_2, 0, 1.0},
+    {"seeds_3", sd_sample_seeds_3, 0, 1.0},
+    {"sa_solver", sd_sample_sa_solver, 0, 1.0},
+    {"sa_solver_pece", sd_sample_sa_solver, SD_SAMPLER_PECE, 1.0},
     {"ddim", sd_sample_euler, SD_SAMPLER_RANDOM_INPAINT, 0.0},
     {"uni_pc", sd_sample_uni_pc_bh1, DISCARD, 0.0},
     {"uni_pc_bh2", sd_sample_uni_pc_bh2, DISCARD, 0.0},
@@ -182,6 +191,36 @@ sd_status sd_sampler_step(sd_sampler_run *run, int step, const float *x, const f
         sd_set_error(run->ctx, st, "sampler '%s': %s at step %d of %d", o->sampler,
                      st == SD_ERR_INTERRUPTED ? "interrupted" : "stopped", step + 1, run->steps);
     return st;
+}
+
+void sd_solve_linear(int m, int stride, double *a, double *b, double *x)
+{
+    for (int c = 0; c < m; c++) {
+        int p = c;
+        for (int r = c + 1; r < m; r++)
+            if (fabs(a[r * stride + c]) > fabs(a[p * stride + c]))
+                p = r;
+        for (int k = 0; k < m; k++) {
+            double t = a[c * stride + k];
+            a[c * stride + k] = a[p * stride + k];
+            a[p * stride + k] = t;
+        }
+        double t = b[c];
+        b[c] = b[p];
+        b[p] = t;
+        for (int r = c + 1; r < m; r++) {
+            double f = a[r * stride + c] / a[c * stride + c];
+            for (int k = c; k < m; k++)
+                a[r * stride + k] -= f * a[c * stride + k];
+            b[r] -= f * b[c];
+        }
+    }
+    for (int r = m - 1; r >= 0; r--) {
+        double v = b[r];
+        for (int k = r + 1; k < m; k++)
+            v -= a[r * stride + k] * x[k];
+        x[r] = v / a[r * stride + r];
+    }
 }
 
 sd_status sd_unknown_name_error(sd_context *ctx, const char *what, const char *name,

@@ -58,6 +58,9 @@ typedef struct sd_sample_options {
      * * latent (also in the inpainting blend) and the result divided by 1 - the last sigma
      * (ComfyUI's CONST.noise_scaling / inverse_noise_scaling); sigma_max is then unused. */
     bool flow;
+    /* sa_solver: noise is added on the steps to a sigma in [sde_end_sigma, sde_start_sigma]
+     * (ComfyUI: the model's percent_to_sigma(0.2) and (0.8)); both 0 (a zeroed struct): none. */
+    double sde_start_sigma, sde_end_sigma;
 } sd_sample_options;
 
 /* ComfyUI's sampler names that are implemented, in ComfyUI's order (docs/sampling.md lists

@@ -93,6 +93,9 @@ done <"$T/out"
 for k in prompt workflow parameters; do
     grep -qa "tEXt$k" "$(head -n 1 "$T/out")" || fail "no uncompressed tEXt '$k' chunk"
 done
+# A1111's "Model hash" is the AutoV2 hash: the first 10 hex digits of the file's SHA-256.
+autov2=$(sha256sum models/checkpoints/tiny.safetensors | cut -c1-10)
+grep -qa "Model hash: $autov2, Model: tiny," "$(head -n 1 "$T/out")" || fail "parameters lack Model hash $autov2"
 run 0 import comfy "$(head -n 1 "$T/out")" -o from_png.xml
 grep -q '<node id="30:1" type="KSampler"' from_png.xml || fail "PNG prompt chunk: $(head -c 300 from_png.xml)"
 cat >gridrun.xml <<'XML'

@@ -3,15 +3,24 @@
 # txt2img and img2img stock graphs take either unchanged; sdflow_mkckpt --inspect shows the
 # prediction the file shows; ComfyUI's ModelSamplingDiscrete in an API-format workflow imports and
 # runs, and another choice re-runs the KSampler with the cache on; an SD2 checkpoint in the SDXL
-# graph and an SD1 LoRA on an SD2 model are named before anything runs, with nothing written.
+# graph and an SD1 LoRA on an SD2 model (and the reverse) are named before anything runs, with
+# nothing written; an SD2 LoRA runs on the SD2 model; controlnet-canny.xml runs with SD2
+# ControlNets in both layouts and names an SD1 ControlNet on SD2 conditioning before running.
 . "$(dirname "$0")/lib.bash"
 mkdir -p "$T/models/checkpoints" "$T/models/loras" "$T/in"
 cp "$SRC/examples/input/shapes.png" "$T/in/"
 "$MK" --preset sd2-tiny --dtype f16 "$T/models/checkpoints/sd2.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
 "$MK" --preset sd2-v-tiny --dtype f16 --seed 1 "$T/models/checkpoints/sd2v.safetensors" >/dev/null ||
     { echo "FAIL: mkckpt v"; exit 1; }
-"$MK" --preset tiny "$T/sd1.safetensors" >/dev/null && "$BUILD/sdflow_mklora" "$T/sd1.safetensors" \
-    "$T/models/loras/sd1.safetensors" || { echo "FAIL: mklora"; exit 1; }
+"$MK" --preset tiny "$T/models/checkpoints/sd1.safetensors" >/dev/null &&
+    "$BUILD/sdflow_mklora" "$T/models/checkpoints/sd1.safetensors" "$T/models/loras/sd1.safetensors" &&
+    "$BUILD/sdflow_mklora" "$T/models/checkpoints/sd2.safetensors" "$T/models/loras/sd2.safetensors" ||
+    { echo "FAIL: mklora"; exit 1; }
+mkdir -p "$T/models/controlnet"
+"$MK" --preset sd2-tiny --kind controlnet --dtype f16 "$T/models/controlnet/sd2.safetensors" >/dev/null &&
+    "$MK" --preset sd2-tiny --kind controlnet-diffusers --dtype f16 "$T/models/controlnet/sd2d.safetensors" \
+        >/dev/null && "$MK" --preset tiny --kind controlnet "$T/models/controlnet/sd1.safetensors" >/dev/null ||
+    { echo "FAIL: mkckpt controlnet"; exit 1; }
 common=(--models-dir "$T/models" --output-dir "$T/o" --cache "$T/cache.db" --set width=64 --set height=64
         --set steps=3)
 
@@ -55,15 +64,30 @@ check "another sampling choice: the prompts come from the cache" bash -c '! grep
 check "another sampling choice: another image" bash -c '! cmp -s "$0" "$1"' "$T/o/msd_00001_.png" \
     "$T/o/msd_00002_.png"
 
+for cn in sd2 sd2d; do
+    run 0 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --input-dir "$T/in" --set checkpoint=sd2.safetensors \
+        --set controlnet=$cn.safetensors --set prefix=cn_$cn
+    check "controlnet-canny.xml with an SD2 checkpoint and ControlNet ($cn) writes a PNG" test -s "$(head -n 1 "$T/out")"
+done
+
 before=$(ls "$T/o" | wc -l)
+run 3 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --input-dir "$T/in" --set checkpoint=sd2.safetensors \
+    --set controlnet=sd1.safetensors
+check "an SD1 ControlNet on SD2 conditioning is named before anything runs" \
+    grep -q "node 'apply' input 'control_net': the ControlNet is SD1.x; the conditioning on 'positive' was made by SD2.x text encoders" "$T/err"
 run 3 run "$SRC/graphs/sdxl.xml" "${common[@]}" --set checkpoint=sd2.safetensors
 check "an SD2 checkpoint in the SDXL graph is named before anything runs" \
     grep -q "sdxl.xml:[0-9]*: node 'positive' input 'clip': the text encoders are SD2.x; this node takes SDXL ones" "$T/err"
 run 3 run "$SRC/graphs/txt2img-lora.xml" "${common[@]}" --set checkpoint=sd2.safetensors --set lora=sd1.safetensors
 check "an SD1 LoRA on an SD2 model is refused before anything runs" \
-    grep -q "node 'lora' input 'lora_name': parameter 'lora': $T/models/loras/sd1.safetensors: LoRAs on SD2.x models are not supported" "$T/err"
+    grep -q "node 'lora' input 'lora_name': parameter 'lora': $T/models/loras/sd1.safetensors: SD1.x LoRA detected (key '.*proj_in.*'); the model is SD2.x" "$T/err"
 check "nothing ran" bash -c '! grep -q "^  ran " "$0"' "$T/err"
+run 3 run "$SRC/graphs/txt2img-lora.xml" "${common[@]}" --set checkpoint=sd1.safetensors --set lora=sd2.safetensors
+check "an SD2 LoRA on an SD1 model is refused before anything runs" \
+    grep -q "$T/models/loras/sd2.safetensors: SD2.x LoRA detected (key '.*proj_in.*'); the model is SD1.x" "$T/err"
 check "failed runs wrote nothing" test "$(ls "$T/o" | wc -l)" = "$before"
+run 0 run "$SRC/graphs/txt2img-lora.xml" "${common[@]}" --set checkpoint=sd2.safetensors --set lora=sd2.safetensors
+check "an SD2 LoRA on the SD2 model runs" test -s "$(cat "$T/out")"
 
 echo "sd2: $((fails == 0 ? 1 : 0)) passed, $fails failed"
 [ "$fails" = 0 ]

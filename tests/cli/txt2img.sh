@@ -44,7 +44,7 @@ check "height message" grep -qx "$SRC/graphs/txt2img.xml:35: node 'latent' input
 run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set steps=0
 check "steps 0 message" grep -q "txt2img.xml:41: node 'sampler' input 'steps': parameter 'steps': 0 is out of range \[1, 10000\]" "$T/err"
 run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set sampler=eulr
-check "unknown sampler lists the valid ones" grep -q "'eulr' is not one of: euler euler_cfg_pp euler_ancestral .* gradient_estimation_cfg_pp ddim uni_pc uni_pc_bh2$" "$T/err"
+check "unknown sampler lists the valid ones" grep -q "'eulr' is not one of: euler euler_cfg_pp euler_ancestral .* sa_solver sa_solver_pece ddim uni_pc uni_pc_bh2$" "$T/err"
 run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set checkpoint=missing.safetensors
 check "missing checkpoint names the directories searched" \
     grep -q "checkpoints file 'missing.safetensors' not found (searched: $T/models/checkpoints)" "$T/err"

@@ -171,6 +171,42 @@ static void test_file_hash_memo(void)
     free(db);
 }
 
+/* SHA-256 (A1111's model hash) of a file, memoized in its own table: the digest of "abc" is the
+ * FIPS 180-2 test vector; a memo row is used while the file's identity holds, and gc prunes it. */
+static void test_file_sha256_memo(void)
+{
+    char *db = fresh_db("sha");
+    char *file = test_path(test_scratch_dir(), "sha-input.bin");
+    FILE *f = fopen(file, "wb");
+    fputs("abc", f);
+    fclose(f);
+    sd_context *ctx = new_ctx(db);
+    sd_cache *cache = sd_context_cache(ctx);
+    sd_key sha, blake;
+    sd_file_id id;
+    char hex[65];
+    CHECK_EQ_INT(sd_digest_file_memo(ctx, cache, SD_DIGEST_SHA256, file, &sha, &id), SD_OK);
+    sd_key_hex(&sha, hex);
+    CHECK_STR_EQ(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    CHECK_EQ_INT(count_rows(db, "SELECT count(*) FROM file_sha256"), 1);
+    CHECK_EQ_INT(count_rows(db, "SELECT count(*) FROM file_hashes"), 0);
+    /* The memo answers without reading: a planted row for the same identity is returned. */
+    sd_key planted = {{1, 2, 3}};
+    sd_cache_file_hash_put(cache, SD_DIGEST_SHA256, file, &id, &planted);
+    CHECK_EQ_INT(sd_digest_file_memo(ctx, cache, SD_DIGEST_SHA256, file, &sha, &id), SD_OK);
+    CHECK(memcmp(sha.b, planted.b, 32) == 0);
+    /* The BLAKE2b memo is another table: not confused with it. */
+    CHECK_EQ_INT(sd_hash_file(ctx, file, &blake), SD_OK);
+    CHECK(memcmp(blake.b, planted.b, 32) != 0);
+    int64_t evicted = -1;
+    unlink(file);
+    CHECK_EQ_INT(sd_cache_gc(ctx, 1 << 20, &evicted), SD_OK);
+    CHECK_EQ_INT(count_rows(db, "SELECT count(*) FROM file_sha256"), 0);
+    sd_context_free(ctx);
+    free(file);
+    free(db);
+}
+
 static bool has_corrupt_copy(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -472,6 +508,7 @@ int main(void)
 {
     RUN(test_roundtrip);
     RUN(test_file_hash_memo);
+    RUN(test_file_sha256_memo);
     RUN(test_random_bytes_database);
     RUN(test_corruption_found_later);
     RUN(test_flipped_bit);

@@ -185,7 +185,7 @@ static void test_bad_input(void)
     CHECK_STR_EQ(sd_context_errmsg(ctx), "steps is 0, must be at least 1");
     CHECK_EQ_INT(sd_ksampler_sigmas(ctx, &ms, "normal", "eulr", 20, 1.0, &out, &n), SD_ERR_NOT_FOUND);
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "unknown sampler 'eulr' (valid: euler, euler_cfg_pp, euler_ancestral,");
-    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "gradient_estimation_cfg_pp, ddim, uni_pc, uni_pc_bh2)");
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "sa_solver, sa_solver_pece, ddim, uni_pc, uni_pc_bh2)");
     CHECK_EQ_INT(sd_ksampler_sigmas(ctx, &ms, "nope", "euler", 20, 1.0, &out, &n), SD_ERR_NOT_FOUND);
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "unknown scheduler 'nope'");
     const double bad_denoise[] = {0.0, -0.5, 1.0001, NAN};

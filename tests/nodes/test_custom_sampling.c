@@ -202,6 +202,7 @@ static void test_ksampler_equals_custom(void)
         {"res_multistep", "simple", "3", "7.5", "13", "1.0"},
         {"euler_cfg_pp", "normal", "2", "1.0", "14", "1.0"},
         {"dpmpp_2m", "exponential", "3", "1.0", "15", "0.6"},
+        {"sa_solver", "karras", "4", "5.0", "16", "1.0"},
     };
     sd_context *ctx = new_context(NULL);
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
@@ -549,8 +550,10 @@ static void test_comfy_import(void)
 static void test_choices(void)
 {
     size_t n = 0;
-    while (sd_sampler_choices[n])
+    while (sd_sampler_choices[n]) {
+        CHECK_STR_EQ(sd_sampler_choices[n], sd_sampler_name(n) ? sd_sampler_name(n) : "");
         n++;
+    }
     CHECK_EQ_INT(n, sd_sampler_count());
     const sd_input_desc *in = sd_node_desc_input(sd_node_type_find("AlignYourStepsScheduler"), "model_type");
     for (size_t i = 0; in && i < sd_ays_model_type_count(); i++)

@@ -9,13 +9,19 @@
  * - ModelSamplingDiscrete: choosing what the file shows changes nothing bit for bit, another
  *   choice changes the result, and its inputs reach the KSampler's cache key;
  * - family checks before running: an SD2 CLIP in CLIPTextEncodeSDXL, an SD2 conditioning on an
- *   SD1 model. */
+ *   SD1 model;
+ * - a textual-inversion embedding whose vectors are OpenCLIP-H's own token rows for "photo of a
+ *   cat" gives the very latent the words give; an SD1-wide embedding is refused naming it. */
 #include "test.h"
 #include "support/golden.h"
 #include "support/graph_run.h"
+#include "ml/formats/safetensors.h"
+#include "ml/text/clip_tokenizer.h"
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 enum { SIZE = 64, LAT = SIZE / 8, LAT_N = 4 * LAT * LAT };
 #define SCALE 0.18215f
@@ -217,6 +223,108 @@ static void test_family_checks(void)
                                      "node 'ks' input 'negative'"});
 }
 
+static char g_log[4096];
+static void collect(const char *line, void *user)
+{
+    (void)user;
+    size_t n = strlen(g_log);
+    snprintf(g_log + n, sizeof g_log - n, "%s\n", line);
+}
+
+/* State for write_rows: the checkpoint and the token ids whose embedding rows are written. */
+typedef struct token_rows {
+    sd_context *ctx;
+    sd_safetensors *st;
+    const sd_st_tensor *table;
+    const int32_t *ids;
+} token_rows;
+
+static sd_status write_rows(void *user, size_t index, void *dst, size_t nbytes)
+{
+    const token_rows *t = user;
+    size_t width = (size_t)t->table->shape[1], n = nbytes / sizeof(float) / width;
+    (void)index;
+    sd_status st = SD_OK;
+    for (size_t i = 0; !st && i < n; i++)
+        st = sd_safetensors_read_f32_range(t->ctx, t->st, t->table, (size_t)t->ids[i] * width, width,
+                                           (float *)dst + i * width);
+    return st;
+}
+
+/* Writes <models>/embeddings/<file>: emb_params with OpenCLIP-H's token-embedding rows of text. */
+static void write_token_embedding(const char *file, const char *text)
+{
+    sd_context *ctx = NULL;
+    sd_clip_tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    token_rows t = {0};
+    char *ckpt = sd_strfmt("%s/checkpoints/sd2.safetensors", g_dir), *dir = sd_strfmt("%s/embeddings", g_dir);
+    char *path = sd_strfmt("%s/%s", dir, file);
+    CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
+    mkdir(dir, 0777);
+    CHECK_EQ_INT(sd_clip_tokenizer_new(ctx, &tok), SD_OK);
+    CHECK_EQ_INT(sd_clip_tokenize(ctx, tok, text, strlen(text), &ids, &n, &cap), SD_OK);
+    CHECK_EQ_INT(sd_safetensors_open(ctx, ckpt, &t.st), SD_OK);
+    t.ctx = ctx;
+    t.ids = ids;
+    t.table = t.st ? sd_safetensors_find(t.st, "cond_stage_model.model.token_embedding.weight") : NULL;
+    CHECK(t.table && t.table->ndim == 2 && n > 1);
+    if (t.table) {
+        sd_st_entry e = {.name = "emb_params", .dtype = SD_ST_F32, .ndim = 2, .shape = {(int64_t)n, t.table->shape[1]}};
+        CHECK_EQ_INT(sd_safetensors_write(ctx, path, &e, 1, NULL, write_rows, &t), SD_OK);
+    }
+    sd_safetensors_close(t.st);
+    sd_clip_tokenizer_free(tok);
+    free(ids);
+    free(ckpt);
+    free(dir);
+    free(path);
+    sd_context_free(ctx);
+}
+
+/* Writes <models>/embeddings/<file>: emb_params [1, width] of zeros. */
+static sd_status zeros(void *user, size_t index, void *dst, size_t nbytes)
+{
+    (void)user;
+    (void)index;
+    memset(dst, 0, nbytes);
+    return SD_OK;
+}
+
+static void test_embeddings(void)
+{
+    write_token_embedding("photo_cat.safetensors", "photo of a cat");
+    float *words = run_latent(CKPT("ck", "sd2.safetensors") PROMPTS("ck") EMPTY SAMPLER("ck"));
+    float *emb = run_latent(CKPT("ck", "sd2.safetensors") ENCODE("p", "ck", "a embedding:photo_cat")
+                            ENCODE("n", "ck", "") EMPTY SAMPLER("ck"));
+    CHECK(words && emb && same(words, emb));
+    free(words);
+    free(emb);
+    /* An SD1.x embedding (768 wide) cannot be used, as in ComfyUI: a warning naming the file, its
+     * family and the widths; the prompt is encoded without it. */
+    sd_context *ctx = test_models_context(g_dir, NULL);
+    char *path = sd_strfmt("%s/embeddings/sd1.safetensors", g_dir);
+    sd_st_entry e = {.name = "emb_params", .dtype = SD_ST_F32, .ndim = 2, .shape = {1, 768}};
+    CHECK_EQ_INT(sd_safetensors_write(ctx, path, &e, 1, NULL, zeros, NULL), SD_OK);
+    const char *xml = "<workflow version='1'>" CKPT("ck", "sd2.safetensors") ENCODE("p", "ck", "a embedding:sd1")
+                      "</workflow>";
+    sd_graph *g = NULL;
+    sd_result *res = NULL;
+    g_log[0] = '\0';
+    sd_context_set_log(ctx, collect, NULL);
+    CHECK_EQ_INT(sd_graph_load_xml_memory(ctx, xml, strlen(xml), "emb.xml", &g), SD_OK);
+    const char *outputs[] = {"p"};
+    sd_run_options o = {.outputs = outputs, .n_outputs = 1, .no_cache = true};
+    CHECK_EQ_INT(sd_graph_run(g, &o, &res), SD_OK);
+    CHECK_STR_CONTAINS(g_log, "sd1.safetensors: embedding vectors are 768 wide (an SD1.x embedding); the text "
+                              "encoder's are 256");
+    sd_result_free(res);
+    sd_graph_free(g);
+    free(path);
+    sd_context_free(ctx);
+}
+
 int main(void)
 {
     static const test_checkpoint_file files[] = {{"sd2-tiny", "sd2.safetensors", 21},
@@ -233,6 +341,7 @@ int main(void)
     RUN(test_model_sampling_discrete);
     RUN(test_cache_key);
     RUN(test_family_checks);
+    RUN(test_embeddings);
     free(g_eps_run);
     free(g_v_run);
     free(g_dir);

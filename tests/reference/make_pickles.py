@@ -22,6 +22,7 @@ torch.save({'state_dict': sd, 'global_step': np.int64(470000), 'epoch': 3,
            os.path.join(out, 'tiny.ckpt'))
 torch.save(sd, os.path.join(out, 'plain.pt'))
 torch.save(sd, os.path.join(out, 'legacy.pt'), _use_new_zipfile_serialization=False)
+
 torch.save({'t': torch.arange(6, dtype=torch.float32).reshape(2, 3).t()}, os.path.join(out, 'strided.pt'))
 
 # Real-ESRGAN's layout: the weights under "params_ema" (a real one beside "params").
@@ -62,4 +63,85 @@ evil_zip('stack_global.pt', None, raw=b'\x80\x04\x8c\x02os\x94\x8c\x06system\x94
 evil_zip('getattr.pt', None, raw=b'\x80\x02cbuiltins\ngetattr\nctorch._utils\n_rebuild_tensor_v2\n'
          b'X\x0b\x00\x00\x00__globals__\x86R.')
 evil_zip('inst.pt', None, raw=b'(S\'' + MARK.encode() + b'\'\nios\nsystem\n.')
+
+# Strided views, materialised by their strides: a transpose at an offset, a permuted slice, an
+# expanded (stride 0) row; and the same file with its zip entries deflated (a re-packing zip
+# tool's doing; torch.save stores them).
+base = torch.arange(40, dtype=torch.float32)
+strided = collections.OrderedDict()
+strided['t'] = base[4:10].reshape(2, 3).t()                          # offset 4, stride (1, 3)
+strided['p'] = torch.arange(24, dtype=torch.float16).reshape(2, 3, 4).permute(2, 0, 1)[1:3]
+strided['e'] = torch.tensor([1.0, 2.0, 3.0]).expand(2, 3)
+strided['c'] = torch.ones(2, 2)
+torch.save(strided, os.path.join(out, 'strided2.pt'))
+torch.save(strided, os.path.join(out, 'strided2_legacy.pt'), _use_new_zipfile_serialization=False)
+
+
+def rezip(src, dst, method):
+    with zipfile.ZipFile(os.path.join(out, src)) as zin, \
+            zipfile.ZipFile(os.path.join(out, dst), 'w', method) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info.filename), compress_type=method)
+
+
+rezip('strided2.pt', 'deflated.pt', zipfile.ZIP_DEFLATED)
+rezip('strided2.pt', 'bzip2.pt', zipfile.ZIP_BZIP2)
+# A deflated entry whose CRC-32 in the central directory is wrong.
+raw = bytearray(open(os.path.join(out, 'deflated.pt'), 'rb').read())
+name = b'/data/0'
+at = raw.find(b'PK\x01\x02')
+while at >= 0:
+    nl = int.from_bytes(raw[at + 28:at + 30], 'little')
+    if raw[at + 46:at + 46 + nl].endswith(name):
+        raw[at + 16] ^= 0xff
+        break
+    at = raw.find(b'PK\x01\x02', at + 4)
+open(os.path.join(out, 'bad_crc.pt'), 'wb').write(bytes(raw))
+
+
+# A deflated entry whose uncompressed size in the central directory is beyond what deflate can
+# give from its compressed bytes (a decompression bomb's claim).
+raw = bytearray(open(os.path.join(out, 'deflated.pt'), 'rb').read())
+at = raw.find(b'PK\x01\x02')
+while at >= 0:
+    nl = int.from_bytes(raw[at + 28:at + 30], 'little')
+    if raw[at + 46:at + 46 + nl].endswith(name):
+        raw[at + 24:at + 28] = (1 << 30).to_bytes(4, 'little')
+        break
+    at = raw.find(b'PK\x01\x02', at + 4)
+open(os.path.join(out, 'bomb.pt'), 'wb').write(bytes(raw))
+
+
+# A strided view that reaches past its storage (6 elements; stride 9 asks for element 10), and
+# one that repeats its storage's elements into 80 MB (stride 0).
+class StorageRef:
+    pass
+
+
+class BadView:
+    def __init__(self, size=(3, 2), stride=(1, 9)):
+        self.size, self.stride = size, stride
+
+    def __reduce__(self):
+        return torch._utils._rebuild_tensor_v2, (StorageRef(), 0, self.size, self.stride, False,
+                                                 collections.OrderedDict())
+
+
+class TorchPickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        return ('storage', torch.FloatStorage, '0', 'cpu', 6) if isinstance(obj, StorageRef) else None
+
+
+buf = io.BytesIO()
+TorchPickler(buf, protocol=2).dump(collections.OrderedDict(bad=BadView()))
+with zipfile.ZipFile(os.path.join(out, 'past_storage.pt'), 'w', zipfile.ZIP_STORED) as z:
+    z.writestr('archive/data.pkl', buf.getvalue())
+    z.writestr('archive/data/0', np.arange(6, dtype=np.float32).tobytes())
+    z.writestr('archive/version', '3\n')
+buf = io.BytesIO()
+TorchPickler(buf, protocol=2).dump(collections.OrderedDict(big=BadView((20000000,), (0,))))
+with zipfile.ZipFile(os.path.join(out, 'repeated.pt'), 'w', zipfile.ZIP_STORED) as z:
+    z.writestr('archive/data.pkl', buf.getvalue())
+    z.writestr('archive/data/0', np.arange(6, dtype=np.float32).tobytes())
+    z.writestr('archive/version', '3\n')
 print('wrote', sorted(os.listdir(out)))

@@ -186,3 +186,24 @@ sd_dtensor *ops_golden(const char *name)
     free(v);
     return t;
 }
+
+double ops_controlnet_residual_error(sd_dtensor *const *outs, int n, const char *prefix)
+{
+    double worst = 0;
+    for (int i = 0; i < n; i++) {
+        char name[64];
+        int nd;
+        int64_t shape[SD_TENSOR_MAX_DIMS];
+        if (i + 1 < n)
+            snprintf(name, sizeof name, "%s_controlnet_res%d.bin", prefix, i);
+        else
+            snprintf(name, sizeof name, "%s_controlnet_mid.bin", prefix);
+        float *ref = ops_read_golden(name, &nd, shape), *got = ops_download(outs[i]);
+        CHECK(ref && got && (size_t)(shape[0] * shape[1] * shape[2] * shape[3]) == outs[i]->numel);
+        if (ref && got)
+            worst = fmax(worst, ops_max_diff(got, ref, outs[i]->numel));
+        free(ref);
+        free(got);
+    }
+    return worst;
+}

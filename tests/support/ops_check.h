@@ -31,4 +31,7 @@ bool ops_expect(const char *what, const sd_dtensor *t, int ndim, const int64_t *
 float *ops_read_golden(const char *name, int *ndim, int64_t shape[SD_TENSOR_MAX_DIMS]);
 /* The same golden uploaded as an f32 device tensor; NULL when missing or malformed. */
 sd_dtensor *ops_golden(const char *name);
+/* The largest abs difference of a ControlNet's n residuals against <prefix>_controlnet_res<i>.bin
+ * (the skips) and <prefix>_controlnet_mid.bin (the last); a missing or misshapen golden fails a check. */
+double ops_controlnet_residual_error(sd_dtensor *const *outs, int n, const char *prefix);
 #endif
