@@ -2,7 +2,6 @@
  * flash-style loop (kernels/attention.cl). Programs are built per head dimension. */
 #include "runtime-opencl/ops.h"
 #include "runtime-opencl/gemm.h"
-#include "runtime-opencl/dnnl.h"
 #include <math.h>
 #include <stdio.h>
 
@@ -48,16 +47,6 @@ sd_status sd_op_attention(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, c
     sd_status st = sd_dtensor_new(cl, SD_DTYPE_F32, 3, q->shape, out);
     if (st)
         return st;
-    bool bf16 = false;
-    if ((st = sd_dnnl_wanted(cl, &bf16)) || (bf16 && !mask && B > 0 && Nq > 0)) {
-        if (!st)
-            st = sd_dnnl_attention_run(cl, q, k, v, heads, *out);
-        if (st) {
-            sd_dtensor_free(*out);
-            *out = NULL;
-        }
-        return st;
-    }
     char opts[96];
     int bq = attn_rows(D);
     snprintf(opts, sizeof opts, "-DHD=%d -DBQ=%d%s", D, bq, k->dtype == SD_DTYPE_F16 ? " -DKV_HALF" : "");

@@ -5,7 +5,6 @@
 #include "runtime-opencl/dnnl.h"
 #include "runtime-opencl/gemm.h"
 #include "core/half.h"
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,13 +28,6 @@ sd_status sd_dnnl_conv2d_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
                              const sd_conv2d_params *p, sd_dtensor *out)
 {
     (void)x, (void)w, (void)bias, (void)p, (void)out;
-    return sd_set_error(cl->ctx, SD_ERR_USAGE, "precision bf16: this build of sdflow has no oneDNN");
-}
-
-sd_status sd_dnnl_attention_run(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, const sd_dtensor *v, int heads,
-                                sd_dtensor *out)
-{
-    (void)q, (void)k, (void)v, (void)heads, (void)out;
     return sd_set_error(cl->ctx, SD_ERR_USAGE, "precision bf16: this build of sdflow has no oneDNN");
 }
 
@@ -411,159 +403,6 @@ done:
     free(x_bf);
     free(o_tmp);
     unmap(cl, &xm);
-    unmap(cl, &om);
-    return st;
-}
-
-/* ---- Attention ---- */
-
-/* Bytes of scores (f32 and their bf16 probabilities) one chunk of query rows may hold. */
-#define ATTN_CHUNK_BYTES ((size_t)48 << 20)
-
-/* The primitives of one chunk of n query rows: S = Q K^T, S = softmax(S) in place, P = S as
- * bf16 (a reorder: oneDNN 2.6's softmax writing bf16 itself gets rows wrong, test_bf16.c), O = P V. */
-typedef struct attn_prims {
-    int n;
-    dnnl_primitive_t qk, sm, pv;
-    dnnl_memory_desc_t q_md, k_md, s_md, p_md, v_md, o_md;
-} attn_prims;
-
-static void attn_prims_free(attn_prims *a)
-{
-    dnnl_primitive_destroy(a->qk);
-    dnnl_primitive_destroy(a->sm);
-    dnnl_primitive_destroy(a->pv);
-    memset(a, 0, sizeof *a);
-}
-
-static sd_status primitive(sd_cl *cl, const_dnnl_op_desc_t desc, struct sd_dnnl *d, dnnl_primitive_t *out,
-                           const char *what)
-{
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_status_t s = dnnl_primitive_desc_create(&pd, desc, NULL, d->engine, NULL);
-    if (s == dnnl_success)
-        s = dnnl_primitive_create(out, pd);
-    dnnl_primitive_desc_destroy(pd);
-    return s == dnnl_success ? SD_OK : fail(cl, s, what);
-}
-
-/* Q is bf16 [B, H, Nq, D], K^T bf16 [B, H, D, Nk], V bf16 [B, H, Nk, D] (all dense); the output
- * rows go to out [B, Nq, H*D] f32. */
-static sd_status attn_prims_make(sd_cl *cl, struct sd_dnnl *d, int n, long B, long H, long Nq, long Nk, long D,
-                                 attn_prims *a)
-{
-    sd_status st = SD_OK;
-    long C = H * D;
-    dnnl_dims_t qd = {B, H, n, D}, qs = {H * Nq * D, Nq * D, D, 1}, kd = {B, H, D, Nk};
-    dnnl_dims_t sd_ = {B, H, n, Nk}, vd = {B, H, Nk, D}, od = {B, H, n, D}, os = {Nq * C, D, C, 1};
-    a->n = n;
-    TRY(dnnl_memory_desc_init_by_strides(&a->q_md, 4, qd, dnnl_bf16, qs), "attention Q");
-    TRY(dnnl_memory_desc_init_by_tag(&a->k_md, 4, kd, dnnl_bf16, dnnl_abcd), "attention K");
-    TRY(dnnl_memory_desc_init_by_tag(&a->s_md, 4, sd_, dnnl_f32, dnnl_abcd), "attention scores");
-    TRY(dnnl_memory_desc_init_by_tag(&a->p_md, 4, sd_, dnnl_bf16, dnnl_abcd), "attention probabilities");
-    TRY(dnnl_memory_desc_init_by_tag(&a->v_md, 4, vd, dnnl_bf16, dnnl_abcd), "attention V");
-    TRY(dnnl_memory_desc_init_by_strides(&a->o_md, 4, od, dnnl_f32, os), "attention output");
-    dnnl_matmul_desc_t qk, pv;
-    dnnl_softmax_v2_desc_t sm;
-    TRY(dnnl_matmul_desc_init(&qk, &a->q_md, &a->k_md, NULL, &a->s_md), "attention Q K^T");
-    TRY(dnnl_softmax_v2_forward_desc_init(&sm, dnnl_forward_inference, dnnl_softmax_accurate, &a->s_md, &a->s_md, 3),
-        "attention softmax");
-    TRY(dnnl_matmul_desc_init(&pv, &a->p_md, &a->v_md, NULL, &a->o_md), "attention P V");
-    if ((st = primitive(cl, &qk, d, &a->qk, "attention Q K^T")) ||
-        (st = primitive(cl, &sm, d, &a->sm, "attention softmax")) || (st = primitive(cl, &pv, d, &a->pv, "attention P V")))
-        goto done;
-done:
-    return st;
-}
-
-/* Runs prims on query rows [q0, q0 + a->n). */
-static sd_status attn_chunk(sd_cl *cl, struct sd_dnnl *d, const attn_prims *a, char *qb, void *kb, void *vb,
-                            void *scores, void *probs, float *o)
-{
-    sd_status st = SD_OK;
-    dnnl_memory_t mq = NULL, mk = NULL, ms = NULL, mp = NULL, mv = NULL, mo = NULL;
-    if ((st = memory(cl, d, &a->q_md, qb, &mq)) || (st = memory(cl, d, &a->k_md, kb, &mk)) ||
-        (st = memory(cl, d, &a->s_md, scores, &ms)) || (st = memory(cl, d, &a->p_md, probs, &mp)) ||
-        (st = memory(cl, d, &a->v_md, vb, &mv)) || (st = memory(cl, d, &a->o_md, o, &mo)))
-        goto done;
-    dnnl_exec_arg_t qk[] = {{DNNL_ARG_SRC, mq}, {DNNL_ARG_WEIGHTS, mk}, {DNNL_ARG_DST, ms}};
-    dnnl_exec_arg_t sm[] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_DST, ms}};
-    dnnl_exec_arg_t pv[] = {{DNNL_ARG_SRC, mp}, {DNNL_ARG_WEIGHTS, mv}, {DNNL_ARG_DST, mo}};
-    TRY(dnnl_primitive_execute(a->qk, d->stream, 3, qk), "attention Q K^T");
-    TRY(dnnl_primitive_execute(a->sm, d->stream, 2, sm), "attention softmax");
-    TRY(dnnl_stream_wait(d->stream), "attention");
-    if ((st = reorder(cl, d, &a->s_md, scores, &a->p_md, probs, 1.0f)))
-        goto done;
-    TRY(dnnl_primitive_execute(a->pv, d->stream, 3, pv), "attention P V");
-    TRY(dnnl_stream_wait(d->stream), "attention");
-done:
-    dnnl_memory_destroy(mq);
-    dnnl_memory_destroy(mk);
-    dnnl_memory_destroy(ms);
-    dnnl_memory_destroy(mp);
-    dnnl_memory_destroy(mv);
-    dnnl_memory_destroy(mo);
-    return st;
-}
-
-/* src [B, N, H*D] (f32 or f16) as bf16 [B, H, N, D], or [B, H, D, N] when transposed, times scale. */
-static sd_status heads_bf16(sd_cl *cl, struct sd_dnnl *d, const void *src, sd_dtype dtype, long B, long H, long N,
-                            long D, bool transposed, float scale, void *dst)
-{
-    sd_status st = SD_OK;
-    long C = H * D;
-    dnnl_memory_desc_t from, to;
-    dnnl_dims_t dims = {B, H, transposed ? D : N, transposed ? N : D};
-    dnnl_dims_t strides = {N * C, D, transposed ? 1 : C, transposed ? C : 1};
-    TRY(dnnl_memory_desc_init_by_strides(&from, 4, dims, dnnl_f32, strides), "attention operand");
-    TRY(dnnl_memory_desc_init_by_tag(&to, 4, dims, dnnl_bf16, dnnl_abcd), "attention operand");
-    st = reorder_any(cl, d, &from, src, dtype, (size_t)(B * N * H * D), &to, dst, scale);
-done:
-    return st;
-}
-
-sd_status sd_dnnl_attention_run(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, const sd_dtensor *v, int heads,
-                                sd_dtensor *out)
-{
-    struct sd_dnnl *d;
-    sd_status st = engine(cl, &d);
-    if (st || (st = sd_cl_finish(cl)))
-        return st;
-    long B = q->shape[0], Nq = q->shape[1], Nk = k->shape[1], H = heads, D = q->shape[2] / heads;
-    size_t per_row = (size_t)(B * H * Nk) * 6; /* f32 scores and bf16 probabilities */
-    long chunk = (long)(ATTN_CHUNK_BYTES / per_row);
-    chunk = chunk < 1 ? 1 : chunk > Nq ? Nq : chunk;
-    mapping qm = {0}, km = {0}, vm = {0}, om = {0};
-    void *qb = NULL, *kb = NULL, *vb = NULL, *scores = NULL, *probs = NULL;
-    attn_prims a = {0};
-    if ((st = map(cl, q->buf, q->numel * 4, false, &qm)) ||
-        (st = map(cl, k->buf, k->numel * sd_dtype_size(k->dtype), false, &km)) ||
-        (st = map(cl, v->buf, v->numel * sd_dtype_size(v->dtype), false, &vm)) ||
-        (st = map(cl, out->buf, out->numel * 4, true, &om)) || (st = host_alloc(cl, q->numel * 2, &qb)) ||
-        (st = host_alloc(cl, k->numel * 2, &kb)) || (st = host_alloc(cl, v->numel * 2, &vb)) ||
-        (st = host_alloc(cl, per_row / 6 * 4 * (size_t)chunk, &scores)) ||
-        (st = host_alloc(cl, per_row / 6 * 2 * (size_t)chunk, &probs)))
-        goto done;
-    if ((st = heads_bf16(cl, d, qm.ptr, SD_DTYPE_F32, B, H, Nq, D, false, 1.0f / sqrtf((float)D), qb)) ||
-        (st = heads_bf16(cl, d, km.ptr, k->dtype, B, H, Nk, D, true, 1.0f, kb)) ||
-        (st = heads_bf16(cl, d, vm.ptr, v->dtype, B, H, Nk, D, false, 1.0f, vb)))
-        goto done;
-    for (long q0 = 0; q0 < Nq && !st; q0 += chunk) {
-        int n = (int)(Nq - q0 < chunk ? Nq - q0 : chunk);
-        if (a.n != n) {
-            attn_prims_free(&a);
-            if ((st = attn_prims_make(cl, d, n, B, H, Nq, Nk, D, &a)))
-                break;
-        }
-        st = attn_chunk(cl, d, &a, (char *)qb + (size_t)q0 * D * 2, kb, vb, scores, probs,
-                        (float *)om.ptr + (size_t)q0 * H * D);
-    }
-done:
-    attn_prims_free(&a);
-    free(qb), free(kb), free(vb), free(scores), free(probs);
-    unmap(cl, &qm);
-    unmap(cl, &km);
-    unmap(cl, &vm);
     unmap(cl, &om);
     return st;
 }

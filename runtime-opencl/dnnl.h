@@ -30,13 +30,6 @@ sd_status sd_dnnl_matmul_run(sd_cl *cl, const sd_dnnl_matmul *job);
 sd_status sd_dnnl_conv2d_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
                              const sd_conv2d_params *p, sd_dtensor *out);
 
-/* Multi-head attention without a mask (as sd_op_attention; shapes checked, out allocated) in
- * bf16: Q K^T and P V on the matrix engines, the softmax in fp32 (its output rounded to bf16),
- * over chunks of query rows so that the scores held stay bounded (never all [Nq, Nk] at once
- * for large inputs). */
-sd_status sd_dnnl_attention_run(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, const sd_dtensor *v, int heads,
-                                sd_dtensor *out);
-
 /* Frees the runtime's oneDNN engine and scratch memory (at runtime teardown). */
 void sd_dnnl_free(sd_cl *cl);
 
