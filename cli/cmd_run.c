@@ -27,6 +27,9 @@ static void usage(FILE *out)
             "                       $XDG_CACHE_HOME/sdflow/cache.db)\n"
             "  --no-cache           neither read nor write the cache\n"
             "  --device SEL         OpenCL device: an index or a name substring\n"
+            "  --precision P        fp32 (default; or $SDFLOW_PRECISION) or bf16: matrix products\n"
+            "                       and convolutions in bfloat16 on the CPU's AMX/AVX512-BF16\n"
+            "                       units (CPU devices; docs/precision.md)\n"
             "  --quiet              no progress and no summary\n"
             "  --json-progress      progress and summary as JSON lines on stderr\n"
             "  -h, --help           show this help\n"
@@ -271,7 +274,7 @@ static int run_once(sd_context *ctx, sd_graph *g, progress_state *progress, cons
 int cmd_run(int argc, char **argv)
 {
     cli_opts opts = {0};
-    const char *file = NULL, *cache = NULL, *device = NULL;
+    const char *file = NULL, *cache = NULL, *device = NULL, *precision = NULL;
     char *path = NULL; /* the workflow file, found by cli_workflow_path */
     const char **outputs = NULL;
     size_t n_outputs = 0;
@@ -314,6 +317,10 @@ int cmd_run(int argc, char **argv)
             if (r < 0)
                 goto done;
             device = v;
+        } else if ((r = cli_opt_value("run", argc, argv, &i, "--precision", &v)) != 0) {
+            if (r < 0)
+                goto done;
+            precision = v;
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
             code = EXIT_OK;
@@ -360,6 +367,7 @@ int cmd_run(int argc, char **argv)
     }
     if ((st = cli_opts_apply_context(&opts, ctx)) || (cache && (st = sd_context_set_cache_path(ctx, cache))) ||
         (device && (st = sd_context_set_device(ctx, device))) ||
+        (precision && (st = sd_context_set_precision(ctx, precision))) ||
         (st = sd_graph_load_xml(ctx, path, &g)) || (st = cli_opts_apply_sets(&opts, g))) {
         code = cli_report_failure(ctx, st);
         goto done;

@@ -340,7 +340,9 @@ const char cli_engine_opts_help[] =
     "  --cache PATH         cache database (default $SDFLOW_CACHE, else\n"
     "                       $XDG_CACHE_HOME/sdflow/cache.db)\n"
     "  --no-cache           neither read nor write the cache\n"
-    "  --device SEL         OpenCL device: an index or a name substring\n";
+    "  --device SEL         OpenCL device: an index or a name substring\n"
+    "  --precision P        fp32 (default) or bf16: matrix products and convolutions\n"
+    "                       in bfloat16 on the CPU's AMX/AVX512-BF16 units (CPU devices)\n";
 
 int cli_engine_opts_parse(cli_engine_opts *o, const char *cmd, int argc, char **argv, int *i)
 {
@@ -350,6 +352,8 @@ int cli_engine_opts_parse(cli_engine_opts *o, const char *cmd, int argc, char **
     if ((r = cli_opt_value(cmd, argc, argv, i, "--cache", &o->cache)) != 0)
         return r;
     if ((r = cli_opt_value(cmd, argc, argv, i, "--device", &o->device)) != 0)
+        return r;
+    if ((r = cli_opt_value(cmd, argc, argv, i, "--precision", &o->precision)) != 0)
         return r;
     if (!strcmp(argv[*i], "--no-cache")) {
         o->no_cache = true;
@@ -366,5 +370,7 @@ sd_status cli_engine_opts_apply(sd_context *ctx, void *opts)
         st = sd_context_set_cache_path(ctx, o->no_cache ? NULL : o->cache);
     if (!st && o->device)
         st = sd_context_set_device(ctx, o->device);
+    if (!st && o->precision)
+        st = sd_context_set_precision(ctx, o->precision);
     return st;
 }

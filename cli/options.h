@@ -96,10 +96,10 @@ bool cli_write_text(const char *path, const char *text);
 char *cli_workflow_path(const char *name);
 
 /* Options of the long-running commands (serve, worker): the common ones plus the engine's
- * --cache PATH, --no-cache and --device SEL. */
+ * --cache PATH, --no-cache, --device SEL and --precision P. */
 typedef struct cli_engine_opts {
     cli_opts common;
-    const char *cache, *device;
+    const char *cache, *device, *precision;
     bool no_cache;
 } cli_engine_opts;
 /* Help text lines for the engine options (ends with a newline). */

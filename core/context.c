@@ -151,9 +151,13 @@ sd_status sd_context_new(sd_context **out)
     free(tempdir);
     if (!st)
         st = default_cache_path(ctx);
-    const char *dev = getenv("SDFLOW_DEVICE");
+    const char *dev = getenv("SDFLOW_DEVICE"), *precision = getenv("SDFLOW_PRECISION");
     if (!st && dev && *dev)
         st = set_owned(&ctx->device, dev);
+    if (!st && precision && *precision && sd_context_set_precision(ctx, precision)) {
+        sd_warn(ctx, "SDFLOW_PRECISION: %s; computing in fp32", sd_context_errmsg(ctx));
+        sd_clear_error(ctx);
+    }
     if (st) {
         sd_context_free(ctx);
         return st;
@@ -389,6 +393,24 @@ sd_status sd_context_set_device(sd_context *ctx, const char *selector)
 const char *sd_context_device(const sd_context *ctx)
 {
     return ctx->device;
+}
+
+sd_status sd_context_set_precision(sd_context *ctx, const char *name)
+{
+    if (!name || (strcmp(name, "fp32") && strcmp(name, "bf16")))
+        return sd_set_error(ctx, SD_ERR_USAGE, "unknown precision '%s' (fp32 or bf16)", name ? name : "");
+    ctx->bf16 = strcmp(name, "bf16") == 0;
+    return SD_OK;
+}
+
+const char *sd_context_precision(const sd_context *ctx)
+{
+    return ctx->bf16 ? "bf16" : "fp32";
+}
+
+bool sd_context_bf16(const sd_context *ctx)
+{
+    return ctx->bf16;
 }
 
 void *sd_context_ext(sd_context *ctx, const char *name)

@@ -34,6 +34,7 @@ struct sd_context {
     void *progress_user;
     volatile sig_atomic_t interrupted;
     bool previews;          /* samplers attach preview images to step events */
+    bool bf16;              /* sd_context_set_precision "bf16" */
 
     bool cache_failed;      /* opening the cache failed once: run without it */
 
@@ -45,6 +46,9 @@ struct sd_context {
     sd_ext_slot *ext;
     size_t n_ext;
 };
+
+/* Whether the context computes matrix products in bf16 (sd_context_set_precision). */
+bool sd_context_bf16(const sd_context *ctx);
 
 /* Sets the error message (printf-style) and returns status. */
 sd_status sd_set_error(sd_context *ctx, sd_status status, const char *fmt, ...)

@@ -340,6 +340,8 @@ static sd_status compute_key(sd_run_state *s, sd_cache *cache, sd_plan_node *p)
     sd_hasher_str(&h, p->desc->name);
     sd_hasher_i64(&h, p->desc->version);
     sd_hasher_i64(&h, (int64_t)p->desc->n_inputs);
+    if (sd_context_bf16(s->ctx))
+        sd_hasher_str(&h, "precision bf16"); /* fp32 keys stay as they were before precisions */
     for (size_t i = 0; i < p->desc->n_inputs; i++) {
         sd_plan_input *pi = &p->inputs[i];
         sd_status st = SD_OK;

@@ -40,6 +40,11 @@ const char *sd_run_provenance_json(sd_node_run *r)
     sd_run_state *s = r->state;
     if (!s->provenance_json) {
         json_t *root = json_pack("{s:s, s:O}", "engine", sd_version(), "files", s->files);
+        /* fp32, the default, is not written: those PNGs stay as they were before precisions. */
+        if (root && sd_context_bf16(s->ctx) && json_object_set_new(root, "precision", json_string("bf16"))) {
+            json_decref(root);
+            root = NULL;
+        }
         s->provenance_json = root ? json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
         json_decref(root);
         if (!s->provenance_json) {

@@ -66,10 +66,13 @@ static bool recorded_key(const json_t *value, sd_key *out)
     return hex && sd_key_from_hex(hex, out);
 }
 
-/* Parses the provenance's "files" object (name -> hash); every hash must be well formed. */
-static sd_status parse_recorded(sd_context *ctx, const char *png_path, const char *provenance, json_t **files_out)
+/* Parses the provenance's "files" object (name -> hash; every hash must be well formed) and its
+ * "precision" ("fp32" when absent, as PNGs made before precisions existed are). */
+static sd_status parse_recorded(sd_context *ctx, const char *png_path, const char *provenance, json_t **files_out,
+                                const char **precision)
 {
     *files_out = NULL;
+    *precision = "fp32";
     json_error_t jerr;
     json_t *root = json_loads(provenance, JSON_REJECT_DUPLICATES, &jerr);
     json_t *files = root ? json_object_get(root, "files") : NULL;
@@ -87,6 +90,14 @@ static sd_status parse_recorded(sd_context *ctx, const char *png_path, const cha
             goto done;
         }
     }
+    json_t *prec = json_object_get(root, "precision");
+    if (prec && (!json_is_string(prec) || (strcmp(json_string_value(prec), "fp32") &&
+                                            strcmp(json_string_value(prec), "bf16")))) {
+        st = sd_set_error(ctx, SD_ERR_INVALID, "%s: malformed precision in '%s'", png_path, SD_PNG_KEY_PROVENANCE);
+        goto done;
+    }
+    if (prec)
+        *precision = strcmp(json_string_value(prec), "bf16") ? "fp32" : "bf16";
     *files_out = json_incref(files);
 done:
     json_decref(root);
@@ -274,16 +285,22 @@ sd_status sd_replay(sd_context *ctx, const char *png_path, const sd_replay_optio
     sd_graph *graph = NULL;
     sd_result *res = NULL;
     bool keep_dir = false;
+    const char *precision = "fp32", *saved_precision = sd_context_precision(ctx);
     sd_status st;
     if ((st = read_texts(ctx, png_path, texts)) ||
-        (st = parse_recorded(ctx, png_path, texts[T_PROVENANCE], &recorded)) ||
+        (st = parse_recorded(ctx, png_path, texts[T_PROVENANCE], &recorded, &precision)) ||
         (st = sd_graph_load_xml_memory(ctx, texts[T_WORKFLOW], strlen(texts[T_WORKFLOW]), png_path, &graph)) ||
         (st = make_replay_dir(ctx, &dir)))
         goto done;
     const char *const wanted[1] = {texts[T_NODE]};
     sd_run_options opts = {.outputs = wanted, .n_outputs = 1, .no_cache = !(options && options->use_cache)};
     replay_check check = {png_path, recorded};
-    if ((st = run_redirected(ctx, graph, dir, &opts, &check, &res)) ||
+    /* The image replays in the precision that made it. */
+    if ((st = sd_context_set_precision(ctx, precision)))
+        goto done;
+    st = run_redirected(ctx, graph, dir, &opts, &check, &res);
+    sd_context_set_precision(ctx, saved_precision);
+    if (st ||
         (st = find_output(ctx, res, texts[T_NODE], texts[T_BATCH], &new_image)))
         goto done;
     double max_diff = 0.0;

@@ -132,9 +132,13 @@ static void configure(lua_State *L, sd_context *ctx, int idx)
                 luaL_error(L, "context option 'device': an index or name, or false, not %s",
                            t == LUA_TBOOLEAN ? "true" : luaL_typename(L, -1));
             check_set(L, ctx, sd_context_set_device(ctx, t == LUA_TSTRING ? lua_tostring(L, -1) : NULL), key);
+        } else if (!strcmp(key, "precision")) {
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaL_error(L, "context option 'precision': \"fp32\" or \"bf16\", not a %s", luaL_typename(L, -1));
+            check_set(L, ctx, sd_context_set_precision(ctx, lua_tostring(L, -1)), key);
         } else {
             luaL_error(L, "unknown context option '%s' (models_dirs, input_dir, output_dir, "
-                          "temp_dir, allow_absolute_paths, cache, device)", key);
+                          "temp_dir, allow_absolute_paths, cache, device, precision)", key);
         }
         lua_pop(L, 1);
     }
@@ -216,12 +220,12 @@ static void set_field(lua_State *L, const char *key, const char *value)
     }
 }
 
-/* ctx:settings() -> {input_dir=, output_dir=, temp_dir=, cache=, device=} */
+/* ctx:settings() -> {input_dir=, output_dir=, temp_dir=, cache=, device=, precision=} */
 static int ctx_settings(lua_State *L)
 {
     int arg;
     sd_context *ctx = receiver(L, &arg)->ctx;
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
     set_field(L, "input_dir", sd_context_dir(ctx, SD_DIR_INPUT));
     set_field(L, "output_dir", sd_context_dir(ctx, SD_DIR_OUTPUT));
     set_field(L, "temp_dir", sd_context_dir(ctx, SD_DIR_TEMP));
@@ -232,6 +236,7 @@ static int ctx_settings(lua_State *L)
         lua_setfield(L, -2, "cache");
     }
     set_field(L, "device", sd_context_device(ctx));
+    set_field(L, "precision", sd_context_precision(ctx));
     return 1;
 }
 

@@ -5,6 +5,7 @@
  * (CHUNK_BYTES) whatever the image size. 1x1 stride-1 convolutions skip the gather: the input
  * planes are B as they are. */
 #include "runtime-opencl/gemm.h"
+#include "runtime-opencl/dnnl.h"
 #include <limits.h>
 #include <stdio.h>
 
@@ -113,6 +114,15 @@ sd_status sd_op_conv2d(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
     sd_status st = sd_dtensor_new(cl, SD_DTYPE_F32, 4, oshape, out);
     if (st)
         return st;
+    bool bf16 = false;
+    if ((st = sd_dnnl_wanted(cl, &bf16)) || (bf16 && B > 0 && O > 0 && (st = sd_dnnl_conv2d_run(cl, x, w, bias, p, *out))) ||
+        bf16) {
+        if (st) {
+            sd_dtensor_free(*out);
+            *out = NULL;
+        }
+        return st;
+    }
     bool wino_ok = KH == 3 && KW == 3 && p->stride_h == 1 && p->stride_w == 1 && x->dtype == SD_DTYPE_F32;
     if (p->algo == SD_CONV_WINOGRAD && !wino_ok) {
         sd_dtensor_free(*out);

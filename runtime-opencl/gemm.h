@@ -30,7 +30,9 @@ sd_status sd_gemm_pack_b(sd_cl *cl, cl_mem src, sd_dtype dtype, long off, int N,
 
 /* Forms derived from a constant tensor (sd_dtensor_set_constant), kept with it. A form is
  * identified by its kind and the parameters it was computed with. */
-typedef enum sd_derived_kind { SD_DERIVED_GEMM_B, SD_DERIVED_WINOGRAD } sd_derived_kind;
+typedef enum sd_derived_kind {
+    SD_DERIVED_GEMM_B, SD_DERIVED_WINOGRAD, SD_DERIVED_DNNL_MATMUL, SD_DERIVED_DNNL_CONV
+} sd_derived_kind;
 typedef struct sd_derived_key {
     sd_derived_kind kind;
     long p[6];
@@ -40,6 +42,14 @@ cl_mem sd_derived_find(const sd_dtensor *t, const sd_derived_key *key);
 /* Hands s over to t's kept forms under key (s is emptied) when that stays within cl->keep_limit;
  * else, and on SD_ERR_NOMEM, s stays with the caller. */
 sd_status sd_derived_add(const sd_dtensor *t, const sd_derived_key *key, sd_scratch *s);
+/* Forms whose layout a library chooses (runtime-opencl/dnnl.c): kept whatever cl->keep_limit
+ * (the mode that asks for them needs them on every call), each with a copy of the layout
+ * description it was made for; found again only when fits(kept meta, want) says the layout is
+ * the one wanted. */
+cl_mem sd_derived_find_meta(const sd_dtensor *t, const sd_derived_key *key,
+                            bool (*fits)(const void *meta, const void *want), const void *want);
+sd_status sd_derived_keep_meta(const sd_dtensor *t, const sd_derived_key *key, sd_scratch *s, const void *meta,
+                               size_t meta_size);
 
 /* Most A rows of a call that keeps a constant B's panels: with more rows the per-call packing
  * is a small part of the product and the freshly packed panels are still in cache, so keeping

@@ -1,5 +1,6 @@
 /* Matrix products: packing, the register-tile GEMM, and the matmul / linear ops. */
 #include "runtime-opencl/gemm.h"
+#include "runtime-opencl/dnnl.h"
 #include "core/checked.h"
 #include <limits.h>
 #include <stdio.h>
@@ -135,6 +136,29 @@ static bool dims_int(const int64_t *d, int n, int *out)
     return true;
 }
 
+/* Runs job through oneDNN when the context computes in bf16 (or fails because it cannot): true
+ * with the outcome in *st; false when the op's own kernels run it (fp32, or nothing to sum). */
+static bool in_bf16(sd_cl *cl, const sd_dnnl_matmul *job, sd_status *st)
+{
+    bool bf16 = false;
+    if ((*st = sd_dnnl_wanted(cl, &bf16)))
+        return true;
+    if (!bf16 || job->M == 0 || job->N == 0 || job->K == 0 || job->batch_a == 0)
+        return false;
+    *st = sd_dnnl_matmul_run(cl, job);
+    return true;
+}
+
+/* Frees *out when st is an error; returns st. */
+static sd_status finish(sd_dtensor **out, sd_status st)
+{
+    if (st) {
+        sd_dtensor_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
 static bool valid_bias(const sd_dtensor *bias, int n)
 {
     return !bias || (bias->dtype == SD_DTYPE_F32 && bias->numel == (size_t)n);
@@ -164,6 +188,10 @@ sd_status sd_op_matmul(sd_cl *cl, const sd_dtensor *a, bool trans_a, const sd_dt
     sd_status st = sd_dtensor_new(cl, SD_DTYPE_F32, a->ndim, shape, out);
     if (st)
         return st;
+    sd_dnnl_matmul dj = {.a = a, .b = b, .bias = bias, .trans_a = trans_a, .trans_b = trans_b, .M = M, .N = N,
+                         .K = K, .batch_a = batch_a, .batch_b = batch_b, .act = act, .alpha = alpha, .out = *out};
+    if (in_bf16(cl, &dj, &st))
+        return finish(out, st);
     sd_scratch ap = {0}, bp = {0};
     long mk = (long)M * K, kn = (long)K * N;
     int mr = sd_gemm_mr(cl);
@@ -215,6 +243,10 @@ sd_status sd_op_linear(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
     sd_status st = sd_dtensor_new(cl, SD_DTYPE_F32, x->ndim, shape, out);
     if (st)
         return st;
+    sd_dnnl_matmul dj = {.a = x, .b = w, .bias = bias, .trans_b = true, .M = M, .N = N, .K = K, .batch_a = 1,
+                         .batch_b = 1, .act = act, .alpha = 1.0f, .out = *out};
+    if (in_bf16(cl, &dj, &st))
+        return finish(out, st);
     sd_scratch ap = {0}, bp = {0};
     bool a_rows = x->dtype == SD_DTYPE_F32 && K > 0;
     if (!a_rows)

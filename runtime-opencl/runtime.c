@@ -1,6 +1,7 @@
 /* OpenCL runtime: devices, context and queue, named errors, launching, buffer pool. */
 #include "runtime-opencl/runtime.h"
 #include "runtime-opencl/runtime_internal.h"
+#include "runtime-opencl/dnnl.h"
 #include "sdflow/devices.h"
 #include <errno.h>
 #include <stdint.h>
@@ -64,6 +65,7 @@ static void runtime_free(void *ptr)
     if (cl->queue)
         clFinish(cl->queue);
     sd_cl_programs_free(cl);
+    sd_dnnl_free(cl);
     sd_cl_pool_trim(cl);
     if (cl->queue)
         clReleaseCommandQueue(cl->queue);

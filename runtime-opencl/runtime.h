@@ -58,6 +58,7 @@ typedef struct sd_cl {
     size_t keep_limit;        /* most bytes of kept forms of constant tensors (sd_cl_set_keep_limit) */
     size_t mem_budget;        /* SDFLOW_DEVICE_MEMORY: most bytes held in buffers; 0 = no limit */
     sd_cl_stats stats;
+    struct sd_dnnl *dnnl;     /* oneDNN engine of the bf16 precision (runtime-opencl/dnnl.h); NULL until used */
 } sd_cl;
 
 /* The runtime of ctx, created on first use from sd_context_device(ctx) (an index or a name

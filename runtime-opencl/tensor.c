@@ -100,6 +100,7 @@ typedef struct derived_form {
     struct derived_form *next;
     sd_derived_key key;
     sd_scratch s;
+    void *meta; /* NULL or a copy of the layout description it was kept with */
 } derived_form;
 
 struct sd_dtensor_derived {
@@ -113,6 +114,7 @@ static void derived_clear(sd_cl *cl, struct sd_dtensor_derived *d)
         d->forms = f->next;
         cl->stats.derived_bytes -= f->s.cap;
         sd_scratch_release(cl, &f->s);
+        free(f->meta);
         free(f);
     }
 }
@@ -144,13 +146,17 @@ cl_mem sd_derived_find(const sd_dtensor *t, const sd_derived_key *key)
     return NULL;
 }
 
-sd_status sd_derived_add(const sd_dtensor *t, const sd_derived_key *key, sd_scratch *s)
+/* Hands s over to t's forms under key with a copy of meta (may be NULL). */
+static sd_status derived_keep(const sd_dtensor *t, const sd_derived_key *key, sd_scratch *s, const void *meta,
+                              size_t meta_size)
 {
-    if (t->cl->stats.derived_bytes + s->cap > t->cl->keep_limit)
-        return SD_OK;
-    derived_form *f = malloc(sizeof *f);
-    if (!f)
+    derived_form *f = calloc(1, sizeof *f);
+    if (!f || (meta && !(f->meta = malloc(meta_size)))) {
+        free(f);
         return sd_set_error(t->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    }
+    if (meta)
+        memcpy(f->meta, meta, meta_size);
     f->key = *key;
     f->s = *s;
     f->next = t->derived->forms;
@@ -160,6 +166,28 @@ sd_status sd_derived_add(const sd_dtensor *t, const sd_derived_key *key, sd_scra
     s->buf = NULL;
     s->cap = 0;
     return SD_OK;
+}
+
+sd_status sd_derived_add(const sd_dtensor *t, const sd_derived_key *key, sd_scratch *s)
+{
+    if (t->cl->stats.derived_bytes + s->cap > t->cl->keep_limit)
+        return SD_OK;
+    return derived_keep(t, key, s, NULL, 0);
+}
+
+cl_mem sd_derived_find_meta(const sd_dtensor *t, const sd_derived_key *key,
+                            bool (*fits)(const void *meta, const void *want), const void *want)
+{
+    for (derived_form *f = t->derived ? t->derived->forms : NULL; f; f = f->next)
+        if (same_key(&f->key, key) && f->meta && fits(f->meta, want))
+            return f->s.buf;
+    return NULL;
+}
+
+sd_status sd_derived_keep_meta(const sd_dtensor *t, const sd_derived_key *key, sd_scratch *s, const void *meta,
+                               size_t meta_size)
+{
+    return derived_keep(t, key, s, meta, meta_size);
 }
 
 void sd_dtensor_free(sd_dtensor *t)

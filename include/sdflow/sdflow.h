@@ -85,6 +85,14 @@ const char *sd_context_cache_path(const sd_context *ctx);
 sd_status sd_context_set_device(sd_context *ctx, const char *selector);
 const char *sd_context_device(const sd_context *ctx);
 
+/* Arithmetic of matrix products and convolutions (docs/precision.md): "fp32" (the default,
+ * reproducible) or "bf16" (operands rounded to bfloat16, fp32 accumulation, through oneDNN on
+ * CPU devices: the CPU's AMX or AVX512-BF16 units). Part of every node's cache key and of the
+ * provenance, so an image replays in the precision that made it. SD_ERR_USAGE for other names;
+ * a device or build without bf16 support fails the first op with SD_ERR_USAGE. */
+sd_status sd_context_set_precision(sd_context *ctx, const char *name);
+const char *sd_context_precision(const sd_context *ctx);
+
 /* Warnings (e.g. "cache database was corrupt, rebuilt") go to this callback; default stderr. */
 typedef void (*sd_log_fn)(const char *line, void *user);
 void sd_context_set_log(sd_context *ctx, sd_log_fn fn, void *user);

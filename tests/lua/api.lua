@@ -142,12 +142,17 @@ raises_at(here(), "parameter 'seed': 'x' is not an integer", function() g:setpar
 raises_at(here(), "bad argument #1 to 'add' (string expected, got table)", function() g:add({}) end)
 raises_at(here(), "unknown run option 'output' (outputs, cache, progress)", function() g:run{output = {lat}} end)
 raises_at(here() + 2,
-  "unknown context option 'models' (models_dirs, input_dir, output_dir, temp_dir, allow_absolute_paths, cache, device)",
+  "unknown context option 'models' (models_dirs, input_dir, output_dir, temp_dir, allow_absolute_paths, cache, device, precision)",
   function() sdflow.context{models = "x"} end)
 raises_at(here() + 1, "context option 'allow_absolute_paths': true or false, not a string",
   function() sdflow.context{allow_absolute_paths = "yes"} end)
 raises_at(here(), "context option 'models_dirs': a string or a list of strings, not a number", function() c2:configure{models_dirs = 3} end)
 raises_at(here(), "context option 'cache': a path or false, not true", function() sdflow.configure{cache = true} end)
+raises_at(here(), "context option 'precision': \"fp32\" or \"bf16\", not a number", function() c2:configure{precision = 16} end)
+raises_at(here(), "context option 'precision': unknown precision 'fp16' (fp32 or bf16)", function() c2:configure{precision = "fp16"} end)
+assert(c2:settings().precision == "fp32")
+c2:configure{precision = "bf16"}
+assert(c2:settings().precision == "bf16")
 raises_at(here() + 1, "run option 'outputs' must list 1 or more nodes (leave it out to run every output node)",
   function() g:run{outputs = {}} end)
 raises_at(here(), "bad node: expected an sdflow.node or a node id, got number", function() g:set(3, "value", 1) end)

@@ -1,0 +1,410 @@
+/* bf16 matrix products and convolutions through oneDNN on CPU devices (runtime-opencl/dnnl.h).
+ * oneDNN picks its fastest implementation for this CPU (AMX tiles where the CPU has them) and
+ * the blocked weight layout that implementation wants; weights are converted to that layout
+ * once and kept with their tensor. Activations are reordered to bf16 on every call. */
+#include "runtime-opencl/dnnl.h"
+#include "runtime-opencl/gemm.h"
+#include "core/half.h"
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef SDFLOW_HAVE_DNNL
+
+sd_status sd_dnnl_wanted(sd_cl *cl, bool *out)
+{
+    *out = false;
+    if (!sd_context_bf16(cl->ctx))
+        return SD_OK;
+    return sd_set_error(cl->ctx, SD_ERR_USAGE, "precision bf16: this build of sdflow has no oneDNN (libdnnl-dev)");
+}
+
+sd_status sd_dnnl_matmul_run(sd_cl *cl, const sd_dnnl_matmul *job)
+{
+    (void)job;
+    return sd_set_error(cl->ctx, SD_ERR_USAGE, "precision bf16: this build of sdflow has no oneDNN");
+}
+
+sd_status sd_dnnl_conv2d_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
+                             const sd_conv2d_params *p, sd_dtensor *out)
+{
+    (void)x, (void)w, (void)bias, (void)p, (void)out;
+    return sd_set_error(cl->ctx, SD_ERR_USAGE, "precision bf16: this build of sdflow has no oneDNN");
+}
+
+void sd_dnnl_free(sd_cl *cl)
+{
+    (void)cl;
+}
+
+#else
+
+#include <dnnl.h>
+
+struct sd_dnnl {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+};
+
+sd_status sd_dnnl_wanted(sd_cl *cl, bool *out)
+{
+    *out = false;
+    if (!sd_context_bf16(cl->ctx))
+        return SD_OK;
+    if (cl->type != CL_DEVICE_TYPE_CPU)
+        return sd_set_error(cl->ctx, SD_ERR_USAGE, "precision bf16 needs a CPU device; %s is not one",
+                            cl->device_name);
+    *out = true;
+    return SD_OK;
+}
+
+static sd_status fail(sd_cl *cl, dnnl_status_t s, const char *what)
+{
+    return sd_set_error(cl->ctx, s == dnnl_out_of_memory ? SD_ERR_NOMEM : SD_ERR_CL,
+                        "oneDNN: %s failed (dnnl status %d)", what, (int)s);
+}
+
+#define TRY(call, what)                                                                                        \
+    do {                                                                                                       \
+        dnnl_status_t s_ = (call);                                                                             \
+        if (s_ != dnnl_success) {                                                                              \
+            st = fail(cl, s_, what);                                                                           \
+            goto done;                                                                                         \
+        }                                                                                                      \
+    } while (0)
+
+static sd_status engine(sd_cl *cl, struct sd_dnnl **out)
+{
+    if (!cl->dnnl) {
+        struct sd_dnnl *d = calloc(1, sizeof *d);
+        if (!d)
+            return sd_set_error(cl->ctx, SD_ERR_NOMEM, "out of memory");
+        dnnl_status_t s = dnnl_engine_create(&d->engine, dnnl_cpu, 0);
+        if (s == dnnl_success)
+            s = dnnl_stream_create(&d->stream, d->engine, dnnl_stream_default_flags);
+        if (s != dnnl_success) {
+            if (d->engine)
+                dnnl_engine_destroy(d->engine);
+            free(d);
+            return fail(cl, s, "creating the CPU engine");
+        }
+        cl->dnnl = d;
+    }
+    *out = cl->dnnl;
+    return SD_OK;
+}
+
+void sd_dnnl_free(sd_cl *cl)
+{
+    struct sd_dnnl *d = cl->dnnl;
+    if (!d)
+        return;
+    dnnl_stream_destroy(d->stream);
+    dnnl_engine_destroy(d->engine);
+    free(d);
+    cl->dnnl = NULL;
+}
+
+/* ---- Host views of device buffers ---- */
+
+/* A buffer mapped for the host (PoCL's CPU device maps without copying). */
+typedef struct mapping {
+    cl_mem buf;
+    void *ptr;
+} mapping;
+
+static sd_status map(sd_cl *cl, cl_mem buf, size_t bytes, bool write, mapping *m)
+{
+    m->buf = buf;
+    m->ptr = NULL;
+    if (!buf || !bytes)
+        return SD_OK;
+    cl_int err;
+    m->ptr = clEnqueueMapBuffer(cl->queue, buf, CL_TRUE, write ? CL_MAP_READ | CL_MAP_WRITE : CL_MAP_READ, 0, bytes,
+                                0, NULL, NULL, &err);
+    return err == CL_SUCCESS ? SD_OK : SD_CL_FAIL(cl, err, "clEnqueueMapBuffer (bf16 operands)");
+}
+
+static void unmap(sd_cl *cl, mapping *m)
+{
+    if (m->ptr)
+        clEnqueueUnmapMemObject(cl->queue, m->buf, m->ptr, 0, NULL, NULL);
+    m->ptr = NULL;
+}
+
+static sd_status memory(sd_cl *cl, struct sd_dnnl *d, const dnnl_memory_desc_t *md, void *ptr,
+                        dnnl_memory_t *out)
+{
+    dnnl_status_t s = dnnl_memory_create(out, md, d->engine, ptr ? ptr : DNNL_MEMORY_NONE);
+    return s == dnnl_success ? SD_OK : fail(cl, s, "creating a memory object");
+}
+
+/* dst = src converted between layouts/types, scaled by `scale` (1: none). */
+static sd_status reorder(sd_cl *cl, struct sd_dnnl *d, const dnnl_memory_desc_t *src_md, void *src,
+                         const dnnl_memory_desc_t *dst_md, void *dst, float scale)
+{
+    sd_status st = SD_OK;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t prim = NULL;
+    dnnl_memory_t ms = NULL, md = NULL;
+    TRY(dnnl_primitive_attr_create(&attr), "reorder attributes");
+    if (scale != 1.0f)
+        TRY(dnnl_primitive_attr_set_output_scales(attr, 1, 0, &scale), "reorder scale");
+    TRY(dnnl_reorder_primitive_desc_create(&pd, src_md, d->engine, dst_md, d->engine, attr), "reorder");
+    TRY(dnnl_primitive_create(&prim, pd), "reorder primitive");
+    if ((st = memory(cl, d, src_md, src, &ms)) || (st = memory(cl, d, dst_md, dst, &md)))
+        goto done;
+    dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, md}};
+    TRY(dnnl_primitive_execute(prim, d->stream, 2, args), "reorder");
+    TRY(dnnl_stream_wait(d->stream), "reorder");
+done:
+    dnnl_memory_destroy(ms);
+    dnnl_memory_destroy(md);
+    dnnl_primitive_destroy(prim);
+    dnnl_primitive_desc_destroy(pd);
+    dnnl_primitive_attr_destroy(attr);
+    return st;
+}
+
+/* A host buffer of `bytes` (at least 1). */
+static sd_status host_alloc(sd_cl *cl, size_t bytes, void **out)
+{
+    *out = malloc(bytes ? bytes : 1);
+    return *out ? SD_OK : sd_set_error(cl->ctx, SD_ERR_NOMEM, "out of memory for a bf16 operand (%zu bytes)", bytes);
+}
+
+/* An f32 copy of an f16 host array (src_f16 of n values), or src itself when it is f32. */
+static sd_status as_f32(sd_cl *cl, const void *src, sd_dtype dtype, size_t n, float **out, float **owned)
+{
+    *owned = NULL;
+    if (dtype == SD_DTYPE_F32) {
+        *out = (float *)src;
+        return SD_OK;
+    }
+    sd_status st = host_alloc(cl, n * sizeof(float), (void **)owned);
+    if (st)
+        return st;
+    const uint16_t *h = src;
+    for (size_t i = 0; i < n; i++)
+        (*owned)[i] = sd_half_to_float(h[i]);
+    *out = *owned;
+    return SD_OK;
+}
+
+/* reorder() from src holding n values of dtype laid out as from_f32 describes for f32 (oneDNN
+ * has no f16 -> bf16 reorder here: f16 is widened to an f32 copy first). */
+static sd_status reorder_any(sd_cl *cl, struct sd_dnnl *d, const dnnl_memory_desc_t *from_f32, const void *src,
+                             sd_dtype dtype, size_t n, const dnnl_memory_desc_t *to, void *dst, float scale)
+{
+    float *f32 = NULL, *owned = NULL;
+    sd_status st = as_f32(cl, src, dtype, n, &f32, &owned);
+    if (!st)
+        st = reorder(cl, d, from_f32, f32, to, dst, scale);
+    free(owned);
+    return st;
+}
+
+static bool same_md(const void *kept, const void *want)
+{
+    return dnnl_memory_desc_equal(kept, want) != 0;
+}
+
+/* The weights `t` (whose elements `plain_md` describes as f32) in the layout `want`, mapped in
+ * *view: t's kept form under key when it has one; else converted, and kept with t when t is
+ * constant, or left in *tmp for weights_done to give back. */
+static sd_status weights_in(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *t, const sd_derived_key *key,
+                            const dnnl_memory_desc_t *plain_md, const dnnl_memory_desc_t *want, mapping *view,
+                            sd_scratch *tmp)
+{
+    size_t bytes = dnnl_memory_desc_get_size(want);
+    cl_mem kept = t->derived ? sd_derived_find_meta(t, key, same_md, want) : NULL;
+    if (kept)
+        return map(cl, kept, bytes, false, view);
+    mapping src = {0};
+    sd_status st = sd_scratch_get(cl, bytes, 1, "bf16 weights", tmp);
+    if (!st)
+        st = map(cl, t->buf, t->numel * sd_dtype_size(t->dtype), false, &src);
+    if (!st && !(st = map(cl, tmp->buf, bytes, true, view)))
+        st = reorder_any(cl, d, plain_md, src.ptr, t->dtype, t->numel, want, view->ptr, 1.0f);
+    unmap(cl, &src);
+    if (!st && t->derived)
+        st = sd_derived_keep_meta(t, key, tmp, want, sizeof *want);
+    return st;
+}
+
+/* Unmaps what weights_in mapped and gives back a converted copy that was not kept. */
+static void weights_done(sd_cl *cl, mapping *view, sd_scratch *tmp)
+{
+    unmap(cl, view);
+    sd_scratch_release(cl, tmp);
+}
+
+/* oneDNN post-op for act (none: no post-ops). */
+static sd_status attr_for(sd_cl *cl, sd_act act, dnnl_primitive_attr_t *attr)
+{
+    sd_status st = SD_OK;
+    dnnl_post_ops_t po = NULL;
+    TRY(dnnl_primitive_attr_create(attr), "attributes");
+    if (act == SD_ACT_NONE)
+        return SD_OK;
+    TRY(dnnl_post_ops_create(&po), "post-ops");
+    TRY(dnnl_post_ops_append_eltwise(po, 1.0f, act == SD_ACT_GELU ? dnnl_eltwise_gelu_erf : dnnl_eltwise_swish,
+                                     1.0f, 0.0f),
+        "activation post-op");
+    TRY(dnnl_primitive_attr_set_post_ops(*attr, po), "post-ops");
+done:
+    dnnl_post_ops_destroy(po);
+    return st;
+}
+
+/* ---- Matrix products ---- */
+
+sd_status sd_dnnl_matmul_run(sd_cl *cl, const sd_dnnl_matmul *j)
+{
+    struct sd_dnnl *d;
+    sd_status st = engine(cl, &d);
+    if (st)
+        return st;
+    if ((st = sd_cl_finish(cl)))
+        return st;
+    long M = j->M, N = j->N, K = j->K;
+    dnnl_memory_desc_t a_src, a_bf, b_src, b_want, bias_md, c_md, b_any;
+    dnnl_dims_t ad = {j->batch_a, M, K}, bd = {j->batch_b, K, N}, cd = {j->batch_a, M, N}, biasd = {1, 1, N};
+    dnnl_dims_t as = {M * K, j->trans_a ? 1 : K, j->trans_a ? M : 1};
+    dnnl_dims_t bs = {K * N, j->trans_b ? 1 : N, j->trans_b ? K : 1};
+    mapping am = {0}, biasm = {0}, cm = {0}, bw = {0};
+    sd_scratch b_tmp = {0};
+    sd_derived_key key = {SD_DERIVED_DNNL_MATMUL, {N, K, j->trans_b, j->batch_b}};
+    void *a_bf16 = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t prim = NULL;
+    dnnl_memory_t ma = NULL, mb = NULL, mbias = NULL, mc = NULL;
+    TRY(dnnl_memory_desc_init_by_strides(&a_src, 3, ad, dnnl_f32, as), "matmul A");
+    TRY(dnnl_memory_desc_init_by_tag(&a_bf, 3, ad, dnnl_bf16, dnnl_abc), "matmul A");
+    TRY(dnnl_memory_desc_init_by_strides(&b_src, 3, bd, dnnl_f32, bs), "matmul B");
+    TRY(dnnl_memory_desc_init_by_tag(&b_any, 3, bd, dnnl_bf16, dnnl_format_tag_any), "matmul B");
+    TRY(dnnl_memory_desc_init_by_tag(&c_md, 3, cd, dnnl_f32, dnnl_abc), "matmul C");
+    TRY(dnnl_memory_desc_init_by_tag(&bias_md, 3, biasd, dnnl_f32, dnnl_abc), "matmul bias");
+    dnnl_matmul_desc_t desc;
+    TRY(dnnl_matmul_desc_init(&desc, &a_bf, &b_any, j->bias ? &bias_md : NULL, &c_md), "matmul");
+    if ((st = attr_for(cl, j->act, &attr)))
+        goto done;
+    TRY(dnnl_primitive_desc_create(&pd, &desc, attr, d->engine, NULL), "matmul");
+    b_want = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    TRY(dnnl_primitive_create(&prim, pd), "matmul primitive");
+
+    if ((st = map(cl, j->a->buf, j->a->numel * sd_dtype_size(j->a->dtype), false, &am)) ||
+        (st = map(cl, j->bias ? j->bias->buf : NULL, (size_t)N * 4, false, &biasm)) ||
+        (st = map(cl, j->out->buf, j->out->numel * 4, true, &cm)))
+        goto done;
+    /* A scaled by alpha while it is rounded to bf16 (alpha applies to the product alone). */
+    if ((st = host_alloc(cl, dnnl_memory_desc_get_size(&a_bf), &a_bf16)) ||
+        (st = reorder_any(cl, d, &a_src, am.ptr, j->a->dtype, j->a->numel, &a_bf, a_bf16, j->alpha)))
+        goto done;
+    if ((st = weights_in(cl, d, j->b, &key, &b_src, &b_want, &bw, &b_tmp)))
+        goto done;
+    if ((st = memory(cl, d, &a_bf, a_bf16, &ma)) || (st = memory(cl, d, &b_want, bw.ptr, &mb)) ||
+        (st = memory(cl, d, &c_md, cm.ptr, &mc)) ||
+        (j->bias && (st = memory(cl, d, &bias_md, biasm.ptr, &mbias))))
+        goto done;
+    dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}, {DNNL_ARG_BIAS, mbias}};
+    TRY(dnnl_primitive_execute(prim, d->stream, j->bias ? 4 : 3, args), "matmul");
+    TRY(dnnl_stream_wait(d->stream), "matmul");
+done:
+    dnnl_memory_destroy(ma);
+    dnnl_memory_destroy(mb);
+    dnnl_memory_destroy(mc);
+    dnnl_memory_destroy(mbias);
+    dnnl_primitive_destroy(prim);
+    dnnl_primitive_desc_destroy(pd);
+    dnnl_primitive_attr_destroy(attr);
+    weights_done(cl, &bw, &b_tmp);
+    free(a_bf16);
+    unmap(cl, &am);
+    unmap(cl, &biasm);
+    unmap(cl, &cm);
+    return st;
+}
+
+/* ---- Convolution ---- */
+
+sd_status sd_dnnl_conv2d_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
+                             const sd_conv2d_params *p, sd_dtensor *out)
+{
+    struct sd_dnnl *d;
+    sd_status st = engine(cl, &d);
+    if (st)
+        return st;
+    if ((st = sd_cl_finish(cl)))
+        return st;
+    dnnl_dims_t xd = {x->shape[0], x->shape[1], x->shape[2], x->shape[3]};
+    dnnl_dims_t wd = {w->shape[0], w->shape[1], w->shape[2], w->shape[3]};
+    dnnl_dims_t od = {out->shape[0], out->shape[1], out->shape[2], out->shape[3]};
+    dnnl_dims_t bd = {w->shape[0]}, strides = {p->stride_h, p->stride_w}, pads = {p->pad_h, p->pad_w};
+    dnnl_memory_desc_t x_src, x_any, w_src, w_any, b_md, o_plain, o_any, x_want, w_want, o_want;
+    mapping xm = {0}, bm = {0}, om = {0}, ww = {0};
+    sd_scratch w_tmp = {0};
+    sd_derived_key key = {SD_DERIVED_DNNL_CONV, {wd[0], wd[1], wd[2], wd[3]}};
+    void *x_bf = NULL, *o_tmp = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t prim = NULL;
+    dnnl_memory_t mx = NULL, mw = NULL, mb = NULL, mo = NULL;
+    TRY(dnnl_memory_desc_init_by_tag(&x_src, 4, xd, dnnl_f32, dnnl_abcd), "conv input");
+    TRY(dnnl_memory_desc_init_by_tag(&x_any, 4, xd, dnnl_bf16, dnnl_format_tag_any), "conv input");
+    TRY(dnnl_memory_desc_init_by_tag(&w_src, 4, wd, dnnl_f32, dnnl_abcd), "conv weights");
+    TRY(dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_bf16, dnnl_format_tag_any), "conv weights");
+    TRY(dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a), "conv bias");
+    TRY(dnnl_memory_desc_init_by_tag(&o_plain, 4, od, dnnl_f32, dnnl_abcd), "conv output");
+    TRY(dnnl_memory_desc_init_by_tag(&o_any, 4, od, dnnl_f32, dnnl_format_tag_any), "conv output");
+    dnnl_convolution_desc_t desc;
+    TRY(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct, &x_any, &w_any,
+                                           bias ? &b_md : NULL, &o_any, strides, pads, pads),
+        "convolution");
+    if ((st = attr_for(cl, p->act, &attr)))
+        goto done;
+    TRY(dnnl_primitive_desc_create(&pd, &desc, attr, d->engine, NULL), "convolution");
+    x_want = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    w_want = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    o_want = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    TRY(dnnl_primitive_create(&prim, pd), "convolution primitive");
+
+    bool o_direct = dnnl_memory_desc_equal(&o_want, &o_plain);
+    if ((st = map(cl, x->buf, x->numel * sd_dtype_size(x->dtype), false, &xm)) ||
+        (st = map(cl, bias ? bias->buf : NULL, (size_t)w->shape[0] * 4, false, &bm)) ||
+        (st = map(cl, out->buf, out->numel * 4, true, &om)))
+        goto done;
+    if ((st = host_alloc(cl, dnnl_memory_desc_get_size(&x_want), &x_bf)) ||
+        (st = reorder_any(cl, d, &x_src, xm.ptr, x->dtype, x->numel, &x_want, x_bf, 1.0f)))
+        goto done;
+    if ((st = weights_in(cl, d, w, &key, &w_src, &w_want, &ww, &w_tmp)))
+        goto done;
+    if (!o_direct && (st = host_alloc(cl, dnnl_memory_desc_get_size(&o_want), &o_tmp)))
+        goto done;
+    if ((st = memory(cl, d, &x_want, x_bf, &mx)) || (st = memory(cl, d, &w_want, ww.ptr, &mw)) ||
+        (st = memory(cl, d, &o_want, o_direct ? om.ptr : o_tmp, &mo)) ||
+        (bias && (st = memory(cl, d, &b_md, bm.ptr, &mb))))
+        goto done;
+    dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, mx}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, mo}, {DNNL_ARG_BIAS, mb}};
+    TRY(dnnl_primitive_execute(prim, d->stream, bias ? 4 : 3, args), "convolution");
+    TRY(dnnl_stream_wait(d->stream), "convolution");
+    if (!o_direct)
+        st = reorder(cl, d, &o_want, o_tmp, &o_plain, om.ptr, 1.0f);
+done:
+    dnnl_memory_destroy(mx);
+    dnnl_memory_destroy(mw);
+    dnnl_memory_destroy(mo);
+    dnnl_memory_destroy(mb);
+    dnnl_primitive_destroy(prim);
+    dnnl_primitive_desc_destroy(pd);
+    dnnl_primitive_attr_destroy(attr);
+    weights_done(cl, &ww, &w_tmp);
+    free(x_bf);
+    free(o_tmp);
+    unmap(cl, &xm);
+    unmap(cl, &om);
+    return st;
+}
+
+#endif

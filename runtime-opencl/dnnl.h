@@ -1,0 +1,36 @@
+/* The bf16 precision mode on CPU devices: matrix products and convolutions through oneDNN
+ * (Debian's libdnnl), which uses the CPU's AMX-BF16 tiles or AVX512-BF16 instructions.
+ * Operands are rounded to bfloat16, products accumulate in fp32, outputs are fp32; everything
+ * else stays in the OpenCL kernels. PoCL's buffers live in host memory: they are mapped (no copy)
+ * around each oneDNN call, after the queue's earlier work has finished. docs/precision.md. */
+#ifndef SD_RUNTIME_OPENCL_DNNL_H
+#define SD_RUNTIME_OPENCL_DNNL_H
+
+#include "runtime-opencl/ops.h"
+
+/* Whether ops on cl compute in bf16: the context asks for it (sd_context_set_precision). On a
+ * device or build that cannot (a GPU, no oneDNN), SD_ERR_USAGE with a message saying why. */
+sd_status sd_dnnl_wanted(sd_cl *cl, bool *out);
+
+/* out = act(alpha * op(A) op(B) + bias) in bf16 with fp32 accumulation; the operands as for
+ * sd_op_matmul (shapes already checked: A [batch_a, M, K] or transposed, B [batch_b, K, N] or
+ * transposed with batch_b 1 or batch_a; out [batch_a, M, N] f32). A constant B (weights) is
+ * converted to oneDNN's blocked bf16 layout once and kept with it. */
+typedef struct sd_dnnl_matmul {
+    const sd_dtensor *a, *b, *bias;
+    bool trans_a, trans_b;
+    int M, N, K, batch_a, batch_b;
+    sd_act act;
+    float alpha;
+    sd_dtensor *out;
+} sd_dnnl_matmul;
+sd_status sd_dnnl_matmul_run(sd_cl *cl, const sd_dnnl_matmul *job);
+
+/* A torch Conv2d (as sd_op_conv2d; shapes checked, out allocated) in bf16. */
+sd_status sd_dnnl_conv2d_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
+                             const sd_conv2d_params *p, sd_dtensor *out);
+
+/* Frees the runtime's oneDNN engine and scratch memory (at runtime teardown). */
+void sd_dnnl_free(sd_cl *cl);
+
+#endif
