@@ -28,11 +28,9 @@ static sd_status open_file(sd_node_run *r, sd_controlnet **cn)
 /* Output 0 takes cn over (a CONTROL_NET value). */
 static sd_status set_output(sd_node_run *r, sd_controlnet *cn)
 {
-    sd_value *v = sd_value_handle(SD_TYPE_CONTROL_NET, cn, controlnet_free);
-    if (!v) {
-        sd_controlnet_unref(cn);
+    sd_value *v = sd_value_handle(SD_TYPE_CONTROL_NET, cn, controlnet_free); /* frees cn on failure */
+    if (!v)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
-    }
     sd_run_set_output(r, 0, v);
     return SD_OK;
 }

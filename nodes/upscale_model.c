@@ -43,11 +43,9 @@ static sd_status run_loader(sd_node_run *r)
         model_free(m);
         return sd_node_op_fail(r, st);
     }
-    sd_value *v = sd_value_handle(SD_TYPE_UPSCALE_MODEL, m, model_free);
-    if (!v) {
-        model_free(m);
+    sd_value *v = sd_value_handle(SD_TYPE_UPSCALE_MODEL, m, model_free); /* frees m on failure */
+    if (!v)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
-    }
     sd_run_set_output(r, 0, v);
     return SD_OK;
 }
