@@ -11,7 +11,9 @@
  * (tests/reference/make_lineart_goldens.py) as annotators/sk_model.safetensors; coarse reads
  * sk_model2.safetensors instead. PiDiNetPreprocessor with the tiny PiDiNet
  * (tests/reference/make_pidinet_goldens.py) within one level on at most 3 samples.
- * FakeScribblePreprocessor and Scribble_PiDiNet_Preprocessor (the scribble endings) equal. */
+ * FakeScribblePreprocessor and Scribble_PiDiNet_Preprocessor (the scribble endings) equal.
+ * DepthAnythingV2Preprocessor with the tiny .pth of tests/reference/make_depth_goldens.py: its
+ * 8-bit depth, resized after the network, equal. */
 #include "test.h"
 #include "core/run.h"
 #include "support/aux_cases.h"
@@ -210,6 +212,14 @@ static void test_lineart(void)
     sd_graph_free(g);
 }
 
+/* DepthAnythingV2Preprocessor: the tiny .pth (tests/reference/make_depth_goldens.py) on the
+ * unresized image, its 8-bit depth resized to the detect size. */
+static void test_depth_anything(void)
+{
+    expect_graph("DepthAnythingV2Preprocessor", (const char *const[]){"ckpt_name", "depth_anything_v2_vits.pth", NULL},
+                 "depth_map.u8", 77, 0);
+}
+
 /* Scratch input, output and models directories; in.png is the "up" case; the tiny networks in
  * models/annotators. */
 static void setup_dirs(void)
@@ -232,7 +242,8 @@ static void setup_dirs(void)
                                {"lineart_tiny.safetensors", "sk_model.safetensors"},
                                {"hed_tiny.safetensors", "sk_model2.safetensors"},
                                {"pidinet_tiny.safetensors", "table5_pidinet.safetensors"},
-                               {"pose_body.safetensors", "body_pose_model.pth"}};
+                               {"pose_body.safetensors", "body_pose_model.pth"},
+                               {"depth_tiny.pth", "depth_anything_v2_vits.pth"}};
     for (size_t i = 0; i < sizeof copies / sizeof copies[0]; i++) {
         char *src = test_path(src_dir, copies[i][0]), *dst = test_path(ann, copies[i][1]);
         size_t len = 0;
@@ -290,6 +301,7 @@ int main(void)
     RUN(test_pidinet);
     RUN(test_scribble_endings);
     RUN(test_openpose);
+    RUN(test_depth_anything);
     sd_context_free(ctx);
     return test_summary("test_aux_nodes");
 }
