@@ -1,9 +1,9 @@
 /* Depth Anything V2 (DINOv2 encoder, DPT head) on the op API. */
 #include "ml/annotators/depth_anything.h"
 #include "ml/annotators/conv_transpose.h"
+#include "ml/annotators/dpt.h"
 #include "runtime-opencl/ops.h"
 #include "runtime-opencl/ops_basic.h"
-#include "runtime-opencl/ops_esrgan.h"
 #include "runtime-opencl/ops_layout.h"
 #include <math.h>
 #include <stdarg.h>
@@ -18,6 +18,7 @@ struct sd_depth_anything {
     sd_cl *cl;
     sd_depth_anything_config cfg;
     sd_weights *w;
+    sd_dpt dpt;                /* cl and w */
     float *pos;                /* pretrained.pos_embed, [1 + grid^2, dim] */
     sd_dtensor *up_w[2];       /* resize_layers.{0,1} as plain convolutions */
 };
@@ -180,7 +181,9 @@ sd_status sd_depth_anything_new(sd_cl *cl, const sd_safetensors *st, sd_depth_an
         else
             s = sd_safetensors_read_f32(cl->ctx, st, pos, m->pos, pos->numel);
     }
-    if (s || (s = sd_weights_new(cl, st, "", SD_DTYPE_F32, &m->w)) ||
+    if (!s && !(s = sd_weights_new(cl, st, "", SD_DTYPE_F32, &m->w)))
+        m->dpt = (sd_dpt){cl, m->w};
+    if (s ||
         (s = sd_conv_transpose_upload(cl, st, "depth_head.resize_layers.0.weight", &m->up_w[0])) ||
         (s = sd_conv_transpose_upload(cl, st, "depth_head.resize_layers.1.weight", &m->up_w[1]))) {
         sd_depth_anything_free(m);
@@ -257,197 +260,7 @@ static void position_embedding(const sd_depth_anything *m, int64_t hp, int64_t w
     }
 }
 
-/* The [in, out] matrix of F.interpolate(mode="bilinear", align_corners=True) along one axis. */
-static void bilinear_ac_matrix(int64_t in, int64_t out, float *m)
-{
-    float scale = out > 1 ? (float)(in - 1) / (float)(out - 1) : 0.0f;
-    memset(m, 0, sizeof *m * (size_t)(in * out));
-    for (int64_t o = 0; o < out; o++) {
-        float src = scale * (float)o;
-        int64_t i0 = (int64_t)src, i1 = i0 + (i0 < in - 1);
-        float l1 = src - (float)i0;
-        m[i0 * out + o] += 1.0f - l1;
-        m[i1 * out + o] += l1;
-    }
-}
-
 /* ---- Device pieces ---- */
-
-static sd_status upload_new(sd_cl *cl, int ndim, const int64_t *shape, const float *host, sd_dtensor **out)
-{
-    sd_status s = sd_dtensor_new(cl, SD_DTYPE_F32, ndim, shape, out);
-    if (!s && (s = sd_dtensor_upload(*out, host))) {
-        sd_dtensor_free(*out);
-        *out = NULL;
-    }
-    return s;
-}
-
-/* x [..., M, K] times the host matrix mat [K, N]: *out new [..., M, N]. */
-static sd_status times_matrix(sd_cl *cl, const sd_dtensor *x, const float *mat, int64_t k, int64_t n, sd_dtensor **out)
-{
-    sd_dtensor *b = NULL;
-    sd_status s = upload_new(cl, 2, (const int64_t[]){k, n}, mat, &b);
-    if (!s)
-        s = sd_op_matmul(cl, x, false, b, false, NULL, SD_ACT_NONE, 1.0f, out);
-    sd_dtensor_free(b);
-    return s;
-}
-
-/* F.interpolate(x, (oh, ow), mode="bilinear", align_corners=True) of x [1, C, H, W] (consumed)
- * as two products with interpolation matrices: rows of W, then (transposed) rows of H. */
-static sd_status resize_ac(sd_cl *cl, sd_dtensor **x, int64_t oh, int64_t ow)
-{
-    int64_t c = (*x)->shape[1], h = (*x)->shape[2], w = (*x)->shape[3];
-    float *mw = malloc(sizeof *mw * (size_t)(w * ow)), *mh = malloc(sizeof *mh * (size_t)(h * oh));
-    sd_dtensor *a = NULL, *b = NULL;
-    sd_status s = !mw || !mh ? sd_set_error(cl->ctx, SD_ERR_NOMEM, "out of memory") : SD_OK;
-    if (!s) {
-        bilinear_ac_matrix(w, ow, mw);
-        bilinear_ac_matrix(h, oh, mh);
-        s = sd_dtensor_reshape(*x, 3, (const int64_t[]){c, h, w});
-    }
-    if (!s && !(s = times_matrix(cl, *x, mw, w, ow, &a)) && !(s = sd_op_transpose(cl, a, NULL, &b))) {
-        sd_dtensor_free(a);
-        a = NULL;
-        if (!(s = times_matrix(cl, b, mh, h, oh, &a))) { /* [C, ow, oh] */
-            sd_dtensor_free(b);
-            b = NULL;
-            if (!(s = sd_op_transpose(cl, a, NULL, &b)))
-                s = sd_dtensor_reshape(b, 4, (const int64_t[]){1, c, oh, ow});
-        }
-    }
-    free(mw);
-    free(mh);
-    sd_dtensor_free(a);
-    sd_dtensor_free(*x);
-    *x = s ? NULL : b;
-    if (s)
-        sd_dtensor_free(b);
-    return s;
-}
-
-/* Conv depth_head.<name> (weight w_plain instead when given) on x: *out new; relu in place
- * after it when asked. */
-static sd_status conv(sd_depth_anything *m, const sd_dtensor *x, const char *name, const sd_dtensor *w_plain,
-                      int stride, int pad, bool bias, bool relu, sd_dtensor **out)
-{
-    const sd_dtensor *w = w_plain, *b = NULL;
-    sd_status s = SD_OK;
-    if (!w)
-        s = sd_weights_getf(m->w, &w, "depth_head.%s.weight", name);
-    if (!s && bias)
-        s = sd_weights_getf(m->w, &b, "depth_head.%s.bias", name);
-    sd_conv2d_params p = {.stride_h = stride, .stride_w = stride, .pad_h = pad, .pad_w = pad};
-    if (!s)
-        s = sd_op_conv2d(m->cl, x, w, b, &p, out);
-    if (!s && relu)
-        s = sd_op_leaky_relu_into(m->cl, *out, 0.0f, *out, 0);
-    return s;
-}
-
-/* ResidualConvUnit: x + conv2(relu(conv1(relu(x)))), added into x. */
-static sd_status residual_unit(sd_depth_anything *m, int net, int unit, sd_dtensor *x)
-{
-    char n1[64], n2[64];
-    snprintf(n1, sizeof n1, "scratch.refinenet%d.resConfUnit%d.conv1", net, unit);
-    snprintf(n2, sizeof n2, "scratch.refinenet%d.resConfUnit%d.conv2", net, unit);
-    sd_dtensor *a = NULL, *b = NULL;
-    sd_status s = sd_op_clamp(m->cl, x, 0.0f, INFINITY, &a);
-    if (!s && !(s = conv(m, a, n1, NULL, 1, 1, true, true, &b))) {
-        sd_dtensor_free(a);
-        a = NULL;
-        if (!(s = conv(m, b, n2, NULL, 1, 1, true, false, &a)))
-            s = sd_op_axpy_into(m->cl, 1.0f, a, NULL, x, 0);
-    }
-    sd_dtensor_free(a);
-    sd_dtensor_free(b);
-    return s;
-}
-
-/* FeatureFusionBlock: path (consumed) plus resConfUnit1(skip) when skip is given, then
- * resConfUnit2, the resize to oh x ow and out_conv. *path becomes the block's output. */
-static sd_status fusion(sd_depth_anything *m, int net, sd_dtensor **path, sd_dtensor *skip, int64_t oh, int64_t ow)
-{
-    char name[64];
-    sd_status s = SD_OK;
-    if (skip && !(s = residual_unit(m, net, 1, skip)))
-        s = sd_op_axpy_into(m->cl, 1.0f, skip, NULL, *path, 0);
-    if (!s && !(s = residual_unit(m, net, 2, *path)) && !(s = resize_ac(m->cl, path, oh, ow))) {
-        sd_dtensor *o = NULL;
-        snprintf(name, sizeof name, "scratch.refinenet%d.out_conv", net);
-        s = conv(m, *path, name, NULL, 1, 0, true, false, &o);
-        sd_dtensor_free(*path);
-        *path = o;
-    }
-    return s;
-}
-
-/* *t += gamma * branch (a new tensor replaces *t; branch is consumed). */
-static sd_status add_scaled(sd_cl *cl, sd_dtensor **t, sd_dtensor *branch, const sd_dtensor *gamma)
-{
-    sd_dtensor *g = NULL, *sum = NULL;
-    sd_status s = sd_op_binary(cl, SD_BINARY_MUL, branch, gamma, &g);
-    if (!s && !(s = sd_op_binary(cl, SD_BINARY_ADD, *t, g, &sum))) {
-        sd_dtensor_free(*t);
-        *t = sum;
-    }
-    sd_dtensor_free(g);
-    sd_dtensor_free(branch);
-    return s;
-}
-
-/* Block weight `name` of block i. */
-static sd_status block_w(sd_depth_anything *m, int i, const char *name, const sd_dtensor **out)
-{
-    return sd_weights_getf(m->w, out, "pretrained.blocks.%d.%s", i, name);
-}
-
-/* x + ls1 * attn(norm1(x)) on the tokens *t [1, N, D] (replaced). */
-static sd_status vit_attention(sd_depth_anything *m, int i, sd_dtensor **t)
-{
-    sd_cl *cl = m->cl;
-    const sd_dtensor *g, *b, *wq, *bq, *wp, *bp, *ls;
-    sd_status s;
-    if ((s = block_w(m, i, "norm1.weight", &g)) || (s = block_w(m, i, "norm1.bias", &b)) ||
-        (s = block_w(m, i, "attn.qkv.weight", &wq)) || (s = block_w(m, i, "attn.qkv.bias", &bq)) ||
-        (s = block_w(m, i, "attn.proj.weight", &wp)) || (s = block_w(m, i, "attn.proj.bias", &bp)) ||
-        (s = block_w(m, i, "ls1.gamma", &ls)))
-        return s;
-    int64_t d = m->cfg.dim;
-    sd_dtensor *h = NULL, *qkv = NULL, *q = NULL, *k = NULL, *v = NULL, *a = NULL, *o = NULL;
-    if (!(s = sd_op_layer_norm(cl, *t, LN_EPS, g, b, &h)) && !(s = sd_op_linear(cl, h, wq, bq, SD_ACT_NONE, &qkv)) &&
-        !(s = sd_op_slice(cl, qkv, 2, 0, d, &q)) && !(s = sd_op_slice(cl, qkv, 2, d, d, &k)) &&
-        !(s = sd_op_slice(cl, qkv, 2, 2 * d, d, &v)) && !(s = sd_op_attention(cl, q, k, v, m->cfg.heads, NULL, &a)) &&
-        !(s = sd_op_linear(cl, a, wp, bp, SD_ACT_NONE, &o))) {
-        s = add_scaled(cl, t, o, ls);
-        o = NULL;
-    }
-    sd_dtensor_free(h), sd_dtensor_free(qkv), sd_dtensor_free(q), sd_dtensor_free(k), sd_dtensor_free(v);
-    sd_dtensor_free(a), sd_dtensor_free(o);
-    return s;
-}
-
-/* x + ls2 * fc2(gelu(fc1(norm2(x)))) on the tokens *t (replaced). */
-static sd_status vit_mlp(sd_depth_anything *m, int i, sd_dtensor **t)
-{
-    sd_cl *cl = m->cl;
-    const sd_dtensor *g, *b, *w1, *b1, *w2, *b2, *ls;
-    sd_status s;
-    if ((s = block_w(m, i, "norm2.weight", &g)) || (s = block_w(m, i, "norm2.bias", &b)) ||
-        (s = block_w(m, i, "mlp.fc1.weight", &w1)) || (s = block_w(m, i, "mlp.fc1.bias", &b1)) ||
-        (s = block_w(m, i, "mlp.fc2.weight", &w2)) || (s = block_w(m, i, "mlp.fc2.bias", &b2)) ||
-        (s = block_w(m, i, "ls2.gamma", &ls)))
-        return s;
-    sd_dtensor *h = NULL, *u = NULL, *o = NULL;
-    if (!(s = sd_op_layer_norm(cl, *t, LN_EPS, g, b, &h)) && !(s = sd_op_linear(cl, h, w1, b1, SD_ACT_GELU, &u)) &&
-        !(s = sd_op_linear(cl, u, w2, b2, SD_ACT_NONE, &o))) {
-        s = add_scaled(cl, t, o, ls);
-        o = NULL;
-    }
-    sd_dtensor_free(h), sd_dtensor_free(u), sd_dtensor_free(o);
-    return s;
-}
 
 /* Patch embedding, cls token and position embedding of x [1, 3, 14 hp, 14 wp]: *t new
  * [1, 1 + hp wp, D]. */
@@ -466,7 +279,7 @@ static sd_status vit_tokens(sd_depth_anything *m, const sd_dtensor *x, int64_t h
         !(s = sd_dtensor_reshape(p, 3, (const int64_t[]){1, d, hp * wp})) && !(s = sd_op_transpose(cl, p, NULL, &pt)) &&
         !(s = sd_op_concat(cl, cls, pt, 1, &cat))) {
         position_embedding(m, hp, wp, host);
-        if (!(s = upload_new(cl, 3, (const int64_t[]){1, n, d}, host, &pos)))
+        if (!(s = sd_dpt_upload(cl, 3, (const int64_t[]){1, n, d}, host, &pos)))
             s = sd_op_binary(cl, SD_BINARY_ADD, cat, pos, t);
     }
     free(host);
@@ -493,19 +306,19 @@ static sd_status head_layer(sd_depth_anything *m, int i, const sd_dtensor *f, sd
 {
     char name[48];
     sd_dtensor *p = NULL, *r = NULL, *z = NULL;
-    snprintf(name, sizeof name, "projects.%d", i);
-    sd_status s = conv(m, f, name, NULL, 1, 0, true, false, &p);
+    snprintf(name, sizeof name, "depth_head.projects.%d", i);
+    sd_status s = sd_dpt_conv(&m->dpt, f, name, NULL, 1, 0, true, false, &p);
     if (!s && i < 2) { /* transposed conv, kernel = stride = 4 or 2, as a plain one */
         int k = i == 0 ? 4 : 2;
-        snprintf(name, sizeof name, "resize_layers.%d", i);
+        snprintf(name, sizeof name, "depth_head.resize_layers.%d", i);
         if (!(s = sd_op_zero_insert(m->cl, p, k, k - 1, k - 1, &z)))
-            s = conv(m, z, name, m->up_w[i], 1, 0, true, false, &r);
+            s = sd_dpt_conv(&m->dpt, z, name, m->up_w[i], 1, 0, true, false, &r);
     } else if (!s && i == 3) {
-        s = conv(m, p, "resize_layers.3", NULL, 2, 1, true, false, &r);
+        s = sd_dpt_conv(&m->dpt, p, "depth_head.resize_layers.3", NULL, 2, 1, true, false, &r);
     }
-    snprintf(name, sizeof name, "scratch.layer%d_rn", i + 1);
+    snprintf(name, sizeof name, "depth_head.scratch.layer%d_rn", i + 1);
     if (!s)
-        s = conv(m, r ? r : p, name, NULL, 1, 1, false, false, out);
+        s = sd_dpt_conv(&m->dpt, r ? r : p, name, NULL, 1, 1, false, false, out);
     sd_dtensor_free(p), sd_dtensor_free(r), sd_dtensor_free(z);
     return s;
 }
@@ -515,17 +328,19 @@ static sd_status head(sd_depth_anything *m, sd_dtensor **rn, int64_t hp, int64_t
 {
     sd_dtensor *path = rn[3], *a = NULL;
     rn[3] = NULL;
-    sd_status s = fusion(m, 4, &path, NULL, rn[2]->shape[2], rn[2]->shape[3]);
+    sd_status s = sd_dpt_fusion(&m->dpt, "depth_head.scratch.refinenet4", &path, NULL, rn[2]->shape[2], rn[2]->shape[3]);
     for (int i = 2; !s && i >= 0; i--) {
         int64_t oh = i ? rn[i - 1]->shape[2] : 2 * rn[0]->shape[2], ow = i ? rn[i - 1]->shape[3] : 2 * rn[0]->shape[3];
-        s = fusion(m, i + 1, &path, rn[i], oh, ow);
+        char name[48];
+        snprintf(name, sizeof name, "depth_head.scratch.refinenet%d", i + 1);
+        s = sd_dpt_fusion(&m->dpt, name, &path, rn[i], oh, ow);
     }
-    if (!s && !(s = conv(m, path, "scratch.output_conv1", NULL, 1, 1, true, false, &a)) &&
-        !(s = resize_ac(m->cl, &a, PATCH * hp, PATCH * wp))) {
+    if (!s && !(s = sd_dpt_conv(&m->dpt, path, "depth_head.scratch.output_conv1", NULL, 1, 1, true, false, &a)) &&
+        !(s = sd_dpt_resize_bilinear(m->cl, &a, PATCH * hp, PATCH * wp, true))) {
         sd_dtensor_free(path);
         path = NULL;
-        if (!(s = conv(m, a, "scratch.output_conv2.0", NULL, 1, 1, true, true, &path)))
-            s = conv(m, path, "scratch.output_conv2.2", NULL, 1, 0, true, true, out);
+        if (!(s = sd_dpt_conv(&m->dpt, a, "depth_head.scratch.output_conv2.0", NULL, 1, 1, true, true, &path)))
+            s = sd_dpt_conv(&m->dpt, path, "depth_head.scratch.output_conv2.2", NULL, 1, 0, true, true, out);
     }
     sd_dtensor_free(path), sd_dtensor_free(a);
     return s;
@@ -544,7 +359,9 @@ sd_status sd_depth_anything_forward(sd_depth_anything *m, const sd_dtensor *x, s
     sd_dtensor *t = NULL, *rn[4] = {0};
     sd_status s = vit_tokens(m, x, hp, wp, &t);
     for (int i = 0, l = 0; !s && l < 4; i++) {
-        if (!(s = vit_attention(m, i, &t)) && !(s = vit_mlp(m, i, &t)) && i == m->cfg.layers[l]) {
+        char name[48];
+        snprintf(name, sizeof name, "pretrained.blocks.%d", i);
+        if (!(s = sd_dpt_vit_block(&m->dpt, name, m->cfg.heads, true, &t)) && i == m->cfg.layers[l]) {
             sd_dtensor *f = NULL;
             if (!(s = vit_feature(m, t, hp, wp, &f)))
                 s = head_layer(m, l, f, &rn[l]);
@@ -589,8 +406,8 @@ sd_status sd_depth_anything_infer(sd_depth_anything *m, const sd_img8 *img, int 
     for (int64_t i = 0; !s && i < n; i++)
         for (int c = 0; c < 3; c++)
             x[c * n + i] = (float)((dst[i * 3 + c] - mean[c]) / stdv[c]);
-    if (!s && !(s = upload_new(m->cl, 4, (const int64_t[]){1, 3, nh, nw}, x, &dx)) &&
-        !(s = sd_depth_anything_forward(m, dx, &y)) && !(s = resize_ac(m->cl, &y, img->h, img->w)))
+    if (!s && !(s = sd_dpt_upload(m->cl, 4, (const int64_t[]){1, 3, nh, nw}, x, &dx)) &&
+        !(s = sd_depth_anything_forward(m, dx, &y)) && !(s = sd_dpt_resize_bilinear(m->cl, &y, img->h, img->w, true)))
         s = sd_dtensor_download(y, depth);
     free(src), free(dst), free(x);
     sd_dtensor_free(dx), sd_dtensor_free(y);
