@@ -39,10 +39,10 @@ sd_status sd_dpt_conv(const sd_dpt *d, const sd_dtensor *x, const char *name, co
 }
 
 /* The [in, out] matrix of torch's bilinear interpolation along one axis: align_corners, or the
- * half-pixel form with scale 1/2 (scale_factor=2), source indices clamped at 0. */
+ * half-pixel form with scale in / out (source indices clamped at 0). */
 static void bilinear_matrix(int64_t in, int64_t out, bool align_corners, float *m)
 {
-    float scale = align_corners ? (out > 1 ? (float)(in - 1) / (float)(out - 1) : 0.0f) : 0.5f;
+    float scale = align_corners ? (out > 1 ? (float)(in - 1) / (float)(out - 1) : 0.0f) : (float)in / (float)out;
     memset(m, 0, sizeof *m * (size_t)(in * out));
     for (int64_t o = 0; o < out; o++) {
         float src = align_corners ? scale * (float)o : scale * ((float)o + 0.5f) - 0.5f;

@@ -20,8 +20,8 @@ sd_status sd_dpt_conv(const sd_dpt *d, const sd_dtensor *x, const char *name, co
                       int pad, bool bias, bool relu, sd_dtensor **out);
 
 /* F.interpolate(x, (oh, ow), mode="bilinear", align_corners) of x [1, C, H, W] (consumed,
- * replaced), as two products with interpolation matrices (with align_corners unset: the
- * scale_factor 2 form, source index (o + 0.5) / 2 - 0.5 clamped at 0). */
+ * replaced), as two products with interpolation matrices (align_corners unset: source index
+ * (o + 0.5) in / out - 0.5 clamped at 0, which is also scale_factor=2's). */
 sd_status sd_dpt_resize_bilinear(sd_cl *cl, sd_dtensor **x, int64_t oh, int64_t ow, bool align_corners);
 
 /* FeatureFusionBlock `name` (its resConfUnit1/2.conv1/2 and out_conv): *path (replaced) plus
