@@ -4,7 +4,9 @@ timing the ControlNet preprocessors (docs/benchmarks.md): ControlNetHED.safetens
 128, 256, 512, 512), table5_pidinet.safetensors (60 channels, CDCM 24) and sk_model.safetensors /
 sk_model2.safetensors (base 64, 3 residual blocks), body_pose_model.safetensors (the CMU body
 network, bodypose_model's widths) and depth_anything_v2_vits.pth (ViT-S: 384 wide, 12 blocks,
-6 heads, MLP 1536, 37x37 position grid; DPT features 64, out_channels 48, 96, 192, 384), into the directory given (an `annotators`
+6 heads, MLP 1536, 37x37 position grid; DPT features 64, out_channels 48, 96, 192, 384) and
+dpt_hybrid-midas-501f0c75.pt (ResNet-50 stem 64, stages 3, 4, 9 of 256, 512, 1024; ViT-B 768 wide,
+12 blocks, MLP 3072, 24x24 grid, hooks 8, 11; DPT features 256), into the directory given (an `annotators`
 model folder). The networks are the reference scripts' re-implementations.
 
 Run: python3 bench/make_annotator_files.py /tmp/models/annotators   (torch, safetensors)"""
@@ -17,6 +19,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
 import make_depth_goldens as depth  # noqa: E402
 import make_hed_goldens as hed  # noqa: E402
+import make_midas_goldens as midas  # noqa: E402
 import make_lineart_goldens as lineart  # noqa: E402
 import make_openpose_goldens as openpose  # noqa: E402
 import make_pidinet_goldens as pidinet  # noqa: E402
@@ -47,6 +50,12 @@ def main():
     sd = depth.DepthAnything().state_dict()
     torch.save(sd, os.path.join(out, "depth_anything_v2_vits.pth"))
     print("depth_anything_v2_vits.pth", sum(v.numel() for v in sd.values()), "parameters")
+    midas.STEM, midas.WIDTHS[:], midas.BLOCKS[:] = 64, [256, 512, 1024], [3, 4, 9]
+    midas.DIM, midas.DEPTH, midas.HIDDEN, midas.GRID, midas.FEATURES = 768, 12, 3072, 24, 256
+    midas.HOOKS[:] = [8, 11]
+    sd = midas.DPTHybrid().state_dict()
+    torch.save(sd, os.path.join(out, "dpt_hybrid-midas-501f0c75.pt"))
+    print("dpt_hybrid-midas-501f0c75.pt", sum(v.numel() for v in sd.values()), "parameters")
 
 
 if __name__ == "__main__":

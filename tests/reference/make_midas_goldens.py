@@ -36,7 +36,7 @@ import make_midas_map_goldens as maps  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "goldens")
 STEM, WIDTHS, DIM, DEPTH, HIDDEN, GRID, FEATURES = 32, [128, 128, 128], 64, 6, 32, 4, 16
-HOOKS = [4, 5]
+BLOCKS, HOOKS = [1, 1, 1], [4, 5]
 
 
 def pad_same(x, k, s, value=0.0):
@@ -55,18 +55,20 @@ class StdConv(nn.Conv2d):
 
 
 class Bottleneck(nn.Module):
-    def __init__(self, cin, cout, stride):
+    def __init__(self, cin, cout, stride, first=True):
         super().__init__()
         mid = cout // 4
-        self.downsample = nn.Module()
-        self.downsample.conv = StdConv(cin, cout, 1, stride=stride, bias=False)
-        self.downsample.norm = nn.GroupNorm(32, cout)
+        self.downsample = None
+        if first:
+            self.downsample = nn.Module()
+            self.downsample.conv = StdConv(cin, cout, 1, stride=stride, bias=False)
+            self.downsample.norm = nn.GroupNorm(32, cout)
         self.conv1, self.norm1 = StdConv(cin, mid, 1, bias=False), nn.GroupNorm(32, mid)
         self.conv2, self.norm2 = StdConv(mid, mid, 3, stride=stride, bias=False), nn.GroupNorm(32, mid)
         self.conv3, self.norm3 = StdConv(mid, cout, 1, bias=False), nn.GroupNorm(32, cout)
 
     def forward(self, x):
-        sc = self.downsample.norm(self.downsample.conv(x))
+        sc = self.downsample.norm(self.downsample.conv(x)) if self.downsample is not None else x
         x = F.relu(self.norm1(self.conv1(x)))
         x = F.relu(self.norm2(self.conv2(x)))
         x = self.norm3(self.conv3(x))
@@ -83,7 +85,8 @@ class Backbone(nn.Module):
         cin = STEM
         for i, w in enumerate(WIDTHS):
             st = nn.Module()
-            st.blocks = nn.ModuleList([Bottleneck(cin, w, 1 if i == 0 else 2)])
+            st.blocks = nn.ModuleList([Bottleneck(cin if b == 0 else w, w, 2 if i > 0 and b == 0 else 1, first=b == 0)
+                                       for b in range(BLOCKS[i])])
             self.stages.append(st)
             cin = w
 
@@ -92,7 +95,8 @@ class Backbone(nn.Module):
         x = F.max_pool2d(pad_same(x, 3, 2, value=-float("inf")), 3, 2)
         outs = []
         for st in self.stages:
-            x = st.blocks[0](x)
+            for blk in st.blocks:
+                x = blk(x)
             outs.append(x)
         return outs
 
