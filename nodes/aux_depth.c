@@ -89,7 +89,9 @@ static sd_status midas_detect(sd_node_run *r, const sd_img8 *img, void *arg, uns
     float *depth = malloc(sizeof *depth * hw), *norm = malloc(sizeof *norm * hw);
     unsigned char *plane = n->normal ? malloc(hw) : map;
     sd_status st = !depth || !norm || !plane ? sd_set_error(ctx, SD_ERR_NOMEM, "out of memory") : SD_OK;
-    if (!st && !(st = sd_node_aux_upload(r, n->cl, img, 127.5f, false, &x))) {
+    if (st)
+        st = sd_run_fail(r, st);
+    else if (!(st = sd_node_aux_upload(r, n->cl, img, 127.5f, false, &x))) { /* errors reported */
         if (!(st = sd_op_scale(n->cl, x, 1.0f, -1.0f, &x1)) && !(st = sd_midas_forward(n->net, x1, &y)) &&
             !(st = sd_dtensor_download(y, depth))) {
             sd_midas_depth_map(depth, img->h, img->w, norm, plane);
@@ -97,8 +99,6 @@ static sd_status midas_detect(sd_node_run *r, const sd_img8 *img, void *arg, uns
                 st = sd_midas_normal_map(ctx, depth, norm, img->h, img->w, n->a, n->bg_th, map);
         }
         st = st ? sd_run_fail(r, st) : SD_OK;
-    } else if (st) {
-        st = sd_run_fail(r, st);
     }
     if (plane != map)
         free(plane);

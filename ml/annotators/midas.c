@@ -309,7 +309,7 @@ static sd_status pad_nchw(sd_cl *cl, sd_dtensor *x, int64_t t, int64_t b, int64_
 }
 
 /* StdConv2dSame <prefix>.<conv> (k x k, stride), then GroupNorm <prefix>.<norm> with ReLU when
- * asked: *out new. */
+ * asked: *out new. x keeps its shape (pad_nchw reshapes it only for the padding). */
 static sd_status std_conv_norm(sd_midas *m, const sd_dtensor *x, const char *prefix, const char *conv,
                                const char *norm, int stride, bool relu, sd_dtensor **out)
 {
