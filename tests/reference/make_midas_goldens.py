@@ -6,7 +6,7 @@ re-written from the MiDaS and timm sources, on a tiny random network in the real
   ResNetV2 stem (StdConv2dSame 7x7 stride 2, weight standardisation eps 1e-8; GroupNorm 32 + ReLU;
   max pool 3x3 stride 2 "same"), stages of non-preact bottlenecks (1x1, 3x3 with the stride,
   1x1, GroupNorm 32 each, ReLU after the sum with the shortcut; a 1x1 downsample on the first):
-  here stem 32, one block per stage, stage widths 128 (mid 32), 2 stages before the patch
+  here stem 32, 2, 1, 1 blocks per stage, stage widths 128 (mid 32), 2 stages before the patch
   projection (the real one: 64; 3, 4, 9 blocks; 256, 512, 1024). Hooks: stages 0 and 1; ViT
   width 64 (one head), 6 blocks (hooks on blocks 4 and 5: two thirds and the last, as 8 and 11
   of 12), MLP 32, a 4x4 position grid resized bilinearly; readout "project"; DPT features 16.
@@ -36,7 +36,7 @@ import make_midas_map_goldens as maps  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "goldens")
 STEM, WIDTHS, DIM, DEPTH, HIDDEN, GRID, FEATURES = 32, [128, 128, 128], 64, 6, 32, 4, 16
-BLOCKS, HOOKS = [1, 1, 1], [4, 5]
+BLOCKS, HOOKS = [2, 1, 1], [4, 5]
 
 
 def pad_same(x, k, s, value=0.0):
