@@ -2,8 +2,11 @@
 """Writes random-weight annotator networks at their real sizes, in the real key layouts, for
 timing the ControlNet preprocessors (docs/benchmarks.md): ControlNetHED.safetensors (widths 64,
 128, 256, 512, 512), table5_pidinet.safetensors (60 channels, CDCM 24) and sk_model.safetensors /
-sk_model2.safetensors (base 64, 3 residual blocks) and body_pose_model.safetensors (the CMU body
-network, bodypose_model's widths), into the directory given (an `annotators`
+sk_model2.safetensors (base 64, 3 residual blocks), body_pose_model.safetensors (the CMU body
+network, bodypose_model's widths) and depth_anything_v2_vits.pth (ViT-S: 384 wide, 12 blocks,
+6 heads, MLP 1536, 37x37 position grid; DPT features 64, out_channels 48, 96, 192, 384) and
+dpt_hybrid-midas-501f0c75.pt (ResNet-50 stem 64, stages 3, 4, 9 of 256, 512, 1024; ViT-B 768 wide,
+12 blocks, MLP 3072, 24x24 grid, hooks 8, 11; DPT features 256), into the directory given (an `annotators`
 model folder). The networks are the reference scripts' re-implementations.
 
 Run: python3 bench/make_annotator_files.py /tmp/models/annotators   (torch, safetensors)"""
@@ -14,7 +17,9 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
+import make_depth_goldens as depth  # noqa: E402
 import make_hed_goldens as hed  # noqa: E402
+import make_midas_goldens as midas  # noqa: E402
 import make_lineart_goldens as lineart  # noqa: E402
 import make_openpose_goldens as openpose  # noqa: E402
 import make_pidinet_goldens as pidinet  # noqa: E402
@@ -40,6 +45,17 @@ def main():
     sd = {".".join(k.split(".")[-2:]): v.contiguous() for k, v in body.state_dict().items()}
     save_file(sd, os.path.join(out, "body_pose_model.safetensors"))
     print("body_pose_model.safetensors", sum(v.numel() for v in sd.values()), "parameters")
+    depth.DIM, depth.DEPTH, depth.HIDDEN, depth.GRID = 384, 12, 1536, 37
+    depth.FEATURES, depth.OUT_CH[:], depth.LAYERS[:] = 64, [48, 96, 192, 384], [2, 5, 8, 11]
+    sd = depth.DepthAnything().state_dict()
+    torch.save(sd, os.path.join(out, "depth_anything_v2_vits.pth"))
+    print("depth_anything_v2_vits.pth", sum(v.numel() for v in sd.values()), "parameters")
+    midas.STEM, midas.WIDTHS[:], midas.BLOCKS[:] = 64, [256, 512, 1024], [3, 4, 9]
+    midas.DIM, midas.DEPTH, midas.HIDDEN, midas.GRID, midas.FEATURES = 768, 12, 3072, 24, 256
+    midas.HOOKS[:] = [8, 11]
+    sd = midas.DPTHybrid().state_dict()
+    torch.save(sd, os.path.join(out, "dpt_hybrid-midas-501f0c75.pt"))
+    print("dpt_hybrid-midas-501f0c75.pt", sum(v.numel() for v in sd.values()), "parameters")
 
 
 if __name__ == "__main__":

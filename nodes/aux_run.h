@@ -25,6 +25,15 @@ sd_status sd_node_aux_run(sd_node_run *r, sd_aux_interp up, sd_aux_detect_fn det
 sd_status sd_node_aux_run_channels(sd_node_run *r, sd_aux_interp up, int channels, sd_aux_detect_fn detect, void *arg,
                                    sd_aux_post_fn post);
 
+/* Fills map (img->h * img->w bytes) from the unresized 8-bit image; errors are the node's. */
+typedef sd_status (*sd_aux_plane_fn)(sd_node_run *r, const sd_img8 *img, void *arg, unsigned char *map);
+
+/* The frame of detectors that run on the image as given and resize their result (the depth
+ * estimators): each item converted to 8 bits, plane made by detect at its size, repeated over 3
+ * channels, resized by resize_image_with_pad (INTER_CUBIC when enlarging) and cut to the detect
+ * resolution; sets output 0. */
+sd_status sd_node_aux_run_then_resize(sd_node_run *r, sd_aux_plane_fn detect, void *arg);
+
 /* The padded 8-bit image as a network input [1, 3, H, W]: each byte divided by divisor (1:
  * 0..255; 255: [0, 1] as the annotators' "/ 255.0", a division, not a product), the channels
  * reversed when bgr is set. *out is new; errors are the node's. */

@@ -274,6 +274,55 @@ done:
     return st;
 }
 
+/* One axis of cv::resize's INTER_CUBIC on floating-point data: per destination index the first
+ * of 4 source taps (unclamped) and their float weights. */
+static void cubic_axis_f(int ssize, int dsize, int *ofs, float *alpha)
+{
+    double scale = 1.0 / ((double)dsize / ssize);
+    for (int d = 0; d < dsize; d++) {
+        float fx = (float)((d + 0.5) * scale - 0.5);
+        int sx = (int)floorf(fx);
+        cubic_weights(fx - (float)sx, alpha + 4 * d);
+        ofs[d] = sx - 1;
+    }
+}
+
+sd_status sd_aux_resize_cubic_f64(sd_context *ctx, const double *src, int64_t sh, int64_t sw, int64_t cn, double *dst,
+                                  int64_t dh, int64_t dw)
+{
+    int *xo = malloc(sizeof(int) * (size_t)dw), *yo = malloc(sizeof(int) * (size_t)dh);
+    float *xa = malloc(sizeof(float) * 4 * (size_t)dw), *ya = malloc(sizeof(float) * 4 * (size_t)dh);
+    double *rows = malloc(sizeof(double) * 4 * (size_t)(dw * cn));
+    sd_status st = SD_OK;
+    if (!xo || !yo || !xa || !ya || !rows) {
+        st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory resizing a %lldx%lld image", (long long)sw, (long long)sh);
+        goto done;
+    }
+    cubic_axis_f((int)sw, (int)dw, xo, xa);
+    cubic_axis_f((int)sh, (int)dh, yo, ya);
+    for (int64_t y = 0; y < dh; y++) {
+        for (int k = 0; k < 4; k++) { /* HResizeCubic of the 4 source rows (replicated borders) */
+            const double *s = src + (size_t)clampi(yo[y] + k, (int)sh - 1) * sw * cn;
+            double *r = rows + (size_t)k * dw * cn;
+            for (int64_t x = 0; x < dw; x++)
+                for (int64_t c = 0; c < cn; c++) {
+                    const float *a = xa + 4 * x;
+                    double v = s[clampi(xo[x], (int)sw - 1) * cn + c] * a[0];
+                    for (int j = 1; j < 4; j++)
+                        v += s[clampi(xo[x] + j, (int)sw - 1) * cn + c] * a[j];
+                    r[x * cn + c] = v;
+                }
+        }
+        const float *b = ya + 4 * y;
+        double *d = dst + (size_t)y * dw * cn;
+        for (int64_t i = 0; i < dw * cn; i++) /* VResizeCubic */
+            d[i] = rows[i] * b[0] + rows[dw * cn + i] * b[1] + rows[2 * dw * cn + i] * b[2] + rows[3 * dw * cn + i] * b[3];
+    }
+done:
+    free(xo), free(yo), free(xa), free(ya), free(rows);
+    return st;
+}
+
 sd_status sd_aux_resize(sd_context *ctx, const sd_img8 *src, int64_t dh, int64_t dw, sd_aux_interp interp,
                         sd_img8 *out)
 {

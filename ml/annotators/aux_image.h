@@ -35,6 +35,11 @@ sd_status sd_aux_from_float(sd_context *ctx, const float *src, int64_t h, int64_
 sd_status sd_aux_resize(sd_context *ctx, const sd_img8 *src, int64_t dh, int64_t dw, sd_aux_interp interp,
                         sd_img8 *out);
 
+/* cv2.resize(src, (dw, dh), interpolation=INTER_CUBIC) of an sh x sw x cn float64 image into
+ * dst (dh x dw x cn doubles): float weights (A = -0.75), double sums, replicated border. */
+sd_status sd_aux_resize_cubic_f64(sd_context *ctx, const double *src, int64_t sh, int64_t sw, int64_t cn, double *dst,
+                                  int64_t dh, int64_t dw);
+
 /* cv2.resize(src, (dw, dh), interpolation=INTER_LINEAR) of one float32 plane sh x sw into
  * dst (dh x dw floats): float weights, replicated border, products summed without FMA. */
 sd_status sd_aux_resize_linear_f32(sd_context *ctx, const float *src, int64_t sh, int64_t sw, float *dst, int64_t dh,

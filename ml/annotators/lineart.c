@@ -1,5 +1,6 @@
 /* The informative-drawings Generator on the op API. */
 #include "ml/annotators/lineart.h"
+#include "ml/annotators/conv_transpose.h"
 #include "runtime-opencl/ops.h"
 #include "runtime-opencl/ops_basic.h"
 #include "runtime-opencl/ops_esrgan.h"
@@ -70,31 +71,6 @@ sd_status sd_lineart_inspect(sd_context *ctx, const sd_safetensors *st, sd_linea
     return SD_OK;
 }
 
-/* Uploads transposed-convolution weights [in, out, k, k] as the equivalent plain convolution
- * over the zero-spread input: [out, in, k, k], spatially flipped. */
-static sd_status upload_transposed(sd_cl *cl, const sd_safetensors *st, const char *name, sd_dtensor **out)
-{
-    const sd_st_tensor *t = sd_safetensors_find(st, name);
-    int64_t ci = t->shape[0], co = t->shape[1], k = t->shape[2];
-    float *src = malloc(sizeof *src * t->numel), *dst = malloc(sizeof *dst * t->numel);
-    sd_status s = !src || !dst ? sd_set_error(cl->ctx, SD_ERR_NOMEM, "out of memory") : SD_OK;
-    if (!s)
-        s = sd_safetensors_read_f32(cl->ctx, st, t, src, t->numel);
-    for (int64_t i = 0; !s && i < ci; i++)
-        for (int64_t o = 0; o < co; o++)
-            for (int64_t y = 0; y < k; y++)
-                for (int64_t x = 0; x < k; x++)
-                    dst[((o * ci + i) * k + y) * k + x] = src[((i * co + o) * k + (k - 1 - y)) * k + (k - 1 - x)];
-    if (!s && !(s = sd_dtensor_new(cl, SD_DTYPE_F32, 4, (const int64_t[]){co, ci, k, k}, out)) &&
-        (s = sd_dtensor_upload(*out, dst))) {
-        sd_dtensor_free(*out);
-        *out = NULL;
-    }
-    free(src);
-    free(dst);
-    return s;
-}
-
 sd_status sd_lineart_new(sd_cl *cl, const sd_safetensors *st, sd_lineart **out)
 {
     sd_status s;
@@ -104,8 +80,8 @@ sd_status sd_lineart_new(sd_cl *cl, const sd_safetensors *st, sd_lineart **out)
         return sd_set_error(cl->ctx, SD_ERR_NOMEM, "out of memory");
     m->cl = cl;
     if ((s = sd_lineart_inspect(cl->ctx, st, &m->cfg)) || (s = sd_weights_new(cl, st, "", SD_DTYPE_F32, &m->w)) ||
-        (s = upload_transposed(cl, st, "model3.0.weight", &m->up_w[0])) ||
-        (s = upload_transposed(cl, st, "model3.3.weight", &m->up_w[1]))) {
+        (s = sd_conv_transpose_upload(cl, st, "model3.0.weight", &m->up_w[0])) ||
+        (s = sd_conv_transpose_upload(cl, st, "model3.3.weight", &m->up_w[1]))) {
         sd_lineart_free(m);
         return s;
     }

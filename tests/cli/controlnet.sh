@@ -5,7 +5,8 @@
 # fail with their exact message and exit code 3 and write nothing. graphs/controlnet-scribble.xml
 # (ScribblePreprocessor + ImageInvert on examples/input/scribble.png) writes a PNG, and an
 # API-format workflow with comfyui_controlnet_aux's Scribble_XDoG_Preprocessor imports and runs;
-# graphs/controlnet-pose.xml (OpenposePreprocessor with the tiny body network) writes a PNG.
+# graphs/controlnet-pose.xml (OpenposePreprocessor with the tiny body network) and
+# graphs/controlnet-depth.xml (DepthAnythingV2Preprocessor with a tiny .pth) write a PNG.
 . "$(dirname "$0")/lib.bash"
 mkdir -p "$T/models/checkpoints" "$T/models/controlnet"
 "$MK" --preset tiny "$T/models/checkpoints/tiny.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
@@ -84,6 +85,17 @@ run 0 run "$SRC/graphs/controlnet-pose.xml" "${common[@]}" --set controlnet=scri
     --set resolution=192
 check "controlnet-pose writes one PNG" test "$(cat "$T/out")" = "$T/o/controlnet-pose_00001_.png"
 check "controlnet-pose: the pose preprocessor ran" grep -q "hint (OpenposePreprocessor): done" "$T/err"
+
+# graphs/controlnet-depth.xml with the tiny Depth Anything V2 network (a .pth in the real layout);
+# a file that is not the network is refused before anything runs.
+cp "$SRC/tests/data/goldens/depth_tiny.pth" "$T/models/annotators/depth_anything_v2_vits.pth"
+run 0 run "$SRC/graphs/controlnet-depth.xml" "${common[@]}" --set controlnet=scribble.safetensors --set image=shapes.png \
+    --set resolution=64
+check "controlnet-depth writes one PNG" test "$(cat "$T/out")" = "$T/o/controlnet-depth_00001_.png"
+check "controlnet-depth: the depth preprocessor ran" grep -q "hint (DepthAnythingV2Preprocessor): done" "$T/err"
+run 3 run "$SRC/graphs/controlnet-depth.xml" "${common[@]}" --set controlnet=scribble.safetensors --set image=shapes.png \
+    --set depth_model=body_pose_model.pth
+check "an OpenPose file is no Depth Anything network" grep -qx ".*controlnet-depth.xml:[0-9]*: node 'hint' input 'ckpt_name': parameter 'depth_model': $T/models/annotators/body_pose_model.pth: not a Depth Anything V2 network: tensor 'pretrained.patch_embed.proj.weight' is missing" "$T/err"
 
 [ $fails = 0 ] && echo "controlnet.sh: all passed"
 exit $((fails > 0))

@@ -13,6 +13,7 @@ cp "$SRC/examples/input/shapes.png" "$T/input/"
 cp "$SRC/examples/input/shapes-inpaint.png" "$T/input/"
 cp "$SRC/examples/input/scribble.png" "$T/input/"
 cp "$SRC/examples/input/shapes.png" "$T/input/person.png"
+cp "$SRC/examples/input/shapes.png" "$T/input/photo.png"
 "$MK" --preset tiny "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" >/dev/null || fail "sdflow_mkckpt"
 mkdir -p "$T/models/upscale_models"
 "$BUILD/sdflow_mkesrgan" --nf 8 --gc 4 --blocks 1 "$T/models/upscale_models/RealESRGAN_x4plus.safetensors" ||
@@ -22,8 +23,11 @@ for cn in canny scribble openpose; do
     "$MK" --preset tiny --kind controlnet "$T/models/controlnet/control_v11p_sd15_${cn}_fp16.safetensors" >/dev/null ||
         fail "sdflow_mkckpt --kind controlnet"
 done
+"$MK" --preset tiny --kind controlnet "$T/models/controlnet/control_v11f1p_sd15_depth_fp16.safetensors" >/dev/null ||
+    fail "sdflow_mkckpt --kind controlnet"
 mkdir -p "$T/models/annotators"
 cp "$SRC/tests/data/goldens/pose_body.safetensors" "$T/models/annotators/body_pose_model.pth"
+cp "$SRC/tests/data/goldens/depth_tiny.pth" "$T/models/annotators/depth_anything_v2_vits.pth"
 mkdir -p "$T/models/loras"
 "$BUILD/sdflow_mklora" "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" \
     "$T/models/loras/lora.safetensors" || fail "sdflow_mklora"

@@ -145,6 +145,10 @@ static void make_models(void)
                   src, dirs[10]),
         sd_strfmt("cp %s/tests/data/goldens/clip_vision_proj160.safetensors %s/clip_vision_g.safetensors", src, dirs[10]),
         sd_strfmt("cp %s/tests/data/goldens/ipa_plain.safetensors %s/ip-adapter_sd15.safetensors", src, dirs[11]),
+        sd_strfmt("cp %s/examples/input/shapes.png %s/photo.png", src, dirs[6]),
+        sd_strfmt("%s/sdflow_mkckpt --preset tiny --kind controlnet --seed 7 %s/control_v11f1p_sd15_depth_fp16.safetensors",
+                  build, dirs[2]),
+        sd_strfmt("cp %s/tests/data/goldens/depth_tiny.pth %s/depth_anything_v2_vits.pth", src, dirs[7]),
     };
     for (size_t i = 0; i < sizeof cmd / sizeof cmd[0]; i++) {
         tool(cmd[i]);

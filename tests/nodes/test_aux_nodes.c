@@ -11,7 +11,10 @@
  * (tests/reference/make_lineart_goldens.py) as annotators/sk_model.safetensors; coarse reads
  * sk_model2.safetensors instead. PiDiNetPreprocessor with the tiny PiDiNet
  * (tests/reference/make_pidinet_goldens.py) within one level on at most 3 samples.
- * FakeScribblePreprocessor and Scribble_PiDiNet_Preprocessor (the scribble endings) equal. */
+ * FakeScribblePreprocessor and Scribble_PiDiNet_Preprocessor (the scribble endings) equal.
+ * DepthAnythingV2Preprocessor with the tiny .pth of tests/reference/make_depth_goldens.py: its
+ * 8-bit depth, resized after the network, equal. MiDaS-DepthMapPreprocessor and
+ * MiDaS-NormalMapPreprocessor with the tiny DPT-Hybrid .pt within one level on a few samples. */
 #include "test.h"
 #include "core/run.h"
 #include "support/aux_cases.h"
@@ -126,6 +129,18 @@ static sd_graph *pre_graph(const char *type, const char *const *set)
     return g;
 }
 
+/* Runs pre_graph(type, set) (*g, *res: to free): its output tensor, NULL after a failed check. */
+static const sd_tensor *run_pre(const char *type, const char *const *set, sd_graph **g, sd_result **res)
+{
+    *g = pre_graph(type, set);
+    const char *outs[] = {"pre"};
+    sd_run_options opt = {.outputs = outs, .n_outputs = 1, .no_cache = true};
+    sd_status st = sd_graph_run(*g, &opt, res);
+    CHECK_MSG(st == SD_OK, "%s: %s", type, sd_context_errmsg(ctx));
+    const sd_value *v = st ? NULL : sd_result_value(*res, "pre", "IMAGE");
+    return v ? sd_value_tensor(v, "image") : NULL;
+}
+
 /* Runs pre_graph(type, set) and compares its output with the first 77 rows of the golden plane
  * `golden`, `rows` x 64 (the "up" case's detect size is 77 x 64; padded planes have 128 rows):
  * at most max_off samples one level away (0: equal). */
@@ -133,14 +148,9 @@ static void expect_graph(const char *type, const char *const *set, const char *g
 {
     const aux_case *c = &aux_cases[0];
     unsigned char *want = test_read_golden(golden, (size_t)rows * 64);
-    sd_graph *g = pre_graph(type, set);
-    const char *outs[] = {"pre"};
-    sd_run_options opt = {.outputs = outs, .n_outputs = 1, .no_cache = true};
+    sd_graph *g = NULL;
     sd_result *res = NULL;
-    sd_status st = sd_graph_run(g, &opt, &res);
-    CHECK_MSG(st == SD_OK, "%s: %s", type, sd_context_errmsg(ctx));
-    const sd_value *v = st ? NULL : sd_result_value(res, "pre", "IMAGE");
-    const sd_tensor *t = v ? sd_value_tensor(v, "image") : NULL;
+    const sd_tensor *t = run_pre(type, set, &g, &res);
     CHECK(t && t->shape[0] == 1 && t->shape[1] == c->th && t->shape[2] == c->tw && t->shape[3] == 3);
     int bad = 0, far = 0;
     for (int i = 0; t && want && t->shape[1] == c->th && t->shape[2] == c->tw && i < c->th * c->tw * 3; i++) {
@@ -210,6 +220,39 @@ static void test_lineart(void)
     sd_graph_free(g);
 }
 
+/* DepthAnythingV2Preprocessor: the tiny .pth (tests/reference/make_depth_goldens.py) on the
+ * unresized image, its 8-bit depth resized to the detect size. */
+static void test_depth_anything(void)
+{
+    expect_graph("DepthAnythingV2Preprocessor", (const char *const[]){"ckpt_name", "depth_anything_v2_vits.pth", NULL},
+                 "depth_map.u8", 77, 0);
+}
+
+/* MiDaS-DepthMapPreprocessor and MiDaS-NormalMapPreprocessor with the tiny DPT-Hybrid
+ * (tests/reference/make_midas_goldens.py) on the padded image: the depth image and the normal
+ * map (a 2 pi, bg_threshold 0.1) cut to the detect size, within one level on a few samples (the
+ * network's float error; the maps alone are exact in tests/models/test_midas_maps.c). */
+static void test_midas(void)
+{
+    expect_graph("MiDaS-DepthMapPreprocessor", NULL, "midas_node_depth.u8", 128, 9); /* 3 pixels */
+    unsigned char *want = test_read_golden("midas_node_normal.u8", 128 * 64 * 3);
+    sd_graph *g = NULL;
+    sd_result *res = NULL;
+    const sd_tensor *t = run_pre("MiDaS-NormalMapPreprocessor", NULL, &g, &res);
+    CHECK(t && t->shape[1] == 77 && t->shape[2] == 64 && t->shape[3] == 3);
+    int off = 0, far = 0;
+    for (int i = 0; t && want && t->shape[1] == 77 && t->shape[2] == 64 && i < 77 * 64 * 3; i++) {
+        float d = fabsf(t->data[i] * 255.0f - (float)want[i]);
+        off += d > 0.001f;
+        far += d > 1.001f;
+    }
+    printf("MiDaS normal map: %d of %d samples one level off\n", off, 77 * 64 * 3);
+    CHECK_MSG(off <= 16 && far == 0, "normal map: %d samples differ, %d by more than one level", off, far);
+    sd_result_free(res);
+    sd_graph_free(g);
+    free(want);
+}
+
 /* Scratch input, output and models directories; in.png is the "up" case; the tiny networks in
  * models/annotators. */
 static void setup_dirs(void)
@@ -232,7 +275,9 @@ static void setup_dirs(void)
                                {"lineart_tiny.safetensors", "sk_model.safetensors"},
                                {"hed_tiny.safetensors", "sk_model2.safetensors"},
                                {"pidinet_tiny.safetensors", "table5_pidinet.safetensors"},
-                               {"pose_body.safetensors", "body_pose_model.pth"}};
+                               {"pose_body.safetensors", "body_pose_model.pth"},
+                               {"depth_tiny.pth", "depth_anything_v2_vits.pth"},
+                               {"midas_tiny.pt", "dpt_hybrid-midas-501f0c75.pt"}};
     for (size_t i = 0; i < sizeof copies / sizeof copies[0]; i++) {
         char *src = test_path(src_dir, copies[i][0]), *dst = test_path(ann, copies[i][1]);
         size_t len = 0;
@@ -290,6 +335,8 @@ int main(void)
     RUN(test_pidinet);
     RUN(test_scribble_endings);
     RUN(test_openpose);
+    RUN(test_depth_anything);
+    RUN(test_midas);
     sd_context_free(ctx);
     return test_summary("test_aux_nodes");
 }
