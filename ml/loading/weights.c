@@ -306,16 +306,32 @@ sd_status sd_weights_get_linear(sd_weights *w, const char *name, const sd_dtenso
     return get(w, name, WANT_LINEAR, out);
 }
 
-sd_status sd_weights_getf(sd_weights *w, const sd_dtensor **out, const char *fmt, ...)
+/* get with a vsnprintf-formatted name. */
+static sd_status vget(sd_weights *w, weight_want want, const sd_dtensor **out, const char *fmt, va_list ap)
 {
     char name[512];
-    va_list ap;
-    va_start(ap, fmt);
     int n = vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
     if (n < 0 || (size_t)n >= sizeof name)
         return sd_set_error(w->cl->ctx, SD_ERR_INVALID, "tensor name too long");
-    return get(w, name, WANT_ANY, out);
+    return get(w, name, want, out);
+}
+
+sd_status sd_weights_getf(sd_weights *w, const sd_dtensor **out, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sd_status st = vget(w, WANT_ANY, out, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+sd_status sd_weights_getf_linear(sd_weights *w, const sd_dtensor **out, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sd_status st = vget(w, WANT_LINEAR, out, fmt, ap);
+    va_end(ap);
+    return st;
 }
 
 size_t sd_weights_device_bytes(const sd_weights *w)

@@ -32,6 +32,9 @@ sd_status sd_weights_get_f32(sd_weights *w, const char *name, const sd_dtensor *
  * dequantised inside linear's pack step); anything else as sd_weights_get gives it. A later
  * sd_weights_get of the same name replaces it with the float form. */
 sd_status sd_weights_get_linear(sd_weights *w, const char *name, const sd_dtensor **out);
+/* The same with a printf-style name. */
+sd_status sd_weights_getf_linear(sd_weights *w, const sd_dtensor **out, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* True when <prefix><name> exists in the file. */
 bool sd_weights_has(const sd_weights *w, const char *name);
 /* The file's tensor for <prefix><name> (shape, dtype) without uploading; NULL when absent. */
