@@ -3,7 +3,7 @@
  * time. The variants of one row are timed interleaved, one run each in turn, and each figure is
  * the best of N runs, so a shared machine's load hits them alike.
  *
- *   OPENBLAS_CORETYPE=SkylakeX bench_ops [--reps N] [--only gemm|conv|attn|kept]
+ *   OPENBLAS_CORETYPE=SkylakeX bench_ops [--reps N] [--only gemm|conv|attn|kept|quant]
  *
  * docs/benchmarks.md records results and the exact command. */
 #include "runtime-opencl/ops.h"
@@ -172,6 +172,53 @@ static void bench_gemm(void)
         variant_free(&v16);
         fflush(stdout);
     }
+}
+
+/* ---- linear with a weight kept in block form (dequantised in the B pack step) ---- */
+
+/* w [N, K] of a 32-element block type (Q8_0, Q4_0: f16 scale first) with random quants. */
+static void linear_blocks_setup(variant *v, int M, int K, int N, sd_dtype wdt)
+{
+    int64_t xs[] = {M, K}, ws[] = {N, K};
+    size_t be, bb;
+    sd_dtype_block(wdt, &be, &bb);
+    size_t nblocks = (size_t)N * K / be;
+    unsigned char *blocks = malloc(nblocks * bb);
+    float *r = random_floats(nblocks * bb, 3);
+    if (!blocks || !r)
+        die("host memory");
+    for (size_t i = 0; i < nblocks * bb; i++)
+        blocks[i] = (unsigned char)((r[i] + 0.5f) * 255.0f);
+    for (size_t i = 0; i < nblocks; i++) {
+        blocks[i * bb] = 0x1f; /* scale 0.01 (f16 0x211f) */
+        blocks[i * bb + 1] = 0x21;
+    }
+    memset(v, 0, sizeof *v);
+    v->run = run_linear;
+    v->a = upload(SD_DTYPE_F32, 2, xs, 1);
+    if (sd_dtensor_new_blocks(cl, wdt, 2, ws, blocks, nblocks * bb, &v->b))
+        die("upload blocks");
+    free(blocks);
+    free(r);
+}
+
+static void bench_quant(void)
+{
+    int M = 4096, K = 3072, N = 3072;
+    variant v16, v8, v4;
+    linear_setup(&v16, M, K, N, SD_DTYPE_F16);
+    linear_blocks_setup(&v8, M, K, N, SD_DTYPE_Q8_0);
+    linear_blocks_setup(&v4, M, K, N, SD_DTYPE_Q4_0);
+    variant *vs[] = {&v16, &v8, &v4};
+    time_interleaved(vs, 3);
+    double flops = 2.0 * M * K * N;
+    printf("\nlinear M x K x N, weight kept as   GF/s: f16     Q8_0    Q4_0   ratio Q8_0   ratio Q4_0\n");
+    printf("  %5d x %4d x %4d                  %7.1f %7.1f %7.1f %10.0f%% %10.0f%%\n", M, K, N, flops / v16.best * 1e-9,
+           flops / v8.best * 1e-9, flops / v4.best * 1e-9, 100 * v16.best / v8.best, 100 * v16.best / v4.best);
+    variant_free(&v16);
+    variant_free(&v8);
+    variant_free(&v4);
+    fflush(stdout);
 }
 
 /* ---- 3x3 convolutions, padding 1, C -> C channels ---- */
@@ -356,7 +403,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             only = argv[++i];
         else {
-            fprintf(stderr, "usage: bench_ops [--reps N] [--only gemm|conv|attn|kept]\n");
+            fprintf(stderr, "usage: bench_ops [--reps N] [--only gemm|conv|attn|kept|quant]\n");
             return 2;
         }
     }
@@ -380,6 +427,8 @@ int main(int argc, char **argv)
         bench_attn();
     if (!only || !strcmp(only, "kept"))
         bench_kept();
+    if (!only || !strcmp(only, "quant"))
+        bench_quant();
     sd_context_free(ctx);
     return 0;
 }

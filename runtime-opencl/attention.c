@@ -34,6 +34,9 @@ sd_status sd_op_attention(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, c
     *out = NULL;
     char dq[96], dk[96], dv[96];
     int mb = 1, mq = 1;
+    sd_status bst = sd_dtensor_require_float(k, "attention", "k");
+    if (bst || (bst = sd_dtensor_require_float(v, "attention", "v")))
+        return bst;
     if (q->ndim != 3 || k->ndim != 3 || !sd_dtensor_same_shape(k, v) || k->dtype != v->dtype ||
         q->dtype != SD_DTYPE_F32 || q->shape[0] != k->shape[0] || q->shape[2] != k->shape[2] || heads < 1 ||
         heads > 64 || q->shape[2] % heads != 0 || q->shape[2] / heads > 512 || q->shape[2] / heads < 1 ||

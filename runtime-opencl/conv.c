@@ -95,6 +95,9 @@ sd_status sd_op_conv2d(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
 {
     *out = NULL;
     char dx[96], dw[96];
+    sd_status bst = sd_dtensor_require_float(w, "conv2d", "weight");
+    if (bst || (bst = sd_dtensor_require_float(x, "conv2d", "input")))
+        return bst;
     if (x->ndim != 4 || w->ndim != 4 || x->shape[1] != w->shape[1] || p->stride_h < 1 || p->stride_w < 1 ||
         p->pad_h < 0 || p->pad_w < 0 || (bias && (bias->dtype != SD_DTYPE_F32 || bias->numel != (size_t)w->shape[0])))
         goto bad;

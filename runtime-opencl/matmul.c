@@ -1,6 +1,7 @@
 /* Matrix products: packing, the register-tile GEMM, and the matmul / linear ops. */
 #include "runtime-opencl/gemm.h"
 #include "runtime-opencl/dnnl.h"
+#include "runtime-opencl/ops_quant.h"
 #include "core/checked.h"
 #include <limits.h>
 #include <stdio.h>
@@ -89,6 +90,26 @@ sd_status sd_gemm_pack_b(sd_cl *cl, cl_mem src, sd_dtype dtype, long off, int N,
                        out);
 }
 
+/* W [N, K] of a block type as B = W^T, packed into *out (allocated here) by dequantising each
+ * block into its panel: the f32 panels are the only expanded form, per call. */
+static sd_status pack_b_blocks(sd_cl *cl, const sd_dtensor *w, int N, int K, sd_scratch *out)
+{
+    size_t tiles = ((size_t)N + SD_GEMM_NR - 1) / SD_GEMM_NR, elems;
+    if (!sd_mul_size(tiles * SD_GEMM_NR, (size_t)K, &elems))
+        return sd_set_error(cl->ctx, SD_ERR_LIMIT, "linear: packed size overflows");
+    cl_kernel k;
+    sd_status st = sd_cl_kernel(cl, "dequant.cl", "gemm_pack_b_blocks", NULL, &k);
+    if (!st)
+        st = sd_scratch_get(cl, elems, sizeof(float), "gemm_pack_b_blocks", out);
+    if (st)
+        return st;
+    sd_cl_arg args[] = {SD_ARG_MEM(w->buf), SD_ARG_MEM(out->buf), SD_ARG_INT(N), SD_ARG_INT(K),
+                        SD_ARG_INT((int)w->dtype)};
+    if ((st = sd_cl_launch(cl, k, 1, &tiles, tile_local(cl), SD_NARGS(args), args)))
+        sd_scratch_release(cl, out);
+    return st;
+}
+
 sd_status sd_gemm_packed_b(sd_cl *cl, const sd_dtensor *src, long M, int N, int K, long s_k, long s_n, long s_b,
                            int batch, sd_scratch *tmp, cl_mem *out)
 {
@@ -171,6 +192,9 @@ sd_status sd_op_matmul(sd_cl *cl, const sd_dtensor *a, bool trans_a, const sd_dt
     *out = NULL;
     char da[96], db[96];
     int M, K, Kb, N, batch_a, batch_b;
+    sd_status st = sd_dtensor_require_float(a, "matmul", "a");
+    if (st || (st = sd_dtensor_require_float(b, "matmul", "b")))
+        return st;
     if (a->ndim < 2 || b->ndim < 2)
         goto bad;
     int64_t ar = a->shape[a->ndim - 2], ac = a->shape[a->ndim - 1];
@@ -185,7 +209,7 @@ sd_status sd_op_matmul(sd_cl *cl, const sd_dtensor *a, bool trans_a, const sd_dt
         shape[i] = a->shape[i];
     shape[a->ndim - 2] = M;
     shape[a->ndim - 1] = N;
-    sd_status st = sd_dtensor_new(cl, SD_DTYPE_F32, a->ndim, shape, out);
+    st = sd_dtensor_new(cl, SD_DTYPE_F32, a->ndim, shape, out);
     if (st)
         return st;
     sd_dnnl_matmul dj = {.a = a, .b = b, .bias = bias, .trans_a = trans_a, .trans_b = trans_b, .M = M, .N = N,
@@ -225,12 +249,29 @@ bad:
                         trans_b ? " (transposed)" : "", bias ? " with a bias" : "");
 }
 
+/* linear in bf16 mode (oneDNN) with a w of a block type: w expanded to f32 for this call. */
+static sd_status linear_bf16_blocks(sd_cl *cl, sd_dnnl_matmul *dj)
+{
+    sd_dtensor *wf = NULL;
+    sd_status st = sd_op_dequantize_tensor(cl, dj->b, SD_DTYPE_F32, &wf);
+    if (!st) {
+        dj->b = wf;
+        st = sd_dnnl_matmul_run(cl, dj);
+    }
+    sd_dtensor_free(wf);
+    return st;
+}
+
 sd_status sd_op_linear(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
                        sd_act act, sd_dtensor **out)
 {
     *out = NULL;
     char dx[96], dw[96];
     int M, K, N;
+    bool blocks = sd_dtype_is_blocks(w->dtype);
+    sd_status st = sd_dtensor_require_float(x, "linear", "input");
+    if (st || (st = sd_dtensor_require_float(bias, "linear", "bias")))
+        return st;
     if (w->ndim != 2 || x->shape[x->ndim - 1] != w->shape[1] || !dims_int(x->shape, x->ndim - 1, &M) ||
         !dims_int(&w->shape[1], 1, &K) || !dims_int(&w->shape[0], 1, &N) || !valid_bias(bias, N))
         return sd_set_error(cl->ctx, SD_ERR_INVALID, "linear: input %s does not fit weight %s%s",
@@ -240,20 +281,29 @@ sd_status sd_op_linear(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
     for (int i = 0; i < x->ndim; i++)
         shape[i] = x->shape[i];
     shape[x->ndim - 1] = N;
-    sd_status st = sd_dtensor_new(cl, SD_DTYPE_F32, x->ndim, shape, out);
+    st = sd_dtensor_new(cl, SD_DTYPE_F32, x->ndim, shape, out);
     if (st)
         return st;
     sd_dnnl_matmul dj = {.a = x, .b = w, .bias = bias, .trans_b = true, .M = M, .N = N, .K = K, .batch_a = 1,
                          .batch_b = 1, .act = act, .alpha = 1.0f, .out = *out};
-    if (in_bf16(cl, &dj, &st))
+    bool bf16 = false;
+    if (blocks && (st = sd_dnnl_wanted(cl, &bf16)))
+        return finish(out, st);
+    if (blocks && bf16 && M && N && K)
+        return finish(out, linear_bf16_blocks(cl, &dj));
+    if (!blocks && in_bf16(cl, &dj, &st))
         return finish(out, st);
     sd_scratch ap = {0}, bp = {0};
     bool a_rows = x->dtype == SD_DTYPE_F32 && K > 0;
     if (!a_rows)
         st = sd_gemm_pack_a(cl, x->buf, x->dtype, 0, M, K, K, 1, 0, 1, &ap);
     cl_mem bpanels = NULL;
-    if (!st)
+    if (!st && blocks) {
+        st = pack_b_blocks(cl, w, N, K, &bp);
+        bpanels = bp.buf;
+    } else if (!st) {
         st = sd_gemm_packed_b(cl, w, M, N, K, 1, K, 0, 1, &bp, &bpanels);
+    }
     if (!st) {
         sd_gemm_job job = {.M = M, .N = N, .K = K, .batch = 1, .ap = a_rows ? x->buf : ap.buf,
                            .lda = a_rows ? K : 0, .bp = bpanels, .c = (*out)->buf, .ldc = N,

@@ -258,6 +258,9 @@ static sd_status check_affine(sd_cl *cl, const char *op, const sd_dtensor *gamma
         return SD_OK;
     if (!gamma || !beta)
         return sd_set_error(cl->ctx, SD_ERR_INVALID, "%s: gamma and beta must be given together", op);
+    sd_status st = sd_dtensor_require_float(gamma, op, "gamma");
+    if (st)
+        return st;
     if (gamma->dtype != beta->dtype)
         return sd_set_error(cl->ctx, SD_ERR_INVALID, "%s: gamma and beta must have the same dtype", op);
     const sd_dtensor *t[2] = {gamma, beta};

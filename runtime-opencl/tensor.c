@@ -5,14 +5,51 @@
 #include <stdlib.h>
 #include <string.h>
 
+static const struct {
+    const char *name;
+    size_t elems, bytes;
+} dtypes[] = {
+    [SD_DTYPE_F32] = {"f32", 1, 4},       [SD_DTYPE_F16] = {"f16", 1, 2},
+    [SD_DTYPE_Q4_0] = {"q4_0", 32, 18},   [SD_DTYPE_Q4_1] = {"q4_1", 32, 20},
+    [SD_DTYPE_Q5_0] = {"q5_0", 32, 22},   [SD_DTYPE_Q5_1] = {"q5_1", 32, 24},
+    [SD_DTYPE_Q8_0] = {"q8_0", 32, 34},   [SD_DTYPE_Q4_K] = {"q4_k", 256, 144},
+    [SD_DTYPE_Q5_K] = {"q5_k", 256, 176}, [SD_DTYPE_Q6_K] = {"q6_k", 256, 210},
+    [SD_DTYPE_F8_E4M3] = {"f8_e4m3fn", 1, 1}, [SD_DTYPE_F8_E5M2] = {"f8_e5m2", 1, 1},
+};
+
 size_t sd_dtype_size(sd_dtype dtype)
 {
-    return dtype == SD_DTYPE_F16 ? 2 : 4;
+    return dtypes[dtype].elems == 1 ? dtypes[dtype].bytes : 0;
 }
 
 const char *sd_dtype_name(sd_dtype dtype)
 {
-    return dtype == SD_DTYPE_F16 ? "f16" : "f32";
+    return dtypes[dtype].name;
+}
+
+void sd_dtype_block(sd_dtype dtype, size_t *elems, size_t *bytes)
+{
+    *elems = dtypes[dtype].elems;
+    *bytes = dtypes[dtype].bytes;
+}
+
+bool sd_dtype_is_blocks(sd_dtype dtype)
+{
+    return dtype != SD_DTYPE_F32 && dtype != SD_DTYPE_F16;
+}
+
+sd_status sd_dtensor_require_float(const sd_dtensor *t, const char *op, const char *what)
+{
+    char d[96];
+    if (!t || !sd_dtype_is_blocks(t->dtype))
+        return SD_OK;
+    return sd_set_error(t->cl->ctx, SD_ERR_INVALID, "%s: %s %s holds quantised weights, which only linear reads", op,
+                        what, sd_dtensor_describe(t, d, sizeof d));
+}
+
+size_t sd_dtensor_bytes(const sd_dtensor *t)
+{
+    return t->numel / dtypes[t->dtype].elems * dtypes[t->dtype].bytes;
 }
 
 
@@ -50,10 +87,13 @@ static sd_status tensor_new(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *
                             sd_dtensor **out)
 {
     *out = NULL;
-    size_t numel, bytes;
-    sd_status st = check_shape(cl, ndim, shape, sd_dtype_size(dtype), &numel, &bytes);
+    size_t numel, bytes, be, bb;
+    sd_dtype_block(dtype, &be, &bb);
+    sd_status st = check_shape(cl, ndim, shape, 1, &numel, &bytes);
     if (st)
         return st;
+    if (numel % be || !sd_mul_size(numel / be, bb, &bytes))
+        return sd_set_error(cl->ctx, SD_ERR_LIMIT, "tensor size overflows");
     sd_dtensor *t = calloc(1, sizeof *t);
     if (!t)
         return sd_set_error(cl->ctx, SD_ERR_NOMEM, "out of memory");
@@ -74,15 +114,48 @@ static sd_status tensor_new(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *
     return SD_OK;
 }
 
+/* Block types only through sd_dtensor_new_blocks. */
+static sd_status float_only(sd_cl *cl, sd_dtype dtype)
+{
+    return sd_dtype_is_blocks(dtype) ? sd_set_error(cl->ctx, SD_ERR_INVALID, "tensor of %s: not an element type",
+                                                    sd_dtype_name(dtype))
+                                     : SD_OK;
+}
+
 sd_status sd_dtensor_new(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *shape, sd_dtensor **out)
 {
-    return tensor_new(cl, dtype, ndim, shape, false, out);
+    *out = NULL;
+    sd_status st = float_only(cl, dtype);
+    return st ? st : tensor_new(cl, dtype, ndim, shape, false, out);
 }
 
 sd_status sd_dtensor_new_exact(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *shape,
                                sd_dtensor **out)
 {
-    return tensor_new(cl, dtype, ndim, shape, true, out);
+    *out = NULL;
+    sd_status st = float_only(cl, dtype);
+    return st ? st : tensor_new(cl, dtype, ndim, shape, true, out);
+}
+
+sd_status sd_dtensor_new_blocks(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *shape, const void *data,
+                                size_t nbytes, sd_dtensor **out)
+{
+    *out = NULL;
+    size_t be, bb, numel, want;
+    sd_dtype_block(dtype, &be, &bb);
+    if (!sd_dtype_is_blocks(dtype) || ndim < 1 || ndim > SD_TENSOR_MAX_DIMS || shape[ndim - 1] < 0 ||
+        shape[ndim - 1] % (int64_t)be || !sd_shape_bytes(shape, ndim, 1, &numel) ||
+        !sd_mul_size(numel / be, bb, &want) || want != nbytes)
+        return sd_set_error(cl->ctx, SD_ERR_INVALID,
+                            "tensor of %s: %zu bytes are not whole blocks (%zu elements, %zu bytes each) of a "
+                            "rank-%d shape whose rows are whole blocks",
+                            sd_dtype_name(dtype), nbytes, be, bb, ndim);
+    sd_status st = tensor_new(cl, dtype, ndim, shape, true, out);
+    if (!st && nbytes && (st = sd_cl_write(cl, (*out)->buf, 0, nbytes, data))) {
+        sd_dtensor_free(*out);
+        *out = NULL;
+    }
+    return st;
 }
 
 sd_status sd_dtensor_zeros(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *shape, sd_dtensor **out)
@@ -202,6 +275,9 @@ void sd_dtensor_free(sd_dtensor *t)
 
 sd_status sd_dtensor_upload(sd_dtensor *t, const float *host)
 {
+    sd_status st = sd_dtensor_require_float(t, "upload", "tensor");
+    if (st)
+        return st;
     derived_clear(t->cl, t->derived);
     if (t->dtype == SD_DTYPE_F32)
         return sd_cl_write(t->cl, t->buf, 0, t->numel * 4, host);
@@ -210,7 +286,7 @@ sd_status sd_dtensor_upload(sd_dtensor *t, const float *host)
         return sd_set_error(t->cl->ctx, SD_ERR_NOMEM, "out of memory converting a tensor to f16");
     for (size_t i = 0; i < t->numel; i++)
         h[i] = sd_float_to_half(host[i]);
-    sd_status st = sd_cl_write(t->cl, t->buf, 0, t->numel * 2, h);
+    st = sd_cl_write(t->cl, t->buf, 0, t->numel * 2, h);
     free(h);
     return st;
 }
@@ -226,12 +302,15 @@ sd_status sd_dtensor_upload_f16(sd_dtensor *t, const uint16_t *host)
 
 sd_status sd_dtensor_download(const sd_dtensor *t, float *host)
 {
+    sd_status st = sd_dtensor_require_float(t, "download", "tensor");
+    if (st)
+        return st;
     if (t->dtype == SD_DTYPE_F32)
         return sd_cl_read(t->cl, t->buf, 0, t->numel * 4, host);
     uint16_t *h = malloc(t->numel ? t->numel * 2 : 1);
     if (!h)
         return sd_set_error(t->cl->ctx, SD_ERR_NOMEM, "out of memory converting a tensor from f16");
-    sd_status st = sd_cl_read(t->cl, t->buf, 0, t->numel * 2, h);
+    st = sd_cl_read(t->cl, t->buf, 0, t->numel * 2, h);
     for (size_t i = 0; !st && i < t->numel; i++)
         host[i] = sd_half_to_float(h[i]);
     free(h);
@@ -250,6 +329,9 @@ sd_status sd_dtensor_from_host(sd_cl *cl, const sd_tensor *host, sd_dtype dtype,
 
 sd_status sd_dtensor_zero(sd_dtensor *t)
 {
+    sd_status st = sd_dtensor_require_float(t, "zero", "tensor");
+    if (st)
+        return st;
     derived_clear(t->cl, t->derived);
     size_t bytes = t->numel * sd_dtype_size(t->dtype);
     if (bytes == 0)
@@ -263,6 +345,9 @@ sd_status sd_dtensor_zero(sd_dtensor *t)
 sd_status sd_dtensor_copy(sd_dtensor *dst, const sd_dtensor *src)
 {
     char a[96], b[96];
+    sd_status st = sd_dtensor_require_float(src, "tensor copy", "source");
+    if (st)
+        return st;
     if (dst->dtype != src->dtype || dst->numel != src->numel)
         return sd_set_error(dst->cl->ctx, SD_ERR_INVALID, "tensor copy: %s into %s",
                             sd_dtensor_describe(src, a, sizeof a), sd_dtensor_describe(dst, b, sizeof b));
@@ -280,7 +365,9 @@ sd_status sd_dtensor_reshape(sd_dtensor *t, int ndim, const int64_t *shape)
     sd_status st = check_shape(t->cl, ndim, shape, 1, &numel, &bytes);
     if (st)
         return st;
-    if (numel != t->numel) {
+    size_t be, bb;
+    sd_dtype_block(t->dtype, &be, &bb);
+    if (numel != t->numel || shape[ndim - 1] % (int64_t)be) {
         char a[96];
         return sd_set_error(t->cl->ctx, SD_ERR_INVALID, "cannot reshape %s to %zu elements",
                             sd_dtensor_describe(t, a, sizeof a), numel);

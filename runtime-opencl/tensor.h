@@ -16,7 +16,15 @@
 #include "core/half.h"
 #include "core/value.h"
 
-typedef enum sd_dtype { SD_DTYPE_F32, SD_DTYPE_F16 } sd_dtype;
+/* F32 and F16 are element types. The others are weights kept as the file stores them, read only by
+ * sd_op_linear's w (dequantised inside its B pack step): ggml blocks (Q8_0 ... Q6_K, laid out as
+ * ml/formats/gguf.c; blocks run along the last dimension) and fp8 bytes (torch's float8_e4m3fn
+ * and float8_e5m2). They are made by sd_dtensor_new_blocks; every other op refuses them. */
+typedef enum sd_dtype {
+    SD_DTYPE_F32, SD_DTYPE_F16,
+    SD_DTYPE_Q4_0, SD_DTYPE_Q4_1, SD_DTYPE_Q5_0, SD_DTYPE_Q5_1, SD_DTYPE_Q8_0,
+    SD_DTYPE_Q4_K, SD_DTYPE_Q5_K, SD_DTYPE_Q6_K, SD_DTYPE_F8_E4M3, SD_DTYPE_F8_E5M2
+} sd_dtype;
 
 typedef struct sd_dtensor {
     sd_cl *cl;
@@ -38,9 +46,18 @@ typedef struct sd_dtensor {
  * every call. Writing to t (upload, zero, copy into it) drops the kept forms. SD_ERR_NOMEM. */
 sd_status sd_dtensor_set_constant(sd_dtensor *t);
 
-/* Bytes per element: 4 or 2. */
+/* Bytes per element: 4 or 2 (1 for fp8; 0 for block types, see sd_dtype_block). */
 size_t sd_dtype_size(sd_dtype dtype);
-const char *sd_dtype_name(sd_dtype dtype); /* "f32", "f16" */
+const char *sd_dtype_name(sd_dtype dtype); /* "f32", "f16", "q8_0", "f8_e4m3fn", ... */
+/* Elements and bytes per block (1 and the element size for F32, F16 and fp8). */
+void sd_dtype_block(sd_dtype dtype, size_t *elems, size_t *bytes);
+/* True for the kept-as-stored types (neither F32 nor F16). */
+bool sd_dtype_is_blocks(sd_dtype dtype);
+/* SD_ERR_INVALID "<op>: <what> <shape dtype> holds quantised weights, which only linear reads"
+ * when t is of a block type; SD_OK otherwise (NULL t too). For ops' argument checks. */
+sd_status sd_dtensor_require_float(const sd_dtensor *t, const char *op, const char *what);
+/* Bytes of t's data. */
+size_t sd_dtensor_bytes(const sd_dtensor *t);
 
 /* A new tensor (contents undefined). SD_ERR_INVALID for ndim outside 1..5 or a negative
  * dimension, SD_ERR_LIMIT when the byte size overflows or exceeds the device's max allocation,
@@ -50,12 +67,18 @@ sd_status sd_dtensor_new(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *sha
  * tensors that live long, such as weights. */
 sd_status sd_dtensor_new_exact(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *shape,
                                sd_dtensor **out);
+/* A tensor of a block type (not F32 / F16) holding nbytes of data as stored, on an exact buffer.
+ * SD_ERR_INVALID (naming the dtype and sizes) when the last dimension is not whole blocks or
+ * nbytes is not exactly their size. */
+sd_status sd_dtensor_new_blocks(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *shape, const void *data,
+                                size_t nbytes, sd_dtensor **out);
 /* Like sd_dtensor_new, filled with zeros. */
 sd_status sd_dtensor_zeros(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *shape, sd_dtensor **out);
 /* Returns the buffer to the pool and frees the tensor. NULL-safe. */
 void sd_dtensor_free(sd_dtensor *t);
 
-/* Copies numel floats from host (converted to f16 with round-to-nearest-even for F16). */
+/* Copies numel floats from host (converted to f16 with round-to-nearest-even for F16).
+ * Upload, download, zero and copy refuse block types (SD_ERR_INVALID). */
 sd_status sd_dtensor_upload(sd_dtensor *t, const float *host);
 /* Copies numel IEEE binary16 values into an F16 tensor as they are (SD_ERR_INVALID naming the
  * tensor for an F32 one): f16 weights go to the device without a round trip through f32. */

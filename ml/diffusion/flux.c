@@ -263,7 +263,7 @@ static void temps_free(temps *T)
 static sd_status linear(sd_flux *f, const sd_dtensor *x, const char *name, sd_act act, sd_dtensor **out)
 {
     const sd_dtensor *w, *b;
-    sd_status s = sd_weights_getf(f->w, &w, "%s.weight", name);
+    sd_status s = sd_weights_getf_linear(f->w, &w, "%s.weight", name);
     if (!s)
         s = sd_weights_getf(f->w, &b, "%s.bias", name);
     return s ? s : sd_op_linear(f->cl, x, w, b, act, out);

@@ -157,14 +157,45 @@ static sd_status upload_blocks(sd_weights *w, const char *name, const sd_st_tens
     return st;
 }
 
-/* Float tensors go through a host copy in dtype. */
+/* What a caller asks of get: the set's dtype, f32, or a Linear weight (block form kept). */
+typedef enum weight_want { WANT_ANY, WANT_F32, WANT_LINEAR } weight_want;
+
+/* The block dtype a Linear weight t keeps on the device; false when it is uploaded as floats. */
+static bool linear_blocks(const sd_st_tensor *t, sd_dtype *dtype)
+{
+    if (t->ndim != 2)
+        return false;
+    if (t->dtype == SD_ST_F8_E4M3 || t->dtype == SD_ST_F8_E5M2) {
+        *dtype = t->dtype == SD_ST_F8_E4M3 ? SD_DTYPE_F8_E4M3 : SD_DTYPE_F8_E5M2;
+        return true;
+    }
+    return t->dtype == SD_ST_GGML && sd_qtype_dtype((sd_qtype)t->ggml_type, dtype);
+}
+
+/* t's bytes as stored, uploaded into a tensor of block dtype. */
+static sd_status upload_kept(sd_weights *w, const char *name, const sd_st_tensor *t, sd_dtype dtype,
+                             sd_dtensor **out)
+{
+    void *bytes = malloc(t->nbytes ? t->nbytes : 1);
+    if (!bytes)
+        return sd_set_error(w->cl->ctx, SD_ERR_NOMEM, "out of memory loading tensor '%s%s'", w->prefix, name);
+    sd_status st = sd_safetensors_read_raw(w->cl->ctx, w->st, t, bytes);
+    if (!st)
+        st = sd_dtensor_new_blocks(w->cl, dtype, t->ndim, t->shape, bytes, t->nbytes, out);
+    free(bytes);
+    return st;
+}
+
+/* Float tensors go through a host copy in dtype; block dtypes keep the stored bytes. */
 static sd_status upload(sd_weights *w, const char *name, const sd_st_tensor *t, sd_dtype dtype,
                         sd_dtensor **out)
 {
     void *host = NULL;
     sd_dtensor *d = NULL;
     sd_status st;
-    if (t->dtype == SD_ST_GGML) {
+    if (sd_dtype_is_blocks(dtype)) {
+        st = upload_kept(w, name, t, dtype, &d);
+    } else if (t->dtype == SD_ST_GGML) {
         st = upload_blocks(w, name, t, dtype, &d);
     } else {
         st = read_host(w, name, t, dtype, &host);
@@ -183,13 +214,13 @@ static sd_status upload(sd_weights *w, const char *name, const sd_st_tensor *t, 
     return SD_OK;
 }
 
-static sd_status get(sd_weights *w, const char *name, bool force_f32, const sd_dtensor **out);
+static sd_status get(sd_weights *w, const char *name, weight_want want, const sd_dtensor **out);
 
 /* A patched view's copy of name: the base set's tensor (f32 when force_f32) patched. */
 static sd_status patch(sd_weights *w, const char *name, bool force_f32, sd_dtensor **out)
 {
     const sd_dtensor *base;
-    sd_status st = get(w->base, name, force_f32, &base);
+    sd_status st = get(w->base, name, force_f32 ? WANT_F32 : WANT_ANY, &base);
     if (!st)
         st = w->patcher.apply(w->patcher.user, name, base, out);
     if (!st && (*out)->dtype != base->dtype)
@@ -203,19 +234,21 @@ static sd_status patch(sd_weights *w, const char *name, bool force_f32, sd_dtens
     return st;
 }
 
-static sd_status get(sd_weights *w, const char *name, bool force_f32, const sd_dtensor **out)
+static sd_status get(sd_weights *w, const char *name, weight_want want, const sd_dtensor **out)
 {
     *out = NULL;
+    bool force_f32 = want == WANT_F32;
     if (w->base && !w->patcher.claims(w->patcher.user, name))
-        return get(w->base, name, force_f32, out);
+        return get(w->base, name, want, out);
     slot *s = find_slot(w->slots, w->cap, name);
     if (s->name) {
-        if (!force_f32 || s->tensor->dtype == SD_DTYPE_F32) {
+        bool blocks = sd_dtype_is_blocks(s->tensor->dtype);
+        if ((want == WANT_LINEAR || !blocks) && (!force_f32 || s->tensor->dtype == SD_DTYPE_F32)) {
             *out = s->tensor;
             return SD_OK;
         }
-        /* Stored narrower than asked: replace with an f32 copy. */
-        w->device_bytes -= s->tensor->numel * sd_dtype_size(s->tensor->dtype);
+        /* Stored narrower than asked: replace with an f32 (or the set's float) copy. */
+        w->device_bytes -= sd_dtensor_bytes(s->tensor);
         sd_dtensor_free(s->tensor);
         s->tensor = NULL;
     }
@@ -228,7 +261,10 @@ static sd_status get(sd_weights *w, const char *name, bool force_f32, const sd_d
         if (!t)
             return sd_set_error(w->cl->ctx, SD_ERR_NOT_FOUND, "%s: tensor '%s%s' is missing",
                                 sd_safetensors_path(w->st), w->prefix, name);
-        st = upload(w, name, t, (force_f32 || t->ndim < 2) ? SD_DTYPE_F32 : w->dtype, &d);
+        sd_dtype dtype = (force_f32 || t->ndim < 2) ? SD_DTYPE_F32 : w->dtype;
+        if (want == WANT_LINEAR)
+            linear_blocks(t, &dtype);
+        st = upload(w, name, t, dtype, &d);
     }
     /* Weights are only read from now on: ops keep their packed forms with them. */
     if (!st && (st = sd_dtensor_set_constant(d)))
@@ -250,31 +286,52 @@ static sd_status get(sd_weights *w, const char *name, bool force_f32, const sd_d
         w->used++;
     }
     s->tensor = d;
-    w->device_bytes += d->numel * sd_dtype_size(d->dtype);
+    w->device_bytes += sd_dtensor_bytes(d);
     *out = d;
     return SD_OK;
 }
 
 sd_status sd_weights_get(sd_weights *w, const char *name, const sd_dtensor **out)
 {
-    return get(w, name, false, out);
+    return get(w, name, WANT_ANY, out);
 }
 
 sd_status sd_weights_get_f32(sd_weights *w, const char *name, const sd_dtensor **out)
 {
-    return get(w, name, true, out);
+    return get(w, name, WANT_F32, out);
+}
+
+sd_status sd_weights_get_linear(sd_weights *w, const char *name, const sd_dtensor **out)
+{
+    return get(w, name, WANT_LINEAR, out);
+}
+
+/* get with a vsnprintf-formatted name. */
+static sd_status vget(sd_weights *w, weight_want want, const sd_dtensor **out, const char *fmt, va_list ap)
+{
+    char name[512];
+    int n = vsnprintf(name, sizeof name, fmt, ap);
+    if (n < 0 || (size_t)n >= sizeof name)
+        return sd_set_error(w->cl->ctx, SD_ERR_INVALID, "tensor name too long");
+    return get(w, name, want, out);
 }
 
 sd_status sd_weights_getf(sd_weights *w, const sd_dtensor **out, const char *fmt, ...)
 {
-    char name[512];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(name, sizeof name, fmt, ap);
+    sd_status st = vget(w, WANT_ANY, out, fmt, ap);
     va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof name)
-        return sd_set_error(w->cl->ctx, SD_ERR_INVALID, "tensor name too long");
-    return get(w, name, false, out);
+    return st;
+}
+
+sd_status sd_weights_getf_linear(sd_weights *w, const sd_dtensor **out, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sd_status st = vget(w, WANT_LINEAR, out, fmt, ap);
+    va_end(ap);
+    return st;
 }
 
 size_t sd_weights_device_bytes(const sd_weights *w)

@@ -27,6 +27,14 @@ sd_status sd_weights_getf(sd_weights *w, const sd_dtensor **out, const char *fmt
     __attribute__((format(printf, 3, 4)));
 /* Like sd_weights_get but always f32 (embedding tables, anything read element-wise). */
 sd_status sd_weights_get_f32(sd_weights *w, const char *name, const sd_dtensor **out);
+/* Like sd_weights_get for the weight of a Linear layer, read only by sd_op_linear: a 2-D GGUF
+ * block-quantised or fp8 tensor stays in its stored form on the device (tensor.h block types,
+ * dequantised inside linear's pack step); anything else as sd_weights_get gives it. A later
+ * sd_weights_get of the same name replaces it with the float form. */
+sd_status sd_weights_get_linear(sd_weights *w, const char *name, const sd_dtensor **out);
+/* The same with a printf-style name. */
+sd_status sd_weights_getf_linear(sd_weights *w, const sd_dtensor **out, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* True when <prefix><name> exists in the file. */
 bool sd_weights_has(const sd_weights *w, const char *name);
 /* The file's tensor for <prefix><name> (shape, dtype) without uploading; NULL when absent. */

@@ -321,19 +321,23 @@ static sd_status attention_block(sd_t5_model *m, int l, const sd_dtensor *bias, 
 {
     const sd_t5_config *c = &m->cfg;
     const sd_dtensor *ln, *wq, *wk, *wv, *wo;
-    sd_dtensor *h = NULL, *q = NULL, *k = NULL, *v = NULL, *a = NULL, *y = NULL;
+    sd_dtensor *h = NULL, *q1 = NULL, *q = NULL, *k = NULL, *v = NULL, *a = NULL, *y = NULL;
     sd_status s;
     if ((s = sd_weights_getf(m->w, &ln, BLOCK "0.layer_norm.weight", l)) ||
-        (s = sd_weights_getf(m->w, &wq, BLOCK "0.SelfAttention.q.weight", l)) ||
-        (s = sd_weights_getf(m->w, &wk, BLOCK "0.SelfAttention.k.weight", l)) ||
-        (s = sd_weights_getf(m->w, &wv, BLOCK "0.SelfAttention.v.weight", l)) ||
-        (s = sd_weights_getf(m->w, &wo, BLOCK "0.SelfAttention.o.weight", l)) ||
+        (s = sd_weights_getf_linear(m->w, &wq, BLOCK "0.SelfAttention.q.weight", l)) ||
+        (s = sd_weights_getf_linear(m->w, &wk, BLOCK "0.SelfAttention.k.weight", l)) ||
+        (s = sd_weights_getf_linear(m->w, &wv, BLOCK "0.SelfAttention.v.weight", l)) ||
+        (s = sd_weights_getf_linear(m->w, &wo, BLOCK "0.SelfAttention.o.weight", l)) ||
         (s = sd_op_rms_norm(m->cl, *x, EPS, ln, &h)))
         return s;
     /* T5 does not scale scores by 1/sqrt(d_kv); the attention op does, so q is scaled up first
-     * (exact when d_kv is a power of 4, as XXL's 64 is). */
-    if (!(s = sd_op_matmul(m->cl, h, false, wq, true, NULL, SD_ACT_NONE, sqrtf((float)c->d_kv), &q)) &&
-        !(s = sd_op_linear(m->cl, h, wk, NULL, SD_ACT_NONE, &k)) &&
+     * (exact when d_kv is a power of 4, as XXL's 64 is; a separate op, as linear's quantised
+     * weights take no alpha, rounding as the product's alpha would). */
+    s = sd_op_linear(m->cl, h, wq, NULL, SD_ACT_NONE, &q1);
+    if (!s)
+        s = sd_op_scale(m->cl, q1, sqrtf((float)c->d_kv), 0.0f, &q);
+    sd_dtensor_free(q1);
+    if (!s && !(s = sd_op_linear(m->cl, h, wk, NULL, SD_ACT_NONE, &k)) &&
         !(s = sd_op_linear(m->cl, h, wv, NULL, SD_ACT_NONE, &v))) {
         sd_dtensor *qh = NULL, *kh = NULL, *vh = NULL;
         s = regroup(m, q, true, &qh); /* regroup frees its input */
@@ -380,9 +384,9 @@ static sd_status ff_block(sd_t5_model *m, int l, sd_dtensor **x)
     sd_dtensor *h = NULL, *a = NULL, *g = NULL, *b = NULL, *p = NULL, *f = NULL, *y = NULL;
     sd_status s;
     if (!(s = sd_weights_getf(m->w, &ln, BLOCK "1.layer_norm.weight", l)) &&
-        !(s = sd_weights_getf(m->w, &wi0, BLOCK "1.DenseReluDense.wi_0.weight", l)) &&
-        !(s = sd_weights_getf(m->w, &wi1, BLOCK "1.DenseReluDense.wi_1.weight", l)) &&
-        !(s = sd_weights_getf(m->w, &wo, BLOCK "1.DenseReluDense.wo.weight", l)) &&
+        !(s = sd_weights_getf_linear(m->w, &wi0, BLOCK "1.DenseReluDense.wi_0.weight", l)) &&
+        !(s = sd_weights_getf_linear(m->w, &wi1, BLOCK "1.DenseReluDense.wi_1.weight", l)) &&
+        !(s = sd_weights_getf_linear(m->w, &wo, BLOCK "1.DenseReluDense.wo.weight", l)) &&
         !(s = sd_op_rms_norm(m->cl, *x, EPS, ln, &h)) && !(s = sd_op_linear(m->cl, h, wi0, NULL, SD_ACT_NONE, &a)) &&
         !(s = sd_op_unary(m->cl, SD_UNARY_GELU_TANH, a, &g)) &&
         !(s = sd_op_linear(m->cl, h, wi1, NULL, SD_ACT_NONE, &b)) &&

@@ -48,6 +48,8 @@ static double rel_diff(const float *a, const float *ref, size_t n)
     return test_max_abs_diff(a, ref, n) / m;
 }
 
+static size_t last_live_bytes; /* device bytes of forward_against's weights, kept forms excluded */
+
 /* The forward pass of the model in st under prefix on the golden inputs against golden `want`. */
 static void forward_against(const sd_safetensors *st, const char *prefix, bool dev, const char *want, sd_dtype dtype,
                             double tol)
@@ -79,6 +81,10 @@ static void forward_against(const sd_safetensors *st, const char *prefix, bool d
         fprintf(stderr, "  %s, %s weights: max relative difference %.3g\n", want, sd_dtype_name(dtype), d);
     }
     sd_dtensor_free(out);
+    /* the weights are what stays live after the forward pass (docs/flux.md quotes these) */
+    last_live_bytes = cl->stats.live_bytes - cl->stats.derived_bytes;
+    fprintf(stderr, "  %s: %zu device bytes live after the forward pass (%zu in kept packed forms)\n", want,
+            cl->stats.live_bytes, cl->stats.derived_bytes);
     sd_dtensor_free(x);
     sd_dtensor_free(cx);
     sd_dtensor_free(y);
@@ -118,8 +124,8 @@ static void test_forward_dev_all_in_one(void)
     sd_safetensors_close(st);
 }
 
-/* F8_E4M3 matrices (as Kijai's and ComfyUI's fp8 FLUX files) widened exactly to f16 at upload,
- * against diffusers on the same fp8-rounded weights. */
+/* F8_E4M3 matrices (as Kijai's and ComfyUI's fp8 FLUX files) kept as fp8 bytes on the device and
+ * widened exactly in linear's pack step, against diffusers on the same fp8-rounded weights. */
 static void test_forward_fp8(void)
 {
     sd_safetensors *st = open_golden("flux_dev_fp8.safetensors");
@@ -156,7 +162,9 @@ static void test_fp8_values(void)
     sd_safetensors_close(st);
 }
 
-/* Q8_0 blocks expanded on the device at upload, against diffusers on gguf's dequantisation. */
+/* Q8_0 matrices kept as blocks on the device (dequantised in linear's pack step; the vectors
+ * expanded at upload), against diffusers on gguf's dequantisation; the device holds fewer bytes
+ * than for the same model's f16 weights. */
 static void test_forward_gguf(void)
 {
     char *path = test_golden_path("flux_schnell_tiny.gguf");
@@ -169,6 +177,13 @@ static void test_forward_gguf(void)
         const sd_st_tensor *q = sd_safetensors_find(view, "double_blocks.1.img_attn.qkv.weight");
         CHECK(q && q->dtype == SD_ST_GGML && q->ggml_type == SD_GGML_Q8_0);
         forward_against(view, "", false, "flux_gguf_out.f32", SD_DTYPE_F32, 1e-4);
+        forward_against(view, "", false, "flux_gguf_out.f32", SD_DTYPE_F16, 1e-4);
+        size_t q8 = last_live_bytes;
+        sd_safetensors *f16 = open_golden("flux_schnell_tiny.safetensors");
+        if (f16)
+            forward_against(f16, "", false, "flux_schnell_out.f32", SD_DTYPE_F16, 1e-4);
+        CHECK_MSG(q8 < last_live_bytes, "Q8_0 weights take %zu device bytes, f16 ones %zu", q8, last_live_bytes);
+        sd_safetensors_close(f16);
     }
     sd_safetensors_close(view);
     sd_gguf_close(g);

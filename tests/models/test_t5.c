@@ -73,9 +73,10 @@ static void test_encode_f16(void)
 }
 
 /* The same weights in a GGUF file with llama.cpp's names, matrices as Q8_0 (the embedding too):
- * renamed, expanded on the device at upload (embedding rows on the host), against transformers on
- * the gguf package's dequantised weights (rounded to f16 for f16 storage: Q8_0 values d*q need
- * up to 18 bits, and the rounding alone moves the outputs by 0.05). */
+ * renamed, the Linear matrices kept as blocks on the device and dequantised exactly in linear's
+ * pack step whatever the storage dtype (embedding rows on the host), against transformers on the
+ * gguf package's dequantised weights. Rounding them to f16 (as the f16 upload did before) moves
+ * the outputs by 0.05: Q8_0 values d*q need up to 18 bits. */
 static void test_encode_gguf(void)
 {
     char *path = test_golden_path("t5_tiny.gguf");
@@ -90,7 +91,7 @@ static void test_encode_gguf(void)
         const sd_st_tensor *q = sd_safetensors_find(renamed, "encoder.block.2.layer.0.SelfAttention.q.weight");
         CHECK(q && q->dtype == SD_ST_GGML && q->ggml_type == SD_GGML_Q8_0);
         CHECK(sd_safetensors_find(renamed, "shared.weight") && sd_safetensors_find(renamed, "encoder.final_layer_norm.weight"));
-        encode_against(renamed, "t5_gguf_f16_hidden.f32", SD_DTYPE_F16, 1e-4);
+        encode_against(renamed, "t5_gguf_hidden.f32", SD_DTYPE_F16, 1e-4);
         encode_against(renamed, "t5_gguf_hidden.f32", SD_DTYPE_F32, 1e-4);
     }
     sd_safetensors_close(renamed);
