@@ -515,6 +515,15 @@ json_t *sd_comfy_described_meta(const char *description)
     return meta;
 }
 
+/* How many nodes of a type the graph has. */
+static size_t count_type(const sd_graph *g, const char *type)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < g->n_nodes; i++)
+        n += !strcmp(g->nodes[i].type, type);
+    return n;
+}
+
 /* The only node of a type, or NULL when there are none or several. */
 static sd_graph_node *only_node(sd_graph *g, const char *type)
 {
@@ -551,26 +560,78 @@ static sd_graph_node *source_of(sd_graph *g, sd_graph_node *n, const char *input
     return src && !strcmp(src->type, type) ? src : NULL;
 }
 
-/* seed, steps, cfg, sampler, scheduler, denoise (one sampler), prompt and negative (the text
- * encoders that feed it), width and height (one EmptyLatentImage), checkpoint (one loader). */
+/* The text encoder a conditioning input comes from, directly or through nodes that pass one
+ * conditioning on (FluxGuidance, ControlNetApply, ConditioningSetTimestepRange, ...); NULL
+ * when it comes from elsewhere or from several (ConditioningCombine). */
+static sd_graph_node *text_source(sd_graph *g, sd_graph_node *n, const char *input)
+{
+    for (size_t hops = 0; n && hops <= g->n_nodes; hops++) {
+        sd_graph_input *in = sd_graph_node_input(n, input);
+        n = in && in->kind == SD_BIND_LINK ? sd_graph_find_node(g, in->src_node) : NULL;
+        if (n && !strcmp(n->type, "CLIPTextEncode"))
+            return n;
+        input = "conditioning";
+    }
+    return NULL;
+}
+
+/* The latent node of width and height: the only EmptyLatentImage or EmptySD3LatentImage. */
+static sd_graph_node *only_latent(sd_graph *g)
+{
+    size_t n = count_type(g, "EmptyLatentImage"), n3 = count_type(g, "EmptySD3LatentImage");
+    return n + n3 != 1 ? NULL : n ? only_node(g, "EmptyLatentImage") : only_node(g, "EmptySD3LatentImage");
+}
+
+static const char *const sampler_pairs[][2] = {{"seed", "seed"},           {"seed", "noise_seed"},
+                                               {"steps", "steps"},         {"cfg", "cfg"},
+                                               {"sampler", "sampler_name"}, {"scheduler", "scheduler"},
+                                               {"denoise", "denoise"}};
+
+/* Binds the sampler_pairs inputs that node n has. */
+static sd_status sampler_params(importer *im, sd_graph_node *n)
+{
+    sd_status st = SD_OK;
+    for (size_t i = 0; !st && n && i < sizeof sampler_pairs / sizeof *sampler_pairs; i++)
+        if (sd_node_desc_input(n->desc, sampler_pairs[i][1]))
+            st = param_for(im, sampler_pairs[i][0], n, sampler_pairs[i][1]);
+    return st;
+}
+
+/* seed, steps, cfg, sampler, scheduler, denoise, prompt and negative (the text encoders that
+ * feed it) of the one sampler: a KSampler, KSamplerAdvanced or SamplerCustom, or a
+ * SamplerCustomAdvanced with the settings of the one RandomNoise, KSamplerSelect,
+ * BasicScheduler and its guider; width and height (one empty latent), checkpoint (one loader). */
 static sd_status add_params(importer *im)
 {
     sd_graph *g = im->g;
-    sd_graph_node *ks = only_node(g, "KSampler"), *ksa = only_node(g, "KSamplerAdvanced");
-    sd_graph_node *s = ks && !ksa ? ks : ksa && !ks ? ksa : NULL;
-    static const char *const pairs[][2] = {{"seed", "seed"},           {"seed", "noise_seed"},
-                                           {"steps", "steps"},         {"cfg", "cfg"},
-                                           {"sampler", "sampler_name"}, {"scheduler", "scheduler"},
-                                           {"denoise", "denoise"}};
-    sd_status st = SD_OK;
-    for (size_t i = 0; !st && s && i < sizeof pairs / sizeof *pairs; i++)
-        if (sd_node_desc_input(s->desc, pairs[i][1]))
-            st = param_for(im, pairs[i][0], s, pairs[i][1]);
-    if (!st && s)
-        st = param_for(im, "prompt", source_of(g, s, "positive", "CLIPTextEncode"), "text");
-    if (!st && s)
-        st = param_for(im, "negative", source_of(g, s, "negative", "CLIPTextEncode"), "text");
-    sd_graph_node *latent = only_node(g, "EmptyLatentImage");
+    static const char *const types[] = {"KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced"};
+    sd_graph_node *s = NULL;
+    size_t n_samplers = 0;
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+        n_samplers += count_type(g, types[i]);
+        s = s ? s : only_node(g, types[i]);
+    }
+    if (n_samplers != 1)
+        s = NULL;
+    sd_graph_node *pos = s, *neg = s;
+    const char *pos_in = "positive";
+    sd_status st = sampler_params(im, s);
+    if (s && !strcmp(s->type, "SamplerCustomAdvanced")) {
+        sd_graph_node *guider = source_of(g, s, "guider", "CFGGuider");
+        sd_graph_node *basic = guider ? NULL : source_of(g, s, "guider", "BasicGuider");
+        pos = guider ? guider : basic;
+        neg = guider;
+        pos_in = basic ? "conditioning" : "positive";
+        sd_graph_node *parts[] = {source_of(g, s, "noise", "RandomNoise"), source_of(g, s, "sampler", "KSamplerSelect"),
+                                  source_of(g, s, "sigmas", "BasicScheduler"), guider};
+        for (size_t i = 0; !st && i < sizeof parts / sizeof *parts; i++)
+            st = sampler_params(im, parts[i]);
+    }
+    if (!st && pos)
+        st = param_for(im, "prompt", text_source(g, pos, pos_in), "text");
+    if (!st && neg)
+        st = param_for(im, "negative", text_source(g, neg, "negative"), "text");
+    sd_graph_node *latent = only_latent(g);
     if (!st)
         st = param_for(im, "width", latent, "width");
     if (!st)

@@ -764,7 +764,8 @@ static void test_ui_primitive_seed(void)
 }
 
 /* SamplerCustom's and RandomNoise's widgets have control_after_generate after noise_seed, as in
- * ComfyUI: the value after it lands in cfg, not in the control. */
+ * ComfyUI: the value after it lands in cfg, not in the control. (The one sampler's noise_seed
+ * and cfg become the parameters seed and cfg.) */
 static void test_ui_custom_sampler_widgets(void)
 {
     char *p = scratch_file("custom.json",
@@ -773,12 +774,85 @@ static void test_ui_custom_sampler_widgets(void)
                            " {\"id\": 2, \"type\": \"RandomNoise\", \"widgets_values\": [9, \"increment\"]}],\n"
                            " \"links\": []}");
     char *xml = import_xml(p);
-    CHECK(xml && strstr(xml, "<input name=\"noise_seed\">123</input>") &&
+    CHECK(xml && strstr(xml, "<param name=\"seed\" type=\"INT\" default=\"123\">") &&
           strstr(xml, "<input name=\"control_after_generate\">randomize</input>") &&
-          strstr(xml, "<input name=\"cfg\">6.5</input>") && strstr(xml, "<input name=\"noise_seed\">9</input>") &&
+          strstr(xml, "<param name=\"cfg\" type=\"FLOAT\" default=\"6.5\">") &&
+          strstr(xml, "<input name=\"noise_seed\">9</input>") &&
           strstr(xml, "<input name=\"control_after_generate\">increment</input>"));
     free(xml);
     free(p);
+}
+
+/* Whether parameter name exists with default def and binds node's input. */
+static bool bound_param(sd_graph *g, const char *name, const char *node, const char *input, const char *def)
+{
+    const sd_graph_param *p = sd_graph_find_param(g, name);
+    sd_graph_node *n = sd_graph_find_node(g, node);
+    const sd_graph_input *in = n ? sd_graph_node_input(n, input) : NULL;
+    return p && !strcmp(p->def, def) && in && in->kind == SD_BIND_PARAM && !strcmp(in->param, name);
+}
+
+/* ComfyUI_examples' FLUX graphs get parameters too: a SamplerCustomAdvanced takes them from its
+ * RandomNoise, KSamplerSelect, BasicScheduler and (through BasicGuider and FluxGuidance) text
+ * encoder, width and height from the one EmptySD3LatentImage; a KSampler's prompt is found
+ * through FluxGuidance and ControlNetApply. */
+static void test_flux_params(void)
+{
+    static const char *const custom =
+        "{\"6\":{\"class_type\":\"CLIPTextEncode\",\"inputs\":{\"text\":\"a fox\",\"clip\":[\"11\",0]}},"
+        "\"8\":{\"class_type\":\"VAEDecode\",\"inputs\":{\"samples\":[\"13\",0],\"vae\":[\"10\",0]}},"
+        "\"9\":{\"class_type\":\"SaveImage\",\"inputs\":{\"filename_prefix\":\"x\",\"images\":[\"8\",0]}},"
+        "\"10\":{\"class_type\":\"VAELoader\",\"inputs\":{\"vae_name\":\"ae.safetensors\"}},"
+        "\"11\":{\"class_type\":\"DualCLIPLoader\",\"inputs\":{\"clip_name1\":\"t5.safetensors\","
+        "\"clip_name2\":\"clip_l.safetensors\",\"type\":\"flux\"}},"
+        "\"12\":{\"class_type\":\"UNETLoader\",\"inputs\":{\"unet_name\":\"f.safetensors\",\"weight_dtype\":\"default\"}},"
+        "\"13\":{\"class_type\":\"SamplerCustomAdvanced\",\"inputs\":{\"noise\":[\"25\",0],\"guider\":[\"22\",0],"
+        "\"sampler\":[\"16\",0],\"sigmas\":[\"17\",0],\"latent_image\":[\"27\",0]}},"
+        "\"16\":{\"class_type\":\"KSamplerSelect\",\"inputs\":{\"sampler_name\":\"euler\"}},"
+        "\"17\":{\"class_type\":\"BasicScheduler\",\"inputs\":{\"scheduler\":\"simple\",\"steps\":20,\"denoise\":1.0,"
+        "\"model\":[\"12\",0]}},"
+        "\"22\":{\"class_type\":\"BasicGuider\",\"inputs\":{\"model\":[\"12\",0],\"conditioning\":[\"26\",0]}},"
+        "\"25\":{\"class_type\":\"RandomNoise\",\"inputs\":{\"noise_seed\":219670278747233}},"
+        "\"26\":{\"class_type\":\"FluxGuidance\",\"inputs\":{\"guidance\":3.5,\"conditioning\":[\"6\",0]}},"
+        "\"27\":{\"class_type\":\"EmptySD3LatentImage\",\"inputs\":{\"width\":1024,\"height\":768,\"batch_size\":1}}}";
+    char *path = scratch_file("flux_custom.json", custom);
+    sd_graph *g = NULL;
+    CHECK_EQ_INT(sd_graph_import_comfy(ctx, path, &g), SD_OK);
+    if (g) {
+        CHECK(bound_param(g, "seed", "25", "noise_seed", "219670278747233"));
+        CHECK(bound_param(g, "sampler", "16", "sampler_name", "euler"));
+        CHECK(bound_param(g, "steps", "17", "steps", "20"));
+        CHECK(bound_param(g, "scheduler", "17", "scheduler", "simple"));
+        CHECK(bound_param(g, "prompt", "6", "text", "a fox"));
+        CHECK(bound_param(g, "width", "27", "width", "1024"));
+        CHECK(bound_param(g, "height", "27", "height", "768"));
+        CHECK(!sd_graph_find_param(g, "negative") && !sd_graph_find_param(g, "cfg"));
+    }
+    sd_graph_free(g);
+    free(path);
+    static const char *const ksampler =
+        "{\"3\":{\"class_type\":\"KSampler\",\"inputs\":{\"seed\":5,\"steps\":20,\"cfg\":1.0,\"sampler_name\":\"euler\","
+        "\"scheduler\":\"simple\",\"denoise\":1.0,\"model\":[\"4\",0],\"positive\":[\"35\",0],\"negative\":[\"7\",0],"
+        "\"latent_image\":[\"5\",0]}},"
+        "\"4\":{\"class_type\":\"CheckpointLoaderSimple\",\"inputs\":{\"ckpt_name\":\"m.safetensors\"}},"
+        "\"5\":{\"class_type\":\"EmptyLatentImage\",\"inputs\":{\"width\":512,\"height\":512,\"batch_size\":1}},"
+        "\"6\":{\"class_type\":\"CLIPTextEncode\",\"inputs\":{\"text\":\"a fox\",\"clip\":[\"4\",1]}},"
+        "\"7\":{\"class_type\":\"CLIPTextEncode\",\"inputs\":{\"text\":\"blurry\",\"clip\":[\"4\",1]}},"
+        "\"8\":{\"class_type\":\"VAEDecode\",\"inputs\":{\"samples\":[\"3\",0],\"vae\":[\"4\",2]}},"
+        "\"9\":{\"class_type\":\"SaveImage\",\"inputs\":{\"filename_prefix\":\"x\",\"images\":[\"8\",0]}},"
+        "\"10\":{\"class_type\":\"ControlNetLoader\",\"inputs\":{\"control_net_name\":\"c.safetensors\"}},"
+        "\"11\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"in.png\"}},"
+        "\"12\":{\"class_type\":\"ControlNetApply\",\"inputs\":{\"strength\":1.0,\"conditioning\":[\"6\",0],"
+        "\"control_net\":[\"10\",0],\"image\":[\"11\",0]}},"
+        "\"35\":{\"class_type\":\"FluxGuidance\",\"inputs\":{\"guidance\":3.5,\"conditioning\":[\"12\",0]}}}";
+    path = scratch_file("through.json", ksampler);
+    CHECK_EQ_INT(sd_graph_import_comfy(ctx, path, &g), SD_OK);
+    if (g) {
+        CHECK(bound_param(g, "prompt", "6", "text", "a fox"));
+        CHECK(bound_param(g, "negative", "7", "text", "blurry"));
+    }
+    sd_graph_free(g);
+    free(path);
 }
 
 int main(void)
@@ -805,6 +879,7 @@ int main(void)
     RUN(test_round_trip);
     RUN(test_ui_titles_groups);
     RUN(test_a1111_parameters);
+    RUN(test_flux_params);
     sd_context_free(ctx);
     return test_summary("test_comfy");
 }
