@@ -196,43 +196,31 @@ static int pooled_position(const int32_t *ids, int n)
     return best;
 }
 
-/* pooled [batch, sd_clip_pooled_width] = final_norm(last)[first end token] (@ text_projection):
- * normed_last is the normed last layer when the caller already has it on the host, else NULL. */
-static sd_status pool(sd_clip_model *m, const int32_t *tokens, int batch, const sd_dtensor *last,
-                      const float *normed_last, float *pooled)
+/* pooled[i] (sd_clip_pooled_width floats) = normed[rows[i]] (width floats each) @ text_projection
+ * when the model has one, else that row. */
+static sd_status project_rows(sd_clip_model *m, const float *normed, const size_t *rows, int batch, float *pooled)
 {
     const sd_clip_config *c = &m->config;
-    size_t width = (size_t)c->width, count = (size_t)batch * (size_t)c->positions * width;
-    sd_dtensor *normed = NULL;
-    float *all = NULL, *proj = NULL;
+    size_t width = (size_t)c->width;
+    float *proj = NULL;
     sd_status s = SD_OK;
-    if (!normed_last) {
-        if (!(all = malloc(count * sizeof *all)))
-            s = sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
-        if (!s)
-            s = final_norm(m, last, &normed);
-        if (!s)
-            s = sd_dtensor_download(normed, all);
-        normed_last = all;
-    }
     /* open_clip: text_projection [width, projection]; transformers: text_projection.weight
      * [projection, width] (a Linear), read transposed */
     const sd_st_tensor *t =
         c->projection ? sd_weights_info(m->w, c->open_clip ? "text_projection" : "text_projection.weight") : NULL;
-    int64_t rows = c->open_clip ? c->width : c->projection, cols = c->open_clip ? c->projection : c->width;
-    if (!s && c->projection) {
-        if (!t || t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
+    int64_t prows = c->open_clip ? c->width : c->projection, cols = c->open_clip ? c->projection : c->width;
+    if (c->projection) {
+        if (!t || t->ndim != 2 || t->shape[0] != prows || t->shape[1] != cols)
             s = sd_set_error(m->cl->ctx, SD_ERR_INVALID, "%s: %s is missing or not [%lld, %lld]",
                              sd_safetensors_path(m->st), c->open_clip ? "text_projection" : "text_projection.weight",
-                             (long long)rows, (long long)cols);
+                             (long long)prows, (long long)cols);
         else if (!(proj = malloc(width * (size_t)c->projection * sizeof *proj)))
             s = sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
         else
             s = sd_safetensors_read_f32(m->cl->ctx, m->st, t, proj, width * (size_t)c->projection);
     }
     for (int b = 0; !s && b < batch; b++) {
-        int eos = pooled_position(tokens + (size_t)b * (size_t)c->positions, c->positions);
-        const float *row = normed_last + ((size_t)b * (size_t)c->positions + (size_t)eos) * width;
+        const float *row = normed + rows[b] * width;
         if (!proj) {
             memcpy(pooled + (size_t)b * width, row, width * sizeof *pooled);
             continue;
@@ -244,9 +232,38 @@ static sd_status pool(sd_clip_model *m, const int32_t *tokens, int batch, const 
             pooled[(size_t)b * (size_t)c->projection + (size_t)j] = (float)acc;
         }
     }
+    free(proj);
+    return s;
+}
+
+/* pooled [batch, sd_clip_pooled_width] = final_norm(last)[first end token] (@ text_projection):
+ * normed_last is the normed last layer when the caller already has it on the host, else NULL. */
+static sd_status pool(sd_clip_model *m, const int32_t *tokens, int batch, const sd_dtensor *last,
+                      const float *normed_last, float *pooled)
+{
+    const sd_clip_config *c = &m->config;
+    size_t width = (size_t)c->width, count = (size_t)batch * (size_t)c->positions * width;
+    sd_dtensor *normed = NULL;
+    float *all = NULL;
+    size_t *rows = malloc((size_t)batch * sizeof *rows);
+    sd_status s = rows ? SD_OK : sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    if (!s && !normed_last) {
+        if (!(all = malloc(count * sizeof *all)))
+            s = sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
+        if (!s)
+            s = final_norm(m, last, &normed);
+        if (!s)
+            s = sd_dtensor_download(normed, all);
+        normed_last = all;
+    }
+    for (int b = 0; !s && b < batch; b++)
+        rows[b] = (size_t)b * (size_t)c->positions +
+                  (size_t)pooled_position(tokens + (size_t)b * (size_t)c->positions, c->positions);
+    if (!s)
+        s = project_rows(m, normed_last, rows, batch, pooled);
     sd_dtensor_free(normed);
     free(all);
-    free(proj);
+    free(rows);
     return s;
 }
 
@@ -301,4 +318,121 @@ sd_status sd_clip_encode_ex(sd_clip_model *m, const int32_t *tokens, int batch, 
 uint64_t sd_clip_model_serial(const sd_clip_model *m)
 {
     return sd_weights_serial(m->w);
+}
+
+/* The packed sequence of sd_clip_encode_packed: ids, positions and owners (-1: the prefix, else
+ * the window) of its n tokens, and the row of each window's pooled token. */
+typedef struct packed {
+    int n;
+    int32_t *ids;
+    int *pos, *owner;
+    size_t *rows;
+} packed;
+
+static void packed_free(packed *p)
+{
+    free(p->ids);
+    free(p->pos);
+    free(p->owner);
+    free(p->rows);
+}
+
+static sd_status packed_init(sd_clip_model *m, const int32_t *prefix, int n_prefix, const int32_t *const *suffix,
+                             const int *n_suffix, int batch, packed *p)
+{
+    int positions = m->config.positions;
+    *p = (packed){0};
+    int64_t n = n_prefix;
+    for (int i = 0; i < batch; i++) {
+        if (n_suffix[i] < 1 || n_prefix + n_suffix[i] > positions)
+            return sd_set_error(m->cl->ctx, SD_ERR_INVALID, "text encoder: a window of %d + %d tokens (1 .. %d)",
+                                n_prefix, n_suffix[i], positions);
+        n += n_suffix[i];
+    }
+    if (n_prefix < 1 || n > INT32_MAX / (int64_t)positions)
+        return sd_set_error(m->cl->ctx, SD_ERR_INVALID, "text encoder: %d prefix tokens, %lld packed", n_prefix,
+                            (long long)n);
+    p->n = (int)n;
+    p->ids = malloc((size_t)n * sizeof *p->ids);
+    p->pos = malloc((size_t)n * sizeof *p->pos);
+    p->owner = malloc((size_t)n * sizeof *p->owner);
+    p->rows = malloc((size_t)batch * sizeof *p->rows);
+    int32_t *window = malloc((size_t)positions * sizeof *window);
+    sd_status s = p->ids && p->pos && p->owner && p->rows && window
+                      ? SD_OK : sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    for (int k = 0; !s && k < n_prefix; k++) {
+        if (prefix[k] == CLIP_EOS)
+            s = sd_set_error(m->cl->ctx, SD_ERR_INVALID, "text encoder: an end token in a shared prefix");
+        p->ids[k] = prefix[k], p->pos[k] = k, p->owner[k] = -1;
+    }
+    if (!s)
+        memcpy(window, prefix, (size_t)n_prefix * sizeof *window);
+    for (int i = 0, at = n_prefix; !s && i < batch; at += n_suffix[i++]) {
+        memcpy(window + n_prefix, suffix[i], (size_t)n_suffix[i] * sizeof *window);
+        for (int k = 0; k < n_suffix[i]; k++)
+            p->ids[at + k] = suffix[i][k], p->pos[at + k] = n_prefix + k, p->owner[at + k] = i;
+        p->rows[i] = (size_t)at + (size_t)(pooled_position(window, n_prefix + n_suffix[i]) - n_prefix);
+    }
+    free(window);
+    if (s)
+        packed_free(p);
+    return s;
+}
+
+/* The packed sequence's embeddings [1, n, width] and its mask [n, n]: a token sees the earlier
+ * tokens of the prefix and of its own window. */
+static sd_status packed_upload(sd_clip_model *m, const packed *p, sd_dtensor **x, sd_dtensor **mask)
+{
+    size_t n = (size_t)p->n, width = (size_t)m->config.width;
+    float *host = malloc(n * width * sizeof *host), *pos = malloc(width * sizeof *pos);
+    float *bias = malloc(n * n * sizeof *bias);
+    sd_status s = host && pos && bias ? SD_OK : sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    for (size_t t = 0; !s && t < n; t++) {
+        s = read_row(m, m->names->token, p->ids[t], host + t * width);
+        if (!s)
+            s = read_row(m, m->names->position, p->pos[t], pos);
+        for (size_t i = 0; !s && i < width; i++)
+            host[t * width + i] += pos[i];
+        for (size_t j = 0; j < n; j++)
+            bias[t * n + j] = j <= t && (p->owner[j] < 0 || p->owner[j] == p->owner[t]) ? 0.0f : -INFINITY;
+    }
+    int64_t xs[3] = {1, (int64_t)n, (int64_t)width}, ms[2] = {(int64_t)n, (int64_t)n};
+    if (!s) s = sd_dtensor_new(m->cl, SD_DTYPE_F32, 3, xs, x);
+    if (!s) s = sd_dtensor_upload(*x, host);
+    if (!s) s = sd_dtensor_new(m->cl, SD_DTYPE_F32, 2, ms, mask);
+    if (!s) s = sd_dtensor_upload(*mask, bias);
+    free(host);
+    free(pos);
+    free(bias);
+    return s;
+}
+
+sd_status sd_clip_encode_packed(sd_clip_model *m, const int32_t *prefix, int n_prefix, const int32_t *const *suffix,
+                                const int *n_suffix, int batch, float *pooled)
+{
+    packed p;
+    sd_dtensor *x = NULL, *mask = NULL, *normed = NULL;
+    float *host = NULL;
+    sd_status s = batch < 1 ? sd_set_error(m->cl->ctx, SD_ERR_INVALID, "text encoder: batch %d", batch)
+                            : packed_init(m, prefix, n_prefix, suffix, n_suffix, batch, &p);
+    if (s)
+        return s;
+    s = packed_upload(m, &p, &x, &mask);
+    sd_clip_layers t = layers_of(m);
+    t.mask = mask;
+    for (int l = 0; !s && l < m->config.layers; l++)
+        s = sd_clip_layer(&t, l, &x);
+    if (!s && !(host = malloc((size_t)p.n * (size_t)m->config.width * sizeof *host)))
+        s = sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    if (!s) s = final_norm(m, x, &normed);
+    if (!s) s = sd_dtensor_download(normed, host);
+    if (!s) s = project_rows(m, host, p.rows, batch, pooled);
+    sd_dtensor_free(x);
+    sd_dtensor_free(mask);
+    sd_dtensor_free(normed);
+    free(host);
+    packed_free(&p);
+    if (s)
+        sd_error_prefix(m->cl->ctx, "text encoder");
+    return s;
 }

@@ -47,6 +47,15 @@ static inline int sd_clip_pooled_width(const sd_clip_config *c)
 sd_status sd_clip_encode(sd_clip_model *m, const int32_t *tokens, int batch, int layer_index,
                          float *hidden, float *pooled);
 
+/* Pooled outputs (as sd_clip_encode's, batch * sd_clip_pooled_width floats) of `batch` windows
+ * that begin with the same n_prefix tokens (no end token among them): window i is the prefix
+ * followed by suffix[i] (n_suffix[i] >= 1 tokens, n_prefix + n_suffix[i] <= positions). Under
+ * the causal mask the prefix's states are the same in every window, so they are computed once:
+ * prefix and suffixes run as one packed sequence whose mask lets a suffix token see the prefix
+ * and the earlier tokens of its own window, each token at its position in its window. */
+sd_status sd_clip_encode_packed(sd_clip_model *m, const int32_t *prefix, int n_prefix, const int32_t *const *suffix,
+                                const int *n_suffix, int batch, float *pooled);
+
 /* Like sd_clip_encode with textual-inversion vectors: a token id vocab + i with 0 <= i < n_extra
  * takes row i of extra (n_extra * width floats) as its token embedding instead of a row of the
  * token table (position embeddings are added as for any token). Other ids outside the vocabulary

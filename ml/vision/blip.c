@@ -1,6 +1,7 @@
-/* BLIP captioning on the op library (see blip.h). The decoder is run over the whole sequence at
- * every step (no key/value cache: captions are at most a few dozen tokens), with the image's
- * cross-attention keys and values computed once per caption. */
+/* BLIP captioning on the op library (see blip.h). The text decoder keeps a key/value cache: the
+ * self-attention keys and values of the tokens so far, per layer, so each step runs only the
+ * newest token (beam search reorders the cache by the beams it keeps); the image's
+ * cross-attention keys and values are computed once per caption. */
 #include "ml/vision/blip.h"
 #include "runtime-opencl/ops.h"
 #include "runtime-opencl/ops_basic.h"
@@ -383,6 +384,8 @@ typedef struct decoder {
     sd_blip *m;
     int batch;
     sd_dtensor **key, **value; /* per layer: cross-attention keys and values [batch, N, txt_width] */
+    sd_dtensor **past_key, **past_value; /* per layer: self-attention cache [batch, len, txt_width] */
+    int len;                             /* tokens in the cache */
 } decoder;
 
 static void decoder_free(decoder *d)
@@ -391,8 +394,14 @@ static void decoder_free(decoder *d)
         sd_dtensor_free(d->key[l]);
         sd_dtensor_free(d->value[l]);
     }
+    for (int l = 0; d->past_key && l < d->m->cfg.txt_layers; l++) {
+        sd_dtensor_free(d->past_key[l]);
+        sd_dtensor_free(d->past_value[l]);
+    }
     free(d->key);
     free(d->value);
+    free(d->past_key);
+    free(d->past_value);
 }
 
 /* The cross-attention keys and values of image [1, N, vis_width] for `batch` sequences. */
@@ -406,8 +415,10 @@ static sd_status decoder_init(decoder *d, sd_blip *m, const sd_dtensor *image, i
     float *host = malloc(one * (size_t)batch * sizeof *host);
     d->key = calloc((size_t)c->txt_layers, sizeof *d->key);
     d->value = calloc((size_t)c->txt_layers, sizeof *d->value);
+    d->past_key = calloc((size_t)c->txt_layers, sizeof *d->past_key);
+    d->past_value = calloc((size_t)c->txt_layers, sizeof *d->past_value);
     sd_dtensor *tiled = NULL;
-    sd_status s = host && d->key && d->value ? sd_dtensor_download(image, host)
+    sd_status s = host && d->key && d->value && d->past_key && d->past_value ? sd_dtensor_download(image, host)
                                              : sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
     for (int b = 1; !s && b < batch; b++)
         memcpy(host + one * (size_t)b, host, one * sizeof *host);
@@ -426,30 +437,30 @@ static sd_status decoder_init(decoder *d, sd_blip *m, const sd_dtensor *image, i
     return s;
 }
 
-/* Word + position embeddings of ids [batch, len], then the embeddings' LayerNorm. */
+/* Word + position embeddings of the newest token of ids [batch, len] (position len - 1), then
+ * the embeddings' LayerNorm: [batch, 1, txt_width]. */
 static sd_status text_embed(decoder *d, const int32_t *ids, int len, sd_dtensor **out)
 {
     sd_blip *m = d->m;
     size_t w = (size_t)m->cfg.txt_width;
     const sd_st_tensor *word = sd_weights_info(m->w, TXT "embeddings.word_embeddings.weight");
     const sd_st_tensor *pos = sd_weights_info(m->w, TXT "embeddings.position_embeddings.weight");
-    float *host = malloc((size_t)d->batch * (size_t)len * w * sizeof *host), *row = malloc(w * sizeof *row);
+    float *host = malloc((size_t)d->batch * w * sizeof *host), *row = malloc(w * sizeof *row);
     sd_status s = host && row ? SD_OK : sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
-    for (int b = 0; !s && b < d->batch; b++)
-        for (int p = 0; !s && p < len; p++) {
-            float *dst = host + ((size_t)b * (size_t)len + (size_t)p) * w;
-            int32_t id = ids[(size_t)b * (size_t)len + (size_t)p];
-            if (id < 0 || id >= m->cfg.vocab)
-                s = sd_set_error(m->cl->ctx, SD_ERR_INVALID, "BLIP: token id %d outside the vocabulary of %d", id,
-                                 m->cfg.vocab);
-            if (!s)
-                s = sd_safetensors_read_f32_range(m->cl->ctx, m->st, word, (size_t)id * w, w, dst);
-            if (!s)
-                s = sd_safetensors_read_f32_range(m->cl->ctx, m->st, pos, (size_t)p * w, w, row);
-            for (size_t i = 0; !s && i < w; i++)
-                dst[i] += row[i];
-        }
-    int64_t shape[3] = {d->batch, len, (int64_t)w};
+    for (int b = 0, p = len - 1; !s && b < d->batch; b++) {
+        float *dst = host + (size_t)b * w;
+        int32_t id = ids[(size_t)b * (size_t)len + (size_t)p];
+        if (id < 0 || id >= m->cfg.vocab)
+            s = sd_set_error(m->cl->ctx, SD_ERR_INVALID, "BLIP: token id %d outside the vocabulary of %d", id,
+                             m->cfg.vocab);
+        if (!s)
+            s = sd_safetensors_read_f32_range(m->cl->ctx, m->st, word, (size_t)id * w, w, dst);
+        if (!s)
+            s = sd_safetensors_read_f32_range(m->cl->ctx, m->st, pos, (size_t)p * w, w, row);
+        for (size_t i = 0; !s && i < w; i++)
+            dst[i] += row[i];
+    }
+    int64_t shape[3] = {d->batch, 1, (int64_t)w};
     sd_dtensor *x = NULL;
     if (!s)
         s = upload(m->cl, host, 3, shape, &x);
@@ -461,23 +472,24 @@ static sd_status text_embed(decoder *d, const int32_t *ids, int len, sd_dtensor 
     return s;
 }
 
-static sd_status causal_mask(sd_cl *cl, int len, sd_dtensor **out)
+/* *cache = [*cache; y] along the sequence (y itself when the cache is empty); frees y. */
+static sd_status append(sd_cl *cl, sd_dtensor **cache, sd_dtensor *y)
 {
-    float *host = malloc((size_t)len * (size_t)len * sizeof *host);
-    if (!host)
-        return sd_set_error(cl->ctx, SD_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < len; i++)
-        for (int j = 0; j < len; j++)
-            host[(size_t)i * (size_t)len + (size_t)j] = j > i ? NEG_INF : 0.0f;
-    int64_t shape[2] = {len, len};
-    sd_status s = upload(cl, host, 2, shape, out);
-    free(host);
-    return s;
+    if (!*cache) {
+        *cache = y;
+        return SD_OK;
+    }
+    sd_dtensor *cat = NULL;
+    sd_status s = sd_op_concat(cl, *cache, y, 1, &cat);
+    sd_dtensor_free(y);
+    return replace(s, cache, cat);
 }
 
-/* A BERT attention sub-layer: x = LN(x + dense(attention(query(x), k, v))). Self-attention
- * takes k and v from x under the causal mask; cross-attention the image's of layer l. */
-static sd_status attention(decoder *d, int l, bool cross, const sd_dtensor *mask, sd_dtensor **x)
+/* A BERT attention sub-layer on the newest token x [batch, 1, W]: x = LN(x + dense(attention(
+ * query(x), k, v))). Self-attention appends x's key and value to layer l's cache and attends to
+ * the whole cache (every earlier token: the causal mask needs no tensor); cross-attention takes
+ * the image's keys and values of layer l. */
+static sd_status attention(decoder *d, int l, bool cross, sd_dtensor **x)
 {
     sd_blip *m = d->m;
     const char *base = cross ? TLAYER "crossattention." : TLAYER "attention.";
@@ -491,10 +503,15 @@ static sd_status attention(decoder *d, int l, bool cross, const sd_dtensor *mask
         snprintf(f, sizeof f, "%sself.value", base);
         if (!s)
             s = linear(m, *x, SD_ACT_NONE, &v, f, l);
+        if (!s)
+            s = append(m->cl, &d->past_key[l], k), k = NULL;
+        if (!s)
+            s = append(m->cl, &d->past_value[l], v), v = NULL;
     }
     int heads = m->cfg.txt_width / SD_BLIP_HEAD_DIM;
     if (!s)
-        s = sd_op_attention(m->cl, q, cross ? d->key[l] : k, cross ? d->value[l] : v, heads, cross ? NULL : mask, &a);
+        s = sd_op_attention(m->cl, q, cross ? d->key[l] : d->past_key[l], cross ? d->value[l] : d->past_value[l],
+                            heads, NULL, &a);
     snprintf(f, sizeof f, "%soutput.dense", base);
     if (!s) s = linear(m, a, SD_ACT_NONE, &o, f, l);
     sd_dtensor_free(q);
@@ -525,33 +542,64 @@ static sd_status feed_forward(decoder *d, int l, sd_dtensor **x)
     return replace(s, x, n);
 }
 
-/* The next-token logits [batch, vocab] of ids [batch, len]. */
+/* The next-token logits [batch, vocab] of ids [batch, len], whose first len - 1 tokens are in
+ * the cache (which then holds len). */
 static sd_status decoder_logits(decoder *d, const int32_t *ids, int len, float *logits)
 {
     sd_blip *m = d->m;
-    sd_dtensor *x = NULL, *mask = NULL, *last = NULL, *t = NULL, *n = NULL, *out = NULL;
+    sd_dtensor *x = NULL, *t = NULL, *n = NULL, *out = NULL;
     const sd_dtensor *dw, *db;
+    if (d->len != len - 1)
+        return sd_set_error(m->cl->ctx, SD_ERR_INVALID, "BLIP: decoder cache of %d tokens, sequence of %d", d->len, len);
     sd_status s = text_embed(d, ids, len, &x);
-    if (!s)
-        s = causal_mask(m->cl, len, &mask);
     for (int l = 0; !s && l < m->cfg.txt_layers; l++) {
-        s = attention(d, l, false, mask, &x);
-        if (!s) s = attention(d, l, true, NULL, &x);
+        s = attention(d, l, false, &x);
+        if (!s) s = attention(d, l, true, &x);
         if (!s) s = feed_forward(d, l, &x);
     }
-    if (!s) s = sd_op_slice(m->cl, x, 1, len - 1, 1, &last);
-    if (!s) s = linear(m, last, SD_ACT_GELU, &t, HEAD "transform.dense", 0);
+    if (!s) d->len = len;
+    if (!s) s = linear(m, x, SD_ACT_GELU, &t, HEAD "transform.dense", 0);
     if (!s) s = layer_norm(m, t, TXT_EPS, &n, HEAD "transform.LayerNorm", 0);
     if (!s) s = sd_weights_get(m->w, m->decoder, &dw);
     if (!s) s = sd_weights_get(m->w, HEAD "bias", &db);
     if (!s) s = sd_op_linear(m->cl, n, dw, db, SD_ACT_NONE, &out);
     if (!s) s = sd_dtensor_download(out, logits);
     sd_dtensor_free(x);
-    sd_dtensor_free(mask);
-    sd_dtensor_free(last);
     sd_dtensor_free(t);
     sd_dtensor_free(n);
     sd_dtensor_free(out);
+    return s;
+}
+
+/* Row b of *t [batch, len, W] becomes its old row from[b]. */
+static sd_status reorder_rows(sd_cl *cl, sd_dtensor **t, const int *from)
+{
+    int64_t batch = (*t)->shape[0];
+    size_t row = (size_t)(*t)->shape[1] * (size_t)(*t)->shape[2];
+    float *old = malloc((size_t)batch * row * sizeof *old), *neu = malloc((size_t)batch * row * sizeof *neu);
+    sd_dtensor *y = NULL;
+    sd_status s = old && neu ? sd_dtensor_download(*t, old) : sd_set_error(cl->ctx, SD_ERR_NOMEM, "out of memory");
+    for (int64_t b = 0; !s && b < batch; b++)
+        memcpy(neu + (size_t)b * row, old + (size_t)from[b] * row, row * sizeof *neu);
+    if (!s)
+        s = upload(cl, neu, 3, (*t)->shape, &y);
+    free(old);
+    free(neu);
+    return replace(s, t, y);
+}
+
+/* The cache of beam b becomes that of beam from[b] (beam search keeping the beams it chose). */
+static sd_status decoder_reorder(decoder *d, const int *from)
+{
+    sd_status s = SD_OK;
+    bool same = true;
+    for (int b = 0; b < d->batch; b++)
+        same = same && from[b] == b;
+    for (int l = 0; !s && !same && l < d->m->cfg.txt_layers && d->past_key[l]; l++) {
+        s = reorder_rows(d->m->cl, &d->past_key[l], from);
+        if (!s)
+            s = reorder_rows(d->m->cl, &d->past_value[l], from);
+    }
     return s;
 }
 
@@ -683,18 +731,22 @@ static sd_status beam_search(decoder *d, const sd_blip_generate_params *p, float
             done_len[worst] = len + 1;
             finished[worst] = true;
         }
-        /* running beams: the best nb continuations that did not finish */
-        int kept = 0;
+        /* running beams: the best nb continuations that did not finish (an empty slot keeps
+         * beam 0's cache under the score of no beam) */
+        int kept = 0, from[32];
         for (int i = 0; i < k && kept < nb; i++) {
             if (hit[i])
                 continue;
             int32_t *dst = next + (size_t)kept * (size_t)max;
             memcpy(dst, run + (size_t)top[i].beam * (size_t)max, (size_t)len * sizeof *dst);
             dst[len] = top[i].token;
+            from[kept] = top[i].beam;
             run_score[kept++] = top[i].score;
         }
         for (; kept < nb; kept++)
-            run_score[kept] = BEAM_NONE;
+            run_score[kept] = BEAM_NONE, from[kept] = 0;
+        if ((s = decoder_reorder(d, from)))
+            break;
         int32_t *t = run;
         run = next;
         next = t;

@@ -8,6 +8,8 @@
 
 #define WINDOW 77
 #define BATCH 32
+#define PACK 256     /* own tokens per packed sequence of texts sharing a prefix */
+#define MIN_SHARED 2 /* shared tokens (the start token and more) worth packing */
 
 struct sd_clip_pair {
     sd_cl *cl;
@@ -181,6 +183,22 @@ sd_status sd_clip_pair_count_tokens(sd_clip_pair *p, const char *text, int *toke
     return s;
 }
 
+/* out = unit-length features of a pooled output (projected when the pair holds the projection). */
+static void finish(const sd_clip_pair *p, const float *src, float *dst)
+{
+    int width = p->text.width;
+    if (p->projection)
+        for (int j = 0; j < p->dim; j++) { /* text_projection.weight [dim, width] */
+            double acc = 0;
+            for (int k = 0; k < width; k++)
+                acc += (double)src[k] * p->projection[(size_t)j * (size_t)width + (size_t)k];
+            dst[j] = (float)acc;
+        }
+    else
+        memcpy(dst, src, (size_t)p->dim * sizeof *dst);
+    normalize(dst, p->dim);
+}
+
 /* Features of `batch` windows of length len (ids [batch * len]) into out[order[i]]. */
 static sd_status encode_group(sd_clip_pair *p, int len, const int32_t *ids, int batch, const int *order, float *out)
 {
@@ -195,20 +213,48 @@ static sd_status encode_group(sd_clip_pair *p, int len, const int32_t *ids, int 
         s = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
     if (!s)
         s = sd_clip_encode(p->windows[len], ids, batch, 0, hidden, pooled);
-    for (int b = 0; !s && b < batch; b++) {
-        float *dst = out + (size_t)order[b] * (size_t)p->dim, *src = pooled + (size_t)b * (size_t)pw;
-        if (p->projection)
-            for (int j = 0; j < p->dim; j++) { /* text_projection.weight [dim, width] */
-                double acc = 0;
-                for (int k = 0; k < width; k++)
-                    acc += (double)src[k] * p->projection[(size_t)j * (size_t)width + (size_t)k];
-                dst[j] = (float)acc;
-            }
-        else
-            memcpy(dst, src, (size_t)p->dim * sizeof *dst);
-        normalize(dst, p->dim);
-    }
+    for (int b = 0; !s && b < batch; b++)
+        finish(p, pooled + (size_t)b * (size_t)pw, out + (size_t)order[b] * (size_t)p->dim);
     free(hidden);
+    free(pooled);
+    return s;
+}
+
+/* The number of leading tokens all windows ids[0..n) share, each keeping at least its last. */
+static int shared_prefix(int32_t *const *ids, const int *lens, int n)
+{
+    int shared = lens[0] - 1;
+    for (int i = 1; i < n; i++) {
+        int k = 0;
+        while (k < shared && k < lens[i] - 1 && ids[i][k] == ids[0][k])
+            k++;
+        shared = k;
+    }
+    return shared;
+}
+
+/* Features of windows ids[0..n) that share their first `shared` tokens: the prefix is encoded
+ * once per pack of at most PACK own tokens (sd_clip_encode_packed), exactly as whole windows. */
+static sd_status encode_shared(sd_clip_pair *p, int32_t *const *ids, const int *lens, int n, int shared, float *out)
+{
+    int pw = sd_clip_pooled_width(&p->text);
+    const int32_t **own = malloc((size_t)n * sizeof *own);
+    int *own_len = malloc((size_t)n * sizeof *own_len);
+    float *pooled = malloc((size_t)n * (size_t)pw * sizeof *pooled);
+    sd_status s = own && own_len && pooled ? SD_OK : sd_set_error(p->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    for (int i = 0; !s && i < n; i++)
+        own[i] = ids[i] + shared, own_len[i] = lens[i] - shared;
+    for (int first = 0, m; !s && first < n; first += m) {
+        int tokens = own_len[first];
+        for (m = 1; first + m < n && tokens + own_len[first + m] <= PACK; m++)
+            tokens += own_len[first + m];
+        s = sd_clip_encode_packed(p->base, ids[0], shared, own + first, own_len + first, m,
+                                  pooled + (size_t)first * (size_t)pw);
+    }
+    for (int i = 0; !s && i < n; i++)
+        finish(p, pooled + (size_t)i * (size_t)pw, out + (size_t)i * (size_t)p->dim);
+    free(own);
+    free(own_len);
     free(pooled);
     return s;
 }
@@ -221,7 +267,10 @@ sd_status sd_clip_pair_text_features(sd_clip_pair *p, const char *const *texts, 
     sd_status s = ids && lens && batch ? SD_OK : sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
     for (int i = 0; !s && i < n; i++)
         s = window_ids(p, texts[i], &ids[i], &lens[i]);
-    for (int len = 2; !s && len <= WINDOW; len++) {
+    int shared = s || n < 2 ? 0 : shared_prefix(ids, lens, n);
+    if (shared >= MIN_SHARED)
+        s = encode_shared(p, ids, lens, n, shared, out);
+    for (int len = 2; !s && shared < MIN_SHARED && len <= WINDOW; len++) {
         int m = 0;
         for (int i = 0; !s && i < n; i++) {
             if (lens[i] != len)

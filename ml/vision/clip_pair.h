@@ -4,7 +4,9 @@
  * positional_embedding, transformer.resblocks.N, ln_final, text_projection, visual.*). Text
  * features are open_clip's encode_text: at most 75 tokens between the start and end tokens, the
  * final-LayerNorm end token projected; each text is encoded in a window of its own length
- * (sd_clip_model_new_window), texts of one length batched. Both are returned unit-length. */
+ * (sd_clip_model_new_window), texts of one length batched; texts that all share more than the
+ * start token (a chain step's prompts) encode the shared tokens once (sd_clip_encode_packed).
+ * Both are returned unit-length. */
 #ifndef SD_ML_CLIP_PAIR_H
 #define SD_ML_CLIP_PAIR_H
 

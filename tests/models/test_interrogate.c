@@ -175,6 +175,46 @@ done:
     sd_safetensors_close(st);
 }
 
+/* Texts sharing a prompt (a chain step: the prompt's states computed once, packed) get the
+ * features each has alone, within 1e-5: own tokens of different lengths, more texts than one
+ * pack holds, a shared prompt ending in punctuation, and texts cut at 75 tokens. */
+static void test_shared_prefix(void)
+{
+    sd_safetensors *st = NULL;
+    sd_clip_pair *p = open_pair(&st);
+    if (!p)
+        return;
+    static const char *const heads[3] = {"a photograph of a lighthouse, oil painting", "a photo of a dog!",
+                                         "a b c d e f g h i j k l m n o p q r s t u v w x y z a b c d e f g h i j k "
+                                         "l m n o p q r s t u v w x y z a b c d e f g h i j k l m n o p q r s t u v"};
+    static const char *const tails[5] = {"red", "blue sky at dusk", "x", "highly detailed, trending on artstation",
+                                         "(masterpiece)"};
+    enum { N = 150 };
+    char *texts[N];
+    int dim = sd_clip_pair_dim(p);
+    float *together = malloc((size_t)N * (size_t)dim * sizeof *together), alone[64];
+    CHECK(dim <= 64 && together != NULL);
+    for (int h = 0; h < 3 && together; h++) {
+        for (int i = 0; i < N; i++) {
+            char buf[512];
+            snprintf(buf, sizeof buf, "%s, %s %d", heads[h], tails[i % 5], i);
+            texts[i] = strdup(buf);
+        }
+        CHECK_EQ_INT(sd_clip_pair_text_features(p, (const char *const *)texts, N, together), SD_OK);
+        double worst = 0;
+        for (int i = 0; i < N; i++) {
+            CHECK_EQ_INT(sd_clip_pair_text_features(p, (const char *const *)&texts[i], 1, alone), SD_OK);
+            for (int k = 0; k < dim; k++)
+                worst = fmax(worst, fabs((double)together[(size_t)i * (size_t)dim + (size_t)k] - alone[k]));
+            free(texts[i]);
+        }
+        CHECK_MSG(worst < 1e-5, "prompt %d: packed features differ by %g", h, worst);
+    }
+    free(together);
+    sd_clip_pair_free(p);
+    sd_safetensors_close(st);
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx) != SD_OK)
@@ -186,6 +226,7 @@ int main(void)
     }
     RUN(test_features);
     RUN(test_reference);
+    RUN(test_shared_prefix);
     sd_context_free(ctx);
     return test_summary("test_interrogate");
 }
