@@ -75,14 +75,14 @@ static sd_status run_lora_model(sd_node_run *r)
 
 #define LORA_NAME_INPUT \
     SD_IN_FILE_NAME("lora_name", "loras", \
-                    "SD1.x or SDXL LoRA .safetensors (kohya-ss or diffusers/PEFT layout) in models/loras" \
+                    "SD1.x, SD2.x, SDXL or FLUX LoRA .safetensors (kohya-ss, diffusers/PEFT or BFL layout) in models/loras" \
                     " (an absolute path needs --allow-absolute-paths)")
 
 static const sd_input_desc lora_in[] = {
     SD_IN_LINK("model", SD_TYPE_MODEL, "the model to patch"),
     SD_IN_LINK("clip", SD_TYPE_CLIP, "the text encoder to patch"),
     LORA_NAME_INPUT,
-    SD_IN_FLOAT("strength_model", "1.0", -100, 100, "how strongly to patch the UNet (0: not at all)"),
+    SD_IN_FLOAT("strength_model", "1.0", -100, 100, "how strongly to patch the UNet / FLUX transformer (0: not at all)"),
     SD_IN_FLOAT("strength_clip", "1.0", -100, 100, "how strongly to patch the text encoder (0: not at all)"),
 };
 static const sd_output_desc lora_out[] = {
@@ -100,7 +100,7 @@ const sd_node_desc sd_node_LoraLoader = {
 static const sd_input_desc model_only_in[] = {
     SD_IN_LINK("model", SD_TYPE_MODEL, "the model to patch"),
     LORA_NAME_INPUT,
-    SD_IN_FLOAT("strength_model", "1.0", -100, 100, "how strongly to patch the UNet (0: not at all)"),
+    SD_IN_FLOAT("strength_model", "1.0", -100, 100, "how strongly to patch the UNet / FLUX transformer (0: not at all)"),
 };
 static const sd_output_desc model_only_out[] = {
     SD_OUT("MODEL", SD_TYPE_MODEL, "the patched model (base weights shared)"),

@@ -136,7 +136,10 @@ sd_status sd_node_model_unet(const sd_model_handle *h, sd_unet **out)
 
 sd_status sd_node_model_flux(const sd_model_handle *h, sd_flux **out)
 {
-    return sd_loaded_flux(h->loaded, out);
+    sd_flux *base;
+    sd_status st = sd_loaded_flux(h->loaded, &base);
+    *out = base;
+    return st || !h->lora ? st : sd_lora_stack_flux(h->lora, base, out);
 }
 
 sd_status sd_node_model_clip(const sd_model_handle *h, sd_clip_model **out)

@@ -1,5 +1,5 @@
 /* sdflow_mklora: writes a random-weight LoRA in kohya or diffusers/PEFT layout for the architecture
- * of an SD1, SD2 or SDXL checkpoint (tests and goldens; ml/adapters/lora.h, sd_lora_write_random). Deterministic: the same
+ * of an SD1, SD2, SDXL or FLUX checkpoint (tests and goldens; ml/adapters/lora.h, sd_lora_write_random). Deterministic: the same
  * checkpoint architecture, options and seed give the same bytes. */
 #include "ml/adapters/lora.h"
 #include <stdio.h>
@@ -8,12 +8,14 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: sdflow_mklora [--rank N] [--seed N] [--ldm-names | --peft] CHECKPOINT.safetensors OUTPUT.safetensors\n"
+    fprintf(f, "usage: sdflow_mklora [--rank N] [--seed N] [--ldm-names | --peft | --bfl] CHECKPOINT.safetensors OUTPUT.safetensors\n"
                "  --rank N      LoRA rank (default 4)\n"
                "  --seed N      weight seed (default 0)\n"
                "  --ldm-names   name UNet keys the LDM way (lora_unet_input_blocks_...) instead of diffusers'\n"
                "  --peft        diffusers/PEFT keys (unet.*, text_encoder.*, text_encoder_2.*; lora_A / lora_B)\n"
-               "                instead of kohya's (lora_unet_*, lora_te_* / lora_te1_*, lora_te2_*)\n");
+               "                instead of kohya's (lora_unet_*, lora_te_* / lora_te1_*, lora_te2_*)\n"
+               "  --bfl         FLUX: ComfyUI's diffusion_model.<BFL name>.lora_A / lora_B keys\n"
+               "                (on FLUX --ldm-names writes OneTrainer's lora_transformer_<diffusers name>)\n");
 }
 
 int main(int argc, char **argv)
@@ -45,6 +47,8 @@ int main(int argc, char **argv)
             layout = SD_LORA_KOHYA_LDM;
         } else if (strcmp(argv[i], "--peft") == 0) {
             layout = SD_LORA_PEFT;
+        } else if (strcmp(argv[i], "--bfl") == 0) {
+            layout = SD_LORA_BFL;
         } else if (argv[i][0] != '-' && nfiles < 2) {
             files[nfiles++] = argv[i];
         } else {

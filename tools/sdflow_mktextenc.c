@@ -12,6 +12,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: sdflow_mktextenc [--seed N] [--dtype f32|f16] clip-l|clip-h|clip-g|t5|flux-te OUTPUT.safetensors\n"
                "       (flux-te: CLIP-L and T5 under the names of ComfyUI's all-in-one FLUX files)\n"
                "       sdflow_mktextenc t5-gguf T5.safetensors OUTPUT.gguf\n"
+               "       sdflow_mktextenc t5-fp8|t5-fp8-scaled T5.safetensors OUTPUT.safetensors [REFERENCE.safetensors]\n"
+               "       (t5xxl_fp8_e4m3fn / ComfyUI's _scaled layout; REFERENCE: the same values as F32)\n"
                "       sdflow_mktextenc split-sdxl SDXL.safetensors CLIP_L.safetensors CLIP_G.safetensors\n");
 }
 
@@ -51,7 +53,9 @@ int main(int argc, char **argv)
             kind = k;
     bool gguf = n == 3 && strcmp(args[0], "t5-gguf") == 0, split = n == 4 && strcmp(args[0], "split-sdxl") == 0;
     bool flux = n == 2 && strcmp(args[0], "flux-te") == 0;
-    if (kind < 0 && !gguf && !split && !flux) {
+    bool fp8 = (n == 3 || n == 4) && strncmp(args[0], "t5-fp8", 6) == 0 &&
+               (args[0][6] == '\0' || strcmp(args[0] + 6, "-scaled") == 0);
+    if (kind < 0 && !gguf && !split && !flux && !fp8) {
         usage(stderr);
         return 2;
     }
@@ -60,7 +64,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "sdflow_mktextenc: out of memory\n");
         return 4;
     }
-    sd_status st = gguf    ? sd_text_write_t5_gguf(ctx, args[1], args[2])
+    sd_status st = fp8     ? sd_text_write_t5_fp8(ctx, args[1], args[2], n == 4 ? args[3] : NULL, args[0][6] != '\0')
+                   : gguf  ? sd_text_write_t5_gguf(ctx, args[1], args[2])
                    : split ? sd_text_write_sdxl_split(ctx, args[1], args[2], args[3])
                    : flux  ? sd_text_write_flux_encoders(ctx, args[1], dtype, seed)
                            : sd_text_write_random(ctx, args[1], kinds[kind].kind, dtype, seed);

@@ -94,6 +94,78 @@ bool sd_unet_diffusers_name(const sd_unet_config *cfg, const char *ldm, char *ou
     return false;
 }
 
+/* ---- FLUX: BFL <-> diffusers names ---- */
+
+static const char *const flux_top[][2] = {
+    {"img_in", "x_embedder"},
+    {"txt_in", "context_embedder"},
+    {"time_in.in_layer", "time_text_embed.timestep_embedder.linear_1"},
+    {"time_in.out_layer", "time_text_embed.timestep_embedder.linear_2"},
+    {"vector_in.in_layer", "time_text_embed.text_embedder.linear_1"},
+    {"vector_in.out_layer", "time_text_embed.text_embedder.linear_2"},
+    {"guidance_in.in_layer", "time_text_embed.guidance_embedder.linear_1"},
+    {"guidance_in.out_layer", "time_text_embed.guidance_embedder.linear_2"},
+    {"final_layer.linear", "proj_out"},
+};
+
+static const char *const flux_double[][2] = {
+    {"img_mod.lin", "norm1.linear"},     {"txt_mod.lin", "norm1_context.linear"},
+    {"img_attn.proj", "attn.to_out.0"}, {"txt_attn.proj", "attn.to_add_out"},
+    {"img_mlp.0", "ff.net.0.proj"},     {"img_mlp.2", "ff.net.2"},
+    {"txt_mlp.0", "ff_context.net.0.proj"}, {"txt_mlp.2", "ff_context.net.2"},
+};
+
+static const char *const flux_single[][2] = {{"linear2", "proj_out"}, {"modulation.lin", "norm.linear"}};
+
+static int flux_name(sd_flux_diffusers_name *o, int64_t row0, int64_t rows, bool swap, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int flux_name(sd_flux_diffusers_name *o, int64_t row0, int64_t rows, bool swap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(o->name, sizeof o->name, fmt, ap);
+    va_end(ap);
+    o->row0 = row0;
+    o->rows = rows;
+    o->swap = swap;
+    return n >= 0 && (size_t)n < sizeof o->name;
+}
+
+int sd_flux_diffusers_names(const sd_flux_config *cfg, const char *bfl, sd_flux_diffusers_name out[4])
+{
+    static const char *const qkv[3] = {"q", "k", "v"};
+    int64_t h = cfg->hidden;
+    int b, used = 0, n = 0;
+    for (size_t i = 0; i < sizeof flux_top / sizeof flux_top[0]; i++)
+        if (strcmp(bfl, flux_top[i][0]) == 0)
+            return flux_name(out, 0, 0, false, "%s", flux_top[i][1]);
+    if (strcmp(bfl, "final_layer.adaLN_modulation.1") == 0)
+        return flux_name(out, 0, 0, true, "norm_out.linear");
+    if (sscanf(bfl, "double_blocks.%d.%n", &b, &used) == 1 && used > 0) {
+        const char *rest = bfl + used;
+        for (size_t i = 0; i < sizeof flux_double / sizeof flux_double[0]; i++)
+            if (strcmp(rest, flux_double[i][0]) == 0)
+                return flux_name(out, 0, 0, false, "transformer_blocks.%d.%s", b, flux_double[i][1]);
+        bool img = strcmp(rest, "img_attn.qkv") == 0, txt = strcmp(rest, "txt_attn.qkv") == 0;
+        for (int k = 0; (img || txt) && k < 3; k++)
+            n += flux_name(&out[n], k * h, h, false, img ? "transformer_blocks.%d.attn.to_%s"
+                                                         : "transformer_blocks.%d.attn.add_%s_proj", b, qkv[k]);
+        return n;
+    }
+    if (sscanf(bfl, "single_blocks.%d.%n", &b, &used) == 1 && used > 0) {
+        const char *rest = bfl + used;
+        for (size_t i = 0; i < sizeof flux_single / sizeof flux_single[0]; i++)
+            if (strcmp(rest, flux_single[i][0]) == 0)
+                return flux_name(out, 0, 0, false, "single_transformer_blocks.%d.%s", b, flux_single[i][1]);
+        if (strcmp(rest, "linear1") != 0)
+            return 0;
+        for (int k = 0; k < 3; k++)
+            n += flux_name(&out[n], k * h, h, false, "single_transformer_blocks.%d.attn.to_%s", b, qkv[k]);
+        return n + flux_name(&out[n], 3 * h, cfg->mlp_hidden, false, "single_transformer_blocks.%d.proj_mlp", b);
+    }
+    return 0;
+}
+
 /* ---- The key map: LoRA key bases -> checkpoint tensors ---- */
 
 typedef struct target {
@@ -101,6 +173,7 @@ typedef struct target {
     sd_lora_part part;
     int layout_index;        /* entry in the part's layout */
     int64_t row0, rows;      /* the rows patched (open_clip's fused in_proj: q, k, v); rows 0: all */
+    bool swap;               /* the up's row halves in the other order (FLUX's norm_out.linear) */
 } target;
 
 #define N_PARTS 3
@@ -139,6 +212,7 @@ static void map_add_rows(keymap *km, sd_lora_part part, int index, int64_t row0,
     t->layout_index = index;
     t->row0 = row0;
     t->rows = rows;
+    t->swap = false;
     km->n++;
 }
 
@@ -147,10 +221,11 @@ static void map_add_rows(keymap *km, sd_lora_part part, int index, int64_t row0,
 /* name with '.' written as '_'. */
 static void underscores(char *dst, const char *src, size_t size)
 {
-    snprintf(dst, size, "%s", src);
-    for (char *p = dst; *p; p++)
-        if (*p == '.')
-            *p = '_';
+    size_t i = 0;
+    for (; size > 0 && i + 1 < size && src[i]; i++)
+        dst[i] = src[i] == '.' ? '_' : src[i];
+    if (size > 0)
+        dst[i] = '\0';
 }
 
 /* base without its trailing ".weight" into dst; false for other names. */
@@ -189,6 +264,34 @@ static void map_unet(keymap *km, const sd_unet_config *cfg)
                     keep - (int)(to - dbase), to);
             map_add(km, SD_LORA_UNET, (int)i, "unet.%.*s.processor%.*s", (int)(to - dbase), dbase,
                     keep - (int)(to - dbase), to);
+        }
+    }
+}
+
+/* FLUX: every Linear under BFL's names (ComfyUI's diffusion_model.<name>, bare, kohya's
+ * lora_unet_<name>) and diffusers' (transformer.<name>, OneTrainer's lora_transformer_<name>),
+ * whose q, k, v (and proj_mlp) patch row slices of the fused BFL tensors. */
+static void map_flux(keymap *km, const sd_flux_config *cfg)
+{
+    const sd_layout *flux = &km->layouts[SD_LORA_UNET];
+    for (size_t i = 0; i < flux->n; i++) {
+        const sd_layout_entry *e = &flux->entries[i];
+        char base[NAME_MAX_LEN], us[NAME_MAX_LEN];
+        sd_flux_diffusers_name d[4];
+        if (e->kind != SD_PARAM_WEIGHT || e->ndim != 2 || !strip_weight(base, e->name, sizeof base))
+            continue;
+        underscores(us, base, sizeof us);
+        map_add(km, SD_LORA_UNET, (int)i, "lora_unet_%s", us);
+        map_add(km, SD_LORA_UNET, (int)i, "diffusion_model.%s", base);
+        map_add(km, SD_LORA_UNET, (int)i, "%s", base);
+        int n = sd_flux_diffusers_names(cfg, base, d);
+        for (int k = 0; k < n; k++) {
+            size_t first = km->n;
+            underscores(us, d[k].name, sizeof us);
+            map_add_rows(km, SD_LORA_UNET, (int)i, d[k].row0, d[k].rows, "transformer.%s", d[k].name);
+            map_add_rows(km, SD_LORA_UNET, (int)i, d[k].row0, d[k].rows, "lora_transformer_%s", us);
+            for (size_t j = first; j < km->n; j++)
+                km->t[j].swap = d[k].swap;
         }
     }
 }
@@ -271,8 +374,12 @@ static sd_status keymap_build(sd_context *ctx, const sd_checkpoint_config *cfg, 
 {
     memset(km, 0, sizeof *km);
     sd_status st = SD_OK;
-    if (cfg->has_unet && !(st = sd_layout_unet(ctx, &cfg->unet, "", &km->layouts[SD_LORA_UNET])))
+    if (cfg->has_unet && cfg->family == SD_FAMILY_FLUX) {
+        if (!(st = sd_layout_flux(ctx, &cfg->flux, "", &km->layouts[SD_LORA_UNET])))
+            map_flux(km, &cfg->flux);
+    } else if (cfg->has_unet && !(st = sd_layout_unet(ctx, &cfg->unet, "", &km->layouts[SD_LORA_UNET]))) {
         map_unet(km, &cfg->unet);
+    }
     if (!st && cfg->has_clip)
         st = map_text_encoder(ctx, km, SD_LORA_CLIP, &cfg->clip);
     if (!st && cfg->has_clip && cfg->clip2_prefix)
@@ -355,6 +462,7 @@ typedef struct patch {
     const sd_safetensors *st; /* the LoRA file holding up, down, mid */
     const sd_st_tensor *up, *down, *mid;
     float scale;             /* alpha / rank (1 without alpha) */
+    bool swap;               /* up's row halves in the other order (target.swap) */
 } patch;
 
 struct sd_lora {
@@ -487,9 +595,27 @@ int64_t sd_lora_context_width(const sd_safetensors *st, const char **key)
     return 0;
 }
 
+/* FLUX's names: BFL's blocks, diffusers' under transformer. (or OneTrainer's lora_transformer_). */
+static bool flux_key(const char *name)
+{
+    static const char *const diffusers[] = {"transformer_blocks.", "single_transformer_blocks.", "x_embedder.",
+                                            "context_embedder.", "time_text_embed.", "norm_out.", "proj_out."};
+    if (strstr(name, "double_blocks") || strstr(name, "single_blocks") || strncmp(name, "lora_transformer_", 17) == 0)
+        return true;
+    for (size_t i = 0; strncmp(name, "transformer.", 12) == 0 && i < sizeof diffusers / sizeof diffusers[0]; i++)
+        if (strncmp(name + 12, diffusers[i], strlen(diffusers[i])) == 0)
+            return true;
+    return false;
+}
+
 sd_family sd_lora_family(const sd_safetensors *st, const char **key)
 {
     size_t n = sd_safetensors_count(st);
+    for (size_t i = 0; i < n; i++) {
+        *key = sd_safetensors_at(st, i)->name;
+        if (flux_key(*key))
+            return SD_FAMILY_FLUX;
+    }
     /* Beyond doubt first: SDXL's second text encoder, a text context width of another family. */
     for (size_t i = 0; i < n; i++) {
         const sd_st_tensor *t = sd_safetensors_at(st, i);
@@ -593,6 +719,7 @@ static sd_status make_patch(sd_context *ctx, const sd_safetensors *st, const cha
     p->down = down;
     p->mid = mid;
     p->scale = 1.0f;
+    p->swap = t->swap;
     if (alpha) {
         float a;
         if (alpha->numel != 1)
@@ -766,6 +893,8 @@ struct sd_lora_stack {
     part_patcher patchers[N_PARTS];
     uint64_t unet_base, clip_base[2];    /* serials of the bases the views below were made for */
     sd_unet *unet;                       /* the patched view made for the UNet unet_base */
+    uint64_t flux_base;                  /* the same for a FLUX transformer */
+    sd_flux *flux;
     sd_clip_model *clip[2];              /* per text encoder */
 };
 
@@ -803,6 +932,7 @@ void sd_lora_stack_unref(sd_lora_stack *s)
     if (!s || --s->refcount > 0)
         return;
     sd_unet_free(s->unet);
+    sd_flux_free(s->flux);
     sd_clip_model_free(s->clip[0]);
     sd_clip_model_free(s->clip[1]);
     for (size_t i = 0; i < s->n; i++)
@@ -899,9 +1029,11 @@ static sd_status patch_delta(sd_cl *cl, const patch *ps, size_t n, float mul, sd
         int64_t rank = p->down->shape[0];
         if ((st = read_host(ctx, p, p->up, &up)) || (st = read_down(ctx, p, &down)))
             break;
-        for (int64_t i = 0; i < p->rows; i++)
+        for (int64_t i = 0, half = p->rows / 2; i < p->rows; i++) {
+            int64_t row = p->row0 + (p->swap ? (i + half) % p->rows : i);
             for (int64_t a = 0; a < rank; a++)
-                u_all[(p->row0 + i) * ranks + c0 + a] = p->scale * up[i * rank + a];
+                u_all[row * ranks + c0 + a] = p->scale * up[i * rank + a];
+        }
         memcpy(d_all + c0 * k, down, (size_t)(rank * k) * sizeof *down);
         free(up);
         free(down);
@@ -983,6 +1115,25 @@ sd_status sd_lora_stack_unet(sd_lora_stack *s, sd_unet *base, sd_unet **out)
         s->unet_base = sd_unet_serial(base);
     }
     *out = s->unet;
+    return SD_OK;
+}
+
+sd_status sd_lora_stack_flux(sd_lora_stack *s, sd_flux *base, sd_flux **out)
+{
+    *out = NULL;
+    if (s->part != SD_LORA_UNET)
+        return wrong_part(s, "FLUX transformer");
+    if (!s->flux || s->flux_base != sd_flux_serial(base)) { /* serials: as sd_lora_stack_unet */
+        sd_flux_free(s->flux);
+        s->flux = NULL;
+        sd_weight_patcher p;
+        sd_lora_stack_patcher(s, SD_LORA_UNET, &p);
+        sd_status st = sd_flux_new_patched(base, &p, &s->flux);
+        if (st)
+            return st;
+        s->flux_base = sd_flux_serial(base);
+    }
+    *out = s->flux;
     return SD_OK;
 }
 

@@ -22,6 +22,7 @@
 #define SD_ML_LORA_H
 
 #include "ml/text/clip.h"
+#include "ml/diffusion/flux.h"
 #include "ml/diffusion/unet.h"
 
 /* What a patch applies to: the UNet, the family's first text encoder (SD1's CLIP-L, SDXL's
@@ -88,12 +89,32 @@ sd_status sd_lora_stack_clip(sd_lora_stack *s, int slot, sd_clip_model *base, sd
  * does not fit. */
 bool sd_unet_diffusers_name(const sd_unet_config *cfg, const char *ldm, char *out, size_t size);
 
+/* One diffusers (FluxTransformer2DModel) Linear that patches rows [row0, row0 + rows) of a BFL
+ * FLUX tensor; swap: its two row halves are the tensor's in the other order (norm_out.linear's
+ * scale, shift against final_layer.adaLN_modulation.1's shift, scale). */
+typedef struct sd_flux_diffusers_name {
+    char name[96]; /* without ".weight": "transformer_blocks.0.attn.to_q" */
+    int64_t row0, rows;
+    bool swap;
+} sd_flux_diffusers_name;
+
+/* The diffusers Linears (up to 4: single blocks' linear1 is to_q, to_k, to_v and proj_mlp) that
+ * make up the BFL tensor bfl (without ".weight": "double_blocks.0.img_attn.qkv") of cfg's
+ * transformer, as ComfyUI's flux_to_diffusers map; their count (0: none). */
+int sd_flux_diffusers_names(const sd_flux_config *cfg, const char *bfl, sd_flux_diffusers_name out[4]);
+
+/* The patched view of a FLUX transformer (as sd_lora_stack_unet; the stack's part is the UNet's). */
+sd_status sd_lora_stack_flux(sd_lora_stack *s, sd_flux *base, sd_flux **out);
+
 /* ---- Test LoRA files ---- */
 
 /* Key layouts of test LoRA files: kohya with the UNet named the diffusers way
  * (lora_unet_down_blocks_0_...) or the LDM way (lora_unet_input_blocks_1_1_...), or diffusers/PEFT
- * (unet.<diffusers name>.lora_A.weight, text_encoder[_2].text_model.*). */
-typedef enum sd_lora_layout { SD_LORA_KOHYA, SD_LORA_KOHYA_LDM, SD_LORA_PEFT } sd_lora_layout;
+ * (unet.<diffusers name>.lora_A.weight, text_encoder[_2].text_model.*). On FLUX: KOHYA is
+ * lora_unet_<BFL name> (lora_unet_double_blocks_0_img_attn_qkv), KOHYA_LDM OneTrainer's
+ * lora_transformer_<diffusers name>, PEFT transformer.<diffusers name>.lora_A/B (q, k, v and
+ * proj_mlp on slices of the fused BFL tensors), BFL ComfyUI's diffusion_model.<BFL name>.lora_A/B. */
+typedef enum sd_lora_layout { SD_LORA_KOHYA, SD_LORA_KOHYA_LDM, SD_LORA_PEFT, SD_LORA_BFL } sd_lora_layout;
 
 /* Writes a LoRA with deterministic random weights (from seed and the name of the tensor each key
  * patches: the same values in every layout) for the SD1, SD2 or SDXL architecture cfg, rank `rank`:

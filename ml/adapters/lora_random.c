@@ -12,6 +12,8 @@ typedef struct rand_target {
     int ndim;                  /* the patched tensor's (or slice's) shape */
     int64_t shape[4];
     float alpha;
+    int64_t row0;              /* a slice of the tensor seed_name names: its up rows from row0 */
+    bool swap;                 /* the up's row halves in the other order (FLUX's norm_out.linear) */
 } rand_target;
 
 typedef struct writer {
@@ -73,9 +75,16 @@ static sd_status fill(void *user, size_t index, void *dst, size_t nbytes)
     for (int d = 1; d < t->ndim; d++)
         fan_in *= t->shape[d];
     double bound = role == 1 ? 1.0 / sqrt((double)fan_in) : 0.5;
+    for (int64_t i = 0; role == 2 && i < t->row0 * w->rank; i++) /* the rows above a slice */
+        splitmix64(&state);
     for (size_t i = 0; i < n; i++) {
         double u = (double)(splitmix64(&state) >> 11) * (1.0 / 9007199254740992.0);
         f[i] = (float)((2.0 * u - 1.0) * bound);
+    }
+    for (size_t i = 0; role == 2 && t->swap && i < n / 2; i++) {
+        float v = f[i];
+        f[i] = f[i + n / 2];
+        f[i + n / 2] = v;
     }
     return SD_OK;
 }
@@ -89,7 +98,45 @@ static void add_target(writer *w, const char *key, const char *seed_name, int nd
     t->ndim = ndim;
     memcpy(t->shape, shape, sizeof t->shape);
     t->alpha = (float)w->rank / 2.0f;
+    t->row0 = 0;
+    t->swap = false;
     w->n++;
+}
+
+/* Every Linear of a FLUX transformer, under the FLUX names of the layout (lora.h); the diffusers
+ * slices of a fused tensor carry that tensor's values. */
+static void add_flux(writer *w, const sd_flux_config *cfg, const sd_layout *flux)
+{
+    for (size_t i = 0; i < flux->n; i++) {
+        const sd_layout_entry *e = &flux->entries[i];
+        char key[192], base[128];
+        if (e->kind != SD_PARAM_WEIGHT || e->ndim != 2)
+            continue;
+        snprintf(base, sizeof base, "%.*s", (int)(strlen(e->name) - 7), e->name);
+        if (w->layout == SD_LORA_KOHYA || w->layout == SD_LORA_BFL) {
+            if (w->layout == SD_LORA_KOHYA)
+                kohya_key(key, sizeof key, "lora_unet_", e->name);
+            else
+                snprintf(key, sizeof key, "diffusion_model.%s", base);
+            add_target(w, key, e->name, 2, e->shape);
+            continue;
+        }
+        sd_flux_diffusers_name d[4];
+        int n = sd_flux_diffusers_names(cfg, base, d);
+        for (int k = 0; k < n; k++) {
+            int64_t shape[4] = {d[k].rows ? d[k].rows : e->shape[0], e->shape[1]};
+            if (w->layout == SD_LORA_PEFT) {
+                snprintf(key, sizeof key, "transformer.%.95s", d[k].name);
+            } else {
+                char dotted[112];
+                snprintf(dotted, sizeof dotted, "%.95s.weight", d[k].name);
+                kohya_key(key, sizeof key, "lora_transformer_", dotted);
+            }
+            add_target(w, key, e->name, 2, shape);
+            w->targets[w->n - 1].row0 = d[k].row0;
+            w->targets[w->n - 1].swap = d[k].swap;
+        }
+    }
 }
 
 static void add_unet(sd_context *ctx, writer *w, const sd_unet_config *cfg, const sd_layout *unet, sd_status *st)
@@ -164,17 +211,20 @@ sd_status sd_lora_write_random(sd_context *ctx, const char *path, const sd_check
     if (rank < 1 || rank > 1024)
         return sd_set_error(ctx, SD_ERR_INVALID, "LoRA rank %d out of range (1 .. 1024)", rank);
     bool has_clip2 = cfg->has_clip && cfg->clip2_prefix, open_clip = cfg->has_clip && cfg->clip.open_clip;
+    bool flux = cfg->family == SD_FAMILY_FLUX;
     if (cfg->has_unet)
-        st = sd_layout_unet(ctx, &cfg->unet, "", &unet);
+        st = flux ? sd_layout_flux(ctx, &cfg->flux, "", &unet) : sd_layout_unet(ctx, &cfg->unet, "", &unet);
     if (!st && cfg->has_clip && !open_clip)
         st = sd_layout_clip(ctx, &cfg->clip, "", &clip);
-    size_t cap = unet.n + clip.n + (open_clip ? 6 * (size_t)cfg->clip.layers : 0) +
+    size_t cap = 4 * unet.n + clip.n + (open_clip ? 6 * (size_t)cfg->clip.layers : 0) +
                  (has_clip2 ? 6 * (size_t)cfg->clip2.layers : 0);
     if (!st && (!(w.targets = calloc(cap ? cap : 1, sizeof *w.targets)) ||
                 !(entries = calloc(3 * (cap ? cap : 1), sizeof *entries)) ||
                 !(names = calloc(3 * (cap ? cap : 1), sizeof *names))))
         st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
-    if (!st)
+    if (!st && flux)
+        add_flux(&w, &cfg->flux, &unet);
+    else if (!st)
         add_unet(ctx, &w, &cfg->unet, &unet, &st);
     if (!st && open_clip)
         add_open_clip(&w, &cfg->clip, 0, !has_clip2);
@@ -188,7 +238,7 @@ sd_status sd_lora_write_random(sd_context *ctx, const char *path, const sd_check
         static const char *const peft[3] = {".alpha", ".lora_A.weight", ".lora_B.weight"};
         for (int r = 0; r < 3; r++) {
             sd_st_entry *en = &entries[3 * i + (size_t)r];
-            const char *suffix = (layout == SD_LORA_PEFT ? peft : kohya)[r];
+            const char *suffix = (layout == SD_LORA_PEFT || layout == SD_LORA_BFL ? peft : kohya)[r];
             if (!(names[3 * i + (size_t)r] = sd_strfmt("%s%s", t->key, suffix))) {
                 st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
                 break;

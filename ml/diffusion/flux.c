@@ -199,6 +199,8 @@ sd_status sd_flux_inspect(sd_context *ctx, const sd_safetensors *st, const char 
 
 /* ---- model ---- */
 
+static atomic_uint_fast64_t next_serial = 1; /* sd_flux_serial's */
+
 sd_status sd_flux_new(sd_cl *cl, const sd_safetensors *st, const char *prefix, sd_dtype weight_dtype,
                       sd_flux **out)
 {
@@ -206,7 +208,6 @@ sd_status sd_flux_new(sd_cl *cl, const sd_safetensors *st, const char *prefix, s
     sd_flux *f = calloc(1, sizeof *f);
     if (!f)
         return sd_set_error(cl->ctx, SD_ERR_NOMEM, "out of memory");
-    static atomic_uint_fast64_t next_serial = 1;
     f->serial = atomic_fetch_add(&next_serial, 1);
     f->cl = cl;
     f->st = st;
@@ -215,6 +216,22 @@ sd_status sd_flux_new(sd_cl *cl, const sd_safetensors *st, const char *prefix, s
         s = sd_weights_new(cl, st, prefix, weight_dtype, &f->w);
     if (s) {
         sd_flux_free(f);
+        return s;
+    }
+    *out = f;
+    return SD_OK;
+}
+
+sd_status sd_flux_new_patched(sd_flux *base, const sd_weight_patcher *patcher, sd_flux **out)
+{
+    *out = NULL;
+    sd_flux *f = calloc(1, sizeof *f);
+    if (!f)
+        return sd_set_error(base->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    *f = (sd_flux){.cl = base->cl, .st = base->st, .cfg = base->cfg, .serial = atomic_fetch_add(&next_serial, 1)};
+    sd_status s = sd_weights_new_patched(base->w, patcher, &f->w);
+    if (s) {
+        free(f);
         return s;
     }
     *out = f;
@@ -232,6 +249,11 @@ void sd_flux_free(sd_flux *f)
 const sd_flux_config *sd_flux_config_of(const sd_flux *f)
 {
     return &f->cfg;
+}
+
+sd_status sd_flux_weight(sd_flux *f, const char *name, const sd_dtensor **out)
+{
+    return sd_weights_get(f->w, name, out);
 }
 
 uint64_t sd_flux_serial(const sd_flux *f)

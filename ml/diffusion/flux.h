@@ -33,8 +33,13 @@ typedef struct sd_flux sd_flux;
  * Inspects first (errors as sd_flux_inspect). Nothing is uploaded until the first forward. */
 sd_status sd_flux_new(sd_cl *cl, const sd_safetensors *st, const char *prefix, sd_dtype weight_dtype,
                       sd_flux **out);
+/* A view of base (which must outlive it) whose weights the patcher claims are patched copies
+ * (ml/loading/weights.h); the rest are base's own. */
+sd_status sd_flux_new_patched(sd_flux *base, const sd_weight_patcher *patcher, sd_flux **out);
 void sd_flux_free(sd_flux *f); /* NULL-safe */
 const sd_flux_config *sd_flux_config_of(const sd_flux *f);
+/* The device tensor name (BFL's, without prefix), uploaded (a patched view: patched) on first use. */
+sd_status sd_flux_weight(sd_flux *f, const char *name, const sd_dtensor **out);
 /* Unique per object created in this process (never reused, unlike its address). */
 uint64_t sd_flux_serial(const sd_flux *f);
 

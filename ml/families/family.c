@@ -139,7 +139,7 @@ static bool detect_diffusers(const sd_safetensors *st)
 #define DISCRETE(pred) {.timesteps = 1000, .beta_start = 0.00085, .beta_end = 0.012, .prediction = (pred)}
 
 static const sd_family_desc families[] = {
-    {.id = SD_FAMILY_FLUX, .name = "FLUX", .runnable = true, .checkpoint = true, .detect = detect_flux,
+    {.id = SD_FAMILY_FLUX, .name = "FLUX", .runnable = true, .lora = true, .checkpoint = true, .detect = detect_flux,
      .unet_prefix = UNET_PREFIX, .vae_prefix = "vae.", .latent = &latent_flux,
      .schedule = {.prediction = SD_PREDICT_FLOW}, .n_text_encoders = 2,
      .text_encoders = {{SD_TEXT_CLIP_L, "text_encoders.clip_l.transformer.text_model.", -1, true},

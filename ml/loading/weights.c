@@ -4,7 +4,9 @@
 #include "ml/loading/weights.h"
 #include "runtime-opencl/ops_quant.h"
 #include "core/checked.h"
+#include "core/half.h"
 #include <assert.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -118,6 +120,45 @@ bool sd_weights_has(const sd_weights *w, const char *name)
     return sd_weights_info(w, name) != NULL;
 }
 
+/* ComfyUI's scaled fp8 files (t5xxl_fp8_e4m3fn_scaled, scaled FLUX checkpoints): "<x>.weight" is
+ * stored divided by the single float "<x>.scale_weight" beside it. The scale tensor, or NULL. */
+static const sd_st_tensor *scale_of(sd_weights *w, const char *name)
+{
+    size_t n = strlen(name);
+    char full[320];
+    if (n < 7 || strcmp(name + n - 7, ".weight") != 0 ||
+        snprintf(full, sizeof full, "%s%.*s.scale_weight", w->prefix, (int)(n - 7), name) >= (int)sizeof full)
+        return NULL;
+    return sd_safetensors_find(w->st, full);
+}
+
+/* t as floats times its scale (1 without one), into host as dtype (f16 rounded once, from the
+ * f32 product). Errors: a scale that is not one finite float. */
+static sd_status read_scaled(sd_weights *w, const sd_st_tensor *t, const sd_st_tensor *scale, sd_dtype dtype,
+                             void *host)
+{
+    sd_context *ctx = w->cl->ctx;
+    float s = 1.0f, *f = dtype == SD_DTYPE_F16 ? malloc((t->numel ? t->numel : 1) * sizeof *f) : host;
+    if (!f)
+        return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory loading tensor '%s'", t->name);
+    sd_status st = SD_OK;
+    if (scale && (scale->numel != 1 || !sd_st_dtype_is_weight(scale->dtype)))
+        st = sd_set_error(ctx, SD_ERR_INVALID, "%s: scale '%s' is not a single float", sd_safetensors_path(w->st),
+                          scale->name);
+    if (!st && scale && !(st = sd_safetensors_read_f32(ctx, w->st, scale, &s, 1)) && !isfinite(s))
+        st = sd_set_error(ctx, SD_ERR_INVALID, "%s: scale '%s' is not finite (%g)", sd_safetensors_path(w->st),
+                          scale->name, (double)s);
+    if (!st)
+        st = sd_safetensors_read_f32(ctx, w->st, t, f, t->numel);
+    for (size_t i = 0; !st && scale && i < t->numel; i++)
+        f[i] *= s;
+    for (size_t i = 0; !st && dtype == SD_DTYPE_F16 && i < t->numel; i++)
+        ((uint16_t *)host)[i] = sd_float_to_half(f[i]);
+    if (f != host)
+        free(f);
+    return st;
+}
+
 /* Host copy of t in dtype (IEEE f16 bits for F16, floats for F32), malloc'ed into *out. An
  * f16 tensor bound for f16 storage is copied as it is: no conversion through f32. */
 static sd_status read_host(sd_weights *w, const char *name, const sd_st_tensor *t, sd_dtype dtype,
@@ -132,8 +173,9 @@ static sd_status read_host(sd_weights *w, const char *name, const sd_st_tensor *
     void *host = malloc(bytes);
     if (!host)
         return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory loading tensor '%s%s'", w->prefix, name);
-    sd_status st = dtype == SD_DTYPE_F16 ? sd_safetensors_read_f16(ctx, w->st, t, host, t->numel)
-                                         : sd_safetensors_read_f32(ctx, w->st, t, host, t->numel);
+    const sd_st_tensor *scale = scale_of(w, name);
+    sd_status st = dtype == SD_DTYPE_F16 && !scale ? sd_safetensors_read_f16(ctx, w->st, t, host, t->numel)
+                                                   : read_scaled(w, t, scale, dtype, host);
     if (st) {
         free(host);
         return st;
@@ -262,7 +304,7 @@ static sd_status get(sd_weights *w, const char *name, weight_want want, const sd
             return sd_set_error(w->cl->ctx, SD_ERR_NOT_FOUND, "%s: tensor '%s%s' is missing",
                                 sd_safetensors_path(w->st), w->prefix, name);
         sd_dtype dtype = (force_f32 || t->ndim < 2) ? SD_DTYPE_F32 : w->dtype;
-        if (want == WANT_LINEAR)
+        if (want == WANT_LINEAR && !scale_of(w, name)) /* scaled fp8 is multiplied out at upload */
             linear_blocks(t, &dtype);
         st = upload(w, name, t, dtype, &d);
     }

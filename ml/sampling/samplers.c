@@ -66,8 +66,63 @@ sd_status sd_sample_euler(sd_sampler_run *run, float *x)
     return st;
 }
 
+/* The rectified-flow (CONST model) step of sample_euler_ancestral_RF and
+ * sample_dpmpp_2s_ancestral_RF: the ancestral target sigma_down = s_next * (1 + (s_next / s - 1)
+ * * eta), and the factor and noise level that renoise it to s_next (alpha = 1 - sigma). */
+static void rf_ancestral_step(double s, double s_next, double eta, double *down, double *rescale, double *renoise)
+{
+    *down = s_next * (1.0 + (s_next / s - 1.0) * eta);
+    double a_next = 1.0 - s_next, a_down = 1.0 - *down;
+    *rescale = a_next / a_down;
+    *renoise = sqrt(s_next * s_next - *down * *down * a_next * a_next / (a_down * a_down));
+}
+
+/* x = r x + (1 - r) den, r = to / from: the flow model's exact step from sigma `from` to `to`. */
+static void rf_move(float *x, const float *den, double from, double to, size_t n)
+{
+    double r = to / from;
+    for (size_t k = 0; k < n; k++)
+        x[k] = (float)(r * x[k] + (1.0 - r) * den[k]);
+}
+
+/* x = rescale x + noise * s_noise * renoise, when eta > 0 (the RF samplers draw no noise
+ * otherwise). */
+static sd_status rf_renoise(sd_sampler_run *run, float *x, float *noise, double s, double s_next, double rescale,
+                            double renoise)
+{
+    if (run->eta <= 0.0)
+        return SD_OK;
+    sd_status st = sd_sampler_noise(run, s, s_next, noise);
+    for (size_t k = 0; !st && k < run->n; k++)
+        x[k] = (float)(rescale * x[k] + (double)noise[k] * run->s_noise * renoise);
+    return st;
+}
+
+/* sample_euler_ancestral_RF, which ComfyUI's euler_ancestral runs on CONST (flow) models. */
+static sd_status euler_ancestral_rf(sd_sampler_run *run, float *x)
+{
+    work w;
+    sd_status st = work_alloc(run, &w, 2);
+    for (int i = 0; st == SD_OK && i < run->steps; i++) {
+        double s = run->sigmas[i], s_next = run->sigmas[i + 1], down, rescale, renoise;
+        if ((st = sd_sampler_denoise(run, x, s, w.a)) || (st = sd_sampler_step(run, i, x, w.a)))
+            break;
+        if (s_next == 0.0) {
+            memcpy(x, w.a, run->n * sizeof(float));
+            continue;
+        }
+        rf_ancestral_step(s, s_next, run->eta, &down, &rescale, &renoise);
+        rf_move(x, w.a, s, down, run->n);
+        st = rf_renoise(run, x, w.b, s, s_next, rescale, renoise);
+    }
+    work_free(&w);
+    return st;
+}
+
 sd_status sd_sample_euler_ancestral(sd_sampler_run *run, float *x)
 {
+    if (run->opt->flow)
+        return euler_ancestral_rf(run, x);
     work w;
     sd_status st = work_alloc(run, &w, 2);
     for (int i = 0; st == SD_OK && i < run->steps; i++) {
@@ -242,8 +297,41 @@ sd_status sd_sample_lms(sd_sampler_run *run, float *x)
     return st;
 }
 
+/* sample_dpmpp_2s_ancestral_RF: the midpoint in lambda = log((1 - sigma) / sigma), whose inverse
+ * is sigma = 1 / (exp(lambda) + 1); sigma 1 itself takes the midpoint 0.9999 as ComfyUI does. */
+static sd_status dpmpp_2s_ancestral_rf(sd_sampler_run *run, float *x)
+{
+    work w;
+    sd_status st = work_alloc(run, &w, 3);
+    for (int i = 0; st == SD_OK && i < run->steps; i++) {
+        double s = run->sigmas[i], s_next = run->sigmas[i + 1], down, rescale, renoise;
+        if ((st = sd_sampler_denoise(run, x, s, w.a)) || (st = sd_sampler_step(run, i, x, w.a)))
+            break;
+        rf_ancestral_step(s, s_next, run->eta, &down, &rescale, &renoise);
+        if (s_next == 0.0) {
+            euler_update(x, w.a, s, down - s, run->n);
+            continue;
+        }
+        double mid = 0.9999;
+        if (s != 1.0) {
+            double l = log((1.0 - s) / s), l_down = log((1.0 - down) / down);
+            mid = 1.0 / (exp(l + 0.5 * (l_down - l)) + 1.0);
+        }
+        memcpy(w.b, x, run->n * sizeof(float));
+        rf_move(w.b, w.a, s, mid, run->n);
+        if ((st = sd_sampler_denoise(run, w.b, mid, w.c)))
+            break;
+        rf_move(x, w.c, s, down, run->n);
+        st = rf_renoise(run, x, w.b, s, s_next, rescale, renoise);
+    }
+    work_free(&w);
+    return st;
+}
+
 sd_status sd_sample_dpmpp_2s_ancestral(sd_sampler_run *run, float *x)
 {
+    if (run->opt->flow)
+        return dpmpp_2s_ancestral_rf(run, x);
     work w;
     sd_status st = work_alloc(run, &w, 3);
     for (int i = 0; st == SD_OK && i < run->steps; i++) {

@@ -456,3 +456,141 @@ sd_status sd_text_write_sd2_split(sd_context *ctx, const char *ckpt, int layers,
     sd_safetensors_close(st);
     return s;
 }
+
+/* ---- fp8 T5 ---- */
+
+/* The value of fp8 E4M3FN code c (c < 0x7f: no NaN). */
+static float e4m3_value(unsigned c)
+{
+    unsigned e = (c >> 3) & 15u, m = c & 7u;
+    float v = e ? ldexpf(1.0f + (float)m / 8.0f, (int)e - 7) : ldexpf((float)m / 8.0f, -6);
+    return (c & 0x80u) ? -v : v;
+}
+
+/* v rounded to the nearest E4M3FN value (ties to the even code), as torch's .to(float8_e4m3fn);
+ * |v| is at most 448 here. */
+static unsigned char e4m3_code(float v)
+{
+    float a = fabsf(v);
+    unsigned best = 0;
+    for (unsigned c = 1; c < 0x7f; c++) {
+        float d = fabsf(e4m3_value(c) - a), db = fabsf(e4m3_value(best) - a);
+        if (d < db || (d == db && (c & 1u) == 0))
+            best = c;
+    }
+    return (unsigned char)(best | (v < 0 ? 0x80u : 0u));
+}
+
+typedef struct fp8_file {
+    sd_st_entry *entries;
+    void **data; /* per entry: its bytes */
+    size_t n;
+} fp8_file;
+
+static sd_status fp8_fill(void *user, size_t index, void *dst, size_t nbytes)
+{
+    const fp8_file *f = user;
+    memcpy(dst, f->data[index], nbytes);
+    return SD_OK;
+}
+
+/* Whether the T5 tensor t is a Linear of the blocks (what ComfyUI's fp8 T5 files store as fp8). */
+static bool t5_fp8_matrix(const sd_st_tensor *t)
+{
+    size_t n = strlen(t->name);
+    return t->ndim == 2 && strncmp(t->name, "encoder.block.", 14) == 0 && n > 7 &&
+           strcmp(t->name + n - 7, ".weight") == 0 && !strstr(t->name, "relative_attention_bias");
+}
+
+/* Appends entry (name copied) with data (owned) to both files' lists; false when out of memory. */
+static bool fp8_add(fp8_file *f, const char *name, sd_st_dtype dtype, int ndim, const int64_t *shape, void *data)
+{
+    char *copy = sd_strfmt("%s", name);
+    if (!copy) {
+        free(data);
+        return false;
+    }
+    sd_st_entry *e = &f->entries[f->n];
+    memset(e, 0, sizeof *e);
+    e->name = copy;
+    e->dtype = dtype;
+    e->ndim = ndim;
+    for (int d = 0; d < ndim; d++)
+        e->shape[d] = shape[d];
+    f->data[f->n++] = data;
+    return true;
+}
+
+static void fp8_free(fp8_file *f)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        free((char *)f->entries[i].name);
+        free(f->data[i]);
+    }
+    free(f->entries);
+    free(f->data);
+}
+
+sd_status sd_text_write_t5_fp8(sd_context *ctx, const char *in, const char *out, const char *ref, bool scaled)
+{
+    sd_safetensors *st = NULL;
+    sd_status s = sd_safetensors_open(ctx, in, &st);
+    if (s)
+        return s;
+    size_t n = sd_safetensors_count(st), cap = 2 * n + 1;
+    fp8_file q = {calloc(cap, sizeof(sd_st_entry)), calloc(cap, sizeof(void *)), 0};
+    fp8_file r = {calloc(cap, sizeof(sd_st_entry)), calloc(cap, sizeof(void *)), 0};
+    if (!q.entries || !q.data || !r.entries || !r.data)
+        s = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; !s && i < n; i++) {
+        const sd_st_tensor *t = sd_safetensors_at(st, i);
+        float *v = malloc((t->numel ? t->numel : 1) * sizeof *v);
+        unsigned char *codes = NULL;
+        if (!v || (t5_fp8_matrix(t) && !(codes = malloc(t->numel ? t->numel : 1)))) {
+            free(v);
+            s = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+            break;
+        }
+        if ((s = sd_safetensors_read_f32(ctx, st, t, v, t->numel))) {
+            free(v);
+            free(codes);
+            break;
+        }
+        if (!codes) { /* kept as it is (F32) in both files */
+            float *copy = malloc((t->numel ? t->numel : 1) * sizeof *copy);
+            if (copy)
+                memcpy(copy, v, t->numel * sizeof *copy);
+            if (!copy || !fp8_add(&q, t->name, SD_ST_F32, t->ndim, t->shape, copy) ||
+                !fp8_add(&r, t->name, SD_ST_F32, t->ndim, t->shape, v))
+                s = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+            continue;
+        }
+        float maxabs = 0.0f, *scale = malloc(sizeof *scale);
+        for (size_t k = 0; k < t->numel; k++)
+            maxabs = fmaxf(maxabs, fabsf(v[k]));
+        if (scale)
+            *scale = scaled && maxabs > 0.0f ? maxabs / 448.0f : 1.0f;
+        for (size_t k = 0; scale && k < t->numel; k++) {
+            codes[k] = e4m3_code(v[k] / *scale);
+            v[k] = e4m3_value(codes[k]) * *scale; /* what the loader computes */
+        }
+        char name[160];
+        snprintf(name, sizeof name, "%.*s.scale_weight", (int)(strlen(t->name) - 7), t->name);
+        int64_t one = 1;
+        if (!scale || !fp8_add(&q, t->name, SD_ST_F8_E4M3, t->ndim, t->shape, codes) ||
+            !fp8_add(&r, t->name, SD_ST_F32, t->ndim, t->shape, v) ||
+            (scaled ? !fp8_add(&q, name, SD_ST_F32, 1, &one, scale) : (free(scale), false)))
+            s = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+    }
+    int64_t zero = 0;
+    if (!s && scaled && !fp8_add(&q, "scaled_fp8", SD_ST_F8_E4M3, 1, &zero, malloc(1)))
+        s = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+    if (!s)
+        s = sd_safetensors_write(ctx, out, q.entries, q.n, NULL, fp8_fill, &q);
+    if (!s && ref)
+        s = sd_safetensors_write(ctx, ref, r.entries, r.n, NULL, fp8_fill, &r);
+    fp8_free(&q);
+    fp8_free(&r);
+    sd_safetensors_close(st);
+    return s;
+}

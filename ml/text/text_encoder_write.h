@@ -24,6 +24,12 @@ sd_status sd_text_write_random(sd_context *ctx, const char *path, sd_text_encode
 sd_status sd_text_write_flux_encoders(sd_context *ctx, const char *path, sd_st_dtype dtype, uint64_t seed);
 /* in: a T5 file in transformers' layout (no prefix). */
 sd_status sd_text_write_t5_gguf(sd_context *ctx, const char *in, const char *out);
+/* in: a T5 file in transformers' layout; out: the same with the blocks' Linear weights as fp8
+ * E4M3FN (round to nearest even; the rest F32), as t5xxl_fp8_e4m3fn.safetensors; scaled: each
+ * stored as fp8(w / s) with s = max|w| / 448 in <name>.scale_weight (F32 [1]) and a "scaled_fp8"
+ * marker tensor, as ComfyUI's t5xxl_fp8_e4m3fn_scaled.safetensors. ref (NULL: none): an F32
+ * file of the values the fp8 file holds (fp8 value * s in f32). */
+sd_status sd_text_write_t5_fp8(sd_context *ctx, const char *in, const char *out, const char *ref, bool scaled);
 /* ckpt: an SDXL base checkpoint with its text encoders; F32 output (the values exactly). */
 sd_status sd_text_write_sdxl_split(sd_context *ctx, const char *ckpt, const char *out_l, const char *out_g);
 /* ckpt: an SD2.x checkpoint; its OpenCLIP-H's first `layers` layers (diffusers' SD2 text_encoder

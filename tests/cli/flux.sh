@@ -11,7 +11,8 @@ cp "$SRC/examples/input/shapes.png" "$T/in/"
     "$MK" --preset flux-dev-tiny --kind vae --seed 7 "$T/models/vae/ae.safetensors" >/dev/null &&
     "$MK" --preset tiny --kind vae "$T/models/vae/sd.safetensors" >/dev/null &&
     "$MK" --preset tiny "$T/sd1.safetensors" >/dev/null &&
-    "$BUILD/sdflow_mklora" "$T/sd1.safetensors" "$T/models/loras/sd1.safetensors" ||
+    "$BUILD/sdflow_mklora" "$T/sd1.safetensors" "$T/models/loras/sd1.safetensors" &&
+    "$BUILD/sdflow_mklora" --peft "$T/models/checkpoints/flux.safetensors" "$T/models/loras/flux.safetensors" ||
     { echo "FAIL: mkckpt"; exit 1; }
 cp "$SRC/tests/data/goldens/flux_bad_shape.gguf" "$SRC/tests/data/goldens/flux_schnell_tiny.gguf" "$T/models/unet/"
 
@@ -50,8 +51,28 @@ check "nothing written" test ! -e "$T/o3"
 
 run 3 run "$SRC/graphs/txt2img-lora.xml" --models-dir "$T/models" --output-dir "$T/o4" --no-cache \
     --set checkpoint=flux.safetensors --set lora=sd1.safetensors
-check "an SD1 LoRA on a FLUX model is named before anything runs" grep -q "LoRAs on FLUX models are not supported" "$T/err"
+check "an SD1 LoRA on a FLUX model is named before anything runs" grep -q "SD1.x LoRA detected.*the model is FLUX" "$T/err"
 check "nothing ran" bash -c '! grep -q "running" "$0"' "$T/err"
+
+# A FLUX LoRA (diffusers/PEFT keys) on the FLUX model passes the checks; on an SD1 model it is named.
+cat >"$T/flux_lora.xml" <<'EOX'
+<workflow version="1">
+  <param name="checkpoint" type="STRING" default="flux.safetensors">the checkpoint</param>
+  <node id="ckpt" type="CheckpointLoaderSimple"><input name="ckpt_name" param="checkpoint"/></node>
+  <node id="lora" type="LoraLoaderModelOnly"><input name="model" from="ckpt" output="MODEL"/>
+    <input name="lora_name">flux.safetensors</input><input name="strength_model">0.8</input></node>
+  <node id="e" type="EmptySD3LatentImage"><input name="width">64</input><input name="height">64</input></node>
+  <node id="s" type="KSampler"><input name="model" from="lora" output="MODEL"/>
+    <input name="positive" from="c" output="CONDITIONING"/><input name="negative" from="c" output="CONDITIONING"/>
+    <input name="latent_image" from="e" output="LATENT"/><input name="cfg">1</input><input name="steps">1</input></node>
+  <node id="c" type="CLIPTextEncode"><input name="clip" from="ckpt" output="CLIP"/><input name="text">x</input></node>
+  <node id="o" type="SaveLatent"><input name="samples" from="s" output="LATENT"/></node>
+</workflow>
+EOX
+run 0 validate --models-dir "$T/models" "$T/flux_lora.xml"
+cp "$T/sd1.safetensors" "$T/models/checkpoints/sd1.safetensors"
+run 3 validate --models-dir "$T/models" "$T/flux_lora.xml" --set checkpoint=sd1.safetensors
+check "a FLUX LoRA on an SD1 model is named" grep -q "FLUX LoRA detected (key 'transformer\..*the model is SD1.x" "$T/err"
 
 cat >"$T/gguf.xml" <<'EOX'
 <workflow version="1">

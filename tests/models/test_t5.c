@@ -5,6 +5,9 @@
 #include "support/golden.h"
 #include "ml/formats/gguf.h"
 #include "ml/text/t5.h"
+#include "ml/text/text_encoder_file.h"
+#include "ml/text/text_encoder_write.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +168,111 @@ done:
     free(src);
 }
 
+/* Encodes the golden token sequences with the weights of the file at path into *out (malloc'd). */
+static float *encode_file(const char *path, sd_dtype weight_dtype)
+{
+    sd_cl *cl = NULL;
+    sd_safetensors *st = NULL;
+    sd_t5_model *m = NULL;
+    float *out = malloc(170 * D_MODEL * sizeof *out);
+    int32_t *tokens = test_read_golden("t5_tokens_in.i32", 170 * sizeof(int32_t));
+    CHECK_EQ_INT(sd_cl_get(ctx, &cl), SD_OK);
+    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &st), SD_OK);
+    if (st && cl)
+        CHECK_EQ_INT(sd_t5_model_new(cl, st, "", weight_dtype, &m), SD_OK);
+    sd_status s = m && tokens && out ? SD_OK : SD_ERR_INVALID;
+    for (int i = 0, at = 0; !s && i < 2; at += lengths[i], i++)
+        s = sd_t5_encode(m, tokens + at, lengths[i], out + (size_t)at * D_MODEL);
+    sd_t5_model_free(m);
+    sd_safetensors_close(st);
+    free(tokens);
+    if (s) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* t5xxl_fp8_e4m3fn and ComfyUI's _scaled layout (sdflow_mktextenc t5-fp8[-scaled] of the golden
+ * T5): the fp8 file encodes as the F32 file of its values (fp8 value * scale_weight), read through
+ * the text-encoder file loader's detection too; a NaN scale is one error naming it. */
+static void test_encode_fp8(void)
+{
+    char *src = test_golden_path("t5_tiny.safetensors");
+    for (int scaled = 0; scaled < 2; scaled++) {
+        char *fp8 = test_path(test_scratch_dir(), scaled ? "t5_fp8_scaled.safetensors" : "t5_fp8.safetensors");
+        char *ref = test_path(test_scratch_dir(), "t5_fp8_ref.safetensors");
+        CHECK_EQ_INT(sd_text_write_t5_fp8(ctx, src, fp8, ref, scaled), SD_OK);
+        sd_text_file *tf = NULL;
+        CHECK_EQ_INT(sd_text_file_open(ctx, fp8, &tf), SD_OK);
+        if (tf)
+            CHECK(sd_text_file_count(tf) == 1 && sd_text_file_part_at(tf, 0)->kind == SD_TEXT_T5XXL);
+        sd_text_file_close(tf);
+        for (int f16 = 0; f16 < 2; f16++) {
+            sd_dtype dt = f16 ? SD_DTYPE_F16 : SD_DTYPE_F32;
+            float *a = encode_file(fp8, dt), *b = encode_file(ref, dt), *orig = encode_file(src, dt);
+            if (a && b && orig) {
+                double d = test_max_abs_diff(a, b, 170 * D_MODEL), moved = test_max_abs_diff(a, orig, 170 * D_MODEL);
+                CHECK_MSG(d <= 1e-6, "%s fp8%s: %g from the F32 file of its values", sd_dtype_name(dt),
+                          scaled ? " scaled" : "", d);
+                CHECK_MSG(moved > 1e-3, "fp8 rounding should move the output (%g)", moved);
+                fprintf(stderr, "  fp8%s T5, %s weights: max abs diff %.3g (%.3g from the unrounded weights)\n",
+                        scaled ? " scaled" : "", sd_dtype_name(dt), d, moved);
+            }
+            free(a);
+            free(b);
+            free(orig);
+        }
+        free(fp8);
+        free(ref);
+    }
+    free(src);
+}
+
+typedef struct nan_copy {
+    sd_safetensors *st;
+    const char *nan_name;
+} nan_copy;
+
+static sd_status copy_fill(void *user, size_t index, void *dst, size_t nbytes)
+{
+    const nan_copy *c = user;
+    const sd_st_tensor *t = sd_safetensors_at(c->st, index);
+    if (strcmp(t->name, c->nan_name) == 0 && nbytes == sizeof(float)) {
+        float v = NAN;
+        memcpy(dst, &v, sizeof v);
+        return SD_OK;
+    }
+    return sd_safetensors_read_raw(ctx, c->st, t, dst);
+}
+
+static void test_fp8_nan_scale(void)
+{
+    char *src = test_golden_path("t5_tiny.safetensors");
+    char *fp8 = test_path(test_scratch_dir(), "t5_nan_src.safetensors");
+    char *bad = test_path(test_scratch_dir(), "t5_nan_scale.safetensors");
+    CHECK_EQ_INT(sd_text_write_t5_fp8(ctx, src, fp8, NULL, true), SD_OK);
+    nan_copy c = {NULL, "encoder.block.1.layer.1.DenseReluDense.wo.scale_weight"};
+    CHECK_EQ_INT(sd_safetensors_open(ctx, fp8, &c.st), SD_OK);
+    size_t n = c.st ? sd_safetensors_count(c.st) : 0;
+    sd_st_entry *e = calloc(n ? n : 1, sizeof *e);
+    for (size_t i = 0; e && i < n; i++) {
+        const sd_st_tensor *t = sd_safetensors_at(c.st, i);
+        e[i] = (sd_st_entry){.name = t->name, .dtype = t->dtype, .ndim = t->ndim};
+        memcpy(e[i].shape, t->shape, sizeof t->shape);
+    }
+    if (e && c.st)
+        CHECK_EQ_INT(sd_safetensors_write(ctx, bad, e, n, NULL, copy_fill, &c), SD_OK);
+    CHECK(encode_file(bad, SD_DTYPE_F32) == NULL);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "t5_nan_scale.safetensors: scale "
+                                               "'encoder.block.1.layer.1.DenseReluDense.wo.scale_weight' is not finite");
+    free(e);
+    sd_safetensors_close(c.st);
+    free(src);
+    free(fp8);
+    free(bad);
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx) != SD_OK)
@@ -174,6 +282,8 @@ int main(void)
     RUN(test_encode_f32);
     RUN(test_encode_f16);
     RUN(test_encode_gguf);
+    RUN(test_encode_fp8);
+    RUN(test_fp8_nan_scale);
     sd_context_free(ctx);
     return test_summary("test_t5");
 }

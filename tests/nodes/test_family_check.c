@@ -62,7 +62,7 @@ static void test_descriptors(void)
 {
     const sd_family_desc *sd1 = sd_family_get(SD_FAMILY_SD1), *xl = sd_family_get(SD_FAMILY_SDXL);
     const sd_family_desc *flux = sd_family_get(SD_FAMILY_FLUX);
-    CHECK(sd1->runnable && xl->runnable && flux->runnable && sd1->lora && xl->lora && !flux->lora);
+    CHECK(sd1->runnable && xl->runnable && flux->runnable && sd1->lora && xl->lora && flux->lora);
     CHECK(!sd_family_get(SD_FAMILY_SDXL_REFINER)->lora && sd_family_get(SD_FAMILY_SD2)->lora);
     CHECK(sd1->latent->channels == 4 && sd1->latent->scale == 0.18215f && sd1->latent->shift == 0.0f);
     CHECK(xl->latent->channels == 4 && xl->latent->scale == 0.13025f && xl->adm_dim == 2816);
@@ -86,7 +86,7 @@ static void test_descriptors(void)
     CHECK(sd_latent_format_find("SD15") == sd1->latent);
     char buf[128];
     CHECK_STR_EQ(sd_family_runnable_list(buf, sizeof buf), "SD1.x, SD2.x, SDXL, SDXL refiner, FLUX");
-    CHECK_STR_EQ(sd_family_lora_list(buf, sizeof buf), "SD1.x, SD2.x, SDXL");
+    CHECK_STR_EQ(sd_family_lora_list(buf, sizeof buf), "SD1.x, SD2.x, SDXL, FLUX");
     CHECK_STR_EQ(sd_latent_channels_families(buf, sizeof buf, 16), "SD3, FLUX");
     CHECK_STR_EQ(sd_latent_channels_families(buf, sizeof buf, 4), "SD1.x, SD2.x, SDXL, SDXL refiner");
     CHECK_STR_EQ(sd_latent_channels_families(buf, sizeof buf, 8), "");

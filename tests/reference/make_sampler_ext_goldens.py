@@ -711,6 +711,61 @@ SAMPLERS = {
 }
 
 
+def rf_step(s, s_next, eta):
+    """sigma_down, the renoise factor alpha_next / alpha_down and the renoise level of the RF samplers."""
+    down = s_next * (1 + (s_next / s - 1) * eta)
+    a_next, a_down = 1 - s_next, 1 - down
+    return down, a_next / a_down, (s_next ** 2 - down ** 2 * a_next ** 2 / a_down ** 2) ** 0.5
+
+
+def euler_ancestral_rf(model, x, sigmas, noise, eta=1.0, s_noise=1.0):
+    """sample_euler_ancestral_RF: what euler_ancestral runs on CONST (flow) models."""
+    for i in range(len(sigmas) - 1):
+        den, _ = model(x, sigmas[i])
+        if sigmas[i + 1] == 0:
+            x = den
+            continue
+        down, rescale, renoise = rf_step(sigmas[i], sigmas[i + 1], eta)
+        r = down / sigmas[i]
+        x = r * x + (1 - r) * den
+        if eta > 0:
+            x = rescale * x + noise(sigmas[i], sigmas[i + 1]) * s_noise * renoise
+    return x
+
+
+def dpmpp_2s_ancestral_rf(model, x, sigmas, noise, eta=1.0, s_noise=1.0):
+    """sample_dpmpp_2s_ancestral_RF: the midpoint in lambda = log((1 - sigma) / sigma)."""
+    for i in range(len(sigmas) - 1):
+        den, _ = model(x, sigmas[i])
+        down, rescale, renoise = rf_step(sigmas[i], sigmas[i + 1], eta)
+        if sigmas[i + 1] == 0:
+            x = x + (x - den) / sigmas[i] * (down - sigmas[i])
+            continue
+        if sigmas[i] == 1.0:
+            mid = 0.9999
+        else:
+            lam, lam_down = math.log((1 - sigmas[i]) / sigmas[i]), math.log((1 - down) / down)
+            mid = 1 / (math.exp(lam + 0.5 * (lam_down - lam)) + 1)
+        r = mid / sigmas[i]
+        den2, _ = model(r * x + (1 - r) * den, mid)
+        r = down / sigmas[i]
+        x = r * x + (1 - r) * den2
+        if eta > 0:
+            x = rescale * x + noise(sigmas[i], sigmas[i + 1]) * s_noise * renoise
+    return x
+
+
+# Flow runs (latent kind "flow_zero" / "flow_image"): ComfyUI dispatches these two names to their
+# RF forms when the model sampling is CONST.
+FLOW_SAMPLERS = {"euler_ancestral": euler_ancestral_rf, "dpmpp_2s_ancestral": dpmpp_2s_ancestral_rf}
+
+
+def flow_sigmas(n, shift=3.0):
+    """A FLUX-like schedule: shifted t in (0, 1], starting at exactly 1, then 0."""
+    t = np.linspace(1.0, 0.0, n + 1)[:-1]
+    return list(f32(np.append(shift * t / (1 + (shift - 1) * t), 0.0)))
+
+
 def f32(v):
     return np.asarray(v, dtype=np.float64).astype(np.float32).astype(np.float64)
 
@@ -732,7 +787,8 @@ def main():
              "# exact Gaussian denoisers D(x, s) = (S^2 x + s^2 MU) / (S^2 + s^2) for cond (MU = ((i %% 5) - 2) * 0.3,"
              " S = %g) and uncond (MU = ((i %% 3) - 1) * 0.2, S = %g), guided D_u + (D_c - D_u) * %g;" % (S_C, S_U, CFG),
              "# 'image' latent ((i % 7) - 3) / 4, mask 1 where (i % 6) < 3; sigma_max " + repr(SIGMA_MAX),
-             "# noise <initial noise>; draw <values> (successive noise draws); run <sampler> <latent zero|image>"
+             "# noise <initial noise>; draw <values> (successive noise draws); run <sampler>"
+             " <latent zero|image|flow_zero|flow_image (flow: a CONST model, the RF sampler forms)>"
              " <mask 0|1> <model calls> <noise draws> <n sigmas> <sigmas>; out <values>;",
              "# sa_interval <start> <end>: sa_solver's stochastic interval (percent_to_sigma(0.2), (0.8) of a model)",
              "sa_interval %r %r" % (SA_START, SA_END),
@@ -748,14 +804,20 @@ def main():
              ("deis", "zero", False, eight), ("er_sde", "zero", False, eight), ("sa_solver", "zero", False, eight),
              ("sa_solver_pece", "image", True, eight), ("seeds_3", "image", False, partial),
              ("dpm_fast", "zero", False, eight), ("dpm_adaptive", "image", False, partial)]
+    flow = flow_sigmas(6)
+    runs += [(name, kind, False, sig) for name in FLOW_SAMPLERS
+             for kind, sig in (("flow_zero", flow), ("flow_image", flow[2:]))]
     for name, latent_kind, use_mask, sig in runs:
-        latent = np.zeros(N) if latent_kind == "zero" else image
+        latent = np.zeros(N) if latent_kind.endswith("zero") else image
         s0 = sig[0]
-        max_denoise = math.isclose(SIGMA_MAX, s0, rel_tol=1e-05) or s0 > SIGMA_MAX
-        x = init * (math.sqrt(1.0 + s0 * s0) if max_denoise else s0) + latent
         model = Model(mask, latent, init) if use_mask else Model()
         noise = Noise(draws)
-        out = SAMPLERS[name](model, x, sig, noise)
+        if latent_kind.startswith("flow"):  # CONST: noise_scaling, then inverse_noise_scaling
+            out = FLOW_SAMPLERS[name](model, init * s0 + (1.0 - s0) * latent, sig, noise) / (1.0 - sig[-1])
+        else:
+            max_denoise = math.isclose(SIGMA_MAX, s0, rel_tol=1e-05) or s0 > SIGMA_MAX
+            x = init * (math.sqrt(1.0 + s0 * s0) if max_denoise else s0) + latent
+            out = SAMPLERS[name](model, x, sig, noise)
         lines.append("run %s %s %d %d %d %d %s" % (name, latent_kind, int(use_mask), model.calls, noise.calls, len(sig),
                                                    " ".join("%.9g" % v for v in sig)))
         lines.append("out " + " ".join("%.10g" % v for v in out))
