@@ -1,5 +1,5 @@
 /* The sampling nodes' model function (ComfyUI's CFGGuider, Guider_Basic and Guider_DualCFG with
- * comfy/samplers.py calc_cond_batch): the UNet on x / sqrt(sigma^2 + 1) at the nearest timestep
+ * comfy/samplers.py calc_cond_batch): the UNet on x / sqrt(sigma^2 + sigma_data^2) at the model timestep
  * (the FLUX transformer on x at timestep sigma, with each entry's pooled output and guidance),
  * D from its output as the model sampling says (eps: x - sigma * eps; v-prediction, x0, LCM;
  * flow: x - sigma * v),
@@ -914,8 +914,8 @@ static void rescale_cfg(const denoiser *d, const float *x, float sigma, float *o
 sd_status sd_cfg_denoise(void *user, const float *x, float sigma, float *out, float *uncond, size_t n)
 {
     denoiser *d = user;
-    /* calculate_input: x / sqrt(sigma^2 + 1); the CONST (flow) type takes x as it is */
-    float scale = d->ms->type == SD_SAMPLING_FLOW ? 1.0f : sqrtf(sigma * sigma + 1.0f);
+    /* calculate_input: x / sqrt(sigma^2 + sigma_data^2); the CONST (flow) type takes x as it is */
+    float scale = sd_model_sampling_input_scale(d->ms, sigma);
     for (size_t i = 0; i < n; i++)
         d->x_in[i] = x[i] / scale;
     sd_status st = select_entries(d, sigma);

@@ -47,6 +47,9 @@ sd_value *sd_node_model_derive(sd_type type, const sd_model_handle *h, sd_lora_s
         sd_model_handle *out = v->handle;
         out->sampling = h->sampling;
         out->zsnr = h->zsnr;
+        out->continuous = h->continuous;
+        out->sigma_min = h->sigma_min;
+        out->sigma_max = h->sigma_max;
         out->rescale_cfg = h->rescale_cfg;
         out->flux_shift = h->flux_shift;
         out->text_family = h->text_family;
@@ -115,11 +118,16 @@ sd_status sd_node_model_sampling_of(sd_context *ctx, const sd_model_handle *h, s
     const sd_schedule_config *s = &cfg->schedule;
     if (s->prediction == SD_PREDICT_FLOW) {
         if (cfg->family != SD_FAMILY_FLUX || h->sampling >= 0)
-            return sd_set_error(ctx, SD_ERR_INVALID, "%s: ModelSamplingDiscrete does not apply to a %s model",
-                                sd_family_name(cfg->family), sd_family_name(cfg->family));
+            return sd_set_error(ctx, SD_ERR_INVALID, "%s: %s does not apply to a %s model",
+                                sd_family_name(cfg->family),
+                                h->continuous ? "ModelSamplingContinuousEDM" : "ModelSamplingDiscrete",
+                                sd_family_name(cfg->family));
         sd_model_sampling_flux(ms, isnan(h->flux_shift) ? (cfg->flux.guidance ? 1.15 : 1.0) : h->flux_shift);
         return SD_OK;
     }
+    if (h->continuous)
+        return sd_model_sampling_continuous(ctx, ms, (sd_sampling_type)h->sampling, h->sigma_min, h->sigma_max,
+                                            h->sampling == SD_SAMPLING_EDM ? 0.5 : 1.0);
     sd_sampling_type type = h->sampling >= 0                    ? (sd_sampling_type)h->sampling
                             : s->prediction == SD_PREDICT_V ? SD_SAMPLING_V_PREDICTION
                                                             : SD_SAMPLING_EPS;

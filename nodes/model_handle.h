@@ -18,6 +18,10 @@ typedef struct sd_model_handle {
      * prediction (its family's, or what the file shows: SD2 768-v), and its zsnr flag. */
     int sampling;
     bool zsnr;
+    /* MODEL: ModelSamplingContinuousEDM's continuous schedule (then `sampling` is EPS,
+     * V_PREDICTION or EDM) between these sigmas */
+    bool continuous;
+    double sigma_min, sigma_max;
     double rescale_cfg; /* MODEL: RescaleCFG's multiplier, < 0 when not patched */
     double flux_shift;  /* MODEL (FLUX): ModelSamplingFlux's shift, NAN for the model's own */
     /* CLIP made of text-encoder files (CLIPLoader, DualCLIPLoader, a FLUX all-in-one file): the
@@ -63,6 +67,7 @@ sd_value *sd_node_model_derive(sd_type type, const sd_model_handle *h, sd_lora_s
 
 /* The model sampling a MODEL handle samples with (ComfyUI's model.model_sampling): the family's
  * schedule, the prediction its checkpoint shows unless ModelSamplingDiscrete chose one, zsnr;
+ * ModelSamplingContinuousEDM's continuous schedule when chosen;
  * FLUX: ModelSamplingFlux with the node's shift, else 1.15 (dev, ComfyUI's Flux) or 1.0 (schnell,
  * FluxSchnell's sampling_settings).
  * SD_ERR_INVALID with the message on ctx for a schedule the family cannot have. */

@@ -1,6 +1,7 @@
-/* ModelSamplingDiscrete and RescaleCFG (ComfyUI's comfy_extras/nodes_model_advanced.py): a MODEL
- * that samples with another output type (eps, v_prediction, lcm, x0) and optionally the
- * zero-terminal-SNR schedule; a MODEL whose classifier-free guidance is rescaled
+/* ModelSamplingDiscrete, ModelSamplingContinuousEDM, ModelSamplingFlux and RescaleCFG (ComfyUI's
+ * comfy_extras/nodes_model_advanced.py): a MODEL that samples with another output type (eps,
+ * v_prediction, lcm, x0) and optionally the zero-terminal-SNR schedule, or on a continuous
+ * schedule (v_prediction, edm, eps between sigma_min and sigma_max); a MODEL whose classifier-free guidance is rescaled
  * (nodes/cfg_denoiser.c rescale_cfg). The output is a new handle on the same loaded checkpoint (weights and LoRAs shared)
  * carrying the choice; the sampling nodes read it through sd_node_model_sampling_of. Its inputs
  * are part of every downstream cache key, since a MODEL passes its node's key along the link. */
@@ -12,24 +13,33 @@ static const char *const sampling_choices[] = {"eps", "v_prediction", "lcm", "x0
 static const sd_sampling_type sampling_types[] = {SD_SAMPLING_EPS, SD_SAMPLING_V_PREDICTION, SD_SAMPLING_LCM,
                                                   SD_SAMPLING_X0};
 
+/* The sd_sampling_type of the "sampling" input among choices (NULL-terminated, types beside them);
+ * -1 with the error on the run for another name. */
+static int sampling_input(sd_node_run *r, const char *const *choices, const sd_sampling_type *types)
+{
+    const char *name = sd_run_string(r, "sampling");
+    for (int i = 0; choices[i]; i++)
+        if (name && strcmp(name, choices[i]) == 0)
+            return (int)types[i];
+    sd_run_error(r, SD_ERR_INVALID, "unknown sampling '%s'", name ? name : "");
+    return -1;
+}
+
 static sd_status run_model_sampling_discrete(sd_node_run *r)
 {
     const sd_model_handle *h = sd_node_model_input(r, "model");
     if (!h)
         return SD_ERR_INVALID;
-    const char *name = sd_run_string(r, "sampling");
-    int type = -1;
-    for (int i = 0; sampling_choices[i]; i++)
-        if (name && strcmp(name, sampling_choices[i]) == 0)
-            type = (int)sampling_types[i];
+    int type = sampling_input(r, sampling_choices, sampling_types);
     if (type < 0)
-        return sd_run_error(r, SD_ERR_INVALID, "unknown sampling '%s'", name ? name : "");
+        return SD_ERR_INVALID;
     sd_value *v = sd_node_model_derive(SD_TYPE_MODEL, h, h->lora);
     if (!v)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
     sd_model_handle *out = v->handle;
     out->sampling = type;
     out->zsnr = sd_run_bool(r, "zsnr");
+    out->continuous = false;
     sd_run_set_output(r, 0, v);
     return SD_OK;
 }
@@ -51,6 +61,56 @@ const sd_node_desc sd_node_ModelSamplingDiscrete = {
            "checkpoints whose prediction type the file does not show (docs/sampling.md).",
     .inputs = msd_in, .n_inputs = SD_COUNT(msd_in),
     .outputs = msd_out, .n_outputs = SD_COUNT(msd_out), .run = run_model_sampling_discrete,
+};
+
+/* ModelSamplingContinuousEDM's choices sdflow's families can use (edm_playground_v2.5 changes the
+ * latent format, cosmos_rflow is another model's; neither is offered). */
+static const char *const continuous_choices[] = {"v_prediction", "edm", "eps", NULL};
+static const sd_sampling_type continuous_types[] = {SD_SAMPLING_V_PREDICTION, SD_SAMPLING_EDM, SD_SAMPLING_EPS};
+
+static sd_status run_model_sampling_continuous(sd_node_run *r)
+{
+    const sd_model_handle *h = sd_node_model_input(r, "model");
+    if (!h)
+        return SD_ERR_INVALID;
+    int type = sampling_input(r, continuous_choices, continuous_types);
+    if (type < 0)
+        return SD_ERR_INVALID;
+    double sigma_max = sd_run_float(r, "sigma_max"), sigma_min = sd_run_float(r, "sigma_min");
+    if (!(sigma_min > 0.0 && sigma_min < sigma_max))
+        return sd_run_error(r, SD_ERR_INVALID, "sigma_min %g must be above 0 and below sigma_max %g", sigma_min,
+                            sigma_max);
+    sd_value *v = sd_node_model_derive(SD_TYPE_MODEL, h, h->lora);
+    if (!v)
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    sd_model_handle *out = v->handle;
+    out->sampling = type;
+    out->zsnr = false;
+    out->continuous = true;
+    out->sigma_min = sigma_min;
+    out->sigma_max = sigma_max;
+    sd_run_set_output(r, 0, v);
+    return SD_OK;
+}
+
+static const sd_input_desc msc_in[] = {
+    SD_IN_LINK("model", SD_TYPE_MODEL, "the model"),
+    SD_IN_ENUM("sampling", "v_prediction", continuous_choices,
+               "what the network predicts: v_prediction (sigma_data 1), edm (EDM preconditioning, sigma_data 0.5), "
+               "eps (the noise)"),
+    SD_IN_FLOAT("sigma_max", "120.0", 0, 1000, "the largest noise level of the schedule"),
+    SD_IN_FLOAT("sigma_min", "0.002", 0, 1000, "the smallest noise level of the schedule (above 0)"),
+};
+static const sd_output_desc msc_out[] = {
+    SD_OUT("MODEL", SD_TYPE_MODEL, "the same model (weights shared) on the continuous schedule"),
+};
+const sd_node_desc sd_node_ModelSamplingContinuousEDM = {
+    .name = "ModelSamplingContinuousEDM", .version = 1, .category = "advanced/model",
+    .doc = "Samples the model on a continuous noise schedule between sigma_min and sigma_max, as ComfyUI: the "
+           "timestep is 0.25 * ln(sigma), the output read as v, EDM or eps (for models trained that way, such "
+           "as CosXL and EDM fine-tunes; docs/sampling.md).",
+    .inputs = msc_in, .n_inputs = SD_COUNT(msc_in),
+    .outputs = msc_out, .n_outputs = SD_COUNT(msc_out), .run = run_model_sampling_continuous,
 };
 
 static sd_status run_model_sampling_flux(sd_node_run *r)

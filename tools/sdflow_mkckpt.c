@@ -20,7 +20,7 @@ static void usage(FILE *f)
             "                         (the preset's UNet encoder as a ControlNet, control_model.*),\n"
             "                         controlnet-diffusers (the same tensors in diffusers' layout),\n"
             "                         or a stub of another family: sd2-stub, sdxl-stub,\n"
-            "                         sdxl-refiner-stub, sd3-stub, flux-stub\n"
+            "                         sdxl-refiner-stub, sd3-stub, flux-stub, sd2-unclip-stub\n"
             "  --dtype f32|f16|bf16   weight dtype (default f32)\n"
             "  --seed N               weight seed (default 0)\n"
             "  --no-clip, --no-vae    leave a part out of a checkpoint\n"
@@ -282,6 +282,7 @@ int main(int argc, char **argv)
         sd_family family;
     } stubs[] = {{"sd2-stub", SD_FAMILY_SD2}, {"sdxl-stub", SD_FAMILY_SDXL},
                  {"sdxl-refiner-stub", SD_FAMILY_SDXL_REFINER}, {"sd3-stub", SD_FAMILY_SD3},
+                 {"sd2-unclip-stub", SD_FAMILY_SD2_UNCLIP},
                  {"flux-stub", SD_FAMILY_FLUX}};
     size_t s = 0;
     while (s < sizeof stubs / sizeof stubs[0] && strcmp(kind, stubs[s].name) != 0)

@@ -24,7 +24,8 @@ typedef enum sd_family {
     SD_FAMILY_SD3,          /* MMDiT: joint_blocks.* */
     SD_FAMILY_FLUX,         /* double_blocks.* / single_blocks.* */
     SD_FAMILY_VAE,          /* a standalone VAE file (not a full checkpoint) */
-    SD_FAMILY_DIFFUSERS     /* diffusers-format weights (down_blocks.*), not a single-file checkpoint */
+    SD_FAMILY_DIFFUSERS,    /* diffusers-format weights (down_blocks.*), not a single-file checkpoint */
+    SD_FAMILY_SD2_UNCLIP    /* SD2 unCLIP: SD2 with label_emb, embedder.* (CLIP vision), noise_augmentor.* */
 } sd_family;
 
 /* What the diffusion network predicts (ComfyUI's model_sampling types). */

@@ -709,6 +709,10 @@ sd_status sd_write_family_stub(sd_context *ctx, const char *path, sd_family fami
     static const char *const refiner[] = {"model.diffusion_model.input_blocks.0.0.weight",
                                           "model.diffusion_model.label_emb.0.0.weight",
                                           "conditioner.embedders.0.model.token_embedding.weight", NULL};
+    static const char *const sd2_unclip[] = {"model.diffusion_model.input_blocks.0.0.weight",
+                                             "model.diffusion_model.label_emb.0.0.weight",
+                                             "cond_stage_model.model.token_embedding.weight",
+                                             "embedder.model.visual.conv1.weight", "noise_augmentor.data_mean", NULL};
     static const char *const sd3[] = {"model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", NULL};
     static const char *const flux[] = {"model.diffusion_model.double_blocks.0.img_attn.qkv.weight", NULL};
     const char *const *names;
@@ -716,6 +720,7 @@ sd_status sd_write_family_stub(sd_context *ctx, const char *path, sd_family fami
     case SD_FAMILY_SD2: names = sd2; break;
     case SD_FAMILY_SDXL: names = sdxl; break;
     case SD_FAMILY_SDXL_REFINER: names = refiner; break;
+    case SD_FAMILY_SD2_UNCLIP: names = sd2_unclip; break;
     case SD_FAMILY_SD3: names = sd3; break;
     case SD_FAMILY_FLUX: names = flux; break;
     default: return sd_set_error(ctx, SD_ERR_INVALID, "%s: no family-detection sample for %s", path, sd_family_name(family));

@@ -88,6 +88,8 @@ static void model_sampling_fill(sd_model_sampling *ms, int timesteps, double lin
     ms->n = timesteps;
     ms->skip = 1;
     ms->type = SD_SAMPLING_EPS;
+    ms->continuous = false;
+    ms->sigma_data = 1.0f;
     for (int t = 0; t < timesteps; t++) {
         double b = linspace_f64(start, end, timesteps, t);
         alphas_cumprod *= 1.0 - b * b;
@@ -162,15 +164,46 @@ sd_status sd_model_sampling_init_type(sd_context *ctx, sd_model_sampling *ms, in
     return SD_OK;
 }
 
+sd_status sd_model_sampling_continuous(sd_context *ctx, sd_model_sampling *ms, sd_sampling_type type,
+                                       double sigma_min, double sigma_max, double sigma_data)
+{
+    enum { TABLE = 1000 };
+    if (type != SD_SAMPLING_EPS && type != SD_SAMPLING_V_PREDICTION && type != SD_SAMPLING_EDM)
+        return sd_set_error(ctx, SD_ERR_INVALID, "model sampling: a continuous schedule takes eps, v_prediction "
+                                                 "or edm");
+    if (!(sigma_min > 0.0 && sigma_min < sigma_max && isfinite(sigma_max) && sigma_data > 0.0))
+        return sd_set_error(ctx, SD_ERR_INVALID, "model sampling: sigma range %g..%g (expected 0 < sigma_min "
+                                                 "< sigma_max)", sigma_min, sigma_max);
+    ms->n = TABLE;
+    ms->skip = 1;
+    ms->type = type;
+    ms->shift = 0.0;
+    ms->continuous = true;
+    ms->sigma_data = (float)sigma_data;
+    for (int i = 0; i < TABLE; i++) {
+        ms->sigmas[i] = expf(linspace_f32(log(sigma_min), log(sigma_max), TABLE, i));
+        ms->log_sigmas[i] = logf(ms->sigmas[i]);
+    }
+    return SD_OK;
+}
+
+float sd_model_sampling_input_scale(const sd_model_sampling *ms, float sigma)
+{
+    if (ms->type == SD_SAMPLING_FLOW)
+        return 1.0f;
+    return sqrtf(sigma * sigma + ms->sigma_data * ms->sigma_data);
+}
+
 void sd_model_sampling_denoise_coefs(const sd_model_sampling *ms, float sigma, float *cx, float *cout)
 {
     switch (ms->type) {
     case SD_SAMPLING_EPS:
         *cx = 1.0f, *cout = -sigma;
         return;
-    case SD_SAMPLING_V_PREDICTION: {
-        float s2 = sigma * sigma + 1.0f;
-        *cx = 1.0f / s2, *cout = -(sigma / sqrtf(s2));
+    case SD_SAMPLING_V_PREDICTION:
+    case SD_SAMPLING_EDM: {
+        float sd = ms->sigma_data, s2 = sigma * sigma + sd * sd, c_out = sigma * sd / sqrtf(s2);
+        *cx = sd * sd / s2, *cout = ms->type == SD_SAMPLING_EDM ? c_out : -c_out;
         return;
     }
     case SD_SAMPLING_LCM: {
@@ -201,6 +234,8 @@ void sd_model_sampling_flux(sd_model_sampling *ms, double shift)
     ms->skip = 1;
     ms->type = SD_SAMPLING_FLOW;
     ms->shift = shift;
+    ms->continuous = false;
+    ms->sigma_data = 1.0f;
     for (int i = 0; i < ms->n; i++) {
         ms->sigmas[i] = flux_time_shift(shift, (float)(i + 1) / (float)ms->n);
         ms->log_sigmas[i] = logf(ms->sigmas[i]);
@@ -232,6 +267,8 @@ float sd_model_sampling_timestep(const sd_model_sampling *ms, float sigma)
 {
     if (ms->type == SD_SAMPLING_FLOW)
         return sigma;
+    if (ms->continuous)
+        return 0.25f * logf(sigma);
     float log_sigma = logf(sigma);
     int best = 0;
     float best_dist = fabsf(log_sigma - ms->log_sigmas[0]);
@@ -249,6 +286,8 @@ float sd_model_sampling_sigma(const sd_model_sampling *ms, float timestep)
 {
     if (ms->type == SD_SAMPLING_FLOW)
         return flux_time_shift(ms->shift, timestep);
+    if (ms->continuous)
+        return expf(timestep / 0.25f);
     if (ms->skip > 1) /* ModelSamplingDiscreteDistilled.sigma */
         timestep = (timestep - (float)(ms->skip - 1)) / (float)ms->skip;
     float t = fminf(fmaxf(timestep, 0.0f), (float)(ms->n - 1));
@@ -267,6 +306,10 @@ double sd_model_sampling_percent_to_sigma(const sd_model_sampling *ms, double pe
         return 0.0;
     if (ms->type == SD_SAMPLING_FLOW)
         return (double)flux_time_shift(ms->shift, (float)(1.0 - percent));
+    if (ms->continuous) { /* ModelSamplingContinuousEDM.percent_to_sigma, in Python floats */
+        double lo = log((double)sd_model_sampling_sigma_min(ms)), hi = log((double)sd_model_sampling_sigma_max(ms));
+        return exp((hi - lo) * (1.0 - percent) + lo);
+    }
     return (double)sd_model_sampling_sigma(ms, (float)((1.0 - percent) * 999.0));
 }
 

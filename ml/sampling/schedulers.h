@@ -22,8 +22,10 @@ typedef enum sd_sampling_type {
     SD_SAMPLING_LCM,          /* LCM over ModelSamplingDiscreteDistilled (50 of the sigmas): D = c_out * (x - sigma
                                * out) + c_skip * x with the boundary conditions at 10 * timestep, sigma_data 0.5 */
     SD_SAMPLING_X0,           /* X0: D = out */
-    SD_SAMPLING_FLOW          /* CONST over ModelSamplingFlux (FLUX): the velocity; D = x - sigma * out, the
+    SD_SAMPLING_FLOW,         /* CONST over ModelSamplingFlux (FLUX): the velocity; D = x - sigma * out, the
                                * timestep is sigma itself, sigma(t) = e^shift / (e^shift + 1/t - 1) */
+    SD_SAMPLING_EDM           /* EDM (Karras et al. 2022), continuous only: D = x sd^2 / (sigma^2 + sd^2)
+                               * + out sigma sd / sqrt(sigma^2 + sd^2) for sigma_data sd */
 } sd_sampling_type;
 
 typedef struct sd_model_sampling {
@@ -31,6 +33,8 @@ typedef struct sd_model_sampling {
     int skip;              /* timesteps per kept sigma: 1, or 20 for LCM (ModelSamplingDiscreteDistilled) */
     sd_sampling_type type; /* SD_SAMPLING_EPS unless set by sd_model_sampling_init_type */
     double shift;          /* SD_SAMPLING_FLOW: ModelSamplingFlux's shift (mu) */
+    bool continuous;       /* ModelSamplingContinuousEDM: timestep = 0.25 log sigma, sigma(t) = e^(4t) */
+    float sigma_data;      /* 1 except EDM's 0.5: calculate_input x / sqrt(sigma^2 + sd^2), V and EDM's D */
     float sigmas[SD_MODEL_SAMPLING_MAX_STEPS];
     float log_sigmas[SD_MODEL_SAMPLING_MAX_STEPS];
 } sd_model_sampling;
@@ -47,6 +51,15 @@ sd_status sd_model_sampling_init(sd_context *ctx, sd_model_sampling *ms, int tim
  * a multiple of 50. */
 sd_status sd_model_sampling_init_type(sd_context *ctx, sd_model_sampling *ms, int timesteps, double linear_start,
                                       double linear_end, sd_sampling_type type, bool zsnr);
+/* ComfyUI's ModelSamplingContinuousEDM (the ModelSamplingContinuousEDM node): 1000 float32 sigmas
+ * exp(linspace(log sigma_min, log sigma_max)) (kept for the table-based schedulers), continuous
+ * timesteps, type EPS, V_PREDICTION or EDM with sigma_data. SD_ERR_INVALID (message on ctx) unless
+ * 0 < sigma_min < sigma_max are finite, sigma_data > 0 and the type is one of those three. */
+sd_status sd_model_sampling_continuous(sd_context *ctx, sd_model_sampling *ms, sd_sampling_type type,
+                                       double sigma_min, double sigma_max, double sigma_data);
+/* calculate_input's divisor: the network sees x / sd_model_sampling_input_scale(ms, sigma), i.e.
+ * sqrt(sigma^2 + sigma_data^2); 1 for FLOW (CONST takes x as it is). */
+float sd_model_sampling_input_scale(const sd_model_sampling *ms, float sigma);
 /* The denoised value is cx * x + cout * out for a model output `out` at the noisy x and sigma > 0
  * (calculate_denoised; for EPS exactly x - out * sigma). */
 void sd_model_sampling_denoise_coefs(const sd_model_sampling *ms, float sigma, float *cx, float *cout);
@@ -62,16 +75,18 @@ void sd_model_sampling_sd1(sd_model_sampling *ms);
 float sd_model_sampling_sigma_min(const sd_model_sampling *ms);
 float sd_model_sampling_sigma_max(const sd_model_sampling *ms);
 /* The model's timestep for a sigma: the index of the nearest log-sigma (ComfyUI's
- * ModelSamplingDiscrete.timestep; times skip plus skip - 1 for LCM), sigma itself for FLOW.
+ * ModelSamplingDiscrete.timestep; times skip plus skip - 1 for LCM), sigma itself for FLOW,
+ * 0.25 * log(sigma) in float32 for a continuous schedule.
  * sigma must be > 0. */
 float sd_model_sampling_timestep(const sd_model_sampling *ms, float sigma);
 /* Sigma for a fractional timestep (clamped to [0, n-1]) by linear interpolation of log-sigma;
- * FLOW: flux_time_shift(shift, 1, timestep). */
+ * FLOW: flux_time_shift(shift, 1, timestep); continuous: exp(timestep / 0.25). */
 float sd_model_sampling_sigma(const sd_model_sampling *ms, float timestep);
 /* ComfyUI's ModelSamplingDiscrete.percent_to_sigma: the sigma at a fraction of the model's
  * schedule (0 its start, 1 its end): sigma((1 - percent) * 999) with the argument rounded to
  * float32 as ComfyUI's tensor; percent <= 0 gives 999999999.9 (above every sigma), percent >= 1
- * gives 0 (FLOW: 1 for percent <= 0, sigma(1 - percent) between). Used for ControlNet and conditioning percent ranges. */
+ * gives 0 (FLOW: 1 for percent <= 0, sigma(1 - percent) between; continuous: log-linear between
+ * sigma_max and sigma_min, in double). Used for ControlNet and conditioning percent ranges. */
 double sd_model_sampling_percent_to_sigma(const sd_model_sampling *ms, double percent);
 
 /* ComfyUI's scheduler names, in ComfyUI's order: normal, karras, exponential, sgm_uniform,

@@ -315,6 +315,9 @@ static void test_other_families(void)
         {SD_FAMILY_SD2, "sd2.safetensors",
          "tensor 'model.diffusion_model.input_blocks.0.0.weight' has 2 dimensions, expected 4"},
         {SD_FAMILY_SD3, "sd3.safetensors", "SD3 checkpoint detected; sdflow supports SD1.x, SD2.x, SDXL, SDXL refiner, FLUX"},
+        /* SD2 unCLIP has SDXL's label_emb: named as itself, not read as SDXL */
+        {SD_FAMILY_SD2_UNCLIP, "sd2-unclip.safetensors",
+         "SD2.x unCLIP checkpoint detected; sdflow supports SD1.x, SD2.x, SDXL, SDXL refiner, FLUX"},
         {SD_FAMILY_FLUX, "flux.safetensors", "tensor 'model.diffusion_model.img_in.weight' is missing (FLUX transformer)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -48,6 +48,25 @@ static void compare(const char *what, const float *got, size_t n_got, const floa
     }
 }
 
+/* The rest of a "sched <scheduler> <steps> <count> <values>" line (strtok state continues from the
+ * caller) against sd_scheduler_sigmas over ms; `label` prefixes the failure messages. */
+static void check_sched_line(sd_context *ctx, const sd_model_sampling *ms, const char *label)
+{
+    static float want[1100];
+    char name[64];
+    snprintf(name, sizeof name, "%s", strtok(NULL, " \n"));
+    int steps = atoi(strtok(NULL, " \n")), count = atoi(strtok(NULL, " \n"));
+    read_values(count, want);
+    float *got = NULL;
+    size_t n = 0;
+    CHECK_EQ_INT(sd_scheduler_sigmas(ctx, ms, name, steps, &got, &n), SD_OK);
+    char what[160];
+    snprintf(what, sizeof what, "%s%s%s %d steps", label, *label ? ": " : "", name, steps);
+    if (got)
+        compare(what, got, n, want, count);
+    free(got);
+}
+
 static void test_goldens(void)
 {
     FILE *f = open_golden("sigmas.txt");
@@ -74,18 +93,7 @@ static void test_goldens(void)
                 n_model++;
             }
         } else if (strcmp(kind, "sched") == 0) {
-            char name[64];
-            snprintf(name, sizeof name, "%s", strtok(NULL, " \n"));
-            int steps = atoi(strtok(NULL, " \n")), count = atoi(strtok(NULL, " \n"));
-            read_values(count, want);
-            float *got = NULL;
-            size_t n = 0;
-            CHECK_EQ_INT(sd_scheduler_sigmas(ctx, &ms, name, steps, &got, &n), SD_OK);
-            char what[128];
-            snprintf(what, sizeof what, "%s %d steps", name, steps);
-            if (got)
-                compare(what, got, n, want, count);
-            free(got);
+            check_sched_line(ctx, &ms, "");
             n_sched++;
         } else if (strcmp(kind, "ksampler") == 0) {
             char name[64], sampler[64];
@@ -129,6 +137,82 @@ static void test_goldens(void)
     CHECK(n_model == 31 && n_sched == 62 && n_ksampler == 54 && n_range == 9);
     printf("sigmas: %d schedules, %d KSampler schedules, %d step ranges; worst relative deviation %.3g (%s)\n",
            n_sched, n_ksampler, n_range, worst_rel, worst_what);
+}
+
+/* ModelSamplingContinuousEDM (edm_sigmas.txt): the sigma table, the nine schedulers over it, the
+ * continuous timestep, sigma and percent_to_sigma, the preconditioning of EPS, V_PREDICTION and EDM. */
+static void check_close(const char *what, double got, double want, double tol)
+{
+    double rel = want == 0.0 ? fabs(got) : fabs(got / want - 1.0);
+    CHECK_MSG(rel <= tol, "%s: %.9g, want %.9g", what, got, want);
+}
+
+static void test_edm_goldens(void)
+{
+    FILE *f = open_golden("edm_sigmas.txt");
+    if (!f)
+        return;
+    sd_context *ctx = NULL;
+    CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
+    static sd_model_sampling ms;
+    static char line[65536];
+    char kind_name[32] = "";
+    int n_ms = 0, n_sched = 0, n_other = 0;
+    while (fgets(line, sizeof line, f)) {
+        char *kind = strtok(line, " \n");
+        char what[160];
+        if (!kind || kind[0] == '#')
+            continue;
+        if (strcmp(kind, "ms") == 0) {
+            snprintf(kind_name, sizeof kind_name, "%s", strtok(NULL, " \n"));
+            double lo = strtod(strtok(NULL, " \n"), NULL), hi = strtod(strtok(NULL, " \n"), NULL);
+            bool edm = strcmp(kind_name, "edm") == 0;
+            sd_sampling_type type = edm ? SD_SAMPLING_EDM
+                                    : strcmp(kind_name, "eps") == 0 ? SD_SAMPLING_EPS
+                                                                    : SD_SAMPLING_V_PREDICTION;
+            CHECK_EQ_INT(sd_model_sampling_continuous(ctx, &ms, type, lo, hi, edm ? 0.5 : 1.0), SD_OK);
+            n_ms++;
+        } else if (strcmp(kind, "model") == 0) {
+            for (char *tok; (tok = strtok(NULL, " \n"));) {
+                int idx = atoi(tok);
+                snprintf(what, sizeof what, "%s table sigma %d", kind_name, idx);
+                check_close(what, ms.sigmas[idx], strtod(strchr(tok, ':') + 1, NULL), 1e-6);
+            }
+        } else if (strcmp(kind, "sched") == 0) {
+            check_sched_line(ctx, &ms, kind_name);
+            n_sched++;
+        } else {
+            double arg = strtod(strtok(NULL, " \n"), NULL), v = strtod(strtok(NULL, " \n"), NULL);
+            snprintf(what, sizeof what, "%s: %s %g", kind_name, kind, arg);
+            if (strcmp(kind, "timestep") == 0) {
+                /* 0.25 ln sigma is 0 at sigma 1: compare absolutely */
+                CHECK_MSG(fabs(sd_model_sampling_timestep(&ms, (float)arg) - v) <= 1e-6, "%s", what);
+            } else if (strcmp(kind, "sigma") == 0) {
+                check_close(what, sd_model_sampling_sigma(&ms, (float)arg), v, 1e-6);
+            } else if (strcmp(kind, "percent") == 0) {
+                check_close(what, sd_model_sampling_percent_to_sigma(&ms, arg), v, 1e-12);
+            } else if (strcmp(kind, "denoise") == 0) {
+                double cout_want = strtod(strtok(NULL, " \n"), NULL), scale = strtod(strtok(NULL, " \n"), NULL);
+                float cx, cout;
+                sd_model_sampling_denoise_coefs(&ms, (float)arg, &cx, &cout);
+                check_close(what, cx, v, 1e-6);
+                check_close(what, cout, cout_want, 1e-6);
+                check_close(what, sd_model_sampling_input_scale(&ms, (float)arg), scale, 1e-6);
+            } else {
+                CHECK_MSG(false, "edm_sigmas.txt: unknown line '%s'", kind);
+            }
+            n_other++;
+        }
+    }
+    fclose(f);
+    CHECK(n_ms == 3 && n_sched == 3 * 26 && n_other == 3 * 16);
+    printf("edm: %d continuous model samplings, %d schedules, %d timestep/sigma/percent/preconditioning values\n",
+           n_ms, n_sched, n_other);
+    /* bad ranges */
+    CHECK_EQ_INT(sd_model_sampling_continuous(ctx, &ms, SD_SAMPLING_EDM, 0.0, 120.0, 0.5), SD_ERR_INVALID);
+    CHECK_EQ_INT(sd_model_sampling_continuous(ctx, &ms, SD_SAMPLING_EDM, 5.0, 1.0, 0.5), SD_ERR_INVALID);
+    CHECK_EQ_INT(sd_model_sampling_continuous(ctx, &ms, SD_SAMPLING_LCM, 0.002, 120.0, 1.0), SD_ERR_INVALID);
+    sd_context_free(ctx);
 }
 
 static void test_model_sampling(void)
@@ -332,6 +416,7 @@ int main(void)
     RUN(test_model_sampling);
     RUN(test_names);
     RUN(test_goldens);
+    RUN(test_edm_goldens);
     RUN(test_custom_goldens);
     RUN(test_basic_scheduler);
     RUN(test_bad_input);

@@ -88,7 +88,7 @@ static void test_descriptors(void)
     CHECK_STR_EQ(sd_family_runnable_list(buf, sizeof buf), "SD1.x, SD2.x, SDXL, SDXL refiner, FLUX");
     CHECK_STR_EQ(sd_family_lora_list(buf, sizeof buf), "SD1.x, SD2.x, SDXL, FLUX");
     CHECK_STR_EQ(sd_latent_channels_families(buf, sizeof buf, 16), "SD3, FLUX");
-    CHECK_STR_EQ(sd_latent_channels_families(buf, sizeof buf, 4), "SD1.x, SD2.x, SDXL, SDXL refiner");
+    CHECK_STR_EQ(sd_latent_channels_families(buf, sizeof buf, 4), "SD1.x, SD2.x, SDXL, SDXL refiner, SD2.x unCLIP");
     CHECK_STR_EQ(sd_latent_channels_families(buf, sizeof buf, 8), "");
     /* Every diffusion-model family is complete. */
     for (sd_family f = SD_FAMILY_SD1; f <= SD_FAMILY_FLUX; f++) {

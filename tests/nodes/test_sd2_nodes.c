@@ -6,6 +6,8 @@
  *   ModelSamplingDiscrete v_prediction + zsnr, the eps file through ModelSamplingDiscrete lcm, by PSNR on the model's contribution (final latent
  *   minus the scaled initial noise; the zsnr run on the final latent, its noise being scaled 4500x);
  * - RescaleCFG against ComfyUI's sampler_cfg_function (the goldens' torch code);
+ * - ModelSamplingContinuousEDM (edm on the eps file, karras; continuous v_prediction on the v file)
+ *   against tests/reference/make_edm_goldens.py;
  * - ModelSamplingDiscrete: choosing what the file shows changes nothing bit for bit, another
  *   choice changes the result, and its inputs reach the KSampler's cache key;
  * - family checks before running: an SD2 CLIP in CLIPTextEncodeSDXL, an SD2 conditioning on an
@@ -33,16 +35,21 @@ static char *g_dir; /* models/checkpoints with sd2.safetensors, sd2v.safetensors
 #define MSD(id, ckpt, sampling, zsnr) \
     "<node id='" id "' type='ModelSamplingDiscrete'><input name='model' from='" ckpt "' output='MODEL'/>" \
     "<input name='sampling'>" sampling "</input><input name='zsnr'>" zsnr "</input></node>"
+#define EDM(id, ckpt, sampling, sigma_max, sigma_min) \
+    "<node id='" id "' type='ModelSamplingContinuousEDM'><input name='model' from='" ckpt "' output='MODEL'/>" \
+    "<input name='sampling'>" sampling "</input><input name='sigma_max'>" sigma_max "</input>" \
+    "<input name='sigma_min'>" sigma_min "</input></node>"
 #define ENCODE(id, ckpt, text) \
     "<node id='" id "' type='CLIPTextEncode'><input name='clip' from='" ckpt "' output='CLIP'/>" \
     "<input name='text'>" text "</input></node>"
 #define PROMPTS(ckpt) ENCODE("p", ckpt, "a photo of a cat") ENCODE("n", ckpt, "")
 #define EMPTY "<node id='e' type='EmptyLatentImage'><input name='width'>64</input><input name='height'>64</input></node>"
 #define SAMPLER(model) SAMPLER_CFG(model, "6")
-#define SAMPLER_CFG(model, cfg) \
+#define SAMPLER_CFG(model, cfg) SAMPLER_SCHED(model, cfg, "normal")
+#define SAMPLER_SCHED(model, cfg, scheduler) \
     "<node id='ks' type='KSampler'><input name='model' from='" model "' output='MODEL'/>" \
     "<input name='seed'>99</input><input name='steps'>5</input><input name='cfg'>" cfg "</input>" \
-    "<input name='sampler_name'>euler</input><input name='scheduler'>normal</input>" \
+    "<input name='sampler_name'>euler</input><input name='scheduler'>" scheduler "</input>" \
     "<input name='positive' from='p' output='CONDITIONING'/><input name='negative' from='n' " \
     "output='CONDITIONING'/><input name='latent_image' from='e' output='LATENT'/></node>"
 
@@ -148,6 +155,34 @@ static void test_rescale_cfg_against_reference(void)
     CHECK(on >= 60.0 && off < 50.0); /* the difference RescaleCFG makes is well above the error */
     free(got);
     free(plain);
+}
+
+/* ModelSamplingContinuousEDM against ComfyUI's formulas (make_edm_goldens.py): the eps file as edm
+ * (sigma 0.002..120, karras) and the v file as continuous v_prediction (0.03..14.6, normal), on the
+ * final latent (both runs end at sigma 0, the latent is the model's); the same runs without the
+ * node stay at least 30 dB further from the references, and a ModelSamplingDiscrete after it takes its place. */
+static void test_continuous_edm(void)
+{
+    float *edm = run_latent(CKPT("ck", "sd2.safetensors") EDM("ms", "ck", "edm", "120", "0.002") PROMPTS("ck")
+                            EMPTY SAMPLER_SCHED("ms", "6", "karras"));
+    float *plain = run_latent(CKPT("ck", "sd2.safetensors") PROMPTS("ck") EMPTY SAMPLER_SCHED("ck", "6", "karras"));
+    double on = psnr_vs(edm, "sd2_sample_edm_final.bin", 0), off = psnr_vs(plain, "sd2_sample_edm_final.bin", 0);
+    printf("  SD2 eps file as edm (ModelSamplingContinuousEDM), karras: PSNR %.1f dB vs diffusers (without the "
+           "node: %.1f dB)\n", on, off);
+    CHECK(on >= 40.0 && on - off >= 30.0);
+    float *cv = run_latent(CKPT("ck", "sd2v.safetensors") EDM("ms", "ck", "v_prediction", "14.6", "0.03")
+                           PROMPTS("ck") EMPTY SAMPLER("ms"));
+    on = psnr_vs(cv, "sd2_sample_cv_final.bin", 0), off = psnr_vs(g_v_run, "sd2_sample_cv_final.bin", 0);
+    printf("  SD2 v file as continuous v_prediction, normal: PSNR %.1f dB vs diffusers (discrete: %.1f dB)\n", on,
+           off);
+    CHECK(on >= 40.0 && on - off >= 30.0); /* the continuous schedule is what brings it to the reference */
+    float *back = run_latent(CKPT("ck", "sd2.safetensors") EDM("ed", "ck", "edm", "120", "0.002")
+                             MSD("ms", "ed", "eps", "false") PROMPTS("ck") EMPTY SAMPLER("ms"));
+    CHECK(same(back, g_eps_run));
+    free(edm);
+    free(plain);
+    free(cv);
+    free(back);
 }
 
 /* What the file shows, chosen again, changes nothing; another choice changes the result (lcm:
@@ -338,6 +373,7 @@ int main(void)
     RUN(test_zsnr_against_diffusers);
     RUN(test_lcm_against_reference);
     RUN(test_rescale_cfg_against_reference);
+    RUN(test_continuous_edm);
     RUN(test_model_sampling_discrete);
     RUN(test_cache_key);
     RUN(test_family_checks);
