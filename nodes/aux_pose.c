@@ -2,13 +2,16 @@
  * person, found by the CMU body network (ml/annotators/openpose.h) and body.py's steps
  * (ml/annotators/pose_keypoints.h), and with detect_hand each person's hands (the hand network
  * over the boxes of ml/annotators/pose_hand.h), drawn as util.draw_bodypose and draw_handpose
- * draw them (ml/annotators/pose_draw.h) on a black canvas of the detect resolution. Face
+ * draw them (ml/annotators/pose_draw.h) on a black canvas of the detect resolution; the
+ * keypoints also come out as the aux node's POSE_KEYPOINT, in OpenPose JSON text. Face
  * detection is not implemented: detect_face defaults to "disable" here and "enable" is refused
  * before anything runs. */
 #include "ml/annotators/openpose.h"
 #include "ml/annotators/pose_hand.h"
+#include "ml/annotators/pose_json.h"
 #include "ml/annotators/pose_keypoints.h"
 #include "nodes/aux_run.h"
+#include "nodes/image_device.h"
 #include "nodes/node_util.h"
 #include <stdlib.h>
 #include <string.h>
@@ -17,25 +20,23 @@ typedef struct pose_run {
     sd_cl *cl;
     sd_pose_net *body, *hand; /* hand: NULL without detect_hand */
     bool draw_body, xinsr;
+    int64_t canvas_h, canvas_w; /* each item's output size */
+    sd_pose_frame *frames;      /* one per item so far; their people malloc'd */
+    size_t n_frames;
 } pose_run;
 
-/* detect_hands for one person: each box's keypoints, drawn after the body (left, then right). */
-static sd_status draw_hands(pose_run *p, const sd_img8 *img, const sd_pose_person *person, unsigned char *map)
+/* detect_hands for one person into e: each box's keypoints (left, then right). */
+static sd_status find_hands(pose_run *p, const sd_img8 *img, const sd_pose_person *person, sd_pose_entry *e)
 {
     sd_pose_hand_box boxes[2];
-    float pts[2][SD_POSE_HAND_POINTS][2];
-    bool have[2] = {false, false}; /* left, right */
     int n = sd_pose_hand_boxes(person, (int)img->h, (int)img->w, boxes);
     for (int i = 0; i < n; i++) {
         int side = boxes[i].left ? 0 : 1;
-        sd_status st = sd_pose_hand_keypoints(p->cl, p->hand, img, &boxes[i], pts[side]);
+        sd_status st = sd_pose_hand_keypoints(p->cl, p->hand, img, &boxes[i], e->hand[side]);
         if (st)
             return st;
-        have[side] = true;
+        e->has_hand[side] = true;
     }
-    for (int side = 0; side < 2; side++)
-        if (have[side])
-            sd_pose_draw_hand(map, (int)img->w, (int)img->h, (const float(*)[2])pts[side]);
     return SD_OK;
 }
 
@@ -46,23 +47,31 @@ static sd_status detect(sd_node_run *r, const sd_img8 *img, void *arg, unsigned 
     int64_t h = img->h, w = img->w;
     double *heat = NULL, *paf = NULL;
     sd_pose_person *people = NULL;
+    sd_pose_entry *found = NULL;
     size_t n = 0;
     sd_status st = sd_pose_body_maps(p->cl, p->body, img, &heat, &paf);
     if (!st)
         st = sd_pose_find_people(ctx, heat, paf, (int)h, (int)w, &people, &n);
+    if (!st && n && !(found = calloc(n, sizeof *found)))
+        st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory for %zu poses", n);
     if (!st) {
         memset(map, 0, (size_t)(h * w * 3));
         for (size_t i = 0; !st && i < n; i++) { /* detect_poses normalises, draw_bodypose scales */
-            sd_pose_point pts[SD_POSE_BODY_POINTS];
             for (int k = 0; k < SD_POSE_BODY_POINTS; k++)
-                pts[k] = (sd_pose_point){people[i].points[k].x / (double)w, people[i].points[k].y / (double)h,
-                                         people[i].points[k].present};
+                found[i].body[k] = (sd_pose_point){people[i].points[k].x / (double)w,
+                                                   people[i].points[k].y / (double)h, people[i].points[k].present};
             if (p->draw_body)
-                sd_pose_draw_body(map, (int)w, (int)h, pts, p->xinsr);
-            if (p->hand)
-                st = draw_hands(p, img, &people[i], map);
+                sd_pose_draw_body(map, (int)w, (int)h, found[i].body, p->xinsr);
+            if (p->hand && !(st = find_hands(p, img, &people[i], &found[i])))
+                for (int side = 0; side < 2; side++)
+                    if (found[i].has_hand[side])
+                        sd_pose_draw_hand(map, (int)w, (int)h, (const float(*)[2])found[i].hand[side]);
         }
     }
+    if (!st) /* run_openpose sized frames for every item */
+        p->frames[p->n_frames++] = (sd_pose_frame){found, n, p->canvas_h, p->canvas_w};
+    else
+        free(found);
     free(people), free(heat), free(paf);
     return st ? sd_run_fail(r, st) : SD_OK;
 }
@@ -81,10 +90,27 @@ static sd_status run_openpose(sd_node_run *r)
         st = sd_pose_net_new(p.cl, file, SD_POSE_BODY, &p.body);
     if (!st && hands && !(st = sd_safetensors_open(ctx, sd_run_file(r, "hand_ckpt_name"), &hand_file)))
         st = sd_pose_net_new(p.cl, hand_file, SD_POSE_HAND_NET, &p.hand);
+    const sd_tensor *t = st ? NULL : sd_node_image_tensor(r, "image");
     if (st)
         st = sd_run_fail(r, st);
-    else
+    else if (!t)
+        st = SD_ERR_INVALID;
+    else /* a size out of range is the frame's error */
+        (void)sd_aux_target_size(t->shape[1], t->shape[2], sd_run_int(r, "resolution"), &p.canvas_h, &p.canvas_w);
+    if (!st && t && !(p.frames = calloc((size_t)t->shape[0], sizeof *p.frames)))
+        st = sd_run_error(r, SD_ERR_NOMEM, "out of memory for the poses");
+    if (!st)
         st = sd_node_aux_run_channels(r, SD_AUX_CUBIC, 3, detect, &p, NULL);
+    char *json = st ? NULL : sd_pose_json(p.frames, p.n_frames);
+    sd_value *v = json ? sd_value_string(SD_TYPE_STRING, json) : NULL;
+    if (!st && !v)
+        st = sd_run_error(r, SD_ERR_NOMEM, "out of memory for the pose keypoints");
+    if (!st)
+        sd_run_set_output(r, 1, v);
+    free(json);
+    for (size_t i = 0; i < p.n_frames; i++)
+        free((void *)p.frames[i].people);
+    free(p.frames);
     sd_pose_net_free(p.body);
     sd_pose_net_free(p.hand);
     sd_safetensors_close(file);
@@ -134,7 +160,10 @@ static const sd_input_desc inputs[] = {
                                           "in models/annotators; read only with detect_hand"},
 };
 static const sd_output_desc outputs[] = {
-    SD_OUT("IMAGE", SD_TYPE_IMAGE, "the skeletons on black at the detect resolution")};
+    SD_OUT("IMAGE", SD_TYPE_IMAGE, "the skeletons on black at the detect resolution"),
+    SD_OUT("POSE_KEYPOINT", SD_TYPE_STRING,
+           "the keypoints as the aux node's POSE_KEYPOINT in OpenPose JSON text: a list of one "
+           "{people, canvas_height, canvas_width} per image, points as fractions of the padded detect image")};
 const sd_node_desc sd_node_OpenposePreprocessor = {
     .name = "OpenposePreprocessor", .version = 1, .category = "ControlNet Preprocessors/Faces and Poses Estimators",
     .doc = "OpenPose body and hand skeletons (comfyui_controlnet_aux's OpenPose Pose; no faces).",

@@ -476,15 +476,23 @@ static int64_t pad64(int64_t x)
     return (x + 63) / 64 * 64;
 }
 
+bool sd_aux_target_size(int64_t h, int64_t w, int64_t resolution, int64_t *th, int64_t *tw)
+{
+    double k = (double)resolution / (double)(h < w ? h : w);
+    double fh = nearbyint((double)h * k), fw = nearbyint((double)w * k);
+    if (!(fh >= 1 && fw >= 1 && fh <= MAX_SIDE && fw <= MAX_SIDE))
+        return false;
+    *th = (int64_t)fh, *tw = (int64_t)fw;
+    return true;
+}
+
 sd_status sd_aux_resize_with_pad(sd_context *ctx, const sd_img8 *src, int64_t resolution, sd_aux_interp up,
                                  sd_img8 *out, int64_t *th, int64_t *tw)
 {
     double k = (double)resolution / (double)(src->h < src->w ? src->h : src->w);
-    double fh = nearbyint((double)src->h * k), fw = nearbyint((double)src->w * k);
-    if (!(fh >= 1 && fw >= 1 && fh <= MAX_SIDE && fw <= MAX_SIDE))
-        return sd_set_error(ctx, SD_ERR_LIMIT, "resolution %lld makes a %.0fx%.0f image", (long long)resolution, fh,
-                            fw);
-    *th = (int64_t)fh, *tw = (int64_t)fw;
+    if (!sd_aux_target_size(src->h, src->w, resolution, th, tw))
+        return sd_set_error(ctx, SD_ERR_LIMIT, "resolution %lld makes a %.0fx%.0f image", (long long)resolution,
+                            nearbyint((double)src->h * k), nearbyint((double)src->w * k));
     sd_img8 r;
     sd_status st = sd_aux_resize(ctx, src, *th, *tw, k > 1 ? up : SD_AUX_AREA, &r);
     if (st)

@@ -10,6 +10,7 @@
 #define SD_ML_AUX_IMAGE_H
 
 #include "core/context.h"
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct sd_img8 {
@@ -52,6 +53,10 @@ sd_status sd_aux_resize_lanczos4_f32(sd_context *ctx, const float *src, int64_t 
  * enlarging are refused with SD_ERR_INVALID) into dst (dh x dw floats). */
 sd_status sd_aux_resize_area_f32(sd_context *ctx, const float *src, int64_t sh, int64_t sw, float *dst, int64_t dh,
                                  int64_t dw);
+
+/* resize_image_with_pad's target size for an h x w image (below); false when a side would be
+ * under 1 or over the size limit. */
+bool sd_aux_target_size(int64_t h, int64_t w, int64_t resolution, int64_t *th, int64_t *tw);
 
 /* resize_image_with_pad: k = resolution / min(h, w), the target size round(h k) x round(w k)
  * (half to even) in *th, *tw, cv2.resize with `up` when k > 1 and INTER_AREA otherwise, then

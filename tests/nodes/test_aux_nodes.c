@@ -249,7 +249,7 @@ static void setup_dirs(void)
  * canvas of the detect size with skeletons drawn (the random network's many near-tied "people" are
  * no golden: the maps, people, hands and drawing are checked on exact inputs in tests/models);
  * detect_hand (default enable) runs with the hand file (the random people have no hand box, so
- * the image is the bodies'); a body file given as the hand network named before anything runs;
+ * the image is the bodies'); the POSE_KEYPOINT text holds the people and the output's size; a body file given as the hand network named before anything runs;
  * face detection refused. */
 /* The 230 x 192 x 3 image of OpenposePreprocessor at resolution 192 with detect_hand `hand`
  * (malloc'd), or NULL. */
@@ -267,6 +267,11 @@ static float *openpose_image(const char *hand)
     float *copy = t ? malloc(sizeof *copy * 230 * 192 * 3) : NULL;
     if (copy)
         memcpy(copy, t->data, sizeof *copy * 230 * 192 * 3);
+    /* POSE_KEYPOINT: one frame with people, the canvas the cut output */
+    const sd_value *k = st ? NULL : sd_result_value(res, "pre", "POSE_KEYPOINT");
+    const char *head = "[\n    {\n        \"people\": [\n            {\n                \"pose_keypoints_2d\": [\n";
+    CHECK(k && k->s && strncmp(k->s, head, strlen(head)) == 0);
+    CHECK(k && k->s && strstr(k->s, "\"canvas_height\": 230,\n        \"canvas_width\": 192\n    }\n]"));
     sd_result_free(res);
     sd_graph_free(g);
     return copy;
