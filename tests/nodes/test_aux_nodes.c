@@ -249,7 +249,8 @@ static void setup_dirs(void)
  * canvas of the detect size with skeletons drawn (the random network's many near-tied "people" are
  * no golden: the maps, people, hands and drawing are checked on exact inputs in tests/models);
  * detect_hand (default enable) runs with the hand file (the random people have no hand box, so
- * the image is the bodies'); the POSE_KEYPOINT text holds the people and the output's size; a body file given as the hand network named before anything runs;
+ * the image is the bodies'); the POSE_KEYPOINT text holds the people and the output's size; a
+ * resolution of 64 (a detect image of 128 rows) runs; a body file given as the hand network named before anything runs;
  * face detection refused. */
 /* The 230 x 192 x 3 image of OpenposePreprocessor at resolution 192 with detect_hand `hand`
  * (malloc'd), or NULL. */
@@ -291,6 +292,15 @@ static void test_openpose(void)
     sd_run_options opt = {.outputs = outs, .n_outputs = 1, .no_cache = true};
     sd_result *res = NULL;
     sd_graph *g;
+
+    /* a detect image of 184 rows or fewer (128 x 64 padded): enlarged by the 8-bit Lanczos */
+    g = pre_graph("OpenposePreprocessor", (const char *const[]){"resolution", "64", NULL});
+    CHECK_MSG(sd_graph_run(g, &opt, &res) == SD_OK, "%s", sd_context_errmsg(ctx));
+    const sd_value *small = sd_result_value(res, "pre", "IMAGE");
+    const sd_tensor *st = small ? sd_value_tensor(small, "image") : NULL;
+    CHECK(st && st->shape[1] == 77 && st->shape[2] == 64);
+    sd_result_free(res);
+    sd_graph_free(g);
 
     g = pre_graph("OpenposePreprocessor", (const char *const[]){"resolution", "192", "detect_face", "enable", NULL});
     CHECK_EQ_INT(sd_graph_run(g, &opt, &res), SD_ERR_INVALID);
