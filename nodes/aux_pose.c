@@ -1,21 +1,44 @@
 /* OpenposePreprocessor (comfyui_controlnet_aux's "OpenPose Pose"): the body keypoints of every
  * person, found by the CMU body network (ml/annotators/openpose.h) and body.py's steps
- * (ml/annotators/pose_keypoints.h), drawn as util.draw_bodypose draws them
- * (ml/annotators/pose_draw.h) on a black canvas of the detect resolution. Hand and face
- * detection are not implemented: detect_hand and detect_face default to "disable" here and
- * "enable" is refused before anything runs. */
+ * (ml/annotators/pose_keypoints.h), and with detect_hand each person's hands (the hand network
+ * over the boxes of ml/annotators/pose_hand.h), drawn as util.draw_bodypose and draw_handpose
+ * draw them (ml/annotators/pose_draw.h) on a black canvas of the detect resolution; the
+ * keypoints also come out as the aux node's POSE_KEYPOINT, in OpenPose JSON text. Face
+ * detection is not implemented: detect_face defaults to "disable" here and "enable" is refused
+ * before anything runs. */
 #include "ml/annotators/openpose.h"
+#include "ml/annotators/pose_hand.h"
+#include "ml/annotators/pose_json.h"
 #include "ml/annotators/pose_keypoints.h"
 #include "nodes/aux_run.h"
+#include "nodes/image_device.h"
 #include "nodes/node_util.h"
 #include <stdlib.h>
 #include <string.h>
 
 typedef struct pose_run {
     sd_cl *cl;
-    sd_pose_net *body;
+    sd_pose_net *body, *hand; /* hand: NULL without detect_hand */
     bool draw_body, xinsr;
+    int64_t canvas_h, canvas_w; /* each item's output size */
+    sd_pose_frame *frames;      /* one per item so far; their people malloc'd */
+    size_t n_frames;
 } pose_run;
+
+/* detect_hands for one person into e: each box's keypoints (left, then right). */
+static sd_status find_hands(pose_run *p, const sd_img8 *img, const sd_pose_person *person, sd_pose_entry *e)
+{
+    sd_pose_hand_box boxes[2];
+    int n = sd_pose_hand_boxes(person, (int)img->h, (int)img->w, boxes);
+    for (int i = 0; i < n; i++) {
+        int side = boxes[i].left ? 0 : 1;
+        sd_status st = sd_pose_hand_keypoints(p->cl, p->hand, img, &boxes[i], e->hand[side]);
+        if (st)
+            return st;
+        e->has_hand[side] = true;
+    }
+    return SD_OK;
+}
 
 static sd_status detect(sd_node_run *r, const sd_img8 *img, void *arg, unsigned char *map)
 {
@@ -24,20 +47,31 @@ static sd_status detect(sd_node_run *r, const sd_img8 *img, void *arg, unsigned 
     int64_t h = img->h, w = img->w;
     double *heat = NULL, *paf = NULL;
     sd_pose_person *people = NULL;
+    sd_pose_entry *found = NULL;
     size_t n = 0;
     sd_status st = sd_pose_body_maps(p->cl, p->body, img, &heat, &paf);
     if (!st)
         st = sd_pose_find_people(ctx, heat, paf, (int)h, (int)w, &people, &n);
+    if (!st && n && !(found = calloc(n, sizeof *found)))
+        st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory for %zu poses", n);
     if (!st) {
         memset(map, 0, (size_t)(h * w * 3));
-        for (size_t i = 0; p->draw_body && i < n; i++) { /* detect_poses normalises, draw_bodypose scales */
-            sd_pose_point pts[SD_POSE_BODY_POINTS];
+        for (size_t i = 0; !st && i < n; i++) { /* detect_poses normalises, draw_bodypose scales */
             for (int k = 0; k < SD_POSE_BODY_POINTS; k++)
-                pts[k] = (sd_pose_point){people[i].points[k].x / (double)w, people[i].points[k].y / (double)h,
-                                         people[i].points[k].present};
-            sd_pose_draw_body(map, (int)w, (int)h, pts, p->xinsr);
+                found[i].body[k] = (sd_pose_point){people[i].points[k].x / (double)w,
+                                                   people[i].points[k].y / (double)h, people[i].points[k].present};
+            if (p->draw_body)
+                sd_pose_draw_body(map, (int)w, (int)h, found[i].body, p->xinsr);
+            if (p->hand && !(st = find_hands(p, img, &people[i], &found[i])))
+                for (int side = 0; side < 2; side++)
+                    if (found[i].has_hand[side])
+                        sd_pose_draw_hand(map, (int)w, (int)h, (const float(*)[2])found[i].hand[side]);
         }
     }
+    if (!st) /* run_openpose sized frames for every item */
+        p->frames[p->n_frames++] = (sd_pose_frame){found, n, p->canvas_h, p->canvas_w};
+    else
+        free(found);
     free(people), free(heat), free(paf);
     return st ? sd_run_fail(r, st) : SD_OK;
 }
@@ -45,47 +79,74 @@ static sd_status detect(sd_node_run *r, const sd_img8 *img, void *arg, unsigned 
 static sd_status run_openpose(sd_node_run *r)
 {
     sd_context *ctx = sd_run_context(r);
-    sd_safetensors *file = NULL;
+    sd_safetensors *file = NULL, *hand_file = NULL;
     pose_run p = {.draw_body = strcmp(sd_run_string(r, "detect_body"), "enable") == 0,
                   .xinsr = strcmp(sd_run_string(r, "scale_stick_for_xinsr_cn"), "enable") == 0};
-    if (strcmp(sd_run_string(r, "detect_hand"), "enable") == 0 || strcmp(sd_run_string(r, "detect_face"), "enable") == 0)
-        return sd_run_error(r, SD_ERR_INVALID, "hand and face detection are not implemented; set detect_hand and "
-                            "detect_face to disable");
+    bool hands = strcmp(sd_run_string(r, "detect_hand"), "enable") == 0;
+    if (strcmp(sd_run_string(r, "detect_face"), "enable") == 0)
+        return sd_run_error(r, SD_ERR_INVALID, "face detection is not implemented; set detect_face to disable");
     sd_status st = sd_safetensors_open(ctx, sd_run_file(r, "body_ckpt_name"), &file);
     if (!st && !(st = sd_cl_get(ctx, &p.cl)))
         st = sd_pose_net_new(p.cl, file, SD_POSE_BODY, &p.body);
+    if (!st && hands && !(st = sd_safetensors_open(ctx, sd_run_file(r, "hand_ckpt_name"), &hand_file)))
+        st = sd_pose_net_new(p.cl, hand_file, SD_POSE_HAND_NET, &p.hand);
+    const sd_tensor *t = st ? NULL : sd_node_image_tensor(r, "image");
     if (st)
         st = sd_run_fail(r, st);
-    else
+    else if (!t)
+        st = SD_ERR_INVALID;
+    else /* a size out of range is the frame's error */
+        (void)sd_aux_target_size(t->shape[1], t->shape[2], sd_run_int(r, "resolution"), &p.canvas_h, &p.canvas_w);
+    if (!st && t && !(p.frames = calloc((size_t)t->shape[0], sizeof *p.frames)))
+        st = sd_run_error(r, SD_ERR_NOMEM, "out of memory for the poses");
+    if (!st)
         st = sd_node_aux_run_channels(r, SD_AUX_CUBIC, 3, detect, &p, NULL);
+    char *json = st ? NULL : sd_pose_json(p.frames, p.n_frames);
+    sd_value *v = json ? sd_value_string(SD_TYPE_STRING, json) : NULL;
+    if (!st && !v)
+        st = sd_run_error(r, SD_ERR_NOMEM, "out of memory for the pose keypoints");
+    if (!st)
+        sd_run_set_output(r, 1, v);
+    free(json);
+    for (size_t i = 0; i < p.n_frames; i++)
+        free((void *)p.frames[i].people);
+    free(p.frames);
     sd_pose_net_free(p.body);
+    sd_pose_net_free(p.hand);
     sd_safetensors_close(file);
+    sd_safetensors_close(hand_file);
     return st;
 }
 
-/* Before running: hand and face detection refused; the body file must hold the network. */
-static void check_openpose(sd_node_check *c)
+/* The network file of input `name` must hold the `kind` network. */
+static void check_net(sd_node_check *c, const char *name, sd_pose_kind kind)
 {
-    static const char *const unsupported[] = {"detect_hand", "detect_face"};
-    for (int i = 0; i < 2; i++) {
-        const char *v = sd_check_literal(c, unsupported[i]);
-        if (v && strcmp(v, "enable") == 0)
-            sd_check_problem(c, unsupported[i], "hand and face detection are not implemented; set it to disable");
-    }
     sd_context *ctx = sd_check_context(c);
-    const char *path = sd_check_file(c, "body_ckpt_name");
+    const char *path = sd_check_file(c, name);
     sd_safetensors *st = NULL;
-    if (path && (sd_safetensors_open(ctx, path, &st) || sd_pose_inspect(ctx, st, SD_POSE_BODY)))
-        sd_check_problem(c, "body_ckpt_name", "%s", sd_context_errmsg(ctx));
+    if (path && (sd_safetensors_open(ctx, path, &st) || sd_pose_inspect(ctx, st, kind)))
+        sd_check_problem(c, name, "%s", sd_context_errmsg(ctx));
     sd_clear_error(ctx);
     sd_safetensors_close(st);
+}
+
+/* Before running: face detection refused; the body file (and with detect_hand the hand file)
+ * must hold the network. */
+static void check_openpose(sd_node_check *c)
+{
+    const char *face = sd_check_literal(c, "detect_face"), *hand = sd_check_literal(c, "detect_hand");
+    if (face && strcmp(face, "enable") == 0)
+        sd_check_problem(c, "detect_face", "face detection is not implemented; set it to disable");
+    check_net(c, "body_ckpt_name", SD_POSE_BODY);
+    if (hand && strcmp(hand, "enable") == 0)
+        check_net(c, "hand_ckpt_name", SD_POSE_HAND_NET);
 }
 
 static const char *const enable_disable[] = {"enable", "disable", NULL};
 static const char *const disable_enable[] = {"disable", "enable", NULL};
 static const sd_input_desc inputs[] = {
     SD_IN_LINK("image", SD_TYPE_IMAGE, "the images"),
-    SD_IN_ENUM("detect_hand", "disable", enable_disable, "hand keypoints (not implemented: only disable runs)"),
+    SD_IN_ENUM("detect_hand", "enable", enable_disable, "find and draw each person's hands (the hand network)"),
     SD_IN_ENUM("detect_body", "enable", enable_disable, "draw the body skeletons"),
     SD_IN_ENUM("detect_face", "disable", enable_disable, "face keypoints (not implemented: only disable runs)"),
     SD_IN_AUX_RESOLUTION,
@@ -94,12 +155,18 @@ static const sd_input_desc inputs[] = {
     {.name = "body_ckpt_name", .type = SD_TYPE_STRING, .flags = SD_IN_FILE, .file_dir = "annotators",
      .def = "body_pose_model.pth", .doc = "lllyasviel/Annotators' body_pose_model.pth (or its tensors as .safetensors) "
                                           "in models/annotators"},
+    {.name = "hand_ckpt_name", .type = SD_TYPE_STRING, .flags = SD_IN_FILE, .file_dir = "annotators",
+     .def = "hand_pose_model.pth", .doc = "lllyasviel/Annotators' hand_pose_model.pth (or its tensors as .safetensors) "
+                                          "in models/annotators; read only with detect_hand"},
 };
 static const sd_output_desc outputs[] = {
-    SD_OUT("IMAGE", SD_TYPE_IMAGE, "the skeletons on black at the detect resolution")};
+    SD_OUT("IMAGE", SD_TYPE_IMAGE, "the skeletons on black at the detect resolution"),
+    SD_OUT("POSE_KEYPOINT", SD_TYPE_STRING,
+           "the keypoints as the aux node's POSE_KEYPOINT in OpenPose JSON text: a list of one "
+           "{people, canvas_height, canvas_width} per image, points as fractions of the padded detect image")};
 const sd_node_desc sd_node_OpenposePreprocessor = {
     .name = "OpenposePreprocessor", .version = 1, .category = "ControlNet Preprocessors/Faces and Poses Estimators",
-    .doc = "OpenPose body skeletons (comfyui_controlnet_aux's OpenPose Pose; bodies only).",
+    .doc = "OpenPose body and hand skeletons (comfyui_controlnet_aux's OpenPose Pose; no faces).",
     .inputs = inputs, .n_inputs = SD_COUNT(inputs),
     .outputs = outputs, .n_outputs = SD_COUNT(outputs), .run = run_openpose, .check = check_openpose,
 };

@@ -97,10 +97,17 @@ static int area_tabs(int ssize, int dsize, double scale, area_tap *tab)
     return k;
 }
 
-/* ResizeArea_Invoker: float accumulation per destination row, rounded half to even. */
-static sd_status area_general(sd_context *ctx, const sd_img8 *src, sd_img8 *dst, double sx, double sy)
+/* A planar or interleaved image of 8-bit or float samples (one of u8, f32 set). */
+typedef struct area_image {
+    int h, w, cn;
+    unsigned char *u8;
+    float *f32;
+} area_image;
+
+/* ResizeArea_Invoker: float accumulation per destination row; to 8 bits rounded half to even. */
+static sd_status area_general(sd_context *ctx, const area_image *src, area_image *dst, double sx, double sy)
 {
-    int sw = (int)src->w, sh = (int)src->h, dw = (int)dst->w, dh = (int)dst->h, cn = (int)src->c;
+    int sw = src->w, sh = src->h, dw = dst->w, dh = dst->h, cn = src->cn;
     area_tap *xt = malloc(sizeof *xt * (size_t)(2 * sw + dw)), *yt = malloc(sizeof *yt * (size_t)(2 * sh + dh));
     float *buf = malloc(sizeof *buf * (size_t)dw * cn), *sum = calloc((size_t)dw * cn, sizeof *sum);
     if (!xt || !yt || !buf || !sum) {
@@ -111,25 +118,44 @@ static sd_status area_general(sd_context *ctx, const sd_img8 *src, sd_img8 *dst,
     for (int j = 0; j <= ny; j++) {
         int dy = j < ny ? yt[j].di : -1;
         if (dy != prev) { /* row prev is complete */
-            unsigned char *d = dst->px + (size_t)prev * dw * cn;
-            for (int x = 0; x < dw * cn; x++)
-                d[x] = sat_u8(lrintf(sum[x]));
+            size_t row = (size_t)prev * dw * cn;
+            for (int x = 0; x < dw * cn; x++) {
+                if (dst->u8)
+                    dst->u8[row + x] = sat_u8(lrintf(sum[x]));
+                else
+                    dst->f32[row + x] = sum[x];
+            }
             memset(sum, 0, sizeof *sum * (size_t)dw * cn);
             prev = dy;
         }
         if (j == ny)
             break;
-        const unsigned char *s = src->px + (size_t)yt[j].si * sw * cn;
+        size_t srow = (size_t)yt[j].si * sw * cn;
         memset(buf, 0, sizeof *buf * (size_t)dw * cn);
         for (int k = 0; k < nx; k++)
-            for (int ch = 0; ch < cn; ch++)
-                buf[xt[k].di * cn + ch] = buf[xt[k].di * cn + ch] + (float)s[xt[k].si * cn + ch] * xt[k].alpha;
+            for (int ch = 0; ch < cn; ch++) {
+                size_t i = srow + (size_t)xt[k].si * cn + ch;
+                float v = src->u8 ? (float)src->u8[i] : src->f32[i];
+                buf[xt[k].di * cn + ch] = buf[xt[k].di * cn + ch] + v * xt[k].alpha;
+            }
         float beta = yt[j].alpha;
         for (int x = 0; x < dw * cn; x++)
             sum[x] = sum[x] + beta * buf[x];
     }
     free(xt), free(yt), free(buf), free(sum);
     return SD_OK;
+}
+
+sd_status sd_aux_resize_area_f32(sd_context *ctx, const float *src, int64_t sh, int64_t sw, float *dst, int64_t dh,
+                                 int64_t dw)
+{
+    double sx = 1.0 / ((double)dw / (double)sw), sy = 1.0 / ((double)dh / (double)sh);
+    if (sx < 1 || sy < 1 || (fabs(sx - lrint(sx)) < DBL_EPSILON && fabs(sy - lrint(sy)) < DBL_EPSILON))
+        return sd_set_error(ctx, SD_ERR_INVALID, "INTER_AREA of a float plane %lldx%lld to %lldx%lld: only "
+                            "shrinking by fractional factors is implemented", (long long)sh, (long long)sw,
+                            (long long)dh, (long long)dw);
+    area_image s = {(int)sh, (int)sw, 1, NULL, (float *)src}, d = {(int)dh, (int)dw, 1, NULL, dst};
+    return area_general(ctx, &s, &d, sx, sy);
 }
 
 /* resizeAreaFast: whole-number scales; the 2x2 case rounds (sum + 2) >> 2 as OpenCV's vector
@@ -166,15 +192,18 @@ static void cubic_weights(float x, float c[4])
     c[3] = 1.f - c[0] - c[1] - c[2];
 }
 
-/* cv::resize's coefficient tables along one axis: for cubic the source index of the first of 4
- * taps (sx - 1, unclamped); for area-as-linear the first of 2 (clamped inside the image). */
-static void axis_weights(int ssize, int dsize, bool cubic, axis_taps *t)
+static void lanczos4_weights(float x, float *w);
+
+/* cv::resize's coefficient tables along one axis of ksize taps: for cubic (4) and Lanczos (8)
+ * the source index of the first tap (sx - 1, sx - 3, unclamped); for area-as-linear (2) the
+ * first of 2 (clamped inside the image). */
+static void axis_weights(int ssize, int dsize, int ksize, axis_taps *t)
 {
     double inv = (double)dsize / ssize, scale = 1.0 / inv;
-    int ksize = cubic ? 4 : 2;
+    bool cubic = ksize > 2;
     for (int d = 0; d < dsize; d++) {
         int sx;
-        float fx, cb[4];
+        float fx, cb[8];
         if (cubic) {
             fx = (float)((d + 0.5) * scale - 0.5);
             sx = (int)floorf(fx);
@@ -188,11 +217,13 @@ static void axis_weights(int ssize, int dsize, bool cubic, axis_taps *t)
             fx = 0.f;
             sx = sx < 0 ? 0 : ssize - 1;
         }
-        if (cubic)
+        if (ksize == 8)
+            lanczos4_weights(fx, cb);
+        else if (cubic)
             cubic_weights(fx, cb);
         else
             cb[0] = 1.f - fx, cb[1] = fx;
-        t->ofs[d] = cubic ? sx - 1 : sx;
+        t->ofs[d] = cubic ? sx - (ksize / 2 - 1) : sx;
         for (int k = 0; k < ksize; k++)
             t->alpha[d * ksize + k] = (short)lrintf(cb[k] * COEF_ONE);
     }
@@ -203,7 +234,7 @@ static int clampi(int v, int hi)
     return v < 0 ? 0 : v > hi ? hi : v;
 }
 
-/* HResizeCubic / HResizeLinear on one source row: fixed-point sums per destination sample. */
+/* HResizeCubic / HResizeLanczos4 / HResizeLinear on one source row: fixed-point sums per destination sample. */
 static void hresize(const unsigned char *s, int sw, int cn, const axis_taps *xt, int dw, int ksize, int *out)
 {
     for (int d = 0; d < dw; d++)
@@ -219,9 +250,10 @@ static void hresize(const unsigned char *s, int sw, int cn, const axis_taps *xt,
         }
 }
 
-/* VResizeCubic / VResizeLinear to 8 bits. Cubic: OpenCV's vector code (float sums rounded half
- * to even) for whole groups of 8 samples, its integer code for the rest. Linear: 16-bit high
- * products everywhere (its vector code and its 8-bit specialisation of the scalar code). */
+/* VResizeCubic / VResizeLanczos4 / VResizeLinear to 8 bits. Cubic: OpenCV's vector code (float
+ * sums rounded half to even) for whole groups of 8 samples, its integer code for the rest.
+ * Lanczos: integer sums rounded (no vector code for 8 bits). Linear: 16-bit high products
+ * everywhere (its vector code and its 8-bit specialisation of the scalar code). */
 static void vresize(int *const *rows, const short *beta, int ksize, int width, unsigned char *d)
 {
     int nvec = width - width % 8;
@@ -246,10 +278,10 @@ static void vresize(int *const *rows, const short *beta, int ksize, int width, u
     }
 }
 
-static sd_status resize_generic(sd_context *ctx, const sd_img8 *src, sd_img8 *dst, bool cubic)
+static sd_status resize_generic(sd_context *ctx, const sd_img8 *src, sd_img8 *dst, int ksize)
 {
     int sw = (int)src->w, sh = (int)src->h, dw = (int)dst->w, dh = (int)dst->h, cn = (int)src->c;
-    int ksize = cubic ? 4 : 2, width = dw * cn;
+    int width = dw * cn;
     axis_taps xt = {malloc(sizeof(int) * dw), malloc(sizeof(short) * ksize * dw)};
     axis_taps yt = {malloc(sizeof(int) * dh), malloc(sizeof(short) * ksize * dh)};
     int *buf = malloc(sizeof(int) * (size_t)ksize * width);
@@ -258,10 +290,10 @@ static sd_status resize_generic(sd_context *ctx, const sd_img8 *src, sd_img8 *ds
         st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory resizing a %dx%d image", sh, sw);
         goto done;
     }
-    axis_weights(sw, dw, cubic, &xt);
-    axis_weights(sh, dh, cubic, &yt);
+    axis_weights(sw, dw, ksize, &xt);
+    axis_weights(sh, dh, ksize, &yt);
     for (int y = 0; y < dh; y++) {
-        int *rows[4];
+        int *rows[8];
         for (int k = 0; k < ksize; k++) {
             int sy = clampi(yt.ofs[y] + k, sh - 1);
             rows[k] = buf + (size_t)k * width;
@@ -339,9 +371,13 @@ sd_status sd_aux_resize(sd_context *ctx, const sd_img8 *src, int64_t dh, int64_t
         if (fabs(sx - ix) < DBL_EPSILON && fabs(sy - iy) < DBL_EPSILON)
             area_fast(src, out, ix, iy);
         else
-            st = area_general(ctx, src, out, sx, sy);
+        {
+            area_image si = {(int)src->h, (int)src->w, (int)src->c, src->px, NULL};
+            area_image di = {(int)dh, (int)dw, (int)src->c, out->px, NULL};
+            st = area_general(ctx, &si, &di, sx, sy);
+        }
     } else {
-        st = resize_generic(ctx, src, out, interp == SD_AUX_CUBIC);
+        st = resize_generic(ctx, src, out, interp == SD_AUX_LANCZOS4 ? 8 : interp == SD_AUX_CUBIC ? 4 : 2);
     }
     if (st)
         sd_img8_free(out);
@@ -489,15 +525,23 @@ static int64_t pad64(int64_t x)
     return (x + 63) / 64 * 64;
 }
 
+bool sd_aux_target_size(int64_t h, int64_t w, int64_t resolution, int64_t *th, int64_t *tw)
+{
+    double k = (double)resolution / (double)(h < w ? h : w);
+    double fh = nearbyint((double)h * k), fw = nearbyint((double)w * k);
+    if (!(fh >= 1 && fw >= 1 && fh <= MAX_SIDE && fw <= MAX_SIDE))
+        return false;
+    *th = (int64_t)fh, *tw = (int64_t)fw;
+    return true;
+}
+
 sd_status sd_aux_resize_with_pad(sd_context *ctx, const sd_img8 *src, int64_t resolution, sd_aux_interp up,
                                  sd_img8 *out, int64_t *th, int64_t *tw)
 {
     double k = (double)resolution / (double)(src->h < src->w ? src->h : src->w);
-    double fh = nearbyint((double)src->h * k), fw = nearbyint((double)src->w * k);
-    if (!(fh >= 1 && fw >= 1 && fh <= MAX_SIDE && fw <= MAX_SIDE))
-        return sd_set_error(ctx, SD_ERR_LIMIT, "resolution %lld makes a %.0fx%.0f image", (long long)resolution, fh,
-                            fw);
-    *th = (int64_t)fh, *tw = (int64_t)fw;
+    if (!sd_aux_target_size(src->h, src->w, resolution, th, tw))
+        return sd_set_error(ctx, SD_ERR_LIMIT, "resolution %lld makes a %.0fx%.0f image", (long long)resolution,
+                            nearbyint((double)src->h * k), nearbyint((double)src->w * k));
     sd_img8 r;
     sd_status st = sd_aux_resize(ctx, src, *th, *tw, k > 1 ? up : SD_AUX_AREA, &r);
     if (st)

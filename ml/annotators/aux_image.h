@@ -10,6 +10,7 @@
 #define SD_ML_AUX_IMAGE_H
 
 #include "core/context.h"
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct sd_img8 {
@@ -18,7 +19,7 @@ typedef struct sd_img8 {
 } sd_img8;
 
 /* cv2 interpolation flags the annotators use. */
-typedef enum sd_aux_interp { SD_AUX_AREA, SD_AUX_CUBIC } sd_aux_interp;
+typedef enum sd_aux_interp { SD_AUX_AREA, SD_AUX_CUBIC, SD_AUX_LANCZOS4 } sd_aux_interp;
 
 /* A new zeroed h x w x c image (all >= 1); SD_ERR_NOMEM or SD_ERR_LIMIT (size overflow). */
 sd_status sd_img8_new(sd_context *ctx, int64_t h, int64_t w, int64_t c, sd_img8 *out);
@@ -30,8 +31,9 @@ void sd_img8_free(sd_img8 *img); /* NULL-safe; leaves *img empty */
 sd_status sd_aux_from_float(sd_context *ctx, const float *src, int64_t h, int64_t w, int64_t c, sd_img8 *out);
 
 /* cv2.resize(src, (dw, dh), interpolation) on 8 bits: INTER_AREA (the 2x fast path, the integer
- * fast path, the general area tables when shrinking, its linear form when enlarging) or
- * INTER_CUBIC (fixed point, A = -0.75, replicated border). *out is new. */
+ * fast path, the general area tables when shrinking, its linear form when enlarging),
+ * INTER_CUBIC (fixed point, A = -0.75, replicated border) or INTER_LANCZOS4 (the float weights
+ * as Q11 shorts, exact integer sums, replicated border). *out is new. */
 sd_status sd_aux_resize(sd_context *ctx, const sd_img8 *src, int64_t dh, int64_t dw, sd_aux_interp interp,
                         sd_img8 *out);
 
@@ -50,6 +52,16 @@ sd_status sd_aux_resize_linear_f32(sd_context *ctx, const float *src, int64_t sh
  * products summed in the order of its x86 build (SSE vertical pass), without FMA. */
 sd_status sd_aux_resize_lanczos4_f32(sd_context *ctx, const float *src, int64_t sh, int64_t sw, float *dst,
                                      int64_t dh, int64_t dw);
+
+/* cv2.resize(src, (dw, dh), interpolation=INTER_AREA) of one float32 plane sh x sw shrunk by a
+ * fractional factor (OpenCV's general area tables; whole factors, which take its fast path, and
+ * enlarging are refused with SD_ERR_INVALID) into dst (dh x dw floats). */
+sd_status sd_aux_resize_area_f32(sd_context *ctx, const float *src, int64_t sh, int64_t sw, float *dst, int64_t dh,
+                                 int64_t dw);
+
+/* resize_image_with_pad's target size for an h x w image (below); false when a side would be
+ * under 1 or over the size limit. */
+bool sd_aux_target_size(int64_t h, int64_t w, int64_t resolution, int64_t *th, int64_t *tw);
 
 /* resize_image_with_pad: k = resolution / min(h, w), the target size round(h k) x round(w k)
  * (half to even) in *th, *tw, cv2.resize with `up` when k > 1 and INTER_AREA otherwise, then

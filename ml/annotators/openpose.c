@@ -230,20 +230,18 @@ sd_status sd_pose_net_forward(sd_pose_net *n, const sd_dtensor *x, sd_dtensor *o
 #define STRIDE 8
 #define PAD_VALUE 128
 
-/* The network input: img scaled by BOXSIZE_HALF / h (INTER_AREA), padded at the bottom and right
- * with 128 to multiples of 8 (util.padRightDownCorner), BGR / 256 - 0.5; *sh x *sw the scaled size. */
+/* The network input: img scaled by BOXSIZE_HALF / h (util.smart_resize_k: INTER_AREA when it
+ * shrinks, INTER_LANCZOS4 otherwise), padded at the bottom and right with 128 to multiples of 8
+ * (util.padRightDownCorner), BGR / 256 - 0.5; *sh x *sw the scaled size. */
 static sd_status network_input(sd_cl *cl, const sd_img8 *img, sd_dtensor **out, int64_t *sh, int64_t *sw)
 {
     sd_context *ctx = cl->ctx;
     double scale = BOXSIZE_HALF / (double)img->h;
-    if (scale >= 1.0)
-        return sd_set_error(ctx, SD_ERR_INVALID, "openpose: the detect image must be taller than 184 pixels (its "
-                            "INTER_LANCZOS4 enlargement is not implemented); raise the resolution");
     sd_img8 scaled = {0};
     *sh = (int64_t)((double)img->h * scale), *sw = (int64_t)((double)img->w * scale);
     int64_t ph = (*sh + STRIDE - 1) / STRIDE * STRIDE, pw = (*sw + STRIDE - 1) / STRIDE * STRIDE;
     float *x = malloc(sizeof *x * (size_t)(3 * ph * pw));
-    sd_status st = x ? sd_aux_resize(ctx, img, *sh, *sw, SD_AUX_AREA, &scaled)
+    sd_status st = x ? sd_aux_resize(ctx, img, *sh, *sw, scale < 1.0 ? SD_AUX_AREA : SD_AUX_LANCZOS4, &scaled)
                      : sd_set_error(ctx, SD_ERR_NOMEM, "out of memory for the pose input");
     for (int c = 0; !st && c < 3; c++) /* channel c of BGR is RGB's 2 - c */
         for (int64_t y = 0; y < ph; y++)

@@ -43,12 +43,12 @@ void sd_pose_net_free(sd_pose_net *n); /* NULL-safe */
  * out[0] the heatmaps [1, 22, H/8, W/8] and out[1] NULL. New tensors; NULL on failure. */
 sd_status sd_pose_net_forward(sd_pose_net *n, const sd_dtensor *x, sd_dtensor *out[2]);
 
-/* Body.__call__'s maps for one 8-bit RGB image h x w (taller than 184 pixels): the image in BGR
- * scaled by 0.5 * 368 / h (util.smart_resize_k: INTER_AREA), padded at the bottom and right with
- * 128 to multiples of 8, / 256 - 0.5, the network, and each output channel resized x8 (INTER_LANCZOS4),
- * cropped to the scaled size and resized to h x w (INTER_LANCZOS4): *heat [h][w][19] and *paf
- * [h][w][38] float64 (malloc'd). SD_ERR_INVALID for an image of 184 rows or fewer (its
- * INTER_LANCZOS4 enlargement of 8 bits is not implemented), device errors, SD_ERR_NOMEM. */
+/* Body.__call__'s maps for one 8-bit RGB image h x w: the image in BGR scaled by 0.5 * 368 / h
+ * (util.smart_resize_k: INTER_AREA when it shrinks, the 8-bit INTER_LANCZOS4 for images of 184
+ * rows or fewer), padded at the bottom and right with 128 to multiples of 8, / 256 - 0.5, the
+ * network, and each output channel resized x8 (INTER_LANCZOS4), cropped to the scaled size and
+ * resized to h x w (INTER_LANCZOS4): *heat [h][w][19] and *paf [h][w][38] float64 (malloc'd).
+ * Device errors, SD_ERR_NOMEM. */
 typedef struct sd_img8 sd_img8;
 sd_status sd_pose_body_maps(sd_cl *cl, sd_pose_net *net, const sd_img8 *img, double **heat, double **paf);
 

@@ -1,5 +1,6 @@
 /* OpenPose skeleton drawing with OpenCV's integer drawing rules. See pose_draw.h. */
 #include "ml/annotators/pose_draw.h"
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,7 +85,7 @@ static void hline(uint8_t *img, int w, int y, int x1, int x2, const uint8_t colo
 }
 
 /* cv::clipLine to [0, w - 1] x [0, h - 1]; false when the segment lies outside. */
-static bool clip_line(int w, int h, int64_t *x1, int64_t *y1, int64_t *x2, int64_t *y2)
+static bool clip_line(int64_t w, int64_t h, int64_t *x1, int64_t *y1, int64_t *x2, int64_t *y2)
 {
     int64_t right = w - 1, bottom = h - 1;
     if (w <= 0 || h <= 0)
@@ -159,23 +160,67 @@ static void line8(uint8_t *img, int w, int h, int x1, int y1, int x2, int y2, co
     }
 }
 
-void sd_cv_fill_convex_poly(uint8_t *img, int w, int h, const int *pts, size_t n, const uint8_t color[3])
+/* cv's Line2: an 8-connected line between points in XY_SHIFT fixed point, clipped. */
+static void line2(uint8_t *img, int w, int h, int64_t x1, int64_t y1, int64_t x2, int64_t y2, const uint8_t color[3])
+{
+    if (!clip_line((int64_t)w << XY_SHIFT, (int64_t)h << XY_SHIFT, &x1, &y1, &x2, &y2))
+        return;
+    int64_t dx = x2 - x1, dy = y2 - y1, ax = dx < 0 ? -dx : dx, ay = dy < 0 ? -dy : dy, xs, ys;
+    bool flat = ax > ay;
+    if ((flat && dx < 0) || (!flat && dy < 0)) { /* walk along the major axis upwards */
+        int64_t t = x1;
+        x1 = x2, x2 = t, t = y1, y1 = y2, y2 = t;
+        dx = -dx, dy = -dy;
+    }
+    int ecount;
+    if (flat) {
+        xs = XY_ONE, ys = dy * XY_ONE / (ax | 1), ecount = (int)((x2 - x1) >> XY_SHIFT);
+    } else {
+        xs = dx * XY_ONE / (ay | 1), ys = XY_ONE, ecount = (int)((y2 - y1) >> XY_SHIFT);
+    }
+    x1 += XY_ONE >> 1, y1 += XY_ONE >> 1;
+    int px = (int)((x2 + (XY_ONE >> 1)) >> XY_SHIFT), py = (int)((y2 + (XY_ONE >> 1)) >> XY_SHIFT);
+    if (px >= 0 && px < w && py >= 0 && py < h)
+        put(img, w, px, py, color);
+    if (flat)
+        x1 >>= XY_SHIFT;
+    else
+        y1 >>= XY_SHIFT;
+    for (; ecount >= 0; ecount--) {
+        int x = (int)(flat ? x1 : x1 >> XY_SHIFT), y = (int)(flat ? y1 >> XY_SHIFT : y1);
+        if (x >= 0 && x < w && y >= 0 && y < h)
+            put(img, w, x, y, color);
+        x1 += flat ? 1 : xs;
+        y1 += flat ? ys : 1;
+    }
+}
+
+void sd_cv_fill_convex_poly(uint8_t *img, int w, int h, const int64_t *pts, size_t n, int shift,
+                            const uint8_t color[3])
 {
     if (n == 0)
         return;
-    int npts = (int)n, imin = 0, edges = npts;
+    int npts = (int)n, imin = 0, edges = npts, up = XY_SHIFT - shift;
+    int64_t delta = ((int64_t)1 << shift) >> 1;
     int64_t xmin = pts[0], xmax = pts[0], ymin = pts[1], ymax = pts[1];
-    int px = pts[2 * (npts - 1)], py = pts[2 * (npts - 1) + 1];
+    int64_t px = pts[2 * (npts - 1)] * ((int64_t)1 << up), py = pts[2 * (npts - 1) + 1] * ((int64_t)1 << up);
     for (int i = 0; i < npts; i++) {
-        int x = pts[2 * i], y = pts[2 * i + 1];
+        int64_t x = pts[2 * i], y = pts[2 * i + 1];
         if (y < ymin)
             ymin = y, imin = i;
         ymax = y > ymax ? y : ymax;
         xmax = x > xmax ? x : xmax;
         xmin = x < xmin ? x : xmin;
-        line8(img, w, h, px, py, x, y, color);
+        x *= (int64_t)1 << up, y *= (int64_t)1 << up;
+        if (shift == 0)
+            line8(img, w, h, (int)(px >> XY_SHIFT), (int)(py >> XY_SHIFT), (int)(x >> XY_SHIFT), (int)(y >> XY_SHIFT),
+                  color);
+        else
+            line2(img, w, h, px, py, x, y, color);
         px = x, py = y;
     }
+    xmin = (xmin + delta) >> shift, xmax = (xmax + delta) >> shift;
+    ymin = (ymin + delta) >> shift, ymax = (ymax + delta) >> shift;
     if (npts < 3 || xmax < 0 || ymax < 0 || xmin >= w || ymin >= h)
         return;
     if (ymax > h - 1)
@@ -198,9 +243,9 @@ void sd_cv_fill_convex_poly(uint8_t *img, int w, int h, const int *pts, size_t n
             if (idx >= npts)
                 idx -= npts;
             for (; edges-- > 0;) {
-                int ty = pts[2 * idx + 1];
+                int ty = (int)((pts[2 * idx + 1] + delta) >> shift);
                 if (ty > y) {
-                    int64_t xs = (int64_t)pts[2 * idx0] * XY_ONE, xe = (int64_t)pts[2 * idx] * XY_ONE; /* << XY_SHIFT */
+                    int64_t xs = pts[2 * idx0] * ((int64_t)1 << up), xe = pts[2 * idx] * ((int64_t)1 << up);
                     edge[k].ye = ty;
                     edge[k].dx = ((xe - xs) * 2 + (ty - y)) / (2 * (int64_t)(ty - y));
                     edge[k].x = xs;
@@ -271,13 +316,75 @@ void sd_pose_draw_body(uint8_t *canvas, int w, int h, const sd_pose_point points
         double length = sqrt((x0 - x1) * (x0 - x1) + (y0 - y1) * (y0 - y1));
         double angle = atan2(x0 - x1, y0 - y1) * (180.0 / M_PI);
         int poly[2 * 400];
+        int64_t poly64[2 * 400];
         size_t n = sd_cv_ellipse2poly((int)my, (int)mx, (int)(length / 2), 4 * scale, (int)angle, 0, 360, 1, poly, 400);
+        n = n < 400 ? n : 400;
+        for (size_t i = 0; i < 2 * n; i++)
+            poly64[i] = poly[i];
         uint8_t c[3];
         for (int i = 0; i < 3; i++)
             c[i] = (uint8_t)(int)((double)colors[k][i] * 0.6);
-        sd_cv_fill_convex_poly(canvas, w, h, poly, n < 400 ? n : 400, c);
+        sd_cv_fill_convex_poly(canvas, w, h, poly64, n, 0, c);
     }
     for (int k = 0; k < SD_POSE_BODY_POINTS; k++)
         if (points[k].present)
             sd_cv_circle_filled(canvas, w, h, (int)(points[k].x * w), (int)(points[k].y * h), 4, colors[k]);
+}
+
+/* cv::line(img, p0, p1, color, thickness) with line type 8 and thickness > 1, as OpenCV 4.14
+ * draws it: the segment clipped to the image grown by the thickness on each side (cv::clipLine on
+ * that rectangle), then ThickLine: the quadrilateral around it in XY_SHIFT fixed point and a
+ * filled circle at both ends. */
+static void thick_line(uint8_t *img, int w, int h, int x0, int y0, int x1, int y1, int thickness,
+                       const uint8_t color[3])
+{
+    int64_t a = x0 + thickness, b = y0 + thickness, c = x1 + thickness, d = y1 + thickness;
+    if (!clip_line(w + 2 * (int64_t)thickness, h + 2 * (int64_t)thickness, &a, &b, &c, &d))
+        return;
+    x0 = (int)a - thickness, y0 = (int)b - thickness, x1 = (int)c - thickness, y1 = (int)d - thickness;
+    int64_t p0x = (int64_t)x0 << XY_SHIFT, p0y = (int64_t)y0 << XY_SHIFT;
+    int64_t p1x = (int64_t)x1 << XY_SHIFT, p1y = (int64_t)y1 << XY_SHIFT;
+    double dx = (double)(p0x - p1x) / (double)XY_ONE, dy = (double)(p1y - p0y) / (double)XY_ONE;
+    double r = dx * dx + dy * dy;
+    int64_t half_t = (int64_t)thickness << (XY_SHIFT - 1);
+    if (fabs(r) > DBL_EPSILON) {
+        r = ((double)half_t + (double)(thickness & 1) * (double)XY_ONE * 0.5) / sqrt(r);
+        int64_t ox = (int64_t)lrint(dy * r), oy = (int64_t)lrint(dx * r);
+        const int64_t quad[8] = {p0x + ox, p0y + oy, p0x - ox, p0y - oy, p1x - ox, p1y - oy, p1x + ox, p1y + oy};
+        sd_cv_fill_convex_poly(img, w, h, quad, 4, XY_SHIFT, color);
+    }
+    int radius = (int)((half_t + (XY_ONE >> 1)) >> XY_SHIFT);
+    sd_cv_circle_filled(img, w, h, x0, y0, radius, color);
+    sd_cv_circle_filled(img, w, h, x1, y1, radius, color);
+}
+
+/* matplotlib.colors.hsv_to_rgb([hue, 1, 1]) * 255 as cv2 takes it (each value rounded). */
+static void hue_color(double hue, uint8_t out[3])
+{
+    double h6 = hue * 6.0, f = h6 - (double)(int)h6, q = 1.0 - f, t = 1.0 - (1.0 - f);
+    const double rgb[6][3] = {{1, t, 0}, {q, 1, 0}, {0, 1, t}, {0, q, 1}, {t, 0, 1}, {1, 0, q}};
+    for (int c = 0; c < 3; c++)
+        out[c] = (uint8_t)lrint(rgb[(int)h6 % 6][c] * 255.0);
+}
+
+void sd_pose_draw_hand(uint8_t *canvas, int w, int h, const float points[SD_POSE_HAND_POINTS][2])
+{
+    static const int edges[20][2] = {{0, 1},  {1, 2},   {2, 3},   {3, 4},   {0, 5},   {5, 6},   {6, 7},
+                                     {7, 8},  {0, 9},   {9, 10},  {10, 11}, {11, 12}, {0, 13}, {13, 14},
+                                     {14, 15}, {15, 16}, {0, 17}, {17, 18}, {18, 19}, {19, 20}};
+    static const uint8_t blue[3] = {0, 0, 255};
+    int px[SD_POSE_HAND_POINTS], py[SD_POSE_HAND_POINTS];
+    for (int k = 0; k < SD_POSE_HAND_POINTS; k++) /* numpy float32 times the int size stays float32 */
+        px[k] = (int)(points[k][0] * (float)w), py[k] = (int)(points[k][1] * (float)h);
+    for (int e = 0; e < 20; e++) {
+        int a = edges[e][0], b = edges[e][1];
+        if (px[a] > 0 && py[a] > 0 && px[b] > 0 && py[b] > 0) { /* the reference's "> 0.01" on integers */
+            uint8_t c[3];
+            hue_color((double)e / 20.0, c);
+            thick_line(canvas, w, h, px[a], py[a], px[b], py[b], 2, c);
+        }
+    }
+    for (int k = 0; k < SD_POSE_HAND_POINTS; k++)
+        if (px[k] > 0 && py[k] > 0)
+            sd_cv_circle_filled(canvas, w, h, px[k], py[k], 4, blue);
 }

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #define SD_POSE_BODY_POINTS 18
+#define SD_POSE_HAND_POINTS 21
 
 /* A keypoint in coordinates normalised to the canvas (x / width, y / height), as the
  * annotator's Keypoint after detect_poses; absent points are skipped. */
@@ -24,8 +25,10 @@ typedef struct sd_pose_point {
 size_t sd_cv_ellipse2poly(int cx, int cy, int ax, int ay, int angle, int arc_start, int arc_end, int delta,
                           int *pts, size_t max);
 
-/* cv::fillConvexPoly(img, pts, color) with line type 8 and shift 0 (n points, x, y pairs). */
-void sd_cv_fill_convex_poly(uint8_t *img, int w, int h, const int *pts, size_t n, const uint8_t color[3]);
+/* cv::fillConvexPoly(img, pts, color, 8, shift) (n points, x, y pairs with `shift` fractional
+ * bits, 0 to 16; OpenCV's Line for the outline at shift 0, its fixed-point Line2 otherwise). */
+void sd_cv_fill_convex_poly(uint8_t *img, int w, int h, const int64_t *pts, size_t n, int shift,
+                            const uint8_t color[3]);
 
 /* cv::circle(img, (cx, cy), radius, color, thickness=-1): filled, 8-connected. */
 void sd_cv_circle_filled(uint8_t *img, int w, int h, int cx, int cy, int radius, const uint8_t color[3]);
@@ -35,5 +38,11 @@ void sd_cv_circle_filled(uint8_t *img, int w, int h, int cx, int cy, int radius,
  * their colours, then a filled circle of radius 4 on each of the 18 points. */
 void sd_pose_draw_body(uint8_t *canvas, int w, int h, const sd_pose_point points[SD_POSE_BODY_POINTS],
                        bool xinsr_scaling);
+
+/* util.draw_handpose: the 20 finger segments as cv2.line of thickness 2 in the colours
+ * hsv_to_rgb(e / 20, 1, 1), then a filled blue circle of radius 4 on each point; points are
+ * float32 fractions of the canvas (as detect_hands makes them), drawn only where int(x * w) and
+ * int(y * h) are both positive. */
+void sd_pose_draw_hand(uint8_t *canvas, int w, int h, const float points[SD_POSE_HAND_POINTS][2]);
 
 #endif

@@ -14,18 +14,22 @@
 
 /* ---- scipy.ndimage.gaussian_filter ---- */
 
-/* numpy's pairwise sum of n < 128 doubles (8 interleaved partial sums). */
-static double numpy_sum(const double *a, int n)
+double sd_numpy_sum(const double *a, size_t n)
 {
+    if (n > 128) { /* numpy's pairwise split: halves, the first a multiple of 8 */
+        size_t n2 = n / 2;
+        n2 -= n2 % 8;
+        return sd_numpy_sum(a, n2) + sd_numpy_sum(a + n2, n - n2);
+    }
     if (n < 8) {
         double s = 0.0;
-        for (int i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++)
             s += a[i];
         return s;
     }
     double r[8];
     memcpy(r, a, sizeof r);
-    int i = 8;
+    size_t i = 8;
     for (; i < n - n % 8; i += 8)
         for (int k = 0; k < 8; k++)
             r[k] += a[i + k];
@@ -76,7 +80,7 @@ sd_status sd_pose_gaussian_filter(sd_context *ctx, const double *plane, int h, i
     double k = -0.5 / (sigma * sigma);
     for (int i = -r; i <= r; i++)
         weights[i + r] = exp(k * (double)(i * i));
-    double sum = numpy_sum(weights, 2 * r + 1);
+    double sum = sd_numpy_sum(weights, (size_t)(2 * r + 1));
     for (int i = 0; i <= 2 * r; i++)
         weights[i] /= sum;
     correlate_lines(plane, tmp, w, h, 1, w, weights + r, r, buf); /* axis 0: columns */

@@ -27,4 +27,8 @@ sd_status sd_pose_find_people(sd_context *ctx, const double *heat, const double 
  * reflect), in scipy's order of operations, into out. SD_ERR_NOMEM. */
 sd_status sd_pose_gaussian_filter(sd_context *ctx, const double *plane, int h, int w, double sigma, double *out);
 
+/* numpy's sum of n float64 values (its pairwise summation: 8 interleaved partial sums in blocks
+ * of up to 128), so sums compare as numpy's do. */
+double sd_numpy_sum(const double *a, size_t n);
+
 #endif

@@ -22,12 +22,7 @@ static void draw_case(const char *name, int w, int h, bool xinsr)
         for (int k = 0; k < SD_POSE_BODY_POINTS; k++)
             pts[k] = (sd_pose_point){rows[3 * k], rows[3 * k + 1], rows[3 * k + 2] != 0.0};
         sd_pose_draw_body(got, w, h, pts, xinsr);
-        size_t diff = 0, first = bytes;
-        for (size_t i = 0; i < bytes; i++)
-            if (got[i] != want[i]) {
-                diff++;
-                first = first < i ? first : i;
-            }
+        size_t first, diff = test_count_diff_u8(got, want, bytes, &first);
         CHECK_MSG(diff == 0, "%s: %zu bytes differ, the first at pixel (%zu, %zu)", name, diff, first / 3 % (size_t)w,
                   first / 3 / (size_t)w);
     }

@@ -277,7 +277,8 @@ static void setup_dirs(void)
                                {"pidinet_tiny.safetensors", "table5_pidinet.safetensors"},
                                {"pose_body.safetensors", "body_pose_model.pth"},
                                {"depth_tiny.pth", "depth_anything_v2_vits.pth"},
-                               {"midas_tiny.pt", "dpt_hybrid-midas-501f0c75.pt"}};
+                               {"midas_tiny.pt", "dpt_hybrid-midas-501f0c75.pt"},
+                               {"pose_hand.safetensors", "hand_pose_model.pth"}};
     for (size_t i = 0; i < sizeof copies / sizeof copies[0]; i++) {
         char *src = test_path(src_dir, copies[i][0]), *dst = test_path(ann, copies[i][1]);
         size_t len = 0;
@@ -289,13 +290,18 @@ static void setup_dirs(void)
     free(input), free(models), free(output), free(ann);
 }
 
-/* OpenposePreprocessor at resolution 192 with the tiny random body network: an RGB canvas of the
- * detect size with skeletons drawn (the random network's many near-tied "people" are no golden:
- * the maps, people and drawing are checked on exact inputs in tests/models); hand detection
- * refused before anything runs. */
-static void test_openpose(void)
+/* OpenposePreprocessor at resolution 192 with the tiny random body and hand networks: an RGB
+ * canvas of the detect size with skeletons drawn (the random network's many near-tied "people" are
+ * no golden: the maps, people, hands and drawing are checked on exact inputs in tests/models);
+ * detect_hand (default enable) runs with the hand file (the random people have no hand box, so
+ * the image is the bodies'); the POSE_KEYPOINT text holds the people and the output's size; a
+ * resolution of 64 (a detect image of 128 rows) runs; a body file given as the hand network named before anything runs;
+ * face detection refused. */
+/* The 230 x 192 x 3 image of OpenposePreprocessor at resolution 192 with detect_hand `hand`
+ * (malloc'd), or NULL. */
+static float *openpose_image(const char *hand)
 {
-    sd_graph *g = pre_graph("OpenposePreprocessor", (const char *const[]){"resolution", "192", NULL});
+    sd_graph *g = pre_graph("OpenposePreprocessor", (const char *const[]){"resolution", "192", "detect_hand", hand, NULL});
     const char *outs[] = {"pre"};
     sd_run_options opt = {.outputs = outs, .n_outputs = 1, .no_cache = true};
     sd_result *res = NULL;
@@ -304,16 +310,53 @@ static void test_openpose(void)
     const sd_value *v = st ? NULL : sd_result_value(res, "pre", "IMAGE");
     const sd_tensor *t = v ? sd_value_tensor(v, "image") : NULL;
     CHECK(t && t->shape[1] == 230 && t->shape[2] == 192 && t->shape[3] == 3);
+    float *copy = t ? malloc(sizeof *copy * 230 * 192 * 3) : NULL;
+    if (copy)
+        memcpy(copy, t->data, sizeof *copy * 230 * 192 * 3);
+    /* POSE_KEYPOINT: one frame with people, the canvas the cut output */
+    const sd_value *k = st ? NULL : sd_result_value(res, "pre", "POSE_KEYPOINT");
+    const char *head = "[\n    {\n        \"people\": [\n            {\n                \"pose_keypoints_2d\": [\n";
+    CHECK(k && k->s && strncmp(k->s, head, strlen(head)) == 0);
+    CHECK(k && k->s && strstr(k->s, "\"canvas_height\": 230,\n        \"canvas_width\": 192\n    }\n]"));
+    sd_result_free(res);
+    sd_graph_free(g);
+    return copy;
+}
+
+static void test_openpose(void)
+{
+    float *bodies = openpose_image("disable"), *hands = openpose_image("enable");
     int coloured = 0;
-    for (int64_t i = 0; t && i < 230 * 192; i++)
-        coloured += t->data[3 * i] != t->data[3 * i + 1] || t->data[3 * i + 1] != t->data[3 * i + 2];
+    for (int64_t i = 0; bodies && i < 230 * 192; i++)
+        coloured += bodies[3 * i] != bodies[3 * i + 1] || bodies[3 * i + 1] != bodies[3 * i + 2];
     CHECK(coloured > 1000);
+    /* the random body network's people have no arm long enough for a 20-pixel hand box here */
+    CHECK(bodies && hands && memcmp(bodies, hands, sizeof *bodies * 230 * 192 * 3) == 0);
+    free(bodies), free(hands);
+    const char *outs[] = {"pre"};
+    sd_run_options opt = {.outputs = outs, .n_outputs = 1, .no_cache = true};
+    sd_result *res = NULL;
+    sd_graph *g;
+
+    /* a detect image of 184 rows or fewer (128 x 64 padded): enlarged by the 8-bit Lanczos */
+    g = pre_graph("OpenposePreprocessor", (const char *const[]){"resolution", "64", NULL});
+    CHECK_MSG(sd_graph_run(g, &opt, &res) == SD_OK, "%s", sd_context_errmsg(ctx));
+    const sd_value *small = sd_result_value(res, "pre", "IMAGE");
+    const sd_tensor *st = small ? sd_value_tensor(small, "image") : NULL;
+    CHECK(st && st->shape[1] == 77 && st->shape[2] == 64);
     sd_result_free(res);
     sd_graph_free(g);
 
-    g = pre_graph("OpenposePreprocessor", (const char *const[]){"resolution", "192", "detect_hand", "enable", NULL});
+    g = pre_graph("OpenposePreprocessor", (const char *const[]){"resolution", "192", "detect_face", "enable", NULL});
     CHECK_EQ_INT(sd_graph_run(g, &opt, &res), SD_ERR_INVALID);
-    CHECK_STR_CONTAINS(sd_context_diag(ctx, 0), "input 'detect_hand': hand and face detection are not implemented");
+    CHECK_STR_CONTAINS(sd_context_diag(ctx, 0), "input 'detect_face': face detection is not implemented");
+    sd_result_free(res);
+    sd_graph_free(g);
+
+    g = pre_graph("OpenposePreprocessor",
+                  (const char *const[]){"resolution", "192", "hand_ckpt_name", "body_pose_model.pth", NULL});
+    CHECK_EQ_INT(sd_graph_run(g, &opt, &res), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(sd_context_diag(ctx, 0), "not an OpenPose hand network");
     sd_result_free(res);
     sd_graph_free(g);
 }

@@ -38,6 +38,16 @@ double test_max_abs_diff(const float *a, const float *b, size_t n)
     return m;
 }
 
+size_t test_count_diff_u8(const unsigned char *a, const unsigned char *b, size_t n, size_t *first)
+{
+    size_t diff = 0;
+    *first = n;
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i] && diff++ == 0)
+            *first = i;
+    return diff;
+}
+
 double test_psnr(const float *a, const float *b, size_t n, double range)
 {
     double se = 0;

@@ -13,6 +13,8 @@ void *test_read_golden(const char *name, size_t bytes);
 float *test_read_sdg1(const char *name, int ndim, size_t n);
 /* max |a[i] - b[i]| over n elements. */
 double test_max_abs_diff(const float *a, const float *b, size_t n);
+/* The count of the n bytes where a and b differ; *first: the index of the first (n when none). */
+size_t test_count_diff_u8(const unsigned char *a, const unsigned char *b, size_t n, size_t *first);
 /* Peak signal-to-noise ratio in dB of a against the reference b for signals of the given range. */
 double test_psnr(const float *a, const float *b, size_t n, double range);
 #endif
