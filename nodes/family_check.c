@@ -106,7 +106,13 @@ void sd_check_checkpoint_loader(sd_node_check *c)
         sd_clear_error(sd_check_context(c));
         const char *name = sd_family_name(cfg.family);
         sd_check_set_tag(c, CKPT_MODEL, name);
-        sd_check_set_tag(c, CKPT_CLIP, cfg.has_clip ? name : "none");
+        if (cfg.has_clip) {
+            sd_check_set_tag(c, CKPT_CLIP, name);
+        } else {
+            char none[48]; /* "none:<family>": the text encoders' consumers name what is missing */
+            snprintf(none, sizeof none, "none:%s", name);
+            sd_check_set_tag(c, CKPT_CLIP, none);
+        }
         if (cfg.has_vae)
             tag_latent(c, CKPT_VAE, cfg.vae.z_channels, cfg.family);
         else
@@ -334,6 +340,11 @@ void sd_check_guider(sd_node_check *c)
 static void text_encode(sd_node_check *c, sd_family need)
 {
     const char *tag = sd_check_tag(c, "clip");
+    if (tag && !strncmp(tag, "none:", 5)) {
+        sd_check_problem(c, "clip", "the %s checkpoint has no text encoders; load them with CLIPLoader or DualCLIPLoader",
+                         tag + 5);
+        return;
+    }
     sd_family got = sd_family_find(tag);
     if (need != SD_FAMILY_UNKNOWN && got != SD_FAMILY_UNKNOWN && got != need)
         sd_check_problem(c, "clip", "the text encoders are %s; this node takes %s ones", sd_family_name(got),
