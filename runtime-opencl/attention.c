@@ -74,9 +74,5 @@ sd_status sd_op_attention(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, c
     st = sd_cl_launch(cl, fwd, 3, global, local, SD_NARGS(args), args);
 done:
     sd_scratch_release(cl, &kp);
-    if (st) {
-        sd_dtensor_free(*out);
-        *out = NULL;
-    }
-    return st;
+    return sd_dtensor_drop_on_error(out, st);
 }

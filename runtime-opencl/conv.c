@@ -118,14 +118,8 @@ sd_status sd_op_conv2d(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
     if (st)
         return st;
     bool bf16 = false;
-    if ((st = sd_dnnl_wanted(cl, &bf16)) || (bf16 && B > 0 && O > 0 && (st = sd_dnnl_conv2d_run(cl, x, w, bias, p, *out))) ||
-        bf16) {
-        if (st) {
-            sd_dtensor_free(*out);
-            *out = NULL;
-        }
-        return st;
-    }
+    if ((st = sd_dnnl_wanted(cl, &bf16)) || bf16)
+        return sd_dtensor_drop_on_error(out, st || B == 0 || O == 0 ? st : sd_dnnl_conv2d_run(cl, x, w, bias, p, *out));
     bool wino_ok = KH == 3 && KW == 3 && p->stride_h == 1 && p->stride_w == 1 && x->dtype == SD_DTYPE_F32;
     if (p->algo == SD_CONV_WINOGRAD && !wino_ok) {
         sd_dtensor_free(*out);
@@ -136,11 +130,7 @@ sd_status sd_op_conv2d(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
     if (p->algo == SD_CONV_WINOGRAD ||
         (p->algo == SD_CONV_AUTO && wino_ok && OH >= WINO_MIN_SIDE && OW >= WINO_MIN_SIDE &&
          C >= WINO_MIN_CHANNELS && O >= WINO_MIN_CHANNELS)) {
-        if ((st = conv_winograd(cl, x, w, bias, p, *out))) {
-            sd_dtensor_free(*out);
-            *out = NULL;
-        }
-        return st;
+        return sd_dtensor_drop_on_error(out, conv_winograd(cl, x, w, bias, p, *out));
     }
     sd_scratch bp = {0};
     bool direct = KH == 1 && KW == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 && p->pad_w == 0;
@@ -179,11 +169,7 @@ sd_status sd_op_conv2d(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
         }
     }
     sd_scratch_release(cl, &bp);
-    if (st) {
-        sd_dtensor_free(*out);
-        *out = NULL;
-    }
-    return st;
+    return sd_dtensor_drop_on_error(out, st);
 bad:
     return sd_set_error(cl->ctx, SD_ERR_INVALID,
                         "conv2d: input %s, weight %s%s, stride %dx%d, padding %dx%d do not fit",

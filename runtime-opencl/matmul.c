@@ -170,16 +170,6 @@ static bool in_bf16(sd_cl *cl, const sd_dnnl_matmul *job, sd_status *st)
     return true;
 }
 
-/* Frees *out when st is an error; returns st. */
-static sd_status finish(sd_dtensor **out, sd_status st)
-{
-    if (st) {
-        sd_dtensor_free(*out);
-        *out = NULL;
-    }
-    return st;
-}
-
 static bool valid_bias(const sd_dtensor *bias, int n)
 {
     return !bias || (bias->dtype == SD_DTYPE_F32 && bias->numel == (size_t)n);
@@ -215,7 +205,7 @@ sd_status sd_op_matmul(sd_cl *cl, const sd_dtensor *a, bool trans_a, const sd_dt
     sd_dnnl_matmul dj = {.a = a, .b = b, .bias = bias, .trans_a = trans_a, .trans_b = trans_b, .M = M, .N = N,
                          .K = K, .batch_a = batch_a, .batch_b = batch_b, .act = act, .alpha = alpha, .out = *out};
     if (in_bf16(cl, &dj, &st))
-        return finish(out, st);
+        return sd_dtensor_drop_on_error(out, st);
     sd_scratch ap = {0}, bp = {0};
     long mk = (long)M * K, kn = (long)K * N;
     int mr = sd_gemm_mr(cl);
@@ -237,11 +227,7 @@ sd_status sd_op_matmul(sd_cl *cl, const sd_dtensor *a, bool trans_a, const sd_dt
     }
     sd_scratch_release(cl, &ap);
     sd_scratch_release(cl, &bp);
-    if (st) {
-        sd_dtensor_free(*out);
-        *out = NULL;
-    }
-    return st;
+    return sd_dtensor_drop_on_error(out, st);
 bad:
     return sd_set_error(cl->ctx, SD_ERR_INVALID,
                         "matmul: incompatible shapes a %s%s, b %s%s%s", sd_dtensor_describe(a, da, sizeof da),
@@ -288,11 +274,11 @@ sd_status sd_op_linear(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
                          .batch_b = 1, .act = act, .alpha = 1.0f, .out = *out};
     bool bf16 = false;
     if (blocks && (st = sd_dnnl_wanted(cl, &bf16)))
-        return finish(out, st);
+        return sd_dtensor_drop_on_error(out, st);
     if (blocks && bf16 && M && N && K)
-        return finish(out, linear_bf16_blocks(cl, &dj));
+        return sd_dtensor_drop_on_error(out, linear_bf16_blocks(cl, &dj));
     if (!blocks && in_bf16(cl, &dj, &st))
-        return finish(out, st);
+        return sd_dtensor_drop_on_error(out, st);
     sd_scratch ap = {0}, bp = {0};
     bool a_rows = x->dtype == SD_DTYPE_F32 && K > 0;
     if (!a_rows)
@@ -313,9 +299,5 @@ sd_status sd_op_linear(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
     }
     sd_scratch_release(cl, &ap);
     sd_scratch_release(cl, &bp);
-    if (st) {
-        sd_dtensor_free(*out);
-        *out = NULL;
-    }
-    return st;
+    return sd_dtensor_drop_on_error(out, st);
 }

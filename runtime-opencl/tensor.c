@@ -263,6 +263,15 @@ sd_status sd_derived_keep_meta(const sd_dtensor *t, const sd_derived_key *key, s
     return derived_keep(t, key, s, meta, meta_size);
 }
 
+sd_status sd_dtensor_drop_on_error(sd_dtensor **out, sd_status st)
+{
+    if (st) {
+        sd_dtensor_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
 void sd_dtensor_free(sd_dtensor *t)
 {
     if (!t)

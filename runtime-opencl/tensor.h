@@ -74,6 +74,9 @@ sd_status sd_dtensor_new_blocks(sd_cl *cl, sd_dtype dtype, int ndim, const int64
                                 size_t nbytes, sd_dtensor **out);
 /* Like sd_dtensor_new, filled with zeros. */
 sd_status sd_dtensor_zeros(sd_cl *cl, sd_dtype dtype, int ndim, const int64_t *shape, sd_dtensor **out);
+/* An op's ending: when st is an error, frees *out (the op's unfinished output) and sets it to
+ * NULL; returns st. */
+sd_status sd_dtensor_drop_on_error(sd_dtensor **out, sd_status st);
 /* Returns the buffer to the pool and frees the tensor. NULL-safe. */
 void sd_dtensor_free(sd_dtensor *t);
 
