@@ -6,8 +6,10 @@ sk_model2.safetensors (base 64, 3 residual blocks), body_pose_model.safetensors 
 network, bodypose_model's widths) and depth_anything_v2_vits.pth (ViT-S: 384 wide, 12 blocks,
 6 heads, MLP 1536, 37x37 position grid; DPT features 64, out_channels 48, 96, 192, 384) and
 dpt_hybrid-midas-501f0c75.pt (ResNet-50 stem 64, stages 3, 4, 9 of 256, 512, 1024; ViT-B 768 wide,
-12 blocks, MLP 3072, 24x24 grid, hooks 8, 11; DPT features 256), into the directory given (an `annotators`
-model folder). The networks are the reference scripts' re-implementations.
+12 blocks, MLP 3072, 24x24 grid, hooks 8, 11; DPT features 256) and scannet.pt (BAE:
+tf_efficientnet_b5 stem 48, stages of 3, 5, 5, 7, 7, 9, 3 blocks, widths 24, 40, 64, 128, 176,
+304, 512, head 2048; decoder 2048, 1024, 512, 256, 128, MLP 128; {"model": ...} with "module."
+names), into the directory given (an `annotators` model folder). The networks are the reference scripts' re-implementations.
 
 Run: python3 bench/make_annotator_files.py /tmp/models/annotators   (torch, safetensors)"""
 import os
@@ -17,6 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
+import make_bae_goldens as bae  # noqa: E402
 import make_depth_goldens as depth  # noqa: E402
 import make_hed_goldens as hed  # noqa: E402
 import make_midas_goldens as midas  # noqa: E402
@@ -56,6 +59,12 @@ def main():
     sd = midas.DPTHybrid().state_dict()
     torch.save(sd, os.path.join(out, "dpt_hybrid-midas-501f0c75.pt"))
     print("dpt_hybrid-midas-501f0c75.pt", sum(v.numel() for v in sd.values()), "parameters")
+    bae.STEM, bae.HEAD, bae.HIDDEN, bae.UP[:] = 48, 2048, 128, [1024, 512, 256, 128]
+    bae.STAGES[:] = [(3, 1, 24, 3), (3, 2, 40, 5), (5, 2, 64, 5), (3, 2, 128, 7), (5, 1, 176, 7), (5, 2, 304, 9),
+                     (3, 1, 512, 3)]
+    sd = {"module." + k: v for k, v in bae.NNET().state_dict().items()}
+    torch.save({"model": sd}, os.path.join(out, "scannet.pt"))
+    print("scannet.pt", sum(v.numel() for v in sd.values()), "parameters")
 
 
 if __name__ == "__main__":

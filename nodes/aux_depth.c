@@ -1,10 +1,13 @@
-/* comfyui_controlnet_aux's depth estimators: DepthAnythingV2Preprocessor ("Depth Anything V2 -
- * Relative") on ml/annotators/depth_anything.h, MiDaS-DepthMapPreprocessor and
- * MiDaS-NormalMapPreprocessor on ml/annotators/midas.h and midas_maps.h, reading the original
+/* comfyui_controlnet_aux's depth and normal estimators: DepthAnythingV2Preprocessor ("Depth
+ * Anything V2 - Relative") on ml/annotators/depth_anything.h, MiDaS-DepthMapPreprocessor and
+ * MiDaS-NormalMapPreprocessor on ml/annotators/midas.h and midas_maps.h,
+ * BAE-NormalMapPreprocessor ("BAE Normal Map") on ml/annotators/normalbae.h, reading the original
  * .pth / .pt files (or .safetensors with the same tensors) from the `annotators` model folder. */
 #include "ml/annotators/depth_anything.h"
+#include "ml/annotators/dpt.h"
 #include "ml/annotators/midas.h"
 #include "ml/annotators/midas_maps.h"
+#include "ml/annotators/normalbae.h"
 #include "runtime-opencl/ops_basic.h"
 #include "nodes/aux_run.h"
 #include "nodes/node_util.h"
@@ -145,6 +148,60 @@ static void check_midas(sd_node_check *c)
     check_file(c, midas_inspect);
 }
 
+/* ---- BAE ---- */
+
+typedef struct bae_run {
+    sd_cl *cl;
+    sd_normalbae *net;
+} bae_run;
+
+/* The network on the padded image normalised as NormalBaeDetector does; its RGB normal image. */
+static sd_status bae_detect(sd_node_run *r, const sd_img8 *img, void *arg, unsigned char *map)
+{
+    bae_run *n = arg;
+    size_t hw = (size_t)(img->h * img->w);
+    float *x = malloc(sizeof *x * 3 * hw), *normals = malloc(sizeof *normals * 4 * hw);
+    sd_dtensor *dx = NULL;
+    sd_status st = !x || !normals ? sd_set_error(sd_run_context(r), SD_ERR_NOMEM, "out of memory") : SD_OK;
+    if (!st) {
+        sd_normalbae_input(img->px, img->h, img->w, x);
+        st = sd_dpt_upload(n->cl, 4, (const int64_t[]){1, 3, img->h, img->w}, x, &dx);
+    }
+    if (!st && !(st = sd_normalbae_forward(n->net, dx, normals)))
+        sd_normalbae_map(normals, hw, map);
+    free(x), free(normals);
+    sd_dtensor_free(dx);
+    return st ? sd_run_fail(r, st) : SD_OK;
+}
+
+static sd_status run_bae(sd_node_run *r)
+{
+    sd_context *ctx = sd_run_context(r);
+    sd_safetensors *file = NULL;
+    bae_run n = {0};
+    sd_status st = sd_safetensors_open(ctx, sd_run_file(r, "ckpt_name"), &file);
+    if (!st && !(st = sd_cl_get(ctx, &n.cl)))
+        st = sd_normalbae_new(n.cl, file, &n.net);
+    if (st)
+        st = sd_run_fail(r, st);
+    else
+        st = sd_node_aux_run_channels(r, SD_AUX_CUBIC, 3, bae_detect, &n, NULL);
+    sd_normalbae_free(n.net);
+    sd_safetensors_close(file);
+    return st;
+}
+
+static sd_status bae_inspect(sd_context *ctx, const sd_safetensors *st)
+{
+    sd_normalbae_config cfg;
+    return sd_normalbae_inspect(ctx, st, &cfg);
+}
+
+static void check_bae(sd_node_check *c)
+{
+    check_file(c, bae_inspect);
+}
+
 static const sd_input_desc depth_anything_inputs[] = {
     SD_IN_LINK("image", SD_TYPE_IMAGE, "the images"),
     {.name = "ckpt_name", .type = SD_TYPE_STRING, .flags = SD_IN_FILE, .file_dir = "annotators",
@@ -190,4 +247,21 @@ const sd_node_desc sd_node_MiDaS_NormalMapPreprocessor = {
            "Sobel gradients of the depth with a as the third component, flat below bg_threshold.",
     .inputs = midas_inputs, .n_inputs = SD_COUNT(midas_inputs),
     .outputs = normal_outputs, .n_outputs = 1, .run = run_midas_normal, .check = check_midas,
+};
+
+static const sd_input_desc bae_inputs[] = {
+    SD_IN_LINK("image", SD_TYPE_IMAGE, "the images"),
+    SD_IN_AUX_RESOLUTION,
+    {.name = "ckpt_name", .type = SD_TYPE_STRING, .flags = SD_IN_FILE, .file_dir = "annotators", .def = "scannet.pt",
+     .doc = "BAE's scannet.pt (lllyasviel/Annotators; .safetensors with the same tensors also) in models/annotators"},
+};
+static const sd_output_desc bae_outputs[] = {
+    SD_OUT("IMAGE", SD_TYPE_IMAGE, "normal map (x, y, z as RGB) at the detect resolution")};
+
+const sd_node_desc sd_node_BAE_NormalMapPreprocessor = {
+    .name = "BAE-NormalMapPreprocessor", .version = 1, .category = "ControlNet Preprocessors/Normal and Depth Estimators",
+    .doc = "Surface normals from the BAE network (comfyui_controlnet_aux's NormalBaeDetector: EfficientNet-B5 encoder, "
+           "uncertainty-guided decoder) on the padded image, (n + 1) / 2 as RGB.",
+    .inputs = bae_inputs, .n_inputs = SD_COUNT(bae_inputs),
+    .outputs = bae_outputs, .n_outputs = 1, .run = run_bae, .check = check_bae,
 };

@@ -1,6 +1,7 @@
 /* The registry of node types: one SD_NODE(Name) line per node type, each defined in nodes/ as
  * `const sd_node_desc sd_node_<Name>`. Keep the lines sorted; core/registry.c expands them. */
 SD_NODE(AlignYourStepsScheduler)
+SD_NODE(BAE_NormalMapPreprocessor)
 SD_NODE(BLIPCaption)
 SD_NODE(BasicGuider)
 SD_NODE(BasicScheduler)

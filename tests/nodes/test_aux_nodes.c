@@ -14,7 +14,10 @@
  * FakeScribblePreprocessor and Scribble_PiDiNet_Preprocessor (the scribble endings) equal.
  * DepthAnythingV2Preprocessor with the tiny .pth of tests/reference/make_depth_goldens.py: its
  * 8-bit depth, resized after the network, equal. MiDaS-DepthMapPreprocessor and
- * MiDaS-NormalMapPreprocessor with the tiny DPT-Hybrid .pt within one level on a few samples. */
+ * MiDaS-NormalMapPreprocessor with the tiny DPT-Hybrid .pt within one level on a few samples.
+ * BAE-NormalMapPreprocessor with the tiny .pt of tests/reference/make_bae_goldens.py as
+ * annotators/scannet.pt: its RGB normal image equal; another network's file and a truncated .pt
+ * named in one-line validation errors. */
 #include "test.h"
 #include "core/run.h"
 #include "support/aux_cases.h"
@@ -253,6 +256,38 @@ static void test_midas(void)
     free(want);
 }
 
+/* BAE-NormalMapPreprocessor: the normal image of the padded input cut to the detect size. */
+static void test_bae(void)
+{
+    unsigned char *want = test_read_golden("bae_map.u8", 128 * 64 * 3);
+    sd_graph *g = NULL;
+    sd_result *res = NULL;
+    const sd_tensor *t = run_pre("BAE-NormalMapPreprocessor", NULL, &g, &res);
+    CHECK(t && t->shape[1] == 77 && t->shape[2] == 64 && t->shape[3] == 3);
+    int bad = 0;
+    for (int i = 0; t && want && t->shape[1] == 77 && t->shape[2] == 64 && i < 77 * 64 * 3; i++)
+        bad += t->data[i] != (float)want[i] / 255.0f;
+    CHECK_MSG(bad == 0, "BAE normal image: %d samples differ", bad);
+    sd_result_free(res);
+    sd_graph_free(g);
+    free(want);
+    const char *const files[][2] = {{"ControlNetHED.safetensors", "not a BAE normal network: tensor "
+                                                                  "'encoder.original_model.conv_stem.weight' is missing"},
+                                    {"scannet_cut.pt", "scannet_cut.pt: "}};
+    for (int i = 0; i < 2; i++) {
+        g = pre_graph("BAE-NormalMapPreprocessor", (const char *const[]){"ckpt_name", files[i][0], NULL});
+        CHECK_EQ_INT(sd_graph_run(g, NULL, &res), SD_ERR_INVALID);
+        CHECK_EQ_INT(sd_context_diag_count(ctx), 1);
+        const char *diag = sd_context_diag(ctx, 0);
+        CHECK_STR_CONTAINS(diag, "node 'pre' input 'ckpt_name': ");
+        CHECK_STR_CONTAINS(diag, files[i][1]);
+        CHECK(!strchr(diag, '\n'));
+        printf("bad BAE file: %s\n", diag);
+        sd_result_free(res);
+        sd_graph_free(g);
+    }
+}
+
 /* Scratch input, output and models directories; in.png is the "up" case; the tiny networks in
  * models/annotators. */
 static void setup_dirs(void)
@@ -278,12 +313,18 @@ static void setup_dirs(void)
                                {"pose_body.safetensors", "body_pose_model.pth"},
                                {"depth_tiny.pth", "depth_anything_v2_vits.pth"},
                                {"midas_tiny.pt", "dpt_hybrid-midas-501f0c75.pt"},
-                               {"pose_hand.safetensors", "hand_pose_model.pth"}};
+                               {"pose_hand.safetensors", "hand_pose_model.pth"},
+                               {"bae_tiny.pt", "scannet.pt"}};
     for (size_t i = 0; i < sizeof copies / sizeof copies[0]; i++) {
         char *src = test_path(src_dir, copies[i][0]), *dst = test_path(ann, copies[i][1]);
         size_t len = 0;
         unsigned char *net = read_bytes(src, &len);
         write_bytes(dst, net, len);
+        if (strcmp(copies[i][1], "scannet.pt") == 0) { /* and its first half: a truncated .pt */
+            char *cut = test_path(ann, "scannet_cut.pt");
+            write_bytes(cut, net, len / 2);
+            free(cut);
+        }
         free(net), free(src), free(dst);
     }
     free(px), free(src_dir);
@@ -380,6 +421,7 @@ int main(void)
     RUN(test_openpose);
     RUN(test_depth_anything);
     RUN(test_midas);
+    RUN(test_bae);
     sd_context_free(ctx);
     return test_summary("test_aux_nodes");
 }
