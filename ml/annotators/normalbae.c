@@ -198,9 +198,10 @@ sd_status sd_normalbae_inspect(sd_context *ctx, const sd_safetensors *st, sd_nor
         return s;
     cfg.stem = (int)ch;
     for (int sg = 0; sg < SD_NORMALBAE_STAGES; sg++) {
-        while (cfg.blocks[sg] < SD_NORMALBAE_MAX_BLOCKS &&
-               dim(&c, 4, 0, ENC "blocks.%d.%d.conv_dw.weight", sg, cfg.blocks[sg]) > 0)
-            cfg.blocks[sg]++;
+        while (dim(&c, 4, 0, ENC "blocks.%d.%d.conv_dw.weight", sg, cfg.blocks[sg]) > 0)
+            if (++cfg.blocks[sg] > SD_NORMALBAE_MAX_BLOCKS)
+                return sd_set_error(ctx, SD_ERR_INVALID, "%s: stage %d of the BAE encoder has more than %d blocks",
+                                    sd_safetensors_path(st), sg, SD_NORMALBAE_MAX_BLOCKS);
         for (int j = 0; j < (cfg.blocks[sg] ? cfg.blocks[sg] : 1); j++) {
             char b[64];
             int64_t cout;

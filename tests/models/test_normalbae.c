@@ -3,14 +3,16 @@
  * a tiny random EfficientNet encoder and decoder in the real key layout, saved as scannet.pt is:
  * {"model": state dict} with "module." names): the architecture read from the shapes; out_res1
  * (normals and kappa) on the padded 128x64 test image within 1e-4; the detector's image from the
- * reference values byte for byte and from sdflow's within one level; another network's file and
- * a bad input size refused with one-line messages. */
+ * reference values byte for byte and from sdflow's within one level; the same tensors as a
+ * .safetensors without the prefix give the same output; another network's file, a missing tensor
+ * and a bad input size refused with one-line messages. */
 #include "test.h"
 #include "support/aux_net.h"
 #include "support/golden.h"
 #include "ml/annotators/normalbae.h"
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 static sd_context *ctx;
 static sd_cl *cl;
@@ -86,6 +88,68 @@ static void test_forward(void)
     sd_safetensors_close(st);
 }
 
+/* The weight tensors of bae_tiny.pt named without "model.module.", all but `skip`. */
+typedef struct resave {
+    sd_context *ctx;
+    const sd_safetensors *pt;
+    const sd_st_tensor *t[512];
+} resave;
+
+static sd_status fill(void *user, size_t index, void *dst, size_t nbytes)
+{
+    resave *r = user;
+    return sd_safetensors_read_f32(r->ctx, r->pt, r->t[index], dst, nbytes / sizeof(float));
+}
+
+/* Writes the resaved file to the scratch dir as `name` (the path, malloc'd; NULL after a failed
+ * check). */
+static char *write_safetensors(const char *name, const char *skip)
+{
+    sd_safetensors *pt = aux_open_golden_net(ctx, "bae_tiny.pt");
+    resave r = {.ctx = ctx, .pt = pt};
+    sd_st_entry e[512];
+    size_t n = 0, skip_len = strlen("model.module.");
+    for (size_t i = 0; pt && i < sd_safetensors_count(pt) && n < 512; i++) {
+        const sd_st_tensor *t = sd_safetensors_at(pt, i);
+        if (!sd_st_dtype_is_weight(t->dtype) || strcmp(t->name + skip_len, skip) == 0)
+            continue;
+        e[n] = (sd_st_entry){.name = t->name + skip_len, .dtype = SD_ST_F32, .ndim = t->ndim};
+        memcpy(e[n].shape, t->shape, sizeof t->shape);
+        r.t[n++] = t;
+    }
+    char *path = test_path(test_scratch_dir(), name);
+    CHECK_EQ_INT(sd_safetensors_write(ctx, path, e, n, NULL, fill, &r), SD_OK);
+    sd_safetensors_close(pt);
+    return path;
+}
+
+static void test_safetensors(void)
+{
+    char *path = write_safetensors("bae.safetensors", ""), *cut = write_safetensors("bae_cut.safetensors",
+                                                                                    "decoder.out_conv_res1.6.bias");
+    float *ref = test_read_golden("bae_normals.f32", sizeof(float) * 4 * H * W), *y = calloc(4 * H * W, sizeof *y);
+    sd_safetensors *st = NULL;
+    sd_normalbae *m = NULL;
+    sd_normalbae_config c;
+    sd_dtensor *dx = bae_input();
+    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &st), SD_OK);
+    CHECK_EQ_INT(st ? sd_normalbae_inspect(ctx, st, &c) : SD_ERR_INVALID, SD_OK);
+    CHECK_STR_EQ(c.prefix, "");
+    CHECK_EQ_INT(st ? sd_normalbae_new(cl, st, &m) : SD_ERR_INVALID, SD_OK);
+    CHECK_EQ_INT(m && dx ? sd_normalbae_forward(m, dx, y) : SD_ERR_INVALID, SD_OK);
+    CHECK(ref && test_max_abs_diff(y, ref, 4 * H * W) <= 1e-4);
+    sd_normalbae_free(m);
+    sd_safetensors_close(st);
+    st = NULL;
+    CHECK_EQ_INT(sd_safetensors_open(ctx, cut, &st), SD_OK);
+    CHECK_EQ_INT(st ? sd_normalbae_inspect(ctx, st, &c) : SD_OK, SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "bae_cut.safetensors: not a BAE normal network: tensor "
+                                               "'decoder.out_conv_res1.6.bias' is missing");
+    sd_safetensors_close(st);
+    sd_dtensor_free(dx);
+    free(ref), free(y), free(path), free(cut);
+}
+
 static void test_bad_input(void)
 {
     sd_safetensors *st = aux_open_golden_net(ctx, "bae_tiny.pt");
@@ -121,6 +185,7 @@ int main(void)
         return 1;
     RUN(test_inspect);
     RUN(test_forward);
+    RUN(test_safetensors);
     RUN(test_bad_input);
     RUN(test_not_bae);
     sd_context_free(ctx);
