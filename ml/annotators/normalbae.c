@@ -502,6 +502,7 @@ static sd_status block(sd_cl *cl, const bblock *b, sd_dtensor *x, sd_dtensor **o
 static sd_status encode(sd_normalbae *m, const sd_dtensor *x, sd_dtensor *skips[4], sd_dtensor **head)
 {
     sd_dtensor *h = NULL;
+    /* the stem's padding reshapes x for a moment and restores it */
     sd_status s = conv(m->cl, &m->stem, (sd_dtensor *)x, SD_ACT_SILU, &h);
     for (int sg = 0, i = 0; !s && sg < SD_NORMALBAE_STAGES; sg++) {
         for (int j = 0; !s && j < m->cfg.blocks[sg]; j++, i++) {
