@@ -6,7 +6,8 @@
 # (ScribblePreprocessor + ImageInvert on examples/input/scribble.png) writes a PNG, and an
 # API-format workflow with comfyui_controlnet_aux's Scribble_XDoG_Preprocessor imports and runs;
 # graphs/controlnet-pose.xml (OpenposePreprocessor with the tiny body and hand networks) and
-# graphs/controlnet-depth.xml (DepthAnythingV2Preprocessor with a tiny .pth) write a PNG.
+# graphs/controlnet-depth.xml (DepthAnythingV2Preprocessor with a tiny .pth) write a PNG. A
+# preprocessor's file of another network (HED's, BAE's scannet.pt) is refused before anything runs.
 . "$(dirname "$0")/lib.bash"
 mkdir -p "$T/models/checkpoints" "$T/models/controlnet"
 "$MK" --preset tiny "$T/models/checkpoints/tiny.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
@@ -72,6 +73,10 @@ before=$(ls "$T/o" | wc -l)
 run 3 run "$T/hed.xml" --models-dir "$T/models" --input-dir "$SRC/examples/input" --output-dir "$T/o" --cache "$T/cache.db"
 check "a line art file is no HED network" grep -qx ".*hed.xml:3: node 'hed' input 'ckpt_name': $T/models/annotators/ControlNetHED.safetensors: not a HED network: tensor 'norm' is missing" "$T/err"
 check "nothing ran" bash -c '! grep -q "load (LoadImage): running" "$0"' "$T/err"
+cp "$SRC/tests/data/goldens/hed_tiny.safetensors" "$T/models/annotators/scannet.pt"
+sed -e 's/HEDPreprocessor/BAE-NormalMapPreprocessor/' "$T/hed.xml" >"$T/bae.xml"
+run 3 run "$T/bae.xml" --models-dir "$T/models" --input-dir "$SRC/examples/input" --output-dir "$T/o" --cache "$T/cache.db"
+check "a HED file is no BAE network" grep -qx ".*bae.xml:3: node 'hed' input 'ckpt_name': $T/models/annotators/scannet.pt: not a BAE normal network: tensor 'encoder.original_model.conv_stem.weight' is missing" "$T/err"
 
 run 3 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --set controlnet=xl.safetensors
 check "an SDXL ControlNet on an SD1 conditioning is named, before anything runs" grep -qx ".*controlnet-canny.xml:[0-9]*: node 'apply' input 'control_net': the ControlNet is SDXL; the conditioning on 'positive' was made by SD1.x text encoders" "$T/err"
