@@ -9,7 +9,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #define ENC "encoder.original_model."
 #define DIMS(...) (const int64_t[]){__VA_ARGS__}
@@ -233,7 +232,7 @@ typedef struct loader {
     const char *prefix;
 } loader;
 
-/* Tensor <prefix><name> as new host floats (*out; the caller frees). */
+/* Tensor <prefix><name> as new host floats (*out; the caller frees), *n (NULL: not wanted) of them. */
 static sd_status read_host(const loader *l, const char *name, float **out, size_t *n)
 {
     const sd_st_tensor *t = sd_safetensors_findf(l->st, "%s%s", l->prefix, name);
@@ -243,7 +242,8 @@ static sd_status read_host(const loader *l, const char *name, float **out, size_
                             l->prefix, name);
     if (!(*out = malloc(sizeof **out * (t->numel ? t->numel : 1))))
         return sd_set_error(l->cl->ctx, SD_ERR_NOMEM, "out of memory");
-    *n = t->numel;
+    if (n)
+        *n = t->numel;
     sd_status s = sd_safetensors_read_f32(l->cl->ctx, l->st, t, *out, t->numel);
     if (s) {
         free(*out);
@@ -259,21 +259,21 @@ static sd_status load_conv(const loader *l, const char *name, bool has_bias, con
 {
     char full[128];
     float *w = NULL, *b = NULL, *p[4] = {0};
-    size_t nw = 0, nb = 0, np = 0;
+    size_t nw = 0;
     const sd_st_tensor *t = sd_safetensors_findf(l->st, "%s%s.weight", l->prefix, name);
     int64_t o = t ? t->shape[0] : 0;
     snprintf(full, sizeof full, "%s.weight", name);
     sd_status s = read_host(l, full, &w, &nw);
     if (!s && has_bias) {
         snprintf(full, sizeof full, "%s.bias", name);
-        s = read_host(l, full, &b, &nb);
+        s = read_host(l, full, &b, NULL);
     } else if (!s && !(b = calloc((size_t)o, sizeof *b))) {
         s = sd_set_error(l->cl->ctx, SD_ERR_NOMEM, "out of memory");
     }
     static const char *const parts[] = {"weight", "bias", "running_mean", "running_var"};
     for (int i = 0; !s && bn && i < 4; i++) {
         snprintf(full, sizeof full, "%s.%s", bn, parts[i]);
-        s = read_host(l, full, &p[i], &np);
+        s = read_host(l, full, &p[i], NULL);
     }
     size_t per = o ? nw / (size_t)o : 0;
     for (int64_t c = 0; !s && bn && c < o; c++) {
