@@ -152,8 +152,9 @@ def model_for(bfl, guidance):
     return m
 
 
-def velocity(m, x, ctx, y, t, g):
-    """ComfyUI's Flux.forward: circular pad to even sizes, 2x2 patches, ids, crop back."""
+def velocity(m, x, ctx, y, t, g, mask=None):
+    """ComfyUI's Flux.forward: circular pad to even sizes, 2x2 patches, ids, crop back; mask: an
+    additive attention mask over the joint [text, image] tokens (ComfyUI's attention_mask)."""
     b, c, h, w = x.shape
     xp = torch.nn.functional.pad(x, (0, w % 2, 0, h % 2), mode="circular")
     hp, wp = xp.shape[2] // 2, xp.shape[3] // 2
@@ -164,7 +165,8 @@ def velocity(m, x, ctx, y, t, g):
     with torch.no_grad():
         out = m(hidden_states=tok, encoder_hidden_states=ctx, pooled_projections=y, timestep=t,
                 img_ids=ids.reshape(-1, 3), txt_ids=torch.zeros(ctx.shape[1], 3),
-                guidance=g, return_dict=False)[0]
+                guidance=g, joint_attention_kwargs=None if mask is None else {"attention_mask": mask},
+                return_dict=False)[0]
     out = out.view(b, hp, wp, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, 2 * hp, 2 * wp)
     return out[:, :, :h, :w]
 
