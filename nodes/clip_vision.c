@@ -151,6 +151,14 @@ static sd_status run_encode(sd_node_run *r)
     return SD_OK;
 }
 
+/* The output carries the encoder's tag ("<projection>:<width>"), for the nodes it feeds. */
+static void check_encode(sd_node_check *c)
+{
+    const char *tag = sd_check_tag(c, "clip_vision");
+    if (tag)
+        sd_check_set_tag(c, 0, tag);
+}
+
 static const char *const crops[] = {"center", "none", NULL};
 static const sd_input_desc encode_in[] = {
     SD_IN_LINK("clip_vision", SD_TYPE_CLIP_VISION, "from CLIPVisionLoader"),
@@ -168,5 +176,5 @@ const sd_node_desc sd_node_CLIPVisionEncode = {
     .doc = "Encodes images with a CLIP vision model, after ComfyUI's clip_preprocess (bicubic antialiased resize, "
            "8-bit rounding, CLIP mean and std; SigLIP: 384 pixels, mean and std 0.5).",
     .inputs = encode_in, .n_inputs = SD_COUNT(encode_in),
-    .outputs = encode_out, .n_outputs = SD_COUNT(encode_out), .run = run_encode,
+    .outputs = encode_out, .n_outputs = SD_COUNT(encode_out), .run = run_encode, .check = check_encode,
 };
