@@ -3,11 +3,15 @@
  * SigLIP and Redux files (tests/reference/make_redux_goldens.py): the conditioning is the text
  * tokens followed by the Redux projection of the SigLIP last_hidden_state (all images' tokens),
  * times strength for multiply; attn_bias keeps the tokens and records the key_bias span, and
- * none at strength 1. */
+ * none at strength 1. And KSampler on the goldens' tiny FLUX schnell with such an entry (text
+ * then Redux tokens, key_bias strength 0.4) against diffusers with ComfyUI's attention mask. */
 #include "test.h"
 #include "support/golden.h"
 #include "core/run.h"
+#include "support/node_direct.h"
 #include "ml/adapters/redux.h"
+#include "nodes/model_handle.h"
+#include <math.h>
 #include "ml/text/text_encoder_write.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,6 +147,83 @@ static void test_attn_bias(void)
     expect_apply("1.0", "attn_bias", 1, false, false);
 }
 
+enum { C = 16, LAT_N = C * 8 * 8, GOLD_TXT = 7, GOLD_CTX = 48, VEC = 24 };
+
+static sd_value *run_ok(const char *type, sd_value **in)
+{
+    sd_status st;
+    sd_value *v = test_run_node(ctx, type, in, &st);
+    CHECK_MSG(st == SD_OK && v, "%s: %s", type, sd_context_errmsg(ctx));
+    return v;
+}
+
+/* KSampler (seed 42, euler, simple, 4 steps, cfg 1) of the tiny schnell on an empty 64x64 latent
+ * with the goldens' text + Redux context and y; key_bias: the entry's attribute (NULL: none). The
+ * samples (malloc'd) or NULL. */
+static float *sample_schnell(json_t *key_bias)
+{
+    int n = GOLD_TXT + TOKENS;
+    float *in = test_read_golden("redux_flux_in.f32", (size_t)(n * GOLD_CTX + VEC + C * 4 * 4 + 1) * sizeof(float));
+    char *path = test_golden_path("flux_schnell_tiny.safetensors");
+    sd_loaded *l = NULL;
+    CHECK_EQ_INT(sd_model_store_open(ctx, path, SD_MODEL_FILE_UNET, SD_DTYPE_F16, &l), SD_OK);
+    sd_value *m = l ? sd_node_model_value(SD_TYPE_MODEL, l, -1) : NULL, *cond = sd_value_new(SD_TYPE_CONDITIONING);
+    sd_loaded_unref(l);
+    if (in && cond) {
+        test_put_tensor(cond, "cond.0", 3, (const int64_t[]){1, n, GOLD_CTX}, in);
+        test_put_tensor(cond, "pooled.0", 2, (const int64_t[]){1, VEC}, in + n * GOLD_CTX);
+        cond->attrs = key_bias ? json_pack("{s:[{s:O}]}", "entries", "key_bias", key_bias)
+                               : json_pack("{s:[{}]}", "entries");
+    }
+    sd_value *w = sd_value_int(64), *h = sd_value_int(64), *b = sd_value_int(1);
+    sd_value *latent = run_ok("EmptySD3LatentImage", (sd_value *[]){w, h, b});
+    sd_value *args[] = {m, sd_value_int(42), sd_value_string(SD_TYPE_ENUM, "fixed"), sd_value_int(4),
+                        sd_value_float(1.0), sd_value_string(SD_TYPE_ENUM, "euler"),
+                        sd_value_string(SD_TYPE_ENUM, "simple"), cond, cond, latent, sd_value_float(1.0)};
+    sd_value *out = m && in && latent ? run_ok("KSampler", args) : NULL;
+    const sd_tensor *t = out ? sd_value_tensor(out, "samples") : NULL;
+    float *got = t && t->ndim == 4 && t->shape[1] == C ? malloc(LAT_N * sizeof *got) : NULL;
+    if (got)
+        memcpy(got, t->data, LAT_N * sizeof *got);
+    for (size_t i = 0; i < sizeof args / sizeof args[0]; i++)
+        if (i != 8) /* cond is both sides */
+            sd_value_unref(args[i]);
+    sd_value_unref(out), sd_value_unref(w), sd_value_unref(h), sd_value_unref(b);
+    free(in), free(path);
+    return got;
+}
+
+/* PSNR of a run's model contribution (latent minus the initial noise) against the golden run. */
+static double run_psnr(const float *got)
+{
+    float *ref = test_read_golden("redux_flux_run.f32", LAT_N * sizeof(float));
+    float *noise = test_read_golden("flux_run_in.f32", (LAT_N + GOLD_TXT * GOLD_CTX + VEC) * sizeof(float));
+    double p = -1;
+    if (got && ref && noise) {
+        static float cg[LAT_N], cr[LAT_N];
+        float lo = INFINITY, hi = -INFINITY;
+        for (int i = 0; i < LAT_N; i++) {
+            cg[i] = (got[i] - 0.1159f) * 0.3611f - noise[i]; /* process_in: (x - shift) * scale */
+            cr[i] = (ref[i] - 0.1159f) * 0.3611f - noise[i];
+            lo = fminf(lo, cr[i]), hi = fmaxf(hi, cr[i]);
+        }
+        p = test_psnr(cg, cr, LAT_N, hi - lo);
+    }
+    free(ref), free(noise);
+    return p;
+}
+
+static void test_sampling_with_key_bias(void)
+{
+    json_t *spans = json_pack("[[i, i, f]]", GOLD_TXT, TOKENS, 0.4);
+    float *got = sample_schnell(spans), *plain = sample_schnell(NULL);
+    double p = run_psnr(got), p0 = run_psnr(plain);
+    printf("  schnell with the Redux key bias: PSNR %.1f dB on the model's contribution (without it %.1f)\n", p, p0);
+    CHECK_MSG(p >= 90.0 && p0 < p - 20, "key bias run: %.1f dB, without %.1f dB", p, p0);
+    json_decref(spans);
+    free(got), free(plain);
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx) != SD_OK)
@@ -166,6 +247,7 @@ int main(void)
     sd_context_set_cache_path(ctx, NULL);
     RUN(test_multiply);
     RUN(test_attn_bias);
+    RUN(test_sampling_with_key_bias);
     sd_context_free(ctx);
     free(models), free(te), free(cv), free(sm), free(t5), free(cl), free(sig), free(rx), free(sig_src), free(rx_src);
     return test_summary("test_redux_nodes");

@@ -202,8 +202,9 @@ def flux_sigmas(mu, steps):
     return [float(table[-(1 + int(x * ss))]) for x in range(steps)] + [0.0]
 
 
-def euler_run(m, noise, ctx, y, mu, steps, guidance, latent=None, denoise=1.0):
-    """KSampler (cfg 1, euler, simple) on a LATENT (None: empty) for the CONST model type."""
+def euler_run(m, noise, ctx, y, mu, steps, guidance, latent=None, denoise=1.0, mask=None):
+    """KSampler (cfg 1, euler, simple) on a LATENT (None: empty) for the CONST model type; mask as
+    velocity's."""
     total = steps if denoise >= 0.9999 else int(steps / denoise)
     sigmas = flux_sigmas(mu, total)[-(steps + 1):]
     latent = ((torch.zeros_like(noise) if latent is None else latent) - SHIFT) * SCALE  # process_in
@@ -211,7 +212,7 @@ def euler_run(m, noise, ctx, y, mu, steps, guidance, latent=None, denoise=1.0):
     g = torch.full((1,), guidance) if guidance is not None else None
     for i in range(steps):
         s = sigmas[i]
-        v = velocity(m, x, ctx, y, torch.full((1,), s), g)
+        v = velocity(m, x, ctx, y, torch.full((1,), s), g, mask)
         denoised = x - v * s
         d = (x - denoised) / s
         x = x + d * (sigmas[i + 1] - s)

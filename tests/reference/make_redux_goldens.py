@@ -21,10 +21,13 @@ FluxTransformer2DModel with an attention mask (as ComfyUI's StyleModelApply attn
   tests/data/goldens/redux_flux_out.f32  flux_schnell_tiny's velocity on redux_flux_in with an
       additive bias of float16(log 0.4) on the 16 Redux keys for every query (StyleModelApply
       strength 0.4, attn_bias)
+  tests/data/goldens/redux_flux_run.f32  the LATENT of a schnell run as ComfyUI's KSampler (the
+      noise of flux_run_in.f32, seed 42; euler, simple, 4 steps, cfg 1; 8x8 latent) on
+      redux_flux_in's context and y with that bias
 
     python3 tests/reference/make_redux_goldens.py   (after make_flux_goldens.py)
 
-The C side is tests/models/test_redux.c; the configuration here must match it.
+The C side is tests/models/test_redux.c and tests/nodes/test_redux_nodes.c; the configuration here must match it.
 """
 import math
 import os
@@ -113,6 +116,14 @@ def main():
     plain = make_flux_goldens.velocity(m, x, ctx, y, t, None)
     assert (v - plain).abs().max() > 1e-3, "the mask changed nothing"
     save("redux_flux_out.f32", v)
+    # A whole schnell run (KSampler seed 42, euler, simple, 4 steps, cfg 1, 64x64) with that bias.
+    lat = make_flux_goldens.C * 8 * 8
+    noise = torch.from_numpy(np.fromfile(os.path.join(OUT, "flux_run_in.f32"), "<f4")[:lat].copy())
+    noise = noise.view(1, make_flux_goldens.C, 8, 8)
+    mask = torch.zeros(1, 1, 1, ctx.shape[1] + 16)
+    mask[..., TXT:TXT + tokens.shape[1]] = bias
+    run = make_flux_goldens.euler_run(m, noise, ctx, y, 1.0, 4, None, mask=mask)
+    save("redux_flux_run.f32", run)
     print("wrote SigLIP and Redux goldens to", os.path.normpath(OUT), "bias", bias.item())
 
 
