@@ -23,20 +23,6 @@ static char *models;
 
 enum { TOKENS = 16, WIDTH = 144, CTX = 32 };
 
-static void copy_file(const char *from, const char *to)
-{
-    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
-    CHECK(in && out);
-    char buf[4096];
-    size_t n;
-    while (in && out && (n = fread(buf, 1, sizeof buf, in)) > 0)
-        fwrite(buf, 1, n, out);
-    if (in)
-        fclose(in);
-    if (out)
-        fclose(out);
-}
-
 static void set(sd_graph *g, const char *node, const char *input, const char *value)
 {
     CHECK_EQ_INT(sd_graph_set_input(g, node, input, value), SD_OK);
@@ -238,8 +224,8 @@ int main(void)
     mkdir(te, 0777);
     mkdir(cv, 0777);
     mkdir(sm, 0777);
-    copy_file(sig_src, sig);
-    copy_file(rx_src, rx);
+    test_copy_file(sig_src, sig);
+    test_copy_file(rx_src, rx);
     if (sd_text_write_random(ctx, t5, SD_TEXT_T5XXL, SD_ST_F16, 1) || sd_text_write_random(ctx, cl, SD_TEXT_CLIP_L, SD_ST_F16, 2))
         return 2;
     sd_context_clear_models_dirs(ctx);
