@@ -1,6 +1,6 @@
 #!/bin/bash
 # FLUX Redux end to end on tiny files: graphs/flux-redux.xml (the tiny FLUX dev transformer, T5 and
-# CLIP-L, SigLIP and a Redux model written by tests/reference/make_redux_goldens.py) writes its PNG
+# CLIP-L, SigLIP and a Redux model from sdflow_mkckpt --kind siglip-tiny / redux-tiny) writes its PNG
 # with strength_type multiply and attn_bias (the tensors: tests/nodes/test_redux_nodes.c); bad
 # input is one line with exit 3 and nothing written: a CLIP vision model of another width, SD1
 # conditioning, a file that is no Redux model.
@@ -14,9 +14,9 @@ cp "$SRC/examples/input/shapes.png" "$T/in/"
     "$MK" --preset tiny "$M/checkpoints/sd1.safetensors" >/dev/null &&
     "$BUILD/sdflow_mktextenc" t5 "$M/text_encoders/t5xxl_fp16.safetensors" >/dev/null &&
     "$BUILD/sdflow_mktextenc" clip-l "$M/text_encoders/clip_l.safetensors" >/dev/null || { echo "FAIL: tiny files"; exit 1; }
-cp "$G/siglip_tiny.safetensors" "$M/clip_vision/sigclip_vision_patch14_384.safetensors"
+"$MK" --kind siglip-tiny "$M/clip_vision/sigclip_vision_patch14_384.safetensors" >/dev/null &&
+    "$MK" --preset flux-dev-tiny --kind redux-tiny "$M/style_models/flux1-redux-dev.safetensors" >/dev/null || { echo "FAIL: mkckpt siglip / redux"; exit 1; }
 cp "$G/clip_vision_hf.safetensors" "$M/clip_vision/vit.safetensors"
-cp "$G/redux_tiny32.safetensors" "$M/style_models/flux1-redux-dev.safetensors"
 cp "$G/siglip_tiny.safetensors" "$M/style_models/not-redux.safetensors"
 common=(--models-dir "$M" --input-dir "$T/in" --no-cache --set width=64 --set height=64 --set steps=2)
 

@@ -151,9 +151,9 @@ static void make_models(void)
                   build, dirs[2]),
         sd_strfmt("cp %s/tests/data/goldens/depth_tiny.pth %s/depth_anything_v2_vits.pth", src, dirs[7]),
         /* FLUX Redux: SigLIP and the Redux model for the tiny FLUX dev's 32-wide context */
-        sd_strfmt("cp %s/tests/data/goldens/siglip_tiny.safetensors %s/sigclip_vision_patch14_384.safetensors", src,
-                  dirs[10]),
-        sd_strfmt("cp %s/tests/data/goldens/redux_tiny32.safetensors %s/flux1-redux-dev.safetensors", src, dirs[12]),
+        sd_strfmt("%s/sdflow_mkckpt --kind siglip-tiny %s/sigclip_vision_patch14_384.safetensors", build, dirs[10]),
+        sd_strfmt("%s/sdflow_mkckpt --preset flux-dev-tiny --kind redux-tiny %s/flux1-redux-dev.safetensors", build,
+                  dirs[12]),
     };
     for (size_t i = 0; i < sizeof cmd / sizeof cmd[0]; i++) {
         tool(cmd[i]);

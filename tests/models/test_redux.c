@@ -3,11 +3,13 @@
  * SiglipVisionModel, its preprocessing (mean and std 0.5) against ComfyUI's clip_preprocess, the
  * Redux projection against a torch re-statement of ComfyUI's ReduxImageEncoder, the FLUX
  * transformer with a key bias on the Redux tokens against diffusers with the same attention
- * mask, and bad Redux files. */
+ * mask, bad Redux files, and the layouts sdflow_mkckpt writes (--kind siglip, redux) against the
+ * transformers-written files. */
 #include "test.h"
 #include "support/golden.h"
 #include "ml/adapters/redux.h"
 #include "ml/diffusion/flux.h"
+#include "ml/families/sd1_layout.h"
 #include "ml/vision/clip_vision.h"
 #include <math.h>
 #include <stdio.h>
@@ -164,6 +166,26 @@ static void test_flux_key_bias(void)
     free(in), free(ref);
 }
 
+/* sd_layout_siglip / sd_layout_redux name and shape exactly the tensors of the reference files;
+ * the so400m layout has SiglipVisionModel's 448 tensors. */
+static void test_layouts(void)
+{
+    static const sd_siglip_shape tiny = {WIDTH, 3, 96, 4, IMAGE}, so400m = {1152, 27, 4304, 14, 384};
+    sd_safetensors *st = open_golden("siglip_tiny.safetensors"), *rx = open_golden("redux_tiny.safetensors");
+    sd_layout a = {0}, b = {0}, c = {0};
+    CHECK_EQ_INT(sd_layout_siglip(ctx, &tiny, "vision_model.", &a), SD_OK);
+    CHECK_EQ_INT(sd_layout_verify(ctx, st, &a, "SigLIP"), SD_OK);
+    CHECK_EQ_INT((int)a.n, (int)sd_safetensors_count(st));
+    CHECK_EQ_INT(sd_layout_redux(ctx, WIDTH, CTX, &b), SD_OK);
+    CHECK_EQ_INT(sd_layout_verify(ctx, rx, &b, "Redux"), SD_OK);
+    CHECK_EQ_INT((int)b.n, (int)sd_safetensors_count(rx));
+    CHECK_EQ_INT(sd_layout_siglip(ctx, &so400m, "vision_model.", &c), SD_OK);
+    CHECK_EQ_INT((int)c.n, 448);
+    sd_layout_free(&a), sd_layout_free(&b), sd_layout_free(&c);
+    sd_safetensors_close(st);
+    sd_safetensors_close(rx);
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx) != SD_OK)
@@ -176,6 +198,7 @@ int main(void)
     RUN(test_redux_projection);
     RUN(test_bad_redux);
     RUN(test_flux_key_bias);
+    RUN(test_layouts);
     sd_context_free(ctx);
     return test_summary("test_redux");
 }
