@@ -28,9 +28,14 @@
  * A model patched by RescaleCFG has the CFGGuider's mix rescaled in v space (rescale_cfg).
  *
  * ADM UNets (SDXL) also take each entry's "y" vector, built once from its pooled output and size
- * conditioning (read_adm) and batched with the contexts. */
+ * conditioning (read_adm) and batched with the contexts.
+ *
+ * FLUX entries with a "key_bias" (StyleModelApply's attn_bias) add it to the attention scores of
+ * those context keys for every query, as ComfyUI's attention_mask; only entries with the same
+ * bias batch. */
 #include "nodes/cfg_denoiser.h"
 #include "core/checked.h"
+#include "core/half.h"
 #include "ml/adapters/control_eval.h"
 #include "ml/families/adm.h"
 #include "ml/families/family.h"
@@ -81,6 +86,9 @@ typedef struct cond_entry {
     /* FLUX: the entry's "guidance" attribute (FluxGuidance; 3.5 when absent as ComfyUI's Flux
      * extra_conds, NAN when FluxDisableGuidance set it to null). */
     float guidance;
+    /* FLUX: StyleModelApply's attention bias on the entry's keys (its "key_bias" attribute,
+     * borrowed; NULL: none), see key_bias_fill. */
+    const json_t *key_bias;
 } cond_entry;
 
 struct sd_cfg_denoiser {
@@ -287,6 +295,50 @@ static sd_status read_adm(sd_node_run *r, denoiser *d, const char *input, size_t
     return SD_OK;
 }
 
+/* The spans of a "key_bias" attribute: [[start, count, strength], ...] over the tokens (as
+ * nodes/style_model.c writes them); false when it is malformed or a span passes `tokens`. */
+static bool key_bias_valid(const json_t *spans, int64_t tokens)
+{
+    size_t i;
+    const json_t *span;
+    if (!json_is_array(spans))
+        return false;
+    json_array_foreach(spans, i, span) {
+        json_int_t start = json_integer_value(json_array_get(span, 0)), count = json_integer_value(json_array_get(span, 1));
+        if (json_array_size(span) != 3 || !json_is_number(json_array_get(span, 2)) || start < 0 || count < 1 ||
+            start > tokens - count)
+            return false;
+    }
+    return true;
+}
+
+/* bias[tokens]: 0, and on each span float16(log(strength)) as ComfyUI's float16 attention_mask
+ * (log 0 = -inf masks the keys). */
+static void key_bias_fill(const json_t *spans, int64_t tokens, float *bias)
+{
+    size_t i;
+    const json_t *span;
+    memset(bias, 0, (size_t)tokens * sizeof *bias);
+    json_array_foreach(spans, i, span) {
+        json_int_t start = json_integer_value(json_array_get(span, 0)), count = json_integer_value(json_array_get(span, 1));
+        float b = sd_half_to_float(sd_float_to_half((float)log(json_number_value(json_array_get(span, 2)))));
+        for (json_int_t j = start; j < start + count; j++)
+            bias[j] = b;
+    }
+}
+
+/* Entry i's key bias: well formed, and on a FLUX model (the only one whose attention takes it). */
+static sd_status check_key_bias(sd_node_run *r, const denoiser *d, const char *input, size_t i, const cond_entry *e)
+{
+    if (!d->flux)
+        return sd_run_error(r, SD_ERR_INVALID, "input '%s': entry %zu has StyleModelApply's attn_bias, which only a "
+                            "FLUX model takes", input, i);
+    if (!key_bias_valid(e->key_bias, e->cond->shape[1]))
+        return sd_run_error(r, SD_ERR_INVALID, "input '%s': entry %zu's key_bias is not [[start, count, strength], "
+                            "...] within its %lld tokens", input, i, (long long)e->cond->shape[1]);
+    return SD_OK;
+}
+
 /* Reads the entries of the guider's conditioning `side` into d->entries (appending). */
 static sd_status read_conditioning(sd_node_run *r, denoiser *d, int side)
 {
@@ -328,7 +380,10 @@ static sd_status read_conditioning(sd_node_run *r, denoiser *d, int side)
                                            : -INFINITY;
         json_t *guidance = json_object_get(json_array_get(list, i), "guidance");
         e->guidance = json_is_number(guidance) ? (float)json_number_value(guidance) : guidance ? NAN : 3.5f;
-        sd_status st = read_region(r, d, input, i, json_array_get(list, i), v, e);
+        e->key_bias = json_object_get(json_array_get(list, i), "key_bias");
+        sd_status st = e->key_bias ? check_key_bias(r, d, input, i, e) : SD_OK;
+        if (!st)
+            st = read_region(r, d, input, i, json_array_get(list, i), v, e);
         if (!st && d->adm_dim)
             st = read_adm(r, d, input, i, json_array_get(list, i), v, e);
         if (st)
@@ -662,9 +717,11 @@ static sd_status prepare_groups(denoiser *d)
             int64_t t = b->cond->shape[1];
             lo = t < lo ? t : lo;
             lcm = lcm / gcd64(lcm, t) * t;
-            /* FLUX's context is CONDRegular: only equal shapes and the same guidance (present or not) batch */
+            /* FLUX's context is CONDRegular: only equal shapes, the same guidance (present or not) and
+             * the same key bias batch */
             if (lcm / lo > MAX_LCM_RATIO ||
-                (d->flux && (t != a->cond->shape[1] || isnan(b->guidance) != isnan(a->guidance))))
+                (d->flux && (t != a->cond->shape[1] || isnan(b->guidance) != isnan(a->guidance) ||
+                             !(a->key_bias ? b->key_bias && json_equal(a->key_bias, b->key_bias) : !b->key_bias))))
                 together = false;
         }
         for (size_t k = c0; k < placed; k += together ? placed - c0 : 1)
@@ -796,13 +853,15 @@ static sd_status unet_group(denoiser *d, size_t g, float sigma)
     size_t full_item = (size_t)d->in_channels * (size_t)(d->h * d->w), out_item = (size_t)d->channels * hw;
     int64_t shape[4] = {(int64_t)items, d->in_channels, e0->ah, e0->aw};
     float *host = malloc(items * in_item * sizeof *host), *t = malloc(items * sizeof *t);
-    float *guidance = malloc(items * sizeof *guidance);
+    float *guidance = malloc(items * sizeof *guidance), *bias = NULL;
     sd_dtensor *x = NULL, *out = NULL;
     const sd_control_link **chains = calloc(k1 - k0, sizeof *chains);
     sd_control_residuals res = {0};
     const sd_unet_control *control = NULL;
     sd_status st = SD_OK;
-    if (!host || !t || !chains || !guidance) {
+    if (e0->key_bias && (bias = malloc((size_t)e0->cond->shape[1] * sizeof *bias)))
+        key_bias_fill(e0->key_bias, e0->cond->shape[1], bias);
+    if (!host || !t || !chains || !guidance || (e0->key_bias && !bias)) {
         st = sd_run_error(d->r, SD_ERR_NOMEM, "out of memory");
         d->reported = true;
         goto done;
@@ -832,7 +891,8 @@ static sd_status unet_group(denoiser *d, size_t g, float sigma)
     if (!(st = sd_dtensor_new(d->cl, SD_DTYPE_F32, 4, shape, &x)) && !(st = sd_dtensor_upload(x, host)) &&
         (!d->control || !(st = control_call(d, chains, k1 - k0, host, in_item, e0->ah, e0->aw, sigma, timestep,
                                              d->contexts[g], d->ys ? d->ys[g] : NULL, &res, &control))) &&
-        !(st = d->flux ? sd_flux_forward(d->flux, x, t, d->contexts[g], d->ys[g], isnan(guidance[0]) ? NULL : guidance, &out)
+        !(st = d->flux ? sd_flux_forward_biased(d->flux, x, t, d->contexts[g], d->ys[g],
+                                                isnan(guidance[0]) ? NULL : guidance, bias, &out)
                        : forward_ipa(d, k0, items, sigma, x, t, g, control, &out)))
         st = sd_dtensor_download(out, d->eps + k0 * d->batch * d->per_item);
 done:
@@ -843,6 +903,7 @@ done:
     free(host);
     free(t);
     free(guidance);
+    free(bias);
     return st;
 }
 

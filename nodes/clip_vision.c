@@ -83,7 +83,8 @@ static const sd_output_desc loader_out[] = {
 };
 const sd_node_desc sd_node_CLIPVisionLoader = {
     .name = "CLIPVisionLoader", .version = 1, .category = "loaders",
-    .doc = "Opens a CLIP vision encoder: ViT-L/14 (OpenAI), ViT-H/14 or ViT-bigG/14 (LAION).",
+    .doc = "Opens a CLIP vision encoder: ViT-L/14 (OpenAI), ViT-H/14 or ViT-bigG/14 (LAION), or SigLIP "
+           "(sigclip_vision_patch14_384, FLUX Redux's encoder).",
     .inputs = loader_in, .n_inputs = SD_COUNT(loader_in),
     .outputs = loader_out, .n_outputs = SD_COUNT(loader_out), .run = run_loader, .check = check_loader,
 };
@@ -113,9 +114,9 @@ sd_status sd_node_clip_vision_encode(sd_node_run *r, sd_clip_vision_handle *h, c
     if (!st && !pixels)
         st = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
     for (int64_t i = 0; !st && i < b; i++) {
-        st = sd_clip_vision_preprocess(ctx, img->data + (size_t)(i * ih * iw * 3), ih, iw, c->image_size, crop, pixels);
+        st = sd_clip_vision_preprocess_for(ctx, c, img->data + (size_t)(i * ih * iw * 3), ih, iw, crop, pixels);
         if (!st)
-            st = sd_clip_vision_encode(h->net, pixels, 1, embeds ? embeds + (size_t)i * (size_t)c->projection : NULL,
+            st = sd_clip_vision_encode(h->net, pixels, 1, embeds ? embeds + (size_t)i * sd_clip_vision_embeds_size(c) : NULL,
                                        last ? last + (size_t)i * hidden : NULL, penult ? penult + (size_t)i * hidden : NULL);
     }
     free(pixels);
@@ -133,7 +134,7 @@ static sd_status run_encode(sd_node_run *r)
     int64_t b = img->shape[0], tokens = sd_clip_vision_tokens(c);
     int64_t es[2] = {b, c->projection}, hs[3] = {b, tokens, c->width};
     sd_value *v = sd_value_new(SD_TYPE_CLIP_VISION_OUTPUT);
-    sd_tensor *embeds = v ? sd_value_add_tensor(v, "image_embeds", 2, es) : NULL;
+    sd_tensor *embeds = v ? sd_value_add_tensor(v, "image_embeds", c->siglip ? 3 : 2, c->siglip ? hs : es) : NULL;
     sd_tensor *last = embeds ? sd_value_add_tensor(v, "last_hidden_state", 3, hs) : NULL;
     sd_tensor *penult = last ? sd_value_add_tensor(v, "penultimate_hidden_states", 3, hs) : NULL;
     if (!penult) {
@@ -150,6 +151,14 @@ static sd_status run_encode(sd_node_run *r)
     return SD_OK;
 }
 
+/* The output carries the encoder's tag ("<projection>:<width>"), for the nodes it feeds. */
+static void check_encode(sd_node_check *c)
+{
+    const char *tag = sd_check_tag(c, "clip_vision");
+    if (tag)
+        sd_check_set_tag(c, 0, tag);
+}
+
 static const char *const crops[] = {"center", "none", NULL};
 static const sd_input_desc encode_in[] = {
     SD_IN_LINK("clip_vision", SD_TYPE_CLIP_VISION, "from CLIPVisionLoader"),
@@ -159,12 +168,13 @@ static const sd_input_desc encode_in[] = {
 };
 static const sd_output_desc encode_out[] = {
     SD_OUT("CLIP_VISION_OUTPUT", SD_TYPE_CLIP_VISION_OUTPUT,
-           "image_embeds [B, projection], last_hidden_state and penultimate_hidden_states [B, tokens, width]"),
+           "image_embeds [B, projection], last_hidden_state and penultimate_hidden_states [B, tokens, width] "
+           "(SigLIP: image_embeds is last_hidden_state)"),
 };
 const sd_node_desc sd_node_CLIPVisionEncode = {
     .name = "CLIPVisionEncode", .version = 1, .category = "conditioning",
     .doc = "Encodes images with a CLIP vision model, after ComfyUI's clip_preprocess (bicubic antialiased resize, "
-           "8-bit rounding, CLIP mean and std).",
+           "8-bit rounding, CLIP mean and std; SigLIP: 384 pixels, mean and std 0.5).",
     .inputs = encode_in, .n_inputs = SD_COUNT(encode_in),
-    .outputs = encode_out, .n_outputs = SD_COUNT(encode_out), .run = run_encode,
+    .outputs = encode_out, .n_outputs = SD_COUNT(encode_out), .run = run_encode, .check = check_encode,
 };

@@ -326,7 +326,7 @@ void sd_route_upload(sd_server *srv, struct mg_connection *conn, const char *met
 /* ---- Model lists. ---- */
 
 static const char *const model_folders[] = {"checkpoints", "vae", "loras", "embeddings", "controlnet",
-                                            "upscale_models", "clip_vision", "ipadapter"};
+                                            "upscale_models", "clip_vision", "ipadapter", "style_models"};
 
 /* Adds the regular files under dir/rel (depth-limited) to list as "rel/name". */
 static void list_files(const char *dir, const char *rel, int depth, json_t *list)

@@ -20,7 +20,11 @@ static void usage(FILE *f)
             "                         (the preset's UNet encoder as a ControlNet, control_model.*),\n"
             "                         controlnet-diffusers (the same tensors in diffusers' layout),\n"
             "                         or a stub of another family: sd2-stub, sdxl-stub,\n"
-            "                         sdxl-refiner-stub, sd3-stub, flux-stub, sd2-unclip-stub\n"
+            "                         sdxl-refiner-stub, sd3-stub, flux-stub, sd2-unclip-stub;\n"
+            "                         FLUX Redux's files: siglip (sigclip_vision_patch14_384's shapes),\n"
+            "                         siglip-tiny (144 wide = 2 heads of 72, 3 layers, MLP 96, patch 4,\n"
+            "                         image 16), redux (1152 -> 4096), redux-tiny (144 -> the FLUX\n"
+            "                         preset's context width)\n"
             "  --dtype f32|f16|bf16   weight dtype (default f32)\n"
             "  --seed N               weight seed (default 0)\n"
             "  --no-clip, --no-vae    leave a part out of a checkpoint\n"
@@ -58,6 +62,18 @@ static int parse_list(const char *s, int lo, int hi, int *out)
 }
 
 /* Prints "name [d0, d1, ...]" for every tensor of the layout. */
+static void print_layout(const sd_layout *layout)
+{
+    for (size_t i = 0; i < layout->n; i++) {
+        const sd_layout_entry *e = &layout->entries[i];
+        printf("%s [", e->name);
+        for (int d = 0; d < e->ndim; d++)
+            printf("%s%lld", d ? ", " : "", (long long)e->shape[d]);
+        printf("]\n");
+    }
+}
+
+/* The preset's layout (vae_only: its VAE alone), printed. */
 static sd_status list_layout(sd_context *ctx, sd_checkpoint_config *cfg, bool vae_only)
 {
     sd_layout layout = {0};
@@ -74,13 +90,7 @@ static sd_status list_layout(sd_context *ctx, sd_checkpoint_config *cfg, bool va
         (cfg->has_clip && cfg->clip2_prefix && (st = sd_layout_clip(ctx, &cfg->clip2, cfg->clip2_prefix, &layout))) ||
         (cfg->has_vae && (st = sd_layout_vae(ctx, &cfg->vae, cfg->vae_prefix, &layout))))
         goto done;
-    for (size_t i = 0; i < layout.n; i++) {
-        const sd_layout_entry *e = &layout.entries[i];
-        printf("%s [", e->name);
-        for (int d = 0; d < e->ndim; d++)
-            printf("%s%lld", d ? ", " : "", (long long)e->shape[d]);
-        printf("]\n");
-    }
+    print_layout(&layout);
 done:
     sd_layout_free(&layout);
     return st;
@@ -146,6 +156,25 @@ static sd_status inspect_file(sd_context *ctx, const char *path)
     }
     sd_safetensors_close(st);
     return status;
+}
+
+/* The FLUX Redux kinds (siglip, siglip-tiny, redux, redux-tiny) into *layout; false for another
+ * kind. */
+static bool redux_layout(sd_context *ctx, const char *kind, const sd_checkpoint_config *cfg, sd_layout *layout,
+                         sd_status *st)
+{
+    static const sd_siglip_shape so400m = {1152, 27, 4304, 14, 384}, tiny = {144, 3, 96, 4, 16};
+    if (strcmp(kind, "siglip") == 0 || strcmp(kind, "siglip-tiny") == 0)
+        *st = sd_layout_siglip(ctx, kind[6] ? &tiny : &so400m, "vision_model.", layout);
+    else if (strcmp(kind, "redux") == 0)
+        *st = sd_layout_redux(ctx, so400m.width, 4096, layout);
+    else if (strcmp(kind, "redux-tiny") == 0)
+        *st = cfg->family == SD_FAMILY_FLUX ? sd_layout_redux(ctx, tiny.width, cfg->flux.context_dim, layout)
+                                           : sd_set_error(ctx, SD_ERR_INVALID, "--kind redux-tiny needs a FLUX preset "
+                                                          "(its context width)");
+    else
+        return false;
+    return true;
 }
 
 int main(int argc, char **argv)
@@ -287,8 +316,14 @@ int main(int argc, char **argv)
     size_t s = 0;
     while (s < sizeof stubs / sizeof stubs[0] && strcmp(kind, stubs[s].name) != 0)
         s++;
+    sd_layout redux = {0};
     if (inspect) {
         st = inspect_file(ctx, inspect);
+    } else if (redux_layout(ctx, kind, &cfg, &redux, &st)) {
+        if (!st && list)
+            print_layout(&redux);
+        else if (!st)
+            st = sd_layout_write_random(ctx, out, &redux, dtype, seed, NULL, NULL);
     } else if (list) {
         st = list_layout(ctx, &cfg, strcmp(kind, "vae") == 0);
     } else if (strcmp(kind, "checkpoint") == 0) {
@@ -307,6 +342,7 @@ int main(int argc, char **argv)
         sd_context_free(ctx);
         return 2;
     }
+    sd_layout_free(&redux);
     if (st)
         fprintf(stderr, "sdflow_mkckpt: %s\n", sd_context_errmsg(ctx));
     sd_context_free(ctx);

@@ -389,16 +389,16 @@ static sd_status split_qkv(sd_flux *f, const sd_dtensor *qkv, const char *norm, 
     return s;
 }
 
-/* Joint attention with RoPE on q and k: [B, L, H] out. */
+/* Joint attention with RoPE on q and k and the key bias mask (NULL: none): [B, L, H] out. */
 static sd_status attend(sd_flux *f, const sd_dtensor *q, const sd_dtensor *k, const sd_dtensor *v,
-                        const sd_dtensor *pe, sd_dtensor **out)
+                        const sd_dtensor *pe, const sd_dtensor *mask, sd_dtensor **out)
 {
     sd_dtensor *rq = NULL, *rk = NULL;
     sd_status s = sd_op_rope(f->cl, q, pe, f->cfg.heads, &rq);
     if (!s)
         s = sd_op_rope(f->cl, k, pe, f->cfg.heads, &rk);
     if (!s)
-        s = sd_op_attention(f->cl, rq, rk, v, f->cfg.heads, NULL, out);
+        s = sd_op_attention(f->cl, rq, rk, v, f->cfg.heads, mask, out);
     sd_dtensor_free(rq);
     sd_dtensor_free(rk);
     return s;
@@ -464,7 +464,7 @@ static void free_all(sd_dtensor **t, int n)
 
 /* A double-stream block; replaces *img and *txt. */
 static sd_status double_block(sd_flux *f, int i, sd_dtensor **img, sd_dtensor **txt, const sd_dtensor *vs,
-                              const sd_dtensor *pe)
+                              const sd_dtensor *pe, const sd_dtensor *mask)
 {
     sd_dtensor *im[6] = {0}, *tm[6] = {0}, *iq = NULL, *ik = NULL, *iv = NULL, *tq = NULL, *tk = NULL, *tv = NULL;
     sd_dtensor *q = NULL, *k = NULL, *v = NULL, *a = NULL, *ta = NULL, *ia = NULL;
@@ -479,7 +479,7 @@ static sd_status double_block(sd_flux *f, int i, sd_dtensor **img, sd_dtensor **
     if (!s)
         s = sd_op_concat(f->cl, tv, iv, 1, &v);
     if (!s)
-        s = attend(f, q, k, v, pe, &a);
+        s = attend(f, q, k, v, pe, mask, &a);
     if (!s)
         s = sd_op_slice(f->cl, a, 1, 0, nt, &ta);
     if (!s)
@@ -496,7 +496,8 @@ static sd_status double_block(sd_flux *f, int i, sd_dtensor **img, sd_dtensor **
 }
 
 /* A single-stream block over x = [txt, img]; replaces *x. */
-static sd_status single_block(sd_flux *f, int i, sd_dtensor **x, const sd_dtensor *vs, const sd_dtensor *pe)
+static sd_status single_block(sd_flux *f, int i, sd_dtensor **x, const sd_dtensor *vs, const sd_dtensor *pe,
+                              const sd_dtensor *mask)
 {
     const sd_flux_config *c = &f->cfg;
     char name[160];
@@ -515,7 +516,7 @@ static sd_status single_block(sd_flux *f, int i, sd_dtensor **x, const sd_dtenso
     if (!s)
         s = split_qkv(f, *l1, name, q, k, v);
     if (!s)
-        s = attend(f, *q, *k, *v, pe, a);
+        s = attend(f, *q, *k, *v, pe, mask, a);
     if (!s)
         s = sd_op_slice(f->cl, *l1, 2, 3 * (int64_t)c->hidden, c->mlp_hidden, mlp);
     if (!s)
@@ -666,6 +667,25 @@ static sd_status check_inputs(sd_flux *f, const sd_dtensor *x, const sd_dtensor 
 sd_status sd_flux_forward(sd_flux *f, const sd_dtensor *x, const float *timesteps, const sd_dtensor *context,
                           const sd_dtensor *y, const float *guidance, sd_dtensor **out)
 {
+    return sd_flux_forward_biased(f, x, timesteps, context, y, guidance, NULL, out);
+}
+
+/* The attention mask [1, ntxt + nimg]: txt_bias on the text keys, 0 on the image keys. */
+static sd_status key_mask(sd_flux *f, const float *txt_bias, int64_t ntxt, int64_t nimg, sd_dtensor **out)
+{
+    int64_t shape[2] = {1, ntxt + nimg};
+    float *host = calloc((size_t)(ntxt + nimg), sizeof *host);
+    if (!host)
+        return sd_set_error(f->cl->ctx, SD_ERR_NOMEM, "out of memory");
+    memcpy(host, txt_bias, (size_t)ntxt * sizeof *host);
+    sd_status s = upload_host(f->cl, 2, shape, host, out);
+    free(host);
+    return s;
+}
+
+sd_status sd_flux_forward_biased(sd_flux *f, const sd_dtensor *x, const float *timesteps, const sd_dtensor *context,
+                                 const sd_dtensor *y, const float *guidance, const float *txt_bias, sd_dtensor **out)
+{
     const sd_flux_config *c = &f->cfg;
     *out = NULL;
     sd_status s = check_inputs(f, x, context, y);
@@ -679,7 +699,7 @@ sd_status sd_flux_forward(sd_flux *f, const sd_dtensor *x, const float *timestep
     float *oh = malloc((size_t)(b * c->out_channels * h * w) * sizeof *oh);
     temps T = {0};
     sd_dtensor **patches = tmp(&T), **img = tmp(&T), **txt = tmp(&T), **vs = tmp(&T), **pe = tmp(&T);
-    sd_dtensor **joint = tmp(&T), **iout = tmp(&T), **fin = tmp(&T);
+    sd_dtensor **joint = tmp(&T), **iout = tmp(&T), **fin = tmp(&T), **mask = tmp(&T);
     if (!xh || !tok || !oh)
         s = sd_set_error(f->cl->ctx, SD_ERR_NOMEM, "out of memory");
     if (!s)
@@ -697,12 +717,14 @@ sd_status sd_flux_forward(sd_flux *f, const sd_dtensor *x, const float *timestep
         s = linear(f, context, "txt_in", SD_ACT_NONE, txt);
     if (!s)
         s = rope_table(f, nt, hp, wp, pe);
+    if (!s && txt_bias)
+        s = key_mask(f, txt_bias, nt, ntok, mask);
     for (int i = 0; !s && i < c->depth; i++)
-        s = double_block(f, i, img, txt, *vs, *pe);
+        s = double_block(f, i, img, txt, *vs, *pe, *mask);
     if (!s)
         s = sd_op_concat(f->cl, *txt, *img, 1, joint);
     for (int i = 0; !s && i < c->depth_single; i++)
-        s = single_block(f, i, joint, *vs, *pe);
+        s = single_block(f, i, joint, *vs, *pe, *mask);
     if (!s)
         s = sd_op_slice(f->cl, *joint, 1, nt, ntok, iout);
     if (!s)

@@ -51,5 +51,10 @@ uint64_t sd_flux_serial(const sd_flux *f);
  * None), ignored otherwise. *out: new [B, out_channels, h, w] f32. */
 sd_status sd_flux_forward(sd_flux *f, const sd_dtensor *x, const float *timesteps, const sd_dtensor *context,
                           const sd_dtensor *y, const float *guidance, sd_dtensor **out);
+/* The same with an additive attention bias on the context's keys (ComfyUI's attention_mask as
+ * StyleModelApply's attn_bias builds it: log(strength) on the Redux tokens, for every query):
+ * txt_bias NULL (none) or one float per context token, shared by the batch; image keys get 0. */
+sd_status sd_flux_forward_biased(sd_flux *f, const sd_dtensor *x, const float *timesteps, const sd_dtensor *context,
+                                 const sd_dtensor *y, const float *guidance, const float *txt_bias, sd_dtensor **out);
 
 #endif

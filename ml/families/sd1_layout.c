@@ -259,6 +259,54 @@ static void open_clip_layout(builder *b, const sd_clip_config *cfg)
     add(b, SD_PARAM_WEIGHT, w, 2, SHAPE(w, cfg->projection), "text_projection");
 }
 
+/* transformers' CLIP (and SigLIP) encoder layers encoder.layers.N.*: width w, MLP m. */
+static void clip_encoder_layers(builder *b, int layers, int64_t w, int64_t m)
+{
+    char n[96];
+    for (int i = 0; i < layers; i++) {
+        static const char *const projs[4] = {"k_proj", "v_proj", "q_proj", "out_proj"};
+        for (int k = 0; k < 4; k++)
+            snprintf(n, sizeof n, "encoder.layers.%d.self_attn.%s", i, projs[k]), linear(b, n, w, w, true);
+        snprintf(n, sizeof n, "encoder.layers.%d.layer_norm1", i), norm(b, n, w);
+        snprintf(n, sizeof n, "encoder.layers.%d.mlp.fc1", i), linear(b, n, m, w, true);
+        snprintf(n, sizeof n, "encoder.layers.%d.mlp.fc2", i), linear(b, n, w, m, true);
+        snprintf(n, sizeof n, "encoder.layers.%d.layer_norm2", i), norm(b, n, w);
+    }
+}
+
+sd_status sd_layout_siglip(sd_context *ctx, const sd_siglip_shape *cfg, const char *prefix, sd_layout *out)
+{
+    if (cfg->width < 1 || cfg->layers < 2 || cfg->layers > 64 || cfg->intermediate < 1 || cfg->patch < 1 ||
+        cfg->image_size < cfg->patch)
+        return sd_set_error(ctx, SD_ERR_INVALID, "SigLIP configuration out of range");
+    builder b = {out, prefix, false};
+    int64_t w = cfg->width, p = cfg->patch, g = cfg->image_size / cfg->patch;
+    add(&b, SD_PARAM_WEIGHT, 3 * p * p, 4, SHAPE(w, 3, p, p), "embeddings.patch_embedding.weight");
+    add(&b, SD_PARAM_BIAS, 3 * p * p, 1, SHAPE(w), "embeddings.patch_embedding.bias");
+    add(&b, SD_PARAM_EMBEDDING, 0, 2, SHAPE(g * g, w), "embeddings.position_embedding.weight");
+    clip_encoder_layers(&b, cfg->layers, w, cfg->intermediate);
+    norm(&b, "post_layernorm", w);
+    /* the attention-pooling head (pooler_output; ComfyUI does not use it) */
+    add(&b, SD_PARAM_EMBEDDING, 0, 3, SHAPE(1, 1, w), "head.probe");
+    add(&b, SD_PARAM_WEIGHT, w, 2, SHAPE(3 * w, w), "head.attention.in_proj_weight");
+    add(&b, SD_PARAM_BIAS, w, 1, SHAPE(3 * w), "head.attention.in_proj_bias");
+    linear(&b, "head.attention.out_proj", w, w, true);
+    norm(&b, "head.layernorm", w);
+    linear(&b, "head.mlp.fc1", cfg->intermediate, w, true);
+    linear(&b, "head.mlp.fc2", w, cfg->intermediate, true);
+    return finish(ctx, &b);
+}
+
+sd_status sd_layout_redux(sd_context *ctx, int in_dim, int out_dim, sd_layout *out)
+{
+    if (in_dim < 1 || out_dim < 1 || out_dim > 1 << 16)
+        return sd_set_error(ctx, SD_ERR_INVALID, "Redux configuration out of range");
+    builder b = {out, "", false};
+    linear(&b, "redux_up", 3 * (int64_t)out_dim, in_dim, true);
+    linear(&b, "redux_down", out_dim, 3 * (int64_t)out_dim, true);
+    return finish(ctx, &b);
+}
+
 sd_status sd_layout_clip(sd_context *ctx, const sd_clip_config *cfg, const char *prefix, sd_layout *out)
 {
     if (cfg->width < 1 || cfg->layers < 1 || cfg->layers > 64 || cfg->intermediate < 1 || cfg->vocab < 1 ||
@@ -274,16 +322,7 @@ sd_status sd_layout_clip(sd_context *ctx, const sd_clip_config *cfg, const char 
         add(&b, SD_PARAM_POSITION_IDS, 0, 2, SHAPE(1, cfg->positions), "embeddings.position_ids");
     add(&b, SD_PARAM_EMBEDDING, 0, 2, SHAPE(cfg->vocab, w), "embeddings.token_embedding.weight");
     add(&b, SD_PARAM_EMBEDDING, 0, 2, SHAPE(cfg->positions, w), "embeddings.position_embedding.weight");
-    char n[96];
-    for (int i = 0; i < cfg->layers; i++) {
-        static const char *const projs[4] = {"k_proj", "v_proj", "q_proj", "out_proj"};
-        for (int k = 0; k < 4; k++)
-            snprintf(n, sizeof n, "encoder.layers.%d.self_attn.%s", i, projs[k]), linear(&b, n, w, w, true);
-        snprintf(n, sizeof n, "encoder.layers.%d.layer_norm1", i), norm(&b, n, w);
-        snprintf(n, sizeof n, "encoder.layers.%d.mlp.fc1", i), linear(&b, n, cfg->intermediate, w, true);
-        snprintf(n, sizeof n, "encoder.layers.%d.mlp.fc2", i), linear(&b, n, w, cfg->intermediate, true);
-        snprintf(n, sizeof n, "encoder.layers.%d.layer_norm2", i), norm(&b, n, w);
-    }
+    clip_encoder_layers(&b, cfg->layers, w, cfg->intermediate);
     norm(&b, "final_layer_norm", w);
     if (cfg->projection) /* CLIPTextModelWithProjection's Linear, beside text_model.* in its files */
         linear(&b, "text_projection", cfg->projection, w, false);

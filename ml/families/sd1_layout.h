@@ -48,6 +48,14 @@ sd_status sd_layout_flux(sd_context *ctx, const sd_flux_config *cfg, const char 
  * input_hint_block.{0,2,..,14}, zero_convs.N.0, middle_block_out.0), names prefixed. */
 sd_status sd_layout_controlnet(sd_context *ctx, const sd_controlnet_config *cfg, const char *prefix,
                                sd_layout *out);
+/* SigLIP's vision tower in transformers' layout (sigclip_vision_patch14_384: 1152 wide, 27
+ * layers, MLP 4304, patch 14, image 384) with its attention-pooling head, names prefixed. */
+typedef struct sd_siglip_shape {
+    int width, layers, intermediate, patch, image_size;
+} sd_siglip_shape;
+sd_status sd_layout_siglip(sd_context *ctx, const sd_siglip_shape *cfg, const char *prefix, sd_layout *out);
+/* FLUX Redux (flux1-redux-dev: redux_up in_dim -> 3 x out_dim, redux_down -> out_dim). */
+sd_status sd_layout_redux(sd_context *ctx, int in_dim, int out_dim, sd_layout *out);
 void sd_layout_free(sd_layout *layout);
 /* Checks that st holds every tensor of layout with its shape and a float dtype (implemented in
  * ml/families/checkpoint.c). SD_ERR_INVALID naming the file, the tensor and `what`. */

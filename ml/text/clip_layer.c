@@ -41,7 +41,7 @@ sd_status sd_clip_layer_norm(const sd_clip_layers *t, const char *fmt, int layer
 {
     const sd_dtensor *g, *b;
     sd_status s = weight_and_bias(t, fmt, layer, &g, &b);
-    return s ? s : sd_op_layer_norm(t->cl, x, SD_CLIP_LN_EPS, g, b, out);
+    return s ? s : sd_op_layer_norm(t->cl, x, t->eps > 0 ? t->eps : SD_CLIP_LN_EPS, g, b, out);
 }
 
 /* q, k, v of h: transformers' three projections, or open_clip's fused in_proj [3W, W] whose
@@ -92,7 +92,8 @@ sd_status sd_clip_layer(const sd_clip_layers *t, int layer, sd_dtensor **x)
     sd_dtensor_free(o), o = NULL;
     if (!s) s = sd_clip_layer_norm(t, n->ln2, layer, *x, &h);
     if (!s) s = linear(t, layer, n->fc1, h, &a);
-    if (!s) s = sd_op_unary(t->cl, t->gelu ? SD_UNARY_GELU : SD_UNARY_QUICK_GELU, a, &o);
+    sd_unary act = t->gelu_tanh ? SD_UNARY_GELU_TANH : t->gelu ? SD_UNARY_GELU : SD_UNARY_QUICK_GELU;
+    if (!s) s = sd_op_unary(t->cl, act, a, &o);
     sd_dtensor_free(a), a = NULL;
     if (!s) s = linear(t, layer, n->fc2, o, &a);
     if (!s) s = sd_op_binary(t->cl, SD_BINARY_ADD, *x, a, &sum);

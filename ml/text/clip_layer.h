@@ -16,13 +16,15 @@ typedef struct sd_clip_layers {
     bool open_clip;         /* open_clip's names, else transformers' */
     int width, heads;
     bool gelu;              /* exact GELU in the MLP, else quick GELU */
+    bool gelu_tanh;         /* GELU's tanh approximation instead (SigLIP) */
+    float eps;              /* LayerNorm eps; 0: SD_CLIP_LN_EPS */
     const sd_dtensor *mask; /* additive attention mask ([n, n]) or NULL */
 } sd_clip_layers;
 
 /* Runs layer `layer` on x ([batch, n, width]); replaces *x. */
 sd_status sd_clip_layer(const sd_clip_layers *t, int layer, sd_dtensor **x);
 
-/* LayerNorm (eps 1e-5) with the weights <fmt>.weight / <fmt>.bias, fmt naming layer `layer`. */
+/* LayerNorm (eps: t->eps or 1e-5) with the weights <fmt>.weight / <fmt>.bias, fmt naming layer `layer`. */
 sd_status sd_clip_layer_norm(const sd_clip_layers *t, const char *fmt, int layer, const sd_dtensor *x,
                              sd_dtensor **out);
 

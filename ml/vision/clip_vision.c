@@ -1,6 +1,7 @@
 /* CLIP image tower (see clip_vision.h). The patch embedding runs on the device; the class token
- * and position embeddings are added on the host (257 rows), the layers run on the op library
- * (ml/text/clip_layer.h), and the class token's projection is done on the host in double. */
+ * and position embeddings are added on the host (257 rows; SigLIP: 729 and no class token), the
+ * layers run on the op library (ml/text/clip_layer.h), and the class token's projection is done
+ * on the host in double. */
 #include "ml/vision/clip_vision.h"
 #include "ml/text/clip_layer.h"
 #include "runtime-opencl/ops.h"
@@ -13,13 +14,17 @@
 
 /* Tensor names outside the layers, relative to the prefix (proj: see projection_name). */
 typedef struct vision_names {
-    const char *patch, *cls, *position, *pre_norm, *post_norm;
+    const char *patch, *cls, *position, *pre_norm, *post_norm, *patch_bias;
 } vision_names;
 
 static const vision_names hf_names = {"embeddings.patch_embedding.weight", "embeddings.class_embedding",
-                                      "embeddings.position_embedding.weight", "pre_layrnorm", "post_layernorm"};
+                                      "embeddings.position_embedding.weight", "pre_layrnorm", "post_layernorm",
+                                      "embeddings.patch_embedding.bias"};
 static const vision_names open_clip_names = {"conv1.weight", "class_embedding", "positional_embedding", "ln_pre",
-                                             "ln_post"};
+                                             "ln_post", NULL};
+
+#define SIGLIP_LN_EPS 1e-6f
+#define SIGLIP_HEAD_DIM 72 /* so400m: 1152 wide, 16 heads */
 
 struct sd_clip_vision {
     sd_cl *cl;
@@ -71,10 +76,11 @@ sd_status sd_clip_vision_inspect(sd_context *ctx, const sd_safetensors *st, cons
                             prefix, n->patch);
     cfg->width = (int)patch->shape[0];
     cfg->patch = (int)patch->shape[2];
-    int64_t grid = (int64_t)llround(sqrt((double)(pos->shape[0] - 1)));
-    if (grid < 1 || grid * grid + 1 != pos->shape[0])
-        return sd_set_error(ctx, SD_ERR_INVALID, "%s: position table of %lld rows is no square grid plus a class token",
-                            path, (long long)pos->shape[0]);
+    cfg->siglip = !cfg->open_clip && !find(st, prefix, n->cls) && find(st, prefix, n->patch_bias);
+    int64_t cls = !cfg->siglip, grid = (int64_t)llround(sqrt((double)(pos->shape[0] - cls)));
+    if (grid < 1 || grid * grid + cls != pos->shape[0])
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: position table of %lld rows is no square grid%s", path,
+                            (long long)pos->shape[0], cls ? " plus a class token" : "");
     cfg->image_size = (int)grid * cfg->patch;
     char name[200];
     for (;;) {
@@ -90,6 +96,10 @@ sd_status sd_clip_vision_inspect(sd_context *ctx, const sd_safetensors *st, cons
         return sd_set_error(ctx, SD_ERR_INVALID, "%s: CLIP vision model with %d layers or no MLP of width %d", path,
                             cfg->layers, cfg->width);
     cfg->intermediate = (int)fc1->shape[0];
+    if (cfg->siglip) {
+        cfg->heads = cfg->width % SIGLIP_HEAD_DIM ? (cfg->width % 64 ? 1 : cfg->width / 64) : cfg->width / SIGLIP_HEAD_DIM;
+        return SD_OK;
+    }
     projection_name(cfg, name, sizeof name);
     const sd_st_tensor *proj = sd_safetensors_find(st, name);
     if (proj && proj->ndim == 2)
@@ -158,31 +168,35 @@ static sd_status embed(sd_clip_vision *m, const float *pixels, int batch, sd_dte
 {
     const sd_clip_vision_config *c = &m->cfg;
     const vision_names *n = c->open_clip ? &open_clip_names : &hf_names;
-    int64_t size = c->image_size, width = c->width, tokens = sd_clip_vision_tokens(c), patches = tokens - 1;
+    int64_t size = c->image_size, width = c->width, tokens = sd_clip_vision_tokens(c), ncls = !c->siglip;
+    int64_t patches = tokens - ncls;
     int64_t pshape[4] = {batch, 3, size, size};
     sd_conv2d_params conv = {.stride_h = c->patch, .stride_w = c->patch};
     sd_dtensor *px = NULL, *feat = NULL, *seq = NULL;
-    const sd_dtensor *kernel;
+    const sd_dtensor *kernel, *bias = NULL;
     float *host = malloc((size_t)(batch * tokens * width) * sizeof *host), *cls = NULL, *pos = NULL;
     char name[200];
     sd_status s = host ? SD_OK : sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
     if (!s) s = sd_dtensor_new(m->cl, SD_DTYPE_F32, 4, pshape, &px);
     if (!s) s = sd_dtensor_upload(px, pixels);
     if (!s) s = sd_weights_get(m->w, n->patch, &kernel);
-    if (!s) s = sd_op_conv2d(m->cl, px, kernel, NULL, &conv, &feat); /* [B, W, g, g] */
+    if (!s && c->siglip) s = sd_weights_get(m->w, n->patch_bias, &bias);
+    if (!s) s = sd_op_conv2d(m->cl, px, kernel, bias, &conv, &feat); /* [B, W, g, g] */
     int64_t fshape[3] = {batch, width, patches};
     if (!s) s = sd_dtensor_reshape(feat, 3, fshape);
     if (!s) s = sd_op_transpose(m->cl, feat, NULL, &seq); /* [B, g*g, W] */
     snprintf(name, sizeof name, "%s%s", c->prefix, n->cls);
-    if (!s) s = read_host(m, name, (size_t)width, &cls);
+    if (!s && ncls) s = read_host(m, name, (size_t)width, &cls);
     snprintf(name, sizeof name, "%s%s", c->prefix, n->position);
     if (!s) s = read_host(m, name, (size_t)(tokens * width), &pos);
-    float *rows = host ? host + (size_t)(batch * width) : NULL; /* patches land after room for B class rows */
+    float *rows = host ? host + (size_t)(batch * ncls * width) : NULL; /* patches after room for B class rows */
     if (!s) s = sd_dtensor_download(seq, rows);
-    for (int64_t b = 0; !s && b < batch; b++) { /* reorder in place: [B][1 + g*g][W] */
+    for (int64_t b = 0; !s && b < batch; b++) { /* reorder in place: [B][1 + g*g][W] (SigLIP: as they are) */
         float *dst = host + (size_t)(b * tokens * width);
-        memmove(dst + width, host + (size_t)(batch * width + b * patches * width), (size_t)(patches * width) * sizeof *dst);
-        memcpy(dst, cls, (size_t)width * sizeof *dst);
+        if (ncls) {
+            memmove(dst + width, rows + (size_t)(b * patches * width), (size_t)(patches * width) * sizeof *dst);
+            memcpy(dst, cls, (size_t)width * sizeof *dst);
+        }
         for (int64_t i = 0; i < tokens * width; i++)
             dst[i] += pos[i];
     }
@@ -230,6 +244,18 @@ static sd_status project(sd_clip_vision *m, const sd_clip_layers *t, const sd_dt
     return s;
 }
 
+/* *x = LayerNorm <name>(*x). */
+static sd_status norm_in_place(const sd_clip_layers *t, const char *name, sd_dtensor **x)
+{
+    sd_dtensor *normed = NULL;
+    sd_status s = sd_clip_layer_norm(t, name, 0, *x, &normed);
+    if (!s) {
+        sd_dtensor_free(*x);
+        *x = normed;
+    }
+    return s;
+}
+
 sd_status sd_clip_vision_encode(sd_clip_vision *m, const float *pixels, int batch, float *embeds, float *last,
                                 float *penult)
 {
@@ -237,24 +263,21 @@ sd_status sd_clip_vision_encode(sd_clip_vision *m, const float *pixels, int batc
     if (batch < 1)
         return sd_set_error(m->cl->ctx, SD_ERR_INVALID, "CLIP vision: batch %d", batch);
     sd_clip_layers t = {.cl = m->cl, .w = m->w, .open_clip = c->open_clip, .width = c->width, .heads = c->heads,
-                        .gelu = c->gelu};
-    sd_dtensor *x = NULL, *normed = NULL;
+                        .gelu = c->gelu, .gelu_tanh = c->siglip, .eps = c->siglip ? SIGLIP_LN_EPS : 0};
+    const vision_names *n = c->open_clip ? &open_clip_names : &hf_names;
+    sd_dtensor *x = NULL;
     sd_status s = embed(m, pixels, batch, &x);
-    if (!s) s = sd_clip_layer_norm(&t, c->open_clip ? open_clip_names.pre_norm : hf_names.pre_norm, 0, x, &normed);
-    if (!s) {
-        sd_dtensor_free(x);
-        x = normed;
-        normed = NULL;
-    }
+    if (!s && !c->siglip) s = norm_in_place(&t, n->pre_norm, &x);
     for (int l = 0; !s && l < c->layers; l++) {
         s = sd_clip_layer(&t, l, &x);
         if (!s && penult && l == c->layers - 2)
             s = sd_dtensor_download(x, penult);
     }
+    if (!s && c->siglip) s = norm_in_place(&t, n->post_norm, &x);
     if (!s && last)
         s = sd_dtensor_download(x, last);
     if (!s && embeds)
-        s = project(m, &t, x, batch, embeds);
+        s = c->siglip ? sd_dtensor_download(x, embeds) : project(m, &t, x, batch, embeds);
     sd_dtensor_free(x);
     if (s)
         sd_error_prefix(m->cl->ctx, "CLIP vision");
@@ -337,10 +360,14 @@ static void resize_plane(const aa_axis *ax, const aa_axis *ay, const float *src,
         aa_apply(ay, oh, tmp + x, ow, dst + x, ow);
 }
 
-sd_status sd_clip_vision_preprocess(sd_context *ctx, const float *image, int64_t h, int64_t w, int size, bool crop,
-                                    float *out)
+static const float clip_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
+static const float clip_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+static const float siglip_mean_std[3] = {0.5f, 0.5f, 0.5f};
+
+/* clip_preprocess with the given mean and std. */
+static sd_status preprocess(sd_context *ctx, const float *image, int64_t h, int64_t w, int size, bool crop,
+                            const float *mean, const float *std, float *out)
 {
-    static const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f}, std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
     if (h < 1 || w < 1 || size < 1 || h > 1 << 16 || w > 1 << 16)
         return sd_set_error(ctx, SD_ERR_INVALID, "CLIP vision: cannot preprocess a %lldx%lld image", (long long)w,
                             (long long)h);
@@ -378,4 +405,17 @@ sd_status sd_clip_vision_preprocess(sd_context *ctx, const float *image, int64_t
     free(tmp);
     free(res);
     return ok ? SD_OK : sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+}
+
+sd_status sd_clip_vision_preprocess(sd_context *ctx, const float *image, int64_t h, int64_t w, int size, bool crop,
+                                    float *out)
+{
+    return preprocess(ctx, image, h, w, size, crop, clip_mean, clip_std, out);
+}
+
+sd_status sd_clip_vision_preprocess_for(sd_context *ctx, const sd_clip_vision_config *cfg, const float *image,
+                                        int64_t h, int64_t w, bool crop, float *out)
+{
+    const float *mean = cfg->siglip ? siglip_mean_std : clip_mean, *std = cfg->siglip ? siglip_mean_std : clip_std;
+    return preprocess(ctx, image, h, w, cfg->image_size, crop, mean, std, out);
 }

@@ -48,6 +48,10 @@ mkdir -p "$T/models/clip_vision" "$T/models/ipadapter"
 cp "$SRC/tests/data/goldens/clip_vision_hf.safetensors" "$T/models/clip_vision/CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"
 cp "$SRC/tests/data/goldens/ipa_plain.safetensors" "$T/models/ipadapter/ip-adapter_sd15.safetensors"
 cp "$SRC/tests/data/goldens/clip_vision_proj160.safetensors" "$T/models/clip_vision/clip_vision_g.safetensors"
+mkdir -p "$T/models/style_models"
+"$MK" --kind siglip-tiny "$T/models/clip_vision/sigclip_vision_patch14_384.safetensors" >/dev/null &&
+    "$MK" --preset flux-dev-tiny --kind redux-tiny "$T/models/style_models/flux1-redux-dev.safetensors" >/dev/null ||
+    fail "SigLIP and Redux files"
 for g in "$SRC"/graphs/*.xml; do
     "$BIN" validate --models-dir "$T/models" --input-dir "$T/input" "$g" >"$T/out" 2>&1 ||
         { cat "$T/out"; fail "stock graph $g does not validate"; }

@@ -52,11 +52,11 @@ static sd_status fill_small(void *user, size_t index, void *dst, size_t nbytes)
 static const char *const watched[] = {"models/checkpoints", "models/loras", "models/controlnet",
                                       "models/upscale_models", "models/embeddings", "models/vae", "in",
                                       "models/annotators", "models/diffusion_models", "models/text_encoders",
-                                      "models/clip_vision", "models/ipadapter"};
+                                      "models/clip_vision", "models/ipadapter", "models/style_models"};
 /* The kind each watched directory's files are recorded under in the provenance ("<kind>/<name>"). */
 static const char *const kinds[] = {"checkpoints", "loras", "controlnet", "upscale_models", "embeddings", "vae",
                                     "input", "annotators", "diffusion_models", "text_encoders", "clip_vision",
-                                    "ipadapter"};
+                                    "ipadapter", "style_models"};
 #define N_WATCHED (sizeof watched / sizeof watched[0])
 static char *dirs[N_WATCHED];
 
@@ -150,6 +150,10 @@ static void make_models(void)
         sd_strfmt("%s/sdflow_mkckpt --preset tiny --kind controlnet --seed 7 %s/control_v11f1p_sd15_depth_fp16.safetensors",
                   build, dirs[2]),
         sd_strfmt("cp %s/tests/data/goldens/depth_tiny.pth %s/depth_anything_v2_vits.pth", src, dirs[7]),
+        /* FLUX Redux: SigLIP and the Redux model for the tiny FLUX dev's 32-wide context */
+        sd_strfmt("%s/sdflow_mkckpt --kind siglip-tiny %s/sigclip_vision_patch14_384.safetensors", build, dirs[10]),
+        sd_strfmt("%s/sdflow_mkckpt --preset flux-dev-tiny --kind redux-tiny %s/flux1-redux-dev.safetensors", build,
+                  dirs[12]),
     };
     for (size_t i = 0; i < sizeof cmd / sizeof cmd[0]; i++) {
         tool(cmd[i]);

@@ -152,8 +152,9 @@ def model_for(bfl, guidance):
     return m
 
 
-def velocity(m, x, ctx, y, t, g):
-    """ComfyUI's Flux.forward: circular pad to even sizes, 2x2 patches, ids, crop back."""
+def velocity(m, x, ctx, y, t, g, mask=None):
+    """ComfyUI's Flux.forward: circular pad to even sizes, 2x2 patches, ids, crop back; mask: an
+    additive attention mask over the joint [text, image] tokens (ComfyUI's attention_mask)."""
     b, c, h, w = x.shape
     xp = torch.nn.functional.pad(x, (0, w % 2, 0, h % 2), mode="circular")
     hp, wp = xp.shape[2] // 2, xp.shape[3] // 2
@@ -164,7 +165,8 @@ def velocity(m, x, ctx, y, t, g):
     with torch.no_grad():
         out = m(hidden_states=tok, encoder_hidden_states=ctx, pooled_projections=y, timestep=t,
                 img_ids=ids.reshape(-1, 3), txt_ids=torch.zeros(ctx.shape[1], 3),
-                guidance=g, return_dict=False)[0]
+                guidance=g, joint_attention_kwargs=None if mask is None else {"attention_mask": mask},
+                return_dict=False)[0]
     out = out.view(b, hp, wp, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, 2 * hp, 2 * wp)
     return out[:, :, :h, :w]
 
@@ -200,8 +202,9 @@ def flux_sigmas(mu, steps):
     return [float(table[-(1 + int(x * ss))]) for x in range(steps)] + [0.0]
 
 
-def euler_run(m, noise, ctx, y, mu, steps, guidance, latent=None, denoise=1.0):
-    """KSampler (cfg 1, euler, simple) on a LATENT (None: empty) for the CONST model type."""
+def euler_run(m, noise, ctx, y, mu, steps, guidance, latent=None, denoise=1.0, mask=None):
+    """KSampler (cfg 1, euler, simple) on a LATENT (None: empty) for the CONST model type; mask as
+    velocity's."""
     total = steps if denoise >= 0.9999 else int(steps / denoise)
     sigmas = flux_sigmas(mu, total)[-(steps + 1):]
     latent = ((torch.zeros_like(noise) if latent is None else latent) - SHIFT) * SCALE  # process_in
@@ -209,7 +212,7 @@ def euler_run(m, noise, ctx, y, mu, steps, guidance, latent=None, denoise=1.0):
     g = torch.full((1,), guidance) if guidance is not None else None
     for i in range(steps):
         s = sigmas[i]
-        v = velocity(m, x, ctx, y, torch.full((1,), s), g)
+        v = velocity(m, x, ctx, y, torch.full((1,), s), g, mask)
         denoised = x - v * s
         d = (x - denoised) / s
         x = x + d * (sigmas[i + 1] - s)
