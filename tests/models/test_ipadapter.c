@@ -3,7 +3,9 @@
  * plus (Resampler) and full-face projections' image tokens, and a whole UNet forward with the
  * adapter hooked into every attn2 (item 0 positive, item 1 negative tokens) against diffusers'
  * IPAdapterAttnProcessor2_0; stacking, the start/end range and ComfyUI_IPAdapter_plus's
- * per-layer weight types. */
+ * per-layer weight types. FaceID, portrait and FaceID Plus (v2) tokens against diffusers'
+ * IPAdapterFaceIDImageProjection / IPAdapterFaceIDPlusImageProjection (goldens from
+ * tests/reference/make_ipadapter_faceid_goldens.py). */
 #include "test.h"
 #include "support/golden.h"
 #include "support/ops_check.h"
@@ -50,18 +52,24 @@ static bool setup(void)
     return ok && g_x && g_ctx && t && g_base;
 }
 
-static sd_ipadapter *open_adapter(const char *kind, sd_ipadapter_config *cfg)
+/* The golden file ipa_<kind>.safetensors, open. */
+static sd_safetensors *open_st(const char *kind)
 {
     char name[64];
     snprintf(name, sizeof name, "ipa_%s.safetensors", kind);
     char *path = test_golden_path(name);
-    sd_context *ctx = ops_cl()->ctx;
     sd_safetensors *st = NULL;
-    sd_ipadapter *m = NULL;
-    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &st), SD_OK);
-    CHECK_EQ_INT(sd_ipadapter_inspect(ctx, st, cfg), SD_OK);
-    CHECK_EQ_INT(sd_ipadapter_new(ops_cl(), st, cfg, &m), SD_OK);
+    CHECK_EQ_INT(sd_safetensors_open(ops_cl()->ctx, path, &st), SD_OK);
     free(path);
+    return st;
+}
+
+static sd_ipadapter *open_adapter(const char *kind, sd_ipadapter_config *cfg)
+{
+    sd_safetensors *st = open_st(kind);
+    sd_ipadapter *m = NULL;
+    CHECK_EQ_INT(sd_ipadapter_inspect(ops_cl()->ctx, st, cfg), SD_OK);
+    CHECK_EQ_INT(sd_ipadapter_new(ops_cl(), st, cfg, &m), SD_OK);
     return m;
 }
 
@@ -229,6 +237,57 @@ static void test_weight_types(void)
     sd_ipadapter_unref(m);
 }
 
+/* FaceID tokens of the two faces of faceid_embeds.bin (FaceID Plus: with ipa_hid_pos / ipa_hid_neg
+ * as their face crops' CLIP features) against diffusers', relative to the golden's range. */
+static void faceid_case(const char *file, sd_ipadapter_kind want, bool v2, int tokens, const char *golden)
+{
+    sd_ipadapter_config cfg;
+    sd_ipadapter *m = open_adapter(file, &cfg);
+    if (!m)
+        return;
+    CHECK_EQ_INT(cfg.kind, want);
+    CHECK_EQ_INT(cfg.tokens, tokens);
+    CHECK_EQ_INT(cfg.id_dim, 64);
+    CHECK_EQ_INT(cfg.layers, 22);
+    CHECK(cfg.faceid_v2 == (want == SD_IPA_FACEID_PLUS));
+    CHECK(cfg.portrait == (tokens == 16));
+    int nd;
+    int64_t shape[SD_TENSOR_MAX_DIMS];
+    float *faces = ops_read_golden("faceid_embeds.bin", &nd, shape), *ref = ops_read_golden(golden, &nd, shape);
+    float *pos = ops_read_golden("ipa_hid_pos.bin", &nd, shape), *neg = ops_read_golden("ipa_hid_neg.bin", &nd, shape);
+    size_t per = 17 * 32, n_out = 2 * (size_t)tokens * 64;
+    float *clip = malloc(2 * per * sizeof *clip), *got = malloc(n_out * sizeof *got);
+    if (pos && neg) {
+        memcpy(clip, pos, per * sizeof *clip);
+        memcpy(clip + per, neg, per * sizeof *clip);
+    }
+    if (!v2) { /* the same file read as FaceID Plus (not v2): no shortcut */
+        cfg.faceid_v2 = false;
+        sd_ipadapter_unref(m);
+        CHECK_EQ_INT(sd_ipadapter_new(ops_cl(), open_st(file), &cfg, &m), SD_OK);
+    }
+    bool plus = want == SD_IPA_FACEID_PLUS;
+    CHECK_EQ_INT(sd_ipadapter_project_faceid(m, faces, plus ? clip : NULL, 2, plus ? 17 : 0, 1.5f, got), SD_OK);
+    float lo = INFINITY, hi = -INFINITY;
+    for (size_t i = 0; ref && i < n_out; i++)
+        lo = fminf(lo, ref[i]), hi = fmaxf(hi, ref[i]);
+    double d = ref ? test_max_abs_diff(got, ref, n_out) / (hi - lo) : 1;
+    fprintf(stderr, "  %s: tokens max diff %.3g of their range\n", golden, d);
+    CHECK_MSG(d < 1e-4, "%s: max diff %g of the range", golden, d);
+    /* CLIP features are refused: FaceID takes face embeddings */
+    CHECK_EQ_INT(sd_ipadapter_project(m, clip, 1, 17, got), SD_ERR_INVALID);
+    free(faces), free(ref), free(pos), free(neg), free(clip), free(got);
+    sd_ipadapter_unref(m);
+}
+
+static void test_faceid(void)
+{
+    faceid_case("faceid", SD_IPA_FACEID, true, 4, "faceid_tokens.bin");
+    faceid_case("faceid_portrait", SD_IPA_FACEID, true, 16, "faceid_portrait_tokens.bin");
+    faceid_case("faceid_plusv2", SD_IPA_FACEID_PLUS, true, 4, "faceid_plusv2_tokens.bin");
+    faceid_case("faceid_plusv2", SD_IPA_FACEID_PLUS, false, 4, "faceid_plus_tokens.bin");
+}
+
 static void test_not_an_adapter(void)
 {
     sd_context *ctx = ops_cl()->ctx;
@@ -247,6 +306,7 @@ int main(void)
     RUN(test_plus);
     RUN(test_full_face);
     RUN(test_weight_types);
+    RUN(test_faceid);
     RUN(test_not_an_adapter);
     sd_unet_free(g_unet);
     sd_safetensors_close(g_st);
