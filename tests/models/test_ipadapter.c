@@ -10,6 +10,7 @@
 #include "support/golden.h"
 #include "support/ops_check.h"
 #include "ml/adapters/ipadapter.h"
+#include "ml/adapters/lora.h"
 #include "ml/families/sd1_layout.h"
 #include <math.h>
 #include <stdio.h>
@@ -21,13 +22,14 @@
 
 static sd_unet *g_unet;
 static sd_safetensors *g_st;
+static sd_checkpoint_config g_found;
 static float g_t[2], *g_base;
 static sd_dtensor *g_x, *g_ctx;
 
 static bool setup(void)
 {
     sd_context *ctx = ops_cl()->ctx;
-    sd_checkpoint_config cfg, found;
+    sd_checkpoint_config cfg, *found = &g_found;
     if (!sd_checkpoint_preset("tiny", &cfg))
         return false;
     cfg.unet.num_res_blocks = 2;
@@ -35,8 +37,8 @@ static bool setup(void)
     cfg.has_clip = cfg.has_vae = false;
     char *path = test_path(test_scratch_dir(), "unet.safetensors");
     bool ok = !sd_sd1_write_random(ctx, path, &cfg, SD_ST_F32, 7) && !sd_safetensors_open(ctx, path, &g_st) &&
-              !sd_checkpoint_inspect(ctx, g_st, &found) &&
-              !sd_unet_new(ops_cl(), g_st, found.unet_prefix, &found.unet, SD_DTYPE_F32, &g_unet);
+              !sd_checkpoint_inspect(ctx, g_st, found) &&
+              !sd_unet_new(ops_cl(), g_st, found->unet_prefix, &found->unet, SD_DTYPE_F32, &g_unet);
     free(path);
     int nd;
     int64_t shape[SD_TENSOR_MAX_DIMS];
@@ -288,6 +290,39 @@ static void test_faceid(void)
     faceid_case("faceid_plusv2", SD_IPA_FACEID_PLUS, false, 4, "faceid_plus_tokens.bin");
 }
 
+/* The FaceID LoRA's layout (kohya keys with diffusers names, no alpha, to_q / to_k / to_v /
+ * to_out_0 of every attn1 and attn2): every pair patches a UNet tensor, and the patched first
+ * attn1.to_q at strength 0.6 is W + 0.6 * up @ down (faceid_lora_q.bin). */
+static void test_faceid_lora(void)
+{
+    sd_context *ctx = ops_cl()->ctx;
+    char *path = test_golden_path("ipa_faceid_lora.safetensors");
+    sd_lora *lora = NULL;
+    sd_lora_stack *stack = NULL;
+    sd_weights *base = NULL, *view = NULL;
+    const sd_dtensor *t = NULL;
+    CHECK_EQ_INT(sd_lora_open(ctx, path, &g_found, &lora), SD_OK);
+    free(path);
+    if (!lora)
+        return;
+    CHECK_EQ_INT((int)sd_lora_count(lora, SD_LORA_UNET), 44 * 4);
+    CHECK_EQ_INT(sd_lora_stack_push(ctx, NULL, lora, 0.6f, SD_LORA_UNET, &stack), SD_OK);
+    sd_weight_patcher patcher;
+    sd_lora_stack_patcher(stack, SD_LORA_UNET, &patcher);
+    CHECK_EQ_INT(sd_weights_new(ops_cl(), g_st, g_found.unet_prefix, SD_DTYPE_F32, &base), SD_OK);
+    CHECK_EQ_INT(sd_weights_new_patched(base, &patcher, &view), SD_OK);
+    CHECK_EQ_INT(sd_weights_getf(view, &t, "input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"), SD_OK);
+    int nd;
+    int64_t shape[SD_TENSOR_MAX_DIMS];
+    float *ref = ops_read_golden("faceid_lora_q.bin", &nd, shape), *got = t ? ops_download(t) : NULL;
+    double d = ref && got && nd == 2 && shape[0] * shape[1] == 32 * 32 ? test_max_abs_diff(got, ref, 32 * 32) : 1;
+    CHECK_MSG(d < 1e-5, "patched attn1.to_q: max diff %g", d);
+    free(ref), free(got);
+    sd_weights_free(view), sd_weights_free(base);
+    sd_lora_stack_unref(stack);
+    sd_lora_unref(lora);
+}
+
 static void test_not_an_adapter(void)
 {
     sd_context *ctx = ops_cl()->ctx;
@@ -307,6 +342,7 @@ int main(void)
     RUN(test_full_face);
     RUN(test_weight_types);
     RUN(test_faceid);
+    RUN(test_faceid_lora);
     RUN(test_not_an_adapter);
     sd_unet_free(g_unet);
     sd_safetensors_close(g_st);

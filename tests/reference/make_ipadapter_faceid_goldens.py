@@ -15,7 +15,8 @@ records the image tokens of two faces (faceid_embeds.bin [2, 64]; the plus model
 ipa_hid_pos.bin and ipa_hid_neg.bin of make_ipadapter_goldens.py): faceid_tokens.bin,
 faceid_portrait_tokens.bin, faceid_plus_tokens.bin (shortcut off: FaceID Plus) and
 faceid_plusv2_tokens.bin (shortcut at scale V2_SCALE: Plus v2). The embeddings file
-faceid_embeds.safetensors holds faceid_embeds [2, 64] as SdflowLoadFaceIDEmbeds reads it.
+faceid_embeds.safetensors holds faceid_embeds [2, 64] and face_image [2, 32, 32, 3] (random face
+crops) as SdflowLoadFaceIDEmbeds reads them.
 
 The FaceID LoRA (ipa_faceid_lora.safetensors): kohya keys with diffusers names
 (lora_unet_<block>_attn1_to_q.lora_down / lora_up.weight, to_q, to_k, to_v, to_out_0 of every attn1
@@ -90,7 +91,6 @@ def main():
     g = torch.Generator().manual_seed(1101)
     faces = torch.nn.functional.normalize(torch.randn(2, ID, generator=g), dim=-1)
     write("faceid_embeds.bin", faces.numpy())
-    save_file({"faceid_embeds": faces.contiguous()}, os.path.join(OUT, "faceid_embeds.safetensors"))
     hid = torch.cat([read("ipa_hid_pos.bin"), read("ipa_hid_neg.bin")])  # [2, 17, HID]
 
     def project(proj):
@@ -116,6 +116,9 @@ def main():
         w = base["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"]
         w = w + LORA_STRENGTH * (lora[key + ".lora_up.weight"].float() @ lora[key + ".lora_down.weight"].float())
         write("faceid_lora_q.bin", w.numpy())
+    crops = torch.rand(2, 32, 32, 3, generator=g)
+    save_file({"faceid_embeds": faces.contiguous(), "face_image": crops},
+              os.path.join(OUT, "faceid_embeds.safetensors"))
     print("wrote FaceID goldens to", os.path.normpath(OUT))
 
 
