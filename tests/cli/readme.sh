@@ -48,6 +48,10 @@ mkdir -p "$T/models/clip_vision" "$T/models/ipadapter"
 cp "$SRC/tests/data/goldens/clip_vision_hf.safetensors" "$T/models/clip_vision/CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"
 cp "$SRC/tests/data/goldens/ipa_plain.safetensors" "$T/models/ipadapter/ip-adapter_sd15.safetensors"
 cp "$SRC/tests/data/goldens/clip_vision_proj160.safetensors" "$T/models/clip_vision/clip_vision_g.safetensors"
+cp "$SRC/tests/data/goldens/ipa_faceid_plusv2.safetensors" "$T/models/ipadapter/ip-adapter-faceid-plusv2_sd15.safetensors"
+cp "$SRC/tests/data/goldens/ipa_faceid_lora.safetensors" "$T/models/loras/ip-adapter-faceid-plusv2_sd15_lora.safetensors"
+cp "$SRC/tests/data/goldens/faceid_embeds.safetensors" "$T/input/face.safetensors"
+cp "$SRC/examples/input/shapes.png" "$T/input/face.png"
 for g in "$SRC"/graphs/*.xml; do
     "$BIN" validate --models-dir "$T/models" --input-dir "$T/input" "$g" >"$T/out" 2>&1 ||
         { cat "$T/out"; fail "stock graph $g does not validate"; }
