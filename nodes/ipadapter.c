@@ -1,5 +1,7 @@
 /* The IP-Adapter nodes of ComfyUI_IPAdapter_plus (IPAdapterPlus.py): IPAdapterModelLoader,
- * IPAdapterUnifiedLoader, IPAdapter, IPAdapterAdvanced, IPAdapterEncoder, IPAdapterEmbeds. Applying
+ * IPAdapterUnifiedLoader, IPAdapter, IPAdapterAdvanced, IPAdapterEncoder, IPAdapterEmbeds, and for
+ * FaceID IPAdapterUnifiedLoaderFaceID and IPAdapterFaceID (with sdflow's SdflowLoadFaceIDEmbeds for
+ * precomputed face embeddings). Applying
  * an IP-Adapter encodes the images with the CLIP vision model, projects the features to image
  * tokens once (ml/adapters/ipadapter.h) and returns a MODEL that carries the patch; the sampler
  * hooks every patch of its MODEL into the UNet's attn2 layers (nodes/cfg_denoiser.c), so several
@@ -112,8 +114,8 @@ static const sd_output_desc ipa_out[] = {
 };
 const sd_node_desc sd_node_IPAdapterModelLoader = {
     .name = "IPAdapterModelLoader", .version = 1, .category = "ipadapter/loaders",
-    .doc = "Opens an IP-Adapter: plain (4 image tokens), plus / plus-face (Resampler, 16 tokens) or full-face "
-           "(MLP), for SD1.5 or SDXL.",
+    .doc = "Opens an IP-Adapter: plain (4 image tokens), plus / plus-face (Resampler, 16 tokens), full-face "
+           "(MLP), or FaceID, FaceID Plus (v2) and portrait, for SD1.5 or SDXL.",
     .inputs = model_loader_in, .n_inputs = SD_COUNT(model_loader_in),
     .outputs = ipa_out, .n_outputs = SD_COUNT(ipa_out), .run = run_model_loader, .check = check_model_loader,
 };
@@ -828,20 +830,28 @@ const sd_node_desc sd_node_IPAdapterUnifiedLoaderFaceID = {
 };
 
 /* The faces IPAdapterFaceID applies: identity embeddings id [n, 1, id_dim] and the aligned face
- * crops (an IMAGE tensor [n, S, S, 3], borrowed) whose CLIP features FaceID Plus reads. */
+ * crops (an IMAGE tensor [n, S, S, 3]) whose CLIP features FaceID Plus reads: borrowed from an
+ * input, or in crops_value (one reference, NULL when borrowed). */
 typedef struct faces {
     features id;
     const sd_tensor *crops;
+    sd_value *crops_value;
 } faces;
+
+#define NO_FACE_EMBEDDINGS                                                                                         \
+    "IPAdapterFaceID needs face embeddings: connect 'faceid_embeds' (from SdflowLoadFaceIDEmbeds); InsightFace "   \
+    "face detection is not available yet"
 
 /* The faces from the faceid_embeds input (SdflowLoadFaceIDEmbeds): its embeddings, and its
  * face_image crops or else the node's image as the crops. (InsightFace, when wired: detect each
- * image's face, norm_crop it (224 for SD1.5, 256 for SDXL) and take its normed embedding, the raw
- * one for portrait unnorm.) */
+ * image's face, norm_crop it (224 for SD1.5, 256 for SDXL) into crops_value and take its normed
+ * embedding, the raw one for portrait unnorm.) */
 static sd_status face_input(sd_node_run *r, const sd_ipadapter_config *ac, const sd_tensor *img, faces *out)
 {
     const sd_value *v = has(r, "faceid_embeds") ? sd_run_value(r, "faceid_embeds") : NULL;
-    const sd_tensor *t = sd_value_tensor(v, "faceid_embeds");
+    const sd_tensor *t = v ? sd_value_tensor(v, "faceid_embeds") : NULL;
+    if (!v)
+        return sd_run_error(r, SD_ERR_INVALID, NO_FACE_EMBEDDINGS);
     if (!t || t->ndim != 2 || t->shape[0] < 1 || t->shape[1] != ac->id_dim)
         return sd_run_error(r, SD_ERR_INVALID, "input 'faceid_embeds' is not [faces, %d] face embeddings for this FaceID "
                             "IP-Adapter", ac->id_dim);
@@ -934,6 +944,7 @@ static sd_status run_faceid(sd_node_run *r)
     if (!s) s = set_image_copy(r, 1, f.crops);
     free(cond), free(uncond), free(zeros);
     features_free(&f.id), features_free(&pos), features_free(&neg);
+    sd_value_unref(f.crops_value);
     return s;
 }
 
@@ -943,8 +954,7 @@ static void check_faceid(sd_node_check *c)
 {
     check_adapter(c, true);
     if (!sd_check_tag(c, "faceid_embeds"))
-        sd_check_problem(c, "faceid_embeds", "IPAdapterFaceID needs face embeddings: connect 'faceid_embeds' (from "
-                         "SdflowLoadFaceIDEmbeds); InsightFace face detection is not available yet");
+        sd_check_problem(c, "faceid_embeds", NO_FACE_EMBEDDINGS);
 }
 
 static const sd_input_desc faceid_in[] = {
