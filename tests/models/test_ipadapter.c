@@ -54,11 +54,11 @@ static bool setup(void)
     return ok && g_x && g_ctx && t && g_base;
 }
 
-/* The golden file ipa_<kind>.safetensors, open. */
+/* The golden file ipa_<kind>.safetensors (kind with a '.': that file), open. */
 static sd_safetensors *open_st(const char *kind)
 {
     char name[64];
-    snprintf(name, sizeof name, "ipa_%s.safetensors", kind);
+    snprintf(name, sizeof name, strchr(kind, '.') ? "%s" : "ipa_%s.safetensors", kind);
     char *path = test_golden_path(name);
     sd_safetensors *st = NULL;
     CHECK_EQ_INT(sd_safetensors_open(ops_cl()->ctx, path, &st), SD_OK);
@@ -285,6 +285,7 @@ static void faceid_case(const char *file, sd_ipadapter_kind want, bool v2, int t
 static void test_faceid(void)
 {
     faceid_case("faceid", SD_IPA_FACEID, true, 4, "faceid_tokens.bin");
+    faceid_case("ipa_faceid_torch.bin", SD_IPA_FACEID, true, 4, "faceid_tokens.bin"); /* h94's .bin layout */
     faceid_case("faceid_portrait", SD_IPA_FACEID, true, 16, "faceid_portrait_tokens.bin");
     faceid_case("faceid_plusv2", SD_IPA_FACEID_PLUS, true, 4, "faceid_plusv2_tokens.bin");
     faceid_case("faceid_plusv2", SD_IPA_FACEID_PLUS, false, 4, "faceid_plus_tokens.bin");

@@ -6,7 +6,8 @@ Writes tiny random FaceID IP-Adapters in the original layout (image_proj.*, ip_a
 to_v_ip.weight and the unused ip_adapter.N.to_q_lora... pairs of the real files, float16) for the
 tiny UNet of make_ipadapter_goldens.py (context 64, 22 attn2 layers), with a 64-wide identity
 embedding (512 in the real files):
-  ipa_faceid.safetensors          MLPProjModelFaceId, 4 tokens (with to_q_lora: FaceID)
+  ipa_faceid.safetensors          MLPProjModelFaceId, 4 tokens (with to_q_lora: FaceID); also as a
+                                  torch .bin with nested dicts (ipa_faceid_torch.bin)
   ipa_faceid_portrait.safetensors MLPProjModelFaceId, 16 tokens (no to_q_lora: portrait)
   ipa_faceid_plusv2.safetensors   ProjModelFaceIdPlus: the perceiver Resampler (width 64, 1 head,
                                   depth 4) over 32-wide CLIP hidden states (17 tokens)
@@ -62,10 +63,13 @@ def mlp(g, tokens):
             "norm.weight": 1 + rnd(g, CTX), "norm.bias": rnd(g, CTX)}
 
 
-def save_adapter(name, proj, ip):
+def save_adapter(name, proj, ip, torch_bin=None):
     flat = {f"image_proj.{k}": v.half() for k, v in proj.items()}
     flat.update({f"ip_adapter.{k}": v.half() for k, v in ip.items()})
     save_file({k: v.contiguous() for k, v in flat.items()}, os.path.join(OUT, name))
+    if torch_bin:  # the same as a torch .bin with nested dicts, as h94's files
+        torch.save({"image_proj": {k: v.half() for k, v in proj.items()},
+                    "ip_adapter": {k: v.half() for k, v in ip.items()}}, os.path.join(OUT, torch_bin))
     return {k: v.half().float() for k, v in proj.items()}
 
 
@@ -98,7 +102,7 @@ def main():
         return m.float().eval()
 
     with torch.no_grad():
-        proj = save_adapter("ipa_faceid.safetensors", mlp(g, 4), ip_layers(g, chans, True))
+        proj = save_adapter("ipa_faceid.safetensors", mlp(g, 4), ip_layers(g, chans, True), "ipa_faceid_torch.bin")
         write("faceid_tokens.bin", project(proj)(faces).numpy())
         proj = save_adapter("ipa_faceid_portrait.safetensors", mlp(g, 16), ip_layers(g, chans, False))
         write("faceid_portrait_tokens.bin", project(proj)(faces).numpy())
