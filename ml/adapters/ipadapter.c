@@ -33,15 +33,73 @@ static int dim(const sd_st_tensor *t, int i)
     return t && i < t->ndim ? (int)t->shape[i] : 0;
 }
 
+/* The layers of a Resampler under prefix: "<prefix>.layers.N.0.to_q.weight" for N = 0, 1, ... */
+static int count_layers(const sd_safetensors *st, const char *prefix)
+{
+    char name[96];
+    int n = 0;
+    for (;;) {
+        snprintf(name, sizeof name, "%s.layers.%d.0.to_q.weight", prefix, n);
+        if (!find(st, name))
+            return n;
+        n++;
+    }
+}
+
+/* Whether the file's base name holds word (ASCII case-insensitive), as ComfyUI_IPAdapter_plus
+ * tells FaceID Plus v2 and portrait unnorm files by their names. */
+static bool name_has(const char *path, const char *word)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t n = strlen(word);
+    for (; *base; base++) {
+        size_t i = 0;
+        while (i < n && base[i] && (base[i] | 0x20) == word[i])
+            i++;
+        if (i == n)
+            return true;
+    }
+    return false;
+}
+
+/* FaceID (MLPProjModelFaceId: image_proj.proj.0 / proj.2 / norm) and FaceID Plus
+ * (ProjModelFaceIdPlus: the same and image_proj.perceiver_resampler.*). */
+static sd_status inspect_faceid(sd_context *ctx, const sd_safetensors *st, bool plus, sd_ipadapter_config *cfg)
+{
+    const char *path = sd_safetensors_path(st);
+    const sd_st_tensor *p0 = find(st, "image_proj.proj.0.weight"), *p2 = find(st, "image_proj.proj.2.weight");
+    cfg->kind = plus ? SD_IPA_FACEID_PLUS : SD_IPA_FACEID;
+    cfg->id_dim = dim(p0, 1);
+    cfg->portrait = !plus && !find(st, "ip_adapter.0.to_q_lora.down.weight");
+    cfg->portrait_unnorm = cfg->portrait && name_has(path, "unnorm");
+    cfg->faceid_v2 = plus && name_has(path, "plusv2");
+    int out = dim(p2, 0);
+    if (!p0 || !p2 || p0->ndim != 2 || p2->ndim != 2 || dim(p2, 1) != dim(p0, 0) || cfg->cross_dim < 1 ||
+        out % cfg->cross_dim || !find(st, "image_proj.norm.weight"))
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: FaceID image projection tensors missing or of unexpected shapes",
+                            path);
+    cfg->tokens = out / cfg->cross_dim;
+    if (!plus)
+        return SD_OK;
+    const sd_st_tensor *pin = find(st, "image_proj.perceiver_resampler.proj_in.weight");
+    const sd_st_tensor *q = find(st, "image_proj.perceiver_resampler.layers.0.0.to_q.weight");
+    cfg->dim = dim(pin, 0);
+    cfg->clip_dim = dim(pin, 1);
+    cfg->heads = dim(q, 0) / 64;
+    cfg->depth = count_layers(st, "image_proj.perceiver_resampler");
+    if (cfg->dim != cfg->cross_dim || cfg->heads < 1 || dim(q, 0) % 64 || cfg->depth < 1 ||
+        dim(find(st, "image_proj.perceiver_resampler.proj_out.weight"), 0) != cfg->cross_dim)
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: FaceID Plus Resampler tensors missing or of unexpected shapes",
+                            path);
+    return SD_OK;
+}
+
 sd_status sd_ipadapter_inspect(sd_context *ctx, const sd_safetensors *st, sd_ipadapter_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
     const char *path = sd_safetensors_path(st);
     const sd_st_tensor *k1 = find(st, "ip_adapter.1.to_k_ip.weight");
-    if (find(st, "ip_adapter.0.to_q_lora.down.weight") || find(st, "image_proj.proj.2.weight") ||
-        sd_safetensors_find(st, "image_proj.perceiver_resampler.proj_in.weight"))
-        if (!find(st, "image_proj.proj.3.weight"))
-            return sd_set_error(ctx, SD_ERR_INVALID, "%s: a FaceID IP-Adapter (not supported yet)", path);
     if (!k1 || k1->ndim != 2)
         return sd_set_error(ctx, SD_ERR_INVALID, "%s: not an IP-Adapter (no ip_adapter.1.to_k_ip.weight)", path);
     cfg->cross_dim = dim(k1, 1);
@@ -53,6 +111,12 @@ sd_status sd_ipadapter_inspect(sd_context *ctx, const sd_safetensors *st, sd_ipa
             break;
         cfg->layers++;
     }
+    if (cfg->layers < 1)
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: IP-Adapter without attention layers", path);
+    if (find(st, "image_proj.perceiver_resampler.proj_in.weight"))
+        return inspect_faceid(ctx, st, true, cfg);
+    if (find(st, "image_proj.proj.2.weight") && !find(st, "image_proj.proj.3.weight"))
+        return inspect_faceid(ctx, st, false, cfg);
     const sd_st_tensor *t;
     if ((t = find(st, "image_proj.latents"))) {
         const sd_st_tensor *pin = find(st, "image_proj.proj_in.weight"), *q = find(st, "image_proj.layers.0.0.to_q.weight");
@@ -61,12 +125,7 @@ sd_status sd_ipadapter_inspect(sd_context *ctx, const sd_safetensors *st, sd_ipa
         cfg->dim = dim(t, 2);
         cfg->clip_dim = dim(pin, 1);
         cfg->heads = dim(q, 0) / 64;
-        for (;;) {
-            snprintf(name, sizeof name, "image_proj.layers.%d.0.to_q.weight", cfg->depth);
-            if (!find(st, name))
-                break;
-            cfg->depth++;
-        }
+        cfg->depth = count_layers(st, "image_proj");
         if (t->ndim != 3 || !pin || cfg->heads < 1 || cfg->depth < 1 || dim(q, 0) % 64)
             return sd_set_error(ctx, SD_ERR_INVALID, "%s: IP-Adapter Resampler tensors missing or of unexpected shapes",
                                 path);
@@ -81,8 +140,8 @@ sd_status sd_ipadapter_inspect(sd_context *ctx, const sd_safetensors *st, sd_ipa
     } else {
         return sd_set_error(ctx, SD_ERR_INVALID, "%s: IP-Adapter image projection not recognised", path);
     }
-    if (cfg->layers < 1 || cfg->clip_dim < 1)
-        return sd_set_error(ctx, SD_ERR_INVALID, "%s: IP-Adapter without attention layers or CLIP input", path);
+    if (cfg->clip_dim < 1)
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: IP-Adapter without CLIP input", path);
     return SD_OK;
 }
 
@@ -165,51 +224,72 @@ static sd_status add_to(sd_ipadapter *m, sd_dtensor **x, sd_dtensor *y)
     return step(s, x, &sum);
 }
 
-/* One perceiver-attention layer and feed-forward of the Resampler on *lat, image features x. */
-static sd_status resampler_layer(sd_ipadapter *m, int i, const sd_dtensor *x, sd_dtensor **lat)
+/* One perceiver-attention layer and feed-forward of the Resampler under prefix on *lat, image
+ * features x. */
+static sd_status resampler_layer(sd_ipadapter *m, const char *prefix, int i, const sd_dtensor *x, sd_dtensor **lat)
 {
     const sd_ipadapter_config *c = &m->cfg;
-    char base[64];
+    char base[96];
     sd_dtensor *xn = NULL, *ln = NULL, *q = NULL, *kvin = NULL, *kv = NULL, *k = NULL, *v = NULL, *a = NULL, *o = NULL;
-    snprintf(base, sizeof base, "image_proj.layers.%d.0.norm1", i);
+    snprintf(base, sizeof base, "%s.layers.%d.0.norm1", prefix, i);
     sd_status s = norm(m, base, x, &xn);
-    snprintf(base, sizeof base, "image_proj.layers.%d.0.norm2", i);
+    snprintf(base, sizeof base, "%s.layers.%d.0.norm2", prefix, i);
     if (!s) s = norm(m, base, *lat, &ln);
-    snprintf(base, sizeof base, "image_proj.layers.%d.0.to_q", i);
+    snprintf(base, sizeof base, "%s.layers.%d.0.to_q", prefix, i);
     if (!s) s = lin(m, base, false, ln, &q);
     if (!s) s = sd_op_concat(m->cl, xn, ln, 1, &kvin);
-    snprintf(base, sizeof base, "image_proj.layers.%d.0.to_kv", i);
+    snprintf(base, sizeof base, "%s.layers.%d.0.to_kv", prefix, i);
     if (!s) s = lin(m, base, false, kvin, &kv);
     int64_t inner = (int64_t)c->heads * 64;
     if (!s) s = sd_op_slice(m->cl, kv, 2, 0, inner, &k);
     if (!s) s = sd_op_slice(m->cl, kv, 2, inner, inner, &v);
     if (!s) s = sd_op_attention(m->cl, q, k, v, c->heads, NULL, &a);
-    snprintf(base, sizeof base, "image_proj.layers.%d.0.to_out", i);
+    snprintf(base, sizeof base, "%s.layers.%d.0.to_out", prefix, i);
     if (!s) s = lin(m, base, false, a, &o);
     if (!s) s = add_to(m, lat, o), o = NULL;
     sd_dtensor_free(xn), sd_dtensor_free(ln), sd_dtensor_free(q), sd_dtensor_free(kvin), sd_dtensor_free(kv);
     sd_dtensor_free(k), sd_dtensor_free(v), sd_dtensor_free(a), sd_dtensor_free(o);
     /* latents += FF(latents): LayerNorm, Linear, GELU, Linear (no biases) */
     sd_dtensor *h = NULL, *g = NULL;
-    snprintf(base, sizeof base, "image_proj.layers.%d.1.0", i);
+    snprintf(base, sizeof base, "%s.layers.%d.1.0", prefix, i);
     if (!s) s = norm(m, base, *lat, &h);
-    snprintf(base, sizeof base, "image_proj.layers.%d.1.1", i);
+    snprintf(base, sizeof base, "%s.layers.%d.1.1", prefix, i);
     if (!s) s = step(lin(m, base, false, h, &g), &h, &g);
     if (!s) s = step(sd_op_unary(m->cl, SD_UNARY_GELU, h, &g), &h, &g);
-    snprintf(base, sizeof base, "image_proj.layers.%d.1.3", i);
+    snprintf(base, sizeof base, "%s.layers.%d.1.3", prefix, i);
     if (!s) s = lin(m, base, false, h, &g);
     if (!s) s = add_to(m, lat, g);
     sd_dtensor_free(h);
     return s;
 }
 
-/* The Resampler: latents [n, Q, dim] attend to proj_in(x) through depth layers; proj_out, norm_out. */
+/* The Resampler under prefix: *lat [n, Q, dim] (consumed) attends to proj_in(x) through depth
+ * layers; proj_out, norm_out into *out. */
+static sd_status resampler_run(sd_ipadapter *m, const char *prefix, const sd_dtensor *x, sd_dtensor **lat,
+                               sd_dtensor **out)
+{
+    char base[96];
+    sd_dtensor *xp = NULL, *t = NULL;
+    snprintf(base, sizeof base, "%s.proj_in", prefix);
+    sd_status s = lin(m, base, true, x, &xp);
+    for (int i = 0; !s && i < m->cfg.depth; i++)
+        s = resampler_layer(m, prefix, i, xp, lat);
+    snprintf(base, sizeof base, "%s.proj_out", prefix);
+    if (!s) s = lin(m, base, true, *lat, &t);
+    snprintf(base, sizeof base, "%s.norm_out", prefix);
+    if (!s) s = norm(m, base, t, out);
+    sd_dtensor_free(xp), sd_dtensor_free(t), sd_dtensor_free(*lat);
+    *lat = NULL;
+    return s;
+}
+
+/* The plus Resampler: the file's latents, repeated for n images, attend to x. */
 static sd_status resampler(sd_ipadapter *m, const sd_dtensor *x, int n, sd_dtensor **out)
 {
     const sd_ipadapter_config *c = &m->cfg;
     size_t per = (size_t)c->tokens * (size_t)c->dim;
     float *host = malloc((size_t)n * per * sizeof *host);
-    sd_dtensor *xp = NULL, *lat = NULL, *t = NULL;
+    sd_dtensor *lat = NULL;
     const sd_st_tensor *lt = find(m->st, "image_proj.latents");
     sd_status s = host ? SD_OK : sd_set_error(m->cl->ctx, SD_ERR_NOMEM, "out of memory");
     if (!s) s = sd_safetensors_read_f32(m->cl->ctx, m->st, lt, host, per);
@@ -218,13 +298,10 @@ static sd_status resampler(sd_ipadapter *m, const sd_dtensor *x, int n, sd_dtens
     int64_t shape[3] = {n, c->tokens, c->dim};
     if (!s) s = sd_dtensor_new(m->cl, SD_DTYPE_F32, 3, shape, &lat);
     if (!s) s = sd_dtensor_upload(lat, host);
-    if (!s) s = lin(m, "image_proj.proj_in", true, x, &xp);
-    for (int i = 0; !s && i < c->depth; i++)
-        s = resampler_layer(m, i, xp, &lat);
-    if (!s) s = lin(m, "image_proj.proj_out", true, lat, &t);
-    if (!s) s = norm(m, "image_proj.norm_out", t, out);
+    if (!s)
+        s = resampler_run(m, "image_proj", x, &lat, out);
     free(host);
-    sd_dtensor_free(xp), sd_dtensor_free(lat), sd_dtensor_free(t);
+    sd_dtensor_free(lat);
     return s;
 }
 
@@ -251,11 +328,61 @@ sd_status sd_ipadapter_project(sd_ipadapter *m, const float *features, int n, in
     case SD_IPA_PLUS:
         if (!s) s = resampler(m, x, n, &z);
         break;
+    default:
+        if (!s) s = sd_set_error(m->cl->ctx, SD_ERR_INVALID, "a FaceID model takes face embeddings, not CLIP features");
+        break;
     }
     if (!s) s = sd_dtensor_download(z, out);
     sd_dtensor_free(x), sd_dtensor_free(y), sd_dtensor_free(z);
     if (s)
         sd_error_prefix(m->cl->ctx, "IP-Adapter");
+    return s;
+}
+
+/* A new device tensor of the given shape holding data. */
+static sd_status upload_new(sd_cl *cl, const float *data, int ndim, const int64_t *shape, sd_dtensor **out)
+{
+    sd_status s = sd_dtensor_new(cl, SD_DTYPE_F32, ndim, shape, out);
+    if (!s && (s = sd_dtensor_upload(*out, data))) {
+        sd_dtensor_free(*out);
+        *out = NULL;
+    }
+    return s;
+}
+
+sd_status sd_ipadapter_project_faceid(sd_ipadapter *m, const float *faceid, const float *clip, int n, int in_tokens,
+                                      float v2_scale, float *out)
+{
+    const sd_ipadapter_config *c = &m->cfg;
+    bool plus = c->kind == SD_IPA_FACEID_PLUS;
+    sd_dtensor *x = NULL, *y = NULL, *z = NULL, *h = NULL, *lat = NULL, *r = NULL;
+    sd_status s = SD_OK;
+    if (c->kind != SD_IPA_FACEID && !plus)
+        s = sd_set_error(m->cl->ctx, SD_ERR_INVALID, "not a FaceID model");
+    else if (n < 1 || (plus && (!clip || in_tokens < 1)))
+        s = sd_set_error(m->cl->ctx, SD_ERR_INVALID, "no face embeddings%s", plus ? " or face CLIP features" : "");
+    if (!s) s = upload_new(m->cl, faceid, 2, (const int64_t[]){n, c->id_dim}, &x);
+    /* MLPProjModelFaceId: Linear, GELU, Linear -> [n, tokens, cross] -> LayerNorm */
+    if (!s) s = lin(m, "image_proj.proj.0", true, x, &y);
+    if (!s) s = step(sd_op_unary(m->cl, SD_UNARY_GELU, y, &z), &y, &z);
+    if (!s) s = step(lin(m, "image_proj.proj.2", true, y, &z), &y, &z);
+    if (!s) s = sd_dtensor_reshape(y, 3, (const int64_t[]){n, c->tokens, c->cross_dim});
+    if (!s) s = step(norm(m, "image_proj.norm", y, &z), &y, &z);
+    if (!s && plus) { /* the id tokens y are the Resampler's latents; v2: y + scale * resampler */
+        s = upload_new(m->cl, clip, 3, (const int64_t[]){n, in_tokens, c->clip_dim}, &h);
+        if (!s) s = sd_op_scale(m->cl, y, 1.0f, 0.0f, &lat);
+        if (!s) s = resampler_run(m, "image_proj.perceiver_resampler", h, &lat, &r);
+        if (!s && c->faceid_v2) {
+            s = step(sd_op_scale(m->cl, r, v2_scale, 0.0f, &z), &r, &z);
+            if (!s) s = add_to(m, &y, r), r = NULL;
+        } else if (!s)
+            s = step(SD_OK, &y, &r);
+    }
+    if (!s) s = sd_dtensor_download(y, out);
+    sd_dtensor_free(x), sd_dtensor_free(y), sd_dtensor_free(z), sd_dtensor_free(h), sd_dtensor_free(lat);
+    sd_dtensor_free(r);
+    if (s)
+        sd_error_prefix(m->cl->ctx, "FaceID IP-Adapter");
     return s;
 }
 

@@ -5,28 +5,47 @@
  * UNet adds weight * attention(q, to_k_ip(tokens), to_v_ip(tokens)) to its output before to_out
  * (decoupled cross-attention), through the UNet's attn2 hook (ml/diffusion/unet.h).
  *
+ * FaceID (ip-adapter-faceid*): the tokens come from an InsightFace identity embedding (512 floats,
+ * L2-normalised): plain FaceID and portrait through MLPProjModelFaceId (Linear, GELU, Linear,
+ * LayerNorm: 4 tokens, portrait 16); FaceID Plus / Plus v2 (ProjModelFaceIdPlus) from those 4
+ * tokens as latents of a perceiver Resampler over the CLIP vision penultimate hidden states of the
+ * aligned face crop, v2 adding the shortcut x + weight_faceidv2 * resampler(x).
+ *
  * Files: .safetensors or torch .bin with image_proj.* and ip_adapter.N.to_k_ip/to_v_ip.weight
- * (N = 2 * number + 1 in the UNet's IP-Adapter order). */
+ * (N = 2 * number + 1 in the UNet's IP-Adapter order). FaceID files also carry ip_adapter.N.
+ * to_q_lora... (unused: their LoRA file patches the MODEL instead, as ComfyUI_IPAdapter_plus). */
 #ifndef SD_ML_IPADAPTER_H
 #define SD_ML_IPADAPTER_H
 
 #include "ml/diffusion/unet.h"
 #include "ml/loading/weights.h"
 
-typedef enum sd_ipadapter_kind { SD_IPA_PLAIN, SD_IPA_PLUS, SD_IPA_FULL } sd_ipadapter_kind;
+typedef enum sd_ipadapter_kind {
+    SD_IPA_PLAIN, SD_IPA_PLUS, SD_IPA_FULL, SD_IPA_FACEID, SD_IPA_FACEID_PLUS
+} sd_ipadapter_kind;
+
+/* The FaceID identity embedding's width (InsightFace ArcFace). */
+#define SD_IPA_FACEID_DIM 512
 
 typedef struct sd_ipadapter_config {
     sd_ipadapter_kind kind;
     bool sdxl;      /* cross_dim 2048 */
-    int clip_dim;   /* the CLIP vision features it takes: image_embeds width (plain) or hidden width */
+    int clip_dim;   /* the CLIP vision features it takes: image_embeds width (plain) or hidden width;
+                       0 for FaceID / portrait, which take none */
     int cross_dim;  /* to_k_ip input: the UNet's context width (768 SD1.5, 2048 SDXL) */
-    int tokens;     /* image tokens per image (plain 4, plus 16; full: the CLIP tokens, 0 here) */
-    int dim, heads, depth; /* plus: the Resampler's width, heads (width / 64) and layers */
+    int tokens;     /* image tokens per image (plain 4, plus 16, FaceID 4, portrait 16; full: the CLIP
+                       tokens, 0 here) */
+    int dim, heads, depth; /* plus / FaceID Plus: the Resampler's width, heads (width / 64) and layers */
+    int id_dim;     /* FaceID: the identity embedding's width (512) */
+    bool faceid_v2;       /* FaceID Plus v2 (file name holds "plusv2", as ComfyUI_IPAdapter_plus tells) */
+    bool portrait;        /* FaceID portrait (16 tokens, no LoRA) */
+    bool portrait_unnorm; /* portrait on unnormalised embeddings (file name holds "unnorm") */
     int layers;     /* attn2 layers with to_k_ip / to_v_ip (16 SD1.5, 70 SDXL) */
 } sd_ipadapter_config;
 
-/* Reads the kind and sizes from the tensor shapes. SD_ERR_INVALID naming the file for a file
- * without image_proj / ip_adapter tensors, and for FaceID files (not supported). */
+/* Reads the kind and sizes from the tensor shapes (and the FaceID v2 / unnorm flags from the file
+ * name, as ComfyUI_IPAdapter_plus). SD_ERR_INVALID naming the file for a file without image_proj /
+ * ip_adapter tensors or of unexpected shapes. */
 sd_status sd_ipadapter_inspect(sd_context *ctx, const sd_safetensors *st, sd_ipadapter_config *cfg);
 
 typedef struct sd_ipadapter sd_ipadapter;
@@ -41,6 +60,13 @@ const sd_ipadapter_config *sd_ipadapter_config_of(const sd_ipadapter *m);
  * from n CLIP features: plain: image_embeds [n, clip_dim] (in_tokens 1); plus / full:
  * penultimate hidden states [n, in_tokens, clip_dim]. out: n * tokens * cross_dim floats. */
 sd_status sd_ipadapter_project(sd_ipadapter *m, const float *features, int n, int in_tokens, float *out);
+
+/* FaceID image tokens [n, tokens, cross_dim] of n faces: faceid [n, id_dim] identity embeddings;
+ * FaceID Plus also clip [n, in_tokens, clip_dim], the CLIP vision penultimate hidden states of
+ * each aligned face crop (NULL and 0 otherwise), and v2_scale (weight_faceidv2), used by Plus v2
+ * only. out: n * tokens * cross_dim floats. */
+sd_status sd_ipadapter_project_faceid(sd_ipadapter *m, const float *faceid, const float *clip, int n, int in_tokens,
+                                      float v2_scale, float *out);
 
 /* ---- Applying: per-layer weights and the attn2 hook ---- */
 

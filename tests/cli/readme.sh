@@ -52,6 +52,10 @@ mkdir -p "$T/models/style_models"
 "$MK" --kind siglip-tiny "$T/models/clip_vision/sigclip_vision_patch14_384.safetensors" >/dev/null &&
     "$MK" --preset flux-dev-tiny --kind redux-tiny "$T/models/style_models/flux1-redux-dev.safetensors" >/dev/null ||
     fail "SigLIP and Redux files"
+cp "$SRC/tests/data/goldens/ipa_faceid_plusv2.safetensors" "$T/models/ipadapter/ip-adapter-faceid-plusv2_sd15.safetensors"
+cp "$SRC/tests/data/goldens/ipa_faceid_lora.safetensors" "$T/models/loras/ip-adapter-faceid-plusv2_sd15_lora.safetensors"
+cp "$SRC/tests/data/goldens/faceid_embeds.safetensors" "$T/input/face.safetensors"
+cp "$SRC/examples/input/shapes.png" "$T/input/face.png"
 for g in "$SRC"/graphs/*.xml; do
     "$BIN" validate --models-dir "$T/models" --input-dir "$T/input" "$g" >"$T/out" 2>&1 ||
         { cat "$T/out"; fail "stock graph $g does not validate"; }

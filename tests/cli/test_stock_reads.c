@@ -146,6 +146,12 @@ static void make_models(void)
                   src, dirs[10]),
         sd_strfmt("cp %s/tests/data/goldens/clip_vision_proj160.safetensors %s/clip_vision_g.safetensors", src, dirs[10]),
         sd_strfmt("cp %s/tests/data/goldens/ipa_plain.safetensors %s/ip-adapter_sd15.safetensors", src, dirs[11]),
+        sd_strfmt("cp %s/tests/data/goldens/ipa_faceid_plusv2.safetensors %s/ip-adapter-faceid-plusv2_sd15.safetensors",
+                  src, dirs[11]),
+        sd_strfmt("cp %s/tests/data/goldens/ipa_faceid_lora.safetensors %s/ip-adapter-faceid-plusv2_sd15_lora.safetensors",
+                  src, dirs[1]),
+        sd_strfmt("cp %s/tests/data/goldens/faceid_embeds.safetensors %s/face.safetensors", src, dirs[6]),
+        sd_strfmt("cp %s/examples/input/shapes.png %s/face.png", src, dirs[6]),
         sd_strfmt("cp %s/examples/input/shapes.png %s/photo.png", src, dirs[6]),
         sd_strfmt("%s/sdflow_mkckpt --preset tiny --kind controlnet --seed 7 %s/control_v11f1p_sd15_depth_fp16.safetensors",
                   build, dirs[2]),
@@ -218,7 +224,7 @@ static void check_graph(const char *graph)
             args[n++] = (char *)(sdxl && !strcmp(sets[i][0], "prompt") ? "prompt=a cat, embedding:embxl" : sets[i][1]);
             prompt |= strcmp(sets[i][0], "prompt") == 0;
         }
-    if (strcmp(graph, "ipadapter.xml") == 0) { /* the tiny IP-Adapter's UNet */
+    if (strncmp(graph, "ipadapter", 9) == 0) { /* the tiny IP-Adapter's UNet */
         args[n++] = "--set";
         args[n++] = "checkpoint=ipa-tiny.safetensors";
     }

@@ -3,11 +3,14 @@
  * plus (Resampler) and full-face projections' image tokens, and a whole UNet forward with the
  * adapter hooked into every attn2 (item 0 positive, item 1 negative tokens) against diffusers'
  * IPAdapterAttnProcessor2_0; stacking, the start/end range and ComfyUI_IPAdapter_plus's
- * per-layer weight types. */
+ * per-layer weight types. FaceID, portrait and FaceID Plus (v2) tokens against diffusers'
+ * IPAdapterFaceIDImageProjection / IPAdapterFaceIDPlusImageProjection (goldens from
+ * tests/reference/make_ipadapter_faceid_goldens.py). */
 #include "test.h"
 #include "support/golden.h"
 #include "support/ops_check.h"
 #include "ml/adapters/ipadapter.h"
+#include "ml/adapters/lora.h"
 #include "ml/families/sd1_layout.h"
 #include <math.h>
 #include <stdio.h>
@@ -19,13 +22,14 @@
 
 static sd_unet *g_unet;
 static sd_safetensors *g_st;
+static sd_checkpoint_config g_found;
 static float g_t[2], *g_base;
 static sd_dtensor *g_x, *g_ctx;
 
 static bool setup(void)
 {
     sd_context *ctx = ops_cl()->ctx;
-    sd_checkpoint_config cfg, found;
+    sd_checkpoint_config cfg, *found = &g_found;
     if (!sd_checkpoint_preset("tiny", &cfg))
         return false;
     cfg.unet.num_res_blocks = 2;
@@ -33,8 +37,8 @@ static bool setup(void)
     cfg.has_clip = cfg.has_vae = false;
     char *path = test_path(test_scratch_dir(), "unet.safetensors");
     bool ok = !sd_sd1_write_random(ctx, path, &cfg, SD_ST_F32, 7) && !sd_safetensors_open(ctx, path, &g_st) &&
-              !sd_checkpoint_inspect(ctx, g_st, &found) &&
-              !sd_unet_new(ops_cl(), g_st, found.unet_prefix, &found.unet, SD_DTYPE_F32, &g_unet);
+              !sd_checkpoint_inspect(ctx, g_st, found) &&
+              !sd_unet_new(ops_cl(), g_st, found->unet_prefix, &found->unet, SD_DTYPE_F32, &g_unet);
     free(path);
     int nd;
     int64_t shape[SD_TENSOR_MAX_DIMS];
@@ -50,18 +54,24 @@ static bool setup(void)
     return ok && g_x && g_ctx && t && g_base;
 }
 
-static sd_ipadapter *open_adapter(const char *kind, sd_ipadapter_config *cfg)
+/* The golden file ipa_<kind>.safetensors (kind with a '.': that file), open. */
+static sd_safetensors *open_st(const char *kind)
 {
     char name[64];
-    snprintf(name, sizeof name, "ipa_%s.safetensors", kind);
+    snprintf(name, sizeof name, strchr(kind, '.') ? "%s" : "ipa_%s.safetensors", kind);
     char *path = test_golden_path(name);
-    sd_context *ctx = ops_cl()->ctx;
     sd_safetensors *st = NULL;
-    sd_ipadapter *m = NULL;
-    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &st), SD_OK);
-    CHECK_EQ_INT(sd_ipadapter_inspect(ctx, st, cfg), SD_OK);
-    CHECK_EQ_INT(sd_ipadapter_new(ops_cl(), st, cfg, &m), SD_OK);
+    CHECK_EQ_INT(sd_safetensors_open(ops_cl()->ctx, path, &st), SD_OK);
     free(path);
+    return st;
+}
+
+static sd_ipadapter *open_adapter(const char *kind, sd_ipadapter_config *cfg)
+{
+    sd_safetensors *st = open_st(kind);
+    sd_ipadapter *m = NULL;
+    CHECK_EQ_INT(sd_ipadapter_inspect(ops_cl()->ctx, st, cfg), SD_OK);
+    CHECK_EQ_INT(sd_ipadapter_new(ops_cl(), st, cfg, &m), SD_OK);
     return m;
 }
 
@@ -229,6 +239,91 @@ static void test_weight_types(void)
     sd_ipadapter_unref(m);
 }
 
+/* FaceID tokens of the two faces of faceid_embeds.bin (FaceID Plus: with ipa_hid_pos / ipa_hid_neg
+ * as their face crops' CLIP features) against diffusers', relative to the golden's range. */
+static void faceid_case(const char *file, sd_ipadapter_kind want, bool v2, int tokens, const char *golden)
+{
+    sd_ipadapter_config cfg;
+    sd_ipadapter *m = open_adapter(file, &cfg);
+    if (!m)
+        return;
+    CHECK_EQ_INT(cfg.kind, want);
+    CHECK_EQ_INT(cfg.tokens, tokens);
+    CHECK_EQ_INT(cfg.id_dim, 64);
+    CHECK_EQ_INT(cfg.layers, 22);
+    CHECK(cfg.faceid_v2 == (want == SD_IPA_FACEID_PLUS));
+    CHECK(cfg.portrait == (tokens == 16));
+    int nd;
+    int64_t shape[SD_TENSOR_MAX_DIMS];
+    float *faces = ops_read_golden("faceid_embeds.bin", &nd, shape), *ref = ops_read_golden(golden, &nd, shape);
+    float *pos = ops_read_golden("ipa_hid_pos.bin", &nd, shape), *neg = ops_read_golden("ipa_hid_neg.bin", &nd, shape);
+    size_t per = 17 * 32, n_out = 2 * (size_t)tokens * 64;
+    float *clip = malloc(2 * per * sizeof *clip), *got = malloc(n_out * sizeof *got);
+    if (pos && neg) {
+        memcpy(clip, pos, per * sizeof *clip);
+        memcpy(clip + per, neg, per * sizeof *clip);
+    }
+    if (!v2) { /* the same file read as FaceID Plus (not v2): no shortcut */
+        cfg.faceid_v2 = false;
+        sd_ipadapter_unref(m);
+        CHECK_EQ_INT(sd_ipadapter_new(ops_cl(), open_st(file), &cfg, &m), SD_OK);
+    }
+    bool plus = want == SD_IPA_FACEID_PLUS;
+    CHECK_EQ_INT(sd_ipadapter_project_faceid(m, faces, plus ? clip : NULL, 2, plus ? 17 : 0, 1.5f, got), SD_OK);
+    float lo = INFINITY, hi = -INFINITY;
+    for (size_t i = 0; ref && i < n_out; i++)
+        lo = fminf(lo, ref[i]), hi = fmaxf(hi, ref[i]);
+    double d = ref ? test_max_abs_diff(got, ref, n_out) / (hi - lo) : 1;
+    fprintf(stderr, "  %s: tokens max diff %.3g of their range\n", golden, d);
+    CHECK_MSG(d < 1e-4, "%s: max diff %g of the range", golden, d);
+    /* CLIP features are refused: FaceID takes face embeddings */
+    CHECK_EQ_INT(sd_ipadapter_project(m, clip, 1, 17, got), SD_ERR_INVALID);
+    free(faces), free(ref), free(pos), free(neg), free(clip), free(got);
+    sd_ipadapter_unref(m);
+}
+
+static void test_faceid(void)
+{
+    faceid_case("faceid", SD_IPA_FACEID, true, 4, "faceid_tokens.bin");
+    faceid_case("ipa_faceid_torch.bin", SD_IPA_FACEID, true, 4, "faceid_tokens.bin"); /* h94's .bin layout */
+    faceid_case("faceid_portrait", SD_IPA_FACEID, true, 16, "faceid_portrait_tokens.bin");
+    faceid_case("faceid_plusv2", SD_IPA_FACEID_PLUS, true, 4, "faceid_plusv2_tokens.bin");
+    faceid_case("faceid_plusv2", SD_IPA_FACEID_PLUS, false, 4, "faceid_plus_tokens.bin");
+}
+
+/* The FaceID LoRA's layout (kohya keys with diffusers names, no alpha, to_q / to_k / to_v /
+ * to_out_0 of every attn1 and attn2): every pair patches a UNet tensor, and the patched first
+ * attn1.to_q at strength 0.6 is W + 0.6 * up @ down (faceid_lora_q.bin). */
+static void test_faceid_lora(void)
+{
+    sd_context *ctx = ops_cl()->ctx;
+    char *path = test_golden_path("ipa_faceid_lora.safetensors");
+    sd_lora *lora = NULL;
+    sd_lora_stack *stack = NULL;
+    sd_weights *base = NULL, *view = NULL;
+    const sd_dtensor *t = NULL;
+    CHECK_EQ_INT(sd_lora_open(ctx, path, &g_found, &lora), SD_OK);
+    free(path);
+    if (!lora)
+        return;
+    CHECK_EQ_INT((int)sd_lora_count(lora, SD_LORA_UNET), 44 * 4);
+    CHECK_EQ_INT(sd_lora_stack_push(ctx, NULL, lora, 0.6f, SD_LORA_UNET, &stack), SD_OK);
+    sd_weight_patcher patcher;
+    sd_lora_stack_patcher(stack, SD_LORA_UNET, &patcher);
+    CHECK_EQ_INT(sd_weights_new(ops_cl(), g_st, g_found.unet_prefix, SD_DTYPE_F32, &base), SD_OK);
+    CHECK_EQ_INT(sd_weights_new_patched(base, &patcher, &view), SD_OK);
+    CHECK_EQ_INT(sd_weights_getf(view, &t, "input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"), SD_OK);
+    int nd;
+    int64_t shape[SD_TENSOR_MAX_DIMS];
+    float *ref = ops_read_golden("faceid_lora_q.bin", &nd, shape), *got = t ? ops_download(t) : NULL;
+    double d = ref && got && nd == 2 && shape[0] * shape[1] == 32 * 32 ? test_max_abs_diff(got, ref, 32 * 32) : 1;
+    CHECK_MSG(d < 1e-5, "patched attn1.to_q: max diff %g", d);
+    free(ref), free(got);
+    sd_weights_free(view), sd_weights_free(base);
+    sd_lora_stack_unref(stack);
+    sd_lora_unref(lora);
+}
+
 static void test_not_an_adapter(void)
 {
     sd_context *ctx = ops_cl()->ctx;
@@ -247,6 +342,8 @@ int main(void)
     RUN(test_plus);
     RUN(test_full_face);
     RUN(test_weight_types);
+    RUN(test_faceid);
+    RUN(test_faceid_lora);
     RUN(test_not_an_adapter);
     sd_unet_free(g_unet);
     sd_safetensors_close(g_st);

@@ -67,6 +67,24 @@ def rnd(g, *shape, scale=0.2):
     return torch.randn(*shape, generator=g) * scale
 
 
+def resampler_body(g, dim, p):
+    """A Resampler's proj_in, proj_out, norm_out and 4 layers under prefix p (width dim, from HID)."""
+    proj = {p + "proj_in.weight": rnd(g, dim, HID), p + "proj_in.bias": rnd(g, dim),
+            p + "proj_out.weight": rnd(g, CTX, dim), p + "proj_out.bias": rnd(g, CTX),
+            p + "norm_out.weight": 1 + rnd(g, CTX), p + "norm_out.bias": rnd(g, CTX)}
+    for i in range(4):
+        q = f"{p}layers.{i}."
+        for n in ("0.norm1", "0.norm2", "1.0"):
+            proj[q + n + ".weight"] = 1 + rnd(g, dim)
+            proj[q + n + ".bias"] = rnd(g, dim)
+        proj[q + "0.to_q.weight"] = rnd(g, dim, dim)
+        proj[q + "0.to_kv.weight"] = rnd(g, 2 * dim, dim)
+        proj[q + "0.to_out.weight"] = rnd(g, dim, dim)
+        proj[q + "1.1.weight"] = rnd(g, 4 * dim, dim)
+        proj[q + "1.3.weight"] = rnd(g, dim, 4 * dim)
+    return proj
+
+
 def adapter(kind, g, n_layers_ch):
     proj = {}
     if kind == "plain":
@@ -75,24 +93,9 @@ def adapter(kind, g, n_layers_ch):
         proj["norm.weight"] = 1 + rnd(g, CTX)
         proj["norm.bias"] = rnd(g, CTX)
     elif kind == "plus":
-        dim, depth = 64, 4  # diffusers converts 4 layers, heads = width / 64
+        dim = 64  # diffusers converts 4 layers, heads = width / 64
         proj["latents"] = rnd(g, 1, 16, dim, scale=1.0)
-        proj["proj_in.weight"] = rnd(g, dim, HID)
-        proj["proj_in.bias"] = rnd(g, dim)
-        proj["proj_out.weight"] = rnd(g, CTX, dim)
-        proj["proj_out.bias"] = rnd(g, CTX)
-        proj["norm_out.weight"] = 1 + rnd(g, CTX)
-        proj["norm_out.bias"] = rnd(g, CTX)
-        for i in range(depth):
-            p = f"layers.{i}."
-            for n in ("0.norm1", "0.norm2", "1.0"):
-                proj[p + n + ".weight"] = 1 + rnd(g, dim)
-                proj[p + n + ".bias"] = rnd(g, dim)
-            proj[p + "0.to_q.weight"] = rnd(g, dim, dim)
-            proj[p + "0.to_kv.weight"] = rnd(g, 2 * dim, dim)
-            proj[p + "0.to_out.weight"] = rnd(g, dim, dim)
-            proj[p + "1.1.weight"] = rnd(g, 4 * dim, dim)
-            proj[p + "1.3.weight"] = rnd(g, dim, 4 * dim)
+        proj.update(resampler_body(g, dim, ""))
     else:  # full face
         proj["proj.0.weight"] = rnd(g, HID, HID)
         proj["proj.0.bias"] = rnd(g, HID)
@@ -108,8 +111,8 @@ def adapter(kind, g, n_layers_ch):
     return {"image_proj": half(proj), "ip_adapter": half(ip)}
 
 
-def main():
-    tool = sys.argv[1] if len(sys.argv) > 1 else "build/sdflow_mkckpt"
+def tiny_unet(tool):
+    """The diffusers config and weights of the tiny UNet (mkckpt with MKCKPT_ARGS)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "unet.safetensors")
         subprocess.run([tool] + MKCKPT_ARGS + [path], check=True)
@@ -123,6 +126,12 @@ def main():
     ucfg = sfu.create_unet_diffusers_config_from_ldm(original, ckpt, image_size=512)
     ucfg.pop("sample_size", None)
     base = {k: v.float() for k, v in sfu.convert_ldm_unet_checkpoint(ckpt, ucfg).items()}
+    return ucfg, base
+
+
+def main():
+    tool = sys.argv[1] if len(sys.argv) > 1 else "build/sdflow_mkckpt"
+    ucfg, base = tiny_unet(tool)
     # attn2 channels in diffusers' attn_processors order (down, up, mid: IP-Adapter order).
     probe = UNet2DConditionModel(**ucfg)
     chans = []

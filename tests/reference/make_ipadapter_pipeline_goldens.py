@@ -44,13 +44,44 @@ def clip_vision_embeds():
         return model(pixel_values=clip_preprocess(mpg.input_image(), 16, True)).image_embeds
 
 
-def main():
+def tiny_pipeline_models():
+    """The UNet and text encoder of make_pipeline_goldens.py's tiny checkpoint."""
     tool = sys.argv[1] if len(sys.argv) > 1 else "build/sdflow_mkckpt"
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "tiny.safetensors")
         subprocess.run([tool, "--preset", "tiny", "--seed", str(mpg.SEED_WEIGHTS), path], check=True)
         unet, _, clip = mpg.load_models(path)
+    return unet, clip
+
+
+def sample_with(unet, clip, feats):
+    """The "euler" run of make_pipeline_goldens.py with image_embeds feats (positive, negative)."""
+    sys.modules.setdefault("torchsde", types.SimpleNamespace())  # euler needs no Brownian tree
+    K = msg.k_sampling()
+    ms = msg.ModelSamplingDiscrete()
+    tok = mtg.build_tokenizer()
+    cond, uncond = mpg.encode(tok, clip, mpg.POSITIVE), mpg.encode(tok, clip, mpg.NEGATIVE)
+    name, sampler, scheduler, seed, cfg, denoise, _ = mpg.RUNS[0]
+    sigmas = msg.ksampler_sigmas(ms, scheduler, sampler, mpg.STEPS, denoise)
+    noise = torch.randn([1, 4, mpg.SIZE // 8, mpg.SIZE // 8], generator=torch.manual_seed(seed))
+    x = noise * (1 + float(sigmas[0]) ** 2) ** 0.5
+
+    def model(x, sigma, **kwargs):
+        sigma = sigma.reshape(-1)[:1].float()
+        xin = x / (sigma ** 2 + 1) ** 0.5
+        t = ms.timestep(sigma).float()
+        with torch.no_grad():
+            eps = unet(torch.cat([xin, xin]), torch.cat([t, t]), encoder_hidden_states=torch.cat([cond, uncond]),
+                       added_cond_kwargs={"image_embeds": [feats]}).sample
+        den = torch.cat([x, x]) - eps * sigma
+        return den[1:] + (den[:1] - den[1:]) * cfg
+
+    return msg.run_sampler(K, sampler, sigmas, x, model, None)
+
+
+def main():
+    unet, clip = tiny_pipeline_models()
     chans = [unet.get_submodule(n[: -len(".processor")]).to_q.in_features
              for n in unet.attn_processors if n.endswith("attn2.processor")]
     g = torch.Generator().manual_seed(99)
@@ -72,28 +103,7 @@ def main():
             proc.scale = [SCALE]
     emb = clip_vision_embeds()
     feats = torch.cat([emb, torch.zeros_like(emb)]).unsqueeze(1)  # positive, negative
-
-    sys.modules.setdefault("torchsde", types.SimpleNamespace())  # euler needs no Brownian tree
-    K = msg.k_sampling()
-    ms = msg.ModelSamplingDiscrete()
-    tok = mtg.build_tokenizer()
-    cond, uncond = mpg.encode(tok, clip, mpg.POSITIVE), mpg.encode(tok, clip, mpg.NEGATIVE)
-    name, sampler, scheduler, seed, cfg, denoise, _ = mpg.RUNS[0]
-    sigmas = msg.ksampler_sigmas(ms, scheduler, sampler, mpg.STEPS, denoise)
-    noise = torch.randn([1, 4, mpg.SIZE // 8, mpg.SIZE // 8], generator=torch.manual_seed(seed))
-    x = noise * (1 + float(sigmas[0]) ** 2) ** 0.5
-
-    def model(x, sigma, **kwargs):
-        sigma = sigma.reshape(-1)[:1].float()
-        xin = x / (sigma ** 2 + 1) ** 0.5
-        t = ms.timestep(sigma).float()
-        with torch.no_grad():
-            eps = unet(torch.cat([xin, xin]), torch.cat([t, t]), encoder_hidden_states=torch.cat([cond, uncond]),
-                       added_cond_kwargs={"image_embeds": [feats]}).sample
-        den = torch.cat([x, x]) - eps * sigma
-        return den[1:] + (den[:1] - den[1:]) * cfg
-
-    out = msg.run_sampler(K, sampler, sigmas, x, model, None)
+    out = sample_with(unet, clip, feats)
     write("pipeline_ipadapter.bin", (out / mpg.SCALE).numpy())
     print("ipadapter: %d attn2 layers, final latent std %.4f" % (len(chans), float((out / mpg.SCALE).std())))
 
