@@ -15,6 +15,7 @@
 
 #include "ml/families/family.h"
 #include "ml/formats/safetensors.h"
+#include "ml/vision/clip_vision.h"
 
 #define SD_MAX_LEVELS 6
 
@@ -35,7 +36,8 @@ typedef struct sd_unet_config {
     int context_dim;      /* shape: 768 (cross-attention key/value input width) */
     int time_embed_dim;   /* shape: 1280 (4 * model_channels) */
     bool linear_proj;     /* shape: proj_in/proj_out are Linear [C, C]; SD1: false (1x1 conv) */
-    int adm_channels;     /* shape: label_emb.0.0 input width (SDXL 2816, refiner 2560; 0: none) */
+    int adm_channels;     /* shape: label_emb.0.0 input width (SDXL 2816, refiner 2560, SD2 unCLIP
+                           * 2048 / 1536; 0: none) */
     int num_heads;        /* family: SD1 8 heads per attention (0: head_channels decides) */
     int head_channels;    /* family: SDXL 64 channels per head (0: num_heads decides) */
     sd_adm_kind adm;      /* family: how the ADM vector is made (ml/families/adm.h) */
@@ -119,6 +121,10 @@ typedef struct sd_checkpoint_config {
     sd_clip_config clip;      /* the family's first text encoder (SDXL: CLIP-L; refiner: bigG) */
     sd_clip_config clip2;     /* its second (SDXL: bigG), when clip2_prefix */
     sd_vae_config vae;
+    /* SD2 unCLIP: the CLIP image tower at the family's vision_prefix (has_vision: it is in the
+     * file; its image_embeds are half the UNet's ADM width) */
+    bool has_vision;
+    sd_clip_vision_config vision;
     sd_schedule_config schedule;
 } sd_checkpoint_config;
 
