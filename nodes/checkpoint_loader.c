@@ -93,8 +93,8 @@ static sd_status run_unclip_checkpoint(sd_node_run *r)
     const char *prefix = sd_family_get(family)->vision_prefix;
     sd_clip_vision_handle *h = NULL;
     if (!prefix)
-        return sd_run_error(r, SD_ERR_INVALID, "%s: a %s checkpoint has no CLIP image tower (embedder.model.visual.*); "
-                            "load it with CheckpointLoaderSimple", path, sd_family_name(family));
+        return sd_run_error(r, SD_ERR_INVALID, "%s: no CLIP image tower (embedder.model.visual.*) in this %s "
+                            "checkpoint; load it with CheckpointLoaderSimple", path, sd_family_name(family));
     if ((st = sd_clip_vision_handle_open_at(sd_run_context(r), path, prefix, &h)))
         return sd_run_fail(r, st);
     sd_value *v = sd_value_handle(SD_TYPE_CLIP_VISION, h, sd_clip_vision_handle_free); /* frees h on failure */

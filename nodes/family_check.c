@@ -126,8 +126,8 @@ static void check_checkpoint(sd_node_check *c, bool with_vision)
             sd_clip_vision_tag(&cfg.vision, tag, sizeof tag);
             sd_check_set_tag(c, CKPT_VAE + 1, tag);
         } else if (with_vision) {
-            sd_check_problem(c, "ckpt_name", "%s: a %s checkpoint has no CLIP image tower (embedder.model.visual.*); "
-                             "load it with CheckpointLoaderSimple", sd_safetensors_path(st), name);
+            sd_check_problem(c, "ckpt_name", "%s: no CLIP image tower (embedder.model.visual.*) in this %s "
+                             "checkpoint; load it with CheckpointLoaderSimple", sd_safetensors_path(st), name);
         }
     }
     sd_safetensors_close(st);

@@ -150,6 +150,7 @@ static void make_models(void)
         sd_strfmt("%s/sdflow_mkckpt --preset tiny --kind controlnet --seed 7 %s/control_v11f1p_sd15_depth_fp16.safetensors",
                   build, dirs[2]),
         sd_strfmt("cp %s/tests/data/goldens/depth_tiny.pth %s/depth_anything_v2_vits.pth", src, dirs[7]),
+        sd_strfmt("%s/sdflow_mkckpt --preset sd2-unclip-tiny --dtype f16 %s/sd21-unclip-h.ckpt", build, dirs[0]),
     };
     for (size_t i = 0; i < sizeof cmd / sizeof cmd[0]; i++) {
         tool(cmd[i]);
