@@ -4,6 +4,7 @@
  * Supported: single-file LDM checkpoints of the SD1.x family (the layout of
  * v1-5-pruned-emaonly.safetensors and its fine-tunes, at any size; 9-channel inpainting UNets
  * too), SD2.x checkpoints (v2-1_512 / v2-1_768 and fine-tunes: OpenCLIP-H, eps or v-prediction),
+ * SD 2.1 unCLIP checkpoints (SD2 with an ADM UNet and the CLIP image tower),
  * SDXL base and refiner checkpoints (sd_xl_base_1.0, sd_xl_refiner_1.0 and fine-tunes) and
  * standalone VAE files (encoder.* / decoder.* keys, e.g. vae-ft-mse-840000). Any other family is
  * detected and refused with an error naming it.
@@ -137,7 +138,8 @@ typedef struct sd_checkpoint_config {
 /* The family a file's tensor names show (never fails): sd_family_detect. */
 sd_family sd_checkpoint_detect(const sd_safetensors *st);
 
-/* Reads a full checkpoint's architecture (a family this build runs: SD1.x, SD2.x, SDXL, SDXL refiner)
+/* Reads a full checkpoint's architecture (a family this build runs: SD1.x, SD2.x, SD2.x unCLIP, SDXL, SDXL
+ * refiner; its image tower, if any, into cfg->vision)
  * into *cfg and checks that every tensor the architecture needs is present with the right shape
  * and a float dtype; the prediction type (cfg->schedule.prediction) is the family's, or what the
  * file's weights show where the family has variants (SD2.x 768-v: one small tensor is read). The
@@ -150,8 +152,9 @@ sd_status sd_checkpoint_inspect(sd_context *ctx, const sd_safetensors *st, sd_ch
 
 /* Reads a bare diffusion-model file (ComfyUI's models/diffusion_models: the UNet alone, its
  * tensors with or without model.diffusion_model.) into *cfg (has_unet only; unet_prefix as found)
- * and checks every tensor. The family comes from the UNet's shapes: an ADM UNet is SDXL or the
- * SDXL refiner (label_emb width 2816 / 2560), 1024-wide cross-attention SD2.x, else SD1.x.
+ * and checks every tensor. The family comes from the UNet's shapes: an ADM UNet is SD2 unCLIP
+ * (with 1024-wide cross-attention), else SDXL or the SDXL refiner (label_emb width 2816 / 2560),
+ * 1024-wide cross-attention SD2.x, else SD1.x.
  * Errors as sd_checkpoint_inspect, and SD_ERR_INVALID for a file without input_blocks.0.0.weight
  * (naming the family the file shows, if any). */
 sd_status sd_unet_file_inspect(sd_context *ctx, const sd_safetensors *st, sd_checkpoint_config *cfg);
