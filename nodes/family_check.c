@@ -208,9 +208,8 @@ void sd_check_unclip_conditioning(sd_node_check *c)
     char out[64];
     snprintf(out, sizeof out, "%s" UNCLIP_MARK, cond == SD_FAMILY_UNKNOWN ? "" : sd_family_name(cond));
     sd_check_set_tag(c, 0, out);
-    bool some = false; /* a family whose conditionings some unCLIP model takes */
-    for (sd_family f = SD_FAMILY_SD1; cond != SD_FAMILY_UNKNOWN && f <= SD_FAMILY_SD2_UNCLIP; f++)
-        some = some || (takes_unclip(f) && sd_family_text(f) == cond);
+    /* the conditionings of SDXL, the refiner and SD2.x (SD2 unCLIP's text family) */
+    bool some = takes_unclip(cond) || cond == sd_family_text(SD_FAMILY_SD2_UNCLIP);
     if (cond != SD_FAMILY_UNKNOWN && !some)
         sd_check_problem(c, "conditioning", "the conditioning was made by %s text encoders; no %s model takes unCLIP "
                          "image embeddings (SD2.x unCLIP and SDXL do)", sd_family_name(cond), sd_family_name(cond));
