@@ -6,6 +6,7 @@
  *   the zero ADM vector on the negative, against tests/reference/make_sd2_unclip_goldens.py
  *   (diffusers' StableUnCLIP UNet, transformers' CLIP towers, ComfyUI's unclip_adm in torch), by
  *   PSNR on the model's contribution (final latent minus the scaled initial noise);
+ * - the image embeddings of CLIPVisionEncode on the checkpoint's tower against transformers';
  * - CheckpointLoaderSimple on the same file samples with zero ADM vectors (ComfyUI's
  *   SD21UNCLIP.encode_adm without unCLIP), which the image embedding changes;
  * - family checks before running, one line each: unCLIPConditioning on an SD1 conditioning, an
@@ -16,6 +17,7 @@
 #include "support/golden.h"
 #include "support/graph_run.h"
 #include "core/context.h"
+#include "core/run.h"
 #include "ml/families/sd1_layout.h"
 #include <math.h>
 #include <stdio.h>
@@ -102,6 +104,34 @@ static void test_plain_loader(void)
     free(got), free(noise);
 }
 
+/* CLIPVisionEncode on the checkpoint's own image tower (f16 weights) against transformers'
+ * CLIPVisionModelWithProjection on the same weights and ComfyUI's clip_preprocess. */
+static void test_image_embeds(void)
+{
+    sd_context *ctx = test_models_context(g_dir, NULL);
+    char *xml = sd_strfmt("<workflow version=\"1\">%s</workflow>", UNCLIP_CKPT("ck", "unclip.safetensors") IMAGE("ck"));
+    sd_graph *g = NULL;
+    sd_result *res = NULL;
+    const char *outputs[] = {"cv"};
+    sd_run_options o = {.outputs = outputs, .n_outputs = 1, .no_cache = true};
+    CHECK_EQ_INT(sd_graph_load_xml_memory(ctx, xml, strlen(xml), "test.xml", &g), SD_OK);
+    CHECK_EQ_INT(g ? sd_graph_run(g, &o, &res) : SD_ERR_INVALID, SD_OK);
+    const sd_value *v = res ? sd_result_value(res, "cv", "CLIP_VISION_OUTPUT") : NULL;
+    const sd_tensor *t = v ? sd_value_tensor(v, "image_embeds") : NULL;
+    float *ref = test_read_sdg1("sd2_unclip_image_embeds.bin", 2, 96);
+    CHECK(t && ref && t->ndim == 2 && t->shape[0] == 1 && t->shape[1] == 96);
+    if (t && ref && t->ndim == 2 && t->shape[1] == 96) {
+        double d = test_max_abs_diff(t->data, ref, 96);
+        printf("  the checkpoint's image tower on shapes.png: image_embeds max abs error %.3g (f16 weights)\n", d);
+        CHECK(d < 5e-3);
+    }
+    free(ref);
+    sd_result_free(res);
+    sd_graph_free(g);
+    free(xml);
+    sd_context_free(ctx);
+}
+
 static void expect_problem(const char *body, const char *msg)
 {
     test_expect_problems(g_dir, body, 1, (const char *[]){msg});
@@ -172,6 +202,7 @@ int main(void)
     CHECK_EQ_INT(sd_sd1_write_random(ctx, path, &cfg, SD_ST_F16, 7), SD_OK);
     sd_context_free(ctx);
     test_models_input_dir(input);
+    RUN(test_image_embeds);
     RUN(test_example_against_reference);
     RUN(test_plain_loader);
     RUN(test_family_checks);
