@@ -226,7 +226,7 @@ static sd_family model_family(sd_node_check *c, const char *input)
 static bool shared_names(const sd_safetensors *st, const char *key, sd_family lora, sd_family model)
 {
     const char *width_key;
-    return lora == SD_FAMILY_SD1 && model == SD_FAMILY_SD2 && sd_lora_shared_name(key) &&
+    return lora == SD_FAMILY_SD1 && sd_family_text(model) == SD_FAMILY_SD2 && sd_lora_shared_name(key) &&
            sd_family_by_context_dim(sd_lora_context_width(st, &width_key)) != SD_FAMILY_SD1;
 }
 
@@ -246,7 +246,7 @@ void sd_check_lora_loader(sd_node_check *c)
         sd_check_problem(c, "lora_name", "%s: LoRAs on %s models are not supported; sdflow supports %s LoRAs",
                          sd_safetensors_path(st), sd_family_name(model),
                          sd_family_lora_list(supported, sizeof supported));
-    else if (lora != SD_FAMILY_UNKNOWN && model != SD_FAMILY_UNKNOWN && lora != model &&
+    else if (lora != SD_FAMILY_UNKNOWN && model != SD_FAMILY_UNKNOWN && lora != sd_family_text(model) &&
              !shared_names(st, key, lora, model))
         sd_check_problem(c, "lora_name", "%s: %s LoRA detected (key '%s'); the model is %s",
                          sd_safetensors_path(st), sd_family_name(lora), key, sd_family_name(model));

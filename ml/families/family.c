@@ -178,7 +178,7 @@ static const sd_family_desc families[] = {
      .default_width = 1024, .default_height = 1024},
     /* ComfyUI's SD21UnclipH / SD21UnclipL: SD20 (so v-prediction as SD2 tells it) with
      * adm_in_channels 2048 / 1536 and the noise augmentor of timestep_dim 1024 / 768 */
-    {.id = SD_FAMILY_SD2_UNCLIP, .name = "SD2.x unCLIP", .runnable = true, .checkpoint = true,
+    {.id = SD_FAMILY_SD2_UNCLIP, .name = "SD2.x unCLIP", .runnable = true, .lora = true, .checkpoint = true,
      .detect = detect_sd2_unclip, .prediction = sd2_prediction,
      .unet_prefix = UNET_PREFIX, .vae_prefix = "first_stage_model.", .latent = &latent_sd15,
      .schedule = DISCRETE(SD_PREDICT_EPS), .n_text_encoders = 1,

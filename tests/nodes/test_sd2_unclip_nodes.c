@@ -9,6 +9,7 @@
  * - the image embeddings of CLIPVisionEncode on the checkpoint's tower against transformers';
  * - CheckpointLoaderSimple on the same file samples with zero ADM vectors (ComfyUI's
  *   SD21UNCLIP.encode_adm without unCLIP), which the image embedding changes;
+ * - an SD2 LoRA patches the unCLIP model and its text encoder;
  * - family checks before running, one line each: unCLIPConditioning on an SD1 conditioning, an
  *   unCLIP conditioning on a plain SD2 model, an SD2 unCLIP conditioning on SDXL, an SDXL
  *   conditioning on the SD2 unCLIP model, unCLIPCheckpointLoader on a file without an image tower;
@@ -18,11 +19,13 @@
 #include "support/graph_run.h"
 #include "core/context.h"
 #include "core/run.h"
+#include "ml/adapters/lora.h"
 #include "ml/families/sd1_layout.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 enum { SIZE = 64, LAT = SIZE / 8, LAT_N = 4 * LAT * LAT };
 #define SCALE 0.18215f
@@ -132,6 +135,22 @@ static void test_image_embeds(void)
     sd_context_free(ctx);
 }
 
+/* An SD2 LoRA (kohya's names, written for this file's architecture) patches the unCLIP model and
+ * its text encoder as on SD2 (ComfyUI loads them alike): the run changes. */
+static void test_lora(void)
+{
+    float *got = run_latent(UNCLIP_CKPT("ck", "unclip.safetensors")
+                            "<node id='lo' type='LoraLoader'><input name='model' from='ck' output='MODEL'/>"
+                            "<input name='clip' from='ck' output='CLIP'/><input name='lora_name'>unclip-lora.safetensors"
+                            "</input><input name='strength_model'>1.0</input><input name='strength_clip'>1.0</input>"
+                            "</node>" IMAGE("ck") ENCODE("t", "lo", "a photo of a cat") ENCODE("n", "lo", "")
+                            UNCLIP("p", "t") EMPTY SAMPLER("lo", "p"));
+    CHECK(got && g_unclip_run);
+    if (got && g_unclip_run)
+        CHECK(memcmp(got, g_unclip_run, sizeof(float) * LAT_N) != 0);
+    free(got);
+}
+
 static void expect_problem(const char *body, const char *msg)
 {
     test_expect_problems(g_dir, body, 1, (const char *[]){msg});
@@ -200,11 +219,17 @@ int main(void)
     cfg.vision.projection = 80;
     cfg.unet.adm_channels = 160;
     CHECK_EQ_INT(sd_sd1_write_random(ctx, path, &cfg, SD_ST_F16, 7), SD_OK);
+    char *loras = sd_strfmt("%s/loras", g_dir), *lora = sd_strfmt("%s/unclip-lora.safetensors", loras);
+    CHECK(sd_checkpoint_preset("sd2-unclip-tiny", &cfg));
+    CHECK(mkdir(loras, 0755) == 0);
+    CHECK_EQ_INT(sd_lora_write_random(ctx, lora, &cfg, 4, 5, SD_LORA_KOHYA), SD_OK);
+    free(loras), free(lora);
     sd_context_free(ctx);
     test_models_input_dir(input);
     RUN(test_image_embeds);
     RUN(test_example_against_reference);
     RUN(test_plain_loader);
+    RUN(test_lora);
     RUN(test_family_checks);
     RUN(test_other_width);
     free(g_unclip_run);
