@@ -86,7 +86,7 @@ static void test_descriptors(void)
     CHECK(sd_latent_format_find("SD15") == sd1->latent);
     char buf[128];
     CHECK_STR_EQ(sd_family_runnable_list(buf, sizeof buf), "SD1.x, SD2.x, SD2.x unCLIP, SDXL, SDXL refiner, FLUX");
-    CHECK_STR_EQ(sd_family_lora_list(buf, sizeof buf), "SD1.x, SD2.x, SDXL, FLUX");
+    CHECK_STR_EQ(sd_family_lora_list(buf, sizeof buf), "SD1.x, SD2.x, SD2.x unCLIP, SDXL, FLUX");
     CHECK_STR_EQ(sd_latent_channels_families(buf, sizeof buf, 16), "SD3, FLUX");
     CHECK_STR_EQ(sd_latent_channels_families(buf, sizeof buf, 4), "SD1.x, SD2.x, SD2.x unCLIP, SDXL, SDXL refiner");
     CHECK_STR_EQ(sd_latent_channels_families(buf, sizeof buf, 8), "");
