@@ -121,6 +121,7 @@ struct sd_cfg_denoiser {
     double *count[MAX_SIDES]; /* per-value weights when an entry has an area or mask, else NULL */
     sd_dtensor **ys;       /* per group, the ADM vectors (ADM UNets only), uploaded with contexts */
     int adm_dim;           /* the UNet's ADM width (0: none) */
+    const float *unclip_mean, *unclip_std; /* SD2 unCLIP's noise augmentor statistics (NULL: 0 and 1) */
     float **adms;          /* the entries' ADM vectors, owned */
     size_t n_adms;
     float **mults;                 /* the entries' weight maps (shared by copies), owned */
@@ -211,25 +212,27 @@ static double attr_number(const json_t *attrs, const char *key, double def)
     return json_is_number(v) ? json_number_value(v) : def;
 }
 
-/* unCLIPConditioning's image embeddings on entry i (tensor "unclip.i", attribute "unclip"), as the
- * pooled output of an SDXL ADM vector (ml/families/adm.h sd_adm_unclip_pooled, seed - 10): out
- * [1, width] with malloc'd data, or left empty when the entry has none. */
-static sd_status unclip_pooled(sd_node_run *r, const denoiser *d, const char *input, size_t i, const json_t *attrs,
-                               const sd_value *v, int width, sd_tensor *out)
+/* unCLIPConditioning's image embeddings on entry i (tensor "unclip.i", attribute "unclip") through
+ * the model's noise augmentation (ml/families/adm.h sd_adm_unclip, seed - 10): *out a malloc'd
+ * vector of 2 * a->dim floats, or NULL when the entry has none. hint names the image tower the
+ * model needs (for the message on embeddings of another width). */
+static sd_status unclip_vector(sd_node_run *r, const denoiser *d, const char *input, size_t i, const json_t *attrs,
+                               const sd_value *v, const sd_unclip_noise *a, const char *hint, float **out)
 {
     char name[32];
     snprintf(name, sizeof name, "unclip.%zu", i);
     const sd_tensor *t = sd_value_tensor(v, name);
     const json_t *list = json_object_get(attrs, "unclip");
+    *out = NULL;
     if (!t || !json_is_array(list))
         return SD_OK;
-    if (t->ndim != 2 || t->shape[1] != width)
+    if (t->ndim != 2 || t->shape[1] != a->dim)
         return sd_run_error(r, SD_ERR_INVALID, "input '%s': entry %zu's unCLIP image embeddings are %lld wide; the "
-                            "model's ADM input takes %d (SDXL Revision needs ViT-bigG/14's 1280)", input, i,
-                            (long long)(t->ndim == 2 ? t->shape[1] : 0), width);
+                            "model's ADM input takes %d (%s)", input, i,
+                            (long long)(t->ndim == 2 ? t->shape[1] : 0), a->dim, hint);
     int rows = (int)t->shape[0], row = 0;
     double *strength = calloc((size_t)rows, sizeof *strength), *aug = calloc((size_t)rows, sizeof *aug);
-    float *data = malloc((size_t)width * sizeof *data);
+    float *data = malloc(2 * (size_t)a->dim * sizeof *data);
     size_t k;
     const json_t *rec;
     json_array_foreach(list, k, rec) {
@@ -239,18 +242,48 @@ static sd_status unclip_pooled(sd_node_run *r, const denoiser *d, const char *in
             aug[row] = json_number_value(json_object_get(rec, "noise_augmentation"));
         }
     }
-    if (!strength || !aug || !data || !sd_adm_unclip_pooled(t->data, strength, aug, rows, width, d->seed - 10, data)) {
+    if (!strength || !aug || !data || !sd_adm_unclip(a, t->data, strength, aug, rows, d->seed - 10, data)) {
         free(strength), free(aug), free(data);
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
     }
     free(strength), free(aug);
-    *out = (sd_tensor){.ndim = 2, .shape = {1, width}, .data = data};
+    *out = data;
     return SD_OK;
+}
+
+/* Keeps adm (malloc'd, rows x the ADM width) as entry e's ADM vectors; frees it on failure. */
+static sd_status keep_adm(sd_node_run *r, denoiser *d, cond_entry *e, float *adm, size_t rows)
+{
+    float **grown = adm ? realloc(d->adms, (d->n_adms + 1) * sizeof *grown) : NULL;
+    if (!grown) {
+        free(adm);
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    }
+    d->adms = grown;
+    d->adms[d->n_adms++] = adm;
+    e->adm = adm;
+    e->adm_rows = rows;
+    return SD_OK;
+}
+
+/* SD2 unCLIP's ADM vector of entry i (ComfyUI's SD21UNCLIP.encode_adm): the unCLIP image
+ * embeddings through the checkpoint's noise augmentor (merge 0.05), or zeros without them. */
+static sd_status read_unclip_adm(sd_node_run *r, denoiser *d, const char *input, size_t i, const json_t *attrs,
+                                 const sd_value *v, cond_entry *e)
+{
+    sd_unclip_noise a = {.dim = d->adm_dim / 2, .mean = d->unclip_mean, .std = d->unclip_std, .merge = 0.05};
+    float *adm = NULL;
+    sd_status st = unclip_vector(r, d, input, i, attrs, v, &a, "SD2 unCLIP-H takes ViT-H/14's 1024, -L ViT-L/14's 768",
+                                 &adm);
+    if (st)
+        return st;
+    return keep_adm(r, d, e, adm ? adm : calloc((size_t)d->adm_dim, sizeof *adm), 1);
 }
 
 /* Entry i's ADM vectors from its pooled output and size conditioning, as ComfyUI's encode_adm
  * with encode_model_conds' defaults: width and height the latent's times 8, crops 0, targets the
- * width and height, aesthetic score 6 (positive) or 2.5 (negative). */
+ * width and height, aesthetic score 6 (positive) or 2.5 (negative); SDXL's pooled output from
+ * unCLIPConditioning's image embeddings when the entry has them (sdxl_pooled). */
 static sd_status read_adm(sd_node_run *r, denoiser *d, const char *input, size_t i, const json_t *attrs,
                           const sd_value *v, cond_entry *e)
 {
@@ -258,41 +291,39 @@ static sd_status read_adm(sd_node_run *r, denoiser *d, const char *input, size_t
     snprintf(name, sizeof name, "pooled.%zu", i);
     const sd_tensor *p = sd_value_tensor(v, name);
     sd_adm_kind kind = d->flux ? SD_ADM_NONE : sd_unet_config_of(d->unet)->adm;
+    if (kind == SD_ADM_UNCLIP)
+        return read_unclip_adm(r, d, input, i, attrs, v, e);
     int n = d->flux ? 0 : sd_adm_embeddings(kind);
-    sd_tensor unclip = {0};
-    sd_status st = unclip_pooled(r, d, input, i, attrs, v, d->adm_dim - SD_ADM_EMBED_DIM * n, &unclip);
+    sd_unclip_noise a = {.dim = d->adm_dim - SD_ADM_EMBED_DIM * n};
+    float *pooled = NULL;
+    sd_status st = d->flux ? SD_OK
+                           : unclip_vector(r, d, input, i, attrs, v, &a, "SDXL Revision needs ViT-bigG/14's 1280", &pooled);
     if (st)
         return st;
-    if (unclip.data)
+    sd_tensor unclip = {.ndim = 2, .shape = {1, a.dim}, .data = pooled}; /* its first dim values */
+    if (pooled)
         p = &unclip;
-    if (!p || p->ndim != 2 || p->shape[0] < 1 || p->shape[1] + SD_ADM_EMBED_DIM * n != d->adm_dim)
+    if (!p || p->ndim != 2 || p->shape[0] < 1 || p->shape[1] + SD_ADM_EMBED_DIM * n != d->adm_dim) {
+        free(pooled);
         return sd_run_error(r, SD_ERR_INVALID,
                             "input '%s': entry %zu has no pooled output of width %d, which the model's ADM input "
                             "needs (a conditioning made for another model?)",
                             input, i, d->adm_dim - SD_ADM_EMBED_DIM * n);
-    float **grown = realloc(d->adms, (d->n_adms + 1) * sizeof *grown);
-    float *adm = malloc((size_t)p->shape[0] * (size_t)d->adm_dim * sizeof *adm);
-    if (grown)
-        d->adms = grown;
-    if (!grown || !adm) {
-        free(adm);
-        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
     }
-    d->adms[d->n_adms++] = adm;
+    float *adm = malloc((size_t)p->shape[0] * (size_t)d->adm_dim * sizeof *adm);
     double w = attr_number(attrs, "width", (double)(d->w * 8)), h = attr_number(attrs, "height", (double)(d->h * 8));
     sd_adm_params prm = {.width = w, .height = h, .crop_w = attr_number(attrs, "crop_w", 0),
                          .crop_h = attr_number(attrs, "crop_h", 0), .target_width = attr_number(attrs, "target_width", w),
                          .target_height = attr_number(attrs, "target_height", h),
                          .aesthetic_score = attr_number(attrs, "aesthetic_score", strcmp(d->g->names[e->side], "negative") ? 6.0 : 2.5)};
-    for (int64_t b = 0; b < p->shape[0]; b++) /* FLUX: the pooled vector itself */
+    for (int64_t b = 0; adm && b < p->shape[0]; b++) /* FLUX: the pooled vector itself */
         if (d->flux)
             memcpy(adm + b * d->adm_dim, p->data + b * p->shape[1], (size_t)d->adm_dim * sizeof *adm);
         else
             sd_adm_vector(kind, p->data + b * p->shape[1], (int)p->shape[1], &prm, adm + b * d->adm_dim);
-    free(unclip.data);
-    e->adm = adm;
-    e->adm_rows = (size_t)p->shape[0];
-    return SD_OK;
+    size_t rows = (size_t)p->shape[0];
+    free(pooled);
+    return keep_adm(r, d, e, adm, rows);
 }
 
 /* The spans of a "key_bias" attribute: [[start, count, strength], ...] over the tokens (as
@@ -1166,7 +1197,8 @@ sd_status sd_cfg_denoiser_new(const sd_cfg_setup *s, sd_cfg_denoiser **out)
                     .h = s->h, .w = s->w, .in_channels = s->in_channels, .dim = s->dim, .g = s->guider,
                     .need_uncond = s->need_uncond, .rescale = s->rescale_cfg, .preview = s->preview, .seed = s->seed,
                     .channels = s->flux ? sd_flux_config_of(s->flux)->in_channels : 4,
-                    .adm_dim = s->flux ? sd_flux_config_of(s->flux)->vec_dim : sd_unet_config_of(s->unet)->adm_channels};
+                    .adm_dim = s->flux ? sd_flux_config_of(s->flux)->vec_dim : sd_unet_config_of(s->unet)->adm_channels,
+                    .unclip_mean = s->unclip_mean, .unclip_std = s->unclip_std};
     set_used(d);
     if ((d->n_ipa = sd_ipa_stack_count(s->ipadapters))) {
         if (!(d->ipa = malloc(d->n_ipa * sizeof *d->ipa)))

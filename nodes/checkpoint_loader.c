@@ -1,7 +1,8 @@
-/* CheckpointLoaderSimple, UNETLoader and VAELoader (ComfyUI's nodes of the same names): open a model file
+/* CheckpointLoaderSimple, unCLIPCheckpointLoader, UNETLoader and VAELoader (ComfyUI's nodes of the same names): open a model file
  * from the models directories. Opening is cheap; weights upload when a node first uses them
  * (ml/loading/model_store.h), and a file already open in this context is reused. */
 #include "nodes/model_handle.h"
+#include "nodes/clip_vision.h"
 #include "nodes/family_check.h"
 #include "nodes/node_util.h"
 #include <string.h>
@@ -17,7 +18,8 @@ static sd_dtype weight_dtype(sd_node_run *r)
     return strcmp(sd_run_string(r, "weight_dtype"), "fp32") == 0 ? SD_DTYPE_F32 : SD_DTYPE_F16;
 }
 
-static sd_status run_checkpoint(sd_node_run *r)
+/* Outputs 0..2 (MODEL, CLIP, VAE) of the checkpoint on ckpt_name; *family: its family. */
+static sd_status open_checkpoint(sd_node_run *r, sd_family *family)
 {
     sd_loaded *l;
     sd_status st = sd_model_store_open(sd_run_context(r), sd_run_file(r, "ckpt_name"), SD_MODEL_FILE_CHECKPOINT,
@@ -27,6 +29,7 @@ static sd_status run_checkpoint(sd_node_run *r)
     /* The CLIP starts at the family's context layer (SDXL: the penultimate, as ComfyUI). */
     const sd_family_desc *f = sd_family_get(sd_loaded_config(l)->family);
     int layer = f->text_encoders[0].layer;
+    *family = f->id;
     sd_value *model = sd_node_model_value(SD_TYPE_MODEL, l, -1);
     sd_value *clip = NULL;
     /* T5 (FLUX's all-in-one files): the text encoders as DualCLIPLoader reads them; a file
@@ -51,9 +54,15 @@ static sd_status run_checkpoint(sd_node_run *r)
     return SD_OK;
 }
 
+static sd_status run_checkpoint(sd_node_run *r)
+{
+    sd_family family;
+    return open_checkpoint(r, &family);
+}
+
 static const sd_input_desc ckpt_in[] = {
     SD_IN_FILE_NAME("ckpt_name", "checkpoints",
-                    "SD1.x, SDXL or SDXL refiner single-file .safetensors checkpoint in models/checkpoints"
+                    "SD1.x, SD2.x, SD2.x unCLIP, SDXL, SDXL refiner or FLUX single-file checkpoint in models/checkpoints"
                     " (an absolute path needs --allow-absolute-paths)"),
     WEIGHT_DTYPE_INPUT,
 };
@@ -64,11 +73,57 @@ static const sd_output_desc ckpt_out[] = {
 };
 const sd_node_desc sd_node_CheckpointLoaderSimple = {
     .name = "CheckpointLoaderSimple", .version = 1, .category = "loaders",
-    .doc = "Opens an SD1.x, SDXL or SDXL refiner checkpoint (the family is detected); weights upload lazily when a "
-           "node first uses them.",
+    .doc = "Opens an SD1.x, SD2.x, SD2.x unCLIP, SDXL, SDXL refiner or FLUX checkpoint (the family is detected); "
+           "weights upload lazily when a node first uses them.",
     .inputs = ckpt_in, .n_inputs = SD_COUNT(ckpt_in),
     .outputs = ckpt_out, .n_outputs = SD_COUNT(ckpt_out), .run = run_checkpoint,
     .check = sd_check_checkpoint_loader,
+};
+
+/* ComfyUI's unCLIPCheckpointLoader (load_checkpoint_guess_config with output_clipvision): the
+ * checkpoint's MODEL, CLIP and VAE as CheckpointLoaderSimple gives them, and its CLIP image tower
+ * (embedder.model.visual.*: ViT-H/14 in sd21-unclip-h, ViT-L/14 in -l). */
+static sd_status run_unclip_checkpoint(sd_node_run *r)
+{
+    sd_family family;
+    sd_status st = open_checkpoint(r, &family);
+    if (st)
+        return st;
+    const char *path = sd_run_file(r, "ckpt_name");
+    const char *prefix = sd_family_get(family)->vision_prefix;
+    sd_clip_vision_handle *h = NULL;
+    if (!prefix)
+        return sd_run_error(r, SD_ERR_INVALID, "%s: no CLIP image tower (embedder.model.visual.*) in this %s "
+                            "checkpoint; load it with CheckpointLoaderSimple", path, sd_family_name(family));
+    if ((st = sd_clip_vision_handle_open_at(sd_run_context(r), path, prefix, &h)))
+        return sd_run_fail(r, st);
+    sd_value *v = sd_value_handle(SD_TYPE_CLIP_VISION, h, sd_clip_vision_handle_free); /* frees h on failure */
+    if (!v)
+        return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    sd_run_set_output(r, 3, v);
+    return SD_OK;
+}
+
+static const sd_input_desc unclip_ckpt_in[] = {
+    SD_IN_FILE_NAME("ckpt_name", "checkpoints",
+                    "SD2.x unCLIP single-file checkpoint (sd21-unclip-h / -l, .safetensors or .ckpt) in "
+                    "models/checkpoints (an absolute path needs --allow-absolute-paths)"),
+    WEIGHT_DTYPE_INPUT,
+};
+static const sd_output_desc unclip_ckpt_out[] = {
+    SD_OUT("MODEL", SD_TYPE_MODEL, "the denoising UNet (its ADM input takes unCLIPConditioning's image embeddings)"),
+    SD_OUT("CLIP", SD_TYPE_CLIP, "the text encoder (OpenCLIP-H, as SD2.x)"),
+    SD_OUT("VAE", SD_TYPE_VAE, "the VAE that maps latents to images and back"),
+    SD_OUT("CLIP_VISION", SD_TYPE_CLIP_VISION, "the checkpoint's CLIP image tower (ViT-H/14 or ViT-L/14) for "
+           "CLIPVisionEncode"),
+};
+const sd_node_desc sd_node_unCLIPCheckpointLoader = {
+    .name = "unCLIPCheckpointLoader", .version = 1, .category = "loaders",
+    .doc = "Opens an SD2.x unCLIP checkpoint: MODEL, CLIP and VAE as CheckpointLoaderSimple, and the CLIP vision "
+           "encoder stored in it.",
+    .inputs = unclip_ckpt_in, .n_inputs = SD_COUNT(unclip_ckpt_in),
+    .outputs = unclip_ckpt_out, .n_outputs = SD_COUNT(unclip_ckpt_out), .run = run_unclip_checkpoint,
+    .check = sd_check_unclip_checkpoint_loader,
 };
 
 /* Opens the file of `input` as kind and outputs one handle of type. */

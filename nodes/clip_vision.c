@@ -26,12 +26,18 @@ void sd_clip_vision_tag(const sd_clip_vision_config *cfg, char *tag, size_t size
 
 sd_status sd_clip_vision_handle_open(sd_context *ctx, const char *path, sd_clip_vision_handle **out)
 {
+    return sd_clip_vision_handle_open_at(ctx, path, NULL, out);
+}
+
+sd_status sd_clip_vision_handle_open_at(sd_context *ctx, const char *path, const char *prefix,
+                                        sd_clip_vision_handle **out)
+{
     sd_clip_vision_handle *h = *out = calloc(1, sizeof *h);
     if (!h)
         return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
     sd_status st = sd_safetensors_open(ctx, path, &h->st);
     if (!st)
-        st = sd_clip_vision_inspect(ctx, h->st, NULL, &h->cfg);
+        st = sd_clip_vision_inspect(ctx, h->st, prefix, &h->cfg);
     if (st) {
         sd_clip_vision_handle_free(h);
         *out = NULL;
@@ -171,6 +177,14 @@ static const sd_output_desc encode_out[] = {
            "image_embeds [B, projection], last_hidden_state and penultimate_hidden_states [B, tokens, width] "
            "(SigLIP: image_embeds is last_hidden_state)"),
 };
+/* The encoding carries its encoder's tag (unCLIPConditioning checks the embeddings' width). */
+static void check_encode(sd_node_check *c)
+{
+    const char *tag = sd_check_tag(c, "clip_vision");
+    if (tag)
+        sd_check_set_tag(c, 0, tag);
+}
+
 const sd_node_desc sd_node_CLIPVisionEncode = {
     .name = "CLIPVisionEncode", .version = 1, .category = "conditioning",
     .doc = "Encodes images with a CLIP vision model, after ComfyUI's clip_preprocess (bicubic antialiased resize, "

@@ -14,6 +14,10 @@ typedef struct sd_clip_vision_handle {
 
 /* Opens a CLIP vision file (sd_clip_vision_inspect); the message on ctx on failure. */
 sd_status sd_clip_vision_handle_open(sd_context *ctx, const char *path, sd_clip_vision_handle **out);
+/* The same for the tower under prefix inside a file (an unCLIP checkpoint's
+ * "embedder.model.visual."; NULL: as sd_clip_vision_handle_open). */
+sd_status sd_clip_vision_handle_open_at(sd_context *ctx, const char *path, const char *prefix,
+                                        sd_clip_vision_handle **out);
 void sd_clip_vision_handle_free(void *h); /* NULL-safe */
 
 /* The handle on a CLIP_VISION input, or NULL with the node's error recorded. */

@@ -14,6 +14,7 @@
 #include "nodes/conditioning.h"
 #include "core/checked.h"
 #include "ml/adapters/control_eval.h"
+#include "nodes/family_check.h"
 #include "nodes/node_util.h"
 #include <errno.h>
 #include <stdio.h>
@@ -716,9 +717,13 @@ static const sd_output_desc unclip_out[] = {
     SD_OUT("CONDITIONING", SD_TYPE_CONDITIONING, "the entries with the image embedding attached"),
 };
 const sd_node_desc sd_node_unCLIPConditioning = {
-    .name = "unCLIPConditioning", .version = 1, .category = "conditioning",
-    .doc = "Attaches a CLIP vision image embedding to a conditioning: on SDXL (Revision) it replaces the pooled "
-           "output in the ADM vector, noise-augmented with the sampler's seed - 10.",
+    /* version 2: several embeddings are merged with the seeded generator's next normals (ComfyUI on
+     * the CPU), no longer its first ones again */
+    .name = "unCLIPConditioning", .version = 2, .category = "conditioning",
+    .doc = "Attaches a CLIP vision image embedding to a conditioning, noise-augmented with the sampler's seed - 10: "
+           "on an SD2.x unCLIP model it forms the ADM vector (with its noise level's embedding; entries without "
+           "one get zeros), on SDXL (Revision) it replaces the pooled output in the ADM vector.",
     .inputs = unclip_in, .n_inputs = SD_COUNT(unclip_in),
     .outputs = unclip_out, .n_outputs = SD_COUNT(unclip_out), .run = run_unclip,
+    .check = sd_check_unclip_conditioning,
 };

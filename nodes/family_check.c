@@ -1,6 +1,7 @@
 /* Family checks before running. See family_check.h. */
 #include "nodes/family_check.h"
 #include "core/context.h"
+#include "nodes/clip_vision.h"
 #include "ml/adapters/controlnet.h"
 #include "ml/adapters/lora.h"
 #include "ml/families/checkpoint.h"
@@ -94,7 +95,10 @@ static const char *describe(char *buf, size_t size, int channels, sd_family fami
     return buf;
 }
 
-void sd_check_checkpoint_loader(sd_node_check *c)
+/* The checkpoint's family tags on outputs 0..2 (the CLIP's: the family whose conditionings its
+ * text encoders make); with_vision: the CLIP_VISION tag on output 3, or a problem when the file
+ * has no image tower. */
+static void check_checkpoint(sd_node_check *c, bool with_vision)
 {
     sd_safetensors *st = open_header(c, "ckpt_name");
     if (!st)
@@ -104,10 +108,10 @@ void sd_check_checkpoint_loader(sd_node_check *c)
         report_failure(c, "ckpt_name");
     } else {
         sd_clear_error(sd_check_context(c));
-        const char *name = sd_family_name(cfg.family);
+        const char *name = sd_family_name(cfg.family), *text = sd_family_name(sd_family_text(cfg.family));
         sd_check_set_tag(c, CKPT_MODEL, name);
         if (cfg.has_clip) {
-            sd_check_set_tag(c, CKPT_CLIP, name);
+            sd_check_set_tag(c, CKPT_CLIP, text);
         } else {
             char none[48]; /* "none:<family>": the text encoders' consumers name what is missing */
             snprintf(none, sizeof none, "none:%s", name);
@@ -117,8 +121,26 @@ void sd_check_checkpoint_loader(sd_node_check *c)
             tag_latent(c, CKPT_VAE, cfg.vae.z_channels, cfg.family);
         else
             sd_check_set_tag(c, CKPT_VAE, "none");
+        if (with_vision && cfg.has_vision) {
+            char tag[32];
+            sd_clip_vision_tag(&cfg.vision, tag, sizeof tag);
+            sd_check_set_tag(c, CKPT_VAE + 1, tag);
+        } else if (with_vision) {
+            sd_check_problem(c, "ckpt_name", "%s: no CLIP image tower (embedder.model.visual.*) in this %s "
+                             "checkpoint; load it with CheckpointLoaderSimple", sd_safetensors_path(st), name);
+        }
     }
     sd_safetensors_close(st);
+}
+
+void sd_check_checkpoint_loader(sd_node_check *c)
+{
+    check_checkpoint(c, false);
+}
+
+void sd_check_unclip_checkpoint_loader(sd_node_check *c)
+{
+    check_checkpoint(c, true);
 }
 
 void sd_check_unet_loader(sd_node_check *c)
@@ -152,6 +174,47 @@ void sd_check_vae_loader(sd_node_check *c)
     sd_safetensors_close(st);
 }
 
+#define UNCLIP_MARK ";unCLIP"
+
+/* The family of a CONDITIONING tag ("SDXL" or "SDXL;unCLIP"), SD_FAMILY_UNKNOWN when none. */
+static sd_family cond_family(const char *tag)
+{
+    char name[48];
+    const char *mark = tag ? strchr(tag, ';') : NULL;
+    if (!mark)
+        return sd_family_find(tag);
+    snprintf(name, sizeof name, "%.*s", (int)(mark - tag), tag);
+    return sd_family_find(name);
+}
+
+static bool cond_has_unclip(const char *tag)
+{
+    const char *mark = tag ? strchr(tag, ';') : NULL;
+    return mark && !strcmp(mark, UNCLIP_MARK);
+}
+
+/* Models whose ADM input takes unCLIPConditioning's image embeddings (SDXL's pooled part, SD2
+ * unCLIP's whole vector). */
+static bool takes_unclip(sd_family model)
+{
+    sd_adm_kind adm = sd_family_get(model)->adm;
+    return adm == SD_ADM_SDXL || adm == SD_ADM_SDXL_REFINER || adm == SD_ADM_UNCLIP;
+}
+
+void sd_check_unclip_conditioning(sd_node_check *c)
+{
+    const char *tag = sd_check_tag(c, "conditioning");
+    sd_family cond = cond_family(tag);
+    char out[64];
+    snprintf(out, sizeof out, "%s" UNCLIP_MARK, cond == SD_FAMILY_UNKNOWN ? "" : sd_family_name(cond));
+    sd_check_set_tag(c, 0, out);
+    /* the conditionings of SDXL, the refiner and SD2.x (SD2 unCLIP's text family) */
+    bool some = takes_unclip(cond) || cond == sd_family_text(SD_FAMILY_SD2_UNCLIP);
+    if (cond != SD_FAMILY_UNKNOWN && !some)
+        sd_check_problem(c, "conditioning", "the conditioning was made by %s text encoders; no %s model takes unCLIP "
+                         "image embeddings (SD2.x unCLIP and SDXL do)", sd_family_name(cond), sd_family_name(cond));
+}
+
 /* The family of the model on `input`, SD_FAMILY_UNKNOWN when not known. */
 static sd_family model_family(sd_node_check *c, const char *input)
 {
@@ -163,7 +226,7 @@ static sd_family model_family(sd_node_check *c, const char *input)
 static bool shared_names(const sd_safetensors *st, const char *key, sd_family lora, sd_family model)
 {
     const char *width_key;
-    return lora == SD_FAMILY_SD1 && model == SD_FAMILY_SD2 && sd_lora_shared_name(key) &&
+    return lora == SD_FAMILY_SD1 && sd_family_text(model) == SD_FAMILY_SD2 && sd_lora_shared_name(key) &&
            sd_family_by_context_dim(sd_lora_context_width(st, &width_key)) != SD_FAMILY_SD1;
 }
 
@@ -183,7 +246,7 @@ void sd_check_lora_loader(sd_node_check *c)
         sd_check_problem(c, "lora_name", "%s: LoRAs on %s models are not supported; sdflow supports %s LoRAs",
                          sd_safetensors_path(st), sd_family_name(model),
                          sd_family_lora_list(supported, sizeof supported));
-    else if (lora != SD_FAMILY_UNKNOWN && model != SD_FAMILY_UNKNOWN && lora != model &&
+    else if (lora != SD_FAMILY_UNKNOWN && model != SD_FAMILY_UNKNOWN && lora != sd_family_text(model) &&
              !shared_names(st, key, lora, model))
         sd_check_problem(c, "lora_name", "%s: %s LoRA detected (key '%s'); the model is %s",
                          sd_safetensors_path(st), sd_family_name(lora), key, sd_family_name(model));
@@ -229,7 +292,7 @@ static void check_controlnet_conditionings(sd_node_check *c, const char *const *
     sd_family net = sd_family_find(sd_check_tag(c, "control_net"));
     for (size_t k = 0; k < n; k++) {
         const char *tag = sd_check_tag(c, inputs[k]);
-        sd_family cond = sd_family_find(tag);
+        sd_family cond = cond_family(tag);
         if (tag)
             sd_check_set_tag(c, k, tag);
         if (net != SD_FAMILY_UNKNOWN && cond != SD_FAMILY_UNKNOWN && cond != net)
@@ -288,10 +351,14 @@ static void check_conditionings(sd_node_check *c, sd_family model)
     if (model == SD_FAMILY_UNKNOWN)
         return;
     for (size_t k = 0; k < sizeof inputs / sizeof inputs[0]; k++) {
-        sd_family cond = sd_family_find(sd_check_tag(c, inputs[k]));
-        if (cond != SD_FAMILY_UNKNOWN && cond != model)
+        const char *tag = sd_check_tag(c, inputs[k]);
+        sd_family cond = cond_family(tag);
+        if (cond != SD_FAMILY_UNKNOWN && cond != sd_family_text(model))
             sd_check_problem(c, inputs[k], "a conditioning made by %s text encoders cannot condition the %s model",
                              sd_family_name(cond), sd_family_name(model));
+        else if (cond_has_unclip(tag) && !takes_unclip(model))
+            sd_check_problem(c, inputs[k], "an unCLIP conditioning (CLIP vision image embeddings) cannot condition "
+                             "the %s model, which has no unCLIP ADM input", sd_family_name(model));
     }
 }
 

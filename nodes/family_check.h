@@ -6,14 +6,17 @@
  * Tag conventions: MODEL, CLIP, CONTROL_NET, GUIDER (its model's) and CONDITIONING (from the text
  * encoders that made it) carry the family name (sd_family_name, "SD1.x");
  * LATENT and VAE carry "<latent channels>:<family name>" ("4:SD1.x"; "4:" when only the channel
- * count is known); a checkpoint without VAE tensors tags its VAE output "none". Nodes without a
- * hook pass tags through (core/check.c). */
+ * count is known); a checkpoint without VAE tensors tags its VAE output "none". A CONDITIONING
+ * that unCLIPConditioning gave image embeddings carries ";unCLIP" after its family name
+ * ("SDXL;unCLIP"). Nodes without a hook pass tags through (core/check.c). */
 #ifndef SD_NODES_FAMILY_CHECK_H
 #define SD_NODES_FAMILY_CHECK_H
 
 #include "core/node.h"
 
 void sd_check_checkpoint_loader(sd_node_check *c); /* CheckpointLoaderSimple */
+void sd_check_unclip_checkpoint_loader(sd_node_check *c); /* unCLIPCheckpointLoader: also its image tower */
+void sd_check_unclip_conditioning(sd_node_check *c); /* unCLIPConditioning: a family with unCLIP models */
 void sd_check_vae_loader(sd_node_check *c);        /* VAELoader */
 void sd_check_unet_loader(sd_node_check *c);       /* UNETLoader: the UNet's family */
 void sd_check_lora_loader(sd_node_check *c);       /* LoraLoader, LoraLoaderModelOnly */

@@ -295,7 +295,8 @@ static sd_status sample_latent(sd_node_run *r, const sd_sample_request *q, const
     sd_status st;
     /* The conditionings are computed: on a CPU device the text encoders' weights go back. */
     sd_node_release_on_cpu(r, false, true);
-    if ((st = flux ? sd_node_model_flux(h, &s.flux) : sd_node_model_unet(h, &s.unet)) || (st = sd_cl_get(ctx, &s.cl))) {
+    if ((st = flux ? sd_node_model_flux(h, &s.flux) : sd_node_model_unet(h, &s.unet)) || (st = sd_cl_get(ctx, &s.cl)) ||
+        (st = sd_loaded_unclip_stats(h->loaded, &s.unclip_mean, &s.unclip_std))) {
         st = sd_node_model_fail(r, st);
         goto done;
     }

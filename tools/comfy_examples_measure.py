@@ -68,7 +68,8 @@ TE = lambda k: [os.path.join(BUILD, "sdflow_mktextenc"), k, "@OUT"]
 def checkpoint_preset(n):
     l = n.lower()
     if "sd3" in l: return MK("--kind", "sd3-stub")
-    if any(k in l for k in ("sd3", "aura_flow", "hunyuan", "lumina", "cascade", "unclip", "zero123")):
+    if "unclip" in l: return MK("--preset", "sd2-unclip-tiny")
+    if any(k in l for k in ("sd3", "aura_flow", "hunyuan", "lumina", "cascade", "zero123")):
         return None
     if "flux1-dev" in l: return ("flux-aio", "flux-dev-tiny")
     if "flux1-schnell" in l: return ("flux-aio", "flux-schnell-tiny")

@@ -1,4 +1,4 @@
-/* sdflow_mkckpt: writes random-weight checkpoints in the SD1 and SDXL single-file layouts (tests
+/* sdflow_mkckpt: writes random-weight checkpoints in the single-file layouts (tests
  * and benchmarks), standalone VAE files, ControlNets (original or diffusers layout) and stub files of
  * other families (detection tests).
  * Deterministic: the same options and seed give the same bytes. */
@@ -14,8 +14,9 @@ static void usage(FILE *f)
             "usage: sdflow_mkckpt [options] OUTPUT.safetensors\n"
             "  --preset P             architecture preset (default tiny): tiny, sd15, sdxl-tiny, sdxl,\n"
             "                         sdxl-refiner-tiny, sdxl-refiner, sd2-tiny, sd2, and the\n"
-            "                         v-prediction sd2-v-tiny, sd2-v, flux-schnell-tiny, flux-dev-tiny\n"
-            "                         (FLUX: ComfyUI's all-in-one layout without text encoders)\n"
+            "                         v-prediction sd2-v-tiny, sd2-v, sd2-unclip-tiny, sd2-unclip-h,\n"
+            "                         sd2-unclip-l (with the CLIP image tower), flux-schnell-tiny,\n"
+            "                         flux-dev-tiny (FLUX: ComfyUI's all-in-one layout without text encoders)\n"
             "  --kind K               checkpoint (default), vae (standalone VAE file), controlnet\n"
             "                         (the preset's UNet encoder as a ControlNet, control_model.*),\n"
             "                         controlnet-diffusers (the same tensors in diffusers' layout),\n"
@@ -79,16 +80,10 @@ static sd_status list_layout(sd_context *ctx, sd_checkpoint_config *cfg, bool va
     sd_layout layout = {0};
     sd_status st = SD_OK;
     if (vae_only) {
-        cfg->has_unet = cfg->has_clip = false;
+        cfg->has_unet = cfg->has_clip = cfg->has_vision = false;
         cfg->vae_prefix = "";
     }
-    if ((cfg->has_unet && cfg->family == SD_FAMILY_FLUX &&
-         (st = sd_layout_flux(ctx, &cfg->flux, cfg->unet_prefix, &layout))) ||
-        (cfg->has_unet && cfg->family != SD_FAMILY_FLUX &&
-         (st = sd_layout_unet(ctx, &cfg->unet, cfg->unet_prefix, &layout))) ||
-        (cfg->has_clip && (st = sd_layout_clip(ctx, &cfg->clip, cfg->clip_prefix, &layout))) ||
-        (cfg->has_clip && cfg->clip2_prefix && (st = sd_layout_clip(ctx, &cfg->clip2, cfg->clip2_prefix, &layout))) ||
-        (cfg->has_vae && (st = sd_layout_vae(ctx, &cfg->vae, cfg->vae_prefix, &layout))))
+    if ((st = sd_layout_checkpoint(ctx, cfg, &layout)))
         goto done;
     print_layout(&layout);
 done:
@@ -147,6 +142,10 @@ static sd_status inspect_file(sd_context *ctx, const char *path)
                    name, c->open_clip ? "open_clip" : "transformers", name, c->width, name, c->layers, name, c->heads,
                    name, c->intermediate, name, c->vocab, name, c->positions, name, c->projection);
         }
+        if (cfg.has_vision)
+            printf("vision.prefix=%s\nvision.width=%d\nvision.layers=%d\nvision.patch=%d\nvision.image_size=%d\n"
+                   "vision.projection=%d\n", cfg.vision.prefix, cfg.vision.width, cfg.vision.layers, cfg.vision.patch,
+                   cfg.vision.image_size, cfg.vision.projection);
         if (cfg.has_vae) {
             printf("vae.prefix=%s\nvae.ch=%d\n", cfg.vae_prefix, cfg.vae.ch);
             print_levels("vae.ch_mult", cfg.vae.ch_mult, NULL, cfg.vae.n_levels);
@@ -190,7 +189,8 @@ int main(int argc, char **argv)
     if (!sd_checkpoint_preset(preset, &cfg)) {
         fprintf(stderr,
                 "sdflow_mkckpt: unknown preset '%s' (tiny, sd15, sdxl-tiny, sdxl, sdxl-refiner-tiny, sdxl-refiner, "
-                "sd2-tiny, sd2, sd2-v-tiny, sd2-v, flux-schnell-tiny, flux-dev-tiny)\n",
+                "sd2-tiny, sd2, sd2-v-tiny, sd2-v, sd2-unclip-tiny, sd2-unclip-h, sd2-unclip-l, flux-schnell-tiny, "
+                "flux-dev-tiny)\n",
                 preset);
         return 2;
     }
@@ -329,7 +329,7 @@ int main(int argc, char **argv)
     } else if (strcmp(kind, "checkpoint") == 0) {
         st = sd_sd1_write_random(ctx, out, &cfg, dtype, seed);
     } else if (strcmp(kind, "vae") == 0) {
-        cfg.has_unet = cfg.has_clip = false;
+        cfg.has_unet = cfg.has_clip = cfg.has_vision = false;
         cfg.has_vae = true;
         cfg.vae_prefix = "";
         st = sd_sd1_write_random(ctx, out, &cfg, dtype, seed);

@@ -525,9 +525,9 @@ static sd_status check_family(sd_context *ctx, const sd_safetensors *st, const s
     if (!sd_family_get(cfg->family)->lora)
         return sd_set_error(ctx, SD_ERR_INVALID, "%s: LoRAs on %s models are not supported; sdflow supports %s LoRAs",
                             sd_safetensors_path(st), sd_family_name(cfg->family), supported);
-    if (f == SD_FAMILY_UNKNOWN || f == cfg->family)
+    if (f == SD_FAMILY_UNKNOWN || f == sd_family_text(cfg->family)) /* SD2 LoRAs patch SD2 unCLIP models too */
         return SD_OK;
-    if (f == SD_FAMILY_SD1 && cfg->family == SD_FAMILY_SD2 && sd_lora_shared_name(key))
+    if (f == SD_FAMILY_SD1 && sd_family_text(cfg->family) == SD_FAMILY_SD2 && sd_lora_shared_name(key))
         return check_sd1_names_on_sd2(ctx, st, cfg);
     return sd_set_error(ctx, SD_ERR_INVALID, "%s: %s LoRA detected (key '%s'); the model is %s; sdflow supports %s LoRAs",
                         sd_safetensors_path(st), sd_family_name(f), key, sd_family_name(cfg->family), supported);

@@ -1,7 +1,8 @@
-/* The extra "y" vector of ADM UNets (SDXL base and refiner), as ComfyUI's encode_adm
- * (comfy/model_base.py SDXL, SDXLRefiner): the pooled text embedding followed by 256-wide
- * sinusoidal embeddings (the UNet's timestep embedding: cos half first, max period 10000) of the
- * size conditioning numbers, each computed in float32 as torch does. */
+/* The extra "y" vector of ADM UNets, as ComfyUI's encode_adm (comfy/model_base.py SDXL,
+ * SDXLRefiner, SD21UNCLIP): SDXL's pooled text embedding followed by 256-wide sinusoidal
+ * embeddings (the UNet's timestep embedding: cos half first, max period 10000) of the size
+ * conditioning numbers, each computed in float32 as torch does; SD2 unCLIP's noise-augmented
+ * image embeddings (unclip_adm). */
 #ifndef SD_ML_ADM_H
 #define SD_ML_ADM_H
 
@@ -25,13 +26,34 @@ int sd_adm_embeddings(sd_adm_kind kind);
  * emb(aesthetic_score) (refiner)]. */
 void sd_adm_vector(sd_adm_kind kind, const float *pooled, int pooled_dim, const sd_adm_params *p, float *out);
 
-/* The pooled part of SDXL's ADM vector from unCLIPConditioning (ComfyUI's sdxl_pooled / unclip_adm
- * with SDXL's CLIPEmbeddingNoiseAugmentation: squaredcos_cap_v2 schedule, no CLIP statistics):
- * image embedding row r (embeds: rows * dim floats) becomes strength[r] * (sqrt(ac[l]) x +
- * sqrt(1 - ac[l]) n) with l = round(999 * noise_aug[r]) and n = torch.randn(1, dim) after
- * torch.manual_seed(seed); several rows are summed and noised once more at level 0 (ComfyUI draws
- * that noise unseeded; here it is the same seeded n). out: dim floats. false when memory runs out. */
+/* ComfyUI's CLIPEmbeddingNoiseAugmentation as unclip_adm uses it: squaredcos_cap_v2 schedule over
+ * 1000 levels, embeddings normalised by the CLIP statistics before the noise and restored after,
+ * the noise level's 256-style sinusoidal embedding (dim wide) appended. */
+typedef struct sd_unclip_noise {
+    int dim;                 /* the image embeddings' width, also the level embedding's */
+    const float *mean, *std; /* dim floats each (data_mean, data_std), or NULL: 0 and 1 */
+    double merge;            /* the augmentation of a sum of several embeddings (ComfyUI: SD2
+                              * unCLIP 0.05, SDXL 0) */
+} sd_unclip_noise;
+
+/* ComfyUI's unclip_adm: image embedding row r (embeds: rows * dim floats) becomes
+ * strength[r] * [unscale(sqrt(ac[l]) scale(x) + sqrt(1 - ac[l]) n), emb(l)] with
+ * l = round(999 * noise_aug[r]) and n = torch.randn(1, dim) after torch.manual_seed(seed); several
+ * rows are summed and their first dim values augmented again at round(999 * merge) with the next
+ * dim normals of that generator (ComfyUI on the CPU: randn_like on the seeded global generator).
+ * out: 2 * dim floats. false when memory runs out. */
+bool sd_adm_unclip(const sd_unclip_noise *a, const float *embeds, const double *strength, const double *noise_aug,
+                   int rows, uint64_t seed, float *out);
+
+/* The pooled part of SDXL's ADM vector from unCLIPConditioning (ComfyUI's sdxl_pooled: the first
+ * dim values of sd_adm_unclip without statistics, merge 0). out: dim floats. */
 bool sd_adm_unclip_pooled(const float *embeds, const double *strength, const double *noise_aug, int rows, int dim,
                           uint64_t seed, float *out);
+
+/* The noise augmentor's statistics of a checkpoint: noise_augmentor.data_mean / data_std ([1, dim]
+ * or [dim]) when the file has both, else *mean = *std = NULL (the identity; the released
+ * sd21-unclip files carry none: the buffers are not persistent). On success the arrays are
+ * malloc'd (dim floats each). SD_ERR_INVALID naming the file for other shapes. */
+sd_status sd_unclip_stats_read(sd_context *ctx, const sd_safetensors *st, int dim, float **mean, float **std);
 
 #endif

@@ -367,14 +367,16 @@ static const char *part_name(char *buf, size_t size, sd_family family, int part)
         snprintf(buf, size, "%s UNet", name);
     else if (part == 3)
         snprintf(buf, size, "VAE");
+    else if (part == 4)
+        snprintf(buf, size, "%s CLIP image tower", name);
     else
         snprintf(buf, size, "%s %s text model", name,
                  sd_text_encoder_name(sd_family_get(family)->text_encoders[part - 1].kind));
     return buf;
 }
 
-/* Builds the layout of one part (0 UNet, 1 and 2 the text encoders, 3 VAE) and verifies the file
- * against it. */
+/* Builds the layout of one part (0 UNet, 1 and 2 the text encoders, 3 VAE, 4 the CLIP image
+ * tower) and verifies the file against it. */
 static sd_status verify_part(sd_context *ctx, const sd_safetensors *st, const sd_checkpoint_config *cfg, int part)
 {
     sd_layout layout = {0};
@@ -386,7 +388,8 @@ static sd_status verify_part(sd_context *ctx, const sd_safetensors *st, const sd
     case 0: status = sd_layout_unet(ctx, &cfg->unet, cfg->unet_prefix, &layout); break;
     case 1: status = sd_layout_clip(ctx, clip, cfg->clip_prefix, &layout); break;
     case 2: status = sd_layout_clip(ctx, clip, cfg->clip2_prefix, &layout); break;
-    default: status = sd_layout_vae(ctx, &cfg->vae, cfg->vae_prefix, &layout); break;
+    case 3: status = sd_layout_vae(ctx, &cfg->vae, cfg->vae_prefix, &layout); break;
+    default: status = sd_layout_clip_vision(ctx, &cfg->vision, &layout); break;
     }
     if (!status)
         status = verify(ctx, st, &layout, what);
@@ -412,11 +415,29 @@ static sd_status check_text_fit(sd_context *ctx, const sd_safetensors *st, const
             const sd_clip_config *c = i ? &cfg->clip2 : &cfg->clip;
             pooled = c->projection ? c->projection : c->width;
         }
-    int adm = f->adm == SD_ADM_NONE ? 0 : pooled + 256 * (f->adm == SD_ADM_SDXL ? 6 : 5);
+    int adm = f->adm == SD_ADM_NONE     ? 0
+              : f->adm == SD_ADM_UNCLIP ? cfg->unet.adm_channels /* from the image tower: check_vision_fit */
+                                        : pooled + 256 * (f->adm == SD_ADM_SDXL ? 6 : 5);
     if (adm != cfg->unet.adm_channels)
         return sd_set_error(ctx, SD_ERR_INVALID,
                             "%s: the UNet's ADM input (label_emb) is %d wide, the %s conditioning makes %d", path,
                             cfg->unet.adm_channels, f->name, adm);
+    return SD_OK;
+}
+
+/* SD2 unCLIP: the UNet takes an ADM vector of the image embeddings and their noise level's
+ * embedding, as wide as each other (ComfyUI: adm_in_channels 2048 / 1536, timestep_dim 1024 / 768);
+ * the image tower in the file, if any, must make embeddings of that width. */
+static sd_status check_vision_fit(sd_context *ctx, const sd_safetensors *st, const sd_checkpoint_config *cfg)
+{
+    const char *path = sd_safetensors_path(st);
+    int adm = cfg->unet.adm_channels;
+    if (adm < 2 || adm % 2)
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: the %s UNet's ADM input (label_emb) is %d wide, not twice an "
+                            "image embedding's width", path, sd_family_name(cfg->family), adm);
+    if (cfg->has_vision && 2 * cfg->vision.projection != adm)
+        return sd_set_error(ctx, SD_ERR_INVALID, "%s: the UNet's ADM input (label_emb) is %d wide; the image tower's "
+                            "%d-wide embeddings make %d", path, adm, cfg->vision.projection, 2 * cfg->vision.projection);
     return SD_OK;
 }
 
@@ -490,23 +511,32 @@ sd_status sd_checkpoint_inspect(sd_context *ctx, const sd_safetensors *st, sd_ch
         return status;
     if (cfg->has_clip && (status = check_text_fit(ctx, st, cfg)))
         return status;
+    cfg->has_vision = f->vision_prefix && sd_safetensors_has_prefix(st, f->vision_prefix);
+    if (cfg->has_vision && (status = sd_clip_vision_inspect(ctx, st, f->vision_prefix, &cfg->vision)))
+        return status;
+    if (f->adm == SD_ADM_UNCLIP && (status = check_vision_fit(ctx, st, cfg)))
+        return status;
     sd_checkpoint_apply_family_rules(cfg);
-    for (int part = 0; part < 4; part++) {
+    for (int part = 0; part < 5; part++) {
         bool present = part == 0   ? cfg->has_unet
                        : part == 1 ? cfg->has_clip
                        : part == 2 ? cfg->has_clip && cfg->clip2_prefix
-                                   : cfg->has_vae;
+                       : part == 3 ? cfg->has_vae
+                                   : cfg->has_vision;
         if (present && (status = verify_part(ctx, st, cfg, part)))
             return status;
     }
     return f->prediction ? f->prediction(ctx, st, cfg->unet.in_channels, &cfg->schedule.prediction) : SD_OK;
 }
 
-/* The family of a UNet without text encoders, from its shapes: an ADM UNet is SDXL or the SDXL
- * refiner (ComfyUI's widths 2816 / 2560; other sizes by whether the base's six size embeddings
- * fit), one with 1024-wide cross-attention SD2.x, else SD1.x. */
+/* The family of a UNet without text encoders, from its shapes: an ADM UNet with 1024-wide
+ * cross-attention is SD2 unCLIP, other ADM UNets SDXL or the SDXL refiner (ComfyUI's widths 2816 /
+ * 2560; other sizes by whether the base's six size embeddings fit), one with 1024-wide
+ * cross-attention SD2.x, else SD1.x. */
 static sd_family unet_family(const sd_unet_config *u)
 {
+    if (u->adm_channels && u->context_dim == 1024)
+        return SD_FAMILY_SD2_UNCLIP; /* SD2's cross-attention with an ADM input */
     if (u->adm_channels == 2560 || (u->adm_channels && u->adm_channels != 2816 &&
                                     u->adm_channels <= 6 * SD_ADM_EMBED_DIM))
         return SD_FAMILY_SDXL_REFINER;

@@ -4,6 +4,7 @@
  * Supported: single-file LDM checkpoints of the SD1.x family (the layout of
  * v1-5-pruned-emaonly.safetensors and its fine-tunes, at any size; 9-channel inpainting UNets
  * too), SD2.x checkpoints (v2-1_512 / v2-1_768 and fine-tunes: OpenCLIP-H, eps or v-prediction),
+ * SD 2.1 unCLIP checkpoints (SD2 with an ADM UNet and the CLIP image tower),
  * SDXL base and refiner checkpoints (sd_xl_base_1.0, sd_xl_refiner_1.0 and fine-tunes) and
  * standalone VAE files (encoder.* / decoder.* keys, e.g. vae-ft-mse-840000). Any other family is
  * detected and refused with an error naming it.
@@ -15,6 +16,7 @@
 
 #include "ml/families/family.h"
 #include "ml/formats/safetensors.h"
+#include "ml/vision/clip_vision.h"
 
 #define SD_MAX_LEVELS 6
 
@@ -35,7 +37,8 @@ typedef struct sd_unet_config {
     int context_dim;      /* shape: 768 (cross-attention key/value input width) */
     int time_embed_dim;   /* shape: 1280 (4 * model_channels) */
     bool linear_proj;     /* shape: proj_in/proj_out are Linear [C, C]; SD1: false (1x1 conv) */
-    int adm_channels;     /* shape: label_emb.0.0 input width (SDXL 2816, refiner 2560; 0: none) */
+    int adm_channels;     /* shape: label_emb.0.0 input width (SDXL 2816, refiner 2560, SD2 unCLIP
+                           * 2048 / 1536; 0: none) */
     int num_heads;        /* family: SD1 8 heads per attention (0: head_channels decides) */
     int head_channels;    /* family: SDXL 64 channels per head (0: num_heads decides) */
     sd_adm_kind adm;      /* family: how the ADM vector is made (ml/families/adm.h) */
@@ -119,6 +122,10 @@ typedef struct sd_checkpoint_config {
     sd_clip_config clip;      /* the family's first text encoder (SDXL: CLIP-L; refiner: bigG) */
     sd_clip_config clip2;     /* its second (SDXL: bigG), when clip2_prefix */
     sd_vae_config vae;
+    /* SD2 unCLIP: the CLIP image tower at the family's vision_prefix (has_vision: it is in the
+     * file; its image_embeds are half the UNet's ADM width) */
+    bool has_vision;
+    sd_clip_vision_config vision;
     sd_schedule_config schedule;
 } sd_checkpoint_config;
 
@@ -131,7 +138,8 @@ typedef struct sd_checkpoint_config {
 /* The family a file's tensor names show (never fails): sd_family_detect. */
 sd_family sd_checkpoint_detect(const sd_safetensors *st);
 
-/* Reads a full checkpoint's architecture (a family this build runs: SD1.x, SD2.x, SDXL, SDXL refiner)
+/* Reads a full checkpoint's architecture (a family this build runs: SD1.x, SD2.x, SD2.x unCLIP, SDXL, SDXL
+ * refiner; its image tower, if any, into cfg->vision)
  * into *cfg and checks that every tensor the architecture needs is present with the right shape
  * and a float dtype; the prediction type (cfg->schedule.prediction) is the family's, or what the
  * file's weights show where the family has variants (SD2.x 768-v: one small tensor is read). The
@@ -144,8 +152,9 @@ sd_status sd_checkpoint_inspect(sd_context *ctx, const sd_safetensors *st, sd_ch
 
 /* Reads a bare diffusion-model file (ComfyUI's models/diffusion_models: the UNet alone, its
  * tensors with or without model.diffusion_model.) into *cfg (has_unet only; unet_prefix as found)
- * and checks every tensor. The family comes from the UNet's shapes: an ADM UNet is SDXL or the
- * SDXL refiner (label_emb width 2816 / 2560), 1024-wide cross-attention SD2.x, else SD1.x.
+ * and checks every tensor. The family comes from the UNet's shapes: an ADM UNet is SD2 unCLIP
+ * (with 1024-wide cross-attention), else SDXL or the SDXL refiner (label_emb width 2816 / 2560),
+ * 1024-wide cross-attention SD2.x, else SD1.x.
  * Errors as sd_checkpoint_inspect, and SD_ERR_INVALID for a file without input_blocks.0.0.weight
  * (naming the family the file shows, if any). */
 sd_status sd_unet_file_inspect(sd_context *ctx, const sd_safetensors *st, sd_checkpoint_config *cfg);

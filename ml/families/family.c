@@ -63,15 +63,17 @@ static bool detect_sd3(const sd_safetensors *st)
     return has_any_prefix(st, UNET_PREFIX "joint_blocks.", "joint_blocks.");
 }
 
+/* conditioner.embedders.*, or an ADM UNet (label_emb) without SD2's OpenCLIP-H (SD2 unCLIP). */
 static bool sdxl_layout(const sd_safetensors *st)
 {
     return sd_safetensors_has_prefix(st, "conditioner.embedders.") ||
-           sd_safetensors_find(st, UNET_PREFIX "label_emb.0.0.weight");
+           (sd_safetensors_find(st, UNET_PREFIX "label_emb.0.0.weight") &&
+            !sd_safetensors_has_prefix(st, "cond_stage_model.model."));
 }
 
 /* SD 2.1 unCLIP (sd21-unclip-h/l): an SD2 checkpoint whose UNet takes an ADM vector and which
- * carries the CLIP image tower (embedder.*) and the noise augmentor's statistics. Detected so it
- * is named, not taken for SDXL by its label_emb; sdflow does not run it yet. */
+ * carries the CLIP image tower (embedder.model.visual.*) and the noise augmentor's buffers (SDXL's
+ * detection leaves files with SD2's text encoder to it; tried before SD2). */
 static bool detect_sd2_unclip(const sd_safetensors *st)
 {
     return sd_safetensors_has_prefix(st, "cond_stage_model.model.") &&
@@ -161,11 +163,6 @@ static const sd_family_desc families[] = {
                        {SD_TEXT_OPENCLIP_G, "text_encoders.clip_g.transformer.text_model.", -2, true},
                        {SD_TEXT_T5XXL, "text_encoders.t5xxl.transformer.encoder.", -1, false}},
      .context_dim = 4096, .adm_dim = 2048, .default_width = 1024, .default_height = 1024},
-    {.id = SD_FAMILY_SD2_UNCLIP, .name = "SD2.x unCLIP", .checkpoint = true, .detect = detect_sd2_unclip,
-     .unet_prefix = UNET_PREFIX, .vae_prefix = "first_stage_model.", .latent = &latent_sd15,
-     .schedule = DISCRETE(SD_PREDICT_V), .n_text_encoders = 1,
-     .text_encoders = {{SD_TEXT_OPENCLIP_H, "cond_stage_model.model.", -2, false, true}},
-     .context_dim = 1024, .adm_dim = 2048, .unet_head_channels = 64, .default_width = 768, .default_height = 768},
     {.id = SD_FAMILY_SDXL_REFINER, .name = "SDXL refiner", .runnable = true, .checkpoint = true, .detect = detect_sdxl_refiner,
      .unet_prefix = UNET_PREFIX, .vae_prefix = "first_stage_model.", .latent = &latent_sdxl,
      .schedule = DISCRETE(SD_PREDICT_EPS), .n_text_encoders = 1,
@@ -179,6 +176,16 @@ static const sd_family_desc families[] = {
                        {SD_TEXT_OPENCLIP_G, "conditioner.embedders.1.model.", -2, true, false}},
      .context_dim = 2048, .adm_dim = 2816, .adm = SD_ADM_SDXL, .unet_head_channels = 64,
      .default_width = 1024, .default_height = 1024},
+    /* ComfyUI's SD21UnclipH / SD21UnclipL: SD20 (so v-prediction as SD2 tells it) with
+     * adm_in_channels 2048 / 1536 and the noise augmentor of timestep_dim 1024 / 768 */
+    {.id = SD_FAMILY_SD2_UNCLIP, .name = "SD2.x unCLIP", .runnable = true, .lora = true, .checkpoint = true,
+     .detect = detect_sd2_unclip, .prediction = sd2_prediction,
+     .unet_prefix = UNET_PREFIX, .vae_prefix = "first_stage_model.", .latent = &latent_sd15,
+     .schedule = DISCRETE(SD_PREDICT_EPS), .n_text_encoders = 1,
+     .text_encoders = {{SD_TEXT_OPENCLIP_H, "cond_stage_model.model.", -2, false, true}},
+     .context_dim = 1024, .adm_dim = 2048, .adm = SD_ADM_UNCLIP, .unet_head_channels = 64,
+     .default_width = 768, .default_height = 768, .text_family = SD_FAMILY_SD2,
+     .vision_prefix = "embedder.model.visual."},
     {.id = SD_FAMILY_SD2, .name = "SD2.x", .runnable = true, .lora = true, .checkpoint = true, .detect = detect_sd2,
      .prediction = sd2_prediction,
      .unet_prefix = UNET_PREFIX, .vae_prefix = "first_stage_model.", .latent = &latent_sd15,
@@ -221,6 +228,12 @@ const char *sd_family_name(sd_family family)
     return sd_family_get(family)->name;
 }
 
+sd_family sd_family_text(sd_family family)
+{
+    sd_family t = sd_family_get(family)->text_family;
+    return t != SD_FAMILY_UNKNOWN ? t : family;
+}
+
 sd_family sd_family_find(const char *name)
 {
     for (size_t i = 0; name && i < sizeof families / sizeof families[0]; i++)
@@ -234,7 +247,7 @@ sd_family sd_family_by_context_dim(int64_t width)
     /* Runnable UNet families only: FLUX and SD3 have no cross-attention context of their own, SD2
      * unCLIP shares SD2's. */
     for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
-        if (families[i].checkpoint && families[i].runnable &&
+        if (families[i].checkpoint && families[i].runnable && families[i].text_family == SD_FAMILY_UNKNOWN &&
             families[i].schedule.prediction != SD_PREDICT_FLOW && families[i].context_dim == width)
             return families[i].id;
     return SD_FAMILY_UNKNOWN;

@@ -79,7 +79,9 @@ typedef struct sd_text_encoder_slot {
 typedef enum sd_adm_kind {
     SD_ADM_NONE,
     SD_ADM_SDXL,        /* pooled + embeddings of height, width, crop_h, crop_w, target h, target w */
-    SD_ADM_SDXL_REFINER /* pooled + embeddings of height, width, crop_h, crop_w, aesthetic score */
+    SD_ADM_SDXL_REFINER, /* pooled + embeddings of height, width, crop_h, crop_w, aesthetic score */
+    SD_ADM_UNCLIP       /* SD2 unCLIP: noise-augmented CLIP image embeddings + the noise level's
+                         * embedding, half the width each (zero without unCLIPConditioning) */
 } sd_adm_kind;
 
 /* "CLIP", "OpenCLIP-H", "OpenCLIP-bigG", "T5-XXL" (for messages). */
@@ -106,17 +108,26 @@ typedef struct sd_family_desc {
     int n_text_encoders;
     sd_text_encoder_slot text_encoders[SD_FAMILY_MAX_TEXT_ENCODERS];
     int context_dim;        /* cross-attention context width at full size (768 SD1, 2048 SDXL) */
-    int adm_dim;            /* extra "y" vector width (0 none; 2816 SDXL base, 2560 refiner) */
+    int adm_dim;            /* extra "y" vector width (0 none; 2816 SDXL base, 2560 refiner, 2048
+                             * SD2 unCLIP-H: 1536 for its -L twin) */
     sd_adm_kind adm;        /* how y is made */
     /* UNet attention heads: a fixed count (SD1: 8) or a fixed head width (SDXL: 64 channels). */
     int unet_num_heads, unet_head_channels;
     int default_width, default_height;
+    /* The family whose text encoders and conditionings this one shares (SD2 unCLIP: SD2.x);
+     * SD_FAMILY_UNKNOWN: its own. */
+    sd_family text_family;
+    /* The CLIP image tower inside the family's checkpoints ("embedder.model.visual." for SD2
+     * unCLIP, ComfyUI's clip_vision_prefix), NULL when none. */
+    const char *vision_prefix;
 } sd_family_desc;
 
 /* The descriptor of a family (never NULL: SD_FAMILY_UNKNOWN has one too). */
 const sd_family_desc *sd_family_get(sd_family family);
 /* "SD1.x", "SDXL", ... */
 const char *sd_family_name(sd_family family);
+/* The family whose conditionings a family's models take (text_family, else itself). */
+sd_family sd_family_text(sd_family family);
 /* The family a safetensors file's tensor names show (never fails; SD_FAMILY_UNKNOWN when none). */
 sd_family sd_family_detect(const sd_safetensors *st);
 /* The families this build runs, oldest first ("SD1.x" or "SD1.x, SDXL"), written to buf; returns buf. */

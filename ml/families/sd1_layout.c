@@ -238,6 +238,22 @@ sd_status sd_layout_controlnet(sd_context *ctx, const sd_controlnet_config *cfg,
     return finish(ctx, &b);
 }
 
+/* open_clip's transformer.resblocks.N (the text and image towers'): fused in_proj, ln_1/ln_2,
+ * mlp.c_fc/c_proj. */
+static void open_clip_resblocks(builder *b, int layers, int64_t w, int64_t intermediate)
+{
+    char n[96];
+    for (int i = 0; i < layers; i++) {
+        snprintf(n, sizeof n, "transformer.resblocks.%d.ln_1", i), norm(b, n, w);
+        add(b, SD_PARAM_WEIGHT, w, 2, SHAPE(3 * w, w), "transformer.resblocks.%d.attn.in_proj_weight", i);
+        add(b, SD_PARAM_BIAS, w, 1, SHAPE(3 * w), "transformer.resblocks.%d.attn.in_proj_bias", i);
+        snprintf(n, sizeof n, "transformer.resblocks.%d.attn.out_proj", i), linear(b, n, w, w, true);
+        snprintf(n, sizeof n, "transformer.resblocks.%d.ln_2", i), norm(b, n, w);
+        snprintf(n, sizeof n, "transformer.resblocks.%d.mlp.c_fc", i), linear(b, n, intermediate, w, true);
+        snprintf(n, sizeof n, "transformer.resblocks.%d.mlp.c_proj", i), linear(b, n, w, intermediate, true);
+    }
+}
+
 /* The open_clip text tower (SDXL's conditioner.embedders.N.model.*): fused in_proj, ln_1/ln_2,
  * mlp.c_fc/c_proj, ln_final and text_projection [width, projection]. */
 static void open_clip_layout(builder *b, const sd_clip_config *cfg)
@@ -245,16 +261,7 @@ static void open_clip_layout(builder *b, const sd_clip_config *cfg)
     int64_t w = cfg->width;
     add(b, SD_PARAM_EMBEDDING, 0, 2, SHAPE(cfg->vocab, w), "token_embedding.weight");
     add(b, SD_PARAM_EMBEDDING, 0, 2, SHAPE(cfg->positions, w), "positional_embedding");
-    char n[96];
-    for (int i = 0; i < cfg->layers; i++) {
-        snprintf(n, sizeof n, "transformer.resblocks.%d.ln_1", i), norm(b, n, w);
-        add(b, SD_PARAM_WEIGHT, w, 2, SHAPE(3 * w, w), "transformer.resblocks.%d.attn.in_proj_weight", i);
-        add(b, SD_PARAM_BIAS, w, 1, SHAPE(3 * w), "transformer.resblocks.%d.attn.in_proj_bias", i);
-        snprintf(n, sizeof n, "transformer.resblocks.%d.attn.out_proj", i), linear(b, n, w, w, true);
-        snprintf(n, sizeof n, "transformer.resblocks.%d.ln_2", i), norm(b, n, w);
-        snprintf(n, sizeof n, "transformer.resblocks.%d.mlp.c_fc", i), linear(b, n, cfg->intermediate, w, true);
-        snprintf(n, sizeof n, "transformer.resblocks.%d.mlp.c_proj", i), linear(b, n, w, cfg->intermediate, true);
-    }
+    open_clip_resblocks(b, cfg->layers, w, cfg->intermediate);
     norm(b, "ln_final", w);
     add(b, SD_PARAM_WEIGHT, w, 2, SHAPE(w, cfg->projection), "text_projection");
 }
@@ -326,6 +333,23 @@ sd_status sd_layout_clip(sd_context *ctx, const sd_clip_config *cfg, const char 
     norm(&b, "final_layer_norm", w);
     if (cfg->projection) /* CLIPTextModelWithProjection's Linear, beside text_model.* in its files */
         linear(&b, "text_projection", cfg->projection, w, false);
+    return finish(ctx, &b);
+}
+
+sd_status sd_layout_clip_vision(sd_context *ctx, const sd_clip_vision_config *cfg, sd_layout *out)
+{
+    if (cfg->width < 1 || cfg->layers < 1 || cfg->layers > 64 || cfg->intermediate < 1 || cfg->patch < 1 ||
+        cfg->image_size < cfg->patch || cfg->projection < 1)
+        return sd_set_error(ctx, SD_ERR_INVALID, "CLIP vision configuration out of range");
+    builder b = {out, cfg->prefix, false};
+    int64_t w = cfg->width, p = cfg->patch;
+    add(&b, SD_PARAM_WEIGHT, 3 * p * p, 4, SHAPE(w, 3, p, p), "conv1.weight");
+    add(&b, SD_PARAM_EMBEDDING, 0, 1, SHAPE(w), "class_embedding");
+    add(&b, SD_PARAM_EMBEDDING, 0, 2, SHAPE((int64_t)sd_clip_vision_tokens(cfg), w), "positional_embedding");
+    norm(&b, "ln_pre", w);
+    open_clip_resblocks(&b, cfg->layers, w, cfg->intermediate);
+    norm(&b, "ln_post", w);
+    add(&b, SD_PARAM_WEIGHT, w, 2, SHAPE(w, cfg->projection), "proj");
     return finish(ctx, &b);
 }
 
@@ -528,6 +552,46 @@ static bool sd2_preset(const char *name, sd_checkpoint_config *cfg)
     return true;
 }
 
+/* The SD2 unCLIP presets: sd21-unclip-h / -l (SD2's UNet and OpenCLIP-H with an ADM input of
+ * twice the image embeddings' width; the ViT-H/14 or ViT-L/14 tower at embedder.model.visual.) and
+ * a tiny one unlike the other tiny presets (its UNet has 12 output blocks with attention in the
+ * last, as sd2-tiny's, so that it is written as v-prediction the way ComfyUI tells it). */
+static bool sd2_unclip_preset(const char *name, sd_checkpoint_config *cfg)
+{
+    sd_unet_config *u = &cfg->unet;
+    sd_clip_vision_config *v = &cfg->vision;
+    if (strcmp(name, "sd2-unclip-h") == 0 || strcmp(name, "sd2-unclip-l") == 0) {
+        bool h = name[11] == 'h';
+        if (!sd2_preset("sd2", cfg))
+            return false;
+        *v = h ? (sd_clip_vision_config){.width = 1280, .layers = 32, .intermediate = 5120, .patch = 14,
+                                         .image_size = 224, .projection = 1024, .heads = 16, .gelu = true}
+               : (sd_clip_vision_config){.width = 1024, .layers = 24, .intermediate = 4096, .patch = 14,
+                                         .image_size = 224, .projection = 768, .heads = 16};
+    } else if (strcmp(name, "sd2-unclip-tiny") == 0) {
+        *u = (sd_unet_config){.model_channels = 64, .n_levels = 3, .channel_mult = {1, 2, 2}, .num_res_blocks = 3,
+                              .attention = {1, 1, 0}, .depth = {1, 2, 0}, .middle_depth = 1,
+                              .context_dim = 192, .time_embed_dim = 256};
+        cfg->clip = (sd_clip_config){.open_clip = true, .width = 192, .layers = 3, .intermediate = 384,
+                                     .vocab = 49408, .positions = 77, .projection = 128};
+        *v = (sd_clip_vision_config){.width = 128, .layers = 2, .intermediate = 256, .patch = 8, .image_size = 32,
+                                     .projection = 96, .heads = 2};
+    } else {
+        return false;
+    }
+    const sd_family_desc *f = sd_family_get(SD_FAMILY_SD2_UNCLIP);
+    cfg->family = f->id;
+    u->in_channels = u->out_channels = 4;
+    u->linear_proj = true;
+    u->adm_channels = 2 * v->projection;
+    cfg->clip_prefix = f->text_encoders[0].prefix;
+    cfg->has_vision = true;
+    v->open_clip = true;
+    snprintf(v->prefix, sizeof v->prefix, "%s", f->vision_prefix);
+    cfg->schedule.prediction = SD_PREDICT_V;
+    return true;
+}
+
 /* flux-schnell-tiny, flux-dev-tiny: ComfyUI's all-in-one layout (model.diffusion_model., vae.) at
  * the size of tests/reference/make_flux_goldens.py (width 64 = 2 heads of 32, 2 + 2 blocks), with
  * the context and pooled widths of the tiny text encoders (T5 32, CLIP-L 64) and a 16-channel VAE
@@ -562,7 +626,8 @@ bool sd_checkpoint_preset(const char *name, sd_checkpoint_config *cfg)
     v->in_channels = v->out_channels = 3;
     v->z_channels = v->embed_dim = 4;
     bool full = strcmp(name, "sd15") == 0 || strcmp(name, "sdxl") == 0 || strcmp(name, "sdxl-refiner") == 0 ||
-                strcmp(name, "sd2") == 0 || strcmp(name, "sd2-v") == 0;
+                strcmp(name, "sd2") == 0 || strcmp(name, "sd2-v") == 0 || strcmp(name, "sd2-unclip-h") == 0 ||
+                strcmp(name, "sd2-unclip-l") == 0;
     v->ch = full ? 128 : 32;
     v->n_levels = 4;
     memcpy(v->ch_mult, full ? (const int[]){1, 2, 4, 4} : (const int[]){1, 2, 2, 2}, 4 * sizeof(int));
@@ -579,11 +644,12 @@ bool sd_checkpoint_preset(const char *name, sd_checkpoint_config *cfg)
                               .depth = {1, 1, 0}, .middle_depth = 1, .context_dim = 64, .time_embed_dim = 128};
         *c = (sd_clip_config){.width = 64, .layers = 2, .intermediate = 256, .vocab = 49408, .positions = 77,
                               .has_position_ids = true};
-    } else if (!sdxl_preset(name, cfg) && !sd2_preset(name, cfg) && !flux_preset(name, cfg)) {
+    } else if (!sdxl_preset(name, cfg) && !sd2_preset(name, cfg) && !sd2_unclip_preset(name, cfg) &&
+               !flux_preset(name, cfg)) {
         return false;
     }
     sd_checkpoint_apply_family_rules(cfg);
-    if (strncmp(name, "sd2-v", 5) == 0)
+    if (strncmp(name, "sd2-v", 5) == 0 || strncmp(name, "sd2-unclip", 10) == 0)
         cfg->schedule.prediction = SD_PREDICT_V;
     return true;
 }
@@ -616,6 +682,7 @@ static float param_value(const sd_layout_entry *e, uint64_t *state, double bound
     case SD_PARAM_WEIGHT:
     case SD_PARAM_BIAS: return (float)((2.0 * uniform01(state) - 1.0) * bound);
     case SD_PARAM_NORM_WEIGHT: return 1.0f;
+    case SD_PARAM_SCALE: return (float)(0.5 + uniform01(state));
     case SD_PARAM_EMBEDDING: {
         double u1 = uniform01(state), u2 = uniform01(state);
         return (float)(0.02 * sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2));
@@ -707,19 +774,32 @@ static void mark_v_prediction(sd_layout *layout, const char *unet_prefix)
         }
 }
 
+sd_status sd_layout_checkpoint(sd_context *ctx, const sd_checkpoint_config *cfg, sd_layout *out)
+{
+    sd_status status = SD_OK;
+    bool flux = cfg->family == SD_FAMILY_FLUX;
+    if (!(cfg->has_unet && flux && (status = sd_layout_flux(ctx, &cfg->flux, cfg->unet_prefix, out))) &&
+        !(cfg->has_unet && !flux && (status = sd_layout_unet(ctx, &cfg->unet, cfg->unet_prefix, out))) &&
+        !(cfg->has_clip && (status = sd_layout_clip(ctx, &cfg->clip, cfg->clip_prefix, out))) &&
+        !(cfg->has_clip && cfg->clip2_prefix && (status = sd_layout_clip(ctx, &cfg->clip2, cfg->clip2_prefix, out))) &&
+        !(cfg->has_vae && (status = sd_layout_vae(ctx, &cfg->vae, cfg->vae_prefix, out))) &&
+        !(cfg->has_vision && (status = sd_layout_clip_vision(ctx, &cfg->vision, out))) && cfg->has_vision) {
+        builder b = {out, "noise_augmentor.", false};
+        add(&b, SD_PARAM_BIAS, 4, 2, SHAPE(1, cfg->vision.projection), "data_mean");
+        add(&b, SD_PARAM_SCALE, 0, 2, SHAPE(1, cfg->vision.projection), "data_std");
+        status = finish(ctx, &b);
+    }
+    return status;
+}
+
 sd_status sd_sd1_write_random(sd_context *ctx, const char *path, const sd_checkpoint_config *cfg,
                               sd_st_dtype dtype, uint64_t seed)
 {
     sd_layout layout = {0};
-    sd_status status = SD_OK;
-    bool flux = cfg->family == SD_FAMILY_FLUX;
-    if (!(cfg->has_unet && flux && (status = sd_layout_flux(ctx, &cfg->flux, cfg->unet_prefix, &layout))) &&
-        !(cfg->has_unet && !flux && (status = sd_layout_unet(ctx, &cfg->unet, cfg->unet_prefix, &layout))) &&
-        !(cfg->has_clip && (status = sd_layout_clip(ctx, &cfg->clip, cfg->clip_prefix, &layout))) &&
-        !(cfg->has_clip && cfg->clip2_prefix &&
-          (status = sd_layout_clip(ctx, &cfg->clip2, cfg->clip2_prefix, &layout))) &&
-        !(cfg->has_vae && (status = sd_layout_vae(ctx, &cfg->vae, cfg->vae_prefix, &layout)))) {
-        if (cfg->family == SD_FAMILY_SD2 && cfg->schedule.prediction == SD_PREDICT_V)
+    sd_status status = sd_layout_checkpoint(ctx, cfg, &layout);
+    if (!status) {
+        if ((cfg->family == SD_FAMILY_SD2 || cfg->family == SD_FAMILY_SD2_UNCLIP) &&
+            cfg->schedule.prediction == SD_PREDICT_V)
             mark_v_prediction(&layout, cfg->unet_prefix);
         status = sd_layout_write_random(ctx, path, &layout, dtype, seed, NULL, NULL);
     }

@@ -21,7 +21,8 @@ typedef enum sd_param_kind {
     SD_PARAM_NORM_WEIGHT, /* GroupNorm / LayerNorm scale */
     SD_PARAM_NORM_BIAS,
     SD_PARAM_EMBEDDING,   /* token / position embedding table */
-    SD_PARAM_POSITION_IDS /* CLIP embeddings.position_ids: I64 [1, positions], values 0..n-1 */
+    SD_PARAM_POSITION_IDS, /* CLIP embeddings.position_ids: I64 [1, positions], values 0..n-1 */
+    SD_PARAM_SCALE        /* a positive statistic (a standard deviation): uniform in [0.5, 1.5) */
 } sd_param_kind;
 
 typedef struct sd_layout_entry {
@@ -42,6 +43,13 @@ typedef struct sd_layout {
 sd_status sd_layout_unet(sd_context *ctx, const sd_unet_config *cfg, const char *prefix, sd_layout *out);
 sd_status sd_layout_clip(sd_context *ctx, const sd_clip_config *cfg, const char *prefix, sd_layout *out);
 sd_status sd_layout_vae(sd_context *ctx, const sd_vae_config *cfg, const char *prefix, sd_layout *out);
+/* The CLIP image tower in open_clip's layout (conv1, class_embedding, positional_embedding, ln_pre,
+ * transformer.resblocks.N, ln_post, proj) under cfg->prefix. */
+sd_status sd_layout_clip_vision(sd_context *ctx, const sd_clip_vision_config *cfg, sd_layout *out);
+/* Every tensor of a checkpoint config's parts (has_unet, has_clip, has_vae, has_vision; SD2
+ * unCLIP with its image tower also noise_augmentor.data_mean / data_std [1, dim]), names as in
+ * the family's single-file layout. */
+sd_status sd_layout_checkpoint(sd_context *ctx, const sd_checkpoint_config *cfg, sd_layout *out);
 /* The FLUX transformer's tensors in BFL's names (ml/diffusion/flux.h) under prefix. */
 sd_status sd_layout_flux(sd_context *ctx, const sd_flux_config *cfg, const char *prefix, sd_layout *out);
 /* The ControlNet's tensors (time_embed, input_blocks, middle_block as the UNet's, then
@@ -64,7 +72,9 @@ sd_status sd_layout_verify(sd_context *ctx, const sd_safetensors *st, const sd_l
 /* Presets: "tiny" (a 64x64 image runs in well under a second) and "sd15" (the full SD1.5
  * shapes); "sdxl-tiny", "sdxl" (sd_xl_base_1.0's shapes), "sdxl-refiner-tiny", "sdxl-refiner";
  * "sd2-tiny", "sd2" (v2-1_512's shapes) and their v-prediction twins "sd2-v-tiny", "sd2-v"
- * (v2-1_768's; schedule.prediction V, which sd_sd1_write_random writes as ComfyUI detects it).
+ * (v2-1_768's; schedule.prediction V, which sd_sd1_write_random writes as ComfyUI detects it);
+ * "sd2-unclip-tiny", "sd2-unclip-h", "sd2-unclip-l" (sd21-unclip-h / -l: v-prediction SD2 with
+ * the ViT-H/14 or ViT-L/14 image tower and a 2048 / 1536-wide ADM input).
  * Family rules are applied. false for an unknown name. */
 bool sd_checkpoint_preset(const char *name, sd_checkpoint_config *cfg);
 

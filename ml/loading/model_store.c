@@ -1,6 +1,7 @@
 /* Opened model files kept per context (see model_store.h). */
 #include "ml/loading/model_store.h"
 #include "core/files.h"
+#include "ml/families/adm.h"
 #include "ml/formats/gguf.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,8 @@ struct sd_loaded {
     sd_text_file *text; /* SD_MODEL_FILE_TEXT_ENCODERS */
     sd_clip_model *text_clip[SD_TEXT_FILE_MAX_PARTS][2]; /* per part, per norm_hidden */
     sd_t5_model *text_t5[SD_TEXT_FILE_MAX_PARTS];
+    bool unclip_read;    /* the noise augmentor's statistics were looked for */
+    float *unclip_mean, *unclip_std;
     sd_model_store_stats *stats; /* the store's counters */
 };
 
@@ -61,6 +64,8 @@ static void loaded_free(sd_loaded *l)
     sd_vae_free(l->vae);
     sd_safetensors_close(l->st);
     sd_gguf_close(l->gguf);
+    free(l->unclip_mean);
+    free(l->unclip_std);
     free(l->path);
     free(l);
 }
@@ -321,6 +326,18 @@ sd_status sd_loaded_text_t5(sd_loaded *l, int part, sd_t5_model **out)
         l->stats->clips_created++;
     *out = l->text_t5[part];
     return st;
+}
+
+sd_status sd_loaded_unclip_stats(sd_loaded *l, const float **mean, const float **std)
+{
+    sd_status status = SD_OK;
+    if (!l->unclip_read && l->cfg.unet.adm == SD_ADM_UNCLIP &&
+        !(status = sd_unclip_stats_read(l->cl->ctx, l->st, l->cfg.unet.adm_channels / 2, &l->unclip_mean,
+                                        &l->unclip_std)))
+        l->unclip_read = true;
+    *mean = l->unclip_mean;
+    *std = l->unclip_std;
+    return status;
 }
 
 sd_status sd_loaded_vae(sd_loaded *l, sd_vae **out)

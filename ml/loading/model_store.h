@@ -61,6 +61,10 @@ sd_status sd_loaded_unet(sd_loaded *l, sd_unet **out);
 sd_status sd_loaded_flux(sd_loaded *l, sd_flux **out);
 sd_status sd_loaded_clip(sd_loaded *l, sd_clip_model **out);
 sd_status sd_loaded_vae(sd_loaded *l, sd_vae **out);
+/* SD2 unCLIP checkpoints: the noise augmentor's statistics (ml/families/adm.h
+ * sd_unclip_stats_read, adm_channels / 2 floats each), read on first call and owned by the entry;
+ * NULL when the file has none (or the file is no unCLIP checkpoint). */
+sd_status sd_loaded_unclip_stats(sd_loaded *l, const float **mean, const float **std);
 /* Text encoder `slot` of the family (0: cfg.clip, the one sd_loaded_clip gives; 1: cfg.clip2,
  * SDXL's OpenCLIP-bigG), created on first call as sd_loaded_clip. */
 sd_status sd_loaded_text_encoder(sd_loaded *l, int slot, sd_clip_model **out);

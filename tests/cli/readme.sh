@@ -38,6 +38,8 @@ mkdir -p "$T/models/loras"
     fail "sdflow_mkckpt --preset sdxl-tiny"
 "$MK" --preset sdxl-refiner-tiny --dtype f16 "$T/models/checkpoints/sd_xl_refiner_1.0.safetensors" >/dev/null ||
     fail "sdflow_mkckpt --preset sdxl-refiner-tiny"
+"$MK" --preset sd2-unclip-tiny --dtype f16 "$T/models/checkpoints/sd21-unclip-h.ckpt" >/dev/null ||
+    fail "sdflow_mkckpt --preset sd2-unclip-tiny"
 mkdir -p "$T/models/unet" "$T/models/clip"
 "$MK" --preset flux-schnell-tiny "$T/models/unet/flux1-schnell.safetensors" >/dev/null &&
     "$MK" --preset flux-dev-tiny "$T/models/unet/flux1-dev.safetensors" >/dev/null &&

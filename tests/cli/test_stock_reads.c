@@ -160,6 +160,7 @@ static void make_models(void)
         sd_strfmt("%s/sdflow_mkckpt --kind siglip-tiny %s/sigclip_vision_patch14_384.safetensors", build, dirs[10]),
         sd_strfmt("%s/sdflow_mkckpt --preset flux-dev-tiny --kind redux-tiny %s/flux1-redux-dev.safetensors", build,
                   dirs[12]),
+        sd_strfmt("%s/sdflow_mkckpt --preset sd2-unclip-tiny --dtype f16 %s/sd21-unclip-h.ckpt", build, dirs[0]),
     };
     for (size_t i = 0; i < sizeof cmd / sizeof cmd[0]; i++) {
         tool(cmd[i]);

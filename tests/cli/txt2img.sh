@@ -49,7 +49,7 @@ run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set checkpoint=missing.safe
 check "missing checkpoint names the directories searched" \
     grep -q "checkpoints file 'missing.safetensors' not found (searched: $T/models/checkpoints)" "$T/err"
 run 3 run "$SRC/graphs/txt2img.xml" "${common[@]}" --set checkpoint=sd3.safetensors
-check "SD3 names the family, before anything runs" grep -qx ".*txt2img.xml:[0-9]*: node 'ckpt' input 'ckpt_name': parameter 'checkpoint': $T/models/checkpoints/sd3.safetensors: SD3 checkpoint detected; sdflow supports SD1.x, SD2.x, SDXL, SDXL refiner, FLUX" "$T/err"
+check "SD3 names the family, before anything runs" grep -qx ".*txt2img.xml:[0-9]*: node 'ckpt' input 'ckpt_name': parameter 'checkpoint': $T/models/checkpoints/sd3.safetensors: SD3 checkpoint detected; sdflow supports SD1.x, SD2.x, SD2.x unCLIP, SDXL, SDXL refiner, FLUX" "$T/err"
 check "failed runs wrote nothing" test "$(ls "$T/o" | wc -l)" = "$before"
 
 [ $fails = 0 ] && echo "txt2img.sh: all passed"

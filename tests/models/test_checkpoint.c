@@ -314,10 +314,10 @@ static void test_other_families(void)
          "tensor 'model.diffusion_model.input_blocks.0.0.weight' has 2 dimensions, expected 4"},
         {SD_FAMILY_SD2, "sd2.safetensors",
          "tensor 'model.diffusion_model.input_blocks.0.0.weight' has 2 dimensions, expected 4"},
-        {SD_FAMILY_SD3, "sd3.safetensors", "SD3 checkpoint detected; sdflow supports SD1.x, SD2.x, SDXL, SDXL refiner, FLUX"},
-        /* SD2 unCLIP has SDXL's label_emb: named as itself, not read as SDXL */
+        {SD_FAMILY_SD3, "sd3.safetensors", "SD3 checkpoint detected; sdflow supports SD1.x, SD2.x, SD2.x unCLIP, SDXL, SDXL refiner, FLUX"},
+        /* SD2 unCLIP has SDXL's label_emb: detected as itself, not read as SDXL */
         {SD_FAMILY_SD2_UNCLIP, "sd2-unclip.safetensors",
-         "SD2.x unCLIP checkpoint detected; sdflow supports SD1.x, SD2.x, SDXL, SDXL refiner, FLUX"},
+         "tensor 'model.diffusion_model.input_blocks.0.0.weight' has 2 dimensions, expected 4"},
         {SD_FAMILY_FLUX, "flux.safetensors", "tensor 'model.diffusion_model.img_in.weight' is missing (FLUX transformer)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -428,7 +428,7 @@ static void test_tool(void)
     snprintf(args, sizeof args, "--inspect '%s'", xl);
     CHECK_EQ_INT(run_tool(args, log), 3);
     char want[1024];
-    snprintf(want, sizeof want, "sdflow_mkckpt: %s: SD3 checkpoint detected; sdflow supports SD1.x, SD2.x, SDXL, SDXL refiner, FLUX\n",
+    snprintf(want, sizeof want, "sdflow_mkckpt: %s: SD3 checkpoint detected; sdflow supports SD1.x, SD2.x, SD2.x unCLIP, SDXL, SDXL refiner, FLUX\n",
              xl);
     CHECK_STR_CONTAINS(slurp(log), want);
     CHECK_EQ_INT(run_tool("--dtype f8 x.safetensors", log), 2);

@@ -353,7 +353,7 @@ static void test_bad_files(void)
                                {"lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight", 2, {4, 1280}, 0.1f}};
     expect_open("sdxl_te2.safetensors", sdxl_te2, 2, SD_ERR_INVALID,
                 "SDXL LoRA detected (key 'lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight'); "
-                "the model is SD1.x; sdflow supports SD1.x, SD2.x, SDXL, FLUX LoRAs");
+                "the model is SD1.x; sdflow supports SD1.x, SD2.x, SD2.x unCLIP, SDXL, FLUX LoRAs");
     tensor_spec sdxl_ctx[2] = {
         {"lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k.lora_up.weight", 2, {640, 4}, 0.1f},
         {"lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k.lora_down.weight", 2, {4, 2048}, 0.1f}};

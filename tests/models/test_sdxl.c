@@ -481,7 +481,7 @@ static void test_lora_refusals(void)
     CHECK_EQ_INT(sd_lora_open(ctx, path, &g_base.cfg, &l), SD_ERR_INVALID);
     CHECK(l == NULL);
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "sd1_lora.safetensors: SD1.x LoRA detected (key '");
-    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "the model is SDXL; sdflow supports SD1.x, SD2.x, SDXL, FLUX LoRAs");
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "the model is SDXL; sdflow supports SD1.x, SD2.x, SD2.x unCLIP, SDXL, FLUX LoRAs");
     free(path);
     path = test_path(test_scratch_dir(), "xl_kohya.safetensors");
     CHECK_EQ_INT(sd_lora_open(ctx, path, &g_refiner.cfg, &l), SD_ERR_INVALID);

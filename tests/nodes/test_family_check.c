@@ -85,10 +85,10 @@ static void test_descriptors(void)
     CHECK(sd_latent_format_find("Flux") == flux->latent);
     CHECK(sd_latent_format_find("SD15") == sd1->latent);
     char buf[128];
-    CHECK_STR_EQ(sd_family_runnable_list(buf, sizeof buf), "SD1.x, SD2.x, SDXL, SDXL refiner, FLUX");
-    CHECK_STR_EQ(sd_family_lora_list(buf, sizeof buf), "SD1.x, SD2.x, SDXL, FLUX");
+    CHECK_STR_EQ(sd_family_runnable_list(buf, sizeof buf), "SD1.x, SD2.x, SD2.x unCLIP, SDXL, SDXL refiner, FLUX");
+    CHECK_STR_EQ(sd_family_lora_list(buf, sizeof buf), "SD1.x, SD2.x, SD2.x unCLIP, SDXL, FLUX");
     CHECK_STR_EQ(sd_latent_channels_families(buf, sizeof buf, 16), "SD3, FLUX");
-    CHECK_STR_EQ(sd_latent_channels_families(buf, sizeof buf, 4), "SD1.x, SD2.x, SDXL, SDXL refiner, SD2.x unCLIP");
+    CHECK_STR_EQ(sd_latent_channels_families(buf, sizeof buf, 4), "SD1.x, SD2.x, SD2.x unCLIP, SDXL, SDXL refiner");
     CHECK_STR_EQ(sd_latent_channels_families(buf, sizeof buf, 8), "");
     /* Every diffusion-model family is complete. */
     for (sd_family f = SD_FAMILY_SD1; f <= SD_FAMILY_FLUX; f++) {
@@ -189,7 +189,7 @@ static void test_checks(void)
     expect_problems(CKPT("sd3.safetensors") CONDS EMPTY SAMPLER("e"), 1,
                     "node 'ck' input 'ckpt_name': ");
     expect_problems(CKPT("sd3.safetensors") CONDS EMPTY SAMPLER("e"), 1,
-                    "sd3.safetensors: SD3 checkpoint detected; sdflow supports SD1.x, SD2.x, SDXL, SDXL refiner, FLUX");
+                    "sd3.safetensors: SD3 checkpoint detected; sdflow supports SD1.x, SD2.x, SD2.x unCLIP, SDXL, SDXL refiner, FLUX");
 }
 
 static sd_status fill_zero(void *user, size_t index, void *dst, size_t nbytes)

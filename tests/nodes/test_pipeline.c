@@ -574,7 +574,7 @@ static void test_bad_checkpoints(void)
     char want[2][512];
     /* Found before anything runs, from the file's header (validation's check pass). */
     snprintf(want[0], sizeof want[0], "node 'ckpt' input 'ckpt_name': parameter 'checkpoint': %s: missing tensor '%s' (SD1.x UNet)", missing, drop);
-    snprintf(want[1], sizeof want[1], "node 'ckpt' input 'ckpt_name': parameter 'checkpoint': %s: SD3 checkpoint detected; sdflow supports SD1.x, SD2.x, SDXL, SDXL refiner, FLUX", xl);
+    snprintf(want[1], sizeof want[1], "node 'ckpt' input 'ckpt_name': parameter 'checkpoint': %s: SD3 checkpoint detected; sdflow supports SD1.x, SD2.x, SD2.x unCLIP, SDXL, SDXL refiner, FLUX", xl);
     for (int k = 0; k < 2; k++) {
         sd_graph *g = load_graph(ctx, "graphs/txt2img.xml");
         CHECK_EQ_INT(sd_graph_set_param(g, "checkpoint", files[k]), SD_OK);

@@ -36,6 +36,14 @@ float *test_run_latent_cached(sd_graph *g, const char *node, size_t n)
     return run_latent(g, node, n, false);
 }
 
+static char *g_input_dir;
+
+void test_models_input_dir(const char *dir)
+{
+    free(g_input_dir);
+    g_input_dir = dir ? sd_strfmt("%s", dir) : NULL;
+}
+
 sd_context *test_models_context(const char *models_dir, const char *cache)
 {
     sd_context *ctx = NULL;
@@ -44,6 +52,8 @@ sd_context *test_models_context(const char *models_dir, const char *cache)
         return NULL;
     sd_context_set_cache_path(ctx, cache);
     sd_context_set_dir(ctx, SD_DIR_OUTPUT, test_scratch_dir());
+    if (g_input_dir)
+        sd_context_set_dir(ctx, SD_DIR_INPUT, g_input_dir);
     CHECK_EQ_INT(sd_context_add_models_dir(ctx, models_dir), SD_OK);
     return ctx;
 }

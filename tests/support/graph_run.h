@@ -20,8 +20,9 @@ typedef struct test_checkpoint_file {
  * (malloc'd), NULL on failure (reported). */
 char *test_write_checkpoints(const test_checkpoint_file *files, size_t n);
 /* A context reading models from models_dir, writing output to the scratch directory, with the
- * cache file `cache` (NULL: none). */
+ * cache file `cache` (NULL: none), and images from the directory test_models_input_dir set last. */
 sd_context *test_models_context(const char *models_dir, const char *cache);
+void test_models_input_dir(const char *dir); /* NULL: none (the default) */
 /* Loads `<workflow version="1">body</workflow>` in such a context and runs it (through the cache
  * when cache is not NULL) up to node's LATENT of n floats, as test_run_latent. */
 float *test_run_body_latent(const char *models_dir, const char *cache, const char *body, const char *node, size_t n);
