@@ -1,4 +1,4 @@
-/* sd_op_attention: in the bf16 precision on a CPU with AVX512-BF16, the host loop of
+/* sd_op_attention: in the bf16 precision on a CPU with AMX or AVX512-BF16, the host loop of
  * runtime-opencl/attn_bf16.c; otherwise K is transposed into 32-key panels (attn_pack_k), then
  * attn_fwd runs the flash-style loop (kernels/attention.cl). Programs are built per head dimension. */
 #include "runtime-opencl/ops.h"
@@ -54,7 +54,7 @@ sd_status sd_op_attention(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, c
     bool bf16 = false;
     if (st || (st = sd_dnnl_wanted(cl, &bf16)))
         return sd_dtensor_drop_on_error(out, st);
-    if (bf16 && sd_attn_bf16_supported())
+    if (bf16 && sd_attn_bf16_route() != SD_ATTN_BF16_NONE)
         return sd_dtensor_drop_on_error(out, sd_attn_bf16_run(cl, q, k, v, heads, mask, mb, mq, *out));
     char opts[96];
     int bq = attn_rows(D);

@@ -88,6 +88,11 @@ static float *make_mask(const attn_case *c, int *mb, int *mq, int64_t *shape, in
 
 /* In the bf16 precision: out compared with the fp32 precision's result of the same inputs
  * (differs when the bf16 loop runs, else identical); q, k, v rounded for the reference. */
+static bool bf16_loop(void)
+{
+    return sd_attn_bf16_route() != SD_ATTN_BF16_NONE;
+}
+
 static void check_bf16_route(const attn_case *c, sd_dtensor *tq, sd_dtensor *tk, sd_dtensor *tv, sd_dtensor *tm,
                              const float *got, float *q, float *k, float *v, size_t nq, size_t nk)
 {
@@ -98,12 +103,12 @@ static void check_bf16_route(const attn_case *c, sd_dtensor *tq, sd_dtensor *tk,
     CHECK_EQ_INT(sd_context_set_precision(ctx, "bf16"), SD_OK);
     if (out32 && got32 && sd_dtensor_download(out32, got32) == SD_OK) {
         bool same = memcmp(got, got32, nq * 4) == 0;
-        CHECK_MSG(same != sd_attn_bf16_supported(), "bf16 output %s the fp32 kernel's (bf16 loop %s)",
-                  same ? "equals" : "differs from", sd_attn_bf16_supported() ? "available" : "unavailable");
+        CHECK_MSG(same != bf16_loop(), "bf16 output %s the fp32 kernel's (bf16 loop %s)",
+                  same ? "equals" : "differs from", bf16_loop() ? "available" : "unavailable");
     }
     sd_dtensor_free(out32);
     free(got32);
-    if (sd_attn_bf16_supported()) {
+    if (bf16_loop()) {
         round_bf16(q, nq);
         round_bf16(k, nk);
         round_bf16(v, nk);
@@ -135,7 +140,7 @@ static double run_case(const attn_case *c, unsigned seed)
         bool bf16 = sd_context_bf16(ctx);
         if (bf16)
             check_bf16_route(c, tq, tk, tv, tm, got, q, k, v, nq, nk);
-        double atol = bf16 && sd_attn_bf16_supported() ? ATOL_BF16 : ATOL;
+        double atol = bf16 && bf16_loop() ? ATOL_BF16 : ATOL;
         err = 0;
         int blocks = c->rows ? 4 : 1, per = c->rows ? c->rows / 4 : c->Nq;
         for (int blk = 0; blk < blocks; blk++) {
@@ -245,19 +250,36 @@ static void test_beyond_max_alloc(void)
               "peak device memory %zu bytes", cl->stats.peak_bytes);
 }
 
-/* The bf16 precision: every head-dim path of the bf16 loop (pairs: odd D; 16-column chunks:
- * 1, 2, 3 and 3 + remainder), key blocks with a partial tail, every mask kind, f16 K/V. */
-static void test_bf16(void)
+/* The bf16 precision on each route this CPU has (AMX, AVX512-BF16, and capped to none: the
+ * fp32 kernel, bit for bit): every head-dim path of the loops (pairs: odd D; AMX: d padded to
+ * 32; 16-column chunks: 1, 2, 3 and 3 + remainder), key blocks with a partial tail, every mask
+ * kind, f16 K/V, more keys than one AMX key block (256) with a partial tail. */
+static void bf16_cases(void)
 {
     static const attn_case cases[] = {
         {2, 37, 77, 2, 40, F32, 0, 0},  {1, 21, 33, 2, 5, F16, 1, 0},   {1, 19, 70, 1, 1, F32, 0, 0},
         {2, 17, 45, 3, 64, F32, 2, 0},  {1, 25, 90, 2, 80, F16, 0, 0},  {1, 11, 50, 1, 128, F32, 0, 0},
         {1, 15, 47, 2, 160, F32, 3, 0}, {1, 21, 40, 1, 512, F32, 0, 0}, {1, 77, 77, 12, 64, F32, 3, 0},
-        {1, 4096, 4096, 8, 40, F16, 0, 64},
+        {1, 19, 300, 2, 40, F32, 1, 0}, {1, 4096, 4096, 8, 40, F16, 0, 64},
     };
     CHECK_EQ_INT(sd_context_set_precision(ctx, "bf16"), SD_OK);
     check_cases(cases, sizeof cases / sizeof cases[0], 1000);
     CHECK_EQ_INT(sd_context_set_precision(ctx, "fp32"), SD_OK);
+}
+
+static void test_bf16(void)
+{
+    static const sd_attn_bf16_isa routes[] = {SD_ATTN_BF16_AMX, SD_ATTN_BF16_AVX512, SD_ATTN_BF16_NONE};
+    sd_attn_bf16_isa have = sd_attn_bf16_route();
+    printf("bf16 attention route on this CPU: %s\n",
+           have == SD_ATTN_BF16_AMX ? "AMX" : have == SD_ATTN_BF16_AVX512 ? "AVX512-BF16" : "none");
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (routes[i] > have)
+            continue;
+        sd_attn_bf16_isa prior = sd_attn_bf16_cap(routes[i]);
+        bf16_cases();
+        sd_attn_bf16_cap(prior);
+    }
 }
 
 static void test_bad_inputs(void)
