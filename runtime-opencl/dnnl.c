@@ -205,7 +205,8 @@ static bool same_md(const void *kept, const void *want)
 
 /* The weights `t` (whose elements `plain_md` describes as f32) in the layout `want`, mapped in
  * *view: t's kept form under key when it has one; else converted, and kept with t when t is
- * constant, or left in *tmp for weights_done to give back. */
+ * constant (t's own data is then released when t is releasable), or left in *tmp for
+ * weights_done to give back. */
 static sd_status weights_in(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *t, const sd_derived_key *key,
                             const dnnl_memory_desc_t *plain_md, const dnnl_memory_desc_t *want, sd_dnnl_mapping *view,
                             sd_scratch *tmp)
@@ -214,15 +215,18 @@ static sd_status weights_in(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *t, c
     cl_mem kept = t->derived ? sd_derived_find_meta(t, key, same_md, want) : NULL;
     if (kept)
         return sd_dnnl_map(cl, kept, bytes, false, view);
+    sd_status st = sd_dtensor_require_data(t, "bf16 product", "weight");
+    if (st)
+        return st;
     sd_dnnl_mapping src = {0};
-    sd_status st = sd_scratch_get(cl, bytes, 1, "bf16 weights", tmp);
+    st = sd_scratch_get(cl, bytes, 1, "bf16 weights", tmp);
     if (!st)
         st = sd_dnnl_map(cl, t->buf, t->numel * sd_dtype_size(t->dtype), false, &src);
     if (!st && !(st = sd_dnnl_map(cl, tmp->buf, bytes, true, view)))
         st = reorder_any(cl, d, plain_md, src.ptr, t->dtype, t->numel, want, view->ptr, 1.0f);
     sd_dnnl_unmap(cl, &src);
-    if (!st && t->derived)
-        st = sd_derived_keep_meta(t, key, tmp, want, sizeof *want);
+    if (!st && t->derived && !(st = sd_derived_keep_meta(t, key, tmp, want, sizeof *want)))
+        sd_dtensor_release_data(t); /* only the kept form is read from now on, when t's owner allows */
     return st;
 }
 
