@@ -434,13 +434,17 @@ static void run_job(const attn_job *j)
 #pragma omp parallel for schedule(dynamic, 1)
     for (int t = 0; t < heads; t++)
         pack_head(j, t / j->H, t % j->H);
-    int chunks = (j->Nq + TASK_ROWS - 1) / TASK_ROWS;
-    long tasks = (long)heads * chunks;
+    /* With few keys (cross-attention) a task runs every head of its rows, whose q and out cache
+     * lines the heads share; with many, one head per task, whose K and V stay in cache. */
+    bool all_heads = j->Nk <= SB * KB;
+    int chunks = (j->Nq + TASK_ROWS - 1) / TASK_ROWS, per_task = all_heads ? j->H : 1;
+    long tasks = (long)heads / per_task * chunks;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(j->threads)
     for (long t = 0; t < tasks; t++) {
-        int bh = (int)(t / chunks), c = (int)(t % chunks);
+        int bh = (int)(t / chunks) * per_task, c = (int)(t % chunks);
         int end = (c + 1) * TASK_ROWS < j->Nq ? (c + 1) * TASK_ROWS : j->Nq;
-        task(j, bh / j->H, bh % j->H, c * TASK_ROWS, end);
+        for (int u = 0; u < per_task; u++)
+            task(j, (bh + u) / j->H, (bh + u) % j->H, c * TASK_ROWS, end);
     }
 }
 
