@@ -250,6 +250,7 @@ static void test_beyond_max_alloc(void)
               "peak device memory %zu bytes", cl->stats.peak_bytes);
 }
 
+#ifdef SDFLOW_HAVE_DNNL
 /* The bf16 precision on each route this CPU has (AMX, AVX512-BF16, and capped to none: the
  * fp32 kernel, bit for bit): every head-dim path of the loops (pairs: odd D; AMX: d padded to
  * 32; 16-column chunks: 1, 2, 3 and 3 + remainder), key blocks with a partial tail, every mask
@@ -281,6 +282,8 @@ static void test_bf16(void)
         sd_attn_bf16_cap(prior);
     }
 }
+
+#endif
 
 static void test_bad_inputs(void)
 {
