@@ -317,7 +317,7 @@ static void bench_conv(void)
     printf("  (Winograd figures count the direct convolution's flops)\n");
 }
 
-/* ---- attention: q [1, Nq, H*D], k/v [1, Nk, H*D], against this library's GEMM ---- */
+/* ---- attention: q [1, Nq, H*D], k/v [1, Nk, H*D], fp32 and bf16 precision, against this library's GEMM ---- */
 
 static void run_attn(variant *v)
 {
@@ -328,23 +328,45 @@ static void run_attn(variant *v)
     sd_dtensor_free(y);
 }
 
+/* run_attn in the bf16 precision (runtime-opencl/attn_bf16.c where the CPU has AVX512-BF16). */
+static void run_attn_bf16(variant *v)
+{
+    if (sd_context_set_precision(cl->ctx, "bf16"))
+        die("precision bf16");
+    run_attn(v);
+    sd_context_set_precision(cl->ctx, "fp32");
+}
+
 static void bench_attn(void)
 {
-    static const int shapes[][4] = {{4096, 4096, 8, 40}, {4096, 77, 8, 40}, {1024, 1024, 8, 80}, {1024, 77, 8, 80}};
-    printf("\nattention Nq x Nk, heads x dim          GF/s   GEMM GF/s (linear 4096x320x1280 f32)   ratio\n");
+    /* SD1.5 self/cross at 64x64 and 32x32 latents, SDXL's 64-dim heads, FLUX's 4096 + 512 tokens
+     * (4 of its 24 heads, to keep the run short; per-head cost is what counts). */
+    static const int shapes[][4] = {{4096, 4096, 8, 40}, {4096, 77, 8, 40}, {1024, 1024, 8, 80},
+                                    {1024, 77, 8, 80},   {4096, 4096, 10, 64}, {4608, 4608, 4, 128}};
+#ifdef SDFLOW_HAVE_DNNL
+    bool bf16 = true;
+#else
+    bool bf16 = false;
+#endif
+    printf("\nattention Nq x Nk, heads x dim   fp32 GF/s   bf16 GF/s   bf16 speedup   GEMM GF/s (linear "
+           "4096x320x1280 f32)\n");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         int Nq = shapes[i][0], Nk = shapes[i][1], H = shapes[i][2], D = shapes[i][3];
         int64_t qs[] = {1, Nq, (int64_t)H * D}, ks[] = {1, Nk, (int64_t)H * D};
-        variant va = {.run = run_attn, .heads = H}, vg;
-        va.a = upload(SD_DTYPE_F32, 3, qs, 5);
-        va.b = upload(SD_DTYPE_F32, 3, ks, 6);
-        va.c = upload(SD_DTYPE_F32, 3, ks, 7);
+        variant va = {.run = run_attn, .heads = H}, vb = {.run = run_attn_bf16, .heads = H}, vg;
+        va.a = vb.a = upload(SD_DTYPE_F32, 3, qs, 5);
+        va.b = vb.b = upload(SD_DTYPE_F32, 3, ks, 6);
+        va.c = vb.c = upload(SD_DTYPE_F32, 3, ks, 7);
         linear_setup(&vg, 4096, 320, 1280, SD_DTYPE_F32);
-        variant *vs[] = {&va, &vg};
-        time_interleaved(vs, 2);
-        double ga = 4.0 * H * (double)Nq * Nk * D / va.best * 1e-9; /* QK^T and PV */
+        variant *vs[] = {&va, &vg, &vb};
+        time_interleaved(vs, bf16 ? 3 : 2);
+        double flops = 4.0 * H * (double)Nq * Nk * D; /* QK^T and PV */
+        double ga = flops / va.best * 1e-9, gb = flops / vb.best * 1e-9;
         double gg = 2.0 * 4096 * 320 * 1280 / vg.best * 1e-9;
-        printf("  %5d x %4d, %d x %-3d               %7.1f %12.1f %32.0f%%\n", Nq, Nk, H, D, ga, gg, 100 * ga / gg);
+        if (bf16)
+            printf("  %5d x %4d, %2d x %-3d    %9.1f   %9.1f   %11.2fx   %10.1f\n", Nq, Nk, H, D, ga, gb, gb / ga, gg);
+        else
+            printf("  %5d x %4d, %2d x %-3d    %9.1f         n/a            n/a   %10.1f\n", Nq, Nk, H, D, ga, gg);
         variant_free(&va);
         variant_free(&vg);
         fflush(stdout);

@@ -1,6 +1,9 @@
-/* sd_op_attention: K is transposed into 32-key panels (attn_pack_k), then attn_fwd runs the
- * flash-style loop (kernels/attention.cl). Programs are built per head dimension. */
+/* sd_op_attention: in the bf16 precision on a CPU with AMX or AVX512-BF16, the host loop of
+ * runtime-opencl/attn_bf16.c; otherwise K is transposed into 32-key panels (attn_pack_k), then
+ * attn_fwd runs the flash-style loop (kernels/attention.cl). Programs are built per head dimension. */
 #include "runtime-opencl/ops.h"
+#include "runtime-opencl/attn_bf16.h"
+#include "runtime-opencl/dnnl.h"
 #include "runtime-opencl/gemm.h"
 #include <math.h>
 #include <stdio.h>
@@ -48,8 +51,11 @@ sd_status sd_op_attention(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, c
     int B = (int)q->shape[0], Nq = (int)q->shape[1], Nk = (int)k->shape[1], H = heads;
     int D = (int)(q->shape[2] / heads);
     sd_status st = sd_dtensor_new(cl, SD_DTYPE_F32, 3, q->shape, out);
-    if (st)
-        return st;
+    bool bf16 = false;
+    if (st || (st = sd_dnnl_wanted(cl, &bf16)))
+        return sd_dtensor_drop_on_error(out, st);
+    if (bf16 && sd_attn_bf16_route() != SD_ATTN_BF16_NONE)
+        return sd_dtensor_drop_on_error(out, sd_attn_bf16_run(cl, q, k, v, heads, mask, mb, mq, *out));
     char opts[96];
     int bq = attn_rows(D);
     snprintf(opts, sizeof opts, "-DHD=%d -DBQ=%d%s", D, bq, k->dtype == SD_DTYPE_F16 ? " -DKV_HALF" : "");

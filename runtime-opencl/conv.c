@@ -120,6 +120,8 @@ sd_status sd_op_conv2d(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
     bool bf16 = false;
     if ((st = sd_dnnl_wanted(cl, &bf16)) || bf16)
         return sd_dtensor_drop_on_error(out, st || B == 0 || O == 0 ? st : sd_dnnl_conv2d_run(cl, x, w, bias, p, *out));
+    if ((st = sd_dtensor_require_data(w, "conv2d", "weight")))
+        return sd_dtensor_drop_on_error(out, st);
     bool wino_ok = KH == 3 && KW == 3 && p->stride_h == 1 && p->stride_w == 1 && x->dtype == SD_DTYPE_F32;
     if (p->algo == SD_CONV_WINOGRAD && !wino_ok) {
         sd_dtensor_free(*out);

@@ -106,13 +106,7 @@ void sd_dnnl_free(sd_cl *cl)
 
 /* ---- Host views of device buffers ---- */
 
-/* A buffer mapped for the host (PoCL's CPU device maps without copying). */
-typedef struct mapping {
-    cl_mem buf;
-    void *ptr;
-} mapping;
-
-static sd_status map(sd_cl *cl, cl_mem buf, size_t bytes, bool write, mapping *m)
+sd_status sd_dnnl_map(sd_cl *cl, cl_mem buf, size_t bytes, bool write, sd_dnnl_mapping *m)
 {
     m->buf = buf;
     m->ptr = NULL;
@@ -124,7 +118,7 @@ static sd_status map(sd_cl *cl, cl_mem buf, size_t bytes, bool write, mapping *m
     return err == CL_SUCCESS ? SD_OK : SD_CL_FAIL(cl, err, "clEnqueueMapBuffer (bf16 operands)");
 }
 
-static void unmap(sd_cl *cl, mapping *m)
+void sd_dnnl_unmap(sd_cl *cl, sd_dnnl_mapping *m)
 {
     if (m->ptr)
         clEnqueueUnmapMemObject(cl->queue, m->buf, m->ptr, 0, NULL, NULL);
@@ -211,31 +205,35 @@ static bool same_md(const void *kept, const void *want)
 
 /* The weights `t` (whose elements `plain_md` describes as f32) in the layout `want`, mapped in
  * *view: t's kept form under key when it has one; else converted, and kept with t when t is
- * constant, or left in *tmp for weights_done to give back. */
+ * constant (t's own data is then released when t is releasable), or left in *tmp for
+ * weights_done to give back. */
 static sd_status weights_in(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *t, const sd_derived_key *key,
-                            const dnnl_memory_desc_t *plain_md, const dnnl_memory_desc_t *want, mapping *view,
+                            const dnnl_memory_desc_t *plain_md, const dnnl_memory_desc_t *want, sd_dnnl_mapping *view,
                             sd_scratch *tmp)
 {
     size_t bytes = dnnl_memory_desc_get_size(want);
     cl_mem kept = t->derived ? sd_derived_find_meta(t, key, same_md, want) : NULL;
     if (kept)
-        return map(cl, kept, bytes, false, view);
-    mapping src = {0};
-    sd_status st = sd_scratch_get(cl, bytes, 1, "bf16 weights", tmp);
+        return sd_dnnl_map(cl, kept, bytes, false, view);
+    sd_status st = sd_dtensor_require_data(t, "bf16 product", "weight");
+    if (st)
+        return st;
+    sd_dnnl_mapping src = {0};
+    st = sd_scratch_get(cl, bytes, 1, "bf16 weights", tmp);
     if (!st)
-        st = map(cl, t->buf, t->numel * sd_dtype_size(t->dtype), false, &src);
-    if (!st && !(st = map(cl, tmp->buf, bytes, true, view)))
+        st = sd_dnnl_map(cl, t->buf, t->numel * sd_dtype_size(t->dtype), false, &src);
+    if (!st && !(st = sd_dnnl_map(cl, tmp->buf, bytes, true, view)))
         st = reorder_any(cl, d, plain_md, src.ptr, t->dtype, t->numel, want, view->ptr, 1.0f);
-    unmap(cl, &src);
-    if (!st && t->derived)
-        st = sd_derived_keep_meta(t, key, tmp, want, sizeof *want);
+    sd_dnnl_unmap(cl, &src);
+    if (!st && t->derived && !(st = sd_derived_keep_meta(t, key, tmp, want, sizeof *want)))
+        sd_dtensor_release_data(t); /* only the kept form is read from now on, when t's owner allows */
     return st;
 }
 
 /* Unmaps what weights_in mapped and gives back a converted copy that was not kept. */
-static void weights_done(sd_cl *cl, mapping *view, sd_scratch *tmp)
+static void weights_done(sd_cl *cl, sd_dnnl_mapping *view, sd_scratch *tmp)
 {
-    unmap(cl, view);
+    sd_dnnl_unmap(cl, view);
     sd_scratch_release(cl, tmp);
 }
 
@@ -272,7 +270,7 @@ sd_status sd_dnnl_matmul_run(sd_cl *cl, const sd_dnnl_matmul *j)
     dnnl_dims_t ad = {j->batch_a, M, K}, bd = {j->batch_b, K, N}, cd = {j->batch_a, M, N}, biasd = {1, 1, N};
     dnnl_dims_t as = {M * K, j->trans_a ? 1 : K, j->trans_a ? M : 1};
     dnnl_dims_t bs = {K * N, j->trans_b ? 1 : N, j->trans_b ? K : 1};
-    mapping am = {0}, biasm = {0}, cm = {0}, bw = {0};
+    sd_dnnl_mapping am = {0}, biasm = {0}, cm = {0}, bw = {0};
     sd_scratch b_tmp = {0};
     sd_derived_key key = {SD_DERIVED_DNNL_MATMUL, {N, K, j->trans_b, j->batch_b}};
     void *a_bf16 = NULL;
@@ -294,9 +292,9 @@ sd_status sd_dnnl_matmul_run(sd_cl *cl, const sd_dnnl_matmul *j)
     b_want = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     TRY(dnnl_primitive_create(&prim, pd), "matmul primitive");
 
-    if ((st = map(cl, j->a->buf, j->a->numel * sd_dtype_size(j->a->dtype), false, &am)) ||
-        (st = map(cl, j->bias ? j->bias->buf : NULL, (size_t)N * 4, false, &biasm)) ||
-        (st = map(cl, j->out->buf, j->out->numel * 4, true, &cm)))
+    if ((st = sd_dnnl_map(cl, j->a->buf, j->a->numel * sd_dtype_size(j->a->dtype), false, &am)) ||
+        (st = sd_dnnl_map(cl, j->bias ? j->bias->buf : NULL, (size_t)N * 4, false, &biasm)) ||
+        (st = sd_dnnl_map(cl, j->out->buf, j->out->numel * 4, true, &cm)))
         goto done;
     /* A scaled by alpha while it is rounded to bf16 (alpha applies to the product alone). */
     if ((st = host_alloc(cl, dnnl_memory_desc_get_size(&a_bf), &a_bf16)) ||
@@ -321,9 +319,9 @@ done:
     dnnl_primitive_attr_destroy(attr);
     weights_done(cl, &bw, &b_tmp);
     free(a_bf16);
-    unmap(cl, &am);
-    unmap(cl, &biasm);
-    unmap(cl, &cm);
+    sd_dnnl_unmap(cl, &am);
+    sd_dnnl_unmap(cl, &biasm);
+    sd_dnnl_unmap(cl, &cm);
     return st;
 }
 
@@ -343,7 +341,7 @@ sd_status sd_dnnl_conv2d_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
     dnnl_dims_t od = {out->shape[0], out->shape[1], out->shape[2], out->shape[3]};
     dnnl_dims_t bd = {w->shape[0]}, strides = {p->stride_h, p->stride_w}, pads = {p->pad_h, p->pad_w};
     dnnl_memory_desc_t x_src, x_any, w_src, w_any, b_md, o_plain, o_any, x_want, w_want, o_want;
-    mapping xm = {0}, bm = {0}, om = {0}, ww = {0};
+    sd_dnnl_mapping xm = {0}, bm = {0}, om = {0}, ww = {0};
     sd_scratch w_tmp = {0};
     sd_derived_key key = {SD_DERIVED_DNNL_CONV, {wd[0], wd[1], wd[2], wd[3]}};
     void *x_bf = NULL, *o_tmp = NULL;
@@ -371,9 +369,9 @@ sd_status sd_dnnl_conv2d_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
     TRY(dnnl_primitive_create(&prim, pd), "convolution primitive");
 
     bool o_direct = dnnl_memory_desc_equal(&o_want, &o_plain);
-    if ((st = map(cl, x->buf, x->numel * sd_dtype_size(x->dtype), false, &xm)) ||
-        (st = map(cl, bias ? bias->buf : NULL, (size_t)w->shape[0] * 4, false, &bm)) ||
-        (st = map(cl, out->buf, out->numel * 4, true, &om)))
+    if ((st = sd_dnnl_map(cl, x->buf, x->numel * sd_dtype_size(x->dtype), false, &xm)) ||
+        (st = sd_dnnl_map(cl, bias ? bias->buf : NULL, (size_t)w->shape[0] * 4, false, &bm)) ||
+        (st = sd_dnnl_map(cl, out->buf, out->numel * 4, true, &om)))
         goto done;
     if ((st = host_alloc(cl, dnnl_memory_desc_get_size(&x_want), &x_bf)) ||
         (st = reorder_any(cl, d, &x_src, xm.ptr, x->dtype, x->numel, &x_want, x_bf, 1.0f)))
@@ -402,8 +400,9 @@ done:
     weights_done(cl, &ww, &w_tmp);
     free(x_bf);
     free(o_tmp);
-    unmap(cl, &xm);
-    unmap(cl, &om);
+    sd_dnnl_unmap(cl, &xm);
+    sd_dnnl_unmap(cl, &bm);
+    sd_dnnl_unmap(cl, &om);
     return st;
 }
 

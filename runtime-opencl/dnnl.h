@@ -30,6 +30,16 @@ sd_status sd_dnnl_matmul_run(sd_cl *cl, const sd_dnnl_matmul *job);
 sd_status sd_dnnl_conv2d_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
                              const sd_conv2d_params *p, sd_dtensor *out);
 
+/* A device buffer mapped for the host (PoCL's CPU device maps without copying): sd_dnnl_map maps
+ * `bytes` of buf (nothing when buf is NULL or bytes 0: ptr NULL), for writing too when `write`;
+ * sd_dnnl_unmap gives it back (a no-op when nothing is mapped). Only with oneDNN. */
+typedef struct sd_dnnl_mapping {
+    cl_mem buf;
+    void *ptr;
+} sd_dnnl_mapping;
+sd_status sd_dnnl_map(sd_cl *cl, cl_mem buf, size_t bytes, bool write, sd_dnnl_mapping *m);
+void sd_dnnl_unmap(sd_cl *cl, sd_dnnl_mapping *m);
+
 /* Frees the runtime's oneDNN engine and scratch memory (at runtime teardown). */
 void sd_dnnl_free(sd_cl *cl);
 

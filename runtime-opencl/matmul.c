@@ -158,14 +158,15 @@ static bool dims_int(const int64_t *d, int n, int *out)
 }
 
 /* Runs job through oneDNN when the context computes in bf16 (or fails because it cannot): true
- * with the outcome in *st; false when the op's own kernels run it (fp32, or nothing to sum). */
+ * with the outcome in *st; false when the op's own kernels run it (fp32, or nothing to sum),
+ * unless B's data was released by an earlier bf16 conversion (true with that error). */
 static bool in_bf16(sd_cl *cl, const sd_dnnl_matmul *job, sd_status *st)
 {
     bool bf16 = false;
     if ((*st = sd_dnnl_wanted(cl, &bf16)))
         return true;
     if (!bf16 || job->M == 0 || job->N == 0 || job->K == 0 || job->batch_a == 0)
-        return false;
+        return (*st = sd_dtensor_require_data(job->b, "matmul", "b")) != SD_OK;
     *st = sd_dnnl_matmul_run(cl, job);
     return true;
 }

@@ -178,6 +178,8 @@ typedef struct derived_form {
 
 struct sd_dtensor_derived {
     derived_form *forms;
+    sd_dtensor *owner; /* set by sd_dtensor_set_releasable */
+    bool released;     /* the owner's data was freed */
 };
 
 static void derived_clear(sd_cl *cl, struct sd_dtensor_derived *d)
@@ -199,6 +201,38 @@ sd_status sd_dtensor_set_constant(sd_dtensor *t)
     if (!(t->derived = calloc(1, sizeof *t->derived)))
         return sd_set_error(t->cl->ctx, SD_ERR_NOMEM, "out of memory");
     return SD_OK;
+}
+
+void sd_dtensor_set_releasable(sd_dtensor *t)
+{
+    if (t->derived)
+        t->derived->owner = t;
+}
+
+void sd_dtensor_release_data(const sd_dtensor *t)
+{
+    struct sd_dtensor_derived *d = t->derived;
+    if (!d || !d->owner || d->released || !d->owner->buf)
+        return;
+    sd_dtensor *o = d->owner;
+    o->cl->stats.live_bytes -= o->cap_bytes;
+    clReleaseMemObject(o->buf);
+    o->buf = NULL;
+    d->released = true;
+}
+
+bool sd_dtensor_released(const sd_dtensor *t)
+{
+    return t && t->derived && t->derived->released;
+}
+
+sd_status sd_dtensor_require_data(const sd_dtensor *t, const char *op, const char *what)
+{
+    char desc[96];
+    if (!sd_dtensor_released(t))
+        return SD_OK;
+    return sd_set_error(t->cl->ctx, SD_ERR_INVALID, "%s: %s %s was released after its bf16 conversion", op, what,
+                        sd_dtensor_describe(t, desc, sizeof desc));
 }
 
 static bool same_key(const sd_derived_key *a, const sd_derived_key *b)

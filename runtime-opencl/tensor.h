@@ -46,6 +46,20 @@ typedef struct sd_dtensor {
  * every call. Writing to t (upload, zero, copy into it) drops the kept forms. SD_ERR_NOMEM. */
 sd_status sd_dtensor_set_constant(sd_dtensor *t);
 
+/* Lets an op free constant t's data once it keeps a form of t that replaces the data (the bf16
+ * precision's oneDNN weights, runtime-opencl/dnnl.c): for tensors whose owner hands them out
+ * afresh for each use and uploads them again when the data is asked for (ml/loading/weights.c).
+ * Call after sd_dtensor_set_constant. */
+void sd_dtensor_set_releasable(sd_dtensor *t);
+/* For ops: frees the buffer of t's owner (t may be a struct-copy view of it) when t is
+ * releasable: the owner's buf becomes NULL, its device memory is freed (not pooled) and
+ * sd_dtensor_released is true; a no-op for other tensors. */
+void sd_dtensor_release_data(const sd_dtensor *t);
+bool sd_dtensor_released(const sd_dtensor *t);
+/* SD_ERR_INVALID "<op>: <what> <shape dtype> was released after its bf16 conversion" when t's
+ * data was released (an op that would read it); SD_OK otherwise (NULL t too). */
+sd_status sd_dtensor_require_data(const sd_dtensor *t, const char *op, const char *what);
+
 /* Bytes per element: 4 or 2 (1 for fp8; 0 for block types, see sd_dtype_block). */
 size_t sd_dtype_size(sd_dtype dtype);
 const char *sd_dtype_name(sd_dtype dtype); /* "f32", "f16", "q8_0", "f8_e4m3fn", ... */

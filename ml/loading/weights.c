@@ -199,8 +199,10 @@ static sd_status upload_blocks(sd_weights *w, const char *name, const sd_st_tens
     return st;
 }
 
-/* What a caller asks of get: the set's dtype, f32, or a Linear weight (block form kept). */
-typedef enum weight_want { WANT_ANY, WANT_F32, WANT_LINEAR } weight_want;
+/* What a caller asks of get: the set's dtype, f32, a Linear weight (block form kept), or the
+ * set's dtype with its data on the device (patching reads it; WANT_ANY may give a tensor whose
+ * data the bf16 precision released, since its products read their kept bf16 form). */
+typedef enum weight_want { WANT_ANY, WANT_F32, WANT_LINEAR, WANT_DATA } weight_want;
 
 /* The block dtype a Linear weight t keeps on the device; false when it is uploaded as floats. */
 static bool linear_blocks(const sd_st_tensor *t, sd_dtype *dtype)
@@ -262,7 +264,7 @@ static sd_status get(sd_weights *w, const char *name, weight_want want, const sd
 static sd_status patch(sd_weights *w, const char *name, bool force_f32, sd_dtensor **out)
 {
     const sd_dtensor *base;
-    sd_status st = get(w->base, name, force_f32 ? WANT_F32 : WANT_ANY, &base);
+    sd_status st = get(w->base, name, force_f32 ? WANT_F32 : WANT_DATA, &base);
     if (!st)
         st = w->patcher.apply(w->patcher.user, name, base, out);
     if (!st && (*out)->dtype != base->dtype)
@@ -285,11 +287,14 @@ static sd_status get(sd_weights *w, const char *name, weight_want want, const sd
     slot *s = find_slot(w->slots, w->cap, name);
     if (s->name) {
         bool blocks = sd_dtype_is_blocks(s->tensor->dtype);
-        if ((want == WANT_LINEAR || !blocks) && (!force_f32 || s->tensor->dtype == SD_DTYPE_F32)) {
+        /* Data released after a bf16 conversion serves bf16 products only. */
+        bool gone = sd_dtensor_released(s->tensor) &&
+                    (want == WANT_DATA || want == WANT_F32 || !sd_context_bf16(w->cl->ctx));
+        if (!gone && (want == WANT_LINEAR || !blocks) && (!force_f32 || s->tensor->dtype == SD_DTYPE_F32)) {
             *out = s->tensor;
             return SD_OK;
         }
-        /* Stored narrower than asked: replace with an f32 (or the set's float) copy. */
+        /* Stored narrower than asked, or released: replace with an f32 (or the set's float) copy. */
         w->device_bytes -= sd_dtensor_bytes(s->tensor);
         sd_dtensor_free(s->tensor);
         s->tensor = NULL;
@@ -308,9 +313,12 @@ static sd_status get(sd_weights *w, const char *name, weight_want want, const sd
             linear_blocks(t, &dtype);
         st = upload(w, name, t, dtype, &d);
     }
-    /* Weights are only read from now on: ops keep their packed forms with them. */
+    /* Weights are only read from now on: ops keep their packed forms with them, and a bf16
+     * product may free the data once it keeps its bf16 form (uploaded again above if asked for). */
     if (!st && (st = sd_dtensor_set_constant(d)))
         sd_dtensor_free(d);
+    if (!st)
+        sd_dtensor_set_releasable(d);
     if (st)
         return st;
     if (!s->name) {

@@ -42,7 +42,13 @@ const sd_st_tensor *sd_weights_info(const sd_weights *w, const char *name);
 /* A number unique to this set among all sets created by the process: unlike its address, it is
  * never reused after the set is freed (callers caching views over a set compare it). */
 uint64_t sd_weights_serial(const sd_weights *w);
-/* Bytes currently held on the device by this set (a patched view: its patched copies only). */
+/* Bytes currently held on the device by this set (a patched view: its patched copies only; a
+ * tensor whose data the bf16 precision released still counts until it is uploaded again).
+ *
+ * In the bf16 precision a weight that a product (linear, matmul, conv2d) converted to oneDNN's
+ * bf16 form and keeps has its own data freed (runtime-opencl/tensor.h, releasable tensors): the
+ * getters keep handing out that tensor in bf16; asked for in fp32, as f32, or by a patched
+ * view, it is uploaded again from the file. */
 size_t sd_weights_device_bytes(const sd_weights *w);
 /* Frees every uploaded tensor (they are uploaded again on next use). */
 void sd_weights_release(sd_weights *w);

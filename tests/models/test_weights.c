@@ -1,6 +1,7 @@
 /* Lazily uploaded device weights: dtype rules, laziness, missing tensors, patched views. */
 #include "test.h"
 #include "ml/loading/weights.h"
+#include "runtime-opencl/ops.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -129,9 +130,81 @@ static void test_patched_view(void)
     sd_context_free(ctx);
 }
 
+#ifdef SDFLOW_HAVE_DNNL
+/* In bf16, a Linear weight's data is freed once oneDNN keeps its bf16 form: the set keeps handing
+ * out that tensor (same results), a product that would need the data again fails clearly, and
+ * fp32 or a patched view gets the data uploaded again from the file. */
+static void test_bf16_release(void)
+{
+    sd_context *ctx;
+    CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
+    sd_context_set_cache_path(ctx, NULL);
+    char *path = test_path(test_scratch_dir(), "b.safetensors");
+    sd_st_entry entries[] = {{.name = "m.proj.weight", .dtype = SD_ST_F32, .ndim = 2, .shape = {3, 5}}};
+    CHECK_EQ_INT(sd_safetensors_write(ctx, path, entries, 1, NULL, fill, NULL), SD_OK);
+    sd_safetensors *st = NULL;
+    sd_cl *cl;
+    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &st), SD_OK);
+    CHECK_EQ_INT(sd_cl_get(ctx, &cl), SD_OK);
+    CHECK_EQ_INT(sd_context_set_precision(ctx, "bf16"), SD_OK);
+    sd_weights *w, *view;
+    CHECK_EQ_INT(sd_weights_new(cl, st, "m.", SD_DTYPE_F16, &w), SD_OK);
+    const sd_dtensor *wt, *again;
+    sd_dtensor *x = NULL, *y1 = NULL, *y2 = NULL, *bad = (sd_dtensor *)1;
+    int64_t xs[2] = {2, 5};
+    float xh[10], a[6], b[6], host[15];
+    for (int i = 0; i < 10; i++)
+        xh[i] = 0.125f * (float)i - 0.5f;
+    CHECK_EQ_INT(sd_dtensor_new(cl, SD_DTYPE_F32, 2, xs, &x), SD_OK);
+    CHECK_EQ_INT(sd_dtensor_upload(x, xh), SD_OK);
+    CHECK_EQ_INT(sd_weights_get(w, "proj.weight", &wt), SD_OK);
+    CHECK(!sd_dtensor_released(wt));
+    CHECK_EQ_INT(sd_op_linear(cl, x, wt, NULL, SD_ACT_NONE, &y1), SD_OK);
+    CHECK(sd_dtensor_released(wt) && wt->buf == NULL);
+    CHECK_EQ_INT(sd_weights_get(w, "proj.weight", &again), SD_OK);
+    CHECK(again == wt);
+    CHECK_EQ_INT(sd_op_linear(cl, x, again, NULL, SD_ACT_NONE, &y2), SD_OK);
+    CHECK_EQ_INT(sd_dtensor_download(y1, a), SD_OK);
+    CHECK_EQ_INT(sd_dtensor_download(y2, b), SD_OK);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    /* another product shape needs the data: refused with a message, not read from nothing */
+    CHECK_EQ_INT(sd_op_matmul(cl, y1, false, wt, false, NULL, SD_ACT_NONE, 1.0f, &bad), SD_ERR_INVALID);
+    CHECK(bad == NULL);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "weight [3, 5] f16 was released after its bf16 conversion");
+    /* fp32 gets the data back from the file */
+    CHECK_EQ_INT(sd_context_set_precision(ctx, "fp32"), SD_OK);
+    CHECK_EQ_INT(sd_weights_get(w, "proj.weight", &again), SD_OK);
+    CHECK(!sd_dtensor_released(again));
+    CHECK_EQ_INT(sd_dtensor_download(again, host), SD_OK);
+    CHECK_NEAR(host[4], 0.5 + 4 * 0.25, 1e-6);
+    /* a patched view in bf16 reads the base's data, uploaded again after another release */
+    CHECK_EQ_INT(sd_context_set_precision(ctx, "bf16"), SD_OK);
+    sd_dtensor_free(y2);
+    y2 = NULL;
+    CHECK_EQ_INT(sd_op_linear(cl, x, again, NULL, SD_ACT_NONE, &y2), SD_OK);
+    CHECK(sd_dtensor_released(again));
+    int calls = 0;
+    sd_weight_patcher p = {claims, plus_one, &calls};
+    CHECK_EQ_INT(sd_weights_new_patched(w, &p, &view), SD_OK);
+    const sd_dtensor *vw;
+    CHECK_EQ_INT(sd_weights_get(view, "proj.weight", &vw), SD_OK);
+    CHECK_EQ_INT(sd_dtensor_download(vw, host), SD_OK);
+    CHECK_NEAR(host[4], 1.5 + 4 * 0.25, 1e-6);
+    sd_weights_free(view);
+    sd_dtensor_free(x), sd_dtensor_free(y1), sd_dtensor_free(y2);
+    sd_weights_free(w);
+    sd_safetensors_close(st);
+    free(path);
+    sd_context_free(ctx);
+}
+#endif
+
 int main(void)
 {
     RUN(test_weights);
     RUN(test_patched_view);
+#ifdef SDFLOW_HAVE_DNNL
+    RUN(test_bf16_release);
+#endif
     return test_summary("test_weights");
 }

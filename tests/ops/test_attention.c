@@ -4,15 +4,35 @@
  * [-1, 1]: the output is a convex combination of v rows; fp32 dot products over D <= 160, the
  * kernel's 2^x polynomial (relative error < 2e-7) and fp32 running sums over up to 16384 keys
  * stay well inside that. Long sequences (4096, 16384 keys) are checked on a subset of query rows
- * so the double-precision reference stays fast. */
+ * so the double-precision reference stays fast.
+ *
+ * The bf16 precision (runtime-opencl/attn_bf16.c on CPUs with AVX512-BF16) is checked against
+ * the same reference fed bf16-rounded q, k and v. Its scores are exact bf16 products summed in
+ * fp32, so what is left is the rounding of the probabilities to bf16 for P V (relative error at
+ * most 2^-8 each, and l sums the unrounded ones): the output moves by at most 2^-8 max|v| =
+ * 0.0039 (v in [-1, 1]); ATOL_BF16 = 0.0041 adds the fp32 bound above. On a CPU without
+ * AVX512-BF16 the bf16 precision must give the fp32 kernel's result bit for bit. */
 #include "test.h"
 #include "support/ref_ops.h"
+#include "runtime-opencl/attn_bf16.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define ATOL 1e-4
 #define RTOL 1e-4
+#define ATOL_BF16 0.0041
+
+/* Rounds to bfloat16, nearest even (what the CPU's conversion does for normal values). */
+static void round_bf16(float *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &p[i], 4);
+        u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+        memcpy(&p[i], &u, 4);
+    }
+}
 
 static sd_context *ctx;
 static sd_cl *cl;
@@ -66,6 +86,35 @@ static float *make_mask(const attn_case *c, int *mb, int *mq, int64_t *shape, in
     return m;
 }
 
+/* In the bf16 precision: out compared with the fp32 precision's result of the same inputs
+ * (differs when the bf16 loop runs, else identical); q, k, v rounded for the reference. */
+static bool bf16_loop(void)
+{
+    return sd_attn_bf16_route() != SD_ATTN_BF16_NONE;
+}
+
+static void check_bf16_route(const attn_case *c, sd_dtensor *tq, sd_dtensor *tk, sd_dtensor *tv, sd_dtensor *tm,
+                             const float *got, float *q, float *k, float *v, size_t nq, size_t nk)
+{
+    sd_dtensor *out32 = NULL;
+    float *got32 = malloc(nq * 4);
+    CHECK_EQ_INT(sd_context_set_precision(ctx, "fp32"), SD_OK);
+    CHECK_EQ_INT(sd_op_attention(cl, tq, tk, tv, c->H, tm, &out32), SD_OK);
+    CHECK_EQ_INT(sd_context_set_precision(ctx, "bf16"), SD_OK);
+    if (out32 && got32 && sd_dtensor_download(out32, got32) == SD_OK) {
+        bool same = memcmp(got, got32, nq * 4) == 0;
+        CHECK_MSG(same != bf16_loop(), "bf16 output %s the fp32 kernel's (bf16 loop %s)",
+                  same ? "equals" : "differs from", bf16_loop() ? "available" : "unavailable");
+    }
+    sd_dtensor_free(out32);
+    free(got32);
+    if (bf16_loop()) {
+        round_bf16(q, nq);
+        round_bf16(k, nk);
+        round_bf16(v, nk);
+    }
+}
+
 static double run_case(const attn_case *c, unsigned seed)
 {
     size_t C = (size_t)c->H * c->D, nq = (size_t)c->B * c->Nq * C, nk = (size_t)c->B * c->Nk * C;
@@ -88,6 +137,10 @@ static double run_case(const attn_case *c, unsigned seed)
     if (sd_op_attention(cl, tq, tk, tv, c->H, tm, &out) == SD_OK) {
         CHECK(sd_dtensor_same_shape(out, tq));
         CHECK_EQ_INT(sd_dtensor_download(out, got), SD_OK);
+        bool bf16 = sd_context_bf16(ctx);
+        if (bf16)
+            check_bf16_route(c, tq, tk, tv, tm, got, q, k, v, nq, nk);
+        double atol = bf16 && bf16_loop() ? ATOL_BF16 : ATOL;
         err = 0;
         int blocks = c->rows ? 4 : 1, per = c->rows ? c->rows / 4 : c->Nq;
         for (int blk = 0; blk < blocks; blk++) {
@@ -96,7 +149,7 @@ static double run_case(const attn_case *c, unsigned seed)
             ref_attention(q, k, v, mask, mb, mq, c->B, c->Nq, c->Nk, c->H, c->D, q0, q0 + per, want);
             for (int b = 0; b < c->B; b++) {
                 size_t off = ((size_t)b * c->Nq + (size_t)q0) * C;
-                double e = ref_max_err(got + off, want + off, (size_t)per * C, ATOL, RTOL);
+                double e = ref_max_err(got + off, want + off, (size_t)per * C, atol, RTOL);
                 if (e > err)
                     err = e;
             }
@@ -197,6 +250,41 @@ static void test_beyond_max_alloc(void)
               "peak device memory %zu bytes", cl->stats.peak_bytes);
 }
 
+#ifdef SDFLOW_HAVE_DNNL
+/* The bf16 precision on each route this CPU has (AMX, AVX512-BF16, and capped to none: the
+ * fp32 kernel, bit for bit): every head-dim path of the loops (pairs: odd D; AMX: d padded to
+ * 32; 16-column chunks: 1, 2, 3 and 3 + remainder), key blocks with a partial tail, every mask
+ * kind, f16 K/V, more keys than one AMX key block (256) with a partial tail. */
+static void bf16_cases(void)
+{
+    static const attn_case cases[] = {
+        {2, 37, 77, 2, 40, F32, 0, 0},  {1, 21, 33, 2, 5, F16, 1, 0},   {1, 19, 70, 1, 1, F32, 0, 0},
+        {2, 17, 45, 3, 64, F32, 2, 0},  {1, 25, 90, 2, 80, F16, 0, 0},  {1, 11, 50, 1, 128, F32, 0, 0},
+        {1, 15, 47, 2, 160, F32, 3, 0}, {1, 21, 40, 1, 512, F32, 0, 0}, {1, 77, 77, 12, 64, F32, 3, 0},
+        {1, 19, 300, 2, 40, F32, 1, 0}, {1, 4096, 4096, 8, 40, F16, 0, 64},
+    };
+    CHECK_EQ_INT(sd_context_set_precision(ctx, "bf16"), SD_OK);
+    check_cases(cases, sizeof cases / sizeof cases[0], 1000);
+    CHECK_EQ_INT(sd_context_set_precision(ctx, "fp32"), SD_OK);
+}
+
+static void test_bf16(void)
+{
+    static const sd_attn_bf16_isa routes[] = {SD_ATTN_BF16_AMX, SD_ATTN_BF16_AVX512, SD_ATTN_BF16_NONE};
+    sd_attn_bf16_isa have = sd_attn_bf16_route();
+    printf("bf16 attention route on this CPU: %s\n",
+           have == SD_ATTN_BF16_AMX ? "AMX" : have == SD_ATTN_BF16_AVX512 ? "AVX512-BF16" : "none");
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (routes[i] > have)
+            continue;
+        sd_attn_bf16_isa prior = sd_attn_bf16_cap(routes[i]);
+        bf16_cases();
+        sd_attn_bf16_cap(prior);
+    }
+}
+
+#endif
+
 static void test_bad_inputs(void)
 {
     int64_t qs[] = {1, 5, 12}, ks[] = {1, 7, 12}, k2[] = {1, 7, 10}, ms[] = {4, 7}, wide[] = {1, 5, 513};
@@ -239,6 +327,9 @@ int main(void)
     RUN(test_4096_tokens);
     RUN(test_beyond_max_alloc);
     RUN(test_bad_inputs);
+#ifdef SDFLOW_HAVE_DNNL
+    RUN(test_bf16);
+#endif
     sd_context_free(ctx);
     return test_summary("test_attention");
 }

@@ -15,6 +15,7 @@
 static sd_context *ctx;
 static sd_cl *cl;
 
+#ifdef SDFLOW_HAVE_DNNL
 /* Rounds to bfloat16, nearest even (what oneDNN's reorder does). */
 static float round_bf16(float f)
 {
@@ -164,6 +165,8 @@ static void test_conv2d(void)
     conv_case(1, 32, 16, 16, 48, 3, 2, 1, SD_ACT_NONE, false);
     conv_case(2, 40, 9, 9, 20, 1, 1, 0, SD_ACT_GELU, true);
 }
+
+#endif
 
 static void test_precision_names(void)
 {
