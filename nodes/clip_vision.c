@@ -177,14 +177,6 @@ static const sd_output_desc encode_out[] = {
            "image_embeds [B, projection], last_hidden_state and penultimate_hidden_states [B, tokens, width] "
            "(SigLIP: image_embeds is last_hidden_state)"),
 };
-/* The encoding carries its encoder's tag (unCLIPConditioning checks the embeddings' width). */
-static void check_encode(sd_node_check *c)
-{
-    const char *tag = sd_check_tag(c, "clip_vision");
-    if (tag)
-        sd_check_set_tag(c, 0, tag);
-}
-
 const sd_node_desc sd_node_CLIPVisionEncode = {
     .name = "CLIPVisionEncode", .version = 1, .category = "conditioning",
     .doc = "Encodes images with a CLIP vision model, after ComfyUI's clip_preprocess (bicubic antialiased resize, "
