@@ -3,6 +3,7 @@
 #include "ml/annotators/aux_image.h"
 #include "ml/onnx/onnx_graph.h"
 #include <dirent.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -325,7 +326,9 @@ sd_status sd_face_analysis_load(sd_context *ctx, sd_cl *cl, const char *pack_dir
             break;
         }
         snprintf(path, len, "%s/%s", pack_dir, names[i]);
-        st = sd_onnx_open(ctx, path, &f);
+        char *real = realpath(path, NULL); /* as the planner declares files (symlinks resolved) */
+        st = sd_onnx_open(ctx, real ? real : path, &f);
+        free(real);
         free(path);
         if (st)
             break;
