@@ -80,7 +80,8 @@ sd_status sd_onnx_tensor_view(sd_context *ctx, const sd_onnx_file *f, const Onnx
         return sd_set_error(ctx, SD_ERR_LIMIT, "%s: tensor %s: dimensions negative or too large", f->path, name);
     out->dtype = t->data_type;
     out->ndim = (int)t->n_dims;
-    memcpy(out->dims, t->dims, t->n_dims * sizeof *t->dims);
+    if (t->n_dims)
+        memcpy(out->dims, t->dims, t->n_dims * sizeof *t->dims);
     out->numel = bytes / elem;
     size_t have;
     if (t->has_raw_data) {

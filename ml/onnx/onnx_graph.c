@@ -102,7 +102,8 @@ static sd_status set_dims(run *r, val *v, int ndim, const int64_t *dims)
     if (ndim < 0 || ndim > SD_ONNX_MAX_DIMS || !sd_shape_bytes(dims, ndim, 8, &bytes) || bytes / 8 > SD_ONNX_MAX_ELEMS)
         return fail(r, SD_ERR_LIMIT, "an output shape is negative or too large");
     v->ndim = ndim;
-    memcpy(v->dims, dims, (size_t)ndim * sizeof *dims);
+    if (ndim)
+        memcpy(v->dims, dims, (size_t)ndim * sizeof *dims);
     v->numel = bytes / 8;
     return SD_OK;
 }
@@ -232,7 +233,8 @@ static int attr_ints(run *r, const char *name, int64_t *out, int max, int def_n)
         return def_n;
     if (a->n_ints > (size_t)max)
         return -1;
-    memcpy(out, a->ints, a->n_ints * sizeof *out);
+    if (a->n_ints)
+        memcpy(out, a->ints, a->n_ints * sizeof *out);
     return (int)a->n_ints;
 }
 
@@ -569,7 +571,8 @@ static sd_status reshape_to(run *r, val *x, int ndim, const int64_t *dims, val *
     void *d = malloc(bytes);
     if (!d)
         return fail(r, SD_ERR_NOMEM, "out of memory");
-    memcpy(d, x->dtype == SD_ONNX_FLOAT ? (void *)x->hf : (void *)x->hi, bytes);
+    if (x->numel)
+        memcpy(d, x->dtype == SD_ONNX_FLOAT ? (void *)x->hf : (void *)x->hi, bytes);
     if (x->dtype == SD_ONNX_FLOAT)
         out->hf = d;
     else
@@ -640,7 +643,8 @@ static sd_status op_squeeze(run *r, val *out, bool unsqueeze)
         if (ax->numel > SD_ONNX_MAX_DIMS)
             return fail(r, SD_ERR_LIMIT, "too many axes");
         na = (int)ax->numel;
-        memcpy(axes, ax->hi, (size_t)na * sizeof *axes);
+        if (na)
+            memcpy(axes, ax->hi, (size_t)na * sizeof *axes);
     } else if ((na = attr_ints(r, "axes", axes, SD_ONNX_MAX_DIMS, 0)) < 0) {
         return fail(r, SD_ERR_LIMIT, "too many axes");
     }
@@ -821,7 +825,8 @@ static sd_status op_concat(run *r, val *out)
         const char *src = v->dtype == SD_ONNX_FLOAT ? (const char *)v->hf : (const char *)v->hi;
         size_t row = (size_t)v->dims[axis] * inner;
         for (size_t o = 0; o < outer; o++)
-            memcpy(dst + o * (size_t)dims[axis] * inner + off, src + o * row, row);
+            if (row)
+                memcpy(dst + o * (size_t)dims[axis] * inner + off, src + o * row, row);
         off += row;
     }
     return SD_OK;
@@ -901,7 +906,8 @@ static sd_status op_slice(run *r, val *out)
             if (!lists[l] || (st = need_ints(r, lists[l], "slice parameter")) || (int)lists[l]->numel != n ||
                 n > SD_ONNX_MAX_DIMS)
                 return st ? st : fail(r, SD_ERR_INVALID, "slice parameters of different lengths");
-            memcpy(dst[l], lists[l]->hi, (size_t)n * sizeof(int64_t));
+            if (n)
+                memcpy(dst[l], lists[l]->hi, (size_t)n * sizeof(int64_t));
         }
         if (!av)
             for (int i = 0; i < n; i++)
@@ -952,7 +958,7 @@ static sd_status op_slice(run *r, val *out)
 static sd_status from_tensor(run *r, const sd_onnx_tensor *t, val *out)
 {
     sd_status st = host_new(r, out, t->dtype, t->ndim, t->dims);
-    if (!st)
+    if (!st && t->numel)
         memcpy(t->dtype == SD_ONNX_FLOAT ? (void *)out->hf : (void *)out->hi, t->data, t->numel * (t->dtype == SD_ONNX_FLOAT ? 4 : 8));
     return st;
 }
@@ -980,7 +986,7 @@ static sd_status op_constant(run *r, val *out)
     if ((a = attr(r, "value_ints"))) {
         int64_t n = (int64_t)a->n_ints;
         sd_status st = host_new(r, out, SD_ONNX_INT64, 1, &n);
-        if (!st)
+        if (!st && n)
             memcpy(out->hi, a->ints, a->n_ints * sizeof *a->ints);
         return st;
     }
@@ -1144,10 +1150,15 @@ sd_status sd_onnx_graph_from_file(sd_cl *cl, sd_onnx_file *file, sd_onnx_graph *
         v->ndim = t.ndim;
         memcpy(v->dims, t.dims, sizeof v->dims);
         v->numel = t.numel;
-        v->constant = v->borrowed = true;
-        if (t.dtype == SD_ONNX_FLOAT)
+        v->constant = true;
+        v->borrowed = t.numel > 0; /* an empty tensor gets a buffer of its own (its data may be NULL) */
+        if (!v->borrowed && (t.dtype == SD_ONNX_FLOAT ? !(v->hf = calloc(1, 4)) : !(v->hi = calloc(1, 8)))) {
+            st = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
+            break;
+        }
+        if (v->borrowed && t.dtype == SD_ONNX_FLOAT)
             v->hf = (float *)t.data;
-        else
+        else if (v->borrowed)
             v->hi = (int64_t *)t.data;
     }
     if (st)
@@ -1194,7 +1205,8 @@ static sd_status take_output(run *r, val *v, sd_onnx_array *a)
     if (v->borrowed) {
         if (!(a->data = malloc((v->numel ? v->numel : 1) * 4)))
             return sd_set_error(r->ctx, SD_ERR_NOMEM, "%s: out of memory", r->g->file->path);
-        memcpy(a->data, v->hf, v->numel * 4);
+        if (v->numel)
+            memcpy(a->data, v->hf, v->numel * 4);
     } else {
         a->data = v->hf;
         v->hf = NULL;

@@ -97,6 +97,12 @@ static sd_status resize_linear(sd_context *ctx, const unsigned char *src, int sw
     return SD_OK;
 }
 
+/* OpenCV's saturate_cast<int>(double): rounded half to even, clamped to the int range. */
+static int64_t sat_round(double v)
+{
+    return v >= 2147483647.0 ? 2147483647 : v <= -2147483648.0 ? -2147483648LL : v == v ? (int64_t)lrint(v) : 0;
+}
+
 /* cv2.warpAffine(src, M, (size, size), INTER_LINEAR, BORDER_CONSTANT 0) on 8 bits: the inverted
  * matrix in fixed point (10 fractional bits, rounded to 1/32 pixel), Q15 bilinear weights. */
 static void warp_affine(const unsigned char *src, int sw, int sh, const double m_in[6], unsigned char *dst, int size)
@@ -114,16 +120,17 @@ static void warp_affine(const unsigned char *src, int sw, int sh, const double m
     m[2] = b1;
     m[5] = b2;
     for (int y = 0; y < size; y++) {
-        int x0 = (int)lrint((m[1] * y + m[2]) * 1024) + 16, y0 = (int)lrint((m[4] * y + m[5]) * 1024) + 16;
+        int64_t x0 = sat_round((m[1] * y + m[2]) * 1024) + 16, y0 = sat_round((m[4] * y + m[5]) * 1024) + 16;
         for (int x = 0; x < size; x++) {
-            int X = (x0 + (int)lrint(m[0] * x * 1024)) >> 5, Y = (y0 + (int)lrint(m[3] * x * 1024)) >> 5;
-            int sx = X >> 5, sy = Y >> 5, ax = X & 31, ay = Y & 31;
+            int64_t X = (x0 + sat_round(m[0] * x * 1024)) >> 5, Y = (y0 + sat_round(m[3] * x * 1024)) >> 5;
+            int64_t sx = X >> 5, sy = Y >> 5;
+            int ax = (int)(X & 31), ay = (int)(Y & 31);
             int w[4] = {(32 - ay) * (32 - ax) * 32, (32 - ay) * ax * 32, ay * (32 - ax) * 32, ay * ax * 32};
             unsigned char *d = dst + ((size_t)y * (size_t)size + (size_t)x) * 3;
             for (int c = 0; c < 3; c++) {
                 int acc = 0;
                 for (int k = 0; k < 4; k++) {
-                    int px = sx + (k & 1), py = sy + (k >> 1);
+                    int64_t px = sx + (k & 1), py = sy + (k >> 1);
                     if (px >= 0 && py >= 0 && px < sw && py < sh)
                         acc += src[((size_t)py * (size_t)sw + (size_t)px) * 3 + (size_t)c] * w[k];
                 }

@@ -101,7 +101,8 @@ static void test_norm_crop(void)
         CHECK_MSG(diff == 0, "norm_crop %d: %zu bytes differ from cv2", size, diff);
         free(ref), free(got), free(out);
     }
-    CHECK_EQ_INT(sd_face_norm_crop(ctx, rgb, w, h, lmk, 100, malloc(1)), SD_ERR_INVALID);
+    float none[1];
+    CHECK_EQ_INT(sd_face_norm_crop(ctx, rgb, w, h, lmk, 100, none), SD_ERR_INVALID);
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "not a multiple of 112 or 128");
     free(img), free(rgb);
 }
@@ -160,6 +161,17 @@ static void test_faces(void)
         free(faces);
         free(px);
     }
+    /* ComfyUI_IPAdapter_plus's retry starts at 640 (the 64x48 image scaled up tenfold) */
+    float *pa = test_read_golden("face_img_a.f32", 64 * 48 * 3 * 4);
+    sd_face *found = NULL;
+    size_t nf = 0;
+    for (size_t i = 0; pa && i < 64 * 48 * 3; i++)
+        pa[i] = (pa[i] + 0.5f) / 255.0f;
+    if (fa && pa)
+        CHECK_EQ_INT(sd_face_analysis_run_retry(ctx, fa, pa, 64, 48, &found, &nf), SD_OK);
+    CHECK((found == NULL) == (nf == 0));
+    free(found);
+    free(pa);
     /* a blank image: no face, not an error */
     float *blank = calloc(64 * 64 * 3, sizeof *blank);
     sd_face *faces = NULL;
@@ -248,9 +260,19 @@ static void test_hostile(void)
     free(p);
     t->has_data_location = 0;
 
-    /* a Reshape to a shape of another element count fails when it runs, naming the node */
-    p = write_model(f->model, "ok.onnx");
-    free(p);
+    /* an input the graph's Gemm does not fit fails when it runs, naming the file and node */
+    char *rec = pack_path("rec_tiny.onnx");
+    sd_onnx_graph *rg = NULL;
+    CHECK_EQ_INT(sd_onnx_graph_load(cl, rec, &rg), SD_OK);
+    float *small = calloc(3 * 64 * 64, sizeof *small);
+    sd_onnx_array sin = {.ndim = 4, .dims = {1, 3, 64, 64}, .numel = 3 * 64 * 64, .data = small}, sout = {0};
+    if (rg)
+        CHECK_EQ_INT(sd_onnx_graph_run(rg, &sin, &sout), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "rec_tiny.onnx: node /fc/Gemm (Gemm)");
+    CHECK(sout.data == NULL);
+    free(small);
+    free(rec);
+    sd_onnx_graph_free(rg);
 
     /* truncated: half of the real file */
     struct stat sb;
