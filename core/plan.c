@@ -383,6 +383,7 @@ bool sd_plan_storable(const sd_plan_node *p)
         switch (p->desc->outputs[i].type) {
         case SD_TYPE_MODEL: case SD_TYPE_CLIP: case SD_TYPE_VAE: case SD_TYPE_CONTROL_NET:
         case SD_TYPE_UPSCALE_MODEL: case SD_TYPE_GUIDER: case SD_TYPE_CLIP_VISION: case SD_TYPE_IPADAPTER:
+        case SD_TYPE_INSIGHTFACE:
             return false; /* handles (weights) are never stored; loaders run lazily */
         default:
             break;

@@ -74,7 +74,7 @@ int sd_node_desc_output(const sd_node_desc *desc, const char *name)
 static const char *const type_names[SD_TYPE_COUNT] = {
     "MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE", "MASK", "CONTROL_NET",
     "UPSCALE_MODEL", "INT", "FLOAT", "STRING", "BOOLEAN", "ENUM", "SAMPLER", "SIGMAS", "NOISE", "GUIDER",
-    "CLIP_VISION", "CLIP_VISION_OUTPUT", "IPADAPTER", "EMBEDS", "STYLE_MODEL",
+    "CLIP_VISION", "CLIP_VISION_OUTPUT", "IPADAPTER", "EMBEDS", "STYLE_MODEL", "INSIGHTFACE",
 };
 
 const char *sd_type_name(sd_type type)

@@ -35,6 +35,7 @@ typedef enum sd_type {
     SD_TYPE_IPADAPTER,          /* an IP-Adapter model (IPAdapterModelLoader); a handle */
     SD_TYPE_EMBEDS,             /* CLIP vision features for an IP-Adapter (IPAdapterEncoder) */
     SD_TYPE_STYLE_MODEL,        /* a FLUX Redux image encoder (StyleModelLoader); a handle */
+    SD_TYPE_INSIGHTFACE,        /* an InsightFace detector + recognizer pack (IPAdapterInsightFaceLoader); a handle */
     SD_TYPE_COUNT
 } sd_type;
 

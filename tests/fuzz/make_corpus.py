@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the seed corpora of the libFuzzer harnesses (docs/fuzzing.md) under DIR/{xml,comfy,
-comfy_ui,pickle,safetensors,png,gguf,t5}: the repository's graphs and test data, the workflow XML and ComfyUI JSON held in
+comfy_ui,pickle,safetensors,png,gguf,t5,onnx}: the repository's graphs and test data, the workflow XML and ComfyUI JSON held in
 the test programs' string literals (cycles, links, params, upgrades, bad values), small
 safetensors and .latent files, small PNGs (gray16, palette+tRNS, RGBA, provenance chunks), and small GGUF files
 (one block of every supported type, metadata of every value type, an orig_shape override, the
@@ -10,7 +10,7 @@ Run from the repository root: python3 tests/fuzz/make_corpus.py build-fuzz/corpu
 import codecs, glob, hashlib, json, os, re, shutil, struct, sys, zlib
 
 out = sys.argv[1] if len(sys.argv) > 1 else 'build-fuzz/corpus'
-for k in ('xml', 'comfy', 'comfy_ui', 'pickle', 'safetensors', 'png', 'gguf', 't5'):
+for k in ('xml', 'comfy', 'comfy_ui', 'pickle', 'safetensors', 'png', 'gguf', 't5', 'onnx'):
     os.makedirs(os.path.join(out, k), exist_ok=True)
 
 def put(kind, name, data):
@@ -24,6 +24,8 @@ for f in glob.glob('tests/data/comfy/*.json'):
     shutil.copy(f, os.path.join(out, 'comfy_ui'))
 for f in glob.glob('tests/data/pickle/*'):
     shutil.copy(f, os.path.join(out, 'pickle'))
+for f in glob.glob('tests/data/insightface/*/*.onnx'):  # the tiny SCRFD and IResNet exports
+    shutil.copy(f, os.path.join(out, 'onnx'))
 for f in glob.glob('examples/input/*.png'):
     shutil.copy(f, os.path.join(out, 'png'))
 
