@@ -34,6 +34,7 @@ typedef enum sd_type {
     SD_TYPE_CLIP_VISION_OUTPUT, /* image_embeds, last_hidden_state, penultimate_hidden_states */
     SD_TYPE_IPADAPTER,          /* an IP-Adapter model (IPAdapterModelLoader); a handle */
     SD_TYPE_EMBEDS,             /* CLIP vision features for an IP-Adapter (IPAdapterEncoder) */
+    SD_TYPE_POSE_KEYPOINT,      /* comfyui_controlnet_aux's pose keypoints: OpenPose JSON text */
     SD_TYPE_COUNT
 } sd_type;
 
