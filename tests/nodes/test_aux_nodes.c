@@ -411,6 +411,38 @@ static void test_openpose(void)
     sd_graph_free(g);
 }
 
+/* SavePoseKpsAsJsonFile after OpenposePreprocessor (resolution 64, bodies only): one .json in
+ * the output directory holding the POSE_KEYPOINT list on one line as json.dump writes it; an
+ * IMAGE is no POSE_KEYPOINT (the socket types are checked). */
+static void test_save_pose(void)
+{
+    sd_graph *g = pre_graph("OpenposePreprocessor", (const char *const[]){"detect_hand", "disable", "detect_face",
+                                                                          "disable", NULL});
+    CHECK_EQ_INT(sd_graph_add_node(g, "SavePoseKpsAsJsonFile", "save", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "save", "filename_prefix", "kps/pose"), SD_OK);
+    CHECK_EQ_INT(sd_graph_connect(g, "pre", "POSE_KEYPOINT", "save", "pose_kps"), SD_OK);
+    sd_run_options opt = {.no_cache = true};
+    sd_result *res = NULL;
+    CHECK_MSG(sd_graph_run(g, &opt, &res) == SD_OK, "%s", sd_context_errmsg(ctx));
+    char *dir = test_path(test_scratch_dir(), "output/kps"), *path = test_path(dir, "pose_00001_.json");
+    size_t len = 0;
+    char *text = (char *)read_bytes(path, &len);
+    const char *head = "[{\"people\": [{\"pose_keypoints_2d\": [", *tail = "], \"canvas_height\": 77, \"canvas_width\": 64}]";
+    CHECK(text && len > strlen(head) + strlen(tail) && memcmp(text, head, strlen(head)) == 0 &&
+          memcmp(text + len - strlen(tail), tail, strlen(tail)) == 0 && !memchr(text, '\n', len) &&
+          strstr(text, "\"face_keypoints_2d\": null, \"hand_left_keypoints_2d\": null"));
+    free(text), free(path), free(dir);
+    sd_result_free(res);
+    sd_graph_free(g);
+
+    g = pre_graph("OpenposePreprocessor", NULL);
+    CHECK_EQ_INT(sd_graph_add_node(g, "SavePoseKpsAsJsonFile", "save", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_connect(g, "load", "IMAGE", "save", "pose_kps"), SD_ERR_INVALID);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), "cannot link IMAGE output 'IMAGE' of node 'load' to POSE_KEYPOINT input "
+                                         "'pose_kps' of node 'save'");
+    sd_graph_free(g);
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx) != SD_OK)
@@ -428,6 +460,7 @@ int main(void)
     RUN(test_pidinet);
     RUN(test_scribble_endings);
     RUN(test_openpose);
+    RUN(test_save_pose);
     RUN(test_depth_anything);
     RUN(test_midas);
     sd_context_free(ctx);

@@ -44,13 +44,14 @@ PARTS = 71
 class FaceNet(nn.Module):
     """face.py's FaceNet with small widths: the VGG front, conv6_1_CPM / conv6_2_CPM, then
     Mconv1..7_stage2..6 on concat(previous heatmaps, front); ReLU after every conv but
-    conv6_2_CPM and each Mconv7. Its state dict keys are face.py's (conv1_1.weight, ...)."""
+    conv6_2_CPM and each Mconv7. Its state dict keys are face.py's (conv1_1.weight, ...). front
+    (15 conv widths), mid and m give the real ones (bench/make_annotator_files.py)."""
 
-    def __init__(self, w=4, m=4):
+    def __init__(self, m=4, front=None, mid=12):
         super().__init__()
         no_relu = ["conv6_2_CPM"] + ["Mconv7_stage%d" % i for i in range(2, 7)]
-        front, c = vgg(HAND_FRONT, [4, 4, 6, 6, 8, 8, 8, 8, 10, 10, 10, 10, 10, 10, w])
-        layers = list(front.items()) + [("conv6_1_CPM", [c, 12, 1, 1, 0]), ("conv6_2_CPM", [12, PARTS, 1, 1, 0])]
+        front, c = vgg(HAND_FRONT, front or [4, 4, 6, 6, 8, 8, 8, 8, 10, 10, 10, 10, 10, 10, 4])
+        layers = list(front.items()) + [("conv6_1_CPM", [c, mid, 1, 1, 0]), ("conv6_2_CPM", [mid, PARTS, 1, 1, 0])]
         for s in range(2, 7):
             layers += ([("Mconv1_stage%d" % s, [c + PARTS, m, 7, 1, 3])] +
                        [("Mconv%d_stage%d" % (i, s), [m, m, 7, 1, 3]) for i in range(2, 6)] +
