@@ -443,6 +443,27 @@ static void test_save_pose(void)
     sd_graph_free(g);
 }
 
+/* OpenposePreprocessor saved at version 1 (which ran only with detect_face disable, its default
+ * then): an unset detect_face is upgraded to disable, a literal kept. */
+static void test_openpose_upgrade(void)
+{
+    static const char *const xml[2] = {
+        "<workflow version=\"1\"><node id=\"p\" type=\"OpenposePreprocessor\" version=\"1\"/></workflow>",
+        "<workflow version=\"1\"><node id=\"p\" type=\"OpenposePreprocessor\" version=\"1\">"
+        "<input name=\"detect_face\">enable</input></node></workflow>"};
+    static const char *const want[2] = {"disable", "enable"};
+    for (int i = 0; i < 2; i++) {
+        sd_graph *g = NULL;
+        CHECK_MSG(sd_graph_load_xml_memory(ctx, xml[i], strlen(xml[i]), "old.xml", &g) == SD_OK, "%s",
+                  sd_context_errmsg(ctx));
+        const sd_graph_node *n = g ? sd_graph_find_node(g, "p") : NULL;
+        const sd_graph_input *in = n ? sd_graph_node_input(n, "detect_face") : NULL;
+        CHECK_MSG(n && n->version == 2 && in && in->kind == SD_BIND_LITERAL && strcmp(in->text, want[i]) == 0,
+                  "case %d: detect_face %s", i, in && in->text ? in->text : "unset");
+        sd_graph_free(g);
+    }
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx) != SD_OK)
@@ -461,6 +482,7 @@ int main(void)
     RUN(test_scribble_endings);
     RUN(test_openpose);
     RUN(test_save_pose);
+    RUN(test_openpose_upgrade);
     RUN(test_depth_anything);
     RUN(test_midas);
     sd_context_free(ctx);
