@@ -1,8 +1,7 @@
 /* The POSE_KEYPOINT text (ml/annotators/pose_json.h) against encode_poses_as_dict dumped by
  * Python's json.dumps(indent=4) (tests/reference/make_pose_json_goldens.py), character for
  * character: people with and without hands and faces (a short and a full face list), missing
- * points, an image with no people; and
- * Python's float repr on a few values by hand. */
+ * points, an image with no people; and Python's float repr on a few values by hand. */
 #include "test.h"
 #include "support/golden.h"
 #include "ml/annotators/pose_json.h"
