@@ -3,7 +3,8 @@
 timing the ControlNet preprocessors (docs/benchmarks.md): ControlNetHED.safetensors (widths 64,
 128, 256, 512, 512), table5_pidinet.safetensors (60 channels, CDCM 24) and sk_model.safetensors /
 sk_model2.safetensors (base 64, 3 residual blocks), body_pose_model.safetensors (the CMU body
-network, bodypose_model's widths) and depth_anything_v2_vits.pth (ViT-S: 384 wide, 12 blocks,
+network, bodypose_model's widths), hand_pose_model.safetensors and facenet.safetensors
+(handpose_model's and face.py's FaceNet's widths) and depth_anything_v2_vits.pth (ViT-S: 384 wide, 12 blocks,
 6 heads, MLP 1536, 37x37 position grid; DPT features 64, out_channels 48, 96, 192, 384) and
 dpt_hybrid-midas-501f0c75.pt (ResNet-50 stem 64, stages 3, 4, 9 of 256, 512, 1024; ViT-B 768 wide,
 12 blocks, MLP 3072, 24x24 grid, hooks 8, 11; DPT features 256) and scannet.pt (BAE:
@@ -26,6 +27,7 @@ import make_midas_goldens as midas  # noqa: E402
 import make_lineart_goldens as lineart  # noqa: E402
 import make_openpose_goldens as openpose  # noqa: E402
 import make_pidinet_goldens as pidinet  # noqa: E402
+import make_pose_face_goldens as face  # noqa: E402
 
 
 def save(net, path):
@@ -48,6 +50,14 @@ def main():
     sd = {".".join(k.split(".")[-2:]): v.contiguous() for k, v in body.state_dict().items()}
     save_file(sd, os.path.join(out, "body_pose_model.safetensors"))
     print("body_pose_model.safetensors", sum(v.numel() for v in sd.values()), "parameters")
+    widths = [64, 64, 128, 128, 256, 256, 256, 256] + [512] * 6 + [128]  # the hand's and face's fronts
+    hand = openpose.Hand(m=128, mid=512, front=widths)
+    sd = {".".join(k.split(".")[-2:]): v.contiguous() for k, v in hand.state_dict().items()}
+    save_file(sd, os.path.join(out, "hand_pose_model.safetensors"))
+    print("hand_pose_model.safetensors", sum(v.numel() for v in sd.values()), "parameters")
+    sd = face.FaceNet(m=128, mid=512, front=widths).state()
+    save_file({k: v.contiguous() for k, v in sd.items()}, os.path.join(out, "facenet.safetensors"))
+    print("facenet.safetensors", sum(v.numel() for v in sd.values()), "parameters")
     depth.DIM, depth.DEPTH, depth.HIDDEN, depth.GRID = 384, 12, 1536, 37
     depth.FEATURES, depth.OUT_CH[:], depth.LAYERS[:] = 64, [48, 96, 192, 384], [2, 5, 8, 11]
     sd = depth.DepthAnything().state_dict()

@@ -75,6 +75,7 @@ static const char *const type_names[SD_TYPE_COUNT] = {
     "MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE", "MASK", "CONTROL_NET",
     "UPSCALE_MODEL", "INT", "FLOAT", "STRING", "BOOLEAN", "ENUM", "SAMPLER", "SIGMAS", "NOISE", "GUIDER",
     "CLIP_VISION", "CLIP_VISION_OUTPUT", "IPADAPTER", "EMBEDS", "STYLE_MODEL", "INSIGHTFACE",
+    "POSE_KEYPOINT",
 };
 
 const char *sd_type_name(sd_type type)

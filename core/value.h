@@ -54,7 +54,7 @@ void sd_value_unref(sd_value *v);          /* frees at zero; NULL-safe */
 sd_value *sd_value_int(int64_t i);
 sd_value *sd_value_float(double f);
 sd_value *sd_value_bool(bool b);
-sd_value *sd_value_string(sd_type type, const char *s); /* STRING or ENUM; copies s */
+sd_value *sd_value_string(sd_type type, const char *s); /* STRING, ENUM or POSE_KEYPOINT; copies s */
 /* A handle value owning obj (freed with free_fn when the last reference goes). */
 sd_value *sd_value_handle(sd_type type, void *obj, void (*free_fn)(void *));
 

@@ -1,12 +1,13 @@
 /* OpenposePreprocessor (comfyui_controlnet_aux's "OpenPose Pose"): the body keypoints of every
  * person, found by the CMU body network (ml/annotators/openpose.h) and body.py's steps
- * (ml/annotators/pose_keypoints.h), and with detect_hand each person's hands (the hand network
- * over the boxes of ml/annotators/pose_hand.h), drawn as util.draw_bodypose and draw_handpose
- * draw them (ml/annotators/pose_draw.h) on a black canvas of the detect resolution; the
- * keypoints also come out as the aux node's POSE_KEYPOINT, in OpenPose JSON text. Face
- * detection is not implemented: detect_face defaults to "disable" here and "enable" is refused
- * before anything runs. */
+ * (ml/annotators/pose_keypoints.h), with detect_hand each person's hands (the hand network over
+ * the boxes of ml/annotators/pose_hand.h) and with detect_face each person's face (the face
+ * network over the box of ml/annotators/pose_face.h), drawn as util.draw_bodypose,
+ * draw_handpose and draw_facepose draw them (ml/annotators/pose_draw.h) on a black canvas of the
+ * detect resolution; the keypoints also come out as the aux node's POSE_KEYPOINT, OpenPose JSON
+ * text. */
 #include "ml/annotators/openpose.h"
+#include "ml/annotators/pose_face.h"
 #include "ml/annotators/pose_hand.h"
 #include "ml/annotators/pose_json.h"
 #include "ml/annotators/pose_keypoints.h"
@@ -18,7 +19,7 @@
 
 typedef struct pose_run {
     sd_cl *cl;
-    sd_pose_net *body, *hand; /* hand: NULL without detect_hand */
+    sd_pose_net *body, *hand, *face; /* hand, face: NULL without detect_hand, detect_face */
     bool draw_body, xinsr;
     int64_t canvas_h, canvas_w; /* each item's output size */
     sd_pose_frame *frames;      /* one per item so far; their people malloc'd */
@@ -66,6 +67,10 @@ static sd_status detect(sd_node_run *r, const sd_img8 *img, void *arg, unsigned 
                 for (int side = 0; side < 2; side++)
                     if (found[i].has_hand[side])
                         sd_pose_draw_hand(map, (int)w, (int)h, (const float(*)[2])found[i].hand[side]);
+            sd_pose_face_box box;
+            if (!st && p->face && sd_pose_face_box_find(&people[i], (int)h, (int)w, &box) &&
+                !(st = sd_pose_face_keypoints(p->cl, p->face, img, &box, found[i].face, &found[i].n_face)))
+                sd_pose_draw_face(map, (int)w, (int)h, (const float(*)[2])found[i].face, found[i].n_face);
         }
     }
     if (!st) /* run_openpose sized frames for every item */
@@ -79,17 +84,18 @@ static sd_status detect(sd_node_run *r, const sd_img8 *img, void *arg, unsigned 
 static sd_status run_openpose(sd_node_run *r)
 {
     sd_context *ctx = sd_run_context(r);
-    sd_safetensors *file = NULL, *hand_file = NULL;
+    sd_safetensors *file = NULL, *hand_file = NULL, *face_file = NULL;
     pose_run p = {.draw_body = strcmp(sd_run_string(r, "detect_body"), "enable") == 0,
                   .xinsr = strcmp(sd_run_string(r, "scale_stick_for_xinsr_cn"), "enable") == 0};
     bool hands = strcmp(sd_run_string(r, "detect_hand"), "enable") == 0;
-    if (strcmp(sd_run_string(r, "detect_face"), "enable") == 0)
-        return sd_run_error(r, SD_ERR_INVALID, "face detection is not implemented; set detect_face to disable");
+    bool faces = strcmp(sd_run_string(r, "detect_face"), "enable") == 0;
     sd_status st = sd_safetensors_open(ctx, sd_run_file(r, "body_ckpt_name"), &file);
     if (!st && !(st = sd_cl_get(ctx, &p.cl)))
         st = sd_pose_net_new(p.cl, file, SD_POSE_BODY, &p.body);
     if (!st && hands && !(st = sd_safetensors_open(ctx, sd_run_file(r, "hand_ckpt_name"), &hand_file)))
         st = sd_pose_net_new(p.cl, hand_file, SD_POSE_HAND_NET, &p.hand);
+    if (!st && faces && !(st = sd_safetensors_open(ctx, sd_run_file(r, "face_ckpt_name"), &face_file)))
+        st = sd_pose_net_new(p.cl, face_file, SD_POSE_FACE_NET, &p.face);
     const sd_tensor *t = st ? NULL : sd_node_image_tensor(r, "image");
     if (st)
         st = sd_run_fail(r, st);
@@ -102,7 +108,7 @@ static sd_status run_openpose(sd_node_run *r)
     if (!st)
         st = sd_node_aux_run_channels(r, SD_AUX_CUBIC, 3, detect, &p, NULL);
     char *json = st ? NULL : sd_pose_json(p.frames, p.n_frames);
-    sd_value *v = json ? sd_value_string(SD_TYPE_STRING, json) : NULL;
+    sd_value *v = json ? sd_value_string(SD_TYPE_POSE_KEYPOINT, json) : NULL;
     if (!st && !v)
         st = sd_run_error(r, SD_ERR_NOMEM, "out of memory for the pose keypoints");
     if (!st)
@@ -113,8 +119,10 @@ static sd_status run_openpose(sd_node_run *r)
     free(p.frames);
     sd_pose_net_free(p.body);
     sd_pose_net_free(p.hand);
+    sd_pose_net_free(p.face);
     sd_safetensors_close(file);
     sd_safetensors_close(hand_file);
+    sd_safetensors_close(face_file);
     return st;
 }
 
@@ -130,16 +138,23 @@ static void check_net(sd_node_check *c, const char *name, sd_pose_kind kind)
     sd_safetensors_close(st);
 }
 
-/* Before running: face detection refused; the body file (and with detect_hand the hand file)
- * must hold the network. */
+/* Before running: the body file (and with detect_hand the hand file, with detect_face the face
+ * file) must hold the network. */
 static void check_openpose(sd_node_check *c)
 {
     const char *face = sd_check_literal(c, "detect_face"), *hand = sd_check_literal(c, "detect_hand");
-    if (face && strcmp(face, "enable") == 0)
-        sd_check_problem(c, "detect_face", "face detection is not implemented; set it to disable");
     check_net(c, "body_ckpt_name", SD_POSE_BODY);
     if (hand && strcmp(hand, "enable") == 0)
         check_net(c, "hand_ckpt_name", SD_POSE_HAND_NET);
+    if (face && strcmp(face, "enable") == 0)
+        check_net(c, "face_ckpt_name", SD_POSE_FACE_NET);
+}
+
+/* Version 1 ran only with detect_face disable (its default): one not given as text becomes so. */
+static sd_status upgrade_openpose(sd_node_upgrade *up, int from_version)
+{
+    (void)from_version;
+    return sd_upgrade_literal(up, "detect_face") ? SD_OK : sd_upgrade_set_literal(up, "detect_face", "disable");
 }
 
 static const char *const enable_disable[] = {"enable", "disable", NULL};
@@ -148,7 +163,7 @@ static const sd_input_desc inputs[] = {
     SD_IN_LINK("image", SD_TYPE_IMAGE, "the images"),
     SD_IN_ENUM("detect_hand", "enable", enable_disable, "find and draw each person's hands (the hand network)"),
     SD_IN_ENUM("detect_body", "enable", enable_disable, "draw the body skeletons"),
-    SD_IN_ENUM("detect_face", "disable", enable_disable, "face keypoints (not implemented: only disable runs)"),
+    SD_IN_ENUM("detect_face", "enable", enable_disable, "find and draw each person's face keypoints (the face network)"),
     SD_IN_AUX_RESOLUTION,
     SD_IN_ENUM("scale_stick_for_xinsr_cn", "disable", disable_enable,
                "wider limbs on large images, for xinsir's SDXL OpenPose ControlNet"),
@@ -158,15 +173,19 @@ static const sd_input_desc inputs[] = {
     {.name = "hand_ckpt_name", .type = SD_TYPE_STRING, .flags = SD_IN_FILE, .file_dir = "annotators",
      .def = "hand_pose_model.pth", .doc = "lllyasviel/Annotators' hand_pose_model.pth (or its tensors as .safetensors) "
                                           "in models/annotators; read only with detect_hand"},
+    {.name = "face_ckpt_name", .type = SD_TYPE_STRING, .flags = SD_IN_FILE, .file_dir = "annotators",
+     .def = "facenet.pth", .doc = "lllyasviel/Annotators' facenet.pth (or its tensors as .safetensors) in "
+                                  "models/annotators; read only with detect_face"},
 };
 static const sd_output_desc outputs[] = {
     SD_OUT("IMAGE", SD_TYPE_IMAGE, "the skeletons on black at the detect resolution"),
-    SD_OUT("POSE_KEYPOINT", SD_TYPE_STRING,
+    SD_OUT("POSE_KEYPOINT", SD_TYPE_POSE_KEYPOINT,
            "the keypoints as the aux node's POSE_KEYPOINT in OpenPose JSON text: a list of one "
            "{people, canvas_height, canvas_width} per image, points as fractions of the padded detect image")};
 const sd_node_desc sd_node_OpenposePreprocessor = {
-    .name = "OpenposePreprocessor", .version = 1, .category = "ControlNet Preprocessors/Faces and Poses Estimators",
-    .doc = "OpenPose body and hand skeletons (comfyui_controlnet_aux's OpenPose Pose; no faces).",
+    .name = "OpenposePreprocessor", .version = 2, .category = "ControlNet Preprocessors/Faces and Poses Estimators",
+    .doc = "OpenPose body, hand and face keypoints drawn (comfyui_controlnet_aux's OpenPose Pose).",
     .inputs = inputs, .n_inputs = SD_COUNT(inputs),
     .outputs = outputs, .n_outputs = SD_COUNT(outputs), .run = run_openpose, .check = check_openpose,
+    .upgrade = upgrade_openpose,
 };

@@ -36,6 +36,7 @@ typedef enum sd_type {
     SD_TYPE_EMBEDS,             /* CLIP vision features for an IP-Adapter (IPAdapterEncoder) */
     SD_TYPE_STYLE_MODEL,        /* a FLUX Redux image encoder (StyleModelLoader); a handle */
     SD_TYPE_INSIGHTFACE,        /* an InsightFace detector + recognizer pack (IPAdapterInsightFaceLoader); a handle */
+    SD_TYPE_POSE_KEYPOINT,      /* comfyui_controlnet_aux's pose keypoints: OpenPose JSON text */
     SD_TYPE_COUNT
 } sd_type;
 

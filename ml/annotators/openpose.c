@@ -1,4 +1,4 @@
-/* The OpenPose body and hand networks on the op API. See openpose.h. */
+/* The OpenPose body, hand and face networks on the op API. See openpose.h. */
 #include "ml/annotators/openpose.h"
 #include "ml/annotators/aux_image.h"
 #include "runtime-opencl/ops.h"
@@ -15,7 +15,7 @@
 static const char *const body_front[] = {"conv1_1", "conv1_2", POOL, "conv2_1", "conv2_2", POOL, "conv3_1",
                                          "conv3_2", "conv3_3", "conv3_4", POOL, "conv4_1", "conv4_2",
                                          "conv4_3_CPM", "conv4_4_CPM", NULL};
-static const char *const hand_front[] = {"conv1_1", "conv1_2", POOL, "conv2_1", "conv2_2", POOL, "conv3_1",
+static const char *const hand_front[] = /* also the face network's */ {"conv1_1", "conv1_2", POOL, "conv2_1", "conv2_2", POOL, "conv3_1",
                                          "conv3_2", "conv3_3", "conv3_4", POOL, "conv4_1", "conv4_2", "conv4_3",
                                          "conv4_4", "conv5_1", "conv5_2", "conv5_3_CPM", NULL};
 
@@ -25,7 +25,8 @@ struct sd_pose_net {
     sd_weights *w;
 };
 
-/* The name of layer i (0-based) of branch `branch` (body: 1 PAF, 2 heatmap; hand: 0) of stage s. */
+/* The name of layer i (0-based) of branch `branch` (body: 1 PAF, 2 heatmap; hand, face: 0) of
+ * stage s. */
 static void layer_name(sd_pose_kind kind, int s, int branch, int i, char *out, size_t size)
 {
     if (kind == SD_POSE_BODY && s == 1)
@@ -66,7 +67,7 @@ static sd_status expect_conv(sd_context *ctx, const sd_safetensors *st, const ch
 sd_status sd_pose_inspect(sd_context *ctx, const sd_safetensors *st, sd_pose_kind kind)
 {
     const char *const *front = kind == SD_POSE_BODY ? body_front : hand_front;
-    const char *what = kind == SD_POSE_BODY ? "body" : "hand";
+    const char *what = kind == SD_POSE_BODY ? "body" : kind == SD_POSE_HAND_NET ? "hand" : "face";
     int64_t c = 3, feat;
     sd_status s = SD_OK;
     for (int i = 0; !s && front[i]; i++)
@@ -74,7 +75,8 @@ sd_status sd_pose_inspect(sd_context *ctx, const sd_safetensors *st, sd_pose_kin
             s = expect_conv(ctx, st, what, front[i], c, 0, &c);
     feat = c;
     int nb = kind == SD_POSE_BODY ? 2 : 1;
-    const int64_t outs[2] = {kind == SD_POSE_BODY ? SD_POSE_PAF : SD_POSE_HAND, SD_POSE_HEAT};
+    const int64_t outs[2] = {kind == SD_POSE_BODY ? SD_POSE_PAF : kind == SD_POSE_HAND_NET ? SD_POSE_HAND : SD_POSE_FACE,
+                             SD_POSE_HEAT};
     int64_t stage_in = feat + outs[0] + (nb == 2 ? outs[1] : 0);
     char name[48];
     for (int st_i = 1; !s && st_i <= STAGES; st_i++)
@@ -160,7 +162,7 @@ static sd_status front(sd_pose_net *n, const sd_dtensor *x, sd_dtensor **out)
     return s;
 }
 
-/* Branch b (body: 1, 2; hand: 0) of stage s on in (kept) into *out. */
+/* Branch b (body: 1, 2; hand, face: 0) of stage s on in (kept) into *out. */
 static sd_status branch(sd_pose_net *n, int s_i, int b, const sd_dtensor *in, sd_dtensor **out)
 {
     int layers = branch_layers(n->kind, s_i);

@@ -388,3 +388,13 @@ void sd_pose_draw_hand(uint8_t *canvas, int w, int h, const float points[SD_POSE
         if (px[k] > 0 && py[k] > 0)
             sd_cv_circle_filled(canvas, w, h, px[k], py[k], 4, blue);
 }
+
+void sd_pose_draw_face(uint8_t *canvas, int w, int h, const float (*points)[2], size_t n)
+{
+    static const uint8_t white[3] = {255, 255, 255};
+    for (size_t k = 0; k < n; k++) {
+        int x = (int)(points[k][0] * (float)w), y = (int)(points[k][1] * (float)h);
+        if (x > 0 && y > 0)
+            sd_cv_circle_filled(canvas, w, h, x, y, 3, white);
+    }
+}

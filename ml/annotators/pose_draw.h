@@ -11,6 +11,7 @@
 
 #define SD_POSE_BODY_POINTS 18
 #define SD_POSE_HAND_POINTS 21
+#define SD_POSE_FACE_POINTS 71 /* at most: face.py keeps one peak per heatmap, the background's too */
 
 /* A keypoint in coordinates normalised to the canvas (x / width, y / height), as the
  * annotator's Keypoint after detect_poses; absent points are skipped. */
@@ -44,5 +45,10 @@ void sd_pose_draw_body(uint8_t *canvas, int w, int h, const sd_pose_point points
  * float32 fractions of the canvas (as detect_hands makes them), drawn only where int(x * w) and
  * int(y * h) are both positive. */
 void sd_pose_draw_hand(uint8_t *canvas, int w, int h, const float points[SD_POSE_HAND_POINTS][2]);
+
+/* util.draw_facepose: a filled white circle of radius 3 on each of n points (float32 fractions of
+ * the canvas, as detect_face makes them), drawn only where int(x * w) and int(y * h) are both
+ * positive. */
+void sd_pose_draw_face(uint8_t *canvas, int w, int h, const float (*points)[2], size_t n);
 
 #endif

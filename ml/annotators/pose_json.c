@@ -100,9 +100,21 @@ static void numbers(text *t, const double *v, size_t n, int depth)
     add(t, "%*s]", 4 * depth, "");
 }
 
+/* compress_keypoints of n float32 points: x, y, 1.0 each; null when n is 0. */
+static void points(text *t, const float (*pts)[2], size_t n, int depth)
+{
+    double v[SD_POSE_FACE_POINTS * 3]; /* the longest list */
+    for (size_t k = 0; k < n; k++)
+        v[3 * k] = pts[k][0], v[3 * k + 1] = pts[k][1], v[3 * k + 2] = 1.0;
+    if (n)
+        numbers(t, v, n * 3, depth);
+    else
+        add(t, "null");
+}
+
 static void person(text *t, const sd_pose_entry *p, int depth)
 {
-    double v[SD_POSE_HAND_POINTS * 3];
+    double v[SD_POSE_BODY_POINTS * 3];
     int in = 4 * (depth + 1);
     add(t, "{\n%*s\"pose_keypoints_2d\": ", in, "");
     for (int k = 0; k < SD_POSE_BODY_POINTS; k++) {
@@ -110,17 +122,12 @@ static void person(text *t, const sd_pose_entry *p, int depth)
         v[3 * k] = on ? p->body[k].x : 0.0, v[3 * k + 1] = on ? p->body[k].y : 0.0, v[3 * k + 2] = on ? 1.0 : 0.0;
     }
     numbers(t, v, SD_POSE_BODY_POINTS * 3, depth + 1);
-    add(t, ",\n%*s\"face_keypoints_2d\": null", in, "");
+    add(t, ",\n%*s\"face_keypoints_2d\": ", in, "");
+    points(t, (const float(*)[2])p->face, p->n_face, depth + 1);
     static const char *const names[2] = {"hand_left_keypoints_2d", "hand_right_keypoints_2d"};
     for (int side = 0; side < 2; side++) {
         add(t, ",\n%*s\"%s\": ", in, "", names[side]);
-        if (!p->has_hand[side]) {
-            add(t, "null");
-            continue;
-        }
-        for (int k = 0; k < SD_POSE_HAND_POINTS; k++)
-            v[3 * k] = p->hand[side][k][0], v[3 * k + 1] = p->hand[side][k][1], v[3 * k + 2] = 1.0;
-        numbers(t, v, SD_POSE_HAND_POINTS * 3, depth + 1);
+        points(t, (const float(*)[2])p->hand[side], p->has_hand[side] ? SD_POSE_HAND_POINTS : 0, depth + 1);
     }
     add(t, "\n%*s}", 4 * depth, "");
 }

@@ -5,7 +5,7 @@
 # fail with their exact message and exit code 3 and write nothing. graphs/controlnet-scribble.xml
 # (ScribblePreprocessor + ImageInvert on examples/input/scribble.png) writes a PNG, and an
 # API-format workflow with comfyui_controlnet_aux's Scribble_XDoG_Preprocessor imports and runs;
-# graphs/controlnet-pose.xml (OpenposePreprocessor with the tiny body and hand networks) and
+# graphs/controlnet-pose.xml (OpenposePreprocessor with the tiny body, hand and face networks) and
 # graphs/controlnet-depth.xml (DepthAnythingV2Preprocessor with a tiny .pth) write a PNG. A
 # preprocessor's file of another network (HED's, BAE's scannet.pt) is refused before anything runs.
 . "$(dirname "$0")/lib.bash"
@@ -84,10 +84,11 @@ run 3 run "$SRC/graphs/controlnet-canny.xml" "${common[@]}" --set controlnet="$T
 check "a checkpoint is no ControlNet" grep -qx ".*controlnet-canny.xml:[0-9]*: node 'cnet' input 'control_net_name': parameter 'controlnet': $T/models/checkpoints/tiny.safetensors: SD1.x file detected, not a ControlNet" "$T/err"
 check "failed runs wrote nothing" test "$(ls "$T/o" | wc -l)" = "$before"
 
-# graphs/controlnet-pose.xml with the tiny OpenPose body and hand networks (.safetensors named as the .pth).
+# graphs/controlnet-pose.xml with the tiny OpenPose body, hand and face networks (.safetensors named as the .pth).
 cp "$SRC/tests/data/goldens/pose_body.safetensors" "$T/models/annotators/body_pose_model.pth"
 cp "$SRC/tests/data/goldens/pose_hand.safetensors" "$T/models/annotators/hand_pose_model.pth"
-run 0 run "$SRC/graphs/controlnet-pose.xml" "${common[@]}" --set controlnet=scribble.safetensors --set image=shapes.png \
+cp "$SRC/tests/data/goldens/pose_face.pth" "$T/models/annotators/facenet.pth"
+run 0 run "$SRC/graphs/controlnet-pose.xml" "${common[@]}" --set controlnet=scribble.safetensors --set image=shapes.png --set faces=disable \
     --set resolution=192
 check "controlnet-pose writes one PNG" test "$(cat "$T/out")" = "$T/o/controlnet-pose_00001_.png"
 check "controlnet-pose: the pose preprocessor ran" grep -q "hint (OpenposePreprocessor): done" "$T/err"

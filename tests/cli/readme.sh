@@ -29,6 +29,7 @@ mkdir -p "$T/models/annotators"
 cp "$SRC/tests/data/goldens/pose_body.safetensors" "$T/models/annotators/body_pose_model.pth"
 cp "$SRC/tests/data/goldens/depth_tiny.pth" "$T/models/annotators/depth_anything_v2_vits.pth"
 cp "$SRC/tests/data/goldens/pose_hand.safetensors" "$T/models/annotators/hand_pose_model.pth"
+cp "$SRC/tests/data/goldens/pose_face.pth" "$T/models/annotators/facenet.pth"
 mkdir -p "$T/models/loras"
 "$BUILD/sdflow_mklora" "$T/models/checkpoints/v1-5-pruned-emaonly.safetensors" \
     "$T/models/loras/lora.safetensors" || fail "sdflow_mklora"

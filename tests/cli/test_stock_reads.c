@@ -135,6 +135,7 @@ static void make_models(void)
                   build, dirs[2]),
         sd_strfmt("cp %s/tests/data/goldens/pose_body.safetensors %s/body_pose_model.pth", src, dirs[7]),
         sd_strfmt("cp %s/tests/data/goldens/pose_hand.safetensors %s/hand_pose_model.pth", src, dirs[7]),
+        sd_strfmt("cp %s/tests/data/goldens/pose_face.pth %s/facenet.pth", src, dirs[7]),
         sd_strfmt("%s/sdflow_mkckpt --preset flux-schnell-tiny %s/flux1-schnell.safetensors", build, dirs[8]),
         sd_strfmt("%s/sdflow_mkckpt --preset flux-dev-tiny --seed 2 %s/flux1-dev.safetensors", build, dirs[8]),
         sd_strfmt("%s/sdflow_mkckpt --preset flux-dev-tiny --kind vae %s/ae.safetensors", build, dirs[5]),

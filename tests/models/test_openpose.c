@@ -1,8 +1,9 @@
-/* The OpenPose body and hand networks (ml/annotators/openpose.h) against the PyTorch re-write of
- * comfyui_controlnet_aux's bodypose_model / handpose_model (tests/reference/
- * make_openpose_goldens.py) on tiny random networks in the real key layout: the PAFs and
- * heatmaps (the last heatmap layer's ReLU kept, as the reference) within 1e-4; a body file given
- * as the hand network, and a missing tensor, named. */
+/* The OpenPose body, hand and face networks (ml/annotators/openpose.h) against the PyTorch
+ * re-write of comfyui_controlnet_aux's bodypose_model / handpose_model / FaceNet (tests/reference/
+ * make_openpose_goldens.py, make_pose_face_goldens.py) on tiny random networks in the real key
+ * layout (the face one a torch.save'd .pth, as facenet.pth): the PAFs and heatmaps (the last
+ * heatmap layer's ReLU kept, as the reference) within 1e-4; a body file given as the hand
+ * network, a hand file as the face network, and a missing tensor, named. */
 #include "test.h"
 #include "support/golden.h"
 #include "support/ops_check.h"
@@ -77,6 +78,11 @@ static void test_hand(void)
     run_net("pose_hand.safetensors", SD_POSE_HAND_NET, "pose_hand.bin", NULL);
 }
 
+static void test_face(void)
+{
+    run_net("pose_face.pth", SD_POSE_FACE_NET, "pose_face.bin", NULL);
+}
+
 static void test_wrong_files(void)
 {
     sd_context *ctx = ops_cl()->ctx;
@@ -89,6 +95,9 @@ static void test_wrong_files(void)
     CHECK_EQ_INT(sd_pose_inspect(ctx, hand, SD_POSE_BODY), SD_ERR_INVALID);
     CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "pose_hand.safetensors: not an OpenPose body network: tensor "
                                                "'conv4_3_CPM.weight' is missing");
+    CHECK_EQ_INT(sd_pose_inspect(ctx, hand, SD_POSE_FACE_NET), SD_ERR_INVALID);
+    CHECK_STR_CONTAINS(sd_context_errmsg(ctx), "pose_hand.safetensors: OpenPose face network: tensor "
+                                               "'conv6_2_CPM.weight' or its bias has the wrong shape");
     sd_safetensors_close(body);
     sd_safetensors_close(hand);
 }
@@ -158,6 +167,7 @@ int main(void)
         return 1;
     RUN(test_body);
     RUN(test_hand);
+    RUN(test_face);
     RUN(test_wrong_files);
     RUN(test_body_maps);
     ops_cl_release();

@@ -1,7 +1,7 @@
 /* The POSE_KEYPOINT text (ml/annotators/pose_json.h) against encode_poses_as_dict dumped by
  * Python's json.dumps(indent=4) (tests/reference/make_pose_json_goldens.py), character for
- * character: people with and without hands, missing points, an image with no people; and
- * Python's float repr on a few values by hand. */
+ * character: people with and without hands and faces (a short and a full face list), missing
+ * points, an image with no people; and Python's float repr on a few values by hand. */
 #include "test.h"
 #include "support/golden.h"
 #include "ml/annotators/pose_json.h"
@@ -10,16 +10,16 @@
 
 static void test_json(void)
 {
-    enum { FRAMES = 3, PERSON = 18 * 3 + 2 + 2 * 21 * 2, ROWS = 3 * 3 + 3 * PERSON };
+    enum { FRAMES = 3, PERSON = 18 * 3 + 2 + 2 * 21 * 2 + 1 + 71 * 2, ROWS = 3 * 3 + 3 * PERSON };
     double *in = test_read_golden("pose_json_in.f64", ROWS * sizeof(double));
     char *path = test_golden_path("pose_json.txt");
     FILE *f = fopen(path, "rb");
-    char want[20000] = {0};
+    static char want[40000];
     size_t wlen = f ? fread(want, 1, sizeof want - 1, f) : 0;
     CHECK(f && wlen > 0);
     if (f)
         fclose(f);
-    sd_pose_entry people[3];
+    sd_pose_entry people[3] = {0};
     sd_pose_frame frames[FRAMES];
     const double *r = in;
     size_t used = 0;
@@ -35,6 +35,9 @@ static void test_json(void)
             for (int s = 0; s < 2; s++)
                 for (int k = 0; k < SD_POSE_HAND_POINTS; k++, r += 2)
                     e->hand[s][k][0] = (float)r[0], e->hand[s][k][1] = (float)r[1];
+            e->n_face = (size_t)*r++;
+            for (int k = 0; k < SD_POSE_FACE_POINTS; k++, r += 2)
+                e->face[k][0] = (float)r[0], e->face[k][1] = (float)r[1];
         }
     }
     char *got = in ? sd_pose_json(frames, FRAMES) : NULL;

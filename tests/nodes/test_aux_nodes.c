@@ -20,6 +20,7 @@
  * named in one-line validation errors. */
 #include "test.h"
 #include "core/run.h"
+#include "ml/formats/safetensors.h"
 #include "support/aux_cases.h"
 #include "support/golden.h"
 #include "support/node_direct.h"
@@ -314,7 +315,8 @@ static void setup_dirs(void)
                                {"depth_tiny.pth", "depth_anything_v2_vits.pth"},
                                {"midas_tiny.pt", "dpt_hybrid-midas-501f0c75.pt"},
                                {"pose_hand.safetensors", "hand_pose_model.pth"},
-                               {"bae_tiny.pt", "scannet.pt"}};
+                               {"bae_tiny.pt", "scannet.pt"},
+                               {"pose_face.pth", "facenet.pth"}};
     for (size_t i = 0; i < sizeof copies / sizeof copies[0]; i++) {
         char *src = test_path(src_dir, copies[i][0]), *dst = test_path(ann, copies[i][1]);
         size_t len = 0;
@@ -331,18 +333,42 @@ static void setup_dirs(void)
     free(input), free(models), free(output), free(ann);
 }
 
-/* OpenposePreprocessor at resolution 192 with the tiny random body and hand networks: an RGB
- * canvas of the detect size with skeletons drawn (the random network's many near-tied "people" are
- * no golden: the maps, people, hands and drawing are checked on exact inputs in tests/models);
- * detect_hand (default enable) runs with the hand file (the random people have no hand box, so
- * the image is the bodies'); the POSE_KEYPOINT text holds the people and the output's size; a
- * resolution of 64 (a detect image of 128 rows) runs; a body file given as the hand network named before anything runs;
- * face detection refused. */
-/* The 230 x 192 x 3 image of OpenposePreprocessor at resolution 192 with detect_hand `hand`
- * (malloc'd), or NULL. */
-static float *openpose_image(const char *hand)
+/* OpenposePreprocessor at resolution 192 with the tiny random body, hand and face networks: an
+ * RGB canvas of the detect size with skeletons drawn (the random network's many near-tied
+ * "people" are no golden: the maps, people, hands, faces and drawing are checked on exact inputs
+ * in tests/models); detect_hand runs with the hand file (the random people have no hand box, so
+ * the image is the bodies'); detect_face adds white face points and face_keypoints_2d lists; the
+ * POSE_KEYPOINT value (its own socket type) holds the people and the output's size; a
+ * resolution of 64 (a detect image of 128 rows) runs; a body network finding nobody gives no
+ * faces and no error; a body file given as the hand network named before anything runs. */
+/* models/annotators/nobody.safetensors: the tiny body network with its last heatmap biases at
+ * -100, so its (ReLU'd) heatmaps are 0 and nobody is found. */
+static void write_nobody_net(void)
 {
-    sd_graph *g = pre_graph("OpenposePreprocessor", (const char *const[]){"resolution", "192", "detect_hand", hand, NULL});
+    char *src = test_golden_path("pose_body.safetensors"), *models = test_path(test_scratch_dir(), "models");
+    char *ann = test_path(models, "annotators"), *dst = test_path(ann, "nobody.safetensors");
+    size_t len = 0;
+    unsigned char *bytes = read_bytes(src, &len);
+    sd_safetensors *st = NULL;
+    const sd_st_tensor *b = NULL;
+    if (bytes && sd_safetensors_open(ctx, src, &st) == SD_OK)
+        b = sd_safetensors_find(st, "Mconv7_stage6_L2.bias");
+    CHECK(b && b->dtype == SD_ST_F16 && b->offset + b->nbytes <= len);
+    for (size_t i = 0; b && i < b->numel; i++) /* f16 -100: 0xD640, little-endian */
+        bytes[b->offset + 2 * i] = 0x40, bytes[b->offset + 2 * i + 1] = 0xD6;
+    write_bytes(dst, bytes, len);
+    sd_safetensors_close(st);
+    free(bytes), free(src), free(models), free(ann), free(dst);
+}
+
+/* The image of OpenposePreprocessor at resolution 192 (230 x 192 x 3) or, with `small`, 64 (77 x
+ * 64 x 3) with detect_hand `hand` and detect_face `face` (malloc'd), or NULL; *json (malloc'd)
+ * its POSE_KEYPOINT text. */
+static float *openpose_image(bool small, const char *hand, const char *face, char **json)
+{
+    const int64_t h = small ? 77 : 230, w = small ? 64 : 192;
+    sd_graph *g = pre_graph("OpenposePreprocessor", (const char *const[]){"resolution", small ? "64" : "192",
+                                                                          "detect_hand", hand, "detect_face", face, NULL});
     const char *outs[] = {"pre"};
     sd_run_options opt = {.outputs = outs, .n_outputs = 1, .no_cache = true};
     sd_result *res = NULL;
@@ -350,15 +376,20 @@ static float *openpose_image(const char *hand)
     CHECK_MSG(st == SD_OK, "%s", sd_context_errmsg(ctx));
     const sd_value *v = st ? NULL : sd_result_value(res, "pre", "IMAGE");
     const sd_tensor *t = v ? sd_value_tensor(v, "image") : NULL;
-    CHECK(t && t->shape[1] == 230 && t->shape[2] == 192 && t->shape[3] == 3);
-    float *copy = t ? malloc(sizeof *copy * 230 * 192 * 3) : NULL;
+    bool sized = t && t->shape[1] == h && t->shape[2] == w && t->shape[3] == 3;
+    CHECK(sized);
+    float *copy = sized ? malloc(sizeof *copy * (size_t)(h * w * 3)) : NULL;
     if (copy)
-        memcpy(copy, t->data, sizeof *copy * 230 * 192 * 3);
+        memcpy(copy, t->data, sizeof *copy * (size_t)(h * w * 3));
     /* POSE_KEYPOINT: one frame with people, the canvas the cut output */
     const sd_value *k = st ? NULL : sd_result_value(res, "pre", "POSE_KEYPOINT");
     const char *head = "[\n    {\n        \"people\": [\n            {\n                \"pose_keypoints_2d\": [\n";
     CHECK(k && k->s && strncmp(k->s, head, strlen(head)) == 0);
-    CHECK(k && k->s && strstr(k->s, "\"canvas_height\": 230,\n        \"canvas_width\": 192\n    }\n]"));
+    char tail[96];
+    snprintf(tail, sizeof tail, "\"canvas_height\": %d,\n        \"canvas_width\": %d\n    }\n]", (int)h, (int)w);
+    CHECK(k && k->s && strstr(k->s, tail));
+    CHECK(k && k->type == SD_TYPE_POSE_KEYPOINT);
+    *json = k && k->s ? strdup(k->s) : NULL;
     sd_result_free(res);
     sd_graph_free(g);
     return copy;
@@ -366,31 +397,50 @@ static float *openpose_image(const char *hand)
 
 static void test_openpose(void)
 {
-    float *bodies = openpose_image("disable"), *hands = openpose_image("enable");
+    char *body_json = NULL, *hand_json = NULL, *face_json = NULL;
+    float *bodies = openpose_image(false, "disable", "disable", &body_json);
+    float *hands = openpose_image(false, "enable", "disable", &hand_json);
     int coloured = 0;
     for (int64_t i = 0; bodies && i < 230 * 192; i++)
         coloured += bodies[3 * i] != bodies[3 * i + 1] || bodies[3 * i + 1] != bodies[3 * i + 2];
     CHECK(coloured > 1000);
     /* the random body network's people have no arm long enough for a 20-pixel hand box here */
     CHECK(bodies && hands && memcmp(bodies, hands, sizeof *bodies * 230 * 192 * 3) == 0);
-    free(bodies), free(hands);
+    free(bodies), free(body_json), free(hand_json);
+    /* faces, on a small image (each random "person" is a face network run): a detect image of 184
+     * rows or fewer (128 x 64 padded), enlarged by the 8-bit Lanczos */
+    bodies = openpose_image(true, "disable", "disable", &body_json);
+    float *faces = openpose_image(true, "disable", "enable", &face_json);
+    int white = 0, other = 0;
+    for (int64_t i = 0; bodies && faces && i < 77 * 64 * 3; i += 3)
+        if (memcmp(bodies + i, faces + i, sizeof *faces * 3) != 0)
+            faces[i] == 1.0f && faces[i + 1] == 1.0f && faces[i + 2] == 1.0f ? white++ : other++;
+    int nfaces = 0;
+    for (const char *f = face_json; f && (f = strstr(f, "\"face_keypoints_2d\": [")); f++)
+        nfaces++;
+    /* faces: white points drawn over the same bodies; face_keypoints_2d lists in the text */
+    CHECK_MSG(nfaces > 0 && white > 0 && other == 0, "%d faces, %d white and %d other pixels changed", nfaces, white,
+              other);
+    CHECK(body_json && !strstr(body_json, "\"face_keypoints_2d\": ["));
+    free(bodies), free(hands), free(faces), free(body_json), free(face_json);
     const char *outs[] = {"pre"};
     sd_run_options opt = {.outputs = outs, .n_outputs = 1, .no_cache = true};
     sd_result *res = NULL;
     sd_graph *g;
 
-    /* a detect image of 184 rows or fewer (128 x 64 padded): enlarged by the 8-bit Lanczos */
-    g = pre_graph("OpenposePreprocessor", (const char *const[]){"resolution", "64", NULL});
+    /* nobody found (detect_face enable by default): no faces, no error, a black image */
+    write_nobody_net();
+    g = pre_graph("OpenposePreprocessor", (const char *const[]){"resolution", "192", "body_ckpt_name",
+                                                                "nobody.safetensors", NULL});
     CHECK_MSG(sd_graph_run(g, &opt, &res) == SD_OK, "%s", sd_context_errmsg(ctx));
-    const sd_value *small = sd_result_value(res, "pre", "IMAGE");
-    const sd_tensor *st = small ? sd_value_tensor(small, "image") : NULL;
-    CHECK(st && st->shape[1] == 77 && st->shape[2] == 64);
-    sd_result_free(res);
-    sd_graph_free(g);
-
-    g = pre_graph("OpenposePreprocessor", (const char *const[]){"resolution", "192", "detect_face", "enable", NULL});
-    CHECK_EQ_INT(sd_graph_run(g, &opt, &res), SD_ERR_INVALID);
-    CHECK_STR_CONTAINS(sd_context_diag(ctx, 0), "input 'detect_face': face detection is not implemented");
+    const sd_value *none = sd_result_value(res, "pre", "POSE_KEYPOINT"), *black = sd_result_value(res, "pre", "IMAGE");
+    CHECK(none && none->s && strcmp(none->s, "[\n    {\n        \"people\": [],\n        \"canvas_height\": 230,\n"
+                                               "        \"canvas_width\": 192\n    }\n]") == 0);
+    const sd_tensor *bt = black ? sd_value_tensor(black, "image") : NULL;
+    int lit = 0;
+    for (int64_t i = 0; bt && bt->shape[1] == 230 && i < 230 * 192 * 3; i++)
+        lit += bt->data[i] != 0.0f;
+    CHECK(bt && lit == 0);
     sd_result_free(res);
     sd_graph_free(g);
 
@@ -400,6 +450,59 @@ static void test_openpose(void)
     CHECK_STR_CONTAINS(sd_context_diag(ctx, 0), "not an OpenPose hand network");
     sd_result_free(res);
     sd_graph_free(g);
+}
+
+/* SavePoseKpsAsJsonFile after OpenposePreprocessor (resolution 64, bodies only): one .json in
+ * the output directory holding the POSE_KEYPOINT list on one line as json.dump writes it; an
+ * IMAGE is no POSE_KEYPOINT (the socket types are checked). */
+static void test_save_pose(void)
+{
+    sd_graph *g = pre_graph("OpenposePreprocessor", (const char *const[]){"detect_hand", "disable", "detect_face",
+                                                                          "disable", NULL});
+    CHECK_EQ_INT(sd_graph_add_node(g, "SavePoseKpsAsJsonFile", "save", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_set_input(g, "save", "filename_prefix", "kps/pose"), SD_OK);
+    CHECK_EQ_INT(sd_graph_connect(g, "pre", "POSE_KEYPOINT", "save", "pose_kps"), SD_OK);
+    sd_run_options opt = {.no_cache = true};
+    sd_result *res = NULL;
+    CHECK_MSG(sd_graph_run(g, &opt, &res) == SD_OK, "%s", sd_context_errmsg(ctx));
+    char *dir = test_path(test_scratch_dir(), "output/kps"), *path = test_path(dir, "pose_00001_.json");
+    size_t len = 0;
+    char *text = (char *)read_bytes(path, &len);
+    const char *head = "[{\"people\": [{\"pose_keypoints_2d\": [", *tail = "], \"canvas_height\": 77, \"canvas_width\": 64}]";
+    CHECK(text && len > strlen(head) + strlen(tail) && memcmp(text, head, strlen(head)) == 0 &&
+          memcmp(text + len - strlen(tail), tail, strlen(tail)) == 0 && !memchr(text, '\n', len) &&
+          strstr(text, "\"face_keypoints_2d\": null, \"hand_left_keypoints_2d\": null"));
+    free(text), free(path), free(dir);
+    sd_result_free(res);
+    sd_graph_free(g);
+
+    g = pre_graph("OpenposePreprocessor", NULL);
+    CHECK_EQ_INT(sd_graph_add_node(g, "SavePoseKpsAsJsonFile", "save", NULL), SD_OK);
+    CHECK_EQ_INT(sd_graph_connect(g, "load", "IMAGE", "save", "pose_kps"), SD_ERR_INVALID);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), "cannot link IMAGE output 'IMAGE' of node 'load' to POSE_KEYPOINT input "
+                                         "'pose_kps' of node 'save'");
+    sd_graph_free(g);
+}
+
+/* OpenposePreprocessor saved at version 1 (which ran only with detect_face disable, its default
+ * then): an unset detect_face is upgraded to disable, a literal kept. */
+static void test_openpose_upgrade(void)
+{
+    static const char *const xml[2] = {
+        "<workflow version=\"1\"><node id=\"p\" type=\"OpenposePreprocessor\" version=\"1\"/></workflow>",
+        "<workflow version=\"1\"><node id=\"p\" type=\"OpenposePreprocessor\" version=\"1\">"
+        "<input name=\"detect_face\">enable</input></node></workflow>"};
+    static const char *const want[2] = {"disable", "enable"};
+    for (int i = 0; i < 2; i++) {
+        sd_graph *g = NULL;
+        CHECK_MSG(sd_graph_load_xml_memory(ctx, xml[i], strlen(xml[i]), "old.xml", &g) == SD_OK, "%s",
+                  sd_context_errmsg(ctx));
+        const sd_graph_node *n = g ? sd_graph_find_node(g, "p") : NULL;
+        const sd_graph_input *in = n ? sd_graph_node_input(n, "detect_face") : NULL;
+        CHECK_MSG(n && n->version == 2 && in && in->kind == SD_BIND_LITERAL && strcmp(in->text, want[i]) == 0,
+                  "case %d: detect_face %s", i, in && in->text ? in->text : "unset");
+        sd_graph_free(g);
+    }
 }
 
 int main(void)
@@ -419,6 +522,8 @@ int main(void)
     RUN(test_pidinet);
     RUN(test_scribble_endings);
     RUN(test_openpose);
+    RUN(test_save_pose);
+    RUN(test_openpose_upgrade);
     RUN(test_depth_anything);
     RUN(test_midas);
     RUN(test_bae);

@@ -97,13 +97,16 @@ class Body(nn.Module):
 
 
 class Hand(nn.Module):
-    def __init__(self, w=4, m=4):
+    """handpose_model with small widths; front (15 conv widths, the last w), m and mid give the
+    real ones (bench/make_annotator_files.py)."""
+
+    def __init__(self, w=4, m=4, front=None, mid=12):
         super().__init__()
         no_relu = ["conv6_2_CPM"] + ["Mconv7_stage%d" % i for i in range(2, 7)]
-        front, c = vgg(HAND_FRONT, [4, 4, 6, 6, 8, 8, 8, 8, 10, 10, 10, 10, 10, 10, w])
+        front, c = vgg(HAND_FRONT, front or [4, 4, 6, 6, 8, 8, 8, 8, 10, 10, 10, 10, 10, 10, w])
         self.model1_0 = make_layers(front, no_relu)
-        self.stages = nn.ModuleList([make_layers(OrderedDict([("conv6_1_CPM", [c, 12, 1, 1, 0]),
-                                                              ("conv6_2_CPM", [12, 22, 1, 1, 0])]), no_relu)])
+        self.stages = nn.ModuleList([make_layers(OrderedDict([("conv6_1_CPM", [c, mid, 1, 1, 0]),
+                                                              ("conv6_2_CPM", [mid, 22, 1, 1, 0])]), no_relu)])
         for s in range(2, 7):
             self.stages.append(make_layers(OrderedDict(
                 [("Mconv1_stage%d" % s, [c + 22, m, 7, 1, 3])] +

@@ -4,7 +4,8 @@ encode_poses_as_dict (open_pose/__init__.py) for fixed poses, the list of one di
 dumped as its node does (json.dumps(list, indent=4)):
 
   pose_json_in.f64   frames of: people count, canvas h, w, then per person 18 x (x, y, present),
-                     has_left, has_right, 21 x (x, y) left, 21 x (x, y) right (float32 values)
+                     has_left, has_right, 21 x (x, y) left, 21 x (x, y) right, the face's point
+                     count (0: none), 71 x (x, y) face points (unused ones 0) (float32 values)
   pose_json.txt      the JSON text
 
 Run: python3 tests/reference/make_pose_json_goldens.py"""
@@ -40,12 +41,18 @@ def main():
                 pts = np.stack([rng.uniform(0, 1, 21), rng.uniform(0, 1, 21)], 1).astype(np.float32)
                 pts[4] = (-1.0 / 192, -1.0 / 230)
                 hands.append([(p[0], p[1]) for p in pts] if present else None)
+            n_face = {(0, 1): 46, (2, 0): 71}.get((f, i), 0)
+            face = np.stack([rng.uniform(0, 1, 71), rng.uniform(0, 1, 71)], 1).astype(np.float32)
+            face[7] = (-1.0 / w, -1.0 / h)
+            face[n_face:] = 0
             for p in body:
                 rows += [p[0], p[1], 1.0] if p is not None else [0.0, 0.0, 0.0]
             rows += [hands[0] is not None, hands[1] is not None]
             for hd in hands:
                 rows += [float(v) for p in (hd or [(0.0, 0.0)] * 21) for v in p]
-            people.append({"pose_keypoints_2d": compress(body), "face_keypoints_2d": None,
+            rows += [n_face] + [float(v) for v in face.ravel()]
+            people.append({"pose_keypoints_2d": compress(body),
+                           "face_keypoints_2d": compress([(p[0], p[1]) for p in face[:n_face]]),
                            "hand_left_keypoints_2d": compress(hands[0]), "hand_right_keypoints_2d": compress(hands[1])})
         dicts.append({"people": people, "canvas_height": h, "canvas_width": w})
     np.array(rows, "<f8").tofile(os.path.join(OUT, "pose_json_in.f64"))
