@@ -3,7 +3,7 @@
  * run by sdflow itself on its device (ml/vision/face_analysis.h); the provider input is kept for
  * workflow compatibility. Every .onnx file of the pack is declared to the planner, so the pack
  * is part of the cache key of what its faces make. */
-#include "ml/vision/face_analysis.h"
+#include "nodes/insightface.h"
 #include "core/context.h"
 #include "nodes/image_device.h"
 #include "nodes/node_util.h"
@@ -17,8 +17,7 @@
 static const char *const providers[] = {"CPU", "CUDA", "ROCM", "DirectML", "OpenVINO", "CoreML", NULL};
 static const char *const packs[] = {"buffalo_l", "antelopev2", NULL};
 
-/* The first <models dir>/insightface/models/<name> directory, malloc'd (resolved), or NULL. */
-static char *find_pack(sd_context *ctx, const char *name)
+char *sd_node_insightface_find(sd_context *ctx, const char *name)
 {
     for (size_t i = 0; i < ctx->n_models_dirs; i++) {
         char *dir = sd_strfmt("%s/insightface/models/%s", ctx->models_dirs[i], name);
@@ -31,10 +30,10 @@ static char *find_pack(sd_context *ctx, const char *name)
     return NULL;
 }
 
-/* Declares every .onnx file of pack `name` (insightface reads the folder's files). */
-static sd_status declare_pack(sd_node_files *f, const char *name)
+/* insightface reads every file of the folder. */
+sd_status sd_node_insightface_declare(sd_node_files *f, const char *name)
 {
-    char *dir = find_pack(sd_files_context(f), name);
+    char *dir = sd_node_insightface_find(sd_files_context(f), name);
     DIR *d = dir ? opendir(dir) : NULL;
     sd_status st = SD_OK;
     for (struct dirent *e; d && !st && (e = readdir(d));) {
@@ -58,17 +57,18 @@ static sd_status loader_files(sd_node_files *f)
     sd_status st = SD_OK;
     for (size_t i = 0; packs[i] && !st; i++) /* a linked name may be either */
         if (!name || !strcmp(name, packs[i]))
-            st = declare_pack(f, packs[i]);
+            st = sd_node_insightface_declare(f, packs[i]);
     return st;
 }
 
 static void loader_check(sd_node_check *c)
 {
     const char *name = sd_check_literal(c, "model_name");
-    char *dir = name ? find_pack(sd_check_context(c), name) : NULL;
+    char *dir = name ? sd_node_insightface_find(sd_check_context(c), name) : NULL;
     if (name && !dir)
         sd_check_problem(c, "model_name", "InsightFace model pack '%s' not found: no insightface/models/%s/ folder in the "
                                           "model directories", name, name);
+    sd_check_set_tag(c, 0, "insightface");
     free(dir);
 }
 
@@ -77,22 +77,28 @@ static void pack_free(void *p)
     sd_face_analysis_unref(p);
 }
 
-static sd_status run_loader(sd_node_run *r)
+sd_status sd_node_insightface_open(sd_node_run *r, const char *name, sd_face_analysis **out)
 {
     sd_context *ctx = sd_run_context(r);
-    const char *name = sd_run_string(r, "model_name");
-    char *dir = find_pack(ctx, name);
+    char *dir = sd_node_insightface_find(ctx, name);
+    *out = NULL;
     if (!dir)
         return sd_run_error(r, SD_ERR_NOT_FOUND, "InsightFace model pack '%s' not found: no insightface/models/%s/ folder "
                                                  "in the model directories", name, name);
     sd_cl *cl;
-    sd_face_analysis *fa = NULL;
     sd_status st = sd_cl_get(ctx, &cl);
     if (!st)
-        st = sd_face_analysis_load(ctx, cl, dir, &fa);
+        st = sd_face_analysis_load(ctx, cl, dir, out);
     free(dir);
+    return st ? sd_node_op_fail(r, st) : SD_OK;
+}
+
+static sd_status run_loader(sd_node_run *r)
+{
+    sd_face_analysis *fa = NULL;
+    sd_status st = sd_node_insightface_open(r, sd_run_string(r, "model_name"), &fa);
     if (st)
-        return sd_node_op_fail(r, st);
+        return st;
     sd_value *v = sd_value_handle(SD_TYPE_INSIGHTFACE, fa, pack_free); /* unrefs fa on failure */
     if (!v)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");

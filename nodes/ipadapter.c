@@ -9,6 +9,7 @@
 #include "ml/adapters/ipadapter.h"
 #include "nodes/clip_vision.h"
 #include "nodes/image_device.h"
+#include "nodes/insightface.h"
 #include "nodes/model_handle.h"
 #include "nodes/node_util.h"
 #include <math.h>
@@ -16,10 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The IPADAPTER value: the adapter and, from IPAdapterUnifiedLoader, its CLIP vision model. */
+/* The IPADAPTER value: the adapter and, from the unified loaders, its CLIP vision model and (FaceID)
+ * the InsightFace pack. */
 typedef struct ipa_value {
     sd_ipadapter *model;               /* one reference */
     sd_clip_vision_handle *clip_vision; /* owned, or NULL */
+    sd_face_analysis *insightface;      /* one reference, or NULL */
 } ipa_value;
 
 static void ipa_value_free(void *p)
@@ -29,6 +32,7 @@ static void ipa_value_free(void *p)
         return;
     sd_ipadapter_unref(v->model);
     sd_clip_vision_handle_free(v->clip_vision);
+    sd_face_analysis_unref(v->insightface);
     free(v);
 }
 
@@ -749,6 +753,9 @@ static size_t name_count(const char *const names[4])
     return n;
 }
 
+/* The InsightFace pack the unified FaceID loader brings, as ComfyUI_IPAdapter_plus's does. */
+#define FACEID_PACK "buffalo_l"
+
 static sd_status unified_faceid_files(sd_node_files *f)
 {
     const char *lit = sd_files_literal(f, "preset");
@@ -762,7 +769,7 @@ static sd_status unified_faceid_files(sd_node_files *f)
         if (!s && faceid_loras[p][xl])
             s = sd_files_find(f, "loras", &faceid_loras[p][xl], 1);
     }
-    return s;
+    return s ? s : sd_node_insightface_declare(f, FACEID_PACK);
 }
 
 /* The MODEL patched with the preset's FaceID LoRA at lora_strength (ComfyUI_IPAdapter_plus: the
@@ -800,12 +807,27 @@ static sd_status run_unified_faceid(sd_node_run *r)
     sd_status s = unified_open(r, preset, faceid_files[p][xl], name_count(faceid_files[p][xl]), false, &iv);
     if (!s && faceid_loras[p][xl])
         s = faceid_lora(r, mh, preset, &faceid_loras[p][xl], &stack);
-    /* InsightFace: the lead's IPAdapterInsightFaceLoader handle joins iv here (provider). */
+    char *pack = s ? NULL : sd_node_insightface_find(sd_run_context(r), FACEID_PACK);
+    if (pack)
+        s = sd_node_insightface_open(r, FACEID_PACK, &iv->insightface);
+    free(pack);
     if (!s)
         s = set_unified_outputs(r, mh, stack ? stack : mh->lora, iv), iv = NULL;
     ipa_value_free(iv);
     sd_lora_stack_unref(stack);
     return s;
+}
+
+/* The MODEL passes on its tag; the IPADAPTER is tagged "insightface" when the pack is there. */
+static void check_unified_faceid(sd_node_check *c)
+{
+    const char *model = sd_check_tag(c, "model");
+    char *pack = sd_node_insightface_find(sd_check_context(c), FACEID_PACK);
+    if (model)
+        sd_check_set_tag(c, 0, model);
+    if (pack)
+        sd_check_set_tag(c, 1, "insightface");
+    free(pack);
 }
 
 static const sd_input_desc unified_faceid_in[] = {
@@ -818,7 +840,8 @@ static const sd_input_desc unified_faceid_in[] = {
 };
 static const sd_output_desc unified_faceid_out[] = {
     SD_OUT("MODEL", SD_TYPE_MODEL, "the model with the preset's FaceID LoRA (portrait presets: unchanged)"),
-    SD_OUT("ipadapter", SD_TYPE_IPADAPTER, "the FaceID IP-Adapter with its CLIP vision model"),
+    SD_OUT("ipadapter", SD_TYPE_IPADAPTER, "the FaceID IP-Adapter with its CLIP vision model and, when "
+           "models/insightface/models/buffalo_l/ is there, that InsightFace pack"),
 };
 const sd_node_desc sd_node_IPAdapterUnifiedLoaderFaceID = {
     .name = "IPAdapterUnifiedLoaderFaceID", .version = 1, .category = "ipadapter/faceid",
@@ -826,7 +849,7 @@ const sd_node_desc sd_node_IPAdapterUnifiedLoaderFaceID = {
            "the LoRA to the model.",
     .inputs = unified_faceid_in, .n_inputs = SD_COUNT(unified_faceid_in),
     .outputs = unified_faceid_out, .n_outputs = SD_COUNT(unified_faceid_out), .run = run_unified_faceid,
-    .files = unified_faceid_files,
+    .files = unified_faceid_files, .check = check_unified_faceid,
 };
 
 /* The faces IPAdapterFaceID applies: identity embeddings id [n, 1, id_dim] and the aligned face
@@ -839,19 +862,73 @@ typedef struct faces {
 } faces;
 
 #define NO_FACE_EMBEDDINGS                                                                                         \
-    "IPAdapterFaceID needs face embeddings: connect 'faceid_embeds' (from SdflowLoadFaceIDEmbeds); InsightFace "   \
-    "face detection is not available yet"
+    "IPAdapterFaceID needs face embeddings: connect 'insightface' (IPAdapterInsightFaceLoader), load the adapter "  \
+    "with IPAdapterUnifiedLoaderFaceID and models/insightface/models/buffalo_l/, or connect 'faceid_embeds' "        \
+    "(SdflowLoadFaceIDEmbeds)"
 
-/* The faces from the faceid_embeds input (SdflowLoadFaceIDEmbeds): its embeddings, and its
- * face_image crops or else the node's image as the crops. (InsightFace, when wired: detect each
- * image's face, norm_crop it (224 for SD1.5, 256 for SDXL) into crops_value and take its normed
- * embedding, the raw one for portrait unnorm.) */
-static sd_status face_input(sd_node_run *r, const sd_ipadapter_config *ac, const sd_tensor *img, faces *out)
+/* Channels 0-2 of image i of img [n, h, w, c] (c 1: gray replicated) into rgb [h, w, 3]. */
+static void image_rgb(const sd_tensor *img, int64_t i, float *rgb)
+{
+    size_t px = (size_t)img->shape[1] * (size_t)img->shape[2], c = (size_t)img->shape[3];
+    const float *src = img->data + (size_t)i * px * c;
+    for (size_t p = 0; p < px; p++)
+        for (size_t k = 0; k < 3; k++)
+            rgb[p * 3 + k] = src[p * c + (c >= 3 ? k : 0)];
+}
+
+/* ComfyUI_IPAdapter_plus's InsightFace step: per image, the first face InsightFace finds (det_size
+ * 640, lowered by 64 down to 320 until one is found), its normed embedding (the raw one for
+ * portrait unnorm) and its norm_crop (224 for SD1.5, 256 for SDXL) into crops_value. No face in
+ * an image is an error naming it. */
+static sd_status detect_faces(sd_node_run *r, sd_face_analysis *fa, const sd_ipadapter_config *ac, const sd_tensor *img,
+                              faces *out)
+{
+    sd_context *ctx = sd_run_context(r);
+    int n = (int)img->shape[0], h = (int)img->shape[1], w = (int)img->shape[2], size = ac->sdxl ? 256 : 224;
+    if (ac->id_dim != 512)
+        return sd_run_error(r, SD_ERR_INVALID, "the FaceID IP-Adapter takes %d-wide face embeddings; InsightFace's "
+                            "ArcFace gives 512", ac->id_dim);
+    int64_t shape[4] = {n, size, size, 3};
+    out->crops_value = sd_value_new(SD_TYPE_IMAGE);
+    sd_tensor *crops = out->crops_value ? sd_value_add_tensor(out->crops_value, "image", 4, shape) : NULL;
+    out->id = (features){.data = malloc((size_t)n * 512 * sizeof(float)), .n = n, .tokens = 1, .width = 512};
+    float *rgb = malloc((size_t)w * (size_t)h * 3 * sizeof *rgb);
+    sd_status s = crops && out->id.data && rgb ? SD_OK : sd_run_error(r, SD_ERR_NOMEM, "out of memory");
+    for (int i = 0; !s && i < n; i++) {
+        sd_face *found = NULL;
+        size_t count = 0;
+        image_rgb(img, i, rgb);
+        if ((s = sd_face_analysis_run_retry(ctx, fa, rgb, w, h, &found, &count)))
+            s = sd_node_op_fail(r, s);
+        else if (count == 0)
+            s = sd_run_error(r, SD_ERR_INVALID, "InsightFace found no face in image %d of input 'image' (%dx%d)", i + 1, w,
+                             h);
+        else if ((s = sd_face_norm_crop(ctx, rgb, w, h, found[0].landmarks, size,
+                                        crops->data + (size_t)i * (size_t)size * (size_t)size * 3)))
+            s = sd_node_op_fail(r, s);
+        for (int k = 0; !s && k < 512; k++)
+            out->id.data[(size_t)i * 512 + (size_t)k] =
+                found[0].embedding[k] * (ac->portrait_unnorm ? found[0].embedding_norm : 1.0f);
+        free(found);
+    }
+    free(rgb);
+    out->crops = crops;
+    return s;
+}
+
+/* The faces IPAdapterFaceID applies: from the faceid_embeds input (SdflowLoadFaceIDEmbeds: its
+ * embeddings, and its face_image crops or else the node's image as the crops), else found by
+ * InsightFace (the insightface input, or the unified loader's pack) in the node's image. */
+static sd_status face_input(sd_node_run *r, const ipa_value *ipa, const sd_ipadapter_config *ac, const sd_tensor *img,
+                            faces *out)
 {
     const sd_value *v = has(r, "faceid_embeds") ? sd_run_value(r, "faceid_embeds") : NULL;
-    const sd_tensor *t = v ? sd_value_tensor(v, "faceid_embeds") : NULL;
-    if (!v)
-        return sd_run_error(r, SD_ERR_INVALID, NO_FACE_EMBEDDINGS);
+    if (!v) {
+        const sd_value *iv = has(r, "insightface") ? sd_run_value(r, "insightface") : NULL;
+        sd_face_analysis *fa = iv && iv->type == SD_TYPE_INSIGHTFACE ? iv->handle : ipa->insightface;
+        return fa ? detect_faces(r, fa, ac, img, out) : sd_run_error(r, SD_ERR_INVALID, NO_FACE_EMBEDDINGS);
+    }
+    const sd_tensor *t = sd_value_tensor(v, "faceid_embeds");
     if (!t || t->ndim != 2 || t->shape[0] < 1 || t->shape[1] != ac->id_dim)
         return sd_run_error(r, SD_ERR_INVALID, "input 'faceid_embeds' is not [faces, %d] face embeddings for this FaceID "
                             "IP-Adapter", ac->id_dim);
@@ -919,7 +996,7 @@ static sd_status run_faceid(sd_node_run *r)
     features pos = {0}, neg = {0};
     float *cond = NULL, *uncond = NULL, *zeros = NULL;
     sd_status s = check_context(r, mh, ac);
-    if (!s) s = face_input(r, ac, img, &f);
+    if (!s) s = face_input(r, ipa, ac, img, &f);
     if (!s && plus) {
         if (!(s = encode_faces(r, ipa, &f, &pos, &neg))) {
             combine(&pos, how);
@@ -948,18 +1025,20 @@ static sd_status run_faceid(sd_node_run *r)
     return s;
 }
 
-/* IPAdapterFaceID's checks: the adapter's, and a source of face embeddings (the faceid_embeds
- * link; the insightface input once InsightFace lands). */
+/* IPAdapterFaceID's checks: the adapter's, and a source of face embeddings (the faceid_embeds or
+ * insightface link, or a unified loader that found its InsightFace pack). */
 static void check_faceid(sd_node_check *c)
 {
+    const char *ipa = sd_check_tag(c, "ipadapter");
     check_adapter(c, true);
-    if (!sd_check_tag(c, "faceid_embeds"))
+    if (!sd_check_tag(c, "faceid_embeds") && !sd_check_tag(c, "insightface") && !(ipa && !strcmp(ipa, "insightface")))
         sd_check_problem(c, "faceid_embeds", NO_FACE_EMBEDDINGS);
 }
 
 static const sd_input_desc faceid_in[] = {
     IN_APPLY_COMMON,
-    SD_IN_LINK("image", SD_TYPE_IMAGE, "the face images (with precomputed embeddings: their aligned face crops)"),
+    SD_IN_LINK("image", SD_TYPE_IMAGE, "the face images, one face used per image (with precomputed embeddings: the "
+               "aligned face crops)"),
     SD_IN_FLOAT("weight", "1.0", -1.0, 3.0, "strength of the face prompt"),
     SD_IN_FLOAT("weight_faceidv2", "1.0", -1.0, 5.0, "FaceID Plus v2: weight of the CLIP part (the Resampler's "
                 "output added to the identity tokens)"),
@@ -971,8 +1050,11 @@ static const sd_input_desc faceid_in[] = {
     SD_IN_LINK_OPT("image_negative", SD_TYPE_IMAGE, "FaceID Plus: what the negative side's CLIP part sees"),
     SD_IN_LINK_OPT("attn_mask", SD_TYPE_MASK, "where the face prompt acts"),
     SD_IN_LINK_OPT("clip_vision", SD_TYPE_CLIP_VISION, "FaceID Plus: the CLIP vision model (else the unified loader's)"),
+    SD_IN_LINK_OPT("insightface", SD_TYPE_INSIGHTFACE,
+                   "finds the face in each image (else the unified loader's InsightFace pack)"),
     SD_IN_LINK_OPT("faceid_embeds", SD_TYPE_EMBEDS,
-                   "sdflow: precomputed face embeddings (SdflowLoadFaceIDEmbeds), one per face"),
+                   "sdflow: precomputed face embeddings (SdflowLoadFaceIDEmbeds), one per face, used instead of "
+                   "InsightFace"),
 };
 static const sd_output_desc faceid_out[] = {
     SD_OUT("MODEL", SD_TYPE_MODEL, "the model with the FaceID IP-Adapter applied at sampling time"),

@@ -479,9 +479,9 @@ static void nms(cand *c, size_t *n)
     *n = kept;
 }
 
-/* The ArcFace embedding of the face at landmarks kps in the 8-bit image. */
+/* The ArcFace embedding of the face at landmarks kps in the 8-bit image, L2-normalised, and its raw norm. */
 static sd_status embed(sd_context *ctx, sd_face_analysis *fa, const unsigned char *img, int w, int h, const float kps[10],
-                       float emb[512])
+                       float emb[512], float *emb_norm)
 {
     double m[6];
     int size = fa->rec_size;
@@ -506,6 +506,7 @@ static sd_status embed(sd_context *ctx, sd_face_analysis *fa, const unsigned cha
         for (int i = 0; i < 512; i++)
             norm += (double)out.data[i] * out.data[i];
         norm = sqrt(norm);
+        *emb_norm = (float)norm;
         for (int i = 0; i < 512; i++)
             emb[i] = norm > 0 ? (float)(out.data[i] / norm) : 0.0f;
     }
@@ -570,7 +571,7 @@ sd_status sd_face_analysis_run(sd_context *ctx, sd_face_analysis *fa, const floa
             memcpy(f->box, c[i].box, sizeof f->box);
             memcpy(f->landmarks, c[i].kps, sizeof f->landmarks);
             f->score = c[i].score;
-            st = embed(ctx, fa, img, width, height, f->landmarks, f->embedding);
+            st = embed(ctx, fa, img, width, height, f->landmarks, f->embedding, &f->embedding_norm);
         }
         if (st) {
             free(*faces);

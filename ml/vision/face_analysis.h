@@ -15,6 +15,7 @@ typedef struct sd_face {
     float landmarks[10];  /* five (x, y) points as insightface's Face.kps: left eye, right eye, nose, left and right mouth corner */
     float score;          /* detection score */
     float embedding[512]; /* ArcFace output, L2-normalised (insightface's Face.normed_embedding) */
+    float embedding_norm; /* the raw output's L2 norm: embedding * embedding_norm is Face.embedding */
 } sd_face;
 
 /* A loaded detector + recognizer pack, reference-counted. */

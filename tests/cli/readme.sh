@@ -58,6 +58,8 @@ mkdir -p "$T/models/style_models"
 cp "$SRC/tests/data/goldens/ipa_faceid_plusv2.safetensors" "$T/models/ipadapter/ip-adapter-faceid-plusv2_sd15.safetensors"
 cp "$SRC/tests/data/goldens/ipa_faceid_lora.safetensors" "$T/models/loras/ip-adapter-faceid-plusv2_sd15_lora.safetensors"
 cp "$SRC/tests/data/goldens/faceid_embeds.safetensors" "$T/input/face.safetensors"
+mkdir -p "$T/models/insightface/models/buffalo_l"
+cp "$SRC"/tests/data/insightface/tiny_pack/*.onnx "$T/models/insightface/models/buffalo_l/"
 cp "$SRC/examples/input/shapes.png" "$T/input/face.png"
 for g in "$SRC"/graphs/*.xml; do
     "$BIN" validate --models-dir "$T/models" --input-dir "$T/input" "$g" >"$T/out" 2>&1 ||

@@ -52,11 +52,14 @@ static sd_status fill_small(void *user, size_t index, void *dst, size_t nbytes)
 static const char *const watched[] = {"models/checkpoints", "models/loras", "models/controlnet",
                                       "models/upscale_models", "models/embeddings", "models/vae", "in",
                                       "models/annotators", "models/diffusion_models", "models/text_encoders",
-                                      "models/clip_vision", "models/ipadapter", "models/style_models"};
+                                      "models/clip_vision", "models/ipadapter", "models/style_models",
+                                      "models/insightface", "models/insightface/models",
+                                      "models/insightface/models/buffalo_l"};
 /* The kind each watched directory's files are recorded under in the provenance ("<kind>/<name>"). */
 static const char *const kinds[] = {"checkpoints", "loras", "controlnet", "upscale_models", "embeddings", "vae",
                                     "input", "annotators", "diffusion_models", "text_encoders", "clip_vision",
-                                    "ipadapter", "style_models"};
+                                    "ipadapter", "style_models", "insightface", "insightface/models",
+                                    "insightface/models/buffalo_l"};
 #define N_WATCHED (sizeof watched / sizeof watched[0])
 static char *dirs[N_WATCHED];
 
@@ -152,6 +155,13 @@ static void make_models(void)
         sd_strfmt("cp %s/tests/data/goldens/ipa_faceid_lora.safetensors %s/ip-adapter-faceid-plusv2_sd15_lora.safetensors",
                   src, dirs[1]),
         sd_strfmt("cp %s/tests/data/goldens/faceid_embeds.safetensors %s/face.safetensors", src, dirs[6]),
+        /* ipadapter-faceid.xml: InsightFace's tiny pack and a FaceID adapter for its 512-wide embeddings */
+        sd_strfmt("cp %s/tests/data/insightface/tiny_pack/det_tiny.onnx %s/tests/data/insightface/tiny_pack/rec_tiny.onnx "
+                  "%s/", src, src, dirs[15]),
+        sd_strfmt("cp %s/tests/data/goldens/ipa_faceid_arcface.safetensors %s/ip-adapter-faceid_sd15.safetensors", src,
+                  dirs[11]),
+        sd_strfmt("cp %s/tests/data/goldens/ipa_faceid_lora.safetensors %s/ip-adapter-faceid_sd15_lora.safetensors", src,
+                  dirs[1]),
         sd_strfmt("cp %s/examples/input/shapes.png %s/face.png", src, dirs[6]),
         sd_strfmt("cp %s/examples/input/shapes.png %s/photo.png", src, dirs[6]),
         sd_strfmt("%s/sdflow_mkckpt --preset tiny --kind controlnet --seed 7 %s/control_v11f1p_sd15_depth_fp16.safetensors",
@@ -229,6 +239,10 @@ static void check_graph(const char *graph)
     if (strncmp(graph, "ipadapter", 9) == 0) { /* the tiny IP-Adapter's UNet */
         args[n++] = "--set";
         args[n++] = "checkpoint=ipa-tiny.safetensors";
+    }
+    if (strcmp(graph, "ipadapter-faceid.xml") == 0) { /* the adapter for the tiny ArcFace's embeddings */
+        args[n++] = "--set";
+        args[n++] = "preset=FACEID";
     }
     args[n] = NULL;
     int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);

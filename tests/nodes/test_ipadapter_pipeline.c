@@ -1,7 +1,7 @@
 /* graphs/ipadapter.xml end to end against a whole 6-step run of diffusers + transformers +
  * k-diffusion with an IP-Adapter (tests/reference/make_ipadapter_pipeline_goldens.py): the tiny
  * checkpoint of test_pipeline.c, the tiny CLIP vision model on the pipeline's input image, a plain
- * IP-Adapter at weight 0.8; and graphs/ipadapter-faceid.xml the same way with a FaceID adapter and
+ * IP-Adapter at weight 0.8; and graphs/ipadapter-faceid-embeds.xml the same way with a FaceID adapter and
  * its LoRA (make_ipadapter_faceid_pipeline_goldens.py). The adapter's contribution to the final
  * latent (the run with it minus the run without, pipeline_euler.bin) must reach 40 dB against the
  * reference's. */
@@ -127,7 +127,7 @@ static void link_model(const char *models, const char *folder, const char *name,
     free(dir), free(target), free(link);
 }
 
-/* graphs/ipadapter-faceid.xml with the FACEID preset found by name (adapter, LoRA at 0.6, CLIP
+/* graphs/ipadapter-faceid-embeds.xml with the FACEID preset found by name (adapter, LoRA at 0.6, CLIP
  * vision) and precomputed embeddings, against the diffusers run with the FaceID adapter and the
  * LoRA patched in (make_ipadapter_faceid_pipeline_goldens.py). */
 static void test_faceid_run(void)
@@ -145,7 +145,7 @@ static void test_faceid_run(void)
         {"checkpoint", "tiny.safetensors"}, {"preset", "FACEID"}, {"lora_strength", "0.6"}, {"embeds", embeds},
         {"image", input}, {"weight", "0.8"},
     };
-    pipeline_case("graphs/ipadapter-faceid.xml", set, sizeof set / sizeof set[0], models, "pipeline_faceid.bin",
+    pipeline_case("graphs/ipadapter-faceid-embeds.xml", set, sizeof set / sizeof set[0], models, "pipeline_faceid.bin",
                   "FaceID with its LoRA");
     free(models), free(input), free(dir), free(ckpt), free(embeds);
 }
