@@ -22,8 +22,9 @@
 #
 # Every engine runs once per row (one step; sdflow's bench_unet one untimed forward first, for
 # the weight upload and kernel builds, then one timed). The sd.cpp figure is its own "sampling
-# completed, taking X s" (the sampling alone: loading, text encoders and the VAE decode are
-# reported apart); sdflow's are bench_unet's / bench_flux's forward times after the upload.
+# completed, taking X s" with --eager-load (sd.cpp otherwise loads the diffusion model's weights
+# lazily, inside that time): the sampling alone, loading, text encoders and the VAE decode
+# apart; sdflow's are bench_unet's / bench_flux's forward times after the upload.
 set -uo pipefail
 
 build=build sdcpp=/work/sdcpp/build/bin/sd-cli files=/work/bench-files log=/tmp/quiet-comparisons
@@ -51,6 +52,7 @@ done
 mkdir -p "$log"
 export POCL_MAX_PTHREAD_COUNT=$threads OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=passive
 rows=()   # "label|seconds|peak RSS KiB"
+ratios=() # "what: value"
 start=$SECONDS
 
 # run NAME CMD...: runs CMD under /usr/bin/time, output in $log/NAME.log; sets rss (KiB) and wall.
@@ -60,7 +62,7 @@ run() {
     echo "== $name: $*"
     if [ $dry = 1 ]; then
         rss=0 wall=0
-        return 0
+        return 1 # nothing to parse
     fi
     local t0=$SECONDS
     /usr/bin/time -f 'TIME %M %e %U' -o "$log/$name.time" "$@" > "$log/$name.log" 2>&1
@@ -85,20 +87,22 @@ ratio() { # ratio A B: A / B, or "-" when either is missing
 # ---- SD1.5 512x512 CFG step: sdflow fp32 / bf16, PyTorch fp32 / bf16 (issue 15) ----
 if [ $sd15 = 1 ]; then
     ck=$files/checkpoints/sd15_f16.safetensors
+    fp32= bf16= tfp32= tbf16=
     if run sd15_sdflow_fp32 "$build/bench_unet" "$ck" --sizes 64 --reps 1; then
-        s=$(sed -n 's/.*best \([0-9.]*\) s.*/\1/p' "$log/sd15_sdflow_fp32.log" | tail -1)
-        row "SD1.5 512 CFG step, sdflow fp32" "$s" "$rss"
+        fp32=$(sed -n 's/.*best \([0-9.]*\) s.*/\1/p' "$log/sd15_sdflow_fp32.log" | tail -1)
+        row "SD1.5 512 CFG step, sdflow fp32" "$fp32" "$rss"
     fi
     if run sd15_sdflow_bf16 env SDFLOW_PRECISION=bf16 "$build/bench_unet" "$ck" --sizes 64 --reps 1; then
-        s=$(sed -n 's/.*best \([0-9.]*\) s.*/\1/p' "$log/sd15_sdflow_bf16.log" | tail -1)
-        row "SD1.5 512 CFG step, sdflow bf16" "$s" "$rss"
+        bf16=$(sed -n 's/.*best \([0-9.]*\) s.*/\1/p' "$log/sd15_sdflow_bf16.log" | tail -1)
+        row "SD1.5 512 CFG step, sdflow bf16" "$bf16" "$rss"
     fi
     if run sd15_torch python3 "$(dirname "$0")/torch_unet_step.py" --threads "$threads" --reps 1 --size 64; then
-        for mode in fp32 bf16; do
-            s=$(sed -n "s/.* $mode: best \([0-9.]*\) s wall.*/\1/p" "$log/sd15_torch.log" | tail -1)
-            row "SD1.5 512 CFG step, PyTorch $mode" "$s" "$rss"
-        done
+        tfp32=$(sed -n "s/.* fp32: best \([0-9.]*\) s wall.*/\1/p" "$log/sd15_torch.log" | tail -1)
+        tbf16=$(sed -n "s/.* bf16: best \([0-9.]*\) s wall.*/\1/p" "$log/sd15_torch.log" | tail -1)
+        row "SD1.5 512 CFG step, PyTorch fp32" "$tfp32" "$rss"
+        row "SD1.5 512 CFG step, PyTorch bf16" "$tbf16" "$rss"
     fi
+    ratios+=("SD1.5 512 CFG step, sdflow / PyTorch: fp32 $(ratio "$fp32" "$tfp32"), bf16 $(ratio "$bf16" "$tbf16")")
 fi
 
 # ---- SDXL CFG step (issue 9 part 6) ----
@@ -112,11 +116,11 @@ if [ $sdxl = 1 ]; then
     fi
     if [ $use_sdcpp = 1 ] && run sdxl_sdcpp "$sdcpp" -m "$ck" -p "a photograph of an astronaut riding a horse" \
         -n "blurry" -W "$sdxl_size" -H "$sdxl_size" --steps 1 --cfg-scale 7 --sampling-method euler --seed 1 \
-        -t "$threads" -o "$log/sdxl_sdcpp.png" -v; then
+        -t "$threads" --eager-load -o "$log/sdxl_sdcpp.png" -v; then
         xl_sdcpp=$(sdcpp_sampling sdxl_sdcpp)
         row "SDXL ${sdxl_size} CFG step, stable-diffusion.cpp" "$xl_sdcpp" "$rss"
     fi
-    echo "   SDXL step: sd.cpp / sdflow = $(ratio "$xl_sdcpp" "$xl_sdflow")"
+    ratios+=("SDXL ${sdxl_size} CFG step, sd.cpp / sdflow: $(ratio "$xl_sdcpp" "$xl_sdflow")")
 fi
 
 # ---- FLUX schnell one step (issue 16 part 3) ----
@@ -130,11 +134,11 @@ flux_pair() { # flux_pair QUANT
         --clip_l "$files/text_encoders/clip_l.safetensors" \
         --t5xxl "$files/text_encoders/t5-v1_1-xxl-encoder-Q8_0.gguf" --vae "$files/vae/ae.safetensors" \
         -p "a photograph of an astronaut riding a horse" -W "$flux_size" -H "$flux_size" --steps 1 \
-        --cfg-scale 1 --sampling-method euler --seed 1 -t "$threads" -o "$log/flux_${q}_sdcpp.png" -v; then
+        --cfg-scale 1 --sampling-method euler --seed 1 -t "$threads" --eager-load -o "$log/flux_${q}_sdcpp.png" -v; then
         b=$(sdcpp_sampling "flux_${q}_sdcpp")
         row "FLUX schnell ${flux_size} step, $q, stable-diffusion.cpp" "$b" "$rss"
     fi
-    echo "   FLUX $q step: sd.cpp / sdflow = $(ratio "$b" "$a")"
+    ratios+=("FLUX schnell ${flux_size} step $q, sd.cpp / sdflow: $(ratio "$b" "$a")")
 }
 if [ $flux = 1 ]; then
     flux_pair Q4_0
@@ -149,4 +153,5 @@ for r in "${rows[@]}"; do
     IFS='|' read -r label s k <<< "$r"
     printf '| %-50s | %9s | %12s |\n' "$label" "$s" "$((${k:-0} / 1024))"
 done
+for r in "${ratios[@]}"; do echo "$r"; done
 echo "Total $((SECONDS - start)) s. Raw outputs: $log"

@@ -160,15 +160,19 @@ static sd_status llama_rename(void *user, const char *name, char *out, size_t si
     return SD_OK;
 }
 
-/* The ggml type a T5 tensor of shape [d0] or [d0, d1] is written as (city96's T5 GGUF files). */
-static sd_ggml_type t5_gguf_type(int ndim, const int64_t *shape)
+/* The ggml type a T5 tensor (transformers' name, shape [d0] or [d0, d1]) is written as in city96's
+ * T5 GGUF files: vectors F32; the relative position bias F16 (llama.cpp's quantizer never
+ * quantises attn_rel_b); other matrices Q8_0 where rows are whole blocks, else F16. */
+static sd_ggml_type t5_gguf_type(const char *name, int ndim, const int64_t *shape)
 {
-    return ndim == 1 ? SD_GGML_F32 : shape[1] % 32 == 0 ? SD_GGML_Q8_0 : SD_GGML_F16;
+    if (ndim == 1)
+        return SD_GGML_F32;
+    return strstr(name, "relative_attention_bias") || shape[1] % 32 ? SD_GGML_F16 : SD_GGML_Q8_0;
 }
 
 static int t5_layout_gguf_type(const sd_layout_entry *e)
 {
-    return t5_gguf_type(e->ndim, e->shape);
+    return t5_gguf_type(e->name, e->ndim, e->shape);
 }
 
 static sd_status t5_fill(void *user, size_t index, size_t first, size_t n, float *dst)
@@ -195,7 +199,7 @@ sd_status sd_text_write_t5_gguf(sd_context *ctx, const char *in, const char *out
         if (t->ndim < 1 || t->ndim > SD_GGUF_MAX_DIMS)
             s = sd_set_error(ctx, SD_ERR_INVALID, "%s: tensor '%s': not 1- to 4-D", in, t->name);
         else
-            entries[i] = (sd_gguf_entry){.name = names[i], .type = t5_gguf_type(t->ndim, t->shape), .ndim = t->ndim};
+            entries[i] = (sd_gguf_entry){.name = names[i], .type = t5_gguf_type(t->name, t->ndim, t->shape), .ndim = t->ndim};
         if (!s)
             memcpy(entries[i].shape, t->shape, (size_t)t->ndim * sizeof *t->shape);
     }
