@@ -18,6 +18,8 @@
 #     --skip-sdxl        skip SDXL
 #     --skip-flux        skip FLUX
 #     --skip-sdcpp       sdflow (and PyTorch) only
+#     --txt2img          also the whole FLUX schnell txt2img through sdflow (4 steps at --flux-size,
+#                        Q4_0 transformer, Q8_0 T5) for its peak RSS (issue 16's <= 10 GB; 10-20 min)
 #     --dry-run          print the commands only
 #
 # Every engine runs once per row (one step; sdflow's bench_unet one untimed forward first, for
@@ -28,7 +30,7 @@
 set -uo pipefail
 
 build=build sdcpp=/work/sdcpp/build/bin/sd-cli files=/work/bench-files log=/tmp/quiet-comparisons
-threads=2 sdxl_size=1024 flux_size=512 q8=0 sd15=1 sdxl=1 flux=1 use_sdcpp=1 dry=0
+threads=2 sdxl_size=1024 flux_size=512 q8=0 sd15=1 sdxl=1 flux=1 use_sdcpp=1 dry=0 txt2img=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --build) build=$2; shift ;;
@@ -43,8 +45,9 @@ while [ $# -gt 0 ]; do
         --skip-sdxl) sdxl=0 ;;
         --skip-flux) flux=0 ;;
         --skip-sdcpp) use_sdcpp=0 ;;
+        --txt2img) txt2img=1 ;;
         --dry-run) dry=1 ;;
-        -h | --help) sed -n '2,28p' "$0"; exit 0 ;;
+        -h | --help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
         *) echo "quiet_comparisons: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -143,6 +146,16 @@ flux_pair() { # flux_pair QUANT
 if [ $flux = 1 ]; then
     flux_pair Q4_0
     [ $q8 = 0 ] || flux_pair Q8_0
+fi
+
+if [ $txt2img = 1 ]; then
+    src=$(cd "$(dirname "$0")/.." && pwd)
+    if run flux_txt2img "$build/sdflow" run "$src/graphs/flux-schnell.xml" --models-dir "$files" --no-cache \
+        --output-dir "$log" --set unet=flux1-schnell-Q4_0.gguf --set t5xxl=t5-v1_1-xxl-encoder-Q8_0.gguf \
+        --set clip_l=clip_l.safetensors --set vae=ae.safetensors --set width="$flux_size" \
+        --set height="$flux_size" --set steps=4; then
+        row "FLUX schnell ${flux_size} txt2img, 4 steps, sdflow (whole run)" "$wall" "$rss"
+    fi
 fi
 
 echo
