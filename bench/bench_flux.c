@@ -6,9 +6,10 @@
  *   bench_flux FILE [--size 512] [--tokens 256] [--reps N] [--dtype f16|f32]
  *
  * A forward of a 16x16 image first uploads the weights (block-quantised matrices stay blocks on
- * the device) and builds the kernels, timed apart; then one forward and --reps more (default 0), with the least CPU time (user +
- * system, all threads). --tokens: T5 context length (stable-diffusion.cpp and ComfyUI pad
- * schnell's prompt to 256). docs/benchmarks.md has the commands. */
+ * the device) and builds the kernels, timed apart; then one forward and --reps more (default
+ * 0), with the least CPU time (user + system, all threads). --tokens: the T5 context length
+ * (stable-diffusion.cpp and ComfyUI pad schnell's prompt to 256). docs/benchmarks.md has the
+ * commands. */
 #include "ml/diffusion/flux.h"
 #include "ml/formats/gguf.h"
 #include "bench/bench_common.h"

@@ -30,7 +30,9 @@ static void put(out *o, const void *p, size_t n)
 
 static void put_u32(out *o, uint32_t v)
 {
-    unsigned char b[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
+    unsigned char b[4];
+    for (int i = 0; i < 4; i++)
+        b[i] = (unsigned char)(v >> (8 * i));
     put(o, b, 4);
 }
 

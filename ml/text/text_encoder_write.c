@@ -199,7 +199,8 @@ sd_status sd_text_write_t5_gguf(sd_context *ctx, const char *in, const char *out
         if (t->ndim < 1 || t->ndim > SD_GGUF_MAX_DIMS)
             s = sd_set_error(ctx, SD_ERR_INVALID, "%s: tensor '%s': not 1- to 4-D", in, t->name);
         else
-            entries[i] = (sd_gguf_entry){.name = names[i], .type = t5_gguf_type(t->name, t->ndim, t->shape), .ndim = t->ndim};
+            entries[i] = (sd_gguf_entry){
+                .name = names[i], .type = t5_gguf_type(t->name, t->ndim, t->shape), .ndim = t->ndim};
         if (!s)
             memcpy(entries[i].shape, t->shape, (size_t)t->ndim * sizeof *t->shape);
     }
@@ -226,7 +227,8 @@ sd_status sd_text_write_full(sd_context *ctx, const char *path, sd_text_encoder_
                             .projection = 768, .has_position_ids = true};
         s = sd_layout_clip(ctx, &c, "", &layout);
     } else {
-        s = sd_set_error(ctx, SD_ERR_INVALID, "%s: full-size files are T5-XXL (safetensors or GGUF) and CLIP-L", path);
+        s = sd_set_error(ctx, SD_ERR_INVALID,
+                         "%s: full-size files: T5-XXL (safetensors or GGUF Q8_0) or CLIP-L (safetensors)", path);
     }
     if (!s && gguf)
         s = sd_layout_write_random_gguf(ctx, path, &layout, "t5encoder", 7, t5_layout_gguf_type, seed, llama_rename,
