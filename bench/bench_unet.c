@@ -1,5 +1,5 @@
-/* bench_unet: seconds per SD1 UNet forward with batch 2 (one classifier-free-guidance step) on
- * a checkpoint, at given latent sizes; peak RSS; fraction of a stated FP32 peak. Not a test: it
+/* bench_unet: seconds per UNet forward with batch 2 (one classifier-free-guidance step) on an
+ * SD1, SD2 or SDXL checkpoint (SDXL: with a random ADM vector), at given latent sizes; peak RSS; fraction of a stated FP32 peak. Not a test: it
  * prints figures, never fails on time. The first forward of each size (weight upload, kernel
  * builds) is reported apart; then the best and mean of --reps forwards, and the least CPU time
  * (user + system, all threads) one of them used: on a shared machine wall time depends on the
@@ -13,34 +13,10 @@
  * records results with the exact command. */
 #include "ml/families/checkpoint.h"
 #include "ml/diffusion/unet.h"
+#include "bench/bench_common.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <time.h>
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* CPU seconds (user + system, all threads) used by the process so far. */
-static double cpu_seconds(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
-           1e-6 * (double)ru.ru_stime.tv_usec;
-}
-
-static double peak_rss_mib(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_maxrss / 1024.0; /* ru_maxrss is in KiB on Linux */
-}
 
 /* Multiply-adds x 2 of one forward: convolutions, linear layers and attention products. */
 static double conv_flops(double b, double cin, double cout, double hw, double k)
@@ -104,22 +80,11 @@ static double unet_flops(const sd_unet_config *c, double b, double size, double 
     return f + conv_flops(b, ch, c->out_channels, hw, 3);
 }
 
-static sd_dtensor *random_tensor(sd_cl *cl, int ndim, const int64_t *shape, unsigned seed)
+/* One forward; y: the ADM vector of an SDXL UNet, NULL for others. */
+static sd_status forward(sd_unet *u, const sd_dtensor *x, const float *t, const sd_dtensor *context,
+                         const sd_dtensor *y, sd_dtensor **out)
 {
-    sd_dtensor *t = NULL;
-    if (sd_dtensor_new(cl, SD_DTYPE_F32, ndim, shape, &t))
-        return NULL;
-    float *h = malloc(t->numel * sizeof *h);
-    for (size_t i = 0; h && i < t->numel; i++) {
-        seed = seed * 1664525u + 1013904223u;
-        h[i] = (float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f;
-    }
-    if (!h || sd_dtensor_upload(t, h)) {
-        sd_dtensor_free(t);
-        t = NULL;
-    }
-    free(h);
-    return t;
+    return y ? sd_unet_forward_adm(u, x, t, context, y, NULL, out) : sd_unet_forward(u, x, t, context, NULL, out);
 }
 
 static int fail(sd_context *ctx, const char *what)
@@ -174,7 +139,9 @@ int main(int argc, char **argv)
     printf("device: %s (%s), weights %s, batch 2, 77 context tokens\n", cl->device_name, cl->platform_name,
            sd_dtype_name(dtype));
     int64_t cshape[3] = {2, 77, cfg.unet.context_dim};
-    sd_dtensor *context = random_tensor(cl, 3, cshape, 2);
+    sd_dtensor *context = random_tensor(cl, 3, cshape, 2), *y = NULL;
+    if (cfg.unet.adm_channels > 0 && !(y = random_tensor(cl, 2, (int64_t[]){2, cfg.unet.adm_channels}, 3)))
+        return fail(ctx, "inputs");
     float t[2] = {500.0f, 500.0f};
     char list[64];
     snprintf(list, sizeof list, "%s", sizes);
@@ -185,14 +152,14 @@ int main(int argc, char **argv)
         if (!x || !context)
             return fail(ctx, "inputs");
         double best = 1e30, sum = 0, cpu_best = 1e30, t0 = now();
-        if (sd_unet_forward(u, x, t, context, NULL, &out) || sd_cl_finish(cl))
+        if (forward(u, x, t, context, y, &out) || sd_cl_finish(cl))
             return fail(ctx, "forward");
         double first = now() - t0;
         sd_dtensor_free(out);
         for (int r = 0; r < reps; r++) {
             t0 = now();
             double c0 = cpu_seconds();
-            if (sd_unet_forward(u, x, t, context, NULL, &out) || sd_cl_finish(cl))
+            if (forward(u, x, t, context, y, &out) || sd_cl_finish(cl))
                 return fail(ctx, "forward");
             double dt = now() - t0, cpu = cpu_seconds() - c0;
             cpu_best = cpu < cpu_best ? cpu : cpu_best;
@@ -211,6 +178,7 @@ int main(int argc, char **argv)
         sd_dtensor_free(x);
     }
     sd_dtensor_free(context);
+    sd_dtensor_free(y);
     sd_unet_free(u);
     sd_safetensors_close(st);
     sd_context_free(ctx);

@@ -67,3 +67,12 @@ float sd_bf16_to_float(uint16_t b)
     memcpy(&f, &bits, sizeof f);
     return f;
 }
+
+uint16_t sd_float_to_bf16(float f)
+{
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((bits >> 16) | 0x40u);
+    return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}

@@ -8,5 +8,7 @@
 float sd_half_to_float(uint16_t h);
 uint16_t sd_float_to_half(float f);
 float sd_bf16_to_float(uint16_t b);
+/* Round to nearest even; a NaN stays a (quiet) NaN. */
+uint16_t sd_float_to_bf16(float f);
 
 #endif

@@ -4,6 +4,7 @@
  * Deterministic: the same options and seed give the same bytes. */
 #include "ml/adapters/controlnet.h"
 #include "ml/families/sd1_layout.h"
+#include "ml/formats/gguf.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,8 @@ static void usage(FILE *f)
             "                         sdxl-refiner-tiny, sdxl-refiner, sd2-tiny, sd2, and the\n"
             "                         v-prediction sd2-v-tiny, sd2-v, sd2-unclip-tiny, sd2-unclip-h,\n"
             "                         sd2-unclip-l (with the CLIP image tower), flux-schnell-tiny,\n"
-            "                         flux-dev-tiny (FLUX: ComfyUI's all-in-one layout without text encoders)\n"
+            "                         flux-dev-tiny, flux-schnell, flux-dev (FLUX: ComfyUI's all-in-one\n"
+            "                         layout without text encoders; the last two the 12B shapes)\n"
             "  --kind K               checkpoint (default), vae (standalone VAE file), controlnet\n"
             "                         (the preset's UNet encoder as a ControlNet, control_model.*),\n"
             "                         controlnet-diffusers (the same tensors in diffusers' layout),\n"
@@ -27,6 +29,10 @@ static void usage(FILE *f)
             "                         image 16), redux (1152 -> 4096), redux-tiny (144 -> the FLUX\n"
             "                         preset's context width)\n"
             "  --dtype f32|f16|bf16   weight dtype (default f32)\n"
+            "  --dtype q4_0|q8_0      FLUX presets: the transformer alone as a GGUF file in ComfyUI-GGUF's\n"
+            "                         layout (BFL names, general.architecture flux; matrices in the type,\n"
+            "                         embedders and final layer F32/F16 as its quantizer keeps them),\n"
+            "                         streamed: a 12B model is never held in memory\n"
             "  --seed N               weight seed (default 0)\n"
             "  --no-clip, --no-vae    leave a part out of a checkpoint\n"
             "  --list                 print each tensor's name and shape instead of writing\n"
@@ -60,6 +66,41 @@ static int parse_list(const char *s, int lo, int hi, int *out)
         n++;
     }
     return n;
+}
+
+/* The GGUF block type of FLUX's matrices (--dtype q4_0 / q8_0). */
+static sd_ggml_type flux_block_type;
+
+/* The type of one FLUX tensor as ComfyUI-GGUF's patched llama-quantize stores it: vectors F32;
+ * img_in, the first layers of the time / vector / guidance embedders and final_layer.linear F32;
+ * txt_in, the rest of those embedders and final_layer F16; other matrices in the block type. */
+static int flux_gguf_type(const sd_layout_entry *e)
+{
+    static const char *const keep_f32[] = {"img_in.", "time_in.in_layer.", "vector_in.in_layer.",
+                                           "guidance_in.in_layer.", "final_layer.linear."};
+    static const char *const keep_f16[] = {"txt_in.", "time_in.", "vector_in.", "guidance_in.", "final_layer."};
+    if (e->ndim == 1)
+        return SD_GGML_F32;
+    for (size_t i = 0; i < sizeof keep_f32 / sizeof *keep_f32; i++)
+        if (strncmp(e->name, keep_f32[i], strlen(keep_f32[i])) == 0)
+            return SD_GGML_F32;
+    for (size_t i = 0; i < sizeof keep_f16 / sizeof *keep_f16; i++)
+        if (strncmp(e->name, keep_f16[i], strlen(keep_f16[i])) == 0)
+            return SD_GGML_F16;
+    return flux_block_type;
+}
+
+/* The FLUX transformer of cfg alone (BFL names) as a GGUF file of flux_block_type matrices. */
+static sd_status write_flux_gguf(sd_context *ctx, const char *path, const sd_checkpoint_config *cfg,
+                                 unsigned long long seed)
+{
+    sd_layout layout = {0};
+    sd_status st = sd_layout_flux(ctx, &cfg->flux, "", &layout);
+    if (!st)
+        st = sd_layout_write_random_gguf(ctx, path, &layout, "flux", flux_block_type == SD_GGML_Q4_0 ? 2 : 7,
+                                         flux_gguf_type, seed, NULL, NULL);
+    sd_layout_free(&layout);
+    return st;
 }
 
 /* Prints "name [d0, d1, ...]" for every tensor of the layout. */
@@ -190,7 +231,7 @@ int main(int argc, char **argv)
         fprintf(stderr,
                 "sdflow_mkckpt: unknown preset '%s' (tiny, sd15, sdxl-tiny, sdxl, sdxl-refiner-tiny, sdxl-refiner, "
                 "sd2-tiny, sd2, sd2-v-tiny, sd2-v, sd2-unclip-tiny, sd2-unclip-h, sd2-unclip-l, flux-schnell-tiny, "
-                "flux-dev-tiny)\n",
+                "flux-dev-tiny, flux-schnell, flux-dev)\n",
                 preset);
         return 2;
     }
@@ -232,6 +273,10 @@ int main(int argc, char **argv)
                 dtype = SD_ST_F16;
             else if (strcmp(val, "bf16") == 0)
                 dtype = SD_ST_BF16;
+            else if (strcmp(val, "q4_0") == 0)
+                flux_block_type = SD_GGML_Q4_0;
+            else if (strcmp(val, "q8_0") == 0)
+                flux_block_type = SD_GGML_Q8_0;
             else
                 ok = false;
         } else if (strcmp(a, "--seed") == 0) {
@@ -326,6 +371,12 @@ int main(int argc, char **argv)
             st = sd_layout_write_random(ctx, out, &redux, dtype, seed, NULL, NULL);
     } else if (list) {
         st = list_layout(ctx, &cfg, strcmp(kind, "vae") == 0);
+    } else if (flux_block_type && (strcmp(kind, "checkpoint") != 0 || cfg.family != SD_FAMILY_FLUX)) {
+        fprintf(stderr, "sdflow_mkckpt: --dtype q4_0 / q8_0 writes a FLUX preset's transformer (--kind checkpoint)\n");
+        sd_context_free(ctx);
+        return 2;
+    } else if (flux_block_type) {
+        st = write_flux_gguf(ctx, out, &cfg, seed);
     } else if (strcmp(kind, "checkpoint") == 0) {
         st = sd_sd1_write_random(ctx, out, &cfg, dtype, seed);
     } else if (strcmp(kind, "vae") == 0) {

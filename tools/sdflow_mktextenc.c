@@ -11,6 +11,9 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: sdflow_mktextenc [--seed N] [--dtype f32|f16] clip-l|clip-h|clip-g|t5|flux-te OUTPUT.safetensors\n"
                "       (flux-te: CLIP-L and T5 under the names of ComfyUI's all-in-one FLUX files)\n"
+               "       sdflow_mktextenc --full [--seed N] [--dtype f32|f16|q8_0] clip-l|t5 OUTPUT\n"
+               "       (the real sizes: CLIP-L safetensors; T5-XXL safetensors, or with q8_0 a GGUF file\n"
+               "       as city96's t5-v1_1-xxl-encoder-Q8_0.gguf, streamed)\n"
                "       sdflow_mktextenc t5-gguf T5.safetensors OUTPUT.gguf\n"
                "       sdflow_mktextenc t5-fp8|t5-fp8-scaled T5.safetensors OUTPUT.safetensors [REFERENCE.safetensors]\n"
                "       (t5xxl_fp8_e4m3fn / ComfyUI's _scaled layout; REFERENCE: the same values as F32)\n"
@@ -21,6 +24,7 @@ int main(int argc, char **argv)
 {
     uint64_t seed = 0;
     sd_st_dtype dtype = SD_ST_F32;
+    bool full = false, q8 = false;
     const char *args[4];
     int n = 0;
     for (int i = 1; i < argc; i++) {
@@ -33,11 +37,14 @@ int main(int argc, char **argv)
             }
         } else if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) {
             i++;
-            if (strcmp(argv[i], "f32") != 0 && strcmp(argv[i], "f16") != 0) {
+            q8 = strcmp(argv[i], "q8_0") == 0;
+            if (strcmp(argv[i], "f32") != 0 && strcmp(argv[i], "f16") != 0 && !q8) {
                 usage(stderr);
                 return 2;
             }
             dtype = strcmp(argv[i], "f16") == 0 ? SD_ST_F16 : SD_ST_F32;
+        } else if (strcmp(argv[i], "--full") == 0) {
+            full = true;
         } else if (argv[i][0] != '-' && n < 4) {
             args[n++] = argv[i];
         } else {
@@ -55,7 +62,7 @@ int main(int argc, char **argv)
     bool flux = n == 2 && strcmp(args[0], "flux-te") == 0;
     bool fp8 = (n == 3 || n == 4) && strncmp(args[0], "t5-fp8", 6) == 0 &&
                (args[0][6] == '\0' || strcmp(args[0] + 6, "-scaled") == 0);
-    if (kind < 0 && !gguf && !split && !flux && !fp8) {
+    if ((kind < 0 && !gguf && !split && !flux && !fp8) || (full && kind < 0) || (q8 && !full)) {
         usage(stderr);
         return 2;
     }
@@ -64,7 +71,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "sdflow_mktextenc: out of memory\n");
         return 4;
     }
-    sd_status st = fp8     ? sd_text_write_t5_fp8(ctx, args[1], args[2], n == 4 ? args[3] : NULL, args[0][6] != '\0')
+    sd_status st = full    ? sd_text_write_full(ctx, args[1], kinds[kind].kind, dtype, q8, seed)
+                   : fp8   ? sd_text_write_t5_fp8(ctx, args[1], args[2], n == 4 ? args[3] : NULL, args[0][6] != '\0')
                    : gguf  ? sd_text_write_t5_gguf(ctx, args[1], args[2])
                    : split ? sd_text_write_sdxl_split(ctx, args[1], args[2], args[3])
                    : flux  ? sd_text_write_flux_encoders(ctx, args[1], dtype, seed)

@@ -1,6 +1,8 @@
 /* SD1 and SDXL single-file layouts, presets, random-weight checkpoints and family stubs. See
  * sd1_layout.h. */
 #include "ml/families/sd1_layout.h"
+#include "core/half.h"
+#include "ml/formats/gguf.h"
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -595,18 +597,26 @@ static bool sd2_unclip_preset(const char *name, sd_checkpoint_config *cfg)
 /* flux-schnell-tiny, flux-dev-tiny: ComfyUI's all-in-one layout (model.diffusion_model., vae.) at
  * the size of tests/reference/make_flux_goldens.py (width 64 = 2 heads of 32, 2 + 2 blocks), with
  * the context and pooled widths of the tiny text encoders (T5 32, CLIP-L 64) and a 16-channel VAE
- * without quant convs; no text encoders (their loaders read separate files). */
+ * without quant convs; no text encoders (their loaders read separate files). flux-schnell,
+ * flux-dev: the 12B shapes of flux1-schnell / flux1-dev (3072 wide, 24 heads of 128, MLP 12288,
+ * 19 + 38 blocks, T5-XXL context 4096, CLIP-L pooled 768) and ae.safetensors' VAE. */
 static bool flux_preset(const char *name, sd_checkpoint_config *cfg)
 {
-    bool dev = strcmp(name, "flux-dev-tiny") == 0;
-    if (!dev && strcmp(name, "flux-schnell-tiny") != 0)
+    bool dev = strncmp(name, "flux-dev", 8) == 0, tiny = strstr(name, "-tiny") != NULL;
+    if (strcmp(name, "flux-dev-tiny") != 0 && strcmp(name, "flux-schnell-tiny") != 0 &&
+        strcmp(name, "flux-dev") != 0 && strcmp(name, "flux-schnell") != 0)
         return false;
     cfg->family = SD_FAMILY_FLUX;
     cfg->has_clip = false;
     cfg->vae_prefix = "vae.";
-    cfg->flux = (sd_flux_config){.in_channels = 16, .out_channels = 16, .hidden = 64, .head_dim = 32, .heads = 2,
-                                 .axes_dim = {4, 14, 14}, .mlp_hidden = 256, .context_dim = 32, .vec_dim = 64,
-                                 .depth = 2, .depth_single = 2, .guidance = dev};
+    if (tiny)
+        cfg->flux = (sd_flux_config){.in_channels = 16, .out_channels = 16, .hidden = 64, .head_dim = 32, .heads = 2,
+                                     .axes_dim = {4, 14, 14}, .mlp_hidden = 256, .context_dim = 32, .vec_dim = 64,
+                                     .depth = 2, .depth_single = 2, .guidance = dev};
+    else
+        cfg->flux = (sd_flux_config){.in_channels = 16, .out_channels = 16, .hidden = 3072, .head_dim = 128,
+                                     .heads = 24, .axes_dim = {16, 56, 56}, .mlp_hidden = 12288, .context_dim = 4096,
+                                     .vec_dim = 768, .depth = 19, .depth_single = 38, .guidance = dev};
     cfg->vae.z_channels = cfg->vae.embed_dim = 16;
     cfg->vae.no_quant_conv = true;
     return true;
@@ -627,7 +637,7 @@ bool sd_checkpoint_preset(const char *name, sd_checkpoint_config *cfg)
     v->z_channels = v->embed_dim = 4;
     bool full = strcmp(name, "sd15") == 0 || strcmp(name, "sdxl") == 0 || strcmp(name, "sdxl-refiner") == 0 ||
                 strcmp(name, "sd2") == 0 || strcmp(name, "sd2-v") == 0 || strcmp(name, "sd2-unclip-h") == 0 ||
-                strcmp(name, "sd2-unclip-l") == 0;
+                strcmp(name, "sd2-unclip-l") == 0 || strcmp(name, "flux-schnell") == 0 || strcmp(name, "flux-dev") == 0;
     v->ch = full ? 128 : 32;
     v->n_levels = 4;
     memcpy(v->ch_mult, full ? (const int[]){1, 2, 4, 4} : (const int[]){1, 2, 2, 2}, 4 * sizeof(int));
@@ -693,13 +703,25 @@ static float param_value(const sd_layout_entry *e, uint64_t *state, double bound
     return 0.0f;
 }
 
+/* The random stream of a parameter: its values in order, depending only on seed and its name. */
+typedef struct param_stream {
+    const sd_layout_entry *e;
+    uint64_t state;
+    double bound;
+} param_stream;
+
+static param_stream param_stream_start(const sd_layout_entry *e, uint64_t seed)
+{
+    param_stream ps = {e, seed, e->fan_in > 0 ? 1.0 / sqrt((double)e->fan_in) : 0.0};
+    for (const char *p = e->name; *p; p++) /* FNV-1a of the name, mixed with the seed */
+        ps.state = (ps.state ^ (unsigned char)*p) * 0x100000001b3ull;
+    return ps;
+}
+
 static sd_status fill_random(void *user, size_t index, void *dst, size_t nbytes)
 {
     const random_fill *rf = user;
     const sd_layout_entry *e = &rf->layout->entries[index];
-    uint64_t state = rf->seed;
-    for (const char *p = e->name; *p; p++) /* FNV-1a of the name, mixed with the seed */
-        state = (state ^ (unsigned char)*p) * 0x100000001b3ull;
     unsigned char *out = dst;
     if (e->kind == SD_PARAM_POSITION_IDS) {
         for (size_t i = 0; i < nbytes / 8; i++)
@@ -708,19 +730,65 @@ static sd_status fill_random(void *user, size_t index, void *dst, size_t nbytes)
         return SD_OK;
     }
     size_t esize = sd_st_dtype_size(rf->dtype);
-    double bound = e->fan_in > 0 ? 1.0 / sqrt((double)e->fan_in) : 0.0;
+    param_stream ps = param_stream_start(e, rf->seed);
     for (size_t i = 0; i < nbytes / esize; i++) {
-        float v = param_value(e, &state, bound);
+        float v = param_value(e, &ps.state, ps.bound);
         uint32_t bits;
         memcpy(&bits, &v, sizeof bits);
         if (rf->dtype == SD_ST_F16)
             bits = sd_float_to_half(v);
         else if (rf->dtype == SD_ST_BF16)
-            bits = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16; /* round to nearest even */
+            bits = sd_float_to_bf16(v);
         for (size_t k = 0; k < esize; k++)
             out[i * esize + k] = (unsigned char)(bits >> (8 * k));
     }
     return SD_OK;
+}
+
+/* ---- the same values as a GGUF file ---- */
+
+typedef struct gguf_fill {
+    const sd_layout *layout;
+    uint64_t seed;
+    param_stream ps; /* of the entry being written */
+} gguf_fill;
+
+static sd_status fill_gguf(void *user, size_t index, size_t first, size_t n, float *dst)
+{
+    gguf_fill *gf = user;
+    const sd_layout_entry *e = &gf->layout->entries[index];
+    if (first == 0)
+        gf->ps = param_stream_start(e, gf->seed);
+    for (size_t i = 0; i < n; i++)
+        dst[i] = e->kind == SD_PARAM_POSITION_IDS ? (float)(first + i) : param_value(e, &gf->ps.state, gf->ps.bound);
+    return SD_OK;
+}
+
+sd_status sd_layout_write_random_gguf(sd_context *ctx, const char *path, const sd_layout *layout, const char *arch,
+                                      int file_type, sd_layout_gguf_type_fn type_of, uint64_t seed,
+                                      sd_layout_rename_fn rename, void *user)
+{
+    sd_gguf_entry *entries = calloc(layout->n ? layout->n : 1, sizeof *entries);
+    char (*names)[128] = calloc(layout->n ? layout->n : 1, sizeof *names);
+    sd_status status = SD_OK;
+    if (!entries || !names) {
+        status = sd_set_error(ctx, SD_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    for (size_t i = 0; i < layout->n; i++) {
+        const sd_layout_entry *e = &layout->entries[i];
+        snprintf(names[i], sizeof names[i], "%s", e->name);
+        if (rename && (status = rename(user, e->name, names[i], sizeof names[i])))
+            goto done;
+        entries[i] = (sd_gguf_entry){.name = names[i], .type = (sd_ggml_type)type_of(e), .ndim = e->ndim};
+        memcpy(entries[i].shape, e->shape, sizeof entries[i].shape);
+    }
+    gguf_fill gf = {layout, seed, {0}};
+    status = sd_gguf_write(ctx, path, arch, file_type, entries, layout->n, fill_gguf, &gf);
+done:
+    free(entries);
+    free(names);
+    return status;
 }
 
 sd_status sd_layout_write_random(sd_context *ctx, const char *path, const sd_layout *layout, sd_st_dtype dtype,

@@ -93,6 +93,15 @@ typedef sd_status (*sd_layout_rename_fn)(void *user, const char *name, char *out
 sd_status sd_layout_write_random(sd_context *ctx, const char *path, const sd_layout *layout, sd_st_dtype dtype,
                                  uint64_t seed, sd_layout_rename_fn rename, void *user);
 
+/* The same values (as f32, quantised by the writer) as a GGUF file (ml/formats/gguf.h
+ * sd_gguf_write: general.architecture arch, file_type as there), each tensor stored in the type
+ * type_of gives it (an sd_ggml_type), named by rename as above. Streams: a 12B model is written
+ * chunk by chunk, never held. Position ids are written as their values 0..n-1. */
+typedef int (*sd_layout_gguf_type_fn)(const sd_layout_entry *e);
+sd_status sd_layout_write_random_gguf(sd_context *ctx, const char *path, const sd_layout *layout, const char *arch,
+                                      int file_type, sd_layout_gguf_type_fn type_of, uint64_t seed,
+                                      sd_layout_rename_fn rename, void *user);
+
 /* Writes a small file with just enough tensors in family's layout to be detected as it
  * (SD2, SDXL, SDXL refiner, SD3, FLUX). SD_ERR_INVALID for other families. */
 sd_status sd_write_family_stub(sd_context *ctx, const char *path, sd_family family);

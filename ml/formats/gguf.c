@@ -4,6 +4,7 @@
 #include "core/checked.h"
 #include "core/files.h"
 #include "core/half.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,6 +194,68 @@ bool sd_ggml_dequantize(sd_ggml_type type, const void *src, float *dst, size_t n
         case SD_GGML_Q4_K: dq_k45(p, y, false); break;
         case SD_GGML_Q5_K: dq_k45(p, y, true); break;
         case SD_GGML_Q6_K: dq_q6_k(p, y); break;
+        }
+    }
+    return true;
+}
+
+/* ---- quantisation (ggml's reference quantizers) ---- */
+
+static void put16(unsigned char *p, uint16_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+}
+
+static void q8_0_block(const float *x, unsigned char *b)
+{
+    float amax = 0.0f;
+    for (int j = 0; j < 32; j++)
+        amax = fmaxf(amax, fabsf(x[j]));
+    float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    put16(b, sd_float_to_half(d));
+    for (int j = 0; j < 32; j++)
+        b[2 + j] = (unsigned char)(int8_t)roundf(x[j] * id);
+}
+
+static void q4_0_block(const float *x, unsigned char *b)
+{
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < 32; j++)
+        if (amax < fabsf(x[j])) {
+            amax = fabsf(x[j]);
+            max = x[j];
+        }
+    float d = max / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    put16(b, sd_float_to_half(d));
+    for (int j = 0; j < 16; j++) {
+        int lo = (int8_t)(x[j] * id + 8.5f), hi = (int8_t)(x[16 + j] * id + 8.5f);
+        b[2 + j] = (unsigned char)((lo < 15 ? lo : 15) | (hi < 15 ? hi : 15) << 4);
+    }
+}
+
+bool sd_ggml_quantize(sd_ggml_type type, const float *src, void *dst, size_t n)
+{
+    size_t be, bb;
+    bool known = type == SD_GGML_F32 || type == SD_GGML_F16 || type == SD_GGML_BF16 || type == SD_GGML_Q8_0 ||
+                 type == SD_GGML_Q4_0;
+    if (!known || !sd_ggml_type_block(type, &be, &bb) || n % be)
+        return false;
+    unsigned char *p = dst;
+    for (size_t i = 0; i < n / be; i++, p += bb) {
+        const float *x = src + i * be;
+        uint32_t bits;
+        switch (type) {
+        case SD_GGML_F32:
+            memcpy(&bits, x, 4);
+            put16(p, (uint16_t)bits);
+            put16(p + 2, (uint16_t)(bits >> 16));
+            break;
+        case SD_GGML_F16: put16(p, sd_float_to_half(x[0])); break;
+        case SD_GGML_BF16: put16(p, sd_float_to_bf16(x[0])); break;
+        case SD_GGML_Q8_0: q8_0_block(x, p); break;
+        case SD_GGML_Q4_0: q4_0_block(x, p); break;
+        default: break;
         }
     }
     return true;

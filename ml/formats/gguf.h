@@ -60,6 +60,12 @@ bool sd_ggml_type_block(sd_ggml_type type, size_t *block_elems, size_t *block_by
  * bytes, any alignment) into dst, as ggml's reference dequantizers (and the gguf Python
  * package's) do, bit for bit. false for an unknown type or an n that is not whole blocks. */
 bool sd_ggml_dequantize(sd_ggml_type type, const void *src, float *dst, size_t n);
+/* Quantises n elements (whole blocks) of src into dst (n / block * bytes bytes) as ggml's reference
+ * quantizers (quantize_row_*_ref) and the gguf Python package's quantize() do, bit for bit:
+ * F32, F16 (round to nearest even), BF16 (ditto), Q8_0 (d = amax / 127, q = round(x / d)) and
+ * Q4_0 (d = the value of largest magnitude / -8, q = min(15, trunc(x / d + 8.5)), element j in
+ * the low nibble of byte j, 16 + j in the high one). false for another type or partial blocks. */
+bool sd_ggml_quantize(sd_ggml_type type, const float *src, void *dst, size_t n);
 
 /* Metadata value types (values as in files). */
 typedef enum sd_gguf_vtype {
@@ -138,5 +144,28 @@ sd_status sd_gguf_read_f32(sd_context *ctx, const sd_gguf *g, const sd_gguf_tens
  * sd_safetensors_read_raw). The view reads through its own duplicate of g's open file, with the
  * same change detection; it may outlive g. */
 sd_status sd_gguf_tensor_view(sd_context *ctx, const sd_gguf *g, sd_safetensors **out);
+
+/* ---- Writing (ml/formats/gguf_write.c) ---- */
+
+typedef struct sd_gguf_entry {
+    const char *name;
+    sd_ggml_type type;                /* one sd_ggml_quantize takes */
+    int ndim;                         /* 1..SD_GGUF_MAX_DIMS */
+    int64_t shape[SD_GGUF_MAX_DIMS];  /* torch order; the innermost a multiple of the type's block */
+} sd_gguf_entry;
+
+/* Writes elements [first, first + n) of entry `index` (row-major, torch order) as f32 into dst.
+ * Called for each entry in order, in consecutive chunks of whole blocks. */
+typedef sd_status (*sd_gguf_fill_fn)(void *user, size_t index, size_t first, size_t n, float *dst);
+
+/* Writes a GGUF v3 file (alignment 32) holding general.architecture = arch and, when
+ * file_type >= 0, general.quantization_version 2 and general.file_type file_type (llama.cpp's
+ * LLAMA_FTYPE: 2 Q4_0, 7 Q8_0, as its quantizer writes them), then the entries quantised from
+ * what fill gives (sd_ggml_quantize). Streams: memory is one chunk of about 4 MiB whatever the
+ * tensor sizes, so a 12B model is written without holding it. Through a temporary file in the
+ * same directory renamed into place: a failed write leaves no file. Errors: SD_ERR_INVALID (bad
+ * entry, naming it), SD_ERR_IO naming the path, SD_ERR_NOMEM, or what fill returned. */
+sd_status sd_gguf_write(sd_context *ctx, const char *path, const char *arch, int file_type,
+                        const sd_gguf_entry *entries, size_t n, sd_gguf_fill_fn fill, void *user);
 
 #endif

@@ -1,6 +1,5 @@
 /* Test text-encoder files (see text_encoder_write.h). */
 #include "ml/text/text_encoder_write.h"
-#include "core/fileio.h"
 #include "core/half.h"
 #include "ml/families/sd1_layout.h"
 #include "ml/formats/gguf.h"
@@ -34,35 +33,43 @@ static sd_status push(sd_context *ctx, sd_layout *l, sd_param_kind kind, int64_t
     return SD_OK;
 }
 
-/* The tiny T5's tensors in T5EncoderModel's names (norm weights are ones, as the layout writer
+/* T5 v1.1 encoder dimensions. */
+typedef struct t5_dims {
+    int64_t vocab, d, inner, ff, buckets, heads;
+    int blocks;
+} t5_dims;
+
+static const t5_dims t5_tiny = {32128, 32, 4 * 8, 48, 32, 4, 2};
+static const t5_dims t5_xxl = {32128, 4096, 64 * 64, 10240, 32, 64, 24};
+
+/* A T5 encoder's tensors in T5EncoderModel's names (norm weights are ones, as the layout writer
  * makes norms). */
-static sd_status t5_layout(sd_context *ctx, sd_layout *l)
+static sd_status t5_layout(sd_context *ctx, sd_layout *l, const t5_dims *t)
 {
-    const int64_t vocab = 32128, d = 32, inner = 4 * 8, ff = 48, buckets = 32, heads = 4;
-    sd_status s = push(ctx, l, SD_PARAM_EMBEDDING, 0, vocab, d, "shared.weight");
+    sd_status s = push(ctx, l, SD_PARAM_EMBEDDING, 0, t->vocab, t->d, "shared.weight");
     char n[128];
-    for (int b = 0; !s && b < 2; b++) {
+    for (int b = 0; !s && b < t->blocks; b++) {
         static const char *const qkv[3] = {"q", "k", "v"};
         for (int i = 0; !s && i < 3; i++)
             snprintf(n, sizeof n, "encoder.block.%d.layer.0.SelfAttention.%s.weight", b, qkv[i]),
-                s = push(ctx, l, SD_PARAM_WEIGHT, d, inner, d, n);
+                s = push(ctx, l, SD_PARAM_WEIGHT, t->d, t->inner, t->d, n);
         snprintf(n, sizeof n, "encoder.block.%d.layer.0.SelfAttention.o.weight", b);
         if (!s)
-            s = push(ctx, l, SD_PARAM_WEIGHT, inner, d, inner, n);
+            s = push(ctx, l, SD_PARAM_WEIGHT, t->inner, t->d, t->inner, n);
         if (!s && b == 0)
-            s = push(ctx, l, SD_PARAM_EMBEDDING, 0, buckets, heads,
+            s = push(ctx, l, SD_PARAM_EMBEDDING, 0, t->buckets, t->heads,
                      "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight");
         for (int k = 0; !s && k < 2; k++)
             snprintf(n, sizeof n, "encoder.block.%d.layer.%d.layer_norm.weight", b, k),
-                s = push(ctx, l, SD_PARAM_NORM_WEIGHT, 0, d, 0, n);
+                s = push(ctx, l, SD_PARAM_NORM_WEIGHT, 0, t->d, 0, n);
         for (int k = 0; !s && k < 2; k++)
             snprintf(n, sizeof n, "encoder.block.%d.layer.1.DenseReluDense.wi_%d.weight", b, k),
-                s = push(ctx, l, SD_PARAM_WEIGHT, d, ff, d, n);
+                s = push(ctx, l, SD_PARAM_WEIGHT, t->d, t->ff, t->d, n);
         snprintf(n, sizeof n, "encoder.block.%d.layer.1.DenseReluDense.wo.weight", b);
         if (!s)
-            s = push(ctx, l, SD_PARAM_WEIGHT, ff, d, ff, n);
+            s = push(ctx, l, SD_PARAM_WEIGHT, t->ff, t->d, t->ff, n);
     }
-    return s ? s : push(ctx, l, SD_PARAM_NORM_WEIGHT, 0, d, 0, "encoder.final_layer_norm.weight");
+    return s ? s : push(ctx, l, SD_PARAM_NORM_WEIGHT, 0, t->d, 0, "encoder.final_layer_norm.weight");
 }
 
 /* transformers' CLIP file names: text_model.<name>, text_projection.weight beside it. */
@@ -90,7 +97,7 @@ static sd_status all_in_one_name(void *user, const char *name, char *out, size_t
 static sd_status tiny_layout(sd_context *ctx, sd_text_encoder_kind kind, sd_layout *layout)
 {
     if (kind == SD_TEXT_T5XXL)
-        return t5_layout(ctx, layout);
+        return t5_layout(ctx, layout, &t5_tiny);
     sd_clip_config c = {.width = 64, .intermediate = 128, .vocab = 49408, .positions = 77, .has_position_ids = true};
     c.layers = kind == SD_TEXT_CLIP_L ? 2 : kind == SD_TEXT_OPENCLIP_H ? 24 : 32;
     c.projection = kind == SD_TEXT_CLIP_L ? 64 : kind == SD_TEXT_OPENCLIP_G ? 48 : 0;
@@ -123,70 +130,6 @@ sd_status sd_text_write_flux_encoders(sd_context *ctx, const char *path, sd_st_d
 
 /* ---- GGUF ---- */
 
-typedef struct buf {
-    unsigned char *p;
-    size_t n, cap;
-    bool nomem;
-} buf;
-
-static void put(buf *b, const void *p, size_t n)
-{
-    if (b->nomem || n == 0)
-        return;
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + n)
-            cap *= 2;
-        unsigned char *g = realloc(b->p, cap);
-        if (!g) {
-            b->nomem = true;
-            return;
-        }
-        b->p = g;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, p, n);
-    b->n += n;
-}
-
-static void put_u32(buf *b, uint32_t v)
-{
-    unsigned char x[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
-    put(b, x, 4);
-}
-
-static void put_u64(buf *b, uint64_t v)
-{
-    put_u32(b, (uint32_t)v);
-    put_u32(b, (uint32_t)(v >> 32));
-}
-
-static void put_str(buf *b, const char *s)
-{
-    put_u64(b, strlen(s));
-    put(b, s, strlen(s));
-}
-
-static void pad_to(buf *b, size_t align)
-{
-    static const unsigned char zero[32] = {0};
-    put(b, zero, (align - b->n % align) % align);
-}
-
-/* One Q8_0 block as ggml's reference quantizer: d = amax / 127 (stored f16), q = round(x / d). */
-static void q8_0_block(const float *x, unsigned char out[34])
-{
-    float amax = 0;
-    for (int i = 0; i < 32; i++)
-        amax = fmaxf(amax, fabsf(x[i]));
-    float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-    uint16_t h = sd_float_to_half(d);
-    out[0] = (unsigned char)h;
-    out[1] = (unsigned char)(h >> 8);
-    for (int i = 0; i < 32; i++)
-        out[2 + i] = (unsigned char)(int8_t)roundf(x[i] * id);
-}
-
 /* The llama.cpp name of a transformers T5 tensor (ComfyUI-GGUF's T5_SD_MAP read backwards). */
 static void llama_name(const char *name, char *out, size_t size)
 {
@@ -210,38 +153,33 @@ static void llama_name(const char *name, char *out, size_t size)
     snprintf(out, size, "%s", cur);
 }
 
-/* The ggml type a tensor is written as. */
-static sd_ggml_type gguf_type(const sd_st_tensor *t)
+static sd_status llama_rename(void *user, const char *name, char *out, size_t size)
 {
-    return t->ndim == 1 ? SD_GGML_F32 : t->shape[1] % 32 == 0 ? SD_GGML_Q8_0 : SD_GGML_F16;
+    (void)user;
+    llama_name(name, out, size);
+    return SD_OK;
 }
 
-/* Appends a tensor's data in its ggml type. */
-static sd_status put_data(sd_context *ctx, const sd_safetensors *st, const sd_st_tensor *t, buf *b)
+/* The ggml type a T5 tensor (transformers' name, shape [d0] or [d0, d1]) is written as in city96's
+ * T5 GGUF files: vectors F32; the relative position bias F16 (llama.cpp's quantizer never
+ * quantises attn_rel_b); other matrices Q8_0 where rows are whole blocks, else F16. */
+static sd_ggml_type t5_gguf_type(const char *name, int ndim, const int64_t *shape)
 {
-    size_t n = t->numel;
-    float *x = malloc((n ? n : 1) * sizeof *x);
-    if (!x)
-        return sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
-    sd_status s = sd_safetensors_read_f32(ctx, st, t, x, n);
-    sd_ggml_type type = gguf_type(t);
-    for (size_t i = 0; !s && i < n; i += type == SD_GGML_Q8_0 ? 32 : 1) {
-        unsigned char q[34];
-        if (type == SD_GGML_Q8_0) {
-            q8_0_block(x + i, q);
-            put(b, q, 34);
-        } else if (type == SD_GGML_F16) {
-            uint16_t h = sd_float_to_half(x[i]);
-            q[0] = (unsigned char)h, q[1] = (unsigned char)(h >> 8);
-            put(b, q, 2);
-        } else {
-            uint32_t u;
-            memcpy(&u, &x[i], 4);
-            put_u32(b, u);
-        }
-    }
-    free(x);
-    return s;
+    if (ndim == 1)
+        return SD_GGML_F32;
+    return strstr(name, "relative_attention_bias") || shape[1] % 32 ? SD_GGML_F16 : SD_GGML_Q8_0;
+}
+
+static int t5_layout_gguf_type(const sd_layout_entry *e)
+{
+    return t5_gguf_type(e->name, e->ndim, e->shape);
+}
+
+static sd_status t5_fill(void *user, size_t index, size_t first, size_t n, float *dst)
+{
+    sd_context **ctx_st = user;
+    const sd_safetensors *st = (const sd_safetensors *)ctx_st[1];
+    return sd_safetensors_read_f32_range(ctx_st[0], st, sd_safetensors_at(st, index), first, n, dst);
 }
 
 sd_status sd_text_write_t5_gguf(sd_context *ctx, const char *in, const char *out)
@@ -251,36 +189,54 @@ sd_status sd_text_write_t5_gguf(sd_context *ctx, const char *in, const char *out
     if (s)
         return s;
     size_t n = sd_safetensors_count(st);
-    buf head = {0}, data = {0};
-    put(&head, "GGUF", 4);
-    put_u32(&head, 3);
-    put_u64(&head, n);
-    put_u64(&head, 1);
-    put_str(&head, "general.architecture");
-    put_u32(&head, SD_GGUF_STRING);
-    put_str(&head, "t5encoder");
+    sd_gguf_entry *entries = calloc(n ? n : 1, sizeof *entries);
+    char (*names)[256] = calloc(n ? n : 1, sizeof *names);
+    if (!entries || !names)
+        s = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
     for (size_t i = 0; !s && i < n; i++) {
         const sd_st_tensor *t = sd_safetensors_at(st, i);
-        char name[256];
-        llama_name(t->name, name, sizeof name);
-        put_str(&head, name);
-        put_u32(&head, (uint32_t)t->ndim);
-        for (int d = t->ndim - 1; d >= 0; d--)
-            put_u64(&head, (uint64_t)t->shape[d]);
-        put_u32(&head, gguf_type(t));
-        pad_to(&data, 32);
-        put_u64(&head, data.n);
-        s = put_data(ctx, st, t, &data);
+        llama_name(t->name, names[i], sizeof names[i]);
+        if (t->ndim < 1 || t->ndim > SD_GGUF_MAX_DIMS)
+            s = sd_set_error(ctx, SD_ERR_INVALID, "%s: tensor '%s': not 1- to 4-D", in, t->name);
+        else
+            entries[i] = (sd_gguf_entry){
+                .name = names[i], .type = t5_gguf_type(t->name, t->ndim, t->shape), .ndim = t->ndim};
+        if (!s)
+            memcpy(entries[i].shape, t->shape, (size_t)t->ndim * sizeof *t->shape);
     }
-    pad_to(&head, 32);
-    put(&head, data.p, data.n);
-    if (!s && (head.nomem || data.nomem))
-        s = sd_set_error(ctx, SD_ERR_NOMEM, "out of memory");
+    void *ctx_st[2] = {ctx, st};
     if (!s)
-        s = sd_file_write_atomic(ctx, out, head.p, head.n, false, NULL);
-    free(head.p);
-    free(data.p);
+        s = sd_gguf_write(ctx, out, "t5encoder", -1, entries, n, t5_fill, ctx_st);
+    free(entries);
+    free(names);
     sd_safetensors_close(st);
+    return s;
+}
+
+/* ---- full-size random files ---- */
+
+sd_status sd_text_write_full(sd_context *ctx, const char *path, sd_text_encoder_kind kind, sd_st_dtype dtype,
+                             bool gguf, uint64_t seed)
+{
+    sd_layout layout = {0};
+    sd_status s = SD_OK;
+    if (kind == SD_TEXT_T5XXL) {
+        s = t5_layout(ctx, &layout, &t5_xxl);
+    } else if (kind == SD_TEXT_CLIP_L && !gguf) {
+        sd_clip_config c = {.width = 768, .layers = 12, .intermediate = 3072, .vocab = 49408, .positions = 77,
+                            .projection = 768, .has_position_ids = true};
+        s = sd_layout_clip(ctx, &c, "", &layout);
+    } else {
+        s = sd_set_error(ctx, SD_ERR_INVALID,
+                         "%s: full-size files: T5-XXL (safetensors or GGUF Q8_0) or CLIP-L (safetensors)", path);
+    }
+    if (!s && gguf)
+        s = sd_layout_write_random_gguf(ctx, path, &layout, "t5encoder", 7, t5_layout_gguf_type, seed, llama_rename,
+                                        NULL);
+    else if (!s)
+        s = sd_layout_write_random(ctx, path, &layout, dtype, seed, kind == SD_TEXT_T5XXL ? NULL : clip_file_name,
+                                   NULL);
+    sd_layout_free(&layout);
     return s;
 }
 

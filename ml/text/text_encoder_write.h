@@ -22,6 +22,14 @@ sd_status sd_text_write_random(sd_context *ctx, const char *path, sd_text_encode
  * under the names of ComfyUI's all-in-one FLUX checkpoints (text_encoders.clip_l.transformer.*,
  * text_encoders.t5xxl.transformer.*). */
 sd_status sd_text_write_flux_encoders(sd_context *ctx, const char *path, sd_st_dtype dtype, uint64_t seed);
+/* Full-size random files for benchmarks, values as sd_text_write_random's: T5-XXL v1.1's encoder
+ * (vocabulary 32128, d_model 4096, 24 blocks, 64 heads of 64, d_ff 10240) as t5xxl_fp16's
+ * safetensors (dtype) or, when gguf, as city96's t5-v1_1-xxl-encoder-Q8_0.gguf (llama.cpp names,
+ * matrices Q8_0, vectors F32, general.file_type 7), streamed; CLIP-L (width 768, 12 layers, MLP
+ * 3072, text_projection [768, 768]) as ComfyUI's clip_l.safetensors (dtype; no GGUF).
+ * SD_ERR_INVALID for another kind. */
+sd_status sd_text_write_full(sd_context *ctx, const char *path, sd_text_encoder_kind kind, sd_st_dtype dtype,
+                             bool gguf, uint64_t seed);
 /* in: a T5 file in transformers' layout (no prefix). */
 sd_status sd_text_write_t5_gguf(sd_context *ctx, const char *in, const char *out);
 /* in: a T5 file in transformers' layout; out: the same with the blocks' Linear weights as fp8

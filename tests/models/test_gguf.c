@@ -1,8 +1,10 @@
 /* GGUF: the reader on a file written by the gguf Python package, bit-exact dequantisation of every
  * block type against its reference dequantizer (tests/reference/make_gguf_goldens.py), and every
- * validation rule with its one-line error on hand-built hostile files. */
+ * validation rule with its one-line error on hand-built hostile files; bit-exact quantisation
+ * (Q8_0, Q4_0, BF16) against the package's quantize(), and the streaming writer read back. */
 #include "test.h"
 #include "ml/families/family.h"
+#include "ml/families/sd1_layout.h"
 #include "ml/formats/gguf.h"
 #include "support/golden.h"
 #include "support/png_fixture.h"
@@ -513,6 +515,159 @@ static void test_every_truncation(void)
     free(path);
 }
 
+/* sd_ggml_quantize equals the gguf package's quantize() byte for byte (Q8_0, Q4_0, BF16). */
+static void test_quantize_golden(void)
+{
+    char *in_path = test_golden_path("gguf_quantize.f32"), *ref_path = test_golden_path("gguf_quantize.bin");
+    size_t in_len = 0, ref_len = 0;
+    unsigned char *in = read_bytes(in_path, &in_len), *ref = read_bytes(ref_path, &ref_len);
+    CHECK(in && ref && in_len == 384 * 4 && ref_len == 12 * 34 + 12 * 18 + 384 * 2);
+    if (in && ref && in_len == 384 * 4 && ref_len == 12 * 34 + 12 * 18 + 384 * 2) {
+        float x[384];
+        memcpy(x, in, sizeof x);
+        unsigned char q[384 * 2];
+        const struct {
+            sd_ggml_type type;
+            size_t bytes;
+        } types[] = {{SD_GGML_Q8_0, 12 * 34}, {SD_GGML_Q4_0, 12 * 18}, {SD_GGML_BF16, 384 * 2}};
+        size_t at = 0;
+        for (size_t t = 0; t < 3; t++) {
+            CHECK(sd_ggml_quantize(types[t].type, x, q, 384));
+            for (size_t b = 0; b < types[t].bytes; b++)
+                if (q[b] != ref[at + b]) {
+                    CHECK_MSG(false, "%s byte %zu: %u, reference %u", sd_ggml_type_name(types[t].type), b, q[b],
+                              ref[at + b]);
+                    break;
+                }
+            at += types[t].bytes;
+        }
+    }
+    CHECK(!sd_ggml_quantize(SD_GGML_Q4_1, NULL, NULL, 0));
+    CHECK(!sd_ggml_quantize(SD_GGML_Q8_0, NULL, NULL, 16));
+    free(in);
+    free(ref);
+    free(in_path);
+    free(ref_path);
+}
+
+static sd_status ramp_fill(void *user, size_t index, size_t first, size_t n, float *dst)
+{
+    (void)user;
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (float)index + 0.001f * (float)((first + i) % 997) - 0.5f;
+    return SD_OK;
+}
+
+static sd_status failing_fill(void *user, size_t index, size_t first, size_t n, float *dst)
+{
+    (void)dst, (void)n, (void)first;
+    return index == 1 ? sd_set_error(user, SD_ERR_IO, "fill failed") : SD_OK;
+}
+
+/* The streaming writer: a file the reader opens, with the architecture, the file type and each
+ * tensor's values as quantise-then-dequantise gives them, across chunk boundaries (a tensor of
+ * 3 x 2^20 + 64 elements); a failed fill leaves no file; unwritable types are refused. */
+static void test_writer(void)
+{
+    char *path = test_path(test_scratch_dir(), "written.gguf");
+    const sd_gguf_entry entries[] = {
+        {"a.weight", SD_GGML_Q4_0, 2, {3 * 32768 + 2, 32}},
+        {"b.weight", SD_GGML_Q8_0, 2, {3, 64}},
+        {"c.bias", SD_GGML_F32, 1, {5}},
+        {"d.weight", SD_GGML_F16, 3, {2, 3, 7}},
+    };
+    CHECK_EQ_INT(sd_gguf_write(ctx, path, "flux", 2, entries, 4, ramp_fill, NULL), SD_OK);
+    sd_gguf *g = NULL;
+    CHECK_EQ_INT(sd_gguf_open(ctx, path, &g), SD_OK);
+    if (g) {
+        size_t len = 0;
+        const char *arch = sd_gguf_kv_string(sd_gguf_find_kv(g, "general.architecture"), &len);
+        CHECK(arch && len == 4 && memcmp(arch, "flux", 4) == 0);
+        CHECK_EQ_INT(kv_int(g, "general.file_type"), 2);
+        CHECK_EQ_INT(kv_int(g, "general.quantization_version"), 2);
+        CHECK_EQ_INT(sd_gguf_count(g), 4);
+        for (size_t i = 0; i < 4 && i < sd_gguf_count(g); i++) {
+            const sd_gguf_tensor *t = sd_gguf_at(g, i);
+            CHECK_STR_EQ(t->name, entries[i].name);
+            CHECK_EQ_INT(t->type, entries[i].type);
+            CHECK_EQ_INT(t->ndim, entries[i].ndim);
+            for (int d = 0; d < t->ndim; d++)
+                CHECK_EQ_INT(t->shape[d], entries[i].shape[d]);
+            float *want = malloc(t->numel * sizeof *want), *got = malloc(t->numel * sizeof *got);
+            void *q = malloc(t->numel * 4);
+            ramp_fill(NULL, i, 0, t->numel, want);
+            CHECK(sd_ggml_quantize(t->type, want, q, t->numel) && sd_ggml_dequantize(t->type, q, want, t->numel));
+            CHECK_EQ_INT(sd_gguf_read_f32(ctx, g, t, got, t->numel), SD_OK);
+            CHECK_MSG(memcmp(want, got, t->numel * sizeof *got) == 0, "tensor %s read back differs", t->name);
+            free(want);
+            free(got);
+            free(q);
+        }
+        sd_gguf_close(g);
+    }
+    char *failed = test_path(test_scratch_dir(), "failed.gguf");
+    CHECK_EQ_INT(sd_gguf_write(ctx, failed, "flux", -1, entries, 4, failing_fill, ctx), SD_ERR_IO);
+    CHECK(access(failed, F_OK) != 0);
+    const sd_gguf_entry bad[] = {{"odd", SD_GGML_Q8_0, 2, {2, 48}}};
+    CHECK_EQ_INT(sd_gguf_write(ctx, failed, "flux", -1, bad, 1, ramp_fill, NULL), SD_ERR_INVALID);
+    char want[512];
+    snprintf(want, sizeof want, "%s: tensor 'odd': shape or type the GGUF writer cannot store", failed);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), want);
+    const sd_gguf_entry k4[] = {{"k", SD_GGML_Q4_K, 1, {256}}};
+    CHECK_EQ_INT(sd_gguf_write(ctx, failed, "flux", -1, k4, 1, ramp_fill, NULL), SD_ERR_INVALID);
+    CHECK(access(failed, F_OK) != 0);
+    free(failed);
+    free(path);
+}
+
+static int q8_type(const sd_layout_entry *e)
+{
+    return e->ndim == 1 ? SD_GGML_F32 : SD_GGML_Q8_0;
+}
+
+/* A random layout written as GGUF holds the values the safetensors writer gives (vectors exactly,
+ * matrices within Q8_0's rounding), under the rename's names. */
+static void test_random_gguf(void)
+{
+    sd_checkpoint_config cfg;
+    CHECK(sd_checkpoint_preset("flux-schnell-tiny", &cfg));
+    sd_layout layout = {0};
+    CHECK_EQ_INT(sd_layout_flux(ctx, &cfg.flux, "", &layout), SD_OK);
+    char *gpath = test_path(test_scratch_dir(), "flux.gguf"), *spath = test_path(test_scratch_dir(), "flux.st");
+    CHECK_EQ_INT(sd_layout_write_random_gguf(ctx, gpath, &layout, "flux", 7, q8_type, 5, NULL, NULL), SD_OK);
+    CHECK_EQ_INT(sd_layout_write_random(ctx, spath, &layout, SD_ST_F32, 5, NULL, NULL), SD_OK);
+    sd_gguf *g = NULL;
+    sd_safetensors *st = NULL;
+    CHECK_EQ_INT(sd_gguf_open(ctx, gpath, &g), SD_OK);
+    CHECK_EQ_INT(sd_safetensors_open(ctx, spath, &st), SD_OK);
+    for (size_t i = 0; g && st && i < layout.n; i++) {
+        const sd_gguf_tensor *t = sd_gguf_find(g, layout.entries[i].name);
+        const sd_st_tensor *s = sd_safetensors_find(st, layout.entries[i].name);
+        CHECK_MSG(t && s && t->numel == s->numel, "tensor %s", layout.entries[i].name);
+        if (!t || !s || t->numel != s->numel)
+            continue;
+        CHECK_EQ_INT(t->type, layout.entries[i].ndim == 1 ? SD_GGML_F32 : SD_GGML_Q8_0);
+        float *a = malloc(t->numel * sizeof *a), *b = malloc(t->numel * sizeof *b);
+        CHECK_EQ_INT(sd_gguf_read_f32(ctx, g, t, a, t->numel), SD_OK);
+        CHECK_EQ_INT(sd_safetensors_read_f32(ctx, st, s, b, s->numel), SD_OK);
+        float err = 0, amax = 0;
+        for (size_t k = 0; k < t->numel; k++) {
+            float d = a[k] - b[k];
+            err = d < 0 ? -d > err ? -d : err : d > err ? d : err;
+            amax = b[k] < 0 ? -b[k] > amax ? -b[k] : amax : b[k] > amax ? b[k] : amax;
+        }
+        CHECK_MSG(t->type == SD_GGML_F32 ? err == 0 : err <= amax / 127.0f, "tensor %s differs by %g",
+                  t->name, (double)err);
+        free(a);
+        free(b);
+    }
+    sd_gguf_close(g);
+    sd_safetensors_close(st);
+    sd_layout_free(&layout);
+    free(gpath);
+    free(spath);
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx) != SD_OK)
@@ -526,6 +681,9 @@ int main(void)
     RUN(test_changed_while_open);
     RUN(test_large_metadata);
     RUN(test_every_truncation);
+    RUN(test_quantize_golden);
+    RUN(test_writer);
+    RUN(test_random_gguf);
     sd_context_free(ctx);
     return test_summary("test_gguf");
 }

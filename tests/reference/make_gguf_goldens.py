@@ -14,6 +14,11 @@ gguf; ggml's reference block formats):
       alignment 64 (general.alignment).
   tests/data/goldens/gguf_blocks.f32   gguf.quants.dequantize() of every tensor, in file order,
       little-endian float32 (what the C dequantiser must match bit for bit).
+  tests/data/goldens/gguf_quantize.f32  12 blocks of 32 float32 inputs: seeded normal values at
+      several scales, zeros, a block whose largest magnitudes tie with opposite signs, values
+      that land on .5 after scaling, tiny values (subnormal f16 scale) and large ones;
+  tests/data/goldens/gguf_quantize.bin  the package's quantize() of them as Q8_0, then Q4_0, then
+      BF16 (what the C quantiser, ml/formats/gguf.c sd_ggml_quantize, must match bit for bit).
 
 Regenerate (developers only; CI reads the committed files):
     python3 tests/reference/make_gguf_goldens.py
@@ -92,5 +97,27 @@ def main():
     print(path, os.path.getsize(path), "bytes,", len(refs), "tensors")
 
 
+def quantize_goldens():
+    rng = np.random.default_rng(20261207)
+    blocks = [rng.normal(0, s, 32) for s in (1.0, 0.02, 30.0, 1e-3, 5.0)]
+    blocks.append(np.zeros(32))
+    tie = rng.normal(0, 1, 32)
+    tie[3], tie[20] = -4.0, 4.0  # largest magnitude twice, opposite signs: the first one wins
+    blocks.append(tie)
+    half = np.arange(32) - 15.5  # Q8_0: amax 16.5 -> x / d lands on .5 steps
+    half[0] = 127.0
+    blocks.append(half)
+    blocks.append(half / 127.0 * 3.0)
+    blocks.append(rng.normal(0, 1e-7, 32))
+    blocks.append(rng.normal(0, 1e4, 32))
+    blocks.append(np.linspace(-8.0, 7.0, 32))  # Q4_0: d = 1, x / d + 8.5 on integer + .5 steps
+    x = np.concatenate(blocks).astype(np.float32)
+    x.astype("<f4").tofile(os.path.join(OUT, "gguf_quantize.f32"))
+    q = [np.asarray(quantize(x, t)).view(np.uint8).reshape(-1) for t in (T.Q8_0, T.Q4_0, T.BF16)]
+    np.concatenate(q).tofile(os.path.join(OUT, "gguf_quantize.bin"))
+    print("gguf_quantize:", x.size, "values,", sum(a.size for a in q), "bytes")
+
+
 if __name__ == "__main__":
     main()
+    quantize_goldens()
