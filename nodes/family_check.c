@@ -109,8 +109,10 @@ static void check_checkpoint(sd_node_check *c, bool with_vision)
     } else {
         sd_clear_error(sd_check_context(c));
         const char *name = sd_family_name(cfg.family), *text = sd_family_name(sd_family_text(cfg.family));
+        /* FLUX's inspection leaves its text encoders to their loaders: an all-in-one file has them. */
+        bool has_text = cfg.has_clip || (cfg.family == SD_FAMILY_FLUX && sd_safetensors_has_prefix(st, cfg.clip_prefix));
         sd_check_set_tag(c, CKPT_MODEL, name);
-        if (cfg.has_clip) {
+        if (has_text) {
             sd_check_set_tag(c, CKPT_CLIP, text);
         } else {
             char none[48]; /* "none:<family>": the text encoders' consumers name what is missing */

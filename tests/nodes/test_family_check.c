@@ -1,16 +1,46 @@
 /* The family layer: descriptors (detection, latent formats, lookups) and the checks before
  * running that they drive (nodes/family_check.h): a latent of the wrong channel count for a model
  * or a VAE, a checkpoint without a VAE feeding VAEDecode, another family's checkpoint, each
- * reported by validation, before any node runs, naming both sides. */
+ * reported by validation, before any node runs, naming both sides; a FLUX all-in-one checkpoint's
+ * text encoders feed CLIPTextEncode. */
 #include "test.h"
 #include "core/run.h"
 #include "ml/families/family.h"
 #include "ml/families/sd1_layout.h"
+#include "ml/text/text_encoder_write.h"
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 static char *g_models;
+
+static sd_status fill_zero(void *user, size_t index, void *dst, size_t nbytes)
+{
+    (void)user;
+    (void)index;
+    memset(dst, 0, nbytes);
+    return SD_OK;
+}
+
+/* out: the headers of files a and b in one file (zeros: validation reads headers only). */
+static void write_merged_header(sd_context *ctx, const char *a, const char *b, const char *out)
+{
+    sd_safetensors *st[2] = {NULL, NULL};
+    CHECK_EQ_INT(sd_safetensors_open(ctx, a, &st[0]), SD_OK);
+    CHECK_EQ_INT(sd_safetensors_open(ctx, b, &st[1]), SD_OK);
+    size_t n = st[0] && st[1] ? sd_safetensors_count(st[0]) + sd_safetensors_count(st[1]) : 0, k = 0;
+    sd_st_entry *e = calloc(n ? n : 1, sizeof *e);
+    for (int f = 0; f < 2 && n; f++)
+        for (size_t i = 0; i < sd_safetensors_count(st[f]); i++, k++) {
+            const sd_st_tensor *t = sd_safetensors_at(st[f], i);
+            e[k] = (sd_st_entry){.name = t->name, .dtype = t->dtype, .ndim = t->ndim};
+            memcpy(e[k].shape, t->shape, sizeof t->shape);
+        }
+    CHECK_EQ_INT(sd_safetensors_write(ctx, out, e, n, NULL, fill_zero, NULL), SD_OK);
+    free(e);
+    sd_safetensors_close(st[0]);
+    sd_safetensors_close(st[1]);
+}
 
 static sd_context *new_context(void)
 {
@@ -39,6 +69,15 @@ static void setup(void)
     p = test_path(ckpts, "novae.safetensors");
     CHECK_EQ_INT(sd_sd1_write_random(ctx, p, &novae, SD_ST_F32, 1), SD_OK);
     free(p);
+    /* FLUX: the transformer and VAE alone, and ComfyUI's all-in-one file with the text encoders */
+    sd_checkpoint_config flux;
+    CHECK(sd_checkpoint_preset("flux-dev-tiny", &flux));
+    char *fm = test_path(ckpts, "flux.safetensors"), *te = test_path(test_scratch_dir(), "flux_te.safetensors");
+    CHECK_EQ_INT(sd_sd1_write_random(ctx, fm, &flux, SD_ST_F32, 1), SD_OK);
+    CHECK_EQ_INT(sd_text_write_flux_encoders(ctx, te, SD_ST_F16, 9), SD_OK);
+    p = test_path(ckpts, "flux_aio.safetensors");
+    write_merged_header(ctx, fm, te, p);
+    free(p), free(fm), free(te);
     p = test_path(ckpts, "sd3.safetensors");
     CHECK_EQ_INT(sd_write_family_stub(ctx, p, SD_FAMILY_SD3), SD_OK);
     free(p);
@@ -185,19 +224,16 @@ static void test_checks(void)
                     "VAELoader");
     expect_problems(CKPT("novae.safetensors") VAE("vae4.safetensors") CONDS EMPTY SAMPLER("e")
                     DECODE("ks", "v"), 0, NULL);
+    /* A FLUX all-in-one checkpoint's text encoders feed CLIPTextEncode; without them, named. */
+    expect_problems(CKPT("flux_aio.safetensors") CONDS, 0, NULL);
+    expect_problems(CKPT("flux.safetensors") CONDS, 1,
+                    "node 'p' input 'clip': the FLUX checkpoint has no text encoders; load them with CLIPLoader or "
+                    "DualCLIPLoader");
     /* Another family's checkpoint: named before anything runs. */
     expect_problems(CKPT("sd3.safetensors") CONDS EMPTY SAMPLER("e"), 1,
                     "node 'ck' input 'ckpt_name': ");
     expect_problems(CKPT("sd3.safetensors") CONDS EMPTY SAMPLER("e"), 1,
                     "sd3.safetensors: SD3 checkpoint detected; sdflow supports SD1.x, SD2.x, SD2.x unCLIP, SDXL, SDXL refiner, FLUX");
-}
-
-static sd_status fill_zero(void *user, size_t index, void *dst, size_t nbytes)
-{
-    (void)user;
-    (void)index;
-    memset(dst, 0, nbytes);
-    return SD_OK;
 }
 
 /* What no tag tells (a .latent file's channels) is still refused when the node runs, naming both. */
