@@ -10,7 +10,8 @@
 char *sd_node_insightface_find(sd_context *ctx, const char *name);
 /* Declares every .onnx file of pack `name` to the planner (nothing when the pack is absent). */
 sd_status sd_node_insightface_declare(sd_node_files *f, const char *name);
-/* Opens pack `name` on the run's device; a missing pack is SD_ERR_NOT_FOUND naming it. */
-sd_status sd_node_insightface_open(sd_node_run *r, const char *name, sd_face_analysis **out);
+/* Opens pack `name` on the run's device; a missing pack is SD_ERR_NOT_FOUND naming it when
+ * required, else SD_OK with *out NULL. */
+sd_status sd_node_insightface_open(sd_node_run *r, const char *name, bool required, sd_face_analysis **out);
 
 #endif

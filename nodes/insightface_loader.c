@@ -77,11 +77,13 @@ static void pack_free(void *p)
     sd_face_analysis_unref(p);
 }
 
-sd_status sd_node_insightface_open(sd_node_run *r, const char *name, sd_face_analysis **out)
+sd_status sd_node_insightface_open(sd_node_run *r, const char *name, bool required, sd_face_analysis **out)
 {
     sd_context *ctx = sd_run_context(r);
     char *dir = sd_node_insightface_find(ctx, name);
     *out = NULL;
+    if (!dir && !required)
+        return SD_OK;
     if (!dir)
         return sd_run_error(r, SD_ERR_NOT_FOUND, "InsightFace model pack '%s' not found: no insightface/models/%s/ folder "
                                                  "in the model directories", name, name);
@@ -96,7 +98,7 @@ sd_status sd_node_insightface_open(sd_node_run *r, const char *name, sd_face_ana
 static sd_status run_loader(sd_node_run *r)
 {
     sd_face_analysis *fa = NULL;
-    sd_status st = sd_node_insightface_open(r, sd_run_string(r, "model_name"), &fa);
+    sd_status st = sd_node_insightface_open(r, sd_run_string(r, "model_name"), true, &fa);
     if (st)
         return st;
     sd_value *v = sd_value_handle(SD_TYPE_INSIGHTFACE, fa, pack_free); /* unrefs fa on failure */

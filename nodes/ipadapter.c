@@ -807,10 +807,8 @@ static sd_status run_unified_faceid(sd_node_run *r)
     sd_status s = unified_open(r, preset, faceid_files[p][xl], name_count(faceid_files[p][xl]), false, &iv);
     if (!s && faceid_loras[p][xl])
         s = faceid_lora(r, mh, preset, &faceid_loras[p][xl], &stack);
-    char *pack = s ? NULL : sd_node_insightface_find(sd_run_context(r), FACEID_PACK);
-    if (pack)
-        s = sd_node_insightface_open(r, FACEID_PACK, &iv->insightface);
-    free(pack);
+    if (!s) /* the pack, when it is there */
+        s = sd_node_insightface_open(r, FACEID_PACK, false, &iv->insightface);
     if (!s)
         s = set_unified_outputs(r, mh, stack ? stack : mh->lora, iv), iv = NULL;
     ipa_value_free(iv);
