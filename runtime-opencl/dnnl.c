@@ -36,7 +36,17 @@ void sd_dnnl_free(sd_cl *cl)
     (void)cl;
 }
 
+bool sd_dnnl_available(void)
+{
+    return false;
+}
+
 #else
+
+bool sd_dnnl_available(void)
+{
+    return true;
+}
 
 #include <dnnl.h>
 

@@ -40,6 +40,9 @@ typedef struct sd_dnnl_mapping {
 sd_status sd_dnnl_map(sd_cl *cl, cl_mem buf, size_t bytes, bool write, sd_dnnl_mapping *m);
 void sd_dnnl_unmap(sd_cl *cl, sd_dnnl_mapping *m);
 
+/* Whether this build has oneDNN. */
+bool sd_dnnl_available(void);
+
 /* Frees the runtime's oneDNN engine and scratch memory (at runtime teardown). */
 void sd_dnnl_free(sd_cl *cl);
 

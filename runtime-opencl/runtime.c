@@ -2,6 +2,7 @@
 #include "runtime-opencl/runtime.h"
 #include "runtime-opencl/runtime_internal.h"
 #include "runtime-opencl/dnnl.h"
+#include "runtime-opencl/attn_bf16.h"
 #include "sdflow/devices.h"
 #include <errno.h>
 #include <stdint.h>
@@ -103,6 +104,28 @@ static void map_large_host_buffers(void)
 #endif
 }
 
+/* cl->host_fp32 from the device and SDFLOW_CPU_ROUTES (sd_cl_host_fp32). */
+static sd_status host_routes_choose(sd_context *ctx, sd_cl *cl)
+{
+    const char *env = getenv("SDFLOW_CPU_ROUTES");
+    bool able = (cl->type & CL_DEVICE_TYPE_CPU) && sd_dnnl_available();
+    cl->host_fp32 = able && sd_attn_bf16_route() != SD_ATTN_BF16_NONE;
+    if (!env || !*env)
+        return SD_OK;
+    if (strcmp(env, "opencl") == 0)
+        cl->host_fp32 = false;
+    else if (strcmp(env, "host") == 0)
+        cl->host_fp32 = able;
+    else
+        return sd_set_error(ctx, SD_ERR_INVALID, "SDFLOW_CPU_ROUTES: '%s' is not opencl or host", env);
+    return SD_OK;
+}
+
+bool sd_cl_host_fp32(const sd_cl *cl)
+{
+    return cl->host_fp32;
+}
+
 static sd_status runtime_open(sd_context *ctx, sd_cl *cl)
 {
     sd_status st = size_env(ctx, "SDFLOW_DEVICE_MEMORY", &cl->mem_budget);
@@ -124,6 +147,8 @@ static sd_status runtime_open(sd_context *ctx, sd_cl *cl)
     cl->is_gpu = (cl->type & CL_DEVICE_TYPE_GPU) != 0;
     if (cl->type & CL_DEVICE_TYPE_CPU)
         map_large_host_buffers();
+    if ((st = host_routes_choose(ctx, cl)))
+        return st;
     cl->pool_limit = SD_CL_POOL_DEFAULT;
 
     cl_int err;

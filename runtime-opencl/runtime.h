@@ -58,7 +58,8 @@ typedef struct sd_cl {
     size_t keep_limit;        /* most bytes of kept forms of constant tensors (sd_cl_set_keep_limit) */
     size_t mem_budget;        /* SDFLOW_DEVICE_MEMORY: most bytes held in buffers; 0 = no limit */
     sd_cl_stats stats;
-    struct sd_dnnl *dnnl;     /* oneDNN engine of the bf16 precision (runtime-opencl/dnnl.h); NULL until used */
+    struct sd_dnnl *dnnl;     /* oneDNN engine of the host routes (runtime-opencl/dnnl.h); NULL until used */
+    bool host_fp32;           /* fp32 products and attention take the host routes (sd_cl_host_fp32) */
 } sd_cl;
 
 /* The runtime of ctx, created on first use from sd_context_device(ctx) (an index or a name
@@ -145,6 +146,14 @@ void sd_cl_set_pool_limit(sd_cl *cl, size_t bytes);
  * 512x512 (and over 2.5 GB peak RSS at 512x512); 946 MiB gave about 10% at 256x256
  * (docs/benchmarks.md). */
 void sd_cl_set_keep_limit(sd_cl *cl, size_t bytes);
+
+/* Whether fp32 matrix products, convolutions and attention on cl run on the host routes (oneDNN's
+ * fp32 primitives, host loops on PoCL's host-memory buffers) rather than the OpenCL kernels.
+ * Default: on a CPU device whose CPU has AMX-BF16 or AVX512-BF16 (sd_attn_bf16_route), in a
+ * build with oneDNN; other CPUs keep the OpenCL kernels bit for bit. SDFLOW_CPU_ROUTES=opencl
+ * turns the host routes off, =host on (CPU devices with oneDNN only); read when the runtime
+ * opens, where another value is an error naming the variable. */
+bool sd_cl_host_fp32(const sd_cl *cl);
 
 /* Blocking copies between host memory and a buffer (byte offsets). */
 sd_status sd_cl_write(sd_cl *cl, cl_mem buf, size_t offset, size_t bytes, const void *src);
