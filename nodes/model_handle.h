@@ -32,6 +32,9 @@ typedef struct sd_model_handle {
     sd_loaded *text_file[SD_FAMILY_MAX_TEXT_ENCODERS];
     int text_part[SD_FAMILY_MAX_TEXT_ENCODERS];
     sd_ipa_stack *ipa;  /* MODEL: the IP-Adapters applied to it (one reference), NULL for none */
+    /* MODEL: ModelComputeDtype's precision for its forward calls: -1 the run's (the default),
+     * 0 fp32, 1 bf16 (docs/precision.md). */
+    int bf16;
 } sd_model_handle;
 
 /* A new MODEL/CLIP/VAE value holding a new reference to l; NULL when memory runs out. */
