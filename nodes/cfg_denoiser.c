@@ -132,7 +132,7 @@ struct sd_cfg_denoiser {
     const sd_ipa_patch **ipa; /* the model's IP-Adapters, oldest first (NULL: none) */
     uint64_t seed;            /* the sampler's noise seed */
     size_t n_ipa;
-    int bf16;                 /* the model's own precision: 1 bf16, 0 fp32, -1 the run's */
+    sd_model_precision precision; /* the model's forward calls' */
 };
 
 static int64_t gcd64(int64_t a, int64_t b)
@@ -882,8 +882,8 @@ static sd_status model_forward(denoiser *d, size_t k0, size_t items, float sigma
 {
     sd_context *ctx = sd_run_context(d->r);
     bool run_bf16 = sd_context_bf16(ctx);
-    if (d->bf16 >= 0)
-        sd_context_swap_bf16(ctx, d->bf16 == 1);
+    if (d->precision != SD_MODEL_PRECISION_RUN)
+        sd_context_swap_bf16(ctx, d->precision == SD_MODEL_PRECISION_BF16);
     sd_status st = d->flux ? sd_flux_forward_biased(d->flux, x, t, d->contexts[g], d->ys[g], guidance, bias, out)
                            : forward_ipa(d, k0, items, sigma, x, t, g, control, out);
     sd_context_swap_bf16(ctx, run_bf16);
@@ -1215,7 +1215,7 @@ sd_status sd_cfg_denoiser_new(const sd_cfg_setup *s, sd_cfg_denoiser **out)
                     .need_uncond = s->need_uncond, .rescale = s->rescale_cfg, .preview = s->preview, .seed = s->seed,
                     .channels = s->flux ? sd_flux_config_of(s->flux)->in_channels : 4,
                     .adm_dim = s->flux ? sd_flux_config_of(s->flux)->vec_dim : sd_unet_config_of(s->unet)->adm_channels,
-                    .unclip_mean = s->unclip_mean, .unclip_std = s->unclip_std, .bf16 = s->bf16};
+                    .unclip_mean = s->unclip_mean, .unclip_std = s->unclip_std, .precision = s->precision};
     set_used(d);
     if ((d->n_ipa = sd_ipa_stack_count(s->ipadapters))) {
         if (!(d->ipa = malloc(d->n_ipa * sizeof *d->ipa)))

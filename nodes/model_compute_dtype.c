@@ -11,6 +11,8 @@
 /* ComfyUI's choices. sdflow has no fp16 arithmetic: fp16 computes in fp32, which keeps every
  * digit fp16 would (fp32's significand and range hold fp16's). */
 static const char *const dtype_choices[] = {"default", "fp32", "fp16", "bf16", NULL};
+static const sd_model_precision dtype_precisions[] = {SD_MODEL_PRECISION_RUN, SD_MODEL_PRECISION_FP32,
+                                                      SD_MODEL_PRECISION_FP32, SD_MODEL_PRECISION_BF16};
 
 static sd_status run_model_compute_dtype(sd_node_run *r)
 {
@@ -18,10 +20,13 @@ static sd_status run_model_compute_dtype(sd_node_run *r)
     if (!h)
         return SD_ERR_INVALID;
     const char *dtype = sd_run_string(r, "dtype"); /* one of the choices: the engine checks enums */
+    size_t i = 0;
+    while (dtype_choices[i + 1] && strcmp(dtype_choices[i], dtype))
+        i++;
     sd_value *v = sd_node_model_derive(SD_TYPE_MODEL, h, h->lora);
     if (!v)
         return sd_run_error(r, SD_ERR_NOMEM, "out of memory");
-    ((sd_model_handle *)v->handle)->bf16 = strcmp(dtype, "default") == 0 ? -1 : strcmp(dtype, "bf16") == 0;
+    ((sd_model_handle *)v->handle)->precision = dtype_precisions[i];
     sd_run_set_output(r, 0, v);
     return SD_OK;
 }

@@ -37,7 +37,6 @@ sd_value *sd_node_model_value_lora(sd_type type, sd_loaded *l, int clip_layer, s
     h->rescale_cfg = -1.0;
     h->flux_shift = NAN;
     h->ipa = NULL;
-    h->bf16 = -1;
     return sd_value_handle(type, h, handle_free); /* frees h on failure */
 }
 
@@ -59,7 +58,7 @@ sd_value *sd_node_model_derive(sd_type type, const sd_model_handle *h, sd_lora_s
             out->text_part[k] = h->text_part[k];
         }
         out->ipa = sd_ipa_stack_ref(h->ipa);
-        out->bf16 = h->bf16;
+        out->precision = h->precision;
     }
     return v;
 }
@@ -67,7 +66,7 @@ sd_value *sd_node_model_derive(sd_type type, const sd_model_handle *h, sd_lora_s
 sd_value *sd_node_clip_files_value(sd_family family, sd_loaded *const *files, const int *parts, int clip_layer)
 {
     sd_model_handle h = {.loaded = files[0], .clip_layer = clip_layer, .sampling = -1, .rescale_cfg = -1.0,
-                         .text_family = family, .bf16 = -1};
+                         .text_family = family};
     for (int k = 0; k < sd_family_get(family)->n_text_encoders; k++) {
         h.text_file[k] = files[k];
         h.text_part[k] = parts[k];
