@@ -8,6 +8,7 @@
 #   text encoder's precision does not matter) and the latents compared, a bf16 model in an fp32
 #   run then a default one equals, bit for bit, a default model in a bf16 run then an fp32 one
 #   (so the context's precision is restored after the model's calls);
+# - FLUX's transformer likewise (its own forward call);
 # - fp16 computes in fp32 (sdflow has no fp16 arithmetic); "default" is the run's precision;
 # - ComfyUI's API and UI formats import it, XML and Lua run it; an unknown dtype is refused with
 #   one line naming node and input.
@@ -114,6 +115,25 @@ check "bf16 model then default in fp32 = default then fp32 model in bf16 (bit fo
 check "... and differs from fp32 throughout" bash -c '! cmp -s "$0" "$1"' <(latent c_bd) <(latent c_ff)
 check "... and from bf16 throughout" bash -c '! cmp -s "$0" "$1"' <(latent c_bd) <(latent c_bb)
 check "fp16 computes in fp32" cmp -s <(latent c_hd) <(latent c_ff)
+
+# FLUX (its own forward call): a bf16 transformer in an fp32 run changes the pixels and replays.
+mkdir -p "$T/models/diffusion_models" "$T/models/vae" "$T/models/text_encoders"
+"$MK" --preset flux-dev-tiny --dtype bf16 "$T/models/diffusion_models/flux.safetensors" >/dev/null &&
+    "$MK" --preset flux-dev-tiny --kind vae --seed 7 "$T/models/vae/ae.safetensors" >/dev/null &&
+    "$BUILD/sdflow_mktextenc" t5 "$T/models/text_encoders/t5xxl_fp16.safetensors" >/dev/null &&
+    "$BUILD/sdflow_mktextenc" clip-l "$T/models/text_encoders/clip_l.safetensors" >/dev/null || fail "FLUX files"
+awk '/<node id="sampler"/ {print "  <node id=\"mcd\" type=\"ModelComputeDtype\"><input name=\"model\" from=\"shift\"" \
+                           " output=\"MODEL\"/><input name=\"dtype\">bf16</input></node>"; s=1}
+     s && /from="shift" output="MODEL"/ {sub(/from="shift"/, "from=\"mcd\""); s=0} {print}' \
+    "$SRC/graphs/flux-dev.xml" >flux_mcd.xml
+flux=(--models-dir "$T/models" --cache "$T/cache.db" --set unet=flux.safetensors --set steps=2 --set width=64
+      --set height=64)
+run 0 run "$SRC/graphs/flux-dev.xml" "${flux[@]}" --output-dir "$T/xf"
+run 0 run flux_mcd.xml "${flux[@]}" --output-dir "$T/xb"
+check "FLUX: the bf16 transformer's pixels differ from fp32" \
+    bash -c '! cmp -s "$1" "$2"' _ <(idat "$T/xf/flux-dev_00001_.png") <(idat "$T/xb/flux-dev_00001_.png")
+run 0 replay "$T/xb/flux-dev_00001_.png" --models-dir "$T/models"
+check "FLUX: the bf16 transformer's image replays identically" grep -q "identical" "$T/out"
 
 # ComfyUI's formats: API and UI.
 cat >api.json <<'EOJ'
