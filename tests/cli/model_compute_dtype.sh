@@ -67,11 +67,13 @@ cat >chain.xml <<'XML'
 </workflow>
 XML
 
-run 0 run mcd.xml "${common[@]}" --precision bf16 --output-dir "$T/b"
-if [ "$fails" = 0 ] && grep -q "precision bf16: this build of sdflow has no oneDNN\|precision bf16 needs a CPU device" "$T/err"; then
-    echo "model_compute_dtype.sh: skipped (bf16 is unavailable here: $(cat "$T/err"))"
+"$BIN" run mcd.xml "${common[@]}" --precision bf16 --output-dir "$T/b" >"$T/out" 2>"$T/err"
+got=$?
+if [ "$got" = 2 ] && grep -q "precision bf16: this build of sdflow has no oneDNN\|precision bf16 needs a CPU device" "$T/err"; then
+    echo "model_compute_dtype.sh: skipped (bf16 is unavailable here: $(tail -n 1 "$T/err"))"
     exit 0
 fi
+[ "$got" = 0 ] || fail "the bf16 run exited $got: $(cat "$T/err")"
 
 run 0 run mcd.xml "${common[@]}" --output-dir "$T/f"
 F=$T/f/txt2img_00001_.png
