@@ -12,7 +12,11 @@
 
 /* The precision a MODEL's forward calls compute in (ModelComputeDtype; docs/precision.md). Zero,
  * the default, is the run's. */
-typedef enum sd_model_precision { SD_MODEL_PRECISION_RUN, SD_MODEL_PRECISION_FP32, SD_MODEL_PRECISION_BF16 } sd_model_precision;
+typedef enum sd_model_precision {
+    SD_MODEL_PRECISION_RUN,
+    SD_MODEL_PRECISION_FP32,
+    SD_MODEL_PRECISION_BF16
+} sd_model_precision;
 
 typedef struct sd_model_handle {
     sd_loaded *loaded; /* one reference */
