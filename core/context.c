@@ -413,6 +413,13 @@ bool sd_context_bf16(const sd_context *ctx)
     return ctx->bf16;
 }
 
+bool sd_context_swap_bf16(sd_context *ctx, bool bf16)
+{
+    bool was = ctx->bf16;
+    ctx->bf16 = bf16;
+    return was;
+}
+
 void *sd_context_ext(sd_context *ctx, const char *name)
 {
     for (size_t i = 0; i < ctx->n_ext; i++)

@@ -49,6 +49,11 @@ struct sd_context {
 
 /* Whether the context computes matrix products in bf16 (sd_context_set_precision). */
 bool sd_context_bf16(const sd_context *ctx);
+/* Sets whether it does and returns the setting it replaces: the scoped switch of a model with a
+ * precision of its own (ModelComputeDtype), made around that model's forward calls and undone
+ * after them, error or not. Cache keys and provenance keep reading the run's precision, which
+ * is the setting between those calls. */
+bool sd_context_swap_bf16(sd_context *ctx, bool bf16);
 
 /* Sets the error message (printf-style) and returns status. */
 sd_status sd_set_error(sd_context *ctx, sd_status status, const char *fmt, ...)

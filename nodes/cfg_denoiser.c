@@ -132,6 +132,7 @@ struct sd_cfg_denoiser {
     const sd_ipa_patch **ipa; /* the model's IP-Adapters, oldest first (NULL: none) */
     uint64_t seed;            /* the sampler's noise seed */
     size_t n_ipa;
+    sd_model_precision precision; /* the model's forward calls' */
 };
 
 static int64_t gcd64(int64_t a, int64_t b)
@@ -872,6 +873,23 @@ static sd_status forward_ipa(denoiser *d, size_t k0, size_t items, float sigma, 
     return st;
 }
 
+/* The model's forward call of unet_group (FLUX, or the UNet with its IP-Adapters) in the model's own
+ * precision when it has one: the context's is switched for the call and restored after it, error
+ * or not. The ControlNets keep the run's, as ComfyUI's keep their own dtype. */
+static sd_status model_forward(denoiser *d, size_t k0, size_t items, float sigma, const sd_dtensor *x, const float *t,
+                               size_t g, const float *guidance, const float *bias, const sd_unet_control *control,
+                               sd_dtensor **out)
+{
+    sd_context *ctx = sd_run_context(d->r);
+    bool run_bf16 = sd_context_bf16(ctx);
+    if (d->precision != SD_MODEL_PRECISION_RUN)
+        sd_context_swap_bf16(ctx, d->precision == SD_MODEL_PRECISION_BF16);
+    sd_status st = d->flux ? sd_flux_forward_biased(d->flux, x, t, d->contexts[g], d->ys[g], guidance, bias, out)
+                           : forward_ipa(d, k0, items, sigma, x, t, g, control, out);
+    sd_context_swap_bf16(ctx, run_bf16);
+    return st;
+}
+
 /* One UNet call for group g: eps of every (active entry, item) of the group, on each entry's
  * area of the latent, into d->eps (the group's entries one after the other from
  * d->eps + k0 * batch * per_item; d->eps_at says where each is). */
@@ -922,9 +940,8 @@ static sd_status unet_group(denoiser *d, size_t g, float sigma)
     if (!(st = sd_dtensor_new(d->cl, SD_DTYPE_F32, 4, shape, &x)) && !(st = sd_dtensor_upload(x, host)) &&
         (!d->control || !(st = control_call(d, chains, k1 - k0, host, in_item, e0->ah, e0->aw, sigma, timestep,
                                              d->contexts[g], d->ys ? d->ys[g] : NULL, &res, &control))) &&
-        !(st = d->flux ? sd_flux_forward_biased(d->flux, x, t, d->contexts[g], d->ys[g],
-                                                isnan(guidance[0]) ? NULL : guidance, bias, &out)
-                       : forward_ipa(d, k0, items, sigma, x, t, g, control, &out)))
+        !(st = model_forward(d, k0, items, sigma, x, t, g, isnan(guidance[0]) ? NULL : guidance, bias, control,
+                             &out)))
         st = sd_dtensor_download(out, d->eps + k0 * d->batch * d->per_item);
 done:
     sd_control_residuals_free(&res);
@@ -1198,7 +1215,7 @@ sd_status sd_cfg_denoiser_new(const sd_cfg_setup *s, sd_cfg_denoiser **out)
                     .need_uncond = s->need_uncond, .rescale = s->rescale_cfg, .preview = s->preview, .seed = s->seed,
                     .channels = s->flux ? sd_flux_config_of(s->flux)->in_channels : 4,
                     .adm_dim = s->flux ? sd_flux_config_of(s->flux)->vec_dim : sd_unet_config_of(s->unet)->adm_channels,
-                    .unclip_mean = s->unclip_mean, .unclip_std = s->unclip_std};
+                    .unclip_mean = s->unclip_mean, .unclip_std = s->unclip_std, .precision = s->precision};
     set_used(d);
     if ((d->n_ipa = sd_ipa_stack_count(s->ipadapters))) {
         if (!(d->ipa = malloc(d->n_ipa * sizeof *d->ipa)))

@@ -9,6 +9,7 @@
 #include "ml/adapters/ipadapter.h"
 #include "ml/diffusion/flux.h"
 #include "ml/diffusion/unet.h"
+#include "nodes/model_handle.h"
 #include "nodes/sample_core.h"
 
 typedef struct sd_cfg_denoiser sd_cfg_denoiser;
@@ -30,6 +31,7 @@ typedef struct sd_cfg_setup {
     double rescale_cfg;           /* RescaleCFG's multiplier on the model (< 0: none) */
     const sd_ipa_stack *ipadapters; /* the model's IP-Adapters (NULL: none); must outlive the denoiser */
     uint64_t seed;                /* the noise seed (unCLIP noise augmentation: seed - 10, as ComfyUI) */
+    sd_model_precision precision; /* the model's forward calls' (ModelComputeDtype) */
     const float *unclip_mean, *unclip_std; /* SD2 unCLIP: the noise augmentor's statistics (NULL: 0 and 1;
                                             * ml/loading/model_store.h sd_loaded_unclip_stats); must outlive it */
 } sd_cfg_setup;

@@ -8,7 +8,7 @@
 #include <string.h>
 
 /* The device storage of weights: "fp16" (default; half the memory) or "fp32". The computation
- * is fp32 either way. */
+ * is in the run's precision either way (a MODEL's: ModelComputeDtype's; docs/precision.md). */
 static const char *const weight_dtypes[] = {"fp16", "fp32", NULL};
 #define WEIGHT_DTYPE_INPUT \
     SD_IN_ENUM("weight_dtype", "fp16", weight_dtypes, "device storage of the weights: fp16 (half the memory) or fp32")
@@ -162,8 +162,9 @@ const sd_node_desc sd_node_VAELoader = {
     .check = sd_check_vae_loader,
 };
 
-/* ComfyUI's UNETLoader weight_dtype choices; sdflow stores weights in f16 or f32 only, so
- * "default" and the fp8 choices store f16 (the computation is f32 either way). */
+/* ComfyUI's UNETLoader weight_dtype choices, a storage dtype there as here; sdflow stores weights in
+ * f16 or f32 only, so "default" and the fp8 choices store f16 (the computation is in the run's
+ * precision, or ModelComputeDtype's, either way). */
 static const char *const unet_dtypes[] = {"default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2", "fp32", NULL};
 
 static sd_status run_unet(sd_node_run *r)

@@ -58,6 +58,7 @@ sd_value *sd_node_model_derive(sd_type type, const sd_model_handle *h, sd_lora_s
             out->text_part[k] = h->text_part[k];
         }
         out->ipa = sd_ipa_stack_ref(h->ipa);
+        out->precision = h->precision;
     }
     return v;
 }

@@ -10,6 +10,14 @@
 #include "ml/loading/model_store.h"
 #include "ml/sampling/schedulers.h"
 
+/* The precision a MODEL's forward calls compute in (ModelComputeDtype; docs/precision.md). Zero,
+ * the default, is the run's. */
+typedef enum sd_model_precision {
+    SD_MODEL_PRECISION_RUN,
+    SD_MODEL_PRECISION_FP32,
+    SD_MODEL_PRECISION_BF16
+} sd_model_precision;
+
 typedef struct sd_model_handle {
     sd_loaded *loaded; /* one reference */
     int clip_layer;    /* CLIP: -1 = last layer, -2 = the one before, ... */
@@ -32,6 +40,7 @@ typedef struct sd_model_handle {
     sd_loaded *text_file[SD_FAMILY_MAX_TEXT_ENCODERS];
     int text_part[SD_FAMILY_MAX_TEXT_ENCODERS];
     sd_ipa_stack *ipa;  /* MODEL: the IP-Adapters applied to it (one reference), NULL for none */
+    sd_model_precision precision; /* MODEL: its forward calls' precision */
 } sd_model_handle;
 
 /* A new MODEL/CLIP/VAE value holding a new reference to l; NULL when memory runs out. */

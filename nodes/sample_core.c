@@ -286,7 +286,7 @@ static sd_status sample_latent(sd_node_run *r, const sd_sample_request *q, const
                       .batch = (size_t)lt->shape[0], .h = lt->shape[2], .w = lt->shape[3],
                       .in_channels = flux ? cfg->flux.in_channels : cfg->unet.in_channels,
                       .dim = flux ? cfg->flux.context_dim : cfg->unet.context_dim, .preview = format,
-                      .rescale_cfg = h->rescale_cfg, .ipadapters = h->ipa, .seed = q->seed};
+                      .rescale_cfg = h->rescale_cfg, .ipadapters = h->ipa, .seed = q->seed, .precision = h->precision};
     size_t per_item = (size_t)(format->channels * s.h * s.w), n = s.batch * per_item;
     sd_cfg_denoiser *d = NULL;
     float *noise = NULL, *latent = NULL, *mask = NULL;

@@ -47,13 +47,6 @@ run 3 run "$SRC/graphs/ipadapter.xml" "${common[@]}" --set ipadapter=ip-adapter-
 check "a FaceID adapter on IPAdapterAdvanced is named" grep -qx ".*ipadapter.xml:[0-9]*: node 'ipadapter' input 'ipadapter': a FaceID IP-Adapter: apply it with IPAdapterFaceID" "$T/err"
 check "failed runs wrote nothing" test "$(ls "$T/o" | wc -l)" = "$before"
 
-# The pixels (the first IDAT chunk; the text chunks hold each graph's own provenance).
-idat() {
-    local at len
-    at=$(grep -obUa IDAT "$1" | head -n 1 | cut -d: -f1)
-    len=$(od -An -tu1 -j $((at - 4)) -N 4 "$1" | awk '{print (($1 * 256 + $2) * 256 + $3) * 256 + $4}')
-    tail -c +$((at + 1)) "$1" | head -c $((len + 4))
-}
 # InsightFace: the unified loader brings the pack; the photo's face gives the embedding and crop.
 mkdir -p "$T/models/insightface/models/buffalo_l"
 cp "$SRC"/tests/data/insightface/tiny_pack/*.onnx "$T/models/insightface/models/buffalo_l/"

@@ -42,6 +42,15 @@ run() {
     fi
 }
 
+# idat PNG: prints the PNG's first IDAT chunk (type and data): its pixels, for comparing images
+# whose text chunks (each graph's own workflow and provenance) differ.
+idat() {
+    local at len
+    at=$(grep -obUa IDAT "$1" | head -n 1 | cut -d: -f1)
+    len=$(od -An -tu1 -j $((at - 4)) -N 4 "$1" | awk '{print (($1 * 256 + $2) * 256 + $3) * 256 + $4}')
+    tail -c +$((at + 1)) "$1" | head -c $((len + 4))
+}
+
 # finish NAME: the last line of a test: prints "NAME: ok" or "NAME: N failed", exits 0 or 1.
 finish() {
     if [ "$fails" = 0 ]; then echo "$1: ok"; else echo "$1: $fails failed"; fi
