@@ -28,6 +28,19 @@ check() {
     if ! "$@"; then fail "$what"; fi
 }
 
+# run_bf16_or_skip TEST ARGS...: runs "$BIN" ARGS... (a first bf16 run) like `run 0`, but when the
+# build or device cannot compute in bf16 (no oneDNN, not a CPU: exit 2) says TEST skipped and exits 0.
+run_bf16_or_skip() {
+    local name=$1; shift
+    "$BIN" "$@" >"$T/out" 2>"$T/err"
+    local got=$?
+    if [ "$got" = 2 ] && grep -q "precision bf16: this build of sdflow has no oneDNN\|precision bf16 needs a CPU device" "$T/err"; then
+        echo "$name: skipped (bf16 is unavailable here: $(tail -n 1 "$T/err"))"
+        exit 0
+    fi
+    [ "$got" = 0 ] || fail "the bf16 run exited $got: $(cat "$T/err")"
+}
+
 # run EXPECTED_EXIT ARGS...: runs "$BIN" ARGS..., stdout in $T/out, stderr in $T/err. Another exit
 # status is a failure that prints $T/err, preceded by $T/out when the test sets RUN_SHOW_STDOUT=1.
 RUN_SHOW_STDOUT=0

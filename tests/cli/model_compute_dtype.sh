@@ -12,7 +12,7 @@
 # - fp16 computes in fp32 (sdflow has no fp16 arithmetic); "default" is the run's precision;
 # - ComfyUI's API and UI formats import it, XML and Lua run it; an unknown dtype is refused with
 #   one line naming node and input.
-# bf16 needs oneDNN and a CPU device: without them the test says it skipped.
+# bf16 needs oneDNN and a CPU device: without them the test says it skipped (run_bf16_or_skip).
 . "$(dirname "$0")/lib.bash"
 mkdir -p "$T/models/checkpoints" "$T/in"
 "$MK" --preset tiny "$T/models/checkpoints/tiny.safetensors" >/dev/null || { echo "FAIL: mkckpt"; exit 1; }
@@ -67,13 +67,7 @@ cat >chain.xml <<'XML'
 </workflow>
 XML
 
-"$BIN" run mcd.xml "${common[@]}" --precision bf16 --output-dir "$T/b" >"$T/out" 2>"$T/err"
-got=$?
-if [ "$got" = 2 ] && grep -q "precision bf16: this build of sdflow has no oneDNN\|precision bf16 needs a CPU device" "$T/err"; then
-    echo "model_compute_dtype.sh: skipped (bf16 is unavailable here: $(tail -n 1 "$T/err"))"
-    exit 0
-fi
-[ "$got" = 0 ] || fail "the bf16 run exited $got: $(cat "$T/err")"
+run_bf16_or_skip model_compute_dtype.sh run mcd.xml "${common[@]}" --precision bf16 --output-dir "$T/b"
 
 run 0 run mcd.xml "${common[@]}" --output-dir "$T/f"
 F=$T/f/txt2img_00001_.png

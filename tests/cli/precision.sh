@@ -14,7 +14,7 @@ run 2 run "$SRC/graphs/txt2img.xml" "${common[@]}" --precision fp16 --output-dir
 check "unknown precision" grep -qx "sdflow: error: unknown precision 'fp16' (fp32 or bf16)" "$T/err"
 check "nothing written" test ! -e "$T/x"
 
-run 0 run "$SRC/graphs/txt2img.xml" "${common[@]}" --precision bf16 --output-dir "$T/b"
+run_bf16_or_skip precision.sh run "$SRC/graphs/txt2img.xml" "${common[@]}" --precision bf16 --output-dir "$T/b"
 check "bf16 run: everything ran" grep -q "sdflow: done: 7 ran, 0 from cache" "$T/err"
 run 0 run "$SRC/graphs/txt2img.xml" "${common[@]}" --output-dir "$T/f"
 check "fp32 after bf16: nothing from the bf16 cache" grep -q "sdflow: done: 7 ran, 0 from cache" "$T/err"
