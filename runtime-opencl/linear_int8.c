@@ -1,0 +1,464 @@
+/* int8 linear on the host for block-quantised weights (runtime-opencl/linear_int8.h).
+ *
+ * The activations X [M, K] are quantised once per call, row by row and 32-element block by block
+ * (rows padded to a multiple of 16 with zeros): Aq [Mpad][K] int8 (plus 128, i.e. unsigned, for
+ * VNNI's unsigned-by-signed product), Ad [Mpad][nb] scales, Am [Mpad][nb] = Ad * sum(q) for the
+ * weights with a minimum. A task owns NP = 32 output columns: it unpacks their weight rows into a
+ * panel of signed int8 quads in the operand layout of both products
+ *   Wq[kb][v][p][e][t] = q_w of column 16 v + e, element 4 p + t of block kb (v < 2, p < 8)
+ * with per-block fp32 scales Wd, minima Wm and, for VNNI, Wc = -128 * sum(q_w) (which the
+ * accumulator starts from, taking back the 128 added to the activations), then sweeps all rows:
+ *   VNNI: 4 rows x 32 columns, per block 8 vpdpbusd steps into int32 lanes, then
+ *         acc += float(sum) * (Wd * Ad) (+ Wm * Am) in fp32;
+ *   AMX:  16 rows x 16 columns, per block one tdpbssd (A 16 x 32 bytes, B 8 quad rows x 16
+ *         columns), the int32 tile stored and folded into 16 fp32 registers the same way; two
+ *         tile sets alternate so the next block's product overlaps this block's folding.
+ * Bias and the activation are applied to the fp32 sums. Functions that use the instructions
+ * carry their own target attribute; the CPU is checked at run time. */
+#include "runtime-opencl/linear_int8.h"
+
+#if defined(SDFLOW_HAVE_DNNL) && defined(__x86_64__) && defined(_OPENMP)
+
+#include "runtime-opencl/dnnl.h"
+#include "core/half.h"
+#include <cpuid.h>
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#define AMX_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,amx-tile,amx-int8")))
+#define QK 32                /* elements per block (K-quants: per 32-element sub-block) */
+#define NP 32                /* output columns per task */
+#define MT 16                /* rows per AMX tile; rows are padded to a multiple */
+#define MR 4                 /* rows per VNNI register block */
+#define BLOCK_BYTES (QK * NP) /* Wq bytes per block */
+
+#define ARCH_REQ_XCOMP_PERM 0x1023 /* arch_prctl: ask for an extended state component */
+#define XFEATURE_XTILEDATA 18      /* AMX tile data */
+
+static sd_int8_isa detected, cap = SD_INT8_AMX;
+static pthread_once_t detect_once = PTHREAD_ONCE_INIT;
+
+/* CPUID for AVX512-VNNI (leaf 7.0 ECX bit 11, with AVX512BW), then AMX-TILE and AMX-INT8 (EDX
+ * bits 24, 25) and the kernel's permission to use the tile state (refused: VNNI only). */
+static void detect(void)
+{
+    unsigned a, b, c, d;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512bw") || !__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(c & (1u << 11)))
+        return;
+    detected = SD_INT8_VNNI;
+    if ((d & (1u << 24)) && (d & (1u << 25)) && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0)
+        detected = SD_INT8_AMX;
+}
+
+sd_int8_isa sd_linear_int8_route(void)
+{
+    pthread_once(&detect_once, detect);
+    return detected < cap ? detected : cap;
+}
+
+sd_int8_isa sd_linear_int8_cap(sd_int8_isa max)
+{
+    sd_int8_isa prior = cap;
+    cap = max;
+    return prior;
+}
+
+/* Bytes per 32-element block step of a row (K-quants: per super-block, 8 steps). */
+static bool block_type(sd_dtype t, bool *mins)
+{
+    *mins = t == SD_DTYPE_Q4_1 || t == SD_DTYPE_Q5_1 || t == SD_DTYPE_Q4_K || t == SD_DTYPE_Q5_K;
+    return t == SD_DTYPE_Q8_0 || t == SD_DTYPE_Q4_0 || t == SD_DTYPE_Q5_0 || *mins;
+}
+
+bool sd_linear_int8_takes(sd_dtype dtype)
+{
+    bool mins;
+    return sd_linear_int8_route() != SD_INT8_NONE && block_type(dtype, &mins);
+}
+
+typedef struct int8_job {
+    const unsigned char *w; /* [N] rows of row_bytes */
+    size_t row_bytes;
+    sd_dtype type;
+    bool mins, amx, x_half;
+    const void *x;
+    const float *bias;
+    float *out;
+    sd_act act;
+    int M, Mpad, N, K, nb;
+    int8_t *aq;     /* [Mpad][K] */
+    float *ad, *am; /* [Mpad][nb] */
+} int8_job;
+
+/* One NP-column panel of the weight (layout above). */
+typedef struct panel {
+    int8_t *q;
+    float *d, *m;
+    int32_t *c;
+} panel;
+
+static float f16at(const unsigned char *p)
+{
+    return sd_half_to_float((uint16_t)(p[0] | p[1] << 8));
+}
+
+static uint32_t le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Block kb of a weight row as q[32] * d + m (kernels/dequant.cl's layouts; the K-quants' scales
+ * d * sc and minima dmin * m rounded to fp32 as there). */
+static void unpack_block(sd_dtype t, const unsigned char *row, int kb, int8_t *q, float *d, float *m)
+{
+    *m = 0.0f;
+    if (t == SD_DTYPE_Q8_0) {
+        const unsigned char *b = row + (size_t)kb * 34;
+        *d = f16at(b);
+        memcpy(q, b + 2, QK);
+        return;
+    }
+    if (t == SD_DTYPE_Q4_K || t == SD_DTYPE_Q5_K) {
+        bool five = t == SD_DTYPE_Q5_K;
+        const unsigned char *b = row + (size_t)(kb / 8) * (five ? 176 : 144), *sc = b + 4, *qh = b + 16;
+        const unsigned char *qs = b + (five ? 48 : 16) + 32 * (kb % 8 / 2);
+        int j = kb % 8, s, mn;
+        if (j < 4) {
+            s = sc[j] & 63;
+            mn = sc[j + 4] & 63;
+        } else {
+            s = (sc[j + 4] & 0x0F) | ((sc[j - 4] >> 6) << 4);
+            mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+        }
+        *d = f16at(b) * (float)s;
+        *m = -(f16at(b + 2) * (float)mn);
+        for (int l = 0; l < QK; l++)
+            q[l] = (int8_t)(((j & 1) ? qs[l] >> 4 : qs[l] & 0x0F) | (five ? ((qh[l] >> j) & 1) << 4 : 0));
+        return;
+    }
+    bool has_min = t == SD_DTYPE_Q4_1 || t == SD_DTYPE_Q5_1, five = t == SD_DTYPE_Q5_0 || t == SD_DTYPE_Q5_1;
+    size_t bytes = 18 + (has_min ? 2 : 0) + (five ? 4 : 0);
+    const unsigned char *b = row + (size_t)kb * bytes, *p = b + (has_min ? 4 : 2);
+    *d = f16at(b);
+    if (has_min)
+        *m = f16at(b + 2);
+    uint32_t qh = five ? le32(p) : 0;
+    const unsigned char *qs = p + (five ? 4 : 0);
+    int offset = has_min ? 0 : five ? 16 : 8;
+    for (int l = 0; l < QK; l++)
+        q[l] = (int8_t)(((l < 16 ? qs[l] & 0x0F : qs[l - 16] >> 4) | (int)((qh >> l) & 1u) << 4) - offset);
+}
+
+/* Unpacks the weight rows [n0, n0 + NP) (zeros past N) into p. */
+static void unpack_panel(const int8_job *j, int n0, panel *p)
+{
+    for (int c = 0; c < NP; c++) {
+        int n = n0 + c, v = c / 16, e = c % 16;
+        for (int kb = 0; kb < j->nb; kb++) {
+            int8_t q[QK];
+            float d = 0.0f, m = 0.0f;
+            if (n < j->N)
+                unpack_block(j->type, j->w + (size_t)n * j->row_bytes, kb, q, &d, &m);
+            else
+                memset(q, 0, QK);
+            int8_t *dst = p->q + (size_t)kb * BLOCK_BYTES + (size_t)v * (BLOCK_BYTES / 2) + e * 4;
+            int sum = 0;
+            for (int k = 0; k < QK; k++) {
+                dst[(k / 4) * 64 + k % 4] = q[k];
+                sum += q[k];
+            }
+            p->d[(size_t)kb * NP + c] = d;
+            p->m[(size_t)kb * NP + c] = m;
+            p->c[(size_t)kb * NP + c] = -128 * sum;
+        }
+    }
+}
+
+/* Quantises row m of X (zeros past M) into Aq, Ad, Am. */
+TARGET static void quant_row(const int8_job *j, int m)
+{
+    int8_t *q = j->aq + (size_t)m * j->K;
+    float *d = j->ad + (size_t)m * j->nb, *am = j->am + (size_t)m * j->nb;
+    if (m >= j->M) {
+        memset(q, 0, (size_t)j->K);
+        memset(d, 0, (size_t)j->nb * sizeof *d);
+        memset(am, 0, (size_t)j->nb * sizeof *am);
+        return;
+    }
+    size_t base = (size_t)m * j->K;
+    __m128i flip = _mm_set1_epi8(j->amx ? 0 : (char)0x80);
+    for (int kb = 0; kb < j->nb; kb++) {
+        __m512 x[2];
+        for (int h = 0; h < 2; h++) {
+            size_t i = base + (size_t)kb * QK + 16 * h;
+            x[h] = j->x_half ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)j->x + i)))
+                             : _mm512_loadu_ps((const float *)j->x + i);
+        }
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x[0]), _mm512_abs_ps(x[1])));
+        __m512 id = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+        __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x[0], id)), q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x[1], id));
+        int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        _mm_storeu_si128((__m128i *)(q + (size_t)kb * QK), _mm_xor_si128(_mm512_cvtepi32_epi8(q0), flip));
+        _mm_storeu_si128((__m128i *)(q + (size_t)kb * QK + 16), _mm_xor_si128(_mm512_cvtepi32_epi8(q1), flip));
+        d[kb] = amax / 127.0f;
+        am[kb] = d[kb] * (float)sum;
+    }
+}
+
+/* out[m][n0 + c] = act(acc[c] + bias) for the columns c < cols that lie below N. */
+static void store_row(const int8_job *j, int m, int n0, const float *acc, int cols)
+{
+    float *dst = j->out + (size_t)m * j->N;
+    for (int c = 0; c < cols && n0 + c < j->N; c++) {
+        float y = acc[c] + (j->bias ? j->bias[n0 + c] : 0.0f);
+        if (j->act == SD_ACT_SILU)
+            y = y / (1.0f + expf(-y));
+        else if (j->act == SD_ACT_GELU)
+            y = 0.5f * y * (1.0f + erff(y * 0.70710678118654752f));
+        dst[n0 + c] = y;
+    }
+}
+
+/* VNNI: rows [m0, m0 + MR) x the panel's NP columns. */
+TARGET static void rows_vnni(const int8_job *j, const panel *p, int m0, int n0)
+{
+    __m512 f[MR][2];
+    for (int r = 0; r < MR; r++)
+        f[r][0] = f[r][1] = _mm512_setzero_ps();
+    const int8_t *a = j->aq + (size_t)m0 * j->K;
+    for (int kb = 0; kb < j->nb; kb++) {
+        __m512i acc[MR][2], c0 = _mm512_loadu_si512(p->c + (size_t)kb * NP),
+                            c1 = _mm512_loadu_si512(p->c + (size_t)kb * NP + 16);
+        for (int r = 0; r < MR; r++) {
+            acc[r][0] = c0;
+            acc[r][1] = c1;
+        }
+        const int8_t *wq = p->q + (size_t)kb * BLOCK_BYTES;
+        for (int s = 0; s < QK / 4; s++) {
+            __m512i w0 = _mm512_loadu_si512(wq + 64 * s), w1 = _mm512_loadu_si512(wq + BLOCK_BYTES / 2 + 64 * s);
+            for (int r = 0; r < MR; r++) {
+                int32_t quad;
+                memcpy(&quad, a + (size_t)r * j->K + (size_t)kb * QK + 4 * s, 4);
+                __m512i av = _mm512_set1_epi32(quad);
+                acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, w0);
+                acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, w1);
+            }
+        }
+        __m512 d0 = _mm512_loadu_ps(p->d + (size_t)kb * NP), d1 = _mm512_loadu_ps(p->d + (size_t)kb * NP + 16);
+        for (int r = 0; r < MR; r++) {
+            __m512 s = _mm512_set1_ps(j->ad[(size_t)(m0 + r) * j->nb + kb]);
+            f[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][0]), _mm512_mul_ps(d0, s), f[r][0]);
+            f[r][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][1]), _mm512_mul_ps(d1, s), f[r][1]);
+        }
+        if (j->mins) {
+            __m512 m0v = _mm512_loadu_ps(p->m + (size_t)kb * NP), m1v = _mm512_loadu_ps(p->m + (size_t)kb * NP + 16);
+            for (int r = 0; r < MR; r++) {
+                __m512 s = _mm512_set1_ps(j->am[(size_t)(m0 + r) * j->nb + kb]);
+                f[r][0] = _mm512_fmadd_ps(m0v, s, f[r][0]);
+                f[r][1] = _mm512_fmadd_ps(m1v, s, f[r][1]);
+            }
+        }
+    }
+    for (int r = 0; r < MR && m0 + r < j->M; r++) {
+        float row[NP];
+        _mm512_storeu_ps(row, f[r][0]);
+        _mm512_storeu_ps(row + 16, f[r][1]);
+        store_row(j, m0 + r, n0, row, NP);
+    }
+}
+
+/* ---- AMX ---- */
+
+/* Tile configuration (palette 1): 0, 1 int32 sums (16 rows x 16 columns); 2, 5 activations (16
+ * rows x 32 bytes); 3, 4 weights (8 quad rows x 16 columns x 4 bytes). Blocks alternate between
+ * (0, 2, 3) and (1, 5, 4). A constant in memory (GCC's _tile_loadconfig reads it whole). */
+typedef struct __attribute__((packed)) amx_config {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_config;
+
+static const amx_config amx_cfg = {
+    .palette = 1,
+    .colsb = {64, 64, 32, 64, 64, 32},
+    .rows = {MT, MT, MT, QK / 4, QK / 4, MT},
+};
+
+AMX_TARGET static void amx_begin(void)
+{
+    _tile_loadconfig(&amx_cfg);
+}
+
+AMX_TARGET static void amx_end(void)
+{
+    _tile_release();
+}
+
+/* acc[r] += float(sums[r]) * (d * Ad[row r, block kb]) (+ m * Am) for the 16 rows. */
+AMX_TARGET static inline void amx_fold(const int8_job *j, const int32_t (*sums)[16], __m512 *acc, __m512 d, __m512 m,
+                                       int m0, int kb)
+{
+    const float *ad = j->ad + (size_t)m0 * j->nb + kb, *am = j->am + (size_t)m0 * j->nb + kb;
+    for (int r = 0; r < MT; r++) {
+        __m512 s = _mm512_mul_ps(d, _mm512_set1_ps(ad[(size_t)r * j->nb]));
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(sums[r])), s, acc[r]);
+        if (j->mins)
+            acc[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(am[(size_t)r * j->nb]), acc[r]);
+    }
+}
+
+/* AMX: rows [m0, m0 + MT) x the 16 panel columns of half v. */
+AMX_TARGET static void rows_amx(const int8_job *j, const panel *p, int m0, int n0, int v)
+{
+    __m512 acc[MT];
+    int32_t sums[2][MT][16] __attribute__((aligned(64)));
+    for (int r = 0; r < MT; r++)
+        acc[r] = _mm512_setzero_ps();
+    const int8_t *a = j->aq + (size_t)m0 * j->K;
+    const int8_t *wq = p->q + (size_t)v * (BLOCK_BYTES / 2);
+    const float *pd = p->d + 16 * v, *pm = p->m + 16 * v;
+    for (int kb = 0; kb < j->nb; kb += 2) {
+        bool two = kb + 1 < j->nb;
+        _tile_zero(0);
+        _tile_loadd(2, a + (size_t)kb * QK, j->K);
+        _tile_loadd(3, wq + (size_t)kb * BLOCK_BYTES, 64);
+        _tile_dpbssd(0, 2, 3);
+        _tile_stored(0, sums[0], 64);
+        if (two) {
+            _tile_zero(1);
+            _tile_loadd(5, a + (size_t)(kb + 1) * QK, j->K);
+            _tile_loadd(4, wq + (size_t)(kb + 1) * BLOCK_BYTES, 64);
+            _tile_dpbssd(1, 5, 4);
+            _tile_stored(1, sums[1], 64);
+        }
+        amx_fold(j, (const int32_t (*)[16])sums[0], acc, _mm512_loadu_ps(pd + (size_t)kb * NP),
+                 _mm512_loadu_ps(pm + (size_t)kb * NP), m0, kb);
+        if (two)
+            amx_fold(j, (const int32_t (*)[16])sums[1], acc, _mm512_loadu_ps(pd + (size_t)(kb + 1) * NP),
+                     _mm512_loadu_ps(pm + (size_t)(kb + 1) * NP), m0, kb + 1);
+    }
+    for (int r = 0; r < MT && m0 + r < j->M; r++) {
+        float row[16];
+        _mm512_storeu_ps(row, acc[r]);
+        store_row(j, m0 + r, n0 + 16 * v, row, 16);
+    }
+}
+
+/* The panel of columns [n0, n0 + NP) over all rows. */
+static void panel_task(const int8_job *j, panel *p, int n0)
+{
+    unpack_panel(j, n0, p);
+    if (j->amx) {
+        amx_begin();
+        for (int v = 0; v < 2 && n0 + 16 * v < j->N; v++)
+            for (int m0 = 0; m0 < j->Mpad; m0 += MT)
+                rows_amx(j, p, m0, n0, v);
+        amx_end();
+    } else {
+        for (int m0 = 0; m0 < j->Mpad; m0 += MR)
+            rows_vnni(j, p, m0, n0);
+    }
+}
+
+/* Quantises X, then runs the panels; false when out of memory. */
+static bool run_job(int8_job *j)
+{
+    int threads = omp_get_max_threads(), panels = (j->N + NP - 1) / NP;
+    size_t pbytes = (size_t)j->nb * (BLOCK_BYTES + 3 * NP * 4);
+    unsigned char *pbuf = aligned_alloc(64, (size_t)threads * pbytes);
+    if (!pbuf)
+        return false;
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < j->Mpad; m++)
+        quant_row(j, m);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int t = 0; t < panels; t++) {
+        unsigned char *mine = pbuf + (size_t)omp_get_thread_num() * pbytes;
+        panel p = {.q = (int8_t *)mine};
+        p.d = (float *)(mine + (size_t)j->nb * BLOCK_BYTES);
+        p.m = p.d + (size_t)j->nb * NP;
+        p.c = (int32_t *)(p.m + (size_t)j->nb * NP);
+        panel_task(j, &p, t * NP);
+    }
+    free(pbuf);
+    return true;
+}
+
+sd_status sd_linear_int8_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
+                             sd_act act, int M, int N, int K, sd_dtensor *out)
+{
+    size_t be, bb;
+    sd_dtype_block(w->dtype, &be, &bb);
+    int8_job j = {.type = w->dtype, .row_bytes = (size_t)K / be * bb, .x_half = x->dtype == SD_DTYPE_F16,
+                  .act = act, .M = M, .Mpad = (M + MT - 1) / MT * MT, .N = N, .K = K, .nb = K / QK};
+    block_type(w->dtype, &j.mins);
+    j.amx = sd_linear_int8_route() == SD_INT8_AMX;
+    sd_status st = sd_cl_finish(cl);
+    if (st)
+        return st;
+    /* sizes: Mpad * K fits since M * K and N * K are ints' products checked by the caller */
+    j.aq = aligned_alloc(64, (size_t)j.Mpad * K);
+    j.ad = malloc((size_t)j.Mpad * j.nb * sizeof *j.ad);
+    j.am = malloc((size_t)j.Mpad * j.nb * sizeof *j.am);
+    sd_dnnl_mapping mx = {0}, mw = {0}, mb = {0}, mo = {0};
+    if (!j.aq || !j.ad || !j.am) {
+        st = sd_set_error(cl->ctx, SD_ERR_NOMEM, "linear (int8): out of memory for the quantised input");
+        goto done;
+    }
+    if ((st = sd_dnnl_map(cl, x->buf, x->numel * sd_dtype_size(x->dtype), false, &mx)) ||
+        (st = sd_dnnl_map(cl, w->buf, (size_t)N * j.row_bytes, false, &mw)) ||
+        (st = sd_dnnl_map(cl, bias ? bias->buf : NULL, bias ? bias->numel * 4 : 0, false, &mb)) ||
+        (st = sd_dnnl_map(cl, out->buf, out->numel * 4, true, &mo)))
+        goto done;
+    j.x = mx.ptr;
+    j.w = mw.ptr;
+    j.bias = mb.ptr;
+    j.out = mo.ptr;
+    if (!run_job(&j))
+        st = sd_set_error(cl->ctx, SD_ERR_NOMEM, "linear (int8): out of memory for the weight panels");
+done:
+    sd_dnnl_unmap(cl, &mx);
+    sd_dnnl_unmap(cl, &mw);
+    sd_dnnl_unmap(cl, &mb);
+    sd_dnnl_unmap(cl, &mo);
+    free(j.aq);
+    free(j.ad);
+    free(j.am);
+    return st;
+}
+
+#else
+
+sd_int8_isa sd_linear_int8_route(void)
+{
+    return SD_INT8_NONE;
+}
+
+sd_int8_isa sd_linear_int8_cap(sd_int8_isa max)
+{
+    (void)max;
+    return SD_INT8_NONE;
+}
+
+bool sd_linear_int8_takes(sd_dtype dtype)
+{
+    (void)dtype;
+    return false;
+}
+
+sd_status sd_linear_int8_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
+                             sd_act act, int M, int N, int K, sd_dtensor *out)
+{
+    (void)x, (void)w, (void)bias, (void)act, (void)M, (void)N, (void)K, (void)out;
+    return sd_set_error(cl->ctx, SD_ERR_USAGE, "linear (int8): not available in this build");
+}
+
+#endif
