@@ -3,9 +3,9 @@
  * The activations X [M, K] are quantised once per call, row by row and 32-element block by block
  * (rows padded to a multiple of 16 with zeros): Aq [Mpad][K] int8 (plus 128, i.e. unsigned, for
  * VNNI's unsigned-by-signed product), Ad [Mpad][nb] scales, Am [Mpad][nb] = Ad * sum(q) for the
- * weights with a minimum. A task owns NP = 32 output columns: it unpacks their weight rows into a
+ * weights with a minimum. A task owns NP = 64 output columns: it unpacks their weight rows into a
  * panel of signed int8 quads in the operand layout of both products
- *   Wq[kb][v][p][e][t] = q_w of column 16 v + e, element 4 p + t of block kb (v < 2, p < 8)
+ *   Wq[kb][v][p][e][t] = q_w of column 16 v + e, element 4 p + t of block kb (v < 4, p < 8)
  * with per-block fp32 scales Wd, minima Wm and, for VNNI, Wc = -128 * sum(q_w) (which the
  * accumulator starts from, taking back the 128 added to the activations), then sweeps all rows:
  *   VNNI: 4 rows x 32 columns, per block 8 vpdpbusd steps into int32 lanes, then
@@ -20,7 +20,6 @@
 #if defined(SDFLOW_HAVE_DNNL) && defined(__x86_64__) && defined(_OPENMP)
 
 #include "runtime-opencl/dnnl.h"
-#include "core/half.h"
 #include <cpuid.h>
 #include <immintrin.h>
 #include <math.h>
@@ -31,13 +30,16 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#define TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #define AMX_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,amx-tile,amx-int8")))
 #define QK 32                /* elements per block (K-quants: per 32-element sub-block) */
-#define NP 32                /* output columns per task */
+#define NP 64                /* output columns per task */
 #define MT 16                /* rows per AMX tile; rows are padded to a multiple */
 #define MR 4                 /* rows per VNNI register block */
+#define VBYTES (QK * 16)     /* Wq bytes per block and 16 columns */
 #define BLOCK_BYTES (QK * NP) /* Wq bytes per block */
+#define DIRECT_ROWS 8        /* at most this many rows: the weight blocks are read in place */
+#define DIRECT_COLS 64       /* columns per task then */
 
 #define ARCH_REQ_XCOMP_PERM 0x1023 /* arch_prctl: ask for an extended state component */
 #define XFEATURE_XTILEDATA 18      /* AMX tile data */
@@ -105,9 +107,9 @@ typedef struct panel {
     int32_t *c;
 } panel;
 
-static float f16at(const unsigned char *p)
+TARGET static inline float f16at(const unsigned char *p)
 {
-    return sd_half_to_float((uint16_t)(p[0] | p[1] << 8));
+    return _cvtsh_ss((unsigned short)(p[0] | p[1] << 8));
 }
 
 static uint32_t le32(const unsigned char *p)
@@ -117,7 +119,7 @@ static uint32_t le32(const unsigned char *p)
 
 /* Block kb of a weight row as q[32] * d + m (kernels/dequant.cl's layouts; the K-quants' scales
  * d * sc and minima dmin * m rounded to fp32 as there). */
-static void unpack_block(sd_dtype t, const unsigned char *row, int kb, int8_t *q, float *d, float *m)
+TARGET static void unpack_block(sd_dtype t, const unsigned char *row, int kb, int8_t *q, float *d, float *m)
 {
     *m = 0.0f;
     if (t == SD_DTYPE_Q8_0) {
@@ -157,27 +159,54 @@ static void unpack_block(sd_dtype t, const unsigned char *row, int kb, int8_t *q
         q[l] = (int8_t)(((l < 16 ? qs[l] & 0x0F : qs[l - 16] >> 4) | (int)((qh >> l) & 1u) << 4) - offset);
 }
 
+/* Block kb of a weight row as 32 signed int8 values (unpack_block's), Q8_0 and Q4_0 in vector
+ * registers. */
+TARGET static inline __m256i block_s8(sd_dtype t, const unsigned char *row, int kb, float *d, float *m)
+{
+    if (t == SD_DTYPE_Q8_0) {
+        const unsigned char *b = row + (size_t)kb * 34;
+        *d = f16at(b);
+        *m = 0.0f;
+        return _mm256_loadu_si256((const __m256i *)(b + 2));
+    }
+    if (t == SD_DTYPE_Q4_0) {
+        const unsigned char *b = row + (size_t)kb * 18;
+        __m128i qs = _mm_loadu_si128((const __m128i *)(b + 2)), low = _mm_set1_epi8(0x0F);
+        __m256i v = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low), _mm_and_si128(qs, low));
+        *d = f16at(b);
+        *m = 0.0f;
+        return _mm256_sub_epi8(v, _mm256_set1_epi8(8));
+    }
+    int8_t q[QK];
+    unpack_block(t, row, kb, q, d, m);
+    return _mm256_loadu_si256((const __m256i *)q);
+}
+
+/* The sum of 32 signed bytes. */
+TARGET static inline int sum_s8(__m256i v)
+{
+    __m256i s = _mm256_sad_epu8(_mm256_xor_si256(v, _mm256_set1_epi8((char)0x80)), _mm256_setzero_si256());
+    __m128i h = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    return (int)(_mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1)) - 128 * QK;
+}
+
 /* Unpacks the weight rows [n0, n0 + NP) (zeros past N) into p. */
-static void unpack_panel(const int8_job *j, int n0, panel *p)
+TARGET static void unpack_panel(const int8_job *j, int n0, panel *p)
 {
     for (int c = 0; c < NP; c++) {
         int n = n0 + c, v = c / 16, e = c % 16;
         for (int kb = 0; kb < j->nb; kb++) {
-            int8_t q[QK];
             float d = 0.0f, m = 0.0f;
-            if (n < j->N)
-                unpack_block(j->type, j->w + (size_t)n * j->row_bytes, kb, q, &d, &m);
-            else
-                memset(q, 0, QK);
-            int8_t *dst = p->q + (size_t)kb * BLOCK_BYTES + (size_t)v * (BLOCK_BYTES / 2) + e * 4;
-            int sum = 0;
-            for (int k = 0; k < QK; k++) {
-                dst[(k / 4) * 64 + k % 4] = q[k];
-                sum += q[k];
-            }
+            __m256i q = n < j->N ? block_s8(j->type, j->w + (size_t)n * j->row_bytes, kb, &d, &m)
+                                 : _mm256_setzero_si256();
+            uint32_t quads[QK / 4];
+            _mm256_storeu_si256((__m256i *)quads, q);
+            uint32_t *dst = (uint32_t *)(p->q + (size_t)kb * BLOCK_BYTES + (size_t)v * VBYTES) + e;
+            for (int s = 0; s < QK / 4; s++)
+                dst[16 * s] = quads[s];
             p->d[(size_t)kb * NP + c] = d;
             p->m[(size_t)kb * NP + c] = m;
-            p->c[(size_t)kb * NP + c] = -128 * sum;
+            p->c[(size_t)kb * NP + c] = -128 * sum_s8(q);
         }
     }
 }
@@ -227,23 +256,25 @@ static void store_row(const int8_job *j, int m, int n0, const float *acc, int co
     }
 }
 
-/* VNNI: rows [m0, m0 + MR) x the panel's NP columns. */
-TARGET static void rows_vnni(const int8_job *j, const panel *p, int m0, int n0)
+/* VNNI: rows [m0, m0 + MR) x the panel's 32 columns of half h. */
+TARGET static void rows_vnni(const int8_job *j, const panel *p, int m0, int n0, int h)
 {
     __m512 f[MR][2];
     for (int r = 0; r < MR; r++)
         f[r][0] = f[r][1] = _mm512_setzero_ps();
     const int8_t *a = j->aq + (size_t)m0 * j->K;
+    const int32_t *pc = p->c + 32 * h;
+    const float *pd = p->d + 32 * h, *pm = p->m + 32 * h;
     for (int kb = 0; kb < j->nb; kb++) {
-        __m512i acc[MR][2], c0 = _mm512_loadu_si512(p->c + (size_t)kb * NP),
-                            c1 = _mm512_loadu_si512(p->c + (size_t)kb * NP + 16);
+        __m512i acc[MR][2], c0 = _mm512_loadu_si512(pc + (size_t)kb * NP),
+                            c1 = _mm512_loadu_si512(pc + (size_t)kb * NP + 16);
         for (int r = 0; r < MR; r++) {
             acc[r][0] = c0;
             acc[r][1] = c1;
         }
-        const int8_t *wq = p->q + (size_t)kb * BLOCK_BYTES;
+        const int8_t *wq = p->q + (size_t)kb * BLOCK_BYTES + (size_t)h * 2 * VBYTES;
         for (int s = 0; s < QK / 4; s++) {
-            __m512i w0 = _mm512_loadu_si512(wq + 64 * s), w1 = _mm512_loadu_si512(wq + BLOCK_BYTES / 2 + 64 * s);
+            __m512i w0 = _mm512_loadu_si512(wq + 64 * s), w1 = _mm512_loadu_si512(wq + VBYTES + 64 * s);
             for (int r = 0; r < MR; r++) {
                 int32_t quad;
                 memcpy(&quad, a + (size_t)r * j->K + (size_t)kb * QK + 4 * s, 4);
@@ -252,14 +283,14 @@ TARGET static void rows_vnni(const int8_job *j, const panel *p, int m0, int n0)
                 acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, w1);
             }
         }
-        __m512 d0 = _mm512_loadu_ps(p->d + (size_t)kb * NP), d1 = _mm512_loadu_ps(p->d + (size_t)kb * NP + 16);
+        __m512 d0 = _mm512_loadu_ps(pd + (size_t)kb * NP), d1 = _mm512_loadu_ps(pd + (size_t)kb * NP + 16);
         for (int r = 0; r < MR; r++) {
             __m512 s = _mm512_set1_ps(j->ad[(size_t)(m0 + r) * j->nb + kb]);
             f[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][0]), _mm512_mul_ps(d0, s), f[r][0]);
             f[r][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][1]), _mm512_mul_ps(d1, s), f[r][1]);
         }
         if (j->mins) {
-            __m512 m0v = _mm512_loadu_ps(p->m + (size_t)kb * NP), m1v = _mm512_loadu_ps(p->m + (size_t)kb * NP + 16);
+            __m512 m0v = _mm512_loadu_ps(pm + (size_t)kb * NP), m1v = _mm512_loadu_ps(pm + (size_t)kb * NP + 16);
             for (int r = 0; r < MR; r++) {
                 __m512 s = _mm512_set1_ps(j->am[(size_t)(m0 + r) * j->nb + kb]);
                 f[r][0] = _mm512_fmadd_ps(m0v, s, f[r][0]);
@@ -268,10 +299,47 @@ TARGET static void rows_vnni(const int8_job *j, const panel *p, int m0, int n0)
         }
     }
     for (int r = 0; r < MR && m0 + r < j->M; r++) {
-        float row[NP];
+        float row[32];
         _mm512_storeu_ps(row, f[r][0]);
         _mm512_storeu_ps(row + 16, f[r][1]);
-        store_row(j, m0 + r, n0, row, NP);
+        store_row(j, m0 + r, n0 + 32 * h, row, 32);
+    }
+}
+
+/* Few rows (M <= DIRECT_ROWS): columns [n0, n1) straight from the weight blocks, one block at a
+ * time against up to MR rows (u8 activations, VNNI in 256-bit registers), fp32 per lane, summed
+ * across lanes at the end of a column. */
+TARGET static void cols_direct(const int8_job *j, int n0, int n1)
+{
+    __m256i ones = _mm256_set1_epi8(1);
+    for (int m0 = 0; m0 < j->M; m0 += MR) {
+        int rows = j->M - m0 < MR ? j->M - m0 : MR;
+        for (int n = n0; n < n1; n++) {
+            const unsigned char *wrow = j->w + (size_t)n * j->row_bytes;
+            __m256 f[MR];
+            float fm[MR] = {0};
+            for (int r = 0; r < MR; r++)
+                f[r] = _mm256_setzero_ps();
+            for (int kb = 0; kb < j->nb; kb++) {
+                float d, m;
+                __m256i w = block_s8(j->type, wrow, kb, &d, &m);
+                /* 128 * (the sum of each lane's 4 weights): what the unsigned activations add */
+                __m256i corr = _mm256_slli_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, w), 7);
+                for (int r = 0; r < rows; r++) {
+                    size_t at = (size_t)(m0 + r) * j->nb + kb;
+                    __m256i a = _mm256_loadu_si256((const __m256i *)(j->aq + (size_t)(m0 + r) * j->K + (size_t)kb * QK));
+                    __m256i i = _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), a, w), corr);
+                    f[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_set1_ps(d * j->ad[at]), f[r]);
+                    fm[r] += m * j->am[at];
+                }
+            }
+            for (int r = 0; r < rows; r++) {
+                __m128 h = _mm_add_ps(_mm256_castps256_ps128(f[r]), _mm256_extractf128_ps(f[r], 1));
+                h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+                float y = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h))) + fm[r];
+                store_row(j, m0 + r, n, &y, 1);
+            }
+        }
     }
 }
 
@@ -323,7 +391,7 @@ AMX_TARGET static void rows_amx(const int8_job *j, const panel *p, int m0, int n
     for (int r = 0; r < MT; r++)
         acc[r] = _mm512_setzero_ps();
     const int8_t *a = j->aq + (size_t)m0 * j->K;
-    const int8_t *wq = p->q + (size_t)v * (BLOCK_BYTES / 2);
+    const int8_t *wq = p->q + (size_t)v * VBYTES;
     const float *pd = p->d + 16 * v, *pm = p->m + 16 * v;
     for (int kb = 0; kb < j->nb; kb += 2) {
         bool two = kb + 1 < j->nb;
@@ -356,22 +424,35 @@ AMX_TARGET static void rows_amx(const int8_job *j, const panel *p, int m0, int n
 static void panel_task(const int8_job *j, panel *p, int n0)
 {
     unpack_panel(j, n0, p);
+    /* the rows of an A tile stay in cache across the panel's column groups */
     if (j->amx) {
         amx_begin();
-        for (int v = 0; v < 2 && n0 + 16 * v < j->N; v++)
-            for (int m0 = 0; m0 < j->Mpad; m0 += MT)
+        for (int m0 = 0; m0 < j->Mpad; m0 += MT)
+            for (int v = 0; v < NP / 16 && n0 + 16 * v < j->N; v++)
                 rows_amx(j, p, m0, n0, v);
         amx_end();
     } else {
         for (int m0 = 0; m0 < j->Mpad; m0 += MR)
-            rows_vnni(j, p, m0, n0);
+            for (int h = 0; h < NP / 32 && n0 + 32 * h < j->N; h++)
+                rows_vnni(j, p, m0, n0, h);
     }
 }
 
-/* Quantises X, then runs the panels; false when out of memory. */
+/* Quantises X, then runs the panels (or, for few rows, the columns in place); false when out of
+ * memory. */
 static bool run_job(int8_job *j)
 {
     int threads = omp_get_max_threads(), panels = (j->N + NP - 1) / NP;
+    if (j->M <= DIRECT_ROWS) {
+#pragma omp parallel for schedule(static)
+        for (int m = 0; m < j->M; m++)
+            quant_row(j, m);
+        int tasks = (j->N + DIRECT_COLS - 1) / DIRECT_COLS;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int t = 0; t < tasks; t++)
+            cols_direct(j, t * DIRECT_COLS, (t + 1) * DIRECT_COLS < j->N ? (t + 1) * DIRECT_COLS : j->N);
+        return true;
+    }
     size_t pbytes = (size_t)j->nb * (BLOCK_BYTES + 3 * NP * 4);
     unsigned char *pbuf = aligned_alloc(64, (size_t)threads * pbytes);
     if (!pbuf)
@@ -400,7 +481,7 @@ sd_status sd_linear_int8_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
     int8_job j = {.type = w->dtype, .row_bytes = (size_t)K / be * bb, .x_half = x->dtype == SD_DTYPE_F16,
                   .act = act, .M = M, .Mpad = (M + MT - 1) / MT * MT, .N = N, .K = K, .nb = K / QK};
     block_type(w->dtype, &j.mins);
-    j.amx = sd_linear_int8_route() == SD_INT8_AMX;
+    j.amx = sd_linear_int8_route() == SD_INT8_AMX && M > DIRECT_ROWS;
     sd_status st = sd_cl_finish(cl);
     if (st)
         return st;

@@ -4,7 +4,8 @@
  * q = nearest-even(x * (127 / max|x|))) and the host's exact dequantisation of the weight: what
  * remains is fp32 rounding of the scales and of the sum over blocks, bounded by 1e-5 times the
  * sum of the terms' magnitudes. The unquantised reference lies outside that bound (the route
- * did quantise). Odd M and N, one and several blocks, a batch, f16 input, bias and activations.
+ * did quantise). Odd M and N (few rows: the weight read in place; more: unpacked panels), one and
+ * several blocks, a batch, f16 input, bias and activations.
  * Capped to none, bf16 mode runs the path before the route bit for bit; Q6_K (16-element
  * scales) and fp8 always take that path. */
 #include "test.h"
@@ -136,7 +137,8 @@ static void test_routes(void)
         return;
     }
     static const int shapes[][5] = {/* batch, M, N, blocks, half */
-                                    {1, 1, 5, 1, 0}, {1, 17, 33, 3, 0}, {2, 21, 47, 2, 1}, {1, 37, 16, 1, 0}};
+                                    {1, 1, 5, 1, 0},   {1, 6, 19, 3, 1}, {1, 17, 33, 3, 0},
+                                    {2, 21, 47, 2, 1}, {1, 37, 16, 1, 0}};
     for (sd_int8_isa isa = SD_INT8_VNNI; isa <= best; isa++) {
         sd_int8_isa prior = sd_linear_int8_cap(isa);
         for (size_t t = 0; t < sizeof int8_types / sizeof int8_types[0]; t++) {
