@@ -12,7 +12,7 @@
  *         acc += float(sum) * (Wd * Ad) (+ Wm * Am) in fp32;
  *   AMX:  16 rows x 16 columns, per block one tdpbssd (A 16 x 32 bytes, B 8 quad rows x 16
  *         columns), the int32 tile stored and folded into 16 fp32 registers the same way; two
- *         tile sets alternate so the next block's product overlaps this block's folding.
+ *         tile sets alternate so the next block's product runs while this block is folded.
  * Bias and the activation are applied to the fp32 sums. Functions that use the instructions
  * carry their own target attribute; the CPU is checked at run time. */
 #include "runtime-opencl/linear_int8.h"
@@ -243,10 +243,22 @@ TARGET static void quant_row(const int8_job *j, int m)
 }
 
 /* out[m][n0 + c] = act(acc[c] + bias) for the columns c < cols that lie below N. */
-static void store_row(const int8_job *j, int m, int n0, const float *acc, int cols)
+TARGET static void store_row(const int8_job *j, int m, int n0, const float *acc, int cols)
 {
     float *dst = j->out + (size_t)m * j->N;
-    for (int c = 0; c < cols && n0 + c < j->N; c++) {
+    if (cols > j->N - n0)
+        cols = j->N - n0;
+    if (j->act == SD_ACT_NONE) {
+        for (int c = 0; c < cols; c += 16) {
+            __mmask16 k = cols - c >= 16 ? 0xffff : (__mmask16)((1u << (cols - c)) - 1);
+            __m512 y = _mm512_maskz_loadu_ps(k, acc + c);
+            if (j->bias)
+                y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(k, j->bias + n0 + c));
+            _mm512_mask_storeu_ps(dst + n0 + c, k, y);
+        }
+        return;
+    }
+    for (int c = 0; c < cols; c++) {
         float y = acc[c] + (j->bias ? j->bias[n0 + c] : 0.0f);
         if (j->act == SD_ACT_SILU)
             y = y / (1.0f + expf(-y));
@@ -371,47 +383,51 @@ AMX_TARGET static void amx_end(void)
 }
 
 /* acc[r] += float(sums[r]) * (d * Ad[row r, block kb]) (+ m * Am) for the 16 rows. */
-AMX_TARGET static inline void amx_fold(const int8_job *j, const int32_t (*sums)[16], __m512 *acc, __m512 d, __m512 m,
-                                       int m0, int kb)
-{
-    const float *ad = j->ad + (size_t)m0 * j->nb + kb, *am = j->am + (size_t)m0 * j->nb + kb;
-    for (int r = 0; r < MT; r++) {
-        __m512 s = _mm512_mul_ps(d, _mm512_set1_ps(ad[(size_t)r * j->nb]));
-        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(sums[r])), s, acc[r]);
-        if (j->mins)
-            acc[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(am[(size_t)r * j->nb]), acc[r]);
-    }
-}
+#define AMX_FOLD(sums, kb)                                                                                  \
+    do {                                                                                                    \
+        __m512 d_ = _mm512_loadu_ps(pd + (size_t)(kb) * NP), m_ = _mm512_loadu_ps(pm + (size_t)(kb) * NP);  \
+        const float *ad_ = j->ad + (size_t)m0 * j->nb + (kb), *am_ = j->am + (size_t)m0 * j->nb + (kb);     \
+        _Pragma("GCC unroll 16") for (int r = 0; r < MT; r++)                                               \
+        {                                                                                                   \
+            __m512 s_ = _mm512_mul_ps(d_, _mm512_set1_ps(ad_[(size_t)r * j->nb]));                         \
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((sums)[r])), s_, acc[r]);        \
+            if (j->mins)                                                                                    \
+                acc[r] = _mm512_fmadd_ps(m_, _mm512_set1_ps(am_[(size_t)r * j->nb]), acc[r]);               \
+        }                                                                                                   \
+    } while (0)
 
-/* AMX: rows [m0, m0 + MT) x the 16 panel columns of half v. */
+/* Block kb's product into tile c from A tile ta and B tile tb (literal tile numbers). */
+#define AMX_PRODUCT(c, ta, tb, kb)                                                                          \
+    do {                                                                                                    \
+        _tile_zero(c);                                                                                      \
+        _tile_loadd(ta, a + (size_t)(kb) * QK, j->K);                                                       \
+        _tile_loadd(tb, wq + (size_t)(kb) * BLOCK_BYTES, 64);                                               \
+        _tile_dpbssd(c, ta, tb);                                                                            \
+    } while (0)
+
+/* AMX: rows [m0, m0 + MT) x the 16 panel columns of group v. Software pipelined: block kb + 1's
+ * product is issued before block kb's sums are stored and folded, so the two overlap. */
 AMX_TARGET static void rows_amx(const int8_job *j, const panel *p, int m0, int n0, int v)
 {
     __m512 acc[MT];
-    int32_t sums[2][MT][16] __attribute__((aligned(64)));
+    int32_t sums[MT][16] __attribute__((aligned(64)));
     for (int r = 0; r < MT; r++)
         acc[r] = _mm512_setzero_ps();
     const int8_t *a = j->aq + (size_t)m0 * j->K;
     const int8_t *wq = p->q + (size_t)v * VBYTES;
     const float *pd = p->d + 16 * v, *pm = p->m + 16 * v;
+    AMX_PRODUCT(0, 2, 3, 0);
     for (int kb = 0; kb < j->nb; kb += 2) {
-        bool two = kb + 1 < j->nb;
-        _tile_zero(0);
-        _tile_loadd(2, a + (size_t)kb * QK, j->K);
-        _tile_loadd(3, wq + (size_t)kb * BLOCK_BYTES, 64);
-        _tile_dpbssd(0, 2, 3);
-        _tile_stored(0, sums[0], 64);
-        if (two) {
-            _tile_zero(1);
-            _tile_loadd(5, a + (size_t)(kb + 1) * QK, j->K);
-            _tile_loadd(4, wq + (size_t)(kb + 1) * BLOCK_BYTES, 64);
-            _tile_dpbssd(1, 5, 4);
-            _tile_stored(1, sums[1], 64);
-        }
-        amx_fold(j, (const int32_t (*)[16])sums[0], acc, _mm512_loadu_ps(pd + (size_t)kb * NP),
-                 _mm512_loadu_ps(pm + (size_t)kb * NP), m0, kb);
-        if (two)
-            amx_fold(j, (const int32_t (*)[16])sums[1], acc, _mm512_loadu_ps(pd + (size_t)(kb + 1) * NP),
-                     _mm512_loadu_ps(pm + (size_t)(kb + 1) * NP), m0, kb + 1);
+        if (kb + 1 < j->nb)
+            AMX_PRODUCT(1, 5, 4, kb + 1);
+        _tile_stored(0, sums, 64);
+        AMX_FOLD(sums, kb);
+        if (kb + 1 >= j->nb)
+            break;
+        if (kb + 2 < j->nb)
+            AMX_PRODUCT(0, 2, 3, kb + 2);
+        _tile_stored(1, sums, 64);
+        AMX_FOLD(sums, kb + 1);
     }
     for (int r = 0; r < MT && m0 + r < j->M; r++) {
         float row[16];
