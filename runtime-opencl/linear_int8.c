@@ -20,6 +20,7 @@
 #if defined(SDFLOW_HAVE_DNNL) && defined(__x86_64__) && defined(_OPENMP)
 
 #include "runtime-opencl/dnnl.h"
+#include "core/checked.h"
 #include <cpuid.h>
 #include <immintrin.h>
 #include <math.h>
@@ -501,10 +502,11 @@ sd_status sd_linear_int8_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
     sd_status st = sd_cl_finish(cl);
     if (st)
         return st;
-    /* sizes: Mpad * K fits since M * K and N * K are ints' products checked by the caller */
-    j.aq = aligned_alloc(64, (size_t)j.Mpad * K);
-    j.ad = malloc((size_t)j.Mpad * j.nb * sizeof *j.ad);
-    j.am = malloc((size_t)j.Mpad * j.nb * sizeof *j.am);
+    size_t qbytes, sbytes;
+    bool sized = sd_mul_size((size_t)j.Mpad, (size_t)K, &qbytes) && sd_mul_size(qbytes / QK, sizeof(float), &sbytes);
+    j.aq = sized ? aligned_alloc(64, qbytes) : NULL; /* a multiple of 16 * 32 bytes */
+    j.ad = sized ? malloc(sbytes) : NULL;
+    j.am = sized ? malloc(sbytes) : NULL;
     sd_dnnl_mapping mx = {0}, mw = {0}, mb = {0}, mo = {0};
     if (!j.aq || !j.ad || !j.am) {
         st = sd_set_error(cl->ctx, SD_ERR_NOMEM, "linear (int8): out of memory for the quantised input");
