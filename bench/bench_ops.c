@@ -3,10 +3,11 @@
  * time. The variants of one row are timed interleaved, one run each in turn, and each figure is
  * the best of N runs, so a shared machine's load hits them alike.
  *
- *   OPENBLAS_CORETYPE=SkylakeX bench_ops [--reps N] [--only gemm|conv|attn|kept|quant]
+ *   OPENBLAS_CORETYPE=SkylakeX bench_ops [--reps N] [--only gemm|conv|attn|kept|quant|int8]
  *
  * docs/benchmarks.md records results and the exact command. */
 #include "runtime-opencl/ops.h"
+#include "runtime-opencl/linear_int8.h"
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -20,11 +21,16 @@
 static int reps = 5;
 static sd_cl *cl;
 
-static double now(void)
+static double clock_s(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double now(void)
+{
+    return clock_s(CLOCK_MONOTONIC);
 }
 
 static float *random_floats(size_t n, unsigned seed)
@@ -58,11 +64,12 @@ static sd_dtensor *upload(sd_dtype dt, int ndim, const int64_t *shape, unsigned 
 /* One benchmark variant: run() does the work once (waiting for the device). */
 typedef struct variant {
     void (*run)(struct variant *v);
-    double best;
+    double best, best_cpu; /* seconds: wall clock, and the process's CPU time (every thread) */
     /* device operands */
     sd_dtensor *a, *b, *c;
     sd_conv2d_params conv;
     int heads;
+    int route; /* bench_quant_routes: -1 fp32, else bf16 with the int8 route capped at this sd_int8_isa */
     /* host operands (peer) */
     float *ha, *hb, *hcol, *hc;
     int M, K, N, C, HW;
@@ -73,14 +80,16 @@ typedef struct variant {
 static void time_interleaved(variant *const *vs, int n)
 {
     for (int i = 0; i < n; i++)
-        vs[i]->best = INFINITY;
+        vs[i]->best = vs[i]->best_cpu = INFINITY;
     for (int r = 0; r <= reps; r++)
         for (int i = 0; i < n; i++) {
-            double t0 = now();
+            double t0 = now(), c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
             vs[i]->run(vs[i]);
-            double t = now() - t0;
+            double t = now() - t0, c = clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
             if (r > 0 && t < vs[i]->best)
                 vs[i]->best = t;
+            if (r > 0 && c < vs[i]->best_cpu)
+                vs[i]->best_cpu = c;
         }
 }
 
@@ -219,6 +228,54 @@ static void bench_quant(void)
     variant_free(&v8);
     variant_free(&v4);
     fflush(stdout);
+}
+
+/* run_linear in v->route's precision and int8 route. */
+static void run_linear_route(variant *v)
+{
+    sd_int8_isa prior = sd_linear_int8_cap(v->route < 0 ? SD_INT8_NONE : (sd_int8_isa)v->route);
+    if (sd_context_set_precision(cl->ctx, v->route < 0 ? "fp32" : "bf16"))
+        die("precision");
+    run_linear(v);
+    sd_context_set_precision(cl->ctx, "fp32");
+    sd_linear_int8_cap(prior);
+}
+
+/* FLUX's linear shapes (a modulation of one token; 512 text tokens; 4096 + 512 tokens: qkv/proj,
+ * MLP up, MLP down) with Q8_0 / Q4_0 weights:
+ * fp32 (dequantised in the B pack step), bf16 by expanding the weight to f32 for oneDNN, and the
+ * int8 route (runtime-opencl/linear_int8.c) on AVX512-VNNI and on AMX-INT8 where present. */
+static void bench_quant_routes(void)
+{
+    static const int shapes[][3] = {{1, 3072, 18432},     {512, 3072, 3072},   {4608, 3072, 3072},
+                                    {4608, 3072, 12288}, {4608, 12288, 3072}};
+    static const sd_dtype types[] = {SD_DTYPE_Q8_0, SD_DTYPE_Q4_0};
+    int routes = (int)sd_linear_int8_route();
+    printf("\nlinear M x K x N, weight (wall clock; per CPU-second)   fp32  bf16 expand   int8 VNNI    int8 AMX\n");
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (size_t t = 0; t < 2; t++) {
+            int M = shapes[i][0], K = shapes[i][1], N = shapes[i][2];
+            variant v[4], *vs[4];
+            for (int r = 0; r < 2 + routes; r++) {
+                linear_blocks_setup(&v[r], M, K, N, types[t]);
+                v[r].run = run_linear_route;
+                v[r].route = r - 1;
+                vs[r] = &v[r];
+            }
+            time_interleaved(vs, 2 + routes);
+            double flops = 2.0 * M * K * N;
+            for (int cpu = 0; cpu < 2; cpu++) {
+                printf("  %5d x %5d x %5d %s %s", M, K, N, types[t] == SD_DTYPE_Q8_0 ? "q8_0" : "q4_0",
+                       cpu ? "GF/cpu-s" : "GF/s    ");
+                for (int r = 0; r < 4; r++)
+                    r < 2 + routes ? printf(" %11.1f", flops / (cpu ? v[r].best_cpu : v[r].best) * 1e-9)
+                                   : printf("         n/a");
+                printf("\n");
+            }
+            for (int r = 0; r < 2 + routes; r++)
+                variant_free(&v[r]);
+            fflush(stdout);
+        }
 }
 
 /* ---- 3x3 convolutions, padding 1, C -> C channels ---- */
@@ -425,7 +482,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             only = argv[++i];
         else {
-            fprintf(stderr, "usage: bench_ops [--reps N] [--only gemm|conv|attn|kept|quant]\n");
+            fprintf(stderr, "usage: bench_ops [--reps N] [--only gemm|conv|attn|kept|quant|int8]\n");
             return 2;
         }
     }
@@ -451,6 +508,8 @@ int main(int argc, char **argv)
         bench_kept();
     if (!only || !strcmp(only, "quant"))
         bench_quant();
+    if (!only || !strcmp(only, "quant") || !strcmp(only, "int8"))
+        bench_quant_routes();
     sd_context_free(ctx);
     return 0;
 }

@@ -1,6 +1,7 @@
 /* Matrix products: packing, the register-tile GEMM, and the matmul / linear ops. */
 #include "runtime-opencl/gemm.h"
 #include "runtime-opencl/dnnl.h"
+#include "runtime-opencl/linear_int8.h"
 #include "runtime-opencl/ops_quant.h"
 #include "core/checked.h"
 #include <limits.h>
@@ -277,7 +278,9 @@ sd_status sd_op_linear(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
     if (blocks && (st = sd_dnnl_wanted(cl, &bf16)))
         return sd_dtensor_drop_on_error(out, st);
     if (blocks && bf16 && M && N && K)
-        return sd_dtensor_drop_on_error(out, linear_bf16_blocks(cl, &dj));
+        return sd_dtensor_drop_on_error(out, sd_linear_int8_takes(w->dtype)
+                                                 ? sd_linear_int8_run(cl, x, w, bias, act, M, N, K, *out)
+                                                 : linear_bf16_blocks(cl, &dj));
     if (!blocks && in_bf16(cl, &dj, &st))
         return sd_dtensor_drop_on_error(out, st);
     sd_scratch ap = {0}, bp = {0};

@@ -8,6 +8,7 @@
 #include "ml/formats/gguf.h"
 #include "runtime-opencl/ops.h"
 #include "runtime-opencl/ops_quant.h"
+#include "runtime-opencl/linear_int8.h"
 #include "support/ops_check.h"
 #include <math.h>
 #include <stdlib.h>
@@ -163,7 +164,8 @@ static void test_other_ops_refuse(void)
 }
 
 #ifdef SDFLOW_HAVE_DNNL
-/* bf16 mode: the block weight is expanded to f32 for the call, then oneDNN runs as for an f32 w. */
+/* bf16 mode without the int8 route (test_int8_linear tests it): the block weight is expanded to
+ * f32 for the call, then oneDNN runs as for an f32 w. */
 static void test_bf16_mode(void)
 {
     sd_cl *cl = ops_cl();
@@ -178,8 +180,10 @@ static void test_bf16_mode(void)
     sd_dtensor *wq = NULL, *wf = ops_upload(ref, 2, ws), *x = ops_upload_random(-1, 1, 8, 2, xs), *yq = NULL,
                *yf = NULL;
     CHECK_EQ_INT(sd_dtensor_new_blocks(cl, SD_DTYPE_Q8_0, 2, ws, bytes, nbytes, &wq), SD_OK);
+    sd_int8_isa prior = sd_linear_int8_cap(SD_INT8_NONE);
     CHECK_EQ_INT(sd_context_set_precision(cl->ctx, "bf16"), SD_OK);
     CHECK_EQ_INT(sd_op_linear(cl, x, wq, NULL, SD_ACT_NONE, &yq), SD_OK);
+    sd_linear_int8_cap(prior);
     CHECK_EQ_INT(sd_op_linear(cl, x, wf, NULL, SD_ACT_NONE, &yf), SD_OK);
     CHECK_EQ_INT(sd_context_set_precision(cl->ctx, "fp32"), SD_OK);
     float *want = yf ? ops_download(yf) : NULL;

@@ -1,0 +1,563 @@
+/* int8 linear on the host for block-quantised weights (runtime-opencl/linear_int8.h).
+ *
+ * The activations X [M, K] are quantised once per call, row by row and 32-element block by block
+ * (rows padded to a multiple of 16 with zeros): Aq [Mpad][K] int8 (plus 128, i.e. unsigned, for
+ * VNNI's unsigned-by-signed product), Ad [Mpad][nb] scales, Am [Mpad][nb] = Ad * sum(q) for the
+ * weights with a minimum. A task owns NP = 64 output columns: it unpacks their weight rows into a
+ * panel of signed int8 quads in the operand layout of both products
+ *   Wq[kb][v][p][e][t] = q_w of column 16 v + e, element 4 p + t of block kb (v < 4, p < 8)
+ * with per-block fp32 scales Wd, minima Wm and, for VNNI, Wc = -128 * sum(q_w) (which the
+ * accumulator starts from, taking back the 128 added to the activations), then sweeps all rows:
+ *   VNNI: 4 rows x 32 columns, per block 8 vpdpbusd steps into int32 lanes, then
+ *         acc += float(sum) * (Wd * Ad) (+ Wm * Am) in fp32;
+ *   AMX:  16 rows x 16 columns, per block one tdpbssd (A 16 x 32 bytes, B 8 quad rows x 16
+ *         columns), the int32 tile stored and folded into 16 fp32 registers the same way; two
+ *         tile sets alternate so the next block's product runs while this block is folded.
+ * Bias and the activation are applied to the fp32 sums. Functions that use the instructions
+ * carry their own target attribute; the CPU is checked at run time. */
+#include "runtime-opencl/linear_int8.h"
+
+#if defined(SDFLOW_HAVE_DNNL) && defined(__x86_64__) && defined(_OPENMP)
+
+#include "runtime-opencl/dnnl.h"
+#include "core/checked.h"
+#include <cpuid.h>
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#define AMX_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,amx-tile,amx-int8")))
+#define QK 32                /* elements per block (K-quants: per 32-element sub-block) */
+#define NP 64                /* output columns per task */
+#define MT 16                /* rows per AMX tile; rows are padded to a multiple */
+#define MR 4                 /* rows per VNNI register block */
+#define VBYTES (QK * 16)     /* Wq bytes per block and 16 columns */
+#define BLOCK_BYTES (QK * NP) /* Wq bytes per block */
+#define DIRECT_ROWS 8        /* at most this many rows: the weight blocks are read in place */
+#define DIRECT_COLS 64       /* columns per task then */
+
+#define ARCH_REQ_XCOMP_PERM 0x1023 /* arch_prctl: ask for an extended state component */
+#define XFEATURE_XTILEDATA 18      /* AMX tile data */
+
+static sd_int8_isa detected, cap = SD_INT8_AMX;
+static pthread_once_t detect_once = PTHREAD_ONCE_INIT;
+
+/* CPUID for AVX512-VNNI (leaf 7.0 ECX bit 11, with AVX512BW), then AMX-TILE and AMX-INT8 (EDX
+ * bits 24, 25) and the kernel's permission to use the tile state (refused: VNNI only). */
+static void detect(void)
+{
+    unsigned a, b, c, d;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512bw") || !__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(c & (1u << 11)))
+        return;
+    detected = SD_INT8_VNNI;
+    if ((d & (1u << 24)) && (d & (1u << 25)) && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0)
+        detected = SD_INT8_AMX;
+}
+
+sd_int8_isa sd_linear_int8_route(void)
+{
+    pthread_once(&detect_once, detect);
+    return detected < cap ? detected : cap;
+}
+
+sd_int8_isa sd_linear_int8_cap(sd_int8_isa max)
+{
+    sd_int8_isa prior = cap;
+    cap = max;
+    return prior;
+}
+
+/* Bytes per 32-element block step of a row (K-quants: per super-block, 8 steps). */
+static bool block_type(sd_dtype t, bool *mins)
+{
+    *mins = t == SD_DTYPE_Q4_1 || t == SD_DTYPE_Q5_1 || t == SD_DTYPE_Q4_K || t == SD_DTYPE_Q5_K;
+    return t == SD_DTYPE_Q8_0 || t == SD_DTYPE_Q4_0 || t == SD_DTYPE_Q5_0 || *mins;
+}
+
+bool sd_linear_int8_takes(sd_dtype dtype)
+{
+    bool mins;
+    return sd_linear_int8_route() != SD_INT8_NONE && block_type(dtype, &mins);
+}
+
+typedef struct int8_job {
+    const unsigned char *w; /* [N] rows of row_bytes */
+    size_t row_bytes;
+    sd_dtype type;
+    bool mins, amx, x_half;
+    const void *x;
+    const float *bias;
+    float *out;
+    sd_act act;
+    int M, Mpad, N, K, nb;
+    int8_t *aq;     /* [Mpad][K] */
+    float *ad, *am; /* [Mpad][nb] */
+} int8_job;
+
+/* One NP-column panel of the weight (layout above). */
+typedef struct panel {
+    int8_t *q;
+    float *d, *m;
+    int32_t *c;
+} panel;
+
+TARGET static inline float f16at(const unsigned char *p)
+{
+    return _cvtsh_ss((unsigned short)(p[0] | p[1] << 8));
+}
+
+static uint32_t le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Block kb of a weight row as q[32] * d + m (kernels/dequant.cl's layouts; the K-quants' scales
+ * d * sc and minima dmin * m rounded to fp32 as there). */
+TARGET static void unpack_block(sd_dtype t, const unsigned char *row, int kb, int8_t *q, float *d, float *m)
+{
+    *m = 0.0f;
+    if (t == SD_DTYPE_Q8_0) {
+        const unsigned char *b = row + (size_t)kb * 34;
+        *d = f16at(b);
+        memcpy(q, b + 2, QK);
+        return;
+    }
+    if (t == SD_DTYPE_Q4_K || t == SD_DTYPE_Q5_K) {
+        bool five = t == SD_DTYPE_Q5_K;
+        const unsigned char *b = row + (size_t)(kb / 8) * (five ? 176 : 144), *sc = b + 4, *qh = b + 16;
+        const unsigned char *qs = b + (five ? 48 : 16) + 32 * (kb % 8 / 2);
+        int j = kb % 8, s, mn;
+        if (j < 4) {
+            s = sc[j] & 63;
+            mn = sc[j + 4] & 63;
+        } else {
+            s = (sc[j + 4] & 0x0F) | ((sc[j - 4] >> 6) << 4);
+            mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+        }
+        *d = f16at(b) * (float)s;
+        *m = -(f16at(b + 2) * (float)mn);
+        for (int l = 0; l < QK; l++)
+            q[l] = (int8_t)(((j & 1) ? qs[l] >> 4 : qs[l] & 0x0F) | (five ? ((qh[l] >> j) & 1) << 4 : 0));
+        return;
+    }
+    bool has_min = t == SD_DTYPE_Q4_1 || t == SD_DTYPE_Q5_1, five = t == SD_DTYPE_Q5_0 || t == SD_DTYPE_Q5_1;
+    size_t bytes = 18 + (has_min ? 2 : 0) + (five ? 4 : 0);
+    const unsigned char *b = row + (size_t)kb * bytes, *p = b + (has_min ? 4 : 2);
+    *d = f16at(b);
+    if (has_min)
+        *m = f16at(b + 2);
+    uint32_t qh = five ? le32(p) : 0;
+    const unsigned char *qs = p + (five ? 4 : 0);
+    int offset = has_min ? 0 : five ? 16 : 8;
+    for (int l = 0; l < QK; l++)
+        q[l] = (int8_t)(((l < 16 ? qs[l] & 0x0F : qs[l - 16] >> 4) | (int)((qh >> l) & 1u) << 4) - offset);
+}
+
+/* Block kb of a weight row as 32 signed int8 values (unpack_block's), Q8_0 and Q4_0 in vector
+ * registers. */
+TARGET static inline __m256i block_s8(sd_dtype t, const unsigned char *row, int kb, float *d, float *m)
+{
+    if (t == SD_DTYPE_Q8_0) {
+        const unsigned char *b = row + (size_t)kb * 34;
+        *d = f16at(b);
+        *m = 0.0f;
+        return _mm256_loadu_si256((const __m256i *)(b + 2));
+    }
+    if (t == SD_DTYPE_Q4_0) {
+        const unsigned char *b = row + (size_t)kb * 18;
+        __m128i qs = _mm_loadu_si128((const __m128i *)(b + 2)), low = _mm_set1_epi8(0x0F);
+        __m256i v = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low), _mm_and_si128(qs, low));
+        *d = f16at(b);
+        *m = 0.0f;
+        return _mm256_sub_epi8(v, _mm256_set1_epi8(8));
+    }
+    int8_t q[QK];
+    unpack_block(t, row, kb, q, d, m);
+    return _mm256_loadu_si256((const __m256i *)q);
+}
+
+/* The sum of 32 signed bytes. */
+TARGET static inline int sum_s8(__m256i v)
+{
+    __m256i s = _mm256_sad_epu8(_mm256_xor_si256(v, _mm256_set1_epi8((char)0x80)), _mm256_setzero_si256());
+    __m128i h = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    return (int)(_mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1)) - 128 * QK;
+}
+
+/* Unpacks the weight rows [n0, n0 + NP) (zeros past N) into p. */
+TARGET static void unpack_panel(const int8_job *j, int n0, panel *p)
+{
+    for (int c = 0; c < NP; c++) {
+        int n = n0 + c, v = c / 16, e = c % 16;
+        for (int kb = 0; kb < j->nb; kb++) {
+            float d = 0.0f, m = 0.0f;
+            __m256i q = n < j->N ? block_s8(j->type, j->w + (size_t)n * j->row_bytes, kb, &d, &m)
+                                 : _mm256_setzero_si256();
+            uint32_t quads[QK / 4];
+            _mm256_storeu_si256((__m256i *)quads, q);
+            uint32_t *dst = (uint32_t *)(p->q + (size_t)kb * BLOCK_BYTES + (size_t)v * VBYTES) + e;
+            for (int s = 0; s < QK / 4; s++)
+                dst[16 * s] = quads[s];
+            p->d[(size_t)kb * NP + c] = d;
+            p->m[(size_t)kb * NP + c] = m;
+            p->c[(size_t)kb * NP + c] = -128 * sum_s8(q);
+        }
+    }
+}
+
+/* Quantises row m of X (zeros past M) into Aq, Ad, Am. */
+TARGET static void quant_row(const int8_job *j, int m)
+{
+    int8_t *q = j->aq + (size_t)m * j->K;
+    float *d = j->ad + (size_t)m * j->nb, *am = j->am + (size_t)m * j->nb;
+    if (m >= j->M) {
+        memset(q, 0, (size_t)j->K);
+        memset(d, 0, (size_t)j->nb * sizeof *d);
+        memset(am, 0, (size_t)j->nb * sizeof *am);
+        return;
+    }
+    size_t base = (size_t)m * j->K;
+    __m128i flip = _mm_set1_epi8(j->amx ? 0 : (char)0x80);
+    for (int kb = 0; kb < j->nb; kb++) {
+        __m512 x[2];
+        for (int h = 0; h < 2; h++) {
+            size_t i = base + (size_t)kb * QK + 16 * h;
+            x[h] = j->x_half ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)j->x + i)))
+                             : _mm512_loadu_ps((const float *)j->x + i);
+        }
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x[0]), _mm512_abs_ps(x[1])));
+        __m512 id = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+        __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x[0], id)), q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x[1], id));
+        int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        _mm_storeu_si128((__m128i *)(q + (size_t)kb * QK), _mm_xor_si128(_mm512_cvtepi32_epi8(q0), flip));
+        _mm_storeu_si128((__m128i *)(q + (size_t)kb * QK + 16), _mm_xor_si128(_mm512_cvtepi32_epi8(q1), flip));
+        d[kb] = amax / 127.0f;
+        am[kb] = d[kb] * (float)sum;
+    }
+}
+
+/* out[m][n0 + c] = act(acc[c] + bias) for the columns c < cols that lie below N. */
+TARGET static void store_row(const int8_job *j, int m, int n0, const float *acc, int cols)
+{
+    float *dst = j->out + (size_t)m * j->N;
+    if (cols > j->N - n0)
+        cols = j->N - n0;
+    if (j->act == SD_ACT_NONE) {
+        for (int c = 0; c < cols; c += 16) {
+            __mmask16 k = cols - c >= 16 ? 0xffff : (__mmask16)((1u << (cols - c)) - 1);
+            __m512 y = _mm512_maskz_loadu_ps(k, acc + c);
+            if (j->bias)
+                y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(k, j->bias + n0 + c));
+            _mm512_mask_storeu_ps(dst + n0 + c, k, y);
+        }
+        return;
+    }
+    for (int c = 0; c < cols; c++) {
+        float y = acc[c] + (j->bias ? j->bias[n0 + c] : 0.0f);
+        if (j->act == SD_ACT_SILU)
+            y = y / (1.0f + expf(-y));
+        else if (j->act == SD_ACT_GELU)
+            y = 0.5f * y * (1.0f + erff(y * 0.70710678118654752f));
+        dst[n0 + c] = y;
+    }
+}
+
+/* VNNI: rows [m0, m0 + MR) x the panel's 32 columns of half h. */
+TARGET static void rows_vnni(const int8_job *j, const panel *p, int m0, int n0, int h)
+{
+    __m512 f[MR][2];
+    for (int r = 0; r < MR; r++)
+        f[r][0] = f[r][1] = _mm512_setzero_ps();
+    const int8_t *a = j->aq + (size_t)m0 * j->K;
+    const int32_t *pc = p->c + 32 * h;
+    const float *pd = p->d + 32 * h, *pm = p->m + 32 * h;
+    for (int kb = 0; kb < j->nb; kb++) {
+        __m512i acc[MR][2], c0 = _mm512_loadu_si512(pc + (size_t)kb * NP),
+                            c1 = _mm512_loadu_si512(pc + (size_t)kb * NP + 16);
+        for (int r = 0; r < MR; r++) {
+            acc[r][0] = c0;
+            acc[r][1] = c1;
+        }
+        const int8_t *wq = p->q + (size_t)kb * BLOCK_BYTES + (size_t)h * 2 * VBYTES;
+        for (int s = 0; s < QK / 4; s++) {
+            __m512i w0 = _mm512_loadu_si512(wq + 64 * s), w1 = _mm512_loadu_si512(wq + VBYTES + 64 * s);
+            for (int r = 0; r < MR; r++) {
+                int32_t quad;
+                memcpy(&quad, a + (size_t)r * j->K + (size_t)kb * QK + 4 * s, 4);
+                __m512i av = _mm512_set1_epi32(quad);
+                acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, w0);
+                acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, w1);
+            }
+        }
+        __m512 d0 = _mm512_loadu_ps(pd + (size_t)kb * NP), d1 = _mm512_loadu_ps(pd + (size_t)kb * NP + 16);
+        for (int r = 0; r < MR; r++) {
+            __m512 s = _mm512_set1_ps(j->ad[(size_t)(m0 + r) * j->nb + kb]);
+            f[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][0]), _mm512_mul_ps(d0, s), f[r][0]);
+            f[r][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][1]), _mm512_mul_ps(d1, s), f[r][1]);
+        }
+        if (j->mins) {
+            __m512 m0v = _mm512_loadu_ps(pm + (size_t)kb * NP), m1v = _mm512_loadu_ps(pm + (size_t)kb * NP + 16);
+            for (int r = 0; r < MR; r++) {
+                __m512 s = _mm512_set1_ps(j->am[(size_t)(m0 + r) * j->nb + kb]);
+                f[r][0] = _mm512_fmadd_ps(m0v, s, f[r][0]);
+                f[r][1] = _mm512_fmadd_ps(m1v, s, f[r][1]);
+            }
+        }
+    }
+    for (int r = 0; r < MR && m0 + r < j->M; r++) {
+        float row[32];
+        _mm512_storeu_ps(row, f[r][0]);
+        _mm512_storeu_ps(row + 16, f[r][1]);
+        store_row(j, m0 + r, n0 + 32 * h, row, 32);
+    }
+}
+
+/* Few rows (M <= DIRECT_ROWS): columns [n0, n1) straight from the weight blocks, one block at a
+ * time against up to MR rows (u8 activations, VNNI in 256-bit registers), fp32 per lane, summed
+ * across lanes at the end of a column. */
+TARGET static void cols_direct(const int8_job *j, int n0, int n1)
+{
+    __m256i ones = _mm256_set1_epi8(1);
+    for (int m0 = 0; m0 < j->M; m0 += MR) {
+        int rows = j->M - m0 < MR ? j->M - m0 : MR;
+        for (int n = n0; n < n1; n++) {
+            const unsigned char *wrow = j->w + (size_t)n * j->row_bytes;
+            __m256 f[MR];
+            float fm[MR] = {0};
+            for (int r = 0; r < MR; r++)
+                f[r] = _mm256_setzero_ps();
+            for (int kb = 0; kb < j->nb; kb++) {
+                float d, m;
+                __m256i w = block_s8(j->type, wrow, kb, &d, &m);
+                /* 128 * (the sum of each lane's 4 weights): what the unsigned activations add */
+                __m256i corr = _mm256_slli_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, w), 7);
+                for (int r = 0; r < rows; r++) {
+                    size_t at = (size_t)(m0 + r) * j->nb + kb;
+                    __m256i a = _mm256_loadu_si256((const __m256i *)(j->aq + (size_t)(m0 + r) * j->K + (size_t)kb * QK));
+                    __m256i i = _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), a, w), corr);
+                    f[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_set1_ps(d * j->ad[at]), f[r]);
+                    fm[r] += m * j->am[at];
+                }
+            }
+            for (int r = 0; r < rows; r++) {
+                __m128 h = _mm_add_ps(_mm256_castps256_ps128(f[r]), _mm256_extractf128_ps(f[r], 1));
+                h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+                float y = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h))) + fm[r];
+                store_row(j, m0 + r, n, &y, 1);
+            }
+        }
+    }
+}
+
+/* ---- AMX ---- */
+
+/* Tile configuration (palette 1): 0, 1 int32 sums (16 rows x 16 columns); 2, 5 activations (16
+ * rows x 32 bytes); 3, 4 weights (8 quad rows x 16 columns x 4 bytes). Blocks alternate between
+ * (0, 2, 3) and (1, 5, 4). A constant in memory (GCC's _tile_loadconfig reads it whole). */
+typedef struct __attribute__((packed)) amx_config {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_config;
+
+static const amx_config amx_cfg = {
+    .palette = 1,
+    .colsb = {64, 64, 32, 64, 64, 32},
+    .rows = {MT, MT, MT, QK / 4, QK / 4, MT},
+};
+
+AMX_TARGET static void amx_begin(void)
+{
+    _tile_loadconfig(&amx_cfg);
+}
+
+AMX_TARGET static void amx_end(void)
+{
+    _tile_release();
+}
+
+/* acc[r] += float(sums[r]) * (d * Ad[row r, block kb]) (+ m * Am) for the 16 rows. */
+#define AMX_FOLD(sums, kb)                                                                                  \
+    do {                                                                                                    \
+        __m512 d_ = _mm512_loadu_ps(pd + (size_t)(kb) * NP), m_ = _mm512_loadu_ps(pm + (size_t)(kb) * NP);  \
+        const float *ad_ = j->ad + (size_t)m0 * j->nb + (kb), *am_ = j->am + (size_t)m0 * j->nb + (kb);     \
+        _Pragma("GCC unroll 16") for (int r = 0; r < MT; r++)                                               \
+        {                                                                                                   \
+            __m512 s_ = _mm512_mul_ps(d_, _mm512_set1_ps(ad_[(size_t)r * j->nb]));                         \
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((sums)[r])), s_, acc[r]);        \
+            if (j->mins)                                                                                    \
+                acc[r] = _mm512_fmadd_ps(m_, _mm512_set1_ps(am_[(size_t)r * j->nb]), acc[r]);               \
+        }                                                                                                   \
+    } while (0)
+
+/* Block kb's product into tile c from A tile ta and B tile tb (literal tile numbers). */
+#define AMX_PRODUCT(c, ta, tb, kb)                                                                          \
+    do {                                                                                                    \
+        _tile_zero(c);                                                                                      \
+        _tile_loadd(ta, a + (size_t)(kb) * QK, j->K);                                                       \
+        _tile_loadd(tb, wq + (size_t)(kb) * BLOCK_BYTES, 64);                                               \
+        _tile_dpbssd(c, ta, tb);                                                                            \
+    } while (0)
+
+/* AMX: rows [m0, m0 + MT) x the 16 panel columns of group v. Software pipelined: block kb + 1's
+ * product is issued before block kb's sums are stored and folded, so the two overlap. */
+AMX_TARGET static void rows_amx(const int8_job *j, const panel *p, int m0, int n0, int v)
+{
+    __m512 acc[MT];
+    int32_t sums[MT][16] __attribute__((aligned(64)));
+    for (int r = 0; r < MT; r++)
+        acc[r] = _mm512_setzero_ps();
+    const int8_t *a = j->aq + (size_t)m0 * j->K;
+    const int8_t *wq = p->q + (size_t)v * VBYTES;
+    const float *pd = p->d + 16 * v, *pm = p->m + 16 * v;
+    AMX_PRODUCT(0, 2, 3, 0);
+    for (int kb = 0; kb < j->nb; kb += 2) {
+        if (kb + 1 < j->nb)
+            AMX_PRODUCT(1, 5, 4, kb + 1);
+        _tile_stored(0, sums, 64);
+        AMX_FOLD(sums, kb);
+        if (kb + 1 >= j->nb)
+            break;
+        if (kb + 2 < j->nb)
+            AMX_PRODUCT(0, 2, 3, kb + 2);
+        _tile_stored(1, sums, 64);
+        AMX_FOLD(sums, kb + 1);
+    }
+    for (int r = 0; r < MT && m0 + r < j->M; r++) {
+        float row[16];
+        _mm512_storeu_ps(row, acc[r]);
+        store_row(j, m0 + r, n0 + 16 * v, row, 16);
+    }
+}
+
+/* The panel of columns [n0, n0 + NP) over all rows. */
+static void panel_task(const int8_job *j, panel *p, int n0)
+{
+    unpack_panel(j, n0, p);
+    /* the rows of an A tile stay in cache across the panel's column groups */
+    if (j->amx) {
+        amx_begin();
+        for (int m0 = 0; m0 < j->Mpad; m0 += MT)
+            for (int v = 0; v < NP / 16 && n0 + 16 * v < j->N; v++)
+                rows_amx(j, p, m0, n0, v);
+        amx_end();
+    } else {
+        for (int m0 = 0; m0 < j->Mpad; m0 += MR)
+            for (int h = 0; h < NP / 32 && n0 + 32 * h < j->N; h++)
+                rows_vnni(j, p, m0, n0, h);
+    }
+}
+
+/* Quantises X, then runs the panels (or, for few rows, the columns in place); false when out of
+ * memory. */
+static bool run_job(int8_job *j)
+{
+    int threads = omp_get_max_threads(), panels = (j->N + NP - 1) / NP;
+    if (j->M <= DIRECT_ROWS) {
+#pragma omp parallel for schedule(static)
+        for (int m = 0; m < j->M; m++)
+            quant_row(j, m);
+        int tasks = (j->N + DIRECT_COLS - 1) / DIRECT_COLS;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int t = 0; t < tasks; t++)
+            cols_direct(j, t * DIRECT_COLS, (t + 1) * DIRECT_COLS < j->N ? (t + 1) * DIRECT_COLS : j->N);
+        return true;
+    }
+    size_t pbytes = (size_t)j->nb * (BLOCK_BYTES + 3 * NP * 4);
+    unsigned char *pbuf = aligned_alloc(64, (size_t)threads * pbytes);
+    if (!pbuf)
+        return false;
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < j->Mpad; m++)
+        quant_row(j, m);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int t = 0; t < panels; t++) {
+        unsigned char *mine = pbuf + (size_t)omp_get_thread_num() * pbytes;
+        panel p = {.q = (int8_t *)mine};
+        p.d = (float *)(mine + (size_t)j->nb * BLOCK_BYTES);
+        p.m = p.d + (size_t)j->nb * NP;
+        p.c = (int32_t *)(p.m + (size_t)j->nb * NP);
+        panel_task(j, &p, t * NP);
+    }
+    free(pbuf);
+    return true;
+}
+
+sd_status sd_linear_int8_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
+                             sd_act act, int M, int N, int K, sd_dtensor *out)
+{
+    size_t be, bb;
+    sd_dtype_block(w->dtype, &be, &bb);
+    int8_job j = {.type = w->dtype, .row_bytes = (size_t)K / be * bb, .x_half = x->dtype == SD_DTYPE_F16,
+                  .act = act, .M = M, .Mpad = (M + MT - 1) / MT * MT, .N = N, .K = K, .nb = K / QK};
+    block_type(w->dtype, &j.mins);
+    j.amx = sd_linear_int8_route() == SD_INT8_AMX && M > DIRECT_ROWS;
+    sd_status st = sd_cl_finish(cl);
+    if (st)
+        return st;
+    size_t qbytes, sbytes;
+    bool sized = sd_mul_size((size_t)j.Mpad, (size_t)K, &qbytes) && sd_mul_size(qbytes / QK, sizeof(float), &sbytes);
+    j.aq = sized ? aligned_alloc(64, qbytes) : NULL; /* a multiple of 16 * 32 bytes */
+    j.ad = sized ? malloc(sbytes) : NULL;
+    j.am = sized ? malloc(sbytes) : NULL;
+    sd_dnnl_mapping mx = {0}, mw = {0}, mb = {0}, mo = {0};
+    if (!j.aq || !j.ad || !j.am) {
+        st = sd_set_error(cl->ctx, SD_ERR_NOMEM, "linear (int8): out of memory for the quantised input");
+        goto done;
+    }
+    if ((st = sd_dnnl_map(cl, x->buf, x->numel * sd_dtype_size(x->dtype), false, &mx)) ||
+        (st = sd_dnnl_map(cl, w->buf, (size_t)N * j.row_bytes, false, &mw)) ||
+        (st = sd_dnnl_map(cl, bias ? bias->buf : NULL, bias ? bias->numel * 4 : 0, false, &mb)) ||
+        (st = sd_dnnl_map(cl, out->buf, out->numel * 4, true, &mo)))
+        goto done;
+    j.x = mx.ptr;
+    j.w = mw.ptr;
+    j.bias = mb.ptr;
+    j.out = mo.ptr;
+    if (!run_job(&j))
+        st = sd_set_error(cl->ctx, SD_ERR_NOMEM, "linear (int8): out of memory for the weight panels");
+done:
+    sd_dnnl_unmap(cl, &mx);
+    sd_dnnl_unmap(cl, &mw);
+    sd_dnnl_unmap(cl, &mb);
+    sd_dnnl_unmap(cl, &mo);
+    free(j.aq);
+    free(j.ad);
+    free(j.am);
+    return st;
+}
+
+#else
+
+sd_int8_isa sd_linear_int8_route(void)
+{
+    return SD_INT8_NONE;
+}
+
+sd_int8_isa sd_linear_int8_cap(sd_int8_isa max)
+{
+    (void)max;
+    return SD_INT8_NONE;
+}
+
+bool sd_linear_int8_takes(sd_dtype dtype)
+{
+    (void)dtype;
+    return false;
+}
+
+sd_status sd_linear_int8_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
+                             sd_act act, int M, int N, int K, sd_dtensor *out)
+{
+    (void)x, (void)w, (void)bias, (void)act, (void)M, (void)N, (void)K, (void)out;
+    return sd_set_error(cl->ctx, SD_ERR_USAGE, "linear (int8): not available in this build");
+}
+
+#endif
