@@ -1,0 +1,62 @@
+/* The host attention loops' shared parts (runtime-opencl/attn_host.h). */
+#if defined(SDFLOW_HAVE_DNNL) && defined(__x86_64__) && defined(_OPENMP)
+
+#include "runtime-opencl/attn_host.h"
+
+void sd_attn_host_init(sd_attn_host_job *g, const sd_dtensor *q, const sd_dtensor *k, int heads, int mb, int mq)
+{
+    *g = (sd_attn_host_job){.B = (int)q->shape[0], .Nq = (int)q->shape[1], .Nk = (int)k->shape[1], .H = heads,
+                            .D = (int)(q->shape[2] / heads), .kv_half = k->dtype == SD_DTYPE_F16, .mb = mb, .mq = mq};
+}
+
+sd_status sd_attn_host_map(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, const sd_dtensor *v,
+                           const sd_dtensor *mask, sd_dtensor *out, sd_attn_host_io *io)
+{
+    size_t esz = sd_dtype_size(k->dtype);
+    sd_status st;
+    if ((st = sd_dnnl_map(cl, q->buf, q->numel * 4, false, &io->q)) ||
+        (st = sd_dnnl_map(cl, k->buf, k->numel * esz, false, &io->k)) ||
+        (st = sd_dnnl_map(cl, v->buf, v->numel * esz, false, &io->v)) ||
+        (st = sd_dnnl_map(cl, mask ? mask->buf : NULL, mask ? mask->numel * 4 : 0, false, &io->mask)))
+        return st;
+    return sd_dnnl_map(cl, out->buf, out->numel * 4, true, &io->out);
+}
+
+void sd_attn_host_unmap(sd_cl *cl, sd_attn_host_io *io)
+{
+    sd_dnnl_unmap(cl, &io->q);
+    sd_dnnl_unmap(cl, &io->k);
+    sd_dnnl_unmap(cl, &io->v);
+    sd_dnnl_unmap(cl, &io->mask);
+    sd_dnnl_unmap(cl, &io->out);
+}
+
+#define TASK_ROWS 64 /* query rows per scheduled unit */
+
+void sd_attn_host_schedule(sd_attn_host_job *g, const sd_attn_host_io *io, const void *job,
+                           void (*pack)(const void *job, int b, int h),
+                           void (*task)(const void *job, int b, int h, int i0, int i1), bool all_heads)
+{
+    g->q = io->q.ptr;
+    g->k = io->k.ptr;
+    g->v = io->v.ptr;
+    g->mask = io->mask.ptr;
+    g->out = io->out.ptr;
+    int heads = g->B * g->H;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int t = 0; t < heads; t++)
+        pack(job, t / g->H, t % g->H);
+    int chunks = (g->Nq + TASK_ROWS - 1) / TASK_ROWS, per_task = all_heads ? g->H : 1;
+    long tasks = (long)heads / per_task * chunks;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (long t = 0; t < tasks; t++) {
+        int bh = (int)(t / chunks) * per_task, c = (int)(t % chunks);
+        int end = (c + 1) * TASK_ROWS < g->Nq ? (c + 1) * TASK_ROWS : g->Nq;
+        for (int u = 0; u < per_task; u++)
+            task(job, (bh + u) / g->H, (bh + u) % g->H, c * TASK_ROWS, end);
+    }
+}
+
+#else
+typedef int sd_attn_host_unused; /* ISO C: a translation unit is not empty */
+#endif
