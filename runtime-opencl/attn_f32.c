@@ -113,10 +113,7 @@ SD_ATTN_TARGET static void rows_finish(const f32_job *j, int b, int h, int i0, i
     const sd_attn_host_job *g = &j->host;
     for (int r = 0; r < n && i0 + r < g->Nq; r++) {
         float l = _mm512_reduce_add_ps(st->lv[r]), inv = l > 0.0f ? 1.0f / l : 0.0f;
-        float *dst = sd_attn_host_out(g, b, h, i0 + r);
-        const float *o = st->o + (size_t)r * j->ds;
-        for (int d = 0; d < g->D; d++)
-            dst[d] = o[d] * inv;
+        row_f32(st->o + (size_t)r * j->ds, false, g->D, g->D, inv, sd_attn_host_out(g, b, h, i0 + r));
     }
 }
 
@@ -216,16 +213,15 @@ sd_status sd_attn_f32_run(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, c
     sd_status st = sd_cl_finish(cl);
     if (st)
         return st;
-    j.kp = malloc(bh * j.kp_stride * 4);
-    j.vp = malloc(bh * j.vp_stride * 4);
     j.states = aligned_alloc(64, (size_t)omp_get_max_threads() * sizeof *j.states); /* sizeof: a multiple of 64 */
-    if (!j.kp || !j.vp || !j.states)
-        st = sd_set_error(cl->ctx, SD_ERR_NOMEM, "attention (fp32): out of memory for the packed K and V");
-    else if (!(st = sd_attn_host_map(cl, q, k, v, mask, out, &io)))
+    if (!j.states)
+        st = sd_set_error(cl->ctx, SD_ERR_NOMEM, "attention (fp32): out of memory for the row states");
+    else if (!(st = sd_attn_host_map(cl, q, k, v, mask, out, bh * j.kp_stride * 4, bh * j.vp_stride * 4, &io))) {
+        j.kp = io.kp.ptr;
+        j.vp = io.vp.ptr;
         sd_attn_host_schedule(&j.host, &io, &j, pack_head, task, g->Nk <= 8 * KB);
+    }
     sd_attn_host_unmap(cl, &io);
-    free(j.kp);
-    free(j.vp);
     free(j.states);
     return st;
 }

@@ -10,11 +10,16 @@ void sd_attn_host_init(sd_attn_host_job *g, const sd_dtensor *q, const sd_dtenso
 }
 
 sd_status sd_attn_host_map(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, const sd_dtensor *v,
-                           const sd_dtensor *mask, sd_dtensor *out, sd_attn_host_io *io)
+                           const sd_dtensor *mask, sd_dtensor *out, size_t kp_bytes, size_t vp_bytes,
+                           sd_attn_host_io *io)
 {
     size_t esz = sd_dtype_size(k->dtype);
     sd_status st;
-    if ((st = sd_dnnl_map(cl, q->buf, q->numel * 4, false, &io->q)) ||
+    if ((st = sd_scratch_get(cl, kp_bytes, 1, "attention packed K", &io->kps)) ||
+        (st = sd_scratch_get(cl, vp_bytes, 1, "attention packed V", &io->vps)) ||
+        (st = sd_dnnl_map(cl, io->kps.buf, kp_bytes, true, &io->kp)) ||
+        (st = sd_dnnl_map(cl, io->vps.buf, vp_bytes, true, &io->vp)) ||
+        (st = sd_dnnl_map(cl, q->buf, q->numel * 4, false, &io->q)) ||
         (st = sd_dnnl_map(cl, k->buf, k->numel * esz, false, &io->k)) ||
         (st = sd_dnnl_map(cl, v->buf, v->numel * esz, false, &io->v)) ||
         (st = sd_dnnl_map(cl, mask ? mask->buf : NULL, mask ? mask->numel * 4 : 0, false, &io->mask)))
@@ -29,6 +34,10 @@ void sd_attn_host_unmap(sd_cl *cl, sd_attn_host_io *io)
     sd_dnnl_unmap(cl, &io->v);
     sd_dnnl_unmap(cl, &io->mask);
     sd_dnnl_unmap(cl, &io->out);
+    sd_dnnl_unmap(cl, &io->kp);
+    sd_dnnl_unmap(cl, &io->vp);
+    sd_scratch_release(cl, &io->kps);
+    sd_scratch_release(cl, &io->vps);
 }
 
 #define TASK_ROWS 64 /* query rows per scheduled unit */

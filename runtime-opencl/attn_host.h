@@ -7,6 +7,7 @@
 #define SD_RUNTIME_OPENCL_ATTN_HOST_H
 
 #include "runtime-opencl/dnnl.h"
+#include "runtime-opencl/gemm.h"
 #include "runtime-opencl/ops.h"
 #include <immintrin.h>
 #include <math.h>
@@ -27,12 +28,16 @@ typedef struct sd_attn_host_job {
 /* The shapes of sd_op_attention's checked operands (pointers come from sd_attn_host_map). */
 void sd_attn_host_init(sd_attn_host_job *g, const sd_dtensor *q, const sd_dtensor *k, int heads, int mb, int mq);
 
-/* The operands mapped for the host; sd_attn_host_unmap gives back whatever was mapped. */
+/* The operands mapped for the host, and two pooled scratch buffers of kp_bytes and vp_bytes for
+ * the packed K and V (pooled: reused across calls without fresh pages); sd_attn_host_unmap gives
+ * back whatever was mapped or taken. */
 typedef struct sd_attn_host_io {
-    sd_dnnl_mapping q, k, v, mask, out;
+    sd_dnnl_mapping q, k, v, mask, out, kp, vp;
+    sd_scratch kps, vps;
 } sd_attn_host_io;
 sd_status sd_attn_host_map(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, const sd_dtensor *v,
-                           const sd_dtensor *mask, sd_dtensor *out, sd_attn_host_io *io);
+                           const sd_dtensor *mask, sd_dtensor *out, size_t kp_bytes, size_t vp_bytes,
+                           sd_attn_host_io *io);
 void sd_attn_host_unmap(sd_cl *cl, sd_attn_host_io *io);
 
 /* Sets g's pointers from io, runs pack(job, b, h) for every head, then task(job, b, h, i0, i1)
