@@ -1,7 +1,10 @@
 /* Attention in fp32 on CPU devices: a flash-attention loop on the host (PoCL's buffers live in
  * host memory) on AVX-512 FMA, taken where sd_cl_host_fp32(cl) allows host routes. Still fp32
- * throughout (scores, online softmax, P V); the same inputs give the same bits on every run and
- * thread count, though not the bits of kernels/attention.cl (another summation order).
+ * throughout (scores, online softmax, P V), and the fp32 operations of kernels/attention.cl in
+ * its order (FMA chains over d and over keys, 2^x polynomial, lane-wise sums, reduction tree), so
+ * it gives the kernel's bits on every run and thread count (tests/ops/test_attention.c checks;
+ * that assumes PoCL contracts the kernel's mask multiply-add into an FMA, as LLVM does for
+ * OpenCL C).
  * Threads: OpenMP's, as oneDNN's. docs/precision.md, docs/opencl-runtime.md. */
 #ifndef SD_RUNTIME_OPENCL_ATTN_F32_H
 #define SD_RUNTIME_OPENCL_ATTN_F32_H
