@@ -163,7 +163,7 @@ SD_ATTN_TARGET static void rows_block(const f32_job *j, f32_state *st, int r0, c
     }
     __mmask16 v0, v1;
     int valid = sd_attn_host_block_valid(g->Nk, kb * KB, &v0, &v1);
-    sd_attn_host_softmax8(st->mrow + r0, kb * KB, s0, s1, v0, v1, st->m + r0, st->lv + r0, st->alpha + r0);
+    sd_attn_host_softmax8(st->mrow + r0, kb * KB, s0, s1, v0, v1, st->m + r0, st->lv + r0, st->alpha + r0, false);
     SD_ATTN_UNROLL for (int r = 0; r < RB; r++) {
         _mm512_storeu_ps(st->p[r0 + r], s0[r]);
         _mm512_storeu_ps(st->p[r0 + r] + 16, s1[r]);

@@ -97,14 +97,32 @@ SD_ATTN_TARGET SD_ATTN_INLINE __m512 sd_attn_exp2_neg(__m512 x)
     return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
 }
 
+/* 2^x for x <= 0 where bf16 rounding follows (the bf16 loop's probabilities): a degree-5
+ * Taylor polynomial of 2^f on [-0.5, 0.5] (relative error < 3e-6, far below bf16's 2^-9) scaled
+ * by 2^round(x) (vscalefps); x <= -150, including -inf, gives exactly 0. */
+SD_ATTN_TARGET SD_ATTN_INLINE __m512 sd_attn_exp2_neg_fast(__m512 x)
+{
+    x = _mm512_max_ps(x, _mm512_set1_ps(-150.0f));
+    __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(x, n);
+    __m512 p = _mm512_set1_ps(1.3333558146428443e-3f); /* ln(2)^k / k!, k = 5 .. 0 */
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291076284772e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504108664821580e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022650695910071e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718055994531e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
 /* Online softmax of the 8 rows of a register block over the 32-key block at k0, from their
  * scores s0[r] (keys 0-15) and s1[r] (16-31) in log2 units (valid lanes: v0, v1; mrow[r] NULL or
  * the row's additive mask): updates the running max m[r] and the lane-wise running sum lv[r],
  * turns s0 and s1 into the probabilities and sets alpha[r] = 2^(m_old - m_new), the factor for
- * the output rows (all eight in one vector). */
+ * the output rows (all eight in one vector). 2^x: sd_attn_exp2_neg_fast with `fast` (a constant
+ * after inlining), else sd_attn_exp2_neg. */
 SD_ATTN_TARGET SD_ATTN_INLINE void sd_attn_host_softmax8(const float *const *mrow, int k0, __m512 *s0, __m512 *s1,
                                                          __mmask16 v0, __mmask16 v1, float *m, __m512 *lv,
-                                                         float *alpha)
+                                                         float *alpha, bool fast)
 {
     __m512 log2e = _mm512_set1_ps(1.4426950408889634f), ninf = _mm512_set1_ps(-INFINITY);
     float dm[16] = {0}, ms[8];
@@ -122,12 +140,12 @@ SD_ATTN_TARGET SD_ATTN_INLINE void sd_attn_host_softmax8(const float *const *mro
         dm[r] = m[r] - ms[r];
         m[r] = mnew;
     }
-    __m512 a = sd_attn_exp2_neg(_mm512_loadu_ps(dm));
+    __m512 a = fast ? sd_attn_exp2_neg_fast(_mm512_loadu_ps(dm)) : sd_attn_exp2_neg(_mm512_loadu_ps(dm));
     _mm512_mask_storeu_ps(alpha, 0xff, a);
     SD_ATTN_UNROLL for (int r = 0; r < 8; r++) {
         __m512 msv = _mm512_set1_ps(ms[r]);
-        s0[r] = sd_attn_exp2_neg(_mm512_sub_ps(s0[r], msv));
-        s1[r] = sd_attn_exp2_neg(_mm512_sub_ps(s1[r], msv));
+        s0[r] = fast ? sd_attn_exp2_neg_fast(_mm512_sub_ps(s0[r], msv)) : sd_attn_exp2_neg(_mm512_sub_ps(s0[r], msv));
+        s1[r] = fast ? sd_attn_exp2_neg_fast(_mm512_sub_ps(s1[r], msv)) : sd_attn_exp2_neg(_mm512_sub_ps(s1[r], msv));
         lv[r] = _mm512_fmadd_ps(lv[r], _mm512_set1_ps(alpha[r]), _mm512_add_ps(s0[r], s1[r]));
     }
 }
