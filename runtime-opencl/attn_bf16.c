@@ -21,7 +21,6 @@
 #include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,10 +71,8 @@ sd_attn_bf16_isa sd_attn_bf16_cap(sd_attn_bf16_isa max)
 
 typedef struct attn_job {
     sd_attn_host_job host;     /* shapes, operands */
-    uint32_t *kp, *vp;         /* packed per (b, h): kp_stride / vp_stride uint32 each */
     bool amx;                  /* AMX tiles, else AVX512-BF16 */
-    struct rows_state *states; /* one per thread */
-    size_t kp_stride, vp_stride;
+    size_t kp_stride, vp_stride; /* uint32 per (b, h) in host.kp, host.vp */
     int B, H, D, Nq, Nk, dp, dc, nkb; /* as host's; dp: d-pairs, a multiple of 16 with AMX */
     float scale;                      /* log2(e) / sqrt(D) */
 } attn_job;
@@ -99,8 +96,8 @@ TARGET static void pack_head(const void *job, int b, int h)
 {
     const attn_job *j = job;
     const sd_attn_host_job *g = &j->host;
-    uint32_t *kp = j->kp + ((size_t)b * j->H + h) * j->kp_stride;
-    uint32_t *vp = j->vp + ((size_t)b * j->H + h) * j->vp_stride;
+    uint32_t *kp = (uint32_t *)j->host.kp + ((size_t)b * j->H + h) * j->kp_stride;
+    uint32_t *vp = (uint32_t *)j->host.vp + ((size_t)b * j->H + h) * j->vp_stride;
     uint16_t ra[MAX_D + 16], rb[MAX_D + 16];
     int dv = 16 * j->dc, nk_pad = KB * j->nkb;
     for (int key = 0; key < nk_pad; key += 2) {
@@ -189,8 +186,8 @@ TARGET static void rows_finish(const attn_job *j, int b, int h, int i0, int n, c
 /* AVX512-BF16: query rows [i0, i0 + RB) of (b, h). */
 TARGET static void rows_task(const attn_job *j, int b, int h, int i0, rows_state *st)
 {
-    const uint32_t *kp = j->kp + ((size_t)b * j->H + h) * j->kp_stride;
-    const uint32_t *vp = j->vp + ((size_t)b * j->H + h) * j->vp_stride;
+    const uint32_t *kp = (uint32_t *)j->host.kp + ((size_t)b * j->H + h) * j->kp_stride;
+    const uint32_t *vp = (uint32_t *)j->host.vp + ((size_t)b * j->H + h) * j->vp_stride;
     rows_start(j, b, h, i0, RB, st);
     for (int kb = 0; kb < j->nkb; kb++) {
         const uint32_t *kblk = kp + (size_t)kb * j->dp * KB;
@@ -317,8 +314,8 @@ AMX_TARGET static void rescale_add(rows_state *st, int c, const float (*pv)[16])
  * rescaled once. */
 AMX_TARGET static void rows_task_amx(const attn_job *j, int b, int h, int i0, rows_state *st)
 {
-    const uint32_t *kp = j->kp + ((size_t)b * j->H + h) * j->kp_stride;
-    const uint32_t *vp = j->vp + ((size_t)b * j->H + h) * j->vp_stride;
+    const uint32_t *kp = (uint32_t *)j->host.kp + ((size_t)b * j->H + h) * j->kp_stride;
+    const uint32_t *vp = (uint32_t *)j->host.vp + ((size_t)b * j->H + h) * j->vp_stride;
     float s[QR][SB * KB], pv[3][QR][16];
     uint16_t p[QR][SB * KB];
     size_t vstride = (size_t)j->dc * 64, vblock = (size_t)(KB / 2) * j->dc * 16;
@@ -380,7 +377,7 @@ AMX_TARGET static void rows_task_amx(const attn_job *j, int b, int h, int i0, ro
 static void task(const void *job, int b, int h, int i0, int i1)
 {
     const attn_job *j = job;
-    rows_state *st = &j->states[omp_get_thread_num()];
+    rows_state *st = sd_attn_host_state(&j->host);
     if (j->amx) {
         amx_begin();
         for (int i = i0; i < i1; i += QR)
@@ -406,21 +403,8 @@ sd_status sd_attn_bf16_run(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, 
     j.kp_stride = (size_t)j.nkb * KB * j.dp;
     j.vp_stride = (size_t)j.nkb * (KB / 2) * j.dc * 16;
     size_t bh = (size_t)j.B * j.H;
-    sd_attn_host_io io = {0};
-    sd_status st = sd_cl_finish(cl);
-    if (st)
-        return st;
-    j.states = aligned_alloc(64, (size_t)omp_get_max_threads() * sizeof *j.states); /* sizeof: a multiple of 64 */
-    if (!j.states)
-        st = sd_set_error(cl->ctx, SD_ERR_NOMEM, "attention (bf16): out of memory for the row states");
-    else if (!(st = sd_attn_host_map(cl, q, k, v, mask, out, bh * j.kp_stride * 4, bh * j.vp_stride * 4, &io))) {
-        j.kp = io.kp.ptr;
-        j.vp = io.vp.ptr;
-        sd_attn_host_schedule(&j.host, &io, &j, pack_head, task, j.Nk <= SB * KB);
-    }
-    sd_attn_host_unmap(cl, &io);
-    free(j.states);
-    return st;
+    return sd_attn_host_run(cl, q, k, v, mask, out, &j.host, bh * j.kp_stride * 4, bh * j.vp_stride * 4,
+                            sizeof(rows_state), &j, pack_head, task, j.Nk <= SB * KB, "attention (bf16)");
 }
 
 #else

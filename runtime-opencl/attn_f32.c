@@ -16,7 +16,6 @@
 #include "runtime-opencl/attn_host.h"
 #include <immintrin.h>
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,9 +41,7 @@ typedef struct f32_state {
 
 typedef struct f32_job {
     sd_attn_host_job host; /* shapes, operands, schedule */
-    float *kp, *vp;        /* packed per (b, h): kp_stride / vp_stride floats each */
-    size_t kp_stride, vp_stride;
-    f32_state *states;     /* one per thread */
+    size_t kp_stride, vp_stride; /* floats per (b, h) in host.kp, host.vp */
     int ds, dc, nkb, rows; /* ds = 16 dc: padded head dim; rows: per task step */
     float scale;           /* log2(e) / sqrt(D) */
 } f32_job;
@@ -76,7 +73,7 @@ SD_ATTN_TARGET static void pack_head(const void *job, int b, int h)
     const f32_job *j = job;
     const sd_attn_host_job *g = &j->host;
     size_t bh = (size_t)b * g->H + h;
-    float *kp = j->kp + bh * j->kp_stride, *vp = j->vp + bh * j->vp_stride;
+    float *kp = (float *)g->kp + bh * j->kp_stride, *vp = (float *)g->vp + bh * j->vp_stride;
     float row[SD_ATTN_MAX_D];
     for (int key = 0; key < KB * j->nkb; key++) {
         float *kdst = kp + (size_t)(key / KB) * g->D * KB + key % KB, *vdst = vp + (size_t)key * j->ds;
@@ -182,9 +179,9 @@ static void task(const void *job, int b, int h, int i0, int i1)
 {
     const f32_job *j = job;
     const sd_attn_host_job *g = &j->host;
-    f32_state *st = &j->states[omp_get_thread_num()];
+    f32_state *st = sd_attn_host_state(g);
     size_t bh = (size_t)b * g->H + h;
-    const float *kp = j->kp + bh * j->kp_stride, *vp = j->vp + bh * j->vp_stride;
+    const float *kp = (const float *)g->kp + bh * j->kp_stride, *vp = (const float *)g->vp + bh * j->vp_stride;
     for (int i = i0; i < i1; i += j->rows) {
         int n = i1 - i < j->rows ? (i1 - i + RB - 1) / RB * RB : j->rows;
         rows_start(j, b, h, i, n, st);
@@ -209,21 +206,8 @@ sd_status sd_attn_f32_run(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, c
     j.kp_stride = (size_t)j.nkb * KB * g->D;
     j.vp_stride = (size_t)j.nkb * KB * j.ds;
     size_t bh = (size_t)g->B * g->H;
-    sd_attn_host_io io = {0};
-    sd_status st = sd_cl_finish(cl);
-    if (st)
-        return st;
-    j.states = aligned_alloc(64, (size_t)omp_get_max_threads() * sizeof *j.states); /* sizeof: a multiple of 64 */
-    if (!j.states)
-        st = sd_set_error(cl->ctx, SD_ERR_NOMEM, "attention (fp32): out of memory for the row states");
-    else if (!(st = sd_attn_host_map(cl, q, k, v, mask, out, bh * j.kp_stride * 4, bh * j.vp_stride * 4, &io))) {
-        j.kp = io.kp.ptr;
-        j.vp = io.vp.ptr;
-        sd_attn_host_schedule(&j.host, &io, &j, pack_head, task, g->Nk <= 8 * KB);
-    }
-    sd_attn_host_unmap(cl, &io);
-    free(j.states);
-    return st;
+    return sd_attn_host_run(cl, q, k, v, mask, out, &j.host, bh * j.kp_stride * 4, bh * j.vp_stride * 4,
+                            sizeof(f32_state), &j, pack_head, task, g->Nk <= 8 * KB, "attention (fp32)");
 }
 
 #else

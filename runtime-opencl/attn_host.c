@@ -2,6 +2,9 @@
 #if defined(SDFLOW_HAVE_DNNL) && defined(__x86_64__) && defined(_OPENMP)
 
 #include "runtime-opencl/attn_host.h"
+#include "runtime-opencl/gemm.h"
+#include <omp.h>
+#include <stdlib.h>
 
 void sd_attn_host_init(sd_attn_host_job *g, const sd_dtensor *q, const sd_dtensor *k, int heads, int mb, int mq)
 {
@@ -9,9 +12,14 @@ void sd_attn_host_init(sd_attn_host_job *g, const sd_dtensor *q, const sd_dtenso
                             .D = (int)(q->shape[2] / heads), .kv_half = k->dtype == SD_DTYPE_F16, .mb = mb, .mq = mq};
 }
 
-sd_status sd_attn_host_map(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, const sd_dtensor *v,
-                           const sd_dtensor *mask, sd_dtensor *out, size_t kp_bytes, size_t vp_bytes,
-                           sd_attn_host_io *io)
+/* The operands and the packed K and V mapped for the host. */
+typedef struct host_io {
+    sd_dnnl_mapping q, k, v, mask, out, kp, vp;
+    sd_scratch kps, vps;
+} host_io;
+
+static sd_status io_map(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, const sd_dtensor *v,
+                        const sd_dtensor *mask, sd_dtensor *out, size_t kp_bytes, size_t vp_bytes, host_io *io)
 {
     size_t esz = sd_dtype_size(k->dtype);
     sd_status st;
@@ -27,7 +35,7 @@ sd_status sd_attn_host_map(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, 
     return sd_dnnl_map(cl, out->buf, out->numel * 4, true, &io->out);
 }
 
-void sd_attn_host_unmap(sd_cl *cl, sd_attn_host_io *io)
+static void io_unmap(sd_cl *cl, host_io *io)
 {
     sd_dnnl_unmap(cl, &io->q);
     sd_dnnl_unmap(cl, &io->k);
@@ -42,15 +50,9 @@ void sd_attn_host_unmap(sd_cl *cl, sd_attn_host_io *io)
 
 #define TASK_ROWS 64 /* query rows per scheduled unit */
 
-void sd_attn_host_schedule(sd_attn_host_job *g, const sd_attn_host_io *io, const void *job,
-                           void (*pack)(const void *job, int b, int h),
-                           void (*task)(const void *job, int b, int h, int i0, int i1), bool all_heads)
+static void schedule(const sd_attn_host_job *g, const void *job, void (*pack)(const void *job, int b, int h),
+                     void (*task)(const void *job, int b, int h, int i0, int i1), bool all_heads)
 {
-    g->q = io->q.ptr;
-    g->k = io->k.ptr;
-    g->v = io->v.ptr;
-    g->mask = io->mask.ptr;
-    g->out = io->out.ptr;
     int heads = g->B * g->H;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int t = 0; t < heads; t++)
@@ -64,6 +66,42 @@ void sd_attn_host_schedule(sd_attn_host_job *g, const sd_attn_host_io *io, const
         for (int u = 0; u < per_task; u++)
             task(job, (bh + u) / g->H, (bh + u) % g->H, c * TASK_ROWS, end);
     }
+}
+
+sd_status sd_attn_host_run(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, const sd_dtensor *v,
+                           const sd_dtensor *mask, sd_dtensor *out, sd_attn_host_job *g, size_t kp_bytes,
+                           size_t vp_bytes, size_t state_size, const void *job,
+                           void (*pack)(const void *job, int b, int h),
+                           void (*task)(const void *job, int b, int h, int i0, int i1), bool all_heads,
+                           const char *what)
+{
+    host_io io = {0};
+    sd_status st = sd_cl_finish(cl);
+    if (st)
+        return st;
+    g->state_size = state_size;
+    g->states = aligned_alloc(64, (size_t)omp_get_max_threads() * state_size);
+    if (!g->states)
+        st = sd_set_error(cl->ctx, SD_ERR_NOMEM, "%s: out of memory for the row states", what);
+    else if (!(st = io_map(cl, q, k, v, mask, out, kp_bytes, vp_bytes, &io))) {
+        g->q = io.q.ptr;
+        g->k = io.k.ptr;
+        g->v = io.v.ptr;
+        g->mask = io.mask.ptr;
+        g->out = io.out.ptr;
+        g->kp = io.kp.ptr;
+        g->vp = io.vp.ptr;
+        schedule(g, job, pack, task, all_heads);
+    }
+    io_unmap(cl, &io);
+    free(g->states);
+    g->states = NULL;
+    return st;
+}
+
+void *sd_attn_host_state(const sd_attn_host_job *g)
+{
+    return g->states + (size_t)omp_get_thread_num() * g->state_size;
 }
 
 #else

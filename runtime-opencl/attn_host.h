@@ -7,7 +7,6 @@
 #define SD_RUNTIME_OPENCL_ATTN_HOST_H
 
 #include "runtime-opencl/dnnl.h"
-#include "runtime-opencl/gemm.h"
 #include "runtime-opencl/ops.h"
 #include <immintrin.h>
 #include <math.h>
@@ -21,32 +20,33 @@ typedef struct sd_attn_host_job {
     const float *q, *mask;
     const void *k, *v;
     float *out;
+    void *kp, *vp;     /* the packed K and V (the loop's layouts) */
+    char *states;      /* per thread, state_size bytes each */
+    size_t state_size;
     bool kv_half;
     int B, H, D, Nq, Nk, mb, mq;
 } sd_attn_host_job;
 
-/* The shapes of sd_op_attention's checked operands (pointers come from sd_attn_host_map). */
+/* The shapes of sd_op_attention's checked operands (the rest is set by sd_attn_host_run). */
 void sd_attn_host_init(sd_attn_host_job *g, const sd_dtensor *q, const sd_dtensor *k, int heads, int mb, int mq);
 
-/* The operands mapped for the host, and two pooled scratch buffers of kp_bytes and vp_bytes for
- * the packed K and V (pooled: reused across calls without fresh pages); sd_attn_host_unmap gives
- * back whatever was mapped or taken. */
-typedef struct sd_attn_host_io {
-    sd_dnnl_mapping q, k, v, mask, out, kp, vp;
-    sd_scratch kps, vps;
-} sd_attn_host_io;
-sd_status sd_attn_host_map(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, const sd_dtensor *v,
-                           const sd_dtensor *mask, sd_dtensor *out, size_t kp_bytes, size_t vp_bytes,
-                           sd_attn_host_io *io);
-void sd_attn_host_unmap(sd_cl *cl, sd_attn_host_io *io);
-
-/* Sets g's pointers from io, runs pack(job, b, h) for every head, then task(job, b, h, i0, i1)
- * over query rows in chunks on OpenMP's threads: with all_heads (few keys) a scheduled unit
- * runs every head of its rows, whose q and out cache lines the heads share; else one head,
- * whose packed K and V stay in cache. */
-void sd_attn_host_schedule(sd_attn_host_job *g, const sd_attn_host_io *io, const void *job,
+/* Runs a host loop: waits for the queue, maps the operands into g, takes pooled scratch buffers
+ * of kp_bytes and vp_bytes for the packed K and V (g->kp, g->vp; pooled, so reused across calls
+ * without fresh pages) and one row state of state_size bytes per thread (g->states, 64-byte
+ * aligned; state_size a multiple of 64), runs pack(job, b, h) for every head, then
+ * task(job, b, h, i0, i1) over query rows in chunks on OpenMP's threads (row state:
+ * sd_attn_host_state). With all_heads (few keys) a scheduled unit runs every head of its rows,
+ * whose q and out cache lines the heads share; else one head, whose packed K and V stay in
+ * cache. `what` names the loop in errors. */
+sd_status sd_attn_host_run(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, const sd_dtensor *v,
+                           const sd_dtensor *mask, sd_dtensor *out, sd_attn_host_job *g, size_t kp_bytes,
+                           size_t vp_bytes, size_t state_size, const void *job,
                            void (*pack)(const void *job, int b, int h),
-                           void (*task)(const void *job, int b, int h, int i0, int i1), bool all_heads);
+                           void (*task)(const void *job, int b, int h, int i0, int i1), bool all_heads,
+                           const char *what);
+
+/* The calling thread's row state (inside a task). */
+void *sd_attn_host_state(const sd_attn_host_job *g);
 
 /* Row `key` of K or V (base g->k or g->v) of (b, h); row i of q or out; the mask row of (b, i). */
 static inline const void *sd_attn_host_kv(const sd_attn_host_job *g, const void *base, int b, int h, int key)
