@@ -177,9 +177,7 @@ TARGET static void rows_finish(const attn_job *j, int b, int h, int i0, int n, c
 {
     for (int r = 0; r < n && i0 + r < j->Nq; r++) {
         float l = _mm512_reduce_add_ps(st->lv[r]), inv = l > 0.0f ? 1.0f / l : 0.0f;
-        float *dst = sd_attn_host_out(&j->host, b, h, i0 + r);
-        for (int d = 0; d < j->D; d++)
-            dst[d] = st->o[r][d] * inv;
+        sd_attn_host_row_f32(st->o[r], false, j->D, j->D, inv, sd_attn_host_out(&j->host, b, h, i0 + r));
     }
 }
 

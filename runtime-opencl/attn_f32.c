@@ -53,20 +53,6 @@ bool sd_attn_f32_available(void)
            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
 }
 
-/* n values of a row (f32 or f16) as f32 into dst[0..n_pad) (zeros past n), times scale. */
-SD_ATTN_TARGET static void row_f32(const void *src, bool half, int n, int n_pad, float scale, float *dst)
-{
-    __m512 s = _mm512_set1_ps(scale);
-    for (int i = 0; i < n_pad; i += 16) {
-        int left = n - i;
-        __mmask16 m = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-        __m512 x = half ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)src + i))
-                        : _mm512_maskz_loadu_ps(m, (const float *)src + i);
-        int w = n_pad - i < 16 ? n_pad - i : 16;
-        _mm512_mask_storeu_ps(dst + i, (__mmask16)((1u << w) - 1), _mm512_mul_ps(x, s));
-    }
-}
-
 /* Packs K and V of (b, h) (layouts above). */
 SD_ATTN_TARGET static void pack_head(const void *job, int b, int h)
 {
@@ -78,10 +64,10 @@ SD_ATTN_TARGET static void pack_head(const void *job, int b, int h)
     for (int key = 0; key < KB * j->nkb; key++) {
         float *kdst = kp + (size_t)(key / KB) * g->D * KB + key % KB, *vdst = vp + (size_t)key * j->ds;
         if (key < g->Nk) {
-            row_f32(sd_attn_host_kv(g, g->k, b, h, key), g->kv_half, g->D, g->D, 1.0f, row);
+            sd_attn_host_row_f32(sd_attn_host_kv(g, g->k, b, h, key), g->kv_half, g->D, g->D, 1.0f, row);
             for (int d = 0; d < g->D; d++)
                 kdst[(size_t)d * KB] = row[d];
-            row_f32(sd_attn_host_kv(g, g->v, b, h, key), g->kv_half, g->D, j->ds, 1.0f, vdst);
+            sd_attn_host_row_f32(sd_attn_host_kv(g, g->v, b, h, key), g->kv_half, g->D, j->ds, 1.0f, vdst);
         } else {
             for (int d = 0; d < g->D; d++)
                 kdst[(size_t)d * KB] = 0.0f;
@@ -96,7 +82,7 @@ SD_ATTN_TARGET static void rows_start(const f32_job *j, int b, int h, int i0, in
     const sd_attn_host_job *g = &j->host;
     for (int r = 0; r < n; r++) {
         int i = i0 + r < g->Nq ? i0 + r : g->Nq - 1;
-        row_f32(sd_attn_host_q(g, b, h, i), false, g->D, g->D, j->scale, st->q + (size_t)r * j->ds);
+        sd_attn_host_row_f32(sd_attn_host_q(g, b, h, i), false, g->D, g->D, j->scale, st->q + (size_t)r * j->ds);
         memset(st->o + (size_t)r * j->ds, 0, (size_t)j->ds * 4);
         st->m[r] = -INFINITY;
         st->lv[r] = _mm512_setzero_ps();
@@ -110,7 +96,7 @@ SD_ATTN_TARGET static void rows_finish(const f32_job *j, int b, int h, int i0, i
     const sd_attn_host_job *g = &j->host;
     for (int r = 0; r < n && i0 + r < g->Nq; r++) {
         float l = _mm512_reduce_add_ps(st->lv[r]), inv = l > 0.0f ? 1.0f / l : 0.0f;
-        row_f32(st->o + (size_t)r * j->ds, false, g->D, g->D, inv, sd_attn_host_out(g, b, h, i0 + r));
+        sd_attn_host_row_f32(st->o + (size_t)r * j->ds, false, g->D, g->D, inv, sd_attn_host_out(g, b, h, i0 + r));
     }
 }
 

@@ -98,11 +98,12 @@ SD_ATTN_TARGET SD_ATTN_INLINE __m512 sd_attn_exp2_neg(__m512 x)
 }
 
 /* 2^x for x <= 0 where bf16 rounding follows (the bf16 loop's probabilities): a degree-5
- * Taylor polynomial of 2^f on [-0.5, 0.5] (relative error < 3e-6, far below bf16's 2^-9) scaled
- * by 2^round(x) (vscalefps); x <= -150, including -inf, gives exactly 0. */
+ * Taylor polynomial of 2^f on [-0.5, 0.5] (relative error < 3e-6, far below bf16's 2^-9) times
+ * 2^round(x) from the exponent bits; x <= -127, including -inf, gives exactly 0 (no denormal
+ * results, which cost a microcode assist each). */
 SD_ATTN_TARGET SD_ATTN_INLINE __m512 sd_attn_exp2_neg_fast(__m512 x)
 {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-150.0f));
+    x = _mm512_max_ps(x, _mm512_set1_ps(-127.0f));
     __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 f = _mm512_sub_ps(x, n);
     __m512 p = _mm512_set1_ps(1.3333558146428443e-3f); /* ln(2)^k / k!, k = 5 .. 0 */
@@ -111,7 +112,23 @@ SD_ATTN_TARGET SD_ATTN_INLINE __m512 sd_attn_exp2_neg_fast(__m512 x)
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022650695910071e-1f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718055994531e-1f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+/* n values of a row (f32 or f16) as f32 into dst[0..n_pad) (zeros past n), times scale. */
+SD_ATTN_TARGET SD_ATTN_INLINE void sd_attn_host_row_f32(const void *src, bool half, int n, int n_pad, float scale,
+                                                        float *dst)
+{
+    __m512 s = _mm512_set1_ps(scale);
+    for (int i = 0; i < n_pad; i += 16) {
+        int left = n - i;
+        __mmask16 m = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+        __m512 x = half ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)src + i))
+                        : _mm512_maskz_loadu_ps(m, (const float *)src + i);
+        int w = n_pad - i < 16 ? n_pad - i : 16;
+        _mm512_mask_storeu_ps(dst + i, (__mmask16)((1u << w) - 1), _mm512_mul_ps(x, s));
+    }
 }
 
 /* Online softmax of the 8 rows of a register block over the 32-key block at k0, from their
