@@ -382,7 +382,7 @@ static void bench_attn(void)
         va.b = vh.b = vb.b = upload(SD_DTYPE_F32, 3, ks, 6);
         va.c = vh.c = vb.c = upload(SD_DTYPE_F32, 3, ks, 7);
         linear_setup(&vg, 4096, 320, 1280, SD_DTYPE_F32);
-        variant *vs[4] = {&va, &vg}, **at = vs + 2;
+        variant *vs[4] = {&vg, &va}, **at = vs + 2;
         if (host)
             *at++ = &vh;
         if (bf16)

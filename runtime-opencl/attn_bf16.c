@@ -402,7 +402,7 @@ sd_status sd_attn_bf16_run(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, 
     j.vp_stride = (size_t)j.nkb * (KB / 2) * j.dc * 16;
     size_t bh = (size_t)j.B * j.H;
     return sd_attn_host_run(cl, q, k, v, mask, out, &j.host, bh * j.kp_stride * 4, bh * j.vp_stride * 4,
-                            sizeof(rows_state), &j, pack_head, task, j.Nk <= SB * KB, "attention (bf16)");
+                            sizeof(rows_state), &j, pack_head, task, "attention (bf16)");
 }
 
 #else

@@ -22,14 +22,8 @@
 #define KB 32        /* keys per block */
 #define RB 8         /* query rows per register block */
 #define QR 32        /* query rows per task step (a multiple of RB) */
-#define ROW_FLOATS (QR * 128) /* a task step's q or o floats: QR x 128, 16 x 256 or 8 x 512 */
+#define ROW_FLOATS (QR * SD_ATTN_MAX_D) /* a task step's q or o floats */
 #define NC 3         /* 16-column vectors of o per P V pass */
-
-/* Query rows per task step for head dim D: as many as keep q and o at ROW_FLOATS each. */
-static int step_rows(int D)
-{
-    return D <= 128 ? QR : D <= 256 ? QR / 2 : QR / 4;
-}
 
 typedef struct f32_state {
     float q[ROW_FLOATS], o[ROW_FLOATS]; /* row r at r * ds */
@@ -42,7 +36,7 @@ typedef struct f32_state {
 typedef struct f32_job {
     sd_attn_host_job host; /* shapes, operands, schedule */
     size_t kp_stride, vp_stride; /* floats per (b, h) in host.kp, host.vp */
-    int ds, dc, nkb, rows; /* ds = 16 dc: padded head dim; rows: per task step */
+    int ds, dc, nkb;       /* ds = 16 dc: padded head dim */
     float scale;           /* log2(e) / sqrt(D) */
 } f32_job;
 
@@ -168,8 +162,8 @@ static void task(const void *job, int b, int h, int i0, int i1)
     f32_state *st = sd_attn_host_state(g);
     size_t bh = (size_t)b * g->H + h;
     const float *kp = (const float *)g->kp + bh * j->kp_stride, *vp = (const float *)g->vp + bh * j->vp_stride;
-    for (int i = i0; i < i1; i += j->rows) {
-        int n = i1 - i < j->rows ? (i1 - i + RB - 1) / RB * RB : j->rows;
+    for (int i = i0; i < i1; i += QR) {
+        int n = i1 - i < QR ? (i1 - i + RB - 1) / RB * RB : QR;
         rows_start(j, b, h, i, n, st);
         for (int kb = 0; kb < j->nkb; kb++)
             for (int r0 = 0; r0 < n; r0 += RB)
@@ -187,13 +181,12 @@ sd_status sd_attn_f32_run(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, c
     j.dc = (g->D + 15) / 16;
     j.ds = 16 * j.dc;
     j.nkb = (g->Nk + KB - 1) / KB;
-    j.rows = step_rows(g->D);
     j.scale = (float)(1.4426950408889634 / sqrt((double)g->D));
     j.kp_stride = (size_t)j.nkb * KB * g->D;
     j.vp_stride = (size_t)j.nkb * KB * j.ds;
     size_t bh = (size_t)g->B * g->H;
     return sd_attn_host_run(cl, q, k, v, mask, out, &j.host, bh * j.kp_stride * 4, bh * j.vp_stride * 4,
-                            sizeof(f32_state), &j, pack_head, task, g->Nk <= 8 * KB, "attention (fp32)");
+                            sizeof(f32_state), &j, pack_head, task, "attention (fp32)");
 }
 
 #else

@@ -48,11 +48,13 @@ static void io_unmap(sd_cl *cl, host_io *io)
     sd_scratch_release(cl, &io->vps);
 }
 
-#define TASK_ROWS 64 /* query rows per scheduled unit */
+#define TASK_ROWS 64                     /* query rows per scheduled unit */
+#define ALL_HEADS_BYTES ((size_t)1 << 20) /* a batch's packed K and V up to this: all heads per unit */
 
 static void schedule(const sd_attn_host_job *g, const void *job, void (*pack)(const void *job, int b, int h),
-                     void (*task)(const void *job, int b, int h, int i0, int i1), bool all_heads)
+                     void (*task)(const void *job, int b, int h, int i0, int i1), size_t packed_bytes)
 {
+    bool all_heads = packed_bytes / (size_t)g->B <= ALL_HEADS_BYTES;
     int heads = g->B * g->H;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int t = 0; t < heads; t++)
@@ -72,8 +74,7 @@ sd_status sd_attn_host_run(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, 
                            const sd_dtensor *mask, sd_dtensor *out, sd_attn_host_job *g, size_t kp_bytes,
                            size_t vp_bytes, size_t state_size, const void *job,
                            void (*pack)(const void *job, int b, int h),
-                           void (*task)(const void *job, int b, int h, int i0, int i1), bool all_heads,
-                           const char *what)
+                           void (*task)(const void *job, int b, int h, int i0, int i1), const char *what)
 {
     host_io io = {0};
     sd_status st = sd_cl_finish(cl);
@@ -91,7 +92,7 @@ sd_status sd_attn_host_run(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, 
         g->out = io.out.ptr;
         g->kp = io.kp.ptr;
         g->vp = io.vp.ptr;
-        schedule(g, job, pack, task, all_heads);
+        schedule(g, job, pack, task, kp_bytes + vp_bytes);
     }
     io_unmap(cl, &io);
     free(g->states);

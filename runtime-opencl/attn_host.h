@@ -35,15 +35,15 @@ void sd_attn_host_init(sd_attn_host_job *g, const sd_dtensor *q, const sd_dtenso
  * without fresh pages) and one row state of state_size bytes per thread (g->states, 64-byte
  * aligned; state_size a multiple of 64), runs pack(job, b, h) for every head, then
  * task(job, b, h, i0, i1) over query rows in chunks on OpenMP's threads (row state:
- * sd_attn_host_state). With all_heads (few keys) a scheduled unit runs every head of its rows,
- * whose q and out cache lines the heads share; else one head, whose packed K and V stay in
- * cache. `what` names the loop in errors. */
+ * sd_attn_host_state). Where the packed K and V of all heads of a batch fit in half a core's L2
+ * (1 MiB: few keys, as in cross-attention) a scheduled unit runs every head of its rows, whose q
+ * and out cache lines the heads share; else one head, whose packed K and V stay in cache. `what`
+ * names the loop in errors. */
 sd_status sd_attn_host_run(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, const sd_dtensor *v,
                            const sd_dtensor *mask, sd_dtensor *out, sd_attn_host_job *g, size_t kp_bytes,
                            size_t vp_bytes, size_t state_size, const void *job,
                            void (*pack)(const void *job, int b, int h),
-                           void (*task)(const void *job, int b, int h, int i0, int i1), bool all_heads,
-                           const char *what);
+                           void (*task)(const void *job, int b, int h, int i0, int i1), const char *what);
 
 /* The calling thread's row state (inside a task). */
 void *sd_attn_host_state(const sd_attn_host_job *g);
