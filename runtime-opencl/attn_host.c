@@ -56,17 +56,21 @@ static void schedule(const sd_attn_host_job *g, const void *job, void (*pack)(co
 {
     bool all_heads = packed_bytes / (size_t)g->B <= ALL_HEADS_BYTES;
     int heads = g->B * g->H;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int t = 0; t < heads; t++)
-        pack(job, t / g->H, t % g->H);
     int chunks = (g->Nq + TASK_ROWS - 1) / TASK_ROWS, per_task = all_heads ? g->H : 1;
     long tasks = (long)heads / per_task * chunks;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (long t = 0; t < tasks; t++) {
-        int bh = (int)(t / chunks) * per_task, c = (int)(t % chunks);
-        int end = (c + 1) * TASK_ROWS < g->Nq ? (c + 1) * TASK_ROWS : g->Nq;
-        for (int u = 0; u < per_task; u++)
-            task(job, (bh + u) / g->H, (bh + u) % g->H, c * TASK_ROWS, end);
+    /* one parallel region: a busy machine delays each wake-up of the threads */
+#pragma omp parallel
+    {
+#pragma omp for schedule(dynamic, 1)
+        for (int t = 0; t < heads; t++)
+            pack(job, t / g->H, t % g->H);
+#pragma omp for schedule(dynamic, 1)
+        for (long t = 0; t < tasks; t++) {
+            int bh = (int)(t / chunks) * per_task, c = (int)(t % chunks);
+            int end = (c + 1) * TASK_ROWS < g->Nq ? (c + 1) * TASK_ROWS : g->Nq;
+            for (int u = 0; u < per_task; u++)
+                task(job, (bh + u) / g->H, (bh + u) % g->H, c * TASK_ROWS, end);
+        }
     }
 }
 
