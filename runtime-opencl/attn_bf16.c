@@ -32,6 +32,7 @@
 #define RB 8           /* query rows per AVX512-BF16 register block */
 #define QR 16          /* query rows per AMX tile (and the most a row state holds) */
 #define SB 8           /* 32-key sub-blocks per AMX key block */
+#define GROUPS 4       /* AMX row states (16 rows each) that share a key block */
 #define MAX_D SD_ATTN_MAX_D
 #define NC 3           /* 16-column vectors of o per P V pass */
 
@@ -306,80 +307,92 @@ AMX_TARGET static void rescale_add(rows_state *st, int c, const float (*pv)[16])
     }
 }
 
-/* AMX: query rows [i0, i0 + QR) of (b, h); j->dp is a multiple of 16 (zero padded). Keys go in
- * blocks of SB x 32: the scores of all of them (tiles 0, 1 per 32 keys), one softmax update,
- * then P V accumulated over the whole block in up to three tiles (0, 1, 7) before o is
- * rescaled once. */
-AMX_TARGET static void rows_task_amx(const attn_job *j, int b, int h, int i0, rows_state *st)
+/* AMX: the 16 rows of st against the keys [32 kb0, 32 (kb0 + nsb)) of (b, h) (kp, vp: its packed
+ * K and V); j->dp is a multiple of 16 (zero padded). The scores of all of them (tiles 0, 1 per 32
+ * keys), one softmax update, then P V accumulated over the whole block in up to three tiles
+ * (0, 1, 7) before o is rescaled once. */
+AMX_TARGET static void amx_block(const attn_job *j, rows_state *st, const uint32_t *kp, const uint32_t *vp, int kb0,
+                                 int nsb)
 {
-    const uint32_t *kp = (uint32_t *)j->host.kp + ((size_t)b * j->H + h) * j->kp_stride;
-    const uint32_t *vp = (uint32_t *)j->host.vp + ((size_t)b * j->H + h) * j->vp_stride;
     float s[QR][SB * KB], pv[3][QR][16];
     uint16_t p[QR][SB * KB];
     size_t vstride = (size_t)j->dc * 64, vblock = (size_t)(KB / 2) * j->dc * 16;
-    rows_start(j, b, h, i0, QR, st);
-    for (int kb0 = 0; kb0 < j->nkb; kb0 += SB) {
-        int nsb = j->nkb - kb0 < SB ? j->nkb - kb0 : SB;
-        for (int sb = 0; sb < nsb; sb++) {
-            const uint32_t *kblk = kp + (size_t)(kb0 + sb) * j->dp * KB;
-            _tile_zero(0);
-            _tile_zero(1);
-            for (int c = 0; c < j->dp; c += 16) {
-                _tile_loadd(2, st->q + c, j->dp * 4);
-                _tile_loadd(3, kblk + (size_t)c * KB, KB * 4);
-                _tile_loadd(4, kblk + (size_t)c * KB + 16, KB * 4);
-                _tile_dpbf16ps(0, 2, 3);
-                _tile_dpbf16ps(1, 2, 4);
-            }
-            _tile_stored(0, &s[0][sb * KB], SB * KB * 4);
-            _tile_stored(1, &s[0][sb * KB + 16], SB * KB * 4);
+    for (int sb = 0; sb < nsb; sb++) {
+        const uint32_t *kblk = kp + (size_t)(kb0 + sb) * j->dp * KB;
+        _tile_zero(0);
+        _tile_zero(1);
+        for (int c = 0; c < j->dp; c += 16) {
+            _tile_loadd(2, st->q + c, j->dp * 4);
+            _tile_loadd(3, kblk + (size_t)c * KB, KB * 4);
+            _tile_loadd(4, kblk + (size_t)c * KB + 16, KB * 4);
+            _tile_dpbf16ps(0, 2, 3);
+            _tile_dpbf16ps(1, 2, 4);
         }
-        float dm[QR];
-        __m512 sums[QR];
-        for (int r = 0; r < QR; r++)
-            softmax_wide(j, st, r, s[r], p[r], kb0 * KB, nsb, &dm[r], &sums[r]);
-        _mm512_storeu_ps(st->alpha, sd_attn_exp2_neg_fast(_mm512_loadu_ps(dm))); /* QR = 16 rows */
-        for (int r = 0; r < QR; r++)
-            st->lv[r] = _mm512_fmadd_ps(st->lv[r], _mm512_set1_ps(st->alpha[r]), sums[r]);
-        const uint32_t *vblk = vp + (size_t)kb0 * vblock;
-        for (int c = 0; c < j->dc; c += 3) {
-            int n = j->dc - c < 3 ? j->dc - c : 3;
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(7);
-            for (int sb = 0; sb < nsb; sb++) {
-                const uint32_t *vb = vblk + (size_t)sb * vblock + (size_t)c * 16;
-                _tile_loadd(5, &p[0][sb * KB], SB * KB * 2);
-                _tile_loadd(3, vb, vstride);
-                _tile_dpbf16ps(0, 5, 3);
-                if (n > 1) {
-                    _tile_loadd(4, vb + 16, vstride);
-                    _tile_dpbf16ps(1, 5, 4);
-                }
-                if (n > 2) {
-                    _tile_loadd(6, vb + 32, vstride);
-                    _tile_dpbf16ps(7, 5, 6);
-                }
-            }
-            _tile_stored(0, pv[0], 64);
-            _tile_stored(1, pv[1], 64);
-            _tile_stored(7, pv[2], 64);
-            for (int u = 0; u < n; u++)
-                rescale_add(st, c + u, (const float (*)[16])pv[u]);
-        }
+        _tile_stored(0, &s[0][sb * KB], SB * KB * 4);
+        _tile_stored(1, &s[0][sb * KB + 16], SB * KB * 4);
     }
-    rows_finish(j, b, h, i0, QR, st);
+    float dm[QR];
+    __m512 sums[QR];
+    for (int r = 0; r < QR; r++)
+        softmax_wide(j, st, r, s[r], p[r], kb0 * KB, nsb, &dm[r], &sums[r]);
+    _mm512_storeu_ps(st->alpha, sd_attn_exp2_neg_fast(_mm512_loadu_ps(dm))); /* QR = 16 rows */
+    for (int r = 0; r < QR; r++)
+        st->lv[r] = _mm512_fmadd_ps(st->lv[r], _mm512_set1_ps(st->alpha[r]), sums[r]);
+    const uint32_t *vblk = vp + (size_t)kb0 * vblock;
+    for (int c = 0; c < j->dc; c += 3) {
+        int n = j->dc - c < 3 ? j->dc - c : 3;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(7);
+        for (int sb = 0; sb < nsb; sb++) {
+            const uint32_t *vb = vblk + (size_t)sb * vblock + (size_t)c * 16;
+            _tile_loadd(5, &p[0][sb * KB], SB * KB * 2);
+            _tile_loadd(3, vb, vstride);
+            _tile_dpbf16ps(0, 5, 3);
+            if (n > 1) {
+                _tile_loadd(4, vb + 16, vstride);
+                _tile_dpbf16ps(1, 5, 4);
+            }
+            if (n > 2) {
+                _tile_loadd(6, vb + 32, vstride);
+                _tile_dpbf16ps(7, 5, 6);
+            }
+        }
+        _tile_stored(0, pv[0], 64);
+        _tile_stored(1, pv[1], 64);
+        _tile_stored(7, pv[2], 64);
+        for (int u = 0; u < n; u++)
+            rescale_add(st, c + u, (const float (*)[16])pv[u]);
+    }
+}
+
+/* AMX: query rows [i0, i0 + 16 ng) of (b, h), 16 per row state of st[0 .. ng): each block of
+ * SB x 32 keys serves the ng states in turn while it stays in L2 (the VAE's 512-dim head read K
+ * and V from memory once per 16 rows). */
+AMX_TARGET static void rows_task_amx(const attn_job *j, int b, int h, int i0, int ng, rows_state *st)
+{
+    const uint32_t *kp = (uint32_t *)j->host.kp + ((size_t)b * j->H + h) * j->kp_stride;
+    const uint32_t *vp = (uint32_t *)j->host.vp + ((size_t)b * j->H + h) * j->vp_stride;
+    for (int g = 0; g < ng; g++)
+        rows_start(j, b, h, i0 + g * QR, QR, &st[g]);
+    for (int kb0 = 0; kb0 < j->nkb; kb0 += SB)
+        for (int g = 0; g < ng; g++)
+            amx_block(j, &st[g], kp, vp, kb0, j->nkb - kb0 < SB ? j->nkb - kb0 : SB);
+    for (int g = 0; g < ng; g++)
+        rows_finish(j, b, h, i0 + g * QR, QR, &st[g]);
 }
 
 /* Query rows [i0, i1) of (b, h) (a scheduled task), with the calling thread's row state. */
 static void task(const void *job, int b, int h, int i0, int i1)
 {
     const attn_job *j = job;
-    rows_state *st = sd_attn_host_state(&j->host);
+    rows_state *st = sd_attn_host_state(&j->host); /* GROUPS of them */
     if (j->amx) {
         amx_begin();
-        for (int i = i0; i < i1; i += QR)
-            rows_task_amx(j, b, h, i, st);
+        for (int i = i0; i < i1; i += GROUPS * QR) {
+            int ng = (i1 - i + QR - 1) / QR;
+            rows_task_amx(j, b, h, i, ng < GROUPS ? ng : GROUPS, st);
+        }
         amx_end();
     } else {
         for (int i = i0; i < i1; i += RB)
@@ -402,7 +415,7 @@ sd_status sd_attn_bf16_run(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, 
     j.vp_stride = (size_t)j.nkb * (KB / 2) * j.dc * 16;
     size_t bh = (size_t)j.B * j.H;
     return sd_attn_host_run(cl, q, k, v, mask, out, &j.host, bh * j.kp_stride * 4, bh * j.vp_stride * 4,
-                            sizeof(rows_state), &j, pack_head, task, "attention (bf16)");
+                            GROUPS * sizeof(rows_state), &j, pack_head, task, "attention (bf16)");
 }
 
 #else
