@@ -3,9 +3,10 @@
  * Per (batch, head), K is packed into 32-key panels and V into rows padded to 16 columns:
  *   Kp[kb][d][j] = k[32 kb + j][d]        j < 32 keys (zero past Nk)
  *   Vp[key][c]   = v[key][c]              c < 16 ceil(D / 16) (zero past D and Nk)
- * A task owns up to QR query rows (pre-scaled by log2(e) / sqrt(D), so scores are in log2 units
- * as in kernels/attention.cl) and walks the key blocks; each block serves the rows in register
- * blocks of RB while it stays in L1: the scores of RB rows x 32 keys in 16 registers (a query
+ * A task step owns QR query rows for every head dim (pre-scaled by log2(e) / sqrt(D), so scores
+ * are in log2 units as in kernels/attention.cl) and walks the key blocks; each block serves the
+ * rows in register blocks of RB while it stays in cache (L1 for small head dims, L2 for the
+ * VAE's 512): the scores of RB rows x 32 keys in 16 registers (a query
  * element broadcast times two K vectors per d), the online softmax in fp32, then
  * o = o * alpha + P V over up to 3 x 16 columns at a time. Functions that use the instructions
  * carry their own target attribute; the CPU is checked at run time. */
