@@ -374,6 +374,16 @@ static void bench_conv(void)
     printf("  (Winograd figures count the direct convolution's flops)\n");
 }
 
+/* flops / seconds in GF/s as text (one of four rotating buffers, so one printf can take several). */
+static const char *gflops(double flops, double seconds)
+{
+    static char buf[4][16];
+    static int next;
+    char *b = buf[next++ % 4];
+    snprintf(b, sizeof buf[0], "%.1f", flops / seconds * 1e-9);
+    return b;
+}
+
 /* ---- attention: q [1, Nq, H*D], k/v [1, Nk, H*D], fp32 and bf16 precision, against this library's GEMM ---- */
 
 static void run_attn(variant *v)
@@ -383,6 +393,16 @@ static void run_attn(variant *v)
         die("attention");
     finish();
     sd_dtensor_free(y);
+}
+
+/* run_attn on the OpenCL kernel (kernels/attention.cl) where sd_cl_host_fp32 would take the fp32
+ * host loop (runtime-opencl/attn_f32.c). */
+static void run_attn_opencl(variant *v)
+{
+    bool host = cl->host_fp32;
+    cl->host_fp32 = false;
+    run_attn(v);
+    cl->host_fp32 = host;
 }
 
 /* run_attn in the bf16 precision (runtime-opencl/attn_bf16.c where the CPU has AVX512-BF16). */
@@ -396,34 +416,39 @@ static void run_attn_bf16(variant *v)
 
 static void bench_attn(void)
 {
-    /* SD1.5 self/cross at 64x64 and 32x32 latents, SDXL's 64-dim heads, FLUX's 4096 + 512 tokens
-     * (4 of its 24 heads, to keep the run short; per-head cost is what counts). */
-    static const int shapes[][4] = {{4096, 4096, 8, 40}, {4096, 77, 8, 40}, {1024, 1024, 8, 80},
-                                    {1024, 77, 8, 80},   {4096, 4096, 10, 64}, {4608, 4608, 4, 128}};
+    /* SD1.5 self/cross at 64x64, 32x32 and 16x16 latents, SDXL's 64-dim heads, FLUX's 4096 + 512
+     * tokens (4 of its 24 heads, to keep the run short; per-head cost is what counts), the VAE's
+     * single 512-dim head at 64x64. bench/attn_peer.py prints PyTorch's figures on the same shapes. */
+    static const int shapes[][4] = {{4096, 4096, 8, 40}, {4096, 77, 8, 40},    {1024, 1024, 8, 80},
+                                    {1024, 77, 8, 80},   {256, 256, 8, 160},   {4096, 4096, 10, 64},
+                                    {4608, 4608, 4, 128}, {4096, 4096, 1, 512}};
 #ifdef SDFLOW_HAVE_DNNL
     bool bf16 = true;
 #else
     bool bf16 = false;
 #endif
-    printf("\nattention Nq x Nk, heads x dim   fp32 GF/s   bf16 GF/s   bf16 speedup   GEMM GF/s (linear "
+    bool host = sd_cl_host_fp32(cl);
+    printf("\nattention Nq x Nk, heads x dim   fp32 GF/s (OpenCL   host)   bf16 GF/s   GEMM GF/s (linear "
            "4096x320x1280 f32)\n");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         int Nq = shapes[i][0], Nk = shapes[i][1], H = shapes[i][2], D = shapes[i][3];
         int64_t qs[] = {1, Nq, (int64_t)H * D}, ks[] = {1, Nk, (int64_t)H * D};
-        variant va = {.run = run_attn, .heads = H}, vb = {.run = run_attn_bf16, .heads = H}, vg;
-        va.a = vb.a = upload(SD_DTYPE_F32, 3, qs, 5);
-        va.b = vb.b = upload(SD_DTYPE_F32, 3, ks, 6);
-        va.c = vb.c = upload(SD_DTYPE_F32, 3, ks, 7);
+        variant va = {.run = run_attn_opencl, .heads = H}, vh = {.run = run_attn, .heads = H};
+        variant vb = {.run = run_attn_bf16, .heads = H}, vg;
+        va.a = vh.a = vb.a = upload(SD_DTYPE_F32, 3, qs, 5);
+        va.b = vh.b = vb.b = upload(SD_DTYPE_F32, 3, ks, 6);
+        va.c = vh.c = vb.c = upload(SD_DTYPE_F32, 3, ks, 7);
         linear_setup(&vg, 4096, 320, 1280, SD_DTYPE_F32);
-        variant *vs[] = {&va, &vg, &vb};
-        time_interleaved(vs, bf16 ? 3 : 2);
-        double flops = 4.0 * H * (double)Nq * Nk * D; /* QK^T and PV */
-        double ga = flops / va.best * 1e-9, gb = flops / vb.best * 1e-9;
-        double gg = 2.0 * 4096 * 320 * 1280 / vg.best * 1e-9;
+        variant *vs[4] = {&vg, &va}, **at = vs + 2;
+        if (host)
+            *at++ = &vh;
         if (bf16)
-            printf("  %5d x %4d, %2d x %-3d    %9.1f   %9.1f   %11.2fx   %10.1f\n", Nq, Nk, H, D, ga, gb, gb / ga, gg);
-        else
-            printf("  %5d x %4d, %2d x %-3d    %9.1f         n/a            n/a   %10.1f\n", Nq, Nk, H, D, ga, gg);
+            *at++ = &vb;
+        time_interleaved(vs, (int)(at - vs));
+        double flops = 4.0 * H * (double)Nq * Nk * D; /* QK^T and PV */
+        printf("  %5d x %4d, %2d x %-3d            %9.1f %7s   %9s   %10.1f\n", Nq, Nk, H, D, flops / va.best * 1e-9,
+               host ? gflops(flops, vh.best) : "n/a", bf16 ? gflops(flops, vb.best) : "n/a",
+               2.0 * 4096 * 320 * 1280 / vg.best * 1e-9);
         variant_free(&va);
         variant_free(&vg);
         fflush(stdout);

@@ -1,8 +1,10 @@
 /* sd_op_attention: in the bf16 precision on a CPU with AMX or AVX512-BF16, the host loop of
- * runtime-opencl/attn_bf16.c; otherwise K is transposed into 32-key panels (attn_pack_k), then
+ * runtime-opencl/attn_bf16.c; in fp32 where sd_cl_host_fp32 allows host routes, the host loop of
+ * runtime-opencl/attn_f32.c; otherwise K is transposed into 32-key panels (attn_pack_k), then
  * attn_fwd runs the flash-style loop (kernels/attention.cl). Programs are built per head dimension. */
 #include "runtime-opencl/ops.h"
 #include "runtime-opencl/attn_bf16.h"
+#include "runtime-opencl/attn_f32.h"
 #include "runtime-opencl/dnnl.h"
 #include "runtime-opencl/gemm.h"
 #include <math.h>
@@ -56,6 +58,8 @@ sd_status sd_op_attention(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, c
         return sd_dtensor_drop_on_error(out, st);
     if (bf16 && sd_attn_bf16_route() != SD_ATTN_BF16_NONE)
         return sd_dtensor_drop_on_error(out, sd_attn_bf16_run(cl, q, k, v, heads, mask, mb, mq, *out));
+    if (sd_cl_host_fp32(cl) && sd_attn_f32_available())
+        return sd_dtensor_drop_on_error(out, sd_attn_f32_run(cl, q, k, v, heads, mask, mb, mq, *out));
     char opts[96];
     int bq = attn_rows(D);
     snprintf(opts, sizeof opts, "-DHD=%d -DBQ=%d%s", D, bq, k->dtype == SD_DTYPE_F16 ? " -DKV_HALF" : "");

@@ -9,34 +9,32 @@
  * keys sit in 16 registers (one broadcast query pair times one K vector per step), the online
  * softmax runs in fp32 in log2 units (as kernels/attention.cl), the probabilities are rounded to
  * bf16 pairs and o = o * alpha + P V accumulates in fp32 over up to 3 x 16 columns at a time.
- * Functions that use the instructions carry their own target attribute; the CPU is checked at
+ * 2^x is sd_attn_exp2_neg_fast (degree 5: its error is far below the bf16 rounding that follows).
+ * Operand mapping, packed buffers and the schedule: runtime-opencl/attn_host.c. Functions that use the instructions carry their own target attribute; the CPU is checked at
  * run time, so the rest of sdflow is built for the baseline x86-64. */
 #include "runtime-opencl/attn_bf16.h"
 
 #if defined(SDFLOW_HAVE_DNNL) && defined(__x86_64__) && defined(_OPENMP)
 
-#include "runtime-opencl/dnnl.h"
+#include "runtime-opencl/attn_host.h"
 #include <cpuid.h>
-#include <immintrin.h>
 #include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 #define AMX_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")))
-#define INLINE static inline __attribute__((always_inline))
+#define INLINE SD_ATTN_INLINE
+#define UNROLL SD_ATTN_UNROLL
 #define KB 32          /* keys per block */
 #define RB 8           /* query rows per AVX512-BF16 register block */
 #define QR 16          /* query rows per AMX tile (and the most a row state holds) */
 #define SB 8           /* 32-key sub-blocks per AMX key block */
-#define MAX_D 512      /* sd_op_attention's limit */
+#define GROUPS 4       /* AMX row states (16 rows each) that share a key block */
+#define MAX_D SD_ATTN_MAX_D
 #define NC 3           /* 16-column vectors of o per P V pass */
-#define TASK_ROWS 64   /* query rows per scheduled task */
-#define UNROLL _Pragma("GCC unroll 8") /* register blocks: accumulators must stay in registers */
 
 #define ARCH_REQ_XCOMP_PERM 0x1023 /* arch_prctl: ask for an extended state component */
 #define XFEATURE_XTILEDATA 18      /* AMX tile data */
@@ -73,17 +71,11 @@ sd_attn_bf16_isa sd_attn_bf16_cap(sd_attn_bf16_isa max)
 }
 
 typedef struct attn_job {
-    const float *q, *mask;
-    const void *k, *v;
-    bool kv_half;
-    float *out;
-    uint32_t *kp, *vp; /* packed per (b, h): kp_stride / vp_stride uint32 each */
-    bool amx;          /* AMX tiles, else AVX512-BF16 */
-    struct rows_state *states; /* one per thread */
-    int threads;
-    size_t kp_stride, vp_stride;
-    int B, H, D, Nq, Nk, dp, dc, nkb, mb, mq; /* dp: d-pairs, a multiple of 16 with AMX */
-    float scale; /* log2(e) / sqrt(D) */
+    sd_attn_host_job host;     /* shapes, operands */
+    bool amx;                  /* AMX tiles, else AVX512-BF16 */
+    size_t kp_stride, vp_stride; /* uint32 per (b, h) in host.kp, host.vp */
+    int B, H, D, Nq, Nk, dp, dc, nkb; /* as host's; dp: d-pairs, a multiple of 16 with AMX */
+    float scale;                      /* log2(e) / sqrt(D) */
 } attn_job;
 
 /* n values of a row (f32 or f16) as bf16, nearest even, into dst[0..n_pad) (zeros past n). */
@@ -101,11 +93,12 @@ TARGET static void row_bf16(const void *src, bool half, int n, int n_pad, uint16
 }
 
 /* Packs K and V of (b, h) (layouts above). */
-TARGET static void pack_head(const attn_job *j, int b, int h)
+TARGET static void pack_head(const void *job, int b, int h)
 {
-    size_t C = (size_t)j->H * j->D, esz = j->kv_half ? 2 : 4;
-    uint32_t *kp = j->kp + ((size_t)b * j->H + h) * j->kp_stride;
-    uint32_t *vp = j->vp + ((size_t)b * j->H + h) * j->vp_stride;
+    const attn_job *j = job;
+    const sd_attn_host_job *g = &j->host;
+    uint32_t *kp = (uint32_t *)j->host.kp + ((size_t)b * j->H + h) * j->kp_stride;
+    uint32_t *vp = (uint32_t *)j->host.vp + ((size_t)b * j->H + h) * j->vp_stride;
     uint16_t ra[MAX_D + 16], rb[MAX_D + 16];
     int dv = 16 * j->dc, nk_pad = KB * j->nkb;
     for (int key = 0; key < nk_pad; key += 2) {
@@ -113,15 +106,13 @@ TARGET static void pack_head(const attn_job *j, int b, int h)
             int kk = key + t;
             uint16_t *row = t ? rb : ra;
             if (kk < j->Nk) {
-                const char *base = (const char *)j->k + (((size_t)b * j->Nk + kk) * C + (size_t)h * j->D) * esz;
-                row_bf16(base, j->kv_half, j->D, 2 * j->dp, row);
+                row_bf16(sd_attn_host_kv(g, g->k, b, h, kk), g->kv_half, j->D, 2 * j->dp, row);
                 uint32_t pairs[MAX_D / 2];
                 memcpy(pairs, row, (size_t)j->dp * 4);
                 uint32_t *dst = kp + (size_t)(kk / KB) * j->dp * KB + kk % KB;
                 for (int p = 0; p < j->dp; p++)
                     dst[(size_t)p * KB] = pairs[p];
-                base = (const char *)j->v + (((size_t)b * j->Nk + kk) * C + (size_t)h * j->D) * esz;
-                row_bf16(base, j->kv_half, j->D, dv, row);
+                row_bf16(sd_attn_host_kv(g, g->v, b, h, kk), g->kv_half, j->D, dv, row);
             } else {
                 uint32_t *dst = kp + (size_t)(kk / KB) * j->dp * KB + kk % KB;
                 for (int p = 0; p < j->dp; p++)
@@ -133,24 +124,6 @@ TARGET static void pack_head(const attn_job *j, int b, int h)
         for (int d = 0; d < dv; d++)
             dst[d] = ra[d] | (uint32_t)rb[d] << 16;
     }
-}
-
-/* 2^x for x <= 0 in fp32 (kernels/attention.cl's exp2_neg16): x <= -127 and -inf give 0. */
-TARGET INLINE __m512 exp2_neg(__m512 x)
-{
-    x = _mm512_max_ps(x, _mm512_set1_ps(-127.0f));
-    __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 f = _mm512_mul_ps(_mm512_sub_ps(x, n), _mm512_set1_ps(0.69314718055994531f));
-    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 720.0f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
 }
 
 /* o[r][16 c0 .. 16 (c0 + nc)) = o * alpha[r] + sum over the block's key pairs of P V. */
@@ -180,8 +153,9 @@ TARGET INLINE void pv_pass(float (*o)[MAX_D], const uint32_t (*pp)[KB / 2], cons
 /* The running state of up to QR query rows: queries as bf16 pairs (row r at q + r * dp), the
  * unnormalised output, the running max and sum (log2 units), the mask rows. */
 typedef struct rows_state {
+    __m512 lv[QR]; /* running sums, lane-wise */
     uint32_t q[QR * MAX_D / 2];
-    float o[QR][MAX_D], m[QR], l[QR], alpha[QR];
+    float o[QR][MAX_D], m[QR], alpha[QR];
     uint32_t pp[QR][KB / 2]; /* the current block's probabilities, bf16 pairs */
     const float *mrow[QR];
 } rows_state;
@@ -189,69 +163,30 @@ typedef struct rows_state {
 /* Starts n rows at i0 of (b, h) (rows past Nq repeat row Nq-1). */
 TARGET static void rows_start(const attn_job *j, int b, int h, int i0, int n, rows_state *st)
 {
-    size_t C = (size_t)j->H * j->D;
     for (int r = 0; r < n; r++) {
         int i = i0 + r < j->Nq ? i0 + r : j->Nq - 1;
-        row_bf16(j->q + ((size_t)b * j->Nq + i) * C + (size_t)h * j->D, false, j->D, 2 * j->dp,
-                 (uint16_t *)(st->q + (size_t)r * j->dp));
+        row_bf16(sd_attn_host_q(&j->host, b, h, i), false, j->D, 2 * j->dp, (uint16_t *)(st->q + (size_t)r * j->dp));
         memset(st->o[r], 0, (size_t)j->dc * 64);
         st->m[r] = -INFINITY;
-        st->l[r] = 0.0f;
-        st->mrow[r] = j->mask ? j->mask + ((size_t)(j->mb == 1 ? 0 : b) * j->mq + (j->mq == 1 ? 0 : i)) * j->Nk
-                              : NULL;
+        st->lv[r] = _mm512_setzero_ps();
+        st->mrow[r] = sd_attn_host_mask_row(&j->host, b, i);
     }
 }
 
 /* Writes the n rows at i0 that lie below Nq, normalised. */
-static void rows_finish(const attn_job *j, int b, int h, int i0, int n, const rows_state *st)
+TARGET static void rows_finish(const attn_job *j, int b, int h, int i0, int n, const rows_state *st)
 {
-    size_t C = (size_t)j->H * j->D;
     for (int r = 0; r < n && i0 + r < j->Nq; r++) {
-        float inv = st->l[r] > 0.0f ? 1.0f / st->l[r] : 0.0f;
-        float *dst = j->out + ((size_t)b * j->Nq + i0 + r) * C + (size_t)h * j->D;
-        for (int d = 0; d < j->D; d++)
-            dst[d] = st->o[r][d] * inv;
+        float l = _mm512_reduce_add_ps(st->lv[r]), inv = l > 0.0f ? 1.0f / l : 0.0f;
+        sd_attn_host_row_f32(st->o[r], false, j->D, j->D, inv, sd_attn_host_out(&j->host, b, h, i0 + r));
     }
-}
-
-/* Online softmax of row r over the block at key k0 (valid keys: masks v0, v1) from its raw
- * scores s0 (keys 0-15) and s1 (16-31): updates m, l, sets alpha (the factor for o) and pp. */
-TARGET INLINE void softmax_row(const attn_job *j, rows_state *st, int r, __m512 s0, __m512 s1, int k0,
-                               __mmask16 v0, __mmask16 v1)
-{
-    __m512 scale = _mm512_set1_ps(j->scale), log2e = _mm512_set1_ps(1.4426950408889634f);
-    __m512 ninf = _mm512_set1_ps(-INFINITY);
-    __m512 x0 = _mm512_mul_ps(s0, scale), x1 = _mm512_mul_ps(s1, scale);
-    if (st->mrow[r]) {
-        x0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(v0, st->mrow[r] + k0), log2e, x0);
-        x1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(v1, st->mrow[r] + k0 + 16), log2e, x1);
-    }
-    x0 = _mm512_mask_mov_ps(ninf, v0, x0);
-    x1 = _mm512_mask_mov_ps(ninf, v1, x1);
-    float mnew = fmaxf(st->m[r], _mm512_reduce_max_ps(_mm512_max_ps(x0, x1)));
-    float msafe = mnew == -INFINITY ? 0.0f : mnew;
-    st->alpha[r] = exp2f(st->m[r] - msafe);
-    __m512 ms = _mm512_set1_ps(msafe);
-    __m512 p0 = exp2_neg(_mm512_sub_ps(x0, ms)), p1 = exp2_neg(_mm512_sub_ps(x1, ms));
-    st->l[r] = st->l[r] * st->alpha[r] + _mm512_reduce_add_ps(_mm512_add_ps(p0, p1));
-    st->m[r] = mnew;
-    _mm512_storeu_si512(st->pp[r], (__m512i)_mm512_cvtne2ps_pbh(p1, p0));
-}
-
-/* The key block kb's valid count and lane masks. */
-static int block_valid(const attn_job *j, int kb, __mmask16 *v0, __mmask16 *v1)
-{
-    int valid = j->Nk - kb * KB < KB ? j->Nk - kb * KB : KB;
-    *v0 = valid >= 16 ? 0xffff : (__mmask16)((1u << valid) - 1);
-    *v1 = valid >= 32 ? 0xffff : valid > 16 ? (__mmask16)((1u << (valid - 16)) - 1) : 0;
-    return valid;
 }
 
 /* AVX512-BF16: query rows [i0, i0 + RB) of (b, h). */
 TARGET static void rows_task(const attn_job *j, int b, int h, int i0, rows_state *st)
 {
-    const uint32_t *kp = j->kp + ((size_t)b * j->H + h) * j->kp_stride;
-    const uint32_t *vp = j->vp + ((size_t)b * j->H + h) * j->vp_stride;
+    const uint32_t *kp = (uint32_t *)j->host.kp + ((size_t)b * j->H + h) * j->kp_stride;
+    const uint32_t *vp = (uint32_t *)j->host.vp + ((size_t)b * j->H + h) * j->vp_stride;
     rows_start(j, b, h, i0, RB, st);
     for (int kb = 0; kb < j->nkb; kb++) {
         const uint32_t *kblk = kp + (size_t)kb * j->dp * KB;
@@ -268,9 +203,14 @@ TARGET static void rows_task(const attn_job *j, int b, int h, int i0, rows_state
             }
         }
         __mmask16 v0, v1;
-        int valid = block_valid(j, kb, &v0, &v1);
+        int valid = sd_attn_host_block_valid(j->Nk, kb * KB, &v0, &v1);
+        UNROLL for (int r = 0; r < RB; r++) {
+            s0[r] = _mm512_mul_ps(s0[r], _mm512_set1_ps(j->scale));
+            s1[r] = _mm512_mul_ps(s1[r], _mm512_set1_ps(j->scale));
+        }
+        sd_attn_host_softmax8(st->mrow, kb * KB, s0, s1, v0, v1, st->m, st->lv, st->alpha, true);
         UNROLL for (int r = 0; r < RB; r++)
-            softmax_row(j, st, r, s0[r], s1[r], kb * KB, v0, v1);
+            _mm512_storeu_si512(st->pp[r], (__m512i)_mm512_cvtne2ps_pbh(s1[r], s0[r]));
         const uint32_t *vblk = vp + (size_t)kb * (KB / 2) * j->dc * 16;
         const uint32_t (*pp)[KB / 2] = (const uint32_t (*)[KB / 2])st->pp;
         int npairs = (valid + 1) / 2, c = 0;
@@ -313,35 +253,49 @@ AMX_TARGET static void amx_end(void)
     _tile_release();
 }
 
-/* Online softmax of row r over the keys [k0, k0 + 32 nsb) from its raw scores s (rewritten
- * with the scaled, masked ones): updates m, l, alpha; p gets the probabilities in bf16. */
-AMX_TARGET static void softmax_wide(const attn_job *j, rows_state *st, int r, float *s, uint16_t *p, int k0, int nsb)
+/* Online softmax of row r over the keys [k0, k0 + 32 nsb) from its raw scores s: updates m,
+ * sets dm (m_old - m_new, for alpha) and sum (the new probabilities' lane-wise sum); p gets the
+ * probabilities in bf16. Without a mask over whole blocks the max is taken on the raw scores
+ * (scale > 0) and scaling joins the subtraction; else s is rewritten scaled and masked first. */
+AMX_TARGET static void softmax_wide(const attn_job *j, rows_state *st, int r, float *s, uint16_t *p, int k0, int nsb,
+                                    float *dm, __m512 *sum)
 {
     __m512 scale = _mm512_set1_ps(j->scale), log2e = _mm512_set1_ps(1.4426950408889634f);
     __m512 ninf = _mm512_set1_ps(-INFINITY), mx = ninf;
     const float *mrow = st->mrow[r];
-    for (int v = 0; v < 2 * nsb; v++) {
-        int left = j->Nk - (k0 + 16 * v);
-        __mmask16 valid = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-        __m512 x = _mm512_mul_ps(_mm512_loadu_ps(s + 16 * v), scale);
-        if (mrow)
-            x = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(valid, mrow + k0 + 16 * v), log2e, x);
-        x = _mm512_mask_mov_ps(ninf, valid, x);
-        _mm512_storeu_ps(s + 16 * v, x);
-        mx = _mm512_max_ps(mx, x);
+    bool plain = !mrow && k0 + KB * nsb <= j->Nk;
+    float bmax;
+    if (plain) {
+        for (int v = 0; v < 2 * nsb; v++)
+            mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + 16 * v));
+        bmax = _mm512_reduce_max_ps(mx) * j->scale;
+    } else {
+        for (int v = 0; v < 2 * nsb; v++) {
+            int left = j->Nk - (k0 + 16 * v);
+            __mmask16 valid = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+            __m512 x = _mm512_mul_ps(_mm512_loadu_ps(s + 16 * v), scale);
+            if (mrow)
+                x = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(valid, mrow + k0 + 16 * v), log2e, x);
+            x = _mm512_mask_mov_ps(ninf, valid, x);
+            _mm512_storeu_ps(s + 16 * v, x);
+            mx = _mm512_max_ps(mx, x);
+        }
+        bmax = _mm512_reduce_max_ps(mx);
     }
-    float mnew = fmaxf(st->m[r], _mm512_reduce_max_ps(mx));
+    float mnew = fmaxf(st->m[r], bmax);
     float msafe = mnew == -INFINITY ? 0.0f : mnew;
-    st->alpha[r] = exp2f(st->m[r] - msafe);
-    __m512 ms = _mm512_set1_ps(msafe), sum = _mm512_setzero_ps();
+    *dm = st->m[r] - msafe;
+    st->m[r] = mnew;
+    __m512 ms = _mm512_set1_ps(msafe), acc = _mm512_setzero_ps();
     for (int v = 0; v < 2 * nsb; v += 2) {
-        __m512 p0 = exp2_neg(_mm512_sub_ps(_mm512_loadu_ps(s + 16 * v), ms));
-        __m512 p1 = exp2_neg(_mm512_sub_ps(_mm512_loadu_ps(s + 16 * v + 16), ms));
-        sum = _mm512_add_ps(sum, _mm512_add_ps(p0, p1));
+        __m512 x0 = _mm512_loadu_ps(s + 16 * v), x1 = _mm512_loadu_ps(s + 16 * v + 16);
+        x0 = plain ? _mm512_fmsub_ps(x0, scale, ms) : _mm512_sub_ps(x0, ms);
+        x1 = plain ? _mm512_fmsub_ps(x1, scale, ms) : _mm512_sub_ps(x1, ms);
+        __m512 p0 = sd_attn_exp2_neg_fast(x0), p1 = sd_attn_exp2_neg_fast(x1);
+        acc = _mm512_add_ps(acc, _mm512_add_ps(p0, p1));
         _mm512_storeu_si512(p + 16 * v, (__m512i)_mm512_cvtne2ps_pbh(p1, p0));
     }
-    st->l[r] = st->l[r] * st->alpha[r] + _mm512_reduce_add_ps(sum);
-    st->m[r] = mnew;
+    *sum = acc;
 }
 
 /* o[r][16 c + e] = o * alpha[r] + pv[r][e] for the QR rows of one 16-column slice. */
@@ -353,74 +307,92 @@ AMX_TARGET static void rescale_add(rows_state *st, int c, const float (*pv)[16])
     }
 }
 
-/* AMX: query rows [i0, i0 + QR) of (b, h); j->dp is a multiple of 16 (zero padded). Keys go in
- * blocks of SB x 32: the scores of all of them (tiles 0, 1 per 32 keys), one softmax update,
- * then P V accumulated over the whole block in up to three tiles (0, 1, 7) before o is
- * rescaled once. */
-AMX_TARGET static void rows_task_amx(const attn_job *j, int b, int h, int i0, rows_state *st)
+/* AMX: the 16 rows of st against the keys [32 kb0, 32 (kb0 + nsb)) of (b, h) (kp, vp: its packed
+ * K and V); j->dp is a multiple of 16 (zero padded). The scores of all of them (tiles 0, 1 per 32
+ * keys), one softmax update, then P V accumulated over the whole block in up to three tiles
+ * (0, 1, 7) before o is rescaled once. */
+AMX_TARGET static void amx_block(const attn_job *j, rows_state *st, const uint32_t *kp, const uint32_t *vp, int kb0,
+                                 int nsb)
 {
-    const uint32_t *kp = j->kp + ((size_t)b * j->H + h) * j->kp_stride;
-    const uint32_t *vp = j->vp + ((size_t)b * j->H + h) * j->vp_stride;
     float s[QR][SB * KB], pv[3][QR][16];
     uint16_t p[QR][SB * KB];
     size_t vstride = (size_t)j->dc * 64, vblock = (size_t)(KB / 2) * j->dc * 16;
-    rows_start(j, b, h, i0, QR, st);
-    for (int kb0 = 0; kb0 < j->nkb; kb0 += SB) {
-        int nsb = j->nkb - kb0 < SB ? j->nkb - kb0 : SB;
-        for (int sb = 0; sb < nsb; sb++) {
-            const uint32_t *kblk = kp + (size_t)(kb0 + sb) * j->dp * KB;
-            _tile_zero(0);
-            _tile_zero(1);
-            for (int c = 0; c < j->dp; c += 16) {
-                _tile_loadd(2, st->q + c, j->dp * 4);
-                _tile_loadd(3, kblk + (size_t)c * KB, KB * 4);
-                _tile_loadd(4, kblk + (size_t)c * KB + 16, KB * 4);
-                _tile_dpbf16ps(0, 2, 3);
-                _tile_dpbf16ps(1, 2, 4);
-            }
-            _tile_stored(0, &s[0][sb * KB], SB * KB * 4);
-            _tile_stored(1, &s[0][sb * KB + 16], SB * KB * 4);
+    for (int sb = 0; sb < nsb; sb++) {
+        const uint32_t *kblk = kp + (size_t)(kb0 + sb) * j->dp * KB;
+        _tile_zero(0);
+        _tile_zero(1);
+        for (int c = 0; c < j->dp; c += 16) {
+            _tile_loadd(2, st->q + c, j->dp * 4);
+            _tile_loadd(3, kblk + (size_t)c * KB, KB * 4);
+            _tile_loadd(4, kblk + (size_t)c * KB + 16, KB * 4);
+            _tile_dpbf16ps(0, 2, 3);
+            _tile_dpbf16ps(1, 2, 4);
         }
-        for (int r = 0; r < QR; r++)
-            softmax_wide(j, st, r, s[r], p[r], kb0 * KB, nsb);
-        const uint32_t *vblk = vp + (size_t)kb0 * vblock;
-        for (int c = 0; c < j->dc; c += 3) {
-            int n = j->dc - c < 3 ? j->dc - c : 3;
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(7);
-            for (int sb = 0; sb < nsb; sb++) {
-                const uint32_t *vb = vblk + (size_t)sb * vblock + (size_t)c * 16;
-                _tile_loadd(5, &p[0][sb * KB], SB * KB * 2);
-                _tile_loadd(3, vb, vstride);
-                _tile_dpbf16ps(0, 5, 3);
-                if (n > 1) {
-                    _tile_loadd(4, vb + 16, vstride);
-                    _tile_dpbf16ps(1, 5, 4);
-                }
-                if (n > 2) {
-                    _tile_loadd(6, vb + 32, vstride);
-                    _tile_dpbf16ps(7, 5, 6);
-                }
-            }
-            _tile_stored(0, pv[0], 64);
-            _tile_stored(1, pv[1], 64);
-            _tile_stored(7, pv[2], 64);
-            for (int u = 0; u < n; u++)
-                rescale_add(st, c + u, (const float (*)[16])pv[u]);
-        }
+        _tile_stored(0, &s[0][sb * KB], SB * KB * 4);
+        _tile_stored(1, &s[0][sb * KB + 16], SB * KB * 4);
     }
-    rows_finish(j, b, h, i0, QR, st);
+    float dm[QR];
+    __m512 sums[QR];
+    for (int r = 0; r < QR; r++)
+        softmax_wide(j, st, r, s[r], p[r], kb0 * KB, nsb, &dm[r], &sums[r]);
+    _mm512_storeu_ps(st->alpha, sd_attn_exp2_neg_fast(_mm512_loadu_ps(dm))); /* QR = 16 rows */
+    for (int r = 0; r < QR; r++)
+        st->lv[r] = _mm512_fmadd_ps(st->lv[r], _mm512_set1_ps(st->alpha[r]), sums[r]);
+    const uint32_t *vblk = vp + (size_t)kb0 * vblock;
+    for (int c = 0; c < j->dc; c += 3) {
+        int n = j->dc - c < 3 ? j->dc - c : 3;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(7);
+        for (int sb = 0; sb < nsb; sb++) {
+            const uint32_t *vb = vblk + (size_t)sb * vblock + (size_t)c * 16;
+            _tile_loadd(5, &p[0][sb * KB], SB * KB * 2);
+            _tile_loadd(3, vb, vstride);
+            _tile_dpbf16ps(0, 5, 3);
+            if (n > 1) {
+                _tile_loadd(4, vb + 16, vstride);
+                _tile_dpbf16ps(1, 5, 4);
+            }
+            if (n > 2) {
+                _tile_loadd(6, vb + 32, vstride);
+                _tile_dpbf16ps(7, 5, 6);
+            }
+        }
+        _tile_stored(0, pv[0], 64);
+        _tile_stored(1, pv[1], 64);
+        _tile_stored(7, pv[2], 64);
+        for (int u = 0; u < n; u++)
+            rescale_add(st, c + u, (const float (*)[16])pv[u]);
+    }
+}
+
+/* AMX: query rows [i0, i0 + 16 ng) of (b, h), 16 per row state of st[0 .. ng): each block of
+ * SB x 32 keys serves the ng states in turn while it stays in L2 (the VAE's 512-dim head read K
+ * and V from memory once per 16 rows). */
+AMX_TARGET static void rows_task_amx(const attn_job *j, int b, int h, int i0, int ng, rows_state *st)
+{
+    const uint32_t *kp = (uint32_t *)j->host.kp + ((size_t)b * j->H + h) * j->kp_stride;
+    const uint32_t *vp = (uint32_t *)j->host.vp + ((size_t)b * j->H + h) * j->vp_stride;
+    for (int g = 0; g < ng; g++)
+        rows_start(j, b, h, i0 + g * QR, QR, &st[g]);
+    for (int kb0 = 0; kb0 < j->nkb; kb0 += SB)
+        for (int g = 0; g < ng; g++)
+            amx_block(j, &st[g], kp, vp, kb0, j->nkb - kb0 < SB ? j->nkb - kb0 : SB);
+    for (int g = 0; g < ng; g++)
+        rows_finish(j, b, h, i0 + g * QR, QR, &st[g]);
 }
 
 /* Query rows [i0, i1) of (b, h) (a scheduled task), with the calling thread's row state. */
-static void task(const attn_job *j, int b, int h, int i0, int i1)
+static void task(const void *job, int b, int h, int i0, int i1)
 {
-    rows_state *st = &j->states[omp_get_thread_num()];
+    const attn_job *j = job;
+    rows_state *st = sd_attn_host_state(&j->host); /* GROUPS of them */
     if (j->amx) {
         amx_begin();
-        for (int i = i0; i < i1; i += QR)
-            rows_task_amx(j, b, h, i, st);
+        for (int i = i0; i < i1; i += GROUPS * QR) {
+            int ng = (i1 - i + QR - 1) / QR;
+            rows_task_amx(j, b, h, i, ng < GROUPS ? ng : GROUPS, st);
+        }
         amx_end();
     } else {
         for (int i = i0; i < i1; i += RB)
@@ -428,74 +400,22 @@ static void task(const attn_job *j, int b, int h, int i0, int i1)
     }
 }
 
-static void run_job(const attn_job *j)
-{
-    int heads = j->B * j->H;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int t = 0; t < heads; t++)
-        pack_head(j, t / j->H, t % j->H);
-    /* With few keys (cross-attention) a task runs every head of its rows, whose q and out cache
-     * lines the heads share; with many, one head per task, whose K and V stay in cache. */
-    bool all_heads = j->Nk <= SB * KB;
-    int chunks = (j->Nq + TASK_ROWS - 1) / TASK_ROWS, per_task = all_heads ? j->H : 1;
-    long tasks = (long)heads / per_task * chunks;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(j->threads)
-    for (long t = 0; t < tasks; t++) {
-        int bh = (int)(t / chunks) * per_task, c = (int)(t % chunks);
-        int end = (c + 1) * TASK_ROWS < j->Nq ? (c + 1) * TASK_ROWS : j->Nq;
-        for (int u = 0; u < per_task; u++)
-            task(j, (bh + u) / j->H, (bh + u) % j->H, c * TASK_ROWS, end);
-    }
-}
-
 sd_status sd_attn_bf16_run(sd_cl *cl, const sd_dtensor *q, const sd_dtensor *k, const sd_dtensor *v, int heads,
                            const sd_dtensor *mask, int mb, int mq, sd_dtensor *out)
 {
-    attn_job j = {.B = (int)q->shape[0], .Nq = (int)q->shape[1], .Nk = (int)k->shape[1], .H = heads,
-                  .D = (int)(q->shape[2] / heads), .kv_half = k->dtype == SD_DTYPE_F16, .mb = mb, .mq = mq};
+    attn_job j = {0};
+    sd_attn_host_init(&j.host, q, k, heads, mb, mq);
+    j.B = j.host.B, j.H = j.host.H, j.D = j.host.D, j.Nq = j.host.Nq, j.Nk = j.host.Nk;
     j.amx = sd_attn_bf16_route() == SD_ATTN_BF16_AMX;
     j.dp = j.amx ? (j.D + 31) / 32 * 16 : (j.D + 1) / 2;
-    j.threads = omp_get_max_threads();
     j.dc = (j.D + 15) / 16;
     j.nkb = (j.Nk + KB - 1) / KB;
     j.scale = (float)(1.4426950408889634 / sqrt((double)j.D));
     j.kp_stride = (size_t)j.nkb * KB * j.dp;
     j.vp_stride = (size_t)j.nkb * (KB / 2) * j.dc * 16;
     size_t bh = (size_t)j.B * j.H;
-    sd_status st = sd_cl_finish(cl);
-    if (st)
-        return st;
-    j.kp = malloc(bh * j.kp_stride * 4);
-    j.vp = malloc(bh * j.vp_stride * 4);
-    j.states = malloc((size_t)j.threads * sizeof *j.states);
-    sd_dnnl_mapping mq_ = {0}, mk = {0}, mv = {0}, mm = {0}, mo = {0};
-    if (!j.kp || !j.vp || !j.states) {
-        st = sd_set_error(cl->ctx, SD_ERR_NOMEM, "attention (bf16): out of memory for the packed K and V");
-        goto done;
-    }
-    size_t esz = sd_dtype_size(k->dtype);
-    if ((st = sd_dnnl_map(cl, q->buf, q->numel * 4, false, &mq_)) ||
-        (st = sd_dnnl_map(cl, k->buf, k->numel * esz, false, &mk)) ||
-        (st = sd_dnnl_map(cl, v->buf, v->numel * esz, false, &mv)) ||
-        (st = sd_dnnl_map(cl, mask ? mask->buf : NULL, mask ? mask->numel * 4 : 0, false, &mm)) ||
-        (st = sd_dnnl_map(cl, out->buf, out->numel * 4, true, &mo)))
-        goto done;
-    j.q = mq_.ptr;
-    j.k = mk.ptr;
-    j.v = mv.ptr;
-    j.mask = mm.ptr;
-    j.out = mo.ptr;
-    run_job(&j);
-done:
-    sd_dnnl_unmap(cl, &mq_);
-    sd_dnnl_unmap(cl, &mk);
-    sd_dnnl_unmap(cl, &mv);
-    sd_dnnl_unmap(cl, &mm);
-    sd_dnnl_unmap(cl, &mo);
-    free(j.kp);
-    free(j.vp);
-    free(j.states);
-    return st;
+    return sd_attn_host_run(cl, q, k, v, mask, out, &j.host, bh * j.kp_stride * 4, bh * j.vp_stride * 4,
+                            GROUPS * sizeof(rows_state), &j, pack_head, task, "attention (bf16)");
 }
 
 #else

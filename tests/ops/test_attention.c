@@ -11,10 +11,15 @@
  * fp32, so what is left is the rounding of the probabilities to bf16 for P V (relative error at
  * most 2^-8 each, and l sums the unrounded ones): the output moves by at most 2^-8 max|v| =
  * 0.0039 (v in [-1, 1]); ATOL_BF16 = 0.0041 adds the fp32 bound above. On a CPU without
- * AVX512-BF16 the bf16 precision must give the fp32 kernel's result bit for bit. */
+ * AVX512-BF16 the bf16 precision must give the fp32 kernel's result bit for bit.
+ *
+ * fp32 runs on two routes: the OpenCL kernel (kernels/attention.cl) and, where sd_cl_host_fp32
+ * allows host routes, the host loop of runtime-opencl/attn_f32.c. Odd shapes are checked on each
+ * against the reference, and the host loop must give the kernel's bits (test_routes_bits). */
 #include "test.h"
 #include "support/ref_ops.h"
 #include "runtime-opencl/attn_bf16.h"
+#include "runtime-opencl/attn_f32.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +45,8 @@ static sd_cl *cl;
 typedef struct attn_case {
     int B, Nq, Nk, H, D;
     sd_dtype kvdt;
-    int mask_kind; /* 0 none, 1 [Nq, Nk] random with some -inf, 2 [B, 1, Nk] key padding, 3 causal [Nq, Nk] */
+    int mask_kind; /* 0 none, 1 [Nq, Nk] random with some -inf, 2 [B, 1, Nk] key padding, 3 causal [Nq, Nk],
+                      4 [1, Nk] random with some -inf (one row for every batch and query) */
     int rows;      /* query rows checked: 0 all, else this many spread over Nq */
 } attn_case;
 
@@ -60,6 +66,10 @@ static float *make_mask(const attn_case *c, int *mb, int *mq, int64_t *shape, in
     *ndim = 2;
     shape[0] = c->Nq;
     shape[1] = c->Nk;
+    if (c->mask_kind == 4) {
+        *mq = 1;
+        shape[0] = 1;
+    }
     if (c->mask_kind == 2) {
         *mb = c->B;
         *mq = 1;
@@ -73,7 +83,7 @@ static float *make_mask(const attn_case *c, int *mb, int *mq, int64_t *shape, in
     ref_random(m, n, 77, -2, 2);
     for (size_t i = 0; i < n; i++) {
         size_t row = i / (size_t)c->Nk, col = i % (size_t)c->Nk;
-        if (c->mask_kind == 1 && (i * 2654435761u) % 5 == 0)
+        if ((c->mask_kind == 1 || c->mask_kind == 4) && (i * 2654435761u) % 5 == 0)
             m[i] = -INFINITY;
         if (c->mask_kind == 2)
             m[i] = (int)col >= c->Nk - 3 - (int)row ? -INFINITY : 0.0f; /* last keys padded */
@@ -250,6 +260,99 @@ static void test_beyond_max_alloc(void)
               "peak device memory %zu bytes", cl->stats.peak_bytes);
 }
 
+/* Shapes that hit the host loop's edges: query rows not a multiple of its register block (8),
+ * task step (32, 16 or 8 by head dim) or scheduled chunk (64); keys not a multiple of 32, up to
+ * and past the all-heads schedule (256 keys); odd head dims on each step size; both mask
+ * broadcasts and neither; f16 K/V; one key. */
+static const attn_case odd[] = {
+    {2, 150, 300, 3, 33, F32, 1, 0}, {3, 70, 45, 2, 129, F16, 2, 0}, {2, 41, 97, 1, 257, F32, 4, 0},
+    {1, 9, 5, 4, 1, F16, 3, 0},      {1, 100, 1, 2, 511, F32, 0, 0}, {2, 65, 77, 8, 40, F16, 2, 0},
+    {1, 33, 257, 2, 16, F32, 4, 0},  {1, 130, 256, 3, 7, F16, 1, 0}, {2, 17, 31, 5, 80, F32, 4, 0},
+};
+
+/* The odd cases against the reference on the OpenCL kernel and, where this CPU allows host
+ * routes, on the host loop. */
+static void test_fp32_routes(void)
+{
+    bool host = cl->host_fp32;
+    printf("fp32 attention host loop on this CPU: %s\n", host && sd_attn_f32_available() ? "yes" : "no");
+    for (int route = 0; route < (host ? 2 : 1); route++) {
+        cl->host_fp32 = route == 1;
+        check_cases(odd, sizeof odd / sizeof odd[0], 1100);
+    }
+    cl->host_fp32 = host;
+}
+
+/* The fp32 output of case ac (q, k = v random, the case's mask) on `c`'s route; NULL on failure. */
+static float *route_output(sd_cl *c, const attn_case *ac)
+{
+    size_t C = (size_t)ac->H * ac->D, nq = (size_t)ac->B * ac->Nq * C, nk = (size_t)ac->B * ac->Nk * C;
+    float *q = malloc(nq * 4), *k = malloc(nk * 4), *got = malloc(nq * 4);
+    int64_t qs[] = {ac->B, ac->Nq, (int64_t)C}, ks[] = {ac->B, ac->Nk, (int64_t)C}, ms[3];
+    int mb, mq, mnd;
+    float *mask = ac->mask_kind ? make_mask(ac, &mb, &mq, ms, &mnd) : NULL;
+    ref_random(q, nq, 31, -1, 1);
+    ref_random(k, nk, 32, -1, 1);
+    if (ac->kvdt == F16)
+        ref_round_f16(k, nk);
+    sd_cl *prior = cl;
+    cl = c;
+    sd_dtensor *tq = upload(F32, 3, qs, q), *tk = upload(ac->kvdt, 3, ks, k), *out = NULL;
+    sd_dtensor *tm = mask ? upload(F32, mnd, ms, mask) : NULL;
+    CHECK_EQ_INT(sd_op_attention(c, tq, tk, tk, ac->H, tm, &out), SD_OK);
+    if (!out || sd_dtensor_download(out, got) != SD_OK) {
+        free(got);
+        got = NULL;
+    }
+    sd_dtensor_free(tq);
+    sd_dtensor_free(tk);
+    sd_dtensor_free(tm);
+    sd_dtensor_free(out);
+    cl = prior;
+    free(q);
+    free(k);
+    free(mask);
+    return got;
+}
+
+/* Whether the outputs of case ac on cl with host routes `a` and `b` are the same bits. */
+static bool same_bits(const attn_case *ac, bool a, bool b)
+{
+    bool host = cl->host_fp32;
+    cl->host_fp32 = a;
+    float *x = route_output(cl, ac);
+    cl->host_fp32 = b;
+    float *y = route_output(cl, ac);
+    cl->host_fp32 = host;
+    bool same = x && y && memcmp(x, y, (size_t)ac->B * ac->Nq * ac->H * ac->D * 4) == 0;
+    CHECK(x && y);
+    free(x);
+    free(y);
+    return same;
+}
+
+/* SDFLOW_CPU_ROUTES=opencl turns host routes off (the OpenCL kernel, today's bits). The host
+ * loop does the kernel's fp32 operations in the kernel's order (the same FMA chains over d and
+ * over keys, 2^x polynomial, rescale vector, lane-wise sums and reduction tree; PoCL contracts
+ * the mask's multiply-add as the loop's FMA does), so it gives the kernel's bits too. */
+static void test_routes_bits(void)
+{
+    sd_context *ctx2 = NULL;
+    sd_cl *cl2 = NULL;
+    setenv("SDFLOW_CPU_ROUTES", "opencl", 1);
+    CHECK_EQ_INT(sd_context_new(&ctx2), SD_OK);
+    CHECK(ctx2 && sd_cl_get(ctx2, &cl2) == SD_OK);
+    unsetenv("SDFLOW_CPU_ROUTES");
+    CHECK(cl2 && !sd_cl_host_fp32(cl2));
+    sd_context_free(ctx2);
+    if (!cl->host_fp32 || !sd_attn_f32_available())
+        return;
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++)
+        CHECK_MSG(same_bits(&odd[i], false, true), "odd case %zu: the host loop's bits differ from the kernel's", i);
+    attn_case big = {1, 4096, 4096, 2, 40, F32, 0, 0};
+    CHECK_MSG(same_bits(&big, false, true), "4096 tokens: the host loop's bits differ from the kernel's");
+}
+
 #ifdef SDFLOW_HAVE_DNNL
 /* The bf16 precision on each route this CPU has (AMX, AVX512-BF16, and capped to none: the
  * fp32 kernel, bit for bit): every head-dim path of the loops (pairs: odd D; AMX: d padded to
@@ -327,6 +430,8 @@ int main(void)
     RUN(test_4096_tokens);
     RUN(test_beyond_max_alloc);
     RUN(test_bad_inputs);
+    RUN(test_fp32_routes);
+    RUN(test_routes_bits);
 #ifdef SDFLOW_HAVE_DNNL
     RUN(test_bf16);
 #endif
