@@ -17,10 +17,7 @@
 #if defined(SDFLOW_HAVE_DNNL) && defined(__x86_64__) && defined(_OPENMP)
 
 #include "runtime-opencl/attn_host.h"
-#include <cpuid.h>
-#include <pthread.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+#include "runtime-opencl/cpu_isa.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,30 +33,12 @@
 #define MAX_D SD_ATTN_MAX_D
 #define NC 3           /* 16-column vectors of o per P V pass */
 
-#define ARCH_REQ_XCOMP_PERM 0x1023 /* arch_prctl: ask for an extended state component */
-#define XFEATURE_XTILEDATA 18      /* AMX tile data */
-
-static sd_attn_bf16_isa detected, cap = SD_ATTN_BF16_AMX;
-static pthread_once_t detect_once = PTHREAD_ONCE_INIT;
-
-/* CPUID for AVX512-BF16 (leaf 7.1 EAX bit 5, with AVX512BW), then AMX-BF16 and AMX-TILE (leaf 7.0
- * EDX bits 22, 24) and the kernel's permission to use the tile state (Linux 5.16+; refused:
- * AVX512-BF16 only). */
-static void detect(void)
-{
-    unsigned a, b, c, d;
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512bw") || !__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a & (1u << 5)))
-        return;
-    detected = SD_ATTN_BF16_AVX512;
-    if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 22)) && (d & (1u << 24)) &&
-        syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0)
-        detected = SD_ATTN_BF16_AMX;
-}
+static sd_attn_bf16_isa cap = SD_ATTN_BF16_AMX;
 
 sd_attn_bf16_isa sd_attn_bf16_route(void)
 {
-    pthread_once(&detect_once, detect);
+    const sd_cpu_isa *c = sd_cpu_isa_get();
+    sd_attn_bf16_isa detected = c->amx_bf16 && c->avx512_bf16 ? SD_ATTN_BF16_AMX : c->avx512_bf16 ? SD_ATTN_BF16_AVX512 : SD_ATTN_BF16_NONE;
     return detected < cap ? detected : cap;
 }
 

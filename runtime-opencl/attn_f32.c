@@ -15,6 +15,7 @@
 #if defined(SDFLOW_HAVE_DNNL) && defined(__x86_64__) && defined(_OPENMP)
 
 #include "runtime-opencl/attn_host.h"
+#include "runtime-opencl/cpu_isa.h"
 #include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
@@ -43,9 +44,7 @@ typedef struct f32_job {
 
 bool sd_attn_f32_available(void)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    return sd_cpu_isa_get()->avx512;
 }
 
 /* Packs K and V of (b, h) (layouts above). */

@@ -21,15 +21,12 @@
 
 #include "runtime-opencl/dnnl.h"
 #include "core/checked.h"
-#include <cpuid.h>
+#include "runtime-opencl/cpu_isa.h"
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #define TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #define AMX_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,amx-tile,amx-int8")))
@@ -42,28 +39,12 @@
 #define DIRECT_ROWS 8        /* at most this many rows: the weight blocks are read in place */
 #define DIRECT_COLS 64       /* columns per task then */
 
-#define ARCH_REQ_XCOMP_PERM 0x1023 /* arch_prctl: ask for an extended state component */
-#define XFEATURE_XTILEDATA 18      /* AMX tile data */
-
-static sd_int8_isa detected, cap = SD_INT8_AMX;
-static pthread_once_t detect_once = PTHREAD_ONCE_INIT;
-
-/* CPUID for AVX512-VNNI (leaf 7.0 ECX bit 11, with AVX512BW), then AMX-TILE and AMX-INT8 (EDX
- * bits 24, 25) and the kernel's permission to use the tile state (refused: VNNI only). */
-static void detect(void)
-{
-    unsigned a, b, c, d;
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512bw") || !__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(c & (1u << 11)))
-        return;
-    detected = SD_INT8_VNNI;
-    if ((d & (1u << 24)) && (d & (1u << 25)) && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0)
-        detected = SD_INT8_AMX;
-}
+static sd_int8_isa cap = SD_INT8_AMX;
 
 sd_int8_isa sd_linear_int8_route(void)
 {
-    pthread_once(&detect_once, detect);
+    const sd_cpu_isa *c = sd_cpu_isa_get();
+    sd_int8_isa detected = c->amx_int8 && c->avx512_vnni ? SD_INT8_AMX : c->avx512_vnni ? SD_INT8_VNNI : SD_INT8_NONE;
     return detected < cap ? detected : cap;
 }
 
