@@ -7,6 +7,7 @@
  *
  * docs/benchmarks.md records results and the exact command. */
 #include "runtime-opencl/ops.h"
+#include "runtime-opencl/dnnl.h"
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -66,6 +67,7 @@ typedef struct variant {
     /* host operands (peer) */
     float *ha, *hb, *hcol, *hc;
     int M, K, N, C, HW;
+    int route; /* 0: the runtime's choice; 1: the OpenCL kernels; 2: the fp32 host routes (oneDNN) */
 } variant;
 
 /* Runs every variant once per round, reps rounds after one warm-up round (kernel builds), and
@@ -74,14 +76,17 @@ static void time_interleaved(variant *const *vs, int n)
 {
     for (int i = 0; i < n; i++)
         vs[i]->best = INFINITY;
+    bool host0 = cl->host_fp32;
     for (int r = 0; r <= reps; r++)
         for (int i = 0; i < n; i++) {
+            cl->host_fp32 = vs[i]->route ? vs[i]->route == 2 : host0;
             double t0 = now();
             vs[i]->run(vs[i]);
             double t = now() - t0;
             if (r > 0 && t < vs[i]->best)
                 vs[i]->best = t;
         }
+    cl->host_fp32 = host0;
 }
 
 static void finish(void)
@@ -143,35 +148,52 @@ static void blas_linear_setup(variant *v, int M, int K, int N)
 }
 #endif
 
+/* Whether the fp32 host routes can run here (a CPU device, a build with oneDNN). */
+static bool host_able(void)
+{
+    return sd_dnnl_available() && (cl->type & CL_DEVICE_TYPE_CPU);
+}
+
 static void bench_gemm(void)
 {
-    static const int shapes[][3] = {{4096, 320, 320}, {4096, 320, 1280}, {1024, 640, 2560}, {77, 768, 320}};
-    printf("\nlinear M x K x N (y = x w^T)      GF/s: f32 w   f16 w   OpenBLAS   ratio f32   ratio f16\n");
+    static const int shapes[][3] = {{4096, 320, 320}, {4096, 320, 1280}, {4096, 1280, 320}, {1024, 640, 2560},
+                                    {256, 1280, 1280}, {77, 768, 320}};
+    bool host = host_able();
+    printf("\nlinear M x K x N (y = x w^T)  GF/s: OpenCL f32 w  f16 w  oneDNN f32 w  f16 w   OpenBLAS  "
+           "oneDNN f16 / OpenCL f16\n");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         int M = shapes[i][0], K = shapes[i][1], N = shapes[i][2];
-        variant v32, v16, vb;
+        variant v32, v16, h32, h16, vb;
         linear_setup(&v32, M, K, N, SD_DTYPE_F32);
         linear_setup(&v16, M, K, N, SD_DTYPE_F16);
+        linear_setup(&h32, M, K, N, SD_DTYPE_F32);
+        linear_setup(&h16, M, K, N, SD_DTYPE_F16);
+        v32.route = v16.route = 1;
+        h32.route = h16.route = 2;
+        variant *vs[5] = {&v32, &v16, &h32, &h16};
+        int n = host ? 4 : 2;
         double flops = 2.0 * M * K * N;
 #ifdef SDFLOW_HAVE_OPENBLAS
         blas_linear_setup(&vb, M, K, N);
-        variant *vs[] = {&v32, &v16, &vb};
-        time_interleaved(vs, 3);
-        printf("  %5d x %4d x %4d                  %7.1f %7.1f %10.1f %10.0f%% %10.0f%%\n", M, K, N,
-               flops / v32.best * 1e-9, flops / v16.best * 1e-9, flops / vb.best * 1e-9, 100 * vb.best / v32.best,
-               100 * vb.best / v16.best);
-        variant_free(&vb);
+        vs[n++] = &vb;
 #else
-        variant *vs[] = {&v32, &v16};
-        time_interleaved(vs, 2);
-        (void)vb;
-        printf("  %5d x %4d x %4d                  %7.1f %7.1f        n/a\n", M, K, N, flops / v32.best * 1e-9,
-               flops / v16.best * 1e-9);
+        memset(&vb, 0, sizeof vb);
+        vb.best = INFINITY;
 #endif
+        if (!host)
+            h32.best = h16.best = INFINITY;
+        time_interleaved(vs, n);
+        printf("  %5d x %4d x %4d              %9.1f %6.1f %12.1f %6.1f %10.1f %14.0f%%\n", M, K, N,
+               flops / v32.best * 1e-9, flops / v16.best * 1e-9, flops / h32.best * 1e-9, flops / h16.best * 1e-9,
+               flops / vb.best * 1e-9, 100 * v16.best / h16.best);
+        variant_free(&vb);
         variant_free(&v32);
         variant_free(&v16);
+        variant_free(&h32);
+        variant_free(&h16);
         fflush(stdout);
     }
+    printf("  (0.0: not measured in this build; the OpenCL and oneDNN columns ignore SDFLOW_CPU_ROUTES)\n");
 }
 
 /* ---- linear with a weight kept in block form (dequantised in the B pack step) ---- */
@@ -283,38 +305,46 @@ static void blas_conv_setup(variant *v, int C, int HW)
 
 static void bench_conv(void)
 {
-    static const int shapes[][2] = {{320, 64}, {640, 32}, {1280, 16}, {1280, 8}, {512, 64}, {128, 256}};
-    printf("\nconv 3x3 pad 1, C -> C @ HxW   GF/s: gemm f32  wino f32  auto f16  im2col+sgemm  ratio auto f32\n");
+    static const int shapes[][2] = {{320, 64}, {640, 32}, {1280, 16}, {1280, 8},
+                                    {512, 64}, {512, 128}, {256, 256}, {128, 256}};
+    bool host = host_able();
+    printf("\nconv 3x3 pad 1, C -> C @ HxW   GF/s: gemm f32  wino f32  auto f16  oneDNN f32 w  f16 w  "
+           "im2col+sgemm  oneDNN f16 / auto f16\n");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         int C = shapes[i][0], HW = shapes[i][1];
-        variant vg, vw, v16, vb;
+        variant vg, vw, v16, h32, h16, vb;
         conv_setup(&vg, C, HW, SD_DTYPE_F32, SD_CONV_GEMM);
         conv_setup(&vw, C, HW, SD_DTYPE_F32, SD_CONV_WINOGRAD);
         conv_setup(&v16, C, HW, SD_DTYPE_F16, SD_CONV_AUTO);
-        bool wino = HW >= 64 && C >= 256; /* what AUTO picks (conv.c) */
+        conv_setup(&h32, C, HW, SD_DTYPE_F32, SD_CONV_ONEDNN);
+        conv_setup(&h16, C, HW, SD_DTYPE_F16, SD_CONV_ONEDNN);
+        v16.route = 1;
+        h32.route = h16.route = 2;
+        variant *vs[6] = {&vg, &vw, &v16, &h32, &h16};
+        int n = host ? 5 : 3;
         double flops = 2.0 * C * C * 9.0 * HW * HW;
 #ifdef SDFLOW_HAVE_OPENBLAS
         blas_conv_setup(&vb, C, HW);
-        variant *vs[] = {&vg, &vw, &v16, &vb};
-        time_interleaved(vs, 4);
-        printf("  %4d @ %3dx%-3d                    %9.1f %9.1f %9.1f %13.1f %14.0f%%\n", C, HW, HW,
-               flops / vg.best * 1e-9, flops / vw.best * 1e-9, flops / v16.best * 1e-9, flops / vb.best * 1e-9,
-               100 * vb.best / (wino ? vw.best : vg.best));
-        variant_free(&vb);
+        vs[n++] = &vb;
 #else
-        variant *vs[] = {&vg, &vw, &v16};
-        time_interleaved(vs, 3);
-        (void)vb;
-        (void)wino;
-        printf("  %4d @ %3dx%-3d                    %9.1f %9.1f %9.1f           n/a\n", C, HW, HW,
-               flops / vg.best * 1e-9, flops / vw.best * 1e-9, flops / v16.best * 1e-9);
+        memset(&vb, 0, sizeof vb);
+        vb.best = INFINITY;
 #endif
+        if (!host)
+            h32.best = h16.best = INFINITY;
+        time_interleaved(vs, n);
+        printf("  %4d @ %3dx%-3d                    %9.1f %9.1f %9.1f %13.1f %6.1f %13.1f %20.0f%%\n", C, HW, HW,
+               flops / vg.best * 1e-9, flops / vw.best * 1e-9, flops / v16.best * 1e-9, flops / h32.best * 1e-9,
+               flops / h16.best * 1e-9, flops / vb.best * 1e-9, 100 * v16.best / h16.best);
+        variant_free(&vb);
         variant_free(&vg);
         variant_free(&vw);
         variant_free(&v16);
+        variant_free(&h32);
+        variant_free(&h16);
         fflush(stdout);
     }
-    printf("  (Winograd figures count the direct convolution's flops)\n");
+    printf("  (Winograd figures count the direct convolution's flops; auto f16: the OpenCL kernels' choice)\n");
 }
 
 /* ---- attention: q [1, Nq, H*D], k/v [1, Nk, H*D], fp32 and bf16 precision, against this library's GEMM ---- */

@@ -90,6 +90,13 @@ done:
     return st;
 }
 
+/* Where AUTO picks oneDNN's fp32 convolution when the fp32 host routes are on (measured
+ * interleaved against Winograd and the GEMM, docs/opencl-runtime.md). */
+static bool onednn_faster(int B, int C, int O, int OH, int OW, int KH, int KW)
+{
+    return sd_dnnl_f32_worth(2.0 * B * O * OH * OW * (double)C * KH * KW);
+}
+
 sd_status sd_op_conv2d(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
                        const sd_conv2d_params *p, sd_dtensor **out)
 {
@@ -123,12 +130,17 @@ sd_status sd_op_conv2d(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
     if ((st = sd_dtensor_require_data(w, "conv2d", "weight")))
         return sd_dtensor_drop_on_error(out, st);
     bool wino_ok = KH == 3 && KW == 3 && p->stride_h == 1 && p->stride_w == 1 && x->dtype == SD_DTYPE_F32;
-    if (p->algo == SD_CONV_WINOGRAD && !wino_ok) {
+    bool host_ok = sd_cl_host_fp32(cl) && x->dtype == SD_DTYPE_F32;
+    if ((p->algo == SD_CONV_WINOGRAD && !wino_ok) || (p->algo == SD_CONV_ONEDNN && !host_ok)) {
         sd_dtensor_free(*out);
         *out = NULL;
-        return sd_set_error(cl->ctx, SD_ERR_INVALID, "conv2d: Winograd needs a 3x3 kernel, stride 1 and an f32 "
-                            "input (weight %s)", sd_dtensor_describe(w, dw, sizeof dw));
+        return sd_set_error(cl->ctx, SD_ERR_INVALID, p->algo == SD_CONV_WINOGRAD
+                            ? "conv2d: Winograd needs a 3x3 kernel, stride 1 and an f32 input (weight %s)"
+                            : "conv2d: oneDNN needs the fp32 host routes (SDFLOW_CPU_ROUTES) and an f32 input "
+                              "(weight %s)", sd_dtensor_describe(w, dw, sizeof dw));
     }
+    if (p->algo == SD_CONV_ONEDNN || (p->algo == SD_CONV_AUTO && host_ok && onednn_faster(B, C, O, OH, OW, KH, KW)))
+        return sd_dtensor_drop_on_error(out, B == 0 || O == 0 ? SD_OK : sd_dnnl_conv2d_f32(cl, x, w, bias, p, *out));
     if (p->algo == SD_CONV_WINOGRAD ||
         (p->algo == SD_CONV_AUTO && wino_ok && OH >= WINO_MIN_SIDE && OW >= WINO_MIN_SIDE &&
          C >= WINO_MIN_CHANNELS && O >= WINO_MIN_CHANNELS)) {
