@@ -3,7 +3,11 @@
  * time. The variants of one row are timed interleaved, one run each in turn, and each figure is
  * the best of N runs, so a shared machine's load hits them alike.
  *
- *   OPENBLAS_CORETYPE=SkylakeX bench_ops [--reps N] [--only gemm|conv|attn|kept|quant]
+ *   OPENBLAS_CORETYPE=SkylakeX bench_ops [--reps N] [--only gemm|conv|attn|kept|quant] [--cpu]
+ *
+ * --cpu times each run by the process's CPU time (all threads) instead of the wall clock, so the
+ * figures are GFLOP per CPU-second: on a loaded machine, where other processes stretch the wall
+ * time, they still compare routes (run OpenMP with OMP_WAIT_POLICY=passive, or its spinning counts).
  *
  * docs/benchmarks.md records results and the exact command. */
 #include "runtime-opencl/ops.h"
@@ -19,12 +23,13 @@
 #endif
 
 static int reps = 5;
+static bool cpu_time; /* --cpu */
 static sd_cl *cl;
 
 static double now(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -454,8 +459,10 @@ int main(int argc, char **argv)
             reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             only = argv[++i];
+        else if (!strcmp(argv[i], "--cpu"))
+            cpu_time = true;
         else {
-            fprintf(stderr, "usage: bench_ops [--reps N] [--only gemm|conv|attn|kept|quant]\n");
+            fprintf(stderr, "usage: bench_ops [--reps N] [--only gemm|conv|attn|kept|quant] [--cpu]\n");
             return 2;
         }
     }
@@ -466,7 +473,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_ops: %s\n", ctx ? sd_context_errmsg(ctx) : "out of memory");
         return 1;
     }
-    printf("device: %s (%s), best of %d interleaved runs each\n", cl->device_name, cl->driver_version, reps);
+    printf("device: %s (%s), best of %d interleaved runs each%s\n", cl->device_name, cl->driver_version, reps,
+           cpu_time ? " by CPU time (GF/s: GFLOP per CPU-second)" : "");
 #ifdef SDFLOW_HAVE_OPENBLAS
     const char *core = getenv("OPENBLAS_CORETYPE");
     printf("peer: %s, OPENBLAS_CORETYPE=%s\n", openblas_get_config(), core ? core : "(unset)");

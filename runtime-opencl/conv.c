@@ -90,10 +90,20 @@ done:
     return st;
 }
 
-/* Where AUTO picks oneDNN's fp32 convolution when the fp32 host routes are on (measured
- * interleaved against Winograd and the GEMM, docs/opencl-runtime.md). */
-static bool onednn_faster(int B, int C, int O, int OH, int OW, int KH, int KW)
+/* Where AUTO picks oneDNN's fp32 convolution when the fp32 host routes are on. Measured
+ * interleaved by least CPU time (bench_ops --only conv --cpu; docs/opencl-runtime.md has the
+ * table): oneDNN is faster wherever a host call is worth it (sd_dnnl_f32_worth), except where
+ * Winograd applies (`wino`) to at least WINO_OVER_ONEDNN channels in and out, whose 4x fewer
+ * multiplications win (512@64x64, 512@128x128), and where a call has fewer than
+ * ONEDNN_MIN_PIXELS output pixels: each call widens the f16 weights to f32 (about 2 ns a weight),
+ * which is then a large part of the work (1280@16x16 one image, 1280@8x8), while the GEMM
+ * reads f16 in place. */
+#define WINO_OVER_ONEDNN 512
+#define ONEDNN_MIN_PIXELS 384
+static bool onednn_faster(int B, int C, int O, int OH, int OW, int KH, int KW, bool wino)
 {
+    if ((wino && C >= WINO_OVER_ONEDNN && O >= WINO_OVER_ONEDNN) || (double)B * OH * OW < ONEDNN_MIN_PIXELS)
+        return false;
     return sd_dnnl_f32_worth(2.0 * B * O * OH * OW * (double)C * KH * KW);
 }
 
@@ -139,11 +149,12 @@ sd_status sd_op_conv2d(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
                             : "conv2d: oneDNN needs the fp32 host routes (SDFLOW_CPU_ROUTES) and an f32 input "
                               "(weight %s)", sd_dtensor_describe(w, dw, sizeof dw));
     }
-    if (p->algo == SD_CONV_ONEDNN || (p->algo == SD_CONV_AUTO && host_ok && onednn_faster(B, C, O, OH, OW, KH, KW)))
+    bool wino_auto = wino_ok && OH >= WINO_MIN_SIDE && OW >= WINO_MIN_SIDE && C >= WINO_MIN_CHANNELS &&
+                     O >= WINO_MIN_CHANNELS;
+    if (p->algo == SD_CONV_ONEDNN ||
+        (p->algo == SD_CONV_AUTO && host_ok && onednn_faster(B, C, O, OH, OW, KH, KW, wino_auto)))
         return sd_dtensor_drop_on_error(out, B == 0 || O == 0 ? SD_OK : sd_dnnl_conv2d_f32(cl, x, w, bias, p, *out));
-    if (p->algo == SD_CONV_WINOGRAD ||
-        (p->algo == SD_CONV_AUTO && wino_ok && OH >= WINO_MIN_SIDE && OW >= WINO_MIN_SIDE &&
-         C >= WINO_MIN_CHANNELS && O >= WINO_MIN_CHANNELS)) {
+    if (p->algo == SD_CONV_WINOGRAD || (p->algo == SD_CONV_AUTO && wino_auto)) {
         return sd_dtensor_drop_on_error(out, conv_winograd(cl, x, w, bias, p, *out));
     }
     sd_scratch bp = {0};
