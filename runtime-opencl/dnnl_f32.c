@@ -200,41 +200,46 @@ static void dim_offsets(const dnnl_memory_desc_t *md, int dim, size_t *tab)
 }
 
 /* dst (md: a 4-D blocked f32 layout of w's shape, zero-padded where md pads) = the weights w
- * [O, C, KH, KW] (f32 or f16), widened one output channel's row at a time. */
+ * [O, C, KH, KW] (f32 or f16), a block of output channels at a time (md's innermost block of
+ * them: each (c, h, w) then fills a run of adjacent floats), widened from f16 first. */
 static sd_status weights_to(sd_cl *cl, const sd_dtensor *w, const void *src, const dnnl_memory_desc_t *md, float *dst)
 {
     if (md->format_kind != dnnl_blocked)
         return sd_set_error(cl->ctx, SD_ERR_CL, "oneDNN: fp32 convolution weights in a layout that is not blocked");
-    size_t O = (size_t)w->shape[0], row = w->numel / (O ? O : 1), ntab = 0;
+    const dnnl_blocking_desc_t *bd = &md->format_desc.blocking;
+    size_t O = (size_t)w->shape[0], row = w->numel / (O ? O : 1), ntab = 0, blk = 1;
+    for (int k = 0; k < bd->inner_nblks; k++)
+        blk *= bd->inner_idxs[k] == 0 ? (size_t)bd->inner_blks[k] : 1;
     for (int i = 0; i < 4; i++)
         ntab += (size_t)w->shape[i];
     size_t *tab = malloc(ntab * sizeof *tab);
-    float *widened = w->dtype == SD_DTYPE_F16 ? malloc(row * sizeof *widened) : NULL;
+    float *widened = w->dtype == SD_DTYPE_F16 ? malloc(blk * row * sizeof *widened) : NULL;
     if (!tab || (w->dtype == SD_DTYPE_F16 && !widened)) {
         free(tab);
         free(widened);
         return sd_set_error(cl->ctx, SD_ERR_NOMEM, "out of memory converting convolution weights");
     }
     size_t *t0 = tab, *t1 = t0 + w->shape[0], *t2 = t1 + w->shape[1], *t3 = t2 + w->shape[2];
-    dim_offsets(md, 0, t0);
-    dim_offsets(md, 1, t1);
-    dim_offsets(md, 2, t2);
-    dim_offsets(md, 3, t3);
+    for (int i = 0; i < 4; i++)
+        dim_offsets(md, i, i == 0 ? t0 : i == 1 ? t1 : i == 2 ? t2 : t3);
     if (memcmp(md->dims, md->padded_dims, 4 * sizeof md->dims[0]) != 0)
         memset(dst, 0, dnnl_memory_desc_get_size(md));
     float *base = dst + md->offset0;
     int C = (int)w->shape[1], KH = (int)w->shape[2], KW = (int)w->shape[3];
-    for (size_t o = 0; o < O; o++) {
-        const float *r = widened;
-        if (widened)
-            sd_dnnl_half_to_float(widened, (const uint16_t *)src + o * row, row);
-        else
-            r = (const float *)src + o * row;
-        float *out = base + t0[o];
+    for (size_t o0 = 0; o0 < O; o0 += blk) {
+        size_t n = O - o0 < blk ? O - o0 : blk, at = 0;
+        const float *rows = (const float *)src + o0 * row;
+        if (widened) {
+            sd_dnnl_half_to_float(widened, (const uint16_t *)src + o0 * row, n * row);
+            rows = widened;
+        }
         for (int c = 0; c < C; c++)
             for (int h = 0; h < KH; h++)
-                for (int x = 0; x < KW; x++)
-                    out[t1[c] + t2[h] + t3[x]] = *r++;
+                for (int x = 0; x < KW; x++, at++) {
+                    float *out = base + t1[c] + t2[h] + t3[x];
+                    for (size_t j = 0; j < n; j++)
+                        out[t0[o0 + j]] = rows[j * row + at];
+                }
     }
     free(tab);
     free(widened);
