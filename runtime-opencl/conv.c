@@ -1,4 +1,6 @@
-/* sd_op_conv2d. Large 3x3 stride-1 convolutions use Winograd F(4x4, 3x3) (conv_winograd).
+/* sd_op_conv2d. Where the fp32 host routes are on (sd_cl_host_fp32), most convolutions run
+ * through oneDNN (sd_dnnl_conv2d_f32; onednn_faster says where). Large 3x3 stride-1
+ * convolutions use Winograd F(4x4, 3x3) (conv_winograd).
  * Everything else is a GEMM per image: M = output channels, K = C*KH*KW, N = output pixels. The
  * weights [O, C*KH*KW] are the A rows, read in place (f32 or f16); B is the im2col matrix
  * gathered into panels by conv_pack_b in chunks of pixels, so scratch memory stays bounded
@@ -95,9 +97,9 @@ done:
  * table): oneDNN is faster wherever a host call is worth it (sd_dnnl_f32_worth), except where
  * Winograd applies (`wino`) to at least WINO_OVER_ONEDNN channels in and out, whose 4x fewer
  * multiplications win (512@64x64, 512@128x128), and where a call has fewer than
- * ONEDNN_MIN_PIXELS output pixels: each call widens the f16 weights to f32 (about 2 ns a weight),
- * which is then a large part of the work (1280@16x16 one image, 1280@8x8), while the GEMM
- * reads f16 in place. */
+ * ONEDNN_MIN_PIXELS output pixels: each call widens the f16 weights to f32 into oneDNN's layout,
+ * which is then a large part of the work (1280@16x16 one image: par; 1280@8x8: 0.6x), while the
+ * GEMM reads f16 in place. */
 #define WINO_OVER_ONEDNN 512
 #define ONEDNN_MIN_PIXELS 384
 static bool onednn_faster(int B, int C, int O, int OH, int OW, int KH, int KW, bool wino)

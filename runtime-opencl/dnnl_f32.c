@@ -125,7 +125,8 @@ bool sd_dnnl_f32_worth(double flops)
 
 bool sd_dnnl_f32_matmul_takes(sd_cl *cl, const sd_dnnl_matmul *j)
 {
-    /* oneDNN scales the product plus bias: alpha with a bias stays on the OpenCL kernel. */
+    /* act(alpha * A B + bias): oneDNN's output scale is not documented to leave the bias out,
+     * so alpha together with a bias stays on the OpenCL kernel (no model layer asks for both). */
     return sd_cl_host_fp32(cl) && !sd_dtype_is_blocks(j->b->dtype) && j->M > 0 && j->N > 0 && j->K > 0 &&
            j->batch_a > 0 && (j->alpha == 1.0f || !j->bias) &&
            sd_dnnl_f32_worth(2.0 * j->batch_a * j->M * j->N * (double)j->K);
