@@ -128,8 +128,7 @@ bool sd_dnnl_f32_matmul_takes(sd_cl *cl, const sd_dnnl_matmul *j)
     /* act(alpha * A B + bias): oneDNN's output scale is not documented to leave the bias out,
      * so alpha together with a bias stays on the OpenCL kernel (no model layer asks for both). */
     return sd_cl_host_fp32(cl) && !sd_dtype_is_blocks(j->b->dtype) && j->M > 0 && j->N > 0 && j->K > 0 &&
-           j->batch_a > 0 && (j->alpha == 1.0f || !j->bias) &&
-           sd_dnnl_f32_worth(2.0 * j->batch_a * j->M * j->N * (double)j->K);
+           j->batch_a > 0 && (j->alpha == 1.0f || !j->bias) && sd_dnnl_f32_worth(2.0 * j->N * (double)j->K * SD_DNNL_F32_ROWS);
 }
 
 sd_status sd_dnnl_matmul_f32(sd_cl *cl, const sd_dnnl_matmul *j)
@@ -254,10 +253,15 @@ sd_status sd_dnnl_conv2d_f32(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
     sd_status st = sd_dtensor_require_data(w, "conv2d", "weight");
     if (st || (st = sd_dnnl_engine(cl, &d)) || (st = sd_cl_finish(cl)))
         return st;
+    /* One image at a time through one primitive: an image's result does not depend on the batch
+     * it came in, and the NHWC copies stay one image's size. */
+    sd_dtensor x1 = *x, o1 = *out;
+    x1.shape[0] = o1.shape[0] = 1;
+    size_t x_step = x->numel / (size_t)x->shape[0], o_step = out->numel / (size_t)out->shape[0];
     sd_dnnl_conv c;
     sd_dnnl_mapping xm = {0}, wm = {0}, bm = {0}, om = {0}, xw = {0}, ww = {0}, ow = {0};
     sd_scratch x_tmp = {0}, w_tmp = {0}, o_tmp = {0};
-    if ((st = sd_dnnl_conv_make(cl, d, x, w, bias, p, out, dnnl_f32, &c)))
+    if ((st = sd_dnnl_conv_make(cl, d, &x1, w, bias, p, &o1, dnnl_f32, &c)))
         goto done;
     bool x_direct = dnnl_memory_desc_equal(&c.x_want, &c.x_plain);
     bool o_direct = dnnl_memory_desc_equal(&c.o_want, &c.o_plain);
@@ -267,16 +271,20 @@ sd_status sd_dnnl_conv2d_f32(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
         (st = sd_dnnl_map(cl, out->buf, out->numel * 4, true, &om)) ||
         (!x_direct && (st = scratch_view(cl, dnnl_memory_desc_get_size(&c.x_want), "conv2d input", &x_tmp, &xw))) ||
         (st = scratch_view(cl, dnnl_memory_desc_get_size(&c.w_want), "conv2d weights", &w_tmp, &ww)) ||
-        (!o_direct && (st = scratch_view(cl, dnnl_memory_desc_get_size(&c.o_want), "conv2d output", &o_tmp, &ow))))
-        goto done;
-    if ((!x_direct && (st = sd_dnnl_reorder(cl, d, &c.x_plain, xm.ptr, &c.x_want, xw.ptr, 1.0f))) ||
+        (!o_direct && (st = scratch_view(cl, dnnl_memory_desc_get_size(&c.o_want), "conv2d output", &o_tmp, &ow))) ||
         (st = weights_to(cl, w, wm.ptr, &c.w_want, ww.ptr)))
         goto done;
-    sd_dnnl_arg args[] = {{DNNL_ARG_SRC, &c.x_want, x_direct ? xm.ptr : xw.ptr},
-                          {DNNL_ARG_WEIGHTS, &c.w_want, ww.ptr},
-                          {DNNL_ARG_DST, &c.o_want, o_direct ? om.ptr : ow.ptr}, {DNNL_ARG_BIAS, &c.bias, bm.ptr}};
-    if (!(st = sd_dnnl_execute(cl, d, c.prim, args, 4, "convolution")) && !o_direct)
-        st = sd_dnnl_reorder(cl, d, &c.o_want, ow.ptr, &c.o_plain, om.ptr, 1.0f);
+    for (int64_t b = 0; b < x->shape[0] && !st; b++) {
+        float *xb = (float *)xm.ptr + (size_t)b * x_step, *ob = (float *)om.ptr + (size_t)b * o_step;
+        if (!x_direct && (st = sd_dnnl_reorder(cl, d, &c.x_plain, xb, &c.x_want, xw.ptr, 1.0f)))
+            break;
+        sd_dnnl_arg args[] = {{DNNL_ARG_SRC, &c.x_want, x_direct ? (void *)xb : xw.ptr},
+                              {DNNL_ARG_WEIGHTS, &c.w_want, ww.ptr},
+                              {DNNL_ARG_DST, &c.o_want, o_direct ? (void *)ob : ow.ptr},
+                              {DNNL_ARG_BIAS, &c.bias, bm.ptr}};
+        if (!(st = sd_dnnl_execute(cl, d, c.prim, args, 4, "convolution")) && !o_direct)
+            st = sd_dnnl_reorder(cl, d, &c.o_want, ow.ptr, &c.o_plain, ob, 1.0f);
+    }
 done:
     sd_dnnl_conv_free(&c);
     sd_dnnl_mapping *maps[] = {&xm, &wm, &bm, &om, &xw, &ww, &ow};
