@@ -3,10 +3,15 @@
  * time. The variants of one row are timed interleaved, one run each in turn, and each figure is
  * the best of N runs, so a shared machine's load hits them alike.
  *
- *   OPENBLAS_CORETYPE=SkylakeX bench_ops [--reps N] [--only gemm|conv|attn|kept|quant|int8]
+ *   OPENBLAS_CORETYPE=SkylakeX bench_ops [--reps N] [--only gemm|conv|attn|kept|quant|int8] [--cpu]
+ *
+ * --cpu times each run by the process's CPU time (all threads) instead of the wall clock, so the
+ * figures are GFLOP per CPU-second: on a loaded machine, where other processes stretch the wall
+ * time, they still compare routes (run OpenMP with OMP_WAIT_POLICY=passive, or its spinning counts).
  *
  * docs/benchmarks.md records results and the exact command. */
 #include "runtime-opencl/ops.h"
+#include "runtime-opencl/dnnl.h"
 #include "runtime-opencl/linear_int8.h"
 #include <math.h>
 #include <stdbool.h>
@@ -19,6 +24,7 @@
 #endif
 
 static int reps = 5;
+static bool cpu_time; /* --cpu */
 static sd_cl *cl;
 
 static double clock_s(clockid_t id)
@@ -28,9 +34,10 @@ static double clock_s(clockid_t id)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* The clock of the figures: wall, or the process's CPU time with --cpu. */
 static double now(void)
 {
-    return clock_s(CLOCK_MONOTONIC);
+    return clock_s(cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC);
 }
 
 static float *random_floats(size_t n, unsigned seed)
@@ -69,10 +76,11 @@ typedef struct variant {
     sd_dtensor *a, *b, *c;
     sd_conv2d_params conv;
     int heads;
-    int route; /* bench_quant_routes: -1 fp32, else bf16 with the int8 route capped at this sd_int8_isa */
+    int int8_route; /* bench_quant_routes: -1 fp32, else bf16 with the int8 route capped at this sd_int8_isa */
     /* host operands (peer) */
     float *ha, *hb, *hcol, *hc;
     int M, K, N, C, HW;
+    int route; /* 0: the runtime's choice; 1: the OpenCL kernels; 2: the fp32 host routes (oneDNN) */
 } variant;
 
 /* Runs every variant once per round, reps rounds after one warm-up round (kernel builds), and
@@ -81,8 +89,10 @@ static void time_interleaved(variant *const *vs, int n)
 {
     for (int i = 0; i < n; i++)
         vs[i]->best = vs[i]->best_cpu = INFINITY;
+    bool host0 = cl->host_fp32;
     for (int r = 0; r <= reps; r++)
         for (int i = 0; i < n; i++) {
+            cl->host_fp32 = vs[i]->route ? vs[i]->route == 2 : host0;
             double t0 = now(), c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
             vs[i]->run(vs[i]);
             double t = now() - t0, c = clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
@@ -91,6 +101,7 @@ static void time_interleaved(variant *const *vs, int n)
             if (r > 0 && c < vs[i]->best_cpu)
                 vs[i]->best_cpu = c;
         }
+    cl->host_fp32 = host0;
 }
 
 static void finish(void)
@@ -152,35 +163,52 @@ static void blas_linear_setup(variant *v, int M, int K, int N)
 }
 #endif
 
+/* Whether the fp32 host routes can run here (a CPU device, a build with oneDNN). */
+static bool host_able(void)
+{
+    return sd_dnnl_available() && (cl->type & CL_DEVICE_TYPE_CPU);
+}
+
 static void bench_gemm(void)
 {
-    static const int shapes[][3] = {{4096, 320, 320}, {4096, 320, 1280}, {1024, 640, 2560}, {77, 768, 320}};
-    printf("\nlinear M x K x N (y = x w^T)      GF/s: f32 w   f16 w   OpenBLAS   ratio f32   ratio f16\n");
+    static const int shapes[][3] = {{4096, 320, 320}, {4096, 320, 1280}, {4096, 1280, 320}, {1024, 640, 2560},
+                                    {256, 1280, 1280}, {77, 768, 320}};
+    bool host = host_able();
+    printf("\nlinear M x K x N (y = x w^T)  GF/s: OpenCL f32 w  f16 w  oneDNN f32 w  f16 w   OpenBLAS  "
+           "oneDNN f16 / OpenCL f16\n");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         int M = shapes[i][0], K = shapes[i][1], N = shapes[i][2];
-        variant v32, v16, vb;
+        variant v32, v16, h32, h16, vb;
         linear_setup(&v32, M, K, N, SD_DTYPE_F32);
         linear_setup(&v16, M, K, N, SD_DTYPE_F16);
+        linear_setup(&h32, M, K, N, SD_DTYPE_F32);
+        linear_setup(&h16, M, K, N, SD_DTYPE_F16);
+        v32.route = v16.route = 1;
+        h32.route = h16.route = 2;
+        variant *vs[5] = {&v32, &v16, &h32, &h16};
+        int n = host ? 4 : 2;
         double flops = 2.0 * M * K * N;
 #ifdef SDFLOW_HAVE_OPENBLAS
         blas_linear_setup(&vb, M, K, N);
-        variant *vs[] = {&v32, &v16, &vb};
-        time_interleaved(vs, 3);
-        printf("  %5d x %4d x %4d                  %7.1f %7.1f %10.1f %10.0f%% %10.0f%%\n", M, K, N,
-               flops / v32.best * 1e-9, flops / v16.best * 1e-9, flops / vb.best * 1e-9, 100 * vb.best / v32.best,
-               100 * vb.best / v16.best);
-        variant_free(&vb);
+        vs[n++] = &vb;
 #else
-        variant *vs[] = {&v32, &v16};
-        time_interleaved(vs, 2);
-        (void)vb;
-        printf("  %5d x %4d x %4d                  %7.1f %7.1f        n/a\n", M, K, N, flops / v32.best * 1e-9,
-               flops / v16.best * 1e-9);
+        memset(&vb, 0, sizeof vb);
+        vb.best = INFINITY;
 #endif
+        if (!host)
+            h32.best = h16.best = INFINITY;
+        time_interleaved(vs, n);
+        printf("  %5d x %4d x %4d              %9.1f %6.1f %12.1f %6.1f %10.1f %14.0f%%\n", M, K, N,
+               flops / v32.best * 1e-9, flops / v16.best * 1e-9, flops / h32.best * 1e-9, flops / h16.best * 1e-9,
+               flops / vb.best * 1e-9, 100 * v16.best / h16.best);
+        variant_free(&vb);
         variant_free(&v32);
         variant_free(&v16);
+        variant_free(&h32);
+        variant_free(&h16);
         fflush(stdout);
     }
+    printf("  (0.0: not measured in this build; the OpenCL and oneDNN columns ignore SDFLOW_CPU_ROUTES)\n");
 }
 
 /* ---- linear with a weight kept in block form (dequantised in the B pack step) ---- */
@@ -230,11 +258,11 @@ static void bench_quant(void)
     fflush(stdout);
 }
 
-/* run_linear in v->route's precision and int8 route. */
+/* run_linear in v->int8_route's precision and int8 route. */
 static void run_linear_route(variant *v)
 {
-    sd_int8_isa prior = sd_linear_int8_cap(v->route < 0 ? SD_INT8_NONE : (sd_int8_isa)v->route);
-    if (sd_context_set_precision(cl->ctx, v->route < 0 ? "fp32" : "bf16"))
+    sd_int8_isa prior = sd_linear_int8_cap(v->int8_route < 0 ? SD_INT8_NONE : (sd_int8_isa)v->int8_route);
+    if (sd_context_set_precision(cl->ctx, v->int8_route < 0 ? "fp32" : "bf16"))
         die("precision");
     run_linear(v);
     sd_context_set_precision(cl->ctx, "fp32");
@@ -259,7 +287,7 @@ static void bench_quant_routes(void)
             for (int r = 0; r < 2 + routes; r++) {
                 linear_blocks_setup(&v[r], M, K, N, types[t]);
                 v[r].run = run_linear_route;
-                v[r].route = r - 1;
+                v[r].int8_route = r - 1;
                 vs[r] = &v[r];
             }
             time_interleaved(vs, 2 + routes);
@@ -340,38 +368,46 @@ static void blas_conv_setup(variant *v, int C, int HW)
 
 static void bench_conv(void)
 {
-    static const int shapes[][2] = {{320, 64}, {640, 32}, {1280, 16}, {1280, 8}, {512, 64}, {128, 256}};
-    printf("\nconv 3x3 pad 1, C -> C @ HxW   GF/s: gemm f32  wino f32  auto f16  im2col+sgemm  ratio auto f32\n");
+    static const int shapes[][2] = {{320, 64}, {640, 32}, {1280, 16}, {1280, 8},
+                                    {512, 64}, {512, 128}, {256, 256}, {128, 256}};
+    bool host = host_able();
+    printf("\nconv 3x3 pad 1, C -> C @ HxW   GF/s: gemm f32  wino f32  auto f16  oneDNN f32 w  f16 w  "
+           "im2col+sgemm  oneDNN f16 / auto f16\n");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         int C = shapes[i][0], HW = shapes[i][1];
-        variant vg, vw, v16, vb;
+        variant vg, vw, v16, h32, h16, vb;
         conv_setup(&vg, C, HW, SD_DTYPE_F32, SD_CONV_GEMM);
         conv_setup(&vw, C, HW, SD_DTYPE_F32, SD_CONV_WINOGRAD);
         conv_setup(&v16, C, HW, SD_DTYPE_F16, SD_CONV_AUTO);
-        bool wino = HW >= 64 && C >= 256; /* what AUTO picks (conv.c) */
+        conv_setup(&h32, C, HW, SD_DTYPE_F32, SD_CONV_ONEDNN);
+        conv_setup(&h16, C, HW, SD_DTYPE_F16, SD_CONV_ONEDNN);
+        v16.route = 1;
+        h32.route = h16.route = 2;
+        variant *vs[6] = {&vg, &vw, &v16, &h32, &h16};
+        int n = host ? 5 : 3;
         double flops = 2.0 * C * C * 9.0 * HW * HW;
 #ifdef SDFLOW_HAVE_OPENBLAS
         blas_conv_setup(&vb, C, HW);
-        variant *vs[] = {&vg, &vw, &v16, &vb};
-        time_interleaved(vs, 4);
-        printf("  %4d @ %3dx%-3d                    %9.1f %9.1f %9.1f %13.1f %14.0f%%\n", C, HW, HW,
-               flops / vg.best * 1e-9, flops / vw.best * 1e-9, flops / v16.best * 1e-9, flops / vb.best * 1e-9,
-               100 * vb.best / (wino ? vw.best : vg.best));
-        variant_free(&vb);
+        vs[n++] = &vb;
 #else
-        variant *vs[] = {&vg, &vw, &v16};
-        time_interleaved(vs, 3);
-        (void)vb;
-        (void)wino;
-        printf("  %4d @ %3dx%-3d                    %9.1f %9.1f %9.1f           n/a\n", C, HW, HW,
-               flops / vg.best * 1e-9, flops / vw.best * 1e-9, flops / v16.best * 1e-9);
+        memset(&vb, 0, sizeof vb);
+        vb.best = INFINITY;
 #endif
+        if (!host)
+            h32.best = h16.best = INFINITY;
+        time_interleaved(vs, n);
+        printf("  %4d @ %3dx%-3d                    %9.1f %9.1f %9.1f %13.1f %6.1f %13.1f %20.0f%%\n", C, HW, HW,
+               flops / vg.best * 1e-9, flops / vw.best * 1e-9, flops / v16.best * 1e-9, flops / h32.best * 1e-9,
+               flops / h16.best * 1e-9, flops / vb.best * 1e-9, 100 * v16.best / h16.best);
+        variant_free(&vb);
         variant_free(&vg);
         variant_free(&vw);
         variant_free(&v16);
+        variant_free(&h32);
+        variant_free(&h16);
         fflush(stdout);
     }
-    printf("  (Winograd figures count the direct convolution's flops)\n");
+    printf("  (Winograd figures count the direct convolution's flops; auto f16: the OpenCL kernels' choice)\n");
 }
 
 /* flops / seconds in GF/s as text (one of four rotating buffers, so one printf can take several). */
@@ -506,8 +542,10 @@ int main(int argc, char **argv)
             reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             only = argv[++i];
+        else if (!strcmp(argv[i], "--cpu"))
+            cpu_time = true;
         else {
-            fprintf(stderr, "usage: bench_ops [--reps N] [--only gemm|conv|attn|kept|quant|int8]\n");
+            fprintf(stderr, "usage: bench_ops [--reps N] [--only gemm|conv|attn|kept|quant|int8] [--cpu]\n");
             return 2;
         }
     }
@@ -518,7 +556,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_ops: %s\n", ctx ? sd_context_errmsg(ctx) : "out of memory");
         return 1;
     }
-    printf("device: %s (%s), best of %d interleaved runs each\n", cl->device_name, cl->driver_version, reps);
+    printf("device: %s (%s), best of %d interleaved runs each%s\n", cl->device_name, cl->driver_version, reps,
+           cpu_time ? " by CPU time (GF/s: GFLOP per CPU-second)" : "");
 #ifdef SDFLOW_HAVE_OPENBLAS
     const char *core = getenv("OPENBLAS_CORETYPE");
     printf("peer: %s, OPENBLAS_CORETYPE=%s\n", openblas_get_config(), core ? core : "(unset)");

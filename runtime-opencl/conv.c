@@ -1,4 +1,6 @@
-/* sd_op_conv2d. Large 3x3 stride-1 convolutions use Winograd F(4x4, 3x3) (conv_winograd).
+/* sd_op_conv2d. Where the fp32 host routes are on (sd_cl_host_fp32), most convolutions run
+ * through oneDNN (sd_dnnl_conv2d_f32; onednn_faster says where). Large 3x3 stride-1
+ * convolutions use Winograd F(4x4, 3x3) (conv_winograd).
  * Everything else is a GEMM per image: M = output channels, K = C*KH*KW, N = output pixels. The
  * weights [O, C*KH*KW] are the A rows, read in place (f32 or f16); B is the im2col matrix
  * gathered into panels by conv_pack_b in chunks of pixels, so scratch memory stays bounded
@@ -90,6 +92,29 @@ done:
     return st;
 }
 
+/* Where AUTO picks oneDNN's fp32 convolution when the fp32 host routes are on, judged per image
+ * (oneDNN runs one image at a time, so an image's route and bits never depend on its batch).
+ * Measured interleaved by least CPU time (bench_ops --only conv --cpu; docs/opencl-runtime.md
+ * has the table): oneDNN is faster wherever a host call is worth it (sd_dnnl_f32_worth), except
+ * where Winograd applies (`wino`) to at least WINO_OVER_ONEDNN channels in and out, whose 4x
+ * fewer multiplications win (512@64x64, 512@128x128), and below ONEDNN_MIN_PIXELS output pixels:
+ * each call widens the f16 weights to f32 into oneDNN's layout, which is then a large part of
+ * the work (1280@16x16: par; 1280@8x8: 0.6x), while the GEMM reads f16 in place. Nor where an
+ * image's input and output, which oneDNN wants in NHWC (copies per call), hold more than
+ * ONEDNN_MAX_COPY_BYTES together: the VAE decoder's 128-512 channel convolutions at 256x256 and
+ * 512x512 raised its peak RSS from 903 to 1488 MiB. */
+#define WINO_OVER_ONEDNN 512
+#define ONEDNN_MIN_PIXELS 256
+#define ONEDNN_MAX_COPY_BYTES (64.0 * 1048576)
+static bool onednn_faster(int C, int O, int H, int W, int OH, int OW, int KH, int KW, bool wino)
+{
+    double copies = 4.0 * ((double)C * H * W + (double)O * OH * OW);
+    if ((wino && C >= WINO_OVER_ONEDNN && O >= WINO_OVER_ONEDNN) || (double)OH * OW < ONEDNN_MIN_PIXELS ||
+        copies > ONEDNN_MAX_COPY_BYTES)
+        return false;
+    return sd_dnnl_f32_worth(2.0 * O * OH * OW * (double)C * KH * KW);
+}
+
 sd_status sd_op_conv2d(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
                        const sd_conv2d_params *p, sd_dtensor **out)
 {
@@ -123,15 +148,21 @@ sd_status sd_op_conv2d(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
     if ((st = sd_dtensor_require_data(w, "conv2d", "weight")))
         return sd_dtensor_drop_on_error(out, st);
     bool wino_ok = KH == 3 && KW == 3 && p->stride_h == 1 && p->stride_w == 1 && x->dtype == SD_DTYPE_F32;
-    if (p->algo == SD_CONV_WINOGRAD && !wino_ok) {
+    bool host_ok = sd_cl_host_fp32(cl) && x->dtype == SD_DTYPE_F32;
+    if ((p->algo == SD_CONV_WINOGRAD && !wino_ok) || (p->algo == SD_CONV_ONEDNN && !host_ok)) {
         sd_dtensor_free(*out);
         *out = NULL;
-        return sd_set_error(cl->ctx, SD_ERR_INVALID, "conv2d: Winograd needs a 3x3 kernel, stride 1 and an f32 "
-                            "input (weight %s)", sd_dtensor_describe(w, dw, sizeof dw));
+        return sd_set_error(cl->ctx, SD_ERR_INVALID, p->algo == SD_CONV_WINOGRAD
+                            ? "conv2d: Winograd needs a 3x3 kernel, stride 1 and an f32 input (weight %s)"
+                            : "conv2d: oneDNN needs the fp32 host routes (SDFLOW_CPU_ROUTES) and an f32 input "
+                              "(weight %s)", sd_dtensor_describe(w, dw, sizeof dw));
     }
-    if (p->algo == SD_CONV_WINOGRAD ||
-        (p->algo == SD_CONV_AUTO && wino_ok && OH >= WINO_MIN_SIDE && OW >= WINO_MIN_SIDE &&
-         C >= WINO_MIN_CHANNELS && O >= WINO_MIN_CHANNELS)) {
+    bool wino_auto = wino_ok && OH >= WINO_MIN_SIDE && OW >= WINO_MIN_SIDE && C >= WINO_MIN_CHANNELS &&
+                     O >= WINO_MIN_CHANNELS;
+    if (p->algo == SD_CONV_ONEDNN ||
+        (p->algo == SD_CONV_AUTO && host_ok && onednn_faster(C, O, H, W, OH, OW, KH, KW, wino_auto)))
+        return sd_dtensor_drop_on_error(out, B == 0 || O == 0 ? SD_OK : sd_dnnl_conv2d_f32(cl, x, w, bias, p, *out));
+    if (p->algo == SD_CONV_WINOGRAD || (p->algo == SD_CONV_AUTO && wino_auto)) {
         return sd_dtensor_drop_on_error(out, conv_winograd(cl, x, w, bias, p, *out));
     }
     sd_scratch bp = {0};

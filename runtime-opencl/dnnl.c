@@ -48,12 +48,7 @@ bool sd_dnnl_available(void)
     return true;
 }
 
-#include <dnnl.h>
-
-struct sd_dnnl {
-    dnnl_engine_t engine;
-    dnnl_stream_t stream;
-};
+#include "runtime-opencl/dnnl_internal.h"
 
 sd_status sd_dnnl_wanted(sd_cl *cl, bool *out)
 {
@@ -67,22 +62,13 @@ sd_status sd_dnnl_wanted(sd_cl *cl, bool *out)
     return SD_OK;
 }
 
-static sd_status fail(sd_cl *cl, dnnl_status_t s, const char *what)
+sd_status sd_dnnl_fail(sd_cl *cl, dnnl_status_t s, const char *what)
 {
     return sd_set_error(cl->ctx, s == dnnl_out_of_memory ? SD_ERR_NOMEM : SD_ERR_CL,
                         "oneDNN: %s failed (dnnl status %d)", what, (int)s);
 }
 
-#define TRY(call, what)                                                                                        \
-    do {                                                                                                       \
-        dnnl_status_t s_ = (call);                                                                             \
-        if (s_ != dnnl_success) {                                                                              \
-            st = fail(cl, s_, what);                                                                           \
-            goto done;                                                                                         \
-        }                                                                                                      \
-    } while (0)
-
-static sd_status engine(sd_cl *cl, struct sd_dnnl **out)
+sd_status sd_dnnl_engine(sd_cl *cl, struct sd_dnnl **out)
 {
     if (!cl->dnnl) {
         struct sd_dnnl *d = calloc(1, sizeof *d);
@@ -95,7 +81,7 @@ static sd_status engine(sd_cl *cl, struct sd_dnnl **out)
             if (d->engine)
                 dnnl_engine_destroy(d->engine);
             free(d);
-            return fail(cl, s, "creating the CPU engine");
+            return sd_dnnl_fail(cl, s, "creating the CPU engine");
         }
         cl->dnnl = d;
     }
@@ -135,15 +121,14 @@ void sd_dnnl_unmap(sd_cl *cl, sd_dnnl_mapping *m)
     m->ptr = NULL;
 }
 
-static sd_status memory(sd_cl *cl, struct sd_dnnl *d, const dnnl_memory_desc_t *md, void *ptr,
+sd_status sd_dnnl_memory(sd_cl *cl, struct sd_dnnl *d, const dnnl_memory_desc_t *md, void *ptr,
                         dnnl_memory_t *out)
 {
     dnnl_status_t s = dnnl_memory_create(out, md, d->engine, ptr ? ptr : DNNL_MEMORY_NONE);
-    return s == dnnl_success ? SD_OK : fail(cl, s, "creating a memory object");
+    return s == dnnl_success ? SD_OK : sd_dnnl_fail(cl, s, "creating a memory object");
 }
 
-/* dst = src converted between layouts/types, scaled by `scale` (1: none). */
-static sd_status reorder(sd_cl *cl, struct sd_dnnl *d, const dnnl_memory_desc_t *src_md, void *src,
+sd_status sd_dnnl_reorder(sd_cl *cl, struct sd_dnnl *d, const dnnl_memory_desc_t *src_md, void *src,
                          const dnnl_memory_desc_t *dst_md, void *dst, float scale)
 {
     sd_status st = SD_OK;
@@ -156,7 +141,7 @@ static sd_status reorder(sd_cl *cl, struct sd_dnnl *d, const dnnl_memory_desc_t 
         TRY(dnnl_primitive_attr_set_output_scales(attr, 1, 0, &scale), "reorder scale");
     TRY(dnnl_reorder_primitive_desc_create(&pd, src_md, d->engine, dst_md, d->engine, attr), "reorder");
     TRY(dnnl_primitive_create(&prim, pd), "reorder primitive");
-    if ((st = memory(cl, d, src_md, src, &ms)) || (st = memory(cl, d, dst_md, dst, &md)))
+    if ((st = sd_dnnl_memory(cl, d, src_md, src, &ms)) || (st = sd_dnnl_memory(cl, d, dst_md, dst, &md)))
         goto done;
     dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, md}};
     TRY(dnnl_primitive_execute(prim, d->stream, 2, args), "reorder");
@@ -188,9 +173,7 @@ static sd_status as_f32(sd_cl *cl, const void *src, sd_dtype dtype, size_t n, fl
     sd_status st = host_alloc(cl, n * sizeof(float), (void **)owned);
     if (st)
         return st;
-    const uint16_t *h = src;
-    for (size_t i = 0; i < n; i++)
-        (*owned)[i] = sd_half_to_float(h[i]);
+    sd_dnnl_half_to_float(*owned, src, n);
     *out = *owned;
     return SD_OK;
 }
@@ -203,7 +186,7 @@ static sd_status reorder_any(sd_cl *cl, struct sd_dnnl *d, const dnnl_memory_des
     float *f32 = NULL, *owned = NULL;
     sd_status st = as_f32(cl, src, dtype, n, &f32, &owned);
     if (!st)
-        st = reorder(cl, d, from_f32, f32, to, dst, scale);
+        st = sd_dnnl_reorder(cl, d, from_f32, f32, to, dst, scale);
     free(owned);
     return st;
 }
@@ -248,7 +231,7 @@ static void weights_done(sd_cl *cl, sd_dnnl_mapping *view, sd_scratch *tmp)
 }
 
 /* oneDNN post-op for act (none: no post-ops). */
-static sd_status attr_for(sd_cl *cl, sd_act act, dnnl_primitive_attr_t *attr)
+sd_status sd_dnnl_attr(sd_cl *cl, sd_act act, dnnl_primitive_attr_t *attr)
 {
     sd_status st = SD_OK;
     dnnl_post_ops_t po = NULL;
@@ -265,12 +248,78 @@ done:
     return st;
 }
 
+sd_status sd_dnnl_execute(sd_cl *cl, struct sd_dnnl *d, dnnl_primitive_t prim, const sd_dnnl_arg *args, int n,
+                          const char *what)
+{
+    sd_status st = SD_OK;
+    dnnl_memory_t mems[SD_DNNL_MAX_ARGS] = {0};
+    dnnl_exec_arg_t ex[SD_DNNL_MAX_ARGS];
+    int m = 0;
+    for (int i = 0; i < n && i < SD_DNNL_MAX_ARGS && !st; i++) {
+        if (args[i].ptr && !(st = sd_dnnl_memory(cl, d, args[i].md, args[i].ptr, &mems[m]))) {
+            ex[m] = (dnnl_exec_arg_t){args[i].arg, mems[m]};
+            m++;
+        }
+    }
+    if (st)
+        goto done;
+    TRY(dnnl_primitive_execute(prim, d->stream, m, ex), what);
+    TRY(dnnl_stream_wait(d->stream), what);
+done:
+    for (int i = 0; i < m; i++)
+        dnnl_memory_destroy(mems[i]);
+    return st;
+}
+
+sd_status sd_dnnl_conv_make(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *x, const sd_dtensor *w,
+                            const sd_dtensor *bias, const sd_conv2d_params *p, const sd_dtensor *out,
+                            dnnl_data_type_t type, sd_dnnl_conv *c)
+{
+    sd_status st = SD_OK;
+    memset(c, 0, sizeof *c);
+    dnnl_dims_t xd = {x->shape[0], x->shape[1], x->shape[2], x->shape[3]};
+    dnnl_dims_t wd = {w->shape[0], w->shape[1], w->shape[2], w->shape[3]};
+    dnnl_dims_t od = {out->shape[0], out->shape[1], out->shape[2], out->shape[3]};
+    dnnl_dims_t bd = {w->shape[0]}, strides = {p->stride_h, p->stride_w}, pads = {p->pad_h, p->pad_w};
+    dnnl_memory_desc_t x_any, w_any, o_any;
+    dnnl_primitive_attr_t attr = NULL;
+    TRY(dnnl_memory_desc_init_by_tag(&c->x_plain, 4, xd, dnnl_f32, dnnl_abcd), "conv input");
+    TRY(dnnl_memory_desc_init_by_tag(&x_any, 4, xd, type, dnnl_format_tag_any), "conv input");
+    TRY(dnnl_memory_desc_init_by_tag(&c->w_plain, 4, wd, dnnl_f32, dnnl_abcd), "conv weights");
+    TRY(dnnl_memory_desc_init_by_tag(&w_any, 4, wd, type, dnnl_format_tag_any), "conv weights");
+    TRY(dnnl_memory_desc_init_by_tag(&c->bias, 1, bd, dnnl_f32, dnnl_a), "conv bias");
+    TRY(dnnl_memory_desc_init_by_tag(&c->o_plain, 4, od, dnnl_f32, dnnl_abcd), "conv output");
+    TRY(dnnl_memory_desc_init_by_tag(&o_any, 4, od, dnnl_f32, dnnl_format_tag_any), "conv output");
+    dnnl_convolution_desc_t desc;
+    TRY(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct, &x_any, &w_any,
+                                           bias ? &c->bias : NULL, &o_any, strides, pads, pads),
+        "convolution");
+    if ((st = sd_dnnl_attr(cl, p->act, &attr)))
+        goto done;
+    TRY(dnnl_primitive_desc_create(&c->pd, &desc, attr, d->engine, NULL), "convolution");
+    c->x_want = *dnnl_primitive_desc_query_md(c->pd, dnnl_query_src_md, 0);
+    c->w_want = *dnnl_primitive_desc_query_md(c->pd, dnnl_query_weights_md, 0);
+    c->o_want = *dnnl_primitive_desc_query_md(c->pd, dnnl_query_dst_md, 0);
+    TRY(dnnl_primitive_create(&c->prim, c->pd), "convolution primitive");
+done:
+    dnnl_primitive_attr_destroy(attr);
+    return st;
+}
+
+void sd_dnnl_conv_free(sd_dnnl_conv *c)
+{
+    dnnl_primitive_destroy(c->prim);
+    dnnl_primitive_desc_destroy(c->pd);
+    c->prim = NULL;
+    c->pd = NULL;
+}
+
 /* ---- Matrix products ---- */
 
 sd_status sd_dnnl_matmul_run(sd_cl *cl, const sd_dnnl_matmul *j)
 {
     struct sd_dnnl *d;
-    sd_status st = engine(cl, &d);
+    sd_status st = sd_dnnl_engine(cl, &d);
     if (st)
         return st;
     if ((st = sd_cl_finish(cl)))
@@ -287,7 +336,6 @@ sd_status sd_dnnl_matmul_run(sd_cl *cl, const sd_dnnl_matmul *j)
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
-    dnnl_memory_t ma = NULL, mb = NULL, mbias = NULL, mc = NULL;
     TRY(dnnl_memory_desc_init_by_strides(&a_src, 3, ad, dnnl_f32, as), "matmul A");
     TRY(dnnl_memory_desc_init_by_tag(&a_bf, 3, ad, dnnl_bf16, dnnl_abc), "matmul A");
     TRY(dnnl_memory_desc_init_by_strides(&b_src, 3, bd, dnnl_f32, bs), "matmul B");
@@ -296,7 +344,7 @@ sd_status sd_dnnl_matmul_run(sd_cl *cl, const sd_dnnl_matmul *j)
     TRY(dnnl_memory_desc_init_by_tag(&bias_md, 3, biasd, dnnl_f32, dnnl_abc), "matmul bias");
     dnnl_matmul_desc_t desc;
     TRY(dnnl_matmul_desc_init(&desc, &a_bf, &b_any, j->bias ? &bias_md : NULL, &c_md), "matmul");
-    if ((st = attr_for(cl, j->act, &attr)))
+    if ((st = sd_dnnl_attr(cl, j->act, &attr)))
         goto done;
     TRY(dnnl_primitive_desc_create(&pd, &desc, attr, d->engine, NULL), "matmul");
     b_want = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
@@ -312,18 +360,10 @@ sd_status sd_dnnl_matmul_run(sd_cl *cl, const sd_dnnl_matmul *j)
         goto done;
     if ((st = weights_in(cl, d, j->b, &key, &b_src, &b_want, &bw, &b_tmp)))
         goto done;
-    if ((st = memory(cl, d, &a_bf, a_bf16, &ma)) || (st = memory(cl, d, &b_want, bw.ptr, &mb)) ||
-        (st = memory(cl, d, &c_md, cm.ptr, &mc)) ||
-        (j->bias && (st = memory(cl, d, &bias_md, biasm.ptr, &mbias))))
-        goto done;
-    dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}, {DNNL_ARG_BIAS, mbias}};
-    TRY(dnnl_primitive_execute(prim, d->stream, j->bias ? 4 : 3, args), "matmul");
-    TRY(dnnl_stream_wait(d->stream), "matmul");
+    sd_dnnl_arg args[] = {{DNNL_ARG_SRC, &a_bf, a_bf16}, {DNNL_ARG_WEIGHTS, &b_want, bw.ptr},
+                          {DNNL_ARG_DST, &c_md, cm.ptr}, {DNNL_ARG_BIAS, &bias_md, biasm.ptr}};
+    st = sd_dnnl_execute(cl, d, prim, args, 4, "matmul");
 done:
-    dnnl_memory_destroy(ma);
-    dnnl_memory_destroy(mb);
-    dnnl_memory_destroy(mc);
-    dnnl_memory_destroy(mbias);
     dnnl_primitive_destroy(prim);
     dnnl_primitive_desc_destroy(pd);
     dnnl_primitive_attr_destroy(attr);
@@ -341,72 +381,34 @@ sd_status sd_dnnl_conv2d_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
                              const sd_conv2d_params *p, sd_dtensor *out)
 {
     struct sd_dnnl *d;
-    sd_status st = engine(cl, &d);
-    if (st)
+    sd_status st = sd_dnnl_engine(cl, &d);
+    if (st || (st = sd_cl_finish(cl)))
         return st;
-    if ((st = sd_cl_finish(cl)))
-        return st;
-    dnnl_dims_t xd = {x->shape[0], x->shape[1], x->shape[2], x->shape[3]};
-    dnnl_dims_t wd = {w->shape[0], w->shape[1], w->shape[2], w->shape[3]};
-    dnnl_dims_t od = {out->shape[0], out->shape[1], out->shape[2], out->shape[3]};
-    dnnl_dims_t bd = {w->shape[0]}, strides = {p->stride_h, p->stride_w}, pads = {p->pad_h, p->pad_w};
-    dnnl_memory_desc_t x_src, x_any, w_src, w_any, b_md, o_plain, o_any, x_want, w_want, o_want;
+    sd_dnnl_conv c;
     sd_dnnl_mapping xm = {0}, bm = {0}, om = {0}, ww = {0};
     sd_scratch w_tmp = {0};
-    sd_derived_key key = {SD_DERIVED_DNNL_CONV, {wd[0], wd[1], wd[2], wd[3]}};
+    sd_derived_key key = {SD_DERIVED_DNNL_CONV, {w->shape[0], w->shape[1], w->shape[2], w->shape[3]}};
     void *x_bf = NULL, *o_tmp = NULL;
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_primitive_t prim = NULL;
-    dnnl_memory_t mx = NULL, mw = NULL, mb = NULL, mo = NULL;
-    TRY(dnnl_memory_desc_init_by_tag(&x_src, 4, xd, dnnl_f32, dnnl_abcd), "conv input");
-    TRY(dnnl_memory_desc_init_by_tag(&x_any, 4, xd, dnnl_bf16, dnnl_format_tag_any), "conv input");
-    TRY(dnnl_memory_desc_init_by_tag(&w_src, 4, wd, dnnl_f32, dnnl_abcd), "conv weights");
-    TRY(dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_bf16, dnnl_format_tag_any), "conv weights");
-    TRY(dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a), "conv bias");
-    TRY(dnnl_memory_desc_init_by_tag(&o_plain, 4, od, dnnl_f32, dnnl_abcd), "conv output");
-    TRY(dnnl_memory_desc_init_by_tag(&o_any, 4, od, dnnl_f32, dnnl_format_tag_any), "conv output");
-    dnnl_convolution_desc_t desc;
-    TRY(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct, &x_any, &w_any,
-                                           bias ? &b_md : NULL, &o_any, strides, pads, pads),
-        "convolution");
-    if ((st = attr_for(cl, p->act, &attr)))
+    if ((st = sd_dnnl_conv_make(cl, d, x, w, bias, p, out, dnnl_bf16, &c)))
         goto done;
-    TRY(dnnl_primitive_desc_create(&pd, &desc, attr, d->engine, NULL), "convolution");
-    x_want = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
-    w_want = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    o_want = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
-    TRY(dnnl_primitive_create(&prim, pd), "convolution primitive");
-
-    bool o_direct = dnnl_memory_desc_equal(&o_want, &o_plain);
+    bool o_direct = dnnl_memory_desc_equal(&c.o_want, &c.o_plain);
     if ((st = sd_dnnl_map(cl, x->buf, x->numel * sd_dtype_size(x->dtype), false, &xm)) ||
         (st = sd_dnnl_map(cl, bias ? bias->buf : NULL, (size_t)w->shape[0] * 4, false, &bm)) ||
         (st = sd_dnnl_map(cl, out->buf, out->numel * 4, true, &om)))
         goto done;
-    if ((st = host_alloc(cl, dnnl_memory_desc_get_size(&x_want), &x_bf)) ||
-        (st = reorder_any(cl, d, &x_src, xm.ptr, x->dtype, x->numel, &x_want, x_bf, 1.0f)))
+    if ((st = host_alloc(cl, dnnl_memory_desc_get_size(&c.x_want), &x_bf)) ||
+        (st = reorder_any(cl, d, &c.x_plain, xm.ptr, x->dtype, x->numel, &c.x_want, x_bf, 1.0f)))
         goto done;
-    if ((st = weights_in(cl, d, w, &key, &w_src, &w_want, &ww, &w_tmp)))
+    if ((st = weights_in(cl, d, w, &key, &c.w_plain, &c.w_want, &ww, &w_tmp)))
         goto done;
-    if (!o_direct && (st = host_alloc(cl, dnnl_memory_desc_get_size(&o_want), &o_tmp)))
+    if (!o_direct && (st = host_alloc(cl, dnnl_memory_desc_get_size(&c.o_want), &o_tmp)))
         goto done;
-    if ((st = memory(cl, d, &x_want, x_bf, &mx)) || (st = memory(cl, d, &w_want, ww.ptr, &mw)) ||
-        (st = memory(cl, d, &o_want, o_direct ? om.ptr : o_tmp, &mo)) ||
-        (bias && (st = memory(cl, d, &b_md, bm.ptr, &mb))))
-        goto done;
-    dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, mx}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, mo}, {DNNL_ARG_BIAS, mb}};
-    TRY(dnnl_primitive_execute(prim, d->stream, bias ? 4 : 3, args), "convolution");
-    TRY(dnnl_stream_wait(d->stream), "convolution");
-    if (!o_direct)
-        st = reorder(cl, d, &o_want, o_tmp, &o_plain, om.ptr, 1.0f);
+    sd_dnnl_arg args[] = {{DNNL_ARG_SRC, &c.x_want, x_bf}, {DNNL_ARG_WEIGHTS, &c.w_want, ww.ptr},
+                          {DNNL_ARG_DST, &c.o_want, o_direct ? om.ptr : o_tmp}, {DNNL_ARG_BIAS, &c.bias, bm.ptr}};
+    if (!(st = sd_dnnl_execute(cl, d, c.prim, args, 4, "convolution")) && !o_direct)
+        st = sd_dnnl_reorder(cl, d, &c.o_want, o_tmp, &c.o_plain, om.ptr, 1.0f);
 done:
-    dnnl_memory_destroy(mx);
-    dnnl_memory_destroy(mw);
-    dnnl_memory_destroy(mo);
-    dnnl_memory_destroy(mb);
-    dnnl_primitive_destroy(prim);
-    dnnl_primitive_desc_destroy(pd);
-    dnnl_primitive_attr_destroy(attr);
+    sd_dnnl_conv_free(&c);
     weights_done(cl, &ww, &w_tmp);
     free(x_bf);
     free(o_tmp);

@@ -30,6 +30,30 @@ sd_status sd_dnnl_matmul_run(sd_cl *cl, const sd_dnnl_matmul *job);
 sd_status sd_dnnl_conv2d_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
                              const sd_conv2d_params *p, sd_dtensor *out);
 
+/* The fp32 host routes (runtime-opencl/dnnl_f32.c, docs/opencl-runtime.md): the same products
+ * through oneDNN's fp32 primitives, on CPU devices where sd_cl_host_fp32 says so. Nothing is
+ * kept with the weights: f16 weights are widened to f32 per call. */
+/* Least work (flops) of a call that takes an fp32 host route: below it the fixed cost of a host
+ * call (waiting for the queue, mapping, oneDNN's primitive lookup, waking OpenMP's threads:
+ * tens of microseconds, far more on a loaded machine) outweighs what oneDNN saves, and the
+ * OpenCL kernels run it (a face detector's thousands of small convolutions ran 2x slower
+ * through oneDNN). sd_dnnl_f32_worth: flops >= that, in a build with oneDNN. */
+#define SD_DNNL_F32_MIN_FLOPS 32e6
+/* Products are judged as if they had this many rows, by their weights' size alone, so that the
+ * route (and the bits) of a row never depend on how many rows or images share its call. */
+#define SD_DNNL_F32_ROWS 256
+bool sd_dnnl_f32_worth(double flops);
+/* Sets that least work for the whole process (tests set 0 to run small odd shapes on the routes). */
+void sd_dnnl_f32_set_min_flops(double flops);
+/* Whether sd_dnnl_matmul_f32 runs job: the fp32 host routes are on, SD_DNNL_F32_ROWS rows of it
+ * would be worth it (sd_dnnl_f32_worth), B is f32 or f16 (not blocks), and alpha is 1 or there
+ * is no bias. */
+bool sd_dnnl_f32_matmul_takes(sd_cl *cl, const sd_dnnl_matmul *job);
+sd_status sd_dnnl_matmul_f32(sd_cl *cl, const sd_dnnl_matmul *job);
+/* A torch Conv2d (as sd_op_conv2d; shapes checked, out allocated, x f32, B and O >= 1) in fp32. */
+sd_status sd_dnnl_conv2d_f32(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
+                             const sd_conv2d_params *p, sd_dtensor *out);
+
 /* A device buffer mapped for the host (PoCL's CPU device maps without copying): sd_dnnl_map maps
  * `bytes` of buf (nothing when buf is NULL or bytes 0: ptr NULL), for writing too when `write`;
  * sd_dnnl_unmap gives it back (a no-op when nothing is mapped). Only with oneDNN. */

@@ -158,18 +158,24 @@ static bool dims_int(const int64_t *d, int n, int *out)
     return true;
 }
 
-/* Runs job through oneDNN when the context computes in bf16 (or fails because it cannot): true
- * with the outcome in *st; false when the op's own kernels run it (fp32, or nothing to sum),
- * unless B's data was released by an earlier bf16 conversion (true with that error). */
-static bool in_bf16(sd_cl *cl, const sd_dnnl_matmul *job, sd_status *st)
+/* Runs job through oneDNN when the context computes in bf16 (or fails because it cannot) or
+ * the fp32 host route takes it (sd_dnnl_f32_matmul_takes): true with the outcome in *st; false
+ * when the op's own kernels run it, unless B's data was released by an earlier bf16 conversion
+ * (true with that error). */
+static bool on_host(sd_cl *cl, const sd_dnnl_matmul *job, sd_status *st)
 {
     bool bf16 = false;
     if ((*st = sd_dnnl_wanted(cl, &bf16)))
         return true;
-    if (!bf16 || job->M == 0 || job->N == 0 || job->K == 0 || job->batch_a == 0)
-        return (*st = sd_dtensor_require_data(job->b, "matmul", "b")) != SD_OK;
-    *st = sd_dnnl_matmul_run(cl, job);
-    return true;
+    if (bf16 && job->M && job->N && job->K && job->batch_a) {
+        *st = sd_dnnl_matmul_run(cl, job);
+        return true;
+    }
+    if (!bf16 && sd_dnnl_f32_matmul_takes(cl, job)) {
+        *st = sd_dnnl_matmul_f32(cl, job);
+        return true;
+    }
+    return (*st = sd_dtensor_require_data(job->b, "matmul", "b")) != SD_OK;
 }
 
 static bool valid_bias(const sd_dtensor *bias, int n)
@@ -206,7 +212,7 @@ sd_status sd_op_matmul(sd_cl *cl, const sd_dtensor *a, bool trans_a, const sd_dt
         return st;
     sd_dnnl_matmul dj = {.a = a, .b = b, .bias = bias, .trans_a = trans_a, .trans_b = trans_b, .M = M, .N = N,
                          .K = K, .batch_a = batch_a, .batch_b = batch_b, .act = act, .alpha = alpha, .out = *out};
-    if (in_bf16(cl, &dj, &st))
+    if (on_host(cl, &dj, &st))
         return sd_dtensor_drop_on_error(out, st);
     sd_scratch ap = {0}, bp = {0};
     long mk = (long)M * K, kn = (long)K * N;
@@ -281,7 +287,7 @@ sd_status sd_op_linear(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
         return sd_dtensor_drop_on_error(out, sd_linear_int8_takes(w->dtype)
                                                  ? sd_linear_int8_run(cl, x, w, bias, act, M, N, K, *out)
                                                  : linear_bf16_blocks(cl, &dj));
-    if (!blocks && in_bf16(cl, &dj, &st))
+    if (!blocks && on_host(cl, &dj, &st))
         return sd_dtensor_drop_on_error(out, st);
     sd_scratch ap = {0}, bp = {0};
     bool a_rows = x->dtype == SD_DTYPE_F32 && K > 0;

@@ -28,10 +28,13 @@ sd_status sd_op_linear(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
 
 /* ---- Convolution ---- */
 
-/* Convolution algorithm. AUTO picks Winograd F(4x4, 3x3) where it measured faster on the CPU
- * (3x3, stride 1, f32 input, output at least 64x64, at least 256 input and output channels) and
- * the implicit GEMM otherwise. WINOGRAD on a shape it does not cover is SD_ERR_INVALID. */
-typedef enum sd_conv_algo { SD_CONV_AUTO, SD_CONV_GEMM, SD_CONV_WINOGRAD } sd_conv_algo;
+/* Convolution algorithm. AUTO picks, per shape, what measured fastest on the CPU (conv.c,
+ * docs/opencl-runtime.md): oneDNN's fp32 convolution where the fp32 host routes are on
+ * (sd_cl_host_fp32), else Winograd F(4x4, 3x3) (3x3, stride 1, f32 input, output at least 64x64,
+ * at least 256 input and output channels) or the implicit GEMM. GEMM and WINOGRAD force those
+ * OpenCL kernels, ONEDNN oneDNN's; WINOGRAD or ONEDNN on a shape or device they do not cover
+ * (ONEDNN: the host routes off, or an f16 input) is SD_ERR_INVALID. */
+typedef enum sd_conv_algo { SD_CONV_AUTO, SD_CONV_GEMM, SD_CONV_WINOGRAD, SD_CONV_ONEDNN } sd_conv_algo;
 
 typedef struct sd_conv2d_params {
     int stride_h, stride_w; /* >= 1 */

@@ -34,4 +34,11 @@ check "--device 99 message" grep -q "^sdflow: error: node 'inv' (ImageInvert): n
 SDFLOW_DEVICE=no-such-device run 4 run "$T/wf.xml" --no-cache --output inv
 check "SDFLOW_DEVICE message" grep -q "no OpenCL device matches 'no-such-device'" "$T/err"
 
+# SDFLOW_CPU_ROUTES takes opencl or host: another value is invalid input (exit 3), one line naming
+# the variable, at the first node that needs the device.
+SDFLOW_CPU_ROUTES=bad run 3 run "$T/wf.xml" --no-cache --output inv
+check "SDFLOW_CPU_ROUTES message" grep -q "^sdflow: error: node 'inv' (ImageInvert): SDFLOW_CPU_ROUTES: 'bad' is not opencl or host$" "$T/err"
+SDFLOW_CPU_ROUTES=opencl run 0 run "$T/wf.xml" --no-cache --output inv --output-dir "$T/o1"
+SDFLOW_CPU_ROUTES=host run 0 run "$T/wf.xml" --no-cache --output inv --output-dir "$T/o2"
+
 finish devices.sh

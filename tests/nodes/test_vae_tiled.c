@@ -207,6 +207,7 @@ static void test_out_of_memory_fallback(void)
 {
     float *fb = malloc(H * W * 3 * sizeof *fb), *ref = malloc(H * W * 3 * sizeof *ref), lat[4 * LH * LW];
     setenv("SDFLOW_DEVICE_MEMORY", "16M", 1);
+    setenv("SDFLOW_CPU_ROUTES", "opencl", 1); /* the sizes above are the OpenCL kernels' scratch */
     sd_context *ctx = new_context();
     sd_graph *g = graph(ctx, "VAEDecode", 0, 0);
     sd_status st = run(ctx, g, "IMAGE", "image", fb, H * W * 3, lat);
@@ -226,6 +227,7 @@ static void test_out_of_memory_fallback(void)
     sd_graph_free(g);
     sd_context_free(ctx);
     unsetenv("SDFLOW_DEVICE_MEMORY");
+    unsetenv("SDFLOW_CPU_ROUTES");
     /* A malformed budget is refused when the runtime starts. */
     setenv("SDFLOW_DEVICE_MEMORY", "lots", 1);
     ctx = new_context();

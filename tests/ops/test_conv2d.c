@@ -7,6 +7,7 @@
  * reference fed the same f16-rounded values. */
 #include "test.h"
 #include "support/ref_ops.h"
+#include "runtime-opencl/dnnl.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,13 +85,17 @@ static void check_cases(const conv_case *cases, size_t n, unsigned seed)
     for (size_t i = 0; i < n; i++) {
         const conv_case *c = &cases[i];
         bool wino = c->KH == 3 && c->KW == 3 && c->p.stride_h == 1 && c->p.stride_w == 1 && c->xdt == F32;
-        for (int a = 0; a < (wino ? 2 : 1); a++) {
-            sd_conv_algo algo = a ? SD_CONV_WINOGRAD : SD_CONV_GEMM;
+        bool onednn = sd_cl_host_fp32(cl) && c->xdt == F32;
+        static const char *const names[] = {"gemm", "winograd", "onednn"};
+        for (int a = 0; a < 3; a++) {
+            if ((a == 1 && !wino) || (a == 2 && !onednn))
+                continue;
+            sd_conv_algo algo = a == 0 ? SD_CONV_GEMM : a == 1 ? SD_CONV_WINOGRAD : SD_CONV_ONEDNN;
             double e = run_case(c, algo, seed + (unsigned)i * 7);
-            if (a)
+            if (a == 1)
                 e /= WINO_ATOL_FACTOR;
             CHECK_MSG(e <= 1.0, "case %zu (%s): B%d C%d %dx%d -> O%d k%dx%d s%dx%d p%dx%d act %d x %s w %s: error ratio %g",
-                      i, a ? "winograd" : "gemm", c->B, c->C, c->H, c->W, c->O, c->KH, c->KW, c->p.stride_h,
+                      i, names[a], c->B, c->C, c->H, c->W, c->O, c->KH, c->KW, c->p.stride_h,
                       c->p.stride_w, c->p.pad_h, c->p.pad_w, c->p.act, sd_dtype_name(c->xdt), sd_dtype_name(c->wdt), e);
         }
     }
@@ -105,6 +110,8 @@ static void test_conv3x3(void)
         {1, 6, 9, 9, 5, 3, 3, {1, 1, 0, 0, SD_ACT_NONE, SD_CONV_AUTO}, false, F32, F32},   /* no padding */
         {2, 5, 13, 11, 7, 3, 3, {1, 1, 1, 1, SD_ACT_SILU, SD_CONV_AUTO}, true, F32, F16},  /* f16 weights */
         {1, 3, 6, 40, 9, 3, 3, {1, 1, 1, 1, SD_ACT_NONE, SD_CONV_AUTO}, true, F16, F16},   /* f16 input and weights */
+        {2, 20, 9, 10, 36, 3, 3, {1, 1, 1, 1, SD_ACT_SILU, SD_CONV_AUTO}, true, F32, F16}, /* oneDNN: padded blocks */
+        {1, 48, 8, 7, 40, 3, 3, {2, 2, 1, 1, SD_ACT_GELU, SD_CONV_AUTO}, false, F32, F32},
     };
     check_cases(cases, sizeof cases / sizeof cases[0], 100);
 }
@@ -116,6 +123,7 @@ static void test_conv1x1(void)
         {1, 19, 9, 7, 23, 1, 1, {1, 1, 0, 0, SD_ACT_GELU, SD_CONV_AUTO}, true, F32, F16},
         {1, 8, 9, 7, 5, 1, 1, {2, 2, 0, 0, SD_ACT_NONE, SD_CONV_AUTO}, true, F32, F32},    /* strided: gathered */
         {1, 8, 40, 33, 5, 1, 1, {1, 1, 0, 0, SD_ACT_NONE, SD_CONV_AUTO}, false, F16, F32}, /* f16 input, direct */
+        {2, 48, 8, 8, 40, 1, 1, {1, 1, 0, 0, SD_ACT_SILU, SD_CONV_AUTO}, true, F32, F16},
     };
     check_cases(cases, sizeof cases / sizeof cases[0], 200);
 }
@@ -177,6 +185,15 @@ static void test_conv_bad_shapes(void)
     CHECK_STR_EQ(sd_context_errmsg(ctx),
                  "conv2d: Winograd needs a 3x3 kernel, stride 1 and an f32 input (weight [5, 4, 11, 11] f32)");
     CHECK(out == NULL);
+    /* oneDNN forced where the fp32 host routes are off */
+    bool host = cl->host_fp32;
+    cl->host_fp32 = false;
+    sd_conv2d_params onednn = {1, 1, 1, 1, SD_ACT_NONE, SD_CONV_ONEDNN};
+    CHECK_EQ_INT(sd_op_conv2d(cl, wb, wb, NULL, &onednn, &out), SD_ERR_INVALID);
+    CHECK_STR_EQ(sd_context_errmsg(ctx), "conv2d: oneDNN needs the fp32 host routes (SDFLOW_CPU_ROUTES) and an f32 "
+                                         "input (weight [5, 4, 11, 11] f32)");
+    cl->host_fp32 = host;
+    CHECK(out == NULL);
     CHECK_EQ_INT(cl->stats.live_bytes, live);
     sd_dtensor_free(x);
     sd_dtensor_free(w);
@@ -189,6 +206,7 @@ int main(void)
         fprintf(stderr, "test_conv2d: %s\n", ctx ? sd_context_errmsg(ctx) : "no memory");
         return 1;
     }
+    sd_dnnl_f32_set_min_flops(0); /* the host routes take every size (odd small shapes) */
     RUN(test_conv3x3);
     RUN(test_conv1x1);
     RUN(test_conv_other_kernels);

@@ -3,9 +3,12 @@
  * Tolerance: |got - want| <= atol + rtol * |want| with atol = 2e-4, rtol = 1e-4 for inputs in
  * [-1, 1] and K up to 2000: fp32 accumulation in a different order than the double reference
  * drifts by about sqrt(K) * 2^-24 * |partial sums|, well below that. f16-stored operands are
- * compared against a reference fed the same f16-rounded values, so the same bound holds. */
+ * compared against a reference fed the same f16-rounded values, so the same bound holds.
+ * Every case runs on both fp32 routes where this device has the host route
+ * (sd_cl_host_fp32: oneDNN's fp32 matmul) and on the OpenCL kernels. */
 #include "test.h"
 #include "support/ref_ops.h"
+#include "runtime-opencl/dnnl.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,8 +29,8 @@ static sd_dtensor *make(sd_dtype dt, int ndim, const int64_t *shape, float *host
 }
 
 /* One batched matmul case; returns the error ratio (<= 1 passes). */
-static double matmul_case(int batch, int b_batch, int M, int K, int N, bool ta, bool tb, bool with_bias,
-                          sd_act act, float alpha, sd_dtype bdt, unsigned seed)
+static double matmul_case_a(int batch, int b_batch, int M, int K, int N, bool ta, bool tb, bool with_bias,
+                            sd_act act, float alpha, sd_dtype adt, sd_dtype bdt, unsigned seed)
 {
     size_t na = (size_t)batch * M * K, nb = (size_t)b_batch * K * N, nc = (size_t)batch * M * N;
     float *a = malloc(na * 4), *b = malloc(nb * 4), *bias = malloc((size_t)N * 4);
@@ -37,8 +40,10 @@ static double matmul_case(int batch, int b_batch, int M, int K, int N, bool ta, 
     ref_random(bias, (size_t)N, seed + 2, -1, 1);
     if (bdt == SD_DTYPE_F16)
         ref_round_f16(b, nb);
+    if (adt == SD_DTYPE_F16)
+        ref_round_f16(a, na);
     int64_t as[3] = {batch, ta ? K : M, ta ? M : K}, bs[3] = {b_batch, tb ? N : K, tb ? K : N}, cs[1] = {N};
-    sd_dtensor *ta_ = make(SD_DTYPE_F32, 3, as, a), *tb_ = make(bdt, 3, bs, b);
+    sd_dtensor *ta_ = make(adt, 3, as, a), *tb_ = make(bdt, 3, bs, b);
     sd_dtensor *tbias = with_bias ? make(SD_DTYPE_F32, 1, cs, bias) : NULL, *out = NULL;
     double err = INFINITY;
     if (sd_op_matmul(cl, ta_, ta, tb_, tb, tbias, act, alpha, &out) == SD_OK) {
@@ -62,6 +67,12 @@ static double matmul_case(int batch, int b_batch, int M, int K, int N, bool ta, 
     return err;
 }
 
+static double matmul_case(int batch, int b_batch, int M, int K, int N, bool ta, bool tb, bool with_bias,
+                          sd_act act, float alpha, sd_dtype bdt, unsigned seed)
+{
+    return matmul_case_a(batch, b_batch, M, K, N, ta, tb, with_bias, act, alpha, SD_DTYPE_F32, bdt, seed);
+}
+
 static void test_matmul_transposes(void)
 {
     for (int t = 0; t < 4; t++) {
@@ -77,6 +88,15 @@ static void test_matmul_bias_act_alpha(void)
         double e = matmul_case(2, 1, 45, 29, 33, false, true, true, acts[i], 0.37f, SD_DTYPE_F32, 20 + i);
         CHECK_MSG(e <= 1.0, "act %d: error ratio %g", i, e);
     }
+}
+
+/* alpha without a bias (the host route scales the product), and with an f16 A (widened per call). */
+static void test_matmul_alpha_f16_a(void)
+{
+    double e = matmul_case(2, 2, 33, 40, 17, true, false, false, SD_ACT_GELU, 0.125f, SD_DTYPE_F16, 25);
+    CHECK_MSG(e <= 1.0, "alpha, no bias: error ratio %g", e);
+    e = matmul_case_a(3, 1, 21, 35, 19, true, true, true, SD_ACT_SILU, 1.0f, SD_DTYPE_F16, SD_DTYPE_F16, 26);
+    CHECK_MSG(e <= 1.0, "f16 A and B, transposed, shared B: error ratio %g", e);
 }
 
 static void test_matmul_f16_weights(void)
@@ -165,12 +185,21 @@ int main(void)
         fprintf(stderr, "test_matmul: %s\n", ctx ? sd_context_errmsg(ctx) : "no memory");
         return 1;
     }
-    RUN(test_matmul_transposes);
-    RUN(test_matmul_bias_act_alpha);
-    RUN(test_matmul_f16_weights);
-    RUN(test_matmul_edges);
-    RUN(test_linear);
-    RUN(test_bad_shapes);
+    sd_dnnl_f32_set_min_flops(0); /* the host routes take every size (odd small shapes) */
+    bool host_able = sd_cl_host_fp32(cl);
+    for (int route = 0; route < (host_able ? 2 : 1); route++) {
+        cl->host_fp32 = route == 1;
+        printf("route: %s\n", route ? "host (oneDNN fp32)" : "OpenCL kernels");
+        RUN(test_matmul_transposes);
+        RUN(test_matmul_bias_act_alpha);
+        RUN(test_matmul_alpha_f16_a);
+        RUN(test_matmul_f16_weights);
+        RUN(test_matmul_edges);
+        RUN(test_linear);
+        RUN(test_bad_shapes);
+        /* the engine exists exactly when the host route ran */
+        CHECK_MSG((cl->dnnl != NULL) == (route == 1), "route %d: oneDNN engine %s", route, cl->dnnl ? "made" : "unused");
+    }
     sd_context_free(ctx);
     return test_summary("test_matmul");
 }

@@ -203,8 +203,13 @@ int main(void)
 {
     if (!ops_cl())
         return 1;
+    /* These compare block weights with the f32 weights they expand to, bit for bit: both on the
+     * OpenCL kernels (the fp32 host route takes f32 weights, not blocks). */
+    bool host = ops_cl()->host_fp32;
+    ops_cl()->host_fp32 = false;
     RUN(test_block_types);
     RUN(test_fp8);
+    ops_cl()->host_fp32 = host;
     RUN(test_other_ops_refuse);
 #ifdef SDFLOW_HAVE_DNNL
     RUN(test_bf16_mode);

@@ -5,6 +5,7 @@
  * drop it when the tensor is written, and return its memory when the tensor is freed. */
 #include "test.h"
 #include "support/ref_ops.h"
+#include "runtime-opencl/dnnl.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -193,6 +194,34 @@ static void test_winograd_kept_once(void)
     sd_dtensor_free(x);
 }
 
+/* The fp32 host routes (sd_cl_host_fp32: oneDNN) keep nothing with constant f16 weights (they
+ * are widened per call), and give the same bits on every call. */
+static void test_host_routes_keep_nothing(void)
+{
+    int64_t xs[] = {2, 37, 70}, ws[] = {45, 70}, cx[] = {1, 6, 13, 11}, cw[] = {7, 6, 3, 3};
+    sd_dtensor *x = make(SD_DTYPE_F32, 3, xs, 1), *w = make(SD_DTYPE_F16, 2, ws, 2);
+    sd_dtensor *xc = make(SD_DTYPE_F32, 4, cx, 3), *wc = make(SD_DTYPE_F16, 4, cw, 4), *y1 = NULL, *y2 = NULL;
+    sd_conv2d_params p = {1, 1, 1, 1, SD_ACT_SILU, SD_CONV_ONEDNN};
+    CHECK_EQ_INT(sd_dtensor_set_constant(w), SD_OK);
+    CHECK_EQ_INT(sd_dtensor_set_constant(wc), SD_OK);
+    int builds0 = cl->stats.derived_builds;
+    size_t bytes0 = cl->stats.derived_bytes;
+    cl->host_fp32 = true;
+    CHECK_EQ_INT(sd_op_linear(cl, x, w, NULL, SD_ACT_GELU, &y1), SD_OK);
+    CHECK_EQ_INT(sd_op_linear(cl, x, w, NULL, SD_ACT_GELU, &y2), SD_OK);
+    CHECK(same_and_free(y1, y2));
+    CHECK_EQ_INT(sd_op_conv2d(cl, xc, wc, NULL, &p, &y1), SD_OK);
+    CHECK_EQ_INT(sd_op_conv2d(cl, xc, wc, NULL, &p, &y2), SD_OK);
+    CHECK(same_and_free(y1, y2));
+    cl->host_fp32 = false;
+    CHECK_EQ_INT(cl->stats.derived_builds, builds0);
+    CHECK_EQ_INT(cl->stats.derived_bytes, bytes0);
+    sd_dtensor_free(x);
+    sd_dtensor_free(w);
+    sd_dtensor_free(xc);
+    sd_dtensor_free(wc);
+}
+
 int main(void)
 {
     if (sd_context_new(&ctx) || sd_cl_get(ctx, &cl)) {
@@ -200,12 +229,16 @@ int main(void)
         return 1;
     }
     CHECK_EQ_INT(cl->keep_limit, 0); /* nothing kept unless SDFLOW_PACKED_WEIGHTS or the API asks */
+    cl->host_fp32 = false;           /* the OpenCL kernels' kept forms (the fp32 host routes keep none) */
     sd_cl_set_keep_limit(cl, KEEP_LIMIT);
+    sd_dnnl_f32_set_min_flops(0); /* the host routes take every size (odd small shapes) */
     RUN(test_linear_kept_once);
     RUN(test_linear_many_rows_not_kept);
     RUN(test_keep_limit);
     RUN(test_matmul_kept_per_layout);
     RUN(test_winograd_kept_once);
+    if (sd_dnnl_available() && (cl->type & CL_DEVICE_TYPE_CPU))
+        RUN(test_host_routes_keep_nothing);
     sd_context_free(ctx);
     return test_summary("test_weight_cache");
 }

@@ -1,0 +1,299 @@
+/* The fp32 host routes of matrix products and convolutions (runtime-opencl/dnnl.h): oneDNN's
+ * fp32 primitives on PoCL's host-memory buffers, mapped without copying. Nothing is kept between
+ * calls but what oneDNN's own primitive cache keeps (primitives per shape): f16 weights are
+ * widened to f32 per call into pooled scratch buffers (a product's B in its own plain layout,
+ * which oneDNN's brgemm copies block by block; a convolution's weights straight into the blocked
+ * layout the primitive asks for), so a model keeps its weights in f16 as on the OpenCL route. */
+#include "runtime-opencl/dnnl.h"
+#include "runtime-opencl/gemm.h"
+#include "core/checked.h"
+#include "core/half.h"
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef SDFLOW_HAVE_DNNL
+
+void sd_dnnl_f32_set_min_flops(double flops)
+{
+    (void)flops;
+}
+
+bool sd_dnnl_f32_worth(double flops)
+{
+    (void)flops;
+    return false;
+}
+
+bool sd_dnnl_f32_matmul_takes(sd_cl *cl, const sd_dnnl_matmul *job)
+{
+    (void)cl, (void)job;
+    return false;
+}
+
+sd_status sd_dnnl_matmul_f32(sd_cl *cl, const sd_dnnl_matmul *job)
+{
+    (void)job;
+    return sd_set_error(cl->ctx, SD_ERR_USAGE, "fp32 host route: this build of sdflow has no oneDNN");
+}
+
+sd_status sd_dnnl_conv2d_f32(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
+                             const sd_conv2d_params *p, sd_dtensor *out)
+{
+    (void)x, (void)w, (void)bias, (void)p, (void)out;
+    return sd_set_error(cl->ctx, SD_ERR_USAGE, "fp32 host route: this build of sdflow has no oneDNN");
+}
+
+#else
+
+#include "runtime-opencl/dnnl_internal.h"
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+__attribute__((target("avx512f"))) static void half_to_float_avx512(float *dst, const uint16_t *src, size_t n)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
+    for (; i < n; i++)
+        dst[i] = sd_half_to_float(src[i]);
+}
+#endif
+
+void sd_dnnl_half_to_float(float *dst, const uint16_t *src, size_t n)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (__builtin_cpu_supports("avx512f")) {
+        half_to_float_avx512(dst, src, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++)
+        dst[i] = sd_half_to_float(src[i]);
+}
+
+/* An operand's elements as f32 on the host: t's own mapped buffer when t is f32; else a pooled
+ * scratch buffer (*tmp) holding t widened from f16, mapped in *m. */
+static sd_status f32_view(sd_cl *cl, const sd_dtensor *t, sd_scratch *tmp, sd_dnnl_mapping *m, float **out)
+{
+    *out = NULL;
+    if (t->dtype == SD_DTYPE_F32) {
+        sd_status st = sd_dnnl_map(cl, t->buf, t->numel * sizeof(float), false, m);
+        *out = m->ptr;
+        return st;
+    }
+    sd_dnnl_mapping src = {0};
+    sd_status st = sd_scratch_get(cl, t->numel, sizeof(float), "fp32 host route operand", tmp);
+    if (!st && !(st = sd_dnnl_map(cl, t->buf, t->numel * sizeof(uint16_t), false, &src)) &&
+        !(st = sd_dnnl_map(cl, tmp->buf, t->numel * sizeof(float), true, m))) {
+        sd_dnnl_half_to_float(m->ptr, src.ptr, t->numel);
+        *out = m->ptr;
+    }
+    sd_dnnl_unmap(cl, &src);
+    return st;
+}
+
+/* A pooled scratch buffer of `bytes`, mapped for writing in *m. */
+static sd_status scratch_view(sd_cl *cl, size_t bytes, const char *what, sd_scratch *tmp, sd_dnnl_mapping *m)
+{
+    sd_status st = sd_scratch_get(cl, bytes ? bytes : 1, 1, what, tmp);
+    return st ? st : sd_dnnl_map(cl, tmp->buf, bytes ? bytes : 1, true, m);
+}
+
+/* Attributes for act after the product, with the product scaled by alpha (no bias then). */
+static sd_status attributes(sd_cl *cl, sd_act act, float alpha, dnnl_primitive_attr_t *attr)
+{
+    sd_status st = sd_dnnl_attr(cl, act, attr);
+    if (!st && alpha != 1.0f)
+        TRY(dnnl_primitive_attr_set_output_scales(*attr, 1, 0, &alpha), "product scale");
+done:
+    return st;
+}
+
+/* ---- Matrix products ---- */
+
+static double min_flops = SD_DNNL_F32_MIN_FLOPS;
+
+void sd_dnnl_f32_set_min_flops(double flops)
+{
+    min_flops = flops;
+}
+
+bool sd_dnnl_f32_worth(double flops)
+{
+    return flops >= min_flops;
+}
+
+bool sd_dnnl_f32_matmul_takes(sd_cl *cl, const sd_dnnl_matmul *j)
+{
+    /* act(alpha * A B + bias): oneDNN's output scale is not documented to leave the bias out,
+     * so alpha together with a bias stays on the OpenCL kernel (no model layer asks for both). */
+    return sd_cl_host_fp32(cl) && !sd_dtype_is_blocks(j->b->dtype) && j->M > 0 && j->N > 0 && j->K > 0 &&
+           j->batch_a > 0 && (j->alpha == 1.0f || !j->bias) && sd_dnnl_f32_worth(2.0 * j->N * (double)j->K * SD_DNNL_F32_ROWS);
+}
+
+sd_status sd_dnnl_matmul_f32(sd_cl *cl, const sd_dnnl_matmul *j)
+{
+    struct sd_dnnl *d;
+    sd_status st = sd_dtensor_require_data(j->b, "matmul", "b");
+    if (st || (st = sd_dnnl_engine(cl, &d)) || (st = sd_cl_finish(cl)))
+        return st;
+    long M = j->M, N = j->N, K = j->K;
+    dnnl_memory_desc_t a_md, b_md, c_md, bias_md;
+    dnnl_dims_t ad = {j->batch_a, M, K}, bd = {j->batch_b, K, N}, cd = {j->batch_a, M, N}, biasd = {1, 1, N};
+    dnnl_dims_t as = {M * K, j->trans_a ? 1 : K, j->trans_a ? M : 1};
+    dnnl_dims_t bs = {K * N, j->trans_b ? 1 : N, j->trans_b ? K : 1};
+    sd_dnnl_mapping am = {0}, bm = {0}, biasm = {0}, cm = {0};
+    sd_scratch a_tmp = {0}, b_tmp = {0};
+    float *a = NULL, *b = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t prim = NULL;
+    TRY(dnnl_memory_desc_init_by_strides(&a_md, 3, ad, dnnl_f32, as), "matmul A");
+    TRY(dnnl_memory_desc_init_by_strides(&b_md, 3, bd, dnnl_f32, bs), "matmul B");
+    TRY(dnnl_memory_desc_init_by_tag(&c_md, 3, cd, dnnl_f32, dnnl_abc), "matmul C");
+    TRY(dnnl_memory_desc_init_by_tag(&bias_md, 3, biasd, dnnl_f32, dnnl_abc), "matmul bias");
+    dnnl_matmul_desc_t desc;
+    TRY(dnnl_matmul_desc_init(&desc, &a_md, &b_md, j->bias ? &bias_md : NULL, &c_md), "matmul");
+    if ((st = attributes(cl, j->act, j->alpha, &attr)))
+        goto done;
+    TRY(dnnl_primitive_desc_create(&pd, &desc, attr, d->engine, NULL), "matmul");
+    TRY(dnnl_primitive_create(&prim, pd), "matmul primitive");
+    if ((st = f32_view(cl, j->a, &a_tmp, &am, &a)) || (st = f32_view(cl, j->b, &b_tmp, &bm, &b)) ||
+        (st = sd_dnnl_map(cl, j->bias ? j->bias->buf : NULL, (size_t)N * 4, false, &biasm)) ||
+        (st = sd_dnnl_map(cl, j->out->buf, j->out->numel * 4, true, &cm)))
+        goto done;
+    sd_dnnl_arg args[] = {{DNNL_ARG_SRC, &a_md, a}, {DNNL_ARG_WEIGHTS, &b_md, b}, {DNNL_ARG_DST, &c_md, cm.ptr},
+                          {DNNL_ARG_BIAS, &bias_md, biasm.ptr}};
+    st = sd_dnnl_execute(cl, d, prim, args, 4, "matmul");
+done:
+    dnnl_primitive_destroy(prim);
+    dnnl_primitive_desc_destroy(pd);
+    dnnl_primitive_attr_destroy(attr);
+    sd_dnnl_unmap(cl, &am);
+    sd_dnnl_unmap(cl, &bm);
+    sd_dnnl_unmap(cl, &biasm);
+    sd_dnnl_unmap(cl, &cm);
+    sd_scratch_release(cl, &a_tmp);
+    sd_scratch_release(cl, &b_tmp);
+    return st;
+}
+
+/* ---- Convolution ---- */
+
+/* tab[x] = the offset of index x of dimension `dim` in the blocked layout md, so that element
+ * (i0, i1, i2, i3) lies at offset0 + tab0[i0] + tab1[i1] + tab2[i2] + tab3[i3]: each outer and
+ * inner block index depends on one dimension's index alone. */
+static void dim_offsets(const dnnl_memory_desc_t *md, int dim, size_t *tab)
+{
+    const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
+    for (dnnl_dim_t x = 0; x < md->dims[dim]; x++) {
+        dnnl_dim_t rem = x, off = 0, inner_stride = 1;
+        for (int k = b->inner_nblks - 1; k >= 0; k--) {
+            if (b->inner_idxs[k] == dim) {
+                off += rem % b->inner_blks[k] * inner_stride;
+                rem /= b->inner_blks[k];
+            }
+            inner_stride *= b->inner_blks[k];
+        }
+        tab[x] = (size_t)(off + rem * b->strides[dim]);
+    }
+}
+
+/* dst (md: a 4-D blocked f32 layout of w's shape, zero-padded where md pads) = the weights w
+ * [O, C, KH, KW] (f32 or f16), a block of output channels at a time (md's innermost block of
+ * them: each (c, h, w) then fills a run of adjacent floats), widened from f16 first. */
+static sd_status weights_to(sd_cl *cl, const sd_dtensor *w, const void *src, const dnnl_memory_desc_t *md, float *dst)
+{
+    if (md->format_kind != dnnl_blocked)
+        return sd_set_error(cl->ctx, SD_ERR_CL, "oneDNN: fp32 convolution weights in a layout that is not blocked");
+    const dnnl_blocking_desc_t *bd = &md->format_desc.blocking;
+    size_t O = (size_t)w->shape[0], row = w->numel / (O ? O : 1), ntab = 0, blk = 1;
+    for (int k = 0; k < bd->inner_nblks; k++)
+        blk *= bd->inner_idxs[k] == 0 ? (size_t)bd->inner_blks[k] : 1;
+    for (int i = 0; i < 4; i++)
+        ntab += (size_t)w->shape[i];
+    size_t *tab = malloc(ntab * sizeof *tab);
+    float *widened = w->dtype == SD_DTYPE_F16 ? malloc(blk * row * sizeof *widened) : NULL;
+    if (!tab || (w->dtype == SD_DTYPE_F16 && !widened)) {
+        free(tab);
+        free(widened);
+        return sd_set_error(cl->ctx, SD_ERR_NOMEM, "out of memory converting convolution weights");
+    }
+    size_t *t0 = tab, *t1 = t0 + w->shape[0], *t2 = t1 + w->shape[1], *t3 = t2 + w->shape[2];
+    for (int i = 0; i < 4; i++)
+        dim_offsets(md, i, i == 0 ? t0 : i == 1 ? t1 : i == 2 ? t2 : t3);
+    if (memcmp(md->dims, md->padded_dims, 4 * sizeof md->dims[0]) != 0)
+        memset(dst, 0, dnnl_memory_desc_get_size(md));
+    float *base = dst + md->offset0;
+    int C = (int)w->shape[1], KH = (int)w->shape[2], KW = (int)w->shape[3];
+    for (size_t o0 = 0; o0 < O; o0 += blk) {
+        size_t n = O - o0 < blk ? O - o0 : blk, at = 0;
+        const float *rows = (const float *)src + o0 * row;
+        if (widened) {
+            sd_dnnl_half_to_float(widened, (const uint16_t *)src + o0 * row, n * row);
+            rows = widened;
+        }
+        for (int c = 0; c < C; c++)
+            for (int h = 0; h < KH; h++)
+                for (int x = 0; x < KW; x++, at++) {
+                    float *out = base + t1[c] + t2[h] + t3[x];
+                    for (size_t j = 0; j < n; j++)
+                        out[t0[o0 + j]] = rows[j * row + at];
+                }
+    }
+    free(tab);
+    free(widened);
+    return SD_OK;
+}
+
+sd_status sd_dnnl_conv2d_f32(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
+                             const sd_conv2d_params *p, sd_dtensor *out)
+{
+    struct sd_dnnl *d;
+    sd_status st = sd_dtensor_require_data(w, "conv2d", "weight");
+    if (st || (st = sd_dnnl_engine(cl, &d)) || (st = sd_cl_finish(cl)))
+        return st;
+    /* One image at a time through one primitive: an image's result does not depend on the batch
+     * it came in, and the NHWC copies stay one image's size. */
+    sd_dtensor x1 = *x, o1 = *out;
+    x1.shape[0] = o1.shape[0] = 1;
+    size_t x_step = x->numel / (size_t)x->shape[0], o_step = out->numel / (size_t)out->shape[0];
+    sd_dnnl_conv c;
+    sd_dnnl_mapping xm = {0}, wm = {0}, bm = {0}, om = {0}, xw = {0}, ww = {0}, ow = {0};
+    sd_scratch x_tmp = {0}, w_tmp = {0}, o_tmp = {0};
+    if ((st = sd_dnnl_conv_make(cl, d, &x1, w, bias, p, &o1, dnnl_f32, &c)))
+        goto done;
+    bool x_direct = dnnl_memory_desc_equal(&c.x_want, &c.x_plain);
+    bool o_direct = dnnl_memory_desc_equal(&c.o_want, &c.o_plain);
+    if ((st = sd_dnnl_map(cl, x->buf, x->numel * 4, false, &xm)) ||
+        (st = sd_dnnl_map(cl, w->buf, w->numel * sd_dtype_size(w->dtype), false, &wm)) ||
+        (st = sd_dnnl_map(cl, bias ? bias->buf : NULL, (size_t)w->shape[0] * 4, false, &bm)) ||
+        (st = sd_dnnl_map(cl, out->buf, out->numel * 4, true, &om)) ||
+        (!x_direct && (st = scratch_view(cl, dnnl_memory_desc_get_size(&c.x_want), "conv2d input", &x_tmp, &xw))) ||
+        (st = scratch_view(cl, dnnl_memory_desc_get_size(&c.w_want), "conv2d weights", &w_tmp, &ww)) ||
+        (!o_direct && (st = scratch_view(cl, dnnl_memory_desc_get_size(&c.o_want), "conv2d output", &o_tmp, &ow))) ||
+        (st = weights_to(cl, w, wm.ptr, &c.w_want, ww.ptr)))
+        goto done;
+    for (int64_t b = 0; b < x->shape[0] && !st; b++) {
+        float *xb = (float *)xm.ptr + (size_t)b * x_step, *ob = (float *)om.ptr + (size_t)b * o_step;
+        if (!x_direct && (st = sd_dnnl_reorder(cl, d, &c.x_plain, xb, &c.x_want, xw.ptr, 1.0f)))
+            break;
+        sd_dnnl_arg args[] = {{DNNL_ARG_SRC, &c.x_want, x_direct ? (void *)xb : xw.ptr},
+                              {DNNL_ARG_WEIGHTS, &c.w_want, ww.ptr},
+                              {DNNL_ARG_DST, &c.o_want, o_direct ? (void *)ob : ow.ptr},
+                              {DNNL_ARG_BIAS, &c.bias, bm.ptr}};
+        if (!(st = sd_dnnl_execute(cl, d, c.prim, args, 4, "convolution")) && !o_direct)
+            st = sd_dnnl_reorder(cl, d, &c.o_want, ow.ptr, &c.o_plain, ob, 1.0f);
+    }
+done:
+    sd_dnnl_conv_free(&c);
+    sd_dnnl_mapping *maps[] = {&xm, &wm, &bm, &om, &xw, &ww, &ow};
+    for (size_t i = 0; i < sizeof maps / sizeof maps[0]; i++)
+        sd_dnnl_unmap(cl, maps[i]);
+    sd_scratch_release(cl, &x_tmp);
+    sd_scratch_release(cl, &w_tmp);
+    sd_scratch_release(cl, &o_tmp);
+    return st;
+}
+
+#endif

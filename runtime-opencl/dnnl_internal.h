@@ -1,0 +1,61 @@
+/* What runtime-opencl/dnnl.c (bf16) and dnnl_f32.c (fp32 host routes) share: the runtime's
+ * oneDNN engine and small wrappers. Only in builds with oneDNN. */
+#ifndef SD_RUNTIME_OPENCL_DNNL_INTERNAL_H
+#define SD_RUNTIME_OPENCL_DNNL_INTERNAL_H
+
+#include "runtime-opencl/dnnl.h"
+#include <dnnl.h>
+
+struct sd_dnnl {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+};
+
+/* cl's engine and stream, created on first use. */
+sd_status sd_dnnl_engine(sd_cl *cl, struct sd_dnnl **out);
+/* The context error for a failed oneDNN call doing `what`. */
+sd_status sd_dnnl_fail(sd_cl *cl, dnnl_status_t s, const char *what);
+/* A memory object over ptr (NULL: oneDNN allocates none). */
+sd_status sd_dnnl_memory(sd_cl *cl, struct sd_dnnl *d, const dnnl_memory_desc_t *md, void *ptr,
+                         dnnl_memory_t *out);
+/* dst = src converted between layouts/types, scaled by `scale` (1: none). */
+sd_status sd_dnnl_reorder(sd_cl *cl, struct sd_dnnl *d, const dnnl_memory_desc_t *src_md, void *src,
+                          const dnnl_memory_desc_t *dst_md, void *dst, float scale);
+/* New attributes with act as an eltwise post-op (none: no post-ops). */
+sd_status sd_dnnl_attr(sd_cl *cl, sd_act act, dnnl_primitive_attr_t *attr);
+/* One operand of a primitive: its oneDNN argument, layout and host data (NULL: none). */
+typedef struct sd_dnnl_arg {
+    int arg;
+    const dnnl_memory_desc_t *md;
+    void *ptr;
+} sd_dnnl_arg;
+#define SD_DNNL_MAX_ARGS 4
+/* Runs prim on the n operands (at most SD_DNNL_MAX_ARGS; those without data left out) and waits. */
+sd_status sd_dnnl_execute(sd_cl *cl, struct sd_dnnl *d, dnnl_primitive_t prim, const sd_dnnl_arg *args, int n,
+                          const char *what);
+/* The convolution primitive of p for x, w (bias) -> out with source and weights in `type` and an
+ * f32 output, in the layouts oneDNN's fastest implementation wants (*_want; *_plain: PyTorch's).
+ * c is filled in; free it with sd_dnnl_conv_free (also after a failure). */
+typedef struct sd_dnnl_conv {
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t prim;
+    dnnl_memory_desc_t x_plain, w_plain, o_plain, bias, x_want, w_want, o_want;
+} sd_dnnl_conv;
+sd_status sd_dnnl_conv_make(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *x, const sd_dtensor *w,
+                            const sd_dtensor *bias, const sd_conv2d_params *p, const sd_dtensor *out,
+                            dnnl_data_type_t type, sd_dnnl_conv *c);
+void sd_dnnl_conv_free(sd_dnnl_conv *c);
+/* dst[i] = src[i] as float for n f16 values (F16C/AVX-512 where the CPU has it). */
+void sd_dnnl_half_to_float(float *dst, const uint16_t *src, size_t n);
+
+/* Runs `call` (a oneDNN function); on failure sets st and jumps to `done`. */
+#define TRY(call, what)                                                                                        \
+    do {                                                                                                       \
+        dnnl_status_t s_ = (call);                                                                             \
+        if (s_ != dnnl_success) {                                                                              \
+            st = sd_dnnl_fail(cl, s_, what);                                                                   \
+            goto done;                                                                                         \
+        }                                                                                                      \
+    } while (0)
+
+#endif
