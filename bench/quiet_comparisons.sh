@@ -19,16 +19,18 @@
 #     --flux-size N      FLUX image side (default 512)
 #     --q8               also FLUX on the Q8_0 transformer (the file must exist: make_bench_files.sh --q8)
 #     --skip-sd15        skip the SD1.5 CFG step rows
-#     --skip-vae         skip the SD1.5 VAE decode 512x512 rows
+#     --skip-vae         skip the SD1.5 VAE decode rows
+#     --vae-size N       their image side (default 512)
 #     --skip-sdxl        skip SDXL
 #     --skip-flux        skip FLUX
 #     --skip-sdcpp       no stable-diffusion.cpp rows
 #     --skip-torch       no PyTorch rows
-#     --txt2img-sd15     also the whole SD1.5 512x512 txt2img (text encoders, --txt2img-steps
+#     --txt2img-sd15     also the whole SD1.5 txt2img (text encoders, --txt2img-steps
 #                        euler steps with CFG 8, VAE decode): sdflow run graphs/txt2img.xml per
 #                        precision, bench/torch_txt2img.py (diffusers' StableDiffusionPipeline
 #                        from the same file) per precision, sd-cli; process wall and peak RSS
 #     --txt2img-steps N  steps of --txt2img-sd15 (default 4)
+#     --txt2img-size N   its image side (default 512)
 #     --txt2img          also the whole FLUX schnell txt2img through sdflow (4 steps at --flux-size,
 #                        Q4_0 transformer, Q8_0 T5) for its peak RSS (issue 16's <= 10 GB; 10-20 min)
 #     --dry-run          print the commands only
@@ -39,13 +41,13 @@
 # same (oneDNN kernels, autocast's weight casts); sd.cpp's step is its own "sampling completed,
 # taking X s" with --eager-load (sd.cpp otherwise loads the diffusion model's weights lazily,
 # inside that time), its VAE decode "decode_first_stage completed, taking X s" of the SD1.5
-# 512x512 step's run. The txt2img rows are whole processes (loading included).
+# step's run at the same size. The txt2img rows are whole processes (loading included).
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 build=build sdcpp=/work/sdcpp/build/bin/sd-cli python=python3 files=/work/bench-files log=/tmp/quiet-comparisons
 threads=2 sd15_sizes=256,512 sdxl_sizes=1024 flux_size=512 q8=0 sd15=1 vae=1 sdxl=1 flux=1 use_sdcpp=1
-use_torch=1 dry=0 txt2img=0 txt2img_sd15=0 txt2img_steps=4
+use_torch=1 dry=0 txt2img=0 txt2img_sd15=0 txt2img_steps=4 txt2img_size=512 vae_size=512
 while [ $# -gt 0 ]; do
     case "$1" in
         --build) build=$2; shift ;;
@@ -60,6 +62,7 @@ while [ $# -gt 0 ]; do
         --q8) q8=1 ;;
         --skip-sd15) sd15=0 ;;
         --skip-vae) vae=0 ;;
+        --vae-size) vae_size=$2; shift ;;
         --skip-sdxl) sdxl=0 ;;
         --skip-flux) flux=0 ;;
         --skip-sdcpp) use_sdcpp=0 ;;
@@ -67,6 +70,7 @@ while [ $# -gt 0 ]; do
         --txt2img) txt2img=1 ;;
         --txt2img-sd15) txt2img_sd15=1 ;;
         --txt2img-steps) txt2img_steps=$2; shift ;;
+        --txt2img-size) txt2img_size=$2; shift ;;
         --dry-run) dry=1 ;;
         -h | --help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
         *) echo "quiet_comparisons: unknown option $1" >&2; exit 2 ;;
@@ -78,7 +82,7 @@ export POCL_MAX_PTHREAD_COUNT=$threads OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=
 rows=()   # "label|seconds|peak RSS KiB"
 ratios=() # "what: value"
 start=$SECONDS
-sdcpp_sd15_512=0
+sdcpp_sd15_done=" " # sizes of the SD1.5 sd.cpp runs done
 prompt="a photograph of an astronaut riding a horse"
 
 # run NAME CMD...: runs CMD under /usr/bin/time, output in $log/NAME.log; sets rss (KiB) and wall.
@@ -138,7 +142,7 @@ unet_rows() {
         --steps 1 --cfg-scale 7 --sampling-method euler --seed 1 -t "$threads" --eager-load \
         -o "$log/${fam}_${s}_sdcpp.png" -v; then
         got[sdcpp]=$(sdcpp_time "${fam}_${s}_sdcpp" sampling)
-        [ "$fam$s" != sd15512 ] || sdcpp_sd15_512=1 # its decode time is the VAE row's
+        [ "$fam" != sd15 ] || sdcpp_sd15_done="$sdcpp_sd15_done $s " # its decode time: the VAE row's
         row "$label, stable-diffusion.cpp (f16 weights)" "${got[sdcpp]}" "$rss"
     fi
     ratios+=("$label, sdflow / PyTorch: fp32 $(ratio "${got[sdflow_fp32]:-}" "${got[torch_fp32]:-}"), bf16 $(ratio \
@@ -152,29 +156,30 @@ if [ $sd15 = 1 ]; then
     for s in ${sd15_sizes//,/ }; do unet_rows sd15 "$sd15_ck" "$s"; done
 fi
 
-# ---- SD1.5 VAE decode 512x512 (issue 15 part 1) ----
+# ---- SD1.5 VAE decode (issue 15 part 1) ----
 if [ $vae = 1 ]; then
     declare -A dec=()
+    v=$vae_size
     for p in fp32 bf16; do
-        if run "vae_512_sdflow_$p" env SDFLOW_PRECISION=$p "$build/bench_pipeline" "$sd15_ck" --size 512 --reps 1; then
-            dec[sdflow_$p]=$(best "vae_512_sdflow_$p" "decode: best")
-            row "SD1.5 VAE decode 512, sdflow $p" "${dec[sdflow_$p]}" "$rss"
+        if run "vae_${v}_sdflow_$p" env SDFLOW_PRECISION=$p "$build/bench_pipeline" "$sd15_ck" --size "$v" --reps 1; then
+            dec[sdflow_$p]=$(best "vae_${v}_sdflow_$p" "decode: best")
+            row "SD1.5 VAE decode $v, sdflow $p" "${dec[sdflow_$p]}" "$rss"
         fi
-        if [ $use_torch = 1 ] && run "vae_512_torch_$p" "$python" "$here/torch_vae_decode.py" --threads "$threads" \
-            --reps 1 --size 64 --precision $p; then
-            dec[torch_$p]=$(best "vae_512_torch_$p" "$p: best")
-            row "SD1.5 VAE decode 512, PyTorch $p" "${dec[torch_$p]}" "$rss"
+        if [ $use_torch = 1 ] && run "vae_${v}_torch_$p" "$python" "$here/torch_vae_decode.py" --threads "$threads" \
+            --reps 1 --size $((v / 8)) --precision $p; then
+            dec[torch_$p]=$(best "vae_${v}_torch_$p" "$p: best")
+            row "SD1.5 VAE decode $v, PyTorch $p" "${dec[torch_$p]}" "$rss"
         fi
     done
-    # sd.cpp: the decode of the SD1.5 512x512 step's run (one of its own when that row was skipped)
-    if [ $use_sdcpp = 1 ] && { [ $sdcpp_sd15_512 = 1 ] || run sd15_512_sdcpp "$sdcpp" \
-        -m "$sd15_ck" -p "$prompt" -n blurry -W 512 -H 512 --steps 1 --cfg-scale 7 --sampling-method euler \
-        --seed 1 -t "$threads" --eager-load -o "$log/sd15_512_sdcpp.png" -v; } && [ $dry = 0 ]; then
-        dec[sdcpp]=$(sdcpp_time sd15_512_sdcpp decode_first_stage)
-        read -r _ k _ < <(grep '^TIME' "$log/sd15_512_sdcpp.time")
-        row "SD1.5 VAE decode 512, stable-diffusion.cpp (whole run's RSS)" "${dec[sdcpp]}" "$k"
+    # sd.cpp: the decode of the SD1.5 step's run at this size (one of its own when that row did not run)
+    if [ $use_sdcpp = 1 ] && { [[ "$sdcpp_sd15_done" == *" $v "* ]] || run "sd15_${v}_sdcpp" "$sdcpp" -m "$sd15_ck" \
+        -p "$prompt" -n blurry -W "$v" -H "$v" --steps 1 --cfg-scale 7 --sampling-method euler --seed 1 \
+        -t "$threads" --eager-load -o "$log/sd15_${v}_sdcpp.png" -v; } && [ $dry = 0 ]; then
+        dec[sdcpp]=$(sdcpp_time "sd15_${v}_sdcpp" decode_first_stage)
+        read -r _ k _ < <(grep '^TIME' "$log/sd15_${v}_sdcpp.time")
+        row "SD1.5 VAE decode $v, stable-diffusion.cpp (whole run's RSS)" "${dec[sdcpp]}" "$k"
     fi
-    ratios+=("SD1.5 VAE decode 512, sdflow / PyTorch: fp32 $(ratio "${dec[sdflow_fp32]:-}" "${dec[torch_fp32]:-}"), \
+    ratios+=("SD1.5 VAE decode $v, sdflow / PyTorch: fp32 $(ratio "${dec[sdflow_fp32]:-}" "${dec[torch_fp32]:-}"), \
 bf16 $(ratio "${dec[sdflow_bf16]:-}" "${dec[torch_bf16]:-}"); sd.cpp / sdflow fp32: $(ratio "${dec[sdcpp]:-}" \
 "${dec[sdflow_fp32]:-}")")
 fi
@@ -209,31 +214,31 @@ if [ $flux = 1 ]; then
     [ $q8 = 0 ] || flux_rows Q8_0
 fi
 
-# ---- whole SD1.5 512x512 txt2img (issue 15 part 5) ----
+# ---- whole SD1.5 txt2img (issue 15 part 5) ----
 if [ $txt2img_sd15 = 1 ]; then
-    n=$txt2img_steps
+    n=$txt2img_steps ts=$txt2img_size
     declare -A tw=()
     for p in fp32 bf16; do
         if run "txt2img_sd15_sdflow_$p" "$build/sdflow" run "$here/../graphs/txt2img.xml" --models-dir "$files" \
             --no-cache --output-dir "$log" --precision $p --set checkpoint=sd15_f16.safetensors --set steps="$n" \
-            --set prefix="txt2img_sd15_$p"; then
+            --set width="$ts" --set height="$ts" --set prefix="txt2img_sd15_$p"; then
             tw[sdflow_$p]=$wall
-            row "SD1.5 512 txt2img, $n steps, sdflow $p (process)" "$wall" "$rss"
+            row "SD1.5 $ts txt2img, $n steps, sdflow $p (process)" "$wall" "$rss"
         fi
         if [ $use_torch = 1 ] && run "txt2img_sd15_torch_$p" "$python" "$here/torch_txt2img.py" "$sd15_ck" \
-            --steps "$n" --threads "$threads" --precision $p --out "$log/txt2img_sd15_torch_$p.png"; then
+            --steps "$n" --size "$ts" --threads "$threads" --precision $p --out "$log/txt2img_sd15_torch_$p.png"; then
             tw[torch_$p]=$wall
-            row "SD1.5 512 txt2img, $n steps, PyTorch $p (process)" "$wall" "$rss"
-            row "  of which the pipeline call (load apart)" "$(best "txt2img_sd15_torch_$p" "txt2img")" "$rss"
+            row "SD1.5 $ts txt2img, $n steps, PyTorch $p (process)" "$wall" "$rss"
+            row "SD1.5 $ts txt2img, $n steps, PyTorch $p pipeline call alone" "$(best "txt2img_sd15_torch_$p" "txt2img")" "$rss"
         fi
     done
     if [ $use_sdcpp = 1 ] && run txt2img_sd15_sdcpp "$sdcpp" -m "$sd15_ck" -p "$prompt" -n "blurry, low quality" \
-        -W 512 -H 512 --steps "$n" --cfg-scale 8 --sampling-method euler --seed 0 -t "$threads" \
+        -W "$ts" -H "$ts" --steps "$n" --cfg-scale 8 --sampling-method euler --seed 0 -t "$threads" \
         -o "$log/txt2img_sd15_sdcpp.png" -v; then
         tw[sdcpp]=$wall
-        row "SD1.5 512 txt2img, $n steps, stable-diffusion.cpp (process)" "$wall" "$rss"
+        row "SD1.5 $ts txt2img, $n steps, stable-diffusion.cpp (process)" "$wall" "$rss"
     fi
-    ratios+=("SD1.5 512 txt2img $n steps (process wall), sdflow / PyTorch: fp32 $(ratio "${tw[sdflow_fp32]:-}" \
+    ratios+=("SD1.5 $ts txt2img $n steps (process wall), sdflow / PyTorch: fp32 $(ratio "${tw[sdflow_fp32]:-}" \
 "${tw[torch_fp32]:-}"), bf16 $(ratio "${tw[sdflow_bf16]:-}" "${tw[torch_bf16]:-}"); sd.cpp / sdflow fp32: \
 $(ratio "${tw[sdcpp]:-}" "${tw[sdflow_fp32]:-}")")
 fi

@@ -33,7 +33,10 @@ def write_configs(torch, folder):
     from transformers import CLIPTextConfig
     import make_token_goldens  # CLIPTokenizer over data/clip's vocabulary
 
-    make_token_goldens.build_tokenizer().save_pretrained(os.path.join(folder, "tokenizer"))
+    tokenizer = make_token_goldens.build_tokenizer()
+    tokenizer.model_max_length = 77  # CLIP's context, as openai/clip-vit-large-patch14's tokenizer
+    tokenizer.pad_token = "<|endoftext|>"
+    tokenizer.save_pretrained(os.path.join(folder, "tokenizer"))
     with torch.device("meta"):  # configs only: no memory, no initialisation
         diffusers.UNet2DConditionModel(**tc.SD15_UNET).save_config(os.path.join(folder, "unet"))
         diffusers.AutoencoderKL(**tc.SD15_VAE).save_config(os.path.join(folder, "vae"))
@@ -41,7 +44,8 @@ def write_configs(torch, folder):
                    num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
                    projection_dim=768).save_pretrained(os.path.join(folder, "text_encoder"))
     diffusers.EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                     num_train_timesteps=1000, timestep_spacing="linspace").save_config(
+                                     num_train_timesteps=1000, steps_offset=1,
+                                     timestep_spacing="linspace").save_config(
         os.path.join(folder, "scheduler"))
     index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": diffusers.__version__,
              "feature_extractor": [None, None], "safety_checker": [None, None], "requires_safety_checker": False,
