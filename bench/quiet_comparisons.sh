@@ -142,9 +142,9 @@ unet_rows() {
         --steps 1 --cfg-scale 7 --sampling-method euler --seed 1 -t "$threads" --eager-load \
         -o "$log/${fam}_${s}_sdcpp.png" -v; then
         got[sdcpp]=$(sdcpp_time "${fam}_${s}_sdcpp" sampling)
-        [ "$fam" != sd15 ] || sdcpp_sd15_done="$sdcpp_sd15_done $s " # its decode time: the VAE row's
         row "$label, stable-diffusion.cpp (f16 weights)" "${got[sdcpp]}" "$rss"
     fi
+    [ $use_sdcpp = 0 ] || [ "$fam" != sd15 ] || sdcpp_sd15_done="$sdcpp_sd15_done $s " # its decode: the VAE row's
     ratios+=("$label, sdflow / PyTorch: fp32 $(ratio "${got[sdflow_fp32]:-}" "${got[torch_fp32]:-}"), bf16 $(ratio \
         "${got[sdflow_bf16]:-}" "${got[torch_bf16]:-}"); sd.cpp / sdflow: fp32 $(ratio "${got[sdcpp]:-}" \
         "${got[sdflow_fp32]:-}"), bf16 $(ratio "${got[sdcpp]:-}" "${got[sdflow_bf16]:-}")")
@@ -176,7 +176,7 @@ if [ $vae = 1 ]; then
         -p "$prompt" -n blurry -W "$v" -H "$v" --steps 1 --cfg-scale 7 --sampling-method euler --seed 1 \
         -t "$threads" --eager-load -o "$log/sd15_${v}_sdcpp.png" -v; } && [ $dry = 0 ]; then
         dec[sdcpp]=$(sdcpp_time "sd15_${v}_sdcpp" decode_first_stage)
-        read -r _ k _ < <(grep '^TIME' "$log/sd15_${v}_sdcpp.time")
+        read -r _ k _ < <(grep -s '^TIME' "$log/sd15_${v}_sdcpp.time")
         row "SD1.5 VAE decode $v, stable-diffusion.cpp (whole run's RSS)" "${dec[sdcpp]}" "$k"
     fi
     ratios+=("SD1.5 VAE decode $v, sdflow / PyTorch: fp32 $(ratio "${dec[sdflow_fp32]:-}" "${dec[torch_fp32]:-}"), \
