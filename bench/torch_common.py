@@ -81,7 +81,7 @@ def peak_rss_mib():
 
 def timed(torch, mode, fn, reps):
     """Runs fn() once untimed (oneDNN kernels, autocast weight casts) then reps times in mode
-    (fp32, or bf16 autocast); best wall and least CPU seconds."""
+    (fp32, or bf16 autocast); best wall and least CPU seconds (inf with reps 0: a memory check)."""
     best = cpu_best = float("inf")
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
         fn()
