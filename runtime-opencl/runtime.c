@@ -2,7 +2,7 @@
 #include "runtime-opencl/runtime.h"
 #include "runtime-opencl/runtime_internal.h"
 #include "runtime-opencl/dnnl.h"
-#include "runtime-opencl/attn_bf16.h"
+#include "runtime-opencl/cpu_isa.h"
 #include "sdflow/devices.h"
 #include <errno.h>
 #include <stdint.h>
@@ -109,7 +109,8 @@ static sd_status host_routes_choose(sd_context *ctx, sd_cl *cl)
 {
     const char *env = getenv("SDFLOW_CPU_ROUTES");
     bool able = (cl->type & CL_DEVICE_TYPE_CPU) && sd_dnnl_available();
-    cl->host_fp32 = able && sd_attn_bf16_route() != SD_ATTN_BF16_NONE;
+    const sd_cpu_isa *isa = sd_cpu_isa_get();
+    cl->host_fp32 = able && (isa->amx_bf16 || isa->avx512_bf16);
     if (!env || !*env)
         return SD_OK;
     if (strcmp(env, "opencl") == 0)

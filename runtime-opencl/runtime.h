@@ -149,7 +149,7 @@ void sd_cl_set_keep_limit(sd_cl *cl, size_t bytes);
 
 /* Whether fp32 matrix products, convolutions and attention on cl run on the host routes (oneDNN's
  * fp32 primitives, host loops on PoCL's host-memory buffers) rather than the OpenCL kernels.
- * Default: on a CPU device whose CPU has AMX-BF16 or AVX512-BF16 (sd_attn_bf16_route), in a
+ * Default: on a CPU device whose CPU has AMX-BF16 or AVX512-BF16 (sd_cpu_isa_get), in a
  * build with oneDNN; other CPUs keep the OpenCL kernels bit for bit. SDFLOW_CPU_ROUTES=opencl
  * turns the host routes off, =host on (CPU devices with oneDNN only); read when the runtime
  * opens, where another value is an error naming the variable. */
