@@ -24,6 +24,14 @@ static inline double cpu_seconds(void)
            1e-6 * (double)ru.ru_stime.tv_usec;
 }
 
+/* Minor page faults so far (fresh pages the kernel zeroed and mapped for this process). */
+static inline long minor_faults(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_minflt;
+}
+
 static inline double peak_rss_mib(void)
 {
     struct rusage ru;

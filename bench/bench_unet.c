@@ -3,12 +3,14 @@
  * prints figures, never fails on time. The first forward of each size (weight upload, kernel
  * builds) is reported apart; then the best and mean of --reps forwards, and the least CPU time
  * (user + system, all threads) one of them used: on a shared machine wall time depends on the
- * load, CPU time much less.
+ * load, CPU time much less; and the fewest minor page faults a forward took (fresh pages).
  *
  *   bench_unet CKPT [--dtype f16|f32] [--sizes 32,64] [--reps N] [--peak GFLOPS] [--keep-mib N]
+ *                   [--pool-mib N]
  *
  * --keep-mib N: let the runtime keep up to N MiB of packed / transformed weight forms
- * (sd_cl_set_keep_limit; default 0, the runtime's default).
+ * (sd_cl_set_keep_limit; default 0, the runtime's default). --pool-mib N: the runtime's pool of
+ * free buffers (sd_cl_set_pool_limit; default SD_CL_POOL_DEFAULT).
  * CKPT: e.g. sdflow_mkckpt --preset sd15 --dtype f16 /tmp/sd15.safetensors. docs/benchmarks.md
  * records results with the exact command. */
 #include "ml/families/checkpoint.h"
@@ -99,7 +101,7 @@ int main(int argc, char **argv)
     sd_dtype dtype = SD_DTYPE_F16;
     int reps = 2;
     double peak = 294.0;
-    long keep_mib = 0;
+    long keep_mib = 0, pool_mib = -1;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc)
             dtype = strcmp(argv[++i], "f32") == 0 ? SD_DTYPE_F32 : SD_DTYPE_F16;
@@ -111,15 +113,17 @@ int main(int argc, char **argv)
             peak = atof(argv[++i]);
         else if (strcmp(argv[i], "--keep-mib") == 0 && i + 1 < argc)
             keep_mib = atol(argv[++i]);
+        else if (strcmp(argv[i], "--pool-mib") == 0 && i + 1 < argc)
+            pool_mib = atol(argv[++i]);
         else if (argv[i][0] != '-' && !path)
             path = argv[i];
         else {
-            fprintf(stderr, "usage: bench_unet CKPT [--dtype f16|f32] [--sizes 32,64] [--reps N] [--peak GFLOPS] [--keep-mib N]\n");
+            fprintf(stderr, "usage: bench_unet CKPT [--dtype f16|f32] [--sizes 32,64] [--reps N] [--peak GFLOPS] [--keep-mib N] [--pool-mib N]\n");
             return 2;
         }
     }
     if (!path || reps < 1) {
-        fprintf(stderr, "usage: bench_unet CKPT [--dtype f16|f32] [--sizes 32,64] [--reps N] [--peak GFLOPS] [--keep-mib N]\n");
+        fprintf(stderr, "usage: bench_unet CKPT [--dtype f16|f32] [--sizes 32,64] [--reps N] [--peak GFLOPS] [--keep-mib N] [--pool-mib N]\n");
         return 2;
     }
     sd_context *ctx = NULL;
@@ -132,6 +136,8 @@ int main(int argc, char **argv)
     if (sd_cl_get(ctx, &cl))
         return fail(ctx, "device");
     sd_cl_set_keep_limit(cl, keep_mib > 0 ? (size_t)keep_mib << 20 : 0);
+    if (pool_mib >= 0)
+        sd_cl_set_pool_limit(cl, (size_t)pool_mib << 20);
     if (sd_safetensors_open(ctx, path, &st) || sd_checkpoint_inspect(ctx, st, &cfg))
         return fail(ctx, path);
     if (sd_unet_new(cl, st, cfg.unet_prefix, &cfg.unet, dtype, &u))
@@ -152,6 +158,7 @@ int main(int argc, char **argv)
         if (!x || !context)
             return fail(ctx, "inputs");
         double best = 1e30, sum = 0, cpu_best = 1e30, t0 = now();
+        long faults_least = -1;
         if (forward(u, x, t, context, y, &out) || sd_cl_finish(cl))
             return fail(ctx, "forward");
         double first = now() - t0;
@@ -159,9 +166,12 @@ int main(int argc, char **argv)
         for (int r = 0; r < reps; r++) {
             t0 = now();
             double c0 = cpu_seconds();
+            long f0 = minor_faults();
             if (forward(u, x, t, context, y, &out) || sd_cl_finish(cl))
                 return fail(ctx, "forward");
             double dt = now() - t0, cpu = cpu_seconds() - c0;
+            long faults = minor_faults() - f0;
+            faults_least = faults_least < 0 || faults < faults_least ? faults : faults_least;
             cpu_best = cpu < cpu_best ? cpu : cpu_best;
             sd_dtensor_free(out);
             best = dt < best ? dt : best;
@@ -169,9 +179,10 @@ int main(int argc, char **argv)
         }
         double gflop = unet_flops(&cfg.unet, 2, size, 77) * 1e-9;
         printf("%dx%d image (latent %dx%d): first %.2f s, best %.2f s, mean %.2f s over %d, least CPU time "
-               "%.2f s; %.1f GFLOP, %.1f GFLOP/s = %.1f%% of %.0f GFLOP/s; peak RSS %.0f MiB, device peak "
-               "%.0f MiB; kept weight forms %.0f MiB (%d built)\n",
-               size * 8, size * 8, size, size, first, best, sum / reps, reps, cpu_best, gflop, gflop / best,
+               "%.2f s, %ld page faults; %.1f GFLOP, %.1f GFLOP/s = %.1f%% of %.0f GFLOP/s; peak RSS %.0f MiB, "
+               "device peak %.0f MiB; kept weight forms %.0f MiB (%d built)\n",
+               size * 8, size * 8, size, size, first, best, sum / reps, reps, cpu_best, faults_least, gflop,
+               gflop / best,
                100.0 * gflop / best / peak, peak, peak_rss_mib(), (double)cl->stats.peak_bytes / 1048576.0,
                (double)cl->stats.derived_bytes / 1048576.0, cl->stats.derived_builds);
         fflush(stdout);

@@ -52,7 +52,8 @@ static sd_status conv_winograd(sd_cl *cl, const sd_dtensor *x, const sd_dtensor 
     sd_derived_key key = {SD_DERIVED_WINOGRAD, {O, C}};
     cl_mem ubuf = w->derived ? sd_derived_find(w, &key) : NULL;
     if (!ubuf) {
-        if ((st = sd_scratch_get(cl, (size_t)36 * O * C, sizeof(float), "conv2d winograd weights", &u)))
+        if ((st = (w->derived ? sd_scratch_get_exact : sd_scratch_get)(cl, (size_t)36 * O * C, sizeof(float),
+                                                                    "conv2d winograd weights", &u)))
             goto done;
         sd_cl_arg wargs[] = {SD_ARG_MEM(w->buf), SD_ARG_MEM(u.buf), SD_ARG_INT(O), SD_ARG_INT(C)};
         size_t wglobal[1] = {(size_t)O};

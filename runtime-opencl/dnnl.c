@@ -121,6 +121,12 @@ void sd_dnnl_unmap(sd_cl *cl, sd_dnnl_mapping *m)
     m->ptr = NULL;
 }
 
+sd_status sd_dnnl_scratch_view(sd_cl *cl, size_t bytes, const char *what, sd_scratch *tmp, sd_dnnl_mapping *m)
+{
+    sd_status st = sd_scratch_get(cl, bytes ? bytes : 1, 1, what, tmp);
+    return st ? st : sd_dnnl_map(cl, tmp->buf, bytes ? bytes : 1, true, m);
+}
+
 sd_status sd_dnnl_memory(sd_cl *cl, struct sd_dnnl *d, const dnnl_memory_desc_t *md, void *ptr,
                         dnnl_memory_t *out)
 {
@@ -155,13 +161,6 @@ done:
     return st;
 }
 
-/* A host buffer of `bytes` (at least 1). */
-static sd_status host_alloc(sd_cl *cl, size_t bytes, void **out)
-{
-    *out = malloc(bytes ? bytes : 1);
-    return *out ? SD_OK : sd_set_error(cl->ctx, SD_ERR_NOMEM, "out of memory for a bf16 operand (%zu bytes)", bytes);
-}
-
 /* An f32 copy of an f16 host array (src_f16 of n values), or src itself when it is f32. */
 static sd_status as_f32(sd_cl *cl, const void *src, sd_dtype dtype, size_t n, float **out, float **owned)
 {
@@ -170,9 +169,8 @@ static sd_status as_f32(sd_cl *cl, const void *src, sd_dtype dtype, size_t n, fl
         *out = (float *)src;
         return SD_OK;
     }
-    sd_status st = host_alloc(cl, n * sizeof(float), (void **)owned);
-    if (st)
-        return st;
+    if (!(*owned = malloc(n ? n * sizeof(float) : 1)))
+        return sd_set_error(cl->ctx, SD_ERR_NOMEM, "out of memory for a bf16 operand (%zu values)", n);
     sd_dnnl_half_to_float(*owned, src, n);
     *out = *owned;
     return SD_OK;
@@ -212,7 +210,7 @@ static sd_status weights_in(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *t, c
     if (st)
         return st;
     sd_dnnl_mapping src = {0};
-    st = sd_scratch_get(cl, bytes, 1, "bf16 weights", tmp);
+    st = (t->derived ? sd_scratch_get_exact : sd_scratch_get)(cl, bytes, 1, "bf16 weights", tmp);
     if (!st)
         st = sd_dnnl_map(cl, t->buf, t->numel * sd_dtype_size(t->dtype), false, &src);
     if (!st && !(st = sd_dnnl_map(cl, tmp->buf, bytes, true, view)))
@@ -329,10 +327,9 @@ sd_status sd_dnnl_matmul_run(sd_cl *cl, const sd_dnnl_matmul *j)
     dnnl_dims_t ad = {j->batch_a, M, K}, bd = {j->batch_b, K, N}, cd = {j->batch_a, M, N}, biasd = {1, 1, N};
     dnnl_dims_t as = {M * K, j->trans_a ? 1 : K, j->trans_a ? M : 1};
     dnnl_dims_t bs = {K * N, j->trans_b ? 1 : N, j->trans_b ? K : 1};
-    sd_dnnl_mapping am = {0}, biasm = {0}, cm = {0}, bw = {0};
-    sd_scratch b_tmp = {0};
+    sd_dnnl_mapping am = {0}, biasm = {0}, cm = {0}, bw = {0}, a_bf16 = {0};
+    sd_scratch b_tmp = {0}, a_tmp = {0};
     sd_derived_key key = {SD_DERIVED_DNNL_MATMUL, {N, K, j->trans_b, j->batch_b}};
-    void *a_bf16 = NULL;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
@@ -355,12 +352,12 @@ sd_status sd_dnnl_matmul_run(sd_cl *cl, const sd_dnnl_matmul *j)
         (st = sd_dnnl_map(cl, j->out->buf, j->out->numel * 4, true, &cm)))
         goto done;
     /* A scaled by alpha while it is rounded to bf16 (alpha applies to the product alone). */
-    if ((st = host_alloc(cl, dnnl_memory_desc_get_size(&a_bf), &a_bf16)) ||
-        (st = reorder_any(cl, d, &a_src, am.ptr, j->a->dtype, j->a->numel, &a_bf, a_bf16, j->alpha)))
+    if ((st = sd_dnnl_scratch_view(cl, dnnl_memory_desc_get_size(&a_bf), "bf16 matmul A", &a_tmp, &a_bf16)) ||
+        (st = reorder_any(cl, d, &a_src, am.ptr, j->a->dtype, j->a->numel, &a_bf, a_bf16.ptr, j->alpha)))
         goto done;
     if ((st = weights_in(cl, d, j->b, &key, &b_src, &b_want, &bw, &b_tmp)))
         goto done;
-    sd_dnnl_arg args[] = {{DNNL_ARG_SRC, &a_bf, a_bf16}, {DNNL_ARG_WEIGHTS, &b_want, bw.ptr},
+    sd_dnnl_arg args[] = {{DNNL_ARG_SRC, &a_bf, a_bf16.ptr}, {DNNL_ARG_WEIGHTS, &b_want, bw.ptr},
                           {DNNL_ARG_DST, &c_md, cm.ptr}, {DNNL_ARG_BIAS, &bias_md, biasm.ptr}};
     st = sd_dnnl_execute(cl, d, prim, args, 4, "matmul");
 done:
@@ -368,7 +365,8 @@ done:
     dnnl_primitive_desc_destroy(pd);
     dnnl_primitive_attr_destroy(attr);
     weights_done(cl, &bw, &b_tmp);
-    free(a_bf16);
+    sd_dnnl_unmap(cl, &a_bf16);
+    sd_scratch_release(cl, &a_tmp);
     sd_dnnl_unmap(cl, &am);
     sd_dnnl_unmap(cl, &biasm);
     sd_dnnl_unmap(cl, &cm);
@@ -385,10 +383,9 @@ sd_status sd_dnnl_conv2d_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
     if (st || (st = sd_cl_finish(cl)))
         return st;
     sd_dnnl_conv c;
-    sd_dnnl_mapping xm = {0}, bm = {0}, om = {0}, ww = {0};
-    sd_scratch w_tmp = {0};
+    sd_dnnl_mapping xm = {0}, bm = {0}, om = {0}, ww = {0}, x_bf = {0}, o_tmp = {0};
+    sd_scratch w_tmp = {0}, x_tmp = {0}, o_scratch = {0};
     sd_derived_key key = {SD_DERIVED_DNNL_CONV, {w->shape[0], w->shape[1], w->shape[2], w->shape[3]}};
-    void *x_bf = NULL, *o_tmp = NULL;
     if ((st = sd_dnnl_conv_make(cl, d, x, w, bias, p, out, dnnl_bf16, &c)))
         goto done;
     bool o_direct = dnnl_memory_desc_equal(&c.o_want, &c.o_plain);
@@ -396,25 +393,26 @@ sd_status sd_dnnl_conv2d_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
         (st = sd_dnnl_map(cl, bias ? bias->buf : NULL, (size_t)w->shape[0] * 4, false, &bm)) ||
         (st = sd_dnnl_map(cl, out->buf, out->numel * 4, true, &om)))
         goto done;
-    if ((st = host_alloc(cl, dnnl_memory_desc_get_size(&c.x_want), &x_bf)) ||
-        (st = reorder_any(cl, d, &c.x_plain, xm.ptr, x->dtype, x->numel, &c.x_want, x_bf, 1.0f)))
+    if ((st = sd_dnnl_scratch_view(cl, dnnl_memory_desc_get_size(&c.x_want), "bf16 conv2d input", &x_tmp, &x_bf)) ||
+        (st = reorder_any(cl, d, &c.x_plain, xm.ptr, x->dtype, x->numel, &c.x_want, x_bf.ptr, 1.0f)))
         goto done;
     if ((st = weights_in(cl, d, w, &key, &c.w_plain, &c.w_want, &ww, &w_tmp)))
         goto done;
-    if (!o_direct && (st = host_alloc(cl, dnnl_memory_desc_get_size(&c.o_want), &o_tmp)))
+    if (!o_direct &&
+        (st = sd_dnnl_scratch_view(cl, dnnl_memory_desc_get_size(&c.o_want), "bf16 conv2d output", &o_scratch, &o_tmp)))
         goto done;
-    sd_dnnl_arg args[] = {{DNNL_ARG_SRC, &c.x_want, x_bf}, {DNNL_ARG_WEIGHTS, &c.w_want, ww.ptr},
-                          {DNNL_ARG_DST, &c.o_want, o_direct ? om.ptr : o_tmp}, {DNNL_ARG_BIAS, &c.bias, bm.ptr}};
+    sd_dnnl_arg args[] = {{DNNL_ARG_SRC, &c.x_want, x_bf.ptr}, {DNNL_ARG_WEIGHTS, &c.w_want, ww.ptr},
+                          {DNNL_ARG_DST, &c.o_want, o_direct ? om.ptr : o_tmp.ptr}, {DNNL_ARG_BIAS, &c.bias, bm.ptr}};
     if (!(st = sd_dnnl_execute(cl, d, c.prim, args, 4, "convolution")) && !o_direct)
-        st = sd_dnnl_reorder(cl, d, &c.o_want, o_tmp, &c.o_plain, om.ptr, 1.0f);
+        st = sd_dnnl_reorder(cl, d, &c.o_want, o_tmp.ptr, &c.o_plain, om.ptr, 1.0f);
 done:
     sd_dnnl_conv_free(&c);
     weights_done(cl, &ww, &w_tmp);
-    free(x_bf);
-    free(o_tmp);
-    sd_dnnl_unmap(cl, &xm);
-    sd_dnnl_unmap(cl, &bm);
-    sd_dnnl_unmap(cl, &om);
+    sd_dnnl_mapping *maps[] = {&x_bf, &o_tmp, &xm, &bm, &om};
+    for (size_t i = 0; i < sizeof maps / sizeof maps[0]; i++)
+        sd_dnnl_unmap(cl, maps[i]);
+    sd_scratch_release(cl, &x_tmp);
+    sd_scratch_release(cl, &o_scratch);
     return st;
 }
 

@@ -92,13 +92,6 @@ static sd_status f32_view(sd_cl *cl, const sd_dtensor *t, sd_scratch *tmp, sd_dn
     return st;
 }
 
-/* A pooled scratch buffer of `bytes`, mapped for writing in *m. */
-static sd_status scratch_view(sd_cl *cl, size_t bytes, const char *what, sd_scratch *tmp, sd_dnnl_mapping *m)
-{
-    sd_status st = sd_scratch_get(cl, bytes ? bytes : 1, 1, what, tmp);
-    return st ? st : sd_dnnl_map(cl, tmp->buf, bytes ? bytes : 1, true, m);
-}
-
 /* Attributes for act after the product, with the product scaled by alpha (no bias then). */
 static sd_status attributes(sd_cl *cl, sd_act act, float alpha, dnnl_primitive_attr_t *attr)
 {
@@ -269,9 +262,9 @@ sd_status sd_dnnl_conv2d_f32(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
         (st = sd_dnnl_map(cl, w->buf, w->numel * sd_dtype_size(w->dtype), false, &wm)) ||
         (st = sd_dnnl_map(cl, bias ? bias->buf : NULL, (size_t)w->shape[0] * 4, false, &bm)) ||
         (st = sd_dnnl_map(cl, out->buf, out->numel * 4, true, &om)) ||
-        (!x_direct && (st = scratch_view(cl, dnnl_memory_desc_get_size(&c.x_want), "conv2d input", &x_tmp, &xw))) ||
-        (st = scratch_view(cl, dnnl_memory_desc_get_size(&c.w_want), "conv2d weights", &w_tmp, &ww)) ||
-        (!o_direct && (st = scratch_view(cl, dnnl_memory_desc_get_size(&c.o_want), "conv2d output", &o_tmp, &ow))) ||
+        (!x_direct && (st = sd_dnnl_scratch_view(cl, dnnl_memory_desc_get_size(&c.x_want), "conv2d input", &x_tmp, &xw))) ||
+        (st = sd_dnnl_scratch_view(cl, dnnl_memory_desc_get_size(&c.w_want), "conv2d weights", &w_tmp, &ww)) ||
+        (!o_direct && (st = sd_dnnl_scratch_view(cl, dnnl_memory_desc_get_size(&c.o_want), "conv2d output", &o_tmp, &ow))) ||
         (st = weights_to(cl, w, wm.ptr, &c.w_want, ww.ptr)))
         goto done;
     for (int64_t b = 0; b < x->shape[0] && !st; b++) {

@@ -4,6 +4,7 @@
 #define SD_RUNTIME_OPENCL_DNNL_INTERNAL_H
 
 #include "runtime-opencl/dnnl.h"
+#include "runtime-opencl/gemm.h"
 #include <dnnl.h>
 
 struct sd_dnnl {
@@ -18,6 +19,10 @@ sd_status sd_dnnl_fail(sd_cl *cl, dnnl_status_t s, const char *what);
 /* A memory object over ptr (NULL: oneDNN allocates none). */
 sd_status sd_dnnl_memory(sd_cl *cl, struct sd_dnnl *d, const dnnl_memory_desc_t *md, void *ptr,
                          dnnl_memory_t *out);
+/* A pooled scratch buffer of `bytes` (at least 1), mapped for writing in *m: per-call operands
+ * come from the runtime's pool, so a call reuses pages an earlier one touched rather than
+ * faulting in fresh ones. Give back with sd_dnnl_unmap, then sd_scratch_release. */
+sd_status sd_dnnl_scratch_view(sd_cl *cl, size_t bytes, const char *what, sd_scratch *tmp, sd_dnnl_mapping *m);
 /* dst = src converted between layouts/types, scaled by `scale` (1: none). */
 sd_status sd_dnnl_reorder(sd_cl *cl, struct sd_dnnl *d, const dnnl_memory_desc_t *src_md, void *src,
                           const dnnl_memory_desc_t *dst_md, void *dst, float scale);

@@ -13,6 +13,9 @@ typedef struct sd_scratch {
     size_t cap;
 } sd_scratch;
 sd_status sd_scratch_get(sd_cl *cl, size_t elems, size_t elem_size, const char *what, sd_scratch *s);
+/* sd_scratch_get for a form that may be kept with a constant tensor (sd_derived_add): a pooled
+ * buffer only of the rounded size, never a larger one that would be held for good. */
+sd_status sd_scratch_get_exact(sd_cl *cl, size_t elems, size_t elem_size, const char *what, sd_scratch *s);
 void sd_scratch_release(sd_cl *cl, sd_scratch *s);
 
 /* Rows per register tile for this device. */

@@ -10,14 +10,25 @@
 #define GEMM_FILE "gemm.cl"
 #define GEMM_B_CACHED_BYTES (2u << 20) /* about one core's L2 */
 
-sd_status sd_scratch_get(sd_cl *cl, size_t elems, size_t elem_size, const char *what, sd_scratch *s)
+static sd_status scratch_get(sd_cl *cl, size_t elems, size_t elem_size, const char *what, bool exact,
+                             sd_scratch *s)
 {
     size_t bytes;
     s->buf = NULL;
     s->cap = 0;
     if (!sd_mul_size(elems, elem_size, &bytes))
         return sd_set_error(cl->ctx, SD_ERR_LIMIT, "%s: size overflows", what);
-    return sd_cl_buffer_get(cl, bytes, what, &s->buf, &s->cap);
+    return (exact ? sd_cl_buffer_get_exact : sd_cl_buffer_get)(cl, bytes, what, &s->buf, &s->cap);
+}
+
+sd_status sd_scratch_get(sd_cl *cl, size_t elems, size_t elem_size, const char *what, sd_scratch *s)
+{
+    return scratch_get(cl, elems, elem_size, what, false, s);
+}
+
+sd_status sd_scratch_get_exact(sd_cl *cl, size_t elems, size_t elem_size, const char *what, sd_scratch *s)
+{
+    return scratch_get(cl, elems, elem_size, what, true, s);
 }
 
 void sd_scratch_release(sd_cl *cl, sd_scratch *s)
@@ -50,13 +61,13 @@ static const size_t *tile_local(const sd_cl *cl)
  * strides in the kernel's argument order. Global: (ceil(lines / width), batch). */
 static sd_status pack_panels(sd_cl *cl, const char *name, const char *half_define, int width, cl_mem src,
                              sd_dtype dtype, long off, int lines, int K, long stride1, long stride2, long s_b,
-                             int batch, sd_scratch *out)
+                             int batch, bool exact, sd_scratch *out)
 {
     size_t tiles = ((size_t)lines + (size_t)width - 1) / (size_t)width, elems;
     if (!sd_mul_size(tiles * (size_t)width, (size_t)K, &elems) || !sd_mul_size(elems, (size_t)batch, &elems))
         return sd_set_error(cl->ctx, SD_ERR_LIMIT, "%s: packed size overflows", name);
     bool own = out->buf == NULL;
-    sd_status st = own ? sd_scratch_get(cl, elems, sizeof(float), name, out) : SD_OK;
+    sd_status st = own ? scratch_get(cl, elems, sizeof(float), name, exact, out) : SD_OK;
     if (st)
         return st;
     char opts[64];
@@ -81,14 +92,14 @@ sd_status sd_gemm_pack_a(sd_cl *cl, cl_mem src, sd_dtype dtype, long off, int M,
                          long s_b, int batch, sd_scratch *out)
 {
     return pack_panels(cl, "gemm_pack_a", " -DA_HALF", sd_gemm_mr(cl), src, dtype, off, M, K, s_m, s_k, s_b,
-                       batch, out);
+                       batch, false, out);
 }
 
 sd_status sd_gemm_pack_b(sd_cl *cl, cl_mem src, sd_dtype dtype, long off, int N, int K, long s_k, long s_n,
                          long s_b, int batch, sd_scratch *out)
 {
     return pack_panels(cl, "gemm_pack_b", " -DB_HALF", SD_GEMM_NR, src, dtype, off, N, K, s_k, s_n, s_b, batch,
-                       out);
+                       false, out);
 }
 
 /* W [N, K] of a block type as B = W^T, packed into *out (allocated here) by dequantising each
@@ -117,9 +128,11 @@ sd_status sd_gemm_packed_b(sd_cl *cl, const sd_dtensor *src, long M, int N, int 
     sd_derived_key key = {SD_DERIVED_GEMM_B, {N, K, s_k, s_n, s_b, batch}};
     if (src->derived && (*out = sd_derived_find(src, &key)))
         return SD_OK;
-    sd_status st = sd_gemm_pack_b(cl, src->buf, src->dtype, 0, N, K, s_k, s_n, s_b, batch, tmp);
+    bool keep = src->derived && M <= SD_GEMM_KEEP_MAX_ROWS;
+    sd_status st = pack_panels(cl, "gemm_pack_b", " -DB_HALF", SD_GEMM_NR, src->buf, src->dtype, 0, N, K, s_k, s_n,
+                               s_b, batch, keep, tmp);
     *out = tmp->buf;
-    return st || !src->derived || M > SD_GEMM_KEEP_MAX_ROWS ? st : sd_derived_add(src, &key, tmp);
+    return st || !keep ? st : sd_derived_add(src, &key, tmp);
 }
 
 sd_status sd_gemm_run(sd_cl *cl, const sd_gemm_job *j)

@@ -194,6 +194,58 @@ static void test_winograd_kept_once(void)
     sd_dtensor_free(x);
 }
 
+/* Leaves a free buffer of `bytes` in the runtime's pool. */
+static void pool_offer(size_t bytes)
+{
+    cl_mem buf = NULL;
+    size_t cap = 0;
+    CHECK_EQ_INT(sd_cl_buffer_get(cl, bytes, "test buffer", &buf, &cap), SD_OK);
+    sd_cl_buffer_release(cl, buf, cap);
+}
+
+/* A kept form holds a buffer of its own size, not a larger free one from the pool (which a
+ * transient buffer may take): with a free buffer 1.75 times the form's size in the pool, the
+ * packed linear weights, the Winograd transform and the bf16 product form each keep their size. */
+static void test_kept_forms_exact_size(void)
+{
+    int64_t xs[] = {1, 5, 70}, ws[] = {45, 70}, cx[] = {1, 6, 13, 11}, cw[] = {7, 6, 3, 3};
+    sd_dtensor *x = make(SD_DTYPE_F32, 3, xs, 1), *w = make(SD_DTYPE_F16, 2, ws, 2);
+    sd_dtensor *xc = make(SD_DTYPE_F32, 4, cx, 3), *wc = make(SD_DTYPE_F16, 4, cw, 4), *y = NULL;
+    sd_conv2d_params p = {1, 1, 1, 1, SD_ACT_NONE, SD_CONV_WINOGRAD};
+    CHECK_EQ_INT(sd_dtensor_set_constant(w), SD_OK);
+    CHECK_EQ_INT(sd_dtensor_set_constant(wc), SD_OK);
+    size_t packed = (size_t)64 * 70 * 4, wino = ((size_t)36 * 7 * 6 * 4 + 255) / 256 * 256; /* the pool's rounding */
+    size_t bytes0 = cl->stats.derived_bytes;
+    pool_offer(packed * 7 / 4);
+    CHECK_EQ_INT(sd_op_linear(cl, x, w, NULL, SD_ACT_NONE, &y), SD_OK);
+    sd_dtensor_free(y);
+    CHECK_EQ_INT(cl->stats.derived_bytes - bytes0, packed);
+    pool_offer(wino * 7 / 4);
+    CHECK_EQ_INT(sd_op_conv2d(cl, xc, wc, NULL, &p, &y), SD_OK);
+    sd_dtensor_free(y);
+    CHECK_EQ_INT(cl->stats.derived_bytes - bytes0, packed + wino);
+    sd_dtensor_free(w);
+    sd_dtensor_free(wc);
+    CHECK_EQ_INT(cl->stats.derived_bytes, bytes0);
+    if (sd_dnnl_available() && (cl->type & CL_DEVICE_TYPE_CPU)) {
+        /* bf16: the product's form is at most the bf16 weight padded by oneDNN's blocking. */
+        int64_t bw[] = {512, 256}, bx[] = {1, 5, 256};
+        sd_dtensor *wb = make(SD_DTYPE_F16, 2, bw, 5), *xb = make(SD_DTYPE_F32, 3, bx, 6);
+        CHECK_EQ_INT(sd_dtensor_set_constant(wb), SD_OK);
+        size_t bf16 = (size_t)512 * 256 * 2;
+        pool_offer(bf16 * 7 / 4);
+        CHECK_EQ_INT(sd_context_set_precision(ctx, "bf16"), SD_OK);
+        CHECK_EQ_INT(sd_op_linear(cl, xb, wb, NULL, SD_ACT_NONE, &y), SD_OK);
+        CHECK_EQ_INT(sd_context_set_precision(ctx, "fp32"), SD_OK);
+        sd_dtensor_free(y);
+        CHECK(cl->stats.derived_bytes - bytes0 >= bf16 && cl->stats.derived_bytes - bytes0 < bf16 * 5 / 4);
+        sd_dtensor_free(wb);
+        sd_dtensor_free(xb);
+    }
+    sd_dtensor_free(x);
+    sd_dtensor_free(xc);
+}
+
 /* The fp32 host routes (sd_cl_host_fp32: oneDNN) keep nothing with constant f16 weights (they
  * are widened per call), and give the same bits on every call. */
 static void test_host_routes_keep_nothing(void)
@@ -237,6 +289,7 @@ int main(void)
     RUN(test_keep_limit);
     RUN(test_matmul_kept_per_layout);
     RUN(test_winograd_kept_once);
+    RUN(test_kept_forms_exact_size);
     if (sd_dnnl_available() && (cl->type & CL_DEVICE_TYPE_CPU))
         RUN(test_host_routes_keep_nothing);
     sd_context_free(ctx);
