@@ -386,8 +386,8 @@ TARGET static void cols_direct(const int8_job *j, int n0, int n1)
 
 /* Tile configurations (palette 1) for units of 32 and of 16 elements: 0, 1 int32 sums (16 rows
  * x 16 columns); 2, 5 activations (16 rows x ub bytes); 3, 4 weights (ub / 4 quad rows x 16
- * columns x 4 bytes). Units alternate between (0, 2, 3) and (1, 5, 4). Constants in memory
- * (GCC's _tile_loadconfig reads one whole). */
+ * columns x 4 bytes). Units alternate between (0, 2, 3) and (1, 5, 4) (Q6_K: a block's two).
+ * Constants in memory (GCC's _tile_loadconfig reads one whole). */
 typedef struct __attribute__((packed)) amx_config {
     uint8_t palette, start_row, reserved[14];
     uint16_t colsb[16];
@@ -409,12 +409,11 @@ AMX_TARGET static void amx_end(void)
     _tile_release();
 }
 
-/* acc[r] += float(sums[r]) * (d * Ad[row r]) (+ m * Am) for the 16 rows, unit u. */
-#define AMX_FOLD(sums, u)                                                                                   \
+/* acc[r] += float(sums[r]) * (d * Ad[row r]) (+ m * Am) for the 16 rows, block kb (one unit). */
+#define AMX_FOLD(sums, kb)                                                                                  \
     do {                                                                                                    \
-        __m512 d_ = _mm512_loadu_ps(pd + (size_t)(u) * NP), m_ = _mm512_loadu_ps(pm + (size_t)(u) * NP);    \
-        size_t kb_ = (size_t)(u) / (size_t)(QK / j->ub);                                                    \
-        const float *ad_ = j->ad + (size_t)m0 * j->nb + kb_, *am_ = j->am + (size_t)m0 * j->nb + kb_;       \
+        __m512 d_ = _mm512_loadu_ps(pd + (size_t)(kb) * NP), m_ = _mm512_loadu_ps(pm + (size_t)(kb) * NP);  \
+        const float *ad_ = j->ad + (size_t)m0 * j->nb + (kb), *am_ = j->am + (size_t)m0 * j->nb + (kb);     \
         _Pragma("GCC unroll 16") for (int r = 0; r < MT; r++)                                               \
         {                                                                                                   \
             __m512 s_ = _mm512_mul_ps(d_, _mm512_set1_ps(ad_[(size_t)r * j->nb]));                         \
@@ -424,44 +423,82 @@ AMX_TARGET static void amx_end(void)
         }                                                                                                   \
     } while (0)
 
+/* acc[r] += (float(sums[r]) * d + float(sums2[r]) * d2) * Ad[row r] for the 16 rows, Q6_K block
+ * kb (units 2 kb, 2 kb + 1: one multiply by Ad for the two). */
+#define AMX_FOLD_PAIR(kb)                                                                                   \
+    do {                                                                                                    \
+        __m512 d_ = _mm512_loadu_ps(pd + (size_t)(kb) * 2 * NP), d2_ = _mm512_loadu_ps(pd + ((size_t)(kb) * 2 + 1) * NP); \
+        const float *ad_ = j->ad + (size_t)m0 * j->nb + (kb);                                               \
+        _Pragma("GCC unroll 16") for (int r = 0; r < MT; r++)                                               \
+        {                                                                                                   \
+            __m512 s_ = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(sums[r])), d_);                  \
+            s_ = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(sums2[r])), d2_, s_);                 \
+            acc[r] = _mm512_fmadd_ps(s_, _mm512_set1_ps(ad_[(size_t)r * j->nb]), acc[r]);                  \
+        }                                                                                                   \
+    } while (0)
+
 /* Unit u's product into tile c from A tile ta and B tile tb (literal tile numbers). */
 #define AMX_PRODUCT(c, ta, tb, u)                                                                           \
     do {                                                                                                    \
         _tile_zero(c);                                                                                      \
-        _tile_loadd(ta, a + (size_t)(u) * j->ub, j->K);                                                     \
-        _tile_loadd(tb, wq + (size_t)(u) * j->ub * NP, 64);                                                 \
+        _tile_loadd(ta, a + (size_t)(u) * ub, j->K);                                                        \
+        _tile_loadd(tb, wq + (size_t)(u) * ub * NP, 64);                                                    \
         _tile_dpbssd(c, ta, tb);                                                                            \
     } while (0)
 
-/* AMX: rows [m0, m0 + MT) x the 16 panel columns of group v. Software pipelined: unit u + 1's
- * product is issued before unit u's sums are stored and folded, so the two overlap. */
-AMX_TARGET static void rows_amx(const int8_job *j, const panel *p, int m0, int n0, int v)
+/* AMX: rows [m0, m0 + MT) x the 16 panel columns of group v, for units of ub elements (a
+ * constant once inlined). Software pipelined: the next block's products are issued before this
+ * block's sums are folded, so the two overlap. */
+AMX_TARGET static inline __attribute__((always_inline)) void rows_amx_unit(const int8_job *j, const panel *p, int m0,
+                                                                           int n0, int v, const int ub)
 {
     __m512 acc[MT];
-    int32_t sums[MT][16] __attribute__((aligned(64)));
+    int32_t sums[MT][16] __attribute__((aligned(64))), sums2[MT][16] __attribute__((aligned(64)));
     for (int r = 0; r < MT; r++)
         acc[r] = _mm512_setzero_ps();
     const int8_t *a = j->aq + (size_t)m0 * j->K;
-    const int8_t *wq = p->q + (size_t)v * j->ub * 16;
+    const int8_t *wq = p->q + (size_t)v * ub * 16;
     const float *pd = p->d + 16 * v, *pm = p->m + 16 * v;
-    AMX_PRODUCT(0, 2, 3, 0);
-    for (int u = 0; u < j->nu; u += 2) {
-        if (u + 1 < j->nu)
-            AMX_PRODUCT(1, 5, 4, u + 1);
-        _tile_stored(0, sums, 64);
-        AMX_FOLD(sums, u);
-        if (u + 1 >= j->nu)
-            break;
-        if (u + 2 < j->nu)
-            AMX_PRODUCT(0, 2, 3, u + 2);
-        _tile_stored(1, sums, 64);
-        AMX_FOLD(sums, u + 1);
+    if (ub == 16) {
+        AMX_PRODUCT(0, 2, 3, 0);
+        AMX_PRODUCT(1, 5, 4, 1);
+        for (int kb = 0; kb < j->nb; kb++) {
+            _tile_stored(0, sums, 64);
+            _tile_stored(1, sums2, 64);
+            if (kb + 1 < j->nb) {
+                AMX_PRODUCT(0, 2, 3, 2 * kb + 2);
+                AMX_PRODUCT(1, 5, 4, 2 * kb + 3);
+            }
+            AMX_FOLD_PAIR(kb);
+        }
+    } else {
+        AMX_PRODUCT(0, 2, 3, 0);
+        for (int kb = 0; kb < j->nb; kb += 2) {
+            if (kb + 1 < j->nb)
+                AMX_PRODUCT(1, 5, 4, kb + 1);
+            _tile_stored(0, sums, 64);
+            AMX_FOLD(sums, kb);
+            if (kb + 1 >= j->nb)
+                break;
+            if (kb + 2 < j->nb)
+                AMX_PRODUCT(0, 2, 3, kb + 2);
+            _tile_stored(1, sums, 64);
+            AMX_FOLD(sums, kb + 1);
+        }
     }
     for (int r = 0; r < MT && m0 + r < j->M; r++) {
         float row[16];
         _mm512_storeu_ps(row, acc[r]);
         store_row(j, m0 + r, n0 + 16 * v, row, 16);
     }
+}
+
+AMX_TARGET static void rows_amx(const int8_job *j, const panel *p, int m0, int n0, int v)
+{
+    if (j->ub == 16)
+        rows_amx_unit(j, p, m0, n0, v, 16);
+    else
+        rows_amx_unit(j, p, m0, n0, v, QK);
 }
 
 /* The panel of columns [n0, n0 + NP) over all rows. */
