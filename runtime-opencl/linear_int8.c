@@ -283,12 +283,13 @@ TARGET static void store_row(const int8_job *j, int m, int n0, const float *acc,
 }
 
 /* VNNI: rows [m0, m0 + MR) x the panel's 32 columns of half h, for units of ub elements (a
- * constant once inlined). */
+ * constant once inlined). The loops are unrolled so that the accumulators stay in registers
+ * (rolled, GCC kept them in memory: a load and a store around every vpdpbusd). */
 TARGET static inline __attribute__((always_inline)) void rows_vnni_unit(const int8_job *j, const panel *p, int m0,
                                                                         int n0, int h, const int ub)
 {
     __m512 f[MR][2];
-    for (int r = 0; r < MR; r++)
+    _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
         f[r][0] = f[r][1] = _mm512_setzero_ps();
     const int8_t *a = j->aq + (size_t)m0 * j->K;
     const int32_t *pc = p->c + 32 * h;
@@ -297,14 +298,14 @@ TARGET static inline __attribute__((always_inline)) void rows_vnni_unit(const in
         int kb = u / (QK / ub);
         __m512i acc[MR][2], c0 = _mm512_loadu_si512(pc + (size_t)u * NP),
                             c1 = _mm512_loadu_si512(pc + (size_t)u * NP + 16);
-        for (int r = 0; r < MR; r++) {
+        _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) {
             acc[r][0] = c0;
             acc[r][1] = c1;
         }
         const int8_t *wq = p->q + (size_t)u * ub * NP + (size_t)h * 2 * ub * 16;
-        for (int s = 0; s < ub / 4; s++) {
+        _Pragma("GCC unroll 8") for (int s = 0; s < ub / 4; s++) {
             __m512i w0 = _mm512_loadu_si512(wq + 64 * s), w1 = _mm512_loadu_si512(wq + ub * 16 + 64 * s);
-            for (int r = 0; r < MR; r++) {
+            _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) {
                 int32_t quad;
                 memcpy(&quad, a + (size_t)r * j->K + (size_t)u * ub + 4 * s, 4);
                 __m512i av = _mm512_set1_epi32(quad);
@@ -313,14 +314,14 @@ TARGET static inline __attribute__((always_inline)) void rows_vnni_unit(const in
             }
         }
         __m512 d0 = _mm512_loadu_ps(pd + (size_t)u * NP), d1 = _mm512_loadu_ps(pd + (size_t)u * NP + 16);
-        for (int r = 0; r < MR; r++) {
+        _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) {
             __m512 s = _mm512_set1_ps(j->ad[(size_t)(m0 + r) * j->nb + kb]);
             f[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][0]), _mm512_mul_ps(d0, s), f[r][0]);
             f[r][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][1]), _mm512_mul_ps(d1, s), f[r][1]);
         }
         if (j->mins) {
             __m512 m0v = _mm512_loadu_ps(pm + (size_t)u * NP), m1v = _mm512_loadu_ps(pm + (size_t)u * NP + 16);
-            for (int r = 0; r < MR; r++) {
+            _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) {
                 __m512 s = _mm512_set1_ps(j->am[(size_t)(m0 + r) * j->nb + kb]);
                 f[r][0] = _mm512_fmadd_ps(m0v, s, f[r][0]);
                 f[r][1] = _mm512_fmadd_ps(m1v, s, f[r][1]);
