@@ -13,8 +13,9 @@
  *   VNNI: 4 rows x 32 columns, per unit ub / 4 vpdpbusd steps into int32 lanes, then
  *         acc += float(sum) * (Wd * Ad) (+ Wm * Am) in fp32;
  *   AMX:  16 rows x 16 columns, per unit one tdpbssd (A 16 x ub bytes, B ub / 4 quad rows x 16
- *         columns), the int32 tile stored and folded into 16 fp32 registers the same way; two
- *         tile sets alternate so the next unit's product runs while this unit is folded.
+ *         columns), the int32 tile stored and folded into 16 fp32 registers the same way (Q6_K:
+ *         a block's two tiles stored together, acc += (float(s1) Wd1 + float(s2) Wd2) * Ad); two
+ *         tile sets alternate so the next block's products run while this block is folded.
  * Bias and the activation are applied to the fp32 sums. Functions that use the instructions
  * carry their own target attribute; the CPU is checked at run time. */
 #include "runtime-opencl/linear_int8.h"
@@ -428,7 +429,8 @@ AMX_TARGET static void amx_end(void)
  * kb (units 2 kb, 2 kb + 1: one multiply by Ad for the two). */
 #define AMX_FOLD_PAIR(kb)                                                                                   \
     do {                                                                                                    \
-        __m512 d_ = _mm512_loadu_ps(pd + (size_t)(kb) * 2 * NP), d2_ = _mm512_loadu_ps(pd + ((size_t)(kb) * 2 + 1) * NP); \
+        const float *pd_ = pd + (size_t)(kb) * 2 * NP;                                                      \
+        __m512 d_ = _mm512_loadu_ps(pd_), d2_ = _mm512_loadu_ps(pd_ + NP);                                  \
         const float *ad_ = j->ad + (size_t)m0 * j->nb + (kb);                                               \
         _Pragma("GCC unroll 16") for (int r = 0; r < MT; r++)                                               \
         {                                                                                                   \
