@@ -226,9 +226,10 @@ static void linear_blocks_setup(variant *v, int M, int K, int N, sd_dtype wdt)
         die("host memory");
     for (size_t i = 0; i < nblocks * bb; i++)
         blocks[i] = (unsigned char)((r[i] + 0.5f) * 255.0f);
+    size_t at = wdt == SD_DTYPE_Q6_K ? 208 : 0; /* where the block's f16 scale d lies */
     for (size_t i = 0; i < nblocks; i++) {
-        blocks[i * bb] = 0x1f; /* scale 0.01 (f16 0x211f) */
-        blocks[i * bb + 1] = 0x21;
+        blocks[i * bb + at] = 0x1f; /* scale 0.01 (f16 0x211f) */
+        blocks[i * bb + at + 1] = 0x21;
     }
     memset(v, 0, sizeof *v);
     v->run = run_linear;
@@ -270,18 +271,18 @@ static void run_linear_route(variant *v)
 }
 
 /* FLUX's linear shapes (a modulation of one token; 512 text tokens; 4096 + 512 tokens: qkv/proj,
- * MLP up, MLP down) with Q8_0 / Q4_0 weights:
+ * MLP up, MLP down) with Q8_0 / Q4_0 / Q4_K / Q6_K weights:
  * fp32 (dequantised in the B pack step), bf16 by expanding the weight to f32 for oneDNN, and the
  * int8 route (runtime-opencl/linear_int8.c) on AVX512-VNNI and on AMX-INT8 where present. */
 static void bench_quant_routes(void)
 {
     static const int shapes[][3] = {{1, 3072, 18432},     {512, 3072, 3072},   {4608, 3072, 3072},
                                     {4608, 3072, 12288}, {4608, 12288, 3072}};
-    static const sd_dtype types[] = {SD_DTYPE_Q8_0, SD_DTYPE_Q4_0};
+    static const sd_dtype types[] = {SD_DTYPE_Q8_0, SD_DTYPE_Q4_0, SD_DTYPE_Q4_K, SD_DTYPE_Q6_K};
     int routes = (int)sd_linear_int8_route();
     printf("\nlinear M x K x N, weight (wall clock; per CPU-second)   fp32  bf16 expand   int8 VNNI    int8 AMX\n");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-        for (size_t t = 0; t < 2; t++) {
+        for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
             int M = shapes[i][0], K = shapes[i][1], N = shapes[i][2];
             variant v[4], *vs[4];
             for (int r = 0; r < 2 + routes; r++) {
@@ -293,8 +294,7 @@ static void bench_quant_routes(void)
             time_interleaved(vs, 2 + routes);
             double flops = 2.0 * M * K * N;
             for (int cpu = 0; cpu < 2; cpu++) {
-                printf("  %5d x %5d x %5d %s %s", M, K, N, types[t] == SD_DTYPE_Q8_0 ? "q8_0" : "q4_0",
-                       cpu ? "GF/cpu-s" : "GF/s    ");
+                printf("  %5d x %5d x %5d %s %s", M, K, N, sd_dtype_name(types[t]), cpu ? "GF/cpu-s" : "GF/s    ");
                 for (int r = 0; r < 4; r++)
                     r < 2 + routes ? printf(" %11.1f", flops / (cpu ? v[r].best_cpu : v[r].best) * 1e-9)
                                    : printf("         n/a");

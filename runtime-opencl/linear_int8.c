@@ -3,16 +3,19 @@
  * The activations X [M, K] are quantised once per call, row by row and 32-element block by block
  * (rows padded to a multiple of 16 with zeros): Aq [Mpad][K] int8 (plus 128, i.e. unsigned, for
  * VNNI's unsigned-by-signed product), Ad [Mpad][nb] scales, Am [Mpad][nb] = Ad * sum(q) for the
- * weights with a minimum. A task owns NP = 64 output columns: it unpacks their weight rows into a
- * panel of signed int8 quads in the operand layout of both products
- *   Wq[kb][v][p][e][t] = q_w of column 16 v + e, element 4 p + t of block kb (v < 4, p < 8)
- * with per-block fp32 scales Wd, minima Wm and, for VNNI, Wc = -128 * sum(q_w) (which the
+ * weights with a minimum. The weight is read in units of ub elements that share one scale: 32
+ * (a block; the K-quants' sub-blocks), 16 for Q6_K (whose two units in a 32-element block share
+ * the activations' scale). A task owns NP = 64 output columns: it unpacks their weight rows into
+ * a panel of signed int8 quads in the operand layout of both products
+ *   Wq[u][v][p][e][t] = q_w of column 16 v + e, element 4 p + t of unit u (v < 4, p < ub / 4)
+ * with per-unit fp32 scales Wd, minima Wm and, for VNNI, Wc = -128 * sum(q_w) (which the
  * accumulator starts from, taking back the 128 added to the activations), then sweeps all rows:
- *   VNNI: 4 rows x 32 columns, per block 8 vpdpbusd steps into int32 lanes, then
+ *   VNNI: 4 rows x 32 columns, per unit ub / 4 vpdpbusd steps into int32 lanes, then
  *         acc += float(sum) * (Wd * Ad) (+ Wm * Am) in fp32;
- *   AMX:  16 rows x 16 columns, per block one tdpbssd (A 16 x 32 bytes, B 8 quad rows x 16
- *         columns), the int32 tile stored and folded into 16 fp32 registers the same way; two
- *         tile sets alternate so the next block's product runs while this block is folded.
+ *   AMX:  16 rows x 16 columns, per unit one tdpbssd (A 16 x ub bytes, B ub / 4 quad rows x 16
+ *         columns), the int32 tile stored and folded into 16 fp32 registers the same way (Q6_K:
+ *         a block's two tiles stored together, acc += (float(s1) Wd1 + float(s2) Wd2) * Ad); two
+ *         tile sets alternate so the next block's products run while this block is folded.
  * Bias and the activation are applied to the fp32 sums. Functions that use the instructions
  * carry their own target attribute; the CPU is checked at run time. */
 #include "runtime-opencl/linear_int8.h"
@@ -34,8 +37,6 @@
 #define NP 64                /* output columns per task */
 #define MT 16                /* rows per AMX tile; rows are padded to a multiple */
 #define MR 4                 /* rows per VNNI register block */
-#define VBYTES (QK * 16)     /* Wq bytes per block and 16 columns */
-#define BLOCK_BYTES (QK * NP) /* Wq bytes per block */
 #define DIRECT_ROWS 8        /* at most this many rows: the weight blocks are read in place */
 #define DIRECT_COLS 64       /* columns per task then */
 
@@ -55,17 +56,20 @@ sd_int8_isa sd_linear_int8_cap(sd_int8_isa max)
     return prior;
 }
 
-/* Bytes per 32-element block step of a row (K-quants: per super-block, 8 steps). */
-static bool block_type(sd_dtype t, bool *mins)
+/* Whether the route reads type t, whether its blocks have minima, and the elements per weight
+ * scale (a unit: 16 for Q6_K, else 32). */
+static bool block_type(sd_dtype t, bool *mins, int *unit)
 {
     *mins = t == SD_DTYPE_Q4_1 || t == SD_DTYPE_Q5_1 || t == SD_DTYPE_Q4_K || t == SD_DTYPE_Q5_K;
-    return t == SD_DTYPE_Q8_0 || t == SD_DTYPE_Q4_0 || t == SD_DTYPE_Q5_0 || *mins;
+    *unit = t == SD_DTYPE_Q6_K ? 16 : QK;
+    return t == SD_DTYPE_Q8_0 || t == SD_DTYPE_Q4_0 || t == SD_DTYPE_Q5_0 || t == SD_DTYPE_Q6_K || *mins;
 }
 
 bool sd_linear_int8_takes(sd_dtype dtype)
 {
     bool mins;
-    return sd_linear_int8_route() != SD_INT8_NONE && block_type(dtype, &mins);
+    int unit;
+    return sd_linear_int8_route() != SD_INT8_NONE && block_type(dtype, &mins, &unit);
 }
 
 typedef struct int8_job {
@@ -77,12 +81,14 @@ typedef struct int8_job {
     const float *bias;
     float *out;
     sd_act act;
-    int M, Mpad, N, K, nb;
-    int8_t *aq;     /* [Mpad][K] */
-    float *ad, *am; /* [Mpad][nb] */
+    int M, Mpad, N, K, nb; /* nb: 32-element blocks per row */
+    int ub, nu;            /* elements per weight unit (16 or 32), units per row */
+    int8_t *aq;            /* [Mpad][K] */
+    float *ad, *am;        /* [Mpad][nb] */
 } int8_job;
 
-/* One NP-column panel of the weight (layout above). */
+/* One NP-column panel of the weight (layout above): q [nu][NP / 16][ub / 4][16][4], d, m, c
+ * [nu][NP]. */
 typedef struct panel {
     int8_t *q;
     float *d, *m;
@@ -141,54 +147,81 @@ TARGET static void unpack_block(sd_dtype t, const unsigned char *row, int kb, in
         q[l] = (int8_t)(((l < 16 ? qs[l] & 0x0F : qs[l - 16] >> 4) | (int)((qh >> l) & 1u) << 4) - offset);
 }
 
-/* Block kb of a weight row as 32 signed int8 values (unpack_block's), Q8_0 and Q4_0 in vector
- * registers. */
-TARGET static inline __m256i block_s8(sd_dtype t, const unsigned char *row, int kb, float *d, float *m)
+/* 32-element block kb of a Q6_K row (kernels/dequant.cl's q6k): q - 32, and d * scale for its
+ * two 16-element halves. */
+TARGET static inline __m256i block_q6k(const unsigned char *row, int kb, float d[2])
 {
-    if (t == SD_DTYPE_Q8_0) {
-        const unsigned char *b = row + (size_t)kb * 34;
-        *d = f16at(b);
-        *m = 0.0f;
-        return _mm256_loadu_si256((const __m256i *)(b + 2));
-    }
-    if (t == SD_DTYPE_Q4_0) {
-        const unsigned char *b = row + (size_t)kb * 18;
-        __m128i qs = _mm_loadu_si128((const __m128i *)(b + 2)), low = _mm_set1_epi8(0x0F);
-        __m256i v = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low), _mm_and_si128(qs, low));
-        *d = f16at(b);
-        *m = 0.0f;
-        return _mm256_sub_epi8(v, _mm256_set1_epi8(8));
-    }
-    int8_t q[QK];
-    unpack_block(t, row, kb, q, d, m);
-    return _mm256_loadu_si256((const __m256i *)q);
+    const unsigned char *b = row + (size_t)(kb / 8) * 210;
+    int i = kb % 8, h = i / 4, k = i % 4;
+    __m256i ql = _mm256_loadu_si256((const __m256i *)(b + 64 * h + 32 * (k & 1)));
+    __m256i qh = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));
+    __m256i lo = _mm256_and_si256(_mm256_srl_epi16(ql, _mm_cvtsi32_si128(4 * (k / 2))), _mm256_set1_epi8(0x0F));
+    __m256i hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), _mm256_set1_epi8(3));
+    float scale = f16at(b + 208);
+    d[0] = scale * (float)(int8_t)b[192 + 2 * i];
+    d[1] = scale * (float)(int8_t)b[192 + 2 * i + 1];
+    return _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), _mm256_set1_epi8(32));
 }
 
-/* The sum of 32 signed bytes. */
-TARGET static inline int sum_s8(__m256i v)
+/* Block kb of a weight row as 32 signed int8 values (unpack_block's), Q8_0, Q4_0 and Q6_K in
+ * vector registers; d[0], d[1] the scales of its 16-element halves (equal but for Q6_K). */
+TARGET static inline __m256i block_s8(sd_dtype t, const unsigned char *row, int kb, float d[2], float *m)
+{
+    *m = 0.0f;
+    if (t == SD_DTYPE_Q6_K)
+        return block_q6k(row, kb, d);
+    __m256i v;
+    if (t == SD_DTYPE_Q8_0) {
+        const unsigned char *b = row + (size_t)kb * 34;
+        d[0] = f16at(b);
+        v = _mm256_loadu_si256((const __m256i *)(b + 2));
+    } else if (t == SD_DTYPE_Q4_0) {
+        const unsigned char *b = row + (size_t)kb * 18;
+        __m128i qs = _mm_loadu_si128((const __m128i *)(b + 2)), low = _mm_set1_epi8(0x0F);
+        v = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low), _mm_and_si128(qs, low));
+        v = _mm256_sub_epi8(v, _mm256_set1_epi8(8));
+        d[0] = f16at(b);
+    } else {
+        int8_t q[QK];
+        unpack_block(t, row, kb, q, d, m);
+        v = _mm256_loadu_si256((const __m256i *)q);
+    }
+    d[1] = d[0];
+    return v;
+}
+
+/* The sums of the two 16-byte halves of 32 signed bytes. */
+TARGET static inline void sums_s8(__m256i v, int sum[2])
 {
     __m256i s = _mm256_sad_epu8(_mm256_xor_si256(v, _mm256_set1_epi8((char)0x80)), _mm256_setzero_si256());
-    __m128i h = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-    return (int)(_mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1)) - 128 * QK;
+    __m128i lo = _mm256_castsi256_si128(s), hi = _mm256_extracti128_si256(s, 1);
+    sum[0] = (int)(_mm_cvtsi128_si64(lo) + _mm_extract_epi64(lo, 1)) - 128 * 16;
+    sum[1] = (int)(_mm_cvtsi128_si64(hi) + _mm_extract_epi64(hi, 1)) - 128 * 16;
 }
 
 /* Unpacks the weight rows [n0, n0 + NP) (zeros past N) into p. */
 TARGET static void unpack_panel(const int8_job *j, int n0, panel *p)
 {
+    int per = QK / j->ub, quads_per = j->ub / 4; /* units per block, quads per unit */
     for (int c = 0; c < NP; c++) {
         int n = n0 + c, v = c / 16, e = c % 16;
         for (int kb = 0; kb < j->nb; kb++) {
-            float d = 0.0f, m = 0.0f;
-            __m256i q = n < j->N ? block_s8(j->type, j->w + (size_t)n * j->row_bytes, kb, &d, &m)
+            float d[2] = {0.0f, 0.0f}, m = 0.0f;
+            __m256i q = n < j->N ? block_s8(j->type, j->w + (size_t)n * j->row_bytes, kb, d, &m)
                                  : _mm256_setzero_si256();
             uint32_t quads[QK / 4];
+            int sum[2];
             _mm256_storeu_si256((__m256i *)quads, q);
-            uint32_t *dst = (uint32_t *)(p->q + (size_t)kb * BLOCK_BYTES + (size_t)v * VBYTES) + e;
-            for (int s = 0; s < QK / 4; s++)
-                dst[16 * s] = quads[s];
-            p->d[(size_t)kb * NP + c] = d;
-            p->m[(size_t)kb * NP + c] = m;
-            p->c[(size_t)kb * NP + c] = -128 * sum_s8(q);
+            sums_s8(q, sum);
+            for (int g = 0; g < per; g++) {
+                size_t u = (size_t)kb * per + g;
+                uint32_t *dst = (uint32_t *)(p->q + u * j->ub * NP + (size_t)v * j->ub * 16) + e;
+                for (int s = 0; s < quads_per; s++)
+                    dst[16 * s] = quads[g * quads_per + s];
+                p->d[u * NP + c] = d[g];
+                p->m[u * NP + c] = m;
+                p->c[u * NP + c] = -128 * (per == 1 ? sum[0] + sum[1] : sum[g]);
+            }
         }
     }
 }
@@ -250,42 +283,46 @@ TARGET static void store_row(const int8_job *j, int m, int n0, const float *acc,
     }
 }
 
-/* VNNI: rows [m0, m0 + MR) x the panel's 32 columns of half h. */
-TARGET static void rows_vnni(const int8_job *j, const panel *p, int m0, int n0, int h)
+/* VNNI: rows [m0, m0 + MR) x the panel's 32 columns of half h, for units of ub elements (a
+ * constant once inlined). The loops are unrolled so that the accumulators stay in registers
+ * (rolled, GCC kept them in memory: a load and a store around every vpdpbusd). */
+TARGET static inline __attribute__((always_inline)) void rows_vnni_unit(const int8_job *j, const panel *p, int m0,
+                                                                        int n0, int h, const int ub)
 {
     __m512 f[MR][2];
-    for (int r = 0; r < MR; r++)
+    _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
         f[r][0] = f[r][1] = _mm512_setzero_ps();
     const int8_t *a = j->aq + (size_t)m0 * j->K;
     const int32_t *pc = p->c + 32 * h;
     const float *pd = p->d + 32 * h, *pm = p->m + 32 * h;
-    for (int kb = 0; kb < j->nb; kb++) {
-        __m512i acc[MR][2], c0 = _mm512_loadu_si512(pc + (size_t)kb * NP),
-                            c1 = _mm512_loadu_si512(pc + (size_t)kb * NP + 16);
-        for (int r = 0; r < MR; r++) {
+    for (int u = 0; u < j->nu; u++) {
+        int kb = u / (QK / ub);
+        __m512i acc[MR][2], c0 = _mm512_loadu_si512(pc + (size_t)u * NP),
+                            c1 = _mm512_loadu_si512(pc + (size_t)u * NP + 16);
+        _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) {
             acc[r][0] = c0;
             acc[r][1] = c1;
         }
-        const int8_t *wq = p->q + (size_t)kb * BLOCK_BYTES + (size_t)h * 2 * VBYTES;
-        for (int s = 0; s < QK / 4; s++) {
-            __m512i w0 = _mm512_loadu_si512(wq + 64 * s), w1 = _mm512_loadu_si512(wq + VBYTES + 64 * s);
-            for (int r = 0; r < MR; r++) {
+        const int8_t *wq = p->q + (size_t)u * ub * NP + (size_t)h * 2 * ub * 16;
+        _Pragma("GCC unroll 8") for (int s = 0; s < ub / 4; s++) {
+            __m512i w0 = _mm512_loadu_si512(wq + 64 * s), w1 = _mm512_loadu_si512(wq + ub * 16 + 64 * s);
+            _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) {
                 int32_t quad;
-                memcpy(&quad, a + (size_t)r * j->K + (size_t)kb * QK + 4 * s, 4);
+                memcpy(&quad, a + (size_t)r * j->K + (size_t)u * ub + 4 * s, 4);
                 __m512i av = _mm512_set1_epi32(quad);
                 acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, w0);
                 acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, w1);
             }
         }
-        __m512 d0 = _mm512_loadu_ps(pd + (size_t)kb * NP), d1 = _mm512_loadu_ps(pd + (size_t)kb * NP + 16);
-        for (int r = 0; r < MR; r++) {
+        __m512 d0 = _mm512_loadu_ps(pd + (size_t)u * NP), d1 = _mm512_loadu_ps(pd + (size_t)u * NP + 16);
+        _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) {
             __m512 s = _mm512_set1_ps(j->ad[(size_t)(m0 + r) * j->nb + kb]);
             f[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][0]), _mm512_mul_ps(d0, s), f[r][0]);
             f[r][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][1]), _mm512_mul_ps(d1, s), f[r][1]);
         }
         if (j->mins) {
-            __m512 m0v = _mm512_loadu_ps(pm + (size_t)kb * NP), m1v = _mm512_loadu_ps(pm + (size_t)kb * NP + 16);
-            for (int r = 0; r < MR; r++) {
+            __m512 m0v = _mm512_loadu_ps(pm + (size_t)u * NP), m1v = _mm512_loadu_ps(pm + (size_t)u * NP + 16);
+            _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) {
                 __m512 s = _mm512_set1_ps(j->am[(size_t)(m0 + r) * j->nb + kb]);
                 f[r][0] = _mm512_fmadd_ps(m0v, s, f[r][0]);
                 f[r][1] = _mm512_fmadd_ps(m1v, s, f[r][1]);
@@ -300,9 +337,17 @@ TARGET static void rows_vnni(const int8_job *j, const panel *p, int m0, int n0, 
     }
 }
 
+TARGET static void rows_vnni(const int8_job *j, const panel *p, int m0, int n0, int h)
+{
+    if (j->ub == 16)
+        rows_vnni_unit(j, p, m0, n0, h, 16);
+    else
+        rows_vnni_unit(j, p, m0, n0, h, QK);
+}
+
 /* Few rows (M <= DIRECT_ROWS): columns [n0, n1) straight from the weight blocks, one block at a
- * time against up to MR rows (u8 activations, VNNI in 256-bit registers), fp32 per lane, summed
- * across lanes at the end of a column. */
+ * time against up to MR rows (u8 activations, VNNI in 256-bit registers), fp32 per lane (each
+ * lane scaled by its 16-element half's d_w), summed across lanes at the end of a column. */
 TARGET static void cols_direct(const int8_job *j, int n0, int n1)
 {
     __m256i ones = _mm256_set1_epi8(1);
@@ -315,15 +360,17 @@ TARGET static void cols_direct(const int8_job *j, int n0, int n1)
             for (int r = 0; r < MR; r++)
                 f[r] = _mm256_setzero_ps();
             for (int kb = 0; kb < j->nb; kb++) {
-                float d, m;
-                __m256i w = block_s8(j->type, wrow, kb, &d, &m);
+                float d[2], m;
+                __m256i w = block_s8(j->type, wrow, kb, d, &m);
+                /* lanes 0-3 hold the first 16 elements' sums, 4-7 the second's */
+                __m256 wd = _mm256_set_m128(_mm_set1_ps(d[1]), _mm_set1_ps(d[0]));
                 /* 128 * (the sum of each lane's 4 weights): what the unsigned activations add */
                 __m256i corr = _mm256_slli_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, w), 7);
                 for (int r = 0; r < rows; r++) {
                     size_t at = (size_t)(m0 + r) * j->nb + kb;
                     __m256i a = _mm256_loadu_si256((const __m256i *)(j->aq + (size_t)(m0 + r) * j->K + (size_t)kb * QK));
                     __m256i i = _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), a, w), corr);
-                    f[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_set1_ps(d * j->ad[at]), f[r]);
+                    f[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(wd, _mm256_set1_ps(j->ad[at])), f[r]);
                     fm[r] += m * j->am[at];
                 }
             }
@@ -339,24 +386,24 @@ TARGET static void cols_direct(const int8_job *j, int n0, int n1)
 
 /* ---- AMX ---- */
 
-/* Tile configuration (palette 1): 0, 1 int32 sums (16 rows x 16 columns); 2, 5 activations (16
- * rows x 32 bytes); 3, 4 weights (8 quad rows x 16 columns x 4 bytes). Blocks alternate between
- * (0, 2, 3) and (1, 5, 4). A constant in memory (GCC's _tile_loadconfig reads it whole). */
+/* Tile configurations (palette 1) for units of 32 and of 16 elements: 0, 1 int32 sums (16 rows
+ * x 16 columns); 2, 5 activations (16 rows x ub bytes); 3, 4 weights (ub / 4 quad rows x 16
+ * columns x 4 bytes). Units alternate between (0, 2, 3) and (1, 5, 4) (Q6_K: a block's two).
+ * Constants in memory (GCC's _tile_loadconfig reads one whole). */
 typedef struct __attribute__((packed)) amx_config {
     uint8_t palette, start_row, reserved[14];
     uint16_t colsb[16];
     uint8_t rows[16];
 } amx_config;
 
-static const amx_config amx_cfg = {
-    .palette = 1,
-    .colsb = {64, 64, 32, 64, 64, 32},
-    .rows = {MT, MT, MT, QK / 4, QK / 4, MT},
+static const amx_config amx_cfg[2] = {
+    {.palette = 1, .colsb = {64, 64, QK, 64, 64, QK}, .rows = {MT, MT, MT, QK / 4, QK / 4, MT}},
+    {.palette = 1, .colsb = {64, 64, 16, 64, 64, 16}, .rows = {MT, MT, MT, 4, 4, MT}},
 };
 
-AMX_TARGET static void amx_begin(void)
+AMX_TARGET static void amx_begin(int ub)
 {
-    _tile_loadconfig(&amx_cfg);
+    _tile_loadconfig(&amx_cfg[ub == 16]);
 }
 
 AMX_TARGET static void amx_end(void)
@@ -364,7 +411,7 @@ AMX_TARGET static void amx_end(void)
     _tile_release();
 }
 
-/* acc[r] += float(sums[r]) * (d * Ad[row r, block kb]) (+ m * Am) for the 16 rows. */
+/* acc[r] += float(sums[r]) * (d * Ad[row r]) (+ m * Am) for the 16 rows, block kb (one unit). */
 #define AMX_FOLD(sums, kb)                                                                                  \
     do {                                                                                                    \
         __m512 d_ = _mm512_loadu_ps(pd + (size_t)(kb) * NP), m_ = _mm512_loadu_ps(pm + (size_t)(kb) * NP);  \
@@ -378,38 +425,69 @@ AMX_TARGET static void amx_end(void)
         }                                                                                                   \
     } while (0)
 
-/* Block kb's product into tile c from A tile ta and B tile tb (literal tile numbers). */
-#define AMX_PRODUCT(c, ta, tb, kb)                                                                          \
+/* acc[r] += (float(sums[r]) * d + float(sums2[r]) * d2) * Ad[row r] for the 16 rows, Q6_K block
+ * kb (units 2 kb, 2 kb + 1: one multiply by Ad for the two). */
+#define AMX_FOLD_PAIR(kb)                                                                                   \
+    do {                                                                                                    \
+        const float *pd_ = pd + (size_t)(kb) * 2 * NP;                                                      \
+        __m512 d_ = _mm512_loadu_ps(pd_), d2_ = _mm512_loadu_ps(pd_ + NP);                                  \
+        const float *ad_ = j->ad + (size_t)m0 * j->nb + (kb);                                               \
+        _Pragma("GCC unroll 16") for (int r = 0; r < MT; r++)                                               \
+        {                                                                                                   \
+            __m512 s_ = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(sums[r])), d_);                  \
+            s_ = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(sums2[r])), d2_, s_);                 \
+            acc[r] = _mm512_fmadd_ps(s_, _mm512_set1_ps(ad_[(size_t)r * j->nb]), acc[r]);                  \
+        }                                                                                                   \
+    } while (0)
+
+/* Unit u's product into tile c from A tile ta and B tile tb (literal tile numbers). */
+#define AMX_PRODUCT(c, ta, tb, u)                                                                           \
     do {                                                                                                    \
         _tile_zero(c);                                                                                      \
-        _tile_loadd(ta, a + (size_t)(kb) * QK, j->K);                                                       \
-        _tile_loadd(tb, wq + (size_t)(kb) * BLOCK_BYTES, 64);                                               \
+        _tile_loadd(ta, a + (size_t)(u) * ub, j->K);                                                        \
+        _tile_loadd(tb, wq + (size_t)(u) * ub * NP, 64);                                                    \
         _tile_dpbssd(c, ta, tb);                                                                            \
     } while (0)
 
-/* AMX: rows [m0, m0 + MT) x the 16 panel columns of group v. Software pipelined: block kb + 1's
- * product is issued before block kb's sums are stored and folded, so the two overlap. */
-AMX_TARGET static void rows_amx(const int8_job *j, const panel *p, int m0, int n0, int v)
+/* AMX: rows [m0, m0 + MT) x the 16 panel columns of group v, for units of ub elements (a
+ * constant once inlined). Software pipelined: the next block's products are issued before this
+ * block's sums are folded, so the two overlap. */
+AMX_TARGET static inline __attribute__((always_inline)) void rows_amx_unit(const int8_job *j, const panel *p, int m0,
+                                                                           int n0, int v, const int ub)
 {
     __m512 acc[MT];
-    int32_t sums[MT][16] __attribute__((aligned(64)));
+    int32_t sums[MT][16] __attribute__((aligned(64))), sums2[MT][16] __attribute__((aligned(64)));
     for (int r = 0; r < MT; r++)
         acc[r] = _mm512_setzero_ps();
     const int8_t *a = j->aq + (size_t)m0 * j->K;
-    const int8_t *wq = p->q + (size_t)v * VBYTES;
+    const int8_t *wq = p->q + (size_t)v * ub * 16;
     const float *pd = p->d + 16 * v, *pm = p->m + 16 * v;
-    AMX_PRODUCT(0, 2, 3, 0);
-    for (int kb = 0; kb < j->nb; kb += 2) {
-        if (kb + 1 < j->nb)
-            AMX_PRODUCT(1, 5, 4, kb + 1);
-        _tile_stored(0, sums, 64);
-        AMX_FOLD(sums, kb);
-        if (kb + 1 >= j->nb)
-            break;
-        if (kb + 2 < j->nb)
-            AMX_PRODUCT(0, 2, 3, kb + 2);
-        _tile_stored(1, sums, 64);
-        AMX_FOLD(sums, kb + 1);
+    if (ub == 16) {
+        AMX_PRODUCT(0, 2, 3, 0);
+        AMX_PRODUCT(1, 5, 4, 1);
+        for (int kb = 0; kb < j->nb; kb++) {
+            _tile_stored(0, sums, 64);
+            _tile_stored(1, sums2, 64);
+            if (kb + 1 < j->nb) {
+                AMX_PRODUCT(0, 2, 3, 2 * kb + 2);
+                AMX_PRODUCT(1, 5, 4, 2 * kb + 3);
+            }
+            AMX_FOLD_PAIR(kb);
+        }
+    } else {
+        AMX_PRODUCT(0, 2, 3, 0);
+        for (int kb = 0; kb < j->nb; kb += 2) {
+            if (kb + 1 < j->nb)
+                AMX_PRODUCT(1, 5, 4, kb + 1);
+            _tile_stored(0, sums, 64);
+            AMX_FOLD(sums, kb);
+            if (kb + 1 >= j->nb)
+                break;
+            if (kb + 2 < j->nb)
+                AMX_PRODUCT(0, 2, 3, kb + 2);
+            _tile_stored(1, sums, 64);
+            AMX_FOLD(sums, kb + 1);
+        }
     }
     for (int r = 0; r < MT && m0 + r < j->M; r++) {
         float row[16];
@@ -418,13 +496,21 @@ AMX_TARGET static void rows_amx(const int8_job *j, const panel *p, int m0, int n
     }
 }
 
+AMX_TARGET static void rows_amx(const int8_job *j, const panel *p, int m0, int n0, int v)
+{
+    if (j->ub == 16)
+        rows_amx_unit(j, p, m0, n0, v, 16);
+    else
+        rows_amx_unit(j, p, m0, n0, v, QK);
+}
+
 /* The panel of columns [n0, n0 + NP) over all rows. */
 static void panel_task(const int8_job *j, panel *p, int n0)
 {
     unpack_panel(j, n0, p);
     /* the rows of an A tile stay in cache across the panel's column groups */
     if (j->amx) {
-        amx_begin();
+        amx_begin(j->ub);
         for (int m0 = 0; m0 < j->Mpad; m0 += MT)
             for (int v = 0; v < NP / 16 && n0 + 16 * v < j->N; v++)
                 rows_amx(j, p, m0, n0, v);
@@ -451,7 +537,7 @@ static bool run_job(int8_job *j)
             cols_direct(j, t * DIRECT_COLS, (t + 1) * DIRECT_COLS < j->N ? (t + 1) * DIRECT_COLS : j->N);
         return true;
     }
-    size_t pbytes = (size_t)j->nb * (BLOCK_BYTES + 3 * NP * 4);
+    size_t pbytes = (size_t)j->K * NP + (size_t)j->nu * 3 * NP * 4;
     unsigned char *pbuf = aligned_alloc(64, (size_t)threads * pbytes);
     if (!pbuf)
         return false;
@@ -462,9 +548,9 @@ static bool run_job(int8_job *j)
     for (int t = 0; t < panels; t++) {
         unsigned char *mine = pbuf + (size_t)omp_get_thread_num() * pbytes;
         panel p = {.q = (int8_t *)mine};
-        p.d = (float *)(mine + (size_t)j->nb * BLOCK_BYTES);
-        p.m = p.d + (size_t)j->nb * NP;
-        p.c = (int32_t *)(p.m + (size_t)j->nb * NP);
+        p.d = (float *)(mine + (size_t)j->K * NP);
+        p.m = p.d + (size_t)j->nu * NP;
+        p.c = (int32_t *)(p.m + (size_t)j->nu * NP);
         panel_task(j, &p, t * NP);
     }
     free(pbuf);
@@ -478,7 +564,8 @@ sd_status sd_linear_int8_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
     sd_dtype_block(w->dtype, &be, &bb);
     int8_job j = {.type = w->dtype, .row_bytes = (size_t)K / be * bb, .x_half = x->dtype == SD_DTYPE_F16,
                   .act = act, .M = M, .Mpad = (M + MT - 1) / MT * MT, .N = N, .K = K, .nb = K / QK};
-    block_type(w->dtype, &j.mins);
+    block_type(w->dtype, &j.mins, &j.ub);
+    j.nu = K / j.ub;
     j.amx = sd_linear_int8_route() == SD_INT8_AMX && M > DIRECT_ROWS;
     sd_status st = sd_cl_finish(cl);
     if (st)

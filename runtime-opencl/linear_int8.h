@@ -1,10 +1,11 @@
-/* sd_op_linear with a block-quantised weight (ggml Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K) in
- * the bf16 precision on CPU devices: integer dot products on the host (PoCL's buffers live in
- * host memory). The activations are quantised per 32-element block of each row to int8 with an
- * fp32 scale (d = max|x| / 127, q = round-to-nearest-even(x * 127 / max|x|)); each 32-element
- * block of the weight is q_w * d_w (+ m_w for the types with a minimum; the K-quants by their
- * 32-element sub-blocks), so a block contributes d_x (d_w * sum(q_x q_w) + m_w * sum(q_x)), the
- * integer sum exact, everything after it fp32. The products run on AMX-INT8 tiles where the CPU
+/* sd_op_linear with a block-quantised weight (ggml Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K,
+ * Q6_K) in the bf16 precision on CPU devices: integer dot products on the host (PoCL's buffers
+ * live in host memory). The activations are quantised per 32-element block of each row to int8
+ * with an fp32 scale (d = max|x| / 127, q = round-to-nearest-even(x * 127 / max|x|)); each
+ * 32-element block of the weight is q_w * d_w (+ m_w for the types with a minimum; the K-quants
+ * by their 32-element sub-blocks; Q6_K by its 16-element halves, each with its own d_w), so a
+ * block contributes d_x (d_w * sum(q_x q_w) + m_w * sum(q_x)) per unit of one d_w, the integer
+ * sum exact, everything after it fp32. The products run on AMX-INT8 tiles where the CPU
  * has them and the kernel grants the tile state, else on AVX512-VNNI. Threads: OpenMP's, as
  * oneDNN's. docs/precision.md, docs/opencl-runtime.md. */
 #ifndef SD_RUNTIME_OPENCL_LINEAR_INT8_H

@@ -5,9 +5,10 @@
  * remains is fp32 rounding of the scales and of the sum over blocks, bounded by 1e-5 times the
  * sum of the terms' magnitudes. The unquantised reference lies outside that bound (the route
  * did quantise). Odd M and N (few rows: the weight read in place; more: unpacked panels), one and
- * several blocks, a batch, f16 input, bias and activations.
- * Capped to none, bf16 mode runs the path before the route bit for bit; Q6_K (16-element
- * scales) and fp8 always take that path. */
+ * several blocks, a batch, f16 input, bias and activations; Q6_K's 16-element units with random
+ * int8 scales, about half of them negative.
+ * Capped to none, bf16 mode runs the path before the route bit for bit; fp8 always takes that
+ * path. */
 #include "test.h"
 #include "core/half.h"
 #include "ml/formats/gguf.h"
@@ -126,7 +127,7 @@ static void check_case(sd_qtype t, int batch, int M, int N, int K, bool half, bo
 }
 
 static const sd_qtype int8_types[] = {SD_QTYPE_Q8_0, SD_QTYPE_Q4_0, SD_QTYPE_Q4_1, SD_QTYPE_Q5_0,
-                                      SD_QTYPE_Q5_1, SD_QTYPE_Q4_K, SD_QTYPE_Q5_K};
+                                      SD_QTYPE_Q5_1, SD_QTYPE_Q4_K, SD_QTYPE_Q5_K, SD_QTYPE_Q6_K};
 
 /* Every type and shape on every route the CPU has. */
 static void test_routes(void)
@@ -191,9 +192,9 @@ static void test_unrouted(void)
 {
     check_unrouted(SD_QTYPE_Q8_0, true);
     check_unrouted(SD_QTYPE_Q4_K, true);
-    check_unrouted(SD_QTYPE_Q6_K, false);
-    CHECK(!sd_linear_int8_takes(SD_DTYPE_Q6_K) && !sd_linear_int8_takes(SD_DTYPE_F8_E4M3) &&
-          !sd_linear_int8_takes(SD_DTYPE_F16));
+    check_unrouted(SD_QTYPE_Q6_K, true);
+    CHECK(sd_linear_int8_takes(SD_DTYPE_Q6_K) == (sd_linear_int8_route() != SD_INT8_NONE));
+    CHECK(!sd_linear_int8_takes(SD_DTYPE_F8_E4M3) && !sd_linear_int8_takes(SD_DTYPE_F16));
 }
 
 int main(void)
