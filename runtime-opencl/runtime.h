@@ -133,13 +133,12 @@ sd_status sd_cl_buffer_get_exact(sd_cl *cl, size_t bytes, const char *what, cl_m
 void sd_cl_buffer_release(sd_cl *cl, cl_mem buf, size_t cap_bytes);
 /* Releases every pooled free buffer. */
 void sd_cl_pool_trim(sd_cl *cl);
-/* Bytes of free buffers the pool keeps for reuse (default SD_CL_POOL_DEFAULT, 512 MiB; it
+/* Bytes of free buffers the pool keeps for reuse (default SD_CL_POOL_DEFAULT, 256 MiB; it
  * bounds the memory held beyond what is live); releases the oldest free buffers down to it now.
- * 0 disables pooling. A buffer the pool cannot give is fresh memory the kernel must fault in and
- * zero: with the host routes' per-call scratch (f16 weights widened, bf16 operands) 256 MiB left
- * an SD1.5 512x512 step 178k page faults (about 0.7 s of system time) and an SDXL 1024 bf16 step
- * 897k; 512 MiB: 36k and 193k, for 120-170 MiB more peak RSS (docs/opencl-runtime.md). */
-#define SD_CL_POOL_DEFAULT ((size_t)512 << 20)
+ * 0 disables pooling. 512 MiB cut the page faults of an SD1.5 512x512 fp32 step from 178k to 36k
+ * and of an SDXL 1024 bf16 step from 920k to 206k, but measured no faster on the quiet machine
+ * and held 120-170 MiB more (docs/opencl-runtime.md). */
+#define SD_CL_POOL_DEFAULT ((size_t)256 << 20)
 void sd_cl_set_pool_limit(sd_cl *cl, size_t bytes);
 /* Most bytes of forms kept with constant tensors (packed GEMM panels, Winograd weights; see
  * sd_dtensor_set_constant); beyond it further forms are computed per call (forms already kept
