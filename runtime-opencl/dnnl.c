@@ -127,6 +127,12 @@ sd_status sd_dnnl_scratch_view(sd_cl *cl, size_t bytes, const char *what, sd_scr
     return st ? st : sd_dnnl_map(cl, tmp->buf, bytes ? bytes : 1, true, m);
 }
 
+void sd_dnnl_scratch_done(sd_cl *cl, sd_dnnl_mapping *m, sd_scratch *tmp)
+{
+    sd_dnnl_unmap(cl, m);
+    sd_scratch_release(cl, tmp);
+}
+
 sd_status sd_dnnl_memory(sd_cl *cl, struct sd_dnnl *d, const dnnl_memory_desc_t *md, void *ptr,
                         dnnl_memory_t *out)
 {
@@ -197,7 +203,7 @@ static bool same_md(const void *kept, const void *want)
 /* The weights `t` (whose elements `plain_md` describes as f32) in the layout `want`, mapped in
  * *view: t's kept form under key when it has one; else converted, and kept with t when t is
  * constant (t's own data is then released when t is releasable), or left in *tmp for
- * weights_done to give back. */
+ * sd_dnnl_scratch_done to give back. */
 static sd_status weights_in(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *t, const sd_derived_key *key,
                             const dnnl_memory_desc_t *plain_md, const dnnl_memory_desc_t *want, sd_dnnl_mapping *view,
                             sd_scratch *tmp)
@@ -219,13 +225,6 @@ static sd_status weights_in(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *t, c
     if (!st && t->derived && !(st = sd_derived_keep_meta(t, key, tmp, want, sizeof *want)))
         sd_dtensor_release_data(t); /* only the kept form is read from now on, when t's owner allows */
     return st;
-}
-
-/* Unmaps what weights_in mapped and gives back a converted copy that was not kept. */
-static void weights_done(sd_cl *cl, sd_dnnl_mapping *view, sd_scratch *tmp)
-{
-    sd_dnnl_unmap(cl, view);
-    sd_scratch_release(cl, tmp);
 }
 
 /* oneDNN post-op for act (none: no post-ops). */
@@ -327,7 +326,7 @@ sd_status sd_dnnl_matmul_run(sd_cl *cl, const sd_dnnl_matmul *j)
     dnnl_dims_t ad = {j->batch_a, M, K}, bd = {j->batch_b, K, N}, cd = {j->batch_a, M, N}, biasd = {1, 1, N};
     dnnl_dims_t as = {M * K, j->trans_a ? 1 : K, j->trans_a ? M : 1};
     dnnl_dims_t bs = {K * N, j->trans_b ? 1 : N, j->trans_b ? K : 1};
-    sd_dnnl_mapping am = {0}, biasm = {0}, cm = {0}, bw = {0}, a_bf16 = {0};
+    sd_dnnl_mapping am = {0}, biasm = {0}, cm = {0}, bw = {0}, aw = {0};
     sd_scratch b_tmp = {0}, a_tmp = {0};
     sd_derived_key key = {SD_DERIVED_DNNL_MATMUL, {N, K, j->trans_b, j->batch_b}};
     dnnl_primitive_attr_t attr = NULL;
@@ -352,21 +351,20 @@ sd_status sd_dnnl_matmul_run(sd_cl *cl, const sd_dnnl_matmul *j)
         (st = sd_dnnl_map(cl, j->out->buf, j->out->numel * 4, true, &cm)))
         goto done;
     /* A scaled by alpha while it is rounded to bf16 (alpha applies to the product alone). */
-    if ((st = sd_dnnl_scratch_view(cl, dnnl_memory_desc_get_size(&a_bf), "bf16 matmul A", &a_tmp, &a_bf16)) ||
-        (st = reorder_any(cl, d, &a_src, am.ptr, j->a->dtype, j->a->numel, &a_bf, a_bf16.ptr, j->alpha)))
+    if ((st = sd_dnnl_scratch_view(cl, dnnl_memory_desc_get_size(&a_bf), "bf16 matmul A", &a_tmp, &aw)) ||
+        (st = reorder_any(cl, d, &a_src, am.ptr, j->a->dtype, j->a->numel, &a_bf, aw.ptr, j->alpha)))
         goto done;
     if ((st = weights_in(cl, d, j->b, &key, &b_src, &b_want, &bw, &b_tmp)))
         goto done;
-    sd_dnnl_arg args[] = {{DNNL_ARG_SRC, &a_bf, a_bf16.ptr}, {DNNL_ARG_WEIGHTS, &b_want, bw.ptr},
+    sd_dnnl_arg args[] = {{DNNL_ARG_SRC, &a_bf, aw.ptr}, {DNNL_ARG_WEIGHTS, &b_want, bw.ptr},
                           {DNNL_ARG_DST, &c_md, cm.ptr}, {DNNL_ARG_BIAS, &bias_md, biasm.ptr}};
     st = sd_dnnl_execute(cl, d, prim, args, 4, "matmul");
 done:
     dnnl_primitive_destroy(prim);
     dnnl_primitive_desc_destroy(pd);
     dnnl_primitive_attr_destroy(attr);
-    weights_done(cl, &bw, &b_tmp);
-    sd_dnnl_unmap(cl, &a_bf16);
-    sd_scratch_release(cl, &a_tmp);
+    sd_dnnl_scratch_done(cl, &bw, &b_tmp);
+    sd_dnnl_scratch_done(cl, &aw, &a_tmp);
     sd_dnnl_unmap(cl, &am);
     sd_dnnl_unmap(cl, &biasm);
     sd_dnnl_unmap(cl, &cm);
@@ -383,8 +381,8 @@ sd_status sd_dnnl_conv2d_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
     if (st || (st = sd_cl_finish(cl)))
         return st;
     sd_dnnl_conv c;
-    sd_dnnl_mapping xm = {0}, bm = {0}, om = {0}, ww = {0}, x_bf = {0}, o_tmp = {0};
-    sd_scratch w_tmp = {0}, x_tmp = {0}, o_scratch = {0};
+    sd_dnnl_mapping xm = {0}, bm = {0}, om = {0}, xw = {0}, ww = {0}, ow = {0};
+    sd_scratch x_tmp = {0}, w_tmp = {0}, o_tmp = {0};
     sd_derived_key key = {SD_DERIVED_DNNL_CONV, {w->shape[0], w->shape[1], w->shape[2], w->shape[3]}};
     if ((st = sd_dnnl_conv_make(cl, d, x, w, bias, p, out, dnnl_bf16, &c)))
         goto done;
@@ -393,26 +391,26 @@ sd_status sd_dnnl_conv2d_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
         (st = sd_dnnl_map(cl, bias ? bias->buf : NULL, (size_t)w->shape[0] * 4, false, &bm)) ||
         (st = sd_dnnl_map(cl, out->buf, out->numel * 4, true, &om)))
         goto done;
-    if ((st = sd_dnnl_scratch_view(cl, dnnl_memory_desc_get_size(&c.x_want), "bf16 conv2d input", &x_tmp, &x_bf)) ||
-        (st = reorder_any(cl, d, &c.x_plain, xm.ptr, x->dtype, x->numel, &c.x_want, x_bf.ptr, 1.0f)))
+    if ((st = sd_dnnl_scratch_view(cl, dnnl_memory_desc_get_size(&c.x_want), "bf16 conv2d input", &x_tmp, &xw)) ||
+        (st = reorder_any(cl, d, &c.x_plain, xm.ptr, x->dtype, x->numel, &c.x_want, xw.ptr, 1.0f)))
         goto done;
     if ((st = weights_in(cl, d, w, &key, &c.w_plain, &c.w_want, &ww, &w_tmp)))
         goto done;
     if (!o_direct &&
-        (st = sd_dnnl_scratch_view(cl, dnnl_memory_desc_get_size(&c.o_want), "bf16 conv2d output", &o_scratch, &o_tmp)))
+        (st = sd_dnnl_scratch_view(cl, dnnl_memory_desc_get_size(&c.o_want), "bf16 conv2d output", &o_tmp, &ow)))
         goto done;
-    sd_dnnl_arg args[] = {{DNNL_ARG_SRC, &c.x_want, x_bf.ptr}, {DNNL_ARG_WEIGHTS, &c.w_want, ww.ptr},
-                          {DNNL_ARG_DST, &c.o_want, o_direct ? om.ptr : o_tmp.ptr}, {DNNL_ARG_BIAS, &c.bias, bm.ptr}};
+    sd_dnnl_arg args[] = {{DNNL_ARG_SRC, &c.x_want, xw.ptr}, {DNNL_ARG_WEIGHTS, &c.w_want, ww.ptr},
+                          {DNNL_ARG_DST, &c.o_want, o_direct ? om.ptr : ow.ptr}, {DNNL_ARG_BIAS, &c.bias, bm.ptr}};
     if (!(st = sd_dnnl_execute(cl, d, c.prim, args, 4, "convolution")) && !o_direct)
-        st = sd_dnnl_reorder(cl, d, &c.o_want, o_tmp.ptr, &c.o_plain, om.ptr, 1.0f);
+        st = sd_dnnl_reorder(cl, d, &c.o_want, ow.ptr, &c.o_plain, om.ptr, 1.0f);
 done:
     sd_dnnl_conv_free(&c);
-    weights_done(cl, &ww, &w_tmp);
-    sd_dnnl_mapping *maps[] = {&x_bf, &o_tmp, &xm, &bm, &om};
-    for (size_t i = 0; i < sizeof maps / sizeof maps[0]; i++)
-        sd_dnnl_unmap(cl, maps[i]);
-    sd_scratch_release(cl, &x_tmp);
-    sd_scratch_release(cl, &o_scratch);
+    sd_dnnl_scratch_done(cl, &xw, &x_tmp);
+    sd_dnnl_scratch_done(cl, &ww, &w_tmp);
+    sd_dnnl_scratch_done(cl, &ow, &o_tmp);
+    sd_dnnl_unmap(cl, &xm);
+    sd_dnnl_unmap(cl, &bm);
+    sd_dnnl_unmap(cl, &om);
     return st;
 }
 

@@ -72,7 +72,8 @@ void sd_dnnl_half_to_float(float *dst, const uint16_t *src, size_t n)
 }
 
 /* An operand's elements as f32 on the host: t's own mapped buffer when t is f32; else a pooled
- * scratch buffer (*tmp) holding t widened from f16, mapped in *m. */
+ * scratch buffer (*tmp) holding t widened from f16, mapped in *m. Give back with
+ * sd_dnnl_scratch_done. */
 static sd_status f32_view(sd_cl *cl, const sd_dtensor *t, sd_scratch *tmp, sd_dnnl_mapping *m, float **out)
 {
     *out = NULL;
@@ -162,12 +163,10 @@ done:
     dnnl_primitive_destroy(prim);
     dnnl_primitive_desc_destroy(pd);
     dnnl_primitive_attr_destroy(attr);
-    sd_dnnl_unmap(cl, &am);
-    sd_dnnl_unmap(cl, &bm);
+    sd_dnnl_scratch_done(cl, &am, &a_tmp);
+    sd_dnnl_scratch_done(cl, &bm, &b_tmp);
     sd_dnnl_unmap(cl, &biasm);
     sd_dnnl_unmap(cl, &cm);
-    sd_scratch_release(cl, &a_tmp);
-    sd_scratch_release(cl, &b_tmp);
     return st;
 }
 
@@ -280,12 +279,12 @@ sd_status sd_dnnl_conv2d_f32(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
     }
 done:
     sd_dnnl_conv_free(&c);
-    sd_dnnl_mapping *maps[] = {&xm, &wm, &bm, &om, &xw, &ww, &ow};
+    sd_dnnl_scratch_done(cl, &xw, &x_tmp);
+    sd_dnnl_scratch_done(cl, &ww, &w_tmp);
+    sd_dnnl_scratch_done(cl, &ow, &o_tmp);
+    sd_dnnl_mapping *maps[] = {&xm, &wm, &bm, &om};
     for (size_t i = 0; i < sizeof maps / sizeof maps[0]; i++)
         sd_dnnl_unmap(cl, maps[i]);
-    sd_scratch_release(cl, &x_tmp);
-    sd_scratch_release(cl, &w_tmp);
-    sd_scratch_release(cl, &o_tmp);
     return st;
 }
 

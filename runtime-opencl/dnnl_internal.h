@@ -21,8 +21,11 @@ sd_status sd_dnnl_memory(sd_cl *cl, struct sd_dnnl *d, const dnnl_memory_desc_t 
                          dnnl_memory_t *out);
 /* A pooled scratch buffer of `bytes` (at least 1), mapped for writing in *m: per-call operands
  * come from the runtime's pool, so a call reuses pages an earlier one touched rather than
- * faulting in fresh ones. Give back with sd_dnnl_unmap, then sd_scratch_release. */
+ * faulting in fresh ones. Give back with sd_dnnl_scratch_done. */
 sd_status sd_dnnl_scratch_view(sd_cl *cl, size_t bytes, const char *what, sd_scratch *tmp, sd_dnnl_mapping *m);
+/* Unmaps m and gives tmp back to the pool (either may be empty: a mapping of a tensor's own
+ * buffer, or a scratch handed over to a kept form). */
+void sd_dnnl_scratch_done(sd_cl *cl, sd_dnnl_mapping *m, sd_scratch *tmp);
 /* dst = src converted between layouts/types, scaled by `scale` (1: none). */
 sd_status sd_dnnl_reorder(sd_cl *cl, struct sd_dnnl *d, const dnnl_memory_desc_t *src_md, void *src,
                           const dnnl_memory_desc_t *dst_md, void *dst, float scale);
