@@ -48,8 +48,10 @@ sd_status sd_dnnl_conv2d_f32(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
 #include "runtime-opencl/dnnl_internal.h"
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#define X86_AVX512 1
+#define AVX512 __attribute__((target("avx512f")))
 
-__attribute__((target("avx512f"))) static void half_to_float_avx512(float *dst, const uint16_t *src, size_t n)
+AVX512 static void half_to_float_avx512(float *dst, const uint16_t *src, size_t n)
 {
     size_t i = 0;
     for (; i + 16 <= n; i += 16)
@@ -59,9 +61,13 @@ __attribute__((target("avx512f"))) static void half_to_float_avx512(float *dst, 
 }
 #endif
 
-void sd_dnnl_half_to_float(float *dst, const uint16_t *src, size_t n)
+/* Conversions of at least this many values run on OpenMP's threads (oneDNN's, idle meanwhile). */
+#define PARALLEL_MIN_VALUES ((size_t)1 << 16)
+#define WIDEN_CHUNK ((size_t)1 << 14)
+
+static void half_to_float_run(float *dst, const uint16_t *src, size_t n)
 {
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef X86_AVX512
     if (__builtin_cpu_supports("avx512f")) {
         half_to_float_avx512(dst, src, n);
         return;
@@ -69,6 +75,16 @@ void sd_dnnl_half_to_float(float *dst, const uint16_t *src, size_t n)
 #endif
     for (size_t i = 0; i < n; i++)
         dst[i] = sd_half_to_float(src[i]);
+}
+
+void sd_dnnl_half_to_float(float *dst, const uint16_t *src, size_t n)
+{
+    long chunks = (long)((n + WIDEN_CHUNK - 1) / WIDEN_CHUNK);
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN_VALUES)
+    for (long i = 0; i < chunks; i++) {
+        size_t at = (size_t)i * WIDEN_CHUNK;
+        half_to_float_run(dst + at, src + at, n - at < WIDEN_CHUNK ? n - at : WIDEN_CHUNK);
+    }
 }
 
 /* An operand's elements as f32 on the host: t's own mapped buffer when t is f32; else a pooled
@@ -191,50 +207,95 @@ static void dim_offsets(const dnnl_memory_desc_t *md, int dim, size_t *tab)
     }
 }
 
+/* Weight i of w's data (f32 or f16) as f32. */
+static inline float weight_at(const void *src, bool half, size_t i)
+{
+    return half ? sd_half_to_float(((const uint16_t *)src)[i]) : ((const float *)src)[i];
+}
+
+/* Output channels [o0, o0 + n) of weights whose channel o holds `row` values at src + o * row
+ * (f32 or f16) into the layout: value `at` of channel o goes to base[at_off[at] + t0[o]]. */
+static void channels_scalar(float *base, const void *src, bool half, size_t row, size_t o0, size_t n,
+                            const size_t *t0, const size_t *at_off)
+{
+    for (size_t at = 0; at < row; at++)
+        for (size_t j = 0; j < n; j++)
+            base[at_off[at] + t0[o0 + j]] = weight_at(src, half, (o0 + j) * row + at);
+}
+
+#ifdef X86_AVX512
+/* channels_scalar for n <= 16 channels that lie at adjacent floats (t0[o0 + j] = t0[o0] + j):
+ * each position's n values gathered from the n rows into one store. 16 * row fits an int. */
+AVX512 static void channels_avx512(float *base, const void *src, bool half, size_t row, size_t o0, size_t n,
+                                   const size_t *t0, const size_t *at_off)
+{
+    __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                     _mm512_set1_epi32((int)row));
+    __mmask16 m = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+    float *dst = base + t0[o0];
+    /* An f16 gather reads 4 bytes a value: the rows' last value is read alone, never past the end. */
+    size_t gathered = half ? row - 1 : row;
+    for (size_t at = 0; at < gathered; at++) {
+        __m512 v;
+        if (half) {
+            __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx,
+                                                    (const uint16_t *)src + o0 * row + at, 2);
+            v = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+        } else {
+            v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, (const float *)src + o0 * row + at, 4);
+        }
+        _mm512_mask_storeu_ps(dst + at_off[at], m, v);
+    }
+    for (size_t at = gathered; at < row; at++)
+        for (size_t j = 0; j < n; j++)
+            dst[at_off[at] + j] = weight_at(src, half, (o0 + j) * row + at);
+}
+#endif
+
 /* dst (md: a 4-D blocked f32 layout of w's shape, zero-padded where md pads) = the weights w
- * [O, C, KH, KW] (f32 or f16), a block of output channels at a time (md's innermost block of
- * them: each (c, h, w) then fills a run of adjacent floats), widened from f16 first. */
+ * [O, C, KH, KW] (f32 or f16), up to 16 output channels at a time on OpenMP's threads; where
+ * md's innermost block is of output channels (each (c, h, w) then takes a run of adjacent
+ * floats), a run's values are gathered 16 at a time. */
 static sd_status weights_to(sd_cl *cl, const sd_dtensor *w, const void *src, const dnnl_memory_desc_t *md, float *dst)
 {
     if (md->format_kind != dnnl_blocked)
         return sd_set_error(cl->ctx, SD_ERR_CL, "oneDNN: fp32 convolution weights in a layout that is not blocked");
-    const dnnl_blocking_desc_t *bd = &md->format_desc.blocking;
-    size_t O = (size_t)w->shape[0], row = w->numel / (O ? O : 1), ntab = 0, blk = 1;
-    for (int k = 0; k < bd->inner_nblks; k++)
-        blk *= bd->inner_idxs[k] == 0 ? (size_t)bd->inner_blks[k] : 1;
-    for (int i = 0; i < 4; i++)
-        ntab += (size_t)w->shape[i];
-    size_t *tab = malloc(ntab * sizeof *tab);
-    float *widened = w->dtype == SD_DTYPE_F16 ? malloc(blk * row * sizeof *widened) : NULL;
-    if (!tab || (w->dtype == SD_DTYPE_F16 && !widened)) {
-        free(tab);
-        free(widened);
+    size_t O = (size_t)w->shape[0], row = w->numel / (O ? O : 1);
+    int C = (int)w->shape[1], KH = (int)w->shape[2], KW = (int)w->shape[3];
+    size_t ntab = (size_t)w->shape[0] + (size_t)C + (size_t)KH + (size_t)KW;
+    size_t *tab = malloc((ntab + row) * sizeof *tab);
+    if (!tab)
         return sd_set_error(cl->ctx, SD_ERR_NOMEM, "out of memory converting convolution weights");
-    }
-    size_t *t0 = tab, *t1 = t0 + w->shape[0], *t2 = t1 + w->shape[1], *t3 = t2 + w->shape[2];
+    size_t *t0 = tab, *t1 = t0 + O, *t2 = t1 + C, *t3 = t2 + KH, *at_off = t3 + KW;
     for (int i = 0; i < 4; i++)
         dim_offsets(md, i, i == 0 ? t0 : i == 1 ? t1 : i == 2 ? t2 : t3);
+    for (int c = 0, at = 0; c < C; c++)
+        for (int h = 0; h < KH; h++)
+            for (int x = 0; x < KW; x++)
+                at_off[at++] = t1[c] + t2[h] + t3[x];
     if (memcmp(md->dims, md->padded_dims, 4 * sizeof md->dims[0]) != 0)
         memset(dst, 0, dnnl_memory_desc_get_size(md));
     float *base = dst + md->offset0;
-    int C = (int)w->shape[1], KH = (int)w->shape[2], KW = (int)w->shape[3];
-    for (size_t o0 = 0; o0 < O; o0 += blk) {
-        size_t n = O - o0 < blk ? O - o0 : blk, at = 0;
-        const float *rows = (const float *)src + o0 * row;
-        if (widened) {
-            sd_dnnl_half_to_float(widened, (const uint16_t *)src + o0 * row, n * row);
-            rows = widened;
+    bool half = w->dtype == SD_DTYPE_F16;
+#ifdef X86_AVX512
+    bool gather = __builtin_cpu_supports("avx512f") && row <= (size_t)INT32_MAX / 16;
+#endif
+    long runs = (long)((O + 15) / 16);
+#pragma omp parallel for schedule(dynamic, 1) if (w->numel >= PARALLEL_MIN_VALUES)
+    for (long r = 0; r < runs; r++) {
+        size_t o0 = (size_t)r * 16, n = O - o0 < 16 ? O - o0 : 16;
+        bool adjacent = true;
+        for (size_t j = 1; j < n; j++)
+            adjacent = adjacent && t0[o0 + j] == t0[o0] + j;
+#ifdef X86_AVX512
+        if (gather && adjacent) {
+            channels_avx512(base, src, half, row, o0, n, t0, at_off);
+            continue;
         }
-        for (int c = 0; c < C; c++)
-            for (int h = 0; h < KH; h++)
-                for (int x = 0; x < KW; x++, at++) {
-                    float *out = base + t1[c] + t2[h] + t3[x];
-                    for (size_t j = 0; j < n; j++)
-                        out[t0[o0 + j]] = rows[j * row + at];
-                }
+#endif
+        channels_scalar(base, src, half, row, o0, n, t0, at_off);
     }
     free(tab);
-    free(widened);
     return SD_OK;
 }
 

@@ -112,6 +112,9 @@ static void test_conv3x3(void)
         {1, 3, 6, 40, 9, 3, 3, {1, 1, 1, 1, SD_ACT_NONE, SD_CONV_AUTO}, true, F16, F16},   /* f16 input and weights */
         {2, 20, 9, 10, 36, 3, 3, {1, 1, 1, 1, SD_ACT_SILU, SD_CONV_AUTO}, true, F32, F16}, /* oneDNN: padded blocks */
         {1, 48, 8, 7, 40, 3, 3, {2, 2, 1, 1, SD_ACT_GELU, SD_CONV_AUTO}, false, F32, F32},
+        /* oneDNN: weights laid out on several threads, 16 channels a run and a partial run */
+        {1, 64, 6, 5, 130, 3, 3, {1, 1, 1, 1, SD_ACT_NONE, SD_CONV_AUTO}, true, F32, F16},
+        {1, 64, 6, 5, 130, 3, 3, {1, 1, 1, 1, SD_ACT_NONE, SD_CONV_AUTO}, true, F32, F32},
     };
     check_cases(cases, sizeof cases / sizeof cases[0], 100);
 }
