@@ -98,22 +98,22 @@ done:
  * Measured interleaved by least CPU time (bench_ops --only conv --cpu; docs/opencl-runtime.md
  * has the table): oneDNN is faster wherever a host call is worth it (sd_dnnl_f32_worth), except
  * where Winograd applies (`wino`) to at least WINO_OVER_ONEDNN channels in and out, whose 4x
- * fewer multiplications win (512@64x64, 512@128x128), and below ONEDNN_MIN_PIXELS output pixels:
- * each call widens the f16 weights to f32 into oneDNN's layout, which is then a large part of
- * the work (1280@16x16: par; 1280@8x8: 0.6x), while the GEMM reads f16 in place. Nor where an
- * image's input and output, which oneDNN wants in NHWC (copies per call), hold more than
- * ONEDNN_MAX_COPY_BYTES together: the VAE decoder's 128-512 channel convolutions at 256x256 and
- * 512x512 raised its peak RSS from 903 to 1488 MiB. */
+ * fewer multiplications win (512@64x64, 512@128x128), or to WINO_OVER_ONEDNN_PIXELS output
+ * pixels and more (the VAE decoder's 256-512 channels at 256x256 and 512x512: Winograd level to
+ * 15% faster), and below ONEDNN_MIN_PIXELS output pixels: each call widens the f16 weights to
+ * f32 into oneDNN's layout, which is then a large part of the work (1280@16x16: par; 1280@8x8:
+ * 0.6x), while the GEMM reads f16 in place. Large images run in bands of rows
+ * (sd_dnnl_conv2d_f32), so their NHWC copies stay small. */
 #define WINO_OVER_ONEDNN 512
+#define WINO_OVER_ONEDNN_PIXELS 65536
 #define ONEDNN_MIN_PIXELS 256
-#define ONEDNN_MAX_COPY_BYTES (64.0 * 1048576)
-static bool onednn_faster(int C, int O, int H, int W, int OH, int OW, int KH, int KW, bool wino)
+static bool onednn_faster(int C, int O, int OH, int OW, int KH, int KW, bool wino)
 {
-    double copies = 4.0 * ((double)C * H * W + (double)O * OH * OW);
-    if ((wino && C >= WINO_OVER_ONEDNN && O >= WINO_OVER_ONEDNN) || (double)OH * OW < ONEDNN_MIN_PIXELS ||
-        copies > ONEDNN_MAX_COPY_BYTES)
+    double pixels = (double)OH * OW;
+    if ((wino && ((C >= WINO_OVER_ONEDNN && O >= WINO_OVER_ONEDNN) || pixels >= WINO_OVER_ONEDNN_PIXELS)) ||
+        pixels < ONEDNN_MIN_PIXELS)
         return false;
-    return sd_dnnl_f32_worth(2.0 * O * OH * OW * (double)C * KH * KW);
+    return sd_dnnl_f32_worth(2.0 * O * pixels * (double)C * KH * KW);
 }
 
 sd_status sd_op_conv2d(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
@@ -161,7 +161,7 @@ sd_status sd_op_conv2d(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, cons
     bool wino_auto = wino_ok && OH >= WINO_MIN_SIDE && OW >= WINO_MIN_SIDE && C >= WINO_MIN_CHANNELS &&
                      O >= WINO_MIN_CHANNELS;
     if (p->algo == SD_CONV_ONEDNN ||
-        (p->algo == SD_CONV_AUTO && host_ok && onednn_faster(C, O, H, W, OH, OW, KH, KW, wino_auto)))
+        (p->algo == SD_CONV_AUTO && host_ok && onednn_faster(C, O, OH, OW, KH, KW, wino_auto)))
         return sd_dtensor_drop_on_error(out, B == 0 || O == 0 ? SD_OK : sd_dnnl_conv2d_f32(cl, x, w, bias, p, *out));
     if (p->algo == SD_CONV_WINOGRAD || (p->algo == SD_CONV_AUTO && wino_auto)) {
         return sd_dtensor_drop_on_error(out, conv_winograd(cl, x, w, bias, p, *out));

@@ -270,26 +270,30 @@ done:
 
 sd_status sd_dnnl_conv_make(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *x, const sd_dtensor *w,
                             const sd_dtensor *bias, const sd_conv2d_params *p, const sd_dtensor *out,
-                            dnnl_data_type_t type, sd_dnnl_conv *c)
+                            dnnl_data_type_t type, const sd_dnnl_band *band, sd_dnnl_conv *c)
 {
     sd_status st = SD_OK;
     memset(c, 0, sizeof *c);
     dnnl_dims_t xd = {x->shape[0], x->shape[1], x->shape[2], x->shape[3]};
     dnnl_dims_t wd = {w->shape[0], w->shape[1], w->shape[2], w->shape[3]};
     dnnl_dims_t od = {out->shape[0], out->shape[1], out->shape[2], out->shape[3]};
-    dnnl_dims_t bd = {w->shape[0]}, strides = {p->stride_h, p->stride_w}, pads = {p->pad_h, p->pad_w};
+    dnnl_dims_t bd = {w->shape[0]}, strides = {p->stride_h, p->stride_w};
+    dnnl_dims_t pad_l = {band ? band->pad_top : p->pad_h, p->pad_w}, pad_r = {band ? band->pad_bottom : p->pad_h, p->pad_w};
     dnnl_memory_desc_t x_any, w_any, o_any;
     dnnl_primitive_attr_t attr = NULL;
     TRY(dnnl_memory_desc_init_by_tag(&c->x_plain, 4, xd, dnnl_f32, dnnl_abcd), "conv input");
     TRY(dnnl_memory_desc_init_by_tag(&x_any, 4, xd, type, dnnl_format_tag_any), "conv input");
     TRY(dnnl_memory_desc_init_by_tag(&c->w_plain, 4, wd, dnnl_f32, dnnl_abcd), "conv weights");
-    TRY(dnnl_memory_desc_init_by_tag(&w_any, 4, wd, type, dnnl_format_tag_any), "conv weights");
+    if (band && band->w_layout)
+        w_any = *band->w_layout;
+    else
+        TRY(dnnl_memory_desc_init_by_tag(&w_any, 4, wd, type, dnnl_format_tag_any), "conv weights");
     TRY(dnnl_memory_desc_init_by_tag(&c->bias, 1, bd, dnnl_f32, dnnl_a), "conv bias");
     TRY(dnnl_memory_desc_init_by_tag(&c->o_plain, 4, od, dnnl_f32, dnnl_abcd), "conv output");
     TRY(dnnl_memory_desc_init_by_tag(&o_any, 4, od, dnnl_f32, dnnl_format_tag_any), "conv output");
     dnnl_convolution_desc_t desc;
     TRY(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct, &x_any, &w_any,
-                                           bias ? &c->bias : NULL, &o_any, strides, pads, pads),
+                                           bias ? &c->bias : NULL, &o_any, strides, pad_l, pad_r),
         "convolution");
     if ((st = sd_dnnl_attr(cl, p->act, &attr)))
         goto done;
@@ -384,7 +388,7 @@ sd_status sd_dnnl_conv2d_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
     sd_dnnl_mapping xm = {0}, bm = {0}, om = {0}, xw = {0}, ww = {0}, ow = {0};
     sd_scratch x_tmp = {0}, w_tmp = {0}, o_tmp = {0};
     sd_derived_key key = {SD_DERIVED_DNNL_CONV, {w->shape[0], w->shape[1], w->shape[2], w->shape[3]}};
-    if ((st = sd_dnnl_conv_make(cl, d, x, w, bias, p, out, dnnl_bf16, &c)))
+    if ((st = sd_dnnl_conv_make(cl, d, x, w, bias, p, out, dnnl_bf16, NULL, &c)))
         goto done;
     bool o_direct = dnnl_memory_desc_equal(&c.o_want, &c.o_plain);
     if ((st = sd_dnnl_map(cl, x->buf, x->numel * sd_dtype_size(x->dtype), false, &xm)) ||

@@ -43,15 +43,22 @@ sd_status sd_dnnl_execute(sd_cl *cl, struct sd_dnnl *d, dnnl_primitive_t prim, c
                           const char *what);
 /* The convolution primitive of p for x, w (bias) -> out with source and weights in `type` and an
  * f32 output, in the layouts oneDNN's fastest implementation wants (*_want; *_plain: PyTorch's).
+ * band NULL: p's padding; else x and out are a band of an image's rows, padded band->pad_top
+ * rows above and band->pad_bottom below, and the weights take band->w_layout when it is not
+ * NULL (the layout of the first band's primitive, whose weights every band shares).
  * c is filled in; free it with sd_dnnl_conv_free (also after a failure). */
 typedef struct sd_dnnl_conv {
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t prim;
     dnnl_memory_desc_t x_plain, w_plain, o_plain, bias, x_want, w_want, o_want;
 } sd_dnnl_conv;
+typedef struct sd_dnnl_band {
+    int pad_top, pad_bottom;
+    const dnnl_memory_desc_t *w_layout;
+} sd_dnnl_band;
 sd_status sd_dnnl_conv_make(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *x, const sd_dtensor *w,
                             const sd_dtensor *bias, const sd_conv2d_params *p, const sd_dtensor *out,
-                            dnnl_data_type_t type, sd_dnnl_conv *c);
+                            dnnl_data_type_t type, const sd_dnnl_band *band, sd_dnnl_conv *c);
 void sd_dnnl_conv_free(sd_dnnl_conv *c);
 /* dst[i] = src[i] as float for n f16 values (F16C/AVX-512 where the CPU has it). */
 void sd_dnnl_half_to_float(float *dst, const uint16_t *src, size_t n);

@@ -155,6 +155,24 @@ static void test_conv_winograd_sizes(void)
     check_cases(cases, sizeof cases / sizeof cases[0], 450);
 }
 
+static void test_conv_bands(void)
+{
+    /* oneDNN's route in bands of one output row each (a band limit of 1 byte): the input rows a
+     * band reads, its padding above and below, strides, tall kernels; pad >= kernel runs whole. */
+    static const conv_case cases[] = {
+        {2, 5, 13, 11, 7, 3, 3, {1, 1, 1, 1, SD_ACT_SILU, SD_CONV_AUTO}, true, F32, F16},
+        {1, 4, 17, 15, 10, 3, 3, {2, 2, 1, 1, SD_ACT_GELU, SD_CONV_AUTO}, true, F32, F32},
+        {1, 6, 9, 9, 5, 3, 3, {1, 1, 0, 0, SD_ACT_NONE, SD_CONV_AUTO}, false, F32, F32},
+        {1, 3, 16, 16, 8, 4, 4, {2, 2, 1, 1, SD_ACT_NONE, SD_CONV_AUTO}, true, F32, F32},
+        {1, 2, 11, 10, 3, 7, 7, {1, 2, 3, 3, SD_ACT_SILU, SD_CONV_AUTO}, true, F32, F16},
+        {1, 3, 12, 14, 4, 5, 3, {1, 1, 2, 1, SD_ACT_NONE, SD_CONV_AUTO}, true, F32, F32},
+        {1, 3, 8, 6, 4, 1, 1, {1, 1, 1, 1, SD_ACT_NONE, SD_CONV_AUTO}, true, F32, F32},
+    };
+    size_t prior = sd_dnnl_f32_set_band_bytes(1);
+    check_cases(cases, sizeof cases / sizeof cases[0], 500);
+    sd_dnnl_f32_set_band_bytes(prior);
+}
+
 static void test_conv_chunks(void)
 {
     /* K = 64*9 = 576: 64 MB of panels hold 29120 pixels; 200x190 = 38000 pixels need two chunks. */
@@ -214,6 +232,7 @@ int main(void)
     RUN(test_conv1x1);
     RUN(test_conv_other_kernels);
     RUN(test_conv_winograd_sizes);
+    RUN(test_conv_bands);
     RUN(test_conv_chunks);
     RUN(test_conv_bad_shapes);
     sd_context_free(ctx);
