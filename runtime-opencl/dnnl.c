@@ -31,6 +31,12 @@ sd_status sd_dnnl_conv2d_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
     return sd_set_error(cl->ctx, SD_ERR_USAGE, "precision bf16: this build of sdflow has no oneDNN");
 }
 
+size_t sd_dnnl_set_band_bytes(size_t bytes)
+{
+    (void)bytes;
+    return 0;
+}
+
 void sd_dnnl_free(sd_cl *cl)
 {
     (void)cl;
@@ -375,7 +381,163 @@ done:
     return st;
 }
 
-/* ---- Convolution ---- */
+/* ---- Convolution in bands of output rows (both precisions) ---- */
+
+/* An image whose NHWC input and output copies together exceed this many bytes (the VAE
+ * decoder's 128-512 channels at 256x256 and 512x512, whose whole copies raised its fp32 peak RSS
+ * from 903 to 1488 MiB) runs in bands of its output rows, each with the input rows it reads,
+ * whose copies take at most an eighth of it (smaller bands measured no slower: their copies
+ * stay in cache); smaller images run whole, as one band. */
+static size_t whole_bytes = (size_t)64 << 20;
+
+size_t sd_dnnl_set_band_bytes(size_t bytes)
+{
+    size_t prior = whole_bytes;
+    whole_bytes = bytes;
+    return prior;
+}
+
+/* Images per call: one, as every fp32 call (an image's bits never depend on its batch), or, in
+ * bf16, the whole batch where all of its copies fit one band (the many small calls of a 256x256
+ * step measured 7-10% slower one image at a time; a 512x512 one 4-6% faster). */
+static int64_t images_per_call(const sd_dtensor *x, const sd_dtensor *out, dnnl_data_type_t type)
+{
+    double copies = 4.0 * (double)(x->numel + out->numel);
+    return type != dnnl_f32 && copies <= (double)whole_bytes / 8 ? x->shape[0] : 1;
+}
+
+/* Output rows per band of an image (copies counted as f32). A band reads input rows of its own;
+ * with more padding than kernel rows a band could lie in the padding alone, and an f16 input is
+ * widened an image at a time (oneDNN has no f16 -> bf16 reorder here), so those run whole. */
+static int band_rows(const sd_dtensor *x, const sd_dtensor *w, const sd_conv2d_params *p, const sd_dtensor *out)
+{
+    int OH = (int)out->shape[2];
+    double in_row = 4.0 * (double)x->shape[1] * (double)x->shape[3];
+    double out_row = 4.0 * (double)out->shape[1] * (double)out->shape[3];
+    if (x->dtype != SD_DTYPE_F32 || p->pad_h >= w->shape[2] ||
+        in_row * (double)x->shape[2] + out_row * OH <= (double)whole_bytes)
+        return OH;
+    double rows = (double)whole_bytes / 8 / (in_row * p->stride_h + out_row);
+    return rows < 1 ? 1 : rows >= OH ? OH : (int)rows;
+}
+
+/* A plain f32 NCHW layout of `rows` rows of `images` images of t, strided as the whole of t (an
+ * f16 input's once widened: reorder_any). */
+static sd_status band_md(sd_cl *cl, const sd_dtensor *t, int64_t images, int64_t rows, dnnl_memory_desc_t *md)
+{
+    sd_status st = SD_OK;
+    dnnl_dims_t dims = {images, t->shape[1], rows, t->shape[3]};
+    dnnl_dims_t strides = {t->shape[1] * t->shape[2] * t->shape[3], t->shape[2] * t->shape[3], t->shape[3], 1};
+    TRY(dnnl_memory_desc_init_by_strides(md, 4, dims, dnnl_f32, strides), "convolution band");
+done:
+    return st;
+}
+
+/* A pooled scratch view of at least `bytes` in *tmp / *m (*have bytes mapped), replacing a
+ * smaller one. */
+static sd_status scratch_at_least(sd_cl *cl, size_t bytes, const char *what, sd_scratch *tmp, sd_dnnl_mapping *m,
+                                  size_t *have)
+{
+    if (m->ptr && *have >= bytes)
+        return SD_OK;
+    sd_dnnl_scratch_done(cl, m, tmp);
+    *have = bytes;
+    return sd_dnnl_scratch_view(cl, bytes, what, tmp, m);
+}
+
+sd_status sd_dnnl_conv_bands(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *x, const sd_dtensor *w,
+                             const sd_dtensor *bias, const sd_conv2d_params *p, sd_dtensor *out,
+                             dnnl_data_type_t type, sd_dnnl_conv_weights_fn weights, void *ctx)
+{
+    int H = (int)x->shape[2], W = (int)x->shape[3], OH = (int)out->shape[2], OW = (int)out->shape[3];
+    int KH = (int)w->shape[2], rows = band_rows(x, w, p, out);
+    int64_t per_call = rows == OH ? images_per_call(x, out, type) : 1;
+    size_t x_step = x->numel / (size_t)x->shape[0], o_step = out->numel / (size_t)out->shape[0];
+    size_t x_size = sd_dtype_size(x->dtype);
+    sd_dnnl_conv c = {0};
+    dnnl_memory_desc_t w_layout, x_band, o_band;
+    sd_dnnl_mapping xm = {0}, bm = {0}, om = {0}, xw = {0}, ow = {0};
+    sd_scratch x_tmp = {0}, o_tmp = {0};
+    size_t xw_bytes = 0, ow_bytes = 0;
+    void *wp = NULL;
+    bool x_direct = false, o_direct = false;
+    int made[4] = {-1, -1, -1, -1}; /* the band shape c was made for: input rows, output rows, padding */
+    sd_status st;
+    if ((st = sd_dnnl_map(cl, x->buf, x->numel * x_size, false, &xm)) ||
+        (st = sd_dnnl_map(cl, bias ? bias->buf : NULL, (size_t)w->shape[0] * 4, false, &bm)) ||
+        (st = sd_dnnl_map(cl, out->buf, out->numel * 4, true, &om)))
+        goto done;
+    for (int64_t b = 0; b < x->shape[0] && !st; b += per_call) {
+        for (int a = 0; a < OH && !st; a += rows) {
+            int n = OH - a < rows ? OH - a : rows;
+            int in_lo = a * p->stride_h - p->pad_h, in_hi = (a + n - 1) * p->stride_h - p->pad_h + KH;
+            int r0 = in_lo > 0 ? in_lo : 0, hb = (in_hi < H ? in_hi : H) - r0;
+            int shape[4] = {hb, n, in_lo < 0 ? -in_lo : 0, in_hi > H ? in_hi - H : 0};
+            if (memcmp(shape, made, sizeof shape) != 0) {
+                sd_dtensor x1 = *x, o1 = *out;
+                x1.shape[0] = o1.shape[0] = per_call;
+                x1.shape[2] = hb;
+                o1.shape[2] = n;
+                sd_dnnl_band band = {shape[2], shape[3], wp ? &w_layout : NULL};
+                sd_dnnl_conv_free(&c);
+                memcpy(made, shape, sizeof made);
+                if ((st = sd_dnnl_conv_make(cl, d, &x1, w, bias, p, &o1, type, &band, &c)) ||
+                    (st = band_md(cl, x, per_call, hb, &x_band)) ||
+                    (st = band_md(cl, out, per_call, n, &o_band)))
+                    break;
+                x_direct = dnnl_memory_desc_equal(&c.x_want, &x_band);
+                o_direct = dnnl_memory_desc_equal(&c.o_want, &o_band);
+                if ((!x_direct && (st = scratch_at_least(cl, dnnl_memory_desc_get_size(&c.x_want), "conv2d input",
+                                                         &x_tmp, &xw, &xw_bytes))) ||
+                    (!o_direct && (st = scratch_at_least(cl, dnnl_memory_desc_get_size(&c.o_want), "conv2d output",
+                                                         &o_tmp, &ow, &ow_bytes))))
+                    break;
+                if (!wp) {
+                    w_layout = c.w_want;
+                    if ((st = weights(cl, d, &c, ctx, &wp)))
+                        break;
+                }
+            }
+            char *xb = (char *)xm.ptr + ((size_t)b * x_step + (size_t)r0 * W) * x_size;
+            float *ob = (float *)om.ptr + (size_t)b * o_step + (size_t)a * OW;
+            /* f16 inputs run whole (band_rows): the band is its images' x_step values each. */
+            if (!x_direct &&
+                (st = reorder_any(cl, d, &x_band, xb, x->dtype, x_step * per_call, &c.x_want, xw.ptr, 1.0f)))
+                break;
+            sd_dnnl_arg args[] = {{DNNL_ARG_SRC, &c.x_want, x_direct ? (void *)xb : xw.ptr},
+                                  {DNNL_ARG_WEIGHTS, &w_layout, wp},
+                                  {DNNL_ARG_DST, &c.o_want, o_direct ? (void *)ob : ow.ptr},
+                                  {DNNL_ARG_BIAS, &c.bias, bm.ptr}};
+            if (!(st = sd_dnnl_execute(cl, d, c.prim, args, 4, "convolution")) && !o_direct)
+                st = sd_dnnl_reorder(cl, d, &c.o_want, ow.ptr, &o_band, ob, 1.0f);
+        }
+    }
+done:
+    sd_dnnl_conv_free(&c);
+    sd_dnnl_scratch_done(cl, &xw, &x_tmp);
+    sd_dnnl_scratch_done(cl, &ow, &o_tmp);
+    sd_dnnl_unmap(cl, &xm);
+    sd_dnnl_unmap(cl, &bm);
+    sd_dnnl_unmap(cl, &om);
+    return st;
+}
+
+/* The bf16 route's weights for the bands: w's kept bf16 form in the first band's layout. */
+typedef struct bf16_weights {
+    const sd_dtensor *w;
+    sd_dnnl_mapping view;
+    sd_scratch tmp;
+} bf16_weights;
+
+static sd_status bf16_weights_ready(sd_cl *cl, struct sd_dnnl *d, const sd_dnnl_conv *c, void *ctx, void **out)
+{
+    bf16_weights *bw = ctx;
+    const sd_dtensor *w = bw->w;
+    sd_derived_key key = {SD_DERIVED_DNNL_CONV, {w->shape[0], w->shape[1], w->shape[2], w->shape[3]}};
+    sd_status st = weights_in(cl, d, w, &key, &c->w_plain, &c->w_want, &bw->view, &bw->tmp);
+    *out = bw->view.ptr;
+    return st;
+}
 
 sd_status sd_dnnl_conv2d_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
                              const sd_conv2d_params *p, sd_dtensor *out)
@@ -384,37 +546,9 @@ sd_status sd_dnnl_conv2d_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
     sd_status st = sd_dnnl_engine(cl, &d);
     if (st || (st = sd_cl_finish(cl)))
         return st;
-    sd_dnnl_conv c;
-    sd_dnnl_mapping xm = {0}, bm = {0}, om = {0}, xw = {0}, ww = {0}, ow = {0};
-    sd_scratch x_tmp = {0}, w_tmp = {0}, o_tmp = {0};
-    sd_derived_key key = {SD_DERIVED_DNNL_CONV, {w->shape[0], w->shape[1], w->shape[2], w->shape[3]}};
-    if ((st = sd_dnnl_conv_make(cl, d, x, w, bias, p, out, dnnl_bf16, NULL, &c)))
-        goto done;
-    bool o_direct = dnnl_memory_desc_equal(&c.o_want, &c.o_plain);
-    if ((st = sd_dnnl_map(cl, x->buf, x->numel * sd_dtype_size(x->dtype), false, &xm)) ||
-        (st = sd_dnnl_map(cl, bias ? bias->buf : NULL, (size_t)w->shape[0] * 4, false, &bm)) ||
-        (st = sd_dnnl_map(cl, out->buf, out->numel * 4, true, &om)))
-        goto done;
-    if ((st = sd_dnnl_scratch_view(cl, dnnl_memory_desc_get_size(&c.x_want), "bf16 conv2d input", &x_tmp, &xw)) ||
-        (st = reorder_any(cl, d, &c.x_plain, xm.ptr, x->dtype, x->numel, &c.x_want, xw.ptr, 1.0f)))
-        goto done;
-    if ((st = weights_in(cl, d, w, &key, &c.w_plain, &c.w_want, &ww, &w_tmp)))
-        goto done;
-    if (!o_direct &&
-        (st = sd_dnnl_scratch_view(cl, dnnl_memory_desc_get_size(&c.o_want), "bf16 conv2d output", &o_tmp, &ow)))
-        goto done;
-    sd_dnnl_arg args[] = {{DNNL_ARG_SRC, &c.x_want, xw.ptr}, {DNNL_ARG_WEIGHTS, &c.w_want, ww.ptr},
-                          {DNNL_ARG_DST, &c.o_want, o_direct ? om.ptr : ow.ptr}, {DNNL_ARG_BIAS, &c.bias, bm.ptr}};
-    if (!(st = sd_dnnl_execute(cl, d, c.prim, args, 4, "convolution")) && !o_direct)
-        st = sd_dnnl_reorder(cl, d, &c.o_want, ow.ptr, &c.o_plain, om.ptr, 1.0f);
-done:
-    sd_dnnl_conv_free(&c);
-    sd_dnnl_scratch_done(cl, &xw, &x_tmp);
-    sd_dnnl_scratch_done(cl, &ww, &w_tmp);
-    sd_dnnl_scratch_done(cl, &ow, &o_tmp);
-    sd_dnnl_unmap(cl, &xm);
-    sd_dnnl_unmap(cl, &bm);
-    sd_dnnl_unmap(cl, &om);
+    bf16_weights bw = {.w = w};
+    st = sd_dnnl_conv_bands(cl, d, x, w, bias, p, out, dnnl_bf16, bf16_weights_ready, &bw);
+    sd_dnnl_scratch_done(cl, &bw.view, &bw.tmp);
     return st;
 }
 

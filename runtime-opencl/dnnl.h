@@ -26,7 +26,12 @@ typedef struct sd_dnnl_matmul {
 } sd_dnnl_matmul;
 sd_status sd_dnnl_matmul_run(sd_cl *cl, const sd_dnnl_matmul *job);
 
-/* A torch Conv2d (as sd_op_conv2d; shapes checked, out allocated) in bf16. */
+/* A torch Conv2d (as sd_op_conv2d; shapes checked, out allocated) in bf16: the whole batch in one
+ * call where all its NHWC copies (counted in f32) fit a band (below), else one image at a time,
+ * whole where its copies fit a limit (64 MiB), else in bands of output rows whose copies take an
+ * eighth of it. sd_dnnl_set_band_bytes sets the limit for the whole process
+ * and both precisions (tests: 1 byte, a band per row) and returns the prior one. */
+size_t sd_dnnl_set_band_bytes(size_t bytes);
 sd_status sd_dnnl_conv2d_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
                              const sd_conv2d_params *p, sd_dtensor *out);
 
@@ -50,11 +55,8 @@ void sd_dnnl_f32_set_min_flops(double flops);
  * is no bias. */
 bool sd_dnnl_f32_matmul_takes(sd_cl *cl, const sd_dnnl_matmul *job);
 sd_status sd_dnnl_matmul_f32(sd_cl *cl, const sd_dnnl_matmul *job);
-/* A torch Conv2d (as sd_op_conv2d; shapes checked, out allocated, x f32, B and O >= 1) in fp32:
- * one image at a time, whole where its NHWC copies fit a limit (64 MiB), else in bands of output
- * rows whose copies take an eighth of it (sd_dnnl_f32_set_band_bytes sets the limit for the whole
- * process, tests 1 byte for a band per row, and returns the prior one). */
-size_t sd_dnnl_f32_set_band_bytes(size_t bytes);
+/* A torch Conv2d (as sd_op_conv2d; shapes checked, out allocated, x f32, B and O >= 1) in fp32,
+ * one image at a time in bands as sd_dnnl_conv2d_run. */
 sd_status sd_dnnl_conv2d_f32(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
                              const sd_conv2d_params *p, sd_dtensor *out);
 

@@ -36,12 +36,6 @@ sd_status sd_dnnl_matmul_f32(sd_cl *cl, const sd_dnnl_matmul *job)
     return sd_set_error(cl->ctx, SD_ERR_USAGE, "fp32 host route: this build of sdflow has no oneDNN");
 }
 
-size_t sd_dnnl_f32_set_band_bytes(size_t bytes)
-{
-    (void)bytes;
-    return 0;
-}
-
 sd_status sd_dnnl_conv2d_f32(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
                              const sd_conv2d_params *p, sd_dtensor *out)
 {
@@ -305,54 +299,24 @@ static sd_status weights_to(sd_cl *cl, const sd_dtensor *w, const void *src, con
     return SD_OK;
 }
 
-/* An image whose NHWC input and output copies together exceed this many bytes (the VAE
- * decoder's 128-512 channels at 256x256 and 512x512, whose whole copies raised its peak RSS from
- * 903 to 1488 MiB) runs in bands of its output rows, each with the input rows it reads, whose
- * copies take at most an eighth of it (smaller bands measured no slower, their copies stay in
- * cache); smaller images run whole, as one band. */
-static size_t whole_bytes = (size_t)64 << 20;
+/* The fp32 route's weights for the bands: w widened per call into the first band's layout. */
+typedef struct f32_weights {
+    const sd_dtensor *w;
+    sd_dnnl_mapping src, view;
+    sd_scratch tmp;
+} f32_weights;
 
-size_t sd_dnnl_f32_set_band_bytes(size_t bytes)
+static sd_status f32_weights_ready(sd_cl *cl, struct sd_dnnl *d, const sd_dnnl_conv *c, void *ctx, void **out)
 {
-    size_t prior = whole_bytes;
-    whole_bytes = bytes;
-    return prior;
-}
-
-/* Output rows per band of an image. A band reads input rows of its own; with more padding than
- * kernel rows a band could lie in the padding alone, so such a convolution runs whole. */
-static int band_rows(const sd_dtensor *x, const sd_dtensor *w, const sd_conv2d_params *p, const sd_dtensor *out)
-{
-    int OH = (int)out->shape[2];
-    double in_row = 4.0 * (double)x->shape[1] * (double)x->shape[3];
-    double out_row = 4.0 * (double)out->shape[1] * (double)out->shape[3];
-    if (p->pad_h >= w->shape[2] || in_row * (double)x->shape[2] + out_row * OH <= (double)whole_bytes)
-        return OH;
-    double rows = (double)whole_bytes / 8 / (in_row * p->stride_h + out_row);
-    return rows < 1 ? 1 : rows >= OH ? OH : (int)rows;
-}
-
-/* A plain NCHW layout of dims over memory strided as the whole tensor `t` (a band's rows). */
-static sd_status band_md(sd_cl *cl, const sd_dtensor *t, int64_t rows, dnnl_memory_desc_t *md)
-{
-    sd_status st = SD_OK;
-    dnnl_dims_t dims = {1, t->shape[1], rows, t->shape[3]};
-    dnnl_dims_t strides = {t->shape[1] * t->shape[2] * t->shape[3], t->shape[2] * t->shape[3], t->shape[3], 1};
-    TRY(dnnl_memory_desc_init_by_strides(md, 4, dims, dnnl_f32, strides), "convolution band");
-done:
+    (void)d;
+    f32_weights *fw = ctx;
+    const sd_dtensor *w = fw->w;
+    sd_status st = sd_dnnl_map(cl, w->buf, w->numel * sd_dtype_size(w->dtype), false, &fw->src);
+    if (!st && !(st = sd_dnnl_scratch_view(cl, dnnl_memory_desc_get_size(&c->w_want), "conv2d weights", &fw->tmp,
+                                           &fw->view)))
+        st = weights_to(cl, w, fw->src.ptr, &c->w_want, fw->view.ptr);
+    *out = fw->view.ptr;
     return st;
-}
-
-/* A pooled scratch view of at least `bytes` in *tmp / *m (*have bytes mapped), replacing a
- * smaller one. */
-static sd_status scratch_at_least(sd_cl *cl, size_t bytes, const char *what, sd_scratch *tmp, sd_dnnl_mapping *m,
-                                  size_t *have)
-{
-    if (m->ptr && *have >= bytes)
-        return SD_OK;
-    sd_dnnl_scratch_done(cl, m, tmp);
-    *have = bytes;
-    return sd_dnnl_scratch_view(cl, bytes, what, tmp, m);
 }
 
 sd_status sd_dnnl_conv2d_f32(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
@@ -362,76 +326,10 @@ sd_status sd_dnnl_conv2d_f32(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
     sd_status st = sd_dtensor_require_data(w, "conv2d", "weight");
     if (st || (st = sd_dnnl_engine(cl, &d)) || (st = sd_cl_finish(cl)))
         return st;
-    /* One image at a time (an image's result does not depend on the batch it came in), in bands
-     * of output rows (band_rows); every band's primitive takes the first band's weights layout,
-     * so the weights are converted once per call. */
-    int H = (int)x->shape[2], W = (int)x->shape[3], OH = (int)out->shape[2], OW = (int)out->shape[3];
-    int KH = (int)w->shape[2], rows = band_rows(x, w, p, out);
-    size_t x_step = x->numel / (size_t)x->shape[0], o_step = out->numel / (size_t)out->shape[0];
-    sd_dnnl_conv c = {0};
-    dnnl_memory_desc_t w_layout, x_band, o_band;
-    sd_dnnl_mapping xm = {0}, wm = {0}, bm = {0}, om = {0}, xw = {0}, ww = {0}, ow = {0};
-    sd_scratch x_tmp = {0}, w_tmp = {0}, o_tmp = {0};
-    size_t xw_bytes = 0, ow_bytes = 0;
-    bool x_direct = false, o_direct = false;
-    int made[4] = {-1, -1, -1, -1}; /* the band shape c was made for: input rows, output rows, padding */
-    if ((st = sd_dnnl_map(cl, x->buf, x->numel * 4, false, &xm)) ||
-        (st = sd_dnnl_map(cl, w->buf, w->numel * sd_dtype_size(w->dtype), false, &wm)) ||
-        (st = sd_dnnl_map(cl, bias ? bias->buf : NULL, (size_t)w->shape[0] * 4, false, &bm)) ||
-        (st = sd_dnnl_map(cl, out->buf, out->numel * 4, true, &om)))
-        goto done;
-    for (int64_t b = 0; b < x->shape[0] && !st; b++) {
-        for (int a = 0; a < OH && !st; a += rows) {
-            int n = OH - a < rows ? OH - a : rows;
-            int in_lo = a * p->stride_h - p->pad_h, in_hi = (a + n - 1) * p->stride_h - p->pad_h + KH;
-            int r0 = in_lo > 0 ? in_lo : 0, hb = (in_hi < H ? in_hi : H) - r0;
-            int shape[4] = {hb, n, in_lo < 0 ? -in_lo : 0, in_hi > H ? in_hi - H : 0};
-            if (memcmp(shape, made, sizeof shape) != 0) {
-                sd_dtensor x1 = *x, o1 = *out;
-                x1.shape[0] = o1.shape[0] = 1;
-                x1.shape[2] = hb;
-                o1.shape[2] = n;
-                sd_dnnl_band band = {shape[2], shape[3], ww.ptr ? &w_layout : NULL};
-                sd_dnnl_conv_free(&c);
-                memcpy(made, shape, sizeof made);
-                if ((st = sd_dnnl_conv_make(cl, d, &x1, w, bias, p, &o1, dnnl_f32, &band, &c)) ||
-                    (st = band_md(cl, x, hb, &x_band)) || (st = band_md(cl, out, n, &o_band)))
-                    break;
-                x_direct = dnnl_memory_desc_equal(&c.x_want, &x_band);
-                o_direct = dnnl_memory_desc_equal(&c.o_want, &o_band);
-                if ((!x_direct && (st = scratch_at_least(cl, dnnl_memory_desc_get_size(&c.x_want), "conv2d input",
-                                                         &x_tmp, &xw, &xw_bytes))) ||
-                    (!o_direct && (st = scratch_at_least(cl, dnnl_memory_desc_get_size(&c.o_want), "conv2d output",
-                                                         &o_tmp, &ow, &ow_bytes))))
-                    break;
-                if (!ww.ptr) {
-                    w_layout = c.w_want;
-                    if ((st = sd_dnnl_scratch_view(cl, dnnl_memory_desc_get_size(&w_layout), "conv2d weights", &w_tmp,
-                                                   &ww)) ||
-                        (st = weights_to(cl, w, wm.ptr, &w_layout, ww.ptr)))
-                        break;
-                }
-            }
-            float *xb = (float *)xm.ptr + (size_t)b * x_step + (size_t)r0 * W;
-            float *ob = (float *)om.ptr + (size_t)b * o_step + (size_t)a * OW;
-            if (!x_direct && (st = sd_dnnl_reorder(cl, d, &x_band, xb, &c.x_want, xw.ptr, 1.0f)))
-                break;
-            sd_dnnl_arg args[] = {{DNNL_ARG_SRC, &c.x_want, x_direct ? (void *)xb : xw.ptr},
-                                  {DNNL_ARG_WEIGHTS, &w_layout, ww.ptr},
-                                  {DNNL_ARG_DST, &c.o_want, o_direct ? (void *)ob : ow.ptr},
-                                  {DNNL_ARG_BIAS, &c.bias, bm.ptr}};
-            if (!(st = sd_dnnl_execute(cl, d, c.prim, args, 4, "convolution")) && !o_direct)
-                st = sd_dnnl_reorder(cl, d, &c.o_want, ow.ptr, &o_band, ob, 1.0f);
-        }
-    }
-done:
-    sd_dnnl_conv_free(&c);
-    sd_dnnl_scratch_done(cl, &xw, &x_tmp);
-    sd_dnnl_scratch_done(cl, &ww, &w_tmp);
-    sd_dnnl_scratch_done(cl, &ow, &o_tmp);
-    sd_dnnl_mapping *maps[] = {&xm, &wm, &bm, &om};
-    for (size_t i = 0; i < sizeof maps / sizeof maps[0]; i++)
-        sd_dnnl_unmap(cl, maps[i]);
+    f32_weights fw = {.w = w};
+    st = sd_dnnl_conv_bands(cl, d, x, w, bias, p, out, dnnl_f32, f32_weights_ready, &fw);
+    sd_dnnl_scratch_done(cl, &fw.view, &fw.tmp);
+    sd_dnnl_unmap(cl, &fw.src);
     return st;
 }
 

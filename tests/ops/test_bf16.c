@@ -5,6 +5,7 @@
  * reference is more than the tolerance away). Constant weights are converted once and kept. */
 #include "test.h"
 #include "support/ref_ops.h"
+#include "runtime-opencl/dnnl.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,6 +167,17 @@ static void test_conv2d(void)
     conv_case(2, 40, 9, 9, 20, 1, 1, 0, SD_ACT_GELU, true);
 }
 
+static void test_conv2d_bands(void)
+{
+    /* A band per output row (a band limit of 1 byte): each band's input rows and padding, one
+     * kept weight form shared by the bands. */
+    size_t prior = sd_dnnl_set_band_bytes(1);
+    conv_case(2, 24, 13, 17, 40, 3, 1, 1, SD_ACT_SILU, true);
+    conv_case(1, 32, 16, 16, 48, 3, 2, 1, SD_ACT_NONE, false);
+    conv_case(1, 8, 11, 10, 12, 5, 2, 2, SD_ACT_NONE, true);
+    sd_dnnl_set_band_bytes(prior);
+}
+
 #endif
 
 static void test_precision_names(void)
@@ -186,6 +198,7 @@ int main(void)
     RUN(test_matmul_cases);
     RUN(test_linear);
     RUN(test_conv2d);
+    RUN(test_conv2d_bands);
 #else
     sd_dtensor *t = NULL, *out = NULL;
     int64_t s[2] = {2, 2};

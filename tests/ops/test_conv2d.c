@@ -168,9 +168,9 @@ static void test_conv_bands(void)
         {1, 3, 12, 14, 4, 5, 3, {1, 1, 2, 1, SD_ACT_NONE, SD_CONV_AUTO}, true, F32, F32},
         {1, 3, 8, 6, 4, 1, 1, {1, 1, 1, 1, SD_ACT_NONE, SD_CONV_AUTO}, true, F32, F32},
     };
-    size_t prior = sd_dnnl_f32_set_band_bytes(1);
+    size_t prior = sd_dnnl_set_band_bytes(1);
     check_cases(cases, sizeof cases / sizeof cases[0], 500);
-    sd_dnnl_f32_set_band_bytes(prior);
+    sd_dnnl_set_band_bytes(prior);
 }
 
 static void test_conv_chunks(void)
