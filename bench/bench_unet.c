@@ -21,6 +21,10 @@
 #include <string.h>
 
 /* Multiply-adds x 2 of one forward: convolutions, linear layers and attention products. */
+/* The *_ops build's per-op times (bench/support/op_times.c): restarted after the untimed first
+ * run; absent (NULL) in the plain build. */
+void bench_op_times_reset(int timed_forwards) __attribute__((weak));
+
 static double conv_flops(double b, double cin, double cout, double hw, double k)
 {
     return 2.0 * b * cout * hw * cin * k * k;
@@ -163,6 +167,8 @@ int main(int argc, char **argv)
             return fail(ctx, "forward");
         double first = now() - t0;
         sd_dtensor_free(out);
+        if (bench_op_times_reset)
+            bench_op_times_reset(reps);
         for (int r = 0; r < reps; r++) {
             t0 = now();
             double c0 = cpu_seconds();
