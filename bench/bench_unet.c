@@ -20,11 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Multiply-adds x 2 of one forward: convolutions, linear layers and attention products. */
 /* The *_ops build's per-op times (bench/support/op_times.c): restarted after the untimed first
  * run; absent (NULL) in the plain build. */
 void bench_op_times_reset(int timed_forwards) __attribute__((weak));
 
+/* Multiply-adds x 2 of one forward: convolutions, linear layers and attention products. */
 static double conv_flops(double b, double cin, double cout, double hw, double k)
 {
     return 2.0 * b * cout * hw * cin * k * k;

@@ -287,7 +287,6 @@ sd_status sd_dnnl_conv_make(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *x, c
     dnnl_dims_t pad_l = {band ? band->pad_top : p->pad_h, p->pad_w}, pad_r = {band ? band->pad_bottom : p->pad_h, p->pad_w};
     dnnl_memory_desc_t x_any, w_any, o_any;
     dnnl_primitive_attr_t attr = NULL;
-    TRY(dnnl_memory_desc_init_by_tag(&c->x_plain, 4, xd, dnnl_f32, dnnl_abcd), "conv input");
     TRY(dnnl_memory_desc_init_by_tag(&x_any, 4, xd, type, dnnl_format_tag_any), "conv input");
     TRY(dnnl_memory_desc_init_by_tag(&c->w_plain, 4, wd, dnnl_f32, dnnl_abcd), "conv weights");
     if (band && band->w_layout)
@@ -295,7 +294,6 @@ sd_status sd_dnnl_conv_make(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *x, c
     else
         TRY(dnnl_memory_desc_init_by_tag(&w_any, 4, wd, type, dnnl_format_tag_any), "conv weights");
     TRY(dnnl_memory_desc_init_by_tag(&c->bias, 1, bd, dnnl_f32, dnnl_a), "conv bias");
-    TRY(dnnl_memory_desc_init_by_tag(&c->o_plain, 4, od, dnnl_f32, dnnl_abcd), "conv output");
     TRY(dnnl_memory_desc_init_by_tag(&o_any, 4, od, dnnl_f32, dnnl_format_tag_any), "conv output");
     dnnl_convolution_desc_t desc;
     TRY(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct, &x_any, &w_any,

@@ -42,7 +42,8 @@ typedef struct sd_dnnl_arg {
 sd_status sd_dnnl_execute(sd_cl *cl, struct sd_dnnl *d, dnnl_primitive_t prim, const sd_dnnl_arg *args, int n,
                           const char *what);
 /* The convolution primitive of p for x, w (bias) -> out with source and weights in `type` and an
- * f32 output, in the layouts oneDNN's fastest implementation wants (*_want; *_plain: PyTorch's).
+ * f32 output, in the layouts oneDNN's fastest implementation wants (*_want; w_plain: PyTorch's
+ * weights as f32).
  * band NULL: p's padding; else x and out are a band of an image's rows, padded band->pad_top
  * rows above and band->pad_bottom below, and the weights take band->w_layout when it is not
  * NULL (the layout of the first band's primitive, whose weights every band shares).
@@ -50,7 +51,7 @@ sd_status sd_dnnl_execute(sd_cl *cl, struct sd_dnnl *d, dnnl_primitive_t prim, c
 typedef struct sd_dnnl_conv {
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t prim;
-    dnnl_memory_desc_t x_plain, w_plain, o_plain, bias, x_want, w_want, o_want;
+    dnnl_memory_desc_t w_plain, bias, x_want, w_want, o_want;
 } sd_dnnl_conv;
 typedef struct sd_dnnl_band {
     int pad_top, pad_bottom;

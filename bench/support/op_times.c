@@ -70,7 +70,8 @@ __attribute__((destructor)) static void report(void)
         printf("  %8.3f  %5.1f  %s\n", table[i].seconds / forwards, (double)table[i].calls / forwards, table[i].key);
 }
 
-/* __wrap_name: name's call timed under the key keyfmt... */
+/* __wrap_name: calls __real_name between two sd_cl_finish and adds its time under the key the
+ * printf-style arguments after args make. */
 #define TIMED(name, params, args, ...)                                                                          \
     sd_status __real_##name params;                                                                             \
     sd_status __wrap_##name params                                                                              \
