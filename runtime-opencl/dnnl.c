@@ -443,6 +443,31 @@ static sd_status scratch_at_least(sd_cl *cl, size_t bytes, const char *what, sd_
     return sd_dnnl_scratch_view(cl, bytes, what, tmp, m);
 }
 
+/* Whether pd is one of oneDNN's reference implementations (plain loops, hundreds of times slower
+ * than its JIT kernels). */
+static bool reference_impl(const_dnnl_primitive_desc_t pd)
+{
+    const char *impl = NULL;
+    return dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl &&
+           strncmp(impl, "ref", 3) == 0;
+}
+
+/* Remakes a band's primitive c with the weights layout of its own choosing, for a band that the
+ * first band's layout would hand to a reference implementation (SDXL's 960 -> 320 1x1
+ * convolution at 128x128: its last band of 8 rows ran 6 s instead of 4 ms); a scratch view of
+ * at least that layout's size in *w_tmp / *ww (*have bytes) receives the relaid weights. */
+static sd_status own_weights_band(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *x, const sd_dtensor *w,
+                                  const sd_dtensor *bias, const sd_conv2d_params *p, const sd_dtensor *out,
+                                  dnnl_data_type_t type, const sd_dnnl_band *band, sd_dnnl_conv *c,
+                                  sd_scratch *w_tmp, sd_dnnl_mapping *ww, size_t *have)
+{
+    sd_dnnl_band any = *band;
+    any.w_layout = NULL;
+    sd_dnnl_conv_free(c);
+    sd_status st = sd_dnnl_conv_make(cl, d, x, w, bias, p, out, type, &any, c);
+    return st ? st : scratch_at_least(cl, dnnl_memory_desc_get_size(&c->w_want), "conv2d band weights", w_tmp, ww, have);
+}
+
 sd_status sd_dnnl_conv_bands(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *x, const sd_dtensor *w,
                              const sd_dtensor *bias, const sd_conv2d_params *p, sd_dtensor *out,
                              dnnl_data_type_t type, sd_dnnl_conv_weights_fn weights, void *ctx)
@@ -454,10 +479,11 @@ sd_status sd_dnnl_conv_bands(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *x, 
     size_t x_size = sd_dtype_size(x->dtype);
     sd_dnnl_conv c = {0};
     dnnl_memory_desc_t w_layout, x_band, o_band;
-    sd_dnnl_mapping xm = {0}, bm = {0}, om = {0}, xw = {0}, ow = {0};
-    sd_scratch x_tmp = {0}, o_tmp = {0};
-    size_t xw_bytes = 0, ow_bytes = 0;
-    void *wp = NULL;
+    const dnnl_memory_desc_t *band_w_md = &w_layout;
+    sd_dnnl_mapping xm = {0}, bm = {0}, om = {0}, xw = {0}, ow = {0}, ww = {0};
+    sd_scratch x_tmp = {0}, o_tmp = {0}, w_tmp = {0};
+    size_t xw_bytes = 0, ow_bytes = 0, ww_bytes = 0;
+    void *wp = NULL, *band_wp = NULL;
     bool x_direct = false, o_direct = false;
     int made[4] = {-1, -1, -1, -1}; /* the band shape c was made for: input rows, output rows, padding */
     sd_status st;
@@ -480,9 +506,12 @@ sd_status sd_dnnl_conv_bands(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *x, 
                 sd_dnnl_conv_free(&c);
                 memcpy(made, shape, sizeof made);
                 if ((st = sd_dnnl_conv_make(cl, d, &x1, w, bias, p, &o1, type, &band, &c)) ||
+                    (wp && reference_impl(c.pd) && (st = own_weights_band(cl, d, &x1, w, bias, p, &o1, type, &band,
+                                                                          &c, &w_tmp, &ww, &ww_bytes))) ||
                     (st = band_md(cl, x, per_call, hb, &x_band)) ||
                     (st = band_md(cl, out, per_call, n, &o_band)))
                     break;
+                cl->stats.dnnl_reference_convs += reference_impl(c.pd);
                 x_direct = dnnl_memory_desc_equal(&c.x_want, &x_band);
                 o_direct = dnnl_memory_desc_equal(&c.o_want, &o_band);
                 if ((!x_direct && (st = scratch_at_least(cl, dnnl_memory_desc_get_size(&c.x_want), "conv2d input",
@@ -495,6 +524,12 @@ sd_status sd_dnnl_conv_bands(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *x, 
                     if ((st = weights(cl, d, &c, ctx, &wp)))
                         break;
                 }
+                /* A band whose primitive wants its own weights layout gets them relaid from the first's. */
+                bool own = !dnnl_memory_desc_equal(&c.w_want, &w_layout);
+                band_w_md = own ? &c.w_want : &w_layout;
+                band_wp = own ? ww.ptr : wp;
+                if (own && (st = sd_dnnl_reorder(cl, d, &w_layout, wp, &c.w_want, ww.ptr, 1.0f)))
+                    break;
             }
             char *xb = (char *)xm.ptr + ((size_t)b * x_step + (size_t)r0 * W) * x_size;
             float *ob = (float *)om.ptr + (size_t)b * o_step + (size_t)a * OW;
@@ -503,7 +538,7 @@ sd_status sd_dnnl_conv_bands(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *x, 
                 (st = reorder_any(cl, d, &x_band, xb, x->dtype, x_step * per_call, &c.x_want, xw.ptr, 1.0f)))
                 break;
             sd_dnnl_arg args[] = {{DNNL_ARG_SRC, &c.x_want, x_direct ? (void *)xb : xw.ptr},
-                                  {DNNL_ARG_WEIGHTS, &w_layout, wp},
+                                  {DNNL_ARG_WEIGHTS, band_w_md, band_wp},
                                   {DNNL_ARG_DST, &c.o_want, o_direct ? (void *)ob : ow.ptr},
                                   {DNNL_ARG_BIAS, &c.bias, bm.ptr}};
             if (!(st = sd_dnnl_execute(cl, d, c.prim, args, 4, "convolution")) && !o_direct)
@@ -514,6 +549,7 @@ done:
     sd_dnnl_conv_free(&c);
     sd_dnnl_scratch_done(cl, &xw, &x_tmp);
     sd_dnnl_scratch_done(cl, &ow, &o_tmp);
+    sd_dnnl_scratch_done(cl, &ww, &w_tmp);
     sd_dnnl_unmap(cl, &xm);
     sd_dnnl_unmap(cl, &bm);
     sd_dnnl_unmap(cl, &om);

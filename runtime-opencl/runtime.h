@@ -33,6 +33,7 @@ typedef struct sd_cl_stats {
     size_t peak_bytes;       /* highest live_bytes + pool_bytes seen */
     int derived_builds;      /* packed/transformed forms of constant tensors computed and kept */
     size_t derived_bytes;    /* bytes those forms hold now (included in live_bytes) */
+    int dnnl_reference_convs; /* oneDNN convolution primitives made on a reference (plain-loop) implementation */
 } sd_cl_stats;
 
 typedef struct sd_cl {

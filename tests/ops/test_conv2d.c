@@ -173,6 +173,24 @@ static void test_conv_bands(void)
     sd_dnnl_set_band_bytes(prior);
 }
 
+static void test_conv_band_layouts(void)
+{
+    /* Bands of 4 rows and a last one of 2 (a limit of 8 bands' copies: 16 + 64 channels of 16
+     * columns, 5120 bytes a row): oneDNN's 1x1 kernel lays the weights out differently for the
+     * short band and, held to the first band's layout, fell back to a reference loop. The short
+     * band gets the weights relaid for its own kernel: right results, no reference primitive. */
+    static const conv_case cases[] = {
+        {1, 16, 34, 16, 64, 1, 1, {1, 1, 0, 0, SD_ACT_NONE, SD_CONV_AUTO}, true, F32, F16},
+        {2, 16, 34, 16, 64, 1, 1, {1, 1, 0, 0, SD_ACT_SILU, SD_CONV_AUTO}, true, F32, F32},
+        {1, 16, 35, 16, 48, 3, 3, {1, 1, 1, 1, SD_ACT_NONE, SD_CONV_AUTO}, true, F32, F16},
+    };
+    size_t prior = sd_dnnl_set_band_bytes(8 * 5120 * 4);
+    int before = cl->stats.dnnl_reference_convs;
+    check_cases(cases, sizeof cases / sizeof cases[0], 600);
+    CHECK_EQ_INT(cl->stats.dnnl_reference_convs, before);
+    sd_dnnl_set_band_bytes(prior);
+}
+
 static void test_conv_chunks(void)
 {
     /* K = 64*9 = 576: 64 MB of panels hold 29120 pixels; 200x190 = 38000 pixels need two chunks. */
@@ -233,6 +251,7 @@ int main(void)
     RUN(test_conv_other_kernels);
     RUN(test_conv_winograd_sizes);
     RUN(test_conv_bands);
+    RUN(test_conv_band_layouts);
     RUN(test_conv_chunks);
     RUN(test_conv_bad_shapes);
     sd_context_free(ctx);
