@@ -207,7 +207,9 @@ static bool same_md(const void *kept, const void *want)
 }
 
 /* The weights `t` (whose elements `plain_md` describes as f32) in the layout `want`, mapped in
- * *view: t's kept form under key when it has one; else converted, and kept with t when t is
+ * *view: t's kept form under key when it has one in that layout; when t's data was released,
+ * its kept form in another layout (oneDNN's choice can depend on the rows of a product) relaid
+ * into *tmp; else converted, and kept with t when t is
  * constant (t's own data is then released when t is releasable), or left in *tmp for
  * sd_dnnl_scratch_done to give back. */
 static sd_status weights_in(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *t, const sd_derived_key *key,
@@ -218,10 +220,19 @@ static sd_status weights_in(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *t, c
     cl_mem kept = t->derived ? sd_derived_find_meta(t, key, same_md, want) : NULL;
     if (kept)
         return sd_dnnl_map(cl, kept, bytes, false, view);
+    sd_dnnl_mapping src = {0};
+    const void *kept_md = NULL;
+    kept = sd_dtensor_released(t) ? sd_derived_find_any_meta(t, key, &kept_md) : NULL;
+    if (kept) { /* t's data is gone: its kept form in another layout, relaid for this call */
+        sd_status st = sd_dnnl_map(cl, kept, dnnl_memory_desc_get_size(kept_md), false, &src);
+        if (!st && !(st = sd_dnnl_scratch_view(cl, bytes, "bf16 weights", tmp, view)))
+            st = sd_dnnl_reorder(cl, d, kept_md, src.ptr, want, view->ptr, 1.0f);
+        sd_dnnl_unmap(cl, &src);
+        return st;
+    }
     sd_status st = sd_dtensor_require_data(t, "bf16 product", "weight");
     if (st)
         return st;
-    sd_dnnl_mapping src = {0};
     st = (t->derived ? sd_scratch_get_exact : sd_scratch_get)(cl, bytes, 1, "bf16 weights", tmp);
     if (!st)
         st = sd_dnnl_map(cl, t->buf, t->numel * sd_dtype_size(t->dtype), false, &src);

@@ -53,6 +53,8 @@ cl_mem sd_derived_find_meta(const sd_dtensor *t, const sd_derived_key *key,
                             bool (*fits)(const void *meta, const void *want), const void *want);
 sd_status sd_derived_keep_meta(const sd_dtensor *t, const sd_derived_key *key, sd_scratch *s, const void *meta,
                                size_t meta_size);
+/* A kept form under key whatever its layout, with its layout description in *meta, or NULL. */
+cl_mem sd_derived_find_any_meta(const sd_dtensor *t, const sd_derived_key *key, const void **meta);
 
 /* Most A rows of a call that keeps a constant B's panels: with more rows the per-call packing
  * is a small part of the product and the freshly packed panels are still in cache, so keeping

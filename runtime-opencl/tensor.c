@@ -291,6 +291,16 @@ cl_mem sd_derived_find_meta(const sd_dtensor *t, const sd_derived_key *key,
     return NULL;
 }
 
+cl_mem sd_derived_find_any_meta(const sd_dtensor *t, const sd_derived_key *key, const void **meta)
+{
+    for (derived_form *f = t->derived ? t->derived->forms : NULL; f; f = f->next)
+        if (same_key(&f->key, key) && f->meta) {
+            *meta = f->meta;
+            return f->s.buf;
+        }
+    return NULL;
+}
+
 sd_status sd_derived_keep_meta(const sd_dtensor *t, const sd_derived_key *key, sd_scratch *s, const void *meta,
                                size_t meta_size)
 {
