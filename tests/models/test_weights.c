@@ -132,24 +132,48 @@ static void test_patched_view(void)
 }
 
 #ifdef SDFLOW_HAVE_DNNL
+/* A new context in bf16 with a weight set (prefix "m.") over a file, written in the scratch
+ * folder as `name`, holding one f32 tensor m.proj.weight of rows x cols. */
+typedef struct bf16_set {
+    sd_context *ctx;
+    sd_cl *cl;
+    char *path;
+    sd_safetensors *st;
+    sd_weights *w;
+} bf16_set;
+
+static void bf16_set_open(bf16_set *b, const char *name, int64_t rows, int64_t cols)
+{
+    memset(b, 0, sizeof *b);
+    CHECK_EQ_INT(sd_context_new(&b->ctx), SD_OK);
+    sd_context_set_cache_path(b->ctx, NULL);
+    b->path = test_path(test_scratch_dir(), name);
+    sd_st_entry entries[] = {{.name = "m.proj.weight", .dtype = SD_ST_F32, .ndim = 2, .shape = {rows, cols}}};
+    CHECK_EQ_INT(sd_safetensors_write(b->ctx, b->path, entries, 1, NULL, fill, NULL), SD_OK);
+    CHECK_EQ_INT(sd_safetensors_open(b->ctx, b->path, &b->st), SD_OK);
+    CHECK_EQ_INT(sd_cl_get(b->ctx, &b->cl), SD_OK);
+    CHECK_EQ_INT(sd_context_set_precision(b->ctx, "bf16"), SD_OK);
+    CHECK_EQ_INT(sd_weights_new(b->cl, b->st, "m.", SD_DTYPE_F16, &b->w), SD_OK);
+}
+
+static void bf16_set_close(bf16_set *b)
+{
+    sd_weights_free(b->w);
+    sd_safetensors_close(b->st);
+    free(b->path);
+    sd_context_free(b->ctx);
+}
+
 /* In bf16, a Linear weight's data is freed once oneDNN keeps its bf16 form: the set keeps handing
  * out that tensor (same results), a product that would need the data again fails clearly, and
  * fp32 or a patched view gets the data uploaded again from the file. */
 static void test_bf16_release(void)
 {
-    sd_context *ctx;
-    CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
-    sd_context_set_cache_path(ctx, NULL);
-    char *path = test_path(test_scratch_dir(), "b.safetensors");
-    sd_st_entry entries[] = {{.name = "m.proj.weight", .dtype = SD_ST_F32, .ndim = 2, .shape = {3, 5}}};
-    CHECK_EQ_INT(sd_safetensors_write(ctx, path, entries, 1, NULL, fill, NULL), SD_OK);
-    sd_safetensors *st = NULL;
-    sd_cl *cl;
-    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &st), SD_OK);
-    CHECK_EQ_INT(sd_cl_get(ctx, &cl), SD_OK);
-    CHECK_EQ_INT(sd_context_set_precision(ctx, "bf16"), SD_OK);
-    sd_weights *w, *view;
-    CHECK_EQ_INT(sd_weights_new(cl, st, "m.", SD_DTYPE_F16, &w), SD_OK);
+    bf16_set set;
+    bf16_set_open(&set, "b.safetensors", 3, 5);
+    sd_context *ctx = set.ctx;
+    sd_cl *cl = set.cl;
+    sd_weights *w = set.w, *view;
     const sd_dtensor *wt, *again;
     sd_dtensor *x = NULL, *y1 = NULL, *y2 = NULL, *bad = (sd_dtensor *)1;
     int64_t xs[2] = {2, 5};
@@ -193,10 +217,7 @@ static void test_bf16_release(void)
     CHECK_NEAR(host[4], 1.5 + 4 * 0.25, 1e-6);
     sd_weights_free(view);
     sd_dtensor_free(x), sd_dtensor_free(y1), sd_dtensor_free(y2);
-    sd_weights_free(w);
-    sd_safetensors_close(st);
-    free(path);
-    sd_context_free(ctx);
+    bf16_set_close(&set);
 }
 
 /* oneDNN may lay a weight out differently for products of different rows (a 64 x 77 one: 48-wide
@@ -204,19 +225,10 @@ static void test_bf16_release(void)
  * other shape instead of the product failing, with the same results. */
 static void test_bf16_release_rows(void)
 {
-    sd_context *ctx;
-    CHECK_EQ_INT(sd_context_new(&ctx), SD_OK);
-    sd_context_set_cache_path(ctx, NULL);
-    char *path = test_path(test_scratch_dir(), "rows.safetensors");
-    sd_st_entry entries[] = {{.name = "m.proj.weight", .dtype = SD_ST_F32, .ndim = 2, .shape = {77, 64}}};
-    CHECK_EQ_INT(sd_safetensors_write(ctx, path, entries, 1, NULL, fill, NULL), SD_OK);
-    sd_safetensors *st = NULL;
-    sd_cl *cl;
-    CHECK_EQ_INT(sd_safetensors_open(ctx, path, &st), SD_OK);
-    CHECK_EQ_INT(sd_cl_get(ctx, &cl), SD_OK);
-    CHECK_EQ_INT(sd_context_set_precision(ctx, "bf16"), SD_OK);
-    sd_weights *w;
-    CHECK_EQ_INT(sd_weights_new(cl, st, "m.", SD_DTYPE_F16, &w), SD_OK);
+    bf16_set set;
+    bf16_set_open(&set, "rows.safetensors", 77, 64);
+    sd_cl *cl = set.cl;
+    sd_weights *w = set.w;
     const sd_dtensor *wt;
     sd_dtensor *x16 = NULL, *x2 = NULL, *y16 = NULL, *y2 = NULL;
     int64_t s16[2] = {16, 64}, s2[2] = {2, 64};
@@ -238,10 +250,7 @@ static void test_bf16_release_rows(void)
             CHECK_NEAR(b[i], a[i], 1e-4 * (fabs(a[i]) + 1.0));
     }
     sd_dtensor_free(x16), sd_dtensor_free(x2), sd_dtensor_free(y16), sd_dtensor_free(y2);
-    sd_weights_free(w);
-    sd_safetensors_close(st);
-    free(path);
-    sd_context_free(ctx);
+    bf16_set_close(&set);
 }
 #endif
 
