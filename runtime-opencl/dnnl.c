@@ -489,7 +489,7 @@ static sd_status own_weights_band(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor
 
 sd_status sd_dnnl_conv_bands(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *x, const sd_dtensor *w,
                              const sd_dtensor *bias, const sd_conv2d_params *p, sd_dtensor *out,
-                             dnnl_data_type_t type, sd_dnnl_conv_weights_fn weights, void *ctx)
+                             dnnl_data_type_t type, sd_dnnl_conv_weights_fn weights)
 {
     int H = (int)x->shape[2], W = (int)x->shape[3], OH = (int)out->shape[2], OW = (int)out->shape[3];
     int KH = (int)w->shape[2], rows = band_rows(x, w, p, out);
@@ -497,10 +497,10 @@ sd_status sd_dnnl_conv_bands(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *x, 
     size_t x_step = x->numel / (size_t)x->shape[0], o_step = out->numel / (size_t)out->shape[0];
     size_t x_size = sd_dtype_size(x->dtype);
     sd_dnnl_conv c = {0};
-    dnnl_memory_desc_t w_layout, x_band, o_band;
+    dnnl_memory_desc_t w_layout, x_band, o_band, relaid = {0}; /* relaid: the layout ww holds the weights in */
     const dnnl_memory_desc_t *band_w_md = &w_layout;
-    sd_dnnl_mapping xm = {0}, bm = {0}, om = {0}, xw = {0}, ow = {0}, ww = {0};
-    sd_scratch x_tmp = {0}, o_tmp = {0}, w_tmp = {0};
+    sd_dnnl_mapping xm = {0}, bm = {0}, om = {0}, xw = {0}, ow = {0}, wv = {0}, ww = {0};
+    sd_scratch x_tmp = {0}, o_tmp = {0}, wv_tmp = {0}, w_tmp = {0};
     size_t xw_bytes = 0, ow_bytes = 0, ww_bytes = 0;
     void *wp = NULL, *band_wp = NULL;
     bool x_direct = false, o_direct = false;
@@ -540,15 +540,20 @@ sd_status sd_dnnl_conv_bands(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *x, 
                     break;
                 if (!wp) {
                     w_layout = c.w_want;
-                    if ((st = weights(cl, d, &c, ctx, &wp)))
+                    if ((st = weights(cl, d, w, &c, &wv, &wv_tmp)))
                         break;
+                    wp = wv.ptr;
                 }
-                /* A band whose primitive wants its own weights layout gets them relaid from the first's. */
+                /* A band whose primitive wants its own weights layout gets them relaid from the
+                 * first's (once while that layout stays the one wanted, image after image). */
                 bool own = !dnnl_memory_desc_equal(&c.w_want, &w_layout);
                 band_w_md = own ? &c.w_want : &w_layout;
                 band_wp = own ? ww.ptr : wp;
-                if (own && (st = sd_dnnl_reorder(cl, d, &w_layout, wp, &c.w_want, ww.ptr, 1.0f)))
-                    break;
+                if (own && !dnnl_memory_desc_equal(&relaid, &c.w_want)) {
+                    if ((st = sd_dnnl_reorder(cl, d, &w_layout, wp, &c.w_want, ww.ptr, 1.0f)))
+                        break;
+                    relaid = c.w_want;
+                }
             }
             char *xb = (char *)xm.ptr + ((size_t)b * x_step + (size_t)r0 * W) * x_size;
             float *ob = (float *)om.ptr + (size_t)b * o_step + (size_t)a * OW;
@@ -569,6 +574,7 @@ done:
     sd_dnnl_scratch_done(cl, &xw, &x_tmp);
     sd_dnnl_scratch_done(cl, &ow, &o_tmp);
     sd_dnnl_scratch_done(cl, &ww, &w_tmp);
+    sd_dnnl_scratch_done(cl, &wv, &wv_tmp);
     sd_dnnl_unmap(cl, &xm);
     sd_dnnl_unmap(cl, &bm);
     sd_dnnl_unmap(cl, &om);
@@ -576,20 +582,11 @@ done:
 }
 
 /* The bf16 route's weights for the bands: w's kept bf16 form in the first band's layout. */
-typedef struct bf16_weights {
-    const sd_dtensor *w;
-    sd_dnnl_mapping view;
-    sd_scratch tmp;
-} bf16_weights;
-
-static sd_status bf16_weights_ready(sd_cl *cl, struct sd_dnnl *d, const sd_dnnl_conv *c, void *ctx, void **out)
+static sd_status bf16_weights_ready(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *w, const sd_dnnl_conv *c,
+                                    sd_dnnl_mapping *view, sd_scratch *tmp)
 {
-    bf16_weights *bw = ctx;
-    const sd_dtensor *w = bw->w;
     sd_derived_key key = {SD_DERIVED_DNNL_CONV, {w->shape[0], w->shape[1], w->shape[2], w->shape[3]}};
-    sd_status st = weights_in(cl, d, w, &key, &c->w_plain, &c->w_want, &bw->view, &bw->tmp);
-    *out = bw->view.ptr;
-    return st;
+    return weights_in(cl, d, w, &key, &c->w_plain, &c->w_want, view, tmp);
 }
 
 sd_status sd_dnnl_conv2d_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w, const sd_dtensor *bias,
@@ -599,10 +596,7 @@ sd_status sd_dnnl_conv2d_run(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
     sd_status st = sd_dnnl_engine(cl, &d);
     if (st || (st = sd_cl_finish(cl)))
         return st;
-    bf16_weights bw = {.w = w};
-    st = sd_dnnl_conv_bands(cl, d, x, w, bias, p, out, dnnl_bf16, bf16_weights_ready, &bw);
-    sd_dnnl_scratch_done(cl, &bw.view, &bw.tmp);
-    return st;
+    return sd_dnnl_conv_bands(cl, d, x, w, bias, p, out, dnnl_bf16, bf16_weights_ready);
 }
 
 #endif

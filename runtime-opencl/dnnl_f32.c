@@ -300,24 +300,15 @@ static sd_status weights_to(sd_cl *cl, const sd_dtensor *w, const void *src, con
 }
 
 /* The fp32 route's weights for the bands: w widened per call into the first band's layout. */
-typedef struct f32_weights {
-    const sd_dtensor *w;
-    sd_dnnl_mapping view;
-    sd_scratch tmp;
-} f32_weights;
-
-static sd_status f32_weights_ready(sd_cl *cl, struct sd_dnnl *d, const sd_dnnl_conv *c, void *ctx, void **out)
+static sd_status f32_weights_ready(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *w, const sd_dnnl_conv *c,
+                                   sd_dnnl_mapping *view, sd_scratch *tmp)
 {
     (void)d;
-    f32_weights *fw = ctx;
-    const sd_dtensor *w = fw->w;
     sd_dnnl_mapping src = {0};
     sd_status st = sd_dnnl_map(cl, w->buf, w->numel * sd_dtype_size(w->dtype), false, &src);
-    if (!st && !(st = sd_dnnl_scratch_view(cl, dnnl_memory_desc_get_size(&c->w_want), "conv2d weights", &fw->tmp,
-                                           &fw->view)))
-        st = weights_to(cl, w, src.ptr, &c->w_want, fw->view.ptr);
+    if (!st && !(st = sd_dnnl_scratch_view(cl, dnnl_memory_desc_get_size(&c->w_want), "conv2d weights", tmp, view)))
+        st = weights_to(cl, w, src.ptr, &c->w_want, view->ptr);
     sd_dnnl_unmap(cl, &src);
-    *out = fw->view.ptr;
     return st;
 }
 
@@ -328,10 +319,7 @@ sd_status sd_dnnl_conv2d_f32(sd_cl *cl, const sd_dtensor *x, const sd_dtensor *w
     sd_status st = sd_dtensor_require_data(w, "conv2d", "weight");
     if (st || (st = sd_dnnl_engine(cl, &d)) || (st = sd_cl_finish(cl)))
         return st;
-    f32_weights fw = {.w = w};
-    st = sd_dnnl_conv_bands(cl, d, x, w, bias, p, out, dnnl_f32, f32_weights_ready, &fw);
-    sd_dnnl_scratch_done(cl, &fw.view, &fw.tmp);
-    return st;
+    return sd_dnnl_conv_bands(cl, d, x, w, bias, p, out, dnnl_f32, f32_weights_ready);
 }
 
 #endif

@@ -61,16 +61,16 @@ sd_status sd_dnnl_conv_make(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *x, c
                             const sd_dtensor *bias, const sd_conv2d_params *p, const sd_dtensor *out,
                             dnnl_data_type_t type, const sd_dnnl_band *band, sd_dnnl_conv *c);
 void sd_dnnl_conv_free(sd_dnnl_conv *c);
-/* Makes the weights ready in c->w_want's layout (the first band's primitive c) and sets *w to
- * them; what it holds lives in ctx, for its caller to give back after the bands ran. */
-typedef sd_status (*sd_dnnl_conv_weights_fn)(sd_cl *cl, struct sd_dnnl *d, const sd_dnnl_conv *c, void *ctx,
-                                             void **w);
+/* Makes the weights w ready in c->w_want's layout (the first band's primitive c), mapped in
+ * *view: a kept form, or converted into *tmp; sd_dnnl_conv_bands gives both back. */
+typedef sd_status (*sd_dnnl_conv_weights_fn)(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *w,
+                                             const sd_dnnl_conv *c, sd_dnnl_mapping *view, sd_scratch *tmp);
 /* The convolution in `type` (sd_dnnl_conv2d_run's bands): maps x, bias and out, and per image and
  * band makes the primitive (the first band's weights layout for all), reorders the band's input
- * rows, runs it and reorders its output rows back; weights(ctx) once. */
+ * rows, runs it and reorders its output rows back; weights once. */
 sd_status sd_dnnl_conv_bands(sd_cl *cl, struct sd_dnnl *d, const sd_dtensor *x, const sd_dtensor *w,
                              const sd_dtensor *bias, const sd_conv2d_params *p, sd_dtensor *out,
-                             dnnl_data_type_t type, sd_dnnl_conv_weights_fn weights, void *ctx);
+                             dnnl_data_type_t type, sd_dnnl_conv_weights_fn weights);
 /* dst[i] = src[i] as float for n f16 values (F16C/AVX-512 where the CPU has it). */
 void sd_dnnl_half_to_float(float *dst, const uint16_t *src, size_t n);
 
